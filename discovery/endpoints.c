@@ -1,0 +1,92 @@
+#include "discovery/endpoints.h"
+
+#include <string.h>
+
+static const char *const cla_unsupported[] = {"policy", "named_endpoints", NULL};
+static const char *const locality_lb_unsupported[] = {"metadata", "proximity",
+                                                      "load_balancer_endpoints",
+                                                      "leds_cluster_locality_config", NULL};
+static const char *const lb_endpoint_unsupported[] = {"metadata", "health_status",
+                                                      "endpoint_name", NULL};
+static const char *const endpoint_unsupported[] = {"health_check_config",
+                                                   "additional_addresses", NULL};
+
+int pt_endpoints_parse(pt_cfg_t *r, pt_arena_t *arena, const char *cluster_name,
+                       pt_endpoints_t *out)
+{
+    size_t errors_before = r->nerrors;
+    memset(out, 0, sizeof(*out));
+    pt_cfg_unsupported(r, cla_unsupported);
+    const char *cn;
+    pt_cfg_string(r, "cluster_name", &cn, NULL);
+    (void)cluster_name; /* Envoy ignores a mismatching cluster_name in a static assignment */
+
+    /* Count hosts first so the array is allocated once. */
+    unsigned total = 0;
+    json_t *eps = pt_cfg_get(r, "endpoints");
+    if (json_is_array(eps)) {
+        size_t i;
+        json_t *le;
+        json_array_foreach(eps, i, le) {
+            json_t *lbe = json_object_get(le, "lb_endpoints");
+            if (lbe == NULL)
+                lbe = json_object_get(le, "lbEndpoints");
+            if (json_is_array(lbe))
+                total += (unsigned)json_array_size(lbe);
+        }
+    }
+    out->hosts = pt_arena_alloc(arena, (total ? total : 1) * sizeof(pt_host_t *));
+
+    int eps_present;
+    size_t n = pt_cfg_array(r, "endpoints", &eps_present);
+    for (size_t i = 0; i < n; i++) {
+        if (pt_cfg_enter_index(r, i) <= 0)
+            continue;
+        pt_cfg_unsupported(r, locality_lb_unsupported);
+        uint64_t priority, lweight;
+        pt_cfg_uint(r, "priority", &priority, 0, 0, 128);
+        pt_cfg_uint(r, "load_balancing_weight", &lweight, 1, 1, UINT32_MAX);
+        if (pt_cfg_enter(r, "locality") > 0) {
+            const char *s;
+            pt_cfg_string(r, "region", &s, NULL);
+            pt_cfg_string(r, "zone", &s, NULL);
+            pt_cfg_string(r, "sub_zone", &s, NULL);
+            pt_cfg_leave(r);
+        }
+        int lbe_present;
+        size_t m = pt_cfg_array(r, "lb_endpoints", &lbe_present);
+        for (size_t j = 0; j < m; j++) {
+            if (out->nhosts >= total || pt_cfg_enter_index(r, j) <= 0)
+                continue;
+            pt_cfg_unsupported(r, lb_endpoint_unsupported);
+            pt_host_t *h = pt_arena_alloc(arena, sizeof(*h));
+            uint64_t weight;
+            pt_cfg_uint(r, "load_balancing_weight", &weight, 1, 1, UINT32_MAX);
+            h->weight = (uint32_t)weight;
+            h->priority = (uint32_t)priority;
+            int rc = pt_cfg_enter(r, "endpoint");
+            if (rc > 0) {
+                pt_cfg_unsupported(r, endpoint_unsupported);
+                const char *hn;
+                pt_cfg_string(r, "hostname", &hn, NULL);
+                h->hostname = pt_arena_strdup(arena, hn);
+                if (pt_config_read_address(r, "address", &h->address) == 0)
+                    pt_cfg_error(r, "address", "is required");
+                pt_cfg_leave(r);
+            } else if (rc == 0) {
+                pt_cfg_error(r, "endpoint", "is required");
+            }
+            char buf[PT_ADDR_STRLEN];
+            pt_addr_format(&h->address, buf, sizeof(buf));
+            h->address_str = pt_arena_strdup(arena, buf);
+            out->hosts[out->nhosts++] = h;
+            pt_cfg_leave(r);
+        }
+        if (lbe_present)
+            pt_cfg_leave_array(r);
+        pt_cfg_leave(r);
+    }
+    if (eps_present)
+        pt_cfg_leave_array(r);
+    return r->nerrors == errors_before ? 0 : -1;
+}

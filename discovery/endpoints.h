@@ -1,0 +1,19 @@
+/* ClusterLoadAssignment (envoy.config.endpoint.v3): the host list of a cluster, read the
+ * same way whether it comes from a static cluster's load_assignment or, later, from EDS. */
+#ifndef PT_ENDPOINTS_H
+#define PT_ENDPOINTS_H
+
+#include "proxy/arena.h"
+#include "proxy/cluster.h"
+#include "proxy/config_reader.h"
+
+typedef struct pt_endpoints {
+    pt_host_t **hosts;
+    unsigned nhosts;
+} pt_endpoints_t;
+
+/* The reader is inside the ClusterLoadAssignment object. Returns 0, or -1 with errors. */
+int pt_endpoints_parse(pt_cfg_t *r, pt_arena_t *arena, const char *cluster_name,
+                       pt_endpoints_t *out);
+
+#endif

@@ -1,0 +1,34 @@
+/* Socket addresses: one compact union for IPv4/IPv6 (28 bytes, kept per connection) and
+ * the parsing and formatting the config, logs and stats need. */
+#ifndef PT_ADDRESS_H
+#define PT_ADDRESS_H
+
+#include <netinet/in.h>
+#include <stddef.h>
+#include <sys/socket.h>
+
+typedef union pt_addr {
+    struct sockaddr sa;
+    struct sockaddr_in sin;
+    struct sockaddr_in6 sin6;
+} pt_addr_t;
+
+#define PT_ADDR_STRLEN 64 /* "[ffff:...:ffff]:65535" fits */
+
+static inline socklen_t pt_addr_len(const pt_addr_t *a)
+{
+    return a->sa.sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+}
+
+/* Numeric IP only (no DNS): returns 0 or -1 when `ip` is not an IPv4/IPv6 literal. */
+int pt_addr_parse(pt_addr_t *out, const char *ip, unsigned port);
+/* "10.0.0.1:80" or "[::1]:80". */
+void pt_addr_format(const pt_addr_t *a, char *out, size_t len);
+/* The IP alone, "10.0.0.1" or "::1". */
+void pt_addr_format_ip(const pt_addr_t *a, char *out, size_t len);
+unsigned pt_addr_port(const pt_addr_t *a);
+/* Envoy's stat-name form of a listener address: "0.0.0.0_10000", "[::1]_10000". */
+void pt_addr_stat_name(const pt_addr_t *a, char *out, size_t len);
+int pt_addr_equal(const pt_addr_t *a, const pt_addr_t *b);
+
+#endif

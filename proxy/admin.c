@@ -1,0 +1,784 @@
+#include "proxy/admin.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <malloc.h>
+#include <regex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "proxy/cluster.h"
+#include "proxy/conn.h"
+#include "proxy/http1_parser.h"
+#include "proxy/log.h"
+#include "proxy/server.h"
+#include "proxy/stats.h"
+
+#define ADMIN_MAX_HEAD    16384
+#define ADMIN_MAX_HEADERS 64
+
+struct pt_admin {
+    pt_server_t *server;
+    int fd;
+    ev_io io;
+};
+
+typedef struct admin_conn {
+    pt_admin_t *admin;
+    pt_conn_t *conn;
+    pt_h1_head_t head;
+    pt_h1_header_t headers[ADMIN_MAX_HEADERS];
+} admin_conn_t;
+
+typedef struct admin_request {
+    pt_admin_t *admin;
+    const char *method;
+    char path[512];
+    char query[1024];
+} admin_request_t;
+
+typedef struct admin_response {
+    int status;
+    const char *content_type;
+    pt_buf_t body;
+    const char *allow; /* for 405 */
+} admin_response_t;
+
+/* ---- query strings --------------------------------------------------------------- */
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Finds `key` in the query and percent-decodes its value into out. Returns 1 if present. */
+static int query_param(const char *query, const char *key, char *out, size_t outlen)
+{
+    size_t klen = strlen(key);
+    const char *p = query;
+    while (p != NULL && *p) {
+        const char *end = strchr(p, '&');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len >= klen && strncmp(p, key, klen) == 0 && (len == klen || p[klen] == '=')) {
+            size_t o = 0;
+            for (size_t i = klen + 1; i < len && o + 1 < outlen; i++) {
+                char c = p[i];
+                if (c == '+') {
+                    c = ' ';
+                } else if (c == '%' && i + 2 < len + 0 + 1 && hexval(p[i + 1]) >= 0 &&
+                           hexval(p[i + 2]) >= 0) {
+                    c = (char)(hexval(p[i + 1]) * 16 + hexval(p[i + 2]));
+                    i += 2;
+                }
+                out[o++] = c;
+            }
+            if (outlen > 0)
+                out[o < outlen ? o : outlen - 1] = '\0';
+            return 1;
+        }
+        p = end ? end + 1 : NULL;
+    }
+    return 0;
+}
+
+/* ---- stats ----------------------------------------------------------------------- */
+
+typedef struct stat_filter {
+    regex_t re;
+    int active;
+} stat_filter_t;
+
+static int filter_init(stat_filter_t *f, const char *filter)
+{
+    f->active = filter != NULL && filter[0] != '\0';
+    if (f->active && regcomp(&f->re, filter, REG_EXTENDED | REG_NOSUB) != 0)
+        return -1;
+    return 0;
+}
+
+static int filter_match(const stat_filter_t *f, const char *name)
+{
+    return !f->active || regexec(&f->re, name, 0, NULL, 0) == 0;
+}
+
+static void filter_dispose(stat_filter_t *f)
+{
+    if (f->active)
+        regfree(&f->re);
+}
+
+static void format_value(const pt_stat_info_t *info, pt_stat_t id, char *out, size_t len)
+{
+    if (info->kind == PT_STAT_GAUGE)
+        snprintf(out, len, "%lld", (long long)pt_stats_gauge_value(id));
+    else
+        snprintf(out, len, "%llu", (unsigned long long)pt_stats_value(id));
+}
+
+int pt_admin_render_stats_text(pt_buf_t *out, const char *filter, int used_only)
+{
+    stat_filter_t f;
+    if (filter_init(&f, filter) != 0)
+        return -1;
+    uint32_t n;
+    pt_stat_t *ids = pt_stats_sorted(&n);
+    for (uint32_t i = 0; i < n; i++) {
+        const pt_stat_info_t *info = pt_stats_info(ids[i]);
+        if (!filter_match(&f, info->name))
+            continue;
+        if (used_only && pt_stats_value(ids[i]) == 0)
+            continue;
+        char v[32];
+        format_value(info, ids[i], v, sizeof(v));
+        pt_buf_printf(out, "%s: %s\n", info->name, v);
+    }
+    free(ids);
+    filter_dispose(&f);
+    return 0;
+}
+
+int pt_admin_render_stats_json(pt_buf_t *out, const char *filter, int used_only)
+{
+    stat_filter_t f;
+    if (filter_init(&f, filter) != 0)
+        return -1;
+    json_t *arr = json_array();
+    uint32_t n;
+    pt_stat_t *ids = pt_stats_sorted(&n);
+    for (uint32_t i = 0; i < n; i++) {
+        const pt_stat_info_t *info = pt_stats_info(ids[i]);
+        if (!filter_match(&f, info->name) || (used_only && pt_stats_value(ids[i]) == 0))
+            continue;
+        json_int_t v = info->kind == PT_STAT_GAUGE ? (json_int_t)pt_stats_gauge_value(ids[i])
+                                                   : (json_int_t)pt_stats_value(ids[i]);
+        json_array_append_new(arr, json_pack("{s:s,s:I}", "name", info->name, "value", v));
+    }
+    free(ids);
+    filter_dispose(&f);
+    json_t *root = json_pack("{s:o}", "stats", arr);
+    char *s = json_dumps(root, JSON_INDENT(1));
+    pt_buf_append_str(out, s);
+    pt_buf_append_str(out, "\n");
+    free(s);
+    json_decref(root);
+    return 0;
+}
+
+static int cmp_prom(const void *a, const void *b)
+{
+    const pt_stat_info_t *x = pt_stats_info(*(const pt_stat_t *)a);
+    const pt_stat_info_t *y = pt_stats_info(*(const pt_stat_t *)b);
+    int c = strcmp(x->prom_name, y->prom_name);
+    if (c != 0)
+        return c;
+    return strcmp(x->name, y->name);
+}
+
+static void prom_escape(pt_buf_t *out, const char *v)
+{
+    for (; *v; v++) {
+        if (*v == '\\' || *v == '"')
+            pt_buf_printf(out, "\\%c", *v);
+        else if (*v == '\n')
+            pt_buf_append_str(out, "\\n");
+        else
+            pt_buf_append(out, v, 1);
+    }
+}
+
+/* Prometheus text exposition 0.0.4. Counters carry the conventional _total suffix (added
+ * when the Envoy name lacks it) and every family has HELP and TYPE lines, so the output
+ * passes `promtool check metrics`. */
+int pt_admin_render_prometheus(pt_buf_t *out, const char *filter, int used_only)
+{
+    stat_filter_t f;
+    if (filter_init(&f, filter) != 0)
+        return -1;
+    uint32_t n;
+    pt_stat_t *ids = pt_stats_sorted(&n);
+    qsort(ids, n, sizeof(*ids), cmp_prom);
+    const char *family = NULL;
+    for (uint32_t i = 0; i < n; i++) {
+        const pt_stat_info_t *info = pt_stats_info(ids[i]);
+        if (!filter_match(&f, info->name) || (used_only && pt_stats_value(ids[i]) == 0))
+            continue;
+        int counter = info->kind == PT_STAT_COUNTER;
+        size_t plen = strlen(info->prom_name);
+        const char *suffix =
+            counter && !(plen > 6 && strcmp(info->prom_name + plen - 6, "_total") == 0)
+                ? "_total"
+                : "";
+        /* A gauge whose Envoy name ends in _total (membership_total) keeps its name and is
+         * typed untyped: Prometheus reserves the suffix for counters. */
+        const char *type = counter ? "counter"
+                           : (plen > 6 && strcmp(info->prom_name + plen - 6, "_total") == 0)
+                               ? "untyped"
+                               : "gauge";
+        if (family == NULL || strcmp(family, info->prom_name) != 0) {
+            family = info->prom_name;
+            pt_buf_printf(out, "# HELP %s%s %s %s\n", info->prom_name, suffix,
+                          counter ? "Counter" : "Gauge", info->name);
+            pt_buf_printf(out, "# TYPE %s%s %s\n", info->prom_name, suffix, type);
+        }
+        char v[32];
+        format_value(info, ids[i], v, sizeof(v));
+        pt_buf_printf(out, "%s%s", info->prom_name, suffix);
+        if (info->tag != NULL) {
+            pt_buf_printf(out, "{%s=\"", info->tag);
+            prom_escape(out, info->tag_value);
+            pt_buf_append_str(out, "\"}");
+        }
+        pt_buf_printf(out, " %s\n", v);
+    }
+    free(ids);
+    filter_dispose(&f);
+    return 0;
+}
+
+/* ---- endpoints ------------------------------------------------------------------- */
+
+static void body_json(admin_response_t *res, json_t *root)
+{
+    char *s = json_dumps(root, JSON_INDENT(1) | JSON_SORT_KEYS);
+    if (s != NULL) {
+        pt_buf_append_str(&res->body, s);
+        pt_buf_append_str(&res->body, "\n");
+        free(s);
+    }
+    json_decref(root);
+    res->content_type = "application/json";
+}
+
+static void format_duration(double secs, char *out, size_t len)
+{
+    snprintf(out, len, "%llus", (unsigned long long)secs);
+}
+
+static double wall_now(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+}
+
+static json_t *node_json(const pt_config_t *cfg)
+{
+    json_t *node = json_object();
+    if (cfg->node.id)
+        json_object_set_new(node, "id", json_string(cfg->node.id));
+    if (cfg->node.cluster)
+        json_object_set_new(node, "cluster", json_string(cfg->node.cluster));
+    if (cfg->node.region || cfg->node.zone || cfg->node.sub_zone) {
+        json_t *loc = json_object();
+        if (cfg->node.region)
+            json_object_set_new(loc, "region", json_string(cfg->node.region));
+        if (cfg->node.zone)
+            json_object_set_new(loc, "zone", json_string(cfg->node.zone));
+        if (cfg->node.sub_zone)
+            json_object_set_new(loc, "sub_zone", json_string(cfg->node.sub_zone));
+        json_object_set_new(node, "locality", loc);
+    }
+    return node;
+}
+
+static void ep_server_info(admin_request_t *req, admin_response_t *res)
+{
+    pt_server_t *s = req->admin->server;
+    char up[32];
+    format_duration(wall_now() - s->start_time, up, sizeof(up));
+    json_t *opts = json_pack("{s:I,s:s,s:s,s:s,s:f,s:s}", "concurrency",
+                             (json_int_t)s->opts.concurrency, "config_path", s->opts.config_path,
+                             "log_level", pt_log_level_str(pt_log_threshold), "mode", "Serve",
+                             "drain_time_s", s->opts.drain_time_s, "drain_strategy", "Gradual");
+    json_t *root = json_pack("{s:s,s:s,s:s,s:o,s:o,s:s,s:s,s:s}", "version", PT_VERSION, "state",
+                             pt_server_state_str(s->state), "hot_restart_version", "disabled",
+                             "command_line_options", opts, "node", node_json(s->config),
+                             "uptime_current_epoch", up, "uptime_all_epochs", up, "command_line",
+                             s->opts.command_line ? s->opts.command_line : "");
+    body_json(res, root);
+}
+
+static void ep_ready(admin_request_t *req, admin_response_t *res)
+{
+    pt_server_t *s = req->admin->server;
+    int live = s->state == PT_SERVER_LIVE;
+    res->status = live ? 200 : 503;
+    pt_buf_printf(&res->body, "%s\n", pt_server_state_str(s->state));
+}
+
+static void ep_stats(admin_request_t *req, admin_response_t *res)
+{
+    char filter[512] = "", format[32] = "";
+    int has_filter = query_param(req->query, "filter", filter, sizeof(filter));
+    int used_only = query_param(req->query, "usedonly", format, sizeof(format));
+    query_param(req->query, "format", format, sizeof(format));
+    int rc;
+    if (strcmp(format, "json") == 0) {
+        rc = pt_admin_render_stats_json(&res->body, has_filter ? filter : NULL, used_only);
+        res->content_type = "application/json";
+    } else if (strcmp(format, "prometheus") == 0) {
+        rc = pt_admin_render_prometheus(&res->body, has_filter ? filter : NULL, used_only);
+        res->content_type = "text/plain; version=0.0.4; charset=utf-8";
+    } else {
+        rc = pt_admin_render_stats_text(&res->body, has_filter ? filter : NULL, used_only);
+    }
+    if (rc != 0) {
+        pt_buf_dispose(&res->body);
+        res->status = 400;
+        res->content_type = "text/plain; charset=UTF-8";
+        pt_buf_printf(&res->body, "Invalid regex: \"%s\"\n", filter);
+    }
+}
+
+static void ep_prometheus(admin_request_t *req, admin_response_t *res)
+{
+    char filter[512] = "", tmp[8];
+    int has_filter = query_param(req->query, "filter", filter, sizeof(filter));
+    int used_only = query_param(req->query, "usedonly", tmp, sizeof(tmp));
+    res->content_type = "text/plain; version=0.0.4; charset=utf-8";
+    if (pt_admin_render_prometheus(&res->body, has_filter ? filter : NULL, used_only) != 0) {
+        res->status = 400;
+        pt_buf_printf(&res->body, "Invalid regex: \"%s\"\n", filter);
+    }
+}
+
+/* Secrets must not leave the process through the admin port. */
+static void redact(json_t *v)
+{
+    if (json_is_object(v)) {
+        const char *k;
+        json_t *child;
+        json_object_foreach(v, k, child) {
+            if ((strcmp(k, "private_key") == 0 || strcmp(k, "privateKey") == 0 ||
+                 strcmp(k, "password") == 0) &&
+                json_is_object(child)) {
+                const char *ik;
+                json_t *iv;
+                json_object_foreach(child, ik, iv) {
+                    if (strncmp(ik, "inline", 6) == 0)
+                        json_object_set_new(child, ik, json_string("[redacted]"));
+                }
+            } else {
+                redact(child);
+            }
+        }
+    } else if (json_is_array(v)) {
+        size_t i;
+        json_t *child;
+        json_array_foreach(v, i, child) redact(child);
+    }
+}
+
+static void ep_config_dump(admin_request_t *req, admin_response_t *res)
+{
+    pt_server_t *s = req->admin->server;
+    json_t *boot = json_deep_copy(s->config->source);
+    redact(boot);
+    json_t *dump = json_pack("{s:s,s:o}", "@type",
+                             "type.googleapis.com/envoy.admin.v3.BootstrapConfigDump",
+                             "bootstrap", boot);
+    json_t *root = json_pack("{s:[o]}", "configs", dump);
+    body_json(res, root);
+}
+
+static json_t *socket_address_json(const pt_addr_t *a)
+{
+    char ip[PT_ADDR_STRLEN];
+    pt_addr_format_ip(a, ip, sizeof(ip));
+    return json_pack("{s:{s:s,s:i}}", "socket_address", "address", ip, "port_value",
+                     (int)pt_addr_port(a));
+}
+
+static void ep_listeners(admin_request_t *req, admin_response_t *res)
+{
+    pt_server_t *s = req->admin->server;
+    char format[16] = "";
+    query_param(req->query, "format", format, sizeof(format));
+    if (strcmp(format, "json") == 0) {
+        json_t *arr = json_array();
+        for (unsigned i = 0; i < s->nlisteners; i++)
+            json_array_append_new(arr, json_pack("{s:s,s:o}", "name", s->listeners[i]->name,
+                                                 "local_address",
+                                                 socket_address_json(&s->listeners[i]->address)));
+        body_json(res, json_pack("{s:o}", "listener_statuses", arr));
+        return;
+    }
+    for (unsigned i = 0; i < s->nlisteners; i++) {
+        char a[PT_ADDR_STRLEN];
+        pt_addr_format(&s->listeners[i]->address, a, sizeof(a));
+        pt_buf_printf(&res->body, "%s::%s\n", s->listeners[i]->name, a);
+    }
+}
+
+static const char *health_str(uint32_t h, char *buf, size_t len)
+{
+    if (h == 0)
+        return "healthy";
+    buf[0] = '\0';
+    if (h & PT_HOST_FAILED_ACTIVE_HC)
+        snprintf(buf + strlen(buf), len - strlen(buf), "%s/failed_active_hc",
+                 buf[0] ? "" : "");
+    if (h & PT_HOST_FAILED_OUTLIER_CHECK)
+        snprintf(buf + strlen(buf), len - strlen(buf), "/failed_outlier_check");
+    return buf[0] == '/' ? buf + 1 : buf;
+}
+
+static void ep_clusters(admin_request_t *req, admin_response_t *res)
+{
+    pt_server_t *s = req->admin->server;
+    pt_config_t *cfg = s->config;
+    char format[16] = "";
+    query_param(req->query, "format", format, sizeof(format));
+    int json = strcmp(format, "json") == 0;
+    json_t *statuses = json ? json_array() : NULL;
+    static const char *const prios[] = {"default_priority", "high_priority"};
+    for (unsigned i = 0; i < cfg->nclusters; i++) {
+        pt_cluster_t *c = cfg->clusters[i];
+        json_t *hosts = json ? json_array() : NULL;
+        if (!json) {
+            pt_buf_printf(&res->body, "%s::observability_name::%s\n", c->name, c->name);
+            for (int p = 0; p < 2; p++) {
+                pt_buf_printf(&res->body, "%s::%s::max_connections::1024\n", c->name, prios[p]);
+                pt_buf_printf(&res->body, "%s::%s::max_pending_requests::1024\n", c->name,
+                              prios[p]);
+                pt_buf_printf(&res->body, "%s::%s::max_requests::1024\n", c->name, prios[p]);
+                pt_buf_printf(&res->body, "%s::%s::max_retries::3\n", c->name, prios[p]);
+            }
+            pt_buf_printf(&res->body, "%s::added_via_api::false\n", c->name);
+        }
+        for (unsigned j = 0; j < c->nhosts; j++) {
+            pt_host_t *h = c->hosts[j];
+            struct {
+                const char *name;
+                uint64_t v;
+            } st[] = {
+                {"cx_active", atomic_load(&h->cx_active)},
+                {"cx_connect_fail", atomic_load(&h->cx_connect_fail)},
+                {"cx_total", atomic_load(&h->cx_total)},
+                {"rq_active", atomic_load(&h->rq_active)},
+                {"rq_error", atomic_load(&h->rq_error)},
+                {"rq_success", atomic_load(&h->rq_success)},
+                {"rq_timeout", atomic_load(&h->rq_timeout)},
+                {"rq_total", atomic_load(&h->rq_total)},
+            };
+            uint32_t health = atomic_load(&h->health);
+            char hb[64];
+            if (json) {
+                json_t *stats = json_array();
+                for (size_t k = 0; k < sizeof(st) / sizeof(st[0]); k++)
+                    json_array_append_new(stats, json_pack("{s:s,s:I}", "name", st[k].name,
+                                                           "value", (json_int_t)st[k].v));
+                json_t *hs = json_pack("{s:s}", "eds_health_status",
+                                       health ? "UNHEALTHY" : "HEALTHY");
+                if (health & PT_HOST_FAILED_ACTIVE_HC)
+                    json_object_set_new(hs, "failed_active_health_check", json_true());
+                if (health & PT_HOST_FAILED_OUTLIER_CHECK)
+                    json_object_set_new(hs, "failed_outlier_check", json_true());
+                json_array_append_new(
+                    hosts, json_pack("{s:o,s:o,s:o,s:i,s:i,s:s}", "address",
+                                     socket_address_json(&h->address), "stats", stats,
+                                     "health_status", hs, "weight", (int)h->weight, "priority",
+                                     (int)h->priority, "hostname", h->hostname ? h->hostname : ""));
+                continue;
+            }
+            for (size_t k = 0; k < sizeof(st) / sizeof(st[0]); k++)
+                pt_buf_printf(&res->body, "%s::%s::%s::%llu\n", c->name, h->address_str,
+                              st[k].name, (unsigned long long)st[k].v);
+            pt_buf_printf(&res->body, "%s::%s::hostname::%s\n", c->name, h->address_str,
+                          h->hostname ? h->hostname : "");
+            pt_buf_printf(&res->body, "%s::%s::health_flags::%s\n", c->name, h->address_str,
+                          health_str(health, hb, sizeof(hb)));
+            pt_buf_printf(&res->body, "%s::%s::weight::%u\n", c->name, h->address_str,
+                          h->weight);
+            pt_buf_printf(&res->body, "%s::%s::priority::%u\n", c->name, h->address_str,
+                          h->priority);
+            pt_buf_printf(&res->body, "%s::%s::success_rate::-1\n", c->name, h->address_str);
+        }
+        if (json)
+            json_array_append_new(statuses, json_pack("{s:s,s:o,s:b}", "name", c->name,
+                                                      "host_statuses", hosts, "added_via_api",
+                                                      0));
+    }
+    if (json)
+        body_json(res, json_pack("{s:o}", "cluster_statuses", statuses));
+}
+
+static void ep_memory(admin_request_t *req, admin_response_t *res)
+{
+    (void)req;
+    struct mallinfo2 mi = mallinfo2();
+    char a[32], h[32], c[32];
+    snprintf(a, sizeof(a), "%zu", mi.uordblks);
+    snprintf(h, sizeof(h), "%zu", mi.arena + mi.hblkhd);
+    snprintf(c, sizeof(c), "%zu", pt_buf_chunks_live());
+    body_json(res, json_pack("{s:s,s:s,s:s}", "allocated", a, "heap_size", h, "buffer_chunks", c));
+}
+
+static void ep_quit(admin_request_t *req, admin_response_t *res)
+{
+    pt_buf_append_str(&res->body, "OK\n");
+    pt_info("admin: /quitquitquit");
+    pt_server_stop(req->admin->server);
+}
+
+static void ep_drain_listeners(admin_request_t *req, admin_response_t *res)
+{
+    pt_buf_append_str(&res->body, "OK\n");
+    pt_server_drain(req->admin->server);
+}
+
+static void ep_logging(admin_request_t *req, admin_response_t *res)
+{
+    char level[32];
+    if (query_param(req->query, "level", level, sizeof(level))) {
+        pt_log_level_t l;
+        if (pt_log_level_parse(level, &l) != 0) {
+            res->status = 400;
+            pt_buf_printf(&res->body, "unknown level \"%s\"\n", level);
+            return;
+        }
+        pt_log_threshold = l;
+    }
+    pt_buf_printf(&res->body, "active loggers:\n  petrel: %s\n",
+                  pt_log_level_str(pt_log_threshold));
+}
+
+typedef struct endpoint {
+    const char *path;
+    int post_only;
+    void (*fn)(admin_request_t *, admin_response_t *);
+    const char *help;
+} endpoint_t;
+
+static void ep_help(admin_request_t *req, admin_response_t *res);
+
+static const endpoint_t endpoints[] = {
+    {"/", 0, ep_help, "this list"},
+    {"/clusters", 0, ep_clusters, "upstream clusters and hosts (?format=json)"},
+    {"/config_dump", 0, ep_config_dump, "the loaded configuration, secrets redacted"},
+    {"/drain_listeners", 1, ep_drain_listeners, "close listeners and drain (POST)"},
+    {"/listeners", 0, ep_listeners, "listeners and their addresses (?format=json)"},
+    {"/logging", 1, ep_logging, "change the log level: ?level=debug (POST)"},
+    {"/memory", 0, ep_memory, "heap usage"},
+    {"/quitquitquit", 1, ep_quit, "exit the server (POST)"},
+    {"/ready", 0, ep_ready, "LIVE (200) or the state (503)"},
+    {"/server_info", 0, ep_server_info, "version, state, uptime, command line"},
+    {"/stats", 0, ep_stats, "stats (?filter=regex, ?usedonly, ?format=json|prometheus)"},
+    {"/stats/prometheus", 0, ep_prometheus, "stats in Prometheus text format"},
+};
+
+static void ep_help(admin_request_t *req, admin_response_t *res)
+{
+    (void)req;
+    pt_buf_append_str(&res->body, "admin commands are:\n");
+    for (size_t i = 0; i < sizeof(endpoints) / sizeof(endpoints[0]); i++)
+        pt_buf_printf(&res->body, "  %s: %s\n", endpoints[i].path, endpoints[i].help);
+}
+
+static const char *reason_phrase(int status)
+{
+    switch (status) {
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Error";
+    }
+}
+
+static void dispatch(admin_request_t *req, admin_response_t *res)
+{
+    for (size_t i = 0; i < sizeof(endpoints) / sizeof(endpoints[0]); i++) {
+        const endpoint_t *e = &endpoints[i];
+        if (strcmp(e->path, req->path) != 0)
+            continue;
+        int is_post = strcmp(req->method, "POST") == 0;
+        int is_get = strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0;
+        if ((e->post_only && !is_post) || (!e->post_only && !is_get)) {
+            res->status = 405;
+            res->allow = e->post_only ? "POST" : "GET, HEAD";
+            pt_buf_printf(&res->body, "%s requires %s\n", e->path,
+                          e->post_only ? "POST" : "GET");
+            return;
+        }
+        e->fn(req, res);
+        return;
+    }
+    res->status = 404;
+    pt_buf_printf(&res->body, "no such admin endpoint: %s\n", req->path);
+    ep_help(req, res);
+}
+
+static void send_response(admin_conn_t *ac, admin_response_t *res, int head_only)
+{
+    pt_buf_t out = {0};
+    pt_buf_printf(&out,
+                  "HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %zu\r\n"
+                  "cache-control: no-cache, max-age=0\r\nx-content-type-options: nosniff\r\n"
+                  "%s%s%sconnection: close\r\n\r\n",
+                  res->status, reason_phrase(res->status), res->content_type,
+                  pt_buf_len(&res->body), res->allow ? "allow: " : "", res->allow ? res->allow : "",
+                  res->allow ? "\r\n" : "");
+    if (!head_only)
+        pt_buf_move(&out, &res->body);
+    pt_buf_dispose(&res->body);
+    pt_conn_write(ac->conn, &out);
+    pt_conn_close(ac->conn, PT_CLOSE_FLUSH);
+    free(ac);
+}
+
+static void error_response(admin_conn_t *ac, int status, const char *why)
+{
+    admin_response_t res = {.status = status, .content_type = "text/plain; charset=UTF-8"};
+    pt_buf_printf(&res.body, "%s\n", why);
+    send_response(ac, &res, 0);
+}
+
+static void admin_on_read(pt_conn_t *c)
+{
+    admin_conn_t *ac = c->data;
+    size_t len = pt_buf_len(&c->in);
+    if (len > ADMIN_MAX_HEAD + 1)
+        len = ADMIN_MAX_HEAD + 1;
+    const char *data = pt_buf_pullup(&c->in, len);
+    pt_h1_limits_t lim = {.max_head_bytes = ADMIN_MAX_HEAD, .max_headers = ADMIN_MAX_HEADERS};
+    int rc = data ? pt_h1_parse_request(data, len, &ac->head, &lim) : PT_H1_ERROR;
+    if (rc == PT_H1_INCOMPLETE) {
+        if (c->flags & PT_CONN_F_EOF) {
+            pt_conn_close(c, PT_CLOSE_NOW);
+            free(ac);
+        }
+        return;
+    }
+    if (rc < 0) {
+        error_response(ac, ac->head.error_status ? ac->head.error_status : 400,
+                       ac->head.error_reason ? ac->head.error_reason : "bad request");
+        return;
+    }
+    admin_request_t req = {.admin = ac->admin};
+    char method[16];
+    snprintf(method, sizeof(method), "%.*s", (int)ac->head.method_len, ac->head.method);
+    req.method = method;
+    const char *t = ac->head.target;
+    size_t tl = ac->head.target_len;
+    const char *q = memchr(t, '?', tl);
+    size_t pl = q ? (size_t)(q - t) : tl;
+    snprintf(req.path, sizeof(req.path), "%.*s", (int)pl, t);
+    if (q != NULL)
+        snprintf(req.query, sizeof(req.query), "%.*s", (int)(tl - pl - 1), q + 1);
+    admin_response_t res = {.status = 200, .content_type = "text/plain; charset=UTF-8"};
+    dispatch(&req, &res);
+    pt_debug("admin: %s %s -> %d", method, req.path, res.status);
+    send_response(ac, &res, strcmp(method, "HEAD") == 0);
+}
+
+static void admin_on_error(pt_conn_t *c, int status)
+{
+    (void)status;
+    admin_conn_t *ac = c->data;
+    pt_conn_close(c, PT_CLOSE_NOW);
+    free(ac);
+}
+
+static void admin_on_connect(pt_conn_t *c, int status)
+{
+    (void)c;
+    (void)status;
+}
+
+static const pt_conn_handler_t admin_handler = {
+    .on_read = admin_on_read,
+    .on_connect = admin_on_connect,
+    .on_drain = admin_on_read,
+    .on_error = admin_on_error,
+};
+
+static void admin_on_accept(struct ev_loop *loop, ev_io *io, int revents)
+{
+    (void)loop;
+    (void)revents;
+    pt_admin_t *a = io->data;
+    for (int i = 0; i < 16; i++) {
+        pt_addr_t peer;
+        socklen_t len = sizeof(peer);
+        int fd = accept4(a->fd, &peer.sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
+            return;
+        admin_conn_t *ac = calloc(1, sizeof(*ac));
+        pt_conn_t *c = ac ? pt_conn_new(&a->server->main_worker, fd, &peer, NULL, NULL) : NULL;
+        if (c == NULL) {
+            free(ac);
+            close(fd);
+            continue;
+        }
+        ac->admin = a;
+        ac->conn = c;
+        ac->head.headers = ac->headers;
+        pt_conn_start(c, &admin_handler, ac);
+    }
+}
+
+pt_admin_t *pt_admin_start(pt_server_t *s, const pt_addr_t *addr, char *err, size_t errlen)
+{
+    pt_admin_t *a = calloc(1, sizeof(*a));
+    if (a == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    a->server = s;
+    a->fd = socket(addr->sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (a->fd < 0 || setsockopt(a->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        bind(a->fd, &addr->sa, pt_addr_len(addr)) != 0 || listen(a->fd, 128) != 0) {
+        char as[PT_ADDR_STRLEN];
+        pt_addr_format(addr, as, sizeof(as));
+        snprintf(err, errlen, "admin: cannot listen on %s: %s", as, strerror(errno));
+        if (a->fd >= 0)
+            close(a->fd);
+        free(a);
+        return NULL;
+    }
+    ev_io_init(&a->io, admin_on_accept, a->fd, EV_READ);
+    a->io.data = a;
+    ev_io_start(s->loop, &a->io);
+    char as[PT_ADDR_STRLEN];
+    pt_addr_format(addr, as, sizeof(as));
+    pt_info("admin listening on %s", as);
+    return a;
+}
+
+void pt_admin_stop(pt_admin_t *a)
+{
+    if (a->server->loop != NULL)
+        ev_io_stop(a->server->loop, &a->io);
+    close(a->fd);
+    /* Open admin connections: their state is freed with them. */
+    pt_worker_t *w = &a->server->main_worker;
+    while (w->conns != NULL) {
+        pt_conn_t *c = w->conns;
+        admin_conn_t *ac = c->data;
+        pt_conn_close(c, PT_CLOSE_NOW);
+        free(ac);
+    }
+    pt_conn_close_all(w);
+    free(a);
+}

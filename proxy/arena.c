@@ -1,0 +1,107 @@
+#include "proxy/arena.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ARENA_BLOCK 8192
+
+struct pt_arena_block {
+    pt_arena_block_t *next;
+    size_t used, cap;
+    _Alignas(16) char data[];
+};
+
+struct pt_arena_cleanup {
+    pt_arena_cleanup_t *next;
+    void (*fn)(void *);
+    void *arg;
+};
+
+void *pt_arena_alloc(pt_arena_t *a, size_t size)
+{
+    size = (size + 15) & ~(size_t)15;
+    pt_arena_block_t *b = a->blocks;
+    if (b == NULL || b->cap - b->used < size) {
+        size_t cap = size > ARENA_BLOCK / 2 ? size : ARENA_BLOCK;
+        b = malloc(sizeof(*b) + cap);
+        if (b == NULL)
+            return NULL;
+        b->used = 0;
+        b->cap = cap;
+        /* Big one-off allocations go behind the current block so its free tail stays usable. */
+        if (cap > ARENA_BLOCK && a->blocks != NULL) {
+            b->next = a->blocks->next;
+            a->blocks->next = b;
+        } else {
+            b->next = a->blocks;
+            a->blocks = b;
+        }
+    }
+    void *p = b->data + b->used;
+    b->used += size;
+    a->used_total += size;
+    memset(p, 0, size);
+    return p;
+}
+
+char *pt_arena_strndup(pt_arena_t *a, const char *s, size_t n)
+{
+    char *p = pt_arena_alloc(a, n + 1);
+    if (p != NULL) {
+        memcpy(p, s, n);
+        p[n] = '\0';
+    }
+    return p;
+}
+
+char *pt_arena_strdup(pt_arena_t *a, const char *s)
+{
+    return s ? pt_arena_strndup(a, s, strlen(s)) : NULL;
+}
+
+char *pt_arena_sprintf(pt_arena_t *a, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return NULL;
+    char *p = pt_arena_alloc(a, (size_t)n + 1);
+    if (p == NULL)
+        return NULL;
+    va_start(ap, fmt);
+    vsnprintf(p, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return p;
+}
+
+int pt_arena_defer(pt_arena_t *a, void (*fn)(void *), void *arg)
+{
+    pt_arena_cleanup_t *c = malloc(sizeof(*c));
+    if (c == NULL)
+        return -1;
+    c->fn = fn;
+    c->arg = arg;
+    c->next = a->cleanups;
+    a->cleanups = c;
+    return 0;
+}
+
+void pt_arena_dispose(pt_arena_t *a)
+{
+    while (a->cleanups != NULL) {
+        pt_arena_cleanup_t *c = a->cleanups;
+        a->cleanups = c->next;
+        c->fn(c->arg);
+        free(c);
+    }
+    while (a->blocks != NULL) {
+        pt_arena_block_t *b = a->blocks;
+        a->blocks = b->next;
+        free(b);
+    }
+    a->used_total = 0;
+}

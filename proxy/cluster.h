@@ -1,0 +1,84 @@
+/* Clusters and their hosts, as held by a config snapshot.
+ *
+ * A cluster is parsed from envoy.config.cluster.v3.Cluster. Hosts come from its
+ * load_assignment (STATIC now; DNS and EDS clusters plug in later through discovery/ and
+ * publish new host sets in new snapshots). Host counters shown by /clusters are shared
+ * atomics; the Envoy-named cluster stats are per-worker slots (proxy/stats.h). */
+#ifndef PT_CLUSTER_H
+#define PT_CLUSTER_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "proxy/address.h"
+#include "proxy/config.h"
+#include "proxy/stats.h"
+
+typedef struct pt_worker pt_worker_t;
+
+#define PT_CLUSTER_COUNTERS(X)                                                                 \
+    X(upstream_cx_total)                                                                       \
+    X(upstream_cx_connect_fail)                                                                \
+    X(upstream_cx_connect_timeout)                                                             \
+    X(upstream_cx_connect_attempts_exceeded)                                                   \
+    X(upstream_cx_destroy)                                                                     \
+    X(upstream_cx_destroy_local)                                                               \
+    X(upstream_cx_destroy_remote)                                                              \
+    X(upstream_cx_rx_bytes_total)                                                              \
+    X(upstream_cx_tx_bytes_total)                                                              \
+    X(upstream_cx_none_healthy)
+
+#define PT_CLUSTER_GAUGES(X)                                                                   \
+    X(upstream_cx_active)                                                                      \
+    X(membership_total)                                                                        \
+    X(membership_healthy)
+
+typedef struct pt_cluster_stats {
+#define PT_X(n) pt_stat_t n;
+    PT_CLUSTER_COUNTERS(PT_X) PT_CLUSTER_GAUGES(PT_X)
+#undef PT_X
+} pt_cluster_stats_t;
+
+typedef enum pt_cluster_type { PT_CLUSTER_STATIC } pt_cluster_type_t;
+typedef enum pt_lb_policy { PT_LB_ROUND_ROBIN } pt_lb_policy_t;
+
+/* Host health bits, Envoy's /clusters health_flags. */
+enum pt_host_health {
+    PT_HOST_FAILED_ACTIVE_HC = 1u << 0,
+    PT_HOST_FAILED_OUTLIER_CHECK = 1u << 1,
+};
+
+typedef struct pt_host {
+    pt_addr_t address;
+    const char *address_str; /* "10.0.0.1:80" */
+    const char *hostname;
+    uint32_t weight;
+    uint32_t priority;
+    _Atomic uint32_t health; /* pt_host_health bits; 0 = healthy */
+    /* /clusters counters, shared by all workers. */
+    _Atomic uint64_t cx_total, cx_active, cx_connect_fail, rq_total, rq_active, rq_error,
+        rq_success, rq_timeout;
+} pt_host_t;
+
+struct pt_cluster {
+    const char *name;
+    unsigned index; /* position in the snapshot, indexes per-worker state */
+    pt_cluster_type_t type;
+    uint64_t connect_timeout_ms;
+    pt_lb_policy_t lb_policy;
+    uint32_t buffer_limit; /* per_connection_buffer_limit_bytes */
+    pt_host_t **hosts;
+    unsigned nhosts;
+    pt_cluster_stats_t stats;
+};
+
+/* Parses the cluster the reader is positioned in. Returns NULL with errors in r. */
+pt_cluster_t *pt_cluster_parse(pt_cfg_t *r, pt_config_t *cfg, unsigned index);
+void pt_cluster_prepare(pt_cluster_t *c);
+
+/* Picks the next host for a new upstream connection on this worker, skipping hosts in
+ * `exclude` (already tried). NULL when the cluster has no usable host. */
+pt_host_t *pt_cluster_pick_host(pt_cluster_t *c, pt_worker_t *w, pt_host_t *const *exclude,
+                                unsigned nexclude);
+
+#endif

@@ -1,0 +1,366 @@
+#include "proxy/config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "filters/filter.h"
+#include "proxy/cluster.h"
+#include "proxy/log.h"
+
+static const char *const bootstrap_unsupported[] = {
+    "dynamic_resources", "cluster_manager", "hds_config", "flags_path", "stats_sinks",
+    "stats_config", "stats_flush_interval", "stats_flush_on_admin", "watchdog", "watchdogs",
+    "tracing", "layered_runtime", "overload_manager", "enable_dispatcher_stats",
+    "header_prefix", "stats_server_version_override", "use_tcp_for_dns_lookups",
+    "dns_resolution_config", "typed_dns_resolver_config", "bootstrap_extensions",
+    "fatal_actions", "config_sources", "default_config_source", "default_socket_interface",
+    "certificate_provider_instances", "inline_headers", "perf_tracing_file_path",
+    "default_regex_engine", "xds_delegate_extension", "xds_config_tracker_extension",
+    "listener_manager", "application_log_config", "grpc_async_client_manager_config",
+    "memory_allocator_manager", "node_context_params", NULL};
+static const char *const static_unsupported[] = {"secrets", NULL};
+static const char *const node_unsupported[] = {"metadata", "dynamic_parameters",
+                                               "user_agent_name", "user_agent_version",
+                                               "user_agent_build_version", "extensions",
+                                               "client_features", "listening_addresses", NULL};
+static const char *const admin_unsupported[] = {"access_log",    "access_log_path",
+                                                "profile_path",  "socket_options",
+                                                "ignore_global_conn_limit", NULL};
+static const char *const listener_unsupported[] = {
+    "listener_filters", "listener_filters_timeout", "continue_on_listener_filters_timeout",
+    "use_original_dst", "default_filter_chain", "filter_chain_matcher", "metadata",
+    "drain_type", "transparent", "freebind", "socket_options", "tcp_fast_open_queue_length",
+    "udp_listener_config", "api_listener", "connection_balance_config", "reuse_port",
+    "access_log", "tcp_backlog_size", "bind_to_port", "internal_listener",
+    "enable_mptcp", "ignore_global_conn_limit", "additional_addresses",
+    "max_connections_to_accept_per_socket_event", "listener_specifier",
+    "deprecated_v1", "enable_reuse_port", "traffic_direction", NULL};
+static const char *const chain_unsupported[] = {"filter_chain_match", "transport_socket",
+                                                "metadata", "use_proxy_proto",
+                                                "transport_socket_connect_timeout",
+                                                "on_demand_configuration", NULL};
+static const char *const filter_unsupported[] = {"config_discovery", NULL};
+static const char *const address_unsupported[] = {"pipe", "envoy_internal_address", NULL};
+static const char *const socket_address_unsupported[] = {"named_port", "resolver_name",
+                                                         "ipv4_compat", "network_namespace_filepath", NULL};
+static const char *const protocols[] = {"TCP", NULL};
+static const char *const protocols_known[] = {"UDP", NULL};
+
+static _Atomic uint64_t next_version = 1;
+
+int pt_config_read_address(pt_cfg_t *r, const char *field, pt_addr_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    int rc = pt_cfg_enter(r, field);
+    if (rc <= 0)
+        return rc;
+    pt_cfg_unsupported(r, address_unsupported);
+    int ok = -1;
+    int sa = pt_cfg_enter(r, "socket_address");
+    if (sa > 0) {
+        pt_cfg_unsupported(r, socket_address_unsupported);
+        const char *ip;
+        uint64_t port;
+        int proto;
+        pt_cfg_enum(r, "protocol", protocols, protocols_known, &proto, 0);
+        int has_ip = pt_cfg_string(r, "address", &ip, NULL);
+        int has_port = pt_cfg_uint(r, "port_value", &port, 0, 0, 65535);
+        if (has_ip == 0)
+            pt_cfg_error(r, "address", "is required");
+        else if (has_ip > 0 && pt_addr_parse(out, ip, (unsigned)port) != 0)
+            pt_cfg_error(r, "address", "\"%s\" is not an IP address", ip);
+        else if (has_ip > 0 && has_port >= 0)
+            ok = 1;
+        if (has_port == 0) {
+            pt_cfg_error(r, "port_value", "is required");
+            ok = -1;
+        }
+        pt_cfg_leave(r);
+    } else if (sa == 0) {
+        pt_cfg_error(r, "socket_address", "is required");
+    }
+    pt_cfg_leave(r);
+    return ok;
+}
+
+static int parse_node(pt_cfg_t *r, pt_config_t *cfg)
+{
+    int rc = pt_cfg_enter(r, "node");
+    if (rc <= 0)
+        return rc;
+    pt_cfg_unsupported(r, node_unsupported);
+    const char *s;
+    pt_cfg_string(r, "id", &s, NULL);
+    cfg->node.id = pt_arena_strdup(&cfg->arena, s);
+    pt_cfg_string(r, "cluster", &s, NULL);
+    cfg->node.cluster = pt_arena_strdup(&cfg->arena, s);
+    if (pt_cfg_enter(r, "locality") > 0) {
+        pt_cfg_string(r, "region", &s, NULL);
+        cfg->node.region = pt_arena_strdup(&cfg->arena, s);
+        pt_cfg_string(r, "zone", &s, NULL);
+        cfg->node.zone = pt_arena_strdup(&cfg->arena, s);
+        pt_cfg_string(r, "sub_zone", &s, NULL);
+        cfg->node.sub_zone = pt_arena_strdup(&cfg->arena, s);
+        pt_cfg_leave(r);
+    }
+    pt_cfg_leave(r);
+    return 1;
+}
+
+static void parse_admin(pt_cfg_t *r, pt_config_t *cfg)
+{
+    if (pt_cfg_enter(r, "admin") <= 0)
+        return;
+    pt_cfg_unsupported(r, admin_unsupported);
+    if (pt_config_read_address(r, "address", &cfg->admin_address) > 0)
+        cfg->has_admin = 1;
+    pt_cfg_leave(r);
+}
+
+static void parse_filter(pt_cfg_t *r, pt_config_t *cfg, pt_network_filter_t *f, int last)
+{
+    pt_cfg_unsupported(r, filter_unsupported);
+    const char *name;
+    if (pt_cfg_string(r, "name", &name, NULL) == 0)
+        pt_cfg_error(r, "name", "is required");
+    f->name = pt_arena_strdup(&cfg->arena, name ? name : "");
+    int rc;
+    const char *type = pt_cfg_enter_any(r, "typed_config", &rc);
+    if (rc == 0) {
+        pt_cfg_error(r, "typed_config", "is required");
+        return;
+    }
+    if (type == NULL)
+        return;
+    f->ops = pt_network_filter_find(type);
+    if (f->ops == NULL) {
+        pt_cfg_error(r, "@type", "\"%s\" is not a supported network filter", type);
+        pt_cfg_leave(r);
+        return;
+    }
+    f->config = f->ops->parse(r, cfg);
+    pt_cfg_leave(r);
+    if (f->ops->terminal && !last)
+        pt_cfg_error(r, NULL, "%s is a terminal filter and must be the last in the chain",
+                     f->ops->name);
+    if (!f->ops->terminal && last)
+        pt_cfg_error(r, NULL, "the last filter must be a terminal filter (tcp_proxy or "
+                              "http_connection_manager), not %s",
+                     f->ops->name);
+}
+
+static void parse_filter_chain(pt_cfg_t *r, pt_config_t *cfg, pt_filter_chain_t *fc)
+{
+    pt_cfg_unsupported(r, chain_unsupported);
+    const char *name;
+    pt_cfg_string(r, "name", &name, NULL);
+    fc->name = pt_arena_strdup(&cfg->arena, name);
+    int present;
+    size_t n = pt_cfg_array(r, "filters", &present);
+    if (n == 0)
+        pt_cfg_error(r, present ? "filters" : NULL,
+                     present ? "must not be empty" : "filters: is required");
+    fc->filters = pt_arena_alloc(&cfg->arena, (n ? n : 1) * sizeof(pt_network_filter_t));
+    for (size_t i = 0; i < n; i++) {
+        if (pt_cfg_enter_index(r, i) > 0) {
+            parse_filter(r, cfg, &fc->filters[fc->nfilters], i + 1 == n);
+            fc->nfilters++;
+            pt_cfg_leave(r);
+        }
+    }
+    if (present)
+        pt_cfg_leave_array(r);
+}
+
+static void parse_listener(pt_cfg_t *r, pt_config_t *cfg, pt_listener_config_t *l)
+{
+    pt_cfg_unsupported(r, listener_unsupported);
+    const char *name;
+    if (pt_cfg_string(r, "name", &name, NULL) == 0 || (name && !name[0]))
+        pt_cfg_error(r, "name", "is required");
+    l->name = pt_arena_strdup(&cfg->arena, name ? name : "");
+    if (pt_config_read_address(r, "address", &l->address) == 0)
+        pt_cfg_error(r, "address", "is required");
+    const char *prefix;
+    pt_cfg_string(r, "stat_prefix", &prefix, NULL);
+    if (prefix != NULL && prefix[0]) {
+        l->stat_name = pt_arena_strdup(&cfg->arena, prefix);
+    } else {
+        char buf[PT_ADDR_STRLEN];
+        pt_addr_stat_name(&l->address, buf, sizeof(buf));
+        l->stat_name = pt_arena_strdup(&cfg->arena, buf);
+    }
+    uint64_t limit;
+    pt_cfg_uint(r, "per_connection_buffer_limit_bytes", &limit, 1024 * 1024, 1, UINT32_MAX);
+    l->buffer_limit = (uint32_t)limit;
+    int present;
+    size_t n = pt_cfg_array(r, "filter_chains", &present);
+    if (n == 0)
+        pt_cfg_error(r, present ? "filter_chains" : NULL,
+                     present ? "must not be empty" : "filter_chains: is required");
+    l->chains = pt_arena_alloc(&cfg->arena, (n ? n : 1) * sizeof(pt_filter_chain_t));
+    for (size_t i = 0; i < n; i++) {
+        if (pt_cfg_enter_index(r, i) > 0) {
+            parse_filter_chain(r, cfg, &l->chains[l->nchains++]);
+            pt_cfg_leave(r);
+        }
+    }
+    if (present)
+        pt_cfg_leave_array(r);
+    if (l->nchains > 1)
+        pt_cfg_error(r, "filter_chains",
+                     "more than one filter chain needs filter_chain_match, which is not "
+                     "supported yet");
+}
+
+static uint64_t hash_name(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    while (*s) {
+        h ^= (unsigned char)*s++;
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+pt_cluster_t *pt_config_find_cluster(const pt_config_t *c, const char *name)
+{
+    if (c->cluster_index_cap == 0 || name == NULL)
+        return NULL;
+    uint64_t h = hash_name(name) & (c->cluster_index_cap - 1);
+    while (c->cluster_index[h] != NULL) {
+        if (strcmp(c->cluster_index[h]->name, name) == 0)
+            return c->cluster_index[h];
+        h = (h + 1) & (c->cluster_index_cap - 1);
+    }
+    return NULL;
+}
+
+static void parse_clusters(pt_cfg_t *r, pt_config_t *cfg)
+{
+    int present;
+    size_t n = pt_cfg_array(r, "clusters", &present);
+    cfg->clusters = pt_arena_alloc(&cfg->arena, (n ? n : 1) * sizeof(pt_cluster_t *));
+    unsigned cap = 16;
+    while (cap < n * 2)
+        cap *= 2;
+    cfg->cluster_index = pt_arena_alloc(&cfg->arena, cap * sizeof(pt_cluster_t *));
+    cfg->cluster_index_cap = cap;
+    for (size_t i = 0; i < n; i++) {
+        if (pt_cfg_enter_index(r, i) <= 0)
+            continue;
+        pt_cluster_t *c = pt_cluster_parse(r, cfg, cfg->nclusters);
+        if (c != NULL && c->name[0]) {
+            if (pt_config_find_cluster(cfg, c->name) != NULL) {
+                pt_cfg_error(r, "name", "duplicate cluster name \"%s\"", c->name);
+            } else {
+                uint64_t h = hash_name(c->name) & (cap - 1);
+                while (cfg->cluster_index[h] != NULL)
+                    h = (h + 1) & (cap - 1);
+                cfg->cluster_index[h] = c;
+                cfg->clusters[cfg->nclusters++] = c;
+            }
+        }
+        pt_cfg_leave(r);
+    }
+    if (present)
+        pt_cfg_leave_array(r);
+}
+
+static void parse_listeners(pt_cfg_t *r, pt_config_t *cfg)
+{
+    int present;
+    size_t n = pt_cfg_array(r, "listeners", &present);
+    cfg->listeners = pt_arena_alloc(&cfg->arena, (n ? n : 1) * sizeof(pt_listener_config_t));
+    for (size_t i = 0; i < n; i++) {
+        if (pt_cfg_enter_index(r, i) <= 0)
+            continue;
+        pt_listener_config_t *l = &cfg->listeners[cfg->nlisteners];
+        parse_listener(r, cfg, l);
+        for (unsigned j = 0; j < cfg->nlisteners; j++) {
+            if (l->name[0] && strcmp(cfg->listeners[j].name, l->name) == 0)
+                pt_cfg_error(r, "name", "duplicate listener name \"%s\"", l->name);
+            else if (pt_addr_equal(&cfg->listeners[j].address, &l->address) &&
+                     l->address.sa.sa_family != 0)
+                pt_cfg_error(r, "address", "listener \"%s\" already uses this address",
+                             cfg->listeners[j].name);
+        }
+        cfg->nlisteners++;
+        pt_cfg_leave(r);
+    }
+    if (present)
+        pt_cfg_leave_array(r);
+}
+
+static int prepare(pt_config_t *cfg)
+{
+    for (unsigned i = 0; i < cfg->nclusters; i++)
+        pt_cluster_prepare(cfg->clusters[i]);
+    for (unsigned i = 0; i < cfg->nlisteners; i++) {
+        pt_listener_config_t *l = &cfg->listeners[i];
+        const char *t = "envoy_listener_address";
+        l->stats.downstream_cx_total = pt_stats_counter("listener", t, l->stat_name, "downstream_cx_total");
+        l->stats.downstream_cx_active = pt_stats_gauge("listener", t, l->stat_name, "downstream_cx_active");
+        l->stats.downstream_cx_destroy = pt_stats_counter("listener", t, l->stat_name, "downstream_cx_destroy");
+        l->stats.no_filter_chain_match = pt_stats_counter("listener", t, l->stat_name, "no_filter_chain_match");
+        l->stats.downstream_cx_overflow = pt_stats_counter("listener", t, l->stat_name, "downstream_cx_overflow");
+        for (unsigned j = 0; j < l->nchains; j++) {
+            pt_filter_chain_t *fc = &l->chains[j];
+            for (unsigned k = 0; k < fc->nfilters; k++) {
+                pt_network_filter_t *f = &fc->filters[k];
+                if (f->ops->prepare != NULL && f->ops->prepare(f->config, cfg) != 0)
+                    return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+pt_config_t *pt_config_build(json_t *root, pt_cfg_t *r)
+{
+    pt_config_t *cfg = calloc(1, sizeof(*cfg));
+    if (cfg == NULL) {
+        pt_cfg_error(r, NULL, "out of memory");
+        return NULL;
+    }
+    atomic_init(&cfg->refs, 1);
+    cfg->source = json_incref(root);
+    cfg->version = atomic_fetch_add(&next_version, 1);
+
+    pt_cfg_unsupported(r, bootstrap_unsupported);
+    parse_node(r, cfg);
+    parse_admin(r, cfg);
+    if (pt_cfg_enter(r, "static_resources") > 0) {
+        pt_cfg_unsupported(r, static_unsupported);
+        /* Clusters first: listeners' filters refer to them by name. */
+        parse_clusters(r, cfg);
+        parse_listeners(r, cfg);
+        pt_cfg_leave(r);
+    }
+    pt_cfg_finish(r);
+    if (!pt_cfg_ok(r) || prepare(cfg) != 0) {
+        if (pt_cfg_ok(r))
+            pt_cfg_error(r, NULL, "could not prepare the configuration");
+        pt_config_unref(cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
+pt_config_t *pt_config_ref(pt_config_t *c)
+{
+    if (c != NULL)
+        atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+    return c;
+}
+
+void pt_config_unref(pt_config_t *c)
+{
+    if (c == NULL)
+        return;
+    if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    pt_arena_dispose(&c->arena);
+    json_decref(c->source);
+    free(c);
+}

@@ -1,0 +1,543 @@
+#include "proxy/config_reader.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static pt_cfg_frame_t *top(pt_cfg_t *r)
+{
+    return &r->frames[r->depth - 1];
+}
+
+static void add_error_line(pt_cfg_t *r, char *line)
+{
+    if (r->nerrors == r->cap_errors) {
+        size_t ncap = r->cap_errors ? r->cap_errors * 2 : 8;
+        char **n = realloc(r->errors, ncap * sizeof(char *));
+        if (n == NULL) {
+            free(line);
+            return;
+        }
+        r->errors = n;
+        r->cap_errors = ncap;
+    }
+    r->errors[r->nerrors++] = line;
+}
+
+static void verror(pt_cfg_t *r, const char *field, const char *fmt, va_list ap)
+{
+    char msg[768], line[2048];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    if (field != NULL)
+        snprintf(line, sizeof(line), "%s%s%s: %s", r->path, r->path_len ? "." : "", field, msg);
+    else
+        snprintf(line, sizeof(line), "%s: %s", r->path_len ? r->path : "(root)", msg);
+    add_error_line(r, strdup(line));
+}
+
+void pt_cfg_error(pt_cfg_t *r, const char *field, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    verror(r, field, fmt, ap);
+    va_end(ap);
+}
+
+const char *pt_cfg_path(const pt_cfg_t *r)
+{
+    return r->path;
+}
+
+static void push_segment(pt_cfg_t *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void push_segment(pt_cfg_t *r, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(r->path + r->path_len, sizeof(r->path) - r->path_len, fmt, ap);
+    va_end(ap);
+    if (n > 0) {
+        r->path_len += (size_t)n;
+        if (r->path_len >= sizeof(r->path))
+            r->path_len = sizeof(r->path) - 1;
+    }
+}
+
+static void push_field_path(pt_cfg_t *r, const char *field)
+{
+    push_segment(r, "%s%s", r->path_len ? "." : "", field);
+}
+
+void pt_cfg_push_index(pt_cfg_t *r, size_t idx)
+{
+    push_segment(r, "[%zu]", idx);
+}
+
+void pt_cfg_pop_path(pt_cfg_t *r, size_t saved_len)
+{
+    r->path_len = saved_len;
+    r->path[saved_len] = '\0';
+}
+
+static void push_frame(pt_cfg_t *r, json_t *node, int is_array)
+{
+    pt_cfg_frame_t *f = &r->frames[r->depth++];
+    f->node = node;
+    f->path_len = r->path_len;
+    f->is_array = is_array;
+    f->nseen = 0;
+    f->unsupported = NULL;
+}
+
+void pt_cfg_init(pt_cfg_t *r, json_t *root)
+{
+    memset(r, 0, sizeof(*r));
+    push_frame(r, root, 0);
+    if (!json_is_object(root))
+        pt_cfg_error(r, NULL, "the configuration must be an object");
+}
+
+void pt_cfg_dispose(pt_cfg_t *r)
+{
+    for (size_t i = 0; i < r->nerrors; i++)
+        free(r->errors[i]);
+    free(r->errors);
+    r->errors = NULL;
+    r->nerrors = r->cap_errors = 0;
+}
+
+char *pt_cfg_errors_joined(const pt_cfg_t *r)
+{
+    size_t n = 1;
+    for (size_t i = 0; i < r->nerrors; i++)
+        n += strlen(r->errors[i]) + 1;
+    char *out = malloc(n), *p = out;
+    if (out == NULL)
+        return NULL;
+    for (size_t i = 0; i < r->nerrors; i++) {
+        size_t l = strlen(r->errors[i]);
+        memcpy(p, r->errors[i], l);
+        p += l;
+        *p++ = '\n';
+    }
+    *p = '\0';
+    return out;
+}
+
+void pt_cfg_unsupported(pt_cfg_t *r, const char *const *names)
+{
+    top(r)->unsupported = names;
+}
+
+/* connect_timeout -> connectTimeout */
+static void camel_case(const char *snake, char *out, size_t outlen)
+{
+    size_t o = 0;
+    int up = 0;
+    for (const char *p = snake; *p && o + 1 < outlen; p++) {
+        if (*p == '_') {
+            up = 1;
+            continue;
+        }
+        out[o++] = up ? (char)toupper((unsigned char)*p) : *p;
+        up = 0;
+    }
+    out[o] = '\0';
+}
+
+static void mark_seen(pt_cfg_frame_t *f, const char *key)
+{
+    for (unsigned i = 0; i < f->nseen; i++)
+        if (strcmp(f->seen[i], key) == 0)
+            return;
+    if (f->nseen < PT_CFG_MAX_FIELDS)
+        f->seen[f->nseen++] = key;
+}
+
+/* Finds `field` (or its camelCase form) in the current object, marks it consumed and
+ * returns its value; null values count as absent. */
+json_t *pt_cfg_get(pt_cfg_t *r, const char *field)
+{
+    pt_cfg_frame_t *f = top(r);
+    if (f->is_array || !json_is_object(f->node))
+        return NULL;
+    char camel[128];
+    camel_case(field, camel, sizeof(camel));
+    void *it = json_object_iter_at(f->node, field);
+    void *it2 = strcmp(camel, field) != 0 ? json_object_iter_at(f->node, camel) : NULL;
+    if (it != NULL && it2 != NULL) {
+        pt_cfg_error(r, field, "is given twice (as %s and %s)", field, camel);
+        mark_seen(f, json_object_iter_key(it2));
+    }
+    if (it == NULL)
+        it = it2;
+    if (it == NULL)
+        return NULL;
+    mark_seen(f, json_object_iter_key(it));
+    json_t *v = json_object_iter_value(it);
+    return json_is_null(v) ? NULL : v;
+}
+
+int pt_cfg_has(pt_cfg_t *r, const char *field)
+{
+    pt_cfg_frame_t *f = top(r);
+    if (f->is_array || !json_is_object(f->node))
+        return 0;
+    char camel[128];
+    camel_case(field, camel, sizeof(camel));
+    json_t *v = json_object_get(f->node, field);
+    if (v == NULL)
+        v = json_object_get(f->node, camel);
+    return v != NULL && !json_is_null(v);
+}
+
+/* Short rendering of a JSON value for error messages. */
+static void render(json_t *v, char *out, size_t len)
+{
+    if (json_is_string(v)) {
+        snprintf(out, len, "\"%s\"", json_string_value(v));
+        return;
+    }
+    char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    snprintf(out, len, "%s", s ? s : "?");
+    free(s);
+}
+
+int pt_cfg_string(pt_cfg_t *r, const char *field, const char **out, const char *def)
+{
+    json_t *v = pt_cfg_get(r, field);
+    *out = def;
+    if (v == NULL)
+        return 0;
+    if (!json_is_string(v)) {
+        char tmp[128];
+        render(v, tmp, sizeof(tmp));
+        pt_cfg_error(r, field, "%s is not a string", tmp);
+        return -1;
+    }
+    *out = json_string_value(v);
+    return 1;
+}
+
+int pt_cfg_bool(pt_cfg_t *r, const char *field, int *out, int def)
+{
+    json_t *v = pt_cfg_get(r, field);
+    *out = def;
+    if (v == NULL)
+        return 0;
+    /* google.protobuf.BoolValue appears both bare and as {"value": bool}. */
+    if (json_is_object(v) && json_object_size(v) == 1 && json_object_get(v, "value"))
+        v = json_object_get(v, "value");
+    if (!json_is_boolean(v)) {
+        char tmp[128];
+        render(v, tmp, sizeof(tmp));
+        pt_cfg_error(r, field, "%s is not a boolean", tmp);
+        return -1;
+    }
+    *out = json_is_true(v);
+    return 1;
+}
+
+int pt_cfg_uint(pt_cfg_t *r, const char *field, uint64_t *out, uint64_t def, uint64_t min,
+                uint64_t max)
+{
+    json_t *v = pt_cfg_get(r, field);
+    *out = def;
+    if (v == NULL)
+        return 0;
+    if (json_is_object(v) && json_object_size(v) == 1 && json_object_get(v, "value"))
+        v = json_object_get(v, "value");
+    uint64_t val = 0;
+    int ok = 0;
+    if (json_is_integer(v)) {
+        json_int_t i = json_integer_value(v);
+        if (i >= 0) {
+            val = (uint64_t)i;
+            ok = 1;
+        }
+    } else if (json_is_string(v)) {
+        /* proto3 JSON allows integers as strings. */
+        const char *s = json_string_value(v);
+        char *end;
+        errno = 0;
+        if (*s >= '0' && *s <= '9') {
+            unsigned long long u = strtoull(s, &end, 10);
+            if (*end == '\0' && errno == 0) {
+                val = u;
+                ok = 1;
+            }
+        }
+    }
+    char tmp[128];
+    if (!ok) {
+        render(v, tmp, sizeof(tmp));
+        pt_cfg_error(r, field, "%s is not a non-negative integer", tmp);
+        return -1;
+    }
+    if (val < min || val > max) {
+        pt_cfg_error(r, field, "%" PRIu64 " is out of range [%" PRIu64 ", %" PRIu64 "]", val,
+                     min, max);
+        return -1;
+    }
+    *out = val;
+    return 1;
+}
+
+int pt_cfg_double(pt_cfg_t *r, const char *field, double *out, double def, double min,
+                  double max)
+{
+    json_t *v = pt_cfg_get(r, field);
+    *out = def;
+    if (v == NULL)
+        return 0;
+    if (json_is_object(v) && json_object_size(v) == 1 && json_object_get(v, "value"))
+        v = json_object_get(v, "value");
+    if (!json_is_number(v)) {
+        char tmp[128];
+        render(v, tmp, sizeof(tmp));
+        pt_cfg_error(r, field, "%s is not a number", tmp);
+        return -1;
+    }
+    double d = json_number_value(v);
+    if (!(d >= min && d <= max)) {
+        pt_cfg_error(r, field, "%g is out of range [%g, %g]", d, min, max);
+        return -1;
+    }
+    *out = d;
+    return 1;
+}
+
+int pt_duration_parse_ms(const char *s, uint64_t *out_ms)
+{
+    const char *p = s;
+    uint64_t secs = 0;
+    if (!isdigit((unsigned char)*p))
+        return -1;
+    while (isdigit((unsigned char)*p)) {
+        if (secs > 315576000000ull) /* proto Duration's range: ±10000 years */
+            return -1;
+        secs = secs * 10 + (uint64_t)(*p++ - '0');
+    }
+    uint64_t nanos = 0;
+    if (*p == '.') {
+        p++;
+        int digits = 0;
+        while (isdigit((unsigned char)*p)) {
+            if (++digits > 9)
+                return -1;
+            nanos = nanos * 10 + (uint64_t)(*p++ - '0');
+        }
+        if (digits == 0)
+            return -1;
+        for (; digits < 9; digits++)
+            nanos *= 10;
+    }
+    if (p[0] != 's' || p[1] != '\0')
+        return -1;
+    if (secs > 315576000000ull)
+        return -1;
+    *out_ms = secs * 1000 + (nanos + 999999) / 1000000;
+    return 0;
+}
+
+int pt_cfg_duration_ms(pt_cfg_t *r, const char *field, uint64_t *out_ms, uint64_t def)
+{
+    json_t *v = pt_cfg_get(r, field);
+    *out_ms = def;
+    if (v == NULL)
+        return 0;
+    char tmp[128];
+    if (json_is_string(v)) {
+        if (pt_duration_parse_ms(json_string_value(v), out_ms) == 0)
+            return 1;
+    } else if (json_is_object(v)) {
+        json_t *sec = json_object_get(v, "seconds");
+        json_t *nan = json_object_get(v, "nanos");
+        size_t known = (sec != NULL) + (nan != NULL);
+        if (known == json_object_size(v) && (!sec || json_is_integer(sec)) &&
+            (!nan || json_is_integer(nan))) {
+            json_int_t s = sec ? json_integer_value(sec) : 0;
+            json_int_t n = nan ? json_integer_value(nan) : 0;
+            if (s >= 0 && n >= 0 && n < 1000000000) {
+                *out_ms = (uint64_t)s * 1000 + ((uint64_t)n + 999999) / 1000000;
+                return 1;
+            }
+        }
+    }
+    render(v, tmp, sizeof(tmp));
+    *out_ms = def;
+    pt_cfg_error(r, field, "%s is not a duration (expected a string like \"1.5s\")", tmp);
+    return -1;
+}
+
+int pt_cfg_enum(pt_cfg_t *r, const char *field, const char *const *values,
+                const char *const *known, int *out, int def)
+{
+    json_t *v = pt_cfg_get(r, field);
+    *out = def;
+    if (v == NULL)
+        return 0;
+    if (!json_is_string(v)) {
+        char tmp[128];
+        render(v, tmp, sizeof(tmp));
+        pt_cfg_error(r, field, "%s is not an enum name", tmp);
+        return -1;
+    }
+    const char *s = json_string_value(v);
+    for (int i = 0; values[i] != NULL; i++) {
+        if (strcmp(values[i], s) == 0) {
+            *out = i;
+            return 1;
+        }
+    }
+    for (int i = 0; known != NULL && known[i] != NULL; i++) {
+        if (strcmp(known[i], s) == 0) {
+            pt_cfg_error(r, field, "\"%s\" is not supported", s);
+            return -1;
+        }
+    }
+    char list[512];
+    size_t o = 0;
+    list[0] = '\0';
+    for (int i = 0; values[i] != NULL && o < sizeof(list); i++)
+        o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s", i ? ", " : "", values[i]);
+    pt_cfg_error(r, field, "\"%s\" is not a valid value (expected one of: %s)", s, list);
+    return -1;
+}
+
+int pt_cfg_enter(pt_cfg_t *r, const char *field)
+{
+    json_t *v = pt_cfg_get(r, field);
+    if (v == NULL)
+        return 0;
+    if (!json_is_object(v)) {
+        char tmp[128];
+        render(v, tmp, sizeof(tmp));
+        pt_cfg_error(r, field, "%s is not an object", tmp);
+        return -1;
+    }
+    if (r->depth >= PT_CFG_MAX_DEPTH) {
+        pt_cfg_error(r, field, "nesting is too deep");
+        return -1;
+    }
+    push_field_path(r, field);
+    push_frame(r, v, 0);
+    return 1;
+}
+
+int pt_cfg_enter_index(pt_cfg_t *r, size_t idx)
+{
+    pt_cfg_frame_t *f = top(r);
+    json_t *v = f->is_array ? json_array_get(f->node, idx) : NULL;
+    if (v == NULL)
+        return 0;
+    size_t saved = r->path_len;
+    pt_cfg_push_index(r, idx);
+    if (!json_is_object(v)) {
+        char tmp[128];
+        render(v, tmp, sizeof(tmp));
+        pt_cfg_error(r, NULL, "%s is not an object", tmp);
+        pt_cfg_pop_path(r, saved);
+        return -1;
+    }
+    if (r->depth >= PT_CFG_MAX_DEPTH) {
+        pt_cfg_error(r, NULL, "nesting is too deep");
+        pt_cfg_pop_path(r, saved);
+        return -1;
+    }
+    push_frame(r, v, 0);
+    return 1;
+}
+
+json_t *pt_cfg_index_value(pt_cfg_t *r, size_t idx)
+{
+    pt_cfg_frame_t *f = top(r);
+    return f->is_array ? json_array_get(f->node, idx) : NULL;
+}
+
+static int in_list(const char *const *list, const char *key)
+{
+    for (int i = 0; list != NULL && list[i] != NULL; i++) {
+        char camel[128];
+        camel_case(list[i], camel, sizeof(camel));
+        if (strcmp(list[i], key) == 0 || strcmp(camel, key) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+void pt_cfg_leave(pt_cfg_t *r)
+{
+    pt_cfg_frame_t *f = top(r);
+    if (!f->is_array && json_is_object(f->node)) {
+        const char *key;
+        json_t *val;
+        json_object_foreach(f->node, key, val) {
+            int seen = 0;
+            for (unsigned i = 0; i < f->nseen && !seen; i++)
+                seen = strcmp(f->seen[i], key) == 0;
+            if (seen)
+                continue;
+            if (in_list(f->unsupported, key))
+                pt_cfg_error(r, key, "field is not supported");
+            else
+                pt_cfg_error(r, key, "unknown field");
+        }
+    }
+    r->depth--;
+    pt_cfg_pop_path(r, r->depth > 0 ? r->frames[r->depth - 1].path_len : 0);
+    /* An array element's frame sits under the array frame: restore the array's path. */
+}
+
+void pt_cfg_finish(pt_cfg_t *r)
+{
+    while (r->depth > 0)
+        pt_cfg_leave(r);
+}
+
+size_t pt_cfg_array(pt_cfg_t *r, const char *field, int *present)
+{
+    json_t *v = pt_cfg_get(r, field);
+    if (present)
+        *present = 0;
+    if (v == NULL)
+        return 0;
+    if (!json_is_array(v)) {
+        char tmp[128];
+        render(v, tmp, sizeof(tmp));
+        pt_cfg_error(r, field, "%s is not a list", tmp);
+        return 0;
+    }
+    if (present)
+        *present = 1;
+    push_field_path(r, field);
+    push_frame(r, v, 1);
+    return json_array_size(v);
+}
+
+void pt_cfg_leave_array(pt_cfg_t *r)
+{
+    r->depth--;
+    pt_cfg_pop_path(r, r->depth > 0 ? r->frames[r->depth - 1].path_len : 0);
+}
+
+const char *pt_cfg_enter_any(pt_cfg_t *r, const char *field, int *rc)
+{
+    int e = pt_cfg_enter(r, field);
+    *rc = e;
+    if (e <= 0)
+        return NULL;
+    const char *type;
+    json_t *t = json_object_get(top(r)->node, "@type");
+    if (t == NULL || !json_is_string(t)) {
+        pt_cfg_error(r, "@type", "is required");
+        pt_cfg_leave(r);
+        *rc = -1;
+        return NULL;
+    }
+    pt_cfg_string(r, "@type", &type, NULL);
+    return type;
+}

@@ -1,0 +1,127 @@
+/* Typed, path-tracking reading of a JSON config tree (the Envoy v3 API as proto3 JSON).
+ *
+ * A reader walks the tree the way a module's config parser does: enter an object, read its
+ * fields with typed getters, leave it. Every getter knows the full path of the field it reads
+ * (static_resources.clusters[2].connect_timeout), so every error names that path and why.
+ * Errors are collected, not fatal: parsing goes on to find them all (`--mode validate`
+ * prints each). On leaving an object, any key no getter asked for is reported as an unknown
+ * or unsupported field, so nothing a user wrote is silently ignored.
+ *
+ * Proto3 JSON rules honoured: lowerCamelCase spellings are accepted for every field
+ * (connectTimeout for connect_timeout), a null value means "not set", 64-bit integers may be
+ * strings, durations are strings like "0.25s" (or {seconds, nanos} objects as YAML users
+ * sometimes write them).
+ *
+ * Usage:
+ *   pt_cfg_t r; pt_cfg_init(&r, root);
+ *   if (pt_cfg_enter(&r, "admin")) { ...getters...; pt_cfg_leave(&r); }
+ *   size_t n = pt_cfg_array(&r, "clusters");
+ *   for (i..n) { if (pt_cfg_enter_index(&r, i)) { ...; pt_cfg_leave(&r); } }
+ *   pt_cfg_leave_array(&r);
+ *   pt_cfg_finish(&r);   (leaves the root object, reporting its unknown fields)
+ */
+#ifndef PT_CONFIG_READER_H
+#define PT_CONFIG_READER_H
+
+#include <jansson.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PT_CFG_MAX_DEPTH  48
+#define PT_CFG_MAX_FIELDS 64
+
+typedef struct pt_cfg_frame {
+    json_t *node;           /* object or array being read */
+    size_t path_len;        /* length of the path up to and including this node */
+    int is_array;
+    unsigned nseen;
+    const char *seen[PT_CFG_MAX_FIELDS]; /* keys consumed (pointers into the tree's keys) */
+    const char *const *unsupported;      /* known Envoy fields petrel does not implement */
+} pt_cfg_frame_t;
+
+typedef struct pt_cfg {
+    char path[1024];
+    size_t path_len;
+    int depth;
+    pt_cfg_frame_t frames[PT_CFG_MAX_DEPTH];
+    /* Collected error lines, each "path: reason". */
+    char **errors;
+    size_t nerrors, cap_errors;
+} pt_cfg_t;
+
+void pt_cfg_init(pt_cfg_t *r, json_t *root);
+/* Leaves the root frame (reporting unknown fields). */
+void pt_cfg_finish(pt_cfg_t *r);
+void pt_cfg_dispose(pt_cfg_t *r);
+static inline int pt_cfg_ok(const pt_cfg_t *r)
+{
+    return r->nerrors == 0;
+}
+/* All errors joined by newlines; caller frees. */
+char *pt_cfg_errors_joined(const pt_cfg_t *r);
+
+/* Reports an error at the current path, or at current.field when field != NULL. */
+void pt_cfg_error(pt_cfg_t *r, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* The current path as a string (valid until the next enter/leave). */
+const char *pt_cfg_path(const pt_cfg_t *r);
+
+/* Declares fields of the current object that Envoy has and petrel does not implement, so
+ * that using one is reported as "is not supported" rather than "unknown field". The list
+ * must outlive the frame (use a static array, NULL-terminated). */
+void pt_cfg_unsupported(pt_cfg_t *r, const char *const *names);
+
+/* Raw access: the field's value (NULL when absent or null) and marks it consumed. */
+json_t *pt_cfg_get(pt_cfg_t *r, const char *field);
+int pt_cfg_has(pt_cfg_t *r, const char *field);
+
+/* Typed getters. Each returns 1 if the field was present and valid, 0 if absent (the default
+ * is stored), -1 if invalid (an error was recorded and the default stored). */
+int pt_cfg_string(pt_cfg_t *r, const char *field, const char **out, const char *def);
+int pt_cfg_bool(pt_cfg_t *r, const char *field, int *out, int def);
+int pt_cfg_uint(pt_cfg_t *r, const char *field, uint64_t *out, uint64_t def, uint64_t min,
+                uint64_t max);
+int pt_cfg_double(pt_cfg_t *r, const char *field, double *out, double def, double min,
+                  double max);
+/* Duration in milliseconds ("1.5s", {seconds, nanos}); must be >= 0. */
+int pt_cfg_duration_ms(pt_cfg_t *r, const char *field, uint64_t *out_ms, uint64_t def);
+/* Enum by name. `values` is a NULL-terminated list of names petrel supports (index = result);
+ * `known` optionally lists names Envoy accepts that petrel does not (reported as not
+ * supported). */
+int pt_cfg_enum(pt_cfg_t *r, const char *field, const char *const *values,
+                const char *const *known, int *out, int def);
+
+/* Objects and arrays. enter returns 1 and pushes a frame if the field is an object, 0 if
+ * absent, -1 (error recorded) if it is not an object. leave pops and reports unknown keys. */
+int pt_cfg_enter(pt_cfg_t *r, const char *field);
+/* Enters the idx-th element of the current array (must be an object). */
+int pt_cfg_enter_index(pt_cfg_t *r, size_t idx);
+/* Enters an object element of an array without requiring it to be an object; for arrays of
+ * scalars use pt_cfg_index_value. */
+json_t *pt_cfg_index_value(pt_cfg_t *r, size_t idx);
+void pt_cfg_leave(pt_cfg_t *r);
+/* Pushes an array frame; returns its length (0 if absent or invalid). Always pair with
+ * pt_cfg_leave_array when the field is present (pt_cfg_array returns its presence in
+ * *present when not NULL). */
+size_t pt_cfg_array(pt_cfg_t *r, const char *field, int *present);
+void pt_cfg_leave_array(pt_cfg_t *r);
+/* Enters an `Any` (typed_config): an object with "@type". Returns the type URL (without
+ * checking it) or NULL if absent (0) / invalid (-1 via *rc). */
+const char *pt_cfg_enter_any(pt_cfg_t *r, const char *field, int *rc);
+
+/* Pushes a path segment without a frame, for errors about elements of scalar arrays. */
+void pt_cfg_push_index(pt_cfg_t *r, size_t idx);
+void pt_cfg_pop_path(pt_cfg_t *r, size_t saved_len);
+
+/* Parses a proto3 JSON duration string ("0.25s", "5s", "-1s" is rejected) into ms.
+ * Sub-millisecond precision is rounded up so "0.0001s" is not zero. 0 or -1. */
+int pt_duration_parse_ms(const char *s, uint64_t *out_ms);
+
+/* Loads a file as JSON (.json) or YAML (.yaml/.yml) into a jansson tree. On failure returns
+ * NULL and writes a message into err. */
+json_t *pt_config_load_file(const char *path, char *err, size_t errlen);
+/* YAML text to a jansson tree (YAML 1.2 core schema scalars, anchors, aliases, merge keys). */
+json_t *pt_yaml_parse(const char *text, size_t len, char *err, size_t errlen);
+
+#endif

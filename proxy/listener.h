@@ -1,0 +1,53 @@
+/* Listeners and downstream sessions.
+ *
+ * A pt_listener_t is the runtime side of a configured listener: one SO_REUSEPORT socket per
+ * worker, bound by the main thread at start so bind errors surface before anything runs.
+ * Each worker accepts on its own socket; an accepted connection becomes a pt_session_t that
+ * runs the filter chain's network filters and lives on that worker until it closes. */
+#ifndef PT_LISTENER_H
+#define PT_LISTENER_H
+
+#include "proxy/config.h"
+#include "proxy/conn.h"
+
+typedef struct pt_worker pt_worker_t;
+
+struct pt_listener {
+    const char *name;     /* owned copy: outlives snapshots */
+    pt_addr_t address;
+    int *fds;             /* one per worker */
+    unsigned nfds;
+};
+typedef struct pt_listener pt_listener_t;
+
+/* Binds one socket per worker. Returns NULL and writes why into err. */
+pt_listener_t *pt_listener_open(const pt_listener_config_t *cfg, unsigned nworkers, char *err,
+                                size_t errlen);
+void pt_listener_free(pt_listener_t *l);
+
+typedef struct pt_session pt_session_t;
+struct pt_session {
+    pt_conn_t *conn;          /* downstream connection */
+    pt_worker_t *worker;
+    pt_config_t *config;      /* snapshot this session started with (a reference) */
+    const pt_listener_config_t *listener;
+    const pt_filter_chain_t *chain;
+    unsigned next_filter;
+    const char *cluster_override; /* set by sni_cluster for tcp_proxy */
+    uint64_t start_ms;
+    void *terminal;           /* the terminal filter's per-connection object */
+    /* Ends the session at once (worker shutdown); set by the terminal filter. */
+    void (*abort)(pt_session_t *s);
+    struct pt_session *prev, *next; /* the worker's list of sessions */
+};
+
+/* Accept callback body, run on the worker that owns the listening socket. */
+void pt_listener_accept(pt_worker_t *w, pt_listener_t *l, int listen_fd);
+/* Runs the remaining network filters; called again by a filter that returned PT_STOP. */
+void pt_session_continue(pt_session_t *s);
+/* Ends a session: the caller has closed (or handed off) s->conn. Frees s. */
+void pt_session_end(pt_session_t *s);
+/* Aborts every session of the worker (shutdown after the drain). */
+void pt_session_abort_all(pt_worker_t *w);
+
+#endif

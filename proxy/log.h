@@ -1,0 +1,40 @@
+/* Logging: level-filtered lines on stderr, each with a UTC timestamp, the level and the id
+ * of the thread that wrote it ("main" or "w<N>" for worker N). One write(2) per line so
+ * lines from different threads never interleave. */
+#ifndef PT_LOG_H
+#define PT_LOG_H
+
+#include <stdarg.h>
+
+typedef enum pt_log_level {
+    PT_LOG_TRACE,
+    PT_LOG_DEBUG,
+    PT_LOG_INFO,
+    PT_LOG_WARN,
+    PT_LOG_ERROR,
+    PT_LOG_CRITICAL,
+    PT_LOG_OFF
+} pt_log_level_t;
+
+extern pt_log_level_t pt_log_threshold;
+
+/* Parses Envoy's level names (trace, debug, info, warning/warn, error, critical, off). */
+int pt_log_level_parse(const char *name, pt_log_level_t *out);
+const char *pt_log_level_str(pt_log_level_t level);
+/* Names the calling thread in its log lines; -1 is the main thread. */
+void pt_log_set_thread(int worker_id);
+
+void pt_log_write(pt_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define PT_LOG(level, ...)                                                                     \
+    do {                                                                                       \
+        if ((level) >= pt_log_threshold)                                                       \
+            pt_log_write((level), __VA_ARGS__);                                                \
+    } while (0)
+#define pt_trace(...) PT_LOG(PT_LOG_TRACE, __VA_ARGS__)
+#define pt_debug(...) PT_LOG(PT_LOG_DEBUG, __VA_ARGS__)
+#define pt_info(...)  PT_LOG(PT_LOG_INFO, __VA_ARGS__)
+#define pt_warn(...)  PT_LOG(PT_LOG_WARN, __VA_ARGS__)
+#define pt_error(...) PT_LOG(PT_LOG_ERROR, __VA_ARGS__)
+
+#endif

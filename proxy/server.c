@@ -1,0 +1,274 @@
+#include "proxy/server.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "proxy/admin.h"
+#include "proxy/buf.h"
+#include "proxy/log.h"
+#include "proxy/stats.h"
+
+#define DRAIN_POLL_INTERVAL 0.05
+
+const char *pt_server_state_str(pt_server_state_t st)
+{
+    switch (st) {
+    case PT_SERVER_INITIALIZING:
+        return "INITIALIZING";
+    case PT_SERVER_LIVE:
+        return "LIVE";
+    case PT_SERVER_DRAINING:
+        return "DRAINING";
+    case PT_SERVER_STOPPED:
+        return "STOPPED";
+    }
+    return "?";
+}
+
+static double wall_now(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+}
+
+int pt_server_init(pt_server_t *s, const pt_options_t *opts)
+{
+    memset(s, 0, sizeof(*s));
+    s->opts = *opts;
+    s->start_time = wall_now();
+    s->state = PT_SERVER_INITIALIZING;
+    pt_stats_thread_init();
+
+    char err[1024];
+    json_t *root = pt_config_load_file(opts->config_path, err, sizeof(err));
+    if (root == NULL) {
+        fprintf(stderr, "error: %s\n", err);
+        return -1;
+    }
+    pt_cfg_t r;
+    pt_cfg_init(&r, root);
+    pt_config_t *cfg = pt_config_build(root, &r);
+    json_decref(root);
+    if (cfg == NULL) {
+        for (size_t i = 0; i < r.nerrors; i++)
+            fprintf(stderr, "error: %s: %s\n", opts->config_path, r.errors[i]);
+        pt_cfg_dispose(&r);
+        return -1;
+    }
+    pt_cfg_dispose(&r);
+    s->config = cfg;
+    return 0;
+}
+
+/* ---- drain and stop -------------------------------------------------------------- */
+
+static void worker_close_listeners(pt_worker_t *w, void *arg)
+{
+    (void)arg;
+    pt_worker_close_listeners(w);
+}
+
+static uint64_t active_downstream(pt_server_t *s)
+{
+    uint64_t n = 0;
+    for (unsigned i = 0; i < s->nworkers; i++)
+        n += atomic_load_explicit(&s->workers[i].downstream_active, memory_order_relaxed);
+    return n;
+}
+
+void pt_server_stop(pt_server_t *s)
+{
+    if (s->state == PT_SERVER_STOPPED)
+        return;
+    s->state = PT_SERVER_STOPPED;
+    ev_timer_stop(s->loop, &s->drain_poll);
+    ev_break(s->loop, EVBREAK_ALL);
+}
+
+static void on_drain_poll(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    pt_server_t *s = t->data;
+    uint64_t active = active_downstream(s);
+    if (active == 0) {
+        pt_info("drain complete: no open connections");
+        pt_server_stop(s);
+    } else if (wall_now() >= s->drain_deadline) {
+        pt_info("drain time over with %llu connections open: closing them",
+                (unsigned long long)active);
+        pt_server_stop(s);
+    }
+}
+
+void pt_server_drain(pt_server_t *s)
+{
+    if (s->state != PT_SERVER_LIVE)
+        return;
+    s->state = PT_SERVER_DRAINING;
+    pt_info("draining: listeners closed, waiting up to %.1fs for open connections",
+            s->opts.drain_time_s);
+    for (unsigned i = 0; i < s->nworkers; i++)
+        pt_worker_post(&s->workers[i], worker_close_listeners, NULL);
+    s->drain_deadline = wall_now() + s->opts.drain_time_s;
+    ev_timer_init(&s->drain_poll, on_drain_poll, DRAIN_POLL_INTERVAL, DRAIN_POLL_INTERVAL);
+    s->drain_poll.data = s;
+    ev_timer_start(s->loop, &s->drain_poll);
+}
+
+static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    pt_server_t *s = w->data;
+    pt_info("caught %s", w->signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    if (s->state == PT_SERVER_DRAINING) {
+        /* A second signal during the drain: stop now. */
+        pt_server_stop(s);
+        return;
+    }
+    pt_server_drain(s);
+}
+
+/* ---- start ----------------------------------------------------------------------- */
+
+typedef struct listener_assignment {
+    pt_listener_t *listener;
+    int fd;
+} listener_assignment_t;
+
+static void worker_add_listener(pt_worker_t *w, void *arg)
+{
+    listener_assignment_t *a = arg;
+    if (w->stopping || pt_worker_add_listener(w, a->listener, a->fd) != 0) {
+        /* The socket is ours now: close it rather than leak it. */
+        close(a->fd);
+        a->listener->fds[w->id] = -1;
+    }
+    free(a);
+}
+
+static void worker_adopt(pt_worker_t *w, void *arg)
+{
+    pt_worker_adopt_config(w, arg);
+}
+
+int pt_server_run(pt_server_t *s)
+{
+    char err[512];
+    s->loop = ev_default_loop(EVFLAG_AUTO);
+    if (s->loop == NULL) {
+        fprintf(stderr, "error: cannot create the event loop\n");
+        return 1;
+    }
+    /* The main thread's connections (admin) live on a worker-shaped object that shares
+     * the default loop. */
+    pt_worker_init(&s->main_worker, -1);
+    ev_loop_destroy(s->main_worker.loop);
+    s->main_worker.loop = s->loop;
+    ev_async_start(s->loop, &s->main_worker.wakeup);
+    ev_prepare_start(s->loop, &s->main_worker.reaper);
+    ev_unref(s->loop);
+    pt_worker_current = &s->main_worker;
+    signal(SIGPIPE, SIG_IGN);
+
+    unsigned n = s->opts.concurrency;
+    s->nworkers = n;
+    s->workers = calloc(n, sizeof(pt_worker_t));
+    s->listeners = calloc(s->config->nlisteners ? s->config->nlisteners : 1,
+                          sizeof(pt_listener_t *));
+    if (s->workers == NULL || s->listeners == NULL) {
+        fprintf(stderr, "error: out of memory\n");
+        return 1;
+    }
+
+    /* Bind everything before starting anything, so a port in use fails the start. */
+    for (unsigned i = 0; i < s->config->nlisteners; i++) {
+        pt_listener_t *l = pt_listener_open(&s->config->listeners[i], n, err, sizeof(err));
+        if (l == NULL) {
+            pt_error("%s", err);
+            return 1;
+        }
+        s->listeners[s->nlisteners++] = l;
+    }
+    if (s->config->has_admin) {
+        s->admin = pt_admin_start(s, &s->config->admin_address, err, sizeof(err));
+        if (s->admin == NULL) {
+            pt_error("%s", err);
+            return 1;
+        }
+    }
+
+    for (unsigned i = 0; i < n; i++) {
+        if (pt_worker_init(&s->workers[i], (int)i) != 0 || pt_worker_start(&s->workers[i]) != 0) {
+            pt_error("cannot start worker %u", i);
+            return 1;
+        }
+        pt_worker_post(&s->workers[i], worker_adopt, pt_config_ref(s->config));
+        for (unsigned j = 0; j < s->nlisteners; j++) {
+            listener_assignment_t *a = malloc(sizeof(*a));
+            if (a == NULL)
+                return 1;
+            a->listener = s->listeners[j];
+            a->fd = s->listeners[j]->fds[i];
+            pt_worker_post(&s->workers[i], worker_add_listener, a);
+        }
+    }
+
+    ev_signal_init(&s->sigterm, on_signal, SIGTERM);
+    ev_signal_init(&s->sigint, on_signal, SIGINT);
+    s->sigterm.data = s->sigint.data = s;
+    ev_signal_start(s->loop, &s->sigterm);
+    ev_signal_start(s->loop, &s->sigint);
+
+    for (unsigned i = 0; i < s->nlisteners; i++) {
+        char a[PT_ADDR_STRLEN];
+        pt_addr_format(&s->listeners[i]->address, a, sizeof(a));
+        pt_info("listener %s on %s", s->listeners[i]->name, a);
+    }
+    s->state = PT_SERVER_LIVE;
+    pt_info("petrel %s started: %u worker%s, config %s", PT_VERSION, n, n == 1 ? "" : "s",
+            s->opts.config_path);
+
+    ev_run(s->loop, 0);
+
+    pt_info("shutting down");
+    for (unsigned i = 0; i < s->nworkers; i++)
+        pt_worker_stop_and_join(&s->workers[i]);
+    return s->exit_code;
+}
+
+void pt_server_dispose(pt_server_t *s)
+{
+    if (s->admin != NULL) {
+        pt_admin_stop(s->admin);
+        s->admin = NULL;
+    }
+    for (unsigned i = 0; i < s->nworkers; i++)
+        pt_worker_dispose(&s->workers[i]);
+    free(s->workers);
+    s->workers = NULL;
+    for (unsigned i = 0; i < s->nlisteners; i++)
+        pt_listener_free(s->listeners[i]);
+    free(s->listeners);
+    s->listeners = NULL;
+    if (s->loop != NULL) {
+        pt_conn_reap(&s->main_worker);
+        ev_signal_stop(s->loop, &s->sigterm);
+        ev_signal_stop(s->loop, &s->sigint);
+        /* The main worker shares the default loop: detach it before disposing. */
+        s->main_worker.loop = NULL;
+        pthread_mutex_destroy(&s->main_worker.lock);
+        ev_loop_destroy(s->loop);
+        s->loop = NULL;
+    }
+    pt_config_unref(s->config);
+    s->config = NULL;
+    pt_buf_pool_trim();
+}

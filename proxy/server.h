@@ -1,0 +1,61 @@
+/* The server: the main thread's view of everything. It loads and validates the config,
+ * binds listeners, starts the workers and the admin endpoint, handles signals, and runs the
+ * drain on shutdown (stop accepting, let open connections finish for up to --drain-time-s,
+ * then exit). */
+#ifndef PT_SERVER_H
+#define PT_SERVER_H
+
+#include <ev.h>
+#include <stdint.h>
+
+#include "proxy/config.h"
+#include "proxy/listener.h"
+#include "proxy/worker.h"
+
+typedef struct pt_admin pt_admin_t;
+
+typedef enum pt_server_state {
+    PT_SERVER_INITIALIZING,
+    PT_SERVER_LIVE,
+    PT_SERVER_DRAINING,
+    PT_SERVER_STOPPED,
+} pt_server_state_t;
+
+typedef struct pt_options {
+    const char *config_path;
+    unsigned concurrency;
+    double drain_time_s;
+    const char *log_level;
+    int validate_only;
+    char *command_line; /* as given, for /server_info */
+} pt_options_t;
+
+typedef struct pt_server {
+    pt_options_t opts;
+    struct ev_loop *loop;     /* the main thread's loop (libev's default loop) */
+    pt_worker_t main_worker;  /* owns the main loop's connections (admin) */
+    pt_worker_t *workers;
+    unsigned nworkers;
+    pt_config_t *config;      /* current snapshot */
+    pt_listener_t **listeners;
+    unsigned nlisteners;
+    pt_admin_t *admin;
+    pt_server_state_t state;
+    double start_time;        /* wall clock, seconds */
+    ev_signal sigterm, sigint;
+    ev_timer drain_poll;
+    double drain_deadline;
+    int exit_code;
+} pt_server_t;
+
+/* Loads the config; on error prints every problem to stderr and returns -1. */
+int pt_server_init(pt_server_t *s, const pt_options_t *opts);
+/* Binds, starts workers and admin, runs until shutdown. Returns the exit code. */
+int pt_server_run(pt_server_t *s);
+void pt_server_dispose(pt_server_t *s);
+/* Starts the graceful drain (SIGTERM) or stops at once (POST /quitquitquit). */
+void pt_server_drain(pt_server_t *s);
+void pt_server_stop(pt_server_t *s);
+const char *pt_server_state_str(pt_server_state_t st);
+
+#endif

@@ -1,0 +1,228 @@
+#include "proxy/stats.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+_Thread_local _Atomic uint64_t *pt_stat_slots;
+
+/* Registry: append-only; guarded by a mutex because creation is rare (config build) and
+ * readers (admin) may run while tests create stats from other threads. */
+static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+static pt_stat_info_t *infos;        /* index = id; id 0 unused */
+static uint32_t ninfos = 1, cap_infos;
+static uint32_t *hash_slots;         /* open addressing: id or 0 */
+static uint32_t hash_cap;
+static _Atomic uint64_t *thread_slots[PT_STATS_MAX_THREADS];
+
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    while (*s) {
+        h ^= (unsigned char)*s++;
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+int pt_stats_thread_init(void)
+{
+    if (pt_stat_slots != NULL)
+        return 0;
+    /* Anonymous mapping: pages are committed only when a stat in them is touched. */
+    void *p = mmap(NULL, PT_STATS_MAX * sizeof(uint64_t), PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED)
+        return -errno;
+    pthread_mutex_lock(&reg_lock);
+    for (int i = 0; i < PT_STATS_MAX_THREADS; i++) {
+        if (thread_slots[i] == NULL) {
+            thread_slots[i] = p;
+            pt_stat_slots = p;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&reg_lock);
+    if (pt_stat_slots == NULL) {
+        munmap(p, PT_STATS_MAX * sizeof(uint64_t));
+        return -ENOSPC;
+    }
+    return 0;
+}
+
+/* A thread's counts must outlive it (the admin still sums them), so its slot array stays
+ * registered; dispose only forgets the thread-local pointer. */
+void pt_stats_thread_dispose(void)
+{
+    pt_stat_slots = NULL;
+}
+
+static int hash_grow(void)
+{
+    uint32_t ncap = hash_cap ? hash_cap * 2 : 1024;
+    uint32_t *n = calloc(ncap, sizeof(uint32_t));
+    if (n == NULL)
+        return -ENOMEM;
+    for (uint32_t id = 1; id < ninfos; id++) {
+        uint64_t h = hash_str(infos[id].name) & (ncap - 1);
+        while (n[h] != 0)
+            h = (h + 1) & (ncap - 1);
+        n[h] = id;
+    }
+    free(hash_slots);
+    hash_slots = n;
+    hash_cap = ncap;
+    return 0;
+}
+
+static pt_stat_t find_locked(const char *name)
+{
+    if (hash_cap == 0)
+        return 0;
+    uint64_t h = hash_str(name) & (hash_cap - 1);
+    while (hash_slots[h] != 0) {
+        if (strcmp(infos[hash_slots[h]].name, name) == 0)
+            return hash_slots[h];
+        h = (h + 1) & (hash_cap - 1);
+    }
+    return 0;
+}
+
+pt_stat_t pt_stats_find(const char *full_name)
+{
+    pthread_mutex_lock(&reg_lock);
+    pt_stat_t id = find_locked(full_name);
+    pthread_mutex_unlock(&reg_lock);
+    return id;
+}
+
+static char *prom_name(const char *scope, const char *name)
+{
+    size_t n = strlen("envoy_") + strlen(scope) + 1 + strlen(name) + 1;
+    char *out = malloc(n);
+    if (out == NULL)
+        return NULL;
+    snprintf(out, n, "envoy_%s_%s", scope, name);
+    for (char *p = out; *p; p++) {
+        char c = *p;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == ':'))
+            *p = '_';
+    }
+    return out;
+}
+
+pt_stat_t pt_stats_get(pt_stat_kind_t kind, const char *scope, const char *tag,
+                       const char *tag_value, const char *name)
+{
+    char full[1024];
+    if (tag != NULL)
+        snprintf(full, sizeof(full), "%s.%s.%s", scope, tag_value, name);
+    else
+        snprintf(full, sizeof(full), "%s.%s", scope, name);
+
+    pthread_mutex_lock(&reg_lock);
+    pt_stat_t id = find_locked(full);
+    if (id != 0 || ninfos >= PT_STATS_MAX)
+        goto out;
+    if (ninfos + 1 > cap_infos) {
+        uint32_t ncap = cap_infos ? cap_infos * 2 : 256;
+        pt_stat_info_t *n = realloc(infos, ncap * sizeof(*n));
+        if (n == NULL)
+            goto out;
+        infos = n;
+        cap_infos = ncap;
+    }
+    if ((ninfos + 1) * 2 > hash_cap && hash_grow() != 0)
+        goto out;
+    pt_stat_info_t *info = &infos[ninfos];
+    info->name = strdup(full);
+    info->prom_name = prom_name(scope, name);
+    info->tag = tag ? strdup(tag) : NULL;
+    info->tag_value = tag ? strdup(tag_value) : NULL;
+    info->kind = kind;
+    id = ninfos++;
+    uint64_t h = hash_str(full) & (hash_cap - 1);
+    while (hash_slots[h] != 0)
+        h = (h + 1) & (hash_cap - 1);
+    hash_slots[h] = id;
+out:
+    pthread_mutex_unlock(&reg_lock);
+    return id;
+}
+
+pt_stat_t pt_stats_counter(const char *scope, const char *tag, const char *tag_value,
+                           const char *name)
+{
+    return pt_stats_get(PT_STAT_COUNTER, scope, tag, tag_value, name);
+}
+
+pt_stat_t pt_stats_gauge(const char *scope, const char *tag, const char *tag_value,
+                         const char *name)
+{
+    return pt_stats_get(PT_STAT_GAUGE, scope, tag, tag_value, name);
+}
+
+void pt_stat_set(pt_stat_t id, int64_t value)
+{
+    if (pt_stat_slots != NULL)
+        atomic_store_explicit(&pt_stat_slots[id], (uint64_t)value, memory_order_relaxed);
+}
+
+uint64_t pt_stats_value(pt_stat_t id)
+{
+    uint64_t sum = 0;
+    if (id == 0)
+        return 0;
+    for (int i = 0; i < PT_STATS_MAX_THREADS; i++) {
+        _Atomic uint64_t *s = thread_slots[i];
+        if (s == NULL)
+            break;
+        sum += atomic_load_explicit(&s[id], memory_order_relaxed);
+    }
+    return sum;
+}
+
+int64_t pt_stats_gauge_value(pt_stat_t id)
+{
+    return (int64_t)pt_stats_value(id);
+}
+
+uint32_t pt_stats_count(void)
+{
+    pthread_mutex_lock(&reg_lock);
+    uint32_t n = ninfos;
+    pthread_mutex_unlock(&reg_lock);
+    return n;
+}
+
+const pt_stat_info_t *pt_stats_info(pt_stat_t id)
+{
+    pthread_mutex_lock(&reg_lock);
+    const pt_stat_info_t *i = id > 0 && id < ninfos ? &infos[id] : NULL;
+    pthread_mutex_unlock(&reg_lock);
+    return i;
+}
+
+static int cmp_by_name(const void *a, const void *b)
+{
+    return strcmp(infos[*(const pt_stat_t *)a].name, infos[*(const pt_stat_t *)b].name);
+}
+
+pt_stat_t *pt_stats_sorted(uint32_t *count)
+{
+    pthread_mutex_lock(&reg_lock);
+    uint32_t n = ninfos - 1;
+    pt_stat_t *ids = malloc((n ? n : 1) * sizeof(*ids));
+    if (ids != NULL) {
+        for (uint32_t i = 0; i < n; i++)
+            ids[i] = i + 1;
+        qsort(ids, n, sizeof(*ids), cmp_by_name);
+    }
+    pthread_mutex_unlock(&reg_lock);
+    *count = ids ? n : 0;
+    return ids;
+}

@@ -1,0 +1,210 @@
+#include "proxy/worker.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "discovery/lb.h"
+#include "proxy/buf.h"
+#include "proxy/conn.h"
+#include "proxy/config.h"
+#include "proxy/listener.h"
+#include "proxy/log.h"
+#include "proxy/stats.h"
+
+_Thread_local pt_worker_t *pt_worker_current;
+
+struct pt_worker_call {
+    pt_worker_call_t *next;
+    pt_worker_fn fn;
+    void *arg;
+};
+
+static void run_calls(struct ev_loop *loop, ev_async *a, int revents)
+{
+    (void)loop;
+    (void)revents;
+    pt_worker_t *w = a->data;
+    pthread_mutex_lock(&w->lock);
+    pt_worker_call_t *list = w->calls_head;
+    w->calls_head = w->calls_tail = NULL;
+    pthread_mutex_unlock(&w->lock);
+    while (list != NULL) {
+        pt_worker_call_t *next = list->next;
+        list->fn(w, list->arg);
+        free(list);
+        list = next;
+    }
+}
+
+static void on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
+{
+    (void)loop;
+    (void)revents;
+    pt_conn_reap(p->data);
+}
+
+int pt_worker_init(pt_worker_t *w, int id)
+{
+    memset(w, 0, sizeof(*w));
+    w->id = id;
+    w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+    if (w->loop == NULL)
+        return -ENOMEM;
+    pthread_mutex_init(&w->lock, NULL);
+    ev_async_init(&w->wakeup, run_calls);
+    w->wakeup.data = w;
+    ev_async_start(w->loop, &w->wakeup);
+    ev_prepare_init(&w->reaper, on_prepare);
+    w->reaper.data = w;
+    ev_prepare_start(w->loop, &w->reaper);
+    ev_unref(w->loop); /* the reaper alone must not keep the loop alive */
+    return 0;
+}
+
+static void *worker_main(void *arg)
+{
+    pt_worker_t *w = arg;
+    pt_worker_current = w;
+    pt_log_set_thread(w->id);
+    pt_stats_thread_init();
+    ev_run(w->loop, 0);
+    /* Past the drain: whatever is still open is closed now, so nothing leaks. */
+    pt_session_abort_all(w);
+    pt_conn_close_all(w);
+    pt_buf_pool_trim();
+    pt_stats_thread_dispose();
+    return NULL;
+}
+
+int pt_worker_start(pt_worker_t *w)
+{
+    int rc = pthread_create(&w->thread, NULL, worker_main, w);
+    return rc == 0 ? 0 : -rc;
+}
+
+int pt_worker_post(pt_worker_t *w, pt_worker_fn fn, void *arg)
+{
+    pt_worker_call_t *c = malloc(sizeof(*c));
+    if (c == NULL)
+        return -ENOMEM;
+    c->next = NULL;
+    c->fn = fn;
+    c->arg = arg;
+    pthread_mutex_lock(&w->lock);
+    if (w->calls_tail != NULL)
+        w->calls_tail->next = c;
+    else
+        w->calls_head = c;
+    w->calls_tail = c;
+    pthread_mutex_unlock(&w->lock);
+    ev_async_send(w->loop, &w->wakeup);
+    return 0;
+}
+
+static void do_break(pt_worker_t *w, void *arg)
+{
+    (void)arg;
+    w->stopping = 1;
+    ev_break(w->loop, EVBREAK_ALL);
+}
+
+void pt_worker_stop_and_join(pt_worker_t *w)
+{
+    if (w->loop == NULL)
+        return;
+    pt_worker_post(w, do_break, NULL);
+    pthread_join(w->thread, NULL);
+}
+
+static void free_cluster_locals(pt_worker_t *w)
+{
+    for (unsigned i = 0; i < w->ncluster_locals; i++)
+        free(w->cluster_locals[i]);
+    free(w->cluster_locals);
+    w->cluster_locals = NULL;
+    w->ncluster_locals = 0;
+}
+
+void pt_worker_dispose(pt_worker_t *w)
+{
+    if (w->loop == NULL)
+        return;
+    pt_worker_close_listeners(w);
+    free_cluster_locals(w);
+    pt_config_unref(w->config);
+    w->config = NULL;
+    /* Calls posted after the loop stopped still own their argument: run them so each can
+     * release it (they see w->stopping). */
+    run_calls(w->loop, &w->wakeup, 0);
+    ev_loop_destroy(w->loop);
+    w->loop = NULL;
+    pthread_mutex_destroy(&w->lock);
+}
+
+void pt_worker_adopt_config(pt_worker_t *w, pt_config_t *cfg)
+{
+    pt_config_t *old = w->config;
+    w->config = cfg;
+    /* Per-cluster worker state follows the snapshot's cluster indexes. */
+    free_cluster_locals(w);
+    if (cfg != NULL && cfg->nclusters > 0) {
+        w->cluster_locals = calloc(cfg->nclusters, sizeof(void *));
+        if (w->cluster_locals != NULL) {
+            w->ncluster_locals = cfg->nclusters;
+            for (unsigned i = 0; i < cfg->nclusters; i++) {
+                pt_cluster_local_t *l = calloc(1, sizeof(*l));
+                /* Stagger round-robin start points so workers do not all pick host 0. */
+                if (l != NULL)
+                    l->rr_next = (uint64_t)w->id;
+                w->cluster_locals[i] = l;
+            }
+        }
+    }
+    pt_config_unref(old);
+}
+
+static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
+{
+    (void)loop;
+    (void)revents;
+    pt_worker_listener_t *wl = (pt_worker_listener_t *)io;
+    pt_listener_accept(wl->worker, wl->listener, wl->fd);
+}
+
+int pt_worker_add_listener(pt_worker_t *w, pt_listener_t *l, int fd)
+{
+    /* Watchers are allocated one by one: libev keeps pointers to them. */
+    pt_worker_listener_t **n = realloc(w->listeners, (w->nlisteners + 1) * sizeof(*n));
+    if (n == NULL)
+        return -ENOMEM;
+    w->listeners = n;
+    pt_worker_listener_t *wl = calloc(1, sizeof(*wl));
+    if (wl == NULL)
+        return -ENOMEM;
+    wl->worker = w;
+    wl->listener = l;
+    wl->fd = fd;
+    ev_io_init(&wl->io, on_accept, fd, EV_READ);
+    ev_io_start(w->loop, &wl->io);
+    w->listeners[w->nlisteners++] = wl;
+    return 0;
+}
+
+void pt_worker_close_listeners(pt_worker_t *w)
+{
+    /* The worker closes its own sockets: the kernel then stops queueing connections to
+     * them, and no other thread can be using the descriptor. */
+    for (unsigned i = 0; i < w->nlisteners; i++) {
+        pt_worker_listener_t *wl = w->listeners[i];
+        ev_io_stop(w->loop, &wl->io);
+        close(wl->fd);
+        if ((unsigned)w->id < wl->listener->nfds)
+            wl->listener->fds[w->id] = -1;
+        free(wl);
+    }
+    free(w->listeners);
+    w->listeners = NULL;
+    w->nlisteners = 0;
+}

@@ -1,0 +1,69 @@
+/* A worker thread: one ev_loop, its share of every listener (an SO_REUSEPORT socket each),
+ * the connections accepted there for their whole life, and per-worker upstream state.
+ *
+ * The main thread talks to a worker only by posting a function to run on it
+ * (pt_worker_post); the worker runs posted calls in order at its next loop turn. New config
+ * snapshots arrive that way: the worker adopts the newest one for new connections while
+ * older connections keep the snapshot they started with (refcounted). */
+#ifndef PT_WORKER_H
+#define PT_WORKER_H
+
+#include <ev.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+typedef struct pt_config pt_config_t;
+typedef struct pt_conn pt_conn_t;
+typedef struct pt_worker pt_worker_t;
+typedef struct pt_listener pt_listener_t;
+typedef struct pt_worker_call pt_worker_call_t;
+
+typedef void (*pt_worker_fn)(pt_worker_t *w, void *arg);
+
+/* One listener's socket on this worker. */
+typedef struct pt_worker_listener {
+    ev_io io;
+    pt_worker_t *worker;
+    pt_listener_t *listener;
+    int fd;
+} pt_worker_listener_t;
+
+struct pt_worker {
+    int id;
+    pthread_t thread;
+    struct ev_loop *loop;
+    ev_async wakeup;
+    ev_prepare reaper;          /* frees closed connections once no callback can see them */
+    pthread_mutex_t lock;       /* guards the call queue only */
+    pt_worker_call_t *calls_head, *calls_tail;
+    pt_config_t *config;        /* snapshot for new connections; holds a reference */
+    pt_worker_listener_t **listeners;
+    unsigned nlisteners;
+    pt_conn_t *reap_list;
+    pt_conn_t *conns;           /* every open connection of this worker */
+    struct pt_session *sessions; /* every downstream session */
+    void **cluster_locals;      /* per-cluster worker state, indexed by pt_cluster_t.index */
+    unsigned ncluster_locals;
+    _Atomic uint64_t downstream_active; /* open downstream connections, read by the drain */
+    int stopping;
+};
+
+/* The calling thread's worker, or NULL on the main thread. */
+extern _Thread_local pt_worker_t *pt_worker_current;
+
+int pt_worker_init(pt_worker_t *w, int id);
+int pt_worker_start(pt_worker_t *w);
+/* Runs fn(w, arg) on the worker's thread at its next loop turn. Thread-safe. */
+int pt_worker_post(pt_worker_t *w, pt_worker_fn fn, void *arg);
+/* Asks the loop to finish and joins the thread. */
+void pt_worker_stop_and_join(pt_worker_t *w);
+void pt_worker_dispose(pt_worker_t *w);
+
+/* Worker-thread side: swaps in a new snapshot (takes the caller's reference). */
+void pt_worker_adopt_config(pt_worker_t *w, pt_config_t *cfg);
+/* Adds this worker's socket of a listener to its loop / removes them all. */
+int pt_worker_add_listener(pt_worker_t *w, pt_listener_t *l, int fd);
+void pt_worker_close_listeners(pt_worker_t *w);
+
+#endif
