@@ -2,13 +2,30 @@
 #include <string.h>
 
 #include "filters/filter.h"
+#include "filters/http_filter.h"
 
 extern const pt_network_filter_ops_t pt_tcp_proxy_filter;
+extern const pt_network_filter_ops_t pt_http_connection_manager_filter;
+extern const pt_http_filter_ops_t pt_router_filter;
 
 static const pt_network_filter_ops_t *const network_filters[] = {
     &pt_tcp_proxy_filter,
+    &pt_http_connection_manager_filter,
     NULL,
 };
+
+static const pt_http_filter_ops_t *const http_filters[] = {
+    &pt_router_filter,
+    NULL,
+};
+
+const pt_http_filter_ops_t *pt_http_filter_find(const char *type_url)
+{
+    for (int i = 0; http_filters[i] != NULL; i++)
+        if (strcmp(http_filters[i]->type_url, type_url) == 0)
+            return http_filters[i];
+    return NULL;
+}
 
 const pt_network_filter_ops_t *pt_network_filter_find(const char *type_url)
 {

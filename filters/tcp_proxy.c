@@ -175,8 +175,9 @@ static void ds_on_read(pt_conn_t *c)
 {
     tcp_proxy_t *tp = c->data;
     if (!(tp->state & TP_CONNECTED)) {
-        /* Reads are paused until connected; only a FIN or error gets here. Keep the bytes. */
-        if (c->flags & PT_CONN_F_EOF)
+        /* Still connecting: keep the bytes (and a FIN) for the upstream, holding at most one
+         * buffer limit. Reading goes on below that, so a client reset is still noticed. */
+        if (pt_buf_len(&c->in) >= c->high_watermark)
             pt_conn_pause_read(c);
         return;
     }
@@ -293,7 +294,10 @@ static void us_on_connect(pt_conn_t *c, int status)
     /* Anything the client sent while we connected (and a FIN) goes out now. */
     if (pt_buf_len(&tp->ds->in) > 0 || (tp->ds->flags & PT_CONN_F_EOF))
         relay(tp, tp->ds, tp->us, 1);
-    if (!(tp->state & TP_DONE) && !(tp->ds->flags & PT_CONN_F_EOF))
+    /* Reading was paused if the held bytes reached the limit; resume unless relaying them
+     * just filled the upstream queue (its drain resumes then). */
+    if (!(tp->state & TP_DONE) && !(tp->ds->flags & PT_CONN_F_EOF) &&
+        !(tp->us->flags & PT_CONN_F_ABOVE_HIGH))
         pt_conn_resume_read(tp->ds);
 }
 
@@ -360,10 +364,10 @@ static int tcp_proxy_on_new_connection(pt_session_t *s, void *fc)
     tp->ds = s->conn;
     s->terminal = tp;
     s->abort = tcp_proxy_abort;
-    /* Hold downstream bytes until the upstream is connected. */
-    pt_conn_pause_read(tp->ds);
+    /* Downstream bytes are held in ds->in until the upstream is connected (ds_on_read). The
+     * socket stays watched meanwhile: with reading paused a client that resets or gives up
+     * during a slow connect would hold both connections until the connect timeout. */
     pt_conn_start(tp->ds, &ds_handler, tp);
-    pt_conn_pause_read(tp->ds);
     if (cfg->idle_timeout_ms > 0) {
         ev_timer_init(&tp->idle, on_idle_timer, (double)cfg->idle_timeout_ms / 1000.0, 0.);
         tp->idle.data = tp;

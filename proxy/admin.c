@@ -21,10 +21,13 @@
 #define ADMIN_MAX_HEAD    16384
 #define ADMIN_MAX_HEADERS 64
 
+#define ADMIN_EMFILE_BACKOFF 0.1 /* seconds accepting pauses when out of descriptors */
+
 struct pt_admin {
     pt_server_t *server;
     int fd;
     ev_io io;
+    ev_timer backoff; /* restarts io after an EMFILE/ENFILE pause */
 };
 
 typedef struct admin_conn {
@@ -196,6 +199,20 @@ static void prom_escape(pt_buf_t *out, const char *v)
     }
 }
 
+/* HELP text allows any character but escapes backslash and line feed (a label value also
+ * escapes the double quote); stat names embed user-chosen cluster names and prefixes. */
+static void prom_escape_help(pt_buf_t *out, const char *v)
+{
+    for (; *v; v++) {
+        if (*v == '\\')
+            pt_buf_append_str(out, "\\\\");
+        else if (*v == '\n')
+            pt_buf_append_str(out, "\\n");
+        else
+            pt_buf_append(out, v, 1);
+    }
+}
+
 /* Prometheus text exposition 0.0.4. Counters carry the conventional _total suffix (added
  * when the Envoy name lacks it) and every family has HELP and TYPE lines, so the output
  * passes `promtool check metrics`. */
@@ -226,8 +243,10 @@ int pt_admin_render_prometheus(pt_buf_t *out, const char *filter, int used_only)
                                : "gauge";
         if (family == NULL || strcmp(family, info->prom_name) != 0) {
             family = info->prom_name;
-            pt_buf_printf(out, "# HELP %s%s %s %s\n", info->prom_name, suffix,
-                          counter ? "Counter" : "Gauge", info->name);
+            pt_buf_printf(out, "# HELP %s%s %s ", info->prom_name, suffix,
+                          counter ? "Counter" : "Gauge");
+            prom_escape_help(out, info->name);
+            pt_buf_append_str(out, "\n");
             pt_buf_printf(out, "# TYPE %s%s %s\n", info->prom_name, suffix, type);
         }
         char v[32];
@@ -712,15 +731,29 @@ static const pt_conn_handler_t admin_handler = {
     .on_error = admin_on_error,
 };
 
+static void admin_on_backoff(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)revents;
+    pt_admin_t *a = t->data;
+    ev_io_start(loop, &a->io);
+}
+
 static void admin_on_accept(struct ev_loop *loop, ev_io *io, int revents)
 {
-    (void)loop;
     (void)revents;
     pt_admin_t *a = io->data;
     for (int i = 0; i < 16; i++) {
         pt_addr_t peer;
         socklen_t len = sizeof(peer);
         int fd = accept4(a->fd, &peer.sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
+            /* The request stays queued and the socket readable: without a pause the loop
+             * would spin on accept. Admin requests are rare and worth keeping, so wait
+             * for a descriptor to free up instead of shedding them. */
+            ev_io_stop(loop, &a->io);
+            ev_timer_start(loop, &a->backoff);
+            return;
+        }
         if (fd < 0)
             return;
         admin_conn_t *ac = calloc(1, sizeof(*ac));
@@ -759,6 +792,8 @@ pt_admin_t *pt_admin_start(pt_server_t *s, const pt_addr_t *addr, char *err, siz
     }
     ev_io_init(&a->io, admin_on_accept, a->fd, EV_READ);
     a->io.data = a;
+    ev_timer_init(&a->backoff, admin_on_backoff, ADMIN_EMFILE_BACKOFF, 0.);
+    a->backoff.data = a;
     ev_io_start(s->loop, &a->io);
     char as[PT_ADDR_STRLEN];
     pt_addr_format(addr, as, sizeof(as));
@@ -768,8 +803,10 @@ pt_admin_t *pt_admin_start(pt_server_t *s, const pt_addr_t *addr, char *err, siz
 
 void pt_admin_stop(pt_admin_t *a)
 {
-    if (a->server->loop != NULL)
+    if (a->server->loop != NULL) {
         ev_io_stop(a->server->loop, &a->io);
+        ev_timer_stop(a->server->loop, &a->backoff);
+    }
     close(a->fd);
     /* Open admin connections: their state is freed with them. */
     pt_worker_t *w = &a->server->main_worker;

@@ -304,22 +304,37 @@ size_t pt_buf_copyout(const pt_buf_t *b, size_t from, void *dst, size_t n)
     return done;
 }
 
+/* Whether the bytes starting at c->data[c->off + i] (running on into the following chunks)
+ * begin with needle. */
+static int match_at(const pt_chunk_t *c, size_t i, const char *nd, size_t nlen)
+{
+    while (c != NULL && nlen > 0) {
+        size_t have = c->end - c->off - i;
+        size_t k = have < nlen ? have : nlen;
+        if (memcmp(c->data + c->off + i, nd, k) != 0)
+            return 0;
+        nd += k;
+        nlen -= k;
+        c = c->next;
+        i = 0;
+    }
+    return nlen == 0;
+}
+
 long pt_buf_find(const pt_buf_t *b, size_t from, const void *needle, size_t nlen)
 {
     if (nlen == 0 || b->len < nlen || from > b->len - nlen)
         return -1;
     const char *nd = needle;
-    /* Simple scan across chunk boundaries; used on small heads, not bodies. */
+    /* Simple scan across chunk boundaries; used on small heads, not bodies. Compares in
+     * place, so needles of any length work (a 64-byte copy used to cap them). */
     size_t base = 0;
-    for (pt_chunk_t *c = b->head; c != NULL; c = c->next) {
+    for (pt_chunk_t *c = b->head; c != NULL && base <= b->len - nlen; c = c->next) {
         size_t have = c->end - c->off;
         for (size_t i = from > base ? from - base : 0; i < have; i++) {
-            if (c->data[c->off + i] != nd[0])
-                continue;
-            char tmp[64];
-            if (nlen > sizeof(tmp))
+            if (base + i > b->len - nlen)
                 return -1;
-            if (pt_buf_copyout(b, base + i, tmp, nlen) == nlen && memcmp(tmp, nd, nlen) == 0)
+            if (c->data[c->off + i] == nd[0] && match_at(c, i, nd, nlen))
                 return (long)(base + i);
         }
         base += have;

@@ -1,5 +1,7 @@
 #include "proxy/cluster.h"
 
+#include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,8 +23,8 @@ static const char *const cluster_unsupported[] = {
     "typed_dns_resolver_config", "wait_for_warm_on_init", "respect_dns_ttl", "dns_refresh_rate",
     "dns_failure_refresh_rate", "cluster_type", "circuit_breakers", "outlier_detection",
     "health_checks", "typed_extension_protocol_options", "http2_protocol_options",
-    "http_protocol_options", "common_http_protocol_options", "upstream_http_protocol_options",
-    "cleanup_interval", "upstream_bind_config", "max_requests_per_connection",
+    "http_protocol_options", "upstream_http_protocol_options",
+    "cleanup_interval", "upstream_bind_config",
     "dns_jitter", "hosts", NULL};
 
 static const char *const type_names[] = {"STATIC", NULL};
@@ -33,6 +35,12 @@ static const char *const lb_known[] = {"LEAST_REQUEST", "RING_HASH",        "RAN
                                        "MAGLEV",        "CLUSTER_PROVIDED", "LOAD_BALANCING_POLICY_CONFIG",
                                        NULL};
 
+static void free_code_stats(void *arg)
+{
+    pt_cluster_t *c = arg;
+    free(atomic_load(&c->code_stats));
+}
+
 pt_cluster_t *pt_cluster_parse(pt_cfg_t *r, pt_config_t *cfg, unsigned index)
 {
     size_t errors_before = r->nerrors;
@@ -40,6 +48,7 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r, pt_config_t *cfg, unsigned index)
     if (c == NULL)
         return NULL;
     c->index = index;
+    pt_arena_defer(&cfg->arena, free_code_stats, c);
     pt_cfg_unsupported(r, cluster_unsupported);
 
     const char *name;
@@ -58,6 +67,23 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r, pt_config_t *cfg, unsigned index)
     uint64_t limit;
     pt_cfg_uint(r, "per_connection_buffer_limit_bytes", &limit, 1024 * 1024, 1, UINT32_MAX);
     c->buffer_limit = (uint32_t)limit;
+
+    /* Connection reuse: the deprecated top-level max_requests_per_connection and the one in
+     * common_http_protocol_options mean the same; the latter wins when both are set. */
+    uint64_t mr;
+    pt_cfg_uint(r, "max_requests_per_connection", &mr, 0, 0, UINT32_MAX);
+    c->max_requests_per_connection = (uint32_t)mr;
+    c->http_idle_timeout_ms = 3600 * 1000;
+    if (pt_cfg_enter(r, "common_http_protocol_options") > 0) {
+        static const char *const chpo_unsupported[] = {
+            "max_connection_duration", "max_headers_count", "max_stream_duration",
+            "headers_with_underscores_action", "max_response_headers_kb", NULL};
+        pt_cfg_unsupported(r, chpo_unsupported);
+        pt_cfg_duration_ms(r, "idle_timeout", &c->http_idle_timeout_ms, 3600 * 1000);
+        if (pt_cfg_uint(r, "max_requests_per_connection", &mr, 0, 0, UINT32_MAX) > 0)
+            c->max_requests_per_connection = (uint32_t)mr;
+        pt_cfg_leave(r);
+    }
 
     int rc = pt_cfg_enter(r, "load_assignment");
     if (rc > 0) {
@@ -93,4 +119,38 @@ pt_host_t *pt_cluster_pick_host(pt_cluster_t *c, pt_worker_t *w, pt_host_t *cons
                                 unsigned nexclude)
 {
     return pt_lb_round_robin(c, w, exclude, nexclude);
+}
+
+void pt_cluster_count_response(pt_cluster_t *c, int status)
+{
+    static const size_t off[] = {
+        offsetof(pt_cluster_stats_t, upstream_rq_1xx), offsetof(pt_cluster_stats_t, upstream_rq_2xx),
+        offsetof(pt_cluster_stats_t, upstream_rq_3xx), offsetof(pt_cluster_stats_t, upstream_rq_4xx),
+        offsetof(pt_cluster_stats_t, upstream_rq_5xx)};
+    if (status < 100 || status > 599)
+        return;
+    pt_stat_inc(*(const pt_stat_t *)((const char *)&c->stats + off[status / 100 - 1]));
+    /* Per-code counters are created the first time a code is seen: a registry lookup once,
+     * then a cached id. */
+    pt_stat_t *codes = atomic_load_explicit(&c->code_stats, memory_order_acquire);
+    if (codes == NULL) {
+        pt_stat_t *fresh = calloc(500, sizeof(pt_stat_t));
+        if (fresh == NULL)
+            return;
+        pt_stat_t *expected = NULL;
+        if (!atomic_compare_exchange_strong(&c->code_stats, &expected, fresh)) {
+            free(fresh);
+            codes = expected;
+        } else {
+            codes = fresh;
+        }
+    }
+    pt_stat_t id = __atomic_load_n(&codes[status - 100], __ATOMIC_RELAXED);
+    if (id == 0) {
+        char name[32];
+        snprintf(name, sizeof(name), "upstream_rq_%d", status);
+        id = pt_stats_counter("cluster", "envoy_cluster_name", c->name, name);
+        __atomic_store_n(&codes[status - 100], id, __ATOMIC_RELAXED);
+    }
+    pt_stat_inc(id);
 }

@@ -26,10 +26,29 @@ typedef struct pt_worker pt_worker_t;
     X(upstream_cx_destroy_remote)                                                              \
     X(upstream_cx_rx_bytes_total)                                                              \
     X(upstream_cx_tx_bytes_total)                                                              \
-    X(upstream_cx_none_healthy)
+    X(upstream_cx_none_healthy)                                                                \
+    X(upstream_cx_http1_total)                                                                 \
+    X(upstream_cx_idle_timeout)                                                                \
+    X(upstream_cx_max_requests)                                                                \
+    X(upstream_cx_protocol_error)                                                              \
+    X(upstream_rq_total)                                                                       \
+    X(upstream_rq_completed)                                                                   \
+    X(upstream_rq_pending_total)                                                               \
+    X(upstream_rq_pending_failure_eject)                                                       \
+    X(upstream_rq_cancelled)                                                                   \
+    X(upstream_rq_timeout)                                                                     \
+    X(upstream_rq_rx_reset)                                                                    \
+    X(upstream_rq_tx_reset)                                                                    \
+    X(upstream_rq_1xx)                                                                         \
+    X(upstream_rq_2xx)                                                                         \
+    X(upstream_rq_3xx)                                                                         \
+    X(upstream_rq_4xx)                                                                         \
+    X(upstream_rq_5xx)
 
 #define PT_CLUSTER_GAUGES(X)                                                                   \
     X(upstream_cx_active)                                                                      \
+    X(upstream_rq_active)                                                                      \
+    X(upstream_rq_pending_active)                                                              \
     X(membership_total)                                                                        \
     X(membership_healthy)
 
@@ -67,6 +86,9 @@ struct pt_cluster {
     uint64_t connect_timeout_ms;
     pt_lb_policy_t lb_policy;
     uint32_t buffer_limit; /* per_connection_buffer_limit_bytes */
+    uint64_t http_idle_timeout_ms;        /* common_http_protocol_options.idle_timeout */
+    uint32_t max_requests_per_connection; /* 0 = unlimited */
+    _Atomic(pt_stat_t *) code_stats;      /* upstream_rq_<code>, created on first use */
     pt_host_t **hosts;
     unsigned nhosts;
     pt_cluster_stats_t stats;
@@ -75,6 +97,8 @@ struct pt_cluster {
 /* Parses the cluster the reader is positioned in. Returns NULL with errors in r. */
 pt_cluster_t *pt_cluster_parse(pt_cfg_t *r, pt_config_t *cfg, unsigned index);
 void pt_cluster_prepare(pt_cluster_t *c);
+/* Counts a response: upstream_rq_<class>xx and upstream_rq_<code>. */
+void pt_cluster_count_response(pt_cluster_t *c, int status);
 
 /* Picks the next host for a new upstream connection on this worker, skipping hosts in
  * `exclude` (already tried). NULL when the cluster has no usable host. */

@@ -90,6 +90,7 @@ static void push_frame(pt_cfg_t *r, json_t *node, int is_array)
     f->is_array = is_array;
     f->nseen = 0;
     f->unsupported = NULL;
+    f->skip_rest = 0;
 }
 
 void pt_cfg_init(pt_cfg_t *r, json_t *root)
@@ -132,6 +133,11 @@ void pt_cfg_unsupported(pt_cfg_t *r, const char *const *names)
     top(r)->unsupported = names;
 }
 
+void pt_cfg_skip_rest(pt_cfg_t *r)
+{
+    top(r)->skip_rest = 1;
+}
+
 /* connect_timeout -> connectTimeout */
 static void camel_case(const char *snake, char *out, size_t outlen)
 {
@@ -148,12 +154,17 @@ static void camel_case(const char *snake, char *out, size_t outlen)
     out[o] = '\0';
 }
 
-static void mark_seen(pt_cfg_frame_t *f, const char *key)
+static int is_seen(const pt_cfg_frame_t *f, const char *key)
 {
     for (unsigned i = 0; i < f->nseen; i++)
         if (strcmp(f->seen[i], key) == 0)
-            return;
-    if (f->nseen < PT_CFG_MAX_FIELDS)
+            return 1;
+    return 0;
+}
+
+static void mark_seen(pt_cfg_frame_t *f, const char *key)
+{
+    if (!is_seen(f, key) && f->nseen < PT_CFG_MAX_FIELDS)
         f->seen[f->nseen++] = key;
 }
 
@@ -169,7 +180,9 @@ json_t *pt_cfg_get(pt_cfg_t *r, const char *field)
     void *it = json_object_iter_at(f->node, field);
     void *it2 = strcmp(camel, field) != 0 ? json_object_iter_at(f->node, camel) : NULL;
     if (it != NULL && it2 != NULL) {
-        pt_cfg_error(r, field, "is given twice (as %s and %s)", field, camel);
+        /* Once per object, even when a parser reads the field twice (count, then parse). */
+        if (!is_seen(f, json_object_iter_key(it2)))
+            pt_cfg_error(r, field, "is given twice (as %s and %s)", field, camel);
         mark_seen(f, json_object_iter_key(it2));
     }
     if (it == NULL)
@@ -194,13 +207,10 @@ int pt_cfg_has(pt_cfg_t *r, const char *field)
     return v != NULL && !json_is_null(v);
 }
 
-/* Short rendering of a JSON value for error messages. */
+/* Short rendering of a JSON value for error messages. Strings too are rendered as JSON, so
+ * a quote or newline inside a value is escaped and each error stays on one line. */
 static void render(json_t *v, char *out, size_t len)
 {
-    if (json_is_string(v)) {
-        snprintf(out, len, "\"%s\"", json_string_value(v));
-        return;
-    }
     char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
     snprintf(out, len, "%s", s ? s : "?");
     free(s);
@@ -361,7 +371,8 @@ int pt_cfg_duration_ms(pt_cfg_t *r, const char *field, uint64_t *out_ms, uint64_
             (!nan || json_is_integer(nan))) {
             json_int_t s = sec ? json_integer_value(sec) : 0;
             json_int_t n = nan ? json_integer_value(nan) : 0;
-            if (s >= 0 && n >= 0 && n < 1000000000) {
+            /* Same range as the string form: larger seconds would overflow the ms value. */
+            if (s >= 0 && s <= 315576000000ll && n >= 0 && n < 1000000000) {
                 *out_ms = (uint64_t)s * 1000 + ((uint64_t)n + 999999) / 1000000;
                 return 1;
             }
@@ -476,7 +487,7 @@ void pt_cfg_leave(pt_cfg_t *r)
         const char *key;
         json_t *val;
         json_object_foreach(f->node, key, val) {
-            int seen = 0;
+            int seen = f->skip_rest;
             for (unsigned i = 0; i < f->nseen && !seen; i++)
                 seen = strcmp(f->seen[i], key) == 0;
             if (seen)
@@ -511,6 +522,11 @@ size_t pt_cfg_array(pt_cfg_t *r, const char *field, int *present)
         pt_cfg_error(r, field, "%s is not a list", tmp);
         return 0;
     }
+    /* Lists take a frame too: check the depth like pt_cfg_enter does. */
+    if (r->depth >= PT_CFG_MAX_DEPTH) {
+        pt_cfg_error(r, field, "nesting is too deep");
+        return 0;
+    }
     if (present)
         *present = 1;
     push_field_path(r, field);
@@ -531,13 +547,16 @@ const char *pt_cfg_enter_any(pt_cfg_t *r, const char *field, int *rc)
     if (e <= 0)
         return NULL;
     const char *type;
-    json_t *t = json_object_get(top(r)->node, "@type");
-    if (t == NULL || !json_is_string(t)) {
-        pt_cfg_error(r, "@type", "is required");
+    /* Without a type the other fields cannot be judged: report only the @type problem (a
+     * non-string @type as "is not a string", not as missing). */
+    int trc = pt_cfg_string(r, "@type", &type, NULL);
+    if (trc <= 0) {
+        if (trc == 0)
+            pt_cfg_error(r, "@type", "is required");
+        pt_cfg_skip_rest(r);
         pt_cfg_leave(r);
         *rc = -1;
         return NULL;
     }
-    pt_cfg_string(r, "@type", &type, NULL);
     return type;
 }

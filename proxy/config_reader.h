@@ -38,6 +38,7 @@ typedef struct pt_cfg_frame {
     unsigned nseen;
     const char *seen[PT_CFG_MAX_FIELDS]; /* keys consumed (pointers into the tree's keys) */
     const char *const *unsupported;      /* known Envoy fields petrel does not implement */
+    int skip_rest;                       /* pt_cfg_skip_rest: report no unknown fields */
 } pt_cfg_frame_t;
 
 typedef struct pt_cfg {
@@ -71,6 +72,10 @@ const char *pt_cfg_path(const pt_cfg_t *r);
  * that using one is reported as "is not supported" rather than "unknown field". The list
  * must outlive the frame (use a static array, NULL-terminated). */
 void pt_cfg_unsupported(pt_cfg_t *r, const char *const *names);
+/* Marks every field of the current object consumed, so leaving it reports none as unknown.
+ * For an object whose other fields cannot be judged after an error, such as an Any whose
+ * @type is not supported: that error is the one worth reading. */
+void pt_cfg_skip_rest(pt_cfg_t *r);
 
 /* Raw access: the field's value (NULL when absent or null) and marks it consumed. */
 json_t *pt_cfg_get(pt_cfg_t *r, const char *field);
@@ -107,7 +112,8 @@ void pt_cfg_leave(pt_cfg_t *r);
 size_t pt_cfg_array(pt_cfg_t *r, const char *field, int *present);
 void pt_cfg_leave_array(pt_cfg_t *r);
 /* Enters an `Any` (typed_config): an object with "@type". Returns the type URL (without
- * checking it) or NULL if absent (0) / invalid (-1 via *rc). */
+ * checking it) or NULL if absent (0) / invalid (-1 via *rc). When @type is missing or not a
+ * string, that is reported and the object left without reporting its other fields. */
 const char *pt_cfg_enter_any(pt_cfg_t *r, const char *field, int *rc);
 
 /* Pushes a path segment without a frame, for errors about elements of scalar arrays. */

@@ -21,6 +21,7 @@ enum {
     F_PENDING_ERROR = 1u << 20,
     F_PENDING_DRAIN = 1u << 21,
     F_PENDING_CONNECT = 1u << 22,
+    F_PENDING_READ = 1u << 23,
 };
 
 static void on_null_read(pt_conn_t *c)
@@ -333,6 +334,14 @@ static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
     }
     if (c->flags & PT_CONN_F_ERROR)
         return;
+    if ((c->flags & F_PENDING_READ) && !(c->flags & PT_CONN_F_CONNECTING)) {
+        c->flags &= ~F_PENDING_READ;
+        c->handler->on_read(c);
+        if (c->flags & (PT_CONN_F_CLOSED | PT_CONN_F_ERROR | PT_CONN_F_CLOSING))
+            return;
+        if (!(revents & EV_WRITE))
+            return;
+    }
     if (c->flags & PT_CONN_F_CONNECTING) {
         if (!(revents & EV_WRITE))
             return;
@@ -474,7 +483,7 @@ void pt_conn_set_handler(pt_conn_t *c, const pt_conn_handler_t *h, void *data)
 {
     if (c->flags & (PT_CONN_F_CLOSED | PT_CONN_F_CLOSING))
         return;
-    c->handler = h;
+    c->handler = h != NULL ? h : &null_handler; /* NULL: ignore events until closed */
     c->data = data;
 }
 
@@ -535,6 +544,14 @@ void pt_conn_write_bytes(pt_conn_t *c, const void *data, size_t len)
     pt_conn_write(c, &tmp);
 }
 
+void pt_conn_schedule_read(pt_conn_t *c)
+{
+    if (c->flags & (PT_CONN_F_CLOSED | PT_CONN_F_CLOSING | PT_CONN_F_ERROR))
+        return;
+    c->flags |= F_PENDING_READ;
+    schedule_pending(c);
+}
+
 void pt_conn_shutdown(pt_conn_t *c)
 {
     if (c->flags & (PT_CONN_F_CLOSED | PT_CONN_F_SHUT | PT_CONN_F_ERROR))
@@ -554,7 +571,7 @@ void pt_conn_close(pt_conn_t *c, pt_close_how_t how)
         return;
     c->handler = &null_handler;
     c->data = NULL;
-    c->flags &= ~(F_PENDING_DRAIN | F_PENDING_CONNECT);
+    c->flags &= ~(F_PENDING_DRAIN | F_PENDING_CONNECT | F_PENDING_READ);
     if (how == PT_CLOSE_RESET && c->fd >= 0) {
         struct linger lg = {.l_onoff = 1, .l_linger = 0};
         setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));

@@ -121,6 +121,9 @@ void pt_conn_resume_read(pt_conn_t *c);
 void pt_conn_write(pt_conn_t *c, pt_buf_t *data);
 void pt_conn_write_bytes(pt_conn_t *c, const void *data, size_t len);
 void pt_conn_shutdown(pt_conn_t *c);
+/* Calls handler->on_read from the next loop turn even if no new bytes arrive: for input
+ * already buffered in c->in that the owner could not process before (pipelining). */
+void pt_conn_schedule_read(pt_conn_t *c);
 void pt_conn_close(pt_conn_t *c, pt_close_how_t how);
 static inline size_t pt_conn_queued(const pt_conn_t *c)
 {

@@ -11,10 +11,10 @@
 #include <string.h>
 
 /* Character classes (RFC 9110 5.6.2 tchar, 5.5 field-value, RFC 3986 for targets and hosts). */
-#define C_TCHAR 1  /* token character */
-#define C_VALUE 2  /* field value / reason phrase: HTAB, SP, VCHAR, obs-text */
+#define C_TCHAR  1 /* token character */
+#define C_VALUE  2 /* field value / reason phrase: HTAB, SP, VCHAR, obs-text */
 #define C_TARGET 4 /* request target: VCHAR only, i.e. ASCII without CTLs and whitespace */
-#define C_HOST 8   /* Host: reg-name, IP-literal and port characters, pct-encoding */
+#define C_HOST   8 /* Host: reg-name, IP-literal and port characters, pct-encoding */
 
 static const unsigned char cls[256] = {
     0,  0,  0,  0,  0,  0,  0,  0,  0,  2,  0,  0,  0,  0,  0,  0,  /* 0x00 */
@@ -36,7 +36,7 @@ static const unsigned char cls[256] = {
 };
 
 #define IS(ch, klass) (cls[(unsigned char)(ch)] & (klass))
-#define IS_OWS(c) ((c) == ' ' || (c) == '\t')
+#define IS_OWS(c)     ((c) == ' ' || (c) == '\t')
 
 enum head_phase { PHASE_START = 0, PHASE_HEADERS, PHASE_DONE, PHASE_ERROR };
 
@@ -324,8 +324,7 @@ static int host_valid(const char *v, size_t n)
     return 1;
 }
 
-static int parse_header_line(pt_h1_head_t *h, const char *line, size_t n,
-                             const pt_h1_limits_t *lim)
+static int parse_header_line(pt_h1_head_t *h, const char *line, size_t n, const pt_h1_limits_t *lim)
 {
     pt_h1_header_t f;
     const char *why = parse_field_line(line, n, &f);
@@ -437,14 +436,15 @@ static int finish_response(pt_h1_head_t *h, int request_was_head)
     return 0;
 }
 
+/* The caller may grow its buffer with realloc between calls, and it may move: the bytes are
+ * the same, at a new address, so the stored pointers move with them. Integer arithmetic,
+ * since the old block may no longer exist. */
 static void rebase(pt_h1_head_t *h, const char *buf)
 {
     const char *old = h->priv.base;
     h->priv.base = buf;
     if (old == NULL || old == buf)
         return;
-    /* The caller grew the buffer with realloc and it moved: the bytes are the same, at a new
-     * address. Integer arithmetic, since the old block may no longer exist. */
 #define REBASE(p) ((p) = (p) ? buf + ((uintptr_t)(p) - (uintptr_t)old) : NULL)
     REBASE(h->method);
     REBASE(h->target);
@@ -533,16 +533,16 @@ int pt_h1_parse_response(const char *buf, size_t len, pt_h1_head_t *h, const pt_
 enum body_state {
     BS_DONE = 0,
     BS_ERROR,
-    BS_LENGTH,       /* counting down Content-Length */
-    BS_EOF,          /* everything is payload */
-    BS_SIZE,         /* chunk-size hex digits */
-    BS_SIZE_BWS,     /* whitespace after the size: only ";" may follow */
-    BS_EXT,          /* chunk extensions, skipped up to CR */
-    BS_SIZE_LF,      /* CR seen at the end of the chunk-size line */
-    BS_DATA,         /* chunk payload */
-    BS_DATA_CR,      /* CRLF after chunk payload */
+    BS_LENGTH,   /* counting down Content-Length */
+    BS_EOF,      /* everything is payload */
+    BS_SIZE,     /* chunk-size hex digits */
+    BS_SIZE_BWS, /* whitespace after the size: only ";" may follow */
+    BS_EXT,      /* chunk extensions, skipped up to CR */
+    BS_SIZE_LF,  /* CR seen at the end of the chunk-size line */
+    BS_DATA,     /* chunk payload */
+    BS_DATA_CR,  /* CRLF after chunk payload */
     BS_DATA_LF,
-    BS_TRAILER,      /* trailer section, a whole line at a time */
+    BS_TRAILER, /* trailer section, a whole line at a time */
 };
 
 void pt_h1_body_init_mode(pt_h1_body_t *b, enum pt_h1_body_mode mode, uint64_t content_length)
@@ -592,7 +592,8 @@ static ssize_t body_fail(pt_h1_body_t *b, const char *reason)
 }
 
 /* Payload span of up to `avail` bytes at `p`, bounded by b->remaining. */
-static size_t take(pt_h1_body_t *b, const char *p, size_t avail, const char **data, size_t *data_len)
+static size_t take(pt_h1_body_t *b, const char *p, size_t avail, const char **data,
+                   size_t *data_len)
 {
     size_t n = b->remaining < avail ? (size_t)b->remaining : avail;
     *data = p;
@@ -605,9 +606,8 @@ static size_t take(pt_h1_body_t *b, const char *p, size_t avail, const char **da
 /* One trailer line starting at in[pos]; returns bytes consumed, 0 when it is not complete. */
 static ssize_t trailer_line(pt_h1_body_t *b, const char *p, size_t avail)
 {
-    size_t budget = b->max_trailer_bytes > b->trailer_bytes
-                        ? b->max_trailer_bytes - b->trailer_bytes
-                        : 0;
+    size_t budget =
+        b->max_trailer_bytes > b->trailer_bytes ? b->max_trailer_bytes - b->trailer_bytes : 0;
     size_t window = avail < budget ? avail : budget;
     const char *lf = window ? memchr(p, '\n', window) : NULL;
     if (lf == NULL) {

@@ -20,10 +20,10 @@
 #include <sys/types.h>
 
 #define PT_H1_INCOMPLETE (-2) /* need more bytes */
-#define PT_H1_ERROR (-1)      /* malformed; see ->error_status and ->error_reason */
+#define PT_H1_ERROR      (-1) /* malformed; see ->error_status and ->error_reason */
 
 /* Defaults for the body decoder's limits (pt_h1_body_t.max_chunk_line, .max_trailer_bytes). */
-#define PT_H1_DEFAULT_MAX_CHUNK_LINE 4096
+#define PT_H1_DEFAULT_MAX_CHUNK_LINE    4096
 #define PT_H1_DEFAULT_MAX_TRAILER_BYTES 16384
 
 typedef struct pt_h1_header {
@@ -124,14 +124,14 @@ typedef struct pt_h1_body {
     int state;          /* private: decoder state */
     int error_status;   /* on PT_H1_ERROR: 400 */
     const char *error_reason;
-    pt_h1_header_t trailer;    /* valid when pt_h1_body_has_trailer() after a call */
-    unsigned has_trailer : 1;  /* private; use pt_h1_body_has_trailer() */
-    unsigned size_digits : 1;  /* private: the chunk-size line has at least one hex digit */
-    size_t max_chunk_line;     /* chunk-size line incl. extensions and CRLF; default 4096 */
-    size_t max_trailer_bytes;  /* whole trailer section incl. final CRLF; default 16384 */
-    size_t line_bytes;         /* private: bytes of the current chunk-size line so far */
-    size_t trailer_bytes;      /* private: bytes of the trailer section so far */
-    uint64_t payload_bytes;    /* payload bytes reported so far (for stats and limits) */
+    pt_h1_header_t trailer;   /* valid when pt_h1_body_has_trailer() after a call */
+    unsigned has_trailer : 1; /* private; use pt_h1_body_has_trailer() */
+    unsigned size_digits : 1; /* private: the chunk-size line has at least one hex digit */
+    size_t max_chunk_line;    /* chunk-size line incl. extensions and CRLF; default 4096 */
+    size_t max_trailer_bytes; /* whole trailer section incl. final CRLF; default 16384 */
+    size_t line_bytes;        /* private: bytes of the current chunk-size line so far */
+    size_t trailer_bytes;     /* private: bytes of the trailer section so far */
+    uint64_t payload_bytes;   /* payload bytes reported so far (for stats and limits) */
 } pt_h1_body_t;
 
 /* Prepare to decode the body of a complete head (body_mode, content_length). */

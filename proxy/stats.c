@@ -9,14 +9,26 @@
 
 _Thread_local _Atomic uint64_t *pt_stat_slots;
 
-/* Registry: append-only; guarded by a mutex because creation is rare (config build) and
- * readers (admin) may run while tests create stats from other threads. */
+/* Registry: append-only; guarded by a mutex because creation is rare (config build, a
+ * cluster's first response with a given code on a worker) and readers (admin) may run
+ * while stats are created on other threads.
+ *
+ * Infos live in fixed blocks that never move, so a pointer from pt_stats_info stays valid
+ * after the lock is released while other threads go on creating stats (a realloc'ed array
+ * would leave the admin reading freed memory). */
+#define INFO_BLOCK 4096
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
-static pt_stat_info_t *infos;        /* index = id; id 0 unused */
-static uint32_t ninfos = 1, cap_infos;
+static pt_stat_info_t *info_blocks[PT_STATS_MAX / INFO_BLOCK]; /* id / INFO_BLOCK */
+static uint32_t ninfos = 1;          /* next id; id 0 unused */
 static uint32_t *hash_slots;         /* open addressing: id or 0 */
 static uint32_t hash_cap;
-static _Atomic uint64_t *thread_slots[PT_STATS_MAX_THREADS];
+/* Published under reg_lock, read without it when summing: atomic pointers. */
+static _Atomic(_Atomic uint64_t *) thread_slots[PT_STATS_MAX_THREADS];
+
+static pt_stat_info_t *info_at(uint32_t id)
+{
+    return &info_blocks[id / INFO_BLOCK][id % INFO_BLOCK];
+}
 
 static uint64_t hash_str(const char *s)
 {
@@ -39,8 +51,8 @@ int pt_stats_thread_init(void)
         return -errno;
     pthread_mutex_lock(&reg_lock);
     for (int i = 0; i < PT_STATS_MAX_THREADS; i++) {
-        if (thread_slots[i] == NULL) {
-            thread_slots[i] = p;
+        if (atomic_load_explicit(&thread_slots[i], memory_order_relaxed) == NULL) {
+            atomic_store_explicit(&thread_slots[i], p, memory_order_release);
             pt_stat_slots = p;
             break;
         }
@@ -67,7 +79,7 @@ static int hash_grow(void)
     if (n == NULL)
         return -ENOMEM;
     for (uint32_t id = 1; id < ninfos; id++) {
-        uint64_t h = hash_str(infos[id].name) & (ncap - 1);
+        uint64_t h = hash_str(info_at(id)->name) & (ncap - 1);
         while (n[h] != 0)
             h = (h + 1) & (ncap - 1);
         n[h] = id;
@@ -84,7 +96,7 @@ static pt_stat_t find_locked(const char *name)
         return 0;
     uint64_t h = hash_str(name) & (hash_cap - 1);
     while (hash_slots[h] != 0) {
-        if (strcmp(infos[hash_slots[h]].name, name) == 0)
+        if (strcmp(info_at(hash_slots[h])->name, name) == 0)
             return hash_slots[h];
         h = (h + 1) & (hash_cap - 1);
     }
@@ -128,22 +140,29 @@ pt_stat_t pt_stats_get(pt_stat_kind_t kind, const char *scope, const char *tag,
     pt_stat_t id = find_locked(full);
     if (id != 0 || ninfos >= PT_STATS_MAX)
         goto out;
-    if (ninfos + 1 > cap_infos) {
-        uint32_t ncap = cap_infos ? cap_infos * 2 : 256;
-        pt_stat_info_t *n = realloc(infos, ncap * sizeof(*n));
-        if (n == NULL)
+    if (info_blocks[ninfos / INFO_BLOCK] == NULL) {
+        info_blocks[ninfos / INFO_BLOCK] = calloc(INFO_BLOCK, sizeof(pt_stat_info_t));
+        if (info_blocks[ninfos / INFO_BLOCK] == NULL)
             goto out;
-        infos = n;
-        cap_infos = ncap;
     }
     if ((ninfos + 1) * 2 > hash_cap && hash_grow() != 0)
         goto out;
-    pt_stat_info_t *info = &infos[ninfos];
+    pt_stat_info_t *info = info_at(ninfos);
     info->name = strdup(full);
     info->prom_name = prom_name(scope, name);
     info->tag = tag ? strdup(tag) : NULL;
     info->tag_value = tag ? strdup(tag_value) : NULL;
     info->kind = kind;
+    if (info->name == NULL || info->prom_name == NULL ||
+        (tag && (!info->tag || !info->tag_value))) {
+        /* Out of memory: no stat rather than one with NULL names that readers trip on. */
+        free((char *)info->name);
+        free((char *)info->prom_name);
+        free((char *)info->tag);
+        free((char *)info->tag_value);
+        memset(info, 0, sizeof(*info));
+        goto out;
+    }
     id = ninfos++;
     uint64_t h = hash_str(full) & (hash_cap - 1);
     while (hash_slots[h] != 0)
@@ -178,7 +197,7 @@ uint64_t pt_stats_value(pt_stat_t id)
     if (id == 0)
         return 0;
     for (int i = 0; i < PT_STATS_MAX_THREADS; i++) {
-        _Atomic uint64_t *s = thread_slots[i];
+        _Atomic uint64_t *s = atomic_load_explicit(&thread_slots[i], memory_order_acquire);
         if (s == NULL)
             break;
         sum += atomic_load_explicit(&s[id], memory_order_relaxed);
@@ -202,14 +221,14 @@ uint32_t pt_stats_count(void)
 const pt_stat_info_t *pt_stats_info(pt_stat_t id)
 {
     pthread_mutex_lock(&reg_lock);
-    const pt_stat_info_t *i = id > 0 && id < ninfos ? &infos[id] : NULL;
+    const pt_stat_info_t *i = id > 0 && id < ninfos ? info_at(id) : NULL;
     pthread_mutex_unlock(&reg_lock);
     return i;
 }
 
 static int cmp_by_name(const void *a, const void *b)
 {
-    return strcmp(infos[*(const pt_stat_t *)a].name, infos[*(const pt_stat_t *)b].name);
+    return strcmp(info_at(*(const pt_stat_t *)a)->name, info_at(*(const pt_stat_t *)b)->name);
 }
 
 pt_stat_t *pt_stats_sorted(uint32_t *count)

@@ -73,7 +73,7 @@ typedef struct pt_stat_info {
 } pt_stat_info_t;
 
 /* Number of stats and their info, ordered by id; pt_stats_sorted gives ids ordered by full
- * name (caller frees). */
+ * name (caller frees). An info pointer stays valid for the life of the process. */
 uint32_t pt_stats_count(void);
 const pt_stat_info_t *pt_stats_info(pt_stat_t id);
 pt_stat_t *pt_stats_sorted(uint32_t *count);

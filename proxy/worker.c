@@ -11,6 +11,7 @@
 #include "proxy/config.h"
 #include "proxy/listener.h"
 #include "proxy/log.h"
+#include "proxy/pool.h"
 #include "proxy/stats.h"
 
 _Thread_local pt_worker_t *pt_worker_current;
@@ -38,10 +39,31 @@ static void run_calls(struct ev_loop *loop, ev_async *a, int revents)
     }
 }
 
+void pt_worker_defer(pt_worker_t *w, pt_defer_t *d)
+{
+    d->next = w->defer_list;
+    w->defer_list = d;
+}
+
+void pt_worker_run_deferred(pt_worker_t *w)
+{
+    /* A deferred release may defer more (a stream freeing its upstream request): loop. */
+    while (w->defer_list != NULL) {
+        pt_defer_t *list = w->defer_list;
+        w->defer_list = NULL;
+        while (list != NULL) {
+            pt_defer_t *next = list->next;
+            list->fn(list);
+            list = next;
+        }
+    }
+}
+
 static void on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
 {
     (void)loop;
     (void)revents;
+    pt_worker_run_deferred(p->data);
     pt_conn_reap(p->data);
 }
 
@@ -72,7 +94,11 @@ static void *worker_main(void *arg)
     ev_run(w->loop, 0);
     /* Past the drain: whatever is still open is closed now, so nothing leaks. */
     pt_session_abort_all(w);
+    pt_worker_run_deferred(w);
+    pt_pool_close_all(w);
+    pt_worker_run_deferred(w);
     pt_conn_close_all(w);
+    pt_worker_run_deferred(w);
     pt_buf_pool_trim();
     pt_stats_thread_dispose();
     return NULL;

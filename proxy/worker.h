@@ -21,6 +21,14 @@ typedef struct pt_worker_call pt_worker_call_t;
 
 typedef void (*pt_worker_fn)(pt_worker_t *w, void *arg);
 
+/* Deferred release: an object that must not be freed inside the callback that ends it embeds
+ * one of these and is released by `fn` at the start of the next loop turn, when no callback
+ * frame can still point at it. */
+typedef struct pt_defer {
+    struct pt_defer *next;
+    void (*fn)(struct pt_defer *d);
+} pt_defer_t;
+
 /* One listener's socket on this worker. */
 typedef struct pt_worker_listener {
     ev_io io;
@@ -41,10 +49,12 @@ struct pt_worker {
     pt_worker_listener_t **listeners;
     unsigned nlisteners;
     pt_conn_t *reap_list;
+    pt_defer_t *defer_list;
     pt_conn_t *conns;           /* every open connection of this worker */
     struct pt_session *sessions; /* every downstream session */
     void **cluster_locals;      /* per-cluster worker state, indexed by pt_cluster_t.index */
     unsigned ncluster_locals;
+    void *pool_map;             /* upstream connection pools (proxy/pool.c) */
     _Atomic uint64_t downstream_active; /* open downstream connections, read by the drain */
     int stopping;
 };
@@ -59,6 +69,11 @@ int pt_worker_post(pt_worker_t *w, pt_worker_fn fn, void *arg);
 /* Asks the loop to finish and joins the thread. */
 void pt_worker_stop_and_join(pt_worker_t *w);
 void pt_worker_dispose(pt_worker_t *w);
+
+/* Queues d->fn(d) for the next loop turn (worker thread only). */
+void pt_worker_defer(pt_worker_t *w, pt_defer_t *d);
+/* Runs everything deferred so far (the reaper does this each loop turn). */
+void pt_worker_run_deferred(pt_worker_t *w);
 
 /* Worker-thread side: swaps in a new snapshot (takes the caller's reference). */
 void pt_worker_adopt_config(pt_worker_t *w, pt_config_t *cfg);

@@ -12,11 +12,19 @@
 #include <yaml.h>
 
 #define YAML_MAX_DEPTH 64
+/* Aliases are resolved by converting the anchored node again at each use, so a few lines
+ * that alias aliases ("billion laughs") would expand exponentially. A document may expand
+ * to YAML_EXPANSION times its own node count (at least YAML_MIN_NODE_BUDGET nodes): ample
+ * for anchored defaults merged into thousands of clusters, fatal to an alias bomb. */
+#define YAML_EXPANSION       8
+#define YAML_MIN_NODE_BUDGET (1u << 20)
 
 typedef struct yconv {
     yaml_document_t *doc;
     char *err;
     size_t errlen;
+    size_t nodes, max_nodes; /* JSON nodes made so far, and the budget */
+    yaml_node_t *path[YAML_MAX_DEPTH + 2]; /* collections being converted, root first */
 } yconv_t;
 
 static int is_int(const char *s)
@@ -136,6 +144,24 @@ static json_t *node_to_json(yconv_t *y, yaml_node_t *n, int depth)
                  (unsigned long)n->start_mark.line + 1);
         return NULL;
     }
+    if (++y->nodes > y->max_nodes) {
+        /* No line: the node where the budget ran out is an anchor's, not the culprit. */
+        snprintf(y->err, y->errlen, "aliases expand the document to more than %zu nodes",
+                 y->max_nodes);
+        return NULL;
+    }
+    if (n->type != YAML_SCALAR_NODE) {
+        /* libyaml lets an alias refer to the collection that contains it (&a [*a]): a
+         * cycle, which has no JSON form. */
+        for (int i = 0; i < depth; i++) {
+            if (y->path[i] == n) {
+                snprintf(y->err, y->errlen, "line %lu: an alias refers to a node that contains it",
+                         (unsigned long)n->start_mark.line + 1);
+                return NULL;
+            }
+        }
+        y->path[depth] = n;
+    }
     switch (n->type) {
     case YAML_SCALAR_NODE:
         return scalar_to_json(n);
@@ -195,6 +221,39 @@ static json_t *node_to_json(yconv_t *y, yaml_node_t *n, int depth)
     }
 }
 
+/* "line 3 column 2: did not find expected ',' or ']' while parsing a flow sequence
+ * started at line 2 column 4": where the problem is, and where the construct it breaks
+ * began when that is elsewhere (the usual place of the actual mistake). */
+static void parser_error(const yaml_parser_t *p, const char *text, size_t len, char *err,
+                         size_t errlen)
+{
+    unsigned long line = (unsigned long)p->problem_mark.line + 1;
+    unsigned long column = (unsigned long)p->problem_mark.column + 1;
+    if (p->error == YAML_READER_ERROR) {
+        /* Reader errors (bad UTF-8, control characters) carry a byte offset, no mark. */
+        line = column = 1;
+        for (size_t i = 0; i < p->problem_offset && i < len; i++) {
+            if (text[i] == '\n') {
+                line++;
+                column = 1;
+            } else {
+                column++;
+            }
+        }
+    }
+    int n = snprintf(err, errlen, "line %lu column %lu: %s", line, column,
+                     p->problem ? p->problem : "invalid YAML");
+    if (p->context == NULL || n < 0 || (size_t)n >= errlen)
+        return;
+    if (p->context_mark.line != p->problem_mark.line ||
+        p->context_mark.column != p->problem_mark.column)
+        snprintf(err + n, errlen - (size_t)n, " %s started at line %lu column %lu", p->context,
+                 (unsigned long)p->context_mark.line + 1,
+                 (unsigned long)p->context_mark.column + 1);
+    else
+        snprintf(err + n, errlen - (size_t)n, " %s", p->context);
+}
+
 json_t *pt_yaml_parse(const char *text, size_t len, char *err, size_t errlen)
 {
     yaml_parser_t parser;
@@ -204,13 +263,11 @@ json_t *pt_yaml_parse(const char *text, size_t len, char *err, size_t errlen)
         snprintf(err, errlen, "cannot initialise the YAML parser");
         return NULL;
     }
-    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+    /* libyaml asserts on a NULL input even when empty. */
+    yaml_parser_set_input_string(&parser, (const unsigned char *)(text ? text : ""),
+                                 text ? len : 0);
     if (!yaml_parser_load(&parser, &doc)) {
-        snprintf(err, errlen, "line %lu column %lu: %s%s%s",
-                 (unsigned long)parser.problem_mark.line + 1,
-                 (unsigned long)parser.problem_mark.column + 1,
-                 parser.problem ? parser.problem : "invalid YAML",
-                 parser.context ? " " : "", parser.context ? parser.context : "");
+        parser_error(&parser, text, len, err, errlen);
         yaml_parser_delete(&parser);
         return NULL;
     }
@@ -218,10 +275,15 @@ json_t *pt_yaml_parse(const char *text, size_t len, char *err, size_t errlen)
     if (root == NULL) {
         snprintf(err, errlen, "the file is empty");
     } else {
+        size_t doc_nodes = (size_t)(doc.nodes.top - doc.nodes.start);
         yconv_t y = {.doc = &doc, .err = err, .errlen = errlen};
+        y.max_nodes = doc_nodes * YAML_EXPANSION;
+        if (y.max_nodes < YAML_MIN_NODE_BUDGET)
+            y.max_nodes = YAML_MIN_NODE_BUDGET;
         out = node_to_json(&y, root, 0);
         if (out != NULL) {
-            /* A second document in the stream is a mistake worth reporting. */
+            /* A second document in the stream is a mistake worth reporting, and so is one
+             * that does not even parse (it used to be ignored). */
             yaml_document_t next;
             if (yaml_parser_load(&parser, &next)) {
                 if (yaml_document_get_root_node(&next) != NULL) {
@@ -230,6 +292,10 @@ json_t *pt_yaml_parse(const char *text, size_t len, char *err, size_t errlen)
                     out = NULL;
                 }
                 yaml_document_delete(&next);
+            } else {
+                parser_error(&parser, text, len, err, errlen);
+                json_decref(out);
+                out = NULL;
             }
         }
     }
@@ -267,13 +333,15 @@ json_t *pt_config_load_file(const char *path, char *err, size_t errlen)
             }
             data = n;
         }
+        errno = 0;
         size_t got = fread(data + len, 1, cap - len - 1, f);
         len += got;
         if (got == 0)
             break;
     }
     if (ferror(f)) {
-        snprintf(err, errlen, "%s: read error", path);
+        /* Say why: a directory given as the config file reads as EISDIR. */
+        snprintf(err, errlen, "%s: %s", path, errno ? strerror(errno) : "read error");
         goto fail;
     }
     fclose(f);

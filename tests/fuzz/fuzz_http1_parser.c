@@ -13,13 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAXH 64
+#define MAXH         64
 #define MAX_MESSAGES 16
 
-#define CHECK(cond)                                                                               \
-    do {                                                                                          \
-        if (!(cond))                                                                              \
-            abort();                                                                              \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            abort();                                                                               \
     } while (0)
 
 static uint64_t fnv(uint64_t h, const void *p, size_t n)
@@ -212,8 +212,8 @@ static void head_all_ways(const uint8_t *data, size_t size, int resp, int was_he
 /* Bodies */
 
 typedef struct body_run {
-    int result;        /* 1 done, 0 needs more, PT_H1_ERROR */
-    size_t consumed;   /* when not an error */
+    int result;      /* 1 done, 0 needs more, PT_H1_ERROR */
+    size_t consumed; /* when not an error */
     size_t payload_len;
     uint64_t trailers; /* hash of trailer offsets and lengths */
     unsigned ntrailers;
@@ -353,7 +353,8 @@ static void message_chain(const uint8_t *data, size_t size, int resp, int was_he
             return;
         off += (size_t)r.rc;
         size_t used = 0;
-        int res = body_all_ways(data + off, size - off, r.h.body_mode, r.h.content_length, 0, &used);
+        int res =
+            body_all_ways(data + off, size - off, r.h.body_mode, r.h.content_length, 0, &used);
         if (res != 1)
             return;
         off += used;

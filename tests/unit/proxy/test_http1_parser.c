@@ -463,7 +463,8 @@ static void test_response_without_body(void)
 
 static void test_response_100_continue(void)
 {
-    const char *s = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n";
+    const char *s =
+        "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n";
     int n = resp(s, 0);
     PT_CHECK_INT(n, 25);
     PT_CHECK_INT(head.status, 100);
@@ -505,15 +506,15 @@ static void test_response_rejections(void)
                              "Transfer-Encoding: chunked\r\n\r\n"),
                  502);
     PT_CHECK_STR(head.error_reason, "content-length with transfer-encoding");
-    PT_CHECK_INT(resp_status("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n"), 502);
+    PT_CHECK_INT(resp_status("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n"),
+                 502);
     PT_CHECK_INT(resp_status("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"), 502);
     PT_CHECK_INT(resp_status("HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n"), 502);
     PT_CHECK_INT(resp_status("HTTP/1.1 200 OK\r\n Folded: x\r\n\r\n"), 502);
     PT_CHECK_INT(resp_status("HTTP/1.1 200 OK\r\nX : y\r\n\r\n"), 502);
     /* Limits: the proxy's answer for an oversized upstream head is 502 too. */
     pt_h1_limits_t small = {.max_head_bytes = 30, .max_headers = 1};
-    PT_CHECK_INT(parse_n("HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\n\r\n", 31, 1, 0, &small),
-                 PT_H1_ERROR);
+    PT_CHECK_INT(parse_n("HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\n\r\n", 31, 1, 0, &small), PT_H1_ERROR);
     PT_CHECK_INT(head.error_status, 502);
 }
 
@@ -558,8 +559,8 @@ static void test_reject_content_length(void)
 static void test_reject_transfer_encoding(void)
 {
     static const char *const bad[] = {
-        "gzip", "chunked, gzip", "xchunked", "chunked;foo", "chunked ;foo=bar", "identity",
-        "", "chunkedx", "\"chunked\"", "chunked gzip",
+        "gzip", "chunked, gzip", "xchunked",    "chunked;foo",  "chunked ;foo=bar", "identity",
+        "",     "chunkedx",      "\"chunked\"", "chunked gzip",
     };
     char s[256];
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {

@@ -1,0 +1,447 @@
+/* ptload: the small load generator behind bench/run.sh. Compiled at run time with `cc -O2`.
+ *
+ *   ptload rate HOST PORT PATH RATE SECONDS CONNS [WARMUP_S]
+ *       Open-loop, fixed-rate HTTP/1.1 GETs over CONNS keep-alive connections. Request i is due
+ *       at t0 + i/RATE; it is sent on a free connection, or queued until one frees up, and its
+ *       latency runs from its due time (not its send time), so a stall shows up in the tail
+ *       instead of silently lowering the rate (no coordinated omission). The first WARMUP_S
+ *       seconds (default 1) are not recorded. Prints one JSON object.
+ *
+ *   ptload idle HOST PORT PATH N
+ *       Opens N connections (at most 256 handshakes in flight) and holds them, then talks on
+ *       stdin/stdout so a driver can sample the proxy between phases:
+ *         prints "connected <n>"   when N connections are established (no byte sent yet);
+ *         on a line "request"      sends one GET on every connection (at most 256 in flight),
+ *                                  reads each full response, keeps the connection open and
+ *                                  prints "requested <ok> <failed>";
+ *         on EOF or "close"        closes everything and exits.
+ *
+ * Deliberately simple: responses must carry Content-Length or be chunked (the upstream is
+ * nginx serving a static file), requests are never pipelined.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#define RBUF 16384
+#define MAX_INFLIGHT 256
+
+typedef struct {
+    int fd;
+    int state;          /* 0 closed, 1 connecting, 2 idle, 3 waiting for response */
+    size_t rlen;        /* bytes in rbuf */
+    long body_left;     /* -1: headers not complete yet */
+    int chunked;
+    int64_t due_ns;     /* due time of the request in flight (rate mode) */
+    char rbuf[RBUF];
+} conn_t;
+
+static struct sockaddr_in g_addr;
+static char g_req[512];
+static size_t g_req_len;
+static int g_ep;
+
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void die(const char *what) {
+    perror(what);
+    exit(2);
+}
+
+static int conn_open(conn_t *c, int idx) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(fd, (struct sockaddr *)&g_addr, sizeof g_addr) != 0 && errno != EINPROGRESS) {
+        close(fd);
+        return -1;
+    }
+    c->fd = fd;
+    c->state = 1;
+    c->rlen = 0;
+    c->body_left = -1;
+    struct epoll_event ev = {.events = EPOLLOUT | EPOLLIN, .data.u32 = (uint32_t)idx};
+    if (epoll_ctl(g_ep, EPOLL_CTL_ADD, fd, &ev) != 0)
+        die("epoll_ctl");
+    return 0;
+}
+
+static void conn_close(conn_t *c) {
+    if (c->fd >= 0) {
+        epoll_ctl(g_ep, EPOLL_CTL_DEL, c->fd, NULL);
+        close(c->fd);
+    }
+    c->fd = -1;
+    c->state = 0;
+}
+
+static void want(conn_t *c, int idx, uint32_t events) {
+    struct epoll_event ev = {.events = events, .data.u32 = (uint32_t)idx};
+    epoll_ctl(g_ep, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+static int conn_send(conn_t *c) {
+    ssize_t n = send(c->fd, g_req, g_req_len, MSG_NOSIGNAL);
+    if (n != (ssize_t)g_req_len)
+        return -1; /* a 100-byte request into an empty socket buffer: short writes are errors */
+    c->state = 3;
+    c->rlen = 0;
+    c->body_left = -1;
+    c->chunked = 0;
+    return 0;
+}
+
+/* Returns 1 when a full response has arrived, 0 when more is needed, -1 on error/close. */
+static int conn_read(conn_t *c) {
+    for (;;) {
+        if (c->rlen == RBUF) {
+            /* Only the body's tail matters once headers are parsed: keep the last 8 bytes. */
+            if (c->body_left < 0 && !c->chunked)
+                return -1;
+            memmove(c->rbuf, c->rbuf + RBUF - 8, 8);
+            c->rlen = 8;
+        }
+        ssize_t n = recv(c->fd, c->rbuf + c->rlen, RBUF - c->rlen, 0);
+        if (n == 0)
+            return -1;
+        if (n < 0)
+            return (errno == EAGAIN || errno == EINTR) ? 0 : -1;
+        size_t old = c->rlen;
+        c->rlen += (size_t)n;
+        if (c->body_left >= 0 && !c->chunked) {
+            c->body_left -= n;
+            c->rlen = 0;
+        } else if (c->body_left < 0 && !c->chunked) {
+            char *end = memmem(c->rbuf, c->rlen, "\r\n\r\n", 4);
+            if (!end)
+                continue;
+            size_t hlen = (size_t)(end - c->rbuf) + 4;
+            if (c->rlen < 12 || memcmp(c->rbuf, "HTTP/1.", 7) != 0)
+                return -1;
+            int status = atoi(c->rbuf + 9);
+            if (status != 200)
+                return -1;
+            long cl = -1;
+            for (char *p = c->rbuf; p < end;) {
+                char *eol = memmem(p, (size_t)(end - p) + 2, "\r\n", 2);
+                if (!eol)
+                    break;
+                if ((size_t)(eol - p) > 15 && strncasecmp(p, "content-length:", 15) == 0)
+                    cl = strtol(p + 15, NULL, 10);
+                else if ((size_t)(eol - p) > 18 && strncasecmp(p, "transfer-encoding:", 18) == 0 &&
+                         memmem(p, (size_t)(eol - p), "chunked", 7))
+                    c->chunked = 1;
+                p = eol + 2;
+            }
+            if (c->chunked) {
+                memmove(c->rbuf, c->rbuf + hlen, c->rlen - hlen);
+                c->rlen -= hlen;
+                c->body_left = 0;
+            } else {
+                if (cl < 0)
+                    return -1;
+                c->body_left = cl - (long)(c->rlen - hlen);
+                c->rlen = 0;
+            }
+        }
+        (void)old;
+        if (c->chunked) {
+            if (c->rlen >= 5 && memcmp(c->rbuf + c->rlen - 5, "0\r\n\r\n", 5) == 0) {
+                c->state = 2;
+                c->rlen = 0;
+                return 1;
+            }
+            continue;
+        }
+        if (c->body_left == 0) {
+            c->state = 2;
+            return 1;
+        }
+        if (c->body_left < 0)
+            return -1;
+    }
+}
+
+static int cmp_u32(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double pct(const uint32_t *v, size_t n, double p) {
+    if (n == 0)
+        return 0;
+    size_t i = (size_t)(p / 100.0 * (double)(n - 1) + 0.5);
+    return v[i];
+}
+
+static int run_rate(double rate, double seconds, int nconns, double warmup) {
+    conn_t *cs = calloc((size_t)nconns, sizeof *cs);
+    int *freelist = malloc(sizeof(int) * (size_t)nconns);
+    int nfree = 0;
+    for (int i = 0; i < nconns; i++) {
+        cs[i].fd = -1;
+        if (conn_open(&cs[i], i) != 0)
+            die("connect");
+    }
+    int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    struct epoll_event tev = {.events = EPOLLIN, .data.u32 = UINT32_MAX};
+    epoll_ctl(g_ep, EPOLL_CTL_ADD, tfd, &tev);
+
+    size_t total = (size_t)(rate * (warmup + seconds));
+    size_t cap = (size_t)(rate * seconds) + 16;
+    uint32_t *lat = malloc(sizeof(uint32_t) * cap);
+    size_t nlat = 0;
+    /* Pending requests (due but no free connection): FIFO of due times. */
+    int64_t *queue = malloc(sizeof(int64_t) * (total + 1));
+    size_t qh = 0, qt = 0;
+    size_t issued = 0, errors = 0, done = 0, max_queue = 0;
+    double interval_ns = 1e9 / rate;
+    int64_t t0 = 0, rec_from = 0;
+    int started = 0, established = 0;
+    struct epoll_event evs[256];
+
+    for (;;) {
+        int64_t now = now_ns();
+        if (started) {
+            while (issued < total && t0 + (int64_t)(issued * interval_ns) <= now) {
+                queue[qt++] = t0 + (int64_t)(issued * interval_ns);
+                issued++;
+            }
+            if (qt - qh > max_queue)
+                max_queue = qt - qh;
+            while (qh < qt && nfree > 0) {
+                int i = freelist[--nfree];
+                cs[i].due_ns = queue[qh++];
+                if (conn_send(&cs[i]) != 0) {
+                    errors++;
+                    conn_close(&cs[i]);
+                    conn_open(&cs[i], i);
+                }
+            }
+            if (issued == total && qh == qt && nfree == nconns)
+                break;
+            if (issued < total) {
+                int64_t next = t0 + (int64_t)(issued * interval_ns);
+                struct itimerspec its = {0};
+                its.it_value.tv_sec = next / 1000000000LL;
+                its.it_value.tv_nsec = next % 1000000000LL;
+                timerfd_settime(tfd, TFD_TIMER_ABSTIME, &its, NULL);
+            }
+        }
+        int n = epoll_wait(g_ep, evs, 256, started ? 1000 : 5000);
+        if (n < 0 && errno != EINTR)
+            die("epoll_wait");
+        if (n == 0 && !started)
+            die("timeout connecting");
+        for (int k = 0; k < n; k++) {
+            uint32_t idx = evs[k].data.u32;
+            if (idx == UINT32_MAX) {
+                uint64_t x;
+                (void)!read(tfd, &x, sizeof x);
+                continue;
+            }
+            conn_t *c = &cs[idx];
+            if (c->state == 1) {
+                int err = 0;
+                socklen_t el = sizeof err;
+                getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+                if (err != 0) {
+                    errors++;
+                    conn_close(c);
+                    conn_open(c, (int)idx);
+                    continue;
+                }
+                c->state = 2;
+                want(c, (int)idx, EPOLLIN);
+                freelist[nfree++] = (int)idx;
+                if (!started && ++established == nconns) {
+                    started = 1;
+                    t0 = now_ns();
+                    rec_from = t0 + (int64_t)(warmup * 1e9);
+                }
+                continue;
+            }
+            if (c->state != 3) {
+                /* Readable while idle: the server closed it (or sent garbage). Reopen. */
+                for (int j = 0; j < nfree; j++)
+                    if (freelist[j] == (int)idx) {
+                        freelist[j] = freelist[--nfree];
+                        break;
+                    }
+                conn_close(c);
+                conn_open(c, (int)idx);
+                continue;
+            }
+            int r = conn_read(c);
+            if (r == 0)
+                continue;
+            if (r < 0) {
+                errors++;
+                conn_close(c);
+                conn_open(c, (int)idx);
+                continue;
+            }
+            int64_t t = now_ns();
+            done++;
+            if (c->due_ns >= rec_from && nlat < cap)
+                lat[nlat++] = (uint32_t)((t - c->due_ns) / 1000);
+            freelist[nfree++] = (int)idx;
+        }
+    }
+    double elapsed = (double)(now_ns() - t0) / 1e9;
+    qsort(lat, nlat, sizeof *lat, cmp_u32);
+    double sum = 0;
+    for (size_t i = 0; i < nlat; i++)
+        sum += lat[i];
+    printf("{\"target_rps\": %.0f, \"conns\": %d, \"requests\": %zu, \"completed\": %zu, "
+           "\"errors\": %zu, \"achieved_rps\": %.1f, \"recorded\": %zu, \"max_queue\": %zu, "
+           "\"mean_us\": %.1f, \"p50_us\": %.0f, \"p90_us\": %.0f, \"p99_us\": %.0f, "
+           "\"p999_us\": %.0f, \"max_us\": %.0f}\n",
+           rate, nconns, issued, done, errors, (double)done / elapsed, nlat, max_queue,
+           nlat ? sum / (double)nlat : 0.0, pct(lat, nlat, 50), pct(lat, nlat, 90),
+           pct(lat, nlat, 99), pct(lat, nlat, 99.9), nlat ? (double)lat[nlat - 1] : 0.0);
+    return errors ? 1 : 0;
+}
+
+static int run_idle(int n) {
+    conn_t *cs = calloc((size_t)n, sizeof *cs);
+    if (!cs)
+        die("calloc");
+    struct epoll_event evs[256];
+    int opened = 0, inflight = 0, ok = 0, failed = 0;
+    char line[64];
+
+    /* Phase 1: establish N connections, at most MAX_INFLIGHT handshakes at once. */
+    while (ok + failed < n) {
+        while (opened < n && inflight < MAX_INFLIGHT) {
+            if (conn_open(&cs[opened], opened) != 0) {
+                failed++;
+                cs[opened].fd = -1;
+            } else {
+                inflight++;
+            }
+            opened++;
+        }
+        int k = epoll_wait(g_ep, evs, 256, 10000);
+        if (k <= 0) {
+            fprintf(stderr, "ptload idle: connect stalled at %d/%d\n", ok, n);
+            return 2;
+        }
+        for (int j = 0; j < k; j++) {
+            conn_t *c = &cs[evs[j].data.u32];
+            if (c->state != 1)
+                continue;
+            int err = 0;
+            socklen_t el = sizeof err;
+            getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+            inflight--;
+            if (err) {
+                failed++;
+                conn_close(c);
+            } else {
+                ok++;
+                c->state = 2;
+                /* Watch for nothing while idle: no wakeups, no reads. */
+                want(c, (int)evs[j].data.u32, 0);
+            }
+        }
+    }
+    printf("connected %d %d\n", ok, failed);
+    fflush(stdout);
+
+    if (!fgets(line, sizeof line, stdin) || strncmp(line, "request", 7) != 0)
+        return 0;
+
+    /* Phase 2: one request on every open connection, MAX_INFLIGHT at a time. */
+    int next = 0, rok = 0, rfail = 0;
+    inflight = 0;
+    while (next < n || inflight > 0) {
+        while (next < n && inflight < MAX_INFLIGHT) {
+            conn_t *c = &cs[next];
+            if (c->state == 2) {
+                if (conn_send(c) == 0) {
+                    want(c, next, EPOLLIN);
+                    inflight++;
+                } else {
+                    rfail++;
+                    conn_close(c);
+                }
+            }
+            next++;
+        }
+        int k = epoll_wait(g_ep, evs, 256, 10000);
+        if (k <= 0) {
+            fprintf(stderr, "ptload idle: requests stalled (%d in flight)\n", inflight);
+            return 2;
+        }
+        for (int j = 0; j < k; j++) {
+            uint32_t idx = evs[j].data.u32;
+            conn_t *c = &cs[idx];
+            if (c->state != 3)
+                continue;
+            int r = conn_read(c);
+            if (r == 0)
+                continue;
+            inflight--;
+            if (r < 0) {
+                rfail++;
+                conn_close(c);
+            } else {
+                rok++;
+                want(c, (int)idx, 0);
+            }
+        }
+    }
+    printf("requested %d %d\n", rok, rfail);
+    fflush(stdout);
+    while (fgets(line, sizeof line, stdin) && strncmp(line, "close", 5) != 0) {
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 6) {
+        fprintf(stderr, "usage: ptload rate HOST PORT PATH RATE SECONDS CONNS [WARMUP_S]\n"
+                        "       ptload idle HOST PORT PATH N\n");
+        return 2;
+    }
+    memset(&g_addr, 0, sizeof g_addr);
+    g_addr.sin_family = AF_INET;
+    g_addr.sin_port = htons((uint16_t)atoi(argv[3]));
+    if (inet_pton(AF_INET, argv[2], &g_addr.sin_addr) != 1) {
+        fprintf(stderr, "ptload: bad address %s\n", argv[2]);
+        return 2;
+    }
+    g_req_len = (size_t)snprintf(g_req, sizeof g_req,
+                                 "GET %s HTTP/1.1\r\nHost: %s:%s\r\nUser-Agent: ptload\r\n\r\n",
+                                 argv[4], argv[2], argv[3]);
+    g_ep = epoll_create1(EPOLL_CLOEXEC);
+    if (g_ep < 0)
+        die("epoll_create1");
+    if (strcmp(argv[1], "rate") == 0 && argc >= 8)
+        return run_rate(atof(argv[5]), atof(argv[6]), atoi(argv[7]),
+                        argc > 8 ? atof(argv[8]) : 1.0);
+    if (strcmp(argv[1], "idle") == 0)
+        return run_idle(atoi(argv[5]));
+    fprintf(stderr, "ptload: unknown mode or missing arguments\n");
+    return 2;
+}

@@ -1,0 +1,1090 @@
+#include "proxy/conn_manager.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+#include "proxy/listener.h"
+#include "proxy/log.h"
+#include "proxy/random.h"
+#include "proxy/stats.h"
+#include "proxy/time.h"
+
+/* One downstream connection. */
+struct pt_hcm_conn {
+    pt_session_t *session;
+    const pt_hcm_config_t *config;
+    pt_http_server_codec_t *codec;
+    pt_http_stream_t *streams;   /* active (not yet complete) streams */
+    unsigned nstreams;
+    uint32_t requests;           /* streams started on this connection */
+    ev_timer idle_timer;         /* connection idle (no stream) */
+    ev_timer headers_timer;      /* request_headers_timeout */
+    pt_addr_t local;             /* our address on this connection, for logs */
+    unsigned closing : 1;
+    unsigned upgraded : 1;
+};
+
+static void stream_complete(pt_http_stream_t *s);
+static void hcm_close(pt_hcm_conn_t *h, pt_close_how_t how);
+
+/* ======================================================================================
+ * Config
+ * ====================================================================================== */
+
+static const char *const hcm_unsupported[] = {
+    "rds", "scoped_routes", "tracing", "add_user_agent", "http3_protocol_options",
+    "http2_protocol_options", "drain_timeout", "delayed_close_timeout", "access_log_options",
+    "forward_client_cert_details", "set_current_client_cert_details", "via",
+    "internal_address_config", "represent_ipv4_remote_address_as_ipv4_mapped_ipv6",
+    "local_reply_config", "normalize_path", "merge_slashes", "path_with_escaped_slashes_action",
+    "request_id_extension", "strip_matching_host_port", "stream_error_on_invalid_http_message",
+    "path_normalization_options", "strip_trailing_host_dot", "proxy_status_config",
+    "typed_header_validation_config", "append_x_forwarded_port", "early_header_mutation_extensions",
+    "original_ip_detection_extensions", "scheme_header_transformation", "request_timeout_x",
+    "http_filters_x", "max_request_headers_kb_x", "max_connection_duration", NULL};
+
+static const char *const codec_names[] = {"AUTO", "HTTP1", NULL};
+static const char *const codec_known[] = {"HTTP2", "HTTP3", NULL};
+static const char *const server_transform_names[] = {"OVERWRITE", "APPEND_IF_ABSENT",
+                                                     "PASS_THROUGH", NULL};
+static const char *const underscore_names[] = {"ALLOW", "REJECT_REQUEST", "DROP_HEADER", NULL};
+
+static int parse_upgrades(pt_cfg_t *r, pt_arena_t *a, pt_upgrade_config_t **out, unsigned *n)
+{
+    int present;
+    size_t count = pt_cfg_array(r, "upgrade_configs", &present);
+    *out = pt_arena_alloc(a, (count ? count : 1) * sizeof(pt_upgrade_config_t));
+    *n = 0;
+    for (size_t i = 0; i < count; i++) {
+        if (pt_cfg_enter_index(r, i) <= 0)
+            continue;
+        static const char *const upgrade_unsupported[] = {"filters", NULL};
+        pt_cfg_unsupported(r, upgrade_unsupported);
+        const char *type;
+        if (pt_cfg_string(r, "upgrade_type", &type, NULL) == 0)
+            pt_cfg_error(r, "upgrade_type", "is required");
+        int enabled;
+        pt_cfg_bool(r, "enabled", &enabled, 1);
+        if (type != NULL) {
+            char *t = pt_arena_strdup(a, type);
+            for (char *p = t; *p; p++)
+                *p = (char)tolower((unsigned char)*p);
+            if (strcmp(t, "connect") == 0)
+                pt_cfg_error(r, "upgrade_type", "\"CONNECT\" is not supported");
+            (*out)[*n].upgrade_type = t;
+            (*out)[*n].enabled = enabled;
+            (*n)++;
+        }
+        pt_cfg_leave(r);
+    }
+    if (present)
+        pt_cfg_leave_array(r);
+    return 0;
+}
+
+static void parse_http_filters(pt_cfg_t *r, pt_config_t *cfg, pt_hcm_config_t *hc)
+{
+    int present;
+    size_t n = pt_cfg_array(r, "http_filters", &present);
+    if (!present || n == 0) {
+        /* Envoy requires the router to be listed; an empty chain could never answer. */
+        if (present)
+            pt_cfg_leave_array(r);
+        pt_cfg_error(r, "http_filters",
+                     "must list the router filter (envoy.filters.http.router) last");
+        return;
+    }
+    hc->filters = pt_arena_alloc(&cfg->arena, n * sizeof(pt_http_filter_t));
+    for (size_t i = 0; i < n; i++) {
+        if (pt_cfg_enter_index(r, i) <= 0)
+            continue;
+        static const char *const filter_unsupported[] = {"config_discovery", "is_optional",
+                                                         "disabled", NULL};
+        pt_cfg_unsupported(r, filter_unsupported);
+        pt_http_filter_t *f = &hc->filters[hc->nfilters];
+        const char *name;
+        if (pt_cfg_string(r, "name", &name, NULL) == 0)
+            pt_cfg_error(r, "name", "is required");
+        f->name = pt_arena_strdup(&cfg->arena, name ? name : "");
+        int rc;
+        const char *type = pt_cfg_enter_any(r, "typed_config", &rc);
+        if (rc == 0)
+            pt_cfg_error(r, "typed_config", "is required");
+        if (type != NULL) {
+            f->ops = pt_http_filter_find(type);
+            if (f->ops == NULL) {
+                pt_cfg_error(r, "@type", "\"%s\" is not a supported HTTP filter", type);
+            } else {
+                f->config = f->ops->parse ? f->ops->parse(r, cfg) : NULL;
+                int last = i + 1 == n;
+                if (f->ops->terminal && !last)
+                    pt_cfg_error(r, NULL, "%s must be the last HTTP filter", f->ops->name);
+                if (!f->ops->terminal && last)
+                    pt_cfg_error(r, NULL,
+                                 "the last HTTP filter must be the router "
+                                 "(envoy.filters.http.router), not %s",
+                                 f->ops->name);
+                hc->nfilters++;
+            }
+            pt_cfg_leave(r);
+        }
+        pt_cfg_leave(r);
+    }
+    pt_cfg_leave_array(r);
+}
+
+static void *hcm_parse(pt_cfg_t *r, pt_config_t *cfg)
+{
+    size_t errors_before = r->nerrors;
+    pt_arena_t *a = &cfg->arena;
+    pt_hcm_config_t *hc = pt_arena_alloc(a, sizeof(*hc));
+    pt_cfg_unsupported(r, hcm_unsupported);
+    const char *s;
+    if (pt_cfg_string(r, "stat_prefix", &s, NULL) == 0 || (s && !s[0]))
+        pt_cfg_error(r, "stat_prefix", "is required");
+    hc->stat_prefix = pt_arena_strdup(a, s ? s : "");
+    int codec;
+    pt_cfg_enum(r, "codec_type", codec_names, codec_known, &codec, 0);
+
+    if (pt_cfg_enter(r, "route_config") > 0) {
+        hc->route_config = pt_route_config_parse(r, cfg);
+        pt_cfg_leave(r);
+    } else {
+        pt_cfg_error(r, "route_config", "is required (rds is not supported yet)");
+    }
+    parse_http_filters(r, cfg, hc);
+    pt_access_log_parse_list(r, "access_log", a, &hc->access_logs, &hc->naccess_logs);
+
+    pt_cfg_bool(r, "use_remote_address", &hc->use_remote_address, 0);
+    uint64_t v;
+    pt_cfg_uint(r, "xff_num_trusted_hops", &v, 0, 0, 64);
+    hc->xff_num_trusted_hops = (uint32_t)v;
+    pt_cfg_bool(r, "skip_xff_append", &hc->skip_xff_append, 0);
+    pt_cfg_string(r, "server_name", &s, "petrel");
+    hc->server_name = pt_arena_strdup(a, s);
+    int st;
+    pt_cfg_enum(r, "server_header_transformation", server_transform_names, NULL, &st, 0);
+    hc->server_header_transformation = (pt_server_header_transformation_t)st;
+    pt_cfg_bool(r, "generate_request_id", &hc->generate_request_id, 1);
+    pt_cfg_bool(r, "preserve_external_request_id", &hc->preserve_external_request_id, 0);
+    pt_cfg_bool(r, "always_set_request_id_in_response", &hc->always_set_request_id_in_response, 0);
+    pt_cfg_bool(r, "proxy_100_continue", &hc->proxy_100_continue, 0);
+    if (hc->proxy_100_continue)
+        pt_cfg_error(r, "proxy_100_continue", "true is not supported (petrel answers "
+                                              "100-continue itself)");
+    pt_cfg_uint(r, "max_request_headers_kb", &v, 60, 1, 8192);
+    hc->settings.max_request_headers_kb = (uint32_t)v;
+    hc->settings.max_headers_count = 100;
+    pt_cfg_duration_ms(r, "stream_idle_timeout", &hc->stream_idle_timeout_ms, 300 * 1000);
+    pt_cfg_duration_ms(r, "request_timeout", &hc->request_timeout_ms, 0);
+    pt_cfg_duration_ms(r, "request_headers_timeout", &hc->request_headers_timeout_ms, 0);
+    pt_cfg_bool(r, "strip_any_host_port", &hc->strip_any_host_port, 0);
+    hc->idle_timeout_ms = 3600 * 1000;
+    if (pt_cfg_enter(r, "common_http_protocol_options") > 0) {
+        static const char *const chpo_unsupported[] = {"max_connection_duration",
+                                                       "max_response_headers_kb", NULL};
+        pt_cfg_unsupported(r, chpo_unsupported);
+        pt_cfg_duration_ms(r, "idle_timeout", &hc->idle_timeout_ms, 3600 * 1000);
+        pt_cfg_uint(r, "max_headers_count", &v, 100, 1, 10000);
+        hc->settings.max_headers_count = (uint32_t)v;
+        pt_cfg_duration_ms(r, "max_stream_duration", &hc->max_stream_duration_ms, 0);
+        pt_cfg_uint(r, "max_requests_per_connection", &v, 0, 0, UINT32_MAX);
+        hc->max_requests_per_connection = (uint32_t)v;
+        int u;
+        pt_cfg_enum(r, "headers_with_underscores_action", underscore_names, NULL, &u, 0);
+        hc->settings.headers_with_underscores_action = u;
+        pt_cfg_leave(r);
+    }
+    if (pt_cfg_enter(r, "http_protocol_options") > 0) {
+        static const char *const hpo_unsupported[] = {
+            "header_key_format", "enable_trailers", "allow_chunked_length",
+            "override_stream_error_on_invalid_http_message", "send_fully_qualified_url",
+            "use_balsa_parser", "allow_custom_methods", "allow_absolute_url", NULL};
+        pt_cfg_unsupported(r, hpo_unsupported);
+        pt_cfg_bool(r, "accept_http_10", &hc->accept_http_10, 0);
+        pt_cfg_string(r, "default_host_for_http_10", &s, NULL);
+        hc->default_host_for_http_10 = pt_arena_strdup(a, s);
+        pt_cfg_leave(r);
+    }
+    parse_upgrades(r, a, &hc->upgrades, &hc->nupgrades);
+    hc->settings.server_name = hc->server_name;
+    hc->buffer_limit = 1024 * 1024;
+    return r->nerrors == errors_before ? hc : NULL;
+}
+
+static int hcm_prepare(void *fc, pt_config_t *cfg)
+{
+    pt_hcm_config_t *hc = fc;
+    const char *t = "envoy_http_conn_manager_prefix";
+#define PT_X(n) hc->stats.n = pt_stats_counter("http", t, hc->stat_prefix, #n);
+    PT_HCM_STATS(PT_X)
+#undef PT_X
+#define PT_X(n) hc->stats.n = pt_stats_gauge("http", t, hc->stat_prefix, #n);
+    PT_HCM_GAUGES(PT_X)
+#undef PT_X
+    for (unsigned i = 0; i < hc->nfilters; i++) {
+        pt_http_filter_t *f = &hc->filters[i];
+        if (f->ops->prepare != NULL && f->ops->prepare(f->config, cfg, hc->stat_prefix) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* ======================================================================================
+ * Streams
+ * ====================================================================================== */
+
+static uint64_t wall_us(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (uint64_t)tv.tv_sec * 1000000 + (uint64_t)tv.tv_usec;
+}
+
+static void stream_touch(pt_http_stream_t *s)
+{
+    s->last_activity_ms = pt_now_ms();
+}
+
+static void stream_release(pt_defer_t *d)
+{
+    pt_http_stream_t *s = (pt_http_stream_t *)((char *)d - offsetof(pt_http_stream_t, release));
+    pt_buf_dispose(&s->pending_body);
+    pt_arena_dispose(&s->arena);
+    free(s);
+}
+
+static void on_stream_idle(struct ev_loop *loop, ev_timer *t, int revents);
+static void on_request_timer(struct ev_loop *loop, ev_timer *t, int revents);
+
+static void arm_idle_timer(pt_http_stream_t *s)
+{
+    ev_timer_stop(s->worker->loop, &s->idle_timer);
+    if (s->idle_timeout_ms > 0) {
+        ev_timer_set(&s->idle_timer, (double)s->idle_timeout_ms / 1000.0, 0.);
+        ev_timer_start(s->worker->loop, &s->idle_timer);
+    }
+}
+
+static void *hcm_on_new_stream(void *owner, pt_http_codec_stream_t *cs)
+{
+    pt_hcm_conn_t *h = owner;
+    const pt_hcm_config_t *hc = h->config;
+    pt_http_stream_t *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return NULL;
+    s->hcm = h;
+    s->cs = cs;
+    s->config = hc;
+    s->snapshot = h->session->config;
+    s->worker = h->session->worker;
+    s->release.fn = stream_release;
+    s->filter_state = pt_arena_alloc(&s->arena, (hc->nfilters ? hc->nfilters : 1) * sizeof(void *));
+    if (s->filter_state == NULL) {
+        free(s);
+        return NULL;
+    }
+    for (unsigned i = 0; i < hc->nfilters; i++) {
+        size_t sz = hc->filters[i].ops->state_size;
+        s->filter_state[i] = sz ? pt_arena_alloc(&s->arena, sz) : NULL;
+    }
+    h->codec->ops->set_stream_arena(cs, &s->arena);
+    s->info.start_wall_us = wall_us();
+    s->info.start_mono_us = pt_now_us();
+    s->info.downstream_remote = h->session->conn->peer;
+    s->info.downstream_local = h->local;
+    s->scheme = "http";
+    s->idle_timeout_ms = hc->stream_idle_timeout_ms;
+    ev_init(&s->idle_timer, on_stream_idle);
+    s->idle_timer.data = s;
+    ev_init(&s->request_timer, on_request_timer);
+    s->request_timer.data = s;
+    stream_touch(s);
+    arm_idle_timer(s);
+    uint64_t rq_deadline = hc->request_timeout_ms;
+    if (hc->max_stream_duration_ms > 0 &&
+        (rq_deadline == 0 || hc->max_stream_duration_ms < rq_deadline))
+        rq_deadline = hc->max_stream_duration_ms;
+    if (rq_deadline > 0) {
+        ev_timer_set(&s->request_timer, (double)rq_deadline / 1000.0, 0.);
+        ev_timer_start(s->worker->loop, &s->request_timer);
+    }
+    s->next = h->streams;
+    if (h->streams != NULL)
+        h->streams->prev = s;
+    h->streams = s;
+    h->nstreams++;
+    h->requests++;
+    ev_timer_stop(s->worker->loop, &h->idle_timer);
+    ev_timer_stop(s->worker->loop, &h->headers_timer);
+    pt_stat_inc(hc->stats.downstream_rq_total);
+    pt_stat_inc(hc->stats.downstream_rq_http1_total);
+    pt_stat_inc(hc->stats.downstream_rq_active);
+    if (hc->max_requests_per_connection > 0 && h->requests >= hc->max_requests_per_connection)
+        h->codec->ops->shutdown_notice(h->codec);
+    return s;
+}
+
+/* The client address petrel trusts for this request: the peer, or (use_remote_address
+ * false) the x-forwarded-for entry xff_num_trusted_hops from the right. */
+static void resolve_remote_address(pt_http_stream_t *s)
+{
+    const pt_hcm_config_t *hc = s->config;
+    if (hc->use_remote_address)
+        return;
+    const char *xff = pt_http_headers_get_joined(s->request_headers, "x-forwarded-for");
+    if (xff == NULL)
+        return;
+    /* Split from the right. */
+    const char *end = xff + strlen(xff);
+    uint32_t skip = hc->xff_num_trusted_hops;
+    while (end > xff) {
+        const char *comma = end;
+        while (comma > xff && comma[-1] != ',')
+            comma--;
+        if (skip == 0) {
+            const char *a = comma;
+            while (a < end && (*a == ' ' || *a == '\t'))
+                a++;
+            const char *b = end;
+            while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
+                b--;
+            char ip[64];
+            size_t n = (size_t)(b - a);
+            if (n > 0 && n < sizeof(ip)) {
+                memcpy(ip, a, n);
+                ip[n] = '\0';
+                pt_addr_t addr;
+                if (pt_addr_parse(&addr, ip, 0) == 0)
+                    s->info.downstream_remote = addr;
+            }
+            return;
+        }
+        skip--;
+        end = comma > xff ? comma - 1 : xff;
+    }
+}
+
+/* Envoy's request header rules for a proxy hop. */
+static void mutate_request_headers(pt_http_stream_t *s)
+{
+    const pt_hcm_config_t *hc = s->config;
+    pt_http_headers_t *h = s->request_headers;
+    char ip[PT_ADDR_STRLEN];
+    pt_addr_format_ip(&s->info.downstream_remote, ip, sizeof(ip));
+
+    pt_http_headers_set(h, ":scheme", s->scheme);
+    /* te is hop-by-hop except "trailers" (RFC 9110 10.1.4). */
+    const char *te = pt_http_headers_get(h, "te");
+    if (te != NULL && strcasecmp(te, "trailers") != 0)
+        pt_http_headers_remove(h, "te");
+
+    if (hc->use_remote_address) {
+        if (!hc->skip_xff_append) {
+            const char *xff = pt_http_headers_get_joined(h, "x-forwarded-for");
+            if (xff != NULL) {
+                char *v = pt_arena_sprintf(&s->arena, "%s,%s", xff, ip);
+                pt_http_headers_set(h, "x-forwarded-for", v);
+            } else {
+                pt_http_headers_set(h, "x-forwarded-for", ip);
+            }
+        }
+        pt_http_headers_set(h, "x-forwarded-proto", s->scheme);
+    } else {
+        resolve_remote_address(s);
+        if (pt_http_headers_get(h, "x-forwarded-proto") == NULL)
+            pt_http_headers_set(h, "x-forwarded-proto", s->scheme);
+    }
+    if (hc->generate_request_id) {
+        const char *rid = pt_http_headers_get(h, "x-request-id");
+        /* An edge proxy does not trust a client's id unless told to preserve it. */
+        if (rid == NULL || rid[0] == '\0' ||
+            (hc->use_remote_address && !hc->preserve_external_request_id)) {
+            char uuid[37];
+            pt_uuid4(uuid);
+            pt_http_headers_set(h, "x-request-id", uuid);
+        }
+    }
+}
+
+static void mutate_response_headers(pt_http_stream_t *s, pt_http_headers_t *h)
+{
+    const pt_hcm_config_t *hc = s->config;
+    switch (hc->server_header_transformation) {
+    case PT_SERVER_HEADER_OVERWRITE:
+        pt_http_headers_set(h, "server", hc->server_name);
+        break;
+    case PT_SERVER_HEADER_APPEND_IF_ABSENT:
+        if (pt_http_headers_get(h, "server") == NULL)
+            pt_http_headers_set(h, "server", hc->server_name);
+        break;
+    case PT_SERVER_HEADER_PASS_THROUGH:
+        break;
+    }
+    if (hc->always_set_request_id_in_response && s->request_headers != NULL) {
+        const char *rid = pt_http_headers_get(s->request_headers, "x-request-id");
+        if (rid != NULL)
+            pt_http_headers_set(h, "x-request-id", rid);
+    }
+    if (!(s->flags & PT_HS_UPGRADE)) {
+        pt_http_headers_remove(h, "connection");
+        pt_http_headers_remove(h, "upgrade");
+    }
+    pt_http_headers_remove(h, "keep-alive");
+    pt_http_headers_remove(h, "proxy-connection");
+    pt_http_headers_remove(h, "transfer-encoding");
+}
+
+static const pt_upgrade_config_t *find_upgrade(const pt_upgrade_config_t *list, unsigned n,
+                                               const char *type)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (strcasecmp(list[i].upgrade_type, type) == 0)
+            return &list[i];
+    return NULL;
+}
+
+/* Is the upgrade allowed? Route-level upgrade_configs override the connection manager's. */
+static int upgrade_allowed(pt_http_stream_t *s, const char *type)
+{
+    const pt_hcm_config_t *hc = s->config;
+    const pt_upgrade_config_t *u = find_upgrade(hc->upgrades, hc->nupgrades, type);
+    int enabled = u != NULL && u->enabled;
+    if (s->route != NULL) {
+        /* Envoy: a route's entry overrides the connection manager's enabled flag, for
+         * upgrade types the connection manager lists at all. */
+        const pt_upgrade_config_t *ru =
+            find_upgrade(s->route->upgrades, s->route->nupgrades, type);
+        if (ru != NULL)
+            enabled = u != NULL && ru->enabled;
+    }
+    return enabled;
+}
+
+static void run_decoders(pt_http_stream_t *s);
+
+static void hcm_on_headers(void *stream, pt_http_headers_t *headers, int end_stream)
+{
+    pt_http_stream_t *s = stream;
+    const pt_hcm_config_t *hc = s->config;
+    s->request_headers = headers;
+    s->info.request_headers = headers;
+    s->info.protocol = s->hcm->codec->ops->stream_protocol(s->cs);
+    if (end_stream)
+        s->flags |= PT_HS_REQUEST_END;
+    stream_touch(s);
+    const char *method = pt_http_headers_get(headers, ":method");
+    if (method != NULL && strcmp(method, "HEAD") == 0)
+        s->flags |= PT_HS_HEAD_REQUEST;
+
+    if (pt_http_headers_get(headers, ":authority") == NULL) {
+        /* HTTP/1.0 without Host: only with accept_http_10 (Envoy answers 426 otherwise). */
+        if (strcmp(s->info.protocol, "HTTP/1.0") == 0) {
+            if (!hc->accept_http_10) {
+                pt_http_stream_local_reply(s, 426, "", NULL, 0, "low_version");
+                return;
+            }
+            pt_http_headers_add_str(headers, ":authority",
+                                    hc->default_host_for_http_10 ? hc->default_host_for_http_10 : "");
+        } else {
+            pt_http_headers_add_str(headers, ":authority", "");
+        }
+    } else if (strcmp(s->info.protocol, "HTTP/1.0") == 0 && !hc->accept_http_10) {
+        pt_http_stream_local_reply(s, 426, "", NULL, 0, "low_version");
+        return;
+    }
+    if (hc->strip_any_host_port) {
+        const pt_http_header_t *a = pt_http_headers_find(headers, ":authority");
+        const char *colon = a ? strrchr(a->value, ':') : NULL;
+        if (colon != NULL && strchr(colon, ']') == NULL) {
+            char *v = pt_arena_strndup(&s->arena, a->value, (size_t)(colon - a->value));
+            pt_http_headers_set(headers, ":authority", v);
+        }
+    }
+    mutate_request_headers(s);
+
+    /* Route once, before the filters: they may act on it, the router follows it. */
+    const char *authority = pt_http_headers_get(headers, ":authority");
+    if (hc->route_config != NULL) {
+        s->vhost = pt_route_find_vhost(hc->route_config, authority ? authority : "");
+        s->route = s->vhost ? pt_route_match(s->vhost, headers) : NULL;
+        if (s->route != NULL) {
+            s->info.route_name = s->route->name;
+            if (s->route->idle_timeout_ms != PT_ROUTE_TIMEOUT_UNSET) {
+                s->idle_timeout_ms = s->route->idle_timeout_ms;
+                arm_idle_timer(s);
+            }
+        }
+    }
+
+    const char *upgrade = pt_http_headers_get(headers, "upgrade");
+    if (upgrade != NULL && pt_http_headers_get(headers, "connection") != NULL) {
+        if (!upgrade_allowed(s, upgrade)) {
+            pt_stat_inc(hc->stats.downstream_rq_ws_on_non_ws_route);
+            pt_http_stream_local_reply(s, 403, "", NULL, 0, "upgrade_failed");
+            return;
+        }
+        s->flags |= PT_HS_UPGRADE;
+    }
+    const char *expect = pt_http_headers_get(headers, "expect");
+    if (expect != NULL && strcasecmp(expect, "100-continue") == 0) {
+        /* petrel answers 100-continue itself and does not forward the expectation. */
+        pt_http_headers_remove(headers, "expect");
+        if (!end_stream)
+            s->hcm->codec->ops->encode_100_continue(s->cs);
+    }
+    run_decoders(s);
+}
+
+/* Gives the body held in pending_body to the terminal filter. */
+static void flush_pending(pt_http_stream_t *s)
+{
+    const pt_hcm_config_t *hc = s->config;
+    const pt_http_filter_t *f = &hc->filters[hc->nfilters - 1];
+    void *st = s->filter_state[hc->nfilters - 1];
+    if (s->flags & PT_HS_READ_PAUSED) {
+        s->flags &= ~PT_HS_READ_PAUSED;
+        s->hcm->codec->ops->read_disable(s->cs, 0);
+    }
+    if (pt_buf_len(&s->pending_body) > 0 ||
+        ((s->flags & PT_HS_PENDING_END) && !(s->flags & PT_HS_HAS_TRAILERS))) {
+        pt_buf_t data = {0};
+        pt_buf_move(&data, &s->pending_body);
+        int end = (s->flags & PT_HS_PENDING_END) && !(s->flags & PT_HS_HAS_TRAILERS);
+        f->ops->decode_data(s, f->config, st, &data, end);
+        pt_buf_dispose(&data);
+        if (s->flags & PT_HS_COMPLETE)
+            return;
+    }
+    if ((s->flags & PT_HS_HAS_TRAILERS) && s->request_trailers != NULL &&
+        f->ops->decode_trailers != NULL)
+        f->ops->decode_trailers(s, f->config, st, s->request_trailers);
+}
+
+static void run_decoders(pt_http_stream_t *s)
+{
+    const pt_hcm_config_t *hc = s->config;
+    int end = (s->flags & PT_HS_REQUEST_END) && pt_buf_len(&s->pending_body) == 0 &&
+              !(s->flags & (PT_HS_PENDING_END | PT_HS_HAS_TRAILERS));
+    while (s->next_filter < hc->nfilters) {
+        unsigned i = s->next_filter++;
+        const pt_http_filter_t *f = &hc->filters[i];
+        if (f->ops->terminal)
+            s->flags |= PT_HS_DECODING_DONE;
+        int rc = f->ops->decode_headers(s, f->config, s->filter_state[i], s->request_headers, end);
+        if (s->flags & PT_HS_COMPLETE)
+            return;
+        if (f->ops->terminal) {
+            flush_pending(s);
+            return;
+        }
+        if (rc == PT_STOP)
+            return;
+    }
+}
+
+void pt_http_stream_continue(pt_http_stream_t *s)
+{
+    if (s->flags & (PT_HS_COMPLETE | PT_HS_DECODING_DONE))
+        return;
+    run_decoders(s);
+}
+
+static void hcm_on_data(void *stream, pt_buf_t *data, int end_stream)
+{
+    pt_http_stream_t *s = stream;
+    const pt_hcm_config_t *hc = s->config;
+    size_t n = pt_buf_len(data);
+    s->info.bytes_received += n;
+    if (end_stream)
+        s->flags |= PT_HS_REQUEST_END;
+    if (n > 0)
+        stream_touch(s);
+    if ((s->flags & PT_HS_REQUEST_END) && (s->flags & PT_HS_UPGRADE) == 0)
+        ev_timer_stop(s->worker->loop, &s->request_timer);
+    if (s->flags & PT_HS_COMPLETE) {
+        pt_buf_dispose(data);
+        return;
+    }
+    if (!(s->flags & PT_HS_DECODING_DONE)) {
+        /* A filter holds the chain: keep the body, bounded. */
+        pt_buf_move(&s->pending_body, data);
+        if (end_stream)
+            s->flags |= PT_HS_PENDING_END;
+        if (pt_buf_len(&s->pending_body) > hc->buffer_limit && !(s->flags & PT_HS_READ_PAUSED)) {
+            s->flags |= PT_HS_READ_PAUSED;
+            s->hcm->codec->ops->read_disable(s->cs, 1);
+        }
+        return;
+    }
+    const pt_http_filter_t *f = &hc->filters[hc->nfilters - 1];
+    f->ops->decode_data(s, f->config, s->filter_state[hc->nfilters - 1], data, end_stream);
+}
+
+static void hcm_on_trailers(void *stream, pt_http_headers_t *trailers)
+{
+    pt_http_stream_t *s = stream;
+    const pt_hcm_config_t *hc = s->config;
+    s->flags |= PT_HS_REQUEST_END | PT_HS_HAS_TRAILERS;
+    s->request_trailers = trailers;
+    ev_timer_stop(s->worker->loop, &s->request_timer);
+    if (s->flags & PT_HS_COMPLETE)
+        return;
+    if (!(s->flags & PT_HS_DECODING_DONE))
+        return; /* flushed with the body when the chain reaches the router */
+    const pt_http_filter_t *f = &hc->filters[hc->nfilters - 1];
+    if (f->ops->decode_trailers != NULL)
+        f->ops->decode_trailers(s, f->config, s->filter_state[hc->nfilters - 1], trailers);
+}
+
+/* Tells every filter the stream is over early. */
+static void notify_reset(pt_http_stream_t *s)
+{
+    const pt_hcm_config_t *hc = s->config;
+    for (unsigned i = 0; i < hc->nfilters; i++) {
+        const pt_http_filter_t *f = &hc->filters[i];
+        if (f->ops->on_reset != NULL)
+            f->ops->on_reset(s, f->config, s->filter_state[i]);
+    }
+}
+
+static void hcm_on_reset(void *stream, pt_http_reset_reason_t reason)
+{
+    pt_http_stream_t *s = stream;
+    if (s->flags & PT_HS_COMPLETE)
+        return;
+    pt_debug("downstream stream reset: %s", pt_http_reset_reason_str(reason));
+    s->cs = NULL; /* the codec forgot the stream */
+    if (!(s->flags & PT_HS_RESPONSE_END))
+        s->info.response_flags |= PT_RF(DOWNSTREAM_CONNECTION_TERMINATION);
+    pt_stat_inc(s->config->stats.downstream_rq_rx_reset);
+    notify_reset(s);
+    stream_complete(s);
+}
+
+static void hcm_on_protocol_error(void *owner, void *stream, int status, const char *details)
+{
+    pt_hcm_conn_t *h = owner;
+    pt_http_stream_t *s = stream;
+    pt_stat_inc(h->config->stats.downstream_cx_protocol_error);
+    if (status == 431 || status == 413)
+        pt_stat_inc(h->config->stats.downstream_rq_too_large);
+    if (status == 408)
+        pt_stat_inc(h->config->stats.downstream_rq_header_timeout);
+    if (s != NULL)
+        ev_timer_stop(s->worker->loop, &h->headers_timer);
+    pt_debug("downstream protocol error: %d %s", status, details);
+    if (s == NULL) {
+        hcm_close(h, PT_CLOSE_FLUSH);
+        return;
+    }
+    if (s->info.protocol == NULL)
+        s->info.protocol = h->codec->ops->stream_protocol(s->cs);
+    pt_http_stream_local_reply(s, status, "", NULL, PT_RF(DOWNSTREAM_PROTOCOL_ERROR), details);
+}
+
+static void hcm_on_write_watermark(void *owner, void *stream, int above)
+{
+    (void)owner;
+    pt_http_stream_t *s = stream;
+    if (s == NULL || (s->flags & PT_HS_COMPLETE))
+        return;
+    if (above)
+        s->flags |= PT_HS_ABOVE_HIGH;
+    else
+        s->flags &= ~PT_HS_ABOVE_HIGH;
+    const pt_hcm_config_t *hc = s->config;
+    const pt_http_filter_t *f = &hc->filters[hc->nfilters - 1];
+    if ((s->flags & PT_HS_DECODING_DONE) && f->ops->on_downstream_watermark != NULL)
+        f->ops->on_downstream_watermark(s, f->config, s->filter_state[hc->nfilters - 1], above);
+}
+
+static void hcm_on_connection_closed(void *owner)
+{
+    pt_hcm_conn_t *h = owner;
+    /* Any stream still here lost its connection. */
+    while (h->streams != NULL) {
+        pt_http_stream_t *s = h->streams;
+        s->cs = NULL;
+        if (!(s->flags & PT_HS_RESPONSE_END))
+            s->info.response_flags |= PT_RF(DOWNSTREAM_CONNECTION_TERMINATION);
+        notify_reset(s);
+        stream_complete(s);
+    }
+    hcm_close(h, PT_CLOSE_NOW);
+}
+
+static void on_conn_idle_timeout(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    pt_hcm_conn_t *h = t->data;
+    pt_stat_inc(h->config->stats.downstream_cx_idle_timeout);
+    hcm_close(h, PT_CLOSE_FLUSH);
+}
+
+/* request_headers_timeout (slowloris defence): from the first byte of a request head to
+ * its end. */
+static void on_headers_timeout(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    pt_hcm_conn_t *h = t->data;
+    h->codec->ops->send_error(h->codec, 408, "request_header_timeout");
+}
+
+static void hcm_on_message_begin(void *owner)
+{
+    pt_hcm_conn_t *h = owner;
+    pt_worker_t *w = h->session->worker;
+    ev_timer_stop(w->loop, &h->idle_timer);
+    if (h->config->request_headers_timeout_ms > 0) {
+        ev_timer_set(&h->headers_timer, (double)h->config->request_headers_timeout_ms / 1000.0,
+                     0.);
+        ev_timer_start(w->loop, &h->headers_timer);
+    }
+}
+
+static void hcm_on_idle(void *owner)
+{
+    pt_hcm_conn_t *h = owner;
+    pt_worker_t *w = h->session->worker;
+    if (h->config->idle_timeout_ms > 0 && h->nstreams == 0) {
+        ev_timer_set(&h->idle_timer, (double)h->config->idle_timeout_ms / 1000.0, 0.);
+        ev_timer_start(w->loop, &h->idle_timer);
+    }
+}
+
+static const pt_http_server_callbacks_t hcm_callbacks = {
+    .on_message_begin = hcm_on_message_begin,
+    .on_new_stream = hcm_on_new_stream,
+    .on_headers = hcm_on_headers,
+    .on_data = hcm_on_data,
+    .on_trailers = hcm_on_trailers,
+    .on_reset = hcm_on_reset,
+    .on_protocol_error = hcm_on_protocol_error,
+    .on_write_watermark = hcm_on_write_watermark,
+    .on_connection_closed = hcm_on_connection_closed,
+    .on_idle = hcm_on_idle,
+};
+
+/* ---- completion ------------------------------------------------------------------ */
+
+static void count_response(const pt_hcm_config_t *hc, int status)
+{
+    pt_stat_t id = status < 200   ? hc->stats.downstream_rq_1xx
+                   : status < 300 ? hc->stats.downstream_rq_2xx
+                   : status < 400 ? hc->stats.downstream_rq_3xx
+                   : status < 500 ? hc->stats.downstream_rq_4xx
+                                  : hc->stats.downstream_rq_5xx;
+    pt_stat_inc(id);
+}
+
+/* Once per stream: filters release their state, the access log is written, and the stream
+ * leaves the connection; its memory goes at the next loop turn. */
+static void stream_complete(pt_http_stream_t *s)
+{
+    if (s->flags & PT_HS_COMPLETE)
+        return;
+    s->flags |= PT_HS_COMPLETE;
+    pt_hcm_conn_t *h = s->hcm;
+    const pt_hcm_config_t *hc = s->config;
+    ev_timer_stop(s->worker->loop, &s->idle_timer);
+    ev_timer_stop(s->worker->loop, &s->request_timer);
+    for (unsigned i = 0; i < hc->nfilters; i++) {
+        const pt_http_filter_t *f = &hc->filters[i];
+        if (f->ops->on_destroy != NULL)
+            f->ops->on_destroy(s, f->config, s->filter_state[i]);
+    }
+    s->info.end_mono_us = pt_now_us();
+    for (unsigned i = 0; i < hc->naccess_logs; i++)
+        pt_access_log_write(hc->access_logs[i], &s->info);
+    pt_stat_dec(hc->stats.downstream_rq_active);
+    pt_stat_inc(hc->stats.downstream_rq_completed);
+    if (s->prev != NULL)
+        s->prev->next = s->next;
+    else
+        h->streams = s->next;
+    if (s->next != NULL)
+        s->next->prev = s->prev;
+    s->prev = s->next = NULL;
+    h->nstreams--;
+    pt_worker_defer(s->worker, &s->release);
+}
+
+/* Response fully sent: the stream is done when the request is too. An early response (the
+ * request still arriving) ends the stream; the codec closes an HTTP/1 connection then. */
+static void response_finished(pt_http_stream_t *s)
+{
+    s->flags |= PT_HS_RESPONSE_END;
+    s->info.end_mono_us = pt_now_us();
+    if (!(s->flags & PT_HS_REQUEST_END)) {
+        pt_stat_inc(s->config->stats.downstream_rq_response_before_rq_complete);
+        notify_reset(s);
+    }
+    stream_complete(s);
+}
+
+void pt_http_stream_encode_headers(pt_http_stream_t *s, pt_http_headers_t *h, int end_stream)
+{
+    if (s->flags & (PT_HS_COMPLETE | PT_HS_RESPONSE_STARTED) || s->cs == NULL)
+        return;
+    const pt_hcm_config_t *hc = s->config;
+    const char *st = pt_http_headers_get(h, ":status");
+    int status = st ? atoi(st) : 0;
+    s->flags |= PT_HS_RESPONSE_STARTED;
+    s->response_headers = h;
+    s->info.response_headers = h;
+    s->info.response_code = status;
+    mutate_response_headers(s, h);
+    for (unsigned i = hc->nfilters; i-- > 0;) {
+        const pt_http_filter_t *f = &hc->filters[i];
+        if (!f->ops->terminal && f->ops->encode_headers != NULL && i < s->next_filter)
+            f->ops->encode_headers(s, f->config, s->filter_state[i], h, end_stream);
+    }
+    count_response(hc, status);
+    stream_touch(s);
+    if (status == 101 && (s->flags & PT_HS_UPGRADE)) {
+        pt_stat_inc(hc->stats.downstream_cx_upgrades_total);
+        pt_stat_inc(hc->stats.downstream_cx_upgrades_active);
+        s->hcm->upgraded = 1;
+        /* A tunnel has no request timeout. */
+        ev_timer_stop(s->worker->loop, &s->request_timer);
+    }
+    s->hcm->codec->ops->encode_headers(s->cs, h, end_stream);
+    if (end_stream || ((s->flags & PT_HS_HEAD_REQUEST) && status >= 200))
+        response_finished(s);
+}
+
+void pt_http_stream_encode_data(pt_http_stream_t *s, pt_buf_t *data, int end_stream)
+{
+    if ((s->flags & (PT_HS_COMPLETE | PT_HS_RESPONSE_END)) || s->cs == NULL) {
+        pt_buf_dispose(data);
+        return;
+    }
+    size_t n = pt_buf_len(data);
+    s->info.bytes_sent += n;
+    if (n > 0)
+        stream_touch(s);
+    s->hcm->codec->ops->encode_data(s->cs, data, end_stream);
+    if (end_stream)
+        response_finished(s);
+}
+
+void pt_http_stream_encode_trailers(pt_http_stream_t *s, pt_http_headers_t *t)
+{
+    if ((s->flags & (PT_HS_COMPLETE | PT_HS_RESPONSE_END)) || s->cs == NULL)
+        return;
+    s->info.response_trailers = t;
+    s->hcm->codec->ops->encode_trailers(s->cs, t);
+    response_finished(s);
+}
+
+void pt_http_stream_encode_100_continue(pt_http_stream_t *s)
+{
+    if (!(s->flags & (PT_HS_COMPLETE | PT_HS_RESPONSE_STARTED)) && s->cs != NULL)
+        s->hcm->codec->ops->encode_100_continue(s->cs);
+}
+
+void pt_http_stream_reset(pt_http_stream_t *s, uint32_t flags, const char *details)
+{
+    if (s->flags & PT_HS_COMPLETE)
+        return;
+    s->info.response_flags |= flags;
+    if (details != NULL)
+        s->info.response_code_details = details;
+    pt_stat_inc(s->config->stats.downstream_rq_tx_reset);
+    if (s->flags & PT_HS_RESPONSE_STARTED)
+        pt_stat_inc(s->config->stats.rq_reset_after_downstream_response_started);
+    notify_reset(s);
+    if (s->cs != NULL) {
+        pt_http_codec_stream_t *cs = s->cs;
+        s->cs = NULL;
+        s->hcm->codec->ops->reset_stream(cs, PT_HTTP_RESET_LOCAL);
+    }
+    stream_complete(s);
+}
+
+void pt_http_stream_local_reply(pt_http_stream_t *s, int status, const char *body,
+                                const pt_http_headers_t *extra, uint32_t flags,
+                                const char *details)
+{
+    if (s->flags & PT_HS_COMPLETE)
+        return;
+    s->info.response_flags |= flags;
+    if (details != NULL)
+        s->info.response_code_details = details;
+    if (s->flags & PT_HS_RESPONSE_STARTED) {
+        pt_http_stream_reset(s, 0, details);
+        return;
+    }
+    s->flags |= PT_HS_LOCAL_REPLY;
+    /* A local reply ends any upgrade attempt and stops the filters behind it. */
+    s->flags &= ~PT_HS_UPGRADE;
+    if (s->flags & PT_HS_DECODING_DONE || s->next_filter > 0)
+        notify_reset(s);
+    pt_http_headers_t *h = pt_arena_alloc(&s->arena, sizeof(*h));
+    pt_http_headers_init(h, &s->arena);
+    char st[8];
+    snprintf(st, sizeof(st), "%d", status);
+    pt_http_headers_add_str(h, ":status", st);
+    size_t blen = body ? strlen(body) : 0;
+    if (extra != NULL)
+        for (uint32_t i = 0; i < extra->count; i++)
+            pt_http_headers_add_str(h, extra->items[i].name, extra->items[i].value);
+    int with_body = blen > 0 && !(s->flags & PT_HS_HEAD_REQUEST);
+    if (blen > 0 && pt_http_headers_get(h, "content-type") == NULL)
+        pt_http_headers_add_str(h, "content-type", "text/plain");
+    char cl[24];
+    snprintf(cl, sizeof(cl), "%zu", blen);
+    if (status != 204 && status != 304 && !(status >= 100 && status < 200))
+        pt_http_headers_set(h, "content-length", cl);
+    pt_http_stream_encode_headers(s, h, !with_body);
+    if (with_body && !(s->flags & PT_HS_COMPLETE)) {
+        pt_buf_t b = {0};
+        pt_buf_append(&b, body, blen);
+        pt_http_stream_encode_data(s, &b, 1);
+    }
+}
+
+void pt_http_stream_read_disable(pt_http_stream_t *s, int disable)
+{
+    if (!(s->flags & PT_HS_COMPLETE) && s->cs != NULL)
+        s->hcm->codec->ops->read_disable(s->cs, disable);
+}
+
+int pt_http_stream_downstream_above_high(const pt_http_stream_t *s)
+{
+    return (s->flags & PT_HS_ABOVE_HIGH) != 0;
+}
+
+void pt_http_stream_upgrade(pt_http_stream_t *s)
+{
+    if (s->cs != NULL)
+        s->hcm->codec->ops->upgrade(s->cs);
+}
+
+const char *pt_http_stream_protocol(const pt_http_stream_t *s)
+{
+    return s->info.protocol ? s->info.protocol : "HTTP/1.1";
+}
+
+static void on_stream_idle(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)revents;
+    pt_http_stream_t *s = t->data;
+    uint64_t now = pt_now_ms(), deadline = s->last_activity_ms + s->idle_timeout_ms;
+    if (now + 1 < deadline) {
+        ev_timer_set(t, (double)(deadline - now) / 1000.0, 0.);
+        ev_timer_start(loop, t);
+        return;
+    }
+    pt_stat_inc(s->config->stats.downstream_rq_idle_timeout);
+    pt_http_stream_local_reply(s, 408, "stream timeout", NULL, PT_RF(STREAM_IDLE_TIMEOUT),
+                               "stream_idle_timeout");
+}
+
+static void on_request_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    pt_http_stream_t *s = t->data;
+    pt_stat_inc(s->config->stats.downstream_rq_timeout);
+    if (!(s->flags & PT_HS_REQUEST_END))
+        pt_http_stream_local_reply(s, 408, "request timeout", NULL, 0, "request_overall_timeout");
+    else
+        pt_http_stream_local_reply(s, 408, "request timeout", NULL, PT_RF(DURATION_TIMEOUT),
+                                   "max_duration_reached");
+}
+
+/* ======================================================================================
+ * Connections
+ * ====================================================================================== */
+
+static void hcm_close(pt_hcm_conn_t *h, pt_close_how_t how)
+{
+    if (h->closing)
+        return;
+    h->closing = 1;
+    pt_session_t *sess = h->session;
+    pt_worker_t *w = sess->worker;
+    const pt_hcm_config_t *hc = h->config;
+    while (h->streams != NULL) {
+        pt_http_stream_t *s = h->streams;
+        s->cs = NULL;
+        if (!(s->flags & PT_HS_RESPONSE_END))
+            s->info.response_flags |= PT_RF(DOWNSTREAM_CONNECTION_TERMINATION);
+        notify_reset(s);
+        stream_complete(s);
+    }
+    ev_timer_stop(w->loop, &h->idle_timer);
+    ev_timer_stop(w->loop, &h->headers_timer);
+    pt_conn_t *c = sess->conn;
+    pt_stat_add(hc->stats.downstream_cx_rx_bytes_total, c->rx_bytes);
+    pt_stat_add(hc->stats.downstream_cx_tx_bytes_total, c->tx_bytes);
+    pt_stat_dec(hc->stats.downstream_cx_active);
+    pt_stat_dec(hc->stats.downstream_cx_http1_active);
+    pt_stat_inc(hc->stats.downstream_cx_destroy);
+    if (h->upgraded)
+        pt_stat_dec(hc->stats.downstream_cx_upgrades_active);
+    h->codec->ops->close(h->codec, how);
+    pt_session_end(sess);
+    free(h);
+}
+
+static void hcm_abort(pt_session_t *s)
+{
+    hcm_close(s->terminal, PT_CLOSE_NOW);
+}
+
+
+static int hcm_on_new_connection(pt_session_t *sess, void *fc)
+{
+    const pt_hcm_config_t *hc = fc;
+    pt_hcm_conn_t *h = calloc(1, sizeof(*h));
+    if (h == NULL) {
+        pt_conn_close(sess->conn, PT_CLOSE_NOW);
+        pt_session_end(sess);
+        return PT_STOP;
+    }
+    h->session = sess;
+    h->config = hc;
+    socklen_t alen = sizeof(h->local);
+    getsockname(sess->conn->fd, &h->local.sa, &alen);
+    sess->terminal = h;
+    sess->abort = hcm_abort;
+    h->codec = pt_http1_server_codec.create(sess->conn, &hc->settings, &hcm_callbacks, h);
+    if (h->codec == NULL) {
+        free(h);
+        pt_conn_close(sess->conn, PT_CLOSE_NOW);
+        pt_session_end(sess);
+        return PT_STOP;
+    }
+    pt_stat_inc(hc->stats.downstream_cx_total);
+    pt_stat_inc(hc->stats.downstream_cx_http1_total);
+    pt_stat_inc(hc->stats.downstream_cx_active);
+    pt_stat_inc(hc->stats.downstream_cx_http1_active);
+    ev_init(&h->idle_timer, on_conn_idle_timeout);
+    h->idle_timer.data = h;
+    ev_init(&h->headers_timer, on_headers_timeout);
+    h->headers_timer.data = h;
+    hcm_on_idle(h);
+    /* The codec installed its handler on the connection; start reading. */
+    pt_conn_start(sess->conn, sess->conn->handler, sess->conn->data);
+    return PT_STOP;
+}
+
+const pt_network_filter_ops_t pt_http_connection_manager_filter = {
+    .name = "envoy.filters.network.http_connection_manager",
+    .type_url = "type.googleapis.com/"
+                "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+    .terminal = 1,
+    .parse = hcm_parse,
+    .prepare = hcm_prepare,
+    .on_new_connection = hcm_on_new_connection,
+};

@@ -1,0 +1,178 @@
+/* The HTTP connection manager (envoy.filters.network.http_connection_manager): the
+ * terminal network filter that turns a downstream connection into HTTP streams.
+ *
+ * Per connection it creates a server codec (HTTP/1 now; HTTP/2 by ALPN later) and per
+ * request a pt_http_stream_t holding everything that request needs: an arena, the header
+ * maps, the stream info the access log reads, the resolved route, and each HTTP filter's
+ * state. It applies Envoy's request/response header rules (x-forwarded-for,
+ * x-forwarded-proto, x-request-id, server, hop-by-hop), runs the HTTP filters, enforces
+ * the stream timeouts, counts the http.<stat_prefix>.* stats and writes the access log
+ * when a stream completes. Streams are freed one loop turn after they complete, so no
+ * callback frame can outlive its stream. */
+#ifndef PT_CONN_MANAGER_H
+#define PT_CONN_MANAGER_H
+
+#include <ev.h>
+
+#include "filters/http_filter.h"
+#include "proxy/access_log.h"
+#include "proxy/config.h"
+#include "proxy/http.h"
+#include "proxy/http_codec.h"
+#include "proxy/route.h"
+#include "proxy/worker.h"
+
+typedef struct pt_hcm_conn pt_hcm_conn_t;
+
+#define PT_HCM_STATS(X)                                                                        \
+    X(downstream_cx_total)                                                                     \
+    X(downstream_cx_http1_total)                                                               \
+    X(downstream_cx_destroy)                                                                   \
+    X(downstream_cx_idle_timeout)                                                              \
+    X(downstream_cx_protocol_error)                                                            \
+    X(downstream_cx_rx_bytes_total)                                                            \
+    X(downstream_cx_tx_bytes_total)                                                            \
+    X(downstream_cx_upgrades_total)                                                            \
+    X(downstream_rq_total)                                                                     \
+    X(downstream_rq_http1_total)                                                               \
+    X(downstream_rq_completed)                                                                 \
+    X(downstream_rq_1xx)                                                                       \
+    X(downstream_rq_2xx)                                                                       \
+    X(downstream_rq_3xx)                                                                       \
+    X(downstream_rq_4xx)                                                                       \
+    X(downstream_rq_5xx)                                                                       \
+    X(downstream_rq_timeout)                                                                   \
+    X(downstream_rq_idle_timeout)                                                              \
+    X(downstream_rq_header_timeout)                                                            \
+    X(downstream_rq_rx_reset)                                                                  \
+    X(downstream_rq_tx_reset)                                                                  \
+    X(downstream_rq_too_large)                                                                 \
+    X(downstream_rq_ws_on_non_ws_route)                                                        \
+    X(downstream_rq_response_before_rq_complete)                                               \
+    X(no_route)                                                                                \
+    X(no_cluster)                                                                              \
+    X(rq_redirect)                                                                             \
+    X(rq_direct_response)                                                                      \
+    X(rq_total)                                                                                \
+    X(rq_reset_after_downstream_response_started)
+
+#define PT_HCM_GAUGES(X)                                                                       \
+    X(downstream_cx_active)                                                                    \
+    X(downstream_cx_http1_active)                                                              \
+    X(downstream_cx_upgrades_active)                                                           \
+    X(downstream_rq_active)
+
+typedef struct pt_hcm_stats {
+#define PT_X(n) pt_stat_t n;
+    PT_HCM_STATS(PT_X) PT_HCM_GAUGES(PT_X)
+#undef PT_X
+} pt_hcm_stats_t;
+
+typedef enum pt_server_header_transformation {
+    PT_SERVER_HEADER_OVERWRITE,
+    PT_SERVER_HEADER_APPEND_IF_ABSENT,
+    PT_SERVER_HEADER_PASS_THROUGH,
+} pt_server_header_transformation_t;
+
+typedef struct pt_hcm_config {
+    const char *stat_prefix;
+    pt_hcm_stats_t stats;
+    pt_route_config_t *route_config;
+    pt_http_filter_t *filters;
+    unsigned nfilters;
+    pt_access_log_t **access_logs;
+    unsigned naccess_logs;
+    pt_http_server_settings_t settings;
+    int use_remote_address;
+    uint32_t xff_num_trusted_hops;
+    int skip_xff_append;
+    const char *server_name;
+    pt_server_header_transformation_t server_header_transformation;
+    int generate_request_id;
+    int preserve_external_request_id;
+    int always_set_request_id_in_response;
+    int proxy_100_continue;
+    uint64_t idle_timeout_ms;            /* connection idle (no stream), default 1h */
+    uint64_t stream_idle_timeout_ms;     /* default 5 min */
+    uint64_t request_timeout_ms;         /* 0 = disabled */
+    uint64_t request_headers_timeout_ms; /* 0 = disabled */
+    uint64_t max_stream_duration_ms;     /* 0 = disabled */
+    uint32_t max_requests_per_connection;
+    int accept_http_10;
+    const char *default_host_for_http_10;
+    pt_upgrade_config_t *upgrades;
+    unsigned nupgrades;
+    int strip_any_host_port;
+    uint32_t buffer_limit; /* body bytes held while a filter pauses the chain */
+} pt_hcm_config_t;
+
+/* Stream state bits. */
+enum pt_http_stream_flags {
+    PT_HS_REQUEST_END = 1u << 0,    /* the whole request arrived */
+    PT_HS_RESPONSE_STARTED = 1u << 1,
+    PT_HS_RESPONSE_END = 1u << 2,
+    PT_HS_COMPLETE = 1u << 3,       /* logged and released; waiting to be freed */
+    PT_HS_DECODING_DONE = 1u << 4,  /* the terminal filter has the request headers */
+    PT_HS_UPGRADE = 1u << 5,        /* a protocol upgrade (WebSocket) was requested */
+    PT_HS_LOCAL_REPLY = 1u << 6,
+    PT_HS_HEAD_REQUEST = 1u << 7,
+    PT_HS_ABOVE_HIGH = 1u << 8,     /* downstream write queue above its watermark */
+    PT_HS_PENDING_END = 1u << 9,    /* end_stream is in pending_body for the terminal */
+    PT_HS_READ_PAUSED = 1u << 10,   /* we paused the downstream for pending_body */
+    PT_HS_HAS_TRAILERS = 1u << 11,
+};
+
+struct pt_http_stream {
+    pt_hcm_conn_t *hcm;
+    pt_http_codec_stream_t *cs;
+    const pt_hcm_config_t *config;
+    pt_config_t *snapshot;     /* the session's snapshot (the session holds the reference) */
+    pt_worker_t *worker;
+    pt_arena_t arena;
+    pt_http_headers_t *request_headers;
+    pt_http_headers_t *request_trailers;
+    pt_http_headers_t *response_headers;
+    pt_stream_info_t info;
+    const pt_vhost_t *vhost;
+    const pt_route_t *route;
+    uint32_t flags;
+    unsigned next_filter;      /* next HTTP filter to run decode_headers */
+    void **filter_state;
+    pt_buf_t pending_body;     /* body held while a filter holds the chain */
+    ev_timer idle_timer;       /* stream_idle_timeout (route idle_timeout overrides) */
+    ev_timer request_timer;    /* request_timeout, max_stream_duration */
+    uint64_t idle_timeout_ms;
+    uint64_t last_activity_ms;
+    const char *scheme;        /* "http" or "https" */
+    struct pt_http_stream *prev, *next;
+    pt_defer_t release;
+};
+
+/* ---- for HTTP filters ------------------------------------------------------------ */
+
+/* Resumes the filter chain after a filter returned PT_STOP. */
+void pt_http_stream_continue(pt_http_stream_t *s);
+/* Answers the request from petrel itself (404, 503, a redirect...). `flags` are
+ * PT_RF(...) response flags; extra headers (may be NULL) are added to the response. If the
+ * response already started, the stream is reset instead. */
+void pt_http_stream_local_reply(pt_http_stream_t *s, int status, const char *body,
+                                const pt_http_headers_t *extra, uint32_t flags,
+                                const char *details);
+/* Response from the terminal filter; runs encoder filters in reverse order. */
+void pt_http_stream_encode_headers(pt_http_stream_t *s, pt_http_headers_t *h, int end_stream);
+void pt_http_stream_encode_data(pt_http_stream_t *s, pt_buf_t *data, int end_stream);
+void pt_http_stream_encode_trailers(pt_http_stream_t *s, pt_http_headers_t *t);
+void pt_http_stream_encode_100_continue(pt_http_stream_t *s);
+/* Ends the stream abnormally (the downstream sees a reset/close). */
+void pt_http_stream_reset(pt_http_stream_t *s, uint32_t flags, const char *details);
+/* Pauses (1) or resumes (0) reading the request body from downstream. */
+void pt_http_stream_read_disable(pt_http_stream_t *s, int disable);
+int pt_http_stream_downstream_above_high(const pt_http_stream_t *s);
+/* Turns the stream into a tunnel after the upstream accepted an upgrade (101). */
+void pt_http_stream_upgrade(pt_http_stream_t *s);
+/* The downstream protocol ("HTTP/1.1"...). */
+const char *pt_http_stream_protocol(const pt_http_stream_t *s);
+
+extern const pt_network_filter_ops_t pt_http_connection_manager_filter;
+
+#endif

@@ -1,0 +1,1444 @@
+/* HTTP/1.1 codec, server (downstream) and client (upstream) sides, over pt_conn.
+ *
+ * Parsing is proxy/http1_parser.c's strict RFC 9112 parser; this file maps messages to and
+ * from the HTTP/2-shaped header maps of proxy/http.h and drives one connection:
+ *  - server: requests are handled one at a time in order (pipelined requests wait in the
+ *    read buffer until the response before them is complete), bodies are delivered as they
+ *    arrive, responses are framed by Content-Length, chunked (HTTP/1.1 clients) or close
+ *    (HTTP/1.0 clients), and a 101 turns the connection into a byte tunnel;
+ *  - client: one request at a time on a connection, re-framed from the header map, the
+ *    response parsed and streamed back; a connection is reusable only when both messages
+ *    completed and both sides allowed keep-alive.
+ *
+ * Re-entrancy: every callback into the owner may end in the owner closing the codec. Event
+ * handlers therefore count their depth and a close only marks the codec; it is freed when
+ * the outermost handler returns. */
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proxy/http1_parser.h"
+#include "proxy/http_codec.h"
+#include "proxy/log.h"
+#include "proxy/worker.h"
+
+#define H1_PIPELINE_BUFFER   (64 * 1024)  /* input held while a response is pending */
+#define H1_RESPONSE_HEAD_MAX (96 * 1024)
+#define H1_RESPONSE_HEADERS  200
+
+const char *pt_http_reset_reason_str(pt_http_reset_reason_t r)
+{
+    switch (r) {
+    case PT_HTTP_RESET_LOCAL:
+        return "local reset";
+    case PT_HTTP_RESET_REMOTE:
+        return "remote reset";
+    case PT_HTTP_RESET_CONNECTION_CLOSE:
+        return "connection termination";
+    case PT_HTTP_RESET_PROTOCOL_ERROR:
+        return "protocol error";
+    case PT_HTTP_RESET_OVERFLOW:
+        return "overflow";
+    case PT_HTTP_RESET_CONNECT_FAILURE:
+        return "connection failure";
+    }
+    return "unknown";
+}
+
+/* ---- shared helpers -------------------------------------------------------------- */
+
+/* Parser scratch: header arrays are needed only while a head is parsed, so they are per
+ * thread, not per connection (an idle connection holds no header storage). */
+static _Thread_local pt_h1_header_t *scratch_headers;
+static _Thread_local unsigned scratch_cap;
+
+static pt_h1_header_t *scratch(unsigned n)
+{
+    if (n > scratch_cap) {
+        pt_h1_header_t *p = realloc(scratch_headers, n * sizeof(*p));
+        if (p == NULL)
+            return NULL;
+        scratch_headers = p;
+        scratch_cap = n;
+    }
+    return scratch_headers;
+}
+
+/* Finds the end of a message head in buf (after a blank line); returns its length or 0.
+ * `*from` remembers how far earlier calls looked. */
+static size_t find_head_end(pt_buf_t *in, size_t *from)
+{
+    size_t len = pt_buf_len(in);
+    size_t start = *from > 3 ? *from - 3 : 0;
+    long p = pt_buf_find(in, start, "\n\r\n", 3);
+    long q = pt_buf_find(in, start, "\n\n", 2);
+    *from = len;
+    if (p < 0 && q < 0)
+        return 0;
+    if (p >= 0 && (q < 0 || p < q))
+        return (size_t)p + 3;
+    return (size_t)q + 2;
+}
+
+static int is_hop_by_hop(const char *lname)
+{
+    static const char *const names[] = {"connection",        "keep-alive", "proxy-connection",
+                                        "transfer-encoding", "upgrade",    NULL};
+    for (int i = 0; names[i]; i++)
+        if (strcmp(lname, names[i]) == 0)
+            return 1;
+    return 0;
+}
+
+static const char *reason_phrase(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Payload Too Large";
+    case 414: return "URI Too Long";
+    case 426: return "Upgrade Required";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return status < 200 ? "Informational" : status < 300 ? "OK" : status < 400 ? "Redirect" : status < 500 ? "Client Error" : "Server Error";
+    }
+}
+
+/* Writes the non-pseudo headers of h, skipping hop-by-hop framing headers unless `keep_upgrade`
+ * (a 101 or an upgrade request keeps Connection/Upgrade). */
+static void write_headers(pt_buf_t *out, const pt_http_headers_t *h, int keep_upgrade)
+{
+    for (uint32_t i = 0; i < h->count; i++) {
+        const pt_http_header_t *e = &h->items[i];
+        if (e->name[0] == ':' || strcmp(e->name, "host") == 0)
+            continue;
+        if (is_hop_by_hop(e->name) &&
+            !(keep_upgrade && (strcmp(e->name, "upgrade") == 0 || strcmp(e->name, "connection") == 0)))
+            continue;
+        pt_buf_append(out, e->name, e->name_len);
+        pt_buf_append(out, ": ", 2);
+        pt_buf_append(out, e->value, e->value_len);
+        pt_buf_append(out, "\r\n", 2);
+    }
+}
+
+/* Moves the payload of one pt_h1_body_decode step from `in` to `out`: the decoder reported
+ * `consumed` bytes of the first chunk with the payload at data[0..dlen). */
+static void take_payload(pt_buf_t *in, const char *base, const char *data, size_t dlen,
+                         size_t consumed, pt_buf_t *out)
+{
+    if (dlen == 0) {
+        pt_buf_drain(in, consumed);
+        return;
+    }
+    size_t before = (size_t)(data - base);
+    pt_buf_drain(in, before);
+    pt_buf_move_n(out, in, dlen);
+    pt_buf_drain(in, consumed - before - dlen);
+}
+
+/* Runs one decode step over the front of `in`, making more contiguous input available when
+ * the decoder needs to see across a chunk boundary. Returns consumed (>=0) or PT_H1_ERROR;
+ * data, dlen and base as pt_h1_body_decode reports them. */
+static ssize_t decode_step(pt_h1_body_t *b, pt_buf_t *in, const char **base, const char **data,
+                           size_t *dlen)
+{
+    size_t avail;
+    const char *p = pt_buf_peek(in, &avail);
+    *base = p;
+    *dlen = 0;
+    *data = NULL;
+    if (avail == 0)
+        return 0;
+    ssize_t n = pt_h1_body_decode(b, p, avail, data, dlen);
+    if (n == 0 && *dlen == 0 && !pt_h1_body_has_trailer(b) && !pt_h1_body_done(b) &&
+        pt_buf_len(in) > avail) {
+        /* A chunk-size or trailer line straddles chunks: join enough bytes and retry. */
+        size_t want = pt_buf_len(in) < avail + 8192 ? pt_buf_len(in) : avail + 8192;
+        p = pt_buf_pullup(in, want);
+        *base = p;
+        if (p == NULL)
+            return PT_H1_ERROR;
+        n = pt_h1_body_decode(b, p, want, data, dlen);
+    }
+    return n;
+}
+
+/* ======================================================================================
+ * Server side
+ * ====================================================================================== */
+
+typedef enum h1s_state {
+    H1S_IDLE,     /* waiting for a request head */
+    H1S_BODY,     /* reading the request body */
+    H1S_REQ_DONE, /* request complete; waiting for the response to finish */
+    H1S_TUNNEL,   /* upgraded: raw bytes both ways */
+} h1s_state_t;
+
+typedef struct h1_server h1_server_t;
+
+typedef struct h1_server_stream {
+    pt_http_codec_stream_t super;
+    h1_server_t *codec;
+    pt_arena_t *arena;
+} h1_server_stream_t;
+
+struct h1_server {
+    pt_http_server_codec_t super;
+    pt_conn_t *conn;
+    const pt_http_server_settings_t *settings;
+    const pt_http_server_callbacks_t *cb;
+    void *owner;
+    h1_server_stream_t stream;
+    h1s_state_t state;
+    pt_h1_body_t body;
+    pt_http_headers_t trailers;
+    size_t head_scan;
+    int depth;               /* event handlers on the stack */
+    int read_disabled;       /* owner's read_disable count */
+    unsigned active : 1;     /* a stream exists (its response may be pending) */
+    unsigned resp_started : 1;
+    unsigned resp_done : 1;
+    unsigned resp_chunked : 1;
+    unsigned close_after : 1;     /* close the connection once the response is out */
+    unsigned request_head : 1;    /* the request was HEAD */
+    unsigned minor_version : 1;
+    unsigned keep_alive : 1;      /* the request allows another after it */
+    unsigned upgrade_requested : 1;
+    unsigned tunnel_out_done : 1; /* tunnel: we sent end of stream */
+    unsigned tunnel_in_done : 1;  /* tunnel: peer sent end of stream */
+    unsigned peer_eof : 1;
+    unsigned pipeline_paused : 1;
+    unsigned message_begun : 1;   /* on_message_begin sent for the head being read */
+    unsigned closed : 1;          /* the owner closed the codec */
+    unsigned conn_closed : 1;     /* we closed the connection ourselves */
+    unsigned notify_pending : 1;  /* on_connection_closed is queued */
+    unsigned lost : 1;            /* the connection failed under us; owner was told */
+    unsigned above_high : 1;
+    pt_defer_t notify;
+};
+
+static void h1s_free(h1_server_t *s)
+{
+    free(s);
+}
+
+static void h1s_notify_closed(pt_defer_t *d)
+{
+    h1_server_t *s = (h1_server_t *)((char *)d - offsetof(h1_server_t, notify));
+    s->notify_pending = 0;
+    s->depth++;
+    if (!s->closed)
+        s->cb->on_connection_closed(s->owner);
+    s->depth--;
+    if (s->closed && s->depth == 0)
+        h1s_free(s);
+}
+
+/* The codec ends the connection itself (after a response with Connection: close, or a
+ * reset): close it and tell the owner from the next loop turn, outside its call stack. */
+static void h1s_close_conn(h1_server_t *s, pt_close_how_t how)
+{
+    if (s->conn_closed || s->closed)
+        return;
+    s->conn_closed = 1;
+    s->active = 0;
+    s->stream.super.data = NULL;
+    pt_worker_t *w = s->conn->worker;
+    pt_conn_close(s->conn, how);
+    s->notify_pending = 1;
+    pt_worker_defer(w, &s->notify);
+}
+
+static void h1s_enter(h1_server_t *s)
+{
+    s->depth++;
+}
+
+/* Returns 1 if the codec is gone (caller must return at once). */
+static int h1s_leave(h1_server_t *s)
+{
+    if (--s->depth == 0 && s->closed && !s->notify_pending) {
+        h1s_free(s);
+        return 1;
+    }
+    return s->closed;
+}
+
+static void h1s_update_read(h1_server_t *s)
+{
+    if (s->closed || s->conn_closed)
+        return;
+    if (s->read_disabled > 0 || s->pipeline_paused)
+        pt_conn_pause_read(s->conn);
+    else
+        pt_conn_resume_read(s->conn);
+}
+
+/* The connection is ending: reset an unfinished stream and tell the owner. */
+static void h1s_connection_lost(h1_server_t *s, pt_http_reset_reason_t reason)
+{
+    if (s->closed || s->conn_closed || s->lost)
+        return;
+    s->lost = 1; /* the owner closes the pt_conn when it closes the codec */
+    if (s->active) {
+        void *st = s->stream.super.data;
+        s->active = 0;
+        s->stream.super.data = NULL;
+        if (st != NULL)
+            s->cb->on_reset(st, reason);
+    }
+    if (!s->closed)
+        s->cb->on_connection_closed(s->owner);
+}
+
+/* Answers a request that cannot go on. Without a stream yet (a bad head), one is created
+ * so the owner can answer and log it like any other request. */
+static void h1s_protocol_error(h1_server_t *s, int status, const char *details)
+{
+    void *st = s->active ? s->stream.super.data : NULL;
+    s->close_after = 1;
+    s->state = H1S_REQ_DONE; /* stop parsing */
+    pt_conn_pause_read(s->conn);
+    if (!s->active) {
+        s->active = 1;
+        s->stream.super.data = NULL;
+        s->stream.arena = NULL;
+        st = s->cb->on_new_stream(s->owner, &s->stream.super);
+        if (s->closed)
+            return;
+        if (st == NULL || s->stream.arena == NULL) {
+            s->active = 0;
+            h1s_close_conn(s, PT_CLOSE_NOW);
+            return;
+        }
+        s->stream.super.data = st;
+    }
+    s->cb->on_protocol_error(s->owner, st, status, details);
+}
+
+/* Converts a parsed request head into the stream's header map. Returns 0, or an HTTP status
+ * for a request that is well-formed HTTP/1 but that petrel refuses. */
+static int h1s_build_request(h1_server_t *s, const pt_h1_head_t *h, pt_http_headers_t *out,
+                             const char **details)
+{
+    pt_arena_t *a = s->stream.arena;
+    pt_http_headers_init(out, a);
+    pt_http_headers_add(out, ":method", 7, h->method, h->method_len);
+    const char *target = h->target;
+    size_t tlen = h->target_len;
+    const char *authority = NULL;
+    size_t alen = 0;
+    if (h->method_len == 7 && memcmp(h->method, "CONNECT", 7) == 0) {
+        *details = "CONNECT is not supported";
+        return 405;
+    }
+    if (tlen > 0 && target[0] != '/' && !(tlen == 1 && target[0] == '*')) {
+        /* absolute-form: http://authority/path — the authority replaces Host (RFC 9112 3.2.2). */
+        const char *sep = tlen > 3 ? strstr(target, "://") : NULL;
+        if (sep == NULL || sep > target + tlen - 3 || sep == target) {
+            *details = "invalid request target";
+            return 400;
+        }
+        const char *auth = sep + 3;
+        const char *end = target + tlen;
+        const char *slash = memchr(auth, '/', (size_t)(end - auth));
+        const char *qm = memchr(auth, '?', (size_t)(end - auth));
+        if (qm != NULL && (slash == NULL || qm < slash))
+            slash = qm;
+        authority = auth;
+        alen = (size_t)((slash ? slash : end) - auth);
+        if (alen == 0) {
+            *details = "invalid request target";
+            return 400;
+        }
+        if (slash == NULL) {
+            target = "/";
+            tlen = 1;
+        } else if (*slash == '?') {
+            char *p = pt_arena_alloc(a, (size_t)(end - slash) + 2);
+            p[0] = '/';
+            memcpy(p + 1, slash, (size_t)(end - slash));
+            target = p;
+            tlen = (size_t)(end - slash) + 1;
+        } else {
+            target = slash;
+            tlen = (size_t)(end - slash);
+        }
+    }
+    pt_http_headers_add(out, ":path", 5, target, tlen);
+    if (authority != NULL)
+        pt_http_headers_add(out, ":authority", 10, authority, alen);
+    else if (h->host != NULL)
+        pt_http_headers_add(out, ":authority", 10, h->host->value, h->host->value_len);
+
+    int upgrade = h->has_upgrade && h->connection_upgrade;
+    for (unsigned i = 0; i < h->num_headers; i++) {
+        const pt_h1_header_t *e = &h->headers[i];
+        if (e == h->host)
+            continue;
+        if (pt_h1_header_name_eq(e, "host"))
+            continue;
+        if (memchr(e->name, '_', e->name_len) != NULL &&
+            s->settings->headers_with_underscores_action != 0) {
+            if (s->settings->headers_with_underscores_action == 1) {
+                *details = "header name with underscores";
+                return 400;
+            }
+            continue; /* DROP_HEADER */
+        }
+        if (pt_h1_header_name_eq(e, "transfer-encoding") || pt_h1_header_name_eq(e, "keep-alive") ||
+            pt_h1_header_name_eq(e, "proxy-connection"))
+            continue;
+        if (pt_h1_header_name_eq(e, "connection")) {
+            if (upgrade)
+                pt_http_headers_add(out, "connection", 10, "upgrade", 7);
+            continue;
+        }
+        if (pt_h1_header_name_eq(e, "upgrade") && !upgrade)
+            continue;
+        pt_http_headers_add(out, e->name, e->name_len, e->value, e->value_len);
+    }
+    /* Headers nominated by Connection are hop-by-hop too (RFC 9110 7.6.1). */
+    for (unsigned i = 0; i < h->num_headers; i++) {
+        const pt_h1_header_t *e = &h->headers[i];
+        if (!pt_h1_header_name_eq(e, "connection"))
+            continue;
+        const char *p = e->value, *end = e->value + e->value_len;
+        while (p < end) {
+            while (p < end && (*p == ',' || *p == ' ' || *p == '\t'))
+                p++;
+            const char *t = p;
+            while (p < end && *p != ',' && *p != ' ' && *p != '\t')
+                p++;
+            if (p > t && (size_t)(p - t) < 64) {
+                char tok[64];
+                for (size_t k = 0; k < (size_t)(p - t); k++)
+                    tok[k] = (char)tolower((unsigned char)t[k]);
+                tok[p - t] = '\0';
+                if (strcmp(tok, "upgrade") != 0 && strcmp(tok, "close") != 0 &&
+                    strcmp(tok, "keep-alive") != 0 && tok[0] != ':' && strcmp(tok, "te") != 0)
+                    pt_http_headers_remove(out, tok);
+            }
+        }
+    }
+    s->upgrade_requested = upgrade;
+    return 0;
+}
+
+static void h1s_process(h1_server_t *s);
+
+static void h1s_reset_for_next(h1_server_t *s)
+{
+    s->active = 0;
+    s->stream.super.data = NULL;
+    s->stream.arena = NULL;
+    s->state = H1S_IDLE;
+    s->resp_started = s->resp_done = s->resp_chunked = 0;
+    s->request_head = 0;
+    s->upgrade_requested = 0;
+    s->head_scan = 0;
+    memset(&s->body, 0, sizeof(s->body));
+    memset(&s->trailers, 0, sizeof(s->trailers));
+}
+
+/* Parses and dispatches as much buffered input as the current state allows. */
+static void h1s_process(h1_server_t *s)
+{
+    pt_conn_t *c = s->conn;
+    for (;;) {
+        if (s->closed || s->conn_closed || s->lost)
+            return;
+        switch (s->state) {
+        case H1S_IDLE: {
+            if (pt_buf_len(&c->in) == 0) {
+                if (s->peer_eof) {
+                    h1s_connection_lost(s, PT_HTTP_RESET_CONNECTION_CLOSE);
+                }
+                return;
+            }
+            size_t max_head = (size_t)s->settings->max_request_headers_kb * 1024;
+            if (s->head_scan == 0 && !s->message_begun) {
+                s->message_begun = 1;
+                s->cb->on_message_begin(s->owner);
+                if (s->closed || s->conn_closed)
+                    return;
+            }
+            size_t head_len = find_head_end(&c->in, &s->head_scan);
+            if (head_len == 0) {
+                if (pt_buf_len(&c->in) > max_head) {
+                    h1s_protocol_error(s, 431, "request headers too large");
+                    return;
+                }
+                if (s->peer_eof)
+                    h1s_connection_lost(s, PT_HTTP_RESET_CONNECTION_CLOSE);
+                return;
+            }
+            if (head_len > max_head) {
+                h1s_protocol_error(s, 431, "request headers too large");
+                return;
+            }
+            unsigned maxh = s->settings->max_headers_count;
+            pt_h1_header_t *hdrs = scratch(maxh + 1);
+            const char *p = pt_buf_pullup(&c->in, head_len);
+            if (hdrs == NULL || p == NULL) {
+                h1s_protocol_error(s, 503, "out of memory");
+                return;
+            }
+            pt_h1_head_t head;
+            pt_h1_head_init(&head, hdrs);
+            pt_h1_limits_t lim = {.max_head_bytes = max_head, .max_headers = maxh};
+            int rc = pt_h1_parse_request(p, head_len, &head, &lim);
+            if (rc < 0) {
+                h1s_protocol_error(s, rc == PT_H1_ERROR ? head.error_status : 400,
+                                   head.error_reason ? head.error_reason : "bad request");
+                return;
+            }
+            /* A new stream: the owner provides the arena the headers go into. */
+            s->active = 1;
+            s->stream.super.data = NULL;
+            void *st = s->cb->on_new_stream(s->owner, &s->stream.super);
+            if (s->closed)
+                return;
+            if (st == NULL || s->stream.arena == NULL) {
+                s->active = 0;
+                h1s_protocol_error(s, 503, "stream refused");
+                return;
+            }
+            s->stream.super.data = st;
+            s->minor_version = (unsigned)head.minor_version & 1;
+            s->keep_alive = head.keep_alive;
+            s->request_head = head.method_len == 4 && memcmp(head.method, "HEAD", 4) == 0;
+            pt_http_headers_t *hdr_map = pt_arena_alloc(s->stream.arena, sizeof(*hdr_map));
+            const char *details = NULL;
+            int refuse = hdr_map ? h1s_build_request(s, &head, hdr_map, &details) : 503;
+            pt_buf_drain(&c->in, (size_t)rc);
+            s->head_scan = 0;
+            s->message_begun = 0;
+            if (refuse != 0) {
+                h1s_protocol_error(s, refuse, details ? details : "refused");
+                return;
+            }
+            if (!s->keep_alive)
+                s->close_after = 1;
+            pt_h1_body_init(&s->body, &head);
+            int end_stream = head.body_mode == PT_H1_BODY_NONE ||
+                             (head.body_mode == PT_H1_BODY_LENGTH && head.content_length == 0);
+            s->state = end_stream ? H1S_REQ_DONE : H1S_BODY;
+            if (s->upgrade_requested && end_stream) {
+                /* An upgrade request's "body" is the tunnel after the 101. */
+                end_stream = 0;
+                s->state = H1S_REQ_DONE;
+            }
+            s->cb->on_headers(st, hdr_map, end_stream);
+            break;
+        }
+        case H1S_BODY: {
+            const char *base, *data;
+            size_t dlen;
+            ssize_t n = decode_step(&s->body, &c->in, &base, &data, &dlen);
+            if (n < 0) {
+                h1s_protocol_error(s, 400, s->body.error_reason ? s->body.error_reason : "bad body");
+                return;
+            }
+            pt_buf_t payload = {0};
+            int trailer = pt_h1_body_has_trailer(&s->body);
+            if (trailer) {
+                if (s->trailers.arena == NULL)
+                    pt_http_headers_init(&s->trailers, s->stream.arena);
+                pt_http_headers_add(&s->trailers, s->body.trailer.name, s->body.trailer.name_len,
+                                    s->body.trailer.value, s->body.trailer.value_len);
+            }
+            take_payload(&c->in, base, data, dlen, (size_t)n, &payload);
+            int done = pt_h1_body_done(&s->body);
+            void *st = s->stream.super.data;
+            if (done)
+                s->state = H1S_REQ_DONE;
+            if (pt_buf_len(&payload) > 0 || (done && s->trailers.count == 0)) {
+                s->cb->on_data(st, &payload, done && s->trailers.count == 0);
+                pt_buf_dispose(&payload);
+                if (s->closed)
+                    return;
+            }
+            if (done && s->trailers.count > 0 && s->stream.super.data != NULL) {
+                pt_http_headers_t *t = pt_arena_alloc(s->stream.arena, sizeof(*t));
+                *t = s->trailers;
+                s->cb->on_trailers(st, t);
+                if (s->closed)
+                    return;
+            }
+            if (n == 0 && dlen == 0 && !trailer && !done) {
+                if (s->peer_eof) {
+                    h1s_connection_lost(s, PT_HTTP_RESET_CONNECTION_CLOSE);
+                }
+                return; /* need more input */
+            }
+            if (s->read_disabled > 0)
+                return; /* the consumer is full; resume on read_disable(0) */
+            break;
+        }
+        case H1S_REQ_DONE:
+            /* Pipelined input waits; bound how much of it is buffered. */
+            if (pt_buf_len(&c->in) > H1_PIPELINE_BUFFER && !s->pipeline_paused) {
+                s->pipeline_paused = 1;
+                h1s_update_read(s);
+            }
+            if (!s->active && s->peer_eof && pt_buf_len(&c->in) == 0)
+                h1s_connection_lost(s, PT_HTTP_RESET_CONNECTION_CLOSE);
+            return;
+        case H1S_TUNNEL: {
+            void *st = s->stream.super.data;
+            if (st == NULL || s->tunnel_in_done)
+                return;
+            int eof = s->peer_eof;
+            if (pt_buf_len(&c->in) == 0 && !eof)
+                return;
+            pt_buf_t data = {0};
+            pt_buf_move(&data, &c->in);
+            if (eof)
+                s->tunnel_in_done = 1;
+            s->cb->on_data(st, &data, eof);
+            pt_buf_dispose(&data);
+            return;
+        }
+        }
+    }
+}
+
+static void h1s_on_read(pt_conn_t *c)
+{
+    h1_server_t *s = c->data;
+    h1s_enter(s);
+    if (c->flags & PT_CONN_F_EOF)
+        s->peer_eof = 1;
+    h1s_process(s);
+    h1s_leave(s);
+}
+
+static void h1s_on_error(pt_conn_t *c, int status)
+{
+    h1_server_t *s = c->data;
+    (void)status;
+    h1s_enter(s);
+    h1s_connection_lost(s, status == -ECONNRESET ? PT_HTTP_RESET_REMOTE
+                                                 : PT_HTTP_RESET_CONNECTION_CLOSE);
+    h1s_leave(s);
+}
+
+static void h1s_on_drain(pt_conn_t *c)
+{
+    h1_server_t *s = c->data;
+    h1s_enter(s);
+    if (s->above_high) {
+        s->above_high = 0;
+        s->cb->on_write_watermark(s->owner, s->active ? s->stream.super.data : NULL, 0);
+    }
+    h1s_leave(s);
+}
+
+static void h1s_on_connect(pt_conn_t *c, int status)
+{
+    (void)c;
+    (void)status;
+}
+
+static const pt_conn_handler_t h1s_handler = {
+    .on_read = h1s_on_read,
+    .on_connect = h1s_on_connect,
+    .on_drain = h1s_on_drain,
+    .on_error = h1s_on_error,
+};
+
+static pt_http_server_codec_t *h1s_create(pt_conn_t *c, const pt_http_server_settings_t *settings,
+                                          const pt_http_server_callbacks_t *cb, void *owner)
+{
+    h1_server_t *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return NULL;
+    s->super.ops = &pt_http1_server_codec;
+    s->conn = c;
+    s->settings = settings;
+    s->cb = cb;
+    s->owner = owner;
+    s->stream.codec = s;
+    s->state = H1S_IDLE;
+    s->notify.fn = h1s_notify_closed;
+    pt_conn_set_handler(c, &h1s_handler, s);
+    return &s->super;
+}
+
+static void h1s_set_stream_arena(pt_http_codec_stream_t *cs, pt_arena_t *arena)
+{
+    ((h1_server_stream_t *)cs)->arena = arena;
+}
+
+static void h1s_check_watermark(h1_server_t *s)
+{
+    if (!s->above_high && (s->conn->flags & PT_CONN_F_ABOVE_HIGH)) {
+        s->above_high = 1;
+        s->cb->on_write_watermark(s->owner, s->active ? s->stream.super.data : NULL, 1);
+    }
+}
+
+/* The response is fully written: next request, or close. */
+static void h1s_response_done(h1_server_t *s)
+{
+    s->resp_done = 1;
+    if (s->state == H1S_TUNNEL)
+        return;
+    if (s->state != H1S_REQ_DONE) {
+        /* Answered before the request ended (an early error): the rest of the request
+         * cannot be skipped reliably, so the connection closes after the response. */
+        s->close_after = 1;
+    }
+    if (s->close_after) {
+        h1s_close_conn(s, PT_CLOSE_FLUSH);
+        return;
+    }
+    h1s_reset_for_next(s);
+    s->cb->on_idle(s->owner);
+    if (s->closed)
+        return;
+    if (s->pipeline_paused) {
+        s->pipeline_paused = 0;
+        h1s_update_read(s);
+    }
+    /* A pipelined request may already be buffered, or the client half-closed. */
+    if (pt_buf_len(&s->conn->in) > 0 || s->peer_eof)
+        pt_conn_schedule_read(s->conn);
+}
+
+static void h1s_encode_headers(pt_http_codec_stream_t *cs, pt_http_headers_t *h, int end_stream)
+{
+    h1_server_t *s = ((h1_server_stream_t *)cs)->codec;
+    if (s->closed || s->conn_closed || s->resp_started)
+        return;
+    const char *st = pt_http_headers_get(h, ":status");
+    int status = st ? atoi(st) : 500;
+    pt_buf_t out = {0};
+    pt_buf_printf(&out, "HTTP/1.1 %d %s\r\n", status, reason_phrase(status));
+    int upgrade = status == 101 && s->upgrade_requested;
+    write_headers(&out, h, upgrade);
+    if (status >= 100 && status < 200 && !upgrade) {
+        /* Interim responses other than 101 carry no framing and do not start the response. */
+        pt_buf_append(&out, "\r\n", 2);
+        pt_conn_write(s->conn, &out);
+        return;
+    }
+    s->resp_started = 1;
+    int no_body = status == 204 || status == 304 || upgrade || s->request_head;
+    const char *cl = pt_http_headers_get(h, "content-length");
+    if (upgrade) {
+        /* Connection: upgrade and Upgrade come from the header map. */
+    } else if (cl != NULL || no_body) {
+        if (status == 204 && cl != NULL) {
+            /* RFC 9110 8.6: no Content-Length in a 204; drop it quietly. */
+        }
+    } else if (end_stream) {
+        pt_buf_append_str(&out, "content-length: 0\r\n");
+    } else if (s->minor_version == 1) {
+        pt_buf_append_str(&out, "transfer-encoding: chunked\r\n");
+        s->resp_chunked = 1;
+    } else {
+        s->close_after = 1; /* HTTP/1.0: the body ends at the close */
+    }
+    if (!upgrade) {
+        if (s->close_after || s->state != H1S_REQ_DONE)
+            pt_buf_append_str(&out, "connection: close\r\n");
+        else if (s->minor_version == 0)
+            pt_buf_append_str(&out, "connection: keep-alive\r\n");
+    }
+    pt_buf_append(&out, "\r\n", 2);
+    pt_conn_write(s->conn, &out);
+    if (upgrade) {
+        s->state = H1S_TUNNEL;
+        s->pipeline_paused = 0;
+        h1s_update_read(s);
+        if (pt_buf_len(&s->conn->in) > 0)
+            pt_conn_schedule_read(s->conn);
+        return;
+    }
+    if (end_stream || (no_body && !upgrade)) {
+        if (!end_stream)
+            s->resp_done = 1; /* HEAD/204/304: a body the owner sends later is dropped */
+        h1s_response_done(s);
+        return;
+    }
+    h1s_check_watermark(s);
+}
+
+static void h1s_encode_data(pt_http_codec_stream_t *cs, pt_buf_t *data, int end_stream)
+{
+    h1_server_t *s = ((h1_server_stream_t *)cs)->codec;
+    if (s->closed || s->conn_closed || !s->resp_started) {
+        pt_buf_dispose(data);
+        return;
+    }
+    if (s->state == H1S_TUNNEL) {
+        pt_conn_write(s->conn, data);
+        if (end_stream && !s->tunnel_out_done) {
+            s->tunnel_out_done = 1;
+            pt_conn_shutdown(s->conn);
+        }
+        if (s->tunnel_out_done && s->tunnel_in_done) {
+            h1s_close_conn(s, PT_CLOSE_FLUSH);
+            return;
+        }
+        h1s_check_watermark(s);
+        return;
+    }
+    if (s->resp_done) {
+        pt_buf_dispose(data);
+        return;
+    }
+    size_t n = pt_buf_len(data);
+    if (s->resp_chunked) {
+        pt_buf_t out = {0};
+        if (n > 0) {
+            pt_buf_printf(&out, "%zx\r\n", n);
+            pt_buf_move(&out, data);
+            pt_buf_append(&out, "\r\n", 2);
+        }
+        if (end_stream)
+            pt_buf_append_str(&out, "0\r\n\r\n");
+        pt_conn_write(s->conn, &out);
+    } else {
+        pt_conn_write(s->conn, data);
+    }
+    if (end_stream) {
+        h1s_response_done(s);
+        return;
+    }
+    h1s_check_watermark(s);
+}
+
+static void h1s_encode_trailers(pt_http_codec_stream_t *cs, pt_http_headers_t *t)
+{
+    h1_server_t *s = ((h1_server_stream_t *)cs)->codec;
+    if (s->closed || s->conn_closed || !s->resp_started || s->resp_done)
+        return;
+    if (s->resp_chunked) {
+        pt_buf_t out = {0};
+        pt_buf_append_str(&out, "0\r\n");
+        write_headers(&out, t, 0);
+        pt_buf_append(&out, "\r\n", 2);
+        pt_conn_write(s->conn, &out);
+    }
+    /* Content-Length framing cannot carry trailers: they are dropped, as HTTP/1 requires. */
+    h1s_response_done(s);
+}
+
+static void h1s_encode_100_continue(pt_http_codec_stream_t *cs)
+{
+    h1_server_t *s = ((h1_server_stream_t *)cs)->codec;
+    if (s->closed || s->conn_closed || s->resp_started)
+        return;
+    pt_conn_write_bytes(s->conn, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+}
+
+static void h1s_close(pt_http_server_codec_t *codec, pt_close_how_t how)
+{
+    h1_server_t *s = (h1_server_t *)codec;
+    if (s->closed)
+        return;
+    s->closed = 1;
+    s->active = 0;
+    s->stream.super.data = NULL;
+    if (!s->conn_closed)
+        pt_conn_close(s->conn, how);
+    s->conn = NULL;
+    if (s->depth == 0 && !s->notify_pending)
+        h1s_free(s);
+}
+
+static void h1s_reset_stream(pt_http_codec_stream_t *cs, pt_http_reset_reason_t reason)
+{
+    h1_server_t *s = ((h1_server_stream_t *)cs)->codec;
+    (void)reason;
+    if (s->closed || s->conn_closed)
+        return;
+    /* HTTP/1 has no stream reset: the connection goes. A response in progress is cut
+     * short so the client sees the truncation. */
+    h1s_close_conn(s, s->resp_started && !s->resp_done ? PT_CLOSE_RESET : PT_CLOSE_FLUSH);
+}
+
+static void h1s_read_disable(pt_http_codec_stream_t *cs, int disable)
+{
+    h1_server_t *s = ((h1_server_stream_t *)cs)->codec;
+    if (s->closed || s->conn_closed)
+        return;
+    int before = s->read_disabled;
+    s->read_disabled += disable ? 1 : -1;
+    if (s->read_disabled < 0)
+        s->read_disabled = 0;
+    h1s_update_read(s);
+    if (before > 0 && s->read_disabled == 0 && pt_buf_len(&s->conn->in) > 0 &&
+        (s->state == H1S_BODY || s->state == H1S_TUNNEL))
+        pt_conn_schedule_read(s->conn);
+}
+
+static void h1s_upgrade(pt_http_codec_stream_t *cs)
+{
+    (void)cs; /* the switch happens when the 101 is encoded */
+}
+
+static void h1s_send_error(pt_http_server_codec_t *codec, int status, const char *details)
+{
+    h1_server_t *s = (h1_server_t *)codec;
+    if (s->closed || s->conn_closed || s->lost || s->resp_started)
+        return;
+    h1s_enter(s);
+    h1s_protocol_error(s, status, details);
+    h1s_leave(s);
+}
+
+static void h1s_shutdown_notice(pt_http_server_codec_t *codec)
+{
+    h1_server_t *s = (h1_server_t *)codec;
+    s->close_after = 1;
+    if (!s->active && !s->closed)
+        h1s_close_conn(s, PT_CLOSE_FLUSH);
+}
+
+static const char *h1s_stream_protocol(pt_http_codec_stream_t *cs)
+{
+    h1_server_t *s = ((h1_server_stream_t *)cs)->codec;
+    return s->minor_version ? "HTTP/1.1" : "HTTP/1.0";
+}
+
+static int h1s_stream_write_above_high(pt_http_codec_stream_t *cs)
+{
+    h1_server_t *s = ((h1_server_stream_t *)cs)->codec;
+    return !s->closed && !s->conn_closed && s->above_high;
+}
+
+const pt_http_server_codec_ops_t pt_http1_server_codec = {
+    .protocol = "HTTP/1.1",
+    .create = h1s_create,
+    .set_stream_arena = h1s_set_stream_arena,
+    .encode_headers = h1s_encode_headers,
+    .encode_data = h1s_encode_data,
+    .encode_trailers = h1s_encode_trailers,
+    .encode_100_continue = h1s_encode_100_continue,
+    .reset_stream = h1s_reset_stream,
+    .read_disable = h1s_read_disable,
+    .upgrade = h1s_upgrade,
+    .send_error = h1s_send_error,
+    .shutdown_notice = h1s_shutdown_notice,
+    .close = h1s_close,
+    .stream_protocol = h1s_stream_protocol,
+    .stream_write_above_high = h1s_stream_write_above_high,
+};
+
+/* ======================================================================================
+ * Client side
+ * ====================================================================================== */
+
+typedef enum h1c_state {
+    H1C_IDLE,        /* no request */
+    H1C_WAIT_HEAD,   /* request sent (or sending); waiting for the response head */
+    H1C_BODY,        /* reading the response body */
+    H1C_DONE,        /* response complete */
+    H1C_TUNNEL,
+    H1C_DEAD,        /* unusable: closed, reset or protocol error */
+} h1c_state_t;
+
+typedef struct h1_client h1_client_t;
+
+typedef struct h1_client_stream {
+    pt_http_codec_stream_t super;
+    h1_client_t *codec;
+    const pt_http_client_callbacks_t *cb;
+    pt_arena_t *arena;
+} h1_client_stream_t;
+
+struct h1_client {
+    pt_http_client_codec_t super;
+    pt_conn_t *conn;
+    void (*on_closed)(void *owner, pt_http_client_codec_t *codec);
+    void *owner;
+    h1_client_stream_t stream;
+    h1c_state_t state;
+    pt_h1_body_t body;
+    pt_http_headers_t trailers;
+    size_t head_scan;
+    int depth;
+    int read_disabled;
+    unsigned active : 1;       /* a request is using the connection */
+    unsigned req_done : 1;     /* request fully encoded */
+    unsigned req_chunked : 1;
+    unsigned req_head : 1;
+    unsigned upgrade_req : 1;
+    unsigned keep_alive : 1;   /* the response allows reuse */
+    unsigned destroyed : 1;
+    unsigned peer_eof : 1;
+    unsigned above_high : 1;
+    unsigned tunnel_out_done : 1;
+};
+
+static void h1c_enter(h1_client_t *c)
+{
+    c->depth++;
+}
+
+static int h1c_leave(h1_client_t *c)
+{
+    if (--c->depth == 0 && c->destroyed) {
+        free(c);
+        return 1;
+    }
+    return c->destroyed;
+}
+
+static void h1c_kill(h1_client_t *c, pt_http_reset_reason_t reason)
+{
+    if (c->state == H1C_DEAD)
+        return;
+    c->state = H1C_DEAD;
+    if (c->active) {
+        void *req = c->stream.super.data;
+        const pt_http_client_callbacks_t *cb = c->stream.cb;
+        c->active = 0;
+        c->stream.super.data = NULL;
+        if (req != NULL)
+            cb->on_reset(req, reason);
+    } else if (c->on_closed != NULL && !c->destroyed) {
+        c->on_closed(c->owner, &c->super);
+    }
+}
+
+static void h1c_process(h1_client_t *c)
+{
+    pt_conn_t *conn = c->conn;
+    for (;;) {
+        if (c->destroyed || c->state == H1C_DEAD)
+            return;
+        switch (c->state) {
+        case H1C_IDLE:
+        case H1C_DONE:
+            /* Bytes or a close on a connection with no request: it cannot be reused. */
+            if (pt_buf_len(&conn->in) > 0 || c->peer_eof)
+                h1c_kill(c, PT_HTTP_RESET_CONNECTION_CLOSE);
+            return;
+        case H1C_WAIT_HEAD: {
+            size_t head_len = find_head_end(&conn->in, &c->head_scan);
+            if (head_len == 0) {
+                if (pt_buf_len(&conn->in) > H1_RESPONSE_HEAD_MAX)
+                    h1c_kill(c, PT_HTTP_RESET_PROTOCOL_ERROR);
+                else if (c->peer_eof)
+                    h1c_kill(c, pt_buf_len(&conn->in) ? PT_HTTP_RESET_PROTOCOL_ERROR
+                                                      : PT_HTTP_RESET_CONNECTION_CLOSE);
+                return;
+            }
+            pt_h1_header_t *hdrs = scratch(H1_RESPONSE_HEADERS + 1);
+            const char *p = pt_buf_pullup(&conn->in, head_len);
+            if (hdrs == NULL || p == NULL) {
+                h1c_kill(c, PT_HTTP_RESET_LOCAL);
+                return;
+            }
+            pt_h1_head_t head;
+            pt_h1_head_init(&head, hdrs);
+            pt_h1_limits_t lim = {.max_head_bytes = H1_RESPONSE_HEAD_MAX,
+                                  .max_headers = H1_RESPONSE_HEADERS};
+            int rc = pt_h1_parse_response(p, head_len, &head, &lim, c->req_head);
+            if (rc < 0) {
+                pt_debug("upstream response: %s", head.error_reason ? head.error_reason : "?");
+                h1c_kill(c, PT_HTTP_RESET_PROTOCOL_ERROR);
+                return;
+            }
+            int upgrade = head.status == 101 && c->upgrade_req;
+            if (head.status >= 100 && head.status < 200 && !upgrade) {
+                /* 100 Continue and other interim responses are consumed here. */
+                pt_buf_drain(&conn->in, (size_t)rc);
+                c->head_scan = 0;
+                continue;
+            }
+            pt_arena_t *a = c->stream.arena;
+            pt_http_headers_t *h = pt_arena_alloc(a, sizeof(*h));
+            pt_http_headers_init(h, a);
+            char st[8];
+            snprintf(st, sizeof(st), "%d", head.status);
+            pt_http_headers_add(h, ":status", 7, st, strlen(st));
+            for (unsigned i = 0; i < head.num_headers; i++) {
+                const pt_h1_header_t *e = &head.headers[i];
+                if (pt_h1_header_name_eq(e, "transfer-encoding") ||
+                    pt_h1_header_name_eq(e, "keep-alive") ||
+                    pt_h1_header_name_eq(e, "proxy-connection"))
+                    continue;
+                if (!upgrade && (pt_h1_header_name_eq(e, "connection") ||
+                                 pt_h1_header_name_eq(e, "upgrade")))
+                    continue;
+                pt_http_headers_add(h, e->name, e->name_len, e->value, e->value_len);
+            }
+            pt_buf_drain(&conn->in, (size_t)rc);
+            c->head_scan = 0;
+            c->keep_alive = head.keep_alive;
+            pt_h1_body_init(&c->body, &head);
+            int end_stream = !upgrade && (head.body_mode == PT_H1_BODY_NONE ||
+                                          (head.body_mode == PT_H1_BODY_LENGTH &&
+                                           head.content_length == 0));
+            c->state = upgrade ? H1C_TUNNEL : end_stream ? H1C_DONE : H1C_BODY;
+            void *req = c->stream.super.data;
+            const pt_http_client_callbacks_t *cb = c->stream.cb;
+            if (end_stream) {
+                c->active = c->req_done ? 0 : 1;
+            }
+            cb->on_headers(req, h, end_stream);
+            break;
+        }
+        case H1C_BODY: {
+            const char *base, *data;
+            size_t dlen;
+            ssize_t n = decode_step(&c->body, &conn->in, &base, &data, &dlen);
+            if (n < 0) {
+                h1c_kill(c, PT_HTTP_RESET_PROTOCOL_ERROR);
+                return;
+            }
+            int trailer = pt_h1_body_has_trailer(&c->body);
+            if (trailer) {
+                if (c->trailers.arena == NULL)
+                    pt_http_headers_init(&c->trailers, c->stream.arena);
+                pt_http_headers_add(&c->trailers, c->body.trailer.name, c->body.trailer.name_len,
+                                    c->body.trailer.value, c->body.trailer.value_len);
+            }
+            pt_buf_t payload = {0};
+            take_payload(&conn->in, base, data, dlen, (size_t)n, &payload);
+            int done = pt_h1_body_done(&c->body);
+            if (c->body.mode == PT_H1_BODY_EOF && c->peer_eof && pt_buf_len(&conn->in) == 0) {
+                done = 1;
+                c->keep_alive = 0;
+            }
+            void *req = c->stream.super.data;
+            const pt_http_client_callbacks_t *cb = c->stream.cb;
+            if (done) {
+                c->state = H1C_DONE;
+                if (c->req_done)
+                    c->active = 0; /* both messages complete: the connection is free */
+            }
+            if (pt_buf_len(&payload) > 0 || (done && c->trailers.count == 0)) {
+                cb->on_data(req, &payload, done && c->trailers.count == 0);
+                pt_buf_dispose(&payload);
+                if (c->destroyed)
+                    return;
+            }
+            if (done && c->trailers.count > 0) {
+                pt_http_headers_t *t = pt_arena_alloc(c->stream.arena, sizeof(*t));
+                *t = c->trailers;
+                cb->on_trailers(req, t);
+                if (c->destroyed)
+                    return;
+            }
+            if (done)
+                return;
+            if (n == 0 && dlen == 0 && !trailer) {
+                if (c->peer_eof)
+                    h1c_kill(c, PT_HTTP_RESET_CONNECTION_CLOSE);
+                return;
+            }
+            if (c->read_disabled > 0)
+                return;
+            break;
+        }
+        case H1C_TUNNEL: {
+            if (!c->active)
+                return;
+            int eof = c->peer_eof;
+            if (pt_buf_len(&conn->in) == 0 && !eof)
+                return;
+            pt_buf_t data = {0};
+            pt_buf_move(&data, &conn->in);
+            void *req = c->stream.super.data;
+            const pt_http_client_callbacks_t *cb = c->stream.cb;
+            if (eof)
+                c->state = H1C_DONE;
+            cb->on_data(req, &data, eof);
+            pt_buf_dispose(&data);
+            return;
+        }
+        case H1C_DEAD:
+            return;
+        }
+    }
+}
+
+static void h1c_on_read(pt_conn_t *conn)
+{
+    h1_client_t *c = conn->data;
+    h1c_enter(c);
+    if (conn->flags & PT_CONN_F_EOF)
+        c->peer_eof = 1;
+    h1c_process(c);
+    h1c_leave(c);
+}
+
+static void h1c_on_error(pt_conn_t *conn, int status)
+{
+    h1_client_t *c = conn->data;
+    h1c_enter(c);
+    h1c_kill(c, status == -ECONNRESET ? PT_HTTP_RESET_REMOTE : PT_HTTP_RESET_CONNECTION_CLOSE);
+    h1c_leave(c);
+}
+
+static void h1c_on_drain(pt_conn_t *conn)
+{
+    h1_client_t *c = conn->data;
+    h1c_enter(c);
+    if (c->above_high && c->active) {
+        c->above_high = 0;
+        c->stream.cb->on_write_watermark(c->stream.super.data, 0);
+    }
+    h1c_leave(c);
+}
+
+static void h1c_on_connect(pt_conn_t *conn, int status)
+{
+    (void)conn;
+    (void)status;
+}
+
+static const pt_conn_handler_t h1c_handler = {
+    .on_read = h1c_on_read,
+    .on_connect = h1c_on_connect,
+    .on_drain = h1c_on_drain,
+    .on_error = h1c_on_error,
+};
+
+static pt_http_client_codec_t *h1c_create(pt_conn_t *conn,
+                                          void (*on_closed)(void *, pt_http_client_codec_t *),
+                                          void *owner)
+{
+    h1_client_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->super.ops = &pt_http1_client_codec;
+    c->conn = conn;
+    c->on_closed = on_closed;
+    c->owner = owner;
+    c->stream.codec = c;
+    c->state = H1C_IDLE;
+    pt_conn_set_handler(conn, &h1c_handler, c);
+    pt_conn_resume_read(conn);
+    return &c->super;
+}
+
+static pt_http_codec_stream_t *h1c_new_stream(pt_http_client_codec_t *codec,
+                                              const pt_http_client_callbacks_t *cb, void *req,
+                                              pt_arena_t *arena)
+{
+    h1_client_t *c = (h1_client_t *)codec;
+    if (c->destroyed || c->active || (c->state != H1C_IDLE && c->state != H1C_DONE))
+        return NULL;
+    c->active = 1;
+    c->state = H1C_WAIT_HEAD;
+    c->req_done = c->req_chunked = c->req_head = c->upgrade_req = 0;
+    c->keep_alive = 0;
+    c->head_scan = 0;
+    c->tunnel_out_done = 0;
+    memset(&c->body, 0, sizeof(c->body));
+    memset(&c->trailers, 0, sizeof(c->trailers));
+    c->stream.super.data = req;
+    c->stream.cb = cb;
+    c->stream.arena = arena;
+    return &c->stream.super;
+}
+
+static void h1c_check_watermark(h1_client_t *c)
+{
+    if (!c->above_high && c->active && (c->conn->flags & PT_CONN_F_ABOVE_HIGH)) {
+        c->above_high = 1;
+        c->stream.cb->on_write_watermark(c->stream.super.data, 1);
+    }
+}
+
+static void h1c_encode_headers(pt_http_codec_stream_t *cs, pt_http_headers_t *h, int end_stream)
+{
+    h1_client_t *c = ((h1_client_stream_t *)cs)->codec;
+    if (c->destroyed || c->state == H1C_DEAD)
+        return;
+    const char *method = pt_http_headers_get(h, ":method");
+    const char *path = pt_http_headers_get(h, ":path");
+    const char *authority = pt_http_headers_get(h, ":authority");
+    if (method == NULL)
+        method = "GET";
+    if (path == NULL)
+        path = "/";
+    c->req_head = strcmp(method, "HEAD") == 0;
+    const char *conn_hdr = pt_http_headers_get(h, "connection");
+    c->upgrade_req = conn_hdr != NULL && pt_h1_token_list_contains(conn_hdr, strlen(conn_hdr), "upgrade") &&
+                     pt_http_headers_get(h, "upgrade") != NULL;
+    pt_buf_t out = {0};
+    pt_buf_printf(&out, "%s %s HTTP/1.1\r\n", method, path);
+    if (authority != NULL)
+        pt_buf_printf(&out, "host: %s\r\n", authority);
+    write_headers(&out, h, c->upgrade_req);
+    if (pt_http_headers_get(h, "content-length") == NULL && !c->upgrade_req) {
+        if (!end_stream) {
+            pt_buf_append_str(&out, "transfer-encoding: chunked\r\n");
+            c->req_chunked = 1;
+        } else if (strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
+                   strcmp(method, "PATCH") == 0) {
+            pt_buf_append_str(&out, "content-length: 0\r\n");
+        }
+    }
+    pt_buf_append(&out, "\r\n", 2);
+    pt_conn_write(c->conn, &out);
+    if (end_stream && !c->upgrade_req)
+        c->req_done = 1;
+    h1c_check_watermark(c);
+}
+
+static void h1c_encode_data(pt_http_codec_stream_t *cs, pt_buf_t *data, int end_stream)
+{
+    h1_client_t *c = ((h1_client_stream_t *)cs)->codec;
+    if (c->destroyed || c->state == H1C_DEAD || (c->req_done && c->state != H1C_TUNNEL)) {
+        pt_buf_dispose(data);
+        return;
+    }
+    if (c->upgrade_req) {
+        /* Tunnel bytes (before or after the 101) go as they are. */
+        pt_conn_write(c->conn, data);
+        if (end_stream && !c->tunnel_out_done) {
+            c->tunnel_out_done = 1;
+            pt_conn_shutdown(c->conn);
+        }
+        h1c_check_watermark(c);
+        return;
+    }
+    size_t n = pt_buf_len(data);
+    if (c->req_chunked) {
+        pt_buf_t out = {0};
+        if (n > 0) {
+            pt_buf_printf(&out, "%zx\r\n", n);
+            pt_buf_move(&out, data);
+            pt_buf_append(&out, "\r\n", 2);
+        }
+        if (end_stream)
+            pt_buf_append_str(&out, "0\r\n\r\n");
+        pt_conn_write(c->conn, &out);
+    } else {
+        pt_conn_write(c->conn, data);
+    }
+    if (end_stream) {
+        c->req_done = 1;
+        if (c->state == H1C_DONE)
+            c->active = 0;
+    }
+    h1c_check_watermark(c);
+}
+
+static void h1c_encode_trailers(pt_http_codec_stream_t *cs, pt_http_headers_t *t)
+{
+    h1_client_t *c = ((h1_client_stream_t *)cs)->codec;
+    if (c->destroyed || c->state == H1C_DEAD || c->req_done)
+        return;
+    pt_buf_t out = {0};
+    if (c->req_chunked) {
+        pt_buf_append_str(&out, "0\r\n");
+        write_headers(&out, t, 0);
+        pt_buf_append(&out, "\r\n", 2);
+        pt_conn_write(c->conn, &out);
+    }
+    c->req_done = 1;
+    if (c->state == H1C_DONE)
+        c->active = 0;
+}
+
+static void h1c_reset_stream(pt_http_codec_stream_t *cs)
+{
+    h1_client_t *c = ((h1_client_stream_t *)cs)->codec;
+    c->active = 0;
+    c->stream.super.data = NULL;
+    c->state = H1C_DEAD;
+}
+
+static void h1c_read_disable(pt_http_codec_stream_t *cs, int disable)
+{
+    h1_client_t *c = ((h1_client_stream_t *)cs)->codec;
+    if (c->destroyed || c->conn == NULL)
+        return;
+    int before = c->read_disabled;
+    c->read_disabled += disable ? 1 : -1;
+    if (c->read_disabled < 0)
+        c->read_disabled = 0;
+    if (c->read_disabled > 0)
+        pt_conn_pause_read(c->conn);
+    else
+        pt_conn_resume_read(c->conn);
+    if (before > 0 && c->read_disabled == 0 && pt_buf_len(&c->conn->in) > 0)
+        pt_conn_schedule_read(c->conn);
+}
+
+static void h1c_upgrade(pt_http_codec_stream_t *cs)
+{
+    (void)cs;
+}
+
+static int h1c_reusable(pt_http_client_codec_t *codec)
+{
+    h1_client_t *c = (h1_client_t *)codec;
+    return !c->destroyed && c->state == H1C_DONE && c->req_done && c->keep_alive &&
+           !c->peer_eof && pt_buf_len(&c->conn->in) == 0 &&
+           !(c->conn->flags & (PT_CONN_F_ERROR | PT_CONN_F_CLOSED | PT_CONN_F_EOF));
+}
+
+static unsigned h1c_capacity(pt_http_client_codec_t *codec)
+{
+    h1_client_t *c = (h1_client_t *)codec;
+    return !c->active && (c->state == H1C_IDLE || h1c_reusable(codec)) ? 1 : 0;
+}
+
+/* Releases the codec; the caller closes the connection (or already did). */
+static void h1c_destroy(pt_http_client_codec_t *codec)
+{
+    h1_client_t *c = (h1_client_t *)codec;
+    if (c->destroyed)
+        return;
+    c->destroyed = 1;
+    c->active = 0;
+    c->stream.super.data = NULL;
+    if (c->conn != NULL && !(c->conn->flags & PT_CONN_F_CLOSED))
+        pt_conn_set_handler(c->conn, NULL, NULL);
+    c->conn = NULL;
+    if (c->depth == 0)
+        free(c);
+}
+
+const pt_http_client_codec_ops_t pt_http1_client_codec = {
+    .protocol = "HTTP/1.1",
+    .create = h1c_create,
+    .new_stream = h1c_new_stream,
+    .encode_headers = h1c_encode_headers,
+    .encode_data = h1c_encode_data,
+    .encode_trailers = h1c_encode_trailers,
+    .reset_stream = h1c_reset_stream,
+    .read_disable = h1c_read_disable,
+    .upgrade = h1c_upgrade,
+    .reusable = h1c_reusable,
+    .capacity = h1c_capacity,
+    .destroy = h1c_destroy,
+};

@@ -1,0 +1,158 @@
+/* HTTP codecs: the wire protocol behind one ops table per direction, so the connection
+ * manager and the router never see HTTP/1 or HTTP/2 framing.
+ *
+ * A server codec owns a downstream connection. It turns bytes into streams and calls the
+ * pt_http_server_callbacks_t of its owner (the connection manager); the owner answers with
+ * encode_* calls. A client codec owns an upstream connection and carries requests the
+ * router gives it. Header maps are in the HTTP/2 shape (see proxy/http.h): the codec maps
+ * the request line, status line and Host to and from pseudo-headers.
+ *
+ * Flow control is per stream: a stream's consumer calls read_disable when it cannot take
+ * more; the codec stops reading the connection (HTTP/1) or withholds window (HTTP/2). The
+ * codec reports its own write side above/below its watermarks through the callbacks. */
+#ifndef PT_HTTP_CODEC_H
+#define PT_HTTP_CODEC_H
+
+#include "proxy/buf.h"
+#include "proxy/conn.h"
+#include "proxy/http.h"
+
+typedef struct pt_http_server_codec_ops pt_http_server_codec_ops_t;
+typedef struct pt_http_client_codec_ops pt_http_client_codec_ops_t;
+
+/* Bases every codec's objects start with (`super`), so callers can reach the ops table. */
+typedef struct pt_http_codec_stream {
+    void *data; /* the owner's stream (server side) or request (client side) */
+} pt_http_codec_stream_t;
+
+typedef struct pt_http_server_codec {
+    const pt_http_server_codec_ops_t *ops;
+} pt_http_server_codec_t;
+
+typedef struct pt_http_client_codec {
+    const pt_http_client_codec_ops_t *ops;
+} pt_http_client_codec_t;
+
+/* Why a stream ended early; drives response flags and stats. */
+typedef enum pt_http_reset_reason {
+    PT_HTTP_RESET_LOCAL,            /* we reset it */
+    PT_HTTP_RESET_REMOTE,           /* the peer reset it (RST, RST_STREAM) */
+    PT_HTTP_RESET_CONNECTION_CLOSE, /* the connection ended under it */
+    PT_HTTP_RESET_PROTOCOL_ERROR,   /* the peer broke the protocol */
+    PT_HTTP_RESET_OVERFLOW,         /* a limit was hit */
+    PT_HTTP_RESET_CONNECT_FAILURE,  /* (client) the connection never came up */
+} pt_http_reset_reason_t;
+
+const char *pt_http_reset_reason_str(pt_http_reset_reason_t r);
+
+/* Limits and options a server codec needs from the connection manager's config. */
+typedef struct pt_http_server_settings {
+    uint32_t max_request_headers_kb; /* default 60 */
+    uint32_t max_headers_count;      /* default 100 */
+    int headers_with_underscores_action; /* 0 allow, 1 reject request, 2 drop header */
+    const char *server_name;         /* "server" header value, or NULL to pass through */
+} pt_http_server_settings_t;
+
+/* ---- server side (downstream) ---------------------------------------------------- */
+
+typedef struct pt_http_server_callbacks {
+    /* The first bytes of a new request head arrived (request_headers_timeout starts). */
+    void (*on_message_begin)(void *owner);
+    /* A new request began; returns the owner's stream object (opaque to the codec) or NULL
+     * to refuse it (the codec answers 503 and closes). */
+    void *(*on_new_stream)(void *owner, pt_http_codec_stream_t *cs);
+    /* Request headers are complete. `headers` lives in the stream arena the owner gave via
+     * pt_http_server_codec_ops.stream_arena. end_stream: no body follows. */
+    void (*on_headers)(void *stream, pt_http_headers_t *headers, int end_stream);
+    /* Body bytes (moved out of `data`), possibly empty with end_stream set. */
+    void (*on_data)(void *stream, pt_buf_t *data, int end_stream);
+    void (*on_trailers)(void *stream, pt_http_headers_t *trailers);
+    /* The stream ended before completing both ways. The owner releases it; the codec does
+     * not touch it afterwards. */
+    void (*on_reset)(void *stream, pt_http_reset_reason_t reason);
+    /* A protocol error before a stream could be formed, or one the codec cannot attach to a
+     * stream: status is the response to send (400, 408, 413, 431, 505). The codec sends it
+     * (via the owner's local reply through send_error) and closes. */
+    void (*on_protocol_error)(void *owner, void *stream, int status, const char *details);
+    /* The downstream write queue went above (1) or back below (0) its watermark. */
+    void (*on_write_watermark)(void *owner, void *stream, int above);
+    /* The connection is gone (closed by peer or error); all streams were reset first. */
+    void (*on_connection_closed)(void *owner);
+    /* The connection has no active stream and may be closed/idle-timed by the owner. */
+    void (*on_idle)(void *owner);
+} pt_http_server_callbacks_t;
+
+struct pt_http_server_codec_ops {
+    const char *protocol; /* "HTTP/1.1", "HTTP/2" */
+    pt_http_server_codec_t *(*create)(pt_conn_t *c, const pt_http_server_settings_t *settings,
+                                      const pt_http_server_callbacks_t *cb, void *owner);
+    /* The arena the codec should allocate stream headers from (set by the owner right after
+     * on_new_stream returns). */
+    void (*set_stream_arena)(pt_http_codec_stream_t *cs, pt_arena_t *arena);
+    void (*encode_headers)(pt_http_codec_stream_t *cs, pt_http_headers_t *headers,
+                           int end_stream);
+    void (*encode_data)(pt_http_codec_stream_t *cs, pt_buf_t *data, int end_stream);
+    void (*encode_trailers)(pt_http_codec_stream_t *cs, pt_http_headers_t *trailers);
+    /* Sends a 100 Continue interim response. */
+    void (*encode_100_continue)(pt_http_codec_stream_t *cs);
+    void (*reset_stream)(pt_http_codec_stream_t *cs, pt_http_reset_reason_t reason);
+    void (*read_disable)(pt_http_codec_stream_t *cs, int disable);
+    /* Turns the connection into a raw byte tunnel after a 101 (HTTP/1 upgrade): bytes read
+     * go to on_data, encode_data writes raw. */
+    void (*upgrade)(pt_http_codec_stream_t *cs);
+    /* Answers `status` (408 for a request-headers timeout) on a request still being read,
+     * through on_protocol_error, and closes after it. */
+    void (*send_error)(pt_http_server_codec_t *codec, int status, const char *details);
+    /* No more requests on this connection: close when the current one completes. */
+    void (*shutdown_notice)(pt_http_server_codec_t *codec);
+    /* Closes the connection now (resets active streams without callbacks). */
+    void (*close)(pt_http_server_codec_t *codec, pt_close_how_t how);
+    /* The protocol the stream's request used ("HTTP/1.0", "HTTP/1.1"). */
+    const char *(*stream_protocol)(pt_http_codec_stream_t *cs);
+    int (*stream_write_above_high)(pt_http_codec_stream_t *cs);
+};
+
+extern const pt_http_server_codec_ops_t pt_http1_server_codec;
+
+/* ---- client side (upstream) ------------------------------------------------------ */
+
+typedef struct pt_http_client_callbacks {
+    void (*on_headers)(void *req, pt_http_headers_t *headers, int end_stream);
+    void (*on_data)(void *req, pt_buf_t *data, int end_stream);
+    void (*on_trailers)(void *req, pt_http_headers_t *trailers);
+    void (*on_reset)(void *req, pt_http_reset_reason_t reason);
+    /* The upstream write queue above (1) / below (0) its watermark: pause/resume the body. */
+    void (*on_write_watermark)(void *req, int above);
+} pt_http_client_callbacks_t;
+
+struct pt_http_client_codec_ops {
+    const char *protocol;
+    /* on_closed tells the owner (the pool) the connection died while no request used it. */
+    pt_http_client_codec_t *(*create)(pt_conn_t *c,
+                                      void (*on_closed)(void *owner, pt_http_client_codec_t *),
+                                      void *owner);
+    /* Starts a request; the callbacks receive `req`. Returns the codec stream or NULL when
+     * the connection cannot take one now. headers/trailers passed later must stay valid
+     * until encoded (they are written at once). */
+    pt_http_codec_stream_t *(*new_stream)(pt_http_client_codec_t *codec,
+                                          const pt_http_client_callbacks_t *cb, void *req,
+                                          pt_arena_t *arena);
+    void (*encode_headers)(pt_http_codec_stream_t *cs, pt_http_headers_t *headers,
+                           int end_stream);
+    void (*encode_data)(pt_http_codec_stream_t *cs, pt_buf_t *data, int end_stream);
+    void (*encode_trailers)(pt_http_codec_stream_t *cs, pt_http_headers_t *trailers);
+    /* Abandons the stream without further callbacks; the connection is then unusable for
+     * HTTP/1 and the pool closes it. */
+    void (*reset_stream)(pt_http_codec_stream_t *cs);
+    void (*read_disable)(pt_http_codec_stream_t *cs, int disable);
+    void (*upgrade)(pt_http_codec_stream_t *cs);
+    /* Can the connection carry another request right now (idle and reusable)? */
+    int (*reusable)(pt_http_client_codec_t *codec);
+    /* Streams the connection can still start (1 for an idle HTTP/1 connection). */
+    unsigned (*capacity)(pt_http_client_codec_t *codec);
+    void (*destroy)(pt_http_client_codec_t *codec);
+};
+
+extern const pt_http_client_codec_ops_t pt_http1_client_codec;
+
+#endif

@@ -1,0 +1,435 @@
+#include "proxy/pool.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "proxy/log.h"
+#include "proxy/stats.h"
+#include "proxy/worker.h"
+
+enum { PC_CONNECTING, PC_BUSY, PC_IDLE };
+
+/* What a pool keeps of its cluster and host. Snapshots come and go; the pool copies what it
+ * needs so it can outlive the snapshot that created it. */
+struct pt_pool {
+    pt_worker_t *worker;
+    char *key;                    /* "<cluster>\n<address>" */
+    pt_addr_t address;
+    const char *address_str;      /* in key */
+    pt_host_t *host;              /* for /clusters counters (see note in pt_pool_get) */
+    pt_cluster_stats_t stats;
+    uint64_t connect_timeout_ms;
+    uint64_t idle_timeout_ms;
+    uint32_t max_requests;
+    uint32_t buffer_limit;
+    pt_pool_conn_t *idle, *busy, *connecting;
+    unsigned nidle, nconnecting;
+    pt_pool_request_t *pending_head, *pending_tail;
+    unsigned npending;
+    struct pt_pool *next_in_bucket;
+};
+
+/* Per-worker map of pools. */
+typedef struct pool_map {
+    pt_pool_t **buckets;
+    unsigned nbuckets;
+    unsigned count;
+} pool_map_t;
+
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    while (*s) {
+        h ^= (unsigned char)*s++;
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static void list_push(pt_pool_conn_t **head, pt_pool_conn_t *pc)
+{
+    pc->prev = NULL;
+    pc->next = *head;
+    if (*head != NULL)
+        (*head)->prev = pc;
+    *head = pc;
+}
+
+static void list_remove(pt_pool_conn_t **head, pt_pool_conn_t *pc)
+{
+    if (pc->prev != NULL)
+        pc->prev->next = pc->next;
+    else
+        *head = pc->next;
+    if (pc->next != NULL)
+        pc->next->prev = pc->prev;
+    pc->prev = pc->next = NULL;
+}
+
+static pt_pool_conn_t **list_of(pt_pool_t *p, pt_pool_conn_t *pc)
+{
+    return pc->state == PC_IDLE ? &p->idle : pc->state == PC_BUSY ? &p->busy : &p->connecting;
+}
+
+pt_pool_t *pt_pool_get(pt_worker_t *w, pt_cluster_t *c, pt_host_t *h)
+{
+    pool_map_t *m = w->pool_map;
+    if (m == NULL) {
+        m = calloc(1, sizeof(*m));
+        if (m == NULL)
+            return NULL;
+        m->nbuckets = 64;
+        m->buckets = calloc(m->nbuckets, sizeof(pt_pool_t *));
+        if (m->buckets == NULL) {
+            free(m);
+            return NULL;
+        }
+        w->pool_map = m;
+    }
+    size_t nlen = strlen(c->name), alen = strlen(h->address_str);
+    char key[512];
+    if (nlen + 1 + alen + 1 > sizeof(key))
+        return NULL;
+    memcpy(key, c->name, nlen);
+    key[nlen] = '\n';
+    memcpy(key + nlen + 1, h->address_str, alen + 1);
+    uint64_t hv = hash_str(key);
+    for (pt_pool_t *p = m->buckets[hv % m->nbuckets]; p != NULL; p = p->next_in_bucket) {
+        if (strcmp(p->key, key) == 0) {
+            /* Settings may differ in a newer snapshot; the newest wins. The host object
+             * belongs to the newest snapshot that used this pool. */
+            p->host = h;
+            p->stats = c->stats;
+            p->connect_timeout_ms = c->connect_timeout_ms;
+            p->idle_timeout_ms = c->http_idle_timeout_ms;
+            p->max_requests = c->max_requests_per_connection;
+            p->buffer_limit = c->buffer_limit;
+            return p;
+        }
+    }
+    pt_pool_t *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return NULL;
+    p->key = strdup(key);
+    if (p->key == NULL) {
+        free(p);
+        return NULL;
+    }
+    p->address_str = strchr(p->key, '\n') + 1;
+    p->worker = w;
+    p->address = h->address;
+    p->host = h;
+    p->stats = c->stats;
+    p->connect_timeout_ms = c->connect_timeout_ms;
+    p->idle_timeout_ms = c->http_idle_timeout_ms;
+    p->max_requests = c->max_requests_per_connection;
+    p->buffer_limit = c->buffer_limit;
+    p->next_in_bucket = m->buckets[hv % m->nbuckets];
+    m->buckets[hv % m->nbuckets] = p;
+    m->count++;
+    return p;
+}
+
+/* ---- connection accounting -------------------------------------------------------- */
+
+static void account_bytes(pt_pool_conn_t *pc)
+{
+    pt_pool_t *p = pc->pool;
+    if (pc->conn == NULL)
+        return;
+    pt_stat_add(p->stats.upstream_cx_rx_bytes_total, pc->conn->rx_bytes - pc->rx_accounted);
+    pt_stat_add(p->stats.upstream_cx_tx_bytes_total, pc->conn->tx_bytes - pc->tx_accounted);
+    pc->rx_accounted = pc->conn->rx_bytes;
+    pc->tx_accounted = pc->conn->tx_bytes;
+}
+
+/* Closes and frees a pool connection in any state. */
+static void pc_destroy(pt_pool_conn_t *pc, int remote)
+{
+    pt_pool_t *p = pc->pool;
+    list_remove(list_of(p, pc), pc);
+    if (pc->state == PC_IDLE)
+        p->nidle--;
+    else if (pc->state == PC_CONNECTING)
+        p->nconnecting--;
+    ev_timer_stop(p->worker->loop, &pc->idle_timer);
+    account_bytes(pc);
+    if (pc->codec != NULL)
+        pc->codec->ops->destroy(pc->codec);
+    pt_conn_close(pc->conn, PT_CLOSE_NOW);
+    pt_stat_dec(p->stats.upstream_cx_active);
+    pt_stat_inc(p->stats.upstream_cx_destroy);
+    pt_stat_inc(remote ? p->stats.upstream_cx_destroy_remote : p->stats.upstream_cx_destroy_local);
+    atomic_fetch_sub_explicit(&p->host->cx_active, 1, memory_order_relaxed);
+    free(pc);
+}
+
+static void on_idle_timeout(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    pt_pool_conn_t *pc = t->data;
+    pt_stat_inc(pc->pool->stats.upstream_cx_idle_timeout);
+    pc_destroy(pc, 0);
+}
+
+/* An idle connection's upstream closed it (or sent junk). */
+static void on_codec_closed(void *owner, pt_http_client_codec_t *codec)
+{
+    (void)codec;
+    pt_pool_conn_t *pc = owner;
+    if (pc->state == PC_IDLE)
+        pc_destroy(pc, 1);
+}
+
+static void pc_make_idle(pt_pool_conn_t *pc)
+{
+    pt_pool_t *p = pc->pool;
+    list_remove(list_of(p, pc), pc);
+    if (pc->state == PC_CONNECTING)
+        p->nconnecting--;
+    pc->state = PC_IDLE;
+    list_push(&p->idle, pc);
+    p->nidle++;
+    if (p->idle_timeout_ms > 0) {
+        ev_timer_set(&pc->idle_timer, (double)p->idle_timeout_ms / 1000.0, 0.);
+        ev_timer_start(p->worker->loop, &pc->idle_timer);
+    }
+}
+
+static void pc_make_busy(pt_pool_conn_t *pc)
+{
+    pt_pool_t *p = pc->pool;
+    list_remove(list_of(p, pc), pc);
+    if (pc->state == PC_IDLE)
+        p->nidle--;
+    else if (pc->state == PC_CONNECTING)
+        p->nconnecting--;
+    ev_timer_stop(p->worker->loop, &pc->idle_timer);
+    pc->state = PC_BUSY;
+    list_push(&p->busy, pc);
+    pc->requests++;
+}
+
+static pt_pool_request_t *pending_pop(pt_pool_t *p)
+{
+    pt_pool_request_t *pr = p->pending_head;
+    if (pr == NULL)
+        return NULL;
+    p->pending_head = pr->next;
+    if (p->pending_head != NULL)
+        p->pending_head->prev = NULL;
+    else
+        p->pending_tail = NULL;
+    pr->next = pr->prev = NULL;
+    pr->pool = NULL;
+    p->npending--;
+    pt_stat_dec(p->stats.upstream_rq_pending_active);
+    return pr;
+}
+
+/* A ready connection serves the oldest waiting request, or waits idle. */
+static void pc_ready(pt_pool_conn_t *pc)
+{
+    pt_pool_t *p = pc->pool;
+    pt_pool_request_t *pr = pending_pop(p);
+    if (pr == NULL) {
+        pc_make_idle(pc);
+        return;
+    }
+    pc_make_busy(pc);
+    pr->on_ready(pr, pc);
+}
+
+static void start_connect(pt_pool_t *p);
+
+static void pc_on_connect(pt_conn_t *c, int status)
+{
+    pt_pool_conn_t *pc = c->data;
+    pt_pool_t *p = pc->pool;
+    if (status != 0) {
+        if (status == -ETIMEDOUT)
+            pt_stat_inc(p->stats.upstream_cx_connect_timeout);
+        pt_stat_inc(p->stats.upstream_cx_connect_fail);
+        atomic_fetch_add_explicit(&p->host->cx_connect_fail, 1, memory_order_relaxed);
+        pt_debug("upstream connect to %s failed: %s", p->address_str, strerror(-status));
+        pc->codec = NULL;
+        pc_destroy(pc, 1);
+        /* One failed connection fails one waiting request (more connections are already
+         * under way for the others). */
+        if (p->npending > p->nconnecting) {
+            pt_pool_request_t *pr = pending_pop(p);
+            if (pr != NULL) {
+                pt_stat_inc(p->stats.upstream_rq_pending_failure_eject);
+                pr->on_failure(pr, status);
+            }
+        }
+        return;
+    }
+    socklen_t alen = sizeof(pc->local);
+    getsockname(c->fd, &pc->local.sa, &alen);
+    pc->codec = pt_http1_client_codec.create(c, on_codec_closed, pc);
+    if (pc->codec == NULL) {
+        pc_destroy(pc, 0);
+        return;
+    }
+    pc_ready(pc);
+}
+
+static void pc_on_error(pt_conn_t *c, int status)
+{
+    (void)status;
+    pt_pool_conn_t *pc = c->data;
+    pc_destroy(pc, 1);
+}
+
+static void pc_on_read(pt_conn_t *c)
+{
+    (void)c;
+}
+
+static const pt_conn_handler_t connecting_handler = {
+    .on_read = pc_on_read,
+    .on_connect = pc_on_connect,
+    .on_drain = pc_on_read,
+    .on_error = pc_on_error,
+};
+
+static void start_connect(pt_pool_t *p)
+{
+    pt_pool_conn_t *pc = calloc(1, sizeof(*pc));
+    if (pc == NULL)
+        return;
+    pc->pool = p;
+    pc->state = PC_CONNECTING;
+    ev_init(&pc->idle_timer, on_idle_timeout);
+    pc->idle_timer.data = pc;
+    int err = 0;
+    pc->conn = pt_conn_connect(p->worker, &p->address, p->connect_timeout_ms, &pt_transport_raw,
+                               NULL, &connecting_handler, pc, &err);
+    pt_stat_inc(p->stats.upstream_cx_total);
+    pt_stat_inc(p->stats.upstream_cx_http1_total);
+    atomic_fetch_add_explicit(&p->host->cx_total, 1, memory_order_relaxed);
+    if (pc->conn == NULL) {
+        pt_stat_inc(p->stats.upstream_cx_connect_fail);
+        pt_warn("cannot create upstream socket: %s", strerror(-err));
+        free(pc);
+        return;
+    }
+    pc->conn->high_watermark = p->buffer_limit;
+    pt_stat_inc(p->stats.upstream_cx_active);
+    atomic_fetch_add_explicit(&p->host->cx_active, 1, memory_order_relaxed);
+    list_push(&p->connecting, pc);
+    p->nconnecting++;
+}
+
+pt_pool_conn_t *pt_pool_acquire(pt_pool_t *p, pt_pool_request_t *pr, int *err)
+{
+    *err = 0;
+    /* Most recently used first: its socket is the most likely to still be open. */
+    while (p->idle != NULL) {
+        pt_pool_conn_t *pc = p->idle;
+        if (pc->codec->ops->capacity(pc->codec) == 0) {
+            pc_destroy(pc, 1);
+            continue;
+        }
+        pc_make_busy(pc);
+        return pc;
+    }
+    pr->pool = p;
+    pr->next = NULL;
+    pr->prev = p->pending_tail;
+    if (p->pending_tail != NULL)
+        p->pending_tail->next = pr;
+    else
+        p->pending_head = pr;
+    p->pending_tail = pr;
+    p->npending++;
+    pt_stat_inc(p->stats.upstream_rq_pending_total);
+    pt_stat_inc(p->stats.upstream_rq_pending_active);
+    if (p->nconnecting < p->npending)
+        start_connect(p);
+    if (p->nconnecting == 0) {
+        /* Could not even create a socket. */
+        pt_pool_cancel(pr);
+        *err = -ENOBUFS;
+    }
+    return NULL;
+}
+
+void pt_pool_cancel(pt_pool_request_t *pr)
+{
+    pt_pool_t *p = pr->pool;
+    if (p == NULL)
+        return;
+    if (pr->prev != NULL)
+        pr->prev->next = pr->next;
+    else
+        p->pending_head = pr->next;
+    if (pr->next != NULL)
+        pr->next->prev = pr->prev;
+    else
+        p->pending_tail = pr->prev;
+    pr->next = pr->prev = NULL;
+    pr->pool = NULL;
+    p->npending--;
+    pt_stat_dec(p->stats.upstream_rq_pending_active);
+    pt_stat_inc(p->stats.upstream_rq_cancelled);
+    /* The connection started for it keeps going and will wait idle. */
+}
+
+void pt_pool_release(pt_pool_conn_t *pc)
+{
+    pt_pool_t *p = pc->pool;
+    account_bytes(pc);
+    if (!pc->codec->ops->reusable(pc->codec)) {
+        pc_destroy(pc, 0);
+        return;
+    }
+    if (p->max_requests > 0 && pc->requests >= p->max_requests) {
+        pt_stat_inc(p->stats.upstream_cx_max_requests);
+        pc_destroy(pc, 0);
+        return;
+    }
+    /* Back to the connection's idle handling, then to whoever waits. */
+    pc_ready(pc);
+}
+
+void pt_pool_discard(pt_pool_conn_t *pc)
+{
+    pc_destroy(pc, 0);
+}
+
+unsigned pt_pool_idle_count(pt_pool_t *p)
+{
+    return p->nidle;
+}
+
+void pt_pool_close_all(pt_worker_t *w)
+{
+    pool_map_t *m = w->pool_map;
+    if (m == NULL)
+        return;
+    for (unsigned i = 0; i < m->nbuckets; i++) {
+        pt_pool_t *p = m->buckets[i];
+        while (p != NULL) {
+            pt_pool_t *next = p->next_in_bucket;
+            while (p->idle != NULL)
+                pc_destroy(p->idle, 0);
+            while (p->busy != NULL)
+                pc_destroy(p->busy, 0);
+            while (p->connecting != NULL)
+                pc_destroy(p->connecting, 0);
+            while (p->pending_head != NULL)
+                pending_pop(p);
+            free(p->key);
+            free(p);
+            p = next;
+        }
+    }
+    free(m->buckets);
+    free(m);
+    w->pool_map = NULL;
+}

@@ -1,0 +1,60 @@
+/* Upstream connection pools: per worker, one pool per (cluster, host), holding idle
+ * keep-alive connections for reuse and the requests waiting for a connection.
+ *
+ * A request asks its pool for a connection: an idle one is handed over at once; otherwise
+ * the request waits in the pool's FIFO while a new connection is established, and whichever
+ * connection becomes ready first (new, or released by another request) serves the oldest
+ * waiting request. A connect failure fails one waiting request. Connections are dropped
+ * after max_requests_per_connection requests, after the cluster's idle timeout, or when
+ * the upstream closes them while idle. Pools live for the worker's life; config snapshots
+ * find them again by cluster name and host address. */
+#ifndef PT_POOL_H
+#define PT_POOL_H
+
+#include <ev.h>
+#include <stdint.h>
+
+#include "proxy/cluster.h"
+#include "proxy/conn.h"
+#include "proxy/http_codec.h"
+
+typedef struct pt_pool pt_pool_t;
+typedef struct pt_pool_request pt_pool_request_t;
+
+typedef struct pt_pool_conn {
+    pt_pool_t *pool;
+    pt_conn_t *conn;
+    pt_http_client_codec_t *codec;
+    struct pt_pool_conn *prev, *next; /* in the pool's idle, busy or connecting list */
+    ev_timer idle_timer;
+    uint32_t requests;                /* requests started on this connection */
+    uint64_t rx_accounted, tx_accounted;
+    pt_addr_t local;                  /* our end of the connection, for logs */
+    unsigned state : 2;               /* connecting, busy, idle */
+} pt_pool_conn_t;
+
+struct pt_pool_request {
+    /* Exactly one of these is called, unless the request is cancelled first. */
+    void (*on_ready)(pt_pool_request_t *pr, pt_pool_conn_t *pc);
+    void (*on_failure)(pt_pool_request_t *pr, int status); /* -ETIMEDOUT, -ECONNREFUSED ... */
+    struct pt_pool_request *prev, *next;
+    pt_pool_t *pool;
+};
+
+/* The pool for (cluster, host) on this worker, created on first use. */
+pt_pool_t *pt_pool_get(pt_worker_t *w, pt_cluster_t *c, pt_host_t *h);
+/* Returns an idle connection (now busy), or NULL with the request queued (on_ready or
+ * on_failure comes later), or NULL with *err < 0 when no connection can be attempted.
+ * Never calls the request's callbacks before returning. */
+pt_pool_conn_t *pt_pool_acquire(pt_pool_t *p, pt_pool_request_t *pr, int *err);
+void pt_pool_cancel(pt_pool_request_t *pr);
+/* The request on pc finished: keep the connection if its codec says it is reusable. */
+void pt_pool_release(pt_pool_conn_t *pc);
+/* Drops the connection (request reset, protocol error). */
+void pt_pool_discard(pt_pool_conn_t *pc);
+/* Worker shutdown: closes every pooled connection and frees the pools. */
+void pt_pool_close_all(pt_worker_t *w);
+/* Idle connections across this worker's pools (tests, admin). */
+unsigned pt_pool_idle_count(pt_pool_t *p);
+
+#endif

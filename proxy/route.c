@@ -1,0 +1,1807 @@
+#include "proxy/route.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "proxy/formatter.h"
+
+/* Longest domain accepted; wildcard lengths are kept as uint16_t. */
+#define MAX_DOMAIN_LEN 1024
+/* Header mutation entries whose per-request scratch fits on the stack. */
+#define STACK_ADDS 16
+
+enum { DOM_EMPTY, DOM_EXACT, DOM_SUFFIX, DOM_PREFIX };
+
+struct pt_route_domain {
+    uint64_t hash;
+    const char *key; /* lowercase; for wildcards the part without '*' (".foo.com", "foo.") */
+    uint32_t len;
+    uint8_t kind;    /* DOM_*; DOM_EMPTY marks a free slot */
+    const pt_vhost_t *vh;
+};
+
+/* ---- Envoy fields petrel does not implement (yet): an error that says so ------------- */
+
+static const char *const route_config_unsupported[] = {
+    "vhds", "internal_only_headers", "cluster_specifier_plugins", "request_mirror_policies",
+    "ignore_path_parameters_in_path_matching", "typed_per_filter_config", "metadata", NULL};
+static const char *const vhost_unsupported[] = {
+    "virtual_clusters", "rate_limits", "cors", "typed_per_filter_config",
+    "include_request_attempt_count", "include_attempt_count_in_response", "retry_policy",
+    "retry_policy_typed_config", "hedge_policy", "include_is_timeout_retry_header",
+    "per_request_buffer_limit_bytes", "request_mirror_policies", "matcher", "metadata", NULL};
+static const char *const route_unsupported[] = {
+    "metadata", "decorator", "typed_per_filter_config", "tracing",
+    "per_request_buffer_limit_bytes", "stat_prefix", "filter_action", "non_forwarding_action",
+    NULL};
+static const char *const match_unsupported[] = {
+    "connect_matcher", "path_match_policy", "runtime_fraction", "grpc", "tls_context",
+    "dynamic_metadata", "filter_state", "cel_matcher", NULL};
+static const char *const action_unsupported[] = {
+    "cluster_specifier_plugin", "inline_cluster_specifier_plugin",
+    "cluster_not_found_response_code", "metadata_match", "path_rewrite_policy",
+    "host_rewrite_header", "host_rewrite_path_regex", "append_x_forwarded_host",
+    "max_stream_duration", "request_mirror_policies", "priority", "rate_limits",
+    "include_vh_rate_limits", "hash_policy", "cors", "max_grpc_timeout", "grpc_timeout_offset",
+    "internal_redirect_policy", "internal_redirect_action", "max_internal_redirects",
+    "hedge_policy", "retry_policy", "retry_policy_typed_config", "early_data_policy", NULL};
+static const char *const weighted_unsupported[] = {"runtime_key_prefix", "header_name",
+                                                   "use_hash_policy", NULL};
+static const char *const cluster_weight_unsupported[] = {
+    "cluster_header", "metadata_match", "typed_per_filter_config", NULL};
+static const char *const upgrade_unsupported[] = {"connect_config", NULL};
+static const char *const data_source_unsupported[] = {"environment_variable",
+                                                      "watched_directory", NULL};
+static const char *const header_value_unsupported[] = {"raw_value", NULL};
+
+static const char *const require_tls_names[] = {"NONE", "EXTERNAL_ONLY", "ALL", NULL};
+static const char *const append_action_names[] = {
+    "APPEND_IF_EXISTS_OR_ADD", "ADD_IF_ABSENT", "OVERWRITE_IF_EXISTS_OR_ADD",
+    "OVERWRITE_IF_EXISTS", NULL};
+static const char *const redirect_code_names[] = {"MOVED_PERMANENTLY", "FOUND", "SEE_OTHER",
+                                                  "TEMPORARY_REDIRECT", "PERMANENT_REDIRECT",
+                                                  NULL};
+static const int redirect_codes[] = {301, 302, 303, 307, 308};
+
+const char *pt_require_tls_str(pt_require_tls_t t)
+{
+    return (unsigned)t < 3 ? require_tls_names[t] : "?";
+}
+
+const char *pt_route_action_str(pt_route_action_t a)
+{
+    switch (a) {
+    case PT_ROUTE_ACTION_ROUTE: return "route";
+    case PT_ROUTE_ACTION_REDIRECT: return "redirect";
+    case PT_ROUTE_ACTION_DIRECT_RESPONSE: return "direct_response";
+    }
+    return "?";
+}
+
+/* ---- small helpers ------------------------------------------------------------------ */
+
+static uint64_t fnv_start(int kind)
+{
+    return (1469598103934665603ull ^ (uint64_t)kind) * 1099511628211ull;
+}
+
+/* FNV-1a of s[0..n) lowercased: lookups hash the request's host without copying it. */
+static uint64_t hash_lower(int kind, const char *s, size_t n)
+{
+    uint64_t h = fnv_start(kind);
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)tolower((unsigned char)s[i]);
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+/* s[0..n) equals t[0..n) ignoring ASCII case on both sides. */
+static int eq_nocase(const char *s, const char *t, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (tolower((unsigned char)s[i]) != tolower((unsigned char)t[i]))
+            return 0;
+    return 1;
+}
+
+static int eq_case(const char *s, const char *t, size_t n, int case_sensitive)
+{
+    return case_sensitive ? memcmp(s, t, n) == 0 : eq_nocase(s, t, n);
+}
+
+static char *lower_dup(pt_arena_t *a, const char *s)
+{
+    char *d = pt_arena_strdup(a, s);
+    for (char *p = d; p && *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    return d;
+}
+
+/* RFC 9110 token characters (a header name), optionally after a leading ':' for the
+ * pseudo-headers a matcher may name. */
+static int valid_header_name(const char *s, int allow_pseudo)
+{
+    if (allow_pseudo && *s == ':')
+        s++;
+    if (*s == '\0')
+        return 0;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (!isalnum(c) && strchr("!#$%&'*+-.^_`|~", c) == NULL)
+            return 0;
+    }
+    return 1;
+}
+
+/* Envoy's HTTP_HEADER_VALUE (not strict): no NUL, CR or LF, so nothing configured can split
+ * a header or a response. */
+static int valid_header_value(const char *s)
+{
+    return strpbrk(s, "\r\n") == NULL;
+}
+
+static void quote(const char *s, char *out, size_t len)
+{
+    json_t *j = json_string(s);
+    char *d = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
+    snprintf(out, len, "%s", d ? d : "\"?\"");
+    free(d);
+    json_decref(j);
+}
+
+/* A growable open-addressing set of strings (malloc'd; lives only while parsing). */
+typedef struct strset {
+    const char **slots;
+    size_t cap, count;
+} strset_t;
+
+static void strset_dispose(strset_t *s)
+{
+    free(s->slots);
+    memset(s, 0, sizeof(*s));
+}
+
+/* Adds s; returns 1 if added, 0 if already present, -1 on out-of-memory. */
+static int strset_add(strset_t *set, const char *s)
+{
+    if ((set->count + 1) * 2 > set->cap) {
+        size_t ncap = set->cap ? set->cap * 2 : 16;
+        const char **n = calloc(ncap, sizeof(*n));
+        if (n == NULL)
+            return -1;
+        for (size_t i = 0; i < set->cap; i++) {
+            if (set->slots[i] == NULL)
+                continue;
+            size_t h = (size_t)hash_lower(0, set->slots[i], strlen(set->slots[i])) & (ncap - 1);
+            while (n[h] != NULL)
+                h = (h + 1) & (ncap - 1);
+            n[h] = set->slots[i];
+        }
+        free(set->slots);
+        set->slots = n;
+        set->cap = ncap;
+    }
+    size_t h = (size_t)hash_lower(0, s, strlen(s)) & (set->cap - 1);
+    while (set->slots[h] != NULL) {
+        if (strcmp(set->slots[h], s) == 0)
+            return 0;
+        h = (h + 1) & (set->cap - 1);
+    }
+    set->slots[h] = s;
+    set->count++;
+    return 1;
+}
+
+/* Signed 64-bit integer field (proto3 JSON: a number or a decimal string). */
+static int cfg_int64(pt_cfg_t *r, const char *field, int64_t *out)
+{
+    json_t *v = pt_cfg_get(r, field);
+    *out = 0;
+    if (v == NULL)
+        return 0;
+    if (json_is_integer(v)) {
+        *out = (int64_t)json_integer_value(v);
+        return 1;
+    }
+    if (json_is_string(v)) {
+        const char *s = json_string_value(v);
+        char *end;
+        errno = 0;
+        long long n = strtoll(s, &end, 10);
+        if (*s != '\0' && *end == '\0' && errno == 0 && !isspace((unsigned char)*s)) {
+            *out = (int64_t)n;
+            return 1;
+        }
+    }
+    char *d = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    pt_cfg_error(r, field, "%s is not an integer", d ? d : "?");
+    free(d);
+    return -1;
+}
+
+/* ---- parsing context ---------------------------------------------------------------- */
+
+typedef struct domain_builder {
+    pt_route_domain_t *slots; /* malloc'd while parsing; copied into the arena at the end */
+    uint32_t cap, count;
+    unsigned char suffix_lens[MAX_DOMAIN_LEN + 1];
+    unsigned char prefix_lens[MAX_DOMAIN_LEN + 1];
+} domain_builder_t;
+
+typedef struct pctx {
+    pt_cfg_t *r;
+    pt_config_t *cfg;
+    pt_arena_t *a;
+    pt_route_config_t *rc;
+    int validate_clusters;
+    uint32_t max_body;
+    domain_builder_t dom;
+    strset_t vhost_names;
+    int oom;
+} pctx_t;
+
+static void *alloc(pctx_t *p, size_t n)
+{
+    void *m = pt_arena_alloc(p->a, n ? n : 1);
+    if (m == NULL && !p->oom) {
+        p->oom = 1;
+        pt_cfg_error(p->r, NULL, "out of memory");
+    }
+    return m;
+}
+
+static char *sdup(pctx_t *p, const char *s)
+{
+    char *d = pt_arena_strdup(p->a, s ? s : "");
+    if (d == NULL && !p->oom) {
+        p->oom = 1;
+        pt_cfg_error(p->r, NULL, "out of memory");
+    }
+    return d;
+}
+
+static void check_cluster(pctx_t *p, const char *field, const char *name)
+{
+    if (p->validate_clusters && name[0] != '\0' &&
+        (p->cfg == NULL || pt_config_find_cluster(p->cfg, name) == NULL)) {
+        char q[300];
+        quote(name, q, sizeof(q));
+        pt_cfg_error(p->r, field, "unknown cluster %s", q);
+    }
+}
+
+/* ---- header mutations ----------------------------------------------------------------- */
+
+/* One HeaderValueOption (reader inside it). */
+static void parse_header_add(pctx_t *p, pt_header_add_t *out)
+{
+    pt_cfg_t *r = p->r;
+    memset(out, 0, sizeof(*out));
+    out->value = "";
+    int rc = pt_cfg_enter(r, "header");
+    if (rc == 0)
+        pt_cfg_error(r, "header", "is required");
+    if (rc > 0) {
+        pt_cfg_unsupported(r, header_value_unsupported);
+        const char *key, *value;
+        int krc = pt_cfg_string(r, "key", &key, NULL);
+        char q[300];
+        if (krc == 0) {
+            pt_cfg_error(r, "key", "is required");
+        } else if (krc > 0) {
+            quote(key, q, sizeof(q));
+            if (key[0] == ':' || strcasecmp(key, "host") == 0)
+                pt_cfg_error(r, "key", "%s may not be modified: pseudo-headers and host are not "
+                                       "mutable (as in Envoy)", q);
+            else if (!valid_header_name(key, 0))
+                pt_cfg_error(r, "key", "%s is not a valid header name", q);
+            else
+                out->key = lower_dup(p->a, key);
+        }
+        if (pt_cfg_string(r, "value", &value, "") > 0 && !valid_header_value(value)) {
+            pt_cfg_error(r, "value", "must not contain CR or LF");
+        } else if (strchr(value, '%') != NULL) {
+            /* Formatter operators (%DOWNSTREAM_REMOTE_ADDRESS%...) compile now; values that
+             * do not depend on the request ("%%", %HOSTNAME%) are rendered once. */
+            char err[256];
+            pt_format_t *f = pt_format_compile_ex(p->a, value, PT_FORMAT_OMIT_EMPTY, err,
+                                                  sizeof(err));
+            if (f == NULL) {
+                pt_cfg_error(r, "value", "%s", err);
+            } else if (pt_format_is_constant(f)) {
+                out->value = pt_format_render_str(f, NULL, p->a);
+                if (out->value == NULL)
+                    out->value = "";
+            } else {
+                out->value = NULL;
+                out->fmt = f;
+            }
+        } else {
+            out->value = sdup(p, value);
+        }
+        pt_cfg_leave(r);
+    }
+    int append, action;
+    int has_append = pt_cfg_bool(r, "append", &append, 1);
+    int has_action = pt_cfg_enum(r, "append_action", append_action_names, NULL, &action,
+                                 PT_HEADER_APPEND_IF_EXISTS_OR_ADD);
+    if (has_append > 0 && has_action > 0)
+        pt_cfg_error(r, NULL, "append and append_action may not both be set (append is "
+                              "deprecated: use append_action)");
+    if (has_append > 0)
+        action = append ? PT_HEADER_APPEND_IF_EXISTS_OR_ADD : PT_HEADER_OVERWRITE_IF_EXISTS_OR_ADD;
+    out->action = (pt_header_append_action_t)action;
+    pt_cfg_bool(r, "keep_empty_value", &out->keep_empty_value, 0);
+}
+
+/* <prefix>_headers_to_add and <prefix>_headers_to_remove of the current object. */
+static void parse_mutations(pctx_t *p, const char *prefix, pt_header_mutations_t *m)
+{
+    pt_cfg_t *r = p->r;
+    char field[48];
+    int present;
+    memset(m, 0, sizeof(*m));
+
+    snprintf(field, sizeof(field), "%s_headers_to_add", prefix);
+    size_t n = pt_cfg_array(r, field, &present);
+    if (present) {
+        pt_header_add_t *adds = alloc(p, n * sizeof(*adds));
+        for (size_t i = 0; adds != NULL && i < n; i++) {
+            if (pt_cfg_enter_index(r, i) > 0) {
+                parse_header_add(p, &adds[m->nadd]);
+                if (adds[m->nadd].key != NULL)
+                    m->nadd++;
+                pt_cfg_leave(r);
+            }
+        }
+        m->add = adds;
+        pt_cfg_leave_array(r);
+    }
+
+    snprintf(field, sizeof(field), "%s_headers_to_remove", prefix);
+    n = pt_cfg_array(r, field, &present);
+    if (present) {
+        const char **rm = alloc(p, n * sizeof(*rm));
+        for (size_t i = 0; rm != NULL && i < n; i++) {
+            json_t *v = pt_cfg_index_value(r, i);
+            size_t saved = r->path_len;
+            pt_cfg_push_index(r, i);
+            char q[300];
+            if (!json_is_string(v)) {
+                pt_cfg_error(r, NULL, "is not a string");
+            } else {
+                const char *name = json_string_value(v);
+                quote(name, q, sizeof(q));
+                if (name[0] == ':' || strcasecmp(name, "host") == 0)
+                    pt_cfg_error(r, NULL, "%s may not be removed: pseudo-headers and host are "
+                                          "not mutable (as in Envoy)", q);
+                else if (!valid_header_name(name, 0))
+                    pt_cfg_error(r, NULL, "%s is not a valid header name", q);
+                else
+                    rm[m->nremove++] = lower_dup(p->a, name);
+            }
+            pt_cfg_pop_path(r, saved);
+        }
+        m->remove = rm;
+        pt_cfg_leave_array(r);
+    }
+}
+
+/* ---- route match ---------------------------------------------------------------------- */
+
+static void parse_header_matcher(pctx_t *p, pt_header_matcher_t *hm)
+{
+    static const char *const kinds[] = {"exact_match",    "safe_regex_match", "range_match",
+                                        "present_match",  "prefix_match",     "suffix_match",
+                                        "contains_match", "string_match"};
+    pt_cfg_t *r = p->r;
+    memset(hm, 0, sizeof(*hm));
+    const char *name;
+    int rc = pt_cfg_string(r, "name", &name, NULL);
+    char q[300];
+    if (rc == 0) {
+        pt_cfg_error(r, "name", "is required");
+    } else if (rc > 0) {
+        quote(name, q, sizeof(q));
+        if (!valid_header_name(name, 1))
+            pt_cfg_error(r, "name", "%s is not a valid header name", q);
+        hm->name = lower_dup(p->a, name);
+    }
+    pt_cfg_bool(r, "invert_match", &hm->invert, 0);
+    pt_cfg_bool(r, "treat_missing_header_as_empty", &hm->treat_missing_as_empty, 0);
+
+    int found = -1, nfound = 0;
+    char names[160] = "";
+    for (int k = 0; k < 8; k++) {
+        if (!pt_cfg_has(r, kinds[k]))
+            continue;
+        if (found < 0)
+            found = k;
+        nfound++;
+        size_t o = strlen(names);
+        snprintf(names + o, sizeof(names) - o, "%s%s", o ? ", " : "", kinds[k]);
+    }
+    if (nfound > 1) {
+        pt_cfg_error(r, NULL, "only one of exact_match, safe_regex_match, range_match, "
+                              "present_match, prefix_match, suffix_match, contains_match, "
+                              "string_match may be given (found %s)", names);
+        for (int k = 0; k < 8; k++)
+            (void)pt_cfg_get(r, kinds[k]);
+        return;
+    }
+    const char *s;
+    switch (found) {
+    case -1: /* no specifier: the header must be present */
+        hm->kind = PT_HEADER_MATCH_EXACT;
+        hm->value = "";
+        break;
+    case 0:
+        hm->kind = PT_HEADER_MATCH_EXACT;
+        if (pt_cfg_string(r, "exact_match", &s, "") > 0) {
+            hm->value = sdup(p, s);
+            hm->value_len = strlen(s);
+        }
+        break;
+    case 1:
+        hm->kind = PT_HEADER_MATCH_REGEX;
+        if (pt_cfg_enter(r, "safe_regex_match") > 0) {
+            hm->regex = pt_regex_parse(r, p->a, 0);
+            pt_cfg_leave(r);
+        }
+        break;
+    case 2:
+        hm->kind = PT_HEADER_MATCH_RANGE;
+        if (pt_cfg_enter(r, "range_match") > 0) {
+            /* Int64Range: start inclusive, end exclusive. */
+            cfg_int64(r, "start", &hm->range_start);
+            cfg_int64(r, "end", &hm->range_end);
+            pt_cfg_leave(r);
+        }
+        break;
+    case 3:
+        hm->kind = PT_HEADER_MATCH_PRESENT;
+        pt_cfg_bool(r, "present_match", &hm->present, 0);
+        break;
+    case 4: case 5: case 6:
+        hm->kind = found == 4 ? PT_HEADER_MATCH_PREFIX
+                   : found == 5 ? PT_HEADER_MATCH_SUFFIX : PT_HEADER_MATCH_CONTAINS;
+        if (pt_cfg_string(r, kinds[found], &s, "") > 0) {
+            if (s[0] == '\0')
+                pt_cfg_error(r, kinds[found], "must not be empty");
+            hm->value = sdup(p, s);
+            hm->value_len = strlen(s);
+        }
+        break;
+    case 7:
+        hm->kind = PT_HEADER_MATCH_STRING;
+        if (pt_cfg_enter(r, "string_match") > 0) {
+            pt_string_matcher_parse(r, p->a, &hm->string);
+            pt_cfg_leave(r);
+        }
+        break;
+    }
+}
+
+static void parse_query_matcher(pctx_t *p, pt_query_matcher_t *qm)
+{
+    pt_cfg_t *r = p->r;
+    memset(qm, 0, sizeof(*qm));
+    const char *name;
+    int rc = pt_cfg_string(r, "name", &name, NULL);
+    if (rc == 0 || (rc > 0 && name[0] == '\0'))
+        pt_cfg_error(r, "name", "is required");
+    else if (rc > 0 && strlen(name) > 1024)
+        pt_cfg_error(r, "name", "is longer than 1024 bytes");
+    if (rc > 0) {
+        qm->name = sdup(p, name);
+        qm->name_len = strlen(name);
+    }
+    int has_string = pt_cfg_has(r, "string_match"), has_present = pt_cfg_has(r, "present_match");
+    if (has_string && has_present)
+        pt_cfg_error(r, NULL, "only one of string_match, present_match may be given");
+    /* present_match (either value, as Envoy evaluates it) and no specifier at all both mean
+     * "the parameter is present". */
+    int present;
+    pt_cfg_bool(r, "present_match", &present, 0);
+    if (has_string && pt_cfg_enter(r, "string_match") > 0) {
+        qm->has_string_match = pt_string_matcher_parse(r, p->a, &qm->string) == 0;
+        pt_cfg_leave(r);
+    }
+}
+
+static void parse_match(pctx_t *p, pt_route_match_spec_t *m)
+{
+    static const char *const kinds[] = {"prefix", "path", "safe_regex", "path_separated_prefix"};
+    static const pt_path_match_kind_t kind_of[] = {PT_PATH_PREFIX, PT_PATH_EXACT, PT_PATH_REGEX,
+                                                   PT_PATH_SEPARATED_PREFIX};
+    pt_cfg_t *r = p->r;
+    pt_cfg_unsupported(r, match_unsupported);
+    memset(m, 0, sizeof(*m));
+    int found = -1, nfound = 0;
+    char names[96] = "";
+    for (int k = 0; k < 4; k++) {
+        if (!pt_cfg_has(r, kinds[k]))
+            continue;
+        if (found < 0)
+            found = k;
+        nfound++;
+        size_t o = strlen(names);
+        snprintf(names + o, sizeof(names) - o, "%s%s", o ? ", " : "", kinds[k]);
+    }
+    int unsupported_path = pt_cfg_has(r, "connect_matcher") || pt_cfg_has(r, "path_match_policy");
+    if (nfound == 0 && !unsupported_path)
+        pt_cfg_error(r, NULL, "one of prefix, path, safe_regex or path_separated_prefix is "
+                              "required");
+    if (nfound > 1) {
+        pt_cfg_error(r, NULL, "only one of prefix, path, safe_regex, path_separated_prefix may "
+                              "be given (found %s)", names);
+        for (int k = 0; k < 4; k++)
+            (void)pt_cfg_get(r, kinds[k]);
+        found = -1;
+    }
+    pt_cfg_bool(r, "case_sensitive", &m->case_sensitive, 1);
+    if (found >= 0) {
+        m->kind = kind_of[found];
+        const char *s;
+        if (found == 2) {
+            if (pt_cfg_enter(r, "safe_regex") > 0) {
+                m->regex = pt_regex_parse(r, p->a, 0);
+                pt_cfg_leave(r);
+            }
+        } else if (pt_cfg_string(r, kinds[found], &s, "") > 0) {
+            if (found == 3) {
+                /* Envoy's rule: ^[^?#]+[^?#/]$ */
+                size_t n = strlen(s);
+                if (n < 2 || strpbrk(s, "?#") != NULL || s[n - 1] == '/') {
+                    char q[300];
+                    quote(s, q, sizeof(q));
+                    pt_cfg_error(r, kinds[found], "%s must be at least 2 characters long, "
+                                                  "contain no '?' or '#', and not end with '/'",
+                                 q);
+                }
+            } else if (!valid_header_value(s)) {
+                pt_cfg_error(r, kinds[found], "must not contain CR or LF");
+            }
+            m->path = sdup(p, s);
+            m->path_len = strlen(s);
+        }
+    }
+
+    int present;
+    size_t n = pt_cfg_array(r, "headers", &present);
+    if (present) {
+        pt_header_matcher_t *hms = alloc(p, n * sizeof(*hms));
+        for (size_t i = 0; hms != NULL && i < n; i++) {
+            if (pt_cfg_enter_index(r, i) > 0) {
+                parse_header_matcher(p, &hms[m->nheaders++]);
+                pt_cfg_leave(r);
+            }
+        }
+        m->headers = hms;
+        pt_cfg_leave_array(r);
+    }
+    n = pt_cfg_array(r, "query_parameters", &present);
+    if (present) {
+        pt_query_matcher_t *qms = alloc(p, n * sizeof(*qms));
+        for (size_t i = 0; qms != NULL && i < n; i++) {
+            if (pt_cfg_enter_index(r, i) > 0) {
+                parse_query_matcher(p, &qms[m->nquery++]);
+                pt_cfg_leave(r);
+            }
+        }
+        m->query = qms;
+        pt_cfg_leave_array(r);
+    }
+}
+
+/* ---- route actions ----------------------------------------------------------------------- */
+
+/* regex_rewrite {pattern: RegexMatcher, substitution} (reader inside it). */
+static void parse_regex_rewrite(pctx_t *p, pt_path_rewrite_t *rw)
+{
+    pt_cfg_t *r = p->r;
+    int rc = pt_cfg_enter(r, "pattern");
+    if (rc == 0)
+        pt_cfg_error(r, "pattern", "is required");
+    if (rc > 0) {
+        rw->regex = pt_regex_parse(r, p->a, PT_REGEX_SEARCH);
+        pt_cfg_leave(r);
+    }
+    const char *sub;
+    pt_cfg_string(r, "substitution", &sub, "");
+    char err[200];
+    if (!valid_header_value(sub))
+        pt_cfg_error(r, "substitution", "must not contain CR or LF");
+    else if (rw->regex != NULL && pt_regex_check_substitution(rw->regex, sub, err, sizeof(err)))
+        pt_cfg_error(r, "substitution", "%s", err);
+    rw->substitution = sdup(p, sub);
+}
+
+/* A string field that ends up in a header (Location, Host, :path): no CR or LF. */
+static const char *header_string(pctx_t *p, const char *field, int required)
+{
+    const char *s;
+    int rc = pt_cfg_string(p->r, field, &s, NULL);
+    if (rc == 0 && required)
+        pt_cfg_error(p->r, field, "is required");
+    if (rc <= 0)
+        return NULL;
+    if (!valid_header_value(s)) {
+        pt_cfg_error(p->r, field, "must not contain CR or LF");
+        return NULL;
+    }
+    return sdup(p, s);
+}
+
+static void parse_weighted_clusters(pctx_t *p, pt_route_t *rt)
+{
+    pt_cfg_t *r = p->r;
+    pt_cfg_unsupported(r, weighted_unsupported);
+    int present;
+    size_t n = pt_cfg_array(r, "clusters", &present);
+    if (!present || n == 0)
+        pt_cfg_error(r, "clusters", present ? "must not be empty" : "is required");
+    pt_weighted_cluster_t *wc = present ? alloc(p, n * sizeof(*wc)) : NULL;
+    uint64_t sum = 0;
+    for (size_t i = 0; wc != NULL && i < n; i++) {
+        if (pt_cfg_enter_index(r, i) <= 0)
+            continue;
+        pt_weighted_cluster_t *e = &wc[rt->nweighted++];
+        pt_cfg_unsupported(r, cluster_weight_unsupported);
+        const char *name;
+        int nrc = pt_cfg_string(r, "name", &name, NULL);
+        if (nrc == 0 || (nrc > 0 && name[0] == '\0'))
+            pt_cfg_error(r, "name", "is required");
+        e->name = sdup(p, nrc > 0 ? name : "");
+        if (nrc > 0)
+            check_cluster(p, "name", name);
+        uint64_t w;
+        pt_cfg_uint(r, "weight", &w, 0, 0, UINT32_MAX);
+        e->weight = (uint32_t)w;
+        sum += w;
+        e->range_end = sum;
+        e->host_rewrite_literal = header_string(p, "host_rewrite_literal", 0);
+        parse_mutations(p, "request", &e->request_headers);
+        parse_mutations(p, "response", &e->response_headers);
+        pt_cfg_leave(r);
+    }
+    if (present)
+        pt_cfg_leave_array(r);
+    rt->weighted = wc;
+    uint64_t total;
+    int trc = pt_cfg_uint(r, "total_weight", &total, 0, 1, UINT32_MAX);
+    if (trc > 0 && wc != NULL && total != sum)
+        pt_cfg_error(r, "total_weight", "is %" PRIu64 ", but the cluster weights add up to %" PRIu64,
+                     total, sum);
+    else if (wc != NULL && rt->nweighted > 0 && sum == 0)
+        pt_cfg_error(r, "clusters", "the sum of the weights must be greater than 0");
+    else if (sum > UINT32_MAX)
+        pt_cfg_error(r, "clusters", "the sum of the weights must not exceed %" PRIu32, UINT32_MAX);
+    rt->total_weight = sum;
+}
+
+static void parse_route_action(pctx_t *p, pt_route_t *rt)
+{
+    pt_cfg_t *r = p->r;
+    pt_cfg_unsupported(r, action_unsupported);
+    rt->action = PT_ROUTE_ACTION_ROUTE;
+    static const char *const kinds[] = {"cluster", "weighted_clusters", "cluster_header"};
+    int found = -1, nfound = 0;
+    char names[96] = "";
+    for (int k = 0; k < 3; k++) {
+        if (!pt_cfg_has(r, kinds[k]))
+            continue;
+        if (found < 0)
+            found = k;
+        nfound++;
+        size_t o = strlen(names);
+        snprintf(names + o, sizeof(names) - o, "%s%s", o ? ", " : "", kinds[k]);
+    }
+    int plugin = pt_cfg_has(r, "cluster_specifier_plugin") ||
+                 pt_cfg_has(r, "inline_cluster_specifier_plugin");
+    if (nfound == 0 && !plugin)
+        pt_cfg_error(r, NULL, "one of cluster, weighted_clusters or cluster_header is required");
+    if (nfound > 1) {
+        pt_cfg_error(r, NULL, "only one of cluster, weighted_clusters, cluster_header may be "
+                              "given (found %s)", names);
+        for (int k = 0; k < 3; k++)
+            (void)pt_cfg_get(r, kinds[k]);
+        found = -1;
+    }
+    const char *s;
+    char q[300];
+    if (found == 0) {
+        rt->cluster_kind = PT_ROUTE_CLUSTER_NAME;
+        if (pt_cfg_string(r, "cluster", &s, "") > 0) {
+            if (s[0] == '\0')
+                pt_cfg_error(r, "cluster", "must not be empty");
+            else
+                check_cluster(p, "cluster", s);
+            rt->cluster = sdup(p, s);
+        }
+    } else if (found == 1) {
+        rt->cluster_kind = PT_ROUTE_CLUSTER_WEIGHTED;
+        if (pt_cfg_enter(r, "weighted_clusters") > 0) {
+            parse_weighted_clusters(p, rt);
+            pt_cfg_leave(r);
+        }
+    } else if (found == 2) {
+        rt->cluster_kind = PT_ROUTE_CLUSTER_HEADER;
+        if (pt_cfg_string(r, "cluster_header", &s, "") > 0) {
+            quote(s, q, sizeof(q));
+            if (!valid_header_name(s, 1))
+                pt_cfg_error(r, "cluster_header", "%s is not a valid header name", q);
+            rt->cluster_header = lower_dup(p->a, s);
+        }
+    }
+
+    /* Path rewrites: one of prefix_rewrite, regex_rewrite. */
+    if (pt_cfg_has(r, "prefix_rewrite") && pt_cfg_has(r, "regex_rewrite"))
+        pt_cfg_error(r, NULL, "only one of prefix_rewrite, regex_rewrite may be given");
+    rt->rewrite.prefix = header_string(p, "prefix_rewrite", 0);
+    if (pt_cfg_enter(r, "regex_rewrite") > 0) {
+        parse_regex_rewrite(p, &rt->rewrite);
+        pt_cfg_leave(r);
+    }
+
+    /* Host rewrites: one of host_rewrite_literal, auto_host_rewrite. */
+    int auto_rc = pt_cfg_bool(r, "auto_host_rewrite", &rt->auto_host_rewrite, 0);
+    rt->host_rewrite_literal = header_string(p, "host_rewrite_literal", 0);
+    if (auto_rc > 0 && rt->host_rewrite_literal != NULL)
+        pt_cfg_error(r, NULL, "only one of host_rewrite_literal, auto_host_rewrite may be given");
+
+    pt_cfg_duration_ms(r, "timeout", &rt->timeout_ms, 15000);
+    if (pt_cfg_duration_ms(r, "idle_timeout", &rt->idle_timeout_ms, 0) <= 0)
+        rt->idle_timeout_ms = PT_ROUTE_TIMEOUT_UNSET;
+
+    int present;
+    size_t n = pt_cfg_array(r, "upgrade_configs", &present);
+    if (present) {
+        pt_upgrade_config_t *u = alloc(p, n * sizeof(*u));
+        for (size_t i = 0; u != NULL && i < n; i++) {
+            if (pt_cfg_enter_index(r, i) <= 0)
+                continue;
+            pt_cfg_unsupported(r, upgrade_unsupported);
+            int rc = pt_cfg_string(r, "upgrade_type", &s, NULL);
+            if (rc == 0 || (rc > 0 && s[0] == '\0')) {
+                pt_cfg_error(r, "upgrade_type", "is required");
+            } else if (rc > 0) {
+                char *t = lower_dup(p->a, s);
+                int dup = 0;
+                for (unsigned j = 0; j < rt->nupgrades && t; j++)
+                    dup |= strcmp(u[j].upgrade_type, t) == 0;
+                quote(s, q, sizeof(q));
+                if (dup)
+                    pt_cfg_error(r, "upgrade_type", "duplicate upgrade %s", q);
+                u[rt->nupgrades].upgrade_type = t;
+                pt_cfg_bool(r, "enabled", &u[rt->nupgrades].enabled, 1);
+                rt->nupgrades++;
+            }
+            pt_cfg_leave(r);
+        }
+        rt->upgrades = u;
+        pt_cfg_leave_array(r);
+    }
+}
+
+static void parse_redirect(pctx_t *p, pt_route_t *rt)
+{
+    pt_cfg_t *r = p->r;
+    pt_redirect_t *rd = &rt->redirect;
+    rt->action = PT_ROUTE_ACTION_REDIRECT;
+    int https_rc = pt_cfg_bool(r, "https_redirect", &rd->https_redirect, 0);
+    rd->scheme_redirect = header_string(p, "scheme_redirect", 0);
+    if (https_rc > 0 && rd->scheme_redirect != NULL)
+        pt_cfg_error(r, NULL, "only one of https_redirect, scheme_redirect may be given");
+    if (rd->scheme_redirect != NULL) {
+        const char *s = rd->scheme_redirect;
+        int ok = isalpha((unsigned char)s[0]);
+        for (const char *c = s; ok && *c; c++)
+            ok = isalnum((unsigned char)*c) || *c == '+' || *c == '-' || *c == '.';
+        if (!ok)
+            pt_cfg_error(r, "scheme_redirect", "\"%s\" is not a URI scheme", s);
+        rd->scheme_redirect = lower_dup(p->a, s);
+    }
+    rd->host_redirect = header_string(p, "host_redirect", 0);
+    uint64_t port;
+    pt_cfg_uint(r, "port_redirect", &port, 0, 0, 65535);
+    rd->port_redirect = (uint32_t)port;
+
+    int npath = pt_cfg_has(r, "path_redirect") + pt_cfg_has(r, "prefix_rewrite") +
+                pt_cfg_has(r, "regex_rewrite");
+    if (npath > 1)
+        pt_cfg_error(r, NULL, "only one of path_redirect, prefix_rewrite, regex_rewrite may be "
+                              "given");
+    rd->path_redirect = header_string(p, "path_redirect", 0);
+    if (rd->path_redirect != NULL)
+        rd->path_redirect_has_query = strchr(rd->path_redirect, '?') != NULL;
+    rt->rewrite.prefix = header_string(p, "prefix_rewrite", 0);
+    if (pt_cfg_enter(r, "regex_rewrite") > 0) {
+        parse_regex_rewrite(p, &rt->rewrite);
+        pt_cfg_leave(r);
+    }
+    pt_cfg_bool(r, "strip_query", &rd->strip_query, 0);
+    int code;
+    pt_cfg_enum(r, "response_code", redirect_code_names, NULL, &code, 0);
+    rd->response_code = redirect_codes[code];
+}
+
+static int b64val(int c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+' || c == '-')
+        return 62;
+    if (c == '/' || c == '_')
+        return 63;
+    return -1;
+}
+
+/* proto3 JSON bytes: standard or URL-safe base64, padding optional. Returns the decoded
+ * length or -1. out must hold 3 * strlen(s) / 4 + 3 bytes. */
+static long base64_decode(const char *s, unsigned char *out)
+{
+    size_t n = strlen(s);
+    while (n > 0 && s[n - 1] == '=')
+        n--;
+    if (strlen(s) - n > 2 || n % 4 == 1)
+        return -1;
+    size_t o = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        int v = b64val((unsigned char)s[i]);
+        if (v < 0)
+            return -1;
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (unsigned char)(acc >> bits);
+        }
+    }
+    return (long)o;
+}
+
+/* body (envoy.config.core.v3.DataSource), reader inside it. */
+static void parse_body(pctx_t *p, pt_route_t *rt)
+{
+    pt_cfg_t *r = p->r;
+    pt_cfg_unsupported(r, data_source_unsupported);
+    int n = pt_cfg_has(r, "filename") + pt_cfg_has(r, "inline_bytes") +
+            pt_cfg_has(r, "inline_string");
+    if (n > 1) {
+        pt_cfg_error(r, NULL, "only one of filename, inline_bytes, inline_string may be given");
+        (void)pt_cfg_get(r, "filename");
+        (void)pt_cfg_get(r, "inline_bytes");
+        (void)pt_cfg_get(r, "inline_string");
+        return;
+    }
+    if (n == 0 && !pt_cfg_has(r, "environment_variable") && !pt_cfg_has(r, "watched_directory")) {
+        pt_cfg_error(r, NULL, "one of filename, inline_bytes or inline_string is required");
+        return;
+    }
+    const char *s;
+    const char *field = NULL;
+    if (pt_cfg_string(r, "inline_string", &s, NULL) > 0) {
+        field = "inline_string";
+        rt->direct_body = sdup(p, s);
+        rt->direct_body_len = strlen(s);
+    } else if (pt_cfg_string(r, "inline_bytes", &s, NULL) > 0) {
+        field = "inline_bytes";
+        unsigned char *buf = alloc(p, strlen(s) / 4 * 3 + 4);
+        long len = buf ? base64_decode(s, buf) : 0;
+        if (len < 0)
+            pt_cfg_error(r, "inline_bytes", "is not valid base64");
+        rt->direct_body = (const char *)buf;
+        rt->direct_body_len = len > 0 ? (size_t)len : 0;
+    } else if (pt_cfg_string(r, "filename", &s, NULL) > 0) {
+        field = "filename";
+        /* Read once at load: the response is then served from memory, as in Envoy. */
+        FILE *f = fopen(s, "rb");
+        if (f == NULL) {
+            pt_cfg_error(r, "filename", "cannot read \"%s\": %s", s, strerror(errno));
+            return;
+        }
+        size_t cap = (size_t)p->max_body + 1;
+        char *buf = alloc(p, cap + 1);
+        size_t got = buf ? fread(buf, 1, cap, f) : 0;
+        int err = ferror(f);
+        fclose(f);
+        if (err) {
+            pt_cfg_error(r, "filename", "cannot read \"%s\"", s);
+            return;
+        }
+        rt->direct_body = buf;
+        rt->direct_body_len = got;
+    }
+    if (field != NULL && rt->direct_body_len > p->max_body)
+        pt_cfg_error(r, field, "the body is %s%zu bytes, more than "
+                               "max_direct_response_body_size_bytes (%" PRIu32 ")",
+                     strcmp(field, "filename") == 0 ? "over " : "",
+                     strcmp(field, "filename") == 0 ? (size_t)p->max_body : rt->direct_body_len,
+                     p->max_body);
+}
+
+static void parse_direct_response(pctx_t *p, pt_route_t *rt)
+{
+    pt_cfg_t *r = p->r;
+    rt->action = PT_ROUTE_ACTION_DIRECT_RESPONSE;
+    uint64_t status;
+    if (pt_cfg_uint(r, "status", &status, 0, 100, 599) == 0)
+        pt_cfg_error(r, "status", "is required");
+    rt->direct_status = (int)status;
+    if (pt_cfg_enter(r, "body") > 0) {
+        parse_body(p, rt);
+        pt_cfg_leave(r);
+    }
+}
+
+static void parse_route(pctx_t *p, pt_route_t *rt)
+{
+    pt_cfg_t *r = p->r;
+    pt_cfg_unsupported(r, route_unsupported);
+    const char *name;
+    pt_cfg_string(r, "name", &name, "");
+    rt->name = sdup(p, name);
+    int rc = pt_cfg_enter(r, "match");
+    if (rc == 0)
+        pt_cfg_error(r, "match", "is required");
+    if (rc > 0) {
+        parse_match(p, &rt->match);
+        pt_cfg_leave(r);
+    }
+
+    static const char *const kinds[] = {"route", "redirect", "direct_response"};
+    int found = -1, nfound = 0;
+    char names[96] = "";
+    for (int k = 0; k < 3; k++) {
+        if (!pt_cfg_has(r, kinds[k]))
+            continue;
+        if (found < 0)
+            found = k;
+        nfound++;
+        size_t o = strlen(names);
+        snprintf(names + o, sizeof(names) - o, "%s%s", o ? ", " : "", kinds[k]);
+    }
+    int other = pt_cfg_has(r, "filter_action") || pt_cfg_has(r, "non_forwarding_action");
+    if (nfound == 0 && !other)
+        pt_cfg_error(r, NULL, "one of route, redirect or direct_response is required");
+    if (nfound > 1) {
+        pt_cfg_error(r, NULL, "only one of route, redirect, direct_response may be given "
+                              "(found %s)", names);
+        for (int k = 0; k < 3; k++)
+            (void)pt_cfg_get(r, kinds[k]);
+    } else if (found >= 0 && pt_cfg_enter(r, kinds[found]) > 0) {
+        if (found == 0)
+            parse_route_action(p, rt);
+        else if (found == 1)
+            parse_redirect(p, rt);
+        else
+            parse_direct_response(p, rt);
+        pt_cfg_leave(r);
+    }
+    parse_mutations(p, "request", &rt->request_headers);
+    parse_mutations(p, "response", &rt->response_headers);
+}
+
+/* ---- virtual hosts and the domain index ------------------------------------------------- */
+
+static int dom_grow(domain_builder_t *d)
+{
+    uint32_t ncap = d->cap ? d->cap * 2 : 64;
+    pt_route_domain_t *n = calloc(ncap, sizeof(*n));
+    if (n == NULL)
+        return -1;
+    for (uint32_t i = 0; i < d->cap; i++) {
+        if (d->slots[i].kind == DOM_EMPTY)
+            continue;
+        uint32_t h = (uint32_t)d->slots[i].hash & (ncap - 1);
+        while (n[h].kind != DOM_EMPTY)
+            h = (h + 1) & (ncap - 1);
+        n[h] = d->slots[i];
+    }
+    free(d->slots);
+    d->slots = n;
+    d->cap = ncap;
+    return 0;
+}
+
+static const pt_route_domain_t *dom_probe(const pt_route_domain_t *slots, uint32_t cap, int kind,
+                                          const char *s, size_t n, uint64_t h)
+{
+    uint32_t i = (uint32_t)h & (cap - 1);
+    while (slots[i].kind != DOM_EMPTY) {
+        const pt_route_domain_t *e = &slots[i];
+        if (e->hash == h && e->kind == kind && e->len == n && eq_nocase(s, e->key, n))
+            return e;
+        i = (i + 1) & (cap - 1);
+    }
+    return NULL;
+}
+
+/* Adds a domain; returns the entry already holding it (a duplicate), or NULL. *oom is set
+ * on allocation failure. */
+static const pt_route_domain_t *dom_add(domain_builder_t *d, int kind, const char *key,
+                                        size_t n, const pt_vhost_t *vh, int *oom)
+{
+    uint64_t h = hash_lower(kind, key, n);
+    if (d->cap > 0) {
+        const pt_route_domain_t *e = dom_probe(d->slots, d->cap, kind, key, n, h);
+        if (e != NULL)
+            return e;
+    }
+    if ((d->count + 1) * 2 > d->cap && dom_grow(d) != 0) {
+        *oom = 1;
+        return NULL;
+    }
+    uint32_t i = (uint32_t)h & (d->cap - 1);
+    while (d->slots[i].kind != DOM_EMPTY)
+        i = (i + 1) & (d->cap - 1);
+    d->slots[i] = (pt_route_domain_t){.hash = h, .key = key, .len = (uint32_t)n,
+                                      .kind = (uint8_t)kind, .vh = vh};
+    d->count++;
+    if (kind == DOM_SUFFIX)
+        d->suffix_lens[n] = 1;
+    else if (kind == DOM_PREFIX)
+        d->prefix_lens[n] = 1;
+    return NULL;
+}
+
+/* Classifies a (lowercase) domain. Returns NULL and the kind and hashed part, or the reason
+ * it is invalid. Envoy's shapes: "*", "*.foo.com" / "*-bar.foo.com" (suffix wildcards),
+ * "foo.*" / "foo-*" (prefix wildcards); petrel also insists that the wildcard stands for a
+ * whole label or a '-'-separated part, and nowhere else. */
+static const char *domain_shape(const char *d, int *kind, size_t *off, size_t *len)
+{
+    size_t n = strlen(d);
+    if (n == 0)
+        return "must not be empty";
+    if (n > MAX_DOMAIN_LEN)
+        return "is longer than 1024 characters";
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)d[i] < 0x20 || d[i] == 0x7f || d[i] == ' ')
+            return "must not contain spaces or control characters";
+    static const char *const bad_wildcard =
+        "a wildcard must be the whole domain (\"*\"), a prefix (\"*.example.com\", "
+        "\"*-suffix.example.com\") or a suffix (\"example.*\", \"example-*\")";
+    const char *star = strchr(d, '*');
+    if (star == NULL) {
+        *kind = DOM_EXACT;
+        *off = 0;
+        *len = n;
+        return NULL;
+    }
+    if (n == 1) {
+        *kind = 0; /* "*" */
+        return NULL;
+    }
+    if (strchr(star + 1, '*') != NULL)
+        return bad_wildcard;
+    if (star == d && n >= 3 && (d[1] == '.' || d[1] == '-')) {
+        *kind = DOM_SUFFIX;
+        *off = 1;
+        *len = n - 1;
+        return NULL;
+    }
+    if (star == d + n - 1 && n >= 3 && (d[n - 2] == '.' || d[n - 2] == '-')) {
+        *kind = DOM_PREFIX;
+        *off = 0;
+        *len = n - 1;
+        return NULL;
+    }
+    return bad_wildcard;
+}
+
+static void parse_vhost(pctx_t *p, pt_vhost_t *vh)
+{
+    pt_cfg_t *r = p->r;
+    pt_cfg_unsupported(r, vhost_unsupported);
+    const char *name;
+    char q[300];
+    int rc = pt_cfg_string(r, "name", &name, NULL);
+    if (rc == 0 || (rc > 0 && name[0] == '\0'))
+        pt_cfg_error(r, "name", "is required");
+    vh->name = sdup(p, rc > 0 ? name : "");
+    if (rc > 0 && name[0] != '\0' && vh->name != NULL) {
+        int added = strset_add(&p->vhost_names, vh->name);
+        quote(name, q, sizeof(q));
+        if (added == 0)
+            pt_cfg_error(r, "name", "duplicate virtual host name %s", q);
+        else if (added < 0)
+            pt_cfg_error(r, "name", "out of memory");
+    }
+
+    int present;
+    size_t n = pt_cfg_array(r, "domains", &present);
+    if (!present || n == 0)
+        pt_cfg_error(r, "domains", present ? "must not be empty" : "is required");
+    const char **domains = present ? alloc(p, n * sizeof(*domains)) : NULL;
+    for (size_t i = 0; domains != NULL && i < n; i++) {
+        json_t *v = pt_cfg_index_value(r, i);
+        size_t saved = r->path_len;
+        pt_cfg_push_index(r, i);
+        if (!json_is_string(v)) {
+            pt_cfg_error(r, NULL, "is not a string");
+            pt_cfg_pop_path(r, saved);
+            continue;
+        }
+        char *d = lower_dup(p->a, json_string_value(v));
+        int kind = 0;
+        size_t off = 0, len = 0;
+        quote(json_string_value(v), q, sizeof(q));
+        const char *why = d ? domain_shape(d, &kind, &off, &len) : "out of memory";
+        if (why != NULL) {
+            pt_cfg_error(r, NULL, "%s is not a valid domain: %s", q, why);
+        } else {
+            const pt_vhost_t *prev = NULL;
+            if (kind == 0) {
+                prev = p->rc->default_vhost;
+                if (prev == NULL)
+                    p->rc->default_vhost = vh;
+            } else {
+                int oom = 0;
+                const pt_route_domain_t *e = dom_add(&p->dom, kind, d + off, len, vh, &oom);
+                prev = e ? e->vh : NULL;
+                if (oom)
+                    pt_cfg_error(r, NULL, "out of memory");
+            }
+            if (prev != NULL) {
+                char pq[300];
+                quote(prev->name, pq, sizeof(pq));
+                pt_cfg_error(r, NULL, "duplicate domain %s (already used by virtual host %s)",
+                             q, pq);
+            } else {
+                domains[vh->ndomains++] = d;
+            }
+        }
+        pt_cfg_pop_path(r, saved);
+    }
+    vh->domains = domains;
+    if (present)
+        pt_cfg_leave_array(r);
+
+    int tls;
+    pt_cfg_enum(r, "require_tls", require_tls_names, NULL, &tls, PT_REQUIRE_TLS_NONE);
+    vh->require_tls = (pt_require_tls_t)tls;
+
+    n = pt_cfg_array(r, "routes", &present);
+    if (present) {
+        pt_route_t *routes = alloc(p, n * sizeof(*routes));
+        for (size_t i = 0; routes != NULL && i < n; i++) {
+            if (pt_cfg_enter_index(r, i) > 0) {
+                pt_route_t *rt = &routes[vh->nroutes++];
+                rt->vhost = vh;
+                parse_route(p, rt);
+                pt_cfg_leave(r);
+            }
+        }
+        vh->routes = routes;
+        pt_cfg_leave_array(r);
+    }
+    parse_mutations(p, "request", &vh->request_headers);
+    parse_mutations(p, "response", &vh->response_headers);
+}
+
+/* Copies the domain index into the arena, with the wildcard lengths longest first. */
+static void finish_domains(pctx_t *p)
+{
+    domain_builder_t *d = &p->dom;
+    pt_route_config_t *rc = p->rc;
+    if (d->count > 0) {
+        pt_route_domain_t *t = alloc(p, d->cap * sizeof(*t));
+        if (t != NULL)
+            memcpy(t, d->slots, d->cap * sizeof(*t));
+        rc->domain_table = t;
+        rc->domain_cap = t ? d->cap : 0;
+    }
+    unsigned ns = 0, np = 0;
+    for (unsigned l = 0; l <= MAX_DOMAIN_LEN; l++) {
+        ns += d->suffix_lens[l];
+        np += d->prefix_lens[l];
+    }
+    uint16_t *sl = alloc(p, ns * sizeof(uint16_t)), *pl = alloc(p, np * sizeof(uint16_t));
+    if (sl == NULL || pl == NULL)
+        return;
+    for (unsigned l = MAX_DOMAIN_LEN + 1; l-- > 0;) {
+        if (d->suffix_lens[l])
+            sl[rc->nsuffix_lens++] = (uint16_t)l;
+        if (d->prefix_lens[l])
+            pl[rc->nprefix_lens++] = (uint16_t)l;
+    }
+    rc->suffix_lens = sl;
+    rc->prefix_lens = pl;
+}
+
+pt_route_config_t *pt_route_config_parse_ex(pt_cfg_t *r, pt_config_t *cfg, unsigned flags)
+{
+    size_t errors_before = r->nerrors;
+    pctx_t *p = calloc(1, sizeof(*p)); /* the domain builder's length maps are sizeable */
+    if (p == NULL) {
+        pt_cfg_error(r, NULL, "out of memory");
+        return NULL;
+    }
+    p->r = r;
+    p->cfg = cfg;
+    p->a = &cfg->arena;
+    pt_route_config_t *rc = alloc(p, sizeof(*rc));
+    if (rc == NULL)
+        goto done;
+    p->rc = rc;
+    pt_cfg_unsupported(r, route_config_unsupported);
+    const char *name;
+    pt_cfg_string(r, "name", &name, "");
+    rc->name = sdup(p, name);
+    pt_cfg_bool(r, "validate_clusters", &rc->validate_clusters, !(flags & PT_ROUTE_PARSE_RDS));
+    p->validate_clusters = rc->validate_clusters;
+    pt_cfg_bool(r, "most_specific_header_mutations_wins", &rc->most_specific_header_mutations_wins,
+                0);
+    pt_cfg_bool(r, "ignore_port_in_host_matching", &rc->ignore_port_in_host_matching, 0);
+    uint64_t max_body;
+    pt_cfg_uint(r, "max_direct_response_body_size_bytes", &max_body, 4096, 0, UINT32_MAX);
+    rc->max_direct_response_body_size = p->max_body = (uint32_t)max_body;
+    parse_mutations(p, "request", &rc->request_headers);
+    parse_mutations(p, "response", &rc->response_headers);
+
+    int present;
+    size_t n = pt_cfg_array(r, "virtual_hosts", &present);
+    if (present) {
+        pt_vhost_t *vhosts = alloc(p, n * sizeof(*vhosts));
+        for (size_t i = 0; vhosts != NULL && i < n; i++) {
+            if (pt_cfg_enter_index(r, i) > 0) {
+                parse_vhost(p, &vhosts[rc->nvhosts++]);
+                pt_cfg_leave(r);
+            }
+        }
+        rc->vhosts = vhosts;
+        pt_cfg_leave_array(r);
+    }
+    finish_domains(p);
+done:
+    free(p->dom.slots);
+    strset_dispose(&p->vhost_names);
+    free(p);
+    return r->nerrors == errors_before ? rc : NULL;
+}
+
+pt_route_config_t *pt_route_config_parse(pt_cfg_t *r, pt_config_t *cfg)
+{
+    return pt_route_config_parse_ex(r, cfg, 0);
+}
+
+/* ---- virtual host lookup ---------------------------------------------------------------- */
+
+/* Envoy's HeaderUtility::getPortStart: the last ':' unless it is inside an IPv6 literal. */
+static size_t port_start(const char *h, size_t n)
+{
+    const char *colon = NULL, *bracket = NULL;
+    for (size_t i = n; i-- > 0;) {
+        if (h[i] == ':' && colon == NULL)
+            colon = h + i;
+        if (h[i] == ']') {
+            bracket = h + i;
+            break;
+        }
+    }
+    if (colon == NULL || (bracket != NULL && bracket > colon))
+        return n;
+    return (size_t)(colon - h);
+}
+
+static const pt_vhost_t *lookup(const pt_route_config_t *rc, const char *h, size_t n)
+{
+    const pt_route_domain_t *e;
+    if (rc->domain_cap == 0)
+        return NULL;
+    e = dom_probe(rc->domain_table, rc->domain_cap, DOM_EXACT, h, n, hash_lower(DOM_EXACT, h, n));
+    if (e != NULL)
+        return e->vh;
+    /* Longest wildcard first; a wildcard matches at least one character ('>' not '>='). */
+    for (unsigned i = 0; i < rc->nsuffix_lens; i++) {
+        size_t l = rc->suffix_lens[i];
+        if (l >= n)
+            continue;
+        const char *s = h + n - l;
+        e = dom_probe(rc->domain_table, rc->domain_cap, DOM_SUFFIX, s, l,
+                      hash_lower(DOM_SUFFIX, s, l));
+        if (e != NULL)
+            return e->vh;
+    }
+    for (unsigned i = 0; i < rc->nprefix_lens; i++) {
+        size_t l = rc->prefix_lens[i];
+        if (l >= n)
+            continue;
+        e = dom_probe(rc->domain_table, rc->domain_cap, DOM_PREFIX, h, l,
+                      hash_lower(DOM_PREFIX, h, l));
+        if (e != NULL)
+            return e->vh;
+    }
+    return NULL;
+}
+
+const pt_vhost_t *pt_route_find_vhost(const pt_route_config_t *rc, const char *authority)
+{
+    if (rc == NULL)
+        return NULL;
+    if (rc->domain_cap == 0 || authority == NULL)
+        return rc->default_vhost;
+    size_t n = strlen(authority);
+    size_t port = port_start(authority, n);
+    if (rc->ignore_port_in_host_matching)
+        n = port;
+    const pt_vhost_t *vh = lookup(rc, authority, n);
+    if (vh == NULL && port < n)
+        vh = lookup(rc, authority, port);
+    return vh != NULL ? vh : rc->default_vhost;
+}
+
+/* ---- route matching ------------------------------------------------------------------ */
+
+/* The value of header `name` (every value joined with ',' as Envoy does), or NULL. */
+static const char *header_value(const pt_http_headers_t *h, const char *name, size_t *len)
+{
+    size_t nl = strlen(name);
+    const pt_http_header_t *first = NULL;
+    for (uint32_t i = 0; i < h->count; i++) {
+        const pt_http_header_t *e = &h->items[i];
+        if (e->name_len != nl || memcmp(e->name, name, nl) != 0)
+            continue;
+        if (first != NULL) {
+            const char *j = pt_http_headers_get_joined(h, name);
+            *len = j ? strlen(j) : 0;
+            return j;
+        }
+        first = e;
+    }
+    if (first == NULL)
+        return NULL;
+    *len = first->value_len;
+    return first->value;
+}
+
+/* absl::SimpleAtoi as Envoy's range match uses it: optional surrounding whitespace and
+ * sign, decimal digits, no overflow. */
+static int parse_int64(const char *s, size_t n, int64_t *out)
+{
+    size_t i = 0;
+    while (i < n && isspace((unsigned char)s[i]))
+        i++;
+    while (n > i && isspace((unsigned char)s[n - 1]))
+        n--;
+    int neg = 0;
+    if (i < n && (s[i] == '+' || s[i] == '-'))
+        neg = s[i++] == '-';
+    if (i == n)
+        return 0;
+    uint64_t v = 0;
+    for (; i < n; i++) {
+        if (!isdigit((unsigned char)s[i]))
+            return 0;
+        uint64_t d = (uint64_t)(s[i] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return 0;
+        v = v * 10 + d;
+    }
+    if (neg ? v > (uint64_t)INT64_MAX + 1 : v > (uint64_t)INT64_MAX)
+        return 0;
+    *out = neg ? (int64_t)(0 - v) : (int64_t)v;
+    return 1;
+}
+
+static int header_matches(const pt_header_matcher_t *hm, const pt_http_headers_t *req)
+{
+    size_t len = 0;
+    const char *v = header_value(req, hm->name, &len);
+    if (v == NULL && !hm->treat_missing_as_empty)
+        return hm->kind == PT_HEADER_MATCH_PRESENT && (hm->invert ? hm->present : !hm->present);
+    if (v == NULL) {
+        v = "";
+        len = 0;
+    }
+    int match = 0;
+    switch (hm->kind) {
+    case PT_HEADER_MATCH_EXACT:
+        match = hm->value_len == 0 || (len == hm->value_len && memcmp(v, hm->value, len) == 0);
+        break;
+    case PT_HEADER_MATCH_REGEX:
+        match = hm->regex != NULL && pt_regex_full_match(hm->regex, v, len);
+        break;
+    case PT_HEADER_MATCH_RANGE: {
+        int64_t x;
+        match = parse_int64(v, len, &x) && x >= hm->range_start && x < hm->range_end;
+        break;
+    }
+    case PT_HEADER_MATCH_PRESENT:
+        match = hm->present;
+        break;
+    case PT_HEADER_MATCH_PREFIX:
+        match = len >= hm->value_len && memcmp(v, hm->value, hm->value_len) == 0;
+        break;
+    case PT_HEADER_MATCH_SUFFIX:
+        match = len >= hm->value_len && memcmp(v + len - hm->value_len, hm->value, hm->value_len) == 0;
+        break;
+    case PT_HEADER_MATCH_CONTAINS:
+        match = memmem(v, len, hm->value, hm->value_len) != NULL;
+        break;
+    case PT_HEADER_MATCH_STRING:
+        match = pt_string_matcher_match(&hm->string, v, len);
+        break;
+    }
+    return match != hm->invert;
+}
+
+/* Percent-decodes s[0..n) into out (which holds n bytes); returns the decoded length.
+ * Invalid escapes are kept as they are. */
+static size_t pct_decode(const char *s, size_t n, char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '%' && i + 2 < n && isxdigit((unsigned char)s[i + 1]) &&
+            isxdigit((unsigned char)s[i + 2])) {
+            char hex[3] = {s[i + 1], s[i + 2], 0};
+            out[o++] = (char)strtol(hex, NULL, 16);
+            i += 2;
+        } else {
+            out[o++] = s[i];
+        }
+    }
+    return o;
+}
+
+/* query[0..qlen) is the query string (after '?', before '#'). */
+static int query_matches(const pt_query_matcher_t *qm, const char *query, size_t qlen,
+                         pt_arena_t *a)
+{
+    size_t i = 0;
+    while (i <= qlen) {
+        size_t end = i;
+        while (end < qlen && query[end] != '&')
+            end++;
+        size_t eq = i;
+        while (eq < end && query[eq] != '=')
+            eq++;
+        if (end > i) {
+            /* Names and values are compared percent-decoded, as Envoy does. */
+            char nbuf[1024];
+            size_t nraw = eq - i;
+            int same = 0;
+            if (nraw <= sizeof(nbuf)) {
+                size_t nl = pct_decode(query + i, nraw, nbuf);
+                same = nl == qm->name_len && memcmp(nbuf, qm->name, nl) == 0;
+            }
+            if (same) {
+                if (!qm->has_string_match)
+                    return 1;
+                size_t vraw = eq < end ? end - eq - 1 : 0;
+                const char *vs = query + (eq < end ? eq + 1 : end);
+                char vbuf[1024];
+                char *buf = vraw <= sizeof(vbuf) ? vbuf : (a ? pt_arena_alloc(a, vraw) : NULL);
+                if (buf == NULL)
+                    return 0;
+                size_t vl = pct_decode(vs, vraw, buf);
+                /* The first occurrence decides. */
+                return pt_string_matcher_match(&qm->string, buf, vl);
+            }
+        }
+        i = end + 1;
+    }
+    return 0;
+}
+
+static int path_matches(const pt_route_match_spec_t *m, const char *path, size_t plen,
+                        size_t pend)
+{
+    switch (m->kind) {
+    case PT_PATH_PREFIX:
+        return plen >= m->path_len && eq_case(path, m->path, m->path_len, m->case_sensitive);
+    case PT_PATH_EXACT:
+        return pend == m->path_len && eq_case(path, m->path, pend, m->case_sensitive);
+    case PT_PATH_REGEX:
+        return m->regex != NULL && pt_regex_full_match(m->regex, path, pend);
+    case PT_PATH_SEPARATED_PREFIX:
+        return pend >= m->path_len && eq_case(path, m->path, m->path_len, m->case_sensitive) &&
+               (pend == m->path_len || path[m->path_len] == '/');
+    }
+    return 0;
+}
+
+const pt_route_t *pt_route_match(const pt_vhost_t *vh, const pt_http_headers_t *req)
+{
+    if (vh == NULL || req == NULL)
+        return NULL;
+    const char *path = pt_http_headers_get(req, ":path");
+    if (path == NULL)
+        return NULL;
+    size_t plen = strlen(path);
+    size_t pend = strcspn(path, "?#"); /* the path without query string and fragment */
+    const char *query = path[pend] == '?' ? path + pend + 1 : path + pend;
+    size_t qlen = strcspn(query, "#");
+    for (unsigned i = 0; i < vh->nroutes; i++) {
+        const pt_route_t *rt = &vh->routes[i];
+        const pt_route_match_spec_t *m = &rt->match;
+        if (!path_matches(m, path, plen, pend))
+            continue;
+        unsigned k;
+        for (k = 0; k < m->nheaders; k++)
+            if (!header_matches(&m->headers[k], req))
+                break;
+        if (k < m->nheaders)
+            continue;
+        for (k = 0; k < m->nquery; k++)
+            if (!query_matches(&m->query[k], query, qlen, req->arena))
+                break;
+        if (k < m->nquery)
+            continue;
+        return rt;
+    }
+    return NULL;
+}
+
+/* ---- actions ------------------------------------------------------------------------------ */
+
+const char *pt_route_pick_cluster(const pt_route_t *rt, uint64_t random,
+                                  const void **weighted_entry_out)
+{
+    if (weighted_entry_out != NULL)
+        *weighted_entry_out = NULL;
+    if (rt == NULL || rt->action != PT_ROUTE_ACTION_ROUTE)
+        return NULL;
+    switch (rt->cluster_kind) {
+    case PT_ROUTE_CLUSTER_NAME:
+        return rt->cluster;
+    case PT_ROUTE_CLUSTER_HEADER:
+        return NULL;
+    case PT_ROUTE_CLUSTER_WEIGHTED:
+        break;
+    }
+    if (rt->nweighted == 0 || rt->total_weight == 0)
+        return NULL;
+    /* Envoy's selection: a value in [0, total) lands in the entry whose cumulative range
+     * holds it; binary search keeps long lists cheap. Zero-weight entries have an empty
+     * range and are never picked. */
+    uint64_t v = random % rt->total_weight;
+    unsigned lo = 0, hi = rt->nweighted - 1;
+    while (lo < hi) {
+        unsigned mid = lo + (hi - lo) / 2;
+        if (rt->weighted[mid].range_end > v)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    if (weighted_entry_out != NULL)
+        *weighted_entry_out = &rt->weighted[lo];
+    return rt->weighted[lo].name;
+}
+
+const char *pt_route_cluster_for_request(const pt_route_t *rt, const pt_http_headers_t *req,
+                                         uint64_t random, const void **weighted_entry_out)
+{
+    if (rt != NULL && rt->action == PT_ROUTE_ACTION_ROUTE &&
+        rt->cluster_kind == PT_ROUTE_CLUSTER_HEADER) {
+        if (weighted_entry_out != NULL)
+            *weighted_entry_out = NULL;
+        const char *v = req ? pt_http_headers_get(req, rt->cluster_header) : NULL;
+        return v != NULL && v[0] != '\0' ? v : NULL;
+    }
+    return pt_route_pick_cluster(rt, random, weighted_entry_out);
+}
+
+const char *pt_route_rewrite_path(const pt_route_t *rt, const char *path, pt_arena_t *a)
+{
+    if (rt == NULL || path == NULL || (rt->rewrite.prefix == NULL && rt->rewrite.regex == NULL))
+        return NULL;
+    size_t plen = strlen(path), pend = strcspn(path, "?#");
+    if (rt->rewrite.prefix != NULL) {
+        /* Replace what the route matched: the prefix, the whole path (path and regex
+         * routes), keeping the rest (and the query string). */
+        size_t matched = rt->match.kind == PT_PATH_REGEX ? pend : rt->match.path_len;
+        if (matched > plen)
+            matched = plen;
+        return pt_arena_sprintf(a, "%s%s", rt->rewrite.prefix, path + matched);
+    }
+    size_t n;
+    char *r = pt_regex_replace_all(rt->rewrite.regex, path, pend, rt->rewrite.substitution, a, &n);
+    if (r == NULL)
+        return NULL;
+    return pt_arena_sprintf(a, "%.*s%s", (int)n, r, path + pend);
+}
+
+/* Envoy's processRequestHost: the request's host, without its port when a port_redirect
+ * replaces it, or when the scheme changes and the port was the old scheme's default. */
+static size_t redirect_host_len(const char *host, const char *new_scheme,
+                                const char *request_scheme, int new_port)
+{
+    size_t n = strlen(host);
+    if (n == 0)
+        return 0;
+    size_t end = n;
+    if (host[0] == '[') {
+        const char *p = NULL;
+        for (size_t i = n; i-- > 1;)
+            if (host[i] == ':' && host[i - 1] == ']') {
+                p = host + i;
+                break;
+            }
+        if (p != NULL)
+            end = (size_t)(p - host);
+    } else {
+        const char *p = strrchr(host, ':');
+        if (p != NULL)
+            end = (size_t)(p - host);
+    }
+    if (end == n)
+        return n;
+    const char *port = host + end;
+    int remove = new_port;
+    if (strcmp(new_scheme, request_scheme) != 0) {
+        remove |= strcmp(request_scheme, "https") == 0 && strcmp(port, ":443") == 0;
+        remove |= strcmp(request_scheme, "http") == 0 && strcmp(port, ":80") == 0;
+    }
+    return remove ? end : n;
+}
+
+int pt_route_redirect(const pt_route_t *rt, const pt_http_headers_t *req, const char *scheme,
+                      pt_arena_t *a, const char **location)
+{
+    if (rt == NULL || rt->action != PT_ROUTE_ACTION_REDIRECT || location == NULL)
+        return -1;
+    const pt_redirect_t *rd = &rt->redirect;
+    const char *path = req ? pt_http_headers_get(req, ":path") : NULL;
+    const char *host = req ? pt_http_headers_get(req, ":authority") : NULL;
+    if (path == NULL)
+        path = "";
+    if (host == NULL)
+        host = "";
+    if (scheme == NULL)
+        scheme = "http";
+    const char *rw = pt_route_rewrite_path(rt, path, a);
+    if (rw != NULL)
+        path = rw;
+
+    const char *final_scheme = rd->scheme_redirect ? rd->scheme_redirect
+                               : rd->https_redirect ? "https" : scheme;
+    char port[16] = "";
+    if (rd->port_redirect != 0)
+        snprintf(port, sizeof(port), ":%u", (unsigned)rd->port_redirect);
+    size_t host_len = rd->host_redirect
+                          ? strlen(host = rd->host_redirect)
+                          : redirect_host_len(host, final_scheme, scheme, port[0] != '\0');
+
+    /* The path: path_redirect (keeping the request's query unless it has its own), or the
+     * (rewritten) request path. */
+    const char *fp = path, *fq = "";
+    if (rd->path_redirect != NULL) {
+        fp = rd->path_redirect;
+        if (!rd->path_redirect_has_query) {
+            const char *q = strchr(path, '?');
+            fq = q ? q : "";
+        }
+    }
+    size_t fp_len = strlen(fp), fq_len = strlen(fq);
+    if (rd->strip_query && !rd->path_redirect_has_query) {
+        const char *q = memchr(fp, '?', fp_len);
+        if (q != NULL) {
+            fp_len = (size_t)(q - fp);
+            fq_len = 0;
+        } else {
+            fq_len = 0;
+        }
+    }
+    const char *slash = fp[0] == '/' ? "" : "/";
+    *location = pt_arena_sprintf(a, "%s://%.*s%s%s%.*s%.*s", final_scheme, (int)host_len, host,
+                                 port, slash, (int)fp_len, fp, (int)fq_len, fq);
+    return *location != NULL ? rd->response_code : -1;
+}
+
+int pt_vhost_tls_redirect(const pt_vhost_t *vh, const pt_http_headers_t *req, int is_tls,
+                          int internal, pt_arena_t *a, const char **location)
+{
+    if (vh == NULL || is_tls || vh->require_tls == PT_REQUIRE_TLS_NONE)
+        return 0;
+    if (vh->require_tls == PT_REQUIRE_TLS_EXTERNAL_ONLY && internal)
+        return 0;
+    const char *host = req ? pt_http_headers_get(req, ":authority") : NULL;
+    const char *path = req ? pt_http_headers_get(req, ":path") : NULL;
+    *location = pt_arena_sprintf(a, "https://%s%s", host ? host : "", path ? path : "/");
+    return *location != NULL ? 301 : 0;
+}
+
+/* ---- header mutations at request time -------------------------------------------------- */
+
+enum { OP_SKIP, OP_SET, OP_ADD };
+
+static void apply_level(const pt_header_mutations_t *m, pt_http_headers_t *h,
+                        const pt_stream_info_t *si)
+{
+    if (m == NULL)
+        return;
+    for (unsigned i = 0; i < m->nremove; i++)
+        pt_http_headers_remove(h, m->remove[i]);
+    if (m->nadd == 0)
+        return;
+    const char *vals_stack[STACK_ADDS];
+    unsigned char ops_stack[STACK_ADDS];
+    const char **vals = vals_stack;
+    unsigned char *ops = ops_stack;
+    if (m->nadd > STACK_ADDS) {
+        vals = pt_arena_alloc(h->arena, m->nadd * sizeof(*vals));
+        ops = pt_arena_alloc(h->arena, m->nadd);
+        if (vals == NULL || ops == NULL)
+            return;
+    }
+    /* Render every value and decide every action against the headers as they are now, then
+     * overwrite, then append: Envoy's order, so one level's formatters never see its own
+     * additions. */
+    for (unsigned i = 0; i < m->nadd; i++) {
+        const pt_header_add_t *e = &m->add[i];
+        const char *v = e->value;
+        if (v == NULL)
+            v = e->fmt ? pt_format_render_str(e->fmt, si, h->arena) : "";
+        if (v == NULL)
+            v = "";
+        vals[i] = v;
+        ops[i] = OP_SKIP;
+        if (v[0] == '\0' && !e->keep_empty_value)
+            continue;
+        switch (e->action) {
+        case PT_HEADER_APPEND_IF_EXISTS_OR_ADD:
+            ops[i] = OP_ADD;
+            break;
+        case PT_HEADER_ADD_IF_ABSENT:
+            ops[i] = pt_http_headers_find(h, e->key) ? OP_SKIP : OP_ADD;
+            break;
+        case PT_HEADER_OVERWRITE_IF_EXISTS:
+            ops[i] = pt_http_headers_find(h, e->key) ? OP_SET : OP_SKIP;
+            break;
+        case PT_HEADER_OVERWRITE_IF_EXISTS_OR_ADD:
+            ops[i] = OP_SET;
+            break;
+        }
+    }
+    for (unsigned i = 0; i < m->nadd; i++)
+        if (ops[i] == OP_SET)
+            pt_http_headers_set(h, m->add[i].key, vals[i]);
+    for (unsigned i = 0; i < m->nadd; i++)
+        if (ops[i] == OP_ADD)
+            pt_http_headers_add_ref(h, m->add[i].key, vals[i]);
+}
+
+static void mutate(const pt_route_config_t *rc, const pt_vhost_t *vh, const pt_route_t *rt,
+                   const pt_weighted_cluster_t *wc, pt_http_headers_t *h,
+                   const pt_stream_info_t *si, int response)
+{
+#define LEVEL(x) ((x) == NULL ? NULL : response ? &(x)->response_headers : &(x)->request_headers)
+    /* The weighted cluster entry always goes first (as Envoy evaluates it), then route,
+     * virtual host and route config: later levels overwrite earlier ones, so by default
+     * the least specific wins; most_specific_header_mutations_wins reverses the three. */
+    apply_level(LEVEL(wc), h, si);
+    const pt_header_mutations_t *levels[3] = {LEVEL(rt), LEVEL(vh), LEVEL(rc)};
+#undef LEVEL
+    int ascend = rc != NULL && rc->most_specific_header_mutations_wins;
+    for (int i = 0; i < 3; i++)
+        apply_level(levels[ascend ? 2 - i : i], h, si);
+}
+
+void pt_route_mutate_request_headers(const pt_route_config_t *rc, const pt_vhost_t *vh,
+                                     const pt_route_t *rt, const void *weighted_entry,
+                                     pt_http_headers_t *h, const pt_stream_info_t *si)
+{
+    mutate(rc, vh, rt, weighted_entry, h, si, 0);
+}
+
+void pt_route_mutate_response_headers(const pt_route_config_t *rc, const pt_vhost_t *vh,
+                                      const pt_route_t *rt, const void *weighted_entry,
+                                      pt_http_headers_t *h, const pt_stream_info_t *si)
+{
+    mutate(rc, vh, rt, weighted_entry, h, si, 1);
+}

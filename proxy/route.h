@@ -1,0 +1,302 @@
+/* Routing tables: envoy.config.route.v3.RouteConfiguration, its virtual hosts and routes,
+ * and everything the connection manager and router ask of them per request.
+ *
+ * A route config is parsed once into the arena of the config snapshot that owns it, with
+ * every matcher precompiled (regexes, string matchers, header-value formats) and every
+ * referenced cluster checked. Per request:
+ *   vh = pt_route_find_vhost(rc, authority)      O(1) for exact domains (hash table), then
+ *                                                 one hash probe per distinct wildcard length
+ *   rt = pt_route_match(vh, headers)              first route whose match accepts
+ *   then the action: forward (pick a cluster, rewrite the path, mutate headers), redirect
+ *   (pt_route_redirect) or direct response (status and body from the struct).
+ * The lookup functions take no lock and allocate only from the request's arena (the header
+ * map's), so workers call them on the hot path. Envoy's semantics throughout; the
+ * differences are listed in docs/routing.md. */
+#ifndef PT_ROUTE_H
+#define PT_ROUTE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proxy/arena.h"
+#include "proxy/config.h"
+#include "proxy/config_reader.h"
+#include "proxy/http.h"
+#include "proxy/matcher.h"
+
+typedef struct pt_format pt_format_t;
+typedef struct pt_route_config pt_route_config_t;
+typedef struct pt_vhost pt_vhost_t;
+typedef struct pt_route pt_route_t;
+
+/* idle_timeout_ms when the route does not set one (the connection manager's applies). */
+#define PT_ROUTE_TIMEOUT_UNSET UINT64_MAX
+
+/* ---- header mutations (envoy.config.core.v3.HeaderValueOption) ---------------------- */
+
+typedef enum pt_header_append_action {
+    PT_HEADER_APPEND_IF_EXISTS_OR_ADD,    /* add another value (the default) */
+    PT_HEADER_ADD_IF_ABSENT,              /* add only when the header is not there */
+    PT_HEADER_OVERWRITE_IF_EXISTS_OR_ADD, /* replace every value, or add */
+    PT_HEADER_OVERWRITE_IF_EXISTS,        /* replace every value; nothing when absent */
+} pt_header_append_action_t;
+
+typedef struct pt_header_add {
+    const char *key;         /* lowercase */
+    const char *value;       /* the value when it does not depend on the request, else NULL */
+    const pt_format_t *fmt;  /* renders the value per request when value is NULL */
+    pt_header_append_action_t action;
+    int keep_empty_value;    /* add even when the value renders empty */
+} pt_header_add_t;
+
+/* One level's *_headers_to_add and *_headers_to_remove. Removal runs before additions. */
+typedef struct pt_header_mutations {
+    const pt_header_add_t *add;
+    unsigned nadd;
+    const char *const *remove; /* lowercase names */
+    unsigned nremove;
+} pt_header_mutations_t;
+
+/* ---- route match --------------------------------------------------------------------- */
+
+typedef enum pt_header_match_kind {
+    PT_HEADER_MATCH_EXACT,    /* exact_match; empty value (or no specifier): presence */
+    PT_HEADER_MATCH_REGEX,    /* safe_regex_match */
+    PT_HEADER_MATCH_RANGE,    /* range_match: integer in [start, end) */
+    PT_HEADER_MATCH_PRESENT,  /* present_match */
+    PT_HEADER_MATCH_PREFIX,
+    PT_HEADER_MATCH_SUFFIX,
+    PT_HEADER_MATCH_CONTAINS,
+    PT_HEADER_MATCH_STRING,   /* string_match (StringMatcher) */
+} pt_header_match_kind_t;
+
+typedef struct pt_header_matcher {
+    const char *name; /* lowercase */
+    pt_header_match_kind_t kind;
+    const char *value; /* exact/prefix/suffix/contains */
+    size_t value_len;
+    const pt_regex_t *regex;
+    int64_t range_start, range_end;
+    int present;
+    pt_string_matcher_t string;
+    int invert;
+    int treat_missing_as_empty;
+} pt_header_matcher_t;
+
+typedef struct pt_query_matcher {
+    const char *name;
+    size_t name_len;
+    int has_string_match; /* else: the parameter must be present */
+    pt_string_matcher_t string;
+} pt_query_matcher_t;
+
+typedef enum pt_path_match_kind {
+    PT_PATH_PREFIX,           /* prefix: the beginning of :path (query string included) */
+    PT_PATH_EXACT,            /* path: all of :path without the query string */
+    PT_PATH_REGEX,            /* safe_regex: full match of :path without the query string */
+    PT_PATH_SEPARATED_PREFIX, /* path_separated_prefix: prefix ending at '/', '?' or the end */
+} pt_path_match_kind_t;
+
+typedef struct pt_route_match_spec {
+    pt_path_match_kind_t kind;
+    const char *path; /* prefix or path; NULL for regex */
+    size_t path_len;
+    const pt_regex_t *regex;
+    int case_sensitive; /* prefix/path only; regexes are always case-sensitive (as Envoy) */
+    const pt_header_matcher_t *headers;
+    unsigned nheaders;
+    const pt_query_matcher_t *query;
+    unsigned nquery;
+} pt_route_match_spec_t;
+
+/* ---- route actions ------------------------------------------------------------------- */
+
+typedef enum pt_route_action {
+    PT_ROUTE_ACTION_ROUTE,           /* forward upstream */
+    PT_ROUTE_ACTION_REDIRECT,
+    PT_ROUTE_ACTION_DIRECT_RESPONSE,
+} pt_route_action_t;
+
+typedef enum pt_route_cluster_kind {
+    PT_ROUTE_CLUSTER_NAME,     /* cluster */
+    PT_ROUTE_CLUSTER_WEIGHTED, /* weighted_clusters */
+    PT_ROUTE_CLUSTER_HEADER,   /* cluster_header: the cluster is named by a request header */
+} pt_route_cluster_kind_t;
+
+typedef struct pt_weighted_cluster {
+    const char *name;
+    uint32_t weight;
+    uint64_t range_end; /* cumulative weight through this entry: picked when r < range_end */
+    const char *host_rewrite_literal; /* or NULL */
+    pt_header_mutations_t request_headers, response_headers;
+} pt_weighted_cluster_t;
+
+typedef struct pt_upgrade_config {
+    const char *upgrade_type; /* lowercase ("websocket") */
+    int enabled;
+} pt_upgrade_config_t;
+
+/* prefix_rewrite / regex_rewrite, of a route action or of a redirect. */
+typedef struct pt_path_rewrite {
+    const char *prefix; /* prefix_rewrite, or NULL */
+    const pt_regex_t *regex; /* regex_rewrite.pattern, or NULL */
+    const char *substitution;
+} pt_path_rewrite_t;
+
+typedef struct pt_redirect {
+    int https_redirect;
+    const char *scheme_redirect; /* or NULL */
+    const char *host_redirect;   /* or NULL */
+    uint32_t port_redirect;      /* 0 = keep */
+    const char *path_redirect;   /* or NULL */
+    int path_redirect_has_query; /* path_redirect has a query: it wins, strip_query ignored */
+    int strip_query;
+    int response_code;           /* 301 (default), 302, 303, 307, 308 */
+} pt_redirect_t;
+
+struct pt_route {
+    const char *name; /* "" when unnamed */
+    const pt_vhost_t *vhost;
+    pt_route_match_spec_t match;
+    pt_route_action_t action;
+
+    /* PT_ROUTE_ACTION_ROUTE */
+    pt_route_cluster_kind_t cluster_kind;
+    const char *cluster;        /* PT_ROUTE_CLUSTER_NAME */
+    const char *cluster_header; /* PT_ROUTE_CLUSTER_HEADER, lowercase */
+    const pt_weighted_cluster_t *weighted; /* PT_ROUTE_CLUSTER_WEIGHTED */
+    unsigned nweighted;
+    uint64_t total_weight;
+    const char *host_rewrite_literal; /* or NULL */
+    int auto_host_rewrite;
+    uint64_t timeout_ms;      /* 15000 by default; 0 = no timeout */
+    uint64_t idle_timeout_ms; /* PT_ROUTE_TIMEOUT_UNSET, 0 = disabled, or a value */
+    const pt_upgrade_config_t *upgrades;
+    unsigned nupgrades;
+
+    /* PT_ROUTE_ACTION_ROUTE and PT_ROUTE_ACTION_REDIRECT */
+    pt_path_rewrite_t rewrite;
+
+    /* PT_ROUTE_ACTION_REDIRECT */
+    pt_redirect_t redirect;
+
+    /* PT_ROUTE_ACTION_DIRECT_RESPONSE */
+    int direct_status;
+    const char *direct_body; /* NULL when none; may hold NUL bytes (inline_bytes) */
+    size_t direct_body_len;
+
+    pt_header_mutations_t request_headers, response_headers;
+};
+
+/* ---- virtual hosts and the route config -------------------------------------------- */
+
+typedef enum pt_require_tls {
+    PT_REQUIRE_TLS_NONE,
+    PT_REQUIRE_TLS_EXTERNAL_ONLY,
+    PT_REQUIRE_TLS_ALL,
+} pt_require_tls_t;
+
+struct pt_vhost {
+    const char *name;
+    const char *const *domains; /* lowercase, as configured */
+    unsigned ndomains;
+    pt_require_tls_t require_tls;
+    const pt_route_t *routes;
+    unsigned nroutes;
+    pt_header_mutations_t request_headers, response_headers;
+};
+
+/* Private to route.c: one hashed domain (exact, or a wildcard's fixed part). */
+typedef struct pt_route_domain pt_route_domain_t;
+
+struct pt_route_config {
+    const char *name; /* "" when unnamed */
+    const pt_vhost_t *vhosts;
+    unsigned nvhosts;
+    pt_header_mutations_t request_headers, response_headers;
+    int validate_clusters;
+    int most_specific_header_mutations_wins;
+    int ignore_port_in_host_matching;
+    uint32_t max_direct_response_body_size;
+    /* Domain index (route.c): open-addressing table of exact domains and wildcard parts,
+     * and the distinct wildcard lengths, longest first, so a lookup probes once per
+     * length instead of scanning virtual hosts. */
+    const pt_route_domain_t *domain_table;
+    uint32_t domain_cap;
+    const uint16_t *suffix_lens;
+    unsigned nsuffix_lens;
+    const uint16_t *prefix_lens;
+    unsigned nprefix_lens;
+    const pt_vhost_t *default_vhost; /* domain "*" */
+};
+
+/* Parse flags. */
+enum pt_route_parse_flags {
+    /* The config came from RDS: validate_clusters defaults to false (clusters may arrive
+     * later), as in Envoy. Inline configs validate by default. */
+    PT_ROUTE_PARSE_RDS = 1u << 0,
+};
+
+/* Parses the RouteConfiguration the reader is positioned in, into cfg's arena. Cluster
+ * names are checked against cfg's clusters when validate_clusters is on. NULL when any
+ * error was found (all of them are in r). */
+pt_route_config_t *pt_route_config_parse(pt_cfg_t *r, pt_config_t *cfg);
+pt_route_config_t *pt_route_config_parse_ex(pt_cfg_t *r, pt_config_t *cfg, unsigned flags);
+
+/* Virtual host for an :authority, in Envoy's order: exact domain (hashed), longest suffix
+ * wildcard ("*.foo.com"), longest prefix wildcard ("foo.*"), then "*". Case-insensitive. If
+ * nothing matches the authority with its port, the port is stripped and the lookup retried
+ * before falling back to "*" (with ignore_port_in_host_matching the port is stripped
+ * first). NULL when nothing matches: 404. */
+const pt_vhost_t *pt_route_find_vhost(const pt_route_config_t *rc, const char *authority);
+
+/* First route of vh whose match accepts the request (:path, headers, query string). NULL =
+ * no route (404). Allocates only from req->arena, and only when a header has several
+ * values or a long query parameter must be decoded. */
+const pt_route_t *pt_route_match(const pt_vhost_t *vh, const pt_http_headers_t *req);
+
+/* Cluster for a forwarding route: the route's cluster, or for weighted clusters the entry
+ * `random` (uniform 64-bit) falls in, in proportion to the weights (an entry of weight 0 is
+ * never picked); *weighted_entry_out is that pt_weighted_cluster_t (NULL otherwise; the
+ * pointer may be NULL). NULL for cluster_header routes (use pt_route_cluster_for_request)
+ * and for non-forwarding routes. */
+const char *pt_route_pick_cluster(const pt_route_t *rt, uint64_t random,
+                                  const void **weighted_entry_out);
+/* Same, also resolving cluster_header from the request (NULL when the header is absent). */
+const char *pt_route_cluster_for_request(const pt_route_t *rt, const pt_http_headers_t *req,
+                                         uint64_t random, const void **weighted_entry_out);
+
+/* Applies prefix_rewrite or regex_rewrite (of a forwarding or a redirect route) to path,
+ * keeping the query string. Returns the new path in a, or NULL when the route has no path
+ * rewrite (or on out-of-memory). */
+const char *pt_route_rewrite_path(const pt_route_t *rt, const char *path, pt_arena_t *a);
+
+/* Builds the Location of a redirect route for the request, which came on `scheme` ("http"
+ * or "https"), into a. Returns the status code (301, 302, 303, 307, 308), or -1 when rt is
+ * not a redirect route or memory ran out. */
+int pt_route_redirect(const pt_route_t *rt, const pt_http_headers_t *req, const char *scheme,
+                      pt_arena_t *a, const char **location);
+
+/* require_tls: when the virtual host requires TLS of this request (not TLS, and external or
+ * ALL), sets *location to "https://<authority><path>" in a and returns 301, as Envoy does;
+ * else returns 0. `internal` is whether the request is internal (x-envoy-internal). */
+int pt_vhost_tls_redirect(const pt_vhost_t *vh, const pt_http_headers_t *req, int is_tls,
+                          int internal, pt_arena_t *a, const char **location);
+
+/* Applies the headers_to_add/remove of the weighted cluster entry (may be NULL), the route,
+ * the virtual host and the route config to h, in Envoy's order: the entry first, then route,
+ * virtual host, route config (most_specific_header_mutations_wins reverses these three, so
+ * the route's values win). Each level removes, then renders every value (formatters see the
+ * headers as they were before the level's additions), overwrites, then appends. Values are
+ * rendered with si (may be NULL) into h->arena. */
+void pt_route_mutate_request_headers(const pt_route_config_t *rc, const pt_vhost_t *vh,
+                                     const pt_route_t *rt, const void *weighted_entry,
+                                     pt_http_headers_t *h, const pt_stream_info_t *si);
+void pt_route_mutate_response_headers(const pt_route_config_t *rc, const pt_vhost_t *vh,
+                                      const pt_route_t *rt, const void *weighted_entry,
+                                      pt_http_headers_t *h, const pt_stream_info_t *si);
+
+const char *pt_require_tls_str(pt_require_tls_t t);
+const char *pt_route_action_str(pt_route_action_t a);
+
+#endif

@@ -1,0 +1,180 @@
+"""Graceful shutdown: SIGTERM/SIGINT close the listeners, let open connections finish (up to
+--drain-time-s), then exit 0; a second signal stops at once.
+
+Run: PETREL_BIN=build/petrel /usr/bin/python3 tests/integration/test_shutdown.py -v
+"""
+
+import os
+import signal
+import socket
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+from upstreams import TcpEchoServer  # noqa: E402
+
+SIGNALS = (('SIGTERM', signal.SIGTERM), ('SIGINT', signal.SIGINT))
+
+
+def proxy_config(port, admin, upstream_port):
+    return h.bootstrap([h.listener('tcp', port, [h.tcp_proxy('tcp', 'up')])],
+                       [h.cluster('up', [upstream_port])], admin_port=admin)
+
+
+def ping(test, sock, data=b'ping'):
+    sock.sendall(data)
+    test.assertEqual(h.recv_exact(sock, len(data)), data)
+
+
+def assert_refused(test, port):
+    """The listener is closed: wait until nothing LISTENs, then a connect is refused."""
+    h.wait_until(lambda: not h.port_listening(port), 10,
+                 message='port %d still listening during the drain' % port)
+    with test.assertRaises(ConnectionRefusedError):
+        socket.create_connection(('127.0.0.1', port), timeout=h.scaled(5)).close()
+
+
+def closed_by_peer(sock, timeout=5):
+    sock.settimeout(h.scaled(timeout))
+    try:
+        while sock.recv(65536):
+            pass
+        return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+class ShutdownTest(unittest.TestCase):
+
+    def test_signal_without_connections_exits_zero(self):
+        for name, sig in SIGNALS:
+            with self.subTest(name), TcpEchoServer() as echo:
+                port, admin = h.free_ports(2)
+                with h.Petrel(proxy_config(port, admin, echo.port), concurrency=2) as p:
+                    p.signal(sig)
+                    self.assertEqual(p.wait(10), 0)
+                    self.assertIn('caught %s' % name, p.log())
+                    self.assertIn('drain complete', p.log())
+
+    def test_drain_waits_for_open_connection(self):
+        for name, sig in SIGNALS:
+            with self.subTest(name), TcpEchoServer() as echo:
+                port, admin = h.free_ports(2)
+                with h.Petrel(proxy_config(port, admin, echo.port), concurrency=2) as p:
+                    with h.tcp_connect(port) as s:
+                        ping(self, s)
+                        p.signal(sig)
+                        p.wait_log('draining')
+                        assert_refused(self, port)
+                        # The open connection still relays, both ways, for a while.
+                        for i in range(5):
+                            ping(self, s, b'still here %d' % i)
+                            time.sleep(0.05)
+                        self.assertTrue(p.alive())
+                        status, _, body = p.admin_get('/ready')
+                        self.assertEqual((status, body), (503, b'DRAINING\n'))
+                        # A clean end of the last connection ends petrel.
+                        h.shutdown_write(s)
+                        self.assertEqual(h.recv_until_eof(s), b'')
+                    self.assertEqual(p.wait(10), 0)
+                    self.assertIn('drain complete', p.log())
+
+    def test_drain_time_limits_the_wait(self):
+        for name, sig in SIGNALS:
+            with self.subTest(name), TcpEchoServer() as echo:
+                port, admin = h.free_ports(2)
+                cfg = proxy_config(port, admin, echo.port)
+                with h.Petrel(cfg, extra_args=['--drain-time-s', '1']) as p:
+                    with h.tcp_connect(port) as s:
+                        ping(self, s)
+                        start = time.monotonic()
+                        p.signal(sig)
+                        rc = p.wait(20)
+                        elapsed = time.monotonic() - start
+                        self.assertEqual(rc, 0)
+                        # Not before the drain time (a lower bound only; no tight timing).
+                        self.assertGreaterEqual(elapsed, 0.9)
+                        # The connection that never closed was closed by petrel.
+                        self.assertTrue(closed_by_peer(s))
+                    self.assertIn('drain time over with 1 connections open', p.log())
+                self.assertTrue(echo.wait_results(1))
+
+    def test_second_signal_stops_at_once(self):
+        with TcpEchoServer() as echo:
+            port, admin = h.free_ports(2)
+            with h.Petrel(proxy_config(port, admin, echo.port), concurrency=2) as p:
+                socks = [h.tcp_connect(port) for _ in range(4)]
+                try:
+                    for s in socks:
+                        ping(self, s)
+                    p.signal(signal.SIGTERM)          # default drain time: 600 s
+                    p.wait_log('draining')
+                    self.assertTrue(p.alive())
+                    p.signal(signal.SIGTERM)
+                    self.assertEqual(p.wait(10), 0)
+                    for s in socks:
+                        self.assertTrue(closed_by_peer(s))
+                finally:
+                    for s in socks:
+                        s.close()
+
+    def test_sigint_then_sigterm(self):
+        with TcpEchoServer() as echo:
+            port, admin = h.free_ports(2)
+            with h.Petrel(proxy_config(port, admin, echo.port)) as p:
+                with h.tcp_connect(port) as s:
+                    ping(self, s)
+                    p.signal(signal.SIGINT)
+                    p.wait_log('draining')
+                    p.signal(signal.SIGTERM)
+                    self.assertEqual(p.wait(10), 0)
+
+    def test_drain_with_busy_connection(self):
+        # A connection in the middle of a transfer when the drain time runs out: petrel
+        # still exits 0 and frees everything (the sanitizer build checks for leaks).
+        with TcpEchoServer() as echo:
+            port, admin = h.free_ports(2)
+            cfg = proxy_config(port, admin, echo.port)
+            with h.Petrel(cfg, concurrency=2, extra_args=['--drain-time-s', '1']) as p:
+                with h.tcp_connect(port) as s:
+                    # Fill the pipes: send without reading the echo.
+                    s.setblocking(False)
+                    sent = 0
+                    try:
+                        while sent < 64 << 20:
+                            sent += s.send(h.pattern_bytes(sent, 65536))
+                    except BlockingIOError:
+                        pass
+                    s.setblocking(True)
+                    p.signal(signal.SIGTERM)
+                    self.assertEqual(p.wait(20), 0)
+                    self.assertTrue(closed_by_peer(s, timeout=10))
+
+    def test_connection_accepted_during_drain_window_is_served(self):
+        # Connections already accepted when the signal comes are drained, not dropped.
+        with TcpEchoServer() as echo:
+            port, admin = h.free_ports(2)
+            with h.Petrel(proxy_config(port, admin, echo.port), concurrency=2) as p:
+                socks = [h.tcp_connect(port) for _ in range(10)]
+                try:
+                    for s in socks:
+                        ping(self, s)
+                    p.signal(signal.SIGTERM)
+                    assert_refused(self, port)
+                    for i, s in enumerate(socks):
+                        ping(self, s, b'conn %d' % i)
+                    for s in socks:
+                        h.shutdown_write(s)
+                        self.assertEqual(h.recv_until_eof(s), b'')
+                finally:
+                    for s in socks:
+                        s.close()
+                self.assertEqual(p.wait(10), 0)
+
+
+if __name__ == '__main__':
+    unittest.main()

@@ -1,0 +1,520 @@
+/* Unit tests for proxy/stats and the admin's stats renderings: find-or-create, names and
+ * Prometheus names, per-thread slots summing exactly, sorting, the text / JSON / Prometheus
+ * formats byte for byte, filters, and (when promtool is installed) a realistic exposition
+ * checked by `promtool check metrics`.
+ *
+ * The registry is process-global and append-only: every test uses its own scope name so
+ * that a filter on it selects exactly the stats the test made. */
+#include "proxy/admin.h"
+#include "proxy/buf.h"
+#include "proxy/cluster.h"
+#include "proxy/config.h"
+#include "proxy/stats.h"
+#include "pt_test.h"
+
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* The buffer's contents as a string (caller frees); disposes the buffer. */
+static char *take(pt_buf_t *b)
+{
+    char *s = malloc(pt_buf_len(b) + 1);
+    size_t n = pt_buf_copyout(b, 0, s, pt_buf_len(b));
+    s[n] = '\0';
+    pt_buf_dispose(b);
+    return s;
+}
+
+static char *render_text(const char *filter, int used_only)
+{
+    pt_buf_t b = {0};
+    if (pt_admin_render_stats_text(&b, filter, used_only) != 0) {
+        pt_buf_dispose(&b);
+        return NULL;
+    }
+    return take(&b);
+}
+
+static char *render_json(const char *filter, int used_only)
+{
+    pt_buf_t b = {0};
+    if (pt_admin_render_stats_json(&b, filter, used_only) != 0) {
+        pt_buf_dispose(&b);
+        return NULL;
+    }
+    return take(&b);
+}
+
+static char *render_prom(const char *filter, int used_only)
+{
+    pt_buf_t b = {0};
+    if (pt_admin_render_prometheus(&b, filter, used_only) != 0) {
+        pt_buf_dispose(&b);
+        return NULL;
+    }
+    return take(&b);
+}
+
+/* PT_CHECK_STR on a heap string that is freed either way. */
+#define CHECK_STR_FREE(got, want)                                                        \
+    do {                                                                                 \
+        char *g_ = (got);                                                                \
+        int eq_ = g_ != NULL && strcmp(g_, (want)) == 0;                                 \
+        if (!eq_)                                                                        \
+            fprintf(stderr, "  got:\n%s\n  want:\n%s\n", g_ ? g_ : "(null)", (want));    \
+        free(g_);                                                                        \
+        PT_CHECK(eq_);                                                                   \
+    } while (0)
+
+static void test_find_or_create(void)
+{
+    uint32_t before = pt_stats_count();
+    pt_stat_t a = pt_stats_counter("ufc", "envoy_cluster_name", "c1", "upstream_cx_total");
+    PT_CHECK(a != 0);
+    PT_CHECK_INT(pt_stats_count(), before + 1);
+    PT_CHECK_INT(pt_stats_counter("ufc", "envoy_cluster_name", "c1", "upstream_cx_total"), a);
+    PT_CHECK_INT(pt_stats_get(PT_STAT_COUNTER, "ufc", "envoy_cluster_name", "c1",
+                              "upstream_cx_total"),
+                 a);
+    PT_CHECK_INT(pt_stats_count(), before + 1); /* found, not created again */
+    pt_stat_t b = pt_stats_counter("ufc", "envoy_cluster_name", "c2", "upstream_cx_total");
+    PT_CHECK(b != 0 && b != a);
+    pt_stat_t g = pt_stats_gauge("ufc", "envoy_cluster_name", "c1", "upstream_cx_active");
+    PT_CHECK(g != 0 && g != a && g != b);
+    PT_CHECK_INT(pt_stats_find("ufc.c1.upstream_cx_total"), a);
+    PT_CHECK_INT(pt_stats_find("ufc.c2.upstream_cx_total"), b);
+    PT_CHECK_INT(pt_stats_find("ufc.c1.upstream_cx_active"), g);
+    PT_CHECK_INT(pt_stats_find("ufc.c3.upstream_cx_total"), 0);
+    PT_CHECK_INT(pt_stats_find(""), 0);
+    PT_CHECK(pt_stats_info(0) == NULL);
+    PT_CHECK(pt_stats_info(pt_stats_count() + 5) == NULL);
+}
+
+static void test_names_and_tags(void)
+{
+    pt_stat_t a = pt_stats_counter("unm", "envoy_cluster_name", "backend", "upstream_rq_total");
+    const pt_stat_info_t *i = pt_stats_info(a);
+    PT_CHECK(i != NULL);
+    PT_CHECK_STR(i->name, "unm.backend.upstream_rq_total");
+    PT_CHECK_STR(i->prom_name, "envoy_unm_upstream_rq_total");
+    PT_CHECK_STR(i->tag, "envoy_cluster_name");
+    PT_CHECK_STR(i->tag_value, "backend");
+    PT_CHECK_INT(i->kind, PT_STAT_COUNTER);
+
+    pt_stat_t g = pt_stats_gauge("unm", NULL, NULL, "live");
+    i = pt_stats_info(g);
+    PT_CHECK_STR(i->name, "unm.live");
+    PT_CHECK_STR(i->prom_name, "envoy_unm_live");
+    PT_CHECK(i->tag == NULL && i->tag_value == NULL);
+    PT_CHECK_INT(i->kind, PT_STAT_GAUGE);
+
+    /* Characters Prometheus does not allow in names become '_'; the tag value keeps them. */
+    pt_stat_t c = pt_stats_counter("unm", "envoy_listener_address", "[::1]_10000",
+                                   "x-y.z/w");
+    i = pt_stats_info(c);
+    PT_CHECK_STR(i->name, "unm.[::1]_10000.x-y.z/w");
+    PT_CHECK_STR(i->prom_name, "envoy_unm_x_y_z_w");
+    PT_CHECK_STR(i->tag_value, "[::1]_10000");
+}
+
+/* ---- per-thread slots ---------------------------------------------------------------- */
+
+#define NTHREADS 8
+#define NITER    100000
+
+typedef struct thread_arg {
+    pt_stat_t counter, gauge, created;
+    int64_t gauge_delta; /* +1 or -1 per iteration for the cross-thread gauge */
+    pt_stat_t cross;
+} thread_arg_t;
+
+static void *counting_thread(void *p)
+{
+    thread_arg_t *a = p;
+    if (pt_stats_thread_init() != 0)
+        return NULL;
+    /* Find-or-create from many threads at once: everyone gets the same id. */
+    a->created = pt_stats_counter("uthr", NULL, NULL, "created_by_threads");
+    for (int i = 0; i < NITER; i++) {
+        pt_stat_inc(a->counter);
+        pt_stat_add(a->created, 2);
+        pt_stat_inc(a->gauge);
+        if (i % 5 < 2)
+            pt_stat_dec(a->gauge);
+        pt_stat_add(a->cross, (uint64_t)a->gauge_delta);
+    }
+    pt_stats_thread_dispose();
+    pt_stat_inc(a->counter); /* after dispose: dropped, not counted, no crash */
+    return NULL;
+}
+
+static void test_threads_sum_exactly(void)
+{
+    pt_stat_t c = pt_stats_counter("uthr", NULL, NULL, "counter");
+    pt_stat_t g = pt_stats_gauge("uthr", NULL, NULL, "gauge");
+    pt_stat_t x = pt_stats_gauge("uthr", NULL, NULL, "cross");
+    pthread_t th[NTHREADS];
+    thread_arg_t args[NTHREADS];
+    for (int i = 0; i < NTHREADS; i++) {
+        /* Half the threads raise the cross gauge, half lower it: it nets to zero, the way a
+         * connection opened on one worker and closed on another does. */
+        args[i] = (thread_arg_t){.counter = c, .gauge = g, .cross = x,
+                                 .gauge_delta = i % 2 ? -1 : 1};
+        PT_CHECK_INT(pthread_create(&th[i], NULL, counting_thread, &args[i]), 0);
+    }
+    for (int i = 0; i < NTHREADS; i++)
+        pthread_join(th[i], NULL);
+    PT_CHECK_INT(pt_stats_value(c), (uint64_t)NTHREADS * NITER);
+    PT_CHECK_INT(pt_stats_gauge_value(g), (int64_t)NTHREADS * (NITER - NITER / 5 * 2));
+    PT_CHECK_INT(pt_stats_gauge_value(x), 0);
+    pt_stat_t created = args[0].created;
+    PT_CHECK(created != 0);
+    for (int i = 1; i < NTHREADS; i++)
+        PT_CHECK_INT(args[i].created, created);
+    PT_CHECK_INT(pt_stats_value(created), (uint64_t)NTHREADS * NITER * 2);
+    /* The threads are gone; their counts stay. */
+    PT_CHECK_INT(pt_stats_find("uthr.created_by_threads"), created);
+}
+
+static void test_gauge_set_and_negative(void)
+{
+    pt_stat_t g = pt_stats_gauge("uset", NULL, NULL, "ejections_active");
+    pt_stat_set(g, 42);
+    PT_CHECK_INT(pt_stats_gauge_value(g), 42);
+    pt_stat_set(g, 7);
+    PT_CHECK_INT(pt_stats_gauge_value(g), 7);
+    pt_stat_t n = pt_stats_gauge("uset", NULL, NULL, "negative");
+    pt_stat_dec(n);
+    pt_stat_dec(n);
+    PT_CHECK_INT(pt_stats_gauge_value(n), -2);
+    pt_stat_set(n, -5);
+    PT_CHECK_INT(pt_stats_gauge_value(n), -5);
+    /* Stat 0 is "no stat": it reads as zero whatever was done to it. */
+    pt_stat_inc(0);
+    PT_CHECK_INT(pt_stats_value(0), 0);
+}
+
+static void test_sorted(void)
+{
+    static const char *const names[] = {"zeta", "alpha", "mid.b", "mid.a", "Mid", "mid"};
+    for (int i = 0; i < 6; i++)
+        pt_stats_counter("usrt", NULL, NULL, names[i]);
+    uint32_t n;
+    pt_stat_t *ids = pt_stats_sorted(&n);
+    PT_CHECK(ids != NULL);
+    PT_CHECK_INT(n, pt_stats_count() - 1); /* ids run from 1 */
+    const char *want[] = {"usrt.Mid", "usrt.alpha", "usrt.mid", "usrt.mid.a", "usrt.mid.b",
+                          "usrt.zeta"};
+    int k = 0, ordered = 1;
+    for (uint32_t i = 0; i < n; i++) {
+        const char *name = pt_stats_info(ids[i])->name;
+        if (i > 0 && strcmp(pt_stats_info(ids[i - 1])->name, name) >= 0)
+            ordered = 0;
+        if (strncmp(name, "usrt.", 5) == 0) {
+            if (k >= 6 || strcmp(name, want[k]) != 0)
+                ordered = 0;
+            k++;
+        }
+    }
+    free(ids);
+    PT_CHECK(ordered);
+    PT_CHECK_INT(k, 6);
+}
+
+/* An info pointer must survive the registry growing: the admin holds one while rendering
+ * and other threads may create stats meanwhile (per-status-code counters on workers). */
+static void test_info_pointer_stable(void)
+{
+    pt_stat_t a = pt_stats_counter("ustb", NULL, NULL, "first");
+    const pt_stat_info_t *i = pt_stats_info(a);
+    char name[64];
+    for (int k = 0; k < 20000; k++) {
+        snprintf(name, sizeof(name), "s%d", k);
+        pt_stats_counter("ustb", NULL, NULL, name);
+    }
+    PT_CHECK_STR(i->name, "ustb.first");
+    PT_CHECK(pt_stats_info(a) == i);
+    PT_CHECK_INT(pt_stats_find("ustb.s19999"), pt_stats_find("ustb.s0") + 19999);
+}
+
+static void *creating_thread(void *p)
+{
+    int t = (int)(intptr_t)p;
+    char name[64];
+    for (int k = 0; k < 5000; k++) {
+        snprintf(name, sizeof(name), "t%d_%d", t, k);
+        pt_stats_counter("ucon", "envoy_cluster_name", "c", name);
+    }
+    return NULL;
+}
+
+/* Rendering while other threads create stats: no torn reads, no freed memory (run under
+ * ASan to see the difference). */
+static void test_render_while_creating(void)
+{
+    pthread_t th[3];
+    for (int t = 0; t < 3; t++)
+        pthread_create(&th[t], NULL, creating_thread, (void *)(intptr_t)t);
+    for (int r = 0; r < 20; r++) {
+        char *s = render_prom("^ucon\\.", 0);
+        PT_CHECK(s != NULL);
+        free(s);
+    }
+    for (int t = 0; t < 3; t++)
+        pthread_join(th[t], NULL);
+    char *s = render_text("^ucon\\.", 0);
+    size_t lines = 0;
+    for (char *p = s; *p; p++)
+        lines += *p == '\n';
+    free(s);
+    PT_CHECK_INT(lines, 15000);
+}
+
+/* ---- renderings ------------------------------------------------------------------- */
+
+static void make_text_stats(void)
+{
+    static int done;
+    if (done++)
+        return;
+    pt_stat_add(pt_stats_counter("utxt", "envoy_x", "b", "requests"), 5);
+    pt_stat_add(pt_stats_gauge("utxt", "envoy_x", "a", "active"), (uint64_t)-3);
+    pt_stats_gauge("utxt", "envoy_x", "a", "idle");
+    pt_stats_counter("utxt", NULL, NULL, "zero");
+}
+
+static void test_render_text(void)
+{
+    make_text_stats();
+    CHECK_STR_FREE(render_text("^utxt\\.", 0), "utxt.a.active: -3\n"
+                                               "utxt.a.idle: 0\n"
+                                               "utxt.b.requests: 5\n"
+                                               "utxt.zero: 0\n");
+    /* usedonly: stats that were never changed are left out (a negative gauge is used). */
+    CHECK_STR_FREE(render_text("^utxt\\.", 1), "utxt.a.active: -3\n"
+                                               "utxt.b.requests: 5\n");
+    CHECK_STR_FREE(render_text("utxt\\.a\\.", 0), "utxt.a.active: -3\n"
+                                                  "utxt.a.idle: 0\n");
+    CHECK_STR_FREE(render_text("^no_such_stat$", 0), "");
+    /* An invalid regex is the caller's error (400), not an empty answer. */
+    PT_CHECK(render_text("utxt(", 0) == NULL);
+    /* An empty filter means no filter. */
+    char *all = render_text("", 0);
+    PT_CHECK(all != NULL && strstr(all, "utxt.zero: 0\n") != NULL);
+    free(all);
+}
+
+static void test_render_json(void)
+{
+    make_text_stats();
+    CHECK_STR_FREE(render_json("^utxt\\.", 0), "{\n"
+                                               " \"stats\": [\n"
+                                               "  {\n"
+                                               "   \"name\": \"utxt.a.active\",\n"
+                                               "   \"value\": -3\n"
+                                               "  },\n"
+                                               "  {\n"
+                                               "   \"name\": \"utxt.a.idle\",\n"
+                                               "   \"value\": 0\n"
+                                               "  },\n"
+                                               "  {\n"
+                                               "   \"name\": \"utxt.b.requests\",\n"
+                                               "   \"value\": 5\n"
+                                               "  },\n"
+                                               "  {\n"
+                                               "   \"name\": \"utxt.zero\",\n"
+                                               "   \"value\": 0\n"
+                                               "  }\n"
+                                               " ]\n"
+                                               "}\n");
+    char *s = render_json("^utxt\\.", 1);
+    json_t *j = json_loads(s, 0, NULL);
+    free(s);
+    json_t *want = json_pack("{s:[{s:s,s:i},{s:s,s:i}]}", "stats", "name", "utxt.a.active",
+                             "value", -3, "name", "utxt.b.requests", "value", 5);
+    PT_CHECK(j != NULL && json_equal(j, want));
+    json_decref(j);
+    json_decref(want);
+    CHECK_STR_FREE(render_json("^no_such_stat$", 0), "{\n \"stats\": []\n}\n");
+    PT_CHECK(render_json("(", 0) == NULL);
+}
+
+static void test_render_prometheus(void)
+{
+    const char *t = "envoy_cluster_name";
+    pt_stat_add(pt_stats_counter("uprom", t, "a", "upstream_cx_total"), 7);
+    pt_stat_add(pt_stats_counter("uprom", t, "b", "upstream_cx_total"), 2);
+    pt_stat_add(pt_stats_counter("uprom", t, "a", "upstream_cx_connect_fail"), 1);
+    pt_stat_set(pt_stats_gauge("uprom", t, "a", "membership_total"), 3);
+    pt_stat_set(pt_stats_gauge("uprom", t, "a", "upstream_cx_active"), 4);
+    pt_stat_add(pt_stats_counter("uprom", NULL, NULL, "requests"), 9);
+    pt_stat_set(pt_stats_gauge("uprom", NULL, NULL, "live"), 1);
+    pt_stats_counter("uprom", t, "b", "upstream_cx_connect_fail"); /* stays 0 */
+    const char *want =
+        "# HELP envoy_uprom_live Gauge uprom.live\n"
+        "# TYPE envoy_uprom_live gauge\n"
+        "envoy_uprom_live 1\n"
+        /* A gauge ending in _total keeps its name and is untyped: the suffix is the
+         * counters'. */
+        "# HELP envoy_uprom_membership_total Gauge uprom.a.membership_total\n"
+        "# TYPE envoy_uprom_membership_total untyped\n"
+        "envoy_uprom_membership_total{envoy_cluster_name=\"a\"} 3\n"
+        /* Counters get _total appended... */
+        "# HELP envoy_uprom_requests_total Counter uprom.requests\n"
+        "# TYPE envoy_uprom_requests_total counter\n"
+        "envoy_uprom_requests_total 9\n"
+        "# HELP envoy_uprom_upstream_cx_active Gauge uprom.a.upstream_cx_active\n"
+        "# TYPE envoy_uprom_upstream_cx_active gauge\n"
+        "envoy_uprom_upstream_cx_active{envoy_cluster_name=\"a\"} 4\n"
+        "# HELP envoy_uprom_upstream_cx_connect_fail_total Counter "
+        "uprom.a.upstream_cx_connect_fail\n"
+        "# TYPE envoy_uprom_upstream_cx_connect_fail_total counter\n"
+        "envoy_uprom_upstream_cx_connect_fail_total{envoy_cluster_name=\"a\"} 1\n"
+        "envoy_uprom_upstream_cx_connect_fail_total{envoy_cluster_name=\"b\"} 0\n"
+        /* ...unless already there; one HELP/TYPE per family, samples grouped under it. */
+        "# HELP envoy_uprom_upstream_cx_total Counter uprom.a.upstream_cx_total\n"
+        "# TYPE envoy_uprom_upstream_cx_total counter\n"
+        "envoy_uprom_upstream_cx_total{envoy_cluster_name=\"a\"} 7\n"
+        "envoy_uprom_upstream_cx_total{envoy_cluster_name=\"b\"} 2\n";
+    CHECK_STR_FREE(render_prom("^uprom\\.", 0), want);
+    /* usedonly drops b's zero connect_fail sample; the family stays. */
+    char *s = render_prom("^uprom\\.", 1);
+    PT_CHECK(s != NULL && strstr(s, "{envoy_cluster_name=\"b\"} 0") == NULL);
+    PT_CHECK(strstr(s, "envoy_uprom_upstream_cx_connect_fail_total{envoy_cluster_name=\"a\"} 1\n"));
+    free(s);
+    /* The filter sees the Envoy name, not the Prometheus one. */
+    CHECK_STR_FREE(render_prom("^uprom\\.b\\.upstream_cx_total$", 0),
+                   "# HELP envoy_uprom_upstream_cx_total Counter uprom.b.upstream_cx_total\n"
+                   "# TYPE envoy_uprom_upstream_cx_total counter\n"
+                   "envoy_uprom_upstream_cx_total{envoy_cluster_name=\"b\"} 2\n");
+    CHECK_STR_FREE(render_prom("^envoy_uprom", 0), "");
+    PT_CHECK(render_prom("[", 0) == NULL);
+}
+
+/* Label values escape backslash, double quote and line feed; HELP text escapes backslash
+ * and line feed (Prometheus text format 0.0.4). A cluster name is user input. */
+static void test_prometheus_escaping(void)
+{
+    pt_stat_inc(pt_stats_counter("uesc", "envoy_cluster_name", "a\"b\\c\nd", "cx"));
+    CHECK_STR_FREE(render_prom("^uesc\\.", 0),
+                   "# HELP envoy_uesc_cx_total Counter uesc.a\"b\\\\c\\nd.cx\n"
+                   "# TYPE envoy_uesc_cx_total counter\n"
+                   "envoy_uesc_cx_total{envoy_cluster_name=\"a\\\"b\\\\c\\nd\"} 1\n");
+}
+
+/* ---- promtool ---------------------------------------------------------------------- */
+
+static const char *const mesh_config =
+    "{\"static_resources\": {"
+    " \"clusters\": ["
+    "  {\"name\": \"backend\", \"connect_timeout\": \"1s\", \"load_assignment\": {\"cluster_name\": \"backend\","
+    "   \"endpoints\": [{\"lb_endpoints\": [{\"endpoint\": {\"address\": {\"socket_address\":"
+    "    {\"address\": \"10.0.0.1\", \"port_value\": 80}}}}]}]}},"
+    "  {\"name\": \"outbound|9080||reviews.default.svc.cluster.local\", \"connect_timeout\": \"0.25s\"}],"
+    " \"listeners\": ["
+    "  {\"name\": \"in\", \"address\": {\"socket_address\": {\"address\": \"0.0.0.0\", \"port_value\": 15006}},"
+    "   \"filter_chains\": [{\"filters\": [{\"name\": \"envoy.filters.network.tcp_proxy\", \"typed_config\":"
+    "    {\"@type\": \"type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\","
+    "     \"stat_prefix\": \"inbound\", \"cluster\": \"backend\"}}]}]},"
+    "  {\"name\": \"out\", \"stat_prefix\": \"outbound_0.0.0.0_15001\","
+    "   \"address\": {\"socket_address\": {\"address\": \"::1\", \"port_value\": 15001}},"
+    "   \"filter_chains\": [{\"filters\": [{\"name\": \"envoy.filters.network.tcp_proxy\", \"typed_config\":"
+    "    {\"@type\": \"type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\","
+    "     \"stat_prefix\": \"outbound|9080||reviews\", \"cluster\": \"outbound|9080||reviews.default.svc.cluster.local\"}}]}]}"
+    "]}}";
+
+static void test_promtool(void)
+{
+    if (access("/usr/bin/promtool", X_OK) != 0) {
+        printf("skip test_promtool: /usr/bin/promtool not installed\n");
+        return;
+    }
+    /* Cluster, listener and tcp families as a real config registers them. */
+    json_t *root = json_loads(mesh_config, 0, NULL);
+    PT_CHECK(root != NULL);
+    pt_cfg_t r;
+    pt_cfg_init(&r, root);
+    pt_config_t *cfg = pt_config_build(root, &r);
+    json_decref(root);
+    for (size_t i = 0; i < r.nerrors; i++)
+        fprintf(stderr, "  config: %s\n", r.errors[i]);
+    pt_cfg_dispose(&r);
+    PT_CHECK(cfg != NULL);
+    /* HTTP connection manager and server families, as their modules name them. */
+    const char *h = "envoy_http_conn_manager_prefix";
+    static const char *const http_counters[] = {
+        "downstream_cx_total", "downstream_cx_http1_total", "downstream_rq_total",
+        "downstream_rq_1xx", "downstream_rq_2xx", "downstream_rq_3xx", "downstream_rq_4xx",
+        "downstream_rq_5xx", "downstream_rq_timeout", "downstream_cx_protocol_error",
+        "downstream_rq_rx_reset", "downstream_cx_destroy_remote_active_rq", NULL};
+    for (int i = 0; http_counters[i] != NULL; i++) {
+        pt_stat_add(pt_stats_counter("http", h, "ingress_http", http_counters[i]), (uint64_t)i);
+        pt_stats_counter("http", h, "admin", http_counters[i]);
+    }
+    pt_stat_set(pt_stats_gauge("http", h, "ingress_http", "downstream_cx_active"), 3);
+    pt_stat_set(pt_stats_gauge("http", h, "ingress_http", "downstream_rq_active"), 1);
+    pt_stat_set(pt_stats_gauge("server", NULL, NULL, "live"), 1);
+    pt_stat_set(pt_stats_gauge("server", NULL, NULL, "uptime"), 12);
+    pt_stat_set(pt_stats_gauge("server", NULL, NULL, "concurrency"), 2);
+    pt_stat_set(pt_stats_gauge("server", NULL, NULL, "total_connections"), 5);
+    pt_stats_counter("server", NULL, NULL, "envoy_bug_failures");
+    pt_stat_inc(pt_config_find_cluster(cfg, "backend")->stats.upstream_cx_total);
+
+    char *text = render_prom("^(cluster|listener|tcp|http|server)\\.", 0);
+    PT_CHECK(text != NULL);
+    PT_CHECK(strstr(text, "# TYPE envoy_cluster_upstream_cx_total counter\n"
+                          "envoy_cluster_upstream_cx_total{envoy_cluster_name=\"backend\"} 1\n"));
+    PT_CHECK(strstr(text, "envoy_listener_downstream_cx_total{envoy_listener_address="
+                          "\"0.0.0.0_15006\"} 0\n"));
+    PT_CHECK(strstr(text, "envoy_tcp_downstream_cx_total{envoy_tcp_prefix="
+                          "\"outbound|9080||reviews\"} 0\n"));
+    PT_CHECK(strstr(text, "# TYPE envoy_cluster_membership_total untyped\n"));
+    char out[] = "/tmp/pt_ut_promtoolXXXXXX";
+    int fd = mkstemp(out);
+    PT_CHECK(fd >= 0);
+    close(fd);
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "/usr/bin/promtool check metrics >%s 2>&1", out);
+    FILE *p = popen(cmd, "w");
+    PT_CHECK(p != NULL);
+    fputs(text, p);
+    int status = pclose(p);
+    if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+        fprintf(stderr, "  promtool exit %d; exposition:\n%s\n  promtool said:\n",
+                WIFEXITED(status) ? WEXITSTATUS(status) : -1, text);
+        FILE *f = fopen(out, "r");
+        char line[512];
+        while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+            fprintf(stderr, "    %s", line);
+        if (f != NULL)
+            fclose(f);
+    }
+    unlink(out);
+    free(text);
+    pt_config_unref(cfg);
+    PT_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+int main(void)
+{
+    if (pt_stats_thread_init() != 0) {
+        fprintf(stderr, "pt_stats_thread_init failed\n");
+        return 1;
+    }
+    PT_RUN(test_find_or_create);
+    PT_RUN(test_names_and_tags);
+    PT_RUN(test_threads_sum_exactly);
+    PT_RUN(test_gauge_set_and_negative);
+    PT_RUN(test_sorted);
+    PT_RUN(test_info_pointer_stable);
+    PT_RUN(test_render_while_creating);
+    PT_RUN(test_render_text);
+    PT_RUN(test_render_json);
+    PT_RUN(test_render_prometheus);
+    PT_RUN(test_prometheus_escaping);
+    PT_RUN(test_promtool);
+    pt_buf_pool_trim();
+    PT_TEST_EXIT();
+}
