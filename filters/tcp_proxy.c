@@ -19,6 +19,7 @@
 #include "proxy/stats.h"
 #include "proxy/time.h"
 #include "proxy/worker.h"
+#include "tls/transport.h"
 
 #define MAX_TRIED_HOSTS 8
 
@@ -317,13 +318,21 @@ static void try_connect(tcp_proxy_t *tp)
     tp->attempts++;
     tp->host = h;
     int err = 0;
+    void *tls = NULL;
+    pt_tls_context_t *tctx = tp->cluster->tls_ctx;
+    if (tctx != NULL && (tls = pt_tls_conn_new(tctx, 0, tctx->settings->sni)) == NULL) {
+        tp_finish(tp, PT_CLOSE_NOW, PT_CLOSE_NOW);
+        return;
+    }
     pt_conn_t *us = pt_conn_connect(s->worker, &h->address, tp->cluster->connect_timeout_ms,
-                                    &pt_transport_raw, NULL, &us_handler, tp, &err);
+                                    tls ? &pt_transport_tls : &pt_transport_raw, tls,
+                                    &us_handler, tp, &err);
     pt_stat_inc(tp->cluster->stats.upstream_cx_total);
     pt_stat_inc(tp->cluster->stats.upstream_cx_active);
     atomic_fetch_add_explicit(&h->cx_total, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&h->cx_active, 1, memory_order_relaxed);
     if (us == NULL) {
+        pt_tls_conn_discard(tls);
         pt_stat_inc(tp->cluster->stats.upstream_cx_connect_fail);
         pt_stat_dec(tp->cluster->stats.upstream_cx_active);
         atomic_fetch_sub_explicit(&h->cx_active, 1, memory_order_relaxed);

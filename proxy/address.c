@@ -65,3 +65,53 @@ int pt_addr_equal(const pt_addr_t *a, const pt_addr_t *b)
     return a->sin6.sin6_port == b->sin6.sin6_port &&
            memcmp(&a->sin6.sin6_addr, &b->sin6.sin6_addr, sizeof(struct in6_addr)) == 0;
 }
+
+int pt_cidr_parse(pt_cidr_t *out, const char *ip, unsigned prefix_len)
+{
+    if (pt_addr_parse(&out->addr, ip, 0) != 0)
+        return -1;
+    unsigned max = out->addr.sa.sa_family == AF_INET ? 32 : 128;
+    if (prefix_len > max)
+        return -1;
+    out->prefix_len = prefix_len;
+    return 0;
+}
+
+/* The 16 bytes of an address in IPv6 form (IPv4 as ::ffff:a.b.c.d). */
+static void as_v6(const pt_addr_t *a, unsigned char out[16])
+{
+    if (a->sa.sa_family == AF_INET6) {
+        memcpy(out, &a->sin6.sin6_addr, 16);
+    } else {
+        memset(out, 0, 10);
+        out[10] = out[11] = 0xff;
+        memcpy(out + 12, &a->sin.sin_addr, 4);
+    }
+}
+
+int pt_cidr_match(const pt_cidr_t *c, const pt_addr_t *a)
+{
+    if (a->sa.sa_family != AF_INET && a->sa.sa_family != AF_INET6)
+        return 0;
+    unsigned char x[16], y[16];
+    as_v6(&c->addr, x);
+    as_v6(a, y);
+    unsigned bits = c->prefix_len + (c->addr.sa.sa_family == AF_INET ? 96 : 0);
+    unsigned full = bits / 8, rem = bits % 8;
+    if (memcmp(x, y, full) != 0)
+        return 0;
+    if (rem == 0)
+        return 1;
+    unsigned char mask = (unsigned char)(0xff << (8 - rem));
+    return (x[full] & mask) == (y[full] & mask);
+}
+
+int pt_addr_is_loopback(const pt_addr_t *a)
+{
+    if (a->sa.sa_family == AF_INET)
+        return (ntohl(a->sin.sin_addr.s_addr) >> 24) == 127;
+    if (a->sa.sa_family == AF_INET6)
+        return IN6_IS_ADDR_LOOPBACK(&a->sin6.sin6_addr) ||
+               (IN6_IS_ADDR_V4MAPPED(&a->sin6.sin6_addr) && a->sin6.sin6_addr.s6_addr[12] == 127);
+    return 0;
+}

@@ -31,4 +31,16 @@ unsigned pt_addr_port(const pt_addr_t *a);
 void pt_addr_stat_name(const pt_addr_t *a, char *out, size_t len);
 int pt_addr_equal(const pt_addr_t *a, const pt_addr_t *b);
 
+/* envoy.config.core.v3.CidrRange. An IPv4 address also matches an IPv4-mapped IPv6 range
+ * and the other way round. */
+typedef struct pt_cidr {
+    pt_addr_t addr;
+    unsigned prefix_len;
+} pt_cidr_t;
+
+int pt_cidr_parse(pt_cidr_t *out, const char *ip, unsigned prefix_len);
+int pt_cidr_match(const pt_cidr_t *c, const pt_addr_t *a);
+/* Loopback (127/8, ::1). */
+int pt_addr_is_loopback(const pt_addr_t *a);
+
 #endif

@@ -11,6 +11,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "proxy/access_log.h"
 #include "proxy/cluster.h"
 #include "proxy/conn.h"
 #include "proxy/http1_parser.h"
@@ -556,6 +557,13 @@ static void ep_drain_listeners(admin_request_t *req, admin_response_t *res)
     pt_server_drain(req->admin->server);
 }
 
+static void ep_reopen_logs(admin_request_t *req, admin_response_t *res)
+{
+    (void)req;
+    pt_access_log_reopen_all(); /* after logrotate moved the files away */
+    pt_buf_append_str(&res->body, "OK\n");
+}
+
 static void ep_logging(admin_request_t *req, admin_response_t *res)
 {
     char level[32];
@@ -591,6 +599,7 @@ static const endpoint_t endpoints[] = {
     {"/memory", 0, ep_memory, "heap usage"},
     {"/quitquitquit", 1, ep_quit, "exit the server (POST)"},
     {"/ready", 0, ep_ready, "LIVE (200) or the state (503)"},
+    {"/reopen_logs", 1, ep_reopen_logs, "reopen access log files (POST)"},
     {"/server_info", 0, ep_server_info, "version, state, uptime, command line"},
     {"/stats", 0, ep_stats, "stats (?filter=regex, ?usedonly, ?format=json|prometheus)"},
     {"/stats/prometheus", 0, ep_prometheus, "stats in Prometheus text format"},
@@ -808,13 +817,15 @@ void pt_admin_stop(pt_admin_t *a)
         ev_timer_stop(a->server->loop, &a->backoff);
     }
     close(a->fd);
-    /* Open admin connections: their state is freed with them. */
+    /* Open admin connections: free the state of those still reading a request. One that
+     * is flushing its response (PT_CONN_F_CLOSING) has none left, and pt_conn_close would
+     * ignore it, so closing one by one could loop forever here: close_all ends them all. */
     pt_worker_t *w = &a->server->main_worker;
-    while (w->conns != NULL) {
-        pt_conn_t *c = w->conns;
-        admin_conn_t *ac = c->data;
-        pt_conn_close(c, PT_CLOSE_NOW);
-        free(ac);
+    for (pt_conn_t *c = w->conns; c != NULL; c = c->wnext) {
+        if (c->handler == &admin_handler) {
+            free(c->data);
+            c->data = NULL;
+        }
     }
     pt_conn_close_all(w);
     free(a);

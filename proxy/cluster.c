@@ -8,6 +8,7 @@
 #include "discovery/endpoints.h"
 #include "discovery/lb.h"
 #include "proxy/worker.h"
+#include "tls/context.h"
 
 /* Cluster fields Envoy has that petrel does not implement (yet): using one is an error
  * that says so, never silently ignored. */
@@ -15,7 +16,7 @@ static const char *const cluster_unsupported[] = {
     "transport_socket_matches", "alt_stat_name", "eds_cluster_config", 
     "lb_subset_config", "ring_hash_lb_config", "maglev_lb_config", "original_dst_lb_config",
     "least_request_lb_config", "round_robin_lb_config", "common_lb_config",
-    "transport_socket", "metadata", "protocol_selection", "upstream_connection_options",
+    "metadata", "protocol_selection", "upstream_connection_options",
     "close_connections_on_host_health_failure", "ignore_health_on_host_removal", "filters",
     "load_balancing_policy", "lrs_server", "track_timeout_budgets", "upstream_config",
     "track_cluster_stats", "preconnect_policy", "connection_pool_per_downstream_connection",
@@ -85,6 +86,8 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r, pt_config_t *cfg, unsigned index)
         pt_cfg_leave(r);
     }
 
+    pt_tls_transport_socket_parse(r, &cfg->arena, "transport_socket", 0, &c->tls);
+
     int rc = pt_cfg_enter(r, "load_assignment");
     if (rc > 0) {
         pt_endpoints_t eps;
@@ -96,7 +99,10 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r, pt_config_t *cfg, unsigned index)
     } else if (rc == 0 && c->type == PT_CLUSTER_STATIC) {
         /* Envoy accepts a STATIC cluster with no endpoints; it simply has no hosts. */
     }
-    return r->nerrors == errors_before ? c : NULL;
+    /* An invalid cluster still enters the name index, so filters naming it do not also
+     * report "unknown cluster": the snapshot is not built while any error stands. */
+    (void)errors_before;
+    return c;
 }
 
 void pt_cluster_prepare(pt_cluster_t *c)

@@ -92,9 +92,12 @@ struct pt_cluster {
     pt_host_t **hosts;
     unsigned nhosts;
     pt_cluster_stats_t stats;
+    pt_tls_settings_t *tls;    /* transport_socket: UpstreamTlsContext, or NULL (raw) */
+    pt_tls_context_t *tls_ctx; /* built with the snapshot */
 };
 
-/* Parses the cluster the reader is positioned in. Returns NULL with errors in r. */
+/* Parses the cluster the reader is positioned in. The result may be invalid when r holds
+ * new errors (the caller then builds no snapshot); NULL only on out-of-memory. */
 pt_cluster_t *pt_cluster_parse(pt_cfg_t *r, pt_config_t *cfg, unsigned index);
 void pt_cluster_prepare(pt_cluster_t *c);
 /* Counts a response: upstream_rq_<class>xx and upstream_rq_<code>. */

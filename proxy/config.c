@@ -1,11 +1,13 @@
 #include "proxy/config.h"
 
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "filters/filter.h"
 #include "proxy/cluster.h"
 #include "proxy/log.h"
+#include "tls/context.h"
 
 static const char *const bootstrap_unsupported[] = {
     "dynamic_resources", "cluster_manager", "hds_config", "flags_path", "stats_sinks",
@@ -27,16 +29,14 @@ static const char *const admin_unsupported[] = {"access_log",    "access_log_pat
                                                 "profile_path",  "socket_options",
                                                 "ignore_global_conn_limit", NULL};
 static const char *const listener_unsupported[] = {
-    "listener_filters", "listener_filters_timeout", "continue_on_listener_filters_timeout",
-    "use_original_dst", "default_filter_chain", "filter_chain_matcher", "metadata",
+    "use_original_dst", "filter_chain_matcher", "metadata",
     "drain_type", "transparent", "freebind", "socket_options", "tcp_fast_open_queue_length",
     "udp_listener_config", "api_listener", "connection_balance_config", "reuse_port",
     "access_log", "tcp_backlog_size", "bind_to_port", "internal_listener",
     "enable_mptcp", "ignore_global_conn_limit", "additional_addresses",
     "max_connections_to_accept_per_socket_event", "listener_specifier",
     "deprecated_v1", "enable_reuse_port", "traffic_direction", NULL};
-static const char *const chain_unsupported[] = {"filter_chain_match", "transport_socket",
-                                                "metadata", "use_proxy_proto",
+static const char *const chain_unsupported[] = {"metadata", "use_proxy_proto",
                                                 "transport_socket_connect_timeout",
                                                 "on_demand_configuration", NULL};
 static const char *const filter_unsupported[] = {"config_discovery", NULL};
@@ -135,6 +135,7 @@ static void parse_filter(pt_cfg_t *r, pt_config_t *cfg, pt_network_filter_t *f, 
     f->ops = pt_network_filter_find(type);
     if (f->ops == NULL) {
         pt_cfg_error(r, "@type", "\"%s\" is not a supported network filter", type);
+        pt_cfg_skip_rest(r); /* its fields mean nothing to us: one error is enough */
         pt_cfg_leave(r);
         return;
     }
@@ -149,17 +150,134 @@ static void parse_filter(pt_cfg_t *r, pt_config_t *cfg, pt_network_filter_t *f, 
                      f->ops->name);
 }
 
+/* A list of CidrRange at `field`. */
+static const pt_cidr_t *parse_cidrs(pt_cfg_t *r, pt_arena_t *a, const char *field, unsigned *n)
+{
+    int present;
+    size_t count = pt_cfg_array(r, field, &present);
+    *n = 0;
+    if (!present)
+        return NULL;
+    pt_cidr_t *out = pt_arena_alloc(a, (count ? count : 1) * sizeof(*out));
+    for (size_t i = 0; i < count; i++) {
+        if (pt_cfg_enter_index(r, i) <= 0)
+            continue;
+        const char *ip;
+        uint64_t len;
+        pt_cfg_string(r, "address_prefix", &ip, NULL);
+        int has_len = pt_cfg_uint(r, "prefix_len", &len, 0, 0, 128);
+        if (ip == NULL) {
+            pt_cfg_error(r, "address_prefix", "is required");
+        } else {
+            pt_addr_t probe;
+            int v4 = pt_addr_parse(&probe, ip, 0) == 0 && probe.sa.sa_family == AF_INET;
+            if (has_len == 0)
+                len = v4 ? 32 : 128;
+            if (pt_cidr_parse(&out[*n], ip, (unsigned)len) != 0)
+                pt_cfg_error(r, NULL, "\"%s/%u\" is not a valid CIDR range", ip, (unsigned)len);
+            else
+                (*n)++;
+        }
+        pt_cfg_leave(r);
+    }
+    pt_cfg_leave_array(r);
+    return out;
+}
+
+/* A list of strings at `field`, lowercased when asked. */
+static const char *const *parse_strings(pt_cfg_t *r, pt_arena_t *a, const char *field,
+                                        int lower, unsigned *n)
+{
+    int present;
+    size_t count = pt_cfg_array(r, field, &present);
+    *n = 0;
+    if (!present)
+        return NULL;
+    const char **out = pt_arena_alloc(a, (count ? count : 1) * sizeof(*out));
+    for (size_t i = 0; i < count; i++) {
+        json_t *v = pt_cfg_index_value(r, i);
+        if (!json_is_string(v) || json_string_length(v) == 0) {
+            size_t saved = strlen(pt_cfg_path(r));
+            pt_cfg_push_index(r, i);
+            pt_cfg_error(r, NULL, "is not a non-empty string");
+            pt_cfg_pop_path(r, saved);
+            continue;
+        }
+        char *c = pt_arena_strdup(a, json_string_value(v));
+        for (char *p = c; lower && *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+        out[(*n)++] = c;
+    }
+    pt_cfg_leave_array(r);
+    return out;
+}
+
+static void parse_chain_match(pt_cfg_t *r, pt_arena_t *a, pt_filter_chain_match_t *m)
+{
+    static const char *const unsupported[] = {"direct_source_prefix_ranges", "address_suffix",
+                                              "suffix_len", NULL};
+    pt_cfg_unsupported(r, unsupported);
+    uint64_t port;
+    pt_cfg_uint(r, "destination_port", &port, 0, 1, 65535);
+    m->destination_port = (uint32_t)port;
+    m->prefix_ranges = parse_cidrs(r, a, "prefix_ranges", &m->nprefix_ranges);
+    m->server_names = parse_strings(r, a, "server_names", 1, &m->nserver_names);
+    for (unsigned i = 0; i < m->nserver_names; i++) {
+        const char *sn = m->server_names[i];
+        if (strchr(sn + 1, '*') != NULL || (sn[0] == '*' && sn[1] != '.'))
+            pt_cfg_error(r, "server_names", "\"%s\": a wildcard is allowed only as a "
+                                            "leading \"*.\"", sn);
+    }
+    const char *tp;
+    pt_cfg_string(r, "transport_protocol", &tp, NULL);
+    if (tp != NULL && strcmp(tp, "tls") != 0 && strcmp(tp, "raw_buffer") != 0)
+        pt_cfg_error(r, "transport_protocol", "\"%s\" is not \"tls\" or \"raw_buffer\"", tp);
+    m->transport_protocol = pt_arena_strdup(a, tp);
+    m->application_protocols =
+        parse_strings(r, a, "application_protocols", 0, &m->napplication_protocols);
+    static const char *const source_types[] = {"ANY", "SAME_IP_OR_LOOPBACK", "EXTERNAL", NULL};
+    int st;
+    pt_cfg_enum(r, "source_type", source_types, NULL, &st, 0);
+    m->source_type = (pt_source_type_t)st;
+    m->source_prefix_ranges = parse_cidrs(r, a, "source_prefix_ranges", &m->nsource_prefix_ranges);
+    int present;
+    size_t n = pt_cfg_array(r, "source_ports", &present);
+    if (present) {
+        uint32_t *ports = pt_arena_alloc(a, (n ? n : 1) * sizeof(uint32_t));
+        for (size_t i = 0; i < n; i++) {
+            json_t *v = pt_cfg_index_value(r, i);
+            json_int_t pv = json_is_integer(v) ? json_integer_value(v) : -1;
+            if (pv < 1 || pv > 65535) {
+                size_t saved = strlen(pt_cfg_path(r));
+                pt_cfg_push_index(r, i);
+                pt_cfg_error(r, NULL, "is not a port (1 to 65535)");
+                pt_cfg_pop_path(r, saved);
+                continue;
+            }
+            ports[m->nsource_ports++] = (uint32_t)pv;
+        }
+        m->source_ports = ports;
+        pt_cfg_leave_array(r);
+    }
+}
+
 static void parse_filter_chain(pt_cfg_t *r, pt_config_t *cfg, pt_filter_chain_t *fc)
 {
     pt_cfg_unsupported(r, chain_unsupported);
     const char *name;
     pt_cfg_string(r, "name", &name, NULL);
     fc->name = pt_arena_strdup(&cfg->arena, name);
+    if (pt_cfg_enter(r, "filter_chain_match") > 0) {
+        parse_chain_match(r, &cfg->arena, &fc->match);
+        pt_cfg_leave(r);
+    }
+    pt_tls_transport_socket_parse(r, &cfg->arena, "transport_socket", 1, &fc->tls);
     int present;
     size_t n = pt_cfg_array(r, "filters", &present);
-    if (n == 0)
-        pt_cfg_error(r, present ? "filters" : NULL,
-                     present ? "must not be empty" : "filters: is required");
+    if (present && n == 0)
+        pt_cfg_error(r, NULL, "must not be empty"); /* inside the list: its own path */
+    else if (!present && !pt_cfg_has(r, "filters")) /* a wrong type was reported already */
+        pt_cfg_error(r, "filters", "is required");
     fc->filters = pt_arena_alloc(&cfg->arena, (n ? n : 1) * sizeof(pt_network_filter_t));
     for (size_t i = 0; i < n; i++) {
         if (pt_cfg_enter_index(r, i) > 0) {
@@ -195,9 +313,10 @@ static void parse_listener(pt_cfg_t *r, pt_config_t *cfg, pt_listener_config_t *
     l->buffer_limit = (uint32_t)limit;
     int present;
     size_t n = pt_cfg_array(r, "filter_chains", &present);
-    if (n == 0)
-        pt_cfg_error(r, present ? "filter_chains" : NULL,
-                     present ? "must not be empty" : "filter_chains: is required");
+    if (present && n == 0)
+        pt_cfg_error(r, NULL, "must not be empty");
+    else if (!present && !pt_cfg_has(r, "filter_chains") && !pt_cfg_has(r, "default_filter_chain"))
+        pt_cfg_error(r, "filter_chains", "is required");
     l->chains = pt_arena_alloc(&cfg->arena, (n ? n : 1) * sizeof(pt_filter_chain_t));
     for (size_t i = 0; i < n; i++) {
         if (pt_cfg_enter_index(r, i) > 0) {
@@ -207,10 +326,64 @@ static void parse_listener(pt_cfg_t *r, pt_config_t *cfg, pt_listener_config_t *
     }
     if (present)
         pt_cfg_leave_array(r);
-    if (l->nchains > 1)
-        pt_cfg_error(r, "filter_chains",
-                     "more than one filter chain needs filter_chain_match, which is not "
-                     "supported yet");
+    if (pt_cfg_enter(r, "default_filter_chain") > 0) {
+        l->default_chain = pt_arena_alloc(&cfg->arena, sizeof(pt_filter_chain_t));
+        parse_filter_chain(r, cfg, l->default_chain);
+        pt_cfg_leave(r);
+    }
+    /* Two chains with the same match could never both be chosen: Envoy rejects that. */
+    for (unsigned i = 0; i < l->nchains; i++)
+        for (unsigned j = i + 1; j < l->nchains; j++)
+            if (pt_chain_match_equal(&l->chains[i].match, &l->chains[j].match))
+                pt_cfg_error(r, "filter_chains", "filter chains %u and %u have the same "
+                                                 "filter_chain_match",
+                             i, j);
+
+    l->listener_filters_timeout_ms = 15000;
+    pt_cfg_duration_ms(r, "listener_filters_timeout", &l->listener_filters_timeout_ms, 15000);
+    pt_cfg_bool(r, "continue_on_listener_filters_timeout",
+                &l->continue_on_listener_filters_timeout, 0);
+    n = pt_cfg_array(r, "listener_filters", &present);
+    for (size_t i = 0; i < n; i++) {
+        if (pt_cfg_enter_index(r, i) <= 0)
+            continue;
+        static const char *const lf_unsupported[] = {"filter_disabled", "config_discovery",
+                                                     NULL};
+        pt_cfg_unsupported(r, lf_unsupported);
+        const char *lname;
+        pt_cfg_string(r, "name", &lname, NULL);
+        int rc;
+        const char *type = pt_cfg_enter_any(r, "typed_config", &rc);
+        if (rc == 0 && lname != NULL && strcmp(lname, "envoy.filters.listener.tls_inspector") == 0) {
+            l->tls_inspector = 1;
+        } else if (rc == 0) {
+            pt_cfg_error(r, "typed_config", "is required");
+        } else if (type != NULL) {
+            if (strcmp(type, "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector"
+                             ".v3.TlsInspector") == 0) {
+                static const char *const ti_unsupported[] = {"enable_ja3_fingerprinting",
+                                                             "enable_ja4_fingerprinting", NULL};
+                pt_cfg_unsupported(r, ti_unsupported);
+                uint64_t sz;
+                pt_cfg_uint(r, "initial_read_buffer_size", &sz, 0, 0, 65536);
+                l->tls_inspector = 1;
+            } else {
+                pt_cfg_error(r, "@type", "\"%s\" is not a supported listener filter", type);
+                pt_cfg_skip_rest(r);
+            }
+            pt_cfg_leave(r);
+        }
+        pt_cfg_leave(r);
+    }
+    if (present)
+        pt_cfg_leave_array(r);
+    /* As Envoy does, chains that match on what the ClientHello says turn the inspector on. */
+    for (unsigned i = 0; i < l->nchains; i++) {
+        const pt_filter_chain_match_t *m = &l->chains[i].match;
+        if (m->nserver_names > 0 || m->transport_protocol != NULL ||
+            m->napplication_protocols > 0)
+            l->tls_inspector = 1;
+    }
 }
 
 static uint64_t hash_name(const char *s)
@@ -292,6 +465,49 @@ static void parse_listeners(pt_cfg_t *r, pt_config_t *cfg)
         pt_cfg_leave_array(r);
 }
 
+static void free_tls_ctx(void *arg)
+{
+    pt_tls_context_free(arg);
+}
+
+/* Loads certificates and builds SSL contexts: reading files can fail, so this is part of
+ * validation and reports with the field's path. */
+static void build_tls(pt_config_t *cfg, pt_cfg_t *r)
+{
+    char err[512];
+    for (unsigned i = 0; i < cfg->nlisteners; i++) {
+        pt_listener_config_t *l = &cfg->listeners[i];
+        unsigned total = l->nchains + (l->default_chain != NULL);
+        for (unsigned j = 0; j < total; j++) {
+            pt_filter_chain_t *fc = j < l->nchains ? &l->chains[j] : l->default_chain;
+            if (fc->tls == NULL)
+                continue;
+            fc->tls_ctx = pt_tls_context_new(fc->tls, "listener", l->stat_name, err, sizeof(err));
+            if (fc->tls_ctx == NULL) {
+                if (j < l->nchains)
+                    pt_cfg_error(r, NULL, "static_resources.listeners[%u].filter_chains[%u]."
+                                          "transport_socket: %s", i, j, err);
+                else
+                    pt_cfg_error(r, NULL, "static_resources.listeners[%u].default_filter_chain."
+                                          "transport_socket: %s", i, err);
+                continue;
+            }
+            pt_arena_defer(&cfg->arena, free_tls_ctx, fc->tls_ctx);
+        }
+    }
+    for (unsigned i = 0; i < cfg->nclusters; i++) {
+        pt_cluster_t *c = cfg->clusters[i];
+        if (c->tls == NULL)
+            continue;
+        c->tls_ctx = pt_tls_context_new(c->tls, "cluster", c->name, err, sizeof(err));
+        if (c->tls_ctx == NULL) {
+            pt_cfg_error(r, NULL, "static_resources.clusters[%u].transport_socket: %s", i, err);
+            continue;
+        }
+        pt_arena_defer(&cfg->arena, free_tls_ctx, c->tls_ctx);
+    }
+}
+
 static int prepare(pt_config_t *cfg)
 {
     for (unsigned i = 0; i < cfg->nclusters; i++)
@@ -304,8 +520,15 @@ static int prepare(pt_config_t *cfg)
         l->stats.downstream_cx_destroy = pt_stats_counter("listener", t, l->stat_name, "downstream_cx_destroy");
         l->stats.no_filter_chain_match = pt_stats_counter("listener", t, l->stat_name, "no_filter_chain_match");
         l->stats.downstream_cx_overflow = pt_stats_counter("listener", t, l->stat_name, "downstream_cx_overflow");
-        for (unsigned j = 0; j < l->nchains; j++) {
-            pt_filter_chain_t *fc = &l->chains[j];
+        l->listener_filters_timeout = pt_stats_counter("listener", t, l->stat_name, "downstream_pre_cx_timeout");
+        l->tls_inspector_tls_found = pt_stats_counter("tls_inspector", NULL, NULL, "tls_found");
+        l->tls_inspector_tls_not_found = pt_stats_counter("tls_inspector", NULL, NULL, "tls_not_found");
+        l->tls_inspector_client_hello_too_large = pt_stats_counter("tls_inspector", NULL, NULL, "client_hello_too_large");
+        l->tls_inspector_sni_found = pt_stats_counter("tls_inspector", NULL, NULL, "sni_found");
+        l->tls_inspector_alpn_found = pt_stats_counter("tls_inspector", NULL, NULL, "alpn_found");
+        unsigned total = l->nchains + (l->default_chain != NULL);
+        for (unsigned j = 0; j < total; j++) {
+            pt_filter_chain_t *fc = j < l->nchains ? &l->chains[j] : l->default_chain;
             for (unsigned k = 0; k < fc->nfilters; k++) {
                 pt_network_filter_t *f = &fc->filters[k];
                 if (f->ops->prepare != NULL && f->ops->prepare(f->config, cfg) != 0)
@@ -338,6 +561,8 @@ pt_config_t *pt_config_build(json_t *root, pt_cfg_t *r)
         pt_cfg_leave(r);
     }
     pt_cfg_finish(r);
+    if (pt_cfg_ok(r))
+        build_tls(cfg, r);
     if (!pt_cfg_ok(r) || prepare(cfg) != 0) {
         if (pt_cfg_ok(r))
             pt_cfg_error(r, NULL, "could not prepare the configuration");

@@ -26,11 +26,50 @@ typedef struct pt_network_filter {
     void *config;
 } pt_network_filter_t;
 
+typedef struct pt_tls_settings pt_tls_settings_t;
+typedef struct pt_tls_context pt_tls_context_t;
+
+typedef enum pt_source_type {
+    PT_SOURCE_ANY,
+    PT_SOURCE_SAME_IP_OR_LOOPBACK,
+    PT_SOURCE_EXTERNAL,
+} pt_source_type_t;
+
+/* envoy.config.listener.v3.FilterChainMatch. Empty fields match anything. */
+typedef struct pt_filter_chain_match {
+    uint32_t destination_port; /* 0: any */
+    const pt_cidr_t *prefix_ranges;
+    unsigned nprefix_ranges;
+    const char *const *server_names; /* lowercase; "*.example.com" wildcards */
+    unsigned nserver_names;
+    const char *transport_protocol;  /* "tls", "raw_buffer", or NULL */
+    const char *const *application_protocols;
+    unsigned napplication_protocols;
+    pt_source_type_t source_type;
+    const pt_cidr_t *source_prefix_ranges;
+    unsigned nsource_prefix_ranges;
+    const uint32_t *source_ports;
+    unsigned nsource_ports;
+} pt_filter_chain_match_t;
+
 typedef struct pt_filter_chain {
     const char *name;
+    pt_filter_chain_match_t match;
     pt_network_filter_t *filters;
     unsigned nfilters;
+    pt_tls_settings_t *tls;     /* transport_socket: DownstreamTlsContext, or NULL (raw) */
+    pt_tls_context_t *tls_ctx;  /* built at prepare */
 } pt_filter_chain_t;
+
+/* What the listener knows of a new connection when it picks a filter chain. */
+typedef struct pt_chain_query {
+    const pt_addr_t *local;
+    const pt_addr_t *remote;
+    const char *sni;                 /* lowercase, or NULL */
+    const char *transport_protocol;  /* "tls" or "raw_buffer" */
+    const char *const *alpn;
+    unsigned nalpn;
+} pt_chain_query_t;
 
 typedef struct pt_listener_stats {
     pt_stat_t downstream_cx_total;
@@ -47,7 +86,14 @@ typedef struct pt_listener_config {
     uint32_t buffer_limit;       /* per_connection_buffer_limit_bytes */
     pt_filter_chain_t *chains;
     unsigned nchains;
+    pt_filter_chain_t *default_chain;   /* default_filter_chain, or NULL */
+    int tls_inspector;                  /* peek the ClientHello before choosing a chain */
+    uint64_t listener_filters_timeout_ms;
+    int continue_on_listener_filters_timeout;
     pt_listener_stats_t stats;
+    pt_stat_t tls_inspector_tls_found, tls_inspector_tls_not_found,
+        tls_inspector_client_hello_too_large, tls_inspector_sni_found, tls_inspector_alpn_found,
+        listener_filters_timeout;
 } pt_listener_config_t;
 
 typedef struct pt_node_info {
@@ -80,6 +126,14 @@ pt_config_t *pt_config_ref(pt_config_t *c);
 void pt_config_unref(pt_config_t *c);
 /* O(1) lookup of a cluster by name; NULL when absent. */
 pt_cluster_t *pt_config_find_cluster(const pt_config_t *c, const char *name);
+
+/* Chooses the filter chain for a connection the way Envoy does: each criterion in turn
+ * (destination port, destination IP, server name, transport protocol, application
+ * protocols, source type, source IP, source port) keeps only the most specific matching
+ * chains. Falls back to the default chain; NULL when nothing matches. */
+const pt_filter_chain_t *pt_listener_find_chain(const pt_listener_config_t *l,
+                                                const pt_chain_query_t *q);
+int pt_chain_match_equal(const pt_filter_chain_match_t *a, const pt_filter_chain_match_t *b);
 
 /* Parses an envoy.config.core.v3.Address holding a socket_address into out (the reader is
  * positioned at the object that has the `field`). Returns 1 if valid, 0 if absent, -1. */

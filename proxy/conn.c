@@ -200,7 +200,13 @@ static void do_read(pt_conn_t *c)
     if (pt_buf_len(&c->in) == 0)
         pt_buf_dispose(&c->in);
     update_watchers(c);
-    if (total > 0 || eof)
+    /* Out of budget with bytes left inside the transport: the socket may stay quiet, so
+     * come back on the next loop turn rather than wait for it. */
+    if (!eof && total >= PT_CONN_READ_BUDGET && c->transport->has_pending != NULL &&
+        c->transport->has_pending(c))
+        ev_feed_event(c->worker->loop, &c->rio, EV_READ);
+    /* Also when nothing new arrived but bytes wait in c->in (a resumed reader). */
+    if (total > 0 || eof || pt_buf_len(&c->in) > 0)
         c->handler->on_read(c);
 }
 
@@ -433,6 +439,16 @@ void pt_conn_start(pt_conn_t *c, const pt_conn_handler_t *h, void *data)
 {
     c->handler = h;
     c->data = data;
+    if (c->flags & PT_CONN_F_STARTED) {
+        /* A later owner taking over (the listener ran the handshake, a filter now reads). */
+        update_watchers(c);
+        if (!(c->flags & (PT_CONN_F_CLOSED | PT_CONN_F_ERROR | PT_CONN_F_HANDSHAKING)) &&
+            (pt_buf_len(&c->in) > 0 ||
+             (c->transport->has_pending != NULL && c->transport->has_pending(c))))
+            ev_feed_event(c->worker->loop, &c->rio, EV_READ);
+        return;
+    }
+    c->flags |= PT_CONN_F_STARTED;
     if (c->transport->handshake != NULL) {
         c->flags |= PT_CONN_F_HANDSHAKING;
         update_watchers(c);
@@ -500,8 +516,11 @@ void pt_conn_resume_read(pt_conn_t *c)
     if (c->flags & PT_CONN_F_READ_PAUSED) {
         c->flags &= ~PT_CONN_F_READ_PAUSED;
         update_watchers(c);
-        /* Bytes may already sit in c->in (TLS records decrypted ahead): deliver them. */
-        if (pt_buf_len(&c->in) > 0 && !(c->flags & (PT_CONN_F_CLOSED | PT_CONN_F_ERROR)))
+        /* Bytes may already sit in c->in or inside the transport (decrypted TLS records)
+         * with the socket quiet: deliver them. */
+        if (!(c->flags & (PT_CONN_F_CLOSED | PT_CONN_F_ERROR)) &&
+            (pt_buf_len(&c->in) > 0 ||
+             (c->transport->has_pending != NULL && c->transport->has_pending(c))))
             ev_feed_event(c->worker->loop, &c->rio, EV_READ);
     }
 }

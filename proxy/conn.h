@@ -46,6 +46,9 @@ typedef struct pt_transport_ops {
     /* Sends the end-of-stream (FIN, or close_notify then FIN). */
     void (*shutdown)(pt_conn_t *c);
     void (*dispose)(pt_conn_t *c);
+    /* Bytes already read from the socket and held inside the transport (decrypted TLS
+     * records): they must be delivered without waiting for socket readiness. May be NULL. */
+    int (*has_pending)(pt_conn_t *c);
 } pt_transport_ops_t;
 
 extern const pt_transport_ops_t pt_transport_raw;
@@ -73,6 +76,7 @@ enum pt_conn_flags {
     PT_CONN_F_READ_WANTS_WRITE = 1u << 10, /* transport read needs writability */
     PT_CONN_F_WRITE_WANTS_READ = 1u << 11, /* transport write needs readability */
     PT_CONN_F_OUTBOUND = 1u << 12,       /* we connected (upstream) */
+    PT_CONN_F_STARTED = 1u << 13,        /* pt_conn_start ran (the handshake began) */
 };
 
 struct pt_conn {

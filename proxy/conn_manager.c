@@ -13,6 +13,7 @@
 #include "proxy/random.h"
 #include "proxy/stats.h"
 #include "proxy/time.h"
+#include "tls/transport.h"
 
 /* One downstream connection. */
 struct pt_hcm_conn {
@@ -39,7 +40,7 @@ static void hcm_close(pt_hcm_conn_t *h, pt_close_how_t how);
 static const char *const hcm_unsupported[] = {
     "rds", "scoped_routes", "tracing", "add_user_agent", "http3_protocol_options",
     "http2_protocol_options", "drain_timeout", "delayed_close_timeout", "access_log_options",
-    "forward_client_cert_details", "set_current_client_cert_details", "via",
+    "via",
     "internal_address_config", "represent_ipv4_remote_address_as_ipv4_mapped_ipv6",
     "local_reply_config", "normalize_path", "merge_slashes", "path_with_escaped_slashes_action",
     "request_id_extension", "strip_matching_host_port", "stream_error_on_invalid_http_message",
@@ -119,6 +120,7 @@ static void parse_http_filters(pt_cfg_t *r, pt_config_t *cfg, pt_hcm_config_t *h
             f->ops = pt_http_filter_find(type);
             if (f->ops == NULL) {
                 pt_cfg_error(r, "@type", "\"%s\" is not a supported HTTP filter", type);
+                pt_cfg_skip_rest(r);
             } else {
                 f->config = f->ops->parse ? f->ops->parse(r, cfg) : NULL;
                 int last = i + 1 == n;
@@ -212,6 +214,24 @@ static void *hcm_parse(pt_cfg_t *r, pt_config_t *cfg)
         pt_cfg_leave(r);
     }
     parse_upgrades(r, a, &hc->upgrades, &hc->nupgrades);
+    static const char *const fccd_names[] = {"SANITIZE", "FORWARD_ONLY", "APPEND_FORWARD",
+                                             "SANITIZE_SET", "ALWAYS_FORWARD_ONLY", NULL};
+    int fccd;
+    pt_cfg_enum(r, "forward_client_cert_details", fccd_names, NULL, &fccd, 0);
+    hc->forward_client_cert = (pt_fcc_mode_t)fccd;
+    if (pt_cfg_enter(r, "set_current_client_cert_details") > 0) {
+        pt_cfg_bool(r, "subject", &hc->xfcc_subject, 0);
+        pt_cfg_bool(r, "dns", &hc->xfcc_dns, 0);
+        pt_cfg_bool(r, "uri", &hc->xfcc_uri, 0);
+        int cert, chain;
+        pt_cfg_bool(r, "cert", &cert, 0);
+        pt_cfg_bool(r, "chain", &chain, 0);
+        if (cert)
+            pt_cfg_error(r, "cert", "true is not supported");
+        if (chain)
+            pt_cfg_error(r, "chain", "true is not supported");
+        pt_cfg_leave(r);
+    }
     hc->settings.server_name = hc->server_name;
     hc->buffer_limit = 1024 * 1024;
     return r->nerrors == errors_before ? hc : NULL;
@@ -298,7 +318,19 @@ static void *hcm_on_new_stream(void *owner, pt_http_codec_stream_t *cs)
     s->info.start_mono_us = pt_now_us();
     s->info.downstream_remote = h->session->conn->peer;
     s->info.downstream_local = h->local;
-    s->scheme = "http";
+    pt_conn_t *dc = h->session->conn;
+    s->scheme = pt_conn_is_tls(dc) ? "https" : "http";
+    if (pt_conn_is_tls(dc)) {
+        const pt_tls_identity_t *peer = pt_tls_peer_identity(dc);
+        if (peer != NULL) {
+            s->info.downstream_peer_uri_san = peer->nuri ? peer->uri_sans[0] : NULL;
+            s->info.downstream_peer_subject = peer->subject;
+        }
+        s->info.downstream_local_uri_san = pt_tls_local_uri_san(dc);
+        s->info.requested_server_name = pt_tls_sni(dc);
+    } else {
+        s->info.requested_server_name = h->session->sni;
+    }
     s->idle_timeout_ms = hc->stream_idle_timeout_ms;
     ev_init(&s->idle_timer, on_stream_idle);
     s->idle_timer.data = s;
@@ -370,6 +402,62 @@ static void resolve_remote_address(pt_http_stream_t *s)
     }
 }
 
+/* x-forwarded-client-cert (forward_client_cert_details / set_current_client_cert_details):
+ * what the upstream learns of the client's certificate. */
+static void apply_xfcc(pt_http_stream_t *s)
+{
+    const pt_hcm_config_t *hc = s->config;
+    pt_http_headers_t *h = s->request_headers;
+    pt_conn_t *dc = s->hcm->session->conn;
+    const pt_tls_identity_t *peer = pt_conn_is_tls(dc) ? pt_tls_peer_identity(dc) : NULL;
+    int mtls = peer != NULL && pt_tls_peer_verified(dc);
+    switch (hc->forward_client_cert) {
+    case PT_FCC_SANITIZE:
+        pt_http_headers_remove(h, "x-forwarded-client-cert");
+        return;
+    case PT_FCC_ALWAYS_FORWARD_ONLY:
+        return;
+    case PT_FCC_FORWARD_ONLY:
+        if (!mtls)
+            pt_http_headers_remove(h, "x-forwarded-client-cert");
+        return;
+    case PT_FCC_APPEND_FORWARD:
+    case PT_FCC_SANITIZE_SET:
+        break;
+    }
+    if (!mtls) {
+        pt_http_headers_remove(h, "x-forwarded-client-cert");
+        return;
+    }
+    pt_buf_t b = {0};
+    const char *by = pt_tls_local_uri_san(dc);
+    if (by != NULL)
+        pt_buf_printf(&b, "By=%s;", by);
+    if (peer->sha256 != NULL)
+        pt_buf_printf(&b, "Hash=%s;", peer->sha256);
+    if (hc->xfcc_subject && peer->subject != NULL)
+        pt_buf_printf(&b, "Subject=\"%s\";", peer->subject);
+    if (hc->xfcc_uri)
+        for (unsigned i = 0; i < peer->nuri; i++)
+            pt_buf_printf(&b, "URI=%s;", peer->uri_sans[i]);
+    if (hc->xfcc_dns)
+        for (unsigned i = 0; i < peer->ndns; i++)
+            pt_buf_printf(&b, "DNS=%s;", peer->dns_sans[i]);
+    size_t n = pt_buf_len(&b);
+    char *elem = pt_arena_alloc(&s->arena, n + 1);
+    pt_buf_copyout(&b, 0, elem, n);
+    pt_buf_dispose(&b);
+    if (n > 0 && elem[n - 1] == ';')
+        n--;
+    elem[n] = '\0';
+    const char *prev = pt_http_headers_get_joined(h, "x-forwarded-client-cert");
+    if (hc->forward_client_cert == PT_FCC_APPEND_FORWARD && prev != NULL)
+        pt_http_headers_set(h, "x-forwarded-client-cert",
+                            pt_arena_sprintf(&s->arena, "%s,%s", prev, elem));
+    else
+        pt_http_headers_set(h, "x-forwarded-client-cert", elem);
+}
+
 /* Envoy's request header rules for a proxy hop. */
 static void mutate_request_headers(pt_http_stream_t *s)
 {
@@ -400,6 +488,7 @@ static void mutate_request_headers(pt_http_stream_t *s)
         if (pt_http_headers_get(h, "x-forwarded-proto") == NULL)
             pt_http_headers_set(h, "x-forwarded-proto", s->scheme);
     }
+    apply_xfcc(s);
     if (hc->generate_request_id) {
         const char *rid = pt_http_headers_get(h, "x-request-id");
         /* An edge proxy does not trust a client's id unless told to preserve it. */
@@ -1054,8 +1143,7 @@ static int hcm_on_new_connection(pt_session_t *sess, void *fc)
     }
     h->session = sess;
     h->config = hc;
-    socklen_t alen = sizeof(h->local);
-    getsockname(sess->conn->fd, &h->local.sa, &alen);
+    h->local = sess->local;
     sess->terminal = h;
     sess->abort = hcm_abort;
     h->codec = pt_http1_server_codec.create(sess->conn, &hc->settings, &hcm_callbacks, h);

@@ -74,6 +74,14 @@ typedef enum pt_server_header_transformation {
     PT_SERVER_HEADER_PASS_THROUGH,
 } pt_server_header_transformation_t;
 
+typedef enum pt_fcc_mode {
+    PT_FCC_SANITIZE,
+    PT_FCC_FORWARD_ONLY,
+    PT_FCC_APPEND_FORWARD,
+    PT_FCC_SANITIZE_SET,
+    PT_FCC_ALWAYS_FORWARD_ONLY,
+} pt_fcc_mode_t;
+
 typedef struct pt_hcm_config {
     const char *stat_prefix;
     pt_hcm_stats_t stats;
@@ -104,6 +112,8 @@ typedef struct pt_hcm_config {
     unsigned nupgrades;
     int strip_any_host_port;
     uint32_t buffer_limit; /* body bytes held while a filter pauses the chain */
+    pt_fcc_mode_t forward_client_cert;
+    int xfcc_subject, xfcc_dns, xfcc_uri;
 } pt_hcm_config_t;
 
 /* Stream state bits. */

@@ -15,6 +15,8 @@
 #include "proxy/stats.h"
 #include "proxy/time.h"
 #include "proxy/worker.h"
+#include "filters/client_hello.h"
+#include "tls/transport.h"
 
 #define ACCEPT_BATCH 64 /* connections accepted per readiness event, for fairness */
 #define EMFILE_WARN_INTERVAL_MS 1000
@@ -139,6 +141,218 @@ static const pt_listener_config_t *find_listener_config(const pt_config_t *cfg, 
     return NULL;
 }
 
+/* ---- choosing the filter chain and the transport ----------------------------------- */
+
+static void session_fail(pt_session_t *s)
+{
+    pt_conn_close(s->conn, PT_CLOSE_NOW);
+    pt_session_end(s);
+}
+
+static void handshake_done(pt_conn_t *c, int status)
+{
+    pt_session_t *s = c->data;
+    if (status != 0) {
+        session_fail(s);
+        return;
+    }
+    pt_session_continue(s);
+}
+
+static void handshake_error(pt_conn_t *c, int status)
+{
+    (void)status;
+    session_fail(c->data);
+}
+
+static void handshake_read(pt_conn_t *c)
+{
+    (void)c; /* bytes after the handshake wait for the filters */
+}
+
+static const pt_conn_handler_t handshake_handler = {
+    .on_read = handshake_read,
+    .on_connect = handshake_done,
+    .on_drain = handshake_read,
+    .on_error = handshake_error,
+};
+
+static void choose_chain(pt_session_t *s)
+{
+    const pt_listener_config_t *lc = s->listener;
+    pt_chain_query_t q = {
+        .local = &s->local,
+        .remote = &s->conn->peer,
+        .sni = s->sni,
+        .transport_protocol = s->transport_protocol ? s->transport_protocol : "raw_buffer",
+        .alpn = (const char *const *)s->alpn,
+        .nalpn = s->nalpn,
+    };
+    const pt_filter_chain_t *fc = pt_listener_find_chain(lc, &q);
+    if (fc == NULL) {
+        pt_stat_inc(lc->stats.no_filter_chain_match);
+        pt_debug("listener %s: no filter chain matches (sni %s)", lc->name,
+                 s->sni ? s->sni : "-");
+        session_fail(s);
+        return;
+    }
+    s->chain = fc;
+    if (fc->tls_ctx == NULL) {
+        pt_session_continue(s);
+        return;
+    }
+    /* TLS terminates here: the handshake runs before any network filter, so filters (RBAC,
+     * the connection manager) see the peer's verified identity. */
+    void *t = pt_tls_conn_new(fc->tls_ctx, 1, NULL);
+    if (t == NULL) {
+        session_fail(s);
+        return;
+    }
+    s->conn->transport = &pt_transport_tls;
+    s->conn->transport_ctx = t;
+    pt_conn_start(s->conn, &handshake_handler, s);
+}
+
+/* ---- the TLS inspector (envoy.filters.listener.tls_inspector) ------------------------ */
+
+#define INSPECT_MAX_BYTES  (64 * 1024) /* a ClientHello larger than this is refused */
+#define INSPECT_RETRY_SECS 0.005
+
+typedef struct pt_inspect {
+    ev_io io;
+    ev_timer deadline;
+    ev_timer retry;
+    size_t peeked;
+} pt_inspect_t;
+
+static void inspect_stop(pt_session_t *s)
+{
+    pt_inspect_t *in = s->inspect;
+    if (in == NULL)
+        return;
+    struct ev_loop *loop = s->worker->loop;
+    ev_io_stop(loop, &in->io);
+    ev_timer_stop(loop, &in->deadline);
+    ev_timer_stop(loop, &in->retry);
+    free(in);
+    s->inspect = NULL;
+}
+
+static void inspect_done(pt_session_t *s, const pt_client_hello_t *ch)
+{
+    const pt_listener_config_t *lc = s->listener;
+    inspect_stop(s);
+    if (ch != NULL) {
+        s->transport_protocol = "tls";
+        pt_stat_inc(lc->tls_inspector_tls_found);
+        if (ch->sni[0]) {
+            s->sni = strdup(ch->sni);
+            pt_stat_inc(lc->tls_inspector_sni_found);
+        }
+        if (ch->nalpn > 0) {
+            s->alpn = calloc(ch->nalpn, sizeof(char *));
+            for (unsigned i = 0; s->alpn && i < ch->nalpn; i++)
+                if ((s->alpn[i] = strdup(ch->alpn[i])) != NULL)
+                    s->nalpn++;
+            pt_stat_inc(lc->tls_inspector_alpn_found);
+        }
+    } else {
+        s->transport_protocol = "raw_buffer";
+        pt_stat_inc(lc->tls_inspector_tls_not_found);
+    }
+    choose_chain(s);
+}
+
+static void inspect_peek(pt_session_t *s)
+{
+    static _Thread_local uint8_t *buf;
+    if (buf == NULL && (buf = malloc(INSPECT_MAX_BYTES)) == NULL) {
+        session_fail(s);
+        return;
+    }
+    pt_inspect_t *in = s->inspect;
+    /* Peek, never read: the TLS library (or the plaintext filters) reads it all later. */
+    ssize_t n = recv(s->conn->fd, buf, INSPECT_MAX_BYTES, MSG_PEEK);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    if (n <= 0) {
+        session_fail(s); /* closed or reset before saying anything useful */
+        return;
+    }
+    pt_client_hello_t ch;
+    pt_ch_result_t rc = pt_client_hello_parse(buf, (size_t)n, INSPECT_MAX_BYTES, &ch);
+    switch (rc) {
+    case PT_CH_OK:
+        inspect_done(s, &ch);
+        return;
+    case PT_CH_NOT_TLS:
+    case PT_CH_ERROR:
+        inspect_done(s, NULL);
+        return;
+    case PT_CH_INCOMPLETE:
+        break;
+    }
+    if ((size_t)n >= INSPECT_MAX_BYTES) {
+        pt_stat_inc(s->listener->tls_inspector_client_hello_too_large);
+        session_fail(s);
+        return;
+    }
+    /* The socket stays readable while we only peek: wait for more bytes with a short timer
+     * instead of spinning on readiness. */
+    in->peeked = (size_t)n;
+    ev_io_stop(s->worker->loop, &in->io);
+    ev_timer_set(&in->retry, INSPECT_RETRY_SECS, 0.);
+    ev_timer_start(s->worker->loop, &in->retry);
+}
+
+static void on_inspect_io(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    inspect_peek(w->data);
+}
+
+static void on_inspect_retry(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    inspect_peek(t->data);
+}
+
+static void on_inspect_deadline(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    pt_session_t *s = t->data;
+    pt_stat_inc(s->listener->listener_filters_timeout);
+    if (s->listener->continue_on_listener_filters_timeout) {
+        inspect_done(s, NULL);
+        return;
+    }
+    session_fail(s);
+}
+
+static void inspect_start(pt_session_t *s)
+{
+    pt_inspect_t *in = calloc(1, sizeof(*in));
+    if (in == NULL) {
+        session_fail(s);
+        return;
+    }
+    s->inspect = in;
+    struct ev_loop *loop = s->worker->loop;
+    ev_io_init(&in->io, on_inspect_io, s->conn->fd, EV_READ);
+    in->io.data = s;
+    ev_init(&in->retry, on_inspect_retry);
+    in->retry.data = s;
+    ev_timer_init(&in->deadline, on_inspect_deadline,
+                  (double)s->listener->listener_filters_timeout_ms / 1000.0, 0.);
+    in->deadline.data = s;
+    if (s->listener->listener_filters_timeout_ms > 0)
+        ev_timer_start(loop, &in->deadline);
+    ev_io_start(loop, &in->io);
+}
+
 static void start_session(pt_worker_t *w, const pt_listener_config_t *lc, int fd,
                           const pt_addr_t *peer)
 {
@@ -155,6 +369,8 @@ static void start_session(pt_worker_t *w, const pt_listener_config_t *lc, int fd
     s->config = pt_config_ref(w->config);
     s->listener = lc;
     s->start_ms = pt_now_ms();
+    socklen_t alen = sizeof(s->local);
+    getsockname(fd, &s->local.sa, &alen);
     s->next = w->sessions;
     if (w->sessions != NULL)
         w->sessions->prev = s;
@@ -162,16 +378,10 @@ static void start_session(pt_worker_t *w, const pt_listener_config_t *lc, int fd
     atomic_fetch_add_explicit(&w->downstream_active, 1, memory_order_relaxed);
     pt_stat_inc(lc->stats.downstream_cx_total);
     pt_stat_inc(lc->stats.downstream_cx_active);
-
-    /* One filter chain until filter_chain_match lands. */
-    if (lc->nchains == 0) {
-        pt_stat_inc(lc->stats.no_filter_chain_match);
-        pt_conn_close(c, PT_CLOSE_NOW);
-        pt_session_end(s);
-        return;
-    }
-    s->chain = &lc->chains[0];
-    pt_session_continue(s);
+    if (lc->tls_inspector)
+        inspect_start(s);
+    else
+        choose_chain(s);
 }
 
 void pt_listener_accept(pt_worker_t *w, pt_listener_t *l, int listen_fd)
@@ -233,6 +443,11 @@ void pt_session_end(pt_session_t *s)
     if (s->next != NULL)
         s->next->prev = s->prev;
     s->prev = s->next = NULL;
+    inspect_stop(s);
+    free(s->sni);
+    for (unsigned i = 0; i < s->nalpn; i++)
+        free(s->alpn[i]);
+    free(s->alpn);
     pt_stat_dec(s->listener->stats.downstream_cx_active);
     pt_stat_inc(s->listener->stats.downstream_cx_destroy);
     atomic_fetch_sub_explicit(&s->worker->downstream_active, 1, memory_order_relaxed);

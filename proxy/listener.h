@@ -35,6 +35,13 @@ struct pt_session {
     unsigned next_filter;
     const char *cluster_override; /* set by sni_cluster for tcp_proxy */
     uint64_t start_ms;
+    pt_addr_t local;          /* our address of the connection (destination) */
+    /* What the TLS inspector saw in the ClientHello (NULL/0 when not inspected). */
+    char *sni;                /* lowercase */
+    char **alpn;
+    unsigned nalpn;
+    const char *transport_protocol; /* "tls" or "raw_buffer" */
+    struct pt_inspect *inspect;     /* while the listener filter peeks */
     void *terminal;           /* the terminal filter's per-connection object */
     /* Ends the session at once (worker shutdown); set by the terminal filter. */
     void (*abort)(pt_session_t *s);

@@ -19,9 +19,9 @@ struct pt_regex {
     regex_t search; /* translated, with submatches: replace_all (PT_REGEX_SEARCH only) */
     int has_search;
     const char *pattern;
-    unsigned groups;        /* capturing groups as RE2 counts them */
-    unsigned nmatch;        /* submatches replace_all needs (1 + highest mapped group) */
-    unsigned char map[10];  /* RE2 group n (0..9, what a rewrite can name) -> POSIX group */
+    unsigned groups;       /* capturing groups as RE2 counts them */
+    unsigned nmatch;       /* submatches replace_all needs (1 + highest mapped group) */
+    unsigned char map[10]; /* RE2 group n (0..9, what a rewrite can name) -> POSIX group */
 };
 
 /* ---- RE2 -> POSIX ERE translation ------------------------------------------------------ */
@@ -266,23 +266,33 @@ static int parse_escape(xlat_t *x, const char *p, size_t *i, int in_class, term_
     (*i)++;
     char tok[64];
     switch (c) {
-    case 'd': case 'w': case 's': case 'D': case 'W': case 'S':
+    case 'd':
+    case 'w':
+    case 's':
+    case 'D':
+    case 'W':
+    case 'S':
         t->kind = 1;
         bs_perl_class(&t->set, (char)tolower(c));
         t->negated = isupper(c) != 0;
         return 0;
-    case 'A': case 'z':
+    case 'A':
+    case 'z':
         if (in_class)
             return invalid(x, "invalid escape sequence: \\%c", c);
         t->kind = 2;
         t->c = c;
         return 0;
-    case 'b': case 'B': case 'C':
+    case 'b':
+    case 'B':
+    case 'C':
         snprintf(tok, sizeof(tok), "\\%c", c);
         return unsupported(x, tok);
-    case 'Q': case 'E':
+    case 'Q':
+    case 'E':
         return unsupported(x, "\\Q...\\E");
-    case 'p': case 'P':
+    case 'p':
+    case 'P':
         if (p[*i] == '{') {
             const char *e = strchr(p + *i, '}');
             int n = e ? (int)(e - (p + *i)) + 1 : 1;
@@ -291,12 +301,24 @@ static int parse_escape(xlat_t *x, const char *p, size_t *i, int in_class, term_
             snprintf(tok, sizeof(tok), "\\%c%c", c, p[*i] ? p[*i] : ' ');
         }
         return unsupported(x, tok);
-    case 'n': t->c = '\n'; return 0;
-    case 't': t->c = '\t'; return 0;
-    case 'r': t->c = '\r'; return 0;
-    case 'f': t->c = '\f'; return 0;
-    case 'v': t->c = '\v'; return 0;
-    case 'a': t->c = '\a'; return 0;
+    case 'n':
+        t->c = '\n';
+        return 0;
+    case 't':
+        t->c = '\t';
+        return 0;
+    case 'r':
+        t->c = '\r';
+        return 0;
+    case 'f':
+        t->c = '\f';
+        return 0;
+    case 'v':
+        t->c = '\v';
+        return 0;
+    case 'a':
+        t->c = '\a';
+        return 0;
     case 'x': {
         unsigned long v = 0;
         int digits = 0;
@@ -332,7 +354,8 @@ static int parse_escape(xlat_t *x, const char *p, size_t *i, int in_class, term_
         snprintf(tok, sizeof(tok), "\\%c (backreference or octal escape)", c);
         return unsupported(x, tok);
     }
-    if (c < 0x80 && ispunct(c)) {
+    /* As in RE2: an escaped ASCII character that is not a letter or digit is itself. */
+    if (c < 0x80 && !isalnum(c)) {
         t->c = c;
         return 0;
     }
@@ -372,6 +395,8 @@ static int parse_class(xlat_t *x, const char *p, size_t *i)
                                    (int)(end + 2 - (p + *i)), p + *i);
                 bs_merge(&set, &cls, neg);
                 *i = (size_t)(end + 2 - p);
+                if (p[*i] == '-' && p[*i + 1] != ']' && p[*i + 1] != '\0')
+                    return invalid(x, "bad character class range in %s", p + start);
                 continue;
             }
         }
@@ -489,8 +514,8 @@ static int is_repeat_at(const char *p)
 static int translate(xlat_t *x, const char *p)
 {
     size_t i = 0;
-    int atom = 0;        /* something repeatable precedes */
-    int repeated = 0;    /* ... and it was a repetition */
+    int atom = 0;     /* something repeatable precedes */
+    int repeated = 0; /* ... and it was a repetition */
     char last_rep[24] = "";
     unsigned depth = 0;
     while (p[i] != '\0') {
@@ -573,9 +598,11 @@ static int translate(xlat_t *x, const char *p)
             atom = 0;
             repeated = 0;
             break;
-        case '*': case '+': case '?':
+        case '*':
+        case '+':
+        case '?':
             if (repeated) {
-                char tok[40];
+                char tok[64];
                 if (c == '?') {
                     snprintf(tok, sizeof(tok), "lazy quantifier %s?", last_rep);
                     return unsupported(x, tok);
@@ -600,7 +627,7 @@ static int translate(xlat_t *x, const char *p)
                 break;
             }
             if (repeated) {
-                char tok[40];
+                char tok[64];
                 snprintf(tok, sizeof(tok), "%s%.*s", last_rep, (int)(n > 12 ? 12 : n), p + i);
                 return invalid(x, "bad repetition operator: %s", tok);
             }
@@ -615,7 +642,8 @@ static int translate(xlat_t *x, const char *p)
             repeated = 1;
             break;
         }
-        case '^': case '$':
+        case '^':
+        case '$':
             put(x, (char)c);
             i++;
             atom = 0;
@@ -756,8 +784,7 @@ int pt_regex_full_match(const pt_regex_t *re, const char *s, size_t len)
 #endif
 }
 
-int pt_regex_check_substitution(const pt_regex_t *re, const char *sub, char *err,
-                                size_t errlen)
+int pt_regex_check_substitution(const pt_regex_t *re, const char *sub, char *err, size_t errlen)
 {
     for (const char *s = sub; *s; s++) {
         if (*s != '\\')
@@ -819,7 +846,12 @@ char *pt_regex_replace_all(const pt_regex_t *re, const char *s, size_t len, cons
                            pt_arena_t *a, size_t *out_len)
 {
 #ifndef REG_STARTEND
-    (void)re; (void)s; (void)len; (void)sub; (void)a; (void)out_len;
+    (void)re;
+    (void)s;
+    (void)len;
+    (void)sub;
+    (void)a;
+    (void)out_len;
     return NULL;
 #else
     if (!re->has_search)
@@ -966,8 +998,10 @@ int pt_string_matcher_parse(pt_cfg_t *r, pt_arena_t *a, pt_string_matcher_t *out
         return -1;
     }
     if (nfound > 1) {
-        pt_cfg_error(r, NULL, "only one of exact, prefix, suffix, contains, safe_regex may be "
-                              "given (found %s)", names);
+        pt_cfg_error(r, NULL,
+                     "only one of exact, prefix, suffix, contains, safe_regex may be "
+                     "given (found %s)",
+                     names);
         for (int k = 0; k < 5; k++)
             (void)pt_cfg_get(r, kinds[k]); /* consumed: not also "unknown" */
         return -1;
@@ -990,8 +1024,8 @@ int pt_string_matcher_parse(pt_cfg_t *r, pt_arena_t *a, pt_string_matcher_t *out
         return -1;
     }
     const char *copy = pt_arena_strdup(a, v);
-    if (copy == NULL || pt_string_matcher_init(out, a, (pt_string_match_kind_t)found, copy,
-                                               ignore_case) != 0) {
+    if (copy == NULL ||
+        pt_string_matcher_init(out, a, (pt_string_match_kind_t)found, copy, ignore_case) != 0) {
         pt_cfg_error(r, kinds[found], "out of memory");
         return -1;
     }
@@ -1016,8 +1050,8 @@ int pt_string_matcher_match(const pt_string_matcher_t *m, const char *s, size_t 
         return len == m->len &&
                (m->ignore_case ? eq_icase(s, m->value, len) : memcmp(s, m->value, len) == 0);
     case PT_STRING_PREFIX:
-        return len >= m->len && (m->ignore_case ? eq_icase(s, m->value, m->len)
-                                                : memcmp(s, m->value, m->len) == 0);
+        return len >= m->len &&
+               (m->ignore_case ? eq_icase(s, m->value, m->len) : memcmp(s, m->value, m->len) == 0);
     case PT_STRING_SUFFIX: {
         if (len < m->len)
             return 0;

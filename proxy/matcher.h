@@ -44,8 +44,7 @@ const char *pt_regex_pattern(const pt_regex_t *re);
 unsigned pt_regex_groups(const pt_regex_t *re);
 /* Checks an RE2 rewrite string (\0..\9 name groups, \\ is a backslash) against re, as
  * RE2::CheckRewriteString does. 0 or -1 with the reason in err. */
-int pt_regex_check_substitution(const pt_regex_t *re, const char *sub, char *err,
-                                size_t errlen);
+int pt_regex_check_substitution(const pt_regex_t *re, const char *sub, char *err, size_t errlen);
 /* RE2::GlobalReplace: replaces every non-overlapping match in s[0..len) with sub (checked
  * with pt_regex_check_substitution; re compiled with PT_REGEX_SEARCH). Returns the result in
  * arena (NUL-terminated; its length in *out_len when not NULL), or NULL on out-of-memory or

@@ -8,6 +8,7 @@
 #include "proxy/log.h"
 #include "proxy/stats.h"
 #include "proxy/worker.h"
+#include "tls/transport.h"
 
 enum { PC_CONNECTING, PC_BUSY, PC_IDLE };
 
@@ -24,6 +25,7 @@ struct pt_pool {
     uint64_t idle_timeout_ms;
     uint32_t max_requests;
     uint32_t buffer_limit;
+    pt_tls_context_t *tls_ctx;    /* upstream TLS, or NULL */
     pt_pool_conn_t *idle, *busy, *connecting;
     unsigned nidle, nconnecting;
     pt_pool_request_t *pending_head, *pending_tail;
@@ -106,6 +108,7 @@ pt_pool_t *pt_pool_get(pt_worker_t *w, pt_cluster_t *c, pt_host_t *h)
             p->idle_timeout_ms = c->http_idle_timeout_ms;
             p->max_requests = c->max_requests_per_connection;
             p->buffer_limit = c->buffer_limit;
+            p->tls_ctx = c->tls_ctx;
             return p;
         }
     }
@@ -126,6 +129,7 @@ pt_pool_t *pt_pool_get(pt_worker_t *w, pt_cluster_t *c, pt_host_t *h)
     p->idle_timeout_ms = c->http_idle_timeout_ms;
     p->max_requests = c->max_requests_per_connection;
     p->buffer_limit = c->buffer_limit;
+    p->tls_ctx = c->tls_ctx;
     p->next_in_bucket = m->buckets[hv % m->nbuckets];
     m->buckets[hv % m->nbuckets] = p;
     m->count++;
@@ -307,12 +311,19 @@ static void start_connect(pt_pool_t *p)
     ev_init(&pc->idle_timer, on_idle_timeout);
     pc->idle_timer.data = pc;
     int err = 0;
-    pc->conn = pt_conn_connect(p->worker, &p->address, p->connect_timeout_ms, &pt_transport_raw,
-                               NULL, &connecting_handler, pc, &err);
+    void *tls = NULL;
+    if (p->tls_ctx != NULL && (tls = pt_tls_conn_new(p->tls_ctx, 0, p->tls_ctx->settings->sni)) == NULL) {
+        free(pc);
+        return;
+    }
+    pc->conn = pt_conn_connect(p->worker, &p->address, p->connect_timeout_ms,
+                               tls ? &pt_transport_tls : &pt_transport_raw, tls,
+                               &connecting_handler, pc, &err);
     pt_stat_inc(p->stats.upstream_cx_total);
     pt_stat_inc(p->stats.upstream_cx_http1_total);
     atomic_fetch_add_explicit(&p->host->cx_total, 1, memory_order_relaxed);
     if (pc->conn == NULL) {
+        pt_tls_conn_discard(tls);
         pt_stat_inc(p->stats.upstream_cx_connect_fail);
         pt_warn("cannot create upstream socket: %s", strerror(-err));
         free(pc);

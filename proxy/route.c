@@ -21,51 +21,87 @@ struct pt_route_domain {
     uint64_t hash;
     const char *key; /* lowercase; for wildcards the part without '*' (".foo.com", "foo.") */
     uint32_t len;
-    uint8_t kind;    /* DOM_*; DOM_EMPTY marks a free slot */
+    uint8_t kind; /* DOM_*; DOM_EMPTY marks a free slot */
     const pt_vhost_t *vh;
 };
 
 /* ---- Envoy fields petrel does not implement (yet): an error that says so ------------- */
 
-static const char *const route_config_unsupported[] = {
-    "vhds", "internal_only_headers", "cluster_specifier_plugins", "request_mirror_policies",
-    "ignore_path_parameters_in_path_matching", "typed_per_filter_config", "metadata", NULL};
-static const char *const vhost_unsupported[] = {
-    "virtual_clusters", "rate_limits", "cors", "typed_per_filter_config",
-    "include_request_attempt_count", "include_attempt_count_in_response", "retry_policy",
-    "retry_policy_typed_config", "hedge_policy", "include_is_timeout_retry_header",
-    "per_request_buffer_limit_bytes", "request_mirror_policies", "matcher", "metadata", NULL};
-static const char *const route_unsupported[] = {
-    "metadata", "decorator", "typed_per_filter_config", "tracing",
-    "per_request_buffer_limit_bytes", "stat_prefix", "filter_action", "non_forwarding_action",
-    NULL};
+static const char *const route_config_unsupported[] = {"vhds",
+                                                       "internal_only_headers",
+                                                       "cluster_specifier_plugins",
+                                                       "request_mirror_policies",
+                                                       "ignore_path_parameters_in_path_matching",
+                                                       "typed_per_filter_config",
+                                                       "metadata",
+                                                       NULL};
+static const char *const vhost_unsupported[] = {"virtual_clusters",
+                                                "rate_limits",
+                                                "cors",
+                                                "typed_per_filter_config",
+                                                "include_request_attempt_count",
+                                                "include_attempt_count_in_response",
+                                                "retry_policy",
+                                                "retry_policy_typed_config",
+                                                "hedge_policy",
+                                                "include_is_timeout_retry_header",
+                                                "per_request_buffer_limit_bytes",
+                                                "request_mirror_policies",
+                                                "matcher",
+                                                "metadata",
+                                                NULL};
+static const char *const route_unsupported[] = {"metadata",
+                                                "decorator",
+                                                "typed_per_filter_config",
+                                                "tracing",
+                                                "per_request_buffer_limit_bytes",
+                                                "stat_prefix",
+                                                "filter_action",
+                                                "non_forwarding_action",
+                                                NULL};
 static const char *const match_unsupported[] = {
-    "connect_matcher", "path_match_policy", "runtime_fraction", "grpc", "tls_context",
-    "dynamic_metadata", "filter_state", "cel_matcher", NULL};
-static const char *const action_unsupported[] = {
-    "cluster_specifier_plugin", "inline_cluster_specifier_plugin",
-    "cluster_not_found_response_code", "metadata_match", "path_rewrite_policy",
-    "host_rewrite_header", "host_rewrite_path_regex", "append_x_forwarded_host",
-    "max_stream_duration", "request_mirror_policies", "priority", "rate_limits",
-    "include_vh_rate_limits", "hash_policy", "cors", "max_grpc_timeout", "grpc_timeout_offset",
-    "internal_redirect_policy", "internal_redirect_action", "max_internal_redirects",
-    "hedge_policy", "retry_policy", "retry_policy_typed_config", "early_data_policy", NULL};
+    "connect_matcher",  "path_match_policy", "runtime_fraction", "grpc", "tls_context",
+    "dynamic_metadata", "filter_state",      "cel_matcher",      NULL};
+static const char *const action_unsupported[] = {"cluster_specifier_plugin",
+                                                 "inline_cluster_specifier_plugin",
+                                                 "cluster_not_found_response_code",
+                                                 "metadata_match",
+                                                 "path_rewrite_policy",
+                                                 "host_rewrite_header",
+                                                 "host_rewrite_path_regex",
+                                                 "append_x_forwarded_host",
+                                                 "max_stream_duration",
+                                                 "request_mirror_policies",
+                                                 "priority",
+                                                 "rate_limits",
+                                                 "include_vh_rate_limits",
+                                                 "hash_policy",
+                                                 "cors",
+                                                 "max_grpc_timeout",
+                                                 "grpc_timeout_offset",
+                                                 "internal_redirect_policy",
+                                                 "internal_redirect_action",
+                                                 "max_internal_redirects",
+                                                 "hedge_policy",
+                                                 "retry_policy",
+                                                 "retry_policy_typed_config",
+                                                 "early_data_policy",
+                                                 NULL};
 static const char *const weighted_unsupported[] = {"runtime_key_prefix", "header_name",
                                                    "use_hash_policy", NULL};
-static const char *const cluster_weight_unsupported[] = {
-    "cluster_header", "metadata_match", "typed_per_filter_config", NULL};
+static const char *const cluster_weight_unsupported[] = {"cluster_header", "metadata_match",
+                                                         "typed_per_filter_config", NULL};
 static const char *const upgrade_unsupported[] = {"connect_config", NULL};
-static const char *const data_source_unsupported[] = {"environment_variable",
-                                                      "watched_directory", NULL};
+static const char *const data_source_unsupported[] = {"environment_variable", "watched_directory",
+                                                      NULL};
 static const char *const header_value_unsupported[] = {"raw_value", NULL};
 
 static const char *const require_tls_names[] = {"NONE", "EXTERNAL_ONLY", "ALL", NULL};
-static const char *const append_action_names[] = {
-    "APPEND_IF_EXISTS_OR_ADD", "ADD_IF_ABSENT", "OVERWRITE_IF_EXISTS_OR_ADD",
-    "OVERWRITE_IF_EXISTS", NULL};
-static const char *const redirect_code_names[] = {"MOVED_PERMANENTLY", "FOUND", "SEE_OTHER",
-                                                  "TEMPORARY_REDIRECT", "PERMANENT_REDIRECT",
-                                                  NULL};
+static const char *const append_action_names[] = {"APPEND_IF_EXISTS_OR_ADD", "ADD_IF_ABSENT",
+                                                  "OVERWRITE_IF_EXISTS_OR_ADD",
+                                                  "OVERWRITE_IF_EXISTS", NULL};
+static const char *const redirect_code_names[] = {
+    "MOVED_PERMANENTLY", "FOUND", "SEE_OTHER", "TEMPORARY_REDIRECT", "PERMANENT_REDIRECT", NULL};
 static const int redirect_codes[] = {301, 302, 303, 307, 308};
 
 const char *pt_require_tls_str(pt_require_tls_t t)
@@ -76,9 +112,12 @@ const char *pt_require_tls_str(pt_require_tls_t t)
 const char *pt_route_action_str(pt_route_action_t a)
 {
     switch (a) {
-    case PT_ROUTE_ACTION_ROUTE: return "route";
-    case PT_ROUTE_ACTION_REDIRECT: return "redirect";
-    case PT_ROUTE_ACTION_DIRECT_RESPONSE: return "direct_response";
+    case PT_ROUTE_ACTION_ROUTE:
+        return "route";
+    case PT_ROUTE_ACTION_REDIRECT:
+        return "redirect";
+    case PT_ROUTE_ACTION_DIRECT_RESPONSE:
+        return "direct_response";
     }
     return "?";
 }
@@ -153,6 +192,14 @@ static void quote(const char *s, char *out, size_t len)
     snprintf(out, len, "%s", d ? d : "\"?\"");
     free(d);
     json_decref(j);
+}
+
+/* "<value> is not a string" at the current path (an element of a list of strings). */
+static void not_a_string(pt_cfg_t *r, json_t *v)
+{
+    char *d = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    pt_cfg_error(r, NULL, "%s is not a string", d ? d : "null");
+    free(d);
 }
 
 /* A growable open-addressing set of strings (malloc'd; lives only while parsing). */
@@ -297,8 +344,10 @@ static void parse_header_add(pctx_t *p, pt_header_add_t *out)
         } else if (krc > 0) {
             quote(key, q, sizeof(q));
             if (key[0] == ':' || strcasecmp(key, "host") == 0)
-                pt_cfg_error(r, "key", "%s may not be modified: pseudo-headers and host are not "
-                                       "mutable (as in Envoy)", q);
+                pt_cfg_error(r, "key",
+                             "%s may not be modified: pseudo-headers and host are not "
+                             "mutable (as in Envoy)",
+                             q);
             else if (!valid_header_name(key, 0))
                 pt_cfg_error(r, "key", "%s is not a valid header name", q);
             else
@@ -310,8 +359,8 @@ static void parse_header_add(pctx_t *p, pt_header_add_t *out)
             /* Formatter operators (%DOWNSTREAM_REMOTE_ADDRESS%...) compile now; values that
              * do not depend on the request ("%%", %HOSTNAME%) are rendered once. */
             char err[256];
-            pt_format_t *f = pt_format_compile_ex(p->a, value, PT_FORMAT_OMIT_EMPTY, err,
-                                                  sizeof(err));
+            pt_format_t *f =
+                pt_format_compile_ex(p->a, value, PT_FORMAT_OMIT_EMPTY, err, sizeof(err));
             if (f == NULL) {
                 pt_cfg_error(r, "value", "%s", err);
             } else if (pt_format_is_constant(f)) {
@@ -332,8 +381,9 @@ static void parse_header_add(pctx_t *p, pt_header_add_t *out)
     int has_action = pt_cfg_enum(r, "append_action", append_action_names, NULL, &action,
                                  PT_HEADER_APPEND_IF_EXISTS_OR_ADD);
     if (has_append > 0 && has_action > 0)
-        pt_cfg_error(r, NULL, "append and append_action may not both be set (append is "
-                              "deprecated: use append_action)");
+        pt_cfg_error(r, NULL,
+                     "append and append_action may not both be set (append is "
+                     "deprecated: use append_action)");
     if (has_append > 0)
         action = append ? PT_HEADER_APPEND_IF_EXISTS_OR_ADD : PT_HEADER_OVERWRITE_IF_EXISTS_OR_ADD;
     out->action = (pt_header_append_action_t)action;
@@ -374,13 +424,15 @@ static void parse_mutations(pctx_t *p, const char *prefix, pt_header_mutations_t
             pt_cfg_push_index(r, i);
             char q[300];
             if (!json_is_string(v)) {
-                pt_cfg_error(r, NULL, "is not a string");
+                not_a_string(r, v);
             } else {
                 const char *name = json_string_value(v);
                 quote(name, q, sizeof(q));
                 if (name[0] == ':' || strcasecmp(name, "host") == 0)
-                    pt_cfg_error(r, NULL, "%s may not be removed: pseudo-headers and host are "
-                                          "not mutable (as in Envoy)", q);
+                    pt_cfg_error(r, NULL,
+                                 "%s may not be removed: pseudo-headers and host are "
+                                 "not mutable (as in Envoy)",
+                                 q);
                 else if (!valid_header_name(name, 0))
                     pt_cfg_error(r, NULL, "%s is not a valid header name", q);
                 else
@@ -428,18 +480,20 @@ static void parse_header_matcher(pctx_t *p, pt_header_matcher_t *hm)
         snprintf(names + o, sizeof(names) - o, "%s%s", o ? ", " : "", kinds[k]);
     }
     if (nfound > 1) {
-        pt_cfg_error(r, NULL, "only one of exact_match, safe_regex_match, range_match, "
-                              "present_match, prefix_match, suffix_match, contains_match, "
-                              "string_match may be given (found %s)", names);
+        pt_cfg_error(r, NULL,
+                     "only one of exact_match, safe_regex_match, range_match, "
+                     "present_match, prefix_match, suffix_match, contains_match, "
+                     "string_match may be given (found %s)",
+                     names);
         for (int k = 0; k < 8; k++)
             (void)pt_cfg_get(r, kinds[k]);
         return;
     }
     const char *s;
     switch (found) {
-    case -1: /* no specifier: the header must be present */
-        hm->kind = PT_HEADER_MATCH_EXACT;
-        hm->value = "";
+    case -1: /* no specifier: a presence check (so invert_match asks for absence) */
+        hm->kind = PT_HEADER_MATCH_PRESENT;
+        hm->present = 1;
         break;
     case 0:
         hm->kind = PT_HEADER_MATCH_EXACT;
@@ -468,9 +522,12 @@ static void parse_header_matcher(pctx_t *p, pt_header_matcher_t *hm)
         hm->kind = PT_HEADER_MATCH_PRESENT;
         pt_cfg_bool(r, "present_match", &hm->present, 0);
         break;
-    case 4: case 5: case 6:
-        hm->kind = found == 4 ? PT_HEADER_MATCH_PREFIX
-                   : found == 5 ? PT_HEADER_MATCH_SUFFIX : PT_HEADER_MATCH_CONTAINS;
+    case 4:
+    case 5:
+    case 6:
+        hm->kind = found == 4   ? PT_HEADER_MATCH_PREFIX
+                   : found == 5 ? PT_HEADER_MATCH_SUFFIX
+                                : PT_HEADER_MATCH_CONTAINS;
         if (pt_cfg_string(r, kinds[found], &s, "") > 0) {
             if (s[0] == '\0')
                 pt_cfg_error(r, kinds[found], "must not be empty");
@@ -536,11 +593,14 @@ static void parse_match(pctx_t *p, pt_route_match_spec_t *m)
     }
     int unsupported_path = pt_cfg_has(r, "connect_matcher") || pt_cfg_has(r, "path_match_policy");
     if (nfound == 0 && !unsupported_path)
-        pt_cfg_error(r, NULL, "one of prefix, path, safe_regex or path_separated_prefix is "
-                              "required");
+        pt_cfg_error(r, NULL,
+                     "one of prefix, path, safe_regex or path_separated_prefix is "
+                     "required");
     if (nfound > 1) {
-        pt_cfg_error(r, NULL, "only one of prefix, path, safe_regex, path_separated_prefix may "
-                              "be given (found %s)", names);
+        pt_cfg_error(r, NULL,
+                     "only one of prefix, path, safe_regex, path_separated_prefix may "
+                     "be given (found %s)",
+                     names);
         for (int k = 0; k < 4; k++)
             (void)pt_cfg_get(r, kinds[k]);
         found = -1;
@@ -561,8 +621,9 @@ static void parse_match(pctx_t *p, pt_route_match_spec_t *m)
                 if (n < 2 || strpbrk(s, "?#") != NULL || s[n - 1] == '/') {
                     char q[300];
                     quote(s, q, sizeof(q));
-                    pt_cfg_error(r, kinds[found], "%s must be at least 2 characters long, "
-                                                  "contain no '?' or '#', and not end with '/'",
+                    pt_cfg_error(r, kinds[found],
+                                 "%s must be at least 2 characters long, "
+                                 "contain no '?' or '#', and not end with '/'",
                                  q);
                 }
             } else if (!valid_header_value(s)) {
@@ -645,8 +706,10 @@ static void parse_weighted_clusters(pctx_t *p, pt_route_t *rt)
     pt_cfg_unsupported(r, weighted_unsupported);
     int present;
     size_t n = pt_cfg_array(r, "clusters", &present);
-    if (!present || n == 0)
-        pt_cfg_error(r, "clusters", present ? "must not be empty" : "is required");
+    if (!present)
+        pt_cfg_error(r, "clusters", "is required");
+    else if (n == 0)
+        pt_cfg_error(r, NULL, "must not be empty"); /* the list's own frame */
     pt_weighted_cluster_t *wc = present ? alloc(p, n * sizeof(*wc)) : NULL;
     uint64_t sum = 0;
     for (size_t i = 0; wc != NULL && i < n; i++) {
@@ -677,8 +740,8 @@ static void parse_weighted_clusters(pctx_t *p, pt_route_t *rt)
     uint64_t total;
     int trc = pt_cfg_uint(r, "total_weight", &total, 0, 1, UINT32_MAX);
     if (trc > 0 && wc != NULL && total != sum)
-        pt_cfg_error(r, "total_weight", "is %" PRIu64 ", but the cluster weights add up to %" PRIu64,
-                     total, sum);
+        pt_cfg_error(r, "total_weight",
+                     "is %" PRIu64 ", but the cluster weights add up to %" PRIu64, total, sum);
     else if (wc != NULL && rt->nweighted > 0 && sum == 0)
         pt_cfg_error(r, "clusters", "the sum of the weights must be greater than 0");
     else if (sum > UINT32_MAX)
@@ -708,8 +771,10 @@ static void parse_route_action(pctx_t *p, pt_route_t *rt)
     if (nfound == 0 && !plugin)
         pt_cfg_error(r, NULL, "one of cluster, weighted_clusters or cluster_header is required");
     if (nfound > 1) {
-        pt_cfg_error(r, NULL, "only one of cluster, weighted_clusters, cluster_header may be "
-                              "given (found %s)", names);
+        pt_cfg_error(r, NULL,
+                     "only one of cluster, weighted_clusters, cluster_header may be "
+                     "given (found %s)",
+                     names);
         for (int k = 0; k < 3; k++)
             (void)pt_cfg_get(r, kinds[k]);
         found = -1;
@@ -816,8 +881,9 @@ static void parse_redirect(pctx_t *p, pt_route_t *rt)
     int npath = pt_cfg_has(r, "path_redirect") + pt_cfg_has(r, "prefix_rewrite") +
                 pt_cfg_has(r, "regex_rewrite");
     if (npath > 1)
-        pt_cfg_error(r, NULL, "only one of path_redirect, prefix_rewrite, regex_rewrite may be "
-                              "given");
+        pt_cfg_error(r, NULL,
+                     "only one of path_redirect, prefix_rewrite, regex_rewrite may be "
+                     "given");
     rd->path_redirect = header_string(p, "path_redirect", 0);
     if (rd->path_redirect != NULL)
         rd->path_redirect_has_query = strchr(rd->path_redirect, '?') != NULL;
@@ -878,8 +944,8 @@ static void parse_body(pctx_t *p, pt_route_t *rt)
 {
     pt_cfg_t *r = p->r;
     pt_cfg_unsupported(r, data_source_unsupported);
-    int n = pt_cfg_has(r, "filename") + pt_cfg_has(r, "inline_bytes") +
-            pt_cfg_has(r, "inline_string");
+    int n =
+        pt_cfg_has(r, "filename") + pt_cfg_has(r, "inline_bytes") + pt_cfg_has(r, "inline_string");
     if (n > 1) {
         pt_cfg_error(r, NULL, "only one of filename, inline_bytes, inline_string may be given");
         (void)pt_cfg_get(r, "filename");
@@ -907,30 +973,57 @@ static void parse_body(pctx_t *p, pt_route_t *rt)
         rt->direct_body_len = len > 0 ? (size_t)len : 0;
     } else if (pt_cfg_string(r, "filename", &s, NULL) > 0) {
         field = "filename";
-        /* Read once at load: the response is then served from memory, as in Envoy. */
+        /* Read once at load: the response is then served from memory, as in Envoy. Read in
+         * chunks and stop past the limit, so a huge file costs no huge allocation. */
         FILE *f = fopen(s, "rb");
         if (f == NULL) {
             pt_cfg_error(r, "filename", "cannot read \"%s\": %s", s, strerror(errno));
             return;
         }
-        size_t cap = (size_t)p->max_body + 1;
-        char *buf = alloc(p, cap + 1);
-        size_t got = buf ? fread(buf, 1, cap, f) : 0;
-        int err = ferror(f);
+        char *buf = NULL;
+        size_t got = 0, cap = 0;
+        int err = 0;
+        while (!err && got <= p->max_body) {
+            if (got == cap) {
+                size_t ncap = cap ? cap * 2 : 4096;
+                char *nb = realloc(buf, ncap);
+                if (nb == NULL) {
+                    err = ENOMEM;
+                    break;
+                }
+                buf = nb;
+                cap = ncap;
+            }
+            size_t nr = fread(buf + got, 1, cap - got, f);
+            got += nr;
+            if (nr == 0) {
+                err = ferror(f) ? EIO : 0;
+                break;
+            }
+        }
         fclose(f);
         if (err) {
-            pt_cfg_error(r, "filename", "cannot read \"%s\"", s);
+            pt_cfg_error(r, "filename", "cannot read \"%s\": %s", s, strerror(err));
+            free(buf);
             return;
         }
-        rt->direct_body = buf;
+        if (got <= p->max_body) {
+            char *body = alloc(p, got + 1);
+            if (body != NULL && got > 0)
+                memcpy(body, buf, got);
+            rt->direct_body = body;
+        }
         rt->direct_body_len = got;
+        free(buf);
     }
-    if (field != NULL && rt->direct_body_len > p->max_body)
-        pt_cfg_error(r, field, "the body is %s%zu bytes, more than "
-                               "max_direct_response_body_size_bytes (%" PRIu32 ")",
-                     strcmp(field, "filename") == 0 ? "over " : "",
-                     strcmp(field, "filename") == 0 ? (size_t)p->max_body : rt->direct_body_len,
+    if (field != NULL && rt->direct_body_len > p->max_body) {
+        int file = strcmp(field, "filename") == 0; /* read only up to the limit */
+        pt_cfg_error(r, field,
+                     "the body is %s%zu bytes, more than "
+                     "max_direct_response_body_size_bytes (%" PRIu32 ")",
+                     file ? "over " : "", file ? (size_t)p->max_body : rt->direct_body_len,
                      p->max_body);
+    }
 }
 
 static void parse_direct_response(pctx_t *p, pt_route_t *rt)
@@ -978,8 +1071,10 @@ static void parse_route(pctx_t *p, pt_route_t *rt)
     if (nfound == 0 && !other)
         pt_cfg_error(r, NULL, "one of route, redirect or direct_response is required");
     if (nfound > 1) {
-        pt_cfg_error(r, NULL, "only one of route, redirect, direct_response may be given "
-                              "(found %s)", names);
+        pt_cfg_error(r, NULL,
+                     "only one of route, redirect, direct_response may be given "
+                     "(found %s)",
+                     names);
         for (int k = 0; k < 3; k++)
             (void)pt_cfg_get(r, kinds[k]);
     } else if (found >= 0 && pt_cfg_enter(r, kinds[found]) > 0) {
@@ -1032,8 +1127,8 @@ static const pt_route_domain_t *dom_probe(const pt_route_domain_t *slots, uint32
 
 /* Adds a domain; returns the entry already holding it (a duplicate), or NULL. *oom is set
  * on allocation failure. */
-static const pt_route_domain_t *dom_add(domain_builder_t *d, int kind, const char *key,
-                                        size_t n, const pt_vhost_t *vh, int *oom)
+static const pt_route_domain_t *dom_add(domain_builder_t *d, int kind, const char *key, size_t n,
+                                        const pt_vhost_t *vh, int *oom)
 {
     uint64_t h = hash_lower(kind, key, n);
     if (d->cap > 0) {
@@ -1048,8 +1143,8 @@ static const pt_route_domain_t *dom_add(domain_builder_t *d, int kind, const cha
     uint32_t i = (uint32_t)h & (d->cap - 1);
     while (d->slots[i].kind != DOM_EMPTY)
         i = (i + 1) & (d->cap - 1);
-    d->slots[i] = (pt_route_domain_t){.hash = h, .key = key, .len = (uint32_t)n,
-                                      .kind = (uint8_t)kind, .vh = vh};
+    d->slots[i] = (pt_route_domain_t){
+        .hash = h, .key = key, .len = (uint32_t)n, .kind = (uint8_t)kind, .vh = vh};
     d->count++;
     if (kind == DOM_SUFFIX)
         d->suffix_lens[n] = 1;
@@ -1124,15 +1219,17 @@ static void parse_vhost(pctx_t *p, pt_vhost_t *vh)
 
     int present;
     size_t n = pt_cfg_array(r, "domains", &present);
-    if (!present || n == 0)
-        pt_cfg_error(r, "domains", present ? "must not be empty" : "is required");
+    if (!present)
+        pt_cfg_error(r, "domains", "is required");
+    else if (n == 0)
+        pt_cfg_error(r, NULL, "must not be empty"); /* the list's own frame */
     const char **domains = present ? alloc(p, n * sizeof(*domains)) : NULL;
     for (size_t i = 0; domains != NULL && i < n; i++) {
         json_t *v = pt_cfg_index_value(r, i);
         size_t saved = r->path_len;
         pt_cfg_push_index(r, i);
         if (!json_is_string(v)) {
-            pt_cfg_error(r, NULL, "is not a string");
+            not_a_string(r, v);
             pt_cfg_pop_path(r, saved);
             continue;
         }
@@ -1159,8 +1256,8 @@ static void parse_vhost(pctx_t *p, pt_vhost_t *vh)
             if (prev != NULL) {
                 char pq[300];
                 quote(prev->name, pq, sizeof(pq));
-                pt_cfg_error(r, NULL, "duplicate domain %s (already used by virtual host %s)",
-                             q, pq);
+                pt_cfg_error(r, NULL, "duplicate domain %s (already used by virtual host %s)", q,
+                             pq);
             } else {
                 domains[vh->ndomains++] = d;
             }
@@ -1428,7 +1525,8 @@ static int header_matches(const pt_header_matcher_t *hm, const pt_http_headers_t
         match = len >= hm->value_len && memcmp(v, hm->value, hm->value_len) == 0;
         break;
     case PT_HEADER_MATCH_SUFFIX:
-        match = len >= hm->value_len && memcmp(v + len - hm->value_len, hm->value, hm->value_len) == 0;
+        match =
+            len >= hm->value_len && memcmp(v + len - hm->value_len, hm->value, hm->value_len) == 0;
         break;
     case PT_HEADER_MATCH_CONTAINS:
         match = memmem(v, len, hm->value, hm->value_len) != NULL;
@@ -1498,8 +1596,7 @@ static int query_matches(const pt_query_matcher_t *qm, const char *query, size_t
     return 0;
 }
 
-static int path_matches(const pt_route_match_spec_t *m, const char *path, size_t plen,
-                        size_t pend)
+static int path_matches(const pt_route_match_spec_t *m, const char *path, size_t plen, size_t pend)
 {
     switch (m->kind) {
     case PT_PATH_PREFIX:
@@ -1668,8 +1765,9 @@ int pt_route_redirect(const pt_route_t *rt, const pt_http_headers_t *req, const 
     if (rw != NULL)
         path = rw;
 
-    const char *final_scheme = rd->scheme_redirect ? rd->scheme_redirect
-                               : rd->https_redirect ? "https" : scheme;
+    const char *final_scheme = rd->scheme_redirect  ? rd->scheme_redirect
+                               : rd->https_redirect ? "https"
+                                                    : scheme;
     char port[16] = "";
     if (rd->port_redirect != 0)
         snprintf(port, sizeof(port), ":%u", (unsigned)rd->port_redirect);

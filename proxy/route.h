@@ -42,11 +42,11 @@ typedef enum pt_header_append_action {
 } pt_header_append_action_t;
 
 typedef struct pt_header_add {
-    const char *key;         /* lowercase */
-    const char *value;       /* the value when it does not depend on the request, else NULL */
-    const pt_format_t *fmt;  /* renders the value per request when value is NULL */
+    const char *key;        /* lowercase */
+    const char *value;      /* the value when it does not depend on the request, else NULL */
+    const pt_format_t *fmt; /* renders the value per request when value is NULL */
     pt_header_append_action_t action;
-    int keep_empty_value;    /* add even when the value renders empty */
+    int keep_empty_value; /* add even when the value renders empty */
 } pt_header_add_t;
 
 /* One level's *_headers_to_add and *_headers_to_remove. Removal runs before additions. */
@@ -60,14 +60,14 @@ typedef struct pt_header_mutations {
 /* ---- route match --------------------------------------------------------------------- */
 
 typedef enum pt_header_match_kind {
-    PT_HEADER_MATCH_EXACT,    /* exact_match; empty value (or no specifier): presence */
-    PT_HEADER_MATCH_REGEX,    /* safe_regex_match */
-    PT_HEADER_MATCH_RANGE,    /* range_match: integer in [start, end) */
-    PT_HEADER_MATCH_PRESENT,  /* present_match */
+    PT_HEADER_MATCH_EXACT,   /* exact_match; an empty value only checks presence */
+    PT_HEADER_MATCH_REGEX,   /* safe_regex_match */
+    PT_HEADER_MATCH_RANGE,   /* range_match: integer in [start, end) */
+    PT_HEADER_MATCH_PRESENT, /* present_match, or no specifier at all (present = 1) */
     PT_HEADER_MATCH_PREFIX,
     PT_HEADER_MATCH_SUFFIX,
     PT_HEADER_MATCH_CONTAINS,
-    PT_HEADER_MATCH_STRING,   /* string_match (StringMatcher) */
+    PT_HEADER_MATCH_STRING, /* string_match (StringMatcher) */
 } pt_header_match_kind_t;
 
 typedef struct pt_header_matcher {
@@ -112,7 +112,7 @@ typedef struct pt_route_match_spec {
 /* ---- route actions ------------------------------------------------------------------- */
 
 typedef enum pt_route_action {
-    PT_ROUTE_ACTION_ROUTE,           /* forward upstream */
+    PT_ROUTE_ACTION_ROUTE, /* forward upstream */
     PT_ROUTE_ACTION_REDIRECT,
     PT_ROUTE_ACTION_DIRECT_RESPONSE,
 } pt_route_action_t;
@@ -138,7 +138,7 @@ typedef struct pt_upgrade_config {
 
 /* prefix_rewrite / regex_rewrite, of a route action or of a redirect. */
 typedef struct pt_path_rewrite {
-    const char *prefix; /* prefix_rewrite, or NULL */
+    const char *prefix;      /* prefix_rewrite, or NULL */
     const pt_regex_t *regex; /* regex_rewrite.pattern, or NULL */
     const char *substitution;
 } pt_path_rewrite_t;
@@ -151,7 +151,7 @@ typedef struct pt_redirect {
     const char *path_redirect;   /* or NULL */
     int path_redirect_has_query; /* path_redirect has a query: it wins, strip_query ignored */
     int strip_query;
-    int response_code;           /* 301 (default), 302, 303, 307, 308 */
+    int response_code; /* 301 (default), 302, 303, 307, 308 */
 } pt_redirect_t;
 
 struct pt_route {
@@ -162,8 +162,8 @@ struct pt_route {
 
     /* PT_ROUTE_ACTION_ROUTE */
     pt_route_cluster_kind_t cluster_kind;
-    const char *cluster;        /* PT_ROUTE_CLUSTER_NAME */
-    const char *cluster_header; /* PT_ROUTE_CLUSTER_HEADER, lowercase */
+    const char *cluster;                   /* PT_ROUTE_CLUSTER_NAME */
+    const char *cluster_header;            /* PT_ROUTE_CLUSTER_HEADER, lowercase */
     const pt_weighted_cluster_t *weighted; /* PT_ROUTE_CLUSTER_WEIGHTED */
     unsigned nweighted;
     uint64_t total_weight;

@@ -8,6 +8,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "proxy/access_log.h"
 #include "proxy/admin.h"
 #include "proxy/buf.h"
 #include "proxy/log.h"
@@ -128,8 +129,10 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
     (void)revents;
     pt_server_t *s = w->data;
     pt_info("caught %s", w->signum == SIGTERM ? "SIGTERM" : "SIGINT");
-    if (s->state == PT_SERVER_DRAINING) {
-        /* A second signal during the drain: stop now. */
+    /* A second signal during the drain: stop now. Only a second *signal*: a drain started
+     * by POST /drain_listeners (a preStop hook) must still let the SIGTERM that follows it
+     * wait for open connections. */
+    if (s->signals_caught++ > 0) {
         pt_server_stop(s);
         return;
     }
@@ -270,5 +273,7 @@ void pt_server_dispose(pt_server_t *s)
     }
     pt_config_unref(s->config);
     s->config = NULL;
+    /* Buffered access log lines go out before the process exits. */
+    pt_access_log_shutdown();
     pt_buf_pool_trim();
 }

@@ -43,6 +43,7 @@ typedef struct pt_server {
     pt_server_state_t state;
     double start_time;        /* wall clock, seconds */
     ev_signal sigterm, sigint;
+    unsigned signals_caught;  /* SIGTERM/SIGINT so far: the second one stops at once */
     ev_timer drain_poll;
     double drain_deadline;
     int exit_code;

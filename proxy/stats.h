@@ -72,8 +72,9 @@ typedef struct pt_stat_info {
     pt_stat_kind_t kind;
 } pt_stat_info_t;
 
-/* Number of stats and their info, ordered by id; pt_stats_sorted gives ids ordered by full
- * name (caller frees). An info pointer stays valid for the life of the process. */
+/* pt_stats_count is one past the highest id (ids run from 1, so it is the number of stats
+ * plus one); pt_stats_info gives a stat's info, a pointer valid for the life of the
+ * process; pt_stats_sorted gives all ids ordered by full name (caller frees). */
 uint32_t pt_stats_count(void);
 const pt_stat_info_t *pt_stats_info(pt_stat_t id);
 pt_stat_t *pt_stats_sorted(uint32_t *count);

@@ -315,6 +315,26 @@ class AdminControlTest(unittest.TestCase):
                     self.assertEqual(h.recv_until_eof(s), b'')
                 self.assertIn('/quitquitquit', p.log())
 
+    def test_quit_while_a_response_is_still_flushing(self):
+        # A big answer to a client that stops reading is left flushing; petrel must still
+        # exit (promptly, and without leaking it).
+        port, admin = h.free_ports(2)
+        clusters = [h.cluster('c%d' % i, [1000 + i % 1000]) for i in range(4000)]
+        cfg = h.bootstrap([h.listener('tcp', port, [h.tcp_proxy('tcp', 'c0')])], clusters,
+                          admin_port=admin)
+        with h.Petrel(cfg, start_timeout=30) as p:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.addCleanup(s.close)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.settimeout(h.scaled(30))
+            s.connect(('127.0.0.1', admin))
+            s.sendall(b'GET /stats?format=json HTTP/1.1\r\nHost: x\r\n\r\n')
+            self.assertTrue(s.recv(100).startswith(b'HTTP/1.1 200'))
+            # ~9 MiB answered, a few MiB in socket buffers: the rest waits in petrel.
+            status, _, _ = p.admin_post('/quitquitquit')
+            self.assertEqual(status, 200)
+            self.assertEqual(p.wait(10), 0)
+
     def test_logging_level(self):
         with TcpEchoServer() as echo:
             port, admin = h.free_ports(2)

@@ -122,6 +122,25 @@ class ShutdownTest(unittest.TestCase):
                     for s in socks:
                         s.close()
 
+    def test_sigterm_after_drain_listeners_still_drains(self):
+        # The usual preStop sequence: POST /drain_listeners, then SIGTERM. The SIGTERM must
+        # not count as the "second signal" that cuts open connections.
+        with TcpEchoServer() as echo:
+            port, admin = h.free_ports(2)
+            with h.Petrel(proxy_config(port, admin, echo.port)) as p:
+                with h.tcp_connect(port) as s:
+                    ping(self, s)
+                    self.assertEqual(p.admin_post('/drain_listeners')[0], 200)
+                    assert_refused(self, port)
+                    p.signal(signal.SIGTERM)
+                    p.wait_log('caught SIGTERM')
+                    time.sleep(0.2)
+                    self.assertTrue(p.alive())
+                    ping(self, s, b'after SIGTERM')
+                    h.shutdown_write(s)
+                    self.assertEqual(h.recv_until_eof(s), b'')
+                self.assertEqual(p.wait(10), 0)
+
     def test_sigint_then_sigterm(self):
         with TcpEchoServer() as echo:
             port, admin = h.free_ports(2)
@@ -153,6 +172,29 @@ class ShutdownTest(unittest.TestCase):
                     p.signal(signal.SIGTERM)
                     self.assertEqual(p.wait(20), 0)
                     self.assertTrue(closed_by_peer(s, timeout=10))
+
+    def test_drain_ends_a_connection_still_connecting(self):
+        # The upstream never answers the connect (its accept queue is full); when the drain
+        # time is over the half-open pair is torn down cleanly.
+        hole = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        hole.bind(('127.0.0.1', 0))
+        hole.listen(0)
+        filler = socket.create_connection(hole.getsockname(), timeout=5)
+        try:
+            port, admin = h.free_ports(2)
+            cfg = h.bootstrap([h.listener('tcp', port, [h.tcp_proxy('tcp', 'up')])],
+                              [h.cluster('up', [hole.getsockname()[1]], '60s')],
+                              admin_port=admin)
+            with h.Petrel(cfg, extra_args=['--drain-time-s', '1']) as p:
+                with h.tcp_connect(port) as s:
+                    s.sendall(b'held while connecting')
+                    p.wait_stat('cluster.up.upstream_cx_active', 1)
+                    p.signal(signal.SIGTERM)
+                    self.assertEqual(p.wait(20), 0)
+                    self.assertTrue(closed_by_peer(s))
+        finally:
+            filler.close()
+            hole.close()
 
     def test_connection_accepted_during_drain_window_is_served(self):
         # Connections already accepted when the signal comes are drained, not dropped.

@@ -339,6 +339,24 @@ class ConnectFailureTest(unittest.TestCase):
                 self.assertEqual(st['cluster.up.upstream_cx_connect_fail'], 1)
                 self.assertEqual(st['cluster.up.upstream_cx_connect_attempts_exceeded'], 0)
 
+    def test_bulk_sent_during_slow_connect_arrives_intact(self):
+        # The client pushes 8 MiB while petrel waits on the first (hanging) host: petrel
+        # holds at most its buffer limit, then passes everything on once connected.
+        n = 8 * MiB
+        with Blackhole() as hole, TcpSinkServer(reply=True) as sink:
+            port, admin = h.free_ports(2)
+            cfg = proxy_config(port, admin, [hole.port, sink.port], connect_timeout='0.5s',
+                               max_connect_attempts=2)
+            with h.Petrel(cfg) as p:
+                with h.tcp_connect(port, timeout=30) as s:
+                    for piece in h.pattern_chunks(n):
+                        s.sendall(piece)
+                    h.shutdown_write(s)
+                    reply = h.recv_until_eof(s)
+                self.assertEqual(reply, b'%d %s\n' % (n, h.sha256_pattern(n).encode()))
+                self.assertEqual(p.stat('cluster.up.upstream_cx_connect_timeout'), 1)
+                self.assertEqual(p.stat('cluster.up.upstream_cx_tx_bytes_total'), n)
+
     def test_client_resets_while_connecting(self):
         with Blackhole() as hole:
             port, admin = h.free_ports(2)

@@ -1,0 +1,1040 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmarks: petrel vs HAProxy (and nginx for HTTP). Driven by bench/run.sh.
+
+    bench.py [tcp|http|all]...
+
+Environment (all optional):
+    BENCH_DURATION  seconds per measurement (default 10)
+    BENCH_REPS      repetitions of every measurement (default 3); contenders are interleaved
+                    within each repetition and their order rotates between repetitions
+    BENCH_RATE      fixed request rate of the latency test, req/s (default 2000)
+    BENCH_IDLE_CONNS idle keep-alive connections opened per proxy (default 10000)
+    BENCH_PIN       1: pin the proxy under test to the last CPU and everything else (clients,
+                    upstreams) to the others; 0: let the scheduler place them (default 1 when
+                    there are at least 2 CPUs)
+    PETREL_BIN      petrel binary (default build/petrel)
+    BENCH_KEEP      1: keep the temp dir with configs and logs
+
+Every figure is a median over BENCH_REPS; ratios are medians of per-repetition ratios (each
+repetition runs the contenders back to back, so a ratio compares measurements taken under the
+same background load).
+"""
+import atexit
+import datetime
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH_DIR)
+RESULTS_DIR = os.path.join(BENCH_DIR, 'results')
+RAW_DIR = os.path.join(RESULTS_DIR, 'raw')
+
+DURATION = int(os.environ.get('BENCH_DURATION', '10'))
+REPS = int(os.environ.get('BENCH_REPS', '3'))
+RATE = int(os.environ.get('BENCH_RATE', '2000'))
+IDLE_CONNS = int(os.environ.get('BENCH_IDLE_CONNS', '10000'))
+PETREL_BIN = os.environ.get('PETREL_BIN', os.path.join(ROOT, 'build', 'petrel'))
+KEEP = os.environ.get('BENCH_KEEP') == '1'
+NCPU = os.cpu_count() or 1
+PIN = os.environ.get('BENCH_PIN', '1' if NCPU >= 2 else '0') == '1' and NCPU >= 2
+PROXY_CPU = str(NCPU - 1)
+LOAD_CPUS = ','.join(str(i) for i in range(NCPU - 1)) if NCPU >= 2 else '0'
+HZ = os.sysconf('SC_CLK_TCK')
+WRK_CONNS = 50
+LAT_CONNS = 10
+BODY_SIZE = 1024
+
+TMP = os.environ.get('BENCH_TMP') or tempfile.mkdtemp(prefix='petrel-bench-')
+os.chmod(TMP, 0o755)   # nginx workers may run as another user and read www/ from here
+PIDFILE = os.path.join(TMP, 'pids')
+_procs = []
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+# ---------------------------------------------------------------------------------------------
+
+def _descendants(pid):
+    """pid and all its descendants (scans /proc; fine for a handful of processes)."""
+    children = {}
+    for d in os.listdir('/proc'):
+        if not d.isdigit():
+            continue
+        try:
+            with open('/proc/%s/stat' % d) as f:
+                st = f.read()
+        except OSError:
+            continue
+        ppid = int(st[st.rindex(')') + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def _kill_tree(proc):
+    if proc.poll() is not None:
+        return
+    tree = _descendants(proc.pid)
+    for p in tree:
+        try:
+            os.kill(p, signal.SIGTERM)
+        except OSError:
+            pass
+    try:
+        proc.wait(timeout=3)
+    except subprocess.TimeoutExpired:
+        pass
+    for p in tree:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except OSError:
+            pass
+    try:
+        proc.wait(timeout=3)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+@atexit.register
+def cleanup():
+    for p in reversed(_procs):
+        _kill_tree(p)
+    _procs.clear()
+    if KEEP:
+        log('kept temp dir %s' % TMP)
+    else:
+        shutil.rmtree(TMP, ignore_errors=True)
+
+
+def _on_signal(signum, frame):
+    sys.exit(128 + signum)
+
+
+signal.signal(signal.SIGTERM, _on_signal)
+signal.signal(signal.SIGINT, _on_signal)
+signal.signal(signal.SIGHUP, _on_signal)
+
+
+def pinned(cmd, role):
+    """Prefix cmd with taskset: role 'proxy' goes to the last CPU, 'load' to the others."""
+    if not PIN:
+        return cmd
+    return ['taskset', '-c', PROXY_CPU if role == 'proxy' else LOAD_CPUS] + cmd
+
+
+def spawn(name, cmd, role, cwd=None):
+    """Start a long-lived process that dies with us; stdout/stderr go to TMP/<name>.log."""
+    logf = open(os.path.join(TMP, name + '.log'), 'wb')
+    full = pinned(cmd, role)
+    if shutil.which('setpriv'):
+        full = ['setpriv', '--pdeathsig', 'KILL', '--'] + full
+    p = subprocess.Popen(full, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                         cwd=cwd or TMP)
+    logf.close()
+    p.bench_name = name
+    _procs.append(p)
+    with open(PIDFILE, 'a') as f:
+        f.write('%d\n' % p.pid)
+    return p
+
+
+def stop(p):
+    _kill_tree(p)
+    if p in _procs:
+        _procs.remove(p)
+
+
+def log_tail(name, n=20):
+    try:
+        with open(os.path.join(TMP, name + '.log'), errors='replace') as f:
+            return ''.join(f.readlines()[-n:])
+    except OSError:
+        return ''
+
+
+def run(cmd, role='load', timeout=None):
+    """Run a client to completion; returns (rc, stdout, stderr)."""
+    cp = subprocess.run(pinned(cmd, role), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                        timeout=timeout, stdin=subprocess.DEVNULL)
+    return cp.returncode, cp.stdout.decode(errors='replace'), cp.stderr.decode(errors='replace')
+
+
+# ---------------------------------------------------------------------------------------------
+# /proc sampling
+# ---------------------------------------------------------------------------------------------
+
+def cpu_ticks(pid):
+    """(utime, stime) in clock ticks summed over pid's process tree (all threads included)."""
+    u = s = 0
+    for p in _descendants(pid):
+        try:
+            with open('/proc/%d/stat' % p) as f:
+                st = f.read()
+        except OSError:
+            continue
+        fields = st[st.rindex(')') + 2:].split()
+        u += int(fields[11])
+        s += int(fields[12])
+    return u, s
+
+
+def rss_kib(pid):
+    """VmRSS summed over pid's process tree, KiB."""
+    total = 0
+    for p in _descendants(pid):
+        try:
+            with open('/proc/%d/status' % p) as f:
+                for line in f:
+                    if line.startswith('VmRSS:'):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def mem_pid(proc):
+    """The process whose RSS we report: the process itself, or for nginx its (only) worker.
+
+    nginx runs a master plus one worker; their RSS mostly overlaps (shared, copy-on-write
+    pages), so summing them would double-count. The master's own RSS is recorded separately.
+    """
+    kids = [p for p in _descendants(proc.pid) if p != proc.pid]
+    return kids[0] if len(kids) == 1 and 'nginx' in proc.bench_name else proc.pid
+
+
+def rss_one(pid):
+    try:
+        with open('/proc/%d/status' % pid) as f:
+            for line in f:
+                if line.startswith('VmRSS:'):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def fd_count(pid):
+    n = 0
+    for p in _descendants(pid):
+        try:
+            n += len(os.listdir('/proc/%d/fd' % p))
+        except OSError:
+            pass
+    return n
+
+
+class CpuMeter:
+    """CPU seconds a process tree spends between start() and stop()."""
+
+    def __init__(self, pid):
+        self.pid = pid
+
+    def __enter__(self):
+        self.t0 = cpu_ticks(self.pid)
+        return self
+
+    def __exit__(self, *exc):
+        t1 = cpu_ticks(self.pid)
+        self.user = (t1[0] - self.t0[0]) / HZ
+        self.sys = (t1[1] - self.t0[1]) / HZ
+        self.total = self.user + self.sys
+
+
+# ---------------------------------------------------------------------------------------------
+# Ports and readiness
+# ---------------------------------------------------------------------------------------------
+
+def pick_ports(n):
+    """n consecutive free TCP ports above the ephemeral range (so clients never collide)."""
+    lo = 61000
+    try:
+        with open('/proc/sys/net/ipv4/ip_local_port_range') as f:
+            lo = max(lo, int(f.read().split()[1]) + 1)
+    except OSError:
+        pass
+    for _ in range(200):
+        base = random.randint(lo, 65535 - n)
+        ok = True
+        for port in range(base, base + n):
+            s = socket.socket()
+            try:
+                s.bind(('127.0.0.1', port))
+            except OSError:
+                ok = False
+            finally:
+                s.close()
+            if not ok:
+                break
+        if ok:
+            return list(range(base, base + n))
+    raise SystemExit('bench: no %d consecutive free ports in %d-65535' % (n, lo))
+
+
+def wait_port(port, proc, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError('%s exited (rc %s):\n%s' % (proc.bench_name, proc.returncode,
+                                                           log_tail(proc.bench_name)))
+        try:
+            socket.create_connection(('127.0.0.1', port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError('%s: port %d not listening after %ss:\n%s' % (
+        proc.bench_name, port, timeout, log_tail(proc.bench_name)))
+
+
+def http_status(port, path='/', timeout=3):
+    """Status code of one GET (new connection), or an error string."""
+    try:
+        with socket.create_connection(('127.0.0.1', port), timeout=timeout) as s:
+            s.sendall(b'GET %s HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n'
+                      % path.encode())
+            data = b''
+            while b'\r\n' not in data:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            m = re.match(rb'HTTP/1\.[01] (\d{3})', data)
+            return int(m.group(1)) if m else 'bad response %r' % data[:60]
+    except OSError as e:
+        return 'error: %s' % e
+
+
+# ---------------------------------------------------------------------------------------------
+# Configs
+# ---------------------------------------------------------------------------------------------
+
+def write(name, text):
+    path = os.path.join(TMP, name)
+    with open(path, 'w') as f:
+        f.write(text)
+    return path
+
+
+def nginx_upstream(port):
+    """nginx serving a 1 KiB and a 3-byte static file, keep-alive, 1 worker, no logs."""
+    root = os.path.join(TMP, 'www')
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, '1k'), 'wb') as f:
+        f.write((b'0123456789abcdef' * 64)[:BODY_SIZE])
+    with open(os.path.join(root, 'tiny'), 'wb') as f:
+        f.write(b'ok\n')
+    return write('nginx-upstream.conf', NGINX_COMMON % {'name': 'up'} + """
+http {
+    access_log off;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    server {
+        listen 127.0.0.1:%(port)d backlog=4096 reuseport;
+        root %(root)s;
+        location / { }
+    }
+}
+""" % {'port': port, 'root': root})
+
+
+NGINX_COMMON = """
+%(user)s
+worker_processes 1;
+daemon off;
+pid %(tmp)s/nginx-%%(name)s.pid;
+error_log %(tmp)s/nginx-%%(name)s.error.log warn;
+worker_rlimit_nofile 20000;
+events { worker_connections 19000; multi_accept on; }
+""" % {'user': 'user root root;' if os.geteuid() == 0 else '', 'tmp': TMP}
+
+
+def nginx_proxy(port, upstream):
+    """nginx as an HTTP reverse proxy: 1 worker, proxy_pass with upstream keep-alive."""
+    d = os.path.join(TMP, 'nginx-proxy-temp')
+    os.makedirs(d, exist_ok=True)
+    return write('nginx-proxy.conf', NGINX_COMMON % {'name': 'proxy'} + """
+http {
+    access_log off;
+    client_body_temp_path %(d)s/body;
+    proxy_temp_path %(d)s/proxy;
+    fastcgi_temp_path %(d)s/fcgi;
+    uwsgi_temp_path %(d)s/uwsgi;
+    scgi_temp_path %(d)s/scgi;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    client_header_timeout 300s;
+    upstream backend {
+        server 127.0.0.1:%(up)d;
+        keepalive 64;
+        keepalive_requests 10000000;
+    }
+    server {
+        listen 127.0.0.1:%(port)d backlog=4096;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+""" % {'port': port, 'up': upstream, 'd': d})
+
+
+def haproxy_cfg(name, mode, pairs, maxconn):
+    """HAProxy, 1 thread; pairs = [(listen_port, upstream_port)]. Defaults otherwise."""
+    out = ["""global
+    nbthread 1
+    maxconn %d
+    # HAProxy wants 2 fds per maxconn; the idle test needs maxconn > 10k but the fd hard
+    # limit may be 20000: warn instead of refusing to start.
+    no strict-limits
+    pidfile %s/haproxy-%s.pid
+defaults
+    mode %s
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+    timeout http-request 300s
+    timeout http-keep-alive 300s
+""" % (maxconn, TMP, name, mode)]
+    for i, (port, up) in enumerate(pairs):
+        out.append("""listen l%d
+    bind 127.0.0.1:%d
+    server s1 127.0.0.1:%d
+""" % (i, port, up))
+    return write('haproxy-%s.cfg' % name, ''.join(out))
+
+
+def _sa(port):
+    return {'socket_address': {'address': '127.0.0.1', 'port_value': port}}
+
+
+def _cluster(name, port):
+    return {'name': name, 'type': 'STATIC', 'connect_timeout': '5s',
+            'load_assignment': {'cluster_name': name, 'endpoints': [
+                {'lb_endpoints': [{'endpoint': {'address': _sa(port)}}]}]}}
+
+
+def petrel_tcp_cfg(pairs):
+    listeners, clusters = [], []
+    for i, (port, up) in enumerate(pairs):
+        listeners.append({'name': 'l%d' % i, 'address': _sa(port), 'filter_chains': [{'filters': [{
+            'name': 'envoy.filters.network.tcp_proxy',
+            'typed_config': {
+                '@type': 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy',
+                'stat_prefix': 'l%d' % i, 'cluster': 'c%d' % i}}]}]})
+        clusters.append(_cluster('c%d' % i, up))
+    return write('petrel-tcp.json', json.dumps(
+        {'static_resources': {'listeners': listeners, 'clusters': clusters}}, indent=1))
+
+
+def petrel_http_cfg(port, up):
+    hcm = {
+        '@type': 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.'
+                 'v3.HttpConnectionManager',
+        'stat_prefix': 'bench',
+        'route_config': {'name': 'local_route', 'virtual_hosts': [
+            {'name': 'all', 'domains': ['*'],
+             'routes': [{'match': {'prefix': '/'}, 'route': {'cluster': 'upstream'}}]}]},
+        'http_filters': [{'name': 'envoy.filters.http.router', 'typed_config': {
+            '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router'}}]}
+    cfg = {'static_resources': {
+        'listeners': [{'name': 'http', 'address': _sa(port), 'filter_chains': [{'filters': [
+            {'name': 'envoy.filters.network.http_connection_manager', 'typed_config': hcm}]}]}],
+        'clusters': [_cluster('upstream', up)]}}
+    return write('petrel-http.json', json.dumps(cfg, indent=1))
+
+
+def start_petrel(name, cfg):
+    if not os.access(PETREL_BIN, os.X_OK):
+        raise RuntimeError('petrel binary %s not found (build it: cmake -S . -B build && '
+                           'cmake --build build, or set PETREL_BIN)' % PETREL_BIN)
+    return spawn(name, [PETREL_BIN, '-c', cfg, '--concurrency', '1', '-l', 'warning'], 'proxy')
+
+
+def start_haproxy(name, cfg):
+    return spawn(name, ['haproxy', '-db', '-f', cfg], 'proxy')
+
+
+def start_nginx(name, cfg, role):
+    return spawn(name, ['nginx', '-p', TMP, '-c', cfg, '-e', os.path.join(TMP, name + '.err')],
+                 role)
+
+
+# ---------------------------------------------------------------------------------------------
+# Load generators
+# ---------------------------------------------------------------------------------------------
+
+PTLOAD = os.path.join(TMP, 'ptload')
+
+
+def build_ptload():
+    cc = shutil.which('cc') or shutil.which('gcc') or shutil.which('clang')
+    if not cc:
+        raise SystemExit('bench: no C compiler (cc) to build bench/ptload.c')
+    rc = subprocess.call([cc, '-O2', '-o', PTLOAD, os.path.join(BENCH_DIR, 'ptload.c')])
+    if rc != 0:
+        raise SystemExit('bench: building bench/ptload.c failed')
+
+
+_UNITS = {'us': 1, 'ms': 1000, 's': 1000000}
+
+
+def _lat_us(text):
+    m = re.match(r'([\d.]+)(us|ms|s)$', text)
+    return float(m.group(1)) * _UNITS[m.group(2)] if m else None
+
+
+def wrk(port, path, conns, seconds, close=False):
+    cmd = ['wrk', '-t1', '-c%d' % conns, '-d%ds' % seconds, '--latency']
+    if close:
+        cmd += ['-H', 'Connection: close']
+    cmd.append('http://127.0.0.1:%d%s' % (port, path))
+    rc, out, err = run(cmd, timeout=seconds + 30)
+    r = {'cmd': ' '.join(cmd), 'rc': rc}
+    m = re.search(r'(\d+) requests in ([\d.]+)(\w+)', out)
+    r['requests'] = int(m.group(1)) if m else 0
+    m = re.search(r'Requests/sec:\s+([\d.]+)', out)
+    r['rps'] = float(m.group(1)) if m else 0.0
+    m = re.search(r'Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)', out)
+    r['socket_errors'] = sum(int(x) for x in m.groups()) if m else 0
+    m = re.search(r'Non-2xx or 3xx responses: (\d+)', out)
+    r['non2xx'] = int(m.group(1)) if m else 0
+    for q in ('50', '99'):
+        m = re.search(r'^\s+%s(?:\.000)?%%\s+(\S+)' % q, out, re.M)
+        r['p%s_us' % q] = _lat_us(m.group(1)) if m else None
+    if rc != 0 or r['requests'] == 0:
+        r['error'] = (err or out)[-400:]
+    return r
+
+
+def iperf(port, seconds, reverse=False):
+    cmd = ['iperf3', '-c', '127.0.0.1', '-p', str(port), '-t', str(seconds), '-J']
+    if reverse:
+        cmd.append('-R')
+    rc, out, err = run(cmd, timeout=seconds + 30)
+    r = {'cmd': ' '.join(cmd), 'rc': rc}
+    try:
+        j = json.loads(out)
+        r['gbps'] = j['end']['sum_received']['bits_per_second'] / 1e9
+        r['bytes'] = j['end']['sum_received']['bytes']
+        if 'error' in j:
+            r['error'] = j['error']
+    except (ValueError, KeyError) as e:
+        r['gbps'], r['bytes'] = 0.0, 0
+        r['error'] = 'iperf3: %s %s' % (e, (err or out)[-300:])
+    return r
+
+
+def ptload_rate(port, path, rate, seconds, conns):
+    cmd = [PTLOAD, 'rate', '127.0.0.1', str(port), path, str(rate), str(seconds), str(conns), '1']
+    rc, out, err = run(cmd, timeout=seconds + 30)
+    try:
+        r = json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        r = {'error': (err or out)[-300:]}
+    r['rc'] = rc
+    if rc != 0 and 'error' not in r:
+        r['error'] = 'errors: %s %s' % (r.get('errors'), err[-200:])
+    return r
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------------------------
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def ratio_median(a, b):
+    """Median of per-repetition ratios a[i]/b[i] (paired by repetition)."""
+    rs = [x / y for x, y in zip(a, b) if x is not None and y]
+    return statistics.median(rs) if rs else None
+
+
+def fmt(v, digits=None):
+    if v is None:
+        return 'not measured'
+    if isinstance(v, str):
+        return v
+    if digits is None:
+        digits = 0 if abs(v) >= 100 else 1 if abs(v) >= 10 else 2
+    return '{:,.{}f}'.format(v, digits)
+
+
+def fmt_ratio(v):
+    return 'n/a' if v is None else '%.2f' % v
+
+
+def table(headers, rows):
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
+    line = lambda cells: '| ' + ' | '.join(str(c).ljust(w) for c, w in zip(cells, widths)) + ' |'
+    out = [line(headers), '|' + '|'.join('-' * (w + 2) for w in widths) + '|']
+    out += [line(r) for r in rows]
+    return '\n'.join(out)
+
+
+def machine_info():
+    model = ''
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    model = line.split(':', 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        rev = subprocess.run(['git', '-C', ROOT, 'rev-parse', '--short', 'HEAD'],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL).stdout.decode().strip()
+    except OSError:
+        rev = '?'
+    ver = lambda cmd: (subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                       .stdout.decode(errors='replace').splitlines() or ['?'])[0]
+    built = (datetime.datetime.fromtimestamp(os.stat(PETREL_BIN).st_mtime).strftime('%Y-%m-%d %H:%M')
+             if os.path.exists(PETREL_BIN) else 'missing')
+    return {
+        'date': datetime.datetime.now().strftime('%Y-%m-%d %H:%M'),
+        'cpu': '%d x %s' % (NCPU, model), 'kernel': os.uname().release,
+        'loadavg_at_start': open('/proc/loadavg').read().split()[:3],
+        'git_head': rev, 'petrel_bin': PETREL_BIN, 'petrel_built': built,
+        'haproxy': ver(['haproxy', '-v']), 'nginx': ver(['nginx', '-v']),
+        'duration_s': DURATION, 'reps': REPS, 'pinning': (
+            'proxy on CPU %s, clients and upstreams on CPU %s' % (PROXY_CPU, LOAD_CPUS)
+            if PIN else 'none'),
+    }
+
+
+def save(suite, info, md_body, raw):
+    os.makedirs(RAW_DIR, exist_ok=True)
+    stamp = datetime.datetime.now().strftime('%Y-%m-%d-%H%M')
+    md_path = os.path.join(RESULTS_DIR, '%s-%s.md' % (stamp, suite))
+    raw_path = os.path.join(RAW_DIR, '%s-%s.json' % (stamp, suite))
+    head = ['# petrel bench: %s suite, %s' % (suite, info['date']), '',
+            '- machine: %s, kernel %s, load average at start %s' % (
+                info['cpu'], info['kernel'], ' '.join(info['loadavg_at_start'])),
+            '- petrel: `%s` (built %s, git HEAD %s)' % (
+                os.path.relpath(info['petrel_bin'], ROOT), info['petrel_built'], info['git_head']),
+            '- %s; %s' % (info['haproxy'], info['nginx']),
+            '- %d repetitions x %d s per measurement, contenders interleaved; pinning: %s' % (
+                info['reps'], info['duration_s'], info['pinning']),
+            '- reproduce: `bench/run.sh %s` (raw numbers: bench/results/raw/%s)' % (
+                suite, os.path.basename(raw_path)), '']
+    with open(md_path, 'w') as f:
+        f.write('\n'.join(head) + '\n' + md_body + '\n')
+    with open(raw_path, 'w') as f:
+        json.dump({'info': info, 'results': raw}, f, indent=1)
+    log('wrote %s' % os.path.relpath(md_path, ROOT))
+
+
+def rotate(items, k):
+    k %= len(items)
+    return items[k:] + items[:k]
+
+
+# ---------------------------------------------------------------------------------------------
+# TCP suite
+# ---------------------------------------------------------------------------------------------
+
+def suite_tcp():
+    info = machine_info()
+    log('== tcp suite: petrel tcp_proxy vs HAProxy mode tcp (1 worker/thread each), '
+        '%d x %ds ==' % (REPS, DURATION))
+    p_iperf, p_web, pe_iperf, pe_web, ha_iperf, ha_web = pick_ports(6)
+    iperf_srv = spawn('iperf3-server', ['iperf3', '-s', '-p', str(p_iperf)], 'load')
+    web = start_nginx('nginx-upstream', nginx_upstream(p_web), 'load')
+    wait_port(p_iperf, iperf_srv)
+    wait_port(p_web, web)
+
+    contenders = {}
+    try:
+        pe = start_petrel('petrel-tcp', petrel_tcp_cfg([(pe_iperf, p_iperf), (pe_web, p_web)]))
+        wait_port(pe_iperf, pe)
+        wait_port(pe_web, pe)
+        contenders['petrel'] = {'proc': pe, 'iperf': pe_iperf, 'web': pe_web}
+    except RuntimeError as e:
+        log('petrel: not measured: %s' % e)
+    ha = start_haproxy('haproxy-tcp', haproxy_cfg('tcp', 'tcp', [(ha_iperf, p_iperf),
+                                                                 (ha_web, p_web)], 4096))
+    wait_port(ha_iperf, ha)
+    wait_port(ha_web, ha)
+    contenders['haproxy'] = {'proc': ha, 'iperf': ha_iperf, 'web': ha_web}
+    time.sleep(0.5)
+    names = list(contenders)
+    raw = {n: {'rss_kib_start': rss_kib(c['proc'].pid)} for n, c in contenders.items()}
+    raw['direct'] = {}
+    for n in raw:
+        for k in ('fwd', 'rev', 'conn'):
+            raw[n][k] = []
+
+    # A short warm-up through each path (first-touch page faults, upstream's first accept).
+    for n, c in contenders.items():
+        run(['wrk', '-t1', '-c10', '-d1s', '-H', 'Connection: close',
+             'http://127.0.0.1:%d/tiny' % c['web']], timeout=30)
+
+    for rep in range(REPS):
+        for test in ('fwd', 'rev', 'conn'):
+            order = rotate(names + (['direct'] if test != 'rev' else []), rep)
+            for n in order:
+                c = contenders.get(n)
+                pid = c['proc'].pid if c else os.getpid()
+                with CpuMeter(pid) as cpu:
+                    if test == 'conn':
+                        r = wrk(c['web'] if c else p_web, '/tiny', WRK_CONNS, DURATION, close=True)
+                    else:
+                        r = iperf(c['iperf'] if c else p_iperf, DURATION, reverse=test == 'rev')
+                if c:
+                    r['cpu_user_s'], r['cpu_sys_s'] = cpu.user, cpu.sys
+                    if test == 'conn' and r['requests']:
+                        r['cpu_us_per_conn'] = cpu.total * 1e6 / r['requests']
+                    elif test != 'conn' and r.get('bytes'):
+                        r['cpu_s_per_gib'] = cpu.total / (r['bytes'] / 2**30)
+                    if c['proc'].poll() is not None:
+                        raise RuntimeError('%s died during the run:\n%s' % (n, log_tail(
+                            c['proc'].bench_name)))
+                raw[n][test].append(r)
+                val = ('%.2f Gbit/s' % r['gbps']) if test != 'conn' else ('%.0f conn/s' % r['rps'])
+                extra = ''
+                if 'cpu_us_per_conn' in r:
+                    extra = ', %.1f CPU-us/conn' % r['cpu_us_per_conn']
+                elif 'cpu_s_per_gib' in r:
+                    extra = ', %.3f CPU-s/GiB' % r['cpu_s_per_gib']
+                err = ('  ERROR: %s' % r['error'].strip()[:200]) if r.get('error') else ''
+                if test == 'conn' and r.get('socket_errors'):
+                    err += '  (%d socket errors)' % r['socket_errors']
+                log('  rep %d %-4s %-8s %s%s%s' % (rep + 1, test, n, val, extra, err))
+    for n, c in contenders.items():
+        raw[n]['rss_kib_end'] = rss_kib(c['proc'].pid)
+
+    def series(n, test, key):
+        return [r.get(key) if not r.get('error') else None for r in raw.get(n, {}).get(test, [])]
+
+    have_pe = 'petrel' in contenders
+    rows = []
+    spec = [('Throughput client->upstream, Gbit/s (iperf3)', 'fwd', 'gbps', True, 'higher'),
+            ('Throughput upstream->client, Gbit/s (iperf3 -R)', 'rev', 'gbps', False, 'higher'),
+            ('Proxy CPU per GiB client->upstream, CPU-s', 'fwd', 'cpu_s_per_gib', False, 'lower'),
+            ('Proxy CPU per GiB upstream->client, CPU-s', 'rev', 'cpu_s_per_gib', False, 'lower'),
+            ('New connections/s (wrk -c%d, Connection: close)' % WRK_CONNS, 'conn', 'rps', True,
+             'higher'),
+            ('Proxy CPU per connection, CPU-us', 'conn', 'cpu_us_per_conn', False, 'lower')]
+    for label, test, key, direct, better in spec:
+        pe_s, ha_s = series('petrel', test, key), series('haproxy', test, key)
+        rat = ratio_median(pe_s, ha_s) if have_pe else None
+        ok = '' if rat is None else ('yes' if (rat >= 1.0 if better == 'higher' else rat <= 1.0)
+                                     else 'NO')
+        rows.append([label, fmt(med(pe_s)) if have_pe else 'not measured', fmt(med(ha_s)),
+                     fmt_ratio(rat), ok or '-',
+                     fmt(med(series('direct', test, key))) if direct else ''])
+    rows.append(['RSS after start, KiB', fmt(raw['petrel']['rss_kib_start']) if have_pe else
+                 'not measured', fmt(raw['haproxy']['rss_kib_start']),
+                 fmt_ratio(raw['petrel']['rss_kib_start'] / raw['haproxy']['rss_kib_start'])
+                 if have_pe else 'n/a', '-', ''])
+    headers = ['metric (median)', 'petrel', 'HAProxy', 'petrel/HAProxy', 'petrel >= HAProxy?',
+               'direct (no proxy)']
+    md = table(headers, rows)
+    log('\n' + md + '\n')
+    save('tcp', info, '## Results\n\n' + md + '\n\n' + TCP_NOTES, raw)
+    for c in contenders.values():
+        stop(c['proc'])
+    stop(web)
+    stop(iperf_srv)
+
+
+TCP_NOTES = """Ratios are medians of per-repetition ratios. "petrel >= HAProxy?" reads the ratio the
+right way round (throughput and conn/s: higher is better; CPU: lower is better). CPU figures are
+utime+stime of the proxy process from /proc/<pid>/stat over the whole measurement, divided by
+the bytes or connections it carried; they are the least noisy numbers here. The "direct" column
+is the same client talking to the upstream without a proxy: the ceiling the clients allow.
+"""
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP suite
+# ---------------------------------------------------------------------------------------------
+
+def idle_test(name, port, proc, n):
+    """RSS growth per idle keep-alive connection: connected-only, then after one request each."""
+    pid, mpid = proc.pid, mem_pid(proc)
+    fd0, rss0 = fd_count(pid), rss_one(mpid)
+    r = {'conns': n, 'rss0_kib': rss0, 'fd0': fd0}
+    cl = subprocess.Popen(pinned([PTLOAD, 'idle', '127.0.0.1', str(port), '/1k', str(n)], 'load'),
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+    _procs.append(cl)
+    cl.bench_name = 'ptload-idle'
+    try:
+        line = cl.stdout.readline().split()
+        if not line or line[0] != 'connected':
+            raise RuntimeError('ptload idle: %s' % cl.stderr.read()[-300:])
+        r['connected'] = int(line[1])
+        # The kernel completes handshakes before the proxy accepts: wait for the proxy's fds.
+        deadline = time.time() + 15
+        while time.time() < deadline and fd_count(pid) < fd0 + 0.99 * r['connected']:
+            time.sleep(0.2)
+        time.sleep(1.0)
+        r['fd1'], r['rss1_kib'] = fd_count(pid), rss_one(mpid)
+        cl.stdin.write('request\n')
+        cl.stdin.flush()
+        line = cl.stdout.readline().split()
+        if not line or line[0] != 'requested':
+            raise RuntimeError('ptload idle requests: %s' % cl.stderr.read()[-300:])
+        r['requested_ok'], r['requested_failed'] = int(line[1]), int(line[2])
+        time.sleep(1.0)
+        r['fd2'], r['rss2_kib'] = fd_count(pid), rss_one(mpid)
+        if proc.poll() is not None:
+            raise RuntimeError('%s died during the idle test:\n%s' % (name,
+                                                                      log_tail(proc.bench_name)))
+    except RuntimeError as e:
+        r['error'] = str(e)
+    finally:
+        try:
+            cl.stdin.write('close\n')
+            cl.stdin.close()
+        except OSError:
+            pass
+        try:
+            cl.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            _kill_tree(cl)
+        _procs.remove(cl)
+    if 'rss1_kib' in r and r.get('connected'):
+        r['bytes_per_conn_connected'] = (r['rss1_kib'] - rss0) * 1024 / r['connected']
+    if 'rss2_kib' in r and r.get('requested_ok'):
+        r['bytes_per_conn_after_request'] = (r['rss2_kib'] - rss0) * 1024 / r['requested_ok']
+    # Let the proxy notice the closes before the next test.
+    deadline = time.time() + 10
+    while time.time() < deadline and fd_count(pid) > fd0 + 100:
+        time.sleep(0.2)
+    return r
+
+
+def suite_http():
+    info = machine_info()
+    log('== http suite: petrel vs HAProxy vs nginx (1 worker/thread each), %d x %ds ==' % (
+        REPS, DURATION))
+    p_up, p_pe, p_ha, p_ng = pick_ports(4)
+    up = start_nginx('nginx-upstream', nginx_upstream(p_up), 'load')
+    wait_port(p_up, up)
+    if http_status(p_up, '/1k') != 200:
+        raise RuntimeError('upstream nginx does not answer 200: %s' % http_status(p_up, '/1k'))
+
+    contenders, raw, notes = {}, {}, []
+    starters = [
+        ('petrel', p_pe, lambda: start_petrel('petrel-http', petrel_http_cfg(p_pe, p_up))),
+        ('haproxy', p_ha, lambda: start_haproxy('haproxy-http',
+                                                haproxy_cfg('http', 'http', [(p_ha, p_up)],
+                                                            IDLE_CONNS + 500))),
+        ('nginx', p_ng, lambda: start_nginx('nginx-proxy', nginx_proxy(p_ng, p_up), 'proxy')),
+    ]
+    for n, port, start in starters:
+        try:
+            proc = start()
+            wait_port(port, proc)
+        except RuntimeError as e:
+            log('%s: not measured: %s' % (n, e))
+            notes.append('%s did not start: %s' % (n, str(e).splitlines()[0]))
+            continue
+        time.sleep(0.5)
+        rss_start = rss_one(mem_pid(proc))
+        st = http_status(port, '/1k')
+        if st != 200:
+            log('%s: not measured: GET /1k through it returned %s' % (n, st))
+            notes.append('%s: GET /1k through it returned %s, so it was not measured' % (n, st))
+            stop(proc)
+            continue
+        time.sleep(0.2)
+        contenders[n] = {'proc': proc, 'port': port}
+        raw[n] = {'rss_kib_start': rss_start, 'rss_kib_after_first_request':
+                  rss_one(mem_pid(proc)), 'rss_kib_start_all_processes': rss_kib(proc.pid),
+                  'rps': [], 'lat': []}
+    raw['direct'] = {'rps': [], 'lat': []}
+    names = list(contenders)
+
+    # Warm-up: fill upstream keep-alive pools and first-touch memory on every path.
+    for n, c in contenders.items():
+        run(['wrk', '-t1', '-c%d' % WRK_CONNS, '-d2s', 'http://127.0.0.1:%d/1k' % c['port']],
+            timeout=30)
+
+    for rep in range(REPS):
+        for test in ('rps', 'lat'):
+            for n in rotate(names + ['direct'], rep):
+                c = contenders.get(n)
+                port = c['port'] if c else p_up
+                pid = c['proc'].pid if c else os.getpid()
+                with CpuMeter(pid) as cpu:
+                    if test == 'rps':
+                        r = wrk(port, '/1k', WRK_CONNS, DURATION)
+                        done = r['requests']
+                    else:
+                        r = ptload_rate(port, '/1k', RATE, DURATION, LAT_CONNS)
+                        done = r.get('completed', 0)
+                if c:
+                    r['cpu_user_s'], r['cpu_sys_s'] = cpu.user, cpu.sys
+                    if done:
+                        r['cpu_us_per_req'] = cpu.total * 1e6 / done
+                    if c['proc'].poll() is not None:
+                        raise RuntimeError('%s died during the run:\n%s' % (
+                            n, log_tail(c['proc'].bench_name)))
+                if test == 'rps' and (r.get('socket_errors') or r.get('non2xx')):
+                    r['error'] = '%d socket errors, %d non-2xx' % (r['socket_errors'], r['non2xx'])
+                raw[n][test].append(r)
+                if test == 'rps':
+                    val = '%.0f req/s, p99 %s us' % (r['rps'], fmt(r.get('p99_us')))
+                else:
+                    val = 'p50 %s us, p99 %s us at %s req/s' % (
+                        fmt(r.get('p50_us')), fmt(r.get('p99_us')), fmt(r.get('achieved_rps')))
+                extra = (', %.1f CPU-us/req' % r['cpu_us_per_req']) if 'cpu_us_per_req' in r else ''
+                err = ('  ERROR: %s' % r['error'].strip()[:200]) if r.get('error') else ''
+                log('  rep %d %-4s %-8s %s%s%s' % (rep + 1, test, n, val, extra, err))
+
+    # Idle keep-alive connections last: pools are warm, as in steady state.
+    n_idle = IDLE_CONNS
+    for n, c in contenders.items():
+        r = idle_test(n, c['port'], c['proc'], n_idle)
+        raw[n]['idle'] = r
+        if r.get('error'):
+            log('  idle %-8s ERROR: %s' % (n, r['error'][:300]))
+        else:
+            log('  idle %-8s %d conns: %+.0f B/conn connected, %+.0f B/conn after one request '
+                '(fds %d -> %d -> %d)' % (n, r['connected'], r['bytes_per_conn_connected'],
+                                          r.get('bytes_per_conn_after_request') or 0, r['fd0'],
+                                          r['fd1'], r['fd2']))
+    for n, c in contenders.items():
+        raw[n]['rss_kib_end'] = rss_one(mem_pid(c['proc']))
+
+    def series(n, test, key):
+        return [r.get(key) if not r.get('error') else None for r in raw.get(n, {}).get(test, [])]
+
+    def single(n, *keys):
+        d = raw.get(n)
+        for k in keys:
+            d = d.get(k) if isinstance(d, dict) else None
+        return d
+
+    have = lambda n: n in contenders
+    rows = []
+    spec = [('Requests/s (wrk -t1 -c%d keep-alive, 1 KiB body)' % WRK_CONNS, 'rps', 'rps',
+             'higher', 1.2),
+            ('Proxy CPU per request, CPU-us (during the req/s run)', 'rps', 'cpu_us_per_req',
+             'lower', 0.8),
+            ('Latency p50, us (fixed %d req/s, %d conns, ptload)' % (RATE, LAT_CONNS), 'lat',
+             'p50_us', 'lower', None),
+            ('Latency p99, us (fixed %d req/s, %d conns, ptload)' % (RATE, LAT_CONNS), 'lat',
+             'p99_us', 'lower', None),
+            ('Latency p99, us (wrk -c%d, saturated)' % WRK_CONNS, 'rps', 'p99_us', 'lower', None),
+            ('Proxy CPU per request at fixed rate, CPU-us', 'lat', 'cpu_us_per_req', 'lower',
+             None)]
+    for label, test, key, better, goal in spec:
+        s = {n: series(n, test, key) for n in ('petrel', 'haproxy', 'nginx', 'direct')}
+        r_ha = ratio_median(s['petrel'], s['haproxy']) if have('petrel') and have('haproxy') else None
+        r_ng = ratio_median(s['petrel'], s['nginx']) if have('petrel') and have('nginx') else None
+        if goal is None or r_ha is None:
+            g = '-' if goal is None else 'not measured'
+        else:
+            met = r_ha >= goal if better == 'higher' else r_ha <= goal
+            g = '%s %.1fx HAProxy: %s' % ('>=' if better == 'higher' else '<=', goal,
+                                          'met' if met else 'NOT met')
+        rows.append([label] + [fmt(med(s[n])) if have(n) else 'not measured'
+                               for n in ('petrel', 'haproxy', 'nginx')] +
+                    [fmt_ratio(r_ha), fmt_ratio(r_ng), g,
+                     fmt(med(s['direct'])) if 'cpu' not in key else ''])
+    for label, keys, goal in [
+            ('RSS per idle keep-alive conn, connected, no request, bytes',
+             ('idle', 'bytes_per_conn_connected'), 1024),
+            ('RSS per idle keep-alive conn, after one request, bytes',
+             ('idle', 'bytes_per_conn_after_request'), 1024),
+            ('RSS after start (config loaded, no traffic), KiB', ('rss_kib_start',), 4096),
+            ('RSS at the end (after all tests), KiB', ('rss_kib_end',), None)]:
+        v = {n: single(n, *keys) if have(n) else None for n in ('petrel', 'haproxy', 'nginx')}
+        rh = v['petrel'] / v['haproxy'] if v['petrel'] is not None and v['haproxy'] else None
+        rn = v['petrel'] / v['nginx'] if v['petrel'] is not None and v['nginx'] else None
+        if goal is None:
+            g = '-'
+        elif v['petrel'] is None:
+            g = 'not measured'
+        else:
+            g = '<= %s: %s' % ('1 KiB' if goal == 1024 else '4 MiB',
+                               'met' if v['petrel'] <= goal else 'NOT met')
+        rows.append([label] + [fmt(v[n]) if have(n) else 'not measured'
+                               for n in ('petrel', 'haproxy', 'nginx')] +
+                    [fmt_ratio(rh), fmt_ratio(rn), g, ''])
+    headers = ['metric (median)', 'petrel', 'HAProxy', 'nginx', 'petrel/HAProxy',
+               'petrel/nginx', 'goal (issue 3)', 'direct (no proxy)']
+    md = table(headers, rows)
+    log('\n' + md + '\n')
+    body = '## Results\n\n' + md + '\n\n' + HTTP_NOTES % {'n': n_idle}
+    if notes:
+        body += '\nNotes from this run:\n' + ''.join('- %s\n' % x for x in notes)
+    idle_lines = []
+    for n in names:
+        r = raw[n].get('idle', {})
+        if 'fd2' in r:
+            idle_lines.append('- %s: %d connections; proxy fds %d -> %d (connected) -> %d '
+                              '(after one request each); RSS %s -> %s -> %s KiB' % (
+                                  n, r['connected'], r['fd0'], r['fd1'], r['fd2'],
+                                  fmt(r['rss0_kib']), fmt(r['rss1_kib']), fmt(r['rss2_kib'])))
+    if idle_lines:
+        body += '\nIdle-connection test detail:\n' + '\n'.join(idle_lines) + '\n'
+    save('http', info, body, raw)
+    for c in contenders.values():
+        stop(c['proc'])
+    stop(up)
+
+
+HTTP_NOTES = """Ratios are medians of per-repetition ratios (for the RSS rows: a single measurement).
+Every proxy runs 1 worker (petrel --concurrency 1, HAProxy nbthread 1, nginx worker_processes 1)
+in front of the same upstream: nginx, 1 worker, serving a 1 KiB static file with keep-alive.
+CPU figures are utime+stime of the proxy's process tree (/proc/<pid>/stat) over the run divided
+by the requests completed. The fixed-rate latency is measured with bench/ptload.c (open loop:
+latency counts from each request's due time, so queueing shows up; first second discarded).
+Idle connections: %(n)d connections opened to each proxy and held; RSS growth divided by the
+number of connections, first with nothing sent, then after one request/response on each (at
+most 32 in flight). The "direct" column is the client talking to the upstream without a proxy.
+"""
+
+
+def main(argv):
+    suites = argv or ['all']
+    for s in suites:
+        if s not in ('tcp', 'http', 'all'):
+            raise SystemExit('usage: bench/run.sh [tcp|http|all]...')
+    if 'all' in suites:
+        suites = ['tcp', 'http']
+    build_ptload()
+    log('bench: temp dir %s; pinning: %s' % (TMP, 'proxy on CPU %s, load on CPU %s' % (
+        PROXY_CPU, LOAD_CPUS) if PIN else 'off'))
+    failed = False
+    for s in suites:
+        try:
+            {'tcp': suite_tcp, 'http': suite_http}[s]()
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
+            log('bench: %s suite failed: %s' % (s, e))
+            failed = True
+        finally:
+            for p in list(_procs):
+                stop(p)
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv[1:]))

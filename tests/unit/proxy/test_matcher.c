@@ -1,0 +1,467 @@
+/* Unit tests for proxy/matcher: the RE2 -> POSIX translation (what matches, what is
+ * rejected and with which message), RE2::GlobalReplace semantics, rewrite strings, and
+ * StringMatcher parsing and matching. Table-driven: each table row is one case. */
+#include "proxy/matcher.h"
+#include "pt_test.h"
+
+#include <stdint.h>
+
+/* JSON written with single quotes (tests read better that way). */
+static json_t *J(const char *s)
+{
+    char *t = strdup(s);
+    for (char *p = t; *p; p++)
+        if (*p == '\'')
+            *p = '"';
+    json_error_t je;
+    json_t *v = json_loads(t, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
+    if (v == NULL) {
+        fprintf(stderr, "bad test JSON %s: %s\n", s, je.text);
+        abort();
+    }
+    free(t);
+    return v;
+}
+
+static int errors_are(const pt_cfg_t *r, const char *const *want)
+{
+    size_t n = 0;
+    while (want[n] != NULL)
+        n++;
+    int same = n == r->nerrors;
+    for (size_t i = 0; same && i < n; i++)
+        same = strcmp(r->errors[i], want[i]) == 0;
+    if (!same) {
+        fprintf(stderr, "  got %zu error(s):\n", r->nerrors);
+        for (size_t i = 0; i < r->nerrors; i++)
+            fprintf(stderr, "    %s\n", r->errors[i]);
+        fprintf(stderr, "  want %zu:\n", n);
+        for (size_t i = 0; i < n; i++)
+            fprintf(stderr, "    %s\n", want[i]);
+    }
+    return same;
+}
+
+/* ---- full matching ------------------------------------------------------------------ */
+
+static void test_regex_full_match(void)
+{
+    static const struct {
+        const char *re, *in;
+        int want;
+    } cases[] = {
+        /* full match, not search */
+        {"abc", "abc", 1},
+        {"abc", "xabc", 0},
+        {"abc", "abcx", 0},
+        {"b", "abc", 0},
+        {"a|ab", "ab", 1}, /* RE2 would try "a" first; a full match still needs "ab" */
+        {"a|ab", "a", 1},
+        {"(a|ab)(c|bcd)", "abcd", 1},
+        {".*", "", 1},
+        {"x*", "", 1},
+        {"^/api/v[0-9]+$", "/api/v2", 1},
+        {"/api/v[0-9]+", "/api/v2/x", 0},
+        /* Perl classes outside brackets */
+        {"\\d+", "0123456789", 1},
+        {"\\d+", "12a", 0},
+        {"\\D", "a", 1},
+        {"\\D", "1", 0},
+        {"\\w+", "a_Z9", 1},
+        {"\\w", "-", 0},
+        {"\\W", "-", 1},
+        {"\\W", "_", 0},
+        {"\\s", " ", 1},
+        {"\\s", "\t", 1},
+        {"\\s", "x", 0},
+        {"\\S+", "ab", 1},
+        {"\\S", " ", 0},
+        /* ... and inside brackets, where POSIX has no escapes at all */
+        {"[\\d.]+", "1.2.3", 1},
+        {"[\\d.]+", "1,2", 0},
+        {"[\\w-]+", "a-b_c", 1},
+        {"[^\\d]+", "abc", 1},
+        {"[^\\d]", "1", 0},
+        {"[\\D]", "x", 1},
+        {"[\\D]", "5", 0},
+        {"[\\s\\d]+", " 1 2", 1},
+        {"[\\]]", "]", 1},
+        {"[\\[]", "[", 1},
+        {"[\\^]", "^", 1},
+        {"[\\^]", "a", 0},
+        {"[^\\^]", "a", 1},
+        {"[^\\^]", "^", 0},
+        {"[\\-a]", "-", 1},
+        {"[a\\-z]", "-", 1},
+        {"[a\\-z]", "b", 0},
+        {"[a-z]", "b", 1},
+        {"[]a]", "]", 1},
+        {"[a-]", "-", 1},
+        {"[-^]", "^", 1},
+        {"[\\\\]", "\\", 1},
+        {"[\\.]", ".", 1},
+        {"[\\.]", "\\", 0}, /* RE2 "[\.]" is a dot only; POSIX would also take '\' */
+        {"[.]", "x", 0},
+        {"[\\n]", "\n", 1},
+        {"[!-~]+", "a]^-[z", 1},
+        {"[[:alpha:]]+", "abcXYZ", 1},
+        {"[[:alpha:]]", "1", 0},
+        {"[[:^digit:]]", "a", 1},
+        {"[[:^digit:]]", "7", 0},
+        {"[[:word:]]+", "a_1", 1},
+        {"[[:a]", ":", 1}, /* no ":]": a literal '[' */
+        /* groups */
+        {"(?:ab)+", "abab", 1},
+        {"(?:ab)+", "aba", 0},
+        {"(?P<x>a)b", "ab", 1},
+        {"(?<x>a)b", "ab", 1},
+        {"()", "", 1},
+        {"a|", "", 1},
+        /* escapes */
+        {"\\.foo", ".foo", 1},
+        {"\\.foo", "xfoo", 0},
+        {"\\/a\\-b", "/a-b", 1},
+        {"a\\ b\\_c", "a b_c", 1},
+        {"\\Aab\\z", "ab", 1},
+        {"\\x41\\x{42}", "AB", 1},
+        {"\\t", "\t", 1},
+        {"a\\*", "a*", 1},
+        {"a\\{2\\}", "a{2}", 1},
+        /* repetition */
+        {"a{2}", "aa", 1},
+        {"a{2}", "aaa", 0},
+        {"a{2,}", "aaaa", 1},
+        {"a{1,2}", "aaa", 0},
+        {"a{0,1000}", "", 1},
+        {"a{", "a{", 1}, /* not a repetition: a literal brace, as in RE2 */
+        {"a{,3}", "a{,3}", 1},
+        {"a{x}", "a{x}", 1},
+        {"a}", "a}", 1},
+        {"a]", "a]", 1},
+        /* UTF-8 literals repeat as one character */
+        {"\xc3\xa9+", "\xc3\xa9\xc3\xa9", 1},
+        {"caf\xc3\xa9", "caf\xc3\xa9", 1},
+    };
+    pt_arena_t a = {0};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char err[256] = "";
+        pt_regex_t *re = pt_regex_compile(&a, cases[i].re, 0, err, sizeof(err));
+        if (re == NULL) {
+            fprintf(stderr, "  case %zu: /%s/ did not compile: %s\n", i, cases[i].re, err);
+            PT_CHECK(re != NULL);
+        }
+        int got = pt_regex_full_match(re, cases[i].in, strlen(cases[i].in));
+        if (got != cases[i].want)
+            fprintf(stderr, "  case %zu: /%s/ on \"%s\": got %d\n", i, cases[i].re, cases[i].in,
+                    got);
+        PT_CHECK_INT(got, cases[i].want);
+    }
+    pt_arena_dispose(&a);
+}
+
+/* The subject is bounded by its length, not a NUL: a header value in the middle of a
+ * buffer matches only its own bytes. */
+static void test_regex_not_nul_terminated(void)
+{
+    pt_arena_t a = {0};
+    char err[256];
+    pt_regex_t *re = pt_regex_compile(&a, "ab", 0, err, sizeof(err));
+    PT_CHECK(re != NULL);
+    const char *buf = "abc";
+    PT_CHECK_INT(pt_regex_full_match(re, buf, 2), 1);
+    PT_CHECK_INT(pt_regex_full_match(re, buf, 3), 0);
+    PT_CHECK_INT(pt_regex_full_match(re, buf, 1), 0);
+    PT_CHECK_STR(pt_regex_pattern(re), "ab");
+    pt_arena_dispose(&a);
+}
+
+static void test_regex_errors(void)
+{
+#define UNSUP "uses RE2 syntax that petrel's POSIX regex engine does not support: "
+#define BAD   "is not a valid regex: "
+    static const struct {
+        const char *re, *err;
+    } cases[] = {
+        {"(?i)abc", UNSUP "(?i)"},
+        {"(?i:abc)", UNSUP "(?i:"},
+        {"(?s).", UNSUP "(?s)"},
+        {"(?=a)", UNSUP "(?=a)"},
+        {"a*?", UNSUP "lazy quantifier *?"},
+        {"a+?", UNSUP "lazy quantifier +?"},
+        {"a??", UNSUP "lazy quantifier ??"},
+        {"a{2,3}?", UNSUP "lazy quantifier {2,3}?"},
+        {"\\bfoo", UNSUP "\\b"},
+        {"foo\\B", UNSUP "\\B"},
+        {"\\pL", UNSUP "\\pL"},
+        {"\\p{Greek}", UNSUP "\\p{Greek}"},
+        {"\\PN", UNSUP "\\PN"},
+        {"\\Qa.b\\E", UNSUP "\\Q...\\E"},
+        {"\\C", UNSUP "\\C"},
+        {"(a)\\1", UNSUP "\\1 (backreference or octal escape)"},
+        {"\\x{e9}", UNSUP "\\x{e9} (beyond ASCII)"},
+        {"\\x00", UNSUP "\\x00 (a NUL byte)"},
+        {"[\xc3\xa9]", UNSUP "a non-ASCII character inside [...]"},
+        {"a(b", BAD "missing ): a(b"},
+        {"a)b", BAD "unexpected ): a)b"},
+        {"(?:a", BAD "missing ): (?:a"},
+        {"*a", BAD "missing argument to repetition operator: *"},
+        {"a|*", BAD "missing argument to repetition operator: *"},
+        {"(+)", BAD "missing argument to repetition operator: +"},
+        {"{2}", BAD "missing argument to repetition operator: {2}"},
+        {"a**", BAD "bad repetition operator: **"},
+        {"a*+", BAD "bad repetition operator: *+"},
+        {"a{1001}", BAD "bad repetition operator: {1001}"},
+        {"a{3,2}", BAD "bad repetition operator: {3,2}"},
+        {"[a", BAD "missing ]: [a"},
+        {"[]", BAD "missing ]: []"},
+        {"[z-a]", BAD "bad character class range: z-a"},
+        {"[\\d-z]", BAD "bad character class range in [\\d-z]"},
+        {"[[:alpha:]-z]", BAD "bad character class range in [[:alpha:]-z]"},
+        {"[[:nope:]]", BAD "invalid character class range: [:nope:]"},
+        {"\\q", BAD "invalid escape sequence: \\q"},
+        {"\\xZZ", BAD "invalid escape sequence: \\xZZ"},
+        {"a\\", BAD "trailing \\"},
+        {"(?P<>a)", BAD "invalid named capture group"},
+    };
+    pt_arena_t a = {0};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char err[256] = "";
+        pt_regex_t *re = pt_regex_compile(&a, cases[i].re, 0, err, sizeof(err));
+        if (re != NULL)
+            fprintf(stderr, "  case %zu: /%s/ compiled\n", i, cases[i].re);
+        PT_CHECK(re == NULL);
+        PT_CHECK_STR(err, cases[i].err);
+    }
+    pt_arena_dispose(&a);
+#undef UNSUP
+#undef BAD
+}
+
+/* ---- search and replace (regex_rewrite) ------------------------------------------------- */
+
+static void test_regex_replace_all(void)
+{
+    static const struct {
+        const char *re, *sub, *in, *want;
+    } cases[] = {
+        /* Envoy's documented regex_rewrite examples */
+        {"^/service/([^/]+)(/.*)$", "\\2/instance/\\1", "/service/foo/v1/api",
+         "/v1/api/instance/foo"},
+        {"one", "two", "/xxx/one/yyy/one/zzz", "/xxx/two/yyy/two/zzz"},
+        /* RE2::GlobalReplace's treatment of empty matches */
+        {"x*", "-", "abc", "-a-b-c-"},
+        {"b*", "-", "abc", "-a-c-"},
+        /* (?:...) does not count: \1 is the first capturing group */
+        {"(?:a)(b)", "[\\1]", "abab", "[b][b]"},
+        {"(?P<n>\\d+)", "<\\1>", "a12b3", "a<12>b<3>"},
+        {"(a)|(b)", "[\\1\\2]", "ab", "[a][b]"}, /* a group that did not take part: "" */
+        {"\\d", "#", "a1b22", "a#b##"},
+        {"a", "\\\\", "banana", "b\\n\\n\\"},
+        {"a", "\\0\\0", "xa", "xaa"},
+        {"z", "y", "abc", "abc"},
+        {"^a", "X", "aaa", "Xaa"}, /* ^ only at the start, not after each match */
+        {"a$", "X", "aaa", "aaX"},
+        {"\xc3\xa9", "e", "caf\xc3\xa9", "cafe"},
+        {"", "-", "\xc3\xa9", "-\xc3\xa9-"}, /* an empty match steps over a whole character */
+        {"/+", "/", "//a///b", "/a/b"},
+        /* POSIX leftmost-longest: the longer alternative wins (RE2 would replace "a") */
+        {"a|ab", "X", "/ab", "/X"},
+    };
+    pt_arena_t a = {0};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char err[256] = "";
+        pt_regex_t *re = pt_regex_compile(&a, cases[i].re, PT_REGEX_SEARCH, err, sizeof(err));
+        if (re == NULL)
+            fprintf(stderr, "  case %zu: %s\n", i, err);
+        PT_CHECK(re != NULL);
+        PT_CHECK_INT(pt_regex_check_substitution(re, cases[i].sub, err, sizeof(err)), 0);
+        size_t n = 0;
+        char *out =
+            pt_regex_replace_all(re, cases[i].in, strlen(cases[i].in), cases[i].sub, &a, &n);
+        PT_CHECK_STR(out, cases[i].want);
+        PT_CHECK_INT(n, strlen(cases[i].want));
+    }
+    /* Without PT_REGEX_SEARCH there is nothing to search with. */
+    char err[256];
+    pt_regex_t *re = pt_regex_compile(&a, "a", 0, err, sizeof(err));
+    PT_CHECK(pt_regex_replace_all(re, "a", 1, "b", &a, NULL) == NULL);
+    pt_arena_dispose(&a);
+}
+
+static void test_regex_substitution_errors(void)
+{
+    static const struct {
+        const char *re, *sub, *err;
+    } cases[] = {
+        {"(a)", "\\2", "refers to group \\2, but the regex has 1 capturing group"},
+        {"a", "\\1", "refers to group \\1, but the regex has 0 capturing groups"},
+        {"(?:a)(b)(c)", "\\3", "refers to group \\3, but the regex has 2 capturing groups"},
+        {"a", "x\\", "must not end with a single '\\'"},
+        {"a", "\\x", "'\\' must be followed by a digit or '\\'"},
+        {"(a)(b)", "\\2\\1\\0\\\\", NULL},
+    };
+    pt_arena_t a = {0};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char err[256] = "";
+        pt_regex_t *re = pt_regex_compile(&a, cases[i].re, PT_REGEX_SEARCH, err, sizeof(err));
+        PT_CHECK(re != NULL);
+        int rc = pt_regex_check_substitution(re, cases[i].sub, err, sizeof(err));
+        if (cases[i].err == NULL) {
+            PT_CHECK_INT(rc, 0);
+        } else {
+            PT_CHECK_INT(rc, -1);
+            PT_CHECK_STR(err, cases[i].err);
+        }
+    }
+    pt_arena_dispose(&a);
+}
+
+/* ---- StringMatcher ------------------------------------------------------------------- */
+
+static void test_string_matcher(void)
+{
+    static const struct {
+        const char *json, *in;
+        int want;
+    } cases[] = {
+        {"{'exact':'abc'}", "abc", 1},
+        {"{'exact':'abc'}", "ABC", 0},
+        {"{'exact':'abc'}", "abcd", 0},
+        {"{'exact':'abc','ignore_case':true}", "ABC", 1},
+        {"{'exact':'AbC','ignore_case':true}", "aBc", 1},
+        {"{'exact':''}", "", 1},
+        {"{'exact':''}", "a", 0},
+        {"{'prefix':'/api'}", "/api/x", 1},
+        {"{'prefix':'/api'}", "/ap", 0},
+        {"{'prefix':'/api'}", "/API/x", 0},
+        {"{'prefix':'/API','ignore_case':true}", "/api/x", 1},
+        {"{'suffix':'.com'}", "a.com", 1},
+        {"{'suffix':'.com'}", "a.org", 0},
+        {"{'suffix':'.COM','ignoreCase':true}", "a.com", 1},
+        {"{'contains':'mid'}", "amidb", 1},
+        {"{'contains':'mid'}", "mi", 0},
+        {"{'contains':'mid'}", "aMIDb", 0},
+        {"{'contains':'MID','ignore_case':true}", "amidb", 1},
+        {"{'contains':'MID','ignore_case':true}", "xxmixmid", 1},
+        {"{'safe_regex':{'regex':'a.c'}}", "abc", 1},
+        {"{'safe_regex':{'regex':'a.c'}}", "abcd", 0},
+        {"{'safe_regex':{'google_re2':{},'regex':'[0-9]+'}}", "12", 1},
+        {"{'safe_regex':{'regex':'spiffe://[a-z.]+/ns/\\\\w+/sa/.*'}}",
+         "spiffe://cluster.local/ns/default/sa/web", 1},
+        /* ignore_case has no effect on regexes, as in Envoy */
+        {"{'safe_regex':{'regex':'abc'},'ignore_case':true}", "ABC", 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_t *root = J(cases[i].json);
+        pt_cfg_t r;
+        pt_arena_t a = {0};
+        pt_string_matcher_t m;
+        pt_cfg_init(&r, root);
+        int rc = pt_string_matcher_parse(&r, &a, &m);
+        pt_cfg_finish(&r);
+        if (!pt_cfg_ok(&r))
+            fprintf(stderr, "  case %zu: %s\n", i, r.errors[0]);
+        PT_CHECK_INT(rc, 0);
+        PT_CHECK(pt_cfg_ok(&r));
+        int got = pt_string_matcher_match(&m, cases[i].in, strlen(cases[i].in));
+        if (got != cases[i].want)
+            fprintf(stderr, "  case %zu: %s on \"%s\"\n", i, cases[i].json, cases[i].in);
+        PT_CHECK_INT(got, cases[i].want);
+        pt_cfg_dispose(&r);
+        pt_arena_dispose(&a);
+        json_decref(root);
+    }
+}
+
+static void test_string_matcher_init(void)
+{
+    pt_arena_t a = {0};
+    pt_string_matcher_t m;
+    PT_CHECK_INT(pt_string_matcher_init(&m, &a, PT_STRING_SUFFIX, ".Example.COM", 1), 0);
+    PT_CHECK_INT(pt_string_matcher_match(&m, "www.example.com", 15), 1);
+    PT_CHECK_INT(pt_string_matcher_init(&m, &a, PT_STRING_PREFIX, "spiffe://", 0), 0);
+    PT_CHECK_INT(pt_string_matcher_match(&m, "spiffe://x", 10), 1);
+    PT_CHECK_INT(pt_string_matcher_match(&m, "SPIFFE://x", 10), 0);
+    pt_arena_dispose(&a);
+}
+
+static void test_string_matcher_errors(void)
+{
+#define UNSUP "uses RE2 syntax that petrel's POSIX regex engine does not support: "
+    static const struct {
+        const char *json;
+        const char *errs[3];
+    } cases[] = {
+        {"{}", {"m: one of exact, prefix, suffix, contains or safe_regex is required"}},
+        {"{'exact':'a','prefix':'b'}",
+         {"m: only one of exact, prefix, suffix, contains, safe_regex may be given (found "
+          "exact, prefix)"}},
+        {"{'prefix':''}", {"m.prefix: must not be empty"}},
+        {"{'suffix':''}", {"m.suffix: must not be empty"}},
+        {"{'contains':''}", {"m.contains: must not be empty"}},
+        {"{'exact':1}", {"m.exact: 1 is not a string"}},
+        {"{'safe_regex':{'regex':'(?i)x'}}", {"m.safe_regex.regex: \"(?i)x\" " UNSUP "(?i)"}},
+        {"{'safe_regex':{'regex':'a(b'}}",
+         {"m.safe_regex.regex: \"a(b\" is not a valid regex: missing ): a(b"}},
+        {"{'safe_regex':{'regex':'\\\\d+?'}}",
+         {"m.safe_regex.regex: \"\\\\d+?\" " UNSUP "lazy quantifier +?"}},
+        {"{'safe_regex':{}}", {"m.safe_regex.regex: is required"}},
+        {"{'safe_regex':{'regex':''}}", {"m.safe_regex.regex: must not be empty"}},
+        {"{'safe_regex':{'regex':'a','google_re2':{'max_program_size':100}}}",
+         {"m.safe_regex.google_re2.max_program_size: field is not supported"}},
+        {"{'safe_regex':{'regex':'a','engine':1}}", {"m.safe_regex.engine: unknown field"}},
+        {"{'exact':'a','custom':{}}", {"m.custom: field is not supported"}},
+        {"{'exact':'a','foo':1}", {"m.foo: unknown field"}},
+        {"{'exact':'a','ignore_case':'yes'}", {"m.ignore_case: \"yes\" is not a boolean"}},
+    };
+#undef UNSUP
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char buf[512];
+        snprintf(buf, sizeof(buf), "{'m':%s}", cases[i].json);
+        json_t *root = J(buf);
+        pt_cfg_t r;
+        pt_arena_t a = {0};
+        pt_string_matcher_t m;
+        pt_cfg_init(&r, root);
+        PT_CHECK_INT(pt_cfg_enter(&r, "m"), 1);
+        pt_string_matcher_parse(&r, &a, &m);
+        pt_cfg_leave(&r);
+        pt_cfg_finish(&r);
+        const char *want[4] = {cases[i].errs[0], cases[i].errs[1], cases[i].errs[2], NULL};
+        if (!errors_are(&r, want))
+            fprintf(stderr, "  case %zu: %s\n", i, cases[i].json);
+        PT_CHECK(errors_are(&r, want));
+        pt_cfg_dispose(&r);
+        pt_arena_dispose(&a);
+        json_decref(root);
+    }
+}
+
+/* Many regexes in one arena: every regex_t is freed with it (ASan checks). */
+static void test_regex_arena_cleanup(void)
+{
+    pt_arena_t a = {0};
+    for (int i = 0; i < 200; i++) {
+        char pat[64], err[256];
+        snprintf(pat, sizeof(pat), "/v%d/(\\d+)/[\\w-]+", i);
+        PT_CHECK(pt_regex_compile(&a, pat, i % 2 ? PT_REGEX_SEARCH : 0, err, sizeof(err)) != NULL);
+    }
+    /* A failed compile leaves nothing behind either. */
+    char err[256];
+    PT_CHECK(pt_regex_compile(&a, "(", 0, err, sizeof(err)) == NULL);
+    pt_arena_dispose(&a);
+}
+
+int main(void)
+{
+    PT_RUN(test_regex_full_match);
+    PT_RUN(test_regex_not_nul_terminated);
+    PT_RUN(test_regex_errors);
+    PT_RUN(test_regex_replace_all);
+    PT_RUN(test_regex_substitution_errors);
+    PT_RUN(test_string_matcher);
+    PT_RUN(test_string_matcher_init);
+    PT_RUN(test_string_matcher_errors);
+    PT_RUN(test_regex_arena_cleanup);
+    PT_TEST_EXIT();
+}

@@ -1,0 +1,991 @@
+#include "tls/context.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "proxy/log.h"
+#include "tls/identity.h"
+
+/* Envoy's defaults, in OpenSSL's spelling: ECDHE with AEAD ciphers only (TLS 1.2; TLS 1.3
+ * suites are AEAD by construction). */
+#define DEFAULT_CIPHERS                                                                        \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305:"                             \
+    "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-CHACHA20-POLY1305:"                                 \
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384"
+#define DEFAULT_CURVES "X25519:P-256"
+#define MAX_FILE_BYTES (4u << 20)
+
+/* ======================================================================================
+ * Config
+ * ====================================================================================== */
+
+static int b64_decode(const char *in, unsigned char **out, size_t *outlen)
+{
+    size_t n = strlen(in);
+    unsigned char *buf = malloc(n / 4 * 3 + 4);
+    if (buf == NULL)
+        return -1;
+    int len = EVP_DecodeBlock(buf, (const unsigned char *)in, (int)n);
+    if (len < 0) {
+        free(buf);
+        return -1;
+    }
+    /* EVP_DecodeBlock counts padding as output bytes. */
+    while (n > 0 && in[n - 1] == '=') {
+        n--;
+        len--;
+    }
+    *out = buf;
+    *outlen = (size_t)len;
+    return 0;
+}
+
+int pt_data_source_parse(pt_cfg_t *r, pt_arena_t *a, const char *field, pt_data_source_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    int rc = pt_cfg_enter(r, field);
+    if (rc <= 0)
+        return rc;
+    static const char *const unsupported[] = {"environment_variable", "watched_directory", NULL};
+    pt_cfg_unsupported(r, unsupported);
+    const char *fn, *is, *ib;
+    int n = 0;
+    n += pt_cfg_string(r, "filename", &fn, NULL) > 0;
+    n += pt_cfg_string(r, "inline_string", &is, NULL) > 0;
+    n += pt_cfg_string(r, "inline_bytes", &ib, NULL) > 0;
+    n += pt_cfg_has(r, "environment_variable");
+    int ok = 1;
+    if (n != 1) {
+        pt_cfg_error(r, NULL, "exactly one of filename, inline_string, inline_bytes is required");
+        ok = -1;
+    } else if (fn != NULL) {
+        out->filename = pt_arena_strdup(a, fn);
+    } else if (is != NULL) {
+        out->inline_data = pt_arena_strdup(a, is);
+        out->inline_len = strlen(is);
+    } else if (ib != NULL) {
+        unsigned char *dec;
+        size_t dlen;
+        if (b64_decode(ib, &dec, &dlen) != 0) {
+            pt_cfg_error(r, "inline_bytes", "is not valid base64");
+            ok = -1;
+        } else {
+            out->inline_data = pt_arena_strndup(a, (const char *)dec, dlen);
+            out->inline_len = dlen;
+            free(dec);
+        }
+    }
+    pt_cfg_leave(r);
+    return ok;
+}
+
+char *pt_data_source_read(const pt_data_source_t *ds, size_t *len, char *err, size_t errlen)
+{
+    if (ds->inline_data != NULL) {
+        char *p = malloc(ds->inline_len + 1);
+        if (p == NULL) {
+            snprintf(err, errlen, "out of memory");
+            return NULL;
+        }
+        memcpy(p, ds->inline_data, ds->inline_len);
+        p[ds->inline_len] = '\0';
+        if (len)
+            *len = ds->inline_len;
+        return p;
+    }
+    if (ds->filename == NULL) {
+        snprintf(err, errlen, "no data source");
+        return NULL;
+    }
+    FILE *f = fopen(ds->filename, "rb");
+    if (f == NULL) {
+        snprintf(err, errlen, "cannot read %s: %s", ds->filename, strerror(errno));
+        return NULL;
+    }
+    char *buf = malloc(MAX_FILE_BYTES + 1);
+    size_t n = buf ? fread(buf, 1, MAX_FILE_BYTES + 1, f) : 0;
+    int bad = ferror(f);
+    fclose(f);
+    if (buf == NULL || bad || n > MAX_FILE_BYTES) {
+        snprintf(err, errlen, "cannot read %s: %s", ds->filename,
+                 buf == NULL ? "out of memory" : bad ? "read error" : "file too large");
+        free(buf);
+        return NULL;
+    }
+    buf[n] = '\0';
+    if (len)
+        *len = n;
+    return buf;
+}
+
+static const char *const version_names[] = {"TLS_AUTO", "TLSv1_0", "TLSv1_1", "TLSv1_2",
+                                             "TLSv1_3", NULL};
+static const int version_values[] = {0, TLS1_VERSION, TLS1_1_VERSION, TLS1_2_VERSION,
+                                     TLS1_3_VERSION};
+
+/* BoringSSL's equal-preference groups "[A|B]" (which Envoy configs use) become "A:B". */
+static char *cipher_list(pt_cfg_t *r, pt_arena_t *a, const char *field)
+{
+    int present;
+    size_t n = pt_cfg_array(r, field, &present);
+    if (!present)
+        return NULL;
+    size_t total = 1;
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = pt_cfg_index_value(r, i);
+        if (!json_is_string(v)) {
+            size_t saved = strlen(pt_cfg_path(r));
+            pt_cfg_push_index(r, i);
+            pt_cfg_error(r, NULL, "is not a string");
+            pt_cfg_pop_path(r, saved);
+            continue;
+        }
+        total += strlen(json_string_value(v)) + 1;
+    }
+    char *out = pt_arena_alloc(a, total), *p = out;
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = pt_cfg_index_value(r, i);
+        if (!json_is_string(v))
+            continue;
+        if (p != out)
+            *p++ = ':';
+        for (const char *s = json_string_value(v); *s; s++) {
+            if (*s == '[' || *s == ']')
+                continue;
+            *p++ = *s == '|' ? ':' : *s;
+        }
+    }
+    *p = '\0';
+    pt_cfg_leave_array(r);
+    return out;
+}
+
+static void parse_tls_params(pt_cfg_t *r, pt_arena_t *a, pt_tls_settings_t *t)
+{
+    t->min_version = TLS1_2_VERSION;
+    t->max_version = TLS1_3_VERSION;
+    if (pt_cfg_enter(r, "tls_params") <= 0)
+        return;
+    static const char *const unsupported[] = {"signature_algorithms",
+                                              "compliance_policies", NULL};
+    pt_cfg_unsupported(r, unsupported);
+    int v;
+    if (pt_cfg_enum(r, "tls_minimum_protocol_version", version_names, NULL, &v, 0) > 0 && v)
+        t->min_version = version_values[v];
+    if (pt_cfg_enum(r, "tls_maximum_protocol_version", version_names, NULL, &v, 0) > 0 && v)
+        t->max_version = version_values[v];
+    if (t->min_version > t->max_version)
+        pt_cfg_error(r, "tls_minimum_protocol_version",
+                     "is higher than tls_maximum_protocol_version");
+    t->cipher_suites = cipher_list(r, a, "cipher_suites");
+    t->ecdh_curves = cipher_list(r, a, "ecdh_curves");
+    pt_cfg_leave(r);
+}
+
+static const char *const san_type_names[] = {"SAN_TYPE_UNSPECIFIED", "DNS", "URI", "EMAIL",
+                                             "IP_ADDRESS", NULL};
+static const char *const san_type_known[] = {"OTHER_NAME", NULL};
+
+static void parse_validation(pt_cfg_t *r, pt_arena_t *a, pt_tls_settings_t *t)
+{
+    static const char *const unsupported[] = {
+        "verify_certificate_spki", "verify_certificate_hash", "crl", "allow_expired_certificate",
+        "custom_validator_config", "watched_directory", "only_verify_leaf_cert_crl",
+        "max_verify_depth", "system_root_certs", "ca_certificate_provider_instance",
+        "custom_signer_config", NULL};
+    pt_cfg_unsupported(r, unsupported);
+    if (pt_data_source_parse(r, a, "trusted_ca", &t->trusted_ca) > 0)
+        t->has_validation = 1;
+    static const char *const trust_names[] = {"VERIFY_TRUST_CHAIN", "ACCEPT_UNTRUSTED", NULL};
+    int trust;
+    pt_cfg_enum(r, "trust_chain_verification", trust_names, NULL, &trust, 0);
+    t->trust_chain_verification_accept_untrusted = trust == 1;
+
+    int p1, p2;
+    size_t n1 = pt_cfg_array(r, "match_typed_subject_alt_names", &p1);
+    if (p1)
+        pt_cfg_leave_array(r);
+    size_t n2 = pt_cfg_array(r, "match_subject_alt_names", &p2);
+    if (p2)
+        pt_cfg_leave_array(r);
+    pt_san_matcher_t *m = pt_arena_alloc(a, (n1 + n2 + 1) * sizeof(*m));
+    unsigned count = 0;
+    if (p1) {
+        pt_cfg_array(r, "match_typed_subject_alt_names", NULL);
+        for (size_t i = 0; i < n1; i++) {
+            if (pt_cfg_enter_index(r, i) <= 0)
+                continue;
+            int type;
+            if (pt_cfg_enum(r, "san_type", san_type_names, san_type_known, &type, 0) >= 0 &&
+                type == 0)
+                pt_cfg_error(r, "san_type", "is required");
+            m[count].type = type == 1   ? PT_SAN_DNS
+                            : type == 2 ? PT_SAN_URI
+                            : type == 3 ? PT_SAN_EMAIL
+                                        : PT_SAN_IP;
+            if (pt_cfg_enter(r, "matcher") > 0) {
+                pt_string_matcher_parse(r, a, &m[count].matcher);
+                pt_cfg_leave(r);
+                count++;
+            } else {
+                pt_cfg_error(r, "matcher", "is required");
+            }
+            static const char *const oid_unsupported[] = {"oid", NULL};
+            pt_cfg_unsupported(r, oid_unsupported);
+            pt_cfg_leave(r);
+        }
+        pt_cfg_leave_array(r);
+    }
+    if (p2) {
+        pt_cfg_array(r, "match_subject_alt_names", NULL);
+        for (size_t i = 0; i < n2; i++) {
+            if (pt_cfg_enter_index(r, i) <= 0)
+                continue;
+            m[count].type = PT_SAN_ANY;
+            pt_string_matcher_parse(r, a, &m[count].matcher);
+            count++;
+            pt_cfg_leave(r);
+        }
+        pt_cfg_leave_array(r);
+    }
+    t->san_matchers = m;
+    t->nsan_matchers = count;
+    if (count > 0)
+        t->has_validation = 1;
+}
+
+static const pt_sds_ref_t *parse_sds_ref(pt_cfg_t *r, pt_arena_t *a)
+{
+    pt_sds_ref_t *ref = pt_arena_alloc(a, sizeof(*ref));
+    const char *name;
+    if (pt_cfg_string(r, "name", &name, NULL) == 0)
+        pt_cfg_error(r, "name", "is required");
+    ref->name = pt_arena_strdup(a, name ? name : "");
+    if (pt_cfg_enter(r, "sds_config") > 0) {
+        static const char *const cs_unsupported[] = {"ads", "api_config_source", "self",
+                                                     "initial_fetch_timeout", "authorities",
+                                                     "config_source_specifier", NULL};
+        pt_cfg_unsupported(r, cs_unsupported);
+        static const char *const api_versions[] = {"AUTO", "V2", "V3", NULL};
+        int v;
+        pt_cfg_enum(r, "resource_api_version", api_versions, NULL, &v, 0);
+        const char *path = NULL;
+        pt_cfg_string(r, "path", &path, NULL); /* deprecated spelling */
+        if (pt_cfg_enter(r, "path_config_source") > 0) {
+            const char *p2;
+            if (pt_cfg_string(r, "path", &p2, NULL) > 0)
+                path = p2;
+            if (pt_cfg_enter(r, "watched_directory") > 0) {
+                const char *wd;
+                pt_cfg_string(r, "path", &wd, NULL);
+                ref->watched_directory = pt_arena_strdup(a, wd);
+                pt_cfg_leave(r);
+            }
+            pt_cfg_leave(r);
+        }
+        if (path == NULL)
+            pt_cfg_error(r, "path_config_source", "is required (petrel reads secrets from "
+                                                  "files; SDS over gRPC is not supported)");
+        ref->path = pt_arena_strdup(a, path);
+        pt_cfg_leave(r);
+    } else {
+        pt_cfg_error(r, "sds_config", "is required");
+    }
+    return ref;
+}
+
+static void parse_common(pt_cfg_t *r, pt_arena_t *a, pt_tls_settings_t *t)
+{
+    static const char *const unsupported[] = {
+        "tls_certificate_provider_instance", "tls_certificate_certificate_provider",
+        "tls_certificate_certificate_provider_instance", "combined_validation_context",
+        "validation_context_certificate_provider", "validation_context_certificate_provider_instance",
+        "custom_handshaker", "key_log", "custom_tls_certificate_selector", NULL};
+    pt_cfg_unsupported(r, unsupported);
+    parse_tls_params(r, a, t);
+    int present;
+    size_t n = pt_cfg_array(r, "tls_certificates", &present);
+    if (n > 1)
+        pt_cfg_error(r, NULL, "more than one certificate is not supported");
+    if (n >= 1 && pt_cfg_enter_index(r, 0) > 0) {
+        static const char *const cert_unsupported[] = {
+            "password", "watched_directory", "pkcs12", "private_key_provider", "ocsp_staple",
+            "signed_certificate_timestamp", NULL};
+        pt_cfg_unsupported(r, cert_unsupported);
+        if (pt_data_source_parse(r, a, "certificate_chain", &t->cert_chain) == 0)
+            pt_cfg_error(r, "certificate_chain", "is required");
+        if (pt_data_source_parse(r, a, "private_key", &t->private_key) == 0)
+            pt_cfg_error(r, "private_key", "is required");
+        t->has_cert = 1;
+        pt_cfg_leave(r);
+    }
+    if (present)
+        pt_cfg_leave_array(r);
+    n = pt_cfg_array(r, "tls_certificate_sds_secret_configs", &present);
+    if (n > 1)
+        pt_cfg_error(r, NULL, "more than one certificate is not supported");
+    if (n >= 1 && pt_cfg_enter_index(r, 0) > 0) {
+        if (t->has_cert)
+            pt_cfg_error(r, NULL, "tls_certificates and tls_certificate_sds_secret_configs "
+                                  "cannot both be set");
+        t->cert_sds = parse_sds_ref(r, a);
+        t->has_cert = 1;
+        pt_cfg_leave(r);
+    }
+    if (present)
+        pt_cfg_leave_array(r);
+    if (pt_cfg_enter(r, "validation_context") > 0) {
+        parse_validation(r, a, t);
+        t->has_validation = 1;
+        pt_cfg_leave(r);
+    }
+    if (pt_cfg_enter(r, "validation_context_sds_secret_config") > 0) {
+        t->validation_sds = parse_sds_ref(r, a);
+        t->has_validation = 1;
+        pt_cfg_leave(r);
+    }
+    /* ALPN: wire format, each name length-prefixed. */
+    n = pt_cfg_array(r, "alpn_protocols", &present);
+    if (present) {
+        size_t total = 0;
+        for (size_t i = 0; i < n; i++) {
+            json_t *v = pt_cfg_index_value(r, i);
+            size_t l = json_is_string(v) ? strlen(json_string_value(v)) : 0;
+            if (l == 0 || l > 255) {
+                size_t saved = strlen(pt_cfg_path(r));
+                pt_cfg_push_index(r, i);
+                pt_cfg_error(r, NULL, "is not a protocol name (1 to 255 characters)");
+                pt_cfg_pop_path(r, saved);
+                continue;
+            }
+            total += l + 1;
+        }
+        unsigned char *w = pt_arena_alloc(a, total + 1), *p = w;
+        for (size_t i = 0; i < n; i++) {
+            json_t *v = pt_cfg_index_value(r, i);
+            size_t l = json_is_string(v) ? strlen(json_string_value(v)) : 0;
+            if (l == 0 || l > 255)
+                continue;
+            *p++ = (unsigned char)l;
+            memcpy(p, json_string_value(v), l);
+            p += l;
+        }
+        t->alpn = w;
+        t->alpn_len = (size_t)(p - w);
+        pt_cfg_leave_array(r);
+    }
+}
+
+pt_tls_settings_t *pt_tls_settings_parse(pt_cfg_t *r, pt_arena_t *a, int server)
+{
+    size_t errors_before = r->nerrors;
+    pt_tls_settings_t *t = pt_arena_alloc(a, sizeof(*t));
+    t->server = server;
+    if (server) {
+        static const char *const unsupported[] = {
+            "require_sni", "session_ticket_keys", "session_ticket_keys_sds_secret_config",
+            "session_timeout", "ocsp_staple_policy", "full_scan_certs_on_sni_mismatch",
+            "prefer_client_ciphers", "disable_stateful_session_resumption", NULL};
+        pt_cfg_unsupported(r, unsupported);
+        pt_cfg_bool(r, "require_client_certificate", &t->require_client_certificate, 0);
+        int dis;
+        pt_cfg_bool(r, "disable_stateless_session_resumption", &dis, 0);
+        if (dis)
+            pt_cfg_error(r, "disable_stateless_session_resumption", "true is not supported");
+    } else {
+        static const char *const unsupported[] = {"max_session_keys", "auto_sni_san_validation",
+                                                  "enforce_rsa_key_usage", NULL};
+        pt_cfg_unsupported(r, unsupported);
+        const char *sni;
+        pt_cfg_string(r, "sni", &sni, NULL);
+        t->sni = pt_arena_strdup(a, sni);
+        pt_cfg_bool(r, "auto_host_sni", &t->auto_host_sni, 0);
+        if (t->auto_host_sni)
+            pt_cfg_error(r, "auto_host_sni", "true is not supported yet (set sni)");
+        pt_cfg_bool(r, "allow_renegotiation", &t->allow_renegotiation, 0);
+        if (t->allow_renegotiation)
+            pt_cfg_error(r, "allow_renegotiation", "true is not supported (renegotiation is "
+                                                   "always refused)");
+    }
+    if (pt_cfg_enter(r, "common_tls_context") > 0) {
+        parse_common(r, a, t);
+        pt_cfg_leave(r);
+    } else {
+        t->min_version = TLS1_2_VERSION;
+        t->max_version = TLS1_3_VERSION;
+    }
+    if (server && !t->has_cert)
+        pt_cfg_error(r, "common_tls_context", "a server TLS context needs a certificate "
+                                              "(tls_certificates or "
+                                              "tls_certificate_sds_secret_configs)");
+    if (t->require_client_certificate && !t->has_validation)
+        pt_cfg_error(r, "require_client_certificate",
+                     "needs a validation_context with trusted_ca to verify clients");
+    return r->nerrors == errors_before ? t : NULL;
+}
+
+int pt_tls_transport_socket_parse(pt_cfg_t *r, pt_arena_t *a, const char *field, int server,
+                                  pt_tls_settings_t **out)
+{
+    *out = NULL;
+    int rc = pt_cfg_enter(r, field);
+    if (rc <= 0)
+        return rc;
+    const char *name;
+    pt_cfg_string(r, "name", &name, NULL);
+    int arc;
+    const char *type = pt_cfg_enter_any(r, "typed_config", &arc);
+    int result = 0;
+    if (type == NULL) {
+        if (arc == 0 && name != NULL && strcmp(name, "envoy.transport_sockets.raw_buffer") == 0) {
+            result = 0;
+        } else if (arc == 0) {
+            pt_cfg_error(r, "typed_config", "is required");
+            result = -1;
+        } else {
+            result = -1;
+        }
+    } else if (strcmp(type, "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3"
+                            ".RawBuffer") == 0) {
+        pt_cfg_leave(r);
+    } else if (strcmp(type, server ? "type.googleapis.com/envoy.extensions.transport_sockets.tls"
+                                     ".v3.DownstreamTlsContext"
+                                   : "type.googleapis.com/envoy.extensions.transport_sockets.tls"
+                                     ".v3.UpstreamTlsContext") == 0) {
+        *out = pt_tls_settings_parse(r, a, server);
+        result = *out ? 1 : -1;
+        pt_cfg_leave(r);
+    } else {
+        pt_cfg_error(r, "@type", "\"%s\" is not a supported %s transport socket", type,
+                     server ? "downstream" : "upstream");
+        pt_cfg_skip_rest(r);
+        pt_cfg_leave(r);
+        result = -1;
+    }
+    pt_cfg_leave(r);
+    return result;
+}
+
+/* ======================================================================================
+ * Session ticket keys: one ring for the process, rotated so a stolen key exposes only a
+ * bounded window. New tickets use the newest key; the previous ones still decrypt.
+ * ====================================================================================== */
+
+#define TICKET_KEYS         3
+#define TICKET_ROTATE_SECS  3600
+
+typedef struct ticket_key {
+    unsigned char name[16];
+    unsigned char aes[32];
+    unsigned char hmac[32];
+    time_t created;
+} ticket_key_t;
+
+static pthread_mutex_t ticket_lock = PTHREAD_MUTEX_INITIALIZER;
+static ticket_key_t ticket_keys[TICKET_KEYS]; /* [0] newest */
+static int ticket_keys_ready;
+
+static void ticket_keys_rotate_locked(time_t now)
+{
+    memmove(&ticket_keys[1], &ticket_keys[0], sizeof(ticket_key_t) * (TICKET_KEYS - 1));
+    RAND_bytes(ticket_keys[0].name, sizeof(ticket_keys[0].name));
+    RAND_bytes(ticket_keys[0].aes, sizeof(ticket_keys[0].aes));
+    RAND_bytes(ticket_keys[0].hmac, sizeof(ticket_keys[0].hmac));
+    ticket_keys[0].created = now;
+    ticket_keys_ready = 1;
+}
+
+static int ticket_key_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv,
+                         EVP_CIPHER_CTX *ectx, EVP_MAC_CTX *hctx, int enc)
+{
+    (void)ssl;
+    time_t now = time(NULL);
+    ticket_key_t k;
+    int found = 0;
+    pthread_mutex_lock(&ticket_lock);
+    if (!ticket_keys_ready || now - ticket_keys[0].created >= TICKET_ROTATE_SECS)
+        ticket_keys_rotate_locked(now);
+    if (enc) {
+        k = ticket_keys[0];
+        found = 1;
+    } else {
+        for (int i = 0; i < TICKET_KEYS; i++) {
+            if (ticket_keys[i].created != 0 &&
+                memcmp(ticket_keys[i].name, key_name, 16) == 0) {
+                k = ticket_keys[i];
+                found = i + 1;
+                break;
+            }
+        }
+    }
+    pthread_mutex_unlock(&ticket_lock);
+    if (!found)
+        return 0; /* unknown key: full handshake */
+    OSSL_PARAM params[3];
+    params[0] = OSSL_PARAM_construct_octet_string("key", k.hmac, sizeof(k.hmac));
+    params[1] = OSSL_PARAM_construct_utf8_string("digest", "sha256", 0);
+    params[2] = OSSL_PARAM_construct_end();
+    if (enc) {
+        memcpy(key_name, k.name, 16);
+        if (RAND_bytes(iv, EVP_MAX_IV_LENGTH) <= 0)
+            return -1;
+        if (!EVP_EncryptInit_ex(ectx, EVP_aes_256_cbc(), NULL, k.aes, iv) ||
+            !EVP_MAC_CTX_set_params(hctx, params))
+            return -1;
+        return 1;
+    }
+    if (!EVP_DecryptInit_ex(ectx, EVP_aes_256_cbc(), NULL, k.aes, iv) ||
+        !EVP_MAC_CTX_set_params(hctx, params))
+        return -1;
+    return found == 1 ? 1 : 2; /* 2: valid but old key, so OpenSSL issues a fresh ticket */
+}
+
+/* ======================================================================================
+ * Building SSL_CTXs
+ * ====================================================================================== */
+
+static int ctx_ex_index = -1;
+static pthread_once_t ex_once = PTHREAD_ONCE_INIT;
+
+static void init_ex_index(void)
+{
+    ctx_ex_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static pt_tls_context_t *registry;
+
+static void ssl_errors(char *err, size_t errlen, const char *what)
+{
+    unsigned long e = ERR_get_error();
+    char buf[256] = "";
+    if (e != 0)
+        ERR_error_string_n(e, buf, sizeof(buf));
+    ERR_clear_error();
+    snprintf(err, errlen, "%s%s%s", what, buf[0] ? ": " : "", buf);
+}
+
+/* Does the string matcher accept one SAN value? DNS wildcards in the certificate
+ * ("*.example.com") match one label of an exact name, as Envoy's dnsNameMatch. */
+static int san_value_matches(const pt_san_matcher_t *m, const char *value, int is_dns)
+{
+    if (pt_string_matcher_match(&m->matcher, value, strlen(value)))
+        return 1;
+    if (is_dns && value[0] == '*' && value[1] == '.' && m->matcher.kind == PT_STRING_EXACT) {
+        const char *want = m->matcher.value;
+        const char *dot = want ? strchr(want, '.') : NULL;
+        if (dot != NULL && dot != want && strcasecmp(dot, value + 1) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static int san_check(const pt_tls_settings_t *t, X509 *cert)
+{
+    if (t->nsan_matchers == 0)
+        return 1;
+    pt_tls_identity_t id;
+    pt_identity_from_cert(&id, cert);
+    int ok = 0;
+    for (unsigned i = 0; i < t->nsan_matchers && !ok; i++) {
+        const pt_san_matcher_t *m = &t->san_matchers[i];
+        if (m->type == PT_SAN_URI || m->type == PT_SAN_ANY)
+            for (unsigned j = 0; j < id.nuri && !ok; j++)
+                ok = san_value_matches(m, id.uri_sans[j], 0);
+        if (m->type == PT_SAN_DNS || m->type == PT_SAN_ANY)
+            for (unsigned j = 0; j < id.ndns && !ok; j++)
+                ok = san_value_matches(m, id.dns_sans[j], 1);
+        if (m->type == PT_SAN_IP || m->type == PT_SAN_ANY)
+            for (unsigned j = 0; j < id.nip && !ok; j++)
+                ok = san_value_matches(m, id.ip_sans[j], 0);
+        if (m->type == PT_SAN_EMAIL || m->type == PT_SAN_ANY)
+            for (unsigned j = 0; j < id.nemail && !ok; j++)
+                ok = san_value_matches(m, id.email_sans[j], 0);
+    }
+    pt_identity_dispose(&id);
+    return ok;
+}
+
+/* Chain errors are counted here; the SAN check runs on the leaf once its chain verified. */
+static int verify_cb(int preverify_ok, X509_STORE_CTX *xctx)
+{
+    SSL *ssl = X509_STORE_CTX_get_ex_data(xctx, SSL_get_ex_data_X509_STORE_CTX_idx());
+    SSL_CTX *sctx = ssl ? SSL_get_SSL_CTX(ssl) : NULL;
+    pt_tls_context_t *ctx = sctx ? SSL_CTX_get_ex_data(sctx, ctx_ex_index) : NULL;
+    if (ctx == NULL)
+        return preverify_ok;
+    int depth = X509_STORE_CTX_get_error_depth(xctx);
+    if (!preverify_ok) {
+        if (ctx->settings->trust_chain_verification_accept_untrusted)
+            return 1;
+        pt_stat_inc(ctx->stats.fail_verify_error);
+        pt_debug("tls: certificate verification failed at depth %d: %s", depth,
+                 X509_verify_cert_error_string(X509_STORE_CTX_get_error(xctx)));
+        return 0;
+    }
+    if (depth == 0 && !san_check(ctx->settings, X509_STORE_CTX_get_current_cert(xctx))) {
+        pt_stat_inc(ctx->stats.fail_verify_san);
+        X509_STORE_CTX_set_error(xctx, X509_V_ERR_SUBJECT_ISSUER_MISMATCH);
+        pt_debug("tls: peer certificate SAN does not match");
+        return 0;
+    }
+    return 1;
+}
+
+static int alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                          const unsigned char *in, unsigned int inlen, void *arg)
+{
+    (void)ssl;
+    const pt_tls_settings_t *t = arg;
+    unsigned char *sel;
+    /* Server preference order, as Envoy; no overlap means no ALPN, not a failure. */
+    if (SSL_select_next_proto(&sel, outlen, t->alpn, (unsigned)t->alpn_len, in, inlen) !=
+        OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_NOACK;
+    *out = sel;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+static int load_cert_chain(SSL_CTX *sctx, const char *pem, char *err, size_t errlen)
+{
+    BIO *bio = BIO_new_mem_buf(pem, -1);
+    X509 *leaf = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+    if (leaf == NULL) {
+        BIO_free(bio);
+        ssl_errors(err, errlen, "certificate_chain: no PEM certificate");
+        return -1;
+    }
+    int ok = SSL_CTX_use_certificate(sctx, leaf);
+    X509_free(leaf);
+    if (!ok) {
+        BIO_free(bio);
+        ssl_errors(err, errlen, "certificate_chain: cannot use the certificate");
+        return -1;
+    }
+    X509 *ca;
+    while ((ca = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+        if (!SSL_CTX_add0_chain_cert(sctx, ca)) {
+            X509_free(ca);
+            BIO_free(bio);
+            ssl_errors(err, errlen, "certificate_chain: bad chain certificate");
+            return -1;
+        }
+    }
+    ERR_clear_error(); /* the loop ends on "no start line" */
+    BIO_free(bio);
+    return 0;
+}
+
+static int load_key(SSL_CTX *sctx, const char *pem, char *err, size_t errlen)
+{
+    BIO *bio = BIO_new_mem_buf(pem, -1);
+    EVP_PKEY *key = bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
+    BIO_free(bio);
+    if (key == NULL) {
+        ssl_errors(err, errlen, "private_key: no PEM private key");
+        return -1;
+    }
+    int ok = SSL_CTX_use_PrivateKey(sctx, key);
+    EVP_PKEY_free(key);
+    if (!ok || !SSL_CTX_check_private_key(sctx)) {
+        ssl_errors(err, errlen, "private_key: does not match the certificate");
+        return -1;
+    }
+    return 0;
+}
+
+static int load_ca(SSL_CTX *sctx, const char *pem, char *err, size_t errlen)
+{
+    X509_STORE *store = SSL_CTX_get_cert_store(sctx);
+    BIO *bio = BIO_new_mem_buf(pem, -1);
+    int n = 0;
+    X509 *ca;
+    while (bio && (ca = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+        X509_STORE_add_cert(store, ca);
+        X509_free(ca);
+        n++;
+    }
+    ERR_clear_error();
+    BIO_free(bio);
+    if (n == 0) {
+        snprintf(err, errlen, "trusted_ca: no PEM certificate");
+        return -1;
+    }
+    return 0;
+}
+
+/* Builds a configured SSL_CTX from PEM material (any of which may be NULL). */
+static SSL_CTX *build_ssl_ctx(pt_tls_context_t *ctx, const char *cert_pem, const char *key_pem,
+                              const char *ca_pem, char *err, size_t errlen)
+{
+    const pt_tls_settings_t *t = ctx->settings;
+    SSL_CTX *sctx = SSL_CTX_new(t->server ? TLS_server_method() : TLS_client_method());
+    if (sctx == NULL) {
+        ssl_errors(err, errlen, "cannot create an SSL context");
+        return NULL;
+    }
+    SSL_CTX_set_ex_data(sctx, ctx_ex_index, ctx);
+    SSL_CTX_set_min_proto_version(sctx, t->min_version);
+    SSL_CTX_set_max_proto_version(sctx, t->max_version);
+    SSL_CTX_set_options(sctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
+                                  SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_set_mode(sctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_RELEASE_BUFFERS |
+                               SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    if (!SSL_CTX_set_cipher_list(sctx, t->cipher_suites ? t->cipher_suites : DEFAULT_CIPHERS)) {
+        ssl_errors(err, errlen, "tls_params.cipher_suites: no usable cipher");
+        goto fail;
+    }
+    if (!SSL_CTX_set1_groups_list(sctx, t->ecdh_curves ? t->ecdh_curves : DEFAULT_CURVES)) {
+        ssl_errors(err, errlen, "tls_params.ecdh_curves: unknown curve");
+        goto fail;
+    }
+    if (cert_pem != NULL && (load_cert_chain(sctx, cert_pem, err, errlen) != 0 ||
+                             key_pem == NULL || load_key(sctx, key_pem, err, errlen) != 0)) {
+        if (key_pem == NULL)
+            snprintf(err, errlen, "private_key: missing");
+        goto fail;
+    }
+    if (ca_pem != NULL && load_ca(sctx, ca_pem, err, errlen) != 0)
+        goto fail;
+    if (t->has_validation) {
+        int mode = SSL_VERIFY_PEER;
+        if (t->server && t->require_client_certificate)
+            mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+        SSL_CTX_set_verify(sctx, mode, verify_cb);
+    } else {
+        SSL_CTX_set_verify(sctx, SSL_VERIFY_NONE, NULL);
+    }
+    if (t->server) {
+        if (t->alpn != NULL)
+            SSL_CTX_set_alpn_select_cb(sctx, alpn_select_cb, (void *)t);
+        /* Stateless resumption with our rotating keys; no server-side session cache, so
+         * resumption works across workers and rotations without shared state. */
+        SSL_CTX_set_session_cache_mode(sctx, SSL_SESS_CACHE_OFF);
+        SSL_CTX_set_tlsext_ticket_key_evp_cb(sctx, ticket_key_cb);
+        SSL_CTX_set_num_tickets(sctx, 1);
+        static const unsigned char sid_ctx[] = "petrel";
+        SSL_CTX_set_session_id_context(sctx, sid_ctx, sizeof(sid_ctx) - 1);
+    } else {
+        if (t->alpn != NULL)
+            SSL_CTX_set_alpn_protos(sctx, t->alpn, (unsigned)t->alpn_len);
+        SSL_CTX_set_session_cache_mode(sctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    }
+    return sctx;
+fail:
+    SSL_CTX_free(sctx);
+    return NULL;
+}
+
+/* Validity of a certificate: parseable, and now within notBefore..notAfter. */
+static int check_cert_dates(const char *pem, const char *what, char *err, size_t errlen)
+{
+    BIO *bio = BIO_new_mem_buf(pem, -1);
+    X509 *x = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+    BIO_free(bio);
+    if (x == NULL) {
+        ERR_clear_error();
+        snprintf(err, errlen, "%s: no PEM certificate", what);
+        return -1;
+    }
+    int rc = 0;
+    if (X509_cmp_current_time(X509_get0_notAfter(x)) < 0) {
+        snprintf(err, errlen, "%s: the certificate has expired", what);
+        rc = -1;
+    } else if (X509_cmp_current_time(X509_get0_notBefore(x)) > 0) {
+        snprintf(err, errlen, "%s: the certificate is not valid yet", what);
+        rc = -1;
+    }
+    X509_free(x);
+    return rc;
+}
+
+int pt_tls_check_material(const char *cert_pem, const char *key_pem, const char *ca_pem,
+                          char *err, size_t errlen)
+{
+    if (cert_pem != NULL && check_cert_dates(cert_pem, "certificate_chain", err, errlen) != 0)
+        return -1;
+    if (ca_pem != NULL && check_cert_dates(ca_pem, "trusted_ca", err, errlen) != 0)
+        return -1;
+    if (cert_pem != NULL && key_pem != NULL) {
+        SSL_CTX *tmp = SSL_CTX_new(TLS_server_method());
+        int rc = tmp && load_cert_chain(tmp, cert_pem, err, errlen) == 0 &&
+                         load_key(tmp, key_pem, err, errlen) == 0
+                     ? 0
+                     : -1;
+        SSL_CTX_free(tmp);
+        return rc;
+    }
+    return 0;
+}
+
+static char *strdup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static void free_secret(char *s)
+{
+    if (s != NULL) {
+        OPENSSL_cleanse(s, strlen(s));
+        free(s);
+    }
+}
+
+static void register_ctx(pt_tls_context_t *ctx)
+{
+    pthread_mutex_lock(&registry_lock);
+    ctx->next_all = registry;
+    if (registry != NULL)
+        registry->prev_all = ctx;
+    registry = ctx;
+    pthread_mutex_unlock(&registry_lock);
+}
+
+pt_tls_context_t *pt_tls_contexts_first(void)
+{
+    return registry;
+}
+
+void pt_tls_contexts_lock(void)
+{
+    pthread_mutex_lock(&registry_lock);
+}
+
+void pt_tls_contexts_unlock(void)
+{
+    pthread_mutex_unlock(&registry_lock);
+}
+
+pt_tls_context_t *pt_tls_context_new(const pt_tls_settings_t *t, const char *scope,
+                                     const char *owner, char *err, size_t errlen)
+{
+    pthread_once(&ex_once, init_ex_index);
+    pt_tls_context_t *ctx = calloc(1, sizeof(*ctx));
+    if (ctx == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    ctx->settings = t;
+    pthread_mutex_init(&ctx->lock, NULL);
+    ctx->stat_scope = scope;
+    ctx->stat_owner = owner;
+    char *cert = NULL, *key = NULL, *ca = NULL;
+    /* SDS secrets are loaded by tls/secret.c once the context exists; static material now. */
+    if (t->has_cert && t->cert_sds == NULL) {
+        cert = pt_data_source_read(&t->cert_chain, NULL, err, errlen);
+        if (cert == NULL)
+            goto fail;
+        key = pt_data_source_read(&t->private_key, NULL, err, errlen);
+        if (key == NULL)
+            goto fail;
+        ctx->cert_origin = t->cert_chain.filename ? t->cert_chain.filename : "<inline>";
+    }
+    if (t->trusted_ca.filename != NULL || t->trusted_ca.inline_data != NULL) {
+        ca = pt_data_source_read(&t->trusted_ca, NULL, err, errlen);
+        if (ca == NULL)
+            goto fail;
+        ctx->ca_origin = t->trusted_ca.filename ? t->trusted_ca.filename : "<inline>";
+    }
+    ctx->current = build_ssl_ctx(ctx, cert, key, ca, err, errlen);
+    if (ctx->current == NULL)
+        goto fail;
+    ctx->cert_pem = cert;
+    ctx->key_pem = key;
+    ctx->ca_pem = ca;
+#define PT_X(n) ctx->stats.n = pt_stats_counter(scope, scope[0] == 'c' ? "envoy_cluster_name" : "envoy_listener_address", owner, "ssl." #n);
+    PT_TLS_STATS(PT_X)
+#undef PT_X
+    register_ctx(ctx);
+    return ctx;
+fail:
+    free(cert);
+    if (key != NULL) {
+        OPENSSL_cleanse(key, strlen(key));
+        free(key);
+    }
+    free(ca);
+    pthread_mutex_destroy(&ctx->lock);
+    free(ctx);
+    return NULL;
+}
+
+void pt_tls_context_free(pt_tls_context_t *ctx)
+{
+    if (ctx == NULL)
+        return;
+    pthread_mutex_lock(&registry_lock);
+    if (ctx->prev_all != NULL)
+        ctx->prev_all->next_all = ctx->next_all;
+    else if (registry == ctx)
+        registry = ctx->next_all;
+    if (ctx->next_all != NULL)
+        ctx->next_all->prev_all = ctx->prev_all;
+    pthread_mutex_unlock(&registry_lock);
+    SSL_CTX_free(ctx->current);
+    free_secret(ctx->cert_pem);
+    free_secret(ctx->key_pem);
+    free_secret(ctx->ca_pem);
+    pthread_mutex_destroy(&ctx->lock);
+    free(ctx);
+}
+
+SSL_CTX *pt_tls_context_acquire(pt_tls_context_t *ctx)
+{
+    pthread_mutex_lock(&ctx->lock);
+    SSL_CTX *s = ctx->current;
+    if (s != NULL)
+        SSL_CTX_up_ref(s);
+    pthread_mutex_unlock(&ctx->lock);
+    return s;
+}
+
+int pt_tls_context_update(pt_tls_context_t *ctx, const char *cert_pem, const char *key_pem,
+                          const char *ca_pem, const char *origin, char *err, size_t errlen)
+{
+    if ((cert_pem == NULL) != (key_pem == NULL)) {
+        snprintf(err, errlen, "a certificate and its private key must change together");
+        return -1;
+    }
+    if (pt_tls_check_material(cert_pem, key_pem, ca_pem, err, errlen) != 0)
+        return -1;
+    /* Material not being replaced is taken from what is loaded now. */
+    pthread_mutex_lock(&ctx->lock);
+    char *use_cert = strdup_or_null(cert_pem ? cert_pem : ctx->cert_pem);
+    char *use_key = strdup_or_null(key_pem ? key_pem : ctx->key_pem);
+    char *use_ca = strdup_or_null(ca_pem ? ca_pem : ctx->ca_pem);
+    pthread_mutex_unlock(&ctx->lock);
+    SSL_CTX *n = build_ssl_ctx(ctx, use_cert, use_key, use_ca, err, errlen);
+    if (n == NULL) {
+        free_secret(use_cert);
+        free_secret(use_key);
+        free_secret(use_ca);
+        return -1;
+    }
+    pthread_mutex_lock(&ctx->lock);
+    SSL_CTX *old = ctx->current;
+    ctx->current = n;
+    char *oc = ctx->cert_pem, *ok = ctx->key_pem, *oca = ctx->ca_pem;
+    ctx->cert_pem = use_cert;
+    ctx->key_pem = use_key;
+    ctx->ca_pem = use_ca;
+    if (cert_pem != NULL)
+        ctx->cert_origin = origin;
+    if (ca_pem != NULL)
+        ctx->ca_origin = origin;
+    pthread_mutex_unlock(&ctx->lock);
+    free_secret(oc);
+    free_secret(ok);
+    free_secret(oca);
+    SSL_CTX_free(old); /* connections made with it keep their own reference */
+    return 0;
+}

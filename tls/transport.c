@@ -1,0 +1,296 @@
+#include "tls/transport.h"
+
+#include <errno.h>
+#include <openssl/err.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "proxy/log.h"
+
+#define TLS_WRITE_CHUNK 16384 /* one full record per SSL_write */
+
+typedef struct pt_tls_conn {
+    SSL *ssl;
+    pt_tls_context_t *ctx;
+    int server;
+    int fd_set;
+    int handshake_done;
+    int verified;
+    pt_tls_identity_t peer;
+    char *local_uri_san;
+    char *sni;
+    char alpn[64];
+} pt_tls_conn_t;
+
+void *pt_tls_conn_new(pt_tls_context_t *ctx, int server, const char *sni)
+{
+    pt_tls_conn_t *t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        return NULL;
+    SSL_CTX *sctx = pt_tls_context_acquire(ctx);
+    t->ssl = sctx ? SSL_new(sctx) : NULL;
+    SSL_CTX_free(sctx); /* the SSL holds its own reference */
+    if (t->ssl == NULL) {
+        free(t);
+        return NULL;
+    }
+    t->ctx = ctx;
+    t->server = server;
+    if (server) {
+        SSL_set_accept_state(t->ssl);
+    } else {
+        SSL_set_connect_state(t->ssl);
+        if (sni != NULL && sni[0])
+            SSL_set_tlsext_host_name(t->ssl, sni);
+    }
+    return t;
+}
+
+void pt_tls_conn_discard(void *transport_ctx)
+{
+    pt_tls_conn_t *t = transport_ctx;
+    if (t == NULL)
+        return;
+    SSL_free(t->ssl);
+    free(t);
+}
+
+static void handshake_finished(pt_conn_t *c, pt_tls_conn_t *t)
+{
+    t->handshake_done = 1;
+    pt_tls_stats_t *st = &t->ctx->stats;
+    pt_stat_inc(st->handshake);
+    if (SSL_session_reused(t->ssl))
+        pt_stat_inc(st->session_reused);
+    X509 *peer = SSL_get1_peer_certificate(t->ssl);
+    if (peer == NULL) {
+        if (t->server)
+            pt_stat_inc(st->no_certificate);
+    } else {
+        pt_identity_from_cert(&t->peer, peer);
+        t->verified = t->ctx->settings->has_validation &&
+                      SSL_get_verify_result(t->ssl) == X509_V_OK;
+        X509_free(peer);
+    }
+    X509 *local = SSL_get_certificate(t->ssl);
+    if (local != NULL) {
+        pt_tls_identity_t id;
+        pt_identity_from_cert(&id, local);
+        if (id.nuri > 0)
+            t->local_uri_san = strdup(id.uri_sans[0]);
+        pt_identity_dispose(&id);
+    }
+    const char *sn = SSL_get_servername(t->ssl, TLSEXT_NAMETYPE_host_name);
+    if (sn != NULL)
+        t->sni = strdup(sn);
+    const unsigned char *a;
+    unsigned alen;
+    SSL_get0_alpn_selected(t->ssl, &a, &alen);
+    if (alen > 0 && alen < sizeof(t->alpn)) {
+        memcpy(t->alpn, a, alen);
+        t->alpn[alen] = '\0';
+    }
+    pt_debug("tls: handshake done (%s, %s)%s", SSL_get_version(t->ssl), SSL_get_cipher(t->ssl),
+             SSL_session_reused(t->ssl) ? " resumed" : "");
+    (void)c;
+}
+
+/* Counts why a handshake failed, in Envoy's terms. */
+static void handshake_failed(pt_tls_conn_t *t)
+{
+    pt_tls_stats_t *st = &t->ctx->stats;
+    unsigned long e = ERR_peek_error();
+    if (t->server && ERR_GET_REASON(e) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE)
+        pt_stat_inc(st->fail_verify_no_cert);
+    pt_stat_inc(st->connection_error);
+    if (pt_log_threshold <= PT_LOG_DEBUG) {
+        char buf[256] = "";
+        if (e != 0)
+            ERR_error_string_n(e, buf, sizeof(buf));
+        pt_debug("tls: handshake failed: %s", buf[0] ? buf : "connection closed");
+    }
+    ERR_clear_error();
+}
+
+static int tls_handshake(pt_conn_t *c)
+{
+    pt_tls_conn_t *t = c->transport_ctx;
+    if (!t->fd_set) {
+        SSL_set_fd(t->ssl, c->fd);
+        t->fd_set = 1;
+    }
+    ERR_clear_error();
+    int rc = SSL_do_handshake(t->ssl);
+    if (rc == 1) {
+        handshake_finished(c, t);
+        return 0;
+    }
+    switch (SSL_get_error(t->ssl, rc)) {
+    case SSL_ERROR_WANT_READ:
+        c->flags &= ~PT_CONN_F_READ_WANTS_WRITE;
+        return -EAGAIN;
+    case SSL_ERROR_WANT_WRITE:
+        c->flags |= PT_CONN_F_READ_WANTS_WRITE; /* during a handshake: wait for writability */
+        return -EAGAIN;
+    default:
+        handshake_failed(t);
+        return -EPROTO;
+    }
+}
+
+static ssize_t tls_read(pt_conn_t *c, void *buf, size_t len)
+{
+    pt_tls_conn_t *t = c->transport_ctx;
+    ERR_clear_error();
+    int n = SSL_read(t->ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
+    if (n > 0)
+        return n;
+    switch (SSL_get_error(t->ssl, n)) {
+    case SSL_ERROR_ZERO_RETURN:
+        return 0; /* close_notify */
+    case SSL_ERROR_WANT_READ:
+        return -EAGAIN;
+    case SSL_ERROR_WANT_WRITE:
+        c->flags |= PT_CONN_F_READ_WANTS_WRITE;
+        return -EAGAIN;
+    case SSL_ERROR_SYSCALL:
+        /* A FIN without close_notify: treat as end of stream, like most proxies do. */
+        if (errno == 0 || ERR_peek_error() == 0) {
+            ERR_clear_error();
+            return errno == ECONNRESET ? -ECONNRESET : 0;
+        }
+        ERR_clear_error();
+        return -EIO;
+    default:
+        pt_stat_inc(t->ctx->stats.connection_error);
+        ERR_clear_error();
+        return -EPROTO;
+    }
+}
+
+static ssize_t tls_writev(pt_conn_t *c, const struct iovec *iov, int iovcnt)
+{
+    pt_tls_conn_t *t = c->transport_ctx;
+    /* Gather into full records: small iovecs (chunk framing) must not become tiny records. */
+    static _Thread_local char staging[TLS_WRITE_CHUNK];
+    size_t n = 0;
+    const void *src;
+    if (iovcnt >= 1 && iov[0].iov_len >= TLS_WRITE_CHUNK) {
+        src = iov[0].iov_base;
+        n = TLS_WRITE_CHUNK;
+    } else {
+        for (int i = 0; i < iovcnt && n < TLS_WRITE_CHUNK; i++) {
+            size_t take = iov[i].iov_len < TLS_WRITE_CHUNK - n ? iov[i].iov_len : TLS_WRITE_CHUNK - n;
+            memcpy(staging + n, iov[i].iov_base, take);
+            n += take;
+        }
+        src = staging;
+    }
+    if (n == 0)
+        return 0;
+    ERR_clear_error();
+    int w = SSL_write(t->ssl, src, (int)n);
+    if (w > 0)
+        return w;
+    switch (SSL_get_error(t->ssl, w)) {
+    case SSL_ERROR_WANT_WRITE:
+        return -EAGAIN;
+    case SSL_ERROR_WANT_READ:
+        c->flags |= PT_CONN_F_WRITE_WANTS_READ;
+        return -EAGAIN;
+    case SSL_ERROR_SYSCALL:
+        ERR_clear_error();
+        return errno ? -errno : -EPIPE;
+    default:
+        ERR_clear_error();
+        return -EPROTO;
+    }
+}
+
+static void tls_shutdown(pt_conn_t *c)
+{
+    pt_tls_conn_t *t = c->transport_ctx;
+    if (t->handshake_done) {
+        ERR_clear_error();
+        SSL_shutdown(t->ssl); /* close_notify; we do not wait for the peer's */
+        ERR_clear_error();
+    }
+    shutdown(c->fd, SHUT_WR);
+}
+
+static int tls_has_pending(pt_conn_t *c)
+{
+    pt_tls_conn_t *t = c->transport_ctx;
+    return t->handshake_done && SSL_pending(t->ssl) > 0;
+}
+
+static void tls_dispose(pt_conn_t *c)
+{
+    pt_tls_conn_t *t = c->transport_ctx;
+    if (t == NULL)
+        return;
+    SSL_free(t->ssl);
+    pt_identity_dispose(&t->peer);
+    free(t->local_uri_san);
+    free(t->sni);
+    free(t);
+    c->transport_ctx = NULL;
+}
+
+const pt_transport_ops_t pt_transport_tls = {
+    .name = "tls",
+    .handshake = tls_handshake,
+    .read = tls_read,
+    .writev = tls_writev,
+    .shutdown = tls_shutdown,
+    .dispose = tls_dispose,
+    .has_pending = tls_has_pending,
+};
+
+static pt_tls_conn_t *tls_of(const pt_conn_t *c)
+{
+    return c != NULL && c->transport == &pt_transport_tls ? c->transport_ctx : NULL;
+}
+
+const pt_tls_identity_t *pt_tls_peer_identity(const pt_conn_t *c)
+{
+    pt_tls_conn_t *t = tls_of(c);
+    return t != NULL && t->peer.present ? &t->peer : NULL;
+}
+
+const char *pt_tls_local_uri_san(const pt_conn_t *c)
+{
+    pt_tls_conn_t *t = tls_of(c);
+    return t ? t->local_uri_san : NULL;
+}
+
+const char *pt_tls_sni(const pt_conn_t *c)
+{
+    pt_tls_conn_t *t = tls_of(c);
+    return t ? t->sni : NULL;
+}
+
+const char *pt_tls_alpn(const pt_conn_t *c)
+{
+    pt_tls_conn_t *t = tls_of(c);
+    return t && t->alpn[0] ? t->alpn : NULL;
+}
+
+const char *pt_tls_version(const pt_conn_t *c)
+{
+    pt_tls_conn_t *t = tls_of(c);
+    return t ? SSL_get_version(t->ssl) : NULL;
+}
+
+const char *pt_tls_cipher(const pt_conn_t *c)
+{
+    pt_tls_conn_t *t = tls_of(c);
+    return t ? SSL_get_cipher(t->ssl) : NULL;
+}
+
+int pt_tls_peer_verified(const pt_conn_t *c)
+{
+    pt_tls_conn_t *t = tls_of(c);
+    return t ? t->verified : 0;
+}

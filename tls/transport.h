@@ -1,0 +1,33 @@
+/* The TLS transport socket (envoy.transport_sockets.tls): a pt_transport_ops_t that runs
+ * OpenSSL over a non-blocking socket, driven by the connection's event loop. The
+ * connection code stays the same for raw and TLS; what TLS adds (peer identity, SNI, ALPN)
+ * is read through the accessors below. */
+#ifndef PT_TLS_TRANSPORT_H
+#define PT_TLS_TRANSPORT_H
+
+#include "proxy/conn.h"
+#include "tls/context.h"
+#include "tls/identity.h"
+
+extern const pt_transport_ops_t pt_transport_tls;
+
+/* Transport state for a new connection (pt_conn_new / pt_conn_connect transport_ctx).
+ * server: accept side; sni: client SNI (may be NULL). NULL on failure. */
+void *pt_tls_conn_new(pt_tls_context_t *ctx, int server, const char *sni);
+/* Releases state made by pt_tls_conn_new that never reached a connection. */
+void pt_tls_conn_discard(void *transport_ctx);
+
+static inline int pt_conn_is_tls(const pt_conn_t *c)
+{
+    return c->transport == &pt_transport_tls;
+}
+/* After the handshake. NULL when not TLS (or no peer certificate for the identity). */
+const pt_tls_identity_t *pt_tls_peer_identity(const pt_conn_t *c);
+const char *pt_tls_local_uri_san(const pt_conn_t *c);
+const char *pt_tls_sni(const pt_conn_t *c);
+const char *pt_tls_alpn(const pt_conn_t *c);
+const char *pt_tls_version(const pt_conn_t *c);
+const char *pt_tls_cipher(const pt_conn_t *c);
+int pt_tls_peer_verified(const pt_conn_t *c);
+
+#endif
