@@ -220,11 +220,12 @@ def mem_pid(proc):
     return kids[0] if len(kids) == 1 and 'nginx' in proc.bench_name else proc.pid
 
 
-def rss_one(pid):
+def rss_one(pid, field='VmRSS'):
+    """VmRSS (or RssAnon, RssFile, ...) of one process, KiB."""
     try:
         with open('/proc/%d/status' % pid) as f:
             for line in f:
-                if line.startswith('VmRSS:'):
+                if line.startswith(field + ':'):
                     return int(line.split()[1])
     except OSError:
         pass
@@ -680,7 +681,9 @@ def suite_tcp():
     contenders['haproxy'] = {'proc': ha, 'iperf': ha_iperf, 'web': ha_web}
     time.sleep(0.5)
     names = list(contenders)
-    raw = {n: {'rss_kib_start': rss_kib(c['proc'].pid)} for n, c in contenders.items()}
+    raw = {n: {'rss_kib_start': rss_kib(c['proc'].pid),
+               'rss_anon_kib_start': rss_one(c['proc'].pid, 'RssAnon')}
+           for n, c in contenders.items()}
     raw['direct'] = {}
     for n in raw:
         for k in ('fwd', 'rev', 'conn'):
@@ -745,10 +748,12 @@ def suite_tcp():
         rows.append([label, fmt(med(pe_s)) if have_pe else 'not measured', fmt(med(ha_s)),
                      fmt_ratio(rat), ok or '-',
                      fmt(med(series('direct', test, key))) if direct else ''])
-    rows.append(['RSS after start, KiB', fmt(raw['petrel']['rss_kib_start']) if have_pe else
-                 'not measured', fmt(raw['haproxy']['rss_kib_start']),
-                 fmt_ratio(raw['petrel']['rss_kib_start'] / raw['haproxy']['rss_kib_start'])
-                 if have_pe else 'n/a', '-', ''])
+    for label, key in (('RSS after start, KiB', 'rss_kib_start'),
+                       ('  of which anonymous (heap, stacks), KiB', 'rss_anon_kib_start')):
+        rows.append([label, fmt(raw['petrel'][key]) if have_pe else 'not measured',
+                     fmt(raw['haproxy'][key]),
+                     fmt_ratio(raw['petrel'][key] / raw['haproxy'][key])
+                     if have_pe and raw['haproxy'][key] else 'n/a', '-', ''])
     headers = ['metric (median)', 'petrel', 'HAProxy', 'petrel/HAProxy', 'petrel >= HAProxy?',
                'direct (no proxy)']
     md = table(headers, rows)
@@ -864,7 +869,9 @@ def suite_http():
             continue
         time.sleep(0.2)
         contenders[n] = {'proc': proc, 'port': port}
-        raw[n] = {'rss_kib_start': rss_start, 'rss_kib_after_first_request':
+        raw[n] = {'rss_kib_start': rss_start,
+                  'rss_anon_kib_start': rss_one(mem_pid(proc), 'RssAnon'),
+                  'rss_kib_after_first_request':
                   rss_one(mem_pid(proc)), 'rss_kib_start_all_processes': rss_kib(proc.pid),
                   'rps': [], 'lat': []}
     raw['direct'] = {'rps': [], 'lat': []}
@@ -964,6 +971,8 @@ def suite_http():
             ('RSS per idle keep-alive conn, after one request, bytes',
              ('idle', 'bytes_per_conn_after_request'), 1024),
             ('RSS after start (config loaded, no traffic), KiB', ('rss_kib_start',), 4096),
+            ('  of which anonymous (heap, stacks; the rest is mapped files), KiB',
+             ('rss_anon_kib_start',), None),
             ('RSS at the end (after all tests), KiB', ('rss_kib_end',), None)]:
         v = {n: single(n, *keys) if have(n) else None for n in ('petrel', 'haproxy', 'nginx')}
         rh = v['petrel'] / v['haproxy'] if v['petrel'] is not None and v['haproxy'] else None

@@ -18,6 +18,7 @@
 #include "proxy/log.h"
 #include "proxy/server.h"
 #include "proxy/stats.h"
+#include "tls/context.h"
 
 #define ADMIN_MAX_HEAD    16384
 #define ADMIN_MAX_HEADERS 64
@@ -544,6 +545,12 @@ static void ep_memory(admin_request_t *req, admin_response_t *res)
     body_json(res, json_pack("{s:s,s:s,s:s}", "allocated", a, "heap_size", h, "buffer_chunks", c));
 }
 
+static void ep_certs(admin_request_t *req, admin_response_t *res)
+{
+    (void)req;
+    body_json(res, pt_tls_certs_json());
+}
+
 static void ep_quit(admin_request_t *req, admin_response_t *res)
 {
     pt_buf_append_str(&res->body, "OK\n");
@@ -591,6 +598,7 @@ static void ep_help(admin_request_t *req, admin_response_t *res);
 
 static const endpoint_t endpoints[] = {
     {"/", 0, ep_help, "this list"},
+    {"/certs", 0, ep_certs, "loaded TLS certificates: SANs, serials, days until expiry"},
     {"/clusters", 0, ep_clusters, "upstream clusters and hosts (?format=json)"},
     {"/config_dump", 0, ep_config_dump, "the loaded configuration, secrets redacted"},
     {"/drain_listeners", 1, ep_drain_listeners, "close listeners and drain (POST)"},

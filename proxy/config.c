@@ -8,6 +8,7 @@
 #include "proxy/cluster.h"
 #include "proxy/log.h"
 #include "tls/context.h"
+#include "tls/secret.h"
 
 static const char *const bootstrap_unsupported[] = {
     "dynamic_resources", "cluster_manager", "hds_config", "flags_path", "stats_sinks",
@@ -493,6 +494,9 @@ static void build_tls(pt_config_t *cfg, pt_cfg_t *r)
                 continue;
             }
             pt_arena_defer(&cfg->arena, free_tls_ctx, fc->tls_ctx);
+            if (pt_secret_attach(fc->tls_ctx, err, sizeof(err)) != 0)
+                pt_cfg_error(r, NULL, "static_resources.listeners[%u].filter_chains[%u]."
+                                      "transport_socket: %s", i, j, err);
         }
     }
     for (unsigned i = 0; i < cfg->nclusters; i++) {
@@ -505,6 +509,8 @@ static void build_tls(pt_config_t *cfg, pt_cfg_t *r)
             continue;
         }
         pt_arena_defer(&cfg->arena, free_tls_ctx, c->tls_ctx);
+        if (pt_secret_attach(c->tls_ctx, err, sizeof(err)) != 0)
+            pt_cfg_error(r, NULL, "static_resources.clusters[%u].transport_socket: %s", i, err);
     }
 }
 

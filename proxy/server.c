@@ -13,6 +13,7 @@
 #include "proxy/buf.h"
 #include "proxy/log.h"
 #include "proxy/stats.h"
+#include "tls/secret.h"
 
 #define DRAIN_POLL_INTERVAL 0.05
 
@@ -235,6 +236,7 @@ int pt_server_run(pt_server_t *s)
         pt_addr_format(&s->listeners[i]->address, a, sizeof(a));
         pt_info("listener %s on %s", s->listeners[i]->name, a);
     }
+    pt_secret_watch_start(s->loop);
     s->state = PT_SERVER_LIVE;
     pt_info("petrel %s started: %u worker%s, config %s", PT_VERSION, n, n == 1 ? "" : "s",
             s->opts.config_path);
@@ -249,6 +251,7 @@ int pt_server_run(pt_server_t *s)
 
 void pt_server_dispose(pt_server_t *s)
 {
+    pt_secret_watch_stop();
     if (s->admin != NULL) {
         pt_admin_stop(s->admin);
         s->admin = NULL;

@@ -15,6 +15,7 @@
 
 #include "proxy/log.h"
 #include "tls/identity.h"
+#include "tls/secret.h"
 
 /* Envoy's defaults, in OpenSSL's spelling: ECDHE with AEAD ciphers only (TLS 1.2; TLS 1.3
  * suites are AEAD by construction). */
@@ -923,6 +924,7 @@ void pt_tls_context_free(pt_tls_context_t *ctx)
 {
     if (ctx == NULL)
         return;
+    pt_secret_detach(ctx);
     pthread_mutex_lock(&registry_lock);
     if (ctx->prev_all != NULL)
         ctx->prev_all->next_all = ctx->next_all;
@@ -988,4 +990,77 @@ int pt_tls_context_update(pt_tls_context_t *ctx, const char *cert_pem, const cha
     free_secret(oca);
     SSL_CTX_free(old); /* connections made with it keep their own reference */
     return 0;
+}
+
+/* ======================================================================================
+ * /certs
+ * ====================================================================================== */
+
+static void asn1_time_iso(const ASN1_TIME *t, char *out, size_t len)
+{
+    struct tm tm;
+    if (ASN1_TIME_to_tm(t, &tm) == 1)
+        strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    else
+        snprintf(out, len, "?");
+}
+
+static json_t *cert_details(X509 *x, const char *origin)
+{
+    pt_tls_identity_t id;
+    pt_identity_from_cert(&id, x);
+    json_t *sans = json_array();
+    for (unsigned i = 0; i < id.nuri; i++)
+        json_array_append_new(sans, json_pack("{s:s}", "uri", id.uri_sans[i]));
+    for (unsigned i = 0; i < id.ndns; i++)
+        json_array_append_new(sans, json_pack("{s:s}", "dns", id.dns_sans[i]));
+    for (unsigned i = 0; i < id.nip; i++)
+        json_array_append_new(sans, json_pack("{s:s}", "ip_address", id.ip_sans[i]));
+    char from[32], to[32];
+    asn1_time_iso(X509_get0_notBefore(x), from, sizeof(from));
+    asn1_time_iso(X509_get0_notAfter(x), to, sizeof(to));
+    int days = 0, secs = 0;
+    ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(x));
+    json_t *j = json_pack("{s:s,s:s,s:s,s:o,s:s,s:s,s:s}", "path", origin ? origin : "<inline>",
+                          "serial_number", id.serial ? id.serial : "", "subject",
+                          id.subject ? id.subject : "", "subject_alt_names", sans,
+                          "days_until_expiration", "", "valid_from", from, "expiration_time", to);
+    char d[16];
+    snprintf(d, sizeof(d), "%d", days);
+    json_object_set_new(j, "days_until_expiration", json_string(d));
+    pt_identity_dispose(&id);
+    return j;
+}
+
+static json_t *pem_details(const char *pem, const char *origin)
+{
+    json_t *arr = json_array();
+    if (pem == NULL)
+        return arr;
+    BIO *bio = BIO_new_mem_buf(pem, -1);
+    X509 *x;
+    while (bio && (x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+        json_array_append_new(arr, cert_details(x, origin));
+        X509_free(x);
+    }
+    ERR_clear_error();
+    BIO_free(bio);
+    return arr;
+}
+
+json_t *pt_tls_certs_json(void)
+{
+    json_t *certs = json_array();
+    pthread_mutex_lock(&registry_lock);
+    for (pt_tls_context_t *c = registry; c != NULL; c = c->next_all) {
+        pthread_mutex_lock(&c->lock);
+        json_t *entry = json_pack("{s:o,s:o}", "ca_cert", pem_details(c->ca_pem, c->ca_origin),
+                                  "cert_chain", pem_details(c->cert_pem, c->cert_origin));
+        pthread_mutex_unlock(&c->lock);
+        json_object_set_new(entry, "owner",
+                            json_sprintf("%s.%s", c->stat_scope, c->stat_owner));
+        json_array_append_new(certs, entry);
+    }
+    pthread_mutex_unlock(&registry_lock);
+    return json_pack("{s:o}", "certificates", certs);
 }

@@ -13,6 +13,7 @@
 #ifndef PT_TLS_CONTEXT_H
 #define PT_TLS_CONTEXT_H
 
+#include <jansson.h>
 #include <openssl/ssl.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -138,6 +139,9 @@ SSL_CTX *pt_tls_context_acquire(pt_tls_context_t *ctx);
  * current material. */
 int pt_tls_context_update(pt_tls_context_t *ctx, const char *cert_pem, const char *key_pem,
                           const char *ca_pem, const char *origin, char *err, size_t errlen);
+
+/* Every loaded certificate and CA, in the shape of Envoy's /certs admin output. */
+json_t *pt_tls_certs_json(void);
 
 /* Iterates over every live context (main thread). */
 pt_tls_context_t *pt_tls_contexts_first(void);
