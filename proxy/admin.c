@@ -32,9 +32,12 @@ struct pt_admin {
     ev_timer backoff; /* restarts io after an EMFILE/ENFILE pause */
 };
 
+#define ADMIN_REQUEST_TIMEOUT 10.0 /* seconds a client has to send its request */
+
 typedef struct admin_conn {
     pt_admin_t *admin;
     pt_conn_t *conn;
+    ev_timer timeout;
     pt_h1_head_t head;
     pt_h1_header_t headers[ADMIN_MAX_HEADERS];
 } admin_conn_t;
@@ -561,7 +564,7 @@ static void ep_quit(admin_request_t *req, admin_response_t *res)
 static void ep_drain_listeners(admin_request_t *req, admin_response_t *res)
 {
     pt_buf_append_str(&res->body, "OK\n");
-    pt_server_drain(req->admin->server);
+    pt_server_drain_listeners(req->admin->server);
 }
 
 static void ep_reopen_logs(admin_request_t *req, admin_response_t *res)
@@ -632,6 +635,8 @@ static const char *reason_phrase(int status)
         return "Not Found";
     case 405:
         return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
     case 431:
         return "Request Header Fields Too Large";
     case 503:
@@ -664,6 +669,15 @@ static void dispatch(admin_request_t *req, admin_response_t *res)
     ep_help(req, res);
 }
 
+static void admin_conn_free(admin_conn_t *ac)
+{
+    if (ac == NULL)
+        return;
+    if (ac->admin != NULL)
+        ev_timer_stop(ac->admin->server->loop, &ac->timeout);
+    free(ac);
+}
+
 static void send_response(admin_conn_t *ac, admin_response_t *res, int head_only)
 {
     pt_buf_t out = {0};
@@ -679,7 +693,7 @@ static void send_response(admin_conn_t *ac, admin_response_t *res, int head_only
     pt_buf_dispose(&res->body);
     pt_conn_write(ac->conn, &out);
     pt_conn_close(ac->conn, PT_CLOSE_FLUSH);
-    free(ac);
+    admin_conn_free(ac);
 }
 
 static void error_response(admin_conn_t *ac, int status, const char *why)
@@ -701,7 +715,7 @@ static void admin_on_read(pt_conn_t *c)
     if (rc == PT_H1_INCOMPLETE) {
         if (c->flags & PT_CONN_F_EOF) {
             pt_conn_close(c, PT_CLOSE_NOW);
-            free(ac);
+            admin_conn_free(ac);
         }
         return;
     }
@@ -732,7 +746,7 @@ static void admin_on_error(pt_conn_t *c, int status)
     (void)status;
     admin_conn_t *ac = c->data;
     pt_conn_close(c, PT_CLOSE_NOW);
-    free(ac);
+    admin_conn_free(ac);
 }
 
 static void admin_on_connect(pt_conn_t *c, int status)
@@ -753,6 +767,16 @@ static void admin_on_backoff(struct ev_loop *loop, ev_timer *t, int revents)
     (void)revents;
     pt_admin_t *a = t->data;
     ev_io_start(loop, &a->io);
+}
+
+static void error_response(admin_conn_t *ac, int status, const char *why);
+
+/* A client that opens the admin port and never finishes its request gets 408. */
+static void on_admin_timeout(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    error_response(t->data, 408, "request timeout");
 }
 
 static void admin_on_accept(struct ev_loop *loop, ev_io *io, int revents)
@@ -776,13 +800,16 @@ static void admin_on_accept(struct ev_loop *loop, ev_io *io, int revents)
         admin_conn_t *ac = calloc(1, sizeof(*ac));
         pt_conn_t *c = ac ? pt_conn_new(&a->server->main_worker, fd, &peer, NULL, NULL) : NULL;
         if (c == NULL) {
-            free(ac);
+            admin_conn_free(ac);
             close(fd);
             continue;
         }
         ac->admin = a;
         ac->conn = c;
         ac->head.headers = ac->headers;
+        ev_timer_init(&ac->timeout, on_admin_timeout, ADMIN_REQUEST_TIMEOUT, 0.);
+        ac->timeout.data = ac;
+        ev_timer_start(loop, &ac->timeout);
         pt_conn_start(c, &admin_handler, ac);
     }
 }

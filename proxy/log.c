@@ -6,7 +6,7 @@
 #include <time.h>
 #include <unistd.h>
 
-pt_log_level_t pt_log_threshold = PT_LOG_INFO;
+_Atomic pt_log_level_t pt_log_threshold = PT_LOG_INFO;
 
 static _Thread_local char thread_tag[16] = "main";
 

@@ -5,6 +5,7 @@
 #define PT_LOG_H
 
 #include <stdarg.h>
+#include <stdatomic.h>
 
 typedef enum pt_log_level {
     PT_LOG_TRACE,
@@ -16,7 +17,8 @@ typedef enum pt_log_level {
     PT_LOG_OFF
 } pt_log_level_t;
 
-extern pt_log_level_t pt_log_threshold;
+/* Read by every thread, changed by the admin: relaxed atomic access. */
+extern _Atomic pt_log_level_t pt_log_threshold;
 
 /* Parses Envoy's level names (trace, debug, info, warning/warn, error, critical, off). */
 int pt_log_level_parse(const char *name, pt_log_level_t *out);
@@ -28,7 +30,7 @@ void pt_log_write(pt_log_level_t level, const char *fmt, ...) __attribute__((for
 
 #define PT_LOG(level, ...)                                                                     \
     do {                                                                                       \
-        if ((level) >= pt_log_threshold)                                                       \
+        if ((level) >= atomic_load_explicit(&pt_log_threshold, memory_order_relaxed))           \
             pt_log_write((level), __VA_ARGS__);                                                \
     } while (0)
 #define pt_trace(...) PT_LOG(PT_LOG_TRACE, __VA_ARGS__)

@@ -13,6 +13,7 @@
 #include "proxy/buf.h"
 #include "proxy/log.h"
 #include "proxy/stats.h"
+#include "proxy/time.h"
 #include "tls/secret.h"
 
 #define DRAIN_POLL_INTERVAL 0.05
@@ -102,23 +103,33 @@ static void on_drain_poll(struct ev_loop *loop, ev_timer *t, int revents)
     if (active == 0) {
         pt_info("drain complete: no open connections");
         pt_server_stop(s);
-    } else if (wall_now() >= s->drain_deadline) {
+    } else if (pt_now_ms() >= s->drain_deadline_ms) {
         pt_info("drain time over with %llu connections open: closing them",
                 (unsigned long long)active);
         pt_server_stop(s);
     }
 }
 
-void pt_server_drain(pt_server_t *s)
+void pt_server_drain_listeners(pt_server_t *s)
 {
-    if (s->state != PT_SERVER_LIVE)
+    if (s->listeners_closed || s->state == PT_SERVER_STOPPED)
         return;
+    s->listeners_closed = 1;
     s->state = PT_SERVER_DRAINING;
-    pt_info("draining: listeners closed, waiting up to %.1fs for open connections",
-            s->opts.drain_time_s);
+    pt_info("draining: listeners closed");
     for (unsigned i = 0; i < s->nworkers; i++)
         pt_worker_post(&s->workers[i], worker_close_listeners, NULL);
-    s->drain_deadline = wall_now() + s->opts.drain_time_s;
+}
+
+void pt_server_drain(pt_server_t *s)
+{
+    if (s->exit_pending || s->state == PT_SERVER_STOPPED)
+        return;
+    s->exit_pending = 1;
+    pt_server_drain_listeners(s);
+    pt_info("waiting up to %.1fs for open connections, then exiting", s->opts.drain_time_s);
+    /* Monotonic: a wall-clock step must not cut the drain short or stretch it. */
+    s->drain_deadline_ms = pt_now_ms() + (uint64_t)(s->opts.drain_time_s * 1000.0);
     ev_timer_init(&s->drain_poll, on_drain_poll, DRAIN_POLL_INTERVAL, DRAIN_POLL_INTERVAL);
     s->drain_poll.data = s;
     ev_timer_start(s->loop, &s->drain_poll);

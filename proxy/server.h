@@ -45,7 +45,9 @@ typedef struct pt_server {
     ev_signal sigterm, sigint;
     unsigned signals_caught;  /* SIGTERM/SIGINT so far: the second one stops at once */
     ev_timer drain_poll;
-    double drain_deadline;
+    uint64_t drain_deadline_ms;    /* monotonic */
+    int listeners_closed;          /* drain_listeners ran */
+    int exit_pending;              /* a drain that ends the process is under way */
     int exit_code;
 } pt_server_t;
 
@@ -56,6 +58,9 @@ int pt_server_run(pt_server_t *s);
 void pt_server_dispose(pt_server_t *s);
 /* Starts the graceful drain (SIGTERM) or stops at once (POST /quitquitquit). */
 void pt_server_drain(pt_server_t *s);
+/* Closes the listeners only (POST /drain_listeners, a preStop hook): the process keeps
+ * serving open connections and exits only on a later SIGTERM or /quitquitquit. */
+void pt_server_drain_listeners(pt_server_t *s);
 void pt_server_stop(pt_server_t *s);
 const char *pt_server_state_str(pt_server_state_t st);
 

@@ -23,6 +23,15 @@ LARGE = 256 * MiB
 UUID4 = re.compile(r'^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$')
 
 
+class Upstream(HttpUpstream):
+    """HttpUpstream with TCP_NODELAY: it writes a response head and body with separate
+    sends, which Nagle + delayed ACK would hold ~40 ms on a reused connection."""
+
+    def handle(self, sock, cid):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().handle(sock, cid)
+
+
 def http_config(port, admin, upstream_port, route_extra=None, cluster_extra=None, **hcm_extra):
     """One HTTP listener (stat prefix "ingress"), every path routed to cluster "up"."""
     route = h.route_prefix('/', 'up', timeout='20s', **(route_extra or {}))
@@ -37,7 +46,7 @@ class ProxyCase(unittest.TestCase):
     """Each test gets a fresh upstream; ``start()`` runs petrel in front of it."""
 
     def setUp(self):
-        self.up = HttpUpstream(name='up')
+        self.up = Upstream(name='up')
         self.addCleanup(self.up.close)
 
     def start(self, **kw):

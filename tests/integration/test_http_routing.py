@@ -9,6 +9,7 @@ Run: PETREL_BIN=build/petrel /usr/bin/python3 tests/integration/test_http_routin
 
 import math
 import os
+import socket
 import sys
 import unittest
 
@@ -17,6 +18,15 @@ import harness as h  # noqa: E402
 from upstreams import HttpUpstream  # noqa: E402
 
 NAMES = ('a', 'b', 'c', 'd')
+
+
+class Upstream(HttpUpstream):
+    """HttpUpstream with TCP_NODELAY: it writes a response head and body with separate
+    sends, which Nagle + delayed ACK would hold ~40 ms on a reused connection."""
+
+    def handle(self, sock, cid):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().handle(sock, cid)
 
 
 def to(cluster, match, **action):
@@ -53,7 +63,7 @@ class RoutingCase(unittest.TestCase):
         cls.ups = {}
         try:
             for n in NAMES:
-                cls.ups[n] = HttpUpstream(name=n)
+                cls.ups[n] = Upstream(name=n)
         except BaseException:
             cls.tearDownClass()
             raise

@@ -525,9 +525,9 @@ static void test_unsupported_fields(void)
     REJECTS("{'static_resources': {'secrets': []}}",
             "static_resources.secrets: field is not supported");
     REJECTS(BOOT(CLUSTER("a"), "{'name': 'l', 'address': " SA("127.0.0.1", 1) ", "
-                               "'listener_filters': [], 'filter_chains': [{'filters': [" TCP("a")
+                               "'use_original_dst': true, 'filter_chains': [{'filters': [" TCP("a")
                                "]}]}"),
-            L0 ".listener_filters: field is not supported");
+            L0 ".use_original_dst: field is not supported");
     REJECTS(BOOT(CLUSTER("a"), "{'name': 'l', 'address': " SA("127.0.0.1", 1) ", "
                                "'filter_chains': [{'transport_socket': {}, 'filters': [" TCP("a")
                                "]}]}"),
@@ -786,8 +786,7 @@ static void test_filters(void)
     REJECTS(BOOT(CLUSTER("a"), "{'name': 'l', 'address': " SA("127.0.0.1", 1) ", "
                                "'filter_chains': [{'filters': [" TCP("a") "]}, {'filters': ["
                                TCP("a") "]}]}"),
-            L0 ".filter_chains: more than one filter chain needs filter_chain_match, which is "
-               "not supported yet");
+            L0 ".filter_chains: filter chains 0 and 1 have the same filter_chain_match");
 }
 
 /* ---- JSON types ---------------------------------------------------------------------- */
