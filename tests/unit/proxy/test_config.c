@@ -531,7 +531,7 @@ static void test_unsupported_fields(void)
     REJECTS(BOOT(CLUSTER("a"), "{'name': 'l', 'address': " SA("127.0.0.1", 1) ", "
                                "'filter_chains': [{'transport_socket': {}, 'filters': [" TCP("a")
                                "]}]}"),
-            L0 ".filter_chains[0].transport_socket: field is not supported");
+            L0 ".filter_chains[0].transport_socket.typed_config: is required");
     REJECTS(BOOT(CLUSTER("a"),
                  LISTENER("l", 1, "{'name': 'tcp', 'typed_config': {'@type': '" TCP_TYPE
                                   "', 'stat_prefix': 's', 'cluster': 'a', "
@@ -927,7 +927,7 @@ static void test_rejected_registers_nothing(void)
 /* KNOWN BUG (config.c parse_listener / parse_filter_chain): an empty list is reported with
  * the field name twice in its path ("filter_chains.filter_chains: must not be empty"): the
  * error is raised with the field name while the reader is already inside the list. */
-static void test_known_bug_empty_list_path(void)
+static void test_regression_empty_list_path(void)
 {
     REJECTS(BOOT(CLUSTER("a"), "{'name': 'l', 'address': " SA("127.0.0.1", 1) ", "
                                "'filter_chains': []}"),
@@ -940,7 +940,7 @@ static void test_known_bug_empty_list_path(void)
 /* KNOWN BUG (config.c parse_listener / parse_filter_chain): a missing list is reported at
  * the parent's path with the field name inside the message ("listeners[0]: filter_chains:
  * is required") instead of at the field's own path like every other "is required". */
-static void test_known_bug_missing_list_path(void)
+static void test_regression_missing_list_path(void)
 {
     REJECTS(BOOT(CLUSTER("a"), "{'name': 'l', 'address': " SA("127.0.0.1", 1) "}"),
             L0 ".filter_chains: is required");
@@ -951,7 +951,7 @@ static void test_known_bug_missing_list_path(void)
 
 /* KNOWN BUG (config.c parse_listener / parse_filter_chain): a list of the wrong type is
  * reported twice, as "is not a list" and then as missing. */
-static void test_known_bug_wrong_type_list_reported_twice(void)
+static void test_regression_wrong_type_list_reported_twice(void)
 {
     REJECTS(BOOT(CLUSTER("a"), "{'name': 'l', 'address': " SA("127.0.0.1", 1) ", "
                                "'filter_chains': {}}"),
@@ -963,7 +963,7 @@ static void test_known_bug_wrong_type_list_reported_twice(void)
 
 /* KNOWN BUG (config.c parse_filter): an unsupported @type is the one error worth reading;
  * its other fields cannot be judged, yet each is also reported as "unknown field". */
-static void test_known_bug_unsupported_type_cascade(void)
+static void test_regression_unsupported_type_cascade(void)
 {
     REJECTS(BOOT(CLUSTER("a"),
                  LISTENER("l", 1, "{'name': 'redis', 'typed_config': {'@type': "
@@ -977,7 +977,7 @@ static void test_known_bug_unsupported_type_cascade(void)
 /* KNOWN BUG (config.c parse_clusters with cluster.c pt_cluster_parse): a cluster that is
  * present but invalid is left out of the name index, so every filter naming it also gets
  * 'unknown cluster "a"', which sends the reader looking for a typo that is not there. */
-static void test_known_bug_invalid_cluster_reference(void)
+static void test_regression_invalid_cluster_reference(void)
 {
     REJECTS(BOOT("{'name': 'a', 'connect_timeout': 'abc'}", LISTENER("l", 1, TCP("a"))),
             C0 ".connect_timeout: \"abc\" is not a duration (expected a string like \"1.5s\")");
@@ -1008,10 +1008,10 @@ int main(void)
     PT_RUN(test_both_spellings_rejected);
     PT_RUN(test_all_errors_collected);
     PT_RUN(test_rejected_registers_nothing);
-    PT_RUN(test_known_bug_empty_list_path);
-    PT_RUN(test_known_bug_missing_list_path);
-    PT_RUN(test_known_bug_wrong_type_list_reported_twice);
-    PT_RUN(test_known_bug_unsupported_type_cascade);
-    PT_RUN(test_known_bug_invalid_cluster_reference);
+    PT_RUN(test_regression_empty_list_path);
+    PT_RUN(test_regression_missing_list_path);
+    PT_RUN(test_regression_wrong_type_list_reported_twice);
+    PT_RUN(test_regression_unsupported_type_cascade);
+    PT_RUN(test_regression_invalid_cluster_reference);
     PT_TEST_EXIT();
 }
