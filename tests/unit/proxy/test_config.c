@@ -4,8 +4,8 @@
  * lands in the snapshot, with Envoy's defaults where the config is silent.
  *
  * Configs are written inline as JSON with single quotes (J() turns them into double
- * quotes), or as YAML. Tests marked KNOWN BUG expect the correct behaviour of a file this
- * suite does not own; they fail until the fix proposed in their comment is applied. */
+ * quotes), or as YAML. The regression tests at the end pin error reporting that was once
+ * wrong (duplicate paths, cascading errors). */
 #include "filters/filter.h"
 #include "proxy/cluster.h"
 #include "proxy/config.h"
@@ -724,7 +724,7 @@ static void test_required(void)
     REJECTS(BOOT(CLUSTER("a"), "{'address': " SA("127.0.0.1", 1) ", 'filter_chains': [{"
                                "'filters': [" TCP("a") "]}]}"),
             L0 ".name: is required");
-    /* (Missing and empty filter_chains / filters: see the KNOWN BUG tests.) */
+    /* (Missing and empty filter_chains / filters: see the regression tests.) */
     REJECTS(BOOT(CLUSTER("a"),
                  LISTENER("l", 1, "{'name': 'tcp', 'typed_config': {'@type': '" TCP_TYPE
                                   "', 'cluster': 'a'}}")),
@@ -921,10 +921,10 @@ static void test_rejected_registers_nothing(void)
     PT_CHECK_INT(pt_stats_find("cluster.unregistered.upstream_cx_total"), 0);
 }
 
-/* ---- KNOWN BUGS in proxy/config.c (not owned by this suite) -------------------------
+/* ---- regressions: config path reporting -------------------------
  * Each expects the correct behaviour and fails until the patch in the report is applied. */
 
-/* KNOWN BUG (config.c parse_listener / parse_filter_chain): an empty list is reported with
+/* Regression (config.c parse_listener / parse_filter_chain): an empty list is reported with
  * the field name twice in its path ("filter_chains.filter_chains: must not be empty"): the
  * error is raised with the field name while the reader is already inside the list. */
 static void test_regression_empty_list_path(void)
@@ -937,7 +937,7 @@ static void test_regression_empty_list_path(void)
             L0 ".filter_chains[0].filters: must not be empty");
 }
 
-/* KNOWN BUG (config.c parse_listener / parse_filter_chain): a missing list is reported at
+/* Regression (config.c parse_listener / parse_filter_chain): a missing list is reported at
  * the parent's path with the field name inside the message ("listeners[0]: filter_chains:
  * is required") instead of at the field's own path like every other "is required". */
 static void test_regression_missing_list_path(void)
@@ -949,7 +949,7 @@ static void test_regression_missing_list_path(void)
             L0 ".filter_chains[0].filters: is required");
 }
 
-/* KNOWN BUG (config.c parse_listener / parse_filter_chain): a list of the wrong type is
+/* Regression (config.c parse_listener / parse_filter_chain): a list of the wrong type is
  * reported twice, as "is not a list" and then as missing. */
 static void test_regression_wrong_type_list_reported_twice(void)
 {
@@ -961,7 +961,7 @@ static void test_regression_wrong_type_list_reported_twice(void)
             L0 ".filter_chains[0].filters: {} is not a list");
 }
 
-/* KNOWN BUG (config.c parse_filter): an unsupported @type is the one error worth reading;
+/* Regression (config.c parse_filter): an unsupported @type is the one error worth reading;
  * its other fields cannot be judged, yet each is also reported as "unknown field". */
 static void test_regression_unsupported_type_cascade(void)
 {
@@ -974,7 +974,7 @@ static void test_regression_unsupported_type_cascade(void)
                "RedisProxy\" is not a supported network filter");
 }
 
-/* KNOWN BUG (config.c parse_clusters with cluster.c pt_cluster_parse): a cluster that is
+/* Regression (config.c parse_clusters with cluster.c pt_cluster_parse): a cluster that is
  * present but invalid is left out of the name index, so every filter naming it also gets
  * 'unknown cluster "a"', which sends the reader looking for a typo that is not there. */
 static void test_regression_invalid_cluster_reference(void)
