@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "discovery/endpoints.h"
+#include "discovery/health_check.h"
 #include "discovery/lb.h"
 #include "proxy/worker.h"
 #include "tls/context.h"
@@ -15,7 +16,7 @@
 static const char *const cluster_unsupported[] = {
     "transport_socket_matches", "alt_stat_name", "eds_cluster_config", 
     "lb_subset_config", "ring_hash_lb_config", "maglev_lb_config", "original_dst_lb_config",
-    "least_request_lb_config", "round_robin_lb_config", "common_lb_config",
+    "least_request_lb_config", "round_robin_lb_config",
     "metadata", "protocol_selection", "upstream_connection_options",
     "close_connections_on_host_health_failure", "ignore_health_on_host_removal", "filters",
     "load_balancing_policy", "lrs_server", "track_timeout_budgets", "upstream_config",
@@ -23,7 +24,7 @@ static const char *const cluster_unsupported[] = {
     "dns_lookup_family", "dns_resolvers", "use_tcp_for_dns_lookups", "dns_resolution_config",
     "typed_dns_resolver_config", "wait_for_warm_on_init", "respect_dns_ttl", "dns_refresh_rate",
     "dns_failure_refresh_rate", "cluster_type", "circuit_breakers", "outlier_detection",
-    "health_checks", "typed_extension_protocol_options", "http2_protocol_options",
+    "typed_extension_protocol_options", "http2_protocol_options",
     "http_protocol_options", "upstream_http_protocol_options",
     "cleanup_interval", "upstream_bind_config",
     "dns_jitter", "hosts", NULL};
@@ -87,6 +88,22 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r, pt_config_t *cfg, unsigned index)
     }
 
     pt_tls_transport_socket_parse(r, &cfg->arena, "transport_socket", 0, &c->tls);
+
+    c->healthy_panic_threshold = 50.0;
+    if (pt_cfg_enter(r, "common_lb_config") > 0) {
+        static const char *const clb_unsupported[] = {
+            "zone_aware_lb_config", "locality_weighted_lb_config", "update_merge_window",
+            "ignore_new_hosts_until_first_hc", "close_connections_on_host_set_change",
+            "consistent_hashing_lb_config", "override_host_status", NULL};
+        pt_cfg_unsupported(r, clb_unsupported);
+        if (pt_cfg_enter(r, "healthy_panic_threshold") > 0) {
+            pt_cfg_double(r, "value", &c->healthy_panic_threshold, 50.0, 0.0, 100.0);
+            pt_cfg_leave(r);
+        }
+        pt_cfg_leave(r);
+    }
+    pt_health_checks_parse(r, &cfg->arena, "health_checks", &c->health_checks,
+                           &c->nhealth_checks);
 
     int rc = pt_cfg_enter(r, "load_assignment");
     if (rc > 0) {

@@ -92,6 +92,9 @@ struct pt_cluster {
     pt_host_t **hosts;
     unsigned nhosts;
     pt_cluster_stats_t stats;
+    double healthy_panic_threshold; /* percent; below it, balance over all hosts */
+    struct pt_health_check_config *health_checks; /* discovery/health_check.h */
+    unsigned nhealth_checks;
     pt_tls_settings_t *tls;    /* transport_socket: UpstreamTlsContext, or NULL (raw) */
     pt_tls_context_t *tls_ctx; /* built with the snapshot */
 };

@@ -291,6 +291,22 @@ static void arm_idle_timer(pt_http_stream_t *s)
     }
 }
 
+/* The whole request arrived: request_timeout no longer applies. The same timer carries
+ * max_stream_duration (armed with the earlier of the two deadlines), so it is re-armed for
+ * what is left of that, measured from the stream's start, instead of just stopped. */
+static void request_timer_on_request_end(pt_http_stream_t *s)
+{
+    const pt_hcm_config_t *hc = s->config;
+    ev_timer_stop(s->worker->loop, &s->request_timer);
+    if (hc->max_stream_duration_ms == 0 || (s->flags & PT_HS_COMPLETE))
+        return;
+    uint64_t elapsed_ms = (pt_now_us() - s->info.start_mono_us) / 1000;
+    uint64_t left_ms =
+        elapsed_ms < hc->max_stream_duration_ms ? hc->max_stream_duration_ms - elapsed_ms : 0;
+    ev_timer_set(&s->request_timer, (double)left_ms / 1000.0, 0.);
+    ev_timer_start(s->worker->loop, &s->request_timer);
+}
+
 static void *hcm_on_new_stream(void *owner, pt_http_codec_stream_t *cs)
 {
     pt_hcm_conn_t *h = owner;
@@ -564,8 +580,12 @@ static void hcm_on_headers(void *stream, pt_http_headers_t *headers, int end_str
     s->request_headers = headers;
     s->info.request_headers = headers;
     s->info.protocol = s->hcm->codec->ops->stream_protocol(s->cs);
-    if (end_stream)
+    if (end_stream) {
+        /* A request without a body is complete with its head (an upgrade request never
+         * is: the codec passes end_stream 0 for it). */
         s->flags |= PT_HS_REQUEST_END;
+        request_timer_on_request_end(s);
+    }
     stream_touch(s);
     const char *method = pt_http_headers_get(headers, ":method");
     if (method != NULL && strcmp(method, "HEAD") == 0)
@@ -694,8 +714,8 @@ static void hcm_on_data(void *stream, pt_buf_t *data, int end_stream)
         s->flags |= PT_HS_REQUEST_END;
     if (n > 0)
         stream_touch(s);
-    if ((s->flags & PT_HS_REQUEST_END) && (s->flags & PT_HS_UPGRADE) == 0)
-        ev_timer_stop(s->worker->loop, &s->request_timer);
+    if (end_stream && (s->flags & PT_HS_UPGRADE) == 0)
+        request_timer_on_request_end(s);
     if (s->flags & PT_HS_COMPLETE) {
         pt_buf_dispose(data);
         return;
@@ -721,7 +741,7 @@ static void hcm_on_trailers(void *stream, pt_http_headers_t *trailers)
     const pt_hcm_config_t *hc = s->config;
     s->flags |= PT_HS_REQUEST_END | PT_HS_HAS_TRAILERS;
     s->request_trailers = trailers;
-    ev_timer_stop(s->worker->loop, &s->request_timer);
+    request_timer_on_request_end(s);
     if (s->flags & PT_HS_COMPLETE)
         return;
     if (!(s->flags & PT_HS_DECODING_DONE))
@@ -904,6 +924,11 @@ static void stream_complete(pt_http_stream_t *s)
     s->prev = s->next = NULL;
     h->nstreams--;
     pt_worker_defer(s->worker, &s->release);
+    /* The codec reports the connection idle (on_idle) while it finishes the response, i.e.
+     * before the stream leaves the connection here, so that call could not arm the idle
+     * timer: arm it now that the last stream is gone. A closing connection stops it. */
+    if (h->nstreams == 0 && !h->closing)
+        hcm_on_idle(h);
 }
 
 /* Response fully sent: the stream is done when the request is too. An early response (the
