@@ -1,7 +1,9 @@
 /* ptload: the small load generator behind bench/run.sh. Compiled at run time with `cc -O2`.
  *
- *   ptload rate HOST PORT PATH RATE SECONDS CONNS [WARMUP_S]
- *       Open-loop, fixed-rate HTTP/1.1 GETs over CONNS keep-alive connections. Request i is due
+ *   ptload rate HOST PORT PATH RATE SECONDS CONNS [WARMUP_S [close]]
+ *       Open-loop, fixed-rate HTTP/1.1 GETs over CONNS keep-alive connections (with "close":
+ *       each request on a new connection, sent with Connection: close; latency then includes
+ *       the handshake). Request i is due
  *       at t0 + i/RATE; it is sent on a free connection, or queued until one frees up, and its
  *       latency runs from its due time (not its send time), so a stall shows up in the tail
  *       instead of silently lowering the rate (no coordinated omission). The first WARMUP_S
@@ -192,7 +194,7 @@ static double pct(const uint32_t *v, size_t n, double p) {
     return v[i];
 }
 
-static int run_rate(double rate, double seconds, int nconns, double warmup) {
+static int run_rate(double rate, double seconds, int nconns, double warmup, int closing) {
     conn_t *cs = calloc((size_t)nconns, sizeof *cs);
     int *freelist = malloc(sizeof(int) * (size_t)nconns);
     int nfree = 0;
@@ -303,6 +305,13 @@ static int run_rate(double rate, double seconds, int nconns, double warmup) {
             done++;
             if (c->due_ns >= rec_from && nlat < cap)
                 lat[nlat++] = (uint32_t)((t - c->due_ns) / 1000);
+            if (closing) {
+                /* Back on the free list once the new connection is established. */
+                conn_close(c);
+                if (conn_open(c, (int)idx) != 0)
+                    die("connect");
+                continue;
+            }
             freelist[nfree++] = (int)idx;
         }
     }
@@ -419,7 +428,7 @@ static int run_idle(int n) {
 
 int main(int argc, char **argv) {
     if (argc < 6) {
-        fprintf(stderr, "usage: ptload rate HOST PORT PATH RATE SECONDS CONNS [WARMUP_S]\n"
+        fprintf(stderr, "usage: ptload rate HOST PORT PATH RATE SECONDS CONNS [WARMUP_S [close]]\n"
                         "       ptload idle HOST PORT PATH N\n");
         return 2;
     }
@@ -430,15 +439,17 @@ int main(int argc, char **argv) {
         fprintf(stderr, "ptload: bad address %s\n", argv[2]);
         return 2;
     }
+    int closing = strcmp(argv[1], "rate") == 0 && argc > 9 && strcmp(argv[9], "close") == 0;
     g_req_len = (size_t)snprintf(g_req, sizeof g_req,
-                                 "GET %s HTTP/1.1\r\nHost: %s:%s\r\nUser-Agent: ptload\r\n\r\n",
-                                 argv[4], argv[2], argv[3]);
+                                 "GET %s HTTP/1.1\r\nHost: %s:%s\r\nUser-Agent: ptload\r\n%s\r\n",
+                                 argv[4], argv[2], argv[3],
+                                 closing ? "Connection: close\r\n" : "");
     g_ep = epoll_create1(EPOLL_CLOEXEC);
     if (g_ep < 0)
         die("epoll_create1");
     if (strcmp(argv[1], "rate") == 0 && argc >= 8)
         return run_rate(atof(argv[5]), atof(argv[6]), atoi(argv[7]),
-                        argc > 8 ? atof(argv[8]) : 1.0);
+                        argc > 8 ? atof(argv[8]) : 1.0, closing);
     if (strcmp(argv[1], "idle") == 0)
         return run_idle(atoi(argv[5]));
     fprintf(stderr, "ptload: unknown mode or missing arguments\n");

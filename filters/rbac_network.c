@@ -36,13 +36,6 @@ static const pt_peer_identity_t *session_identity(const pt_session_t *s)
     return NULL;
 }
 
-/* The SNI of the connection (tls_inspector / TLS transport), NULL until one records it. */
-static const char *session_sni(const pt_session_t *s)
-{
-    (void)s;
-    return NULL;
-}
-
 static int rbac_network_on_new_connection(pt_session_t *s, void *fc)
 {
     const pt_rbac_config_t *c = fc;
@@ -52,12 +45,13 @@ static int rbac_network_on_new_connection(pt_session_t *s, void *fc)
     memset(&ctx, 0, sizeof(ctx));
     ctx.direct_remote = s->conn->peer;
     ctx.remote = s->conn->peer;
-    if (c->needs & PT_RBAC_NEEDS_LOCAL) {
+    ctx.local = s->local; /* recorded at accept */
+    if (ctx.local.sa.sa_family == 0 && (c->needs & PT_RBAC_NEEDS_LOCAL)) {
         socklen_t len = sizeof(ctx.local);
         if (getsockname(s->conn->fd, &ctx.local.sa, &len) != 0)
             memset(&ctx.local, 0, sizeof(ctx.local)); /* unknown: nothing matches it */
     }
-    ctx.requested_server_name = session_sni(s);
+    ctx.requested_server_name = s->sni; /* from tls_inspector; NULL when not inspected */
     ctx.peer = session_identity(s);
 
     pt_rbac_result_t res;

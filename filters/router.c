@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "discovery/outlier.h"
 #include "filters/http_filter.h"
 #include "proxy/cluster.h"
 #include "proxy/conn_manager.h"
@@ -111,6 +112,8 @@ static void on_timeout(struct ev_loop *loop, ev_timer *t, int revents)
     if (st->flags & R_DONE)
         return;
     pt_stat_inc(st->cluster->stats.upstream_rq_timeout);
+    if (st->host != NULL && !(st->flags & R_RESP_HEADERS))
+        pt_outlier_report(st->cluster, st->host, PT_OUTLIER_TIMEOUT, 0);
     if (st->host != NULL)
         atomic_fetch_add_explicit(&st->host->rq_timeout, 1, memory_order_relaxed);
     st->flags |= R_DONE;
@@ -144,6 +147,7 @@ static void up_on_headers(void *req, pt_http_headers_t *h, int end_stream)
     const char *sv = pt_http_headers_get(h, ":status");
     int status = sv ? atoi(sv) : 0;
     pt_cluster_count_response(st->cluster, status);
+    pt_outlier_report(st->cluster, st->host, PT_OUTLIER_HTTP_RESPONSE, status);
     atomic_fetch_add_explicit(status >= 500 ? &st->host->rq_error : &st->host->rq_success, 1,
                               memory_order_relaxed);
     const router_config_t *rc = NULL;
@@ -244,6 +248,8 @@ static void up_on_reset(void *req, pt_http_reset_reason_t reason)
     st->flags |= R_DONE;
     st->ucs = NULL; /* the codec forgot the stream */
     pt_stat_inc(st->cluster->stats.upstream_rq_rx_reset);
+    if (!(st->flags & R_RESP_HEADERS))
+        pt_outlier_report(st->cluster, st->host, PT_OUTLIER_RESET, 0);
     if (reason == PT_HTTP_RESET_PROTOCOL_ERROR)
         pt_stat_inc(st->cluster->stats.upstream_cx_protocol_error);
     atomic_fetch_add_explicit(&st->host->rq_error, 1, memory_order_relaxed);

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "discovery/outlier.h"
 #include "filters/filter.h"
 #include "proxy/cluster.h"
 #include "proxy/listener.h"
@@ -272,6 +273,7 @@ static void connect_failed(tcp_proxy_t *tp, int status)
         pt_stat_inc(cs->upstream_cx_connect_timeout);
     pt_stat_inc(cs->upstream_cx_connect_fail);
     atomic_fetch_add_explicit(&tp->host->cx_connect_fail, 1, memory_order_relaxed);
+    pt_outlier_report(tp->cluster, tp->host, PT_OUTLIER_CONNECT_FAILED, 0);
     pt_debug("tcp_proxy: connect to %s failed: %s", tp->host->address_str, strerror(-status));
     pt_conn_close(tp->us, PT_CLOSE_NOW);
     upstream_released(tp);
@@ -291,6 +293,7 @@ static void us_on_connect(pt_conn_t *c, int status)
         return;
     }
     tp->state |= TP_CONNECTED;
+    pt_outlier_report(tp->cluster, tp->host, PT_OUTLIER_CONNECT_SUCCESS, 0);
     tp->last_activity_ms = pt_now_ms();
     /* Anything the client sent while we connected (and a FIN) goes out now. */
     if (pt_buf_len(&tp->ds->in) > 0 || (tp->ds->flags & PT_CONN_F_EOF))

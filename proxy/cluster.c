@@ -8,6 +8,7 @@
 #include "discovery/endpoints.h"
 #include "discovery/health_check.h"
 #include "discovery/lb.h"
+#include "discovery/outlier.h"
 #include "proxy/worker.h"
 #include "tls/context.h"
 
@@ -23,7 +24,7 @@ static const char *const cluster_unsupported[] = {
     "track_cluster_stats", "preconnect_policy", "connection_pool_per_downstream_connection",
     "dns_lookup_family", "dns_resolvers", "use_tcp_for_dns_lookups", "dns_resolution_config",
     "typed_dns_resolver_config", "wait_for_warm_on_init", "respect_dns_ttl", "dns_refresh_rate",
-    "dns_failure_refresh_rate", "cluster_type", "circuit_breakers", "outlier_detection",
+    "dns_failure_refresh_rate", "cluster_type", "circuit_breakers",
     "typed_extension_protocol_options", "http2_protocol_options",
     "http_protocol_options", "upstream_http_protocol_options",
     "cleanup_interval", "upstream_bind_config",
@@ -104,6 +105,10 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r, pt_config_t *cfg, unsigned index)
     }
     pt_health_checks_parse(r, &cfg->arena, "health_checks", &c->health_checks,
                            &c->nhealth_checks);
+    if (pt_cfg_enter(r, "outlier_detection") > 0) {
+        c->outlier = pt_outlier_parse(r, &cfg->arena);
+        pt_cfg_leave(r);
+    }
 
     int rc = pt_cfg_enter(r, "load_assignment");
     if (rc > 0) {

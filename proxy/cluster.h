@@ -74,6 +74,7 @@ typedef struct pt_host {
     uint32_t weight;
     uint32_t priority;
     _Atomic uint32_t health; /* pt_host_health bits; 0 = healthy */
+    struct pt_outlier_host *outlier;  /* discovery/outlier.c state, or NULL */
     /* /clusters counters, shared by all workers. */
     _Atomic uint64_t cx_total, cx_active, cx_connect_fail, rq_total, rq_active, rq_error,
         rq_success, rq_timeout;
@@ -93,6 +94,7 @@ struct pt_cluster {
     unsigned nhosts;
     pt_cluster_stats_t stats;
     double healthy_panic_threshold; /* percent; below it, balance over all hosts */
+    struct pt_outlier_config *outlier; /* outlier_detection, or NULL (discovery/outlier.h) */
     struct pt_health_check_config *health_checks; /* discovery/health_check.h */
     unsigned nhealth_checks;
     pt_tls_settings_t *tls;    /* transport_socket: UpstreamTlsContext, or NULL (raw) */

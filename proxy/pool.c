@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "discovery/outlier.h"
 #include "proxy/log.h"
 #include "proxy/stats.h"
 #include "proxy/worker.h"
@@ -20,6 +21,7 @@ struct pt_pool {
     pt_addr_t address;
     const char *address_str;      /* in key */
     pt_host_t *host;              /* for /clusters counters (see note in pt_pool_get) */
+    pt_cluster_t *cluster;        /* newest snapshot's, for outlier reports */
     pt_cluster_stats_t stats;
     uint64_t connect_timeout_ms;
     uint64_t idle_timeout_ms;
@@ -103,6 +105,7 @@ pt_pool_t *pt_pool_get(pt_worker_t *w, pt_cluster_t *c, pt_host_t *h)
             /* Settings may differ in a newer snapshot; the newest wins. The host object
              * belongs to the newest snapshot that used this pool. */
             p->host = h;
+            p->cluster = c;
             p->stats = c->stats;
             p->connect_timeout_ms = c->connect_timeout_ms;
             p->idle_timeout_ms = c->http_idle_timeout_ms;
@@ -124,6 +127,7 @@ pt_pool_t *pt_pool_get(pt_worker_t *w, pt_cluster_t *c, pt_host_t *h)
     p->worker = w;
     p->address = h->address;
     p->host = h;
+    p->cluster = c;
     p->stats = c->stats;
     p->connect_timeout_ms = c->connect_timeout_ms;
     p->idle_timeout_ms = c->http_idle_timeout_ms;
@@ -258,6 +262,7 @@ static void pc_on_connect(pt_conn_t *c, int status)
             pt_stat_inc(p->stats.upstream_cx_connect_timeout);
         pt_stat_inc(p->stats.upstream_cx_connect_fail);
         atomic_fetch_add_explicit(&p->host->cx_connect_fail, 1, memory_order_relaxed);
+        pt_outlier_report(p->cluster, p->host, PT_OUTLIER_CONNECT_FAILED, 0);
         pt_debug("upstream connect to %s failed: %s", p->address_str, strerror(-status));
         pc->codec = NULL;
         pc_destroy(pc, 1);
@@ -272,6 +277,7 @@ static void pc_on_connect(pt_conn_t *c, int status)
         }
         return;
     }
+    pt_outlier_report(p->cluster, p->host, PT_OUTLIER_CONNECT_SUCCESS, 0);
     socklen_t alen = sizeof(pc->local);
     getsockname(c->fd, &pc->local.sa, &alen);
     pc->codec = pt_http1_client_codec.create(c, on_codec_closed, pc);

@@ -230,6 +230,27 @@ class RequestTimeouts(TimeoutCase):
         self.start(request_timeout='0.3s')
         self.assertEqual(h.http_request(self.port, 'GET', '/delay/800').status, 200)
 
+    def test_max_stream_duration(self):
+        p = self.start(route_extra={'timeout': '10s'},
+                       common_http_protocol_options={'max_stream_duration': '0.5s'})
+        r, took = self.timed(lambda: h.http_request(self.port, 'GET', '/delay/5000/msd'))
+        self.assertEqual(r.status, 408)
+        self.assertGreaterEqual(took, 0.5 - SLACK)
+        p.wait_stat('http.ingress.downstream_rq_active', 0)
+        self.wait_log_line(r'^408 DT /delay/5000/msd ')
+
+    def test_max_stream_duration_outlives_request_timeout(self):
+        # Both share a timer: once the request is complete, request_timeout is over but
+        # max_stream_duration still runs (from the stream's start).
+        p = self.start(route_extra={'timeout': '10s'}, request_timeout='0.3s',
+                       common_http_protocol_options={'max_stream_duration': '1.2s'})
+        self.assertEqual(h.http_request(self.port, 'GET', '/delay/600').status, 200)
+        r, took = self.timed(lambda: h.http_request(self.port, 'GET', '/delay/5000/both'))
+        self.assertEqual(r.status, 408)
+        self.assertGreaterEqual(took, 1.2 - SLACK)
+        self.wait_log_line(r'^408 DT /delay/5000/both ')
+        p.wait_stat('http.ingress.downstream_rq_active', 0)
+
     def test_request_headers_timeout_slowloris(self):
         p = self.start(request_headers_timeout='0.5s')
         with h.HttpClientConn(self.port) as c:

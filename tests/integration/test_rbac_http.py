@@ -8,6 +8,7 @@ Run: PETREL_BIN=build/petrel /usr/bin/python3 tests/integration/test_rbac_http.p
 
 import json
 import os
+import ssl
 import sys
 import tempfile
 import unittest
@@ -251,6 +252,49 @@ class RbacNetworkTest(unittest.TestCase):
             p.wait_stat('net.rbac.denied', 1)
             p.wait_stat('net.rbac.shadow_denied', 1)
             self.assertEqual(echo.accepted, 0)
+
+
+class RbacSniTest(unittest.TestCase):
+    """requested_server_name against the SNI tls_inspector reads from the ClientHello. No TLS is
+    terminated: the echo upstream just sees the ClientHello bytes when the filter allows."""
+
+    TLS_INSPECTOR = {'name': 'envoy.filters.listener.tls_inspector', 'typed_config': {
+        '@type': 'type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.'
+                 'TlsInspector'}}
+
+    def hello(self, port, sni):
+        """Sends a ClientHello with this SNI; returns the bytes echoed before EOF."""
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        raw = h.tcp_connect(port)
+        obj = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = ctx.wrap_bio(obj[0], obj[1], server_hostname=sni)
+        try:
+            tls.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        with raw:
+            raw.sendall(obj[1].read())
+            try:
+                return h.recv_until_eof(raw, limit=1)
+            except (ConnectionResetError, BrokenPipeError):
+                return b''
+
+    def test_requested_server_name(self):
+        with TcpEchoServer() as echo:
+            port, admin = h.free_ports(2)
+            flt = rbac_network('sni', rules={'policies': {'api': policy(
+                [{'requested_server_name': {'suffix': '.api.example.com'}}], [ANY])}})
+            cfg = h.bootstrap([h.listener('tcp', port, [flt, h.tcp_proxy('tcp', 'echo')],
+                                          listener_filters=[self.TLS_INSPECTOR])],
+                              [h.cluster('echo', [echo.port])], admin_port=admin)
+            with h.Petrel(cfg) as p:
+                self.assertEqual(self.hello(port, 'www.example.com'), b'')
+                p.wait_stat('sni.rbac.denied', 1)
+                self.assertEqual(echo.accepted, 0)
+                self.assertEqual(self.hello(port, 'v1.api.example.com'), b'\x16')  # echoed
+                p.wait_stat('sni.rbac.allowed', 1)
 
 
 class RbacConfigTest(unittest.TestCase):
