@@ -1,17 +1,1212 @@
-/* Placeholder parse so the cluster parser links: health_checks are reported as not
- * supported until the checker lands. */
+/* Active health checking: config parsing and the main-thread checker.
+ *
+ * One session per (host, health check). A session is a small state machine driven by two
+ * timers: the interval timer starts an attempt, the timeout timer ends one that took too
+ * long. An attempt ends exactly once, through handle_success or handle_failure, which update
+ * the session's verdict, fold the verdicts of the host's sessions into its
+ * PT_HOST_FAILED_ACTIVE_HC bit, and arm the interval timer for the next attempt. Probe
+ * connections belong to the main worker; a session closes its connection before it drops
+ * the pointer, so no connection callback ever sees a stale session. */
 #include "discovery/health_check.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "proxy/cluster.h"
+#include "proxy/config.h"
+#include "proxy/conn.h"
+#include "proxy/formatter.h"
+#include "proxy/http1_parser.h"
+#include "proxy/log.h"
+#include "proxy/random.h"
+#include "proxy/stats.h"
+#include "proxy/worker.h"
+#include "tls/context.h"
+#include "tls/transport.h"
+
+#define HC_MAX_HEAD_BYTES (64 * 1024)  /* a health check response head larger than this fails */
+#define HC_MAX_HEADERS    64
+#define HC_MAX_TCP_BYTES  (256 * 1024) /* TCP response bytes buffered while looking for a match */
+#define HC_USER_AGENT     "Envoy/HC"   /* what Envoy sends: upstream filters key on it */
+
+/* ---- config ---------------------------------------------------------------------------- */
+
+static const char *const hc_unsupported[] = {"alt_port",
+                                             "grpc_health_check",
+                                             "custom_health_check",
+                                             "event_log_path",
+                                             "event_service",
+                                             "event_logger",
+                                             "tls_options",
+                                             "transport_socket_match_criteria",
+                                             NULL};
+static const char *const http_unsupported[] = {"send", "receive", "service_name_matcher",
+                                               "response_buffer_size", NULL};
+static const char *const header_value_unsupported[] = {"raw_value", NULL};
+static const char *const append_action_names[] = {"APPEND_IF_EXISTS_OR_ADD", "ADD_IF_ABSENT",
+                                                  "OVERWRITE_IF_EXISTS_OR_ADD",
+                                                  "OVERWRITE_IF_EXISTS", NULL};
+static const char *const codec_names[] = {"HTTP1", NULL};
+static const char *const codec_known[] = {"HTTP2", "HTTP3", NULL};
+/* envoy.config.core.v3.RequestMethod; index 0 (unspecified) means GET. */
+static const char *const method_names[] = {"METHOD_UNSPECIFIED", "GET",     "HEAD",
+                                           "POST",               "PUT",     "DELETE",
+                                           "OPTIONS",            "TRACE",   "PATCH",
+                                           NULL};
+static const char *const method_known[] = {"CONNECT", NULL};
+
+static int valid_header_name(const char *s)
+{
+    if (*s == '\0')
+        return 0;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (!isalnum(c) && strchr("!#$%&'*+-.^_`|~", c) == NULL)
+            return 0;
+    }
+    return 1;
+}
+
+static char *lower_dup(pt_arena_t *a, const char *s)
+{
+    char *d = pt_arena_strdup(a, s);
+    for (char *p = d; p != NULL && *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    return d;
+}
+
+static void quote(const char *s, char *out, size_t len)
+{
+    json_t *j = json_string(s);
+    char *d = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
+    snprintf(out, len, "%s", d ? d : "\"?\"");
+    free(d);
+    json_decref(j);
+}
+
+/* A duration that must be > 0 when given (Envoy's `gt {}`); `required` reports absence. */
+static int positive_duration(pt_cfg_t *r, const char *field, uint64_t *out, uint64_t def,
+                             int required)
+{
+    int rc = pt_cfg_duration_ms(r, field, out, def);
+    if (rc == 0 && required)
+        pt_cfg_error(r, field, "is required");
+    if (rc > 0 && *out == 0) {
+        pt_cfg_error(r, field, "must be greater than 0");
+        *out = def;
+        return -1;
+    }
+    return rc;
+}
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+static int b64val(int c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+' || c == '-')
+        return 62;
+    if (c == '/' || c == '_')
+        return 63;
+    return -1;
+}
+
+/* proto3 JSON bytes: standard or URL-safe base64, padding optional. Returns the decoded
+ * length or -1; out holds at least 3 * strlen(s) / 4 + 3 bytes. */
+static long base64_decode(const char *s, unsigned char *out)
+{
+    size_t all = strlen(s), n = all;
+    while (n > 0 && s[n - 1] == '=')
+        n--;
+    if (all - n > 2 || n % 4 == 1)
+        return -1;
+    size_t o = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        int v = b64val((unsigned char)s[i]);
+        if (v < 0)
+            return -1;
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (unsigned char)(acc >> bits);
+        }
+    }
+    return (long)o;
+}
+
+/* HealthCheck.Payload (reader inside it): exactly one of text (hex) or binary (base64). */
+static void parse_payload(pt_cfg_t *r, pt_arena_t *a, pt_hc_payload_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    int n = pt_cfg_has(r, "text") + pt_cfg_has(r, "binary");
+    if (n == 0) {
+        pt_cfg_error(r, NULL, "one of text or binary is required");
+        return;
+    }
+    if (n > 1) {
+        pt_cfg_error(r, NULL, "only one of text and binary may be set");
+        (void)pt_cfg_get(r, "text");
+        (void)pt_cfg_get(r, "binary");
+        return;
+    }
+    const char *s;
+    if (pt_cfg_string(r, "text", &s, NULL) > 0) {
+        size_t len = strlen(s);
+        if (len == 0) {
+            pt_cfg_error(r, "text", "must not be empty");
+            return;
+        }
+        unsigned char *d = pt_arena_alloc(a, len / 2 + 1);
+        if (d == NULL)
+            return;
+        int ok = len % 2 == 0;
+        for (size_t i = 0; ok && i < len; i += 2) {
+            int hi = hexval((unsigned char)s[i]), lo = hexval((unsigned char)s[i + 1]);
+            ok = hi >= 0 && lo >= 0;
+            d[i / 2] = (unsigned char)(hi << 4 | lo);
+        }
+        if (!ok) {
+            char q[128];
+            quote(s, q, sizeof(q));
+            pt_cfg_error(r, "text", "%s is not a hex string (an even number of hex digits)", q);
+            return;
+        }
+        out->data = d;
+        out->len = len / 2;
+    } else if (pt_cfg_string(r, "binary", &s, NULL) > 0) {
+        unsigned char *d = pt_arena_alloc(a, strlen(s) / 4 * 3 + 4);
+        long len = d ? base64_decode(s, d) : -1;
+        if (len < 0) {
+            pt_cfg_error(r, "binary", "is not valid base64");
+            return;
+        }
+        if (len == 0) {
+            pt_cfg_error(r, "binary", "must not be empty");
+            return;
+        }
+        out->data = d;
+        out->len = (size_t)len;
+    }
+}
+
+/* One HeaderValueOption (reader inside it). Values are rendered once: a health check has no
+ * downstream request, so operators that read one render empty (as in Envoy). */
+static void parse_header_add(pt_cfg_t *r, pt_arena_t *a, pt_hc_header_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->value = "";
+    int rc = pt_cfg_enter(r, "header");
+    if (rc == 0)
+        pt_cfg_error(r, "header", "is required");
+    if (rc > 0) {
+        pt_cfg_unsupported(r, header_value_unsupported);
+        const char *key, *value;
+        char q[300];
+        int krc = pt_cfg_string(r, "key", &key, NULL);
+        if (krc == 0) {
+            pt_cfg_error(r, "key", "is required");
+        } else if (krc > 0) {
+            quote(key, q, sizeof(q));
+            if (key[0] == ':' || strcasecmp(key, "host") == 0)
+                pt_cfg_error(r, "key",
+                             "%s may not be modified: pseudo-headers and host are not mutable "
+                             "(set http_health_check.host instead)",
+                             q);
+            else if (!valid_header_name(key))
+                pt_cfg_error(r, "key", "%s is not a valid header name", q);
+            else
+                out->key = lower_dup(a, key);
+        }
+        if (pt_cfg_string(r, "value", &value, "") > 0 && strpbrk(value, "\r\n") != NULL) {
+            pt_cfg_error(r, "value", "must not contain CR or LF");
+        } else if (strchr(value, '%') != NULL) {
+            char err[256];
+            pt_format_t *f =
+                pt_format_compile_ex(a, value, PT_FORMAT_OMIT_EMPTY, err, sizeof(err));
+            if (f == NULL)
+                pt_cfg_error(r, "value", "%s", err);
+            else
+                out->value = pt_format_render_str(f, NULL, a);
+            if (out->value == NULL)
+                out->value = "";
+        } else {
+            out->value = pt_arena_strdup(a, value);
+        }
+        pt_cfg_leave(r);
+    }
+    int append, action;
+    int has_append = pt_cfg_bool(r, "append", &append, 1);
+    int has_action = pt_cfg_enum(r, "append_action", append_action_names, NULL, &action,
+                                 PT_HC_HEADER_APPEND);
+    if (has_append > 0 && has_action > 0)
+        pt_cfg_error(r, NULL,
+                     "append and append_action may not both be set (append is deprecated: use "
+                     "append_action)");
+    if (has_append > 0)
+        action = append ? PT_HC_HEADER_APPEND : PT_HC_HEADER_OVERWRITE_OR_ADD;
+    out->action = (pt_hc_header_action_t)action;
+    pt_cfg_bool(r, "keep_empty_value", &out->keep_empty_value, 0);
+}
+
+/* A list of type.v3.Int64Range status ranges, each within [100, 600). */
+static void parse_ranges(pt_cfg_t *r, pt_arena_t *a, const char *field,
+                         const pt_hc_range_t **out, unsigned *nout)
+{
+    int present;
+    size_t n = pt_cfg_array(r, field, &present);
+    if (!present)
+        return;
+    pt_hc_range_t *rs = pt_arena_alloc(a, (n ? n : 1) * sizeof(*rs));
+    unsigned k = 0;
+    for (size_t i = 0; rs != NULL && i < n; i++) {
+        if (pt_cfg_enter_index(r, i) <= 0)
+            continue;
+        uint64_t start, end;
+        int src = pt_cfg_uint(r, "start", &start, 0, 100, 599);
+        int erc = pt_cfg_uint(r, "end", &end, 0, 101, 600);
+        if (src == 0)
+            pt_cfg_error(r, "start", "is required");
+        if (erc == 0)
+            pt_cfg_error(r, "end", "is required");
+        if (src > 0 && erc > 0) {
+            if (start >= end) {
+                pt_cfg_error(r, NULL,
+                             "start (%llu) must be less than end (%llu): the range is "
+                             "[start, end)",
+                             (unsigned long long)start, (unsigned long long)end);
+            } else {
+                rs[k].start = (int64_t)start;
+                rs[k].end = (int64_t)end;
+                k++;
+            }
+        }
+        pt_cfg_leave(r);
+    }
+    pt_cfg_leave_array(r);
+    *out = rs;
+    *nout = k;
+}
+
+static void parse_http(pt_cfg_t *r, pt_arena_t *a, pt_health_check_config_t *hc)
+{
+    pt_cfg_unsupported(r, http_unsupported);
+    const char *s;
+    char q[300];
+    if (pt_cfg_string(r, "host", &s, NULL) > 0) {
+        if (strpbrk(s, "\r\n") != NULL)
+            pt_cfg_error(r, "host", "must not contain CR or LF");
+        else if (s[0] != '\0')
+            hc->http.host = pt_arena_strdup(a, s);
+    }
+    int prc = pt_cfg_string(r, "path", &s, NULL);
+    if (prc == 0 || (prc > 0 && s[0] == '\0')) {
+        pt_cfg_error(r, "path", "is required");
+    } else if (prc > 0) {
+        int bad = 0;
+        for (const char *p = s; *p && !bad; p++)
+            bad = (unsigned char)*p <= ' ' || *p == 0x7f;
+        quote(s, q, sizeof(q));
+        if (bad)
+            pt_cfg_error(r, "path", "%s must not contain spaces or control characters", q);
+        else
+            hc->http.path = pt_arena_strdup(a, s);
+    }
+
+    int codec;
+    pt_cfg_enum(r, "codec_client_type", codec_names, codec_known, &codec, 0);
+    int method;
+    pt_cfg_enum(r, "method", method_names, method_known, &method, 0);
+    hc->http.method = method_names[method == 0 ? 1 : method];
+
+    int present;
+    size_t n = pt_cfg_array(r, "request_headers_to_add", &present);
+    if (present) {
+        pt_hc_header_t *adds = pt_arena_alloc(a, (n ? n : 1) * sizeof(*adds));
+        for (size_t i = 0; adds != NULL && i < n; i++) {
+            if (pt_cfg_enter_index(r, i) > 0) {
+                parse_header_add(r, a, &adds[hc->http.nadd]);
+                if (adds[hc->http.nadd].key != NULL)
+                    hc->http.nadd++;
+                pt_cfg_leave(r);
+            }
+        }
+        hc->http.add = adds;
+        pt_cfg_leave_array(r);
+    }
+    n = pt_cfg_array(r, "request_headers_to_remove", &present);
+    if (present) {
+        const char **rm = pt_arena_alloc(a, (n ? n : 1) * sizeof(*rm));
+        for (size_t i = 0; rm != NULL && i < n; i++) {
+            json_t *v = pt_cfg_index_value(r, i);
+            size_t saved = r->path_len;
+            pt_cfg_push_index(r, i);
+            if (!json_is_string(v)) {
+                char *d = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+                pt_cfg_error(r, NULL, "%s is not a string", d ? d : "null");
+                free(d);
+            } else {
+                const char *name = json_string_value(v);
+                quote(name, q, sizeof(q));
+                if (name[0] == ':' || strcasecmp(name, "host") == 0)
+                    pt_cfg_error(r, NULL,
+                                 "%s may not be removed: pseudo-headers and host are not "
+                                 "mutable",
+                                 q);
+                else if (!valid_header_name(name))
+                    pt_cfg_error(r, NULL, "%s is not a valid header name", q);
+                else
+                    rm[hc->http.nremove++] = lower_dup(a, name);
+            }
+            pt_cfg_pop_path(r, saved);
+        }
+        hc->http.remove = rm;
+        pt_cfg_leave_array(r);
+    }
+
+    parse_ranges(r, a, "expected_statuses", &hc->http.expected, &hc->http.nexpected);
+    if (hc->http.nexpected == 0 && !pt_cfg_has(r, "expected_statuses")) {
+        /* Envoy's default: 200 only. (An explicit empty list means the same.) */
+        static const pt_hc_range_t only_200 = {200, 201};
+        hc->http.expected = &only_200;
+        hc->http.nexpected = 1;
+    }
+    if (hc->http.nexpected == 0) {
+        static const pt_hc_range_t only_200 = {200, 201};
+        hc->http.expected = &only_200;
+        hc->http.nexpected = 1;
+    }
+    parse_ranges(r, a, "retriable_statuses", &hc->http.retriable, &hc->http.nretriable);
+}
+
+static void parse_tcp(pt_cfg_t *r, pt_arena_t *a, pt_health_check_config_t *hc)
+{
+    if (pt_cfg_enter(r, "send") > 0) {
+        parse_payload(r, a, &hc->tcp.send);
+        pt_cfg_leave(r);
+    }
+    int present;
+    size_t n = pt_cfg_array(r, "receive", &present);
+    if (present) {
+        pt_hc_payload_t *rs = pt_arena_alloc(a, (n ? n : 1) * sizeof(*rs));
+        for (size_t i = 0; rs != NULL && i < n; i++) {
+            if (pt_cfg_enter_index(r, i) > 0) {
+                parse_payload(r, a, &rs[hc->tcp.nreceive]);
+                if (rs[hc->tcp.nreceive].len > 0)
+                    hc->tcp.nreceive++;
+                pt_cfg_leave(r);
+            }
+        }
+        hc->tcp.receive = rs;
+        pt_cfg_leave_array(r);
+    }
+}
+
+/* One HealthCheck (reader inside it). */
+static void parse_one(pt_cfg_t *r, pt_arena_t *a, pt_health_check_config_t *hc)
+{
+    pt_cfg_unsupported(r, hc_unsupported);
+    positive_duration(r, "timeout", &hc->timeout_ms, 1000, 1);
+    positive_duration(r, "interval", &hc->interval_ms, 1000, 1);
+    pt_cfg_duration_ms(r, "initial_jitter", &hc->initial_jitter_ms, 0);
+    pt_cfg_duration_ms(r, "interval_jitter", &hc->interval_jitter_ms, 0);
+    uint64_t v;
+    pt_cfg_uint(r, "interval_jitter_percent", &v, 0, 0, UINT32_MAX);
+    hc->interval_jitter_percent = (uint32_t)v;
+    if (pt_cfg_uint(r, "unhealthy_threshold", &v, 1, 0, UINT32_MAX) == 0)
+        pt_cfg_error(r, "unhealthy_threshold", "is required");
+    hc->unhealthy_threshold = (uint32_t)v;
+    if (pt_cfg_uint(r, "healthy_threshold", &v, 1, 0, UINT32_MAX) == 0)
+        pt_cfg_error(r, "healthy_threshold", "is required");
+    hc->healthy_threshold = (uint32_t)v;
+    pt_cfg_bool(r, "reuse_connection", &hc->reuse_connection, 1);
+    positive_duration(r, "no_traffic_interval", &hc->no_traffic_interval_ms, 60000, 0);
+    positive_duration(r, "no_traffic_healthy_interval", &hc->no_traffic_healthy_interval_ms, 0,
+                      0);
+    positive_duration(r, "unhealthy_interval", &hc->unhealthy_interval_ms, hc->interval_ms, 0);
+    positive_duration(r, "unhealthy_edge_interval", &hc->unhealthy_edge_interval_ms,
+                      hc->unhealthy_interval_ms, 0);
+    positive_duration(r, "healthy_edge_interval", &hc->healthy_edge_interval_ms,
+                      hc->interval_ms, 0);
+    pt_cfg_bool(r, "always_log_health_check_failures", &hc->always_log_health_check_failures,
+                0);
+    pt_cfg_bool(r, "always_log_health_check_success", &hc->always_log_health_check_success, 0);
+
+    /* The health_checker oneof. grpc and custom are Envoy's too, reported as not supported
+     * when the object is left. */
+    int kinds = pt_cfg_has(r, "http_health_check") + pt_cfg_has(r, "tcp_health_check") +
+                pt_cfg_has(r, "grpc_health_check") + pt_cfg_has(r, "custom_health_check");
+    if (kinds == 0) {
+        pt_cfg_error(r, NULL,
+                     "one of http_health_check, tcp_health_check, grpc_health_check or "
+                     "custom_health_check is required");
+        return;
+    }
+    if (kinds > 1) {
+        pt_cfg_error(r, NULL,
+                     "only one of http_health_check, tcp_health_check, grpc_health_check and "
+                     "custom_health_check may be set");
+        pt_cfg_skip_rest(r);
+        return;
+    }
+    if (pt_cfg_enter(r, "http_health_check") > 0) {
+        hc->kind = PT_HC_HTTP;
+        parse_http(r, a, hc);
+        pt_cfg_leave(r);
+    } else if (pt_cfg_has(r, "tcp_health_check")) {
+        hc->kind = PT_HC_TCP;
+        if (pt_cfg_enter(r, "tcp_health_check") > 0) {
+            parse_tcp(r, a, hc);
+            pt_cfg_leave(r);
+        }
+    }
+}
 
 int pt_health_checks_parse(pt_cfg_t *r, pt_arena_t *a, const char *field,
                            pt_health_check_config_t **out, unsigned *n)
 {
-    (void)a;
     *out = NULL;
     *n = 0;
-    if (pt_cfg_has(r, field)) {
-        pt_cfg_get(r, field);
-        pt_cfg_error(r, field, "field is not supported");
-        return -1;
+    size_t errors_before = r->nerrors;
+    int present;
+    size_t count = pt_cfg_array(r, field, &present);
+    if (!present)
+        return r->nerrors > errors_before ? -1 : 0;
+    pt_health_check_config_t *hcs = pt_arena_alloc(a, (count ? count : 1) * sizeof(*hcs));
+    unsigned k = 0;
+    for (size_t i = 0; hcs != NULL && i < count; i++) {
+        int rc = pt_cfg_enter_index(r, i);
+        if (rc <= 0)
+            continue;
+        size_t before = r->nerrors;
+        parse_one(r, a, &hcs[k]);
+        pt_cfg_leave(r);
+        if (r->nerrors == before)
+            k++;
+    }
+    pt_cfg_leave_array(r);
+    if (hcs == NULL && count > 0)
+        pt_cfg_error(r, field, "out of memory");
+    *out = k ? hcs : NULL;
+    *n = k;
+    return r->nerrors > errors_before ? -1 : 0;
+}
+
+int pt_hc_status_in(const pt_hc_range_t *ranges, unsigned n, int64_t status)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (status >= ranges[i].start && status < ranges[i].end)
+            return 1;
+    return 0;
+}
+
+int pt_hc_tcp_match(const pt_hc_payload_t *receive, unsigned n, const unsigned char *data,
+                    size_t len)
+{
+    size_t pos = 0;
+    for (unsigned i = 0; i < n; i++) {
+        if (receive[i].len == 0)
+            continue;
+        const unsigned char *hit =
+            pos <= len ? memmem(data + pos, len - pos, receive[i].data, receive[i].len) : NULL;
+        if (hit == NULL)
+            return 0;
+        pos = (size_t)(hit - data) + receive[i].len;
+    }
+    return 1;
+}
+
+/* ---- the checker ----------------------------------------------------------------------- */
+
+typedef enum fail_kind {
+    FAIL_ACTIVE,  /* the host answered, wrongly (an HTTP status not expected) */
+    FAIL_NETWORK, /* connect failure, reset, close or malformed answer */
+    FAIL_TIMEOUT, /* no (complete) answer within timeout */
+} fail_kind_t;
+
+/* What a check result did to the session's verdict (Envoy's HealthTransition). */
+typedef enum transition {
+    T_UNCHANGED,
+    T_PENDING, /* a change is under way: the threshold is not reached yet */
+    T_CHANGED,
+} transition_t;
+
+typedef struct hc_cluster hc_cluster_t;
+
+/* HTTP response parsing state, allocated on a session's first HTTP attempt. */
+typedef struct hc_http_state {
+    pt_h1_head_t head;
+    pt_h1_header_t headers[HC_MAX_HEADERS];
+    pt_h1_body_t body;
+    int head_done;
+} hc_http_state_t;
+
+typedef struct hc_session {
+    hc_cluster_t *cl;
+    const pt_health_check_config_t *cfg;
+    unsigned check;     /* index of cfg in the cluster's health_checks */
+    unsigned host_idx;
+    pt_host_t *host;
+    ev_timer interval_timer, timeout_timer;
+    pt_conn_t *conn;    /* probe connection, kept between attempts when reused */
+    hc_http_state_t *http;
+    int in_flight;      /* an attempt is running (its timeout timer is armed) */
+    int first_check;    /* no result yet: the first success marks the host healthy */
+    int failed;         /* this check's verdict on the host */
+    uint32_t num_healthy, num_unhealthy; /* consecutive results toward a threshold */
+    int logged_failure; /* a failure was logged since the last success */
+} hc_session_t;
+
+struct hc_cluster {
+    pt_health_checker_t *hc;
+    pt_cluster_t *c;
+    unsigned nchecks;
+    char **requests;        /* per check: the HTTP request bytes (NULL for TCP) */
+    size_t *request_lens;
+    hc_session_t *sessions; /* nhosts * nchecks, host-major */
+    struct {
+        pt_stat_t attempt, success, failure, passive_failure, network_failure, verify_cluster,
+            healthy, degraded;
+    } st;
+};
+
+struct pt_health_checker {
+    pt_worker_t *worker;
+    struct ev_loop *loop;
+    pt_config_t *cfg;
+    hc_cluster_t *clusters;
+    unsigned nclusters;
+};
+
+static const pt_conn_handler_t probe_handler;
+
+static struct ev_loop *loop_of(const hc_session_t *s)
+{
+    return s->cl->hc->loop;
+}
+
+static void drop_conn(hc_session_t *s)
+{
+    if (s->conn != NULL) {
+        pt_conn_close(s->conn, PT_CLOSE_NOW);
+        s->conn = NULL;
+    }
+}
+
+static void end_attempt(hc_session_t *s)
+{
+    s->in_flight = 0;
+    ev_timer_stop(loop_of(s), &s->timeout_timer);
+}
+
+/* Envoy's interval choice: the cluster's traffic decides between the regular intervals and
+ * the no-traffic ones; pending transitions use the edge intervals; then jitter is added. */
+static uint64_t next_interval_ms(const hc_session_t *s, int healthy_state, transition_t t)
+{
+    const pt_health_check_config_t *k = s->cfg;
+    uint64_t base;
+    int traffic = pt_stats_value(s->cl->c->stats.upstream_cx_total) > 0;
+    if (traffic) {
+        if (!healthy_state)
+            base = t == T_PENDING ? k->unhealthy_edge_interval_ms : k->unhealthy_interval_ms;
+        else
+            base = t == T_PENDING ? k->healthy_edge_interval_ms : k->interval_ms;
+    } else if (!s->failed && k->no_traffic_healthy_interval_ms > 0) {
+        base = k->no_traffic_healthy_interval_ms;
+    } else {
+        base = k->no_traffic_interval_ms;
+    }
+    if (k->interval_jitter_percent > 0) {
+        uint64_t j = (uint64_t)k->interval_jitter_percent * base / 100;
+        if (j > 0)
+            base += pt_random_below(j);
+    }
+    if (k->interval_jitter_ms > 0)
+        base += pt_random_below(k->interval_jitter_ms);
+    return base;
+}
+
+static void schedule(hc_session_t *s, int healthy_state, transition_t t)
+{
+    uint64_t ms = next_interval_ms(s, healthy_state, t);
+    ev_timer_stop(loop_of(s), &s->interval_timer);
+    ev_timer_set(&s->interval_timer, (double)ms / 1000.0, 0.);
+    ev_timer_start(loop_of(s), &s->interval_timer);
+}
+
+/* Gauges owned by the main thread: healthy hosts (any health bit) and hosts passing active
+ * health checks. */
+static void refresh_gauges(hc_cluster_t *cl)
+{
+    pt_cluster_t *c = cl->c;
+    unsigned healthy = 0, passing = 0;
+    for (unsigned i = 0; i < c->nhosts; i++) {
+        uint32_t h = atomic_load_explicit(&c->hosts[i]->health, memory_order_relaxed);
+        healthy += h == 0;
+        passing += (h & PT_HOST_FAILED_ACTIVE_HC) == 0;
+    }
+    pt_stat_set(c->stats.membership_healthy, healthy);
+    pt_stat_set(cl->st.healthy, passing);
+}
+
+/* Folds the host's per-check verdicts into its health bit: it fails active health checking
+ * while any check fails it. */
+static void update_host(hc_session_t *s, const char *why)
+{
+    hc_cluster_t *cl = s->cl;
+    int failed = 0;
+    for (unsigned k = 0; k < cl->nchecks; k++)
+        failed |= cl->sessions[s->host_idx * cl->nchecks + k].failed;
+    pt_host_t *h = s->host;
+    uint32_t old = atomic_load(&h->health);
+    if (failed && !(old & PT_HOST_FAILED_ACTIVE_HC)) {
+        atomic_fetch_or(&h->health, (uint32_t)PT_HOST_FAILED_ACTIVE_HC);
+        pt_info("health check: cluster %s host %s is now unhealthy (%s)", cl->c->name,
+                h->address_str, why);
+        refresh_gauges(cl);
+    } else if (!failed && (old & PT_HOST_FAILED_ACTIVE_HC)) {
+        atomic_fetch_and(&h->health, ~(uint32_t)PT_HOST_FAILED_ACTIVE_HC);
+        pt_info("health check: cluster %s host %s is now healthy", cl->c->name,
+                h->address_str);
+        refresh_gauges(cl);
+    }
+}
+
+static uint32_t at_least_1(uint32_t v)
+{
+    return v ? v : 1;
+}
+
+static void handle_success(hc_session_t *s)
+{
+    end_attempt(s);
+    s->num_unhealthy = 0;
+    s->logged_failure = 0;
+    transition_t t = T_UNCHANGED;
+    if (s->failed) {
+        /* At start the first result decides at once: startup is faster, at a small cost in
+         * certainty (Envoy's rule). */
+        if (s->first_check || ++s->num_healthy >= at_least_1(s->cfg->healthy_threshold)) {
+            s->failed = 0;
+            t = T_CHANGED;
+        } else {
+            t = T_PENDING;
+        }
+    }
+    s->first_check = 0;
+    pt_stat_inc(s->cl->st.success);
+    if (s->cfg->always_log_health_check_success)
+        pt_info("health check: cluster %s host %s passed", s->cl->c->name, s->host->address_str);
+    update_host(s, "");
+    schedule(s, 1, t);
+}
+
+static void handle_failure(hc_session_t *s, fail_kind_t kind, int retriable, const char *why)
+{
+    end_attempt(s);
+    s->num_healthy = 0;
+    transition_t t = T_UNCHANGED;
+    if (!s->failed) {
+        /* An answer that is plainly wrong fails the host at once; network trouble and
+         * retriable statuses count toward unhealthy_threshold. */
+        if ((kind == FAIL_ACTIVE && !retriable) ||
+            ++s->num_unhealthy >= at_least_1(s->cfg->unhealthy_threshold)) {
+            s->failed = 1;
+            t = T_CHANGED;
+        } else {
+            t = T_PENDING;
+        }
+    }
+    s->first_check = 0;
+    pt_stat_inc(s->cl->st.failure);
+    if (kind != FAIL_ACTIVE)
+        pt_stat_inc(s->cl->st.network_failure);
+    if (!s->logged_failure || s->cfg->always_log_health_check_failures)
+        PT_LOG(s->cfg->always_log_health_check_failures ? PT_LOG_INFO : PT_LOG_DEBUG,
+               "health check: cluster %s host %s failed: %s", s->cl->c->name,
+               s->host->address_str, why);
+    s->logged_failure = 1;
+    update_host(s, why);
+    schedule(s, 0, t);
+}
+
+static int open_conn(hc_session_t *s)
+{
+    pt_cluster_t *c = s->cl->c;
+    void *tls = NULL;
+    if (c->tls_ctx != NULL) {
+        tls = pt_tls_conn_new(c->tls_ctx, 0, c->tls_ctx->settings->sni);
+        if (tls == NULL)
+            return -ENOMEM;
+    }
+    int err = 0;
+    s->conn = pt_conn_connect(s->cl->hc->worker, &s->host->address, c->connect_timeout_ms,
+                              tls ? &pt_transport_tls : &pt_transport_raw, tls, &probe_handler,
+                              s, &err);
+    if (s->conn == NULL) {
+        pt_tls_conn_discard(tls);
+        return err ? err : -ENOMEM;
     }
     return 0;
+}
+
+static void on_interval(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)revents;
+    hc_session_t *s = t->data;
+    const pt_health_check_config_t *k = s->cfg;
+    pt_stat_inc(s->cl->st.attempt);
+    s->in_flight = 1;
+    ev_timer_set(&s->timeout_timer, (double)k->timeout_ms / 1000.0, 0.);
+    ev_timer_start(loop, &s->timeout_timer);
+
+    if (k->kind == PT_HC_HTTP) {
+        if (s->http == NULL && (s->http = calloc(1, sizeof(*s->http))) == NULL) {
+            handle_failure(s, FAIL_NETWORK, 0, "out of memory");
+            return;
+        }
+        pt_h1_head_init(&s->http->head, s->http->headers);
+        s->http->head_done = 0;
+    }
+    /* Input left over on a reused connection belongs to no attempt: a fresh connection is
+     * the only safe start. */
+    if (s->conn != NULL && pt_buf_len(&s->conn->in) > 0)
+        drop_conn(s);
+    if (s->conn == NULL) {
+        int err = open_conn(s);
+        if (err < 0) {
+            char why[128];
+            snprintf(why, sizeof(why), "cannot open a connection: %s", strerror(-err));
+            handle_failure(s, FAIL_NETWORK, 0, why);
+            return;
+        }
+    }
+    if (k->kind == PT_HC_HTTP)
+        pt_conn_write_bytes(s->conn, s->cl->requests[s->check], s->cl->request_lens[s->check]);
+    else if (k->tcp.send.len > 0)
+        pt_conn_write_bytes(s->conn, k->tcp.send.data, k->tcp.send.len);
+}
+
+static void on_timeout(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    hc_session_t *s = t->data;
+    drop_conn(s);
+    char why[64];
+    snprintf(why, sizeof(why), "no answer within %llums", (unsigned long long)s->cfg->timeout_ms);
+    handle_failure(s, FAIL_TIMEOUT, 0, why);
+}
+
+static void probe_connect(pt_conn_t *c, int status)
+{
+    hc_session_t *s = c->data;
+    if (status < 0) {
+        char why[128];
+        snprintf(why, sizeof(why), "connect failed: %s", strerror(-status));
+        drop_conn(s);
+        if (s->in_flight)
+            handle_failure(s, FAIL_NETWORK, 0, why);
+        return;
+    }
+    if (s->cfg->kind == PT_HC_TCP && s->cfg->tcp.nreceive == 0 && s->in_flight) {
+        /* Connect-only: connecting is the check. The connection is not kept (Envoy). */
+        drop_conn(s);
+        handle_success(s);
+    }
+}
+
+static void probe_error(pt_conn_t *c, int status)
+{
+    hc_session_t *s = c->data;
+    char why[128];
+    snprintf(why, sizeof(why), "connection error: %s", strerror(status < 0 ? -status : EIO));
+    drop_conn(s);
+    if (s->in_flight)
+        handle_failure(s, FAIL_NETWORK, 0, why);
+}
+
+static void probe_drain(pt_conn_t *c)
+{
+    (void)c;
+}
+
+/* The whole response arrived: judge its status. */
+static void http_complete(hc_session_t *s, int status, int keep_alive)
+{
+    const pt_health_check_config_t *k = s->cfg;
+    if (!k->reuse_connection || !keep_alive || (s->conn && pt_buf_len(&s->conn->in) > 0))
+        drop_conn(s);
+    if (pt_hc_status_in(k->http.expected, k->http.nexpected, status)) {
+        handle_success(s);
+        return;
+    }
+    char why[64];
+    snprintf(why, sizeof(why), "HTTP status %d", status);
+    handle_failure(s, FAIL_ACTIVE, pt_hc_status_in(k->http.retriable, k->http.nretriable, status),
+                   why);
+}
+
+static void http_read(hc_session_t *s, pt_conn_t *c)
+{
+    hc_http_state_t *st = s->http;
+    int eof = (c->flags & PT_CONN_F_EOF) != 0;
+    static const pt_h1_limits_t lim = {.max_head_bytes = HC_MAX_HEAD_BYTES,
+                                       .max_headers = HC_MAX_HEADERS};
+    int is_head = strcmp(s->cfg->http.method, "HEAD") == 0;
+    while (!st->head_done) {
+        size_t len = pt_buf_len(&c->in);
+        if (len == 0)
+            break;
+        size_t take = len < HC_MAX_HEAD_BYTES + 1 ? len : HC_MAX_HEAD_BYTES + 1;
+        const char *p = pt_buf_pullup(&c->in, take);
+        if (p == NULL) {
+            drop_conn(s);
+            handle_failure(s, FAIL_NETWORK, 0, "out of memory");
+            return;
+        }
+        int rc = pt_h1_parse_response(p, take, &st->head, &lim, is_head);
+        if (rc == PT_H1_INCOMPLETE)
+            break;
+        if (rc == PT_H1_ERROR) {
+            char why[160];
+            snprintf(why, sizeof(why), "malformed response: %s",
+                     st->head.error_reason ? st->head.error_reason : "?");
+            drop_conn(s);
+            handle_failure(s, FAIL_NETWORK, 0, why);
+            return;
+        }
+        int status = st->head.status;
+        if (status >= 100 && status < 200 && status != 101) {
+            /* Interim response: the final one follows. */
+            pt_buf_drain(&c->in, (size_t)rc);
+            pt_h1_head_init(&st->head, st->headers);
+            continue;
+        }
+        st->head_done = 1;
+        pt_h1_body_init(&st->body, &st->head);
+        pt_buf_drain(&c->in, (size_t)rc);
+        if (status == 101)
+            st->head.keep_alive = 0; /* the connection would now speak something else */
+    }
+    if (!st->head_done) {
+        if (eof) {
+            drop_conn(s);
+            handle_failure(s, FAIL_NETWORK, 0, "connection closed before a response");
+        }
+        return;
+    }
+    /* Consume the body: the connection can carry the next check only after it. */
+    while (!pt_h1_body_done(&st->body) && st->body.mode != PT_H1_BODY_NONE) {
+        size_t len = pt_buf_len(&c->in);
+        if (len == 0)
+            break;
+        size_t take = len < 65536 ? len : 65536;
+        const char *p = pt_buf_pullup(&c->in, take);
+        const char *d;
+        size_t dl;
+        ssize_t used = p ? pt_h1_body_decode(&st->body, p, take, &d, &dl) : PT_H1_ERROR;
+        if (used < 0) {
+            drop_conn(s);
+            handle_failure(s, FAIL_NETWORK, 0, "malformed response body");
+            return;
+        }
+        pt_buf_drain(&c->in, (size_t)used);
+        if (used == 0 && dl == 0 && !pt_h1_body_has_trailer(&st->body))
+            break; /* needs more input */
+    }
+    if (st->body.mode == PT_H1_BODY_NONE || pt_h1_body_done(&st->body)) {
+        http_complete(s, st->head.status, st->head.keep_alive && !eof);
+        return;
+    }
+    if (eof) {
+        if (st->body.mode == PT_H1_BODY_EOF) {
+            http_complete(s, st->head.status, 0);
+        } else {
+            drop_conn(s);
+            handle_failure(s, FAIL_NETWORK, 0, "connection closed in the response body");
+        }
+    }
+}
+
+static void tcp_read(hc_session_t *s, pt_conn_t *c)
+{
+    const pt_health_check_config_t *k = s->cfg;
+    int eof = (c->flags & PT_CONN_F_EOF) != 0;
+    size_t len = pt_buf_len(&c->in);
+    if (k->tcp.nreceive > 0 && len > 0) {
+        size_t take = len < HC_MAX_TCP_BYTES ? len : HC_MAX_TCP_BYTES;
+        const char *p = pt_buf_pullup(&c->in, take);
+        if (p != NULL &&
+            pt_hc_tcp_match(k->tcp.receive, k->tcp.nreceive, (const unsigned char *)p, take)) {
+            pt_buf_drain(&c->in, len);
+            if (!k->reuse_connection || eof)
+                drop_conn(s);
+            handle_success(s);
+            return;
+        }
+        if (len >= HC_MAX_TCP_BYTES) {
+            drop_conn(s);
+            handle_failure(s, FAIL_NETWORK, 0, "too many bytes without the expected payload");
+            return;
+        }
+    } else if (k->tcp.nreceive == 0) {
+        pt_buf_drain(&c->in, len);
+    }
+    if (eof) {
+        drop_conn(s);
+        handle_failure(s, FAIL_NETWORK, 0, "connection closed before the expected payload");
+    }
+}
+
+static void probe_read(pt_conn_t *c)
+{
+    hc_session_t *s = c->data;
+    if (!s->in_flight) {
+        /* Between checks a kept connection has nothing to say: anything it says (or its
+         * close) ends it, and the next check opens a fresh one. */
+        drop_conn(s);
+        return;
+    }
+    if (s->cfg->kind == PT_HC_HTTP)
+        http_read(s, c);
+    else
+        tcp_read(s, c);
+}
+
+static const pt_conn_handler_t probe_handler = {
+    .on_read = probe_read,
+    .on_connect = probe_connect,
+    .on_drain = probe_drain,
+    .on_error = probe_error,
+};
+
+/* The request bytes of an HTTP check: method, path, host (the configured one or the
+ * cluster's name), user-agent Envoy/HC, then request_headers_to_remove and _to_add. */
+static char *build_request(const pt_health_check_config_t *k, const char *cluster_name,
+                           size_t *len_out)
+{
+    unsigned cap = 1 + k->http.nadd, n = 0;
+    const char **names = calloc(cap, sizeof(*names));
+    const char **values = calloc(cap, sizeof(*values));
+    char *out = NULL;
+    if (names == NULL || values == NULL)
+        goto done;
+    names[n] = "user-agent";
+    values[n++] = HC_USER_AGENT;
+    for (unsigned i = 0; i < k->http.nremove; i++) {
+        for (unsigned j = 0; j < n;) {
+            if (strcmp(names[j], k->http.remove[i]) == 0) {
+                memmove(&names[j], &names[j + 1], (n - j - 1) * sizeof(*names));
+                memmove(&values[j], &values[j + 1], (n - j - 1) * sizeof(*values));
+                n--;
+            } else {
+                j++;
+            }
+        }
+    }
+    for (unsigned i = 0; i < k->http.nadd; i++) {
+        const pt_hc_header_t *a = &k->http.add[i];
+        if (a->value[0] == '\0' && !a->keep_empty_value)
+            continue;
+        int present = 0;
+        for (unsigned j = 0; j < n; j++)
+            present |= strcmp(names[j], a->key) == 0;
+        if (a->action == PT_HC_HEADER_ADD_IF_ABSENT && present)
+            continue;
+        if (a->action == PT_HC_HEADER_OVERWRITE && !present)
+            continue;
+        if (a->action == PT_HC_HEADER_OVERWRITE || a->action == PT_HC_HEADER_OVERWRITE_OR_ADD) {
+            for (unsigned j = 0; j < n;) {
+                if (strcmp(names[j], a->key) == 0) {
+                    memmove(&names[j], &names[j + 1], (n - j - 1) * sizeof(*names));
+                    memmove(&values[j], &values[j + 1], (n - j - 1) * sizeof(*values));
+                    n--;
+                } else {
+                    j++;
+                }
+            }
+        }
+        names[n] = a->key;
+        values[n++] = a->value;
+    }
+    const char *m = k->http.method;
+    int body_method = strcmp(m, "POST") == 0 || strcmp(m, "PUT") == 0 || strcmp(m, "PATCH") == 0;
+    size_t len = strlen(m) + strlen(k->http.path) + 64 +
+                 strlen(k->http.host ? k->http.host : cluster_name);
+    for (unsigned j = 0; j < n; j++)
+        len += strlen(names[j]) + strlen(values[j]) + 4;
+    out = malloc(len);
+    if (out == NULL)
+        goto done;
+    size_t o = (size_t)snprintf(out, len, "%s %s HTTP/1.1\r\nhost: %s\r\n", m, k->http.path,
+                                k->http.host ? k->http.host : cluster_name);
+    for (unsigned j = 0; j < n; j++)
+        o += (size_t)snprintf(out + o, len - o, "%s: %s\r\n", names[j], values[j]);
+    if (body_method)
+        o += (size_t)snprintf(out + o, len - o, "content-length: 0\r\n");
+    o += (size_t)snprintf(out + o, len - o, "\r\n");
+    *len_out = o;
+done:
+    free(names);
+    free(values);
+    return out;
+}
+
+static void cluster_dispose(hc_cluster_t *cl)
+{
+    struct ev_loop *loop = cl->hc->loop;
+    unsigned n = cl->c->nhosts * cl->nchecks;
+    for (unsigned i = 0; cl->sessions != NULL && i < n; i++) {
+        hc_session_t *s = &cl->sessions[i];
+        ev_timer_stop(loop, &s->interval_timer);
+        ev_timer_stop(loop, &s->timeout_timer);
+        drop_conn(s);
+        free(s->http);
+        s->http = NULL;
+    }
+    free(cl->sessions);
+    cl->sessions = NULL;
+    for (unsigned k = 0; cl->requests != NULL && k < cl->nchecks; k++)
+        free(cl->requests[k]);
+    free(cl->requests);
+    free(cl->request_lens);
+    cl->requests = NULL;
+    cl->request_lens = NULL;
+}
+
+static pt_stat_t hc_stat(pt_cluster_t *c, int gauge, const char *name)
+{
+    char full[64];
+    snprintf(full, sizeof(full), "health_check.%s", name);
+    return gauge ? pt_stats_gauge("cluster", "envoy_cluster_name", c->name, full)
+                 : pt_stats_counter("cluster", "envoy_cluster_name", c->name, full);
+}
+
+static int cluster_init(pt_health_checker_t *hc, hc_cluster_t *cl, pt_cluster_t *c)
+{
+    cl->hc = hc;
+    cl->c = c;
+    cl->nchecks = c->nhealth_checks;
+    cl->st.attempt = hc_stat(c, 0, "attempt");
+    cl->st.success = hc_stat(c, 0, "success");
+    cl->st.failure = hc_stat(c, 0, "failure");
+    cl->st.passive_failure = hc_stat(c, 0, "passive_failure");
+    cl->st.network_failure = hc_stat(c, 0, "network_failure");
+    cl->st.verify_cluster = hc_stat(c, 0, "verify_cluster");
+    cl->st.healthy = hc_stat(c, 1, "healthy");
+    cl->st.degraded = hc_stat(c, 1, "degraded");
+
+    cl->requests = calloc(cl->nchecks, sizeof(*cl->requests));
+    cl->request_lens = calloc(cl->nchecks, sizeof(*cl->request_lens));
+    if (cl->requests == NULL || cl->request_lens == NULL)
+        return -1;
+    for (unsigned k = 0; k < cl->nchecks; k++) {
+        if (c->health_checks[k].kind != PT_HC_HTTP)
+            continue;
+        cl->requests[k] = build_request(&c->health_checks[k], c->name, &cl->request_lens[k]);
+        if (cl->requests[k] == NULL)
+            return -1;
+    }
+    if (c->nhosts > 0) {
+        cl->sessions = calloc((size_t)c->nhosts * cl->nchecks, sizeof(*cl->sessions));
+        if (cl->sessions == NULL)
+            return -1;
+    }
+    for (unsigned h = 0; h < c->nhosts; h++) {
+        /* Not used for traffic until a check passes (Envoy marks hosts of a health-checked
+         * cluster failed_active_hc when they are added). */
+        atomic_fetch_or(&c->hosts[h]->health, (uint32_t)PT_HOST_FAILED_ACTIVE_HC);
+        for (unsigned k = 0; k < cl->nchecks; k++) {
+            hc_session_t *s = &cl->sessions[h * cl->nchecks + k];
+            s->cl = cl;
+            s->cfg = &c->health_checks[k];
+            s->check = k;
+            s->host_idx = h;
+            s->host = c->hosts[h];
+            s->first_check = 1;
+            s->failed = 1;
+            double first = 0.;
+            if (s->cfg->initial_jitter_ms > 0)
+                first = (double)pt_random_below(s->cfg->initial_jitter_ms) / 1000.0;
+            ev_timer_init(&s->interval_timer, on_interval, first, 0.);
+            ev_timer_init(&s->timeout_timer, on_timeout, 0., 0.);
+            s->interval_timer.data = s;
+            s->timeout_timer.data = s;
+        }
+    }
+    pt_stat_set(cl->st.degraded, 0);
+    refresh_gauges(cl);
+    return 0;
+}
+
+pt_health_checker_t *pt_health_checker_start(pt_worker_t *main_worker, pt_config_t *cfg)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; cfg != NULL && i < cfg->nclusters; i++)
+        n += cfg->clusters[i]->nhealth_checks > 0;
+    if (n == 0)
+        return NULL;
+    pt_health_checker_t *hc = calloc(1, sizeof(*hc));
+    if (hc == NULL)
+        goto oom;
+    hc->worker = main_worker;
+    hc->loop = main_worker->loop;
+    hc->cfg = pt_config_ref(cfg);
+    hc->clusters = calloc(n, sizeof(*hc->clusters));
+    if (hc->clusters == NULL)
+        goto oom;
+    for (unsigned i = 0; i < cfg->nclusters; i++) {
+        pt_cluster_t *c = cfg->clusters[i];
+        if (c->nhealth_checks == 0)
+            continue;
+        hc_cluster_t *cl = &hc->clusters[hc->nclusters++];
+        if (cluster_init(hc, cl, c) != 0)
+            goto oom;
+    }
+    /* Timers start only once every session exists. */
+    for (unsigned i = 0; i < hc->nclusters; i++) {
+        hc_cluster_t *cl = &hc->clusters[i];
+        for (unsigned j = 0; j < cl->c->nhosts * cl->nchecks; j++)
+            ev_timer_start(hc->loop, &cl->sessions[j].interval_timer);
+        pt_info("health check: cluster %s: %u check%s on %u host%s", cl->c->name, cl->nchecks,
+                cl->nchecks == 1 ? "" : "s", cl->c->nhosts, cl->c->nhosts == 1 ? "" : "s");
+    }
+    return hc;
+oom:
+    pt_error("health check: out of memory; health checking is off");
+    pt_health_checker_stop(hc);
+    return NULL;
+}
+
+void pt_health_checker_stop(pt_health_checker_t *hc)
+{
+    if (hc == NULL)
+        return;
+    for (unsigned i = 0; i < hc->nclusters; i++)
+        cluster_dispose(&hc->clusters[i]);
+    free(hc->clusters);
+    pt_config_unref(hc->cfg);
+    free(hc);
 }

@@ -20,8 +20,8 @@
 /* Smallest ClientHello body: legacy_version, random, empty session_id, one cipher suite, one
  * compression method, no extensions. Used both to reject short messages early and to make
  * `needed` a useful lower bound before the handshake length is known. */
-#define HS_MIN_BODY     (2 + 32 + 1 + 2 + 2 + 1 + 1)
-#define SESSION_ID_MAX  32
+#define HS_MIN_BODY    (2 + 32 + 1 + 2 + 2 + 1 + 1)
+#define SESSION_ID_MAX 32
 
 #define EXT_SERVER_NAME        0x0000
 #define EXT_ALPN               0x0010
@@ -294,9 +294,9 @@ pt_ch_result_t pt_client_hello_parse(const uint8_t *buf, size_t len, size_t max_
 {
     memset(out, 0, sizeof(*out));
 
-    size_t pos = 0;       /* offset of the current record header */
-    size_t hs_seen = 0;   /* handshake bytes carried by the complete records before pos */
-    size_t hs_total = 0;  /* HS_HEADER + body length once the handshake header is known */
+    size_t pos = 0;        /* offset of the current record header */
+    size_t hs_seen = 0;    /* handshake bytes carried by the complete records before pos */
+    size_t hs_total = 0;   /* HS_HEADER + body length once the handshake header is known */
     uint8_t hh[HS_HEADER]; /* the handshake header, gathered across records */
     size_t hh_n = 0;
     size_t first_rec_len = 0;

@@ -30,12 +30,16 @@ typedef enum pt_ch_result {
 } pt_ch_result_t;
 
 typedef struct pt_client_hello {
-    char sni[PT_CH_MAX_SNI + 1];   /* server_name (host_name type), lowercased, "" if none */
+    /* server_name (host_name type), lowercased, "" if none */
+    char sni[PT_CH_MAX_SNI + 1];
+    /* protocol names in client order (longer ones truncated are skipped) */
     unsigned nalpn;
-    char alpn[PT_CH_MAX_ALPN][64]; /* protocol names in client order (longer ones truncated are skipped) */
-    uint16_t legacy_version;       /* client_version field */
-    int supports_tls13;            /* supported_versions lists 0x0304 */
-    size_t needed;                 /* on INCOMPLETE: total bytes known to be needed so far (0 = unknown) */
+    char alpn[PT_CH_MAX_ALPN][64];
+    uint16_t legacy_version; /* client_version field */
+    int supports_tls13;      /* supported_versions lists 0x0304 */
+    /* on INCOMPLETE: total bytes known to be needed so far; always > len (never 0 = unknown:
+     * before the lengths are in, it counts the smallest possible ClientHello) */
+    size_t needed;
 } pt_client_hello_t;
 
 /* Parses the first bytes of a connection (as peeked with MSG_PEEK; never consumes). The

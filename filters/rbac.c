@@ -5,6 +5,8 @@
  * parse time so evaluation walks them in Envoy's order and stops at the first match. */
 #include "filters/rbac.h"
 
+#include "tls/transport.h"
+
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
@@ -25,7 +27,7 @@ typedef enum node_kind {
     N_HEADER,
     N_URL_PATH,
     N_DEST_IP,
-    N_DEST_PORT,       /* destination_port and destination_port_range: [start, end) */
+    N_DEST_PORT, /* destination_port and destination_port_range: [start, end) */
     N_SNI,
     N_AUTHENTICATED,
     N_DIRECT_REMOTE_IP, /* direct_remote_ip and the deprecated source_ip */
@@ -75,7 +77,7 @@ struct node {
         struct {
             int has; /* authenticated without principal_name: has == 0 */
             pt_string_matcher_t m;
-        } str;     /* url_path, requested_server_name, authenticated */
+        } str; /* url_path, requested_server_name, authenticated */
         cidr_t cidr;
         struct {
             uint32_t start, end;
@@ -113,24 +115,29 @@ typedef struct pctx {
 static const char *const rbac_unsupported[] = {"audit_logging_options", NULL};
 static const char *const policy_unsupported[] = {"condition", "checked_condition", "cel_config",
                                                  NULL};
-static const char *const perm_kinds[] = {
-    "and_rules",        "or_rules",         "any",
-    "header",           "url_path",         "destination_ip",
-    "destination_port", "destination_port_range", "requested_server_name",
-    "not_rule",         NULL};
+static const char *const perm_kinds[] = {"and_rules",
+                                         "or_rules",
+                                         "any",
+                                         "header",
+                                         "url_path",
+                                         "destination_ip",
+                                         "destination_port",
+                                         "destination_port_range",
+                                         "requested_server_name",
+                                         "not_rule",
+                                         NULL};
 static const char *const perm_unsupported[] = {"metadata", "matcher", "uri_template",
                                                "sourced_metadata", NULL};
 static const char *const principal_kinds[] = {
-    "and_ids",   "or_ids", "any",    "authenticated", "source_ip", "direct_remote_ip",
-    "remote_ip", "header", "url_path", "not_id",      NULL};
-static const char *const principal_unsupported[] = {"metadata", "filter_state",
-                                                    "sourced_metadata", "custom", NULL};
+    "and_ids",   "or_ids", "any",      "authenticated", "source_ip", "direct_remote_ip",
+    "remote_ip", "header", "url_path", "not_id",        NULL};
+static const char *const principal_unsupported[] = {"metadata", "filter_state", "sourced_metadata",
+                                                    "custom", NULL};
 static const char *const action_names[] = {"ALLOW", "DENY", NULL};
 static const char *const action_known[] = {"LOG", NULL};
 static const char *const enforcement_names[] = {"ONE_TIME_ON_FIRST_BYTE", "CONTINUOUS", NULL};
 static const char *const http_unsupported[] = {"matcher", "shadow_matcher", NULL};
-static const char *const network_unsupported[] = {"matcher", "shadow_matcher", "delay_deny",
-                                                  NULL};
+static const char *const network_unsupported[] = {"matcher", "shadow_matcher", "delay_deny", NULL};
 
 static char *lower_dup(pt_arena_t *a, const char *s)
 {
@@ -195,8 +202,7 @@ static int cfg_int64(pt_cfg_t *r, const char *field, int64_t *out)
 
 /* Names of `kinds` present in the current object, comma separated; returns how many, and
  * the index of the first in *first. */
-static int present_kinds(pt_cfg_t *r, const char *const *kinds, int *first, char *names,
-                         size_t len)
+static int present_kinds(pt_cfg_t *r, const char *const *kinds, int *first, char *names, size_t len)
 {
     int n = 0;
     *first = -1;
@@ -223,9 +229,9 @@ static int any_present(pt_cfg_t *r, const char *const *names)
 
 static void parse_header(pctx_t *p, hdr_matcher_t *hm)
 {
-    static const char *const kinds[] = {"exact_match",   "safe_regex_match", "range_match",
-                                        "present_match", "prefix_match",     "suffix_match",
-                                        "contains_match", "string_match",    NULL};
+    static const char *const kinds[] = {"exact_match",    "safe_regex_match", "range_match",
+                                        "present_match",  "prefix_match",     "suffix_match",
+                                        "contains_match", "string_match",     NULL};
     pt_cfg_t *r = p->r;
     memset(hm, 0, sizeof(*hm));
     p->needs |= PT_RBAC_NEEDS_HEADERS;
@@ -246,9 +252,11 @@ static void parse_header(pctx_t *p, hdr_matcher_t *hm)
     char names[200];
     int n = present_kinds(r, kinds, &found, names, sizeof(names));
     if (n > 1) {
-        pt_cfg_error(r, NULL, "only one of exact_match, safe_regex_match, range_match, "
-                              "present_match, prefix_match, suffix_match, contains_match, "
-                              "string_match may be given (found %s)", names);
+        pt_cfg_error(r, NULL,
+                     "only one of exact_match, safe_regex_match, range_match, "
+                     "present_match, prefix_match, suffix_match, contains_match, "
+                     "string_match may be given (found %s)",
+                     names);
         for (int k = 0; kinds[k] != NULL; k++)
             (void)pt_cfg_get(r, kinds[k]);
         return;
@@ -468,8 +476,9 @@ static void parse_permission(pctx_t *p, node_t *n)
     case 3:
         n->kind = N_HEADER;
         if (p->flags & PT_RBAC_PARSE_NETWORK) {
-            pt_cfg_error(r, "header", "is not supported by the RBAC network filter (a "
-                                      "connection has no HTTP headers)");
+            pt_cfg_error(r, "header",
+                         "is not supported by the RBAC network filter (a "
+                         "connection has no HTTP headers)");
             (void)pt_cfg_get(r, "header");
             break;
         }
@@ -580,8 +589,9 @@ static void parse_principal(pctx_t *p, node_t *n)
     case 7:
         n->kind = N_HEADER;
         if (p->flags & PT_RBAC_PARSE_NETWORK) {
-            pt_cfg_error(r, "header", "is not supported by the RBAC network filter (a "
-                                      "connection has no HTTP headers)");
+            pt_cfg_error(r, "header",
+                         "is not supported by the RBAC network filter (a "
+                         "connection has no HTTP headers)");
             (void)pt_cfg_get(r, "header");
             break;
         }
@@ -604,8 +614,7 @@ static void parse_principal(pctx_t *p, node_t *n)
 }
 
 /* permissions / principals of a Policy: required, at least one entry. */
-static const node_t *parse_node_list(pctx_t *p, const char *field, unsigned *count,
-                                     int principal)
+static const node_t *parse_node_list(pctx_t *p, const char *field, unsigned *count, int principal)
 {
     pt_cfg_t *r = p->r;
     int present;
@@ -670,7 +679,8 @@ pt_rbac_rules_t *pt_rbac_rules_parse(pt_cfg_t *r, pt_arena_t *a, unsigned flags)
         policy_t *pol = pt_arena_alloc(a, (n ? n : 1) * sizeof(*pol));
         const char *key;
         json_t *val;
-        json_object_foreach(map, key, val) {
+        json_object_foreach(map, key, val)
+        {
             if (names != NULL && i < n)
                 names[i++] = key;
         }
@@ -839,12 +849,12 @@ static int authenticated_matches(const node_t *n, const pt_peer_identity_t *id)
         return 1;
     const pt_string_matcher_t *m = &n->u.str.m;
     for (unsigned i = 0; i < id->nuri_sans; i++)
-        if (id->uri_sans[i] != NULL && pt_string_matcher_match(m, id->uri_sans[i],
-                                                               strlen(id->uri_sans[i])))
+        if (id->uri_sans[i] != NULL &&
+            pt_string_matcher_match(m, id->uri_sans[i], strlen(id->uri_sans[i])))
             return 1;
     for (unsigned i = 0; i < id->ndns_sans; i++)
-        if (id->dns_sans[i] != NULL && pt_string_matcher_match(m, id->dns_sans[i],
-                                                               strlen(id->dns_sans[i])))
+        if (id->dns_sans[i] != NULL &&
+            pt_string_matcher_match(m, id->dns_sans[i], strlen(id->dns_sans[i])))
             return 1;
     const char *subj = id->subject ? id->subject : "";
     return pt_string_matcher_match(m, subj, strlen(subj));
@@ -917,8 +927,7 @@ static const policy_t *first_match(const pt_rbac_rules_t *rules, const pt_rbac_c
     return NULL;
 }
 
-int pt_rbac_rules_check(const pt_rbac_rules_t *rules, const pt_rbac_ctx_t *ctx,
-                        const char **policy)
+int pt_rbac_rules_check(const pt_rbac_rules_t *rules, const pt_rbac_ctx_t *ctx, const char **policy)
 {
     const policy_t *po = first_match(rules, ctx);
     if (policy != NULL)
@@ -1051,4 +1060,20 @@ void pt_rbac_config_register_stats(pt_rbac_config_t *c, const char *hcm_stat_pre
     c->stats.shadow_allowed = pt_stats_counter(scope, tag, tag_value, name);
     join(name, sizeof(name), shadow, "shadow_denied");
     c->stats.shadow_denied = pt_stats_counter(scope, tag, tag_value, name);
+}
+
+const pt_peer_identity_t *pt_rbac_identity_from_conn(const pt_conn_t *c,
+                                                     pt_peer_identity_t *storage)
+{
+    const pt_tls_identity_t *t = c != NULL && pt_conn_is_tls(c) ? pt_tls_peer_identity(c) : NULL;
+    if (t == NULL)
+        return NULL;
+    memset(storage, 0, sizeof(*storage));
+    storage->uri_sans = (const char *const *)t->uri_sans;
+    storage->nuri_sans = t->nuri;
+    storage->dns_sans = (const char *const *)t->dns_sans;
+    storage->ndns_sans = t->ndns;
+    storage->subject = t->subject;
+    storage->verified = pt_tls_peer_verified(c);
+    return storage;
 }

@@ -36,7 +36,7 @@ typedef struct pt_peer_identity {
     unsigned nuri_sans;
     const char *const *dns_sans;
     unsigned ndns_sans;
-    const char *subject;         /* RFC 2253 form, or NULL */
+    const char *subject; /* RFC 2253 form, or NULL */
     int verified;
 } pt_peer_identity_t;
 
@@ -52,6 +52,13 @@ typedef struct pt_rbac_ctx {
     const char *requested_server_name; /* SNI; NULL = none, matched as "" as Envoy does */
     const pt_peer_identity_t *peer;    /* NULL = no TLS or no certificate */
 } pt_rbac_ctx_t;
+
+typedef struct pt_conn pt_conn_t;
+
+/* The identity of a connection's TLS peer (NULL when it is not TLS or showed no
+ * certificate); `storage` holds the result, which points into the connection. */
+const pt_peer_identity_t *pt_rbac_identity_from_conn(const pt_conn_t *c,
+                                                     pt_peer_identity_t *storage);
 
 /* ---- rule sets (one envoy.config.rbac.v3.RBAC message) ------------------------------- */
 
@@ -129,13 +136,13 @@ typedef enum pt_rbac_enforcement {
 /* The typed_config of either filter. */
 typedef struct pt_rbac_config {
     pt_rbac_filter_kind_t kind;
-    const pt_rbac_rules_t *rules;        /* NULL: nothing enforced */
-    const pt_rbac_rules_t *shadow_rules; /* NULL: no shadow evaluation */
-    const char *stat_prefix;             /* network filter (required there); NULL for HTTP */
-    const char *rules_stat_prefix;       /* HTTP only; "" when unset */
-    const char *shadow_rules_stat_prefix; /* "" when unset */
+    const pt_rbac_rules_t *rules;           /* NULL: nothing enforced */
+    const pt_rbac_rules_t *shadow_rules;    /* NULL: no shadow evaluation */
+    const char *stat_prefix;                /* network filter (required there); NULL for HTTP */
+    const char *rules_stat_prefix;          /* HTTP only; "" when unset */
+    const char *shadow_rules_stat_prefix;   /* "" when unset */
     pt_rbac_enforcement_t enforcement_type; /* network only; both evaluate once */
-    unsigned needs;                      /* PT_RBAC_NEEDS_* of rules and shadow rules */
+    unsigned needs;                         /* PT_RBAC_NEEDS_* of rules and shadow rules */
     pt_rbac_stats_t stats;
 } pt_rbac_config_t;
 

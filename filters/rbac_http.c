@@ -25,45 +25,6 @@ static int rbac_http_prepare(void *fc, pt_config_t *cfg, const char *stat_prefix
     return 0;
 }
 
-/* The connection's peer. The stream info's downstream_remote is it unless x-forwarded-for
- * replaced it (use_remote_address false and the header present); then the peer is found
- * through the session whose terminal object is this stream's connection. That walk is only
- * taken for rules that name direct_remote_ip / source_ip. */
-static void direct_remote(const pt_http_stream_t *s, pt_addr_t *out)
-{
-    *out = s->info.downstream_remote;
-    if (s->config->use_remote_address ||
-        pt_http_headers_get(s->request_headers, "x-forwarded-for") == NULL)
-        return;
-    for (const pt_session_t *ss = s->worker->sessions; ss != NULL; ss = ss->next) {
-        if (ss->terminal == (const void *)s->hcm && ss->conn != NULL) {
-            *out = ss->conn->peer;
-            return;
-        }
-    }
-    memset(out, 0, sizeof(*out)); /* unknown: no range matches */
-}
-
-/* The peer's certificate identity as the stream info has it. Until the TLS transport
- * provides the full pt_peer_identity_t, the one URI SAN there is the identity, verified
- * when present (the transport only records SANs of a validated certificate). */
-static const pt_peer_identity_t *stream_identity(const pt_http_stream_t *s,
-                                                 pt_peer_identity_t *id, const char **sans)
-{
-    const pt_stream_info_t *si = &s->info;
-    if (si->downstream_peer_uri_san == NULL && si->downstream_peer_subject == NULL)
-        return NULL;
-    memset(id, 0, sizeof(*id));
-    if (si->downstream_peer_uri_san != NULL) {
-        sans[0] = si->downstream_peer_uri_san;
-        id->uri_sans = sans;
-        id->nuri_sans = 1;
-    }
-    id->subject = si->downstream_peer_subject;
-    id->verified = 1;
-    return id;
-}
-
 static int rbac_http_decode_headers(pt_http_stream_t *s, void *cfg, void *state,
                                     pt_http_headers_t *h, int end_stream)
 {
@@ -76,13 +37,11 @@ static int rbac_http_decode_headers(pt_http_stream_t *s, void *cfg, void *state,
     memset(&ctx, 0, sizeof(ctx));
     ctx.headers = h;
     ctx.remote = s->info.downstream_remote;
-    if (c->needs & PT_RBAC_NEEDS_DIRECT_REMOTE)
-        direct_remote(s, &ctx.direct_remote);
+    ctx.direct_remote = s->info.downstream_direct_remote;
     ctx.local = s->info.downstream_local;
     ctx.requested_server_name = s->info.requested_server_name;
     pt_peer_identity_t id;
-    const char *sans[1];
-    ctx.peer = stream_identity(s, &id, sans);
+    ctx.peer = pt_rbac_identity_from_conn(pt_http_stream_downstream_conn(s), &id);
 
     pt_rbac_result_t res;
     pt_rbac_evaluate(c, &ctx, &res);

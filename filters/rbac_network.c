@@ -30,12 +30,6 @@ static int rbac_network_prepare(void *fc, pt_config_t *cfg)
 
 /* The peer's certificate identity. The TLS transport fills this in once it records a
  * pt_peer_identity_t for the connection; until then no connection is authenticated. */
-static const pt_peer_identity_t *session_identity(const pt_session_t *s)
-{
-    (void)s;
-    return NULL;
-}
-
 static int rbac_network_on_new_connection(pt_session_t *s, void *fc)
 {
     const pt_rbac_config_t *c = fc;
@@ -52,7 +46,8 @@ static int rbac_network_on_new_connection(pt_session_t *s, void *fc)
             memset(&ctx.local, 0, sizeof(ctx.local)); /* unknown: nothing matches it */
     }
     ctx.requested_server_name = s->sni; /* from tls_inspector; NULL when not inspected */
-    ctx.peer = session_identity(s);
+    pt_peer_identity_t id;
+    ctx.peer = pt_rbac_identity_from_conn(s->conn, &id);
 
     pt_rbac_result_t res;
     pt_rbac_evaluate(c, &ctx, &res);

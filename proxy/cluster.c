@@ -24,7 +24,7 @@ static const char *const cluster_unsupported[] = {
     "track_cluster_stats", "preconnect_policy", "connection_pool_per_downstream_connection",
     "dns_lookup_family", "dns_resolvers", "use_tcp_for_dns_lookups", "dns_resolution_config",
     "typed_dns_resolver_config", "wait_for_warm_on_init", "respect_dns_ttl", "dns_refresh_rate",
-    "dns_failure_refresh_rate", "cluster_type", "circuit_breakers",
+    "dns_failure_refresh_rate", "cluster_type",
     "typed_extension_protocol_options", "http2_protocol_options",
     "http_protocol_options", "upstream_http_protocol_options",
     "cleanup_interval", "upstream_bind_config",
@@ -90,6 +90,7 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r, pt_config_t *cfg, unsigned index)
 
     pt_tls_transport_socket_parse(r, &cfg->arena, "transport_socket", 0, &c->tls);
 
+    pt_breakers_parse(r, c->breakers);
     c->healthy_panic_threshold = 50.0;
     if (pt_cfg_enter(r, "common_lb_config") > 0) {
         static const char *const clb_unsupported[] = {
@@ -127,8 +128,9 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r, pt_config_t *cfg, unsigned index)
     return c;
 }
 
-void pt_cluster_prepare(pt_cluster_t *c)
+void pt_cluster_prepare(pt_cluster_t *c, pt_arena_t *arena)
 {
+    pt_breakers_prepare(c->breakers, c->name, arena);
 #define PT_X(n) c->stats.n = pt_stats_counter("cluster", "envoy_cluster_name", c->name, #n);
     PT_CLUSTER_COUNTERS(PT_X)
 #undef PT_X

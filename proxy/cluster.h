@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "proxy/address.h"
+#include "proxy/circuit_breaker.h"
 #include "proxy/config.h"
 #include "proxy/stats.h"
 
@@ -43,7 +44,16 @@ typedef struct pt_worker pt_worker_t;
     X(upstream_rq_2xx)                                                                         \
     X(upstream_rq_3xx)                                                                         \
     X(upstream_rq_4xx)                                                                         \
-    X(upstream_rq_5xx)
+    X(upstream_rq_5xx)                                                                         \
+    X(upstream_cx_overflow)                                                                    \
+    X(upstream_rq_pending_overflow)                                                            \
+    X(upstream_rq_retry)                                                                       \
+    X(upstream_rq_retry_success)                                                               \
+    X(upstream_rq_retry_limit_exceeded)                                                        \
+    X(upstream_rq_retry_overflow)                                                              \
+    X(upstream_rq_retry_backoff_exponential)                                                   \
+    X(upstream_rq_per_try_timeout)                                                             \
+    X(upstream_rq_per_try_idle_timeout)
 
 #define PT_CLUSTER_GAUGES(X)                                                                   \
     X(upstream_cx_active)                                                                      \
@@ -94,6 +104,7 @@ struct pt_cluster {
     unsigned nhosts;
     pt_cluster_stats_t stats;
     double healthy_panic_threshold; /* percent; below it, balance over all hosts */
+    pt_breaker_t breakers[PT_PRIORITIES]; /* circuit_breakers by priority */
     struct pt_outlier_config *outlier; /* outlier_detection, or NULL (discovery/outlier.h) */
     struct pt_health_check_config *health_checks; /* discovery/health_check.h */
     unsigned nhealth_checks;
@@ -104,7 +115,7 @@ struct pt_cluster {
 /* Parses the cluster the reader is positioned in. The result may be invalid when r holds
  * new errors (the caller then builds no snapshot); NULL only on out-of-memory. */
 pt_cluster_t *pt_cluster_parse(pt_cfg_t *r, pt_config_t *cfg, unsigned index);
-void pt_cluster_prepare(pt_cluster_t *c);
+void pt_cluster_prepare(pt_cluster_t *c, pt_arena_t *arena);
 /* Counts a response: upstream_rq_<class>xx and upstream_rq_<code>. */
 void pt_cluster_count_response(pt_cluster_t *c, int status);
 

@@ -517,7 +517,7 @@ static void build_tls(pt_config_t *cfg, pt_cfg_t *r)
 static int prepare(pt_config_t *cfg)
 {
     for (unsigned i = 0; i < cfg->nclusters; i++)
-        pt_cluster_prepare(cfg->clusters[i]);
+        pt_cluster_prepare(cfg->clusters[i], &cfg->arena);
     for (unsigned i = 0; i < cfg->nlisteners; i++) {
         pt_listener_config_t *l = &cfg->listeners[i];
         const char *t = "envoy_listener_address";

@@ -333,6 +333,7 @@ static void *hcm_on_new_stream(void *owner, pt_http_codec_stream_t *cs)
     s->info.start_wall_us = wall_us();
     s->info.start_mono_us = pt_now_us();
     s->info.downstream_remote = h->session->conn->peer;
+    s->info.downstream_direct_remote = h->session->conn->peer;
     s->info.downstream_local = h->local;
     pt_conn_t *dc = h->session->conn;
     s->scheme = pt_conn_is_tls(dc) ? "https" : "http";
@@ -1081,6 +1082,11 @@ void pt_http_stream_upgrade(pt_http_stream_t *s)
 {
     if (s->cs != NULL)
         s->hcm->codec->ops->upgrade(s->cs);
+}
+
+pt_conn_t *pt_http_stream_downstream_conn(const pt_http_stream_t *s)
+{
+    return s->hcm->session->conn;
 }
 
 const char *pt_http_stream_protocol(const pt_http_stream_t *s)

@@ -180,6 +180,8 @@ void pt_http_stream_read_disable(pt_http_stream_t *s, int disable);
 int pt_http_stream_downstream_above_high(const pt_http_stream_t *s);
 /* Turns the stream into a tunnel after the upstream accepted an upgrade (101). */
 void pt_http_stream_upgrade(pt_http_stream_t *s);
+/* The downstream connection (TLS identity, addresses). */
+pt_conn_t *pt_http_stream_downstream_conn(const pt_http_stream_t *s);
 /* The downstream protocol ("HTTP/1.1"...). */
 const char *pt_http_stream_protocol(const pt_http_stream_t *s);
 

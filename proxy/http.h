@@ -108,7 +108,8 @@ typedef struct pt_stream_info {
     const char *upstream_host;    /* "10.0.0.1:80", or NULL */
     const char *upstream_cluster; /* or NULL */
     const char *route_name;
-    pt_addr_t downstream_remote;
+    pt_addr_t downstream_remote;        /* the client, after x-forwarded-for when trusted */
+    pt_addr_t downstream_direct_remote; /* the peer of the connection */
     pt_addr_t downstream_local;
     pt_addr_t upstream_local;
     const char *requested_server_name; /* SNI */

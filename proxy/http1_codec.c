@@ -66,6 +66,13 @@ static pt_h1_header_t *scratch(unsigned n)
     return scratch_headers;
 }
 
+void pt_http1_codec_thread_cleanup(void)
+{
+    free(scratch_headers);
+    scratch_headers = NULL;
+    scratch_cap = 0;
+}
+
 /* Finds the end of a message head in buf (after a blank line); returns its length or 0.
  * `*from` remembers how far earlier calls looked. */
 static size_t find_head_end(pt_buf_t *in, size_t *from)
@@ -603,6 +610,14 @@ static void h1s_process(h1_server_t *s)
             break;
         }
         case H1S_REQ_DONE:
+            if (s->peer_eof && s->active && !s->resp_done) {
+                /* The client closed while its request is being answered. As in Envoy (and
+                 * nginx without proxy_ignore_client_abort) there are no half-closed HTTP/1
+                 * requests: the client is gone, so the stream is reset and the upstream
+                 * request cancelled rather than answered into the void. */
+                h1s_connection_lost(s, PT_HTTP_RESET_CONNECTION_CLOSE);
+                return;
+            }
             /* Pipelined input waits; bound how much of it is buffered. */
             if (pt_buf_len(&c->in) > H1_PIPELINE_BUFFER && !s->pipeline_paused) {
                 s->pipeline_paused = 1;
@@ -801,11 +816,14 @@ static void h1s_encode_data(pt_http_codec_stream_t *cs, pt_buf_t *data, int end_
     }
     if (s->state == H1S_TUNNEL) {
         pt_conn_write(s->conn, data);
-        if (end_stream && !s->tunnel_out_done) {
+        if (end_stream) {
+            /* The upstream side of the tunnel ended. For the owner that is the end of the
+             * response, and a response that ends before its request is an early response:
+             * the stream is over (the owner releases it right after this call) and, as for
+             * any early response, the connection closes once the bytes are out. Waiting
+             * for the client's FIN instead would keep a stream pointer the owner has freed,
+             * and the connection, alive forever. */
             s->tunnel_out_done = 1;
-            pt_conn_shutdown(s->conn);
-        }
-        if (s->tunnel_out_done && s->tunnel_in_done) {
             h1s_close_conn(s, PT_CLOSE_FLUSH);
             return;
         }

@@ -155,4 +155,7 @@ struct pt_http_client_codec_ops {
 
 extern const pt_http_client_codec_ops_t pt_http1_client_codec;
 
+/* Frees the calling thread's parser scratch (a worker thread exiting). */
+void pt_http1_codec_thread_cleanup(void);
+
 #endif

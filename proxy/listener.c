@@ -263,10 +263,18 @@ static void inspect_done(pt_session_t *s, const pt_client_hello_t *ch)
     choose_chain(s);
 }
 
+static _Thread_local uint8_t *peek_buf;
+
+void pt_listener_thread_cleanup(void)
+{
+    free(peek_buf);
+    peek_buf = NULL;
+}
+
 static void inspect_peek(pt_session_t *s)
 {
-    static _Thread_local uint8_t *buf;
-    if (buf == NULL && (buf = malloc(INSPECT_MAX_BYTES)) == NULL) {
+    uint8_t *buf = peek_buf;
+    if (buf == NULL && (buf = peek_buf = malloc(INSPECT_MAX_BYTES)) == NULL) {
         session_fail(s);
         return;
     }

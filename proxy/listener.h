@@ -54,6 +54,8 @@ void pt_listener_accept(pt_worker_t *w, pt_listener_t *l, int listen_fd);
 void pt_session_continue(pt_session_t *s);
 /* Ends a session: the caller has closed (or handed off) s->conn. Frees s. */
 void pt_session_end(pt_session_t *s);
+/* Frees the calling thread's inspection buffer (a worker thread exiting). */
+void pt_listener_thread_cleanup(void);
 /* Aborts every session of the worker (shutdown after the drain). */
 void pt_session_abort_all(pt_worker_t *w);
 

@@ -32,6 +32,7 @@ struct pt_pool {
     unsigned nidle, nconnecting;
     pt_pool_request_t *pending_head, *pending_tail;
     unsigned npending;
+    int closing;                  /* pt_pool_close_all is tearing it down */
     struct pt_pool *next_in_bucket;
 };
 
@@ -153,6 +154,8 @@ static void account_bytes(pt_pool_conn_t *pc)
     pc->tx_accounted = pc->conn->tx_bytes;
 }
 
+static int start_connect(pt_pool_t *p, int priority);
+
 /* Closes and frees a pool connection in any state. */
 static void pc_destroy(pt_pool_conn_t *pc, int remote)
 {
@@ -167,11 +170,16 @@ static void pc_destroy(pt_pool_conn_t *pc, int remote)
     if (pc->codec != NULL)
         pc->codec->ops->destroy(pc->codec);
     pt_conn_close(pc->conn, PT_CLOSE_NOW);
+    if (pc->breaker != NULL)
+        pt_breaker_release_cx(pc->breaker);
     pt_stat_dec(p->stats.upstream_cx_active);
     pt_stat_inc(p->stats.upstream_cx_destroy);
     pt_stat_inc(remote ? p->stats.upstream_cx_destroy_remote : p->stats.upstream_cx_destroy_local);
     atomic_fetch_sub_explicit(&p->host->cx_active, 1, memory_order_relaxed);
     free(pc);
+    /* A slot under max_connections may have freed up for a request that waits. */
+    if (p->npending > p->nconnecting && !p->closing)
+        start_connect(p, p->pending_head ? p->pending_head->priority : 0);
 }
 
 static void on_idle_timeout(struct ev_loop *loop, ev_timer *t, int revents)
@@ -235,6 +243,8 @@ static pt_pool_request_t *pending_pop(pt_pool_t *p)
     pr->pool = NULL;
     p->npending--;
     pt_stat_dec(p->stats.upstream_rq_pending_active);
+    if (p->cluster != NULL)
+        pt_breaker_release_pending(&p->cluster->breakers[pr->priority]);
     return pr;
 }
 
@@ -251,7 +261,6 @@ static void pc_ready(pt_pool_conn_t *pc)
     pr->on_ready(pr, pc);
 }
 
-static void start_connect(pt_pool_t *p);
 
 static void pc_on_connect(pt_conn_t *c, int status)
 {
@@ -307,20 +316,38 @@ static const pt_conn_handler_t connecting_handler = {
     .on_error = pc_on_error,
 };
 
-static void start_connect(pt_pool_t *p)
+/* Opens a connection if the circuit breakers allow one. Returns 1 if one is under way. */
+static int start_connect(pt_pool_t *p, int priority)
 {
+    pt_breaker_t *b = p->cluster ? &p->cluster->breakers[priority] : NULL;
+    if (b != NULL && b->per_host_max_connections > 0 &&
+        atomic_load_explicit(&p->host->cx_active, memory_order_relaxed) >=
+            b->per_host_max_connections) {
+        pt_stat_inc(p->stats.upstream_cx_overflow);
+        return 0;
+    }
+    if (b != NULL && !pt_breaker_try_cx(b)) {
+        pt_stat_inc(p->stats.upstream_cx_overflow);
+        return 0;
+    }
     pt_pool_conn_t *pc = calloc(1, sizeof(*pc));
-    if (pc == NULL)
-        return;
+    if (pc == NULL) {
+        if (b != NULL)
+            pt_breaker_release_cx(b);
+        return 0;
+    }
     pc->pool = p;
+    pc->breaker = b;
     pc->state = PC_CONNECTING;
     ev_init(&pc->idle_timer, on_idle_timeout);
     pc->idle_timer.data = pc;
     int err = 0;
     void *tls = NULL;
     if (p->tls_ctx != NULL && (tls = pt_tls_conn_new(p->tls_ctx, 0, p->tls_ctx->settings->sni)) == NULL) {
+        if (b != NULL)
+            pt_breaker_release_cx(b);
         free(pc);
-        return;
+        return 0;
     }
     pc->conn = pt_conn_connect(p->worker, &p->address, p->connect_timeout_ms,
                                tls ? &pt_transport_tls : &pt_transport_raw, tls,
@@ -330,16 +357,19 @@ static void start_connect(pt_pool_t *p)
     atomic_fetch_add_explicit(&p->host->cx_total, 1, memory_order_relaxed);
     if (pc->conn == NULL) {
         pt_tls_conn_discard(tls);
+        if (b != NULL)
+            pt_breaker_release_cx(b);
         pt_stat_inc(p->stats.upstream_cx_connect_fail);
         pt_warn("cannot create upstream socket: %s", strerror(-err));
         free(pc);
-        return;
+        return 0;
     }
     pc->conn->high_watermark = p->buffer_limit;
     pt_stat_inc(p->stats.upstream_cx_active);
     atomic_fetch_add_explicit(&p->host->cx_active, 1, memory_order_relaxed);
     list_push(&p->connecting, pc);
     p->nconnecting++;
+    return 1;
 }
 
 pt_pool_conn_t *pt_pool_acquire(pt_pool_t *p, pt_pool_request_t *pr, int *err)
@@ -355,6 +385,11 @@ pt_pool_conn_t *pt_pool_acquire(pt_pool_t *p, pt_pool_request_t *pr, int *err)
         pc_make_busy(pc);
         return pc;
     }
+    if (p->cluster != NULL && !pt_breaker_try_pending(&p->cluster->breakers[pr->priority])) {
+        pt_stat_inc(p->stats.upstream_rq_pending_overflow);
+        *err = -EOVERFLOW;
+        return NULL;
+    }
     pr->pool = p;
     pr->next = NULL;
     pr->prev = p->pending_tail;
@@ -367,11 +402,17 @@ pt_pool_conn_t *pt_pool_acquire(pt_pool_t *p, pt_pool_request_t *pr, int *err)
     pt_stat_inc(p->stats.upstream_rq_pending_total);
     pt_stat_inc(p->stats.upstream_rq_pending_active);
     if (p->nconnecting < p->npending)
-        start_connect(p);
-    if (p->nconnecting == 0) {
-        /* Could not even create a socket. */
-        pt_pool_cancel(pr);
-        *err = -ENOBUFS;
+        start_connect(p, pr->priority);
+    if (p->nconnecting == 0 && p->busy == NULL) {
+        /* Nothing under way and nothing to wait for: either no socket could be made, or
+         * the breakers are full and the request waits for another worker's connection to
+         * close, bounded by the route timeout. Only the first is an error now. */
+        pt_breaker_t *b = p->cluster ? &p->cluster->breakers[pr->priority] : NULL;
+        int blocked = b != NULL && atomic_load(&b->cx) >= (int64_t)b->max_connections;
+        if (!blocked) {
+            pt_pool_cancel(pr);
+            *err = -ENOBUFS;
+        }
     }
     return NULL;
 }
@@ -394,6 +435,8 @@ void pt_pool_cancel(pt_pool_request_t *pr)
     p->npending--;
     pt_stat_dec(p->stats.upstream_rq_pending_active);
     pt_stat_inc(p->stats.upstream_rq_cancelled);
+    if (p->cluster != NULL)
+        pt_breaker_release_pending(&p->cluster->breakers[pr->priority]);
     /* The connection started for it keeps going and will wait idle. */
 }
 
@@ -433,6 +476,7 @@ void pt_pool_close_all(pt_worker_t *w)
         pt_pool_t *p = m->buckets[i];
         while (p != NULL) {
             pt_pool_t *next = p->next_in_bucket;
+            p->closing = 1;
             while (p->idle != NULL)
                 pc_destroy(p->idle, 0);
             while (p->busy != NULL)

@@ -30,6 +30,7 @@ typedef struct pt_pool_conn {
     uint32_t requests;                /* requests started on this connection */
     uint64_t rx_accounted, tx_accounted;
     pt_addr_t local;                  /* our end of the connection, for logs */
+    pt_breaker_t *breaker;            /* the circuit breaker its slot was taken from */
     unsigned state : 2;               /* connecting, busy, idle */
 } pt_pool_conn_t;
 
@@ -37,6 +38,7 @@ struct pt_pool_request {
     /* Exactly one of these is called, unless the request is cancelled first. */
     void (*on_ready)(pt_pool_request_t *pr, pt_pool_conn_t *pc);
     void (*on_failure)(pt_pool_request_t *pr, int status); /* -ETIMEDOUT, -ECONNREFUSED ... */
+    int priority;                     /* which circuit breakers count it (0 DEFAULT, 1 HIGH) */
     struct pt_pool_request *prev, *next;
     pt_pool_t *pool;
 };
@@ -44,8 +46,11 @@ struct pt_pool_request {
 /* The pool for (cluster, host) on this worker, created on first use. */
 pt_pool_t *pt_pool_get(pt_worker_t *w, pt_cluster_t *c, pt_host_t *h);
 /* Returns an idle connection (now busy), or NULL with the request queued (on_ready or
- * on_failure comes later), or NULL with *err < 0 when no connection can be attempted.
- * Never calls the request's callbacks before returning. */
+ * on_failure comes later), or NULL with *err < 0 when it cannot be queued: -EOVERFLOW when
+ * max_pending_requests is reached (the caller answers 503 UO), -ENOBUFS when no socket can
+ * be made. New connections respect max_connections and the per-host limit; a request over
+ * them waits for a connection to free up. Never calls the request's callbacks before
+ * returning. */
 pt_pool_conn_t *pt_pool_acquire(pt_pool_t *p, pt_pool_request_t *pr, int *err);
 void pt_pool_cancel(pt_pool_request_t *pr);
 /* The request on pc finished: keep the connection if its codec says it is reusable. */

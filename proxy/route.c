@@ -1,4 +1,5 @@
 #include "proxy/route.h"
+#include "proxy/retry.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -39,13 +40,9 @@ static const char *const vhost_unsupported[] = {"virtual_clusters",
                                                 "rate_limits",
                                                 "cors",
                                                 "typed_per_filter_config",
-                                                "include_request_attempt_count",
-                                                "include_attempt_count_in_response",
-                                                "retry_policy",
                                                 "retry_policy_typed_config",
                                                 "hedge_policy",
                                                 "include_is_timeout_retry_header",
-                                                "per_request_buffer_limit_bytes",
                                                 "request_mirror_policies",
                                                 "matcher",
                                                 "metadata",
@@ -54,7 +51,6 @@ static const char *const route_unsupported[] = {"metadata",
                                                 "decorator",
                                                 "typed_per_filter_config",
                                                 "tracing",
-                                                "per_request_buffer_limit_bytes",
                                                 "stat_prefix",
                                                 "filter_action",
                                                 "non_forwarding_action",
@@ -72,7 +68,6 @@ static const char *const action_unsupported[] = {"cluster_specifier_plugin",
                                                  "append_x_forwarded_host",
                                                  "max_stream_duration",
                                                  "request_mirror_policies",
-                                                 "priority",
                                                  "rate_limits",
                                                  "include_vh_rate_limits",
                                                  "hash_policy",
@@ -83,7 +78,6 @@ static const char *const action_unsupported[] = {"cluster_specifier_plugin",
                                                  "internal_redirect_action",
                                                  "max_internal_redirects",
                                                  "hedge_policy",
-                                                 "retry_policy",
                                                  "retry_policy_typed_config",
                                                  "early_data_policy",
                                                  NULL};
@@ -754,6 +748,14 @@ static void parse_route_action(pctx_t *p, pt_route_t *rt)
     pt_cfg_t *r = p->r;
     pt_cfg_unsupported(r, action_unsupported);
     rt->action = PT_ROUTE_ACTION_ROUTE;
+    if (pt_cfg_enter(r, "retry_policy") > 0) {
+        rt->retry_policy = pt_retry_policy_parse(r, p->a);
+        pt_cfg_leave(r);
+    }
+    static const char *const priorities[] = {"DEFAULT", "HIGH", NULL};
+    int prio;
+    pt_cfg_enum(r, "priority", priorities, NULL, &prio, 0);
+    rt->priority = prio;
     static const char *const kinds[] = {"cluster", "weighted_clusters", "cluster_header"};
     int found = -1, nfound = 0;
     char names[96] = "";
@@ -1088,6 +1090,14 @@ static void parse_route(pctx_t *p, pt_route_t *rt)
     }
     parse_mutations(p, "request", &rt->request_headers);
     parse_mutations(p, "response", &rt->response_headers);
+    uint64_t limit;
+    pt_cfg_uint(r, "per_request_buffer_limit_bytes", &limit, 0, 0, UINT32_MAX);
+    rt->per_request_buffer_limit = (uint32_t)limit;
+    /* A route without its own retry policy or buffer limit uses its virtual host's. */
+    if (rt->action == PT_ROUTE_ACTION_ROUTE && rt->retry_policy == NULL && rt->vhost != NULL)
+        rt->retry_policy = rt->vhost->retry_policy;
+    if (rt->per_request_buffer_limit == 0 && rt->vhost != NULL)
+        rt->per_request_buffer_limit = rt->vhost->per_request_buffer_limit;
 }
 
 /* ---- virtual hosts and the domain index ------------------------------------------------- */
@@ -1271,6 +1281,17 @@ static void parse_vhost(pctx_t *p, pt_vhost_t *vh)
     int tls;
     pt_cfg_enum(r, "require_tls", require_tls_names, NULL, &tls, PT_REQUIRE_TLS_NONE);
     vh->require_tls = (pt_require_tls_t)tls;
+    /* Before the routes: they inherit these. */
+    if (pt_cfg_enter(r, "retry_policy") > 0) {
+        vh->retry_policy = pt_retry_policy_parse(r, p->a);
+        pt_cfg_leave(r);
+    }
+    uint64_t limit;
+    pt_cfg_uint(r, "per_request_buffer_limit_bytes", &limit, 0, 0, UINT32_MAX);
+    vh->per_request_buffer_limit = (uint32_t)limit;
+    pt_cfg_bool(r, "include_request_attempt_count", &vh->include_request_attempt_count, 0);
+    pt_cfg_bool(r, "include_attempt_count_in_response", &vh->include_attempt_count_in_response,
+                0);
 
     n = pt_cfg_array(r, "routes", &present);
     if (present) {
@@ -1493,6 +1514,24 @@ static int parse_int64(const char *s, size_t n, int64_t *out)
         return 0;
     *out = neg ? (int64_t)(0 - v) : (int64_t)v;
     return 1;
+}
+
+static int header_matches(const pt_header_matcher_t *hm, const pt_http_headers_t *req);
+
+int pt_header_matcher_parse(pt_cfg_t *r, pt_arena_t *a, pt_header_matcher_t *out)
+{
+    pctx_t p;
+    memset(&p, 0, sizeof(p));
+    p.r = r;
+    p.a = a;
+    size_t before = r->nerrors;
+    parse_header_matcher(&p, out);
+    return r->nerrors == before && !p.oom ? 0 : -1;
+}
+
+int pt_header_matcher_match(const pt_header_matcher_t *hm, const pt_http_headers_t *h)
+{
+    return header_matches(hm, h);
 }
 
 static int header_matches(const pt_header_matcher_t *hm, const pt_http_headers_t *req)

@@ -25,6 +25,7 @@
 #include "proxy/matcher.h"
 
 typedef struct pt_format pt_format_t;
+typedef struct pt_retry_policy pt_retry_policy_t;
 typedef struct pt_route_config pt_route_config_t;
 typedef struct pt_vhost pt_vhost_t;
 typedef struct pt_route pt_route_t;
@@ -186,6 +187,11 @@ struct pt_route {
     size_t direct_body_len;
 
     pt_header_mutations_t request_headers, response_headers;
+
+    /* Resilience (PT_ROUTE_ACTION_ROUTE): the route's retry policy or its virtual host's. */
+    const pt_retry_policy_t *retry_policy;
+    int priority;                      /* 0 DEFAULT, 1 HIGH: which circuit breakers apply */
+    uint32_t per_request_buffer_limit; /* body kept for retries; 0 = the listener's limit */
 };
 
 /* ---- virtual hosts and the route config -------------------------------------------- */
@@ -204,6 +210,10 @@ struct pt_vhost {
     const pt_route_t *routes;
     unsigned nroutes;
     pt_header_mutations_t request_headers, response_headers;
+    const pt_retry_policy_t *retry_policy;
+    uint32_t per_request_buffer_limit;
+    int include_request_attempt_count;     /* x-envoy-attempt-count upstream */
+    int include_attempt_count_in_response; /* ... and downstream */
 };
 
 /* Private to route.c: one hashed domain (exact, or a wildcard's fixed part). */
@@ -295,6 +305,11 @@ void pt_route_mutate_request_headers(const pt_route_config_t *rc, const pt_vhost
 void pt_route_mutate_response_headers(const pt_route_config_t *rc, const pt_vhost_t *vh,
                                       const pt_route_t *rt, const void *weighted_entry,
                                       pt_http_headers_t *h, const pt_stream_info_t *si);
+
+/* envoy.config.route.v3.HeaderMatcher, for other modules (retriable_headers, RBAC). The
+ * reader is inside the object. 0 or -1 with errors recorded. */
+int pt_header_matcher_parse(pt_cfg_t *r, pt_arena_t *a, pt_header_matcher_t *out);
+int pt_header_matcher_match(const pt_header_matcher_t *hm, const pt_http_headers_t *h);
 
 const char *pt_require_tls_str(pt_require_tls_t t);
 const char *pt_route_action_str(pt_route_action_t a);

@@ -191,11 +191,42 @@ void pt_stat_set(pt_stat_t id, int64_t value)
         atomic_store_explicit(&pt_stat_slots[id], (uint64_t)value, memory_order_relaxed);
 }
 
+void pt_stats_gauge_fn(pt_stat_t id, int64_t (*fn)(const void *), const void *arg)
+{
+    pthread_mutex_lock(&reg_lock);
+    pt_stat_info_t *i = id > 0 && id < ninfos ? info_at(id) : NULL;
+    pthread_mutex_unlock(&reg_lock);
+    if (i == NULL)
+        return;
+    atomic_store(&i->fn_arg, arg);
+    atomic_store(&i->fn, fn);
+}
+
+void pt_stats_gauge_fn_clear(pt_stat_t id, const void *arg)
+{
+    pthread_mutex_lock(&reg_lock);
+    pt_stat_info_t *i = id > 0 && id < ninfos ? info_at(id) : NULL;
+    pthread_mutex_unlock(&reg_lock);
+    /* A newer snapshot may already own the gauge: only its current owner clears it. */
+    if (i != NULL && atomic_load(&i->fn_arg) == arg) {
+        atomic_store(&i->fn, NULL);
+        atomic_store(&i->fn_arg, NULL);
+    }
+}
+
 uint64_t pt_stats_value(pt_stat_t id)
 {
     uint64_t sum = 0;
     if (id == 0)
         return 0;
+    pthread_mutex_lock(&reg_lock);
+    pt_stat_info_t *info = id < ninfos ? info_at(id) : NULL;
+    pthread_mutex_unlock(&reg_lock);
+    if (info != NULL) {
+        int64_t (*fn)(const void *) = atomic_load(&info->fn);
+        if (fn != NULL)
+            return (uint64_t)fn(atomic_load(&info->fn_arg));
+    }
     for (int i = 0; i < PT_STATS_MAX_THREADS; i++) {
         _Atomic uint64_t *s = atomic_load_explicit(&thread_slots[i], memory_order_acquire);
         if (s == NULL)

@@ -58,6 +58,11 @@ static inline void pt_stat_dec(pt_stat_t id)
 /* Sets a gauge that only this thread writes (main-thread gauges such as ejections_active). */
 void pt_stat_set(pt_stat_t id, int64_t value);
 
+/* Makes a gauge computed: reading it calls fn(arg). Main thread, at snapshot prepare; call
+ * pt_stats_gauge_fn_clear before arg goes away (the gauge then reads 0). */
+void pt_stats_gauge_fn(pt_stat_t id, int64_t (*fn)(const void *), const void *arg);
+void pt_stats_gauge_fn_clear(pt_stat_t id, const void *arg);
+
 /* Sum over all threads. Gauges are returned as int64 cast to uint64. */
 uint64_t pt_stats_value(pt_stat_t id);
 int64_t pt_stats_gauge_value(pt_stat_t id);
@@ -70,6 +75,10 @@ typedef struct pt_stat_info {
     const char *tag;        /* label name or NULL */
     const char *tag_value;
     pt_stat_kind_t kind;
+    /* A computed gauge: its value is read from shared state (circuit breaker counts) rather
+     * than summed from per-thread slots. */
+    _Atomic(int64_t (*)(const void *)) fn;
+    _Atomic(const void *) fn_arg;
 } pt_stat_info_t;
 
 /* pt_stats_count is one past the highest id (ids run from 1, so it is the number of stats

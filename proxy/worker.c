@@ -8,6 +8,7 @@
 #include "discovery/lb.h"
 #include "proxy/buf.h"
 #include "proxy/conn.h"
+#include "proxy/http_codec.h"
 #include "proxy/config.h"
 #include "proxy/listener.h"
 #include "proxy/log.h"
@@ -99,6 +100,8 @@ static void *worker_main(void *arg)
     pt_worker_run_deferred(w);
     pt_conn_close_all(w);
     pt_worker_run_deferred(w);
+    pt_http1_codec_thread_cleanup();
+    pt_listener_thread_cleanup();
     pt_buf_pool_trim();
     pt_stats_thread_dispose();
     return NULL;

@@ -49,8 +49,8 @@ static pt_ch_result_t parse_exact(const uint8_t *data, size_t len, size_t max,
 }
 
 /* The result contract for a single call. */
-static void check_one(pt_ch_result_t r, const pt_client_hello_t *h, const uint8_t *data,
-                      size_t len, size_t max)
+static void check_one(pt_ch_result_t r, const pt_client_hello_t *h, const uint8_t *data, size_t len,
+                      size_t max)
 {
     CHECK(r == PT_CH_OK || r == PT_CH_INCOMPLETE || r == PT_CH_NOT_TLS || r == PT_CH_ERROR);
     CHECK(strcmp(pt_ch_result_str(r), "unknown") != 0);

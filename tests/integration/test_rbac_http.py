@@ -268,14 +268,14 @@ class RbacSniTest(unittest.TestCase):
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
         raw = h.tcp_connect(port)
-        obj = ssl.MemoryBIO(), ssl.MemoryBIO()
-        tls = ctx.wrap_bio(obj[0], obj[1], server_hostname=sni)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = ctx.wrap_bio(incoming, outgoing, server_hostname=sni)
         try:
             tls.do_handshake()
         except ssl.SSLWantReadError:
             pass
         with raw:
-            raw.sendall(obj[1].read())
+            raw.sendall(outgoing.read())
             try:
                 return h.recv_until_eof(raw, limit=1)
             except (ConnectionResetError, BrokenPipeError):

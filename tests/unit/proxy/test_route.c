@@ -1262,13 +1262,15 @@ static void test_config_errors(void)
         {"{'request_headers_to_add':[{'header':{'key':'x','raw_value':'dg=='}}]}",
          {"rc.request_headers_to_add[0].header.raw_value: field is not supported"}},
         /* fields petrel does not support, and unknown ones */
-        {VH(",'retry_policy':{},'typed_per_filter_config':{}"),
-         {"rc.virtual_hosts[0].retry_policy: field is not supported",
+        {VH(",'retry_policy':{'retry_on':'bogus'},'typed_per_filter_config':{}"),
+         {"rc.virtual_hosts[0].retry_policy.retry_on: \"bogus\" is not a retry condition petrel "
+          "knows (5xx, gateway-error, reset, connect-failure, retriable-4xx, refused-stream, "
+          "retriable-status-codes, retriable-headers)",
           "rc.virtual_hosts[0].typed_per_filter_config: field is not supported"}},
-        {ROUTE("{'match':{'prefix':'/'},'route':{'cluster':'a','retry_policy':{},'priority':'HIGH',"
+        {ROUTE("{'match':{'prefix':'/'},'route':{'cluster':'a','retry_policy':{},'priority':'LOW',"
                "'hash_policy':[]}}"),
-         {"rc.virtual_hosts[0].routes[0].route.retry_policy: field is not supported",
-          "rc.virtual_hosts[0].routes[0].route.priority: field is not supported",
+         {"rc.virtual_hosts[0].routes[0].route.priority: \"LOW\" is not a valid value (expected "
+          "one of: DEFAULT, HIGH)",
           "rc.virtual_hosts[0].routes[0].route.hash_policy: field is not supported"}},
         {ROUTE("{'match':{'prefix':'/','grpc':{}},'route':{'cluster':'a'},'decorator':{}}"),
          {"rc.virtual_hosts[0].routes[0].match.grpc: field is not supported",

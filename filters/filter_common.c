@@ -1,0 +1,431 @@
+#include "filters/filter_common.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "proxy/conn_manager.h"
+#include "proxy/formatter.h"
+#include "proxy/random.h"
+
+/* "<json>" of v for error messages. */
+static void dump(json_t *v, char *out, size_t len)
+{
+    char *d = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    snprintf(out, len, "%s", d ? d : "?");
+    free(d);
+}
+
+/* ---- FractionalPercent --------------------------------------------------------------- */
+
+static const char *const denominator_names[] = {"HUNDRED", "TEN_THOUSAND", "MILLION", NULL};
+static const uint32_t denominator_values[] = {100, 10000, 1000000};
+
+int pt_fractional_percent_parse(pt_cfg_t *r, pt_fractional_percent_t *out)
+{
+    size_t before = r->nerrors;
+    uint64_t num;
+    pt_cfg_uint(r, "numerator", &num, 0, 0, UINT32_MAX);
+    out->numerator = (uint32_t)num;
+    out->denominator = 100;
+    int e;
+    if (pt_cfg_enum_or_number(r, "denominator", denominator_names, &e, 0) > 0)
+        out->denominator = denominator_values[e];
+    return r->nerrors == before ? 0 : -1;
+}
+
+int pt_fractional_percent_field(pt_cfg_t *r, const char *field, pt_fractional_percent_t *out,
+                                pt_fractional_percent_t def)
+{
+    *out = def;
+    int rc = pt_cfg_enter(r, field);
+    if (rc <= 0)
+        return rc;
+    int ok = pt_fractional_percent_parse(r, out);
+    pt_cfg_leave(r);
+    if (ok != 0) {
+        *out = def;
+        return -1;
+    }
+    return 1;
+}
+
+int pt_runtime_fractional_percent_field(pt_cfg_t *r, const char *field,
+                                        pt_fractional_percent_t *out,
+                                        pt_fractional_percent_t def)
+{
+    *out = def;
+    int rc = pt_cfg_enter(r, field);
+    if (rc <= 0)
+        return rc;
+    size_t before = r->nerrors;
+    /* runtime_key: petrel has no runtime layer; the default always applies. */
+    const char *key;
+    pt_cfg_string(r, "runtime_key", &key, NULL);
+    int drc = pt_fractional_percent_field(r, "default_value", out, def);
+    if (drc == 0)
+        pt_cfg_error(r, "default_value", "is required");
+    pt_cfg_leave(r);
+    if (r->nerrors != before) {
+        *out = def;
+        return -1;
+    }
+    return 1;
+}
+
+int pt_fractional_percent_sample(const pt_fractional_percent_t *p)
+{
+    if (p->numerator == 0)
+        return 0;
+    if (p->numerator >= p->denominator)
+        return 1;
+    return pt_random_below(p->denominator) < p->numerator;
+}
+
+int pt_cfg_enum_or_number(pt_cfg_t *r, const char *field, const char *const *values, int *out,
+                          int def)
+{
+    *out = def;
+    json_t *v = pt_cfg_has(r, field) ? pt_cfg_get(r, field) : NULL;
+    if (v == NULL)
+        return 0;
+    if (!json_is_integer(v))
+        return pt_cfg_enum(r, field, values, NULL, out, def);
+    json_int_t i = json_integer_value(v);
+    int n = 0;
+    while (values[n] != NULL)
+        n++;
+    if (i < 0 || i >= n) {
+        pt_cfg_error(r, field, "%lld is not a valid enum value", (long long)i);
+        return -1;
+    }
+    *out = (int)i;
+    return 1;
+}
+
+/* ---- HttpStatus ------------------------------------------------------------------------ */
+
+static const struct {
+    const char *name;
+    int code;
+} status_codes[] = {
+    {"Continue", 100},
+    {"OK", 200},
+    {"Created", 201},
+    {"Accepted", 202},
+    {"NonAuthoritativeInformation", 203},
+    {"NoContent", 204},
+    {"ResetContent", 205},
+    {"PartialContent", 206},
+    {"MultiStatus", 207},
+    {"AlreadyReported", 208},
+    {"IMUsed", 226},
+    {"MultipleChoices", 300},
+    {"MovedPermanently", 301},
+    {"Found", 302},
+    {"SeeOther", 303},
+    {"NotModified", 304},
+    {"UseProxy", 305},
+    {"TemporaryRedirect", 307},
+    {"PermanentRedirect", 308},
+    {"BadRequest", 400},
+    {"Unauthorized", 401},
+    {"PaymentRequired", 402},
+    {"Forbidden", 403},
+    {"NotFound", 404},
+    {"MethodNotAllowed", 405},
+    {"NotAcceptable", 406},
+    {"ProxyAuthenticationRequired", 407},
+    {"RequestTimeout", 408},
+    {"Conflict", 409},
+    {"Gone", 410},
+    {"LengthRequired", 411},
+    {"PreconditionFailed", 412},
+    {"PayloadTooLarge", 413},
+    {"URITooLong", 414},
+    {"UnsupportedMediaType", 415},
+    {"RangeNotSatisfiable", 416},
+    {"ExpectationFailed", 417},
+    {"MisdirectedRequest", 421},
+    {"UnprocessableEntity", 422},
+    {"Locked", 423},
+    {"FailedDependency", 424},
+    {"UpgradeRequired", 426},
+    {"PreconditionRequired", 428},
+    {"TooManyRequests", 429},
+    {"RequestHeaderFieldsTooLarge", 431},
+    {"InternalServerError", 500},
+    {"NotImplemented", 501},
+    {"BadGateway", 502},
+    {"ServiceUnavailable", 503},
+    {"GatewayTimeout", 504},
+    {"HTTPVersionNotSupported", 505},
+    {"VariantAlsoNegotiates", 506},
+    {"InsufficientStorage", 507},
+    {"LoopDetected", 508},
+    {"NotExtended", 510},
+    {"NetworkAuthenticationRequired", 511},
+};
+#define NSTATUS (sizeof(status_codes) / sizeof(status_codes[0]))
+
+int pt_http_status_field(pt_cfg_t *r, const char *field, int *out, int def)
+{
+    *out = def;
+    int rc = pt_cfg_enter(r, field);
+    if (rc <= 0)
+        return rc;
+    int result = 1;
+    json_t *v = pt_cfg_get(r, "code");
+    char tmp[128];
+    if (v == NULL) {
+        pt_cfg_error(r, "code", "is required");
+        result = -1;
+    } else if (json_is_integer(v) || json_is_string(v)) {
+        int found = 0;
+        for (size_t i = 0; i < NSTATUS && !found; i++) {
+            if (json_is_integer(v) ? json_integer_value(v) == status_codes[i].code
+                                   : strcmp(json_string_value(v), status_codes[i].name) == 0) {
+                *out = status_codes[i].code;
+                found = 1;
+            }
+        }
+        if (!found) {
+            dump(v, tmp, sizeof(tmp));
+            pt_cfg_error(r, "code", "%s is not a defined HTTP status code (StatusCode)", tmp);
+            result = -1;
+        }
+    } else {
+        dump(v, tmp, sizeof(tmp));
+        pt_cfg_error(r, "code", "%s is not an enum name or number", tmp);
+        result = -1;
+    }
+    pt_cfg_leave(r);
+    return result;
+}
+
+/* ---- HeaderValueOption lists ----------------------------------------------------------- */
+
+static const char *const header_value_unsupported[] = {"raw_value", NULL};
+static const char *const append_action_names[] = {"APPEND_IF_EXISTS_OR_ADD", "ADD_IF_ABSENT",
+                                                  "OVERWRITE_IF_EXISTS_OR_ADD",
+                                                  "OVERWRITE_IF_EXISTS", NULL};
+
+static int token_name(const char *s)
+{
+    if (*s == '\0')
+        return 0;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (!isalnum(c) && strchr("!#$%&'*+-.^_`|~", c) == NULL)
+            return 0;
+    }
+    return 1;
+}
+
+/* One HeaderValueOption (reader inside it). 0 or -1. */
+static int parse_option(pt_cfg_t *r, pt_arena_t *a, pt_header_add_t *out)
+{
+    size_t before = r->nerrors;
+    memset(out, 0, sizeof(*out));
+    out->value = "";
+    int rc = pt_cfg_enter(r, "header");
+    if (rc == 0)
+        pt_cfg_error(r, "header", "is required");
+    if (rc > 0) {
+        pt_cfg_unsupported(r, header_value_unsupported);
+        const char *key, *value;
+        int krc = pt_cfg_string(r, "key", &key, NULL);
+        if (krc == 0) {
+            pt_cfg_error(r, "key", "is required");
+        } else if (krc > 0) {
+            json_t *j = json_string(key);
+            char q[300];
+            dump(j, q, sizeof(q));
+            json_decref(j);
+            if (key[0] == ':' || strcasecmp(key, "host") == 0) {
+                pt_cfg_error(r, "key",
+                             "%s may not be modified: pseudo-headers and host are not mutable "
+                             "(as in Envoy)",
+                             q);
+            } else if (!token_name(key)) {
+                pt_cfg_error(r, "key", "%s is not a valid header name", q);
+            } else {
+                char *k = pt_arena_strdup(a, key);
+                for (char *p = k; p && *p; p++)
+                    *p = (char)tolower((unsigned char)*p);
+                out->key = k;
+            }
+        }
+        if (pt_cfg_string(r, "value", &value, "") > 0 && strpbrk(value, "\r\n") != NULL) {
+            pt_cfg_error(r, "value", "must not contain CR or LF");
+        } else if (strchr(value, '%') != NULL) {
+            char err[256];
+            pt_format_t *f = pt_format_compile_ex(a, value, PT_FORMAT_OMIT_EMPTY, err, sizeof(err));
+            if (f == NULL) {
+                pt_cfg_error(r, "value", "%s", err);
+            } else if (pt_format_is_constant(f)) {
+                out->value = pt_format_render_str(f, NULL, a);
+                if (out->value == NULL)
+                    out->value = "";
+            } else {
+                out->value = NULL;
+                out->fmt = f;
+            }
+        } else {
+            out->value = pt_arena_strdup(a, value);
+        }
+        pt_cfg_leave(r);
+    }
+    int append, action;
+    int has_append = pt_cfg_bool(r, "append", &append, 1);
+    int has_action = pt_cfg_enum(r, "append_action", append_action_names, NULL, &action,
+                                 PT_HEADER_APPEND_IF_EXISTS_OR_ADD);
+    if (has_append > 0 && has_action > 0)
+        pt_cfg_error(r, NULL,
+                     "append and append_action may not both be set (append is deprecated: use "
+                     "append_action)");
+    if (has_append > 0)
+        action = append ? PT_HEADER_APPEND_IF_EXISTS_OR_ADD : PT_HEADER_OVERWRITE_IF_EXISTS_OR_ADD;
+    out->action = (pt_header_append_action_t)action;
+    pt_cfg_bool(r, "keep_empty_value", &out->keep_empty_value, 0);
+    return r->nerrors == before && out->key != NULL ? 0 : -1;
+}
+
+int pt_header_options_parse(pt_cfg_t *r, const char *field, pt_arena_t *a,
+                            pt_header_mutations_t *m)
+{
+    size_t before = r->nerrors;
+    memset(m, 0, sizeof(*m));
+    int present;
+    size_t n = pt_cfg_array(r, field, &present);
+    if (!present)
+        return r->nerrors == before ? 0 : -1;
+    pt_header_add_t *adds = n ? pt_arena_alloc(a, n * sizeof(*adds)) : NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (pt_cfg_enter_index(r, i) > 0) {
+            if (adds != NULL && parse_option(r, a, &adds[m->nadd]) == 0)
+                m->nadd++;
+            pt_cfg_leave(r);
+        }
+    }
+    m->add = adds;
+    pt_cfg_leave_array(r);
+    return r->nerrors == before ? 0 : -1;
+}
+
+void pt_header_options_apply(const pt_header_mutations_t *m, pt_http_headers_t *h,
+                             const pt_stream_info_t *si)
+{
+    if (m == NULL || m->nadd == 0)
+        return;
+    /* Envoy renders every value and decides every action against the headers as they are,
+     * then overwrites, then appends. */
+    const char **vals = pt_arena_alloc(h->arena, m->nadd * sizeof(*vals));
+    unsigned char *ops = pt_arena_alloc(h->arena, m->nadd);
+    if (vals == NULL || ops == NULL)
+        return;
+    enum { SKIP, SET, ADD };
+    for (unsigned i = 0; i < m->nadd; i++) {
+        const pt_header_add_t *e = &m->add[i];
+        const char *v = e->value;
+        if (v == NULL)
+            v = e->fmt ? pt_format_render_str(e->fmt, si, h->arena) : "";
+        vals[i] = v ? v : "";
+        ops[i] = SKIP;
+        if (vals[i][0] == '\0' && !e->keep_empty_value)
+            continue;
+        int exists = pt_http_headers_find(h, e->key) != NULL;
+        switch (e->action) {
+        case PT_HEADER_APPEND_IF_EXISTS_OR_ADD:
+            ops[i] = ADD;
+            break;
+        case PT_HEADER_ADD_IF_ABSENT:
+            ops[i] = exists ? SKIP : ADD;
+            break;
+        case PT_HEADER_OVERWRITE_IF_EXISTS:
+            ops[i] = exists ? SET : SKIP;
+            break;
+        case PT_HEADER_OVERWRITE_IF_EXISTS_OR_ADD:
+            ops[i] = SET;
+            break;
+        }
+    }
+    for (unsigned i = 0; i < m->nadd; i++)
+        if (ops[i] == SET)
+            pt_http_headers_set(h, m->add[i].key, vals[i]);
+    for (unsigned i = 0; i < m->nadd; i++)
+        if (ops[i] == ADD)
+            pt_http_headers_add_ref(h, m->add[i].key, vals[i]);
+}
+
+/* ---- gRPC ------------------------------------------------------------------------------ */
+
+int pt_http_is_grpc_request(const pt_http_headers_t *h)
+{
+    const char *ct = pt_http_headers_get(h, "content-type");
+    static const char prefix[] = "application/grpc";
+    if (ct == NULL || strncasecmp(ct, prefix, sizeof(prefix) - 1) != 0)
+        return 0;
+    char c = ct[sizeof(prefix) - 1];
+    return c == '\0' || c == '+' || c == ';';
+}
+
+int pt_http_to_grpc_status(int http_status)
+{
+    switch (http_status) {
+    case 400:
+        return 13; /* INTERNAL */
+    case 401:
+        return 16; /* UNAUTHENTICATED */
+    case 403:
+        return 7; /* PERMISSION_DENIED */
+    case 404:
+        return 12; /* UNIMPLEMENTED */
+    case 429:
+    case 502:
+    case 503:
+    case 504:
+        return 14; /* UNAVAILABLE */
+    default:
+        return 2; /* UNKNOWN */
+    }
+}
+
+void pt_http_grpc_local_reply(pt_http_stream_t *s, int grpc_status, const char *message,
+                              const pt_http_headers_t *extra, uint32_t flags,
+                              const char *details)
+{
+    pt_http_headers_t *h = pt_arena_alloc(&s->arena, sizeof(*h));
+    if (h == NULL) {
+        pt_http_stream_reset(s, flags, details);
+        return;
+    }
+    pt_http_headers_init(h, &s->arena);
+    if (extra != NULL)
+        for (uint32_t i = 0; i < extra->count; i++)
+            pt_http_headers_add_str(h, extra->items[i].name, extra->items[i].value);
+    pt_http_headers_set(h, "content-type", "application/grpc");
+    char st[16];
+    snprintf(st, sizeof(st), "%d", grpc_status);
+    pt_http_headers_set(h, "grpc-status", st);
+    if (message != NULL && message[0] != '\0') {
+        /* gRPC's percent-encoding: bytes outside 0x20..0x7e, and '%', are escaped. */
+        size_t n = strlen(message);
+        char *enc = pt_arena_alloc(&s->arena, n * 3 + 1);
+        if (enc != NULL) {
+            size_t o = 0;
+            for (size_t i = 0; i < n; i++) {
+                unsigned char c = (unsigned char)message[i];
+                if (c < 0x20 || c > 0x7e || c == '%')
+                    o += (size_t)sprintf(enc + o, "%%%02X", c);
+                else
+                    enc[o++] = (char)c;
+            }
+            enc[o] = '\0';
+            pt_http_headers_set(h, "grpc-message", enc);
+        }
+    }
+    pt_http_stream_local_reply(s, 200, "", h, flags, details);
+}

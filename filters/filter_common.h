@@ -1,0 +1,84 @@
+/* Small pieces the HTTP filters share (local_ratelimit, fault):
+ *
+ *  - envoy.type.v3.FractionalPercent and envoy.config.core.v3.RuntimeFractionalPercent:
+ *    parsed into a numerator over a denominator and sampled per request with
+ *    pt_random_below. petrel has no runtime layer: runtime_key is accepted and ignored,
+ *    so default_value always applies.
+ *  - envoy.type.v3.HttpStatus (code by number or by StatusCode enum name).
+ *  - HeaderValueOption lists (response_headers_to_add and friends), applied with Envoy's
+ *    append_action rules; values may use access-log formatters (%REQ(...)% ...).
+ *  - gRPC local replies: Envoy answers a gRPC request (content-type application/grpc) that
+ *    it rejects itself with a trailers-only response (200, grpc-status, grpc-message)
+ *    instead of an HTTP error status. */
+#ifndef PT_FILTER_COMMON_H
+#define PT_FILTER_COMMON_H
+
+#include <stdint.h>
+
+#include "proxy/config_reader.h"
+#include "proxy/http.h"
+#include "proxy/route.h"
+
+typedef struct pt_http_stream pt_http_stream_t;
+
+/* ---- FractionalPercent --------------------------------------------------------------- */
+
+typedef struct pt_fractional_percent {
+    uint32_t numerator;
+    uint32_t denominator; /* 100, 10000 or 1000000 */
+} pt_fractional_percent_t;
+
+/* Reads the FractionalPercent the reader is in ({numerator, denominator}); absent fields
+ * take proto defaults (0 over HUNDRED). Returns 0, or -1 with errors recorded. */
+int pt_fractional_percent_parse(pt_cfg_t *r, pt_fractional_percent_t *out);
+/* Reads the field `field` of the current object as a FractionalPercent. `def` is stored when
+ * the field is absent. Returns 1 present, 0 absent, -1 invalid. */
+int pt_fractional_percent_field(pt_cfg_t *r, const char *field, pt_fractional_percent_t *out,
+                                pt_fractional_percent_t def);
+/* RuntimeFractionalPercent at `field`: default_value is required, runtime_key accepted and
+ * ignored. Returns 1 present, 0 absent (def stored), -1 invalid. */
+int pt_runtime_fractional_percent_field(pt_cfg_t *r, const char *field,
+                                        pt_fractional_percent_t *out,
+                                        pt_fractional_percent_t def);
+/* One Bernoulli trial: true with probability numerator/denominator (always when
+ * numerator >= denominator, never when numerator is 0; no random draw in either case). */
+int pt_fractional_percent_sample(const pt_fractional_percent_t *p);
+
+/* An enum field given by name or (proto3 JSON allows it) by number: the number must be an
+ * index of `values`. Same returns as pt_cfg_enum. */
+int pt_cfg_enum_or_number(pt_cfg_t *r, const char *field, const char *const *values, int *out,
+                          int def);
+
+/* ---- HttpStatus ------------------------------------------------------------------------ */
+
+/* Reads an HttpStatus object at `field` ({code: 429 | "TooManyRequests"}). The code must be
+ * a defined StatusCode value other than Empty (0), as Envoy validates it. Returns 1 present,
+ * 0 absent (*out = def), -1 invalid. */
+int pt_http_status_field(pt_cfg_t *r, const char *field, int *out, int def);
+
+/* ---- HeaderValueOption lists ----------------------------------------------------------- */
+
+/* Parses the list at `field` (repeated HeaderValueOption) into m->add / m->nadd, allocated
+ * from a. Keys are validated as Envoy's HeaderParser does (no pseudo-headers, no host).
+ * Returns 0, or -1 with errors recorded. */
+int pt_header_options_parse(pt_cfg_t *r, const char *field, pt_arena_t *a,
+                            pt_header_mutations_t *m);
+/* Applies m (additions only) to h, rendering formatted values with si. */
+void pt_header_options_apply(const pt_header_mutations_t *m, pt_http_headers_t *h,
+                             const pt_stream_info_t *si);
+
+/* ---- gRPC ------------------------------------------------------------------------------ */
+
+/* 1 when the request is gRPC: content-type application/grpc, application/grpc+<x> or
+ * application/grpc;<params>. */
+int pt_http_is_grpc_request(const pt_http_headers_t *h);
+/* Envoy's Grpc::Utility::httpToGrpcStatus. */
+int pt_http_to_grpc_status(int http_status);
+/* A trailers-only gRPC answer: 200, content-type application/grpc, grpc-status and (when
+ * message is not empty) a percent-encoded grpc-message, plus `extra` headers (may be NULL).
+ * `flags` and `details` as for pt_http_stream_local_reply. */
+void pt_http_grpc_local_reply(pt_http_stream_t *s, int grpc_status, const char *message,
+                              const pt_http_headers_t *extra, uint32_t flags,
+                              const char *details);
+
+#endif
