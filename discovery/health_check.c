@@ -386,13 +386,8 @@ static void parse_http(pt_cfg_t *r, pt_arena_t *a, pt_health_check_config_t *hc)
     }
 
     parse_ranges(r, a, "expected_statuses", &hc->http.expected, &hc->http.nexpected);
-    if (hc->http.nexpected == 0 && !pt_cfg_has(r, "expected_statuses")) {
-        /* Envoy's default: 200 only. (An explicit empty list means the same.) */
-        static const pt_hc_range_t only_200 = {200, 201};
-        hc->http.expected = &only_200;
-        hc->http.nexpected = 1;
-    }
     if (hc->http.nexpected == 0) {
+        /* Envoy's default (also for an empty list): 200 only. */
         static const pt_hc_range_t only_200 = {200, 201};
         hc->http.expected = &only_200;
         hc->http.nexpected = 1;
@@ -1196,6 +1191,13 @@ pt_health_checker_t *pt_health_checker_start(pt_worker_t *main_worker, pt_config
     return hc;
 oom:
     pt_error("health check: out of memory; health checking is off");
+    for (unsigned i = 0; hc != NULL && i < hc->nclusters; i++) {
+        pt_cluster_t *c = hc->clusters[i].c;
+        for (unsigned h = 0; c != NULL && h < c->nhosts; h++)
+            atomic_fetch_and(&c->hosts[h]->health, ~(uint32_t)PT_HOST_FAILED_ACTIVE_HC);
+        if (c != NULL)
+            refresh_gauges(&hc->clusters[i]);
+    }
     pt_health_checker_stop(hc);
     return NULL;
 }

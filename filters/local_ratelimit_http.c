@@ -164,20 +164,18 @@ static int lrl_prepare(void *fc, pt_config_t *cfg, const char *hcm_stat_prefix)
  *
  * HTTP filters see streams, not connections, so the per-connection buckets live in a table
  * per worker (touched only by that worker's thread), keyed by the connection manager's
- * connection object and the filter config. A freed connection's address may be reused by
- * the next one, so an entry also records the session's identity (session, start time,
- * downstream connection) and is reset when that no longer matches. Entries of closed
- * connections are swept when the table has grown to twice what was alive at the last
- * sweep. Finding the session walks the worker's session list, as the RBAC filter does for
- * the direct peer: a per-connection filter state in the core would make this O(1). */
+ * connection object and the filter config. A closed connection's memory may be reused by
+ * the next one, so an entry also records the downstream connection and its peer address
+ * (with the port) and starts over as a new, full bucket when they no longer match. Entries
+ * of closed connections are swept when the table has grown to twice what was alive at the
+ * last sweep (one walk of the worker's sessions, amortized over the insertions). */
 
 typedef struct conn_bucket {
     struct conn_bucket *next;
     const void *hcm;
     const lrl_config_t *cfg;
-    const pt_session_t *session;
-    uint64_t start_ms;
     const pt_conn_t *conn;
+    pt_addr_t peer;
     pt_token_bucket_t bucket;
 } conn_bucket_t;
 
@@ -192,25 +190,20 @@ typedef struct conn_table {
 /* Reachable from here for the life of the process (as worker state is). */
 static conn_table_t *worker_tables[MAX_WORKER_TABLES];
 
+static size_t hash_ptr(const void *p, size_t mask)
+{
+    uint64_t h = (uint64_t)(uintptr_t)p * 0x9e3779b97f4a7c15ull;
+    return (size_t)((h ^ (h >> 29)) & mask);
+}
+
 static size_t slot_of(const conn_table_t *t, const void *hcm, const lrl_config_t *cfg)
 {
-    uint64_t h = (uint64_t)(uintptr_t)hcm * 0x9e3779b97f4a7c15ull ^ (uint64_t)(uintptr_t)cfg;
-    h ^= h >> 29;
-    return (size_t)(h & (t->cap - 1));
+    return hash_ptr((const char *)hcm + ((uintptr_t)cfg >> 4), t->cap - 1);
 }
 
-static const pt_session_t *find_session(const pt_http_stream_t *s)
+static int same_connection(const conn_bucket_t *e, const pt_conn_t *conn)
 {
-    for (const pt_session_t *ss = s->worker->sessions; ss != NULL; ss = ss->next)
-        if (ss->terminal == (const void *)s->hcm)
-            return ss;
-    return NULL;
-}
-
-static int session_matches(const conn_bucket_t *e, const pt_session_t *ss)
-{
-    return e->session == ss && e->start_ms == ss->start_ms && e->conn == ss->conn &&
-           ss->terminal == e->hcm;
+    return e->conn == conn && memcmp(&e->peer, &conn->peer, sizeof(e->peer)) == 0;
 }
 
 /* Drops the entries whose connection is gone. */
@@ -226,7 +219,9 @@ static void sweep(conn_table_t *t, pt_worker_t *w)
     if (set == NULL)
         return;
     for (const pt_session_t *ss = w->sessions; ss != NULL; ss = ss->next) {
-        size_t h = ((uintptr_t)ss >> 4) & (scap - 1);
+        if (ss->terminal == NULL)
+            continue;
+        size_t h = hash_ptr(ss->terminal, scap - 1);
         while (set[h] != NULL)
             h = (h + 1) & (scap - 1);
         set[h] = ss;
@@ -236,13 +231,10 @@ static void sweep(conn_table_t *t, pt_worker_t *w)
         while (*pp != NULL) {
             conn_bucket_t *e = *pp;
             int alive = 0;
-            size_t h = ((uintptr_t)e->session >> 4) & (scap - 1);
-            for (; set[h] != NULL; h = (h + 1) & (scap - 1)) {
-                if (set[h] == e->session) {
-                    alive = session_matches(e, set[h]); /* only dereferenced when live */
-                    break;
-                }
-            }
+            for (size_t h = hash_ptr(e->hcm, scap - 1); set[h] != NULL && !alive;
+                 h = (h + 1) & (scap - 1))
+                alive = set[h]->terminal == e->hcm && set[h]->conn != NULL &&
+                        same_connection(e, set[h]->conn);
             if (alive) {
                 pp = &e->next;
             } else {
@@ -280,7 +272,8 @@ static int table_grow(conn_table_t *t)
 static pt_token_bucket_t *connection_bucket(pt_http_stream_t *s, const lrl_config_t *c)
 {
     int id = s->worker->id;
-    if (id < 0 || id >= MAX_WORKER_TABLES)
+    const pt_conn_t *conn = pt_http_stream_downstream_conn(s);
+    if (id < 0 || id >= MAX_WORKER_TABLES || conn == NULL)
         return NULL;
     conn_table_t *t = worker_tables[id];
     if (t == NULL) {
@@ -290,18 +283,14 @@ static pt_token_bucket_t *connection_bucket(pt_http_stream_t *s, const lrl_confi
         t->sweep_at = 64;
         worker_tables[id] = t;
     }
-    const pt_session_t *ss = find_session(s);
-    if (ss == NULL)
-        return NULL;
     if (t->cap > 0) {
         for (conn_bucket_t *e = t->slots[slot_of(t, s->hcm, c)]; e != NULL; e = e->next) {
             if (e->hcm != (const void *)s->hcm || e->cfg != c)
                 continue;
-            if (!session_matches(e, ss)) {
+            if (!same_connection(e, conn)) {
                 /* A new connection where a closed one was: a new, full bucket. */
-                e->session = ss;
-                e->start_ms = ss->start_ms;
-                e->conn = ss->conn;
+                e->conn = conn;
+                e->peer = conn->peer;
                 pt_token_bucket_init(&e->bucket, &c->bucket_cfg, NULL);
             }
             return &e->bucket;
@@ -316,9 +305,8 @@ static pt_token_bucket_t *connection_bucket(pt_http_stream_t *s, const lrl_confi
         return NULL;
     e->hcm = s->hcm;
     e->cfg = c;
-    e->session = ss;
-    e->start_ms = ss->start_ms;
-    e->conn = ss->conn;
+    e->conn = conn;
+    e->peer = conn->peer;
     pt_token_bucket_init(&e->bucket, &c->bucket_cfg, NULL);
     size_t k = slot_of(t, s->hcm, c);
     e->next = t->slots[k];

@@ -10,17 +10,23 @@ extern const pt_network_filter_ops_t pt_sni_cluster_filter;
 extern const pt_http_filter_ops_t pt_router_filter;
 extern const pt_network_filter_ops_t pt_rbac_network_filter;
 extern const pt_http_filter_ops_t pt_rbac_http_filter;
+extern const pt_network_filter_ops_t pt_local_ratelimit_network_filter;
+extern const pt_http_filter_ops_t pt_local_ratelimit_http_filter;
+extern const pt_http_filter_ops_t pt_fault_filter;
 
 static const pt_network_filter_ops_t *const network_filters[] = {
     &pt_tcp_proxy_filter,
     &pt_http_connection_manager_filter,
     &pt_rbac_network_filter,
     &pt_sni_cluster_filter,
+    &pt_local_ratelimit_network_filter,
     NULL,
 };
 
 static const pt_http_filter_ops_t *const http_filters[] = {
     &pt_rbac_http_filter,
+    &pt_fault_filter,
+    &pt_local_ratelimit_http_filter,
     &pt_router_filter,
     NULL,
 };

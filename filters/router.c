@@ -1,12 +1,20 @@
 /* envoy.filters.http.router: the terminal HTTP filter. It carries out the route the
  * connection manager matched: a direct response, a redirect, or forwarding to a host of a
  * cluster over a pooled upstream connection, streaming the request body up and the
- * response back with backpressure both ways, under the route timeout.
+ * response back with backpressure both ways.
+ *
+ * Forwarding runs in attempts. An attempt that fails in a way the retry policy covers
+ * (connect failure, reset, per-try timeout, a retriable status) is abandoned and, after a
+ * jittered exponential backoff, a new attempt goes out, to another host when the
+ * previous_hosts predicate asks for it, with the request body replayed from a bounded copy.
+ * The route timeout covers all attempts and backoffs. Circuit breakers bound active
+ * requests, pending requests and concurrent retries per cluster.
  *
  * Errors become Envoy's local replies and response flags: no route 404 (NR), unknown
- * cluster 503 (NC), no host 503 (UH), connect failure 503 (UF), upstream reset before the
- * response 503 (UR/UC), route timeout 504 (UT). After the response started, an upstream
- * failure resets the downstream stream instead. */
+ * cluster 503 (NC), no host 503 (UH), circuit breaker 503 with x-envoy-overloaded (UO),
+ * connect failure 503 (UF), upstream reset before the response 503 (UR/UC), route timeout
+ * 504 (UT), retries exhausted (URX with the last error). After the response started, an
+ * upstream failure resets the downstream stream instead. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,8 +27,12 @@
 #include "proxy/log.h"
 #include "proxy/pool.h"
 #include "proxy/random.h"
+#include "proxy/retry.h"
 #include "proxy/route.h"
 #include "proxy/time.h"
+
+#define MAX_TRIED_HOSTS  8
+#define MAX_EXTRA_CODES  8
 
 typedef struct router_config {
     int suppress_envoy_headers;
@@ -28,33 +40,54 @@ typedef struct router_config {
 } router_config_t;
 
 enum {
-    R_STARTED = 1u << 0,          /* decode_headers ran */
-    R_HEADERS_SENT = 1u << 1,     /* request headers went upstream */
-    R_REQ_END_SEEN = 1u << 2,     /* the downstream request ended */
-    R_REQ_END_SENT = 1u << 3,     /* ... and that end went upstream */
-    R_RESP_HEADERS = 1u << 4,     /* upstream response headers arrived */
+    R_STARTED = 1u << 0,       /* decode_headers ran */
+    R_HEADERS_SENT = 1u << 1,  /* this attempt's request headers went upstream */
+    R_REQ_END_SEEN = 1u << 2,  /* the downstream request ended */
+    R_REQ_END_SENT = 1u << 3,  /* ... and this attempt sent that end upstream */
+    R_RESP_HEADERS = 1u << 4,  /* response headers went downstream (no more retries) */
     R_RESP_END = 1u << 5,
-    R_DONE = 1u << 6,             /* nothing more to do (released or reset) */
-    R_DS_PAUSED = 1u << 7,        /* we paused the downstream body */
-    R_US_PAUSED = 1u << 8,        /* we paused the upstream response */
-    R_UPGRADE = 1u << 9,          /* tunnel after a 101 */
+    R_DONE = 1u << 6,          /* nothing more to do */
+    R_DS_PAUSED = 1u << 7,     /* we paused the downstream body */
+    R_US_PAUSED = 1u << 8,     /* we paused the upstream response */
+    R_UPGRADE = 1u << 9,       /* tunnel after a 101 */
     R_HAS_TRAILERS = 1u << 10,
+    R_RQ_COUNTED = 1u << 11,   /* holds a max_requests slot */
+    R_RETRY_COUNTED = 1u << 12, /* holds a max_retries / budget slot */
+    R_NO_REPLAY = 1u << 13,    /* the body outgrew the replay buffer: no retries */
+    R_BACKOFF = 1u << 14,      /* waiting before the next attempt */
+    R_ATTEMPT_LIVE = 1u << 15, /* an attempt holds upstream resources */
 };
 
 typedef struct router_state {
     pt_http_stream_t *s;
+    const router_config_t *cfg;
     uint32_t flags;
     pt_cluster_t *cluster;
+    pt_breaker_t *breaker;
     pt_host_t *host;
     pt_pool_t *pool;
     pt_pool_request_t pool_req;
     pt_pool_conn_t *pc;
     pt_http_codec_stream_t *ucs;
     const void *weighted_entry;
-    pt_buf_t body;                   /* request body waiting for the upstream connection */
+    pt_buf_t body;             /* body waiting for this attempt's connection */
+    pt_buf_t replay;           /* the whole body so far, for the next attempt */
+    uint32_t replay_limit;
     pt_http_headers_t *trailers;
-    ev_timer timeout;
+    ev_timer timeout;          /* route timeout: all attempts */
+    ev_timer per_try;          /* per_try_timeout / per_try_idle_timeout */
+    ev_timer backoff;
     uint64_t upstream_start_us;
+    uint64_t last_upstream_activity_ms;
+    /* retries */
+    const pt_retry_policy_t *retry;
+    uint32_t retry_on;
+    uint32_t retries_left;
+    unsigned attempt;          /* 1 for the first */
+    pt_host_t *tried[MAX_TRIED_HOSTS];
+    unsigned ntried;
+    uint32_t extra_codes[MAX_EXTRA_CODES];
+    unsigned nextra_codes;
 } router_state_t;
 
 static const char *const router_unsupported[] = {
@@ -76,13 +109,22 @@ static const pt_hcm_stats_t *hstats(const pt_http_stream_t *s)
     return &s->config->stats;
 }
 
-/* ---- upstream lifecycle ---------------------------------------------------------- */
-
-/* Ends upstream work: the connection goes back to the pool when both messages completed on
- * it, otherwise it is dropped (an HTTP/1 connection mid-message cannot be reused). */
-static void upstream_finish(router_state_t *st)
+static const pt_cluster_stats_t *cstats(const router_state_t *st)
 {
-    ev_timer_stop(st->s->worker->loop, &st->timeout);
+    return &st->cluster->stats;
+}
+
+static void start_attempt(router_state_t *st);
+
+/* ---- attempt lifecycle ------------------------------------------------------------- */
+
+/* Ends the current attempt's use of upstream resources. The connection goes back to the
+ * pool when both messages completed on it; otherwise it is dropped (an HTTP/1 connection
+ * mid-message cannot be reused). */
+static void attempt_end(router_state_t *st)
+{
+    struct ev_loop *loop = st->s->worker->loop;
+    ev_timer_stop(loop, &st->per_try);
     if (st->pool_req.pool != NULL)
         pt_pool_cancel(&st->pool_req);
     if (st->pc != NULL) {
@@ -96,11 +138,54 @@ static void upstream_finish(router_state_t *st)
         } else {
             pt_pool_release(pc);
         }
-        pt_stat_dec(st->cluster->stats.upstream_rq_active);
+    }
+    if (st->flags & R_ATTEMPT_LIVE) {
+        st->flags &= ~R_ATTEMPT_LIVE;
+        pt_stat_dec(cstats(st)->upstream_rq_active);
         atomic_fetch_sub_explicit(&st->host->rq_active, 1, memory_order_relaxed);
+    }
+    if (st->flags & R_RETRY_COUNTED) {
+        st->flags &= ~R_RETRY_COUNTED;
+        pt_breaker_release_retry(st->breaker);
     }
     st->ucs = NULL;
     pt_buf_dispose(&st->body);
+    st->flags &= ~(R_HEADERS_SENT | R_REQ_END_SENT);
+}
+
+/* Ends all upstream work for the stream. */
+static void upstream_finish(router_state_t *st)
+{
+    struct ev_loop *loop = st->s->worker->loop;
+    ev_timer_stop(loop, &st->timeout);
+    ev_timer_stop(loop, &st->backoff);
+    st->flags &= ~R_BACKOFF;
+    attempt_end(st);
+    if (st->flags & R_RQ_COUNTED) {
+        st->flags &= ~R_RQ_COUNTED;
+        pt_breaker_release_rq(st->breaker);
+    }
+    pt_buf_dispose(&st->replay);
+}
+
+/* Fails the request with a local reply (or a reset after the response started). */
+static void fail(router_state_t *st, int status, const char *body, uint32_t flags,
+                 const char *details)
+{
+    pt_http_stream_t *s = st->s;
+    st->flags |= R_DONE;
+    upstream_finish(st);
+    if (st->attempt > 1 && st->retries_left == 0)
+        flags |= PT_RF(UPSTREAM_RETRY_LIMIT_EXCEEDED);
+    if (st->flags & R_RESP_HEADERS) {
+        pt_http_stream_reset(s, flags, details);
+        return;
+    }
+    pt_http_headers_t extra;
+    pt_http_headers_init(&extra, &s->arena);
+    if (flags & PT_RF(UPSTREAM_OVERFLOW))
+        pt_http_headers_add_str(&extra, "x-envoy-overloaded", "true");
+    pt_http_stream_local_reply(s, status, body, extra.count ? &extra : NULL, flags, details);
 }
 
 static void on_timeout(struct ev_loop *loop, ev_timer *t, int revents)
@@ -108,21 +193,15 @@ static void on_timeout(struct ev_loop *loop, ev_timer *t, int revents)
     (void)loop;
     (void)revents;
     router_state_t *st = t->data;
-    pt_http_stream_t *s = st->s;
     if (st->flags & R_DONE)
         return;
-    pt_stat_inc(st->cluster->stats.upstream_rq_timeout);
-    if (st->host != NULL && !(st->flags & R_RESP_HEADERS))
+    pt_stat_inc(cstats(st)->upstream_rq_timeout);
+    if (st->host != NULL && !(st->flags & R_RESP_HEADERS) && (st->flags & R_ATTEMPT_LIVE))
         pt_outlier_report(st->cluster, st->host, PT_OUTLIER_TIMEOUT, 0);
     if (st->host != NULL)
         atomic_fetch_add_explicit(&st->host->rq_timeout, 1, memory_order_relaxed);
-    st->flags |= R_DONE;
-    upstream_finish(st);
-    if (!(st->flags & R_RESP_HEADERS))
-        pt_http_stream_local_reply(s, 504, "upstream request timeout", NULL,
-                                   PT_RF(UPSTREAM_REQUEST_TIMEOUT), "upstream_response_timeout");
-    else
-        pt_http_stream_reset(s, PT_RF(UPSTREAM_REQUEST_TIMEOUT), "upstream_response_timeout");
+    fail(st, 504, "upstream request timeout", PT_RF(UPSTREAM_REQUEST_TIMEOUT),
+         "upstream_response_timeout");
 }
 
 static void start_timeout(router_state_t *st)
@@ -134,6 +213,100 @@ static void start_timeout(router_state_t *st)
     ev_timer_start(st->s->worker->loop, &st->timeout);
 }
 
+/* ---- retries ----------------------------------------------------------------------- */
+
+/* Decides whether this attempt's outcome gets another attempt; if so, abandons the current
+ * attempt and schedules the next after the backoff. Returns 1 when a retry is scheduled. */
+static int maybe_retry(router_state_t *st, pt_retry_outcome_t outcome, int status,
+                       const pt_http_headers_t *response)
+{
+    if (st->retry_on == 0 || (st->flags & (R_DONE | R_RESP_HEADERS | R_UPGRADE)))
+        return 0;
+    if (!pt_retry_should(st->retry, st->retry_on, outcome, status, response, st->extra_codes,
+                         st->nextra_codes))
+        return 0;
+    if (st->retries_left == 0) {
+        pt_stat_inc(cstats(st)->upstream_rq_retry_limit_exceeded);
+        st->s->info.response_flags |= PT_RF(UPSTREAM_RETRY_LIMIT_EXCEEDED);
+        return 0;
+    }
+    /* The request must be complete and replayable: a retry resends all of it. */
+    if (!(st->flags & R_REQ_END_SEEN) || (st->flags & R_NO_REPLAY))
+        return 0;
+    if (st->flags & R_RETRY_COUNTED) {
+        st->flags &= ~R_RETRY_COUNTED;
+        pt_breaker_release_retry(st->breaker);
+    }
+    if (!pt_breaker_try_retry(st->breaker)) {
+        pt_stat_inc(cstats(st)->upstream_rq_retry_overflow);
+        return 0;
+    }
+    attempt_end(st);
+    st->flags |= R_RETRY_COUNTED;
+    st->retries_left--;
+    pt_stat_inc(cstats(st)->upstream_rq_retry);
+    pt_stat_inc(cstats(st)->upstream_rq_retry_backoff_exponential);
+    uint64_t ms = pt_retry_backoff_ms(st->retry, st->attempt, pt_random_u64());
+    pt_debug("router: retry %u after %llu ms (%s)", st->attempt, (unsigned long long)ms,
+             outcome == PT_RETRY_OUTCOME_RESPONSE ? "response" : "no response");
+    st->flags |= R_BACKOFF;
+    ev_timer_set(&st->backoff, (double)ms / 1000.0, 0.);
+    ev_timer_start(st->s->worker->loop, &st->backoff);
+    return 1;
+}
+
+static void on_backoff(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    router_state_t *st = t->data;
+    st->flags &= ~R_BACKOFF;
+    if (!(st->flags & R_DONE))
+        start_attempt(st);
+}
+
+static void on_per_try(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)revents;
+    router_state_t *st = t->data;
+    if (st->flags & (R_DONE | R_RESP_HEADERS))
+        return;
+    const pt_retry_policy_t *p = st->retry;
+    uint64_t now = pt_now_ms();
+    /* per_try_idle_timeout: sleep on while the upstream shows activity. */
+    if (p != NULL && p->per_try_idle_timeout_ms > 0 && p->per_try_timeout_ms == 0) {
+        uint64_t deadline = st->last_upstream_activity_ms + p->per_try_idle_timeout_ms;
+        if (now + 1 < deadline) {
+            ev_timer_set(t, (double)(deadline - now) / 1000.0, 0.);
+            ev_timer_start(loop, t);
+            return;
+        }
+        pt_stat_inc(cstats(st)->upstream_rq_per_try_idle_timeout);
+    } else {
+        pt_stat_inc(cstats(st)->upstream_rq_per_try_timeout);
+    }
+    if (st->host != NULL)
+        atomic_fetch_add_explicit(&st->host->rq_timeout, 1, memory_order_relaxed);
+    pt_outlier_report(st->cluster, st->host, PT_OUTLIER_TIMEOUT, 0);
+    if (maybe_retry(st, PT_RETRY_OUTCOME_PER_TRY_TIMEOUT, 0, NULL))
+        return;
+    fail(st, 504, "upstream request timeout", PT_RF(UPSTREAM_REQUEST_TIMEOUT),
+         "upstream_per_try_timeout");
+}
+
+static void start_per_try(router_state_t *st)
+{
+    const pt_retry_policy_t *p = st->retry;
+    if (p == NULL || ev_is_active(&st->per_try))
+        return;
+    uint64_t ms = p->per_try_timeout_ms ? p->per_try_timeout_ms : p->per_try_idle_timeout_ms;
+    if (ms == 0)
+        return;
+    st->last_upstream_activity_ms = pt_now_ms();
+    ev_timer_set(&st->per_try, (double)ms / 1000.0, 0.);
+    ev_timer_start(st->s->worker->loop, &st->per_try);
+}
+
 /* ---- upstream response ----------------------------------------------------------- */
 
 static void up_on_headers(void *req, pt_http_headers_t *h, int end_stream)
@@ -142,23 +315,40 @@ static void up_on_headers(void *req, pt_http_headers_t *h, int end_stream)
     pt_http_stream_t *s = st->s;
     if (st->flags & R_DONE)
         return;
-    st->flags |= R_RESP_HEADERS;
-    s->info.first_upstream_rx_mono_us = pt_now_us();
+    st->last_upstream_activity_ms = pt_now_ms();
     const char *sv = pt_http_headers_get(h, ":status");
     int status = sv ? atoi(sv) : 0;
     pt_cluster_count_response(st->cluster, status);
     pt_outlier_report(st->cluster, st->host, PT_OUTLIER_HTTP_RESPONSE, status);
     atomic_fetch_add_explicit(status >= 500 ? &st->host->rq_error : &st->host->rq_success, 1,
                               memory_order_relaxed);
-    const router_config_t *rc = NULL;
-    for (unsigned i = 0; i < s->config->nfilters; i++)
-        if (s->config->filters[i].ops->terminal)
-            rc = s->config->filters[i].config;
-    if (rc == NULL || !rc->suppress_envoy_headers) {
+    if (!end_stream || !(st->flags & R_REQ_END_SENT)) {
+        /* The response is being discarded for a retry: its connection cannot be reused. */
+    } else {
+        st->flags |= R_RESP_END;
+    }
+    int retriable = st->retry_on != 0 &&
+                    pt_retry_should(st->retry, st->retry_on, PT_RETRY_OUTCOME_RESPONSE, status, h,
+                                    st->extra_codes, st->nextra_codes);
+    if (retriable && maybe_retry(st, PT_RETRY_OUTCOME_RESPONSE, status, h))
+        return;
+    st->flags &= ~R_RESP_END;
+    /* A retry succeeded when its answer is one the policy would not retry. */
+    if (st->attempt > 1 && !retriable)
+        pt_stat_inc(cstats(st)->upstream_rq_retry_success);
+    st->flags |= R_RESP_HEADERS;
+    ev_timer_stop(s->worker->loop, &st->per_try);
+    s->info.first_upstream_rx_mono_us = pt_now_us();
+    if (st->cfg == NULL || !st->cfg->suppress_envoy_headers) {
         char ms[24];
         snprintf(ms, sizeof(ms), "%llu",
                  (unsigned long long)((pt_now_us() - st->upstream_start_us) / 1000));
         pt_http_headers_set(h, "x-envoy-upstream-service-time", ms);
+    }
+    if (s->vhost != NULL && s->vhost->include_attempt_count_in_response) {
+        char n[12];
+        snprintf(n, sizeof(n), "%u", st->attempt);
+        pt_http_headers_set(h, "x-envoy-attempt-count", n);
     }
     pt_route_mutate_response_headers(s->config->route_config, s->vhost, s->route,
                                      st->weighted_entry, h, &s->info);
@@ -168,7 +358,7 @@ static void up_on_headers(void *req, pt_http_headers_t *h, int end_stream)
     }
     if (end_stream) {
         st->flags |= R_RESP_END;
-        pt_stat_inc(st->cluster->stats.upstream_rq_completed);
+        pt_stat_inc(cstats(st)->upstream_rq_completed);
     }
     pt_http_stream_encode_headers(s, h, end_stream);
     if (end_stream && !(st->flags & R_DONE)) {
@@ -181,23 +371,22 @@ static void up_on_data(void *req, pt_buf_t *data, int end_stream)
 {
     router_state_t *st = req;
     pt_http_stream_t *s = st->s;
-    if (st->flags & R_DONE) {
+    if ((st->flags & R_DONE) || !(st->flags & R_RESP_HEADERS)) {
         pt_buf_dispose(data);
         return;
     }
+    st->last_upstream_activity_ms = pt_now_ms();
     if (end_stream) {
         st->flags |= R_RESP_END;
         if (!(st->flags & R_UPGRADE))
-            pt_stat_inc(st->cluster->stats.upstream_rq_completed);
+            pt_stat_inc(cstats(st)->upstream_rq_completed);
     }
     pt_http_stream_encode_data(s, data, end_stream);
     if (st->flags & R_DONE)
         return;
     if (end_stream) {
-        if (st->flags & R_UPGRADE) {
-            /* The upstream half of a tunnel ended; the stream ends with it. */
-            return;
-        }
+        if (st->flags & R_UPGRADE)
+            return; /* the upstream half of a tunnel ended; the stream ends with it */
         st->flags |= R_DONE;
         upstream_finish(st);
         return;
@@ -212,10 +401,10 @@ static void up_on_data(void *req, pt_buf_t *data, int end_stream)
 static void up_on_trailers(void *req, pt_http_headers_t *t)
 {
     router_state_t *st = req;
-    if (st->flags & R_DONE)
+    if ((st->flags & R_DONE) || !(st->flags & R_RESP_HEADERS))
         return;
     st->flags |= R_RESP_END;
-    pt_stat_inc(st->cluster->stats.upstream_rq_completed);
+    pt_stat_inc(cstats(st)->upstream_rq_completed);
     pt_http_stream_encode_trailers(st->s, t);
     if (!(st->flags & R_DONE)) {
         st->flags |= R_DONE;
@@ -245,33 +434,32 @@ static void up_on_reset(void *req, pt_http_reset_reason_t reason)
     pt_http_stream_t *s = st->s;
     if (st->flags & R_DONE)
         return;
-    st->flags |= R_DONE;
     st->ucs = NULL; /* the codec forgot the stream */
-    pt_stat_inc(st->cluster->stats.upstream_rq_rx_reset);
-    if (!(st->flags & R_RESP_HEADERS))
-        pt_outlier_report(st->cluster, st->host, PT_OUTLIER_RESET, 0);
+    pt_stat_inc(cstats(st)->upstream_rq_rx_reset);
     if (reason == PT_HTTP_RESET_PROTOCOL_ERROR)
-        pt_stat_inc(st->cluster->stats.upstream_cx_protocol_error);
+        pt_stat_inc(cstats(st)->upstream_cx_protocol_error);
     atomic_fetch_add_explicit(&st->host->rq_error, 1, memory_order_relaxed);
     if ((st->flags & R_UPGRADE) && (st->flags & R_RESP_HEADERS)) {
         /* A tunnel whose upstream went away: end the downstream side cleanly. */
+        st->flags |= R_DONE;
         upstream_finish(st);
         pt_buf_t empty = {0};
         pt_http_stream_encode_data(s, &empty, 1);
         return;
     }
-    upstream_finish(st);
-    uint32_t flag = reset_flag(reason);
     if (!(st->flags & R_RESP_HEADERS)) {
+        pt_outlier_report(st->cluster, st->host, PT_OUTLIER_RESET, 0);
+        if (maybe_retry(st, PT_RETRY_OUTCOME_RESET, 0, NULL))
+            return;
         char body[160];
         snprintf(body, sizeof(body),
                  "upstream connect error or disconnect/reset before headers. reset reason: %s",
                  pt_http_reset_reason_str(reason));
-        pt_http_stream_local_reply(s, reason == PT_HTTP_RESET_PROTOCOL_ERROR ? 502 : 503, body,
-                                   NULL, flag, "upstream_reset_before_response_started");
-    } else {
-        pt_http_stream_reset(s, flag, "upstream_reset_after_response_started");
+        fail(st, reason == PT_HTTP_RESET_PROTOCOL_ERROR ? 502 : 503, body, reset_flag(reason),
+             "upstream_reset_before_response_started");
+        return;
     }
+    fail(st, 503, "", reset_flag(reason), "upstream_reset_after_response_started");
 }
 
 static void up_on_write_watermark(void *req, int above)
@@ -301,12 +489,16 @@ static const pt_http_client_callbacks_t upstream_callbacks = {
 
 static void send_body(router_state_t *st, pt_buf_t *data, int end_stream)
 {
-    if (st->ucs == NULL)
+    if (st->ucs == NULL) {
+        pt_buf_dispose(data);
         return;
+    }
     const pt_http_client_codec_ops_t *ops = st->pc->codec->ops;
-    if (end_stream && !(st->flags & R_UPGRADE) && !(st->s->flags & PT_HS_UPGRADE))
+    if (end_stream && !(st->s->flags & PT_HS_UPGRADE))
         st->flags |= R_REQ_END_SENT;
     ops->encode_data(st->ucs, data, end_stream);
+    if (end_stream)
+        start_per_try(st);
 }
 
 static void on_connection_ready(router_state_t *st, pt_pool_conn_t *pc)
@@ -314,21 +506,39 @@ static void on_connection_ready(router_state_t *st, pt_pool_conn_t *pc)
     pt_http_stream_t *s = st->s;
     st->pc = pc;
     st->ucs = pc->codec->ops->new_stream(pc->codec, &upstream_callbacks, st, &s->arena);
-    pt_stat_inc(st->cluster->stats.upstream_rq_total);
-    pt_stat_inc(st->cluster->stats.upstream_rq_active);
+    pt_stat_inc(cstats(st)->upstream_rq_total);
+    pt_stat_inc(cstats(st)->upstream_rq_active);
     atomic_fetch_add_explicit(&st->host->rq_total, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&st->host->rq_active, 1, memory_order_relaxed);
+    st->flags |= R_ATTEMPT_LIVE;
     if (st->ucs == NULL) {
-        st->flags |= R_DONE;
-        upstream_finish(st);
-        pt_http_stream_local_reply(s, 503, "upstream connection unavailable", NULL,
-                                   PT_RF(UPSTREAM_CONNECTION_FAILURE), "upstream_unavailable");
+        fail(st, 503, "upstream connection unavailable", PT_RF(UPSTREAM_CONNECTION_FAILURE),
+             "upstream_unavailable");
         return;
     }
     st->upstream_start_us = pt_now_us();
-    s->info.first_upstream_tx_mono_us = st->upstream_start_us;
-    s->info.upstream_attempts = 1;
+    st->last_upstream_activity_ms = pt_now_ms();
+    if (s->info.first_upstream_tx_mono_us == 0)
+        s->info.first_upstream_tx_mono_us = st->upstream_start_us;
+    s->info.upstream_attempts = st->attempt;
+    s->info.upstream_host = st->host->address_str;
     s->info.upstream_local = pc->local;
+    if (s->vhost != NULL && s->vhost->include_request_attempt_count) {
+        char n[12];
+        snprintf(n, sizeof(n), "%u", st->attempt);
+        pt_http_headers_set(s->request_headers, "x-envoy-attempt-count", n);
+    }
+    /* A retry resends the whole body from the replay copy. */
+    if (st->attempt > 1 && pt_buf_len(&st->replay) > 0) {
+        pt_buf_dispose(&st->body);
+        size_t n = pt_buf_len(&st->replay);
+        char *tmp = malloc(n);
+        if (tmp != NULL) {
+            pt_buf_copyout(&st->replay, 0, tmp, n);
+            pt_buf_append(&st->body, tmp, n);
+            free(tmp);
+        }
+    }
     int body_pending = pt_buf_len(&st->body) > 0 || (st->flags & R_HAS_TRAILERS);
     int end = (st->flags & R_REQ_END_SEEN) && !body_pending;
     st->flags |= R_HEADERS_SENT;
@@ -337,8 +547,10 @@ static void on_connection_ready(router_state_t *st, pt_pool_conn_t *pc)
     pc->codec->ops->encode_headers(st->ucs, s->request_headers, end);
     if (st->flags & R_DONE)
         return;
-    if (pt_buf_len(&st->body) > 0 || ((st->flags & R_REQ_END_SEEN) && !end &&
-                                      !(st->flags & R_HAS_TRAILERS))) {
+    if (end)
+        start_per_try(st);
+    if (pt_buf_len(&st->body) > 0 ||
+        ((st->flags & R_REQ_END_SEEN) && !end && !(st->flags & R_HAS_TRAILERS))) {
         pt_buf_t data = {0};
         pt_buf_move(&data, &st->body);
         send_body(st, &data, (st->flags & R_REQ_END_SEEN) && !(st->flags & R_HAS_TRAILERS));
@@ -347,6 +559,7 @@ static void on_connection_ready(router_state_t *st, pt_pool_conn_t *pc)
     if ((st->flags & R_HAS_TRAILERS) && st->ucs != NULL) {
         st->flags |= R_REQ_END_SENT;
         pc->codec->ops->encode_trailers(st->ucs, st->trailers);
+        start_per_try(st);
     }
     if (st->flags & R_DS_PAUSED) {
         st->flags &= ~R_DS_PAUSED;
@@ -363,17 +576,72 @@ static void pool_ready(pt_pool_request_t *pr, pt_pool_conn_t *pc)
 static void pool_failure(pt_pool_request_t *pr, int status)
 {
     router_state_t *st = (router_state_t *)((char *)pr - offsetof(router_state_t, pool_req));
-    pt_http_stream_t *s = st->s;
     if (st->flags & R_DONE)
         return;
-    st->flags |= R_DONE;
-    upstream_finish(st);
+    if (maybe_retry(st, PT_RETRY_OUTCOME_CONNECT_FAILURE, 0, NULL))
+        return;
     char body[160];
     snprintf(body, sizeof(body),
              "upstream connect error or disconnect/reset before headers. reset reason: %s",
              status == -ETIMEDOUT ? "connection timeout" : "connection failure");
-    pt_http_stream_local_reply(s, 503, body, NULL, PT_RF(UPSTREAM_CONNECTION_FAILURE),
-                               "upstream_reset_before_response_started{connection_failure}");
+    fail(st, 503, body, PT_RF(UPSTREAM_CONNECTION_FAILURE),
+         "upstream_reset_before_response_started{connection_failure}");
+}
+
+/* Picks a host for this attempt: with previous_hosts, up to host_selection_max_attempts
+ * picks avoid hosts already tried. */
+static pt_host_t *pick_host(router_state_t *st)
+{
+    unsigned n = st->ntried < MAX_TRIED_HOSTS ? st->ntried : MAX_TRIED_HOSTS;
+    int avoid = st->retry != NULL && st->retry->previous_hosts && st->attempt > 1;
+    pt_host_t *h = pt_cluster_pick_host(st->cluster, st->s->worker, avoid ? st->tried : NULL,
+                                        avoid ? n : 0);
+    if (avoid && h != NULL) {
+        for (uint32_t i = 1; i < st->retry->host_selection_max_attempts; i++) {
+            int seen = 0;
+            for (unsigned j = 0; j < n && !seen; j++)
+                seen = st->tried[j] == h;
+            if (!seen)
+                break;
+            h = pt_cluster_pick_host(st->cluster, st->s->worker, st->tried, n);
+        }
+    }
+    return h;
+}
+
+static void start_attempt(router_state_t *st)
+{
+    pt_http_stream_t *s = st->s;
+    st->attempt++;
+    pt_host_t *host = pick_host(st);
+    if (host == NULL) {
+        pt_stat_inc(cstats(st)->upstream_cx_none_healthy);
+        fail(st, 503, "no healthy upstream", PT_RF(NO_HEALTHY_UPSTREAM), "no_healthy_upstream");
+        return;
+    }
+    st->host = host;
+    if (st->ntried < MAX_TRIED_HOSTS)
+        st->tried[st->ntried++] = host;
+    s->info.upstream_host = host->address_str;
+    if (s->route->auto_host_rewrite && host->hostname != NULL && host->hostname[0])
+        pt_http_headers_set(s->request_headers, ":authority", host->hostname);
+    st->pool = pt_pool_get(s->worker, st->cluster, host);
+    if (st->pool == NULL) {
+        fail(st, 503, "", PT_RF(UPSTREAM_CONNECTION_FAILURE), "upstream_unavailable");
+        return;
+    }
+    st->pool_req.priority = s->route->priority;
+    int err = 0;
+    pt_pool_conn_t *pc = pt_pool_acquire(st->pool, &st->pool_req, &err);
+    if (pc != NULL) {
+        on_connection_ready(st, pc);
+    } else if (err == -EOVERFLOW) {
+        fail(st, 503, "upstream connect error or disconnect/reset before headers. reset "
+                      "reason: overflow",
+             PT_RF(UPSTREAM_OVERFLOW), "overflow");
+    } else if (err < 0) {
+        fail(st, 503, "", PT_RF(UPSTREAM_CONNECTION_FAILURE), "upstream_unavailable");
+    }
 }
 
 /* ---- the filter ------------------------------------------------------------------ */
@@ -386,22 +654,62 @@ static void direct_response(pt_http_stream_t *s, const pt_route_t *rt)
     pt_route_mutate_response_headers(s->config->route_config, s->vhost, rt, NULL, &extra,
                                      &s->info);
     char *body = NULL;
-    if (rt->direct_body != NULL) {
+    if (rt->direct_body != NULL)
         body = pt_arena_strndup(&s->arena, rt->direct_body, rt->direct_body_len);
-    }
     pt_http_stream_local_reply(s, rt->direct_status, body ? body : "", &extra, 0,
                                "direct_response");
+}
+
+/* x-envoy-max-retries / x-envoy-retry-on / x-envoy-retriable-status-codes refine the
+ * route's policy per request, as in Envoy. */
+static void read_retry_headers(router_state_t *st, const pt_http_headers_t *h)
+{
+    const pt_retry_policy_t *p = st->retry;
+    st->retry_on = p ? p->retry_on : 0;
+    st->retries_left = p ? p->num_retries : 1;
+    const char *on = pt_http_headers_get(h, "x-envoy-retry-on");
+    if (on != NULL) {
+        uint32_t bits;
+        char bad[64];
+        if (pt_retry_on_parse(on, &bits, bad, sizeof(bad)) == 0)
+            st->retry_on |= bits;
+    }
+    const char *mr = pt_http_headers_get(h, "x-envoy-max-retries");
+    if (mr != NULL && mr[0] >= '0' && mr[0] <= '9') {
+        char *end;
+        unsigned long v = strtoul(mr, &end, 10);
+        if (*end == '\0' && v <= 1000)
+            st->retries_left = (uint32_t)v;
+    }
+    const char *codes = pt_http_headers_get(h, "x-envoy-retriable-status-codes");
+    while (codes != NULL && *codes && st->nextra_codes < MAX_EXTRA_CODES) {
+        char *end;
+        long c = strtol(codes, &end, 10);
+        if (end == codes)
+            break;
+        if (c >= 100 && c <= 599)
+            st->extra_codes[st->nextra_codes++] = (uint32_t)c;
+        codes = end;
+        while (*codes == ',' || *codes == ' ')
+            codes++;
+    }
+    if (st->retry_on == 0)
+        st->retries_left = 0;
 }
 
 static int router_decode_headers(pt_http_stream_t *s, void *cfg, void *state,
                                  pt_http_headers_t *h, int end_stream)
 {
-    (void)cfg;
     router_state_t *st = state;
     st->s = s;
+    st->cfg = cfg;
     st->flags |= R_STARTED;
     ev_init(&st->timeout, on_timeout);
     st->timeout.data = st;
+    ev_init(&st->per_try, on_per_try);
+    st->per_try.data = st;
+    ev_init(&st->backoff, on_backoff);
+    st->backoff.data = st;
     st->pool_req.on_ready = pool_ready;
     st->pool_req.on_failure = pool_failure;
     if (end_stream)
@@ -464,7 +772,12 @@ static int router_decode_headers(pt_http_stream_t *s, void *cfg, void *state,
         return PT_STOP;
     }
     st->cluster = cluster;
+    st->breaker = &cluster->breakers[rt->priority];
     s->info.upstream_cluster = cluster->name;
+    st->retry = rt->retry_policy;
+    read_retry_headers(st, h);
+    st->replay_limit = rt->per_request_buffer_limit ? rt->per_request_buffer_limit
+                                                    : s->config->buffer_limit;
 
     /* Request rewrites, in Envoy's order: header mutations, then path and host. */
     pt_route_mutate_request_headers(s->config->route_config, s->vhost, rt, st->weighted_entry, h,
@@ -482,38 +795,46 @@ static int router_decode_headers(pt_http_stream_t *s, void *cfg, void *state,
     if (host_rewrite != NULL)
         pt_http_headers_set(h, ":authority", host_rewrite);
 
-    pt_host_t *host = pt_cluster_pick_host(cluster, s->worker, NULL, 0);
-    if (host == NULL) {
-        pt_stat_inc(cluster->stats.upstream_cx_none_healthy);
-        st->flags |= R_DONE;
-        pt_http_stream_local_reply(s, 503, "no healthy upstream", NULL,
-                                   PT_RF(NO_HEALTHY_UPSTREAM), "no_healthy_upstream");
+    if (!pt_breaker_try_rq(st->breaker)) {
+        pt_stat_inc(cstats(st)->upstream_rq_pending_overflow);
+        fail(st, 503, "upstream connect error or disconnect/reset before headers. reset "
+                      "reason: overflow",
+             PT_RF(UPSTREAM_OVERFLOW), "overflow");
         return PT_STOP;
     }
-    st->host = host;
-    s->info.upstream_host = host->address_str;
-    if (rt->auto_host_rewrite && host->hostname != NULL && host->hostname[0])
-        pt_http_headers_set(h, ":authority", host->hostname);
+    st->flags |= R_RQ_COUNTED;
     if (end_stream || (s->flags & PT_HS_UPGRADE))
         start_timeout(st);
-
-    st->pool = pt_pool_get(s->worker, cluster, host);
-    if (st->pool == NULL) {
-        st->flags |= R_DONE;
-        pt_http_stream_local_reply(s, 503, "", NULL, PT_RF(UPSTREAM_CONNECTION_FAILURE),
-                                   "upstream_unavailable");
-        return PT_STOP;
-    }
-    int err = 0;
-    pt_pool_conn_t *pc = pt_pool_acquire(st->pool, &st->pool_req, &err);
-    if (pc != NULL) {
-        on_connection_ready(st, pc);
-    } else if (err < 0) {
-        st->flags |= R_DONE;
-        pt_http_stream_local_reply(s, 503, "", NULL, PT_RF(UPSTREAM_CONNECTION_FAILURE),
-                                   "upstream_unavailable");
-    }
+    start_attempt(st);
     return PT_STOP;
+}
+
+/* Keeps a copy of the body for retries, up to the replay limit. */
+static void keep_for_replay(router_state_t *st, const pt_buf_t *data)
+{
+    if (st->retry_on == 0 || (st->flags & R_NO_REPLAY) || pt_buf_len(data) == 0)
+        return;
+    size_t n = pt_buf_len(data);
+    if (pt_buf_len(&st->replay) + n > st->replay_limit) {
+        st->flags |= R_NO_REPLAY; /* too big to resend: no retries for this request */
+        pt_buf_dispose(&st->replay);
+        return;
+    }
+    struct iovec iov[16];
+    int cnt = pt_buf_iov(data, iov, 16);
+    size_t copied = 0;
+    for (int i = 0; i < cnt; i++) {
+        pt_buf_append(&st->replay, iov[i].iov_base, iov[i].iov_len);
+        copied += iov[i].iov_len;
+    }
+    if (copied < n) {
+        char *tmp = malloc(n - copied);
+        if (tmp != NULL) {
+            pt_buf_copyout(data, copied, tmp, n - copied);
+            pt_buf_append(&st->replay, tmp, n - copied);
+            free(tmp);
+        }
+    }
 }
 
 static void router_decode_data(pt_http_stream_t *s, void *cfg, void *state, pt_buf_t *data,
@@ -529,11 +850,17 @@ static void router_decode_data(pt_http_stream_t *s, void *cfg, void *state, pt_b
         st->flags |= R_REQ_END_SEEN;
         start_timeout(st);
     }
+    keep_for_replay(st, data);
     if (st->ucs != NULL) {
         send_body(st, data, end_stream);
         return;
     }
-    /* Waiting for a connection: hold the body, and stop reading past the buffer limit. */
+    /* Waiting for a connection (or a backoff): hold the body, bounded. During a backoff the
+     * replay copy already has it. */
+    if (st->flags & R_BACKOFF) {
+        pt_buf_dispose(data);
+        return;
+    }
     pt_buf_move(&st->body, data);
     if (pt_buf_len(&st->body) > s->config->buffer_limit && !(st->flags & R_DS_PAUSED)) {
         st->flags |= R_DS_PAUSED;
@@ -550,13 +877,13 @@ static void router_decode_trailers(pt_http_stream_t *s, void *cfg, void *state,
     if (st->flags & R_DONE)
         return;
     st->flags |= R_REQ_END_SEEN | R_HAS_TRAILERS;
+    st->trailers = t;
     start_timeout(st);
     if (st->ucs != NULL) {
         st->flags |= R_REQ_END_SENT;
         st->pc->codec->ops->encode_trailers(st->ucs, t);
-        return;
+        start_per_try(st);
     }
-    st->trailers = t;
 }
 
 static void router_on_downstream_watermark(pt_http_stream_t *s, void *cfg, void *state,
@@ -585,7 +912,7 @@ static void router_on_reset(pt_http_stream_t *s, void *cfg, void *state)
         return;
     st->flags |= R_DONE;
     if (st->pc != NULL)
-        pt_stat_inc(st->cluster->stats.upstream_rq_tx_reset);
+        pt_stat_inc(cstats(st)->upstream_rq_tx_reset);
     upstream_finish(st);
 }
 
@@ -597,7 +924,8 @@ static void router_on_destroy(pt_http_stream_t *s, void *cfg, void *state)
     if (!(st->flags & R_STARTED))
         return;
     st->flags |= R_DONE;
-    upstream_finish(st);
+    if (st->cluster != NULL)
+        upstream_finish(st);
 }
 
 const pt_http_filter_ops_t pt_router_filter = {

@@ -472,11 +472,15 @@ static void ep_clusters(admin_request_t *req, admin_response_t *res)
         if (!json) {
             pt_buf_printf(&res->body, "%s::observability_name::%s\n", c->name, c->name);
             for (int p = 0; p < 2; p++) {
-                pt_buf_printf(&res->body, "%s::%s::max_connections::1024\n", c->name, prios[p]);
-                pt_buf_printf(&res->body, "%s::%s::max_pending_requests::1024\n", c->name,
-                              prios[p]);
-                pt_buf_printf(&res->body, "%s::%s::max_requests::1024\n", c->name, prios[p]);
-                pt_buf_printf(&res->body, "%s::%s::max_retries::3\n", c->name, prios[p]);
+                const pt_breaker_t *b = &c->breakers[p];
+                pt_buf_printf(&res->body, "%s::%s::max_connections::%u\n", c->name, prios[p],
+                              b->max_connections);
+                pt_buf_printf(&res->body, "%s::%s::max_pending_requests::%u\n", c->name,
+                              prios[p], b->max_pending_requests);
+                pt_buf_printf(&res->body, "%s::%s::max_requests::%u\n", c->name, prios[p],
+                              b->max_requests);
+                pt_buf_printf(&res->body, "%s::%s::max_retries::%u\n", c->name, prios[p],
+                              b->max_retries);
             }
             pt_buf_printf(&res->body, "%s::added_via_api::false\n", c->name);
         }

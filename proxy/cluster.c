@@ -143,6 +143,7 @@ void pt_cluster_prepare(pt_cluster_t *c, pt_arena_t *arena)
         healthy += atomic_load(&c->hosts[i]->health) == 0;
     pt_stat_set(c->stats.membership_total, c->nhosts);
     pt_stat_set(c->stats.membership_healthy, healthy);
+    pt_outlier_prepare(c); /* per-host outlier state and stats, before workers see c */
 }
 
 pt_host_t *pt_cluster_pick_host(pt_cluster_t *c, pt_worker_t *w, pt_host_t *const *exclude,

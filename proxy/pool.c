@@ -274,15 +274,16 @@ static void pc_on_connect(pt_conn_t *c, int status)
         pt_outlier_report(p->cluster, p->host, PT_OUTLIER_CONNECT_FAILED, 0);
         pt_debug("upstream connect to %s failed: %s", p->address_str, strerror(-status));
         pc->codec = NULL;
-        pc_destroy(pc, 1);
         /* One failed connection fails one waiting request (more connections are already
-         * under way for the others). */
-        if (p->npending > p->nconnecting) {
-            pt_pool_request_t *pr = pending_pop(p);
-            if (pr != NULL) {
-                pt_stat_inc(p->stats.upstream_rq_pending_failure_eject);
-                pr->on_failure(pr, status);
-            }
+         * under way for the others; this one still counts in nconnecting). The request
+         * leaves the queue before the connection goes: pc_destroy opens a connection for
+         * every waiting request without one, which for this request would retry the dead
+         * host at once, and forever, instead of failing it. */
+        pt_pool_request_t *pr = p->npending >= p->nconnecting ? pending_pop(p) : NULL;
+        pc_destroy(pc, 1);
+        if (pr != NULL) {
+            pt_stat_inc(p->stats.upstream_rq_pending_failure_eject);
+            pr->on_failure(pr, status);
         }
         return;
     }

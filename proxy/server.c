@@ -8,6 +8,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "discovery/health_check.h"
 #include "proxy/access_log.h"
 #include "proxy/admin.h"
 #include "proxy/buf.h"
@@ -236,6 +237,9 @@ int pt_server_run(pt_server_t *s)
         }
     }
 
+    /* Health checks probe from the main loop; workers only read the hosts' health bits. */
+    s->health_checker = pt_health_checker_start(&s->main_worker, s->config);
+
     ev_signal_init(&s->sigterm, on_signal, SIGTERM);
     ev_signal_init(&s->sigint, on_signal, SIGINT);
     s->sigterm.data = s->sigint.data = s;
@@ -263,6 +267,8 @@ int pt_server_run(pt_server_t *s)
 void pt_server_dispose(pt_server_t *s)
 {
     pt_secret_watch_stop();
+    pt_health_checker_stop(s->health_checker);
+    s->health_checker = NULL;
     if (s->admin != NULL) {
         pt_admin_stop(s->admin);
         s->admin = NULL;

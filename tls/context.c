@@ -738,8 +738,13 @@ static SSL_CTX *build_ssl_ctx(pt_tls_context_t *ctx, const char *cert_pem, const
     SSL_CTX_set_ex_data(sctx, ctx_ex_index, ctx);
     SSL_CTX_set_min_proto_version(sctx, t->min_version);
     SSL_CTX_set_max_proto_version(sctx, t->max_version);
+    /* SSL_OP_IGNORE_UNEXPECTED_EOF: OpenSSL 3 turns a FIN without close_notify into a fatal
+     * protocol error (and an alert), which breaks half-close relaying (tcp_proxy) and
+     * counts every such client as an ssl.connection_error. Many clients close that way;
+     * like Envoy, petrel takes it as the end of the peer's stream and may still write. */
     SSL_CTX_set_options(sctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
-                                  SSL_OP_CIPHER_SERVER_PREFERENCE);
+                                  SSL_OP_CIPHER_SERVER_PREFERENCE |
+                                  SSL_OP_IGNORE_UNEXPECTED_EOF);
     SSL_CTX_set_mode(sctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_RELEASE_BUFFERS |
                                SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     if (!SSL_CTX_set_cipher_list(sctx, t->cipher_suites ? t->cipher_suites : DEFAULT_CIPHERS)) {

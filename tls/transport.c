@@ -16,6 +16,7 @@ typedef struct pt_tls_conn {
     int server;
     int fd_set;
     int handshake_done;
+    int fatal;          /* a fatal TLS or socket error: SSL_shutdown must not be called */
     int verified;
     pt_tls_identity_t peer;
     char *local_uri_san;
@@ -134,6 +135,7 @@ static int tls_handshake(pt_conn_t *c)
         c->flags |= PT_CONN_F_READ_WANTS_WRITE; /* during a handshake: wait for writability */
         return -EAGAIN;
     default:
+        t->fatal = 1;
         handshake_failed(t);
         return -EPROTO;
     }
@@ -156,6 +158,7 @@ static ssize_t tls_read(pt_conn_t *c, void *buf, size_t len)
         return -EAGAIN;
     case SSL_ERROR_SYSCALL:
         /* A FIN without close_notify: treat as end of stream, like most proxies do. */
+        t->fatal = 1;
         if (errno == 0 || ERR_peek_error() == 0) {
             ERR_clear_error();
             return errno == ECONNRESET ? -ECONNRESET : 0;
@@ -163,6 +166,7 @@ static ssize_t tls_read(pt_conn_t *c, void *buf, size_t len)
         ERR_clear_error();
         return -EIO;
     default:
+        t->fatal = 1;
         pt_stat_inc(t->ctx->stats.connection_error);
         ERR_clear_error();
         return -EPROTO;
@@ -200,22 +204,29 @@ static ssize_t tls_writev(pt_conn_t *c, const struct iovec *iov, int iovcnt)
         c->flags |= PT_CONN_F_WRITE_WANTS_READ;
         return -EAGAIN;
     case SSL_ERROR_SYSCALL:
+        t->fatal = 1;
         ERR_clear_error();
         return errno ? -errno : -EPIPE;
     default:
+        t->fatal = 1;
         ERR_clear_error();
         return -EPROTO;
     }
 }
 
+/* Sends close_notify once, if the session is in a state that allows it. */
+static void send_close_notify(pt_tls_conn_t *t)
+{
+    if (!t->handshake_done || t->fatal || (SSL_get_shutdown(t->ssl) & SSL_SENT_SHUTDOWN))
+        return;
+    ERR_clear_error();
+    SSL_shutdown(t->ssl); /* we do not wait for the peer's */
+    ERR_clear_error();
+}
+
 static void tls_shutdown(pt_conn_t *c)
 {
-    pt_tls_conn_t *t = c->transport_ctx;
-    if (t->handshake_done) {
-        ERR_clear_error();
-        SSL_shutdown(t->ssl); /* close_notify; we do not wait for the peer's */
-        ERR_clear_error();
-    }
+    send_close_notify(c->transport_ctx);
     shutdown(c->fd, SHUT_WR);
 }
 
@@ -230,6 +241,17 @@ static void tls_dispose(pt_conn_t *c)
     pt_tls_conn_t *t = c->transport_ctx;
     if (t == NULL)
         return;
+    /* The connection closes (the socket is still open here). A close without a half-close
+     * first (HTTP/1 "Connection: close", an idle timeout) must still end the TLS stream with
+     * close_notify, as Envoy does: without it the peer cannot tell the end of the data from
+     * a truncation, and OpenSSL 3 peers report "unexpected eof". Not after an error, and
+     * not on a reset (SO_LINGER 0), whose point is to send nothing more. */
+    struct linger lg = {0};
+    socklen_t lglen = sizeof(lg);
+    int resetting = getsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, &lglen) == 0 &&
+                    lg.l_onoff && lg.l_linger == 0;
+    if (c->fd >= 0 && !(c->flags & PT_CONN_F_ERROR) && !resetting)
+        send_close_notify(t);
     SSL_free(t->ssl);
     pt_identity_dispose(&t->peer);
     free(t->local_uri_san);

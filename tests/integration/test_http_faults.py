@@ -24,12 +24,6 @@ LOG_FORMAT = '%RESPONSE_CODE% %RESPONSE_FLAGS% %REQ(:PATH)% %UPSTREAM_HOST%\n'
 MiB = 1 << 20
 
 
-def dead_port():
-    port = h.free_port()
-    assert not h.port_listening(port)
-    return port
-
-
 class RawServer:
     """A TCP server that reads one request head per connection, then sends ``reply`` (bytes)
     and closes (``close=True``) or keeps the connection open."""
@@ -74,8 +68,8 @@ class RawServer:
 
 class FaultCase(unittest.TestCase):
 
-    def start(self, endpoints, **route_extra):
-        self.port, admin = h.free_ports(2)
+    def start(self, endpoints, ports=None, **route_extra):
+        self.port, admin = ports or h.free_ports(2)
         route_extra.setdefault('timeout', '5s')
         hcm = h.http_connection_manager(
             'ingress', h.route_config([h.vhost('all', ['*'], [
@@ -115,8 +109,9 @@ class FaultCase(unittest.TestCase):
 class UpstreamFailures(FaultCase):
 
     def test_connect_failure_503_uf(self):
-        port = dead_port()
-        p = self.start([port])
+        # One call, so the dead port cannot be petrel's own listener (a proxy loop).
+        port, listen, admin = h.free_ports(3)
+        p = self.start([port], ports=(listen, admin))
         r = h.http_request(self.port, 'GET', '/dead')
         self.assertEqual(r.status, 503)
         self.assertIn(b'upstream connect error', r.body)

@@ -24,7 +24,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 import certs as C  # noqa: E402
-from upstreams import HttpUpstream, TcpEchoServer  # noqa: E402
+from upstreams import HttpUpstream, TcpEchoServer, TcpSinkServer  # noqa: E402
 
 PKI = None
 STDERR_LOG = 'type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog'
@@ -180,7 +180,7 @@ class TerminationTest(TlsCase):
         fmt = 'AL sni=%REQUESTED_SERVER_NAME% local=%DOWNSTREAM_LOCAL_URI_SAN%\n'
         p = self.start(C.downstream_tls(PKI['chained']),
                        hcm_extra={'access_log': stderr_log(fmt)})
-        rc, out = s_client(self.port, '-showcerts', '-verify_return_error',
+        rc, out = s_client(self.port, '-showcerts', '-verify_return_error', '-ign_eof',
                            servername='sni.petrel.test',
                            input=b'GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n')
         self.assertEqual(rc, 0, out)
@@ -222,6 +222,44 @@ class TerminationTest(TlsCase):
                                   '\n%{http_version}', 'https://localhost:%d/' % self.port])
             self.assertEqual(rc, 0, err)
             self.assertTrue(body.endswith('\n1.1'), body)
+
+
+class TcpOverTlsTest(TlsCase):
+    """tcp_proxy behind TLS termination: bytes and half-close cross the TLS layer."""
+
+    def test_half_close_without_close_notify(self):
+        # Many clients end their side with a bare FIN (no close_notify). That is the end of
+        # the client's stream, not an error: the FIN goes upstream and the reply still
+        # comes back over TLS.
+        with TcpSinkServer(reply=True) as sink:
+            port = h.free_port()
+            ln = tls_listener('tcp-tls', port, [h.tcp_proxy('tcp', 'sink')],
+                              C.downstream_tls(PKI['server']))
+            p = self.start(C.downstream_tls(PKI['server']), listeners_extra=[ln],
+                           clusters_extra=[h.cluster('sink', [sink.port])])
+            data = h.pattern_bytes(0, 300000)
+            ctx = C.client_context(ca=PKI['ca'])
+            with h.tcp_connect(port, ssl_context=ctx, server_hostname='petrel.test') as s:
+                s.sendall(data)
+                h.shutdown_write(s)                 # FIN only, no close_notify
+                reply = h.recv_until_eof(s)
+            self.assertEqual(reply, b'%d %s\n' % (len(data), h.sha256_hex(data).encode()))
+            self.assertTrue(sink.wait_results(1)[0]['eof'])
+            self.assertEqual(p.stat(ssl_stat(port, 'connection_error'), 0), 0)
+
+    def test_close_notify_on_close(self):
+        # petrel ends the TLS stream properly (close_notify) when the upstream closes, so a
+        # strict client (OpenSSL 3 s_client) sees a clean end, not "unexpected eof".
+        with TcpSinkServer(reply=True) as sink:
+            port = h.free_port()
+            ln = tls_listener('tcp-tls', port, [h.tcp_proxy('tcp', 'sink')],
+                              C.downstream_tls(PKI['server']))
+            self.start(C.downstream_tls(PKI['server']), listeners_extra=[ln],
+                       clusters_extra=[h.cluster('sink', [sink.port])])
+            rc, out = s_client(port, '-ign_eof', input=b'12345')
+            self.assertEqual(rc, 0, out)
+            self.assertRegex(out, r'\n5 [0-9a-f]{64}\n')
+            self.assertNotIn('unexpected eof', out)
 
 
 class ClientCertTest(TlsCase):
@@ -590,7 +628,7 @@ class FaultTest(unittest.TestCase):
 
     def test_plaintext_http_to_tls_port(self):
         with socket.create_connection(('127.0.0.1', self.tls_port), timeout=h.scaled(5)) as s:
-            s.sendall(b'GET / HTTP/1.1\r\nHost: a\r\n\r\n')
+            s.sendall(b'GET /plaintext-probe HTTP/1.1\r\nHost: a\r\n\r\n')
             s.settimeout(h.scaled(5))
             data = b''
             try:
@@ -603,7 +641,7 @@ class FaultTest(unittest.TestCase):
                 pass
             # Never an HTTP answer in the clear; at most a TLS alert record.
             self.assertFalse(data.startswith(b'HTTP/'), data[:80])
-        self.assertEqual([r for r in self.up.requests if r['path'] == '/'], [])
+        self.assertEqual([r for r in self.up.requests if r['path'] == '/plaintext-probe'], [])
 
     def test_truncated_client_hello(self):
         hello = client_hello_bytes()
