@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "discovery/health_check.h"
+#include "discovery/outlier.h"
 #include "proxy/access_log.h"
 #include "proxy/admin.h"
 #include "proxy/buf.h"
@@ -239,6 +240,8 @@ int pt_server_run(pt_server_t *s)
 
     /* Health checks probe from the main loop; workers only read the hosts' health bits. */
     s->health_checker = pt_health_checker_start(&s->main_worker, s->config);
+    /* Outlier detection decides on the main loop from what the workers report. */
+    s->outlier = pt_outlier_start(&s->main_worker, s->config);
 
     ev_signal_init(&s->sigterm, on_signal, SIGTERM);
     ev_signal_init(&s->sigint, on_signal, SIGINT);
@@ -275,6 +278,8 @@ void pt_server_dispose(pt_server_t *s)
     }
     for (unsigned i = 0; i < s->nworkers; i++)
         pt_worker_dispose(&s->workers[i]);
+    pt_outlier_stop(s->outlier); /* after the workers: nothing reports any more */
+    s->outlier = NULL;
     free(s->workers);
     s->workers = NULL;
     for (unsigned i = 0; i < s->nlisteners; i++)

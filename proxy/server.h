@@ -40,6 +40,7 @@ typedef struct pt_server {
     pt_listener_t **listeners;
     unsigned nlisteners;
     pt_admin_t *admin;
+    struct pt_outlier_detector *outlier; /* discovery/outlier.h, or NULL */
     struct pt_health_checker *health_checker; /* active health checks (main thread), or NULL */
     pt_server_state_t state;
     double start_time;        /* wall clock, seconds */

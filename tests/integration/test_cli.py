@@ -192,11 +192,11 @@ class ValidateTest(unittest.TestCase):
     def test_unsupported_field_is_an_error(self):
         files = ConfigFiles(self)
         cfg = good_config(h.free_port())
-        cfg['static_resources']['clusters'][0]['circuit_breakers'] = {}
+        cfg['static_resources']['clusters'][0]['lb_subset_config'] = {}
         path = files.write('cb.json', cfg)
         rc, _, err = h.run_petrel(['--mode', 'validate', '-c', path])
         self.assertEqual(rc, 1)
-        self.assertIn('static_resources.clusters[0].circuit_breakers', err)
+        self.assertIn('static_resources.clusters[0].lb_subset_config: field is not supported', err)
 
     def test_syntax_errors(self):
         files = ConfigFiles(self)

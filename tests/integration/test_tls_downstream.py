@@ -24,7 +24,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 import certs as C  # noqa: E402
-from upstreams import HttpUpstream, TcpEchoServer, TcpSinkServer  # noqa: E402
+from upstreams import HttpUpstream, TcpEchoServer, TcpSinkServer, TcpSourceServer  # noqa: E402
 
 PKI = None
 STDERR_LOG = 'type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog'
@@ -180,15 +180,37 @@ class TerminationTest(TlsCase):
         fmt = 'AL sni=%REQUESTED_SERVER_NAME% local=%DOWNSTREAM_LOCAL_URI_SAN%\n'
         p = self.start(C.downstream_tls(PKI['chained']),
                        hcm_extra={'access_log': stderr_log(fmt)})
-        rc, out = s_client(self.port, '-showcerts', '-verify_return_error', '-ign_eof',
-                           servername='sni.petrel.test',
-                           input=b'GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n')
+        rc, out = s_client(self.port, '-showcerts', '-verify_return_error',
+                           servername='sni.petrel.test')
         self.assertEqual(rc, 0, out)
         self.assertIn('Verify return code: 0 (ok)', out)
         self.assertRegex(out, r'0 s:.*CN = chained\.petrel\.test')
         self.assertRegex(out, r'1 s:.*CN = petrel test intermediate')
-        self.assertIn('HTTP/1.1 200', out)
-        p.wait_log(r'AL sni=sni\.petrel\.test local=%s' % re.escape(GATEWAY))
+        # The SNI the client sent is what the access log reports (keep-alive request: the
+        # connection is still open when the line is written).
+        ctx = C.client_context(ca=PKI['ca'])
+        with h.HttpClientConn(self.port, ssl_context=ctx,
+                              server_hostname='sni.petrel.test') as c:
+            self.assertEqual(c.request('GET', '/x').status, 200)
+            p.wait_log(r'AL sni=sni\.petrel\.test local=%s' % re.escape(GATEWAY))
+
+    # BUG (proxy/conn_manager.c, stream creation): the stream's info borrows
+    # requested_server_name / downstream_local_uri_san / downstream_peer_uri_san /
+    # downstream_peer_subject from the TLS transport state; with "Connection: close" the
+    # codec closes the connection (tls_dispose frees them) before stream_complete writes the
+    # access log: a heap-use-after-free (garbage in the log, an ASan report).
+    @unittest.expectedFailure
+    def test_access_log_tls_fields_with_connection_close(self):
+        fmt = 'AL sni=%REQUESTED_SERVER_NAME% peer=%DOWNSTREAM_PEER_URI_SAN% ' \
+              'local=%DOWNSTREAM_LOCAL_URI_SAN%\n'
+        p = self.start(C.downstream_tls(PKI['server'], ca=PKI['ca']),
+                       hcm_extra={'access_log': stderr_log(fmt)})
+        r = tls_request(self.port, PKI['frontend'], headers={'connection': 'close'},
+                        server_hostname='close.petrel.test')
+        self.assertEqual(r.status, 200)
+        p.wait_log(r'AL sni=close\.petrel\.test peer=%s local=%s'
+                   % (re.escape(FRONTEND), re.escape(GATEWAY)), timeout=5)
+        p.stop()            # a sanitizer report fails here
 
     def test_without_the_chain_the_client_cannot_verify(self):
         # Control for the test above: the leaf alone does not verify against the root.
@@ -250,16 +272,19 @@ class TcpOverTlsTest(TlsCase):
     def test_close_notify_on_close(self):
         # petrel ends the TLS stream properly (close_notify) when the upstream closes, so a
         # strict client (OpenSSL 3 s_client) sees a clean end, not "unexpected eof".
-        with TcpSinkServer(reply=True) as sink:
+        with TcpSourceServer(5000) as src:
             port = h.free_port()
-            ln = tls_listener('tcp-tls', port, [h.tcp_proxy('tcp', 'sink')],
+            ln = tls_listener('tcp-tls', port, [h.tcp_proxy('tcp', 'src')],
                               C.downstream_tls(PKI['server']))
             self.start(C.downstream_tls(PKI['server']), listeners_extra=[ln],
-                       clusters_extra=[h.cluster('sink', [sink.port])])
-            rc, out = s_client(port, '-ign_eof', input=b'12345')
-            self.assertEqual(rc, 0, out)
-            self.assertRegex(out, r'\n5 [0-9a-f]{64}\n')
-            self.assertNotIn('unexpected eof', out)
+                       clusters_extra=[h.cluster('src', [src.port])])
+            cp = subprocess.run([C.OPENSSL, 's_client', '-connect', '127.0.0.1:%d' % port,
+                                 '-ign_eof', '-quiet'], input=b'', stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, timeout=h.scaled(20))
+            err = cp.stderr.decode('utf-8', 'replace')
+            self.assertEqual(cp.returncode, 0, err)
+            self.assertEqual(cp.stdout, h.pattern_bytes(0, 5000))
+            self.assertNotIn('unexpected eof', err)
 
 
 class ClientCertTest(TlsCase):

@@ -517,11 +517,11 @@ static void test_unknown_fields(void)
 static void test_unsupported_fields(void)
 {
     REJECTS("{'dynamic_resources': {}}", "dynamic_resources: field is not supported");
-    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'circuit_breakers': {'thresholds': []}}"),
-            C0 ".circuit_breakers: field is not supported");
+    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_subset_config': {'fallback_policy': 'ANY_ENDPOINT'}}"),
+            C0 ".lb_subset_config: field is not supported");
     /* Named as written, camelCase included. */
-    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'healthChecks': []}"),
-            C0 ".healthChecks: field is not supported");
+    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lrsServer': {}}"),
+            C0 ".lrsServer: field is not supported");
     REJECTS("{'static_resources': {'secrets': []}}",
             "static_resources.secrets: field is not supported");
     REJECTS(BOOT(CLUSTER("a"), "{'name': 'l', 'address': " SA("127.0.0.1", 1) ", "
