@@ -185,7 +185,8 @@ static void parse_payload(pt_cfg_t *r, pt_arena_t *a, pt_hc_payload_t *out)
         for (size_t i = 0; ok && i < len; i += 2) {
             int hi = hexval((unsigned char)s[i]), lo = hexval((unsigned char)s[i + 1]);
             ok = hi >= 0 && lo >= 0;
-            d[i / 2] = (unsigned char)(hi << 4 | lo);
+            if (ok)
+                d[i / 2] = (unsigned char)(hi << 4 | lo);
         }
         if (!ok) {
             char q[128];
