@@ -240,6 +240,11 @@ static int run_rate(double rate, double seconds, int nconns, double warmup, int 
             }
             if (issued == total && qh == qt && nfree == nconns)
                 break;
+            if (now > t0 + (int64_t)((warmup + seconds + 10) * 1e9)) {
+                /* Responses still missing 10 s after the last was due: count them and stop. */
+                errors += (size_t)(nconns - nfree) + (qt - qh);
+                break;
+            }
             if (issued < total) {
                 int64_t next = t0 + (int64_t)(issued * interval_ns);
                 struct itimerspec its = {0};
@@ -267,6 +272,10 @@ static int run_rate(double rate, double seconds, int nconns, double warmup, int 
                 getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
                 if (err != 0) {
                     errors++;
+                    if (!started || errors > 1000) {
+                        fprintf(stderr, "ptload: connect: %s\n", strerror(err));
+                        exit(2);
+                    }
                     conn_close(c);
                     conn_open(c, (int)idx);
                     continue;

@@ -1162,6 +1162,19 @@ static void hcm_abort(pt_session_t *s)
     hcm_close(s->terminal, PT_CLOSE_NOW);
 }
 
+static void hcm_drain(pt_session_t *s)
+{
+    pt_hcm_conn_t *h = s->terminal;
+    if (h->closing)
+        return;
+    if (h->nstreams == 0) {
+        hcm_close(h, PT_CLOSE_FLUSH);
+        return;
+    }
+    /* The response in flight says "connection: close" and the codec closes after it. */
+    h->codec->ops->shutdown_notice(h->codec);
+}
+
 
 static int hcm_on_new_connection(pt_session_t *sess, void *fc)
 {
@@ -1177,6 +1190,7 @@ static int hcm_on_new_connection(pt_session_t *sess, void *fc)
     h->local = sess->local;
     sess->terminal = h;
     sess->abort = hcm_abort;
+    sess->drain = hcm_drain;
     h->codec = pt_http1_server_codec.create(sess->conn, &hc->settings, &hcm_callbacks, h);
     if (h->codec == NULL) {
         free(h);

@@ -475,3 +475,15 @@ void pt_session_abort_all(pt_worker_t *w)
         }
     }
 }
+
+void pt_session_drain_all(pt_worker_t *w)
+{
+    /* drain may end a session (an idle connection closes): take the next one first. */
+    pt_session_t *s = w->sessions;
+    while (s != NULL) {
+        pt_session_t *next = s->next;
+        if (s->drain != NULL)
+            s->drain(s);
+        s = next;
+    }
+}

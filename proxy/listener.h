@@ -45,6 +45,10 @@ struct pt_session {
     void *terminal;           /* the terminal filter's per-connection object */
     /* Ends the session at once (worker shutdown); set by the terminal filter. */
     void (*abort)(pt_session_t *s);
+    /* The server drains: finish what is in flight, take nothing new (HTTP: close idle
+     * keep-alive connections now, the others after their current response). NULL: the
+     * session ends on its own (tcp_proxy). */
+    void (*drain)(pt_session_t *s);
     struct pt_session *prev, *next; /* the worker's list of sessions */
 };
 
@@ -56,6 +60,8 @@ void pt_session_continue(pt_session_t *s);
 void pt_session_end(pt_session_t *s);
 /* Frees the calling thread's inspection buffer (a worker thread exiting). */
 void pt_listener_thread_cleanup(void);
+/* Asks every session of the worker to drain (SIGTERM). */
+void pt_session_drain_all(pt_worker_t *w);
 /* Aborts every session of the worker (shutdown after the drain). */
 void pt_session_abort_all(pt_worker_t *w);
 
