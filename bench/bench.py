@@ -366,11 +366,15 @@ events { worker_connections 19000; multi_accept on; }
 """ % {'user': 'user root root;' if os.geteuid() == 0 else '', 'tmp': TMP}
 
 
-def nginx_proxy(port, upstream):
-    """nginx as an HTTP reverse proxy: 1 worker, proxy_pass with upstream keep-alive."""
+def nginx_proxy(port, upstream, single_process=False):
+    """nginx as an HTTP reverse proxy: 1 worker, proxy_pass with upstream keep-alive.
+
+    single_process: master_process off (one process doing the work: for valgrind/strace)."""
     d = os.path.join(TMP, 'nginx-proxy-temp')
     os.makedirs(d, exist_ok=True)
-    return write('nginx-proxy.conf', NGINX_COMMON % {'name': 'proxy'} + """
+    name = 'proxy1' if single_process else 'proxy'
+    return write('nginx-%s.conf' % name, NGINX_COMMON % {'name': name} +
+                 ('master_process off;\n' if single_process else '') + """
 http {
     access_log off;
     client_body_temp_path %(d)s/body;
@@ -1022,11 +1026,196 @@ most 32 in flight). The "direct" column is the client talking to the upstream wi
 """
 
 
+# ---------------------------------------------------------------------------------------------
+# instr suite: deterministic per-request costs (callgrind instructions, strace syscalls)
+# ---------------------------------------------------------------------------------------------
+
+INSTR_RATE, INSTR_SECONDS, INSTR_CONNS = 500, 4, 10
+
+
+def _callgrind_total(path):
+    with open(path) as f:
+        for line in f:
+            if line.startswith(('totals:', 'summary:')):
+                return int(line.split()[1])
+    return None
+
+
+def _top_functions(path, per, n=15):
+    """The n functions with the most self instructions, as (Ir per unit, name)."""
+    rc, out, err = run(['callgrind_annotate', '--auto=no', '--threshold=95', path], timeout=120)
+    rows = []
+    for line in out.splitlines():
+        m = re.match(r'\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+(\S.*)$', line)
+        if m and 'PROGRAM TOTALS' not in line:
+            name = m.group(2).split(' [')[0]
+            name = re.sub(r'^.*?:', '', name) if ':' in name else name
+            rows.append((int(m.group(1).replace(',', '')) / per, name))
+    return rows[:n]
+
+
+def _strace_counts(path):
+    """{syscall: calls} from an `strace -c` summary."""
+    counts = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 5 and parts[0].replace('.', '').isdigit() and parts[-1] != 'total':
+                    calls = parts[3]
+                    if calls.isdigit():
+                        counts[parts[-1]] = int(calls)
+    except OSError:
+        pass
+    return counts
+
+
+def _fixed_load(port, close, rate=INSTR_RATE, seconds=INSTR_SECONDS):
+    args = [PTLOAD, 'rate', '127.0.0.1', str(port), '/1k' if not close else '/tiny', str(rate),
+            str(seconds), str(INSTR_CONNS), '0'] + (['close'] if close else [])
+    rc, out, err = run(args, timeout=seconds + 120)
+    try:
+        return json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise RuntimeError('ptload failed: %s' % (err or out)[-300:])
+
+
+def instr_one(name, cmd, port, close):
+    """Ir and syscalls per request for one proxy command listening on port."""
+    r = {}
+    # 1. callgrind: instrumentation only while the fixed load runs.
+    cg = os.path.join(TMP, 'callgrind.%s' % name)
+    p = spawn('cg-' + name, ['valgrind', '--tool=callgrind', '--instr-atstart=no',
+                             '--callgrind-out-file=' + cg] + cmd, 'proxy')
+    try:
+        wait_port(port, p, timeout=60)
+        _fixed_load(port, close, rate=100, seconds=1)
+        run(['callgrind_control', '-i', 'on', str(p.pid)], timeout=60)
+        lr = _fixed_load(port, close)
+        run(['callgrind_control', '-i', 'off', str(p.pid)], timeout=60)
+        run(['callgrind_control', '-d', str(p.pid)], timeout=60)
+        dumps = sorted(f for f in os.listdir(TMP) if f.startswith('callgrind.%s.' % name))
+        if not dumps:
+            raise RuntimeError('%s: callgrind wrote no dump:\n%s' % (name, log_tail('cg-' + name)))
+        path = os.path.join(TMP, dumps[-1])
+        total = _callgrind_total(path)
+        r['requests'] = lr['completed']
+        r['load_errors'] = lr['errors']
+        r['ir_per_req'] = total / lr['completed'] if total and lr['completed'] else None
+        r['top'] = _top_functions(path, lr['completed']) if name.startswith('petrel') else []
+    finally:
+        stop(p)
+    # 2. strace -c, attached while the same fixed load runs (on the unmodified process).
+    p = spawn('st-' + name, cmd, 'proxy')
+    try:
+        wait_port(port, p)
+        _fixed_load(port, close, rate=200, seconds=1)
+        st = os.path.join(TMP, 'strace.%s' % name)
+        tr = subprocess.Popen(['strace', '-f', '-c', '-o', st, '-p', str(p.pid)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _procs.append(tr)
+        tr.bench_name = 'strace'
+        time.sleep(1.0)
+        lr = _fixed_load(port, close)
+        time.sleep(0.5)
+        tr.send_signal(signal.SIGINT)
+        tr.wait(timeout=30)
+        _procs.remove(tr)
+        counts = _strace_counts(st)
+        # epoll_wait calls while idle (before/after the load) are noise: small at this rate.
+        r['syscalls_per_req'] = (sum(counts.values()) / lr['completed']) if counts else None
+        r['syscalls'] = {k: v / lr['completed'] for k, v in sorted(
+            counts.items(), key=lambda kv: -kv[1])}
+    finally:
+        stop(p)
+    return r
+
+
+def suite_instr():
+    for tool in ('valgrind', 'callgrind_control', 'callgrind_annotate', 'strace'):
+        if not shutil.which(tool):
+            raise RuntimeError('the instr suite needs %s (apt-get install valgrind strace)' % tool)
+    info = machine_info()
+    log('== instr suite: user-space instructions (callgrind) and syscalls (strace) per request, '
+        '%d requests at %d req/s over %d connections ==' % (INSTR_RATE * INSTR_SECONDS,
+                                                            INSTR_RATE, INSTR_CONNS))
+    p_up, p_pe_h, p_ha_h, p_ng_h, p_pe_t, p_ha_t = pick_ports(6)
+    up = start_nginx('nginx-upstream', nginx_upstream(p_up), 'load')
+    wait_port(p_up, up)
+    pe_cmd = lambda cfg: [PETREL_BIN, '-c', cfg, '--concurrency', '1', '-l', 'warning']
+    cases = [
+        ('http', 'petrel', pe_cmd(petrel_http_cfg(p_pe_h, p_up)), p_pe_h, False),
+        ('http', 'haproxy', ['haproxy', '-db', '-f', haproxy_cfg('ihttp', 'http', [(p_ha_h, p_up)],
+                                                                 4096)], p_ha_h, False),
+        ('http', 'nginx', ['nginx', '-p', TMP, '-c', nginx_proxy(p_ng_h, p_up, True), '-e',
+                           os.path.join(TMP, 'nginx-proxy1.err')], p_ng_h, False),
+        ('tcp', 'petrel', pe_cmd(petrel_tcp_cfg([(p_pe_t, p_up)])), p_pe_t, True),
+        ('tcp', 'haproxy', ['haproxy', '-db', '-f', haproxy_cfg('itcp', 'tcp', [(p_ha_t, p_up)],
+                                                                4096)], p_ha_t, True),
+    ]
+    raw = {'http': {}, 'tcp': {}}
+    for kind, n, cmd, port, close in cases:
+        try:
+            r = instr_one('%s-%s' % (n, kind), cmd, port, close)
+        except RuntimeError as e:
+            log('  %s %s: not measured: %s' % (kind, n, str(e)[:300]))
+            continue
+        raw[kind][n] = r
+        log('  %-4s %-8s %s Ir/%s, %.1f syscalls/%s' % (
+            kind, n, fmt(r.get('ir_per_req')), 'req' if kind == 'http' else 'conn',
+            r.get('syscalls_per_req') or 0, 'req' if kind == 'http' else 'conn'))
+
+    def val(kind, n, key):
+        return raw[kind].get(n, {}).get(key)
+
+    def rat(a, b):
+        return fmt_ratio(a / b) if a is not None and b else 'n/a'
+
+    rows = []
+    for kind, label in (('http', 'per HTTP request (keep-alive, 1 KiB body)'),
+                        ('tcp', 'per TCP connection (tcp_proxy, one HTTP request, then close)')):
+        for key, what in (('ir_per_req', 'user-space instructions (callgrind Ir)'),
+                          ('syscalls_per_req', 'syscalls (strace -c)')):
+            pe, ha, ng = (val(kind, n, key) for n in ('petrel', 'haproxy', 'nginx'))
+            rows.append(['%s %s' % (what, label), fmt(pe), fmt(ha),
+                         fmt(ng) if kind == 'http' else '-', rat(pe, ha),
+                         rat(pe, ng) if kind == 'http' else '-'])
+    md = table(['metric', 'petrel', 'HAProxy', 'nginx', 'petrel/HAProxy', 'petrel/nginx'], rows)
+    log('\n' + md + '\n')
+    body = ['## Results', '', md, '', INSTR_NOTES % {
+        'n': INSTR_RATE * INSTR_SECONDS, 'rate': INSTR_RATE, 'conns': INSTR_CONNS}]
+    for kind in ('http', 'tcp'):
+        r = raw[kind].get('petrel')
+        if not r:
+            continue
+        unit = 'request' if kind == 'http' else 'connection'
+        body += ['', '### petrel %s: top functions by self instructions per %s' % (kind, unit), '',
+                 table(['Ir per %s' % unit, 'function'],
+                       [[fmt(v), '`%s`' % f] for v, f in r.get('top', [])]), '',
+                 '### %s syscalls per %s' % (kind, unit), '',
+                 table(['syscall', 'petrel'] + [n for n in ('haproxy', 'nginx')
+                                                if n in raw[kind]],
+                       [[s, '%.2f' % v] + ['%.2f' % raw[kind][n]['syscalls'].get(s, 0)
+                                           for n in ('haproxy', 'nginx') if n in raw[kind]]
+                        for s, v in list(r.get('syscalls', {}).items())[:12]])]
+    save('instr', info, '\n'.join(body) + '\n', raw)
+    stop(up)
+
+
+INSTR_NOTES = """Both figures are counts, not times, so they barely move with machine load: the most
+reproducible numbers in this directory. Each proxy (1 worker) gets %(n)d requests at a fixed
+%(rate)d req/s over %(conns)d connections from bench/ptload.c, once under valgrind --tool=callgrind
+(instrumentation switched on only for the load) and once natively with `strace -f -c` attached.
+Instructions are user space only (kernel work shows up as syscalls); they include the event
+loop's own wake-ups at this rate. nginx runs with master_process off here (one process).
+"""
+
+
 def main(argv):
     suites = argv or ['all']
     for s in suites:
-        if s not in ('tcp', 'http', 'all'):
-            raise SystemExit('usage: bench/run.sh [tcp|http|all]...')
+        if s not in ('tcp', 'http', 'instr', 'all'):
+            raise SystemExit('usage: bench/run.sh [tcp|http|instr|all]...')
     if 'all' in suites:
         suites = ['tcp', 'http']
     build_ptload()
@@ -1035,7 +1224,7 @@ def main(argv):
     failed = False
     for s in suites:
         try:
-            {'tcp': suite_tcp, 'http': suite_http}[s]()
+            {'tcp': suite_tcp, 'http': suite_http, 'instr': suite_instr}[s]()
         except (RuntimeError, subprocess.TimeoutExpired) as e:
             log('bench: %s suite failed: %s' % (s, e))
             failed = True

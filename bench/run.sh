@@ -1,6 +1,7 @@
 #!/bin/sh
 # Side-by-side benchmarks of petrel against HAProxy (and nginx for HTTP); see bench/README.md.
-#   bench/run.sh [tcp|http|all]...        (default: all; `make bench` runs this)
+#   bench/run.sh [tcp|http|instr|all]...  (default: all = tcp http; `make bench` runs this;
+#                                          instr = callgrind/strace counts, needs valgrind)
 # Environment: BENCH_DURATION (s per measurement, default 10), BENCH_REPS (default 3),
 #   BENCH_RATE (latency test req/s, default 2000), BENCH_IDLE_CONNS (default 10000),
 #   BENCH_PIN (1/0, default 1 on >= 2 CPUs), PETREL_BIN (default build/petrel), BENCH_KEEP=1.
@@ -13,9 +14,9 @@ root=$(dirname "$here")
 
 for a in "$@"; do
   case "$a" in
-    tcp|http|all) ;;
-    -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "usage: bench/run.sh [tcp|http|all]..." >&2; exit 2 ;;
+    tcp|http|instr|all) ;;
+    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "usage: bench/run.sh [tcp|http|instr|all]..." >&2; exit 2 ;;
   esac
 done
 

@@ -333,7 +333,9 @@ static int lrl_decode_headers(pt_http_stream_t *s, void *cfg, void *state, pt_ht
         return PT_CONTINUE;
     }
     st->bucket = b;
-    if (pt_token_bucket_consume(b)) {
+    int allowed = pt_token_bucket_consume(b);
+    pt_debug("local_rate_limit %s: %s", c->stat_prefix, allowed ? "allowed" : "rate limited");
+    if (allowed) {
         pt_stat_inc(c->stats.ok);
         return PT_CONTINUE;
     }

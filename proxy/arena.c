@@ -13,6 +13,44 @@ struct pt_arena_block {
     _Alignas(16) char data[];
 };
 
+/* Standard blocks are recycled per thread: a stream's arena is made and dropped for every
+ * request, and the allocator's large-bin path is slower than a free list. */
+#define BLOCK_CACHE_MAX 64
+static _Thread_local pt_arena_block_t *block_cache;
+static _Thread_local unsigned block_cache_n;
+
+static pt_arena_block_t *block_get(size_t cap)
+{
+    if (cap == ARENA_BLOCK && block_cache != NULL) {
+        pt_arena_block_t *b = block_cache;
+        block_cache = b->next;
+        block_cache_n--;
+        return b;
+    }
+    return malloc(sizeof(pt_arena_block_t) + cap);
+}
+
+static void block_put(pt_arena_block_t *b)
+{
+    if (b->cap == ARENA_BLOCK && block_cache_n < BLOCK_CACHE_MAX) {
+        b->next = block_cache;
+        block_cache = b;
+        block_cache_n++;
+        return;
+    }
+    free(b);
+}
+
+void pt_arena_thread_cleanup(void)
+{
+    while (block_cache != NULL) {
+        pt_arena_block_t *b = block_cache;
+        block_cache = b->next;
+        free(b);
+    }
+    block_cache_n = 0;
+}
+
 struct pt_arena_cleanup {
     pt_arena_cleanup_t *next;
     void (*fn)(void *);
@@ -25,7 +63,7 @@ void *pt_arena_alloc(pt_arena_t *a, size_t size)
     pt_arena_block_t *b = a->blocks;
     if (b == NULL || b->cap - b->used < size) {
         size_t cap = size > ARENA_BLOCK / 2 ? size : ARENA_BLOCK;
-        b = malloc(sizeof(*b) + cap);
+        b = block_get(cap);
         if (b == NULL)
             return NULL;
         b->used = 0;
@@ -101,7 +139,7 @@ void pt_arena_dispose(pt_arena_t *a)
     while (a->blocks != NULL) {
         pt_arena_block_t *b = a->blocks;
         a->blocks = b->next;
-        free(b);
+        block_put(b);
     }
     a->used_total = 0;
 }

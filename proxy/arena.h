@@ -22,5 +22,7 @@ char *pt_arena_strndup(pt_arena_t *a, const char *s, size_t n);
 char *pt_arena_sprintf(pt_arena_t *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int pt_arena_defer(pt_arena_t *a, void (*fn)(void *), void *arg);
 void pt_arena_dispose(pt_arena_t *a);
+/* Frees the calling thread's cache of arena blocks (a thread exiting). */
+void pt_arena_thread_cleanup(void);
 
 #endif

@@ -67,14 +67,18 @@ static int score_transport(const pt_filter_chain_match_t *m, const pt_chain_quer
                : -1;
 }
 
+/* The client's preference decides, as in Envoy (which walks the client's ALPN list in order
+ * and takes the chains listing the first protocol any chain knows): a chain scores higher the
+ * earlier the first client protocol it lists, so among chains for "h2" and for "http/1.1" a
+ * client offering "h2,http/1.1" gets the h2 chain whatever the config order. */
 static int score_alpn(const pt_filter_chain_match_t *m, const pt_chain_query_t *q)
 {
     if (m->napplication_protocols == 0)
         return 0;
-    for (unsigned i = 0; i < m->napplication_protocols; i++)
-        for (unsigned j = 0; j < q->nalpn; j++)
+    for (unsigned j = 0; j < q->nalpn; j++)
+        for (unsigned i = 0; i < m->napplication_protocols; i++)
             if (strcmp(m->application_protocols[i], q->alpn[j]) == 0)
-                return 1;
+                return (int)(q->nalpn - j);
     return -1;
 }
 

@@ -73,20 +73,72 @@ void pt_http1_codec_thread_cleanup(void)
     scratch_cap = 0;
 }
 
+/* Appends decimal / hex numbers without printf: these run for every message. */
+static void append_dec(pt_buf_t *b, uint64_t v)
+{
+    char tmp[24];
+    int i = sizeof(tmp);
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0);
+    pt_buf_append(b, tmp + i, sizeof(tmp) - (size_t)i);
+}
+
+static void append_chunk_size(pt_buf_t *b, size_t v)
+{
+    static const char hexd[] = "0123456789abcdef";
+    char tmp[24];
+    int i = sizeof(tmp);
+    tmp[--i] = '\n';
+    tmp[--i] = '\r';
+    do {
+        tmp[--i] = hexd[v & 15];
+        v >>= 4;
+    } while (v > 0);
+    pt_buf_append(b, tmp + i, sizeof(tmp) - (size_t)i);
+}
+
 /* Finds the end of a message head in buf (after a blank line); returns its length or 0.
  * `*from` remembers how far earlier calls looked. */
 static size_t find_head_end(pt_buf_t *in, size_t *from)
 {
+    /* A blank line ends the head: "\n\r\n" or (bare LF, rejected later by the parser)
+     * "\n\n". Scan chunk by chunk with memchr for LF and look at the next two bytes. */
     size_t len = pt_buf_len(in);
-    size_t start = *from > 3 ? *from - 3 : 0;
-    long p = pt_buf_find(in, start, "\n\r\n", 3);
-    long q = pt_buf_find(in, start, "\n\n", 2);
+    size_t pos = *from > 2 ? *from - 2 : 0;
+    size_t base = 0;
+    for (pt_chunk_t *c = in->head; c != NULL; c = c->next) {
+        size_t have = c->end - c->off;
+        if (pos >= base + have) {
+            base += have;
+            continue;
+        }
+        const char *data = c->data + c->off;
+        size_t i = pos - base;
+        while (i < have) {
+            const char *lf = memchr(data + i, '\n', have - i);
+            if (lf == NULL)
+                break;
+            size_t at = base + (size_t)(lf - data);
+            char next[2];
+            size_t got = pt_buf_copyout(in, at + 1, next, 2);
+            if (got >= 1 && next[0] == '\n')
+                return at + 2;
+            if (got == 2 && next[0] == '\r' && next[1] == '\n')
+                return at + 3;
+            if (got < 2 && (got == 0 || next[0] == '\r')) {
+                /* The end may still come: resume at this LF next time. */
+                *from = at;
+                return 0;
+            }
+            i = (size_t)(lf - data) + 1;
+        }
+        pos = base + have;
+        base += have;
+    }
     *from = len;
-    if (p < 0 && q < 0)
-        return 0;
-    if (p >= 0 && (q < 0 || p < q))
-        return (size_t)p + 3;
-    return (size_t)q + 2;
+    return 0;
 }
 
 static int is_hop_by_hop(const char *lname)
@@ -756,8 +808,14 @@ static void h1s_encode_headers(pt_http_codec_stream_t *cs, pt_http_headers_t *h,
     const char *st = pt_http_headers_get(h, ":status");
     int status = st ? atoi(st) : 500;
     pt_buf_t out = {0};
-    pt_buf_printf(&out, "HTTP/1.1 %d %s\r\n", status, reason_phrase(status));
+    pt_buf_append(&out, "HTTP/1.1 ", 9);
+    append_dec(&out, (uint64_t)status);
+    pt_buf_append(&out, " ", 1);
+    pt_buf_append_str(&out, reason_phrase(status));
+    pt_buf_append(&out, "\r\n", 2);
     int upgrade = status == 101 && s->upgrade_requested;
+    if (status == 204)
+        pt_http_headers_remove(h, "content-length"); /* RFC 9110 8.6: never in a 204 */
     write_headers(&out, h, upgrade);
     if (status >= 100 && status < 200 && !upgrade) {
         /* Interim responses other than 101 carry no framing and do not start the response. */
@@ -771,9 +829,7 @@ static void h1s_encode_headers(pt_http_codec_stream_t *cs, pt_http_headers_t *h,
     if (upgrade) {
         /* Connection: upgrade and Upgrade come from the header map. */
     } else if (cl != NULL || no_body) {
-        if (status == 204 && cl != NULL) {
-            /* RFC 9110 8.6: no Content-Length in a 204; drop it quietly. */
-        }
+        /* Framed by the header, or no body at all. */
     } else if (end_stream) {
         pt_buf_append_str(&out, "content-length: 0\r\n");
     } else if (s->minor_version == 1) {
@@ -838,7 +894,7 @@ static void h1s_encode_data(pt_http_codec_stream_t *cs, pt_buf_t *data, int end_
     if (s->resp_chunked) {
         pt_buf_t out = {0};
         if (n > 0) {
-            pt_buf_printf(&out, "%zx\r\n", n);
+            append_chunk_size(&out, n);
             pt_buf_move(&out, data);
             pt_buf_append(&out, "\r\n", 2);
         }
@@ -1310,9 +1366,15 @@ static void h1c_encode_headers(pt_http_codec_stream_t *cs, pt_http_headers_t *h,
     c->upgrade_req = conn_hdr != NULL && pt_h1_token_list_contains(conn_hdr, strlen(conn_hdr), "upgrade") &&
                      pt_http_headers_get(h, "upgrade") != NULL;
     pt_buf_t out = {0};
-    pt_buf_printf(&out, "%s %s HTTP/1.1\r\n", method, path);
-    if (authority != NULL)
-        pt_buf_printf(&out, "host: %s\r\n", authority);
+    pt_buf_append_str(&out, method);
+    pt_buf_append(&out, " ", 1);
+    pt_buf_append_str(&out, path);
+    pt_buf_append(&out, " HTTP/1.1\r\n", 11);
+    if (authority != NULL) {
+        pt_buf_append(&out, "host: ", 6);
+        pt_buf_append_str(&out, authority);
+        pt_buf_append(&out, "\r\n", 2);
+    }
     write_headers(&out, h, c->upgrade_req);
     if (pt_http_headers_get(h, "content-length") == NULL && !c->upgrade_req) {
         if (!end_stream) {
@@ -1351,7 +1413,7 @@ static void h1c_encode_data(pt_http_codec_stream_t *cs, pt_buf_t *data, int end_
     if (c->req_chunked) {
         pt_buf_t out = {0};
         if (n > 0) {
-            pt_buf_printf(&out, "%zx\r\n", n);
+            append_chunk_size(&out, n);
             pt_buf_move(&out, data);
             pt_buf_append(&out, "\r\n", 2);
         }

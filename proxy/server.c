@@ -310,5 +310,6 @@ void pt_server_dispose(pt_server_t *s)
     s->config = NULL;
     /* Buffered access log lines go out before the process exits. */
     pt_access_log_shutdown();
+    pt_arena_thread_cleanup();
     pt_buf_pool_trim();
 }

@@ -101,6 +101,7 @@ static void *worker_main(void *arg)
     pt_conn_close_all(w);
     pt_worker_run_deferred(w);
     pt_http1_codec_thread_cleanup();
+    pt_arena_thread_cleanup();
     pt_listener_thread_cleanup();
     pt_buf_pool_trim();
     pt_stats_thread_dispose();

@@ -176,6 +176,16 @@ class RequestsAndBodies(ProxyCase):
             with self.assertRaises(socket.timeout):
                 c.read_some(1)                 # nothing left over on the connection
 
+    def test_no_content_length_in_204(self):
+        # RFC 9110 8.6: a 204 never carries Content-Length, even if the upstream sent one.
+        self.start()
+        with h.HttpClientConn(self.port) as c:
+            r = c.request('GET', '/status/204',
+                          headers={'x-test-response-headers': 'content-length=0'})
+            self.assertEqual(r.status, 204)
+            self.assertEqual(r.get_all('content-length'), [])
+            self.assertEqual(c.request('GET', '/echo').status, 200)
+
     def test_upstream_error_statuses_pass_through(self):
         self.start()
         for code in (201, 302, 404, 418, 500, 503):
@@ -237,6 +247,43 @@ class ConnectionReuse(ProxyCase):
         self.up.wait_idle()                       # the upstream saw the close
         self.assertEqual(self.request('GET', '/echo').json()['conn_id'], 2)
         self.assertEqual(p.stat('cluster.up.upstream_cx_total'), 2)
+
+    def test_downstream_max_requests_per_connection(self):
+        p = self.start(common_http_protocol_options={'max_requests_per_connection': 3})
+        with h.HttpClientConn(self.port) as c:
+            rs = [c.request('GET', '/echo/%d' % i) for i in range(3)]
+            self.assertEqual([r.status for r in rs], [200, 200, 200])
+            self.assertEqual([r.get('connection') for r in rs], [None, None, 'close'])
+            self.assertTrue(c.wait_closed(5))
+        p.wait_stat('http.ingress.downstream_cx_active', 0)
+
+    def test_many_concurrent_clients(self):
+        p = self.start()
+        errors, done = [], []
+
+        def client(i):
+            try:
+                with h.HttpClientConn(self.port) as c:
+                    for j in range(10):
+                        body = b'%d-%d' % (i, j)
+                        r = c.request('POST', '/echo', body=body)
+                        if r.status != 200 or r.json()['body_sha256'] != h.sha256_hex(body):
+                            errors.append((i, j, r.status))
+                done.append(i)
+            except Exception as e:       # noqa: BLE001 - reported below
+                errors.append((i, repr(e)))
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(40)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(h.scaled(60))
+        self.assertEqual(errors, [])
+        self.assertEqual(len(done), 40)
+        p.wait_stat('http.ingress.downstream_rq_total', 400)
+        p.wait_stat('http.ingress.downstream_rq_active', 0)
+        p.wait_stat('cluster.up.upstream_rq_active', 0)
+        # Upstream connections are pooled: no more than one per concurrent client.
+        self.assertLessEqual(p.stat('cluster.up.upstream_cx_total'), 40)
 
     def test_connection_close_honoured(self):
         p = self.start()
@@ -354,6 +401,31 @@ class LargeBodies(ProxyCase):
         self.assertEqual(r.status, 200)
         self.assertEqual(r.json()['body_len'], LARGE)
         self.assertEqual(r.json()['body_sha256'], expect)
+
+    def test_slow_reader_backpressure(self):
+        # A client that stops reading a 512 MiB download: petrel stops reading the upstream
+        # instead of buffering the body.
+        p = self.start()
+        self.request('GET', '/bytes/%d' % (4 * MiB))
+        base = p.rss_kb()
+        s = socket.socket()
+        self.addCleanup(s.close)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        s.settimeout(h.scaled(10))
+        s.connect(('127.0.0.1', self.port))
+        s.sendall(b'GET /bytes/%d HTTP/1.1\r\nHost: a\r\n\r\n' % (512 * MiB))
+        got = 0
+        while got < MiB:
+            got += len(s.recv(65536))
+        # Stalled: give the upstream time to push whatever petrel would take.
+        h.wait_until(lambda: p.stat('cluster.up.upstream_cx_rx_bytes_total') is not None, 5)
+        time.sleep(h.scaled(1.5))
+        growth_mib = (p.rss_kb() - base) / 1024.0
+        self.assertLess(growth_mib, 64, 'petrel buffered %.1f MiB for a stalled reader'
+                        % growth_mib)
+        self.assertEqual(p.stat('http.ingress.downstream_rq_active'), 1)
+        s.close()
+        p.wait_stat('http.ingress.downstream_rq_active', 0)
 
     def test_large_download(self):
         p = self.start()

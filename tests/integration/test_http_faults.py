@@ -162,6 +162,25 @@ class UpstreamFailures(FaultCase):
         self.assert_settled(0)
 
 
+class EarlyResponse(FaultCase):
+
+    def test_upstream_answers_before_request_body_ends(self):
+        # The upstream rejects a 20 MiB upload after the head: the client gets the answer
+        # (with Connection: close, the rest of its body cannot be skipped) and petrel settles.
+        srv = RawServer(b'HTTP/1.1 413 Payload Too Large\r\ncontent-length: 4\r\n'
+                        b'connection: close\r\n\r\nbig!')
+        self.addCleanup(srv.close)
+        p = self.start([srv.port])
+        n = 20 * MiB
+        r = h.http_request(self.port, 'POST', '/upload', body=h.pattern_chunks(n),
+                           headers={'Content-Length': str(n)})
+        self.assertEqual((r.status, r.body), (413, b'big!'))
+        self.assertEqual(r.get('connection'), 'close')
+        p.wait_stat('http.ingress.downstream_rq_response_before_rq_complete', 1)
+        self.assert_settled(0)
+        self.assertLess(p.stat('cluster.up.upstream_cx_tx_bytes_total'), n)
+
+
 class ProtocolGarbage(FaultCase):
 
     def check_502(self, reply, close=True):

@@ -128,6 +128,19 @@ class DomainMatching(RoutingCase):
         got = [(host, self.where('/', host)) for host, _ in cases]
         self.assertEqual(got, cases)
 
+    def test_absolute_form_target_selects_vhost(self):
+        # RFC 9112 3.2.2: the authority of an absolute-form target replaces Host.
+        self.start([
+            h.vhost('default', ['*'], [h.route_prefix('/', 'd')]),
+            h.vhost('exact', ['api.example.com'], [h.route_prefix('/', 'a')]),
+        ])
+        with h.HttpClientConn(self.port) as c:
+            c.send_raw(b'GET http://api.example.com/abs?x=1 HTTP/1.1\r\nHost: other\r\n\r\n')
+            r = c.read_response()
+        self.assertEqual(r.get('x-upstream-name'), 'a')
+        self.assertEqual(self.ups['a'].last['path'], '/abs?x=1')
+        self.assertEqual(self.ups['a'].last.header_all('host'), ['api.example.com'])
+
     def test_no_matching_vhost_is_404(self):
         p = self.start([h.vhost('only', ['only.example'], [h.route_prefix('/', 'a')])])
         self.assertEqual(self.where('/', 'only.example'), 'a')

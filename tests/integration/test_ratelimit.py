@@ -71,7 +71,7 @@ def binomial_ok(count, n, p, sigmas=5):
 
 class RateLimitHttpTest(unittest.TestCase):
 
-    def start(self, http_filters, concurrency=1):
+    def start(self, http_filters, concurrency=1, log_level='info'):
         up = HttpUpstream(name='a')
         self.addCleanup(up.close)
         port, admin = h.free_ports(2)
@@ -80,7 +80,7 @@ class RateLimitHttpTest(unittest.TestCase):
             http_filters=list(http_filters) + [h.router_filter()], access_log=[access_log()])
         cfg = h.bootstrap([h.listener('http', port, [hcm])], [h.cluster('a', [up.port])],
                           admin_port=admin)
-        p = h.Petrel(cfg, concurrency=concurrency)
+        p = h.Petrel(cfg, concurrency=concurrency, log_level=log_level)
         p.start()
         self.addCleanup(p.close)
         return p, port, up
@@ -209,9 +209,11 @@ class RateLimitHttpTest(unittest.TestCase):
 
     def test_shared_bucket_exact_across_workers(self):
         # Two workers, many client connections at once (SO_REUSEPORT spreads them over both
-        # workers): N tokens give exactly N 200s in total.
+        # workers; the debug log, whose lines name the worker, shows both took part): N
+        # tokens give exactly N 200s in total.
         tokens, nconns, per_conn = 50, 24, 6
-        p, port, up = self.start([lrl_filter(token_bucket=bucket(tokens))], concurrency=2)
+        p, port, up = self.start([lrl_filter(token_bucket=bucket(tokens))], concurrency=2,
+                                 log_level='debug')
         results = []
         lock = threading.Lock()
         start = threading.Barrier(nconns)
@@ -236,6 +238,9 @@ class RateLimitHttpTest(unittest.TestCase):
         self.assertEqual(len(up.requests), tokens)
         p.wait_stat('rl.http_local_rate_limit.ok', tokens)
         p.wait_stat('rl.http_local_rate_limit.enforced', nconns * per_conn - tokens)
+        log = p.log()
+        for w in ('w0', 'w1'):
+            self.assertRegex(log, r'\[%s\]\[debug\] local_rate_limit rl: ' % w)
 
     def test_per_connection_buckets(self):
         p, port, up = self.start([lrl_filter(token_bucket=bucket(2),
