@@ -341,7 +341,7 @@ def nginx_upstream(port):
         f.write((b'0123456789abcdef' * 64)[:BODY_SIZE])
     with open(os.path.join(root, 'tiny'), 'wb') as f:
         f.write(b'ok\n')
-    return write('nginx-upstream.conf', NGINX_COMMON % {'name': 'up'} + """
+    return write('nginx-upstream.conf', NGINX_COMMON % {'name': 'up', 'wc': NGINX_CONNS} + """
 http {
     access_log off;
     keepalive_requests 10000000;
@@ -362,18 +362,19 @@ daemon off;
 pid %(tmp)s/nginx-%%(name)s.pid;
 error_log %(tmp)s/nginx-%%(name)s.error.log warn;
 worker_rlimit_nofile 20000;
-events { worker_connections 19000; multi_accept on; }
+events { worker_connections %%(wc)d; multi_accept on; }
 """ % {'user': 'user root root;' if os.geteuid() == 0 else '', 'tmp': TMP}
+NGINX_CONNS = 19000   # room for the idle test (client and upstream connections both count)
 
 
-def nginx_proxy(port, upstream, single_process=False):
+def nginx_proxy(port, upstream, single_process=False, conns=NGINX_CONNS, name=None):
     """nginx as an HTTP reverse proxy: 1 worker, proxy_pass with upstream keep-alive.
 
     single_process: master_process off (one process doing the work: for valgrind/strace)."""
     d = os.path.join(TMP, 'nginx-proxy-temp')
     os.makedirs(d, exist_ok=True)
-    name = 'proxy1' if single_process else 'proxy'
-    return write('nginx-%s.conf' % name, NGINX_COMMON % {'name': name} +
+    name = name or ('proxy1' if single_process else 'proxy')
+    return write('nginx-%s.conf' % name, NGINX_COMMON % {'name': name, 'wc': conns} +
                  ('master_process off;\n' if single_process else '') + """
 http {
     access_log off;
@@ -609,7 +610,9 @@ def machine_info():
     except OSError:
         pass
     try:
-        rev = subprocess.run(['git', '-C', ROOT, 'rev-parse', '--short', 'HEAD'],
+        # The commit of the tree the binary sits in (a build/ dir inside a checkout or worktree).
+        rev = subprocess.run(['git', '-C', os.path.dirname(os.path.abspath(PETREL_BIN)),
+                              'rev-parse', '--short', 'HEAD'],
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL).stdout.decode().strip()
     except OSError:
         rev = '?'
@@ -637,11 +640,13 @@ def save(suite, info, md_body, raw):
     head = ['# petrel bench: %s suite, %s' % (suite, info['date']), '',
             '- machine: %s, kernel %s, load average at start %s' % (
                 info['cpu'], info['kernel'], ' '.join(info['loadavg_at_start'])),
-            '- petrel: `%s` (built %s, git HEAD %s)' % (
-                os.path.relpath(info['petrel_bin'], ROOT), info['petrel_built'], info['git_head']),
+            '- petrel: `%s` (built %s, HEAD of its checkout: %s; uncommitted edits not shown)' % (
+                os.path.relpath(info['petrel_bin'], ROOT) if info['petrel_bin'].startswith(ROOT)
+                else info['petrel_bin'], info['petrel_built'], info['git_head']),
             '- %s; %s' % (info['haproxy'], info['nginx']),
-            '- %d repetitions x %d s per measurement, contenders interleaved; pinning: %s' % (
-                info['reps'], info['duration_s'], info['pinning']),
+            ('- %d repetitions x %d s per measurement, contenders interleaved; pinning: %s' % (
+                info['reps'], info['duration_s'], info['pinning'])) if suite != 'instr' else
+            '- counts under callgrind/strace, one run per proxy; pinning: %s' % info['pinning'],
             '- reproduce: `bench/run.sh %s` (raw numbers: bench/results/raw/%s)' % (
                 suite, os.path.basename(raw_path)), '']
     with open(md_path, 'w') as f:
@@ -649,6 +654,16 @@ def save(suite, info, md_body, raw):
     with open(raw_path, 'w') as f:
         json.dump({'info': info, 'results': raw}, f, indent=1)
     log('wrote %s' % os.path.relpath(md_path, ROOT))
+
+
+def died(name, c, notes):
+    """Mark a contender that exited mid-run; later measurements skip it."""
+    c['dead'] = True
+    msg = '%s exited during the run (rc %s); its later measurements were skipped' % (
+        name, c['proc'].returncode)
+    log('  %s; log tail:\n%s' % (msg, log_tail(c['proc'].bench_name)))
+    notes.append(msg)
+    return msg
 
 
 def rotate(items, k):
@@ -670,7 +685,7 @@ def suite_tcp():
     wait_port(p_iperf, iperf_srv)
     wait_port(p_web, web)
 
-    contenders = {}
+    contenders, notes = {}, []
     try:
         pe = start_petrel('petrel-tcp', petrel_tcp_cfg([(pe_iperf, p_iperf), (pe_web, p_web)]))
         wait_port(pe_iperf, pe)
@@ -678,6 +693,7 @@ def suite_tcp():
         contenders['petrel'] = {'proc': pe, 'iperf': pe_iperf, 'web': pe_web}
     except RuntimeError as e:
         log('petrel: not measured: %s' % e)
+        notes.append('petrel did not start: %s' % str(e).splitlines()[0])
     ha = start_haproxy('haproxy-tcp', haproxy_cfg('tcp', 'tcp', [(ha_iperf, p_iperf),
                                                                  (ha_web, p_web)], 4096))
     wait_port(ha_iperf, ha)
@@ -703,6 +719,8 @@ def suite_tcp():
             order = rotate(names + (['direct'] if test != 'rev' else []), rep)
             for n in order:
                 c = contenders.get(n)
+                if c and c.get('dead'):
+                    continue
                 pid = c['proc'].pid if c else os.getpid()
                 with CpuMeter(pid) as cpu:
                     if test == 'conn':
@@ -716,8 +734,7 @@ def suite_tcp():
                     elif test != 'conn' and r.get('bytes'):
                         r['cpu_s_per_gib'] = cpu.total / (r['bytes'] / 2**30)
                     if c['proc'].poll() is not None:
-                        raise RuntimeError('%s died during the run:\n%s' % (n, log_tail(
-                            c['proc'].bench_name)))
+                        r['error'] = died(n, c, notes)
                 raw[n][test].append(r)
                 val = ('%.2f Gbit/s' % r['gbps']) if test != 'conn' else ('%.0f conn/s' % r['rps'])
                 extra = ''
@@ -730,7 +747,7 @@ def suite_tcp():
                     err += '  (%d socket errors)' % r['socket_errors']
                 log('  rep %d %-4s %-8s %s%s%s' % (rep + 1, test, n, val, extra, err))
     for n, c in contenders.items():
-        raw[n]['rss_kib_end'] = rss_kib(c['proc'].pid)
+        raw[n]['rss_kib_end'] = None if c.get('dead') else rss_kib(c['proc'].pid)
 
     def series(n, test, key):
         return [r.get(key) if not r.get('error') else None for r in raw.get(n, {}).get(test, [])]
@@ -762,7 +779,10 @@ def suite_tcp():
                'direct (no proxy)']
     md = table(headers, rows)
     log('\n' + md + '\n')
-    save('tcp', info, '## Results\n\n' + md + '\n\n' + TCP_NOTES, raw)
+    body = '## Results\n\n' + md + '\n\n' + TCP_NOTES
+    if notes:
+        body += '\nNotes from this run:\n' + ''.join('- %s\n' % x for x in notes)
+    save('tcp', info, body, raw)
     for c in contenders.values():
         stop(c['proc'])
     stop(web)
@@ -837,6 +857,41 @@ def idle_test(name, port, proc, n):
     return r
 
 
+SMALL_CONNS = 1024
+
+
+def baseline_small(p_pe, p_ha, p_ng, p_up):
+    """RSS right after start of each proxy sized for SMALL_CONNS connections (HAProxy maxconn,
+    nginx worker_connections; petrel has no such knob), no traffic. HAProxy and nginx
+    preallocate per-connection tables, so the big configs the rest of the suite needs would
+    overstate their baseline. Returns {name: (rss_kib, anon_kib)}."""
+    out = {}
+    for n, port, start in [
+            ('petrel', p_pe, lambda: start_petrel('petrel-small', petrel_http_cfg(p_pe, p_up))),
+            ('haproxy', p_ha, lambda: start_haproxy('haproxy-small', haproxy_cfg(
+                'small', 'http', [(p_ha, p_up)], SMALL_CONNS))),
+            ('nginx', p_ng, lambda: start_nginx('nginx-small', nginx_proxy(
+                p_ng, p_up, conns=SMALL_CONNS, name='small'), 'proxy'))]:
+        try:
+            proc = start()
+            wait_port(port, proc)
+            time.sleep(0.5)
+            mp = mem_pid(proc)
+            out[n] = (rss_one(mp), rss_one(mp, 'RssAnon'))
+            stop(proc)
+            # The port must be free again before the real contender binds it.
+            deadline = time.time() + 5
+            while time.time() < deadline:
+                try:
+                    socket.create_connection(('127.0.0.1', port), timeout=0.2).close()
+                    time.sleep(0.1)
+                except OSError:
+                    break
+        except RuntimeError as e:
+            log('%s (small config): not measured: %s' % (n, str(e).splitlines()[0]))
+    return out
+
+
 def suite_http():
     info = machine_info()
     log('== http suite: petrel vs HAProxy vs nginx (1 worker/thread each), %d x %ds ==' % (
@@ -848,6 +903,7 @@ def suite_http():
         raise RuntimeError('upstream nginx does not answer 200: %s' % http_status(p_up, '/1k'))
 
     contenders, raw, notes = {}, {}, []
+    small = baseline_small(p_pe, p_ha, p_ng, p_up)
     starters = [
         ('petrel', p_pe, lambda: start_petrel('petrel-http', petrel_http_cfg(p_pe, p_up))),
         ('haproxy', p_ha, lambda: start_haproxy('haproxy-http',
@@ -890,6 +946,8 @@ def suite_http():
         for test in ('rps', 'lat'):
             for n in rotate(names + ['direct'], rep):
                 c = contenders.get(n)
+                if c and c.get('dead'):
+                    continue
                 port = c['port'] if c else p_up
                 pid = c['proc'].pid if c else os.getpid()
                 with CpuMeter(pid) as cpu:
@@ -904,8 +962,7 @@ def suite_http():
                     if done:
                         r['cpu_us_per_req'] = cpu.total * 1e6 / done
                     if c['proc'].poll() is not None:
-                        raise RuntimeError('%s died during the run:\n%s' % (
-                            n, log_tail(c['proc'].bench_name)))
+                        r['error'] = died(n, c, notes)
                 if test == 'rps' and (r.get('socket_errors') or r.get('non2xx')):
                     r['error'] = '%d socket errors, %d non-2xx' % (r['socket_errors'], r['non2xx'])
                 raw[n][test].append(r)
@@ -920,7 +977,12 @@ def suite_http():
 
     # Idle keep-alive connections last: pools are warm, as in steady state.
     n_idle = IDLE_CONNS
+    for n, (rss, anon) in small.items():
+        if n in raw:
+            raw[n]['small_rss_kib'], raw[n]['small_anon_kib'] = rss, anon
     for n, c in contenders.items():
+        if c.get('dead'):
+            continue
         r = idle_test(n, c['port'], c['proc'], n_idle)
         raw[n]['idle'] = r
         if r.get('error'):
@@ -931,7 +993,7 @@ def suite_http():
                                           r.get('bytes_per_conn_after_request') or 0, r['fd0'],
                                           r['fd1'], r['fd2']))
     for n, c in contenders.items():
-        raw[n]['rss_kib_end'] = rss_one(mem_pid(c['proc']))
+        raw[n]['rss_kib_end'] = None if c.get('dead') else rss_one(mem_pid(c['proc']))
 
     def series(n, test, key):
         return [r.get(key) if not r.get('error') else None for r in raw.get(n, {}).get(test, [])]
@@ -974,9 +1036,12 @@ def suite_http():
              ('idle', 'bytes_per_conn_connected'), 1024),
             ('RSS per idle keep-alive conn, after one request, bytes',
              ('idle', 'bytes_per_conn_after_request'), 1024),
-            ('RSS after start (config loaded, no traffic), KiB', ('rss_kib_start',), 4096),
+            ('RSS after start, sized for %d conns (no traffic), KiB' % SMALL_CONNS,
+             ('small_rss_kib',), 4096),
             ('  of which anonymous (heap, stacks; the rest is mapped files), KiB',
-             ('rss_anon_kib_start',), None),
+             ('small_anon_kib',), None),
+            ('RSS after start, sized for %d+ conns as in this run, KiB' % IDLE_CONNS,
+             ('rss_kib_start',), None),
             ('RSS at the end (after all tests), KiB', ('rss_kib_end',), None)]:
         v = {n: single(n, *keys) if have(n) else None for n in ('petrel', 'haproxy', 'nginx')}
         rh = v['petrel'] / v['haproxy'] if v['petrel'] is not None and v['haproxy'] else None
@@ -1014,15 +1079,21 @@ def suite_http():
     stop(up)
 
 
-HTTP_NOTES = """Ratios are medians of per-repetition ratios (for the RSS rows: a single measurement).
+HTTP_NOTES = """Ratios are medians of per-repetition ratios (RSS rows: one measurement each).
 Every proxy runs 1 worker (petrel --concurrency 1, HAProxy nbthread 1, nginx worker_processes 1)
-in front of the same upstream: nginx, 1 worker, serving a 1 KiB static file with keep-alive.
-CPU figures are utime+stime of the proxy's process tree (/proc/<pid>/stat) over the run divided
-by the requests completed. The fixed-rate latency is measured with bench/ptload.c (open loop:
-latency counts from each request's due time, so queueing shows up; first second discarded).
-Idle connections: %(n)d connections opened to each proxy and held; RSS growth divided by the
-number of connections, first with nothing sent, then after one request/response on each (at
-most 32 in flight). The "direct" column is the client talking to the upstream without a proxy.
+in front of the same upstream (nginx, 1 worker, serving a 1 KiB static file, keep-alive); nginx
+as proxy uses proxy_pass with an upstream keep-alive pool. petrel does Envoy's default
+per-request work (x-request-id UUID, x-forwarded-proto); HAProxy and nginx in their default
+configs add no headers. CPU figures are utime+stime of the proxy's process tree
+(/proc/<pid>/stat) over the run divided by the requests completed. Fixed-rate latency comes from
+bench/ptload.c (open loop: latency counts from each request's due time, so queueing shows up;
+first second discarded). Idle connections: %(n)d connections opened to each proxy and held; RSS
+growth divided by the number of connections, first with nothing sent, then after one
+request/response on each (at most 32 in flight). RSS is VmRSS of the process serving traffic
+(for nginx the worker; its master adds ~7 MiB of mostly shared pages). Baseline RSS depends on
+how HAProxy and nginx are sized (they preallocate connection tables), hence the two rows: the
+10k-connection sizing this suite needs, and a small one. The "direct" column is the client
+talking to the upstream without a proxy.
 """
 
 
@@ -1034,11 +1105,14 @@ INSTR_RATE, INSTR_SECONDS, INSTR_CONNS = 500, 4, 10
 
 
 def _callgrind_total(path):
+    """Total Ir of a callgrind dump (the larger of its `summary:` and `totals:` lines)."""
+    best = None
     with open(path) as f:
         for line in f:
             if line.startswith(('totals:', 'summary:')):
-                return int(line.split()[1])
-    return None
+                v = int(line.split()[1])
+                best = v if best is None else max(best, v)
+    return best
 
 
 def _top_functions(path, per, n=15):
@@ -1051,7 +1125,10 @@ def _top_functions(path, per, n=15):
             name = m.group(2).split(' [')[0]
             name = re.sub(r'^.*?:', '', name) if ':' in name else name
             rows.append((int(m.group(1).replace(',', '')) / per, name))
-    return rows[:n]
+    merged = {}
+    for v, name in rows:   # one function can appear under several source files
+        merged[name] = merged.get(name, 0) + v
+    return sorted(((v, k) for k, v in merged.items()), reverse=True)[:n]
 
 
 def _strace_counts(path):
@@ -1131,6 +1208,18 @@ def instr_one(name, cmd, port, close):
     return r
 
 
+def syscall_table(by_proxy):
+    """Syscalls per unit, every syscall that any proxy makes at least 0.05 times per unit."""
+    names = [n for n in ('petrel', 'haproxy', 'nginx') if n in by_proxy]
+    calls = set()
+    for n in names:
+        calls |= {s for s, v in by_proxy[n].get('syscalls', {}).items() if v >= 0.05}
+    order = sorted(calls, key=lambda s: -max(by_proxy[n]['syscalls'].get(s, 0) for n in names))
+    rows = [[s] + ['%.2f' % by_proxy[n]['syscalls'].get(s, 0) for n in names] for s in order]
+    rows.append(['total'] + ['%.2f' % (by_proxy[n].get('syscalls_per_req') or 0) for n in names])
+    return table(['syscall'] + names, rows)
+
+
 def suite_instr():
     for tool in ('valgrind', 'callgrind_control', 'callgrind_annotate', 'strace'):
         if not shutil.which(tool):
@@ -1192,12 +1281,8 @@ def suite_instr():
         body += ['', '### petrel %s: top functions by self instructions per %s' % (kind, unit), '',
                  table(['Ir per %s' % unit, 'function'],
                        [[fmt(v), '`%s`' % f] for v, f in r.get('top', [])]), '',
-                 '### %s syscalls per %s' % (kind, unit), '',
-                 table(['syscall', 'petrel'] + [n for n in ('haproxy', 'nginx')
-                                                if n in raw[kind]],
-                       [[s, '%.2f' % v] + ['%.2f' % raw[kind][n]['syscalls'].get(s, 0)
-                                           for n in ('haproxy', 'nginx') if n in raw[kind]]
-                        for s, v in list(r.get('syscalls', {}).items())[:12]])]
+                 '### %s: syscalls per %s' % (kind, unit), '',
+                 syscall_table(raw[kind])]
     save('instr', info, '\n'.join(body) + '\n', raw)
     stop(up)
 

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "discovery/outlier.h"
 #include "proxy/cluster.h"
 #include "proxy/config.h"
 #include "proxy/conn.h"
@@ -496,6 +497,9 @@ int pt_health_checks_parse(pt_cfg_t *r, pt_arena_t *a, const char *field,
         if (rc <= 0)
             continue;
         size_t before = r->nerrors;
+        /* The slot of a check that had errors is reused: start from zero (counts index
+         * arrays). */
+        memset(&hcs[k], 0, sizeof(hcs[k]));
         parse_one(r, a, &hcs[k]);
         pt_cfg_leave(r);
         if (r->nerrors == before)
@@ -634,9 +638,13 @@ static uint64_t next_interval_ms(const hc_session_t *s, int healthy_state, trans
         base = k->no_traffic_interval_ms;
     }
     if (k->interval_jitter_percent > 0) {
-        uint64_t j = (uint64_t)k->interval_jitter_percent * base / 100;
-        if (j > 0)
-            base += pt_random_below(j);
+        /* In floating point: percent * base overflows 64 bits for absurd but valid values.
+         * Durations stay below 2^49 ms, so the clamped sum below cannot overflow either. */
+        double j = (double)k->interval_jitter_percent * (double)base / 100.0;
+        if (j > 1e15)
+            j = 1e15;
+        if (j >= 1.0)
+            base += pt_random_below((uint64_t)j);
     }
     if (k->interval_jitter_ms > 0)
         base += pt_random_below(k->interval_jitter_ms);
@@ -715,6 +723,9 @@ static void handle_success(hc_session_t *s)
     if (s->cfg->always_log_health_check_success)
         pt_info("health check: cluster %s host %s passed", s->cl->c->name, s->host->address_str);
     update_host(s, "");
+    /* Envoy's successful_active_health_check_uneject_host: an ejected host that passes its
+     * active checks comes back at once (the outlier detector decides). */
+    pt_outlier_health_check_passed(s->host);
     schedule(s, 1, t);
 }
 

@@ -39,11 +39,11 @@
 #include "proxy/route.h"
 #include "proxy/stats.h"
 
-#define H_ABORT "x-envoy-fault-abort-request"
-#define H_ABORT_GRPC "x-envoy-fault-abort-grpc-request"
-#define H_ABORT_PCT "x-envoy-fault-abort-request-percentage"
-#define H_DELAY "x-envoy-fault-delay-request"
-#define H_DELAY_PCT "x-envoy-fault-delay-request-percentage"
+#define H_ABORT              "x-envoy-fault-abort-request"
+#define H_ABORT_GRPC         "x-envoy-fault-abort-grpc-request"
+#define H_ABORT_PCT          "x-envoy-fault-abort-request-percentage"
+#define H_DELAY              "x-envoy-fault-delay-request"
+#define H_DELAY_PCT          "x-envoy-fault-delay-request-percentage"
 #define H_DOWNSTREAM_CLUSTER "x-envoy-downstream-service-cluster"
 
 typedef enum abort_kind { ABORT_NONE, ABORT_HTTP, ABORT_GRPC, ABORT_HEADER } abort_kind_t;
@@ -283,8 +283,7 @@ static int fault_prepare(void *fc, pt_config_t *cfg, const char *hcm_stat_prefix
 /* absl::SimpleAtoi for an unsigned value: optional surrounding whitespace, an optional '+',
  * decimal digits, no overflow. Only the first value of the header counts (these headers
  * are untrusted). */
-static int header_uint(const pt_http_headers_t *h, const char *name, uint64_t max,
-                       uint64_t *out)
+static int header_uint(const pt_http_headers_t *h, const char *name, uint64_t max, uint64_t *out)
 {
     const char *v = pt_http_headers_get(h, name);
     if (v == NULL)
@@ -345,8 +344,8 @@ static void count_injected(fault_state_t *st, pt_stat_t general, const char *wha
     if (st->downstream_cluster != NULL && c->downstream_cluster_stats) {
         char name[512];
         snprintf(name, sizeof(name), "fault.%s.%s", st->downstream_cluster, what);
-        pt_stat_inc(pt_stats_counter("http", "envoy_http_conn_manager_prefix", c->hcm_prefix,
-                                     name));
+        pt_stat_inc(
+            pt_stats_counter("http", "envoy_http_conn_manager_prefix", c->hcm_prefix, name));
     }
     /* All faults of one request count as one active fault. */
     if (!(st->flags & F_ACTIVE)) {
@@ -390,14 +389,11 @@ static int maybe_abort(fault_state_t *st, const pt_http_headers_t *h)
     if (http_status == 0)
         return 0;
     count_injected(st, c->aborts_injected, "aborts_injected");
-    pt_debug("fault: aborting request with %d%s", http_status,
-             grpc_status >= 0 ? " (gRPC)" : "");
+    pt_debug("fault: aborting request with %d%s", http_status, grpc_status >= 0 ? " (gRPC)" : "");
     if (pt_http_is_grpc_request(h))
-        pt_http_grpc_local_reply(st->s,
-                                 grpc_status >= 0 ? grpc_status
-                                                  : pt_http_to_grpc_status(http_status),
-                                 "fault filter abort", NULL, PT_RF(FAULT_INJECTED),
-                                 "fault_filter_abort");
+        pt_http_grpc_local_reply(
+            st->s, grpc_status >= 0 ? grpc_status : pt_http_to_grpc_status(http_status),
+            "fault filter abort", NULL, PT_RF(FAULT_INJECTED), "fault_filter_abort");
     else
         pt_http_stream_local_reply(st->s, http_status, "fault filter abort", NULL,
                                    PT_RF(FAULT_INJECTED), "fault_filter_abort");
@@ -427,8 +423,8 @@ static void on_delay_done(struct ev_loop *loop, ev_timer *t, int revents)
 
 /* ---- the filter ------------------------------------------------------------------------ */
 
-static int fault_decode_headers(pt_http_stream_t *s, void *cfg, void *state,
-                                pt_http_headers_t *h, int end_stream)
+static int fault_decode_headers(pt_http_stream_t *s, void *cfg, void *state, pt_http_headers_t *h,
+                                int end_stream)
 {
     (void)end_stream;
     const fault_config_t *c = cfg;

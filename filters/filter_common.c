@@ -53,8 +53,7 @@ int pt_fractional_percent_field(pt_cfg_t *r, const char *field, pt_fractional_pe
 }
 
 int pt_runtime_fractional_percent_field(pt_cfg_t *r, const char *field,
-                                        pt_fractional_percent_t *out,
-                                        pt_fractional_percent_t def)
+                                        pt_fractional_percent_t *out, pt_fractional_percent_t def)
 {
     *out = def;
     int rc = pt_cfg_enter(r, field);
@@ -293,8 +292,7 @@ static int parse_option(pt_cfg_t *r, pt_arena_t *a, pt_header_add_t *out)
     return r->nerrors == before && out->key != NULL ? 0 : -1;
 }
 
-int pt_header_options_parse(pt_cfg_t *r, const char *field, pt_arena_t *a,
-                            pt_header_mutations_t *m)
+int pt_header_options_parse(pt_cfg_t *r, const char *field, pt_arena_t *a, pt_header_mutations_t *m)
 {
     size_t before = r->nerrors;
     memset(m, 0, sizeof(*m));
@@ -394,8 +392,7 @@ int pt_http_to_grpc_status(int http_status)
 }
 
 void pt_http_grpc_local_reply(pt_http_stream_t *s, int grpc_status, const char *message,
-                              const pt_http_headers_t *extra, uint32_t flags,
-                              const char *details)
+                              const pt_http_headers_t *extra, uint32_t flags, const char *details)
 {
     pt_http_headers_t *h = pt_arena_alloc(&s->arena, sizeof(*h));
     if (h == NULL) {

@@ -38,8 +38,7 @@ int pt_fractional_percent_field(pt_cfg_t *r, const char *field, pt_fractional_pe
 /* RuntimeFractionalPercent at `field`: default_value is required, runtime_key accepted and
  * ignored. Returns 1 present, 0 absent (def stored), -1 invalid. */
 int pt_runtime_fractional_percent_field(pt_cfg_t *r, const char *field,
-                                        pt_fractional_percent_t *out,
-                                        pt_fractional_percent_t def);
+                                        pt_fractional_percent_t *out, pt_fractional_percent_t def);
 /* One Bernoulli trial: true with probability numerator/denominator (always when
  * numerator >= denominator, never when numerator is 0; no random draw in either case). */
 int pt_fractional_percent_sample(const pt_fractional_percent_t *p);
@@ -78,7 +77,6 @@ int pt_http_to_grpc_status(int http_status);
  * message is not empty) a percent-encoded grpc-message, plus `extra` headers (may be NULL).
  * `flags` and `details` as for pt_http_stream_local_reply. */
 void pt_http_grpc_local_reply(pt_http_stream_t *s, int grpc_status, const char *message,
-                              const pt_http_headers_t *extra, uint32_t flags,
-                              const char *details);
+                              const pt_http_headers_t *extra, uint32_t flags, const char *details);
 
 #endif

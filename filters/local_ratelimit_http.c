@@ -40,7 +40,7 @@ typedef struct lrl_config {
     const char *stat_prefix;
     int status;
     pt_token_bucket_config_t bucket_cfg;
-    pt_token_bucket_t *shared;  /* the process-wide bucket (NULL when per connection) */
+    pt_token_bucket_t *shared; /* the process-wide bucket (NULL when per connection) */
     int per_connection;
     pt_fractional_percent_t enabled, enforced;
     pt_header_mutations_t response_headers;
@@ -50,8 +50,11 @@ typedef struct lrl_config {
     lrl_stats_t stats;
 } lrl_config_t;
 
+struct conn_bucket;
+
 typedef struct lrl_state {
     pt_token_bucket_t *bucket; /* set when the request was enabled (x-ratelimit-* source) */
+    struct conn_bucket *entry; /* the per-connection bucket's entry, held until on_destroy */
 } lrl_state_t;
 
 static const char *const lrl_unsupported[] = {"local_cluster_rate_limit", "rate_limits", NULL};
@@ -135,8 +138,8 @@ static void *lrl_parse(pt_cfg_t *r, pt_config_t *cfg)
         char key[sizeof(where) + 32];
         snprintf(key, sizeof(key), "http_local_ratelimit|%s", where);
         c->shared = pt_token_bucket_shared_get(key, &c->bucket_cfg);
-        if (c->shared == NULL || pt_arena_defer(&cfg->arena, pt_token_bucket_shared_put_cb,
-                                                c->shared) != 0) {
+        if (c->shared == NULL ||
+            pt_arena_defer(&cfg->arena, pt_token_bucket_shared_put_cb, c->shared) != 0) {
             pt_token_bucket_shared_put(c->shared);
             pt_cfg_error(r, NULL, "out of memory");
             return NULL;
@@ -151,7 +154,8 @@ static int lrl_prepare(void *fc, pt_config_t *cfg, const char *hcm_stat_prefix)
     (void)hcm_stat_prefix;
     lrl_config_t *c = fc;
     /* Envoy roots these at <stat_prefix>.http_local_rate_limit. (not under http.<hcm>). */
-#define LRL_STAT(n) c->stats.n = pt_stats_counter(c->stat_prefix, NULL, NULL, "http_local_rate_limit." #n)
+#define LRL_STAT(n)                                                                                \
+    c->stats.n = pt_stats_counter(c->stat_prefix, NULL, NULL, "http_local_rate_limit." #n)
     LRL_STAT(enabled);
     LRL_STAT(ok);
     LRL_STAT(rate_limited);
@@ -168,10 +172,12 @@ static int lrl_prepare(void *fc, pt_config_t *cfg, const char *hcm_stat_prefix)
  * the next one, so an entry also records the downstream connection and its peer address
  * (with the port) and starts over as a new, full bucket when they no longer match. Entries
  * of closed connections are swept when the table has grown to twice what was alive at the
- * last sweep (one walk of the worker's sessions, amortized over the insertions). */
+ * last sweep (one walk of the worker's sessions, amortized over the insertions); an entry a
+ * stream still points at (its response not yet sent) waits for that stream to end. */
 
 typedef struct conn_bucket {
     struct conn_bucket *next;
+    unsigned refs; /* streams using it: freed only when none is (and its connection is gone) */
     const void *hcm;
     const lrl_config_t *cfg;
     const pt_conn_t *conn;
@@ -235,7 +241,7 @@ static void sweep(conn_table_t *t, pt_worker_t *w)
                  h = (h + 1) & (scap - 1))
                 alive = set[h]->terminal == e->hcm && set[h]->conn != NULL &&
                         same_connection(e, set[h]->conn);
-            if (alive) {
+            if (alive || e->refs > 0) {
                 pp = &e->next;
             } else {
                 *pp = e->next;
@@ -269,7 +275,7 @@ static int table_grow(conn_table_t *t)
     return 0;
 }
 
-static pt_token_bucket_t *connection_bucket(pt_http_stream_t *s, const lrl_config_t *c)
+static conn_bucket_t *connection_bucket(pt_http_stream_t *s, const lrl_config_t *c)
 {
     int id = s->worker->id;
     const pt_conn_t *conn = pt_http_stream_downstream_conn(s);
@@ -293,7 +299,7 @@ static pt_token_bucket_t *connection_bucket(pt_http_stream_t *s, const lrl_confi
                 e->peer = conn->peer;
                 pt_token_bucket_init(&e->bucket, &c->bucket_cfg, NULL);
             }
-            return &e->bucket;
+            return e;
         }
     }
     if (t->count >= t->sweep_at)
@@ -312,7 +318,7 @@ static pt_token_bucket_t *connection_bucket(pt_http_stream_t *s, const lrl_confi
     e->next = t->slots[k];
     t->slots[k] = e;
     t->count++;
-    return &e->bucket;
+    return e;
 }
 
 /* ---- the filter ------------------------------------------------------------------------ */
@@ -326,7 +332,16 @@ static int lrl_decode_headers(pt_http_stream_t *s, void *cfg, void *state, pt_ht
     if (!pt_fractional_percent_sample(&c->enabled))
         return PT_CONTINUE;
     pt_stat_inc(c->stats.enabled);
-    pt_token_bucket_t *b = c->per_connection ? connection_bucket(s, c) : c->shared;
+    pt_token_bucket_t *b = c->shared;
+    if (c->per_connection) {
+        st->entry = connection_bucket(s, c);
+        if (st->entry != NULL) {
+            st->entry->refs++;
+            b = &st->entry->bucket;
+        } else {
+            b = NULL;
+        }
+    }
     if (b == NULL) {
         /* Out of memory for a per-connection bucket: let the request through. */
         pt_stat_inc(c->stats.ok);
@@ -353,8 +368,8 @@ static int lrl_decode_headers(pt_http_stream_t *s, void *cfg, void *state, pt_ht
                                  "local_rate_limited", &extra, PT_RF(RATE_LIMITED),
                                  "local_rate_limited");
     else
-        pt_http_stream_local_reply(s, c->status, "local_rate_limited", &extra,
-                                   PT_RF(RATE_LIMITED), "local_rate_limited");
+        pt_http_stream_local_reply(s, c->status, "local_rate_limited", &extra, PT_RF(RATE_LIMITED),
+                                   "local_rate_limited");
     return PT_STOP;
 }
 
@@ -379,12 +394,26 @@ static void lrl_encode_headers(pt_http_stream_t *s, void *cfg, void *state, pt_h
     pt_http_headers_add_str(h, "x-ratelimit-reset", v);
 }
 
+static void lrl_on_destroy(pt_http_stream_t *s, void *cfg, void *state)
+{
+    (void)s;
+    (void)cfg;
+    lrl_state_t *st = state;
+    if (st->entry != NULL) {
+        st->entry->refs--;
+        st->entry = NULL;
+    }
+    st->bucket = NULL;
+}
+
 const pt_http_filter_ops_t pt_local_ratelimit_http_filter = {
     .name = "envoy.filters.http.local_ratelimit",
-    .type_url = "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+    .type_url =
+        "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
     .state_size = sizeof(lrl_state_t),
     .parse = lrl_parse,
     .prepare = lrl_prepare,
     .decode_headers = lrl_decode_headers,
     .encode_headers = lrl_encode_headers,
+    .on_destroy = lrl_on_destroy,
 };

@@ -337,6 +337,8 @@ static void up_on_headers(void *req, pt_http_headers_t *h, int end_stream)
     if (st->attempt > 1 && !retriable)
         pt_stat_inc(cstats(st)->upstream_rq_retry_success);
     st->flags |= R_RESP_HEADERS;
+    if (s->info.response_code_details == NULL)
+        s->info.response_code_details = "via_upstream";
     ev_timer_stop(s->worker->loop, &st->per_try);
     s->info.first_upstream_rx_mono_us = pt_now_us();
     if (st->cfg == NULL || !st->cfg->suppress_envoy_headers) {

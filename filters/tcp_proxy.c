@@ -293,7 +293,7 @@ static void us_on_connect(pt_conn_t *c, int status)
         return;
     }
     tp->state |= TP_CONNECTED;
-    pt_outlier_report(tp->cluster, tp->host, PT_OUTLIER_CONNECT_SUCCESS, 0);
+    pt_outlier_report(tp->cluster, tp->host, PT_OUTLIER_CONNECT_SUCCESS_FINAL, 0);
     tp->last_activity_ms = pt_now_ms();
     /* Anything the client sent while we connected (and a FIN) goes out now. */
     if (pt_buf_len(&tp->ds->in) > 0 || (tp->ds->flags & PT_CONN_F_EOF))

@@ -40,8 +40,8 @@ typedef struct pt_token_bucket_config {
 typedef struct pt_token_bucket {
     pt_token_bucket_config_t cfg;
     pt_clock_ms_fn clock;
-    uint64_t origin_ms;      /* fill k happens at origin_ms + k * fill_interval_ms */
-    _Atomic uint64_t state;  /* (fills applied, mod 2^32) << 32 | tokens */
+    uint64_t origin_ms;     /* fill k happens at origin_ms + k * fill_interval_ms */
+    _Atomic uint64_t state; /* (fills applied, mod 2^32) << 32 | tokens */
 } pt_token_bucket_t;
 
 /* A full bucket whose fill intervals start now (clock NULL = pt_now_ms). */

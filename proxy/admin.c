@@ -851,6 +851,8 @@ pt_admin_t *pt_admin_start(pt_server_t *s, const pt_addr_t *addr, char *err, siz
 
 void pt_admin_stop(pt_admin_t *a)
 {
+    /* Answers queued in the last loop turn (the /quitquitquit reply itself) go out first. */
+    pt_conn_flush_queued(&a->server->main_worker);
     if (a->server->loop != NULL) {
         ev_io_stop(a->server->loop, &a->io);
         ev_timer_stop(a->server->loop, &a->backoff);

@@ -137,6 +137,11 @@ void pt_cluster_prepare(pt_cluster_t *c, pt_arena_t *arena)
 #define PT_X(n) c->stats.n = pt_stats_gauge("cluster", "envoy_cluster_name", c->name, #n);
     PT_CLUSTER_GAUGES(PT_X)
 #undef PT_X
+    /* Hosts of a health-checked cluster wait for their first check: mark them now, with
+     * the snapshot, so no request reaches them in the instant before the checker starts. */
+    if (c->nhealth_checks > 0)
+        for (unsigned i = 0; i < c->nhosts; i++)
+            atomic_fetch_or(&c->hosts[i]->health, (uint32_t)PT_HOST_FAILED_ACTIVE_HC);
     /* Membership gauges are set, not summed: owned by the main thread. */
     unsigned healthy = 0;
     for (unsigned i = 0; i < c->nhosts; i++)

@@ -22,6 +22,7 @@ enum {
     F_PENDING_DRAIN = 1u << 21,
     F_PENDING_CONNECT = 1u << 22,
     F_PENDING_READ = 1u << 23,
+    F_PENDING_QUEUED = 1u << 24, /* on the worker's pending list */
 };
 
 static void on_null_read(pt_conn_t *c)
@@ -123,7 +124,13 @@ static void update_watchers(pt_conn_t *c)
 /* Delivers recorded callbacks from the next loop iteration via the write watcher. */
 static void schedule_pending(pt_conn_t *c)
 {
-    ev_feed_event(c->worker->loop, &c->wio, EV_CUSTOM);
+    /* A list on the worker, not an event fed to a watcher: stopping a watcher would drop
+     * a fed event, and a lost "drain" leaves a paused peer paused forever. */
+    if (c->flags & F_PENDING_QUEUED)
+        return;
+    c->flags |= F_PENDING_QUEUED;
+    c->pending_next = c->worker->pending_list;
+    c->worker->pending_list = c;
 }
 
 static void report_error(pt_conn_t *c, int status)
@@ -153,6 +160,25 @@ static void finish_close(pt_conn_t *c)
     pt_buf_dispose(&c->in);
     pt_buf_dispose(&c->out);
     c->flags |= PT_CONN_F_CLOSED;
+    if (c->flags & F_PENDING_QUEUED) {
+        pt_conn_t **pp = &c->worker->pending_list;
+        while (*pp != NULL && *pp != c)
+            pp = &(*pp)->pending_next;
+        if (*pp == c)
+            *pp = c->pending_next;
+        c->pending_next = NULL;
+        c->flags &= ~F_PENDING_QUEUED;
+    }
+    if (c->flags & PT_CONN_F_FLUSH_QUEUED) {
+        /* Leave the flush list: the connection is freed at the next reap. */
+        pt_conn_t **pp = &c->worker->flush_list;
+        while (*pp != NULL && *pp != c)
+            pp = &(*pp)->flush_next;
+        if (*pp == c)
+            *pp = c->flush_next;
+        c->flush_next = NULL;
+        c->flags &= ~PT_CONN_F_FLUSH_QUEUED;
+    }
     if (c->wprev != NULL)
         c->wprev->wnext = c->wnext;
     else
@@ -326,31 +352,10 @@ static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
     pt_conn_t *c = w->data;
-    if (c->flags & PT_CONN_F_CLOSED)
-        return;
-    if (c->flags & F_PENDING_CONNECT) {
-        c->flags &= ~F_PENDING_CONNECT;
-        connect_done(c, c->pending_status ? c->pending_status : -ECONNREFUSED);
-        return;
-    }
-    if (c->flags & F_PENDING_ERROR) {
-        c->flags &= ~F_PENDING_ERROR;
-        report_error(c, c->pending_status ? c->pending_status : -EPIPE);
-        return;
-    }
-    if (c->flags & PT_CONN_F_ERROR)
-        return;
-    if ((c->flags & F_PENDING_READ) && !(c->flags & PT_CONN_F_CONNECTING)) {
-        c->flags &= ~F_PENDING_READ;
-        c->handler->on_read(c);
-        if (c->flags & (PT_CONN_F_CLOSED | PT_CONN_F_ERROR | PT_CONN_F_CLOSING))
-            return;
-        if (!(revents & EV_WRITE))
-            return;
-    }
+    (void)revents;
+    if (c->flags & (PT_CONN_F_CLOSED | PT_CONN_F_ERROR | F_PENDING_ERROR | F_PENDING_CONNECT))
+        return; /* the pending list delivers these */
     if (c->flags & PT_CONN_F_CONNECTING) {
-        if (!(revents & EV_WRITE))
-            return;
         int err = 0;
         socklen_t len = sizeof(err);
         if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
@@ -533,24 +538,93 @@ void pt_conn_write(pt_conn_t *c, pt_buf_t *data)
         return;
     }
     pt_buf_move(&c->out, data);
-    if (c->flags & (PT_CONN_F_CONNECTING | PT_CONN_F_HANDSHAKING)) {
-        if (pt_buf_len(&c->out) > c->high_watermark)
-            c->flags |= PT_CONN_F_ABOVE_HIGH;
-        return;
-    }
-    int err = do_flush(c);
-    if (err < 0) {
-        c->flags |= F_PENDING_ERROR;
-        c->pending_status = err;
-        pt_buf_dispose(&c->out);
-        schedule_pending(c);
-        return;
-    }
     if (pt_buf_len(&c->out) > c->high_watermark)
         c->flags |= PT_CONN_F_ABOVE_HIGH;
-    update_watchers(c);
-    if (c->flags & F_PENDING_DRAIN)
-        schedule_pending(c);
+    if (c->flags & (PT_CONN_F_CONNECTING | PT_CONN_F_HANDSHAKING))
+        return;
+    /* Written at the end of this loop turn, not now: a response's head and body, produced
+     * by separate calls in the same turn, then leave in one sendmsg. */
+    if (!(c->flags & PT_CONN_F_FLUSH_QUEUED)) {
+        c->flags |= PT_CONN_F_FLUSH_QUEUED;
+        c->flush_next = c->worker->flush_list;
+        c->worker->flush_list = c;
+    }
+}
+
+/* Delivers what was recorded inside API calls: connect results, write errors, drains and
+ * scheduled reads, each from this fresh frame. */
+static void deliver_pending(pt_conn_t *c)
+{
+    if (c->flags & PT_CONN_F_CLOSED)
+        return;
+    if (c->flags & F_PENDING_CONNECT) {
+        c->flags &= ~F_PENDING_CONNECT;
+        connect_done(c, c->pending_status ? c->pending_status : -ECONNREFUSED);
+        return;
+    }
+    if (c->flags & F_PENDING_ERROR) {
+        c->flags &= ~F_PENDING_ERROR;
+        report_error(c, c->pending_status ? c->pending_status : -EPIPE);
+        return;
+    }
+    if (c->flags & PT_CONN_F_ERROR)
+        return;
+    if ((c->flags & F_PENDING_READ) && !(c->flags & PT_CONN_F_CONNECTING)) {
+        c->flags &= ~F_PENDING_READ;
+        c->handler->on_read(c);
+        if (c->flags & (PT_CONN_F_CLOSED | PT_CONN_F_ERROR | PT_CONN_F_CLOSING))
+            return;
+    }
+    if (c->flags & F_PENDING_DRAIN) {
+        c->flags &= ~F_PENDING_DRAIN;
+        c->handler->on_drain(c);
+    }
+}
+
+int pt_conn_run_pending(pt_worker_t *w)
+{
+    int ran = 0;
+    while (w->pending_list != NULL) {
+        pt_conn_t *c = w->pending_list;
+        w->pending_list = c->pending_next;
+        c->pending_next = NULL;
+        c->flags &= ~F_PENDING_QUEUED;
+        deliver_pending(c);
+        ran = 1;
+    }
+    return ran;
+}
+
+void pt_conn_flush_queued(pt_worker_t *w)
+{
+    while (w->flush_list != NULL) {
+        pt_conn_t *c = w->flush_list;
+        w->flush_list = c->flush_next;
+        c->flush_next = NULL;
+        c->flags &= ~PT_CONN_F_FLUSH_QUEUED;
+        if (c->flags & (PT_CONN_F_CLOSED | PT_CONN_F_ERROR | F_PENDING_ERROR |
+                        PT_CONN_F_CONNECTING | PT_CONN_F_HANDSHAKING))
+            continue;
+        int err = do_flush(c);
+        if (err < 0) {
+            if (c->flags & PT_CONN_F_CLOSING) {
+                finish_close(c);
+                continue;
+            }
+            c->flags |= F_PENDING_ERROR;
+            c->pending_status = err;
+            pt_buf_dispose(&c->out);
+            schedule_pending(c);
+            continue;
+        }
+        if ((c->flags & PT_CONN_F_CLOSING) && pt_buf_len(&c->out) == 0) {
+            finish_close(c);
+            continue;
+        }
+        update_watchers(c);
+        if (c->flags & F_PENDING_DRAIN)
+            schedule_pending(c);
+    }
 }
 
 void pt_conn_write_bytes(pt_conn_t *c, const void *data, size_t len)

@@ -6,7 +6,8 @@
  *  - Reading is on unless paused; bytes arrive in c->in and handler->on_read is called once
  *    per readiness event after up to PT_CONN_READ_BUDGET bytes were read. After the peer's
  *    FIN, PT_CONN_F_EOF is set and on_read is called once more (c->in may be empty).
- *  - pt_conn_write moves bytes to the write queue and writes at once when it can.
+ *  - pt_conn_write moves bytes to the write queue; the queue is written at the end of the
+ *    loop turn (one sendmsg for everything produced in the turn).
  *    PT_CONN_F_ABOVE_HIGH is set while the queue is above the high watermark; the owner
  *    then pauses whatever feeds it and resumes in handler->on_drain, called when the queue
  *    falls to the low watermark (half the high one). That keeps memory bounded end to end.
@@ -77,6 +78,7 @@ enum pt_conn_flags {
     PT_CONN_F_WRITE_WANTS_READ = 1u << 11, /* transport write needs readability */
     PT_CONN_F_OUTBOUND = 1u << 12,       /* we connected (upstream) */
     PT_CONN_F_STARTED = 1u << 13,        /* pt_conn_start ran (the handshake began) */
+    PT_CONN_F_FLUSH_QUEUED = 1u << 14,   /* on the worker's list to write at end of turn */
 };
 
 struct pt_conn {
@@ -97,6 +99,8 @@ struct pt_conn {
     int pending_status;                 /* error to deliver from the loop */
     pt_conn_t *reap_next;
     pt_conn_t *wprev, *wnext;           /* the worker's list of open connections */
+    pt_conn_t *flush_next;              /* the worker's list of queued writes */
+    pt_conn_t *pending_next;            /* the worker's list of callbacks to deliver */
 };
 
 typedef enum pt_close_how {
@@ -133,6 +137,11 @@ static inline size_t pt_conn_queued(const pt_conn_t *c)
 {
     return pt_buf_len(&c->out);
 }
+/* Writes what connections queued during this loop turn (run by the worker before it
+ * sleeps). */
+void pt_conn_flush_queued(pt_worker_t *w);
+/* Delivers callbacks recorded inside API calls; returns 1 if any ran. */
+int pt_conn_run_pending(pt_worker_t *w);
 /* Frees the connections closed since the last call (run by the worker's reaper). */
 void pt_conn_reap(pt_worker_t *w);
 /* Closes every connection the worker still has (shutdown) and frees them. */

@@ -338,13 +338,17 @@ static void *hcm_on_new_stream(void *owner, pt_http_codec_stream_t *cs)
     pt_conn_t *dc = h->session->conn;
     s->scheme = pt_conn_is_tls(dc) ? "https" : "http";
     if (pt_conn_is_tls(dc)) {
+        /* Copies, not borrows: the TLS state goes with the connection, which an HTTP/1
+         * codec may close (Connection: close, an early response) before the stream
+         * completes and its access log line is written. */
         const pt_tls_identity_t *peer = pt_tls_peer_identity(dc);
         if (peer != NULL) {
-            s->info.downstream_peer_uri_san = peer->nuri ? peer->uri_sans[0] : NULL;
-            s->info.downstream_peer_subject = peer->subject;
+            s->info.downstream_peer_uri_san =
+                peer->nuri ? pt_arena_strdup(&s->arena, peer->uri_sans[0]) : NULL;
+            s->info.downstream_peer_subject = pt_arena_strdup(&s->arena, peer->subject);
         }
-        s->info.downstream_local_uri_san = pt_tls_local_uri_san(dc);
-        s->info.requested_server_name = pt_tls_sni(dc);
+        s->info.downstream_local_uri_san = pt_arena_strdup(&s->arena, pt_tls_local_uri_san(dc));
+        s->info.requested_server_name = pt_arena_strdup(&s->arena, pt_tls_sni(dc));
     } else {
         s->info.requested_server_name = h->session->sni;
     }
@@ -865,6 +869,7 @@ static void hcm_on_idle(void *owner)
     pt_hcm_conn_t *h = owner;
     pt_worker_t *w = h->session->worker;
     if (h->config->idle_timeout_ms > 0 && h->nstreams == 0) {
+        ev_timer_stop(w->loop, &h->idle_timer); /* libev: no ev_timer_set while active */
         ev_timer_set(&h->idle_timer, (double)h->config->idle_timeout_ms / 1000.0, 0.);
         ev_timer_start(w->loop, &h->idle_timer);
     }

@@ -197,6 +197,11 @@ int pt_server_run(pt_server_t *s)
     /* The main thread's connections (admin) live on a worker-shaped object that shares
      * the default loop. */
     pt_worker_init(&s->main_worker, -1);
+    /* pt_worker_init started these on its own loop; libev ignores a start of a watcher
+     * still marked active, so stop them there before moving them to the main loop. */
+    ev_ref(s->main_worker.loop);
+    ev_prepare_stop(s->main_worker.loop, &s->main_worker.reaper);
+    ev_async_stop(s->main_worker.loop, &s->main_worker.wakeup);
     ev_loop_destroy(s->main_worker.loop);
     s->main_worker.loop = s->loop;
     ev_async_start(s->loop, &s->main_worker.wakeup);

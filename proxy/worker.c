@@ -64,8 +64,14 @@ static void on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
 {
     (void)loop;
     (void)revents;
-    pt_worker_run_deferred(p->data);
-    pt_conn_reap(p->data);
+    pt_worker_t *w = p->data;
+    /* Before the loop sleeps: deliver recorded callbacks, write what this turn produced,
+     * release what ended; any of these can cause more of the others. */
+    do {
+        pt_worker_run_deferred(w);
+        pt_conn_flush_queued(w);
+    } while (pt_conn_run_pending(w) || w->defer_list != NULL || w->flush_list != NULL);
+    pt_conn_reap(w);
 }
 
 int pt_worker_init(pt_worker_t *w, int id)

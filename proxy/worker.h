@@ -49,6 +49,8 @@ struct pt_worker {
     pt_worker_listener_t **listeners;
     unsigned nlisteners;
     pt_conn_t *reap_list;
+    pt_conn_t *flush_list;      /* connections with writes queued this loop turn */
+    pt_conn_t *pending_list;    /* connections with callbacks to deliver */
     pt_defer_t *defer_list;
     pt_conn_t *conns;           /* every open connection of this worker */
     struct pt_session *sessions; /* every downstream session */

@@ -725,6 +725,52 @@ static int load_ca(SSL_CTX *sctx, const char *pem, char *err, size_t errlen)
     return 0;
 }
 
+/* SHA-256 (truncated to SSL_MAX_SID_CTX_LENGTH) over the server certificate, the trusted
+ * CAs and the client verification settings; 0 on failure. */
+static unsigned session_context_id(const pt_tls_settings_t *t, const char *cert_pem,
+                                   const char *ca_pem, unsigned char *out)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned mdlen = 0;
+    EVP_MD_CTX *h = EVP_MD_CTX_new();
+    int ok = h != NULL && EVP_DigestInit_ex(h, EVP_sha256(), NULL);
+#define HASH_BYTES(p, n) (ok = ok && EVP_DigestUpdate(h, (p), (n)))
+#define HASH_STR(s)                                                                            \
+    do {                                                                                       \
+        const char *s_ = (s) ? (s) : "";                                                       \
+        HASH_BYTES(s_, strlen(s_) + 1); /* with the NUL: fields cannot run together */         \
+    } while (0)
+#define HASH_INT(v)                                                                            \
+    do {                                                                                       \
+        int v_ = (v);                                                                          \
+        HASH_BYTES(&v_, sizeof(v_));                                                           \
+    } while (0)
+    HASH_STR(cert_pem);
+    HASH_STR(ca_pem);
+    HASH_INT(t->has_validation);
+    HASH_INT(t->require_client_certificate);
+    HASH_INT(t->trust_chain_verification_accept_untrusted);
+    HASH_STR(t->validation_sds ? t->validation_sds->name : NULL);
+    HASH_INT((int)t->nsan_matchers);
+    for (unsigned i = 0; i < t->nsan_matchers; i++) {
+        const pt_san_matcher_t *m = &t->san_matchers[i];
+        HASH_INT((int)m->type);
+        HASH_INT((int)m->matcher.kind);
+        HASH_INT(m->matcher.ignore_case);
+        HASH_STR(m->matcher.regex ? pt_regex_pattern(m->matcher.regex) : m->matcher.value);
+    }
+#undef HASH_INT
+#undef HASH_STR
+#undef HASH_BYTES
+    ok = ok && EVP_DigestFinal_ex(h, md, &mdlen);
+    EVP_MD_CTX_free(h);
+    if (!ok)
+        return 0;
+    unsigned n = mdlen < SSL_MAX_SID_CTX_LENGTH ? mdlen : SSL_MAX_SID_CTX_LENGTH;
+    memcpy(out, md, n);
+    return n;
+}
+
 /* Builds a configured SSL_CTX from PEM material (any of which may be NULL). */
 static SSL_CTX *build_ssl_ctx(pt_tls_context_t *ctx, const char *cert_pem, const char *key_pem,
                               const char *ca_pem, char *err, size_t errlen)
@@ -779,8 +825,19 @@ static SSL_CTX *build_ssl_ctx(pt_tls_context_t *ctx, const char *cert_pem, const
         SSL_CTX_set_session_cache_mode(sctx, SSL_SESS_CACHE_OFF);
         SSL_CTX_set_tlsext_ticket_key_evp_cb(sctx, ticket_key_cb);
         SSL_CTX_set_num_tickets(sctx, 1);
-        static const unsigned char sid_ctx[] = "petrel";
-        SSL_CTX_set_session_id_context(sctx, sid_ctx, sizeof(sid_ctx) - 1);
+        /* The session ID context ties a ticket to what was checked when it was issued.
+         * Ticket keys are shared by every context of the process, so with one fixed
+         * context a session from a listener that asks for no client certificate (or
+         * trusts another CA) would resume on an mTLS listener and skip its verification
+         * entirely. OpenSSL refuses to resume a session whose context differs (a full
+         * handshake happens instead), so the context is a digest of everything that
+         * decides who is accepted, plus the certificate served (as Envoy does). */
+        unsigned char sid_ctx[SSL_MAX_SID_CTX_LENGTH];
+        unsigned sid_len = session_context_id(t, cert_pem, ca_pem, sid_ctx);
+        if (sid_len == 0 || !SSL_CTX_set_session_id_context(sctx, sid_ctx, sid_len)) {
+            ssl_errors(err, errlen, "cannot set the session ID context");
+            goto fail;
+        }
     } else {
         if (t->alpn != NULL)
             SSL_CTX_set_alpn_protos(sctx, t->alpn, (unsigned)t->alpn_len);

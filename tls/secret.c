@@ -90,9 +90,17 @@ static int read_secret(const char *path, const char *name, int want_cert, secret
     pt_arena_t arena = {0};
     pt_cfg_t r;
     pt_cfg_init(&r, root);
-    static const char *const dr_unsupported[] = {"version_info", "type_url", "nonce",
-                                                 "canary", "control_plane", NULL};
-    pt_cfg_unsupported(&r, dr_unsupported);
+    /* The DiscoveryResponse envelope: version_info, type_url, nonce and control_plane are
+     * what a control plane (or a tool writing the file) puts there, and Envoy's own file
+     * SDS examples carry version_info. They say nothing about the secret: accepted and
+     * ignored (only a type_url naming something else is an error). */
+    const char *type_url, *ignored;
+    pt_cfg_string(&r, "version_info", &ignored, NULL);
+    pt_cfg_string(&r, "nonce", &ignored, NULL);
+    pt_cfg_get(&r, "canary");
+    pt_cfg_get(&r, "control_plane");
+    if (pt_cfg_string(&r, "type_url", &type_url, NULL) > 0 && strcmp(type_url, SECRET_TYPE) != 0)
+        pt_cfg_error(&r, "type_url", "is not %s", SECRET_TYPE);
     int present, found = 0;
     size_t n = pt_cfg_array(&r, "resources", &present);
     for (size_t i = 0; i < n; i++) {

@@ -16,6 +16,7 @@ as a serial change. ``standard_pki()`` builds (once per process) the set most te
 ``backend``        ca; URI spiffe://cluster.local/ns/default/sa/backend; DNS backend.test
 ``rogue``          ca; URI spiffe://cluster.local/ns/default/sa/rogue (valid, wrong identity)
 ``other_ca``       ca2; URI .../sa/frontend (right name, untrusted issuer)
+``other_ca_rogue`` ca2; URI .../sa/rogue (wrong name, untrusted issuer)
 ``wrong_domain``   ca; URI spiffe://other.domain/ns/default/sa/frontend
 ``expired``        ca; .../sa/frontend, notAfter yesterday
 ``not_yet_valid``  ca; .../sa/frontend, notBefore tomorrow
@@ -219,6 +220,7 @@ def standard_pki():
                 ips=['127.0.0.1'])
         p.issue(ca, 'rogue', uris=[spiffe('default', 'rogue')], dns=['rogue.test'])
         p.issue(ca2, 'other_ca', uris=[spiffe('default', 'frontend')], dns=['frontend.test'])
+        p.issue(ca2, 'other_ca_rogue', uris=[spiffe('default', 'rogue')], dns=['rogue.test'])
         p.issue(ca, 'wrong_domain', uris=[spiffe('default', 'frontend', 'other.domain')])
         p.issue(ca, 'expired', uris=[spiffe('default', 'frontend')], dns=SERVER_DNS,
                 not_before=now - 30 * day, not_after=now - day)

@@ -9,6 +9,7 @@ so). Every wait is for a condition with a generous timeout; nothing asserts an u
 time.
 """
 
+import contextlib
 import json
 import os
 import sys
@@ -394,6 +395,58 @@ class HttpHealthCheckTest(unittest.TestCase):
                                   body)
             # Stopped (SIGTERM) with the check's request still open: a clean exit.
             self.assertEqual(p.returncode, 0)
+
+
+class FailAppUpstream(HttpUpstream):
+    """An HttpUpstream that answers 503 to traffic (APP_PATH) while ``.fail_app`` is set, and
+    keeps passing its health checks."""
+
+    fail_app = False
+
+    def _respond(self, ctx, path):
+        if self.fail_app and path == APP_PATH:
+            return self._echo(ctx, 503)
+        return super()._respond(ctx, path)
+
+
+class OutlierInteractionTest(unittest.TestCase):
+    OD = 'cluster.c.outlier_detection.'
+
+    @contextlib.contextmanager
+    def _ejected(self, uneject_on_hc):
+        """petrel with host b ejected by outlier detection while passing its health checks;
+        yields (petrel, a, b)."""
+        with HttpUpstream(name='a') as a, FailAppUpstream(name='b') as b:
+            port, admin = h.free_ports(2)
+            od = {'consecutive_5xx': 3, 'base_ejection_time': '300s', 'interval': '300s',
+                  'successful_active_health_check_uneject_host': uneject_on_hc}
+            cfg = http_proxy_config(port, admin, [
+                h.cluster('c', [a.port, b.port], health_checks=[hc_http()],
+                          outlier_detection=od)])
+            p = h.Petrel(cfg)
+            with p:
+                wait_flag(p, 'c', a.port, 'healthy')
+                wait_flag(p, 'c', b.port, 'healthy')
+                b.fail_app = True
+                for _ in range(6):
+                    h.http_request(port, 'GET', APP_PATH)
+                p.wait_stat(self.OD + 'ejections_enforced_total', 1)
+                b.fail_app = False
+                yield p, a, b
+
+    def test_passing_check_brings_ejected_host_back(self):
+        # successful_active_health_check_uneject_host (default true): the next passing active
+        # check ends the ejection, long before base_ejection_time (300s).
+        with self._ejected(True) as (p, a, b):
+            p.wait_stat(self.OD + 'ejections_active', 0, timeout=20)
+            wait_flag(p, 'c', b.port, 'healthy')
+
+    def test_uneject_off_keeps_host_ejected(self):
+        with self._ejected(False) as (p, a, b):
+            successes = p.stat('cluster.c.health_check.success')
+            p.wait_stat('cluster.c.health_check.success', lambda v: v and v >= successes + 6)
+            self.assertEqual(p.stat(self.OD + 'ejections_active'), 1)
+            self.assertIn('failed_outlier_check', health_flags(p, 'c')[addr(b.port)])
 
 
 class PanicTest(unittest.TestCase):

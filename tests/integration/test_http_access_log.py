@@ -9,7 +9,6 @@ import calendar
 import json
 import os
 import re
-import socket
 import sys
 import time
 import unittest

@@ -219,9 +219,12 @@ class ProtocolGarbage(FaultCase):
         self.start([srv.port])
         with h.HttpClientConn(self.port) as c:
             c.send_request('GET', '/badchunk')
-            with self.assertRaises(h.IncompleteResponse) as cm:
+            # Head, body and the failure can fall in one loop turn: then the reset may come
+            # before any byte of the head. Either way, never a complete response.
+            with self.assertRaises(ConnectionError) as cm:
                 c.read_response()
-            self.assertEqual(cm.exception.partial.status, 200)
+            if isinstance(cm.exception, h.IncompleteResponse):
+                self.assertEqual(cm.exception.partial.status, 200)
         self.wait_log_line(r'^200 UPE /badchunk ')
         self.assert_settled(0)
 
@@ -248,6 +251,9 @@ class ClientDisconnects(FaultCase):
             self.assertEqual(h.http_request(self.port, 'GET', '/after').status, 200)
 
     def test_client_gone_while_waiting_for_response(self):
+        # A plain close (FIN) while the upstream is still working. As in Envoy (and nginx),
+        # HTTP/1 has no half-closed requests: the stream is reset and the upstream request
+        # cancelled, not answered into the void.
         with HttpUpstream(name='up') as up:
             p = self.start([up.port])
             c = h.HttpClientConn(self.port)
@@ -314,6 +320,32 @@ class PooledConnections(FaultCase):
             self.assertEqual(r.status, 200)
             self.assertEqual(r.json()['conn_id'], 2)
             self.assertEqual(p.stat('cluster.up.upstream_cx_total'), 2)
+
+    def test_close_delimited_upstream_response(self):
+        # An upstream body that ends at the close is re-framed (chunked) for an HTTP/1.1
+        # client, and that upstream connection is of course not reused.
+        body = h.pattern_bytes(0, 100000)
+        srv = RawServer(b'HTTP/1.1 200 OK\r\ncontent-type: x/y\r\n\r\n' + body)
+        self.addCleanup(srv.close)
+        p = self.start([srv.port])
+        with h.HttpClientConn(self.port) as c:
+            for _ in range(2):
+                r = c.request('GET', '/eof')
+                self.assertEqual(r.status, 200)
+                self.assertEqual(r.get('transfer-encoding'), 'chunked')
+                self.assertEqual(r.body, body)
+        self.assertEqual(srv.accepted, 2)
+        self.assert_settled(0)
+
+    def test_http10_upstream_not_reused(self):
+        srv = RawServer(b'HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok', close=False)
+        self.addCleanup(srv.close)
+        p = self.start([srv.port])
+        for _ in range(2):
+            r = h.http_request(self.port, 'GET', '/ten')
+            self.assertEqual((r.status, r.body), (200, b'ok'))
+        self.assertEqual(srv.accepted, 2)
+        self.assert_settled(0)
 
     def test_upstream_sends_junk_on_idle_connection(self):
         srv = RawServer(b'HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokJUNK', close=False)

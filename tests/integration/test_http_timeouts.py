@@ -9,8 +9,10 @@ Run: PETREL_BIN=build/petrel /usr/bin/python3 tests/integration/test_http_timeou
 """
 
 import os
+import re
 import socket
 import sys
+import threading
 import time
 import unittest
 
@@ -57,7 +59,6 @@ class TimeoutCase(unittest.TestCase):
 
     def wait_log_line(self, pattern):
         """Poll the access log (flushed every second) for a line matching ``pattern``."""
-        import re
         rx = re.compile(pattern, re.M)
 
         def find():
@@ -136,7 +137,6 @@ class StallingServer:
     stalls until closed."""
 
     def __init__(self):
-        import threading
         self.lsock = socket.socket()
         self.lsock.bind(('127.0.0.1', 0))
         self.lsock.listen(16)

@@ -7,6 +7,7 @@ Run: PETREL_BIN=build/petrel /usr/bin/python3 tests/integration/test_http_websoc
 
 import os
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -144,6 +145,30 @@ class Upgrade(WebSocketCase):
         self.assertEqual(h.recv_until_eof(s), b'')
         p.wait_stat('http.ingress.downstream_cx_upgrades_active', 0)
         p.wait_stat('http.ingress.downstream_cx_active', 0)
+
+    def test_route_timeout_does_not_end_tunnel(self):
+        # The route timeout covers the handshake only; a quiet tunnel outlives it.
+        self.start(routes=[h.route_prefix('/', 'up', timeout='0.3s')], upgrade_configs=WS)
+        s, _ = self.connect()
+        time.sleep(h.scaled(0.8))
+        ws_send(s, 'still here')
+        self.assertEqual(ws_recv(s), (WS_OP_TEXT, b'still here'))
+
+    def test_stream_idle_timeout_ends_quiet_tunnel(self):
+        p = self.start(upgrade_configs=WS, stream_idle_timeout='0.5s')
+        s, _ = self.connect()
+        for _ in range(4):                              # traffic keeps it alive ...
+            ws_send(s, 'tick')
+            self.assertEqual(ws_recv(s), (WS_OP_TEXT, b'tick'))
+            time.sleep(0.25)
+        s.settimeout(h.scaled(10))                      # ... silence ends it (FIN or RST)
+        try:
+            self.assertEqual(h.recv_until_eof(s), b'')
+        except ConnectionResetError:
+            pass
+        p.wait_stat('http.ingress.downstream_rq_idle_timeout', 1)
+        p.wait_stat('http.ingress.downstream_cx_upgrades_active', 0)
+        p.wait_stat('cluster.up.upstream_cx_active', 0)
 
     def test_upstream_declines_upgrade(self):
         # The upstream answers a normal response (426 here) instead of 101: it is passed on

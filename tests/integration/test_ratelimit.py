@@ -71,12 +71,22 @@ def binomial_ok(count, n, p, sigmas=5):
 
 class RateLimitHttpTest(unittest.TestCase):
 
-    def start(self, http_filters, concurrency=1, log_level='info'):
+    def start(self, http_filters, concurrency=1, log_level='info', direct=False):
+        """petrel with these HTTP filters before the router, routing everything to an
+        HttpUpstream, or with ``direct`` to a direct_response 200 that echoes the request's
+        x-rl-shadow header as x-echo-shadow (for runs of 1000 requests: the test upstream
+        answers in two writes and pays a delayed ACK on each request)."""
         up = HttpUpstream(name='a')
         self.addCleanup(up.close)
         port, admin = h.free_ports(2)
+        route = h.route_prefix('/', 'a')
+        if direct:
+            route = {'match': {'prefix': '/'},
+                     'direct_response': {'status': 200, 'body': {'inline_string': 'direct'}},
+                     'response_headers_to_add': [{'header': {
+                         'key': 'x-echo-shadow', 'value': '%REQ(x-rl-shadow)%'}}]}
         hcm = h.http_connection_manager(
-            'ingress', h.route_config([h.vhost('all', ['*'], [h.route_prefix('/', 'a')])]),
+            'ingress', h.route_config([h.vhost('all', ['*'], [route])]),
             http_filters=list(http_filters) + [h.router_filter()], access_log=[access_log()])
         cfg = h.bootstrap([h.listener('http', port, [hcm])], [h.cluster('a', [up.port])],
                           admin_port=admin)
@@ -168,7 +178,8 @@ class RateLimitHttpTest(unittest.TestCase):
         # big enough never to limit.
         n = 1000
         p, port, up = self.start([lrl_filter(token_bucket=bucket(1000000), enabled=30,
-                                             enable_x_ratelimit_headers='DRAFT_VERSION_03')])
+                                             enable_x_ratelimit_headers='DRAFT_VERSION_03')],
+                                 direct=True)
         with_headers = 0
         with h.HttpClientConn(port) as c:
             for _ in range(n):
@@ -188,20 +199,36 @@ class RateLimitHttpTest(unittest.TestCase):
         p, port, up = self.start([lrl_filter(
             token_bucket=bucket(1), enforced=50,
             request_headers_to_add_when_not_enforced=[
-                {'header': {'key': 'x-rl-shadow', 'value': 'over %REQ(:PATH)%'}}])])
+                {'header': {'key': 'x-rl-shadow', 'value': 'over %REQ(:PATH)%'}}])],
+            direct=True)
         limited = 0
         with h.HttpClientConn(port) as c:
-            self.assertEqual(c.request('GET', '/first').status, 200)
+            r = c.request('GET', '/first')
+            self.assertEqual(r.status, 200)
+            self.assertIsNone(r.get('x-echo-shadow'))
             for i in range(n):
                 r = c.request('GET', '/r%d' % i)
                 self.assertIn(r.status, (200, 429))
-                limited += r.status == 429
+                if r.status == 429:
+                    limited += 1
+                    self.assertEqual(r.body, b'local_rate_limited')
+                else:
+                    # Let through, with the shadow header (the route echoes it back).
+                    self.assertEqual(r.body, b'direct')
+                    self.assertEqual(r.get('x-echo-shadow'), 'over /r%d' % i)
         ok, why = binomial_ok(limited, n, 0.5)
         self.assertTrue(ok, why)
-        self.assertEqual(len(up.requests), 1 + n - limited)
-        self.assertIsNone(up.requests[0].header('x-rl-shadow'))
-        for rec in up.requests[1:]:
-            self.assertEqual(rec.header('x-rl-shadow'), 'over ' + rec['path'])
+        # Upstream-bound requests get the header too.
+        p2, port2, up2 = self.start([lrl_filter(
+            token_bucket=bucket(1), enforced=0,
+            request_headers_to_add_when_not_enforced=[
+                {'header': {'key': 'x-rl-shadow', 'value': 'over %REQ(:PATH)%'}}])])
+        with h.HttpClientConn(port2) as c:
+            for i in range(3):
+                self.assertEqual(c.request('GET', '/u%d' % i).status, 200)
+        self.assertIsNone(up2.requests[0].header('x-rl-shadow'))
+        self.assertEqual([rec.header('x-rl-shadow') for rec in up2.requests[1:]],
+                         ['over /u1', 'over /u2'])
         p.wait_stat('rl.http_local_rate_limit.enabled', n + 1)
         self.assertEqual(p.stat('rl.http_local_rate_limit.ok'), 1)
         self.assertEqual(p.stat('rl.http_local_rate_limit.rate_limited'), n)
@@ -265,6 +292,27 @@ class RateLimitHttpTest(unittest.TestCase):
                 self.assertEqual([c.request('GET', '/').status for _ in range(3)],
                                  [200, 200, 429])
         p.wait_stat('rl.http_local_rate_limit.enforced', 2 + 1 + 5)
+
+    def test_per_connection_buckets_many_connections(self):
+        # Enough connections, some overlapping, to make the per-worker table sweep the
+        # entries of closed ones several times; each new connection starts full.
+        p, port, up = self.start([lrl_filter(token_bucket=bucket(1),
+                                             local_rate_limit_per_downstream_connection=True)],
+                                 concurrency=2, direct=True)
+        held = []
+        for i in range(300):
+            with h.HttpClientConn(port) as c:
+                self.assertEqual(c.request('GET', '/').status, 200)
+                self.assertEqual(c.request('GET', '/').status, 429)
+            if i % 10 == 0:
+                k = h.HttpClientConn(port)
+                self.assertEqual(k.request('GET', '/').status, 200)
+                held.append(k)
+        for k in held:
+            self.assertEqual(k.request('GET', '/').status, 429)
+            k.close()
+        p.wait_stat('rl.http_local_rate_limit.ok', 300 + len(held))
+        p.wait_stat('rl.http_local_rate_limit.enforced', 300 + len(held))
 
     def test_grpc_request_gets_trailers_only_answer(self):
         grpc = {'content-type': 'application/grpc', 'te': 'trailers'}

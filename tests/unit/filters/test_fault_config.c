@@ -23,14 +23,14 @@ static json_t *J(const char *s)
     return v;
 }
 
-#define FAULT_TYPE "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
+#define FAULT_TYPE  "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
 #define ROUTER_TYPE "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
-#define HCM_TYPE                                                                               \
-    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."         \
+#define HCM_TYPE                                                                                   \
+    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."             \
     "HttpConnectionManager"
 /* The path of the fault filter's typed_config in the bootstrap below. */
-#define P                                                                                      \
-    "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[0]."  \
+#define P                                                                                          \
+    "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[0]."      \
     "typed_config"
 
 /* A bootstrap with one HTTP listener whose first HTTP filter is the fault filter with the
@@ -80,16 +80,15 @@ static int check(int line, const char *fields, const char *const *want)
     return same;
 }
 
-#define E(...) ((const char *const[]){__VA_ARGS__, NULL})
-#define OK ((const char *const[]){NULL})
+#define E(...)              ((const char *const[]){__VA_ARGS__, NULL})
+#define OK                  ((const char *const[]){NULL})
 #define CHECK(fields, want) PT_CHECK(check(__LINE__, fields, want))
 
 static void test_valid(void)
 {
     CHECK("", OK);
     CHECK("'delay':{'fixed_delay':'0.2s','percentage':{'numerator':50}}", OK);
-    CHECK("'delay':{'header_delay':{},'percentage':{'numerator':100,'denominator':'HUNDRED'}}",
-          OK);
+    CHECK("'delay':{'header_delay':{},'percentage':{'numerator':100,'denominator':'HUNDRED'}}", OK);
     CHECK("'abort':{'http_status':503,'percentage':{'numerator':10,'denominator':"
           "'TEN_THOUSAND'}}",
           OK);
@@ -145,10 +144,8 @@ static void test_abort_errors(void)
           E(P ".abort: one of http_status, grpc_status, header_abort is required"));
     CHECK("'abort':{'http_status':503,'grpc_status':14}",
           E(P ".abort: only one of http_status, grpc_status, header_abort may be given"));
-    CHECK("'abort':{'http_status':199}",
-          E(P ".abort.http_status: 199 is out of range [200, 599]"));
-    CHECK("'abort':{'http_status':600}",
-          E(P ".abort.http_status: 600 is out of range [200, 599]"));
+    CHECK("'abort':{'http_status':199}", E(P ".abort.http_status: 199 is out of range [200, 599]"));
+    CHECK("'abort':{'http_status':600}", E(P ".abort.http_status: 600 is out of range [200, 599]"));
     CHECK("'abort':{'http_status':'x'}",
           E(P ".abort.http_status: \"x\" is not a non-negative integer"));
     CHECK("'abort':{'grpc_status':-1}",
@@ -164,8 +161,7 @@ static void test_other_errors(void)
           E(P ".response_rate_limit: field is not supported"));
     CHECK("'filter_metadata':{}", E(P ".filter_metadata: field is not supported"));
     CHECK("'downstream_nodes':['n1']", E(P ".downstream_nodes: is not supported"));
-    CHECK("'max_active_faults':-1",
-          E(P ".max_active_faults: -1 is not a non-negative integer"));
+    CHECK("'max_active_faults':-1", E(P ".max_active_faults: -1 is not a non-negative integer"));
     CHECK("'max_active_faults':4294967296",
           E(P ".max_active_faults: 4294967296 is out of range [0, 4294967295]"));
     CHECK("'upstream_cluster':3", E(P ".upstream_cluster: 3 is not a string"));

@@ -23,26 +23,26 @@ static json_t *J(const char *s)
     return v;
 }
 
-#define LRL_TYPE                                                                               \
+#define LRL_TYPE                                                                                   \
     "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
-#define LRL_NET_TYPE                                                                           \
+#define LRL_NET_TYPE                                                                               \
     "type.googleapis.com/envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit"
-#define TCP_TYPE "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+#define TCP_TYPE    "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 #define ROUTER_TYPE "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
-#define HCM_TYPE                                                                               \
-    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."         \
+#define HCM_TYPE                                                                                   \
+    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."             \
     "HttpConnectionManager"
-#define P                                                                                      \
-    "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[0]."  \
+#define P                                                                                          \
+    "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[0]."      \
     "typed_config"
-#define N "static_resources.listeners[0].filter_chains[0].filters[0].typed_config"
+#define N  "static_resources.listeners[0].filter_chains[0].filters[0].typed_config"
 #define TB "'token_bucket':{'max_tokens':5,'fill_interval':'1s'}"
-#define CLUSTERS                                                                               \
-    "'clusters':[{'name':'a','connect_timeout':'1s','load_assignment':{'cluster_name':'a',"   \
-    "'endpoints':[{'lb_endpoints':[{'endpoint':{'address':{'socket_address':{'address':"      \
+#define CLUSTERS                                                                                   \
+    "'clusters':[{'name':'a','connect_timeout':'1s','load_assignment':{'cluster_name':'a',"        \
+    "'endpoints':[{'lb_endpoints':[{'endpoint':{'address':{'socket_address':{'address':"           \
     "'127.0.0.1','port_value':1}}}}]}]}}]"
-#define LISTENER_HEAD                                                                          \
-    "{'static_resources':{'listeners':[{'name':'l','address':{'socket_address':{'address':"   \
+#define LISTENER_HEAD                                                                              \
+    "{'static_resources':{'listeners':[{'name':'l','address':{'socket_address':{'address':"        \
     "'127.0.0.1','port_value':10000}},'filter_chains':[{'filters':["
 
 static json_t *http_bootstrap(const char *fields)
@@ -96,10 +96,10 @@ static int check(int line, json_t *root, const char *fields, const char *const *
     return same;
 }
 
-#define E(...) ((const char *const[]){__VA_ARGS__, NULL})
-#define OK ((const char *const[]){NULL})
+#define E(...)             ((const char *const[]){__VA_ARGS__, NULL})
+#define OK                 ((const char *const[]){NULL})
 #define HTTP(fields, want) PT_CHECK(check(__LINE__, http_bootstrap(fields), fields, want))
-#define NET(fields, want) PT_CHECK(check(__LINE__, net_bootstrap(fields), fields, want))
+#define NET(fields, want)  PT_CHECK(check(__LINE__, net_bootstrap(fields), fields, want))
 
 static void test_http_valid(void)
 {

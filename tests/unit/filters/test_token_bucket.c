@@ -193,9 +193,9 @@ static void test_large_counts(void)
  * max_tokens + tokens_per_fill * (fills due at the end). Any double credit of a fill or
  * double take of a token breaks the equality. */
 
-#define THREADS 4
+#define THREADS  4
 #define ATTEMPTS 200000
-#define TICKS 4
+#define TICKS    4
 
 static pt_token_bucket_t hammer_bucket;
 static _Atomic uint64_t attempts;
@@ -341,7 +341,8 @@ static void test_config(void)
         {"{'max_tokens':10,'fill_interval':'1s'}", ""},
         {"{'max_tokens':'10','tokens_per_fill':{'value':3},'fill_interval':'0.05s'}", ""},
         {"{'fill_interval':'1s'}", "token_bucket.max_tokens: is required"},
-        {"{'max_tokens':0,'fill_interval':'1s'}", "token_bucket.max_tokens: must be greater than 0"},
+        {"{'max_tokens':0,'fill_interval':'1s'}",
+         "token_bucket.max_tokens: must be greater than 0"},
         {"{'max_tokens':-1,'fill_interval':'1s'}",
          "token_bucket.max_tokens: -1 is not a non-negative integer"},
         {"{'max_tokens':4294967296,'fill_interval':'1s'}",
