@@ -474,6 +474,11 @@ static int h1s_build_request(h1_server_t *s, const pt_h1_head_t *h, pt_http_head
         if (pt_h1_header_name_eq(e, "transfer-encoding") || pt_h1_header_name_eq(e, "keep-alive") ||
             pt_h1_header_name_eq(e, "proxy-connection"))
             continue;
+        /* The parser accepts repeated Content-Length only with identical values (RFC 9112
+         * 6.3); forward one, so no upstream has to decide what a repeat means. */
+        if (pt_h1_header_name_eq(e, "content-length") &&
+            pt_http_headers_find(out, "content-length") != NULL)
+            continue;
         if (pt_h1_header_name_eq(e, "connection")) {
             if (upgrade)
                 pt_http_headers_add(out, "connection", 10, "upgrade", 7);

@@ -246,12 +246,14 @@ static void tls_dispose(pt_conn_t *c)
      * close_notify, as Envoy does: without it the peer cannot tell the end of the data from
      * a truncation, and OpenSSL 3 peers report "unexpected eof". Not after an error, and
      * not on a reset (SO_LINGER 0), whose point is to send nothing more. */
-    struct linger lg = {0};
-    socklen_t lglen = sizeof(lg);
-    int resetting = getsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, &lglen) == 0 &&
-                    lg.l_onoff && lg.l_linger == 0;
-    if (c->fd >= 0 && !(c->flags & PT_CONN_F_ERROR) && !resetting)
-        send_close_notify(t);
+    if (c->fd >= 0 && !(c->flags & PT_CONN_F_ERROR)) {
+        struct linger lg = {0};
+        socklen_t lglen = sizeof(lg);
+        int resetting = getsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, &lglen) == 0 &&
+                        lg.l_onoff && lg.l_linger == 0;
+        if (!resetting)
+            send_close_notify(t);
+    }
     SSL_free(t->ssl);
     pt_identity_dispose(&t->peer);
     free(t->local_uri_san);

@@ -18,12 +18,13 @@ as a serial change. ``standard_pki()`` builds (once per process) the set most te
 ``other_ca``       ca2; URI .../sa/frontend (right name, untrusted issuer)
 ``other_ca_rogue`` ca2; URI .../sa/rogue (wrong name, untrusted issuer)
 ``wrong_domain``   ca; URI spiffe://other.domain/ns/default/sa/frontend
-``expired``        ca; .../sa/frontend, notAfter yesterday
-``not_yet_valid``  ca; .../sa/frontend, notBefore tomorrow
+``expired``        ca; .../sa/frontend + the server names, notAfter yesterday
+``not_yet_valid``  ca; .../sa/frontend + the server names, notBefore tomorrow
 ``ca2_server``     ca2; the server names (rotation of the whole trust chain)
 ``inter``          an intermediate CA under ca
 ``chained``        leaf under ``inter`` (CN chained.petrel.test, server names); its
                    ``.cert`` file holds leaf + intermediate (the chain to serve)
+``chained_leaf``   the same leaf alone (its file lacks the intermediate)
 =================  ==========================================================================
 
 Files: ``cert.cert`` / ``cert.key`` (paths), ``cert.pem`` / ``cert.key_pem`` (text),

@@ -542,6 +542,18 @@ class BodyReplay(RetryCase):
         for rec in recs:
             self.assertEqual((rec['body_len'], rec['body_sha256']), (n, h.sha256_pattern(n)))
 
+    def test_trailers_replayed(self):
+        up = self.upstream()
+        self.start([h.route_prefix('/', 'up', retry_policy=policy('5xx', 1))], [up])
+        r = h.http_request(self.port, 'POST', '/fail/tr/1/503', body=[b'abc', b'defg'],
+                           chunked=True, trailers=[('x-checksum', '42')])
+        self.assertEqual(r.status, 200)
+        recs = [x for x in up.requests if x['path'] == '/fail/tr/1/503']
+        self.assertEqual(len(recs), 2)
+        for rec in recs:
+            self.assertEqual(rec['body'], b'abcdefg')
+            self.assertEqual(rec['trailers'], [('x-checksum', '42')])
+
     def test_body_over_buffer_limit_not_retried(self):
         up = self.upstream()
         route = h.route_prefix('/', 'up', retry_policy=policy('5xx', 3))

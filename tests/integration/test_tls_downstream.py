@@ -10,6 +10,7 @@ The PKI is made at test time by certs.py (openssl CLI, temp dir).
 Run: PETREL_BIN=build/petrel /usr/bin/python3 tests/integration/test_tls_downstream.py -v
 """
 
+import json
 import os
 import re
 import socket
@@ -271,27 +272,19 @@ class BulkTest(TlsCase):
                               C.downstream_tls(PKI['server']))
             self.start(C.downstream_tls(PKI['server']), listeners_extra=[ln],
                        clusters_extra=[h.cluster('echo', [echo.port])])
-            n = 16 << 20
+            n, step = 16 << 20, 256 * 1024
             ctx = C.client_context(ca=PKI['ca'])
+            # One thread per SSL object (OpenSSL's are not safe to share between threads):
+            # send a piece, read its echo, in lockstep; each piece is many TLS records.
+            verifier = h.PatternVerifier()
             with h.tcp_connect(port, ssl_context=ctx, server_hostname='petrel.test',
                                timeout=30) as s:
-                verifier = h.PatternVerifier()
-                got = [0]
-
-                def reader():
-                    while got[0] < n:
-                        data = s.recv(1 << 20)
-                        if not data:
-                            break
-                        verifier.feed(data)
-                        got[0] += len(data)
-                t = threading.Thread(target=reader)
-                t.start()
-                for piece in h.pattern_chunks(n):
-                    s.sendall(piece)
-                t.join(h.scaled(60))
-                self.assertEqual(got[0], n)
-                self.assertTrue(verifier.ok(n))
+                for off in range(0, n, step):
+                    s.sendall(h.pattern_bytes(off, step))
+                    verifier.feed(h.recv_exact(s, step))
+                h.shutdown_write(s)
+                self.assertEqual(h.recv_until_eof(s), b'')
+            self.assertTrue(verifier.ok(n))
 
 
 class TcpOverTlsTest(TlsCase):
@@ -535,7 +528,6 @@ class ProtocolTest(TlsCase):
                                   [h.cluster('app', [self.up.port])])
                 path = os.path.join(d, 'c%d.json' % i)
                 with open(path, 'w') as f:
-                    import json
                     json.dump(cfg, f)
                 rc, out, err = h.run_petrel(['--mode', 'validate', '-c', path])
                 self.assertEqual(rc, 1, (i, out, err))

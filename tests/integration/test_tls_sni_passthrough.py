@@ -15,6 +15,7 @@ Run: PETREL_BIN=build/petrel /usr/bin/python3 tests/integration/test_tls_sni_pas
 import json
 import os
 import socket
+import ssl
 import sys
 import threading
 import unittest
@@ -122,7 +123,6 @@ class PassthroughTest(unittest.TestCase):
             self.assertEqual(h.recv_exact(s, len(hello)), hello)
         # A TLS ClientHello without SNI goes there too (the echo returns it unchanged).
         ctx = C.client_context()
-        import ssl
         inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
         obj = ctx.wrap_bio(inc, out, server_hostname=None)
         try:
@@ -175,7 +175,6 @@ class PassthroughTest(unittest.TestCase):
         # sends a valid hello and then junk gets the workload's TLS alert, and the gateway
         # stays fine.
         ctx = C.client_context()
-        import ssl
         inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
         obj = ctx.wrap_bio(inc, out, server_hostname=RATINGS)
         try:

@@ -10,9 +10,7 @@ Run: PETREL_BIN=build/petrel /usr/bin/python3 tests/integration/test_tls_upstrea
 
 import os
 import socket
-import ssl
 import sys
-import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -87,17 +87,17 @@ static uint64_t rnd(void)
  * unittest.expectedFailure): an expectation that starts to hold is reported as XPASS and
  * fails, so the marker gets removed when the bug is fixed. */
 static int xfail_seen;
-#define PT_XFAIL(cond, why)                                                              \
-    do {                                                                                 \
-        if (cond) {                                                                      \
-            fprintf(stderr, "%s:%d: %s: XPASS (remove the xfail): %s\n", __FILE__,       \
-                    __LINE__, pt_test_current, #cond);                                   \
-            pt_test_failures++;                                                          \
-        } else {                                                                         \
-            fprintf(stderr, "%s:%d: %s: xfail (%s): %s\n", __FILE__, __LINE__,           \
-                    pt_test_current, why, #cond);                                        \
-            xfail_seen++;                                                                \
-        }                                                                                \
+#define PT_XFAIL(cond, why)                                                                        \
+    do {                                                                                           \
+        if (cond) {                                                                                \
+            fprintf(stderr, "%s:%d: %s: XPASS (remove the xfail): %s\n", __FILE__, __LINE__,       \
+                    pt_test_current, #cond);                                                       \
+            pt_test_failures++;                                                                    \
+        } else {                                                                                   \
+            fprintf(stderr, "%s:%d: %s: xfail (%s): %s\n", __FILE__, __LINE__, pt_test_current,    \
+                    why, #cond);                                                                   \
+            xfail_seen++;                                                                          \
+        }                                                                                          \
     } while (0)
 
 /* ---- retry_on ------------------------------------------------------------------------ */
@@ -140,8 +140,8 @@ static void test_retry_on_lists(void)
     uint32_t bits;
     char bad[64];
     /* Commas, spaces and tabs separate; empty items are skipped; repeats are harmless. */
-    PT_CHECK_INT(pt_retry_on_parse("5xx, reset,,\tconnect-failure ,5xx", &bits, bad,
-                                   sizeof(bad)), 0);
+    PT_CHECK_INT(pt_retry_on_parse("5xx, reset,,\tconnect-failure ,5xx", &bits, bad, sizeof(bad)),
+                 0);
     PT_CHECK_INT(bits, PT_RETRY_5XX | PT_RETRY_RESET | PT_RETRY_CONNECT_FAILURE);
     PT_CHECK_INT(pt_retry_on_parse("", &bits, bad, sizeof(bad)), 0);
     PT_CHECK_INT(bits, 0);
@@ -154,13 +154,13 @@ static void test_retry_on_unknown_names(void)
     static const struct {
         const char *list, *bad;
     } cases[] = {
-        {"5XX", "5XX"},                      /* names are case-sensitive, as in Envoy */
+        {"5XX", "5XX"}, /* names are case-sensitive, as in Envoy */
         {"4xx", "4xx"},
-        {"5xx,bogus,reset", "bogus"},        /* the first unknown name is named */
+        {"5xx,bogus,reset", "bogus"}, /* the first unknown name is named */
         {"reset,gateway_error", "gateway_error"},
         {"retriable-status-code", "retriable-status-code"},
         {"5xxx", "5xxx"},
-        {"cancelled", "cancelled"},          /* gRPC conditions are not supported */
+        {"cancelled", "cancelled"}, /* gRPC conditions are not supported */
         {"http3-post-connect-failure", "http3-post-connect-failure"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -203,6 +203,7 @@ static void test_should_truth_table(void)
         int status_retries[NSTAT];
         int connect, reset, per_try, refused;
     } rows[] = {
+        /* clang-format off */
         /*                     500 501 502 503 504 599 409 429 404 400 200 302 */
         {PT_RETRY_5XX,         {1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0}, 1, 1, 1, 1},
         {PT_RETRY_GATEWAY_ERROR, {0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0}, 1, 1, 1, 0},
@@ -214,12 +215,13 @@ static void test_should_truth_table(void)
         {PT_RETRY_RETRIABLE_HEADERS, {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, 0, 0, 0, 0},
         {PT_RETRY_ENVOY_RATELIMITED, {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, 0, 0, 0, 0},
         {0,                    {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, 0, 0, 0, 0},
+        /* clang-format on */
     };
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
         uint32_t on = rows[i].on;
         for (int k = 0; k < NSTAT; k++) {
-            int got = pt_retry_should(p, on, PT_RETRY_OUTCOME_RESPONSE, statuses[k], &plain,
-                                      NULL, 0);
+            int got =
+                pt_retry_should(p, on, PT_RETRY_OUTCOME_RESPONSE, statuses[k], &plain, NULL, 0);
             if (got != rows[i].status_retries[k])
                 fprintf(stderr, "  retry_on bit 0x%x, status %d\n", on, statuses[k]);
             PT_CHECK_INT(got, rows[i].status_retries[k]);
@@ -237,23 +239,29 @@ static void test_should_truth_table(void)
     }
     /* Header-driven conditions look at the response headers, whatever the status. */
     PT_CHECK_INT(pt_retry_should(p, PT_RETRY_RETRIABLE_HEADERS, PT_RETRY_OUTCOME_RESPONSE, 200,
-                                 &marked, NULL, 0), 1);
+                                 &marked, NULL, 0),
+                 1);
     PT_CHECK_INT(pt_retry_should(p, PT_RETRY_RETRIABLE_HEADERS, PT_RETRY_OUTCOME_RESPONSE, 200,
-                                 &plain, NULL, 0), 0);
+                                 &plain, NULL, 0),
+                 0);
     PT_CHECK_INT(pt_retry_should(p, PT_RETRY_RETRIABLE_HEADERS, PT_RETRY_OUTCOME_RESPONSE, 200,
-                                 NULL, NULL, 0), 0);
+                                 NULL, NULL, 0),
+                 0);
     PT_CHECK_INT(pt_retry_should(p, PT_RETRY_ENVOY_RATELIMITED, PT_RETRY_OUTCOME_RESPONSE, 429,
-                                 &ratelimited, NULL, 0), 1);
+                                 &ratelimited, NULL, 0),
+                 1);
     PT_CHECK_INT(pt_retry_should(p, PT_RETRY_ENVOY_RATELIMITED, PT_RETRY_OUTCOME_RESPONSE, 429,
-                                 &plain, NULL, 0), 0);
+                                 &plain, NULL, 0),
+                 0);
     /* ...but only with their bit: a marked response under 5xx is not retried. */
-    PT_CHECK_INT(pt_retry_should(p, PT_RETRY_5XX, PT_RETRY_OUTCOME_RESPONSE, 200, &marked, NULL,
-                                 0), 0);
-    PT_CHECK_INT(pt_retry_should(p, PT_RETRY_5XX | PT_RETRY_GATEWAY_ERROR | PT_RETRY_RESET |
-                                        PT_RETRY_CONNECT_FAILURE | PT_RETRY_RETRIABLE_4XX |
-                                        PT_RETRY_REFUSED_STREAM |
-                                        PT_RETRY_RETRIABLE_STATUS_CODES,
-                                 PT_RETRY_OUTCOME_RESPONSE, 200, &ratelimited, NULL, 0), 0);
+    PT_CHECK_INT(pt_retry_should(p, PT_RETRY_5XX, PT_RETRY_OUTCOME_RESPONSE, 200, &marked, NULL, 0),
+                 0);
+    PT_CHECK_INT(pt_retry_should(p,
+                                 PT_RETRY_5XX | PT_RETRY_GATEWAY_ERROR | PT_RETRY_RESET |
+                                     PT_RETRY_CONNECT_FAILURE | PT_RETRY_RETRIABLE_4XX |
+                                     PT_RETRY_REFUSED_STREAM | PT_RETRY_RETRIABLE_STATUS_CODES,
+                                 PT_RETRY_OUTCOME_RESPONSE, 200, &ratelimited, NULL, 0),
+                 0);
 }
 
 /* Envoy counts every reset (refused stream included) as a 5xx and a gateway error
@@ -261,8 +269,8 @@ static void test_should_truth_table(void)
  * stream while keeping it for every other reset. Unreachable over HTTP/1 upstreams. */
 static void test_should_refused_stream_gateway_error(void)
 {
-    PT_XFAIL(pt_retry_should(NULL, PT_RETRY_GATEWAY_ERROR, PT_RETRY_OUTCOME_REFUSED_STREAM, 0,
-                             NULL, NULL, 0) == 1,
+    PT_XFAIL(pt_retry_should(NULL, PT_RETRY_GATEWAY_ERROR, PT_RETRY_OUTCOME_REFUSED_STREAM, 0, NULL,
+                             NULL, 0) == 1,
              "BUG: gateway-error does not retry a refused stream");
 }
 
@@ -284,21 +292,21 @@ static void test_should_status_codes(void)
     PT_CHECK_INT(pt_retry_should(p, on, PT_RETRY_OUTCOME_RESPONSE, 418, NULL, extra, 2), 1);
     PT_CHECK_INT(pt_retry_should(p, on, PT_RETRY_OUTCOME_RESPONSE, 501, NULL, extra, 2), 0);
     /* Only with the retriable-status-codes condition: listed codes alone retry nothing. */
-    PT_CHECK_INT(pt_retry_should(p, PT_RETRY_RESET, PT_RETRY_OUTCOME_RESPONSE, 418, NULL,
-                                 extra, 2), 0);
-    PT_CHECK_INT(pt_retry_should(p, PT_RETRY_RESET, PT_RETRY_OUTCOME_RESPONSE, 500, NULL,
-                                 extra, 2), 0);
+    PT_CHECK_INT(pt_retry_should(p, PT_RETRY_RESET, PT_RETRY_OUTCOME_RESPONSE, 418, NULL, extra, 2),
+                 0);
+    PT_CHECK_INT(pt_retry_should(p, PT_RETRY_RESET, PT_RETRY_OUTCOME_RESPONSE, 500, NULL, extra, 2),
+                 0);
     /* No route policy at all (retry_on from x-envoy-retry-on): the extra codes still work. */
     PT_CHECK_INT(pt_retry_should(NULL, on, PT_RETRY_OUTCOME_RESPONSE, 202, NULL, extra, 2), 1);
     PT_CHECK_INT(pt_retry_should(NULL, on, PT_RETRY_OUTCOME_RESPONSE, 418, NULL, extra, 2), 0);
     PT_CHECK_INT(pt_retry_should(NULL, on, PT_RETRY_OUTCOME_RESPONSE, 418, NULL, NULL, 0), 0);
     /* Conditions combine: 5xx plus the list. */
-    PT_CHECK_INT(pt_retry_should(p, on | PT_RETRY_5XX, PT_RETRY_OUTCOME_RESPONSE, 501, NULL,
-                                 NULL, 0), 1);
-    PT_CHECK_INT(pt_retry_should(p, on | PT_RETRY_5XX, PT_RETRY_OUTCOME_RESPONSE, 418, NULL,
-                                 NULL, 0), 1);
-    PT_CHECK_INT(pt_retry_should(p, on | PT_RETRY_5XX, PT_RETRY_OUTCOME_RESPONSE, 404, NULL,
-                                 NULL, 0), 0);
+    PT_CHECK_INT(
+        pt_retry_should(p, on | PT_RETRY_5XX, PT_RETRY_OUTCOME_RESPONSE, 501, NULL, NULL, 0), 1);
+    PT_CHECK_INT(
+        pt_retry_should(p, on | PT_RETRY_5XX, PT_RETRY_OUTCOME_RESPONSE, 418, NULL, NULL, 0), 1);
+    PT_CHECK_INT(
+        pt_retry_should(p, on | PT_RETRY_5XX, PT_RETRY_OUTCOME_RESPONSE, 404, NULL, NULL, 0), 0);
 }
 
 static void test_should_retriable_headers(void)
@@ -421,15 +429,15 @@ static void test_backoff_defaults(void)
 
 static void test_parse_fields(void)
 {
-    pt_retry_policy_t *p = load(
-        "{'retry_on':'5xx,reset','num_retries':4,'per_try_timeout':'0.5s',"
-        "'per_try_idle_timeout':'0.25s','retry_back_off':{'base_interval':'0.01s',"
-        "'max_interval':'0.05s'},'retry_host_predicate':[{'name':"
-        "'envoy.retry_host_predicates.previous_hosts','typed_config':{'@type':"
-        "'type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3."
-        "PreviousHostsPredicate'}}],'host_selection_retry_max_attempts':3,"
-        "'retriable_status_codes':[409,503],"
-        "'retriable_request_headers':[{'name':':method','string_match':{'exact':'GET'}}]}");
+    pt_retry_policy_t *p =
+        load("{'retry_on':'5xx,reset','num_retries':4,'per_try_timeout':'0.5s',"
+             "'per_try_idle_timeout':'0.25s','retry_back_off':{'base_interval':'0.01s',"
+             "'max_interval':'0.05s'},'retry_host_predicate':[{'name':"
+             "'envoy.retry_host_predicates.previous_hosts','typed_config':{'@type':"
+             "'type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3."
+             "PreviousHostsPredicate'}}],'host_selection_retry_max_attempts':3,"
+             "'retriable_status_codes':[409,503],"
+             "'retriable_request_headers':[{'name':':method','string_match':{'exact':'GET'}}]}");
     PT_CHECK(p != NULL);
     PT_CHECK_INT(p->retry_on, PT_RETRY_5XX | PT_RETRY_RESET);
     PT_CHECK_INT(p->num_retries, 4);

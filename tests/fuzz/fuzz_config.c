@@ -1,0 +1,44 @@
+/* Fuzz target: a config file from untrusted bytes, as `--mode validate` would see it: YAML
+ * (and so JSON, a subset) parsed into a tree, then the whole bootstrap built and validated.
+ * Every error must be reported, never crash; a valid snapshot must free cleanly. */
+#include <jansson.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proxy/config.h"
+#include "proxy/config_reader.h"
+#include "proxy/log.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static int init;
+    if (!init) {
+        pt_log_threshold = PT_LOG_OFF;
+        init = 1;
+    }
+    if (size > 64 * 1024)
+        return 0;
+    char *text = malloc(size + 1);
+    if (text == NULL)
+        return 0;
+    memcpy(text, data, size);
+    text[size] = '\0';
+    char err[512];
+    json_t *root = pt_yaml_parse(text, size, err, sizeof(err));
+    free(text);
+    if (root == NULL)
+        return 0;
+    pt_cfg_t r;
+    pt_cfg_init(&r, root);
+    pt_config_t *cfg = pt_config_build(root, &r);
+    /* Errors and success are exclusive: a snapshot comes only from an error-free build. */
+    if ((cfg != NULL) != (r.nerrors == 0))
+        abort();
+    char *joined = pt_cfg_errors_joined(&r);
+    free(joined);
+    pt_cfg_dispose(&r);
+    pt_config_unref(cfg);
+    json_decref(root);
+    return 0;
+}
