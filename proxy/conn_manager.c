@@ -23,8 +23,10 @@ struct pt_hcm_conn {
     pt_http_stream_t *streams;   /* active (not yet complete) streams */
     unsigned nstreams;
     uint32_t requests;           /* streams started on this connection */
-    ev_timer idle_timer;         /* connection idle (no stream) */
-    ev_timer headers_timer;      /* request_headers_timeout */
+    /* One timer, two uses that never overlap: the connection idle timeout while no request
+     * is under way, request_headers_timeout while a request head is arriving. */
+    ev_timer timer;
+    unsigned timer_headers : 1;  /* the timer is the request_headers_timeout */
     pt_addr_t local;             /* our address on this connection, for logs */
     unsigned closing : 1;
     unsigned upgraded : 1;
@@ -373,8 +375,7 @@ static void *hcm_on_new_stream(void *owner, pt_http_codec_stream_t *cs)
     h->streams = s;
     h->nstreams++;
     h->requests++;
-    ev_timer_stop(s->worker->loop, &h->idle_timer);
-    ev_timer_stop(s->worker->loop, &h->headers_timer);
+    ev_timer_stop(s->worker->loop, &h->timer);
     pt_stat_inc(hc->stats.downstream_rq_total);
     pt_stat_inc(hc->stats.downstream_rq_http1_total);
     pt_stat_inc(hc->stats.downstream_rq_active);
@@ -791,7 +792,7 @@ static void hcm_on_protocol_error(void *owner, void *stream, int status, const c
     if (status == 408)
         pt_stat_inc(h->config->stats.downstream_rq_header_timeout);
     if (s != NULL)
-        ev_timer_stop(s->worker->loop, &h->headers_timer);
+        ev_timer_stop(s->worker->loop, &h->timer);
     pt_debug("downstream protocol error: %d %s", status, details);
     if (s == NULL) {
         hcm_close(h, PT_CLOSE_FLUSH);
@@ -833,34 +834,30 @@ static void hcm_on_connection_closed(void *owner)
     hcm_close(h, PT_CLOSE_NOW);
 }
 
-static void on_conn_idle_timeout(struct ev_loop *loop, ev_timer *t, int revents)
+/* Connection idle timeout, or request_headers_timeout (slowloris defence: from the first
+ * byte of a request head to its end). */
+static void on_conn_timer(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop;
     (void)revents;
     pt_hcm_conn_t *h = t->data;
+    if (h->timer_headers) {
+        h->codec->ops->send_error(h->codec, 408, "request_header_timeout");
+        return;
+    }
     pt_stat_inc(h->config->stats.downstream_cx_idle_timeout);
     hcm_close(h, PT_CLOSE_FLUSH);
-}
-
-/* request_headers_timeout (slowloris defence): from the first byte of a request head to
- * its end. */
-static void on_headers_timeout(struct ev_loop *loop, ev_timer *t, int revents)
-{
-    (void)loop;
-    (void)revents;
-    pt_hcm_conn_t *h = t->data;
-    h->codec->ops->send_error(h->codec, 408, "request_header_timeout");
 }
 
 static void hcm_on_message_begin(void *owner)
 {
     pt_hcm_conn_t *h = owner;
     pt_worker_t *w = h->session->worker;
-    ev_timer_stop(w->loop, &h->idle_timer);
+    ev_timer_stop(w->loop, &h->timer);
     if (h->config->request_headers_timeout_ms > 0) {
-        ev_timer_set(&h->headers_timer, (double)h->config->request_headers_timeout_ms / 1000.0,
-                     0.);
-        ev_timer_start(w->loop, &h->headers_timer);
+        h->timer_headers = 1;
+        ev_timer_set(&h->timer, (double)h->config->request_headers_timeout_ms / 1000.0, 0.);
+        ev_timer_start(w->loop, &h->timer);
     }
 }
 
@@ -869,9 +866,10 @@ static void hcm_on_idle(void *owner)
     pt_hcm_conn_t *h = owner;
     pt_worker_t *w = h->session->worker;
     if (h->config->idle_timeout_ms > 0 && h->nstreams == 0) {
-        ev_timer_stop(w->loop, &h->idle_timer); /* libev: no ev_timer_set while active */
-        ev_timer_set(&h->idle_timer, (double)h->config->idle_timeout_ms / 1000.0, 0.);
-        ev_timer_start(w->loop, &h->idle_timer);
+        ev_timer_stop(w->loop, &h->timer); /* libev: no ev_timer_set while active */
+        h->timer_headers = 0;
+        ev_timer_set(&h->timer, (double)h->config->idle_timeout_ms / 1000.0, 0.);
+        ev_timer_start(w->loop, &h->timer);
     }
 }
 
@@ -1147,8 +1145,7 @@ static void hcm_close(pt_hcm_conn_t *h, pt_close_how_t how)
         notify_reset(s);
         stream_complete(s);
     }
-    ev_timer_stop(w->loop, &h->idle_timer);
-    ev_timer_stop(w->loop, &h->headers_timer);
+    ev_timer_stop(w->loop, &h->timer);
     pt_conn_t *c = sess->conn;
     pt_stat_add(hc->stats.downstream_cx_rx_bytes_total, c->rx_bytes);
     pt_stat_add(hc->stats.downstream_cx_tx_bytes_total, c->tx_bytes);
@@ -1207,10 +1204,8 @@ static int hcm_on_new_connection(pt_session_t *sess, void *fc)
     pt_stat_inc(hc->stats.downstream_cx_http1_total);
     pt_stat_inc(hc->stats.downstream_cx_active);
     pt_stat_inc(hc->stats.downstream_cx_http1_active);
-    ev_init(&h->idle_timer, on_conn_idle_timeout);
-    h->idle_timer.data = h;
-    ev_init(&h->headers_timer, on_headers_timeout);
-    h->headers_timer.data = h;
+    ev_init(&h->timer, on_conn_timer);
+    h->timer.data = h;
     hcm_on_idle(h);
     /* The codec installed its handler on the connection; start reading. */
     pt_conn_start(sess->conn, sess->conn->handler, sess->conn->data);

@@ -275,8 +275,10 @@ struct h1_server {
     void *owner;
     h1_server_stream_t stream;
     h1s_state_t state;
-    pt_h1_body_t body;
-    pt_http_headers_t trailers;
+    /* Body decoding state and trailers live in the stream's arena: an idle keep-alive
+     * connection carries neither. */
+    pt_h1_body_t *body;
+    pt_http_headers_t *trailers;
     size_t head_scan;
     int depth;               /* event handlers on the stack */
     int read_disabled;       /* owner's read_disable count */
@@ -527,8 +529,8 @@ static void h1s_reset_for_next(h1_server_t *s)
     s->request_head = 0;
     s->upgrade_requested = 0;
     s->head_scan = 0;
-    memset(&s->body, 0, sizeof(s->body));
-    memset(&s->trailers, 0, sizeof(s->trailers));
+    s->body = NULL;
+    s->trailers = NULL;
 }
 
 /* Parses and dispatches as much buffered input as the current state allows. */
@@ -610,7 +612,13 @@ static void h1s_process(h1_server_t *s)
             }
             if (!s->keep_alive)
                 s->close_after = 1;
-            pt_h1_body_init(&s->body, &head);
+            s->body = pt_arena_alloc(s->stream.arena, sizeof(*s->body));
+            s->trailers = NULL;
+            if (s->body == NULL) {
+                h1s_protocol_error(s, 503, "out of memory");
+                return;
+            }
+            pt_h1_body_init(s->body, &head);
             int end_stream = head.body_mode == PT_H1_BODY_NONE ||
                              (head.body_mode == PT_H1_BODY_LENGTH && head.content_length == 0);
             s->state = end_stream ? H1S_REQ_DONE : H1S_BODY;
@@ -625,34 +633,39 @@ static void h1s_process(h1_server_t *s)
         case H1S_BODY: {
             const char *base, *data;
             size_t dlen;
-            ssize_t n = decode_step(&s->body, &c->in, &base, &data, &dlen);
+            ssize_t n = decode_step(s->body, &c->in, &base, &data, &dlen);
             if (n < 0) {
-                h1s_protocol_error(s, 400, s->body.error_reason ? s->body.error_reason : "bad body");
+                h1s_protocol_error(s, 400, s->body->error_reason ? s->body->error_reason : "bad body");
                 return;
             }
             pt_buf_t payload = {0};
-            int trailer = pt_h1_body_has_trailer(&s->body);
+            int trailer = pt_h1_body_has_trailer(s->body);
             if (trailer) {
-                if (s->trailers.arena == NULL)
-                    pt_http_headers_init(&s->trailers, s->stream.arena);
-                pt_http_headers_add(&s->trailers, s->body.trailer.name, s->body.trailer.name_len,
-                                    s->body.trailer.value, s->body.trailer.value_len);
+                if (s->trailers == NULL) {
+                    s->trailers = pt_arena_alloc(s->stream.arena, sizeof(*s->trailers));
+                    if (s->trailers == NULL) {
+                        h1s_protocol_error(s, 503, "out of memory");
+                        return;
+                    }
+                    pt_http_headers_init(s->trailers, s->stream.arena);
+                }
+                pt_http_headers_add(s->trailers, s->body->trailer.name, s->body->trailer.name_len,
+                                    s->body->trailer.value, s->body->trailer.value_len);
             }
             take_payload(&c->in, base, data, dlen, (size_t)n, &payload);
-            int done = pt_h1_body_done(&s->body);
+            int done = pt_h1_body_done(s->body);
             void *st = s->stream.super.data;
+            int has_trailers = s->trailers != NULL && s->trailers->count > 0;
             if (done)
                 s->state = H1S_REQ_DONE;
-            if (pt_buf_len(&payload) > 0 || (done && s->trailers.count == 0)) {
-                s->cb->on_data(st, &payload, done && s->trailers.count == 0);
+            if (pt_buf_len(&payload) > 0 || (done && !has_trailers)) {
+                s->cb->on_data(st, &payload, done && !has_trailers);
                 pt_buf_dispose(&payload);
                 if (s->closed)
                     return;
             }
-            if (done && s->trailers.count > 0 && s->stream.super.data != NULL) {
-                pt_http_headers_t *t = pt_arena_alloc(s->stream.arena, sizeof(*t));
-                *t = s->trailers;
-                s->cb->on_trailers(st, t);
+            if (done && has_trailers && s->stream.super.data != NULL) {
+                s->cb->on_trailers(st, s->trailers);
                 if (s->closed)
                     return;
             }

@@ -257,7 +257,10 @@ class Smuggling(unittest.TestCase):
         self.assertEqual((r.status, r.json()['body_len']), (200, 2))
 
     def test_byte_by_byte_cl_and_te(self):
-        self.check_head_vector(HEAD_VECTORS['cl_and_te'][0], 400, pieces=1)
+        # The head only: petrel answers as soon as it is complete, and closes, so body bytes
+        # sent after that would meet a reset.
+        self.check_head_vector(req([b'POST /v HTTP/1.1', b'Host: a', b'Content-Length: 5',
+                                    b'Transfer-Encoding: chunked']), 400, pieces=1)
 
     def test_identical_duplicate_cl_forwarded_once(self):
         # RFC 9112 6.3 lets a recipient accept identical Content-Length values; whichever
