@@ -13,6 +13,8 @@ Environment (all optional):
                     upstreams) to the others; 0: let the scheduler place them (default 1 when
                     there are at least 2 CPUs)
     PETREL_BIN      petrel binary (default build/petrel)
+    BENCH_NICE      run everything under `nice -n BENCH_NICE` (e.g. -10 as root: less
+                    interference from other work on a shared machine; default 0, off)
     BENCH_KEEP      1: keep the temp dir with configs and logs
 
 Every figure is a median over BENCH_REPS; ratios are medians of per-repetition ratios (each
@@ -47,6 +49,7 @@ PETREL_BIN = os.environ.get('PETREL_BIN', os.path.join(ROOT, 'build', 'petrel'))
 KEEP = os.environ.get('BENCH_KEEP') == '1'
 NCPU = os.cpu_count() or 1
 PIN = os.environ.get('BENCH_PIN', '1' if NCPU >= 2 else '0') == '1' and NCPU >= 2
+NICE = int(os.environ.get('BENCH_NICE', '0'))
 PROXY_CPU = str(NCPU - 1)
 LOAD_CPUS = ','.join(str(i) for i in range(NCPU - 1)) if NCPU >= 2 else '0'
 HZ = os.sysconf('SC_CLK_TCK')
@@ -134,7 +137,10 @@ signal.signal(signal.SIGHUP, _on_signal)
 
 
 def pinned(cmd, role):
-    """Prefix cmd with taskset: role 'proxy' goes to the last CPU, 'load' to the others."""
+    """Prefix cmd with taskset (role 'proxy' goes to the last CPU, 'load' to the others) and,
+    with BENCH_NICE, with nice."""
+    if NICE:
+        cmd = ['nice', '-n', str(NICE)] + cmd
     if not PIN:
         return cmd
     return ['taskset', '-c', PROXY_CPU if role == 'proxy' else LOAD_CPUS] + cmd
@@ -628,7 +634,7 @@ def machine_info():
         'haproxy': ver(['haproxy', '-v']), 'nginx': ver(['nginx', '-v']),
         'duration_s': DURATION, 'reps': REPS, 'pinning': (
             'proxy on CPU %s, clients and upstreams on CPU %s' % (PROXY_CPU, LOAD_CPUS)
-            if PIN else 'none'),
+            if PIN else 'none') + ('; nice %d' % NICE if NICE else ''),
     }
 
 

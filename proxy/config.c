@@ -494,9 +494,14 @@ static void build_tls(pt_config_t *cfg, pt_cfg_t *r)
                 continue;
             }
             pt_arena_defer(&cfg->arena, free_tls_ctx, fc->tls_ctx);
-            if (pt_secret_attach(fc->tls_ctx, err, sizeof(err)) != 0)
-                pt_cfg_error(r, NULL, "static_resources.listeners[%u].filter_chains[%u]."
-                                      "transport_socket: %s", i, j, err);
+            if (pt_secret_attach(fc->tls_ctx, err, sizeof(err)) != 0) {
+                if (j < l->nchains)
+                    pt_cfg_error(r, NULL, "static_resources.listeners[%u].filter_chains[%u]."
+                                          "transport_socket: %s", i, j, err);
+                else
+                    pt_cfg_error(r, NULL, "static_resources.listeners[%u].default_filter_chain."
+                                          "transport_socket: %s", i, err);
+            }
         }
     }
     for (unsigned i = 0; i < cfg->nclusters; i++) {

@@ -275,6 +275,8 @@ static void do_handshake(pt_conn_t *c)
         return;
     }
     c->flags &= ~(PT_CONN_F_HANDSHAKING | PT_CONN_F_READ_WANTS_WRITE | PT_CONN_F_WRITE_WANTS_READ);
+    if (c->flags & PT_CONN_F_OUTBOUND)
+        ev_timer_stop(c->worker->loop, &c->timer); /* the connect timeout (connect_done) */
     if (rc < 0) {
         c->flags |= PT_CONN_F_ERROR;
         update_watchers(c);
@@ -325,7 +327,10 @@ static void connect_done(pt_conn_t *c, int status)
 {
     struct ev_loop *loop = c->worker->loop;
     c->flags &= ~PT_CONN_F_CONNECTING;
-    ev_timer_stop(loop, &c->timer);
+    /* connect_timeout covers the transport handshake too, as in Envoy (whose Connected
+     * event comes after it): with a handshake to run, the timer keeps going. */
+    if (status != 0 || c->transport->handshake == NULL)
+        ev_timer_stop(loop, &c->timer);
     if (status != 0) {
         c->flags |= PT_CONN_F_ERROR;
         update_watchers(c);
@@ -401,8 +406,17 @@ static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
         finish_close(c); /* flush deadline passed: drop what the peer would not take */
         return;
     }
-    if (c->flags & PT_CONN_F_CONNECTING)
+    if (c->flags & PT_CONN_F_CONNECTING) {
         connect_done(c, -ETIMEDOUT);
+    } else if ((c->flags & (PT_CONN_F_HANDSHAKING | PT_CONN_F_OUTBOUND)) ==
+               (PT_CONN_F_HANDSHAKING | PT_CONN_F_OUTBOUND)) {
+        /* Connected, but the handshake did not finish within connect_timeout. */
+        c->flags &= ~(PT_CONN_F_HANDSHAKING | PT_CONN_F_READ_WANTS_WRITE |
+                      PT_CONN_F_WRITE_WANTS_READ);
+        c->flags |= PT_CONN_F_ERROR;
+        update_watchers(c);
+        c->handler->on_connect(c, -ETIMEDOUT);
+    }
 }
 
 /* ---- lifecycle ------------------------------------------------------------------- */

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -293,8 +294,18 @@ static void inspect_peek(pt_session_t *s)
     case PT_CH_OK:
         inspect_done(s, &ch);
         return;
-    case PT_CH_NOT_TLS:
     case PT_CH_ERROR:
+        /* The parser also reports a hello that would outgrow the limit as an error. Envoy
+         * closes those (client_hello_too_large) instead of taking them for plaintext: without
+         * the limit such a prefix is only incomplete. */
+        if (pt_client_hello_parse(buf, (size_t)n, SIZE_MAX, &ch) == PT_CH_INCOMPLETE) {
+            pt_stat_inc(s->listener->tls_inspector_client_hello_too_large);
+            session_fail(s);
+            return;
+        }
+        inspect_done(s, NULL);
+        return;
+    case PT_CH_NOT_TLS:
         inspect_done(s, NULL);
         return;
     case PT_CH_INCOMPLETE:

@@ -384,7 +384,6 @@ class InspectorTest(ChainCase):
     # limit as soon as a length shows it), which inspect_peek maps to "not TLS" like any
     # malformed hello: the connection goes on to a raw_buffer / catch-all chain, and
     # tls_inspector.client_hello_too_large never counts. Envoy closes such connections.
-    @unittest.expectedFailure
     def test_oversized_client_hello_is_refused(self):
         self.echo('only')
         p = self.start([chain('only')], listener_filters=[C.tls_inspector()])
@@ -451,7 +450,6 @@ class ValidationTest(unittest.TestCase):
     # default_filter_chain's transport socket is reported at
     # "filter_chains[<nchains>].transport_socket", a chain that does not exist (the
     # pt_tls_context_new error path right above it names default_filter_chain correctly).
-    @unittest.expectedFailure
     def test_default_chain_secret_error_names_the_default_chain(self):
         tls = {'name': 'envoy.transport_sockets.tls', 'typed_config': {
             '@type': C.DOWNSTREAM_TLS, 'common_tls_context': {

@@ -231,7 +231,6 @@ class HttpOriginationTest(UpstreamCase):
     # test_silent_tls_upstream_hits_connect_timeout. An HTTP server that waits for a request
     # line never answers a ClientHello: the handshake is bounded only by the route timeout
     # (504 UT) instead of connect_timeout (503 UF, upstream_cx_connect_timeout).
-    @unittest.expectedFailure
     def test_plaintext_http_upstream_hits_connect_timeout(self):
         plain = HttpUpstream(name='plain')
         self.addCleanup(plain.close)
@@ -299,7 +298,6 @@ class TcpOriginationTest(UpstreamCase):
     # answers the TLS handshake holds the connection forever (tcp_proxy) or until the route
     # timeout (HTTP, 504 instead of 503 UF). Envoy's connect_timeout covers the handshake
     # (its Connected event comes after it).
-    @unittest.expectedFailure
     def test_silent_tls_upstream_hits_connect_timeout(self):
         silent = socket.socket()
         silent.bind(('127.0.0.1', 0))
