@@ -75,7 +75,10 @@ typedef struct router_state {
     uint32_t replay_limit;
     pt_http_headers_t *trailers;
     ev_timer timeout;          /* route timeout: all attempts */
-    ev_timer per_try;          /* per_try_timeout / per_try_idle_timeout */
+    ev_timer per_try;          /* per_try_timeout */
+    ev_timer per_try_idle;     /* per_try_idle_timeout: no upstream activity for that long */
+    uint64_t timeout_ms;       /* the route timeout, or x-envoy-upstream-rq-timeout-ms */
+    uint64_t per_try_ms;       /* per_try_timeout, or x-envoy-upstream-rq-per-try-timeout-ms */
     ev_timer backoff;
     uint64_t upstream_start_us;
     uint64_t last_upstream_activity_ms;
@@ -125,20 +128,11 @@ static void attempt_end(router_state_t *st)
 {
     struct ev_loop *loop = st->s->worker->loop;
     ev_timer_stop(loop, &st->per_try);
+    ev_timer_stop(loop, &st->per_try_idle);
     if (st->pool_req.pool != NULL)
         pt_pool_cancel(&st->pool_req);
-    if (st->pc != NULL) {
-        pt_pool_conn_t *pc = st->pc;
-        st->pc = NULL;
-        if (!(st->flags & R_RESP_END) || !(st->flags & R_REQ_END_SENT) ||
-            (st->flags & R_UPGRADE)) {
-            if (st->ucs != NULL)
-                pc->codec->ops->reset_stream(st->ucs);
-            pt_pool_discard(pc);
-        } else {
-            pt_pool_release(pc);
-        }
-    }
+    /* Breaker slots first: releasing the connection may hand it to a waiting request at
+     * once, and that request needs the max_requests slot this one held. */
     if (st->flags & R_ATTEMPT_LIVE) {
         st->flags &= ~R_ATTEMPT_LIVE;
         pt_stat_dec(cstats(st)->upstream_rq_active);
@@ -147,6 +141,24 @@ static void attempt_end(router_state_t *st)
     if (st->flags & R_RETRY_COUNTED) {
         st->flags &= ~R_RETRY_COUNTED;
         pt_breaker_release_retry(st->breaker);
+    }
+    if (st->flags & R_RQ_COUNTED) {
+        st->flags &= ~R_RQ_COUNTED;
+        pt_breaker_release_rq(st->breaker);
+    }
+    if (st->pc != NULL) {
+        pt_pool_conn_t *pc = st->pc;
+        pt_http_codec_stream_t *ucs = st->ucs;
+        st->pc = NULL;
+        st->ucs = NULL;
+        if (!(st->flags & R_RESP_END) || !(st->flags & R_REQ_END_SENT) ||
+            (st->flags & R_UPGRADE)) {
+            if (ucs != NULL)
+                pc->codec->ops->reset_stream(ucs);
+            pt_pool_discard(pc);
+        } else {
+            pt_pool_release(pc);
+        }
     }
     st->ucs = NULL;
     pt_buf_dispose(&st->body);
@@ -161,10 +173,6 @@ static void upstream_finish(router_state_t *st)
     ev_timer_stop(loop, &st->backoff);
     st->flags &= ~R_BACKOFF;
     attempt_end(st);
-    if (st->flags & R_RQ_COUNTED) {
-        st->flags &= ~R_RQ_COUNTED;
-        pt_breaker_release_rq(st->breaker);
-    }
     pt_buf_dispose(&st->replay);
 }
 
@@ -175,8 +183,6 @@ static void fail(router_state_t *st, int status, const char *body, uint32_t flag
     pt_http_stream_t *s = st->s;
     st->flags |= R_DONE;
     upstream_finish(st);
-    if (st->attempt > 1 && st->retries_left == 0)
-        flags |= PT_RF(UPSTREAM_RETRY_LIMIT_EXCEEDED);
     if (st->flags & R_RESP_HEADERS) {
         pt_http_stream_reset(s, flags, details);
         return;
@@ -185,6 +191,11 @@ static void fail(router_state_t *st, int status, const char *body, uint32_t flag
     pt_http_headers_init(&extra, &s->arena);
     if (flags & PT_RF(UPSTREAM_OVERFLOW))
         pt_http_headers_add_str(&extra, "x-envoy-overloaded", "true");
+    if (st->attempt > 0 && s->vhost != NULL && s->vhost->include_attempt_count_in_response) {
+        char n[12];
+        snprintf(n, sizeof(n), "%u", st->attempt);
+        pt_http_headers_add_str(&extra, "x-envoy-attempt-count", n);
+    }
     pt_http_stream_local_reply(s, status, body, extra.count ? &extra : NULL, flags, details);
 }
 
@@ -206,10 +217,9 @@ static void on_timeout(struct ev_loop *loop, ev_timer *t, int revents)
 
 static void start_timeout(router_state_t *st)
 {
-    const pt_route_t *rt = st->s->route;
-    if (rt == NULL || rt->timeout_ms == 0 || ev_is_active(&st->timeout) || (st->flags & R_DONE))
+    if (st->timeout_ms == 0 || ev_is_active(&st->timeout) || (st->flags & R_DONE))
         return;
-    ev_timer_set(&st->timeout, (double)rt->timeout_ms / 1000.0, 0.);
+    ev_timer_set(&st->timeout, (double)st->timeout_ms / 1000.0, 0.);
     ev_timer_start(st->s->worker->loop, &st->timeout);
 }
 
@@ -239,6 +249,7 @@ static int maybe_retry(router_state_t *st, pt_retry_outcome_t outcome, int statu
     }
     if (!pt_breaker_try_retry(st->breaker)) {
         pt_stat_inc(cstats(st)->upstream_rq_retry_overflow);
+        st->s->info.response_flags |= PT_RF(UPSTREAM_OVERFLOW);
         return 0;
     }
     attempt_end(st);
@@ -267,24 +278,12 @@ static void on_backoff(struct ev_loop *loop, ev_timer *t, int revents)
 
 static void on_per_try(struct ev_loop *loop, ev_timer *t, int revents)
 {
+    (void)loop;
     (void)revents;
     router_state_t *st = t->data;
     if (st->flags & (R_DONE | R_RESP_HEADERS))
         return;
-    const pt_retry_policy_t *p = st->retry;
-    uint64_t now = pt_now_ms();
-    /* per_try_idle_timeout: sleep on while the upstream shows activity. */
-    if (p != NULL && p->per_try_idle_timeout_ms > 0 && p->per_try_timeout_ms == 0) {
-        uint64_t deadline = st->last_upstream_activity_ms + p->per_try_idle_timeout_ms;
-        if (now + 1 < deadline) {
-            ev_timer_set(t, (double)(deadline - now) / 1000.0, 0.);
-            ev_timer_start(loop, t);
-            return;
-        }
-        pt_stat_inc(cstats(st)->upstream_rq_per_try_idle_timeout);
-    } else {
-        pt_stat_inc(cstats(st)->upstream_rq_per_try_timeout);
-    }
+    pt_stat_inc(cstats(st)->upstream_rq_per_try_timeout);
     if (st->host != NULL)
         atomic_fetch_add_explicit(&st->host->rq_timeout, 1, memory_order_relaxed);
     pt_outlier_report(st->cluster, st->host, PT_OUTLIER_TIMEOUT, 0);
@@ -294,17 +293,46 @@ static void on_per_try(struct ev_loop *loop, ev_timer *t, int revents)
          "upstream_per_try_timeout");
 }
 
+/* per_try_idle_timeout: the attempt saw no upstream activity (headers or body) for that
+ * long, before or during the response. */
+static void on_per_try_idle(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)revents;
+    router_state_t *st = t->data;
+    if (st->flags & R_DONE)
+        return;
+    uint64_t now = pt_now_ms();
+    uint64_t deadline = st->last_upstream_activity_ms + st->retry->per_try_idle_timeout_ms;
+    if (now + 1 < deadline) {
+        ev_timer_set(t, (double)(deadline - now) / 1000.0, 0.);
+        ev_timer_start(loop, t);
+        return;
+    }
+    pt_stat_inc(cstats(st)->upstream_rq_per_try_idle_timeout);
+    if (!(st->flags & R_RESP_HEADERS)) {
+        if (st->host != NULL)
+            atomic_fetch_add_explicit(&st->host->rq_timeout, 1, memory_order_relaxed);
+        pt_outlier_report(st->cluster, st->host, PT_OUTLIER_TIMEOUT, 0);
+        if (maybe_retry(st, PT_RETRY_OUTCOME_PER_TRY_TIMEOUT, 0, NULL))
+            return;
+    }
+    fail(st, 504, "upstream request timeout", PT_RF(UPSTREAM_REQUEST_TIMEOUT),
+         "upstream_per_try_idle_timeout");
+}
+
 static void start_per_try(router_state_t *st)
 {
-    const pt_retry_policy_t *p = st->retry;
-    if (p == NULL || ev_is_active(&st->per_try))
-        return;
-    uint64_t ms = p->per_try_timeout_ms ? p->per_try_timeout_ms : p->per_try_idle_timeout_ms;
-    if (ms == 0)
-        return;
+    struct ev_loop *loop = st->s->worker->loop;
     st->last_upstream_activity_ms = pt_now_ms();
-    ev_timer_set(&st->per_try, (double)ms / 1000.0, 0.);
-    ev_timer_start(st->s->worker->loop, &st->per_try);
+    if (st->per_try_ms > 0 && !ev_is_active(&st->per_try)) {
+        ev_timer_set(&st->per_try, (double)st->per_try_ms / 1000.0, 0.);
+        ev_timer_start(loop, &st->per_try);
+    }
+    if (st->retry != NULL && st->retry->per_try_idle_timeout_ms > 0 &&
+        !ev_is_active(&st->per_try_idle)) {
+        ev_timer_set(&st->per_try_idle, (double)st->retry->per_try_idle_timeout_ms / 1000.0, 0.);
+        ev_timer_start(loop, &st->per_try_idle);
+    }
 }
 
 /* ---- upstream response ----------------------------------------------------------- */
@@ -507,6 +535,18 @@ static void on_connection_ready(router_state_t *st, pt_pool_conn_t *pc)
 {
     pt_http_stream_t *s = st->s;
     st->pc = pc;
+    /* max_requests counts requests on connections, as Envoy: a queued request is counted
+     * by max_pending_requests instead. */
+    if (!(st->flags & R_RQ_COUNTED)) {
+        if (!pt_breaker_try_rq(st->breaker)) {
+            pt_stat_inc(cstats(st)->upstream_rq_pending_overflow);
+            fail(st, 503, "upstream connect error or disconnect/reset before headers. reset "
+                          "reason: overflow",
+                 PT_RF(UPSTREAM_OVERFLOW), "overflow");
+            return;
+        }
+        st->flags |= R_RQ_COUNTED;
+    }
     st->ucs = pc->codec->ops->new_stream(pc->codec, &upstream_callbacks, st, &s->arena);
     pt_stat_inc(cstats(st)->upstream_rq_total);
     pt_stat_inc(cstats(st)->upstream_rq_active);
@@ -625,6 +665,7 @@ static void start_attempt(router_state_t *st)
     if (st->ntried < MAX_TRIED_HOSTS)
         st->tried[st->ntried++] = host;
     s->info.upstream_host = host->address_str;
+    s->info.upstream_attempts = st->attempt;
     if (s->route->auto_host_rewrite && host->hostname != NULL && host->hostname[0])
         pt_http_headers_set(s->request_headers, ":authority", host->hostname);
     st->pool = pt_pool_get(s->worker, st->cluster, host);
@@ -664,7 +705,7 @@ static void direct_response(pt_http_stream_t *s, const pt_route_t *rt)
 
 /* x-envoy-max-retries / x-envoy-retry-on / x-envoy-retriable-status-codes refine the
  * route's policy per request, as in Envoy. */
-static void read_retry_headers(router_state_t *st, const pt_http_headers_t *h)
+static void read_retry_headers(router_state_t *st, pt_http_headers_t *h)
 {
     const pt_retry_policy_t *p = st->retry;
     st->retry_on = p ? p->retry_on : 0;
@@ -673,8 +714,9 @@ static void read_retry_headers(router_state_t *st, const pt_http_headers_t *h)
     if (on != NULL) {
         uint32_t bits;
         char bad[64];
-        if (pt_retry_on_parse(on, &bits, bad, sizeof(bad)) == 0)
-            st->retry_on |= bits;
+        /* Unknown names in the header are ignored; the known ones still apply. */
+        (void)pt_retry_on_parse(on, &bits, bad, sizeof(bad));
+        st->retry_on |= bits;
     }
     const char *mr = pt_http_headers_get(h, "x-envoy-max-retries");
     if (mr != NULL && mr[0] >= '0' && mr[0] <= '9') {
@@ -695,8 +737,37 @@ static void read_retry_headers(router_state_t *st, const pt_http_headers_t *h)
         while (*codes == ',' || *codes == ' ')
             codes++;
     }
+    /* retriable_request_headers: only requests that match one may be retried. */
+    if (p != NULL && p->nretriable_request_headers > 0) {
+        int m = 0;
+        for (unsigned i = 0; i < p->nretriable_request_headers && !m; i++)
+            m = pt_header_matcher_match(&p->retriable_request_headers[i], h);
+        if (!m)
+            st->retry_on = 0;
+    }
     if (st->retry_on == 0)
         st->retries_left = 0;
+    /* These steer this hop; the upstream does not see them. */
+    pt_http_headers_remove(h, "x-envoy-retry-on");
+    pt_http_headers_remove(h, "x-envoy-max-retries");
+    pt_http_headers_remove(h, "x-envoy-retriable-status-codes");
+}
+
+/* x-envoy-upstream-rq-timeout-ms / x-envoy-upstream-rq-per-try-timeout-ms override the
+ * route's timeouts for this request, as in Envoy; the upstream is told the overall timeout
+ * in x-envoy-expected-rq-timeout-ms. */
+static uint64_t header_ms(pt_http_headers_t *h, const char *name, int *present)
+{
+    const char *v = pt_http_headers_get(h, name);
+    *present = 0;
+    if (v == NULL || v[0] < '0' || v[0] > '9')
+        return 0;
+    char *end;
+    unsigned long long ms = strtoull(v, &end, 10);
+    if (*end != '\0')
+        return 0;
+    *present = 1;
+    return ms;
 }
 
 static int router_decode_headers(pt_http_stream_t *s, void *cfg, void *state,
@@ -710,6 +781,8 @@ static int router_decode_headers(pt_http_stream_t *s, void *cfg, void *state,
     st->timeout.data = st;
     ev_init(&st->per_try, on_per_try);
     st->per_try.data = st;
+    ev_init(&st->per_try_idle, on_per_try_idle);
+    st->per_try_idle.data = st;
     ev_init(&st->backoff, on_backoff);
     st->backoff.data = st;
     st->pool_req.on_ready = pool_ready;
@@ -778,6 +851,24 @@ static int router_decode_headers(pt_http_stream_t *s, void *cfg, void *state,
     s->info.upstream_cluster = cluster->name;
     st->retry = rt->retry_policy;
     read_retry_headers(st, h);
+    int present;
+    st->timeout_ms = rt->timeout_ms;
+    uint64_t ms = header_ms(h, "x-envoy-upstream-rq-timeout-ms", &present);
+    if (present)
+        st->timeout_ms = ms;
+    st->per_try_ms = st->retry ? st->retry->per_try_timeout_ms : 0;
+    ms = header_ms(h, "x-envoy-upstream-rq-per-try-timeout-ms", &present);
+    if (present)
+        st->per_try_ms = ms;
+    pt_http_headers_remove(h, "x-envoy-upstream-rq-timeout-ms");
+    pt_http_headers_remove(h, "x-envoy-upstream-rq-per-try-timeout-ms");
+    if (st->timeout_ms > 0 && (st->cfg == NULL || !st->cfg->suppress_envoy_headers)) {
+        uint64_t expected = st->per_try_ms > 0 && st->per_try_ms < st->timeout_ms ? st->per_try_ms
+                                                                                 : st->timeout_ms;
+        char v[24];
+        snprintf(v, sizeof(v), "%llu", (unsigned long long)expected);
+        pt_http_headers_set(h, "x-envoy-expected-rq-timeout-ms", v);
+    }
     st->replay_limit = rt->per_request_buffer_limit ? rt->per_request_buffer_limit
                                                     : s->config->buffer_limit;
 
@@ -797,14 +888,6 @@ static int router_decode_headers(pt_http_stream_t *s, void *cfg, void *state,
     if (host_rewrite != NULL)
         pt_http_headers_set(h, ":authority", host_rewrite);
 
-    if (!pt_breaker_try_rq(st->breaker)) {
-        pt_stat_inc(cstats(st)->upstream_rq_pending_overflow);
-        fail(st, 503, "upstream connect error or disconnect/reset before headers. reset "
-                      "reason: overflow",
-             PT_RF(UPSTREAM_OVERFLOW), "overflow");
-        return PT_STOP;
-    }
-    st->flags |= R_RQ_COUNTED;
     if (end_stream || (s->flags & PT_HS_UPGRADE))
         start_timeout(st);
     start_attempt(st);

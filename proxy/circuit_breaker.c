@@ -83,6 +83,7 @@ static int64_t retry_limit(const pt_breaker_t *b)
 {
     if (!b->has_budget)
         return b->max_retries;
+    /* Envoy's budget: a share of the active requests plus the pending ones. */
     int64_t active = atomic_load_explicit(&b->rq, memory_order_relaxed) +
                      atomic_load_explicit(&b->pending, memory_order_relaxed);
     int64_t budget = (int64_t)floor((double)active * b->budget_percent / 100.0);
@@ -161,6 +162,10 @@ static int try_take(_Atomic int64_t *count, int64_t limit)
 int pt_breaker_try_cx(pt_breaker_t *b)
 {
     return try_take(&b->cx, b->max_connections);
+}
+void pt_breaker_take_cx(pt_breaker_t *b)
+{
+    atomic_fetch_add_explicit(&b->cx, 1, memory_order_relaxed);
 }
 void pt_breaker_release_cx(pt_breaker_t *b)
 {

@@ -40,6 +40,8 @@ void pt_breakers_prepare(pt_breaker_t *b, const char *cluster, pt_arena_t *arena
 /* Each try_* takes one unit if under the limit (returns 1) or nothing (returns 0); every
  * successful try is matched by one release. */
 int pt_breaker_try_cx(pt_breaker_t *b);
+/* Takes a connection slot even over the limit (a pool's first connection, see pool.c). */
+void pt_breaker_take_cx(pt_breaker_t *b);
 void pt_breaker_release_cx(pt_breaker_t *b);
 int pt_breaker_try_pending(pt_breaker_t *b);
 void pt_breaker_release_pending(pt_breaker_t *b);

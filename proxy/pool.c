@@ -321,15 +321,20 @@ static const pt_conn_handler_t connecting_handler = {
 static int start_connect(pt_pool_t *p, int priority)
 {
     pt_breaker_t *b = p->cluster ? &p->cluster->breakers[priority] : NULL;
-    if (b != NULL && b->per_host_max_connections > 0 &&
-        atomic_load_explicit(&p->host->cx_active, memory_order_relaxed) >=
-            b->per_host_max_connections) {
-        pt_stat_inc(p->stats.upstream_cx_overflow);
-        return 0;
-    }
-    if (b != NULL && !pt_breaker_try_cx(b)) {
-        pt_stat_inc(p->stats.upstream_cx_overflow);
-        return 0;
+    if (b != NULL) {
+        int over = b->per_host_max_connections > 0 &&
+                   atomic_load_explicit(&p->host->cx_active, memory_order_relaxed) >=
+                       b->per_host_max_connections;
+        if (over || !pt_breaker_try_cx(b)) {
+            pt_stat_inc(p->stats.upstream_cx_overflow);
+            /* As Envoy does: a pool with no connection at all opens one anyway, or a request
+             * here could wait for a slot some other pool (another host, another worker)
+             * never gives back. The limit can then be exceeded by one per such pool. */
+            int empty = p->idle == NULL && p->busy == NULL && p->nconnecting == 0;
+            if (!empty)
+                return 0;
+            pt_breaker_take_cx(b);
+        }
     }
     pt_pool_conn_t *pc = calloc(1, sizeof(*pc));
     if (pc == NULL) {
@@ -405,15 +410,9 @@ pt_pool_conn_t *pt_pool_acquire(pt_pool_t *p, pt_pool_request_t *pr, int *err)
     if (p->nconnecting < p->npending)
         start_connect(p, pr->priority);
     if (p->nconnecting == 0 && p->busy == NULL) {
-        /* Nothing under way and nothing to wait for: either no socket could be made, or
-         * the breakers are full and the request waits for another worker's connection to
-         * close, bounded by the route timeout. Only the first is an error now. */
-        pt_breaker_t *b = p->cluster ? &p->cluster->breakers[pr->priority] : NULL;
-        int blocked = b != NULL && atomic_load(&b->cx) >= (int64_t)b->max_connections;
-        if (!blocked) {
-            pt_pool_cancel(pr);
-            *err = -ENOBUFS;
-        }
+        /* Nothing under way and nothing to wait for: no socket could be made. */
+        pt_pool_cancel(pr);
+        *err = -ENOBUFS;
     }
     return NULL;
 }

@@ -21,6 +21,7 @@ static const struct {
 
 int pt_retry_on_parse(const char *list, uint32_t *bits, char *bad, size_t badlen)
 {
+    int rc = 0;
     *bits = 0;
     const char *p = list;
     while (*p) {
@@ -39,12 +40,14 @@ int pt_retry_on_parse(const char *list, uint32_t *bits, char *bad, size_t badlen
                 found = 1;
             }
         }
-        if (!found) {
+        /* Keep going: the caller may use the known names (a request header) even when one
+         * is unknown (which a config treats as an error). */
+        if (!found && rc == 0) {
             snprintf(bad, badlen, "%.*s", (int)n, t);
-            return -1;
+            rc = -1;
         }
     }
-    return 0;
+    return rc;
 }
 
 static const pt_header_matcher_t *parse_matchers(pt_cfg_t *r, pt_arena_t *a, const char *field,
@@ -169,7 +172,8 @@ int pt_retry_should(const pt_retry_policy_t *p, uint32_t on, pt_retry_outcome_t 
     case PT_RETRY_OUTCOME_PER_TRY_TIMEOUT:
         return (on & (PT_RETRY_RESET | PT_RETRY_5XX | PT_RETRY_GATEWAY_ERROR)) != 0;
     case PT_RETRY_OUTCOME_REFUSED_STREAM:
-        return (on & (PT_RETRY_REFUSED_STREAM | PT_RETRY_5XX | PT_RETRY_RESET)) != 0;
+        return (on & (PT_RETRY_REFUSED_STREAM | PT_RETRY_5XX | PT_RETRY_RESET |
+                      PT_RETRY_GATEWAY_ERROR)) != 0;
     case PT_RETRY_OUTCOME_RESPONSE:
         break;
     }

@@ -46,7 +46,8 @@ typedef struct pt_retry_policy {
 
 /* Parses the RetryPolicy the reader is in. NULL with errors recorded. */
 pt_retry_policy_t *pt_retry_policy_parse(pt_cfg_t *r, pt_arena_t *a);
-/* Parses a retry_on list ("5xx,reset"). Unknown names: -1 with the first one in bad. */
+/* Parses a retry_on list ("5xx,reset"). Unknown names: -1 with the first one in bad, and
+ * *bits still holds the known ones. */
 int pt_retry_on_parse(const char *list, uint32_t *bits, char *bad, size_t badlen);
 
 /* What the router knows of an attempt's outcome. */

@@ -186,7 +186,6 @@ class MaxRequests(BreakerCase):
         b.join()
         p.wait_stat(CB + 'default.rq_open', 0)
 
-    @unittest.expectedFailure
     def test_max_requests_does_not_count_queued_requests(self):
         # BUG (filters/router.c takes the max_requests slot in router_decode_headers, for
         # the stream's whole life): in Envoy max_requests counts requests attached to an
@@ -208,11 +207,12 @@ class MaxRequests(BreakerCase):
 
 class MaxPending(BreakerCase):
 
-    def test_max_pending_overflow_exact_across_workers(self):
+    def test_max_pending_overflow_exact(self):
         # One connection allowed and busy with a slow request; a burst of 8: exactly 3 queue
-        # (max_pending_requests), 5 overflow, on whichever worker they land.
+        # (max_pending_requests), 5 overflow. One worker: with more, a worker whose pool has
+        # no connection may open one (see test_max_connections_across_workers).
         up = self.upstream()
-        p = self.start([up], timeout='%gs' % h.scaled(3), cluster_extra=breakers(
+        p = self.start([up], timeout='%gs' % h.scaled(3), concurrency=1, cluster_extra=breakers(
             {'max_connections': 1, 'max_pending_requests': 3, 'track_remaining': True}))
         first = self.burst(1, lambda i: '/delay/%d/first' % ms(1))
         up.wait_requests(1)
@@ -228,12 +228,9 @@ class MaxPending(BreakerCase):
         self.assertEqual(len(over), 5)
         for r in over:
             self.assert_overflowed(r)
-        # The 3 queued ones were not overflowed. (Those queued on the worker without the
-        # connection are only answered by the route timeout: see
-        # test_queued_request_served_when_slot_is_held_by_another_pool.)
-        self.assertEqual(len(ok) + len(rest), 3)
-        for r in rest:
-            self.assertEqual(r.status, 504)
+        # The 3 queued ones were served in turn.
+        self.assertEqual(len(ok), 3)
+        self.assertEqual(rest, [])
         stats = p.stats()
         self.assertEqual(stats['cluster.up.upstream_rq_pending_overflow'], 5)
         self.assertEqual(stats['cluster.up.upstream_rq_pending_total'], 1 + 3)
@@ -285,30 +282,26 @@ class MaxConnections(BreakerCase):
         self.assertEqual(stats['cluster.up.upstream_cx_total'], 2)
         self.assertEqual(stats['cluster.up.upstream_rq_pending_overflow'], 0)
 
-    def test_max_connections_exact_across_workers(self):
-        # Two workers, max_connections 2, 8 concurrent slow requests: never more than two
-        # upstream connections in all. (Every request served on a connection is done well
-        # within the route timeout, so no connection is torn down and replaced.) If pools
-        # without any connection are ever allowed to open one over the limit, as Envoy does
-        # (the fix suggested for the starvation bug below), this cap becomes 2 + workers - 1.
+    def test_max_connections_across_workers(self):
+        # Two workers, max_connections 2, 8 concurrent slow requests. As in Envoy, a pool
+        # with no connection at all opens one even over the limit (otherwise a request could
+        # wait for a slot that another pool never gives back), so the cap is
+        # max_connections + workers - 1 = 3, and every request is served, none overflows.
         up = self.upstream()
-        p = self.start([up], timeout='%gs' % h.scaled(3),
+        p = self.start([up], timeout='%gs' % h.scaled(5),
                        cluster_extra=breakers({'max_connections': 2}))
         b = self.burst(8, lambda i: '/delay/%d/%d' % (ms(0.25), i))
         up.wait_requests(2)
         self.assertEqual(p.stat(CB + 'default.cx_open'), 1)
         results = b.join()
-        self.assertEqual(up.connections, 2)
-        self.assertEqual(p.stat('cluster.up.upstream_cx_total'), 2)
+        self.assertLessEqual(up.connections, 3)
+        self.assertGreaterEqual(up.connections, 2)
+        self.assertLessEqual(p.stat('cluster.up.upstream_cx_total'), 3)
         ok, over, rest = self.split(results)
         self.assertEqual(over, [])
-        self.assertGreaterEqual(len(ok), 2)
-        # Requests queued on a worker holding no connection wait for the route timeout:
-        # see test_queued_request_served_when_slot_is_held_by_another_pool.
-        for r in rest:
-            self.assertEqual(r.status, 504)
+        self.assertEqual(rest, [])
+        self.assertEqual(len(ok), 8)
 
-    @unittest.expectedFailure
     def test_queued_request_served_when_slot_is_held_by_another_pool(self):
         # BUG (proxy/pool.c pt_pool_acquire/start_connect): a request whose pool has no
         # connection, blocked by max_connections, waits for a slot, but nothing ever wakes
@@ -353,7 +346,6 @@ class MaxConnections(BreakerCase):
         self.assertEqual((a.connections, b.connections), (1, 1))
         self.assertEqual(len(a.requests) + len(b.requests), 8)
 
-    @unittest.expectedFailure
     def test_per_host_limit_on_another_worker(self):
         # BUG (proxy/pool.c pt_pool_acquire): with per_host_thresholds max_connections 1
         # and two workers, the host's one connection lives on one worker; a request on the
@@ -400,7 +392,6 @@ class Retries(BreakerCase):
         self.assertEqual(p.stat('cluster.up.upstream_rq_retry'), 0)
         self.assertEqual(p.stat(CB + 'default.rq_retry_open'), 1)   # 0 >= 0: always open
 
-    @unittest.expectedFailure
     def test_retry_overflow_flag(self):
         # BUG (filters/router.c maybe_retry): when the retry circuit breaker turns a retry
         # away, Envoy sets the UO response flag on the request
@@ -414,8 +405,10 @@ class Retries(BreakerCase):
         self.assertIn('503 UO /fail/uo/1/503', self.log_lines())
 
     def test_retry_budget_limits_concurrent_retries(self):
-        # A budget replaces max_retries (1 here): 20% of 20 active requests = 4 concurrent
-        # retries. The limit only shrinks as turned-away requests finish, so exactly 4.
+        # A budget replaces max_retries (1 here): 20% of the active (attached) and pending
+        # requests. With 20 in flight the budget is 4; each request leaving its connection to
+        # back off lowers the count (as in Envoy, where a request counts while attached to a
+        # connection), so 3 or 4 retries start depending on how the answers interleave.
         up = self.upstream()
         p = self.start([up], routes=self.retry_route(), cluster_extra=breakers(
             {'max_retries': 1, 'track_remaining': True,
@@ -428,9 +421,10 @@ class Retries(BreakerCase):
         results = b.join()
         self.assertEqual([r.status for r in results], [503] * 20)
         stats = p.stats()
-        self.assertEqual(stats['cluster.up.upstream_rq_retry'], 4)
-        self.assertEqual(stats['cluster.up.upstream_rq_retry_overflow'], 16)
-        self.assertEqual(len(up.requests), 24)
+        retries = stats['cluster.up.upstream_rq_retry']
+        self.assertIn(retries, (3, 4))
+        self.assertEqual(stats['cluster.up.upstream_rq_retry_overflow'], 20 - retries)
+        self.assertEqual(len(up.requests), 20 + retries)
 
     def test_retry_budget_min_retry_concurrency(self):
         # 20% of 5 active requests is 1, below min_retry_concurrency 3: 3 retries.

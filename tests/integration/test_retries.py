@@ -244,7 +244,6 @@ class RetryConditions(RetryCase):
         self.assertEqual(self.get('/fail/p2/1/503', {'x-envoy-retry-on': '5xx'}).status, 200)
         self.assertEqual(self.get('/fail/p3/1/409', {'x-envoy-retry-on': '5xx'}).status, 200)
 
-    @unittest.expectedFailure
     def test_x_envoy_retry_on_unknown_token_keeps_known_ones(self):
         # BUG (filters/router.c read_retry_headers): Envoy applies every known token of
         # x-envoy-retry-on and ignores unknown ones (RetryStateImpl::parseRetryOn); petrel
@@ -316,7 +315,6 @@ class RetryConditions(RetryCase):
         self.assertEqual(sorted(statuses), [200, 200, 503, 503])
         self.wait_log(r'^503 UF \d /echo/\d$', 2)
 
-    @unittest.expectedFailure
     def test_connect_failures_count_as_attempts_in_log(self):
         # BUG (filters/router.c: s->info.upstream_attempts is only set in
         # on_connection_ready): Envoy counts an attempt when it starts (Filter::decodeHeaders
@@ -331,7 +329,6 @@ class RetryConditions(RetryCase):
         self.assertEqual(line.split()[1], 'UF,URX')
         self.assertEqual(line.split()[2], '3', line)
 
-    @unittest.expectedFailure
     def test_attempt_count_on_local_reply(self):
         # BUG (filters/router.c fail()): Envoy's router adds x-envoy-attempt-count
         # (include_attempt_count_in_response) to its own local replies too (the
@@ -365,7 +362,6 @@ class RetryConditions(RetryCase):
         self.assertEqual(r.status, 503)
         self.assertEqual(self.hits(up, '/fail/q/1/503'), 1)
 
-    @unittest.expectedFailure
     def test_retry_headers_not_forwarded(self):
         # BUG (filters/router.c read_retry_headers): Envoy's router consumes x-envoy-retry-on,
         # x-envoy-max-retries and x-envoy-retriable-status-codes (RetryStateImpl::create
@@ -378,7 +374,6 @@ class RetryConditions(RetryCase):
         self.assertFalse(names & {'x-envoy-retry-on', 'x-envoy-max-retries',
                                   'x-envoy-retriable-status-codes'}, names)
 
-    @unittest.expectedFailure
     def test_retriable_request_headers_limit_retries(self):
         # BUG (proxy/retry.c parses retriable_request_headers, filters/router.c never uses
         # them): in Envoy a request matching none of retriable_request_headers is not

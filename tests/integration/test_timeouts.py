@@ -248,7 +248,6 @@ class PerTryIdleTimeout(TimeoutCase):
         self.assertEqual(stats['cluster.up.upstream_rq_timeout'], 0)
         self.log_line(r'^504 UT /delay/5000/idle upstream_per_try_\S*timeout$')
 
-    @unittest.expectedFailure
     def test_idle_timeout_response_code_details(self):
         # BUG (filters/router.c on_per_try): Envoy reports an idle per-try timeout as
         # %RESPONSE_CODE_DETAILS% upstream_per_try_idle_timeout; petrel says
@@ -280,7 +279,6 @@ class PerTryIdleTimeout(TimeoutCase):
         r = h.http_request(self.port, 'GET', '/steady')
         self.assertEqual((r.status, r.body), (200, b'x' * 10))
 
-    @unittest.expectedFailure
     def test_idle_timeout_covers_streaming_response(self):
         # BUG (filters/router.c up_on_headers stops the per_try timer, and on_per_try
         # returns once R_RESP_HEADERS is set): Envoy's per_try_idle_timeout "continues once
@@ -300,7 +298,6 @@ class PerTryIdleTimeout(TimeoutCase):
             self.assertIsInstance(cm.exception.cause, ConnectionError)   # cut, not our timeout
         p.wait_stat('cluster.up.upstream_rq_per_try_idle_timeout', 1, timeout=1)
 
-    @unittest.expectedFailure
     def test_idle_timeout_alongside_per_try_timeout(self):
         # BUG (filters/router.c start_per_try/on_per_try use per_try_idle_timeout only when
         # per_try_timeout is 0): Envoy runs both timers; a silent upstream hits the idle
@@ -395,7 +392,6 @@ class RouteTimeoutAndBackoff(TimeoutCase):
         self.assertGreaterEqual(len(up.requests), 1)
         self.log_line(r'^504 UT /fail/bk/10/503 upstream_response_timeout$')
 
-    @unittest.expectedFailure
     def test_route_timeout_after_last_retry_is_ut_only(self):
         # BUG (filters/router.c fail(): "if (st->attempt > 1 && st->retries_left == 0)
         # flags |= URX"): the one retry allowed is out and hangs, then the route timeout
@@ -414,7 +410,6 @@ class RouteTimeoutAndBackoff(TimeoutCase):
 
 class TimeoutHeaders(TimeoutCase):
 
-    @unittest.expectedFailure
     def test_x_envoy_upstream_rq_timeout_ms(self):
         # BUG / gap (filters/router.c): Envoy's router honours x-envoy-upstream-rq-timeout-ms
         # (a per-request route timeout, trusted from internal clients); petrel ignores it,
