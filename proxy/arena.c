@@ -1,5 +1,6 @@
 #include "proxy/arena.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,9 +31,28 @@ static pt_arena_block_t *block_get(size_t cap)
     return malloc(sizeof(pt_arena_block_t) + cap);
 }
 
+/* Any thread that caches blocks gets them freed when it exits, whoever started it. */
+static pthread_key_t cache_key;
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+
+static void cache_destructor(void *unused)
+{
+    (void)unused;
+    pt_arena_thread_cleanup();
+}
+
+static void cache_key_init(void)
+{
+    pthread_key_create(&cache_key, cache_destructor);
+}
+
 static void block_put(pt_arena_block_t *b)
 {
     if (b->cap == ARENA_BLOCK && block_cache_n < BLOCK_CACHE_MAX) {
+        if (block_cache_n == 0) {
+            pthread_once(&cache_once, cache_key_init);
+            pthread_setspecific(cache_key, (void *)1);
+        }
         b->next = block_cache;
         block_cache = b;
         block_cache_n++;
