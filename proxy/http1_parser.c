@@ -209,6 +209,10 @@ static int parse_request_line(pt_h1_head_t *h, const char *line, size_t n)
         return head_fail(h, 400, "missing http version");
     if (line[j] != ' ')
         return head_fail(h, 400, "invalid character in request target");
+    /* A fragment never belongs in a request target (RFC 9112 3.2); a proxy that forwarded
+     * one could route on a path its upstream reads differently. */
+    if (memchr(line + t, '#', j - t) != NULL)
+        return head_fail(h, 400, "fragment in request target");
     int minor = 0;
     int rc = parse_version(line + j + 1, n - j - 1, &minor);
     if (rc == 505)

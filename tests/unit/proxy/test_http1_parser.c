@@ -686,6 +686,9 @@ static void test_reject_request_line_spacing(void)
     PT_CHECK_INT(req_status("GET /  HTTP/1.1\r\nHost: h\r\n\r\n"), 400);
     PT_CHECK_INT(req_status("GET /a b HTTP/1.1\r\nHost: h\r\n\r\n"), 400);
     PT_CHECK_INT(req_status("GET /a\tb HTTP/1.1\r\nHost: h\r\n\r\n"), 400);
+    PT_CHECK_INT(req_status("GET /a#frag HTTP/1.1\r\nHost: h\r\n\r\n"), 400);
+    PT_CHECK_STR(head.error_reason, "fragment in request target");
+    PT_CHECK_INT(req_status("GET /a?q=1#f HTTP/1.1\r\nHost: h\r\n\r\n"), 400);
     PT_CHECK_INT(req_status("GET / HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
 }
 
