@@ -679,6 +679,12 @@ void pt_conn_close(pt_conn_t *c, pt_close_how_t how)
     c->handler = &null_handler;
     c->data = NULL;
     c->flags &= ~(F_PENDING_DRAIN | F_PENDING_CONNECT | F_PENDING_READ);
+    /* Writes are queued until the end of the loop turn: what this turn produced (a
+     * response head before an upstream reset) still gets its one chance to go out. */
+    if (how != PT_CLOSE_FLUSH && pt_buf_len(&c->out) > 0 &&
+        !(c->flags & (PT_CONN_F_ERROR | PT_CONN_F_CONNECTING | PT_CONN_F_HANDSHAKING |
+                      F_PENDING_ERROR)))
+        (void)do_flush(c);
     if (how == PT_CLOSE_RESET && c->fd >= 0) {
         struct linger lg = {.l_onoff = 1, .l_linger = 0};
         setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
