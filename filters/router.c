@@ -107,6 +107,20 @@ static void *router_parse(pt_cfg_t *r, pt_config_t *cfg)
     return rc;
 }
 
+/* Decimal without printf (per-request headers). */
+static void fmt_u64(char out[24], uint64_t v)
+{
+    char tmp[24];
+    int i = 0;
+    do {
+        tmp[i++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0);
+    for (int j = 0; j < i; j++)
+        out[j] = tmp[i - 1 - j];
+    out[i] = '\0';
+}
+
 static const pt_hcm_stats_t *hstats(const pt_http_stream_t *s)
 {
     return &s->config->stats;
@@ -371,8 +385,7 @@ static void up_on_headers(void *req, pt_http_headers_t *h, int end_stream)
     s->info.first_upstream_rx_mono_us = pt_now_us();
     if (st->cfg == NULL || !st->cfg->suppress_envoy_headers) {
         char ms[24];
-        snprintf(ms, sizeof(ms), "%llu",
-                 (unsigned long long)((pt_now_us() - st->upstream_start_us) / 1000));
+        fmt_u64(ms, (pt_now_us() - st->upstream_start_us) / 1000);
         pt_http_headers_set(h, "x-envoy-upstream-service-time", ms);
     }
     if (s->vhost != NULL && s->vhost->include_attempt_count_in_response) {
@@ -748,9 +761,11 @@ static void read_retry_headers(router_state_t *st, pt_http_headers_t *h)
     if (st->retry_on == 0)
         st->retries_left = 0;
     /* These steer this hop; the upstream does not see them. */
-    pt_http_headers_remove(h, "x-envoy-retry-on");
-    pt_http_headers_remove(h, "x-envoy-max-retries");
-    pt_http_headers_remove(h, "x-envoy-retriable-status-codes");
+    static const char *const consumed[] = {
+        "x-envoy-retry-on", "x-envoy-max-retries", "x-envoy-retriable-status-codes",
+        "x-envoy-upstream-rq-timeout-ms", "x-envoy-upstream-rq-per-try-timeout-ms"};
+    /* (The timeout headers are read before this, in router_decode_headers.) */
+    pt_http_headers_remove_any(h, consumed, 3);
 }
 
 /* x-envoy-upstream-rq-timeout-ms / x-envoy-upstream-rq-per-try-timeout-ms override the
@@ -860,13 +875,14 @@ static int router_decode_headers(pt_http_stream_t *s, void *cfg, void *state,
     ms = header_ms(h, "x-envoy-upstream-rq-per-try-timeout-ms", &present);
     if (present)
         st->per_try_ms = ms;
-    pt_http_headers_remove(h, "x-envoy-upstream-rq-timeout-ms");
-    pt_http_headers_remove(h, "x-envoy-upstream-rq-per-try-timeout-ms");
+    static const char *const timeout_headers[] = {"x-envoy-upstream-rq-timeout-ms",
+                                                  "x-envoy-upstream-rq-per-try-timeout-ms"};
+    pt_http_headers_remove_any(h, timeout_headers, 2);
     if (st->timeout_ms > 0 && (st->cfg == NULL || !st->cfg->suppress_envoy_headers)) {
         uint64_t expected = st->per_try_ms > 0 && st->per_try_ms < st->timeout_ms ? st->per_try_ms
                                                                                  : st->timeout_ms;
         char v[24];
-        snprintf(v, sizeof(v), "%llu", (unsigned long long)expected);
+        fmt_u64(v, expected);
         pt_http_headers_set(h, "x-envoy-expected-rq-timeout-ms", v);
     }
     st->replay_limit = rt->per_request_buffer_limit ? rt->per_request_buffer_limit

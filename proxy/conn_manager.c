@@ -542,13 +542,10 @@ static void mutate_response_headers(pt_http_stream_t *s, pt_http_headers_t *h)
         if (rid != NULL)
             pt_http_headers_set(h, "x-request-id", rid);
     }
-    if (!(s->flags & PT_HS_UPGRADE)) {
-        pt_http_headers_remove(h, "connection");
-        pt_http_headers_remove(h, "upgrade");
-    }
-    pt_http_headers_remove(h, "keep-alive");
-    pt_http_headers_remove(h, "proxy-connection");
-    pt_http_headers_remove(h, "transfer-encoding");
+    static const char *const hop_by_hop[] = {"keep-alive", "proxy-connection",
+                                             "transfer-encoding", "connection", "upgrade"};
+    /* An upgrade keeps Connection and Upgrade (the last two). */
+    pt_http_headers_remove_any(h, hop_by_hop, (s->flags & PT_HS_UPGRADE) ? 3 : 5);
 }
 
 static const pt_upgrade_config_t *find_upgrade(const pt_upgrade_config_t *list, unsigned n,

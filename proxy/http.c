@@ -90,8 +90,10 @@ int pt_http_headers_add(pt_http_headers_t *h, const char *name, size_t name_len,
     char *n = pt_arena_alloc(h->arena, name_len + 1 + value_len + 1);
     if (n == NULL)
         return -1;
-    for (size_t i = 0; i < name_len; i++)
-        n[i] = (char)tolower((unsigned char)name[i]);
+    for (size_t i = 0; i < name_len; i++) {
+        char c = name[i];
+        n[i] = (char)(c >= 'A' && c <= 'Z' ? c | 0x20 : c); /* ASCII only: no locale lookup */
+    }
     n[name_len] = '\0';
     char *v = n + name_len + 1;
     memcpy(v, value, value_len);
@@ -120,6 +122,31 @@ int pt_http_headers_add_ref(pt_http_headers_t *h, const char *lname, const char 
     e->value_len = (uint32_t)strlen(value);
     h->count++;
     return 0;
+}
+
+unsigned pt_http_headers_remove_any(pt_http_headers_t *h, const char *const *lnames,
+                                    unsigned nnames)
+{
+    size_t lens[16];
+    if (nnames > 16)
+        nnames = 16;
+    for (unsigned k = 0; k < nnames; k++)
+        lens[k] = strlen(lnames[k]);
+    uint32_t o = 0;
+    unsigned removed = 0;
+    for (uint32_t i = 0; i < h->count; i++) {
+        const pt_http_header_t *e = &h->items[i];
+        int drop = 0;
+        for (unsigned k = 0; k < nnames && !drop; k++)
+            drop = e->name_len == lens[k] && memcmp(e->name, lnames[k], lens[k]) == 0;
+        if (drop) {
+            removed++;
+            continue;
+        }
+        h->items[o++] = h->items[i];
+    }
+    h->count = o;
+    return removed;
 }
 
 unsigned pt_http_headers_remove(pt_http_headers_t *h, const char *lname)

@@ -45,6 +45,9 @@ int pt_http_headers_add_ref(pt_http_headers_t *h, const char *lname, const char 
 int pt_http_headers_set(pt_http_headers_t *h, const char *lname, const char *value);
 /* Removes every entry named lname; returns how many. */
 unsigned pt_http_headers_remove(pt_http_headers_t *h, const char *lname);
+/* Removes every entry named any of lnames (at most 16) in one pass. */
+unsigned pt_http_headers_remove_any(pt_http_headers_t *h, const char *const *lnames,
+                                    unsigned nnames);
 /* Joins every value of lname with "," into the arena (NULL when absent). */
 const char *pt_http_headers_get_joined(const pt_http_headers_t *h, const char *lname);
 

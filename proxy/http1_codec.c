@@ -141,14 +141,24 @@ static size_t find_head_end(pt_buf_t *in, size_t *from)
     return 0;
 }
 
-static int is_hop_by_hop(const char *lname)
+/* Hop-by-hop framing headers, recognised by length first: this runs for every header of
+ * every message. 1 for connection/upgrade (kept for upgrades), 2 for the others. */
+static int hop_by_hop_kind(const pt_http_header_t *e)
 {
-    static const char *const names[] = {"connection",        "keep-alive", "proxy-connection",
-                                        "transfer-encoding", "upgrade",    NULL};
-    for (int i = 0; names[i]; i++)
-        if (strcmp(lname, names[i]) == 0)
+    switch (e->name_len) {
+    case 7:
+        return memcmp(e->name, "upgrade", 7) == 0 ? 1 : 0;
+    case 10:
+        if (memcmp(e->name, "connection", 10) == 0)
             return 1;
-    return 0;
+        return memcmp(e->name, "keep-alive", 10) == 0 ? 2 : 0;
+    case 16:
+        return memcmp(e->name, "proxy-connection", 16) == 0 ? 2 : 0;
+    case 17:
+        return memcmp(e->name, "transfer-encoding", 17) == 0 ? 2 : 0;
+    default:
+        return 0;
+    }
 }
 
 static const char *reason_phrase(int status)
@@ -194,15 +204,31 @@ static void write_headers(pt_buf_t *out, const pt_http_headers_t *h, int keep_up
 {
     for (uint32_t i = 0; i < h->count; i++) {
         const pt_http_header_t *e = &h->items[i];
-        if (e->name[0] == ':' || strcmp(e->name, "host") == 0)
+        if (e->name[0] == ':' || (e->name_len == 4 && memcmp(e->name, "host", 4) == 0))
             continue;
-        if (is_hop_by_hop(e->name) &&
-            !(keep_upgrade && (strcmp(e->name, "upgrade") == 0 || strcmp(e->name, "connection") == 0)))
+        int hop = hop_by_hop_kind(e);
+        if (hop == 2 || (hop == 1 && !keep_upgrade))
             continue;
-        pt_buf_append(out, e->name, e->name_len);
-        pt_buf_append(out, ": ", 2);
-        pt_buf_append(out, e->value, e->value_len);
-        pt_buf_append(out, "\r\n", 2);
+        /* One reservation per line: a header is small, so it nearly always fits the chunk. */
+        size_t need = (size_t)e->name_len + 2 + e->value_len + 2;
+        size_t avail;
+        char *dst = need <= PT_BUF_CHUNK_SIZE / 2 ? pt_buf_reserve(out, need, &avail) : NULL;
+        if (dst == NULL) {
+            pt_buf_append(out, e->name, e->name_len);
+            pt_buf_append(out, ": ", 2);
+            pt_buf_append(out, e->value, e->value_len);
+            pt_buf_append(out, "\r\n", 2);
+            continue;
+        }
+        memcpy(dst, e->name, e->name_len);
+        dst += e->name_len;
+        *dst++ = ':';
+        *dst++ = ' ';
+        memcpy(dst, e->value, e->value_len);
+        dst += e->value_len;
+        *dst++ = '\r';
+        *dst = '\n';
+        pt_buf_commit(out, need);
     }
 }
 
@@ -1173,9 +1199,9 @@ static void h1c_process(h1_client_t *c)
             pt_arena_t *a = c->stream.arena;
             pt_http_headers_t *h = pt_arena_alloc(a, sizeof(*h));
             pt_http_headers_init(h, a);
-            char st[8];
-            snprintf(st, sizeof(st), "%d", head.status);
-            pt_http_headers_add(h, ":status", 7, st, strlen(st));
+            char st[4] = {(char)('0' + head.status / 100), (char)('0' + head.status / 10 % 10),
+                          (char)('0' + head.status % 10), 0};
+            pt_http_headers_add(h, ":status", 7, st, 3);
             for (unsigned i = 0; i < head.num_headers; i++) {
                 const pt_h1_header_t *e = &head.headers[i];
                 if (pt_h1_header_name_eq(e, "transfer-encoding") ||
