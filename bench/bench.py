@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Side-by-side benchmarks: petrel vs HAProxy (and nginx for HTTP). Driven by bench/run.sh.
 
-    bench.py [tcp|http|all]...
+    bench.py [tcp|http|instr|all]...   (all = tcp http)
 
 Environment (all optional):
     BENCH_DURATION  seconds per measurement (default 10)
@@ -45,7 +45,8 @@ DURATION = int(os.environ.get('BENCH_DURATION', '10'))
 REPS = int(os.environ.get('BENCH_REPS', '3'))
 RATE = int(os.environ.get('BENCH_RATE', '2000'))
 IDLE_CONNS = int(os.environ.get('BENCH_IDLE_CONNS', '10000'))
-PETREL_BIN = os.environ.get('PETREL_BIN', os.path.join(ROOT, 'build', 'petrel'))
+DEFAULT_PETREL = os.path.join(ROOT, 'build', 'petrel')
+PETREL_BIN = os.path.abspath(os.environ.get('PETREL_BIN', DEFAULT_PETREL))
 KEEP = os.environ.get('BENCH_KEEP') == '1'
 NCPU = os.cpu_count() or 1
 PIN = os.environ.get('BENCH_PIN', '1' if NCPU >= 2 else '0') == '1' and NCPU >= 2
@@ -121,6 +122,8 @@ def cleanup():
     for p in reversed(_procs):
         _kill_tree(p)
     _procs.clear()
+    if os.path.isdir(TMP):
+        _write_pids()
     if KEEP:
         log('kept temp dir %s' % TMP)
     else:
@@ -157,15 +160,23 @@ def spawn(name, cmd, role, cwd=None):
     logf.close()
     p.bench_name = name
     _procs.append(p)
-    with open(PIDFILE, 'a') as f:
-        f.write('%d\n' % p.pid)
+    _write_pids()
     return p
+
+
+def _write_pids():
+    """Keep TMP/pids equal to the processes still running, for run.sh's trap (a stale pid
+    there could by now belong to someone else)."""
+    with open(PIDFILE + '.new', 'w') as f:
+        f.write(''.join('%d\n' % p.pid for p in _procs if p.poll() is None))
+    os.replace(PIDFILE + '.new', PIDFILE)
 
 
 def stop(p):
     _kill_tree(p)
     if p in _procs:
         _procs.remove(p)
+    _write_pids()
 
 
 def log_tail(name, n=20):
@@ -653,7 +664,8 @@ def save(suite, info, md_body, raw):
             ('- %d repetitions x %d s per measurement, contenders interleaved; pinning: %s' % (
                 info['reps'], info['duration_s'], info['pinning'])) if suite != 'instr' else
             '- counts under callgrind/strace, one run per proxy; pinning: %s' % info['pinning'],
-            '- reproduce: `bench/run.sh %s` (raw numbers: bench/results/raw/%s)' % (
+            '- reproduce: `%sbench/run.sh %s` (raw numbers: bench/results/raw/%s)' % (
+                '' if PETREL_BIN == DEFAULT_PETREL else 'PETREL_BIN=%s ' % PETREL_BIN,
                 suite, os.path.basename(raw_path)), '']
     with open(md_path, 'w') as f:
         f.write('\n'.join(head) + '\n' + md_body + '\n')
@@ -1307,8 +1319,12 @@ def main(argv):
     for s in suites:
         if s not in ('tcp', 'http', 'instr', 'all'):
             raise SystemExit('usage: bench/run.sh [tcp|http|instr|all]...')
-    if 'all' in suites:
-        suites = ['tcp', 'http']
+    expanded = []
+    for s in suites:
+        for t in (['tcp', 'http'] if s == 'all' else [s]):
+            if t not in expanded:
+                expanded.append(t)
+    suites = expanded
     build_ptload()
     log('bench: temp dir %s; pinning: %s' % (TMP, 'proxy on CPU %s, load on CPU %s' % (
         PROXY_CPU, LOAD_CPUS) if PIN else 'off'))

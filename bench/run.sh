@@ -4,7 +4,8 @@
 #                                          instr = callgrind/strace counts, needs valgrind)
 # Environment: BENCH_DURATION (s per measurement, default 10), BENCH_REPS (default 3),
 #   BENCH_RATE (latency test req/s, default 2000), BENCH_IDLE_CONNS (default 10000),
-#   BENCH_PIN (1/0, default 1 on >= 2 CPUs), PETREL_BIN (default build/petrel), BENCH_KEEP=1.
+#   BENCH_PIN (1/0, default 1 on >= 2 CPUs), BENCH_NICE (e.g. -10; default off),
+#   PETREL_BIN (default build/petrel), BENCH_KEEP=1 (keep configs and logs).
 # Prints a table per suite and writes bench/results/<date>-<suite>.md (raw numbers in
 # bench/results/raw/, which git ignores). Everything it starts is stopped on exit.
 set -eu
@@ -15,7 +16,7 @@ root=$(dirname "$here")
 for a in "$@"; do
   case "$a" in
     tcp|http|instr|all) ;;
-    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "usage: bench/run.sh [tcp|http|instr|all]..." >&2; exit 2 ;;
   esac
 done

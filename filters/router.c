@@ -378,6 +378,11 @@ static void up_on_headers(void *req, pt_http_headers_t *h, int end_stream)
     /* A retry succeeded when its answer is one the policy would not retry. */
     if (st->attempt > 1 && !retriable)
         pt_stat_inc(cstats(st)->upstream_rq_retry_success);
+    /* The outcome is known: the retry slot goes back now, not when the body ends. */
+    if (st->flags & R_RETRY_COUNTED) {
+        st->flags &= ~R_RETRY_COUNTED;
+        pt_breaker_release_retry(st->breaker);
+    }
     st->flags |= R_RESP_HEADERS;
     if (s->info.response_code_details == NULL)
         s->info.response_code_details = "via_upstream";
@@ -547,11 +552,12 @@ static void send_body(router_state_t *st, pt_buf_t *data, int end_stream)
 static void on_connection_ready(router_state_t *st, pt_pool_conn_t *pc)
 {
     pt_http_stream_t *s = st->s;
-    st->pc = pc;
     /* max_requests counts requests on connections, as Envoy: a queued request is counted
-     * by max_pending_requests instead. */
+     * by max_pending_requests instead. Over the limit, the untouched connection goes back
+     * to the pool for someone else. */
     if (!(st->flags & R_RQ_COUNTED)) {
         if (!pt_breaker_try_rq(st->breaker)) {
+            pt_pool_release(pc);
             pt_stat_inc(cstats(st)->upstream_rq_pending_overflow);
             fail(st, 503, "upstream connect error or disconnect/reset before headers. reset "
                           "reason: overflow",
@@ -560,6 +566,7 @@ static void on_connection_ready(router_state_t *st, pt_pool_conn_t *pc)
         }
         st->flags |= R_RQ_COUNTED;
     }
+    st->pc = pc;
     st->ucs = pc->codec->ops->new_stream(pc->codec, &upstream_callbacks, st, &s->arena);
     pt_stat_inc(cstats(st)->upstream_rq_total);
     pt_stat_inc(cstats(st)->upstream_rq_active);
@@ -668,6 +675,7 @@ static void start_attempt(router_state_t *st)
 {
     pt_http_stream_t *s = st->s;
     st->attempt++;
+    s->info.upstream_attempts = st->attempt;
     pt_host_t *host = pick_host(st);
     if (host == NULL) {
         pt_stat_inc(cstats(st)->upstream_cx_none_healthy);

@@ -115,3 +115,16 @@ int pt_addr_is_loopback(const pt_addr_t *a)
                (IN6_IS_ADDR_V4MAPPED(&a->sin6.sin6_addr) && a->sin6.sin6_addr.s6_addr[12] == 127);
     return 0;
 }
+
+int pt_addr_is_internal(const pt_addr_t *a)
+{
+    if (pt_addr_is_loopback(a))
+        return 1;
+    if (a->sa.sa_family == AF_INET) {
+        uint32_t ip = ntohl(a->sin.sin_addr.s_addr);
+        return (ip >> 24) == 10 || (ip >> 20) == ((172u << 4) | 1) || (ip >> 16) == ((192u << 8) | 168);
+    }
+    if (a->sa.sa_family == AF_INET6)
+        return (a->sin6.sin6_addr.s6_addr[0] & 0xfe) == 0xfc;
+    return 0;
+}

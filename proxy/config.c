@@ -38,7 +38,6 @@ static const char *const listener_unsupported[] = {
     "max_connections_to_accept_per_socket_event", "listener_specifier",
     "deprecated_v1", "enable_reuse_port", "traffic_direction", NULL};
 static const char *const chain_unsupported[] = {"metadata", "use_proxy_proto",
-                                                "transport_socket_connect_timeout",
                                                 "on_demand_configuration", NULL};
 static const char *const filter_unsupported[] = {"config_discovery", NULL};
 static const char *const address_unsupported[] = {"pipe", "envoy_internal_address", NULL};
@@ -273,6 +272,7 @@ static void parse_filter_chain(pt_cfg_t *r, pt_config_t *cfg, pt_filter_chain_t 
         pt_cfg_leave(r);
     }
     pt_tls_transport_socket_parse(r, &cfg->arena, "transport_socket", 1, &fc->tls);
+    pt_cfg_duration_ms(r, "transport_socket_connect_timeout", &fc->handshake_timeout_ms, 0);
     int present;
     size_t n = pt_cfg_array(r, "filters", &present);
     if (present && n == 0)

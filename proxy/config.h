@@ -59,6 +59,7 @@ typedef struct pt_filter_chain {
     unsigned nfilters;
     pt_tls_settings_t *tls;     /* transport_socket: DownstreamTlsContext, or NULL (raw) */
     pt_tls_context_t *tls_ctx;  /* built at prepare */
+    uint64_t handshake_timeout_ms; /* transport_socket_connect_timeout; 0 = none (Envoy) */
 } pt_filter_chain_t;
 
 /* What the listener knows of a new connection when it picks a filter chain. */

@@ -408,9 +408,9 @@ static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
     }
     if (c->flags & PT_CONN_F_CONNECTING) {
         connect_done(c, -ETIMEDOUT);
-    } else if ((c->flags & (PT_CONN_F_HANDSHAKING | PT_CONN_F_OUTBOUND)) ==
-               (PT_CONN_F_HANDSHAKING | PT_CONN_F_OUTBOUND)) {
-        /* Connected, but the handshake did not finish within connect_timeout. */
+    } else if (c->flags & PT_CONN_F_HANDSHAKING) {
+        /* The handshake did not finish in time (connect_timeout upstream,
+         * transport_socket_connect_timeout downstream). */
         c->flags &= ~(PT_CONN_F_HANDSHAKING | PT_CONN_F_READ_WANTS_WRITE |
                       PT_CONN_F_WRITE_WANTS_READ);
         c->flags |= PT_CONN_F_ERROR;
@@ -512,6 +512,15 @@ pt_conn_t *pt_conn_connect(pt_worker_t *w, const pt_addr_t *addr, uint64_t timeo
     }
     update_watchers(c);
     return c;
+}
+
+void pt_conn_handshake_timeout(pt_conn_t *c, uint64_t ms)
+{
+    if (ms == 0 || (c->flags & (PT_CONN_F_CLOSED | PT_CONN_F_CLOSING)))
+        return;
+    ev_timer_stop(c->worker->loop, &c->timer);
+    ev_timer_set(&c->timer, (double)ms / 1000.0, 0.);
+    ev_timer_start(c->worker->loop, &c->timer);
 }
 
 void pt_conn_set_handler(pt_conn_t *c, const pt_conn_handler_t *h, void *data)

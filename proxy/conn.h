@@ -123,6 +123,9 @@ pt_conn_t *pt_conn_connect(pt_worker_t *w, const pt_addr_t *addr, uint64_t timeo
                            const pt_conn_handler_t *h, void *data, int *err);
 
 void pt_conn_set_handler(pt_conn_t *c, const pt_conn_handler_t *h, void *data);
+/* Bounds an accepted connection's transport handshake: on_connect(-ETIMEDOUT) if it has not
+ * finished in ms. Call before pt_conn_start. */
+void pt_conn_handshake_timeout(pt_conn_t *c, uint64_t ms);
 void pt_conn_pause_read(pt_conn_t *c);
 void pt_conn_resume_read(pt_conn_t *c);
 /* Moves all of `data` into the write queue and writes what the socket takes now. */

@@ -48,8 +48,9 @@ static const char *const hcm_unsupported[] = {
     "request_id_extension", "strip_matching_host_port", "stream_error_on_invalid_http_message",
     "path_normalization_options", "strip_trailing_host_dot", "proxy_status_config",
     "typed_header_validation_config", "append_x_forwarded_port", "early_header_mutation_extensions",
-    "original_ip_detection_extensions", "scheme_header_transformation", "request_timeout_x",
-    "http_filters_x", "max_request_headers_kb_x", "max_connection_duration", NULL};
+    "original_ip_detection_extensions", "scheme_header_transformation",
+    "max_connection_duration", "append_local_overload", "add_proxy_protocol_connection_state",
+    "http1_safe_max_connection_duration", NULL};
 
 static const char *const codec_names[] = {"AUTO", "HTTP1", NULL};
 static const char *const codec_known[] = {"HTTP2", "HTTP3", NULL};
@@ -495,6 +496,24 @@ static void mutate_request_headers(pt_http_stream_t *s)
         pt_http_headers_remove(h, "te");
 
     if (hc->use_remote_address) {
+        /* At the edge, a client outside the private address space may not steer petrel:
+         * the x-envoy-* control headers are removed, as Envoy does. */
+        int internal = pt_addr_is_internal(&s->info.downstream_remote);
+        if (!internal) {
+            static const char *const control[] = {
+                "x-envoy-max-retries", "x-envoy-retry-on", "x-envoy-retriable-status-codes",
+                "x-envoy-retriable-header-names", "x-envoy-upstream-rq-timeout-ms",
+                "x-envoy-upstream-rq-per-try-timeout-ms", "x-envoy-expected-rq-timeout-ms",
+                "x-envoy-internal", "x-envoy-external-address", "x-envoy-original-url",
+                "x-envoy-upstream-alt-stat-name", "x-envoy-downstream-service-cluster",
+                "x-envoy-downstream-service-node", "x-envoy-decorator-operation",
+                "x-envoy-ip-tags", "x-envoy-retry-grpc-on"};
+            pt_http_headers_remove_any(h, control, 16);
+            pt_http_headers_set(h, "x-envoy-external-address", ip);
+        } else {
+            pt_http_headers_set(h, "x-envoy-internal", "true");
+        }
+        s->internal = internal;
         if (!hc->skip_xff_append) {
             const char *xff = pt_http_headers_get_joined(h, "x-forwarded-for");
             if (xff != NULL) {
@@ -515,7 +534,7 @@ static void mutate_request_headers(pt_http_stream_t *s)
         const char *rid = pt_http_headers_get(h, "x-request-id");
         /* An edge proxy does not trust a client's id unless told to preserve it. */
         if (rid == NULL || rid[0] == '\0' ||
-            (hc->use_remote_address && !hc->preserve_external_request_id)) {
+            (hc->use_remote_address && !s->internal && !hc->preserve_external_request_id)) {
             char uuid[37];
             pt_uuid4(uuid);
             pt_http_headers_set(h, "x-request-id", uuid);

@@ -154,6 +154,7 @@ struct pt_http_stream {
     uint64_t idle_timeout_ms;
     uint64_t last_activity_ms;
     const char *scheme;        /* "http" or "https" */
+    int internal;              /* use_remote_address and a private client address */
     struct pt_http_stream *prev, *next;
     pt_defer_t release;
 };

@@ -1525,6 +1525,9 @@ static void h1c_upgrade(pt_http_codec_stream_t *cs)
 static int h1c_reusable(pt_http_client_codec_t *codec)
 {
     h1_client_t *c = (h1_client_t *)codec;
+    if (!c->destroyed && !c->active && c->state == H1C_IDLE && c->conn != NULL &&
+        !(c->conn->flags & (PT_CONN_F_ERROR | PT_CONN_F_CLOSED | PT_CONN_F_EOF)))
+        return 1; /* never used (handed back untouched) */
     return !c->destroyed && c->state == H1C_DONE && c->req_done && c->keep_alive &&
            !c->peer_eof && pt_buf_len(&c->conn->in) == 0 &&
            !(c->conn->flags & (PT_CONN_F_ERROR | PT_CONN_F_CLOSED | PT_CONN_F_EOF));

@@ -211,6 +211,7 @@ static void choose_chain(pt_session_t *s)
     }
     s->conn->transport = &pt_transport_tls;
     s->conn->transport_ctx = t;
+    pt_conn_handshake_timeout(s->conn, fc->handshake_timeout_ms);
     pt_conn_start(s->conn, &handshake_handler, s);
 }
 

@@ -74,8 +74,7 @@ pt_retry_policy_t *pt_retry_policy_parse(pt_cfg_t *r, pt_arena_t *a)
 {
     size_t errors_before = r->nerrors;
     static const char *const unsupported[] = {
-        "retry_priority", "rate_limited_retry_back_off", "retry_options_predicates",
-        "retry_host_predicate_x", NULL};
+        "retry_priority", "rate_limited_retry_back_off", "retry_options_predicates", NULL};
     pt_cfg_unsupported(r, unsupported);
     pt_retry_policy_t *p = pt_arena_alloc(a, sizeof(*p));
     const char *on;
@@ -85,7 +84,8 @@ pt_retry_policy_t *pt_retry_policy_parse(pt_cfg_t *r, pt_arena_t *a)
             pt_cfg_error(r, "retry_on", "\"%s\" is not a retry condition petrel knows "
                                         "(5xx, gateway-error, reset, connect-failure, "
                                         "retriable-4xx, refused-stream, "
-                                        "retriable-status-codes, retriable-headers)", bad);
+                                        "retriable-status-codes, retriable-headers, "
+                                        "envoy-ratelimited)", bad);
     }
     uint64_t v;
     pt_cfg_uint(r, "num_retries", &v, 1, 0, 1000);

@@ -1265,7 +1265,7 @@ static void test_config_errors(void)
         {VH(",'retry_policy':{'retry_on':'bogus'},'typed_per_filter_config':{}"),
          {"rc.virtual_hosts[0].retry_policy.retry_on: \"bogus\" is not a retry condition petrel "
           "knows (5xx, gateway-error, reset, connect-failure, retriable-4xx, refused-stream, "
-          "retriable-status-codes, retriable-headers)",
+          "retriable-status-codes, retriable-headers, envoy-ratelimited)",
           "rc.virtual_hosts[0].typed_per_filter_config: field is not supported"}},
         {ROUTE("{'match':{'prefix':'/'},'route':{'cluster':'a','retry_policy':{},'priority':'LOW',"
                "'hash_policy':[]}}"),
