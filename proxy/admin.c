@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "proxy/access_log.h"
+#include "discovery/outlier.h"
 #include "proxy/cluster.h"
 #include "proxy/conn.h"
 #include "proxy/http1_parser.h"
@@ -344,7 +345,8 @@ static void ep_stats(admin_request_t *req, admin_response_t *res)
 {
     char filter[512] = "", format[32] = "";
     int has_filter = query_param(req->query, "filter", filter, sizeof(filter));
-    int used_only = query_param(req->query, "usedonly", format, sizeof(format));
+    char tmp[8];
+    int used_only = query_param(req->query, "usedonly", tmp, sizeof(tmp));
     query_param(req->query, "format", format, sizeof(format));
     int rc;
     if (strcmp(format, "json") == 0) {
@@ -530,7 +532,8 @@ static void ep_clusters(admin_request_t *req, admin_response_t *res)
                           h->weight);
             pt_buf_printf(&res->body, "%s::%s::priority::%u\n", c->name, h->address_str,
                           h->priority);
-            pt_buf_printf(&res->body, "%s::%s::success_rate::-1\n", c->name, h->address_str);
+            pt_buf_printf(&res->body, "%s::%s::success_rate::%g\n", c->name, h->address_str,
+                          pt_outlier_success_rate(h));
         }
         if (json)
             json_array_append_new(statuses, json_pack("{s:s,s:o,s:b}", "name", c->name,

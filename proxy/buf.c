@@ -341,3 +341,68 @@ long pt_buf_find(const pt_buf_t *b, size_t from, const void *needle, size_t nlen
     }
     return -1;
 }
+
+int pt_buf_reserve_iov(pt_buf_t *b, size_t want, struct iovec *iov, int max)
+{
+    int n = 0;
+    size_t have = 0;
+    pt_chunk_t *t = b->tail;
+    if (t != NULL && t->off == t->end && t == b->head)
+        t->off = t->end = 0; /* empty single chunk: all of it is usable */
+    if (t != NULL && t->cap > t->end && max > 0) {
+        iov[n].iov_base = t->data + t->end;
+        iov[n].iov_len = t->cap - t->end;
+        have += iov[n].iov_len;
+        n++;
+    }
+    while (have < want && n < max) {
+        pt_chunk_t *c = chunk_new(1);
+        if (c == NULL)
+            break;
+        link_tail(b, c);
+        iov[n].iov_base = c->data;
+        iov[n].iov_len = c->cap;
+        have += c->cap;
+        n++;
+    }
+    return n;
+}
+
+void pt_buf_commit_iov(pt_buf_t *b, const struct iovec *iov, int cnt, size_t n)
+{
+    if (cnt == 0)
+        return;
+    /* Find the chunk the first iovec points into, then fill forward. */
+    pt_chunk_t *prev = NULL, *c = b->head;
+    while (c != NULL && c->data + c->end != (char *)iov[0].iov_base) {
+        prev = c;
+        c = c->next;
+    }
+    b->len += n;
+    for (; c != NULL && n > 0; prev = c, c = c->next) {
+        size_t room = c->cap - c->end;
+        size_t take = n < room ? n : room;
+        c->end += (uint32_t)take;
+        n -= take;
+    }
+    /* Chunks the read did not reach stay empty: give them back. */
+    pt_chunk_t *keep = prev;
+    while (c != NULL) {
+        pt_chunk_t *next = c->next;
+        if (c->end == c->off) {
+            chunk_free(c);
+        } else {
+            keep = c;
+        }
+        c = next;
+    }
+    if (keep != NULL) {
+        keep->next = NULL;
+        b->tail = keep;
+    } else {
+        b->head = b->tail = NULL;
+    }
+    if (b->head != NULL && b->len == 0) {
+        pt_buf_dispose(b);
+    }
+}

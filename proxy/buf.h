@@ -54,6 +54,11 @@ int pt_buf_printf(pt_buf_t *b, const char *fmt, ...) __attribute__((format(print
  * was written with pt_buf_commit. NULL on allocation failure. */
 char *pt_buf_reserve(pt_buf_t *b, size_t min, size_t *avail);
 void pt_buf_commit(pt_buf_t *b, size_t n);
+/* For one readv into several chunks: makes at least `want` bytes of space at the tail
+ * (adding empty chunks) and describes it in iov; returns the iovec count. Then
+ * pt_buf_commit_iov with the bytes actually read, which drops the chunks left empty. */
+int pt_buf_reserve_iov(pt_buf_t *b, size_t want, struct iovec *iov, int max);
+void pt_buf_commit_iov(pt_buf_t *b, const struct iovec *iov, int cnt, size_t n);
 /* Discards the first n bytes (n <= len). */
 void pt_buf_drain(pt_buf_t *b, size_t n);
 /* Moves all of src to the end of dst, without copying. */

@@ -192,11 +192,41 @@ static void finish_close(pt_conn_t *c)
 
 /* ---- reading and writing --------------------------------------------------------- */
 
+/* Raw sockets: one readv of up to the whole budget into as many chunks as it takes. */
+static ssize_t raw_read_budget(pt_conn_t *c, int *eof)
+{
+    struct iovec iov[8];
+    int cnt = pt_buf_reserve_iov(&c->in, PT_CONN_READ_BUDGET, iov, 8);
+    if (cnt == 0)
+        return -ENOMEM;
+    ssize_t n = readv(c->fd, iov, cnt);
+    if (n < 0) {
+        int e = errno;
+        pt_buf_commit_iov(&c->in, iov, cnt, 0);
+        return e == EAGAIN || e == EWOULDBLOCK || e == EINTR ? 0 : -e;
+    }
+    pt_buf_commit_iov(&c->in, iov, cnt, (size_t)n);
+    if (n == 0) {
+        *eof = 1;
+        c->flags |= PT_CONN_F_EOF;
+    }
+    c->rx_bytes += (uint64_t)n;
+    return n;
+}
+
 static void do_read(pt_conn_t *c)
 {
     size_t total = 0;
     int eof = 0;
-    while (total < PT_CONN_READ_BUDGET) {
+    if (c->transport == &pt_transport_raw) {
+        ssize_t n = raw_read_budget(c, &eof);
+        if (n < 0) {
+            report_error(c, (int)n);
+            return;
+        }
+        total = (size_t)n;
+    }
+    while (c->transport != &pt_transport_raw && total < PT_CONN_READ_BUDGET) {
         size_t avail;
         char *p = pt_buf_reserve(&c->in, READ_MIN_SPACE, &avail);
         if (p == NULL) {

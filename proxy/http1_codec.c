@@ -568,12 +568,26 @@ static void h1s_process(h1_server_t *s)
             return;
         switch (s->state) {
         case H1S_IDLE: {
+            /* Empty lines before a request line are ignored (RFC 9112 2.2): clients send a
+             * stray CRLF after a body. Dropping them here also keeps them from looking like
+             * the blank line that ends a head. */
+            while (pt_buf_len(&c->in) >= 2) {
+                char crlf[2];
+                pt_buf_copyout(&c->in, 0, crlf, 2);
+                if (crlf[0] != '\r' || crlf[1] != '\n')
+                    break;
+                pt_buf_drain(&c->in, 2);
+                s->head_scan = 0;
+            }
             if (pt_buf_len(&c->in) == 0) {
                 if (s->peer_eof) {
                     h1s_connection_lost(s, PT_HTTP_RESET_CONNECTION_CLOSE);
                 }
                 return;
             }
+            if (pt_buf_len(&c->in) == 1 && pt_buf_peek(&c->in, &(size_t){0})[0] == '\r' &&
+                !s->peer_eof)
+                return; /* maybe the first half of a CRLF */
             size_t max_head = (size_t)s->settings->max_request_headers_kb * 1024;
             if (s->head_scan == 0 && !s->message_begun) {
                 s->message_begun = 1;

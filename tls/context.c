@@ -261,8 +261,9 @@ static void parse_validation(pt_cfg_t *r, pt_arena_t *a, pt_tls_settings_t *t)
     }
     t->san_matchers = m;
     t->nsan_matchers = count;
-    if (count > 0)
-        t->has_validation = 1;
+    /* As Envoy: matching SANs needs a chain to trust first. */
+    if (count > 0 && !t->has_validation)
+        pt_cfg_error(r, NULL, "SAN matchers need trusted_ca");
 }
 
 static const pt_sds_ref_t *parse_sds_ref(pt_cfg_t *r, pt_arena_t *a)
@@ -346,8 +347,9 @@ static void parse_common(pt_cfg_t *r, pt_arena_t *a, pt_tls_settings_t *t)
     if (present)
         pt_cfg_leave_array(r);
     if (pt_cfg_enter(r, "validation_context") > 0) {
+        /* An empty validation context verifies nothing (Envoy): only trusted_ca turns
+         * verification on. */
         parse_validation(r, a, t);
-        t->has_validation = 1;
         pt_cfg_leave(r);
     }
     if (pt_cfg_enter(r, "validation_context_sds_secret_config") > 0) {

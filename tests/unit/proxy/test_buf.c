@@ -706,9 +706,46 @@ static void test_no_leaks(void)
     PT_CHECK_INT(pt_buf_chunks_live(), live_at_start);
 }
 
+/* One readv into several chunks: partial fills keep order and drop unused chunks. */
+static void test_reserve_iov(void)
+{
+    pt_buf_t b = {0};
+    pt_buf_append(&b, "abc", 3);
+    struct iovec iov[8];
+    int cnt = pt_buf_reserve_iov(&b, 40000, iov, 8);
+    PT_CHECK(cnt >= 3);
+    size_t space = 0;
+    for (int i = 0; i < cnt; i++)
+        space += iov[i].iov_len;
+    PT_CHECK(space >= 40000);
+    /* "Read" 20000 bytes spread over the iovecs. */
+    size_t left = 20000, v = 0;
+    for (int i = 0; i < cnt && left > 0; i++) {
+        size_t take = left < iov[i].iov_len ? left : iov[i].iov_len;
+        for (size_t k = 0; k < take; k++)
+            ((char *)iov[i].iov_base)[k] = (char)('a' + (v++ % 26));
+        left -= take;
+    }
+    pt_buf_commit_iov(&b, iov, cnt, 20000);
+    PT_CHECK_INT(pt_buf_len(&b), 20003);
+    char *all = malloc(20003);
+    PT_CHECK_INT(pt_buf_copyout(&b, 0, all, 20003), 20003);
+    PT_CHECK_MEM(all, 3, "abc", 3);
+    for (size_t k = 0; k < 20000; k++)
+        PT_CHECK(all[3 + k] == (char)('a' + (k % 26)));
+    free(all);
+    /* Nothing read: the buffer is as before and holds no empty chunk. */
+    pt_buf_t e = {0};
+    cnt = pt_buf_reserve_iov(&e, 65536, iov, 8);
+    pt_buf_commit_iov(&e, iov, cnt, 0);
+    PT_CHECK(e.head == NULL && e.tail == NULL && e.len == 0);
+    pt_buf_dispose(&b);
+}
+
 int main(void)
 {
     live_at_start = pt_buf_chunks_live();
+    PT_RUN(test_reserve_iov);
     PT_RUN(test_empty);
     PT_RUN(test_append_across_chunks);
     PT_RUN(test_printf);
