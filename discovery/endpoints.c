@@ -44,7 +44,11 @@ int pt_endpoints_parse(pt_cfg_t *r, pt_arena_t *arena, const char *cluster_name,
             continue;
         pt_cfg_unsupported(r, locality_lb_unsupported);
         uint64_t priority, lweight;
-        pt_cfg_uint(r, "priority", &priority, 0, 0, 128);
+        /* Priority failover is not implemented yet: a priority other than 0 would be
+         * silently flattened, so it is refused. */
+        if (pt_cfg_uint(r, "priority", &priority, 0, 0, 128) > 0 && priority != 0)
+            pt_cfg_error(r, "priority", "%llu is not supported yet (only priority 0)",
+                         (unsigned long long)priority);
         pt_cfg_uint(r, "load_balancing_weight", &lweight, 1, 1, UINT32_MAX);
         if (pt_cfg_enter(r, "locality") > 0) {
             const char *s;

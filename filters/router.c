@@ -717,11 +717,9 @@ static void direct_response(pt_http_stream_t *s, const pt_route_t *rt)
     pt_http_headers_init(&extra, &s->arena);
     pt_route_mutate_response_headers(s->config->route_config, s->vhost, rt, NULL, &extra,
                                      &s->info);
-    char *body = NULL;
-    if (rt->direct_body != NULL)
-        body = pt_arena_strndup(&s->arena, rt->direct_body, rt->direct_body_len);
-    pt_http_stream_local_reply(s, rt->direct_status, body ? body : "", &extra, 0,
-                               "direct_response");
+    pt_http_stream_local_reply_n(s, rt->direct_status, rt->direct_body,
+                                 rt->direct_body ? rt->direct_body_len : 0, &extra, 0,
+                                 "direct_response");
 }
 
 /* x-envoy-max-retries / x-envoy-retry-on / x-envoy-retriable-status-codes refine the

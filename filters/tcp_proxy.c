@@ -117,6 +117,7 @@ static void upstream_released(tcp_proxy_t *tp)
     pt_stat_dec(tp->cluster->stats.upstream_cx_active);
     pt_stat_inc(tp->cluster->stats.upstream_cx_destroy);
     atomic_fetch_sub_explicit(&tp->host->cx_active, 1, memory_order_relaxed);
+    pt_breaker_release_cx(&tp->cluster->breakers[0]);
     tp->us = NULL;
 }
 
@@ -316,6 +317,17 @@ static void try_connect(tcp_proxy_t *tp)
         tp_finish(tp, PT_CLOSE_NOW, PT_CLOSE_NOW);
         return;
     }
+    /* The cluster's max_connections (DEFAULT priority, and the per-host limit) bound TCP
+     * connections too; over them the client is closed, as Envoy's tcp_proxy does. */
+    pt_breaker_t *b = &tp->cluster->breakers[0];
+    int host_full = b->per_host_max_connections > 0 &&
+                    atomic_load_explicit(&h->cx_active, memory_order_relaxed) >=
+                        b->per_host_max_connections;
+    if (host_full || !pt_breaker_try_cx(b)) {
+        pt_stat_inc(tp->cluster->stats.upstream_cx_overflow);
+        tp_finish(tp, PT_CLOSE_NOW, PT_CLOSE_NOW);
+        return;
+    }
     if (tp->attempts < MAX_TRIED_HOSTS)
         tp->tried[tp->attempts] = h;
     tp->attempts++;
@@ -324,6 +336,7 @@ static void try_connect(tcp_proxy_t *tp)
     void *tls = NULL;
     pt_tls_context_t *tctx = tp->cluster->tls_ctx;
     if (tctx != NULL && (tls = pt_tls_conn_new(tctx, 0, tctx->settings->sni)) == NULL) {
+        pt_breaker_release_cx(b);
         tp_finish(tp, PT_CLOSE_NOW, PT_CLOSE_NOW);
         return;
     }
@@ -336,6 +349,7 @@ static void try_connect(tcp_proxy_t *tp)
     atomic_fetch_add_explicit(&h->cx_active, 1, memory_order_relaxed);
     if (us == NULL) {
         pt_tls_conn_discard(tls);
+        pt_breaker_release_cx(b);
         pt_stat_inc(tp->cluster->stats.upstream_cx_connect_fail);
         pt_stat_dec(tp->cluster->stats.upstream_cx_active);
         atomic_fetch_sub_explicit(&h->cx_active, 1, memory_order_relaxed);

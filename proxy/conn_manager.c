@@ -802,10 +802,12 @@ static void hcm_on_protocol_error(void *owner, void *stream, int status, const c
 {
     pt_hcm_conn_t *h = owner;
     pt_http_stream_t *s = stream;
-    pt_stat_inc(h->config->stats.downstream_cx_protocol_error);
+    /* A timeout is not the client breaking the protocol. */
+    if (status != 408)
+        pt_stat_inc(h->config->stats.downstream_cx_protocol_error);
     if (status == 431 || status == 413)
         pt_stat_inc(h->config->stats.downstream_rq_too_large);
-    if (status == 408)
+    if (status == 408 && details != NULL && strcmp(details, "request_header_timeout") == 0)
         pt_stat_inc(h->config->stats.downstream_rq_header_timeout);
     if (s != NULL)
         ev_timer_stop(s->worker->loop, &h->timer);
@@ -858,7 +860,11 @@ static void on_conn_timer(struct ev_loop *loop, ev_timer *t, int revents)
     (void)revents;
     pt_hcm_conn_t *h = t->data;
     if (h->timer_headers) {
-        h->codec->ops->send_error(h->codec, 408, "request_header_timeout");
+        if (h->config->request_headers_timeout_ms == 0)
+            pt_stat_inc(h->config->stats.downstream_rq_idle_timeout);
+        h->codec->ops->send_error(h->codec, 408,
+                                  h->config->request_headers_timeout_ms ? "request_header_timeout"
+                                                                        : "stream_idle_timeout");
         return;
     }
     pt_stat_inc(h->config->stats.downstream_cx_idle_timeout);
@@ -870,9 +876,14 @@ static void hcm_on_message_begin(void *owner)
     pt_hcm_conn_t *h = owner;
     pt_worker_t *w = h->session->worker;
     ev_timer_stop(w->loop, &h->timer);
-    if (h->config->request_headers_timeout_ms > 0) {
+    /* A head that stops arriving is bounded by request_headers_timeout, or else by the
+     * stream idle timeout (Envoy's stream exists from the first byte, so its idle timeout
+     * covers the head too). */
+    uint64_t ms = h->config->request_headers_timeout_ms ? h->config->request_headers_timeout_ms
+                                                        : h->config->stream_idle_timeout_ms;
+    if (ms > 0) {
         h->timer_headers = 1;
-        ev_timer_set(&h->timer, (double)h->config->request_headers_timeout_ms / 1000.0, 0.);
+        ev_timer_set(&h->timer, (double)ms / 1000.0, 0.);
         ev_timer_start(w->loop, &h->timer);
     }
 }
@@ -1048,6 +1059,13 @@ void pt_http_stream_local_reply(pt_http_stream_t *s, int status, const char *bod
                                 const pt_http_headers_t *extra, uint32_t flags,
                                 const char *details)
 {
+    pt_http_stream_local_reply_n(s, status, body, body ? strlen(body) : 0, extra, flags, details);
+}
+
+void pt_http_stream_local_reply_n(pt_http_stream_t *s, int status, const char *body,
+                                  size_t blen, const pt_http_headers_t *extra, uint32_t flags,
+                                  const char *details)
+{
     if (s->flags & PT_HS_COMPLETE)
         return;
     s->info.response_flags |= flags;
@@ -1067,7 +1085,6 @@ void pt_http_stream_local_reply(pt_http_stream_t *s, int status, const char *bod
     char st[8];
     snprintf(st, sizeof(st), "%d", status);
     pt_http_headers_add_str(h, ":status", st);
-    size_t blen = body ? strlen(body) : 0;
     if (extra != NULL)
         for (uint32_t i = 0; i < extra->count; i++)
             pt_http_headers_add_str(h, extra->items[i].name, extra->items[i].value);

@@ -169,6 +169,10 @@ void pt_http_stream_continue(pt_http_stream_t *s);
 void pt_http_stream_local_reply(pt_http_stream_t *s, int status, const char *body,
                                 const pt_http_headers_t *extra, uint32_t flags,
                                 const char *details);
+/* Same, with a body of blen bytes that may hold NULs (direct_response inline_bytes). */
+void pt_http_stream_local_reply_n(pt_http_stream_t *s, int status, const char *body,
+                                  size_t blen, const pt_http_headers_t *extra, uint32_t flags,
+                                  const char *details);
 /* Response from the terminal filter; runs encoder filters in reverse order. */
 void pt_http_stream_encode_headers(pt_http_stream_t *s, pt_http_headers_t *h, int end_stream);
 void pt_http_stream_encode_data(pt_http_stream_t *s, pt_buf_t *data, int end_stream);

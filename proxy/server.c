@@ -147,6 +147,16 @@ void pt_server_drain(pt_server_t *s)
     ev_timer_start(s->loop, &s->drain_poll);
 }
 
+/* SIGUSR1 reopens the access log files, as Envoy does (after logrotate moved them). */
+static void on_sigusr1(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)w;
+    (void)revents;
+    pt_info("caught SIGUSR1: reopening access logs");
+    pt_access_log_reopen_all();
+}
+
 static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)loop;
@@ -258,6 +268,9 @@ int pt_server_run(pt_server_t *s)
     /* Outlier detection decides on the main loop from what the workers report. */
     s->outlier = pt_outlier_start(&s->main_worker, s->config);
 
+    ev_signal_init(&s->sigusr1, on_sigusr1, SIGUSR1);
+    s->sigusr1.data = s;
+    ev_signal_start(s->loop, &s->sigusr1);
     ev_signal_init(&s->sigterm, on_signal, SIGTERM);
     ev_signal_init(&s->sigint, on_signal, SIGINT);
     s->sigterm.data = s->sigint.data = s;
@@ -304,6 +317,7 @@ void pt_server_dispose(pt_server_t *s)
     if (s->loop != NULL) {
         pt_conn_reap(&s->main_worker);
         ev_signal_stop(s->loop, &s->sigterm);
+        ev_signal_stop(s->loop, &s->sigusr1);
         ev_signal_stop(s->loop, &s->sigint);
         /* The main worker shares the default loop: detach it before disposing. */
         s->main_worker.loop = NULL;

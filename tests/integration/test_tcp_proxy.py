@@ -535,5 +535,33 @@ class StatsTest(unittest.TestCase):
                 self.assertEqual(st['cluster.up.upstream_cx_tx_bytes_total'], 3)
 
 
+class CircuitBreakerTest(unittest.TestCase):
+
+    def test_max_connections_closes_the_overflow(self):
+        # max_connections 1: the first client relays; the second is closed at once and
+        # upstream_cx_overflow counts; once the first ends, a new client relays again.
+        with TcpEchoServer() as echo:
+            port, admin = h.free_ports(2)
+            cfg = proxy_config(port, admin, [echo.port], cluster_extra={
+                'circuit_breakers': {'thresholds': [{'max_connections': 1}]}})
+            with h.Petrel(cfg) as p:
+                first = h.tcp_connect(port)
+                first.sendall(b'one')
+                self.assertEqual(h.recv_exact(first, 3), b'one')
+                second = h.tcp_connect(port)
+                self.assertEqual(h.recv_until_eof(second), b'')
+                second.close()
+                p.wait_stat('cluster.up.upstream_cx_overflow', 1)
+                first.sendall(b'still')
+                self.assertEqual(h.recv_exact(first, 5), b'still')
+                first.close()
+                p.wait_stat('cluster.up.upstream_cx_active', 0)
+                third = h.tcp_connect(port)
+                third.sendall(b'three')
+                self.assertEqual(h.recv_exact(third, 5), b'three')
+                third.close()
+                self.assertEqual(p.stat('cluster.up.upstream_cx_overflow'), 1)
+
+
 if __name__ == '__main__':
     unittest.main()
