@@ -14,6 +14,7 @@
 
 #include "discovery/outlier.h"
 #include "filters/filter.h"
+#include "proxy/access_log.h"
 #include "proxy/cluster.h"
 #include "proxy/listener.h"
 #include "proxy/log.h"
@@ -40,6 +41,8 @@ typedef struct tcp_proxy_config {
     const char *cluster;
     uint64_t idle_timeout_ms; /* 0 = disabled */
     uint64_t max_connect_attempts;
+    pt_access_log_t **access_logs;
+    unsigned naccess_logs;
     tcp_proxy_stats_t stats;
 } tcp_proxy_config_t;
 
@@ -63,10 +66,12 @@ typedef struct tcp_proxy {
     uint32_t state;
     ev_timer idle;
     uint64_t last_activity_ms;
+    uint64_t start_wall_us, start_mono_us; /* for the access log */
+    uint32_t response_flags;               /* PT_RF(...) for the access log */
 } tcp_proxy_t;
 
 static const char *const tcp_proxy_unsupported[] = {
-    "weighted_clusters", "on_demand", "metadata_match", "access_log", "hash_policy",
+    "weighted_clusters", "on_demand", "metadata_match", "hash_policy",
     "tunneling_config", "max_downstream_connection_duration", "access_log_flush_interval",
     "flush_access_log_on_connected", "access_log_options", "backoff_options",
     "proxy_protocol_tlvs", "upstream_connect_mode", "max_early_data_bytes", NULL};
@@ -87,6 +92,7 @@ static void *tcp_proxy_parse(pt_cfg_t *r, pt_config_t *cfg)
     tc->cluster = pt_arena_strdup(&cfg->arena, s ? s : "");
     pt_cfg_duration_ms(r, "idle_timeout", &tc->idle_timeout_ms, 3600 * 1000);
     pt_cfg_uint(r, "max_connect_attempts", &tc->max_connect_attempts, 1, 1, UINT32_MAX);
+    pt_access_log_parse_list(r, "access_log", &cfg->arena, &tc->access_logs, &tc->naccess_logs);
     return r->nerrors == errors_before ? tc : NULL;
 }
 
@@ -122,11 +128,47 @@ static void upstream_released(tcp_proxy_t *tp)
 }
 
 /* Ends everything. `ds_how`/`us_how` say how each side closes. */
+/* One access log entry per connection, in Envoy's TCP terms: bytes from and to the client,
+ * the upstream, the flags (UF, UO, UH, NR), the TLS identity when terminated here. */
+static void write_access_log(tcp_proxy_t *tp)
+{
+    pt_session_t *s = tp->session;
+    pt_stream_info_t si;
+    memset(&si, 0, sizeof(si));
+    si.start_wall_us = tp->start_wall_us;
+    si.start_mono_us = tp->start_mono_us;
+    si.end_mono_us = pt_now_us();
+    si.bytes_received = tp->ds->rx_bytes;
+    si.bytes_sent = tp->ds->tx_bytes;
+    si.response_flags = tp->response_flags;
+    si.upstream_host = tp->host ? tp->host->address_str : NULL;
+    si.upstream_cluster = tp->cluster ? tp->cluster->name : NULL;
+    si.downstream_remote = tp->ds->peer;
+    si.downstream_direct_remote = tp->ds->peer;
+    si.downstream_local = s->local;
+    si.upstream_attempts = tp->attempts;
+    si.requested_server_name = s->sni;
+    if (pt_conn_is_tls(tp->ds)) {
+        const pt_tls_identity_t *peer = pt_tls_peer_identity(tp->ds);
+        if (peer != NULL) {
+            si.downstream_peer_uri_san = peer->nuri ? peer->uri_sans[0] : NULL;
+            si.downstream_peer_subject = peer->subject;
+        }
+        si.downstream_local_uri_san = pt_tls_local_uri_san(tp->ds);
+        if (si.requested_server_name == NULL)
+            si.requested_server_name = pt_tls_sni(tp->ds);
+    }
+    for (unsigned i = 0; i < tp->cfg->naccess_logs; i++)
+        pt_access_log_write(tp->cfg->access_logs[i], &si);
+}
+
 static void tp_finish(tcp_proxy_t *tp, pt_close_how_t ds_how, pt_close_how_t us_how)
 {
     if (tp->state & TP_DONE)
         return;
     tp->state |= TP_DONE;
+    if (tp->cfg->naccess_logs > 0)
+        write_access_log(tp);
     ev_timer_stop(tp->session->worker->loop, &tp->idle);
     if (tp->us != NULL) {
         if (pt_conn_queued(tp->us) > 0 && us_how == PT_CLOSE_FLUSH)
@@ -280,6 +322,7 @@ static void connect_failed(tcp_proxy_t *tp, int status)
     upstream_released(tp);
     if (tp->attempts >= tp->cfg->max_connect_attempts) {
         pt_stat_inc(cs->upstream_cx_connect_attempts_exceeded);
+        tp->response_flags |= PT_RF(UPSTREAM_CONNECTION_FAILURE);
         tp_finish(tp, PT_CLOSE_NOW, PT_CLOSE_NOW);
         return;
     }
@@ -313,6 +356,7 @@ static void try_connect(tcp_proxy_t *tp)
                                         tp->attempts < MAX_TRIED_HOSTS ? tp->attempts
                                                                        : MAX_TRIED_HOSTS);
     if (h == NULL) {
+        tp->response_flags |= PT_RF(NO_HEALTHY_UPSTREAM);
         pt_stat_inc(tp->cluster->stats.upstream_cx_none_healthy);
         tp_finish(tp, PT_CLOSE_NOW, PT_CLOSE_NOW);
         return;
@@ -324,6 +368,7 @@ static void try_connect(tcp_proxy_t *tp)
                     atomic_load_explicit(&h->cx_active, memory_order_relaxed) >=
                         b->per_host_max_connections;
     if (host_full || !pt_breaker_try_cx(b)) {
+        tp->response_flags |= PT_RF(UPSTREAM_OVERFLOW);
         pt_stat_inc(tp->cluster->stats.upstream_cx_overflow);
         tp_finish(tp, PT_CLOSE_NOW, PT_CLOSE_NOW);
         return;
@@ -388,6 +433,10 @@ static int tcp_proxy_on_new_connection(pt_session_t *s, void *fc)
     tp->cfg = cfg;
     tp->cluster = cluster;
     tp->ds = s->conn;
+    tp->start_mono_us = pt_now_us();
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    tp->start_wall_us = (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
     s->terminal = tp;
     s->abort = tcp_proxy_abort;
     /* Downstream bytes are held in ds->in until the upstream is connected (ds_on_read). The

@@ -6,6 +6,8 @@ Run: PETREL_BIN=build/petrel /usr/bin/python3 tests/integration/test_tcp_proxy.p
 """
 
 import os
+import shutil
+import tempfile
 import resource
 import socket
 import struct
@@ -533,6 +535,57 @@ class StatsTest(unittest.TestCase):
                 self.assertEqual(st['tcp.tcp.downstream_cx_total'], 3)
                 self.assertEqual(st['cluster.up.upstream_cx_rx_bytes_total'], 3)
                 self.assertEqual(st['cluster.up.upstream_cx_tx_bytes_total'], 3)
+
+
+class AccessLogTest(unittest.TestCase):
+
+    def _log_config(self, port, admin, endpoints, path, **extra):
+        return proxy_config(port, admin, endpoints, access_log=[{
+            'name': 'envoy.access_loggers.file',
+            'typed_config': {
+                '@type': 'type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog',
+                'path': path,
+                'log_format': {'text_format_source': {'inline_string':
+                    'TCP %UPSTREAM_CLUSTER% %UPSTREAM_HOST% %BYTES_RECEIVED% %BYTES_SENT% '
+                    '%RESPONSE_FLAGS% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%\n'}}}}], **extra)
+
+    def _wait_line(self, path, prefix):
+        def ready():
+            try:
+                with open(path) as f:
+                    return [l for l in f.read().splitlines() if l.startswith(prefix)]
+            except FileNotFoundError:
+                return []
+        h.wait_until(ready, timeout=10, message='access log line %r' % prefix)
+        return ready()
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix='petrel-tcplog-')
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    def test_one_line_per_connection_with_bytes(self):
+        path = os.path.join(self.tmp, 'tcp.log')
+        with TcpEchoServer() as echo:
+            port, admin = h.free_ports(2)
+            with h.Petrel(self._log_config(port, admin, [echo.port], path)):
+                s = h.tcp_connect(port)
+                s.sendall(b'x' * 1000)
+                self.assertEqual(len(h.recv_exact(s, 1000)), 1000)
+                h.shutdown_write(s)
+                h.recv_until_eof(s)
+                s.close()
+                lines = self._wait_line(path, 'TCP up 127.0.0.1:%d ' % echo.port)
+                self.assertEqual(lines[0].split()[3:], ['1000', '1000', '-', '127.0.0.1'])
+
+    def test_connect_failure_is_flagged_uf(self):
+        path = os.path.join(self.tmp, 'tcp.log')
+        port, admin = h.free_ports(2)
+        with h.Petrel(self._log_config(port, admin, [dead_port()], path)):
+            s = h.tcp_connect(port)
+            self.assertEqual(h.recv_until_eof(s), b'')
+            s.close()
+            lines = self._wait_line(path, 'TCP up ')
+            self.assertEqual(lines[0].split()[5], 'UF')
 
 
 class CircuitBreakerTest(unittest.TestCase):
