@@ -531,6 +531,8 @@ static int prepare(pt_config_t *cfg)
         l->stats.downstream_cx_destroy = pt_stats_counter("listener", t, l->stat_name, "downstream_cx_destroy");
         l->stats.no_filter_chain_match = pt_stats_counter("listener", t, l->stat_name, "no_filter_chain_match");
         l->stats.downstream_cx_overflow = pt_stats_counter("listener", t, l->stat_name, "downstream_cx_overflow");
+        l->stats.downstream_cx_transport_socket_connect_timeout = pt_stats_counter(
+            "listener", t, l->stat_name, "downstream_cx_transport_socket_connect_timeout");
         l->listener_filters_timeout = pt_stats_counter("listener", t, l->stat_name, "downstream_pre_cx_timeout");
         l->tls_inspector_tls_found = pt_stats_counter("tls_inspector", NULL, NULL, "tls_found");
         l->tls_inspector_tls_not_found = pt_stats_counter("tls_inspector", NULL, NULL, "tls_not_found");

@@ -78,6 +78,7 @@ typedef struct pt_listener_stats {
     pt_stat_t downstream_cx_destroy;
     pt_stat_t no_filter_chain_match;
     pt_stat_t downstream_cx_overflow;
+    pt_stat_t downstream_cx_transport_socket_connect_timeout;
 } pt_listener_stats_t;
 
 typedef struct pt_listener_config {

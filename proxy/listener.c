@@ -154,6 +154,8 @@ static void handshake_done(pt_conn_t *c, int status)
 {
     pt_session_t *s = c->data;
     if (status != 0) {
+        if (status == -ETIMEDOUT) /* transport_socket_connect_timeout */
+            pt_stat_inc(s->listener->stats.downstream_cx_transport_socket_connect_timeout);
         session_fail(s);
         return;
     }

@@ -535,6 +535,60 @@ class ProtocolTest(TlsCase):
                 self.assertIn('transport_socket', out + err, i)
 
 
+class HandshakeTimeoutTest(TlsCase):
+    """transport_socket_connect_timeout bounds the downstream TLS handshake."""
+
+    def start_with_timeout(self, timeout):
+        self.port, admin = h.free_ports(2)
+        ln = tls_listener('https', self.port, [hcm()], C.downstream_tls(PKI['server']))
+        ln['filter_chains'][0]['transport_socket_connect_timeout'] = timeout
+        self.p = h.Petrel(h.bootstrap([ln], [h.cluster('app', [self.up.port])],
+                                      admin_port=admin))
+        self.p.start()
+        self.addCleanup(self.p.close)
+
+    def test_stalled_handshakes_are_closed_and_counted(self):
+        self.start_with_timeout('0.3s')
+        hello = client_hello_bytes()
+        silent = socket.create_connection(('127.0.0.1', self.port), timeout=h.scaled(5))
+        half = socket.create_connection(('127.0.0.1', self.port), timeout=h.scaled(5))
+        try:
+            half.sendall(hello[:len(hello) // 2])
+            # Both are closed by petrel (not by a client timeout: wait_closed waits 10 s).
+            self.assertTrue(wait_closed(silent))
+            self.assertTrue(wait_closed(half))
+        finally:
+            silent.close()
+            half.close()
+        self.p.wait_stat(listener_stat(self.port, 'downstream_cx_transport_socket_connect_timeout'), 2)
+        # A client that completes its handshake in time is served as usual, and keeps its
+        # connection beyond the handshake timeout.
+        ctx = C.client_context(ca=PKI['ca'])
+        conn = h.HttpClientConn(self.port, ssl_context=ctx, server_hostname='petrel.test')
+        try:
+            self.assertEqual(conn.request('GET', '/a').status, 200)
+            time.sleep(0.6)
+            self.assertEqual(conn.request('GET', '/b').status, 200)
+        finally:
+            conn.close()
+        self.assertEqual(self.p.stat(listener_stat(
+            self.port, 'downstream_cx_transport_socket_connect_timeout')), 2)
+
+    def test_bad_timeout_is_a_config_error(self):
+        port, admin = h.free_ports(2)
+        ln = tls_listener('https', port, [hcm()], C.downstream_tls(PKI['server']))
+        ln['filter_chains'][0]['transport_socket_connect_timeout'] = 'soon'
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, 'c.json')
+            with open(path, 'w') as f:
+                json.dump(h.bootstrap([ln], [h.cluster('app', [self.up.port])],
+                                      admin_port=admin), f)
+            rc, out, err = h.run_petrel(['--mode', 'validate', '-c', path])
+        self.assertEqual(rc, 1, (out, err))
+        self.assertIn('static_resources.listeners[0].filter_chains[0]'
+                      '.transport_socket_connect_timeout', out + err)
+
+
 class ResumptionTest(TlsCase):
 
     def test_session_resumption_with_s_client(self):
