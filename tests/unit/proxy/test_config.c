@@ -173,7 +173,7 @@ static const char *const full_config =
     "     {'lb_endpoints': ["
     "       {'endpoint': {'address': " SA("10.0.0.1", 80) "}, 'load_balancing_weight': 3},"
     "       {'endpoint': {'address': " SA("10.0.0.2", 81) "}}]},"
-    "     {'priority': 1, 'locality': {'zone': 'b'}, 'lb_endpoints': ["
+    "     {'priority': 0, 'locality': {'zone': 'b'}, 'lb_endpoints': ["
     "       {'endpoint': {'address': " SA("fd00::1", 8443) ", 'hostname': 'backend-3'}}]}]}},"
     "   {'name': 'empty'}],"
     "  'listeners': ["
@@ -216,7 +216,7 @@ static void check_full(pt_config_t *c)
     PT_CHECK_INT(b->hosts[1]->weight, 1); /* default weight */
     PT_CHECK_STR(b->hosts[2]->address_str, "[fd00::1]:8443");
     PT_CHECK_INT(b->hosts[2]->address.sa.sa_family, AF_INET6);
-    PT_CHECK_INT(b->hosts[2]->priority, 1);
+    PT_CHECK_INT(b->hosts[2]->priority, 0);
     PT_CHECK_STR(b->hosts[2]->hostname, "backend-3");
     PT_CHECK_INT(atomic_load(&b->hosts[2]->health), 0);
     /* Defaults: connect_timeout 5s, buffer limit 1 MiB, STATIC, ROUND_ROBIN, no hosts. */
@@ -324,7 +324,7 @@ static void test_full_yaml(void)
         "              socket_address: {address: 10.0.0.1, port_value: 80}\n"
         "          load_balancing_weight: 3\n"
         "        - endpoint: {address: {socket_address: {address: 10.0.0.2, port_value: 81}}}\n"
-        "      - priority: 1\n"
+        "      - priority: 0\n"
         "        locality: {zone: b}\n"
         "        lb_endpoints:\n"
         "        - endpoint:\n"
@@ -675,6 +675,10 @@ static void test_integers(void)
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'load_assignment': {'endpoints': [{'priority': 200, "
                           "'lb_endpoints': []}]}}"),
             C0 ".load_assignment.endpoints[0].priority: 200 is out of range [0, 128]");
+    /* Priority failover is not implemented: a failover priority is refused, not mixed in. */
+    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'load_assignment': {'endpoints': [{'priority': 1, "
+                          "'lb_endpoints': []}]}}"),
+            C0 ".load_assignment.endpoints[0].priority: 1 is not supported yet (only priority 0)");
 }
 
 /* ---- names, duplicates, references --------------------------------------------- */

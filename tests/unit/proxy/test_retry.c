@@ -490,7 +490,7 @@ static void test_parse_errors(void)
         {"{'retry_on':'5xx,bogus'}",
          "rp.retry_on: \"bogus\" is not a retry condition petrel knows (5xx, gateway-error, "
          "reset, connect-failure, retriable-4xx, refused-stream, retriable-status-codes, "
-         "retriable-headers)"},
+         "retriable-headers, envoy-ratelimited)"},
         {"{'retry_back_off':{'max_interval':'1s'}}",
          "rp.retry_back_off.base_interval: is required"},
         {"{'retry_back_off':{'base_interval':'0s'}}",
