@@ -20,12 +20,40 @@ int pt_addr_parse(pt_addr_t *out, const char *ip, unsigned port)
     return -1;
 }
 
+/* Dotted quad without inet_ntop: glibc formats IPv4 through sprintf, and the connection
+ * manager formats the client address on every request (x-forwarded-for). */
+static void format_ipv4(const unsigned char *b, char *out, size_t len)
+{
+    char tmp[16];
+    char *p = tmp;
+    for (int i = 0; i < 4; i++) {
+        unsigned v = b[i];
+        if (v >= 100) {
+            *p++ = (char)('0' + v / 100);
+            v %= 100;
+            *p++ = (char)('0' + v / 10);
+        } else if (v >= 10) {
+            *p++ = (char)('0' + v / 10);
+        }
+        *p++ = (char)('0' + v % 10);
+        *p++ = i < 3 ? '.' : '\0';
+    }
+    size_t n = (size_t)(p - tmp); /* includes the NUL */
+    if (len == 0)
+        return;
+    if (n > len) {
+        n = len;
+        tmp[n - 1] = '\0';
+    }
+    memcpy(out, tmp, n);
+}
+
 void pt_addr_format_ip(const pt_addr_t *a, char *out, size_t len)
 {
     if (a->sa.sa_family == AF_INET6)
         inet_ntop(AF_INET6, &a->sin6.sin6_addr, out, (socklen_t)len);
     else if (a->sa.sa_family == AF_INET)
-        inet_ntop(AF_INET, &a->sin.sin_addr, out, (socklen_t)len);
+        format_ipv4((const unsigned char *)&a->sin.sin_addr, out, len);
     else
         snprintf(out, len, "-");
 }

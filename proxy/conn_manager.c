@@ -486,10 +486,14 @@ static void mutate_request_headers(pt_http_stream_t *s)
 {
     const pt_hcm_config_t *hc = s->config;
     pt_http_headers_t *h = s->request_headers;
-    char ip[PT_ADDR_STRLEN];
-    pt_addr_format_ip(&s->info.downstream_remote, ip, sizeof(ip));
+    /* Values set below live in the stream's arena or the config, so the map refers to them
+     * without another copy. */
+    char *ip = pt_arena_alloc(&s->arena, PT_ADDR_STRLEN);
+    if (ip == NULL)
+        return;
+    pt_addr_format_ip(&s->info.downstream_remote, ip, PT_ADDR_STRLEN);
 
-    pt_http_headers_set(h, ":scheme", s->scheme);
+    pt_http_headers_set_ref(h, ":scheme", s->scheme);
     /* te is hop-by-hop except "trailers" (RFC 9110 10.1.4). */
     const char *te = pt_http_headers_get(h, "te");
     if (te != NULL && strcasecmp(te, "trailers") != 0)
@@ -509,25 +513,26 @@ static void mutate_request_headers(pt_http_stream_t *s)
                 "x-envoy-downstream-service-node", "x-envoy-decorator-operation",
                 "x-envoy-ip-tags", "x-envoy-retry-grpc-on"};
             pt_http_headers_remove_any(h, control, 16);
-            pt_http_headers_set(h, "x-envoy-external-address", ip);
+            pt_http_headers_set_ref(h, "x-envoy-external-address", ip);
         } else {
-            pt_http_headers_set(h, "x-envoy-internal", "true");
+            pt_http_headers_set_ref(h, "x-envoy-internal", "true");
         }
         s->internal = internal;
         if (!hc->skip_xff_append) {
             const char *xff = pt_http_headers_get_joined(h, "x-forwarded-for");
             if (xff != NULL) {
                 char *v = pt_arena_sprintf(&s->arena, "%s,%s", xff, ip);
-                pt_http_headers_set(h, "x-forwarded-for", v);
+                if (v != NULL)
+                    pt_http_headers_set_ref(h, "x-forwarded-for", v);
             } else {
-                pt_http_headers_set(h, "x-forwarded-for", ip);
+                pt_http_headers_set_ref(h, "x-forwarded-for", ip);
             }
         }
-        pt_http_headers_set(h, "x-forwarded-proto", s->scheme);
+        pt_http_headers_set_ref(h, "x-forwarded-proto", s->scheme);
     } else {
         resolve_remote_address(s);
         if (pt_http_headers_get(h, "x-forwarded-proto") == NULL)
-            pt_http_headers_set(h, "x-forwarded-proto", s->scheme);
+            pt_http_headers_set_ref(h, "x-forwarded-proto", s->scheme);
     }
     apply_xfcc(s);
     if (hc->generate_request_id) {
@@ -535,9 +540,11 @@ static void mutate_request_headers(pt_http_stream_t *s)
         /* An edge proxy does not trust a client's id unless told to preserve it. */
         if (rid == NULL || rid[0] == '\0' ||
             (hc->use_remote_address && !s->internal && !hc->preserve_external_request_id)) {
-            char uuid[37];
-            pt_uuid4(uuid);
-            pt_http_headers_set(h, "x-request-id", uuid);
+            char *uuid = pt_arena_alloc(&s->arena, 37);
+            if (uuid != NULL) {
+                pt_uuid4(uuid);
+                pt_http_headers_set_ref(h, "x-request-id", uuid);
+            }
         }
     }
 }
@@ -547,11 +554,11 @@ static void mutate_response_headers(pt_http_stream_t *s, pt_http_headers_t *h)
     const pt_hcm_config_t *hc = s->config;
     switch (hc->server_header_transformation) {
     case PT_SERVER_HEADER_OVERWRITE:
-        pt_http_headers_set(h, "server", hc->server_name);
+        pt_http_headers_set_ref(h, "server", hc->server_name); /* config outlives streams */
         break;
     case PT_SERVER_HEADER_APPEND_IF_ABSENT:
         if (pt_http_headers_get(h, "server") == NULL)
-            pt_http_headers_set(h, "server", hc->server_name);
+            pt_http_headers_set_ref(h, "server", hc->server_name); /* config outlives streams */
         break;
     case PT_SERVER_HEADER_PASS_THROUGH:
         break;

@@ -42,21 +42,6 @@ void pt_http_headers_init(pt_http_headers_t *h, pt_arena_t *arena)
     h->arena = arena;
 }
 
-const pt_http_header_t *pt_http_headers_find(const pt_http_headers_t *h, const char *lname)
-{
-    size_t n = strlen(lname);
-    for (uint32_t i = 0; i < h->count; i++)
-        if (h->items[i].name_len == n && memcmp(h->items[i].name, lname, n) == 0)
-            return &h->items[i];
-    return NULL;
-}
-
-const char *pt_http_headers_get(const pt_http_headers_t *h, const char *lname)
-{
-    const pt_http_header_t *e = pt_http_headers_find(h, lname);
-    return e ? e->value : NULL;
-}
-
 unsigned pt_http_headers_count(const pt_http_headers_t *h, const char *lname)
 {
     size_t n = strlen(lname);
@@ -109,6 +94,20 @@ int pt_http_headers_add(pt_http_headers_t *h, const char *name, size_t name_len,
 int pt_http_headers_add_str(pt_http_headers_t *h, const char *name, const char *value)
 {
     return pt_http_headers_add(h, name, strlen(name), value, strlen(value));
+}
+
+int pt_http_headers_add_ref_n(pt_http_headers_t *h, const char *lname, size_t name_len,
+                              const char *value, size_t value_len)
+{
+    pt_http_header_t *e = grow(h);
+    if (e == NULL)
+        return -1;
+    e->name = lname;
+    e->name_len = (uint32_t)name_len;
+    e->value = value;
+    e->value_len = (uint32_t)value_len;
+    h->count++;
+    return 0;
 }
 
 int pt_http_headers_add_ref(pt_http_headers_t *h, const char *lname, const char *value)
@@ -165,16 +164,22 @@ unsigned pt_http_headers_remove(pt_http_headers_t *h, const char *lname)
     return removed;
 }
 
-int pt_http_headers_set(pt_http_headers_t *h, const char *lname, const char *value)
+static int set_value(pt_http_headers_t *h, const char *lname, const char *value, int copy)
 {
     size_t n = strlen(lname);
     for (uint32_t i = 0; i < h->count; i++) {
         if (h->items[i].name_len == n && memcmp(h->items[i].name, lname, n) == 0) {
-            char *v = pt_arena_strdup(h->arena, value);
-            if (v == NULL)
-                return -1;
+            size_t vlen = strlen(value);
+            const char *v = value;
+            if (copy) {
+                char *c = pt_arena_alloc(h->arena, vlen + 1);
+                if (c == NULL)
+                    return -1;
+                memcpy(c, value, vlen + 1);
+                v = c;
+            }
             h->items[i].value = v;
-            h->items[i].value_len = (uint32_t)strlen(v);
+            h->items[i].value_len = (uint32_t)vlen;
             /* Drop later duplicates. */
             uint32_t o = i + 1;
             for (uint32_t j = i + 1; j < h->count; j++) {
@@ -186,7 +191,18 @@ int pt_http_headers_set(pt_http_headers_t *h, const char *lname, const char *val
             return 0;
         }
     }
-    return pt_http_headers_add(h, lname, n, value, strlen(value));
+    return copy ? pt_http_headers_add(h, lname, n, value, strlen(value))
+                : pt_http_headers_add_ref_n(h, lname, n, value, strlen(value));
+}
+
+int pt_http_headers_set(pt_http_headers_t *h, const char *lname, const char *value)
+{
+    return set_value(h, lname, value, 1);
+}
+
+int pt_http_headers_set_ref(pt_http_headers_t *h, const char *lname, const char *value)
+{
+    return set_value(h, lname, value, 0);
 }
 
 const char *pt_http_headers_get_joined(const pt_http_headers_t *h, const char *lname)

@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "proxy/address.h"
 #include "proxy/arena.h"
@@ -30,9 +31,23 @@ typedef struct pt_http_headers {
 } pt_http_headers_t;
 
 void pt_http_headers_init(pt_http_headers_t *h, pt_arena_t *arena);
+/* The first entry named `lname` (lowercase), or NULL. Inline: callers pass literals, so the
+ * length folds to a constant and the compare inlines; a request does a few dozen lookups. */
+static inline const pt_http_header_t *pt_http_headers_find(const pt_http_headers_t *h,
+                                                           const char *lname)
+{
+    size_t n = strlen(lname);
+    for (uint32_t i = 0; i < h->count; i++)
+        if (h->items[i].name_len == n && memcmp(h->items[i].name, lname, n) == 0)
+            return &h->items[i];
+    return NULL;
+}
 /* First value of `lname` (lowercase), or NULL. */
-const char *pt_http_headers_get(const pt_http_headers_t *h, const char *lname);
-const pt_http_header_t *pt_http_headers_find(const pt_http_headers_t *h, const char *lname);
+static inline const char *pt_http_headers_get(const pt_http_headers_t *h, const char *lname)
+{
+    const pt_http_header_t *e = pt_http_headers_find(h, lname);
+    return e ? e->value : NULL;
+}
 /* Number of entries named lname. */
 unsigned pt_http_headers_count(const pt_http_headers_t *h, const char *lname);
 /* Appends a copy (the name is lowercased). Returns 0 or -1 on out-of-memory. */
@@ -41,8 +56,13 @@ int pt_http_headers_add(pt_http_headers_t *h, const char *name, size_t name_len,
 int pt_http_headers_add_str(pt_http_headers_t *h, const char *name, const char *value);
 /* Appends without copying: name (lowercase) and value must outlive the map. */
 int pt_http_headers_add_ref(pt_http_headers_t *h, const char *lname, const char *value);
+/* The same with lengths; both strings must still be NUL-terminated at their lengths. */
+int pt_http_headers_add_ref_n(pt_http_headers_t *h, const char *lname, size_t name_len,
+                              const char *value, size_t value_len);
 /* Replaces every entry named lname with one (added at the first one's place, or at the end). */
 int pt_http_headers_set(pt_http_headers_t *h, const char *lname, const char *value);
+/* The same without copying: lname (lowercase) and value must outlive the map. */
+int pt_http_headers_set_ref(pt_http_headers_t *h, const char *lname, const char *value);
 /* Removes every entry named lname; returns how many. */
 unsigned pt_http_headers_remove(pt_http_headers_t *h, const char *lname);
 /* Removes every entry named any of lnames (at most 16) in one pass. */

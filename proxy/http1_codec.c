@@ -73,6 +73,56 @@ void pt_http1_codec_thread_cleanup(void)
     scratch_cap = 0;
 }
 
+/* The header map's storage: one copy of the whole head into the stream's arena.
+ *
+ * The parser is zero-copy: the fields it returns point into the read buffer. The map must
+ * outlive that buffer (the bytes are drained once parsed, and a retry or the access log
+ * reads the headers long after), so the head is copied once, with one memcpy, and every
+ * field of the map points into that copy. Pinning the read buffer's 16 KiB chunk for the
+ * life of each stream instead would cost far more memory per open request than the head
+ * itself. In the copy, names are lowercased in place and every method, target, name and
+ * value is NUL-terminated in place: the byte after each is a delimiter the map no longer
+ * needs (the SP after the method and target, the ':' after a name, the OWS or CR after a
+ * value). Returns 0, or -1 when the arena is exhausted. */
+static int head_to_arena(pt_arena_t *a, pt_h1_head_t *h, const char *wire, size_t len)
+{
+    char *copy = pt_arena_alloc(a, len);
+    if (copy == NULL)
+        return -1;
+    memcpy(copy, wire, len);
+    if (h->method != NULL) {
+        char *m = copy + (h->method - wire);
+        m[h->method_len] = '\0';
+        h->method = m;
+    }
+    if (h->target != NULL) {
+        char *t = copy + (h->target - wire);
+        t[h->target_len] = '\0';
+        h->target = t;
+    }
+    h->reason = h->reason != NULL ? copy + (h->reason - wire) : NULL;
+    for (unsigned i = 0; i < h->num_headers; i++) {
+        pt_h1_header_t *e = &h->headers[i];
+        char *n = copy + (e->name - wire);
+        for (size_t k = 0; k < e->name_len; k++)
+            if (n[k] >= 'A' && n[k] <= 'Z')
+                n[k] = (char)(n[k] | 0x20);
+        n[e->name_len] = '\0';
+        char *v = copy + (e->value - wire);
+        v[e->value_len] = '\0';
+        e->name = n;
+        e->value = v;
+    }
+    return 0;
+}
+
+/* For names already lowercased by head_to_arena. */
+static inline int name_is(const pt_h1_header_t *e, const char *lname, size_t n)
+{
+    return e->name_len == n && memcmp(e->name, lname, n) == 0;
+}
+#define NAME_IS(e, lit) name_is((e), lit, sizeof(lit) - 1)
+
 /* Appends decimal / hex numbers without printf: these run for every message. */
 static void append_dec(pt_buf_t *b, uint64_t v)
 {
@@ -436,7 +486,8 @@ static int h1s_build_request(h1_server_t *s, const pt_h1_head_t *h, pt_http_head
 {
     pt_arena_t *a = s->stream.arena;
     pt_http_headers_init(out, a);
-    pt_http_headers_add(out, ":method", 7, h->method, h->method_len);
+    /* The head is in the arena already (head_to_arena): the map refers to it. */
+    pt_http_headers_add_ref_n(out, ":method", 7, h->method, h->method_len);
     const char *target = h->target;
     size_t tlen = h->target_len;
     const char *authority = NULL;
@@ -478,18 +529,19 @@ static int h1s_build_request(h1_server_t *s, const pt_h1_head_t *h, pt_http_head
             tlen = (size_t)(end - slash);
         }
     }
-    pt_http_headers_add(out, ":path", 5, target, tlen);
+    if (target == h->target)
+        pt_http_headers_add_ref_n(out, ":path", 5, target, tlen);
+    else /* rewritten from the absolute form: not NUL-terminated in place */
+        pt_http_headers_add(out, ":path", 5, target, tlen);
     if (authority != NULL)
         pt_http_headers_add(out, ":authority", 10, authority, alen);
     else if (h->host != NULL)
-        pt_http_headers_add(out, ":authority", 10, h->host->value, h->host->value_len);
+        pt_http_headers_add_ref_n(out, ":authority", 10, h->host->value, h->host->value_len);
 
     int upgrade = h->has_upgrade && h->connection_upgrade;
     for (unsigned i = 0; i < h->num_headers; i++) {
         const pt_h1_header_t *e = &h->headers[i];
         if (e == h->host)
-            continue;
-        if (pt_h1_header_name_eq(e, "host"))
             continue;
         if (memchr(e->name, '_', e->name_len) != NULL &&
             s->settings->headers_with_underscores_action != 0) {
@@ -499,22 +551,43 @@ static int h1s_build_request(h1_server_t *s, const pt_h1_head_t *h, pt_http_head
             }
             continue; /* DROP_HEADER */
         }
-        if (pt_h1_header_name_eq(e, "transfer-encoding") || pt_h1_header_name_eq(e, "keep-alive") ||
-            pt_h1_header_name_eq(e, "proxy-connection"))
-            continue;
-        /* The parser accepts repeated Content-Length only with identical values (RFC 9112
-         * 6.3); forward one, so no upstream has to decide what a repeat means. */
-        if (pt_h1_header_name_eq(e, "content-length") &&
-            pt_http_headers_find(out, "content-length") != NULL)
-            continue;
-        if (pt_h1_header_name_eq(e, "connection")) {
-            if (upgrade)
-                pt_http_headers_add(out, "connection", 10, "upgrade", 7);
-            continue;
+        /* Hop-by-hop and framing headers; one length switch, then one memcmp at most. */
+        switch (e->name_len) {
+        case 4:
+            if (NAME_IS(e, "host")) /* the parser allows one; :authority carries it */
+                continue;
+            break;
+        case 7:
+            if (NAME_IS(e, "upgrade") && !upgrade)
+                continue;
+            break;
+        case 10:
+            if (NAME_IS(e, "keep-alive"))
+                continue;
+            if (NAME_IS(e, "connection")) {
+                if (upgrade)
+                    pt_http_headers_add_ref_n(out, "connection", 10, "upgrade", 7);
+                continue;
+            }
+            break;
+        case 14:
+            /* The parser accepts repeated Content-Length only with identical values (RFC
+             * 9112 6.3); forward one, so no upstream has to decide what a repeat means. */
+            if (NAME_IS(e, "content-length") && pt_http_headers_find(out, "content-length") != NULL)
+                continue;
+            break;
+        case 16:
+            if (NAME_IS(e, "proxy-connection"))
+                continue;
+            break;
+        case 17:
+            if (NAME_IS(e, "transfer-encoding"))
+                continue;
+            break;
+        default:
+            break;
         }
-        if (pt_h1_header_name_eq(e, "upgrade") && !upgrade)
-            continue;
-        pt_http_headers_add(out, e->name, e->name_len, e->value, e->value_len);
+        pt_http_headers_add_ref_n(out, e->name, e->name_len, e->value, e->value_len);
     }
     /* Headers nominated by Connection are hop-by-hop too (RFC 9110 7.6.1). */
     for (unsigned i = 0; i < h->num_headers; i++) {
@@ -642,7 +715,9 @@ static void h1s_process(h1_server_t *s)
             s->request_head = head.method_len == 4 && memcmp(head.method, "HEAD", 4) == 0;
             pt_http_headers_t *hdr_map = pt_arena_alloc(s->stream.arena, sizeof(*hdr_map));
             const char *details = NULL;
-            int refuse = hdr_map ? h1s_build_request(s, &head, hdr_map, &details) : 503;
+            int refuse = hdr_map != NULL && head_to_arena(s->stream.arena, &head, p, (size_t)rc) == 0
+                             ? h1s_build_request(s, &head, hdr_map, &details)
+                             : 503;
             pt_buf_drain(&c->in, (size_t)rc);
             s->head_scan = 0;
             s->message_begun = 0;
@@ -1212,20 +1287,37 @@ static void h1c_process(h1_client_t *c)
             }
             pt_arena_t *a = c->stream.arena;
             pt_http_headers_t *h = pt_arena_alloc(a, sizeof(*h));
+            if (h == NULL || head_to_arena(a, &head, p, (size_t)rc) != 0) {
+                h1c_kill(c, PT_HTTP_RESET_LOCAL);
+                return;
+            }
             pt_http_headers_init(h, a);
             char st[4] = {(char)('0' + head.status / 100), (char)('0' + head.status / 10 % 10),
                           (char)('0' + head.status % 10), 0};
             pt_http_headers_add(h, ":status", 7, st, 3);
             for (unsigned i = 0; i < head.num_headers; i++) {
                 const pt_h1_header_t *e = &head.headers[i];
-                if (pt_h1_header_name_eq(e, "transfer-encoding") ||
-                    pt_h1_header_name_eq(e, "keep-alive") ||
-                    pt_h1_header_name_eq(e, "proxy-connection"))
-                    continue;
-                if (!upgrade && (pt_h1_header_name_eq(e, "connection") ||
-                                 pt_h1_header_name_eq(e, "upgrade")))
-                    continue;
-                pt_http_headers_add(h, e->name, e->name_len, e->value, e->value_len);
+                switch (e->name_len) {
+                case 7:
+                    if (!upgrade && NAME_IS(e, "upgrade"))
+                        continue;
+                    break;
+                case 10:
+                    if (NAME_IS(e, "keep-alive") || (!upgrade && NAME_IS(e, "connection")))
+                        continue;
+                    break;
+                case 16:
+                    if (NAME_IS(e, "proxy-connection"))
+                        continue;
+                    break;
+                case 17:
+                    if (NAME_IS(e, "transfer-encoding"))
+                        continue;
+                    break;
+                default:
+                    break;
+                }
+                pt_http_headers_add_ref_n(h, e->name, e->name_len, e->value, e->value_len);
             }
             pt_buf_drain(&conn->in, (size_t)rc);
             c->head_scan = 0;
