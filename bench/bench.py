@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Side-by-side benchmarks: petrel vs HAProxy (and nginx for HTTP). Driven by bench/run.sh.
 
-    bench.py [tcp|http|instr|all]...   (all = tcp http)
+    bench.py [tcp|http|tls|resilience|instr|all]...   (all = tcp http tls resilience)
 
 Environment (all optional):
     BENCH_DURATION  seconds per measurement (default 10)
     BENCH_REPS      repetitions of every measurement (default 3); contenders are interleaved
                     within each repetition and their order rotates between repetitions
     BENCH_RATE      fixed request rate of the latency test, req/s (default 2000)
+    BENCH_RES_RATE  request rate of the resilience suite, req/s (default 1000)
     BENCH_IDLE_CONNS idle keep-alive connections opened per proxy (default 10000)
     BENCH_PIN       1: pin the proxy under test to the last CPU and everything else (clients,
                     upstreams) to the others; 0: let the scheduler place them (default 1 when
@@ -1314,14 +1315,33 @@ loop's own wake-ups at this rate. nginx runs with master_process off here (one p
 """
 
 
+def _external_suite(module):
+    """Suites that live in their own file (bench/suite_<name>.py) and reuse this module's
+    helpers: imported only when asked for, so one suite's imports cannot break the others."""
+    def run_suite():
+        sys.path.insert(0, BENCH_DIR)
+        __import__(module).run(sys.modules[__name__])
+    return run_suite
+
+
+SUITES = {
+    'tcp': suite_tcp,
+    'http': suite_http,
+    'instr': suite_instr,
+    'tls': _external_suite('suite_tls'),
+    'resilience': _external_suite('suite_resilience'),
+}
+ALL_SUITES = ['tcp', 'http', 'tls', 'resilience']
+
+
 def main(argv):
     suites = argv or ['all']
     for s in suites:
-        if s not in ('tcp', 'http', 'instr', 'all'):
-            raise SystemExit('usage: bench/run.sh [tcp|http|instr|all]...')
+        if s not in SUITES and s != 'all':
+            raise SystemExit('usage: bench/run.sh [%s|all]...' % '|'.join(SUITES))
     expanded = []
     for s in suites:
-        for t in (['tcp', 'http'] if s == 'all' else [s]):
+        for t in (ALL_SUITES if s == 'all' else [s]):
             if t not in expanded:
                 expanded.append(t)
     suites = expanded
@@ -1331,7 +1351,7 @@ def main(argv):
     failed = False
     for s in suites:
         try:
-            {'tcp': suite_tcp, 'http': suite_http, 'instr': suite_instr}[s]()
+            SUITES[s]()
         except (RuntimeError, subprocess.TimeoutExpired) as e:
             log('bench: %s suite failed: %s' % (s, e))
             failed = True

@@ -8,6 +8,15 @@
  *       latency runs from its due time (not its send time), so a stall shows up in the tail
  *       instead of silently lowering the rate (no coordinated omission). The first WARMUP_S
  *       seconds (default 1) are not recorded. Prints one JSON object.
+ *       Every request ends in exactly one outcome, counted in the JSON: a response by status
+ *       class (status_2xx .. status_5xx, status_other), "failed_io" (the connection broke
+ *       before the full response: reset, close, garbage, a failed send), or "unanswered"
+ *       (no answer 10 s after the last request was due). "completed" counts the 2xx
+ *       responses, "connect_errors" failed connects (they carry no request) and "errors"
+ *       every outcome but 2xx plus the connect errors (exit status 1 when it is not 0).
+ *       Latency percentiles cover every recorded request that ended, failed ones at the
+ *       time they failed. A response with "Connection: close" is followed by a new
+ *       connection.
  *
  *   ptload idle HOST PORT PATH N
  *       Opens N connections (at most 256 handshakes in flight) and holds them, then talks on
@@ -48,6 +57,8 @@ typedef struct {
     size_t rlen;        /* bytes in rbuf */
     long body_left;     /* -1: headers not complete yet */
     int chunked;
+    int status;         /* status code of the response being read */
+    int close_after;    /* the response said "Connection: close" */
     int64_t due_ns;     /* due time of the request in flight (rate mode) */
     char rbuf[RBUF];
 } conn_t;
@@ -110,6 +121,8 @@ static int conn_send(conn_t *c) {
     c->rlen = 0;
     c->body_left = -1;
     c->chunked = 0;
+    c->status = 0;
+    c->close_after = 0;
     return 0;
 }
 
@@ -139,9 +152,7 @@ static int conn_read(conn_t *c) {
             size_t hlen = (size_t)(end - c->rbuf) + 4;
             if (c->rlen < 12 || memcmp(c->rbuf, "HTTP/1.", 7) != 0)
                 return -1;
-            int status = atoi(c->rbuf + 9);
-            if (status != 200)
-                return -1;
+            c->status = atoi(c->rbuf + 9);
             long cl = -1;
             for (char *p = c->rbuf; p < end;) {
                 char *eol = memmem(p, (size_t)(end - p) + 2, "\r\n", 2);
@@ -152,6 +163,9 @@ static int conn_read(conn_t *c) {
                 else if ((size_t)(eol - p) > 18 && strncasecmp(p, "transfer-encoding:", 18) == 0 &&
                          memmem(p, (size_t)(eol - p), "chunked", 7))
                     c->chunked = 1;
+                else if ((size_t)(eol - p) > 11 && strncasecmp(p, "connection:", 11) == 0 &&
+                         memmem(p, (size_t)(eol - p), "close", 5))
+                    c->close_after = 1;
                 p = eol + 2;
             }
             if (c->chunked) {
@@ -215,6 +229,8 @@ static int run_rate(double rate, double seconds, int nconns, double warmup, int 
     int64_t *queue = malloc(sizeof(int64_t) * (total + 1));
     size_t qh = 0, qt = 0;
     size_t issued = 0, errors = 0, done = 0, max_queue = 0;
+    /* Outcomes: by status class (1xx and 6xx+ are "other"), broken connection, no answer. */
+    size_t by_class[6] = {0}, failed_io = 0, unanswered = 0, connect_errors = 0;
     double interval_ns = 1e9 / rate;
     int64_t t0 = 0, rec_from = 0;
     int started = 0, established = 0;
@@ -234,6 +250,9 @@ static int run_rate(double rate, double seconds, int nconns, double warmup, int 
                 cs[i].due_ns = queue[qh++];
                 if (conn_send(&cs[i]) != 0) {
                     errors++;
+                    failed_io++;
+                    if (cs[i].due_ns >= rec_from && nlat < cap)
+                        lat[nlat++] = (uint32_t)((now_ns() - cs[i].due_ns) / 1000);
                     conn_close(&cs[i]);
                     conn_open(&cs[i], i);
                 }
@@ -242,7 +261,10 @@ static int run_rate(double rate, double seconds, int nconns, double warmup, int 
                 break;
             if (now > t0 + (int64_t)((warmup + seconds + 10) * 1e9)) {
                 /* Responses still missing 10 s after the last was due: count them and stop. */
-                errors += (size_t)(nconns - nfree) + (qt - qh);
+                for (int i = 0; i < nconns; i++)
+                    unanswered += cs[i].state == 3;
+                unanswered += qt - qh;
+                errors += unanswered;
                 break;
             }
             if (issued < total) {
@@ -272,7 +294,8 @@ static int run_rate(double rate, double seconds, int nconns, double warmup, int 
                 getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
                 if (err != 0) {
                     errors++;
-                    if (!started || errors > 1000) {
+                    connect_errors++;
+                    if (!started || connect_errors > 1000) {
                         fprintf(stderr, "ptload: connect: %s\n", strerror(err));
                         exit(2);
                     }
@@ -304,17 +327,23 @@ static int run_rate(double rate, double seconds, int nconns, double warmup, int 
             int r = conn_read(c);
             if (r == 0)
                 continue;
+            int64_t t = now_ns();
+            if (c->due_ns >= rec_from && nlat < cap)
+                lat[nlat++] = (uint32_t)((t - c->due_ns) / 1000);
             if (r < 0) {
                 errors++;
+                failed_io++;
                 conn_close(c);
                 conn_open(c, (int)idx);
                 continue;
             }
-            int64_t t = now_ns();
-            done++;
-            if (c->due_ns >= rec_from && nlat < cap)
-                lat[nlat++] = (uint32_t)((t - c->due_ns) / 1000);
-            if (closing) {
+            int cls = c->status >= 100 && c->status < 600 ? c->status / 100 : 0;
+            by_class[cls == 1 ? 0 : cls]++;
+            if (cls == 2)
+                done++;
+            else
+                errors++;
+            if (closing || c->close_after) {
                 /* Back on the free list once the new connection is established. */
                 conn_close(c);
                 if (conn_open(c, (int)idx) != 0)
@@ -332,10 +361,14 @@ static int run_rate(double rate, double seconds, int nconns, double warmup, int 
     printf("{\"target_rps\": %.0f, \"conns\": %d, \"requests\": %zu, \"completed\": %zu, "
            "\"errors\": %zu, \"achieved_rps\": %.1f, \"recorded\": %zu, \"max_queue\": %zu, "
            "\"mean_us\": %.1f, \"p50_us\": %.0f, \"p90_us\": %.0f, \"p99_us\": %.0f, "
-           "\"p999_us\": %.0f, \"max_us\": %.0f}\n",
+           "\"p999_us\": %.0f, \"max_us\": %.0f, \"status_2xx\": %zu, \"status_3xx\": %zu, "
+           "\"status_4xx\": %zu, \"status_5xx\": %zu, \"status_other\": %zu, "
+           "\"failed_io\": %zu, \"unanswered\": %zu, \"connect_errors\": %zu}\n",
            rate, nconns, issued, done, errors, (double)done / elapsed, nlat, max_queue,
            nlat ? sum / (double)nlat : 0.0, pct(lat, nlat, 50), pct(lat, nlat, 90),
-           pct(lat, nlat, 99), pct(lat, nlat, 99.9), nlat ? (double)lat[nlat - 1] : 0.0);
+           pct(lat, nlat, 99), pct(lat, nlat, 99.9), nlat ? (double)lat[nlat - 1] : 0.0,
+           by_class[2], by_class[3], by_class[4], by_class[5], by_class[0], failed_io, unanswered,
+           connect_errors);
     return errors ? 1 : 0;
 }
 
@@ -419,7 +452,7 @@ static int run_idle(int n) {
             if (r == 0)
                 continue;
             inflight--;
-            if (r < 0) {
+            if (r < 0 || c->status < 200 || c->status > 299) {
                 rfail++;
                 conn_close(c);
             } else {

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Side-by-side benchmarks of petrel against HAProxy (and nginx for HTTP); see bench/README.md.
-#   bench/run.sh [tcp|http|instr|all]...  (default: all = tcp http; `make bench` runs this;
-#                                          instr = callgrind/strace counts, needs valgrind)
+#   bench/run.sh [tcp|http|tls|resilience|instr|all]...  (default: all = tcp http tls
+#       resilience; `make bench` runs this; instr = callgrind/strace counts, needs valgrind)
 # Environment: BENCH_DURATION (s per measurement, default 10), BENCH_REPS (default 3),
 #   BENCH_RATE (latency test req/s, default 2000), BENCH_IDLE_CONNS (default 10000),
 #   BENCH_PIN (1/0, default 1 on >= 2 CPUs), BENCH_NICE (e.g. -10; default off),
@@ -15,9 +15,9 @@ root=$(dirname "$here")
 
 for a in "$@"; do
   case "$a" in
-    tcp|http|instr|all) ;;
+    tcp|http|tls|resilience|instr|all) ;;
     -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "usage: bench/run.sh [tcp|http|instr|all]..." >&2; exit 2 ;;
+    *) echo "usage: bench/run.sh [tcp|http|tls|resilience|instr|all]..." >&2; exit 2 ;;
   esac
 done
 
