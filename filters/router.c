@@ -359,7 +359,7 @@ static void up_on_headers(void *req, pt_http_headers_t *h, int end_stream)
         return;
     st->last_upstream_activity_ms = pt_now_ms();
     const char *sv = pt_http_headers_get(h, ":status");
-    int status = sv ? atoi(sv) : 0;
+    int status = pt_http_status_value(sv, 0);
     pt_cluster_count_response(st->cluster, status);
     pt_outlier_report(st->cluster, st->host, PT_OUTLIER_HTTP_RESPONSE, status);
     atomic_fetch_add_explicit(status >= 500 ? &st->host->rq_error : &st->host->rq_success, 1,

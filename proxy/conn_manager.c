@@ -988,7 +988,7 @@ void pt_http_stream_encode_headers(pt_http_stream_t *s, pt_http_headers_t *h, in
         return;
     const pt_hcm_config_t *hc = s->config;
     const char *st = pt_http_headers_get(h, ":status");
-    int status = st ? atoi(st) : 0;
+    int status = pt_http_status_value(st, 0);
     s->flags |= PT_HS_RESPONSE_STARTED;
     s->response_headers = h;
     s->info.response_headers = h;

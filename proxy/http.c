@@ -127,22 +127,29 @@ unsigned pt_http_headers_remove_any(pt_http_headers_t *h, const char *const *lna
                                     unsigned nnames)
 {
     size_t lens[16];
+    uint64_t lenmask = 0; /* bit n: some name has length n (names >= 64 bytes: bit 63) */
     if (nnames > 16)
         nnames = 16;
-    for (unsigned k = 0; k < nnames; k++)
+    for (unsigned k = 0; k < nnames; k++) {
         lens[k] = strlen(lnames[k]);
+        lenmask |= 1ull << (lens[k] < 63 ? lens[k] : 63);
+    }
     uint32_t o = 0;
     unsigned removed = 0;
     for (uint32_t i = 0; i < h->count; i++) {
         const pt_http_header_t *e = &h->items[i];
         int drop = 0;
-        for (unsigned k = 0; k < nnames && !drop; k++)
-            drop = e->name_len == lens[k] && memcmp(e->name, lnames[k], lens[k]) == 0;
+        /* Most headers have a length no listed name has: one test, no compare. */
+        if (lenmask & (1ull << (e->name_len < 63 ? e->name_len : 63)))
+            for (unsigned k = 0; k < nnames && !drop; k++)
+                drop = e->name_len == lens[k] && memcmp(e->name, lnames[k], lens[k]) == 0;
         if (drop) {
             removed++;
             continue;
         }
-        h->items[o++] = h->items[i];
+        if (o != i)
+            h->items[o] = h->items[i];
+        o++;
     }
     h->count = o;
     return removed;

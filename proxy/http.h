@@ -42,6 +42,16 @@ static inline const pt_http_header_t *pt_http_headers_find(const pt_http_headers
             return &h->items[i];
     return NULL;
 }
+/* The number in a `:status` value ("200"), or `fallback` when it is missing or not three
+ * digits. Every response reads it a few times, so no strtol. */
+static inline int pt_http_status_value(const char *st, int fallback)
+{
+    if (st == NULL || st[0] < '1' || st[0] > '9' || st[1] < '0' || st[1] > '9' || st[2] < '0' ||
+        st[2] > '9' || st[3] != '\0')
+        return fallback;
+    return (st[0] - '0') * 100 + (st[1] - '0') * 10 + (st[2] - '0');
+}
+
 /* First value of `lname` (lowercase), or NULL. */
 static inline const char *pt_http_headers_get(const pt_http_headers_t *h, const char *lname)
 {

@@ -172,7 +172,14 @@ static size_t find_head_end(pt_buf_t *in, size_t *from)
                 break;
             size_t at = base + (size_t)(lf - data);
             char next[2];
-            size_t got = pt_buf_copyout(in, at + 1, next, 2);
+            size_t got, idx = (size_t)(lf - data);
+            if (idx + 2 < have) { /* the usual case: both bytes in this chunk */
+                next[0] = data[idx + 1];
+                next[1] = data[idx + 2];
+                got = 2;
+            } else {
+                got = pt_buf_copyout(in, at + 1, next, 2);
+            }
             if (got >= 1 && next[0] == '\n')
                 return at + 2;
             if (got == 2 && next[0] == '\r' && next[1] == '\n')
@@ -939,7 +946,7 @@ static void h1s_encode_headers(pt_http_codec_stream_t *cs, pt_http_headers_t *h,
     if (s->closed || s->conn_closed || s->resp_started)
         return;
     const char *st = pt_http_headers_get(h, ":status");
-    int status = st ? atoi(st) : 500;
+    int status = pt_http_status_value(st, 500);
     pt_buf_t out = {0};
     pt_buf_append(&out, "HTTP/1.1 ", 9);
     append_dec(&out, (uint64_t)status);
