@@ -198,25 +198,27 @@ static size_t find_head_end(pt_buf_t *in, size_t *from)
     return 0;
 }
 
-/* Hop-by-hop framing headers, recognised by length first: this runs for every header of
- * every message. 1 for connection/upgrade (kept for upgrades), 2 for the others. */
-static int hop_by_hop_kind(const pt_http_header_t *e)
+/* Hop-by-hop framing headers (lowercase names), recognised by length first: this runs for
+ * every header of every message. Connection and Upgrade are kept on upgrades. */
+enum { HOP_NONE, HOP_UPGRADE_KEPT, HOP_ALWAYS };
+static int hop_kind(const char *lname, size_t len)
 {
-    switch (e->name_len) {
+    switch (len) {
     case 7:
-        return memcmp(e->name, "upgrade", 7) == 0 ? 1 : 0;
+        return memcmp(lname, "upgrade", 7) == 0 ? HOP_UPGRADE_KEPT : HOP_NONE;
     case 10:
-        if (memcmp(e->name, "connection", 10) == 0)
-            return 1;
-        return memcmp(e->name, "keep-alive", 10) == 0 ? 2 : 0;
+        if (memcmp(lname, "connection", 10) == 0)
+            return HOP_UPGRADE_KEPT;
+        return memcmp(lname, "keep-alive", 10) == 0 ? HOP_ALWAYS : HOP_NONE;
     case 16:
-        return memcmp(e->name, "proxy-connection", 16) == 0 ? 2 : 0;
+        return memcmp(lname, "proxy-connection", 16) == 0 ? HOP_ALWAYS : HOP_NONE;
     case 17:
-        return memcmp(e->name, "transfer-encoding", 17) == 0 ? 2 : 0;
+        return memcmp(lname, "transfer-encoding", 17) == 0 ? HOP_ALWAYS : HOP_NONE;
     default:
-        return 0;
+        return HOP_NONE;
     }
 }
+
 
 static const char *reason_phrase(int status)
 {
@@ -263,8 +265,8 @@ static void write_headers(pt_buf_t *out, const pt_http_headers_t *h, int keep_up
         const pt_http_header_t *e = &h->items[i];
         if (e->name[0] == ':' || (e->name_len == 4 && memcmp(e->name, "host", 4) == 0))
             continue;
-        int hop = hop_by_hop_kind(e);
-        if (hop == 2 || (hop == 1 && !keep_upgrade))
+        int hop = hop_kind(e->name, e->name_len);
+        if (hop == HOP_ALWAYS || (hop == HOP_UPGRADE_KEPT && !keep_upgrade))
             continue;
         /* One reservation per line: a header is small, so it nearly always fits the chunk. */
         size_t need = (size_t)e->name_len + 2 + e->value_len + 2;
@@ -558,41 +560,18 @@ static int h1s_build_request(h1_server_t *s, const pt_h1_head_t *h, pt_http_head
             }
             continue; /* DROP_HEADER */
         }
-        /* Hop-by-hop and framing headers; one length switch, then one memcmp at most. */
-        switch (e->name_len) {
-        case 4:
-            if (NAME_IS(e, "host")) /* the parser allows one; :authority carries it */
-                continue;
-            break;
-        case 7:
-            if (NAME_IS(e, "upgrade") && !upgrade)
-                continue;
-            break;
-        case 10:
-            if (NAME_IS(e, "keep-alive"))
-                continue;
-            if (NAME_IS(e, "connection")) {
-                if (upgrade)
-                    pt_http_headers_add_ref_n(out, "connection", 10, "upgrade", 7);
-                continue;
-            }
-            break;
-        case 14:
-            /* The parser accepts repeated Content-Length only with identical values (RFC
-             * 9112 6.3); forward one, so no upstream has to decide what a repeat means. */
-            if (NAME_IS(e, "content-length") && pt_http_headers_find(out, "content-length") != NULL)
-                continue;
-            break;
-        case 16:
-            if (NAME_IS(e, "proxy-connection"))
-                continue;
-            break;
-        case 17:
-            if (NAME_IS(e, "transfer-encoding"))
-                continue;
-            break;
-        default:
-            break;
+        if (NAME_IS(e, "host")) /* the parser allows one; :authority carries it */
+            continue;
+        /* The parser accepts repeated Content-Length only with identical values (RFC 9112
+         * 6.3); forward one, so no upstream has to decide what a repeat means. */
+        if (NAME_IS(e, "content-length") && pt_http_headers_find(out, "content-length") != NULL)
+            continue;
+        int hop = hop_kind(e->name, e->name_len);
+        if (hop == HOP_ALWAYS || (hop == HOP_UPGRADE_KEPT && !upgrade))
+            continue;
+        if (hop == HOP_UPGRADE_KEPT && NAME_IS(e, "connection")) {
+            pt_http_headers_add_ref_n(out, "connection", 10, "upgrade", 7);
+            continue;
         }
         pt_http_headers_add_ref_n(out, e->name, e->name_len, e->value, e->value_len);
     }
@@ -1304,26 +1283,9 @@ static void h1c_process(h1_client_t *c)
             pt_http_headers_add(h, ":status", 7, st, 3);
             for (unsigned i = 0; i < head.num_headers; i++) {
                 const pt_h1_header_t *e = &head.headers[i];
-                switch (e->name_len) {
-                case 7:
-                    if (!upgrade && NAME_IS(e, "upgrade"))
-                        continue;
-                    break;
-                case 10:
-                    if (NAME_IS(e, "keep-alive") || (!upgrade && NAME_IS(e, "connection")))
-                        continue;
-                    break;
-                case 16:
-                    if (NAME_IS(e, "proxy-connection"))
-                        continue;
-                    break;
-                case 17:
-                    if (NAME_IS(e, "transfer-encoding"))
-                        continue;
-                    break;
-                default:
-                    break;
-                }
+                int hop = hop_kind(e->name, e->name_len);
+                if (hop == HOP_ALWAYS || (hop == HOP_UPGRADE_KEPT && !upgrade))
+                    continue;
                 pt_http_headers_add_ref_n(h, e->name, e->name_len, e->value, e->value_len);
             }
             pt_buf_drain(&conn->in, (size_t)rc);
