@@ -486,7 +486,7 @@ HAProxy: %(haproxy)s.
 mark-downs" is petrel's `outlier_detection.ejections_enforced_total` and HAProxy's `chkdown` of
 the failing server (transitions to DOWN, by health check or by `on-error mark-down`).
 HAProxy 2.6's `observe layer7` does not count a response that was retried (it adjusts only the
-last server tried, haproxy/haproxy#2679, fixed in 3.1), so in scenario A only its health checks
+last server tried, haproxy/haproxy#2679, since fixed upstream), so in scenario A only its health checks
 mark the failing server down. petrel's retry circuit breaker is raised from Envoy's default of 3
 retries at once, which fails requests under load (flag UO), so that neither proxy limits
 concurrent retries.
