@@ -23,6 +23,7 @@ enum {
     F_PENDING_CONNECT = 1u << 22,
     F_PENDING_READ = 1u << 23,
     F_PENDING_QUEUED = 1u << 24, /* on the worker's pending list */
+    F_PENDING_IOREAD = 1u << 25, /* read the transport (bytes may sit inside it, socket quiet) */
 };
 
 static void on_null_read(pt_conn_t *c)
@@ -131,6 +132,15 @@ static void schedule_pending(pt_conn_t *c)
     c->flags |= F_PENDING_QUEUED;
     c->pending_next = c->worker->pending_list;
     c->worker->pending_list = c;
+}
+
+/* Asks for a transport read from the worker's end-of-turn loop. Not ev_feed_event: an
+ * event fed while that loop runs is handled after it in the same libev iteration, so what
+ * the read produces would wait, unflushed, until some other event ends the next poll. */
+static void schedule_io_read(pt_conn_t *c)
+{
+    c->flags |= F_PENDING_IOREAD;
+    schedule_pending(c);
 }
 
 static void report_error(pt_conn_t *c, int status)
@@ -260,7 +270,7 @@ static void do_read(pt_conn_t *c)
      * come back on the next loop turn rather than wait for it. */
     if (!eof && total >= PT_CONN_READ_BUDGET && c->transport->has_pending != NULL &&
         c->transport->has_pending(c))
-        ev_feed_event(c->worker->loop, &c->rio, EV_READ);
+        schedule_io_read(c);
     /* Also when nothing new arrived but bytes wait in c->in (a resumed reader). */
     if (total > 0 || eof || pt_buf_len(&c->in) > 0)
         c->handler->on_read(c);
@@ -494,7 +504,7 @@ void pt_conn_start(pt_conn_t *c, const pt_conn_handler_t *h, void *data)
         if (!(c->flags & (PT_CONN_F_CLOSED | PT_CONN_F_ERROR | PT_CONN_F_HANDSHAKING)) &&
             (pt_buf_len(&c->in) > 0 ||
              (c->transport->has_pending != NULL && c->transport->has_pending(c))))
-            ev_feed_event(c->worker->loop, &c->rio, EV_READ);
+            schedule_io_read(c);
         return;
     }
     c->flags |= PT_CONN_F_STARTED;
@@ -502,7 +512,7 @@ void pt_conn_start(pt_conn_t *c, const pt_conn_handler_t *h, void *data)
         c->flags |= PT_CONN_F_HANDSHAKING;
         update_watchers(c);
         /* Start at once: the ClientHello may already be in the socket buffer. */
-        ev_feed_event(c->worker->loop, &c->rio, EV_READ);
+        schedule_io_read(c);
         return;
     }
     update_watchers(c);
@@ -579,7 +589,7 @@ void pt_conn_resume_read(pt_conn_t *c)
         if (!(c->flags & (PT_CONN_F_CLOSED | PT_CONN_F_ERROR)) &&
             (pt_buf_len(&c->in) > 0 ||
              (c->transport->has_pending != NULL && c->transport->has_pending(c))))
-            ev_feed_event(c->worker->loop, &c->rio, EV_READ);
+            schedule_io_read(c);
     }
 }
 
@@ -622,6 +632,12 @@ static void deliver_pending(pt_conn_t *c)
     }
     if (c->flags & PT_CONN_F_ERROR)
         return;
+    if ((c->flags & F_PENDING_IOREAD) && !(c->flags & PT_CONN_F_CONNECTING)) {
+        c->flags &= ~F_PENDING_IOREAD;
+        on_readable(c->worker->loop, &c->rio, EV_READ); /* handshake, or read if not paused */
+        if (c->flags & (PT_CONN_F_CLOSED | PT_CONN_F_ERROR | PT_CONN_F_CLOSING))
+            return;
+    }
     if ((c->flags & F_PENDING_READ) && !(c->flags & PT_CONN_F_CONNECTING)) {
         c->flags &= ~F_PENDING_READ;
         c->handler->on_read(c);
@@ -717,7 +733,7 @@ void pt_conn_close(pt_conn_t *c, pt_close_how_t how)
         return;
     c->handler = &null_handler;
     c->data = NULL;
-    c->flags &= ~(F_PENDING_DRAIN | F_PENDING_CONNECT | F_PENDING_READ);
+    c->flags &= ~(F_PENDING_DRAIN | F_PENDING_CONNECT | F_PENDING_READ | F_PENDING_IOREAD);
     /* Writes are queued until the end of the loop turn: what this turn produced (a
      * response head before an upstream reset) still gets its one chance to go out. */
     if (how != PT_CLOSE_FLUSH && pt_buf_len(&c->out) > 0 &&

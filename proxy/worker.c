@@ -60,18 +60,35 @@ void pt_worker_run_deferred(pt_worker_t *w)
     }
 }
 
+/* Rounds of deliver/flush/release per loop turn before the reaper yields to the poll. */
+#define PREPARE_ROUNDS_MAX 64
+
 static void on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
 {
-    (void)loop;
     (void)revents;
     pt_worker_t *w = p->data;
     /* Before the loop sleeps: deliver recorded callbacks, write what this turn produced,
      * release what ended; any of these can cause more of the others. */
-    do {
+    for (int round = 0;; round++) {
         pt_worker_run_deferred(w);
         pt_conn_flush_queued(w);
-    } while (pt_conn_run_pending(w) || w->defer_list != NULL || w->flush_list != NULL);
+        if (round == PREPARE_ROUNDS_MAX && w->pending_list != NULL) {
+            /* A transport that keeps producing (a fast TLS peer read 64 KiB at a time)
+             * must not keep the other connections from the poll: yield, and come back
+             * right after a poll that does not block. */
+            ev_idle_start(loop, &w->kick);
+            break;
+        }
+        if (!pt_conn_run_pending(w) && w->defer_list == NULL && w->flush_list == NULL)
+            break;
+    }
     pt_conn_reap(w);
+}
+
+static void on_kick(struct ev_loop *loop, ev_idle *i, int revents)
+{
+    (void)revents;
+    ev_idle_stop(loop, i); /* its only job was to make that poll non-blocking */
 }
 
 int pt_worker_init(pt_worker_t *w, int id)
@@ -85,6 +102,7 @@ int pt_worker_init(pt_worker_t *w, int id)
     ev_async_init(&w->wakeup, run_calls);
     w->wakeup.data = w;
     ev_async_start(w->loop, &w->wakeup);
+    ev_idle_init(&w->kick, on_kick);
     ev_prepare_init(&w->reaper, on_prepare);
     w->reaper.data = w;
     ev_prepare_start(w->loop, &w->reaper);

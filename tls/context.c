@@ -795,6 +795,10 @@ static SSL_CTX *build_ssl_ctx(pt_tls_context_t *ctx, const char *cert_pem, const
                                   SSL_OP_IGNORE_UNEXPECTED_EOF);
     SSL_CTX_set_mode(sctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_RELEASE_BUFFERS |
                                SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    /* Read-ahead: OpenSSL fills its record buffer with one read() instead of reading each
+     * record's 5-byte header and then its body. Bytes it holds are reported by
+     * SSL_has_pending (the transport's has_pending), so none are stranded. */
+    SSL_CTX_set_read_ahead(sctx, 1);
     if (!SSL_CTX_set_cipher_list(sctx, t->cipher_suites ? t->cipher_suites : DEFAULT_CIPHERS)) {
         ssl_errors(err, errlen, "tls_params.cipher_suites: no usable cipher");
         goto fail;

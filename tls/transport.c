@@ -233,7 +233,9 @@ static void tls_shutdown(pt_conn_t *c)
 static int tls_has_pending(pt_conn_t *c)
 {
     pt_tls_conn_t *t = c->transport_ctx;
-    return t->handshake_done && SSL_pending(t->ssl) > 0;
+    /* SSL_has_pending, not SSL_pending: with read-ahead, a record not yet decrypted sits in
+     * OpenSSL's buffer, and the socket may never wake us for it. */
+    return t->handshake_done && SSL_has_pending(t->ssl);
 }
 
 static void tls_dispose(pt_conn_t *c)
