@@ -211,7 +211,10 @@ static void relay(tcp_proxy_t *tp, pt_conn_t *from, pt_conn_t *to, int downstrea
     }
     if (from->flags & PT_CONN_F_EOF) {
         tp->state |= downstream_to_upstream ? TP_DS_EOF : TP_US_EOF;
-        pt_conn_shutdown(to);
+        /* The FIN travels on. When this ends the second direction, both connections close
+         * now (after what is queued), and the close sends it: no separate shutdown call. */
+        if ((tp->state & (TP_DS_EOF | TP_US_EOF)) != (TP_DS_EOF | TP_US_EOF))
+            pt_conn_shutdown(to);
         maybe_done(tp);
     }
 }

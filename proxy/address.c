@@ -144,6 +144,15 @@ int pt_addr_is_loopback(const pt_addr_t *a)
     return 0;
 }
 
+int pt_addr_is_any(const pt_addr_t *a)
+{
+    if (a->sa.sa_family == AF_INET)
+        return a->sin.sin_addr.s_addr == htonl(INADDR_ANY);
+    if (a->sa.sa_family == AF_INET6)
+        return IN6_IS_ADDR_UNSPECIFIED(&a->sin6.sin6_addr);
+    return 0;
+}
+
 int pt_addr_is_internal(const pt_addr_t *a)
 {
     if (pt_addr_is_loopback(a))

@@ -42,6 +42,8 @@ int pt_cidr_parse(pt_cidr_t *out, const char *ip, unsigned prefix_len);
 int pt_cidr_match(const pt_cidr_t *c, const pt_addr_t *a);
 /* Loopback (127/8, ::1). */
 int pt_addr_is_loopback(const pt_addr_t *a);
+/* 0.0.0.0 or :: (a listener bound to every address). */
+int pt_addr_is_any(const pt_addr_t *a);
 /* Envoy's classic internal addresses: loopback, RFC 1918, RFC 4193 (fc00::/7). */
 int pt_addr_is_internal(const pt_addr_t *a);
 

@@ -391,8 +391,14 @@ static void start_session(pt_worker_t *w, const pt_listener_config_t *lc, int fd
     s->config = pt_config_ref(w->config);
     s->listener = lc;
     s->start_ms = pt_now_ms();
-    socklen_t alen = sizeof(s->local);
-    getsockname(fd, &s->local.sa, &alen);
+    /* The local address: the listener's own when it is bound to one address and port (no
+     * syscall); a wildcard (or port 0) listener asks the kernel what the client reached. */
+    if (pt_addr_is_any(&lc->address) || pt_addr_port(&lc->address) == 0) {
+        socklen_t alen = sizeof(s->local);
+        getsockname(fd, &s->local.sa, &alen);
+    } else {
+        s->local = lc->address;
+    }
     s->next = w->sessions;
     if (w->sessions != NULL)
         w->sessions->prev = s;

@@ -77,8 +77,22 @@ static void test_forms(void)
     PT_CHECK_STR(out, "-");
 }
 
+static void test_is_any(void)
+{
+    pt_addr_t a = v4("0.0.0.0", 80), b = v4("127.0.0.1", 80);
+    PT_CHECK(pt_addr_is_any(&a));
+    PT_CHECK(!pt_addr_is_any(&b));
+    pt_addr_t c;
+    memset(&c, 0, sizeof(c));
+    c.sin6.sin6_family = AF_INET6;
+    PT_CHECK(pt_addr_is_any(&c)); /* :: */
+    inet_pton(AF_INET6, "::1", &c.sin6.sin6_addr);
+    PT_CHECK(!pt_addr_is_any(&c));
+}
+
 int main(void)
 {
+    PT_RUN(test_is_any);
     PT_RUN(test_ipv4_matches_inet_ntop);
     PT_RUN(test_truncation);
     PT_RUN(test_forms);
