@@ -526,11 +526,11 @@ def _lat_us(text):
     return float(m.group(1)) * _UNITS[m.group(2)] if m else None
 
 
-def wrk(port, path, conns, seconds, close=False):
+def wrk(port, path, conns, seconds, close=False, scheme='http'):
     cmd = ['wrk', '-t1', '-c%d' % conns, '-d%ds' % seconds, '--latency']
     if close:
         cmd += ['-H', 'Connection: close']
-    cmd.append('http://127.0.0.1:%d%s' % (port, path))
+    cmd.append('%s://127.0.0.1:%d%s' % (scheme, port, path))
     rc, out, err = run(cmd, timeout=seconds + 30)
     r = {'cmd': ' '.join(cmd), 'rc': rc}
     m = re.search(r'(\d+) requests in ([\d.]+)(\w+)', out)

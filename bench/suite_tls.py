@@ -134,25 +134,9 @@ def tlsload(b, exe, port, seconds, path='/tiny', openssl=False):
 
 
 def wrk_https(b, port, path, conns, seconds):
-    """wrk over https, keep-alive (b.wrk speaks plain http only); the same fields as b.wrk."""
-    cmd = ['wrk', '-t1', '-c%d' % conns, '-d%ds' % seconds, '--latency',
-           'https://127.0.0.1:%d%s' % (port, path)]
-    rc, out, err = b.run(cmd, timeout=seconds + 30)
-    r = {'cmd': ' '.join(cmd), 'rc': rc}
-    m = re.search(r'(\d+) requests in ([\d.]+)(\w+)', out)
-    r['requests'] = int(m.group(1)) if m else 0
-    m = re.search(r'Requests/sec:\s+([\d.]+)', out)
-    r['rps'] = float(m.group(1)) if m else 0.0
-    m = re.search(r'Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)', out)
-    r['socket_errors'] = sum(int(x) for x in m.groups()) if m else 0
-    m = re.search(r'Non-2xx or 3xx responses: (\d+)', out)
-    r['non2xx'] = int(m.group(1)) if m else 0
-    for q in ('50', '99'):
-        m = re.search(r'^\s+%s(?:\.000)?%%\s+(\S+)' % q, out, re.M)
-        r['p%s_us' % q] = b._lat_us(m.group(1)) if m else None
-    if rc != 0 or r['requests'] == 0:
-        r['error'] = (err or out)[-400:]
-    elif r['socket_errors'] or r['non2xx']:
+    """wrk over https, keep-alive: b.wrk's fields, and socket errors or non-2xx as an error."""
+    r = b.wrk(port, path, conns, seconds, scheme='https')
+    if 'error' not in r and (r['socket_errors'] or r['non2xx']):
         r['error'] = '%d socket errors, %d non-2xx' % (r['socket_errors'], r['non2xx'])
     return r
 
