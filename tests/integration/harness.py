@@ -245,6 +245,24 @@ def free_port():
         return s.getsockname()[1]
 
 
+# Sockets that keep dead ports reserved for the life of the test process.
+_DEAD_PORT_HOLDERS = []
+
+
+def dead_port():
+    """A loopback port where a connect is always refused.
+
+    The port stays bound (never listening) by this process until it exits, so no other test
+    can start listening there and the kernel never picks it as an ephemeral source port (a
+    connect from 127.0.0.1:P to 127.0.0.1:P would otherwise "succeed" as a self-connect).
+    A port that was merely free a moment ago gives flaky tests when suites run in parallel.
+    """
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(('127.0.0.1', 0))
+    _DEAD_PORT_HOLDERS.append(s)
+    return s.getsockname()[1]
+
+
 def free_ports(n):
     """``n`` distinct unused ports (all held open until every one is chosen)."""
     socks = []

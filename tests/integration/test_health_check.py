@@ -346,7 +346,7 @@ class HttpHealthCheckTest(unittest.TestCase):
 
     def test_connect_failure_counts_as_network_failure(self):
         with HttpUpstream(name='a') as a:
-            dead = h.free_port()        # nothing listens there
+            dead = h.dead_port()        # nothing listens there
             port, admin = h.free_ports(2)
             cfg = http_proxy_config(port, admin, [
                 h.cluster('c', [a.port, dead], health_checks=[hc_http()])])
@@ -493,7 +493,7 @@ class TcpHealthCheckTest(unittest.TestCase):
 
     def test_connect_only(self):
         with TcpEchoServer() as echo:
-            dead = h.free_port()
+            dead = h.dead_port()
             port, admin = h.free_ports(2)
             cfg = h.bootstrap([h.listener('tcp', port, [h.tcp_proxy('tcp', 'c')])],
                               [h.cluster('c', [echo.port, dead], health_checks=[hc_tcp()])],

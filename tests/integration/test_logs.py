@@ -35,11 +35,6 @@ def parse(test, log):
     return out
 
 
-def dead_port():
-    port = h.free_port()
-    assert not h.port_listening(port)
-    return port
-
 
 class LogFormatTest(unittest.TestCase):
 
@@ -64,7 +59,7 @@ class LogFormatTest(unittest.TestCase):
     def test_worker_ids(self):
         # Debug lines from the workers: a dead upstream makes each connection log its
         # connect failure on the worker that accepted it.
-        dead = dead_port()
+        dead = h.dead_port()
         port, admin = h.free_ports(2)
         with h.Petrel(proxy_config(port, admin, [dead]), concurrency=2, log_level='debug') as p:
             seen = set()
@@ -84,7 +79,7 @@ class LogFormatTest(unittest.TestCase):
             self.assertEqual(threads, {'main', 'w0', 'w1'})
 
     def test_warning_suppresses_info(self):
-        dead = dead_port()
+        dead = h.dead_port()
         port, admin = h.free_ports(2)
         with h.Petrel(proxy_config(port, admin, [dead]), log_level='warning') as p:
             with h.tcp_connect(port) as s:
@@ -99,7 +94,7 @@ class LogFormatTest(unittest.TestCase):
         self.assertFalse([l for _, _, lvl, l in lines if lvl in ('trace', 'debug', 'info')])
 
     def test_debug_shows_debug_lines(self):
-        dead = dead_port()
+        dead = h.dead_port()
         port, admin = h.free_ports(2)
         with h.Petrel(proxy_config(port, admin, [dead]), log_level='debug') as p:
             with h.tcp_connect(port) as s:
@@ -116,7 +111,7 @@ class LogFormatTest(unittest.TestCase):
         self.assertNotIn('trace', levels)
 
     def test_info_hides_debug(self):
-        dead = dead_port()
+        dead = h.dead_port()
         port, admin = h.free_ports(2)
         with h.Petrel(proxy_config(port, admin, [dead])) as p:
             with h.tcp_connect(port) as s:
@@ -131,7 +126,7 @@ class LogFormatTest(unittest.TestCase):
 
     def test_lines_do_not_interleave(self):
         # Many workers logging at once: each line stays whole (one write per line).
-        dead = dead_port()
+        dead = h.dead_port()
         port, admin = h.free_ports(2)
         with h.Petrel(proxy_config(port, admin, [dead]), concurrency=2, log_level='trace') as p:
             import threading

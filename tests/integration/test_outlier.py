@@ -19,10 +19,6 @@ from upstreams import HttpUpstream, TcpEchoServer  # noqa: E402
 OD = 'cluster.svc.outlier_detection.'
 
 
-def dead_port():
-    """A local port nothing listens on: connecting is refused at once."""
-    return h.free_port()
-
 
 def http_config(port, admin, endpoints, od):
     hcm = h.http_connection_manager('ingress', h.route_config([
@@ -142,7 +138,7 @@ class LocalOriginTest(unittest.TestCase):
 
     def test_connect_failures_split(self):
         with HttpUpstream(name='a') as a, HttpUpstream(name='b') as b:
-            dead = dead_port()
+            dead = h.dead_port()
             port, admin = h.free_ports(2)
             cfg = http_config(port, admin, [a.port, b.port, dead],
                               {'split_external_local_origin_errors': True})
@@ -164,7 +160,7 @@ class LocalOriginTest(unittest.TestCase):
 
     def test_connect_failures_count_as_5xx_when_not_split(self):
         with HttpUpstream(name='a') as a, HttpUpstream(name='b') as b:
-            dead = dead_port()
+            dead = h.dead_port()
             port, admin = h.free_ports(2)
             cfg = http_config(port, admin, [a.port, b.port, dead], {})
             with h.Petrel(cfg, admin_port=admin) as p:
@@ -179,7 +175,7 @@ class LocalOriginTest(unittest.TestCase):
 
     def test_tcp_proxy_connect_failures(self):
         with TcpEchoServer() as echo:
-            dead = dead_port()
+            dead = h.dead_port()
             port, admin = h.free_ports(2)
             cfg = h.bootstrap([h.listener('tcp', port, [h.tcp_proxy('tcp', 'svc')])],
                               [h.cluster('svc', [echo.port, dead],

@@ -292,7 +292,7 @@ class RetryConditions(RetryCase):
         # Two hosts, one dead (connection refused). With connect-failure every request
         # reaches the live host; each connect failure costs exactly one retry.
         up = self.upstream('live')
-        dead = h.free_port()
+        dead = h.dead_port()
         p = self.start([h.route_prefix('/', 'up', retry_policy=policy('connect-failure', 1))],
                        [dead, up])
         for i in range(6):
@@ -308,7 +308,7 @@ class RetryConditions(RetryCase):
 
     def test_no_connect_failure_retry_without_condition(self):
         up = self.upstream('live')
-        dead = h.free_port()
+        dead = h.dead_port()
         self.start([h.route_prefix('/', 'up', retry_policy=policy('retriable-4xx', 1))],
                    [dead, up])
         statuses = [self.get('/echo/%d' % i).status for i in range(4)]
@@ -321,7 +321,7 @@ class RetryConditions(RetryCase):
         # and doRetry set the stream info's attempt count before asking the pool for a
         # connection), so three failed connects log %UPSTREAM_REQUEST_ATTEMPT_COUNT% 3;
         # petrel logs 0.
-        dead = h.free_port()
+        dead = h.dead_port()
         self.start([h.route_prefix('/', 'up', retry_policy=policy('connect-failure', 2))],
                    [dead])
         self.assertEqual(self.get('/echo/cf').status, 503)
@@ -334,7 +334,7 @@ class RetryConditions(RetryCase):
         # (include_attempt_count_in_response) to its own local replies too (the
         # modify_headers callback given to sendLocalReply); petrel only adds it to upstream
         # responses, so the 503 after three failed connects has none.
-        dead = h.free_port()
+        dead = h.dead_port()
         self.start([h.route_prefix('/', 'up', retry_policy=policy('connect-failure', 2))],
                    [dead], vhost_extra={'include_attempt_count_in_response': True})
         r = self.get('/echo/lr')

@@ -37,12 +37,6 @@ def proxy_config(port, admin, endpoints, cluster='up', connect_timeout='1s', clu
                        admin_port=admin)
 
 
-def dead_port():
-    """A loopback port nobody listens on: a connect to it is refused at once."""
-    port = h.free_port()
-    assert not h.port_listening(port)
-    return port
-
 
 class Blackhole:
     """A loopback listener whose accept queue is full, so a connect to it never completes.
@@ -270,7 +264,7 @@ class ConnectFailureTest(unittest.TestCase):
     endpoint, so "the first host is dead" is deterministic."""
 
     def test_connect_failure_falls_through_to_next_host(self):
-        dead = dead_port()
+        dead = h.dead_port()
         with TcpEchoServer() as echo:
             port, admin = h.free_ports(2)
             cfg = proxy_config(port, admin, [dead, echo.port], max_connect_attempts=2)
@@ -292,7 +286,7 @@ class ConnectFailureTest(unittest.TestCase):
                 self.assertIn('up::127.0.0.1:%d::cx_connect_fail::0' % echo.port, text)
 
     def test_one_attempt_dead_first_host_closes_client(self):
-        dead = dead_port()
+        dead = h.dead_port()
         with TcpEchoServer() as echo:
             port, admin = h.free_ports(2)
             cfg = proxy_config(port, admin, [dead, echo.port], max_connect_attempts=1)
@@ -375,7 +369,7 @@ class ConnectFailureTest(unittest.TestCase):
                 self.assertEqual(p.stat('cluster.up.upstream_cx_connect_timeout'), 0)
 
     def test_upstream_down_entirely(self):
-        dead = dead_port()
+        dead = h.dead_port()
         port, admin = h.free_ports(2)
         cfg = proxy_config(port, admin, [dead], max_connect_attempts=3)
         with h.Petrel(cfg) as p:
@@ -580,7 +574,7 @@ class AccessLogTest(unittest.TestCase):
     def test_connect_failure_is_flagged_uf(self):
         path = os.path.join(self.tmp, 'tcp.log')
         port, admin = h.free_ports(2)
-        with h.Petrel(self._log_config(port, admin, [dead_port()], path)):
+        with h.Petrel(self._log_config(port, admin, [h.dead_port()], path)):
             s = h.tcp_connect(port)
             self.assertEqual(h.recv_until_eof(s), b'')
             s.close()

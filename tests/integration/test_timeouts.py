@@ -347,7 +347,7 @@ class ConnectTimeout(TimeoutCase):
         self.log_line(r'^503 UF,URX /ct2 ')
 
     def test_refused_connect_is_not_a_timeout(self):
-        dead = h.free_port()
+        dead = h.dead_port()
         p = self.start(dead, {'timeout': '10s'}, connect_timeout='5s')
         r, took = self.timed_get('/refused')
         self.assertEqual(r.status, 503)
