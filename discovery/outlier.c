@@ -18,7 +18,6 @@
 #include "discovery/outlier.h"
 
 #include <ev.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -367,6 +366,23 @@ uint64_t pt_outlier_ejection_time_ms(const pt_outlier_config_t *cfg, uint64_t ti
     return t + jitter_ms;
 }
 
+/* Square root by Newton's method: exact to the last bit or two for the variances seen here,
+ * and it keeps libm (and the pages its loading touches) out of the process. */
+static double sqrt_nonneg(double x)
+{
+    if (!(x > 0))
+        return 0;
+    double r = x >= 1 ? x : 1;
+    /* From above, Newton descends monotonically; even x = 1e300 converges in ~1,100 steps. */
+    for (int i = 0; i < 1200; i++) {
+        double next = 0.5 * (r + x / r);
+        if (next >= r)
+            break;
+        r = next;
+    }
+    return r;
+}
+
 /* Mean and threshold over the rates whose mask entry has `bit` (all when mask is NULL). */
 static double sr_threshold(const double *rates, const unsigned *mask, unsigned bit, size_t n,
                            uint32_t stdev_factor, double *mean_out)
@@ -385,7 +401,7 @@ static double sr_threshold(const double *rates, const unsigned *mask, unsigned b
     if (count)
         var /= (double)count;
     *mean_out = mean;
-    return mean - sqrt(var) * ((double)stdev_factor / 1000.0);
+    return mean - sqrt_nonneg(var) * ((double)stdev_factor / 1000.0);
 }
 
 double pt_outlier_success_rate_threshold(const double *rates, size_t n, uint32_t stdev_factor,

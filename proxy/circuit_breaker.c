@@ -1,6 +1,5 @@
 #include "proxy/circuit_breaker.h"
 
-#include <math.h>
 #include <string.h>
 
 static const char *const priority_names[] = {"DEFAULT", "HIGH", NULL};
@@ -86,7 +85,8 @@ static int64_t retry_limit(const pt_breaker_t *b)
     /* Envoy's budget: a share of the active requests plus the pending ones. */
     int64_t active = atomic_load_explicit(&b->rq, memory_order_relaxed) +
                      atomic_load_explicit(&b->pending, memory_order_relaxed);
-    int64_t budget = (int64_t)floor((double)active * b->budget_percent / 100.0);
+    /* active >= 0, so truncation is the floor. */
+    int64_t budget = (int64_t)((double)active * b->budget_percent / 100.0);
     return budget > (int64_t)b->min_retry_concurrency ? budget : (int64_t)b->min_retry_concurrency;
 }
 
