@@ -124,6 +124,10 @@ void pt_cfg_pop_path(pt_cfg_t *r, size_t saved_len);
  * Sub-millisecond precision is rounded up so "0.0001s" is not zero. 0 or -1. */
 int pt_duration_parse_ms(const char *s, uint64_t *out_ms);
 
+/* proto3 JSON `bytes`: standard or URL-safe base64, padding optional. Returns the decoded
+ * length, or -1 when s is not base64. out must hold strlen(s) / 4 * 3 + 3 bytes. */
+long pt_base64_decode(const char *s, unsigned char *out);
+
 /* Loads a file as JSON (.json) or YAML (.yaml/.yml) into a jansson tree. On failure returns
  * NULL and writes a message into err. */
 json_t *pt_config_load_file(const char *path, char *err, size_t errlen);

@@ -900,47 +900,6 @@ static void parse_redirect(pctx_t *p, pt_route_t *rt)
     rd->response_code = redirect_codes[code];
 }
 
-static int b64val(int c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+' || c == '-')
-        return 62;
-    if (c == '/' || c == '_')
-        return 63;
-    return -1;
-}
-
-/* proto3 JSON bytes: standard or URL-safe base64, padding optional. Returns the decoded
- * length or -1. out must hold 3 * strlen(s) / 4 + 3 bytes. */
-static long base64_decode(const char *s, unsigned char *out)
-{
-    size_t n = strlen(s);
-    while (n > 0 && s[n - 1] == '=')
-        n--;
-    if (strlen(s) - n > 2 || n % 4 == 1)
-        return -1;
-    size_t o = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < n; i++) {
-        int v = b64val((unsigned char)s[i]);
-        if (v < 0)
-            return -1;
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (unsigned char)(acc >> bits);
-        }
-    }
-    return (long)o;
-}
-
 /* body (envoy.config.core.v3.DataSource), reader inside it. */
 static void parse_body(pctx_t *p, pt_route_t *rt)
 {
@@ -968,7 +927,7 @@ static void parse_body(pctx_t *p, pt_route_t *rt)
     } else if (pt_cfg_string(r, "inline_bytes", &s, NULL) > 0) {
         field = "inline_bytes";
         unsigned char *buf = alloc(p, strlen(s) / 4 * 3 + 4);
-        long len = buf ? base64_decode(s, buf) : 0;
+        long len = buf ? pt_base64_decode(s, buf) : 0;
         if (len < 0)
             pt_cfg_error(r, "inline_bytes", "is not valid base64");
         rt->direct_body = (const char *)buf;

@@ -30,27 +30,6 @@
  * Config
  * ====================================================================================== */
 
-static int b64_decode(const char *in, unsigned char **out, size_t *outlen)
-{
-    size_t n = strlen(in);
-    unsigned char *buf = malloc(n / 4 * 3 + 4);
-    if (buf == NULL)
-        return -1;
-    int len = EVP_DecodeBlock(buf, (const unsigned char *)in, (int)n);
-    if (len < 0) {
-        free(buf);
-        return -1;
-    }
-    /* EVP_DecodeBlock counts padding as output bytes. */
-    while (n > 0 && in[n - 1] == '=') {
-        n--;
-        len--;
-    }
-    *out = buf;
-    *outlen = (size_t)len;
-    return 0;
-}
-
 int pt_data_source_parse(pt_cfg_t *r, pt_arena_t *a, const char *field, pt_data_source_t *out)
 {
     memset(out, 0, sizeof(*out));
@@ -75,15 +54,15 @@ int pt_data_source_parse(pt_cfg_t *r, pt_arena_t *a, const char *field, pt_data_
         out->inline_data = pt_arena_strdup(a, is);
         out->inline_len = strlen(is);
     } else if (ib != NULL) {
-        unsigned char *dec;
-        size_t dlen;
-        if (b64_decode(ib, &dec, &dlen) != 0) {
+        unsigned char *dec = pt_arena_alloc(a, strlen(ib) / 4 * 3 + 4);
+        long dlen = pt_base64_decode(ib, dec);
+        if (dlen < 0) {
             pt_cfg_error(r, "inline_bytes", "is not valid base64");
             ok = -1;
         } else {
-            out->inline_data = pt_arena_strndup(a, (const char *)dec, dlen);
-            out->inline_len = dlen;
-            free(dec);
+            dec[dlen] = '\0'; /* PEM readers take it as a C string too */
+            out->inline_data = (const char *)dec;
+            out->inline_len = (size_t)dlen;
         }
     }
     pt_cfg_leave(r);

@@ -10,6 +10,7 @@ The PKI is made at test time by certs.py (openssl CLI, temp dir).
 Run: PETREL_BIN=build/petrel /usr/bin/python3 tests/integration/test_tls_downstream.py -v
 """
 
+import base64
 import json
 import os
 import re
@@ -174,6 +175,26 @@ class TerminationTest(TlsCase):
         r = tls_request(self.port, path='/py')
         self.assertEqual(r.status, 200)
         self.assertEqual(self.up.last['path'], '/py')
+
+    def test_inline_bytes_and_inline_string_sources(self):
+        # The key as base64 inline_bytes (proto3 JSON bytes), the chain and the CA as
+        # inline_string: the same handshake as with files, and client certificates verify.
+        with open(PKI['server'].cert) as f:
+            chain = f.read()
+        with open(PKI['server'].key, 'rb') as f:
+            key_b64 = base64.b64encode(f.read()).decode()
+        with open(PKI['ca'].cert) as f:
+            ca = f.read()
+        tls = C.downstream_tls(require_client=True)
+        tls['typed_config']['common_tls_context'] = {
+            'tls_certificates': [{'certificate_chain': {'inline_string': chain},
+                                  'private_key': {'inline_bytes': key_b64}}],
+            'validation_context': {'trusted_ca': {'inline_string': ca}}}
+        self.start(tls)
+        r = tls_request(self.port, cert=PKI['frontend'], path='/inline')
+        self.assertEqual(r.status, 200)
+        self.assertTrue(handshake_fails(self.port))  # no client certificate: refused
+        self.assertEqual(self.up.last['path'], '/inline')
 
     def test_s_client_serves_chain_and_reports_sni(self):
         # The leaf is issued by an intermediate; only the root is trusted by the client, so

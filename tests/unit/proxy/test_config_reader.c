@@ -637,6 +637,36 @@ static void test_load_large_file(void)
     json_decref(j);
 }
 
+static void test_base64(void)
+{
+    static const struct {
+        const char *in;
+        const char *out; /* NULL: invalid */
+        long len;
+    } cases[] = {
+        {"", "", 0},
+        {"Zg==", "f", 1},
+        {"Zg", "f", 1},           /* padding optional (proto3 JSON) */
+        {"Zm8=", "fo", 2},
+        {"Zm9v", "foo", 3},
+        {"Zm9vYmFy", "foobar", 6},
+        {"-_8=", "\xfb\xff", 2}, /* URL-safe alphabet */
+        {"+/8=", "\xfb\xff", 2},
+        {"Z", NULL, -1},          /* one char left over cannot encode a byte */
+        {"Zg===", NULL, -1},      /* too much padding */
+        {"Zm 9v", NULL, -1},      /* not in the alphabet */
+        {"Zm9v*", NULL, -1},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        unsigned char out[16];
+        long n = pt_base64_decode(cases[i].in, out);
+        if (n != cases[i].len || (n > 0 && memcmp(out, cases[i].out, (size_t)n) != 0)) {
+            fprintf(stderr, "  base64 \"%s\" -> %ld\n", cases[i].in, n);
+            PT_CHECK(0);
+        }
+    }
+}
+
 int main(void)
 {
     PT_RUN(test_duration_valid);
@@ -654,5 +684,6 @@ int main(void)
     PT_RUN(test_depth_limit_lists);
     PT_RUN(test_load_file);
     PT_RUN(test_load_large_file);
+    PT_RUN(test_base64);
     PT_TEST_EXIT();
 }
