@@ -769,7 +769,7 @@ static int open_conn(hc_session_t *s)
     }
     int err = 0;
     s->conn = pt_conn_connect(s->cl->hc->worker, &s->host->address, c->connect_timeout_ms,
-                              tls ? &pt_transport_tls : &pt_transport_raw, tls, &probe_handler,
+                              tls ? pt_tls_transport() : &pt_transport_raw, tls, &probe_handler,
                               s, &err);
     if (s->conn == NULL) {
         pt_tls_conn_discard(tls);

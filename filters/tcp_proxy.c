@@ -389,7 +389,7 @@ static void try_connect(tcp_proxy_t *tp)
         return;
     }
     pt_conn_t *us = pt_conn_connect(s->worker, &h->address, tp->cluster->connect_timeout_ms,
-                                    tls ? &pt_transport_tls : &pt_transport_raw, tls,
+                                    tls ? pt_tls_transport() : &pt_transport_raw, tls,
                                     &us_handler, tp, &err);
     pt_stat_inc(tp->cluster->stats.upstream_cx_total);
     pt_stat_inc(tp->cluster->stats.upstream_cx_active);

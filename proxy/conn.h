@@ -43,6 +43,8 @@ typedef struct pt_worker pt_worker_t;
  * during handshake) sets PT_CONN_F_READ_WANTS_WRITE / PT_CONN_F_WRITE_WANTS_READ. */
 typedef struct pt_transport_ops {
     const char *name;
+    /* 1 for the TLS transport: its connections answer the pt_tls_* accessors. */
+    int is_tls;
     /* Drives the handshake: 0 done, -EAGAIN in progress, <0 failed. NULL: none needed. */
     int (*handshake)(pt_conn_t *c);
     ssize_t (*read)(pt_conn_t *c, void *buf, size_t len);

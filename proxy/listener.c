@@ -211,7 +211,7 @@ static void choose_chain(pt_session_t *s)
         session_fail(s);
         return;
     }
-    s->conn->transport = &pt_transport_tls;
+    s->conn->transport = pt_tls_transport();
     s->conn->transport_ctx = t;
     pt_conn_handshake_timeout(s->conn, fc->handshake_timeout_ms);
     pt_conn_start(s->conn, &handshake_handler, s);

@@ -356,7 +356,7 @@ static int start_connect(pt_pool_t *p, int priority)
         return 0;
     }
     pc->conn = pt_conn_connect(p->worker, &p->address, p->connect_timeout_ms,
-                               tls ? &pt_transport_tls : &pt_transport_raw, tls,
+                               tls ? pt_tls_transport() : &pt_transport_raw, tls,
                                &connecting_handler, pc, &err);
     pt_stat_inc(p->stats.upstream_cx_total);
     pt_stat_inc(p->stats.upstream_cx_http1_total);

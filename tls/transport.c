@@ -266,6 +266,7 @@ static void tls_dispose(pt_conn_t *c)
 
 const pt_transport_ops_t pt_transport_tls = {
     .name = "tls",
+    .is_tls = 1,
     .handshake = tls_handshake,
     .read = tls_read,
     .writev = tls_writev,
@@ -273,6 +274,11 @@ const pt_transport_ops_t pt_transport_tls = {
     .dispose = tls_dispose,
     .has_pending = tls_has_pending,
 };
+
+const pt_transport_ops_t *pt_tls_transport(void)
+{
+    return &pt_transport_tls;
+}
 
 static pt_tls_conn_t *tls_of(const pt_conn_t *c)
 {

@@ -10,6 +10,9 @@
 #include "tls/identity.h"
 
 extern const pt_transport_ops_t pt_transport_tls;
+/* The TLS transport's ops table, for code outside the TLS module (which cannot name
+ * pt_transport_tls: in the binary it lives in the module, see tls/module.h). */
+const pt_transport_ops_t *pt_tls_transport(void);
 
 /* Transport state for a new connection (pt_conn_new / pt_conn_connect transport_ctx).
  * server: accept side; sni: client SNI (may be NULL). NULL on failure. */
@@ -19,7 +22,7 @@ void pt_tls_conn_discard(void *transport_ctx);
 
 static inline int pt_conn_is_tls(const pt_conn_t *c)
 {
-    return c->transport == &pt_transport_tls;
+    return c->transport->is_tls;
 }
 /* After the handshake. NULL when not TLS (or no peer certificate for the identity). */
 const pt_tls_identity_t *pt_tls_peer_identity(const pt_conn_t *c);

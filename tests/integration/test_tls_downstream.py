@@ -14,6 +14,7 @@ import base64
 import json
 import os
 import re
+import shutil
 import socket
 import ssl
 import subprocess
@@ -984,6 +985,101 @@ class FaultTest(unittest.TestCase):
         out = answer(client_hello_bytes() + b'\r\n\r\n', fin=False)
         self.assertTrue(out == b'' or out.startswith(b'HTTP/1.1 400'), out[:80])
 
+
+# ---------------------------------------------------------------------------------------------
+
+def mapped_files(pid):
+    """The file names in /proc/<pid>/maps (shared objects the process has mapped)."""
+    with open('/proc/%d/maps' % pid) as f:
+        return {os.path.basename(line.split()[5]) for line in f if len(line.split()) >= 6}
+
+
+def maps_openssl(pid):
+    return any(n.startswith(('libssl.so', 'libcrypto.so')) for n in mapped_files(pid))
+
+
+class TlsModuleTest(unittest.TestCase):
+    """OpenSSL lives in petrel-tls.so beside the binary, loaded only when a config uses TLS
+    (tls/module.h). Without TLS nothing of it is mapped; with TLS and no usable module the
+    config is refused with the reason."""
+
+    def plain_config(self, port, admin, upstream):
+        return h.bootstrap([h.listener('tcp', port, [h.tcp_proxy('tcp', 'up')])],
+                           [h.cluster('up', [upstream])], admin_port=admin)
+
+    def tls_config(self, port, admin, upstream):
+        ln = tls_listener('https', port, [hcm()], C.downstream_tls(PKI['server']))
+        return h.bootstrap([ln], [h.cluster('app', [upstream])], admin_port=admin)
+
+    def lone_binary(self, module=None):
+        """A copy of petrel alone in a temp dir; ``module`` (a path) is copied beside it."""
+        d = tempfile.mkdtemp(prefix='petrel-mod-')
+        self.addCleanup(shutil.rmtree, d, True)
+        binary = os.path.join(d, 'petrel')
+        shutil.copy2(h.PETREL_BIN, binary)
+        if module is not None:
+            shutil.copy2(module, os.path.join(d, 'petrel-tls.so'))
+        return d, binary
+
+    def test_plaintext_config_maps_no_openssl(self):
+        with TcpEchoServer() as echo:
+            port, admin = h.free_ports(2)
+            with h.Petrel(self.plain_config(port, admin, echo.port)) as p:
+                with h.tcp_connect(port) as s:
+                    s.sendall(b'ping')
+                    self.assertEqual(h.recv_exact(s, 4), b'ping')
+                self.assertFalse(maps_openssl(p.pid), sorted(mapped_files(p.pid)))
+                self.assertNotIn('petrel-tls.so', mapped_files(p.pid))
+                # /certs answers (no certificates) without loading the module.
+                status, _, body = p.admin_get('/certs')
+                self.assertEqual(status, 200)
+                self.assertEqual(json.loads(body), {'certificates': []})
+                self.assertFalse(maps_openssl(p.pid))
+
+    def test_tls_config_loads_the_module(self):
+        up = HttpUpstream(name='app')
+        self.addCleanup(up.close)
+        port, admin = h.free_ports(2)
+        with h.Petrel(self.tls_config(port, admin, up.port)) as p:
+            self.assertIn('petrel-tls.so', mapped_files(p.pid))
+            self.assertTrue(maps_openssl(p.pid))
+            self.assertEqual(tls_request(port, path='/m').status, 200)
+
+    def test_missing_module_refuses_a_tls_config_only(self):
+        d, binary = self.lone_binary()
+        port, admin = h.free_ports(2)
+        files = tempfile.mkdtemp(prefix='petrel-mod-cfg-')
+        self.addCleanup(shutil.rmtree, files, True)
+        cfg = os.path.join(files, 'tls.json')
+        with open(cfg, 'w') as f:
+            json.dump(self.tls_config(port, admin, 9), f)
+        rc, out, err = h.run_petrel(['--mode', 'validate', '-c', cfg], binary=binary)
+        self.assertEqual(rc, 1, err)
+        self.assertIn('static_resources.listeners[0].filter_chains[0].transport_socket: '
+                      'TLS module: cannot load %s/petrel-tls.so: ' % d, err)
+        # The same lone binary serves a plaintext config.
+        with TcpEchoServer() as echo:
+            with h.Petrel(self.plain_config(port, admin, echo.port), binary=binary):
+                with h.tcp_connect(port) as s:
+                    s.sendall(b'ping')
+                    self.assertEqual(h.recv_exact(s, 4), b'ping')
+
+    def test_foreign_module_is_refused(self):
+        # A shared object that is not petrel's TLS module (no pt_tls_module table).
+        work = tempfile.mkdtemp(prefix='petrel-mod-so-')
+        self.addCleanup(shutil.rmtree, work, True)
+        src, so = os.path.join(work, 'x.c'), os.path.join(work, 'x.so')
+        with open(src, 'w') as f:
+            f.write('int not_petrel_tls(void) { return 1; }\n')
+        subprocess.run(['cc', '-shared', '-fPIC', '-o', so, src], check=True)
+        d, binary = self.lone_binary(module=so)
+        port, admin = h.free_ports(2)
+        cfg = os.path.join(work, 'tls.json')
+        with open(cfg, 'w') as f:
+            json.dump(self.tls_config(port, admin, 9), f)
+        rc, out, err = h.run_petrel(['--mode', 'validate', '-c', cfg], binary=binary)
+        self.assertEqual(rc, 1, err)
+        self.assertIn('TLS module: %s/petrel-tls.so has no pt_tls_module' % d, err)
 
 if __name__ == '__main__':
     unittest.main()
