@@ -14,10 +14,24 @@
 /* RE2's limit on a counted repetition {n,m}. */
 #define MAX_REPEAT 1000
 
+/* glibc's regexec takes a lock inside the regex_t for the whole match, so workers sharing
+ * one compiled regex would take turns. Each worker therefore compiles its own copy the first
+ * time it uses a regex (copies[slot]); the main thread and threads without a slot use the
+ * shared one. Only the worker that owns a slot touches it; the copies are freed with the
+ * snapshot's arena, after every worker has let go of the snapshot. */
+typedef struct regex_copy {
+    regex_t full, search;
+    int state; /* 0 not yet compiled, 1 ready, -1 failed (use the shared one) */
+} regex_copy_t;
+
 struct pt_regex {
     regex_t full;   /* ^(translated)$ with REG_NOSUB: full matching */
     regex_t search; /* translated, with submatches: replace_all (PT_REGEX_SEARCH only) */
     int has_search;
+    char *full_src;        /* the translated patterns, for the per-worker copies */
+    char *search_src;
+    regex_copy_t *copies;  /* [ncopies], or NULL */
+    unsigned ncopies;
     const char *pattern;
     unsigned groups;       /* capturing groups as RE2 counts them */
     unsigned nmatch;       /* submatches replace_all needs (1 + highest mapped group) */
@@ -689,6 +703,63 @@ static void regex_free_search(void *arg)
     regfree(&((pt_regex_t *)arg)->search);
 }
 
+/* ---- per-worker copies ----------------------------------------------------------------- */
+
+static unsigned worker_slots;                 /* set once at start, before any config */
+static _Thread_local unsigned thread_slot;    /* worker index + 1; 0: no private copies */
+
+void pt_regex_set_worker_slots(unsigned n)
+{
+    worker_slots = n;
+}
+
+void pt_regex_thread_init(unsigned worker_index)
+{
+    thread_slot = worker_index + 1;
+}
+
+static void regex_free_copies(void *arg)
+{
+    pt_regex_t *re = arg;
+    for (unsigned i = 0; i < re->ncopies; i++) {
+        regex_copy_t *c = &re->copies[i];
+        if (c->state == 1) {
+            regfree(&c->full);
+            if (re->has_search)
+                regfree(&c->search);
+        }
+    }
+    free(re->copies);
+}
+
+/* This thread's copy of re, compiled on first use; NULL means use the shared one. */
+static regex_copy_t *regex_copy(const pt_regex_t *re)
+{
+    unsigned slot = thread_slot;
+    if (slot == 0 || slot > re->ncopies)
+        return NULL;
+    regex_copy_t *c = &re->copies[slot - 1];
+    if (c->state == 0) {
+        /* The pattern compiled once already, so only memory can fail here. */
+        c->state = -1;
+        if (regcomp(&c->full, re->full_src, REG_EXTENDED | REG_NOSUB) == 0) {
+            if (!re->has_search || regcomp(&c->search, re->search_src, REG_EXTENDED) == 0)
+                c->state = 1;
+            else
+                regfree(&c->full);
+        }
+    }
+    return c->state == 1 ? c : NULL;
+}
+
+unsigned pt_regex_copies_compiled(const pt_regex_t *re)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < re->ncopies; i++)
+        n += re->copies[i].state == 1;
+    return n;
+}
+
 pt_regex_t *pt_regex_compile(pt_arena_t *a, const char *pattern, unsigned flags, char *err,
                              size_t errlen)
 {
@@ -748,6 +819,19 @@ pt_regex_t *pt_regex_compile(pt_arena_t *a, const char *pattern, unsigned flags,
             goto fail;
         }
         re->has_search = 1;
+        re->search_src = pt_arena_strdup(a, x.out + 2);
+        x.out[x.len - 2] = ')';
+    }
+    if (worker_slots > 1) {
+        re->full_src = pt_arena_strdup(a, x.out);
+        re->copies = calloc(worker_slots, sizeof(regex_copy_t));
+        if (re->full_src == NULL || (re->has_search && re->search_src == NULL) ||
+            re->copies == NULL || pt_arena_defer(a, regex_free_copies, re) != 0) {
+            free(re->copies);
+            re->copies = NULL; /* still correct: every thread shares the one regex */
+        } else {
+            re->ncopies = worker_slots;
+        }
     }
     free(x.out);
     return re;
@@ -770,17 +854,19 @@ int pt_regex_full_match(const pt_regex_t *re, const char *s, size_t len)
 {
 #ifdef REG_STARTEND
     /* REG_STARTEND bounds the subject by length: no NUL terminator, no copy. */
+    regex_copy_t *c = regex_copy(re);
     regmatch_t m[1];
     m[0].rm_so = 0;
     m[0].rm_eo = (regoff_t)len;
-    return regexec(&re->full, s != NULL ? s : "", 1, m, REG_STARTEND) == 0;
+    return regexec(c ? &c->full : &re->full, s != NULL ? s : "", 1, m, REG_STARTEND) == 0;
 #else
     char buf[4096];
     if (len >= sizeof(buf))
         return 0;
     memcpy(buf, s, len);
     buf[len] = '\0';
-    return regexec(&re->full, buf, 0, NULL, 0) == 0;
+    regex_copy_t *c = regex_copy(re);
+    return regexec(c ? &c->full : &re->full, buf, 0, NULL, 0) == 0;
 #endif
 }
 
@@ -857,6 +943,8 @@ char *pt_regex_replace_all(const pt_regex_t *re, const char *s, size_t len, cons
     if (!re->has_search)
         return NULL;
     obuf_t o = {.a = a};
+    regex_copy_t *c = regex_copy(re);
+    const regex_t *search = c ? &c->search : &re->search;
     regmatch_t m[MAX_GROUPS + 1];
     size_t p = 0, lastend = (size_t)-1;
     /* RE2::GlobalReplace: every non-overlapping match from left to right; an empty match
@@ -864,7 +952,7 @@ char *pt_regex_replace_all(const pt_regex_t *re, const char *s, size_t len, cons
     while (p <= len) {
         m[0].rm_so = (regoff_t)p;
         m[0].rm_eo = (regoff_t)len;
-        if (regexec(&re->search, s, re->nmatch, m, REG_STARTEND) != 0)
+        if (regexec(search, s, re->nmatch, m, REG_STARTEND) != 0)
             break;
         size_t ms = (size_t)m[0].rm_so, me = (size_t)m[0].rm_eo;
         if (p < ms)

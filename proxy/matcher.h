@@ -52,6 +52,14 @@ int pt_regex_check_substitution(const pt_regex_t *re, const char *sub, char *err
 char *pt_regex_replace_all(const pt_regex_t *re, const char *s, size_t len, const char *sub,
                            pt_arena_t *a, size_t *out_len);
 
+/* Workers get private compiled copies of every regex (glibc's regexec locks a shared one
+ * for the whole match). Set the worker count once at start, before any config is built;
+ * each worker thread calls pt_regex_thread_init with its index (0-based) before matching. */
+void pt_regex_set_worker_slots(unsigned n);
+void pt_regex_thread_init(unsigned worker_index);
+/* How many workers have compiled their copy of re so far (for tests). */
+unsigned pt_regex_copies_compiled(const pt_regex_t *re);
+
 /* Parses an envoy.type.matcher.v3.RegexMatcher the reader is positioned in ({regex,
  * google_re2: {}}). Errors name the path of `regex`. NULL when invalid (errors in r). */
 pt_regex_t *pt_regex_parse(pt_cfg_t *r, pt_arena_t *a, unsigned flags);

@@ -9,6 +9,7 @@
 #include "proxy/buf.h"
 #include "proxy/conn.h"
 #include "proxy/http_codec.h"
+#include "proxy/matcher.h"
 #include "proxy/config.h"
 #include "proxy/listener.h"
 #include "proxy/log.h"
@@ -115,6 +116,7 @@ static void *worker_main(void *arg)
     pt_worker_t *w = arg;
     pt_worker_current = w;
     pt_log_set_thread(w->id);
+    pt_regex_thread_init((unsigned)w->id);
     pt_stats_thread_init();
     ev_run(w->loop, 0);
     /* Past the drain: whatever is still open is closed now, so nothing leaks. */

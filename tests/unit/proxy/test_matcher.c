@@ -4,6 +4,7 @@
 #include "proxy/matcher.h"
 #include "pt_test.h"
 
+#include <pthread.h>
 #include <stdint.h>
 
 /* JSON written with single quotes (tests read better that way). */
@@ -452,6 +453,69 @@ static void test_regex_arena_cleanup(void)
     pt_arena_dispose(&a);
 }
 
+/* ---- per-worker copies ------------------------------------------------------------- */
+
+typedef struct worker_arg {
+    const pt_regex_t *full, *search;
+    unsigned index;
+    int wrong; /* results that differ from the expected ones */
+} worker_arg_t;
+
+static void *regex_worker(void *p)
+{
+    worker_arg_t *w = p;
+    pt_regex_thread_init(w->index);
+    pt_arena_t a = {0};
+    for (int i = 0; i < 2000; i++) {
+        char path[32];
+        int n = snprintf(path, sizeof(path), "/v1/%d/item", i);
+        w->wrong += !pt_regex_full_match(w->full, path, (size_t)n);
+        w->wrong += pt_regex_full_match(w->full, "/v1/x/item", 10);
+        size_t len = 0;
+        char *out = pt_regex_replace_all(w->search, path, (size_t)n, "#\\1", &a, &len);
+        char want[32];
+        snprintf(want, sizeof(want), "/v#%d/item", i);
+        w->wrong += out == NULL || strcmp(out, want) != 0;
+    }
+    pt_arena_dispose(&a);
+    return NULL;
+}
+
+/* Each worker thread matches with its own compiled copy (glibc's regexec would serialise
+ * threads on a shared one), compiled on first use; the main thread uses the shared one. */
+static void test_regex_per_worker_copies(void)
+{
+    pt_regex_set_worker_slots(3);
+    pt_arena_t a = {0};
+    char err[256];
+    pt_regex_t *full = pt_regex_compile(&a, "/v1/\\d+/[a-z]+", 0, err, sizeof(err));
+    pt_regex_t *search = pt_regex_compile(&a, "1/(\\d+)", PT_REGEX_SEARCH, err, sizeof(err));
+    PT_CHECK(full != NULL && search != NULL);
+    PT_CHECK(pt_regex_full_match(full, "/v1/7/x", 7)); /* main thread: no copy */
+    PT_CHECK_INT(pt_regex_copies_compiled(full), 0);
+
+    worker_arg_t w[2] = {{full, search, 0, 0}, {full, search, 2, 0}};
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        PT_CHECK_INT(pthread_create(&t[i], NULL, regex_worker, &w[i]), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    PT_CHECK_INT(w[0].wrong, 0);
+    PT_CHECK_INT(w[1].wrong, 0);
+    PT_CHECK_INT(pt_regex_copies_compiled(full), 2);   /* workers 0 and 2; not 1 */
+    PT_CHECK_INT(pt_regex_copies_compiled(search), 2);
+
+    /* One worker (or validate mode): no copies at all. */
+    pt_regex_set_worker_slots(1);
+    pt_regex_t *one = pt_regex_compile(&a, "a+", 0, err, sizeof(err));
+    w[0] = (worker_arg_t){one, search, 0, 0};
+    PT_CHECK_INT(pthread_create(&t[0], NULL, regex_worker, &w[0]), 0);
+    pthread_join(t[0], NULL);
+    PT_CHECK_INT(pt_regex_copies_compiled(one), 0);
+    pt_regex_set_worker_slots(0);
+    pt_arena_dispose(&a); /* frees the copies too (ASan checks) */
+}
+
 int main(void)
 {
     PT_RUN(test_regex_full_match);
@@ -463,5 +527,6 @@ int main(void)
     PT_RUN(test_string_matcher_init);
     PT_RUN(test_string_matcher_errors);
     PT_RUN(test_regex_arena_cleanup);
+    PT_RUN(test_regex_per_worker_copies);
     PT_TEST_EXIT();
 }
