@@ -12,6 +12,7 @@ import math
 import os
 import sys
 import tempfile
+import threading
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -69,14 +70,14 @@ class RoutingCase(unittest.TestCase):
         for u in self.ups.values():
             u.clear()
 
-    def start(self, vhosts, rc_extra=None, **hcm_extra):
+    def start(self, vhosts, rc_extra=None, concurrency=1, **hcm_extra):
         self.port, admin = h.free_ports(2)
         hcm = h.http_connection_manager('ingress', h.route_config(vhosts, **(rc_extra or {})),
                                         **hcm_extra)
         cfg = h.bootstrap([h.listener('http', self.port, [hcm])],
                           [h.cluster(n, [u.port]) for n, u in self.ups.items()],
                           admin_port=admin)
-        p = h.Petrel(cfg)
+        p = h.Petrel(cfg, concurrency=concurrency)
         p.__enter__()
         self.addCleanup(p.__exit__, None, None, None)
         return p
@@ -361,6 +362,48 @@ class Rewrites(RoutingCase):
         ])])
         self.assertEqual(self.where('/users/42/profile'), 'a')
         self.assertEqual(self.ups['a'].last['path'], '/profiles/42')
+
+    def test_regexes_on_two_workers_at_once(self):
+        # Each worker matches with its own compiled copy of a regex: requests spread over
+        # both workers, from four clients at once, all route and rewrite correctly.
+        self.start([h.vhost('all', ['*'], [
+            to('a', {'safe_regex': {'regex': '/users/[0-9]+/profile'}}, regex_rewrite={
+                'pattern': {'regex': '^/users/([0-9]+)/profile$'},
+                'substitution': '/profiles/\\1'}),
+            to('b', {'prefix': '/', 'headers': [
+                {'name': 'x-ver', 'safe_regex_match': {'regex': 'v[0-9]+'}}]}),
+            h.route_prefix('/', 'c'),
+        ])], concurrency=2)
+        errors = []
+
+        def client(k):
+            try:
+                for i in range(25):
+                    n = k * 100 + i
+                    r = h.http_request(self.port, 'GET', '/users/%d/profile' % n,
+                                       headers={'connection': 'close'})
+                    if r.status != 200 or r.get('x-upstream-name') != 'a':
+                        errors.append(('a', n, r.status, r.get('x-upstream-name')))
+                    r = h.http_request(self.port, 'GET', '/x', headers={
+                        'x-ver': 'v%d' % n, 'connection': 'close'})
+                    if r.get('x-upstream-name') != 'b':
+                        errors.append(('b', n, r.status, r.get('x-upstream-name')))
+                    r = h.http_request(self.port, 'GET', '/x', headers={
+                        'x-ver': 'w%d' % n, 'connection': 'close'})
+                    if r.get('x-upstream-name') != 'c':
+                        errors.append(('c', n, r.status, r.get('x-upstream-name')))
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(errors, [])
+        paths = [rec['path'] for rec in self.ups['a'].requests]
+        self.assertEqual(sorted(paths), sorted('/profiles/%d' % (k * 100 + i)
+                                               for k in range(4) for i in range(25)))
 
     def test_host_rewrite_literal(self):
         self.start([h.vhost('all', ['*'], [
