@@ -337,7 +337,7 @@ static void on_per_try_idle(struct ev_loop *loop, ev_timer *t, int revents)
 static void start_per_try(router_state_t *st)
 {
     struct ev_loop *loop = st->s->worker->loop;
-    st->last_upstream_activity_ms = pt_now_ms();
+    st->last_upstream_activity_ms = pt_loop_ms();
     if (st->per_try_ms > 0 && !ev_is_active(&st->per_try)) {
         ev_timer_set(&st->per_try, (double)st->per_try_ms / 1000.0, 0.);
         ev_timer_start(loop, &st->per_try);
@@ -357,7 +357,7 @@ static void up_on_headers(void *req, pt_http_headers_t *h, int end_stream)
     pt_http_stream_t *s = st->s;
     if (st->flags & R_DONE)
         return;
-    st->last_upstream_activity_ms = pt_now_ms();
+    st->last_upstream_activity_ms = pt_loop_ms();
     const char *sv = pt_http_headers_get(h, ":status");
     int status = pt_http_status_value(sv, 0);
     pt_cluster_count_response(st->cluster, status);
@@ -387,10 +387,10 @@ static void up_on_headers(void *req, pt_http_headers_t *h, int end_stream)
     if (s->info.response_code_details == NULL)
         s->info.response_code_details = "via_upstream";
     ev_timer_stop(s->worker->loop, &st->per_try);
-    s->info.first_upstream_rx_mono_us = pt_now_us();
+    s->info.first_upstream_rx_mono_us = pt_loop_us();
     if (st->cfg == NULL || !st->cfg->suppress_envoy_headers) {
         char ms[24];
-        fmt_u64(ms, (pt_now_us() - st->upstream_start_us) / 1000);
+        fmt_u64(ms, (pt_loop_us() - st->upstream_start_us) / 1000);
         pt_http_headers_set(h, "x-envoy-upstream-service-time", ms);
     }
     if (s->vhost != NULL && s->vhost->include_attempt_count_in_response) {
@@ -423,7 +423,7 @@ static void up_on_data(void *req, pt_buf_t *data, int end_stream)
         pt_buf_dispose(data);
         return;
     }
-    st->last_upstream_activity_ms = pt_now_ms();
+    st->last_upstream_activity_ms = pt_loop_ms();
     if (end_stream) {
         st->flags |= R_RESP_END;
         if (!(st->flags & R_UPGRADE))
@@ -578,8 +578,8 @@ static void on_connection_ready(router_state_t *st, pt_pool_conn_t *pc)
              "upstream_unavailable");
         return;
     }
-    st->upstream_start_us = pt_now_us();
-    st->last_upstream_activity_ms = pt_now_ms();
+    st->upstream_start_us = pt_loop_us();
+    st->last_upstream_activity_ms = pt_loop_ms();
     if (s->info.first_upstream_tx_mono_us == 0)
         s->info.first_upstream_tx_mono_us = st->upstream_start_us;
     s->info.upstream_attempts = st->attempt;

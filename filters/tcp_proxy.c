@@ -137,7 +137,7 @@ static void write_access_log(tcp_proxy_t *tp)
     memset(&si, 0, sizeof(si));
     si.start_wall_us = tp->start_wall_us;
     si.start_mono_us = tp->start_mono_us;
-    si.end_mono_us = pt_now_us();
+    si.end_mono_us = pt_loop_us();
     si.bytes_received = tp->ds->rx_bytes;
     si.bytes_sent = tp->ds->tx_bytes;
     si.response_flags = tp->response_flags;
@@ -194,7 +194,7 @@ static void relay(tcp_proxy_t *tp, pt_conn_t *from, pt_conn_t *to, int downstrea
 {
     size_t n = pt_buf_len(&from->in);
     if (n > 0) {
-        tp->last_activity_ms = pt_now_ms();
+        tp->last_activity_ms = pt_loop_ms();
         if (downstream_to_upstream) {
             pt_stat_add(tp->cfg->stats.downstream_cx_rx_bytes_total, n);
             pt_stat_add(tp->cluster->stats.upstream_cx_tx_bytes_total, n);
@@ -341,7 +341,7 @@ static void us_on_connect(pt_conn_t *c, int status)
     }
     tp->state |= TP_CONNECTED;
     pt_outlier_report(tp->cluster, tp->host, PT_OUTLIER_CONNECT_SUCCESS_FINAL, 0);
-    tp->last_activity_ms = pt_now_ms();
+    tp->last_activity_ms = pt_loop_ms();
     /* Anything the client sent while we connected (and a FIN) goes out now. */
     if (pt_buf_len(&tp->ds->in) > 0 || (tp->ds->flags & PT_CONN_F_EOF))
         relay(tp, tp->ds, tp->us, 1);
@@ -436,7 +436,7 @@ static int tcp_proxy_on_new_connection(pt_session_t *s, void *fc)
     tp->cfg = cfg;
     tp->cluster = cluster;
     tp->ds = s->conn;
-    tp->start_mono_us = pt_now_us();
+    tp->start_mono_us = pt_loop_us();
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     tp->start_wall_us = (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
@@ -449,7 +449,7 @@ static int tcp_proxy_on_new_connection(pt_session_t *s, void *fc)
     if (cfg->idle_timeout_ms > 0) {
         ev_timer_init(&tp->idle, on_idle_timer, (double)cfg->idle_timeout_ms / 1000.0, 0.);
         tp->idle.data = tp;
-        tp->last_activity_ms = pt_now_ms();
+        tp->last_activity_ms = pt_loop_ms();
         ev_timer_start(s->worker->loop, &tp->idle);
     }
     try_connect(tp);

@@ -271,7 +271,7 @@ static uint64_t wall_us(void)
 
 static void stream_touch(pt_http_stream_t *s)
 {
-    s->last_activity_ms = pt_now_ms();
+    s->last_activity_ms = pt_loop_ms();
 }
 
 static void stream_release(pt_defer_t *d)
@@ -303,7 +303,7 @@ static void request_timer_on_request_end(pt_http_stream_t *s)
     ev_timer_stop(s->worker->loop, &s->request_timer);
     if (hc->max_stream_duration_ms == 0 || (s->flags & PT_HS_COMPLETE))
         return;
-    uint64_t elapsed_ms = (pt_now_us() - s->info.start_mono_us) / 1000;
+    uint64_t elapsed_ms = (pt_loop_us() - s->info.start_mono_us) / 1000;
     uint64_t left_ms =
         elapsed_ms < hc->max_stream_duration_ms ? hc->max_stream_duration_ms - elapsed_ms : 0;
     ev_timer_set(&s->request_timer, (double)left_ms / 1000.0, 0.);
@@ -334,7 +334,7 @@ static void *hcm_on_new_stream(void *owner, pt_http_codec_stream_t *cs)
     }
     h->codec->ops->set_stream_arena(cs, &s->arena);
     s->info.start_wall_us = wall_us();
-    s->info.start_mono_us = pt_now_us();
+    s->info.start_mono_us = pt_loop_us();
     s->info.downstream_remote = h->session->conn->peer;
     s->info.downstream_direct_remote = h->session->conn->peer;
     s->info.downstream_local = h->local;
@@ -948,7 +948,7 @@ static void stream_complete(pt_http_stream_t *s)
         if (f->ops->on_destroy != NULL)
             f->ops->on_destroy(s, f->config, s->filter_state[i]);
     }
-    s->info.end_mono_us = pt_now_us();
+    s->info.end_mono_us = pt_loop_us();
     for (unsigned i = 0; i < hc->naccess_logs; i++)
         pt_access_log_write(hc->access_logs[i], &s->info);
     pt_stat_dec(hc->stats.downstream_rq_active);
@@ -974,7 +974,7 @@ static void stream_complete(pt_http_stream_t *s)
 static void response_finished(pt_http_stream_t *s)
 {
     s->flags |= PT_HS_RESPONSE_END;
-    s->info.end_mono_us = pt_now_us();
+    s->info.end_mono_us = pt_loop_us();
     if (!(s->flags & PT_HS_REQUEST_END)) {
         pt_stat_inc(s->config->stats.downstream_rq_response_before_rq_complete);
         notify_reset(s);

@@ -390,7 +390,7 @@ static void start_session(pt_worker_t *w, const pt_listener_config_t *lc, int fd
     s->worker = w;
     s->config = pt_config_ref(w->config);
     s->listener = lc;
-    s->start_ms = pt_now_ms();
+    s->start_ms = pt_loop_ms();
     /* The local address: the listener's own when it is bound to one address and port (no
      * syscall); a wildcard (or port 0) listener asks the kernel what the client reached. */
     if (pt_addr_is_any(&lc->address) || pt_addr_port(&lc->address) == 0) {

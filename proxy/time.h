@@ -19,4 +19,23 @@ static inline uint64_t pt_now_us(void)
     return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
+/* The loop clock: worker loops read the monotonic clock once per iteration, right after the
+ * poll returns (proxy/worker.c), and the timestamps taken while that iteration's events are
+ * handled (stream activity and start/end times, upstream activity, the service time) share
+ * it, as HAProxy's now_ms does. A request read ~10 clock values; with the loop clock it
+ * reads none of its own. Precision is the length of one iteration (microseconds under load).
+ * Threads that run no worker loop (the main thread, tests) read the clock each time. */
+extern _Thread_local uint64_t pt_loop_clock_us;
+
+static inline uint64_t pt_loop_us(void)
+{
+    uint64_t t = pt_loop_clock_us;
+    return t != 0 ? t : pt_now_us();
+}
+
+static inline uint64_t pt_loop_ms(void)
+{
+    return pt_loop_us() / 1000;
+}
+
 #endif

@@ -10,6 +10,7 @@
 #include "proxy/conn.h"
 #include "proxy/http_codec.h"
 #include "proxy/matcher.h"
+#include "proxy/time.h"
 #include "proxy/config.h"
 #include "proxy/listener.h"
 #include "proxy/log.h"
@@ -86,6 +87,16 @@ static void on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
     pt_conn_reap(w);
 }
 
+_Thread_local uint64_t pt_loop_clock_us;
+
+static void on_clock(struct ev_loop *loop, ev_check *c, int revents)
+{
+    (void)loop, (void)c, (void)revents;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    pt_loop_clock_us = (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
 static void on_kick(struct ev_loop *loop, ev_idle *i, int revents)
 {
     (void)revents;
@@ -117,6 +128,12 @@ static void *worker_main(void *arg)
     pt_worker_current = w;
     pt_log_set_thread(w->id);
     pt_regex_thread_init((unsigned)w->id);
+    /* Checks run first after each poll (highest priority), before any event's callback. */
+    ev_check_init(&w->clock, on_clock);
+    ev_set_priority(&w->clock, EV_MAXPRI);
+    ev_check_start(w->loop, &w->clock);
+    ev_unref(w->loop);
+    on_clock(w->loop, &w->clock, 0);
     pt_stats_thread_init();
     ev_run(w->loop, 0);
     /* Past the drain: whatever is still open is closed now, so nothing leaks. */

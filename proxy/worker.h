@@ -44,6 +44,7 @@ struct pt_worker {
     ev_async wakeup;
     ev_prepare reaper;          /* frees closed connections once no callback can see them */
     ev_idle kick;               /* makes the next poll non-blocking when the reaper yields */
+    ev_check clock;             /* refreshes the loop clock (proxy/time.h) after each poll */
     pthread_mutex_t lock;       /* guards the call queue only */
     pt_worker_call_t *calls_head, *calls_tail;
     pt_config_t *config;        /* snapshot for new connections; holds a reference */
