@@ -486,21 +486,21 @@ static void build_tls(pt_config_t *cfg, pt_cfg_t *r)
             fc->tls_ctx = pt_tls_context_new(fc->tls, "listener", l->stat_name, err, sizeof(err));
             if (fc->tls_ctx == NULL) {
                 if (j < l->nchains)
-                    pt_cfg_error(r, NULL, "static_resources.listeners[%u].filter_chains[%u]."
-                                          "transport_socket: %s", i, j, err);
+                    pt_cfg_error_at(r, "static_resources.listeners[%u].filter_chains[%u]."
+                                       "transport_socket: %s", i, j, err);
                 else
-                    pt_cfg_error(r, NULL, "static_resources.listeners[%u].default_filter_chain."
-                                          "transport_socket: %s", i, err);
+                    pt_cfg_error_at(r, "static_resources.listeners[%u].default_filter_chain."
+                                       "transport_socket: %s", i, err);
                 continue;
             }
             pt_arena_defer(&cfg->arena, free_tls_ctx, fc->tls_ctx);
             if (pt_secret_attach(fc->tls_ctx, err, sizeof(err)) != 0) {
                 if (j < l->nchains)
-                    pt_cfg_error(r, NULL, "static_resources.listeners[%u].filter_chains[%u]."
-                                          "transport_socket: %s", i, j, err);
+                    pt_cfg_error_at(r, "static_resources.listeners[%u].filter_chains[%u]."
+                                       "transport_socket: %s", i, j, err);
                 else
-                    pt_cfg_error(r, NULL, "static_resources.listeners[%u].default_filter_chain."
-                                          "transport_socket: %s", i, err);
+                    pt_cfg_error_at(r, "static_resources.listeners[%u].default_filter_chain."
+                                       "transport_socket: %s", i, err);
             }
         }
     }
@@ -510,12 +510,12 @@ static void build_tls(pt_config_t *cfg, pt_cfg_t *r)
             continue;
         c->tls_ctx = pt_tls_context_new(c->tls, "cluster", c->name, err, sizeof(err));
         if (c->tls_ctx == NULL) {
-            pt_cfg_error(r, NULL, "static_resources.clusters[%u].transport_socket: %s", i, err);
+            pt_cfg_error_at(r, "static_resources.clusters[%u].transport_socket: %s", i, err);
             continue;
         }
         pt_arena_defer(&cfg->arena, free_tls_ctx, c->tls_ctx);
         if (pt_secret_attach(c->tls_ctx, err, sizeof(err)) != 0)
-            pt_cfg_error(r, NULL, "static_resources.clusters[%u].transport_socket: %s", i, err);
+            pt_cfg_error_at(r, "static_resources.clusters[%u].transport_socket: %s", i, err);
     }
 }
 

@@ -46,6 +46,16 @@ void pt_cfg_error(pt_cfg_t *r, const char *field, const char *fmt, ...)
     va_end(ap);
 }
 
+void pt_cfg_error_at(pt_cfg_t *r, const char *fmt, ...)
+{
+    char line[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    add_error_line(r, strdup(line));
+}
+
 const char *pt_cfg_path(const pt_cfg_t *r)
 {
     return r->path;

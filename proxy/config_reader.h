@@ -65,6 +65,9 @@ char *pt_cfg_errors_joined(const pt_cfg_t *r);
 /* Reports an error at the current path, or at current.field when field != NULL. */
 void pt_cfg_error(pt_cfg_t *r, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* An error whose message starts with its own full path (checks that run after parsing, when
+ * the reader is back at the root): the line is the message as given. */
+void pt_cfg_error_at(pt_cfg_t *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* The current path as a string (valid until the next enter/leave). */
 const char *pt_cfg_path(const pt_cfg_t *r);
 
