@@ -116,47 +116,6 @@ static int hexval(int c)
     return -1;
 }
 
-static int b64val(int c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+' || c == '-')
-        return 62;
-    if (c == '/' || c == '_')
-        return 63;
-    return -1;
-}
-
-/* proto3 JSON bytes: standard or URL-safe base64, padding optional. Returns the decoded
- * length or -1; out holds at least 3 * strlen(s) / 4 + 3 bytes. */
-static long base64_decode(const char *s, unsigned char *out)
-{
-    size_t all = strlen(s), n = all;
-    while (n > 0 && s[n - 1] == '=')
-        n--;
-    if (all - n > 2 || n % 4 == 1)
-        return -1;
-    size_t o = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < n; i++) {
-        int v = b64val((unsigned char)s[i]);
-        if (v < 0)
-            return -1;
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (unsigned char)(acc >> bits);
-        }
-    }
-    return (long)o;
-}
-
 /* HealthCheck.Payload (reader inside it): exactly one of text (hex) or binary (base64). */
 static void parse_payload(pt_cfg_t *r, pt_arena_t *a, pt_hc_payload_t *out)
 {
@@ -199,7 +158,7 @@ static void parse_payload(pt_cfg_t *r, pt_arena_t *a, pt_hc_payload_t *out)
         out->len = len / 2;
     } else if (pt_cfg_string(r, "binary", &s, NULL) > 0) {
         unsigned char *d = pt_arena_alloc(a, strlen(s) / 4 * 3 + 4);
-        long len = d ? base64_decode(s, d) : -1;
+        long len = d ? pt_base64_decode(s, d) : -1;
         if (len < 0) {
             pt_cfg_error(r, "binary", "is not valid base64");
             return;

@@ -517,29 +517,6 @@ static int count_present(pt_cfg_t *r, const char *const *fields)
     return n;
 }
 
-static char *read_small_file(const char *path, char *err, size_t errlen)
-{
-    FILE *fp = fopen(path, "rb");
-    if (fp == NULL) {
-        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
-        return NULL;
-    }
-    char *data = malloc(FORMAT_FILE_MAX + 1);
-    size_t n = data ? fread(data, 1, FORMAT_FILE_MAX + 1, fp) : 0;
-    int bad = ferror(fp);
-    fclose(fp);
-    if (data == NULL || bad || n > FORMAT_FILE_MAX) {
-        snprintf(err, errlen, "cannot read %s: %s", path,
-                 data == NULL ? "out of memory"
-                 : bad        ? "read error"
-                              : "larger than 1 MiB");
-        free(data);
-        return NULL;
-    }
-    data[n] = '\0';
-    return data;
-}
-
 /* text_format_source (a DataSource): the format text, or NULL with an error recorded.
  * A file's text is copied into the arena. */
 static const char *parse_text_source(pt_cfg_t *r, pt_arena_t *arena)
@@ -564,7 +541,7 @@ static const char *parse_text_source(pt_cfg_t *r, pt_arena_t *arena)
         const char *fn;
         if (pt_cfg_string(r, "filename", &fn, NULL) > 0) {
             char e[512];
-            char *data = read_small_file(fn, e, sizeof(e));
+            char *data = pt_read_file(fn, FORMAT_FILE_MAX, NULL, e, sizeof(e));
             if (data == NULL) {
                 pt_cfg_error(r, "filename", "%s", e);
             } else {

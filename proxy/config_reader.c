@@ -585,6 +585,33 @@ static int b64val(int c)
     return -1;
 }
 
+char *pt_read_file(const char *path, size_t max, size_t *len, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    char *buf = malloc(max + 1);
+    size_t n = buf ? fread(buf, 1, max + 1, f) : 0;
+    int bad = ferror(f);
+    fclose(f);
+    if (buf == NULL || bad || n > max) {
+        if (buf == NULL)
+            snprintf(err, errlen, "cannot read %s: out of memory", path);
+        else if (bad)
+            snprintf(err, errlen, "cannot read %s: read error", path);
+        else
+            snprintf(err, errlen, "cannot read %s: larger than %zu bytes", path, max);
+        free(buf);
+        return NULL;
+    }
+    buf[n] = '\0';
+    if (len)
+        *len = n;
+    return buf;
+}
+
 /* See config_reader.h. */
 long pt_base64_decode(const char *s, unsigned char *out)
 {

@@ -131,6 +131,10 @@ int pt_duration_parse_ms(const char *s, uint64_t *out_ms);
  * length, or -1 when s is not base64. out must hold strlen(s) / 4 * 3 + 3 bytes. */
 long pt_base64_decode(const char *s, unsigned char *out);
 
+/* A whole file of at most max bytes, NUL-terminated (*len, when given, is its length); the
+ * caller frees it. NULL with "cannot read <path>: <why>" in err. For files a config names. */
+char *pt_read_file(const char *path, size_t max, size_t *len, char *err, size_t errlen);
+
 /* Loads a file as JSON (.json) or YAML (.yaml/.yml) into a jansson tree. On failure returns
  * NULL and writes a message into err. */
 json_t *pt_config_load_file(const char *path, char *err, size_t errlen);

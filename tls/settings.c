@@ -72,25 +72,7 @@ char *pt_data_source_read(const pt_data_source_t *ds, size_t *len, char *err, si
         snprintf(err, errlen, "no data source");
         return NULL;
     }
-    FILE *f = fopen(ds->filename, "rb");
-    if (f == NULL) {
-        snprintf(err, errlen, "cannot read %s: %s", ds->filename, strerror(errno));
-        return NULL;
-    }
-    char *buf = malloc(MAX_FILE_BYTES + 1);
-    size_t n = buf ? fread(buf, 1, MAX_FILE_BYTES + 1, f) : 0;
-    int bad = ferror(f);
-    fclose(f);
-    if (buf == NULL || bad || n > MAX_FILE_BYTES) {
-        snprintf(err, errlen, "cannot read %s: %s", ds->filename,
-                 buf == NULL ? "out of memory" : bad ? "read error" : "file too large");
-        free(buf);
-        return NULL;
-    }
-    buf[n] = '\0';
-    if (len)
-        *len = n;
-    return buf;
+    return pt_read_file(ds->filename, MAX_FILE_BYTES, len, err, errlen);
 }
 
 static const char *const version_names[] = {"TLS_AUTO", "TLSv1_0", "TLSv1_1", "TLSv1_2",

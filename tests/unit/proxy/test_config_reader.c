@@ -667,6 +667,30 @@ static void test_base64(void)
     }
 }
 
+static void test_read_file(void)
+{
+    char path[] = "/tmp/petrel-read-file-XXXXXX";
+    int fd = mkstemp(path);
+    PT_CHECK(fd >= 0);
+    PT_CHECK_INT(write(fd, "0123456789", 10), 10);
+    close(fd);
+    char err[256] = "";
+    size_t len = 0;
+    char *data = pt_read_file(path, 10, &len, err, sizeof(err));
+    PT_CHECK_STR(data, "0123456789");
+    PT_CHECK_INT(len, 10);
+    free(data);
+    /* One byte over the limit is refused, with the limit in the message. */
+    PT_CHECK(pt_read_file(path, 9, &len, err, sizeof(err)) == NULL);
+    char want[512];
+    snprintf(want, sizeof(want), "cannot read %s: larger than 9 bytes", path);
+    PT_CHECK_STR(err, want);
+    unlink(path);
+    PT_CHECK(pt_read_file(path, 10, NULL, err, sizeof(err)) == NULL);
+    snprintf(want, sizeof(want), "cannot read %s: No such file or directory", path);
+    PT_CHECK_STR(err, want);
+}
+
 int main(void)
 {
     PT_RUN(test_duration_valid);
@@ -685,5 +709,6 @@ int main(void)
     PT_RUN(test_load_file);
     PT_RUN(test_load_large_file);
     PT_RUN(test_base64);
+    PT_RUN(test_read_file);
     PT_TEST_EXIT();
 }
