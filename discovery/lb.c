@@ -1,5 +1,6 @@
 #include "discovery/lb.h"
 
+#include "proxy/random.h"
 #include "proxy/worker.h"
 
 static int excluded(const pt_host_t *h, pt_host_t *const *exclude, unsigned n)
@@ -70,6 +71,107 @@ pt_host_t *pt_lb_round_robin(pt_cluster_t *c, pt_worker_t *w, pt_host_t *const *
         pt_host_t *h = c->hosts[(l->rr_next + i) % c->nhosts];
         if (panic || atomic_load_explicit(&h->health, memory_order_relaxed) == 0)
             return h;
+    }
+    return NULL;
+}
+
+/* ---- random and least request -------------------------------------------------------- */
+
+/* Whether h may be picked: healthy (or panic), and on the first pass not already tried. */
+static int eligible(const pt_host_t *h, int panic, int pass, pt_host_t *const *exclude,
+                    unsigned nexclude)
+{
+    if (!panic && atomic_load_explicit(&h->health, memory_order_relaxed) != 0)
+        return 0;
+    return pass == 1 || !excluded(h, exclude, nexclude);
+}
+
+/* The i-th (0-based) eligible host, or NULL. */
+static pt_host_t *nth_eligible(pt_cluster_t *c, uint64_t i, int panic, int pass,
+                               pt_host_t *const *exclude, unsigned nexclude)
+{
+    for (unsigned k = 0; k < c->nhosts; k++)
+        if (eligible(c->hosts[k], panic, pass, exclude, nexclude) && i-- == 0)
+            return c->hosts[k];
+    return NULL;
+}
+
+static unsigned count_eligible(pt_cluster_t *c, int panic, int pass, pt_host_t *const *exclude,
+                               unsigned nexclude)
+{
+    unsigned n = 0;
+    for (unsigned k = 0; k < c->nhosts; k++)
+        n += eligible(c->hosts[k], panic, pass, exclude, nexclude);
+    return n;
+}
+
+pt_host_t *pt_lb_random(pt_cluster_t *c, pt_worker_t *w, pt_host_t *const *exclude,
+                        unsigned nexclude)
+{
+    (void)w;
+    unsigned healthy;
+    int panic = in_panic(c, &healthy);
+    if (c->nhosts == 0 || (!panic && healthy == 0))
+        return NULL;
+    /* First pass avoids hosts already tried; the second allows them (as round robin). */
+    for (int pass = 0; pass < 2; pass++) {
+        unsigned n = count_eligible(c, panic, pass, exclude, nexclude);
+        if (n > 0)
+            return nth_eligible(c, pt_random_below(n), panic, pass, exclude, nexclude);
+    }
+    return NULL;
+}
+
+static uint64_t active_requests(const pt_host_t *h)
+{
+    return atomic_load_explicit(&h->rq_active, memory_order_relaxed);
+}
+
+pt_host_t *pt_lb_least_request(pt_cluster_t *c, pt_worker_t *w, pt_host_t *const *exclude,
+                               unsigned nexclude)
+{
+    (void)w;
+    unsigned healthy;
+    int panic = in_panic(c, &healthy);
+    if (c->nhosts == 0 || (!panic && healthy == 0))
+        return NULL;
+    int equal = 1;
+    for (unsigned k = 1; k < c->nhosts; k++)
+        equal &= c->hosts[k]->weight == c->hosts[0]->weight;
+    for (int pass = 0; pass < 2; pass++) {
+        unsigned n = count_eligible(c, panic, pass, exclude, nexclude);
+        if (n == 0)
+            continue;
+        if (equal) {
+            /* Power of choices: draws with replacement, as Envoy does. */
+            pt_host_t *best = NULL;
+            for (uint32_t i = 0; i < c->lb_choice_count; i++) {
+                pt_host_t *h = nth_eligible(c, pt_random_below(n), panic, pass, exclude,
+                                            nexclude);
+                if (best == NULL || active_requests(h) < active_requests(best))
+                    best = h;
+            }
+            return best;
+        }
+        /* Weighted: weight / (active + 1), drawn in fixed point (2^20 per unit weight). */
+        uint64_t total = 0;
+        for (unsigned k = 0; k < c->nhosts; k++)
+            if (eligible(c->hosts[k], panic, pass, exclude, nexclude))
+                total += ((uint64_t)c->hosts[k]->weight << 20) / (active_requests(c->hosts[k]) + 1);
+        if (total == 0)
+            return nth_eligible(c, pt_random_below(n), panic, pass, exclude, nexclude);
+        uint64_t pick = pt_random_below(total);
+        for (unsigned k = 0; k < c->nhosts; k++) {
+            pt_host_t *h = c->hosts[k];
+            if (!eligible(h, panic, pass, exclude, nexclude))
+                continue;
+            uint64_t share = ((uint64_t)h->weight << 20) / (active_requests(h) + 1);
+            if (pick < share)
+                return h;
+            pick -= share;
+        }
+        /* rq_active moved between the two sums: take the last eligible host. */
+        return nth_eligible(c, n - 1, panic, pass, exclude, nexclude);
     }
     return NULL;
 }

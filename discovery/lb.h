@@ -15,4 +15,16 @@ typedef struct pt_cluster_local {
 pt_host_t *pt_lb_round_robin(pt_cluster_t *c, pt_worker_t *w, pt_host_t *const *exclude,
                              unsigned nexclude);
 
+/* Envoy's LEAST_REQUEST. With equal weights: choice_count hosts drawn at random, the one
+ * with the fewest active requests wins (P2C with the default 2). With unequal weights: a
+ * random draw where each host counts weight / (active requests + 1), Envoy's default
+ * active_request_bias of 1. Active requests are the host's rq_active, shared by all
+ * workers (HTTP requests in flight; for tcp_proxy, its open sessions). */
+pt_host_t *pt_lb_least_request(pt_cluster_t *c, pt_worker_t *w, pt_host_t *const *exclude,
+                               unsigned nexclude);
+
+/* Envoy's RANDOM: a uniformly random available host (endpoint weights are not used). */
+pt_host_t *pt_lb_random(pt_cluster_t *c, pt_worker_t *w, pt_host_t *const *exclude,
+                        unsigned nexclude);
+
 #endif

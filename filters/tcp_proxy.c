@@ -123,6 +123,7 @@ static void upstream_released(tcp_proxy_t *tp)
     pt_stat_dec(tp->cluster->stats.upstream_cx_active);
     pt_stat_inc(tp->cluster->stats.upstream_cx_destroy);
     atomic_fetch_sub_explicit(&tp->host->cx_active, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&tp->host->rq_active, 1, memory_order_relaxed);
     pt_breaker_release_cx(&tp->cluster->breakers[0]);
     tp->us = NULL;
 }
@@ -395,12 +396,15 @@ static void try_connect(tcp_proxy_t *tp)
     pt_stat_inc(tp->cluster->stats.upstream_cx_active);
     atomic_fetch_add_explicit(&h->cx_total, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&h->cx_active, 1, memory_order_relaxed);
+    /* A session is the host's active request, as in Envoy: LEAST_REQUEST balances on it. */
+    atomic_fetch_add_explicit(&h->rq_active, 1, memory_order_relaxed);
     if (us == NULL) {
         pt_tls_conn_discard(tls);
         pt_breaker_release_cx(b);
         pt_stat_inc(tp->cluster->stats.upstream_cx_connect_fail);
         pt_stat_dec(tp->cluster->stats.upstream_cx_active);
         atomic_fetch_sub_explicit(&h->cx_active, 1, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&h->rq_active, 1, memory_order_relaxed);
         pt_warn("tcp_proxy: cannot create upstream socket: %s", strerror(-err));
         tp_finish(tp, PT_CLOSE_NOW, PT_CLOSE_NOW);
         return;

@@ -17,7 +17,7 @@
 static const char *const cluster_unsupported[] = {
     "transport_socket_matches", "alt_stat_name", "eds_cluster_config", 
     "lb_subset_config", "ring_hash_lb_config", "maglev_lb_config", "original_dst_lb_config",
-    "least_request_lb_config", "round_robin_lb_config",
+    "round_robin_lb_config",
     "metadata", "protocol_selection", "upstream_connection_options",
     "close_connections_on_host_health_failure", "ignore_health_on_host_removal", "filters",
     "load_balancing_policy", "lrs_server", "track_timeout_budgets", "upstream_config",
@@ -25,18 +25,106 @@ static const char *const cluster_unsupported[] = {
     "dns_lookup_family", "dns_resolvers", "use_tcp_for_dns_lookups", "dns_resolution_config",
     "typed_dns_resolver_config", "wait_for_warm_on_init", "respect_dns_ttl", "dns_refresh_rate",
     "dns_failure_refresh_rate", "cluster_type",
-    "typed_extension_protocol_options", "http2_protocol_options",
-    "http_protocol_options", "upstream_http_protocol_options",
+    "http2_protocol_options", "upstream_http_protocol_options",
     "cleanup_interval", "upstream_bind_config",
     "dns_jitter", "hosts", NULL};
 
 static const char *const type_names[] = {"STATIC", NULL};
 static const char *const type_known[] = {"STRICT_DNS", "LOGICAL_DNS", "EDS", "ORIGINAL_DST",
                                           NULL};
-static const char *const lb_names[] = {"ROUND_ROBIN", NULL};
-static const char *const lb_known[] = {"LEAST_REQUEST", "RING_HASH",        "RANDOM",
-                                       "MAGLEV",        "CLUSTER_PROVIDED", "LOAD_BALANCING_POLICY_CONFIG",
-                                       NULL};
+/* In the order of pt_lb_policy_t. */
+static const char *const lb_names[] = {"ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", NULL};
+static const char *const lb_known[] = {"RING_HASH", "MAGLEV", "CLUSTER_PROVIDED",
+                                       "LOAD_BALANCING_POLICY_CONFIG", NULL};
+
+/* ---- HTTP protocol options --------------------------------------------------------- */
+
+#define HTTP_PROTOCOL_OPTIONS "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+/* HttpProtocolOptions.common_http_protocol_options (reader inside it). */
+static void parse_common_http_options(pt_cfg_t *r, pt_cluster_t *c)
+{
+    static const char *const unsupported[] = {
+        "max_connection_duration", "max_headers_count", "max_stream_duration",
+        "headers_with_underscores_action", "max_response_headers_kb", NULL};
+    pt_cfg_unsupported(r, unsupported);
+    pt_cfg_duration_ms(r, "idle_timeout", &c->http_idle_timeout_ms, 3600 * 1000);
+    uint64_t mr;
+    if (pt_cfg_uint(r, "max_requests_per_connection", &mr, 0, 0, UINT32_MAX) > 0)
+        c->max_requests_per_connection = (uint32_t)mr;
+}
+
+/* Http1ProtocolOptions for the upstream side (reader inside it): petrel's HTTP/1 client
+ * has no options, so only the empty message, the usual way to say "HTTP/1.1 upstream",
+ * is accepted. */
+static void parse_upstream_http1_options(pt_cfg_t *r)
+{
+    static const char *const unsupported[] = {
+        "allow_absolute_url", "accept_http_10", "default_host_for_http_10", "header_key_format",
+        "enable_trailers", "allow_chunked_length", "override_stream_error_on_invalid_http_message",
+        "send_fully_qualified_url", "use_balsa_parser", "allow_custom_methods",
+        "ignore_http_11_upgrade", NULL};
+    pt_cfg_unsupported(r, unsupported);
+}
+
+/* envoy.extensions.upstreams.http.v3.HttpProtocolOptions (reader inside the Any). The
+ * upstream protocol is HTTP/1.1: explicit_http_config.http_protocol_options, or nothing. */
+static void parse_http_protocol_options(pt_cfg_t *r, pt_cluster_t *c)
+{
+    static const char *const unsupported[] = {
+        "upstream_http_protocol_options", "use_downstream_protocol_config", "auto_config",
+        "http_filters", "header_validation_config", "outlier_detection", NULL};
+    pt_cfg_unsupported(r, unsupported);
+    if (pt_cfg_enter(r, "common_http_protocol_options") > 0) {
+        parse_common_http_options(r, c);
+        pt_cfg_leave(r);
+    }
+    if (pt_cfg_enter(r, "explicit_http_config") > 0) {
+        static const char *const explicit_unsupported[] = {"http2_protocol_options",
+                                                           "http3_protocol_options", NULL};
+        pt_cfg_unsupported(r, explicit_unsupported);
+        int rc = pt_cfg_enter(r, "http_protocol_options");
+        if (rc > 0) {
+            parse_upstream_http1_options(r);
+            pt_cfg_leave(r);
+        } else if (rc == 0 && !pt_cfg_has(r, "http2_protocol_options") &&
+                   !pt_cfg_has(r, "http3_protocol_options")) {
+            pt_cfg_error(r, NULL, "one of http_protocol_options, http2_protocol_options or "
+                                  "http3_protocol_options is required");
+        }
+        pt_cfg_leave(r);
+    }
+}
+
+/* typed_extension_protocol_options: map of extension name to Any. */
+static void parse_typed_protocol_options(pt_cfg_t *r, pt_cluster_t *c)
+{
+    if (pt_cfg_enter(r, "typed_extension_protocol_options") <= 0)
+        return;
+    json_t *map = r->frames[r->depth - 1].node;
+    const char *key;
+    json_t *value;
+    json_object_foreach(map, key, value) {
+        (void)value;
+        int rc;
+        const char *type = pt_cfg_enter_any(r, key, &rc);
+        if (type == NULL)
+            continue;
+        if (strcmp(key, HTTP_PROTOCOL_OPTIONS) != 0 &&
+            strcmp(key, "type.googleapis.com/" HTTP_PROTOCOL_OPTIONS) != 0) {
+            pt_cfg_error(r, NULL, "protocol options for \"%s\" are not supported (only %s)",
+                         key, HTTP_PROTOCOL_OPTIONS);
+            pt_cfg_skip_rest(r);
+        } else if (strcmp(type, "type.googleapis.com/" HTTP_PROTOCOL_OPTIONS) != 0) {
+            pt_cfg_error(r, "@type", "\"%s\" does not match the key %s", type, key);
+            pt_cfg_skip_rest(r);
+        } else {
+            parse_http_protocol_options(r, c);
+        }
+        pt_cfg_leave(r);
+    }
+    pt_cfg_leave(r);
+}
 
 static void free_code_stats(void *arg)
 {
@@ -67,6 +155,18 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r, pt_config_t *cfg, unsigned index)
         pt_cfg_error(r, "connect_timeout", "must be greater than 0");
     pt_cfg_enum(r, "lb_policy", lb_names, lb_known, &lb, PT_LB_ROUND_ROBIN);
     c->lb_policy = (pt_lb_policy_t)lb;
+    c->lb_choice_count = 2;
+    if (pt_cfg_enter(r, "least_request_lb_config") > 0) {
+        static const char *const lr_unsupported[] = {"active_request_bias", "slow_start_config",
+                                                     "locality_lb_config", NULL};
+        pt_cfg_unsupported(r, lr_unsupported);
+        uint64_t n;
+        pt_cfg_uint(r, "choice_count", &n, 2, 2, 100);
+        c->lb_choice_count = (uint32_t)n;
+        if (c->lb_policy != PT_LB_LEAST_REQUEST)
+            pt_cfg_error(r, NULL, "applies only with lb_policy LEAST_REQUEST");
+        pt_cfg_leave(r);
+    }
     uint64_t limit;
     pt_cfg_uint(r, "per_connection_buffer_limit_bytes", &limit, 1024 * 1024, 1, UINT32_MAX);
     c->buffer_limit = (uint32_t)limit;
@@ -78,15 +178,15 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r, pt_config_t *cfg, unsigned index)
     c->max_requests_per_connection = (uint32_t)mr;
     c->http_idle_timeout_ms = 3600 * 1000;
     if (pt_cfg_enter(r, "common_http_protocol_options") > 0) {
-        static const char *const chpo_unsupported[] = {
-            "max_connection_duration", "max_headers_count", "max_stream_duration",
-            "headers_with_underscores_action", "max_response_headers_kb", NULL};
-        pt_cfg_unsupported(r, chpo_unsupported);
-        pt_cfg_duration_ms(r, "idle_timeout", &c->http_idle_timeout_ms, 3600 * 1000);
-        if (pt_cfg_uint(r, "max_requests_per_connection", &mr, 0, 0, UINT32_MAX) > 0)
-            c->max_requests_per_connection = (uint32_t)mr;
+        parse_common_http_options(r, c);
         pt_cfg_leave(r);
     }
+    if (pt_cfg_enter(r, "http_protocol_options") > 0) { /* deprecated spelling */
+        parse_upstream_http1_options(r);
+        pt_cfg_leave(r);
+    }
+    /* The current spelling of both; it wins over the deprecated fields above. */
+    parse_typed_protocol_options(r, c);
 
     pt_tls_transport_socket_parse(r, &cfg->arena, "transport_socket", 0, &c->tls);
 
@@ -154,6 +254,14 @@ void pt_cluster_prepare(pt_cluster_t *c, pt_arena_t *arena)
 pt_host_t *pt_cluster_pick_host(pt_cluster_t *c, pt_worker_t *w, pt_host_t *const *exclude,
                                 unsigned nexclude)
 {
+    switch (c->lb_policy) {
+    case PT_LB_LEAST_REQUEST:
+        return pt_lb_least_request(c, w, exclude, nexclude);
+    case PT_LB_RANDOM:
+        return pt_lb_random(c, w, exclude, nexclude);
+    case PT_LB_ROUND_ROBIN:
+        break;
+    }
     return pt_lb_round_robin(c, w, exclude, nexclude);
 }
 

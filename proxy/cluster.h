@@ -69,7 +69,7 @@ typedef struct pt_cluster_stats {
 } pt_cluster_stats_t;
 
 typedef enum pt_cluster_type { PT_CLUSTER_STATIC } pt_cluster_type_t;
-typedef enum pt_lb_policy { PT_LB_ROUND_ROBIN } pt_lb_policy_t;
+typedef enum pt_lb_policy { PT_LB_ROUND_ROBIN, PT_LB_LEAST_REQUEST, PT_LB_RANDOM } pt_lb_policy_t;
 
 /* Host health bits, Envoy's /clusters health_flags. */
 enum pt_host_health {
@@ -96,6 +96,7 @@ struct pt_cluster {
     pt_cluster_type_t type;
     uint64_t connect_timeout_ms;
     pt_lb_policy_t lb_policy;
+    uint32_t lb_choice_count; /* least_request_lb_config.choice_count (default 2) */
     uint32_t buffer_limit; /* per_connection_buffer_limit_bytes */
     uint64_t http_idle_timeout_ms;        /* common_http_protocol_options.idle_timeout */
     uint32_t max_requests_per_connection; /* 0 = unlimited */

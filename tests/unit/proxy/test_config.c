@@ -445,6 +445,57 @@ static void test_yaml_scalars_in_config(void)
                  C0 ".connect_timeout: 5 is not a duration (expected a string like \"1.5s\")");
 }
 
+/* typed_extension_protocol_options with Envoy's HttpProtocolOptions: HTTP/1.1 upstream
+ * options load, and override the deprecated cluster fields; anything else is refused. */
+static void test_cluster_http_protocol_options(void)
+{
+    const char *yaml =
+        "static_resources:\n"
+        "  clusters:\n"
+        "  - name: a\n"
+        "    max_requests_per_connection: 5\n"
+        "    http_protocol_options: {}\n"
+        "    typed_extension_protocol_options:\n"
+        "      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n"
+        "        '@type': type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n"
+        "        common_http_protocol_options: {idle_timeout: 30s, max_requests_per_connection: 100}\n"
+        "        explicit_http_config: {http_protocol_options: {}}\n";
+    pt_config_t *c = ACCEPTS_YAML(yaml);
+    PT_CHECK(c != NULL);
+    if (c != NULL) {
+        PT_CHECK_INT(c->clusters[0]->http_idle_timeout_ms, 30000);
+        PT_CHECK_INT(c->clusters[0]->max_requests_per_connection, 100);
+        pt_config_unref(c);
+    }
+#define HPO_HEAD                                                                          \
+    "static_resources:\n  clusters:\n  - name: a\n    typed_extension_protocol_options:\n"
+#define HPO_KEY "      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n"
+#define HPO_TYPE                                                                          \
+    "        '@type': type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n"
+#define TPO C0 ".typed_extension_protocol_options"
+#define HPO TPO ".envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    REJECTS_YAML(HPO_HEAD HPO_KEY HPO_TYPE "        explicit_http_config: {http2_protocol_options: {}}\n",
+                 HPO ".explicit_http_config.http2_protocol_options: field is not supported");
+    REJECTS_YAML(HPO_HEAD HPO_KEY HPO_TYPE "        explicit_http_config: {}\n",
+                 HPO ".explicit_http_config: one of http_protocol_options, "
+                     "http2_protocol_options or http3_protocol_options is required");
+    REJECTS_YAML(HPO_HEAD HPO_KEY HPO_TYPE "        auto_config: {}\n",
+                 HPO ".auto_config: field is not supported");
+    REJECTS_YAML(HPO_HEAD HPO_KEY HPO_TYPE
+                 "        explicit_http_config: {http_protocol_options: {enable_trailers: true}}\n",
+                 HPO ".explicit_http_config.http_protocol_options.enable_trailers: "
+                     "field is not supported");
+    REJECTS_YAML(HPO_HEAD HPO_KEY "        '@type': type.googleapis.com/google.protobuf.Struct\n",
+                 HPO ".@type: \"type.googleapis.com/google.protobuf.Struct\" does not match the "
+                     "key envoy.extensions.upstreams.http.v3.HttpProtocolOptions");
+    REJECTS_YAML(HPO_HEAD "      envoy.filters.network.tcp_proxy:\n" HPO_TYPE,
+                 TPO ".envoy.filters.network.tcp_proxy: protocol options for "
+                     "\"envoy.filters.network.tcp_proxy\" are not supported (only "
+                     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions)");
+    REJECTS_YAML(HPO_HEAD HPO_KEY HPO_TYPE "        common_http_protocol_options: {bogus: 1}\n",
+                 HPO ".common_http_protocol_options.bogus: unknown field");
+}
+
 /* 10000 clusters: every one found by name, in O(1), and a missing one not found. */
 static void test_many_clusters(void)
 {
@@ -557,13 +608,34 @@ static void test_enums(void)
 {
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 'MAGLEV'}"),
             "static_resources.clusters[0].lb_policy: \"MAGLEV\" is not supported");
-    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 'LEAST_REQUEST'}"),
-            C0 ".lb_policy: \"LEAST_REQUEST\" is not supported");
+    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 'RING_HASH'}"),
+            C0 ".lb_policy: \"RING_HASH\" is not supported");
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 'FASTEST'}"),
-            C0 ".lb_policy: \"FASTEST\" is not a valid value (expected one of: ROUND_ROBIN)");
+            C0 ".lb_policy: \"FASTEST\" is not a valid value (expected one of: ROUND_ROBIN, "
+               "LEAST_REQUEST, RANDOM)");
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 'round_robin'}"),
             C0 ".lb_policy: \"round_robin\" is not a valid value (expected one of: "
-               "ROUND_ROBIN)");
+               "ROUND_ROBIN, LEAST_REQUEST, RANDOM)");
+    pt_config_t *lb = ACCEPTS(CLUSTERS_ONLY(
+        "{'name': 'a', 'lb_policy': 'LEAST_REQUEST', 'least_request_lb_config': "
+        "{'choice_count': 5}}, {'name': 'b', 'lb_policy': 'RANDOM'}"));
+    PT_CHECK(lb != NULL);
+    if (lb != NULL) {
+        PT_CHECK_INT(lb->clusters[0]->lb_policy, PT_LB_LEAST_REQUEST);
+        PT_CHECK_INT(lb->clusters[0]->lb_choice_count, 5);
+        PT_CHECK_INT(lb->clusters[1]->lb_policy, PT_LB_RANDOM);
+        PT_CHECK_INT(lb->clusters[1]->lb_choice_count, 2);
+        pt_config_unref(lb);
+    }
+    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 'LEAST_REQUEST', "
+                          "'least_request_lb_config': {'choice_count': 1}}"),
+            C0 ".least_request_lb_config.choice_count: 1 is out of range [2, 100]");
+    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'least_request_lb_config': {}}"),
+            C0 ".least_request_lb_config: applies only with lb_policy LEAST_REQUEST");
+    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 'LEAST_REQUEST', "
+                          "'least_request_lb_config': {'active_request_bias': "
+                          "{'default_value': 0.5, 'runtime_key': 'x'}}}"),
+            C0 ".least_request_lb_config.active_request_bias: field is not supported");
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 0}"), C0 ".lb_policy: 0 is not an enum name");
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'type': 'STRICT_DNS'}"),
             C0 ".type: \"STRICT_DNS\" is not supported");
@@ -998,6 +1070,7 @@ int main(void)
     PT_RUN(test_nulls_are_absent);
     PT_RUN(test_yaml_scalars_in_config);
     PT_RUN(test_many_clusters);
+    PT_RUN(test_cluster_http_protocol_options);
     PT_RUN(test_unknown_fields);
     PT_RUN(test_unsupported_fields);
     PT_RUN(test_enums);
