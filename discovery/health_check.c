@@ -734,6 +734,7 @@ static int open_conn(hc_session_t *s)
         pt_tls_conn_discard(tls);
         return err ? err : -ENOMEM;
     }
+    pt_socket_set_keepalive(s->conn->fd, &c->tcp_keepalive);
     return 0;
 }
 

@@ -410,6 +410,7 @@ static void try_connect(tcp_proxy_t *tp)
         return;
     }
     us->high_watermark = tp->cluster->buffer_limit;
+    pt_socket_set_keepalive(us->fd, &tp->cluster->tcp_keepalive);
     tp->us = us;
 }
 

@@ -18,7 +18,7 @@ static const char *const cluster_unsupported[] = {
     "transport_socket_matches", "alt_stat_name", "eds_cluster_config", 
     "lb_subset_config", "ring_hash_lb_config", "maglev_lb_config", "original_dst_lb_config",
     "round_robin_lb_config",
-    "metadata", "protocol_selection", "upstream_connection_options",
+    "metadata", "protocol_selection",
     "close_connections_on_host_health_failure", "ignore_health_on_host_removal", "filters",
     "load_balancing_policy", "lrs_server", "track_timeout_budgets", "upstream_config",
     "track_cluster_stats", "preconnect_policy", "connection_pool_per_downstream_connection",
@@ -165,6 +165,23 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r, pt_config_t *cfg, unsigned index)
         c->lb_choice_count = (uint32_t)n;
         if (c->lb_policy != PT_LB_LEAST_REQUEST)
             pt_cfg_error(r, NULL, "applies only with lb_policy LEAST_REQUEST");
+        pt_cfg_leave(r);
+    }
+    if (pt_cfg_enter(r, "upstream_connection_options") > 0) {
+        static const char *const uco_unsupported[] = {
+            "set_local_interface_name_on_upstream_connections", "happy_eyeballs_config", NULL};
+        pt_cfg_unsupported(r, uco_unsupported);
+        if (pt_cfg_enter(r, "tcp_keepalive") > 0) {
+            uint64_t v;
+            c->tcp_keepalive.enabled = 1;
+            pt_cfg_uint(r, "keepalive_probes", &v, 0, 0, 127);
+            c->tcp_keepalive.probes = (uint32_t)v;
+            pt_cfg_uint(r, "keepalive_time", &v, 0, 0, 32767);
+            c->tcp_keepalive.time_s = (uint32_t)v;
+            pt_cfg_uint(r, "keepalive_interval", &v, 0, 0, 32767);
+            c->tcp_keepalive.interval_s = (uint32_t)v;
+            pt_cfg_leave(r);
+        }
         pt_cfg_leave(r);
     }
     uint64_t limit;

@@ -13,6 +13,7 @@
 #include "proxy/address.h"
 #include "proxy/circuit_breaker.h"
 #include "proxy/config.h"
+#include "proxy/conn.h"
 #include "proxy/stats.h"
 
 typedef struct pt_worker pt_worker_t;
@@ -97,6 +98,7 @@ struct pt_cluster {
     uint64_t connect_timeout_ms;
     pt_lb_policy_t lb_policy;
     uint32_t lb_choice_count; /* least_request_lb_config.choice_count (default 2) */
+    pt_tcp_keepalive_t tcp_keepalive; /* upstream_connection_options.tcp_keepalive */
     uint32_t buffer_limit; /* per_connection_buffer_limit_bytes */
     uint64_t http_idle_timeout_ms;        /* common_http_protocol_options.idle_timeout */
     uint32_t max_requests_per_connection; /* 0 = unlimited */

@@ -83,6 +83,24 @@ int pt_socket_set_nodelay(int fd)
     return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
+static int set_int_option(int fd, int level, int name, uint32_t value)
+{
+    int v = (int)value;
+    return value == 0 ? 0 : setsockopt(fd, level, name, &v, sizeof(v));
+}
+
+int pt_socket_set_keepalive(int fd, const pt_tcp_keepalive_t *k)
+{
+    if (!k->enabled)
+        return 0;
+    if (set_int_option(fd, SOL_SOCKET, SO_KEEPALIVE, 1) != 0 ||
+        set_int_option(fd, IPPROTO_TCP, TCP_KEEPIDLE, k->time_s) != 0 ||
+        set_int_option(fd, IPPROTO_TCP, TCP_KEEPINTVL, k->interval_s) != 0 ||
+        set_int_option(fd, IPPROTO_TCP, TCP_KEEPCNT, k->probes) != 0)
+        return -errno;
+    return 0;
+}
+
 int pt_socket_set_nonblock(int fd)
 {
     int fl = fcntl(fd, F_GETFL);

@@ -157,6 +157,13 @@ void pt_conn_close_all(pt_worker_t *w);
 
 /* Socket helpers shared by listeners and connects. */
 int pt_socket_set_nodelay(int fd);
+/* TCP keepalive (core.v3.TcpKeepalive): on when enabled; a 0 field keeps the system's
+ * value (net.ipv4.tcp_keepalive_*). */
+typedef struct pt_tcp_keepalive {
+    int enabled;
+    uint32_t probes, time_s, interval_s;
+} pt_tcp_keepalive_t;
+int pt_socket_set_keepalive(int fd, const pt_tcp_keepalive_t *k);
 int pt_socket_set_nonblock(int fd);
 
 #endif

@@ -27,6 +27,7 @@ struct pt_pool {
     uint64_t idle_timeout_ms;
     uint32_t max_requests;
     uint32_t buffer_limit;
+    pt_tcp_keepalive_t keepalive;
     pt_tls_context_t *tls_ctx;    /* upstream TLS, or NULL */
     pt_pool_conn_t *idle, *busy, *connecting;
     unsigned nidle, nconnecting;
@@ -112,6 +113,7 @@ pt_pool_t *pt_pool_get(pt_worker_t *w, pt_cluster_t *c, pt_host_t *h)
             p->idle_timeout_ms = c->http_idle_timeout_ms;
             p->max_requests = c->max_requests_per_connection;
             p->buffer_limit = c->buffer_limit;
+            p->keepalive = c->tcp_keepalive;
             p->tls_ctx = c->tls_ctx;
             return p;
         }
@@ -134,6 +136,7 @@ pt_pool_t *pt_pool_get(pt_worker_t *w, pt_cluster_t *c, pt_host_t *h)
     p->idle_timeout_ms = c->http_idle_timeout_ms;
     p->max_requests = c->max_requests_per_connection;
     p->buffer_limit = c->buffer_limit;
+    p->keepalive = c->tcp_keepalive;
     p->tls_ctx = c->tls_ctx;
     p->next_in_bucket = m->buckets[hv % m->nbuckets];
     m->buckets[hv % m->nbuckets] = p;
@@ -371,6 +374,7 @@ static int start_connect(pt_pool_t *p, int priority)
         return 0;
     }
     pc->conn->high_watermark = p->buffer_limit;
+    pt_socket_set_keepalive(pc->conn->fd, &p->keepalive);
     pt_stat_inc(p->stats.upstream_cx_active);
     atomic_fetch_add_explicit(&p->host->cx_active, 1, memory_order_relaxed);
     list_push(&p->connecting, pc);

@@ -6,12 +6,14 @@ Run: PETREL_BIN=build/petrel /usr/bin/python3 tests/integration/test_tcp_proxy.p
 """
 
 import os
-import shutil
-import tempfile
+import re
 import resource
+import shutil
 import socket
 import struct
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -580,6 +582,47 @@ class AccessLogTest(unittest.TestCase):
             s.close()
             lines = self._wait_line(path, 'TCP up ')
             self.assertEqual(lines[0].split()[5], 'UF')
+
+
+class UpstreamSocketOptionsTest(unittest.TestCase):
+    """upstream_connection_options.tcp_keepalive, seen on petrel's upstream socket by ss."""
+
+    @staticmethod
+    def keepalive_timer_s(upstream_port):
+        """Seconds left on the keepalive timer of the connection to upstream_port, or None
+        when it has none (`ss -o` prints timer:(keepalive,1min59sec,0))."""
+        out = subprocess.run(['ss', '-tnoH', 'state', 'established', 'dst',
+                              '127.0.0.1:%d' % upstream_port], stdout=subprocess.PIPE,
+                             universal_newlines=True, check=True).stdout
+        m = re.search(r'timer:\(keepalive,(?:(\d+)min)?(?:([\d.]+)sec)?(?:(\d+)ms)?,', out)
+        if m is None:
+            return None
+        return int(m.group(1) or 0) * 60 + float(m.group(2) or 0) + int(m.group(3) or 0) / 1000
+
+    def relay_once(self, port):
+        s = h.tcp_connect(port)
+        s.sendall(b'x')
+        self.assertEqual(h.recv_exact(s, 1), b'x')
+        return s
+
+    def test_tcp_keepalive(self):
+        with TcpEchoServer() as echo:
+            port, admin = h.free_ports(2)
+            cfg = proxy_config(port, admin, [echo.port], cluster_extra={
+                'upstream_connection_options': {'tcp_keepalive': {
+                    'keepalive_time': 120, 'keepalive_interval': 7, 'keepalive_probes': 3}}})
+            with h.Petrel(cfg):
+                with self.relay_once(port):
+                    left = self.keepalive_timer_s(echo.port)
+                    self.assertIsNotNone(left)
+                    self.assertTrue(60 < left <= 120, left)   # not the system's 2 hours
+
+    def test_no_keepalive_by_default(self):
+        with TcpEchoServer() as echo:
+            port, admin = h.free_ports(2)
+            with h.Petrel(proxy_config(port, admin, [echo.port])):
+                with self.relay_once(port):
+                    self.assertIsNone(self.keepalive_timer_s(echo.port))
 
 
 class CircuitBreakerTest(unittest.TestCase):

@@ -627,6 +627,25 @@ static void test_enums(void)
         PT_CHECK_INT(lb->clusters[1]->lb_choice_count, 2);
         pt_config_unref(lb);
     }
+    pt_config_t *ka = ACCEPTS(CLUSTERS_ONLY(
+        "{'name': 'a', 'upstream_connection_options': {'tcp_keepalive': "
+        "{'keepalive_time': 60, 'keepalive_probes': 4}}}, {'name': 'b'}"));
+    PT_CHECK(ka != NULL);
+    if (ka != NULL) {
+        PT_CHECK_INT(ka->clusters[0]->tcp_keepalive.enabled, 1);
+        PT_CHECK_INT(ka->clusters[0]->tcp_keepalive.time_s, 60);
+        PT_CHECK_INT(ka->clusters[0]->tcp_keepalive.probes, 4);
+        PT_CHECK_INT(ka->clusters[0]->tcp_keepalive.interval_s, 0); /* the system's */
+        PT_CHECK_INT(ka->clusters[1]->tcp_keepalive.enabled, 0);
+        pt_config_unref(ka);
+    }
+    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'upstream_connection_options': {'tcp_keepalive': "
+                          "{'keepalive_time': 40000}}}"),
+            C0 ".upstream_connection_options.tcp_keepalive.keepalive_time: 40000 is out of "
+               "range [0, 32767]");
+    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'upstream_connection_options': "
+                          "{'happy_eyeballs_config': {}}}"),
+            C0 ".upstream_connection_options.happy_eyeballs_config: field is not supported");
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 'LEAST_REQUEST', "
                           "'least_request_lb_config': {'choice_count': 1}}"),
             C0 ".least_request_lb_config.choice_count: 1 is out of range [2, 100]");
