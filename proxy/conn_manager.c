@@ -42,10 +42,9 @@ static void hcm_close(pt_hcm_conn_t *h, pt_close_how_t how);
 static const char *const hcm_unsupported[] = {
     "rds", "scoped_routes", "tracing", "add_user_agent", "http3_protocol_options",
     "http2_protocol_options", "drain_timeout", "delayed_close_timeout", "access_log_options",
-    "via",
     "internal_address_config", "represent_ipv4_remote_address_as_ipv4_mapped_ipv6",
     "local_reply_config", "normalize_path", "merge_slashes", "path_with_escaped_slashes_action",
-    "request_id_extension", "strip_matching_host_port", "stream_error_on_invalid_http_message",
+    "request_id_extension", "stream_error_on_invalid_http_message",
     "path_normalization_options", "strip_trailing_host_dot", "proxy_status_config",
     "typed_header_validation_config", "append_x_forwarded_port", "early_header_mutation_extensions",
     "original_ip_detection_extensions", "scheme_header_transformation",
@@ -189,6 +188,12 @@ static void *hcm_parse(pt_cfg_t *r, pt_config_t *cfg)
     pt_cfg_duration_ms(r, "request_timeout", &hc->request_timeout_ms, 0);
     pt_cfg_duration_ms(r, "request_headers_timeout", &hc->request_headers_timeout_ms, 0);
     pt_cfg_bool(r, "strip_any_host_port", &hc->strip_any_host_port, 0);
+    pt_cfg_bool(r, "strip_matching_host_port", &hc->strip_matching_host_port, 0);
+    if (hc->strip_any_host_port && hc->strip_matching_host_port)
+        pt_cfg_error(r, "strip_matching_host_port",
+                     "cannot be set together with strip_any_host_port");
+    pt_cfg_string(r, "via", &s, NULL);
+    hc->via = s != NULL && s[0] ? pt_arena_strdup(a, s) : NULL;
     hc->idle_timeout_ms = 3600 * 1000;
     if (pt_cfg_enter(r, "common_http_protocol_options") > 0) {
         static const char *const chpo_unsupported[] = {"max_connection_duration",
@@ -482,6 +487,38 @@ static void apply_xfcc(pt_http_stream_t *s)
 }
 
 /* Envoy's request header rules for a proxy hop. */
+/* strip_any_host_port / strip_matching_host_port: "host:port" becomes "host" (for the
+ * matching mode, only when port is the listener's) before routing and upstream. */
+static void strip_host_port(pt_http_stream_t *s, pt_http_headers_t *headers)
+{
+    const pt_http_header_t *a = pt_http_headers_find(headers, ":authority");
+    const char *colon = a ? strrchr(a->value, ':') : NULL;
+    if (colon == NULL || strchr(colon, ']') != NULL)
+        return; /* no port (a bracketed IPv6 literal alone has colons inside) */
+    if (s->config->strip_matching_host_port) {
+        char *end;
+        unsigned long port = strtoul(colon + 1, &end, 10);
+        if (end == colon + 1 || *end != '\0' || port != pt_addr_port(&s->info.downstream_local))
+            return;
+    }
+    char *v = pt_arena_strndup(&s->arena, a->value, (size_t)(colon - a->value));
+    if (v != NULL)
+        pt_http_headers_set(headers, ":authority", v);
+}
+
+/* via: appended to what the header already says, as Envoy does. */
+static void append_via(pt_http_stream_t *s, pt_http_headers_t *h)
+{
+    const char *old = pt_http_headers_get_joined(h, "via");
+    if (old == NULL || old[0] == '\0') {
+        pt_http_headers_set_ref(h, "via", s->config->via);
+        return;
+    }
+    char *v = pt_arena_sprintf(&s->arena, "%s, %s", old, s->config->via);
+    if (v != NULL)
+        pt_http_headers_set_ref(h, "via", v);
+}
+
 static void mutate_request_headers(pt_http_stream_t *s)
 {
     const pt_hcm_config_t *hc = s->config;
@@ -535,6 +572,8 @@ static void mutate_request_headers(pt_http_stream_t *s)
             pt_http_headers_set_ref(h, "x-forwarded-proto", s->scheme);
     }
     apply_xfcc(s);
+    if (hc->via != NULL)
+        append_via(s, h);
     if (hc->generate_request_id) {
         const char *rid = pt_http_headers_get(h, "x-request-id");
         /* An edge proxy does not trust a client's id unless told to preserve it. */
@@ -568,6 +607,8 @@ static void mutate_response_headers(pt_http_stream_t *s, pt_http_headers_t *h)
         if (rid != NULL)
             pt_http_headers_set(h, "x-request-id", rid);
     }
+    if (hc->via != NULL)
+        append_via(s, h);
     static const char *const hop_by_hop[] = {"keep-alive", "proxy-connection",
                                              "transfer-encoding", "connection", "upgrade"};
     /* An upgrade keeps Connection and Upgrade (the last two). */
@@ -636,14 +677,8 @@ static void hcm_on_headers(void *stream, pt_http_headers_t *headers, int end_str
         pt_http_stream_local_reply(s, 426, "", NULL, 0, "low_version");
         return;
     }
-    if (hc->strip_any_host_port) {
-        const pt_http_header_t *a = pt_http_headers_find(headers, ":authority");
-        const char *colon = a ? strrchr(a->value, ':') : NULL;
-        if (colon != NULL && strchr(colon, ']') == NULL) {
-            char *v = pt_arena_strndup(&s->arena, a->value, (size_t)(colon - a->value));
-            pt_http_headers_set(headers, ":authority", v);
-        }
-    }
+    if (hc->strip_any_host_port || hc->strip_matching_host_port)
+        strip_host_port(s, headers);
     mutate_request_headers(s);
 
     /* Route once, before the filters: they may act on it, the router follows it. */

@@ -111,6 +111,8 @@ typedef struct pt_hcm_config {
     pt_upgrade_config_t *upgrades;
     unsigned nupgrades;
     int strip_any_host_port;
+    int strip_matching_host_port; /* only when the port is the listener's */
+    const char *via;              /* appended to request and response via headers, or NULL */
     uint32_t buffer_limit; /* body bytes held while a filter pauses the chain */
     pt_fcc_mode_t forward_client_cert;
     int xfcc_subject, xfcc_dns, xfcc_uri;

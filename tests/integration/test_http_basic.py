@@ -6,10 +6,12 @@ and the http.* / cluster.* stats that describe all of it.
 Run: PETREL_BIN=build/petrel /usr/bin/python3 tests/integration/test_http_basic.py -v
 """
 
+import json
 import os
 import re
 import socket
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -549,6 +551,48 @@ class HeaderRules(ProxyCase):
         self.start()
         self.request('GET', '/echo', host_header='svc.example:8080')
         self.assertEqual(self.up.last.header_all('host'), ['svc.example:8080'])
+
+
+class HostPortAndVia(ProxyCase):
+    """strip_any_host_port, strip_matching_host_port and via."""
+
+    def test_strip_any_host_port(self):
+        self.start(strip_any_host_port=True)
+        self.assertEqual(self.request('GET', '/', host_header='app.example:8443').status, 200)
+        self.assertEqual(self.up.last.header('host'), 'app.example')
+        self.request('GET', '/', host_header='[::1]')
+        self.assertEqual(self.up.last.header('host'), '[::1]')
+
+    def test_strip_matching_host_port_only_for_the_listener_port(self):
+        self.start(strip_matching_host_port=True)
+        self.request('GET', '/', host_header='app.example:%d' % self.port)
+        self.assertEqual(self.up.last.header('host'), 'app.example')
+        self.request('GET', '/', host_header='app.example:1')
+        self.assertEqual(self.up.last.header('host'), 'app.example:1')
+        self.request('GET', '/', host_header='[::1]:%d' % self.port)
+        self.assertEqual(self.up.last.header('host'), '[::1]')
+
+    def test_both_strip_modes_is_a_config_error(self):
+        port, admin = h.free_ports(2)
+        with tempfile.NamedTemporaryFile('w', suffix='.json', delete=False) as f:
+            json.dump(http_config(port, admin, self.up.port, strip_any_host_port=True,
+                                  strip_matching_host_port=True), f)
+        self.addCleanup(os.unlink, f.name)
+        rc, out, err = h.run_petrel(['--mode', 'validate', '-c', f.name])
+        self.assertEqual(rc, 1)
+        self.assertIn('strip_matching_host_port: cannot be set together with '
+                      'strip_any_host_port', err)
+
+    def test_via_on_requests_and_responses(self):
+        self.start(via='petrel-edge')
+        r = self.request('GET', '/')
+        self.assertEqual(self.up.last.header('via'), 'petrel-edge')
+        self.assertEqual(r.get('via'), 'petrel-edge')
+        # Appended to what the client and the upstream already said.
+        r = self.request('GET', '/', headers={'via': '1.1 client',
+                                              'x-test-response-headers': 'via=1.1 app'})
+        self.assertEqual(self.up.last.header('via'), '1.1 client, petrel-edge')
+        self.assertEqual(r.get('via'), '1.1 app, petrel-edge')
 
 
 class Stats(ProxyCase):
