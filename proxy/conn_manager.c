@@ -10,6 +10,7 @@
 
 #include "proxy/listener.h"
 #include "proxy/log.h"
+#include "proxy/path.h"
 #include "proxy/random.h"
 #include "proxy/stats.h"
 #include "proxy/time.h"
@@ -43,7 +44,7 @@ static const char *const hcm_unsupported[] = {
     "rds", "scoped_routes", "tracing", "add_user_agent", "http3_protocol_options",
     "http2_protocol_options", "drain_timeout", "delayed_close_timeout", "access_log_options",
     "internal_address_config", "represent_ipv4_remote_address_as_ipv4_mapped_ipv6",
-    "local_reply_config", "normalize_path", "merge_slashes", "path_with_escaped_slashes_action",
+    "local_reply_config",
     "request_id_extension", "stream_error_on_invalid_http_message",
     "path_normalization_options", "strip_trailing_host_dot", "proxy_status_config",
     "typed_header_validation_config", "append_x_forwarded_port", "early_header_mutation_extensions",
@@ -56,6 +57,14 @@ static const char *const codec_known[] = {"HTTP2", "HTTP3", NULL};
 static const char *const server_transform_names[] = {"OVERWRITE", "APPEND_IF_ABSENT",
                                                      "PASS_THROUGH", NULL};
 static const char *const underscore_names[] = {"ALLOW", "REJECT_REQUEST", "DROP_HEADER", NULL};
+/* path_with_escaped_slashes_action, mapped to pt_escaped_slashes_t by escaped_slashes_map. */
+static const char *const escaped_slashes_names[] = {"IMPLEMENTATION_SPECIFIC_DEFAULT",
+                                                    "KEEP_UNCHANGED", "REJECT_REQUEST",
+                                                    "UNESCAPE_AND_REDIRECT",
+                                                    "UNESCAPE_AND_FORWARD", NULL};
+static const pt_escaped_slashes_t escaped_slashes_map[] = {
+    PT_ESCAPED_SLASHES_KEEP, PT_ESCAPED_SLASHES_KEEP, PT_ESCAPED_SLASHES_REJECT,
+    PT_ESCAPED_SLASHES_REDIRECT, PT_ESCAPED_SLASHES_FORWARD};
 
 static int parse_upgrades(pt_cfg_t *r, pt_arena_t *a, pt_upgrade_config_t **out, unsigned *n)
 {
@@ -192,6 +201,11 @@ static void *hcm_parse(pt_cfg_t *r, pt_config_t *cfg)
     if (hc->strip_any_host_port && hc->strip_matching_host_port)
         pt_cfg_error(r, "strip_matching_host_port",
                      "cannot be set together with strip_any_host_port");
+    pt_cfg_bool(r, "normalize_path", &hc->normalize_path, 0);
+    pt_cfg_bool(r, "merge_slashes", &hc->merge_slashes, 0);
+    int esc;
+    pt_cfg_enum(r, "path_with_escaped_slashes_action", escaped_slashes_names, NULL, &esc, 0);
+    hc->escaped_slashes = escaped_slashes_map[esc];
     pt_cfg_string(r, "via", &s, NULL);
     hc->via = s != NULL && s[0] ? pt_arena_strdup(a, s) : NULL;
     hc->idle_timeout_ms = 3600 * 1000;
@@ -487,6 +501,48 @@ static void apply_xfcc(pt_http_stream_t *s)
 }
 
 /* Envoy's request header rules for a proxy hop. */
+/* normalize_path, merge_slashes and path_with_escaped_slashes_action, in Envoy's order:
+ * escaped slashes, then dot segments, then slashes. Returns 0 when the stream was answered
+ * (400 for a rejected path, 307 to the unescaped one). */
+static int normalize_request_path(pt_http_stream_t *s, pt_http_headers_t *headers)
+{
+    const pt_hcm_config_t *hc = s->config;
+    const char *path = pt_http_headers_get(headers, ":path");
+    if (path == NULL || path[0] != '/')
+        return 1; /* "*" (OPTIONS) and CONNECT targets have no path to normalize */
+    const char *p = path;
+    int redirect = 0;
+    if (hc->escaped_slashes != PT_ESCAPED_SLASHES_KEEP && pt_path_has_escaped_slash(p)) {
+        if (hc->escaped_slashes == PT_ESCAPED_SLASHES_REJECT) {
+            pt_stat_inc(hc->stats.downstream_rq_failed_path_normalization);
+            pt_http_stream_local_reply(s, 400, "", NULL, 0, "path_normalization_failed");
+            return 0;
+        }
+        p = pt_path_unescape_slashes(&s->arena, p);
+        redirect = hc->escaped_slashes == PT_ESCAPED_SLASHES_REDIRECT;
+    }
+    if (p != NULL && hc->normalize_path)
+        p = pt_path_normalize(&s->arena, p);
+    if (p != NULL && hc->merge_slashes)
+        p = pt_path_merge_slashes(&s->arena, p);
+    if (p == NULL) {
+        pt_stat_inc(hc->stats.downstream_rq_failed_path_normalization);
+        pt_http_stream_local_reply(s, 400, "", NULL, 0, "path_normalization_failed");
+        return 0;
+    }
+    if (redirect) {
+        pt_stat_inc(hc->stats.downstream_rq_redirected_with_normalized_path);
+        pt_http_headers_t extra;
+        pt_http_headers_init(&extra, &s->arena);
+        pt_http_headers_add_str(&extra, "location", p);
+        pt_http_stream_local_reply(s, 307, "", &extra, 0, "path_normalization_redirect");
+        return 0;
+    }
+    if (p != path)
+        pt_http_headers_set_ref(headers, ":path", p);
+    return 1;
+}
+
 /* strip_any_host_port / strip_matching_host_port: "host:port" becomes "host" (for the
  * matching mode, only when port is the listener's) before routing and upstream. */
 static void strip_host_port(pt_http_stream_t *s, pt_http_headers_t *headers)
@@ -677,6 +733,9 @@ static void hcm_on_headers(void *stream, pt_http_headers_t *headers, int end_str
         pt_http_stream_local_reply(s, 426, "", NULL, 0, "low_version");
         return;
     }
+    if ((hc->normalize_path || hc->merge_slashes || hc->escaped_slashes) &&
+        !normalize_request_path(s, headers))
+        return;
     if (hc->strip_any_host_port || hc->strip_matching_host_port)
         strip_host_port(s, headers);
     mutate_request_headers(s);

@@ -47,6 +47,8 @@ typedef struct pt_hcm_conn pt_hcm_conn_t;
     X(downstream_rq_rx_reset)                                                                  \
     X(downstream_rq_tx_reset)                                                                  \
     X(downstream_rq_too_large)                                                                 \
+    X(downstream_rq_failed_path_normalization)                                                 \
+    X(downstream_rq_redirected_with_normalized_path)                                           \
     X(downstream_rq_ws_on_non_ws_route)                                                        \
     X(downstream_rq_response_before_rq_complete)                                               \
     X(no_route)                                                                                \
@@ -82,6 +84,13 @@ typedef enum pt_fcc_mode {
     PT_FCC_ALWAYS_FORWARD_ONLY,
 } pt_fcc_mode_t;
 
+typedef enum pt_escaped_slashes {
+    PT_ESCAPED_SLASHES_KEEP,     /* IMPLEMENTATION_SPECIFIC_DEFAULT, KEEP_UNCHANGED */
+    PT_ESCAPED_SLASHES_REJECT,   /* REJECT_REQUEST: 400 */
+    PT_ESCAPED_SLASHES_REDIRECT, /* UNESCAPE_AND_REDIRECT: 307 to the unescaped path */
+    PT_ESCAPED_SLASHES_FORWARD,  /* UNESCAPE_AND_FORWARD */
+} pt_escaped_slashes_t;
+
 typedef struct pt_hcm_config {
     const char *stat_prefix;
     pt_hcm_stats_t stats;
@@ -112,6 +121,8 @@ typedef struct pt_hcm_config {
     unsigned nupgrades;
     int strip_any_host_port;
     int strip_matching_host_port; /* only when the port is the listener's */
+    int normalize_path, merge_slashes;
+    pt_escaped_slashes_t escaped_slashes; /* path_with_escaped_slashes_action */
     const char *via;              /* appended to request and response via headers, or NULL */
     uint32_t buffer_limit; /* body bytes held while a filter pauses the chain */
     pt_fcc_mode_t forward_client_cert;

@@ -412,6 +412,54 @@ class Rewrites(RoutingCase):
         self.assertEqual(self.ups['a'].last.header_all('host'), ['backend.internal'])
 
 
+class PathNormalization(RoutingCase):
+    """normalize_path, merge_slashes, path_with_escaped_slashes_action: before routing."""
+
+    def routes(self):
+        return [h.vhost('all', ['*'], [h.route_prefix('/admin', 'a'),
+                                       h.route_prefix('/public', 'b'),
+                                       h.route_prefix('/', 'c')])]
+
+    def test_dot_segments_cannot_hide_a_path_from_routing(self):
+        p = self.start(self.routes(), normalize_path=True)
+        self.assertEqual(self.where('/public/../admin/x'), 'a')
+        self.assertEqual(self.ups['a'].last['path'], '/admin/x')
+        self.assertEqual(self.where('/public/%2e%2e/admin?q=/../z'), 'a')
+        self.assertEqual(self.ups['a'].last['path'], '/admin?q=/../z')
+        self.assertEqual(self.where('/public/./x'), 'b')
+        self.assertEqual(self.ups['b'].last['path'], '/public/x')
+        self.assertEqual(p.stat('http.ingress.downstream_rq_failed_path_normalization'), 0)
+
+    def test_without_normalize_path_the_path_is_forwarded_as_sent(self):
+        self.start(self.routes())
+        self.assertEqual(self.where('/public/../admin'), 'b')
+        self.assertEqual(self.ups['b'].last['path'], '/public/../admin')
+
+    def test_merge_slashes(self):
+        self.start(self.routes(), merge_slashes=True)
+        self.assertEqual(self.where('//admin///x'), 'a')
+        self.assertEqual(self.ups['a'].last['path'], '/admin/x')
+
+    def test_escaped_slashes_reject(self):
+        p = self.start(self.routes(), path_with_escaped_slashes_action='REJECT_REQUEST')
+        self.assertEqual(self.get('/public%2F..%2Fadmin').status, 400)
+        self.assertEqual(p.stat('http.ingress.downstream_rq_failed_path_normalization'), 1)
+        self.assertEqual(self.where('/public/x%41'), 'b')   # other escapes are fine
+
+    def test_escaped_slashes_unescape_and_redirect(self):
+        p = self.start(self.routes(), normalize_path=True,
+                       path_with_escaped_slashes_action='UNESCAPE_AND_REDIRECT')
+        r = self.get('/public%2F..%2Fadmin?x=1')
+        self.assertEqual(r.status, 307)
+        self.assertEqual(r.get('location'), '/admin?x=1')
+        self.assertEqual(p.stat('http.ingress.downstream_rq_redirected_with_normalized_path'), 1)
+
+    def test_escaped_slashes_unescape_and_forward(self):
+        self.start(self.routes(), path_with_escaped_slashes_action='UNESCAPE_AND_FORWARD')
+        self.assertEqual(self.where('/admin%2fx%5Cy'), 'a')
+        self.assertEqual(self.ups['a'].last['path'], '/admin/x\\y')
+
+
 class HeaderMutations(RoutingCase):
 
     def test_request_and_response_headers_at_every_level(self):
