@@ -295,11 +295,19 @@ static void parse_listener(pt_cfg_t *r, pt_config_t *cfg, pt_listener_config_t *
 {
     pt_cfg_unsupported(r, listener_unsupported);
     const char *name;
-    if (pt_cfg_string(r, "name", &name, NULL) == 0 || (name && !name[0]))
-        pt_cfg_error(r, "name", "is required");
-    l->name = pt_arena_strdup(&cfg->arena, name ? name : "");
+    pt_cfg_string(r, "name", &name, NULL);
     if (pt_config_read_address(r, "address", &l->address) == 0)
         pt_cfg_error(r, "address", "is required");
+    if (name == NULL || !name[0]) {
+        /* Optional in Envoy (which makes up a UUID): petrel names it by its address, as
+         * its stats are ("0.0.0.0_443"). */
+        char buf[PT_ADDR_STRLEN];
+        pt_addr_stat_name(&l->address, buf, sizeof(buf));
+        name = buf;
+        l->name = pt_arena_strdup(&cfg->arena, name);
+    } else {
+        l->name = pt_arena_strdup(&cfg->arena, name);
+    }
     const char *prefix;
     pt_cfg_string(r, "stat_prefix", &prefix, NULL);
     if (prefix != NULL && prefix[0]) {

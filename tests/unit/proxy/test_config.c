@@ -816,9 +816,14 @@ static void test_required(void)
     REJECTS(CLUSTERS_ONLY("{'name': ''}"), C0 ".name: is required");
     REJECTS(BOOT(CLUSTER("a"), "{'name': 'l', 'filter_chains': [{'filters': [" TCP("a") "]}]}"),
             L0 ".address: is required");
-    REJECTS(BOOT(CLUSTER("a"), "{'address': " SA("127.0.0.1", 1) ", 'filter_chains': [{"
-                               "'filters': [" TCP("a") "]}]}"),
-            L0 ".name: is required");
+    /* A listener's name is optional, as in Envoy: it is named by its address. */
+    pt_config_t *c = ACCEPTS(BOOT(CLUSTER("a"), "{'address': " SA("127.0.0.1", 1) ", "
+                                                "'filter_chains': [{'filters': [" TCP("a") "]}]}"));
+    PT_CHECK(c != NULL);
+    if (c != NULL) {
+        PT_CHECK_STR(c->listeners[0].name, "127.0.0.1_1");
+        pt_config_unref(c);
+    }
     /* (Missing and empty filter_chains / filters: see the regression tests.) */
     REJECTS(BOOT(CLUSTER("a"),
                  LISTENER("l", 1, "{'name': 'tcp', 'typed_config': {'@type': '" TCP_TYPE
