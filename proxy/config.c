@@ -7,13 +7,14 @@
 #include "filters/filter.h"
 #include "proxy/cluster.h"
 #include "proxy/log.h"
+#include "proxy/overload.h"
 #include "tls/context.h"
 #include "tls/secret.h"
 
 static const char *const bootstrap_unsupported[] = {
     "dynamic_resources", "cluster_manager", "hds_config", "flags_path", "stats_sinks",
     "stats_config", "stats_flush_interval", "stats_flush_on_admin", "watchdog", "watchdogs",
-    "tracing", "layered_runtime", "overload_manager", "enable_dispatcher_stats",
+    "tracing", "enable_dispatcher_stats",
     "header_prefix", "stats_server_version_override", "use_tcp_for_dns_lookups",
     "dns_resolution_config", "typed_dns_resolver_config", "bootstrap_extensions",
     "fatal_actions", "config_sources", "default_config_source", "default_socket_interface",
@@ -539,6 +540,7 @@ static int prepare(pt_config_t *cfg)
         l->stats.downstream_cx_destroy = pt_stats_counter("listener", t, l->stat_name, "downstream_cx_destroy");
         l->stats.no_filter_chain_match = pt_stats_counter("listener", t, l->stat_name, "no_filter_chain_match");
         l->stats.downstream_cx_overflow = pt_stats_counter("listener", t, l->stat_name, "downstream_cx_overflow");
+        l->stats.downstream_global_cx_overflow = pt_stats_counter("listener", t, l->stat_name, "downstream_global_cx_overflow");
         l->stats.downstream_cx_transport_socket_connect_timeout = pt_stats_counter(
             "listener", t, l->stat_name, "downstream_cx_transport_socket_connect_timeout");
         l->listener_filters_timeout = pt_stats_counter("listener", t, l->stat_name, "downstream_pre_cx_timeout");
@@ -581,6 +583,8 @@ pt_config_t *pt_config_build(json_t *root, pt_cfg_t *r)
         parse_listeners(r, cfg);
         pt_cfg_leave(r);
     }
+    /* After the listeners: the runtime names them. */
+    pt_overload_parse(r, cfg);
     pt_cfg_finish(r);
     if (pt_cfg_ok(r))
         build_tls(cfg, r);

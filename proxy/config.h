@@ -77,7 +77,8 @@ typedef struct pt_listener_stats {
     pt_stat_t downstream_cx_active;
     pt_stat_t downstream_cx_destroy;
     pt_stat_t no_filter_chain_match;
-    pt_stat_t downstream_cx_overflow;
+    pt_stat_t downstream_cx_overflow;        /* the listener's connection_limit, or no fds */
+    pt_stat_t downstream_global_cx_overflow; /* the process-wide connection limit */
     pt_stat_t downstream_cx_transport_socket_connect_timeout;
 } pt_listener_stats_t;
 
@@ -92,6 +93,8 @@ typedef struct pt_listener_config {
     int tls_inspector;                  /* peek the ClientHello before choosing a chain */
     uint64_t listener_filters_timeout_ms;
     int continue_on_listener_filters_timeout;
+    uint64_t connection_limit;          /* runtime envoy.resource_limits.listener.<name>.
+                                           connection_limit; 0: none */
     pt_listener_stats_t stats;
     pt_stat_t tls_inspector_tls_found, tls_inspector_tls_not_found,
         tls_inspector_client_hello_too_large, tls_inspector_sni_found, tls_inspector_alpn_found,
@@ -118,6 +121,8 @@ typedef struct pt_config {
     unsigned nclusters;
     pt_cluster_t **cluster_index; /* open-addressing hash by name, size cluster_index_cap */
     unsigned cluster_index_cap;
+    /* Downstream connections the whole process accepts (proxy/overload.c); 0: no limit. */
+    uint64_t max_downstream_connections;
 } pt_config_t;
 
 /* Builds and validates a snapshot from a bootstrap tree (takes a reference to root).

@@ -28,6 +28,8 @@ static pthread_mutex_t reserve_lock = PTHREAD_MUTEX_INITIALIZER;
 static int reserve_fd = -1;
 static unsigned reserve_users;
 static _Atomic uint64_t emfile_warned_ms;
+/* Open downstream connections of the whole process, for the global connection limit. */
+static _Atomic uint64_t downstream_connections;
 
 static void reserve_acquire(void)
 {
@@ -375,7 +377,27 @@ static void inspect_start(pt_session_t *s)
     ev_io_start(loop, &in->io);
 }
 
-static void start_session(pt_worker_t *w, const pt_listener_config_t *lc, int fd,
+/* Takes a place for one more connection under the global and the listener's limits, or
+ * counts the overflow and returns 0 (the caller closes the connection). */
+static int admit(const pt_config_t *cfg, pt_listener_t *l, const pt_listener_config_t *lc)
+{
+    uint64_t all = atomic_fetch_add_explicit(&downstream_connections, 1, memory_order_relaxed);
+    if (cfg->max_downstream_connections > 0 && all >= cfg->max_downstream_connections) {
+        atomic_fetch_sub_explicit(&downstream_connections, 1, memory_order_relaxed);
+        pt_stat_inc(lc->stats.downstream_global_cx_overflow);
+        return 0;
+    }
+    uint64_t mine = atomic_fetch_add_explicit(&l->active, 1, memory_order_relaxed);
+    if (lc->connection_limit > 0 && mine >= lc->connection_limit) {
+        atomic_fetch_sub_explicit(&l->active, 1, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&downstream_connections, 1, memory_order_relaxed);
+        pt_stat_inc(lc->stats.downstream_cx_overflow);
+        return 0;
+    }
+    return 1;
+}
+
+static void start_session(pt_worker_t *w, pt_listener_t *l, const pt_listener_config_t *lc, int fd,
                           const pt_addr_t *peer)
 {
     pt_session_t *s = calloc(1, sizeof(*s));
@@ -383,8 +405,11 @@ static void start_session(pt_worker_t *w, const pt_listener_config_t *lc, int fd
     if (c == NULL) {
         free(s);
         close(fd);
+        atomic_fetch_sub_explicit(&l->active, 1, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&downstream_connections, 1, memory_order_relaxed);
         return;
     }
+    s->bound = l;
     c->high_watermark = lc->buffer_limit;
     s->conn = c;
     s->worker = w;
@@ -442,8 +467,12 @@ void pt_listener_accept(pt_worker_t *w, pt_listener_t *l, int listen_fd)
             close(fd);
             continue;
         }
+        if (!admit(w->config, l, lc)) {
+            close(fd);
+            continue;
+        }
         pt_socket_set_nodelay(fd);
-        start_session(w, lc, fd, &peer);
+        start_session(w, l, lc, fd, &peer);
     }
 }
 
@@ -479,6 +508,8 @@ void pt_session_end(pt_session_t *s)
     pt_stat_dec(s->listener->stats.downstream_cx_active);
     pt_stat_inc(s->listener->stats.downstream_cx_destroy);
     atomic_fetch_sub_explicit(&s->worker->downstream_active, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&s->bound->active, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&downstream_connections, 1, memory_order_relaxed);
     pt_config_unref(s->config);
     free(s);
 }

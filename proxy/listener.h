@@ -7,6 +7,8 @@
 #ifndef PT_LISTENER_H
 #define PT_LISTENER_H
 
+#include <stdatomic.h>
+
 #include "proxy/config.h"
 #include "proxy/conn.h"
 
@@ -17,6 +19,7 @@ struct pt_listener {
     pt_addr_t address;
     int *fds;             /* one per worker */
     unsigned nfds;
+    _Atomic uint64_t active; /* open downstream connections, all workers (connection_limit) */
 };
 typedef struct pt_listener pt_listener_t;
 
@@ -31,6 +34,7 @@ struct pt_session {
     pt_worker_t *worker;
     pt_config_t *config;      /* snapshot this session started with (a reference) */
     const pt_listener_config_t *listener;
+    pt_listener_t *bound;     /* the listening socket's owner: connection counts */
     const pt_filter_chain_t *chain;
     unsigned next_filter;
     const char *cluster_override; /* set by sni_cluster for tcp_proxy */

@@ -625,6 +625,57 @@ class UpstreamSocketOptionsTest(unittest.TestCase):
                     self.assertIsNone(self.keepalive_timer_s(echo.port))
 
 
+class ConnectionLimitTest(unittest.TestCase):
+    """Global (overload manager, runtime) and per-listener (runtime) connection limits."""
+
+    def relay(self, port):
+        s = h.tcp_connect(port)
+        s.sendall(b'ping')
+        self.assertEqual(h.recv_exact(s, 4), b'ping')
+        return s
+
+    def refused(self, port):
+        """A connection over the limit: accepted by the kernel, closed by petrel at once."""
+        with h.tcp_connect(port) as s:
+            try:
+                s.sendall(b'ping')
+                return h.recv_until_eof(s) == b''
+            except OSError:
+                return True
+
+    def check_limit(self, cfg_extra, stat, limit):
+        with TcpEchoServer() as echo:
+            port, admin = h.free_ports(2)
+            cfg = proxy_config(port, admin, [echo.port])
+            cfg.update(cfg_extra)
+            with h.Petrel(cfg) as p:
+                held = [self.relay(port) for _ in range(limit)]
+                self.assertTrue(self.refused(port))
+                p.wait_stat(listener_stat(port, stat), 1)
+                # A place frees up when a connection ends.
+                held.pop().close()
+                p.wait_stat(listener_stat(port, 'downstream_cx_active'), limit - 1)
+                held.append(self.relay(port))
+                self.assertTrue(self.refused(port))
+                p.wait_stat(listener_stat(port, stat), 2)
+                for s in held:
+                    s.close()
+
+    def test_global_limit_from_the_overload_manager(self):
+        self.check_limit({'overload_manager': {'resource_monitors': [{
+            'name': 'envoy.resource_monitors.global_downstream_max_connections',
+            'typed_config': {
+                '@type': 'type.googleapis.com/envoy.extensions.resource_monitors.'
+                         'downstream_connections.v3.DownstreamConnectionsConfig',
+                'max_active_downstream_connections': 2}}]}},
+            'downstream_global_cx_overflow', 2)
+
+    def test_listener_limit_from_the_runtime(self):
+        self.check_limit({'layered_runtime': {'layers': [{'name': 'static', 'static_layer': {
+            'envoy.resource_limits.listener.tcp.connection_limit': 3}}]}},
+            'downstream_cx_overflow', 3)
+
+
 class CircuitBreakerTest(unittest.TestCase):
 
     def test_max_connections_closes_the_overflow(self):

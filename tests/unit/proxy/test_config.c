@@ -496,6 +496,70 @@ static void test_cluster_http_protocol_options(void)
                  HPO ".common_http_protocol_options.bogus: unknown field");
 }
 
+/* Connection limits: layered_runtime static layers and the overload manager's downstream
+ * connections monitor (proxy/overload.c). */
+static void test_connection_limits(void)
+{
+#define LIMITS_BOOT(extra)                                                                  \
+    "{" extra ", 'static_resources':{'clusters':[" CLUSTER("a") "],'listeners':["           \
+    LISTENER("l", 1, TCP("a")) "]}}"
+    pt_config_t *c = ACCEPTS(LIMITS_BOOT(
+        "'layered_runtime': {'layers': ["
+        "{'name': 'one', 'static_layer': {'overload': {'global_downstream_max_connections': 7},"
+        " 'envoy.resource_limits.listener.l.connection_limit': 3}},"
+        "{'name': 'two', 'static_layer': {'overload.global_downstream_max_connections': 9}}]}"));
+    PT_CHECK(c != NULL);
+    if (c != NULL) {
+        PT_CHECK_INT(c->max_downstream_connections, 9); /* the later layer wins */
+        PT_CHECK_INT(c->listeners[0].connection_limit, 3);
+        pt_config_unref(c);
+    }
+    c = ACCEPTS(LIMITS_BOOT(
+        "'overload_manager': {'refresh_interval': '0.25s', 'resource_monitors': [{'name': "
+        "'envoy.resource_monitors.global_downstream_max_connections', 'typed_config': {"
+        "'@type': 'type.googleapis.com/envoy.extensions.resource_monitors."
+        "downstream_connections.v3.DownstreamConnectionsConfig', "
+        "'max_active_downstream_connections': 100}}]}"));
+    PT_CHECK(c != NULL);
+    if (c != NULL) {
+        PT_CHECK_INT(c->max_downstream_connections, 100);
+        PT_CHECK_INT(c->listeners[0].connection_limit, 0);
+        pt_config_unref(c);
+    }
+    REJECTS(LIMITS_BOOT("'layered_runtime': {'layers': [{'name': 'x', 'static_layer': "
+                        "{'re2.max_program_size.error_level': 200}}]}"),
+            "layered_runtime.layers[0]: runtime key re2.max_program_size.error_level is not "
+            "supported (petrel reads only overload.global_downstream_max_connections and "
+            "envoy.resource_limits.listener.<name>.connection_limit)");
+    REJECTS(LIMITS_BOOT("'layered_runtime': {'layers': [{'name': 'x', 'static_layer': "
+                        "{'envoy.resource_limits.listener.m.connection_limit': 1}}]}"),
+            "layered_runtime.layers[0]: runtime key envoy.resource_limits.listener.m."
+            "connection_limit: no listener is named \"m\"");
+    REJECTS(LIMITS_BOOT("'layered_runtime': {'layers': [{'name': 'x', 'static_layer': "
+                        "{'overload.global_downstream_max_connections': 'many'}}]}"),
+            "layered_runtime.layers[0]: runtime key overload.global_downstream_max_connections: "
+            "expected a non-negative integer");
+    REJECTS(LIMITS_BOOT("'layered_runtime': {'layers': [{'name': 'admin', 'admin_layer': {}}]}"),
+            "layered_runtime.layers[0].admin_layer: field is not supported");
+    REJECTS(LIMITS_BOOT("'overload_manager': {'resource_monitors': [{'name': "
+                        "'envoy.resource_monitors.fixed_heap', 'typed_config': {'@type': 'x'}}]}"),
+            "overload_manager.resource_monitors[0].name: \"envoy.resource_monitors.fixed_heap\" "
+            "is not supported (only envoy.resource_monitors.global_downstream_max_connections)");
+    REJECTS(LIMITS_BOOT("'overload_manager': {'actions': [{'name': 'envoy.overload_actions."
+                        "shrink_heap'}]}"),
+            "overload_manager.actions: overload actions are not supported");
+    REJECTS(LIMITS_BOOT(
+                "'overload_manager': {'resource_monitors': [{'name': "
+                "'envoy.resource_monitors.global_downstream_max_connections', 'typed_config': {"
+                "'@type': 'type.googleapis.com/envoy.extensions.resource_monitors."
+                "downstream_connections.v3.DownstreamConnectionsConfig', "
+                "'max_active_downstream_connections': 100}}]}, 'layered_runtime': {'layers': ["
+                "{'name': 'x', 'static_layer': {'overload.global_downstream_max_connections': 5}}]}"),
+            "overload_manager: sets the global connection limit that layered_runtime sets too "
+            "(overload.global_downstream_max_connections); keep one");
+#undef LIMITS_BOOT
+}
+
 /* 10000 clusters: every one found by name, in O(1), and a missing one not found. */
 static void test_many_clusters(void)
 {
@@ -1094,6 +1158,7 @@ int main(void)
     PT_RUN(test_nulls_are_absent);
     PT_RUN(test_yaml_scalars_in_config);
     PT_RUN(test_many_clusters);
+    PT_RUN(test_connection_limits);
     PT_RUN(test_cluster_http_protocol_options);
     PT_RUN(test_unknown_fields);
     PT_RUN(test_unsupported_fields);
