@@ -24,6 +24,7 @@ enum {
     F_PENDING_READ = 1u << 23,
     F_PENDING_QUEUED = 1u << 24, /* on the worker's pending list */
     F_PENDING_IOREAD = 1u << 25, /* read the transport (bytes may sit inside it, socket quiet) */
+    F_DELAYED_CLOSE = 1u << 26,  /* FIN sent; dropping input until the peer's FIN or timeout */
 };
 
 static void on_null_read(pt_conn_t *c)
@@ -119,7 +120,10 @@ static void update_watchers(pt_conn_t *c)
         return;
     }
     int want_read, want_write;
-    if (f & PT_CONN_F_CONNECTING) {
+    if (f & F_DELAYED_CLOSE) {
+        want_read = 1;
+        want_write = 0;
+    } else if (f & PT_CONN_F_CONNECTING) {
         want_read = 0;
         want_write = 1;
     } else if (f & PT_CONN_F_HANDSHAKING) {
@@ -356,12 +360,58 @@ static void do_handshake(pt_conn_t *c)
     }
 }
 
+/* Closing after the flush: with delayed_close_ms, FIN first and wait for the peer's. */
+static void close_flushed(pt_conn_t *c)
+{
+    if (c->flags & F_DELAYED_CLOSE)
+        return; /* already waiting */
+    if (c->delayed_close_ms == 0 || (c->flags & (PT_CONN_F_EOF | PT_CONN_F_ERROR)) ||
+        c->fd < 0) {
+        finish_close(c);
+        return;
+    }
+    if (!(c->flags & PT_CONN_F_SHUT)) {
+        c->flags |= PT_CONN_F_SHUT;
+        c->transport->shutdown(c); /* TLS: close_notify, then FIN */
+    }
+    c->flags |= F_DELAYED_CLOSE;
+    pt_buf_dispose(&c->in);
+    pt_buf_dispose(&c->out);
+    struct ev_loop *loop = c->worker->loop;
+    ev_timer_stop(loop, &c->timer);
+    ev_timer_set(&c->timer, (double)c->delayed_close_ms / 1000.0, 0.);
+    ev_timer_start(loop, &c->timer);
+    update_watchers(c);
+}
+
+/* Delayed close: drop what arrives (raw bytes; a TLS peer's records are not decrypted),
+ * close on the peer's FIN or an error. A bounded number of reads per event. */
+static void delayed_close_read(pt_conn_t *c)
+{
+    char sink[16384];
+    for (int i = 0; i < 4; i++) {
+        ssize_t n = read(c->fd, sink, sizeof(sink));
+        if (n > 0)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return;
+        finish_close(c); /* FIN, or reset: the peer is done */
+        return;
+    }
+}
+
 static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
     (void)revents;
     pt_conn_t *c = w->data;
-    if (c->flags & (PT_CONN_F_CLOSED | PT_CONN_F_ERROR))
+    if (c->flags & PT_CONN_F_CLOSED)
+        return;
+    if (c->flags & F_DELAYED_CLOSE) {
+        delayed_close_read(c);
+        return;
+    }
+    if (c->flags & PT_CONN_F_ERROR)
         return;
     if (c->flags & PT_CONN_F_HANDSHAKING) {
         do_handshake(c);
@@ -416,8 +466,9 @@ static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
     (void)loop;
     pt_conn_t *c = w->data;
     (void)revents;
-    if (c->flags & (PT_CONN_F_CLOSED | PT_CONN_F_ERROR | F_PENDING_ERROR | F_PENDING_CONNECT))
-        return; /* the pending list delivers these */
+    if (c->flags & (PT_CONN_F_CLOSED | PT_CONN_F_ERROR | F_PENDING_ERROR | F_PENDING_CONNECT |
+                    F_DELAYED_CLOSE))
+        return; /* the pending list delivers these; a delayed close only reads */
     if (c->flags & PT_CONN_F_CONNECTING) {
         int err = 0;
         socklen_t len = sizeof(err);
@@ -445,7 +496,7 @@ static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
         return;
     }
     if ((c->flags & PT_CONN_F_CLOSING) && pt_buf_len(&c->out) == 0) {
-        finish_close(c);
+        close_flushed(c);
         return;
     }
     update_watchers(c);
@@ -460,6 +511,11 @@ static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
     (void)loop;
     (void)revents;
     pt_conn_t *c = (pt_conn_t *)((char *)t - offsetof(pt_conn_t, timer));
+    if (c->flags & F_DELAYED_CLOSE) {
+        pt_stat_inc(c->delayed_close_timeout_stat); /* the peer never closed */
+        finish_close(c);
+        return;
+    }
     if (c->flags & PT_CONN_F_CLOSING) {
         finish_close(c); /* flush deadline passed: drop what the peer would not take */
         return;
@@ -705,7 +761,7 @@ void pt_conn_flush_queued(pt_worker_t *w)
             continue;
         }
         if ((c->flags & PT_CONN_F_CLOSING) && pt_buf_len(&c->out) == 0) {
-            finish_close(c);
+            close_flushed(c);
             continue;
         }
         update_watchers(c);
@@ -772,6 +828,11 @@ void pt_conn_close(pt_conn_t *c, pt_close_how_t how)
         return;
     }
     c->flags &= ~F_PENDING_ERROR;
+    if (how == PT_CLOSE_FLUSH && !(c->flags & (PT_CONN_F_CONNECTING | PT_CONN_F_HANDSHAKING))) {
+        c->flags |= PT_CONN_F_CLOSING;
+        close_flushed(c);
+        return;
+    }
     finish_close(c);
 }
 

@@ -27,6 +27,7 @@
 
 #include "proxy/address.h"
 #include "proxy/buf.h"
+#include "proxy/stats.h"
 
 typedef struct pt_conn pt_conn_t;
 typedef struct pt_worker pt_worker_t;
@@ -99,6 +100,12 @@ struct pt_conn {
     pt_buf_t in;
     pt_buf_t out;
     uint32_t high_watermark;
+    /* A flushed PT_CLOSE_FLUSH close sends the FIN, then waits up to this long for the peer's
+     * (reading and dropping what it still sends) before closing the socket: closing with
+     * unread bytes would send a RST that can destroy the response on its way (HTTP
+     * connection manager's delayed_close_timeout). 0: close at once. */
+    uint32_t delayed_close_ms;
+    pt_stat_t delayed_close_timeout_stat; /* counted when the wait runs out */
     uint64_t rx_bytes, tx_bytes;
     pt_addr_t peer;
     int pending_status;                 /* error to deliver from the loop */

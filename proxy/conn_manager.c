@@ -42,7 +42,7 @@ static void hcm_close(pt_hcm_conn_t *h, pt_close_how_t how);
 
 static const char *const hcm_unsupported[] = {
     "rds", "scoped_routes", "tracing", "add_user_agent", "http3_protocol_options",
-    "http2_protocol_options", "drain_timeout", "delayed_close_timeout", "access_log_options",
+    "http2_protocol_options", "access_log_options",
     "internal_address_config", "represent_ipv4_remote_address_as_ipv4_mapped_ipv6",
     "local_reply_config",
     "request_id_extension", "stream_error_on_invalid_http_message",
@@ -201,6 +201,12 @@ static void *hcm_parse(pt_cfg_t *r, pt_config_t *cfg)
     if (hc->strip_any_host_port && hc->strip_matching_host_port)
         pt_cfg_error(r, "strip_matching_host_port",
                      "cannot be set together with strip_any_host_port");
+    uint64_t dc;
+    pt_cfg_duration_ms(r, "delayed_close_timeout", &dc, 1000);
+    if (dc > 3600 * 1000)
+        pt_cfg_error(r, "delayed_close_timeout", "must be at most 3600s");
+    hc->delayed_close_timeout_ms = (uint32_t)(dc > 3600 * 1000 ? 3600 * 1000 : dc);
+    pt_cfg_duration_ms(r, "drain_timeout", &hc->drain_timeout_ms, 5000);
     pt_cfg_bool(r, "normalize_path", &hc->normalize_path, 0);
     pt_cfg_bool(r, "merge_slashes", &hc->merge_slashes, 0);
     int esc;
@@ -1338,6 +1344,8 @@ static int hcm_on_new_connection(pt_session_t *sess, void *fc)
     pt_stat_inc(hc->stats.downstream_cx_http1_total);
     pt_stat_inc(hc->stats.downstream_cx_active);
     pt_stat_inc(hc->stats.downstream_cx_http1_active);
+    sess->conn->delayed_close_ms = hc->delayed_close_timeout_ms;
+    sess->conn->delayed_close_timeout_stat = hc->stats.downstream_cx_delayed_close_timeout;
     ev_init(&h->timer, on_conn_timer);
     h->timer.data = h;
     hcm_on_idle(h);

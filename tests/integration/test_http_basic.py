@@ -553,6 +553,64 @@ class HeaderRules(ProxyCase):
         self.assertEqual(self.up.last.header_all('host'), ['svc.example:8080'])
 
 
+class DelayedClose(ProxyCase):
+    """delayed_close_timeout: petrel sends its FIN after the last response and waits for the
+    client's, dropping what the client still sends, instead of closing with unread bytes
+    (which sends a RST that can destroy the response)."""
+
+    def exchange(self):
+        """A request with Connection: close, then 1 MiB more from another thread: petrel
+        stops reading after that response, so bytes are left unread in its socket.
+        Returns (response bytes, how the stream ended: 'fin' or 'reset')."""
+        s = h.tcp_connect(self.port)
+        s.sendall(b'GET /first HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+
+        def flood():
+            try:
+                s.sendall(b'x' * (1 << 20))
+            except OSError:
+                pass  # the reset case: petrel is gone
+
+        t = threading.Thread(target=flood)
+        t.start()
+        data, end = b'', None
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    end = 'fin'
+                    break
+                data += chunk
+        except ConnectionResetError:
+            end = 'reset'
+        t.join()
+        s.close()
+        return data, end
+
+    def test_fin_then_wait_instead_of_reset(self):
+        p = self.start(delayed_close_timeout='1s')
+        data, end = self.exchange()
+        self.assertTrue(data.startswith(b'HTTP/1.1 200 '), data[:100])
+        self.assertEqual(end, 'fin')
+        self.assertEqual(self.up.last['path'], '/first')
+        self.assertEqual(p.stat('http.ingress.downstream_cx_delayed_close_timeout'), 0)
+
+    def test_zero_closes_at_once_with_a_reset(self):
+        # The control: without the delay the unread pipelined request makes the close a RST.
+        self.start(delayed_close_timeout='0s')
+        data, end = self.exchange()
+        self.assertTrue(data.startswith(b'HTTP/1.1 200 '), data[:100])
+        self.assertEqual(end, 'reset')
+
+    def test_a_client_that_never_closes_is_closed_after_the_timeout(self):
+        p = self.start(delayed_close_timeout='0.3s')
+        s = h.tcp_connect(self.port)
+        s.sendall(b'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+        self.assertTrue(h.recv_until_eof(s).startswith(b'HTTP/1.1 200 '))  # FIN after it
+        p.wait_stat('http.ingress.downstream_cx_delayed_close_timeout', 1)
+        s.close()
+
+
 class HostPortAndVia(ProxyCase):
     """strip_any_host_port, strip_matching_host_port and via."""
 
