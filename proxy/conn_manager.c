@@ -28,6 +28,7 @@ struct pt_hcm_conn {
      * is under way, request_headers_timeout while a request head is arriving. */
     ev_timer timer;
     unsigned timer_headers : 1;  /* the timer is the request_headers_timeout */
+    ev_timer max_duration;       /* common_http_protocol_options.max_connection_duration */
     pt_addr_t local;             /* our address on this connection, for logs */
     unsigned closing : 1;
     unsigned upgraded : 1;
@@ -216,10 +217,10 @@ static void *hcm_parse(pt_cfg_t *r, pt_config_t *cfg)
     hc->via = s != NULL && s[0] ? pt_arena_strdup(a, s) : NULL;
     hc->idle_timeout_ms = 3600 * 1000;
     if (pt_cfg_enter(r, "common_http_protocol_options") > 0) {
-        static const char *const chpo_unsupported[] = {"max_connection_duration",
-                                                       "max_response_headers_kb", NULL};
+        static const char *const chpo_unsupported[] = {"max_response_headers_kb", NULL};
         pt_cfg_unsupported(r, chpo_unsupported);
         pt_cfg_duration_ms(r, "idle_timeout", &hc->idle_timeout_ms, 3600 * 1000);
+        pt_cfg_duration_ms(r, "max_connection_duration", &hc->max_connection_duration_ms, 0);
         pt_cfg_uint(r, "max_headers_count", &v, 100, 1, 10000);
         hc->settings.max_headers_count = (uint32_t)v;
         pt_cfg_duration_ms(r, "max_stream_duration", &hc->max_stream_duration_ms, 0);
@@ -1277,6 +1278,7 @@ static void hcm_close(pt_hcm_conn_t *h, pt_close_how_t how)
     pt_session_t *sess = h->session;
     pt_worker_t *w = sess->worker;
     const pt_hcm_config_t *hc = h->config;
+    ev_timer_stop(w->loop, &h->max_duration);
     while (h->streams != NULL) {
         pt_http_stream_t *s = h->streams;
         s->cs = NULL;
@@ -1318,6 +1320,16 @@ static void hcm_drain(pt_session_t *s)
 }
 
 
+/* max_connection_duration: the connection drains as on SIGTERM (closed now when idle,
+ * else after the response in flight, which says "connection: close"). */
+static void on_max_duration(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop, (void)revents;
+    pt_hcm_conn_t *h = t->data;
+    pt_stat_inc(h->config->stats.downstream_cx_max_duration_reached);
+    hcm_drain(h->session);
+}
+
 static int hcm_on_new_connection(pt_session_t *sess, void *fc)
 {
     const pt_hcm_config_t *hc = fc;
@@ -1348,6 +1360,12 @@ static int hcm_on_new_connection(pt_session_t *sess, void *fc)
     sess->conn->delayed_close_timeout_stat = hc->stats.downstream_cx_delayed_close_timeout;
     ev_init(&h->timer, on_conn_timer);
     h->timer.data = h;
+    ev_init(&h->max_duration, on_max_duration);
+    h->max_duration.data = h;
+    if (hc->max_connection_duration_ms > 0) {
+        ev_timer_set(&h->max_duration, (double)hc->max_connection_duration_ms / 1000.0, 0.);
+        ev_timer_start(sess->worker->loop, &h->max_duration);
+    }
     hcm_on_idle(h);
     /* The codec installed its handler on the connection; start reading. */
     pt_conn_start(sess->conn, sess->conn->handler, sess->conn->data);

@@ -30,6 +30,7 @@ typedef struct pt_hcm_conn pt_hcm_conn_t;
     X(downstream_cx_destroy)                                                                   \
     X(downstream_cx_idle_timeout)                                                              \
     X(downstream_cx_delayed_close_timeout)                                                     \
+    X(downstream_cx_max_duration_reached)                                                      \
     X(downstream_cx_protocol_error)                                                            \
     X(downstream_cx_rx_bytes_total)                                                            \
     X(downstream_cx_tx_bytes_total)                                                            \
@@ -124,6 +125,7 @@ typedef struct pt_hcm_config {
     int strip_matching_host_port; /* only when the port is the listener's */
     int normalize_path, merge_slashes;
     uint32_t delayed_close_timeout_ms; /* default 1000; 0 closes at once */
+    uint64_t max_connection_duration_ms; /* 0: none; then the connection drains */
     uint64_t drain_timeout_ms;         /* HTTP/2's GOAWAY interval; HTTP/1 drains with close */
     pt_escaped_slashes_t escaped_slashes; /* path_with_escaped_slashes_action */
     const char *via;              /* appended to request and response via headers, or NULL */

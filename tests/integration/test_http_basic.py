@@ -611,6 +611,26 @@ class DelayedClose(ProxyCase):
         s.close()
 
 
+class MaxConnectionDuration(ProxyCase):
+    """common_http_protocol_options.max_connection_duration drains the connection."""
+
+    def test_idle_connection_is_closed(self):
+        p = self.start(common_http_protocol_options={'max_connection_duration': '0.3s'})
+        s = h.tcp_connect(self.port)
+        s.sendall(b'GET / HTTP/1.1\r\nHost: x\r\n\r\n')
+        self.assertTrue(h.recv_until_eof(s).startswith(b'HTTP/1.1 200 '))  # then the FIN
+        s.close()
+        p.wait_stat('http.ingress.downstream_cx_max_duration_reached', 1)
+
+    def test_response_in_flight_carries_connection_close(self):
+        p = self.start(common_http_protocol_options={'max_connection_duration': '0.3s'})
+        with h.HttpClientConn(self.port) as c:
+            r = c.request('GET', '/delay/800')
+            self.assertEqual(r.status, 200)
+            self.assertEqual(r.get('connection'), 'close')
+        self.assertEqual(p.stat('http.ingress.downstream_cx_max_duration_reached'), 1)
+
+
 class HostPortAndVia(ProxyCase):
     """strip_any_host_port, strip_matching_host_port and via."""
 
