@@ -2,6 +2,8 @@
 
 #include <string.h>
 
+#include "proxy/log.h"
+
 #define GLOBAL_KEY "overload.global_downstream_max_connections"
 #define LISTENER_KEY_PREFIX "envoy.resource_limits.listener."
 #define LISTENER_KEY_SUFFIX ".connection_limit"
@@ -41,11 +43,11 @@ static void runtime_key(pt_cfg_t *r, pt_config_t *cfg, runtime_t *rt, const char
     } else if (klen > plen + slen && strncmp(key, LISTENER_KEY_PREFIX, plen) == 0 &&
                strcmp(key + klen - slen, LISTENER_KEY_SUFFIX) == 0) {
         pt_listener_config_t *l = listener_named(cfg, key + plen, klen - plen - slen);
-        if (l == NULL)
-            pt_cfg_error(r, NULL, "runtime key %s: no listener is named \"%.*s\"", key,
-                         (int)(klen - plen - slen), key + plen);
-        else
+        if (l != NULL)
             l->connection_limit = n;
+        else /* valid, as in Envoy: it applies to a listener of that name if there is one */
+            pt_warn("%s: runtime key %s names no listener; it limits nothing", pt_cfg_path(r),
+                    key);
     } else {
         pt_cfg_error(r, NULL, "runtime key %s is not supported (petrel reads only "
                               GLOBAL_KEY " and " LISTENER_KEY_PREFIX "<name>"

@@ -531,10 +531,15 @@ static void test_connection_limits(void)
             "layered_runtime.layers[0]: runtime key re2.max_program_size.error_level is not "
             "supported (petrel reads only overload.global_downstream_max_connections and "
             "envoy.resource_limits.listener.<name>.connection_limit)");
-    REJECTS(LIMITS_BOOT("'layered_runtime': {'layers': [{'name': 'x', 'static_layer': "
-                        "{'envoy.resource_limits.listener.m.connection_limit': 1}}]}"),
-            "layered_runtime.layers[0]: runtime key envoy.resource_limits.listener.m."
-            "connection_limit: no listener is named \"m\"");
+    /* A limit for a listener that does not exist is valid (Envoy's front-proxy example has
+     * one for "example_listener_name"): it limits nothing. */
+    c = ACCEPTS(LIMITS_BOOT("'layered_runtime': {'layers': [{'name': 'x', 'static_layer': "
+                            "{'envoy.resource_limits.listener.m.connection_limit': 1}}]}"));
+    PT_CHECK(c != NULL);
+    if (c != NULL) {
+        PT_CHECK_INT(c->listeners[0].connection_limit, 0);
+        pt_config_unref(c);
+    }
     REJECTS(LIMITS_BOOT("'layered_runtime': {'layers': [{'name': 'x', 'static_layer': "
                         "{'overload.global_downstream_max_connections': 'many'}}]}"),
             "layered_runtime.layers[0]: runtime key overload.global_downstream_max_connections: "
@@ -672,6 +677,15 @@ static void test_enums(void)
 {
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 'MAGLEV'}"),
             "static_resources.clusters[0].lb_policy: \"MAGLEV\" is not supported");
+    pt_config_t *dns = ACCEPTS(CLUSTERS_ONLY("{'name': 'a', 'dns_lookup_family': 'V4_ONLY'}"));
+    PT_CHECK(dns != NULL);
+    if (dns != NULL) {
+        PT_CHECK_INT(dns->clusters[0]->dns_lookup_family, 1);
+        pt_config_unref(dns);
+    }
+    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'dns_lookup_family': 'V5_ONLY'}"),
+            C0 ".dns_lookup_family: \"V5_ONLY\" is not a valid value (expected one of: AUTO, "
+               "V4_ONLY, V6_ONLY, V4_PREFERRED, ALL)");
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 'RING_HASH'}"),
             C0 ".lb_policy: \"RING_HASH\" is not supported");
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 'FASTEST'}"),
