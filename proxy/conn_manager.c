@@ -28,7 +28,8 @@ struct pt_hcm_conn {
      * is under way, request_headers_timeout while a request head is arriving. */
     ev_timer timer;
     unsigned timer_headers : 1;  /* the timer is the request_headers_timeout */
-    ev_timer max_duration;       /* common_http_protocol_options.max_connection_duration */
+    ev_timer *max_duration;      /* max_connection_duration, allocated only when set (an idle
+                                    connection's memory is what a sidecar pays per client) */
     pt_addr_t local;             /* our address on this connection, for logs */
     unsigned closing : 1;
     unsigned upgraded : 1;
@@ -1278,7 +1279,11 @@ static void hcm_close(pt_hcm_conn_t *h, pt_close_how_t how)
     pt_session_t *sess = h->session;
     pt_worker_t *w = sess->worker;
     const pt_hcm_config_t *hc = h->config;
-    ev_timer_stop(w->loop, &h->max_duration);
+    if (h->max_duration != NULL) {
+        ev_timer_stop(w->loop, h->max_duration);
+        free(h->max_duration);
+        h->max_duration = NULL;
+    }
     while (h->streams != NULL) {
         pt_http_stream_t *s = h->streams;
         s->cs = NULL;
@@ -1360,11 +1365,12 @@ static int hcm_on_new_connection(pt_session_t *sess, void *fc)
     sess->conn->delayed_close_timeout_stat = hc->stats.downstream_cx_delayed_close_timeout;
     ev_init(&h->timer, on_conn_timer);
     h->timer.data = h;
-    ev_init(&h->max_duration, on_max_duration);
-    h->max_duration.data = h;
-    if (hc->max_connection_duration_ms > 0) {
-        ev_timer_set(&h->max_duration, (double)hc->max_connection_duration_ms / 1000.0, 0.);
-        ev_timer_start(sess->worker->loop, &h->max_duration);
+    if (hc->max_connection_duration_ms > 0 &&
+        (h->max_duration = malloc(sizeof(*h->max_duration))) != NULL) {
+        ev_timer_init(h->max_duration, on_max_duration,
+                      (double)hc->max_connection_duration_ms / 1000.0, 0.);
+        h->max_duration->data = h;
+        ev_timer_start(sess->worker->loop, h->max_duration);
     }
     hcm_on_idle(h);
     /* The codec installed its handler on the connection; start reading. */
