@@ -13,6 +13,7 @@ extern const pt_http_filter_ops_t pt_rbac_http_filter;
 extern const pt_network_filter_ops_t pt_local_ratelimit_network_filter;
 extern const pt_http_filter_ops_t pt_local_ratelimit_http_filter;
 extern const pt_http_filter_ops_t pt_fault_filter;
+extern const pt_http_filter_ops_t pt_health_check_http_filter;
 
 static const pt_network_filter_ops_t *const network_filters[] = {
     &pt_tcp_proxy_filter,
@@ -26,6 +27,7 @@ static const pt_network_filter_ops_t *const network_filters[] = {
 static const pt_http_filter_ops_t *const http_filters[] = {
     &pt_rbac_http_filter,
     &pt_fault_filter,
+    &pt_health_check_http_filter,
     &pt_local_ratelimit_http_filter,
     &pt_router_filter,
     NULL,

@@ -568,6 +568,22 @@ static void ep_quit(admin_request_t *req, admin_response_t *res)
     pt_server_stop(req->admin->server);
 }
 
+static void ep_healthcheck_fail(admin_request_t *req, admin_response_t *res)
+{
+    (void)req;
+    pt_server_set_health_check_failed(1);
+    pt_info("admin: health checks fail from now on (/healthcheck/fail)");
+    pt_buf_append_str(&res->body, "OK\n");
+}
+
+static void ep_healthcheck_ok(admin_request_t *req, admin_response_t *res)
+{
+    (void)req;
+    pt_server_set_health_check_failed(0);
+    pt_info("admin: health checks pass again (/healthcheck/ok)");
+    pt_buf_append_str(&res->body, "OK\n");
+}
+
 static void ep_drain_listeners(admin_request_t *req, admin_response_t *res)
 {
     pt_buf_append_str(&res->body, "OK\n");
@@ -612,6 +628,8 @@ static const endpoint_t endpoints[] = {
     {"/clusters", 0, ep_clusters, "upstream clusters and hosts (?format=json)"},
     {"/config_dump", 0, ep_config_dump, "the loaded configuration, secrets redacted"},
     {"/drain_listeners", 1, ep_drain_listeners, "close listeners and drain (POST)"},
+    {"/healthcheck/fail", 1, ep_healthcheck_fail, "fail health checks (POST)"},
+    {"/healthcheck/ok", 1, ep_healthcheck_ok, "pass health checks again (POST)"},
     {"/listeners", 0, ep_listeners, "listeners and their addresses (?format=json)"},
     {"/logging", 1, ep_logging, "change the log level: ?level=debug (POST)"},
     {"/memory", 0, ep_memory, "heap usage"},

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,8 +121,22 @@ static void on_drain_poll(struct ev_loop *loop, ev_timer *t, int revents)
     }
 }
 
+static _Atomic int health_check_failed, health_check_draining;
+
+int pt_server_health_check_failed(void)
+{
+    return atomic_load_explicit(&health_check_failed, memory_order_relaxed) ||
+           atomic_load_explicit(&health_check_draining, memory_order_relaxed);
+}
+
+void pt_server_set_health_check_failed(int failed)
+{
+    atomic_store_explicit(&health_check_failed, failed != 0, memory_order_relaxed);
+}
+
 void pt_server_drain_listeners(pt_server_t *s)
 {
+    atomic_store_explicit(&health_check_draining, 1, memory_order_relaxed);
     if (s->listeners_closed || s->state == PT_SERVER_STOPPED)
         return;
     s->listeners_closed = 1;

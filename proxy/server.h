@@ -63,6 +63,11 @@ void pt_server_drain(pt_server_t *s);
 /* Closes the listeners only (POST /drain_listeners, a preStop hook): the process keeps
  * serving open connections and exits only on a later SIGTERM or /quitquitquit. */
 void pt_server_drain_listeners(pt_server_t *s);
+/* Whether health checks answered by petrel (envoy.filters.http.health_check) fail: after
+ * POST /healthcheck/fail until /healthcheck/ok, and for good once the server drains, so a
+ * load balancer in front stops sending new connections. Any thread. */
+int pt_server_health_check_failed(void);
+void pt_server_set_health_check_failed(int failed);
 void pt_server_stop(pt_server_t *s);
 const char *pt_server_state_str(pt_server_state_t st);
 
