@@ -94,7 +94,7 @@ typedef struct router_state {
 } router_state_t;
 
 static const char *const router_unsupported[] = {
-    "start_child_span", "upstream_log", "upstream_log_options", "strict_check_headers",
+    "upstream_log", "upstream_log_options", "strict_check_headers",
     "respect_expected_rq_timeout", "suppress_grpc_request_failure_code_stats",
     "upstream_http_filters", NULL};
 
@@ -103,6 +103,12 @@ static void *router_parse(pt_cfg_t *r, pt_config_t *cfg)
     router_config_t *rc = pt_arena_alloc(&cfg->arena, sizeof(*rc));
     pt_cfg_unsupported(r, router_unsupported);
     pt_cfg_bool(r, "suppress_envoy_headers", &rc->suppress_envoy_headers, 0);
+    /* Tracing spans: petrel has no tracing, so only the default (false) is meaningful. */
+    int span;
+    if (pt_cfg_bool(r, "start_child_span", &span, 0) > 0 && span)
+        pt_cfg_error(r, "start_child_span", "true is not supported (petrel has no tracing)");
+    pt_cfg_accept_empty(r, "upstream_log");
+    pt_cfg_accept_empty(r, "strict_check_headers");
     pt_cfg_bool(r, "dynamic_stats", &rc->dynamic_stats, 1);
     return rc;
 }

@@ -142,6 +142,14 @@ void pt_cfg_unsupported(pt_cfg_t *r, const char *const *names)
     top(r)->unsupported = names;
 }
 
+void pt_cfg_accept_empty(pt_cfg_t *r, const char *field)
+{
+    json_t *v = json_object_get(top(r)->node, field);
+    if (v != NULL && ((json_is_object(v) && json_object_size(v) == 0) ||
+                      (json_is_array(v) && json_array_size(v) == 0)))
+        (void)pt_cfg_get(r, field);
+}
+
 void pt_cfg_skip_rest(pt_cfg_t *r)
 {
     top(r)->skip_rest = 1;

@@ -75,6 +75,10 @@ const char *pt_cfg_path(const pt_cfg_t *r);
  * that using one is reported as "is not supported" rather than "unknown field". The list
  * must outlive the frame (use a static array, NULL-terminated). */
 void pt_cfg_unsupported(pt_cfg_t *r, const char *const *names);
+/* Consumes field when it is empty ({} or []): Envoy configs often carry an empty map or list
+ * for a feature petrel lacks, which changes nothing. A non-empty one is left to be reported
+ * (as not supported, when listed with pt_cfg_unsupported). */
+void pt_cfg_accept_empty(pt_cfg_t *r, const char *field);
 /* Marks every field of the current object consumed, so leaving it reports none as unknown.
  * For an object whose other fields cannot be judged after an error, such as an Any whose
  * @type is not supported: that error is the one worth reading. */

@@ -711,6 +711,7 @@ static void parse_weighted_clusters(pctx_t *p, pt_route_t *rt)
             continue;
         pt_weighted_cluster_t *e = &wc[rt->nweighted++];
         pt_cfg_unsupported(r, cluster_weight_unsupported);
+        pt_cfg_accept_empty(r, "typed_per_filter_config");
         const char *name;
         int nrc = pt_cfg_string(r, "name", &name, NULL);
         if (nrc == 0 || (nrc > 0 && name[0] == '\0'))
@@ -1005,6 +1006,7 @@ static void parse_route(pctx_t *p, pt_route_t *rt)
 {
     pt_cfg_t *r = p->r;
     pt_cfg_unsupported(r, route_unsupported);
+    pt_cfg_accept_empty(r, "typed_per_filter_config");
     const char *name;
     pt_cfg_string(r, "name", &name, "");
     rt->name = sdup(p, name);
@@ -1171,6 +1173,7 @@ static void parse_vhost(pctx_t *p, pt_vhost_t *vh)
 {
     pt_cfg_t *r = p->r;
     pt_cfg_unsupported(r, vhost_unsupported);
+    pt_cfg_accept_empty(r, "typed_per_filter_config");
     const char *name;
     char q[300];
     int rc = pt_cfg_string(r, "name", &name, NULL);
@@ -1316,6 +1319,7 @@ pt_route_config_t *pt_route_config_parse_ex(pt_cfg_t *r, pt_config_t *cfg, unsig
         goto done;
     p->rc = rc;
     pt_cfg_unsupported(r, route_config_unsupported);
+    pt_cfg_accept_empty(r, "typed_per_filter_config");
     const char *name;
     pt_cfg_string(r, "name", &name, "");
     rc->name = sdup(p, name);

@@ -631,6 +631,39 @@ class MaxConnectionDuration(ProxyCase):
         self.assertEqual(p.stat('http.ingress.downstream_cx_max_duration_reached'), 1)
 
 
+class RouterOptions(ProxyCase):
+    """The router filter's own fields."""
+
+    ROUTER = {'name': 'envoy.filters.http.router', 'typed_config': {
+        '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router'}}
+
+    def router(self, **fields):
+        r = json.loads(json.dumps(self.ROUTER))
+        r['typed_config'].update(fields)
+        return [r]
+
+    def test_suppress_envoy_headers(self):
+        self.start(http_filters=self.router(suppress_envoy_headers=True,
+                                            start_child_span=False, upstream_log=[]))
+        r = self.request('GET', '/')
+        self.assertEqual(r.status, 200)
+        self.assertIsNone(r.get('x-envoy-upstream-service-time'))
+
+    def test_envoy_headers_by_default(self):
+        self.start(http_filters=self.router())
+        self.assertIsNotNone(self.request('GET', '/').get('x-envoy-upstream-service-time'))
+
+    def test_start_child_span_true_is_refused(self):
+        port, admin = h.free_ports(2)
+        with tempfile.NamedTemporaryFile('w', suffix='.json', delete=False) as f:
+            json.dump(http_config(port, admin, self.up.port,
+                                  http_filters=self.router(start_child_span=True)), f)
+        self.addCleanup(os.unlink, f.name)
+        rc, out, err = h.run_petrel(['--mode', 'validate', '-c', f.name])
+        self.assertEqual(rc, 1)
+        self.assertIn('start_child_span: true is not supported (petrel has no tracing)', err)
+
+
 class HostPortAndVia(ProxyCase):
     """strip_any_host_port, strip_matching_host_port and via."""
 

@@ -1262,11 +1262,13 @@ static void test_config_errors(void)
         {"{'request_headers_to_add':[{'header':{'key':'x','raw_value':'dg=='}}]}",
          {"rc.request_headers_to_add[0].header.raw_value: field is not supported"}},
         /* fields petrel does not support, and unknown ones */
+        /* an empty typed_per_filter_config changes nothing and is accepted */
         {VH(",'retry_policy':{'retry_on':'bogus'},'typed_per_filter_config':{}"),
          {"rc.virtual_hosts[0].retry_policy.retry_on: \"bogus\" is not a retry condition petrel "
           "knows (5xx, gateway-error, reset, connect-failure, retriable-4xx, refused-stream, "
-          "retriable-status-codes, retriable-headers, envoy-ratelimited)",
-          "rc.virtual_hosts[0].typed_per_filter_config: field is not supported"}},
+          "retriable-status-codes, retriable-headers, envoy-ratelimited)"}},
+        {VH(",'typed_per_filter_config':{'envoy.filters.http.cors':{}}"),
+         {"rc.virtual_hosts[0].typed_per_filter_config: field is not supported"}},
         {ROUTE("{'match':{'prefix':'/'},'route':{'cluster':'a','retry_policy':{},'priority':'LOW',"
                "'hash_policy':[]}}"),
          {"rc.virtual_hosts[0].routes[0].route.priority: \"LOW\" is not a valid value (expected "
