@@ -1,6 +1,7 @@
 #include "filters/filter_common.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 #include "proxy/conn_manager.h"
 #include "proxy/formatter.h"
 #include "proxy/random.h"
+#include "tls/transport.h"
 
 /* "<json>" of v for error messages. */
 static void dump(json_t *v, char *out, size_t len)
@@ -425,4 +427,17 @@ void pt_http_grpc_local_reply(pt_http_stream_t *s, int grpc_status, const char *
         }
     }
     pt_http_stream_local_reply(s, 200, "", h, flags, details);
+}
+
+const char *pt_transport_failure_reason(pt_arena_t *a, int status)
+{
+    if (status == 0 || status == -ETIMEDOUT)
+        return NULL;
+    const char *tls = status == -EPROTO ? pt_tls_last_handshake_failure() : NULL;
+    char *out = tls != NULL ? pt_arena_strdup(a, tls)
+                            : pt_arena_sprintf(a, "delayed_connect_error:_%s", strerror(-status));
+    for (char *p = out; p != NULL && *p; p++)
+        if (*p == ' ')
+            *p = '_';
+    return out;
 }

@@ -79,4 +79,10 @@ int pt_http_to_grpc_status(int http_status);
 void pt_http_grpc_local_reply(pt_http_stream_t *s, int grpc_status, const char *message,
                               const pt_http_headers_t *extra, uint32_t flags, const char *details);
 
+/* %UPSTREAM_TRANSPORT_FAILURE_REASON% for an upstream connection that failed with status
+ * (-errno): "TLS_error:_<reason>" for a failed TLS handshake, "delayed_connect_error:_<why>"
+ * for a refused or unreachable connect (spaces as "_", as Envoy writes them), NULL for a
+ * timeout (no transport failure: nothing answered). In the arena. */
+const char *pt_transport_failure_reason(pt_arena_t *a, int status);
+
 #endif

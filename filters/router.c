@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "discovery/outlier.h"
+#include "filters/filter_common.h"
 #include "filters/http_filter.h"
 #include "proxy/cluster.h"
 #include "proxy/conn_manager.h"
@@ -646,6 +647,9 @@ static void pool_failure(pt_pool_request_t *pr, int status)
     router_state_t *st = (router_state_t *)((char *)pr - offsetof(router_state_t, pool_req));
     if (st->flags & R_DONE)
         return;
+    /* The last attempt's reason is the one logged. */
+    st->s->info.upstream_transport_failure_reason =
+        pt_transport_failure_reason(&st->s->arena, status);
     if (maybe_retry(st, PT_RETRY_OUTCOME_CONNECT_FAILURE, 0, NULL))
         return;
     char body[160];

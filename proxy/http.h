@@ -141,6 +141,8 @@ typedef struct pt_stream_info {
     const char *upstream_host;    /* "10.0.0.1:80", or NULL */
     const char *upstream_cluster; /* or NULL */
     const char *route_name;
+    const char *upstream_transport_failure_reason; /* why the upstream connect failed */
+    const char *connection_termination_details;    /* why petrel ended the connection */
     pt_addr_t downstream_remote;        /* the client, after x-forwarded-for when trusted */
     pt_addr_t downstream_direct_remote; /* the peer of the connection */
     pt_addr_t downstream_local;

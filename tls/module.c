@@ -22,4 +22,5 @@ __attribute__((visibility("default"))) const pt_tls_module_t pt_tls_module = {
     .local_uri_san = pt_tls_local_uri_san,
     .sni = pt_tls_sni,
     .peer_verified = pt_tls_peer_verified,
+    .last_handshake_failure = pt_tls_last_handshake_failure,
 };

@@ -66,6 +66,7 @@ typedef struct pt_tls_module {
     const char *(*local_uri_san)(const pt_conn_t *c);
     const char *(*sni)(const pt_conn_t *c);
     int (*peer_verified)(const pt_conn_t *c);
+    const char *(*last_handshake_failure)(void);
 } pt_tls_module_t;
 
 /* Defined by tls/module.c, found by dlsym. */

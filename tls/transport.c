@@ -97,11 +97,36 @@ static void handshake_finished(pt_conn_t *c, pt_tls_conn_t *t)
     (void)c;
 }
 
+/* Why this thread's last handshake failed, for %UPSTREAM_TRANSPORT_FAILURE_REASON%. */
+static _Thread_local char last_failure[160];
+
+const char *pt_tls_last_handshake_failure(void)
+{
+    return last_failure[0] ? last_failure : NULL;
+}
+
+/* "TLS_error:_<OpenSSL's reason>", whitespace as "_" (the shape of Envoy's reasons). */
+static void remember_failure(pt_tls_conn_t *t, unsigned long e)
+{
+    const char *why = NULL;
+    long v = SSL_get_verify_result(t->ssl);
+    if (v != X509_V_OK)
+        why = X509_verify_cert_error_string(v);
+    else if (e != 0)
+        why = ERR_reason_error_string(e);
+    int n = snprintf(last_failure, sizeof(last_failure), "TLS_error:_%s",
+                     why ? why : "connection_closed_during_handshake");
+    for (int i = 0; i < n && i < (int)sizeof(last_failure); i++)
+        if (last_failure[i] == ' ')
+            last_failure[i] = '_';
+}
+
 /* Counts why a handshake failed, in Envoy's terms. */
 static void handshake_failed(pt_tls_conn_t *t)
 {
     pt_tls_stats_t *st = &t->ctx->stats;
     unsigned long e = ERR_peek_error();
+    remember_failure(t, e);
     if (t->server && ERR_GET_REASON(e) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE)
         pt_stat_inc(st->fail_verify_no_cert);
     pt_stat_inc(st->connection_error);

@@ -32,5 +32,8 @@ const char *pt_tls_alpn(const pt_conn_t *c);
 const char *pt_tls_version(const pt_conn_t *c);
 const char *pt_tls_cipher(const pt_conn_t *c);
 int pt_tls_peer_verified(const pt_conn_t *c);
+/* Why this thread's last TLS handshake failed ("TLS_error:_certificate_verify_failed"), or
+ * NULL; read right after a connection reports the failure. */
+const char *pt_tls_last_handshake_failure(void);
 
 #endif

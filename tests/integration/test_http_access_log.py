@@ -149,8 +149,8 @@ class DefaultFormat(AccessLogCase):
         self.assertEqual((d['code'], d['flags']), ('400', 'DPE'))
 
     def test_upstream_failure_flags(self):
-        # One call, so the dead port cannot be petrel's own listener (a proxy loop).
-        dead, self.port, admin = h.free_ports(3)
+        dead = h.dead_port()   # reserved: never petrel's own listener, never taken
+        self.port, admin = h.free_ports(2)
         hcm = h.http_connection_manager('ingress', h.route_config([
             h.vhost('all', ['*'], [h.route_prefix('/', 'dead', timeout='5s')])]),
             access_log=[file_log()])
@@ -163,6 +163,26 @@ class DefaultFormat(AccessLogCase):
             self.assertEqual((d['code'], d['flags'], d['upstream']),
                              ('503', 'UF', '127.0.0.1:%d' % dead))
             self.assertGreater(int(d['tx']), 0)
+
+    def test_transport_failure_reason(self):
+        dead = h.dead_port()
+        self.port, admin = h.free_ports(2)
+        fmt = 'code=%RESPONSE_CODE% why=%UPSTREAM_TRANSPORT_FAILURE_REASON% ' \
+              'term=%CONNECTION_TERMINATION_DETAILS%\n'
+        hcm = h.http_connection_manager('ingress', h.route_config([
+            h.vhost('all', ['*'], [h.route_prefix('/dead', 'dead', timeout='5s'),
+                                   h.route_prefix('/', 'up', timeout='5s')])]),
+            access_log=[file_log(text=fmt)])
+        cfg = h.bootstrap([h.listener('http', self.port, [hcm])],
+                          [h.cluster('dead', [dead]), h.cluster('up', [self.up.port])],
+                          admin_port=admin)
+        with h.Petrel(cfg) as p:
+            self.p = p
+            self.assertEqual(h.http_request(self.port, 'GET', '/dead').status, 503)
+            self.assertEqual(h.http_request(self.port, 'GET', '/ok').status, 200)
+            self.assertEqual(self.wait_lines(2), [
+                'code=503 why=delayed_connect_error:_Connection_refused term=-',
+                'code=200 why=- term=-'])
 
     def test_xff_logged(self):
         self.start([file_log()], use_remote_address=True)

@@ -50,7 +50,7 @@ class UpstreamCase(unittest.TestCase):
         self.addCleanup(srv.close)
         return srv
 
-    def start(self, clusters, http=True, tcp_cluster=None):
+    def start(self, clusters, http=True, tcp_cluster=None, log_format=None):
         """A plaintext HTTP listener routing /<cluster>/... to each cluster, and (with
         ``tcp_cluster``) a tcp_proxy listener to that cluster."""
         self.port, self.tcp_port, admin = h.free_ports(3)
@@ -58,7 +58,7 @@ class UpstreamCase(unittest.TestCase):
                   for c in clusters]
         listeners = [h.listener('http', self.port, [h.http_connection_manager(
             'ingress', h.route_config([h.vhost('all', ['*'], routes)]),
-            access_log=access_log())])]
+            access_log=access_log(log_format) if log_format else access_log())])]
         if tcp_cluster:
             listeners.append(h.listener('tcp', self.tcp_port, [h.tcp_proxy('tcp', tcp_cluster)]))
         self.p = h.Petrel(h.bootstrap(listeners, clusters, admin_port=admin))
@@ -142,6 +142,14 @@ class HttpOriginationTest(UpstreamCase):
         p.wait_stat(cstat('b', 'ssl.fail_verify_error'), lambda v: v and v >= 1)
         p.wait_stat(cstat('b', 'upstream_cx_connect_fail'), lambda v: v and v >= 1)
         self.assertEqual(srv.requests, [])
+
+    def test_transport_failure_reason_in_the_access_log(self):
+        # OpenSSL's reason for the failed handshake, in Envoy's shape.
+        srv = self.tls_server(PKI['ca2_server'])
+        self.start([tls_cluster('b', srv.port, C.upstream_tls(ca=PKI['ca']))],
+                   log_format='%RESPONSE_CODE% %UPSTREAM_TRANSPORT_FAILURE_REASON%\n')
+        self.assertEqual(h.http_request(self.port, 'GET', '/b/x').status, 503)
+        self.wait_access('503 TLS_error:_unable_to_get_local_issuer_certificate')
 
     def test_expired_upstream_cert_is_503(self):
         srv = self.tls_server(PKI['expired'])
