@@ -105,13 +105,20 @@ static unsigned count_eligible(pt_cluster_t *c, int panic, int pass, pt_host_t *
     return n;
 }
 
+/* Whether any host can be picked; *panic says whether health is ignored. */
+static int pickable(pt_cluster_t *c, int *panic)
+{
+    unsigned healthy;
+    *panic = in_panic(c, &healthy);
+    return c->nhosts > 0 && (*panic || healthy > 0);
+}
+
 pt_host_t *pt_lb_random(pt_cluster_t *c, pt_worker_t *w, pt_host_t *const *exclude,
                         unsigned nexclude)
 {
     (void)w;
-    unsigned healthy;
-    int panic = in_panic(c, &healthy);
-    if (c->nhosts == 0 || (!panic && healthy == 0))
+    int panic;
+    if (!pickable(c, &panic))
         return NULL;
     /* First pass avoids hosts already tried; the second allows them (as round robin). */
     for (int pass = 0; pass < 2; pass++) {
@@ -131,9 +138,8 @@ pt_host_t *pt_lb_least_request(pt_cluster_t *c, pt_worker_t *w, pt_host_t *const
                                unsigned nexclude)
 {
     (void)w;
-    unsigned healthy;
-    int panic = in_panic(c, &healthy);
-    if (c->nhosts == 0 || (!panic && healthy == 0))
+    int panic;
+    if (!pickable(c, &panic))
         return NULL;
     int equal = 1;
     for (unsigned k = 1; k < c->nhosts; k++)
