@@ -1128,6 +1128,59 @@ static int cluster_init(pt_health_checker_t *hc, hc_cluster_t *cl, pt_cluster_t 
     return 0;
 }
 
+/* ---- passive failures -------------------------------------------------------------- */
+
+/* The running checker (main thread) and the worker whose loop it runs on (read by workers
+ * to post to it). */
+static pt_health_checker_t *running;
+static _Atomic(pt_worker_t *) running_worker;
+
+typedef struct passive_event {
+    const pt_cluster_t *c;
+    const pt_host_t *h;
+} passive_event_t;
+
+/* Main thread: every check of the host fails now; it comes back through the active checks
+ * (healthy_threshold successes), as in Envoy. */
+static void apply_passive_failure(pt_worker_t *w, void *arg)
+{
+    (void)w;
+    passive_event_t *e = arg;
+    for (unsigned i = 0; running != NULL && i < running->nclusters; i++) {
+        hc_cluster_t *cl = &running->clusters[i];
+        if (cl->c != e->c)
+            continue; /* a checker of another snapshot: the event is stale */
+        for (unsigned hi = 0; hi < cl->c->nhosts; hi++) {
+            if (cl->c->hosts[hi] != e->h)
+                continue;
+            pt_stat_inc(cl->st.passive_failure);
+            for (unsigned k = 0; k < cl->nchecks; k++) {
+                hc_session_t *s = &cl->sessions[hi * cl->nchecks + k];
+                s->failed = 1;
+                s->first_check = 0;
+                s->num_healthy = 0;
+            }
+            update_host(&cl->sessions[hi * cl->nchecks],
+                        "immediate health check failure from the upstream");
+        }
+    }
+    free(e);
+}
+
+void pt_health_check_passive_failure(const pt_cluster_t *c, const pt_host_t *h)
+{
+    pt_worker_t *w = atomic_load_explicit(&running_worker, memory_order_acquire);
+    if (w == NULL || c->nhealth_checks == 0)
+        return; /* without active health checking the header means nothing (Envoy) */
+    passive_event_t *e = malloc(sizeof(*e));
+    if (e == NULL)
+        return;
+    e->c = c;
+    e->h = h;
+    if (pt_worker_post(w, apply_passive_failure, e) != 0)
+        free(e);
+}
+
 pt_health_checker_t *pt_health_checker_start(pt_worker_t *main_worker, pt_config_t *cfg)
 {
     unsigned n = 0;
@@ -1160,6 +1213,8 @@ pt_health_checker_t *pt_health_checker_start(pt_worker_t *main_worker, pt_config
         pt_info("health check: cluster %s: %u check%s on %u host%s", cl->c->name, cl->nchecks,
                 cl->nchecks == 1 ? "" : "s", cl->c->nhosts, cl->c->nhosts == 1 ? "" : "s");
     }
+    running = hc;
+    atomic_store_explicit(&running_worker, main_worker, memory_order_release);
     return hc;
 oom:
     pt_error("health check: out of memory; health checking is off");
@@ -1178,6 +1233,8 @@ void pt_health_checker_stop(pt_health_checker_t *hc)
 {
     if (hc == NULL)
         return;
+    if (running == hc)
+        running = NULL; /* events still queued find no checker and are dropped */
     for (unsigned i = 0; i < hc->nclusters; i++)
         cluster_dispose(&hc->clusters[i]);
     free(hc->clusters);

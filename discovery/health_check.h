@@ -118,6 +118,13 @@ pt_health_checker_t *pt_health_checker_start(pt_worker_t *main_worker, pt_config
 /* Stops every timer, closes every probe connection (freed by the worker's reaper) and frees
  * the checker. NULL is fine. The hosts keep their last health bits. */
 void pt_health_checker_stop(pt_health_checker_t *hc);
+struct pt_cluster;
+struct pt_host;
+/* Any worker: the upstream answered `x-envoy-immediate-health-check-fail` (a peer proxy
+ * failing its own health checks, draining say). With active health checking on the cluster,
+ * the host fails its checks at once (from the main thread) and comes back through them;
+ * health_check.passive_failure counts it. Without, nothing happens, as in Envoy. */
+void pt_health_check_passive_failure(const struct pt_cluster *c, const struct pt_host *h);
 
 /* The same decision rules as the checker, exposed for unit tests. */
 /* Is `status` inside one of the ranges? */

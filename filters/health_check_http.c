@@ -7,8 +7,8 @@
  * fewer healthy hosts than its percentage. With pass_through_mode the request goes
  * upstream unless the server fails health checks, in which case it is answered 503 here, as
  * in Envoy. Failed answers carry `x-envoy-immediate-health-check-fail: true`, which an Envoy
- * in front reads as "take this host out now" (petrel does not act on it yet: docs/
- * health_check.md). cache_time is not supported. Response flags: none;
+ * or petrel in front (with active health checks on that cluster) reads as "take this host out
+ * now" (pt_health_check_passive_failure). cache_time is not supported. Response flags: none;
  * details "health_check_ok" / "health_check_failed". */
 #include <stdlib.h>
 #include <string.h>

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "discovery/health_check.h"
 #include "discovery/outlier.h"
 #include "filters/filter_common.h"
 #include "filters/http_filter.h"
@@ -371,6 +372,10 @@ static void up_on_headers(void *req, pt_http_headers_t *h, int end_stream)
     pt_outlier_report(st->cluster, st->host, PT_OUTLIER_HTTP_RESPONSE, status);
     atomic_fetch_add_explicit(status >= 500 ? &st->host->rq_error : &st->host->rq_success, 1,
                               memory_order_relaxed);
+    /* A peer proxy failing its own health checks (draining) asks to be taken out now. */
+    if (st->cluster->nhealth_checks > 0 &&
+        pt_http_headers_get(h, "x-envoy-immediate-health-check-fail") != NULL)
+        pt_health_check_passive_failure(st->cluster, st->host);
     if (!end_stream || !(st->flags & R_REQ_END_SENT)) {
         /* The response is being discarded for a retry: its connection cannot be reused. */
     } else {

@@ -588,5 +588,43 @@ class TlsHealthCheckTest(unittest.TestCase):
                 self.assertEqual(r.get('x-upstream-name'), 'tls')
 
 
+class PassiveFailureTest(unittest.TestCase):
+    """x-envoy-immediate-health-check-fail from an upstream (a peer proxy that fails its own
+    health checks) takes the host out at once; the active checks bring it back."""
+
+    def test_immediate_health_check_fail_header(self):
+        with HttpUpstream(name='a') as a, HttpUpstream(name='b') as b:
+            ups = {'a': a, 'b': b}
+            port, admin = h.free_ports(2)
+            # Checks every 30 s after the first: the passive failure stays until the next.
+            hc = hc_http(unhealthy=1, healthy=1, top_interval='30s',
+                         top_no_traffic_interval='30s')
+            cfg = http_proxy_config(port, admin, [h.cluster('c', [a.port, b.port],
+                                                            health_checks=[hc])])
+            with h.Petrel(cfg) as p:
+                wait_flag(p, 'c', a.port, 'healthy')
+                wait_flag(p, 'c', b.port, 'healthy')
+                r = h.http_request(port, 'GET', APP_PATH, headers={
+                    'x-test-response-headers': 'x-envoy-immediate-health-check-fail=true'})
+                self.assertEqual(r.status, 200)
+                failed = r.get('x-upstream-name')
+                other = 'b' if failed == 'a' else 'a'
+                wait_flag(p, 'c', ups[failed].port, 'failed_active_hc')
+                self.assertEqual(health_flags(p, 'c')[addr(ups[other].port)], 'healthy')
+                p.wait_stat('cluster.c.health_check.passive_failure', 1)
+                for _ in range(4):
+                    self.assertEqual(h.http_request(port, 'GET', APP_PATH)
+                                     .get('x-upstream-name'), other)
+
+    def test_ignored_without_active_health_checks(self):
+        with HttpUpstream(name='a') as a:
+            port, admin = h.free_ports(2)
+            with h.Petrel(http_proxy_config(port, admin, [h.cluster('c', [a.port])])) as p:
+                for _ in range(3):
+                    r = h.http_request(port, 'GET', APP_PATH, headers={
+                        'x-test-response-headers': 'x-envoy-immediate-health-check-fail=true'})
+                    self.assertEqual(r.status, 200)
+                self.assertEqual(health_flags(p, 'c')[addr(a.port)], 'healthy')
+
 if __name__ == '__main__':
     unittest.main()
