@@ -322,20 +322,27 @@ def wait_port(port, proc, timeout=10):
         proc.bench_name, port, timeout, log_tail(proc.bench_name)))
 
 
+def get_status(sock, path):
+    """Sends one GET (Connection: close) on a connected socket, plain or TLS; returns
+    (status code or None, the bytes read up to the end of the status line)."""
+    sock.sendall(b'GET %s HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n'
+                 % path.encode())
+    data = b''
+    while b'\r\n' not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    m = re.match(rb'HTTP/1\.[01] (\d{3})', data)
+    return (int(m.group(1)) if m else None), data
+
+
 def http_status(port, path='/', timeout=3):
     """Status code of one GET (new connection), or an error string."""
     try:
         with socket.create_connection(('127.0.0.1', port), timeout=timeout) as s:
-            s.sendall(b'GET %s HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n'
-                      % path.encode())
-            data = b''
-            while b'\r\n' not in data:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-            m = re.match(rb'HTTP/1\.[01] (\d{3})', data)
-            return int(m.group(1)) if m else 'bad response %r' % data[:60]
+            status, data = get_status(s, path)
+            return status if status is not None else 'bad response %r' % data[:60]
     except OSError as e:
         return 'error: %s' % e
 

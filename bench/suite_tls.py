@@ -14,7 +14,6 @@ tests/integration/certs.py); no key is stored anywhere else.
 import http.client
 import json
 import os
-import re
 import shutil
 import socket
 import ssl
@@ -253,30 +252,22 @@ def haproxy_sidecar_b_cfg(b, pki, port, up):
 # Checks
 # ---------------------------------------------------------------------------------------------
 
-def https_get(port, path, ctx, timeout=5):
+def https_get(b, port, path, ctx, timeout=5):
     """(status, version, cipher) of one GET over TLS with ctx; raises OSError/ssl.SSLError."""
     with socket.create_connection(('127.0.0.1', port), timeout=timeout) as raw:
         with ctx.wrap_socket(raw, server_hostname='backend.test') as s:
-            s.sendall(b'GET %s HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n'
-                      % path.encode())
-            data = b''
-            while b'\r\n' not in data:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-            m = re.match(rb'HTTP/1\.[01] (\d{3})', data)
-            return (int(m.group(1)) if m else None), s.version(), s.cipher()[0]
+            status, _ = b.get_status(s, path)
+            return status, s.version(), s.cipher()[0]
 
 
-def check_mtls(pki, port):
+def check_mtls(b, pki, port):
     """B must serve the mesh client certificate and refuse a client without one. Returns
     (problem or None, 'version cipher' seen with the client certificate)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.load_verify_locations(pki['ca'])
     ctx.load_cert_chain(pki['client_crt'], pki['client_key'])
     try:
-        st, ver, cipher = https_get(port, '/tiny', ctx)
+        st, ver, cipher = https_get(b, port, '/tiny', ctx)
     except (OSError, ssl.SSLError) as e:
         return 'with the client certificate: %s' % e, None
     if st != 200:
@@ -284,7 +275,7 @@ def check_mtls(pki, port):
     anon = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     anon.load_verify_locations(pki['ca'])
     try:
-        st2, _, _ = https_get(port, '/tiny', anon)
+        st2, _, _ = https_get(b, port, '/tiny', anon)
         if st2 is not None:
             return 'a client without a certificate got status %s' % st2, None
     except (OSError, ssl.SSLError):
@@ -374,7 +365,7 @@ def run(b):
     ctx.load_verify_locations(pki['ca'])
     for n, c in list(term.items()):
         try:
-            st, ver, cipher = https_get(c['port'], '/1k', ctx)
+            st, ver, cipher = https_get(b, c['port'], '/1k', ctx)
         except (OSError, ssl.SSLError) as e:
             st, ver, cipher = 'error: %s' % e, None, None
         if st != 200:
@@ -384,7 +375,7 @@ def run(b):
             del term[n]
     for n, c in list(pairs.items()):
         st = b.http_status(c['port'], '/1k')
-        problem, seen = check_mtls(pki, c['b_port'])
+        problem, seen = check_mtls(b, pki, c['b_port'])
         if st != 200 or problem:
             notes.append('%s sidecars: %s: not measured' % (
                 n, problem or 'GET /1k through A returned %s' % st))

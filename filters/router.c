@@ -298,6 +298,16 @@ static void on_backoff(struct ev_loop *loop, ev_timer *t, int revents)
         start_attempt(st);
 }
 
+/* An attempt timed out before its response: the host's timeout, the outlier detector, and a
+ * retry when the policy allows one. Returns 1 when a retry took over. */
+static int attempt_timed_out(router_state_t *st)
+{
+    if (st->host != NULL)
+        atomic_fetch_add_explicit(&st->host->rq_timeout, 1, memory_order_relaxed);
+    pt_outlier_report(st->cluster, st->host, PT_OUTLIER_TIMEOUT, 0);
+    return maybe_retry(st, PT_RETRY_OUTCOME_PER_TRY_TIMEOUT, 0, NULL);
+}
+
 static void on_per_try(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop;
@@ -306,10 +316,7 @@ static void on_per_try(struct ev_loop *loop, ev_timer *t, int revents)
     if (st->flags & (R_DONE | R_RESP_HEADERS))
         return;
     pt_stat_inc(cstats(st)->upstream_rq_per_try_timeout);
-    if (st->host != NULL)
-        atomic_fetch_add_explicit(&st->host->rq_timeout, 1, memory_order_relaxed);
-    pt_outlier_report(st->cluster, st->host, PT_OUTLIER_TIMEOUT, 0);
-    if (maybe_retry(st, PT_RETRY_OUTCOME_PER_TRY_TIMEOUT, 0, NULL))
+    if (attempt_timed_out(st))
         return;
     fail(st, 504, "upstream request timeout", PT_RF(UPSTREAM_REQUEST_TIMEOUT),
          "upstream_per_try_timeout");
@@ -331,13 +338,8 @@ static void on_per_try_idle(struct ev_loop *loop, ev_timer *t, int revents)
         return;
     }
     pt_stat_inc(cstats(st)->upstream_rq_per_try_idle_timeout);
-    if (!(st->flags & R_RESP_HEADERS)) {
-        if (st->host != NULL)
-            atomic_fetch_add_explicit(&st->host->rq_timeout, 1, memory_order_relaxed);
-        pt_outlier_report(st->cluster, st->host, PT_OUTLIER_TIMEOUT, 0);
-        if (maybe_retry(st, PT_RETRY_OUTCOME_PER_TRY_TIMEOUT, 0, NULL))
-            return;
-    }
+    if (!(st->flags & R_RESP_HEADERS) && attempt_timed_out(st))
+        return;
     fail(st, 504, "upstream request timeout", PT_RF(UPSTREAM_REQUEST_TIMEOUT),
          "upstream_per_try_idle_timeout");
 }

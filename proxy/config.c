@@ -480,11 +480,29 @@ static void free_tls_ctx(void *arg)
     pt_tls_context_free(arg);
 }
 
+/* Builds one TLS context (certificates read, SSL_CTX made, SDS secrets attached); errors are
+ * reported at `where`, the transport socket's path. NULL on error. */
+static pt_tls_context_t *make_tls_context(pt_cfg_t *r, pt_config_t *cfg,
+                                          const pt_tls_settings_t *t, const char *scope,
+                                          const char *owner, const char *where)
+{
+    char err[512];
+    pt_tls_context_t *ctx = pt_tls_context_new(t, scope, owner, err, sizeof(err));
+    if (ctx == NULL) {
+        pt_cfg_error_at(r, "%s: %s", where, err);
+        return NULL;
+    }
+    pt_arena_defer(&cfg->arena, free_tls_ctx, ctx);
+    if (pt_secret_attach(ctx, err, sizeof(err)) != 0)
+        pt_cfg_error_at(r, "%s: %s", where, err);
+    return ctx;
+}
+
 /* Loads certificates and builds SSL contexts: reading files can fail, so this is part of
  * validation and reports with the field's path. */
 static void build_tls(pt_config_t *cfg, pt_cfg_t *r)
 {
-    char err[512];
+    char where[128];
     for (unsigned i = 0; i < cfg->nlisteners; i++) {
         pt_listener_config_t *l = &cfg->listeners[i];
         unsigned total = l->nchains + (l->default_chain != NULL);
@@ -492,39 +510,21 @@ static void build_tls(pt_config_t *cfg, pt_cfg_t *r)
             pt_filter_chain_t *fc = j < l->nchains ? &l->chains[j] : l->default_chain;
             if (fc->tls == NULL)
                 continue;
-            fc->tls_ctx = pt_tls_context_new(fc->tls, "listener", l->stat_name, err, sizeof(err));
-            if (fc->tls_ctx == NULL) {
-                if (j < l->nchains)
-                    pt_cfg_error_at(r, "static_resources.listeners[%u].filter_chains[%u]."
-                                       "transport_socket: %s", i, j, err);
-                else
-                    pt_cfg_error_at(r, "static_resources.listeners[%u].default_filter_chain."
-                                       "transport_socket: %s", i, err);
-                continue;
-            }
-            pt_arena_defer(&cfg->arena, free_tls_ctx, fc->tls_ctx);
-            if (pt_secret_attach(fc->tls_ctx, err, sizeof(err)) != 0) {
-                if (j < l->nchains)
-                    pt_cfg_error_at(r, "static_resources.listeners[%u].filter_chains[%u]."
-                                       "transport_socket: %s", i, j, err);
-                else
-                    pt_cfg_error_at(r, "static_resources.listeners[%u].default_filter_chain."
-                                       "transport_socket: %s", i, err);
-            }
+            if (j < l->nchains)
+                snprintf(where, sizeof(where),
+                         "static_resources.listeners[%u].filter_chains[%u].transport_socket", i, j);
+            else
+                snprintf(where, sizeof(where),
+                         "static_resources.listeners[%u].default_filter_chain.transport_socket", i);
+            fc->tls_ctx = make_tls_context(r, cfg, fc->tls, "listener", l->stat_name, where);
         }
     }
     for (unsigned i = 0; i < cfg->nclusters; i++) {
         pt_cluster_t *c = cfg->clusters[i];
         if (c->tls == NULL)
             continue;
-        c->tls_ctx = pt_tls_context_new(c->tls, "cluster", c->name, err, sizeof(err));
-        if (c->tls_ctx == NULL) {
-            pt_cfg_error_at(r, "static_resources.clusters[%u].transport_socket: %s", i, err);
-            continue;
-        }
-        pt_arena_defer(&cfg->arena, free_tls_ctx, c->tls_ctx);
-        if (pt_secret_attach(c->tls_ctx, err, sizeof(err)) != 0)
-            pt_cfg_error_at(r, "static_resources.clusters[%u].transport_socket: %s", i, err);
+        snprintf(where, sizeof(where), "static_resources.clusters[%u].transport_socket", i);
+        c->tls_ctx = make_tls_context(r, cfg, c->tls, "cluster", c->name, where);
     }
 }
 
