@@ -105,6 +105,21 @@ static unsigned count_eligible(pt_cluster_t *c, int panic, int pass, pt_host_t *
     return n;
 }
 
+/* A uniformly random eligible host, or NULL when none is. Draws among all hosts and rejects
+ * ineligible ones, O(1) when most hosts are eligible; after a few misses it counts. Either
+ * way the pick is uniform over the eligible hosts. */
+static pt_host_t *random_eligible(pt_cluster_t *c, int panic, int pass,
+                                  pt_host_t *const *exclude, unsigned nexclude)
+{
+    for (int i = 0; i < 4; i++) {
+        pt_host_t *h = c->hosts[pt_random_below(c->nhosts)];
+        if (eligible(h, panic, pass, exclude, nexclude))
+            return h;
+    }
+    unsigned n = count_eligible(c, panic, pass, exclude, nexclude);
+    return n > 0 ? nth_eligible(c, pt_random_below(n), panic, pass, exclude, nexclude) : NULL;
+}
+
 /* Whether any host can be picked; *panic says whether health is ignored. */
 static int pickable(pt_cluster_t *c, int *panic)
 {
@@ -122,9 +137,9 @@ pt_host_t *pt_lb_random(pt_cluster_t *c, pt_worker_t *w, pt_host_t *const *exclu
         return NULL;
     /* First pass avoids hosts already tried; the second allows them (as round robin). */
     for (int pass = 0; pass < 2; pass++) {
-        unsigned n = count_eligible(c, panic, pass, exclude, nexclude);
-        if (n > 0)
-            return nth_eligible(c, pt_random_below(n), panic, pass, exclude, nexclude);
+        pt_host_t *h = random_eligible(c, panic, pass, exclude, nexclude);
+        if (h != NULL)
+            return h;
     }
     return NULL;
 }
@@ -141,24 +156,23 @@ pt_host_t *pt_lb_least_request(pt_cluster_t *c, pt_worker_t *w, pt_host_t *const
     int panic;
     if (!pickable(c, &panic))
         return NULL;
-    int equal = 1;
-    for (unsigned k = 1; k < c->nhosts; k++)
-        equal &= c->hosts[k]->weight == c->hosts[0]->weight;
     for (int pass = 0; pass < 2; pass++) {
-        unsigned n = count_eligible(c, panic, pass, exclude, nexclude);
-        if (n == 0)
-            continue;
-        if (equal) {
+        if (c->equal_weights) {
             /* Power of choices: draws with replacement, as Envoy does. */
-            pt_host_t *best = NULL;
-            for (uint32_t i = 0; i < c->lb_choice_count; i++) {
-                pt_host_t *h = nth_eligible(c, pt_random_below(n), panic, pass, exclude,
-                                            nexclude);
-                if (best == NULL || active_requests(h) < active_requests(best))
+            pt_host_t *best = random_eligible(c, panic, pass, exclude, nexclude);
+            if (best == NULL)
+                continue;
+            for (uint32_t i = 1; i < c->lb_choice_count; i++) {
+                pt_host_t *h = random_eligible(c, panic, pass, exclude, nexclude);
+                if (h != NULL && active_requests(h) < active_requests(best))
                     best = h;
             }
             return best;
         }
+        /* Weighted (rarer): one pass over the hosts per pick. */
+        unsigned n = count_eligible(c, panic, pass, exclude, nexclude);
+        if (n == 0)
+            continue;
         /* Weighted: weight / (active + 1), drawn in fixed point (2^20 per unit weight). */
         uint64_t total = 0;
         for (unsigned k = 0; k < c->nhosts; k++)

@@ -20,7 +20,7 @@
 #include "proxy/server.h"
 
 typedef struct min_healthy {
-    const char *cluster;
+    const pt_cluster_t *cluster; /* of the snapshot this filter config belongs to */
     double percent;
 } min_healthy_t;
 
@@ -76,8 +76,8 @@ static void *hc_parse(pt_cfg_t *r, pt_config_t *cfg)
                 continue;
             min_healthy_t *m = &c->min_healthy[c->nmin_healthy];
             pt_cfg_double(r, "value", &m->percent, 0.0, 0.0, 100.0);
-            m->cluster = pt_arena_strdup(&cfg->arena, key);
-            if (pt_config_find_cluster(cfg, key) == NULL)
+            m->cluster = pt_config_find_cluster(cfg, key);
+            if (m->cluster == NULL)
                 pt_cfg_error(r, NULL, "no cluster is named \"%s\"", key);
             else
                 c->nmin_healthy++;
@@ -97,12 +97,10 @@ static int is_health_check(const hc_filter_config_t *c, const pt_http_headers_t 
 }
 
 /* Whether every listed cluster has at least its percentage of hosts healthy. */
-static int clusters_healthy_enough(const hc_filter_config_t *c, const pt_config_t *snapshot)
+static int clusters_healthy_enough(const hc_filter_config_t *c)
 {
     for (unsigned i = 0; i < c->nmin_healthy; i++) {
-        const pt_cluster_t *cl = pt_config_find_cluster(snapshot, c->min_healthy[i].cluster);
-        if (cl == NULL)
-            return 0;
+        const pt_cluster_t *cl = c->min_healthy[i].cluster;
         unsigned healthy = 0;
         for (unsigned k = 0; k < cl->nhosts; k++)
             healthy += atomic_load_explicit(&cl->hosts[k]->health, memory_order_relaxed) == 0;
@@ -137,7 +135,7 @@ static int hc_decode_headers(pt_http_stream_t *s, void *cfg, void *state, pt_htt
     }
     if (c->pass_through)
         return PT_CONTINUE;
-    answer(s, clusters_healthy_enough(c, s->snapshot));
+    answer(s, clusters_healthy_enough(c));
     return PT_STOP;
 }
 

@@ -239,6 +239,9 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r, pt_config_t *cfg, unsigned index)
         if (pt_endpoints_parse(r, &cfg->arena, c->name, &eps) == 0) {
             c->hosts = eps.hosts;
             c->nhosts = eps.nhosts;
+            c->equal_weights = 1;
+            for (unsigned k = 1; k < c->nhosts; k++)
+                c->equal_weights &= c->hosts[k]->weight == c->hosts[0]->weight;
         }
         pt_cfg_leave(r);
     } else if (rc == 0 && c->type == PT_CLUSTER_STATIC) {

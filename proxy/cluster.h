@@ -98,6 +98,7 @@ struct pt_cluster {
     uint64_t connect_timeout_ms;
     pt_lb_policy_t lb_policy;
     uint32_t lb_choice_count; /* least_request_lb_config.choice_count (default 2) */
+    int equal_weights;        /* every host has the same weight (LEAST_REQUEST uses P2C) */
     int dns_lookup_family;    /* index into AUTO, V4_ONLY, V6_ONLY, V4_PREFERRED, ALL */
     pt_tcp_keepalive_t tcp_keepalive; /* upstream_connection_options.tcp_keepalive */
     uint32_t buffer_limit; /* per_connection_buffer_limit_bytes */

@@ -694,6 +694,31 @@ class HostPortAndVia(ProxyCase):
         self.assertIn('strip_matching_host_port: cannot be set together with '
                       'strip_any_host_port', err)
 
+    def test_bad_values_are_config_errors(self):
+        tc = 'static_resources.listeners[0].filter_chains[0].filters[0].typed_config.'
+        cases = [
+            ({'delayed_close_timeout': '3601s'}, tc + 'delayed_close_timeout: must be at most '
+                                                      '3600s'),
+            ({'path_with_escaped_slashes_action': 'DECODE'},
+             tc + 'path_with_escaped_slashes_action: "DECODE" is not a valid value (expected '
+                  'one of: IMPLEMENTATION_SPECIFIC_DEFAULT, KEEP_UNCHANGED, REJECT_REQUEST, '
+                  'UNESCAPE_AND_REDIRECT, UNESCAPE_AND_FORWARD)'),
+            ({'normalize_path': 'yes'}, tc + 'normalize_path: "yes" is not a bool'),
+            ({'via': 5}, tc + 'via: 5 is not a string'),
+            ({'common_http_protocol_options': {'max_connection_duration': '-1s'}},
+             tc + 'common_http_protocol_options.max_connection_duration: "-1s" is not a '
+                  'duration'),
+        ]
+        port, admin = h.free_ports(2)
+        for extra, message in cases:
+            with self.subTest(extra=extra):
+                with tempfile.NamedTemporaryFile('w', suffix='.json', delete=False) as f:
+                    json.dump(http_config(port, admin, self.up.port, **extra), f)
+                self.addCleanup(os.unlink, f.name)
+                rc, out, err = h.run_petrel(['--mode', 'validate', '-c', f.name])
+                self.assertEqual(rc, 1, err)
+                self.assertIn(message, err)
+
     def test_via_on_requests_and_responses(self):
         self.start(via='petrel-edge')
         r = self.request('GET', '/')

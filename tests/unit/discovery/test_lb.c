@@ -26,6 +26,7 @@ static void setup(fixture_t *f, unsigned n, pt_lb_policy_t policy)
     f->c.lb_policy = policy;
     f->c.lb_choice_count = 2;
     f->c.healthy_panic_threshold = 50.0;
+    f->c.equal_weights = 1;
 }
 
 /* How often each host is picked in `draws` picks (excluding `ex`, if not NULL). */
@@ -94,6 +95,7 @@ static void test_least_request_weighted(void)
     unsigned n[MAXH];
     setup(&f, 2, PT_LB_LEAST_REQUEST);
     f.h[1].weight = 3;
+    f.c.equal_weights = 0; /* as pt_cluster_parse would have found */
     /* Idle: in proportion to weight, 1:3. */
     tally(&f, 20000, NULL, n);
     PT_CHECK(n[0] > 4400 && n[0] < 5600);

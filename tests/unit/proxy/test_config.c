@@ -724,6 +724,19 @@ static void test_enums(void)
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'upstream_connection_options': "
                           "{'happy_eyeballs_config': {}}}"),
             C0 ".upstream_connection_options.happy_eyeballs_config: field is not supported");
+    /* Whether the weights are all equal is found once, when the config is built. */
+    pt_config_t *w = ACCEPTS(CLUSTERS_ONLY(
+        "{'name': 'eq', 'load_assignment': {'endpoints': [{'lb_endpoints': ["
+        EP("127.0.0.1", 1) "," EP("127.0.0.1", 2) "]}]}},"
+        "{'name': 'uneq', 'load_assignment': {'endpoints': [{'lb_endpoints': ["
+        EP("127.0.0.1", 1) ", {'endpoint': {'address': " SA("127.0.0.1", 2) "}, "
+        "'load_balancing_weight': 3}]}]}}"));
+    PT_CHECK(w != NULL);
+    if (w != NULL) {
+        PT_CHECK_INT(w->clusters[0]->equal_weights, 1);
+        PT_CHECK_INT(w->clusters[1]->equal_weights, 0);
+        pt_config_unref(w);
+    }
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 'LEAST_REQUEST', "
                           "'least_request_lb_config': {'choice_count': 1}}"),
             C0 ".least_request_lb_config.choice_count: 1 is out of range [2, 100]");
