@@ -719,23 +719,10 @@ static void handle_failure(hc_session_t *s, fail_kind_t kind, int retriable, con
 
 static int open_conn(hc_session_t *s)
 {
-    pt_cluster_t *c = s->cl->c;
-    void *tls = NULL;
-    if (c->tls_ctx != NULL) {
-        tls = pt_tls_conn_new(c->tls_ctx, 0, c->tls_ctx->settings->sni);
-        if (tls == NULL)
-            return -ENOMEM;
-    }
     int err = 0;
-    s->conn = pt_conn_connect(s->cl->hc->worker, &s->host->address, c->connect_timeout_ms,
-                              tls ? pt_tls_transport() : &pt_transport_raw, tls, &probe_handler,
-                              s, &err);
-    if (s->conn == NULL) {
-        pt_tls_conn_discard(tls);
-        return err ? err : -ENOMEM;
-    }
-    pt_socket_set_keepalive(s->conn->fd, &c->tcp_keepalive);
-    return 0;
+    s->conn = pt_cluster_connect(s->cl->c, s->cl->hc->worker, &s->host->address, &probe_handler,
+                                 s, &err);
+    return s->conn != NULL ? 0 : err;
 }
 
 static void on_interval(struct ev_loop *loop, ev_timer *t, int revents)
@@ -763,9 +750,15 @@ static void on_interval(struct ev_loop *loop, ev_timer *t, int revents)
     if (s->conn == NULL) {
         int err = open_conn(s);
         if (err < 0) {
-            char why[128];
-            snprintf(why, sizeof(why), "cannot open a connection: %s", strerror(-err));
-            handle_failure(s, FAIL_NETWORK, 0, why);
+            /* No socket here (out of descriptors or memory) says nothing about the host:
+             * failing it would turn petrel's own shortage into an outage of healthy
+             * hosts once the shortage is over. Skip this round and try again later. */
+            static pt_log_limit_t limit;
+            pt_log_limited(&limit, PT_LOG_WARN,
+                           "health check: cluster %s host %s: cannot open a connection: %s",
+                           s->cl->c->name, s->host->address_str, strerror(-err));
+            end_attempt(s);
+            schedule(s, !s->failed, T_UNCHANGED);
             return;
         }
     }

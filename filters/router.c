@@ -721,7 +721,9 @@ static void start_attempt(router_state_t *st)
                       "reason: overflow",
              PT_RF(UPSTREAM_OVERFLOW), "overflow");
     } else if (err < 0) {
-        fail(st, 503, "", PT_RF(UPSTREAM_CONNECTION_FAILURE), "upstream_unavailable");
+        /* No connection could be started (out of descriptors): a connection failure, with
+         * its reason in the log and the retry policy's say. */
+        pool_failure(&st->pool_req, err);
     }
 }
 

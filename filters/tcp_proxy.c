@@ -382,35 +382,23 @@ static void try_connect(tcp_proxy_t *tp)
     tp->attempts++;
     tp->host = h;
     int err = 0;
-    void *tls = NULL;
-    pt_tls_context_t *tctx = tp->cluster->tls_ctx;
-    if (tctx != NULL && (tls = pt_tls_conn_new(tctx, 0, tctx->settings->sni)) == NULL) {
+    pt_conn_t *us = pt_cluster_connect(tp->cluster, s->worker, &h->address, &us_handler, tp, &err);
+    pt_stat_inc(tp->cluster->stats.upstream_cx_total);
+    if (us == NULL) {
         pt_breaker_release_cx(b);
+        pt_stat_inc(tp->cluster->stats.upstream_cx_connect_fail);
+        tp->response_flags |= PT_RF(UPSTREAM_CONNECTION_FAILURE);
+        static pt_log_limit_t limit;
+        pt_log_limited(&limit, PT_LOG_WARN, "tcp_proxy: upstream %s: cannot open a connection: %s",
+                       h->address_str, strerror(-err));
         tp_finish(tp, PT_CLOSE_NOW, PT_CLOSE_NOW);
         return;
     }
-    pt_conn_t *us = pt_conn_connect(s->worker, &h->address, tp->cluster->connect_timeout_ms,
-                                    tls ? pt_tls_transport() : &pt_transport_raw, tls,
-                                    &us_handler, tp, &err);
-    pt_stat_inc(tp->cluster->stats.upstream_cx_total);
     pt_stat_inc(tp->cluster->stats.upstream_cx_active);
     atomic_fetch_add_explicit(&h->cx_total, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&h->cx_active, 1, memory_order_relaxed);
     /* A session is the host's active request, as in Envoy: LEAST_REQUEST balances on it. */
     atomic_fetch_add_explicit(&h->rq_active, 1, memory_order_relaxed);
-    if (us == NULL) {
-        pt_tls_conn_discard(tls);
-        pt_breaker_release_cx(b);
-        pt_stat_inc(tp->cluster->stats.upstream_cx_connect_fail);
-        pt_stat_dec(tp->cluster->stats.upstream_cx_active);
-        atomic_fetch_sub_explicit(&h->cx_active, 1, memory_order_relaxed);
-        atomic_fetch_sub_explicit(&h->rq_active, 1, memory_order_relaxed);
-        pt_warn("tcp_proxy: cannot create upstream socket: %s", strerror(-err));
-        tp_finish(tp, PT_CLOSE_NOW, PT_CLOSE_NOW);
-        return;
-    }
-    us->high_watermark = tp->cluster->buffer_limit;
-    pt_socket_set_keepalive(us->fd, &tp->cluster->tcp_keepalive);
     tp->us = us;
 }
 

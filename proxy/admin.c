@@ -810,12 +810,12 @@ static void admin_on_accept(struct ev_loop *loop, ev_io *io, int revents)
     pt_admin_t *a = io->data;
     for (int i = 0; i < 16; i++) {
         pt_addr_t peer;
-        socklen_t len = sizeof(peer);
-        int fd = accept4(a->fd, &peer.sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
-            /* The request stays queued and the socket readable: without a pause the loop
-             * would spin on accept. Admin requests are rare and worth keeping, so wait
-             * for a descriptor to free up instead of shedding them. */
+        /* Out of descriptors, the admin endpoint must keep answering (readiness and
+         * liveness probes, /stats to see what is wrong): the main thread's spare serves
+         * the request. With no spare to be had it stays queued: pause rather than spin on
+         * the readable socket, and try again shortly. */
+        int fd = pt_fd_accept(&a->server->main_worker.fd_reserve, a->fd, &peer, 1);
+        if (fd == -EMFILE) {
             ev_io_stop(loop, &a->io);
             ev_timer_start(loop, &a->backoff);
             return;

@@ -1,5 +1,6 @@
 #include "proxy/cluster.h"
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 #include "discovery/outlier.h"
 #include "proxy/worker.h"
 #include "tls/context.h"
+#include "tls/transport.h"
 
 /* Cluster fields Envoy has that petrel does not implement (yet): using one is an error
  * that says so, never silently ignored. */
@@ -322,4 +324,26 @@ void pt_cluster_count_response(pt_cluster_t *c, int status)
         __atomic_store_n(&codes[status - 100], id, __ATOMIC_RELAXED);
     }
     pt_stat_inc(id);
+}
+
+pt_conn_t *pt_cluster_connect(const pt_cluster_t *c, pt_worker_t *w, const pt_addr_t *addr,
+                              const pt_conn_handler_t *h, void *data, int *err)
+{
+    const pt_transport_ops_t *transport = &pt_transport_raw;
+    void *tls = NULL;
+    if (c->tls_ctx != NULL) {
+        tls = pt_tls_conn_new(c->tls_ctx, 0, c->tls_ctx->settings->sni);
+        if (tls == NULL) {
+            *err = -ENOMEM;
+            return NULL;
+        }
+        transport = pt_tls_transport();
+    }
+    /* From here the connection owns the TLS state, even if it cannot be made. */
+    pt_conn_t *conn = pt_conn_connect(w, addr, c->connect_timeout_ms, transport, tls, h, data, err);
+    if (conn == NULL)
+        return NULL;
+    conn->high_watermark = c->buffer_limit;
+    pt_socket_set_keepalive(conn->fd, &c->tcp_keepalive);
+    return conn;
 }

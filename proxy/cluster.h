@@ -129,4 +129,13 @@ void pt_cluster_count_response(pt_cluster_t *c, int status);
 pt_host_t *pt_cluster_pick_host(pt_cluster_t *c, pt_worker_t *w, pt_host_t *const *exclude,
                                 unsigned nexclude);
 
+/* Opens a connection to addr (one of c's hosts) the way every upstream user does (pools,
+ * tcp_proxy, health checks): the cluster's transport (raw, or its UpstreamTlsContext with
+ * SNI), connect_timeout, per_connection_buffer_limit_bytes and TCP keepalive. Returns NULL
+ * with *err < 0 when no connection could be started (-EMFILE and the like when no socket
+ * can be made, -ENOMEM); nothing is left for the caller to clean up then. Otherwise
+ * h->on_connect reports the outcome from a later loop turn. */
+pt_conn_t *pt_cluster_connect(const pt_cluster_t *c, pt_worker_t *w, const pt_addr_t *addr,
+                              const pt_conn_handler_t *h, void *data, int *err);
+
 #endif

@@ -559,11 +559,22 @@ static pt_conn_t *conn_alloc(pt_worker_t *w, int fd, const pt_transport_ops_t *t
     return c;
 }
 
+/* The set-up failed before a connection held transport_ctx: free it here (see conn.h). */
+static void free_transport_ctx(const pt_transport_ops_t *transport, void *transport_ctx)
+{
+    if (transport_ctx != NULL && transport != NULL && transport->free_ctx != NULL)
+        transport->free_ctx(transport_ctx);
+}
+
 pt_conn_t *pt_conn_new(pt_worker_t *w, int fd, const pt_addr_t *peer,
                        const pt_transport_ops_t *transport, void *transport_ctx)
 {
     pt_conn_t *c = conn_alloc(w, fd, transport, transport_ctx);
-    if (c != NULL && peer != NULL)
+    if (c == NULL) {
+        free_transport_ctx(transport, transport_ctx);
+        return NULL;
+    }
+    if (peer != NULL)
         c->peer = *peer;
     return c;
 }
@@ -599,6 +610,7 @@ pt_conn_t *pt_conn_connect(pt_worker_t *w, const pt_addr_t *addr, uint64_t timeo
     int fd = socket(addr->sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         *err = -errno;
+        free_transport_ctx(transport, transport_ctx);
         return NULL;
     }
     pt_socket_set_nodelay(fd);
@@ -606,6 +618,7 @@ pt_conn_t *pt_conn_connect(pt_worker_t *w, const pt_addr_t *addr, uint64_t timeo
     if (c == NULL) {
         close(fd);
         *err = -ENOMEM;
+        free_transport_ctx(transport, transport_ctx);
         return NULL;
     }
     c->peer = *addr;

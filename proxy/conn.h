@@ -53,6 +53,9 @@ typedef struct pt_transport_ops {
     /* Sends the end-of-stream (FIN, or close_notify then FIN). */
     void (*shutdown)(pt_conn_t *c);
     void (*dispose)(pt_conn_t *c);
+    /* Frees transport state that never became part of a connection (the socket could not
+     * be made): pt_conn_connect calls it, so no caller has to. NULL: nothing to free. */
+    void (*free_ctx)(void *transport_ctx);
     /* Bytes already read from the socket and held inside the transport (decrypted TLS
      * records): they must be delivered without waiting for socket readiness. May be NULL. */
     int (*has_pending)(pt_conn_t *c);
@@ -122,14 +125,20 @@ typedef enum pt_close_how {
 } pt_close_how_t;
 
 /* Wraps an accepted, non-blocking socket. The transport's handshake (if any) starts when
- * pt_conn_start is called, and on_connect reports its end. */
+ * pt_conn_start is called, and on_connect reports its end. Returns NULL only when out of
+ * memory; the caller still owns fd then (transport_ctx is freed either way: see below). */
 pt_conn_t *pt_conn_new(pt_worker_t *w, int fd, const pt_addr_t *peer,
                        const pt_transport_ops_t *transport, void *transport_ctx);
 /* Starts I/O on an accepted connection with this handler. For a transport with a handshake
  * on_connect is called when it completes. */
 void pt_conn_start(pt_conn_t *c, const pt_conn_handler_t *h, void *data);
 /* Opens an outbound connection; on_connect reports success or failure (timeout = -ETIMEDOUT).
- * Returns NULL (and sets *err) only if the socket could not be created. */
+ * Returns NULL (and sets *err) only if the socket could not be created.
+ *
+ * Ownership of transport_ctx passes to the call in every case, for pt_conn_new too: the
+ * connection disposes of it when it closes, and a call that fails frees it through
+ * transport->free_ctx before returning. Callers never clean up transport state themselves,
+ * so no error path of a connection set-up has to know which transport it was using. */
 pt_conn_t *pt_conn_connect(pt_worker_t *w, const pt_addr_t *addr, uint64_t timeout_ms,
                            const pt_transport_ops_t *transport, void *transport_ctx,
                            const pt_conn_handler_t *h, void *data, int *err);

@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -20,59 +19,10 @@
 #include "tls/transport.h"
 
 #define ACCEPT_BATCH 64 /* connections accepted per readiness event, for fairness */
-#define EMFILE_WARN_INTERVAL_MS 1000
 
-/* A descriptor held in reserve for accept() when the process runs out (shed_one). Shared by
- * all listeners and workers; opened with the first listener, closed with the last. */
-static pthread_mutex_t reserve_lock = PTHREAD_MUTEX_INITIALIZER;
-static int reserve_fd = -1;
-static unsigned reserve_users;
-static _Atomic uint64_t emfile_warned_ms;
+static pt_log_limit_t emfile_log; /* one line a second for every listener and worker */
 /* Open downstream connections of the whole process, for the global connection limit. */
 static _Atomic uint64_t downstream_connections;
-
-static void reserve_acquire(void)
-{
-    pthread_mutex_lock(&reserve_lock);
-    if (reserve_users++ == 0 && reserve_fd < 0)
-        reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    pthread_mutex_unlock(&reserve_lock);
-}
-
-static void reserve_release(void)
-{
-    pthread_mutex_lock(&reserve_lock);
-    if (--reserve_users == 0 && reserve_fd >= 0) {
-        close(reserve_fd);
-        reserve_fd = -1;
-    }
-    pthread_mutex_unlock(&reserve_lock);
-}
-
-/* Out of descriptors (EMFILE/ENFILE): the connection stays queued and the listening socket
- * readable, so the level-triggered loop would call accept (and log) again at full speed
- * until a descriptor frees up. Shed the connection instead: give up the reserved
- * descriptor, accept, close at once (the client sees an orderly close, not a hang), and
- * reserve again (the remedy libev and libuv use). Returns 1 if a connection was shed. */
-static int shed_one(int listen_fd)
-{
-    int shed = 0;
-    pthread_mutex_lock(&reserve_lock);
-    if (reserve_fd >= 0) {
-        close(reserve_fd);
-        reserve_fd = -1;
-        int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd >= 0) {
-            close(fd);
-            shed = 1;
-        }
-    }
-    /* Another thread may have taken the freed number: then retry at the next shortage. */
-    if (reserve_fd < 0 && reserve_users > 0)
-        reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    pthread_mutex_unlock(&reserve_lock);
-    return shed;
-}
 
 pt_listener_t *pt_listener_open(const pt_listener_config_t *cfg, unsigned nworkers, char *err,
                                 size_t errlen)
@@ -80,7 +30,6 @@ pt_listener_t *pt_listener_open(const pt_listener_config_t *cfg, unsigned nworke
     pt_listener_t *l = calloc(1, sizeof(*l));
     if (l == NULL)
         goto nomem;
-    reserve_acquire(); /* released by pt_listener_free */
     l->name = strdup(cfg->name);
     l->address = cfg->address;
     l->fds = calloc(nworkers, sizeof(int));
@@ -133,7 +82,6 @@ void pt_listener_free(pt_listener_t *l)
     free(l->fds);
     free((char *)l->name);
     free(l);
-    reserve_release();
 }
 
 static const pt_listener_config_t *find_listener_config(const pt_config_t *cfg, const char *name)
@@ -437,32 +385,27 @@ static void start_session(pt_worker_t *w, pt_listener_t *l, const pt_listener_co
         choose_chain(s);
 }
 
-void pt_listener_accept(pt_worker_t *w, pt_listener_t *l, int listen_fd)
+int pt_listener_accept(pt_worker_t *w, pt_listener_t *l, int listen_fd)
 {
     const pt_listener_config_t *lc = w->config ? find_listener_config(w->config, l->name) : NULL;
     for (int i = 0; i < ACCEPT_BATCH; i++) {
         pt_addr_t peer;
-        socklen_t len = sizeof(peer);
-        int fd = accept4(listen_fd, &peer.sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED)
-                continue;
-            if (errno != EMFILE && errno != ENFILE)
-                return;
-            int err = errno;
-            int shed = shed_one(listen_fd);
-            /* At most one line a second however many connections are shed. */
-            uint64_t now = pt_now_ms(), last = atomic_load(&emfile_warned_ms);
-            if (now - last >= EMFILE_WARN_INTERVAL_MS &&
-                atomic_compare_exchange_strong(&emfile_warned_ms, &last, now))
-                pt_warn("listener %s: accept: %s: closing new connections until descriptors "
-                        "free up", l->name, strerror(err));
-            if (!shed)
-                return;
+        int fd = pt_fd_accept(&w->fd_reserve, listen_fd, &peer, 0);
+        if (fd == PT_FD_SHED || fd == -EMFILE) {
+            pt_log_limited(&emfile_log, PT_LOG_WARN,
+                           "listener %s: accept: %s: closing new connections until "
+                           "descriptors free up",
+                           l->name, strerror(EMFILE));
+            if (fd == -EMFILE)
+                return 1; /* no spare: the worker pauses this socket and retries later */
             if (lc != NULL)
                 pt_stat_inc(lc->stats.downstream_cx_overflow);
             continue;
         }
+        if (fd == -EINTR || fd == -ECONNABORTED)
+            continue;
+        if (fd < 0)
+            return 0;
         if (lc == NULL) {
             close(fd);
             continue;
@@ -474,6 +417,7 @@ void pt_listener_accept(pt_worker_t *w, pt_listener_t *l, int listen_fd)
         pt_socket_set_nodelay(fd);
         start_session(w, l, lc, fd, &peer);
     }
+    return 0;
 }
 
 void pt_session_continue(pt_session_t *s)

@@ -56,8 +56,11 @@ struct pt_session {
     struct pt_session *prev, *next; /* the worker's list of sessions */
 };
 
-/* Accept callback body, run on the worker that owns the listening socket. */
-void pt_listener_accept(pt_worker_t *w, pt_listener_t *l, int listen_fd);
+/* Accept callback body, run on the worker that owns the listening socket. Returns 1 when
+ * the process is out of descriptors and no connection could be shed (the worker's spare
+ * is gone): the caller stops watching the socket until pt_fd_reserve_fill succeeds again,
+ * instead of spinning on it. */
+int pt_listener_accept(pt_worker_t *w, pt_listener_t *l, int listen_fd);
 /* Runs the remaining network filters; called again by a filter that returned PT_STOP. */
 void pt_session_continue(pt_session_t *s);
 /* Ends a session: the caller has closed (or handed off) s->conn. Frees s. */

@@ -33,6 +33,18 @@ void pt_log_write(pt_log_level_t level, const char *fmt, ...) __attribute__((for
         if ((level) >= atomic_load_explicit(&pt_log_threshold, memory_order_relaxed))           \
             pt_log_write((level), __VA_ARGS__);                                                \
     } while (0)
+/* A line for an event that can repeat at the rate of traffic (out of descriptors, no
+ * memory): at most one per PT_LOG_LIMIT_INTERVAL_MS for each limiter, process-wide, with the
+ * number of lines left out since the last one appended. A limiter is a static, zero-filled
+ * pt_log_limit_t next to the call. */
+#define PT_LOG_LIMIT_INTERVAL_MS 1000
+typedef struct pt_log_limit {
+    _Atomic unsigned long long last_ms; /* monotonic ms of the last line, 0 = none yet */
+    _Atomic unsigned long long suppressed;
+} pt_log_limit_t;
+void pt_log_limited(pt_log_limit_t *limit, pt_log_level_t level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 #define pt_trace(...) PT_LOG(PT_LOG_TRACE, __VA_ARGS__)
 #define pt_debug(...) PT_LOG(PT_LOG_DEBUG, __VA_ARGS__)
 #define pt_info(...)  PT_LOG(PT_LOG_INFO, __VA_ARGS__)

@@ -9,7 +9,6 @@
 #include "proxy/log.h"
 #include "proxy/stats.h"
 #include "proxy/worker.h"
-#include "tls/transport.h"
 
 enum { PC_CONNECTING, PC_BUSY, PC_IDLE };
 
@@ -23,12 +22,8 @@ struct pt_pool {
     pt_host_t *host;              /* for /clusters counters (see note in pt_pool_get) */
     pt_cluster_t *cluster;        /* newest snapshot's, for outlier reports */
     pt_cluster_stats_t stats;
-    uint64_t connect_timeout_ms;
     uint64_t idle_timeout_ms;
     uint32_t max_requests;
-    uint32_t buffer_limit;
-    pt_tcp_keepalive_t keepalive;
-    pt_tls_context_t *tls_ctx;    /* upstream TLS, or NULL */
     pt_pool_conn_t *idle, *busy, *connecting;
     unsigned nidle, nconnecting;
     pt_pool_request_t *pending_head, *pending_tail;
@@ -109,12 +104,8 @@ pt_pool_t *pt_pool_get(pt_worker_t *w, pt_cluster_t *c, pt_host_t *h)
             p->host = h;
             p->cluster = c;
             p->stats = c->stats;
-            p->connect_timeout_ms = c->connect_timeout_ms;
             p->idle_timeout_ms = c->http_idle_timeout_ms;
             p->max_requests = c->max_requests_per_connection;
-            p->buffer_limit = c->buffer_limit;
-            p->keepalive = c->tcp_keepalive;
-            p->tls_ctx = c->tls_ctx;
             return p;
         }
     }
@@ -132,12 +123,8 @@ pt_pool_t *pt_pool_get(pt_worker_t *w, pt_cluster_t *c, pt_host_t *h)
     p->host = h;
     p->cluster = c;
     p->stats = c->stats;
-    p->connect_timeout_ms = c->connect_timeout_ms;
     p->idle_timeout_ms = c->http_idle_timeout_ms;
     p->max_requests = c->max_requests_per_connection;
-    p->buffer_limit = c->buffer_limit;
-    p->keepalive = c->tcp_keepalive;
-    p->tls_ctx = c->tls_ctx;
     p->next_in_bucket = m->buckets[hv % m->nbuckets];
     m->buckets[hv % m->nbuckets] = p;
     m->count++;
@@ -158,6 +145,20 @@ static void account_bytes(pt_pool_conn_t *pc)
 }
 
 static int start_connect(pt_pool_t *p, int priority);
+
+static pt_pool_request_t *pending_pop(pt_pool_t *p);
+
+/* No connection could be started and none is under way or busy, so nothing will ever serve
+ * the requests that wait: fail them now (with the reason) instead of leaving them to their
+ * timeouts, or forever when they have none. */
+static void fail_stranded(pt_pool_t *p, int status)
+{
+    while (p->nconnecting == 0 && p->busy == NULL && p->pending_head != NULL) {
+        pt_pool_request_t *pr = pending_pop(p);
+        pt_stat_inc(p->stats.upstream_rq_pending_failure_eject);
+        pr->on_failure(pr, status);
+    }
+}
 
 /* Closes and frees a pool connection in any state. */
 static void pc_destroy(pt_pool_conn_t *pc, int remote)
@@ -181,8 +182,11 @@ static void pc_destroy(pt_pool_conn_t *pc, int remote)
     atomic_fetch_sub_explicit(&p->host->cx_active, 1, memory_order_relaxed);
     free(pc);
     /* A slot under max_connections may have freed up for a request that waits. */
-    if (p->npending > p->nconnecting && !p->closing)
-        start_connect(p, p->pending_head ? p->pending_head->priority : 0);
+    if (p->npending > p->nconnecting && !p->closing) {
+        int rc = start_connect(p, p->pending_head ? p->pending_head->priority : 0);
+        if (rc < 0)
+            fail_stranded(p, rc);
+    }
 }
 
 static void on_idle_timeout(struct ev_loop *loop, ev_timer *t, int revents)
@@ -320,7 +324,17 @@ static const pt_conn_handler_t connecting_handler = {
     .on_error = pc_on_error,
 };
 
-/* Opens a connection if the circuit breakers allow one. Returns 1 if one is under way. */
+/* Out of descriptors, every request would log: one line a second for all pools. */
+static void log_socket_failure(const pt_pool_t *p, int err)
+{
+    static pt_log_limit_t limit;
+    pt_log_limited(&limit, PT_LOG_WARN, "upstream %s: cannot open a connection: %s",
+                   p->address_str, strerror(-err));
+}
+
+/* Opens a connection if the circuit breakers allow one. Returns 1 if one is under way, 0 if
+ * the breakers said no, or the negative errno of a connection that could not be started
+ * (no descriptor, no memory). */
 static int start_connect(pt_pool_t *p, int priority)
 {
     pt_breaker_t *b = p->cluster ? &p->cluster->breakers[priority] : NULL;
@@ -343,7 +357,7 @@ static int start_connect(pt_pool_t *p, int priority)
     if (pc == NULL) {
         if (b != NULL)
             pt_breaker_release_cx(b);
-        return 0;
+        return -ENOMEM;
     }
     pc->pool = p;
     pc->breaker = b;
@@ -351,30 +365,19 @@ static int start_connect(pt_pool_t *p, int priority)
     ev_init(&pc->idle_timer, on_idle_timeout);
     pc->idle_timer.data = pc;
     int err = 0;
-    void *tls = NULL;
-    if (p->tls_ctx != NULL && (tls = pt_tls_conn_new(p->tls_ctx, 0, p->tls_ctx->settings->sni)) == NULL) {
-        if (b != NULL)
-            pt_breaker_release_cx(b);
-        free(pc);
-        return 0;
-    }
-    pc->conn = pt_conn_connect(p->worker, &p->address, p->connect_timeout_ms,
-                               tls ? pt_tls_transport() : &pt_transport_raw, tls,
-                               &connecting_handler, pc, &err);
+    pc->conn = pt_cluster_connect(p->cluster, p->worker, &p->address, &connecting_handler, pc,
+                                  &err);
     pt_stat_inc(p->stats.upstream_cx_total);
     pt_stat_inc(p->stats.upstream_cx_http1_total);
     atomic_fetch_add_explicit(&p->host->cx_total, 1, memory_order_relaxed);
     if (pc->conn == NULL) {
-        pt_tls_conn_discard(tls);
         if (b != NULL)
             pt_breaker_release_cx(b);
         pt_stat_inc(p->stats.upstream_cx_connect_fail);
-        pt_warn("cannot create upstream socket: %s", strerror(-err));
+        log_socket_failure(p, err);
         free(pc);
-        return 0;
+        return err < 0 ? err : -ENOMEM;
     }
-    pc->conn->high_watermark = p->buffer_limit;
-    pt_socket_set_keepalive(pc->conn->fd, &p->keepalive);
     pt_stat_inc(p->stats.upstream_cx_active);
     atomic_fetch_add_explicit(&p->host->cx_active, 1, memory_order_relaxed);
     list_push(&p->connecting, pc);
@@ -411,12 +414,11 @@ pt_pool_conn_t *pt_pool_acquire(pt_pool_t *p, pt_pool_request_t *pr, int *err)
     p->npending++;
     pt_stat_inc(p->stats.upstream_rq_pending_total);
     pt_stat_inc(p->stats.upstream_rq_pending_active);
-    if (p->nconnecting < p->npending)
-        start_connect(p, pr->priority);
+    int started = p->nconnecting < p->npending ? start_connect(p, pr->priority) : 1;
     if (p->nconnecting == 0 && p->busy == NULL) {
-        /* Nothing under way and nothing to wait for: no socket could be made. */
+        /* Nothing under way and nothing to wait for: no connection could be started. */
         pt_pool_cancel(pr);
-        *err = -ENOBUFS;
+        *err = started < 0 ? started : -ENOBUFS;
     }
     return NULL;
 }

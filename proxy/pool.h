@@ -47,8 +47,8 @@ struct pt_pool_request {
 pt_pool_t *pt_pool_get(pt_worker_t *w, pt_cluster_t *c, pt_host_t *h);
 /* Returns an idle connection (now busy), or NULL with the request queued (on_ready or
  * on_failure comes later), or NULL with *err < 0 when it cannot be queued: -EOVERFLOW when
- * max_pending_requests is reached (the caller answers 503 UO), -ENOBUFS when no socket can
- * be made. New connections respect max_connections and the per-host limit; a request over
+ * max_pending_requests is reached (the caller answers 503 UO), or the error that kept a
+ * connection from being started (-EMFILE, -ENOMEM, ...) when none is under way to wait for. New connections respect max_connections and the per-host limit; a request over
  * them waits for a connection to free up. Never calls the request's callbacks before
  * returning. */
 pt_pool_conn_t *pt_pool_acquire(pt_pool_t *p, pt_pool_request_t *pr, int *err);

@@ -339,6 +339,7 @@ void pt_server_dispose(pt_server_t *s)
         /* The main worker shares the default loop: detach it before disposing. */
         s->main_worker.loop = NULL;
         pthread_mutex_destroy(&s->main_worker.lock);
+        pt_fd_reserve_dispose(&s->main_worker.fd_reserve);
         ev_loop_destroy(s->loop);
         s->loop = NULL;
     }

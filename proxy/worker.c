@@ -103,10 +103,18 @@ static void on_kick(struct ev_loop *loop, ev_idle *i, int revents)
     ev_idle_stop(loop, i); /* its only job was to make that poll non-blocking */
 }
 
+/* How long a worker out of descriptors leaves a listener socket alone before it tries again:
+ * short enough that connections queued meanwhile barely notice, long enough that a process
+ * at its limit costs nothing (nginx pauses accepting for 500 ms). */
+#define ACCEPT_RETRY_SECS 0.1
+
+static void on_accept_retry(struct ev_loop *loop, ev_timer *t, int revents);
+
 int pt_worker_init(pt_worker_t *w, int id)
 {
     memset(w, 0, sizeof(*w));
     w->id = id;
+    pt_fd_reserve_init(&w->fd_reserve);
     w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
     if (w->loop == NULL)
         return -ENOMEM;
@@ -119,6 +127,11 @@ int pt_worker_init(pt_worker_t *w, int id)
     w->reaper.data = w;
     ev_prepare_start(w->loop, &w->reaper);
     ev_unref(w->loop); /* the reaper alone must not keep the loop alive */
+    ev_init(&w->accept_retry, on_accept_retry);
+    w->accept_retry.data = w;
+    /* A spare descriptor for shedding connections when the process runs out (a worker that
+     * cannot take one now takes it at its first shortage's retry). */
+    (void)pt_fd_reserve_fill(&w->fd_reserve);
     return 0;
 }
 
@@ -211,9 +224,11 @@ void pt_worker_dispose(pt_worker_t *w)
     /* Calls posted after the loop stopped still own their argument: run them so each can
      * release it (they see w->stopping). */
     run_calls(w->loop, &w->wakeup, 0);
+    ev_timer_stop(w->loop, &w->accept_retry);
     ev_loop_destroy(w->loop);
     w->loop = NULL;
     pthread_mutex_destroy(&w->lock);
+    pt_fd_reserve_dispose(&w->fd_reserve);
 }
 
 void pt_worker_adopt_config(pt_worker_t *w, pt_config_t *cfg)
@@ -240,10 +255,38 @@ void pt_worker_adopt_config(pt_worker_t *w, pt_config_t *cfg)
 
 static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
 {
-    (void)loop;
     (void)revents;
     pt_worker_listener_t *wl = (pt_worker_listener_t *)io;
-    pt_listener_accept(wl->worker, wl->listener, wl->fd);
+    pt_worker_t *w = wl->worker;
+    if (pt_listener_accept(w, wl->listener, wl->fd) == 0)
+        return;
+    /* Out of descriptors with no spare to shed with: stop watching this socket (its
+     * connections wait in the backlog) rather than spin on it, and try again shortly. */
+    ev_io_stop(loop, &wl->io);
+    wl->paused = 1;
+    if (!ev_is_active(&w->accept_retry)) {
+        ev_timer_set(&w->accept_retry, ACCEPT_RETRY_SECS, 0.);
+        ev_timer_start(loop, &w->accept_retry);
+    }
+}
+
+static void on_accept_retry(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)revents;
+    pt_worker_t *w = t->data;
+    if (pt_fd_reserve_fill(&w->fd_reserve) != 0) {
+        ev_timer_set(t, ACCEPT_RETRY_SECS, 0.); /* still none free */
+        ev_timer_start(loop, t);
+        return;
+    }
+    /* A spare again: accept resumes, and sheds with it if the process is still full. */
+    for (unsigned i = 0; i < w->nlisteners; i++) {
+        pt_worker_listener_t *wl = w->listeners[i];
+        if (wl->paused) {
+            wl->paused = 0;
+            ev_io_start(loop, &wl->io);
+        }
+    }
 }
 
 int pt_worker_add_listener(pt_worker_t *w, pt_listener_t *l, int fd)

@@ -13,6 +13,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "proxy/fd_reserve.h"
+
 typedef struct pt_config pt_config_t;
 typedef struct pt_conn pt_conn_t;
 typedef struct pt_worker pt_worker_t;
@@ -35,6 +37,7 @@ typedef struct pt_worker_listener {
     pt_worker_t *worker;
     pt_listener_t *listener;
     int fd;
+    int paused; /* out of descriptors: not watched until the accept retry timer */
 } pt_worker_listener_t;
 
 struct pt_worker {
@@ -60,6 +63,10 @@ struct pt_worker {
     unsigned ncluster_locals;
     void *pool_map;             /* upstream connection pools (proxy/pool.c) */
     _Atomic uint64_t downstream_active; /* open downstream connections, read by the drain */
+    /* Out of descriptors: the spare that lets accept shed a connection, and the timer that
+     * resumes paused listener sockets once a spare can be taken again. */
+    pt_fd_reserve_t fd_reserve;
+    ev_timer accept_retry;
     int stopping;
 };
 

@@ -140,11 +140,6 @@ void *pt_tls_conn_new(pt_tls_context_t *ctx, int server, const char *sni)
     return module()->conn_new(ctx, server, sni);
 }
 
-void pt_tls_conn_discard(void *transport_ctx)
-{
-    module()->conn_discard(transport_ctx);
-}
-
 const pt_tls_identity_t *pt_tls_peer_identity(const pt_conn_t *c)
 {
     return module()->peer_identity(c);

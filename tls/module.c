@@ -17,7 +17,6 @@ __attribute__((visibility("default"))) const pt_tls_module_t pt_tls_module = {
     .secret_watch_stop = pt_secret_watch_stop,
     .transport = &pt_transport_tls,
     .conn_new = pt_tls_conn_new,
-    .conn_discard = pt_tls_conn_discard,
     .peer_identity = pt_tls_peer_identity,
     .local_uri_san = pt_tls_local_uri_san,
     .sni = pt_tls_sni,

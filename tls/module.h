@@ -61,7 +61,6 @@ typedef struct pt_tls_module {
     /* tls/transport.h */
     const pt_transport_ops_t *transport;
     void *(*conn_new)(pt_tls_context_t *ctx, int server, const char *sni);
-    void (*conn_discard)(void *transport_ctx);
     const pt_tls_identity_t *(*peer_identity)(const pt_conn_t *c);
     const char *(*local_uri_san)(const pt_conn_t *c);
     const char *(*sni)(const pt_conn_t *c);

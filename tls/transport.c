@@ -48,7 +48,8 @@ void *pt_tls_conn_new(pt_tls_context_t *ctx, int server, const char *sni)
     return t;
 }
 
-void pt_tls_conn_discard(void *transport_ctx)
+/* transport->free_ctx: state from pt_tls_conn_new that never reached a connection. */
+static void tls_free_ctx(void *transport_ctx)
 {
     pt_tls_conn_t *t = transport_ctx;
     if (t == NULL)
@@ -297,6 +298,7 @@ const pt_transport_ops_t pt_transport_tls = {
     .writev = tls_writev,
     .shutdown = tls_shutdown,
     .dispose = tls_dispose,
+    .free_ctx = tls_free_ctx,
     .has_pending = tls_has_pending,
 };
 

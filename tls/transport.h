@@ -14,11 +14,10 @@ extern const pt_transport_ops_t pt_transport_tls;
  * pt_transport_tls: in the binary it lives in the module, see tls/module.h). */
 const pt_transport_ops_t *pt_tls_transport(void);
 
-/* Transport state for a new connection (pt_conn_new / pt_conn_connect transport_ctx).
- * server: accept side; sni: client SNI (may be NULL). NULL on failure. */
+/* Transport state for a new connection (pt_conn_new / pt_conn_connect transport_ctx, which
+ * take ownership of it, even when they fail). server: accept side; sni: client SNI (may be
+ * NULL). NULL on failure. */
 void *pt_tls_conn_new(pt_tls_context_t *ctx, int server, const char *sni);
-/* Releases state made by pt_tls_conn_new that never reached a connection. */
-void pt_tls_conn_discard(void *transport_ctx);
 
 static inline int pt_conn_is_tls(const pt_conn_t *c)
 {

@@ -28,6 +28,7 @@ import atexit
 import hashlib
 import json
 import os
+import resource
 import re
 import select
 import shutil
@@ -1224,7 +1225,7 @@ class Petrel:
 
     def __init__(self, config, concurrency=1, extra_args=(), fmt='json', log_level='info',
                  env=None, admin_port=None, binary=None, start_timeout=10, wait_listeners=True,
-                 die_with_parent=True):
+                 die_with_parent=True, nofile=None):
         if fmt not in ('json', 'yaml'):
             raise ValueError('fmt must be json or yaml')
         self.config = config
@@ -1237,6 +1238,7 @@ class Petrel:
         self.start_timeout = start_timeout
         self.wait_listeners = wait_listeners
         self.die_with_parent = die_with_parent
+        self.nofile = nofile
         self.proc = None
         self.returncode = None
         self._sanitizer_reported = False
@@ -1311,13 +1313,24 @@ class Petrel:
             cmd = [_SETPRIV, '--pdeathsig', 'KILL', '--'] + cmd
         with open(self.stdout_path, 'wb') as out, open(self.stderr_path, 'wb') as err:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                         env=env, cwd=self.tmpdir, close_fds=True)
+                                         env=env, cwd=self.tmpdir, close_fds=True,
+                                         preexec_fn=self._preexec())
         try:
             self._wait_started()
         except BaseException:
             self._kill_quietly()
             raise
         return self
+
+    def _preexec(self):
+        """What runs in the child before exec: the descriptor limit (``nofile``), if any."""
+        if self.nofile is None:
+            return None
+        n = int(self.nofile)
+
+        def limit():
+            resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+        return limit
 
     def _fail_start(self, why):
         self._kill_quietly()

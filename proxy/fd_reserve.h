@@ -1,0 +1,45 @@
+/* Accepting when the process runs out of descriptors.
+ *
+ * When accept() fails with EMFILE or ENFILE the connection stays queued and the listening
+ * socket stays readable, so a level-triggered loop would call accept again at full speed
+ * and never make progress. The remedy libev and libuv describe: keep a spare descriptor open
+ * on /dev/null; at the limit, close it, accept with the number it frees, and either shed
+ * that connection (close it at once: the client sees an orderly close instead of a hang)
+ * or serve it (the admin endpoint), then take a spare again.
+ *
+ * Each thread that accepts keeps its own spare (workers, and the main thread for the admin
+ * endpoint). With several threads the number one thread frees could be taken by another
+ * thread's accept in between, turning the spare into a live connection for as long as that
+ * client stays; so once any thread has seen the limit, every accept goes through one lock
+ * (pt_fd_accept) until an accept succeeds again. Other descriptor users (upstream sockets)
+ * can still take a freed number; then the spare is gone for a while, pt_fd_accept answers
+ * -EMFILE, and the caller pauses accepting and calls pt_fd_reserve_fill later: it succeeds
+ * once any descriptor is closed. */
+#ifndef PT_FD_RESERVE_H
+#define PT_FD_RESERVE_H
+
+#include "proxy/address.h"
+
+typedef struct pt_fd_reserve {
+    int fd; /* -1: no spare held */
+} pt_fd_reserve_t;
+
+void pt_fd_reserve_init(pt_fd_reserve_t *r);
+/* Takes a spare if none is held. 0 when one is held, or -errno. */
+int pt_fd_reserve_fill(pt_fd_reserve_t *r);
+void pt_fd_reserve_dispose(pt_fd_reserve_t *r);
+
+/* pt_fd_accept's answer when it shed a connection (accept again). */
+#define PT_FD_SHED (-100000)
+
+/* accept4(listen_fd) (non-blocking, close-on-exec) with the shortage handled. Returns the new
+ * descriptor, or:
+ *   -EAGAIN and other accept errors (-ECONNABORTED, -EINTR: accept again),
+ *   PT_FD_SHED: out of descriptors, one queued connection was shed with the spare,
+ *   -EMFILE: out of descriptors and no spare to shed with: stop watching the socket and
+ *            retry after pt_fd_reserve_fill succeeds.
+ * serve_spare: at the limit, return the connection accepted with the spare instead of
+ * shedding it (the spare is taken again at a later call, once that connection has closed). */
+int pt_fd_accept(pt_fd_reserve_t *spare, int listen_fd, pt_addr_t *peer, int serve_spare);
+
+#endif
