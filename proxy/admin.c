@@ -831,6 +831,7 @@ static void admin_on_accept(struct ev_loop *loop, ev_io *io, int revents)
         }
         ac->admin = a;
         ac->conn = c;
+        c->fd_spare = &a->server->main_worker.fd_reserve;
         ac->head.headers = ac->headers;
         ev_timer_init(&ac->timeout, on_admin_timeout, ADMIN_REQUEST_TIMEOUT, 0.);
         ac->timeout.data = ac;
@@ -859,6 +860,9 @@ pt_admin_t *pt_admin_start(pt_server_t *s, const pt_addr_t *addr, char *err, siz
         free(a);
         return NULL;
     }
+    /* The main thread's spare descriptor is given back by admin connections as they close
+     * (a duplicate of the listening socket holds the number until the next shortage). */
+    s->main_worker.fd_reserve.source = a->fd;
     ev_io_init(&a->io, admin_on_accept, a->fd, EV_READ);
     a->io.data = a;
     ev_timer_init(&a->backoff, admin_on_backoff, ADMIN_EMFILE_BACKOFF, 0.);
@@ -878,6 +882,7 @@ void pt_admin_stop(pt_admin_t *a)
         ev_io_stop(a->server->loop, &a->io);
         ev_timer_stop(a->server->loop, &a->backoff);
     }
+    a->server->main_worker.fd_reserve.source = -1;
     close(a->fd);
     /* Open admin connections: free the state of those still reading a request. One that
      * is flushing its response (PT_CONN_F_CLOSING) has none left, and pt_conn_close would

@@ -186,7 +186,10 @@ static void finish_close(pt_conn_t *c)
     if (c->transport != NULL && c->transport->dispose != NULL)
         c->transport->dispose(c);
     if (c->fd >= 0) {
-        close(c->fd);
+        /* A connection of a thread that keeps a spare descriptor hands its number back as
+         * the spare when that is missing (see pt_conn_t.fd_spare). */
+        if (c->fd_spare == NULL || pt_fd_reserve_take_back(c->fd_spare, c->fd) != 0)
+            close(c->fd);
         c->fd = -1;
     }
     pt_buf_dispose(&c->in);

@@ -27,6 +27,7 @@
 
 #include "proxy/address.h"
 #include "proxy/buf.h"
+#include "proxy/fd_reserve.h"
 #include "proxy/stats.h"
 
 typedef struct pt_conn pt_conn_t;
@@ -111,6 +112,11 @@ struct pt_conn {
     pt_stat_t delayed_close_timeout_stat; /* counted when the wait runs out */
     uint64_t rx_bytes, tx_bytes;
     pt_addr_t peer;
+    /* Set by an owner that must keep being reachable when descriptors run out (the admin
+     * endpoint): if this spare is missing when the connection closes, the descriptor
+     * becomes the spare instead of being closed, with no moment in which another thread
+     * could take the number. NULL: closed as usual. */
+    pt_fd_reserve_t *fd_spare;
     int pending_status;                 /* error to deliver from the loop */
     pt_conn_t *reap_next;
     pt_conn_t *wprev, *wnext;           /* the worker's list of open connections */

@@ -15,6 +15,7 @@ static pthread_mutex_t shortage_lock = PTHREAD_MUTEX_INITIALIZER;
 void pt_fd_reserve_init(pt_fd_reserve_t *r)
 {
     r->fd = -1;
+    r->source = -1;
 }
 
 int pt_fd_reserve_fill(pt_fd_reserve_t *r)
@@ -23,6 +24,16 @@ int pt_fd_reserve_fill(pt_fd_reserve_t *r)
         return 0;
     r->fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     return r->fd >= 0 ? 0 : -errno;
+}
+
+int pt_fd_reserve_take_back(pt_fd_reserve_t *r, int fd)
+{
+    if (r->fd >= 0 || r->source < 0 || fd == r->source)
+        return -1;
+    if (dup3(r->source, fd, O_CLOEXEC) < 0)
+        return -1;
+    r->fd = fd;
+    return 0;
 }
 
 void pt_fd_reserve_dispose(pt_fd_reserve_t *r)

@@ -21,12 +21,18 @@
 #include "proxy/address.h"
 
 typedef struct pt_fd_reserve {
-    int fd; /* -1: no spare held */
+    int fd;     /* -1: no spare held */
+    int source; /* pt_fd_reserve_take_back duplicates this descriptor; -1: not used */
 } pt_fd_reserve_t;
 
 void pt_fd_reserve_init(pt_fd_reserve_t *r);
 /* Takes a spare if none is held. 0 when one is held, or -errno. */
 int pt_fd_reserve_fill(pt_fd_reserve_t *r);
+/* A connection served with the spare's number closes: if no spare is held, its descriptor
+ * becomes the spare at once (dup2 of r->source over it closes the socket and keeps the
+ * number, so no other thread can take it in between). 0 if so; -1 and the caller closes fd
+ * as usual. */
+int pt_fd_reserve_take_back(pt_fd_reserve_t *r, int fd);
 void pt_fd_reserve_dispose(pt_fd_reserve_t *r);
 
 /* pt_fd_accept's answer when it shed a connection (accept again). */
