@@ -17,6 +17,7 @@
 #include "proxy/conn.h"
 #include "proxy/http1_parser.h"
 #include "proxy/log.h"
+#include "proxy/heap.h"
 #include "proxy/server.h"
 #include "proxy/stats.h"
 #include "tls/context.h"
@@ -547,12 +548,15 @@ static void ep_clusters(admin_request_t *req, admin_response_t *res)
 static void ep_memory(admin_request_t *req, admin_response_t *res)
 {
     (void)req;
-    struct mallinfo2 mi = mallinfo2();
-    char a[32], h[32], c[32];
-    snprintf(a, sizeof(a), "%zu", mi.uordblks);
-    snprintf(h, sizeof(h), "%zu", mi.arena + mi.hblkhd);
+    pt_heap_stats_t hs;
+    pt_heap_stats(&hs);
+    char a[32], h[32], c[32], t[32];
+    snprintf(a, sizeof(a), "%zu", hs.in_use);
+    snprintf(h, sizeof(h), "%zu", hs.heap);
     snprintf(c, sizeof(c), "%zu", pt_buf_chunks_live());
-    body_json(res, json_pack("{s:s,s:s,s:s}", "allocated", a, "heap_size", h, "buffer_chunks", c));
+    snprintf(t, sizeof(t), "%zu", hs.trims);
+    body_json(res, json_pack("{s:s,s:s,s:s,s:s}", "allocated", a, "heap_size", h,
+                             "buffer_chunks", c, "heap_trims", t));
 }
 
 static void ep_certs(admin_request_t *req, admin_response_t *res)

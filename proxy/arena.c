@@ -19,6 +19,8 @@ struct pt_arena_block {
 #define BLOCK_CACHE_MAX 64
 static _Thread_local pt_arena_block_t *block_cache;
 static _Thread_local unsigned block_cache_n;
+static _Thread_local unsigned block_cache_low; /* fewest cached since the last decay */
+#define BLOCK_CACHE_KEEP 8
 
 static pt_arena_block_t *block_get(size_t cap)
 {
@@ -26,6 +28,8 @@ static pt_arena_block_t *block_get(size_t cap)
         pt_arena_block_t *b = block_cache;
         block_cache = b->next;
         block_cache_n--;
+        if (block_cache_n < block_cache_low)
+            block_cache_low = block_cache_n;
         return b;
     }
     return malloc(sizeof(pt_arena_block_t) + cap);
@@ -59,6 +63,21 @@ static void block_put(pt_arena_block_t *b)
         return;
     }
     free(b);
+}
+
+void pt_arena_cache_decay(void)
+{
+    /* As pt_buf_pool_decay: blocks unused for a whole period go back to malloc. */
+    unsigned idle = block_cache_low < block_cache_n ? block_cache_low : block_cache_n;
+    unsigned above_keep = block_cache_n > BLOCK_CACHE_KEEP ? block_cache_n - BLOCK_CACHE_KEEP : 0;
+    unsigned drop = idle < above_keep ? idle : above_keep;
+    while (drop-- > 0 && block_cache != NULL) {
+        pt_arena_block_t *b = block_cache;
+        block_cache = b->next;
+        block_cache_n--;
+        free(b);
+    }
+    block_cache_low = block_cache_n;
 }
 
 void pt_arena_thread_cleanup(void)

@@ -24,5 +24,7 @@ int pt_arena_defer(pt_arena_t *a, void (*fn)(void *), void *arg);
 void pt_arena_dispose(pt_arena_t *a);
 /* Frees the calling thread's cache of arena blocks (a thread exiting). */
 void pt_arena_thread_cleanup(void);
+/* Frees the calling thread's cached blocks that went unused since the last call. */
+void pt_arena_cache_decay(void);
 
 #endif

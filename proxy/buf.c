@@ -11,6 +11,7 @@
 /* Per-thread free list: no locks, chunks are reused on the thread that freed them. */
 static _Thread_local pt_chunk_t *pool_head;
 static _Thread_local size_t pool_count;
+static _Thread_local size_t pool_low; /* fewest free chunks since the last decay */
 static _Atomic size_t chunks_live;
 
 static pt_chunk_t *chunk_new(size_t min_cap)
@@ -21,6 +22,8 @@ static pt_chunk_t *chunk_new(size_t min_cap)
             c = pool_head;
             pool_head = c->next;
             pool_count--;
+            if (pool_count < pool_low)
+                pool_low = pool_count;
         } else {
             c = malloc(PT_BUF_CHUNK_SIZE);
             if (c == NULL)
@@ -64,6 +67,24 @@ void pt_buf_pool_trim(void)
         free(c);
     }
     pool_count = 0;
+}
+
+void pt_buf_pool_decay(void)
+{
+    /* The pool never went below pool_low since the last call: that many chunks sat unused
+     * for a whole period (a burst is over). Free them, down to a floor kept for the next
+     * requests; a busy thread keeps what it uses. */
+    size_t idle = pool_low < pool_count ? pool_low : pool_count;
+    size_t above_keep = pool_count > PT_BUF_POOL_KEEP ? pool_count - PT_BUF_POOL_KEEP : 0;
+    size_t drop = idle < above_keep ? idle : above_keep;
+    while (drop-- > 0 && pool_head != NULL) {
+        pt_chunk_t *c = pool_head;
+        pool_head = c->next;
+        pool_count--;
+        atomic_fetch_sub_explicit(&chunks_live, 1, memory_order_relaxed);
+        free(c);
+    }
+    pool_low = pool_count;
 }
 
 size_t pt_buf_pool_free_count(void)
@@ -184,10 +205,27 @@ void pt_buf_drain(pt_buf_t *b, size_t n)
     }
 }
 
+/* Bytes pt_buf_move copies into the room left in dst's last chunk instead of linking src's
+ * chunks: a queue of small writes (pipelined responses, a response head then a short body)
+ * would otherwise hold a whole chunk per write, 16 KiB for a 100-byte response, and memory
+ * per connection would follow the number of writes instead of the bytes. Above this size
+ * relinking (no copy) wins. */
+#define MOVE_COPY_MAX 4096
+
 void pt_buf_move(pt_buf_t *dst, pt_buf_t *src)
 {
     if (src->head == NULL)
         return;
+    pt_chunk_t *t = dst->tail;
+    if (t != NULL && src->len <= MOVE_COPY_MAX && src->len <= (size_t)(t->cap - t->end)) {
+        for (pt_chunk_t *c = src->head; c != NULL; c = c->next) {
+            memcpy(t->data + t->end, c->data + c->off, c->end - c->off);
+            t->end += c->end - c->off;
+        }
+        dst->len += src->len;
+        pt_buf_dispose(src);
+        return;
+    }
     if (dst->tail != NULL)
         dst->tail->next = src->head;
     else

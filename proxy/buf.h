@@ -11,7 +11,8 @@
  *
  * Not thread-safe: a buffer belongs to one thread at a time. Chunks freed on a thread go to
  * that thread's pool; pools keep at most PT_BUF_POOL_MAX free chunks, the rest go back to
- * malloc, so memory returns after a burst. */
+ * malloc, and pt_buf_pool_decay (each worker, once a second) frees what stayed unused for a
+ * whole period beyond PT_BUF_POOL_KEEP, so memory returns after a burst. */
 #ifndef PT_BUF_H
 #define PT_BUF_H
 
@@ -22,6 +23,7 @@
 
 #define PT_BUF_CHUNK_SIZE 16384 /* bytes per pooled chunk, header included */
 #define PT_BUF_POOL_MAX   256   /* free chunks a thread keeps for reuse */
+#define PT_BUF_POOL_KEEP  16    /* free chunks an idle thread keeps after decaying */
 
 typedef struct pt_chunk {
     struct pt_chunk *next;
@@ -78,6 +80,8 @@ long pt_buf_find(const pt_buf_t *b, size_t from, const void *needle, size_t nlen
 
 /* The calling thread's pool. Counts are for tests and the admin memory view. */
 void pt_buf_pool_trim(void);
+/* Frees the pooled chunks that went unused since the last call, keeping PT_BUF_POOL_KEEP. */
+void pt_buf_pool_decay(void);
 size_t pt_buf_pool_free_count(void);
 size_t pt_buf_chunks_live(void);
 

@@ -25,6 +25,7 @@ enum {
     F_PENDING_QUEUED = 1u << 24, /* on the worker's pending list */
     F_PENDING_IOREAD = 1u << 25, /* read the transport (bytes may sit inside it, socket quiet) */
     F_DELAYED_CLOSE = 1u << 26,  /* FIN sent; dropping input until the peer's FIN or timeout */
+    F_WANT_LEVEL = 1u << 27,     /* on_drain once the queue is at or below drain_level */
 };
 
 static void on_null_read(pt_conn_t *c)
@@ -152,8 +153,31 @@ static void schedule_pending(pt_conn_t *c)
     if (c->flags & F_PENDING_QUEUED)
         return;
     c->flags |= F_PENDING_QUEUED;
-    c->pending_next = c->worker->pending_list;
-    c->worker->pending_list = c;
+    pt_worker_t *w = c->worker;
+    c->pending_next = NULL;
+    c->pending_prev = w->pending_tail;
+    if (w->pending_tail != NULL)
+        w->pending_tail->pending_next = c;
+    else
+        w->pending_list = c;
+    w->pending_tail = c;
+    w->npending++;
+}
+
+static void unlink_pending(pt_conn_t *c)
+{
+    pt_worker_t *w = c->worker;
+    if (c->pending_prev != NULL)
+        c->pending_prev->pending_next = c->pending_next;
+    else
+        w->pending_list = c->pending_next;
+    if (c->pending_next != NULL)
+        c->pending_next->pending_prev = c->pending_prev;
+    else
+        w->pending_tail = c->pending_prev;
+    c->pending_next = c->pending_prev = NULL;
+    c->flags &= ~F_PENDING_QUEUED;
+    w->npending--;
 }
 
 /* Asks for a transport read from the worker's end-of-turn loop. Not ev_feed_event: an
@@ -195,15 +219,8 @@ static void finish_close(pt_conn_t *c)
     pt_buf_dispose(&c->in);
     pt_buf_dispose(&c->out);
     c->flags |= PT_CONN_F_CLOSED;
-    if (c->flags & F_PENDING_QUEUED) {
-        pt_conn_t **pp = &c->worker->pending_list;
-        while (*pp != NULL && *pp != c)
-            pp = &(*pp)->pending_next;
-        if (*pp == c)
-            *pp = c->pending_next;
-        c->pending_next = NULL;
-        c->flags &= ~F_PENDING_QUEUED;
-    }
+    if (c->flags & F_PENDING_QUEUED)
+        unlink_pending(c);
     if (c->flags & PT_CONN_F_FLUSH_QUEUED) {
         /* Leave the flush list: the connection is freed at the next reap. */
         pt_conn_t **pp = &c->worker->flush_list;
@@ -327,6 +344,10 @@ static int do_flush(pt_conn_t *c)
     }
     if ((c->flags & PT_CONN_F_ABOVE_HIGH) && pt_buf_len(&c->out) <= c->high_watermark / 2) {
         c->flags &= ~PT_CONN_F_ABOVE_HIGH;
+        c->flags |= F_PENDING_DRAIN;
+    }
+    if ((c->flags & F_WANT_LEVEL) && pt_buf_len(&c->out) <= c->drain_level) {
+        c->flags &= ~F_WANT_LEVEL;
         c->flags |= F_PENDING_DRAIN;
     }
     return 0;
@@ -742,12 +763,15 @@ static void deliver_pending(pt_conn_t *c)
 
 int pt_conn_run_pending(pt_worker_t *w)
 {
+    /* Only what was queued when the round began: what these callbacks queue (a pipeline
+     * continuing in batches) waits for the next round, after the worker has released the
+     * streams that ended and written what was produced. Otherwise one connection could keep
+     * this loop, and every stream it started, going until its input ran out. */
+    unsigned n = w->npending;
     int ran = 0;
-    while (w->pending_list != NULL) {
+    while (n-- > 0 && w->pending_list != NULL) {
         pt_conn_t *c = w->pending_list;
-        w->pending_list = c->pending_next;
-        c->pending_next = NULL;
-        c->flags &= ~F_PENDING_QUEUED;
+        unlink_pending(c);
         deliver_pending(c);
         ran = 1;
     }
@@ -794,6 +818,25 @@ void pt_conn_write_bytes(pt_conn_t *c, const void *data, size_t len)
         return;
     }
     pt_conn_write(c, &tmp);
+}
+
+int pt_conn_can_write(const pt_conn_t *c)
+{
+    return !(c->flags & (PT_CONN_F_CLOSED | PT_CONN_F_CLOSING | PT_CONN_F_ERROR | PT_CONN_F_SHUT |
+                         PT_CONN_F_SHUTDOWN_PENDING | F_PENDING_ERROR));
+}
+
+void pt_conn_drain_to(pt_conn_t *c, size_t level)
+{
+    if (c->flags & (PT_CONN_F_CLOSED | PT_CONN_F_CLOSING | PT_CONN_F_ERROR))
+        return;
+    if (pt_buf_len(&c->out) <= level) {
+        c->flags |= F_PENDING_DRAIN; /* already there: from the next loop turn */
+        schedule_pending(c);
+        return;
+    }
+    c->drain_level = level > UINT32_MAX ? UINT32_MAX : (uint32_t)level;
+    c->flags |= F_WANT_LEVEL;
 }
 
 void pt_conn_schedule_read(pt_conn_t *c)

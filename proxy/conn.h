@@ -104,6 +104,7 @@ struct pt_conn {
     pt_buf_t in;
     pt_buf_t out;
     uint32_t high_watermark;
+    uint32_t drain_level;               /* pt_conn_drain_to's level while it waits */
     /* A flushed PT_CLOSE_FLUSH close sends the FIN, then waits up to this long for the peer's
      * (reading and dropping what it still sends) before closing the socket: closing with
      * unread bytes would send a RST that can destroy the response on its way (HTTP
@@ -121,7 +122,7 @@ struct pt_conn {
     pt_conn_t *reap_next;
     pt_conn_t *wprev, *wnext;           /* the worker's list of open connections */
     pt_conn_t *flush_next;              /* the worker's list of queued writes */
-    pt_conn_t *pending_next;            /* the worker's list of callbacks to deliver */
+    pt_conn_t *pending_prev, *pending_next; /* the worker's list of callbacks to deliver */
 };
 
 typedef enum pt_close_how {
@@ -159,6 +160,13 @@ void pt_conn_resume_read(pt_conn_t *c);
 void pt_conn_write(pt_conn_t *c, pt_buf_t *data);
 void pt_conn_write_bytes(pt_conn_t *c, const void *data, size_t len);
 void pt_conn_shutdown(pt_conn_t *c);
+/* 0 when pt_conn_write would drop what it is given: the connection is closing, shut for
+ * writing, or a write failed (its on_error may still be on the way). */
+int pt_conn_can_write(const pt_conn_t *c);
+/* Calls handler->on_drain once, when the write queue has fallen to `level` bytes or below
+ * (from the next loop turn if it already has): for an owner that holds back work until
+ * what it wrote has left, whatever the watermarks say (HTTP/1 pipelining). */
+void pt_conn_drain_to(pt_conn_t *c, size_t level);
 /* Calls handler->on_read from the next loop turn even if no new bytes arrive: for input
  * already buffered in c->in that the owner could not process before (pipelining). */
 void pt_conn_schedule_read(pt_conn_t *c);

@@ -24,7 +24,17 @@
 #include "proxy/log.h"
 #include "proxy/worker.h"
 
-#define H1_PIPELINE_BUFFER   (64 * 1024)  /* input held while a response is pending */
+#define H1_PIPELINE_BUFFER   (16 * 1024)  /* input held while a response is pending */
+/* A pipelined request is taken only while less than this is still queued for the client:
+ * a client that sends requests and never reads would otherwise have petrel produce
+ * responses without bound (as nginx and HAProxy, the next request waits for the output).
+ * Enough for a batch of small responses to leave in one write. */
+#define H1_PIPELINE_OUT_MAX  (16 * 1024)
+/* Requests taken from one connection's buffered input per loop turn. Streams are released
+ * at the end of the turn (pt_worker_defer), so a turn that answered thousands of pipelined
+ * requests at once (direct responses) would hold thousands of stream arenas; it also lets
+ * the other connections in. */
+#define H1_PIPELINE_BATCH    16
 #define H1_RESPONSE_HEAD_MAX (96 * 1024)
 #define H1_RESPONSE_HEADERS  200
 
@@ -380,6 +390,8 @@ struct h1_server {
     unsigned tunnel_in_done : 1;  /* tunnel: peer sent end of stream */
     unsigned peer_eof : 1;
     unsigned pipeline_paused : 1;
+    unsigned output_blocked : 1;  /* a request waits until the queued output has left */
+    unsigned batch;               /* requests begun in this h1s_process call */
     unsigned message_begun : 1;   /* on_message_begin sent for the head being read */
     unsigned closed : 1;          /* the owner closed the codec */
     unsigned conn_closed : 1;     /* we closed the connection ourselves */
@@ -440,7 +452,7 @@ static void h1s_update_read(h1_server_t *s)
 {
     if (s->closed || s->conn_closed)
         return;
-    if (s->read_disabled > 0 || s->pipeline_paused)
+    if (s->read_disabled > 0 || s->pipeline_paused || s->output_blocked)
         pt_conn_pause_read(s->conn);
     else
         pt_conn_resume_read(s->conn);
@@ -647,6 +659,27 @@ static void h1s_process(h1_server_t *s)
             if (pt_buf_len(&c->in) == 1 && pt_buf_peek(&c->in, &(size_t){0})[0] == '\r' &&
                 !s->peer_eof)
                 return; /* maybe the first half of a CRLF */
+            /* Nobody will read the answer (the write side failed): take no more requests;
+             * the connection's error is on its way. */
+            if (!pt_conn_can_write(c))
+                return;
+            /* Enough for this turn: the rest of the pipeline from the next one. */
+            if (s->batch >= H1_PIPELINE_BATCH) {
+                pt_conn_schedule_read(c);
+                return;
+            }
+            /* The next request waits while earlier responses are still queued (the client
+             * is not reading them): reading stops too, so TCP pushes back on the client. */
+            size_t out_max = H1_PIPELINE_OUT_MAX < c->high_watermark ? H1_PIPELINE_OUT_MAX
+                                                                     : c->high_watermark;
+            if (pt_conn_queued(c) > out_max) {
+                if (!s->output_blocked) {
+                    s->output_blocked = 1;
+                    h1s_update_read(s);
+                    pt_conn_drain_to(c, out_max);
+                }
+                return;
+            }
             size_t max_head = (size_t)s->settings->max_request_headers_kb * 1024;
             if (s->head_scan == 0 && !s->message_begun) {
                 s->message_begun = 1;
@@ -685,6 +718,7 @@ static void h1s_process(h1_server_t *s)
                 return;
             }
             /* A new stream: the owner provides the arena the headers go into. */
+            s->batch++;
             s->active = 1;
             s->stream.super.data = NULL;
             void *st = s->cb->on_new_stream(s->owner, &s->stream.super);
@@ -822,6 +856,7 @@ static void h1s_on_read(pt_conn_t *c)
     h1s_enter(s);
     if (c->flags & PT_CONN_F_EOF)
         s->peer_eof = 1;
+    s->batch = 0;
     h1s_process(s);
     h1s_leave(s);
 }
@@ -840,9 +875,15 @@ static void h1s_on_drain(pt_conn_t *c)
 {
     h1_server_t *s = c->data;
     h1s_enter(s);
-    if (s->above_high) {
+    if (s->above_high && !(c->flags & PT_CONN_F_ABOVE_HIGH)) {
         s->above_high = 0;
         s->cb->on_write_watermark(s->owner, s->active ? s->stream.super.data : NULL, 0);
+    }
+    if (s->output_blocked && !s->closed) {
+        /* The queued responses have left: take the next pipelined request. */
+        s->output_blocked = 0;
+        h1s_update_read(s);
+        pt_conn_schedule_read(c);
     }
     h1s_leave(s);
 }

@@ -14,6 +14,7 @@
 #include "proxy/access_log.h"
 #include "proxy/admin.h"
 #include "proxy/buf.h"
+#include "proxy/heap.h"
 #include "proxy/log.h"
 #include "proxy/stats.h"
 #include "proxy/time.h"
@@ -190,6 +191,12 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
     pt_server_drain(s);
 }
 
+static void on_heap_tick(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop, (void)t, (void)revents;
+    pt_heap_maybe_trim();
+}
+
 /* ---- start ----------------------------------------------------------------------- */
 
 typedef struct listener_assignment {
@@ -300,6 +307,9 @@ int pt_server_run(pt_server_t *s)
         pt_info("listener %s on %s", s->listeners[i]->name, a);
     }
     pt_secret_watch_start(s->loop);
+    ev_timer_init(&s->heap_tick, on_heap_tick, PT_HEAP_TICK_SECS, PT_HEAP_TICK_SECS);
+    ev_timer_start(s->loop, &s->heap_tick);
+    ev_unref(s->loop); /* housekeeping alone must not keep the loop alive */
     s->state = PT_SERVER_LIVE;
     pt_info("petrel %s started: %u worker%s, config %s", PT_VERSION, n, n == 1 ? "" : "s",
             s->opts.config_path);

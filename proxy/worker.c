@@ -12,6 +12,7 @@
 #include "proxy/matcher.h"
 #include "proxy/time.h"
 #include "proxy/config.h"
+#include "proxy/heap.h"
 #include "proxy/listener.h"
 #include "proxy/log.h"
 #include "proxy/pool.h"
@@ -110,6 +111,12 @@ static void on_kick(struct ev_loop *loop, ev_idle *i, int revents)
 
 static void on_accept_retry(struct ev_loop *loop, ev_timer *t, int revents);
 
+static void on_heap_tick(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop, (void)t, (void)revents;
+    pt_heap_thread_tick();
+}
+
 int pt_worker_init(pt_worker_t *w, int id)
 {
     memset(w, 0, sizeof(*w));
@@ -147,6 +154,9 @@ static void *worker_main(void *arg)
     ev_check_start(w->loop, &w->clock);
     ev_unref(w->loop);
     on_clock(w->loop, &w->clock, 0);
+    ev_timer_init(&w->heap_tick, on_heap_tick, PT_HEAP_TICK_SECS, PT_HEAP_TICK_SECS);
+    ev_timer_start(w->loop, &w->heap_tick);
+    ev_unref(w->loop); /* housekeeping alone must not keep the loop alive */
     pt_stats_thread_init();
     ev_run(w->loop, 0);
     /* Past the drain: whatever is still open is closed now, so nothing leaks. */

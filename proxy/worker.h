@@ -55,7 +55,9 @@ struct pt_worker {
     unsigned nlisteners;
     pt_conn_t *reap_list;
     pt_conn_t *flush_list;      /* connections with writes queued this loop turn */
-    pt_conn_t *pending_list;    /* connections with callbacks to deliver */
+    pt_conn_t *pending_list;    /* connections with callbacks to deliver, oldest first */
+    pt_conn_t *pending_tail;
+    unsigned npending;
     pt_defer_t *defer_list;
     pt_conn_t *conns;           /* every open connection of this worker */
     struct pt_session *sessions; /* every downstream session */
@@ -67,6 +69,7 @@ struct pt_worker {
      * resumes paused listener sockets once a spare can be taken again. */
     pt_fd_reserve_t fd_reserve;
     ev_timer accept_retry;
+    ev_timer heap_tick;         /* returns unused cached memory (proxy/heap.h) */
     int stopping;
 };
 

@@ -277,6 +277,44 @@ static void test_move(void)
     free(src);
 }
 
+/* Small moves are copied into the room left in the destination's last chunk, so a queue of
+ * small writes takes the bytes it holds, not a chunk per write; big ones are relinked. */
+static void test_move_coalesces_small_writes(void)
+{
+    pt_buf_t q = {0};
+    for (int i = 0; i < 100; i++) {
+        pt_buf_t w = {0};
+        PT_CHECK_INT(pt_buf_printf(&w, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n%02d", i), 0);
+        pt_buf_move(&q, &w);
+        PT_CHECK_INT(pt_buf_len(&w), 0);
+        PT_CHECK(w.head == NULL);
+    }
+    PT_CHECK_INT(pt_buf_len(&q), 100 * 40);
+    PT_CHECK_INT(nchunks(&q), 1);
+    char first[40], last[40];
+    PT_CHECK_INT(pt_buf_copyout(&q, 0, first, 40), 40);
+    PT_CHECK(memcmp(first + 38, "00", 2) == 0);
+    PT_CHECK_INT(pt_buf_copyout(&q, 99 * 40, last, 40), 40);
+    PT_CHECK(memcmp(last + 38, "99", 2) == 0);
+    /* A big write is relinked, not copied. */
+    char *big = malloc(DATA_CAP);
+    fill(big, DATA_CAP, 0, 7);
+    pt_buf_t w = {0};
+    pt_buf_append(&w, big, DATA_CAP);
+    pt_chunk_t *moved = w.head;
+    pt_buf_move(&q, &w);
+    PT_CHECK(q.tail == moved);
+    PT_CHECK_INT(nchunks(&q), 2);
+    /* A small write that does not fit the room left gets its own chunk. */
+    pt_buf_t s2 = {0};
+    pt_buf_append_str(&s2, "tail");
+    pt_buf_move(&q, &s2);
+    PT_CHECK_INT(nchunks(&q), 3);
+    PT_CHECK_INT(pt_buf_len(&q), 100 * 40 + DATA_CAP + 4);
+    free(big);
+    pt_buf_dispose(&q);
+}
+
 static void test_move_n(void)
 {
     pt_buf_t a = {0}, b = {0};
@@ -451,6 +489,7 @@ static void test_find(void)
     pt_buf_append_str(&c, "X"); /* fills the chunk */
     pt_buf_append_str(&mid, "Y");
     pt_buf_append_str(&last, "Z");
+    pt_buf_append(&last, pad, DATA_CAP - 1); /* too big to be copied into mid's chunk */
     pt_buf_move(&c, &mid);
     pt_buf_move(&c, &last);
     PT_CHECK_INT(nchunks(&c), 3);
@@ -759,6 +798,7 @@ int main(void)
     PT_RUN(test_find);
     PT_RUN(test_pool);
     PT_RUN(test_randomized);
+    PT_RUN(test_move_coalesces_small_writes);
     PT_RUN(test_no_leaks);
     PT_TEST_EXIT();
 }

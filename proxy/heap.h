@@ -1,0 +1,33 @@
+/* Giving memory back to the system after a burst.
+ *
+ * glibc's malloc keeps freed memory in its arenas: after 200 slow readers or a pipelining
+ * flood leave, the bytes are free but the pages stay resident (fragmented heaps only shrink
+ * from the top, and worker threads have arenas of their own). Each thread first frees what
+ * its own caches kept beyond need (pt_buf_pool_decay, pt_arena_cache_decay, run by
+ * pt_heap_thread_tick); the main thread then asks malloc to return free pages of every
+ * arena (malloc_trim) when the heap in use has dropped well below its recent peak, so a
+ * steady load, whose usage does not drop, never pays for it. */
+#ifndef PT_HEAP_H
+#define PT_HEAP_H
+
+#include <stddef.h>
+
+/* How often threads run their tick, and the drop in heap use that makes the main thread
+ * trim. */
+#define PT_HEAP_TICK_SECS 1.0
+#define PT_HEAP_TRIM_DROP (4u * 1024 * 1024)
+
+/* Per thread, once per tick: frees cached buffer chunks and arena blocks left unused. */
+void pt_heap_thread_tick(void);
+/* Main thread, once per tick: trims when use dropped by PT_HEAP_TRIM_DROP since the peak
+ * seen after the last trim. Returns 1 if it trimmed. */
+int pt_heap_maybe_trim(void);
+
+typedef struct pt_heap_stats {
+    size_t in_use;   /* bytes allocated (malloc's view) */
+    size_t heap;     /* bytes malloc holds from the system */
+    size_t trims;    /* malloc_trim calls so far */
+} pt_heap_stats_t;
+void pt_heap_stats(pt_heap_stats_t *out);
+
+#endif
