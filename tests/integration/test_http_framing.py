@@ -10,6 +10,7 @@ header, in both directions, byte for byte.
 - Content-Length: identical repeated values (``5, 5``, two lines, ``05``) are accepted and
   forwarded as one plain ``content-length: 5`` (RFC 9110 section 8.6), both ways; differing
   ones are a 400 (request) or a 502 (response). A list is never forwarded.
+- Empty lines before a request line are skipped, any number of them (RFC 9112 section 2.2).
 
 The upstream here is a raw socket that records each request head exactly as it arrived, and
 answers with scripted bytes; responses are read raw on the client side too.
@@ -341,6 +342,53 @@ class ResponseFraming(FramingCase):
         self.assertEqual((r.status, r.body), (200, b'hello'))
         self.assertEqual(r.get_all('transfer-encoding'), ['chunked'])
         self.assertEqual(r.get_all('content-length'), [])
+
+
+class EmptyLinesBeforeRequest(FramingCase):
+    """RFC 9112 2.2: a server SHOULD ignore at least one empty line before a request line.
+    petrel ignores any number: they are dropped as they are read, so they hold no memory,
+    do not count in max_request_headers_kb, and do not start a request (the connection idle
+    timeout still runs)."""
+
+    def serve_after(self, prefix):
+        with h.HttpClientConn(self.port) as c:
+            c.send_raw(prefix + b'GET /after HTTP/1.1\r\nHost: a\r\n\r\n')
+            self.assertEqual(c.read_response().status, 200)
+            # And between keep-alive requests.
+            c.send_raw(prefix + b'GET /again HTTP/1.1\r\nHost: a\r\n\r\n')
+            self.assertEqual(c.read_response().status, 200)
+
+    def test_one_two_and_many_empty_lines_are_skipped(self):
+        p = self.start(RecordingUpstream(), max_request_headers_kb=1)
+        for n in (1, 2, 3, 5000):       # 5000 CRLFs: ten times max_request_headers_kb
+            self.serve_after(b'\r\n' * n)
+        self.assertEqual(len(self.up.wait_requests(8)), 8)
+        self.assertEqual(p.stat('http.ingress.downstream_cx_protocol_error'), 0)
+
+    def test_bare_lf_is_not_an_empty_line(self):
+        self.start(RecordingUpstream())
+        self.refused(b'\r\n\nGET / HTTP/1.1\r\nHost: a\r\n\r\n', 400)
+
+    def test_only_empty_lines_do_not_keep_a_connection_open(self):
+        # Empty lines start no request: the connection idle timeout still closes a client
+        # that sends nothing else, without an answer.
+        p = self.start(RecordingUpstream(),
+                       common_http_protocol_options={'idle_timeout': '0.5s'})
+        with h.HttpClientConn(self.port) as c:
+            closed = False
+            for _ in range(200):
+                try:
+                    c.send_raw(b'\r\n')
+                except OSError:
+                    closed = True
+                    break
+                if c.wait_closed(0.1):
+                    closed = True
+                    break
+            self.assertTrue(closed, 'a connection sending only empty lines was kept open')
+            self.assertEqual(c.discarded, b'')
+        p.wait_stat('http.ingress.downstream_cx_idle_timeout', 1)
+        self.assertEqual(p.stat('http.ingress.downstream_rq_total'), 0)
 
 
 if __name__ == '__main__':

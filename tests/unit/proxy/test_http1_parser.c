@@ -374,9 +374,31 @@ static void test_incremental_resume(void)
 
 static void test_leading_crlf_skipped(void)
 {
+    PT_CHECK_INT(req("\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n"), 29);
+    PT_CHECK_MEM(head.method, head.method_len, "GET", 3);
     PT_CHECK_INT(req("\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n"), 31);
     PT_CHECK_MEM(head.method, head.method_len, "GET", 3);
+    /* Any number, as long as they fit in the head limit with the head (they count in it). */
+    static char many[8192];
+    size_t n = 0;
+    for (int i = 0; i < 1000; i++) {
+        many[n++] = '\r';
+        many[n++] = '\n';
+    }
+    const char *get = "GET /x HTTP/1.1\r\nHost: h\r\n\r\n";
+    memcpy(many + n, get, strlen(get));
+    n += strlen(get);
+    PT_CHECK_INT(parse_n(many, n, 0, 0, &lim), (int)n);
+    PT_CHECK_MEM(head.target, head.target_len, "/x", 2);
+    pt_h1_limits_t small = {.max_head_bytes = 1000, .max_headers = MAXH};
+    PT_CHECK_INT(parse_n(many, n, 0, 0, &small), PT_H1_ERROR);
+    PT_CHECK_INT(head.error_status, 431);
+    /* Only CRLF: a bare LF, or a line of whitespace, is not an empty line. */
     PT_CHECK_INT(req_status("\nGET / HTTP/1.1\r\nHost: h\r\n\r\n"), 400);
+    PT_CHECK_INT(req_status("\r\n\nGET / HTTP/1.1\r\nHost: h\r\n\r\n"), 400);
+    PT_CHECK_INT(req_status(" \r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n"), 400);
+    /* Responses get no such leniency. */
+    PT_CHECK_INT(resp_status("\r\nHTTP/1.1 200 OK\r\n\r\n"), 502);
 }
 
 static void test_transfer_encoding_accepted(void)
