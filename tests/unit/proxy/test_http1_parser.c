@@ -417,7 +417,7 @@ static void test_transfer_encoding_accepted(void)
 static void test_transfer_coding_not_implemented(void)
 {
     static const char *const codings[] = {
-        "gzip, chunked", "GZIP,chunked", "deflate , chunked", "gzip;level=9, chunked",
+        "gzip, chunked",     "GZIP,chunked",      "deflate , chunked", "gzip;level=9, chunked",
         "x-custom, chunked", "gzip, br, chunked", "identity, chunked", ",gzip,,chunked",
     };
     char s[256];
@@ -432,8 +432,7 @@ static void test_transfer_coding_not_implemented(void)
                  501);
     /* Framing errors are judged first and stay 400: chunked not last, twice, with
      * Content-Length, in HTTP/1.0, a coding that is not a token. */
-    PT_CHECK_INT(req_status("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n"),
-                 400);
+    PT_CHECK_INT(req_status("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n"), 400);
     PT_CHECK_STR(head.error_reason, "transfer-encoding final coding is not chunked");
     PT_CHECK_INT(req_status("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n"
                             "\r\n"),
@@ -587,8 +586,8 @@ static void test_response_rejections(void)
     /* Codings other than chunked: petrel can neither undo them nor forward them once it has
      * re-framed the body, so the response is refused, whether chunked ends the list, comes
      * first (RFC 9112 6.3 would read until close) or is absent, and whatever the status. */
-    static const char *const codings[] = {"gzip, chunked", "gzip", "chunked, gzip", "br",
-                                          "chunked;ext", "identity"};
+    static const char *const codings[] = {"gzip, chunked", "gzip",    "chunked, gzip", "br",
+                                          "chunked;ext",   "identity"};
     char s[256];
     for (size_t i = 0; i < sizeof(codings) / sizeof(codings[0]); i++) {
         snprintf(s, sizeof(s), "HTTP/1.1 200 OK\r\nTransfer-Encoding: %s\r\n\r\n", codings[i]);
