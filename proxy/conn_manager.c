@@ -927,6 +927,14 @@ static void hcm_on_protocol_error(void *owner, void *stream, int status, const c
     }
     if (s->info.protocol == NULL)
         s->info.protocol = h->codec->ops->stream_protocol(s->cs);
+    if (status == 408 && details != NULL && strcmp(details, "stream_idle_timeout") == 0) {
+        /* A head that stopped arriving, bounded by stream_idle_timeout: the same answer as
+         * a stream that went idle later (Envoy's stream, and its idle timer, start at the
+         * first byte of the head). */
+        pt_http_stream_local_reply(s, 408, "stream timeout", NULL, PT_RF(STREAM_IDLE_TIMEOUT),
+                                   details);
+        return;
+    }
     pt_http_stream_local_reply(s, status, "", NULL, PT_RF(DOWNSTREAM_PROTOCOL_ERROR), details);
 }
 

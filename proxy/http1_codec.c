@@ -133,6 +133,29 @@ static inline int name_is(const pt_h1_header_t *e, const char *lname, size_t n)
 }
 #define NAME_IS(e, lit) name_is((e), lit, sizeof(lit) - 1)
 
+/* Content-Length as forwarded. The parser accepts several values only when they are all the
+ * same number (RFC 9112 6.3): "5, 5", two "5" lines, "05". The next hop gets one field with
+ * that number in plain decimal, as RFC 9110 8.6 allows, never the list or the repeats: a
+ * recipient that reads a list its own way (the first value, the last, an error) is how
+ * framing desyncs start. `n` is the parsed length. Returns 0, or -1 when out of memory. */
+static int add_content_length(pt_http_headers_t *out, const pt_h1_header_t *e, uint64_t n)
+{
+    if (pt_http_headers_find(out, "content-length") != NULL)
+        return 0; /* a repeat of the value already added */
+    int plain = e->value_len == 1 || (e->value_len > 1 && e->value[0] != '0');
+    for (size_t i = 0; plain && i < e->value_len; i++)
+        plain = e->value[i] >= '0' && e->value[i] <= '9';
+    if (plain) /* the usual case: the value as received is already the canonical one */
+        return pt_http_headers_add_ref_n(out, e->name, e->name_len, e->value, e->value_len);
+    char tmp[24];
+    size_t i = sizeof(tmp);
+    do {
+        tmp[--i] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n > 0);
+    return pt_http_headers_add(out, e->name, e->name_len, tmp + i, sizeof(tmp) - i);
+}
+
 /* Appends decimal / hex numbers without printf: these run for every message. */
 static void append_dec(pt_buf_t *b, uint64_t v)
 {
@@ -574,10 +597,13 @@ static int h1s_build_request(h1_server_t *s, const pt_h1_head_t *h, pt_http_head
         }
         if (NAME_IS(e, "host")) /* the parser allows one; :authority carries it */
             continue;
-        /* The parser accepts repeated Content-Length only with identical values (RFC 9112
-         * 6.3); forward one, so no upstream has to decide what a repeat means. */
-        if (NAME_IS(e, "content-length") && pt_http_headers_find(out, "content-length") != NULL)
+        if (NAME_IS(e, "content-length")) {
+            if (add_content_length(out, e, h->content_length) != 0) {
+                *details = "out of memory";
+                return 503;
+            }
             continue;
+        }
         int hop = hop_kind(e->name, e->name_len);
         if (hop == HOP_ALWAYS || (hop == HOP_UPGRADE_KEPT && !upgrade))
             continue;
@@ -1322,12 +1348,22 @@ static void h1c_process(h1_client_t *c)
             char st[4] = {(char)('0' + head.status / 100), (char)('0' + head.status / 10 % 10),
                           (char)('0' + head.status % 10), 0};
             pt_http_headers_add(h, ":status", 7, st, 3);
+            int oom = 0;
             for (unsigned i = 0; i < head.num_headers; i++) {
                 const pt_h1_header_t *e = &head.headers[i];
                 int hop = hop_kind(e->name, e->name_len);
                 if (hop == HOP_ALWAYS || (hop == HOP_UPGRADE_KEPT && !upgrade))
                     continue;
+                if (NAME_IS(e, "content-length")) {
+                    if (add_content_length(h, e, head.content_length) != 0)
+                        oom = 1;
+                    continue;
+                }
                 pt_http_headers_add_ref_n(h, e->name, e->name_len, e->value, e->value_len);
+            }
+            if (oom) {
+                h1c_kill(c, PT_HTTP_RESET_LOCAL);
+                return;
             }
             pt_buf_drain(&conn->in, (size_t)rc);
             c->head_scan = 0;

@@ -297,8 +297,9 @@ static const char *apply_content_length(pt_h1_head_t *h, const char *v, size_t l
 }
 
 /* Accumulates transfer codings across all Transfer-Encoding lines, in order. Only the
- * facts framing depends on are kept: is "chunked" last, how often it appeared, and whether
- * any element is not a token (optionally with parameters). */
+ * facts framing depends on are kept: is "chunked" last, how often it appeared, whether any
+ * element is not a token (optionally with parameters), and whether any other coding, which
+ * petrel does not implement, was listed. */
 static int te_element_cb(const char *el, size_t n, void *arg)
 {
     pt_h1_head_t *h = arg;
@@ -316,6 +317,7 @@ static int te_element_cb(const char *el, size_t n, void *arg)
         h->priv.te_last_chunked = 1;
     } else {
         h->priv.te_last_chunked = 0;
+        h->priv.te_other = 1;
     }
     return 0;
 }
@@ -415,6 +417,12 @@ static int finish_request(pt_h1_head_t *h)
          * length; the server MUST answer 400. */
         if (!h->priv.te_last_chunked)
             return head_fail(h, 400, "transfer-encoding final coding is not chunked");
+        /* Framed by chunked, but with a coding before it ("gzip, chunked") that petrel does
+         * not implement: RFC 9112 6.1 says 501. Forwarding the body re-chunked would drop
+         * the coding, and forwarding the header as received would leave the upstream to
+         * frame a body petrel has already de-chunked. */
+        if (h->priv.te_other)
+            return head_fail(h, 501, "unsupported transfer coding");
         h->body_mode = PT_H1_BODY_CHUNKED;
     } else if (h->priv.cl_seen) {
         h->body_mode = PT_H1_BODY_LENGTH;
@@ -429,6 +437,12 @@ static int finish_response(pt_h1_head_t *h, int request_was_head)
 {
     if (h->priv.te_seen && check_transfer_encoding(h) != 0)
         return PT_H1_ERROR;
+    /* A coding other than chunked ("gzip, chunked", or "gzip" read until close): petrel
+     * re-frames every body it forwards, and the Transfer-Encoding header is hop-by-hop, so
+     * the client would get the coded bytes labelled as plain ones. Envoy refuses such a
+     * response too (a protocol error, 502), and so does petrel, for any status. */
+    if (h->priv.te_other)
+        return head_fail(h, 502, "unsupported transfer coding");
     if (request_was_head || h->status < 200 || h->status == 204 || h->status == 304)
         h->body_mode = PT_H1_BODY_NONE;
     else if (h->priv.te_seen)

@@ -76,7 +76,7 @@ typedef struct pt_h1_head {
     unsigned expect_continue : 1;    /* HTTP/1.1 request with Expect: 100-continue */
     const pt_h1_header_t *host;      /* requests: the (single) Host header, or NULL */
 
-    int error_status;         /* on PT_H1_ERROR: 400, 431, 505 for requests; 502 for responses */
+    int error_status; /* on PT_H1_ERROR: 400, 431, 501, 505 for requests; 502 for responses */
     const char *error_reason; /* static string, e.g. "content-length with transfer-encoding" */
 
     size_t scanned; /* internal: offset of the first line not parsed yet (head length once done) */
@@ -91,6 +91,7 @@ typedef struct pt_h1_head {
         unsigned te_seen : 1;
         unsigned te_bad : 1;          /* a transfer coding that is not a token */
         unsigned te_last_chunked : 1; /* the last coding seen so far is "chunked" */
+        unsigned te_other : 1;        /* a coding other than bare "chunked" was listed */
         unsigned conn_keep_alive : 1; /* Connection has the token "keep-alive" */
         unsigned expect_100 : 1;
         unsigned te_chunked; /* how many times "chunked" was listed */
@@ -107,13 +108,19 @@ void pt_h1_head_init(pt_h1_head_t *h, pt_h1_header_t *headers);
  * PT_H1_INCOMPLETE call again with the same bytes plus more (the buffer may have moved).
  * Empty lines (CRLF) before the request line are skipped and counted in the length, as RFC
  * 9112 2.2 asks, so a client's stray CRLF after a body does not break pipelining.
+ * Transfer-Encoding: the only coding implemented is "chunked", once and final. A request whose
+ * codings break RFC 9112 6.3 (chunked not final, listed twice, not a token) is a 400; a
+ * well-framed one that also lists another coding ("gzip, chunked") is a 501 (RFC 9112 6.1):
+ * forwarding it re-chunked would silently drop the other coding.
  * Once complete or failed, further calls return the same result. */
 int pt_h1_parse_request(const char *buf, size_t len, pt_h1_head_t *h, const pt_h1_limits_t *lim);
 
 /* Same for a response. `request_was_head`, 1xx, 204 and 304 mean no body; otherwise
- * Transfer-Encoding with final "chunked" means chunked, a Transfer-Encoding without it or no
- * framing header at all means PT_H1_BODY_EOF (and keep_alive = 0). Every error reports
- * error_status 502: the status the proxy answers downstream with. */
+ * Transfer-Encoding with final "chunked" means chunked, an empty Transfer-Encoding or no
+ * framing header at all means PT_H1_BODY_EOF (and keep_alive = 0). A Transfer-Encoding that
+ * lists any coding other than "chunked" is an error, whatever the status: the proxy could
+ * neither undo the coding nor pass it on once it has re-framed the body (Envoy rejects it
+ * too). Every error reports error_status 502: the status the proxy answers downstream with. */
 int pt_h1_parse_response(const char *buf, size_t len, pt_h1_head_t *h, const pt_h1_limits_t *lim,
                          int request_was_head);
 

@@ -41,6 +41,32 @@ static int is_value_char(unsigned char c)
     return c == '\t' || (c >= 0x20 && c != 0x7f);
 }
 
+/* Is every non-empty, OWS-trimmed element of the list v[0..n) the bare coding "chunked"? */
+static int only_chunked(const char *v, size_t n)
+{
+    size_t i = 0;
+    while (i <= n) {
+        size_t e = i;
+        while (e < n && v[e] != ',')
+            e++;
+        size_t a = i, b = e;
+        while (a < b && (v[a] == ' ' || v[a] == '\t'))
+            a++;
+        while (b > a && (v[b - 1] == ' ' || v[b - 1] == '\t'))
+            b--;
+        if (b > a) {
+            static const char ch[] = "chunked";
+            if (b - a != 7)
+                return 0;
+            for (size_t k = 0; k < 7; k++)
+                if ((v[a + k] | 0x20) != ch[k])
+                    return 0;
+        }
+        i = e + 1;
+    }
+    return 1;
+}
+
 static int in_span(const char *p, size_t n, const char *base, size_t len)
 {
     return p >= base && (size_t)(p - base) <= len && n <= len - (size_t)(p - base);
@@ -76,7 +102,8 @@ static void check_head(const head_run_t *r, size_t len, int resp, const pt_h1_li
         if (resp)
             CHECK(h->error_status == 502);
         else
-            CHECK(h->error_status == 400 || h->error_status == 431 || h->error_status == 505);
+            CHECK(h->error_status == 400 || h->error_status == 431 || h->error_status == 501 ||
+                  h->error_status == 505);
         return;
     }
     CHECK(r->rc > 0 && (size_t)r->rc <= len && (size_t)r->rc <= lim->max_head_bytes);
@@ -98,7 +125,11 @@ static void check_head(const head_run_t *r, size_t len, int resp, const pt_h1_li
             CHECK(f->value[0] != ' ' && f->value[0] != '\t' && f->value[f->value_len - 1] != ' ' &&
                   f->value[f->value_len - 1] != '\t');
         cl += pt_h1_header_name_eq(f, "content-length");
-        te += pt_h1_header_name_eq(f, "transfer-encoding");
+        if (pt_h1_header_name_eq(f, "transfer-encoding")) {
+            te++;
+            /* chunked is the only coding implemented: an accepted head lists no other. */
+            CHECK(only_chunked(f->value, f->value_len));
+        }
         hosts += pt_h1_header_name_eq(f, "host");
     }
     /* Framing must follow from the headers, and never both of them. */

@@ -1,5 +1,6 @@
 """Request smuggling and malformed requests: every ambiguous or malformed framing vector is
-answered 400 (505 for an unsupported version, 431 for oversized heads) and the connection is
+answered 400 (505 for an unsupported version, 431 for oversized heads, 501 for a transfer
+coding petrel does not implement in front of chunked) and the connection is
 closed, nothing of the bad request is forwarded as a complete request, and petrel keeps
 serving every other connection.
 
@@ -44,6 +45,12 @@ HEAD_VECTORS = {
                                   b'Transfer-Encoding: chunked, gzip'], b'0\r\n\r\n'), 400),
     'te_gzip_only': (req([b'POST /v HTTP/1.1', b'Host: a', b'Transfer-Encoding: gzip'],
                          b'0\r\n\r\n'), 400),
+    # Well framed, but with a coding before chunked that petrel does not implement (501,
+    # RFC 9112 6.1); forwarding it re-chunked would drop the coding.
+    'te_gzip_chunked': (req([b'POST /v HTTP/1.1', b'Host: a', b'Transfer-Encoding: gzip, chunked'],
+                            b'0\r\n\r\n'), 501),
+    'te_gzip_line_then_chunked': (req([b'POST /v HTTP/1.1', b'Host: a', b'Transfer-Encoding: gzip',
+                                       b'Transfer-Encoding: chunked'], b'0\r\n\r\n'), 501),
     'te_chunked_twice': (req([b'POST /v HTTP/1.1', b'Host: a', b'Transfer-Encoding: chunked',
                               b'Transfer-Encoding: chunked'], b'0\r\n\r\n'), 400),
     'te_xchunked': (req([b'POST /v HTTP/1.1', b'Host: a', b'Transfer-Encoding: xchunked'],

@@ -289,6 +289,37 @@ class RequestTimeouts(TimeoutCase):
         p.wait_stat('http.ingress.downstream_rq_header_timeout', 1)
         self.assertEqual(self.up.requests, [])
 
+    def test_partial_head_ends_at_stream_idle_timeout(self):
+        # Without request_headers_timeout a head that stops arriving is still bounded: by
+        # stream_idle_timeout, counted from its first byte (not reset by more head bytes).
+        p = self.start(stream_idle_timeout='0.5s')
+        with h.HttpClientConn(self.port) as c:
+            t0 = time.monotonic()
+            c.send_raw(b'GET /partial HTTP/1.1\r\nHost: a\r\nX-Slow: ')
+            got = None
+            for _ in range(100):
+                c.settimeout(0.1)
+                try:
+                    got = c.read_response()
+                    break
+                except socket.timeout:
+                    pass
+                try:
+                    c.send_raw(b'a')
+                except OSError:
+                    break
+            took = time.monotonic() - t0
+            self.assertIsNotNone(got, 'no 408 for a partial head after %.1fs' % took)
+            self.assertEqual(got.status, 408)
+            self.assertEqual(got.body, b'stream timeout')
+            self.assertGreaterEqual(took, 0.5 - SLACK)
+            self.assertTrue(c.wait_closed(5))
+        p.wait_stat('http.ingress.downstream_rq_idle_timeout', 1)
+        self.assertEqual(p.stat('http.ingress.downstream_rq_header_timeout'), 0)
+        self.assertEqual(p.stat('http.ingress.downstream_cx_protocol_error'), 0)
+        self.wait_log_line(r'^408 SI \S+ stream_idle_timeout$')
+        self.assertEqual(self.up.requests, [])
+
     def test_request_headers_timeout_complete_head_ok(self):
         self.start(request_headers_timeout='0.5s')
         with h.HttpClientConn(self.port) as c:

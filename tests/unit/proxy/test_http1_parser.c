@@ -259,6 +259,15 @@ static void test_post_content_length(void)
 
 static void test_content_length_duplicates_identical(void)
 {
+    PT_CHECK(req("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 5\r\n\r\n") > 0);
+    PT_CHECK_INT(head.content_length, 5);
+    PT_CHECK_INT(head.body_mode, PT_H1_BODY_LENGTH);
+    PT_CHECK(req("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 005\r\nContent-Length: 5\r\n"
+                 "\r\n") > 0);
+    PT_CHECK_INT(head.content_length, 5);
+    PT_CHECK(resp("HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\nContent-Length: 2\r\n\r\n", 0) > 0);
+    PT_CHECK_INT(head.content_length, 2);
+    PT_CHECK_INT(head.body_mode, PT_H1_BODY_LENGTH);
     PT_CHECK(req("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n") >
              0);
     PT_CHECK_INT(head.content_length, 5);
@@ -365,20 +374,82 @@ static void test_incremental_resume(void)
 
 static void test_leading_crlf_skipped(void)
 {
+    PT_CHECK_INT(req("\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n"), 29);
+    PT_CHECK_MEM(head.method, head.method_len, "GET", 3);
     PT_CHECK_INT(req("\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n"), 31);
     PT_CHECK_MEM(head.method, head.method_len, "GET", 3);
+    /* Any number, as long as they fit in the head limit with the head (they count in it). */
+    static char many[8192];
+    size_t n = 0;
+    for (int i = 0; i < 1000; i++) {
+        many[n++] = '\r';
+        many[n++] = '\n';
+    }
+    const char *get = "GET /x HTTP/1.1\r\nHost: h\r\n\r\n";
+    memcpy(many + n, get, strlen(get));
+    n += strlen(get);
+    PT_CHECK_INT(parse_n(many, n, 0, 0, &lim), (int)n);
+    PT_CHECK_MEM(head.target, head.target_len, "/x", 2);
+    pt_h1_limits_t small = {.max_head_bytes = 1000, .max_headers = MAXH};
+    PT_CHECK_INT(parse_n(many, n, 0, 0, &small), PT_H1_ERROR);
+    PT_CHECK_INT(head.error_status, 431);
+    /* Only CRLF: a bare LF, or a line of whitespace, is not an empty line. */
     PT_CHECK_INT(req_status("\nGET / HTTP/1.1\r\nHost: h\r\n\r\n"), 400);
+    PT_CHECK_INT(req_status("\r\n\nGET / HTTP/1.1\r\nHost: h\r\n\r\n"), 400);
+    PT_CHECK_INT(req_status(" \r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n"), 400);
+    /* Responses get no such leniency. */
+    PT_CHECK_INT(resp_status("\r\nHTTP/1.1 200 OK\r\n\r\n"), 502);
 }
 
 static void test_transfer_encoding_accepted(void)
 {
-    PT_CHECK(req("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n") > 0);
-    PT_CHECK_INT(head.body_mode, PT_H1_BODY_CHUNKED);
-    PT_CHECK(req("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n"
-                 "Transfer-Encoding: chunked\r\n\r\n") > 0);
+    PT_CHECK(req("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\n\r\n") > 0);
     PT_CHECK_INT(head.body_mode, PT_H1_BODY_CHUNKED);
     PT_CHECK(req("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: ,chunked,\r\n\r\n") > 0);
     PT_CHECK_INT(head.body_mode, PT_H1_BODY_CHUNKED);
+    PT_CHECK(req("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding:\r\n"
+                 "Transfer-Encoding: chunked\r\n\r\n") > 0);
+    PT_CHECK_INT(head.body_mode, PT_H1_BODY_CHUNKED);
+}
+
+/* Well framed (chunked once, last) but with a coding petrel does not implement before it:
+ * 501 (RFC 9112 6.1), across one line or several, whatever the coding and its parameters. */
+static void test_transfer_coding_not_implemented(void)
+{
+    static const char *const codings[] = {
+        "gzip, chunked",     "GZIP,chunked",      "deflate , chunked", "gzip;level=9, chunked",
+        "x-custom, chunked", "gzip, br, chunked", "identity, chunked", ",gzip,,chunked",
+    };
+    char s[256];
+    for (size_t i = 0; i < sizeof(codings) / sizeof(codings[0]); i++) {
+        snprintf(s, sizeof(s), "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: %s\r\n\r\n",
+                 codings[i]);
+        PT_CHECK_INT(req_status(s), 501);
+        PT_CHECK_STR(head.error_reason, "unsupported transfer coding");
+    }
+    PT_CHECK_INT(req_status("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n"
+                            "Transfer-Encoding: chunked\r\n\r\n"),
+                 501);
+    /* Framing errors are judged first and stay 400: chunked not last, twice, with
+     * Content-Length, in HTTP/1.0, a coding that is not a token. */
+    PT_CHECK_INT(req_status("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n"), 400);
+    PT_CHECK_STR(head.error_reason, "transfer-encoding final coding is not chunked");
+    PT_CHECK_INT(req_status("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n"
+                            "\r\n"),
+                 400);
+    PT_CHECK_INT(req_status("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked, "
+                            "chunked\r\n\r\n"),
+                 400);
+    PT_CHECK_STR(head.error_reason, "chunked applied more than once");
+    PT_CHECK_INT(req_status("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n"
+                            "Content-Length: 3\r\n\r\n"),
+                 400);
+    PT_CHECK_STR(head.error_reason, "content-length with transfer-encoding");
+    PT_CHECK_INT(req_status("POST / HTTP/1.0\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"), 400);
+    PT_CHECK_INT(req_status("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: \"gzip\", chunked"
+                            "\r\n\r\n"),
+                 400);
+    PT_CHECK_STR(head.error_reason, "invalid transfer-encoding");
 }
 
 static void test_target_forms(void)
@@ -432,10 +503,8 @@ static void test_response_until_close(void)
     PT_CHECK_INT(head.keep_alive, 0);
     PT_CHECK(resp("HTTP/1.0 200 OK\r\n\r\n", 0) > 0);
     PT_CHECK_INT(head.body_mode, PT_H1_BODY_EOF);
-    /* RFC 9112 6.3: a response whose final coding is not chunked is read until close. */
-    PT_CHECK(resp("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", 0) > 0);
-    PT_CHECK_INT(head.body_mode, PT_H1_BODY_EOF);
-    PT_CHECK(resp("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 0) > 0);
+    /* A Transfer-Encoding that names no coding frames nothing: read until close. */
+    PT_CHECK(resp("HTTP/1.1 200 OK\r\nTransfer-Encoding:\r\n\r\n", 0) > 0);
     PT_CHECK_INT(head.body_mode, PT_H1_BODY_EOF);
     PT_CHECK_INT(head.keep_alive, 0);
     pt_h1_body_t b;
@@ -510,6 +579,27 @@ static void test_response_rejections(void)
                  502);
     PT_CHECK_INT(resp_status("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"), 502);
     PT_CHECK_INT(resp_status("HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n"), 502);
+    PT_CHECK_STR(head.error_reason, "conflicting content-length");
+    PT_CHECK_INT(resp_status("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
+                 502);
+    PT_CHECK_STR(head.error_reason, "conflicting content-length");
+    /* Codings other than chunked: petrel can neither undo them nor forward them once it has
+     * re-framed the body, so the response is refused, whether chunked ends the list, comes
+     * first (RFC 9112 6.3 would read until close) or is absent, and whatever the status. */
+    static const char *const codings[] = {"gzip, chunked", "gzip",    "chunked, gzip", "br",
+                                          "chunked;ext",   "identity"};
+    char s[256];
+    for (size_t i = 0; i < sizeof(codings) / sizeof(codings[0]); i++) {
+        snprintf(s, sizeof(s), "HTTP/1.1 200 OK\r\nTransfer-Encoding: %s\r\n\r\n", codings[i]);
+        PT_CHECK_INT(resp_status(s), 502);
+        PT_CHECK_STR(head.error_reason, "unsupported transfer coding");
+    }
+    PT_CHECK_INT(resp_status("HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: gzip, chunked\r\n"
+                             "\r\n"),
+                 502);
+    PT_CHECK_INT(resp_status("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n"
+                             "Transfer-Encoding: chunked\r\n\r\n"),
+                 502);
     PT_CHECK_INT(resp_status("HTTP/1.1 200 OK\r\n Folded: x\r\n\r\n"), 502);
     PT_CHECK_INT(resp_status("HTTP/1.1 200 OK\r\nX : y\r\n\r\n"), 502);
     /* Limits: the proxy's answer for an oversized upstream head is 502 too. */
@@ -886,6 +976,7 @@ int main(void)
     PT_RUN(test_incremental_resume);
     PT_RUN(test_leading_crlf_skipped);
     PT_RUN(test_transfer_encoding_accepted);
+    PT_RUN(test_transfer_coding_not_implemented);
     PT_RUN(test_target_forms);
     PT_RUN(test_helpers);
     PT_RUN(test_response_with_body);
