@@ -139,10 +139,36 @@ long pt_base64_decode(const char *s, unsigned char *out);
  * caller frees it. NULL with "cannot read <path>: <why>" in err. For files a config names. */
 char *pt_read_file(const char *path, size_t max, size_t *len, char *err, size_t errlen);
 
-/* Loads a file as JSON (.json) or YAML (.yaml/.yml) into a jansson tree. On failure returns
- * NULL and writes a message into err. */
+/* Bounds on one config document: a bootstrap, a file a config names (SDS secrets), and any
+ * control-plane message read through pt_json_parse / pt_yaml_parse. They are enforced while
+ * the text is read, at the first event or byte past them, so no document stalls the main
+ * thread or takes memory out of proportion to what a proxy config can need. Real configs are
+ * far below each:
+ *  - bytes: an Istio bootstrap is ~100 KB; an Istio-shaped CDS update of 10k clusters is
+ *    22 MB of compact JSON (44 MB indented). The bound exists so that a wrong path (a log
+ *    file, /dev/zero) fails at once instead of being read until memory runs out.
+ *  - depth: Envoy configs nest ~30 levels, and Envoy itself cannot load one deeper than 100
+ *    (protobuf's JSON parser stops there). libyaml spends time proportional to the nesting
+ *    on every token, and tree walkers recurse, so the bound is Envoy's with a margin.
+ *  - values: every object, array and scalar of the resulting tree, keys not counted, aliases
+ *    counted at each expansion. Those 10k clusters are 0.9M values, 25 bytes of compact JSON
+ *    and ~200 bytes of tree each, so 64 MiB of real JSON holds fewer than 3M. Without this
+ *    bound `[{},{},...]` (3 bytes a value) or a YAML alias bomb would take many GB; with it
+ *    a document's tree stays under ~1 GB, what the largest real one within 64 MiB takes.
+ * (PT_CFG_MAX_DEPTH is a different bound: how deep the typed reader walks.) */
+#define PT_DOC_MAX_BYTES  (64u << 20)
+#define PT_DOC_MAX_DEPTH  128
+#define PT_DOC_MAX_VALUES (4u << 20)
+
+/* Loads a file as JSON (.json) or YAML (.yaml/.yml) into a jansson tree within the bounds
+ * above. On failure returns NULL and writes "<path>: <why>" into err. */
 json_t *pt_config_load_file(const char *path, char *err, size_t errlen);
-/* YAML text to a jansson tree (YAML 1.2 core schema scalars, anchors, aliases, merge keys). */
+/* YAML text to a jansson tree (YAML 1.2 core schema scalars, anchors, aliases, merge keys),
+ * within the PT_DOC_MAX_* bounds. NULL with "line L column C: <why>" (or a message without
+ * position when there is none) in err. */
 json_t *pt_yaml_parse(const char *text, size_t len, char *err, size_t errlen);
+/* JSON text to a jansson tree within the PT_DOC_MAX_* bounds (checked by one pass over the
+ * bytes before jansson parses them); duplicate keys are an error. Errors as pt_yaml_parse. */
+json_t *pt_json_parse(const char *text, size_t len, char *err, size_t errlen);
 
 #endif

@@ -1,5 +1,6 @@
 /* petrel: command line (Envoy's flags for what petrel supports), then the server. */
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,6 +139,10 @@ int main(int argc, char **argv)
     }
     pt_log_threshold = level;
 
+    /* A server ignores SIGHUP from the start (while its config loads too, before the loop
+     * logs each one); a one-shot validation ends on it like any command. */
+    if (!opts.validate_only)
+        signal(SIGHUP, SIG_IGN);
     pt_server_t server;
     opts.command_line = join_argv(argc, argv);
     if (pt_server_init(&server, &opts) != 0) {

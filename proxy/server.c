@@ -175,6 +175,18 @@ static void on_sigusr1(struct ev_loop *loop, ev_signal *w, int revents)
     pt_access_log_reopen_all();
 }
 
+/* SIGHUP is ignored, as Envoy does: petrel has no reload on SIGHUP, and a hangup of the
+ * terminal that started it (or a `kill -HUP` meant for a daemon that reloads) must not end a
+ * proxy with requests in flight. One line says it came. */
+static void on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)w;
+    (void)revents;
+    pt_info("caught SIGHUP: ignored (petrel reloads nothing on SIGHUP; SIGTERM drains and "
+            "exits)");
+}
+
 static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)loop;
@@ -295,6 +307,8 @@ int pt_server_run(pt_server_t *s)
     ev_signal_init(&s->sigusr1, on_sigusr1, SIGUSR1);
     s->sigusr1.data = s;
     ev_signal_start(s->loop, &s->sigusr1);
+    ev_signal_init(&s->sighup, on_sighup, SIGHUP);
+    ev_signal_start(s->loop, &s->sighup);
     ev_signal_init(&s->sigterm, on_signal, SIGTERM);
     ev_signal_init(&s->sigint, on_signal, SIGINT);
     s->sigterm.data = s->sigint.data = s;
@@ -346,6 +360,10 @@ void pt_server_dispose(pt_server_t *s)
         ev_signal_stop(s->loop, &s->sigterm);
         ev_signal_stop(s->loop, &s->sigusr1);
         ev_signal_stop(s->loop, &s->sigint);
+        ev_signal_stop(s->loop, &s->sighup);
+        /* ev_signal_stop restores the default action; a hangup must not cut the last
+         * access log lines short now either. */
+        signal(SIGHUP, SIG_IGN);
         /* The main worker shares the default loop: detach it before disposing. */
         s->main_worker.loop = NULL;
         pthread_mutex_destroy(&s->main_worker.lock);

@@ -44,7 +44,7 @@ typedef struct pt_server {
     struct pt_health_checker *health_checker; /* active health checks (main thread), or NULL */
     pt_server_state_t state;
     double start_time;        /* wall clock, seconds */
-    ev_signal sigterm, sigint, sigusr1;
+    ev_signal sigterm, sigint, sigusr1, sighup;
     unsigned signals_caught;  /* SIGTERM/SIGINT so far: the second one stops at once */
     ev_timer drain_poll;
     ev_timer heap_tick;         /* gives memory back after a burst (proxy/heap.h) */

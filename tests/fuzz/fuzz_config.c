@@ -1,6 +1,7 @@
 /* Fuzz target: a config file from untrusted bytes, as `--mode validate` would see it: YAML
  * (and so JSON, a subset) parsed into a tree, then the whole bootstrap built and validated.
- * Every error must be reported, never crash; a valid snapshot must free cleanly. */
+ * Every error must be reported, never crash; a valid snapshot must free cleanly. The same
+ * bytes go through the JSON reader too (its bounds check walks them before jansson does). */
 #include <jansson.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -9,6 +10,33 @@
 #include "proxy/config.h"
 #include "proxy/config_reader.h"
 #include "proxy/log.h"
+
+/* The nesting of a tree (a scalar is 0 levels, [] is 1) and, added to *values, its values:
+ * what the parsers promise to bound. */
+static int depth_of(json_t *v, size_t *values)
+{
+    int deepest = 0;
+    (*values)++;
+    if (json_is_array(v)) {
+        size_t i;
+        json_t *e;
+        json_array_foreach(v, i, e) {
+            int d = depth_of(e, values);
+            deepest = d > deepest ? d : deepest;
+        }
+        return deepest + 1;
+    }
+    if (json_is_object(v)) {
+        const char *k;
+        json_t *e;
+        json_object_foreach(v, k, e) {
+            int d = depth_of(e, values);
+            deepest = d > deepest ? d : deepest;
+        }
+        return deepest + 1;
+    }
+    return 0;
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -25,8 +53,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(text, data, size);
     text[size] = '\0';
     char err[512];
+    json_t *as_json = pt_json_parse(text, size, err, sizeof(err));
+    size_t values = 0;
+    if (as_json != NULL &&
+        (depth_of(as_json, &values) > PT_DOC_MAX_DEPTH || values > PT_DOC_MAX_VALUES))
+        abort();
+    json_decref(as_json);
     json_t *root = pt_yaml_parse(text, size, err, sizeof(err));
     free(text);
+    values = 0;
+    if (root != NULL && (depth_of(root, &values) > PT_DOC_MAX_DEPTH || values > PT_DOC_MAX_VALUES))
+        abort();
     if (root == NULL)
         return 0;
     pt_cfg_t r;

@@ -245,6 +245,81 @@ class ValidateTest(unittest.TestCase):
         self.assertFalse(h.port_listening(port))
 
 
+class DocumentBoundsTest(unittest.TestCase):
+    """A config is refused at the first byte or event past the document bounds (nesting 128,
+    4194304 values, 64 MiB), with the file, the position and the bound named. A message that
+    names the bound is the proof of the early stop: neither libyaml nor jansson has one (a
+    100k-level flow sequence used to take libyaml tens of seconds before its depth was judged).
+    """
+
+    DEPTH = 'nesting deeper than 128 levels'
+    VALUES = 'the document holds more than 4194304 values'
+
+    def validate(self, path, want):
+        rc, out, err = h.run_petrel(['--mode', 'validate', '-c', path])
+        self.assertEqual(rc, 1, err)
+        self.assertEqual(err, 'error: %s: %s\n' % (path, want))
+        self.assertEqual(out, '')
+
+    def test_deep_nesting(self):
+        files = ConfigFiles(self)
+        n = 100000
+        cases = [('flow.yaml', '[' * n + ']' * n + '\n', 'line 1 column 129'),
+                 ('flow_map.yaml', '{a: ' * n + '1' + '}' * n + '\n', 'line 1 column 513'),
+                 ('block.yaml', '- ' * n + '1\n', 'line 1 column 257'),
+                 ('mixed.yml', 'a: [' * n + ']' * n + '\n', 'line 1 column 257'),
+                 ('block_map.yaml', ''.join(' ' * i + 'k:\n' for i in range(200)) + 'v: 1\n',
+                  'line 129 column 129'),
+                 ('deep.json', '[' * n + ']' * n, 'line 1 column 129'),
+                 ('deep_obj.json', '{"a": ' * n + '1' + '}' * n, 'line 1 column 769')]
+        for name, text, where in cases:
+            with self.subTest(name):
+                self.validate(files.write(name, text), '%s: %s' % (where, self.DEPTH))
+
+    def test_deep_but_within_bound(self):
+        """128 levels are no error of the reader's: the config reader judges the tree."""
+        files = ConfigFiles(self)
+        for name, text in (('ok.yaml', '[' * 128 + ']' * 128 + '\n'),
+                           ('ok.json', '[' * 128 + ']' * 128)):
+            with self.subTest(name):
+                self.validate(files.write(name, text),
+                              '(root): the configuration must be an object')
+
+    def test_too_many_values(self):
+        """5M items of a flow sequence: bounded by the count, not by the size (10 MB)."""
+        files = ConfigFiles(self)
+        text = '[' + ','.join(['1'] * 5000000) + ']'
+        for name in ('wide.yaml', 'wide.json'):
+            with self.subTest(name):
+                self.validate(files.write(name, text),
+                              'line 1 column 8388608: %s' % self.VALUES)
+
+    def test_alias_bomb(self):
+        files = ConfigFiles(self)
+        lines = ['a: &a [%s]' % ', '.join(['x'] * 10)]
+        for prev, cur in zip('abcdefgh', 'bcdefghi'):
+            lines.append('%s: &%s [%s]' % (cur, cur, ', '.join(['*' + prev] * 10)))
+        path = files.write('lol.yaml', '\n'.join(lines) + '\n')
+        self.validate(path, 'line 7 column 16: alias *f expands the document to more than '
+                            '4194304 values')
+
+    def test_too_large(self):
+        files = ConfigFiles(self)
+        path = files.write('big.yaml', 'a: 1\n')
+        os.truncate(path, 64 * 1024 * 1024 + 1)
+        self.validate(path, 'larger than 67108864 bytes (64 MiB)')
+        zero = os.path.join(files.dir, 'zero.json')
+        os.symlink('/dev/zero', zero)
+        self.validate(zero, 'larger than 67108864 bytes (64 MiB)')
+
+    def test_serve_refuses_too(self):
+        files = ConfigFiles(self)
+        path = files.write('deep.yaml', '[' * 100000 + ']' * 100000)
+        rc, _, err = h.run_petrel(['-c', path, '--concurrency', '1'])
+        self.assertEqual(rc, 1)
+        self.assertEqual('error: %s: line 1 column 129: %s\n' % (path, self.DEPTH), err)
+
+
 class StartFailureTest(unittest.TestCase):
 
     def test_listener_port_in_use(self):

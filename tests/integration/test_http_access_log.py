@@ -9,6 +9,7 @@ import calendar
 import json
 import os
 import re
+import signal
 import sys
 import time
 import unittest
@@ -295,6 +296,52 @@ class Sinks(AccessLogCase):
         self.up.wait_accepted(1)
         h._abort_socket(s)
         self.assertEqual(self.wait_lines(1), ['0 DC /delay/2000/gone'])
+
+
+class Rotation(AccessLogCase):
+    """logrotate's `create` mode: the file is renamed away, then SIGUSR1 (as in Envoy) or
+    POST /reopen_logs makes petrel write what it holds to the old file and open a new one."""
+
+    def rotate(self, trigger):
+        p = self.start([file_log(text='%REQ(:PATH)%\n')])
+        h.http_request(self.port, 'GET', '/before')
+        self.wait_lines(1)
+        os.rename(p.path('access.log'), p.path('access.log.1'))
+        # Logged after the rename, before the reopen: still the old file's.
+        h.http_request(self.port, 'GET', '/between')
+        trigger(p)
+        # The new file exists once the reopen ran (a request sent before that could still
+        # be flushed to the old file).
+        h.wait_until(lambda: os.path.exists(p.path('access.log')), 10,
+                     message='access.log not created again')
+        h.http_request(self.port, 'GET', '/after')
+        self.assertEqual(self.wait_lines(1), ['/after'])
+        self.assertEqual(self.wait_lines(2, lambda: self.file_text('access.log.1')),
+                         ['/before', '/between'])
+        self.assertTrue(p.alive())
+        return p
+
+    def test_sigusr1_reopens(self):
+        line = re.compile(r'\[main\]\[info\] caught SIGUSR1: reopening access logs\n')
+
+        def sigusr1(p):
+            before = len(line.findall(p.log()))
+            p.signal(signal.SIGUSR1)
+            h.wait_until(lambda: len(line.findall(p.log())) == before + 1, 10)
+        p = self.rotate(sigusr1)
+        # Again: each signal reopens (and the process still serves).
+        os.rename(p.path('access.log'), p.path('access.log.2'))
+        sigusr1(p)
+        h.wait_until(lambda: os.path.exists(p.path('access.log')), 10)
+        h.http_request(self.port, 'GET', '/third')
+        self.assertEqual(self.wait_lines(1), ['/third'])
+        self.assertEqual(self.wait_lines(1, lambda: self.file_text('access.log.2')), ['/after'])
+        self.assertEqual(p.stop(), 0)
+
+    def test_reopen_logs_endpoint(self):
+        def post(p):
+            self.assertEqual(p.admin_post('/reopen_logs')[::2], (200, b'OK\n'))
+        self.rotate(post)
 
 
 if __name__ == '__main__':

@@ -1,5 +1,5 @@
 """Graceful shutdown: SIGTERM/SIGINT close the listeners, let open connections finish (up to
---drain-time-s), then exit 0; a second signal stops at once.
+--drain-time-s), then exit 0; a second signal stops at once. SIGHUP stops nothing.
 
 Run: PETREL_BIN=build/petrel /usr/bin/python3 tests/integration/test_shutdown.py -v
 """
@@ -8,12 +8,13 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
-from upstreams import TcpEchoServer  # noqa: E402
+from upstreams import HttpUpstream, TcpEchoServer  # noqa: E402
 
 SIGNALS = (('SIGTERM', signal.SIGTERM), ('SIGINT', signal.SIGINT))
 
@@ -216,6 +217,73 @@ class ShutdownTest(unittest.TestCase):
                     for s in socks:
                         s.close()
                 self.assertEqual(p.wait(10), 0)
+
+
+
+class SighupTest(unittest.TestCase):
+    """SIGHUP is logged and ignored, as Envoy does: it used to end petrel (exit 129) with
+    requests in flight and no word in the log."""
+
+    def test_sighup_under_load_is_ignored(self):
+        with HttpUpstream(name='up') as up:
+            port, admin = h.free_ports(2)
+            hcm = h.http_connection_manager('ingress', h.route_config([
+                h.vhost('all', ['*'], [h.route_prefix('/', 'up', timeout='10s')])]))
+            cfg = h.bootstrap([h.listener('http', port, [hcm])], [h.cluster('up', [up.port])],
+                              admin_port=admin)
+            with h.Petrel(cfg, concurrency=2) as p:
+                stop = threading.Event()
+                statuses = {'keep-alive': [], 'new': []}
+                errors = []
+
+                def keep_alive():
+                    # One connection for every request: it must never be closed under us.
+                    try:
+                        with h.HttpClientConn(port) as c:
+                            while not stop.is_set():
+                                statuses['keep-alive'].append(c.request('GET', '/delay/20').status)
+                    except Exception as e:  # noqa: BLE001 (reported below)
+                        errors.append('keep-alive: %r' % e)
+
+                def new_connections():
+                    try:
+                        while not stop.is_set():
+                            statuses['new'].append(h.http_request(port, 'GET', '/delay/5').status)
+                    except Exception as e:  # noqa: BLE001
+                        errors.append('new connections: %r' % e)
+
+                threads = [threading.Thread(target=keep_alive),
+                           threading.Thread(target=new_connections),
+                           threading.Thread(target=new_connections)]
+                for t in threads:
+                    t.start()
+                try:
+                    def answered(n):
+                        return lambda: errors or all(len(v) >= n for v in statuses.values())
+                    h.wait_until(answered(5), 20, message='no load before the signal')
+                    for i in range(1, 4):
+                        # A request is in flight on the keep-alive connection most of the time.
+                        p.signal(signal.SIGHUP)
+                        h.wait_until(lambda: p.log().count('caught SIGHUP') >= i, 10)
+                        seen = min(len(v) for v in statuses.values())
+                        h.wait_until(answered(seen + 5), 20,
+                                     message='requests stopped after SIGHUP %d' % i)
+                finally:
+                    stop.set()
+                    for t in threads:
+                        t.join(h.scaled(30))
+                self.assertEqual(errors, [])
+                for kind, got in statuses.items():
+                    self.assertEqual(set(got), {200}, kind)
+                self.assertTrue(p.alive())
+                # Fresh connections are still accepted, and the server is still LIVE.
+                self.assertEqual(h.http_request(port, 'GET', '/after').status, 200)
+                self.assertEqual(p.admin_get('/ready')[0], 200)
+                lines = [l for l in p.log().splitlines() if 'SIGHUP' in l]
+                self.assertEqual(len(lines), 3, lines)
+                for line in lines:
+                    self.assertRegex(line, r'\[main\]\[info\] caught SIGHUP: ignored \(')
+                self.assertEqual(p.stop(), 0)
 
 
 if __name__ == '__main__':

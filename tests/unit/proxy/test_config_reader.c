@@ -637,6 +637,95 @@ static void test_load_large_file(void)
     json_decref(j);
 }
 
+/* Writes a file of exactly `size` bytes: `head`, then spaces. Returns its path (static). */
+static const char *write_sized(const char *suffix, const char *head, size_t size)
+{
+    const char *p = write_temp(suffix, head);
+    FILE *f = fopen(p, "ab");
+    static char spaces[65536];
+    memset(spaces, ' ', sizeof(spaces));
+    for (size_t left = size - strlen(head); left > 0;) {
+        size_t n = left < sizeof(spaces) ? left : sizeof(spaces);
+        if (fwrite(spaces, 1, n, f) != n)
+            abort();
+        left -= n;
+    }
+    fclose(f);
+    return p;
+}
+
+/* The document bounds hold for files, with the file named: size (judged while reading, so a
+ * device that never ends is refused too), nesting and values, in JSON and YAML alike. */
+static void test_load_file_bounds(void)
+{
+    char err[512], want[600];
+    const char *p = write_sized(".json", "{\"a\": 1}", PT_DOC_MAX_BYTES);
+    json_t *j = pt_config_load_file(p, err, sizeof(err));
+    unlink(p);
+    PT_CHECK(j != NULL);
+    PT_CHECK_INT(json_integer_value(json_object_get(j, "a")), 1);
+    json_decref(j);
+    p = write_sized(".yaml", "a: 1\n", (size_t)PT_DOC_MAX_BYTES + 1);
+    PT_CHECK(pt_config_load_file(p, err, sizeof(err)) == NULL);
+    snprintf(want, sizeof(want), "%s: larger than 67108864 bytes (64 MiB)", p);
+    unlink(p);
+    PT_CHECK_STR(err, want);
+    /* A config path that is a link to /dev/zero. */
+    char link[64];
+    snprintf(link, sizeof(link), "/tmp/pt_ut_zero_%d.yaml", (int)getpid());
+    unlink(link);
+    PT_CHECK(symlink("/dev/zero", link) == 0);
+    PT_CHECK(pt_config_load_file(link, err, sizeof(err)) == NULL);
+    unlink(link);
+    snprintf(want, sizeof(want), "%s: larger than 67108864 bytes (64 MiB)", link);
+    PT_CHECK_STR(err, want);
+
+    static const struct {
+        const char *suffix, *open, *close, *want;
+    } deep[] = {
+        {".json", "[", "]", "line 1 column 129: nesting deeper than 128 levels"},
+        {".json", "{\"k\": ", "}", "line 1 column 769: nesting deeper than 128 levels"},
+        {".yaml", "[", "]", "line 1 column 129: nesting deeper than 128 levels"},
+        {".yml", "- ", "", "line 1 column 257: nesting deeper than 128 levels"},
+    };
+    for (size_t i = 0; i < sizeof(deep) / sizeof(deep[0]); i++) {
+        size_t n = 100000, lo = strlen(deep[i].open), lc = strlen(deep[i].close);
+        char *text = malloc(n * (lo + lc) + 2), *t = text;
+        for (size_t k = 0; k < n; k++, t += lo)
+            memcpy(t, deep[i].open, lo);
+        *t++ = '1';
+        for (size_t k = 0; k < n; k++, t += lc)
+            memcpy(t, deep[i].close, lc);
+        *t = '\0';
+        p = write_temp(deep[i].suffix, text);
+        free(text);
+        PT_CHECK(pt_config_load_file(p, err, sizeof(err)) == NULL);
+        snprintf(want, sizeof(want), "%s: %s", p, deep[i].want);
+        unlink(p);
+        PT_CHECK_STR(err, want);
+    }
+
+    /* One value past the bound: a list of 4194304 items is 4194305 values. */
+    size_t n = PT_DOC_MAX_VALUES;
+    char *text = malloc(2 * n + 2);
+    text[0] = '[';
+    for (size_t k = 0; k < n; k++) {
+        text[1 + 2 * k] = '0';
+        text[2 + 2 * k] = ',';
+    }
+    text[2 * n] = ']';
+    text[2 * n + 1] = '\0';
+    for (int yaml = 0; yaml < 2; yaml++) {
+        p = write_temp(yaml ? ".yaml" : ".json", text);
+        PT_CHECK(pt_config_load_file(p, err, sizeof(err)) == NULL);
+        snprintf(want, sizeof(want),
+                 "%s: line 1 column 8388608: the document holds more than 4194304 values", p);
+        unlink(p);
+        PT_CHECK_STR(err, want);
+    }
+    free(text);
+}
+
 static void test_base64(void)
 {
     static const struct {
@@ -708,6 +797,7 @@ int main(void)
     PT_RUN(test_depth_limit_lists);
     PT_RUN(test_load_file);
     PT_RUN(test_load_large_file);
+    PT_RUN(test_load_file_bounds);
     PT_RUN(test_base64);
     PT_RUN(test_read_file);
     PT_TEST_EXIT();
