@@ -1319,28 +1319,33 @@ static void hcm_abort(pt_session_t *s)
     hcm_close(s->terminal, PT_CLOSE_NOW);
 }
 
+/* The server drains (SIGTERM, or the listener is going away): no more requests after the
+ * one in flight, which says "connection: close". An idle keep-alive connection stays open,
+ * as in Envoy's drain sequence: its client may be writing a request right now, and a close
+ * would lose it unanswered. A request that arrives is answered with "connection: close";
+ * connections still idle when the drain time ends are closed then. */
 static void hcm_drain(pt_session_t *s)
 {
     pt_hcm_conn_t *h = s->terminal;
+    if (h->closing)
+        return;
+    h->codec->ops->shutdown_notice(h->codec);
+}
+
+/* max_connection_duration (Envoy's rule): closed now when idle, else after the response in
+ * flight, which says "connection: close". */
+static void on_max_duration(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop, (void)revents;
+    pt_hcm_conn_t *h = t->data;
+    pt_stat_inc(h->config->stats.downstream_cx_max_duration_reached);
     if (h->closing)
         return;
     if (h->nstreams == 0) {
         hcm_close(h, PT_CLOSE_FLUSH);
         return;
     }
-    /* The response in flight says "connection: close" and the codec closes after it. */
     h->codec->ops->shutdown_notice(h->codec);
-}
-
-
-/* max_connection_duration: the connection drains as on SIGTERM (closed now when idle,
- * else after the response in flight, which says "connection: close"). */
-static void on_max_duration(struct ev_loop *loop, ev_timer *t, int revents)
-{
-    (void)loop, (void)revents;
-    pt_hcm_conn_t *h = t->data;
-    pt_stat_inc(h->config->stats.downstream_cx_max_duration_reached);
-    hcm_drain(h->session);
 }
 
 static int hcm_on_new_connection(pt_session_t *sess, void *fc)

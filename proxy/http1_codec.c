@@ -405,6 +405,7 @@ struct h1_server {
     unsigned resp_done : 1;
     unsigned resp_chunked : 1;
     unsigned close_after : 1;     /* close the connection once the response is out */
+    unsigned last_request : 1;    /* draining: the next response head says close */
     unsigned request_head : 1;    /* the request was HEAD */
     unsigned minor_version : 1;
     unsigned keep_alive : 1;      /* the request allows another after it */
@@ -1024,6 +1025,8 @@ static void h1s_encode_headers(pt_http_codec_stream_t *cs, pt_http_headers_t *h,
     } else {
         s->close_after = 1; /* HTTP/1.0: the body ends at the close */
     }
+    if (s->last_request)
+        s->close_after = 1;
     if (!upgrade) {
         if (s->close_after || s->state != H1S_REQ_DONE)
             pt_buf_append_str(&out, "connection: close\r\n");
@@ -1180,9 +1183,12 @@ static void h1s_send_error(pt_http_server_codec_t *codec, int status, const char
 static void h1s_shutdown_notice(pt_http_server_codec_t *codec)
 {
     h1_server_t *s = (h1_server_t *)codec;
-    s->close_after = 1;
-    if (!s->active && !s->closed)
-        h1s_close_conn(s, PT_CLOSE_FLUSH);
+    /* An idle connection stays open: closing it could race a request the client is sending
+     * right now, which would then be lost without an answer. The next response head says
+     * "connection: close" and the connection closes after it: the response in flight if its
+     * head is still to be written, else the next request's. (Closing after a response whose
+     * head already promised keep-alive would lose the request the client sends next.) */
+    s->last_request = 1;
 }
 
 static const char *h1s_stream_protocol(pt_http_codec_stream_t *cs)

@@ -103,7 +103,9 @@ struct pt_http_server_codec_ops {
     /* Answers `status` (408 for a request-headers timeout) on a request still being read,
      * through on_protocol_error, and closes after it. */
     void (*send_error)(pt_http_server_codec_t *codec, int status, const char *details);
-    /* No more requests on this connection: close when the current one completes. */
+    /* No more requests on this connection: the request in flight, or on an idle connection
+     * the next one, is answered with "connection: close" and the connection closes after
+     * it. An idle connection is not closed here (the owner decides). */
     void (*shutdown_notice)(pt_http_server_codec_t *codec);
     /* Closes the connection now (resets active streams without callbacks). */
     void (*close)(pt_http_server_codec_t *codec, pt_close_how_t how);

@@ -1416,7 +1416,10 @@ class Petrel:
         return self.returncode
 
     def stop(self):
-        """SIGTERM, wait up to 15 s (scaled), then SIGKILL; returns the exit code.
+        """SIGTERM, and if petrel is still draining after 2 s (scaled; idle keep-alive clients
+        keep a drain going for --drain-time-s), a second SIGTERM, which stops it at once and
+        still lets it exit cleanly (leak reports included); SIGKILL only if it has not
+        exited 15 s (scaled) later. Returns the exit code.
 
         Raises PetrelError (once) if petrel's stderr holds a sanitizer report.
         """
@@ -1425,6 +1428,10 @@ class Petrel:
         if self.proc.poll() is None:
             try:
                 self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(scaled(2))
+                except subprocess.TimeoutExpired:
+                    self.proc.send_signal(signal.SIGTERM)
             except ProcessLookupError:
                 pass
             try:

@@ -220,6 +220,109 @@ class ShutdownTest(unittest.TestCase):
 
 
 
+def http_config(port, admin, upstream_port):
+    hcm = h.http_connection_manager('ingress', h.route_config([h.vhost('all', ['*'], [
+        h.route_prefix('/', 'up', timeout='5s')])]))
+    return h.bootstrap([h.listener('http', port, [hcm])], [h.cluster('up', [upstream_port])],
+                       admin_port=admin)
+
+
+class HttpDrainTest(unittest.TestCase):
+    """A drain never loses a request written on an established connection: idle keep-alive
+    connections stay open for the drain time (a close could cross a request on its way), a
+    request that arrives is answered with "connection: close", and connections still idle
+    when the drain time ends are closed then."""
+
+    def test_keepalive_load_loses_nothing(self):
+        clients, results = 20, []
+        lock = threading.Lock()
+        with HttpUpstream(name='up') as up:
+            port, admin = h.free_ports(2)
+            with h.Petrel(http_config(port, admin, up.port), concurrency=2,
+                          extra_args=['--drain-time-s', '20']) as p:
+                started = threading.Barrier(clients + 1)
+                signalled = threading.Event()
+
+                def client(i):
+                    sent = answered = after_signal = 0
+                    lost = None
+                    closed_by_server = False
+                    with h.HttpClientConn(port) as c:
+                        started.wait()
+                        # Back-to-back requests with short pauses, so the signal finds some
+                        # connections idle and some busy, until petrel says close.
+                        for k in range(10000):
+                            try:
+                                sent += 1
+                                r = c.request('GET', '/echo/%d/%d' % (i, k))
+                            except (OSError, h.ConnectionClosed, h.IncompleteResponse) as e:
+                                lost = repr(e)
+                                break
+                            answered += 1
+                            if signalled.is_set():
+                                after_signal += 1
+                            if r.will_close:
+                                closed_by_server = True
+                                break
+                            time.sleep(0.002 * (k % 5))
+                    with lock:
+                        results.append((i, sent, answered, after_signal, closed_by_server, lost))
+
+                threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+                for t in threads:
+                    t.start()
+                started.wait()
+                time.sleep(0.3)
+                p.signal(signal.SIGTERM)
+                signalled.set()
+                for t in threads:
+                    t.join(h.scaled(30))
+                # Every client ended on petrel's "connection: close", never on a request
+                # that went unanswered.
+                self.assertEqual(len(results), clients)
+                for i, sent, answered, after, closed, lost in results:
+                    self.assertIsNone(lost, 'client %d lost a request after %d answers' % (
+                        i, answered))
+                    self.assertEqual(sent, answered)
+                    self.assertTrue(closed)
+                # With every connection closed, the drain completes before its time.
+                self.assertEqual(p.wait(15), 0)
+                self.assertIn('drain complete: no open connections', p.log())
+
+    def test_idle_connection_answered_then_closed(self):
+        with HttpUpstream(name='up') as up:
+            port, admin = h.free_ports(2)
+            with h.Petrel(http_config(port, admin, up.port),
+                          extra_args=['--drain-time-s', '20']) as p:
+                with h.HttpClientConn(port) as c:
+                    self.assertEqual(c.request('GET', '/before').status, 200)
+                    p.signal(signal.SIGTERM)
+                    p.wait_log('draining')
+                    time.sleep(0.3)
+                    # Still open after the signal; the next request is answered, and closes.
+                    self.assertTrue(p.alive())
+                    r = c.request('GET', '/after')
+                    self.assertEqual(r.status, 200)
+                    self.assertTrue(r.will_close)
+                    self.assertEqual(r.get('connection'), 'close')
+                    self.assertTrue(c.wait_closed(h.scaled(5)))
+                self.assertEqual(p.wait(15), 0)
+
+    def test_idle_connection_closed_when_drain_time_ends(self):
+        with HttpUpstream(name='up') as up:
+            port, admin = h.free_ports(2)
+            with h.Petrel(http_config(port, admin, up.port),
+                          extra_args=['--drain-time-s', '1']) as p:
+                with h.HttpClientConn(port) as c:
+                    self.assertEqual(c.request('GET', '/before').status, 200)
+                    start = time.monotonic()
+                    p.signal(signal.SIGTERM)
+                    self.assertEqual(p.wait(20), 0)
+                    self.assertGreaterEqual(time.monotonic() - start, 0.9)
+                    self.assertTrue(closed_by_peer(c.sock))
+                self.assertIn('drain time over with 1 connections open', p.log())
+
+
 class SighupTest(unittest.TestCase):
     """SIGHUP is logged and ignored, as Envoy does: it used to end petrel (exit 129) with
     requests in flight and no word in the log."""
