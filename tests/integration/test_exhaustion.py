@@ -10,6 +10,7 @@ Run: PETREL_BIN=build/petrel /usr/bin/python3 tests/integration/test_exhaustion.
 """
 
 import os
+import re
 import socket
 import sys
 import threading
@@ -233,9 +234,20 @@ class HealthCheckTest(FdLimitCase):
                            [self.http_listener(port, 'a')])
             p.wait_stat('cluster.a.health_check.healthy', 1)
             full = Exhausted(p, port)
-            # Each round needs a new connection (reuse_connection false).
+            # Each round needs a new connection (reuse_connection false), and each round's
+            # connection frees its descriptor when it ends: keep clients coming until one of
+            # them takes that descriptor between two rounds.
             before = p.stat('cluster.a.health_check.attempt')
-            p.wait_log('health check: cluster a host .*: cannot open a connection', 15)
+            line = re.compile(r'health check: cluster a host .*: cannot open a connection')
+            deadline = time.monotonic() + h.scaled(15)
+            while not line.search(p.log()):
+                self.assertLess(time.monotonic(), deadline, 'no skipped round logged')
+                s = h.tcp_connect(port)
+                time.sleep(0.01)
+                if closed_by_peer(s):
+                    s.close()
+                else:
+                    full.held.append(s)
             p.wait_stat('cluster.a.health_check.attempt', lambda v: v >= before + 5, 15)
             # petrel's own shortage is no verdict on the host.
             self.assertEqual(p.stat('cluster.a.health_check.healthy'), 1)

@@ -560,10 +560,11 @@ class DelayedClose(ProxyCase):
 
     def exchange(self):
         """A request with Connection: close, then 1 MiB more from another thread: petrel
-        stops reading after that response, so bytes are left unread in its socket.
+        stops reading after that request, so bytes are left unread in its socket. The
+        upstream answers after 300 ms, so the bytes are there before the response is.
         Returns (response bytes, how the stream ended: 'fin' or 'reset')."""
         s = h.tcp_connect(self.port)
-        s.sendall(b'GET /first HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+        s.sendall(b'GET /delay/300/first HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
 
         def flood():
             try:
@@ -592,7 +593,7 @@ class DelayedClose(ProxyCase):
         data, end = self.exchange()
         self.assertTrue(data.startswith(b'HTTP/1.1 200 '), data[:100])
         self.assertEqual(end, 'fin')
-        self.assertEqual(self.up.last['path'], '/first')
+        self.assertEqual(self.up.last['path'], '/delay/300/first')
         self.assertEqual(p.stat('http.ingress.downstream_cx_delayed_close_timeout'), 0)
 
     def test_zero_closes_at_once_with_a_reset(self):
