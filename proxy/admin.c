@@ -798,6 +798,16 @@ static void admin_on_backoff(struct ev_loop *loop, ev_timer *t, int revents)
     ev_io_start(loop, &a->io);
 }
 
+/* Out of descriptors with no spare: wait before accepting again. (A one-shot timer that has
+ * fired must be set again, or it starts with nothing left and the pause is a busy loop.) */
+static void admin_pause_accept(struct ev_loop *loop, pt_admin_t *a)
+{
+    ev_io_stop(loop, &a->io);
+    ev_timer_stop(loop, &a->backoff);
+    ev_timer_set(&a->backoff, ADMIN_EMFILE_BACKOFF, 0.);
+    ev_timer_start(loop, &a->backoff);
+}
+
 static void error_response(admin_conn_t *ac, int status, const char *why);
 
 /* A client that opens the admin port and never finishes its request gets 408. */
@@ -820,8 +830,7 @@ static void admin_on_accept(struct ev_loop *loop, ev_io *io, int revents)
          * the readable socket, and try again shortly. */
         int fd = pt_fd_accept(&a->server->main_worker.fd_reserve, a->fd, &peer, 1);
         if (fd == -EMFILE) {
-            ev_io_stop(loop, &a->io);
-            ev_timer_start(loop, &a->backoff);
+            admin_pause_accept(loop, a);
             return;
         }
         if (fd < 0)
@@ -864,9 +873,6 @@ pt_admin_t *pt_admin_start(pt_server_t *s, const pt_addr_t *addr, char *err, siz
         free(a);
         return NULL;
     }
-    /* The main thread's spare descriptor is given back by admin connections as they close
-     * (a duplicate of the listening socket holds the number until the next shortage). */
-    s->main_worker.fd_reserve.source = a->fd;
     ev_io_init(&a->io, admin_on_accept, a->fd, EV_READ);
     a->io.data = a;
     ev_timer_init(&a->backoff, admin_on_backoff, ADMIN_EMFILE_BACKOFF, 0.);
@@ -886,7 +892,6 @@ void pt_admin_stop(pt_admin_t *a)
         ev_io_stop(a->server->loop, &a->io);
         ev_timer_stop(a->server->loop, &a->backoff);
     }
-    a->server->main_worker.fd_reserve.source = -1;
     close(a->fd);
     /* Open admin connections: free the state of those still reading a request. One that
      * is flushing its response (PT_CONN_F_CLOSING) has none left, and pt_conn_close would

@@ -15,7 +15,7 @@
 /* How often threads run their tick, and the drop in heap use that makes the main thread
  * trim. */
 #define PT_HEAP_TICK_SECS 1.0
-#define PT_HEAP_TRIM_DROP (4u * 1024 * 1024)
+#define PT_HEAP_TRIM_DROP (1u * 1024 * 1024)
 
 /* Per thread, once per tick: frees cached buffer chunks and arena blocks left unused. */
 void pt_heap_thread_tick(void);

@@ -657,6 +657,29 @@ static void h1s_reset_for_next(h1_server_t *s)
     s->trailers = NULL;
 }
 
+/* The buffered input lacks what the current state needs: reading must be on. (Read-ahead
+ * stops at H1_PIPELINE_BUFFER while a response is pending, and stays stopped as long as
+ * what was read holds whole requests: a client pipelining thousands of requests is read
+ * about as fast as they are answered, not into memory.) */
+static void h1s_want_input(h1_server_t *s)
+{
+    if (s->pipeline_paused) {
+        s->pipeline_paused = 0;
+        h1s_update_read(s);
+    }
+}
+
+/* Between requests, or while one is answered, input is read ahead only up to
+ * H1_PIPELINE_BUFFER: more requests than that wait in the client's socket. */
+static void h1s_bound_readahead(h1_server_t *s)
+{
+    if ((s->state == H1S_IDLE || s->state == H1S_REQ_DONE) && !s->pipeline_paused &&
+        pt_buf_len(&s->conn->in) > H1_PIPELINE_BUFFER) {
+        s->pipeline_paused = 1;
+        h1s_update_read(s);
+    }
+}
+
 /* Parses and dispatches as much buffered input as the current state allows. */
 static void h1s_process(h1_server_t *s)
 {
@@ -680,18 +703,24 @@ static void h1s_process(h1_server_t *s)
             if (pt_buf_len(&c->in) == 0) {
                 if (s->peer_eof) {
                     h1s_connection_lost(s, PT_HTTP_RESET_CONNECTION_CLOSE);
+                    return;
                 }
+                h1s_want_input(s);
                 return;
             }
             if (pt_buf_len(&c->in) == 1 && pt_buf_peek(&c->in, &(size_t){0})[0] == '\r' &&
-                !s->peer_eof)
+                !s->peer_eof) {
+                h1s_want_input(s);
                 return; /* maybe the first half of a CRLF */
+            }
             /* Nobody will read the answer (the write side failed): take no more requests;
              * the connection's error is on its way. */
             if (!pt_conn_can_write(c))
                 return;
-            /* Enough for this turn: the rest of the pipeline from the next one. */
-            if (s->batch >= H1_PIPELINE_BATCH) {
+            /* Enough for this round: the rest of the pipeline from the next one, after the
+             * worker has released the streams that ended (pt_worker_t.round_requests). */
+            if (s->batch >= H1_PIPELINE_BATCH ||
+                (s->batch > 0 && c->worker->round_requests >= PT_WORKER_ROUND_REQUESTS)) {
                 pt_conn_schedule_read(c);
                 return;
             }
@@ -722,6 +751,8 @@ static void h1s_process(h1_server_t *s)
                 }
                 if (s->peer_eof)
                     h1s_connection_lost(s, PT_HTTP_RESET_CONNECTION_CLOSE);
+                else
+                    h1s_want_input(s);
                 return;
             }
             if (head_len > max_head) {
@@ -746,6 +777,7 @@ static void h1s_process(h1_server_t *s)
             }
             /* A new stream: the owner provides the arena the headers go into. */
             s->batch++;
+            c->worker->round_requests++;
             s->active = 1;
             s->stream.super.data = NULL;
             void *st = s->cb->on_new_stream(s->owner, &s->stream.super);
@@ -832,9 +864,10 @@ static void h1s_process(h1_server_t *s)
                     return;
             }
             if (n == 0 && dlen == 0 && !trailer && !done) {
-                if (s->peer_eof) {
+                if (s->peer_eof)
                     h1s_connection_lost(s, PT_HTTP_RESET_CONNECTION_CLOSE);
-                }
+                else
+                    h1s_want_input(s);
                 return; /* need more input */
             }
             if (s->read_disabled > 0)
@@ -850,11 +883,7 @@ static void h1s_process(h1_server_t *s)
                 h1s_connection_lost(s, PT_HTTP_RESET_CONNECTION_CLOSE);
                 return;
             }
-            /* Pipelined input waits; bound how much of it is buffered. */
-            if (pt_buf_len(&c->in) > H1_PIPELINE_BUFFER && !s->pipeline_paused) {
-                s->pipeline_paused = 1;
-                h1s_update_read(s);
-            }
+            h1s_bound_readahead(s);
             if (!s->active && s->peer_eof && pt_buf_len(&c->in) == 0)
                 h1s_connection_lost(s, PT_HTTP_RESET_CONNECTION_CLOSE);
             return;
@@ -885,6 +914,8 @@ static void h1s_on_read(pt_conn_t *c)
         s->peer_eof = 1;
     s->batch = 0;
     h1s_process(s);
+    if (!s->closed && !s->conn_closed)
+        h1s_bound_readahead(s);
     h1s_leave(s);
 }
 
@@ -978,13 +1009,12 @@ static void h1s_response_done(h1_server_t *s)
     s->cb->on_idle(s->owner);
     if (s->closed)
         return;
-    if (s->pipeline_paused) {
-        s->pipeline_paused = 0;
-        h1s_update_read(s);
-    }
-    /* A pipelined request may already be buffered, or the client half-closed. */
+    /* A pipelined request may already be buffered, or the client half-closed. Reading
+     * resumes only when what is buffered holds no whole request (h1s_want_input). */
     if (pt_buf_len(&s->conn->in) > 0 || s->peer_eof)
         pt_conn_schedule_read(s->conn);
+    else
+        h1s_want_input(s);
 }
 
 static void h1s_encode_headers(pt_http_codec_stream_t *cs, pt_http_headers_t *h, int end_stream)

@@ -74,6 +74,7 @@ static void on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
      * release what ended; any of these can cause more of the others. */
     for (int round = 0;; round++) {
         pt_worker_run_deferred(w);
+        w->round_requests = 0;
         pt_conn_flush_queued(w);
         if (round == PREPARE_ROUNDS_MAX && w->pending_list != NULL) {
             /* A transport that keeps producing (a fast TLS peer read 64 KiB at a time)

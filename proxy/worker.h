@@ -58,6 +58,11 @@ struct pt_worker {
     pt_conn_t *pending_list;    /* connections with callbacks to deliver, oldest first */
     pt_conn_t *pending_tail;
     unsigned npending;
+    /* Requests begun since the worker last released ended streams (each round of the
+     * end-of-turn loop): a pipelining codec that finds it over PT_WORKER_ROUND_REQUESTS
+     * continues in the next round, so the streams alive at once stay bounded however many
+     * connections pipeline. */
+    unsigned round_requests;
     pt_defer_t *defer_list;
     pt_conn_t *conns;           /* every open connection of this worker */
     struct pt_session *sessions; /* every downstream session */
@@ -72,6 +77,8 @@ struct pt_worker {
     ev_timer heap_tick;         /* returns unused cached memory (proxy/heap.h) */
     int stopping;
 };
+
+#define PT_WORKER_ROUND_REQUESTS 64
 
 /* The calling thread's worker, or NULL on the main thread. */
 extern _Thread_local pt_worker_t *pt_worker_current;
