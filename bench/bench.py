@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Side-by-side benchmarks: petrel vs HAProxy (and nginx for HTTP). Driven by bench/run.sh.
 
-    bench.py [tcp|http|tls|resilience|instr|all]...   (all = tcp http tls resilience)
+    bench.py [tcp|http|tls|resilience|abuse|instr|all]...
+                                        (all = tcp http tls resilience abuse)
 
 Environment (all optional):
     BENCH_DURATION  seconds per measurement (default 10)
@@ -9,6 +10,7 @@ Environment (all optional):
                     within each repetition and their order rotates between repetitions
     BENCH_RATE      fixed request rate of the latency test, req/s (default 2000)
     BENCH_RES_RATE  request rate of the resilience suite, req/s (default 1000)
+    BENCH_ABUSE_SECONDS length of each attack in the abuse suite (default 5)
     BENCH_IDLE_CONNS idle keep-alive connections opened per proxy (default 10000)
     BENCH_PIN       1: pin the proxy under test to the last CPU and everything else (clients,
                     upstreams) to the others; 0: let the scheduler place them (default 1 when
@@ -1337,8 +1339,9 @@ SUITES = {
     'instr': suite_instr,
     'tls': _external_suite('suite_tls'),
     'resilience': _external_suite('suite_resilience'),
+    'abuse': _external_suite('suite_abuse'),
 }
-ALL_SUITES = ['tcp', 'http', 'tls', 'resilience']
+ALL_SUITES = ['tcp', 'http', 'tls', 'resilience', 'abuse']
 
 
 def main(argv):

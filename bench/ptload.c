@@ -27,8 +27,29 @@
  *                                  prints "requested <ok> <failed>";
  *         on EOF or "close"        closes everything and exits.
  *
+ *   ptload pipeline HOST PORT PATH N REQS RCVBUF
+ *       The abuse suite's pipelining non-readers: opens N connections (at most 256 handshakes
+ *       in flight) with a receive buffer of RCVBUF bytes, and on each writes REQS pipelined
+ *       GETs as fast as the socket takes them, never reading a byte of the responses. Prints
+ *       "connected <ok> <failed>" once all are up and keeps writing until stdin says "close"
+ *       (or ends); then prints one JSON object (requests written, connections the server
+ *       closed) and exits, which closes every connection.
+ *
+ *   ptload slow HOST PORT PATH N READ_BPS RCVBUF
+ *       Slow readers: N connections (receive buffer RCVBUF), one GET on each, then every
+ *       100 ms each connection reads at most READ_BPS/10 bytes (READ_BPS 0: never reads).
+ *       Same "connected" line, "close" and JSON summary as pipeline.
+ *
+ *   ptload flood HOST PORT PATH N
+ *       Descriptor exhaustion: N non-blocking connects issued at once (no limit in flight);
+ *       every connection that comes up sends one GET and, once answered, is held open. Prints
+ *       "burst <n>" when every connect has been issued. On "close" prints one JSON object:
+ *       how many were answered (by status class), shed (closed or reset by the server before
+ *       any answer; with the times from the burst to each close), still waiting for an answer
+ *       or for the connect to complete, or failed to connect; then closes everything.
+ *
  * Deliberately simple: responses must carry Content-Length or be chunked (the upstream is
- * nginx serving a static file), requests are never pipelined.
+ * nginx serving a static file); only the pipeline mode pipelines requests.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -468,10 +489,397 @@ static int run_idle(int n) {
     return 0;
 }
 
+/* ---- abuse modes (bench/suite_abuse.py) ------------------------------------------------ */
+
+#define CTL_ID (UINT32_MAX - 1) /* epoll tag of stdin, the driver's control channel */
+#define SLOW_TICK_NS 100000000LL
+
+typedef struct {
+    int fd;
+    int state;        /* 0 closed, 1 connecting, 2 connected */
+    int answered;     /* a status line arrived */
+    int status;
+    size_t off;       /* pipeline: bytes of the request stream written */
+    long long got;    /* bytes read */
+    int hlen;
+    char head[16];    /* the first bytes of the response: "HTTP/1.1 200" */
+} aconn_t;
+
+static void ctl_watch(void) {
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = CTL_ID};
+    if (epoll_ctl(g_ep, EPOLL_CTL_ADD, 0, &ev) != 0)
+        die("epoll_ctl(stdin): stdin must be a pipe");
+}
+
+/* stdin is readable: 1 when it says "close" or has ended. */
+static int ctl_close(void) {
+    char buf[256];
+    ssize_t n = read(0, buf, sizeof buf - 1);
+    if (n < 0)
+        return errno != EAGAIN && errno != EINTR;
+    if (n == 0)
+        return 1;
+    buf[n] = 0;
+    return strstr(buf, "close") != NULL;
+}
+
+/* Starts a non-blocking connect; 0 or -errno. rcvbuf > 0 shrinks the receive buffer first, so
+ * that responses the client does not read pile up in the server, not in this socket. */
+static int a_connect(aconn_t *c, uint32_t idx, int rcvbuf) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (rcvbuf > 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(fd, (struct sockaddr *)&g_addr, sizeof g_addr) != 0 && errno != EINPROGRESS) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    c->fd = fd;
+    c->state = 1;
+    struct epoll_event ev = {.events = EPOLLOUT | EPOLLRDHUP, .data.u32 = idx};
+    if (epoll_ctl(g_ep, EPOLL_CTL_ADD, fd, &ev) != 0)
+        die("epoll_ctl");
+    return 0;
+}
+
+static void a_close(aconn_t *c) {
+    if (c->fd >= 0) {
+        epoll_ctl(g_ep, EPOLL_CTL_DEL, c->fd, NULL);
+        close(c->fd);
+    }
+    c->fd = -1;
+    c->state = 0;
+}
+
+/* The connect finished (EPOLLOUT or an error): 0 when up, else the socket error. */
+static int a_connected(aconn_t *c) {
+    int err = 0;
+    socklen_t el = sizeof err;
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0)
+        err = errno;
+    if (err == 0)
+        c->state = 2;
+    return err;
+}
+
+static void a_want(aconn_t *c, uint32_t idx, uint32_t events) {
+    struct epoll_event ev = {.events = events, .data.u32 = idx};
+    epoll_ctl(g_ep, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+/* Keeps the first bytes of a response and parses the status once there are enough. */
+static void a_head(aconn_t *c, const char *p, ssize_t n) {
+    c->got += n;
+    if (c->answered)
+        return;
+    while (n > 0 && c->hlen < (int)sizeof c->head - 1) {
+        c->head[c->hlen++] = *p++;
+        n--;
+    }
+    if (c->hlen >= 12) {
+        c->answered = 1;
+        c->status = memcmp(c->head, "HTTP/1.", 7) == 0 ? atoi(c->head + 9) : 0;
+    }
+}
+
+static int run_pipeline(int n, long reqs, int rcvbuf) {
+    aconn_t *cs = calloc((size_t)n, sizeof *cs);
+    size_t total = g_req_len * (size_t)reqs;
+    char *stream = malloc(total);
+    if (!cs || !stream)
+        die("malloc");
+    for (long i = 0; i < reqs; i++)
+        memcpy(stream + (size_t)i * g_req_len, g_req, g_req_len);
+    int opened = 0, inflight = 0, up = 0, failed = 0, reported = 0, peer_closed = 0;
+    struct epoll_event evs[256];
+    ctl_watch();
+    for (;;) {
+        while (opened < n && inflight < MAX_INFLIGHT) {
+            cs[opened].fd = -1;
+            if (a_connect(&cs[opened], (uint32_t)opened, rcvbuf) != 0)
+                failed++;
+            else
+                inflight++;
+            opened++;
+        }
+        if (!reported && up + failed == n) {
+            printf("connected %d %d\n", up, failed);
+            fflush(stdout);
+            reported = 1;
+        }
+        int k = epoll_wait(g_ep, evs, 256, 1000);
+        if (k < 0 && errno != EINTR)
+            die("epoll_wait");
+        for (int j = 0; j < k; j++) {
+            uint32_t idx = evs[j].data.u32;
+            if (idx == CTL_ID) {
+                if (!ctl_close())
+                    continue;
+                long long written = 0;
+                int complete = 0;
+                for (int i = 0; i < n; i++) {
+                    written += (long long)(cs[i].off / g_req_len);
+                    complete += cs[i].off == total;
+                }
+                printf("{\"conns\": %d, \"connected\": %d, \"connect_failed\": %d, "
+                       "\"requests_per_conn\": %ld, \"requests_written\": %lld, "
+                       "\"conns_all_written\": %d, \"closed_by_server\": %d}\n",
+                       n, up, failed, reqs, written, complete, peer_closed);
+                return 0; /* exit closes every socket */
+            }
+            aconn_t *c = &cs[idx];
+            if (c->state == 1) {
+                inflight--;
+                if (a_connected(c) != 0) {
+                    failed++;
+                    a_close(c);
+                    continue;
+                }
+                up++;
+            }
+            if (c->state != 2)
+                continue;
+            if (evs[j].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+                peer_closed++;
+                a_close(c);
+                continue;
+            }
+            while (c->off < total) {
+                ssize_t w = send(c->fd, stream + c->off, total - c->off, MSG_NOSIGNAL);
+                if (w > 0) {
+                    c->off += (size_t)w;
+                } else {
+                    if (w < 0 && (errno == EAGAIN || errno == EINTR))
+                        break;
+                    peer_closed++;
+                    a_close(c);
+                    break;
+                }
+            }
+            if (c->state == 2 && c->off == total)
+                a_want(c, idx, EPOLLRDHUP); /* all written: only watch for the server's close */
+        }
+    }
+}
+
+static int run_slow(int n, long bps, int rcvbuf) {
+    aconn_t *cs = calloc((size_t)n, sizeof *cs);
+    if (!cs)
+        die("calloc");
+    int opened = 0, inflight = 0, up = 0, failed = 0, reported = 0, peer_closed = 0;
+    struct epoll_event evs[256];
+    char buf[65536];
+    int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    struct itimerspec its = {.it_interval = {0, SLOW_TICK_NS}, .it_value = {0, SLOW_TICK_NS}};
+    struct epoll_event tev = {.events = EPOLLIN, .data.u32 = UINT32_MAX};
+    if (tfd < 0 || epoll_ctl(g_ep, EPOLL_CTL_ADD, tfd, &tev) != 0)
+        die("timerfd");
+    timerfd_settime(tfd, 0, &its, NULL);
+    long quota = bps / 10;
+    ctl_watch();
+    for (;;) {
+        while (opened < n && inflight < MAX_INFLIGHT) {
+            cs[opened].fd = -1;
+            if (a_connect(&cs[opened], (uint32_t)opened, rcvbuf) != 0)
+                failed++;
+            else
+                inflight++;
+            opened++;
+        }
+        if (!reported && up + failed == n) {
+            printf("connected %d %d\n", up, failed);
+            fflush(stdout);
+            reported = 1;
+        }
+        int k = epoll_wait(g_ep, evs, 256, 1000);
+        if (k < 0 && errno != EINTR)
+            die("epoll_wait");
+        for (int j = 0; j < k; j++) {
+            uint32_t idx = evs[j].data.u32;
+            if (idx == CTL_ID) {
+                if (!ctl_close())
+                    continue;
+                long long got = 0;
+                int ok = 0, answered = 0;
+                for (int i = 0; i < n; i++) {
+                    got += cs[i].got;
+                    answered += cs[i].answered;
+                    ok += cs[i].answered && cs[i].status >= 200 && cs[i].status < 300;
+                }
+                printf("{\"conns\": %d, \"connected\": %d, \"connect_failed\": %d, "
+                       "\"read_bps\": %ld, \"bytes_read\": %lld, \"answered\": %d, "
+                       "\"status_2xx\": %d, \"closed_by_server\": %d}\n",
+                       n, up, failed, bps, got, answered, ok, peer_closed);
+                return 0;
+            }
+            if (idx == UINT32_MAX) {
+                uint64_t x;
+                (void)!read(tfd, &x, sizeof x);
+                if (quota <= 0)
+                    continue;
+                for (int i = 0; i < n; i++) {
+                    aconn_t *c = &cs[i];
+                    long left = quota;
+                    while (c->state == 2 && left > 0) {
+                        ssize_t r = recv(c->fd, buf, left < (long)sizeof buf ? (size_t)left
+                                                                              : sizeof buf, 0);
+                        if (r > 0) {
+                            a_head(c, buf, r);
+                            left -= r;
+                        } else {
+                            if (r < 0 && (errno == EAGAIN || errno == EINTR))
+                                break;
+                            peer_closed++;
+                            a_close(c);
+                        }
+                    }
+                }
+                continue;
+            }
+            aconn_t *c = &cs[idx];
+            if (c->state == 1) {
+                inflight--;
+                if (a_connected(c) != 0) {
+                    failed++;
+                    a_close(c);
+                    continue;
+                }
+                up++;
+                if (send(c->fd, g_req, g_req_len, MSG_NOSIGNAL) != (ssize_t)g_req_len) {
+                    peer_closed++;
+                    a_close(c);
+                    continue;
+                }
+                a_want(c, idx, EPOLLRDHUP); /* reads happen on the clock, not on arrival */
+                continue;
+            }
+            if (c->state == 2 && (evs[j].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
+                peer_closed++;
+                a_close(c);
+            }
+        }
+    }
+}
+
+static int run_flood(int n) {
+    aconn_t *cs = calloc((size_t)n, sizeof *cs);
+    uint32_t *shed_ms = malloc(sizeof(uint32_t) * (size_t)(n + 1));
+    uint32_t *ans_ms = malloc(sizeof(uint32_t) * (size_t)(n + 1));
+    if (!cs || !shed_ms || !ans_ms)
+        die("malloc");
+    size_t nshed = 0, nans = 0;
+    int connected = 0, refused = 0, timed_out = 0, other_err = 0, after_answer = 0;
+    int by_class[6] = {0};
+    struct epoll_event evs[256];
+    char buf[16384];
+    int64_t t0 = now_ns();
+    for (int i = 0; i < n; i++) {
+        cs[i].fd = -1;
+        int rc = a_connect(&cs[i], (uint32_t)i, 0);
+        if (rc == -EMFILE || rc == -ENFILE) {
+            fprintf(stderr, "ptload flood: out of descriptors at %d (raise ulimit -n)\n", i);
+            return 2;
+        }
+        if (rc == -ECONNREFUSED)
+            refused++;
+        else if (rc != 0)
+            other_err++;
+    }
+    printf("burst %d\n", n);
+    fflush(stdout);
+    ctl_watch();
+    for (;;) {
+        int k = epoll_wait(g_ep, evs, 256, 1000);
+        if (k < 0 && errno != EINTR)
+            die("epoll_wait");
+        for (int j = 0; j < k; j++) {
+            uint32_t idx = evs[j].data.u32;
+            if (idx == CTL_ID) {
+                if (!ctl_close())
+                    continue;
+                int waiting_answer = 0, waiting_connect = 0;
+                for (int i = 0; i < n; i++) {
+                    waiting_connect += cs[i].state == 1;
+                    waiting_answer += cs[i].state == 2 && !cs[i].answered;
+                }
+                qsort(shed_ms, nshed, sizeof *shed_ms, cmp_u32);
+                qsort(ans_ms, nans, sizeof *ans_ms, cmp_u32);
+                printf("{\"conns\": %d, \"connected\": %d, \"answered\": %zu, "
+                       "\"status_2xx\": %d, \"status_4xx\": %d, \"status_5xx\": %d, "
+                       "\"status_other\": %d, \"answer_ms_p50\": %.0f, \"answer_ms_max\": %.0f, "
+                       "\"shed\": %zu, \"shed_ms_p50\": %.0f, \"shed_ms_p90\": %.0f, "
+                       "\"shed_ms_max\": %.0f, \"waiting_answer\": %d, \"waiting_connect\": %d, "
+                       "\"connect_refused\": %d, \"connect_timed_out\": %d, "
+                       "\"connect_other_error\": %d, \"closed_after_answer\": %d}\n",
+                       n, connected, nans, by_class[2], by_class[4], by_class[5],
+                       by_class[0] + by_class[1] + by_class[3], pct(ans_ms, nans, 50),
+                       nans ? (double)ans_ms[nans - 1] : 0.0, nshed, pct(shed_ms, nshed, 50),
+                       pct(shed_ms, nshed, 90), nshed ? (double)shed_ms[nshed - 1] : 0.0,
+                       waiting_answer, waiting_connect, refused, timed_out, other_err,
+                       after_answer);
+                return 0;
+            }
+            aconn_t *c = &cs[idx];
+            if (c->state == 1) {
+                int err = a_connected(c);
+                if (err != 0) {
+                    if (err == ECONNREFUSED)
+                        refused++;
+                    else if (err == ETIMEDOUT)
+                        timed_out++;
+                    else
+                        other_err++;
+                    a_close(c);
+                    continue;
+                }
+                connected++;
+                if (send(c->fd, g_req, g_req_len, MSG_NOSIGNAL) != (ssize_t)g_req_len) {
+                    shed_ms[nshed++] = (uint32_t)((now_ns() - t0) / 1000000);
+                    a_close(c);
+                    continue;
+                }
+                a_want(c, idx, EPOLLIN | EPOLLRDHUP);
+                continue;
+            }
+            if (c->state != 2)
+                continue;
+            for (;;) {
+                ssize_t r = recv(c->fd, buf, sizeof buf, 0);
+                if (r > 0) {
+                    int was = c->answered;
+                    a_head(c, buf, r);
+                    if (!was && c->answered) {
+                        int cls = c->status >= 100 && c->status < 600 ? c->status / 100 : 0;
+                        by_class[cls]++;
+                        ans_ms[nans++] = (uint32_t)((now_ns() - t0) / 1000000);
+                    }
+                    continue;
+                }
+                if (r < 0 && (errno == EAGAIN || errno == EINTR))
+                    break;
+                /* The server closed or reset it: shed, unless it answered first. */
+                if (c->answered)
+                    after_answer++;
+                else
+                    shed_ms[nshed++] = (uint32_t)((now_ns() - t0) / 1000000);
+                a_close(c);
+                break;
+            }
+        }
+    }
+}
+
 int main(int argc, char **argv) {
     if (argc < 6) {
         fprintf(stderr, "usage: ptload rate HOST PORT PATH RATE SECONDS CONNS [WARMUP_S [close]]\n"
-                        "       ptload idle HOST PORT PATH N\n");
+                        "       ptload idle HOST PORT PATH N\n"
+                        "       ptload pipeline HOST PORT PATH N REQS RCVBUF\n"
+                        "       ptload slow HOST PORT PATH N READ_BPS RCVBUF\n"
+                        "       ptload flood HOST PORT PATH N\n");
         return 2;
     }
     memset(&g_addr, 0, sizeof g_addr);
@@ -494,6 +902,12 @@ int main(int argc, char **argv) {
                         argc > 8 ? atof(argv[8]) : 1.0, closing);
     if (strcmp(argv[1], "idle") == 0)
         return run_idle(atoi(argv[5]));
+    if (strcmp(argv[1], "pipeline") == 0 && argc >= 8)
+        return run_pipeline(atoi(argv[5]), atol(argv[6]), atoi(argv[7]));
+    if (strcmp(argv[1], "slow") == 0 && argc >= 8)
+        return run_slow(atoi(argv[5]), atol(argv[6]), atoi(argv[7]));
+    if (strcmp(argv[1], "flood") == 0)
+        return run_flood(atoi(argv[5]));
     fprintf(stderr, "ptload: unknown mode or missing arguments\n");
     return 2;
 }
