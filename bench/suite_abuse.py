@@ -46,6 +46,10 @@ RECOVER_TIMEOUT = 10.0
 # maximum (4 MiB by default) and took all of a 1 MiB response at once, so nothing of it waited
 # in the proxy: the response must be well above that for the proxy's own buffering to show.
 BIG_SIZE = 16 << 20
+# per_connection_buffer_limit_bytes in the slow32k attack: what Envoy's edge best-practice
+# config sets, a buffer budget like HAProxy's 16 KiB bufsize and nginx's 32 KiB proxy_buffers
+# (the slow attack keeps Envoy's default, 1 MiB).
+EDGE_BUFFER_LIMIT = 32768
 NGINX_CONNS = 4096         # nginx worker_connections and HAProxy maxconn (not in the fd attack)
 
 ATTACKS = [
@@ -53,6 +57,8 @@ ATTACKS = [
                     'never read' % (PIPE_CLIENTS, PIPE_REQS)),
     ('slow', 1, 'slow readers: %d connections x GET /big (%d MiB), each read at %d B/s' % (
         SLOW_CLIENTS, BIG_SIZE >> 20, SLOW_READ_BPS)),
+    ('slow32k', 1, 'slow readers, petrel with per_connection_buffer_limit_bytes %d (Envoy\'s '
+                   'edge best-practice value; HAProxy and nginx as above)' % EDGE_BUFFER_LIMIT),
     ('fd', 1, 'descriptor limit %d, 1 worker: %d connects at once, each GET /tiny, held' % (
         FD_LIMIT, FLOOD_CONNS)),
     ('fd', 2, 'descriptor limit %d, 2 workers: %d connects at once, each GET /tiny, held' % (
@@ -90,11 +96,16 @@ http {
 """ % {'port': port, 'root': root})
 
 
-def petrel_cfg(b, port, admin, up):
-    """The http suite's config (route / to the upstream, router filter) plus an admin address."""
+def petrel_cfg(b, port, admin, up, buffer_limit=None):
+    """The http suite's config (route / to the upstream, router filter) plus an admin address;
+    with buffer_limit, per_connection_buffer_limit_bytes on every listener and cluster."""
     with open(b.petrel_http_cfg(port, up)) as f:
         cfg = json.load(f)
     cfg['admin'] = {'address': b._sa(admin)}
+    if buffer_limit is not None:
+        for kind in ('listeners', 'clusters'):
+            for x in cfg['static_resources'][kind]:
+                x['per_connection_buffer_limit_bytes'] = buffer_limit
     return b.write('petrel-abuse.json', json.dumps(cfg, indent=1))
 
 
@@ -270,7 +281,8 @@ def start_proxy(b, name, attack, workers, ports, run_id):
     pre = ['prlimit', '--nofile=%d:%d' % (FD_LIMIT, FD_LIMIT), '--'] if fd_limited else []
     extra = {}
     if name == 'petrel':
-        cmd = [b.PETREL_BIN, '-c', petrel_cfg(b, port, admin, up), '--concurrency',
+        limit = EDGE_BUFFER_LIMIT if attack == 'slow32k' else None
+        cmd = [b.PETREL_BIN, '-c', petrel_cfg(b, port, admin, up, limit), '--concurrency',
                str(workers), '-l', 'warning']
     elif name == 'haproxy':
         cmd = ['haproxy', '-db', '-f', haproxy_cfg(b, run_id, port, admin, up, workers,
@@ -289,7 +301,7 @@ def _attack_cmd(b, attack, port):
     if attack == 'pipeline':
         return [b.PTLOAD, 'pipeline', '127.0.0.1', str(port), '/1k', str(PIPE_CLIENTS),
                 str(PIPE_REQS), str(CLIENT_RCVBUF)], 'connected'
-    if attack == 'slow':
+    if attack in ('slow', 'slow32k'):
         return [b.PTLOAD, 'slow', '127.0.0.1', str(port), '/big', str(SLOW_CLIENTS),
                 str(SLOW_READ_BPS), str(CLIENT_RCVBUF)], 'connected'
     return [b.PTLOAD, 'flood', '127.0.0.1', str(port), '/tiny', str(FLOOD_CONNS)], 'burst'
@@ -424,7 +436,7 @@ def measure(b, name, attack, workers, up_port, run_id):
         r['probe'] = {ph: prober.summary(ph) for ph in ('before', 'attack', 'after')}
         prober = None
         n = r.get('connected') or 0
-        if attack in ('pipeline', 'slow') and n:
+        if attack in ('pipeline', 'slow', 'slow32k') and n:
             r['kib_per_client'] = (r['rss_peak_kib'] - r['rss_base_kib']) / n
         r['rss_left_kib'] = r['rss_after_kib'] - r['rss_base_kib']
         if attack == 'fd':
@@ -535,6 +547,7 @@ INFO = {
         ('connections the proxy closed during the attack',
          lambda r: r['client'].get('closed_by_server')),
     ],
+    'slow32k': None,  # as 'slow', set below
     'fd': [
         ('connections answered (any status)', lambda r: r['client'].get('answered')),
         ('  of which 5xx', lambda r: r['client'].get('status_5xx')),
@@ -604,6 +617,9 @@ def run(b):
                     '; RSS CAPPED' if r.get('rss_capped') else ''))
     b.stop(up)
     b.save('abuse', info, report(b, raw, notes), raw)
+
+
+INFO['slow32k'] = INFO['slow']
 
 
 def report(b, raw, notes):

@@ -11,11 +11,14 @@ static int excluded(const pt_host_t *h, pt_host_t *const *exclude, unsigned n)
     return 0;
 }
 
+/* The worker's own cursor for the cluster (kept across updates of the cluster: it lives in
+ * the cluster's state); a thread without a slot (the main thread, tests) shares one. */
 static pt_cluster_local_t *local_state(pt_cluster_t *c, pt_worker_t *w)
 {
     static _Thread_local pt_cluster_local_t fallback;
-    if (w != NULL && c->index < w->ncluster_locals && w->cluster_locals[c->index] != NULL)
-        return w->cluster_locals[c->index];
+    const pt_cluster_state_t *st = c->state;
+    if (w != NULL && st != NULL && w->id >= 0 && (unsigned)w->id < st->nlocals)
+        return &st->locals[w->id];
     return &fallback;
 }
 

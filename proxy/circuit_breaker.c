@@ -83,8 +83,8 @@ static int64_t retry_limit(const pt_breaker_t *b)
     if (!b->has_budget)
         return b->max_retries;
     /* Envoy's budget: a share of the active requests plus the pending ones. */
-    int64_t active = atomic_load_explicit(&b->rq, memory_order_relaxed) +
-                     atomic_load_explicit(&b->pending, memory_order_relaxed);
+    int64_t active = atomic_load_explicit(&b->counts->rq, memory_order_relaxed) +
+                     atomic_load_explicit(&b->counts->pending, memory_order_relaxed);
     /* active >= 0, so truncation is the floor. */
     int64_t budget = (int64_t)((double)active * b->budget_percent / 100.0);
     return budget > (int64_t)b->min_retry_concurrency ? budget : (int64_t)b->min_retry_concurrency;
@@ -95,12 +95,12 @@ static int64_t retry_limit(const pt_breaker_t *b)
     static int64_t open_##field(const void *arg)                                               \
     {                                                                                          \
         const pt_breaker_t *b = arg;                                                           \
-        return atomic_load_explicit(&b->field, memory_order_relaxed) >= (int64_t)(limit_expr); \
+        return atomic_load_explicit(&b->counts->field, memory_order_relaxed) >= (int64_t)(limit_expr); \
     }                                                                                          \
     static int64_t remaining_##field(const void *arg)                                          \
     {                                                                                          \
         const pt_breaker_t *b = arg;                                                           \
-        int64_t left = (int64_t)(limit_expr) - atomic_load_explicit(&b->field, memory_order_relaxed); \
+        int64_t left = (int64_t)(limit_expr) - atomic_load_explicit(&b->counts->field, memory_order_relaxed); \
         return left > 0 ? left : 0;                                                            \
     }
 GAUGE_FNS(cx, b->max_connections)
@@ -123,11 +123,13 @@ static void detach(void *arg)
             pt_stats_gauge_fn_clear(ids[i], b);
 }
 
-void pt_breakers_prepare(pt_breaker_t *b, const char *cluster, pt_arena_t *arena)
+void pt_breakers_prepare(pt_breaker_t *b, pt_breaker_counts_t *counts, const char *cluster,
+                         pt_arena_t *arena)
 {
     const char *tag = "envoy_cluster_name";
     for (int p = 0; p < PT_PRIORITIES; p++) {
         pt_breaker_t *t = &b[p];
+        t->counts = &counts[p];
         char name[96];
 #define G(field, stat, fn)                                                                     \
     do {                                                                                       \
@@ -161,37 +163,37 @@ static int try_take(_Atomic int64_t *count, int64_t limit)
 
 int pt_breaker_try_cx(pt_breaker_t *b)
 {
-    return try_take(&b->cx, b->max_connections);
+    return try_take(&b->counts->cx, b->max_connections);
 }
 void pt_breaker_take_cx(pt_breaker_t *b)
 {
-    atomic_fetch_add_explicit(&b->cx, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&b->counts->cx, 1, memory_order_relaxed);
 }
 void pt_breaker_release_cx(pt_breaker_t *b)
 {
-    atomic_fetch_sub_explicit(&b->cx, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&b->counts->cx, 1, memory_order_relaxed);
 }
 int pt_breaker_try_pending(pt_breaker_t *b)
 {
-    return try_take(&b->pending, b->max_pending_requests);
+    return try_take(&b->counts->pending, b->max_pending_requests);
 }
 void pt_breaker_release_pending(pt_breaker_t *b)
 {
-    atomic_fetch_sub_explicit(&b->pending, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&b->counts->pending, 1, memory_order_relaxed);
 }
 int pt_breaker_try_rq(pt_breaker_t *b)
 {
-    return try_take(&b->rq, b->max_requests);
+    return try_take(&b->counts->rq, b->max_requests);
 }
 void pt_breaker_release_rq(pt_breaker_t *b)
 {
-    atomic_fetch_sub_explicit(&b->rq, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&b->counts->rq, 1, memory_order_relaxed);
 }
 int pt_breaker_try_retry(pt_breaker_t *b)
 {
-    return try_take(&b->retries, retry_limit(b));
+    return try_take(&b->counts->retries, retry_limit(b));
 }
 void pt_breaker_release_retry(pt_breaker_t *b)
 {
-    atomic_fetch_sub_explicit(&b->retries, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&b->counts->retries, 1, memory_order_relaxed);
 }

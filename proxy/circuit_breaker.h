@@ -15,6 +15,12 @@
 
 #define PT_PRIORITIES 2 /* DEFAULT, HIGH */
 
+/* What a breaker counts, shared by every version of a cluster (it belongs to the cluster's
+ * name: an update of the cluster keeps the counts exact). */
+typedef struct pt_breaker_counts {
+    _Atomic int64_t cx, pending, rq, retries;
+} pt_breaker_counts_t;
+
 typedef struct pt_breaker {
     uint32_t max_connections;      /* default 1024 */
     uint32_t max_pending_requests; /* default 1024 */
@@ -25,7 +31,7 @@ typedef struct pt_breaker {
     uint32_t min_retry_concurrency; /* default 3 */
     int track_remaining;
     uint32_t per_host_max_connections; /* 0: no per-host limit */
-    _Atomic int64_t cx, pending, rq, retries;
+    pt_breaker_counts_t *counts;   /* the cluster state's (set when the cluster is prepared) */
     pt_stat_t cx_open, rq_pending_open, rq_open, rq_retry_open;
     pt_stat_t remaining_cx, remaining_pending, remaining_rq, remaining_retries;
 } pt_breaker_t;
@@ -33,9 +39,11 @@ typedef struct pt_breaker {
 /* Parses `circuit_breakers` (the reader is in the cluster) into b[PT_PRIORITIES], which
  * start with Envoy's defaults. 0 or -1 with errors recorded. */
 int pt_breakers_parse(pt_cfg_t *r, pt_breaker_t *b);
-/* Registers cluster.<name>.circuit_breakers.<priority>.* gauges (computed from the counts)
- * and arranges for them to be detached when the arena goes. */
-void pt_breakers_prepare(pt_breaker_t *b, const char *cluster, pt_arena_t *arena);
+/* Points b[PT_PRIORITIES] at their counts, registers cluster.<name>.circuit_breakers.
+ * <priority>.* gauges (computed from the counts) and arranges for them to be detached when
+ * the arena goes. */
+void pt_breakers_prepare(pt_breaker_t *b, pt_breaker_counts_t *counts, const char *cluster,
+                         pt_arena_t *arena);
 
 /* Each try_* takes one unit if under the limit (returns 1) or nothing (returns 0); every
  * successful try is matched by one release. */

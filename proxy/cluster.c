@@ -1,6 +1,7 @@
 #include "proxy/cluster.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -128,26 +129,107 @@ static void parse_typed_protocol_options(pt_cfg_t *r, pt_cluster_t *c)
     pt_cfg_leave(r);
 }
 
-static void free_code_stats(void *arg)
+/* ---- state by name --------------------------------------------------------------- */
+
+/* Every live cluster state, by name. Taken only when a cluster version is made or freed. */
+#define STATE_BUCKETS 1024
+static pthread_mutex_t states_lock = PTHREAD_MUTEX_INITIALIZER;
+static pt_cluster_state_t *states[STATE_BUCKETS];
+
+static uint64_t hash_name(const char *s)
 {
-    pt_cluster_t *c = arg;
-    free(atomic_load(&c->code_stats));
+    uint64_t h = 1469598103934665603ull;
+    while (*s) {
+        h ^= (unsigned char)*s++;
+        h *= 1099511628211ull;
+    }
+    return h;
 }
 
-pt_cluster_t *pt_cluster_parse(pt_cfg_t *r, pt_config_t *cfg, unsigned index)
+pt_cluster_state_t *pt_cluster_state_get(const char *name)
+{
+    unsigned b = (unsigned)(hash_name(name) % STATE_BUCKETS);
+    pthread_mutex_lock(&states_lock);
+    pt_cluster_state_t *st = states[b];
+    while (st != NULL && strcmp(st->name, name) != 0)
+        st = st->next_in_bucket;
+    if (st != NULL) {
+        atomic_fetch_add_explicit(&st->refs, 1, memory_order_relaxed);
+        pthread_mutex_unlock(&states_lock);
+        return st;
+    }
+    st = calloc(1, sizeof(*st));
+    unsigned n = pt_worker_count();
+    if (st != NULL && ((st->name = strdup(name)) == NULL ||
+                       (n > 0 && (st->locals = aligned_alloc(_Alignof(pt_cluster_local_t),
+                                                             n * sizeof(pt_cluster_local_t))) == NULL))) {
+        free(st->name);
+        free(st);
+        st = NULL;
+    }
+    if (st != NULL) {
+        atomic_init(&st->refs, 1);
+        st->nlocals = st->locals != NULL ? n : 0;
+        for (unsigned i = 0; i < st->nlocals; i++)
+            st->locals[i].rr_next = i; /* workers start at different hosts */
+        st->next_in_bucket = states[b];
+        states[b] = st;
+    }
+    pthread_mutex_unlock(&states_lock);
+    return st;
+}
+
+void pt_cluster_state_unref(pt_cluster_state_t *st)
+{
+    if (st == NULL)
+        return;
+    pthread_mutex_lock(&states_lock);
+    if (atomic_fetch_sub_explicit(&st->refs, 1, memory_order_acq_rel) != 1) {
+        pthread_mutex_unlock(&states_lock);
+        return;
+    }
+    pt_cluster_state_t **pp = &states[hash_name(st->name) % STATE_BUCKETS];
+    while (*pp != st)
+        pp = &(*pp)->next_in_bucket;
+    *pp = st->next_in_bucket;
+    pthread_mutex_unlock(&states_lock);
+    free(st->locals);
+    free(st->name);
+    free(st);
+}
+
+/* ---- the cluster resource --------------------------------------------------------- */
+
+pt_cluster_t *pt_cluster_ref(pt_cluster_t *c)
+{
+    if (c != NULL)
+        atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+    return c;
+}
+
+void pt_cluster_unref(pt_cluster_t *c)
+{
+    if (c == NULL || atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    pt_arena_dispose(&c->arena); /* cleanups (TLS context, stats hooks) before the state */
+    free(atomic_load(&c->code_stats));
+    pt_cluster_state_unref(c->state);
+    free(c);
+}
+
+pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
 {
     size_t errors_before = r->nerrors;
-    pt_cluster_t *c = pt_arena_alloc(&cfg->arena, sizeof(*c));
+    pt_cluster_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
-    c->index = index;
-    pt_arena_defer(&cfg->arena, free_code_stats, c);
+    atomic_init(&c->refs, 1);
     pt_cfg_unsupported(r, cluster_unsupported);
 
     const char *name;
     if (pt_cfg_string(r, "name", &name, NULL) == 0 || (name != NULL && name[0] == '\0'))
         pt_cfg_error(r, "name", "is required");
-    c->name = pt_arena_strdup(&cfg->arena, name ? name : "");
+    c->name = pt_arena_strdup(&c->arena, name ? name : "");
 
     int type, lb;
     pt_cfg_enum(r, "type", type_names, type_known, &type, PT_CLUSTER_STATIC);
@@ -212,7 +294,7 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r, pt_config_t *cfg, unsigned index)
     /* The current spelling of both; it wins over the deprecated fields above. */
     parse_typed_protocol_options(r, c);
 
-    pt_tls_transport_socket_parse(r, &cfg->arena, "transport_socket", 0, &c->tls);
+    pt_tls_transport_socket_parse(r, &c->arena, "transport_socket", 0, &c->tls);
 
     pt_breakers_parse(r, c->breakers);
     c->healthy_panic_threshold = 50.0;
@@ -228,17 +310,17 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r, pt_config_t *cfg, unsigned index)
         }
         pt_cfg_leave(r);
     }
-    pt_health_checks_parse(r, &cfg->arena, "health_checks", &c->health_checks,
+    pt_health_checks_parse(r, &c->arena, "health_checks", &c->health_checks,
                            &c->nhealth_checks);
     if (pt_cfg_enter(r, "outlier_detection") > 0) {
-        c->outlier = pt_outlier_parse(r, &cfg->arena);
+        c->outlier = pt_outlier_parse(r, &c->arena);
         pt_cfg_leave(r);
     }
 
     int rc = pt_cfg_enter(r, "load_assignment");
     if (rc > 0) {
         pt_endpoints_t eps;
-        if (pt_endpoints_parse(r, &cfg->arena, c->name, &eps) == 0) {
+        if (pt_endpoints_parse(r, &c->arena, c->name, &eps) == 0) {
             c->hosts = eps.hosts;
             c->nhosts = eps.nhosts;
             c->equal_weights = 1;
@@ -255,9 +337,11 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r, pt_config_t *cfg, unsigned index)
     return c;
 }
 
-void pt_cluster_prepare(pt_cluster_t *c, pt_arena_t *arena)
+int pt_cluster_prepare(pt_cluster_t *c)
 {
-    pt_breakers_prepare(c->breakers, c->name, arena);
+    if (c->state == NULL && (c->state = pt_cluster_state_get(c->name)) == NULL)
+        return -1;
+    pt_breakers_prepare(c->breakers, c->state->breaker_counts, c->name, &c->arena);
 #define PT_X(n) c->stats.n = pt_stats_counter("cluster", "envoy_cluster_name", c->name, #n);
     PT_CLUSTER_COUNTERS(PT_X)
 #undef PT_X
@@ -276,6 +360,7 @@ void pt_cluster_prepare(pt_cluster_t *c, pt_arena_t *arena)
     pt_stat_set(c->stats.membership_total, c->nhosts);
     pt_stat_set(c->stats.membership_healthy, healthy);
     pt_outlier_prepare(c); /* per-host outlier state and stats, before workers see c */
+    return 0;
 }
 
 pt_host_t *pt_cluster_pick_host(pt_cluster_t *c, pt_worker_t *w, pt_host_t *const *exclude,

@@ -1,9 +1,12 @@
-/* Clusters and their hosts, as held by a config snapshot.
+/* Clusters and their hosts.
  *
- * A cluster is parsed from envoy.config.cluster.v3.Cluster. Hosts come from its
- * load_assignment (STATIC now; DNS and EDS clusters plug in later through discovery/ and
- * publish new host sets in new snapshots). Host counters shown by /clusters are shared
- * atomics; the Envoy-named cluster stats are per-worker slots (proxy/stats.h). */
+ * A cluster (pt_cluster_t) is an immutable, refcounted resource parsed from
+ * envoy.config.cluster.v3.Cluster into its own arena. Hosts come from its load_assignment
+ * (STATIC now; DNS and EDS clusters plug in through discovery/). What must survive an update
+ * of the cluster lives in its state (pt_cluster_state_t), one per cluster name: the circuit
+ * breakers' counts and the workers' balancer cursors. Host counters shown by /clusters are
+ * shared atomics; the Envoy-named cluster stats are per-worker slots (proxy/stats.h), found
+ * again by name. */
 #ifndef PT_CLUSTER_H
 #define PT_CLUSTER_H
 
@@ -91,9 +94,33 @@ typedef struct pt_host {
         rq_success, rq_timeout;
 } pt_host_t;
 
+/* A worker's own balancer state for one cluster, a cache line apart from the other
+ * workers'. */
+typedef struct pt_cluster_local {
+    _Alignas(64) uint64_t rr_next;
+} pt_cluster_local_t;
+
+/* What belongs to a cluster's name rather than to one version of it: kept across updates of
+ * the cluster, dropped with the last version that uses it. */
+typedef struct pt_cluster_state {
+    _Atomic long refs;
+    char *name;
+    pt_breaker_counts_t breaker_counts[PT_PRIORITIES];
+    pt_cluster_local_t *locals; /* one per worker (pt_worker_count()), or NULL */
+    unsigned nlocals;
+    struct pt_cluster_state *next_in_bucket;
+} pt_cluster_state_t;
+
+/* The state of the cluster with this name, made on first use, with a reference for the
+ * caller. Thread-safe. NULL when out of memory. */
+pt_cluster_state_t *pt_cluster_state_get(const char *name);
+void pt_cluster_state_unref(pt_cluster_state_t *st);
+
 struct pt_cluster {
+    _Atomic long refs;
+    pt_arena_t arena;            /* everything of this version */
     const char *name;
-    unsigned index; /* position in the snapshot, indexes per-worker state */
+    pt_cluster_state_t *state;   /* set by pt_cluster_prepare */
     pt_cluster_type_t type;
     uint64_t connect_timeout_ms;
     pt_lb_policy_t lb_policy;
@@ -117,10 +144,15 @@ struct pt_cluster {
     pt_tls_context_t *tls_ctx; /* built with the snapshot */
 };
 
-/* Parses the cluster the reader is positioned in. The result may be invalid when r holds
- * new errors (the caller then builds no snapshot); NULL only on out-of-memory. */
-pt_cluster_t *pt_cluster_parse(pt_cfg_t *r, pt_config_t *cfg, unsigned index);
-void pt_cluster_prepare(pt_cluster_t *c, pt_arena_t *arena);
+/* Parses the cluster the reader is positioned in into a new cluster with one reference. The
+ * result may be invalid when r holds new errors (the caller then drops it); NULL only on
+ * out-of-memory. */
+pt_cluster_t *pt_cluster_parse(pt_cfg_t *r);
+/* Attaches the cluster's state and registers its stats: once it validated, before any
+ * worker sees it. 0, or -1 when out of memory. */
+int pt_cluster_prepare(pt_cluster_t *c);
+pt_cluster_t *pt_cluster_ref(pt_cluster_t *c);
+void pt_cluster_unref(pt_cluster_t *c);
 /* Counts a response: upstream_rq_<class>xx and upstream_rq_<code>. */
 void pt_cluster_count_response(pt_cluster_t *c, int status);
 

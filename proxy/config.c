@@ -432,10 +432,11 @@ static void parse_clusters(pt_cfg_t *r, pt_config_t *cfg)
     for (size_t i = 0; i < n; i++) {
         if (pt_cfg_enter_index(r, i) <= 0)
             continue;
-        pt_cluster_t *c = pt_cluster_parse(r, cfg, cfg->nclusters);
+        pt_cluster_t *c = pt_cluster_parse(r);
         if (c != NULL && c->name[0]) {
             if (pt_config_find_cluster(cfg, c->name) != NULL) {
                 pt_cfg_error(r, "name", "duplicate cluster name \"%s\"", c->name);
+                pt_cluster_unref(c);
             } else {
                 uint64_t h = hash_name(c->name) & (cap - 1);
                 while (cfg->cluster_index[h] != NULL)
@@ -443,6 +444,8 @@ static void parse_clusters(pt_cfg_t *r, pt_config_t *cfg)
                 cfg->cluster_index[h] = c;
                 cfg->clusters[cfg->nclusters++] = c;
             }
+        } else {
+            pt_cluster_unref(c);
         }
         pt_cfg_leave(r);
     }
@@ -480,9 +483,9 @@ static void free_tls_ctx(void *arg)
     pt_tls_context_free(arg);
 }
 
-/* Builds one TLS context (certificates read, SSL_CTX made, SDS secrets attached); errors are
- * reported at `where`, the transport socket's path. NULL on error. */
-static pt_tls_context_t *make_tls_context(pt_cfg_t *r, pt_config_t *cfg,
+/* Builds one TLS context (certificates read, SSL_CTX made, SDS secrets attached), freed with
+ * `arena`; errors are reported at `where`, the transport socket's path. NULL on error. */
+static pt_tls_context_t *make_tls_context(pt_cfg_t *r, pt_arena_t *arena,
                                           const pt_tls_settings_t *t, const char *scope,
                                           const char *owner, const char *where)
 {
@@ -492,7 +495,7 @@ static pt_tls_context_t *make_tls_context(pt_cfg_t *r, pt_config_t *cfg,
         pt_cfg_error_at(r, "%s: %s", where, err);
         return NULL;
     }
-    pt_arena_defer(&cfg->arena, free_tls_ctx, ctx);
+    pt_arena_defer(arena, free_tls_ctx, ctx);
     if (pt_secret_attach(ctx, err, sizeof(err)) != 0)
         pt_cfg_error_at(r, "%s: %s", where, err);
     return ctx;
@@ -516,7 +519,8 @@ static void build_tls(pt_config_t *cfg, pt_cfg_t *r)
             else
                 snprintf(where, sizeof(where),
                          "static_resources.listeners[%u].default_filter_chain.transport_socket", i);
-            fc->tls_ctx = make_tls_context(r, cfg, fc->tls, "listener", l->stat_name, where);
+            fc->tls_ctx = make_tls_context(r, &cfg->arena, fc->tls, "listener", l->stat_name,
+                                           where);
         }
     }
     for (unsigned i = 0; i < cfg->nclusters; i++) {
@@ -524,14 +528,15 @@ static void build_tls(pt_config_t *cfg, pt_cfg_t *r)
         if (c->tls == NULL)
             continue;
         snprintf(where, sizeof(where), "static_resources.clusters[%u].transport_socket", i);
-        c->tls_ctx = make_tls_context(r, cfg, c->tls, "cluster", c->name, where);
+        c->tls_ctx = make_tls_context(r, &c->arena, c->tls, "cluster", c->name, where);
     }
 }
 
 static int prepare(pt_config_t *cfg)
 {
     for (unsigned i = 0; i < cfg->nclusters; i++)
-        pt_cluster_prepare(cfg->clusters[i], &cfg->arena);
+        if (pt_cluster_prepare(cfg->clusters[i]) != 0)
+            return -1;
     for (unsigned i = 0; i < cfg->nlisteners; i++) {
         pt_listener_config_t *l = &cfg->listeners[i];
         const char *t = "envoy_listener_address";
@@ -611,6 +616,8 @@ void pt_config_unref(pt_config_t *c)
     if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
         return;
     pt_arena_dispose(&c->arena);
+    for (unsigned i = 0; i < c->nclusters; i++)
+        pt_cluster_unref(c->clusters[i]);
     json_decref(c->source);
     free(c);
 }

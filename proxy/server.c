@@ -52,8 +52,10 @@ int pt_server_init(pt_server_t *s, const pt_options_t *opts)
     s->state = PT_SERVER_INITIALIZING;
     pt_stats_thread_init();
 
-    if (!opts->validate_only)
+    if (!opts->validate_only) {
         pt_regex_set_worker_slots(opts->concurrency);
+        pt_worker_set_count(opts->concurrency);
+    }
     char err[1024];
     json_t *root = pt_config_load_file(opts->config_path, err, sizeof(err));
     if (root == NULL) {

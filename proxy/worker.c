@@ -20,6 +20,18 @@
 
 _Thread_local pt_worker_t *pt_worker_current;
 
+static unsigned worker_count;
+
+void pt_worker_set_count(unsigned n)
+{
+    worker_count = n;
+}
+
+unsigned pt_worker_count(void)
+{
+    return worker_count;
+}
+
 struct pt_worker_call {
     pt_worker_call_t *next;
     pt_worker_fn fn;
@@ -215,21 +227,11 @@ void pt_worker_stop_and_join(pt_worker_t *w)
     pthread_join(w->thread, NULL);
 }
 
-static void free_cluster_locals(pt_worker_t *w)
-{
-    for (unsigned i = 0; i < w->ncluster_locals; i++)
-        free(w->cluster_locals[i]);
-    free(w->cluster_locals);
-    w->cluster_locals = NULL;
-    w->ncluster_locals = 0;
-}
-
 void pt_worker_dispose(pt_worker_t *w)
 {
     if (w->loop == NULL)
         return;
     pt_worker_close_listeners(w);
-    free_cluster_locals(w);
     pt_config_unref(w->config);
     w->config = NULL;
     /* Calls posted after the loop stopped still own their argument: run them so each can
@@ -246,21 +248,6 @@ void pt_worker_adopt_config(pt_worker_t *w, pt_config_t *cfg)
 {
     pt_config_t *old = w->config;
     w->config = cfg;
-    /* Per-cluster worker state follows the snapshot's cluster indexes. */
-    free_cluster_locals(w);
-    if (cfg != NULL && cfg->nclusters > 0) {
-        w->cluster_locals = calloc(cfg->nclusters, sizeof(void *));
-        if (w->cluster_locals != NULL) {
-            w->ncluster_locals = cfg->nclusters;
-            for (unsigned i = 0; i < cfg->nclusters; i++) {
-                pt_cluster_local_t *l = calloc(1, sizeof(*l));
-                /* Stagger round-robin start points so workers do not all pick host 0. */
-                if (l != NULL)
-                    l->rr_next = (uint64_t)w->id;
-                w->cluster_locals[i] = l;
-            }
-        }
-    }
     pt_config_unref(old);
 }
 

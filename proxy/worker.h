@@ -66,8 +66,6 @@ struct pt_worker {
     pt_defer_t *defer_list;
     pt_conn_t *conns;           /* every open connection of this worker */
     struct pt_session *sessions; /* every downstream session */
-    void **cluster_locals;      /* per-cluster worker state, indexed by pt_cluster_t.index */
-    unsigned ncluster_locals;
     void *pool_map;             /* upstream connection pools (proxy/pool.c) */
     _Atomic uint64_t downstream_active; /* open downstream connections, read by the drain */
     /* Out of descriptors: the spare that lets accept shed a connection, and the timer that
@@ -79,6 +77,11 @@ struct pt_worker {
 };
 
 #define PT_WORKER_ROUND_REQUESTS 64
+
+/* How many workers run (set once at start, before any config is built): per-worker slots in
+ * objects shared by all workers are sized by it. 0 in tests without workers. */
+void pt_worker_set_count(unsigned n);
+unsigned pt_worker_count(void);
 
 /* The calling thread's worker, or NULL on the main thread. */
 extern _Thread_local pt_worker_t *pt_worker_current;

@@ -202,7 +202,11 @@ static void check_full(pt_config_t *c)
     PT_CHECK_INT(c->nclusters, 2);
     pt_cluster_t *b = c->clusters[0];
     PT_CHECK_STR(b->name, "backend");
-    PT_CHECK_INT(b->index, 0);
+    /* Each cluster has its state, found again by name by a later version. */
+    PT_CHECK(b->state != NULL);
+    pt_cluster_state_t *again = pt_cluster_state_get("backend");
+    PT_CHECK(again == b->state);
+    pt_cluster_state_unref(again);
     PT_CHECK_INT(b->type, PT_CLUSTER_STATIC);
     PT_CHECK_INT(b->lb_policy, PT_LB_ROUND_ROBIN);
     PT_CHECK_INT(b->connect_timeout_ms, 1500);
@@ -222,7 +226,7 @@ static void check_full(pt_config_t *c)
     /* Defaults: connect_timeout 5s, buffer limit 1 MiB, STATIC, ROUND_ROBIN, no hosts. */
     pt_cluster_t *e = c->clusters[1];
     PT_CHECK_STR(e->name, "empty");
-    PT_CHECK_INT(e->index, 1);
+    PT_CHECK(e->state != NULL && e->state != b->state);
     PT_CHECK_INT(e->connect_timeout_ms, 5000);
     PT_CHECK_INT(e->buffer_limit, 1024 * 1024);
     PT_CHECK_INT(e->type, PT_CLUSTER_STATIC);
