@@ -35,7 +35,7 @@ int pt_endpoints_parse(pt_cfg_t *r, pt_arena_t *arena, const char *cluster_name,
                 total += (unsigned)json_array_size(lbe);
         }
     }
-    out->hosts = pt_arena_alloc(arena, (total ? total : 1) * sizeof(pt_host_t *));
+    out->endpoints = pt_arena_alloc(arena, (total ? total : 1) * sizeof(pt_endpoint_t));
 
     int eps_present;
     size_t n = pt_cfg_array(r, "endpoints", &eps_present);
@@ -60,10 +60,10 @@ int pt_endpoints_parse(pt_cfg_t *r, pt_arena_t *arena, const char *cluster_name,
         int lbe_present;
         size_t m = pt_cfg_array(r, "lb_endpoints", &lbe_present);
         for (size_t j = 0; j < m; j++) {
-            if (out->nhosts >= total || pt_cfg_enter_index(r, j) <= 0)
+            if (out->nendpoints >= total || pt_cfg_enter_index(r, j) <= 0)
                 continue;
             pt_cfg_unsupported(r, lb_endpoint_unsupported);
-            pt_host_t *h = pt_arena_alloc(arena, sizeof(*h));
+            pt_endpoint_t *h = &out->endpoints[out->nendpoints];
             uint64_t weight;
             pt_cfg_uint(r, "load_balancing_weight", &weight, 1, 1, UINT32_MAX);
             h->weight = (uint32_t)weight;
@@ -80,10 +80,7 @@ int pt_endpoints_parse(pt_cfg_t *r, pt_arena_t *arena, const char *cluster_name,
             } else if (rc == 0) {
                 pt_cfg_error(r, "endpoint", "is required");
             }
-            char buf[PT_ADDR_STRLEN];
-            pt_addr_format(&h->address, buf, sizeof(buf));
-            h->address_str = pt_arena_strdup(arena, buf);
-            out->hosts[out->nhosts++] = h;
+            out->nendpoints++;
             pt_cfg_leave(r);
         }
         if (lbe_present)

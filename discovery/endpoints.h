@@ -8,8 +8,8 @@
 #include "proxy/config_reader.h"
 
 typedef struct pt_endpoints {
-    pt_host_t **hosts;
-    unsigned nhosts;
+    pt_endpoint_t *endpoints;
+    unsigned nendpoints;
 } pt_endpoints_t;
 
 /* The reader is inside the ClusterLoadAssignment object. Returns 0, or -1 with errors. */

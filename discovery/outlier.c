@@ -1,6 +1,7 @@
 /* Outlier detection: worker-side reporting and the main-thread detector.
  *
- * Per host (struct pt_outlier_host, in the snapshot's arena, allocated at prepare):
+ * Per host (struct pt_outlier_host, owned by the host, made when a cluster version with
+ * outlier_detection is prepared; a host that stays in later versions keeps it):
  *  - written by workers with relaxed atomics: the three consecutive-failure counters and
  *    cumulative total/success counts for external- and local-origin results. The interval
  *    sweep takes the difference from the previous sweep, so no bucket is ever swapped or
@@ -188,7 +189,12 @@ void pt_outlier_prepare(pt_cluster_t *c)
     }
     for (unsigned i = 0; i < c->nhosts; i++) {
         pt_host_t *h = c->hosts[i];
-        struct pt_outlier_host *s = pt_arena_alloc(o->arena, sizeof(*s));
+        if (h->outlier != NULL) {
+            h->outlier->cfg = o; /* a host that stays: its counts and ejection stay too */
+            continue;
+        }
+        /* Owned by the host (freed with it), so it lasts as long as the host does. */
+        struct pt_outlier_host *s = calloc(1, sizeof(*s));
         if (s == NULL)
             continue; /* out of memory: this host is simply not monitored */
         double unknown = -1.0;

@@ -193,9 +193,137 @@ void pt_cluster_state_unref(pt_cluster_state_t *st)
         pp = &(*pp)->next_in_bucket;
     *pp = st->next_in_bucket;
     pthread_mutex_unlock(&states_lock);
+    free(st->host_buckets); /* empty: every host held a reference to the state */
     free(st->locals);
     free(st->name);
     free(st);
+}
+
+/* ---- hosts by address ------------------------------------------------------------- */
+
+/* Host registries share the states' lock: hosts are found when a version is prepared and
+ * dropped when their last holder lets go, both rare next to requests. */
+
+static uint64_t host_key_hash(const pt_addr_t *a, const char *hostname)
+{
+    uint64_t h = 1469598103934665603ull;
+    const unsigned char *p = (const unsigned char *)a;
+    for (size_t i = 0; i < sizeof(*a); i++) {
+        h ^= p[i];
+        h *= 1099511628211ull;
+    }
+    return hostname != NULL ? h ^ hash_name(hostname) : h;
+}
+
+static int same_hostname(const char *a, const char *b)
+{
+    return (a == NULL || !a[0]) ? (b == NULL || !b[0]) : (b != NULL && strcmp(a, b) == 0);
+}
+
+static int grow_hosts(pt_cluster_state_t *st)
+{
+    unsigned n = st->nhost_buckets ? st->nhost_buckets * 2 : 16;
+    pt_host_t **nb = calloc(n, sizeof(*nb));
+    if (nb == NULL)
+        return -1;
+    for (unsigned i = 0; i < st->nhost_buckets; i++) {
+        pt_host_t *h = st->host_buckets[i];
+        while (h != NULL) {
+            pt_host_t *next = h->next_in_bucket;
+            unsigned b = (unsigned)(host_key_hash(&h->address, h->hostname) % n);
+            h->next_in_bucket = nb[b];
+            nb[b] = h;
+            h = next;
+        }
+    }
+    free(st->host_buckets);
+    st->host_buckets = nb;
+    st->nhost_buckets = n;
+    return 0;
+}
+
+/* The state's host for this endpoint, made on first use (*fresh set), with a reference. */
+static pt_host_t *host_get(pt_cluster_state_t *st, const pt_endpoint_t *e, int *fresh)
+{
+    *fresh = 0;
+    const char *hn = e->hostname != NULL && e->hostname[0] ? e->hostname : NULL;
+    pthread_mutex_lock(&states_lock);
+    pt_host_t *h = NULL;
+    if (st->nhost_buckets > 0) {
+        h = st->host_buckets[host_key_hash(&e->address, hn) % st->nhost_buckets];
+        while (h != NULL && !(pt_addr_equal(&h->address, &e->address) &&
+                              same_hostname(h->hostname, hn)))
+            h = h->next_in_bucket;
+    }
+    if (h != NULL) {
+        /* Possibly back from zero: its last holder waits for this lock to free it, and will
+         * see the reference (pt_host_unref). */
+        atomic_fetch_add_explicit(&h->refs, 1, memory_order_relaxed);
+        pthread_mutex_unlock(&states_lock);
+        return h;
+    }
+    if (st->nhost_entries >= st->nhost_buckets && grow_hosts(st) != 0) {
+        pthread_mutex_unlock(&states_lock);
+        return NULL;
+    }
+    h = calloc(1, sizeof(*h));
+    char buf[PT_ADDR_STRLEN];
+    pt_addr_format(&e->address, buf, sizeof(buf));
+    if (h == NULL || (h->address_str = strdup(buf)) == NULL ||
+        (hn != NULL && (h->hostname = strdup(hn)) == NULL)) {
+        if (h != NULL) {
+            free((char *)h->address_str);
+            free(h);
+        }
+        pthread_mutex_unlock(&states_lock);
+        return NULL;
+    }
+    atomic_init(&h->refs, 1);
+    h->address = e->address;
+    h->state = st;
+    atomic_fetch_add_explicit(&st->refs, 1, memory_order_relaxed);
+    unsigned b = (unsigned)(host_key_hash(&e->address, hn) % st->nhost_buckets);
+    h->next_in_bucket = st->host_buckets[b];
+    st->host_buckets[b] = h;
+    st->nhost_entries++;
+    pthread_mutex_unlock(&states_lock);
+    *fresh = 1;
+    return h;
+}
+
+pt_host_t *pt_host_ref(pt_host_t *h)
+{
+    if (h != NULL)
+        atomic_fetch_add_explicit(&h->refs, 1, memory_order_relaxed);
+    return h;
+}
+
+void pt_host_unref(pt_host_t *h)
+{
+    if (h == NULL || atomic_fetch_sub_explicit(&h->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    pt_cluster_state_t *st = h->state;
+    if (st == NULL) { /* made by hand (tests) */
+        free(h->outlier);
+        free(h);
+        return;
+    }
+    pthread_mutex_lock(&states_lock);
+    if (atomic_load_explicit(&h->refs, memory_order_acquire) != 0) {
+        pthread_mutex_unlock(&states_lock); /* found again meanwhile */
+        return;
+    }
+    pt_host_t **pp = &st->host_buckets[host_key_hash(&h->address, h->hostname) % st->nhost_buckets];
+    while (*pp != h)
+        pp = &(*pp)->next_in_bucket;
+    *pp = h->next_in_bucket;
+    st->nhost_entries--;
+    pthread_mutex_unlock(&states_lock);
+    free(h->outlier);
+    free((char *)h->address_str);
+    free((char *)h->hostname);
+    free(h);
+    pt_cluster_state_unref(st);
 }
 
 /* ---- the cluster resource --------------------------------------------------------- */
@@ -213,6 +341,9 @@ void pt_cluster_unref(pt_cluster_t *c)
         return;
     pt_arena_dispose(&c->arena); /* cleanups (TLS context, stats hooks) before the state */
     free(atomic_load(&c->code_stats));
+    for (unsigned i = 0; i < c->nhosts; i++)
+        pt_host_unref(c->hosts[i]);
+    free(c->hosts);
     pt_cluster_state_unref(c->state);
     free(c);
 }
@@ -321,11 +452,11 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
     if (rc > 0) {
         pt_endpoints_t eps;
         if (pt_endpoints_parse(r, &c->arena, c->name, &eps) == 0) {
-            c->hosts = eps.hosts;
-            c->nhosts = eps.nhosts;
+            c->endpoints = eps.endpoints;
+            c->nendpoints = eps.nendpoints;
             c->equal_weights = 1;
-            for (unsigned k = 1; k < c->nhosts; k++)
-                c->equal_weights &= c->hosts[k]->weight == c->hosts[0]->weight;
+            for (unsigned k = 1; k < c->nendpoints; k++)
+                c->equal_weights &= c->endpoints[k].weight == c->endpoints[0].weight;
         }
         pt_cfg_leave(r);
     } else if (rc == 0 && c->type == PT_CLUSTER_STATIC) {
@@ -348,11 +479,24 @@ int pt_cluster_prepare(pt_cluster_t *c)
 #define PT_X(n) c->stats.n = pt_stats_gauge("cluster", "envoy_cluster_name", c->name, #n);
     PT_CLUSTER_GAUGES(PT_X)
 #undef PT_X
-    /* Hosts of a health-checked cluster wait for their first check: mark them now, with
-     * the snapshot, so no request reaches them in the instant before the checker starts. */
-    if (c->nhealth_checks > 0)
-        for (unsigned i = 0; i < c->nhosts; i++)
-            atomic_fetch_or(&c->hosts[i]->health, (uint32_t)PT_HOST_FAILED_ACTIVE_HC);
+    /* Endpoints become hosts: the same object as in an earlier version of the cluster when
+     * one listed the same address, with what petrel learned of it. */
+    if (c->nendpoints > 0 && (c->hosts = calloc(c->nendpoints, sizeof(pt_host_t *))) == NULL)
+        return -1;
+    for (unsigned i = 0; i < c->nendpoints; i++) {
+        int fresh;
+        pt_host_t *h = host_get(c->state, &c->endpoints[i], &fresh);
+        if (h == NULL)
+            return -1;
+        atomic_store(&h->weight, c->endpoints[i].weight);
+        atomic_store(&h->priority, c->endpoints[i].priority);
+        /* A new host of a health-checked cluster waits for its first check (set before any
+         * worker sees it, so no request reaches it in the instant before the checker
+         * starts). A host that stays keeps its verdict. */
+        if (fresh && c->nhealth_checks > 0)
+            atomic_fetch_or(&h->health, (uint32_t)PT_HOST_FAILED_ACTIVE_HC);
+        c->hosts[c->nhosts++] = h;
+    }
     /* Membership gauges are set, not summed: owned by the main thread. */
     unsigned healthy = 0;
     for (unsigned i = 0; i < c->nhosts; i++)

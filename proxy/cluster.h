@@ -81,18 +81,38 @@ enum pt_host_health {
     PT_HOST_FAILED_OUTLIER_CHECK = 1u << 1,
 };
 
+/* A host, the same object in every version of its cluster that lists it (keyed by address
+ * and hostname in the cluster's state), so what petrel knows of it survives updates: health
+ * bits, outlier state, counters, active requests, pooled connections. Refcounted by the
+ * cluster versions that list it and by pools and checkers that hold it. */
 typedef struct pt_host {
+    _Atomic long refs;
+    struct pt_cluster_state *state;
+    struct pt_host *next_in_bucket; /* the state's host registry */
     pt_addr_t address;
-    const char *address_str; /* "10.0.0.1:80" */
-    const char *hostname;
-    uint32_t weight;
-    uint32_t priority;
+    const char *address_str; /* "10.0.0.1:80" (owned) */
+    const char *hostname;    /* (owned) or NULL */
+    /* From the newest version that lists the host (written by the main thread before it
+     * publishes that version; workers of older versions read them too). */
+    _Atomic uint32_t weight;
+    _Atomic uint32_t priority;
     _Atomic uint32_t health; /* pt_host_health bits; 0 = healthy */
-    struct pt_outlier_host *outlier;  /* discovery/outlier.c state, or NULL */
+    struct pt_outlier_host *outlier;  /* discovery/outlier.c state (owned), or NULL */
     /* /clusters counters, shared by all workers. */
     _Atomic uint64_t cx_total, cx_active, cx_connect_fail, rq_total, rq_active, rq_error,
         rq_success, rq_timeout;
 } pt_host_t;
+
+/* An endpoint as a ClusterLoadAssignment lists it, before it is resolved to a host. */
+typedef struct pt_endpoint {
+    pt_addr_t address;
+    const char *hostname;
+    uint32_t weight;
+    uint32_t priority;
+} pt_endpoint_t;
+
+pt_host_t *pt_host_ref(pt_host_t *h);
+void pt_host_unref(pt_host_t *h);
 
 /* A worker's own balancer state for one cluster, a cache line apart from the other
  * workers'. */
@@ -109,6 +129,10 @@ typedef struct pt_cluster_state {
     pt_cluster_local_t *locals; /* one per worker (pt_worker_count()), or NULL */
     unsigned nlocals;
     struct pt_cluster_state *next_in_bucket;
+    /* Hosts of every live version, by address and hostname (guarded by the registry lock:
+     * a host's last reference may go on any thread). */
+    pt_host_t **host_buckets;
+    unsigned nhost_buckets, nhost_entries;
 } pt_cluster_state_t;
 
 /* The state of the cluster with this name, made on first use, with a reference for the
@@ -132,7 +156,9 @@ struct pt_cluster {
     uint64_t http_idle_timeout_ms;        /* common_http_protocol_options.idle_timeout */
     uint32_t max_requests_per_connection; /* 0 = unlimited */
     _Atomic(pt_stat_t *) code_stats;      /* upstream_rq_<code>, created on first use */
-    pt_host_t **hosts;
+    pt_endpoint_t *endpoints;     /* as parsed (resolved into hosts by pt_cluster_prepare) */
+    unsigned nendpoints;
+    pt_host_t **hosts;            /* a reference each */
     unsigned nhosts;
     pt_cluster_stats_t stats;
     double healthy_panic_threshold; /* percent; below it, balance over all hosts */
