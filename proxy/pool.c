@@ -12,15 +12,17 @@
 
 enum { PC_CONNECTING, PC_BUSY, PC_IDLE };
 
-/* What a pool keeps of its cluster and host. Snapshots come and go; the pool copies what it
- * needs so it can outlive the snapshot that created it. */
+/* A pool serves one host of one cluster on one worker. It is found by the host object (a
+ * host belongs to one cluster, and is the same object in every version of the cluster that
+ * lists it), holds a reference to the host and to the newest version of the cluster that
+ * used it (its settings: connect timeout, TLS, limits), and outlives both versions' other
+ * users. */
 struct pt_pool {
     pt_worker_t *worker;
-    char *key;                    /* "<cluster>\n<address>" */
     pt_addr_t address;
-    const char *address_str;      /* in key */
-    pt_host_t *host;              /* for /clusters counters (see note in pt_pool_get) */
-    pt_cluster_t *cluster;        /* newest snapshot's, for outlier reports */
+    const char *address_str;      /* the host's */
+    pt_host_t *host;              /* a reference */
+    pt_cluster_t *cluster;        /* a reference: the newest version that used this pool */
     pt_cluster_stats_t stats;
     uint64_t idle_timeout_ms;
     uint32_t max_requests;
@@ -32,21 +34,19 @@ struct pt_pool {
     struct pt_pool *next_in_bucket;
 };
 
-/* Per-worker map of pools. */
+/* Per-worker map of pools, by host. */
 typedef struct pool_map {
     pt_pool_t **buckets;
     unsigned nbuckets;
     unsigned count;
 } pool_map_t;
 
-static uint64_t hash_str(const char *s)
+static unsigned host_bucket(const pt_host_t *h, unsigned nbuckets)
 {
-    uint64_t h = 1469598103934665603ull;
-    while (*s) {
-        h ^= (unsigned char)*s++;
-        h *= 1099511628211ull;
-    }
-    return h;
+    uintptr_t v = (uintptr_t)h;
+    v ^= v >> 17;
+    v *= 0x9E3779B97F4A7C15ull;
+    return (unsigned)((v >> 32) % nbuckets);
 }
 
 static void list_push(pt_pool_conn_t **head, pt_pool_conn_t *pc)
@@ -74,59 +74,72 @@ static pt_pool_conn_t **list_of(pt_pool_t *p, pt_pool_conn_t *pc)
     return pc->state == PC_IDLE ? &p->idle : pc->state == PC_BUSY ? &p->busy : &p->connecting;
 }
 
+/* The pool takes the settings of the newest cluster version that used it. */
+static void pool_adopt_cluster(pt_pool_t *p, pt_cluster_t *c)
+{
+    if (p->cluster == c)
+        return;
+    pt_cluster_ref(c);
+    pt_cluster_unref(p->cluster);
+    p->cluster = c;
+    p->stats = c->stats;
+    p->idle_timeout_ms = c->http_idle_timeout_ms;
+    p->max_requests = c->max_requests_per_connection;
+}
+
+static int map_grow(pool_map_t *m)
+{
+    unsigned n = m->nbuckets ? m->nbuckets * 2 : 64;
+    pt_pool_t **nb = calloc(n, sizeof(*nb));
+    if (nb == NULL)
+        return -1;
+    for (unsigned i = 0; i < m->nbuckets; i++) {
+        pt_pool_t *p = m->buckets[i];
+        while (p != NULL) {
+            pt_pool_t *next = p->next_in_bucket;
+            unsigned b = host_bucket(p->host, n);
+            p->next_in_bucket = nb[b];
+            nb[b] = p;
+            p = next;
+        }
+    }
+    free(m->buckets);
+    m->buckets = nb;
+    m->nbuckets = n;
+    return 0;
+}
+
 pt_pool_t *pt_pool_get(pt_worker_t *w, pt_cluster_t *c, pt_host_t *h)
 {
     pool_map_t *m = w->pool_map;
     if (m == NULL) {
         m = calloc(1, sizeof(*m));
-        if (m == NULL)
-            return NULL;
-        m->nbuckets = 64;
-        m->buckets = calloc(m->nbuckets, sizeof(pt_pool_t *));
-        if (m->buckets == NULL) {
+        if (m == NULL || map_grow(m) != 0) {
             free(m);
             return NULL;
         }
         w->pool_map = m;
     }
-    size_t nlen = strlen(c->name), alen = strlen(h->address_str);
-    char key[512];
-    if (nlen + 1 + alen + 1 > sizeof(key))
-        return NULL;
-    memcpy(key, c->name, nlen);
-    key[nlen] = '\n';
-    memcpy(key + nlen + 1, h->address_str, alen + 1);
-    uint64_t hv = hash_str(key);
-    for (pt_pool_t *p = m->buckets[hv % m->nbuckets]; p != NULL; p = p->next_in_bucket) {
-        if (strcmp(p->key, key) == 0) {
-            /* Settings may differ in a newer snapshot; the newest wins. The host object
-             * belongs to the newest snapshot that used this pool. */
-            p->host = h;
-            p->cluster = c;
-            p->stats = c->stats;
-            p->idle_timeout_ms = c->http_idle_timeout_ms;
-            p->max_requests = c->max_requests_per_connection;
+    for (pt_pool_t *p = m->buckets[host_bucket(h, m->nbuckets)]; p != NULL;
+         p = p->next_in_bucket) {
+        if (p->host == h) {
+            pool_adopt_cluster(p, c);
             return p;
         }
     }
+    if (m->count >= m->nbuckets && map_grow(m) != 0)
+        return NULL;
     pt_pool_t *p = calloc(1, sizeof(*p));
     if (p == NULL)
         return NULL;
-    p->key = strdup(key);
-    if (p->key == NULL) {
-        free(p);
-        return NULL;
-    }
-    p->address_str = strchr(p->key, '\n') + 1;
     p->worker = w;
+    p->host = pt_host_ref(h);
     p->address = h->address;
-    p->host = h;
-    p->cluster = c;
-    p->stats = c->stats;
-    p->idle_timeout_ms = c->http_idle_timeout_ms;
-    p->max_requests = c->max_requests_per_connection;
-    p->next_in_bucket = m->buckets[hv % m->nbuckets];
-    m->buckets[hv % m->nbuckets] = p;
+    p->address_str = h->address_str;
+    pool_adopt_cluster(p, c);
+    unsigned b = host_bucket(h, m->nbuckets);
+    p->next_in_bucket = m->buckets[b];
+    m->buckets[b] = p;
     m->count++;
     return p;
 }
@@ -491,7 +504,8 @@ void pt_pool_close_all(pt_worker_t *w)
                 pc_destroy(p->connecting, 0);
             while (p->pending_head != NULL)
                 pending_pop(p);
-            free(p->key);
+            pt_cluster_unref(p->cluster);
+            pt_host_unref(p->host);
             free(p);
             p = next;
         }

@@ -6,8 +6,9 @@
  * connection becomes ready first (new, or released by another request) serves the oldest
  * waiting request. A connect failure fails one waiting request. Connections are dropped
  * after max_requests_per_connection requests, after the cluster's idle timeout, or when
- * the upstream closes them while idle. Pools live for the worker's life; config snapshots
- * find them again by cluster name and host address. */
+ * the upstream closes them while idle. A pool is found by its host object, the same in every
+ * version of the cluster that lists the host, so an update of the cluster keeps its pooled
+ * connections; the pool uses the settings of the newest version that asked for it. */
 #ifndef PT_POOL_H
 #define PT_POOL_H
 
@@ -43,7 +44,7 @@ struct pt_pool_request {
     pt_pool_t *pool;
 };
 
-/* The pool for (cluster, host) on this worker, created on first use. */
+/* The pool for host h (of cluster c) on this worker, created on first use. */
 pt_pool_t *pt_pool_get(pt_worker_t *w, pt_cluster_t *c, pt_host_t *h);
 /* Returns an idle connection (now busy), or NULL with the request queued (on_ready or
  * on_failure comes later), or NULL with *err < 0 when it cannot be queued: -EOVERFLOW when
