@@ -4,7 +4,7 @@
  * `:path` exact `/healthz`). Without pass_through_mode it is answered here: 200, or 503
  * when the server fails health checks (POST /healthcheck/fail, or draining: see
  * pt_server_health_check_failed) or when a cluster in cluster_min_healthy_percentages has
- * fewer healthy hosts than its percentage. With pass_through_mode the request goes
+ * fewer healthy hosts than its percentage (or does not exist). With pass_through_mode the request goes
  * upstream unless the server fails health checks, in which case it is answered 503 here, as
  * in Envoy. Failed answers carry `x-envoy-immediate-health-check-fail: true`, which an Envoy
  * or petrel in front (with active health checks on that cluster) reads as "take this host out
@@ -18,9 +18,10 @@
 #include "proxy/conn_manager.h"
 #include "proxy/route.h"
 #include "proxy/server.h"
+#include "proxy/view.h"
 
 typedef struct min_healthy {
-    const pt_cluster_t *cluster; /* of the snapshot this filter config belongs to */
+    const char *cluster; /* looked up for each health check, in the request's view */
     double percent;
 } min_healthy_t;
 
@@ -76,11 +77,8 @@ static void *hc_parse(pt_cfg_t *r, pt_config_t *cfg)
                 continue;
             min_healthy_t *m = &c->min_healthy[c->nmin_healthy];
             pt_cfg_double(r, "value", &m->percent, 0.0, 0.0, 100.0);
-            m->cluster = pt_config_find_cluster(cfg, key);
-            if (m->cluster == NULL)
-                pt_cfg_error(r, NULL, "no cluster is named \"%s\"", key);
-            else
-                c->nmin_healthy++;
+            m->cluster = pt_arena_strdup(&cfg->arena, key);
+            c->nmin_healthy++;
             pt_cfg_leave(r);
         }
         pt_cfg_leave(r);
@@ -96,11 +94,14 @@ static int is_health_check(const hc_filter_config_t *c, const pt_http_headers_t 
     return 1;
 }
 
-/* Whether every listed cluster has at least its percentage of hosts healthy. */
-static int clusters_healthy_enough(const hc_filter_config_t *c)
+/* Whether every listed cluster has at least its percentage of hosts healthy. A cluster
+ * that does not exist (not yet, or no more) fails the check, as in Envoy. */
+static int clusters_healthy_enough(const hc_filter_config_t *c, const pt_view_t *view)
 {
     for (unsigned i = 0; i < c->nmin_healthy; i++) {
-        const pt_cluster_t *cl = c->min_healthy[i].cluster;
+        const pt_cluster_t *cl = pt_view_find_cluster(view, c->min_healthy[i].cluster);
+        if (cl == NULL)
+            return 0;
         unsigned healthy = 0;
         for (unsigned k = 0; k < cl->nhosts; k++)
             healthy += atomic_load_explicit(&cl->hosts[k]->health, memory_order_relaxed) == 0;
@@ -135,7 +136,7 @@ static int hc_decode_headers(pt_http_stream_t *s, void *cfg, void *state, pt_htt
     }
     if (c->pass_through)
         return PT_CONTINUE;
-    answer(s, clusters_healthy_enough(c));
+    answer(s, clusters_healthy_enough(c, s->view != NULL ? s->view->view : NULL));
     return PT_STOP;
 }
 

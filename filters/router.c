@@ -32,6 +32,7 @@
 #include "proxy/retry.h"
 #include "proxy/route.h"
 #include "proxy/time.h"
+#include "proxy/view.h"
 
 #define MAX_TRIED_HOSTS  8
 #define MAX_EXTRA_CODES  8
@@ -878,7 +879,7 @@ static int router_decode_headers(pt_http_stream_t *s, void *cfg, void *state,
 
     const char *name =
         pt_route_cluster_for_request(rt, h, pt_random_u64(), &st->weighted_entry);
-    pt_cluster_t *cluster = name ? pt_config_find_cluster(s->snapshot, name) : NULL;
+    pt_cluster_t *cluster = name && s->view ? pt_view_find_cluster(s->view->view, name) : NULL;
     pt_stat_inc(hstats(s)->rq_total);
     if (cluster == NULL) {
         pt_stat_inc(hstats(s)->no_cluster);

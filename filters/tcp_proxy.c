@@ -21,6 +21,7 @@
 #include "proxy/stats.h"
 #include "proxy/time.h"
 #include "proxy/worker.h"
+#include "proxy/view.h"
 #include "tls/transport.h"
 
 #define MAX_TRIED_HOSTS 8
@@ -412,7 +413,7 @@ static int tcp_proxy_on_new_connection(pt_session_t *s, void *fc)
     const tcp_proxy_config_t *cfg = fc;
     pt_stat_inc(cfg->stats.downstream_cx_total);
     const char *name = s->cluster_override ? s->cluster_override : cfg->cluster;
-    pt_cluster_t *cluster = pt_config_find_cluster(s->config, name);
+    pt_cluster_t *cluster = s->view ? pt_view_find_cluster(s->view->view, name) : NULL;
     if (cluster == NULL) {
         pt_stat_inc(cfg->stats.downstream_cx_no_route);
         pt_conn_close(s->conn, PT_CLOSE_NOW);

@@ -14,6 +14,7 @@
 #include "proxy/random.h"
 #include "proxy/stats.h"
 #include "proxy/time.h"
+#include "proxy/view.h"
 #include "tls/transport.h"
 
 /* One downstream connection. */
@@ -306,6 +307,7 @@ static void stream_release(pt_defer_t *d)
     pt_http_stream_t *s = (pt_http_stream_t *)((char *)d - offsetof(pt_http_stream_t, release));
     pt_buf_dispose(&s->pending_body);
     pt_arena_dispose(&s->arena);
+    pt_worker_view_unpin(s->view);
     free(s);
 }
 
@@ -347,7 +349,7 @@ static void *hcm_on_new_stream(void *owner, pt_http_codec_stream_t *cs)
     s->hcm = h;
     s->cs = cs;
     s->config = hc;
-    s->snapshot = h->session->config;
+    s->view = pt_worker_view_pin(h->session->worker);
     s->worker = h->session->worker;
     s->release.fn = stream_release;
     s->filter_state = pt_arena_alloc(&s->arena, (hc->nfilters ? hc->nfilters : 1) * sizeof(void *));

@@ -154,7 +154,9 @@ struct pt_http_stream {
     pt_hcm_conn_t *hcm;
     pt_http_codec_stream_t *cs;
     const pt_hcm_config_t *config;
-    pt_config_t *snapshot;     /* the session's snapshot (the session holds the reference) */
+    /* The view the request resolves clusters through, pinned until the stream is released:
+     * the clusters it resolved stay valid for its retries and timers (proxy/view.h). */
+    struct pt_worker_view *view;
     pt_worker_t *worker;
     pt_arena_t arena;
     pt_http_headers_t *request_headers;

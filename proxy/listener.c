@@ -14,6 +14,7 @@
 #include "proxy/log.h"
 #include "proxy/stats.h"
 #include "proxy/time.h"
+#include "proxy/view.h"
 #include "proxy/worker.h"
 #include "filters/client_hello.h"
 #include "tls/transport.h"
@@ -362,6 +363,7 @@ static void start_session(pt_worker_t *w, pt_listener_t *l, const pt_listener_co
     s->conn = c;
     s->worker = w;
     s->config = pt_config_ref(w->config);
+    s->view = pt_worker_view_pin(w);
     s->listener = lc;
     s->start_ms = pt_loop_ms();
     /* The local address: the listener's own when it is bound to one address and port (no
@@ -455,6 +457,7 @@ void pt_session_end(pt_session_t *s)
     atomic_fetch_sub_explicit(&s->bound->active, 1, memory_order_relaxed);
     atomic_fetch_sub_explicit(&downstream_connections, 1, memory_order_relaxed);
     pt_config_unref(s->config);
+    pt_worker_view_unpin(s->view);
     free(s);
 }
 

@@ -33,6 +33,8 @@ struct pt_session {
     pt_conn_t *conn;          /* downstream connection */
     pt_worker_t *worker;
     pt_config_t *config;      /* snapshot this session started with (a reference) */
+    /* The view the session resolved its cluster through (tcp_proxy), pinned for its life. */
+    struct pt_worker_view *view;
     const pt_listener_config_t *listener;
     pt_listener_t *bound;     /* the listening socket's owner: connection counts */
     const pt_filter_chain_t *chain;

@@ -18,6 +18,7 @@
 #include "proxy/log.h"
 #include "proxy/stats.h"
 #include "proxy/time.h"
+#include "proxy/view.h"
 #include "tls/secret.h"
 
 #define DRAIN_POLL_INTERVAL 0.05
@@ -234,6 +235,15 @@ static void worker_adopt(pt_worker_t *w, void *arg)
     pt_worker_adopt_config(w, arg);
 }
 
+static void worker_adopt_view(pt_worker_t *w, void *arg)
+{
+    if (w->stopping) { /* past its loop: nothing will release it */
+        pt_view_unref(arg);
+        return;
+    }
+    pt_worker_view_adopt(w, arg);
+}
+
 int pt_server_run(pt_server_t *s)
 {
     char err[512];
@@ -260,6 +270,11 @@ int pt_server_run(pt_server_t *s)
 
     unsigned n = s->opts.concurrency;
     s->nworkers = n;
+    s->view = pt_view_new(s->config->clusters, s->config->nclusters);
+    if (s->view == NULL) {
+        fprintf(stderr, "error: out of memory\n");
+        return 1;
+    }
     s->workers = calloc(n, sizeof(pt_worker_t));
     s->listeners = calloc(s->config->nlisteners ? s->config->nlisteners : 1,
                           sizeof(pt_listener_t *));
@@ -291,6 +306,7 @@ int pt_server_run(pt_server_t *s)
             return 1;
         }
         pt_worker_post(&s->workers[i], worker_adopt, pt_config_ref(s->config));
+        pt_worker_post(&s->workers[i], worker_adopt_view, pt_view_ref(s->view));
         for (unsigned j = 0; j < s->nlisteners; j++) {
             listener_assignment_t *a = malloc(sizeof(*a));
             if (a == NULL)
@@ -373,6 +389,8 @@ void pt_server_dispose(pt_server_t *s)
         ev_loop_destroy(s->loop);
         s->loop = NULL;
     }
+    pt_view_unref(s->view);
+    s->view = NULL;
     pt_config_unref(s->config);
     s->config = NULL;
     /* Buffered access log lines go out before the process exits. */

@@ -37,6 +37,7 @@ typedef struct pt_server {
     pt_worker_t *workers;
     unsigned nworkers;
     pt_config_t *config;      /* current snapshot */
+    struct pt_view *view;     /* the view workers resolve clusters through (proxy/view.h) */
     pt_listener_t **listeners;
     unsigned nlisteners;
     pt_admin_t *admin;

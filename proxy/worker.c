@@ -17,6 +17,7 @@
 #include "proxy/log.h"
 #include "proxy/pool.h"
 #include "proxy/stats.h"
+#include "proxy/view.h"
 
 _Thread_local pt_worker_t *pt_worker_current;
 
@@ -179,6 +180,7 @@ static void *worker_main(void *arg)
     pt_worker_run_deferred(w);
     pt_conn_close_all(w);
     pt_worker_run_deferred(w);
+    pt_worker_view_release(w);
     pt_http1_codec_thread_cleanup();
     pt_arena_thread_cleanup();
     pt_listener_thread_cleanup();

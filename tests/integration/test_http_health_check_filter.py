@@ -81,6 +81,15 @@ class HealthCheckFilterTest(unittest.TestCase):
                 p.wait_stat('cluster.app.membership_healthy', 1)
                 self.assertEqual(self.get('/healthz').status, status, percent)
 
+    def test_unknown_cluster_fails_the_check(self):
+        # As in Envoy: a cluster that does not exist is no error in the config (it may come
+        # later from a control plane), but the health check fails while it is missing.
+        filt = hc_filter(cluster_min_healthy_percentages={'nope': {'value': 0}})
+        with h.Petrel(self.config(filt)):
+            r = self.get('/healthz')
+            self.assertEqual(r.status, 503)
+            self.assertEqual(r.get('x-envoy-immediate-health-check-fail'), 'true')
+
     def test_config_errors(self):
         cases = [
             (hc_filter(cache_time='5s'), 'cache_time: field is not supported'),
@@ -90,8 +99,6 @@ class HealthCheckFilterTest(unittest.TestCase):
             ({'name': 'envoy.filters.http.health_check', 'typed_config': {
                 '@type': HC_TYPE, 'pass_through_mode': False}},
              'headers: is required'),
-            (hc_filter(cluster_min_healthy_percentages={'nope': {'value': 10}}),
-             'cluster_min_healthy_percentages.nope: no cluster is named "nope"'),
         ]
         for filt, message in cases:
             with self.subTest(message=message):

@@ -1,0 +1,130 @@
+#include "proxy/view.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "proxy/cluster.h"
+#include "proxy/worker.h"
+
+static _Atomic uint64_t next_version = 1;
+
+static uint64_t hash_name(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    while (*s) {
+        h ^= (unsigned char)*s++;
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+pt_view_t *pt_view_new(pt_cluster_t *const *clusters, unsigned n)
+{
+    pt_view_t *v = calloc(1, sizeof(*v));
+    if (v == NULL)
+        return NULL;
+    unsigned cap = 16;
+    while (cap < n * 2)
+        cap *= 2;
+    v->clusters = calloc(n ? n : 1, sizeof(*v->clusters));
+    v->index = calloc(cap, sizeof(*v->index));
+    if (v->clusters == NULL || v->index == NULL) {
+        free(v->clusters);
+        free(v->index);
+        free(v);
+        return NULL;
+    }
+    atomic_init(&v->refs, 1);
+    v->version = atomic_fetch_add(&next_version, 1);
+    v->cap = cap;
+    for (unsigned i = 0; i < n; i++) {
+        pt_cluster_t *c = clusters[i];
+        uint64_t h = hash_name(c->name) & (cap - 1);
+        while (v->index[h] != NULL)
+            h = (h + 1) & (cap - 1);
+        v->index[h] = pt_cluster_ref(c);
+        v->clusters[v->nclusters++] = c;
+    }
+    return v;
+}
+
+pt_view_t *pt_view_ref(pt_view_t *v)
+{
+    if (v != NULL)
+        atomic_fetch_add_explicit(&v->refs, 1, memory_order_relaxed);
+    return v;
+}
+
+void pt_view_unref(pt_view_t *v)
+{
+    if (v == NULL || atomic_fetch_sub_explicit(&v->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (unsigned i = 0; i < v->nclusters; i++)
+        pt_cluster_unref(v->clusters[i]);
+    free(v->clusters);
+    free(v->index);
+    free(v);
+}
+
+pt_cluster_t *pt_view_find_cluster(const pt_view_t *v, const char *name)
+{
+    if (v == NULL || name == NULL)
+        return NULL;
+    uint64_t h = hash_name(name) & (v->cap - 1);
+    while (v->index[h] != NULL) {
+        if (strcmp(v->index[h]->name, name) == 0)
+            return v->index[h];
+        h = (h + 1) & (v->cap - 1);
+    }
+    return NULL;
+}
+
+/* ---- per worker ------------------------------------------------------------------ */
+
+static void worker_view_free(pt_worker_view_t *wv)
+{
+    pt_view_unref(wv->view);
+    free(wv);
+}
+
+void pt_worker_view_adopt(pt_worker_t *w, pt_view_t *v)
+{
+    pt_worker_view_t *wv = calloc(1, sizeof(*wv));
+    if (wv == NULL) {
+        pt_view_unref(v); /* keep serving with the view we have */
+        return;
+    }
+    wv->view = v;
+    pt_worker_view_t *old = w->view;
+    w->view = wv;
+    if (old != NULL) {
+        old->retired = 1;
+        if (old->pins == 0)
+            worker_view_free(old);
+    }
+}
+
+pt_worker_view_t *pt_worker_view_pin(pt_worker_t *w)
+{
+    pt_worker_view_t *wv = w->view;
+    if (wv != NULL)
+        wv->pins++;
+    return wv;
+}
+
+void pt_worker_view_unpin(pt_worker_view_t *wv)
+{
+    if (wv != NULL && --wv->pins == 0 && wv->retired)
+        worker_view_free(wv);
+}
+
+void pt_worker_view_release(pt_worker_t *w)
+{
+    pt_worker_view_t *wv = w->view;
+    w->view = NULL;
+    if (wv != NULL) {
+        wv->retired = 1;
+        if (wv->pins == 0)
+            worker_view_free(wv);
+    }
+}
