@@ -19,6 +19,7 @@
 
 #include "discovery/outlier.h"
 #include "proxy/cluster.h"
+#include "proxy/view.h"
 #include "proxy/config.h"
 #include "proxy/conn.h"
 #include "proxy/formatter.h"
@@ -539,11 +540,14 @@ typedef struct hc_session {
 
 struct hc_cluster {
     pt_health_checker_t *hc;
-    pt_cluster_t *c;
+    pt_cluster_t *c;        /* the version being checked (a reference) */
     unsigned nchecks;
     char **requests;        /* per check: the HTTP request bytes (NULL for TCP) */
     size_t *request_lens;
-    hc_session_t *sessions; /* nhosts * nchecks, host-major */
+    /* c->nhosts * nchecks, host-major, each allocated on its own (libev holds pointers to
+     * their timers): a session moves to the next version of the cluster when its host and
+     * the checks stay the same. */
+    hc_session_t **sessions;
     struct {
         pt_stat_t attempt, success, failure, passive_failure, network_failure, verify_cluster,
             healthy, degraded;
@@ -553,9 +557,8 @@ struct hc_cluster {
 struct pt_health_checker {
     pt_worker_t *worker;
     struct ev_loop *loop;
-    pt_config_t *cfg;
-    hc_cluster_t *clusters;
-    unsigned nclusters;
+    hc_cluster_t **clusters; /* one per checked cluster of the current view */
+    unsigned nclusters, cap;
 };
 
 static const pt_conn_handler_t probe_handler;
@@ -640,7 +643,7 @@ static void update_host(hc_session_t *s, const char *why)
     hc_cluster_t *cl = s->cl;
     int failed = 0;
     for (unsigned k = 0; k < cl->nchecks; k++)
-        failed |= cl->sessions[s->host_idx * cl->nchecks + k].failed;
+        failed |= cl->sessions[s->host_idx * cl->nchecks + k]->failed;
     pt_host_t *h = s->host;
     uint32_t old = atomic_load(&h->health);
     if (failed && !(old & PT_HOST_FAILED_ACTIVE_HC)) {
@@ -1034,18 +1037,22 @@ done:
     return out;
 }
 
-static void cluster_dispose(hc_cluster_t *cl)
+static void session_free(hc_cluster_t *cl, hc_session_t *s)
 {
     struct ev_loop *loop = cl->hc->loop;
+    ev_timer_stop(loop, &s->interval_timer);
+    ev_timer_stop(loop, &s->timeout_timer);
+    drop_conn(s);
+    free(s->http);
+    free(s);
+}
+
+static void cluster_dispose(hc_cluster_t *cl)
+{
     unsigned n = cl->c->nhosts * cl->nchecks;
-    for (unsigned i = 0; cl->sessions != NULL && i < n; i++) {
-        hc_session_t *s = &cl->sessions[i];
-        ev_timer_stop(loop, &s->interval_timer);
-        ev_timer_stop(loop, &s->timeout_timer);
-        drop_conn(s);
-        free(s->http);
-        s->http = NULL;
-    }
+    for (unsigned i = 0; cl->sessions != NULL && i < n; i++)
+        if (cl->sessions[i] != NULL)
+            session_free(cl, cl->sessions[i]);
     free(cl->sessions);
     cl->sessions = NULL;
     for (unsigned k = 0; cl->requests != NULL && k < cl->nchecks; k++)
@@ -1054,6 +1061,8 @@ static void cluster_dispose(hc_cluster_t *cl)
     free(cl->request_lens);
     cl->requests = NULL;
     cl->request_lens = NULL;
+    pt_cluster_unref(cl->c);
+    cl->c = NULL;
 }
 
 static pt_stat_t hc_stat(pt_cluster_t *c, int gauge, const char *name)
@@ -1064,10 +1073,37 @@ static pt_stat_t hc_stat(pt_cluster_t *c, int gauge, const char *name)
                  : pt_stats_counter("cluster", "envoy_cluster_name", c->name, full);
 }
 
-static int cluster_init(pt_health_checker_t *hc, hc_cluster_t *cl, pt_cluster_t *c)
+static hc_session_t *session_new(hc_cluster_t *cl, unsigned check, unsigned host_idx)
+{
+    hc_session_t *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return NULL;
+    s->cl = cl;
+    s->cfg = &cl->c->health_checks[check];
+    s->check = check;
+    s->host_idx = host_idx;
+    s->host = cl->c->hosts[host_idx];
+    s->first_check = 1;
+    /* A host new to checking is not used for traffic until a check passes (Envoy marks
+     * hosts of a health-checked cluster failed_active_hc when they are added; prepare set
+     * the bit on hosts new to the cluster). A host checked before keeps its verdict. */
+    s->failed = (atomic_load(&s->host->health) & PT_HOST_FAILED_ACTIVE_HC) != 0;
+    double first = 0.;
+    if (s->cfg->initial_jitter_ms > 0)
+        first = (double)pt_random_below(s->cfg->initial_jitter_ms) / 1000.0;
+    ev_timer_init(&s->interval_timer, on_interval, first, 0.);
+    ev_timer_init(&s->timeout_timer, on_timeout, 0., 0.);
+    s->interval_timer.data = s;
+    s->timeout_timer.data = s;
+    ev_timer_start(cl->hc->loop, &s->interval_timer);
+    return s;
+}
+
+/* Builds the per-check requests and stats of cl for version c (a reference taken). */
+static int cluster_setup(pt_health_checker_t *hc, hc_cluster_t *cl, pt_cluster_t *c)
 {
     cl->hc = hc;
-    cl->c = c;
+    cl->c = pt_cluster_ref(c);
     cl->nchecks = c->nhealth_checks;
     cl->st.attempt = hc_stat(c, 0, "attempt");
     cl->st.success = hc_stat(c, 0, "success");
@@ -1077,7 +1113,6 @@ static int cluster_init(pt_health_checker_t *hc, hc_cluster_t *cl, pt_cluster_t 
     cl->st.verify_cluster = hc_stat(c, 0, "verify_cluster");
     cl->st.healthy = hc_stat(c, 1, "healthy");
     cl->st.degraded = hc_stat(c, 1, "degraded");
-
     cl->requests = calloc(cl->nchecks, sizeof(*cl->requests));
     cl->request_lens = calloc(cl->nchecks, sizeof(*cl->request_lens));
     if (cl->requests == NULL || cl->request_lens == NULL)
@@ -1089,36 +1124,74 @@ static int cluster_init(pt_health_checker_t *hc, hc_cluster_t *cl, pt_cluster_t 
         if (cl->requests[k] == NULL)
             return -1;
     }
-    if (c->nhosts > 0) {
-        cl->sessions = calloc((size_t)c->nhosts * cl->nchecks, sizeof(*cl->sessions));
-        if (cl->sessions == NULL)
-            return -1;
-    }
+    if (c->nhosts > 0 &&
+        (cl->sessions = calloc((size_t)c->nhosts * cl->nchecks, sizeof(*cl->sessions))) == NULL)
+        return -1;
+    return 0;
+}
+
+/* Gives every host of cl->c its sessions: those of `prev` (the checks of the previous
+ * version, when they are the same) for hosts that stay, new ones for the others; what is
+ * left of prev (removed hosts) is freed. */
+static int cluster_fill(hc_cluster_t *cl, hc_session_t **prev, pt_host_t *const *prev_hosts,
+                        unsigned prev_nhosts)
+{
+    pt_cluster_t *c = cl->c;
+    int rc = 0;
     for (unsigned h = 0; h < c->nhosts; h++) {
-        /* Not used for traffic until a check passes (Envoy marks hosts of a health-checked
-         * cluster failed_active_hc when they are added). */
-        atomic_fetch_or(&c->hosts[h]->health, (uint32_t)PT_HOST_FAILED_ACTIVE_HC);
+        unsigned from = prev_nhosts;
+        for (unsigned j = 0; prev != NULL && j < prev_nhosts; j++) {
+            if (prev_hosts[j] == c->hosts[h] && prev[j * cl->nchecks] != NULL) {
+                from = j;
+                break;
+            }
+        }
         for (unsigned k = 0; k < cl->nchecks; k++) {
-            hc_session_t *s = &cl->sessions[h * cl->nchecks + k];
-            s->cl = cl;
-            s->cfg = &c->health_checks[k];
-            s->check = k;
-            s->host_idx = h;
-            s->host = c->hosts[h];
-            s->first_check = 1;
-            s->failed = 1;
-            double first = 0.;
-            if (s->cfg->initial_jitter_ms > 0)
-                first = (double)pt_random_below(s->cfg->initial_jitter_ms) / 1000.0;
-            ev_timer_init(&s->interval_timer, on_interval, first, 0.);
-            ev_timer_init(&s->timeout_timer, on_timeout, 0., 0.);
-            s->interval_timer.data = s;
-            s->timeout_timer.data = s;
+            hc_session_t *s;
+            if (from < prev_nhosts) {
+                s = prev[from * cl->nchecks + k];
+                prev[from * cl->nchecks + k] = NULL;
+                s->cl = cl;
+                s->cfg = &c->health_checks[k];
+                s->host_idx = h;
+            } else if ((s = session_new(cl, k, h)) == NULL) {
+                rc = -1;
+                continue;
+            }
+            cl->sessions[h * cl->nchecks + k] = s;
         }
     }
-    pt_stat_set(cl->st.degraded, 0);
-    refresh_gauges(cl);
-    return 0;
+    for (unsigned i = 0; prev != NULL && i < prev_nhosts * cl->nchecks; i++)
+        if (prev[i] != NULL)
+            session_free(cl, prev[i]);
+    return rc;
+}
+
+static hc_cluster_t *find_cluster(pt_health_checker_t *hc, const pt_cluster_state_t *st)
+{
+    for (unsigned i = 0; i < hc->nclusters; i++)
+        if (hc->clusters[i]->c->state == st)
+            return hc->clusters[i];
+    return NULL;
+}
+
+/* Whether two versions of a cluster check the same way (sessions and verdicts carry over). */
+static int same_checks(const pt_cluster_t *a, const pt_cluster_t *b)
+{
+    if (a->health_checks_json == NULL || b->health_checks_json == NULL)
+        return a->health_checks_json == b->health_checks_json;
+    return json_equal(a->health_checks_json, b->health_checks_json);
+}
+
+/* A cluster no longer checked (removed, or its health checks gone): its hosts are usable
+ * again unless another check fails them. */
+static void cluster_drop(hc_cluster_t *cl, int clear_hosts)
+{
+    pt_cluster_t *c = cl->c;
+    for (unsigned h = 0; clear_hosts && h < c->nhosts; h++)
+        atomic_fetch_and(&c->hosts[h]->health, ~(uint32_t)PT_HOST_FAILED_ACTIVE_HC);
+    cluster_dispose(cl);
+    free(cl);
 }
 
 /* ---- passive failures -------------------------------------------------------------- */
@@ -1129,8 +1202,7 @@ static pt_health_checker_t *running;
 static _Atomic(pt_worker_t *) running_worker;
 
 typedef struct passive_event {
-    const pt_cluster_t *c;
-    const pt_host_t *h;
+    pt_host_t *h; /* a reference: the event may outlive the version that listed the host */
 } passive_event_t;
 
 /* Main thread: every check of the host fails now; it comes back through the active checks
@@ -1139,28 +1211,26 @@ static void apply_passive_failure(pt_worker_t *w, void *arg)
 {
     (void)w;
     passive_event_t *e = arg;
-    for (unsigned i = 0; running != NULL && i < running->nclusters; i++) {
-        hc_cluster_t *cl = &running->clusters[i];
-        if (cl->c != e->c)
-            continue; /* a checker of another snapshot: the event is stale */
-        for (unsigned hi = 0; hi < cl->c->nhosts; hi++) {
-            if (cl->c->hosts[hi] != e->h)
-                continue;
-            pt_stat_inc(cl->st.passive_failure);
-            for (unsigned k = 0; k < cl->nchecks; k++) {
-                hc_session_t *s = &cl->sessions[hi * cl->nchecks + k];
-                s->failed = 1;
-                s->first_check = 0;
-                s->num_healthy = 0;
-            }
-            update_host(&cl->sessions[hi * cl->nchecks],
-                        "immediate health check failure from the upstream");
+    hc_cluster_t *cl = running != NULL ? find_cluster(running, e->h->state) : NULL;
+    for (unsigned hi = 0; cl != NULL && hi < cl->c->nhosts; hi++) {
+        if (cl->c->hosts[hi] != e->h)
+            continue;
+        pt_stat_inc(cl->st.passive_failure);
+        for (unsigned k = 0; k < cl->nchecks; k++) {
+            hc_session_t *s = cl->sessions[hi * cl->nchecks + k];
+            s->failed = 1;
+            s->first_check = 0;
+            s->num_healthy = 0;
         }
+        update_host(cl->sessions[hi * cl->nchecks],
+                    "immediate health check failure from the upstream");
+        break;
     }
+    pt_host_unref(e->h);
     free(e);
 }
 
-void pt_health_check_passive_failure(const pt_cluster_t *c, const pt_host_t *h)
+void pt_health_check_passive_failure(const pt_cluster_t *c, pt_host_t *h)
 {
     pt_worker_t *w = atomic_load_explicit(&running_worker, memory_order_acquire);
     if (w == NULL || c->nhealth_checks == 0)
@@ -1168,58 +1238,95 @@ void pt_health_check_passive_failure(const pt_cluster_t *c, const pt_host_t *h)
     passive_event_t *e = malloc(sizeof(*e));
     if (e == NULL)
         return;
-    e->c = c;
-    e->h = h;
-    if (pt_worker_post(w, apply_passive_failure, e) != 0)
+    e->h = pt_host_ref(h);
+    if (pt_worker_post(w, apply_passive_failure, e) != 0) {
+        pt_host_unref(h);
         free(e);
+    }
 }
 
-pt_health_checker_t *pt_health_checker_start(pt_worker_t *main_worker, pt_config_t *cfg)
+pt_health_checker_t *pt_health_checker_start(pt_worker_t *main_worker)
 {
-    unsigned n = 0;
-    for (unsigned i = 0; cfg != NULL && i < cfg->nclusters; i++)
-        n += cfg->clusters[i]->nhealth_checks > 0;
-    if (n == 0)
-        return NULL;
     pt_health_checker_t *hc = calloc(1, sizeof(*hc));
     if (hc == NULL)
-        goto oom;
+        return NULL;
     hc->worker = main_worker;
     hc->loop = main_worker->loop;
-    hc->cfg = pt_config_ref(cfg);
-    hc->clusters = calloc(n, sizeof(*hc->clusters));
-    if (hc->clusters == NULL)
-        goto oom;
-    for (unsigned i = 0; i < cfg->nclusters; i++) {
-        pt_cluster_t *c = cfg->clusters[i];
-        if (c->nhealth_checks == 0)
-            continue;
-        hc_cluster_t *cl = &hc->clusters[hc->nclusters++];
-        if (cluster_init(hc, cl, c) != 0)
-            goto oom;
-    }
-    /* Timers start only once every session exists. */
-    for (unsigned i = 0; i < hc->nclusters; i++) {
-        hc_cluster_t *cl = &hc->clusters[i];
-        for (unsigned j = 0; j < cl->c->nhosts * cl->nchecks; j++)
-            ev_timer_start(hc->loop, &cl->sessions[j].interval_timer);
-        pt_info("health check: cluster %s: %u check%s on %u host%s", cl->c->name, cl->nchecks,
-                cl->nchecks == 1 ? "" : "s", cl->c->nhosts, cl->c->nhosts == 1 ? "" : "s");
-    }
     running = hc;
     atomic_store_explicit(&running_worker, main_worker, memory_order_release);
     return hc;
-oom:
-    pt_error("health check: out of memory; health checking is off");
-    for (unsigned i = 0; hc != NULL && i < hc->nclusters; i++) {
-        pt_cluster_t *c = hc->clusters[i].c;
-        for (unsigned h = 0; c != NULL && h < c->nhosts; h++)
-            atomic_fetch_and(&c->hosts[h]->health, ~(uint32_t)PT_HOST_FAILED_ACTIVE_HC);
-        if (c != NULL)
-            refresh_gauges(&hc->clusters[i]);
+}
+
+/* Brings cl (checking some version of a cluster, or a new one when cl->c is NULL) to
+ * version c. */
+static int cluster_move_to(pt_health_checker_t *hc, hc_cluster_t *cl, pt_cluster_t *c)
+{
+    hc_cluster_t old = *cl;
+    int was_checked = old.c != NULL;
+    int keep = was_checked && same_checks(old.c, c);
+    memset(cl, 0, sizeof(*cl));
+    int rc = cluster_setup(hc, cl, c);
+    if (rc == 0)
+        rc = cluster_fill(cl, keep ? old.sessions : NULL, keep ? old.c->hosts : NULL,
+                          keep ? old.c->nhosts : 0);
+    if (keep)
+        old.sessions = NULL; /* its sessions moved, or were freed by cluster_fill */
+    if (was_checked)
+        cluster_dispose(&old);
+    refresh_gauges(cl);
+    if (!keep)
+        pt_info("health check: cluster %s: %u check%s on %u host%s", c->name, cl->nchecks,
+                cl->nchecks == 1 ? "" : "s", c->nhosts, c->nhosts == 1 ? "" : "s");
+    return rc;
+}
+
+int pt_health_checker_update(pt_health_checker_t *hc, const pt_view_t *view)
+{
+    if (hc == NULL)
+        return 0;
+    int rc = 0;
+    /* Clusters that are gone, or no longer checked. */
+    for (unsigned i = 0; i < hc->nclusters;) {
+        hc_cluster_t *cl = hc->clusters[i];
+        pt_cluster_t *now = pt_view_find_cluster(view, cl->c->name);
+        if (now != NULL && now->nhealth_checks > 0) {
+            i++;
+            continue;
+        }
+        cluster_drop(cl, now != NULL);
+        hc->clusters[i] = hc->clusters[--hc->nclusters];
     }
-    pt_health_checker_stop(hc);
-    return NULL;
+    /* New and changed ones: work only for what changed. */
+    for (unsigned i = 0; i < view->nclusters; i++) {
+        pt_cluster_t *c = view->clusters[i];
+        if (c->nhealth_checks == 0)
+            continue;
+        hc_cluster_t *cl = find_cluster(hc, c->state);
+        if (cl != NULL && cl->c == c)
+            continue;
+        if (cl == NULL) {
+            if (hc->nclusters == hc->cap) {
+                unsigned cap = hc->cap ? hc->cap * 2 : 8;
+                hc_cluster_t **n = realloc(hc->clusters, cap * sizeof(*n));
+                if (n == NULL) {
+                    rc = -1;
+                    continue;
+                }
+                hc->clusters = n;
+                hc->cap = cap;
+            }
+            if ((cl = calloc(1, sizeof(*cl))) == NULL) {
+                rc = -1;
+                continue;
+            }
+            hc->clusters[hc->nclusters++] = cl;
+        }
+        if (cluster_move_to(hc, cl, c) != 0)
+            rc = -1;
+    }
+    if (rc != 0)
+        pt_error("health check: out of memory: some hosts are not checked");
+    return rc;
 }
 
 void pt_health_checker_stop(pt_health_checker_t *hc)
@@ -1228,9 +1335,10 @@ void pt_health_checker_stop(pt_health_checker_t *hc)
         return;
     if (running == hc)
         running = NULL; /* events still queued find no checker and are dropped */
-    for (unsigned i = 0; i < hc->nclusters; i++)
-        cluster_dispose(&hc->clusters[i]);
+    for (unsigned i = 0; i < hc->nclusters; i++) {
+        cluster_dispose(hc->clusters[i]);
+        free(hc->clusters[i]);
+    }
     free(hc->clusters);
-    pt_config_unref(hc->cfg);
     free(hc);
 }

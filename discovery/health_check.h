@@ -109,12 +109,19 @@ struct pt_health_check_config {
 int pt_health_checks_parse(pt_cfg_t *r, pt_arena_t *a, const char *field,
                            pt_health_check_config_t **out, unsigned *n);
 
-/* Starts checking every host of every cluster of `cfg` that has health checks: sets their
- * PT_HOST_FAILED_ACTIVE_HC bit, registers the cluster.<name>.health_check.* stats and runs
- * the first checks from the next loop turn (after initial_jitter). Main thread only; probes
- * are connections of `main_worker`, whose loop must be the main loop. Holds a reference to
- * cfg until stopped. Returns NULL when no cluster has health checks (or out of memory). */
-pt_health_checker_t *pt_health_checker_start(pt_worker_t *main_worker, pt_config_t *cfg);
+/* The checker of the main thread. Probes are connections of `main_worker`, whose loop must
+ * be the main loop. NULL when out of memory. */
+pt_health_checker_t *pt_health_checker_start(pt_worker_t *main_worker);
+struct pt_view;
+/* Checks every host of every cluster of `view` that has health checks, from the next loop
+ * turn (after initial_jitter), registering the cluster.<name>.health_check.* stats. Work
+ * follows what changed since the last view: a cluster whose version is the same keeps
+ * everything; a new version with the same checks keeps the sessions (schedule, counts,
+ * verdict) of the hosts it still lists and starts sessions for new ones (failed until their
+ * first check passes); changed checks start over, each host keeping its current verdict
+ * until its first result; a cluster gone or no longer checked stops, and its hosts are no
+ * longer failed by it. 0, or -1 when out of memory (some hosts are then not checked). */
+int pt_health_checker_update(pt_health_checker_t *hc, const struct pt_view *view);
 /* Stops every timer, closes every probe connection (freed by the worker's reaper) and frees
  * the checker. NULL is fine. The hosts keep their last health bits. */
 void pt_health_checker_stop(pt_health_checker_t *hc);
@@ -124,7 +131,7 @@ struct pt_host;
  * failing its own health checks, draining say). With active health checking on the cluster,
  * the host fails its checks at once (from the main thread) and comes back through them;
  * health_check.passive_failure counts it. Without, nothing happens, as in Envoy. */
-void pt_health_check_passive_failure(const struct pt_cluster *c, const struct pt_host *h);
+void pt_health_check_passive_failure(const struct pt_cluster *c, struct pt_host *h);
 
 /* The same decision rules as the checker, exposed for unit tests. */
 /* Is `status` inside one of the ranges? */

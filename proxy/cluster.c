@@ -341,6 +341,7 @@ void pt_cluster_unref(pt_cluster_t *c)
         return;
     pt_arena_dispose(&c->arena); /* cleanups (TLS context, stats hooks) before the state */
     free(atomic_load(&c->code_stats));
+    json_decref(c->health_checks_json);
     for (unsigned i = 0; i < c->nhosts; i++)
         pt_host_unref(c->hosts[i]);
     free(c->hosts);
@@ -441,6 +442,8 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
         }
         pt_cfg_leave(r);
     }
+    json_t *checks = pt_cfg_get(r, "health_checks");
+    c->health_checks_json = checks != NULL ? json_incref(checks) : NULL;
     pt_health_checks_parse(r, &c->arena, "health_checks", &c->health_checks,
                            &c->nhealth_checks);
     if (pt_cfg_enter(r, "outlier_detection") > 0) {

@@ -10,6 +10,7 @@
 #ifndef PT_CLUSTER_H
 #define PT_CLUSTER_H
 
+#include <jansson.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -166,6 +167,7 @@ struct pt_cluster {
     struct pt_outlier_config *outlier; /* outlier_detection, or NULL (discovery/outlier.h) */
     struct pt_health_check_config *health_checks; /* discovery/health_check.h */
     unsigned nhealth_checks;
+    json_t *health_checks_json;  /* as configured (a reference): versions compare it */
     pt_tls_settings_t *tls;    /* transport_socket: UpstreamTlsContext, or NULL (raw) */
     pt_tls_context_t *tls_ctx; /* built with the snapshot */
 };

@@ -318,7 +318,8 @@ int pt_server_run(pt_server_t *s)
     }
 
     /* Health checks probe from the main loop; workers only read the hosts' health bits. */
-    s->health_checker = pt_health_checker_start(&s->main_worker, s->config);
+    s->health_checker = pt_health_checker_start(&s->main_worker);
+    pt_health_checker_update(s->health_checker, s->view);
     /* Outlier detection decides on the main loop from what the workers report. */
     s->outlier = pt_outlier_start(&s->main_worker, s->config);
 

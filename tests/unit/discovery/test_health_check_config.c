@@ -6,6 +6,7 @@
  *
  * Configs are inline JSON with single quotes (J() turns them into double quotes). */
 #include "discovery/health_check.h"
+#include "proxy/view.h"
 #include "proxy/cluster.h"
 #include "proxy/config.h"
 #include "proxy/conn.h"
@@ -521,8 +522,10 @@ static void test_checker_lifecycle(void)
 
     pt_worker_t w;
     PT_CHECK_INT(pt_worker_init(&w, -1), 0);
-    pt_health_checker_t *hc = pt_health_checker_start(&w, c);
+    pt_health_checker_t *hc = pt_health_checker_start(&w);
     PT_CHECK(hc != NULL);
+    pt_view_t *view = pt_view_new(c->clusters, c->nclusters);
+    PT_CHECK_INT(pt_health_checker_update(hc, view), 0);
     /* Until a check passes, hosts of health-checked clusters are not used. */
     PT_CHECK_INT(atomic_load(&up->hosts[0]->health), PT_HOST_FAILED_ACTIVE_HC);
     PT_CHECK_INT(atomic_load(&down->hosts[0]->health), PT_HOST_FAILED_ACTIVE_HC);
@@ -558,17 +561,74 @@ static void test_checker_lifecycle(void)
     PT_CHECK(pt_stats_value(failures_down) >= 1);
     PT_CHECK(pt_stats_value(netfail_down) >= 1);
 
+    /* A new version of "up" with the same checks and host: nothing starts over (the host
+     * stays healthy, its session goes on). A second host is added (same address, another
+     * hostname: another host): failed until its first check. */
+    char json2[4096];
+    snprintf(json2, sizeof(json2),
+             "{'static_resources':{'clusters':["
+             "{'name':'up','connect_timeout':'2s','load_assignment':{'cluster_name':'up',"
+             "'endpoints':[{'lb_endpoints':["
+             "{'endpoint':{'address':{'socket_address':{'address':'127.0.0.1','port_value':%d}}}},"
+             "{'endpoint':{'hostname':'second','address':{'socket_address':{'address':'127.0.0.1',"
+             "'port_value':%d}}}}"
+             "]}]},'health_checks':[{'timeout':'1s','interval':'0.05s','no_traffic_interval':"
+             "'0.05s','unhealthy_threshold':1,'healthy_threshold':1,'tcp_health_check':{}}]},"
+             "{'name':'plain','load_assignment':{'cluster_name':'plain','endpoints':[{'lb_endpoints':"
+             "[{'endpoint':{'address':{'socket_address':{'address':'127.0.0.1','port_value':1}}}}]"
+             "}]}}]}}",
+             up_port, up_port);
+    pt_config_t *c2 = ACCEPTS(json2);
+    PT_CHECK(c2 != NULL);
+    pt_cluster_t *up2 = pt_config_find_cluster(c2, "up");
+    PT_CHECK(up2 != NULL && up2 != up && up2->hosts[0] == up->hosts[0]);
+    PT_CHECK_INT(atomic_load(&up2->hosts[0]->health), 0);                     /* kept */
+    PT_CHECK_INT(atomic_load(&up2->hosts[1]->health), PT_HOST_FAILED_ACTIVE_HC); /* new */
+    pt_view_t *view2 = pt_view_new(c2->clusters, c2->nclusters);
+    PT_CHECK_INT(pt_health_checker_update(hc, view2), 0);
+    /* "down" left the view: not checked any more. Its host keeps its last verdict (should
+     * the cluster come back while the host object lives, the verdict stands until the
+     * first check). */
+    PT_CHECK_INT(atomic_load(&down->hosts[0]->health), PT_HOST_FAILED_ACTIVE_HC);
+    PT_CHECK_INT(atomic_load(&up2->hosts[0]->health), 0);
+    base = pt_stats_value(attempts_up);
+    wc.c = up2;
+    wc.want_attempts = base + 4;
+    ev_timer_start(w.loop, &poll);
+    ev_timer_start(w.loop, &deadline);
+    ev_run(w.loop, 0);
+    ev_timer_stop(w.loop, &poll);
+    ev_timer_stop(w.loop, &deadline);
+    PT_CHECK_INT(atomic_load(&up2->hosts[0]->health), 0);
+    PT_CHECK_INT(atomic_load(&up2->hosts[1]->health), 0); /* passed its first check */
+    PT_CHECK_INT(pt_stats_gauge_value(healthy_up), 2);
+
+    /* A version of "up" without health checks: checking stops, its hosts are usable. */
+    atomic_fetch_or(&up2->hosts[1]->health, (uint32_t)PT_HOST_FAILED_ACTIVE_HC);
+    char json3[1024];
+    snprintf(json3, sizeof(json3),
+             "{'static_resources':{'clusters':["
+             "{'name':'up','load_assignment':{'cluster_name':'up','endpoints':[{'lb_endpoints':["
+             "{'endpoint':{'hostname':'second','address':{'socket_address':{'address':'127.0.0.1',"
+             "'port_value':%d}}}}]}]}}]}}",
+             up_port);
+    pt_config_t *c3 = ACCEPTS(json3);
+    PT_CHECK(c3 != NULL);
+    pt_view_t *empty = pt_view_new(c3->clusters, c3->nclusters);
+    PT_CHECK_INT(pt_health_checker_update(hc, empty), 0);
+    PT_CHECK_INT(atomic_load(&up2->hosts[1]->health), 0);
+
     pt_health_checker_stop(hc);
     pt_conn_close_all(&w); /* the server's reaper frees closed probes; here we do it */
     pt_worker_dispose(&w);
     close(lfd);
+    pt_view_unref(view);
+    pt_view_unref(view2);
+    pt_view_unref(empty);
     pt_config_unref(c);
+    pt_config_unref(c2);
+    pt_config_unref(c3);
     pt_health_checker_stop(NULL);
-    /* A snapshot without health checks starts nothing. */
-    c = ACCEPTS("{'static_resources':{'clusters':[{'name':'x'}]}}");
-    PT_CHECK(c != NULL);
-    PT_CHECK(pt_health_checker_start(&w, c) == NULL);
-    pt_config_unref(c);
 }
 
 int main(void)
