@@ -17,6 +17,7 @@
 #include "proxy/conn.h"
 #include "proxy/http1_parser.h"
 #include "proxy/log.h"
+#include "proxy/cluster_manager.h"
 #include "proxy/heap.h"
 #include "proxy/server.h"
 #include "proxy/stats.h"
@@ -460,17 +461,21 @@ static const char *health_str(uint32_t h, char *buf, size_t len)
     return buf[0] == '/' ? buf + 1 : buf;
 }
 
-static void ep_clusters(admin_request_t *req, admin_response_t *res)
+typedef struct clusters_out {
+    admin_response_t *res;
+    int json;
+    json_t *statuses;
+} clusters_out_t;
+
+static void cluster_out(void *data, const pt_cluster_entry_info_t *e)
 {
-    pt_server_t *s = req->admin->server;
-    pt_config_t *cfg = s->config;
-    char format[16] = "";
-    query_param(req->query, "format", format, sizeof(format));
-    int json = strcmp(format, "json") == 0;
-    json_t *statuses = json ? json_array() : NULL;
+    clusters_out_t *o = data;
+    admin_response_t *res = o->res;
+    int json = o->json;
+    json_t *statuses = o->statuses;
     static const char *const prios[] = {"default_priority", "high_priority"};
-    for (unsigned i = 0; i < cfg->nclusters; i++) {
-        pt_cluster_t *c = cfg->clusters[i];
+    {
+        pt_cluster_t *c = e->active;
         json_t *hosts = json ? json_array() : NULL;
         if (!json) {
             pt_buf_printf(&res->body, "%s::observability_name::%s\n", c->name, c->name);
@@ -485,7 +490,8 @@ static void ep_clusters(admin_request_t *req, admin_response_t *res)
                 pt_buf_printf(&res->body, "%s::%s::max_retries::%u\n", c->name, prios[p],
                               b->max_retries);
             }
-            pt_buf_printf(&res->body, "%s::added_via_api::false\n", c->name);
+            pt_buf_printf(&res->body, "%s::added_via_api::%s\n", c->name,
+                          e->dynamic ? "true" : "false");
         }
         for (unsigned j = 0; j < c->nhosts; j++) {
             pt_host_t *h = c->hosts[j];
@@ -539,10 +545,20 @@ static void ep_clusters(admin_request_t *req, admin_response_t *res)
         if (json)
             json_array_append_new(statuses, json_pack("{s:s,s:o,s:b}", "name", c->name,
                                                       "host_statuses", hosts, "added_via_api",
-                                                      0));
+                                                      e->dynamic));
     }
-    if (json)
-        body_json(res, json_pack("{s:o}", "cluster_statuses", statuses));
+}
+
+static void ep_clusters(admin_request_t *req, admin_response_t *res)
+{
+    pt_server_t *s = req->admin->server;
+    char format[16] = "";
+    query_param(req->query, "format", format, sizeof(format));
+    clusters_out_t o = {.res = res, .json = strcmp(format, "json") == 0};
+    o.statuses = o.json ? json_array() : NULL;
+    pt_cluster_manager_foreach(s->clusters, cluster_out, &o);
+    if (o.json)
+        body_json(res, json_pack("{s:o}", "cluster_statuses", o.statuses));
 }
 
 static void ep_memory(admin_request_t *req, admin_response_t *res)

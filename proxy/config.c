@@ -478,29 +478,6 @@ static void parse_listeners(pt_cfg_t *r, pt_config_t *cfg)
         pt_cfg_leave_array(r);
 }
 
-static void free_tls_ctx(void *arg)
-{
-    pt_tls_context_free(arg);
-}
-
-/* Builds one TLS context (certificates read, SSL_CTX made, SDS secrets attached), freed with
- * `arena`; errors are reported at `where`, the transport socket's path. NULL on error. */
-static pt_tls_context_t *make_tls_context(pt_cfg_t *r, pt_arena_t *arena,
-                                          const pt_tls_settings_t *t, const char *scope,
-                                          const char *owner, const char *where)
-{
-    char err[512];
-    pt_tls_context_t *ctx = pt_tls_context_new(t, scope, owner, err, sizeof(err));
-    if (ctx == NULL) {
-        pt_cfg_error_at(r, "%s: %s", where, err);
-        return NULL;
-    }
-    pt_arena_defer(arena, free_tls_ctx, ctx);
-    if (pt_secret_attach(ctx, err, sizeof(err)) != 0)
-        pt_cfg_error_at(r, "%s: %s", where, err);
-    return ctx;
-}
-
 /* Loads certificates and builds SSL contexts: reading files can fail, so this is part of
  * validation and reports with the field's path. */
 static void build_tls(pt_config_t *cfg, pt_cfg_t *r)
@@ -519,7 +496,7 @@ static void build_tls(pt_config_t *cfg, pt_cfg_t *r)
             else
                 snprintf(where, sizeof(where),
                          "static_resources.listeners[%u].default_filter_chain.transport_socket", i);
-            fc->tls_ctx = make_tls_context(r, &cfg->arena, fc->tls, "listener", l->stat_name,
+            fc->tls_ctx = pt_tls_context_build(r, &cfg->arena, fc->tls, "listener", l->stat_name,
                                            where);
         }
     }
@@ -528,7 +505,7 @@ static void build_tls(pt_config_t *cfg, pt_cfg_t *r)
         if (c->tls == NULL)
             continue;
         snprintf(where, sizeof(where), "static_resources.clusters[%u].transport_socket", i);
-        c->tls_ctx = make_tls_context(r, &c->arena, c->tls, "cluster", c->name, where);
+        c->tls_ctx = pt_tls_context_build(r, &c->arena, c->tls, "cluster", c->name, where);
     }
 }
 

@@ -18,6 +18,7 @@
 #include "proxy/log.h"
 #include "proxy/stats.h"
 #include "proxy/time.h"
+#include "proxy/cluster_manager.h"
 #include "proxy/view.h"
 #include "tls/secret.h"
 
@@ -244,6 +245,18 @@ static void worker_adopt_view(pt_worker_t *w, void *arg)
     pt_worker_view_adopt(w, arg);
 }
 
+/* The cluster manager applied a change: every worker adopts the new view at its next loop
+ * turn, health checking and outlier detection follow it. */
+static void on_clusters_published(void *data, pt_view_t *view)
+{
+    pt_server_t *s = data;
+    pt_view_unref(s->view);
+    s->view = view;
+    for (unsigned i = 0; i < s->nworkers_started; i++)
+        pt_worker_post(&s->workers[i], worker_adopt_view, pt_view_ref(view));
+    pt_health_checker_update(s->health_checker, view);
+}
+
 int pt_server_run(pt_server_t *s)
 {
     char err[512];
@@ -270,8 +283,9 @@ int pt_server_run(pt_server_t *s)
 
     unsigned n = s->opts.concurrency;
     s->nworkers = n;
-    s->view = pt_view_new(s->config->clusters, s->config->nclusters);
-    if (s->view == NULL) {
+    s->clusters = pt_cluster_manager_new(on_clusters_published, s);
+    if (s->clusters == NULL ||
+        pt_cluster_manager_set_static(s->clusters, s->config->clusters, s->config->nclusters) != 0) {
         fprintf(stderr, "error: out of memory\n");
         return 1;
     }
@@ -307,6 +321,7 @@ int pt_server_run(pt_server_t *s)
         }
         pt_worker_post(&s->workers[i], worker_adopt, pt_config_ref(s->config));
         pt_worker_post(&s->workers[i], worker_adopt_view, pt_view_ref(s->view));
+        s->nworkers_started = i + 1;
         for (unsigned j = 0; j < s->nlisteners; j++) {
             listener_assignment_t *a = malloc(sizeof(*a));
             if (a == NULL)
@@ -390,6 +405,8 @@ void pt_server_dispose(pt_server_t *s)
         ev_loop_destroy(s->loop);
         s->loop = NULL;
     }
+    pt_cluster_manager_free(s->clusters);
+    s->clusters = NULL;
     pt_view_unref(s->view);
     s->view = NULL;
     pt_config_unref(s->config);

@@ -38,6 +38,8 @@ typedef struct pt_server {
     unsigned nworkers;
     pt_config_t *config;      /* current snapshot */
     struct pt_view *view;     /* the view workers resolve clusters through (proxy/view.h) */
+    struct pt_cluster_manager *clusters; /* owns the clusters, publishes views */
+    unsigned nworkers_started; /* workers that were sent the view (later views go to them) */
     pt_listener_t **listeners;
     unsigned nlisteners;
     pt_admin_t *admin;

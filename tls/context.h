@@ -131,6 +131,12 @@ int pt_tls_transport_socket_parse(pt_cfg_t *r, pt_arena_t *a, const char *field,
 pt_tls_context_t *pt_tls_context_new(const pt_tls_settings_t *settings, const char *scope,
                                      const char *owner, char *err, size_t errlen);
 void pt_tls_context_free(pt_tls_context_t *ctx);
+/* For config builders: pt_tls_context_new with its SDS secrets attached, freed with `arena`;
+ * errors are recorded in r as "<where>: <why>" (where: the transport socket's path). NULL on
+ * error. (Core side: tls/settings.c.) */
+pt_tls_context_t *pt_tls_context_build(pt_cfg_t *r, pt_arena_t *arena,
+                                       const pt_tls_settings_t *t, const char *scope,
+                                       const char *owner, const char *where);
 /* A reference to the current SSL_CTX (SSL_CTX_free it when done; SSL_new takes its own). */
 SSL_CTX *pt_tls_context_acquire(pt_tls_context_t *ctx);
 

@@ -3,6 +3,7 @@
  * TLS never load the TLS module (tls/module.h); tls/context.c turns settings into contexts.
  */
 #include "tls/context.h"
+#include "tls/secret.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -423,4 +424,25 @@ int pt_tls_transport_socket_parse(pt_cfg_t *r, pt_arena_t *a, const char *field,
     }
     pt_cfg_leave(r);
     return result;
+}
+
+static void free_tls_ctx(void *arg)
+{
+    pt_tls_context_free(arg);
+}
+
+pt_tls_context_t *pt_tls_context_build(pt_cfg_t *r, pt_arena_t *arena,
+                                       const pt_tls_settings_t *t, const char *scope,
+                                       const char *owner, const char *where)
+{
+    char err[512];
+    pt_tls_context_t *ctx = pt_tls_context_new(t, scope, owner, err, sizeof(err));
+    if (ctx == NULL) {
+        pt_cfg_error_at(r, "%s: %s", where, err);
+        return NULL;
+    }
+    pt_arena_defer(arena, free_tls_ctx, ctx);
+    if (pt_secret_attach(ctx, err, sizeof(err)) != 0)
+        pt_cfg_error_at(r, "%s: %s", where, err);
+    return ctx;
 }

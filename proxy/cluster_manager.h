@@ -1,0 +1,73 @@
+/* The cluster manager (main thread): owns every cluster by name, static ones from the
+ * bootstrap and dynamic ones from CDS, and publishes the view workers resolve names through.
+ *
+ * Every source (the bootstrap, a watched file, later a control plane) feeds the same apply
+ * path, so a source is only a transport. An update is validated completely before anything
+ * changes: each resource is parsed into a new cluster version and its TLS context built;
+ * one error anywhere rejects the whole update, which then changes nothing (the last good
+ * clusters keep serving) and is reported with every error's field path. A resource equal to
+ * the cluster's active one changes nothing either, so the work of an update follows what it
+ * changed. After an applied update the manager builds one new view and hands it to its
+ * listener (the server), which posts it to the workers and updates health checking and
+ * outlier detection.
+ *
+ * State survives updates: a new version of a cluster shares the cluster's state (breaker
+ * counts, balancer cursors) and host objects (health, outlier state, counters, pooled
+ * connections) with the versions before it (proxy/cluster.h). */
+#ifndef PT_CLUSTER_MANAGER_H
+#define PT_CLUSTER_MANAGER_H
+
+#include <jansson.h>
+
+#include "proxy/config_reader.h"
+#include "proxy/stats.h"
+#include "proxy/view.h"
+
+typedef struct pt_cluster_manager pt_cluster_manager_t;
+
+/* Called after every applied change with the new view (a reference for the callee). */
+typedef void (*pt_cluster_manager_publish_fn)(void *data, pt_view_t *view);
+
+pt_cluster_manager_t *pt_cluster_manager_new(pt_cluster_manager_publish_fn publish, void *data);
+void pt_cluster_manager_free(pt_cluster_manager_t *cm);
+
+/* The bootstrap's static clusters (prepared versions; the manager takes a reference to
+ * each). Publishes a view. */
+int pt_cluster_manager_set_static(pt_cluster_manager_t *cm, pt_cluster_t *const *clusters,
+                                  unsigned n);
+
+/* Counters of a subscription, under Envoy's names (cluster_manager.cds.*). */
+typedef struct pt_update_stats {
+    pt_stat_t update_attempt, update_success, update_rejected, update_failure,
+        update_time, version, init_fetch_timeout;
+} pt_update_stats_t;
+
+/* A state-of-the-world CDS update, a DiscoveryResponse: the dynamic clusters are exactly its
+ * `resources` (envoy.config.cluster.v3.Cluster objects, each with its "@type" or without).
+ * Returns 0 when applied (also when nothing changed), -1 when rejected: nothing changed, and
+ * *errors (when not NULL) holds every error with its path from the response's root
+ * ("resources[2].connect_timeout: ..."); the caller frees it. */
+int pt_cluster_manager_apply_cds(pt_cluster_manager_t *cm, json_t *response, char **errors);
+
+/* The view of the clusters in force (a reference for the caller). */
+pt_view_t *pt_cluster_manager_view(pt_cluster_manager_t *cm);
+
+/* What /config_dump and /clusters show of one cluster. */
+typedef struct pt_cluster_entry_info {
+    const char *name;
+    int dynamic;                /* from CDS (added_via_api) */
+    const char *version_info;   /* of the update that last changed it ("" for static) */
+    double last_updated;        /* wall-clock seconds */
+    json_t *source;             /* the resource as given (borrowed) */
+    pt_cluster_t *active;       /* borrowed */
+} pt_cluster_entry_info_t;
+
+/* Calls fn for every cluster, static first, each group in name order. */
+void pt_cluster_manager_foreach(pt_cluster_manager_t *cm,
+                                void (*fn)(void *data, const pt_cluster_entry_info_t *e),
+                                void *data);
+/* The last rejected CDS update: its version and errors (NULL when none was rejected). */
+const char *pt_cluster_manager_last_rejected(pt_cluster_manager_t *cm, const char **version);
+const char *pt_cluster_manager_cds_version(pt_cluster_manager_t *cm);
+
+#endif
