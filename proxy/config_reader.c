@@ -110,6 +110,15 @@ void pt_cfg_init(pt_cfg_t *r, json_t *root)
         pt_cfg_error(r, NULL, "the configuration must be an object");
 }
 
+void pt_cfg_init_at(pt_cfg_t *r, json_t *node, const char *path)
+{
+    memset(r, 0, sizeof(*r));
+    push_segment(r, "%s", path);
+    push_frame(r, node, 0);
+    if (!json_is_object(node))
+        pt_cfg_error(r, NULL, "must be an object");
+}
+
 void pt_cfg_dispose(pt_cfg_t *r)
 {
     for (size_t i = 0; i < r->nerrors; i++)

@@ -52,6 +52,10 @@ typedef struct pt_cfg {
 } pt_cfg_t;
 
 void pt_cfg_init(pt_cfg_t *r, json_t *root);
+/* As pt_cfg_init, for a node that sits inside a larger document (a resource of a
+ * DiscoveryResponse): every path starts with `path` ("resources[3]"), so errors name the
+ * field where it is in the file. */
+void pt_cfg_init_at(pt_cfg_t *r, json_t *node, const char *path);
 /* Leaves the root frame (reporting unknown fields). */
 void pt_cfg_finish(pt_cfg_t *r);
 void pt_cfg_dispose(pt_cfg_t *r);
@@ -163,6 +167,13 @@ char *pt_read_file(const char *path, size_t max, size_t *len, char *err, size_t 
 /* Loads a file as JSON (.json) or YAML (.yaml/.yml) into a jansson tree within the bounds
  * above. On failure returns NULL and writes "<path>: <why>" into err. */
 json_t *pt_config_load_file(const char *path, char *err, size_t errlen);
+/* The two halves of pt_config_load_file, for a caller that needs the bytes as well (a file
+ * watch compares them with what it read before). read_text: the whole file within the size
+ * bound, NUL-terminated, *len its length; the caller frees it. parse_text: text read from
+ * path, parsed by path's extension. Errors as pt_config_load_file. */
+char *pt_config_read_text(const char *path, size_t *len, char *err, size_t errlen);
+json_t *pt_config_parse_text(const char *path, const char *text, size_t len, char *err,
+                             size_t errlen);
 /* YAML text to a jansson tree (YAML 1.2 core schema scalars, anchors, aliases, merge keys),
  * within the PT_DOC_MAX_* bounds. NULL with "line L column C: <why>" (or a message without
  * position when there is none) in err. */

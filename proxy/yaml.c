@@ -548,7 +548,7 @@ static int ends_with(const char *s, const char *suffix)
     return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 
-json_t *pt_config_load_file(const char *path, char *err, size_t errlen)
+char *pt_config_read_text(const char *path, size_t *len_out, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "rb");
     if (f == NULL) {
@@ -588,25 +588,39 @@ json_t *pt_config_load_file(const char *path, char *err, size_t errlen)
         goto fail;
     }
     fclose(f);
-    f = NULL;
     data[len] = '\0';
+    *len_out = len;
+    return data;
+fail:
+    fclose(f);
+    free(data);
+    return NULL;
+}
 
+json_t *pt_config_parse_text(const char *path, const char *text, size_t len, char *err,
+                             size_t errlen)
+{
     json_t *root = NULL;
     char perr[512];
     if (ends_with(path, ".json")) {
-        root = pt_json_parse(data, len, perr, sizeof(perr));
+        root = pt_json_parse(text, len, perr, sizeof(perr));
     } else if (ends_with(path, ".yaml") || ends_with(path, ".yml")) {
-        root = pt_yaml_parse(data, len, perr, sizeof(perr));
+        root = pt_yaml_parse(text, len, perr, sizeof(perr));
     } else {
         snprintf(perr, sizeof(perr), "unknown config format (use a .json, .yaml or .yml file)");
     }
     if (root == NULL)
         snprintf(err, errlen, "%s: %s", path, perr);
+    return root;
+}
+
+json_t *pt_config_load_file(const char *path, char *err, size_t errlen)
+{
+    size_t len;
+    char *data = pt_config_read_text(path, &len, err, errlen);
+    if (data == NULL)
+        return NULL;
+    json_t *root = pt_config_parse_text(path, data, len, err, errlen);
     free(data);
     return root;
-fail:
-    if (f != NULL)
-        fclose(f);
-    free(data);
-    return NULL;
 }

@@ -519,6 +519,35 @@ static void test_depth_limit_lists(void)
     json_decref(root);
 }
 
+/* ---- pt_cfg_init_at --------------------------------------------------------------- */
+
+/* A reader started inside a larger document names fields from where the node sits. */
+static void test_init_at(void)
+{
+    json_t *node = J("{'name': 'a', 'connect_timeout': 'abc', 'extra': 1}");
+    pt_cfg_t r;
+    pt_cfg_init_at(&r, node, "resources[3]");
+    const char *name;
+    uint64_t ms;
+    PT_CHECK_INT(pt_cfg_string(&r, "name", &name, NULL), 1);
+    PT_CHECK_STR(pt_cfg_path(&r), "resources[3]");
+    pt_cfg_duration_ms(&r, "connect_timeout", &ms, 0);
+    pt_cfg_error(&r, NULL, "whole resource");
+    pt_cfg_finish(&r);
+    ERRORS_ARE(&r,
+               "resources[3].connect_timeout: \"abc\" is not a duration (expected a string like "
+               "\"1.5s\")",
+               "resources[3]: whole resource", "resources[3].extra: unknown field");
+    pt_cfg_dispose(&r);
+    json_decref(node);
+    json_t *list = J("[1]");
+    pt_cfg_init_at(&r, list, "resources[0]");
+    pt_cfg_finish(&r);
+    ERRORS_ARE(&r, "resources[0]: must be an object");
+    pt_cfg_dispose(&r);
+    json_decref(list);
+}
+
 /* ---- pt_config_load_file --------------------------------------------------------- */
 
 /* Writes `text` to a new unique file /tmp/pt_ut_XXXXXX<suffix>; returns its path (static). */
@@ -560,6 +589,27 @@ static void test_load_file(void)
     PT_CHECK(json_equal(j, y));
     json_decref(y);
     json_decref(j);
+
+    /* The two halves: text read within the bounds, parsed by the name's extension. */
+    size_t len;
+    p = write_temp(".yaml", "a: [1, 2]\nb:\n  c: 0.25s\n");
+    char *text = pt_config_read_text(p, &len, err, sizeof(err));
+    unlink(p);
+    PT_CHECK(text != NULL);
+    PT_CHECK_INT(len, strlen("a: [1, 2]\nb:\n  c: 0.25s\n"));
+    y = pt_config_parse_text("x.yaml", text, len, err, sizeof(err));
+    PT_CHECK(y != NULL);
+    json_t *j2 = pt_config_parse_text("x.json", "{\"a\": [1, 2], \"b\": {\"c\": \"0.25s\"}}", 34,
+                                      err, sizeof(err));
+    PT_CHECK(j2 != NULL && json_equal(j2, y));
+    json_decref(j2);
+    json_decref(y);
+    PT_CHECK(pt_config_parse_text("x.json", text, len, err, sizeof(err)) == NULL);
+    PT_CHECK_STR(err, "x.json: line 1 column 1: '[' or '{' expected near 'a'");
+    free(text);
+    PT_CHECK(pt_config_read_text("/tmp/pt_ut_no_such_dir/x.json", &len, err, sizeof(err)) ==
+             NULL);
+    PT_CHECK_STR(err, "/tmp/pt_ut_no_such_dir/x.json: No such file or directory");
 
     /* Unknown extension. */
     p = write_temp(".conf", "{}");
@@ -795,6 +845,7 @@ int main(void)
     PT_RUN(test_skip_rest);
     PT_RUN(test_depth_limit_objects);
     PT_RUN(test_depth_limit_lists);
+    PT_RUN(test_init_at);
     PT_RUN(test_load_file);
     PT_RUN(test_load_large_file);
     PT_RUN(test_load_file_bounds);
