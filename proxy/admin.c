@@ -128,6 +128,35 @@ static void filter_dispose(stat_filter_t *f)
         regfree(&f->re);
 }
 
+/* Whether a stat counts for ?usedonly: a counter or gauge that is not 0, a text readout
+ * that was ever set (as Envoy's "used" flag). */
+static int stat_used(const pt_stat_info_t *info, pt_stat_t id)
+{
+    if (info->kind != PT_STAT_TEXT)
+        return pt_stats_value(id) != 0;
+    int set;
+    free(pt_stats_text_value(id, &set));
+    return set;
+}
+
+/* A text readout in /stats text form, as Envoy prints it: the value in double quotes
+ * (with quotes, backslashes and line breaks escaped, so a line stays one stat). */
+static void append_text_stat(pt_buf_t *out, const char *name, pt_stat_t id)
+{
+    char *v = pt_stats_text_value(id, NULL);
+    pt_buf_printf(out, "%s: \"", name);
+    for (const char *p = v ? v : ""; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            pt_buf_printf(out, "\\%c", *p);
+        else if (*p == '\n')
+            pt_buf_append_str(out, "\\n");
+        else
+            pt_buf_append(out, p, 1);
+    }
+    pt_buf_append_str(out, "\"\n");
+    free(v);
+}
+
 static void format_value(const pt_stat_info_t *info, pt_stat_t id, char *out, size_t len)
 {
     if (info->kind == PT_STAT_GAUGE)
@@ -147,8 +176,12 @@ int pt_admin_render_stats_text(pt_buf_t *out, const char *filter, int used_only)
         const pt_stat_info_t *info = pt_stats_info(ids[i]);
         if (!filter_match(&f, info->name))
             continue;
-        if (used_only && pt_stats_value(ids[i]) == 0)
+        if (used_only && !stat_used(info, ids[i]))
             continue;
+        if (info->kind == PT_STAT_TEXT) {
+            append_text_stat(out, info->name, ids[i]);
+            continue;
+        }
         char v[32];
         format_value(info, ids[i], v, sizeof(v));
         pt_buf_printf(out, "%s: %s\n", info->name, v);
@@ -168,8 +201,15 @@ int pt_admin_render_stats_json(pt_buf_t *out, const char *filter, int used_only)
     pt_stat_t *ids = pt_stats_sorted(&n);
     for (uint32_t i = 0; i < n; i++) {
         const pt_stat_info_t *info = pt_stats_info(ids[i]);
-        if (!filter_match(&f, info->name) || (used_only && pt_stats_value(ids[i]) == 0))
+        if (!filter_match(&f, info->name) || (used_only && !stat_used(info, ids[i])))
             continue;
+        if (info->kind == PT_STAT_TEXT) {
+            char *t = pt_stats_text_value(ids[i], NULL);
+            json_array_append_new(arr,
+                                  json_pack("{s:s,s:s}", "name", info->name, "value", t ? t : ""));
+            free(t);
+            continue;
+        }
         json_int_t v = info->kind == PT_STAT_GAUGE ? (json_int_t)pt_stats_gauge_value(ids[i])
                                                    : (json_int_t)pt_stats_value(ids[i]);
         json_array_append_new(arr, json_pack("{s:s,s:I}", "name", info->name, "value", v));
@@ -235,7 +275,9 @@ int pt_admin_render_prometheus(pt_buf_t *out, const char *filter, int used_only)
     const char *family = NULL;
     for (uint32_t i = 0; i < n; i++) {
         const pt_stat_info_t *info = pt_stats_info(ids[i]);
-        if (!filter_match(&f, info->name) || (used_only && pt_stats_value(ids[i]) == 0))
+        /* Text readouts have no Prometheus form (Envoy leaves them out by default too). */
+        if (info->kind == PT_STAT_TEXT || !filter_match(&f, info->name) ||
+            (used_only && pt_stats_value(ids[i]) == 0))
             continue;
         int counter = info->kind == PT_STAT_COUNTER;
         size_t plen = strlen(info->prom_name);

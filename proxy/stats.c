@@ -185,6 +185,45 @@ pt_stat_t pt_stats_gauge(const char *scope, const char *tag, const char *tag_val
     return pt_stats_get(PT_STAT_GAUGE, scope, tag, tag_value, name);
 }
 
+pt_stat_t pt_stats_text(const char *scope, const char *tag, const char *tag_value, const char *name)
+{
+    return pt_stats_get(PT_STAT_TEXT, scope, tag, tag_value, name);
+}
+
+void pt_stat_set_text(pt_stat_t id, const char *value)
+{
+    char *copy = strdup(value ? value : "");
+    if (copy == NULL)
+        return;
+    pthread_mutex_lock(&reg_lock);
+    pt_stat_info_t *i = id > 0 && id < ninfos ? info_at(id) : NULL;
+    char *old = NULL;
+    if (i != NULL && i->kind == PT_STAT_TEXT) {
+        old = i->text;
+        i->text = copy;
+        copy = NULL;
+    }
+    pthread_mutex_unlock(&reg_lock);
+    free(old);
+    free(copy);
+}
+
+char *pt_stats_text_value(pt_stat_t id, int *set)
+{
+    char *out = NULL;
+    if (set != NULL)
+        *set = 0;
+    pthread_mutex_lock(&reg_lock);
+    pt_stat_info_t *i = id > 0 && id < ninfos ? info_at(id) : NULL;
+    if (i != NULL && i->kind == PT_STAT_TEXT) {
+        out = strdup(i->text ? i->text : "");
+        if (set != NULL)
+            *set = i->text != NULL;
+    }
+    pthread_mutex_unlock(&reg_lock);
+    return out;
+}
+
 void pt_stat_set(pt_stat_t id, int64_t value)
 {
     if (pt_stat_slots != NULL)

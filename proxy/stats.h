@@ -23,7 +23,10 @@
 
 typedef uint32_t pt_stat_t; /* 0 is "no stat": updates to it are dropped */
 
-typedef enum pt_stat_kind { PT_STAT_COUNTER, PT_STAT_GAUGE } pt_stat_kind_t;
+/* A text readout holds a string (Envoy's TextReadout: the version_info of the last
+ * accepted xDS update); it has no per-thread slot and is set and read under the registry's
+ * lock. */
+typedef enum pt_stat_kind { PT_STAT_COUNTER, PT_STAT_GAUGE, PT_STAT_TEXT } pt_stat_kind_t;
 
 /* Registers the calling thread's slot array; call once per thread before updating stats. */
 int pt_stats_thread_init(void);
@@ -39,6 +42,8 @@ pt_stat_t pt_stats_counter(const char *scope, const char *tag, const char *tag_v
                            const char *name);
 pt_stat_t pt_stats_gauge(const char *scope, const char *tag, const char *tag_value,
                          const char *name);
+pt_stat_t pt_stats_text(const char *scope, const char *tag, const char *tag_value,
+                        const char *name);
 
 extern _Thread_local _Atomic uint64_t *pt_stat_slots;
 
@@ -57,6 +62,12 @@ static inline void pt_stat_dec(pt_stat_t id)
 }
 /* Sets a gauge that only this thread writes (main-thread gauges such as ejections_active). */
 void pt_stat_set(pt_stat_t id, int64_t value);
+
+/* Sets a text readout (copied). Any thread; rare (an accepted config update). */
+void pt_stat_set_text(pt_stat_t id, const char *value);
+/* A copy of a text readout's value ("" until set; NULL out of memory or for another kind);
+ * the caller frees it. *set, when given, says whether it was ever set (Envoy's "used"). */
+char *pt_stats_text_value(pt_stat_t id, int *set);
 
 /* Makes a gauge computed: reading it calls fn(arg). Main thread, at snapshot prepare; call
  * pt_stats_gauge_fn_clear before arg goes away (the gauge then reads 0). */
@@ -79,6 +90,8 @@ typedef struct pt_stat_info {
      * than summed from per-thread slots. */
     _Atomic(int64_t (*)(const void *)) fn;
     _Atomic(const void *) fn_arg;
+    /* A text readout's value (NULL until set), guarded by the registry's lock. */
+    char *text;
 } pt_stat_info_t;
 
 /* pt_stats_count is one past the highest id (ids run from 1, so it is the number of stats

@@ -497,6 +497,52 @@ static void test_promtool(void)
     PT_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
+/* Text readouts (version_text): set and read as strings; rendered quoted and escaped in
+ * text, as a string in JSON, left out of Prometheus; "used" once set. */
+static void test_text_readouts(void)
+{
+    pt_stat_t t = pt_stats_text("utr", "envoy_sds_secret", "s1", "version_text");
+    pt_stat_t unset = pt_stats_text("utr", NULL, NULL, "zz_unset_text");
+    pt_stat_t c = pt_stats_counter("utr", "envoy_sds_secret", "s1", "update_success");
+    PT_CHECK(t != 0 && unset != 0 && c != 0);
+    PT_CHECK_INT(pt_stats_info(t)->kind, PT_STAT_TEXT);
+    PT_CHECK_INT(pt_stats_text("utr", "envoy_sds_secret", "s1", "version_text"), t);
+    int set = -1;
+    char *v = pt_stats_text_value(t, &set);
+    PT_CHECK(v != NULL && strcmp(v, "") == 0 && set == 0);
+    free(v);
+    pt_stat_set_text(t, "v1");
+    pt_stat_set_text(t, "2026-12-07 \"quoted\" \\ back\nline");
+    v = pt_stats_text_value(t, &set);
+    PT_CHECK(v != NULL && strcmp(v, "2026-12-07 \"quoted\" \\ back\nline") == 0 && set == 1);
+    free(v);
+    /* Not a text readout: no value, and setting it changes nothing. */
+    PT_CHECK(pt_stats_text_value(c, NULL) == NULL);
+    pt_stat_set_text(c, "x");
+    PT_CHECK_INT(pt_stats_value(c), 0);
+    pt_stat_inc(c);
+    CHECK_STR_FREE(render_text("^utr\\.", 0),
+                   "utr.s1.update_success: 1\n"
+                   "utr.s1.version_text: \"2026-12-07 \\\"quoted\\\" \\\\ back\\nline\"\n"
+                   "utr.zz_unset_text: \"\"\n");
+    CHECK_STR_FREE(render_text("^utr\\.", 1),
+                   "utr.s1.update_success: 1\n"
+                   "utr.s1.version_text: \"2026-12-07 \\\"quoted\\\" \\\\ back\\nline\"\n");
+    pt_stat_set_text(t, "v3");
+    CHECK_STR_FREE(render_json("version_text", 0), "{\n"
+                                                   " \"stats\": [\n"
+                                                   "  {\n"
+                                                   "   \"name\": \"utr.s1.version_text\",\n"
+                                                   "   \"value\": \"v3\"\n"
+                                                   "  }\n"
+                                                   " ]\n"
+                                                   "}\n");
+    CHECK_STR_FREE(render_prom("^utr\\.", 0),
+                   "# HELP envoy_utr_update_success_total Counter utr.s1.update_success\n"
+                   "# TYPE envoy_utr_update_success_total counter\n"
+                   "envoy_utr_update_success_total{envoy_sds_secret=\"s1\"} 1\n");
+}
+
 int main(void)
 {
     if (pt_stats_thread_init() != 0) {
@@ -515,6 +561,7 @@ int main(void)
     PT_RUN(test_render_prometheus);
     PT_RUN(test_prometheus_escaping);
     PT_RUN(test_promtool);
+    PT_RUN(test_text_readouts);
     pt_buf_pool_trim();
     PT_TEST_EXIT();
 }
