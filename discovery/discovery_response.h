@@ -1,0 +1,59 @@
+/* A DiscoveryResponse (envoy.service.discovery.v3.DiscoveryResponse) as proto3 JSON: the
+ * envelope every state-of-the-world xDS update comes in, whatever its transport (a watched
+ * file today). This module checks the envelope and hands out the resources; what a resource
+ * means is its consumer's business (clusters, listeners, secrets, ...).
+ *
+ *   version_info: "7"                       optional string
+ *   type_url: type.googleapis.com/...       optional; when present, the expected type
+ *   nonce, canary, control_plane            accepted (what a control plane puts there)
+ *   resources:                              a list, possibly empty
+ *   - "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
+ *     name: ...                             the resource itself (an Any)
+ *   - "@type": type.googleapis.com/envoy.service.discovery.v3.Resource
+ *     name: ...                             or wrapped, as Envoy accepts it: the wrapper's
+ *     version: ...                          name and version, the resource in `resource`
+ *     resource: {"@type": ..., ...}
+ *
+ * Checks, each reported with the field's path: the top level is an object with no unknown
+ * field; resources is a list of objects; each has @type, the expected type or a Resource
+ * wrapping the expected type; a wrapper has `resource` and its name, when both say one,
+ * agrees with the resource's; no two resources share a name. The resources' own fields are
+ * not looked at here. */
+#ifndef PT_DISCOVERY_RESPONSE_H
+#define PT_DISCOVERY_RESPONSE_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#include "proxy/config_reader.h"
+
+#define PT_RESOURCE_WRAPPER_TYPE "type.googleapis.com/envoy.service.discovery.v3.Resource"
+
+typedef struct pt_discovery_resource {
+    json_t *json;        /* the resource: its "@type" and the message's fields (borrowed) */
+    const char *name;    /* the wrapper's name, else the resource's own (cluster_name for a
+                          * ClusterLoadAssignment, name otherwise); NULL when neither says */
+    const char *version; /* the wrapper's version, or NULL */
+    char path[48];       /* where it is: "resources[3]" or "resources[3].resource" */
+} pt_discovery_resource_t;
+
+typedef struct pt_discovery_response {
+    json_t *root;             /* a reference held until dispose */
+    const char *version_info; /* "" when absent */
+    pt_discovery_resource_t *resources;
+    size_t nresources;
+} pt_discovery_response_t;
+
+/* Checks root against type_url (a full type URL) and fills *out (which then holds its own
+ * reference to root). 0, or -1 with every error in err, "; "-separated, each
+ * "<field path>: <why>". *out needs pt_discovery_response_dispose either way. */
+int pt_discovery_response_parse(json_t *root, const char *type_url, pt_discovery_response_t *out,
+                                char *err, size_t errlen);
+void pt_discovery_response_dispose(pt_discovery_response_t *resp);
+
+/* Starts reading a resource's fields: a reader whose paths begin at res->path, with @type
+ * already consumed. The caller reads the message's fields, then pt_cfg_finish and
+ * pt_cfg_dispose. */
+void pt_discovery_resource_reader(const pt_discovery_resource_t *res, pt_cfg_t *r);
+
+#endif
