@@ -565,9 +565,10 @@ SSL_CTX *pt_tls_context_acquire(pt_tls_context_t *ctx)
     return s;
 }
 
-int pt_tls_context_update(pt_tls_context_t *ctx, const char *cert_pem, const char *key_pem,
-                          const char *ca_pem, const char *origin, char *err, size_t errlen)
+int pt_tls_context_prepare(pt_tls_context_t *ctx, const char *cert_pem, const char *key_pem,
+                           const char *ca_pem, pt_tls_pending_t *out, char *err, size_t errlen)
 {
+    memset(out, 0, sizeof(*out));
     if ((cert_pem == NULL) != (key_pem == NULL)) {
         snprintf(err, errlen, "a certificate and its private key must change together");
         return -1;
@@ -576,34 +577,48 @@ int pt_tls_context_update(pt_tls_context_t *ctx, const char *cert_pem, const cha
         return -1;
     /* Material not being replaced is taken from what is loaded now. */
     pthread_mutex_lock(&ctx->lock);
-    char *use_cert = strdup_or_null(cert_pem ? cert_pem : ctx->cert_pem);
-    char *use_key = strdup_or_null(key_pem ? key_pem : ctx->key_pem);
-    char *use_ca = strdup_or_null(ca_pem ? ca_pem : ctx->ca_pem);
+    out->cert_pem = strdup_or_null(cert_pem ? cert_pem : ctx->cert_pem);
+    out->key_pem = strdup_or_null(key_pem ? key_pem : ctx->key_pem);
+    out->ca_pem = strdup_or_null(ca_pem ? ca_pem : ctx->ca_pem);
     pthread_mutex_unlock(&ctx->lock);
-    SSL_CTX *n = build_ssl_ctx(ctx, use_cert, use_key, use_ca, err, errlen);
-    if (n == NULL) {
-        free_secret(use_cert);
-        free_secret(use_key);
-        free_secret(use_ca);
+    out->new_cert = cert_pem != NULL;
+    out->new_ca = ca_pem != NULL;
+    out->ssl_ctx = build_ssl_ctx(ctx, out->cert_pem, out->key_pem, out->ca_pem, err, errlen);
+    if (out->ssl_ctx == NULL) {
+        pt_tls_pending_dispose(out);
         return -1;
     }
+    return 0;
+}
+
+void pt_tls_context_commit(pt_tls_context_t *ctx, pt_tls_pending_t *p, const char *origin)
+{
     pthread_mutex_lock(&ctx->lock);
     SSL_CTX *old = ctx->current;
-    ctx->current = n;
+    ctx->current = p->ssl_ctx;
     char *oc = ctx->cert_pem, *ok = ctx->key_pem, *oca = ctx->ca_pem;
-    ctx->cert_pem = use_cert;
-    ctx->key_pem = use_key;
-    ctx->ca_pem = use_ca;
-    if (cert_pem != NULL)
+    ctx->cert_pem = p->cert_pem;
+    ctx->key_pem = p->key_pem;
+    ctx->ca_pem = p->ca_pem;
+    if (p->new_cert)
         ctx->cert_origin = origin;
-    if (ca_pem != NULL)
+    if (p->new_ca)
         ctx->ca_origin = origin;
     pthread_mutex_unlock(&ctx->lock);
+    memset(p, 0, sizeof(*p));
     free_secret(oc);
     free_secret(ok);
     free_secret(oca);
     SSL_CTX_free(old); /* connections made with it keep their own reference */
-    return 0;
+}
+
+void pt_tls_pending_dispose(pt_tls_pending_t *p)
+{
+    SSL_CTX_free(p->ssl_ctx);
+    free_secret(p->cert_pem);
+    free_secret(p->key_pem);
+    free_secret(p->ca_pem);
+    memset(p, 0, sizeof(*p));
 }
 
 /* ======================================================================================

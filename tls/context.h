@@ -140,11 +140,20 @@ pt_tls_context_t *pt_tls_context_build(pt_cfg_t *r, pt_arena_t *arena,
 /* A reference to the current SSL_CTX (SSL_CTX_free it when done; SSL_new takes its own). */
 SSL_CTX *pt_tls_context_acquire(pt_tls_context_t *ctx);
 
-/* Builds an SSL_CTX from PEM material and installs it (rotation). On error the old one
- * stays and -1 is returned with the reason in err. cert/key/ca may be NULL to keep the
- * current material. */
-int pt_tls_context_update(pt_tls_context_t *ctx, const char *cert_pem, const char *key_pem,
-                          const char *ca_pem, const char *origin, char *err, size_t errlen);
+/* Rotation in two steps, so that material shared by several contexts is installed in all
+ * of them or in none: prepare builds a context's new SSL_CTX from PEM material (checked as
+ * pt_tls_check_material does; cert/key/ca NULL keep what the context has) without touching
+ * the context, -1 with the reason in err; commit installs it (new handshakes use it,
+ * established connections keep theirs); a prepared update not committed is disposed. */
+typedef struct pt_tls_pending {
+    SSL_CTX *ssl_ctx;
+    char *cert_pem, *key_pem, *ca_pem;
+    int new_cert, new_ca; /* which of them change (their origin becomes the new one) */
+} pt_tls_pending_t;
+int pt_tls_context_prepare(pt_tls_context_t *ctx, const char *cert_pem, const char *key_pem,
+                           const char *ca_pem, pt_tls_pending_t *out, char *err, size_t errlen);
+void pt_tls_context_commit(pt_tls_context_t *ctx, pt_tls_pending_t *p, const char *origin);
+void pt_tls_pending_dispose(pt_tls_pending_t *p);
 
 /* Every loaded certificate and CA, in the shape of Envoy's /certs admin output. */
 json_t *pt_tls_certs_json(void);

@@ -1,245 +1,440 @@
 #include "tls/secret.h"
 
-#include <errno.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/inotify.h>
-#include <unistd.h>
 
+#include "discovery/file_subscription.h"
+#include "discovery/file_watch.h"
+#include "proxy/arena.h"
 #include "proxy/config_reader.h"
 #include "proxy/log.h"
 #include "proxy/stats.h"
 
 #define SECRET_TYPE "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 
-/* One context's use of one secret. */
-typedef struct secret_use {
-    pt_tls_context_t *ctx;
-    const pt_sds_ref_t *ref;
-    int is_cert; /* tls_certificate; else validation_context */
-    char *dir;   /* directory watched for it */
-    uint64_t hash; /* of the file content last applied (0 = never) */
-    char *origin;  /* "sds:<name> (<path>)", shown by /certs */
-    int wd;      /* inotify watch of dir */
-    pt_stat_t update_success, update_rejected;
-    struct secret_use *next;
-} secret_use_t;
+/* The pieces of material a secret holds. */
+enum { CERT, KEY, CA, NPARTS };
 
-static secret_use_t *uses;
-static int inotify_fd = -1;
-static ev_io inotify_io;
+/* One secret as used by contexts: see secret.h. */
+typedef struct provider {
+    int is_cert; /* tls_certificate; else validation_context */
+    char *name, *path, *watched_dir;
+    char *origin;                /* "sds:<name> (<path>)", shown by /certs */
+    pt_file_subscription_t *sub; /* NULL once watching stopped */
+    /* The material in force and where it comes from (src points into arena). */
+    pt_arena_t arena;
+    pt_data_source_t src[NPARTS];
+    char *pem[NPARTS];
+    uint64_t hash;
+    int loaded;
+    uint64_t failed_state; /* what the last failed rotation read (0: none since) */
+    /* On src[i].filename while watching: [0] in its own directory, [1] in watched_dir. */
+    pt_file_watch_t *file_watch[NPARTS][2];
+    pt_tls_context_t **ctxs;
+    size_t nctxs, cap;
+    pt_stat_t key_rotation_failed;
+    struct provider *next;
+} provider_t;
+
+static provider_t *providers;
 static struct ev_loop *watch_loop;
 
-static uint64_t fnv(const char *s, size_t n)
+static uint64_t fnv(const char *s, size_t n, uint64_t h)
 {
-    uint64_t h = 1469598103934665603ull;
     for (size_t i = 0; i < n; i++) {
         h ^= (unsigned char)s[i];
         h *= 1099511628211ull;
     }
-    return h ? h : 1;
+    return h;
 }
 
-static char *dir_of(const char *path)
+/* Identity of a secret is its material, not the files naming it: certificate files swapped
+ * behind an unchanged secret file are a change, a secret file rewritten around the same
+ * material is none. */
+static uint64_t material_hash(char *const pem[NPARTS])
 {
-    char *d = strdup(path);
-    if (d == NULL)
-        return NULL;
-    char *slash = strrchr(d, '/');
-    if (slash == NULL) {
-        free(d);
-        return strdup(".");
+    uint64_t h = 1469598103934665603ull;
+    for (int i = 0; i < NPARTS; i++) {
+        char tag = (char)('0' + i + (pem[i] != NULL ? 8 : 0));
+        h = fnv(&tag, 1, h);
+        if (pem[i] != NULL)
+            h = fnv(pem[i], strlen(pem[i]) + 1, h);
     }
-    if (slash == d)
-        slash[1] = '\0';
-    else
-        *slash = '\0';
-    return d;
+    return h;
 }
 
-/* Material of one secret as read from the file. */
-typedef struct secret_material {
-    char *cert, *key, *ca;
-} secret_material_t;
-
-static void material_dispose(secret_material_t *m)
+static void wipe(char *pem[NPARTS])
 {
-    free(m->cert);
-    if (m->key != NULL) {
-        memset(m->key, 0, strlen(m->key));
-        free(m->key);
-    }
-    free(m->ca);
-    memset(m, 0, sizeof(*m));
-}
-
-/* Reads the secret `name` from the DiscoveryResponse file at path. */
-static int read_secret(const char *path, const char *name, int want_cert, secret_material_t *out,
-                       uint64_t *hash, char *err, size_t errlen)
-{
-    memset(out, 0, sizeof(*out));
-    json_t *root = pt_config_load_file(path, err, errlen);
-    if (root == NULL)
-        return -1;
-    char *text = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS);
-    *hash = text ? fnv(text, strlen(text)) : 1;
-    free(text);
-    int rc = -1;
-    pt_arena_t arena = {0};
-    pt_cfg_t r;
-    pt_cfg_init(&r, root);
-    /* The DiscoveryResponse envelope: version_info, type_url, nonce and control_plane are
-     * what a control plane (or a tool writing the file) puts there, and Envoy's own file
-     * SDS examples carry version_info. They say nothing about the secret: accepted and
-     * ignored (only a type_url naming something else is an error). */
-    const char *type_url, *ignored;
-    pt_cfg_string(&r, "version_info", &ignored, NULL);
-    pt_cfg_string(&r, "nonce", &ignored, NULL);
-    pt_cfg_get(&r, "canary");
-    pt_cfg_get(&r, "control_plane");
-    if (pt_cfg_string(&r, "type_url", &type_url, NULL) > 0 && strcmp(type_url, SECRET_TYPE) != 0)
-        pt_cfg_error(&r, "type_url", "is not %s", SECRET_TYPE);
-    int present, found = 0;
-    size_t n = pt_cfg_array(&r, "resources", &present);
-    for (size_t i = 0; i < n; i++) {
-        if (pt_cfg_enter_index(&r, i) <= 0)
-            continue;
-        const char *type, *rname;
-        pt_cfg_string(&r, "@type", &type, NULL);
-        pt_cfg_string(&r, "name", &rname, NULL);
-        if (type == NULL || strcmp(type, SECRET_TYPE) != 0) {
-            pt_cfg_error(&r, "@type", "is not %s", SECRET_TYPE);
-            pt_cfg_skip_rest(&r);
-        } else if (rname == NULL || strcmp(rname, name) != 0) {
-            pt_cfg_skip_rest(&r); /* another secret in the same file */
-        } else {
-            found = 1;
-            static const char *const secret_unsupported[] = {"session_ticket_keys",
-                                                             "generic_secret", NULL};
-            pt_cfg_unsupported(&r, secret_unsupported);
-            pt_data_source_t cert = {0}, key = {0}, ca = {0};
-            if (pt_cfg_enter(&r, "tls_certificate") > 0) {
-                static const char *const tc_unsupported[] = {"password", "ocsp_staple",
-                                                             "watched_directory", NULL};
-                pt_cfg_unsupported(&r, tc_unsupported);
-                if (pt_data_source_parse(&r, &arena, "certificate_chain", &cert) == 0)
-                    pt_cfg_error(&r, "certificate_chain", "is required");
-                if (pt_data_source_parse(&r, &arena, "private_key", &key) == 0)
-                    pt_cfg_error(&r, "private_key", "is required");
-                pt_cfg_leave(&r);
-            }
-            if (pt_cfg_enter(&r, "validation_context") > 0) {
-                if (pt_data_source_parse(&r, &arena, "trusted_ca", &ca) == 0)
-                    pt_cfg_error(&r, "trusted_ca", "is required");
-                pt_cfg_leave(&r);
-            }
-            if (pt_cfg_ok(&r)) {
-                if (want_cert && cert.filename == NULL && cert.inline_data == NULL)
-                    pt_cfg_error(&r, NULL, "secret \"%s\" has no tls_certificate", name);
-                else if (!want_cert && ca.filename == NULL && ca.inline_data == NULL)
-                    pt_cfg_error(&r, NULL, "secret \"%s\" has no validation_context", name);
-            }
-            if (pt_cfg_ok(&r)) {
-                if (want_cert) {
-                    out->cert = pt_data_source_read(&cert, NULL, err, errlen);
-                    out->key = out->cert ? pt_data_source_read(&key, NULL, err, errlen) : NULL;
-                    rc = out->key ? 0 : -1;
-                } else {
-                    out->ca = pt_data_source_read(&ca, NULL, err, errlen);
-                    rc = out->ca ? 0 : -1;
-                }
-            }
+    for (int i = 0; i < NPARTS; i++) {
+        if (pem[i] != NULL) {
+            memset(pem[i], 0, strlen(pem[i]));
+            free(pem[i]);
+            pem[i] = NULL;
         }
+    }
+}
+
+static int read_material(const pt_data_source_t src[NPARTS], char *pem[NPARTS], char *err,
+                         size_t errlen)
+{
+    for (int i = 0; i < NPARTS; i++) {
+        pem[i] = NULL;
+        if (src[i].filename == NULL && src[i].inline_data == NULL)
+            continue;
+        pem[i] = pt_data_source_read(&src[i], NULL, err, errlen);
+        if (pem[i] == NULL) {
+            wipe(pem);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Installs material in every context using p, or in none (err says why). pem is taken
+ * either way. Unchanged material is no update. from: where the change was seen, for the
+ * log (NULL at the first load). */
+static int install(provider_t *p, char *pem[NPARTS], const char *from, char *err, size_t errlen)
+{
+    uint64_t h = material_hash(pem);
+    if (p->loaded && h == p->hash) {
+        wipe(pem);
+        return 0;
+    }
+    int rc = p->is_cert ? pt_tls_check_material(pem[CERT], pem[KEY], NULL, err, errlen)
+                        : pt_tls_check_material(NULL, NULL, pem[CA], err, errlen);
+    pt_tls_pending_t *pending = calloc(p->nctxs ? p->nctxs : 1, sizeof(*pending));
+    if (pending == NULL) {
+        snprintf(err, errlen, "out of memory");
+        rc = -1;
+    }
+    size_t prepared = 0;
+    for (; rc == 0 && prepared < p->nctxs; prepared++)
+        rc = pt_tls_context_prepare(p->ctxs[prepared], pem[CERT], pem[KEY], pem[CA],
+                                    &pending[prepared], err, errlen);
+    if (rc != 0) {
+        for (size_t i = 0; pending != NULL && i < prepared; i++)
+            pt_tls_pending_dispose(&pending[i]);
+        free(pending);
+        wipe(pem);
+        return -1;
+    }
+    for (size_t i = 0; i < p->nctxs; i++)
+        pt_tls_context_commit(p->ctxs[i], &pending[i], p->origin);
+    free(pending);
+    wipe(p->pem);
+    memcpy(p->pem, pem, sizeof(p->pem));
+    p->hash = h;
+    p->loaded = 1;
+    p->failed_state = 0;
+    if (from != NULL)
+        pt_info("sds: secret \"%s\" updated from %s", p->name, from);
+    return 0;
+}
+
+/* ---- watching the files a secret names ---------------------------------------------- */
+
+static void on_file_change(void *data, const char *path, const pt_file_state_t *now)
+{
+    (void)now; /* the material is read from all its files, this one among them */
+    provider_t *p = data;
+    char *pem[NPARTS], err[1024];
+    /* What this change amounts to: the material read, or why it could not be. Several
+     * watches see one change (the certificate's and the key's, a swap seen in two
+     * directories): a failed state is reported and counted once. */
+    uint64_t state;
+    int rc = read_material(p->src, pem, err, sizeof(err));
+    if (rc != 0) {
+        state = fnv(err, strlen(err), 1469598103934665603ull) | 1;
+    } else {
+        state = material_hash(pem);
+        if (state == p->failed_state) {
+            wipe(pem);
+            return;
+        }
+        rc = install(p, pem, path, err, sizeof(err));
+    }
+    if (rc == 0) {
+        p->failed_state = 0;
+        return;
+    }
+    if (state == p->failed_state)
+        return;
+    p->failed_state = state;
+    pt_error("sds: rejected rotation of secret \"%s\" after a change of %s: %s; keeping the "
+             "current one",
+             p->name, path, err);
+    pt_stat_inc(p->key_rotation_failed);
+}
+
+/* Watches exactly the files p's material comes from, once the main loop runs: each in its
+ * own directory (as Envoy watches a secret's certificate and key files), and, when the
+ * secret file has a watched directory, there too, so that a swap announced there (a
+ * Kubernetes volume's ..data) is seen for them as well. A new watch reads its file at once:
+ * a change made since the material was read is not missed. */
+static void sync_file_watches(provider_t *p)
+{
+    for (int i = 0; i < NPARTS; i++) {
+        const char *want = watch_loop != NULL ? p->src[i].filename : NULL;
+        for (int j = 0; j < i && want != NULL; j++)
+            if (p->src[j].filename != NULL && strcmp(p->src[j].filename, want) == 0)
+                want = NULL; /* one watch per file */
+        for (int k = 0; k < 2; k++) {
+            const char *dir = k == 0 ? NULL : p->watched_dir;
+            const char *w_want = k == 0 || dir != NULL ? want : NULL;
+            pt_file_watch_t *w = p->file_watch[i][k];
+            if (w != NULL && (w_want == NULL || strcmp(pt_file_watch_path(w), w_want) != 0)) {
+                pt_file_watch_remove(w);
+                p->file_watch[i][k] = NULL;
+            }
+            if (w_want == NULL || p->file_watch[i][k] != NULL)
+                continue;
+            char err[512];
+            w = pt_file_watch_add(watch_loop, w_want, dir, on_file_change, p, err, sizeof(err));
+            p->file_watch[i][k] = w;
+            if (w == NULL)
+                pt_warn("sds: secret \"%s\": %s (changes of %s will not be seen)", p->name, err,
+                        w_want);
+            else
+                pt_file_watch_check(w);
+        }
+    }
+}
+
+/* ---- updates of the secret file ---------------------------------------------------- */
+
+static void join_errors(const pt_cfg_t *r, char *err, size_t errlen)
+{
+    size_t used = 0;
+    err[0] = '\0';
+    for (size_t i = 0; i < r->nerrors && used + 1 < errlen; i++) {
+        int n = snprintf(err + used, errlen - used, "%s%s", i ? "; " : "", r->errors[i]);
+        if (n < 0)
+            break;
+        used += (size_t)n;
+    }
+}
+
+/* Reads one Secret resource into src (allocated in arena). */
+static int parse_secret(const provider_t *p, const pt_discovery_resource_t *res, pt_arena_t *arena,
+                        pt_data_source_t src[NPARTS], char *err, size_t errlen)
+{
+    pt_cfg_t r;
+    pt_discovery_resource_reader(res, &r);
+    const char *name;
+    pt_cfg_string(&r, "name", &name, NULL);
+    static const char *const secret_unsupported[] = {"session_ticket_keys", "generic_secret", NULL};
+    pt_cfg_unsupported(&r, secret_unsupported);
+    if (pt_cfg_enter(&r, "tls_certificate") > 0) {
+        static const char *const tc_unsupported[] = {"password", "ocsp_staple", "watched_directory",
+                                                     NULL};
+        pt_cfg_unsupported(&r, tc_unsupported);
+        if (pt_data_source_parse(&r, arena, "certificate_chain", &src[CERT]) == 0)
+            pt_cfg_error(&r, "certificate_chain", "is required");
+        if (pt_data_source_parse(&r, arena, "private_key", &src[KEY]) == 0)
+            pt_cfg_error(&r, "private_key", "is required");
         pt_cfg_leave(&r);
     }
-    if (present)
-        pt_cfg_leave_array(&r);
+    if (pt_cfg_enter(&r, "validation_context") > 0) {
+        if (pt_data_source_parse(&r, arena, "trusted_ca", &src[CA]) == 0)
+            pt_cfg_error(&r, "trusted_ca", "is required");
+        pt_cfg_leave(&r);
+    }
+    if (pt_cfg_ok(&r)) {
+        if (p->is_cert && src[CERT].filename == NULL && src[CERT].inline_data == NULL)
+            pt_cfg_error(&r, NULL, "secret \"%s\" has no tls_certificate", p->name);
+        else if (!p->is_cert && src[CA].filename == NULL && src[CA].inline_data == NULL)
+            pt_cfg_error(&r, NULL, "secret \"%s\" has no validation_context", p->name);
+    }
     pt_cfg_finish(&r);
-    if (!pt_cfg_ok(&r)) {
-        snprintf(err, errlen, "%s: %s", path, r.errors[0]);
-        rc = -1;
-    } else if (!found) {
-        snprintf(err, errlen, "%s: no secret named \"%s\"", path, name);
-        rc = -1;
-    }
-    pt_cfg_dispose(&r);
-    pt_arena_dispose(&arena);
-    json_decref(root);
+    int rc = pt_cfg_ok(&r) ? 0 : -1;
     if (rc != 0)
-        material_dispose(out);
+        join_errors(&r, err, errlen);
+    pt_cfg_dispose(&r);
+    /* A secret holding both kinds serves each use with its own. */
+    if (p->is_cert)
+        memset(&src[CA], 0, sizeof(src[CA]));
+    else
+        memset(src, 0, 2 * sizeof(src[0]));
     return rc;
 }
 
-/* Loads or reloads one use. initial: at attach time, where failure is a config error. */
-static int apply(secret_use_t *u, int initial, char *err, size_t errlen)
+static int on_update(void *data, const pt_discovery_response_t *resp, char *err, size_t errlen)
 {
-    secret_material_t m;
-    uint64_t hash;
-    if (read_secret(u->ref->path, u->ref->name, u->is_cert, &m, &hash, err, errlen) != 0)
+    provider_t *p = data;
+    const pt_discovery_resource_t *res = NULL;
+    for (size_t i = 0; i < resp->nresources && res == NULL; i++)
+        if (resp->resources[i].name != NULL && strcmp(resp->resources[i].name, p->name) == 0)
+            res = &resp->resources[i]; /* other secrets may share the file */
+    if (res == NULL) {
+        snprintf(err, errlen, "no secret named \"%s\"", p->name);
         return -1;
-    /* Identity of the secret is its material, not the file naming it: certificate files
-     * swapped behind an unchanged secret file count as a change. */
-    hash = 1469598103934665603ull;
-    const char *parts[3] = {m.cert, m.key, m.ca};
-    for (int i = 0; i < 3; i++)
-        if (parts[i] != NULL)
-            hash ^= fnv(parts[i], strlen(parts[i])) * (uint64_t)(i + 1);
-    if (!initial && hash == u->hash) {
-        material_dispose(&m);
-        return 0; /* the directory changed, not this secret */
     }
-    int rc = pt_tls_context_update(u->ctx, m.cert, m.key, m.ca, u->origin, err, errlen);
-    material_dispose(&m);
-    if (rc == 0)
-        u->hash = hash;
-    return rc;
+    pt_arena_t arena = {0};
+    pt_data_source_t src[NPARTS] = {{0}};
+    char *pem[NPARTS], why[1024];
+    if (parse_secret(p, res, &arena, src, err, errlen) != 0)
+        goto fail;
+    if (read_material(src, pem, why, sizeof(why)) != 0 ||
+        install(p, pem, p->loaded ? p->path : NULL, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "%s.%s: %s", res->path,
+                 p->is_cert ? "tls_certificate" : "validation_context", why);
+        goto fail;
+    }
+    /* In force: where the material comes from is what the next file change re-reads. */
+    pt_arena_dispose(&p->arena);
+    p->arena = arena;
+    memcpy(p->src, src, sizeof(p->src));
+    sync_file_watches(p);
+    return 0;
+fail:
+    pt_arena_dispose(&arena);
+    return -1;
 }
 
-static int add_watch(secret_use_t *u)
+/* ---- providers ---------------------------------------------------------------------- */
+
+static int same(const char *a, const char *b)
 {
-    if (inotify_fd < 0)
-        return 0; /* not watching yet; pt_secret_watch_start adds it */
-    u->wd = inotify_add_watch(inotify_fd, u->dir,
-                              IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_ATTRIB |
-                                  IN_MOVE_SELF | IN_DELETE_SELF);
-    if (u->wd < 0)
-        pt_warn("sds: cannot watch %s: %s (rotation by file will not be seen)", u->dir,
-                strerror(errno));
+    return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+static void provider_watch(provider_t *p)
+{
+    char err[1024];
+    if (p->sub != NULL && pt_file_subscription_watch(p->sub, watch_loop, err, sizeof(err)) != 0)
+        pt_warn("sds: secret \"%s\": %s (rotation by file will not be seen)", p->name, err);
+    sync_file_watches(p);
+}
+
+static void provider_unwatch(provider_t *p)
+{
+    for (int i = 0; i < NPARTS; i++) {
+        for (int k = 0; k < 2; k++) {
+            pt_file_watch_remove(p->file_watch[i][k]);
+            p->file_watch[i][k] = NULL;
+        }
+    }
+    pt_file_subscription_free(p->sub);
+    p->sub = NULL;
+}
+
+static void provider_free(provider_t *p)
+{
+    provider_unwatch(p);
+    wipe(p->pem);
+    pt_arena_dispose(&p->arena);
+    free(p->name);
+    free(p->path);
+    free(p->watched_dir);
+    free(p->origin);
+    free(p->ctxs);
+    free(p);
+}
+
+static void provider_unlink(provider_t *p)
+{
+    for (provider_t **pp = &providers; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == p) {
+            *pp = p->next;
+            return;
+        }
+    }
+}
+
+/* The provider of the secret ref names, made and loaded when this is its first use. */
+static provider_t *provider_get(int is_cert, const pt_sds_ref_t *ref, char *err, size_t errlen)
+{
+    for (provider_t *p = providers; p != NULL; p = p->next)
+        if (p->is_cert == is_cert && strcmp(p->name, ref->name) == 0 &&
+            strcmp(p->path, ref->path) == 0 && same(p->watched_dir, ref->watched_directory))
+            return p;
+    provider_t *p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    p->is_cert = is_cert;
+    p->name = strdup(ref->name);
+    p->path = strdup(ref->path);
+    p->watched_dir = ref->watched_directory ? strdup(ref->watched_directory) : NULL;
+    size_t olen = strlen(ref->name) + strlen(ref->path) + 16;
+    p->origin = malloc(olen);
+    size_t wlen = strlen(ref->name) + 16;
+    char *what = malloc(wlen);
+    if (p->name == NULL || p->path == NULL || p->origin == NULL || what == NULL ||
+        (ref->watched_directory != NULL && p->watched_dir == NULL)) {
+        snprintf(err, errlen, "out of memory");
+        free(what);
+        provider_free(p);
+        return NULL;
+    }
+    snprintf(p->origin, olen, "sds:%s (%s)", ref->name, ref->path);
+    snprintf(what, wlen, "secret \"%s\"", ref->name);
+    p->key_rotation_failed =
+        pt_stats_counter("sds", "envoy_sds_secret", ref->name, "key_rotation_failed");
+    const pt_file_subscription_config_t cfg = {
+        .path = ref->path,
+        .watched_directory = ref->watched_directory,
+        .type_url = SECRET_TYPE,
+        .stat_scope = "sds",
+        .stat_tag = "envoy_sds_secret",
+        .stat_tag_value = ref->name,
+        .what = what,
+    };
+    p->sub = pt_file_subscription_new(&cfg, on_update, p);
+    free(what);
+    if (p->sub == NULL) {
+        snprintf(err, errlen, "out of memory");
+        provider_free(p);
+        return NULL;
+    }
+    if (pt_file_subscription_load(p->sub, err, errlen) != PT_UPDATE_ACCEPTED) {
+        provider_free(p);
+        return NULL;
+    }
+    p->next = providers;
+    providers = p;
+    if (watch_loop != NULL)
+        provider_watch(p);
+    return p;
+}
+
+/* Gives ctx the material in force and registers it for updates. */
+static int provider_add(provider_t *p, pt_tls_context_t *ctx, char *err, size_t errlen)
+{
+    if (p->nctxs == p->cap) {
+        size_t ncap = p->cap ? p->cap * 2 : 4;
+        pt_tls_context_t **n = realloc(p->ctxs, ncap * sizeof(*n));
+        if (n == NULL) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        p->ctxs = n;
+        p->cap = ncap;
+    }
+    pt_tls_pending_t pending;
+    if (pt_tls_context_prepare(ctx, p->pem[CERT], p->pem[KEY], p->pem[CA], &pending, err, errlen) !=
+        0)
+        return -1;
+    pt_tls_context_commit(ctx, &pending, p->origin);
+    p->ctxs[p->nctxs++] = ctx;
     return 0;
 }
 
 static int attach_one(pt_tls_context_t *ctx, const pt_sds_ref_t *ref, int is_cert, char *err,
                       size_t errlen)
 {
-    secret_use_t *u = calloc(1, sizeof(*u));
-    if (u == NULL) {
-        snprintf(err, errlen, "out of memory");
+    provider_t *p = provider_get(is_cert, ref, err, errlen);
+    if (p == NULL)
+        return -1;
+    if (provider_add(p, ctx, err, errlen) != 0) {
+        if (p->nctxs == 0) {
+            provider_unlink(p);
+            provider_free(p);
+        }
         return -1;
     }
-    u->ctx = ctx;
-    u->ref = ref;
-    u->is_cert = is_cert;
-    u->wd = -1;
-    u->dir = ref->watched_directory ? strdup(ref->watched_directory) : dir_of(ref->path);
-    size_t olen = strlen(ref->name) + strlen(ref->path) + 16;
-    u->origin = malloc(olen);
-    if (u->origin != NULL)
-        snprintf(u->origin, olen, "sds:%s (%s)", ref->name, ref->path);
-    if (u->dir == NULL || u->origin == NULL || apply(u, 1, err, errlen) != 0) {
-        if (u->dir == NULL || u->origin == NULL)
-            snprintf(err, errlen, "out of memory");
-        free(u->dir);
-        free(u->origin);
-        free(u);
-        return -1;
-    }
-    u->update_success = pt_stats_counter("sds", "envoy_sds_secret", ref->name, "update_success");
-    u->update_rejected = pt_stats_counter("sds", "envoy_sds_secret", ref->name, "update_rejected");
-    u->next = uses;
-    uses = u;
-    add_watch(u);
     return 0;
 }
 
@@ -257,89 +452,38 @@ int pt_secret_attach(pt_tls_context_t *ctx, char *err, size_t errlen)
 
 void pt_secret_detach(pt_tls_context_t *ctx)
 {
-    secret_use_t **pp = &uses;
+    provider_t **pp = &providers;
     while (*pp != NULL) {
-        secret_use_t *u = *pp;
-        if (u->ctx != ctx) {
-            pp = &u->next;
-            continue;
+        provider_t *p = *pp;
+        for (size_t i = 0; i < p->nctxs; i++) {
+            if (p->ctxs[i] == ctx) {
+                p->ctxs[i] = p->ctxs[--p->nctxs];
+                break;
+            }
         }
-        *pp = u->next;
-        /* The watch may be shared with another use of the same directory: keep it; a
-         * stray event only causes a harmless rescan. */
-        free(u->dir);
-        free(u->origin);
-        free(u);
-    }
-}
-
-int pt_secret_refresh(void)
-{
-    int changed = 0;
-    for (secret_use_t *u = uses; u != NULL; u = u->next) {
-        uint64_t before = u->hash;
-        char err[512];
-        if (apply(u, 0, err, sizeof(err)) != 0) {
-            pt_error("sds: rejected update of secret \"%s\": %s; keeping the current one",
-                     u->ref->name, err);
-            pt_stat_inc(u->update_rejected);
-            continue;
-        }
-        if (u->hash != before) {
-            pt_info("sds: secret \"%s\" updated from %s", u->ref->name, u->ref->path);
-            pt_stat_inc(u->update_success);
-            changed++;
+        if (p->nctxs == 0) {
+            /* No context uses the secret any more: stop reading it. */
+            *pp = p->next;
+            provider_free(p);
+        } else {
+            pp = &p->next;
         }
     }
-    return changed;
-}
-
-static void on_inotify(struct ev_loop *loop, ev_io *w, int revents)
-{
-    (void)loop;
-    (void)revents;
-    char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
-    int any = 0;
-    for (;;) {
-        ssize_t n = read(w->fd, buf, sizeof(buf));
-        if (n <= 0)
-            break;
-        any = 1;
-    }
-    if (!any)
-        return;
-    /* Re-read everything: cheap (a few files) and robust to every way a file can change
-     * (symlink swaps change files whose own names never appear in events). */
-    pt_secret_refresh();
-    /* A watched directory that was replaced needs a new watch. */
-    for (secret_use_t *u = uses; u != NULL; u = u->next)
-        add_watch(u);
 }
 
 int pt_secret_watch_start(struct ev_loop *loop)
 {
-    if (inotify_fd >= 0 || uses == NULL)
+    if (watch_loop != NULL)
         return 0;
-    inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-    if (inotify_fd < 0) {
-        pt_warn("sds: inotify unavailable: %s", strerror(errno));
-        return -1;
-    }
-    for (secret_use_t *u = uses; u != NULL; u = u->next)
-        add_watch(u);
     watch_loop = loop;
-    ev_io_init(&inotify_io, on_inotify, inotify_fd, EV_READ);
-    ev_io_start(loop, &inotify_io);
+    for (provider_t *p = providers; p != NULL; p = p->next)
+        provider_watch(p);
     return 0;
 }
 
 void pt_secret_watch_stop(void)
 {
-    if (inotify_fd < 0)
-        return;
-    if (watch_loop != NULL)
-        ev_io_stop(watch_loop, &inotify_io);
-    close(inotify_fd);
-    inotify_fd = -1;
+    for (provider_t *p = providers; p != NULL; p = p->next)
+        provider_unwatch(p);
     watch_loop = NULL;
 }

@@ -3,24 +3,28 @@ holding a DiscoveryResponse of envoy.extensions.transport_sockets.tls.v3.Secret 
 
 Covered: a new serial served after an atomic rename of the secret file (JSON and YAML); after a
 Kubernetes-style symlink swap of a mounted secret directory (..data -> ..ts1 swapped to ..ts2),
-both for the secret file itself and for certificate files it names (watched_directory);
-established keep-alive connections keep working across a rotation; bad updates (unparsable,
-key mismatch, expired, missing secret, deleted file) are rejected with
-sds.<name>.update_rejected and the old certificate stays; /certs shows serials, SANs and
-days_until_expiration and follows rotations; rotating the trusted CA
-(validation_context_sds_secret_config); a secret that cannot be loaded at start-up is a
-config error.
+both for the secret file itself and for certificate files it names; established keep-alive
+connections keep working across a rotation; bad updates keep the old certificate and are
+counted as Envoy counts a subscription's updates (the initial read is the first
+update_success; an unparsable or deleted file is an update_failure; key mismatch, expired,
+missing secret, wrong type are update_rejected; a bad rotation of the files a secret names is
+key_rotation_failed), each change counted once (update_attempt), version_text following the
+file's version_info; /certs shows serials, SANs and days_until_expiration and follows
+rotations; rotating the trusted CA (validation_context_sds_secret_config); a secret that cannot
+be loaded at start-up is a config error.
 
 Run: PETREL_BIN=build/petrel /usr/bin/python3 tests/integration/test_tls_rotation.py -v
 """
 
 import json
 import os
+import re
 import shutil
 import ssl
 import sys
 import tempfile
 import unittest
+import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
@@ -119,6 +123,24 @@ class RotationCase(unittest.TestCase):
         return h.wait_until(lambda: served_serial(self.port, **kw) == serial, 10,
                             message='serial %s never served' % serial)
 
+    def text_stat(self, name):
+        """A text readout from ``GET /stats`` (``name: "value"``), or None when absent."""
+        status, _, body = self.p.admin_get(
+            '/stats?filter=' + urllib.parse.quote('^%s$' % re.escape(name)))
+        self.assertEqual(status, 200)
+        for line in body.decode().splitlines():
+            key, _, value = line.partition(': ')
+            if key == name:
+                return json.loads(value)
+        return None
+
+    def sds_counts(self, secret):
+        """The subscription counters of one secret, as a dict."""
+        st = self.p.stats()
+        return {k: st.get('sds.%s.%s' % (secret, k)) for k in (
+            'update_attempt', 'update_success', 'update_failure', 'update_rejected',
+            'key_rotation_failed')}
+
     def certs_json(self):
         status, _, body = self.p.admin_get('/certs')
         self.assertEqual(status, 200)
@@ -135,9 +157,9 @@ class RotationCase(unittest.TestCase):
 
 class CertRotationTest(RotationCase):
 
-    def secret_file(self, cert, name='sds.json', secret='server_cert'):
+    def secret_file(self, cert, name='sds.json', secret='server_cert', version='1'):
         path = os.path.join(self.dir, name)
-        text = C.discovery_response(C.secret_tls(secret, cert))
+        text = C.discovery_response(C.secret_tls(secret, cert), version=version)
         if name.endswith('.yaml'):
             text = h.to_yaml(json.loads(text))
         atomic_write(path, text)
@@ -148,20 +170,30 @@ class CertRotationTest(RotationCase):
             C.sds_ref(secret, path)]})
 
     def test_atomic_rename_rotation(self):
-        path = self.secret_file(PKI['server'])
+        path = self.secret_file(PKI['server'], version='v1')
         p = self.start_sds(path)
         self.assertEqual(served_serial(self.port), PKI['server'].serial)
         self.assertEqual(h.http_request(self.port, 'GET', '/', ssl_context=C.client_context(
             ca=PKI['ca']), server_hostname='petrel.test').status, 200)
-        self.secret_file(PKI['server2'])
+        # The initial read is the subscription's first update, as in Envoy.
+        self.assertEqual(self.sds_counts('server_cert'), {
+            'update_attempt': 1, 'update_success': 1, 'update_failure': 0,
+            'update_rejected': 0, 'key_rotation_failed': 0})
+        self.assertEqual(self.text_stat('sds.server_cert.version_text'), 'v1')
+        self.secret_file(PKI['server2'], version='v2')
         self.wait_serial(PKI['server2'].serial)
-        p.wait_stat('sds.server_cert.update_success', 1)
-        self.assertEqual(p.stat('sds.server_cert.update_rejected'), 0)
-        # And back again.
-        self.secret_file(PKI['server'])
-        self.wait_serial(PKI['server'].serial)
         p.wait_stat('sds.server_cert.update_success', 2)
+        self.assertEqual(self.text_stat('sds.server_cert.version_text'), 'v2')
+        # And back again.
+        self.secret_file(PKI['server'], version='v3')
+        self.wait_serial(PKI['server'].serial)
+        p.wait_stat('sds.server_cert.update_success', 3)
         p.wait_log(r'secret "server_cert" updated')
+        # Each rename was one update: the temporary file's events are not the secret's.
+        self.assertEqual(self.sds_counts('server_cert'), {
+            'update_attempt': 3, 'update_success': 3, 'update_failure': 0,
+            'update_rejected': 0, 'key_rotation_failed': 0})
+        self.assertEqual(self.text_stat('sds.server_cert.version_text'), 'v3')
 
     def test_yaml_secret_file(self):
         path = self.secret_file(PKI['server'], name='sds.yaml')
@@ -214,38 +246,66 @@ class CertRotationTest(RotationCase):
     def test_bad_updates_are_rejected(self):
         path = self.secret_file(PKI['server'])
         p = self.start_sds(path)
+        # (why, file text, counter): a file that cannot be parsed is no update received
+        # (update_failure); one received and invalid is update_rejected.
         bad = [
-            ('unparsable', '{"resources": [ {"@type": '),
+            ('unparsable', '{"resources": [ {"@type": ', 'update_failure'),
             ('key mismatch', C.discovery_response(C.secret_tls(
-                'server_cert', cert_pem=PKI['server2'].pem, key_pem=PKI['server'].key_pem))),
-            ('expired', C.discovery_response(C.secret_tls('server_cert', PKI['expired']))),
+                'server_cert', cert_pem=PKI['server2'].pem, key_pem=PKI['server'].key_pem)),
+             'update_rejected'),
+            ('expired', C.discovery_response(C.secret_tls('server_cert', PKI['expired'])),
+             'update_rejected'),
             ('not yet valid', C.discovery_response(C.secret_tls('server_cert',
-                                                                PKI['not_yet_valid']))),
+                                                                PKI['not_yet_valid'])),
+             'update_rejected'),
             ('not a certificate', C.discovery_response(C.secret_tls(
                 'server_cert', cert_pem='-----BEGIN CERTIFICATE-----\nAAAA\n'
-                '-----END CERTIFICATE-----\n', key_pem=PKI['server'].key_pem))),
-            ('secret missing', C.discovery_response(C.secret_tls('other_name', PKI['server2']))),
-            ('wrong type', C.discovery_response(C.secret_ca('server_cert', PKI['ca']))),
+                '-----END CERTIFICATE-----\n', key_pem=PKI['server'].key_pem)),
+             'update_rejected'),
+            ('secret missing', C.discovery_response(C.secret_tls('other_name', PKI['server2'])),
+             'update_rejected'),
+            ('wrong type', C.discovery_response(C.secret_ca('server_cert', PKI['ca'])),
+             'update_rejected'),
+            ('not a Secret', C.discovery_response(dict(C.secret_tls('server_cert',
+                                                                     PKI['server2']),
+                                                       **{'@type': C.DOWNSTREAM_TLS})),
+             'update_rejected'),
         ]
-        for i, (why, text) in enumerate(bad):
+        want = {'update_failure': 0, 'update_rejected': 0}
+        for why, text, counter in bad:
             atomic_write(path, text)
-            p.wait_stat('sds.server_cert.update_rejected', lambda v, n=i + 1: v and v >= n)
+            want[counter] += 1
+            p.wait_stat('sds.server_cert.' + counter, want[counter])
             self.assertEqual(served_serial(self.port), PKI['server'].serial, why)
-        p.wait_log(r'rejected update of secret "server_cert"')
-        self.assertEqual(p.stat('sds.server_cert.update_success'), 0)
+        p.wait_log(r'cannot read update of secret "server_cert": .*sds.json: line 1 column')
+        p.wait_log(r'rejected update of secret "server_cert": .*sds.json: '
+                   r'resources\[0\].tls_certificate: .*; keeping the current one')
+        p.wait_log(r'rejected update of secret "server_cert": .*sds.json: '
+                   r'no secret named "server_cert"')
+        p.wait_log(r'rejected update of secret "server_cert": .*sds.json: resources\[0\].@type: '
+                   r'is type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.'
+                   r'DownstreamTlsContext, expected type.googleapis.com/envoy.extensions.'
+                   r'transport_sockets.tls.v3.Secret')
+        self.assertEqual(self.sds_counts('server_cert'), {
+            'update_attempt': 1 + len(bad), 'update_success': 1, 'update_failure': 1,
+            'update_rejected': len(bad) - 1, 'key_rotation_failed': 0})
         # A good update after all that is taken.
         self.secret_file(PKI['server2'])
         self.wait_serial(PKI['server2'].serial)
-        p.wait_stat('sds.server_cert.update_success', 1)
+        p.wait_stat('sds.server_cert.update_success', 2)
 
     def test_deleted_secret_file_keeps_the_certificate(self):
         path = self.secret_file(PKI['server'])
         p = self.start_sds(path)
         os.unlink(path)
-        p.wait_stat('sds.server_cert.update_rejected', lambda v: v and v >= 1)
+        # Envoy's update_failure: nothing could be read.
+        p.wait_stat('sds.server_cert.update_failure', 1)
+        p.wait_log(r'cannot read update of secret "server_cert": .*sds.json: No such file')
         self.assertEqual(served_serial(self.port), PKI['server'].serial)
         self.secret_file(PKI['server2'])
         self.wait_serial(PKI['server2'].serial)
+        p.wait_stat('sds.server_cert.update_success', 2)
+        self.assertEqual(p.stat('sds.server_cert.update_rejected'), 0)
 
     def test_certs_endpoint_follows_rotation(self):
         path = self.secret_file(PKI['server'])
@@ -280,10 +340,13 @@ class K8sSymlinkSwapTest(RotationCase):
         vol.swap({'sds.json': C.discovery_response(C.secret_tls('server_cert',
                                                                  PKI['server2']))})
         self.wait_serial(PKI['server2'].serial)
-        p.wait_stat('sds.server_cert.update_success', 1)
+        p.wait_stat('sds.server_cert.update_success', 2)
         vol.swap({'sds.json': C.discovery_response(C.secret_tls('server_cert',
                                                                  PKI['server']))})
         self.wait_serial(PKI['server'].serial)
+        p.wait_stat('sds.server_cert.update_success', 3)
+        # One update per swap, though each swap is several directory events.
+        self.assertEqual(p.stat('sds.server_cert.update_attempt'), 3)
 
     def test_certificate_files_in_swapped_volume(self):
         # The secret names tls.crt / tls.key files of a mounted volume; the secret file does
@@ -302,11 +365,17 @@ class K8sSymlinkSwapTest(RotationCase):
             vol.swap({'tls.crt': PKI['server2'].pem, 'tls.key': PKI['server2'].key_pem})
             self.wait_serial(PKI['server2'].serial)
             self.assertEqual(c.request('GET', '/two').status, 200)
-        p.wait_stat('sds.server_cert.update_success', 1)
+        p.wait_log(r'secret "server_cert" updated from .*tls\.(crt|key)')
         # A swap to a mismatched pair is refused as a whole.
         vol.swap({'tls.crt': PKI['server'].pem, 'tls.key': PKI['server2'].key_pem})
-        p.wait_stat('sds.server_cert.update_rejected', lambda v: v and v >= 1)
+        p.wait_stat('sds.server_cert.key_rotation_failed', 1)
+        p.wait_log(r'rejected rotation of secret "server_cert"')
         self.assertEqual(served_serial(self.port), PKI['server2'].serial)
+        # The secret file never changed: its subscription saw the swaps in the watched
+        # directory and delivered nothing (Envoy counts the files' rotations apart).
+        self.assertEqual(self.sds_counts('server_cert'), {
+            'update_attempt': 1, 'update_success': 1, 'update_failure': 0,
+            'update_rejected': 0, 'key_rotation_failed': 1})
 
 
 class TrustedCaRotationTest(RotationCase):
@@ -359,7 +428,7 @@ class TrustedCaRotationTest(RotationCase):
         finally:
             raw.close()
         self.assertEqual([r for r in self.up.requests if r['path'] == '/old-session'], [])
-        p.wait_stat('sds.mesh_ca.update_success', 2)
+        p.wait_stat('sds.mesh_ca.update_success', 3)
         # The server's own certificate was not touched.
         self.assertEqual(served_serial(self.port, cert=PKI['other_ca']), PKI['server'].serial)
         cas = [e for kind, e in self.cert_entries() if kind == 'ca_cert']
@@ -396,7 +465,7 @@ class TrustedCaRotationTest(RotationCase):
         self.assertEqual(h.http_request(port, 'GET', '/a').status, 503)
         p.wait_stat('cluster.up.ssl.fail_verify_error', lambda v: v and v >= 1)
         atomic_write(ca_path, C.discovery_response(C.secret_ca('upstream_ca', PKI['ca'])))
-        p.wait_stat('sds.upstream_ca.update_success', 1)
+        p.wait_stat('sds.upstream_ca.update_success', 2)
         self.assertEqual(h.http_request(port, 'GET', '/b').status, 200)
         self.assertEqual([r['path'] for r in srv.requests], ['/b'])
 
