@@ -5,11 +5,10 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include "discovery/discovery_response.h"
 #include "proxy/cluster.h"
 #include "proxy/log.h"
 #include "tls/context.h"
-
-#define CLUSTER_TYPE_URL "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 
 typedef struct cm_entry {
     char *name;
@@ -28,7 +27,6 @@ struct pt_cluster_manager {
     pt_view_t *view;        /* the last one published (a reference) */
     char *cds_version;
     char *rejected_version, *rejected_errors;
-    pt_update_stats_t cds;
     pt_stat_t cluster_added, cluster_modified, cluster_removed, active_clusters;
 };
 
@@ -62,15 +60,6 @@ pt_cluster_manager_t *pt_cluster_manager_new(pt_cluster_manager_publish_fn publi
         return NULL;
     cm->publish = publish;
     cm->publish_data = data;
-#define C(f, n) cm->cds.f = pt_stats_counter("cluster_manager", NULL, NULL, "cds." n)
-    C(update_attempt, "update_attempt");
-    C(update_success, "update_success");
-    C(update_rejected, "update_rejected");
-    C(update_failure, "update_failure");
-    C(init_fetch_timeout, "init_fetch_timeout");
-#undef C
-    cm->cds.update_time = pt_stats_gauge("cluster_manager", NULL, NULL, "cds.update_time");
-    cm->cds.version = pt_stats_gauge("cluster_manager", NULL, NULL, "cds.version");
     cm->cluster_added = pt_stats_counter("cluster_manager", NULL, NULL, "cluster_added");
     cm->cluster_modified = pt_stats_counter("cluster_manager", NULL, NULL, "cluster_modified");
     cm->cluster_removed = pt_stats_counter("cluster_manager", NULL, NULL, "cluster_removed");
@@ -167,134 +156,93 @@ typedef struct staged {
     cm_entry_t *entry;    /* the current entry by that name, or NULL */
 } staged_t;
 
-static void record_rejection(pt_cluster_manager_t *cm, const char *version, const pt_cfg_t *r)
+static void record_rejection(pt_cluster_manager_t *cm, const char *version, const char *errors)
 {
     free(cm->rejected_version);
     free(cm->rejected_errors);
     cm->rejected_version = dup_or_empty(version);
-    cm->rejected_errors = pt_cfg_errors_joined(r);
+    cm->rejected_errors = dup_or_empty(errors);
 }
 
-/* Envoy's version gauge: a hash of the version string. */
-static int64_t version_hash(const char *v)
+/* Appends r's errors to err ("; "-separated). */
+static void collect_errors(const pt_cfg_t *r, char *err, size_t errlen)
 {
-    uint64_t h = 1469598103934665603ull;
-    for (; v != NULL && *v; v++) {
-        h ^= (unsigned char)*v;
-        h *= 1099511628211ull;
+    size_t len = strlen(err);
+    for (size_t i = 0; i < r->nerrors && len + 1 < errlen; i++) {
+        int n = snprintf(err + len, errlen - len, "%s%s", len ? "; " : "", r->errors[i]);
+        if (n < 0)
+            break;
+        len += (size_t)n;
+        if (len >= errlen)
+            len = errlen - 1;
     }
-    return (int64_t)(h & 0x7fffffffffffffffull);
 }
 
-static int apply_cds(pt_cluster_manager_t *cm, const char *version_info, json_t *resources,
-                     pt_cfg_t *r);
-
-int pt_cluster_manager_apply_cds(pt_cluster_manager_t *cm, json_t *response, char **errors)
+int pt_cluster_manager_apply_cds(pt_cluster_manager_t *cm, const pt_discovery_response_t *resp,
+                                 char *err, size_t errlen)
 {
-    pt_cfg_t r;
-    pt_cfg_init(&r, response);
-    static const char *const unsupported[] = {"control_plane", NULL};
-    pt_cfg_unsupported(&r, unsupported);
-    const char *version = NULL, *type_url = NULL, *nonce;
-    int canary;
-    pt_cfg_string(&r, "version_info", &version, "");
-    pt_cfg_string(&r, "nonce", &nonce, NULL);
-    pt_cfg_bool(&r, "canary", &canary, 0);
-    if (pt_cfg_string(&r, "type_url", &type_url, NULL) > 0 &&
-        strcmp(type_url, CLUSTER_TYPE_URL) != 0)
-        pt_cfg_error(&r, "type_url", "\"%s\" is not %s", type_url, CLUSTER_TYPE_URL);
-    json_t *resources = json_object_get(response, "resources");
-    int rc = apply_cds(cm, version, resources, &r);
-    if (errors != NULL)
-        *errors = rc != 0 ? pt_cfg_errors_joined(&r) : NULL;
-    pt_cfg_dispose(&r);
-    return rc;
-}
-
-static int apply_cds(pt_cluster_manager_t *cm, const char *version_info, json_t *resources,
-                     pt_cfg_t *r)
-{
-    pt_stat_inc(cm->cds.update_attempt);
-    size_t n = json_is_array(resources) ? json_array_size(resources) : 0;
+    err[0] = '\0';
+    size_t n = resp->nresources;
     staged_t *st = calloc(n ? n : 1, sizeof(*st));
     if (st == NULL) {
-        pt_cfg_error(r, NULL, "out of memory");
-        pt_stat_inc(cm->cds.update_rejected);
+        snprintf(err, errlen, "out of memory");
         return -1;
     }
-    /* 1. Parse what changed; keep what did not. */
+    /* 1. Parse what changed; keep what did not. The envelope checked @type and that no two
+     * resources share a name. */
     size_t nst = 0;
-    int present;
-    size_t count = pt_cfg_array(r, "resources", &present);
-    for (size_t i = 0; i < count; i++) {
-        json_t *res = json_array_get(resources, i);
-        if (pt_cfg_enter_index(r, i) <= 0)
-            continue;
-        const char *type = NULL;
-        pt_cfg_string(r, "@type", &type, NULL);
-        if (type != NULL && strcmp(type, CLUSTER_TYPE_URL) != 0) {
-            pt_cfg_error(r, "@type", "\"%s\" is not %s", type, CLUSTER_TYPE_URL);
-            pt_cfg_skip_rest(r);
-            pt_cfg_leave(r);
-            continue;
-        }
-        json_t *jn = json_object_get(res, "name");
-        const char *name = json_is_string(jn) ? json_string_value(jn) : NULL;
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        const pt_discovery_resource_t *res = &resp->resources[i];
+        const char *name = res->name;
         cm_entry_t *e = name != NULL ? find(cm, name) : NULL;
-        int dup = 0;
-        for (size_t k = 0; name != NULL && k < nst; k++)
-            dup |= strcmp(st[k].name, name) == 0;
-        if (dup) {
-            pt_cfg_error(r, "name", "cluster \"%s\" is given twice", name);
-            pt_cfg_skip_rest(r);
-        } else if (e != NULL && !e->dynamic) {
-            pt_cfg_error(r, "name", "\"%s\" is a static cluster of the bootstrap: CDS cannot "
-                                    "change it", name);
-            pt_cfg_skip_rest(r);
-        } else if (e != NULL && e->source != NULL && json_equal(e->source, res)) {
-            pt_cfg_skip_rest(r); /* unchanged: the active version stays */
-            st[nst++] = (staged_t){.name = e->name, .source = res, .entry = e};
-        } else {
-            pt_cluster_t *c = pt_cluster_parse(r);
-            if (c != NULL && c->name[0])
-                st[nst++] = (staged_t){.name = c->name, .source = res, .next = c, .entry = e};
-            else
-                pt_cluster_unref(c);
-        }
-        pt_cfg_leave(r);
-    }
-    if (present)
-        pt_cfg_leave_array(r);
-    pt_cfg_finish(r); /* fields of the response nobody read */
-    /* 2. Materials: TLS contexts of the new versions (files read, keys checked). */
-    for (size_t k = 0; pt_cfg_ok(r) && k < nst; k++) {
-        pt_cluster_t *c = st[k].next;
-        if (c == NULL || c->tls == NULL)
+        if (e != NULL && !e->dynamic) {
+            snprintf(err + strlen(err), errlen - strlen(err),
+                     "%s%s.name: \"%s\" is a static cluster of the bootstrap: CDS cannot "
+                     "change it", err[0] ? "; " : "", res->path, name);
+            bad = 1;
             continue;
-        char where[160];
-        snprintf(where, sizeof(where), "resources[%s].transport_socket", c->name);
-        c->tls_ctx = pt_tls_context_build(r, &c->arena, c->tls, "cluster", c->name, where);
+        }
+        if (e != NULL && e->source != NULL && json_equal(e->source, res->json)) {
+            st[nst++] = (staged_t){.name = e->name, .source = res->json, .entry = e};
+            continue; /* unchanged: the active version stays */
+        }
+        pt_cfg_t r;
+        pt_discovery_resource_reader(res, &r);
+        pt_cluster_t *c = pt_cluster_parse(&r);
+        pt_cfg_finish(&r);
+        if (c != NULL && pt_cfg_ok(&r) && c->tls != NULL) {
+            /* Materials: the TLS context (files read, key checked), part of validation. */
+            char where[96];
+            snprintf(where, sizeof(where), "%s.transport_socket", res->path);
+            c->tls_ctx = pt_tls_context_build(&r, &c->arena, c->tls, "cluster", c->name, where);
+        }
+        if (!pt_cfg_ok(&r) || c == NULL || !c->name[0]) {
+            if (c == NULL && pt_cfg_ok(&r))
+                pt_cfg_error(&r, NULL, "out of memory");
+            collect_errors(&r, err, errlen);
+            pt_cluster_unref(c);
+            bad = 1;
+        } else {
+            st[nst++] = (staged_t){.name = c->name, .source = res->json, .next = c, .entry = e};
+        }
+        pt_cfg_dispose(&r);
     }
-    /* 3. Prepared (state, hosts, stats) only once everything validated. */
-    for (size_t k = 0; pt_cfg_ok(r) && k < nst; k++)
-        if (st[k].next != NULL && pt_cluster_prepare(st[k].next) != 0)
-            pt_cfg_error(r, NULL, "out of memory");
-    if (!pt_cfg_ok(r)) {
+    /* 2. Prepared (state, hosts, stats) only once everything validated. */
+    for (size_t k = 0; !bad && k < nst; k++) {
+        if (st[k].next != NULL && pt_cluster_prepare(st[k].next) != 0) {
+            snprintf(err, errlen, "out of memory");
+            bad = 1;
+        }
+    }
+    if (bad) {
         for (size_t k = 0; k < nst; k++)
             pt_cluster_unref(st[k].next);
         free(st);
-        record_rejection(cm, version_info, r);
-        pt_stat_inc(cm->cds.update_rejected);
-        char *all = pt_cfg_errors_joined(r);
-        for (char *p = all; p != NULL && *p; p++)
-            if (*p == '\n')
-                *p = p[1] ? ';' : '\0';
-        pt_warn("cds: update %s rejected, the clusters in force stay: %s",
-                version_info ? version_info : "", all ? all : "");
-        free(all);
+        record_rejection(cm, resp->version_info, err);
         return -1;
     }
-    /* 4. Commit: nothing can fail from here on but memory for the bookkeeping. */
+    /* 3. Commit: nothing can fail from here on but memory for the bookkeeping. */
     double now = wall_now();
     for (unsigned i = 0; i < cm->n;) {
         cm_entry_t *e = cm->entries[i];
@@ -334,17 +282,14 @@ static int apply_cds(pt_cluster_manager_t *cm, const char *version_info, json_t 
         json_decref(e->source);
         e->source = json_incref(st[k].source);
         free(e->version_info);
-        e->version_info = dup_or_empty(version_info);
+        e->version_info = dup_or_empty(resp->version_info);
         e->last_updated = now;
     }
     free(st);
     free(cm->cds_version);
-    cm->cds_version = dup_or_empty(version_info);
-    pt_stat_inc(cm->cds.update_success);
-    pt_stat_set(cm->cds.update_time, (int64_t)(now * 1000.0));
-    pt_stat_set(cm->cds.version, version_hash(version_info));
+    cm->cds_version = dup_or_empty(resp->version_info);
     if (publish(cm) != 0) {
-        pt_error("cds: out of memory publishing the clusters");
+        snprintf(err, errlen, "out of memory publishing the clusters");
         return -1;
     }
     return 0;

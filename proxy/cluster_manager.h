@@ -36,18 +36,14 @@ void pt_cluster_manager_free(pt_cluster_manager_t *cm);
 int pt_cluster_manager_set_static(pt_cluster_manager_t *cm, pt_cluster_t *const *clusters,
                                   unsigned n);
 
-/* Counters of a subscription, under Envoy's names (cluster_manager.cds.*). */
-typedef struct pt_update_stats {
-    pt_stat_t update_attempt, update_success, update_rejected, update_failure,
-        update_time, version, init_fetch_timeout;
-} pt_update_stats_t;
-
-/* A state-of-the-world CDS update, a DiscoveryResponse: the dynamic clusters are exactly its
- * `resources` (envoy.config.cluster.v3.Cluster objects, each with its "@type" or without).
- * Returns 0 when applied (also when nothing changed), -1 when rejected: nothing changed, and
- * *errors (when not NULL) holds every error with its path from the response's root
- * ("resources[2].connect_timeout: ..."); the caller frees it. */
-int pt_cluster_manager_apply_cds(pt_cluster_manager_t *cm, json_t *response, char **errors);
+struct pt_discovery_response;
+/* A state-of-the-world CDS update (its envelope already checked: discovery/
+ * discovery_response.h): the dynamic clusters are exactly its resources. Returns 0 when
+ * applied (also when nothing changed), -1 when rejected: nothing changed, and err holds every
+ * error with its path ("resources[2].connect_timeout: ...", "; "-separated). The caller's
+ * subscription counts the update (cluster_manager.cds.*). */
+int pt_cluster_manager_apply_cds(pt_cluster_manager_t *cm, const struct pt_discovery_response *resp,
+                                 char *err, size_t errlen);
 
 /* The view of the clusters in force (a reference for the caller). */
 pt_view_t *pt_cluster_manager_view(pt_cluster_manager_t *cm);

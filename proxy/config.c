@@ -6,13 +6,14 @@
 
 #include "filters/filter.h"
 #include "proxy/cluster.h"
+#include "proxy/config_source.h"
 #include "proxy/log.h"
 #include "proxy/overload.h"
 #include "tls/context.h"
 #include "tls/secret.h"
 
 static const char *const bootstrap_unsupported[] = {
-    "dynamic_resources", "cluster_manager", "hds_config", "flags_path", "stats_sinks",
+    "cluster_manager", "hds_config", "flags_path", "stats_sinks",
     "stats_config", "stats_flush_interval", "stats_flush_on_admin", "watchdog", "watchdogs",
     "tracing", "enable_dispatcher_stats",
     "header_prefix", "stats_server_version_override", "use_tcp_for_dns_lookups",
@@ -82,6 +83,26 @@ int pt_config_read_address(pt_cfg_t *r, const char *field, pt_addr_t *out)
     }
     pt_cfg_leave(r);
     return ok;
+}
+
+/* bootstrap.dynamic_resources: where listeners and clusters come from besides
+ * static_resources. */
+static void parse_dynamic_resources(pt_cfg_t *r, pt_config_t *cfg)
+{
+    if (pt_cfg_enter(r, "dynamic_resources") <= 0)
+        return;
+    static const char *const unsupported[] = {"lds_resources_locator", "cds_resources_locator",
+                                              NULL};
+    pt_cfg_unsupported(r, unsupported);
+    if (pt_cfg_get(r, "ads_config") != NULL)
+        pt_cfg_error(r, "ads_config", "is not supported yet: petrel reads resources from files "
+                                      "(lds_config / cds_config with path_config_source)");
+    cfg->has_lds = pt_config_source_parse(r, &cfg->arena, "lds_config", &cfg->lds) > 0;
+    if (cfg->has_lds) /* listeners are not resources of their own yet */
+        pt_cfg_error(r, "lds_config", "is not supported yet (listeners come from "
+                                      "static_resources)");
+    cfg->has_cds = pt_config_source_parse(r, &cfg->arena, "cds_config", &cfg->cds) > 0;
+    pt_cfg_leave(r);
 }
 
 static int parse_node(pt_cfg_t *r, pt_config_t *cfg)
@@ -558,6 +579,7 @@ pt_config_t *pt_config_build(json_t *root, pt_cfg_t *r)
     pt_cfg_unsupported(r, bootstrap_unsupported);
     parse_node(r, cfg);
     parse_admin(r, cfg);
+    parse_dynamic_resources(r, cfg);
     if (pt_cfg_enter(r, "static_resources") > 0) {
         pt_cfg_unsupported(r, static_unsupported);
         /* Clusters first: listeners' filters refer to them by name. */

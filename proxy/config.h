@@ -15,6 +15,7 @@
 #include "proxy/address.h"
 #include "proxy/arena.h"
 #include "proxy/config_reader.h"
+#include "proxy/config_source.h"
 #include "proxy/stats.h"
 
 typedef struct pt_cluster pt_cluster_t;
@@ -121,6 +122,9 @@ typedef struct pt_config {
     unsigned nclusters;
     pt_cluster_t **cluster_index; /* open-addressing hash by name, size cluster_index_cap */
     unsigned cluster_index_cap;
+    /* dynamic_resources: listeners (LDS) and clusters (CDS) from files. */
+    int has_lds, has_cds;
+    pt_config_source_t lds, cds;
     /* Downstream connections the whole process accepts (proxy/overload.c); 0: no limit. */
     uint64_t max_downstream_connections;
 } pt_config_t;

@@ -9,6 +9,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "discovery/file_subscription.h"
 #include "discovery/health_check.h"
 #include "discovery/outlier.h"
 #include "proxy/access_log.h"
@@ -46,6 +47,63 @@ static double wall_now(void)
     return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
 }
 
+static void worker_adopt_view(pt_worker_t *w, void *arg)
+{
+    if (w->stopping) { /* past its loop: nothing will release it */
+        pt_view_unref(arg);
+        return;
+    }
+    pt_worker_view_adopt(w, arg);
+}
+
+/* The cluster manager applied a change: every worker adopts the new view at its next loop
+ * turn, health checking and outlier detection follow it. */
+static void on_clusters_published(void *data, pt_view_t *view)
+{
+    pt_server_t *s = data;
+    pt_view_unref(s->view);
+    s->view = view;
+    for (unsigned i = 0; i < s->nworkers_started; i++)
+        pt_worker_post(&s->workers[i], worker_adopt_view, pt_view_ref(view));
+    pt_health_checker_update(s->health_checker, view);
+}
+
+/* CDS from a file: every change of the file is an update of the dynamic clusters, applied
+ * whole or not at all (proxy/cluster_manager.h). */
+static int on_cds_update(void *data, const pt_discovery_response_t *resp, char *err,
+                         size_t errlen)
+{
+    pt_server_t *s = data;
+    return pt_cluster_manager_apply_cds(s->clusters, resp, err, errlen);
+}
+
+/* The initial fetch happens here, while the config is validated: a CDS file that cannot be
+ * read or is invalid fails the start (or `--mode validate`) like any config error. */
+static int start_cds(pt_server_t *s)
+{
+    const pt_config_source_t *src = &s->config->cds;
+    pt_file_subscription_config_t sc = {
+        .path = src->path,
+        .watched_directory = src->watched_directory,
+        .type_url = "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+        .stat_scope = "cluster_manager",
+        .stat_prefix = "cds.",
+        .what = "clusters",
+    };
+    s->cds = pt_file_subscription_new(&sc, on_cds_update, s);
+    if (s->cds == NULL) {
+        fprintf(stderr, "error: out of memory\n");
+        return -1;
+    }
+    char err[2048];
+    if (pt_file_subscription_load(s->cds, err, sizeof(err)) != PT_UPDATE_ACCEPTED) {
+        fprintf(stderr, "error: %s: dynamic_resources.cds_config: %s\n", s->opts.config_path,
+                err);
+        return -1;
+    }
+    return 0;
+}
+
 int pt_server_init(pt_server_t *s, const pt_options_t *opts)
 {
     memset(s, 0, sizeof(*s));
@@ -76,6 +134,14 @@ int pt_server_init(pt_server_t *s, const pt_options_t *opts)
     }
     pt_cfg_dispose(&r);
     s->config = cfg;
+    s->clusters = pt_cluster_manager_new(on_clusters_published, s);
+    if (s->clusters == NULL ||
+        pt_cluster_manager_set_static(s->clusters, cfg->clusters, cfg->nclusters) != 0) {
+        fprintf(stderr, "error: out of memory\n");
+        return -1;
+    }
+    if (cfg->has_cds && start_cds(s) != 0)
+        return -1;
     return 0;
 }
 
@@ -236,26 +302,6 @@ static void worker_adopt(pt_worker_t *w, void *arg)
     pt_worker_adopt_config(w, arg);
 }
 
-static void worker_adopt_view(pt_worker_t *w, void *arg)
-{
-    if (w->stopping) { /* past its loop: nothing will release it */
-        pt_view_unref(arg);
-        return;
-    }
-    pt_worker_view_adopt(w, arg);
-}
-
-/* The cluster manager applied a change: every worker adopts the new view at its next loop
- * turn, health checking and outlier detection follow it. */
-static void on_clusters_published(void *data, pt_view_t *view)
-{
-    pt_server_t *s = data;
-    pt_view_unref(s->view);
-    s->view = view;
-    for (unsigned i = 0; i < s->nworkers_started; i++)
-        pt_worker_post(&s->workers[i], worker_adopt_view, pt_view_ref(view));
-    pt_health_checker_update(s->health_checker, view);
-}
 
 int pt_server_run(pt_server_t *s)
 {
@@ -283,12 +329,6 @@ int pt_server_run(pt_server_t *s)
 
     unsigned n = s->opts.concurrency;
     s->nworkers = n;
-    s->clusters = pt_cluster_manager_new(on_clusters_published, s);
-    if (s->clusters == NULL ||
-        pt_cluster_manager_set_static(s->clusters, s->config->clusters, s->config->nclusters) != 0) {
-        fprintf(stderr, "error: out of memory\n");
-        return 1;
-    }
     s->workers = calloc(n, sizeof(pt_worker_t));
     s->listeners = calloc(s->config->nlisteners ? s->config->nlisteners : 1,
                           sizeof(pt_listener_t *));
@@ -355,6 +395,10 @@ int pt_server_run(pt_server_t *s)
         pt_info("listener %s on %s", s->listeners[i]->name, a);
     }
     pt_secret_watch_start(s->loop);
+    if (s->cds != NULL && pt_file_subscription_watch(s->cds, s->loop, err, sizeof(err)) != 0) {
+        pt_error("dynamic_resources.cds_config: %s", err);
+        return 1;
+    }
     ev_timer_init(&s->heap_tick, on_heap_tick, PT_HEAP_TICK_SECS, PT_HEAP_TICK_SECS);
     ev_timer_start(s->loop, &s->heap_tick);
     ev_unref(s->loop); /* housekeeping alone must not keep the loop alive */
@@ -405,6 +449,8 @@ void pt_server_dispose(pt_server_t *s)
         ev_loop_destroy(s->loop);
         s->loop = NULL;
     }
+    pt_file_subscription_free(s->cds);
+    s->cds = NULL;
     pt_cluster_manager_free(s->clusters);
     s->clusters = NULL;
     pt_view_unref(s->view);

@@ -640,7 +640,23 @@ static void test_unknown_fields(void)
 
 static void test_unsupported_fields(void)
 {
-    REJECTS("{'dynamic_resources': {}}", "dynamic_resources: field is not supported");
+    REJECTS("{'dynamic_resources': {'ads_config': {}}}",
+            "dynamic_resources.ads_config: is not supported yet: petrel reads resources from "
+            "files (lds_config / cds_config with path_config_source)");
+    REJECTS("{'dynamic_resources': {'cds_config': {'ads': {}}}}",
+            "dynamic_resources.cds_config.ads: is not supported yet: petrel reads resources "
+            "from files (path_config_source)");
+    REJECTS("{'dynamic_resources': {'cds_config': {'resource_api_version': 'V2', "
+            "'path': '/x'}}}",
+            "dynamic_resources.cds_config.resource_api_version: \"V2\" is not supported");
+    REJECTS("{'dynamic_resources': {'cds_config': {'initial_fetch_timeout': '1s'}}}",
+            "dynamic_resources.cds_config: needs path_config_source (petrel reads resources "
+            "from files)");
+    REJECTS("{'dynamic_resources': {'cds_config': {'path_config_source': "
+            "{'watched_directory': {}}}}}",
+            "dynamic_resources.cds_config.path_config_source.path: is required",
+            "dynamic_resources.cds_config.path_config_source.watched_directory.path: is "
+            "required");
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_subset_config': {'fallback_policy': 'ANY_ENDPOINT'}}"),
             C0 ".lb_subset_config: field is not supported");
     /* Named as written, camelCase included. */
