@@ -1269,8 +1269,10 @@ static int cluster_move_to(pt_health_checker_t *hc, hc_cluster_t *cl, pt_cluster
     if (rc == 0)
         rc = cluster_fill(cl, keep ? old.sessions : NULL, keep ? old.c->hosts : NULL,
                           keep ? old.c->nhosts : 0);
-    if (keep)
-        old.sessions = NULL; /* its sessions moved, or were freed by cluster_fill */
+    if (keep) {
+        free(old.sessions); /* its sessions moved, or were freed by cluster_fill */
+        old.sessions = NULL;
+    }
     if (was_checked)
         cluster_dispose(&old);
     refresh_gauges(cl);

@@ -169,6 +169,11 @@ void pt_breaker_take_cx(pt_breaker_t *b)
 {
     atomic_fetch_add_explicit(&b->counts->cx, 1, memory_order_relaxed);
 }
+void pt_breaker_counts_release_cx(pt_breaker_counts_t *counts)
+{
+    atomic_fetch_sub_explicit(&counts->cx, 1, memory_order_relaxed);
+}
+
 void pt_breaker_release_cx(pt_breaker_t *b)
 {
     atomic_fetch_sub_explicit(&b->counts->cx, 1, memory_order_relaxed);

@@ -51,6 +51,8 @@ int pt_breaker_try_cx(pt_breaker_t *b);
 /* Takes a connection slot even over the limit (a pool's first connection, see pool.c). */
 void pt_breaker_take_cx(pt_breaker_t *b);
 void pt_breaker_release_cx(pt_breaker_t *b);
+/* The same, for a holder that kept only the counts (its breaker's version may be gone). */
+void pt_breaker_counts_release_cx(pt_breaker_counts_t *counts);
 int pt_breaker_try_pending(pt_breaker_t *b);
 void pt_breaker_release_pending(pt_breaker_t *b);
 int pt_breaker_try_rq(pt_breaker_t *b);

@@ -11,6 +11,7 @@
 #include "discovery/health_check.h"
 #include "discovery/lb.h"
 #include "discovery/outlier.h"
+#include "proxy/config_source.h"
 #include "proxy/worker.h"
 #include "tls/context.h"
 #include "tls/transport.h"
@@ -18,7 +19,7 @@
 /* Cluster fields Envoy has that petrel does not implement (yet): using one is an error
  * that says so, never silently ignored. */
 static const char *const cluster_unsupported[] = {
-    "transport_socket_matches", "alt_stat_name", "eds_cluster_config", 
+    "transport_socket_matches", "alt_stat_name",
     "lb_subset_config", "ring_hash_lb_config", "maglev_lb_config", "original_dst_lb_config",
     "round_robin_lb_config",
     "metadata", "protocol_selection",
@@ -32,8 +33,8 @@ static const char *const cluster_unsupported[] = {
     "cleanup_interval", "upstream_bind_config",
     "dns_jitter", "hosts", NULL};
 
-static const char *const type_names[] = {"STATIC", NULL};
-static const char *const type_known[] = {"STRICT_DNS", "LOGICAL_DNS", "EDS", "ORIGINAL_DST",
+static const char *const type_names[] = {"STATIC", "EDS", NULL};
+static const char *const type_known[] = {"STRICT_DNS", "LOGICAL_DNS", "ORIGINAL_DST",
                                           NULL};
 /* In the order of pt_lb_policy_t. */
 static const char *const lb_names[] = {"ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", NULL};
@@ -342,6 +343,7 @@ void pt_cluster_unref(pt_cluster_t *c)
     pt_arena_dispose(&c->arena); /* cleanups (TLS context, stats hooks) before the state */
     free(atomic_load(&c->code_stats));
     json_decref(c->health_checks_json);
+    json_decref(c->source);
     for (unsigned i = 0; i < c->nhosts; i++)
         pt_host_unref(c->hosts[i]);
     free(c->hosts);
@@ -356,6 +358,7 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
     if (c == NULL)
         return NULL;
     atomic_init(&c->refs, 1);
+    c->source = json_incref(r->frames[r->depth - 1].node);
     pt_cfg_unsupported(r, cluster_unsupported);
 
     const char *name;
@@ -451,8 +454,27 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
         pt_cfg_leave(r);
     }
 
-    int rc = pt_cfg_enter(r, "load_assignment");
-    if (rc > 0) {
+    if (pt_cfg_enter(r, "eds_cluster_config") > 0) {
+        if (c->type != PT_CLUSTER_EDS)
+            pt_cfg_error(r, NULL, "applies only to a cluster of type EDS");
+        c->eds_config = pt_arena_alloc(&c->arena, sizeof(*c->eds_config));
+        if (c->eds_config != NULL &&
+            pt_config_source_parse(r, &c->arena, "eds_config", c->eds_config) == 0)
+            pt_cfg_error(r, "eds_config", "is required");
+        const char *sn;
+        pt_cfg_string(r, "service_name", &sn, NULL);
+        c->eds_service_name = pt_arena_strdup(&c->arena, sn != NULL && sn[0] ? sn : c->name);
+        pt_cfg_leave(r);
+    } else if (c->type == PT_CLUSTER_EDS) {
+        pt_cfg_error(r, "eds_cluster_config", "is required for a cluster of type EDS");
+    }
+    int rc = c->type == PT_CLUSTER_EDS && pt_cfg_has(r, "load_assignment") ? -2 : 0;
+    if (rc == -2) {
+        /* Its hosts come from EDS: a load_assignment here would be silently unused. */
+        pt_cfg_error(r, "load_assignment", "is not used by a cluster of type EDS (its "
+                                           "endpoints come from eds_cluster_config)");
+        (void)pt_cfg_get(r, "load_assignment");
+    } else if ((rc = pt_cfg_enter(r, "load_assignment")) > 0) {
         pt_endpoints_t eps;
         if (pt_endpoints_parse(r, &c->arena, c->name, &eps) == 0) {
             c->endpoints = eps.endpoints;
@@ -578,4 +600,48 @@ pt_conn_t *pt_cluster_connect(const pt_cluster_t *c, pt_worker_t *w, const pt_ad
     conn->high_watermark = c->buffer_limit;
     pt_socket_set_keepalive(conn->fd, &c->tcp_keepalive);
     return conn;
+}
+
+pt_cluster_t *pt_cluster_with_assignment(const pt_cluster_t *base, pt_cfg_t *cla)
+{
+    /* The configuration validated when base was made: read again, it cannot fail but for
+     * memory (its errors, if any, land in a reader of its own and are reported as such). */
+    pt_cfg_t r;
+    pt_cfg_init(&r, base->source);
+    (void)pt_cfg_get(&r, "@type"); /* a CDS resource carries its type */
+    pt_cluster_t *c = pt_cluster_parse(&r);
+    pt_cfg_finish(&r);
+    int ok = c != NULL && pt_cfg_ok(&r);
+    pt_cfg_dispose(&r);
+    if (!ok) {
+        pt_cfg_error(cla, NULL, "cluster %s could not be made again (out of memory)",
+                     base->name);
+        pt_cluster_unref(c);
+        return NULL;
+    }
+    pt_endpoints_t eps;
+    if (pt_endpoints_parse(cla, &c->arena, c->name, &eps) != 0) {
+        pt_cluster_unref(c);
+        return NULL;
+    }
+    c->endpoints = eps.endpoints;
+    c->nendpoints = eps.nendpoints;
+    c->has_assignment = 1;
+    c->equal_weights = 1;
+    for (unsigned k = 1; k < c->nendpoints; k++)
+        c->equal_weights &= c->endpoints[k].weight == c->endpoints[0].weight;
+    if (c->tls != NULL) {
+        c->tls_ctx = pt_tls_context_build(cla, &c->arena, c->tls, "cluster", c->name,
+                                          "transport_socket");
+        if (c->tls_ctx == NULL) {
+            pt_cluster_unref(c);
+            return NULL;
+        }
+    }
+    if (pt_cluster_prepare(c) != 0) {
+        pt_cfg_error(cla, NULL, "out of memory");
+        pt_cluster_unref(c);
+        return NULL;
+    }
+    return c;
 }

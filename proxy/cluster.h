@@ -73,7 +73,7 @@ typedef struct pt_cluster_stats {
 #undef PT_X
 } pt_cluster_stats_t;
 
-typedef enum pt_cluster_type { PT_CLUSTER_STATIC } pt_cluster_type_t;
+typedef enum pt_cluster_type { PT_CLUSTER_STATIC, PT_CLUSTER_EDS } pt_cluster_type_t;
 typedef enum pt_lb_policy { PT_LB_ROUND_ROBIN, PT_LB_LEAST_REQUEST, PT_LB_RANDOM } pt_lb_policy_t;
 
 /* Host health bits, Envoy's /clusters health_flags. */
@@ -168,6 +168,13 @@ struct pt_cluster {
     struct pt_health_check_config *health_checks; /* discovery/health_check.h */
     unsigned nhealth_checks;
     json_t *health_checks_json;  /* as configured (a reference): versions compare it */
+    json_t *source;              /* the Cluster as configured (a reference) */
+    /* type EDS: where its ClusterLoadAssignment comes from, and the name it has there
+     * (eds_cluster_config.service_name, else the cluster's name). */
+    struct pt_config_source *eds_config;
+    const char *eds_service_name;
+    /* This version's endpoints came from an assignment (EDS), not from the cluster. */
+    int has_assignment;
     pt_tls_settings_t *tls;    /* transport_socket: UpstreamTlsContext, or NULL (raw) */
     pt_tls_context_t *tls_ctx; /* built with the snapshot */
 };
@@ -179,6 +186,10 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r);
 /* Attaches the cluster's state and registers its stats: once it validated, before any
  * worker sees it. 0, or -1 when out of memory. */
 int pt_cluster_prepare(pt_cluster_t *c);
+/* A new version of EDS cluster c with the endpoints of a ClusterLoadAssignment (the reader
+ * positioned in it, errors recorded there): c's configuration parsed again from its source
+ * into a version of its own, with its TLS context. Prepared. NULL on error. */
+pt_cluster_t *pt_cluster_with_assignment(const pt_cluster_t *c, pt_cfg_t *cla);
 pt_cluster_t *pt_cluster_ref(pt_cluster_t *c);
 void pt_cluster_unref(pt_cluster_t *c);
 /* Counts a response: upstream_rq_<class>xx and upstream_rq_<code>. */

@@ -6,21 +6,43 @@
 #include <sys/time.h>
 
 #include "discovery/discovery_response.h"
+#include "discovery/file_subscription.h"
+#include "proxy/config_source.h"
 #include "proxy/cluster.h"
 #include "proxy/log.h"
 #include "tls/context.h"
 
+typedef struct eds_sub eds_sub_t;
+
+static void collect_errors(const pt_cfg_t *r, char *err, size_t errlen);
+static void eds_sub_free(eds_sub_t *es);
+
 typedef struct cm_entry {
     char *name;
     int dynamic;
+    eds_sub_t *eds;         /* type EDS: the subscription its endpoints come from */
+    pt_stat_t eds_attempt, eds_success, eds_rejected; /* cluster.<name>.update_* */
     pt_cluster_t *active;   /* a reference */
     json_t *source;         /* a reference (dynamic clusters) */
     char *version_info;
     double last_updated;
 } cm_entry_t;
 
+/* One file of ClusterLoadAssignments, shared by every EDS cluster that names it. */
+struct eds_sub {
+    pt_cluster_manager_t *cm;
+    char *path, *watched_directory;
+    pt_file_subscription_t *sub;
+    json_t *last;           /* the last update accepted (its root), for clusters that come
+                             * later: EDS resources are not all resent with every change */
+    eds_sub_t *next;
+};
+
 struct pt_cluster_manager {
     pt_cluster_manager_publish_fn publish;
+    struct ev_loop *loop;   /* subscriptions are watched once set */
+    eds_sub_t *eds_subs;
+    int in_eds_load;        /* an initial EDS read is being applied (publish once, after) */
     void *publish_data;
     cm_entry_t **entries;   /* static first, then dynamic, each in name order */
     unsigned n, cap;
@@ -74,6 +96,11 @@ void pt_cluster_manager_free(pt_cluster_manager_t *cm)
     for (unsigned i = 0; i < cm->n; i++)
         entry_free(cm->entries[i]);
     free(cm->entries);
+    while (cm->eds_subs != NULL) {
+        eds_sub_t *es = cm->eds_subs;
+        cm->eds_subs = es->next;
+        eds_sub_free(es);
+    }
     pt_view_unref(cm->view);
     free(cm->cds_version);
     free(cm->rejected_version);
@@ -100,7 +127,8 @@ static int by_kind_then_name(const void *a, const void *b)
 /* Builds and hands out a view of the active clusters. */
 static int publish(pt_cluster_manager_t *cm)
 {
-    qsort(cm->entries, cm->n, sizeof(*cm->entries), by_kind_then_name);
+    if (cm->n > 1)
+        qsort(cm->entries, cm->n, sizeof(*cm->entries), by_kind_then_name);
     pt_cluster_t **list = malloc((cm->n ? cm->n : 1) * sizeof(*list));
     if (list == NULL)
         return -1;
@@ -132,6 +160,209 @@ static int add_entry(pt_cluster_manager_t *cm, cm_entry_t *e)
     return 0;
 }
 
+
+/* ---- EDS ------------------------------------------------------------------------------ */
+
+#define CLA_TYPE_URL "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+
+/* The version of e's cluster with the endpoints a response has for it, in *out (NULL when
+ * the response has nothing for it: EDS resources missing from an update are unchanged).
+ * 0, or -1 with the errors appended to err. */
+static int eds_version_for(cm_entry_t *e, const pt_discovery_response_t *resp, pt_cluster_t **out,
+                           char *err, size_t errlen)
+{
+    *out = NULL;
+    const char *want = e->active->eds_service_name;
+    for (size_t i = 0; i < resp->nresources; i++) {
+        const pt_discovery_resource_t *res = &resp->resources[i];
+        if (res->name == NULL || strcmp(res->name, want) != 0)
+            continue;
+        pt_cfg_t r;
+        pt_discovery_resource_reader(res, &r);
+        pt_cluster_t *c = pt_cluster_with_assignment(e->active, &r);
+        pt_cfg_finish(&r);
+        if (c == NULL || !pt_cfg_ok(&r)) {
+            collect_errors(&r, err, errlen);
+            pt_cluster_unref(c);
+            pt_cfg_dispose(&r);
+            return -1;
+        }
+        pt_cfg_dispose(&r);
+        *out = c;
+        return 0;
+    }
+    return 0;
+}
+
+/* A change of an EDS file: every cluster it serves that the update names gets a new
+ * version with its endpoints, all or none. */
+static int on_eds_update(void *data, const pt_discovery_response_t *resp, char *err,
+                         size_t errlen)
+{
+    eds_sub_t *es = data;
+    pt_cluster_manager_t *cm = es->cm;
+    err[0] = '\0';
+    pt_cluster_t **next = calloc(cm->n ? cm->n : 1, sizeof(*next));
+    if (next == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    int bad = 0, changed = 0;
+    for (unsigned i = 0; i < cm->n; i++) {
+        cm_entry_t *e = cm->entries[i];
+        if (e->eds != es)
+            continue;
+        pt_stat_inc(e->eds_attempt);
+        if (eds_version_for(e, resp, &next[i], err, errlen) != 0)
+            bad = 1;
+    }
+    for (unsigned i = 0; i < cm->n; i++) {
+        cm_entry_t *e = cm->entries[i];
+        if (bad) {
+            if (e->eds == es)
+                pt_stat_inc(e->eds_rejected);
+            pt_cluster_unref(next[i]);
+            continue;
+        }
+        if (next[i] == NULL)
+            continue;
+        pt_stat_inc(e->eds_success);
+        pt_cluster_unref(e->active);
+        e->active = next[i];
+        changed = 1;
+    }
+    free(next);
+    if (bad)
+        return -1;
+    json_decref(es->last);
+    es->last = json_incref(resp->root);
+    if (changed && !cm->in_eds_load && publish(cm) != 0) {
+        snprintf(err, errlen, "out of memory publishing the endpoints");
+        return -1;
+    }
+    return 0;
+}
+
+static void eds_sub_free(eds_sub_t *es)
+{
+    pt_file_subscription_free(es->sub);
+    json_decref(es->last);
+    free(es->path);
+    free(es->watched_directory);
+    free(es);
+}
+
+static int same_str(const char *a, const char *b)
+{
+    return (a == NULL || b == NULL) ? a == b : strcmp(a, b) == 0;
+}
+
+/* Connects an EDS cluster's entry to the subscription of its eds_config, made (and read)
+ * on first use; a cluster that joins a subscription already read gets its endpoints from
+ * the last update. Without them (no such resource yet, or the file cannot be read) the
+ * cluster has no hosts until one comes: as Envoy does once initial_fetch_timeout is over. */
+static void eds_bind(pt_cluster_manager_t *cm, cm_entry_t *e)
+{
+    const pt_config_source_t *src = e->active->eds_config;
+    eds_sub_t *es = cm->eds_subs;
+    while (es != NULL && !(same_str(es->path, src->path) &&
+                           same_str(es->watched_directory, src->watched_directory)))
+        es = es->next;
+    e->eds = es;
+    if (e->eds_attempt == 0) {
+        e->eds_attempt = pt_stats_counter("cluster", "envoy_cluster_name", e->name, "update_attempt");
+        e->eds_success = pt_stats_counter("cluster", "envoy_cluster_name", e->name, "update_success");
+        e->eds_rejected = pt_stats_counter("cluster", "envoy_cluster_name", e->name, "update_rejected");
+    }
+    char err[2048];
+    if (es != NULL) {
+        if (es->last == NULL)
+            return;
+        pt_discovery_response_t resp;
+        pt_cluster_t *c = NULL;
+        err[0] = '\0';
+        if (pt_discovery_response_parse(es->last, CLA_TYPE_URL, &resp, err, sizeof(err)) == 0 &&
+            eds_version_for(e, &resp, &c, err, sizeof(err)) == 0 && c != NULL) {
+            pt_cluster_unref(e->active);
+            e->active = c;
+        } else if (err[0]) {
+            pt_warn("eds: cluster %s: %s", e->name, err);
+        }
+        pt_discovery_response_dispose(&resp);
+        return;
+    }
+    es = calloc(1, sizeof(*es));
+    if (es == NULL || (es->path = strdup(src->path)) == NULL ||
+        (src->watched_directory != NULL &&
+         (es->watched_directory = strdup(src->watched_directory)) == NULL)) {
+        if (es != NULL)
+            eds_sub_free(es);
+        e->eds = NULL;
+        pt_error("eds: cluster %s: out of memory", e->name);
+        return;
+    }
+    es->cm = cm;
+    pt_file_subscription_config_t sc = {
+        .path = es->path,
+        .watched_directory = es->watched_directory,
+        .type_url = CLA_TYPE_URL,
+        .stat_scope = "cluster_manager",
+        .stat_prefix = "eds.",
+        .what = "endpoints",
+    };
+    es->sub = pt_file_subscription_new(&sc, on_eds_update, es);
+    if (es->sub == NULL) {
+        eds_sub_free(es);
+        e->eds = NULL;
+        pt_error("eds: cluster %s: out of memory", e->name);
+        return;
+    }
+    es->next = cm->eds_subs;
+    cm->eds_subs = es;
+    e->eds = es;
+    cm->in_eds_load++;
+    if (pt_file_subscription_load(es->sub, err, sizeof(err)) != PT_UPDATE_ACCEPTED)
+        pt_warn("eds: cluster %s: %s (no hosts until the file is valid)", e->name, err);
+    cm->in_eds_load--;
+    if (cm->loop != NULL && pt_file_subscription_watch(es->sub, cm->loop, err, sizeof(err)) != 0)
+        pt_warn("eds: %s: %s", es->path, err);
+}
+
+/* After entries changed: each EDS cluster bound (a new version of one is given its
+ * endpoints again), subscriptions nobody uses any more freed. */
+static void eds_rebind(pt_cluster_manager_t *cm)
+{
+    for (unsigned i = 0; i < cm->n; i++) {
+        cm_entry_t *e = cm->entries[i];
+        if (e->active->type != PT_CLUSTER_EDS) {
+            e->eds = NULL;
+        } else if (!e->active->has_assignment) {
+            eds_bind(cm, e);
+        }
+    }
+    for (eds_sub_t **pp = &cm->eds_subs; *pp != NULL;) {
+        eds_sub_t *es = *pp;
+        int used = 0;
+        for (unsigned i = 0; i < cm->n && !used; i++)
+            used = cm->entries[i]->eds == es;
+        if (used) {
+            pp = &es->next;
+            continue;
+        }
+        *pp = es->next;
+        eds_sub_free(es);
+    }
+}
+
+void pt_cluster_manager_set_loop(pt_cluster_manager_t *cm, struct ev_loop *loop)
+{
+    cm->loop = loop;
+    char err[512];
+    for (eds_sub_t *es = cm->eds_subs; es != NULL; es = es->next)
+        if (pt_file_subscription_watch(es->sub, loop, err, sizeof(err)) != 0)
+            pt_warn("eds: %s: %s", es->path, err);
+}
+
 int pt_cluster_manager_set_static(pt_cluster_manager_t *cm, pt_cluster_t *const *clusters,
                                   unsigned n)
 {
@@ -145,6 +376,7 @@ int pt_cluster_manager_set_static(pt_cluster_manager_t *cm, pt_cluster_t *const 
         e->active = pt_cluster_ref(clusters[i]);
         e->last_updated = wall_now();
     }
+    eds_rebind(cm);
     return publish(cm);
 }
 
@@ -288,6 +520,7 @@ int pt_cluster_manager_apply_cds(pt_cluster_manager_t *cm, const pt_discovery_re
     free(st);
     free(cm->cds_version);
     cm->cds_version = dup_or_empty(resp->version_info);
+    eds_rebind(cm);
     if (publish(cm) != 0) {
         snprintf(err, errlen, "out of memory publishing the clusters");
         return -1;

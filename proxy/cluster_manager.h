@@ -45,6 +45,10 @@ struct pt_discovery_response;
 int pt_cluster_manager_apply_cds(pt_cluster_manager_t *cm, const struct pt_discovery_response *resp,
                                  char *err, size_t errlen);
 
+struct ev_loop;
+/* From here on the manager's file subscriptions (EDS) are watched on loop (main thread). */
+void pt_cluster_manager_set_loop(pt_cluster_manager_t *cm, struct ev_loop *loop);
+
 /* The view of the clusters in force (a reference for the caller). */
 pt_view_t *pt_cluster_manager_view(pt_cluster_manager_t *cm);
 

@@ -614,9 +614,9 @@ void pt_config_unref(pt_config_t *c)
         return;
     if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
         return;
-    pt_arena_dispose(&c->arena);
-    for (unsigned i = 0; i < c->nclusters; i++)
+    for (unsigned i = 0; i < c->nclusters; i++) /* the array is in the arena */
         pt_cluster_unref(c->clusters[i]);
+    pt_arena_dispose(&c->arena);
     json_decref(c->source);
     free(c);
 }

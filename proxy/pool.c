@@ -187,8 +187,8 @@ static void pc_destroy(pt_pool_conn_t *pc, int remote)
     if (pc->codec != NULL)
         pc->codec->ops->destroy(pc->codec);
     pt_conn_close(pc->conn, PT_CLOSE_NOW);
-    if (pc->breaker != NULL)
-        pt_breaker_release_cx(pc->breaker);
+    if (pc->breaker_counts != NULL)
+        pt_breaker_counts_release_cx(pc->breaker_counts);
     pt_stat_dec(p->stats.upstream_cx_active);
     pt_stat_inc(p->stats.upstream_cx_destroy);
     pt_stat_inc(remote ? p->stats.upstream_cx_destroy_remote : p->stats.upstream_cx_destroy_local);
@@ -373,7 +373,7 @@ static int start_connect(pt_pool_t *p, int priority)
         return -ENOMEM;
     }
     pc->pool = p;
-    pc->breaker = b;
+    pc->breaker_counts = b != NULL ? b->counts : NULL;
     pc->state = PC_CONNECTING;
     ev_init(&pc->idle_timer, on_idle_timeout);
     pc->idle_timer.data = pc;

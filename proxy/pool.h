@@ -31,7 +31,10 @@ typedef struct pt_pool_conn {
     uint32_t requests;                /* requests started on this connection */
     uint64_t rx_accounted, tx_accounted;
     pt_addr_t local;                  /* our end of the connection, for logs */
-    pt_breaker_t *breaker;            /* the circuit breaker its slot was taken from */
+    /* The counts its connection slot was taken from: the cluster state's, which outlives
+     * the version whose breaker took the slot (the pool holds the host, the host holds the
+     * state). */
+    pt_breaker_counts_t *breaker_counts;
     unsigned state : 2;               /* connecting, busy, idle */
 } pt_pool_conn_t;
 

@@ -395,6 +395,7 @@ int pt_server_run(pt_server_t *s)
         pt_info("listener %s on %s", s->listeners[i]->name, a);
     }
     pt_secret_watch_start(s->loop);
+    pt_cluster_manager_set_loop(s->clusters, s->loop);
     if (s->cds != NULL && pt_file_subscription_watch(s->cds, s->loop, err, sizeof(err)) != 0) {
         pt_error("dynamic_resources.cds_config: %s", err);
         return 1;

@@ -769,9 +769,10 @@ static void test_enums(void)
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 0}"), C0 ".lb_policy: 0 is not an enum name");
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'type': 'STRICT_DNS'}"),
             C0 ".type: \"STRICT_DNS\" is not supported");
-    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'type': 'EDS'}"), C0 ".type: \"EDS\" is not supported");
+    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'type': 'EDS'}"),
+            C0 ".eds_cluster_config: is required for a cluster of type EDS");
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'type': 'STATICK'}"),
-            C0 ".type: \"STATICK\" is not a valid value (expected one of: STATIC)");
+            C0 ".type: \"STATICK\" is not a valid value (expected one of: STATIC, EDS)");
     REJECTS(BOOT(CLUSTER("a"), "{'name': 'l', 'address': {'socket_address': {'address': "
                                "'127.0.0.1', 'port_value': 53, 'protocol': 'UDP'}}, "
                                "'filter_chains': [{'filters': [" TCP("a") "]}]}"),

@@ -1,0 +1,190 @@
+"""EDS from a watched file: clusters of type EDS get their endpoints from a file holding
+ClusterLoadAssignments (a DiscoveryResponse). Endpoint changes apply while requests flow; a
+host that stays keeps its health verdict (a health-checked cluster keeps serving through an
+update that adds a host, which waits for its first check); a bad assignment changes nothing
+and is counted; several clusters share one file; EDS clusters can come from CDS.
+
+Run: PETREL_BIN=build/petrel /usr/bin/python3 tests/integration/test_eds_file.py -v
+"""
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+from upstreams import HttpUpstream  # noqa: E402
+
+CLA_TYPE = 'type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment'
+CLUSTER_TYPE = 'type.googleapis.com/envoy.config.cluster.v3.Cluster'
+
+
+def cla(name, *ports):
+    return {'@type': CLA_TYPE, 'cluster_name': name, 'endpoints': [{'lb_endpoints': [
+        {'endpoint': {'address': h.socket_address('127.0.0.1', p)}} for p in ports]}]}
+
+
+def response(version, *resources):
+    return json.dumps({'version_info': version, 'resources': list(resources)})
+
+
+def eds_cluster(name, path, service_name=None, **extra):
+    c = {'name': name, 'type': 'EDS', 'connect_timeout': '1s',
+         'eds_cluster_config': {'eds_config': {'path_config_source': {'path': path},
+                                               'resource_api_version': 'V3'}}}
+    if service_name:
+        c['eds_cluster_config']['service_name'] = service_name
+    c.update(extra)
+    return c
+
+
+class EdsCase(unittest.TestCase):
+
+    def setUp(self):
+        self.ups = [HttpUpstream(name=n) for n in ('A', 'B', 'C')]
+        for u in self.ups:
+            self.addCleanup(u.close)
+        self.port, self.admin = h.free_ports(2)
+        self.dir = tempfile.mkdtemp(prefix='petrel-eds-')
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.eds_path = os.path.join(self.dir, 'eds.json')
+
+    def write(self, text, name='eds.json'):
+        path = os.path.join(self.dir, name)
+        with open(path + '.tmp', 'w') as f:
+            f.write(text)
+        os.replace(path + '.tmp', path)
+        return path
+
+    def start(self, clusters, routes=('a',), dynamic=None):
+        rts = [h.route_prefix('/%s/' % n, n, timeout='5s') for n in routes]
+        rc = h.route_config([h.vhost('all', ['*'], rts)], validate_clusters=False)
+        extra = {'dynamic_resources': dynamic} if dynamic else {}
+        cfg = h.bootstrap([h.listener('http', self.port, [
+            h.http_connection_manager('ingress', rc)])], clusters, admin_port=self.admin,
+            **extra)
+        self.p = h.Petrel(cfg)
+        self.addCleanup(self.p.close)
+        self.p.start()
+        return self.p
+
+    def names(self, path, n=6):
+        return {h.http_request(self.port, 'GET', path).get('x-upstream-name') for _ in range(n)}
+
+
+class EdsTest(EdsCase):
+
+    def test_endpoints_follow_the_file(self):
+        self.write(response('1', cla('a', self.ups[0].port)))
+        p = self.start([eds_cluster('a', self.eds_path)])
+        self.assertEqual(self.names('/a/x'), {'A'})
+        self.write(response('2', cla('a', self.ups[1].port, self.ups[2].port)))
+        h.wait_until(lambda: self.names('/a/x') == {'B', 'C'}, 10)
+        self.assertEqual(p.stat('cluster.a.update_success'), 2)
+        self.assertEqual(p.stat('cluster.a.membership_total'), 2)
+        # An empty assignment: no hosts, 503 no healthy upstream.
+        self.write(response('3', cla('a')))
+        h.wait_until(lambda: h.http_request(self.port, 'GET', '/a/x').status == 503, 10)
+
+    def test_bad_assignment_changes_nothing(self):
+        self.write(response('1', cla('a', self.ups[0].port)))
+        p = self.start([eds_cluster('a', self.eds_path)])
+        bad = cla('a', self.ups[1].port)
+        bad['endpoints'][0]['lb_endpoints'][0]['endpoint']['address']['socket_address'][
+            'address'] = 'not-an-ip'
+        self.write(response('2', bad))
+        p.wait_stat('cluster_manager.eds.update_rejected', 1)
+        p.wait_log(r'resources\[0\]\.endpoints\[0\]\.lb_endpoints\[0\]\.endpoint\.address')
+        self.assertEqual(p.stat('cluster.a.update_rejected'), 1)
+        self.assertEqual(self.names('/a/x'), {'A'})
+
+    def test_shared_file_and_service_name(self):
+        self.write(response('1', cla('svc-a', self.ups[0].port), cla('b', self.ups[1].port)))
+        self.start([eds_cluster('a', self.eds_path, service_name='svc-a'),
+                    eds_cluster('b', self.eds_path)], routes=('a', 'b'))
+        self.assertEqual(self.names('/a/x'), {'A'})
+        self.assertEqual(self.names('/b/x'), {'B'})
+        # An update naming only b: a keeps its endpoints (EDS resources are not all resent).
+        self.write(response('2', cla('b', self.ups[2].port)))
+        h.wait_until(lambda: self.names('/b/x') == {'C'}, 10)
+        self.assertEqual(self.names('/a/x'), {'A'})
+
+    def test_health_checked_cluster_keeps_serving_through_an_update(self):
+        hc = {'timeout': '1s', 'interval': '0.1s', 'no_traffic_interval': '0.1s',
+              'unhealthy_threshold': 2, 'healthy_threshold': 1,
+              'http_health_check': {'path': '/healthz'}}
+        self.write(response('1', cla('a', self.ups[0].port, self.ups[1].port)))
+        p = self.start([eds_cluster('a', self.eds_path, health_checks=[hc])])
+        p.wait_stat('cluster.a.membership_healthy', 2)
+        failures = []
+        stop = threading.Event()
+
+        def load():
+            while not stop.is_set():
+                r = h.http_request(self.port, 'GET', '/a/x')
+                if r.status != 200:
+                    failures.append(r.status)
+
+        t = threading.Thread(target=load)
+        t.start()
+        try:
+            # Add a host (waits for its first check), then change weights: the hosts that
+            # stay keep their verdict, no request finds no healthy host.
+            for v, ports in enumerate([(0, 1, 2), (1, 2), (0, 1, 2), (0, 1)], start=2):
+                self.write(response(str(v), cla('a', *[self.ups[i].port for i in ports])))
+                p.wait_stat('cluster.a.update_success', v)
+                p.wait_stat('cluster.a.membership_healthy', len(ports))
+        finally:
+            stop.set()
+            t.join(h.scaled(10))
+        self.assertEqual(failures, [])
+
+    def test_eds_cluster_from_cds(self):
+        self.write(response('1', cla('a', self.ups[0].port)))
+        cds_path = self.write(json.dumps({'version_info': '1', 'resources': [
+            dict(eds_cluster('a', self.eds_path), **{'@type': CLUSTER_TYPE})]}), 'cds.json')
+        self.start([], dynamic={'cds_config': {'path_config_source': {'path': cds_path}}})
+        self.assertEqual(self.names('/a/x'), {'A'})
+        # The CDS update changes the cluster's settings: its endpoints are kept.
+        self.write(json.dumps({'version_info': '2', 'resources': [
+            dict(eds_cluster('a', self.eds_path, connect_timeout='3s'),
+                 **{'@type': CLUSTER_TYPE})]}), 'cds.json')
+        self.p.wait_stat('cluster_manager.cluster_modified', 1)
+        self.assertEqual(self.names('/a/x'), {'A'})
+        self.write(response('2', cla('a', self.ups[1].port)))
+        h.wait_until(lambda: self.names('/a/x') == {'B'}, 10)
+        # Removed from CDS: gone, its subscription too (no crash on later changes).
+        self.write(json.dumps({'version_info': '3', 'resources': []}), 'cds.json')
+        self.p.wait_stat('cluster_manager.cluster_removed', 1)
+        self.write(response('3', cla('a', self.ups[2].port)))
+        self.assertEqual(h.http_request(self.port, 'GET', '/a/x').status, 503)
+
+    def test_config_errors(self):
+        cases = [
+            ({'name': 'a', 'type': 'EDS'},
+             'clusters[0].eds_cluster_config: is required for a cluster of type EDS'),
+            (dict(eds_cluster('a', '/x'), load_assignment=cla('a', 1)),
+             'clusters[0].load_assignment: is not used by a cluster of type EDS'),
+            ({'name': 'a', 'eds_cluster_config': {'eds_config': {'path': '/x'}}},
+             'clusters[0].eds_cluster_config: applies only to a cluster of type EDS'),
+            (eds_cluster('a', os.path.join(self.dir, 'nope.json')), None),
+        ]
+        for c, want in cases:
+            with self.subTest(want=want):
+                cfg_path = self.write(json.dumps(h.bootstrap([], [c])), 'boot.json')
+                rc, out, err = h.run_petrel(['--mode', 'validate', '-c', cfg_path])
+                if want is None:
+                    # A missing EDS file is no config error: the cluster has no hosts until
+                    # the file comes (as Envoy after initial_fetch_timeout).
+                    self.assertEqual(rc, 0, err)
+                else:
+                    self.assertEqual(rc, 1)
+                    self.assertIn(want, err)
+
+
+if __name__ == '__main__':
+    unittest.main()
