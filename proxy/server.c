@@ -354,6 +354,11 @@ int pt_server_run(pt_server_t *s)
         }
     }
 
+    /* Outlier detection decides on the main loop from what the workers report. It watches
+     * the view before the workers get it, so their first reports find it registered. */
+    s->outlier = pt_outlier_start(&s->main_worker);
+    pt_outlier_update(s->outlier, s->view);
+
     for (unsigned i = 0; i < n; i++) {
         if (pt_worker_init(&s->workers[i], (int)i) != 0 || pt_worker_start(&s->workers[i]) != 0) {
             pt_error("cannot start worker %u", i);
@@ -375,8 +380,6 @@ int pt_server_run(pt_server_t *s)
     /* Health checks probe from the main loop; workers only read the hosts' health bits. */
     s->health_checker = pt_health_checker_start(&s->main_worker);
     pt_health_checker_update(s->health_checker, s->view);
-    /* Outlier detection decides on the main loop from what the workers report. */
-    s->outlier = pt_outlier_start(&s->main_worker, s->config);
 
     ev_signal_init(&s->sigusr1, on_sigusr1, SIGUSR1);
     s->sigusr1.data = s;

@@ -11,6 +11,7 @@
 #include "proxy/config.h"
 #include "proxy/stats.h"
 #include "proxy/time.h"
+#include "proxy/view.h"
 #include "proxy/worker.h"
 #include "pt_test.h"
 
@@ -156,6 +157,7 @@ static uint64_t delta(const char *name)
 /* A detector on a loop that never runs. */
 typedef struct rig {
     pt_config_t *cfg;
+    pt_view_t *view;
     pt_cluster_t *c;
     pt_worker_t main;
     pt_outlier_detector_t *d;
@@ -169,9 +171,12 @@ static int rig_start(rig_t *g, const char *od, const char *eps)
         return -1;
     g->c = g->cfg->clusters[0];
     g->main.loop = ev_loop_new(EVFLAG_AUTO);
-    g->d = pt_outlier_start(&g->main, g->cfg);
+    g->d = pt_outlier_start(&g->main);
+    g->view = pt_view_new(g->cfg->clusters, g->cfg->nclusters);
+    if (g->d == NULL || g->view == NULL || pt_outlier_update(g->d, g->view) != 0)
+        return -1;
     mark();
-    return g->d != NULL ? 0 : -1;
+    return 0;
 }
 
 static void rig_stop(rig_t *g)
@@ -179,6 +184,7 @@ static void rig_stop(rig_t *g)
     pt_outlier_stop(g->d);
     if (g->main.loop != NULL)
         ev_loop_destroy(g->main.loop);
+    pt_view_unref(g->view);
     pt_config_unref(g->cfg);
 }
 
@@ -269,9 +275,20 @@ static void test_no_outlier_detection(void)
     /* Reports for such a host are ignored; there is nothing to start. */
     pt_outlier_report(cfg->clusters[0], cfg->clusters[0]->hosts[0], PT_OUTLIER_HTTP_RESPONSE, 503);
     PT_CHECK(pt_outlier_success_rate(cfg->clusters[0]->hosts[0]) == -1);
+    /* A detector over a view without outlier_detection watches nothing. */
     pt_worker_t w = {0};
-    PT_CHECK(pt_outlier_start(&w, cfg) == NULL);
+    w.loop = ev_loop_new(EVFLAG_AUTO);
+    pt_outlier_detector_t *d = pt_outlier_start(&w);
+    PT_CHECK(d != NULL);
+    pt_view_t *view = pt_view_new(cfg->clusters, cfg->nclusters);
+    PT_CHECK_INT(pt_outlier_update(d, view), 0);
+    PT_CHECK(atomic_load(&cfg->clusters[0]->hosts[0]->health) == 0);
+    pt_outlier_detector_run_interval(d, pt_now_ms());
+    pt_outlier_stop(d);
     pt_outlier_stop(NULL);
+    PT_CHECK_INT(pt_outlier_update(NULL, view), 0);
+    ev_loop_destroy(w.loop);
+    pt_view_unref(view);
     pt_config_unref(cfg);
 }
 
@@ -867,8 +884,12 @@ static void test_before_start_and_health_check(void)
     pt_worker_t w = {0};
     w.loop = ev_loop_new(EVFLAG_AUTO);
     mark();
-    pt_outlier_detector_t *d = pt_outlier_start(&w, cfg);
+    pt_outlier_detector_t *d = pt_outlier_start(&w);
     PT_CHECK(d != NULL);
+    /* Not watched yet: the event waits for the update. */
+    PT_CHECK((atomic_load(&c->hosts[2]->health) & PT_HOST_FAILED_OUTLIER_CHECK) == 0);
+    pt_view_t *view = pt_view_new(cfg->clusters, cfg->nclusters);
+    PT_CHECK_INT(pt_outlier_update(d, view), 0);
     PT_CHECK((atomic_load(&c->hosts[2]->health) & PT_HOST_FAILED_OUTLIER_CHECK) != 0);
     PT_CHECK_INT(delta("ejections_enforced_consecutive_5xx"), 1);
     /* A passing active health check brings it back (default on)... */
@@ -884,6 +905,7 @@ static void test_before_start_and_health_check(void)
     PT_CHECK((atomic_load(&c->hosts[2]->health) & PT_HOST_FAILED_OUTLIER_CHECK) != 0);
     pt_outlier_stop(d);
     ev_loop_destroy(w.loop);
+    pt_view_unref(view);
     pt_config_unref(cfg);
 
     /* Turned off. */
@@ -891,7 +913,9 @@ static void test_before_start_and_health_check(void)
     PT_CHECK(cfg != NULL);
     c = cfg->clusters[0];
     w.loop = ev_loop_new(EVFLAG_AUTO);
-    d = pt_outlier_start(&w, cfg);
+    d = pt_outlier_start(&w);
+    view = pt_view_new(cfg->clusters, cfg->nclusters);
+    PT_CHECK_INT(pt_outlier_update(d, view), 0);
     for (int i = 0; i < 5; i++)
         pt_outlier_report(c, c->hosts[0], PT_OUTLIER_HTTP_RESPONSE, 500);
     pt_outlier_detector_run_events(d, pt_now_ms());
@@ -899,6 +923,7 @@ static void test_before_start_and_health_check(void)
     PT_CHECK((atomic_load(&c->hosts[0]->health) & PT_HOST_FAILED_OUTLIER_CHECK) != 0);
     pt_outlier_stop(d);
     ev_loop_destroy(w.loop);
+    pt_view_unref(view);
     pt_config_unref(cfg);
 }
 
