@@ -944,8 +944,8 @@ static void test_loop_timers(void)
 
 /* ---- following views ----------------------------------------------------------------- */
 
-/* Cluster "svc" with outlier_detection `od` (a JSON object, or NULL for none) over `eps`,
- * and a cluster "other" without, as a bootstrap. */
+/* Cluster "svc" with outlier_detection `od` (a JSON object) over `eps`, the same without
+ * outlier_detection, and a cluster "other" without: fragments of a cluster list. */
 #define SVC_OD(od, eps)                                                                    \
     "{'name':'svc','connect_timeout':'1s','outlier_detection':" od ","                     \
     "'load_assignment':{'cluster_name':'svc','endpoints':[{'lb_endpoints':[" eps "]}]}}"
