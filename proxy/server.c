@@ -63,6 +63,9 @@ static void on_clusters_published(void *data, pt_view_t *view)
     pt_server_t *s = data;
     pt_view_unref(s->view);
     s->view = view;
+    /* Before the workers see the view, so their reports through its new versions find the
+     * detector registered (after would be safe too, a report then waits for the update). */
+    pt_outlier_update(s->outlier, view);
     for (unsigned i = 0; i < s->nworkers_started; i++)
         pt_worker_post(&s->workers[i], worker_adopt_view, pt_view_ref(view));
     pt_health_checker_update(s->health_checker, view);
