@@ -8,14 +8,21 @@
  *    cleared under a worker's feet and no result is lost at an interval boundary.
  *  - an event word (`pending`, one bit per consecutive type) plus a `queued` flag: a worker
  *    whose increment makes a counter equal its threshold sets the bit and, if the host is
- *    not queued yet, pushes it on the detector's lock-free stack and wakes the main loop.
- *    A burst of failures therefore queues the host once; the counter only equals the
+ *    not queued yet, pushes it (with a host reference, so the host outlives the version
+ *    that listed it while it waits) on the detector's lock-free stack and wakes the main
+ *    loop. A burst of failures therefore queues the host once; the counter only equals the
  *    threshold once until the main thread resets it (Envoy's `++n == threshold`).
- *  - main-thread-only fields: ejection bookkeeping, the previous sweep's counts.
+ *  - main-thread-only fields: which detector cluster watches it, ejection bookkeeping, the
+ *    previous sweep's counts.
+ * Workers never read anything the main thread re-points: thresholds and the detector come
+ * from the config of the cluster version the request pinned (c->outlier), which lives as
+ * long as the request's reference.
  *
- * The detector (main thread) owns one struct od_cluster per cluster with outlier_detection:
- * an interval timer (success rate, failure percentage, "times ejected" decay) and an expiry
- * timer armed for the earliest end of an ejection of that cluster. */
+ * The detector (main thread) owns one struct od_cluster per cluster with outlier_detection,
+ * found by the cluster's state so that it follows the cluster from version to version
+ * (pt_outlier_update diffs each new version's hosts against the one watched): an interval
+ * timer (success rate, failure percentage, "times ejected" decay) and an expiry timer armed
+ * for the earliest end of an ejection of that cluster. */
 #include "discovery/outlier.h"
 
 #include <ev.h>
@@ -23,10 +30,10 @@
 #include <string.h>
 
 #include "proxy/cluster.h"
-#include "proxy/config.h"
 #include "proxy/log.h"
 #include "proxy/random.h"
 #include "proxy/time.h"
+#include "proxy/view.h"
 #include "proxy/worker.h"
 
 #define EV_BIT(t) (1u << (t)) /* pending bits use the consecutive pt_outlier_type_t values */
@@ -35,16 +42,16 @@ struct od_cluster;
 
 struct pt_outlier_host {
     /* ---- shared with workers (atomics) ---- */
-    _Atomic uint32_t consecutive[3]; /* indexed by the three consecutive pt_outlier_type_t */
+    _Atomic uint32_t consecutive[3];       /* indexed by the three consecutive pt_outlier_type_t */
     _Atomic uint64_t total[2], success[2]; /* [0] external origin, [1] local origin */
     _Atomic uint32_t pending;              /* EV_BIT(type) awaiting the main thread */
     _Atomic uint32_t queued;               /* on the detector's event stack */
     _Atomic uint64_t rate_bits[2];         /* last sweep's success rate (double), -1 unknown */
     struct pt_outlier_host *next;          /* event stack link (owned by whoever set queued) */
     pt_host_t *host;
-    const pt_outlier_config_t *cfg;
     /* ---- main thread only ---- */
-    struct od_cluster *dc;
+    struct od_cluster *dc; /* the detector's cluster watching the host, or NULL */
+    uint64_t mark;         /* pt_outlier_detector.epoch of the version being diffed */
     uint64_t prev_total[2], prev_success[2];
     uint64_t times_ejected; /* Envoy's ejection-time backoff multiplier */
     uint32_t num_ejections;
@@ -52,14 +59,16 @@ struct pt_outlier_host {
     int was_unejected;
 };
 
+/* One cluster (by its state, so across versions) with outlier_detection. Invariant: a host's
+ * dc is this cluster exactly when the host is listed by the version watched, c. */
 typedef struct od_cluster {
     pt_outlier_detector_t *d;
-    pt_cluster_t *c;
-    pt_outlier_config_t *cfg;
-    unsigned ejected;
+    pt_cluster_t *c;          /* the version watched (a reference) */
+    pt_outlier_config_t *cfg; /* c->outlier */
+    unsigned ejected;         /* hosts of c ejected (ejections_active) */
     ev_timer interval;
     ev_timer expiry;
-    /* Scratch for the sweep, one slot per host. */
+    /* Scratch for the sweep, one slot per host of c. */
     pt_outlier_sample_t *samples;
     double *rates;
     unsigned *verdicts;
@@ -67,11 +76,11 @@ typedef struct od_cluster {
 
 struct pt_outlier_detector {
     struct ev_loop *loop;
-    pt_config_t *config;
     ev_async wakeup;
     _Atomic(struct pt_outlier_host *) events; /* lock-free stack of queued hosts */
-    od_cluster_t *clusters;
-    unsigned nclusters;
+    od_cluster_t **clusters;                  /* heap objects: timers and hosts point at them */
+    unsigned nclusters, cap;
+    uint64_t epoch; /* bumped for every version diffed */
 };
 
 static const char *const type_names[PT_OUTLIER_NTYPES] = {
@@ -189,10 +198,8 @@ void pt_outlier_prepare(pt_cluster_t *c)
     }
     for (unsigned i = 0; i < c->nhosts; i++) {
         pt_host_t *h = c->hosts[i];
-        if (h->outlier != NULL) {
-            h->outlier->cfg = o; /* a host that stays: its counts and ejection stay too */
-            continue;
-        }
+        if (h->outlier != NULL)
+            continue; /* a host that stays: its counts and ejection stay too */
         /* Owned by the host (freed with it), so it lasts as long as the host does. */
         struct pt_outlier_host *s = calloc(1, sizeof(*s));
         if (s == NULL)
@@ -210,7 +217,6 @@ void pt_outlier_prepare(pt_cluster_t *c)
         atomic_init(&s->pending, 0);
         atomic_init(&s->queued, 0);
         s->host = h;
-        s->cfg = o;
         h->outlier = s;
     }
 }
@@ -226,24 +232,37 @@ static void push_event(pt_outlier_detector_t *d, struct pt_outlier_host *s)
                                                     memory_order_relaxed));
 }
 
-/* A consecutive counter reached its threshold. Sequentially consistent on purpose (rare):
- * pending is set before the detector pointer is read, and pt_outlier_start publishes the
- * pointer before it scans pending bits, so an event is never missed at the start. */
-static void raise_event(struct pt_outlier_host *s, pt_outlier_type_t type)
+/* Queues s on d once (whoever turns `queued` on pushes): 1 when this call pushed it. The
+ * stack holds a reference to the host: the version that listed it may go while the host
+ * waits for the main thread. */
+static int queue_host(pt_outlier_detector_t *d, struct pt_outlier_host *s)
 {
-    atomic_fetch_or(&s->pending, EV_BIT(type));
-    pt_outlier_detector_t *d = atomic_load(&s->cfg->detector);
-    if (d == NULL || atomic_exchange(&s->queued, 1) != 0)
-        return; /* not started yet (the start picks it up), or already queued */
+    if (atomic_exchange(&s->queued, 1) != 0)
+        return 0;
+    pt_host_ref(s->host);
     push_event(d, s);
-    ev_async_send(d->loop, &d->wakeup);
+    return 1;
 }
 
-static void count_failure(struct pt_outlier_host *s, pt_outlier_type_t type, uint32_t threshold)
+/* A consecutive counter reached its threshold. Sequentially consistent on purpose (rare):
+ * pending is set before the version's detector pointer is read, and pt_outlier_update
+ * publishes the pointer on a version before it scans that version's hosts for pending
+ * bits, so an event reported through a version not registered yet is never missed. */
+static void raise_event(const pt_outlier_config_t *o, struct pt_outlier_host *s,
+                        pt_outlier_type_t type)
+{
+    atomic_fetch_or(&s->pending, EV_BIT(type));
+    pt_outlier_detector_t *d = atomic_load(&o->detector);
+    if (d != NULL && queue_host(d, s)) /* else not registered yet (the update picks it up) */
+        ev_async_send(d->loop, &d->wakeup);
+}
+
+static void count_failure(const pt_outlier_config_t *o, struct pt_outlier_host *s,
+                          pt_outlier_type_t type, uint32_t threshold)
 {
     uint32_t n = atomic_fetch_add_explicit(&s->consecutive[type], 1, memory_order_relaxed) + 1;
     if (n == threshold)
-        raise_event(s, type);
+        raise_event(o, s, type);
 }
 
 static int is_gateway_error(int status)
@@ -252,18 +271,18 @@ static int is_gateway_error(int status)
 }
 
 /* An external-origin result with an HTTP status (local-origin results are mapped to one
- * when errors are not split). */
-static void put_http(struct pt_outlier_host *s, int status)
+ * when errors are not split). `o` is the config of the version the request used. */
+static void put_http(const pt_outlier_config_t *o, struct pt_outlier_host *s, int status)
 {
-    const pt_outlier_config_t *o = s->cfg;
     atomic_fetch_add_explicit(&s->total[0], 1, memory_order_relaxed);
     if (status >= 500 && status <= 599) {
         if (is_gateway_error(status))
-            count_failure(s, PT_OUTLIER_CONSECUTIVE_GATEWAY_FAILURE, o->consecutive_gateway_failure);
+            count_failure(o, s, PT_OUTLIER_CONSECUTIVE_GATEWAY_FAILURE,
+                          o->consecutive_gateway_failure);
         else
             atomic_store_explicit(&s->consecutive[PT_OUTLIER_CONSECUTIVE_GATEWAY_FAILURE], 0,
                                   memory_order_relaxed);
-        count_failure(s, PT_OUTLIER_CONSECUTIVE_5XX, o->consecutive_5xx);
+        count_failure(o, s, PT_OUTLIER_CONSECUTIVE_5XX, o->consecutive_5xx);
         return;
     }
     atomic_fetch_add_explicit(&s->success[0], 1, memory_order_relaxed);
@@ -272,12 +291,12 @@ static void put_http(struct pt_outlier_host *s, int status)
                           memory_order_relaxed);
 }
 
-static void put_local(struct pt_outlier_host *s, int failed)
+static void put_local(const pt_outlier_config_t *o, struct pt_outlier_host *s, int failed)
 {
     atomic_fetch_add_explicit(&s->total[1], 1, memory_order_relaxed);
     if (failed) {
-        count_failure(s, PT_OUTLIER_CONSECUTIVE_LOCAL_ORIGIN_FAILURE,
-                      s->cfg->consecutive_local_origin_failure);
+        count_failure(o, s, PT_OUTLIER_CONSECUTIVE_LOCAL_ORIGIN_FAILURE,
+                      o->consecutive_local_origin_failure);
         return;
     }
     atomic_fetch_add_explicit(&s->success[1], 1, memory_order_relaxed);
@@ -285,27 +304,30 @@ static void put_local(struct pt_outlier_host *s, int failed)
                           memory_order_relaxed);
 }
 
-void pt_outlier_report(pt_cluster_t *c, pt_host_t *h, pt_outlier_result_t result,
-                       int http_status)
+void pt_outlier_report(pt_cluster_t *c, pt_host_t *h, pt_outlier_result_t result, int http_status)
 {
-    (void)c;
-    struct pt_outlier_host *s = h != NULL ? h->outlier : NULL;
+    /* Only the version the caller holds is read: its config (thresholds, detector) lives as
+     * long as the caller's reference, and h->outlier was made before that version was
+     * published. A version without outlier_detection never looks at h->outlier (a later
+     * version may be making it on the main thread). */
+    const pt_outlier_config_t *o = c != NULL ? c->outlier : NULL;
+    struct pt_outlier_host *s = o != NULL && h != NULL ? h->outlier : NULL;
     if (s == NULL)
         return;
-    if (s->cfg->split_external_local_origin_errors) {
+    if (o->split_external_local_origin_errors) {
         switch (result) {
         case PT_OUTLIER_HTTP_RESPONSE:
             if (http_status >= 100)
-                put_http(s, http_status);
+                put_http(o, s, http_status);
             break;
         case PT_OUTLIER_CONNECT_SUCCESS:
         case PT_OUTLIER_CONNECT_SUCCESS_FINAL:
-            put_local(s, 0);
+            put_local(o, s, 0);
             break;
         case PT_OUTLIER_CONNECT_FAILED:
         case PT_OUTLIER_TIMEOUT:
         case PT_OUTLIER_RESET:
-            put_local(s, 1);
+            put_local(o, s, 1);
             break;
         }
         return;
@@ -316,19 +338,19 @@ void pt_outlier_report(pt_cluster_t *c, pt_host_t *h, pt_outlier_result_t result
     switch (result) {
     case PT_OUTLIER_HTTP_RESPONSE:
         if (http_status >= 100)
-            put_http(s, http_status);
+            put_http(o, s, http_status);
         break;
     case PT_OUTLIER_CONNECT_SUCCESS_FINAL:
-        put_http(s, 200);
+        put_http(o, s, 200);
         break;
     case PT_OUTLIER_CONNECT_SUCCESS:
         break;
     case PT_OUTLIER_CONNECT_FAILED:
     case PT_OUTLIER_RESET:
-        put_http(s, 503);
+        put_http(o, s, 503);
         break;
     case PT_OUTLIER_TIMEOUT:
-        put_http(s, 504);
+        put_http(o, s, 504);
         break;
     }
 }
@@ -638,7 +660,8 @@ void pt_outlier_detector_run_events(pt_outlier_detector_t *d, uint64_t now_ms)
         struct pt_outlier_host *s = fifo, *next = s->next;
         /* Unqueue before reading the bits: a bit set after this re-queues the host. */
         atomic_store(&s->queued, 0);
-        handle_pending(s, now_ms);
+        handle_pending(s, now_ms); /* a host no longer watched (s->dc NULL) is dropped */
+        pt_host_unref(s->host);    /* the queue's reference; may free s */
         fifo = next;
     }
 }
@@ -665,7 +688,7 @@ void pt_outlier_detector_run_expiry(pt_outlier_detector_t *d, uint64_t now_ms)
     if (d == NULL)
         return;
     for (unsigned i = 0; i < d->nclusters; i++)
-        cluster_expiry(&d->clusters[i], now_ms);
+        cluster_expiry(d->clusters[i], now_ms);
 }
 
 static void on_expiry(struct ev_loop *loop, ev_timer *t, int revents)
@@ -745,7 +768,7 @@ void pt_outlier_detector_run_interval(pt_outlier_detector_t *d, uint64_t now_ms)
     if (d == NULL)
         return;
     for (unsigned i = 0; i < d->nclusters; i++)
-        cluster_interval(&d->clusters[i], now_ms);
+        cluster_interval(d->clusters[i], now_ms);
 }
 
 static void on_interval(struct ev_loop *loop, ev_timer *t, int revents)
@@ -758,7 +781,7 @@ static void on_interval(struct ev_loop *loop, ev_timer *t, int revents)
 void pt_outlier_health_check_passed(pt_host_t *h)
 {
     struct pt_outlier_host *s = h != NULL ? h->outlier : NULL;
-    if (s == NULL || s->dc == NULL || !s->cfg->successful_active_health_check_uneject_host)
+    if (s == NULL || s->dc == NULL || !s->dc->cfg->successful_active_health_check_uneject_host)
         return;
     uint32_t health = atomic_load(&h->health);
     if (!(health & PT_HOST_FAILED_OUTLIER_CHECK) || (health & PT_HOST_FAILED_ACTIVE_HC))
@@ -787,91 +810,318 @@ int pt_outlier_host_info(const pt_host_t *h, pt_outlier_host_info_t *out)
     return 0;
 }
 
-static void free_clusters(pt_outlier_detector_t *d)
-{
-    for (unsigned i = 0; i < d->nclusters; i++) {
-        od_cluster_t *dc = &d->clusters[i];
-        free(dc->samples);
-        free(dc->rates);
-        free(dc->verdicts);
-    }
-    free(d->clusters);
-    d->clusters = NULL;
-}
+/* ---- following views ------------------------------------------------------------- */
 
-pt_outlier_detector_t *pt_outlier_start(pt_worker_t *main_worker, pt_config_t *cfg)
+pt_outlier_detector_t *pt_outlier_start(pt_worker_t *main_worker)
 {
-    unsigned n = 0;
-    for (unsigned i = 0; i < cfg->nclusters; i++)
-        n += cfg->clusters[i]->outlier != NULL;
-    if (n == 0)
-        return NULL;
     pt_outlier_detector_t *d = calloc(1, sizeof(*d));
-    if (d == NULL || (d->clusters = calloc(n, sizeof(od_cluster_t))) == NULL)
-        goto fail;
+    if (d == NULL) {
+        pt_error("outlier_detection: out of memory, detection is off");
+        return NULL;
+    }
     d->loop = main_worker->loop;
     atomic_init(&d->events, NULL);
-    for (unsigned i = 0; i < cfg->nclusters; i++) {
-        pt_cluster_t *c = cfg->clusters[i];
-        if (c->outlier == NULL)
-            continue;
-        od_cluster_t *dc = &d->clusters[d->nclusters++];
-        dc->d = d;
-        dc->c = c;
-        dc->cfg = c->outlier;
-        size_t nh = c->nhosts ? c->nhosts : 1;
-        dc->samples = calloc(nh, sizeof(*dc->samples));
-        dc->rates = calloc(nh, sizeof(*dc->rates));
-        dc->verdicts = calloc(nh, sizeof(*dc->verdicts));
-        if (dc->samples == NULL || dc->rates == NULL || dc->verdicts == NULL)
-            goto fail;
-    }
-    d->config = pt_config_ref(cfg);
     ev_async_init(&d->wakeup, on_wakeup);
     d->wakeup.data = d;
     ev_async_start(d->loop, &d->wakeup);
-    uint64_t now = pt_now_ms();
-    for (unsigned i = 0; i < d->nclusters; i++) {
-        od_cluster_t *dc = &d->clusters[i];
-        for (unsigned j = 0; j < dc->c->nhosts; j++) {
-            struct pt_outlier_host *s = dc->c->hosts[j]->outlier;
-            if (s == NULL)
-                continue;
-            s->dc = dc;
-            /* The first sweep counts from here. */
-            for (int k = 0; k < 2; k++) {
-                s->prev_total[k] = atomic_load(&s->total[k]);
-                s->prev_success[k] = atomic_load(&s->success[k]);
-            }
-        }
-        double iv = (double)dc->cfg->interval_ms / 1000.0;
-        ev_timer_init(&dc->interval, on_interval, iv, iv);
-        dc->interval.data = dc;
-        ev_timer_start(d->loop, &dc->interval);
-        ev_timer_init(&dc->expiry, on_expiry, 1., 0.);
-        dc->expiry.data = dc;
-        update_gauges(dc);
-    }
-    /* Publish, then pick up thresholds reached before the start (see raise_event). */
-    for (unsigned i = 0; i < d->nclusters; i++)
-        atomic_store(&d->clusters[i].cfg->detector, d);
-    for (unsigned i = 0; i < d->nclusters; i++) {
-        od_cluster_t *dc = &d->clusters[i];
-        for (unsigned j = 0; j < dc->c->nhosts; j++) {
-            struct pt_outlier_host *s = dc->c->hosts[j]->outlier;
-            if (s != NULL && atomic_load(&s->pending) != 0 && atomic_exchange(&s->queued, 1) == 0)
-                push_event(d, s);
-        }
-    }
-    pt_outlier_detector_run_events(d, now);
     return d;
-fail:
-    pt_error("outlier_detection: out of memory, detection is off");
-    if (d != NULL) {
-        free_clusters(d);
-        free(d);
+}
+
+static void set_unknown_rates(struct pt_outlier_host *s)
+{
+    set_rate(s, 0, -1.0);
+    set_rate(s, 1, -1.0);
+}
+
+/* Takes back an ejection no detector accounts for: the host is usable, and its consecutive
+ * counts (left past their threshold while it was out) start over, as at a return. */
+static void lift(struct pt_outlier_host *s)
+{
+    atomic_fetch_and(&s->host->health, ~(uint32_t)PT_HOST_FAILED_OUTLIER_CHECK);
+    for (int k = 0; k < 3; k++)
+        atomic_store_explicit(&s->consecutive[k], 0, memory_order_relaxed);
+}
+
+/* The host is no longer listed by the version dc watches. As in Envoy, a removed host's
+ * ejection stops counting toward ejections_active and max_ejection_percent at once; its bit
+ * stays for the older versions that still list it (a request that pinned one does not go
+ * back to it), and it starts afresh should it be listed again (adopt). */
+static void forget(od_cluster_t *dc, struct pt_outlier_host *s)
+{
+    if (is_ejected(s) && dc->ejected > 0)
+        dc->ejected--;
+    s->dc = NULL;
+    set_unknown_rates(s);
+}
+
+/* A host new to dc starts as a host joining a cluster does in Envoy: no ejection history,
+ * its first interval counting from now. An ejection it still carries (it was ejected when
+ * it left, and its object lived on) belongs to no detector any more and is lifted.
+ * Consecutive counts and pending events stay: results reported through this version
+ * before it was registered must not be lost. */
+static void adopt(od_cluster_t *dc, struct pt_outlier_host *s)
+{
+    s->dc = dc;
+    for (int k = 0; k < 2; k++) {
+        s->prev_total[k] = atomic_load(&s->total[k]);
+        s->prev_success[k] = atomic_load(&s->success[k]);
     }
+    s->times_ejected = 0;
+    s->num_ejections = 0;
+    s->ejected_at_ms = s->uneject_at_ms = s->unejected_at_ms = 0;
+    s->was_unejected = 0;
+    set_unknown_rates(s);
+    if (is_ejected(s))
+        lift(s);
+}
+
+/* A host that stays under a changed config: workers raise an event when a consecutive
+ * count *equals* its threshold, so a count already at or past a lowered threshold would
+ * never trigger; it is raised here instead. */
+static void recheck_thresholds(struct pt_outlier_host *s, const pt_outlier_config_t *was,
+                               const pt_outlier_config_t *now)
+{
+    if (is_ejected(s))
+        return; /* its counts start over when it is back */
+    const uint32_t before[3] = {
+        was->consecutive_5xx, was->consecutive_gateway_failure,
+        was->split_external_local_origin_errors ? was->consecutive_local_origin_failure : 0};
+    const uint32_t after[3] = {
+        now->consecutive_5xx, now->consecutive_gateway_failure,
+        now->split_external_local_origin_errors ? now->consecutive_local_origin_failure : 0};
+    for (int k = 0; k < 3; k++)
+        if (after[k] != before[k] && after[k] > 0 &&
+            atomic_load_explicit(&s->consecutive[k], memory_order_relaxed) >= after[k])
+            atomic_fetch_or(&s->pending, EV_BIT(k));
+}
+
+/* Brings dc (watching an earlier version of its cluster, or none yet when dc->c is NULL)
+ * to version c: hosts that stay keep their state and ejection, removed ones are forgotten,
+ * new ones adopted. -1 when out of memory (dc then keeps its version). */
+static int cluster_move_to(od_cluster_t *dc, pt_cluster_t *c, uint64_t now)
+{
+    pt_outlier_detector_t *d = dc->d;
+    size_t nh = c->nhosts ? c->nhosts : 1;
+    pt_outlier_sample_t *samples = calloc(nh, sizeof(*samples));
+    double *rates = calloc(nh, sizeof(*rates));
+    unsigned *verdicts = calloc(nh, sizeof(*verdicts));
+    if (samples == NULL || rates == NULL || verdicts == NULL) {
+        free(samples);
+        free(rates);
+        free(verdicts);
+        return -1;
+    }
+    pt_cluster_t *old = dc->c;
+    const pt_outlier_config_t *old_cfg = dc->cfg;
+    /* Removed hosts: listed by the old version, not marked by the new one. */
+    uint64_t epoch = ++d->epoch;
+    for (unsigned i = 0; i < c->nhosts; i++)
+        if (c->hosts[i]->outlier != NULL)
+            c->hosts[i]->outlier->mark = epoch;
+    for (unsigned i = 0; old != NULL && i < old->nhosts; i++) {
+        struct pt_outlier_host *s = old->hosts[i]->outlier;
+        if (s != NULL && s->dc == dc && s->mark != epoch)
+            forget(dc, s);
+    }
+    free(dc->samples);
+    free(dc->rates);
+    free(dc->verdicts);
+    dc->samples = samples;
+    dc->rates = rates;
+    dc->verdicts = verdicts;
+    dc->c = pt_cluster_ref(c);
+    dc->cfg = c->outlier;
+    /* Registered before its hosts are scanned for pending events (see raise_event): a
+     * report through this version either finds the detector or is found here. */
+    atomic_store(&dc->cfg->detector, d);
+    for (unsigned i = 0; i < c->nhosts; i++) {
+        struct pt_outlier_host *s = c->hosts[i]->outlier;
+        if (s == NULL)
+            continue; /* out of memory at prepare: not watched */
+        if (s->dc != dc)
+            adopt(dc, s);
+        else if (old_cfg != NULL)
+            recheck_thresholds(s, old_cfg, dc->cfg);
+        if (atomic_load(&s->pending) != 0)
+            queue_host(d, s);
+    }
+    double iv = (double)dc->cfg->interval_ms / 1000.0;
+    if (old_cfg == NULL) {
+        ev_timer_set(&dc->interval, iv, iv);
+        ev_timer_start(d->loop, &dc->interval);
+    } else if (old_cfg->interval_ms != dc->cfg->interval_ms) {
+        ev_timer_stop(d->loop, &dc->interval);
+        ev_timer_set(&dc->interval, iv, iv);
+        ev_timer_start(d->loop, &dc->interval);
+    }
+    pt_cluster_unref(old);
+    update_gauges(dc);
+    arm_expiry(dc, now);
+    return 0;
+}
+
+static od_cluster_t *cluster_new(pt_outlier_detector_t *d)
+{
+    if (d->nclusters == d->cap) {
+        unsigned cap = d->cap ? d->cap * 2 : 8;
+        od_cluster_t **n = realloc(d->clusters, cap * sizeof(*n));
+        if (n == NULL)
+            return NULL;
+        d->clusters = n;
+        d->cap = cap;
+    }
+    od_cluster_t *dc = calloc(1, sizeof(*dc));
+    if (dc == NULL)
+        return NULL;
+    dc->d = d;
+    ev_timer_init(&dc->interval, on_interval, 1., 1.);
+    dc->interval.data = dc;
+    ev_timer_init(&dc->expiry, on_expiry, 1., 0.);
+    dc->expiry.data = dc;
+    d->clusters[d->nclusters++] = dc;
+    return dc;
+}
+
+static void cluster_free(od_cluster_t *dc)
+{
+    ev_timer_stop(dc->d->loop, &dc->interval);
+    ev_timer_stop(dc->d->loop, &dc->expiry);
+    free(dc->samples);
+    free(dc->rates);
+    free(dc->verdicts);
+    pt_cluster_unref(dc->c);
+    free(dc);
+}
+
+/* dc's cluster left the view (still NULL), or its version `still` has no outlier_detection
+ * any more: the detector forgets it. The hosts `still` lists are usable again (Envoy builds
+ * such a cluster without a detector: nothing ejects them); a removed cluster's hosts keep
+ * their bit for the requests that still use an older version. */
+static void cluster_drop(od_cluster_t *dc, pt_cluster_t *still)
+{
+    pt_cluster_t *c = dc->c;
+    for (unsigned i = 0; i < c->nhosts; i++) {
+        struct pt_outlier_host *s = c->hosts[i]->outlier;
+        if (s != NULL && s->dc == dc)
+            forget(dc, s);
+    }
+    pt_stat_set(dc->cfg->stats.ejections_active, 0);
+    if (still != NULL) {
+        unsigned healthy = 0;
+        for (unsigned i = 0; i < still->nhosts; i++) {
+            struct pt_outlier_host *s = still->hosts[i]->outlier;
+            if (s != NULL && is_ejected(s))
+                lift(s);
+            healthy += atomic_load(&still->hosts[i]->health) == 0;
+        }
+        pt_stat_set(still->stats.membership_healthy, healthy);
+    }
+    pt_info("outlier_detection: cluster '%s': %s", c->name,
+            still != NULL ? "no longer configured, its hosts are back" : "removed");
+    cluster_free(dc);
+}
+
+/* Open addressing by cluster state, built per update (the detector's clusters change only
+ * there): finding a cluster's detector state stays O(1) with many clusters. */
+typedef struct od_index {
+    od_cluster_t **slots; /* NULL when out of memory: linear search */
+    unsigned mask;
+} od_index_t;
+
+static unsigned state_hash(const pt_cluster_state_t *st, unsigned mask)
+{
+    uint64_t x = (uint64_t)(uintptr_t)st;
+    x ^= x >> 29;
+    x *= 0x9e3779b97f4a7c15ull;
+    return (unsigned)(x >> 32) & mask;
+}
+
+static void index_put(od_index_t *ix, od_cluster_t *dc)
+{
+    if (ix->slots == NULL)
+        return;
+    unsigned i = state_hash(dc->c->state, ix->mask);
+    while (ix->slots[i] != NULL)
+        i = (i + 1) & ix->mask;
+    ix->slots[i] = dc;
+}
+
+static od_cluster_t *index_find(const od_index_t *ix, const pt_outlier_detector_t *d,
+                                const pt_cluster_state_t *st)
+{
+    if (ix->slots == NULL) {
+        for (unsigned i = 0; i < d->nclusters; i++)
+            if (d->clusters[i]->c->state == st)
+                return d->clusters[i];
+        return NULL;
+    }
+    for (unsigned i = state_hash(st, ix->mask); ix->slots[i] != NULL; i = (i + 1) & ix->mask)
+        if (ix->slots[i]->c->state == st)
+            return ix->slots[i];
     return NULL;
+}
+
+int pt_outlier_update(pt_outlier_detector_t *d, const pt_view_t *view)
+{
+    if (d == NULL)
+        return 0; /* detection is off (the start failed, and said so) */
+    uint64_t now = pt_now_ms();
+    int rc = 0;
+    /* Clusters gone, or no longer with outlier_detection. */
+    for (unsigned i = 0; i < d->nclusters;) {
+        od_cluster_t *dc = d->clusters[i];
+        pt_cluster_t *c = pt_view_find_cluster(view, dc->c->name);
+        if (c != NULL && c->state != dc->c->state)
+            c = NULL; /* another cluster by that name: this one is gone */
+        if (c != NULL && c->outlier != NULL) {
+            i++;
+            continue;
+        }
+        cluster_drop(dc, c);
+        d->clusters[i] = d->clusters[--d->nclusters];
+    }
+    /* Room for every cluster of the view at half load. */
+    od_index_t ix = {0};
+    unsigned cap = 16;
+    while (cap < 2 * (d->nclusters + view->nclusters))
+        cap *= 2;
+    if ((ix.slots = calloc(cap, sizeof(*ix.slots))) != NULL)
+        ix.mask = cap - 1;
+    for (unsigned i = 0; i < d->nclusters; i++)
+        index_put(&ix, d->clusters[i]);
+    /* New and changed ones: work only for what changed. */
+    for (unsigned i = 0; i < view->nclusters; i++) {
+        pt_cluster_t *c = view->clusters[i];
+        if (c->outlier == NULL)
+            continue;
+        od_cluster_t *dc = index_find(&ix, d, c->state);
+        if (dc != NULL && dc->c == c)
+            continue;
+        int fresh = dc == NULL;
+        if (fresh && (dc = cluster_new(d)) == NULL) {
+            rc = -1;
+            continue;
+        }
+        if (cluster_move_to(dc, c, now) != 0) {
+            rc = -1;
+            if (fresh) {
+                d->nclusters--; /* the last one: cluster_new appended it */
+                free(dc);
+            }
+            continue;
+        }
+        if (fresh) {
+            index_put(&ix, dc);
+            pt_info("outlier_detection: cluster '%s': watching %u host%s", c->name, c->nhosts,
+                    c->nhosts == 1 ? "" : "s");
+        }
+    }
+    free(ix.slots);
+    if (rc != 0)
+        pt_error("outlier_detection: out of memory: some clusters are not watched");
+    /* Thresholds reached before a version was registered, and rechecked ones. */
+    pt_outlier_detector_run_events(d, now);
+    return rc;
 }
 
 void pt_outlier_stop(pt_outlier_detector_t *d)
@@ -879,25 +1129,24 @@ void pt_outlier_stop(pt_outlier_detector_t *d)
     if (d == NULL)
         return;
     for (unsigned i = 0; i < d->nclusters; i++) {
-        od_cluster_t *dc = &d->clusters[i];
+        od_cluster_t *dc = d->clusters[i];
         atomic_store(&dc->cfg->detector, NULL);
-        ev_timer_stop(d->loop, &dc->interval);
-        ev_timer_stop(d->loop, &dc->expiry);
         for (unsigned j = 0; j < dc->c->nhosts; j++) {
             struct pt_outlier_host *s = dc->c->hosts[j]->outlier;
-            if (s != NULL)
+            if (s != NULL && s->dc == dc)
                 s->dc = NULL;
         }
+        cluster_free(dc);
     }
+    free(d->clusters);
     /* Whatever is still queued is dropped (its hosts are no longer watched). */
     struct pt_outlier_host *list = atomic_exchange(&d->events, NULL);
     while (list != NULL) {
         struct pt_outlier_host *next = list->next;
         atomic_store(&list->queued, 0);
+        pt_host_unref(list->host);
         list = next;
     }
     ev_async_stop(d->loop, &d->wakeup);
-    free_clusters(d);
-    pt_config_unref(d->config);
     free(d);
 }

@@ -5,12 +5,17 @@
  *
  * Threads:
  *  - pt_outlier_report runs on workers: relaxed atomic adds on the host's counters. When a
- *    consecutive-failure counter reaches its threshold, the host is queued once (a lock-free
- *    stack, guarded by a per-host flag so a burst queues it once) and the main loop is woken
- *    (ev_async). No allocation, no lock.
+ *    consecutive-failure counter reaches the threshold of the cluster version the request
+ *    pinned, the host is queued once with a reference (a lock-free stack, guarded by a
+ *    per-host flag so a burst queues it once) and the main loop is woken (ev_async). No
+ *    allocation, no lock.
  *  - everything else (the detector: consecutive ejections, the interval sweep with the
  *    success-rate and failure-percentage families, un-ejection, stats) runs on the main
  *    thread.
+ * The detector follows the views the main thread publishes (pt_outlier_update): its state
+ * for a cluster belongs to the cluster's name and moves from version to version, and so do
+ * the hosts' outlier state and ejections, so an ejected host stays ejected across an update
+ * that does not remove it. Workers read only the version their request pinned.
  * The decision rules are plain functions below so that they can be tested without threads.
  * docs/outlier_detection.md describes the behaviour and where it differs from Envoy. */
 #ifndef PT_OUTLIER_H
@@ -26,8 +31,8 @@
 
 typedef struct pt_cluster pt_cluster_t;
 typedef struct pt_host pt_host_t;
-typedef struct pt_config pt_config_t;
 typedef struct pt_worker pt_worker_t;
+typedef struct pt_view pt_view_t;
 typedef struct pt_outlier_config pt_outlier_config_t;
 typedef struct pt_outlier_detector pt_outlier_detector_t;
 
@@ -72,9 +77,10 @@ typedef struct pt_outlier_stats {
     pt_stat_t ejections_total, ejections_consecutive_5xx, ejections_success_rate;
 } pt_outlier_stats_t;
 
-/* A parsed outlier_detection. Durations in ms; percentages 0..100. The config part is
- * immutable once the snapshot is built; `detector` is the running detector (main thread
- * writes, workers read). */
+/* A parsed outlier_detection, part of one cluster version. Durations in ms; percentages
+ * 0..100. The config part is immutable once the version is built; `detector` is the running
+ * detector, set by pt_outlier_update when it watches this version (main thread writes,
+ * workers read it through the version their request holds). */
 struct pt_outlier_config {
     uint32_t consecutive_5xx;                  /* 5; 0 never triggers */
     uint32_t consecutive_gateway_failure;      /* 5 */
@@ -99,33 +105,53 @@ struct pt_outlier_config {
     uint32_t failure_percentage_request_volume; /* 50 */
     int successful_active_health_check_uneject_host; /* true */
 
-    pt_arena_t *arena;                          /* the snapshot's, for per-host state */
-    pt_outlier_stats_t stats;
-    _Atomic(pt_outlier_detector_t *) detector;  /* NULL until pt_outlier_start */
+    pt_arena_t *arena;                          /* the cluster version's */
+    pt_outlier_stats_t stats;                   /* ids by name: the same in every version */
+    /* NULL until an update registers the version; then the detector until it stops (a
+     * version the detector moved on from keeps it: its reports are dropped there). */
+    _Atomic(pt_outlier_detector_t *) detector;
 };
 
 /* ---- config and wiring ------------------------------------------------------------- */
 
 /* Parses the outlier_detection object the reader is in. NULL with errors recorded. */
 pt_outlier_config_t *pt_outlier_parse(pt_cfg_t *r, pt_arena_t *a);
-/* Main thread, while a validated snapshot is prepared (before workers can see it):
- * allocates every host's state (pt_host_t.outlier) and registers the cluster's
- * outlier_detection stats. No-op for a cluster without outlier_detection. */
+/* Main thread, while a validated cluster version is prepared (before workers can see it):
+ * allocates the state of every host that has none yet (pt_host_t.outlier, owned by the
+ * host: a host that stays keeps it) and registers the cluster's outlier_detection stats.
+ * No-op for a cluster without outlier_detection. */
 void pt_outlier_prepare(pt_cluster_t *c);
 
-/* Worker thread (any thread): one result for host h of cluster c (http_status for HTTP
- * responses). No-op for a host whose cluster has no outlier_detection. */
+/* Worker thread (any thread): one result for host h of cluster version c, the version the
+ * caller holds a reference to (the request pinned it), whose thresholds apply
+ * (http_status for HTTP responses). No-op when c has no outlier_detection. */
 void pt_outlier_report(pt_cluster_t *c, pt_host_t *h, pt_outlier_result_t result,
                        int http_status);
 
-/* Main thread: starts detecting for every cluster of cfg that has outlier_detection, on the
- * main worker's loop (takes a reference to cfg). NULL when no cluster has it (or on
- * out-of-memory, logged); pt_outlier_stop(NULL) is a no-op. Results reported before the
- * start are not lost: counters keep counting and a threshold reached earlier is handled at
- * the start. */
-pt_outlier_detector_t *pt_outlier_start(pt_worker_t *main_worker, pt_config_t *cfg);
-/* Main thread, after the workers stopped reporting (joined): stops the timers and frees the
- * detector. Ejected hosts keep their bit (the snapshot is going away). */
+/* Main thread: the detector, on the main worker's loop, watching nothing until
+ * pt_outlier_update. NULL only when out of memory (logged; detection is then off, and
+ * pt_outlier_update(NULL, ...) and pt_outlier_stop(NULL) are no-ops). */
+pt_outlier_detector_t *pt_outlier_start(pt_worker_t *main_worker);
+/* Main thread: watches every cluster of `view` that has outlier_detection (taking a
+ * reference to each version watched). Work follows what changed since the last view,
+ * clusters being matched by their state (c->state):
+ *  - the same version: nothing;
+ *  - a new version: its config, interval and thresholds apply from now on; hosts it still
+ *    lists keep their counts, ejection and ejection history; new hosts are watched from
+ *    now (an ejection a returning host object still carries is lifted); removed hosts are
+ *    forgotten, and an ejected one no longer counts in ejections_active nor toward
+ *    max_ejection_percent (Envoy);
+ *  - a cluster gone, or without outlier_detection any more: no longer watched; in the
+ *    latter case the hosts it lists are brought back.
+ * Call it before or after the view is published: a report through a version not
+ * registered yet only marks its host, and the update handles it. Results reported before
+ * are not lost: counters keep counting and a threshold reached earlier is handled here.
+ * 0, or -1 when out of memory (some clusters are then not watched, or stay on an older
+ * version). */
+int pt_outlier_update(pt_outlier_detector_t *d, const pt_view_t *view);
+/* Main thread, after the workers stopped reporting (joined): nothing may report through a
+ * version the detector watched after this. Stops the timers and frees the detector.
+ * Ejected hosts keep their bit. */
 void pt_outlier_stop(pt_outlier_detector_t *d);
 
 /* Host's external-origin success rate (percent) computed at the last interval sweep, or -1

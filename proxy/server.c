@@ -63,6 +63,9 @@ static void on_clusters_published(void *data, pt_view_t *view)
     pt_server_t *s = data;
     pt_view_unref(s->view);
     s->view = view;
+    /* Before the workers see the view, so their reports through its new versions find the
+     * detector registered (after would be safe too, a report then waits for the update). */
+    pt_outlier_update(s->outlier, view);
     for (unsigned i = 0; i < s->nworkers_started; i++)
         pt_worker_post(&s->workers[i], worker_adopt_view, pt_view_ref(view));
     pt_health_checker_update(s->health_checker, view);
@@ -354,6 +357,11 @@ int pt_server_run(pt_server_t *s)
         }
     }
 
+    /* Outlier detection decides on the main loop from what the workers report. It watches
+     * the view before the workers get it, so their first reports find it registered. */
+    s->outlier = pt_outlier_start(&s->main_worker);
+    pt_outlier_update(s->outlier, s->view);
+
     for (unsigned i = 0; i < n; i++) {
         if (pt_worker_init(&s->workers[i], (int)i) != 0 || pt_worker_start(&s->workers[i]) != 0) {
             pt_error("cannot start worker %u", i);
@@ -375,8 +383,6 @@ int pt_server_run(pt_server_t *s)
     /* Health checks probe from the main loop; workers only read the hosts' health bits. */
     s->health_checker = pt_health_checker_start(&s->main_worker);
     pt_health_checker_update(s->health_checker, s->view);
-    /* Outlier detection decides on the main loop from what the workers report. */
-    s->outlier = pt_outlier_start(&s->main_worker, s->config);
 
     ev_signal_init(&s->sigusr1, on_sigusr1, SIGUSR1);
     s->sigusr1.data = s;

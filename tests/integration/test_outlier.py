@@ -2,11 +2,14 @@
 refuses connections) among healthy ones is ejected after its consecutive failures, traffic
 avoids it, it comes back after base_ejection_time x times ejected; max_ejection_percent and
 enforcement are honoured; connect failures count as local-origin failures (split mode) or as
-5xx. Timing assertions are lower bounds (plus generous upper bounds)."""
+5xx. Clusters from a watched CDS file: an ejection survives an update that keeps the host, a
+removed host stops counting, a host listed again is new, and removing outlier_detection brings
+the hosts back. Timing assertions are lower bounds (plus generous upper bounds)."""
 
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -123,7 +126,11 @@ class ConsecutiveTest(unittest.TestCase):
             cfg = http_config(port, admin, [a.port, b.port, bad.port],
                               {'enforcing_consecutive_5xx': 0})
             with h.Petrel(cfg, admin_port=admin) as p:
-                statuses = send(port, 30)
+                # The main thread restarts the count when it handles a detection: the next
+                # run of five is sent after that, or its failures would add to the first run.
+                statuses = send(port, 15)
+                p.wait_stat(OD + 'ejections_detected_consecutive_5xx', 1)
+                statuses += send(port, 15)
                 p.wait_stat(OD + 'ejections_detected_consecutive_5xx', 2)
                 self.assertEqual(p.stat(OD + 'ejections_enforced_consecutive_5xx'), 0)
                 self.assertEqual(p.stat(OD + 'ejections_enforced_total'), 0)
@@ -217,6 +224,91 @@ class ConfigTest(unittest.TestCase):
         self.assertIn(od + '.max_ejection_percent: 101 is out of range [0, 100]', err)
         self.assertIn(od + '.max_ejection_time: cannot be smaller than base_ejection_time', err)
         self.assertIn(od + '.monitors: field is not supported', err)
+
+
+CLUSTER_TYPE = 'type.googleapis.com/envoy.config.cluster.v3.Cluster'
+
+
+class UpdateTest(unittest.TestCase):
+    """Cluster 'svc' from a watched CDS file: outlier detection follows its updates."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix='petrel-od-')
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.cds_path = os.path.join(self.dir, 'cds.json')
+        self.version = 0
+
+    def publish(self, *clusters):
+        """Writes the next CDS version (atomically) and returns it."""
+        self.version += 1
+        resources = []
+        for c in clusters:
+            c = dict(c)
+            c['@type'] = CLUSTER_TYPE
+            resources.append(c)
+        with open(self.cds_path + '.tmp', 'w') as f:
+            json.dump({'version_info': str(self.version), 'resources': resources}, f)
+        os.replace(self.cds_path + '.tmp', self.cds_path)
+        return str(self.version)
+
+    def wait_version(self, p, version):
+        h.wait_until(lambda: p.admin_get('/stats')[2].decode().find(
+            'cluster_manager.cds.version_text: "%s"' % version) >= 0, 10,
+            message='cds version %s applied' % version)
+
+    def config(self, port, admin, static_port):
+        """svc from CDS beside a static cluster."""
+        hcm = h.http_connection_manager('ingress', h.route_config([
+            h.vhost('all', ['*'], [h.route_prefix('/', 'svc', timeout='5s')])],
+            validate_clusters=False))
+        return h.bootstrap([h.listener('http', port, [hcm])],
+                           [h.cluster('local', [static_port])], admin_port=admin,
+                           dynamic_resources={'cds_config': {
+                               'path_config_source': {'path': self.cds_path},
+                               'resource_api_version': 'V3'}})
+
+    def test_ejection_survives_unrelated_update(self):
+        od = {'base_ejection_time': '300s', 'interval': '300s'}
+        with HttpUpstream(name='a') as a, HttpUpstream(name='b') as b, \
+                HttpUpstream(name='bad', default_status=503) as bad:
+            bad_addr = '127.0.0.1:%d' % bad.port
+            eps = [a.port, b.port, bad.port]
+            self.publish(h.cluster('svc', eps, outlier_detection=od))
+            port, admin = h.free_ports(2)
+            with h.Petrel(self.config(port, admin, a.port), admin_port=admin) as p:
+                send(port, 15)
+                p.wait_stat(OD + 'ejections_active', 1)
+                self.assertEqual(ejected_hosts(p), [bad_addr])
+                # A new version of svc (another connect_timeout) and a new cluster: the host
+                # stays out, traffic keeps avoiding it.
+                v = self.publish(h.cluster('svc', eps, connect_timeout='2s', outlier_detection=od),
+                                 h.cluster('other', [a.port]))
+                self.wait_version(p, v)
+                self.assertEqual(p.stat('cluster_manager.cluster_modified'), 1)
+                self.assertEqual(ejected_hosts(p), [bad_addr])
+                self.assertEqual(p.stat(OD + 'ejections_active'), 1)
+                seen = len(bad.requests)
+                self.assertEqual(send(port, 10), [200] * 10)
+                self.assertEqual(len(bad.requests), seen)
+                # The host removed: its ejection no longer counts.
+                v = self.publish(h.cluster('svc', eps[:2], outlier_detection=od))
+                self.wait_version(p, v)
+                self.assertEqual(p.stat(OD + 'ejections_active'), 0)
+                self.assertEqual(send(port, 6), [200] * 6)
+                # Listed again: a new host, in the rotation (and detected again from zero).
+                v = self.publish(h.cluster('svc', eps, outlier_detection=od))
+                self.wait_version(p, v)
+                self.assertEqual(ejected_hosts(p), [])
+                statuses = send(port, 15)
+                self.assertEqual(statuses.count(503), 5)
+                p.wait_stat(OD + 'ejections_active', 1)
+                self.assertEqual(p.stat(OD + 'ejections_enforced_total'), 2)
+                # outlier_detection removed: the host is back at once.
+                v = self.publish(h.cluster('svc', eps))
+                self.wait_version(p, v)
+                self.assertEqual(ejected_hosts(p), [])
+                self.assertEqual(p.stat(OD + 'ejections_active'), 0)
+                self.assertEqual(send(port, 6).count(503), 2)
 
 
 if __name__ == '__main__':

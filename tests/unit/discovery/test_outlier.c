@@ -11,6 +11,7 @@
 #include "proxy/config.h"
 #include "proxy/stats.h"
 #include "proxy/time.h"
+#include "proxy/view.h"
 #include "proxy/worker.h"
 #include "pt_test.h"
 
@@ -156,6 +157,7 @@ static uint64_t delta(const char *name)
 /* A detector on a loop that never runs. */
 typedef struct rig {
     pt_config_t *cfg;
+    pt_view_t *view;
     pt_cluster_t *c;
     pt_worker_t main;
     pt_outlier_detector_t *d;
@@ -169,9 +171,12 @@ static int rig_start(rig_t *g, const char *od, const char *eps)
         return -1;
     g->c = g->cfg->clusters[0];
     g->main.loop = ev_loop_new(EVFLAG_AUTO);
-    g->d = pt_outlier_start(&g->main, g->cfg);
+    g->d = pt_outlier_start(&g->main);
+    g->view = pt_view_new(g->cfg->clusters, g->cfg->nclusters);
+    if (g->d == NULL || g->view == NULL || pt_outlier_update(g->d, g->view) != 0)
+        return -1;
     mark();
-    return g->d != NULL ? 0 : -1;
+    return 0;
 }
 
 static void rig_stop(rig_t *g)
@@ -179,6 +184,7 @@ static void rig_stop(rig_t *g)
     pt_outlier_stop(g->d);
     if (g->main.loop != NULL)
         ev_loop_destroy(g->main.loop);
+    pt_view_unref(g->view);
     pt_config_unref(g->cfg);
 }
 
@@ -269,9 +275,20 @@ static void test_no_outlier_detection(void)
     /* Reports for such a host are ignored; there is nothing to start. */
     pt_outlier_report(cfg->clusters[0], cfg->clusters[0]->hosts[0], PT_OUTLIER_HTTP_RESPONSE, 503);
     PT_CHECK(pt_outlier_success_rate(cfg->clusters[0]->hosts[0]) == -1);
+    /* A detector over a view without outlier_detection watches nothing. */
     pt_worker_t w = {0};
-    PT_CHECK(pt_outlier_start(&w, cfg) == NULL);
+    w.loop = ev_loop_new(EVFLAG_AUTO);
+    pt_outlier_detector_t *d = pt_outlier_start(&w);
+    PT_CHECK(d != NULL);
+    pt_view_t *view = pt_view_new(cfg->clusters, cfg->nclusters);
+    PT_CHECK_INT(pt_outlier_update(d, view), 0);
+    PT_CHECK(atomic_load(&cfg->clusters[0]->hosts[0]->health) == 0);
+    pt_outlier_detector_run_interval(d, pt_now_ms());
+    pt_outlier_stop(d);
     pt_outlier_stop(NULL);
+    PT_CHECK_INT(pt_outlier_update(NULL, view), 0);
+    ev_loop_destroy(w.loop);
+    pt_view_unref(view);
     pt_config_unref(cfg);
 }
 
@@ -867,8 +884,12 @@ static void test_before_start_and_health_check(void)
     pt_worker_t w = {0};
     w.loop = ev_loop_new(EVFLAG_AUTO);
     mark();
-    pt_outlier_detector_t *d = pt_outlier_start(&w, cfg);
+    pt_outlier_detector_t *d = pt_outlier_start(&w);
     PT_CHECK(d != NULL);
+    /* Not watched yet: the event waits for the update. */
+    PT_CHECK((atomic_load(&c->hosts[2]->health) & PT_HOST_FAILED_OUTLIER_CHECK) == 0);
+    pt_view_t *view = pt_view_new(cfg->clusters, cfg->nclusters);
+    PT_CHECK_INT(pt_outlier_update(d, view), 0);
     PT_CHECK((atomic_load(&c->hosts[2]->health) & PT_HOST_FAILED_OUTLIER_CHECK) != 0);
     PT_CHECK_INT(delta("ejections_enforced_consecutive_5xx"), 1);
     /* A passing active health check brings it back (default on)... */
@@ -884,6 +905,7 @@ static void test_before_start_and_health_check(void)
     PT_CHECK((atomic_load(&c->hosts[2]->health) & PT_HOST_FAILED_OUTLIER_CHECK) != 0);
     pt_outlier_stop(d);
     ev_loop_destroy(w.loop);
+    pt_view_unref(view);
     pt_config_unref(cfg);
 
     /* Turned off. */
@@ -891,7 +913,9 @@ static void test_before_start_and_health_check(void)
     PT_CHECK(cfg != NULL);
     c = cfg->clusters[0];
     w.loop = ev_loop_new(EVFLAG_AUTO);
-    d = pt_outlier_start(&w, cfg);
+    d = pt_outlier_start(&w);
+    view = pt_view_new(cfg->clusters, cfg->nclusters);
+    PT_CHECK_INT(pt_outlier_update(d, view), 0);
     for (int i = 0; i < 5; i++)
         pt_outlier_report(c, c->hosts[0], PT_OUTLIER_HTTP_RESPONSE, 500);
     pt_outlier_detector_run_events(d, pt_now_ms());
@@ -899,6 +923,7 @@ static void test_before_start_and_health_check(void)
     PT_CHECK((atomic_load(&c->hosts[0]->health) & PT_HOST_FAILED_OUTLIER_CHECK) != 0);
     pt_outlier_stop(d);
     ev_loop_destroy(w.loop);
+    pt_view_unref(view);
     pt_config_unref(cfg);
 }
 
@@ -915,6 +940,408 @@ static void test_loop_timers(void)
         ev_run(g.main.loop, EVRUN_ONCE);
     PT_CHECK(!ejected(&g, 0));
     rig_stop(&g);
+}
+
+/* ---- following views ----------------------------------------------------------------- */
+
+/* Cluster "svc" with outlier_detection `od` (a JSON object) over `eps`, the same without
+ * outlier_detection, and a cluster "other" without: fragments of a cluster list. */
+#define SVC_OD(od, eps)                                                                    \
+    "{'name':'svc','connect_timeout':'1s','outlier_detection':" od ","                     \
+    "'load_assignment':{'cluster_name':'svc','endpoints':[{'lb_endpoints':[" eps "]}]}}"
+#define SVC_PLAIN(eps)                                                                     \
+    "{'name':'svc','connect_timeout':'1s',"                                                \
+    "'load_assignment':{'cluster_name':'svc','endpoints':[{'lb_endpoints':[" eps "]}]}}"
+#define OTHER                                                                              \
+    "{'name':'other','connect_timeout':'1s','load_assignment':{'cluster_name':'other',"   \
+    "'endpoints':[{'lb_endpoints':[" EP(9) "]}]}}"
+
+/* One published version of the config: its snapshot and the view of its clusters. Building
+ * the same cluster again makes a new version of it, sharing its state and hosts. */
+typedef struct version {
+    pt_config_t *cfg;
+    pt_view_t *view;
+    pt_cluster_t *svc; /* NULL when the view has no "svc" */
+} version_t;
+
+static int version_make(version_t *v, const char *clusters)
+{
+    memset(v, 0, sizeof(*v));
+    char *json = malloc(strlen(clusters) + 64);
+    sprintf(json, "{'static_resources':{'clusters':[%s]}}", clusters);
+    json_t *root = J(json);
+    free(json);
+    pt_cfg_init(&R, root);
+    v->cfg = pt_config_build(root, &R);
+    json_decref(root);
+    for (size_t i = 0; v->cfg == NULL && i < R.nerrors; i++)
+        fprintf(stderr, "    %s\n", R.errors[i]);
+    pt_cfg_dispose(&R);
+    if (v->cfg == NULL || (v->view = pt_view_new(v->cfg->clusters, v->cfg->nclusters)) == NULL)
+        return -1;
+    v->svc = pt_view_find_cluster(v->view, "svc");
+    return 0;
+}
+
+static void version_drop(version_t *v)
+{
+    pt_view_unref(v->view);
+    pt_config_unref(v->cfg);
+    memset(v, 0, sizeof(*v));
+}
+
+static int out(const pt_host_t *h)
+{
+    return (atomic_load(&h->health) & PT_HOST_FAILED_OUTLIER_CHECK) != 0;
+}
+
+/* `n` results with this status for host i, through version c (what a request pinned). */
+static void report(pt_cluster_t *c, unsigned i, int status, int n)
+{
+    for (int k = 0; k < n; k++)
+        pt_outlier_report(c, c->hosts[i], PT_OUTLIER_HTTP_RESPONSE, status);
+}
+
+static pt_stat_t healthy_gauge(void)
+{
+    return pt_stats_find("cluster.svc.membership_healthy");
+}
+
+/* The same version again (in the same view, or in a new view): nothing changes. */
+static void test_update_same_version(void)
+{
+    pt_worker_t w = {0};
+    w.loop = ev_loop_new(EVFLAG_AUTO);
+    pt_outlier_detector_t *d = pt_outlier_start(&w);
+    PT_CHECK(d != NULL);
+    version_t v1;
+    PT_CHECK_INT(version_make(&v1, SVC_OD("{}", EPS3) "," OTHER), 0);
+    PT_CHECK_INT(pt_outlier_update(d, v1.view), 0);
+    uint64_t t = pt_now_ms();
+    report(v1.svc, 1, 500, 5);
+    pt_outlier_detector_run_events(d, t);
+    PT_CHECK(out(v1.svc->hosts[1]));
+    pt_outlier_host_info_t before, after;
+    PT_CHECK_INT(pt_outlier_host_info(v1.svc->hosts[1], &before), 0);
+    mark();
+    PT_CHECK_INT(pt_outlier_update(d, v1.view), 0);
+    pt_view_t *again = pt_view_new(v1.cfg->clusters, v1.cfg->nclusters);
+    PT_CHECK(again != NULL);
+    PT_CHECK_INT(pt_outlier_update(d, again), 0);
+    PT_CHECK(out(v1.svc->hosts[1]));
+    PT_CHECK_INT(pt_outlier_host_info(v1.svc->hosts[1], &after), 0);
+    PT_CHECK(memcmp(&before, &after, sizeof(before)) == 0);
+    PT_CHECK_INT(active(), 1);
+    PT_CHECK_INT(delta("ejections_enforced_total"), 0);
+    /* Still watched as before: back when its time is over. */
+    pt_outlier_detector_run_expiry(d, before.uneject_at_ms);
+    PT_CHECK(!out(v1.svc->hosts[1]));
+    PT_CHECK_INT(active(), 0);
+    pt_outlier_stop(d);
+    ev_loop_destroy(w.loop);
+    pt_view_unref(again);
+    version_drop(&v1);
+}
+
+/* A new version listing the same hosts (here with another connect_timeout): an ejected host
+ * stays ejected, with its time; the detector no longer needs the old version; a request
+ * that still holds the old version reports through it. */
+static void test_update_new_version_keeps_ejection(void)
+{
+    pt_worker_t w = {0};
+    w.loop = ev_loop_new(EVFLAG_AUTO);
+    pt_outlier_detector_t *d = pt_outlier_start(&w);
+    PT_CHECK(d != NULL);
+    version_t v1, v2;
+    PT_CHECK_INT(version_make(&v1, SVC_OD("{'consecutive_5xx':5}", EPS5) "," OTHER), 0);
+    PT_CHECK_INT(pt_outlier_update(d, v1.view), 0);
+    uint64_t t = pt_now_ms();
+    report(v1.svc, 2, 503, 5);
+    pt_outlier_detector_run_events(d, t);
+    PT_CHECK(out(v1.svc->hosts[2]));
+    PT_CHECK_INT(active(), 1);
+    pt_outlier_host_info_t before, after;
+    pt_outlier_host_info(v1.svc->hosts[2], &before);
+    /* Three failures of host 0 so far: with a threshold of 3 in the new version the count
+     * has reached it, and the update raises the event a worker no longer would. */
+    report(v1.svc, 0, 500, 3);
+
+    PT_CHECK_INT(version_make(&v2, SVC_OD("{'consecutive_5xx':3}", EPS5) "," OTHER), 0);
+    PT_CHECK(v2.svc != v1.svc && v2.svc->state == v1.svc->state);
+    PT_CHECK(v2.svc->hosts[2] == v1.svc->hosts[2]);
+    /* A request of the old version still holds it; the rest goes. */
+    pt_cluster_t *pinned = pt_cluster_ref(v1.svc);
+    pt_host_t *h2 = v1.svc->hosts[2];
+    version_drop(&v1);
+    mark();
+    PT_CHECK_INT(pt_outlier_update(d, v2.view), 0);
+    PT_CHECK(out(h2));
+    pt_outlier_host_info(h2, &after);
+    PT_CHECK_INT(after.num_ejections, before.num_ejections);
+    PT_CHECK_INT(after.uneject_at_ms, before.uneject_at_ms);
+    PT_CHECK_INT(after.times_ejected, before.times_ejected);
+    /* Host 0 crossed the lowered threshold: the update raises its event. With one of five
+     * hosts out, max_ejection_percent (10) refuses a second ejection: detected, overflow. */
+    PT_CHECK_INT(delta("ejections_detected_consecutive_5xx"), 1);
+    PT_CHECK_INT(delta("ejections_overflow"), 1);
+    PT_CHECK(!out(v2.svc->hosts[0]));
+    PT_CHECK_INT(active(), 1);
+    PT_CHECK_INT(pt_stats_gauge_value(healthy_gauge()), 4);
+    /* The old version's request: its own thresholds (5) apply to what it reports. */
+    mark();
+    for (int k = 0; k < 4; k++)
+        pt_outlier_report(pinned, pinned->hosts[3], PT_OUTLIER_HTTP_RESPONSE, 500);
+    pt_outlier_detector_run_events(d, t);
+    PT_CHECK_INT(delta("ejections_detected_consecutive_5xx"), 0);
+    pt_outlier_report(pinned, pinned->hosts[3], PT_OUTLIER_HTTP_RESPONSE, 500);
+    pt_cluster_unref(pinned); /* the request ends before the main thread handles it */
+    pt_outlier_detector_run_events(d, t);
+    PT_CHECK_INT(delta("ejections_detected_consecutive_5xx"), 1);
+    PT_CHECK_INT(delta("ejections_overflow"), 1); /* 1 of 5 out already */
+    /* The ejection ends at its time, through the new version. */
+    pt_outlier_detector_run_expiry(d, before.uneject_at_ms - 1);
+    PT_CHECK(out(h2));
+    pt_outlier_detector_run_expiry(d, before.uneject_at_ms);
+    PT_CHECK(!out(h2));
+    PT_CHECK_INT(active(), 0);
+    PT_CHECK_INT(pt_stats_gauge_value(healthy_gauge()), 5);
+    pt_outlier_stop(d);
+    ev_loop_destroy(w.loop);
+    version_drop(&v2);
+}
+
+/* A changed interval re-arms the sweep on the loop with the new period. */
+static void test_update_interval_changed(void)
+{
+    pt_worker_t w = {0};
+    w.loop = ev_loop_new(EVFLAG_AUTO);
+    pt_outlier_detector_t *d = pt_outlier_start(&w);
+    PT_CHECK(d != NULL);
+    version_t v1, v2;
+#define VOLUMES                                                                            \
+    "'success_rate_minimum_hosts':1,'success_rate_request_volume':1,"                      \
+    "'failure_percentage_request_volume':1"
+    PT_CHECK_INT(version_make(&v1, SVC_OD("{'interval':'300s'," VOLUMES "}", EPS3)), 0);
+    PT_CHECK_INT(pt_outlier_update(d, v1.view), 0);
+    PT_CHECK_INT(version_make(&v2, SVC_OD("{'interval':'0.02s'," VOLUMES "}", EPS3)), 0);
+#undef VOLUMES
+    PT_CHECK_INT(pt_outlier_update(d, v2.view), 0);
+    report(v2.svc, 0, 200, 3);
+    report(v2.svc, 0, 500, 1);
+    uint64_t start = pt_now_ms();
+    while (pt_outlier_success_rate(v2.svc->hosts[0]) < 0 && pt_now_ms() - start < 10000)
+        ev_run(w.loop, EVRUN_ONCE);
+    PT_CHECK(pt_outlier_success_rate(v2.svc->hosts[0]) == 75.0);
+    pt_outlier_stop(d);
+    ev_loop_destroy(w.loop);
+    version_drop(&v1);
+    version_drop(&v2);
+}
+
+/* A host added by a new version is watched from the update on; a threshold it reached
+ * through the new version before the update (no detector registered for it yet) is not
+ * lost; its interval counts start at the update. */
+static void test_update_host_added(void)
+{
+    pt_worker_t w = {0};
+    w.loop = ev_loop_new(EVFLAG_AUTO);
+    pt_outlier_detector_t *d = pt_outlier_start(&w);
+    PT_CHECK(d != NULL);
+#define OD_SMALL "{'success_rate_request_volume':1,'failure_percentage_request_volume':1}"
+    version_t v1, v2, v3;
+    PT_CHECK_INT(version_make(&v1, SVC_OD(OD_SMALL, EPS3)), 0);
+    PT_CHECK_INT(pt_outlier_update(d, v1.view), 0);
+    PT_CHECK_INT(version_make(&v2, SVC_OD(OD_SMALL, EPS3 "," EP(4))), 0);
+    PT_CHECK_INT(version_make(&v3, SVC_OD(OD_SMALL, EPS3 "," EP(4) "," EP(5))), 0);
+#undef OD_SMALL
+    pt_host_t *h4 = v2.svc->hosts[3], *h5 = v3.svc->hosts[4];
+    PT_CHECK(h4->outlier != NULL && v1.svc->nhosts == 3);
+    /* Before the update: reported, but nothing watches the host. */
+    report(v2.svc, 3, 200, 7);
+    report(v2.svc, 3, 500, 5);
+    PT_CHECK(!out(h4));
+    mark();
+    PT_CHECK_INT(pt_outlier_update(d, v2.view), 0);
+    PT_CHECK(out(h4));
+    PT_CHECK_INT(delta("ejections_enforced_consecutive_5xx"), 1);
+    PT_CHECK_INT(active(), 1);
+    /* Brought back by an active check: then a fresh sweep counts only what follows. */
+    pt_outlier_health_check_passed(h4);
+    PT_CHECK(!out(h4));
+    report(v3.svc, 4, 200, 7); /* h5 before its update: not in its first interval */
+    PT_CHECK_INT(pt_outlier_update(d, v3.view), 0);
+    report(v3.svc, 4, 200, 1);
+    report(v3.svc, 4, 500, 1);
+    pt_outlier_detector_run_interval(d, pt_now_ms());
+    PT_CHECK(pt_outlier_success_rate(h5) == 50.0);
+    /* Watched like the others: five failures in a row eject it. */
+    report(v3.svc, 4, 500, 4);
+    pt_outlier_detector_run_events(d, pt_now_ms());
+    PT_CHECK(out(h5));
+    pt_outlier_stop(d);
+    ev_loop_destroy(w.loop);
+    version_drop(&v1);
+    version_drop(&v2);
+    version_drop(&v3);
+}
+
+/* A host removed while ejected: as in Envoy it no longer counts in ejections_active nor
+ * toward max_ejection_percent; the old version (still pinned) keeps it out. Listed again
+ * later while its object lives, it comes back as a new host. */
+static void test_update_host_removed_while_ejected(void)
+{
+    pt_worker_t w = {0};
+    w.loop = ev_loop_new(EVFLAG_AUTO);
+    pt_outlier_detector_t *d = pt_outlier_start(&w);
+    PT_CHECK(d != NULL);
+    version_t v1, v2, v3;
+    PT_CHECK_INT(version_make(&v1, SVC_OD("{}", EPS3)), 0);
+    PT_CHECK_INT(pt_outlier_update(d, v1.view), 0);
+    uint64_t t = pt_now_ms();
+    report(v1.svc, 2, 500, 5);
+    pt_outlier_detector_run_events(d, t);
+    pt_host_t *gone = v1.svc->hosts[2];
+    PT_CHECK(out(gone));
+    PT_CHECK_INT(active(), 1);
+    PT_CHECK_INT(version_make(&v2, SVC_OD("{}", EP(1) "," EP(2))), 0);
+    PT_CHECK_INT(pt_outlier_update(d, v2.view), 0);
+    PT_CHECK_INT(active(), 0);
+    PT_CHECK(out(gone)); /* for the requests of v1 */
+    PT_CHECK_INT(pt_stats_gauge_value(healthy_gauge()), 2);
+    /* With it still counted, 10% of 2 hosts would refuse this one. */
+    mark();
+    report(v2.svc, 0, 500, 5);
+    pt_outlier_detector_run_events(d, t);
+    PT_CHECK(out(v2.svc->hosts[0]));
+    PT_CHECK_INT(delta("ejections_overflow"), 0);
+    PT_CHECK_INT(active(), 1);
+    /* Reports for it through v1 go nowhere. */
+    report(v1.svc, 2, 500, 10);
+    pt_outlier_detector_run_events(d, t);
+    PT_CHECK_INT(delta("ejections_detected_consecutive_5xx"), 1);
+    /* Its ejection time passing changes nothing (it is not watched). */
+    pt_outlier_detector_run_expiry(d, t + 29999);
+    PT_CHECK(out(gone));
+    /* Back in v3 (its object lived on in v1): a new host, not ejected, no history. */
+    PT_CHECK_INT(version_make(&v3, SVC_OD("{}", EPS3)), 0);
+    PT_CHECK(v3.svc->hosts[2] == gone);
+    PT_CHECK_INT(pt_outlier_update(d, v3.view), 0);
+    PT_CHECK(!out(gone));
+    pt_outlier_host_info_t info;
+    pt_outlier_host_info(gone, &info);
+    PT_CHECK_INT(info.num_ejections, 0);
+    PT_CHECK_INT(info.times_ejected, 0);
+    PT_CHECK_INT(info.consecutive_5xx, 0);
+    PT_CHECK_INT(active(), 1); /* host 0 */
+    /* And watched: five failures eject it (1 of 3 out already: 10% refuses, overflow). */
+    mark();
+    report(v3.svc, 2, 500, 5);
+    pt_outlier_detector_run_events(d, t);
+    PT_CHECK_INT(delta("ejections_detected_consecutive_5xx"), 1);
+    PT_CHECK_INT(delta("ejections_overflow"), 1);
+    pt_outlier_stop(d);
+    ev_loop_destroy(w.loop);
+    version_drop(&v1);
+    version_drop(&v2);
+    version_drop(&v3);
+}
+
+/* A version without outlier_detection: the detector lets the cluster go and the hosts it
+ * lists come back at once; turned on again, they start afresh. */
+static void test_update_detection_removed(void)
+{
+    pt_worker_t w = {0};
+    w.loop = ev_loop_new(EVFLAG_AUTO);
+    pt_outlier_detector_t *d = pt_outlier_start(&w);
+    PT_CHECK(d != NULL);
+    version_t v1, v2, v3;
+    PT_CHECK_INT(version_make(&v1, SVC_OD("{}", EPS3)), 0);
+    PT_CHECK_INT(pt_outlier_update(d, v1.view), 0);
+    uint64_t t = pt_now_ms();
+    report(v1.svc, 1, 500, 5);
+    pt_outlier_detector_run_events(d, t);
+    PT_CHECK(out(v1.svc->hosts[1]));
+    /* Host 0 is two failures short of its threshold through v1. */
+    report(v1.svc, 0, 500, 3);
+    PT_CHECK_INT(version_make(&v2, SVC_PLAIN(EPS3)), 0);
+    PT_CHECK(v2.svc->outlier == NULL && v2.svc->hosts[1] == v1.svc->hosts[1]);
+    PT_CHECK_INT(pt_outlier_update(d, v2.view), 0);
+    PT_CHECK(!out(v2.svc->hosts[1]));
+    PT_CHECK_INT(active(), 0);
+    PT_CHECK_INT(pt_stats_gauge_value(healthy_gauge()), 3);
+    /* Requests of v2 report nothing; a request of v1 crossing the threshold is dropped. */
+    mark();
+    report(v2.svc, 2, 500, 10);
+    report(v1.svc, 0, 500, 2);
+    pt_outlier_detector_run_events(d, t);
+    PT_CHECK(!out(v2.svc->hosts[0]) && !out(v2.svc->hosts[2]));
+    PT_CHECK_INT(delta("ejections_detected_consecutive_5xx"), 0);
+    pt_outlier_detector_run_expiry(d, t + 60000);
+    pt_outlier_detector_run_interval(d, t + 60000);
+    /* On again: the hosts are watched from scratch. */
+    PT_CHECK_INT(version_make(&v3, SVC_OD("{}", EPS3)), 0);
+    PT_CHECK_INT(pt_outlier_update(d, v3.view), 0);
+    pt_outlier_host_info_t info;
+    pt_outlier_host_info(v3.svc->hosts[1], &info);
+    PT_CHECK_INT(info.num_ejections, 0);
+    PT_CHECK_INT(info.consecutive_5xx, 0);
+    report(v3.svc, 1, 500, 5);
+    pt_outlier_detector_run_events(d, t);
+    PT_CHECK(out(v3.svc->hosts[1]));
+    PT_CHECK_INT(active(), 1);
+    pt_outlier_stop(d);
+    ev_loop_destroy(w.loop);
+    version_drop(&v1);
+    version_drop(&v2);
+    version_drop(&v3);
+}
+
+/* A cluster removed from the view: its detector state goes, its hosts keep their bit (only
+ * older versions list them); an event still queued for one of its hosts, whose versions are
+ * all gone by the time the main thread looks, is dropped. */
+static void test_update_cluster_removed(void)
+{
+    pt_worker_t w = {0};
+    w.loop = ev_loop_new(EVFLAG_AUTO);
+    pt_outlier_detector_t *d = pt_outlier_start(&w);
+    PT_CHECK(d != NULL);
+    version_t v1, v2;
+    PT_CHECK_INT(version_make(&v1, SVC_OD("{}", EPS3) "," OTHER), 0);
+    PT_CHECK_INT(pt_outlier_update(d, v1.view), 0);
+    uint64_t t = pt_now_ms();
+    report(v1.svc, 0, 500, 5);
+    pt_outlier_detector_run_events(d, t);
+    PT_CHECK(out(v1.svc->hosts[0]));
+    PT_CHECK_INT(active(), 1);
+    /* Queued, not handled yet. */
+    report(v1.svc, 1, 500, 5);
+    pt_cluster_t *kept = pt_cluster_ref(v1.svc);
+    PT_CHECK(!out(kept->hosts[1]));
+    version_drop(&v1);
+    PT_CHECK_INT(version_make(&v2, OTHER), 0);
+    PT_CHECK(v2.svc == NULL);
+    mark();
+    PT_CHECK_INT(pt_outlier_update(d, v2.view), 0); /* handles the queue: dropped */
+    PT_CHECK(out(kept->hosts[0]));
+    PT_CHECK(!out(kept->hosts[1]));
+    PT_CHECK_INT(active(), 0);
+    PT_CHECK_INT(delta("ejections_detected_consecutive_5xx"), 0);
+    /* Again, with the last version gone before the queue is handled. */
+    report(kept, 2, 500, 5);
+    pt_cluster_unref(kept); /* the hosts live on in the queue's reference only */
+    pt_outlier_detector_run_events(d, t);
+    pt_outlier_detector_run_expiry(d, t + 60000);
+    pt_outlier_detector_run_interval(d, t + 60000);
+    PT_CHECK_INT(delta("ejections_detected_consecutive_5xx"), 0);
+    /* Queued, then the detector stops: the queue lets its hosts go. */
+    version_t v3;
+    PT_CHECK_INT(version_make(&v3, SVC_OD("{}", EPS3)), 0);
+    PT_CHECK_INT(pt_outlier_update(d, v3.view), 0);
+    report(v3.svc, 0, 500, 5);
+    version_drop(&v3);
+    pt_outlier_stop(d);
+    ev_loop_destroy(w.loop);
+    version_drop(&v2);
 }
 
 int main(void)
@@ -938,5 +1365,12 @@ int main(void)
     PT_RUN(test_failure_percentage_ejection);
     PT_RUN(test_before_start_and_health_check);
     PT_RUN(test_loop_timers);
+    PT_RUN(test_update_same_version);
+    PT_RUN(test_update_new_version_keeps_ejection);
+    PT_RUN(test_update_interval_changed);
+    PT_RUN(test_update_host_added);
+    PT_RUN(test_update_host_removed_while_ejected);
+    PT_RUN(test_update_detection_removed);
+    PT_RUN(test_update_cluster_removed);
     PT_TEST_EXIT();
 }
