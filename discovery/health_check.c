@@ -120,18 +120,10 @@ static int hexval(int c)
 /* HealthCheck.Payload (reader inside it): exactly one of text (hex) or binary (base64). */
 static void parse_payload(pt_cfg_t *r, pt_arena_t *a, pt_hc_payload_t *out)
 {
+    static const char *const kinds[] = {"text", "binary", NULL};
     memset(out, 0, sizeof(*out));
-    int n = pt_cfg_has(r, "text") + pt_cfg_has(r, "binary");
-    if (n == 0) {
-        pt_cfg_error(r, NULL, "one of text or binary is required");
+    if (pt_cfg_oneof(r, kinds, 1) < 0)
         return;
-    }
-    if (n > 1) {
-        pt_cfg_error(r, NULL, "only one of text and binary may be set");
-        (void)pt_cfg_get(r, "text");
-        (void)pt_cfg_get(r, "binary");
-        return;
-    }
     const char *s;
     if (pt_cfg_string(r, "text", &s, NULL) > 0) {
         size_t len = strlen(s);
@@ -412,26 +404,14 @@ static void parse_one(pt_cfg_t *r, pt_arena_t *a, pt_health_check_config_t *hc)
 
     /* The health_checker oneof. grpc and custom are Envoy's too, reported as not supported
      * when the object is left. */
-    int kinds = pt_cfg_has(r, "http_health_check") + pt_cfg_has(r, "tcp_health_check") +
-                pt_cfg_has(r, "grpc_health_check") + pt_cfg_has(r, "custom_health_check");
-    if (kinds == 0) {
-        pt_cfg_error(r, NULL,
-                     "one of http_health_check, tcp_health_check, grpc_health_check or "
-                     "custom_health_check is required");
-        return;
-    }
-    if (kinds > 1) {
-        pt_cfg_error(r, NULL,
-                     "only one of http_health_check, tcp_health_check, grpc_health_check and "
-                     "custom_health_check may be set");
-        pt_cfg_skip_rest(r);
-        return;
-    }
-    if (pt_cfg_enter(r, "http_health_check") > 0) {
+    static const char *const kinds[] = {"http_health_check", "tcp_health_check",
+                                        "grpc_health_check", "custom_health_check", NULL};
+    int kind = pt_cfg_oneof(r, kinds, 1);
+    if (kind == 0 && pt_cfg_enter(r, "http_health_check") > 0) {
         hc->kind = PT_HC_HTTP;
         parse_http(r, a, hc);
         pt_cfg_leave(r);
-    } else if (pt_cfg_has(r, "tcp_health_check")) {
+    } else if (kind == 1) {
         hc->kind = PT_HC_TCP;
         if (pt_cfg_enter(r, "tcp_health_check") > 0) {
             parse_tcp(r, a, hc);

@@ -200,33 +200,6 @@ static int cfg_int64(pt_cfg_t *r, const char *field, int64_t *out)
     return -1;
 }
 
-/* Names of `kinds` present in the current object, comma separated; returns how many, and
- * the index of the first in *first. */
-static int present_kinds(pt_cfg_t *r, const char *const *kinds, int *first, char *names, size_t len)
-{
-    int n = 0;
-    *first = -1;
-    names[0] = '\0';
-    for (int k = 0; kinds[k] != NULL; k++) {
-        if (!pt_cfg_has(r, kinds[k]))
-            continue;
-        if (*first < 0)
-            *first = k;
-        n++;
-        size_t o = strlen(names);
-        snprintf(names + o, len - o, "%s%s", o ? ", " : "", kinds[k]);
-    }
-    return n;
-}
-
-static int any_present(pt_cfg_t *r, const char *const *names)
-{
-    for (int i = 0; names[i] != NULL; i++)
-        if (pt_cfg_has(r, names[i]))
-            return 1;
-    return 0;
-}
-
 static void parse_header(pctx_t *p, hdr_matcher_t *hm)
 {
     static const char *const kinds[] = {"exact_match",    "safe_regex_match", "range_match",
@@ -248,19 +221,9 @@ static void parse_header(pctx_t *p, hdr_matcher_t *hm)
     pt_cfg_bool(r, "invert_match", &hm->invert, 0);
     pt_cfg_bool(r, "treat_missing_header_as_empty", &hm->treat_missing_as_empty, 0);
 
-    int found;
-    char names[200];
-    int n = present_kinds(r, kinds, &found, names, sizeof(names));
-    if (n > 1) {
-        pt_cfg_error(r, NULL,
-                     "only one of exact_match, safe_regex_match, range_match, "
-                     "present_match, prefix_match, suffix_match, contains_match, "
-                     "string_match may be given (found %s)",
-                     names);
-        for (int k = 0; kinds[k] != NULL; k++)
-            (void)pt_cfg_get(r, kinds[k]);
+    int found = pt_cfg_oneof(r, kinds, 0);
+    if (found == PT_CFG_ONEOF_MANY)
         return;
-    }
     const char *s;
     switch (found) {
     case -1: /* no specifier: the header must be present */
@@ -423,43 +386,13 @@ static void parse_any(pctx_t *p, node_t *n)
         pt_cfg_error(p->r, "any", "must be true");
 }
 
-/* Checks the oneof of a Permission/Principal; returns the index of the kind, or -1 after
- * reporting why there is none. */
-static int oneof_kind(pctx_t *p, const char *const *kinds, const char *const *unsupported,
-                      const char *what)
-{
-    pt_cfg_t *r = p->r;
-    int found;
-    char names[300];
-    int n = present_kinds(r, kinds, &found, names, sizeof(names));
-    if (n > 1) {
-        pt_cfg_error(r, NULL, "only one %s may be given (found %s)", what, names);
-        for (int k = 0; kinds[k] != NULL; k++)
-            (void)pt_cfg_get(r, kinds[k]);
-        return -1;
-    }
-    if (n == 0) {
-        /* An unsupported kind alone is reported as such when the object is left. */
-        if (!any_present(r, unsupported)) {
-            char list[300] = "";
-            for (int k = 0; kinds[k] != NULL; k++) {
-                size_t o = strlen(list);
-                snprintf(list + o, sizeof(list) - o, "%s%s", k ? ", " : "", kinds[k]);
-            }
-            pt_cfg_error(r, NULL, "one of %s is required", list);
-        }
-        return -1;
-    }
-    return found;
-}
-
 static void parse_permission(pctx_t *p, node_t *n)
 {
     pt_cfg_t *r = p->r;
     memset(n, 0, sizeof(*n));
     n->kind = N_ANY;
     pt_cfg_unsupported(r, perm_unsupported);
-    int k = oneof_kind(p, perm_kinds, perm_unsupported, "rule");
+    int k = pt_cfg_oneof(r, perm_kinds, !pt_cfg_has_any(r, perm_unsupported));
     uint64_t port;
     switch (k) {
     case 0:
@@ -549,7 +482,7 @@ static void parse_principal(pctx_t *p, node_t *n)
     memset(n, 0, sizeof(*n));
     n->kind = N_ANY;
     pt_cfg_unsupported(r, principal_unsupported);
-    int k = oneof_kind(p, principal_kinds, principal_unsupported, "identifier");
+    int k = pt_cfg_oneof(r, principal_kinds, !pt_cfg_has_any(r, principal_unsupported));
     switch (k) {
     case 0:
         n->kind = N_AND;

@@ -1063,37 +1063,17 @@ int pt_string_matcher_init(pt_string_matcher_t *m, pt_arena_t *a, pt_string_matc
 
 int pt_string_matcher_parse(pt_cfg_t *r, pt_arena_t *a, pt_string_matcher_t *out)
 {
-    static const char *const kinds[] = {"exact", "prefix", "suffix", "contains", "safe_regex"};
+    static const char *const kinds[] = {"exact",    "prefix",     "suffix",
+                                        "contains", "safe_regex", NULL};
     size_t errors_before = r->nerrors;
     memset(out, 0, sizeof(*out));
     pt_cfg_unsupported(r, string_matcher_unsupported);
     int ignore_case;
     pt_cfg_bool(r, "ignore_case", &ignore_case, 0);
 
-    int found = -1, nfound = 0;
-    char names[96] = "";
-    for (int k = 0; k < 5; k++) {
-        if (!pt_cfg_has(r, kinds[k]))
-            continue;
-        if (found < 0)
-            found = k;
-        nfound++;
-        size_t o = strlen(names);
-        snprintf(names + o, sizeof(names) - o, "%s%s", o ? ", " : "", kinds[k]);
-    }
-    if (nfound == 0) {
-        pt_cfg_error(r, NULL, "one of exact, prefix, suffix, contains or safe_regex is required");
+    int found = pt_cfg_oneof(r, kinds, 1);
+    if (found < 0)
         return -1;
-    }
-    if (nfound > 1) {
-        pt_cfg_error(r, NULL,
-                     "only one of exact, prefix, suffix, contains, safe_regex may be "
-                     "given (found %s)",
-                     names);
-        for (int k = 0; k < 5; k++)
-            (void)pt_cfg_get(r, kinds[k]); /* consumed: not also "unknown" */
-        return -1;
-    }
     if (found == PT_STRING_REGEX) {
         int rc = pt_cfg_enter(r, "safe_regex");
         if (rc > 0) {

@@ -445,7 +445,7 @@ static void parse_header_matcher(pctx_t *p, pt_header_matcher_t *hm)
 {
     static const char *const kinds[] = {"exact_match",    "safe_regex_match", "range_match",
                                         "present_match",  "prefix_match",     "suffix_match",
-                                        "contains_match", "string_match"};
+                                        "contains_match", "string_match",     NULL};
     pt_cfg_t *r = p->r;
     memset(hm, 0, sizeof(*hm));
     const char *name;
@@ -462,30 +462,12 @@ static void parse_header_matcher(pctx_t *p, pt_header_matcher_t *hm)
     pt_cfg_bool(r, "invert_match", &hm->invert, 0);
     pt_cfg_bool(r, "treat_missing_header_as_empty", &hm->treat_missing_as_empty, 0);
 
-    int found = -1, nfound = 0;
-    char names[160] = "";
-    for (int k = 0; k < 8; k++) {
-        if (!pt_cfg_has(r, kinds[k]))
-            continue;
-        if (found < 0)
-            found = k;
-        nfound++;
-        size_t o = strlen(names);
-        snprintf(names + o, sizeof(names) - o, "%s%s", o ? ", " : "", kinds[k]);
-    }
-    if (nfound > 1) {
-        pt_cfg_error(r, NULL,
-                     "only one of exact_match, safe_regex_match, range_match, "
-                     "present_match, prefix_match, suffix_match, contains_match, "
-                     "string_match may be given (found %s)",
-                     names);
-        for (int k = 0; k < 8; k++)
-            (void)pt_cfg_get(r, kinds[k]);
+    int found = pt_cfg_oneof(r, kinds, 0);
+    if (found == PT_CFG_ONEOF_MANY)
         return;
-    }
     const char *s;
     switch (found) {
-    case -1: /* no specifier: a presence check (so invert_match asks for absence) */
+    case PT_CFG_ONEOF_NONE: /* no specifier: a presence check (so invert_match asks for absence) */
         hm->kind = PT_HEADER_MATCH_PRESENT;
         hm->present = 1;
         break;
@@ -553,9 +535,8 @@ static void parse_query_matcher(pctx_t *p, pt_query_matcher_t *qm)
         qm->name = sdup(p, name);
         qm->name_len = strlen(name);
     }
-    int has_string = pt_cfg_has(r, "string_match"), has_present = pt_cfg_has(r, "present_match");
-    if (has_string && has_present)
-        pt_cfg_error(r, NULL, "only one of string_match, present_match may be given");
+    static const char *const kinds[] = {"string_match", "present_match", NULL};
+    int has_string = pt_cfg_oneof(r, kinds, 0) == 0;
     /* present_match (either value, as Envoy evaluates it) and no specifier at all both mean
      * "the parameter is present". */
     int present;
@@ -568,37 +549,15 @@ static void parse_query_matcher(pctx_t *p, pt_query_matcher_t *qm)
 
 static void parse_match(pctx_t *p, pt_route_match_spec_t *m)
 {
-    static const char *const kinds[] = {"prefix", "path", "safe_regex", "path_separated_prefix"};
+    static const char *const kinds[] = {"prefix", "path", "safe_regex", "path_separated_prefix",
+                                        NULL};
+    static const char *const kinds_unsupported[] = {"connect_matcher", "path_match_policy", NULL};
     static const pt_path_match_kind_t kind_of[] = {PT_PATH_PREFIX, PT_PATH_EXACT, PT_PATH_REGEX,
                                                    PT_PATH_SEPARATED_PREFIX};
     pt_cfg_t *r = p->r;
     pt_cfg_unsupported(r, match_unsupported);
     memset(m, 0, sizeof(*m));
-    int found = -1, nfound = 0;
-    char names[96] = "";
-    for (int k = 0; k < 4; k++) {
-        if (!pt_cfg_has(r, kinds[k]))
-            continue;
-        if (found < 0)
-            found = k;
-        nfound++;
-        size_t o = strlen(names);
-        snprintf(names + o, sizeof(names) - o, "%s%s", o ? ", " : "", kinds[k]);
-    }
-    int unsupported_path = pt_cfg_has(r, "connect_matcher") || pt_cfg_has(r, "path_match_policy");
-    if (nfound == 0 && !unsupported_path)
-        pt_cfg_error(r, NULL,
-                     "one of prefix, path, safe_regex or path_separated_prefix is "
-                     "required");
-    if (nfound > 1) {
-        pt_cfg_error(r, NULL,
-                     "only one of prefix, path, safe_regex, path_separated_prefix may "
-                     "be given (found %s)",
-                     names);
-        for (int k = 0; k < 4; k++)
-            (void)pt_cfg_get(r, kinds[k]);
-        found = -1;
-    }
+    int found = pt_cfg_oneof(r, kinds, !pt_cfg_has_any(r, kinds_unsupported));
     pt_cfg_bool(r, "case_sensitive", &m->case_sensitive, 1);
     if (found >= 0) {
         m->kind = kind_of[found];
@@ -757,31 +716,10 @@ static void parse_route_action(pctx_t *p, pt_route_t *rt)
     int prio;
     pt_cfg_enum(r, "priority", priorities, NULL, &prio, 0);
     rt->priority = prio;
-    static const char *const kinds[] = {"cluster", "weighted_clusters", "cluster_header"};
-    int found = -1, nfound = 0;
-    char names[96] = "";
-    for (int k = 0; k < 3; k++) {
-        if (!pt_cfg_has(r, kinds[k]))
-            continue;
-        if (found < 0)
-            found = k;
-        nfound++;
-        size_t o = strlen(names);
-        snprintf(names + o, sizeof(names) - o, "%s%s", o ? ", " : "", kinds[k]);
-    }
-    int plugin = pt_cfg_has(r, "cluster_specifier_plugin") ||
-                 pt_cfg_has(r, "inline_cluster_specifier_plugin");
-    if (nfound == 0 && !plugin)
-        pt_cfg_error(r, NULL, "one of cluster, weighted_clusters or cluster_header is required");
-    if (nfound > 1) {
-        pt_cfg_error(r, NULL,
-                     "only one of cluster, weighted_clusters, cluster_header may be "
-                     "given (found %s)",
-                     names);
-        for (int k = 0; k < 3; k++)
-            (void)pt_cfg_get(r, kinds[k]);
-        found = -1;
-    }
+    static const char *const kinds[] = {"cluster", "weighted_clusters", "cluster_header", NULL};
+    static const char *const plugins[] = {"cluster_specifier_plugin",
+                                          "inline_cluster_specifier_plugin", NULL};
+    int found = pt_cfg_oneof(r, kinds, !pt_cfg_has_any(r, plugins));
     const char *s;
     char q[300];
     if (found == 0) {
@@ -810,8 +748,8 @@ static void parse_route_action(pctx_t *p, pt_route_t *rt)
     }
 
     /* Path rewrites: one of prefix_rewrite, regex_rewrite. */
-    if (pt_cfg_has(r, "prefix_rewrite") && pt_cfg_has(r, "regex_rewrite"))
-        pt_cfg_error(r, NULL, "only one of prefix_rewrite, regex_rewrite may be given");
+    static const char *const path_rewrites[] = {"prefix_rewrite", "regex_rewrite", NULL};
+    pt_cfg_oneof(r, path_rewrites, 0);
     rt->rewrite.prefix = header_string(p, "prefix_rewrite", 0);
     if (pt_cfg_enter(r, "regex_rewrite") > 0) {
         parse_regex_rewrite(p, &rt->rewrite);
@@ -819,10 +757,10 @@ static void parse_route_action(pctx_t *p, pt_route_t *rt)
     }
 
     /* Host rewrites: one of host_rewrite_literal, auto_host_rewrite. */
-    int auto_rc = pt_cfg_bool(r, "auto_host_rewrite", &rt->auto_host_rewrite, 0);
+    static const char *const host_rewrites[] = {"host_rewrite_literal", "auto_host_rewrite", NULL};
+    pt_cfg_oneof(r, host_rewrites, 0);
+    pt_cfg_bool(r, "auto_host_rewrite", &rt->auto_host_rewrite, 0);
     rt->host_rewrite_literal = header_string(p, "host_rewrite_literal", 0);
-    if (auto_rc > 0 && rt->host_rewrite_literal != NULL)
-        pt_cfg_error(r, NULL, "only one of host_rewrite_literal, auto_host_rewrite may be given");
 
     pt_cfg_duration_ms(r, "timeout", &rt->timeout_ms, 15000);
     if (pt_cfg_duration_ms(r, "idle_timeout", &rt->idle_timeout_ms, 0) <= 0)
@@ -863,10 +801,11 @@ static void parse_redirect(pctx_t *p, pt_route_t *rt)
     pt_cfg_t *r = p->r;
     pt_redirect_t *rd = &rt->redirect;
     rt->action = PT_ROUTE_ACTION_REDIRECT;
-    int https_rc = pt_cfg_bool(r, "https_redirect", &rd->https_redirect, 0);
+    static const char *const schemes[] = {"https_redirect", "scheme_redirect", NULL};
+    static const char *const paths[] = {"path_redirect", "prefix_rewrite", "regex_rewrite", NULL};
+    pt_cfg_oneof(r, schemes, 0);
+    pt_cfg_bool(r, "https_redirect", &rd->https_redirect, 0);
     rd->scheme_redirect = header_string(p, "scheme_redirect", 0);
-    if (https_rc > 0 && rd->scheme_redirect != NULL)
-        pt_cfg_error(r, NULL, "only one of https_redirect, scheme_redirect may be given");
     if (rd->scheme_redirect != NULL) {
         const char *s = rd->scheme_redirect;
         int ok = isalpha((unsigned char)s[0]);
@@ -881,12 +820,7 @@ static void parse_redirect(pctx_t *p, pt_route_t *rt)
     pt_cfg_uint(r, "port_redirect", &port, 0, 0, 65535);
     rd->port_redirect = (uint32_t)port;
 
-    int npath = pt_cfg_has(r, "path_redirect") + pt_cfg_has(r, "prefix_rewrite") +
-                pt_cfg_has(r, "regex_rewrite");
-    if (npath > 1)
-        pt_cfg_error(r, NULL,
-                     "only one of path_redirect, prefix_rewrite, regex_rewrite may be "
-                     "given");
+    pt_cfg_oneof(r, paths, 0);
     rd->path_redirect = header_string(p, "path_redirect", 0);
     if (rd->path_redirect != NULL)
         rd->path_redirect_has_query = strchr(rd->path_redirect, '?') != NULL;
@@ -906,19 +840,9 @@ static void parse_body(pctx_t *p, pt_route_t *rt)
 {
     pt_cfg_t *r = p->r;
     pt_cfg_unsupported(r, data_source_unsupported);
-    int n =
-        pt_cfg_has(r, "filename") + pt_cfg_has(r, "inline_bytes") + pt_cfg_has(r, "inline_string");
-    if (n > 1) {
-        pt_cfg_error(r, NULL, "only one of filename, inline_bytes, inline_string may be given");
-        (void)pt_cfg_get(r, "filename");
-        (void)pt_cfg_get(r, "inline_bytes");
-        (void)pt_cfg_get(r, "inline_string");
+    static const char *const sources[] = {"filename", "inline_bytes", "inline_string", NULL};
+    if (pt_cfg_oneof(r, sources, !pt_cfg_has_any(r, data_source_unsupported)) < 0)
         return;
-    }
-    if (n == 0 && !pt_cfg_has(r, "environment_variable") && !pt_cfg_has(r, "watched_directory")) {
-        pt_cfg_error(r, NULL, "one of filename, inline_bytes or inline_string is required");
-        return;
-    }
     const char *s;
     const char *field = NULL;
     if (pt_cfg_string(r, "inline_string", &s, NULL) > 0) {
@@ -1018,29 +942,10 @@ static void parse_route(pctx_t *p, pt_route_t *rt)
         pt_cfg_leave(r);
     }
 
-    static const char *const kinds[] = {"route", "redirect", "direct_response"};
-    int found = -1, nfound = 0;
-    char names[96] = "";
-    for (int k = 0; k < 3; k++) {
-        if (!pt_cfg_has(r, kinds[k]))
-            continue;
-        if (found < 0)
-            found = k;
-        nfound++;
-        size_t o = strlen(names);
-        snprintf(names + o, sizeof(names) - o, "%s%s", o ? ", " : "", kinds[k]);
-    }
-    int other = pt_cfg_has(r, "filter_action") || pt_cfg_has(r, "non_forwarding_action");
-    if (nfound == 0 && !other)
-        pt_cfg_error(r, NULL, "one of route, redirect or direct_response is required");
-    if (nfound > 1) {
-        pt_cfg_error(r, NULL,
-                     "only one of route, redirect, direct_response may be given "
-                     "(found %s)",
-                     names);
-        for (int k = 0; k < 3; k++)
-            (void)pt_cfg_get(r, kinds[k]);
-    } else if (found >= 0 && pt_cfg_enter(r, kinds[found]) > 0) {
+    static const char *const kinds[] = {"route", "redirect", "direct_response", NULL};
+    static const char *const other_actions[] = {"filter_action", "non_forwarding_action", NULL};
+    int found = pt_cfg_oneof(r, kinds, !pt_cfg_has_any(r, other_actions));
+    if (found >= 0 && pt_cfg_enter(r, kinds[found]) > 0) {
         if (found == 0)
             parse_route_action(p, rt);
         else if (found == 1)

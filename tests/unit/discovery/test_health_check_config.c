@@ -368,7 +368,7 @@ static void test_tcp_errors(void)
     REJECTS(WITH_HC("[{" BASE ",'tcp_health_check':{'send':{}}}]"),
             TCP0 ".send: one of text or binary is required");
     REJECTS(WITH_HC("[{" BASE ",'tcp_health_check':{'receive':[{'text':'00','binary':'AA=='}]}}]"),
-            TCP0 ".receive[0]: only one of text and binary may be set");
+            TCP0 ".receive[0]: only one of text, binary may be given (found text, binary)");
     REJECTS(WITH_HC("[{" BASE ",'tcp_health_check':{'receive':{'text':'00'}}}]"),
             TCP0 ".receive: {\"text\":\"00\"} is not a list");
 }
@@ -380,8 +380,8 @@ static void test_unsupported(void)
     REJECTS(WITH_HC("[{" BASE ",'custom_health_check':{'name':'redis'}}]"),
             HC0 ".custom_health_check: field is not supported");
     REJECTS(WITH_HC("[{" BASE ",'http_health_check':{'path':'/'},'tcp_health_check':{}}]"),
-            HC0 ": only one of http_health_check, tcp_health_check, grpc_health_check and "
-                "custom_health_check may be set");
+            HC0 ": only one of http_health_check, tcp_health_check, grpc_health_check, "
+                "custom_health_check may be given (found http_health_check, tcp_health_check)");
     REJECTS(WITH_HC("[{" BASE ",'event_log_path':'/tmp/hc.log','tcp_health_check':{}}]"),
             HC0 ".event_log_path: field is not supported");
     REJECTS(WITH_HC("[{" BASE ",'tls_options':{'alpn_protocols':['h2']},'tcp_health_check':{}}]"),

@@ -139,15 +139,18 @@ static void test_config_errors(void)
         /* the oneof */
         {HTTP, POL("{}", "{'any':true}"),
          E(PP ": one of and_rules, or_rules, any, header, url_path, destination_ip, "
-              "destination_port, destination_port_range, requested_server_name, not_rule is "
+              "destination_port, destination_port_range, requested_server_name or not_rule is "
               "required")},
         {HTTP, POL("{'any':true}", "{}"),
          E(PR ": one of and_ids, or_ids, any, authenticated, source_ip, direct_remote_ip, "
-              "remote_ip, header, url_path, not_id is required")},
+              "remote_ip, header, url_path or not_id is required")},
         {HTTP, POL("{'any':true,'destination_port':80}", "{'any':true}"),
-         E(PP ": only one rule may be given (found any, destination_port)")},
+         E(PP ": only one of and_rules, or_rules, any, header, url_path, destination_ip, "
+              "destination_port, destination_port_range, requested_server_name, not_rule may "
+              "be given (found any, destination_port)")},
         {HTTP, POL("{'any':true}", "{'any':true,'remote_ip':{'address_prefix':'::1'}}"),
-         E(PR ": only one identifier may be given (found any, remote_ip)")},
+         E(PR ": only one of and_ids, or_ids, any, authenticated, source_ip, direct_remote_ip, "
+              "remote_ip, header, url_path, not_id may be given (found any, remote_ip)")},
         {HTTP, POL("{'any':false}", "{'any':true}"), E(PP ".any: must be true")},
         {HTTP, POL("{'any':true,'bogus':1}", "{'any':true}"), E(PP ".bogus: unknown field")},
         /* sets */

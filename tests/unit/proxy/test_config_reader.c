@@ -444,6 +444,87 @@ static void test_skip_rest(void)
     json_decref(root);
 }
 
+/* pt_cfg_oneof: which of a set of exclusive fields is present, with the errors for none and
+ * several at the object's full path. */
+static void test_oneof(void)
+{
+    static const char *const abc[] = {"alpha", "beta_field", "gamma", NULL};
+    static const char *const two[] = {"alpha", "gamma", NULL};
+    static const char *const alternatives[] = {"delta", NULL};
+    json_t *root = J("{'one': {'gamma': 1},"
+                     " 'camel': {'betaField': 'x'},"
+                     " 'none': {'other': 1},"
+                     " 'nulls': {'alpha': null},"
+                     " 'optional': {},"
+                     " 'many': {'alpha': 1, 'gamma': 2, 'beta_field': 3},"
+                     " 'pair': {'alpha': 1, 'gamma': 2},"
+                     " 'alt': {'delta': {}},"
+                     " 'list': [{'x': {'alpha': 1, 'beta_field': 2}}]}");
+    pt_cfg_t r;
+    pt_cfg_init(&r, root);
+
+    /* Exactly one: its index, and it is left for the caller to read (so unread, it would be
+     * reported as unknown). */
+    PT_CHECK_INT(pt_cfg_enter(&r, "one"), 1);
+    PT_CHECK_INT(pt_cfg_oneof(&r, abc, 1), 2);
+    uint64_t v;
+    PT_CHECK_INT(pt_cfg_uint(&r, "gamma", &v, 0, 0, 10), 1);
+    pt_cfg_leave(&r);
+    PT_CHECK_INT(pt_cfg_enter(&r, "camel"), 1); /* proto3 JSON spelling counts */
+    PT_CHECK_INT(pt_cfg_oneof(&r, abc, 1), 1);
+    PT_CHECK(pt_cfg_get(&r, "beta_field") != NULL);
+    pt_cfg_leave(&r);
+    NO_ERRORS(&r);
+
+    /* None: an error only when required. A null value is not set. */
+    PT_CHECK_INT(pt_cfg_enter(&r, "none"), 1);
+    PT_CHECK_INT(pt_cfg_oneof(&r, abc, 1), PT_CFG_ONEOF_NONE);
+    (void)pt_cfg_get(&r, "other");
+    pt_cfg_leave(&r);
+    PT_CHECK_INT(pt_cfg_enter(&r, "nulls"), 1);
+    PT_CHECK_INT(pt_cfg_oneof(&r, two, 1), PT_CFG_ONEOF_NONE);
+    (void)pt_cfg_get(&r, "alpha");
+    pt_cfg_leave(&r);
+    PT_CHECK_INT(pt_cfg_enter(&r, "optional"), 1);
+    PT_CHECK_INT(pt_cfg_oneof(&r, abc, 0), PT_CFG_ONEOF_NONE);
+    pt_cfg_leave(&r);
+
+    /* Several: one error naming those found; all are consumed, none is also "unknown". */
+    PT_CHECK_INT(pt_cfg_enter(&r, "many"), 1);
+    PT_CHECK_INT(pt_cfg_oneof(&r, abc, 1), PT_CFG_ONEOF_MANY);
+    pt_cfg_leave(&r);
+    PT_CHECK_INT(pt_cfg_enter(&r, "pair"), 1);
+    PT_CHECK_INT(pt_cfg_oneof(&r, two, 0), PT_CFG_ONEOF_MANY);
+    pt_cfg_leave(&r);
+
+    /* A known alternative stands in for a required choice: the caller says so. */
+    PT_CHECK_INT(pt_cfg_enter(&r, "alt"), 1);
+    PT_CHECK_INT(pt_cfg_has_any(&r, alternatives), 1);
+    PT_CHECK_INT(pt_cfg_has_any(&r, abc), 0);
+    PT_CHECK_INT(pt_cfg_oneof(&r, abc, !pt_cfg_has_any(&r, alternatives)), PT_CFG_ONEOF_NONE);
+    pt_cfg_leave(&r); /* delta was not read: unknown */
+
+    /* Inside a list element the path has the index. */
+    PT_CHECK_INT((int)pt_cfg_array(&r, "list", NULL), 1);
+    PT_CHECK_INT(pt_cfg_enter_index(&r, 0), 1);
+    PT_CHECK_INT(pt_cfg_enter(&r, "x"), 1);
+    PT_CHECK_INT(pt_cfg_oneof(&r, abc, 1), PT_CFG_ONEOF_MANY);
+    pt_cfg_leave(&r);
+    pt_cfg_leave(&r);
+    pt_cfg_leave_array(&r);
+    pt_cfg_finish(&r);
+    ERRORS_ARE(&r, "none: one of alpha, beta_field or gamma is required",
+               "nulls: one of alpha or gamma is required",
+               "many: only one of alpha, beta_field, gamma may be given (found alpha, beta_field, "
+               "gamma)",
+               "pair: only one of alpha, gamma may be given (found alpha, gamma)",
+               "alt.delta: unknown field",
+               "list[0].x: only one of alpha, beta_field, gamma may be given (found alpha, "
+               "beta_field)");
+    pt_cfg_dispose(&r);
+    json_decref(root);
+}
+
 /* Nesting beyond PT_CFG_MAX_DEPTH is an error, not a frame-stack overflow, whether the
  * deepest level is entered as an object, a list element or a list. */
 static json_t *nested(int levels)
@@ -843,6 +924,7 @@ int main(void)
     PT_RUN(test_camel_case);
     PT_RUN(test_enter_any);
     PT_RUN(test_skip_rest);
+    PT_RUN(test_oneof);
     PT_RUN(test_depth_limit_objects);
     PT_RUN(test_depth_limit_lists);
     PT_RUN(test_init_at);

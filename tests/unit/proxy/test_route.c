@@ -1157,11 +1157,11 @@ static void test_config_errors(void)
         {ROUTE("{'match':{'prefix':'/'},'route':{'cluster':'a','prefix_rewrite':'/x',"
                "'regex_rewrite':{'pattern':{'regex':'a'},'substitution':'b'}}}"),
          {"rc.virtual_hosts[0].routes[0].route: only one of prefix_rewrite, regex_rewrite may "
-          "be given"}},
+          "be given (found prefix_rewrite, regex_rewrite)"}},
         {ROUTE("{'match':{'prefix':'/'},'route':{'cluster':'a','host_rewrite_literal':'h',"
                "'auto_host_rewrite':true}}"),
          {"rc.virtual_hosts[0].routes[0].route: only one of host_rewrite_literal, "
-          "auto_host_rewrite may be given"}},
+          "auto_host_rewrite may be given (found host_rewrite_literal, auto_host_rewrite)"}},
         {ROUTE("{'match':{'prefix':'/'},'route':{'cluster':'a','upgrade_configs':["
                "{'upgrade_type':'websocket'},{'upgrade_type':'WebSocket'}]}}"),
          {"rc.virtual_hosts[0].routes[0].route.upgrade_configs[1].upgrade_type: duplicate "
@@ -1192,7 +1192,7 @@ static void test_config_errors(void)
              "{'match':{'prefix':'/'},'direct_response':{'status':200,'body':{'inline_string':'a',"
              "'filename':'b'}}}"),
          {"rc.virtual_hosts[0].routes[0].direct_response.body: only one of filename, "
-          "inline_bytes, inline_string may be given"}},
+          "inline_bytes, inline_string may be given (found filename, inline_string)"}},
         {ROUTE("{'match':{'prefix':'/"
                "'},'direct_response':{'status':200,'body':{'environment_variable':'X'}}}"),
          {"rc.virtual_hosts[0].routes[0].direct_response.body.environment_variable: field is "
@@ -1201,10 +1201,10 @@ static void test_config_errors(void)
         {ROUTE(
              "{'match':{'prefix':'/'},'redirect':{'https_redirect':true,'scheme_redirect':'ftp'}}"),
          {"rc.virtual_hosts[0].routes[0].redirect: only one of https_redirect, scheme_redirect "
-          "may be given"}},
+          "may be given (found https_redirect, scheme_redirect)"}},
         {ROUTE("{'match':{'prefix':'/'},'redirect':{'path_redirect':'/a','prefix_rewrite':'/b'}}"),
          {"rc.virtual_hosts[0].routes[0].redirect: only one of path_redirect, prefix_rewrite, "
-          "regex_rewrite may be given"}},
+          "regex_rewrite may be given (found path_redirect, prefix_rewrite)"}},
         {ROUTE("{'match':{'prefix':'/'},'redirect':{'response_code':'MOVED'}}"),
          {"rc.virtual_hosts[0].routes[0].redirect.response_code: \"MOVED\" is not a valid value "
           "(expected one of: MOVED_PERMANENTLY, FOUND, SEE_OTHER, TEMPORARY_REDIRECT, "
@@ -1230,7 +1230,7 @@ static void test_config_errors(void)
         {ROUTE("{'match':{'prefix':'/','query_parameters':[{'name':'q','present_match':true,"
                "'string_match':{'exact':'1'}}]},'route':{'cluster':'a'}}"),
          {"rc.virtual_hosts[0].routes[0].match.query_parameters[0]: only one of string_match, "
-          "present_match may be given"}},
+          "present_match may be given (found string_match, present_match)"}},
         /* header mutations */
         {VH(",'response_headers_to_remove':[null,{}]"),
          {"rc.virtual_hosts[0].response_headers_to_remove[0]: null is not a string",
