@@ -390,6 +390,32 @@ int pt_cfg_double(pt_cfg_t *r, const char *field, double *out, double def, doubl
     return 1;
 }
 
+int pt_cfg_int64(pt_cfg_t *r, const char *field, int64_t *out)
+{
+    json_t *v = pt_cfg_get(r, field);
+    *out = 0;
+    if (v == NULL)
+        return 0;
+    if (json_is_integer(v)) {
+        *out = (int64_t)json_integer_value(v);
+        return 1;
+    }
+    if (json_is_string(v)) {
+        const char *s = json_string_value(v);
+        char *end;
+        errno = 0;
+        long long n = strtoll(s, &end, 10);
+        if (*s != '\0' && *end == '\0' && errno == 0 && !isspace((unsigned char)*s)) {
+            *out = (int64_t)n;
+            return 1;
+        }
+    }
+    char tmp[128];
+    render(v, tmp, sizeof(tmp));
+    pt_cfg_error(r, field, "%s is not an integer", tmp);
+    return -1;
+}
+
 int pt_duration_parse_ms(const char *s, uint64_t *out_ms)
 {
     const char *p = s;

@@ -116,6 +116,8 @@ int pt_cfg_uint(pt_cfg_t *r, const char *field, uint64_t *out, uint64_t def, uin
                 uint64_t max);
 int pt_cfg_double(pt_cfg_t *r, const char *field, double *out, double def, double min,
                   double max);
+/* A signed 64-bit integer (proto3 JSON: a number or a decimal string); 0 when absent. */
+int pt_cfg_int64(pt_cfg_t *r, const char *field, int64_t *out);
 /* Duration in milliseconds ("1.5s", {seconds, nanos}); must be >= 0. */
 int pt_cfg_duration_ms(pt_cfg_t *r, const char *field, uint64_t *out_ms, uint64_t def);
 /* Enum by name. `values` is a NULL-terminated list of names petrel supports (index = result);

@@ -156,22 +156,6 @@ static char *lower_dup(pt_arena_t *a, const char *s)
     return d;
 }
 
-/* RFC 9110 token characters (a header name), optionally after a leading ':' for the
- * pseudo-headers a matcher may name. */
-static int valid_header_name(const char *s, int allow_pseudo)
-{
-    if (allow_pseudo && *s == ':')
-        s++;
-    if (*s == '\0')
-        return 0;
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (!isalnum(c) && strchr("!#$%&'*+-.^_`|~", c) == NULL)
-            return 0;
-    }
-    return 1;
-}
-
 /* Envoy's HTTP_HEADER_VALUE (not strict): no NUL, CR or LF, so nothing configured can split
  * a header or a response. */
 static int valid_header_value(const char *s)
@@ -237,33 +221,6 @@ static int strset_add(strset_t *set, const char *s)
     set->slots[h] = s;
     set->count++;
     return 1;
-}
-
-/* Signed 64-bit integer field (proto3 JSON: a number or a decimal string). */
-static int cfg_int64(pt_cfg_t *r, const char *field, int64_t *out)
-{
-    json_t *v = pt_cfg_get(r, field);
-    *out = 0;
-    if (v == NULL)
-        return 0;
-    if (json_is_integer(v)) {
-        *out = (int64_t)json_integer_value(v);
-        return 1;
-    }
-    if (json_is_string(v)) {
-        const char *s = json_string_value(v);
-        char *end;
-        errno = 0;
-        long long n = strtoll(s, &end, 10);
-        if (*s != '\0' && *end == '\0' && errno == 0 && !isspace((unsigned char)*s)) {
-            *out = (int64_t)n;
-            return 1;
-        }
-    }
-    char *d = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-    pt_cfg_error(r, field, "%s is not an integer", d ? d : "?");
-    free(d);
-    return -1;
 }
 
 /* ---- parsing context ---------------------------------------------------------------- */
@@ -342,7 +299,7 @@ static void parse_header_add(pctx_t *p, pt_header_add_t *out)
                              "%s may not be modified: pseudo-headers and host are not "
                              "mutable (as in Envoy)",
                              q);
-            else if (!valid_header_name(key, 0))
+            else if (!pt_http_header_name_valid(key, 0))
                 pt_cfg_error(r, "key", "%s is not a valid header name", q);
             else
                 out->key = lower_dup(p->a, key);
@@ -427,7 +384,7 @@ static void parse_mutations(pctx_t *p, const char *prefix, pt_header_mutations_t
                                  "%s may not be removed: pseudo-headers and host are "
                                  "not mutable (as in Envoy)",
                                  q);
-                else if (!valid_header_name(name, 0))
+                else if (!pt_http_header_name_valid(name, 0))
                     pt_cfg_error(r, NULL, "%s is not a valid header name", q);
                 else
                     rm[m->nremove++] = lower_dup(p->a, name);
@@ -440,86 +397,6 @@ static void parse_mutations(pctx_t *p, const char *prefix, pt_header_mutations_t
 }
 
 /* ---- route match ---------------------------------------------------------------------- */
-
-static void parse_header_matcher(pctx_t *p, pt_header_matcher_t *hm)
-{
-    static const char *const kinds[] = {"exact_match",    "safe_regex_match", "range_match",
-                                        "present_match",  "prefix_match",     "suffix_match",
-                                        "contains_match", "string_match",     NULL};
-    pt_cfg_t *r = p->r;
-    memset(hm, 0, sizeof(*hm));
-    const char *name;
-    int rc = pt_cfg_string(r, "name", &name, NULL);
-    char q[300];
-    if (rc == 0) {
-        pt_cfg_error(r, "name", "is required");
-    } else if (rc > 0) {
-        quote(name, q, sizeof(q));
-        if (!valid_header_name(name, 1))
-            pt_cfg_error(r, "name", "%s is not a valid header name", q);
-        hm->name = lower_dup(p->a, name);
-    }
-    pt_cfg_bool(r, "invert_match", &hm->invert, 0);
-    pt_cfg_bool(r, "treat_missing_header_as_empty", &hm->treat_missing_as_empty, 0);
-
-    int found = pt_cfg_oneof(r, kinds, 0);
-    if (found == PT_CFG_ONEOF_MANY)
-        return;
-    const char *s;
-    switch (found) {
-    case PT_CFG_ONEOF_NONE: /* no specifier: a presence check (so invert_match asks for absence) */
-        hm->kind = PT_HEADER_MATCH_PRESENT;
-        hm->present = 1;
-        break;
-    case 0:
-        hm->kind = PT_HEADER_MATCH_EXACT;
-        if (pt_cfg_string(r, "exact_match", &s, "") > 0) {
-            hm->value = sdup(p, s);
-            hm->value_len = strlen(s);
-        }
-        break;
-    case 1:
-        hm->kind = PT_HEADER_MATCH_REGEX;
-        if (pt_cfg_enter(r, "safe_regex_match") > 0) {
-            hm->regex = pt_regex_parse(r, p->a, 0);
-            pt_cfg_leave(r);
-        }
-        break;
-    case 2:
-        hm->kind = PT_HEADER_MATCH_RANGE;
-        if (pt_cfg_enter(r, "range_match") > 0) {
-            /* Int64Range: start inclusive, end exclusive. */
-            cfg_int64(r, "start", &hm->range_start);
-            cfg_int64(r, "end", &hm->range_end);
-            pt_cfg_leave(r);
-        }
-        break;
-    case 3:
-        hm->kind = PT_HEADER_MATCH_PRESENT;
-        pt_cfg_bool(r, "present_match", &hm->present, 0);
-        break;
-    case 4:
-    case 5:
-    case 6:
-        hm->kind = found == 4   ? PT_HEADER_MATCH_PREFIX
-                   : found == 5 ? PT_HEADER_MATCH_SUFFIX
-                                : PT_HEADER_MATCH_CONTAINS;
-        if (pt_cfg_string(r, kinds[found], &s, "") > 0) {
-            if (s[0] == '\0')
-                pt_cfg_error(r, kinds[found], "must not be empty");
-            hm->value = sdup(p, s);
-            hm->value_len = strlen(s);
-        }
-        break;
-    case 7:
-        hm->kind = PT_HEADER_MATCH_STRING;
-        if (pt_cfg_enter(r, "string_match") > 0) {
-            pt_string_matcher_parse(r, p->a, &hm->string);
-            pt_cfg_leave(r);
-        }
-        break;
-    }
-}
 
 static void parse_query_matcher(pctx_t *p, pt_query_matcher_t *qm)
 {
@@ -593,7 +470,7 @@ static void parse_match(pctx_t *p, pt_route_match_spec_t *m)
         pt_header_matcher_t *hms = alloc(p, n * sizeof(*hms));
         for (size_t i = 0; hms != NULL && i < n; i++) {
             if (pt_cfg_enter_index(r, i) > 0) {
-                parse_header_matcher(p, &hms[m->nheaders++]);
+                pt_header_matcher_parse(r, p->a, &hms[m->nheaders++]);
                 pt_cfg_leave(r);
             }
         }
@@ -741,7 +618,7 @@ static void parse_route_action(pctx_t *p, pt_route_t *rt)
         rt->cluster_kind = PT_ROUTE_CLUSTER_HEADER;
         if (pt_cfg_string(r, "cluster_header", &s, "") > 0) {
             quote(s, q, sizeof(q));
-            if (!valid_header_name(s, 1))
+            if (!pt_http_header_name_valid(s, 1))
                 pt_cfg_error(r, "cluster_header", "%s is not a valid header name", q);
             rt->cluster_header = lower_dup(p->a, s);
         }
@@ -1333,118 +1210,6 @@ const pt_vhost_t *pt_route_find_vhost(const pt_route_config_t *rc, const char *a
 
 /* ---- route matching ------------------------------------------------------------------ */
 
-/* The value of header `name` (every value joined with ',' as Envoy does), or NULL. */
-static const char *header_value(const pt_http_headers_t *h, const char *name, size_t *len)
-{
-    size_t nl = strlen(name);
-    const pt_http_header_t *first = NULL;
-    for (uint32_t i = 0; i < h->count; i++) {
-        const pt_http_header_t *e = &h->items[i];
-        if (e->name_len != nl || memcmp(e->name, name, nl) != 0)
-            continue;
-        if (first != NULL) {
-            const char *j = pt_http_headers_get_joined(h, name);
-            *len = j ? strlen(j) : 0;
-            return j;
-        }
-        first = e;
-    }
-    if (first == NULL)
-        return NULL;
-    *len = first->value_len;
-    return first->value;
-}
-
-/* absl::SimpleAtoi as Envoy's range match uses it: optional surrounding whitespace and
- * sign, decimal digits, no overflow. */
-static int parse_int64(const char *s, size_t n, int64_t *out)
-{
-    size_t i = 0;
-    while (i < n && isspace((unsigned char)s[i]))
-        i++;
-    while (n > i && isspace((unsigned char)s[n - 1]))
-        n--;
-    int neg = 0;
-    if (i < n && (s[i] == '+' || s[i] == '-'))
-        neg = s[i++] == '-';
-    if (i == n)
-        return 0;
-    uint64_t v = 0;
-    for (; i < n; i++) {
-        if (!isdigit((unsigned char)s[i]))
-            return 0;
-        uint64_t d = (uint64_t)(s[i] - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            return 0;
-        v = v * 10 + d;
-    }
-    if (neg ? v > (uint64_t)INT64_MAX + 1 : v > (uint64_t)INT64_MAX)
-        return 0;
-    *out = neg ? (int64_t)(0 - v) : (int64_t)v;
-    return 1;
-}
-
-static int header_matches(const pt_header_matcher_t *hm, const pt_http_headers_t *req);
-
-int pt_header_matcher_parse(pt_cfg_t *r, pt_arena_t *a, pt_header_matcher_t *out)
-{
-    pctx_t p;
-    memset(&p, 0, sizeof(p));
-    p.r = r;
-    p.a = a;
-    size_t before = r->nerrors;
-    parse_header_matcher(&p, out);
-    return r->nerrors == before && !p.oom ? 0 : -1;
-}
-
-int pt_header_matcher_match(const pt_header_matcher_t *hm, const pt_http_headers_t *h)
-{
-    return header_matches(hm, h);
-}
-
-static int header_matches(const pt_header_matcher_t *hm, const pt_http_headers_t *req)
-{
-    size_t len = 0;
-    const char *v = header_value(req, hm->name, &len);
-    if (v == NULL && !hm->treat_missing_as_empty)
-        return hm->kind == PT_HEADER_MATCH_PRESENT && (hm->invert ? hm->present : !hm->present);
-    if (v == NULL) {
-        v = "";
-        len = 0;
-    }
-    int match = 0;
-    switch (hm->kind) {
-    case PT_HEADER_MATCH_EXACT:
-        match = hm->value_len == 0 || (len == hm->value_len && memcmp(v, hm->value, len) == 0);
-        break;
-    case PT_HEADER_MATCH_REGEX:
-        match = hm->regex != NULL && pt_regex_full_match(hm->regex, v, len);
-        break;
-    case PT_HEADER_MATCH_RANGE: {
-        int64_t x;
-        match = parse_int64(v, len, &x) && x >= hm->range_start && x < hm->range_end;
-        break;
-    }
-    case PT_HEADER_MATCH_PRESENT:
-        match = hm->present;
-        break;
-    case PT_HEADER_MATCH_PREFIX:
-        match = len >= hm->value_len && memcmp(v, hm->value, hm->value_len) == 0;
-        break;
-    case PT_HEADER_MATCH_SUFFIX:
-        match =
-            len >= hm->value_len && memcmp(v + len - hm->value_len, hm->value, hm->value_len) == 0;
-        break;
-    case PT_HEADER_MATCH_CONTAINS:
-        match = memmem(v, len, hm->value, hm->value_len) != NULL;
-        break;
-    case PT_HEADER_MATCH_STRING:
-        match = pt_string_matcher_match(&hm->string, v, len);
-        break;
-    }
-    return match != hm->invert;
-}
-
 /* Percent-decodes s[0..n) into out (which holds n bytes); returns the decoded length.
  * Invalid escapes are kept as they are. */
 static size_t pct_decode(const char *s, size_t n, char *out)
@@ -1537,7 +1302,7 @@ const pt_route_t *pt_route_match(const pt_vhost_t *vh, const pt_http_headers_t *
             continue;
         unsigned k;
         for (k = 0; k < m->nheaders; k++)
-            if (!header_matches(&m->headers[k], req))
+            if (!pt_header_matcher_match(&m->headers[k], req))
                 break;
         if (k < m->nheaders)
             continue;

@@ -60,30 +60,6 @@ typedef struct pt_header_mutations {
 
 /* ---- route match --------------------------------------------------------------------- */
 
-typedef enum pt_header_match_kind {
-    PT_HEADER_MATCH_EXACT,   /* exact_match; an empty value only checks presence */
-    PT_HEADER_MATCH_REGEX,   /* safe_regex_match */
-    PT_HEADER_MATCH_RANGE,   /* range_match: integer in [start, end) */
-    PT_HEADER_MATCH_PRESENT, /* present_match, or no specifier at all (present = 1) */
-    PT_HEADER_MATCH_PREFIX,
-    PT_HEADER_MATCH_SUFFIX,
-    PT_HEADER_MATCH_CONTAINS,
-    PT_HEADER_MATCH_STRING, /* string_match (StringMatcher) */
-} pt_header_match_kind_t;
-
-typedef struct pt_header_matcher {
-    const char *name; /* lowercase */
-    pt_header_match_kind_t kind;
-    const char *value; /* exact/prefix/suffix/contains */
-    size_t value_len;
-    const pt_regex_t *regex;
-    int64_t range_start, range_end;
-    int present;
-    pt_string_matcher_t string;
-    int invert;
-    int treat_missing_as_empty;
-} pt_header_matcher_t;
-
 typedef struct pt_query_matcher {
     const char *name;
     size_t name_len;
@@ -305,11 +281,6 @@ void pt_route_mutate_request_headers(const pt_route_config_t *rc, const pt_vhost
 void pt_route_mutate_response_headers(const pt_route_config_t *rc, const pt_vhost_t *vh,
                                       const pt_route_t *rt, const void *weighted_entry,
                                       pt_http_headers_t *h, const pt_stream_info_t *si);
-
-/* envoy.config.route.v3.HeaderMatcher, for other modules (retriable_headers, RBAC). The
- * reader is inside the object. 0 or -1 with errors recorded. */
-int pt_header_matcher_parse(pt_cfg_t *r, pt_arena_t *a, pt_header_matcher_t *out);
-int pt_header_matcher_match(const pt_header_matcher_t *hm, const pt_http_headers_t *h);
 
 const char *pt_require_tls_str(pt_require_tls_t t);
 const char *pt_route_action_str(pt_route_action_t a);

@@ -432,6 +432,9 @@ static void test_permissions_headers(void)
         {"{'header':{'name':'x-a','present_match':true,'invert_match':true}}", ANY, R(), 1},
         {"{'header':{'name':'x-a'}}", ANY, R(.hdrs = "x-a: anything"), 1}, /* no specifier */
         {"{'header':{'name':'x-a'}}", ANY, R(), 0},
+        /* no specifier is a presence check, so inverted it asks for absence (Envoy) */
+        {"{'header':{'name':'x-a','invert_match':true}}", ANY, R(), 1},
+        {"{'header':{'name':'x-a','invert_match':true}}", ANY, R(.hdrs = "x-a: 1"), 0},
         /* invert_match: a missing header still fails (Envoy) */
         {"{'header':{'name':':method','exact_match':'GET','invert_match':true}}", ANY,
          R(.method = "POST"), 1},
@@ -443,6 +446,11 @@ static void test_permissions_headers(void)
          "true}}", ANY, R(), 1},
         {"{'header':{'name':'x-a','prefix_match':'a','invert_match':true,"
          "'treat_missing_header_as_empty':true}}", ANY, R(), 1},
+        /* ... a presence check then answers present_match != invert_match (Envoy) */
+        {"{'header':{'name':'x-a','present_match':true,'treat_missing_header_as_empty':true}}",
+         ANY, R(), 1},
+        {"{'header':{'name':'x-a','present_match':false,'treat_missing_header_as_empty':true}}",
+         ANY, R(), 0},
         /* several values are joined with ',' */
         {"{'header':{'name':'x-a','exact_match':'1,2'}}", ANY, R(.hdrs = "x-a: 1|x-a: 2"), 1},
         {"{'header':{'name':'x-a','exact_match':'1'}}", ANY, R(.hdrs = "x-a: 1|x-a: 2"), 0},

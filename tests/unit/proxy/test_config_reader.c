@@ -198,6 +198,39 @@ static void test_uint_getter(void)
     json_decref(root);
 }
 
+/* pt_cfg_int64: proto3 JSON int64, a number or a decimal string. */
+static void test_int64_getter(void)
+{
+    json_t *root = J("{'a': -5, 'b': '-9223372036854775808', 'c': '9223372036854775807',"
+                     " 'd': '9223372036854775808', 'e': ' 1', 'f': '1x', 'g': 1.5, 'h': '',"
+                     " 'i': null, 'j': true}");
+    pt_cfg_t r;
+    pt_cfg_init(&r, root);
+    int64_t v = 7;
+    PT_CHECK_INT(pt_cfg_int64(&r, "a", &v), 1);
+    PT_CHECK_INT(v, -5);
+    PT_CHECK_INT(pt_cfg_int64(&r, "b", &v), 1);
+    PT_CHECK(v == INT64_MIN);
+    PT_CHECK_INT(pt_cfg_int64(&r, "c", &v), 1);
+    PT_CHECK(v == INT64_MAX);
+    PT_CHECK_INT(pt_cfg_int64(&r, "d", &v), -1); /* overflow */
+    PT_CHECK_INT(v, 0);
+    PT_CHECK_INT(pt_cfg_int64(&r, "e", &v), -1);
+    PT_CHECK_INT(pt_cfg_int64(&r, "f", &v), -1);
+    PT_CHECK_INT(pt_cfg_int64(&r, "g", &v), -1);
+    PT_CHECK_INT(pt_cfg_int64(&r, "h", &v), -1);
+    PT_CHECK_INT(pt_cfg_int64(&r, "i", &v), 0);
+    PT_CHECK_INT(pt_cfg_int64(&r, "absent", &v), 0);
+    PT_CHECK_INT(v, 0);
+    PT_CHECK_INT(pt_cfg_int64(&r, "j", &v), -1);
+    pt_cfg_finish(&r);
+    ERRORS_ARE(&r, "d: \"9223372036854775808\" is not an integer", "e: \" 1\" is not an integer",
+               "f: \"1x\" is not an integer", "g: 1.5 is not an integer",
+               "h: \"\" is not an integer", "j: true is not an integer");
+    pt_cfg_dispose(&r);
+    json_decref(root);
+}
+
 static void test_bool_string_double_getters(void)
 {
     json_t *root = J("{'a': true, 'b': {'value': false}, 'bv': {'value': true}, 'c': 'true',"
@@ -917,6 +950,7 @@ int main(void)
     PT_RUN(test_duration_invalid);
     PT_RUN(test_duration_getter);
     PT_RUN(test_uint_getter);
+    PT_RUN(test_int64_getter);
     PT_RUN(test_bool_string_double_getters);
     PT_RUN(test_enum_getter);
     PT_RUN(test_paths_and_unknown_fields);
