@@ -13,8 +13,6 @@
 
 /* Longest domain accepted; wildcard lengths are kept as uint16_t. */
 #define MAX_DOMAIN_LEN 1024
-/* Header mutation entries whose per-request scratch fits on the stack. */
-#define STACK_ADDS 16
 
 enum { DOM_EMPTY, DOM_EXACT, DOM_SUFFIX, DOM_PREFIX };
 
@@ -88,12 +86,7 @@ static const char *const cluster_weight_unsupported[] = {"cluster_header", "meta
 static const char *const upgrade_unsupported[] = {"connect_config", NULL};
 static const char *const data_source_unsupported[] = {"environment_variable", "watched_directory",
                                                       NULL};
-static const char *const header_value_unsupported[] = {"raw_value", NULL};
-
 static const char *const require_tls_names[] = {"NONE", "EXTERNAL_ONLY", "ALL", NULL};
-static const char *const append_action_names[] = {"APPEND_IF_EXISTS_OR_ADD", "ADD_IF_ABSENT",
-                                                  "OVERWRITE_IF_EXISTS_OR_ADD",
-                                                  "OVERWRITE_IF_EXISTS", NULL};
 static const char *const redirect_code_names[] = {
     "MOVED_PERMANENTLY", "FOUND", "SEE_OTHER", "TEMPORARY_REDIRECT", "PERMANENT_REDIRECT", NULL};
 static const int redirect_codes[] = {301, 302, 303, 307, 308};
@@ -276,124 +269,13 @@ static void check_cluster(pctx_t *p, const char *field, const char *name)
 
 /* ---- header mutations ----------------------------------------------------------------- */
 
-/* One HeaderValueOption (reader inside it). */
-static void parse_header_add(pctx_t *p, pt_header_add_t *out)
-{
-    pt_cfg_t *r = p->r;
-    memset(out, 0, sizeof(*out));
-    out->value = "";
-    int rc = pt_cfg_enter(r, "header");
-    if (rc == 0)
-        pt_cfg_error(r, "header", "is required");
-    if (rc > 0) {
-        pt_cfg_unsupported(r, header_value_unsupported);
-        const char *key, *value;
-        int krc = pt_cfg_string(r, "key", &key, NULL);
-        char q[300];
-        if (krc == 0) {
-            pt_cfg_error(r, "key", "is required");
-        } else if (krc > 0) {
-            quote(key, q, sizeof(q));
-            if (key[0] == ':' || strcasecmp(key, "host") == 0)
-                pt_cfg_error(r, "key",
-                             "%s may not be modified: pseudo-headers and host are not "
-                             "mutable (as in Envoy)",
-                             q);
-            else if (!pt_http_header_name_valid(key, 0))
-                pt_cfg_error(r, "key", "%s is not a valid header name", q);
-            else
-                out->key = lower_dup(p->a, key);
-        }
-        if (pt_cfg_string(r, "value", &value, "") > 0 && !valid_header_value(value)) {
-            pt_cfg_error(r, "value", "must not contain CR or LF");
-        } else if (strchr(value, '%') != NULL) {
-            /* Formatter operators (%DOWNSTREAM_REMOTE_ADDRESS%...) compile now; values that
-             * do not depend on the request ("%%", %HOSTNAME%) are rendered once. */
-            char err[256];
-            pt_format_t *f =
-                pt_format_compile_ex(p->a, value, PT_FORMAT_OMIT_EMPTY, err, sizeof(err));
-            if (f == NULL) {
-                pt_cfg_error(r, "value", "%s", err);
-            } else if (pt_format_is_constant(f)) {
-                out->value = pt_format_render_str(f, NULL, p->a);
-                if (out->value == NULL)
-                    out->value = "";
-            } else {
-                out->value = NULL;
-                out->fmt = f;
-            }
-        } else {
-            out->value = sdup(p, value);
-        }
-        pt_cfg_leave(r);
-    }
-    int append, action;
-    int has_append = pt_cfg_bool(r, "append", &append, 1);
-    int has_action = pt_cfg_enum(r, "append_action", append_action_names, NULL, &action,
-                                 PT_HEADER_APPEND_IF_EXISTS_OR_ADD);
-    if (has_append > 0 && has_action > 0)
-        pt_cfg_error(r, NULL,
-                     "append and append_action may not both be set (append is "
-                     "deprecated: use append_action)");
-    if (has_append > 0)
-        action = append ? PT_HEADER_APPEND_IF_EXISTS_OR_ADD : PT_HEADER_OVERWRITE_IF_EXISTS_OR_ADD;
-    out->action = (pt_header_append_action_t)action;
-    pt_cfg_bool(r, "keep_empty_value", &out->keep_empty_value, 0);
-}
-
 /* <prefix>_headers_to_add and <prefix>_headers_to_remove of the current object. */
 static void parse_mutations(pctx_t *p, const char *prefix, pt_header_mutations_t *m)
 {
-    pt_cfg_t *r = p->r;
-    char field[48];
-    int present;
-    memset(m, 0, sizeof(*m));
-
-    snprintf(field, sizeof(field), "%s_headers_to_add", prefix);
-    size_t n = pt_cfg_array(r, field, &present);
-    if (present) {
-        pt_header_add_t *adds = alloc(p, n * sizeof(*adds));
-        for (size_t i = 0; adds != NULL && i < n; i++) {
-            if (pt_cfg_enter_index(r, i) > 0) {
-                parse_header_add(p, &adds[m->nadd]);
-                if (adds[m->nadd].key != NULL)
-                    m->nadd++;
-                pt_cfg_leave(r);
-            }
-        }
-        m->add = adds;
-        pt_cfg_leave_array(r);
-    }
-
-    snprintf(field, sizeof(field), "%s_headers_to_remove", prefix);
-    n = pt_cfg_array(r, field, &present);
-    if (present) {
-        const char **rm = alloc(p, n * sizeof(*rm));
-        for (size_t i = 0; rm != NULL && i < n; i++) {
-            json_t *v = pt_cfg_index_value(r, i);
-            size_t saved = r->path_len;
-            pt_cfg_push_index(r, i);
-            char q[300];
-            if (!json_is_string(v)) {
-                not_a_string(r, v);
-            } else {
-                const char *name = json_string_value(v);
-                quote(name, q, sizeof(q));
-                if (name[0] == ':' || strcasecmp(name, "host") == 0)
-                    pt_cfg_error(r, NULL,
-                                 "%s may not be removed: pseudo-headers and host are "
-                                 "not mutable (as in Envoy)",
-                                 q);
-                else if (!pt_http_header_name_valid(name, 0))
-                    pt_cfg_error(r, NULL, "%s is not a valid header name", q);
-                else
-                    rm[m->nremove++] = lower_dup(p->a, name);
-            }
-            pt_cfg_pop_path(r, saved);
-        }
-        m->remove = rm;
-        pt_cfg_leave_array(r);
-    }
+    char add[48], remove[48];
+    snprintf(add, sizeof(add), "%s_headers_to_add", prefix);
+    snprintf(remove, sizeof(remove), "%s_headers_to_remove", prefix);
+    pt_header_mutations_parse(p->r, p->a, add, remove, m);
 }
 
 /* ---- route match ---------------------------------------------------------------------- */
@@ -1488,64 +1370,6 @@ int pt_vhost_tls_redirect(const pt_vhost_t *vh, const pt_http_headers_t *req, in
 
 /* ---- header mutations at request time -------------------------------------------------- */
 
-enum { OP_SKIP, OP_SET, OP_ADD };
-
-static void apply_level(const pt_header_mutations_t *m, pt_http_headers_t *h,
-                        const pt_stream_info_t *si)
-{
-    if (m == NULL)
-        return;
-    for (unsigned i = 0; i < m->nremove; i++)
-        pt_http_headers_remove(h, m->remove[i]);
-    if (m->nadd == 0)
-        return;
-    const char *vals_stack[STACK_ADDS];
-    unsigned char ops_stack[STACK_ADDS];
-    const char **vals = vals_stack;
-    unsigned char *ops = ops_stack;
-    if (m->nadd > STACK_ADDS) {
-        vals = pt_arena_alloc(h->arena, m->nadd * sizeof(*vals));
-        ops = pt_arena_alloc(h->arena, m->nadd);
-        if (vals == NULL || ops == NULL)
-            return;
-    }
-    /* Render every value and decide every action against the headers as they are now, then
-     * overwrite, then append: Envoy's order, so one level's formatters never see its own
-     * additions. */
-    for (unsigned i = 0; i < m->nadd; i++) {
-        const pt_header_add_t *e = &m->add[i];
-        const char *v = e->value;
-        if (v == NULL)
-            v = e->fmt ? pt_format_render_str(e->fmt, si, h->arena) : "";
-        if (v == NULL)
-            v = "";
-        vals[i] = v;
-        ops[i] = OP_SKIP;
-        if (v[0] == '\0' && !e->keep_empty_value)
-            continue;
-        switch (e->action) {
-        case PT_HEADER_APPEND_IF_EXISTS_OR_ADD:
-            ops[i] = OP_ADD;
-            break;
-        case PT_HEADER_ADD_IF_ABSENT:
-            ops[i] = pt_http_headers_find(h, e->key) ? OP_SKIP : OP_ADD;
-            break;
-        case PT_HEADER_OVERWRITE_IF_EXISTS:
-            ops[i] = pt_http_headers_find(h, e->key) ? OP_SET : OP_SKIP;
-            break;
-        case PT_HEADER_OVERWRITE_IF_EXISTS_OR_ADD:
-            ops[i] = OP_SET;
-            break;
-        }
-    }
-    for (unsigned i = 0; i < m->nadd; i++)
-        if (ops[i] == OP_SET)
-            pt_http_headers_set(h, m->add[i].key, vals[i]);
-    for (unsigned i = 0; i < m->nadd; i++)
-        if (ops[i] == OP_ADD)
-            pt_http_headers_add_ref(h, m->add[i].key, vals[i]);
-}
-
 static void mutate(const pt_route_config_t *rc, const pt_vhost_t *vh, const pt_route_t *rt,
                    const pt_weighted_cluster_t *wc, pt_http_headers_t *h,
                    const pt_stream_info_t *si, int response)
@@ -1554,12 +1378,12 @@ static void mutate(const pt_route_config_t *rc, const pt_vhost_t *vh, const pt_r
     /* The weighted cluster entry always goes first (as Envoy evaluates it), then route,
      * virtual host and route config: later levels overwrite earlier ones, so by default
      * the least specific wins; most_specific_header_mutations_wins reverses the three. */
-    apply_level(LEVEL(wc), h, si);
+    pt_header_mutations_apply(LEVEL(wc), h, si);
     const pt_header_mutations_t *levels[3] = {LEVEL(rt), LEVEL(vh), LEVEL(rc)};
 #undef LEVEL
     int ascend = rc != NULL && rc->most_specific_header_mutations_wins;
     for (int i = 0; i < 3; i++)
-        apply_level(levels[ascend ? 2 - i : i], h, si);
+        pt_header_mutations_apply(levels[ascend ? 2 - i : i], h, si);
 }
 
 void pt_route_mutate_request_headers(const pt_route_config_t *rc, const pt_vhost_t *vh,

@@ -21,6 +21,7 @@
 #include "proxy/arena.h"
 #include "proxy/config.h"
 #include "proxy/config_reader.h"
+#include "proxy/header_mutation.h"
 #include "proxy/http.h"
 #include "proxy/matcher.h"
 
@@ -32,31 +33,6 @@ typedef struct pt_route pt_route_t;
 
 /* idle_timeout_ms when the route does not set one (the connection manager's applies). */
 #define PT_ROUTE_TIMEOUT_UNSET UINT64_MAX
-
-/* ---- header mutations (envoy.config.core.v3.HeaderValueOption) ---------------------- */
-
-typedef enum pt_header_append_action {
-    PT_HEADER_APPEND_IF_EXISTS_OR_ADD,    /* add another value (the default) */
-    PT_HEADER_ADD_IF_ABSENT,              /* add only when the header is not there */
-    PT_HEADER_OVERWRITE_IF_EXISTS_OR_ADD, /* replace every value, or add */
-    PT_HEADER_OVERWRITE_IF_EXISTS,        /* replace every value; nothing when absent */
-} pt_header_append_action_t;
-
-typedef struct pt_header_add {
-    const char *key;        /* lowercase */
-    const char *value;      /* the value when it does not depend on the request, else NULL */
-    const pt_format_t *fmt; /* renders the value per request when value is NULL */
-    pt_header_append_action_t action;
-    int keep_empty_value; /* add even when the value renders empty */
-} pt_header_add_t;
-
-/* One level's *_headers_to_add and *_headers_to_remove. Removal runs before additions. */
-typedef struct pt_header_mutations {
-    const pt_header_add_t *add;
-    unsigned nadd;
-    const char *const *remove; /* lowercase names */
-    unsigned nremove;
-} pt_header_mutations_t;
 
 /* ---- route match --------------------------------------------------------------------- */
 
