@@ -2,48 +2,12 @@
  * error messages, the Any (typed_config) entry, and loading files by extension. */
 #include "proxy/config_reader.h"
 #include "pt_test.h"
+#include "pt_test_json.h"
 
 #include <errno.h>
 #include <stdint.h>
 #include <unistd.h>
 
-/* Parses a JSON literal written with single quotes (tests read better that way). */
-static json_t *J(const char *s)
-{
-    char *t = strdup(s);
-    for (char *p = t; *p; p++)
-        if (*p == '\'')
-            *p = '"';
-    json_error_t je;
-    json_t *v = json_loads(t, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
-    if (v == NULL) {
-        fprintf(stderr, "bad test JSON %s: %s\n", s, je.text);
-        abort();
-    }
-    free(t);
-    return v;
-}
-
-/* Checks that r holds exactly the errors `want` (NULL-terminated), printing both lists on a
- * mismatch. */
-static int errors_are(const pt_cfg_t *r, const char *const *want)
-{
-    size_t n = 0;
-    while (want[n] != NULL)
-        n++;
-    int same = n == r->nerrors;
-    for (size_t i = 0; same && i < n; i++)
-        same = strcmp(r->errors[i], want[i]) == 0;
-    if (!same) {
-        fprintf(stderr, "  got %zu error(s):\n", r->nerrors);
-        for (size_t i = 0; i < r->nerrors; i++)
-            fprintf(stderr, "    %s\n", r->errors[i]);
-        fprintf(stderr, "  want %zu:\n", n);
-        for (size_t i = 0; i < n; i++)
-            fprintf(stderr, "    %s\n", want[i]);
-    }
-    return same;
-}
 #define ERRORS_ARE(r, ...) PT_CHECK(errors_are((r), (const char *const[]){__VA_ARGS__, NULL}))
 #define NO_ERRORS(r)       PT_CHECK(errors_are((r), (const char *const[]){NULL}))
 

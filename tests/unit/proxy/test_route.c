@@ -7,6 +7,7 @@
  * clusters are a, b, c, d and web, so validate_clusters has something to check against. */
 #include "proxy/route.h"
 #include "pt_test.h"
+#include "pt_test_json.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -15,22 +16,6 @@
 #include <unistd.h>
 
 static pt_config_t *cfg;
-
-static json_t *J(const char *s)
-{
-    char *t = strdup(s);
-    for (char *p = t; *p; p++)
-        if (*p == '\'')
-            *p = '"';
-    json_error_t je;
-    json_t *v = json_loads(t, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
-    if (v == NULL) {
-        fprintf(stderr, "bad test JSON %s: %s\n", s, je.text);
-        abort();
-    }
-    free(t);
-    return v;
-}
 
 static pt_config_t *build_snapshot(void)
 {
@@ -109,25 +94,6 @@ static const char *values(pt_arena_t *a, const pt_http_headers_t *h, const char 
         if (strcmp(h->items[i].name, name) == 0)
             o += (size_t)snprintf(out + o, 1024 - o, "%s%s", o ? "|" : "", h->items[i].value);
     return out;
-}
-
-static int errors_are(const pt_cfg_t *r, const char *const *want)
-{
-    size_t n = 0;
-    while (want[n] != NULL)
-        n++;
-    int same = n == r->nerrors;
-    for (size_t i = 0; same && i < n; i++)
-        same = strcmp(r->errors[i], want[i]) == 0;
-    if (!same) {
-        fprintf(stderr, "  got %zu error(s):\n", r->nerrors);
-        for (size_t i = 0; i < r->nerrors; i++)
-            fprintf(stderr, "    %s\n", r->errors[i]);
-        fprintf(stderr, "  want %zu:\n", n);
-        for (size_t i = 0; i < n; i++)
-            fprintf(stderr, "    %s\n", want[i]);
-    }
-    return same;
 }
 
 /* ---- virtual host selection ------------------------------------------------------------ */
