@@ -58,15 +58,6 @@ static const char *const method_names[] = {"METHOD_UNSPECIFIED", "GET",     "HEA
                                            NULL};
 static const char *const method_known[] = {"CONNECT", NULL};
 
-static void quote(const char *s, char *out, size_t len)
-{
-    json_t *j = json_string(s);
-    char *d = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
-    snprintf(out, len, "%s", d ? d : "\"?\"");
-    free(d);
-    json_decref(j);
-}
-
 /* A duration that must be > 0 when given (Envoy's `gt {}`); `required` reports absence. */
 static int positive_duration(pt_cfg_t *r, const char *field, uint64_t *out, uint64_t def,
                              int required)
@@ -119,7 +110,7 @@ static void parse_payload(pt_cfg_t *r, pt_arena_t *a, pt_hc_payload_t *out)
         }
         if (!ok) {
             char q[128];
-            quote(s, q, sizeof(q));
+            pt_cfg_quote(s, q, sizeof(q));
             pt_cfg_error(r, "text", "%s is not a hex string (an even number of hex digits)", q);
             return;
         }
@@ -198,7 +189,7 @@ static void parse_http(pt_cfg_t *r, pt_arena_t *a, pt_health_check_config_t *hc)
         int bad = 0;
         for (const char *p = s; *p && !bad; p++)
             bad = (unsigned char)*p <= ' ' || *p == 0x7f;
-        quote(s, q, sizeof(q));
+        pt_cfg_quote(s, q, sizeof(q));
         if (bad)
             pt_cfg_error(r, "path", "%s must not contain spaces or control characters", q);
         else

@@ -114,17 +114,6 @@ static const char *const enforcement_names[] = {"ONE_TIME_ON_FIRST_BYTE", "CONTI
 static const char *const http_unsupported[] = {"matcher", "shadow_matcher", NULL};
 static const char *const network_unsupported[] = {"matcher", "shadow_matcher", "delay_deny", NULL};
 
-/* A string as JSON (quoted, escaped) for error messages; into out. */
-static const char *quote(const char *s, char *out, size_t len)
-{
-    json_t *j = json_string(s);
-    char *d = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
-    snprintf(out, len, "%s", d ? d : "?");
-    free(d);
-    json_decref(j);
-    return out;
-}
-
 static void parse_header(pctx_t *p, pt_header_matcher_t *hm)
 {
     p->needs |= PT_RBAC_NEEDS_HEADERS;
@@ -145,7 +134,7 @@ static void parse_cidr(pctx_t *p, const char *field, cidr_t *c)
         pt_cfg_error(r, "address_prefix", "is required");
     } else if (rc > 0 && pt_addr_parse(&a, s, 0) != 0) {
         char q[300];
-        pt_cfg_error(r, "address_prefix", "%s is not an IP address", quote(s, q, sizeof(q)));
+        pt_cfg_error(r, "address_prefix", "%s is not an IP address", pt_cfg_quote(s, q, sizeof(q)));
     } else if (rc > 0) {
         c->family = a.sa.sa_family;
         if (c->family == AF_INET)

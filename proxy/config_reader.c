@@ -56,6 +56,16 @@ void pt_cfg_error_at(pt_cfg_t *r, const char *fmt, ...)
     add_error_line(r, strdup(line));
 }
 
+const char *pt_cfg_quote(const char *s, char *out, size_t len)
+{
+    json_t *j = json_string(s);
+    char *d = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
+    snprintf(out, len, "%s", d ? d : "\"?\"");
+    free(d);
+    json_decref(j);
+    return out;
+}
+
 const char *pt_cfg_path(const pt_cfg_t *r)
 {
     return r->path;

@@ -72,6 +72,9 @@ void pt_cfg_error(pt_cfg_t *r, const char *field, const char *fmt, ...)
 /* An error whose message starts with its own full path (checks that run after parsing, when
  * the reader is back at the root): the line is the message as given. */
 void pt_cfg_error_at(pt_cfg_t *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* s as a JSON string (quoted and escaped, the way errors show values) into out; returns out.
+ * For error messages that quote a string the config gave. */
+const char *pt_cfg_quote(const char *s, char *out, size_t len);
 /* The current path as a string (valid until the next enter/leave). */
 const char *pt_cfg_path(const pt_cfg_t *r);
 

@@ -18,16 +18,6 @@ static const char *const append_action_names[] = {"APPEND_IF_EXISTS_OR_ADD", "AD
 
 /* ---- parsing ---------------------------------------------------------------------------- */
 
-/* A string as JSON (quoted, escaped) for error messages. */
-static void quote(const char *s, char *out, size_t len)
-{
-    json_t *j = json_string(s);
-    char *d = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
-    snprintf(out, len, "%s", d ? d : "\"?\"");
-    free(d);
-    json_decref(j);
-}
-
 /* Envoy's HeaderUtility::isModifiableHeader / isRemovableHeader. */
 static int mutable_header(const char *name)
 {
@@ -63,7 +53,7 @@ static void parse_header_value(pt_cfg_t *r, pt_arena_t *a, pt_header_add_t *out)
     if (krc == 0) {
         pt_cfg_error(r, "key", "is required");
     } else if (krc > 0) {
-        quote(key, q, sizeof(q));
+        pt_cfg_quote(key, q, sizeof(q));
         if (!mutable_header(key))
             pt_cfg_error(r, "key",
                          "%s may not be modified: pseudo-headers and host are not mutable "
@@ -160,7 +150,7 @@ static void parse_removes(pt_cfg_t *r, pt_arena_t *a, const char *field, pt_head
             free(d);
         } else {
             const char *name = json_string_value(v);
-            quote(name, q, sizeof(q));
+            pt_cfg_quote(name, q, sizeof(q));
             if (!mutable_header(name))
                 pt_cfg_error(r, NULL,
                              "%s may not be removed: pseudo-headers and host are not mutable "

@@ -1000,17 +1000,6 @@ char *pt_regex_replace_all(const pt_regex_t *re, const char *s, size_t len, cons
 
 /* ---- config parsing ------------------------------------------------------------------ */
 
-/* A string as JSON (quoted, escaped) for error messages, like the config reader renders
- * values. */
-static void quote(const char *s, char *out, size_t len)
-{
-    json_t *j = json_string(s);
-    char *d = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
-    snprintf(out, len, "%s", d ? d : "\"?\"");
-    free(d);
-    json_decref(j);
-}
-
 static const char *const google_re2_unsupported[] = {"max_program_size", NULL};
 
 pt_regex_t *pt_regex_parse(pt_cfg_t *r, pt_arena_t *a, unsigned flags)
@@ -1034,7 +1023,7 @@ pt_regex_t *pt_regex_parse(pt_cfg_t *r, pt_arena_t *a, unsigned flags)
     char err[256], q[160];
     pt_regex_t *re = pt_regex_compile(a, pattern, flags, err, sizeof(err));
     if (re == NULL) {
-        quote(pattern, q, sizeof(q));
+        pt_cfg_quote(pattern, q, sizeof(q));
         pt_cfg_error(r, "regex", "%s %s", q, err);
     }
     return re;
@@ -1173,7 +1162,7 @@ int pt_header_matcher_parse(pt_cfg_t *r, pt_arena_t *a, pt_header_matcher_t *hm)
     } else if (rc > 0) {
         if (!pt_http_header_name_valid(name, 1)) {
             char q[300];
-            quote(name, q, sizeof(q));
+            pt_cfg_quote(name, q, sizeof(q));
             pt_cfg_error(r, "name", "%s is not a valid header name", q);
         }
         hm->name = cfg_strdup(r, a, name, 1);

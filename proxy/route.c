@@ -156,15 +156,6 @@ static int valid_header_value(const char *s)
     return strpbrk(s, "\r\n") == NULL;
 }
 
-static void quote(const char *s, char *out, size_t len)
-{
-    json_t *j = json_string(s);
-    char *d = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
-    snprintf(out, len, "%s", d ? d : "\"?\"");
-    free(d);
-    json_decref(j);
-}
-
 /* "<value> is not a string" at the current path (an element of a list of strings). */
 static void not_a_string(pt_cfg_t *r, json_t *v)
 {
@@ -262,7 +253,7 @@ static void check_cluster(pctx_t *p, const char *field, const char *name)
     if (p->validate_clusters && name[0] != '\0' &&
         (p->cfg == NULL || pt_config_find_cluster(p->cfg, name) == NULL)) {
         char q[300];
-        quote(name, q, sizeof(q));
+        pt_cfg_quote(name, q, sizeof(q));
         pt_cfg_error(p->r, field, "unknown cluster %s", q);
     }
 }
@@ -332,7 +323,7 @@ static void parse_match(pctx_t *p, pt_route_match_spec_t *m)
                 size_t n = strlen(s);
                 if (n < 2 || strpbrk(s, "?#") != NULL || s[n - 1] == '/') {
                     char q[300];
-                    quote(s, q, sizeof(q));
+                    pt_cfg_quote(s, q, sizeof(q));
                     pt_cfg_error(r, kinds[found],
                                  "%s must be at least 2 characters long, "
                                  "contain no '?' or '#', and not end with '/'",
@@ -499,7 +490,7 @@ static void parse_route_action(pctx_t *p, pt_route_t *rt)
     } else if (found == 2) {
         rt->cluster_kind = PT_ROUTE_CLUSTER_HEADER;
         if (pt_cfg_string(r, "cluster_header", &s, "") > 0) {
-            quote(s, q, sizeof(q));
+            pt_cfg_quote(s, q, sizeof(q));
             if (!pt_http_header_name_valid(s, 1))
                 pt_cfg_error(r, "cluster_header", "%s is not a valid header name", q);
             rt->cluster_header = lower_dup(p->a, s);
@@ -541,7 +532,7 @@ static void parse_route_action(pctx_t *p, pt_route_t *rt)
                 int dup = 0;
                 for (unsigned j = 0; j < rt->nupgrades && t; j++)
                     dup |= strcmp(u[j].upgrade_type, t) == 0;
-                quote(s, q, sizeof(q));
+                pt_cfg_quote(s, q, sizeof(q));
                 if (dup)
                     pt_cfg_error(r, "upgrade_type", "duplicate upgrade %s", q);
                 u[rt->nupgrades].upgrade_type = t;
@@ -846,7 +837,7 @@ static void parse_vhost(pctx_t *p, pt_vhost_t *vh)
     vh->name = sdup(p, rc > 0 ? name : "");
     if (rc > 0 && name[0] != '\0' && vh->name != NULL) {
         int added = strset_add(&p->vhost_names, vh->name);
-        quote(name, q, sizeof(q));
+        pt_cfg_quote(name, q, sizeof(q));
         if (added == 0)
             pt_cfg_error(r, "name", "duplicate virtual host name %s", q);
         else if (added < 0)
@@ -872,7 +863,7 @@ static void parse_vhost(pctx_t *p, pt_vhost_t *vh)
         char *d = lower_dup(p->a, json_string_value(v));
         int kind = 0;
         size_t off = 0, len = 0;
-        quote(json_string_value(v), q, sizeof(q));
+        pt_cfg_quote(json_string_value(v), q, sizeof(q));
         const char *why = d ? domain_shape(d, &kind, &off, &len) : "out of memory";
         if (why != NULL) {
             pt_cfg_error(r, NULL, "%s is not a valid domain: %s", q, why);
@@ -891,7 +882,7 @@ static void parse_vhost(pctx_t *p, pt_vhost_t *vh)
             }
             if (prev != NULL) {
                 char pq[300];
-                quote(prev->name, pq, sizeof(pq));
+                pt_cfg_quote(prev->name, pq, sizeof(pq));
                 pt_cfg_error(r, NULL, "duplicate domain %s (already used by virtual host %s)", q,
                              pq);
             } else {

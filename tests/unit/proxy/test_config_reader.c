@@ -441,6 +441,17 @@ static void test_skip_rest(void)
     json_decref(root);
 }
 
+/* pt_cfg_quote: a string as errors show it, escaped so one error stays one line. */
+static void test_quote(void)
+{
+    char q[16];
+    PT_CHECK_STR(pt_cfg_quote("a b", q, sizeof(q)), "\"a b\"");
+    PT_CHECK_STR(pt_cfg_quote("", q, sizeof(q)), "\"\"");
+    PT_CHECK_STR(pt_cfg_quote("x\r\n\"y", q, sizeof(q)), "\"x\\r\\n\\\"y\"");
+    PT_CHECK_STR(pt_cfg_quote("0123456789abcdef", q, sizeof(q)), "\"0123456789abcd"); /* cut */
+    PT_CHECK_STR(pt_cfg_quote("\xff", q, sizeof(q)), "\"?\""); /* not UTF-8 */
+}
+
 /* pt_cfg_oneof: which of a set of exclusive fields is present, with the errors for none and
  * several at the object's full path. */
 static void test_oneof(void)
@@ -923,6 +934,7 @@ int main(void)
     PT_RUN(test_enter_any);
     PT_RUN(test_skip_rest);
     PT_RUN(test_oneof);
+    PT_RUN(test_quote);
     PT_RUN(test_depth_limit_objects);
     PT_RUN(test_depth_limit_lists);
     PT_RUN(test_init_at);
