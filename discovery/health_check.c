@@ -49,10 +49,6 @@ static const char *const hc_unsupported[] = {"alt_port",
                                              NULL};
 static const char *const http_unsupported[] = {"send", "receive", "service_name_matcher",
                                                "response_buffer_size", NULL};
-static const char *const header_value_unsupported[] = {"raw_value", NULL};
-static const char *const append_action_names[] = {"APPEND_IF_EXISTS_OR_ADD", "ADD_IF_ABSENT",
-                                                  "OVERWRITE_IF_EXISTS_OR_ADD",
-                                                  "OVERWRITE_IF_EXISTS", NULL};
 static const char *const codec_names[] = {"HTTP1", NULL};
 static const char *const codec_known[] = {"HTTP2", "HTTP3", NULL};
 /* envoy.config.core.v3.RequestMethod; index 0 (unspecified) means GET. */
@@ -61,35 +57,6 @@ static const char *const method_names[] = {"METHOD_UNSPECIFIED", "GET",     "HEA
                                            "OPTIONS",            "TRACE",   "PATCH",
                                            NULL};
 static const char *const method_known[] = {"CONNECT", NULL};
-
-static int valid_header_name(const char *s)
-{
-    if (*s == '\0')
-        return 0;
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (!isalnum(c) && strchr("!#$%&'*+-.^_`|~", c) == NULL)
-            return 0;
-    }
-    return 1;
-}
-
-static char *lower_dup(pt_arena_t *a, const char *s)
-{
-    char *d = pt_arena_strdup(a, s);
-    for (char *p = d; p != NULL && *p; p++)
-        *p = (char)tolower((unsigned char)*p);
-    return d;
-}
-
-static void quote(const char *s, char *out, size_t len)
-{
-    json_t *j = json_string(s);
-    char *d = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
-    snprintf(out, len, "%s", d ? d : "\"?\"");
-    free(d);
-    json_decref(j);
-}
 
 /* A duration that must be > 0 when given (Envoy's `gt {}`); `required` reports absence. */
 static int positive_duration(pt_cfg_t *r, const char *field, uint64_t *out, uint64_t def,
@@ -120,18 +87,10 @@ static int hexval(int c)
 /* HealthCheck.Payload (reader inside it): exactly one of text (hex) or binary (base64). */
 static void parse_payload(pt_cfg_t *r, pt_arena_t *a, pt_hc_payload_t *out)
 {
+    static const char *const kinds[] = {"text", "binary", NULL};
     memset(out, 0, sizeof(*out));
-    int n = pt_cfg_has(r, "text") + pt_cfg_has(r, "binary");
-    if (n == 0) {
-        pt_cfg_error(r, NULL, "one of text or binary is required");
+    if (pt_cfg_oneof(r, kinds, 1) < 0)
         return;
-    }
-    if (n > 1) {
-        pt_cfg_error(r, NULL, "only one of text and binary may be set");
-        (void)pt_cfg_get(r, "text");
-        (void)pt_cfg_get(r, "binary");
-        return;
-    }
     const char *s;
     if (pt_cfg_string(r, "text", &s, NULL) > 0) {
         size_t len = strlen(s);
@@ -151,7 +110,7 @@ static void parse_payload(pt_cfg_t *r, pt_arena_t *a, pt_hc_payload_t *out)
         }
         if (!ok) {
             char q[128];
-            quote(s, q, sizeof(q));
+            pt_cfg_quote(s, q, sizeof(q));
             pt_cfg_error(r, "text", "%s is not a hex string (an even number of hex digits)", q);
             return;
         }
@@ -171,65 +130,6 @@ static void parse_payload(pt_cfg_t *r, pt_arena_t *a, pt_hc_payload_t *out)
         out->data = d;
         out->len = (size_t)len;
     }
-}
-
-/* One HeaderValueOption (reader inside it). Values are rendered once: a health check has no
- * downstream request, so operators that read one render empty (as in Envoy). */
-static void parse_header_add(pt_cfg_t *r, pt_arena_t *a, pt_hc_header_t *out)
-{
-    memset(out, 0, sizeof(*out));
-    out->value = "";
-    int rc = pt_cfg_enter(r, "header");
-    if (rc == 0)
-        pt_cfg_error(r, "header", "is required");
-    if (rc > 0) {
-        pt_cfg_unsupported(r, header_value_unsupported);
-        const char *key, *value;
-        char q[300];
-        int krc = pt_cfg_string(r, "key", &key, NULL);
-        if (krc == 0) {
-            pt_cfg_error(r, "key", "is required");
-        } else if (krc > 0) {
-            quote(key, q, sizeof(q));
-            if (key[0] == ':' || strcasecmp(key, "host") == 0)
-                pt_cfg_error(r, "key",
-                             "%s may not be modified: pseudo-headers and host are not mutable "
-                             "(set http_health_check.host instead)",
-                             q);
-            else if (!valid_header_name(key))
-                pt_cfg_error(r, "key", "%s is not a valid header name", q);
-            else
-                out->key = lower_dup(a, key);
-        }
-        if (pt_cfg_string(r, "value", &value, "") > 0 && strpbrk(value, "\r\n") != NULL) {
-            pt_cfg_error(r, "value", "must not contain CR or LF");
-        } else if (strchr(value, '%') != NULL) {
-            char err[256];
-            pt_format_t *f =
-                pt_format_compile_ex(a, value, PT_FORMAT_OMIT_EMPTY, err, sizeof(err));
-            if (f == NULL)
-                pt_cfg_error(r, "value", "%s", err);
-            else
-                out->value = pt_format_render_str(f, NULL, a);
-            if (out->value == NULL)
-                out->value = "";
-        } else {
-            out->value = pt_arena_strdup(a, value);
-        }
-        pt_cfg_leave(r);
-    }
-    int append, action;
-    int has_append = pt_cfg_bool(r, "append", &append, 1);
-    int has_action = pt_cfg_enum(r, "append_action", append_action_names, NULL, &action,
-                                 PT_HC_HEADER_APPEND);
-    if (has_append > 0 && has_action > 0)
-        pt_cfg_error(r, NULL,
-                     "append and append_action may not both be set (append is deprecated: use "
-                     "append_action)");
-    if (has_append > 0)
-        action = append ? PT_HC_HEADER_APPEND : PT_HC_HEADER_OVERWRITE_OR_ADD;
-    out->action = (pt_hc_header_action_t)action;
-    pt_cfg_bool(r, "keep_empty_value", &out->keep_empty_value, 0);
 }
 
 /* A list of type.v3.Int64Range status ranges, each within [100, 600). */
@@ -289,7 +189,7 @@ static void parse_http(pt_cfg_t *r, pt_arena_t *a, pt_health_check_config_t *hc)
         int bad = 0;
         for (const char *p = s; *p && !bad; p++)
             bad = (unsigned char)*p <= ' ' || *p == 0x7f;
-        quote(s, q, sizeof(q));
+        pt_cfg_quote(s, q, sizeof(q));
         if (bad)
             pt_cfg_error(r, "path", "%s must not contain spaces or control characters", q);
         else
@@ -302,50 +202,8 @@ static void parse_http(pt_cfg_t *r, pt_arena_t *a, pt_health_check_config_t *hc)
     pt_cfg_enum(r, "method", method_names, method_known, &method, 0);
     hc->http.method = method_names[method == 0 ? 1 : method];
 
-    int present;
-    size_t n = pt_cfg_array(r, "request_headers_to_add", &present);
-    if (present) {
-        pt_hc_header_t *adds = pt_arena_alloc(a, (n ? n : 1) * sizeof(*adds));
-        for (size_t i = 0; adds != NULL && i < n; i++) {
-            if (pt_cfg_enter_index(r, i) > 0) {
-                parse_header_add(r, a, &adds[hc->http.nadd]);
-                if (adds[hc->http.nadd].key != NULL)
-                    hc->http.nadd++;
-                pt_cfg_leave(r);
-            }
-        }
-        hc->http.add = adds;
-        pt_cfg_leave_array(r);
-    }
-    n = pt_cfg_array(r, "request_headers_to_remove", &present);
-    if (present) {
-        const char **rm = pt_arena_alloc(a, (n ? n : 1) * sizeof(*rm));
-        for (size_t i = 0; rm != NULL && i < n; i++) {
-            json_t *v = pt_cfg_index_value(r, i);
-            size_t saved = r->path_len;
-            pt_cfg_push_index(r, i);
-            if (!json_is_string(v)) {
-                char *d = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-                pt_cfg_error(r, NULL, "%s is not a string", d ? d : "null");
-                free(d);
-            } else {
-                const char *name = json_string_value(v);
-                quote(name, q, sizeof(q));
-                if (name[0] == ':' || strcasecmp(name, "host") == 0)
-                    pt_cfg_error(r, NULL,
-                                 "%s may not be removed: pseudo-headers and host are not "
-                                 "mutable",
-                                 q);
-                else if (!valid_header_name(name))
-                    pt_cfg_error(r, NULL, "%s is not a valid header name", q);
-                else
-                    rm[hc->http.nremove++] = lower_dup(a, name);
-            }
-            pt_cfg_pop_path(r, saved);
-        }
-        hc->http.remove = rm;
-        pt_cfg_leave_array(r);
-    }
+    pt_header_mutations_parse(r, a, "request_headers_to_add", "request_headers_to_remove",
+                              &hc->http.headers);
 
     parse_ranges(r, a, "expected_statuses", &hc->http.expected, &hc->http.nexpected);
     if (hc->http.nexpected == 0) {
@@ -412,26 +270,14 @@ static void parse_one(pt_cfg_t *r, pt_arena_t *a, pt_health_check_config_t *hc)
 
     /* The health_checker oneof. grpc and custom are Envoy's too, reported as not supported
      * when the object is left. */
-    int kinds = pt_cfg_has(r, "http_health_check") + pt_cfg_has(r, "tcp_health_check") +
-                pt_cfg_has(r, "grpc_health_check") + pt_cfg_has(r, "custom_health_check");
-    if (kinds == 0) {
-        pt_cfg_error(r, NULL,
-                     "one of http_health_check, tcp_health_check, grpc_health_check or "
-                     "custom_health_check is required");
-        return;
-    }
-    if (kinds > 1) {
-        pt_cfg_error(r, NULL,
-                     "only one of http_health_check, tcp_health_check, grpc_health_check and "
-                     "custom_health_check may be set");
-        pt_cfg_skip_rest(r);
-        return;
-    }
-    if (pt_cfg_enter(r, "http_health_check") > 0) {
+    static const char *const kinds[] = {"http_health_check", "tcp_health_check",
+                                        "grpc_health_check", "custom_health_check", NULL};
+    int kind = pt_cfg_oneof(r, kinds, 1);
+    if (kind == 0 && pt_cfg_enter(r, "http_health_check") > 0) {
         hc->kind = PT_HC_HTTP;
         parse_http(r, a, hc);
         pt_cfg_leave(r);
-    } else if (pt_cfg_has(r, "tcp_health_check")) {
+    } else if (kind == 1) {
         hc->kind = PT_HC_TCP;
         if (pt_cfg_enter(r, "tcp_health_check") > 0) {
             parse_tcp(r, a, hc);
@@ -966,74 +812,36 @@ static const pt_conn_handler_t probe_handler = {
 };
 
 /* The request bytes of an HTTP check: method, path, host (the configured one or the
- * cluster's name), user-agent Envoy/HC, then request_headers_to_remove and _to_add. */
+ * cluster's name), user-agent Envoy/HC, with request_headers_to_remove and _to_add applied
+ * as a route applies them (a check has no stream: operators that read one render empty). */
 static char *build_request(const pt_health_check_config_t *k, const char *cluster_name,
                            size_t *len_out)
 {
-    unsigned cap = 1 + k->http.nadd, n = 0;
-    const char **names = calloc(cap, sizeof(*names));
-    const char **values = calloc(cap, sizeof(*values));
+    pt_arena_t a = {0};
+    pt_http_headers_t hs;
     char *out = NULL;
-    if (names == NULL || values == NULL)
+    pt_http_headers_init(&hs, &a);
+    if (pt_http_headers_add_ref(&hs, "user-agent", HC_USER_AGENT) != 0)
         goto done;
-    names[n] = "user-agent";
-    values[n++] = HC_USER_AGENT;
-    for (unsigned i = 0; i < k->http.nremove; i++) {
-        for (unsigned j = 0; j < n;) {
-            if (strcmp(names[j], k->http.remove[i]) == 0) {
-                memmove(&names[j], &names[j + 1], (n - j - 1) * sizeof(*names));
-                memmove(&values[j], &values[j + 1], (n - j - 1) * sizeof(*values));
-                n--;
-            } else {
-                j++;
-            }
-        }
-    }
-    for (unsigned i = 0; i < k->http.nadd; i++) {
-        const pt_hc_header_t *a = &k->http.add[i];
-        if (a->value[0] == '\0' && !a->keep_empty_value)
-            continue;
-        int present = 0;
-        for (unsigned j = 0; j < n; j++)
-            present |= strcmp(names[j], a->key) == 0;
-        if (a->action == PT_HC_HEADER_ADD_IF_ABSENT && present)
-            continue;
-        if (a->action == PT_HC_HEADER_OVERWRITE && !present)
-            continue;
-        if (a->action == PT_HC_HEADER_OVERWRITE || a->action == PT_HC_HEADER_OVERWRITE_OR_ADD) {
-            for (unsigned j = 0; j < n;) {
-                if (strcmp(names[j], a->key) == 0) {
-                    memmove(&names[j], &names[j + 1], (n - j - 1) * sizeof(*names));
-                    memmove(&values[j], &values[j + 1], (n - j - 1) * sizeof(*values));
-                    n--;
-                } else {
-                    j++;
-                }
-            }
-        }
-        names[n] = a->key;
-        values[n++] = a->value;
-    }
+    pt_header_mutations_apply(&k->http.headers, &hs, NULL);
     const char *m = k->http.method;
+    const char *host = k->http.host ? k->http.host : cluster_name;
     int body_method = strcmp(m, "POST") == 0 || strcmp(m, "PUT") == 0 || strcmp(m, "PATCH") == 0;
-    size_t len = strlen(m) + strlen(k->http.path) + 64 +
-                 strlen(k->http.host ? k->http.host : cluster_name);
-    for (unsigned j = 0; j < n; j++)
-        len += strlen(names[j]) + strlen(values[j]) + 4;
+    size_t len = strlen(m) + strlen(k->http.path) + 64 + strlen(host);
+    for (uint32_t j = 0; j < hs.count; j++)
+        len += hs.items[j].name_len + hs.items[j].value_len + 4;
     out = malloc(len);
     if (out == NULL)
         goto done;
-    size_t o = (size_t)snprintf(out, len, "%s %s HTTP/1.1\r\nhost: %s\r\n", m, k->http.path,
-                                k->http.host ? k->http.host : cluster_name);
-    for (unsigned j = 0; j < n; j++)
-        o += (size_t)snprintf(out + o, len - o, "%s: %s\r\n", names[j], values[j]);
+    size_t o = (size_t)snprintf(out, len, "%s %s HTTP/1.1\r\nhost: %s\r\n", m, k->http.path, host);
+    for (uint32_t j = 0; j < hs.count; j++)
+        o += (size_t)snprintf(out + o, len - o, "%s: %s\r\n", hs.items[j].name, hs.items[j].value);
     if (body_method)
         o += (size_t)snprintf(out + o, len - o, "content-length: 0\r\n");
     o += (size_t)snprintf(out + o, len - o, "\r\n");
     *len_out = o;
 done:
-    free(names);
-    free(values);
+    pt_arena_dispose(&a);
     return out;
 }
 

@@ -27,6 +27,7 @@
 
 #include "proxy/arena.h"
 #include "proxy/config_reader.h"
+#include "proxy/header_mutation.h"
 
 typedef struct pt_config pt_config_t;
 typedef struct pt_worker pt_worker_t;
@@ -37,21 +38,6 @@ typedef enum pt_hc_kind {
     PT_HC_HTTP, /* http_health_check */
     PT_HC_TCP,  /* tcp_health_check */
 } pt_hc_kind_t;
-
-/* How a configured header joins the health check request (HeaderValueOption). */
-typedef enum pt_hc_header_action {
-    PT_HC_HEADER_APPEND,            /* APPEND_IF_EXISTS_OR_ADD (the default) */
-    PT_HC_HEADER_ADD_IF_ABSENT,     /* ADD_IF_ABSENT */
-    PT_HC_HEADER_OVERWRITE_OR_ADD,  /* OVERWRITE_IF_EXISTS_OR_ADD */
-    PT_HC_HEADER_OVERWRITE,         /* OVERWRITE_IF_EXISTS */
-} pt_hc_header_action_t;
-
-typedef struct pt_hc_header {
-    const char *key;   /* lowercase */
-    const char *value; /* rendered once: only request-independent values are allowed */
-    pt_hc_header_action_t action;
-    int keep_empty_value;
-} pt_hc_header_t;
 
 /* type.v3.Int64Range: [start, end). */
 typedef struct pt_hc_range {
@@ -87,10 +73,9 @@ struct pt_health_check_config {
         const char *host;   /* NULL: the cluster's name */
         const char *path;
         const char *method; /* "GET" unless set */
-        const pt_hc_header_t *add;
-        unsigned nadd;
-        const char *const *remove; /* lowercase names */
-        unsigned nremove;
+        /* request_headers_to_add and _to_remove. A check has no downstream request:
+         * operators that read one render empty (as in Envoy). */
+        pt_header_mutations_t headers;
         const pt_hc_range_t *expected; /* default [200, 201) */
         unsigned nexpected;
         const pt_hc_range_t *retriable;

@@ -130,33 +130,6 @@ static const char *const runtime_keys[] = {
     "max_active_faults_runtime", "response_rate_limit_percent_runtime",
     "abort_grpc_status_runtime", NULL};
 
-/* Exactly one of `names` (n of them) is present: its index, else an error and -1. */
-static int one_of(pt_cfg_t *r, const char *const *names, int n)
-{
-    int found = -1, count = 0;
-    for (int i = 0; i < n; i++) {
-        if (pt_cfg_has(r, names[i])) {
-            if (found < 0)
-                found = i;
-            count++;
-        }
-    }
-    if (count == 1)
-        return found;
-    char list[160] = "";
-    for (int i = 0; i < n; i++) {
-        size_t o = strlen(list);
-        snprintf(list + o, sizeof(list) - o, "%s%s", i ? ", " : "", names[i]);
-    }
-    if (count == 0)
-        pt_cfg_error(r, NULL, "one of %s is required", list);
-    else
-        pt_cfg_error(r, NULL, "only one of %s may be given", list);
-    for (int i = 0; i < n; i++)
-        (void)pt_cfg_get(r, names[i]);
-    return -1;
-}
-
 /* An empty message ({}) such as header_delay / header_abort. */
 static void empty_message(pt_cfg_t *r, const char *field)
 {
@@ -166,9 +139,9 @@ static void empty_message(pt_cfg_t *r, const char *field)
 
 static void parse_delay(pt_cfg_t *r, fault_config_t *c)
 {
-    static const char *const kinds[] = {"fixed_delay", "header_delay"};
+    static const char *const kinds[] = {"fixed_delay", "header_delay", NULL};
     c->has_delay = 1;
-    switch (one_of(r, kinds, 2)) {
+    switch (pt_cfg_oneof(r, kinds, 1)) {
     case 0: {
         int rc = pt_cfg_duration_ms(r, "fixed_delay", &c->fixed_delay_ms, 0);
         if (rc > 0 && c->fixed_delay_ms == 0)
@@ -186,9 +159,9 @@ static void parse_delay(pt_cfg_t *r, fault_config_t *c)
 
 static void parse_abort(pt_cfg_t *r, fault_config_t *c)
 {
-    static const char *const kinds[] = {"http_status", "grpc_status", "header_abort"};
+    static const char *const kinds[] = {"http_status", "grpc_status", "header_abort", NULL};
     uint64_t v;
-    switch (one_of(r, kinds, 3)) {
+    switch (pt_cfg_oneof(r, kinds, 1)) {
     case 0:
         c->abort_kind = ABORT_HTTP;
         if (pt_cfg_uint(r, "http_status", &v, 0, 200, 599) > 0)

@@ -5,8 +5,6 @@
  *    pt_random_below. petrel has no runtime layer: runtime_key is accepted and ignored,
  *    so default_value always applies.
  *  - envoy.type.v3.HttpStatus (code by number or by StatusCode enum name).
- *  - HeaderValueOption lists (response_headers_to_add and friends), applied with Envoy's
- *    append_action rules; values may use access-log formatters (%REQ(...)% ...).
  *  - gRPC local replies: Envoy answers a gRPC request (content-type application/grpc) that
  *    it rejects itself with a trailers-only response (200, grpc-status, grpc-message)
  *    instead of an HTTP error status. */
@@ -54,17 +52,6 @@ int pt_cfg_enum_or_number(pt_cfg_t *r, const char *field, const char *const *val
  * a defined StatusCode value other than Empty (0), as Envoy validates it. Returns 1 present,
  * 0 absent (*out = def), -1 invalid. */
 int pt_http_status_field(pt_cfg_t *r, const char *field, int *out, int def);
-
-/* ---- HeaderValueOption lists ----------------------------------------------------------- */
-
-/* Parses the list at `field` (repeated HeaderValueOption) into m->add / m->nadd, allocated
- * from a. Keys are validated as Envoy's HeaderParser does (no pseudo-headers, no host).
- * Returns 0, or -1 with errors recorded. */
-int pt_header_options_parse(pt_cfg_t *r, const char *field, pt_arena_t *a,
-                            pt_header_mutations_t *m);
-/* Applies m (additions only) to h, rendering formatted values with si. */
-void pt_header_options_apply(const pt_header_mutations_t *m, pt_http_headers_t *h,
-                             const pt_stream_info_t *si);
 
 /* ---- gRPC ------------------------------------------------------------------------------ */
 

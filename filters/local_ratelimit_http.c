@@ -72,7 +72,7 @@ static void parse_header_list(pt_cfg_t *r, const char *field, pt_arena_t *a,
         memset(m, 0, sizeof(*m));
         return;
     }
-    pt_header_options_parse(r, field, a, m);
+    pt_header_mutations_parse(r, a, field, NULL, m);
 }
 
 static void *lrl_parse(pt_cfg_t *r, pt_config_t *cfg)
@@ -356,13 +356,13 @@ static int lrl_decode_headers(pt_http_stream_t *s, void *cfg, void *state, pt_ht
     }
     pt_stat_inc(c->stats.rate_limited);
     if (!pt_fractional_percent_sample(&c->enforced)) {
-        pt_header_options_apply(&c->request_headers_not_enforced, h, &s->info);
+        pt_header_mutations_apply(&c->request_headers_not_enforced, h, &s->info);
         return PT_CONTINUE;
     }
     pt_stat_inc(c->stats.enforced);
     pt_http_headers_t extra;
     pt_http_headers_init(&extra, &s->arena);
-    pt_header_options_apply(&c->response_headers, &extra, &s->info);
+    pt_header_mutations_apply(&c->response_headers, &extra, &s->info);
     if (pt_http_is_grpc_request(h))
         pt_http_grpc_local_reply(s, c->resource_exhausted ? 8 : pt_http_to_grpc_status(c->status),
                                  "local_rate_limited", &extra, PT_RF(RATE_LIMITED),

@@ -34,31 +34,6 @@ typedef enum node_kind {
     N_REMOTE_IP,
 } node_kind_t;
 
-/* route.v3.HeaderMatcher, as Envoy's HeaderUtility matches it. */
-typedef enum hdr_kind {
-    H_EXACT, /* exact_match; an empty value (or no specifier) means "present" */
-    H_REGEX,
-    H_RANGE, /* integer in [start, end) */
-    H_PRESENT,
-    H_PREFIX,
-    H_SUFFIX,
-    H_CONTAINS,
-    H_STRING,
-} hdr_kind_t;
-
-typedef struct hdr_matcher {
-    const char *name; /* lowercase */
-    hdr_kind_t kind;
-    const char *value;
-    size_t len;
-    const pt_regex_t *regex;
-    int64_t start, end;
-    int present;
-    int invert;
-    int treat_missing_as_empty;
-    pt_string_matcher_t string;
-} hdr_matcher_t;
-
 typedef struct cidr {
     int family; /* AF_INET or AF_INET6 */
     unsigned len;
@@ -73,7 +48,7 @@ struct node {
             const node_t *kids;
             unsigned n;
         } set; /* and/or; not has n == 1 */
-        hdr_matcher_t header;
+        pt_header_matcher_t header;
         struct {
             int has; /* authenticated without principal_name: has == 0 */
             pt_string_matcher_t m;
@@ -139,176 +114,10 @@ static const char *const enforcement_names[] = {"ONE_TIME_ON_FIRST_BYTE", "CONTI
 static const char *const http_unsupported[] = {"matcher", "shadow_matcher", NULL};
 static const char *const network_unsupported[] = {"matcher", "shadow_matcher", "delay_deny", NULL};
 
-static char *lower_dup(pt_arena_t *a, const char *s)
+static void parse_header(pctx_t *p, pt_header_matcher_t *hm)
 {
-    char *d = pt_arena_strdup(a, s);
-    for (char *p = d; p && *p; p++)
-        *p = (char)tolower((unsigned char)*p);
-    return d;
-}
-
-/* A string as JSON (quoted, escaped) for error messages; into out. */
-static const char *quote(const char *s, char *out, size_t len)
-{
-    json_t *j = json_string(s);
-    char *d = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
-    snprintf(out, len, "%s", d ? d : "?");
-    free(d);
-    json_decref(j);
-    return out;
-}
-
-/* RFC 9110 token, optionally after a leading ':' (pseudo-headers such as :path). */
-static int valid_header_name(const char *s)
-{
-    if (*s == ':')
-        s++;
-    if (*s == '\0')
-        return 0;
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (!(isalnum(c) || strchr("!#$%&'*+-.^_`|~", c) != NULL))
-            return 0;
-    }
-    return 1;
-}
-
-/* A signed integer field (number, or string as proto3 JSON allows). */
-static int cfg_int64(pt_cfg_t *r, const char *field, int64_t *out)
-{
-    json_t *v = pt_cfg_get(r, field);
-    *out = 0;
-    if (v == NULL)
-        return 0;
-    if (json_is_integer(v)) {
-        *out = (int64_t)json_integer_value(v);
-        return 1;
-    }
-    if (json_is_string(v)) {
-        const char *s = json_string_value(v);
-        char *end;
-        errno = 0;
-        long long n = strtoll(s, &end, 10);
-        if (*s != '\0' && *end == '\0' && errno == 0 && !isspace((unsigned char)*s)) {
-            *out = (int64_t)n;
-            return 1;
-        }
-    }
-    char *d = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-    pt_cfg_error(r, field, "%s is not an integer", d ? d : "?");
-    free(d);
-    return -1;
-}
-
-/* Names of `kinds` present in the current object, comma separated; returns how many, and
- * the index of the first in *first. */
-static int present_kinds(pt_cfg_t *r, const char *const *kinds, int *first, char *names, size_t len)
-{
-    int n = 0;
-    *first = -1;
-    names[0] = '\0';
-    for (int k = 0; kinds[k] != NULL; k++) {
-        if (!pt_cfg_has(r, kinds[k]))
-            continue;
-        if (*first < 0)
-            *first = k;
-        n++;
-        size_t o = strlen(names);
-        snprintf(names + o, len - o, "%s%s", o ? ", " : "", kinds[k]);
-    }
-    return n;
-}
-
-static int any_present(pt_cfg_t *r, const char *const *names)
-{
-    for (int i = 0; names[i] != NULL; i++)
-        if (pt_cfg_has(r, names[i]))
-            return 1;
-    return 0;
-}
-
-static void parse_header(pctx_t *p, hdr_matcher_t *hm)
-{
-    static const char *const kinds[] = {"exact_match",    "safe_regex_match", "range_match",
-                                        "present_match",  "prefix_match",     "suffix_match",
-                                        "contains_match", "string_match",     NULL};
-    pt_cfg_t *r = p->r;
-    memset(hm, 0, sizeof(*hm));
     p->needs |= PT_RBAC_NEEDS_HEADERS;
-    const char *name;
-    int rc = pt_cfg_string(r, "name", &name, NULL);
-    if (rc == 0) {
-        pt_cfg_error(r, "name", "is required");
-    } else if (rc > 0) {
-        char q[300];
-        if (!valid_header_name(name))
-            pt_cfg_error(r, "name", "%s is not a valid header name", quote(name, q, sizeof(q)));
-        hm->name = lower_dup(p->a, name);
-    }
-    pt_cfg_bool(r, "invert_match", &hm->invert, 0);
-    pt_cfg_bool(r, "treat_missing_header_as_empty", &hm->treat_missing_as_empty, 0);
-
-    int found;
-    char names[200];
-    int n = present_kinds(r, kinds, &found, names, sizeof(names));
-    if (n > 1) {
-        pt_cfg_error(r, NULL,
-                     "only one of exact_match, safe_regex_match, range_match, "
-                     "present_match, prefix_match, suffix_match, contains_match, "
-                     "string_match may be given (found %s)",
-                     names);
-        for (int k = 0; kinds[k] != NULL; k++)
-            (void)pt_cfg_get(r, kinds[k]);
-        return;
-    }
-    const char *s;
-    switch (found) {
-    case -1: /* no specifier: the header must be present */
-        hm->kind = H_EXACT;
-        hm->value = "";
-        break;
-    case 0:
-        hm->kind = H_EXACT;
-        pt_cfg_string(r, "exact_match", &s, "");
-        hm->value = pt_arena_strdup(p->a, s ? s : "");
-        hm->len = strlen(hm->value);
-        break;
-    case 1:
-        hm->kind = H_REGEX;
-        if (pt_cfg_enter(r, "safe_regex_match") > 0) {
-            hm->regex = pt_regex_parse(r, p->a, 0);
-            pt_cfg_leave(r);
-        }
-        break;
-    case 2:
-        hm->kind = H_RANGE;
-        if (pt_cfg_enter(r, "range_match") > 0) {
-            cfg_int64(r, "start", &hm->start);
-            cfg_int64(r, "end", &hm->end);
-            pt_cfg_leave(r);
-        }
-        break;
-    case 3:
-        hm->kind = H_PRESENT;
-        pt_cfg_bool(r, "present_match", &hm->present, 0);
-        break;
-    case 4:
-    case 5:
-    case 6:
-        hm->kind = found == 4 ? H_PREFIX : found == 5 ? H_SUFFIX : H_CONTAINS;
-        if (pt_cfg_string(r, kinds[found], &s, "") > 0 && s[0] == '\0')
-            pt_cfg_error(r, kinds[found], "must not be empty");
-        hm->value = pt_arena_strdup(p->a, s ? s : "");
-        hm->len = strlen(hm->value);
-        break;
-    case 7:
-        hm->kind = H_STRING;
-        if (pt_cfg_enter(r, "string_match") > 0) {
-            pt_string_matcher_parse(r, p->a, &hm->string);
-            pt_cfg_leave(r);
-        }
-        break;
-    }
+    pt_header_matcher_parse(p->r, p->a, hm);
 }
 
 /* core.v3.CidrRange {address_prefix, prefix_len}. */
@@ -325,7 +134,7 @@ static void parse_cidr(pctx_t *p, const char *field, cidr_t *c)
         pt_cfg_error(r, "address_prefix", "is required");
     } else if (rc > 0 && pt_addr_parse(&a, s, 0) != 0) {
         char q[300];
-        pt_cfg_error(r, "address_prefix", "%s is not an IP address", quote(s, q, sizeof(q)));
+        pt_cfg_error(r, "address_prefix", "%s is not an IP address", pt_cfg_quote(s, q, sizeof(q)));
     } else if (rc > 0) {
         c->family = a.sa.sa_family;
         if (c->family == AF_INET)
@@ -423,43 +232,13 @@ static void parse_any(pctx_t *p, node_t *n)
         pt_cfg_error(p->r, "any", "must be true");
 }
 
-/* Checks the oneof of a Permission/Principal; returns the index of the kind, or -1 after
- * reporting why there is none. */
-static int oneof_kind(pctx_t *p, const char *const *kinds, const char *const *unsupported,
-                      const char *what)
-{
-    pt_cfg_t *r = p->r;
-    int found;
-    char names[300];
-    int n = present_kinds(r, kinds, &found, names, sizeof(names));
-    if (n > 1) {
-        pt_cfg_error(r, NULL, "only one %s may be given (found %s)", what, names);
-        for (int k = 0; kinds[k] != NULL; k++)
-            (void)pt_cfg_get(r, kinds[k]);
-        return -1;
-    }
-    if (n == 0) {
-        /* An unsupported kind alone is reported as such when the object is left. */
-        if (!any_present(r, unsupported)) {
-            char list[300] = "";
-            for (int k = 0; kinds[k] != NULL; k++) {
-                size_t o = strlen(list);
-                snprintf(list + o, sizeof(list) - o, "%s%s", k ? ", " : "", kinds[k]);
-            }
-            pt_cfg_error(r, NULL, "one of %s is required", list);
-        }
-        return -1;
-    }
-    return found;
-}
-
 static void parse_permission(pctx_t *p, node_t *n)
 {
     pt_cfg_t *r = p->r;
     memset(n, 0, sizeof(*n));
     n->kind = N_ANY;
     pt_cfg_unsupported(r, perm_unsupported);
-    int k = oneof_kind(p, perm_kinds, perm_unsupported, "rule");
+    int k = pt_cfg_oneof(r, perm_kinds, !pt_cfg_has_any(r, perm_unsupported));
     uint64_t port;
     switch (k) {
     case 0:
@@ -510,7 +289,7 @@ static void parse_permission(pctx_t *p, node_t *n)
             break;
         /* type.v3.Int32Range: start inclusive, end exclusive; Envoy's bounds checks. */
         int64_t start, end;
-        int rs = cfg_int64(r, "start", &start), re = cfg_int64(r, "end", &end);
+        int rs = pt_cfg_int64(r, "start", &start), re = pt_cfg_int64(r, "end", &end);
         int ok = rs >= 0 && re >= 0;
         if (rs >= 0 && (start < 0 || start > 65536)) {
             pt_cfg_error(r, "start", "%lld is out of range [0, 65536]", (long long)start);
@@ -549,7 +328,7 @@ static void parse_principal(pctx_t *p, node_t *n)
     memset(n, 0, sizeof(*n));
     n->kind = N_ANY;
     pt_cfg_unsupported(r, principal_unsupported);
-    int k = oneof_kind(p, principal_kinds, principal_unsupported, "identifier");
+    int k = pt_cfg_oneof(r, principal_kinds, !pt_cfg_has_any(r, principal_unsupported));
     switch (k) {
     case 0:
         n->kind = N_AND;
@@ -722,101 +501,6 @@ unsigned pt_rbac_rules_needs(const pt_rbac_rules_t *rules)
 
 /* ---- evaluation ---------------------------------------------------------------------- */
 
-/* The value of header `name`, every value joined with ',' as Envoy does, or NULL. */
-static const char *header_value(const pt_http_headers_t *h, const char *name, size_t *len)
-{
-    size_t nl = strlen(name);
-    const pt_http_header_t *first = NULL;
-    for (uint32_t i = 0; i < h->count; i++) {
-        const pt_http_header_t *e = &h->items[i];
-        if (e->name_len != nl || memcmp(e->name, name, nl) != 0)
-            continue;
-        if (first != NULL) {
-            const char *j = pt_http_headers_get_joined(h, name);
-            *len = j ? strlen(j) : 0;
-            return j;
-        }
-        first = e;
-    }
-    if (first == NULL)
-        return NULL;
-    *len = first->value_len;
-    return first->value;
-}
-
-/* absl::SimpleAtoi: optional surrounding whitespace and sign, decimal digits, no overflow. */
-static int parse_int64(const char *s, size_t n, int64_t *out)
-{
-    size_t i = 0;
-    while (i < n && isspace((unsigned char)s[i]))
-        i++;
-    while (n > i && isspace((unsigned char)s[n - 1]))
-        n--;
-    int neg = 0;
-    if (i < n && (s[i] == '+' || s[i] == '-'))
-        neg = s[i++] == '-';
-    if (i == n)
-        return 0;
-    uint64_t v = 0;
-    for (; i < n; i++) {
-        if (!isdigit((unsigned char)s[i]))
-            return 0;
-        uint64_t d = (uint64_t)(s[i] - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            return 0;
-        v = v * 10 + d;
-    }
-    if (neg ? v > (uint64_t)INT64_MAX + 1 : v > (uint64_t)INT64_MAX)
-        return 0;
-    *out = neg ? (int64_t)(0 - v) : (int64_t)v;
-    return 1;
-}
-
-/* Envoy's HeaderUtility: a missing header fails every matcher (whatever invert_match says)
- * except present_match, unless treat_missing_header_as_empty. */
-static int header_matches(const hdr_matcher_t *hm, const pt_http_headers_t *h)
-{
-    size_t len = 0;
-    const char *v = h != NULL && hm->name != NULL ? header_value(h, hm->name, &len) : NULL;
-    if (hm->kind == H_PRESENT)
-        return ((v != NULL) == (hm->present != 0)) != (hm->invert != 0);
-    if (v == NULL) {
-        if (!hm->treat_missing_as_empty)
-            return 0;
-        v = "";
-        len = 0;
-    }
-    int m = 0;
-    switch (hm->kind) {
-    case H_EXACT:
-        m = hm->len == 0 || (len == hm->len && memcmp(v, hm->value, len) == 0);
-        break;
-    case H_REGEX:
-        m = hm->regex != NULL && pt_regex_full_match(hm->regex, v, len);
-        break;
-    case H_RANGE: {
-        int64_t x;
-        m = parse_int64(v, len, &x) && x >= hm->start && x < hm->end;
-        break;
-    }
-    case H_PREFIX:
-        m = len >= hm->len && memcmp(v, hm->value, hm->len) == 0;
-        break;
-    case H_SUFFIX:
-        m = len >= hm->len && memcmp(v + len - hm->len, hm->value, hm->len) == 0;
-        break;
-    case H_CONTAINS:
-        m = memmem(v, len, hm->value, hm->len) != NULL;
-        break;
-    case H_STRING:
-        m = pt_string_matcher_match(&hm->string, v, len);
-        break;
-    case H_PRESENT:
-        break;
-    }
-    return m != (hm->invert != 0);
-}
-
 static int cidr_matches(const cidr_t *c, const pt_addr_t *a)
 {
     if (c->family == 0 || a->sa.sa_family != c->family)
@@ -878,7 +562,7 @@ static int node_matches(const node_t *n, const pt_rbac_ctx_t *ctx)
     case N_NOT:
         return n->u.set.n == 1 && !node_matches(&n->u.set.kids[0], ctx);
     case N_HEADER:
-        return header_matches(&n->u.header, ctx->headers);
+        return pt_header_matcher_match(&n->u.header, ctx->headers);
     case N_URL_PATH: {
         const char *path = ctx->headers ? pt_http_headers_get(ctx->headers, ":path") : NULL;
         if (path == NULL)

@@ -509,35 +509,21 @@ static void consume_all(pt_cfg_t *r)
     }
 }
 
-static int count_present(pt_cfg_t *r, const char *const *fields)
-{
-    int n = 0;
-    for (int i = 0; fields[i] != NULL; i++)
-        n += pt_cfg_has(r, fields[i]);
-    return n;
-}
-
 /* text_format_source (a DataSource): the format text, or NULL with an error recorded.
  * A file's text is copied into the arena. */
 static const char *parse_text_source(pt_cfg_t *r, pt_arena_t *arena)
 {
     static const char *const ds_fields[] = {"inline_string", "filename", "environment_variable",
-                                            "inline_bytes", NULL};
+                                            NULL};
     static const char *const ds_unsupported[] = {"inline_bytes", "watched_directory", NULL};
     const char *text = NULL;
     if (pt_cfg_enter(r, "text_format_source") <= 0)
         return NULL;
     pt_cfg_unsupported(r, ds_unsupported);
-    int n = count_present(r, ds_fields);
-    if (n != 1) {
-        pt_cfg_error(r, NULL,
-                     n == 0 ? "one of inline_string, filename and environment_variable "
-                              "is required"
-                            : "only one of inline_string, filename, inline_bytes and "
-                              "environment_variable may be set");
-    } else if (pt_cfg_has(r, "inline_string")) {
+    int found = pt_cfg_oneof(r, ds_fields, !pt_cfg_has_any(r, ds_unsupported));
+    if (found == 0) {
         pt_cfg_string(r, "inline_string", &text, NULL);
-    } else if (pt_cfg_has(r, "filename")) {
+    } else if (found == 1) {
         const char *fn;
         if (pt_cfg_string(r, "filename", &fn, NULL) > 0) {
             char e[512];
@@ -549,7 +535,7 @@ static const char *parse_text_source(pt_cfg_t *r, pt_arena_t *arena)
                 free(data);
             }
         }
-    } else if (pt_cfg_has(r, "environment_variable")) {
+    } else if (found == 2) {
         const char *var;
         if (pt_cfg_string(r, "environment_variable", &var, NULL) > 0) {
             text = getenv(var);
@@ -584,29 +570,22 @@ static const pt_format_t *parse_log_format(pt_cfg_t *r, pt_arena_t *arena)
     unsigned flags = (omit ? PT_FORMAT_OMIT_EMPTY : 0) | (sort ? PT_FORMAT_JSON_SORT : 0);
     const pt_format_t *f = NULL;
     char err[512];
-    int n = count_present(r, kinds);
-    if (n != 1) {
-        pt_cfg_error(r, NULL,
-                     n == 0 ? "one of text_format, text_format_source and json_format "
-                              "is required"
-                            : "only one of text_format, text_format_source and "
-                              "json_format may be set");
-        consume_all(r);
-    } else if (pt_cfg_has(r, "text_format")) {
+    int found = pt_cfg_oneof(r, kinds, 1);
+    if (found == 0) {
         const char *text;
         if (pt_cfg_string(r, "text_format", &text, NULL) > 0) {
             f = pt_format_compile_ex(arena, text, flags, err, sizeof(err));
             if (f == NULL)
                 pt_cfg_error(r, "text_format", "%s", err);
         }
-    } else if (pt_cfg_has(r, "text_format_source")) {
+    } else if (found == 1) {
         const char *text = parse_text_source(r, arena);
         if (text != NULL) {
             f = pt_format_compile_ex(arena, text, flags, err, sizeof(err));
             if (f == NULL)
                 pt_cfg_error(r, "text_format_source", "%s", err);
         }
-    } else {
+    } else if (found == 2) {
         json_t *j = pt_cfg_get(r, "json_format");
         if (!json_is_object(j)) {
             pt_cfg_error(r, "json_format", "is not an object");
@@ -628,14 +607,8 @@ static const pt_format_t *parse_file_format(pt_cfg_t *r, pt_arena_t *arena)
                                         NULL};
     char err[512];
     const pt_format_t *f = NULL;
-    if (count_present(r, kinds) > 1) {
-        pt_cfg_error(r, NULL,
-                     "only one of format, json_format, typed_json_format and "
-                     "log_format may be set");
-        for (int i = 0; kinds[i] != NULL; i++)
-            pt_cfg_get(r, kinds[i]);
+    if (pt_cfg_oneof(r, kinds, 0) == PT_CFG_ONEOF_MANY)
         return NULL;
-    }
     if (pt_cfg_has(r, "log_format"))
         return parse_log_format(r, arena);
     if (pt_cfg_has(r, "format")) {

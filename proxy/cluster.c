@@ -86,15 +86,13 @@ static void parse_http_protocol_options(pt_cfg_t *r, pt_cluster_t *c)
     if (pt_cfg_enter(r, "explicit_http_config") > 0) {
         static const char *const explicit_unsupported[] = {"http2_protocol_options",
                                                            "http3_protocol_options", NULL};
+        static const char *const protocols[] = {"http_protocol_options", "http2_protocol_options",
+                                                "http3_protocol_options", NULL};
         pt_cfg_unsupported(r, explicit_unsupported);
-        int rc = pt_cfg_enter(r, "http_protocol_options");
-        if (rc > 0) {
+        /* HTTP/2 and HTTP/3 are reported as not supported when the object is left. */
+        if (pt_cfg_oneof(r, protocols, 1) == 0 && pt_cfg_enter(r, "http_protocol_options") > 0) {
             parse_upstream_http1_options(r);
             pt_cfg_leave(r);
-        } else if (rc == 0 && !pt_cfg_has(r, "http2_protocol_options") &&
-                   !pt_cfg_has(r, "http3_protocol_options")) {
-            pt_cfg_error(r, NULL, "one of http_protocol_options, http2_protocol_options or "
-                                  "http3_protocol_options is required");
         }
         pt_cfg_leave(r);
     }

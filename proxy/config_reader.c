@@ -56,6 +56,16 @@ void pt_cfg_error_at(pt_cfg_t *r, const char *fmt, ...)
     add_error_line(r, strdup(line));
 }
 
+const char *pt_cfg_quote(const char *s, char *out, size_t len)
+{
+    json_t *j = json_string(s);
+    char *d = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
+    snprintf(out, len, "%s", d ? d : "\"?\"");
+    free(d);
+    json_decref(j);
+    return out;
+}
+
 const char *pt_cfg_path(const pt_cfg_t *r)
 {
     return r->path;
@@ -233,6 +243,50 @@ int pt_cfg_has(pt_cfg_t *r, const char *field)
     return v != NULL && !json_is_null(v);
 }
 
+int pt_cfg_has_any(pt_cfg_t *r, const char *const *fields)
+{
+    for (int i = 0; fields[i] != NULL; i++)
+        if (pt_cfg_has(r, fields[i]))
+            return 1;
+    return 0;
+}
+
+/* Appends `s` to out[0..len) after what is there, separated by `sep` when not first. */
+static void append_name(char *out, size_t len, const char *sep, const char *s)
+{
+    size_t o = strlen(out);
+    if (o + 1 < len)
+        snprintf(out + o, len - o, "%s%s", o ? sep : "", s);
+}
+
+int pt_cfg_oneof(pt_cfg_t *r, const char *const *fields, int required)
+{
+    int found = PT_CFG_ONEOF_NONE, n = 0, nfields = 0;
+    char present[512] = "";
+    for (int i = 0; fields[i] != NULL; i++, nfields++) {
+        if (!pt_cfg_has(r, fields[i]))
+            continue;
+        if (n++ == 0)
+            found = i;
+        append_name(present, sizeof(present), ", ", fields[i]);
+    }
+    if (n == 1)
+        return found;
+    if (n == 0 && !required)
+        return PT_CFG_ONEOF_NONE;
+    char all[512] = "";
+    for (int i = 0; i < nfields; i++)
+        append_name(all, sizeof(all), n == 0 && i == nfields - 1 ? " or " : ", ", fields[i]);
+    if (n == 0) {
+        pt_cfg_error(r, NULL, "one of %s is required", all);
+        return PT_CFG_ONEOF_NONE;
+    }
+    pt_cfg_error(r, NULL, "only one of %s may be given (found %s)", all, present);
+    for (int i = 0; i < nfields; i++)
+        (void)pt_cfg_get(r, fields[i]);
+    return PT_CFG_ONEOF_MANY;
+}
+
 /* Short rendering of a JSON value for error messages. Strings too are rendered as JSON, so
  * a quote or newline inside a value is escaped and each error stays on one line. */
 static void render(json_t *v, char *out, size_t len)
@@ -344,6 +398,32 @@ int pt_cfg_double(pt_cfg_t *r, const char *field, double *out, double def, doubl
     }
     *out = d;
     return 1;
+}
+
+int pt_cfg_int64(pt_cfg_t *r, const char *field, int64_t *out)
+{
+    json_t *v = pt_cfg_get(r, field);
+    *out = 0;
+    if (v == NULL)
+        return 0;
+    if (json_is_integer(v)) {
+        *out = (int64_t)json_integer_value(v);
+        return 1;
+    }
+    if (json_is_string(v)) {
+        const char *s = json_string_value(v);
+        char *end;
+        errno = 0;
+        long long n = strtoll(s, &end, 10);
+        if (*s != '\0' && *end == '\0' && errno == 0 && !isspace((unsigned char)*s)) {
+            *out = (int64_t)n;
+            return 1;
+        }
+    }
+    char tmp[128];
+    render(v, tmp, sizeof(tmp));
+    pt_cfg_error(r, field, "%s is not an integer", tmp);
+    return -1;
 }
 
 int pt_duration_parse_ms(const char *s, uint64_t *out_ms)

@@ -72,6 +72,9 @@ void pt_cfg_error(pt_cfg_t *r, const char *field, const char *fmt, ...)
 /* An error whose message starts with its own full path (checks that run after parsing, when
  * the reader is back at the root): the line is the message as given. */
 void pt_cfg_error_at(pt_cfg_t *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* s as a JSON string (quoted and escaped, the way errors show values) into out; returns out.
+ * For error messages that quote a string the config gave. */
+const char *pt_cfg_quote(const char *s, char *out, size_t len);
 /* The current path as a string (valid until the next enter/leave). */
 const char *pt_cfg_path(const pt_cfg_t *r);
 
@@ -91,6 +94,22 @@ void pt_cfg_skip_rest(pt_cfg_t *r);
 /* Raw access: the field's value (NULL when absent or null) and marks it consumed. */
 json_t *pt_cfg_get(pt_cfg_t *r, const char *field);
 int pt_cfg_has(pt_cfg_t *r, const char *field);
+/* 1 when any of the NULL-terminated `fields` is present (not null) in the current object;
+ * consumes nothing. */
+int pt_cfg_has_any(pt_cfg_t *r, const char *const *fields);
+
+/* A proto oneof, or fields that exclude each other, in the current object: `fields` is
+ * NULL-terminated. Returns the index of the one that is present (null counts as absent),
+ * without consuming it: the caller reads it. When none is present: PT_CFG_ONEOF_NONE, and if
+ * `required`, the error "one of a, b or c is required". When several are: PT_CFG_ONEOF_MANY,
+ * the error "only one of a, b, c may be given (found a, c)", and all of them are consumed so
+ * that none is reported again as unknown. Both errors are at the current object's path.
+ * A choice Envoy has and petrel does not implement stands in for a required one by passing
+ * required = !pt_cfg_has_any(r, unsupported): leaving the object reports it as not
+ * supported, which is the error worth reading. */
+#define PT_CFG_ONEOF_NONE (-1)
+#define PT_CFG_ONEOF_MANY (-2)
+int pt_cfg_oneof(pt_cfg_t *r, const char *const *fields, int required);
 
 /* Typed getters. Each returns 1 if the field was present and valid, 0 if absent (the default
  * is stored), -1 if invalid (an error was recorded and the default stored). */
@@ -100,6 +119,8 @@ int pt_cfg_uint(pt_cfg_t *r, const char *field, uint64_t *out, uint64_t def, uin
                 uint64_t max);
 int pt_cfg_double(pt_cfg_t *r, const char *field, double *out, double def, double min,
                   double max);
+/* A signed 64-bit integer (proto3 JSON: a number or a decimal string); 0 when absent. */
+int pt_cfg_int64(pt_cfg_t *r, const char *field, int64_t *out);
 /* Duration in milliseconds ("1.5s", {seconds, nanos}); must be >= 0. */
 int pt_cfg_duration_ms(pt_cfg_t *r, const char *field, uint64_t *out_ms, uint64_t def);
 /* Enum by name. `values` is a NULL-terminated list of names petrel supports (index = result);

@@ -240,3 +240,17 @@ const char *pt_http_headers_get_joined(const pt_http_headers_t *h, const char *l
     *p = '\0';
     return out;
 }
+
+int pt_http_header_name_valid(const char *s, int allow_pseudo)
+{
+    if (allow_pseudo && *s == ':')
+        s++;
+    if (*s == '\0')
+        return 0;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (!isalnum(c) && strchr("!#$%&'*+-.^_`|~", c) == NULL)
+            return 0;
+    }
+    return 1;
+}

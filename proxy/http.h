@@ -80,6 +80,9 @@ unsigned pt_http_headers_remove_any(pt_http_headers_t *h, const char *const *lna
                                     unsigned nnames);
 /* Joins every value of lname with "," into the arena (NULL when absent). */
 const char *pt_http_headers_get_joined(const pt_http_headers_t *h, const char *lname);
+/* 1 when s is a header name a config may give: an RFC 9110 token, after one ':' when
+ * allow_pseudo (matchers may name :method, :path...). */
+int pt_http_header_name_valid(const char *s, int allow_pseudo);
 
 /* Response flags, Envoy's %RESPONSE_FLAGS% short codes, in Envoy's output order. */
 #define PT_RESPONSE_FLAGS(X)                                                                   \

@@ -1000,17 +1000,6 @@ char *pt_regex_replace_all(const pt_regex_t *re, const char *s, size_t len, cons
 
 /* ---- config parsing ------------------------------------------------------------------ */
 
-/* A string as JSON (quoted, escaped) for error messages, like the config reader renders
- * values. */
-static void quote(const char *s, char *out, size_t len)
-{
-    json_t *j = json_string(s);
-    char *d = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
-    snprintf(out, len, "%s", d ? d : "\"?\"");
-    free(d);
-    json_decref(j);
-}
-
 static const char *const google_re2_unsupported[] = {"max_program_size", NULL};
 
 pt_regex_t *pt_regex_parse(pt_cfg_t *r, pt_arena_t *a, unsigned flags)
@@ -1034,7 +1023,7 @@ pt_regex_t *pt_regex_parse(pt_cfg_t *r, pt_arena_t *a, unsigned flags)
     char err[256], q[160];
     pt_regex_t *re = pt_regex_compile(a, pattern, flags, err, sizeof(err));
     if (re == NULL) {
-        quote(pattern, q, sizeof(q));
+        pt_cfg_quote(pattern, q, sizeof(q));
         pt_cfg_error(r, "regex", "%s %s", q, err);
     }
     return re;
@@ -1063,37 +1052,17 @@ int pt_string_matcher_init(pt_string_matcher_t *m, pt_arena_t *a, pt_string_matc
 
 int pt_string_matcher_parse(pt_cfg_t *r, pt_arena_t *a, pt_string_matcher_t *out)
 {
-    static const char *const kinds[] = {"exact", "prefix", "suffix", "contains", "safe_regex"};
+    static const char *const kinds[] = {"exact",    "prefix",     "suffix",
+                                        "contains", "safe_regex", NULL};
     size_t errors_before = r->nerrors;
     memset(out, 0, sizeof(*out));
     pt_cfg_unsupported(r, string_matcher_unsupported);
     int ignore_case;
     pt_cfg_bool(r, "ignore_case", &ignore_case, 0);
 
-    int found = -1, nfound = 0;
-    char names[96] = "";
-    for (int k = 0; k < 5; k++) {
-        if (!pt_cfg_has(r, kinds[k]))
-            continue;
-        if (found < 0)
-            found = k;
-        nfound++;
-        size_t o = strlen(names);
-        snprintf(names + o, sizeof(names) - o, "%s%s", o ? ", " : "", kinds[k]);
-    }
-    if (nfound == 0) {
-        pt_cfg_error(r, NULL, "one of exact, prefix, suffix, contains or safe_regex is required");
+    int found = pt_cfg_oneof(r, kinds, 1);
+    if (found < 0)
         return -1;
-    }
-    if (nfound > 1) {
-        pt_cfg_error(r, NULL,
-                     "only one of exact, prefix, suffix, contains, safe_regex may be "
-                     "given (found %s)",
-                     names);
-        for (int k = 0; k < 5; k++)
-            (void)pt_cfg_get(r, kinds[k]); /* consumed: not also "unknown" */
-        return -1;
-    }
     if (found == PT_STRING_REGEX) {
         int rc = pt_cfg_enter(r, "safe_regex");
         if (rc > 0) {
@@ -1161,4 +1130,182 @@ int pt_string_matcher_match(const pt_string_matcher_t *m, const char *s, size_t 
         return m->regex != NULL && pt_regex_full_match(m->regex, s, len);
     }
     return 0;
+}
+
+/* ---- HeaderMatcher --------------------------------------------------------------------- */
+
+/* s copied into a, lowercased when `lower`; an "out of memory" error at the current object
+ * when that fails. */
+static const char *cfg_strdup(pt_cfg_t *r, pt_arena_t *a, const char *s, int lower)
+{
+    char *d = pt_arena_strdup(a, s);
+    if (d == NULL) {
+        pt_cfg_error(r, NULL, "out of memory");
+        return NULL;
+    }
+    for (char *p = d; lower && *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    return d;
+}
+
+int pt_header_matcher_parse(pt_cfg_t *r, pt_arena_t *a, pt_header_matcher_t *hm)
+{
+    static const char *const kinds[] = {"exact_match",    "safe_regex_match", "range_match",
+                                        "present_match",  "prefix_match",     "suffix_match",
+                                        "contains_match", "string_match",     NULL};
+    size_t errors_before = r->nerrors;
+    memset(hm, 0, sizeof(*hm));
+    const char *name;
+    int rc = pt_cfg_string(r, "name", &name, NULL);
+    if (rc == 0) {
+        pt_cfg_error(r, "name", "is required");
+    } else if (rc > 0) {
+        if (!pt_http_header_name_valid(name, 1)) {
+            char q[300];
+            pt_cfg_quote(name, q, sizeof(q));
+            pt_cfg_error(r, "name", "%s is not a valid header name", q);
+        }
+        hm->name = cfg_strdup(r, a, name, 1);
+    }
+    pt_cfg_bool(r, "invert_match", &hm->invert, 0);
+    pt_cfg_bool(r, "treat_missing_header_as_empty", &hm->treat_missing_as_empty, 0);
+
+    /* kinds[] is in pt_header_match_kind_t order. No specifier is a presence check (so
+     * invert_match asks for absence). */
+    int found = pt_cfg_oneof(r, kinds, 0);
+    hm->kind = found >= 0 ? (pt_header_match_kind_t)found : PT_HEADER_MATCH_PRESENT;
+    hm->present = found == PT_CFG_ONEOF_NONE;
+    const char *s;
+    switch (found) {
+    case PT_HEADER_MATCH_EXACT:
+    case PT_HEADER_MATCH_PREFIX:
+    case PT_HEADER_MATCH_SUFFIX:
+    case PT_HEADER_MATCH_CONTAINS:
+        if (pt_cfg_string(r, kinds[found], &s, "") > 0) {
+            /* An empty exact_match checks presence; the others would match anything. */
+            if (s[0] == '\0' && found != PT_HEADER_MATCH_EXACT)
+                pt_cfg_error(r, kinds[found], "must not be empty");
+            hm->value = cfg_strdup(r, a, s, 0);
+            hm->value_len = strlen(s);
+        }
+        break;
+    case PT_HEADER_MATCH_REGEX:
+        if (pt_cfg_enter(r, "safe_regex_match") > 0) {
+            hm->regex = pt_regex_parse(r, a, 0);
+            pt_cfg_leave(r);
+        }
+        break;
+    case PT_HEADER_MATCH_RANGE:
+        if (pt_cfg_enter(r, "range_match") > 0) {
+            /* Int64Range: start inclusive, end exclusive. */
+            pt_cfg_int64(r, "start", &hm->range_start);
+            pt_cfg_int64(r, "end", &hm->range_end);
+            pt_cfg_leave(r);
+        }
+        break;
+    case PT_HEADER_MATCH_PRESENT:
+        pt_cfg_bool(r, "present_match", &hm->present, 0);
+        break;
+    case PT_HEADER_MATCH_STRING:
+        if (pt_cfg_enter(r, "string_match") > 0) {
+            pt_string_matcher_parse(r, a, &hm->string);
+            pt_cfg_leave(r);
+        }
+        break;
+    }
+    return r->nerrors == errors_before ? 0 : -1;
+}
+
+/* The value of header `name`, every value joined with ',' as Envoy does, or NULL. */
+static const char *joined_header_value(const pt_http_headers_t *h, const char *name, size_t *len)
+{
+    size_t nl = strlen(name);
+    const pt_http_header_t *first = NULL;
+    for (uint32_t i = 0; i < h->count; i++) {
+        const pt_http_header_t *e = &h->items[i];
+        if (e->name_len != nl || memcmp(e->name, name, nl) != 0)
+            continue;
+        if (first != NULL) {
+            const char *j = pt_http_headers_get_joined(h, name);
+            *len = j ? strlen(j) : 0;
+            return j;
+        }
+        first = e;
+    }
+    if (first == NULL)
+        return NULL;
+    *len = first->value_len;
+    return first->value;
+}
+
+/* absl::SimpleAtoi as Envoy's range match uses it: optional surrounding whitespace and
+ * sign, decimal digits, no overflow. */
+static int parse_int64(const char *s, size_t n, int64_t *out)
+{
+    size_t i = 0;
+    while (i < n && isspace((unsigned char)s[i]))
+        i++;
+    while (n > i && isspace((unsigned char)s[n - 1]))
+        n--;
+    int neg = 0;
+    if (i < n && (s[i] == '+' || s[i] == '-'))
+        neg = s[i++] == '-';
+    if (i == n)
+        return 0;
+    uint64_t v = 0;
+    for (; i < n; i++) {
+        if (!isdigit((unsigned char)s[i]))
+            return 0;
+        uint64_t d = (uint64_t)(s[i] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return 0;
+        v = v * 10 + d;
+    }
+    if (neg ? v > (uint64_t)INT64_MAX + 1 : v > (uint64_t)INT64_MAX)
+        return 0;
+    *out = neg ? (int64_t)(0 - v) : (int64_t)v;
+    return 1;
+}
+
+int pt_header_matcher_match(const pt_header_matcher_t *hm, const pt_http_headers_t *h)
+{
+    size_t len = 0;
+    const char *v = h != NULL && hm->name != NULL ? joined_header_value(h, hm->name, &len) : NULL;
+    if (v == NULL && !hm->treat_missing_as_empty)
+        return hm->kind == PT_HEADER_MATCH_PRESENT && (hm->invert ? hm->present : !hm->present);
+    if (v == NULL) {
+        v = "";
+        len = 0;
+    }
+    int match = 0;
+    switch (hm->kind) {
+    case PT_HEADER_MATCH_EXACT:
+        match = hm->value_len == 0 || (len == hm->value_len && memcmp(v, hm->value, len) == 0);
+        break;
+    case PT_HEADER_MATCH_REGEX:
+        match = hm->regex != NULL && pt_regex_full_match(hm->regex, v, len);
+        break;
+    case PT_HEADER_MATCH_RANGE: {
+        int64_t x;
+        match = parse_int64(v, len, &x) && x >= hm->range_start && x < hm->range_end;
+        break;
+    }
+    case PT_HEADER_MATCH_PRESENT:
+        match = hm->present;
+        break;
+    case PT_HEADER_MATCH_PREFIX:
+        match = len >= hm->value_len && memcmp(v, hm->value, hm->value_len) == 0;
+        break;
+    case PT_HEADER_MATCH_SUFFIX:
+        match =
+            len >= hm->value_len && memcmp(v + len - hm->value_len, hm->value, hm->value_len) == 0;
+        break;
+    case PT_HEADER_MATCH_CONTAINS:
+        match = memmem(v, len, hm->value, hm->value_len) != NULL;
+        break;
+    case PT_HEADER_MATCH_STRING:
+        match = pt_string_matcher_match(&hm->string, v, len);
+        break;
+    }
+    return match != hm->invert;
 }

@@ -1,6 +1,7 @@
-/* String matching as Envoy configures it: envoy.type.matcher.v3.StringMatcher and
- * RegexMatcher, shared by routing (header, query and path matchers), RBAC and certificate SAN
- * checks.
+/* Matching as Envoy configures it: envoy.type.matcher.v3.StringMatcher and RegexMatcher,
+ * shared by routing (header, query and path matchers), RBAC and certificate SAN checks, and
+ * envoy.config.route.v3.HeaderMatcher, shared by routes, retry policies, RBAC, the fault and
+ * health check filters.
  *
  * Regexes: Envoy writes them in RE2 syntax. petrel runs them on the C library's POSIX
  * extended regex engine (regcomp with REG_EXTENDED), so each pattern is translated once, when
@@ -18,9 +19,11 @@
 #define PT_MATCHER_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "proxy/arena.h"
 #include "proxy/config_reader.h"
+#include "proxy/http.h"
 
 typedef struct pt_regex pt_regex_t;
 
@@ -90,5 +93,45 @@ int pt_string_matcher_init(pt_string_matcher_t *m, pt_arena_t *a, pt_string_matc
                            const char *value, int ignore_case);
 /* 1 when s[0..len) matches, else 0. No allocation, no lock of petrel's own. */
 int pt_string_matcher_match(const pt_string_matcher_t *m, const char *s, size_t len);
+
+/* ---- envoy.config.route.v3.HeaderMatcher ---------------------------------------------- */
+
+typedef enum pt_header_match_kind {
+    PT_HEADER_MATCH_EXACT,   /* exact_match; an empty value only checks presence */
+    PT_HEADER_MATCH_REGEX,   /* safe_regex_match */
+    PT_HEADER_MATCH_RANGE,   /* range_match: integer in [start, end) */
+    PT_HEADER_MATCH_PRESENT, /* present_match, or no specifier at all (present = 1) */
+    PT_HEADER_MATCH_PREFIX,
+    PT_HEADER_MATCH_SUFFIX,
+    PT_HEADER_MATCH_CONTAINS,
+    PT_HEADER_MATCH_STRING, /* string_match (StringMatcher) */
+} pt_header_match_kind_t;
+
+typedef struct pt_header_matcher {
+    const char *name; /* lowercase */
+    pt_header_match_kind_t kind;
+    const char *value; /* exact/prefix/suffix/contains */
+    size_t value_len;
+    const pt_regex_t *regex;
+    int64_t range_start, range_end;
+    int present;
+    pt_string_matcher_t string;
+    int invert;
+    int treat_missing_as_empty;
+} pt_header_matcher_t;
+
+/* Parses the HeaderMatcher the reader is inside: name (required; a pseudo-header such as
+ * :path is allowed), at most one of exact_match, safe_regex_match, range_match,
+ * present_match, prefix_match, suffix_match, contains_match, string_match (none: a presence
+ * check), invert_match, treat_missing_header_as_empty. Returns 0, or -1 with the errors in
+ * r. */
+int pt_header_matcher_parse(pt_cfg_t *r, pt_arena_t *a, pt_header_matcher_t *out);
+/* Envoy's HeaderUtility: the values of a repeated header are matched joined with ",". A
+ * missing header fails every matcher, even an inverted one, except a presence check asking
+ * for absence (present_match: false, or a presence check with invert_match); with
+ * treat_missing_header_as_empty it is matched as an empty value instead (a presence check
+ * then answers present != invert). h may be NULL (no headers). A joined value is built in
+ * h's arena; nothing else is allocated. */
+int pt_header_matcher_match(const pt_header_matcher_t *hm, const pt_http_headers_t *h);
 
 #endif

@@ -13,8 +13,6 @@
 
 /* Longest domain accepted; wildcard lengths are kept as uint16_t. */
 #define MAX_DOMAIN_LEN 1024
-/* Header mutation entries whose per-request scratch fits on the stack. */
-#define STACK_ADDS 16
 
 enum { DOM_EMPTY, DOM_EXACT, DOM_SUFFIX, DOM_PREFIX };
 
@@ -88,12 +86,7 @@ static const char *const cluster_weight_unsupported[] = {"cluster_header", "meta
 static const char *const upgrade_unsupported[] = {"connect_config", NULL};
 static const char *const data_source_unsupported[] = {"environment_variable", "watched_directory",
                                                       NULL};
-static const char *const header_value_unsupported[] = {"raw_value", NULL};
-
 static const char *const require_tls_names[] = {"NONE", "EXTERNAL_ONLY", "ALL", NULL};
-static const char *const append_action_names[] = {"APPEND_IF_EXISTS_OR_ADD", "ADD_IF_ABSENT",
-                                                  "OVERWRITE_IF_EXISTS_OR_ADD",
-                                                  "OVERWRITE_IF_EXISTS", NULL};
 static const char *const redirect_code_names[] = {
     "MOVED_PERMANENTLY", "FOUND", "SEE_OTHER", "TEMPORARY_REDIRECT", "PERMANENT_REDIRECT", NULL};
 static const int redirect_codes[] = {301, 302, 303, 307, 308};
@@ -156,36 +149,11 @@ static char *lower_dup(pt_arena_t *a, const char *s)
     return d;
 }
 
-/* RFC 9110 token characters (a header name), optionally after a leading ':' for the
- * pseudo-headers a matcher may name. */
-static int valid_header_name(const char *s, int allow_pseudo)
-{
-    if (allow_pseudo && *s == ':')
-        s++;
-    if (*s == '\0')
-        return 0;
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (!isalnum(c) && strchr("!#$%&'*+-.^_`|~", c) == NULL)
-            return 0;
-    }
-    return 1;
-}
-
 /* Envoy's HTTP_HEADER_VALUE (not strict): no NUL, CR or LF, so nothing configured can split
  * a header or a response. */
 static int valid_header_value(const char *s)
 {
     return strpbrk(s, "\r\n") == NULL;
-}
-
-static void quote(const char *s, char *out, size_t len)
-{
-    json_t *j = json_string(s);
-    char *d = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
-    snprintf(out, len, "%s", d ? d : "\"?\"");
-    free(d);
-    json_decref(j);
 }
 
 /* "<value> is not a string" at the current path (an element of a list of strings). */
@@ -239,33 +207,6 @@ static int strset_add(strset_t *set, const char *s)
     return 1;
 }
 
-/* Signed 64-bit integer field (proto3 JSON: a number or a decimal string). */
-static int cfg_int64(pt_cfg_t *r, const char *field, int64_t *out)
-{
-    json_t *v = pt_cfg_get(r, field);
-    *out = 0;
-    if (v == NULL)
-        return 0;
-    if (json_is_integer(v)) {
-        *out = (int64_t)json_integer_value(v);
-        return 1;
-    }
-    if (json_is_string(v)) {
-        const char *s = json_string_value(v);
-        char *end;
-        errno = 0;
-        long long n = strtoll(s, &end, 10);
-        if (*s != '\0' && *end == '\0' && errno == 0 && !isspace((unsigned char)*s)) {
-            *out = (int64_t)n;
-            return 1;
-        }
-    }
-    char *d = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-    pt_cfg_error(r, field, "%s is not an integer", d ? d : "?");
-    free(d);
-    return -1;
-}
-
 /* ---- parsing context ---------------------------------------------------------------- */
 
 typedef struct domain_builder {
@@ -312,232 +253,23 @@ static void check_cluster(pctx_t *p, const char *field, const char *name)
     if (p->validate_clusters && name[0] != '\0' &&
         (p->cfg == NULL || pt_config_find_cluster(p->cfg, name) == NULL)) {
         char q[300];
-        quote(name, q, sizeof(q));
+        pt_cfg_quote(name, q, sizeof(q));
         pt_cfg_error(p->r, field, "unknown cluster %s", q);
     }
 }
 
 /* ---- header mutations ----------------------------------------------------------------- */
 
-/* One HeaderValueOption (reader inside it). */
-static void parse_header_add(pctx_t *p, pt_header_add_t *out)
-{
-    pt_cfg_t *r = p->r;
-    memset(out, 0, sizeof(*out));
-    out->value = "";
-    int rc = pt_cfg_enter(r, "header");
-    if (rc == 0)
-        pt_cfg_error(r, "header", "is required");
-    if (rc > 0) {
-        pt_cfg_unsupported(r, header_value_unsupported);
-        const char *key, *value;
-        int krc = pt_cfg_string(r, "key", &key, NULL);
-        char q[300];
-        if (krc == 0) {
-            pt_cfg_error(r, "key", "is required");
-        } else if (krc > 0) {
-            quote(key, q, sizeof(q));
-            if (key[0] == ':' || strcasecmp(key, "host") == 0)
-                pt_cfg_error(r, "key",
-                             "%s may not be modified: pseudo-headers and host are not "
-                             "mutable (as in Envoy)",
-                             q);
-            else if (!valid_header_name(key, 0))
-                pt_cfg_error(r, "key", "%s is not a valid header name", q);
-            else
-                out->key = lower_dup(p->a, key);
-        }
-        if (pt_cfg_string(r, "value", &value, "") > 0 && !valid_header_value(value)) {
-            pt_cfg_error(r, "value", "must not contain CR or LF");
-        } else if (strchr(value, '%') != NULL) {
-            /* Formatter operators (%DOWNSTREAM_REMOTE_ADDRESS%...) compile now; values that
-             * do not depend on the request ("%%", %HOSTNAME%) are rendered once. */
-            char err[256];
-            pt_format_t *f =
-                pt_format_compile_ex(p->a, value, PT_FORMAT_OMIT_EMPTY, err, sizeof(err));
-            if (f == NULL) {
-                pt_cfg_error(r, "value", "%s", err);
-            } else if (pt_format_is_constant(f)) {
-                out->value = pt_format_render_str(f, NULL, p->a);
-                if (out->value == NULL)
-                    out->value = "";
-            } else {
-                out->value = NULL;
-                out->fmt = f;
-            }
-        } else {
-            out->value = sdup(p, value);
-        }
-        pt_cfg_leave(r);
-    }
-    int append, action;
-    int has_append = pt_cfg_bool(r, "append", &append, 1);
-    int has_action = pt_cfg_enum(r, "append_action", append_action_names, NULL, &action,
-                                 PT_HEADER_APPEND_IF_EXISTS_OR_ADD);
-    if (has_append > 0 && has_action > 0)
-        pt_cfg_error(r, NULL,
-                     "append and append_action may not both be set (append is "
-                     "deprecated: use append_action)");
-    if (has_append > 0)
-        action = append ? PT_HEADER_APPEND_IF_EXISTS_OR_ADD : PT_HEADER_OVERWRITE_IF_EXISTS_OR_ADD;
-    out->action = (pt_header_append_action_t)action;
-    pt_cfg_bool(r, "keep_empty_value", &out->keep_empty_value, 0);
-}
-
 /* <prefix>_headers_to_add and <prefix>_headers_to_remove of the current object. */
 static void parse_mutations(pctx_t *p, const char *prefix, pt_header_mutations_t *m)
 {
-    pt_cfg_t *r = p->r;
-    char field[48];
-    int present;
-    memset(m, 0, sizeof(*m));
-
-    snprintf(field, sizeof(field), "%s_headers_to_add", prefix);
-    size_t n = pt_cfg_array(r, field, &present);
-    if (present) {
-        pt_header_add_t *adds = alloc(p, n * sizeof(*adds));
-        for (size_t i = 0; adds != NULL && i < n; i++) {
-            if (pt_cfg_enter_index(r, i) > 0) {
-                parse_header_add(p, &adds[m->nadd]);
-                if (adds[m->nadd].key != NULL)
-                    m->nadd++;
-                pt_cfg_leave(r);
-            }
-        }
-        m->add = adds;
-        pt_cfg_leave_array(r);
-    }
-
-    snprintf(field, sizeof(field), "%s_headers_to_remove", prefix);
-    n = pt_cfg_array(r, field, &present);
-    if (present) {
-        const char **rm = alloc(p, n * sizeof(*rm));
-        for (size_t i = 0; rm != NULL && i < n; i++) {
-            json_t *v = pt_cfg_index_value(r, i);
-            size_t saved = r->path_len;
-            pt_cfg_push_index(r, i);
-            char q[300];
-            if (!json_is_string(v)) {
-                not_a_string(r, v);
-            } else {
-                const char *name = json_string_value(v);
-                quote(name, q, sizeof(q));
-                if (name[0] == ':' || strcasecmp(name, "host") == 0)
-                    pt_cfg_error(r, NULL,
-                                 "%s may not be removed: pseudo-headers and host are "
-                                 "not mutable (as in Envoy)",
-                                 q);
-                else if (!valid_header_name(name, 0))
-                    pt_cfg_error(r, NULL, "%s is not a valid header name", q);
-                else
-                    rm[m->nremove++] = lower_dup(p->a, name);
-            }
-            pt_cfg_pop_path(r, saved);
-        }
-        m->remove = rm;
-        pt_cfg_leave_array(r);
-    }
+    char add[48], remove[48];
+    snprintf(add, sizeof(add), "%s_headers_to_add", prefix);
+    snprintf(remove, sizeof(remove), "%s_headers_to_remove", prefix);
+    pt_header_mutations_parse(p->r, p->a, add, remove, m);
 }
 
 /* ---- route match ---------------------------------------------------------------------- */
-
-static void parse_header_matcher(pctx_t *p, pt_header_matcher_t *hm)
-{
-    static const char *const kinds[] = {"exact_match",    "safe_regex_match", "range_match",
-                                        "present_match",  "prefix_match",     "suffix_match",
-                                        "contains_match", "string_match"};
-    pt_cfg_t *r = p->r;
-    memset(hm, 0, sizeof(*hm));
-    const char *name;
-    int rc = pt_cfg_string(r, "name", &name, NULL);
-    char q[300];
-    if (rc == 0) {
-        pt_cfg_error(r, "name", "is required");
-    } else if (rc > 0) {
-        quote(name, q, sizeof(q));
-        if (!valid_header_name(name, 1))
-            pt_cfg_error(r, "name", "%s is not a valid header name", q);
-        hm->name = lower_dup(p->a, name);
-    }
-    pt_cfg_bool(r, "invert_match", &hm->invert, 0);
-    pt_cfg_bool(r, "treat_missing_header_as_empty", &hm->treat_missing_as_empty, 0);
-
-    int found = -1, nfound = 0;
-    char names[160] = "";
-    for (int k = 0; k < 8; k++) {
-        if (!pt_cfg_has(r, kinds[k]))
-            continue;
-        if (found < 0)
-            found = k;
-        nfound++;
-        size_t o = strlen(names);
-        snprintf(names + o, sizeof(names) - o, "%s%s", o ? ", " : "", kinds[k]);
-    }
-    if (nfound > 1) {
-        pt_cfg_error(r, NULL,
-                     "only one of exact_match, safe_regex_match, range_match, "
-                     "present_match, prefix_match, suffix_match, contains_match, "
-                     "string_match may be given (found %s)",
-                     names);
-        for (int k = 0; k < 8; k++)
-            (void)pt_cfg_get(r, kinds[k]);
-        return;
-    }
-    const char *s;
-    switch (found) {
-    case -1: /* no specifier: a presence check (so invert_match asks for absence) */
-        hm->kind = PT_HEADER_MATCH_PRESENT;
-        hm->present = 1;
-        break;
-    case 0:
-        hm->kind = PT_HEADER_MATCH_EXACT;
-        if (pt_cfg_string(r, "exact_match", &s, "") > 0) {
-            hm->value = sdup(p, s);
-            hm->value_len = strlen(s);
-        }
-        break;
-    case 1:
-        hm->kind = PT_HEADER_MATCH_REGEX;
-        if (pt_cfg_enter(r, "safe_regex_match") > 0) {
-            hm->regex = pt_regex_parse(r, p->a, 0);
-            pt_cfg_leave(r);
-        }
-        break;
-    case 2:
-        hm->kind = PT_HEADER_MATCH_RANGE;
-        if (pt_cfg_enter(r, "range_match") > 0) {
-            /* Int64Range: start inclusive, end exclusive. */
-            cfg_int64(r, "start", &hm->range_start);
-            cfg_int64(r, "end", &hm->range_end);
-            pt_cfg_leave(r);
-        }
-        break;
-    case 3:
-        hm->kind = PT_HEADER_MATCH_PRESENT;
-        pt_cfg_bool(r, "present_match", &hm->present, 0);
-        break;
-    case 4:
-    case 5:
-    case 6:
-        hm->kind = found == 4   ? PT_HEADER_MATCH_PREFIX
-                   : found == 5 ? PT_HEADER_MATCH_SUFFIX
-                                : PT_HEADER_MATCH_CONTAINS;
-        if (pt_cfg_string(r, kinds[found], &s, "") > 0) {
-            if (s[0] == '\0')
-                pt_cfg_error(r, kinds[found], "must not be empty");
-            hm->value = sdup(p, s);
-            hm->value_len = strlen(s);
-        }
-        break;
-    case 7:
-        hm->kind = PT_HEADER_MATCH_STRING;
-        if (pt_cfg_enter(r, "string_match") > 0) {
-            pt_string_matcher_parse(r, p->a, &hm->string);
-            pt_cfg_leave(r);
-        }
-        break;
-    }
-}
 
 static void parse_query_matcher(pctx_t *p, pt_query_matcher_t *qm)
 {
@@ -553,9 +285,8 @@ static void parse_query_matcher(pctx_t *p, pt_query_matcher_t *qm)
         qm->name = sdup(p, name);
         qm->name_len = strlen(name);
     }
-    int has_string = pt_cfg_has(r, "string_match"), has_present = pt_cfg_has(r, "present_match");
-    if (has_string && has_present)
-        pt_cfg_error(r, NULL, "only one of string_match, present_match may be given");
+    static const char *const kinds[] = {"string_match", "present_match", NULL};
+    int has_string = pt_cfg_oneof(r, kinds, 0) == 0;
     /* present_match (either value, as Envoy evaluates it) and no specifier at all both mean
      * "the parameter is present". */
     int present;
@@ -568,37 +299,15 @@ static void parse_query_matcher(pctx_t *p, pt_query_matcher_t *qm)
 
 static void parse_match(pctx_t *p, pt_route_match_spec_t *m)
 {
-    static const char *const kinds[] = {"prefix", "path", "safe_regex", "path_separated_prefix"};
+    static const char *const kinds[] = {"prefix", "path", "safe_regex", "path_separated_prefix",
+                                        NULL};
+    static const char *const kinds_unsupported[] = {"connect_matcher", "path_match_policy", NULL};
     static const pt_path_match_kind_t kind_of[] = {PT_PATH_PREFIX, PT_PATH_EXACT, PT_PATH_REGEX,
                                                    PT_PATH_SEPARATED_PREFIX};
     pt_cfg_t *r = p->r;
     pt_cfg_unsupported(r, match_unsupported);
     memset(m, 0, sizeof(*m));
-    int found = -1, nfound = 0;
-    char names[96] = "";
-    for (int k = 0; k < 4; k++) {
-        if (!pt_cfg_has(r, kinds[k]))
-            continue;
-        if (found < 0)
-            found = k;
-        nfound++;
-        size_t o = strlen(names);
-        snprintf(names + o, sizeof(names) - o, "%s%s", o ? ", " : "", kinds[k]);
-    }
-    int unsupported_path = pt_cfg_has(r, "connect_matcher") || pt_cfg_has(r, "path_match_policy");
-    if (nfound == 0 && !unsupported_path)
-        pt_cfg_error(r, NULL,
-                     "one of prefix, path, safe_regex or path_separated_prefix is "
-                     "required");
-    if (nfound > 1) {
-        pt_cfg_error(r, NULL,
-                     "only one of prefix, path, safe_regex, path_separated_prefix may "
-                     "be given (found %s)",
-                     names);
-        for (int k = 0; k < 4; k++)
-            (void)pt_cfg_get(r, kinds[k]);
-        found = -1;
-    }
+    int found = pt_cfg_oneof(r, kinds, !pt_cfg_has_any(r, kinds_unsupported));
     pt_cfg_bool(r, "case_sensitive", &m->case_sensitive, 1);
     if (found >= 0) {
         m->kind = kind_of[found];
@@ -614,7 +323,7 @@ static void parse_match(pctx_t *p, pt_route_match_spec_t *m)
                 size_t n = strlen(s);
                 if (n < 2 || strpbrk(s, "?#") != NULL || s[n - 1] == '/') {
                     char q[300];
-                    quote(s, q, sizeof(q));
+                    pt_cfg_quote(s, q, sizeof(q));
                     pt_cfg_error(r, kinds[found],
                                  "%s must be at least 2 characters long, "
                                  "contain no '?' or '#', and not end with '/'",
@@ -634,7 +343,7 @@ static void parse_match(pctx_t *p, pt_route_match_spec_t *m)
         pt_header_matcher_t *hms = alloc(p, n * sizeof(*hms));
         for (size_t i = 0; hms != NULL && i < n; i++) {
             if (pt_cfg_enter_index(r, i) > 0) {
-                parse_header_matcher(p, &hms[m->nheaders++]);
+                pt_header_matcher_parse(r, p->a, &hms[m->nheaders++]);
                 pt_cfg_leave(r);
             }
         }
@@ -757,31 +466,10 @@ static void parse_route_action(pctx_t *p, pt_route_t *rt)
     int prio;
     pt_cfg_enum(r, "priority", priorities, NULL, &prio, 0);
     rt->priority = prio;
-    static const char *const kinds[] = {"cluster", "weighted_clusters", "cluster_header"};
-    int found = -1, nfound = 0;
-    char names[96] = "";
-    for (int k = 0; k < 3; k++) {
-        if (!pt_cfg_has(r, kinds[k]))
-            continue;
-        if (found < 0)
-            found = k;
-        nfound++;
-        size_t o = strlen(names);
-        snprintf(names + o, sizeof(names) - o, "%s%s", o ? ", " : "", kinds[k]);
-    }
-    int plugin = pt_cfg_has(r, "cluster_specifier_plugin") ||
-                 pt_cfg_has(r, "inline_cluster_specifier_plugin");
-    if (nfound == 0 && !plugin)
-        pt_cfg_error(r, NULL, "one of cluster, weighted_clusters or cluster_header is required");
-    if (nfound > 1) {
-        pt_cfg_error(r, NULL,
-                     "only one of cluster, weighted_clusters, cluster_header may be "
-                     "given (found %s)",
-                     names);
-        for (int k = 0; k < 3; k++)
-            (void)pt_cfg_get(r, kinds[k]);
-        found = -1;
-    }
+    static const char *const kinds[] = {"cluster", "weighted_clusters", "cluster_header", NULL};
+    static const char *const plugins[] = {"cluster_specifier_plugin",
+                                          "inline_cluster_specifier_plugin", NULL};
+    int found = pt_cfg_oneof(r, kinds, !pt_cfg_has_any(r, plugins));
     const char *s;
     char q[300];
     if (found == 0) {
@@ -802,16 +490,16 @@ static void parse_route_action(pctx_t *p, pt_route_t *rt)
     } else if (found == 2) {
         rt->cluster_kind = PT_ROUTE_CLUSTER_HEADER;
         if (pt_cfg_string(r, "cluster_header", &s, "") > 0) {
-            quote(s, q, sizeof(q));
-            if (!valid_header_name(s, 1))
+            pt_cfg_quote(s, q, sizeof(q));
+            if (!pt_http_header_name_valid(s, 1))
                 pt_cfg_error(r, "cluster_header", "%s is not a valid header name", q);
             rt->cluster_header = lower_dup(p->a, s);
         }
     }
 
     /* Path rewrites: one of prefix_rewrite, regex_rewrite. */
-    if (pt_cfg_has(r, "prefix_rewrite") && pt_cfg_has(r, "regex_rewrite"))
-        pt_cfg_error(r, NULL, "only one of prefix_rewrite, regex_rewrite may be given");
+    static const char *const path_rewrites[] = {"prefix_rewrite", "regex_rewrite", NULL};
+    pt_cfg_oneof(r, path_rewrites, 0);
     rt->rewrite.prefix = header_string(p, "prefix_rewrite", 0);
     if (pt_cfg_enter(r, "regex_rewrite") > 0) {
         parse_regex_rewrite(p, &rt->rewrite);
@@ -819,10 +507,10 @@ static void parse_route_action(pctx_t *p, pt_route_t *rt)
     }
 
     /* Host rewrites: one of host_rewrite_literal, auto_host_rewrite. */
-    int auto_rc = pt_cfg_bool(r, "auto_host_rewrite", &rt->auto_host_rewrite, 0);
+    static const char *const host_rewrites[] = {"host_rewrite_literal", "auto_host_rewrite", NULL};
+    pt_cfg_oneof(r, host_rewrites, 0);
+    pt_cfg_bool(r, "auto_host_rewrite", &rt->auto_host_rewrite, 0);
     rt->host_rewrite_literal = header_string(p, "host_rewrite_literal", 0);
-    if (auto_rc > 0 && rt->host_rewrite_literal != NULL)
-        pt_cfg_error(r, NULL, "only one of host_rewrite_literal, auto_host_rewrite may be given");
 
     pt_cfg_duration_ms(r, "timeout", &rt->timeout_ms, 15000);
     if (pt_cfg_duration_ms(r, "idle_timeout", &rt->idle_timeout_ms, 0) <= 0)
@@ -844,7 +532,7 @@ static void parse_route_action(pctx_t *p, pt_route_t *rt)
                 int dup = 0;
                 for (unsigned j = 0; j < rt->nupgrades && t; j++)
                     dup |= strcmp(u[j].upgrade_type, t) == 0;
-                quote(s, q, sizeof(q));
+                pt_cfg_quote(s, q, sizeof(q));
                 if (dup)
                     pt_cfg_error(r, "upgrade_type", "duplicate upgrade %s", q);
                 u[rt->nupgrades].upgrade_type = t;
@@ -863,10 +551,11 @@ static void parse_redirect(pctx_t *p, pt_route_t *rt)
     pt_cfg_t *r = p->r;
     pt_redirect_t *rd = &rt->redirect;
     rt->action = PT_ROUTE_ACTION_REDIRECT;
-    int https_rc = pt_cfg_bool(r, "https_redirect", &rd->https_redirect, 0);
+    static const char *const schemes[] = {"https_redirect", "scheme_redirect", NULL};
+    static const char *const paths[] = {"path_redirect", "prefix_rewrite", "regex_rewrite", NULL};
+    pt_cfg_oneof(r, schemes, 0);
+    pt_cfg_bool(r, "https_redirect", &rd->https_redirect, 0);
     rd->scheme_redirect = header_string(p, "scheme_redirect", 0);
-    if (https_rc > 0 && rd->scheme_redirect != NULL)
-        pt_cfg_error(r, NULL, "only one of https_redirect, scheme_redirect may be given");
     if (rd->scheme_redirect != NULL) {
         const char *s = rd->scheme_redirect;
         int ok = isalpha((unsigned char)s[0]);
@@ -881,12 +570,7 @@ static void parse_redirect(pctx_t *p, pt_route_t *rt)
     pt_cfg_uint(r, "port_redirect", &port, 0, 0, 65535);
     rd->port_redirect = (uint32_t)port;
 
-    int npath = pt_cfg_has(r, "path_redirect") + pt_cfg_has(r, "prefix_rewrite") +
-                pt_cfg_has(r, "regex_rewrite");
-    if (npath > 1)
-        pt_cfg_error(r, NULL,
-                     "only one of path_redirect, prefix_rewrite, regex_rewrite may be "
-                     "given");
+    pt_cfg_oneof(r, paths, 0);
     rd->path_redirect = header_string(p, "path_redirect", 0);
     if (rd->path_redirect != NULL)
         rd->path_redirect_has_query = strchr(rd->path_redirect, '?') != NULL;
@@ -906,19 +590,9 @@ static void parse_body(pctx_t *p, pt_route_t *rt)
 {
     pt_cfg_t *r = p->r;
     pt_cfg_unsupported(r, data_source_unsupported);
-    int n =
-        pt_cfg_has(r, "filename") + pt_cfg_has(r, "inline_bytes") + pt_cfg_has(r, "inline_string");
-    if (n > 1) {
-        pt_cfg_error(r, NULL, "only one of filename, inline_bytes, inline_string may be given");
-        (void)pt_cfg_get(r, "filename");
-        (void)pt_cfg_get(r, "inline_bytes");
-        (void)pt_cfg_get(r, "inline_string");
+    static const char *const sources[] = {"filename", "inline_bytes", "inline_string", NULL};
+    if (pt_cfg_oneof(r, sources, !pt_cfg_has_any(r, data_source_unsupported)) < 0)
         return;
-    }
-    if (n == 0 && !pt_cfg_has(r, "environment_variable") && !pt_cfg_has(r, "watched_directory")) {
-        pt_cfg_error(r, NULL, "one of filename, inline_bytes or inline_string is required");
-        return;
-    }
     const char *s;
     const char *field = NULL;
     if (pt_cfg_string(r, "inline_string", &s, NULL) > 0) {
@@ -1018,29 +692,10 @@ static void parse_route(pctx_t *p, pt_route_t *rt)
         pt_cfg_leave(r);
     }
 
-    static const char *const kinds[] = {"route", "redirect", "direct_response"};
-    int found = -1, nfound = 0;
-    char names[96] = "";
-    for (int k = 0; k < 3; k++) {
-        if (!pt_cfg_has(r, kinds[k]))
-            continue;
-        if (found < 0)
-            found = k;
-        nfound++;
-        size_t o = strlen(names);
-        snprintf(names + o, sizeof(names) - o, "%s%s", o ? ", " : "", kinds[k]);
-    }
-    int other = pt_cfg_has(r, "filter_action") || pt_cfg_has(r, "non_forwarding_action");
-    if (nfound == 0 && !other)
-        pt_cfg_error(r, NULL, "one of route, redirect or direct_response is required");
-    if (nfound > 1) {
-        pt_cfg_error(r, NULL,
-                     "only one of route, redirect, direct_response may be given "
-                     "(found %s)",
-                     names);
-        for (int k = 0; k < 3; k++)
-            (void)pt_cfg_get(r, kinds[k]);
-    } else if (found >= 0 && pt_cfg_enter(r, kinds[found]) > 0) {
+    static const char *const kinds[] = {"route", "redirect", "direct_response", NULL};
+    static const char *const other_actions[] = {"filter_action", "non_forwarding_action", NULL};
+    int found = pt_cfg_oneof(r, kinds, !pt_cfg_has_any(r, other_actions));
+    if (found >= 0 && pt_cfg_enter(r, kinds[found]) > 0) {
         if (found == 0)
             parse_route_action(p, rt);
         else if (found == 1)
@@ -1182,7 +837,7 @@ static void parse_vhost(pctx_t *p, pt_vhost_t *vh)
     vh->name = sdup(p, rc > 0 ? name : "");
     if (rc > 0 && name[0] != '\0' && vh->name != NULL) {
         int added = strset_add(&p->vhost_names, vh->name);
-        quote(name, q, sizeof(q));
+        pt_cfg_quote(name, q, sizeof(q));
         if (added == 0)
             pt_cfg_error(r, "name", "duplicate virtual host name %s", q);
         else if (added < 0)
@@ -1208,7 +863,7 @@ static void parse_vhost(pctx_t *p, pt_vhost_t *vh)
         char *d = lower_dup(p->a, json_string_value(v));
         int kind = 0;
         size_t off = 0, len = 0;
-        quote(json_string_value(v), q, sizeof(q));
+        pt_cfg_quote(json_string_value(v), q, sizeof(q));
         const char *why = d ? domain_shape(d, &kind, &off, &len) : "out of memory";
         if (why != NULL) {
             pt_cfg_error(r, NULL, "%s is not a valid domain: %s", q, why);
@@ -1227,7 +882,7 @@ static void parse_vhost(pctx_t *p, pt_vhost_t *vh)
             }
             if (prev != NULL) {
                 char pq[300];
-                quote(prev->name, pq, sizeof(pq));
+                pt_cfg_quote(prev->name, pq, sizeof(pq));
                 pt_cfg_error(r, NULL, "duplicate domain %s (already used by virtual host %s)", q,
                              pq);
             } else {
@@ -1428,118 +1083,6 @@ const pt_vhost_t *pt_route_find_vhost(const pt_route_config_t *rc, const char *a
 
 /* ---- route matching ------------------------------------------------------------------ */
 
-/* The value of header `name` (every value joined with ',' as Envoy does), or NULL. */
-static const char *header_value(const pt_http_headers_t *h, const char *name, size_t *len)
-{
-    size_t nl = strlen(name);
-    const pt_http_header_t *first = NULL;
-    for (uint32_t i = 0; i < h->count; i++) {
-        const pt_http_header_t *e = &h->items[i];
-        if (e->name_len != nl || memcmp(e->name, name, nl) != 0)
-            continue;
-        if (first != NULL) {
-            const char *j = pt_http_headers_get_joined(h, name);
-            *len = j ? strlen(j) : 0;
-            return j;
-        }
-        first = e;
-    }
-    if (first == NULL)
-        return NULL;
-    *len = first->value_len;
-    return first->value;
-}
-
-/* absl::SimpleAtoi as Envoy's range match uses it: optional surrounding whitespace and
- * sign, decimal digits, no overflow. */
-static int parse_int64(const char *s, size_t n, int64_t *out)
-{
-    size_t i = 0;
-    while (i < n && isspace((unsigned char)s[i]))
-        i++;
-    while (n > i && isspace((unsigned char)s[n - 1]))
-        n--;
-    int neg = 0;
-    if (i < n && (s[i] == '+' || s[i] == '-'))
-        neg = s[i++] == '-';
-    if (i == n)
-        return 0;
-    uint64_t v = 0;
-    for (; i < n; i++) {
-        if (!isdigit((unsigned char)s[i]))
-            return 0;
-        uint64_t d = (uint64_t)(s[i] - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            return 0;
-        v = v * 10 + d;
-    }
-    if (neg ? v > (uint64_t)INT64_MAX + 1 : v > (uint64_t)INT64_MAX)
-        return 0;
-    *out = neg ? (int64_t)(0 - v) : (int64_t)v;
-    return 1;
-}
-
-static int header_matches(const pt_header_matcher_t *hm, const pt_http_headers_t *req);
-
-int pt_header_matcher_parse(pt_cfg_t *r, pt_arena_t *a, pt_header_matcher_t *out)
-{
-    pctx_t p;
-    memset(&p, 0, sizeof(p));
-    p.r = r;
-    p.a = a;
-    size_t before = r->nerrors;
-    parse_header_matcher(&p, out);
-    return r->nerrors == before && !p.oom ? 0 : -1;
-}
-
-int pt_header_matcher_match(const pt_header_matcher_t *hm, const pt_http_headers_t *h)
-{
-    return header_matches(hm, h);
-}
-
-static int header_matches(const pt_header_matcher_t *hm, const pt_http_headers_t *req)
-{
-    size_t len = 0;
-    const char *v = header_value(req, hm->name, &len);
-    if (v == NULL && !hm->treat_missing_as_empty)
-        return hm->kind == PT_HEADER_MATCH_PRESENT && (hm->invert ? hm->present : !hm->present);
-    if (v == NULL) {
-        v = "";
-        len = 0;
-    }
-    int match = 0;
-    switch (hm->kind) {
-    case PT_HEADER_MATCH_EXACT:
-        match = hm->value_len == 0 || (len == hm->value_len && memcmp(v, hm->value, len) == 0);
-        break;
-    case PT_HEADER_MATCH_REGEX:
-        match = hm->regex != NULL && pt_regex_full_match(hm->regex, v, len);
-        break;
-    case PT_HEADER_MATCH_RANGE: {
-        int64_t x;
-        match = parse_int64(v, len, &x) && x >= hm->range_start && x < hm->range_end;
-        break;
-    }
-    case PT_HEADER_MATCH_PRESENT:
-        match = hm->present;
-        break;
-    case PT_HEADER_MATCH_PREFIX:
-        match = len >= hm->value_len && memcmp(v, hm->value, hm->value_len) == 0;
-        break;
-    case PT_HEADER_MATCH_SUFFIX:
-        match =
-            len >= hm->value_len && memcmp(v + len - hm->value_len, hm->value, hm->value_len) == 0;
-        break;
-    case PT_HEADER_MATCH_CONTAINS:
-        match = memmem(v, len, hm->value, hm->value_len) != NULL;
-        break;
-    case PT_HEADER_MATCH_STRING:
-        match = pt_string_matcher_match(&hm->string, v, len);
-        break;
-    }
-    return match != hm->invert;
-}
-
 /* Percent-decodes s[0..n) into out (which holds n bytes); returns the decoded length.
  * Invalid escapes are kept as they are. */
 static size_t pct_decode(const char *s, size_t n, char *out)
@@ -1632,7 +1175,7 @@ const pt_route_t *pt_route_match(const pt_vhost_t *vh, const pt_http_headers_t *
             continue;
         unsigned k;
         for (k = 0; k < m->nheaders; k++)
-            if (!header_matches(&m->headers[k], req))
+            if (!pt_header_matcher_match(&m->headers[k], req))
                 break;
         if (k < m->nheaders)
             continue;
@@ -1818,64 +1361,6 @@ int pt_vhost_tls_redirect(const pt_vhost_t *vh, const pt_http_headers_t *req, in
 
 /* ---- header mutations at request time -------------------------------------------------- */
 
-enum { OP_SKIP, OP_SET, OP_ADD };
-
-static void apply_level(const pt_header_mutations_t *m, pt_http_headers_t *h,
-                        const pt_stream_info_t *si)
-{
-    if (m == NULL)
-        return;
-    for (unsigned i = 0; i < m->nremove; i++)
-        pt_http_headers_remove(h, m->remove[i]);
-    if (m->nadd == 0)
-        return;
-    const char *vals_stack[STACK_ADDS];
-    unsigned char ops_stack[STACK_ADDS];
-    const char **vals = vals_stack;
-    unsigned char *ops = ops_stack;
-    if (m->nadd > STACK_ADDS) {
-        vals = pt_arena_alloc(h->arena, m->nadd * sizeof(*vals));
-        ops = pt_arena_alloc(h->arena, m->nadd);
-        if (vals == NULL || ops == NULL)
-            return;
-    }
-    /* Render every value and decide every action against the headers as they are now, then
-     * overwrite, then append: Envoy's order, so one level's formatters never see its own
-     * additions. */
-    for (unsigned i = 0; i < m->nadd; i++) {
-        const pt_header_add_t *e = &m->add[i];
-        const char *v = e->value;
-        if (v == NULL)
-            v = e->fmt ? pt_format_render_str(e->fmt, si, h->arena) : "";
-        if (v == NULL)
-            v = "";
-        vals[i] = v;
-        ops[i] = OP_SKIP;
-        if (v[0] == '\0' && !e->keep_empty_value)
-            continue;
-        switch (e->action) {
-        case PT_HEADER_APPEND_IF_EXISTS_OR_ADD:
-            ops[i] = OP_ADD;
-            break;
-        case PT_HEADER_ADD_IF_ABSENT:
-            ops[i] = pt_http_headers_find(h, e->key) ? OP_SKIP : OP_ADD;
-            break;
-        case PT_HEADER_OVERWRITE_IF_EXISTS:
-            ops[i] = pt_http_headers_find(h, e->key) ? OP_SET : OP_SKIP;
-            break;
-        case PT_HEADER_OVERWRITE_IF_EXISTS_OR_ADD:
-            ops[i] = OP_SET;
-            break;
-        }
-    }
-    for (unsigned i = 0; i < m->nadd; i++)
-        if (ops[i] == OP_SET)
-            pt_http_headers_set(h, m->add[i].key, vals[i]);
-    for (unsigned i = 0; i < m->nadd; i++)
-        if (ops[i] == OP_ADD)
-            pt_http_headers_add_ref(h, m->add[i].key, vals[i]);
-}
-
 static void mutate(const pt_route_config_t *rc, const pt_vhost_t *vh, const pt_route_t *rt,
                    const pt_weighted_cluster_t *wc, pt_http_headers_t *h,
                    const pt_stream_info_t *si, int response)
@@ -1884,12 +1369,12 @@ static void mutate(const pt_route_config_t *rc, const pt_vhost_t *vh, const pt_r
     /* The weighted cluster entry always goes first (as Envoy evaluates it), then route,
      * virtual host and route config: later levels overwrite earlier ones, so by default
      * the least specific wins; most_specific_header_mutations_wins reverses the three. */
-    apply_level(LEVEL(wc), h, si);
+    pt_header_mutations_apply(LEVEL(wc), h, si);
     const pt_header_mutations_t *levels[3] = {LEVEL(rt), LEVEL(vh), LEVEL(rc)};
 #undef LEVEL
     int ascend = rc != NULL && rc->most_specific_header_mutations_wins;
     for (int i = 0; i < 3; i++)
-        apply_level(levels[ascend ? 2 - i : i], h, si);
+        pt_header_mutations_apply(levels[ascend ? 2 - i : i], h, si);
 }
 
 void pt_route_mutate_request_headers(const pt_route_config_t *rc, const pt_vhost_t *vh,

@@ -21,6 +21,7 @@
 #include "proxy/arena.h"
 #include "proxy/config.h"
 #include "proxy/config_reader.h"
+#include "proxy/header_mutation.h"
 #include "proxy/http.h"
 #include "proxy/matcher.h"
 
@@ -33,56 +34,7 @@ typedef struct pt_route pt_route_t;
 /* idle_timeout_ms when the route does not set one (the connection manager's applies). */
 #define PT_ROUTE_TIMEOUT_UNSET UINT64_MAX
 
-/* ---- header mutations (envoy.config.core.v3.HeaderValueOption) ---------------------- */
-
-typedef enum pt_header_append_action {
-    PT_HEADER_APPEND_IF_EXISTS_OR_ADD,    /* add another value (the default) */
-    PT_HEADER_ADD_IF_ABSENT,              /* add only when the header is not there */
-    PT_HEADER_OVERWRITE_IF_EXISTS_OR_ADD, /* replace every value, or add */
-    PT_HEADER_OVERWRITE_IF_EXISTS,        /* replace every value; nothing when absent */
-} pt_header_append_action_t;
-
-typedef struct pt_header_add {
-    const char *key;        /* lowercase */
-    const char *value;      /* the value when it does not depend on the request, else NULL */
-    const pt_format_t *fmt; /* renders the value per request when value is NULL */
-    pt_header_append_action_t action;
-    int keep_empty_value; /* add even when the value renders empty */
-} pt_header_add_t;
-
-/* One level's *_headers_to_add and *_headers_to_remove. Removal runs before additions. */
-typedef struct pt_header_mutations {
-    const pt_header_add_t *add;
-    unsigned nadd;
-    const char *const *remove; /* lowercase names */
-    unsigned nremove;
-} pt_header_mutations_t;
-
 /* ---- route match --------------------------------------------------------------------- */
-
-typedef enum pt_header_match_kind {
-    PT_HEADER_MATCH_EXACT,   /* exact_match; an empty value only checks presence */
-    PT_HEADER_MATCH_REGEX,   /* safe_regex_match */
-    PT_HEADER_MATCH_RANGE,   /* range_match: integer in [start, end) */
-    PT_HEADER_MATCH_PRESENT, /* present_match, or no specifier at all (present = 1) */
-    PT_HEADER_MATCH_PREFIX,
-    PT_HEADER_MATCH_SUFFIX,
-    PT_HEADER_MATCH_CONTAINS,
-    PT_HEADER_MATCH_STRING, /* string_match (StringMatcher) */
-} pt_header_match_kind_t;
-
-typedef struct pt_header_matcher {
-    const char *name; /* lowercase */
-    pt_header_match_kind_t kind;
-    const char *value; /* exact/prefix/suffix/contains */
-    size_t value_len;
-    const pt_regex_t *regex;
-    int64_t range_start, range_end;
-    int present;
-    pt_string_matcher_t string;
-    int invert;
-    int treat_missing_as_empty;
-} pt_header_matcher_t;
 
 typedef struct pt_query_matcher {
     const char *name;
@@ -305,11 +257,6 @@ void pt_route_mutate_request_headers(const pt_route_config_t *rc, const pt_vhost
 void pt_route_mutate_response_headers(const pt_route_config_t *rc, const pt_vhost_t *vh,
                                       const pt_route_t *rt, const void *weighted_entry,
                                       pt_http_headers_t *h, const pt_stream_info_t *si);
-
-/* envoy.config.route.v3.HeaderMatcher, for other modules (retriable_headers, RBAC). The
- * reader is inside the object. 0 or -1 with errors recorded. */
-int pt_header_matcher_parse(pt_cfg_t *r, pt_arena_t *a, pt_header_matcher_t *out);
-int pt_header_matcher_match(const pt_header_matcher_t *hm, const pt_http_headers_t *h);
 
 const char *pt_require_tls_str(pt_require_tls_t t);
 const char *pt_route_action_str(pt_route_action_t a);

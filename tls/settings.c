@@ -23,17 +23,19 @@ int pt_data_source_parse(pt_cfg_t *r, pt_arena_t *a, const char *field, pt_data_
     if (rc <= 0)
         return rc;
     static const char *const unsupported[] = {"environment_variable", "watched_directory", NULL};
+    static const char *const sources[] = {"filename", "inline_string", "inline_bytes", NULL};
     pt_cfg_unsupported(r, unsupported);
-    const char *fn, *is, *ib;
-    int n = 0;
-    n += pt_cfg_string(r, "filename", &fn, NULL) > 0;
-    n += pt_cfg_string(r, "inline_string", &is, NULL) > 0;
-    n += pt_cfg_string(r, "inline_bytes", &ib, NULL) > 0;
-    n += pt_cfg_has(r, "environment_variable");
+    const char *fn = NULL, *is = NULL, *ib = NULL;
+    int found = pt_cfg_oneof(r, sources, !pt_cfg_has_any(r, unsupported));
+    if (found == 0)
+        pt_cfg_string(r, "filename", &fn, NULL);
+    else if (found == 1)
+        pt_cfg_string(r, "inline_string", &is, NULL);
+    else if (found == 2)
+        pt_cfg_string(r, "inline_bytes", &ib, NULL);
     int ok = 1;
-    if (n != 1) {
-        pt_cfg_error(r, NULL, "exactly one of filename, inline_string, inline_bytes is required");
-        ok = -1;
+    if (fn == NULL && is == NULL && ib == NULL) {
+        ok = -1; /* reported: none, several, not a string, or not supported */
     } else if (fn != NULL) {
         out->filename = pt_arena_strdup(a, fn);
     } else if (is != NULL) {

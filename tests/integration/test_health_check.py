@@ -267,7 +267,12 @@ class HttpHealthCheckTest(unittest.TestCase):
                              request_headers_to_add=[
                                  {'header': {'key': 'X-HC-Id', 'value': '42'}},
                                  {'header': {'key': 'x-multi', 'value': 'one'}},
-                                 {'header': {'key': 'x-multi', 'value': 'two'}}],
+                                 {'header': {'key': 'x-multi', 'value': 'two'}},
+                                 # Envoy decides every append_action against the request
+                                 # before the list's own additions: both are added.
+                                 {'header': {'key': 'x-once', 'value': 'a'}},
+                                 {'header': {'key': 'x-once', 'value': 'b'},
+                                  'append_action': 'ADD_IF_ABSENT'}],
                              request_headers_to_remove=['user-agent'])
             cfg = http_proxy_config(port, admin, [
                 h.cluster('custom', [a.port], health_checks=[custom]),
@@ -288,6 +293,8 @@ class HttpHealthCheckTest(unittest.TestCase):
                 self.assertEqual(ra.header('x-hc-id'), '42')
                 self.assertEqual([v for n, v in ra['headers'] if n.lower() == 'x-multi'],
                                  ['one', 'two'])
+                self.assertEqual([v for n, v in ra['headers'] if n.lower() == 'x-once'],
+                                 ['a', 'b'])
                 self.assertIsNone(ra.header('user-agent'))
 
                 rb = hc_requests(b)[0]

@@ -8,6 +8,7 @@
 #include "discovery/file_subscription.h"
 #include "proxy/stats.h"
 #include "pt_test.h"
+#include "pt_test_json.h"
 
 #include <ev.h>
 #include <limits.h>
@@ -37,23 +38,6 @@ static void fmt(char *out, size_t len, const char *f, ...)
         fprintf(stderr, "test string too long: %s\n", out);
         abort();
     }
-}
-
-/* JSON written with single quotes (tests read better that way). */
-static json_t *J(const char *s)
-{
-    char *t = strdup(s);
-    for (char *p = t; *p; p++)
-        if (*p == '\'')
-            *p = '"';
-    json_error_t je;
-    json_t *v = json_loads(t, JSON_DECODE_ANY, &je);
-    if (v == NULL) {
-        fprintf(stderr, "bad test JSON %s: %s\n", s, je.text);
-        abort();
-    }
-    free(t);
-    return v;
 }
 
 static int write_file(const char *path, const char *text)

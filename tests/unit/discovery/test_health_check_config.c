@@ -13,6 +13,7 @@
 #include "proxy/stats.h"
 #include "proxy/worker.h"
 #include "pt_test.h"
+#include "pt_test_json.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -21,22 +22,6 @@
 #include <unistd.h>
 
 /* ---- helpers --------------------------------------------------------------------- */
-
-static json_t *J(const char *s)
-{
-    char *t = strdup(s);
-    for (char *p = t; *p; p++)
-        if (*p == '\'')
-            *p = '"';
-    json_error_t je;
-    json_t *v = json_loads(t, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
-    if (v == NULL) {
-        fprintf(stderr, "bad test JSON (%s at %d): %s\n", je.text, je.column, t);
-        abort();
-    }
-    free(t);
-    return v;
-}
 
 static pt_cfg_t R;
 
@@ -143,7 +128,7 @@ static void test_defaults(void)
     PT_CHECK_INT(hc->http.expected[0].start, 200);
     PT_CHECK_INT(hc->http.expected[0].end, 201);
     PT_CHECK_INT(hc->http.nretriable, 0);
-    PT_CHECK_INT(hc->http.nadd + hc->http.nremove, 0);
+    PT_CHECK_INT(hc->http.headers.nadd + hc->http.headers.nremove, 0);
     pt_config_unref(c);
 
     /* An explicit empty expected_statuses list is the default too. */
@@ -199,16 +184,16 @@ static void test_http_full(void)
     PT_CHECK_STR(hc->http.host, "svc.local");
     PT_CHECK_STR(hc->http.path, "/ready?x=1");
     PT_CHECK_STR(hc->http.method, "HEAD");
-    PT_CHECK_INT(hc->http.nadd, 3);
-    PT_CHECK_STR(hc->http.add[0].key, "x-check");
-    PT_CHECK_STR(hc->http.add[0].value, "1");
-    PT_CHECK_INT(hc->http.add[0].action, PT_HC_HEADER_APPEND);
-    PT_CHECK_STR(hc->http.add[1].key, "user-agent");
-    PT_CHECK_INT(hc->http.add[1].action, PT_HC_HEADER_OVERWRITE_OR_ADD);
-    PT_CHECK_STR(hc->http.add[2].value, "100%"); /* a formatter string, rendered once */
-    PT_CHECK_INT(hc->http.add[2].action, PT_HC_HEADER_OVERWRITE_OR_ADD); /* append: false */
-    PT_CHECK_INT(hc->http.nremove, 1);
-    PT_CHECK_STR(hc->http.remove[0], "x-gone");
+    PT_CHECK_INT(hc->http.headers.nadd, 3);
+    PT_CHECK_STR(hc->http.headers.add[0].key, "x-check");
+    PT_CHECK_STR(hc->http.headers.add[0].value, "1");
+    PT_CHECK_INT(hc->http.headers.add[0].action, PT_HEADER_APPEND_IF_EXISTS_OR_ADD);
+    PT_CHECK_STR(hc->http.headers.add[1].key, "user-agent");
+    PT_CHECK_INT(hc->http.headers.add[1].action, PT_HEADER_OVERWRITE_IF_EXISTS_OR_ADD);
+    PT_CHECK_STR(hc->http.headers.add[2].value, "100%"); /* a formatter string, rendered once */
+    PT_CHECK_INT(hc->http.headers.add[2].action, PT_HEADER_OVERWRITE_IF_EXISTS_OR_ADD); /* append: false */
+    PT_CHECK_INT(hc->http.headers.nremove, 1);
+    PT_CHECK_STR(hc->http.headers.remove[0], "x-gone");
     PT_CHECK_INT(hc->http.nexpected, 2);
     PT_CHECK_INT(hc->http.expected[1].start, 404);
     PT_CHECK_INT(hc->http.expected[1].end, 405);
@@ -334,7 +319,7 @@ static void test_http_errors(void)
                   "is [start, end)");
     REJECTS(WITH_HC(HTTP_HC(",'request_headers_to_add':[{'header':{'key':'Host','value':'x'}}]")),
             HTTP0 ".request_headers_to_add[0].header.key: \"Host\" may not be modified: "
-                  "pseudo-headers and host are not mutable (set http_health_check.host instead)");
+                  "pseudo-headers and host are not mutable (as in Envoy)");
     REJECTS(WITH_HC(HTTP_HC(",'request_headers_to_add':[{'header':{'key':'a b','value':'x'}}]")),
             HTTP0 ".request_headers_to_add[0].header.key: \"a b\" is not a valid header name");
     REJECTS(WITH_HC(HTTP_HC(",'request_headers_to_add':[{'header':{'key':'x','value':'1\\n2'}}]")),
@@ -347,7 +332,7 @@ static void test_http_errors(void)
                   "(append is deprecated: use append_action)");
     REJECTS(WITH_HC(HTTP_HC(",'request_headers_to_remove':[':path', 7]")),
             HTTP0 ".request_headers_to_remove[0]: \":path\" may not be removed: pseudo-headers "
-                  "and host are not mutable",
+                  "and host are not mutable (as in Envoy)",
             HTTP0 ".request_headers_to_remove[1]: 7 is not a string");
     REJECTS(WITH_HC(HTTP_HC(",'service_name_matcher':{'exact':'x'}")),
             HTTP0 ".service_name_matcher: field is not supported");
@@ -368,7 +353,7 @@ static void test_tcp_errors(void)
     REJECTS(WITH_HC("[{" BASE ",'tcp_health_check':{'send':{}}}]"),
             TCP0 ".send: one of text or binary is required");
     REJECTS(WITH_HC("[{" BASE ",'tcp_health_check':{'receive':[{'text':'00','binary':'AA=='}]}}]"),
-            TCP0 ".receive[0]: only one of text and binary may be set");
+            TCP0 ".receive[0]: only one of text, binary may be given (found text, binary)");
     REJECTS(WITH_HC("[{" BASE ",'tcp_health_check':{'receive':{'text':'00'}}}]"),
             TCP0 ".receive: {\"text\":\"00\"} is not a list");
 }
@@ -380,8 +365,8 @@ static void test_unsupported(void)
     REJECTS(WITH_HC("[{" BASE ",'custom_health_check':{'name':'redis'}}]"),
             HC0 ".custom_health_check: field is not supported");
     REJECTS(WITH_HC("[{" BASE ",'http_health_check':{'path':'/'},'tcp_health_check':{}}]"),
-            HC0 ": only one of http_health_check, tcp_health_check, grpc_health_check and "
-                "custom_health_check may be set");
+            HC0 ": only one of http_health_check, tcp_health_check, grpc_health_check, "
+                "custom_health_check may be given (found http_health_check, tcp_health_check)");
     REJECTS(WITH_HC("[{" BASE ",'event_log_path':'/tmp/hc.log','tcp_health_check':{}}]"),
             HC0 ".event_log_path: field is not supported");
     REJECTS(WITH_HC("[{" BASE ",'tls_options':{'alpn_protocols':['h2']},'tcp_health_check':{}}]"),

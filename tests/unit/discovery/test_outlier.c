@@ -14,28 +14,13 @@
 #include "proxy/view.h"
 #include "proxy/worker.h"
 #include "pt_test.h"
+#include "pt_test_json.h"
 
 #include <ev.h>
 #include <math.h>
 #include <stdint.h>
 
 /* ---- helpers --------------------------------------------------------------------- */
-
-static json_t *J(const char *s)
-{
-    char *t = strdup(s);
-    for (char *p = t; *p; p++)
-        if (*p == '\'')
-            *p = '"';
-    json_error_t je;
-    json_t *v = json_loads(t, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
-    if (v == NULL) {
-        fprintf(stderr, "bad test JSON (%s at %d): %s\n", je.text, je.column, t);
-        abort();
-    }
-    free(t);
-    return v;
-}
 
 static pt_cfg_t R;
 

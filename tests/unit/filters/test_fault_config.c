@@ -6,22 +6,7 @@
 #include "proxy/config.h"
 #include "proxy/stats.h"
 #include "pt_test.h"
-
-static json_t *J(const char *s)
-{
-    char *t = strdup(s);
-    for (char *p = t; *p; p++)
-        if (*p == '\'')
-            *p = '"';
-    json_error_t je;
-    json_t *v = json_loads(t, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
-    if (v == NULL) {
-        fprintf(stderr, "bad test JSON (%s at %d): %s\n", je.text, je.column, t);
-        abort();
-    }
-    free(t);
-    return v;
-}
+#include "pt_test_json.h"
 
 #define FAULT_TYPE  "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
 #define ROUTER_TYPE "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
@@ -117,9 +102,10 @@ static void test_valid(void)
 
 static void test_delay_errors(void)
 {
-    CHECK("'delay':{}", E(P ".delay: one of fixed_delay, header_delay is required"));
+    CHECK("'delay':{}", E(P ".delay: one of fixed_delay or header_delay is required"));
     CHECK("'delay':{'fixed_delay':'1s','header_delay':{}}",
-          E(P ".delay: only one of fixed_delay, header_delay may be given"));
+          E(P ".delay: only one of fixed_delay, header_delay may be given (found fixed_delay, "
+              "header_delay)"));
     CHECK("'delay':{'fixed_delay':'0s'}", E(P ".delay.fixed_delay: must be greater than 0s"));
     CHECK("'delay':{'fixed_delay':'-1s'}",
           E(P ".delay.fixed_delay: \"-1s\" is not a duration (expected a string like \"1.5s\")"));
@@ -141,9 +127,10 @@ static void test_delay_errors(void)
 static void test_abort_errors(void)
 {
     CHECK("'abort':{'percentage':{'numerator':100}}",
-          E(P ".abort: one of http_status, grpc_status, header_abort is required"));
+          E(P ".abort: one of http_status, grpc_status or header_abort is required"));
     CHECK("'abort':{'http_status':503,'grpc_status':14}",
-          E(P ".abort: only one of http_status, grpc_status, header_abort may be given"));
+          E(P ".abort: only one of http_status, grpc_status, header_abort may be given (found "
+              "http_status, grpc_status)"));
     CHECK("'abort':{'http_status':199}", E(P ".abort.http_status: 199 is out of range [200, 599]"));
     CHECK("'abort':{'http_status':600}", E(P ".abort.http_status: 600 is out of range [200, 599]"));
     CHECK("'abort':{'http_status':'x'}",
@@ -175,7 +162,7 @@ static void test_other_errors(void)
     CHECK("'colour':'red'", E(P ".colour: unknown field"));
     /* Every error is reported, in one pass. */
     CHECK("'delay':{},'abort':{'http_status':1},'response_rate_limit':{}",
-          E(P ".delay: one of fixed_delay, header_delay is required",
+          E(P ".delay: one of fixed_delay or header_delay is required",
             P ".abort.http_status: 1 is out of range [200, 599]",
             P ".response_rate_limit: field is not supported"));
 }

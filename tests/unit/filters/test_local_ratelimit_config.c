@@ -6,22 +6,7 @@
 #include "proxy/config.h"
 #include "proxy/stats.h"
 #include "pt_test.h"
-
-static json_t *J(const char *s)
-{
-    char *t = strdup(s);
-    for (char *p = t; *p; p++)
-        if (*p == '\'')
-            *p = '"';
-    json_error_t je;
-    json_t *v = json_loads(t, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
-    if (v == NULL) {
-        fprintf(stderr, "bad test JSON (%s at %d): %s\n", je.text, je.column, t);
-        abort();
-    }
-    free(t);
-    return v;
-}
+#include "pt_test_json.h"
 
 #define LRL_TYPE                                                                                   \
     "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"

@@ -5,45 +5,10 @@
 #include "filters/rbac.h"
 #include "proxy/stats.h"
 #include "pt_test.h"
+#include "pt_test_json.h"
 
 #include <arpa/inet.h>
 #include <stdint.h>
-
-/* JSON written with single quotes (tests read better that way). */
-static json_t *J(const char *s)
-{
-    char *t = strdup(s);
-    for (char *p = t; *p; p++)
-        if (*p == '\'')
-            *p = '"';
-    json_error_t je;
-    json_t *v = json_loads(t, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
-    if (v == NULL) {
-        fprintf(stderr, "bad test JSON %s: %s\n", s, je.text);
-        abort();
-    }
-    free(t);
-    return v;
-}
-
-static int errors_are(const pt_cfg_t *r, const char *const *want)
-{
-    size_t n = 0;
-    while (want[n] != NULL)
-        n++;
-    int same = n == r->nerrors;
-    for (size_t i = 0; same && i < n; i++)
-        same = strcmp(r->errors[i], want[i]) == 0;
-    if (!same) {
-        fprintf(stderr, "  got %zu error(s):\n", r->nerrors);
-        for (size_t i = 0; i < r->nerrors; i++)
-            fprintf(stderr, "    %s\n", r->errors[i]);
-        fprintf(stderr, "  want %zu:\n", n);
-        for (size_t i = 0; i < n; i++)
-            fprintf(stderr, "    %s\n", want[i]);
-    }
-    return same;
-}
 
 /* Parses a filter typed_config (without @type); the config or NULL, errors checked by the
  * caller through *errs_ok against want (NULL = expect none). */
@@ -139,15 +104,18 @@ static void test_config_errors(void)
         /* the oneof */
         {HTTP, POL("{}", "{'any':true}"),
          E(PP ": one of and_rules, or_rules, any, header, url_path, destination_ip, "
-              "destination_port, destination_port_range, requested_server_name, not_rule is "
+              "destination_port, destination_port_range, requested_server_name or not_rule is "
               "required")},
         {HTTP, POL("{'any':true}", "{}"),
          E(PR ": one of and_ids, or_ids, any, authenticated, source_ip, direct_remote_ip, "
-              "remote_ip, header, url_path, not_id is required")},
+              "remote_ip, header, url_path or not_id is required")},
         {HTTP, POL("{'any':true,'destination_port':80}", "{'any':true}"),
-         E(PP ": only one rule may be given (found any, destination_port)")},
+         E(PP ": only one of and_rules, or_rules, any, header, url_path, destination_ip, "
+              "destination_port, destination_port_range, requested_server_name, not_rule may "
+              "be given (found any, destination_port)")},
         {HTTP, POL("{'any':true}", "{'any':true,'remote_ip':{'address_prefix':'::1'}}"),
-         E(PR ": only one identifier may be given (found any, remote_ip)")},
+         E(PR ": only one of and_ids, or_ids, any, authenticated, source_ip, direct_remote_ip, "
+              "remote_ip, header, url_path, not_id may be given (found any, remote_ip)")},
         {HTTP, POL("{'any':false}", "{'any':true}"), E(PP ".any: must be true")},
         {HTTP, POL("{'any':true,'bogus':1}", "{'any':true}"), E(PP ".bogus: unknown field")},
         /* sets */
@@ -429,6 +397,9 @@ static void test_permissions_headers(void)
         {"{'header':{'name':'x-a','present_match':true,'invert_match':true}}", ANY, R(), 1},
         {"{'header':{'name':'x-a'}}", ANY, R(.hdrs = "x-a: anything"), 1}, /* no specifier */
         {"{'header':{'name':'x-a'}}", ANY, R(), 0},
+        /* no specifier is a presence check, so inverted it asks for absence (Envoy) */
+        {"{'header':{'name':'x-a','invert_match':true}}", ANY, R(), 1},
+        {"{'header':{'name':'x-a','invert_match':true}}", ANY, R(.hdrs = "x-a: 1"), 0},
         /* invert_match: a missing header still fails (Envoy) */
         {"{'header':{'name':':method','exact_match':'GET','invert_match':true}}", ANY,
          R(.method = "POST"), 1},
@@ -440,6 +411,11 @@ static void test_permissions_headers(void)
          "true}}", ANY, R(), 1},
         {"{'header':{'name':'x-a','prefix_match':'a','invert_match':true,"
          "'treat_missing_header_as_empty':true}}", ANY, R(), 1},
+        /* ... a presence check then answers present_match != invert_match (Envoy) */
+        {"{'header':{'name':'x-a','present_match':true,'treat_missing_header_as_empty':true}}",
+         ANY, R(), 1},
+        {"{'header':{'name':'x-a','present_match':false,'treat_missing_header_as_empty':true}}",
+         ANY, R(), 0},
         /* several values are joined with ',' */
         {"{'header':{'name':'x-a','exact_match':'1,2'}}", ANY, R(.hdrs = "x-a: 1|x-a: 2"), 1},
         {"{'header':{'name':'x-a','exact_match':'1'}}", ANY, R(.hdrs = "x-a: 1|x-a: 2"), 0},

@@ -5,6 +5,7 @@
  * TokenBucket config errors. */
 #include "filters/token_bucket.h"
 #include "pt_test.h"
+#include "pt_test_json.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -295,22 +296,6 @@ static void test_shared_registry(void)
 }
 
 /* ---- config ------------------------------------------------------------------------------- */
-
-static json_t *J(const char *s)
-{
-    char *t = strdup(s);
-    for (char *p = t; *p; p++)
-        if (*p == '\'')
-            *p = '"';
-    json_error_t je;
-    json_t *v = json_loads(t, JSON_DECODE_ANY, &je);
-    if (v == NULL) {
-        fprintf(stderr, "bad test JSON %s: %s\n", s, je.text);
-        abort();
-    }
-    free(t);
-    return v;
-}
 
 /* Parses {"token_bucket": <json>}; returns the joined errors ("" when none) in out. */
 static void parse_tb(const char *json, char *out, size_t len, pt_token_bucket_config_t *c)

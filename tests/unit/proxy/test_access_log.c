@@ -307,14 +307,15 @@ static void test_parse_errors(void)
     snprintf(list, sizeof(list), "[%s]",
              file_entry(ok_path, "\"log_format\": {\"text_format\": \"a\", \"json_format\": {}}"));
     check_error(list, "access_log[0].typed_config.log_format: only one of text_format, "
-                      "text_format_source and json_format may be set\n");
+                      "text_format_source, json_format may be given (found text_format, "
+                      "json_format)\n");
     snprintf(list, sizeof(list), "[%s]", file_entry(ok_path, "\"log_format\": {}"));
     check_error(list, "access_log[0].typed_config.log_format: one of text_format, "
-                      "text_format_source and json_format is required\n");
+                      "text_format_source or json_format is required\n");
     snprintf(list, sizeof(list), "[%s]",
              file_entry(ok_path, "\"format\": \"a\", \"log_format\": {\"text_format\": \"b\"}"));
     check_error(list, "access_log[0].typed_config: only one of format, json_format, "
-                      "typed_json_format and log_format may be set\n");
+                      "typed_json_format, log_format may be given (found format, log_format)\n");
     snprintf(list, sizeof(list), "[%s]",
              file_entry(ok_path, "\"log_format\": {\"text_format\": \"a\", \"formatters\": []}"));
     check_error(list, "access_log[0].typed_config.log_format.formatters: field is not "

@@ -7,22 +7,7 @@
 #include "proxy/cluster_manager.h"
 #include "proxy/config.h"
 #include "pt_test.h"
-
-static json_t *J(const char *s)
-{
-    char *t = strdup(s);
-    for (char *p = t; *p; p++)
-        if (*p == '\'')
-            *p = '"';
-    json_error_t je;
-    json_t *v = json_loads(t, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
-    if (v == NULL) {
-        fprintf(stderr, "bad test JSON (%s at %d): %s\n", je.text, je.column, t);
-        abort();
-    }
-    free(t);
-    return v;
-}
+#include "pt_test_json.h"
 
 #define TYPE "'@type':'type.googleapis.com/envoy.config.cluster.v3.Cluster'"
 #define EP(port)                                                                           \

@@ -2,48 +2,12 @@
  * error messages, the Any (typed_config) entry, and loading files by extension. */
 #include "proxy/config_reader.h"
 #include "pt_test.h"
+#include "pt_test_json.h"
 
 #include <errno.h>
 #include <stdint.h>
 #include <unistd.h>
 
-/* Parses a JSON literal written with single quotes (tests read better that way). */
-static json_t *J(const char *s)
-{
-    char *t = strdup(s);
-    for (char *p = t; *p; p++)
-        if (*p == '\'')
-            *p = '"';
-    json_error_t je;
-    json_t *v = json_loads(t, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
-    if (v == NULL) {
-        fprintf(stderr, "bad test JSON %s: %s\n", s, je.text);
-        abort();
-    }
-    free(t);
-    return v;
-}
-
-/* Checks that r holds exactly the errors `want` (NULL-terminated), printing both lists on a
- * mismatch. */
-static int errors_are(const pt_cfg_t *r, const char *const *want)
-{
-    size_t n = 0;
-    while (want[n] != NULL)
-        n++;
-    int same = n == r->nerrors;
-    for (size_t i = 0; same && i < n; i++)
-        same = strcmp(r->errors[i], want[i]) == 0;
-    if (!same) {
-        fprintf(stderr, "  got %zu error(s):\n", r->nerrors);
-        for (size_t i = 0; i < r->nerrors; i++)
-            fprintf(stderr, "    %s\n", r->errors[i]);
-        fprintf(stderr, "  want %zu:\n", n);
-        for (size_t i = 0; i < n; i++)
-            fprintf(stderr, "    %s\n", want[i]);
-    }
-    return same;
-}
 #define ERRORS_ARE(r, ...) PT_CHECK(errors_are((r), (const char *const[]){__VA_ARGS__, NULL}))
 #define NO_ERRORS(r)       PT_CHECK(errors_are((r), (const char *const[]){NULL}))
 
@@ -194,6 +158,39 @@ static void test_uint_getter(void)
                "o: 0 is out of range [1, 100]",
                "q: [1] is not a non-negative integer",
                "r: \"x\" is not a non-negative integer");
+    pt_cfg_dispose(&r);
+    json_decref(root);
+}
+
+/* pt_cfg_int64: proto3 JSON int64, a number or a decimal string. */
+static void test_int64_getter(void)
+{
+    json_t *root = J("{'a': -5, 'b': '-9223372036854775808', 'c': '9223372036854775807',"
+                     " 'd': '9223372036854775808', 'e': ' 1', 'f': '1x', 'g': 1.5, 'h': '',"
+                     " 'i': null, 'j': true}");
+    pt_cfg_t r;
+    pt_cfg_init(&r, root);
+    int64_t v = 7;
+    PT_CHECK_INT(pt_cfg_int64(&r, "a", &v), 1);
+    PT_CHECK_INT(v, -5);
+    PT_CHECK_INT(pt_cfg_int64(&r, "b", &v), 1);
+    PT_CHECK(v == INT64_MIN);
+    PT_CHECK_INT(pt_cfg_int64(&r, "c", &v), 1);
+    PT_CHECK(v == INT64_MAX);
+    PT_CHECK_INT(pt_cfg_int64(&r, "d", &v), -1); /* overflow */
+    PT_CHECK_INT(v, 0);
+    PT_CHECK_INT(pt_cfg_int64(&r, "e", &v), -1);
+    PT_CHECK_INT(pt_cfg_int64(&r, "f", &v), -1);
+    PT_CHECK_INT(pt_cfg_int64(&r, "g", &v), -1);
+    PT_CHECK_INT(pt_cfg_int64(&r, "h", &v), -1);
+    PT_CHECK_INT(pt_cfg_int64(&r, "i", &v), 0);
+    PT_CHECK_INT(pt_cfg_int64(&r, "absent", &v), 0);
+    PT_CHECK_INT(v, 0);
+    PT_CHECK_INT(pt_cfg_int64(&r, "j", &v), -1);
+    pt_cfg_finish(&r);
+    ERRORS_ARE(&r, "d: \"9223372036854775808\" is not an integer", "e: \" 1\" is not an integer",
+               "f: \"1x\" is not an integer", "g: 1.5 is not an integer",
+               "h: \"\" is not an integer", "j: true is not an integer");
     pt_cfg_dispose(&r);
     json_decref(root);
 }
@@ -440,6 +437,98 @@ static void test_skip_rest(void)
     pt_cfg_finish(&r); /* b is still reported: skipping applies to one object */
     ERRORS_ARE(&r, "a.@type: \"type.googleapis.com/unknown\" is not supported",
                "b: unknown field");
+    pt_cfg_dispose(&r);
+    json_decref(root);
+}
+
+/* pt_cfg_quote: a string as errors show it, escaped so one error stays one line. */
+static void test_quote(void)
+{
+    char q[16];
+    PT_CHECK_STR(pt_cfg_quote("a b", q, sizeof(q)), "\"a b\"");
+    PT_CHECK_STR(pt_cfg_quote("", q, sizeof(q)), "\"\"");
+    PT_CHECK_STR(pt_cfg_quote("x\r\n\"y", q, sizeof(q)), "\"x\\r\\n\\\"y\"");
+    PT_CHECK_STR(pt_cfg_quote("0123456789abcdef", q, sizeof(q)), "\"0123456789abcd"); /* cut */
+    PT_CHECK_STR(pt_cfg_quote("\xff", q, sizeof(q)), "\"?\""); /* not UTF-8 */
+}
+
+/* pt_cfg_oneof: which of a set of exclusive fields is present, with the errors for none and
+ * several at the object's full path. */
+static void test_oneof(void)
+{
+    static const char *const abc[] = {"alpha", "beta_field", "gamma", NULL};
+    static const char *const two[] = {"alpha", "gamma", NULL};
+    static const char *const alternatives[] = {"delta", NULL};
+    json_t *root = J("{'one': {'gamma': 1},"
+                     " 'camel': {'betaField': 'x'},"
+                     " 'none': {'other': 1},"
+                     " 'nulls': {'alpha': null},"
+                     " 'optional': {},"
+                     " 'many': {'alpha': 1, 'gamma': 2, 'beta_field': 3},"
+                     " 'pair': {'alpha': 1, 'gamma': 2},"
+                     " 'alt': {'delta': {}},"
+                     " 'list': [{'x': {'alpha': 1, 'beta_field': 2}}]}");
+    pt_cfg_t r;
+    pt_cfg_init(&r, root);
+
+    /* Exactly one: its index, and it is left for the caller to read (so unread, it would be
+     * reported as unknown). */
+    PT_CHECK_INT(pt_cfg_enter(&r, "one"), 1);
+    PT_CHECK_INT(pt_cfg_oneof(&r, abc, 1), 2);
+    uint64_t v;
+    PT_CHECK_INT(pt_cfg_uint(&r, "gamma", &v, 0, 0, 10), 1);
+    pt_cfg_leave(&r);
+    PT_CHECK_INT(pt_cfg_enter(&r, "camel"), 1); /* proto3 JSON spelling counts */
+    PT_CHECK_INT(pt_cfg_oneof(&r, abc, 1), 1);
+    PT_CHECK(pt_cfg_get(&r, "beta_field") != NULL);
+    pt_cfg_leave(&r);
+    NO_ERRORS(&r);
+
+    /* None: an error only when required. A null value is not set. */
+    PT_CHECK_INT(pt_cfg_enter(&r, "none"), 1);
+    PT_CHECK_INT(pt_cfg_oneof(&r, abc, 1), PT_CFG_ONEOF_NONE);
+    (void)pt_cfg_get(&r, "other");
+    pt_cfg_leave(&r);
+    PT_CHECK_INT(pt_cfg_enter(&r, "nulls"), 1);
+    PT_CHECK_INT(pt_cfg_oneof(&r, two, 1), PT_CFG_ONEOF_NONE);
+    (void)pt_cfg_get(&r, "alpha");
+    pt_cfg_leave(&r);
+    PT_CHECK_INT(pt_cfg_enter(&r, "optional"), 1);
+    PT_CHECK_INT(pt_cfg_oneof(&r, abc, 0), PT_CFG_ONEOF_NONE);
+    pt_cfg_leave(&r);
+
+    /* Several: one error naming those found; all are consumed, none is also "unknown". */
+    PT_CHECK_INT(pt_cfg_enter(&r, "many"), 1);
+    PT_CHECK_INT(pt_cfg_oneof(&r, abc, 1), PT_CFG_ONEOF_MANY);
+    pt_cfg_leave(&r);
+    PT_CHECK_INT(pt_cfg_enter(&r, "pair"), 1);
+    PT_CHECK_INT(pt_cfg_oneof(&r, two, 0), PT_CFG_ONEOF_MANY);
+    pt_cfg_leave(&r);
+
+    /* A known alternative stands in for a required choice: the caller says so. */
+    PT_CHECK_INT(pt_cfg_enter(&r, "alt"), 1);
+    PT_CHECK_INT(pt_cfg_has_any(&r, alternatives), 1);
+    PT_CHECK_INT(pt_cfg_has_any(&r, abc), 0);
+    PT_CHECK_INT(pt_cfg_oneof(&r, abc, !pt_cfg_has_any(&r, alternatives)), PT_CFG_ONEOF_NONE);
+    pt_cfg_leave(&r); /* delta was not read: unknown */
+
+    /* Inside a list element the path has the index. */
+    PT_CHECK_INT((int)pt_cfg_array(&r, "list", NULL), 1);
+    PT_CHECK_INT(pt_cfg_enter_index(&r, 0), 1);
+    PT_CHECK_INT(pt_cfg_enter(&r, "x"), 1);
+    PT_CHECK_INT(pt_cfg_oneof(&r, abc, 1), PT_CFG_ONEOF_MANY);
+    pt_cfg_leave(&r);
+    pt_cfg_leave(&r);
+    pt_cfg_leave_array(&r);
+    pt_cfg_finish(&r);
+    ERRORS_ARE(&r, "none: one of alpha, beta_field or gamma is required",
+               "nulls: one of alpha or gamma is required",
+               "many: only one of alpha, beta_field, gamma may be given (found alpha, beta_field, "
+               "gamma)",
+               "pair: only one of alpha, gamma may be given (found alpha, gamma)",
+               "alt.delta: unknown field",
+               "list[0].x: only one of alpha, beta_field, gamma may be given (found alpha, "
+               "beta_field)");
     pt_cfg_dispose(&r);
     json_decref(root);
 }
@@ -836,6 +925,7 @@ int main(void)
     PT_RUN(test_duration_invalid);
     PT_RUN(test_duration_getter);
     PT_RUN(test_uint_getter);
+    PT_RUN(test_int64_getter);
     PT_RUN(test_bool_string_double_getters);
     PT_RUN(test_enum_getter);
     PT_RUN(test_paths_and_unknown_fields);
@@ -843,6 +933,8 @@ int main(void)
     PT_RUN(test_camel_case);
     PT_RUN(test_enter_any);
     PT_RUN(test_skip_rest);
+    PT_RUN(test_oneof);
+    PT_RUN(test_quote);
     PT_RUN(test_depth_limit_objects);
     PT_RUN(test_depth_limit_lists);
     PT_RUN(test_init_at);

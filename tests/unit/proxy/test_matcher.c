@@ -1,46 +1,34 @@
 /* Unit tests for proxy/matcher: the RE2 -> POSIX translation (what matches, what is
- * rejected and with which message), RE2::GlobalReplace semantics, rewrite strings, and
- * StringMatcher parsing and matching. Table-driven: each table row is one case. */
+ * rejected and with which message), RE2::GlobalReplace semantics, rewrite strings,
+ * StringMatcher and HeaderMatcher parsing and matching. Table-driven: each table row is one
+ * case. */
 #include "proxy/matcher.h"
 #include "pt_test.h"
+#include "pt_test_json.h"
 
 #include <pthread.h>
 #include <stdint.h>
 
-/* JSON written with single quotes (tests read better that way). */
-static json_t *J(const char *s)
-{
-    char *t = strdup(s);
-    for (char *p = t; *p; p++)
-        if (*p == '\'')
-            *p = '"';
-    json_error_t je;
-    json_t *v = json_loads(t, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
-    if (v == NULL) {
-        fprintf(stderr, "bad test JSON %s: %s\n", s, je.text);
-        abort();
-    }
-    free(t);
-    return v;
-}
+enum { STRING_MATCHER, HEADER_MATCHER };
 
-static int errors_are(const pt_cfg_t *r, const char *const *want)
+/* Parses {'m': json} with the StringMatcher or HeaderMatcher parser (kind) into out, from
+ * arena a, and leaves every object so that unknown fields are reported too. Returns the
+ * parser's result; *r holds the errors. The caller disposes *r, *root and a. */
+static int parse_matcher(int kind, const char *json, pt_arena_t *a, void *out, pt_cfg_t *r,
+                         json_t **root)
 {
-    size_t n = 0;
-    while (want[n] != NULL)
-        n++;
-    int same = n == r->nerrors;
-    for (size_t i = 0; same && i < n; i++)
-        same = strcmp(r->errors[i], want[i]) == 0;
-    if (!same) {
-        fprintf(stderr, "  got %zu error(s):\n", r->nerrors);
-        for (size_t i = 0; i < r->nerrors; i++)
-            fprintf(stderr, "    %s\n", r->errors[i]);
-        fprintf(stderr, "  want %zu:\n", n);
-        for (size_t i = 0; i < n; i++)
-            fprintf(stderr, "    %s\n", want[i]);
+    char buf[512];
+    snprintf(buf, sizeof(buf), "{'m':%s}", json);
+    *root = J(buf);
+    pt_cfg_init(r, *root);
+    int rc = -1;
+    if (pt_cfg_enter(r, "m") > 0) {
+        rc = kind == STRING_MATCHER ? pt_string_matcher_parse(r, a, out)
+                                    : pt_header_matcher_parse(r, a, out);
+        pt_cfg_leave(r);
     }
-    return same;
+    pt_cfg_finish(r);
+    return rc;
 }
 
 /* ---- full matching ------------------------------------------------------------------ */
@@ -353,13 +341,11 @@ static void test_string_matcher(void)
         {"{'safe_regex':{'regex':'abc'},'ignore_case':true}", "ABC", 0},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        json_t *root = J(cases[i].json);
+        json_t *root;
         pt_cfg_t r;
         pt_arena_t a = {0};
         pt_string_matcher_t m;
-        pt_cfg_init(&r, root);
-        int rc = pt_string_matcher_parse(&r, &a, &m);
-        pt_cfg_finish(&r);
+        int rc = parse_matcher(STRING_MATCHER, cases[i].json, &a, &m, &r, &root);
         if (!pt_cfg_ok(&r))
             fprintf(stderr, "  case %zu: %s\n", i, r.errors[0]);
         PT_CHECK_INT(rc, 0);
@@ -417,17 +403,11 @@ static void test_string_matcher_errors(void)
     };
 #undef UNSUP
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        char buf[512];
-        snprintf(buf, sizeof(buf), "{'m':%s}", cases[i].json);
-        json_t *root = J(buf);
+        json_t *root;
         pt_cfg_t r;
         pt_arena_t a = {0};
         pt_string_matcher_t m;
-        pt_cfg_init(&r, root);
-        PT_CHECK_INT(pt_cfg_enter(&r, "m"), 1);
-        pt_string_matcher_parse(&r, &a, &m);
-        pt_cfg_leave(&r);
-        pt_cfg_finish(&r);
+        parse_matcher(STRING_MATCHER, cases[i].json, &a, &m, &r, &root);
         const char *want[4] = {cases[i].errs[0], cases[i].errs[1], cases[i].errs[2], NULL};
         if (!errors_are(&r, want))
             fprintf(stderr, "  case %zu: %s\n", i, cases[i].json);
@@ -439,6 +419,152 @@ static void test_string_matcher_errors(void)
 }
 
 /* Many regexes in one arena: every regex_t is freed with it (ASan checks). */
+/* ---- HeaderMatcher ------------------------------------------------------------------- */
+
+/* Headers from "name: value|name: value" (NULL: no header map at all). */
+static pt_http_headers_t *headers_of(pt_arena_t *a, pt_http_headers_t *h, const char *spec)
+{
+    if (spec == NULL)
+        return NULL;
+    pt_http_headers_init(h, a);
+    char buf[256];
+    snprintf(buf, sizeof(buf), "%s", spec);
+    for (char *save = NULL, *e = strtok_r(buf, "|", &save); e; e = strtok_r(NULL, "|", &save)) {
+        char *colon = strchr(e + 1, ':'); /* a pseudo-header's name starts with ':' */
+        const char *v = colon[1] == ' ' ? colon + 2 : colon + 1;
+        pt_http_headers_add(h, e, (size_t)(colon - e), v, strlen(v));
+    }
+    return h;
+}
+
+static void test_header_matcher(void)
+{
+    static const struct {
+        const char *json, *headers;
+        int want;
+    } cases[] = {
+        {"{'name':':method','exact_match':'GET'}", ":method: GET", 1},
+        {"{'name':':method','exact_match':'GET'}", ":method: get", 0},
+        {"{'name':'X-A','exact_match':'1'}", "x-a: 1", 1}, /* names are lowercased */
+        {"{'name':'x-a','exact_match':''}", "x-a: any", 1}, /* empty: presence only */
+        {"{'name':'x-a','exact_match':''}", "x-b: 1", 0},
+        {"{'name':'x-a','prefix_match':'ab'}", "x-a: abc", 1},
+        {"{'name':'x-a','suffix_match':'bc'}", "x-a: abc", 1},
+        {"{'name':'x-a','suffix_match':'bc'}", "x-a: c", 0},
+        {"{'name':'x-a','contains_match':'b'}", "x-a: abc", 1},
+        {"{'name':'x-a','safe_regex_match':{'regex':'a.c'}}", "x-a: abc", 1},
+        {"{'name':'x-a','safe_regex_match':{'regex':'a.c'}}", "x-a: abcd", 0},
+        {"{'name':'x-a','string_match':{'exact':'ABC','ignore_case':true}}", "x-a: abc", 1},
+        {"{'name':'x-n','range_match':{'start':'-3','end':3}}", "x-n:  -3 ", 1},
+        {"{'name':'x-n','range_match':{'start':-3,'end':3}}", "x-n: 3", 0},
+        {"{'name':'x-n','range_match':{'start':0,'end':10}}", "x-n: 9223372036854775808", 0},
+        {"{'name':'x-n','range_match':{'start':0,'end':10}}", "x-n: 1.0", 0},
+        /* values of a repeated header are joined with ',' */
+        {"{'name':'x-a','exact_match':'1,2'}", "x-a: 1|x-b: 0|x-a: 2", 1},
+        {"{'name':'x-a','exact_match':'1'}", "x-a: 1|x-a: 2", 0},
+        /* presence */
+        {"{'name':'x-a'}", "x-a: ", 1},
+        {"{'name':'x-a'}", "x-b: 1", 0},
+        {"{'name':'x-a','present_match':true}", "x-a: 1", 1},
+        {"{'name':'x-a','present_match':false}", "x-b: 1", 1},
+        {"{'name':'x-a','present_match':false}", "x-a: 1", 0},
+        {"{'name':'x-a','present_match':false}", NULL, 1},
+        /* invert_match: a missing header fails every matcher except a presence check that
+         * asks for absence */
+        {"{'name':'x-a','exact_match':'1','invert_match':true}", "x-a: 2", 1},
+        {"{'name':'x-a','exact_match':'1','invert_match':true}", "x-a: 1", 0},
+        {"{'name':'x-a','exact_match':'1','invert_match':true}", "x-b: 1", 0},
+        {"{'name':'x-a','invert_match':true}", "x-b: 1", 1},
+        {"{'name':'x-a','invert_match':true}", "x-a: 1", 0},
+        {"{'name':'x-a','invert_match':true}", NULL, 1},
+        {"{'name':'x-a','present_match':true,'invert_match':true}", "x-b: 1", 1},
+        {"{'name':'x-a','present_match':false,'invert_match':true}", "x-b: 1", 0},
+        {"{'name':'x-a','present_match':false,'invert_match':true}", "x-a: 1", 1},
+        /* treat_missing_header_as_empty: a missing header is matched as "" ... */
+        {"{'name':'x-a','string_match':{'exact':''},'treat_missing_header_as_empty':true}",
+         "x-b: 1", 1},
+        {"{'name':'x-a','prefix_match':'a','treat_missing_header_as_empty':true}", "x-b: 1", 0},
+        {"{'name':'x-a','prefix_match':'a','invert_match':true,"
+         "'treat_missing_header_as_empty':true}",
+         NULL, 1},
+        {"{'name':'x-n','range_match':{'start':0,'end':1},'treat_missing_header_as_empty':true}",
+         "x-b: 1", 0},
+        /* ... and a presence check answers present_match != invert_match, as in Envoy */
+        {"{'name':'x-a','present_match':true,'treat_missing_header_as_empty':true}", "x-b: 1", 1},
+        {"{'name':'x-a','present_match':false,'treat_missing_header_as_empty':true}", "x-b: 1",
+         0},
+        {"{'name':'x-a','treat_missing_header_as_empty':true}", "x-b: 1", 1},
+        {"{'name':'x-a','invert_match':true,'treat_missing_header_as_empty':true}", "x-b: 1", 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_t *root;
+        pt_cfg_t r;
+        pt_arena_t a = {0};
+        pt_header_matcher_t m;
+        pt_http_headers_t hs;
+        int rc = parse_matcher(HEADER_MATCHER, cases[i].json, &a, &m, &r, &root);
+        if (!pt_cfg_ok(&r))
+            fprintf(stderr, "  case %zu: %s\n", i, r.errors[0]);
+        PT_CHECK_INT(rc, 0);
+        PT_CHECK(pt_cfg_ok(&r));
+        int got = pt_header_matcher_match(&m, headers_of(&a, &hs, cases[i].headers));
+        if (got != cases[i].want)
+            fprintf(stderr, "  case %zu: %s on \"%s\"\n", i, cases[i].json,
+                    cases[i].headers ? cases[i].headers : "(no headers)");
+        PT_CHECK_INT(got, cases[i].want);
+        pt_cfg_dispose(&r);
+        pt_arena_dispose(&a);
+        json_decref(root);
+    }
+}
+
+static void test_header_matcher_errors(void)
+{
+    static const struct {
+        const char *json;
+        const char *errs[3];
+    } cases[] = {
+        {"{}", {"m.name: is required"}},
+        {"{'name':''}", {"m.name: \"\" is not a valid header name"}},
+        {"{'name':'a b'}", {"m.name: \"a b\" is not a valid header name"}},
+        {"{'name':':'}", {"m.name: \":\" is not a valid header name"}},
+        {"{'name':1}", {"m.name: 1 is not a string"}},
+        {"{'name':'x','exact_match':'a','prefix_match':'b'}",
+         {"m: only one of exact_match, safe_regex_match, range_match, present_match, "
+          "prefix_match, suffix_match, contains_match, string_match may be given (found "
+          "exact_match, prefix_match)"}},
+        {"{'name':'x','prefix_match':''}", {"m.prefix_match: must not be empty"}},
+        {"{'name':'x','suffix_match':''}", {"m.suffix_match: must not be empty"}},
+        {"{'name':'x','contains_match':''}", {"m.contains_match: must not be empty"}},
+        {"{'name':'x','range_match':{'start':'x','end':1.5}}",
+         {"m.range_match.start: \"x\" is not an integer",
+          "m.range_match.end: 1.5 is not an integer"}},
+        {"{'name':'x','safe_regex_match':{'regex':'a(b'}}",
+         {"m.safe_regex_match.regex: \"a(b\" is not a valid regex: missing ): a(b"}},
+        {"{'name':'x','string_match':{}}",
+         {"m.string_match: one of exact, prefix, suffix, contains or safe_regex is required"}},
+        {"{'name':'x','present_match':'yes'}", {"m.present_match: \"yes\" is not a boolean"}},
+        {"{'name':'x','invert_match':1}", {"m.invert_match: 1 is not a boolean"}},
+        {"{'name':'x','colour':1}", {"m.colour: unknown field"}},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_t *root;
+        pt_cfg_t r;
+        pt_arena_t a = {0};
+        pt_header_matcher_t m;
+        int rc = parse_matcher(HEADER_MATCHER, cases[i].json, &a, &m, &r, &root);
+        const char *want[4] = {cases[i].errs[0], cases[i].errs[1], cases[i].errs[2], NULL};
+        if (!errors_are(&r, want))
+            fprintf(stderr, "  case %zu: %s\n", i, cases[i].json);
+        PT_CHECK(errors_are(&r, want));
+        /* unknown fields are found when the object is left, after parsing */
+        PT_CHECK_INT(rc, strstr(cases[i].json, "colour") ? 0 : -1);
+        pt_cfg_dispose(&r);
+        pt_arena_dispose(&a);
+        json_decref(root);
+    }
+}
+
 static void test_regex_arena_cleanup(void)
 {
     pt_arena_t a = {0};
@@ -526,6 +652,8 @@ int main(void)
     PT_RUN(test_string_matcher);
     PT_RUN(test_string_matcher_init);
     PT_RUN(test_string_matcher_errors);
+    PT_RUN(test_header_matcher);
+    PT_RUN(test_header_matcher_errors);
     PT_RUN(test_regex_arena_cleanup);
     PT_RUN(test_regex_per_worker_copies);
     PT_TEST_EXIT();

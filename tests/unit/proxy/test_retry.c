@@ -6,26 +6,11 @@
  * paths read "rp.<field>". */
 #include "proxy/retry.h"
 #include "pt_test.h"
+#include "pt_test_json.h"
 
 #include <stdint.h>
 
 /* ---- helpers ------------------------------------------------------------------------- */
-
-static json_t *J(const char *s)
-{
-    char *t = strdup(s);
-    for (char *p = t; *p; p++)
-        if (*p == '\'')
-            *p = '"';
-    json_error_t je;
-    json_t *v = json_loads(t, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
-    if (v == NULL) {
-        fprintf(stderr, "bad test JSON %s: %s\n", s, je.text);
-        abort();
-    }
-    free(t);
-    return v;
-}
 
 static pt_arena_t arena;
 
