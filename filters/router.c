@@ -413,7 +413,7 @@ static void up_on_headers(void *req, pt_http_headers_t *h, int end_stream)
         snprintf(n, sizeof(n), "%u", st->attempt);
         pt_http_headers_set(h, "x-envoy-attempt-count", n);
     }
-    pt_route_mutate_response_headers(s->config->route_config, s->vhost, s->route,
+    pt_route_mutate_response_headers(s->route_config, s->vhost, s->route,
                                      st->weighted_entry, h, &s->info);
     if (status == 101 && (s->flags & PT_HS_UPGRADE)) {
         st->flags |= R_UPGRADE;
@@ -735,7 +735,7 @@ static void direct_response(pt_http_stream_t *s, const pt_route_t *rt)
     pt_stat_inc(hstats(s)->rq_direct_response);
     pt_http_headers_t extra;
     pt_http_headers_init(&extra, &s->arena);
-    pt_route_mutate_response_headers(s->config->route_config, s->vhost, rt, NULL, &extra,
+    pt_route_mutate_response_headers(s->route_config, s->vhost, rt, NULL, &extra,
                                      &s->info);
     pt_http_stream_local_reply_n(s, rt->direct_status, rt->direct_body,
                                  rt->direct_body ? rt->direct_body_len : 0, &extra, 0,
@@ -868,7 +868,7 @@ static int router_decode_headers(pt_http_stream_t *s, void *cfg, void *state,
         pt_http_headers_t extra;
         pt_http_headers_init(&extra, &s->arena);
         pt_http_headers_add_str(&extra, "location", location);
-        pt_route_mutate_response_headers(s->config->route_config, s->vhost, rt, NULL, &extra,
+        pt_route_mutate_response_headers(s->route_config, s->vhost, rt, NULL, &extra,
                                          &s->info);
         pt_http_stream_local_reply(s, code, "", &extra, 0, "redirect");
         return PT_STOP;
@@ -915,7 +915,7 @@ static int router_decode_headers(pt_http_stream_t *s, void *cfg, void *state,
                                                     : s->config->buffer_limit;
 
     /* Request rewrites, in Envoy's order: header mutations, then path and host. */
-    pt_route_mutate_request_headers(s->config->route_config, s->vhost, rt, st->weighted_entry, h,
+    pt_route_mutate_request_headers(s->route_config, s->vhost, rt, st->weighted_entry, h,
                                     &s->info);
     const char *path = pt_http_headers_get(h, ":path");
     const char *newpath = path ? pt_route_rewrite_path(rt, path, &s->arena) : NULL;

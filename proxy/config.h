@@ -108,6 +108,14 @@ typedef struct pt_node_info {
     const char *region, *zone, *sub_zone;
 } pt_node_info_t;
 
+/* An HTTP connection manager's rds: the route configuration `name` from `source`. */
+typedef struct pt_rds_need {
+    pt_config_source_t source;
+    const char *name;
+    const char *stat_prefix;
+    struct pt_rds_need *next;
+} pt_rds_need_t;
+
 typedef struct pt_config {
     _Atomic long refs;
     pt_arena_t arena;
@@ -125,6 +133,7 @@ typedef struct pt_config {
     /* dynamic_resources: listeners (LDS) and clusters (CDS) from files. */
     int has_lds, has_cds;
     pt_config_source_t lds, cds;
+    pt_rds_need_t *rds_needs;    /* every rds of the listeners' connection managers */
     /* Downstream connections the whole process accepts (proxy/overload.c); 0: no limit. */
     uint64_t max_downstream_connections;
 } pt_config_t;

@@ -11,6 +11,7 @@
 #include "proxy/listener.h"
 #include "proxy/log.h"
 #include "proxy/path.h"
+#include "proxy/route_manager.h"
 #include "proxy/random.h"
 #include "proxy/stats.h"
 #include "proxy/time.h"
@@ -44,7 +45,7 @@ static void hcm_close(pt_hcm_conn_t *h, pt_close_how_t how);
  * ====================================================================================== */
 
 static const char *const hcm_unsupported[] = {
-    "rds", "scoped_routes", "tracing", "add_user_agent", "http3_protocol_options",
+    "scoped_routes", "tracing", "add_user_agent", "http3_protocol_options",
     "http2_protocol_options", "access_log_options",
     "internal_address_config", "represent_ipv4_remote_address_as_ipv4_mapped_ipv6",
     "local_reply_config",
@@ -167,11 +168,30 @@ static void *hcm_parse(pt_cfg_t *r, pt_config_t *cfg)
     int codec;
     pt_cfg_enum(r, "codec_type", codec_names, codec_known, &codec, 0);
 
-    if (pt_cfg_enter(r, "route_config") > 0) {
+    static const char *const route_specifiers[] = {"route_config", "rds", NULL};
+    static const char *const route_unsupported[] = {"scoped_routes", NULL};
+    int which = pt_cfg_oneof(r, route_specifiers, !pt_cfg_has_any(r, route_unsupported));
+    if (which == 0 && pt_cfg_enter(r, "route_config") > 0) {
         hc->route_config = pt_route_config_parse(r, cfg);
         pt_cfg_leave(r);
-    } else {
-        pt_cfg_error(r, "route_config", "is required (rds is not supported yet)");
+    } else if (which == 1 && pt_cfg_enter(r, "rds") > 0) {
+        /* Routes by name from RDS, resolved for each request (proxy/route_manager.h). */
+        pt_rds_need_t *need = pt_arena_alloc(a, sizeof(*need));
+        const char *name;
+        if (pt_cfg_string(r, "route_config_name", &name, NULL) == 0 || (name && !name[0]))
+            pt_cfg_error(r, "route_config_name", "is required");
+        if (need != NULL &&
+            pt_config_source_parse(r, a, "config_source", &need->source) == 0)
+            pt_cfg_error(r, "config_source", "is required");
+        if (need != NULL && name != NULL && name[0]) {
+            need->name = pt_arena_strdup(a, name);
+            need->stat_prefix = hc->stat_prefix;
+            need->next = cfg->rds_needs;
+            cfg->rds_needs = need;
+            hc->rds_name = need->name;
+            hc->rds_slot = pt_rds_slot(name);
+        }
+        pt_cfg_leave(r);
     }
     parse_http_filters(r, cfg, hc);
     pt_access_log_parse_list(r, "access_log", a, &hc->access_logs, &hc->naccess_logs);
@@ -350,6 +370,12 @@ static void *hcm_on_new_stream(void *owner, pt_http_codec_stream_t *cs)
     s->cs = cs;
     s->config = hc;
     s->view = pt_worker_view_pin(h->session->worker);
+    /* The route configuration in force when the request starts, kept to its end (the view
+     * holds it); one from RDS that has not come yet routes nothing: 404 NR. */
+    s->route_config = hc->route_config != NULL ? hc->route_config
+                                               : pt_view_route_config(s->view ? s->view->view
+                                                                              : NULL,
+                                                                      hc->rds_slot);
     s->worker = h->session->worker;
     s->release.fn = stream_release;
     s->filter_state = pt_arena_alloc(&s->arena, (hc->nfilters ? hc->nfilters : 1) * sizeof(void *));
@@ -752,8 +778,8 @@ static void hcm_on_headers(void *stream, pt_http_headers_t *headers, int end_str
 
     /* Route once, before the filters: they may act on it, the router follows it. */
     const char *authority = pt_http_headers_get(headers, ":authority");
-    if (hc->route_config != NULL) {
-        s->vhost = pt_route_find_vhost(hc->route_config, authority ? authority : "");
+    if (s->route_config != NULL) {
+        s->vhost = pt_route_find_vhost(s->route_config, authority ? authority : "");
         s->route = s->vhost ? pt_route_match(s->vhost, headers) : NULL;
         if (s->route != NULL) {
             s->info.route_name = s->route->name;

@@ -96,7 +96,9 @@ typedef enum pt_escaped_slashes {
 typedef struct pt_hcm_config {
     const char *stat_prefix;
     pt_hcm_stats_t stats;
-    pt_route_config_t *route_config;
+    pt_route_config_t *route_config; /* inline, or NULL with rds_name */
+    const char *rds_name;            /* rds.route_config_name: routes from RDS */
+    unsigned rds_slot;               /* its slot in views (pt_rds_slot) */
     pt_http_filter_t *filters;
     unsigned nfilters;
     pt_access_log_t **access_logs;
@@ -157,6 +159,7 @@ struct pt_http_stream {
     /* The view the request resolves clusters through, pinned until the stream is released:
      * the clusters it resolved stay valid for its retries and timers (proxy/view.h). */
     struct pt_worker_view *view;
+    const pt_route_config_t *route_config; /* the inline one, or the view's from RDS */
     pt_worker_t *worker;
     pt_arena_t arena;
     pt_http_headers_t *request_headers;

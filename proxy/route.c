@@ -219,6 +219,8 @@ typedef struct domain_builder {
 typedef struct pctx {
     pt_cfg_t *r;
     pt_config_t *cfg;
+    pt_cluster_exists_fn exists; /* instead of cfg's clusters (RDS) */
+    void *exists_data;
     pt_arena_t *a;
     pt_route_config_t *rc;
     int validate_clusters;
@@ -250,8 +252,9 @@ static char *sdup(pctx_t *p, const char *s)
 
 static void check_cluster(pctx_t *p, const char *field, const char *name)
 {
-    if (p->validate_clusters && name[0] != '\0' &&
-        (p->cfg == NULL || pt_config_find_cluster(p->cfg, name) == NULL)) {
+    int known = p->exists != NULL ? p->exists(p->exists_data, name)
+                                  : p->cfg != NULL && pt_config_find_cluster(p->cfg, name) != NULL;
+    if (p->validate_clusters && name[0] != '\0' && !known) {
         char q[300];
         pt_cfg_quote(name, q, sizeof(q));
         pt_cfg_error(p->r, field, "unknown cluster %s", q);
@@ -958,7 +961,9 @@ static void finish_domains(pctx_t *p)
     rc->prefix_lens = pl;
 }
 
-pt_route_config_t *pt_route_config_parse_ex(pt_cfg_t *r, pt_config_t *cfg, unsigned flags)
+static pt_route_config_t *parse_into(pt_cfg_t *r, pt_arena_t *a, pt_config_t *cfg,
+                                      pt_cluster_exists_fn exists, void *exists_data,
+                                      unsigned flags)
 {
     size_t errors_before = r->nerrors;
     pctx_t *p = calloc(1, sizeof(*p)); /* the domain builder's length maps are sizeable */
@@ -968,7 +973,9 @@ pt_route_config_t *pt_route_config_parse_ex(pt_cfg_t *r, pt_config_t *cfg, unsig
     }
     p->r = r;
     p->cfg = cfg;
-    p->a = &cfg->arena;
+    p->exists = exists;
+    p->exists_data = exists_data;
+    p->a = a;
     pt_route_config_t *rc = alloc(p, sizeof(*rc));
     if (rc == NULL)
         goto done;
@@ -1010,9 +1017,50 @@ done:
     return r->nerrors == errors_before ? rc : NULL;
 }
 
+pt_route_config_t *pt_route_config_parse_ex(pt_cfg_t *r, pt_config_t *cfg, unsigned flags)
+{
+    return parse_into(r, &cfg->arena, cfg, NULL, NULL, flags);
+}
+
 pt_route_config_t *pt_route_config_parse(pt_cfg_t *r, pt_config_t *cfg)
 {
     return pt_route_config_parse_ex(r, cfg, 0);
+}
+
+pt_route_config_t *pt_route_config_parse_resource(pt_cfg_t *r, pt_cluster_exists_fn exists,
+                                                  void *data)
+{
+    pt_arena_t *a = calloc(1, sizeof(*a));
+    if (a == NULL) {
+        pt_cfg_error(r, NULL, "out of memory");
+        return NULL;
+    }
+    pt_route_config_t *rc = parse_into(r, a, NULL, exists, data, PT_ROUTE_PARSE_RDS);
+    if (rc == NULL) {
+        pt_arena_dispose(a);
+        free(a);
+        return NULL;
+    }
+    rc->own_arena = a;
+    atomic_init(&rc->refs, 1);
+    return rc;
+}
+
+pt_route_config_t *pt_route_config_ref(pt_route_config_t *rc)
+{
+    if (rc != NULL && rc->own_arena != NULL)
+        atomic_fetch_add_explicit(&rc->refs, 1, memory_order_relaxed);
+    return rc;
+}
+
+void pt_route_config_unref(pt_route_config_t *rc)
+{
+    if (rc == NULL || rc->own_arena == NULL ||
+        atomic_fetch_sub_explicit(&rc->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    pt_arena_t *a = rc->own_arena; /* rc itself lives in it */
+    pt_arena_dispose(a);
+    free(a);
 }
 
 /* ---- virtual host lookup ---------------------------------------------------------------- */

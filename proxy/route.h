@@ -172,6 +172,11 @@ struct pt_vhost {
 typedef struct pt_route_domain pt_route_domain_t;
 
 struct pt_route_config {
+    /* A route configuration from RDS is a resource of its own: refcounted, in its own arena
+     * (own_arena). One inline in an HTTP connection manager lives in its snapshot's arena
+     * (own_arena NULL; ref and unref do nothing). */
+    _Atomic long refs;
+    pt_arena_t *own_arena;
     const char *name; /* "" when unnamed */
     const pt_vhost_t *vhosts;
     unsigned nvhosts;
@@ -204,6 +209,14 @@ enum pt_route_parse_flags {
  * error was found (all of them are in r). */
 pt_route_config_t *pt_route_config_parse(pt_cfg_t *r, pt_config_t *cfg);
 pt_route_config_t *pt_route_config_parse_ex(pt_cfg_t *r, pt_config_t *cfg, unsigned flags);
+/* A RouteConfiguration resource (RDS) in an arena of its own, with one reference.
+ * validate_clusters defaults to false, as Envoy's for RDS; when the resource turns it on,
+ * cluster names are checked with exists(data, name). NULL when any error was found. */
+typedef int (*pt_cluster_exists_fn)(void *data, const char *name);
+pt_route_config_t *pt_route_config_parse_resource(pt_cfg_t *r, pt_cluster_exists_fn exists,
+                                                  void *data);
+pt_route_config_t *pt_route_config_ref(pt_route_config_t *rc);
+void pt_route_config_unref(pt_route_config_t *rc);
 
 /* Virtual host for an :authority, in Envoy's order: exact domain (hashed), longest suffix
  * wildcard ("*.foo.com"), longest prefix wildcard ("foo.*"), then "*". Case-insensitive. If

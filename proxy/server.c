@@ -20,6 +20,7 @@
 #include "proxy/stats.h"
 #include "proxy/time.h"
 #include "proxy/cluster_manager.h"
+#include "proxy/route_manager.h"
 #include "proxy/view.h"
 #include "tls/secret.h"
 
@@ -58,9 +59,21 @@ static void worker_adopt_view(pt_worker_t *w, void *arg)
 
 /* The cluster manager applied a change: every worker adopts the new view at its next loop
  * turn, health checking and outlier detection follow it. */
-static void on_clusters_published(void *data, pt_view_t *view)
+/* A new view from what the managers hold (clusters, RDS route configurations): every
+ * worker adopts it at its next loop turn; health checking and outlier detection follow
+ * it. */
+static void publish_view(pt_server_t *s)
 {
-    pt_server_t *s = data;
+    unsigned nroutes = 0;
+    pt_route_config_t *const *routes =
+        s->routes != NULL ? pt_route_manager_routes(s->routes, &nroutes) : NULL;
+    pt_view_t *cv = s->cluster_view;
+    pt_view_t *view = pt_view_new_with_routes(cv ? cv->clusters : NULL, cv ? cv->nclusters : 0,
+                                              routes, nroutes);
+    if (view == NULL) {
+        pt_error("out of memory: the last change is not in force");
+        return;
+    }
     pt_view_unref(s->view);
     s->view = view;
     /* Before the workers see the view, so their reports through its new versions find the
@@ -69,6 +82,47 @@ static void on_clusters_published(void *data, pt_view_t *view)
     for (unsigned i = 0; i < s->nworkers_started; i++)
         pt_worker_post(&s->workers[i], worker_adopt_view, pt_view_ref(view));
     pt_health_checker_update(s->health_checker, view);
+}
+
+static void on_clusters_published(void *data, pt_view_t *view)
+{
+    pt_server_t *s = data;
+    pt_view_unref(s->cluster_view);
+    s->cluster_view = view;
+    publish_view(s);
+}
+
+static void on_routes_published(void *data)
+{
+    publish_view(data);
+}
+
+/* RDS validate_clusters: against the clusters in force. */
+static int cluster_exists(void *data, const char *name)
+{
+    pt_server_t *s = data;
+    return pt_view_find_cluster(s->cluster_view, name) != NULL;
+}
+
+/* Every route configuration the connection managers name from RDS, read now: a file that
+ * cannot be read or is invalid fails the start like any config error. */
+static int start_rds(pt_server_t *s)
+{
+    s->routes = pt_route_manager_new(on_routes_published, s, cluster_exists, s);
+    if (s->routes == NULL) {
+        fprintf(stderr, "error: out of memory\n");
+        return -1;
+    }
+    for (pt_rds_need_t *n = s->config->rds_needs; n != NULL; n = n->next) {
+        char err[2048];
+        if (pt_route_manager_want(s->routes, &n->source, n->name, n->stat_prefix, err,
+                                  sizeof(err)) != 0) {
+            fprintf(stderr, "error: %s: rds %s: %s\n", s->opts.config_path, n->name, err);
+            return -1;
+        }
+    }
+    publish_view(s);
+    return 0;
 }
 
 /* CDS from a file: every change of the file is an update of the dynamic clusters, applied
@@ -144,6 +198,8 @@ int pt_server_init(pt_server_t *s, const pt_options_t *opts)
         return -1;
     }
     if (cfg->has_cds && start_cds(s) != 0)
+        return -1;
+    if (cfg->rds_needs != NULL && start_rds(s) != 0)
         return -1;
     return 0;
 }
@@ -402,6 +458,8 @@ int pt_server_run(pt_server_t *s)
     }
     pt_secret_watch_start(s->loop);
     pt_cluster_manager_set_loop(s->clusters, s->loop);
+    if (s->routes != NULL)
+        pt_route_manager_set_loop(s->routes, s->loop);
     if (s->cds != NULL && pt_file_subscription_watch(s->cds, s->loop, err, sizeof(err)) != 0) {
         pt_error("dynamic_resources.cds_config: %s", err);
         return 1;
@@ -458,8 +516,13 @@ void pt_server_dispose(pt_server_t *s)
     }
     pt_file_subscription_free(s->cds);
     s->cds = NULL;
+    pt_route_manager_free(s->routes);
+    s->routes = NULL;
+    pt_rds_slots_dispose();
     pt_cluster_manager_free(s->clusters);
     s->clusters = NULL;
+    pt_view_unref(s->cluster_view);
+    s->cluster_view = NULL;
     pt_view_unref(s->view);
     s->view = NULL;
     pt_config_unref(s->config);

@@ -39,6 +39,8 @@ typedef struct pt_server {
     pt_config_t *config;      /* current snapshot */
     struct pt_view *view;     /* the view workers resolve clusters through (proxy/view.h) */
     struct pt_cluster_manager *clusters; /* owns the clusters, publishes views */
+    struct pt_view *cluster_view;        /* the cluster manager's last (clusters only) */
+    struct pt_route_manager *routes;     /* RDS, or NULL */
     struct pt_file_subscription *cds;    /* dynamic_resources.cds_config, or NULL */
     unsigned nworkers_started; /* workers that were sent the view (later views go to them) */
     pt_listener_t **listeners;

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "proxy/cluster.h"
+#include "proxy/route.h"
 #include "proxy/worker.h"
 
 static _Atomic uint64_t next_version = 1;
@@ -20,6 +21,12 @@ static uint64_t hash_name(const char *s)
 
 pt_view_t *pt_view_new(pt_cluster_t *const *clusters, unsigned n)
 {
+    return pt_view_new_with_routes(clusters, n, NULL, 0);
+}
+
+pt_view_t *pt_view_new_with_routes(pt_cluster_t *const *clusters, unsigned n,
+                                   pt_route_config_t *const *routes, unsigned nroutes)
+{
     pt_view_t *v = calloc(1, sizeof(*v));
     if (v == NULL)
         return NULL;
@@ -28,12 +35,17 @@ pt_view_t *pt_view_new(pt_cluster_t *const *clusters, unsigned n)
         cap *= 2;
     v->clusters = calloc(n ? n : 1, sizeof(*v->clusters));
     v->index = calloc(cap, sizeof(*v->index));
-    if (v->clusters == NULL || v->index == NULL) {
+    v->routes = calloc(nroutes ? nroutes : 1, sizeof(*v->routes));
+    if (v->clusters == NULL || v->index == NULL || v->routes == NULL) {
         free(v->clusters);
         free(v->index);
+        free(v->routes);
         free(v);
         return NULL;
     }
+    for (unsigned i = 0; i < nroutes; i++)
+        v->routes[i] = pt_route_config_ref(routes[i]);
+    v->nroutes = nroutes;
     atomic_init(&v->refs, 1);
     v->version = atomic_fetch_add(&next_version, 1);
     v->cap = cap;
@@ -61,6 +73,9 @@ void pt_view_unref(pt_view_t *v)
         return;
     for (unsigned i = 0; i < v->nclusters; i++)
         pt_cluster_unref(v->clusters[i]);
+    for (unsigned i = 0; i < v->nroutes; i++)
+        pt_route_config_unref(v->routes[i]);
+    free(v->routes);
     free(v->clusters);
     free(v->index);
     free(v);

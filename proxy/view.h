@@ -16,10 +16,12 @@
 #define PT_VIEW_H
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct pt_cluster pt_cluster_t;
 typedef struct pt_worker pt_worker_t;
+typedef struct pt_route_config pt_route_config_t;
 
 typedef struct pt_view {
     _Atomic long refs;
@@ -28,10 +30,22 @@ typedef struct pt_view {
     unsigned nclusters;
     pt_cluster_t **index;      /* open addressing by name, cap a power of two */
     unsigned cap;
+    /* RDS route configurations by slot (pt_rds_slot, proxy/route_manager.h), a reference
+     * each; NULL where none has come. */
+    pt_route_config_t **routes;
+    unsigned nroutes;
 } pt_view_t;
 
 /* A view of these clusters (taking a reference to each). NULL when out of memory. */
 pt_view_t *pt_view_new(pt_cluster_t *const *clusters, unsigned n);
+/* The same with RDS route configurations by slot (a reference to each; NULLs allowed). */
+pt_view_t *pt_view_new_with_routes(pt_cluster_t *const *clusters, unsigned n,
+                                   pt_route_config_t *const *routes, unsigned nroutes);
+/* O(1): the RDS route configuration in this slot; NULL when none has come. */
+static inline pt_route_config_t *pt_view_route_config(const pt_view_t *v, unsigned slot)
+{
+    return v != NULL && slot < v->nroutes ? v->routes[slot] : NULL;
+}
 pt_view_t *pt_view_ref(pt_view_t *v);
 void pt_view_unref(pt_view_t *v);
 /* O(1) by name; NULL when the view has no such cluster. */
