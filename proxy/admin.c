@@ -19,6 +19,7 @@
 #include "proxy/log.h"
 #include "proxy/cluster_manager.h"
 #include "proxy/heap.h"
+#include "proxy/route_manager.h"
 #include "proxy/server.h"
 #include "proxy/stats.h"
 #include "tls/context.h"
@@ -449,16 +450,127 @@ static void redact(json_t *v)
     }
 }
 
+static json_t *socket_address_json(const pt_addr_t *a);
+
+/* Envoy's Timestamp in proto3 JSON: RFC 3339 UTC with milliseconds. */
+static json_t *timestamp_json(double t)
+{
+    char buf[40];
+    time_t secs = (time_t)t;
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    size_t n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, sizeof(buf) - n, ".%03dZ", (int)((t - (double)secs) * 1000.0));
+    return json_string(buf);
+}
+
+typedef struct dump_ctx {
+    json_t *static_clusters, *active_clusters, *static_endpoints, *dynamic_endpoints;
+} dump_ctx_t;
+
+static void dump_cluster(void *data, const pt_cluster_entry_info_t *e)
+{
+    dump_ctx_t *d = data;
+    json_t *cluster = json_deep_copy(e->dynamic ? e->source : e->active->source);
+    if (cluster != NULL)
+        redact(cluster);
+    if (e->dynamic)
+        json_array_append_new(d->active_clusters,
+                              json_pack("{s:s,s:o,s:o}", "version_info", e->version_info,
+                                        "cluster", cluster ? cluster : json_object(),
+                                        "last_updated", timestamp_json(e->last_updated)));
+    else
+        json_array_append_new(d->static_clusters,
+                              json_pack("{s:o,s:o}", "cluster", cluster ? cluster : json_object(),
+                                        "last_updated", timestamp_json(e->last_updated)));
+    /* Endpoints as in force: the assignment of an EDS cluster, or the hosts of the cluster. */
+    const pt_cluster_t *c = e->active;
+    json_t *lbe = json_array();
+    for (unsigned i = 0; i < c->nhosts; i++) {
+        const pt_host_t *h = c->hosts[i];
+        json_t *ep = json_pack("{s:o}", "address", socket_address_json(&h->address));
+        if (h->hostname != NULL)
+            json_object_set_new(ep, "hostname", json_string(h->hostname));
+        json_array_append_new(lbe, json_pack("{s:o,s:i}", "endpoint", ep,
+                                             "load_balancing_weight",
+                                             (int)atomic_load(&h->weight)));
+    }
+    json_t *cla = json_pack("{s:s,s:s,s:[{s:o}]}", "@type",
+                            "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
+                            "cluster_name", c->eds_service_name ? c->eds_service_name : c->name,
+                            "endpoints", "lb_endpoints", lbe);
+    if (c->type == PT_CLUSTER_EDS)
+        json_array_append_new(d->dynamic_endpoints,
+                              json_pack("{s:o,s:o}", "endpoint_config", cla, "last_updated",
+                                        timestamp_json(e->last_updated)));
+    else
+        json_array_append_new(d->static_endpoints, json_pack("{s:o}", "endpoint_config", cla));
+}
+
+static void dump_route(void *data, const pt_route_entry_info_t *e)
+{
+    json_t *rc = json_deep_copy(e->source);
+    json_array_append_new(data, json_pack("{s:s,s:o,s:o}", "version_info", e->version_info,
+                                          "route_config", rc ? rc : json_object(),
+                                          "last_updated", timestamp_json(e->last_updated)));
+}
+
+/* Envoy's ConfigDump: the bootstrap, then the clusters, listeners, routes and endpoints in
+ * force, static and dynamic, each with its version and when it was last updated. */
 static void ep_config_dump(admin_request_t *req, admin_response_t *res)
 {
     pt_server_t *s = req->admin->server;
     json_t *boot = json_deep_copy(s->config->source);
     redact(boot);
-    json_t *dump = json_pack("{s:s,s:o}", "@type",
-                             "type.googleapis.com/envoy.admin.v3.BootstrapConfigDump",
-                             "bootstrap", boot);
-    json_t *root = json_pack("{s:[o]}", "configs", dump);
-    body_json(res, root);
+    json_t *configs = json_array();
+    json_array_append_new(configs, json_pack("{s:s,s:o,s:o}", "@type",
+                                             "type.googleapis.com/envoy.admin.v3.BootstrapConfigDump",
+                                             "bootstrap", boot, "last_updated",
+                                             timestamp_json(s->start_time)));
+    dump_ctx_t d = {json_array(), json_array(), json_array(), json_array()};
+    pt_cluster_manager_foreach(s->clusters, dump_cluster, &d);
+    const char *cds_version = pt_cluster_manager_cds_version(s->clusters);
+    json_t *clusters = json_pack("{s:s,s:o,s:o,s:[]}", "@type",
+                                 "type.googleapis.com/envoy.admin.v3.ClustersConfigDump",
+                                 "static_clusters", d.static_clusters, "dynamic_active_clusters",
+                                 d.active_clusters, "dynamic_warming_clusters");
+    if (cds_version != NULL)
+        json_object_set_new(clusters, "version_info", json_string(cds_version));
+    const char *rejected_version;
+    const char *rejected = pt_cluster_manager_last_rejected(s->clusters, &rejected_version);
+    if (rejected != NULL)
+        json_object_set_new(clusters, "last_rejected_update",
+                            json_pack("{s:s,s:s}", "version_info",
+                                      rejected_version ? rejected_version : "", "details",
+                                      rejected));
+    json_array_append_new(configs, clusters);
+    json_t *static_listeners = json_array();
+    json_t *ls = json_object_get(json_object_get(s->config->source, "static_resources"),
+                                 "listeners");
+    size_t i;
+    json_t *l;
+    json_array_foreach(ls, i, l) {
+        json_t *copy = json_deep_copy(l);
+        redact(copy);
+        json_array_append_new(static_listeners,
+                              json_pack("{s:o,s:o}", "listener", copy, "last_updated",
+                                        timestamp_json(s->start_time)));
+    }
+    json_array_append_new(configs, json_pack("{s:s,s:o,s:[]}", "@type",
+                                             "type.googleapis.com/envoy.admin.v3.ListenersConfigDump",
+                                             "static_listeners", static_listeners,
+                                             "dynamic_listeners"));
+    json_t *dynamic_routes = json_array();
+    if (s->routes != NULL)
+        pt_route_manager_foreach(s->routes, dump_route, dynamic_routes);
+    json_array_append_new(configs, json_pack("{s:s,s:o}", "@type",
+                                             "type.googleapis.com/envoy.admin.v3.RoutesConfigDump",
+                                             "dynamic_route_configs", dynamic_routes));
+    json_array_append_new(configs, json_pack("{s:s,s:o,s:o}", "@type",
+                                             "type.googleapis.com/envoy.admin.v3.EndpointsConfigDump",
+                                             "static_endpoint_configs", d.static_endpoints,
+                                             "dynamic_endpoint_configs", d.dynamic_endpoints));
+    body_json(res, json_pack("{s:o}", "configs", configs));
 }
 
 static json_t *socket_address_json(const pt_addr_t *a)

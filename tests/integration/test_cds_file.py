@@ -112,6 +112,19 @@ class CdsTest(CdsCase):
         self.assertEqual(p.stat('cluster_manager.cluster_removed'), 1)
         self.assertEqual(p.stat('cluster_manager.cds.update_success'), 3)
         self.assertEqual(p.stat('cluster_manager.active_clusters'), 1)
+        # /config_dump in Envoy's shape: b from update 2, unchanged by update 3.
+        dump = json.loads(p.admin_get('/config_dump')[2])
+        cds_dump = [c for c in dump['configs']
+                    if c['@type'] == 'type.googleapis.com/envoy.admin.v3.ClustersConfigDump'][0]
+        self.assertEqual(cds_dump['version_info'], '3')
+        self.assertEqual(cds_dump['static_clusters'], [])
+        active = cds_dump['dynamic_active_clusters']
+        self.assertEqual([(c['cluster']['name'], c['version_info']) for c in active],
+                         [('b', '2')])
+        self.assertRegex(active[0]['last_updated'], r'^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$')
+        eds = [c for c in dump['configs']
+               if c['@type'] == 'type.googleapis.com/envoy.admin.v3.EndpointsConfigDump'][0]
+        self.assertEqual(eds['static_endpoint_configs'][0]['endpoint_config']['cluster_name'], 'b')
 
     def test_invalid_update_changes_nothing(self):
         p = self.start(cds('1', cluster('a', self.up_a.port)))
@@ -126,6 +139,11 @@ class CdsTest(CdsCase):
         self.assertEqual(self.get('/b/x').status, 503)
         self.assertIn(b'"1"', [l for l in p.admin_get('/stats')[2].splitlines()
                                if b'cds.version_text' in l][0])
+        dump = json.loads(p.admin_get('/config_dump')[2])
+        cds_dump = [c for c in dump['configs'] if 'dynamic_active_clusters' in c][0]
+        self.assertEqual(cds_dump['version_info'], '1')
+        self.assertEqual(cds_dump['last_rejected_update']['version_info'], '2')
+        self.assertIn('resources[1].connect_timeout', cds_dump['last_rejected_update']['details'])
         # Not parsable at all: a failure, also changing nothing.
         self.write('{not json')
         p.wait_stat('cluster_manager.cds.update_failure', 1)

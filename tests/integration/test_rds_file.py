@@ -82,6 +82,11 @@ class RdsTest(RdsCase):
             # Same connection, next request: the new routes.
             self.assertEqual(c.request('GET', '/x').get('x-upstream-name'), 'B')
         self.assertEqual(p.stat('http.ingress.rds.main.update_success'), 2)
+        dump = json.loads(p.admin_get('/config_dump')[2])
+        rds = [c for c in dump['configs']
+               if c['@type'] == 'type.googleapis.com/envoy.admin.v3.RoutesConfigDump'][0]
+        self.assertEqual([(r['route_config']['name'], r['version_info'])
+                          for r in rds['dynamic_route_configs']], [('main', '2')])
 
     def test_invalid_change_changes_nothing(self):
         p = self.start(response('1', routes('main', 'a')))
