@@ -544,22 +544,27 @@ static void ep_config_dump(admin_request_t *req, admin_response_t *res)
                                       rejected_version ? rejected_version : "", "details",
                                       rejected));
     json_array_append_new(configs, clusters);
-    json_t *static_listeners = json_array();
-    json_t *ls = json_object_get(json_object_get(s->config->source, "static_resources"),
-                                 "listeners");
-    size_t i;
-    json_t *l;
-    json_array_foreach(ls, i, l) {
-        json_t *copy = json_deep_copy(l);
+    json_t *static_listeners = json_array(), *dynamic_listeners = json_array();
+    for (unsigned i = 0; i < s->config->nlisteners; i++) {
+        const pt_listener_config_t *l = &s->config->listeners[i];
+        json_t *copy = l->source != NULL ? json_deep_copy(l->source) : json_object();
         redact(copy);
-        json_array_append_new(static_listeners,
-                              json_pack("{s:o,s:o}", "listener", copy, "last_updated",
-                                        timestamp_json(s->start_time)));
+        if (!l->dynamic) {
+            json_array_append_new(static_listeners,
+                                  json_pack("{s:o,s:o}", "listener", copy, "last_updated",
+                                            timestamp_json(s->start_time)));
+            continue;
+        }
+        json_array_append_new(dynamic_listeners,
+                              json_pack("{s:s,s:{s:s,s:o,s:o}}", "name", l->name,
+                                        "active_state", "version_info",
+                                        l->version_info ? l->version_info : "", "listener",
+                                        copy, "last_updated", timestamp_json(l->last_updated)));
     }
-    json_array_append_new(configs, json_pack("{s:s,s:o,s:[]}", "@type",
+    json_array_append_new(configs, json_pack("{s:s,s:o,s:o}", "@type",
                                              "type.googleapis.com/envoy.admin.v3.ListenersConfigDump",
                                              "static_listeners", static_listeners,
-                                             "dynamic_listeners"));
+                                             "dynamic_listeners", dynamic_listeners));
     json_t *dynamic_routes = json_array();
     if (s->routes != NULL)
         pt_route_manager_foreach(s->routes, dump_route, dynamic_routes);

@@ -3,8 +3,10 @@
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 
 #include "filters/filter.h"
+#include "discovery/discovery_response.h"
 #include "proxy/cluster.h"
 #include "proxy/config_source.h"
 #include "proxy/log.h"
@@ -98,9 +100,6 @@ static void parse_dynamic_resources(pt_cfg_t *r, pt_config_t *cfg)
         pt_cfg_error(r, "ads_config", "is not supported yet: petrel reads resources from files "
                                       "(lds_config / cds_config with path_config_source)");
     cfg->has_lds = pt_config_source_parse(r, &cfg->arena, "lds_config", &cfg->lds) > 0;
-    if (cfg->has_lds) /* listeners are not resources of their own yet */
-        pt_cfg_error(r, "lds_config", "is not supported yet (listeners come from "
-                                      "static_resources)");
     cfg->has_cds = pt_config_source_parse(r, &cfg->arena, "cds_config", &cfg->cds) > 0;
     pt_cfg_leave(r);
 }
@@ -283,8 +282,23 @@ static void parse_chain_match(pt_cfg_t *r, pt_arena_t *a, pt_filter_chain_match_
     }
 }
 
+static void decref_json(void *arg)
+{
+    json_decref(arg);
+}
+
+/* A reference to the JSON of the object the reader is in, released with the snapshot. */
+static json_t *keep_source(pt_cfg_t *r, pt_config_t *cfg)
+{
+    json_t *j = r->frames[r->depth - 1].node;
+    if (j == NULL || pt_arena_defer(&cfg->arena, decref_json, j) != 0)
+        return NULL;
+    return json_incref(j);
+}
+
 static void parse_filter_chain(pt_cfg_t *r, pt_config_t *cfg, pt_filter_chain_t *fc)
 {
+    fc->source = keep_source(r, cfg);
     pt_cfg_unsupported(r, chain_unsupported);
     const char *name;
     pt_cfg_string(r, "name", &name, NULL);
@@ -315,6 +329,7 @@ static void parse_filter_chain(pt_cfg_t *r, pt_config_t *cfg, pt_filter_chain_t 
 
 static void parse_listener(pt_cfg_t *r, pt_config_t *cfg, pt_listener_config_t *l)
 {
+    l->source = keep_source(r, cfg);
     pt_cfg_unsupported(r, listener_unsupported);
     const char *name;
     pt_cfg_string(r, "name", &name, NULL);
@@ -474,25 +489,34 @@ static void parse_clusters(pt_cfg_t *r, pt_config_t *cfg)
         pt_cfg_leave_array(r);
 }
 
-static void parse_listeners(pt_cfg_t *r, pt_config_t *cfg)
+/* The reader is in a listener: parses it as the next listener of cfg, checking its name and
+ * address against the others. */
+static void add_listener(pt_cfg_t *r, pt_config_t *cfg)
+{
+    pt_listener_config_t *l = &cfg->listeners[cfg->nlisteners];
+    parse_listener(r, cfg, l);
+    for (unsigned j = 0; j < cfg->nlisteners; j++) {
+        if (l->name[0] && strcmp(cfg->listeners[j].name, l->name) == 0)
+            pt_cfg_error(r, "name", "duplicate listener name \"%s\"", l->name);
+        else if (pt_addr_equal(&cfg->listeners[j].address, &l->address) &&
+                 l->address.sa.sa_family != 0)
+            pt_cfg_error(r, "address", "listener \"%s\" already uses this address",
+                         cfg->listeners[j].name);
+    }
+    cfg->nlisteners++;
+}
+
+/* static_resources.listeners, in an array with room for `more` after them (LDS). */
+static void parse_listeners(pt_cfg_t *r, pt_config_t *cfg, size_t more)
 {
     int present;
     size_t n = pt_cfg_array(r, "listeners", &present);
-    cfg->listeners = pt_arena_alloc(&cfg->arena, (n ? n : 1) * sizeof(pt_listener_config_t));
-    for (size_t i = 0; i < n; i++) {
+    cfg->listeners = pt_arena_alloc(&cfg->arena, (n + more ? n + more : 1) *
+                                                     sizeof(pt_listener_config_t));
+    for (size_t i = 0; cfg->listeners != NULL && i < n; i++) {
         if (pt_cfg_enter_index(r, i) <= 0)
             continue;
-        pt_listener_config_t *l = &cfg->listeners[cfg->nlisteners];
-        parse_listener(r, cfg, l);
-        for (unsigned j = 0; j < cfg->nlisteners; j++) {
-            if (l->name[0] && strcmp(cfg->listeners[j].name, l->name) == 0)
-                pt_cfg_error(r, "name", "duplicate listener name \"%s\"", l->name);
-            else if (pt_addr_equal(&cfg->listeners[j].address, &l->address) &&
-                     l->address.sa.sa_family != 0)
-                pt_cfg_error(r, "address", "listener \"%s\" already uses this address",
-                             cfg->listeners[j].name);
-        }
-        cfg->nlisteners++;
+        add_listener(r, cfg);
         pt_cfg_leave(r);
     }
     if (present)
@@ -521,7 +545,7 @@ static void build_tls(pt_config_t *cfg, pt_cfg_t *r)
                                            where);
         }
     }
-    for (unsigned i = 0; i < cfg->nclusters; i++) {
+    for (unsigned i = 0; !cfg->clusters_lent && i < cfg->nclusters; i++) {
         pt_cluster_t *c = cfg->clusters[i];
         if (c->tls == NULL)
             continue;
@@ -532,7 +556,7 @@ static void build_tls(pt_config_t *cfg, pt_cfg_t *r)
 
 static int prepare(pt_config_t *cfg)
 {
-    for (unsigned i = 0; i < cfg->nclusters; i++)
+    for (unsigned i = 0; !cfg->clusters_lent && i < cfg->nclusters; i++)
         if (pt_cluster_prepare(cfg->clusters[i]) != 0)
             return -1;
     for (unsigned i = 0; i < cfg->nlisteners; i++) {
@@ -584,7 +608,7 @@ pt_config_t *pt_config_build(json_t *root, pt_cfg_t *r)
         pt_cfg_unsupported(r, static_unsupported);
         /* Clusters first: listeners' filters refer to them by name. */
         parse_clusters(r, cfg);
-        parse_listeners(r, cfg);
+        parse_listeners(r, cfg, 0);
         pt_cfg_leave(r);
     }
     /* After the listeners: the runtime names them. */
@@ -595,6 +619,108 @@ pt_config_t *pt_config_build(json_t *root, pt_cfg_t *r)
     if (!pt_cfg_ok(r) || prepare(cfg) != 0) {
         if (pt_cfg_ok(r))
             pt_cfg_error(r, NULL, "could not prepare the configuration");
+        pt_config_unref(cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
+static void index_cluster(pt_config_t *cfg, pt_cluster_t *c)
+{
+    uint64_t h = hash_name(c->name) & (cfg->cluster_index_cap - 1);
+    while (cfg->cluster_index[h] != NULL)
+        h = (h + 1) & (cfg->cluster_index_cap - 1);
+    cfg->cluster_index[h] = c;
+    cfg->clusters[cfg->nclusters++] = c;
+}
+
+const pt_listener_config_t *pt_config_find_listener(const pt_config_t *c, const char *name)
+{
+    for (unsigned i = 0; c != NULL && i < c->nlisteners; i++)
+        if (strcmp(c->listeners[i].name, name) == 0)
+            return &c->listeners[i];
+    return NULL;
+}
+
+pt_config_t *pt_config_build_lds(json_t *bootstrap, pt_cluster_t *const *clusters,
+                                 unsigned nclusters, const pt_discovery_response_t *lds,
+                                 const pt_config_t *prev, pt_cfg_t *r)
+{
+    pt_config_t *cfg = calloc(1, sizeof(*cfg));
+    if (cfg == NULL) {
+        pt_cfg_error(r, NULL, "out of memory");
+        return NULL;
+    }
+    atomic_init(&cfg->refs, 1);
+    cfg->source = json_incref(bootstrap);
+    cfg->version = atomic_fetch_add(&next_version, 1);
+    cfg->clusters_lent = 1;
+    /* The clusters in force, for the listeners' checks (a reference each). */
+    unsigned cap = 16;
+    while (cap < nclusters * 2)
+        cap *= 2;
+    cfg->clusters = pt_arena_alloc(&cfg->arena, (nclusters ? nclusters : 1) * sizeof(pt_cluster_t *));
+    cfg->cluster_index = pt_arena_alloc(&cfg->arena, cap * sizeof(pt_cluster_t *));
+    cfg->cluster_index_cap = cap;
+    for (unsigned i = 0; cfg->clusters != NULL && cfg->cluster_index != NULL && i < nclusters; i++)
+        index_cluster(cfg, pt_cluster_ref(clusters[i]));
+
+    pt_cfg_t boot;
+    pt_cfg_init(&boot, bootstrap);
+    pt_cfg_unsupported(&boot, bootstrap_unsupported);
+    parse_node(&boot, cfg);
+    parse_admin(&boot, cfg);
+    parse_dynamic_resources(&boot, cfg);
+    if (pt_cfg_enter(&boot, "static_resources") > 0) {
+        pt_cfg_unsupported(&boot, static_unsupported);
+        (void)pt_cfg_get(&boot, "clusters"); /* the cluster manager's */
+        parse_listeners(&boot, cfg, lds->nresources);
+        pt_cfg_leave(&boot);
+    }
+    size_t nstatic = cfg->nlisteners;
+    for (size_t i = 0; cfg->listeners != NULL && i < lds->nresources; i++) {
+        const pt_discovery_resource_t *res = &lds->resources[i];
+        pt_cfg_t lr;
+        pt_discovery_resource_reader(res, &lr);
+        for (size_t j = 0; j < nstatic; j++) {
+            if (res->name != NULL && strcmp(cfg->listeners[j].name, res->name) == 0) {
+                pt_cfg_error(&lr, "name", "\"%s\" is a static listener of the bootstrap: LDS "
+                                          "cannot change it", res->name);
+                pt_cfg_skip_rest(&lr);
+            }
+        }
+        if (pt_cfg_ok(&lr)) {
+            pt_listener_config_t *l = &cfg->listeners[cfg->nlisteners];
+            add_listener(&lr, cfg);
+            l->dynamic = 1;
+            /* An unchanged listener keeps its version and time; a changed one gets these. */
+            const pt_listener_config_t *old = pt_config_find_listener(prev, l->name);
+            if (old != NULL && old->dynamic && json_equal(old->source, l->source)) {
+                l->version_info = pt_arena_strdup(&cfg->arena, old->version_info);
+                l->last_updated = old->last_updated;
+            } else {
+                struct timeval tv;
+                gettimeofday(&tv, NULL);
+                l->version_info = pt_arena_strdup(&cfg->arena, lds->version_info);
+                l->last_updated = (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+            }
+        }
+        pt_cfg_finish(&lr);
+        for (size_t j = 0; j < lr.nerrors; j++)
+            pt_cfg_error_at(r, "%s", lr.errors[j]);
+        pt_cfg_dispose(&lr);
+    }
+    pt_overload_parse(&boot, cfg);
+    pt_cfg_finish(&boot);
+    /* The bootstrap validated at start: its errors here can only be out of memory. */
+    for (size_t i = 0; i < boot.nerrors; i++)
+        pt_cfg_error_at(r, "bootstrap: %s", boot.errors[i]);
+    pt_cfg_dispose(&boot);
+    if (pt_cfg_ok(r))
+        build_tls(cfg, r);
+    if (!pt_cfg_ok(r) || prepare(cfg) != 0) {
+        if (pt_cfg_ok(r))
+            pt_cfg_error(r, NULL, "could not prepare the listeners");
         pt_config_unref(cfg);
         return NULL;
     }

@@ -54,6 +54,7 @@ typedef struct pt_filter_chain_match {
 } pt_filter_chain_match_t;
 
 typedef struct pt_filter_chain {
+    json_t *source;             /* the chain as configured (a reference): LDS compares it */
     const char *name;
     pt_filter_chain_match_t match;
     pt_network_filter_t *filters;
@@ -84,6 +85,10 @@ typedef struct pt_listener_stats {
 } pt_listener_stats_t;
 
 typedef struct pt_listener_config {
+    json_t *source;              /* the listener as configured (a reference) */
+    int dynamic;                 /* from LDS */
+    const char *version_info;    /* LDS: of the update that last changed it */
+    double last_updated;         /* LDS: wall-clock seconds */
     const char *name;
     pt_addr_t address;
     const char *stat_name;       /* stat_prefix, or the address as Envoy writes it */
@@ -134,6 +139,7 @@ typedef struct pt_config {
     int has_lds, has_cds;
     pt_config_source_t lds, cds;
     pt_rds_need_t *rds_needs;    /* every rds of the listeners' connection managers */
+    int clusters_lent;           /* clusters are the cluster manager's, not parsed here */
     /* Downstream connections the whole process accepts (proxy/overload.c); 0: no limit. */
     uint64_t max_downstream_connections;
 } pt_config_t;
@@ -144,6 +150,18 @@ typedef struct pt_config {
 pt_config_t *pt_config_build(json_t *root, pt_cfg_t *r);
 pt_config_t *pt_config_ref(pt_config_t *c);
 void pt_config_unref(pt_config_t *c);
+struct pt_discovery_response;
+/* A listener snapshot for an LDS update: the bootstrap read again (node, admin, runtime, its
+ * static listeners), plus the listeners of `lds`; `clusters` (those in force) stand in for
+ * the bootstrap's clusters, for validation (they are not parsed again). `prev` (the snapshot
+ * in force, or NULL) lends unchanged dynamic listeners their version and time. NULL with
+ * every error in r. */
+pt_config_t *pt_config_build_lds(json_t *bootstrap, pt_cluster_t *const *clusters,
+                                 unsigned nclusters, const struct pt_discovery_response *lds,
+                                 const pt_config_t *prev, pt_cfg_t *r);
+/* The listener named so, or NULL. */
+const pt_listener_config_t *pt_config_find_listener(const pt_config_t *c, const char *name);
+
 /* O(1) lookup of a cluster by name; NULL when absent. */
 pt_cluster_t *pt_config_find_cluster(const pt_config_t *c, const char *name);
 

@@ -1,6 +1,7 @@
 #include "proxy/listener.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <fcntl.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -31,6 +32,7 @@ pt_listener_t *pt_listener_open(const pt_listener_config_t *cfg, unsigned nworke
     pt_listener_t *l = calloc(1, sizeof(*l));
     if (l == NULL)
         goto nomem;
+    atomic_init(&l->refs, 1);
     l->name = strdup(cfg->name);
     l->address = cfg->address;
     l->fds = calloc(nworkers, sizeof(int));
@@ -71,6 +73,19 @@ nomem:
     snprintf(err, errlen, "out of memory");
     pt_listener_free(l);
     return NULL;
+}
+
+pt_listener_t *pt_listener_ref(pt_listener_t *l)
+{
+    if (l != NULL)
+        atomic_fetch_add_explicit(&l->refs, 1, memory_order_relaxed);
+    return l;
+}
+
+void pt_listener_unref(pt_listener_t *l)
+{
+    if (l != NULL && atomic_fetch_sub_explicit(&l->refs, 1, memory_order_acq_rel) == 1)
+        pt_listener_free(l);
 }
 
 void pt_listener_free(pt_listener_t *l)
@@ -358,7 +373,7 @@ static void start_session(pt_worker_t *w, pt_listener_t *l, const pt_listener_co
         atomic_fetch_sub_explicit(&downstream_connections, 1, memory_order_relaxed);
         return;
     }
-    s->bound = l;
+    s->bound = pt_listener_ref(l);
     c->high_watermark = lc->buffer_limit;
     s->conn = c;
     s->worker = w;
@@ -455,9 +470,15 @@ void pt_session_end(pt_session_t *s)
     pt_stat_inc(s->listener->stats.downstream_cx_destroy);
     atomic_fetch_sub_explicit(&s->worker->downstream_active, 1, memory_order_relaxed);
     atomic_fetch_sub_explicit(&s->bound->active, 1, memory_order_relaxed);
+    if (s->drain_deadline != NULL) {
+        ev_timer_stop(s->worker->loop, s->drain_deadline);
+        free(s->drain_deadline);
+        s->drain_deadline = NULL;
+    }
     atomic_fetch_sub_explicit(&downstream_connections, 1, memory_order_relaxed);
     pt_config_unref(s->config);
     pt_worker_view_unpin(s->view);
+    pt_listener_unref(s->bound);
     free(s);
 }
 
@@ -482,6 +503,58 @@ void pt_session_drain_all(pt_worker_t *w)
         pt_session_t *next = s->next;
         if (s->drain != NULL)
             s->drain(s);
+        s = next;
+    }
+}
+
+/* ---- listeners changed by LDS -------------------------------------------------------- */
+
+static void on_drain_deadline(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop, (void)revents;
+    pt_session_t *s = t->data;
+    if (s->abort != NULL) {
+        s->abort(s);
+    } else {
+        pt_conn_close(s->conn, PT_CLOSE_NOW);
+        pt_session_end(s);
+    }
+}
+
+/* Whether cfg still has this session's filter chain as it was: its listener (same name and
+ * address) with a chain of the same configuration. */
+static int chain_kept(const pt_session_t *s, const pt_config_t *cfg)
+{
+    const pt_listener_config_t *l = pt_config_find_listener(cfg, s->listener->name);
+    if (l == NULL || !pt_addr_equal(&l->address, &s->listener->address))
+        return 0;
+    if (s->chain == NULL || s->chain->source == NULL)
+        return json_equal(l->source, s->listener->source); /* still choosing: the whole */
+    unsigned total = l->nchains + (l->default_chain != NULL);
+    for (unsigned j = 0; j < total; j++) {
+        const pt_filter_chain_t *fc = j < l->nchains ? &l->chains[j] : l->default_chain;
+        if (fc->source != NULL && json_equal(fc->source, s->chain->source))
+            return 1;
+    }
+    return 0;
+}
+
+void pt_session_drain_changed(pt_worker_t *w, const pt_config_t *cfg, uint64_t drain_ms)
+{
+    pt_session_t *s = w->sessions;
+    while (s != NULL) {
+        pt_session_t *next = s->next; /* draining may end the session */
+        if (s->drain_deadline == NULL && !chain_kept(s, cfg)) {
+            s->drain_deadline = calloc(1, sizeof(*s->drain_deadline));
+            if (s->drain_deadline != NULL) {
+                ev_timer_init(s->drain_deadline, on_drain_deadline, (double)drain_ms / 1000.0,
+                              0.);
+                s->drain_deadline->data = s;
+                ev_timer_start(w->loop, s->drain_deadline);
+            }
+            if (s->drain != NULL)
+                s->drain(s);
+        }
         s = next;
     }
 }

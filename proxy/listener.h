@@ -15,6 +15,10 @@
 typedef struct pt_worker pt_worker_t;
 
 struct pt_listener {
+    /* Held by the server while the listener is configured, by each worker that watches one
+     * of its sockets and by each session accepted on it: a listener that LDS removed lives
+     * until its last connection is gone. */
+    _Atomic long refs;
     const char *name;     /* owned copy: outlives snapshots */
     pt_addr_t address;
     int *fds;             /* one per worker */
@@ -27,6 +31,8 @@ typedef struct pt_listener pt_listener_t;
 pt_listener_t *pt_listener_open(const pt_listener_config_t *cfg, unsigned nworkers, char *err,
                                 size_t errlen);
 void pt_listener_free(pt_listener_t *l);
+pt_listener_t *pt_listener_ref(pt_listener_t *l);
+void pt_listener_unref(pt_listener_t *l); /* pt_listener_free at the last reference */
 
 typedef struct pt_session pt_session_t;
 struct pt_session {
@@ -35,6 +41,9 @@ struct pt_session {
     pt_config_t *config;      /* snapshot this session started with (a reference) */
     /* The view the session resolved its cluster through (tcp_proxy), pinned for its life. */
     struct pt_worker_view *view;
+    /* Its listener or filter chain was changed or removed (LDS): the session was asked to
+     * drain and is closed when this timer (--drain-time-s) runs out. NULL otherwise. */
+    struct ev_timer *drain_deadline;
     const pt_listener_config_t *listener;
     pt_listener_t *bound;     /* the listening socket's owner: connection counts */
     const pt_filter_chain_t *chain;
@@ -71,6 +80,10 @@ void pt_session_end(pt_session_t *s);
 void pt_listener_thread_cleanup(void);
 /* Asks every session of the worker to drain (SIGTERM). */
 void pt_session_drain_all(pt_worker_t *w);
+/* LDS: sessions whose listener is gone from `cfg`, or whose filter chain is no longer in
+ * it as it was, drain (HTTP: "connection: close" on the next response) and are closed after
+ * drain_ms at the latest. Others carry on. */
+void pt_session_drain_changed(pt_worker_t *w, const pt_config_t *cfg, uint64_t drain_ms);
 /* Aborts every session of the worker (shutdown after the drain). */
 void pt_session_abort_all(pt_worker_t *w);
 

@@ -106,10 +106,19 @@ static int cluster_exists(void *data, const char *name)
 
 /* Every route configuration the connection managers name from RDS, read now: a file that
  * cannot be read or is invalid fails the start like any config error. */
+static int ensure_route_manager(pt_server_t *s)
+{
+    if (s->routes == NULL) {
+        s->routes = pt_route_manager_new(on_routes_published, s, cluster_exists, s);
+        if (s->routes != NULL && s->loop != NULL)
+            pt_route_manager_set_loop(s->routes, s->loop);
+    }
+    return s->routes != NULL ? 0 : -1;
+}
+
 static int start_rds(pt_server_t *s)
 {
-    s->routes = pt_route_manager_new(on_routes_published, s, cluster_exists, s);
-    if (s->routes == NULL) {
+    if (ensure_route_manager(s) != 0) {
         fprintf(stderr, "error: out of memory\n");
         return -1;
     }
@@ -161,6 +170,238 @@ static int start_cds(pt_server_t *s)
     return 0;
 }
 
+/* ---- listeners from LDS ---------------------------------------------------------------- */
+
+static void worker_adopt(pt_worker_t *w, void *arg)
+{
+    pt_worker_adopt_config(w, arg);
+}
+
+/* One listener's socket handed to a worker (the worker owns the descriptor from here). */
+typedef struct listener_assignment {
+    pt_listener_t *listener;
+    int fd;
+} listener_assignment_t;
+
+static void worker_add_listener(pt_worker_t *w, void *arg)
+{
+    listener_assignment_t *a = arg;
+    if (w->stopping || pt_worker_add_listener(w, a->listener, a->fd) != 0) {
+        /* The socket is ours now: close it rather than leak it. */
+        close(a->fd);
+        a->listener->fds[w->id] = -1;
+    }
+    free(a);
+}
+
+static void worker_remove_listener(pt_worker_t *w, void *arg)
+{
+    pt_listener_t *l = arg;
+    if (!w->stopping)
+        pt_worker_remove_listener(w, l);
+    pt_listener_unref(l);
+}
+
+typedef struct drain_changed {
+    pt_config_t *cfg;
+    uint64_t drain_ms;
+} drain_changed_t;
+
+static void worker_drain_changed(pt_worker_t *w, void *arg)
+{
+    drain_changed_t *d = arg;
+    if (!w->stopping)
+        pt_session_drain_changed(w, d->cfg, d->drain_ms);
+    pt_config_unref(d->cfg);
+    free(d);
+}
+
+static void post_listener(pt_server_t *s, unsigned worker, pt_listener_t *l)
+{
+    listener_assignment_t *a = malloc(sizeof(*a));
+    if (a == NULL) {
+        close(l->fds[worker]);
+        l->fds[worker] = -1;
+        return;
+    }
+    a->listener = l;
+    a->fd = l->fds[worker];
+    if (pt_worker_post(&s->workers[worker], worker_add_listener, a) != 0) {
+        close(a->fd);
+        l->fds[worker] = -1;
+        free(a);
+    }
+}
+
+static int ensure_route_manager(pt_server_t *s);
+static void publish_view(pt_server_t *s);
+
+/* An LDS update: a new listener snapshot (static listeners and every listener of the update),
+ * validated whole, with the RDS files its connection managers name read, and every new
+ * socket bound, before anything changes. Then workers take the snapshot (new connections get
+ * the new filter chains), sockets of listeners that stay are kept (no accept gap), new ones
+ * are watched, removed ones closed, and the connections of listeners or filter chains that
+ * changed or went drain and close within --drain-time-s. */
+static int on_lds_update(void *data, const pt_discovery_response_t *resp, char *err,
+                         size_t errlen)
+{
+    pt_server_t *s = data;
+    pt_cfg_t r;
+    json_t *none = json_object(); /* r only collects the errors */
+    pt_cfg_init(&r, none);
+    pt_view_t *cv = s->cluster_view;
+    pt_config_t *next = pt_config_build_lds(s->config->source, cv ? cv->clusters : NULL,
+                                            cv ? cv->nclusters : 0, resp, s->config, &r);
+    if (next == NULL) {
+        err[0] = '\0';
+        size_t len = 0;
+        for (size_t i = 0; i < r.nerrors && len + 1 < errlen; i++) {
+            int n = snprintf(err + len, errlen - len, "%s%s", len ? "; " : "", r.errors[i]);
+            len = n < 0 ? len : (len + (size_t)n < errlen ? len + (size_t)n : errlen - 1);
+        }
+        pt_cfg_dispose(&r);
+        json_decref(none);
+        return -1;
+    }
+    pt_cfg_dispose(&r);
+    json_decref(none);
+    /* Route configurations the new connection managers name: read before anything changes. */
+    for (pt_rds_need_t *n = next->rds_needs; n != NULL; n = n->next) {
+        if (ensure_route_manager(s) != 0 ||
+            pt_route_manager_want(s->routes, &n->source, n->name, n->stat_prefix, err, errlen) != 0) {
+            pt_config_unref(next);
+            return -1;
+        }
+    }
+    if (s->workers == NULL) { /* at start: the listeners are bound when the server runs */
+        pt_config_unref(s->config);
+        s->config = next;
+        publish_view(s);
+        return 0;
+    }
+    /* Sockets: kept for a listener of the same name and address, else opened now. */
+    pt_listener_t **bound = calloc(next->nlisteners ? next->nlisteners : 1, sizeof(*bound));
+    int *fresh = calloc(next->nlisteners ? next->nlisteners : 1, sizeof(*fresh));
+    int failed = bound == NULL || fresh == NULL;
+    for (unsigned i = 0; !failed && i < next->nlisteners; i++) {
+        const pt_listener_config_t *lc = &next->listeners[i];
+        for (unsigned j = 0; j < s->nlisteners && bound[i] == NULL; j++)
+            if (strcmp(s->listeners[j]->name, lc->name) == 0 &&
+                pt_addr_equal(&s->listeners[j]->address, &lc->address))
+                bound[i] = s->listeners[j];
+        if (bound[i] != NULL)
+            continue;
+        char why[512];
+        bound[i] = pt_listener_open(lc, s->nworkers, why, sizeof(why));
+        if (bound[i] == NULL) {
+            snprintf(err, errlen, "resources: %s", why);
+            failed = 1;
+        }
+        fresh[i] = 1;
+    }
+    if (failed) {
+        for (unsigned i = 0; bound != NULL && fresh != NULL && i < next->nlisteners; i++)
+            if (fresh[i])
+                pt_listener_unref(bound[i]);
+        free(bound);
+        free(fresh);
+        pt_config_unref(next);
+        if (!err[0])
+            snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    /* Commit. Each worker, in order: the new snapshot, new sockets, removed sockets, then
+     * the connections whose listener or chain changed drain. */
+    uint64_t drain_ms = (uint64_t)(s->opts.drain_time_s * 1000.0);
+    for (unsigned w = 0; w < s->nworkers_started; w++) {
+        pt_worker_post(&s->workers[w], worker_adopt, pt_config_ref(next));
+        for (unsigned i = 0; i < next->nlisteners; i++)
+            if (fresh[i])
+                post_listener(s, w, bound[i]);
+    }
+    unsigned added = 0, removed = 0, modified = 0;
+    for (unsigned j = 0; j < s->nlisteners; j++) {
+        pt_listener_t *old = s->listeners[j];
+        int kept = 0;
+        for (unsigned i = 0; i < next->nlisteners && !kept; i++)
+            kept = bound[i] == old;
+        if (kept)
+            continue;
+        removed++;
+        pt_info("lds: listener %s removed", old->name);
+        for (unsigned w = 0; w < s->nworkers_started; w++)
+            if (pt_worker_post(&s->workers[w], worker_remove_listener, pt_listener_ref(old)) != 0)
+                pt_listener_unref(old);
+        pt_listener_unref(old); /* the server's */
+    }
+    for (unsigned i = 0; i < next->nlisteners; i++) {
+        const pt_listener_config_t *lc = &next->listeners[i];
+        const pt_listener_config_t *was = pt_config_find_listener(s->config, lc->name);
+        if (fresh[i]) {
+            added++;
+            pt_info("lds: listener %s added", lc->name);
+        } else if (was != NULL && !json_equal(was->source, lc->source)) {
+            modified++;
+            pt_info("lds: listener %s updated in place", lc->name);
+        }
+    }
+    for (unsigned w = 0; w < s->nworkers_started; w++) {
+        drain_changed_t *d = malloc(sizeof(*d));
+        if (d == NULL)
+            continue;
+        d->cfg = pt_config_ref(next);
+        d->drain_ms = drain_ms;
+        if (pt_worker_post(&s->workers[w], worker_drain_changed, d) != 0) {
+            pt_config_unref(d->cfg);
+            free(d);
+        }
+    }
+    free(s->listeners);
+    s->listeners = bound;
+    s->nlisteners = next->nlisteners;
+    free(fresh);
+    pt_config_unref(s->config);
+    s->config = next;
+    pt_stat_add(s->lds_stats.added, added);
+    pt_stat_add(s->lds_stats.modified, modified);
+    pt_stat_add(s->lds_stats.removed, removed);
+    pt_stat_set(s->lds_stats.active, next->nlisteners);
+    publish_view(s);
+    return 0;
+}
+
+/* The initial LDS read happens here, while the config is validated: an LDS file that cannot
+ * be read or is invalid fails the start like any config error. */
+static int start_lds(pt_server_t *s)
+{
+    const pt_config_source_t *src = &s->config->lds;
+    pt_file_subscription_config_t sc = {
+        .path = src->path,
+        .watched_directory = src->watched_directory,
+        .type_url = "type.googleapis.com/envoy.config.listener.v3.Listener",
+        .stat_scope = "listener_manager",
+        .stat_prefix = "lds.",
+        .what = "listeners",
+    };
+    s->lds_stats.added = pt_stats_counter("listener_manager", NULL, NULL, "listener_added");
+    s->lds_stats.modified = pt_stats_counter("listener_manager", NULL, NULL, "listener_modified");
+    s->lds_stats.removed = pt_stats_counter("listener_manager", NULL, NULL, "listener_removed");
+    s->lds_stats.active = pt_stats_gauge("listener_manager", NULL, NULL, "total_listeners_active");
+    s->lds = pt_file_subscription_new(&sc, on_lds_update, s);
+    if (s->lds == NULL) {
+        fprintf(stderr, "error: out of memory\n");
+        return -1;
+    }
+    char err[4096];
+    if (pt_file_subscription_load(s->lds, err, sizeof(err)) != PT_UPDATE_ACCEPTED) {
+        fprintf(stderr, "error: %s: dynamic_resources.lds_config: %s\n", s->opts.config_path,
+                err);
+        return -1;
+    }
+    pt_stat_set(s->lds_stats.active, s->config->nlisteners);
+    return 0;
+}
+
 int pt_server_init(pt_server_t *s, const pt_options_t *opts)
 {
     memset(s, 0, sizeof(*s));
@@ -200,6 +441,8 @@ int pt_server_init(pt_server_t *s, const pt_options_t *opts)
     if (cfg->has_cds && start_cds(s) != 0)
         return -1;
     if (cfg->rds_needs != NULL && start_rds(s) != 0)
+        return -1;
+    if (cfg->has_lds && start_lds(s) != 0)
         return -1;
     return 0;
 }
@@ -340,26 +583,7 @@ static void on_heap_tick(struct ev_loop *loop, ev_timer *t, int revents)
 
 /* ---- start ----------------------------------------------------------------------- */
 
-typedef struct listener_assignment {
-    pt_listener_t *listener;
-    int fd;
-} listener_assignment_t;
 
-static void worker_add_listener(pt_worker_t *w, void *arg)
-{
-    listener_assignment_t *a = arg;
-    if (w->stopping || pt_worker_add_listener(w, a->listener, a->fd) != 0) {
-        /* The socket is ours now: close it rather than leak it. */
-        close(a->fd);
-        a->listener->fds[w->id] = -1;
-    }
-    free(a);
-}
-
-static void worker_adopt(pt_worker_t *w, void *arg)
-{
-    pt_worker_adopt_config(w, arg);
-}
 
 
 int pt_server_run(pt_server_t *s)
@@ -458,6 +682,10 @@ int pt_server_run(pt_server_t *s)
     }
     pt_secret_watch_start(s->loop);
     pt_cluster_manager_set_loop(s->clusters, s->loop);
+    if (s->lds != NULL && pt_file_subscription_watch(s->lds, s->loop, err, sizeof(err)) != 0) {
+        pt_error("dynamic_resources.lds_config: %s", err);
+        return 1;
+    }
     if (s->routes != NULL)
         pt_route_manager_set_loop(s->routes, s->loop);
     if (s->cds != NULL && pt_file_subscription_watch(s->cds, s->loop, err, sizeof(err)) != 0) {
@@ -495,7 +723,7 @@ void pt_server_dispose(pt_server_t *s)
     free(s->workers);
     s->workers = NULL;
     for (unsigned i = 0; i < s->nlisteners; i++)
-        pt_listener_free(s->listeners[i]);
+        pt_listener_unref(s->listeners[i]);
     free(s->listeners);
     s->listeners = NULL;
     if (s->loop != NULL) {
@@ -516,6 +744,8 @@ void pt_server_dispose(pt_server_t *s)
     }
     pt_file_subscription_free(s->cds);
     s->cds = NULL;
+    pt_file_subscription_free(s->lds);
+    s->lds = NULL;
     pt_route_manager_free(s->routes);
     s->routes = NULL;
     pt_rds_slots_dispose();

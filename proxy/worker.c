@@ -300,7 +300,7 @@ int pt_worker_add_listener(pt_worker_t *w, pt_listener_t *l, int fd)
     if (wl == NULL)
         return -ENOMEM;
     wl->worker = w;
-    wl->listener = l;
+    wl->listener = pt_listener_ref(l);
     wl->fd = fd;
     ev_io_init(&wl->io, on_accept, fd, EV_READ);
     ev_io_start(w->loop, &wl->io);
@@ -308,19 +308,34 @@ int pt_worker_add_listener(pt_worker_t *w, pt_listener_t *l, int fd)
     return 0;
 }
 
+/* The worker closes its own sockets: the kernel then stops queueing connections to them,
+ * and no other thread can be using the descriptor. */
+static void close_listener(pt_worker_t *w, pt_worker_listener_t *wl)
+{
+    ev_io_stop(w->loop, &wl->io);
+    close(wl->fd);
+    if ((unsigned)w->id < wl->listener->nfds)
+        wl->listener->fds[w->id] = -1;
+    pt_listener_unref(wl->listener);
+    free(wl);
+}
+
 void pt_worker_close_listeners(pt_worker_t *w)
 {
-    /* The worker closes its own sockets: the kernel then stops queueing connections to
-     * them, and no other thread can be using the descriptor. */
-    for (unsigned i = 0; i < w->nlisteners; i++) {
-        pt_worker_listener_t *wl = w->listeners[i];
-        ev_io_stop(w->loop, &wl->io);
-        close(wl->fd);
-        if ((unsigned)w->id < wl->listener->nfds)
-            wl->listener->fds[w->id] = -1;
-        free(wl);
-    }
+    for (unsigned i = 0; i < w->nlisteners; i++)
+        close_listener(w, w->listeners[i]);
     free(w->listeners);
     w->listeners = NULL;
     w->nlisteners = 0;
+}
+
+void pt_worker_remove_listener(pt_worker_t *w, pt_listener_t *l)
+{
+    for (unsigned i = 0; i < w->nlisteners; i++) {
+        if (w->listeners[i]->listener != l)
+            continue;
+        close_listener(w, w->listeners[i]);
+        w->listeners[i] = w->listeners[--w->nlisteners];
+        return;
+    }
 }

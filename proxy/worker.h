@@ -105,5 +105,7 @@ void pt_worker_adopt_config(pt_worker_t *w, pt_config_t *cfg);
 /* Adds this worker's socket of a listener to its loop / removes them all. */
 int pt_worker_add_listener(pt_worker_t *w, pt_listener_t *l, int fd);
 void pt_worker_close_listeners(pt_worker_t *w);
+/* Stops accepting on this worker's socket of l (LDS removed or moved it). */
+void pt_worker_remove_listener(pt_worker_t *w, pt_listener_t *l);
 
 #endif
