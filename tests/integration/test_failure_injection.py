@@ -421,5 +421,62 @@ class FailureInjectionTest(unittest.TestCase):
                          % (what, load.errors, load.summary()))
 
 
+class TargetedFailureTest(unittest.TestCase):
+    """Failure paths the random runs found, each hit every time: the shim fails only the
+    allocations of one size (PT_FAULT_MALLOC_SIZE), chosen to be the one under test."""
+
+    @classmethod
+    def setUpClass(cls):
+        skip_without_shim()
+
+    def start(self, route_extra, size):
+        self.up = HttpUpstream(name='up')
+        self.addCleanup(self.up.close)
+        self.port, admin = h.free_ports(2)
+        hcm = h.http_connection_manager('ingress', h.route_config([h.vhost('all', ['*'], [
+            h.route_prefix('/', 'up', timeout='60s', **route_extra)])]),
+            access_log=access_log('%RESPONSE_CODE% %RESPONSE_CODE_DETAILS% %REQ(:PATH)%\n'))
+        cfg = h.bootstrap([h.listener('http', self.port, [hcm])],
+                          [h.cluster('up', [self.up.port])], admin_port=admin)
+        p = shimmed_petrel(self, cfg, 1, 'malloc=1', 'malloc', PT_FAULT_MALLOC_SIZE=str(size))
+        p.start()
+        return p
+
+    def hits(self, path):
+        return sum(1 for r in list(self.up.requests) if r['path'] == path)
+
+    def access_lines(self, p):
+        try:
+            with open(p.path('access.log')) as f:
+                return f.read().splitlines()
+        except OSError:
+            return []
+
+    def test_retry_without_memory_for_the_body_fails_at_once(self):
+        # A retry resends the body from the replay copy, through a buffer of the body's size.
+        # Without it the retry used to announce the body and send none: the upstream waited
+        # for it until something timed out.
+        size = 23456
+        p = self.start({'retry_policy': {'retry_on': '5xx', 'num_retries': 1}}, size)
+        body = h.pattern_bytes(0, size)
+        with open(p.path('fault.on'), 'w'):
+            pass
+        p.wait_log(r'petrel-fault-inject: on: ')
+        r = h.http_request(self.port, 'POST', '/fail/a/1/503', body=body)
+        self.assertEqual(r.status, 503)
+        h.wait_until(lambda: '503 out_of_memory /fail/a/1/503' in self.access_lines(p), 10,
+                     message='access log: %r' % self.access_lines(p))
+        self.assertEqual(self.hits('/fail/a/1/503'), 1)  # the retry sent nothing
+        os.unlink(p.path('fault.on'))
+        p.wait_log(r'petrel-fault-inject: off: ')
+        self.assertGreaterEqual(read_report(p.path('fault.report'))['malloc'][1], 1)
+        # With the memory there, the same request is retried with its whole body.
+        r = h.http_request(self.port, 'POST', '/fail/b/1/503', body=body)
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.json()['body_len'], size)
+        self.assertEqual(self.hits('/fail/b/1/503'), 2)
+        self.assertEqual(p.stop(), 0)
+
+
 if __name__ == '__main__':
     unittest.main()
