@@ -25,7 +25,7 @@
  *   PT_FAULT_CALLS    the classes to inject, comma-separated, or "all" (the default).
  *   PT_FAULT_MALLOC_SIZE  only allocations of exactly this many bytes fail (with the malloc
  *                     rate), to aim at one allocation in a regression test.
- *   PT_FAULT_CONTROL  a path: injection is on while this file exists (checked every 20 ms),
+ *   PT_FAULT_CONTROL  a path: injection is on while this file exists (looked at every 20 ms),
  *                     so start-up (config loading) runs clean and a test can switch it off
  *                     to check that nothing stays broken. Unset: on from the start.
  *   PT_FAULT_REPORT   a path: "<class> <calls> <injected>" lines, written whenever injection
@@ -51,6 +51,8 @@
 #include <link.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -86,8 +88,6 @@ static struct {
 } cfg;
 
 static atomic_int active;
-static atomic_llong next_check_ns;
-static atomic_flag checking = ATOMIC_FLAG_INIT;
 static atomic_uint thread_rank;
 static atomic_ullong calls[C_COUNT], injected[C_COUNT];
 
@@ -223,13 +223,6 @@ static void resolve_alloc(void)
 }
 
 /* ---- configuration and switching ----------------------------------------------------- */
-
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 static uint32_t parse_ppm(const char *s, const char **end)
 {
@@ -381,26 +374,38 @@ static void switch_off(void)
         text);
 }
 
-/* Follows the control file, at most every CHECK_EVERY_NS, from whichever thread comes first. */
-static void poll_control(void)
+/* Follows the control file from a thread of its own, so that it does not depend on petrel
+ * making calls (an idle petrel makes none). Every signal is blocked there: they are for
+ * petrel's threads. */
+static void *watch_control(void *arg)
 {
-    if (!cfg.configured)
-        return;
-    int64_t now = now_ns();
-    if (now < atomic_load_explicit(&next_check_ns, memory_order_relaxed))
-        return;
-    if (atomic_flag_test_and_set(&checking))
-        return;
-    atomic_store_explicit(&next_check_ns, now + CHECK_EVERY_NS, memory_order_relaxed);
-    in_shim++;
-    int want =
-        cfg.control[0] == '\0' || syscall(SYS_faccessat, AT_FDCWD, cfg.control, F_OK, 0) == 0;
-    if (want && !atomic_load(&active))
-        switch_on();
-    else if (!want && atomic_load(&active))
-        switch_off();
-    in_shim--;
-    atomic_flag_clear(&checking);
+    (void)arg;
+    in_shim = 1;
+    for (;;) {
+        int want =
+            cfg.control[0] == '\0' || syscall(SYS_faccessat, AT_FDCWD, cfg.control, F_OK, 0) == 0;
+        if (want && !atomic_load(&active))
+            switch_on();
+        else if (!want && atomic_load(&active))
+            switch_off();
+        struct timespec ts = {0, CHECK_EVERY_NS};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+static void start_watching(void)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_t t;
+    if (pthread_create(&t, NULL, watch_control, NULL) != 0) {
+        say("petrel-fault-inject: cannot start the control thread\n");
+        _exit(2);
+    }
+    pthread_detach(t);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 static uint64_t splitmix(uint64_t x)
@@ -424,7 +429,7 @@ static uint64_t draw(void)
     return rng * 0x2545f4914f6cdd1dull;
 }
 
-/* Whether a call of class c fails, once the control file has been looked at. */
+/* Whether a call of class c fails (the in_shim check done). */
 static int decide(int c)
 {
     if (!atomic_load_explicit(&active, memory_order_relaxed) || cfg.rate_ppm[c] == 0)
@@ -436,10 +441,7 @@ static int decide(int c)
 /* Whether this call of class c fails. */
 static int roll(int c)
 {
-    if (in_shim)
-        return 0;
-    poll_control();
-    return decide(c);
+    return in_shim ? 0 : decide(c);
 }
 
 static void count(int c)
@@ -473,6 +475,7 @@ __attribute__((constructor)) static void init(void)
 {
     resolve_alloc();
     configure();
+    start_watching();
 }
 
 __attribute__((destructor)) static void fini(void)
@@ -743,7 +746,6 @@ static int alloc_fails(const void *caller, size_t n)
 {
     if (in_shim)
         return 0;
-    poll_control();
     if ((cfg.malloc_size != 0 && n != cfg.malloc_size) || !from_petrel(caller) || !decide(C_MALLOC))
         return 0;
     count(C_MALLOC);

@@ -129,8 +129,9 @@ def skip_without_shim():
 class Load:
     """Client threads that loop until stopped, counting successes and failures per kind."""
 
-    def __init__(self, port, tls_port, tcp_port, client_ctx):
+    def __init__(self, port, tls_port, tcp_port, admin_port, client_ctx):
         self.port, self.tls_port, self.tcp_port = port, tls_port, tcp_port
+        self.admin_port = admin_port
         self.ctx = client_ctx
         self.stop = threading.Event()
         self.lock = threading.Lock()
@@ -323,19 +324,16 @@ class FailureInjectionTest(unittest.TestCase):
             p.start()
             self.wait_all_healthy(p, len(plain) + len(tls) + len(echo), 'at start')
             ctx = C.client_context(ca=self.ca)
-            load = Load(port, tls_port, tcp_port, ctx)
+            load = Load(port, tls_port, tcp_port, admin, ctx)
             self.verify(p, load, 'before injection', 5)
 
             load.start()
-            with open(control, 'w'):
-                pass
-            p.wait_log(r'petrel-fault-inject: on: seed=%d ' % seed)
+            self.switch(p, control, True)
             deadline = time.monotonic() + seconds
             while time.monotonic() < deadline and p.alive():
                 time.sleep(0.2)
             self.assertTrue(p.alive(), 'petrel died under injection (seed %d)' % seed)
-            os.unlink(control)
-            p.wait_log(r'petrel-fault-inject: off: ')
+            self.switch(p, control, False)
             load.join()
             sys.stderr.write('under injection: %s\nfailures: %s\n'
                              % (load.summary(), load.error_summary()))
@@ -345,12 +343,20 @@ class FailureInjectionTest(unittest.TestCase):
 
             # Nothing stays broken: hosts healthy again, then every request succeeds.
             self.wait_all_healthy(p, len(plain) + len(tls) + len(echo), 'after injection')
-            self.verify(p, Load(port, tls_port, tcp_port, ctx), 'after injection', 100)
+            self.verify(p, Load(port, tls_port, tcp_port, admin, ctx), 'after injection', 100)
             self.wait_nothing_held(p, seed)
             if self.classes() == CLASSES:  # connect failures and resets, with pools in play
                 self.assertGreater(p.stat('cluster.web.upstream_rq_retry', 0), 0,
                                    'no retry happened (seed %d)' % seed)
+
+            # Shutting down while calls fail: the drain and the teardown must not crash or
+            # leak either (the sanitizers check at exit).
+            load = Load(port, tls_port, tcp_port, admin, ctx)
+            load.start()
+            self.switch(p, control, True)
+            time.sleep(h.scaled(1))
             rc = p.stop()
+            load.join()
             self.assertEqual(rc, 0, 'petrel exit code (seed %d)' % seed)
             failed = False
         finally:
@@ -358,6 +364,19 @@ class FailureInjectionTest(unittest.TestCase):
                 sys.stderr.write('failure injection: failed with seed %d (replay: '
                                  'PT_FAULT_SEED=%d)\n' % (seed, seed))
                 p.dump_log(60)
+
+    @staticmethod
+    def switch(p, control, on):
+        """Creates or removes the control file and waits until the shim followed."""
+        what = 'petrel-fault-inject: %s: ' % ('on' if on else 'off')
+        before = p.log().count(what)
+        if on:
+            with open(control, 'w'):
+                pass
+        else:
+            os.unlink(control)
+        h.wait_until(lambda: p.log().count(what) > before, 10,
+                     message='the shim never said %r' % what)
 
     @staticmethod
     def classes():
@@ -459,16 +478,13 @@ class TargetedFailureTest(unittest.TestCase):
         size = 23456
         p = self.start({'retry_policy': {'retry_on': '5xx', 'num_retries': 1}}, size)
         body = h.pattern_bytes(0, size)
-        with open(p.path('fault.on'), 'w'):
-            pass
-        p.wait_log(r'petrel-fault-inject: on: ')
+        FailureInjectionTest.switch(p, p.path('fault.on'), True)
         r = h.http_request(self.port, 'POST', '/fail/a/1/503', body=body)
         self.assertEqual(r.status, 503)
         h.wait_until(lambda: '503 out_of_memory /fail/a/1/503' in self.access_lines(p), 10,
                      message='access log: %r' % self.access_lines(p))
         self.assertEqual(self.hits('/fail/a/1/503'), 1)  # the retry sent nothing
-        os.unlink(p.path('fault.on'))
-        p.wait_log(r'petrel-fault-inject: off: ')
+        FailureInjectionTest.switch(p, p.path('fault.on'), False)
         self.assertGreaterEqual(read_report(p.path('fault.report'))['malloc'][1], 1)
         # With the memory there, the same request is retried with its whole body.
         r = h.http_request(self.port, 'POST', '/fail/b/1/503', body=body)
