@@ -114,7 +114,7 @@ static int filter_init(stat_filter_t *f, const char *filter)
 {
     f->active = filter != NULL && filter[0] != '\0';
     if (f->active && regcomp(&f->re, filter, REG_EXTENDED | REG_NOSUB) != 0)
-        return -1;
+        return -EINVAL;
     return 0;
 }
 
@@ -170,9 +170,13 @@ int pt_admin_render_stats_text(pt_buf_t *out, const char *filter, int used_only)
 {
     stat_filter_t f;
     if (filter_init(&f, filter) != 0)
-        return -1;
+        return -EINVAL;
     uint32_t n;
     pt_stat_t *ids = pt_stats_sorted(&n);
+    if (ids == NULL) {
+        filter_dispose(&f);
+        return -ENOMEM;
+    }
     for (uint32_t i = 0; i < n; i++) {
         const pt_stat_info_t *info = pt_stats_info(ids[i]);
         if (!filter_match(&f, info->name))
@@ -196,10 +200,14 @@ int pt_admin_render_stats_json(pt_buf_t *out, const char *filter, int used_only)
 {
     stat_filter_t f;
     if (filter_init(&f, filter) != 0)
-        return -1;
-    json_t *arr = json_array();
+        return -EINVAL;
     uint32_t n;
     pt_stat_t *ids = pt_stats_sorted(&n);
+    if (ids == NULL) {
+        filter_dispose(&f);
+        return -ENOMEM;
+    }
+    json_t *arr = json_array();
     for (uint32_t i = 0; i < n; i++) {
         const pt_stat_info_t *info = pt_stats_info(ids[i]);
         if (!filter_match(&f, info->name) || (used_only && !stat_used(info, ids[i])))
@@ -269,9 +277,13 @@ int pt_admin_render_prometheus(pt_buf_t *out, const char *filter, int used_only)
 {
     stat_filter_t f;
     if (filter_init(&f, filter) != 0)
-        return -1;
+        return -EINVAL;
     uint32_t n;
     pt_stat_t *ids = pt_stats_sorted(&n);
+    if (ids == NULL) {
+        filter_dispose(&f);
+        return -ENOMEM;
+    }
     qsort(ids, n, sizeof(*ids), cmp_prom);
     const char *family = NULL;
     for (uint32_t i = 0; i < n; i++) {
@@ -386,6 +398,17 @@ static void ep_ready(admin_request_t *req, admin_response_t *res)
     pt_buf_printf(&res->body, "%s\n", pt_server_state_str(s->state));
 }
 
+static void stats_error(admin_response_t *res, int rc, const char *filter)
+{
+    if (rc == -ENOMEM) {
+        res->status = 503;
+        pt_buf_append_str(&res->body, "out of memory\n");
+        return;
+    }
+    res->status = 400;
+    pt_buf_printf(&res->body, "Invalid regex: \"%s\"\n", filter);
+}
+
 static void ep_stats(admin_request_t *req, admin_response_t *res)
 {
     char filter[512] = "", format[32] = "";
@@ -405,9 +428,8 @@ static void ep_stats(admin_request_t *req, admin_response_t *res)
     }
     if (rc != 0) {
         pt_buf_dispose(&res->body);
-        res->status = 400;
         res->content_type = "text/plain; charset=UTF-8";
-        pt_buf_printf(&res->body, "Invalid regex: \"%s\"\n", filter);
+        stats_error(res, rc, filter);
     }
 }
 
@@ -417,9 +439,10 @@ static void ep_prometheus(admin_request_t *req, admin_response_t *res)
     int has_filter = query_param(req->query, "filter", filter, sizeof(filter));
     int used_only = query_param(req->query, "usedonly", tmp, sizeof(tmp));
     res->content_type = "text/plain; version=0.0.4; charset=utf-8";
-    if (pt_admin_render_prometheus(&res->body, has_filter ? filter : NULL, used_only) != 0) {
-        res->status = 400;
-        pt_buf_printf(&res->body, "Invalid regex: \"%s\"\n", filter);
+    int rc = pt_admin_render_prometheus(&res->body, has_filter ? filter : NULL, used_only);
+    if (rc != 0) {
+        pt_buf_dispose(&res->body);
+        stats_error(res, rc, filter);
     }
 }
 

@@ -153,7 +153,8 @@ class Load:
         for name, fn in (('http-keepalive', self.http_keepalive),
                          ('http-keepalive-2', self.http_keepalive),
                          ('http-new', self.http_new), ('https-keepalive', self.https_keepalive),
-                         ('https-new', self.https_new), ('tcp', self.tcp_echo)):
+                         ('https-new', self.https_new), ('tcp', self.tcp_echo),
+                         ('admin', self.admin)):
             t = threading.Thread(target=self.guard, args=(name, fn), name=name, daemon=True)
             t.start()
             self.threads.append(t)
@@ -218,6 +219,14 @@ class Load:
         self.check(name, h.http_request(self.tls_port, method, path, body=body,
                                         timeout=self.timeout, ssl_context=self.ctx,
                                         server_hostname='petrel.test'), body)
+
+    ADMIN_PATHS = ('/stats', '/clusters', '/listeners', '/server_info', '/certs', '/ready',
+                   '/config_dump', '/stats/prometheus')
+
+    def admin(self, name, n):
+        path = self.ADMIN_PATHS[n % len(self.ADMIN_PATHS)]
+        r = h.http_request(self.admin_port, 'GET', path, timeout=self.timeout)
+        self.count(name, r.status == 200, None if r.status == 200 else 'status %d' % r.status)
 
     def tcp_echo(self, name, n):
         with h.tcp_connect(self.tcp_port, timeout=self.timeout) as s:
@@ -434,6 +443,7 @@ class FailureInjectionTest(unittest.TestCase):
             load.https_new('https-new', i)
             if i % 10 == 0:
                 load.tcp_echo('tcp', i)
+                load.admin('admin', i // 10)
         load.keepalive('http-keepalive', load.port, None)
         load.keepalive('https-keepalive', load.tls_port, load.ctx)
         self.assertEqual(load.failed, {}, '%s: requests failed: %r (%s)'
@@ -470,6 +480,29 @@ class TargetedFailureTest(unittest.TestCase):
                 return f.read().splitlines()
         except OSError:
             return []
+
+    def test_stats_without_memory_answer_503(self):
+        # The admin's stats pages sort the stat ids in an array of one id (4 bytes) per stat.
+        # Without it they used to pass NULL to qsort; now they answer 503.
+        port, admin = h.free_ports(2)
+        cfg = h.bootstrap([h.listener('tcp', port, [h.tcp_proxy('tcp', 'c')])],
+                          [h.cluster('c', [h.free_port()])], admin_port=admin)
+        with h.Petrel(cfg) as plain:
+            nstats = len(plain.admin_get('/stats')[2].decode().splitlines())
+        p = shimmed_petrel(self, cfg, 1, 'malloc=1', 'malloc',
+                           PT_FAULT_MALLOC_SIZE=str(4 * nstats))
+        p.start()
+        FailureInjectionTest.switch(p, p.path('fault.on'), True)
+        for path in ('/stats', '/stats?format=json', '/stats?format=prometheus',
+                     '/stats/prometheus'):
+            status, _, body = p.admin_get(path)
+            self.assertEqual((status, body), (503, b'out of memory\n'), path)
+        FailureInjectionTest.switch(p, p.path('fault.on'), False)
+        self.assertGreaterEqual(read_report(p.path('fault.report'))['malloc'][1], 4)
+        status, _, body = p.admin_get('/stats')
+        self.assertEqual(status, 200)
+        self.assertEqual(len(body.decode().splitlines()), nstats)
+        self.assertEqual(p.stop(), 0)
 
     def test_retry_without_memory_for_the_body_fails_at_once(self):
         # A retry resends the body from the replay copy, through a buffer of the body's size.
