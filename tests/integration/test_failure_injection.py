@@ -504,6 +504,24 @@ class TargetedFailureTest(unittest.TestCase):
         self.assertEqual(len(body.decode().splitlines()), nstats)
         self.assertEqual(p.stop(), 0)
 
+    def test_drain_and_stop_need_no_memory(self):
+        # Every allocation of petrel's fails from SIGTERM on. The main thread used to tell
+        # workers to close their listeners, drain and stop by posting allocated calls; a post
+        # that could not be allocated was lost, and a worker that missed its stop was joined
+        # for ever.
+        port, admin = h.free_ports(2)
+        with TcpEchoServer() as echo:
+            cfg = h.bootstrap([h.listener('tcp', port, [h.tcp_proxy('tcp', 'echo')])],
+                              [h.cluster('echo', [echo.port])], admin_port=admin)
+            p = shimmed_petrel(self, cfg, 1, 'malloc=1', 'malloc')
+            p.start()
+            with h.tcp_connect(port) as s:  # open during the drain: closed at its end
+                s.sendall(b'ping')
+                self.assertEqual(h.recv_exact(s, 4), b'ping')
+                FailureInjectionTest.switch(p, p.path('fault.on'), True)
+                self.assertEqual(p.stop(), 0)
+        self.assertIn('drain time over with 1 connections open', p.log())
+
     def test_retry_without_memory_for_the_body_fails_at_once(self):
         # A retry resends the body from the replay copy, through a buffer of the body's size.
         # Without it the retry used to announce the body and send none: the upstream waited
