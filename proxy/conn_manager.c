@@ -1243,7 +1243,12 @@ void pt_http_stream_local_reply_n(pt_http_stream_t *s, int status, const char *b
     pt_http_stream_encode_headers(s, h, !with_body);
     if (with_body && !(s->flags & PT_HS_COMPLETE)) {
         pt_buf_t b = {0};
-        pt_buf_append(&b, body, blen);
+        if (pt_buf_append(&b, body, blen) != 0) {
+            /* The head announced blen bytes: without them the stream cannot end well. */
+            pt_buf_dispose(&b);
+            pt_http_stream_reset(s, 0, NULL);
+            return;
+        }
         pt_http_stream_encode_data(s, &b, 1);
     }
 }

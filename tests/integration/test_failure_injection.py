@@ -29,6 +29,7 @@ Run: PETREL_BIN=build/petrel /usr/bin/python3 tests/integration/test_failure_inj
 import math
 import os
 import random
+import ssl
 import sys
 import threading
 import time
@@ -138,8 +139,9 @@ class Load:
         self.ok = {}
         self.failed = {}
         self.errors = {}
+        self.wrong_answers = []
         self.threads = []
-        self.timeout = h.scaled(15)
+        self.timeout = h.scaled(20)  # beyond the route timeout
 
     def count(self, kind, ok, why=None):
         with self.lock:
@@ -159,12 +161,24 @@ class Load:
             t.start()
             self.threads.append(t)
 
+    def wrong(self, name, what):
+        """An answer no failure excuses: corrupt, misrouted, or never coming."""
+        self.count(name, False, what)
+        with self.lock:
+            self.wrong_answers.append('%s: %s' % (name, what))
+
     def guard(self, name, fn):
         n = 0
         while not self.stop.is_set():
             try:
                 fn(name, n)
-            except Exception as e:  # any client-side failure is a failed request
+            except TimeoutError:
+                self.wrong(name, 'no answer within %.0f s' % self.timeout)
+            except h.BadMessage as e:
+                self.wrong(name, 'malformed response: %s' % e)
+            except ssl.SSLError as e:
+                self.count(name, False, '%s %s' % (type(e).__name__, e.reason))
+            except Exception as e:  # the connection failed: the request failed
                 self.count(name, False, type(e).__name__)
             n += 1
 
@@ -182,12 +196,20 @@ class Load:
             return 'POST', '/echo/%d' % n, h.pattern_bytes(n, 20000)
         return 'GET', '/echo/%d' % n, None
 
-    def check(self, name, r, body):
+    def check(self, name, r, path, body, upstream):
+        """A 200 must be the upstream's echo of this very request; the only other answer a
+        failure explains is a 503 (no upstream could take it)."""
         if r.status != 200:
-            self.count(name, False, 'status %d' % r.status)
+            if r.status == 503:
+                self.count(name, False, 'status 503')
+            else:
+                self.wrong(name, 'status %d' % r.status)
             return False
-        if body is not None and r.json()['body_len'] != len(body):
-            self.count(name, False, 'body_len')
+        echo = r.json()
+        want = (path, len(body or b''), h.sha256_hex(body or b''))
+        got = (echo['path'], echo['body_len'], echo['body_sha256'])
+        if got != want or not echo['name'].startswith(upstream):
+            self.wrong(name, 'echo of another request: %r from %s' % (got, echo['name']))
             return False
         self.count(name, True)
         return True
@@ -200,7 +222,7 @@ class Load:
                     return
                 method, path, body = self.request_args(i)
                 r = c.request(method, path, body=body)
-                if not self.check(name, r, body) or r.will_close:
+                if not self.check(name, r, path, body, 'tls' if ctx else 'web') or r.will_close:
                     return
 
     def http_keepalive(self, name, n):
@@ -212,13 +234,13 @@ class Load:
     def http_new(self, name, n):
         method, path, body = self.request_args(n)
         self.check(name, h.http_request(self.port, method, path, body=body,
-                                        timeout=self.timeout), body)
+                                        timeout=self.timeout), path, body, 'web')
 
     def https_new(self, name, n):
         method, path, body = self.request_args(n)
         self.check(name, h.http_request(self.tls_port, method, path, body=body,
                                         timeout=self.timeout, ssl_context=self.ctx,
-                                        server_hostname='petrel.test'), body)
+                                        server_hostname='petrel.test'), path, body, 'tls')
 
     ADMIN_PATHS = ('/stats', '/clusters', '/listeners', '/server_info', '/certs', '/ready',
                    '/config_dump', '/stats/prometheus')
@@ -226,6 +248,8 @@ class Load:
     def admin(self, name, n):
         path = self.ADMIN_PATHS[n % len(self.ADMIN_PATHS)]
         r = h.http_request(self.admin_port, 'GET', path, timeout=self.timeout)
+        if r.status not in (200, 503):  # 503: out of memory
+            self.wrong(name, '%s: status %d' % (path, r.status))
         self.count(name, r.status == 200, None if r.status == 200 else 'status %d' % r.status)
 
     def tcp_echo(self, name, n):
@@ -235,7 +259,7 @@ class Load:
                 s.sendall(data)
                 got = h.recv_exact(s, len(data))
                 if got != data:
-                    self.count(name, False, 'echo mismatch')
+                    self.wrong(name, 'echo of other bytes')
                     return
                 self.count(name, True)
 
@@ -277,7 +301,7 @@ class FailureInjectionTest(unittest.TestCase):
 
     def config(self, port, tls_port, tcp_port, admin, plain, tls, echo):
         def route(cluster):
-            return h.route_prefix('/', cluster, timeout='10s', retry_policy={
+            return h.route_prefix('/', cluster, timeout='%ds' % h.scaled(10), retry_policy={
                 'retry_on': RETRY_ON, 'num_retries': 3})
 
         def hcm(prefix, cluster):
@@ -348,6 +372,8 @@ class FailureInjectionTest(unittest.TestCase):
                              % (load.summary(), load.error_summary()))
             self.assertTrue(p.alive(), 'petrel died (seed %d)' % seed)
             self.check_injected(report, seed)
+            self.assertEqual(load.wrong_answers, [], 'wrong answers under injection (seed %d)'
+                             % seed)
             self.check_share(load, seed)
 
             # Nothing stays broken: hosts healthy again, then every request succeeds.
@@ -367,6 +393,8 @@ class FailureInjectionTest(unittest.TestCase):
             rc = p.stop()
             load.join()
             self.assertEqual(rc, 0, 'petrel exit code (seed %d)' % seed)
+            self.assertEqual(load.wrong_answers, [], 'wrong answers while stopping (seed %d)'
+                             % seed)
             failed = False
         finally:
             if failed:
