@@ -903,13 +903,21 @@ static void admin_conn_free(admin_conn_t *ac)
 static void send_response(admin_conn_t *ac, admin_response_t *res, int head_only)
 {
     pt_buf_t out = {0};
-    pt_buf_printf(&out,
-                  "HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %zu\r\n"
-                  "cache-control: no-cache, max-age=0\r\nx-content-type-options: nosniff\r\n"
-                  "%s%s%sconnection: close\r\n\r\n",
-                  res->status, reason_phrase(res->status), res->content_type,
-                  pt_buf_len(&res->body), res->allow ? "allow: " : "", res->allow ? res->allow : "",
-                  res->allow ? "\r\n" : "");
+    int rc = pt_buf_printf(
+        &out,
+        "HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %zu\r\n"
+        "cache-control: no-cache, max-age=0\r\nx-content-type-options: nosniff\r\n"
+        "%s%s%sconnection: close\r\n\r\n",
+        res->status, reason_phrase(res->status), res->content_type, pt_buf_len(&res->body),
+        res->allow ? "allow: " : "", res->allow ? res->allow : "", res->allow ? "\r\n" : "");
+    if (rc != 0) {
+        /* No memory for the head: a reset, not a body without one. */
+        pt_buf_dispose(&out);
+        pt_buf_dispose(&res->body);
+        pt_conn_close(ac->conn, PT_CLOSE_RESET);
+        admin_conn_free(ac);
+        return;
+    }
     if (!head_only)
         pt_buf_move(&out, &res->body);
     pt_buf_dispose(&res->body);
