@@ -534,14 +534,16 @@ static void h1s_protocol_error(h1_server_t *s, int status, const char *details)
 }
 
 /* Converts a parsed request head into the stream's header map. Returns 0, or an HTTP status
- * for a request that is well-formed HTTP/1 but that petrel refuses. */
+ * for a request that is well-formed HTTP/1 but that petrel refuses, or 503 when the map
+ * could not be built whole (no memory): a request missing a header must not go on, as a
+ * policy could depend on that header. */
 static int h1s_build_request(h1_server_t *s, const pt_h1_head_t *h, pt_http_headers_t *out,
                              const char **details)
 {
     pt_arena_t *a = s->stream.arena;
     pt_http_headers_init(out, a);
     /* The head is in the arena already (head_to_arena): the map refers to it. */
-    pt_http_headers_add_ref_n(out, ":method", 7, h->method, h->method_len);
+    int err = pt_http_headers_add_ref_n(out, ":method", 7, h->method, h->method_len);
     const char *target = h->target;
     size_t tlen = h->target_len;
     const char *authority = NULL;
@@ -574,6 +576,10 @@ static int h1s_build_request(h1_server_t *s, const pt_h1_head_t *h, pt_http_head
             tlen = 1;
         } else if (*slash == '?') {
             char *p = pt_arena_alloc(a, (size_t)(end - slash) + 2);
+            if (p == NULL) {
+                *details = "out of memory";
+                return 503;
+            }
             p[0] = '/';
             memcpy(p + 1, slash, (size_t)(end - slash));
             target = p;
@@ -584,13 +590,14 @@ static int h1s_build_request(h1_server_t *s, const pt_h1_head_t *h, pt_http_head
         }
     }
     if (target == h->target)
-        pt_http_headers_add_ref_n(out, ":path", 5, target, tlen);
+        err |= pt_http_headers_add_ref_n(out, ":path", 5, target, tlen);
     else /* rewritten from the absolute form: not NUL-terminated in place */
-        pt_http_headers_add(out, ":path", 5, target, tlen);
+        err |= pt_http_headers_add(out, ":path", 5, target, tlen);
     if (authority != NULL)
-        pt_http_headers_add(out, ":authority", 10, authority, alen);
+        err |= pt_http_headers_add(out, ":authority", 10, authority, alen);
     else if (h->host != NULL)
-        pt_http_headers_add_ref_n(out, ":authority", 10, h->host->value, h->host->value_len);
+        err |= pt_http_headers_add_ref_n(out, ":authority", 10, h->host->value,
+                                         h->host->value_len);
 
     int upgrade = h->has_upgrade && h->connection_upgrade;
     for (unsigned i = 0; i < h->num_headers; i++) {
@@ -618,10 +625,14 @@ static int h1s_build_request(h1_server_t *s, const pt_h1_head_t *h, pt_http_head
         if (hop == HOP_ALWAYS || (hop == HOP_UPGRADE_KEPT && !upgrade))
             continue;
         if (hop == HOP_UPGRADE_KEPT && NAME_IS(e, "connection")) {
-            pt_http_headers_add_ref_n(out, "connection", 10, "upgrade", 7);
+            err |= pt_http_headers_add_ref_n(out, "connection", 10, "upgrade", 7);
             continue;
         }
-        pt_http_headers_add_ref_n(out, e->name, e->name_len, e->value, e->value_len);
+        err |= pt_http_headers_add_ref_n(out, e->name, e->name_len, e->value, e->value_len);
+    }
+    if (err != 0) {
+        *details = "out of memory";
+        return 503;
     }
     /* Headers nominated by Connection are hop-by-hop too (RFC 9110 7.6.1). */
     for (unsigned i = 0; i < h->num_headers; i++) {
@@ -1414,8 +1425,8 @@ static void h1c_process(h1_client_t *c)
             pt_http_headers_init(h, a);
             char st[4] = {(char)('0' + head.status / 100), (char)('0' + head.status / 10 % 10),
                           (char)('0' + head.status % 10), 0};
-            pt_http_headers_add(h, ":status", 7, st, 3);
-            int oom = 0;
+            /* A response missing a header (no memory) must not go on: reset instead. */
+            int oom = pt_http_headers_add(h, ":status", 7, st, 3) != 0;
             for (unsigned i = 0; i < head.num_headers; i++) {
                 const pt_h1_header_t *e = &head.headers[i];
                 int hop = hop_kind(e->name, e->name_len);
@@ -1426,7 +1437,8 @@ static void h1c_process(h1_client_t *c)
                         oom = 1;
                     continue;
                 }
-                pt_http_headers_add_ref_n(h, e->name, e->name_len, e->value, e->value_len);
+                if (pt_http_headers_add_ref_n(h, e->name, e->name_len, e->value, e->value_len) != 0)
+                    oom = 1;
             }
             if (oom) {
                 h1c_kill(c, PT_HTTP_RESET_LOCAL);
@@ -1489,6 +1501,15 @@ static void h1c_process(h1_client_t *c)
             }
             if (done && c->trailers.count > 0) {
                 pt_http_headers_t *t = pt_arena_alloc(c->stream.arena, sizeof(*t));
+                if (t == NULL) {
+                    /* The response cannot end whole: reset it (the stream may count as
+                     * done already, so not through h1c_kill). */
+                    c->state = H1C_DEAD;
+                    c->active = 0;
+                    c->stream.super.data = NULL;
+                    cb->on_reset(req, PT_HTTP_RESET_LOCAL);
+                    return;
+                }
                 *t = c->trailers;
                 cb->on_trailers(req, t);
                 if (c->destroyed)

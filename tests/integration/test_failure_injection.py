@@ -550,6 +550,35 @@ class TargetedFailureTest(unittest.TestCase):
                 self.assertEqual(p.stop(), 0)
         self.assertIn('drain time over with 1 connections open', p.log())
 
+    def test_request_missing_a_header_is_refused(self):
+        # 140 headers: the stream's header map grows to 256 entries, one array of 6144 bytes
+        # that the arena allocates on its own (6176 with its block header). Without it the
+        # request used to go on without the headers that did not fit (or without :path, and
+        # then matched no route): a policy could depend on any of them.
+        self.up = HttpUpstream(name='up')
+        self.addCleanup(self.up.close)
+        port, admin = h.free_ports(2)
+        hcm = h.http_connection_manager(
+            'ingress', h.route_config([h.vhost('all', ['*'], [
+                h.route_prefix('/', 'up', timeout='60s')])]),
+            common_http_protocol_options={'max_headers_count': 200})
+        cfg = h.bootstrap([h.listener('http', port, [hcm])],
+                          [h.cluster('up', [self.up.port])], admin_port=admin)
+        p = shimmed_petrel(self, cfg, 1, 'malloc=1', 'malloc', PT_FAULT_MALLOC_SIZE='6176')
+        p.start()
+        headers = {'x-h%03d' % i: 'v%d' % i for i in range(140)}
+        FailureInjectionTest.switch(p, p.path('fault.on'), True)
+        r = h.http_request(port, 'GET', '/many', headers=headers)
+        self.assertEqual(r.status, 503)
+        self.assertEqual(self.hits('/many'), 0)
+        FailureInjectionTest.switch(p, p.path('fault.on'), False)
+        self.assertGreaterEqual(read_report(p.path('fault.report'))['malloc'][1], 1)
+        r = h.http_request(port, 'GET', '/many', headers=headers)
+        self.assertEqual(r.status, 200)
+        got = {n for n, _ in r.json()['headers']}
+        self.assertEqual(set(headers) - got, set())
+        self.assertEqual(p.stop(), 0)
+
     def test_retry_without_memory_for_the_body_fails_at_once(self):
         # A retry resends the body from the replay copy, through a buffer of the body's size.
         # Without it the retry used to announce the body and send none: the upstream waited
