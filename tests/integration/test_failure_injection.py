@@ -579,6 +579,34 @@ class TargetedFailureTest(unittest.TestCase):
         self.assertEqual(set(headers) - got, set())
         self.assertEqual(p.stop(), 0)
 
+    def test_edge_rules_that_cannot_apply_refuse_the_request(self):
+        # use_remote_address: petrel appends the client's address to its x-forwarded-for.
+        # With a client value of 5000 bytes the new value ("<value>,127.0.0.1", 5011 bytes
+        # with its NUL, 5024 in the arena) gets an arena block of its own: 5056 bytes. The
+        # request used to go on with the client's x-forwarded-for alone, as if the client
+        # were the hop it claims.
+        self.up = HttpUpstream(name='up')
+        self.addCleanup(self.up.close)
+        port, admin = h.free_ports(2)
+        hcm = h.http_connection_manager('ingress', h.route_config([h.vhost('all', ['*'], [
+            h.route_prefix('/', 'up', timeout='60s')])]), use_remote_address=True)
+        cfg = h.bootstrap([h.listener('http', port, [hcm])],
+                          [h.cluster('up', [self.up.port])], admin_port=admin)
+        p = shimmed_petrel(self, cfg, 1, 'malloc=1', 'malloc', PT_FAULT_MALLOC_SIZE='5056')
+        p.start()
+        xff = ','.join(['10.1.2.3'] * 555) + ',10.99'  # 5000 bytes
+        self.assertEqual(len(xff), 5000)
+        FailureInjectionTest.switch(p, p.path('fault.on'), True)
+        r = h.http_request(port, 'GET', '/xff', headers={'x-forwarded-for': xff})
+        self.assertEqual(r.status, 503)
+        self.assertEqual(self.hits('/xff'), 0)
+        FailureInjectionTest.switch(p, p.path('fault.on'), False)
+        self.assertGreaterEqual(read_report(p.path('fault.report'))['malloc'][1], 1)
+        r = h.http_request(port, 'GET', '/xff', headers={'x-forwarded-for': xff})
+        self.assertEqual(r.status, 200)
+        self.assertEqual(self.up.last.header('x-forwarded-for'), xff + ',127.0.0.1')
+        self.assertEqual(p.stop(), 0)
+
     def test_retry_without_memory_for_the_body_fails_at_once(self):
         # A retry resends the body from the replay copy, through a buffer of the body's size.
         # Without it the retry used to announce the body and send none: the upstream waited
