@@ -189,16 +189,22 @@ class Load:
             if t.is_alive():
                 raise AssertionError('client thread %s hung' % t.name)
 
+    HEADERS = {'x-load-%02d' % i: 'value-%d' % i for i in range(40)}
+
     @staticmethod
     def request_args(n):
-        # Mostly GETs; every 8th a POST whose body the router buffers for retries.
+        """(method, path, body, headers, chunked) of the n-th request: mostly GETs; every
+        8th a POST whose body the router keeps for retries, sent chunked every 16th; every
+        8th (another one) with 40 more headers, all of which must reach the upstream."""
         if n % 8 == 7:
-            return 'POST', '/echo/%d' % n, h.pattern_bytes(n, 20000)
-        return 'GET', '/echo/%d' % n, None
+            return 'POST', '/echo/%d' % n, h.pattern_bytes(n, 20000), None, n % 16 == 15
+        if n % 8 == 3:
+            return 'GET', '/echo/%d' % n, None, Load.HEADERS, None
+        return 'GET', '/echo/%d' % n, None, None, None
 
-    def check(self, name, r, path, body, upstream):
-        """A 200 must be the upstream's echo of this very request; the only other answer a
-        failure explains is a 503 (no upstream could take it)."""
+    def check(self, name, r, path, body, upstream, headers=None):
+        """A 200 must be the upstream's echo of this very request, every header there; the
+        only other answer a failure explains is a 503 (no upstream could take it)."""
         if r.status != 200:
             if r.status == 503:
                 self.count(name, False, 'status 503')
@@ -211,6 +217,10 @@ class Load:
         if got != want or not echo['name'].startswith(upstream):
             self.wrong(name, 'echo of another request: %r from %s' % (got, echo['name']))
             return False
+        missing = set(headers or ()) - {n for n, _ in echo['headers']}
+        if missing:
+            self.wrong(name, 'request headers lost on the way: %s' % sorted(missing))
+            return False
         self.count(name, True)
         return True
 
@@ -220,9 +230,10 @@ class Load:
             for i in range(50):
                 if self.stop.is_set():
                     return
-                method, path, body = self.request_args(i)
-                r = c.request(method, path, body=body)
-                if not self.check(name, r, path, body, 'tls' if ctx else 'web') or r.will_close:
+                method, path, body, headers, chunked = self.request_args(i)
+                r = c.request(method, path, headers=headers, body=body, chunked=chunked)
+                if not self.check(name, r, path, body, 'tls' if ctx else 'web', headers) or \
+                        r.will_close:
                     return
 
     def http_keepalive(self, name, n):
@@ -232,15 +243,17 @@ class Load:
         self.keepalive(name, self.tls_port, self.ctx)
 
     def http_new(self, name, n):
-        method, path, body = self.request_args(n)
-        self.check(name, h.http_request(self.port, method, path, body=body,
-                                        timeout=self.timeout), path, body, 'web')
+        method, path, body, headers, chunked = self.request_args(n)
+        self.check(name, h.http_request(self.port, method, path, headers=headers, body=body,
+                                        chunked=chunked, timeout=self.timeout),
+                   path, body, 'web', headers)
 
     def https_new(self, name, n):
-        method, path, body = self.request_args(n)
-        self.check(name, h.http_request(self.tls_port, method, path, body=body,
-                                        timeout=self.timeout, ssl_context=self.ctx,
-                                        server_hostname='petrel.test'), path, body, 'tls')
+        method, path, body, headers, chunked = self.request_args(n)
+        self.check(name, h.http_request(self.tls_port, method, path, headers=headers,
+                                        body=body, chunked=chunked, timeout=self.timeout,
+                                        ssl_context=self.ctx, server_hostname='petrel.test'),
+                   path, body, 'tls', headers)
 
     ADMIN_PATHS = ('/stats', '/clusters', '/listeners', '/server_info', '/certs', '/ready',
                    '/config_dump', '/stats/prometheus')
