@@ -10,7 +10,8 @@
  *   read     read, recv, recvfrom, recvmsg, readv    ECONNRESET, EINTR, EAGAIN (without the
  *            on sockets                              socket being empty), or a short read
  *   write    write, send, sendto, sendmsg, writev    EPIPE, ECONNRESET, EAGAIN, or a short write
- *            on sockets
+ *            on sockets                              (after ECONNRESET or EPIPE the socket is
+ *                                                    shut both ways: broken for good)
  *   malloc   malloc, calloc, realloc, strdup,        NULL (ENOMEM); only calls made by petrel's
  *            strndup                                 own code (the binary, petrel-tls.so):
  *                                                    libev, for one, aborts when its own fail
@@ -567,6 +568,17 @@ EXPORT int close(int fd)
 
 /* ---- read and write ------------------------------------------------------------------- */
 
+/* A connection the shim says is broken must be broken for good, as it would be: OpenSSL, for
+ * one, takes EPIPE or ECONNRESET while it sends a TLS 1.3 session ticket to mean that the
+ * peer is gone, goes on as if the ticket had left, and the peer, which never got it, could
+ * not decrypt what follows. Both directions are shut: later writes fail with EPIPE for real,
+ * reads see the end, and the peer sees a FIN. */
+static int broken(int fd, int err)
+{
+    syscall(SYS_shutdown, fd, SHUT_RDWR);
+    return fail(err);
+}
+
 /* A read that fails: -1 with errno set; or 0 and *len shortened (a short read). */
 static int read_fails(int fd, size_t *len)
 {
@@ -575,7 +587,7 @@ static int read_fails(int fd, size_t *len)
     count(C_READ);
     switch (pick(4)) {
     case 0:
-        return fail(ECONNRESET);
+        return broken(fd, ECONNRESET);
     case 1:
         return fail(EINTR);
     case 2:
@@ -594,9 +606,9 @@ static int write_fails(int fd, size_t *len)
     count(C_WRITE);
     switch (pick(4)) {
     case 0:
-        return fail(EPIPE);
+        return broken(fd, EPIPE);
     case 1:
-        return fail(ECONNRESET);
+        return broken(fd, ECONNRESET);
     case 2:
         return fail(EAGAIN);
     default:

@@ -176,8 +176,10 @@ class Load:
                 self.wrong(name, 'no answer within %.0f s' % self.timeout)
             except h.BadMessage as e:
                 self.wrong(name, 'malformed response: %s' % e)
-            except ssl.SSLError as e:
-                self.count(name, False, '%s %s' % (type(e).__name__, e.reason))
+            except (ssl.SSLEOFError, ssl.SSLZeroReturnError) as e:
+                self.count(name, False, type(e).__name__)  # the connection ended
+            except ssl.SSLError as e:  # an alert, a record that does not decrypt: corrupt
+                self.wrong(name, 'TLS error: %s' % (e.reason or e))
             except Exception as e:  # the connection failed: the request failed
                 self.count(name, False, type(e).__name__)
             n += 1
@@ -325,8 +327,12 @@ class FailureInjectionTest(unittest.TestCase):
         downstream_tls = C.downstream_tls(cert=self.server)
         listeners = [
             h.listener('http', port, [hcm('http', 'web')]),
+            # The TLS inspector peeks at the ClientHello (reads that may come short) and
+            # picks the chain by SNI.
             {'name': 'https', 'address': h.socket_address('127.0.0.1', tls_port),
-             'filter_chains': [{'filters': [hcm('https', 'web_tls')],
+             'listener_filters': [C.tls_inspector()],
+             'filter_chains': [{'filter_chain_match': {'server_names': ['petrel.test']},
+                                'filters': [hcm('https', 'web_tls')],
                                 'transport_socket': downstream_tls}]},
             h.listener('tcp', tcp_port, [h.tcp_proxy('tcp', 'echo')]),
         ]
