@@ -141,7 +141,7 @@ class Load:
         self.errors = {}
         self.wrong_answers = []
         self.threads = []
-        self.timeout = h.scaled(20)  # beyond the route timeout
+        self.timeout = h.scaled(45)  # beyond the route timeout
 
     def count(self, kind, ok, why=None):
         with self.lock:
@@ -316,7 +316,7 @@ class FailureInjectionTest(unittest.TestCase):
 
     def config(self, port, tls_port, tcp_port, admin, plain, tls, echo):
         def route(cluster):
-            return h.route_prefix('/', cluster, timeout='%ds' % h.scaled(10), retry_policy={
+            return h.route_prefix('/', cluster, timeout='%ds' % h.scaled(30), retry_policy={
                 'retry_on': RETRY_ON, 'num_retries': 3})
 
         def hcm(prefix, cluster):
