@@ -51,8 +51,8 @@ fuzz: deps
 	cmake --build build-fuzz -j $(JOBS)
 	cd build-fuzz && ctest --output-on-failure -L fuzz
 
-# The failure-injection test for FAULT_SECONDS, in rounds of at most 60 s with a new seed
-# each (docs/testing.md); PT_FAULT_SEED=<n> replays a round.
+# The failure-injection test for FAULT_SECONDS, in rounds of at most 60 s, each with a new
+# seed and rate profile (docs/testing.md); every round prints the variables that replay it.
 fault: deps
 	cmake -S . -B build-asan -DPT_WERROR=ON -DPT_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
 	cmake --build build-asan -j $(JOBS)

@@ -18,9 +18,11 @@ Injection is on while a control file exists, so start-up runs clean. Environment
   PT_FAULT_SEED     replay a seed (printed by the test and in petrel's stderr on failure)
   PT_FAULT_SECONDS  total injection time (default 20), split into rounds of at most 60 s,
                     each a fresh petrel with the next seed (make fault: 600)
-  PT_FAULT_RATE     per-call probability (see the shim), default DEFAULT_RATE below; with
-                    another rate no share of successes is asserted under injection
-  PT_FAULT_CALLS    the classes to inject (default all)
+  PT_FAULT_RATE     per-call probability (see the shim) for every round; unset, the first
+                    round uses DEFAULT_RATE and later ones cycle through PROFILES: high rates
+                    of a few classes, to hunt crashes and leaks (no share of successes is
+                    asserted then)
+  PT_FAULT_CALLS    the classes to inject (default all, or the profile's)
   PT_FAULT_LOG_LEVEL  petrel's log level (default info; debug to follow a replay)
 
 Run: PETREL_BIN=build/petrel /usr/bin/python3 tests/integration/test_failure_injection.py -v
@@ -43,6 +45,9 @@ from upstreams import HttpUpstream, TcpEchoServer  # noqa: E402
 SHIM = os.path.join(os.path.dirname(os.path.abspath(h.PETREL_BIN)), 'petrel-fault-inject.so')
 CLASSES = ('socket', 'accept', 'connect', 'read', 'write', 'malloc', 'ssl')
 DEFAULT_RATE = '0.02,read=0.01,write=0.01,malloc=0.002,ssl=0.01'
+# (rate, classes) of the rounds after the first when PT_FAULT_RATE is unset.
+PROFILES = [('0.05', 'all'), ('0.2', 'malloc'), ('0.1', 'read,write,ssl'),
+            ('0.3', 'socket,accept,connect'), (DEFAULT_RATE, 'all')]
 ROUND_MAX_S = 60
 RETRY_ON = 'connect-failure,5xx,reset'
 FILE_LOG = 'type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog'
@@ -359,17 +364,23 @@ class FailureInjectionTest(unittest.TestCase):
         rounds = max(1, math.ceil(total / ROUND_MAX_S))
         seed = env_seed()
         for r in range(rounds):
-            with self.subTest(round=r, seed=seed + r):
-                self.round(seed + r, total / rounds)
+            rate, calls = DEFAULT_RATE, 'all'
+            if r > 0 and not os.environ.get('PT_FAULT_RATE'):
+                rate, calls = PROFILES[(r - 1) % len(PROFILES)]
+            rate = os.environ.get('PT_FAULT_RATE') or rate
+            calls = os.environ.get('PT_FAULT_CALLS') or calls
+            with self.subTest(round=r, seed=seed + r, rate=rate, calls=calls):
+                self.round(seed + r, total / rounds, rate, calls)
 
-    def round(self, seed, seconds):
-        sys.stderr.write('\nfailure injection: seed %d, %.0f s (replay: PT_FAULT_SEED=%d)\n'
-                         % (seed, seconds, seed))
+    def round(self, seed, seconds, rate, calls):
+        self.rate = rate
+        self.calls = CLASSES if calls == 'all' else tuple(calls.split(','))
+        replay = 'PT_FAULT_SEED=%d PT_FAULT_RATE=%s PT_FAULT_CALLS=%s' % (seed, rate, calls)
+        sys.stderr.write('\nfailure injection: %.0f s (replay: %s)\n' % (seconds, replay))
         plain, tls, echo = self.upstreams()
         port, tls_port, tcp_port, admin = h.free_ports(4)
         cfg = self.config(port, tls_port, tcp_port, admin, plain, tls, echo)
-        p = shimmed_petrel(self, cfg, seed, os.environ.get('PT_FAULT_RATE') or DEFAULT_RATE,
-                           os.environ.get('PT_FAULT_CALLS') or 'all')
+        p = shimmed_petrel(self, cfg, seed, rate, calls)
         control, report = p.path('fault.on'), p.path('fault.report')
         failed = True
         try:
@@ -399,7 +410,7 @@ class FailureInjectionTest(unittest.TestCase):
             self.wait_all_healthy(p, len(plain) + len(tls) + len(echo), 'after injection')
             self.verify(p, Load(port, tls_port, tcp_port, admin, ctx), 'after injection', 100)
             self.wait_nothing_held(p, seed)
-            if self.classes() == CLASSES:  # connect failures and resets, with pools in play
+            if self.calls == CLASSES:  # connect failures and resets, with pools in play
                 self.assertGreater(p.stat('cluster.web.upstream_rq_retry', 0), 0,
                                    'no retry happened (seed %d)' % seed)
 
@@ -417,8 +428,7 @@ class FailureInjectionTest(unittest.TestCase):
             failed = False
         finally:
             if failed:
-                sys.stderr.write('failure injection: failed with seed %d (replay: '
-                                 'PT_FAULT_SEED=%d)\n' % (seed, seed))
+                sys.stderr.write('failure injection: failed (replay: %s)\n' % replay)
                 p.dump_log(60)
 
     @staticmethod
@@ -434,23 +444,18 @@ class FailureInjectionTest(unittest.TestCase):
         h.wait_until(lambda: p.log().count(what) > before, 10,
                      message='the shim never said %r' % what)
 
-    @staticmethod
-    def classes():
-        wanted = os.environ.get('PT_FAULT_CALLS') or 'all'
-        return CLASSES if wanted == 'all' else tuple(wanted.split(','))
-
     def check_injected(self, report, seed):
         counts = read_report(report)
         sys.stderr.write('injected/calls: %s\n' % ', '.join(
             '%s %d/%d' % (k, counts[k][1], counts[k][0]) for k in CLASSES if k in counts))
-        for k in self.classes():
+        for k in self.calls:
             self.assertGreater(counts.get(k, (0, 0))[1], 0,
                                'no %s failure injected (seed %d): %r' % (k, seed, counts))
 
     def check_share(self, load, seed):
         # At the default rates most requests touch no failing call, and retries hide many
         # that do. Other rates are for hunting crashes and leaks: no share is expected.
-        if os.environ.get('PT_FAULT_RATE'):
+        if self.rate != DEFAULT_RATE or self.calls != CLASSES:
             return
         for kind in sorted(set(load.ok) | set(load.failed)):
             ok, bad = load.ok.get(kind, 0), load.failed.get(kind, 0)
