@@ -339,7 +339,7 @@ class FailureInjectionTest(unittest.TestCase):
              'filter_chains': [{'filter_chain_match': {'server_names': ['petrel.test']},
                                 'filters': [hcm('https', 'web_tls')],
                                 'transport_socket': downstream_tls}]},
-            h.listener('tcp', tcp_port, [h.tcp_proxy('tcp', 'echo')]),
+            h.listener('tcp', tcp_port, [h.tcp_proxy('tcp', 'echo', max_connect_attempts=3)]),
         ]
         clusters = [
             h.cluster('web', [u.port for u in plain], health_checks=[hc_http()],
