@@ -1094,13 +1094,15 @@ void pt_admin_stop(pt_admin_t *a)
         ev_timer_stop(a->server->loop, &a->backoff);
     }
     close(a->fd);
-    /* Open admin connections: free the state of those still reading a request. One that
-     * is flushing its response (PT_CONN_F_CLOSING) has none left, and pt_conn_close would
-     * ignore it, so closing one by one could loop forever here: close_all ends them all. */
+    /* Open admin connections: free the state of those still reading a request, request
+     * timer stopped first (freed while in the loop's timer heap, libev would write into it).
+     * One that is flushing its response (PT_CONN_F_CLOSING) has none left, and
+     * pt_conn_close would ignore it, so closing one by one could loop forever here:
+     * close_all ends them all. */
     pt_worker_t *w = &a->server->main_worker;
     for (pt_conn_t *c = w->conns; c != NULL; c = c->wnext) {
         if (c->handler == &admin_handler) {
-            free(c->data);
+            admin_conn_free(c->data);
             c->data = NULL;
         }
     }
