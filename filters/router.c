@@ -56,7 +56,7 @@ enum {
     R_HAS_TRAILERS = 1u << 10,
     R_RQ_COUNTED = 1u << 11,   /* holds a max_requests slot */
     R_RETRY_COUNTED = 1u << 12, /* holds a max_retries / budget slot */
-    R_NO_REPLAY = 1u << 13,    /* the body outgrew the replay buffer: no retries */
+    R_NO_REPLAY = 1u << 13,    /* the body is not kept for replay (too big, no memory): no retries */
     R_BACKOFF = 1u << 14,      /* waiting before the next attempt */
     R_ATTEMPT_LIVE = 1u << 15, /* an attempt holds upstream resources */
 };
@@ -605,15 +605,21 @@ static void on_connection_ready(router_state_t *st, pt_pool_conn_t *pc)
         snprintf(n, sizeof(n), "%u", st->attempt);
         pt_http_headers_set(s->request_headers, "x-envoy-attempt-count", n);
     }
-    /* A retry resends the whole body from the replay copy. */
+    /* A retry resends the whole body from the replay copy. Without memory for it the
+     * attempt cannot send what its headers announce: fail now, not at the route timeout. */
     if (st->attempt > 1 && pt_buf_len(&st->replay) > 0) {
         pt_buf_dispose(&st->body);
         size_t n = pt_buf_len(&st->replay);
         char *tmp = malloc(n);
-        if (tmp != NULL) {
+        int rc = tmp != NULL ? 0 : -ENOMEM;
+        if (rc == 0) {
             pt_buf_copyout(&st->replay, 0, tmp, n);
-            pt_buf_append(&st->body, tmp, n);
+            rc = pt_buf_append(&st->body, tmp, n);
             free(tmp);
+        }
+        if (rc != 0) {
+            fail(st, 503, "", 0, "out_of_memory");
+            return;
         }
     }
     int body_pending = pt_buf_len(&st->body) > 0 || (st->flags & R_HAS_TRAILERS);
@@ -950,17 +956,25 @@ static void keep_for_replay(router_state_t *st, const pt_buf_t *data)
     struct iovec iov[16];
     int cnt = pt_buf_iov(data, iov, 16);
     size_t copied = 0;
-    for (int i = 0; i < cnt; i++) {
-        pt_buf_append(&st->replay, iov[i].iov_base, iov[i].iov_len);
+    int rc = 0;
+    for (int i = 0; i < cnt && rc == 0; i++) {
+        rc = pt_buf_append(&st->replay, iov[i].iov_base, iov[i].iov_len);
         copied += iov[i].iov_len;
     }
-    if (copied < n) {
+    if (rc == 0 && copied < n) {
         char *tmp = malloc(n - copied);
+        rc = tmp != NULL ? 0 : -ENOMEM;
         if (tmp != NULL) {
             pt_buf_copyout(data, copied, tmp, n - copied);
-            pt_buf_append(&st->replay, tmp, n - copied);
+            rc = pt_buf_append(&st->replay, tmp, n - copied);
             free(tmp);
         }
+    }
+    /* A copy with a piece missing would resend a truncated body that the upstream waits
+     * on for ever: without memory for all of it, no retries, as for a body too big. */
+    if (rc != 0) {
+        st->flags |= R_NO_REPLAY;
+        pt_buf_dispose(&st->replay);
     }
 }
 

@@ -114,7 +114,7 @@ static int filter_init(stat_filter_t *f, const char *filter)
 {
     f->active = filter != NULL && filter[0] != '\0';
     if (f->active && regcomp(&f->re, filter, REG_EXTENDED | REG_NOSUB) != 0)
-        return -1;
+        return -EINVAL;
     return 0;
 }
 
@@ -170,9 +170,13 @@ int pt_admin_render_stats_text(pt_buf_t *out, const char *filter, int used_only)
 {
     stat_filter_t f;
     if (filter_init(&f, filter) != 0)
-        return -1;
+        return -EINVAL;
     uint32_t n;
     pt_stat_t *ids = pt_stats_sorted(&n);
+    if (ids == NULL) {
+        filter_dispose(&f);
+        return -ENOMEM;
+    }
     for (uint32_t i = 0; i < n; i++) {
         const pt_stat_info_t *info = pt_stats_info(ids[i]);
         if (!filter_match(&f, info->name))
@@ -196,10 +200,14 @@ int pt_admin_render_stats_json(pt_buf_t *out, const char *filter, int used_only)
 {
     stat_filter_t f;
     if (filter_init(&f, filter) != 0)
-        return -1;
-    json_t *arr = json_array();
+        return -EINVAL;
     uint32_t n;
     pt_stat_t *ids = pt_stats_sorted(&n);
+    if (ids == NULL) {
+        filter_dispose(&f);
+        return -ENOMEM;
+    }
+    json_t *arr = json_array();
     for (uint32_t i = 0; i < n; i++) {
         const pt_stat_info_t *info = pt_stats_info(ids[i]);
         if (!filter_match(&f, info->name) || (used_only && !stat_used(info, ids[i])))
@@ -269,9 +277,13 @@ int pt_admin_render_prometheus(pt_buf_t *out, const char *filter, int used_only)
 {
     stat_filter_t f;
     if (filter_init(&f, filter) != 0)
-        return -1;
+        return -EINVAL;
     uint32_t n;
     pt_stat_t *ids = pt_stats_sorted(&n);
+    if (ids == NULL) {
+        filter_dispose(&f);
+        return -ENOMEM;
+    }
     qsort(ids, n, sizeof(*ids), cmp_prom);
     const char *family = NULL;
     for (uint32_t i = 0; i < n; i++) {
@@ -386,6 +398,17 @@ static void ep_ready(admin_request_t *req, admin_response_t *res)
     pt_buf_printf(&res->body, "%s\n", pt_server_state_str(s->state));
 }
 
+static void stats_error(admin_response_t *res, int rc, const char *filter)
+{
+    if (rc == -ENOMEM) {
+        res->status = 503;
+        pt_buf_append_str(&res->body, "out of memory\n");
+        return;
+    }
+    res->status = 400;
+    pt_buf_printf(&res->body, "Invalid regex: \"%s\"\n", filter);
+}
+
 static void ep_stats(admin_request_t *req, admin_response_t *res)
 {
     char filter[512] = "", format[32] = "";
@@ -405,9 +428,8 @@ static void ep_stats(admin_request_t *req, admin_response_t *res)
     }
     if (rc != 0) {
         pt_buf_dispose(&res->body);
-        res->status = 400;
         res->content_type = "text/plain; charset=UTF-8";
-        pt_buf_printf(&res->body, "Invalid regex: \"%s\"\n", filter);
+        stats_error(res, rc, filter);
     }
 }
 
@@ -417,9 +439,10 @@ static void ep_prometheus(admin_request_t *req, admin_response_t *res)
     int has_filter = query_param(req->query, "filter", filter, sizeof(filter));
     int used_only = query_param(req->query, "usedonly", tmp, sizeof(tmp));
     res->content_type = "text/plain; version=0.0.4; charset=utf-8";
-    if (pt_admin_render_prometheus(&res->body, has_filter ? filter : NULL, used_only) != 0) {
-        res->status = 400;
-        pt_buf_printf(&res->body, "Invalid regex: \"%s\"\n", filter);
+    int rc = pt_admin_render_prometheus(&res->body, has_filter ? filter : NULL, used_only);
+    if (rc != 0) {
+        pt_buf_dispose(&res->body);
+        stats_error(res, rc, filter);
     }
 }
 
@@ -885,13 +908,21 @@ static void admin_conn_free(admin_conn_t *ac)
 static void send_response(admin_conn_t *ac, admin_response_t *res, int head_only)
 {
     pt_buf_t out = {0};
-    pt_buf_printf(&out,
-                  "HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %zu\r\n"
-                  "cache-control: no-cache, max-age=0\r\nx-content-type-options: nosniff\r\n"
-                  "%s%s%sconnection: close\r\n\r\n",
-                  res->status, reason_phrase(res->status), res->content_type,
-                  pt_buf_len(&res->body), res->allow ? "allow: " : "", res->allow ? res->allow : "",
-                  res->allow ? "\r\n" : "");
+    int rc = pt_buf_printf(
+        &out,
+        "HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %zu\r\n"
+        "cache-control: no-cache, max-age=0\r\nx-content-type-options: nosniff\r\n"
+        "%s%s%sconnection: close\r\n\r\n",
+        res->status, reason_phrase(res->status), res->content_type, pt_buf_len(&res->body),
+        res->allow ? "allow: " : "", res->allow ? res->allow : "", res->allow ? "\r\n" : "");
+    if (rc != 0) {
+        /* No memory for the head: a reset, not a body without one. */
+        pt_buf_dispose(&out);
+        pt_buf_dispose(&res->body);
+        pt_conn_close(ac->conn, PT_CLOSE_RESET);
+        admin_conn_free(ac);
+        return;
+    }
     if (!head_only)
         pt_buf_move(&out, &res->body);
     pt_buf_dispose(&res->body);
@@ -1068,13 +1099,15 @@ void pt_admin_stop(pt_admin_t *a)
         ev_timer_stop(a->server->loop, &a->backoff);
     }
     close(a->fd);
-    /* Open admin connections: free the state of those still reading a request. One that
-     * is flushing its response (PT_CONN_F_CLOSING) has none left, and pt_conn_close would
-     * ignore it, so closing one by one could loop forever here: close_all ends them all. */
+    /* Open admin connections: free the state of those still reading a request, request
+     * timer stopped first (freed while in the loop's timer heap, libev would write into it).
+     * One that is flushing its response (PT_CONN_F_CLOSING) has none left, and
+     * pt_conn_close would ignore it, so closing one by one could loop forever here:
+     * close_all ends them all. */
     pt_worker_t *w = &a->server->main_worker;
     for (pt_conn_t *c = w->conns; c != NULL; c = c->wnext) {
         if (c->handler == &admin_handler) {
-            free(c->data);
+            admin_conn_free(c->data);
             c->data = NULL;
         }
     }

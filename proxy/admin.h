@@ -16,7 +16,8 @@ pt_admin_t *pt_admin_start(pt_server_t *s, const pt_addr_t *addr, char *err, siz
 void pt_admin_stop(pt_admin_t *a);
 
 /* Renders the stats in the three formats (exposed for unit tests). `filter` is a POSIX
- * extended regex or NULL; used_only skips stats that are zero. */
+ * extended regex or NULL; used_only skips stats that are zero. Returns 0, -EINVAL for a
+ * filter that does not compile, or -ENOMEM. */
 int pt_admin_render_stats_text(pt_buf_t *out, const char *filter, int used_only);
 int pt_admin_render_stats_json(pt_buf_t *out, const char *filter, int used_only);
 int pt_admin_render_prometheus(pt_buf_t *out, const char *filter, int used_only);

@@ -847,6 +847,16 @@ void pt_conn_schedule_read(pt_conn_t *c)
     schedule_pending(c);
 }
 
+void pt_conn_fail(pt_conn_t *c, int status)
+{
+    if (c->flags & (PT_CONN_F_CLOSED | PT_CONN_F_CLOSING | PT_CONN_F_ERROR | F_PENDING_ERROR))
+        return;
+    c->flags |= F_PENDING_ERROR;
+    c->pending_status = status;
+    pt_buf_dispose(&c->out);
+    schedule_pending(c);
+}
+
 void pt_conn_shutdown(pt_conn_t *c)
 {
     if (c->flags & (PT_CONN_F_CLOSED | PT_CONN_F_SHUT | PT_CONN_F_ERROR))

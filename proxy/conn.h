@@ -170,6 +170,10 @@ void pt_conn_drain_to(pt_conn_t *c, size_t level);
 /* Calls handler->on_read from the next loop turn even if no new bytes arrive: for input
  * already buffered in c->in that the owner could not process before (pipelining). */
 void pt_conn_schedule_read(pt_conn_t *c);
+/* Fails the connection as a write error would: what is queued is dropped, later writes too,
+ * and handler->on_error(status) comes from the next loop turn. For an owner that could not
+ * put a message together (no memory): the peer must not get it in pieces. */
+void pt_conn_fail(pt_conn_t *c, int status);
 void pt_conn_close(pt_conn_t *c, pt_close_how_t how);
 static inline size_t pt_conn_queued(const pt_conn_t *c)
 {

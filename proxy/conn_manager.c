@@ -481,8 +481,8 @@ static void resolve_remote_address(pt_http_stream_t *s)
 }
 
 /* x-forwarded-client-cert (forward_client_cert_details / set_current_client_cert_details):
- * what the upstream learns of the client's certificate. */
-static void apply_xfcc(pt_http_stream_t *s)
+ * what the upstream learns of the client's certificate. Returns 0 or -ENOMEM. */
+static int apply_xfcc(pt_http_stream_t *s)
 {
     const pt_hcm_config_t *hc = s->config;
     pt_http_headers_t *h = s->request_headers;
@@ -492,48 +492,53 @@ static void apply_xfcc(pt_http_stream_t *s)
     switch (hc->forward_client_cert) {
     case PT_FCC_SANITIZE:
         pt_http_headers_remove(h, "x-forwarded-client-cert");
-        return;
+        return 0;
     case PT_FCC_ALWAYS_FORWARD_ONLY:
-        return;
+        return 0;
     case PT_FCC_FORWARD_ONLY:
         if (!mtls)
             pt_http_headers_remove(h, "x-forwarded-client-cert");
-        return;
+        return 0;
     case PT_FCC_APPEND_FORWARD:
     case PT_FCC_SANITIZE_SET:
         break;
     }
     if (!mtls) {
         pt_http_headers_remove(h, "x-forwarded-client-cert");
-        return;
+        return 0;
     }
     pt_buf_t b = {0};
+    int err = 0;
     const char *by = pt_tls_local_uri_san(dc);
     if (by != NULL)
-        pt_buf_printf(&b, "By=%s;", by);
+        err |= pt_buf_printf(&b, "By=%s;", by);
     if (peer->sha256 != NULL)
-        pt_buf_printf(&b, "Hash=%s;", peer->sha256);
+        err |= pt_buf_printf(&b, "Hash=%s;", peer->sha256);
     if (hc->xfcc_subject && peer->subject != NULL)
-        pt_buf_printf(&b, "Subject=\"%s\";", peer->subject);
+        err |= pt_buf_printf(&b, "Subject=\"%s\";", peer->subject);
     if (hc->xfcc_uri)
         for (unsigned i = 0; i < peer->nuri; i++)
-            pt_buf_printf(&b, "URI=%s;", peer->uri_sans[i]);
+            err |= pt_buf_printf(&b, "URI=%s;", peer->uri_sans[i]);
     if (hc->xfcc_dns)
         for (unsigned i = 0; i < peer->ndns; i++)
-            pt_buf_printf(&b, "DNS=%s;", peer->dns_sans[i]);
+            err |= pt_buf_printf(&b, "DNS=%s;", peer->dns_sans[i]);
     size_t n = pt_buf_len(&b);
-    char *elem = pt_arena_alloc(&s->arena, n + 1);
+    char *elem = err == 0 ? pt_arena_alloc(&s->arena, n + 1) : NULL;
+    if (elem == NULL) {
+        pt_buf_dispose(&b);
+        return -ENOMEM;
+    }
     pt_buf_copyout(&b, 0, elem, n);
     pt_buf_dispose(&b);
     if (n > 0 && elem[n - 1] == ';')
         n--;
     elem[n] = '\0';
     const char *prev = pt_http_headers_get_joined(h, "x-forwarded-client-cert");
-    if (hc->forward_client_cert == PT_FCC_APPEND_FORWARD && prev != NULL)
-        pt_http_headers_set(h, "x-forwarded-client-cert",
-                            pt_arena_sprintf(&s->arena, "%s,%s", prev, elem));
-    else
-        pt_http_headers_set(h, "x-forwarded-client-cert", elem);
+    if (hc->forward_client_cert == PT_FCC_APPEND_FORWARD && prev != NULL) {
+        const char *v = pt_arena_sprintf(&s->arena, "%s,%s", prev, elem);
+        return v != NULL ? pt_http_headers_set_ref(h, "x-forwarded-client-cert", v) : -ENOMEM;
+    }
+    return pt_http_headers_set_ref(h, "x-forwarded-client-cert", elem);
 }
 
 /* Envoy's request header rules for a proxy hop. */
@@ -581,37 +586,36 @@ static int normalize_request_path(pt_http_stream_t *s, pt_http_headers_t *header
 
 /* strip_any_host_port / strip_matching_host_port: "host:port" becomes "host" (for the
  * matching mode, only when port is the listener's) before routing and upstream. */
-static void strip_host_port(pt_http_stream_t *s, pt_http_headers_t *headers)
+static int strip_host_port(pt_http_stream_t *s, pt_http_headers_t *headers)
 {
     const pt_http_header_t *a = pt_http_headers_find(headers, ":authority");
     const char *colon = a ? strrchr(a->value, ':') : NULL;
     if (colon == NULL || strchr(colon, ']') != NULL)
-        return; /* no port (a bracketed IPv6 literal alone has colons inside) */
+        return 0; /* no port (a bracketed IPv6 literal alone has colons inside) */
     if (s->config->strip_matching_host_port) {
         char *end;
         unsigned long port = strtoul(colon + 1, &end, 10);
         if (end == colon + 1 || *end != '\0' || port != pt_addr_port(&s->info.downstream_local))
-            return;
+            return 0;
     }
     char *v = pt_arena_strndup(&s->arena, a->value, (size_t)(colon - a->value));
-    if (v != NULL)
-        pt_http_headers_set(headers, ":authority", v);
+    return v != NULL ? pt_http_headers_set_ref(headers, ":authority", v) : -ENOMEM;
 }
 
-/* via: appended to what the header already says, as Envoy does. */
-static void append_via(pt_http_stream_t *s, pt_http_headers_t *h)
+/* via: appended to what the header already says, as Envoy does. Returns 0 or -ENOMEM. */
+static int append_via(pt_http_stream_t *s, pt_http_headers_t *h)
 {
     const char *old = pt_http_headers_get_joined(h, "via");
-    if (old == NULL || old[0] == '\0') {
-        pt_http_headers_set_ref(h, "via", s->config->via);
-        return;
-    }
+    if (old == NULL || old[0] == '\0')
+        return pt_http_headers_set_ref(h, "via", s->config->via);
     char *v = pt_arena_sprintf(&s->arena, "%s, %s", old, s->config->via);
-    if (v != NULL)
-        pt_http_headers_set_ref(h, "via", v);
+    return v != NULL ? pt_http_headers_set_ref(h, "via", v) : -ENOMEM;
 }
 
-static void mutate_request_headers(pt_http_stream_t *s)
+/* Returns 0, or -ENOMEM when a rule could not be applied: the request must not go on
+ * half-rewritten (an edge that could not strip a client's x-envoy-internal, or append to its
+ * x-forwarded-for, would pass on what the client claims). */
+static int mutate_request_headers(pt_http_stream_t *s)
 {
     const pt_hcm_config_t *hc = s->config;
     pt_http_headers_t *h = s->request_headers;
@@ -619,10 +623,10 @@ static void mutate_request_headers(pt_http_stream_t *s)
      * without another copy. */
     char *ip = pt_arena_alloc(&s->arena, PT_ADDR_STRLEN);
     if (ip == NULL)
-        return;
+        return -ENOMEM;
     pt_addr_format_ip(&s->info.downstream_remote, ip, PT_ADDR_STRLEN);
 
-    pt_http_headers_set_ref(h, ":scheme", s->scheme);
+    int err = pt_http_headers_set_ref(h, ":scheme", s->scheme);
     /* te is hop-by-hop except "trailers" (RFC 9110 10.1.4). */
     const char *te = pt_http_headers_get(h, "te");
     if (te != NULL && strcasecmp(te, "trailers") != 0)
@@ -642,42 +646,38 @@ static void mutate_request_headers(pt_http_stream_t *s)
                 "x-envoy-downstream-service-node", "x-envoy-decorator-operation",
                 "x-envoy-ip-tags", "x-envoy-retry-grpc-on"};
             pt_http_headers_remove_any(h, control, 16);
-            pt_http_headers_set_ref(h, "x-envoy-external-address", ip);
+            err |= pt_http_headers_set_ref(h, "x-envoy-external-address", ip);
         } else {
-            pt_http_headers_set_ref(h, "x-envoy-internal", "true");
+            err |= pt_http_headers_set_ref(h, "x-envoy-internal", "true");
         }
         s->internal = internal;
         if (!hc->skip_xff_append) {
             const char *xff = pt_http_headers_get_joined(h, "x-forwarded-for");
-            if (xff != NULL) {
-                char *v = pt_arena_sprintf(&s->arena, "%s,%s", xff, ip);
-                if (v != NULL)
-                    pt_http_headers_set_ref(h, "x-forwarded-for", v);
-            } else {
-                pt_http_headers_set_ref(h, "x-forwarded-for", ip);
-            }
+            const char *v = xff != NULL ? pt_arena_sprintf(&s->arena, "%s,%s", xff, ip) : ip;
+            err |= v != NULL ? pt_http_headers_set_ref(h, "x-forwarded-for", v) : -ENOMEM;
         }
-        pt_http_headers_set_ref(h, "x-forwarded-proto", s->scheme);
+        err |= pt_http_headers_set_ref(h, "x-forwarded-proto", s->scheme);
     } else {
         resolve_remote_address(s);
         if (pt_http_headers_get(h, "x-forwarded-proto") == NULL)
-            pt_http_headers_set_ref(h, "x-forwarded-proto", s->scheme);
+            err |= pt_http_headers_set_ref(h, "x-forwarded-proto", s->scheme);
     }
-    apply_xfcc(s);
+    err |= apply_xfcc(s);
     if (hc->via != NULL)
-        append_via(s, h);
+        err |= append_via(s, h);
     if (hc->generate_request_id) {
         const char *rid = pt_http_headers_get(h, "x-request-id");
         /* An edge proxy does not trust a client's id unless told to preserve it. */
         if (rid == NULL || rid[0] == '\0' ||
             (hc->use_remote_address && !s->internal && !hc->preserve_external_request_id)) {
             char *uuid = pt_arena_alloc(&s->arena, 37);
-            if (uuid != NULL) {
-                pt_uuid4(uuid);
-                pt_http_headers_set_ref(h, "x-request-id", uuid);
-            }
+            if (uuid == NULL)
+                return -ENOMEM;
+            pt_uuid4(uuid);
+            err |= pt_http_headers_set_ref(h, "x-request-id", uuid);
         }
     }
+    return err != 0 ? -ENOMEM : 0;
 }
 
 static void mutate_response_headers(pt_http_stream_t *s, pt_http_headers_t *h)
@@ -700,7 +700,7 @@ static void mutate_response_headers(pt_http_stream_t *s, pt_http_headers_t *h)
             pt_http_headers_set(h, "x-request-id", rid);
     }
     if (hc->via != NULL)
-        append_via(s, h);
+        (void)append_via(s, h); /* a response without it is still the upstream's answer */
     static const char *const hop_by_hop[] = {"keep-alive", "proxy-connection",
                                              "transfer-encoding", "connection", "upgrade"};
     /* An upgrade keeps Connection and Upgrade (the last two). */
@@ -772,9 +772,12 @@ static void hcm_on_headers(void *stream, pt_http_headers_t *headers, int end_str
     if ((hc->normalize_path || hc->merge_slashes || hc->escaped_slashes) &&
         !normalize_request_path(s, headers))
         return;
-    if (hc->strip_any_host_port || hc->strip_matching_host_port)
-        strip_host_port(s, headers);
-    mutate_request_headers(s);
+    if (((hc->strip_any_host_port || hc->strip_matching_host_port) &&
+         strip_host_port(s, headers) != 0) ||
+        mutate_request_headers(s) != 0) {
+        pt_http_stream_local_reply(s, 503, "", NULL, 0, "out_of_memory");
+        return;
+    }
 
     /* Route once, before the filters: they may act on it, the router follows it. */
     const char *authority = pt_http_headers_get(headers, ":authority");
@@ -1220,30 +1223,43 @@ void pt_http_stream_local_reply_n(pt_http_stream_t *s, int status, const char *b
         pt_http_stream_reset(s, 0, details);
         return;
     }
+    pt_http_headers_t *h = pt_arena_alloc(&s->arena, sizeof(*h));
+    char st[8];
+    snprintf(st, sizeof(st), "%d", status);
+    int err = h != NULL ? 0 : -ENOMEM;
+    if (h != NULL) {
+        pt_http_headers_init(h, &s->arena);
+        err |= pt_http_headers_add_str(h, ":status", st);
+        if (extra != NULL)
+            for (uint32_t i = 0; i < extra->count; i++)
+                err |= pt_http_headers_add_str(h, extra->items[i].name, extra->items[i].value);
+        if (blen > 0 && pt_http_headers_get(h, "content-type") == NULL)
+            err |= pt_http_headers_add_str(h, "content-type", "text/plain");
+        char cl[24];
+        snprintf(cl, sizeof(cl), "%zu", blen);
+        if (status != 204 && status != 304 && !(status >= 100 && status < 200))
+            err |= pt_http_headers_set(h, "content-length", cl);
+    }
+    if (err != 0) {
+        /* No memory for the answer's head (a status, a location): no answer, a reset. */
+        pt_http_stream_reset(s, 0, NULL);
+        return;
+    }
     s->flags |= PT_HS_LOCAL_REPLY;
     /* A local reply ends any upgrade attempt and stops the filters behind it. */
     s->flags &= ~PT_HS_UPGRADE;
     if (s->flags & PT_HS_DECODING_DONE || s->next_filter > 0)
         notify_reset(s);
-    pt_http_headers_t *h = pt_arena_alloc(&s->arena, sizeof(*h));
-    pt_http_headers_init(h, &s->arena);
-    char st[8];
-    snprintf(st, sizeof(st), "%d", status);
-    pt_http_headers_add_str(h, ":status", st);
-    if (extra != NULL)
-        for (uint32_t i = 0; i < extra->count; i++)
-            pt_http_headers_add_str(h, extra->items[i].name, extra->items[i].value);
     int with_body = blen > 0 && !(s->flags & PT_HS_HEAD_REQUEST);
-    if (blen > 0 && pt_http_headers_get(h, "content-type") == NULL)
-        pt_http_headers_add_str(h, "content-type", "text/plain");
-    char cl[24];
-    snprintf(cl, sizeof(cl), "%zu", blen);
-    if (status != 204 && status != 304 && !(status >= 100 && status < 200))
-        pt_http_headers_set(h, "content-length", cl);
     pt_http_stream_encode_headers(s, h, !with_body);
     if (with_body && !(s->flags & PT_HS_COMPLETE)) {
         pt_buf_t b = {0};
-        pt_buf_append(&b, body, blen);
+        if (pt_buf_append(&b, body, blen) != 0) {
+            /* The head announced blen bytes: without them the stream cannot end well. */
+            pt_buf_dispose(&b);
+            pt_http_stream_reset(s, 0, NULL);
+            return;
+        }
         pt_http_stream_encode_data(s, &b, 1);
     }
 }

@@ -156,8 +156,10 @@ static int add_content_length(pt_http_headers_t *out, const pt_h1_header_t *e, u
     return pt_http_headers_add(out, e->name, e->name_len, tmp + i, sizeof(tmp) - i);
 }
 
-/* Appends decimal / hex numbers without printf: these run for every message. */
-static void append_dec(pt_buf_t *b, uint64_t v)
+/* Appends decimal / hex numbers without printf: these run for every message. Like the
+ * other writers below, they return 0 or -ENOMEM; a message with a piece missing must not be
+ * sent (its owner fails the connection instead, pt_conn_fail). */
+static int append_dec(pt_buf_t *b, uint64_t v)
 {
     char tmp[24];
     int i = sizeof(tmp);
@@ -165,10 +167,10 @@ static void append_dec(pt_buf_t *b, uint64_t v)
         tmp[--i] = (char)('0' + v % 10);
         v /= 10;
     } while (v > 0);
-    pt_buf_append(b, tmp + i, sizeof(tmp) - (size_t)i);
+    return pt_buf_append(b, tmp + i, sizeof(tmp) - (size_t)i);
 }
 
-static void append_chunk_size(pt_buf_t *b, size_t v)
+static int append_chunk_size(pt_buf_t *b, size_t v)
 {
     static const char hexd[] = "0123456789abcdef";
     char tmp[24];
@@ -179,7 +181,7 @@ static void append_chunk_size(pt_buf_t *b, size_t v)
         tmp[--i] = hexd[v & 15];
         v >>= 4;
     } while (v > 0);
-    pt_buf_append(b, tmp + i, sizeof(tmp) - (size_t)i);
+    return pt_buf_append(b, tmp + i, sizeof(tmp) - (size_t)i);
 }
 
 /* Finds the end of a message head in buf (after a blank line); returns its length or 0.
@@ -292,8 +294,9 @@ static const char *reason_phrase(int status)
 
 /* Writes the non-pseudo headers of h, skipping hop-by-hop framing headers unless `keep_upgrade`
  * (a 101 or an upgrade request keeps Connection/Upgrade). */
-static void write_headers(pt_buf_t *out, const pt_http_headers_t *h, int keep_upgrade)
+static int write_headers(pt_buf_t *out, const pt_http_headers_t *h, int keep_upgrade)
 {
+    int err = 0;
     for (uint32_t i = 0; i < h->count; i++) {
         const pt_http_header_t *e = &h->items[i];
         if (e->name[0] == ':' || (e->name_len == 4 && memcmp(e->name, "host", 4) == 0))
@@ -306,10 +309,10 @@ static void write_headers(pt_buf_t *out, const pt_http_headers_t *h, int keep_up
         size_t avail;
         char *dst = need <= PT_BUF_CHUNK_SIZE / 2 ? pt_buf_reserve(out, need, &avail) : NULL;
         if (dst == NULL) {
-            pt_buf_append(out, e->name, e->name_len);
-            pt_buf_append(out, ": ", 2);
-            pt_buf_append(out, e->value, e->value_len);
-            pt_buf_append(out, "\r\n", 2);
+            err |= pt_buf_append(out, e->name, e->name_len);
+            err |= pt_buf_append(out, ": ", 2);
+            err |= pt_buf_append(out, e->value, e->value_len);
+            err |= pt_buf_append(out, "\r\n", 2);
             continue;
         }
         memcpy(dst, e->name, e->name_len);
@@ -322,21 +325,27 @@ static void write_headers(pt_buf_t *out, const pt_http_headers_t *h, int keep_up
         *dst = '\n';
         pt_buf_commit(out, need);
     }
+    return err != 0 ? -ENOMEM : 0;
 }
 
 /* Moves the payload of one pt_h1_body_decode step from `in` to `out`: the decoder reported
- * `consumed` bytes of the first chunk with the payload at data[0..dlen). */
-static void take_payload(pt_buf_t *in, const char *base, const char *data, size_t dlen,
-                         size_t consumed, pt_buf_t *out)
+ * `consumed` bytes of the first chunk with the payload at data[0..dlen). Returns 0, or
+ * -ENOMEM when the payload could not be split off: the decoder counted it delivered, so
+ * the message cannot go on. */
+static int take_payload(pt_buf_t *in, const char *base, const char *data, size_t dlen,
+                        size_t consumed, pt_buf_t *out)
 {
     if (dlen == 0) {
         pt_buf_drain(in, consumed);
-        return;
+        return 0;
     }
     size_t before = (size_t)(data - base);
     pt_buf_drain(in, before);
-    pt_buf_move_n(out, in, dlen);
+    int rc = pt_buf_move_n(out, in, dlen);
+    if (rc != 0)
+        return rc;
     pt_buf_drain(in, consumed - before - dlen);
+    return 0;
 }
 
 /* Runs one decode step over the front of `in`, making more contiguous input available when
@@ -525,14 +534,16 @@ static void h1s_protocol_error(h1_server_t *s, int status, const char *details)
 }
 
 /* Converts a parsed request head into the stream's header map. Returns 0, or an HTTP status
- * for a request that is well-formed HTTP/1 but that petrel refuses. */
+ * for a request that is well-formed HTTP/1 but that petrel refuses, or 503 when the map
+ * could not be built whole (no memory): a request missing a header must not go on, as a
+ * policy could depend on that header. */
 static int h1s_build_request(h1_server_t *s, const pt_h1_head_t *h, pt_http_headers_t *out,
                              const char **details)
 {
     pt_arena_t *a = s->stream.arena;
     pt_http_headers_init(out, a);
     /* The head is in the arena already (head_to_arena): the map refers to it. */
-    pt_http_headers_add_ref_n(out, ":method", 7, h->method, h->method_len);
+    int err = pt_http_headers_add_ref_n(out, ":method", 7, h->method, h->method_len);
     const char *target = h->target;
     size_t tlen = h->target_len;
     const char *authority = NULL;
@@ -565,6 +576,10 @@ static int h1s_build_request(h1_server_t *s, const pt_h1_head_t *h, pt_http_head
             tlen = 1;
         } else if (*slash == '?') {
             char *p = pt_arena_alloc(a, (size_t)(end - slash) + 2);
+            if (p == NULL) {
+                *details = "out of memory";
+                return 503;
+            }
             p[0] = '/';
             memcpy(p + 1, slash, (size_t)(end - slash));
             target = p;
@@ -575,13 +590,14 @@ static int h1s_build_request(h1_server_t *s, const pt_h1_head_t *h, pt_http_head
         }
     }
     if (target == h->target)
-        pt_http_headers_add_ref_n(out, ":path", 5, target, tlen);
+        err |= pt_http_headers_add_ref_n(out, ":path", 5, target, tlen);
     else /* rewritten from the absolute form: not NUL-terminated in place */
-        pt_http_headers_add(out, ":path", 5, target, tlen);
+        err |= pt_http_headers_add(out, ":path", 5, target, tlen);
     if (authority != NULL)
-        pt_http_headers_add(out, ":authority", 10, authority, alen);
+        err |= pt_http_headers_add(out, ":authority", 10, authority, alen);
     else if (h->host != NULL)
-        pt_http_headers_add_ref_n(out, ":authority", 10, h->host->value, h->host->value_len);
+        err |= pt_http_headers_add_ref_n(out, ":authority", 10, h->host->value,
+                                         h->host->value_len);
 
     int upgrade = h->has_upgrade && h->connection_upgrade;
     for (unsigned i = 0; i < h->num_headers; i++) {
@@ -609,10 +625,14 @@ static int h1s_build_request(h1_server_t *s, const pt_h1_head_t *h, pt_http_head
         if (hop == HOP_ALWAYS || (hop == HOP_UPGRADE_KEPT && !upgrade))
             continue;
         if (hop == HOP_UPGRADE_KEPT && NAME_IS(e, "connection")) {
-            pt_http_headers_add_ref_n(out, "connection", 10, "upgrade", 7);
+            err |= pt_http_headers_add_ref_n(out, "connection", 10, "upgrade", 7);
             continue;
         }
-        pt_http_headers_add_ref_n(out, e->name, e->name_len, e->value, e->value_len);
+        err |= pt_http_headers_add_ref_n(out, e->name, e->name_len, e->value, e->value_len);
+    }
+    if (err != 0) {
+        *details = "out of memory";
+        return 503;
     }
     /* Headers nominated by Connection are hop-by-hop too (RFC 9110 7.6.1). */
     for (unsigned i = 0; i < h->num_headers; i++) {
@@ -846,7 +866,11 @@ static void h1s_process(h1_server_t *s)
                 pt_http_headers_add(s->trailers, s->body->trailer.name, s->body->trailer.name_len,
                                     s->body->trailer.value, s->body->trailer.value_len);
             }
-            take_payload(&c->in, base, data, dlen, (size_t)n, &payload);
+            if (take_payload(&c->in, base, data, dlen, (size_t)n, &payload) != 0) {
+                pt_buf_dispose(&payload);
+                h1s_protocol_error(s, 503, "out of memory");
+                return;
+            }
             int done = pt_h1_body_done(s->body);
             void *st = s->stream.super.data;
             int has_trailers = s->trailers != NULL && s->trailers->count > 0;
@@ -1017,6 +1041,20 @@ static void h1s_response_done(h1_server_t *s)
         h1s_want_input(s);
 }
 
+/* Queues a message the encoders put together, or, when a piece of it could not be
+ * (err != 0), drops it and resets the connection: the client must not get it in pieces. The
+ * owner hears of it as of any connection the codec ends. Returns err. */
+static int h1s_write(h1_server_t *s, pt_buf_t *out, int err)
+{
+    if (err != 0) {
+        pt_buf_dispose(out);
+        h1s_close_conn(s, PT_CLOSE_RESET);
+        return err;
+    }
+    pt_conn_write(s->conn, out);
+    return 0;
+}
+
 static void h1s_encode_headers(pt_http_codec_stream_t *cs, pt_http_headers_t *h, int end_stream)
 {
     h1_server_t *s = ((h1_server_stream_t *)cs)->codec;
@@ -1025,19 +1063,19 @@ static void h1s_encode_headers(pt_http_codec_stream_t *cs, pt_http_headers_t *h,
     const char *st = pt_http_headers_get(h, ":status");
     int status = pt_http_status_value(st, 500);
     pt_buf_t out = {0};
-    pt_buf_append(&out, "HTTP/1.1 ", 9);
-    append_dec(&out, (uint64_t)status);
-    pt_buf_append(&out, " ", 1);
-    pt_buf_append_str(&out, reason_phrase(status));
-    pt_buf_append(&out, "\r\n", 2);
+    int err = pt_buf_append(&out, "HTTP/1.1 ", 9);
+    err |= append_dec(&out, (uint64_t)status);
+    err |= pt_buf_append(&out, " ", 1);
+    err |= pt_buf_append_str(&out, reason_phrase(status));
+    err |= pt_buf_append(&out, "\r\n", 2);
     int upgrade = status == 101 && s->upgrade_requested;
     if (status == 204)
         pt_http_headers_remove(h, "content-length"); /* RFC 9110 8.6: never in a 204 */
-    write_headers(&out, h, upgrade);
+    err |= write_headers(&out, h, upgrade);
     if (status >= 100 && status < 200 && !upgrade) {
         /* Interim responses other than 101 carry no framing and do not start the response. */
-        pt_buf_append(&out, "\r\n", 2);
-        pt_conn_write(s->conn, &out);
+        err |= pt_buf_append(&out, "\r\n", 2);
+        h1s_write(s, &out, err);
         return;
     }
     s->resp_started = 1;
@@ -1048,9 +1086,9 @@ static void h1s_encode_headers(pt_http_codec_stream_t *cs, pt_http_headers_t *h,
     } else if (cl != NULL || no_body) {
         /* Framed by the header, or no body at all. */
     } else if (end_stream) {
-        pt_buf_append_str(&out, "content-length: 0\r\n");
+        err |= pt_buf_append_str(&out, "content-length: 0\r\n");
     } else if (s->minor_version == 1) {
-        pt_buf_append_str(&out, "transfer-encoding: chunked\r\n");
+        err |= pt_buf_append_str(&out, "transfer-encoding: chunked\r\n");
         s->resp_chunked = 1;
     } else {
         s->close_after = 1; /* HTTP/1.0: the body ends at the close */
@@ -1059,12 +1097,13 @@ static void h1s_encode_headers(pt_http_codec_stream_t *cs, pt_http_headers_t *h,
         s->close_after = 1;
     if (!upgrade) {
         if (s->close_after || s->state != H1S_REQ_DONE)
-            pt_buf_append_str(&out, "connection: close\r\n");
+            err |= pt_buf_append_str(&out, "connection: close\r\n");
         else if (s->minor_version == 0)
-            pt_buf_append_str(&out, "connection: keep-alive\r\n");
+            err |= pt_buf_append_str(&out, "connection: keep-alive\r\n");
     }
-    pt_buf_append(&out, "\r\n", 2);
-    pt_conn_write(s->conn, &out);
+    err |= pt_buf_append(&out, "\r\n", 2);
+    if (h1s_write(s, &out, err) != 0)
+        return;
     if (upgrade) {
         s->state = H1S_TUNNEL;
         s->pipeline_paused = 0;
@@ -1112,14 +1151,16 @@ static void h1s_encode_data(pt_http_codec_stream_t *cs, pt_buf_t *data, int end_
     size_t n = pt_buf_len(data);
     if (s->resp_chunked) {
         pt_buf_t out = {0};
+        int err = 0;
         if (n > 0) {
-            append_chunk_size(&out, n);
+            err |= append_chunk_size(&out, n);
             pt_buf_move(&out, data);
-            pt_buf_append(&out, "\r\n", 2);
+            err |= pt_buf_append(&out, "\r\n", 2);
         }
         if (end_stream)
-            pt_buf_append_str(&out, "0\r\n\r\n");
-        pt_conn_write(s->conn, &out);
+            err |= pt_buf_append_str(&out, "0\r\n\r\n");
+        if (h1s_write(s, &out, err) != 0)
+            return;
     } else {
         pt_conn_write(s->conn, data);
     }
@@ -1137,10 +1178,11 @@ static void h1s_encode_trailers(pt_http_codec_stream_t *cs, pt_http_headers_t *t
         return;
     if (s->resp_chunked) {
         pt_buf_t out = {0};
-        pt_buf_append_str(&out, "0\r\n");
-        write_headers(&out, t, 0);
-        pt_buf_append(&out, "\r\n", 2);
-        pt_conn_write(s->conn, &out);
+        int err = pt_buf_append_str(&out, "0\r\n");
+        err |= write_headers(&out, t, 0);
+        err |= pt_buf_append(&out, "\r\n", 2);
+        if (h1s_write(s, &out, err) != 0)
+            return;
     }
     /* Content-Length framing cannot carry trailers: they are dropped, as HTTP/1 requires. */
     h1s_response_done(s);
@@ -1383,8 +1425,8 @@ static void h1c_process(h1_client_t *c)
             pt_http_headers_init(h, a);
             char st[4] = {(char)('0' + head.status / 100), (char)('0' + head.status / 10 % 10),
                           (char)('0' + head.status % 10), 0};
-            pt_http_headers_add(h, ":status", 7, st, 3);
-            int oom = 0;
+            /* A response missing a header (no memory) must not go on: reset instead. */
+            int oom = pt_http_headers_add(h, ":status", 7, st, 3) != 0;
             for (unsigned i = 0; i < head.num_headers; i++) {
                 const pt_h1_header_t *e = &head.headers[i];
                 int hop = hop_kind(e->name, e->name_len);
@@ -1395,7 +1437,8 @@ static void h1c_process(h1_client_t *c)
                         oom = 1;
                     continue;
                 }
-                pt_http_headers_add_ref_n(h, e->name, e->name_len, e->value, e->value_len);
+                if (pt_http_headers_add_ref_n(h, e->name, e->name_len, e->value, e->value_len) != 0)
+                    oom = 1;
             }
             if (oom) {
                 h1c_kill(c, PT_HTTP_RESET_LOCAL);
@@ -1433,7 +1476,11 @@ static void h1c_process(h1_client_t *c)
                                     c->body.trailer.value, c->body.trailer.value_len);
             }
             pt_buf_t payload = {0};
-            take_payload(&conn->in, base, data, dlen, (size_t)n, &payload);
+            if (take_payload(&conn->in, base, data, dlen, (size_t)n, &payload) != 0) {
+                pt_buf_dispose(&payload);
+                h1c_kill(c, PT_HTTP_RESET_CONNECTION_CLOSE);
+                return;
+            }
             int done = pt_h1_body_done(&c->body);
             if (c->body.mode == PT_H1_BODY_EOF && c->peer_eof && pt_buf_len(&conn->in) == 0) {
                 done = 1;
@@ -1454,6 +1501,15 @@ static void h1c_process(h1_client_t *c)
             }
             if (done && c->trailers.count > 0) {
                 pt_http_headers_t *t = pt_arena_alloc(c->stream.arena, sizeof(*t));
+                if (t == NULL) {
+                    /* The response cannot end whole: reset it (the stream may count as
+                     * done already, so not through h1c_kill). */
+                    c->state = H1C_DEAD;
+                    c->active = 0;
+                    c->stream.super.data = NULL;
+                    cb->on_reset(req, PT_HTTP_RESET_LOCAL);
+                    return;
+                }
                 *t = c->trailers;
                 cb->on_trailers(req, t);
                 if (c->destroyed)
@@ -1581,6 +1637,19 @@ static void h1c_check_watermark(h1_client_t *c)
     }
 }
 
+/* As h1s_write: the connection fails (and the stream with it, from the next loop turn)
+ * rather than send a request with a piece missing. */
+static int h1c_write(h1_client_t *c, pt_buf_t *out, int err)
+{
+    if (err != 0) {
+        pt_buf_dispose(out);
+        pt_conn_fail(c->conn, -ENOMEM);
+        return err;
+    }
+    pt_conn_write(c->conn, out);
+    return 0;
+}
+
 static void h1c_encode_headers(pt_http_codec_stream_t *cs, pt_http_headers_t *h, int end_stream)
 {
     h1_client_t *c = ((h1_client_stream_t *)cs)->codec;
@@ -1598,27 +1667,28 @@ static void h1c_encode_headers(pt_http_codec_stream_t *cs, pt_http_headers_t *h,
     c->upgrade_req = conn_hdr != NULL && pt_h1_token_list_contains(conn_hdr, strlen(conn_hdr), "upgrade") &&
                      pt_http_headers_get(h, "upgrade") != NULL;
     pt_buf_t out = {0};
-    pt_buf_append_str(&out, method);
-    pt_buf_append(&out, " ", 1);
-    pt_buf_append_str(&out, path);
-    pt_buf_append(&out, " HTTP/1.1\r\n", 11);
+    int err = pt_buf_append_str(&out, method);
+    err |= pt_buf_append(&out, " ", 1);
+    err |= pt_buf_append_str(&out, path);
+    err |= pt_buf_append(&out, " HTTP/1.1\r\n", 11);
     if (authority != NULL) {
-        pt_buf_append(&out, "host: ", 6);
-        pt_buf_append_str(&out, authority);
-        pt_buf_append(&out, "\r\n", 2);
+        err |= pt_buf_append(&out, "host: ", 6);
+        err |= pt_buf_append_str(&out, authority);
+        err |= pt_buf_append(&out, "\r\n", 2);
     }
-    write_headers(&out, h, c->upgrade_req);
+    err |= write_headers(&out, h, c->upgrade_req);
     if (pt_http_headers_get(h, "content-length") == NULL && !c->upgrade_req) {
         if (!end_stream) {
-            pt_buf_append_str(&out, "transfer-encoding: chunked\r\n");
+            err |= pt_buf_append_str(&out, "transfer-encoding: chunked\r\n");
             c->req_chunked = 1;
         } else if (strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
                    strcmp(method, "PATCH") == 0) {
-            pt_buf_append_str(&out, "content-length: 0\r\n");
+            err |= pt_buf_append_str(&out, "content-length: 0\r\n");
         }
     }
-    pt_buf_append(&out, "\r\n", 2);
-    pt_conn_write(c->conn, &out);
+    err |= pt_buf_append(&out, "\r\n", 2);
+    if (h1c_write(c, &out, err) != 0)
+        return;
     if (end_stream && !c->upgrade_req)
         c->req_done = 1;
     h1c_check_watermark(c);
@@ -1644,14 +1714,16 @@ static void h1c_encode_data(pt_http_codec_stream_t *cs, pt_buf_t *data, int end_
     size_t n = pt_buf_len(data);
     if (c->req_chunked) {
         pt_buf_t out = {0};
+        int err = 0;
         if (n > 0) {
-            append_chunk_size(&out, n);
+            err |= append_chunk_size(&out, n);
             pt_buf_move(&out, data);
-            pt_buf_append(&out, "\r\n", 2);
+            err |= pt_buf_append(&out, "\r\n", 2);
         }
         if (end_stream)
-            pt_buf_append_str(&out, "0\r\n\r\n");
-        pt_conn_write(c->conn, &out);
+            err |= pt_buf_append_str(&out, "0\r\n\r\n");
+        if (h1c_write(c, &out, err) != 0)
+            return;
     } else {
         pt_conn_write(c->conn, data);
     }
@@ -1670,10 +1742,11 @@ static void h1c_encode_trailers(pt_http_codec_stream_t *cs, pt_http_headers_t *t
         return;
     pt_buf_t out = {0};
     if (c->req_chunked) {
-        pt_buf_append_str(&out, "0\r\n");
-        write_headers(&out, t, 0);
-        pt_buf_append(&out, "\r\n", 2);
-        pt_conn_write(c->conn, &out);
+        int err = pt_buf_append_str(&out, "0\r\n");
+        err |= write_headers(&out, t, 0);
+        err |= pt_buf_append(&out, "\r\n", 2);
+        if (h1c_write(c, &out, err) != 0)
+            return;
     }
     c->req_done = 1;
     if (c->state == H1C_DONE)

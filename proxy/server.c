@@ -449,18 +449,6 @@ int pt_server_init(pt_server_t *s, const pt_options_t *opts)
 
 /* ---- drain and stop -------------------------------------------------------------- */
 
-static void worker_close_listeners(pt_worker_t *w, void *arg)
-{
-    (void)arg;
-    pt_worker_close_listeners(w);
-}
-
-static void worker_drain_sessions(pt_worker_t *w, void *arg)
-{
-    (void)arg;
-    pt_session_drain_all(w);
-}
-
 static uint64_t active_downstream(pt_server_t *s)
 {
     uint64_t n = 0;
@@ -516,7 +504,7 @@ void pt_server_drain_listeners(pt_server_t *s)
     s->state = PT_SERVER_DRAINING;
     pt_info("draining: listeners closed");
     for (unsigned i = 0; i < s->nworkers; i++)
-        pt_worker_post(&s->workers[i], worker_close_listeners, NULL);
+        pt_worker_request(&s->workers[i], PT_WORKER_CLOSE_LISTENERS);
 }
 
 void pt_server_drain(pt_server_t *s)
@@ -528,7 +516,7 @@ void pt_server_drain(pt_server_t *s)
     /* Keep-alive clients would hold the process for the whole drain time: HTTP connections
      * close when idle, or after the response in flight. */
     for (unsigned i = 0; i < s->nworkers; i++)
-        pt_worker_post(&s->workers[i], worker_drain_sessions, NULL);
+        pt_worker_request(&s->workers[i], PT_WORKER_DRAIN_SESSIONS);
     pt_info("waiting up to %.1fs for open connections, then exiting", s->opts.drain_time_s);
     /* Monotonic: a wall-clock step must not cut the drain short or stretch it. */
     s->drain_deadline_ms = pt_now_ms() + (uint64_t)(s->opts.drain_time_s * 1000.0);

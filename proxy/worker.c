@@ -54,6 +54,15 @@ static void run_calls(struct ev_loop *loop, ev_async *a, int revents)
         free(list);
         list = next;
     }
+    unsigned req = atomic_exchange_explicit(&w->requests, 0, memory_order_acquire);
+    if (req & PT_WORKER_CLOSE_LISTENERS)
+        pt_worker_close_listeners(w);
+    if (req & PT_WORKER_DRAIN_SESSIONS)
+        pt_session_drain_all(w);
+    if (req & PT_WORKER_STOP) {
+        w->stopping = 1;
+        ev_break(w->loop, EVBREAK_ALL);
+    }
 }
 
 void pt_worker_defer(pt_worker_t *w, pt_defer_t *d)
@@ -214,18 +223,17 @@ int pt_worker_post(pt_worker_t *w, pt_worker_fn fn, void *arg)
     return 0;
 }
 
-static void do_break(pt_worker_t *w, void *arg)
+void pt_worker_request(pt_worker_t *w, unsigned bits)
 {
-    (void)arg;
-    w->stopping = 1;
-    ev_break(w->loop, EVBREAK_ALL);
+    atomic_fetch_or_explicit(&w->requests, bits, memory_order_release);
+    ev_async_send(w->loop, &w->wakeup);
 }
 
 void pt_worker_stop_and_join(pt_worker_t *w)
 {
     if (w->loop == NULL)
         return;
-    pt_worker_post(w, do_break, NULL);
+    pt_worker_request(w, PT_WORKER_STOP);
     pthread_join(w->thread, NULL);
 }
 

@@ -74,6 +74,7 @@ struct pt_worker {
     pt_fd_reserve_t fd_reserve;
     ev_timer accept_retry;
     ev_timer heap_tick;         /* returns unused cached memory (proxy/heap.h) */
+    _Atomic unsigned requests;  /* PT_WORKER_* bits from pt_worker_request */
     int stopping;
 };
 
@@ -84,6 +85,15 @@ struct pt_worker {
 void pt_worker_set_count(unsigned n);
 unsigned pt_worker_count(void);
 
+/* What the main thread asks of a worker when draining and stopping. Bits, not posted calls:
+ * a request that cannot be lost to a failed allocation (a worker that missed its stop would
+ * be joined for ever). They take effect after the calls posted before them. */
+enum {
+    PT_WORKER_CLOSE_LISTENERS = 1u << 0, /* stop accepting */
+    PT_WORKER_DRAIN_SESSIONS = 1u << 1,  /* ask every session to finish (pt_session_drain_all) */
+    PT_WORKER_STOP = 1u << 2,            /* leave the loop */
+};
+
 /* The calling thread's worker, or NULL on the main thread. */
 extern _Thread_local pt_worker_t *pt_worker_current;
 
@@ -91,6 +101,8 @@ int pt_worker_init(pt_worker_t *w, int id);
 int pt_worker_start(pt_worker_t *w);
 /* Runs fn(w, arg) on the worker's thread at its next loop turn. Thread-safe. */
 int pt_worker_post(pt_worker_t *w, pt_worker_fn fn, void *arg);
+/* Sets PT_WORKER_* request bits and wakes the worker. Thread-safe; allocates nothing. */
+void pt_worker_request(pt_worker_t *w, unsigned bits);
 /* Asks the loop to finish and joins the thread. */
 void pt_worker_stop_and_join(pt_worker_t *w);
 void pt_worker_dispose(pt_worker_t *w);
