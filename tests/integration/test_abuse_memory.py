@@ -132,7 +132,9 @@ class PipeliningNonReaderTest(AbuseCase):
         # Each connection holds a few chunks at most (input up to the pipeline bound plus a
         # read, queued output up to its bound plus a response), not one per response.
         per_conn = (mem['buffer_chunks'] - base_mem['buffer_chunks']) / CLIENTS
-        self.assertLessEqual(per_conn, 6, mem)
+        # (Unbounded, one such client held 1,716 chunks. On a loaded machine a connection
+        # may be caught between a read and the parse that pauses it: allow some slack.)
+        self.assertLessEqual(per_conn, 10, mem)
         if not h.SANITIZE:
             rss_per_conn = (p.rss_kb() - base_rss) / CLIENTS
             self.assertLess(rss_per_conn, 256, 'KiB of RSS per non-reader')
