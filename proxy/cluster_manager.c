@@ -22,6 +22,9 @@ typedef struct cm_entry {
     int dynamic;
     eds_sub_t *eds;         /* type EDS: the subscription its endpoints come from */
     pt_stat_t eds_attempt, eds_success, eds_rejected; /* cluster.<name>.update_* */
+    json_t *cla;            /* EDS: the assignment in force (a reference), to skip repeats */
+    unsigned seen;          /* the CDS update (cm->gen) that listed it */
+    struct cm_entry *next_in_bucket;
     pt_cluster_t *active;   /* a reference */
     json_t *source;         /* a reference (dynamic clusters) */
     char *version_info;
@@ -33,6 +36,7 @@ struct eds_sub {
     pt_cluster_manager_t *cm;
     char *path, *watched_directory;
     pt_file_subscription_t *sub;
+    int joining;            /* eds_rebind: clusters join it (1), it is new (2) */
     json_t *last;           /* the last update accepted (its root), for clusters that come
                              * later: EDS resources are not all resent with every change */
     eds_sub_t *next;
@@ -46,6 +50,9 @@ struct pt_cluster_manager {
     void *publish_data;
     cm_entry_t **entries;   /* static first, then dynamic, each in name order */
     unsigned n, cap;
+    cm_entry_t **buckets;   /* by name: an update's work follows what it names */
+    unsigned nbuckets;
+    unsigned gen;           /* counts CDS updates, for cm_entry_t.seen */
     pt_view_t *view;        /* the last one published (a reference) */
     char *cds_version;
     char *rejected_version, *rejected_errors;
@@ -70,9 +77,20 @@ static void entry_free(cm_entry_t *e)
         return;
     pt_cluster_unref(e->active);
     json_decref(e->source);
+    json_decref(e->cla);
     free(e->version_info);
     free(e->name);
     free(e);
+}
+
+static uint64_t hash_name(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    while (*s) {
+        h ^= (unsigned char)*s++;
+        h *= 1099511628211ull;
+    }
+    return h;
 }
 
 pt_cluster_manager_t *pt_cluster_manager_new(pt_cluster_manager_publish_fn publish, void *data)
@@ -96,6 +114,7 @@ void pt_cluster_manager_free(pt_cluster_manager_t *cm)
     for (unsigned i = 0; i < cm->n; i++)
         entry_free(cm->entries[i]);
     free(cm->entries);
+    free(cm->buckets);
     while (cm->eds_subs != NULL) {
         eds_sub_t *es = cm->eds_subs;
         cm->eds_subs = es->next;
@@ -110,10 +129,43 @@ void pt_cluster_manager_free(pt_cluster_manager_t *cm)
 
 static cm_entry_t *find(pt_cluster_manager_t *cm, const char *name)
 {
-    for (unsigned i = 0; i < cm->n; i++)
-        if (strcmp(cm->entries[i]->name, name) == 0)
-            return cm->entries[i];
-    return NULL;
+    if (cm->nbuckets == 0)
+        return NULL;
+    cm_entry_t *e = cm->buckets[hash_name(name) % cm->nbuckets];
+    while (e != NULL && strcmp(e->name, name) != 0)
+        e = e->next_in_bucket;
+    return e;
+}
+
+static void unindex(pt_cluster_manager_t *cm, cm_entry_t *e)
+{
+    cm_entry_t **pp = &cm->buckets[hash_name(e->name) % cm->nbuckets];
+    while (*pp != e)
+        pp = &(*pp)->next_in_bucket;
+    *pp = e->next_in_bucket;
+}
+
+/* Keeps the name index at least as large as the entries. */
+static int reindex(pt_cluster_manager_t *cm, unsigned want)
+{
+    if (want <= cm->nbuckets)
+        return 0;
+    unsigned nb = cm->nbuckets ? cm->nbuckets : 64;
+    while (nb < want)
+        nb *= 2;
+    cm_entry_t **b = calloc(nb, sizeof(*b));
+    if (b == NULL)
+        return -1;
+    for (unsigned i = 0; i < cm->n; i++) {
+        cm_entry_t *e = cm->entries[i];
+        unsigned k = (unsigned)(hash_name(e->name) % nb);
+        e->next_in_bucket = b[k];
+        b[k] = e;
+    }
+    free(cm->buckets);
+    cm->buckets = b;
+    cm->nbuckets = nb;
+    return 0;
 }
 
 static int by_kind_then_name(const void *a, const void *b)
@@ -156,7 +208,12 @@ static int add_entry(pt_cluster_manager_t *cm, cm_entry_t *e)
         cm->entries = n;
         cm->cap = cap;
     }
+    if (reindex(cm, cm->n + 1) != 0)
+        return -1;
     cm->entries[cm->n++] = e;
+    unsigned k = (unsigned)(hash_name(e->name) % cm->nbuckets);
+    e->next_in_bucket = cm->buckets[k];
+    cm->buckets[k] = e;
     return 0;
 }
 
@@ -165,81 +222,123 @@ static int add_entry(pt_cluster_manager_t *cm, cm_entry_t *e)
 
 #define CLA_TYPE_URL "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 
-/* The version of e's cluster with the endpoints a response has for it, in *out (NULL when
- * the response has nothing for it: EDS resources missing from an update are unchanged).
- * 0, or -1 with the errors appended to err. */
-static int eds_version_for(cm_entry_t *e, const pt_discovery_response_t *resp, pt_cluster_t **out,
-                           char *err, size_t errlen)
+/* A response's resources by name, for lookups in O(1). */
+typedef struct res_index {
+    const pt_discovery_resource_t **slots;
+    size_t cap;
+} res_index_t;
+
+static int res_index_build(res_index_t *ix, const pt_discovery_response_t *resp)
 {
-    *out = NULL;
-    const char *want = e->active->eds_service_name;
+    ix->cap = 16;
+    while (ix->cap < resp->nresources * 2)
+        ix->cap *= 2;
+    ix->slots = calloc(ix->cap, sizeof(*ix->slots));
+    if (ix->slots == NULL)
+        return -1;
     for (size_t i = 0; i < resp->nresources; i++) {
         const pt_discovery_resource_t *res = &resp->resources[i];
-        if (res->name == NULL || strcmp(res->name, want) != 0)
+        if (res->name == NULL)
             continue;
-        pt_cfg_t r;
-        pt_discovery_resource_reader(res, &r);
-        pt_cluster_t *c = pt_cluster_with_assignment(e->active, &r);
-        pt_cfg_finish(&r);
-        if (c == NULL || !pt_cfg_ok(&r)) {
-            collect_errors(&r, err, errlen);
-            pt_cluster_unref(c);
-            pt_cfg_dispose(&r);
-            return -1;
-        }
-        pt_cfg_dispose(&r);
-        *out = c;
-        return 0;
+        size_t h = hash_name(res->name) & (ix->cap - 1);
+        while (ix->slots[h] != NULL)
+            h = (h + 1) & (ix->cap - 1);
+        ix->slots[h] = res;
     }
     return 0;
 }
 
-/* A change of an EDS file: every cluster it serves that the update names gets a new
- * version with its endpoints, all or none. */
-static int on_eds_update(void *data, const pt_discovery_response_t *resp, char *err,
-                         size_t errlen)
+static const pt_discovery_resource_t *res_index_find(const res_index_t *ix, const char *name)
 {
-    eds_sub_t *es = data;
+    size_t h = hash_name(name) & (ix->cap - 1);
+    for (; ix->slots[h] != NULL; h = (h + 1) & (ix->cap - 1))
+        if (strcmp(ix->slots[h]->name, name) == 0)
+            return ix->slots[h];
+    return NULL;
+}
+
+/* Applies a response of subscription es to the clusters it serves: those it names with an
+ * assignment other than the one in force get a new version; all of them or, when one is
+ * invalid, none. `counted`: a change of the file (cluster.<name>.update_* count it), not a
+ * cluster joining a file already read. */
+static int eds_apply(eds_sub_t *es, const pt_discovery_response_t *resp, int counted,
+                     char *err, size_t errlen)
+{
     pt_cluster_manager_t *cm = es->cm;
     err[0] = '\0';
+    res_index_t ix;
     pt_cluster_t **next = calloc(cm->n ? cm->n : 1, sizeof(*next));
-    if (next == NULL) {
+    const pt_discovery_resource_t **from = calloc(cm->n ? cm->n : 1, sizeof(*from));
+    if (next == NULL || from == NULL || res_index_build(&ix, resp) != 0) {
+        free(next);
+        free(from);
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    int bad = 0, changed = 0;
+    int bad = 0;
+    unsigned changed = 0;
     for (unsigned i = 0; i < cm->n; i++) {
         cm_entry_t *e = cm->entries[i];
         if (e->eds != es)
             continue;
-        pt_stat_inc(e->eds_attempt);
-        if (eds_version_for(e, resp, &next[i], err, errlen) != 0)
+        if (counted)
+            pt_stat_inc(e->eds_attempt);
+        const pt_discovery_resource_t *res = res_index_find(&ix, e->active->eds_service_name);
+        if (res == NULL || (e->cla != NULL && json_equal(e->cla, res->json)))
+            continue; /* not in this update, or the same as in force */
+        pt_cfg_t r;
+        pt_discovery_resource_reader(res, &r);
+        next[i] = pt_cluster_with_assignment(e->active, &r);
+        pt_cfg_finish(&r);
+        if (next[i] == NULL || !pt_cfg_ok(&r)) {
+            collect_errors(&r, err, errlen);
             bad = 1;
+        }
+        from[i] = res;
+        pt_cfg_dispose(&r);
     }
     for (unsigned i = 0; i < cm->n; i++) {
         cm_entry_t *e = cm->entries[i];
         if (bad) {
-            if (e->eds == es)
+            if (e->eds == es && counted)
                 pt_stat_inc(e->eds_rejected);
             pt_cluster_unref(next[i]);
             continue;
         }
+        if (e->eds == es && counted)
+            pt_stat_inc(e->eds_success);
         if (next[i] == NULL)
             continue;
-        pt_stat_inc(e->eds_success);
         pt_cluster_unref(e->active);
         e->active = next[i];
-        changed = 1;
+        json_decref(e->cla);
+        e->cla = json_incref(from[i]->json);
+        changed++;
     }
     free(next);
+    free(from);
+    free(ix.slots);
     if (bad)
         return -1;
-    json_decref(es->last);
-    es->last = json_incref(resp->root);
+    if (counted)
+        pt_info("eds: version %s of %s: endpoints of %u cluster%s changed", resp->version_info,
+                es->path, changed, changed == 1 ? "" : "s");
     if (changed && !cm->in_eds_load && publish(cm) != 0) {
         snprintf(err, errlen, "out of memory publishing the endpoints");
         return -1;
     }
+    return 0;
+}
+
+/* A change of an EDS file. */
+static int on_eds_update(void *data, const pt_discovery_response_t *resp, char *err,
+                         size_t errlen)
+{
+    eds_sub_t *es = data;
+    if (eds_apply(es, resp, 1, err, errlen) != 0)
+        return -1;
+    json_decref(es->last);
+    es->last = json_incref(resp->root);
     return 0;
 }
 
@@ -257,49 +356,20 @@ static int same_str(const char *a, const char *b)
     return (a == NULL || b == NULL) ? a == b : strcmp(a, b) == 0;
 }
 
-/* Connects an EDS cluster's entry to the subscription of its eds_config, made (and read)
- * on first use; a cluster that joins a subscription already read gets its endpoints from
- * the last update. Without them (no such resource yet, or the file cannot be read) the
- * cluster has no hosts until one comes: as Envoy does once initial_fetch_timeout is over. */
-static void eds_bind(pt_cluster_manager_t *cm, cm_entry_t *e)
+static eds_sub_t *eds_sub_for(pt_cluster_manager_t *cm, const pt_config_source_t *src, int *fresh)
 {
-    const pt_config_source_t *src = e->active->eds_config;
-    eds_sub_t *es = cm->eds_subs;
-    while (es != NULL && !(same_str(es->path, src->path) &&
-                           same_str(es->watched_directory, src->watched_directory)))
-        es = es->next;
-    e->eds = es;
-    if (e->eds_attempt == 0) {
-        e->eds_attempt = pt_stats_counter("cluster", "envoy_cluster_name", e->name, "update_attempt");
-        e->eds_success = pt_stats_counter("cluster", "envoy_cluster_name", e->name, "update_success");
-        e->eds_rejected = pt_stats_counter("cluster", "envoy_cluster_name", e->name, "update_rejected");
-    }
-    char err[2048];
-    if (es != NULL) {
-        if (es->last == NULL)
-            return;
-        pt_discovery_response_t resp;
-        pt_cluster_t *c = NULL;
-        err[0] = '\0';
-        if (pt_discovery_response_parse(es->last, CLA_TYPE_URL, &resp, err, sizeof(err)) == 0 &&
-            eds_version_for(e, &resp, &c, err, sizeof(err)) == 0 && c != NULL) {
-            pt_cluster_unref(e->active);
-            e->active = c;
-        } else if (err[0]) {
-            pt_warn("eds: cluster %s: %s", e->name, err);
-        }
-        pt_discovery_response_dispose(&resp);
-        return;
-    }
-    es = calloc(1, sizeof(*es));
+    *fresh = 0;
+    for (eds_sub_t *es = cm->eds_subs; es != NULL; es = es->next)
+        if (same_str(es->path, src->path) &&
+            same_str(es->watched_directory, src->watched_directory))
+            return es;
+    eds_sub_t *es = calloc(1, sizeof(*es));
     if (es == NULL || (es->path = strdup(src->path)) == NULL ||
         (src->watched_directory != NULL &&
          (es->watched_directory = strdup(src->watched_directory)) == NULL)) {
         if (es != NULL)
             eds_sub_free(es);
-        e->eds = NULL;
-        pt_error("eds: cluster %s: out of memory", e->name);
-        return;
+        return NULL;
     }
     es->cm = cm;
     pt_file_subscription_config_t sc = {
@@ -313,31 +383,65 @@ static void eds_bind(pt_cluster_manager_t *cm, cm_entry_t *e)
     es->sub = pt_file_subscription_new(&sc, on_eds_update, es);
     if (es->sub == NULL) {
         eds_sub_free(es);
-        e->eds = NULL;
-        pt_error("eds: cluster %s: out of memory", e->name);
-        return;
+        return NULL;
     }
     es->next = cm->eds_subs;
     cm->eds_subs = es;
-    e->eds = es;
-    cm->in_eds_load++;
-    if (pt_file_subscription_load(es->sub, err, sizeof(err)) != PT_UPDATE_ACCEPTED)
-        pt_warn("eds: cluster %s: %s (no hosts until the file is valid)", e->name, err);
-    cm->in_eds_load--;
-    if (cm->loop != NULL && pt_file_subscription_watch(es->sub, cm->loop, err, sizeof(err)) != 0)
-        pt_warn("eds: %s: %s", es->path, err);
+    *fresh = 1;
+    return es;
 }
 
-/* After entries changed: each EDS cluster bound (a new version of one is given its
- * endpoints again), subscriptions nobody uses any more freed. */
+/* After entries changed: every EDS cluster without its endpoints is connected to the
+ * subscription of its eds_config (made and read on first use) and given its assignment: a
+ * cluster that joins a file already read gets it from the last update. Without one (no such
+ * resource yet, or the file missing or invalid) the cluster has no hosts until one comes, as
+ * in Envoy once initial_fetch_timeout is over. Subscriptions nobody uses any more go. Work:
+ * one pass per subscription that has new members. */
 static void eds_rebind(pt_cluster_manager_t *cm)
 {
+    for (eds_sub_t *es = cm->eds_subs; es != NULL; es = es->next)
+        es->joining = 0;
     for (unsigned i = 0; i < cm->n; i++) {
         cm_entry_t *e = cm->entries[i];
         if (e->active->type != PT_CLUSTER_EDS) {
             e->eds = NULL;
-        } else if (!e->active->has_assignment) {
-            eds_bind(cm, e);
+            continue;
+        }
+        if (e->active->has_assignment)
+            continue;
+        json_decref(e->cla); /* a new version of the cluster: give it its endpoints again */
+        e->cla = NULL;
+        if (e->eds_attempt == 0) {
+            e->eds_attempt = pt_stats_counter("cluster", "envoy_cluster_name", e->name, "update_attempt");
+            e->eds_success = pt_stats_counter("cluster", "envoy_cluster_name", e->name, "update_success");
+            e->eds_rejected = pt_stats_counter("cluster", "envoy_cluster_name", e->name, "update_rejected");
+        }
+        int fresh;
+        e->eds = eds_sub_for(cm, e->active->eds_config, &fresh);
+        if (e->eds == NULL) {
+            pt_error("eds: cluster %s: out of memory", e->name);
+            continue;
+        }
+        e->eds->joining |= fresh ? 2 : 1;
+    }
+    char err[2048];
+    for (eds_sub_t *es = cm->eds_subs; es != NULL; es = es->next) {
+        if (es->joining & 2) { /* new: read it (delivered through on_eds_update) */
+            cm->in_eds_load++;
+            if (pt_file_subscription_load(es->sub, err, sizeof(err)) != PT_UPDATE_ACCEPTED)
+                pt_warn("eds: %s (its clusters have no hosts until it is valid)", err);
+            cm->in_eds_load--;
+            if (cm->loop != NULL &&
+                pt_file_subscription_watch(es->sub, cm->loop, err, sizeof(err)) != 0)
+                pt_warn("eds: %s: %s", es->path, err);
+        } else if ((es->joining & 1) && es->last != NULL) {
+            pt_discovery_response_t resp;
+            cm->in_eds_load++;
+            if (pt_discovery_response_parse(es->last, CLA_TYPE_URL, &resp, err, sizeof(err)) != 0 ||
+                eds_apply(es, &resp, 0, err, sizeof(err)) != 0)
+                pt_warn("eds: %s: %s", es->path, err);
+            cm->in_eds_load--;
+            pt_discovery_response_dispose(&resp);
         }
     }
     for (eds_sub_t **pp = &cm->eds_subs; *pp != NULL;) {
@@ -476,18 +580,23 @@ int pt_cluster_manager_apply_cds(pt_cluster_manager_t *cm, const pt_discovery_re
     }
     /* 3. Commit: nothing can fail from here on but memory for the bookkeeping. */
     double now = wall_now();
+    unsigned nadded = 0, nmodified = 0, nremoved = 0;
+    cm->gen++;
+    for (size_t k = 0; k < nst; k++)
+        if (st[k].entry != NULL)
+            st[k].entry->seen = cm->gen;
     for (unsigned i = 0; i < cm->n;) {
         cm_entry_t *e = cm->entries[i];
-        int kept = !e->dynamic;
-        for (size_t k = 0; !kept && k < nst; k++)
-            kept = st[k].entry == e;
+        int kept = !e->dynamic || e->seen == cm->gen;
         if (kept) {
             i++;
             continue;
         }
         pt_stat_inc(cm->cluster_removed);
-        pt_info("cds: cluster %s removed", e->name);
+        pt_debug("cds: cluster %s removed", e->name);
+        nremoved++;
         cm->entries[i] = cm->entries[--cm->n];
+        unindex(cm, e);
         entry_free(e);
     }
     for (size_t k = 0; k < nst; k++) {
@@ -504,10 +613,12 @@ int pt_cluster_manager_apply_cds(pt_cluster_manager_t *cm, const pt_discovery_re
             }
             e->dynamic = 1;
             pt_stat_inc(cm->cluster_added);
-            pt_info("cds: cluster %s added", e->name);
+            pt_debug("cds: cluster %s added", e->name);
+            nadded++;
         } else {
             pt_stat_inc(cm->cluster_modified);
-            pt_info("cds: cluster %s updated", e->name);
+            pt_debug("cds: cluster %s updated", e->name);
+            nmodified++;
         }
         pt_cluster_unref(e->active);
         e->active = st[k].next;
@@ -518,6 +629,10 @@ int pt_cluster_manager_apply_cds(pt_cluster_manager_t *cm, const pt_discovery_re
         e->last_updated = now;
     }
     free(st);
+    /* One line per update, as Envoy's; each cluster at debug level. */
+    pt_info("cds: version %s: %u cluster%s added, %u updated, %u removed, %u unchanged",
+            resp->version_info, nadded, nadded == 1 ? "" : "s", nmodified, nremoved,
+            (unsigned)nst - nadded - nmodified);
     free(cm->cds_version);
     cm->cds_version = dup_or_empty(resp->version_info);
     eds_rebind(cm);
