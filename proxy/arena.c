@@ -96,12 +96,30 @@ struct pt_arena_cleanup {
     void *arg;
 };
 
+#define ARENA_SMALL_FIRST 512
+
+void pt_arena_init_small(pt_arena_t *a)
+{
+    a->blocks = NULL;
+    a->cleanups = NULL;
+    a->used_total = 0;
+    a->next_block = ARENA_SMALL_FIRST;
+}
+
 void *pt_arena_alloc(pt_arena_t *a, size_t size)
 {
     size = (size + 15) & ~(size_t)15;
     pt_arena_block_t *b = a->blocks;
     if (b == NULL || b->cap - b->used < size) {
-        size_t cap = size > ARENA_BLOCK / 2 ? size : ARENA_BLOCK;
+        size_t cap = a->next_block ? a->next_block : ARENA_BLOCK;
+        if (size > ARENA_BLOCK / 2) {
+            cap = size; /* a big one-off */
+        } else {
+            while (cap < size)
+                cap *= 2;
+            if (a->next_block != 0 && a->next_block < ARENA_BLOCK)
+                a->next_block = cap * 2 < ARENA_BLOCK ? cap * 2 : ARENA_BLOCK;
+        }
         b = block_get(cap);
         if (b == NULL)
             return NULL;

@@ -13,7 +13,15 @@ typedef struct pt_arena {
     pt_arena_block_t *blocks;
     pt_arena_cleanup_t *cleanups;
     size_t used_total;
+    /* Size of the next block: 0 means the standard one (recycled per thread, for the
+     * short-lived arenas of requests). pt_arena_init_small starts small and doubles up to
+     * the standard size, for the many small long-lived ones (a cluster, a route
+     * configuration), where a standard block would be mostly empty. */
+    size_t next_block;
 } pt_arena_t;
+
+/* An empty arena whose first block is small (see next_block). */
+void pt_arena_init_small(pt_arena_t *a);
 
 /* Zeroed memory, 16-byte aligned; NULL only on out-of-memory. */
 void *pt_arena_alloc(pt_arena_t *a, size_t size);

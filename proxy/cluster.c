@@ -356,6 +356,7 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
     if (c == NULL)
         return NULL;
     atomic_init(&c->refs, 1);
+    pt_arena_init_small(&c->arena); /* thousands of clusters: no 8 KiB block each */
     c->source = json_incref(r->frames[r->depth - 1].node);
     pt_cfg_unsupported(r, cluster_unsupported);
 

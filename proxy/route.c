@@ -1035,6 +1035,7 @@ pt_route_config_t *pt_route_config_parse_resource(pt_cfg_t *r, pt_cluster_exists
         pt_cfg_error(r, NULL, "out of memory");
         return NULL;
     }
+    pt_arena_init_small(a);
     pt_route_config_t *rc = parse_into(r, a, NULL, exists, data, PT_ROUTE_PARSE_RDS);
     if (rc == NULL) {
         pt_arena_dispose(a);

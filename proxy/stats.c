@@ -111,20 +111,54 @@ pt_stat_t pt_stats_find(const char *full_name)
     return id;
 }
 
-static char *prom_name(const char *scope, const char *name)
+/* Interned strings (reg_lock held): the Prometheus names, tags and tag values repeat across
+ * stats (every cluster has the same ~50 stat names and its name in each of them), so each
+ * is stored once. Like the registry, they live for the process. */
+static char **intern_slots;
+static uint32_t intern_cap, intern_count;
+
+static const char *intern(const char *s)
 {
-    size_t n = strlen("envoy_") + strlen(scope) + 1 + strlen(name) + 1;
-    char *out = malloc(n);
-    if (out == NULL)
+    if ((intern_count + 1) * 2 > intern_cap) {
+        uint32_t ncap = intern_cap ? intern_cap * 2 : 1024;
+        char **n = calloc(ncap, sizeof(*n));
+        if (n == NULL)
+            return NULL;
+        for (uint32_t i = 0; i < intern_cap; i++) {
+            if (intern_slots[i] == NULL)
+                continue;
+            uint64_t h = hash_str(intern_slots[i]) & (ncap - 1);
+            while (n[h] != NULL)
+                h = (h + 1) & (ncap - 1);
+            n[h] = intern_slots[i];
+        }
+        free(intern_slots);
+        intern_slots = n;
+        intern_cap = ncap;
+    }
+    uint64_t h = hash_str(s) & (intern_cap - 1);
+    for (; intern_slots[h] != NULL; h = (h + 1) & (intern_cap - 1))
+        if (strcmp(intern_slots[h], s) == 0)
+            return intern_slots[h];
+    char *copy = strdup(s);
+    if (copy == NULL)
         return NULL;
-    snprintf(out, n, "envoy_%s_%s", scope, name);
+    intern_slots[h] = copy;
+    intern_count++;
+    return copy;
+}
+
+static const char *prom_name(const char *scope, const char *name)
+{
+    char out[512];
+    snprintf(out, sizeof(out), "envoy_%s_%s", scope, name);
     for (char *p = out; *p; p++) {
         char c = *p;
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
               c == '_' || c == ':'))
             *p = '_';
     }
-    return out;
+    return intern(out);
 }
 
 pt_stat_t pt_stats_get(pt_stat_kind_t kind, const char *scope, const char *tag,
@@ -150,16 +184,14 @@ pt_stat_t pt_stats_get(pt_stat_kind_t kind, const char *scope, const char *tag,
     pt_stat_info_t *info = info_at(ninfos);
     info->name = strdup(full);
     info->prom_name = prom_name(scope, name);
-    info->tag = tag ? strdup(tag) : NULL;
-    info->tag_value = tag ? strdup(tag_value) : NULL;
+    info->tag = tag ? intern(tag) : NULL;
+    info->tag_value = tag ? intern(tag_value) : NULL;
     info->kind = kind;
     if (info->name == NULL || info->prom_name == NULL ||
         (tag && (!info->tag || !info->tag_value))) {
-        /* Out of memory: no stat rather than one with NULL names that readers trip on. */
+        /* Out of memory: no stat rather than one with NULL names that readers trip on (the
+         * interned strings stay for other stats). */
         free((char *)info->name);
-        free((char *)info->prom_name);
-        free((char *)info->tag);
-        free((char *)info->tag_value);
         memset(info, 0, sizeof(*info));
         goto out;
     }
