@@ -714,6 +714,17 @@ void pt_server_dispose(pt_server_t *s)
         pt_listener_unref(s->listeners[i]);
     free(s->listeners);
     s->listeners = NULL;
+    /* The subscriptions and managers own file watches and timers on the main loop: they
+     * go before the loop does. */
+    pt_file_subscription_free(s->cds);
+    s->cds = NULL;
+    pt_file_subscription_free(s->lds);
+    s->lds = NULL;
+    pt_route_manager_free(s->routes);
+    s->routes = NULL;
+    pt_rds_slots_dispose();
+    pt_cluster_manager_free(s->clusters);
+    s->clusters = NULL;
     if (s->loop != NULL) {
         pt_conn_reap(&s->main_worker);
         ev_signal_stop(s->loop, &s->sigterm);
@@ -730,15 +741,6 @@ void pt_server_dispose(pt_server_t *s)
         ev_loop_destroy(s->loop);
         s->loop = NULL;
     }
-    pt_file_subscription_free(s->cds);
-    s->cds = NULL;
-    pt_file_subscription_free(s->lds);
-    s->lds = NULL;
-    pt_route_manager_free(s->routes);
-    s->routes = NULL;
-    pt_rds_slots_dispose();
-    pt_cluster_manager_free(s->clusters);
-    s->clusters = NULL;
     pt_view_unref(s->cluster_view);
     s->cluster_view = NULL;
     pt_view_unref(s->view);

@@ -1241,6 +1241,7 @@ class Petrel:
         self.nofile = nofile
         self.proc = None
         self.returncode = None
+        self._exit_reported = False
         self._sanitizer_reported = False
         self._cleaned = False
         self.tmpdir = tempfile.mkdtemp(prefix='petrel-it-')
@@ -1421,11 +1422,14 @@ class Petrel:
         still lets it exit cleanly (leak reports included); SIGKILL only if it has not
         exited 15 s (scaled) later. Returns the exit code.
 
-        Raises PetrelError (once) if petrel's stderr holds a sanitizer report.
+        Raises PetrelError (once) if petrel's stderr holds a sanitizer report, and
+        PetrelError if petrel, stopped here, does not exit 0 (a crash or abort while
+        shutting down is a failure like any other).
         """
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
+        stopped_here = self.proc.poll() is None
+        if stopped_here:
             try:
                 self.proc.send_signal(signal.SIGTERM)
                 try:
@@ -1443,6 +1447,10 @@ class Petrel:
                 self.proc.wait(10)
         self.returncode = self.proc.returncode
         self.check_sanitizer()
+        if stopped_here and self.returncode != 0 and not self._exit_reported:
+            self._exit_reported = True
+            raise PetrelError('petrel exited with status %d on SIGTERM (%s)'
+                              % (self.returncode, self.stderr_path))
         return self.returncode
 
     def check_sanitizer(self):
