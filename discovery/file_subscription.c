@@ -6,6 +6,7 @@
 
 #include "discovery/file_watch.h"
 #include "proxy/config_reader.h"
+#include "proxy/heap.h"
 #include "proxy/log.h"
 
 struct pt_file_subscription {
@@ -104,6 +105,7 @@ static int update(pt_file_subscription_t *s, const pt_file_state_t *st, char *er
         snprintf(err, errlen, "%s: %s", s->path, why[0] ? why : "refused");
     /* The counts belong to the stats, not to s: they stand even when s was freed. */
     pt_stat_inc(rc == 0 ? s->stats.update_success : s->stats.update_rejected);
+    pt_heap_note_peak(); /* the file's tree goes now, before the next tick could see it */
     pt_discovery_response_dispose(&resp);
     return rc == 0 ? PT_UPDATE_ACCEPTED : PT_UPDATE_REJECTED;
 }

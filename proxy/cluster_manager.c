@@ -13,6 +13,7 @@
 #include "tls/context.h"
 
 typedef struct eds_sub eds_sub_t;
+typedef struct cla_store cla_store_t;
 
 static void collect_errors(const pt_cfg_t *r, char *err, size_t errlen);
 static void eds_sub_free(eds_sub_t *es);
@@ -22,7 +23,8 @@ typedef struct cm_entry {
     int dynamic;
     eds_sub_t *eds;         /* type EDS: the subscription its endpoints come from */
     pt_stat_t eds_attempt, eds_success, eds_rejected; /* cluster.<name>.update_* */
-    json_t *cla;            /* EDS: the assignment in force (a reference), to skip repeats */
+    int cla_synced;         /* EDS: its assignment in force is the one its subscription's
+                             * store holds (an update repeating it is skipped) */
     unsigned seen;          /* the CDS update (cm->gen) that listed it */
     struct cm_entry *next_in_bucket;
     pt_cluster_t *active;   /* a reference */
@@ -37,8 +39,8 @@ struct eds_sub {
     char *path, *watched_directory;
     pt_file_subscription_t *sub;
     int joining;            /* eds_rebind: clusters join it (1), it is new (2) */
-    json_t *last;           /* the last update accepted (its root), for clusters that come
-                             * later: EDS resources are not all resent with every change */
+    cla_store_t *store;     /* the assignments of the last update accepted, for clusters
+                             * that come later and to skip repeats */
     eds_sub_t *next;
 };
 
@@ -77,7 +79,6 @@ static void entry_free(cm_entry_t *e)
         return;
     pt_cluster_unref(e->active);
     json_decref(e->source);
-    json_decref(e->cla);
     free(e->version_info);
     free(e->name);
     free(e);
@@ -222,56 +223,130 @@ static int add_entry(pt_cluster_manager_t *cm, cm_entry_t *e)
 
 #define CLA_TYPE_URL "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 
-/* A response's resources by name, for lookups in O(1). */
-typedef struct res_index {
-    const pt_discovery_resource_t **slots;
-    size_t cap;
-} res_index_t;
+/* The assignments of one EDS update by resource name, each kept as its canonical JSON text
+ * (compact, keys sorted): a few hundred bytes per assignment where the parsed tree took
+ * kilobytes, and two equal assignments have equal texts however they were written. */
+typedef struct cla_slot {
+    char *name;
+    char *text;
+    const pt_discovery_resource_t *res; /* while the update is applied, else NULL */
+} cla_slot_t;
 
-static int res_index_build(res_index_t *ix, const pt_discovery_response_t *resp)
+struct cla_store {
+    cla_slot_t *slots;
+    size_t cap;
+};
+
+static void cla_store_free(cla_store_t *st)
 {
-    ix->cap = 16;
-    while (ix->cap < resp->nresources * 2)
-        ix->cap *= 2;
-    ix->slots = calloc(ix->cap, sizeof(*ix->slots));
-    if (ix->slots == NULL)
-        return -1;
-    for (size_t i = 0; i < resp->nresources; i++) {
-        const pt_discovery_resource_t *res = &resp->resources[i];
-        if (res->name == NULL)
-            continue;
-        size_t h = hash_name(res->name) & (ix->cap - 1);
-        while (ix->slots[h] != NULL)
-            h = (h + 1) & (ix->cap - 1);
-        ix->slots[h] = res;
+    if (st == NULL)
+        return;
+    for (size_t i = 0; i < st->cap; i++) {
+        free(st->slots[i].name);
+        free(st->slots[i].text);
     }
-    return 0;
+    free(st->slots);
+    free(st);
 }
 
-static const pt_discovery_resource_t *res_index_find(const res_index_t *ix, const char *name)
+static cla_slot_t *cla_store_find(const cla_store_t *st, const char *name)
 {
-    size_t h = hash_name(name) & (ix->cap - 1);
-    for (; ix->slots[h] != NULL; h = (h + 1) & (ix->cap - 1))
-        if (strcmp(ix->slots[h]->name, name) == 0)
-            return ix->slots[h];
+    if (st == NULL)
+        return NULL;
+    size_t h = hash_name(name) & (st->cap - 1);
+    for (; st->slots[h].name != NULL; h = (h + 1) & (st->cap - 1))
+        if (strcmp(st->slots[h].name, name) == 0)
+            return &st->slots[h];
     return NULL;
 }
 
-/* Applies a response of subscription es to the clusters it serves: those it names with an
- * assignment other than the one in force get a new version; all of them or, when one is
- * invalid, none. `counted`: a change of the file (cluster.<name>.update_* count it), not a
- * cluster joining a file already read. */
-static int eds_apply(eds_sub_t *es, const pt_discovery_response_t *resp, int counted,
-                     char *err, size_t errlen)
+static cla_store_t *cla_store_build(const pt_discovery_response_t *resp)
 {
+    cla_store_t *st = calloc(1, sizeof(*st));
+    if (st == NULL)
+        return NULL;
+    st->cap = 16;
+    while (st->cap < resp->nresources * 2)
+        st->cap *= 2;
+    st->slots = calloc(st->cap, sizeof(*st->slots));
+    if (st->slots == NULL) {
+        free(st);
+        return NULL;
+    }
+    for (size_t i = 0; i < resp->nresources; i++) {
+        const pt_discovery_resource_t *res = &resp->resources[i];
+        if (res->name == NULL)
+            continue; /* the envelope found no name: nothing can ask for it */
+        size_t h = hash_name(res->name) & (st->cap - 1);
+        while (st->slots[h].name != NULL)
+            h = (h + 1) & (st->cap - 1);
+        cla_slot_t *slot = &st->slots[h];
+        slot->name = strdup(res->name);
+        slot->text = json_dumps(res->json, JSON_COMPACT | JSON_SORT_KEYS);
+        slot->res = res;
+        if (slot->name == NULL || slot->text == NULL) {
+            cla_store_free(st);
+            return NULL;
+        }
+    }
+    return st;
+}
+
+/* The slots' resources point into the response: forgotten once it is applied. */
+static void cla_store_detach(cla_store_t *st)
+{
+    for (size_t i = 0; i < st->cap; i++)
+        st->slots[i].res = NULL;
+}
+
+/* The new version of e's cluster with the assignment of slot (its resource when the
+ * update is at hand, else its text read again). NULL with errors in err. */
+static pt_cluster_t *with_slot(const cm_entry_t *e, const cla_slot_t *slot, char *err,
+                               size_t errlen)
+{
+    pt_discovery_resource_t again;
+    const pt_discovery_resource_t *res = slot->res;
+    json_t *parsed = NULL;
+    if (res == NULL) {
+        parsed = json_loads(slot->text, 0, NULL);
+        if (parsed == NULL) {
+            snprintf(err + strlen(err), errlen - strlen(err), "%sout of memory",
+                     err[0] ? "; " : "");
+            return NULL;
+        }
+        again = (pt_discovery_resource_t){.json = parsed, .name = slot->name};
+        snprintf(again.path, sizeof(again.path), "resources[\"%.32s\"]", slot->name);
+        res = &again;
+    }
+    pt_cfg_t r;
+    pt_discovery_resource_reader(res, &r);
+    pt_cluster_t *c = pt_cluster_with_assignment(e->active, &r);
+    pt_cfg_finish(&r);
+    if (c == NULL || !pt_cfg_ok(&r)) {
+        if (pt_cfg_ok(&r))
+            pt_cfg_error(&r, NULL, "out of memory");
+        collect_errors(&r, err, errlen);
+        pt_cluster_unref(c);
+        c = NULL;
+    }
+    pt_cfg_dispose(&r);
+    json_decref(parsed);
+    return c;
+}
+
+/* Applies the assignments of `next` (an update of subscription es, or es's own store for
+ * clusters joining it) to the clusters it serves: those whose assignment in force is not the
+ * one next holds for them get a new version; all of them or, when one is invalid, none.
+ * `version`: that of a change of the file (cluster.<name>.update_* count it), NULL for
+ * clusters joining a file already read. */
+static int eds_apply(eds_sub_t *es, const cla_store_t *next, const char *version, char *err,
+                     size_t errlen)
+{
+    int counted = version != NULL;
     pt_cluster_manager_t *cm = es->cm;
     err[0] = '\0';
-    res_index_t ix;
-    pt_cluster_t **next = calloc(cm->n ? cm->n : 1, sizeof(*next));
-    const pt_discovery_resource_t **from = calloc(cm->n ? cm->n : 1, sizeof(*from));
-    if (next == NULL || from == NULL || res_index_build(&ix, resp) != 0) {
-        free(next);
-        free(from);
+    pt_cluster_t **built = calloc(cm->n ? cm->n : 1, sizeof(*built));
+    if (built == NULL) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -283,46 +358,46 @@ static int eds_apply(eds_sub_t *es, const pt_discovery_response_t *resp, int cou
             continue;
         if (counted)
             pt_stat_inc(e->eds_attempt);
-        const pt_discovery_resource_t *res = res_index_find(&ix, e->active->eds_service_name);
-        if (res == NULL || (e->cla != NULL && json_equal(e->cla, res->json)))
-            continue; /* not in this update, or the same as in force */
-        pt_cfg_t r;
-        pt_discovery_resource_reader(res, &r);
-        next[i] = pt_cluster_with_assignment(e->active, &r);
-        pt_cfg_finish(&r);
-        if (next[i] == NULL || !pt_cfg_ok(&r)) {
-            collect_errors(&r, err, errlen);
-            bad = 1;
+        const char *svc = e->active->eds_service_name;
+        const cla_slot_t *slot = cla_store_find(next, svc);
+        if (slot == NULL)
+            continue; /* not in this update: what it has stays */
+        if (e->cla_synced) {
+            const cla_slot_t *now = cla_store_find(es->store, svc);
+            if (now != NULL && strcmp(now->text, slot->text) == 0)
+                continue; /* the same as in force */
         }
-        from[i] = res;
-        pt_cfg_dispose(&r);
+        built[i] = with_slot(e, slot, err, errlen);
+        if (built[i] == NULL)
+            bad = 1;
     }
     for (unsigned i = 0; i < cm->n; i++) {
         cm_entry_t *e = cm->entries[i];
+        if (e->eds != es)
+            continue;
         if (bad) {
-            if (e->eds == es && counted)
+            if (counted)
                 pt_stat_inc(e->eds_rejected);
-            pt_cluster_unref(next[i]);
+            pt_cluster_unref(built[i]);
             continue;
         }
-        if (e->eds == es && counted)
+        if (counted)
             pt_stat_inc(e->eds_success);
-        if (next[i] == NULL)
-            continue;
-        pt_cluster_unref(e->active);
-        e->active = next[i];
-        json_decref(e->cla);
-        e->cla = json_incref(from[i]->json);
-        changed++;
+        if (built[i] != NULL) {
+            pt_cluster_unref(e->active);
+            e->active = built[i];
+            changed++;
+        }
+        /* In force now: next's assignment, or, when next does not name it, one its store
+         * will not hold. */
+        e->cla_synced = cla_store_find(next, e->active->eds_service_name) != NULL;
     }
-    free(next);
-    free(from);
-    free(ix.slots);
+    free(built);
     if (bad)
         return -1;
     if (counted)
-        pt_info("eds: version %s of %s: endpoints of %u cluster%s changed", resp->version_info,
-                es->path, changed, changed == 1 ? "" : "s");
+        pt_info("eds: version %s of %s: endpoints of %u cluster%s changed", version, es->path,
+                changed, changed == 1 ? "" : "s");
     if (changed && !cm->in_eds_load && publish(cm) != 0) {
         snprintf(err, errlen, "out of memory publishing the endpoints");
         return -1;
@@ -335,17 +410,26 @@ static int on_eds_update(void *data, const pt_discovery_response_t *resp, char *
                          size_t errlen)
 {
     eds_sub_t *es = data;
-    if (eds_apply(es, resp, 1, err, errlen) != 0)
+    cla_store_t *next = cla_store_build(resp);
+    if (next == NULL) {
+        snprintf(err, errlen, "out of memory");
         return -1;
-    json_decref(es->last);
-    es->last = json_incref(resp->root);
+    }
+    int rc = eds_apply(es, next, resp->version_info, err, errlen);
+    if (rc != 0) {
+        cla_store_free(next);
+        return -1;
+    }
+    cla_store_detach(next);
+    cla_store_free(es->store);
+    es->store = next;
     return 0;
 }
 
 static void eds_sub_free(eds_sub_t *es)
 {
     pt_file_subscription_free(es->sub);
-    json_decref(es->last);
+    cla_store_free(es->store);
     free(es->path);
     free(es->watched_directory);
     free(es);
@@ -409,8 +493,7 @@ static void eds_rebind(pt_cluster_manager_t *cm)
         }
         if (e->active->has_assignment)
             continue;
-        json_decref(e->cla); /* a new version of the cluster: give it its endpoints again */
-        e->cla = NULL;
+        e->cla_synced = 0; /* a new version of the cluster: give it its endpoints again */
         if (e->eds_attempt == 0) {
             e->eds_attempt = pt_stats_counter("cluster", "envoy_cluster_name", e->name, "update_attempt");
             e->eds_success = pt_stats_counter("cluster", "envoy_cluster_name", e->name, "update_success");
@@ -434,14 +517,11 @@ static void eds_rebind(pt_cluster_manager_t *cm)
             if (cm->loop != NULL &&
                 pt_file_subscription_watch(es->sub, cm->loop, err, sizeof(err)) != 0)
                 pt_warn("eds: %s: %s", es->path, err);
-        } else if ((es->joining & 1) && es->last != NULL) {
-            pt_discovery_response_t resp;
+        } else if ((es->joining & 1) && es->store != NULL) {
             cm->in_eds_load++;
-            if (pt_discovery_response_parse(es->last, CLA_TYPE_URL, &resp, err, sizeof(err)) != 0 ||
-                eds_apply(es, &resp, 0, err, sizeof(err)) != 0)
+            if (eds_apply(es, es->store, NULL, err, sizeof(err)) != 0)
                 pt_warn("eds: %s: %s", es->path, err);
             cm->in_eds_load--;
-            pt_discovery_response_dispose(&resp);
         }
     }
     for (eds_sub_t **pp = &cm->eds_subs; *pp != NULL;) {

@@ -15,6 +15,14 @@ void pt_heap_thread_tick(void)
     pt_arena_cache_decay();
 }
 
+void pt_heap_note_peak(void)
+{
+    struct mallinfo2 mi = mallinfo2();
+    size_t in_use = mi.uordblks + mi.hblkhd;
+    if (in_use > peak_in_use)
+        peak_in_use = in_use;
+}
+
 int pt_heap_maybe_trim(void)
 {
     pt_heap_thread_tick();

@@ -23,6 +23,10 @@ void pt_heap_thread_tick(void);
  * seen after the last trim. Returns 1 if it trimmed. */
 int pt_heap_maybe_trim(void);
 
+/* Main thread: records the heap in use now as a peak, for work whose peak falls between
+ * ticks (a config update parses a large file and frees it within one callback). */
+void pt_heap_note_peak(void);
+
 typedef struct pt_heap_stats {
     size_t in_use;   /* bytes allocated (malloc's view) */
     size_t heap;     /* bytes malloc holds from the system */
