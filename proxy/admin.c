@@ -179,17 +179,19 @@ int pt_admin_render_stats_text(pt_buf_t *out, const char *filter, int used_only)
     }
     for (uint32_t i = 0; i < n; i++) {
         const pt_stat_info_t *info = pt_stats_info(ids[i]);
-        if (!filter_match(&f, info->name))
+        char name[PT_STAT_NAME_MAX];
+        pt_stat_full_name(info, name, sizeof(name));
+        if (!filter_match(&f, name))
             continue;
         if (used_only && !stat_used(info, ids[i]))
             continue;
         if (info->kind == PT_STAT_TEXT) {
-            append_text_stat(out, info->name, ids[i]);
+            append_text_stat(out, name, ids[i]);
             continue;
         }
         char v[32];
         format_value(info, ids[i], v, sizeof(v));
-        pt_buf_printf(out, "%s: %s\n", info->name, v);
+        pt_buf_printf(out, "%s: %s\n", name, v);
     }
     free(ids);
     filter_dispose(&f);
@@ -210,18 +212,20 @@ int pt_admin_render_stats_json(pt_buf_t *out, const char *filter, int used_only)
     json_t *arr = json_array();
     for (uint32_t i = 0; i < n; i++) {
         const pt_stat_info_t *info = pt_stats_info(ids[i]);
-        if (!filter_match(&f, info->name) || (used_only && !stat_used(info, ids[i])))
+        char name[PT_STAT_NAME_MAX];
+        pt_stat_full_name(info, name, sizeof(name));
+        if (!filter_match(&f, name) || (used_only && !stat_used(info, ids[i])))
             continue;
         if (info->kind == PT_STAT_TEXT) {
             char *t = pt_stats_text_value(ids[i], NULL);
             json_array_append_new(arr,
-                                  json_pack("{s:s,s:s}", "name", info->name, "value", t ? t : ""));
+                                  json_pack("{s:s,s:s}", "name", name, "value", t ? t : ""));
             free(t);
             continue;
         }
         json_int_t v = info->kind == PT_STAT_GAUGE ? (json_int_t)pt_stats_gauge_value(ids[i])
                                                    : (json_int_t)pt_stats_value(ids[i]);
-        json_array_append_new(arr, json_pack("{s:s,s:I}", "name", info->name, "value", v));
+        json_array_append_new(arr, json_pack("{s:s,s:I}", "name", name, "value", v));
     }
     free(ids);
     filter_dispose(&f);
@@ -241,7 +245,7 @@ static int cmp_prom(const void *a, const void *b)
     int c = strcmp(x->prom_name, y->prom_name);
     if (c != 0)
         return c;
-    return strcmp(x->name, y->name);
+    return pt_stats_cmp_names(x, y);
 }
 
 static void prom_escape(pt_buf_t *out, const char *v)
@@ -288,8 +292,10 @@ int pt_admin_render_prometheus(pt_buf_t *out, const char *filter, int used_only)
     const char *family = NULL;
     for (uint32_t i = 0; i < n; i++) {
         const pt_stat_info_t *info = pt_stats_info(ids[i]);
+        char name[PT_STAT_NAME_MAX];
+        pt_stat_full_name(info, name, sizeof(name));
         /* Text readouts have no Prometheus form (Envoy leaves them out by default too). */
-        if (info->kind == PT_STAT_TEXT || !filter_match(&f, info->name) ||
+        if (info->kind == PT_STAT_TEXT || !filter_match(&f, name) ||
             (used_only && pt_stats_value(ids[i]) == 0))
             continue;
         int counter = info->kind == PT_STAT_COUNTER;
@@ -308,7 +314,7 @@ int pt_admin_render_prometheus(pt_buf_t *out, const char *filter, int used_only)
             family = info->prom_name;
             pt_buf_printf(out, "# HELP %s%s %s ", info->prom_name, suffix,
                           counter ? "Counter" : "Gauge");
-            prom_escape_help(out, info->name);
+            prom_escape_help(out, name);
             pt_buf_append_str(out, "\n");
             pt_buf_printf(out, "# TYPE %s%s %s\n", info->prom_name, suffix, type);
         }

@@ -178,6 +178,47 @@ pt_cluster_state_t *pt_cluster_state_get(const char *name)
     return st;
 }
 
+/* Names of clusters whose last version went on a worker: their stats wait for the main
+ * thread (guarded by states_lock). */
+typedef struct reap_name {
+    struct reap_name *next;
+    char name[];
+} reap_name_t;
+static reap_name_t *to_reap;
+static pthread_t main_thread;
+static int main_thread_set;
+
+void pt_cluster_states_set_main_thread(void)
+{
+    main_thread = pthread_self();
+    main_thread_set = 1;
+}
+
+static pt_cluster_state_t *find_state_locked(const char *name)
+{
+    pt_cluster_state_t *st = states[hash_name(name) % STATE_BUCKETS];
+    while (st != NULL && strcmp(st->name, name) != 0)
+        st = st->next_in_bucket;
+    return st;
+}
+
+void pt_cluster_states_reap(void)
+{
+    pthread_mutex_lock(&states_lock);
+    reap_name_t *list = to_reap;
+    to_reap = NULL;
+    /* Under the lock: a cluster of that name made now waits, then makes its stats anew. */
+    for (reap_name_t *r = list; r != NULL; r = r->next)
+        if (find_state_locked(r->name) == NULL)
+            pt_stats_release_tagged("cluster", r->name);
+    pthread_mutex_unlock(&states_lock);
+    while (list != NULL) {
+        reap_name_t *r = list;
+        list = r->next;
+        free(r);
+    }
+}
+
 void pt_cluster_state_unref(pt_cluster_state_t *st)
 {
     if (st == NULL)
@@ -191,6 +232,17 @@ void pt_cluster_state_unref(pt_cluster_state_t *st)
     while (*pp != st)
         pp = &(*pp)->next_in_bucket;
     *pp = st->next_in_bucket;
+    if (!main_thread_set || pthread_equal(pthread_self(), main_thread)) {
+        pt_stats_release_tagged("cluster", st->name);
+    } else {
+        size_t len = strlen(st->name);
+        reap_name_t *r = malloc(sizeof(*r) + len + 1);
+        if (r != NULL) { /* else its stats stay: harmless, only memory */
+            memcpy(r->name, st->name, len + 1);
+            r->next = to_reap;
+            to_reap = r;
+        }
+    }
     pthread_mutex_unlock(&states_lock);
     free(st->host_buckets); /* empty: every host held a reference to the state */
     free(st->locals);

@@ -139,7 +139,16 @@ typedef struct pt_cluster_state {
 /* The state of the cluster with this name, made on first use, with a reference for the
  * caller. Thread-safe. NULL when out of memory. */
 pt_cluster_state_t *pt_cluster_state_get(const char *name);
+/* The last reference also releases the cluster's stats (cluster.<name>.*), which only the
+ * main thread may do: on the main thread at once, on a worker (that dropped the last
+ * version) at the main thread's next pt_cluster_states_reap. */
 void pt_cluster_state_unref(pt_cluster_state_t *st);
+/* Names the main thread (the server's, at start). Until then the calling thread of every
+ * unref counts as main (single-threaded programs and tests). */
+void pt_cluster_states_set_main_thread(void);
+/* Main thread: releases the stats of clusters whose last version went on a worker, unless
+ * a cluster of that name came back meanwhile (its stats are in use again). */
+void pt_cluster_states_reap(void);
 
 struct pt_cluster {
     _Atomic long refs;

@@ -17,6 +17,7 @@
 #include "proxy/buf.h"
 #include "proxy/heap.h"
 #include "proxy/log.h"
+#include "proxy/cluster.h"
 #include "proxy/stats.h"
 #include "proxy/time.h"
 #include "proxy/cluster_manager.h"
@@ -566,6 +567,8 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 static void on_heap_tick(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop, (void)t, (void)revents;
+    pt_cluster_states_reap();
+    pt_stats_trim();
     pt_heap_maybe_trim();
 }
 
@@ -577,6 +580,7 @@ static void on_heap_tick(struct ev_loop *loop, ev_timer *t, int revents)
 int pt_server_run(pt_server_t *s)
 {
     char err[512];
+    pt_cluster_states_set_main_thread(); /* workers leave cluster stats to this thread */
     s->loop = ev_default_loop(EVFLAG_AUTO);
     if (s->loop == NULL) {
         fprintf(stderr, "error: cannot create the event loop\n");
@@ -747,6 +751,7 @@ void pt_server_dispose(pt_server_t *s)
     s->view = NULL;
     pt_config_unref(s->config);
     s->config = NULL;
+    pt_cluster_states_reap();
     /* Buffered access log lines go out before the process exits. */
     pt_access_log_shutdown();
     pt_arena_thread_cleanup();

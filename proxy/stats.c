@@ -1,6 +1,7 @@
 #include "proxy/stats.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,19 +10,30 @@
 
 _Thread_local _Atomic uint64_t *pt_stat_slots;
 
-/* Registry: append-only; guarded by a mutex because creation is rare (config build, a
- * cluster's first response with a given code on a worker) and readers (admin) may run
- * while stats are created on other threads.
+/* Registry: guarded by a mutex because creation is rare (config build, a cluster's first
+ * response with a given code on a worker) and readers (admin) may run while stats are
+ * created on other threads.
  *
  * Infos live in fixed blocks that never move, so a pointer from pt_stats_info stays valid
  * after the lock is released while other threads go on creating stats (a realloc'ed array
- * would leave the admin reading freed memory). */
-#define INFO_BLOCK 4096
+ * would leave the admin reading freed memory).
+ *
+ * Released ids are handed out again, lowest first, so live stats gather at the low ids. A
+ * released info is all zeros, as is its slot on every thread: pt_stats_trim gives pages
+ * that hold only released stats back to the system (they read as zeros again when touched),
+ * which is how memory goes back to where it was after thousands of clusters leave. */
+#define INFO_BLOCK 4096 /* infos per block: whole pages (sizeof(pt_stat_info_t) is 80) */
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static pt_stat_info_t *info_blocks[PT_STATS_MAX / INFO_BLOCK]; /* id / INFO_BLOCK */
-static uint32_t ninfos = 1;          /* next id; id 0 unused */
-static uint32_t *hash_slots;         /* open addressing: id or 0 */
-static uint32_t hash_cap;
+static _Atomic uint32_t ninfos = 1;  /* next never-used id; id 0 unused */
+static uint32_t nlive;
+static uint64_t *free_ids;           /* bit per id below ninfos: released and not reused */
+static uint32_t free_words;          /* 64-bit words allocated in free_ids */
+static uint32_t free_hint;           /* no free id in the words below this one */
+static uint32_t nfree;
+static int trim_due;                 /* stats were released since the last trim */
+static uint32_t *buckets;            /* full-name hash: the first id of each chain, or 0 */
+static uint32_t nbuckets;
 /* Published under reg_lock, read without it when summing: atomic pointers. */
 static _Atomic(_Atomic uint64_t *) thread_slots[PT_STATS_MAX_THREADS];
 
@@ -30,14 +42,33 @@ static pt_stat_info_t *info_at(uint32_t id)
     return &info_blocks[id / INFO_BLOCK][id % INFO_BLOCK];
 }
 
-static uint64_t hash_str(const char *s)
+#define FNV_SEED 1469598103934665603ull
+
+static uint64_t hash_more(uint64_t h, const char *s)
 {
-    uint64_t h = 1469598103934665603ull;
     while (*s) {
         h ^= (unsigned char)*s++;
         h *= 1099511628211ull;
     }
     return h;
+}
+
+static uint64_t hash_str(const char *s)
+{
+    return hash_more(FNV_SEED, s);
+}
+
+/* The hash of the full dotted name, from its parts (the same as hash_str of the joined
+ * string). */
+static uint64_t hash_parts(const char *scope, const char *tag_value, const char *name)
+{
+    uint64_t h = hash_more(FNV_SEED, scope);
+    h = hash_more(h, ".");
+    if (tag_value != NULL) {
+        h = hash_more(h, tag_value);
+        h = hash_more(h, ".");
+    }
+    return hash_more(h, name);
 }
 
 int pt_stats_thread_init(void)
@@ -72,80 +103,89 @@ void pt_stats_thread_dispose(void)
     pt_stat_slots = NULL;
 }
 
-static int hash_grow(void)
+/* ---- interned strings ----------------------------------------------------------------- */
+
+/* Scopes, stat names, tags and tag values repeat across stats (every cluster has the same
+ * ~50 stat names, and its name in each of them), so each is stored once, counted by the
+ * stats that use it, and freed with the last. A string also heads the list of stats that
+ * have it as their tag value, which is how a cluster's stats are found to release them. */
+typedef struct istr {
+    struct istr *next;
+    uint32_t refs;
+    uint32_t tagged;      /* first id with this string as tag value, or 0 */
+    char s[];
+} istr_t;
+
+static istr_t **istr_buckets;
+static uint32_t istr_nbuckets, istr_count;
+
+static istr_t *istr_of(const char *s)
 {
-    uint32_t ncap = hash_cap ? hash_cap * 2 : 1024;
-    uint32_t *n = calloc(ncap, sizeof(uint32_t));
-    if (n == NULL)
-        return -ENOMEM;
-    for (uint32_t id = 1; id < ninfos; id++) {
-        uint64_t h = hash_str(info_at(id)->name) & (ncap - 1);
-        while (n[h] != 0)
-            h = (h + 1) & (ncap - 1);
-        n[h] = id;
-    }
-    free(hash_slots);
-    hash_slots = n;
-    hash_cap = ncap;
-    return 0;
+    return (istr_t *)(void *)(s - offsetof(istr_t, s));
 }
 
-static pt_stat_t find_locked(const char *name)
+static istr_t *istr_find(const char *s)
 {
-    if (hash_cap == 0)
-        return 0;
-    uint64_t h = hash_str(name) & (hash_cap - 1);
-    while (hash_slots[h] != 0) {
-        if (strcmp(info_at(hash_slots[h])->name, name) == 0)
-            return hash_slots[h];
-        h = (h + 1) & (hash_cap - 1);
-    }
-    return 0;
+    if (istr_nbuckets == 0)
+        return NULL;
+    istr_t *e = istr_buckets[hash_str(s) & (istr_nbuckets - 1)];
+    while (e != NULL && strcmp(e->s, s) != 0)
+        e = e->next;
+    return e;
 }
-
-pt_stat_t pt_stats_find(const char *full_name)
-{
-    pthread_mutex_lock(&reg_lock);
-    pt_stat_t id = find_locked(full_name);
-    pthread_mutex_unlock(&reg_lock);
-    return id;
-}
-
-/* Interned strings (reg_lock held): the Prometheus names, tags and tag values repeat across
- * stats (every cluster has the same ~50 stat names and its name in each of them), so each
- * is stored once. Like the registry, they live for the process. */
-static char **intern_slots;
-static uint32_t intern_cap, intern_count;
 
 static const char *intern(const char *s)
 {
-    if ((intern_count + 1) * 2 > intern_cap) {
-        uint32_t ncap = intern_cap ? intern_cap * 2 : 1024;
-        char **n = calloc(ncap, sizeof(*n));
+    istr_t *e = istr_find(s);
+    if (e != NULL) {
+        e->refs++;
+        return e->s;
+    }
+    if (istr_count + 1 > istr_nbuckets) {
+        uint32_t nb = istr_nbuckets ? istr_nbuckets * 2 : 256;
+        istr_t **n = calloc(nb, sizeof(*n));
         if (n == NULL)
             return NULL;
-        for (uint32_t i = 0; i < intern_cap; i++) {
-            if (intern_slots[i] == NULL)
-                continue;
-            uint64_t h = hash_str(intern_slots[i]) & (ncap - 1);
-            while (n[h] != NULL)
-                h = (h + 1) & (ncap - 1);
-            n[h] = intern_slots[i];
+        for (uint32_t i = 0; i < istr_nbuckets; i++) {
+            while (istr_buckets[i] != NULL) {
+                istr_t *x = istr_buckets[i];
+                istr_buckets[i] = x->next;
+                uint32_t k = (uint32_t)(hash_str(x->s) & (nb - 1));
+                x->next = n[k];
+                n[k] = x;
+            }
         }
-        free(intern_slots);
-        intern_slots = n;
-        intern_cap = ncap;
+        free(istr_buckets);
+        istr_buckets = n;
+        istr_nbuckets = nb;
     }
-    uint64_t h = hash_str(s) & (intern_cap - 1);
-    for (; intern_slots[h] != NULL; h = (h + 1) & (intern_cap - 1))
-        if (strcmp(intern_slots[h], s) == 0)
-            return intern_slots[h];
-    char *copy = strdup(s);
-    if (copy == NULL)
+    size_t len = strlen(s);
+    e = malloc(sizeof(*e) + len + 1);
+    if (e == NULL)
         return NULL;
-    intern_slots[h] = copy;
-    intern_count++;
-    return copy;
+    memcpy(e->s, s, len + 1);
+    e->refs = 1;
+    e->tagged = 0;
+    uint32_t k = (uint32_t)(hash_str(s) & (istr_nbuckets - 1));
+    e->next = istr_buckets[k];
+    istr_buckets[k] = e;
+    istr_count++;
+    return e->s;
+}
+
+static void unintern(const char *s)
+{
+    if (s == NULL)
+        return;
+    istr_t *e = istr_of(s);
+    if (--e->refs > 0)
+        return;
+    istr_t **pp = &istr_buckets[hash_str(s) & (istr_nbuckets - 1)];
+    while (*pp != e)
+        pp = &(*pp)->next;
+    *pp = e->next;
+    istr_count--;
+    free(e);
 }
 
 static const char *prom_name(const char *scope, const char *name)
@@ -161,48 +201,361 @@ static const char *prom_name(const char *scope, const char *name)
     return intern(out);
 }
 
+/* ---- names ---------------------------------------------------------------------------- */
+
+/* The full name's characters one by one, without building it. */
+typedef struct name_cursor {
+    const char *part[3];
+    int i;
+    const char *p;
+} name_cursor_t;
+
+static void cursor_init(name_cursor_t *c, const pt_stat_info_t *info)
+{
+    int n = 0;
+    c->part[n++] = info->scope;
+    if (info->tag_value != NULL)
+        c->part[n++] = info->tag_value;
+    c->part[n++] = info->stat_name;
+    if (n < 3)
+        c->part[n] = NULL;
+    c->i = 0;
+    c->p = c->part[0];
+}
+
+/* The next character, '\0' at the end. */
+static unsigned char cursor_next(name_cursor_t *c)
+{
+    if (*c->p != '\0')
+        return (unsigned char)*c->p++;
+    if (c->i + 1 >= 3 || c->part[c->i + 1] == NULL)
+        return '\0';
+    c->p = c->part[++c->i];
+    return '.';
+}
+
+int pt_stats_cmp_names(const pt_stat_info_t *a, const pt_stat_info_t *b)
+{
+    name_cursor_t x, y;
+    cursor_init(&x, a);
+    cursor_init(&y, b);
+    for (;;) {
+        unsigned char cx = cursor_next(&x), cy = cursor_next(&y);
+        if (cx != cy)
+            return cx < cy ? -1 : 1;
+        if (cx == '\0')
+            return 0;
+    }
+}
+
+static int name_is(const pt_stat_info_t *info, const char *full)
+{
+    name_cursor_t c;
+    cursor_init(&c, info);
+    for (;; full++) {
+        unsigned char ch = cursor_next(&c);
+        if (ch != (unsigned char)*full)
+            return 0;
+        if (ch == '\0')
+            return 1;
+    }
+}
+
+size_t pt_stat_full_name(const pt_stat_info_t *info, char *buf, size_t len)
+{
+    int n = info->tag_value != NULL
+                ? snprintf(buf, len, "%s.%s.%s", info->scope, info->tag_value, info->stat_name)
+                : snprintf(buf, len, "%s.%s", info->scope, info->stat_name);
+    return n < 0 ? 0 : (size_t)n;
+}
+
+/* ---- the registry ----------------------------------------------------------------------- */
+
+/* A registered stat's info (reg_lock held), or NULL. */
+static pt_stat_info_t *live_info(uint32_t id)
+{
+    if (id == 0 || id >= atomic_load_explicit(&ninfos, memory_order_relaxed))
+        return NULL;
+    pt_stat_info_t *i = info_at(id);
+    return i->scope != NULL ? i : NULL;
+}
+
+/* Rebuilds the name hash with nb buckets (a power of two). */
+static int rehash_to(uint32_t nb)
+{
+    uint32_t *n = calloc(nb, sizeof(*n));
+    if (n == NULL)
+        return -ENOMEM;
+    uint32_t top = atomic_load_explicit(&ninfos, memory_order_relaxed);
+    for (uint32_t id = 1; id < top; id++) {
+        pt_stat_info_t *i = info_at(id);
+        if (i->scope == NULL)
+            continue; /* free */
+        uint32_t k = (uint32_t)(hash_parts(i->scope, i->tag_value, i->stat_name) & (nb - 1));
+        i->next_in_bucket = n[k];
+        n[k] = id;
+    }
+    free(buckets);
+    buckets = n;
+    nbuckets = nb;
+    return 0;
+}
+
+static int rehash(void)
+{
+    return rehash_to(nbuckets ? nbuckets * 2 : 1024);
+}
+
+static pt_stat_t find_locked(const char *full_name)
+{
+    if (nbuckets == 0)
+        return 0;
+    for (uint32_t id = buckets[hash_str(full_name) & (nbuckets - 1)]; id != 0;
+         id = info_at(id)->next_in_bucket)
+        if (name_is(info_at(id), full_name))
+            return id;
+    return 0;
+}
+
+pt_stat_t pt_stats_find(const char *full_name)
+{
+    pthread_mutex_lock(&reg_lock);
+    pt_stat_t id = find_locked(full_name);
+    pthread_mutex_unlock(&reg_lock);
+    return id;
+}
+
+_Static_assert((INFO_BLOCK * sizeof(pt_stat_info_t)) % 4096 == 0,
+               "an info block is whole pages");
+
+/* A free id: the lowest released one, else the next never used (its block mapped on first
+ * use: pages of zeros, so a trimmed page is as good as a new one). */
+static uint32_t take_id(void)
+{
+    if (nfree > 0) {
+        while (free_ids[free_hint] == 0)
+            free_hint++;
+        uint64_t w = free_ids[free_hint];
+        uint32_t id = free_hint * 64 + (uint32_t)__builtin_ctzll(w);
+        free_ids[free_hint] = w & (w - 1);
+        nfree--;
+        return id;
+    }
+    uint32_t id = atomic_load_explicit(&ninfos, memory_order_relaxed);
+    if (id >= PT_STATS_MAX)
+        return 0;
+    if (info_blocks[id / INFO_BLOCK] == NULL) {
+        void *b = mmap(NULL, INFO_BLOCK * sizeof(pt_stat_info_t), PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (b == MAP_FAILED)
+            return 0;
+        info_blocks[id / INFO_BLOCK] = b;
+    }
+    atomic_store_explicit(&ninfos, id + 1, memory_order_release);
+    return id;
+}
+
+/* Returns id to the free set; -1 when the set cannot grow (the id is then lost, which
+ * costs one info, not correctness). */
+static int put_id(uint32_t id)
+{
+    memset(info_at(id), 0, sizeof(pt_stat_info_t));
+    uint32_t word = id / 64;
+    if (word >= free_words) {
+        uint32_t nw = free_words ? free_words : 64;
+        while (nw <= word)
+            nw *= 2;
+        uint64_t *n = realloc(free_ids, nw * sizeof(*n));
+        if (n == NULL)
+            return -1;
+        memset(n + free_words, 0, (nw - free_words) * sizeof(*n));
+        free_ids = n;
+        free_words = nw;
+    }
+    free_ids[word] |= 1ull << (id % 64);
+    if (word < free_hint)
+        free_hint = word;
+    nfree++;
+    return 0;
+}
+
 pt_stat_t pt_stats_get(pt_stat_kind_t kind, const char *scope, const char *tag,
                        const char *tag_value, const char *name)
 {
-    char full[1024];
-    if (tag != NULL)
-        snprintf(full, sizeof(full), "%s.%s.%s", scope, tag_value, name);
-    else
-        snprintf(full, sizeof(full), "%s.%s", scope, name);
-
+    if (tag == NULL)
+        tag_value = NULL;
+    if (strlen(scope) + (tag_value ? strlen(tag_value) + 1 : 0) + strlen(name) + 2 >
+        PT_STAT_NAME_MAX)
+        return 0; /* no readout could show it whole */
     pthread_mutex_lock(&reg_lock);
-    pt_stat_t id = find_locked(full);
-    if (id != 0 || ninfos >= PT_STATS_MAX)
-        goto out;
-    if (info_blocks[ninfos / INFO_BLOCK] == NULL) {
-        info_blocks[ninfos / INFO_BLOCK] = calloc(INFO_BLOCK, sizeof(pt_stat_info_t));
-        if (info_blocks[ninfos / INFO_BLOCK] == NULL)
-            goto out;
+    pt_stat_t id = 0;
+    uint64_t h = hash_parts(scope, tag_value, name);
+    if (nbuckets != 0) {
+        for (id = buckets[h & (nbuckets - 1)]; id != 0; id = info_at(id)->next_in_bucket) {
+            const pt_stat_info_t *i = info_at(id);
+            if (strcmp(i->stat_name, name) == 0 && strcmp(i->scope, scope) == 0 &&
+                (i->tag_value == NULL ? tag_value == NULL
+                                      : tag_value != NULL && strcmp(i->tag_value, tag_value) == 0))
+                goto out;
+        }
     }
-    if ((ninfos + 1) * 2 > hash_cap && hash_grow() != 0)
+    if ((nlive + 1) > nbuckets && rehash() != 0)
         goto out;
-    pt_stat_info_t *info = info_at(ninfos);
-    info->name = strdup(full);
+    id = take_id();
+    if (id == 0)
+        goto out;
+    pt_stat_info_t *info = info_at(id);
+    info->scope = intern(scope);
+    info->stat_name = intern(name);
     info->prom_name = prom_name(scope, name);
     info->tag = tag ? intern(tag) : NULL;
     info->tag_value = tag ? intern(tag_value) : NULL;
     info->kind = kind;
-    if (info->name == NULL || info->prom_name == NULL ||
+    if (info->scope == NULL || info->stat_name == NULL || info->prom_name == NULL ||
         (tag && (!info->tag || !info->tag_value))) {
-        /* Out of memory: no stat rather than one with NULL names that readers trip on (the
-         * interned strings stay for other stats). */
-        free((char *)info->name);
-        memset(info, 0, sizeof(*info));
+        /* Out of memory: no stat rather than one with NULL names that readers trip on. */
+        unintern(info->scope);
+        unintern(info->stat_name);
+        unintern(info->prom_name);
+        unintern(info->tag);
+        unintern(info->tag_value);
+        (void)put_id(id);
+        id = 0;
         goto out;
     }
-    id = ninfos++;
-    uint64_t h = hash_str(full) & (hash_cap - 1);
-    while (hash_slots[h] != 0)
-        h = (h + 1) & (hash_cap - 1);
-    hash_slots[h] = id;
+    if (info->tag_value != NULL) {
+        istr_t *t = istr_of(info->tag_value);
+        info->next_same_tag = t->tagged;
+        t->tagged = id;
+    }
+    uint32_t k = (uint32_t)(h & (nbuckets - 1));
+    info->next_in_bucket = buckets[k];
+    buckets[k] = id;
+    nlive++;
 out:
     pthread_mutex_unlock(&reg_lock);
     return id;
+}
+
+/* Zeroes a stat's slot on every thread, so its id starts again from nothing. */
+static void zero_slots(uint32_t id)
+{
+    for (int t = 0; t < PT_STATS_MAX_THREADS; t++) {
+        _Atomic uint64_t *s = atomic_load_explicit(&thread_slots[t], memory_order_acquire);
+        if (s == NULL)
+            break;
+        atomic_store_explicit(&s[id], 0, memory_order_relaxed);
+    }
+}
+
+unsigned pt_stats_release_tagged(const char *scope, const char *tag_value)
+{
+    unsigned n = 0;
+    pthread_mutex_lock(&reg_lock);
+    istr_t *t = istr_find(tag_value);
+    if (t == NULL) {
+        pthread_mutex_unlock(&reg_lock);
+        return 0;
+    }
+    t->refs++; /* kept while its stats go */
+    uint32_t *pp = &t->tagged;
+    while (*pp != 0) {
+        uint32_t id = *pp;
+        pt_stat_info_t *i = info_at(id);
+        if (strcmp(i->scope, scope) != 0) {
+            pp = &i->next_same_tag;
+            continue;
+        }
+        *pp = i->next_same_tag;
+        uint32_t *bp = &buckets[hash_parts(i->scope, i->tag_value, i->stat_name) & (nbuckets - 1)];
+        while (*bp != id)
+            bp = &info_at(*bp)->next_in_bucket;
+        *bp = i->next_in_bucket;
+        free(i->text);
+        unintern(i->scope);
+        unintern(i->stat_name);
+        unintern(i->prom_name);
+        unintern(i->tag);
+        unintern(i->tag_value);
+        zero_slots(id);
+        (void)put_id(id);
+        nlive--;
+        n++;
+    }
+    trim_due |= n > 0;
+    unintern(t->s);
+    pthread_mutex_unlock(&reg_lock);
+    return n;
+}
+
+static int is_free(uint32_t id)
+{
+    return id / 64 < free_words && (free_ids[id / 64] >> (id % 64) & 1);
+}
+
+/* Whether every id in [from, to) is released (ids at or past ninfos count as released). */
+static int all_free(uint32_t from, uint32_t to, uint32_t top)
+{
+    for (uint32_t id = from; id < to && id < top; id++)
+        if (id == 0 || !is_free(id))
+            return 0;
+    return 1;
+}
+
+void pt_stats_trim(void)
+{
+    pthread_mutex_lock(&reg_lock);
+    if (!trim_due) {
+        pthread_mutex_unlock(&reg_lock);
+        return;
+    }
+    trim_due = 0;
+    const size_t page = 4096;
+    uint32_t top = atomic_load_explicit(&ninfos, memory_order_relaxed);
+    /* Infos: the pages of each block lying wholly in released infos. */
+    for (uint32_t b = 0; b * INFO_BLOCK < top; b++) {
+        char *base = (char *)info_blocks[b];
+        size_t bytes = INFO_BLOCK * sizeof(pt_stat_info_t);
+        for (size_t off = 0; off < bytes; off += page) {
+            uint32_t first = b * INFO_BLOCK + (uint32_t)(off / sizeof(pt_stat_info_t));
+            uint32_t last = b * INFO_BLOCK +
+                            (uint32_t)((off + page - 1) / sizeof(pt_stat_info_t)) + 1;
+            if (first >= top)
+                break;
+            if (all_free(first, last, top))
+                madvise(base + off, page, MADV_DONTNEED);
+        }
+    }
+    /* Slots: a page of slots on every thread, when its ids are all released (no thread
+     * updates a released stat, so no update can be lost between the check and the
+     * discard; ids are not handed out meanwhile: the lock is held). */
+    const uint32_t per_page = (uint32_t)(page / sizeof(uint64_t));
+    for (uint32_t first = 0; first < top; first += per_page) {
+        if (!all_free(first, first + per_page, top))
+            continue;
+        for (int t = 0; t < PT_STATS_MAX_THREADS; t++) {
+            _Atomic uint64_t *sl = atomic_load_explicit(&thread_slots[t], memory_order_acquire);
+            if (sl == NULL)
+                break;
+            madvise((void *)&sl[first], page, MADV_DONTNEED);
+        }
+    }
+    /* The name hash shrinks with the stats. */
+    if (nbuckets > 1024 && (uint64_t)nlive * 4 < nbuckets) {
+        uint32_t nb = 1024;
+        while (nb < nlive * 2)
+            nb *= 2;
+        (void)rehash_to(nb); /* out of memory: the larger one stays */
+    }
+    pthread_mutex_unlock(&reg_lock);
+}
+
+uint32_t pt_stats_live(void)
+{
+    pthread_mutex_lock(&reg_lock);
+    uint32_t n = nlive;
+    pthread_mutex_unlock(&reg_lock);
+    return n;
 }
 
 pt_stat_t pt_stats_counter(const char *scope, const char *tag, const char *tag_value,
@@ -228,7 +581,7 @@ void pt_stat_set_text(pt_stat_t id, const char *value)
     if (copy == NULL)
         return;
     pthread_mutex_lock(&reg_lock);
-    pt_stat_info_t *i = id > 0 && id < ninfos ? info_at(id) : NULL;
+    pt_stat_info_t *i = live_info(id);
     char *old = NULL;
     if (i != NULL && i->kind == PT_STAT_TEXT) {
         old = i->text;
@@ -246,7 +599,7 @@ char *pt_stats_text_value(pt_stat_t id, int *set)
     if (set != NULL)
         *set = 0;
     pthread_mutex_lock(&reg_lock);
-    pt_stat_info_t *i = id > 0 && id < ninfos ? info_at(id) : NULL;
+    pt_stat_info_t *i = live_info(id);
     if (i != NULL && i->kind == PT_STAT_TEXT) {
         out = strdup(i->text ? i->text : "");
         if (set != NULL)
@@ -265,7 +618,7 @@ void pt_stat_set(pt_stat_t id, int64_t value)
 void pt_stats_gauge_fn(pt_stat_t id, int64_t (*fn)(const void *), const void *arg)
 {
     pthread_mutex_lock(&reg_lock);
-    pt_stat_info_t *i = id > 0 && id < ninfos ? info_at(id) : NULL;
+    pt_stat_info_t *i = live_info(id);
     pthread_mutex_unlock(&reg_lock);
     if (i == NULL)
         return;
@@ -276,7 +629,7 @@ void pt_stats_gauge_fn(pt_stat_t id, int64_t (*fn)(const void *), const void *ar
 void pt_stats_gauge_fn_clear(pt_stat_t id, const void *arg)
 {
     pthread_mutex_lock(&reg_lock);
-    pt_stat_info_t *i = id > 0 && id < ninfos ? info_at(id) : NULL;
+    pt_stat_info_t *i = live_info(id);
     pthread_mutex_unlock(&reg_lock);
     /* A newer snapshot may already own the gauge: only its current owner clears it. */
     if (i != NULL && atomic_load(&i->fn_arg) == arg) {
@@ -291,7 +644,7 @@ uint64_t pt_stats_value(pt_stat_t id)
     if (id == 0)
         return 0;
     pthread_mutex_lock(&reg_lock);
-    pt_stat_info_t *info = id < ninfos ? info_at(id) : NULL;
+    pt_stat_info_t *info = live_info(id);
     pthread_mutex_unlock(&reg_lock);
     if (info != NULL) {
         int64_t (*fn)(const void *) = atomic_load(&info->fn);
@@ -314,36 +667,35 @@ int64_t pt_stats_gauge_value(pt_stat_t id)
 
 uint32_t pt_stats_count(void)
 {
-    pthread_mutex_lock(&reg_lock);
-    uint32_t n = ninfos;
-    pthread_mutex_unlock(&reg_lock);
-    return n;
+    return atomic_load_explicit(&ninfos, memory_order_acquire);
 }
 
 const pt_stat_info_t *pt_stats_info(pt_stat_t id)
 {
     pthread_mutex_lock(&reg_lock);
-    const pt_stat_info_t *i = id > 0 && id < ninfos ? info_at(id) : NULL;
+    const pt_stat_info_t *i = live_info(id);
     pthread_mutex_unlock(&reg_lock);
     return i;
 }
 
 static int cmp_by_name(const void *a, const void *b)
 {
-    return strcmp(info_at(*(const pt_stat_t *)a)->name, info_at(*(const pt_stat_t *)b)->name);
+    return pt_stats_cmp_names(info_at(*(const pt_stat_t *)a), info_at(*(const pt_stat_t *)b));
 }
 
 pt_stat_t *pt_stats_sorted(uint32_t *count)
 {
     pthread_mutex_lock(&reg_lock);
-    uint32_t n = ninfos - 1;
-    pt_stat_t *ids = malloc((n ? n : 1) * sizeof(*ids));
+    uint32_t top = atomic_load_explicit(&ninfos, memory_order_relaxed);
+    pt_stat_t *ids = malloc((nlive ? nlive : 1) * sizeof(*ids));
+    uint32_t n = 0;
     if (ids != NULL) {
-        for (uint32_t i = 0; i < n; i++)
-            ids[i] = i + 1;
+        for (uint32_t id = 1; id < top; id++)
+            if (info_at(id)->scope != NULL)
+                ids[n++] = id;
         qsort(ids, n, sizeof(*ids), cmp_by_name);
     }
     pthread_mutex_unlock(&reg_lock);
-    *count = ids ? n : 0;
+    *count = n;
     return ids;
 }

@@ -7,9 +7,12 @@
  * so a connection opened on one thread and closed on another still sums correctly.
  *
  * Stats are created (find-or-create by name) on the main thread while a config snapshot is
- * built; ids are stable for the life of the process, so a stat keeps counting across config
- * reloads. Each stat also records its Prometheus form: metric family name and one optional
- * label (for example cluster.<name>.upstream_cx_total becomes
+ * built, and lazily on workers (per-status-code counters); an id is stable while its stat is
+ * registered, so a stat keeps counting across config reloads. A cluster's stats are
+ * released with the last version of the cluster (pt_stats_release_tagged), so clusters
+ * added and removed by the thousand leave nothing behind. Each stat also records its
+ * Prometheus form: metric family name and one optional label (for example
+ * cluster.<name>.upstream_cx_total becomes
  * envoy_cluster_upstream_cx_total{envoy_cluster_name="<name>"}). */
 #ifndef PT_STATS_H
 #define PT_STATS_H
@@ -81,11 +84,17 @@ int64_t pt_stats_gauge_value(pt_stat_t id);
 pt_stat_t pt_stats_find(const char *full_name);
 
 typedef struct pt_stat_info {
-    const char *name;       /* full dotted name */
-    const char *prom_name;  /* envoy_<scope>_<name with dots as underscores> */
+    /* The name's parts, interned (shared by every stat that uses them): the full dotted name
+     * is scope.tag_value.stat_name (scope.stat_name without a tag) and is not stored;
+     * pt_stat_full_name builds it. */
+    const char *scope;
     const char *tag;        /* label name or NULL */
     const char *tag_value;
+    const char *stat_name;
+    const char *prom_name;  /* envoy_<scope>_<stat_name with dots as underscores> */
     pt_stat_kind_t kind;
+    /* Registry links (ids): the name hash chain, and the stats sharing a tag value. */
+    uint32_t next_in_bucket, next_same_tag;
     /* A computed gauge: its value is read from shared state (circuit breaker counts) rather
      * than summed from per-thread slots. */
     _Atomic(int64_t (*)(const void *)) fn;
@@ -94,11 +103,35 @@ typedef struct pt_stat_info {
     char *text;
 } pt_stat_info_t;
 
-/* pt_stats_count is one past the highest id (ids run from 1, so it is the number of stats
- * plus one); pt_stats_info gives a stat's info, a pointer valid for the life of the
- * process; pt_stats_sorted gives all ids ordered by full name (caller frees). */
+/* pt_stats_count is one past the highest id ever handed out (ids run from 1);
+ * pt_stats_info gives a live stat's info (NULL for 0, a released id or one out of range);
+ * pt_stats_sorted gives the live ids ordered by full name (caller frees).
+ *
+ * An info pointer stays valid while its stat is registered: stats are created on any
+ * thread but released only on the main thread (pt_stats_release_tagged), which is where
+ * the admin reads them. */
 uint32_t pt_stats_count(void);
 const pt_stat_info_t *pt_stats_info(pt_stat_t id);
 pt_stat_t *pt_stats_sorted(uint32_t *count);
+
+/* Room for any full name: pt_stats_get builds names of at most this many bytes. */
+#define PT_STAT_NAME_MAX 1024
+
+/* Writes the full dotted name of a stat into buf (truncated to len - 1 bytes, always
+ * terminated); returns the full length. */
+size_t pt_stat_full_name(const pt_stat_info_t *info, char *buf, size_t len);
+/* Orders two live stats by full name (strcmp's order on the dotted names). */
+int pt_stats_cmp_names(const pt_stat_info_t *a, const pt_stat_info_t *b);
+
+/* Main thread: releases every stat of `scope` tagged with `tag_value` (a cluster's stats
+ * once no version of the cluster is left): their ids and memory are reused by stats made
+ * later, whose counts start at zero. The caller guarantees nothing updates them any more.
+ * Returns how many were released. */
+unsigned pt_stats_release_tagged(const char *scope, const char *tag_value);
+/* Main thread, now and then (the heap tick): gives the memory of released stats back to
+ * the system. Cheap when nothing was released since the last call. */
+void pt_stats_trim(void);
+/* How many stats are registered now (for tests and /memory). */
+uint32_t pt_stats_live(void);
 
 #endif

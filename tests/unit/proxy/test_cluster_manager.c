@@ -107,10 +107,18 @@ static void test_add_change_remove(void)
     PT_CHECK_INT(a1->connect_timeout_ms, 1000);
     pt_view_unref(old);
 
-    /* b leaves; the static cluster stays whatever CDS says. */
+    /* b leaves; the static cluster stays whatever CDS says. A request still holding b
+     * keeps its stats; they go with the last version of b. */
+    PT_CHECK(pt_stats_find("cluster.b.upstream_rq_total") != 0);
+    pt_cluster_t *b_held = pt_cluster_ref(b1);
     err = apply(cm, "{'version_info':'4','resources':[" CLUSTER("a", "2s", 9001) "]}");
     PT_CHECK(err == NULL);
     PT_CHECK(pt_view_find_cluster(p.last, "b") == NULL);
+    PT_CHECK(pt_stats_find("cluster.b.upstream_rq_total") != 0);
+    pt_cluster_unref(b_held);
+    PT_CHECK_INT(pt_stats_find("cluster.b.upstream_rq_total"), 0);
+    PT_CHECK_INT(pt_stats_find("cluster.b.membership_total"), 0);
+    PT_CHECK(pt_stats_find("cluster.a.upstream_rq_total") != 0);
     PT_CHECK(pt_view_find_cluster(p.last, "boot") != NULL);
     PT_CHECK_INT(p.last->nclusters, 2);
     /* An empty update removes every dynamic cluster. */

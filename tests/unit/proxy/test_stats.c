@@ -17,6 +17,19 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+/* A stat's full dotted name (a static buffer: one at a time). */
+static const char *full_name(pt_stat_t id)
+{
+    static char buf[2][PT_STAT_NAME_MAX];
+    static int k;
+    k ^= 1;
+    const pt_stat_info_t *i = pt_stats_info(id);
+    if (i == NULL)
+        return "(none)";
+    pt_stat_full_name(i, buf[k], sizeof(buf[k]));
+    return buf[k];
+}
+
 /* The buffer's contents as a string (caller frees); disposes the buffer. */
 static char *take(pt_buf_t *b)
 {
@@ -97,7 +110,7 @@ static void test_names_and_tags(void)
     pt_stat_t a = pt_stats_counter("unm", "envoy_cluster_name", "backend", "upstream_rq_total");
     const pt_stat_info_t *i = pt_stats_info(a);
     PT_CHECK(i != NULL);
-    PT_CHECK_STR(i->name, "unm.backend.upstream_rq_total");
+    PT_CHECK_STR(full_name(a), "unm.backend.upstream_rq_total");
     PT_CHECK_STR(i->prom_name, "envoy_unm_upstream_rq_total");
     PT_CHECK_STR(i->tag, "envoy_cluster_name");
     PT_CHECK_STR(i->tag_value, "backend");
@@ -105,7 +118,7 @@ static void test_names_and_tags(void)
 
     pt_stat_t g = pt_stats_gauge("unm", NULL, NULL, "live");
     i = pt_stats_info(g);
-    PT_CHECK_STR(i->name, "unm.live");
+    PT_CHECK_STR(full_name(g), "unm.live");
     PT_CHECK_STR(i->prom_name, "envoy_unm_live");
     PT_CHECK(i->tag == NULL && i->tag_value == NULL);
     PT_CHECK_INT(i->kind, PT_STAT_GAUGE);
@@ -114,7 +127,7 @@ static void test_names_and_tags(void)
     pt_stat_t c = pt_stats_counter("unm", "envoy_listener_address", "[::1]_10000",
                                    "x-y.z/w");
     i = pt_stats_info(c);
-    PT_CHECK_STR(i->name, "unm.[::1]_10000.x-y.z/w");
+    PT_CHECK_STR(full_name(c), "unm.[::1]_10000.x-y.z/w");
     PT_CHECK_STR(i->prom_name, "envoy_unm_x_y_z_w");
     PT_CHECK_STR(i->tag_value, "[::1]_10000");
 }
@@ -209,8 +222,8 @@ static void test_sorted(void)
                           "usrt.zeta"};
     int k = 0, ordered = 1;
     for (uint32_t i = 0; i < n; i++) {
-        const char *name = pt_stats_info(ids[i])->name;
-        if (i > 0 && strcmp(pt_stats_info(ids[i - 1])->name, name) >= 0)
+        const char *name = full_name(ids[i]);
+        if (i > 0 && strcmp(full_name(ids[i - 1]), name) >= 0)
             ordered = 0;
         if (strncmp(name, "usrt.", 5) == 0) {
             if (k >= 6 || strcmp(name, want[k]) != 0)
@@ -234,7 +247,7 @@ static void test_info_pointer_stable(void)
         snprintf(name, sizeof(name), "s%d", k);
         pt_stats_counter("ustb", NULL, NULL, name);
     }
-    PT_CHECK_STR(i->name, "ustb.first");
+    PT_CHECK_STR(full_name(a), "ustb.first");
     PT_CHECK(pt_stats_info(a) == i);
     PT_CHECK_INT(pt_stats_find("ustb.s19999"), pt_stats_find("ustb.s0") + 19999);
 }
@@ -543,6 +556,84 @@ static void test_text_readouts(void)
                    "envoy_utr_update_success_total{envoy_sds_secret=\"s1\"} 1\n");
 }
 
+/* A cluster's stats go with it: released by tag value within one scope, their ids and
+ * memory reused by later stats, which start from zero; other stats are untouched and the
+ * sorted list no longer has them. */
+static void test_release_tagged(void)
+{
+    uint32_t live0 = pt_stats_live();
+    pt_stat_t a = pt_stats_counter("urel", "envoy_cluster_name", "gone", "upstream_rq_total");
+    pt_stat_t b = pt_stats_gauge("urel", "envoy_cluster_name", "gone", "upstream_cx_active");
+    pt_stat_t t = pt_stats_text("urel", "envoy_cluster_name", "gone", "version_text");
+    pt_stat_t keep = pt_stats_counter("urel", "envoy_cluster_name", "stays", "upstream_rq_total");
+    pt_stat_t other = pt_stats_counter("uother", "envoy_http_conn_manager_prefix", "gone", "rq");
+    pt_stat_t plain = pt_stats_counter("urel", NULL, NULL, "gone");
+    PT_CHECK(a && b && t && keep && other && plain);
+    PT_CHECK_INT(pt_stats_live(), live0 + 6);
+    pt_stat_add(a, 7);
+    pt_stat_add(keep, 3);
+    pt_stat_set_text(t, "v1");
+
+    PT_CHECK_INT(pt_stats_release_tagged("urel", "gone"), 3);
+    PT_CHECK_INT(pt_stats_live(), live0 + 3);
+    PT_CHECK(pt_stats_info(a) == NULL && pt_stats_info(b) == NULL && pt_stats_info(t) == NULL);
+    PT_CHECK_INT(pt_stats_find("urel.gone.upstream_rq_total"), 0);
+    PT_CHECK_INT(pt_stats_find("urel.stays.upstream_rq_total"), keep);
+    PT_CHECK_INT(pt_stats_find("uother.gone.rq"), other);
+    PT_CHECK_INT(pt_stats_find("urel.gone"), plain);
+    PT_CHECK_INT(pt_stats_value(keep), 3);
+    PT_CHECK_STR(full_name(other), "uother.gone.rq");
+    uint32_t n;
+    pt_stat_t *ids = pt_stats_sorted(&n);
+    PT_CHECK_INT(n, pt_stats_live());
+    for (uint32_t i = 0; i < n; i++)
+        PT_CHECK(ids[i] != a && ids[i] != b && ids[i] != t);
+    free(ids);
+    PT_CHECK_INT(pt_stats_release_tagged("urel", "gone"), 0);
+    PT_CHECK_INT(pt_stats_release_tagged("urel", "never-seen"), 0);
+
+    /* Made again: an old id, counting from zero. */
+    uint32_t top = pt_stats_count();
+    pt_stat_t a2 = pt_stats_counter("urel", "envoy_cluster_name", "gone", "upstream_rq_total");
+    PT_CHECK(a2 == a || a2 == b || a2 == t);
+    PT_CHECK_INT(pt_stats_count(), top);
+    PT_CHECK_INT(pt_stats_value(a2), 0);
+    PT_CHECK_STR(full_name(a2), "urel.gone.upstream_rq_total");
+    PT_CHECK_INT(pt_stats_find("urel.gone.upstream_rq_total"), a2);
+
+    /* Many made and released: the registry does not grow. */
+    char tag[32];
+    for (int round = 0; round < 3; round++) {
+        for (int k = 0; k < 500; k++) {
+            snprintf(tag, sizeof(tag), "c%d", k);
+            pt_stats_counter("urel", "envoy_cluster_name", tag, "upstream_rq_total");
+            pt_stats_counter("urel", "envoy_cluster_name", tag, "upstream_rq_503");
+        }
+        for (int k = 0; k < 500; k++) {
+            snprintf(tag, sizeof(tag), "c%d", k);
+            PT_CHECK_INT(pt_stats_release_tagged("urel", tag), 2);
+        }
+        if (round == 0)
+            top = pt_stats_count();
+    }
+    PT_CHECK_INT(pt_stats_count(), top);
+    /* Pages of released stats go back to the system; what lives keeps its name and count,
+     * and the ids are as good as new. */
+    pt_stats_trim();
+    PT_CHECK_INT(pt_stats_value(keep), 3);
+    PT_CHECK_STR(full_name(keep), "urel.stays.upstream_rq_total");
+    PT_CHECK_INT(pt_stats_find("urel.stays.upstream_rq_total"), keep);
+    pt_stat_t fresh = pt_stats_counter("urel", "envoy_cluster_name", "c7", "upstream_rq_total");
+    PT_CHECK(fresh != 0);
+    PT_CHECK_INT(pt_stats_value(fresh), 0);
+    pt_stat_add(fresh, 5);
+    PT_CHECK_INT(pt_stats_value(fresh), 5);
+    PT_CHECK_STR(full_name(fresh), "urel.c7.upstream_rq_total");
+    PT_CHECK_INT(pt_stats_release_tagged("urel", "c7"), 1);
+    PT_CHECK_INT(pt_stats_release_tagged("urel", "gone"), 1);
+    PT_CHECK_INT(pt_stats_live(), live0 + 3);
+}
+
 int main(void)
 {
     if (pt_stats_thread_init() != 0) {
@@ -562,6 +653,7 @@ int main(void)
     PT_RUN(test_prometheus_escaping);
     PT_RUN(test_promtool);
     PT_RUN(test_text_readouts);
+    PT_RUN(test_release_tagged);
     pt_buf_pool_trim();
     PT_TEST_EXIT();
 }
