@@ -500,7 +500,7 @@ typedef struct dump_ctx {
 static void dump_cluster(void *data, const pt_cluster_entry_info_t *e)
 {
     dump_ctx_t *d = data;
-    json_t *cluster = json_deep_copy(e->dynamic ? e->source : e->active->source);
+    json_t *cluster = pt_cluster_source_copy(e->active);
     if (cluster != NULL)
         redact(cluster);
     if (e->dynamic)

@@ -394,11 +394,48 @@ void pt_cluster_unref(pt_cluster_t *c)
     free(atomic_load(&c->code_stats));
     json_decref(c->health_checks_json);
     json_decref(c->source);
+    free(c->source_text);
     for (unsigned i = 0; i < c->nhosts; i++)
         pt_host_unref(c->hosts[i]);
     free(c->hosts);
     pt_cluster_state_unref(c->state);
     free(c);
+}
+
+char *pt_json_canonical(const json_t *v)
+{
+    return json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+}
+
+int pt_cluster_compact_source(pt_cluster_t *c)
+{
+    if (c->source == NULL)
+        return 0;
+    char *text = pt_json_canonical(c->source);
+    if (text == NULL)
+        return -1;
+    free(c->source_text);
+    c->source_text = text;
+    json_decref(c->source);
+    c->source = NULL;
+    return 0;
+}
+
+json_t *pt_cluster_source_copy(const pt_cluster_t *c)
+{
+    if (c->source != NULL)
+        return json_deep_copy(c->source);
+    return c->source_text != NULL ? json_loads(c->source_text, 0, NULL) : json_object();
+}
+
+int pt_cluster_source_is(const pt_cluster_t *c, const char *canonical)
+{
+    if (c->source_text != NULL)
+        return strcmp(c->source_text, canonical) == 0;
+    char *mine = c->source != NULL ? pt_json_canonical(c->source) : NULL;
+    int same = mine != NULL && strcmp(mine, canonical) == 0;
+    free(mine);
+    return same;
 }
 
 pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
@@ -657,13 +694,22 @@ pt_cluster_t *pt_cluster_with_assignment(const pt_cluster_t *base, pt_cfg_t *cla
 {
     /* The configuration validated when base was made: read again, it cannot fail but for
      * memory (its errors, if any, land in a reader of its own and are reported as such). */
-    pt_cfg_t r;
-    pt_cfg_init(&r, base->source);
-    (void)pt_cfg_get(&r, "@type"); /* a CDS resource carries its type */
-    pt_cluster_t *c = pt_cluster_parse(&r);
-    pt_cfg_finish(&r);
-    int ok = c != NULL && pt_cfg_ok(&r);
-    pt_cfg_dispose(&r);
+    json_t *source = base->source != NULL ? json_incref(base->source)
+                                          : json_loads(base->source_text, 0, NULL);
+    pt_cluster_t *c = NULL;
+    int ok = 0;
+    if (source != NULL) {
+        pt_cfg_t r;
+        pt_cfg_init(&r, source);
+        (void)pt_cfg_get(&r, "@type"); /* a CDS resource carries its type */
+        c = pt_cluster_parse(&r);
+        pt_cfg_finish(&r);
+        ok = c != NULL && pt_cfg_ok(&r);
+        pt_cfg_dispose(&r);
+        json_decref(source);
+    }
+    if (ok && base->source_text != NULL && pt_cluster_compact_source(c) != 0)
+        ok = 0;
     if (!ok) {
         pt_cfg_error(cla, NULL, "cluster %s could not be made again (out of memory)",
                      base->name);

@@ -177,7 +177,11 @@ struct pt_cluster {
     struct pt_health_check_config *health_checks; /* discovery/health_check.h */
     unsigned nhealth_checks;
     json_t *health_checks_json;  /* as configured (a reference): versions compare it */
-    json_t *source;              /* the Cluster as configured (a reference) */
+    /* The Cluster as configured: a reference to the tree (bootstrap clusters, whose tree
+     * the config keeps anyway), or, for clusters of an update, its canonical text
+     * (pt_cluster_compact_source: a few hundred bytes where the tree took kilobytes). */
+    json_t *source;
+    char *source_text;
     /* type EDS: where its ClusterLoadAssignment comes from, and the name it has there
      * (eds_cluster_config.service_name, else the cluster's name). */
     struct pt_config_source *eds_config;
@@ -192,6 +196,18 @@ struct pt_cluster {
  * result may be invalid when r holds new errors (the caller then drops it); NULL only on
  * out-of-memory. */
 pt_cluster_t *pt_cluster_parse(pt_cfg_t *r);
+/* Replaces c's source tree by its canonical text (compact, keys sorted). 0, or -1 out of
+ * memory (the tree then stays). Before c is shared. */
+int pt_cluster_compact_source(pt_cluster_t *c);
+/* c's configuration as a tree of the caller's own (to read or change), or NULL out of
+ * memory. */
+json_t *pt_cluster_source_copy(const pt_cluster_t *c);
+/* Whether c was configured by exactly `canonical` (a pt_json_canonical text). */
+int pt_cluster_source_is(const pt_cluster_t *c, const char *canonical);
+/* The canonical text of a JSON value (compact, keys sorted): equal values, equal texts.
+ * The caller frees it; NULL out of memory. */
+char *pt_json_canonical(const json_t *v);
+
 /* Attaches the cluster's state and registers its stats: once it validated, before any
  * worker sees it. 0, or -1 when out of memory. */
 int pt_cluster_prepare(pt_cluster_t *c);

@@ -28,7 +28,6 @@ typedef struct cm_entry {
     unsigned seen;          /* the CDS update (cm->gen) that listed it */
     struct cm_entry *next_in_bucket;
     pt_cluster_t *active;   /* a reference */
-    json_t *source;         /* a reference (dynamic clusters) */
     char *version_info;
     double last_updated;
 } cm_entry_t;
@@ -78,7 +77,6 @@ static void entry_free(cm_entry_t *e)
     if (e == NULL)
         return;
     pt_cluster_unref(e->active);
-    json_decref(e->source);
     free(e->version_info);
     free(e->name);
     free(e);
@@ -567,7 +565,6 @@ int pt_cluster_manager_set_static(pt_cluster_manager_t *cm, pt_cluster_t *const 
 /* One resource of a CDS update as parsed (a new version), or kept (unchanged). */
 typedef struct staged {
     const char *name;
-    json_t *source;
     pt_cluster_t *next;   /* a new version, or NULL when the active one stays */
     cm_entry_t *entry;    /* the current entry by that name, or NULL */
 } staged_t;
@@ -619,8 +616,16 @@ int pt_cluster_manager_apply_cds(pt_cluster_manager_t *cm, const pt_discovery_re
             bad = 1;
             continue;
         }
-        if (e != NULL && e->source != NULL && json_equal(e->source, res->json)) {
-            st[nst++] = (staged_t){.name = e->name, .source = res->json, .entry = e};
+        /* Compared as canonical text: what a dynamic cluster keeps of its source. */
+        char *canonical = pt_json_canonical(res->json);
+        if (canonical == NULL) {
+            snprintf(err, errlen, "out of memory");
+            bad = 1;
+            break;
+        }
+        if (e != NULL && pt_cluster_source_is(e->active, canonical)) {
+            free(canonical);
+            st[nst++] = (staged_t){.name = e->name, .entry = e};
             continue; /* unchanged: the active version stays */
         }
         pt_cfg_t r;
@@ -640,8 +645,13 @@ int pt_cluster_manager_apply_cds(pt_cluster_manager_t *cm, const pt_discovery_re
             pt_cluster_unref(c);
             bad = 1;
         } else {
-            st[nst++] = (staged_t){.name = c->name, .source = res->json, .next = c, .entry = e};
+            json_decref(c->source); /* kept as text from here on */
+            c->source = NULL;
+            c->source_text = canonical;
+            canonical = NULL;
+            st[nst++] = (staged_t){.name = c->name, .next = c, .entry = e};
         }
+        free(canonical);
         pt_cfg_dispose(&r);
     }
     /* 2. Prepared (state, hosts, stats) only once everything validated. */
@@ -702,8 +712,6 @@ int pt_cluster_manager_apply_cds(pt_cluster_manager_t *cm, const pt_discovery_re
         }
         pt_cluster_unref(e->active);
         e->active = st[k].next;
-        json_decref(e->source);
-        e->source = json_incref(st[k].source);
         free(e->version_info);
         e->version_info = dup_or_empty(resp->version_info);
         e->last_updated = now;
@@ -739,7 +747,6 @@ void pt_cluster_manager_foreach(pt_cluster_manager_t *cm,
             .dynamic = e->dynamic,
             .version_info = e->version_info,
             .last_updated = e->last_updated,
-            .source = e->source,
             .active = e->active,
         };
         fn(data, &info);

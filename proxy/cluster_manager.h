@@ -58,7 +58,6 @@ typedef struct pt_cluster_entry_info {
     int dynamic;                /* from CDS (added_via_api) */
     const char *version_info;   /* of the update that last changed it ("" for static) */
     double last_updated;        /* wall-clock seconds */
-    json_t *source;             /* the resource as given (borrowed) */
     pt_cluster_t *active;       /* borrowed */
 } pt_cluster_entry_info_t;
 
