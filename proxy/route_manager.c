@@ -273,26 +273,35 @@ int pt_route_manager_want(pt_route_manager_t *rm, const pt_config_source_t *src,
         }
         e->slot = pt_rds_slot(name);
     }
-    struct rds_stats *st = realloc(e->stats, (e->nstats + 1) * sizeof(*st));
-    if (st == NULL) {
-        if (fresh) {
-            free(e->name);
-            free(e);
-        }
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    e->stats = st;
+    /* The stats of this name under this manager's stat_prefix: one set however many
+     * connection managers (every LDS update rebuilds them) want it, so an update counts
+     * once, as Envoy's one subscription per name does. */
+    struct rds_stats mine;
     char n[512];
-    struct rds_stats *mine = &st[e->nstats++];
 #define S(f, what)                                                                          \
     snprintf(n, sizeof(n), "rds.%s." what, name);                                          \
-    mine->f = pt_stats_counter("http", "envoy_http_conn_manager_prefix", stat_prefix, n)
+    mine.f = pt_stats_counter("http", "envoy_http_conn_manager_prefix", stat_prefix, n)
     S(attempt, "update_attempt");
     S(success, "update_success");
     S(rejected, "update_rejected");
     S(reload, "config_reload");
 #undef S
+    int known = 0;
+    for (size_t i = 0; i < e->nstats && !known; i++)
+        known = e->stats[i].success == mine.success;
+    if (!known) {
+        struct rds_stats *st = realloc(e->stats, (e->nstats + 1) * sizeof(*st));
+        if (st == NULL) {
+            if (fresh) {
+                free(e->name);
+                free(e);
+            }
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        e->stats = st;
+        st[e->nstats++] = mine;
+    }
     if (!fresh)
         return 0;
     rds_file_t *f = rm->files;
