@@ -271,6 +271,8 @@ size_t pt_stat_full_name(const pt_stat_info_t *info, char *buf, size_t len)
 
 /* ---- the registry ----------------------------------------------------------------------- */
 
+static void text_drop(uint32_t id);
+
 /* A registered stat's info (reg_lock held), or NULL. */
 static pt_stat_info_t *live_info(uint32_t id)
 {
@@ -471,7 +473,7 @@ unsigned pt_stats_release_tagged(const char *scope, const char *tag_value)
         while (*bp != id)
             bp = &info_at(*bp)->next_in_bucket;
         *bp = i->next_in_bucket;
-        free(i->text);
+        text_drop(id);
         unintern(i->scope);
         unintern(i->stat_name);
         unintern(i->prom_name);
@@ -575,6 +577,32 @@ pt_stat_t pt_stats_text(const char *scope, const char *tag, const char *tag_valu
     return pt_stats_get(PT_STAT_TEXT, scope, tag, tag_value, name);
 }
 
+/* Text readouts' values (rare: one per subscription), by id, in the heap: the info blocks
+ * are mappings of their own that leak checkers do not look into. Guarded by reg_lock. */
+typedef struct text_value {
+    uint32_t id;
+    char *text;
+} text_value_t;
+static text_value_t *texts;
+static size_t ntexts, texts_cap;
+
+static text_value_t *text_find(uint32_t id)
+{
+    for (size_t i = 0; i < ntexts; i++)
+        if (texts[i].id == id)
+            return &texts[i];
+    return NULL;
+}
+
+static void text_drop(uint32_t id)
+{
+    text_value_t *t = text_find(id);
+    if (t == NULL)
+        return;
+    free(t->text);
+    *t = texts[--ntexts];
+}
+
 void pt_stat_set_text(pt_stat_t id, const char *value)
 {
     char *copy = strdup(value ? value : "");
@@ -584,9 +612,25 @@ void pt_stat_set_text(pt_stat_t id, const char *value)
     pt_stat_info_t *i = live_info(id);
     char *old = NULL;
     if (i != NULL && i->kind == PT_STAT_TEXT) {
-        old = i->text;
-        i->text = copy;
-        copy = NULL;
+        text_value_t *t = text_find(id);
+        if (t == NULL && ntexts == texts_cap) {
+            size_t cap = texts_cap ? texts_cap * 2 : 16;
+            text_value_t *n = realloc(texts, cap * sizeof(*n));
+            if (n != NULL) {
+                texts = n;
+                texts_cap = cap;
+            }
+        }
+        if (t == NULL && ntexts < texts_cap) {
+            t = &texts[ntexts++];
+            t->id = id;
+            t->text = NULL;
+        }
+        if (t != NULL) {
+            old = t->text;
+            t->text = copy;
+            copy = NULL;
+        }
     }
     pthread_mutex_unlock(&reg_lock);
     free(old);
@@ -601,9 +645,10 @@ char *pt_stats_text_value(pt_stat_t id, int *set)
     pthread_mutex_lock(&reg_lock);
     pt_stat_info_t *i = live_info(id);
     if (i != NULL && i->kind == PT_STAT_TEXT) {
-        out = strdup(i->text ? i->text : "");
+        text_value_t *t = text_find(id);
+        out = strdup(t != NULL ? t->text : "");
         if (set != NULL)
-            *set = i->text != NULL;
+            *set = t != NULL;
     }
     pthread_mutex_unlock(&reg_lock);
     return out;

@@ -99,8 +99,6 @@ typedef struct pt_stat_info {
      * than summed from per-thread slots. */
     _Atomic(int64_t (*)(const void *)) fn;
     _Atomic(const void *) fn_arg;
-    /* A text readout's value (NULL until set), guarded by the registry's lock. */
-    char *text;
 } pt_stat_info_t;
 
 /* pt_stats_count is one past the highest id ever handed out (ids run from 1);
