@@ -133,7 +133,7 @@ static void filter_dispose(stat_filter_t *f)
  * that was ever set (as Envoy's "used" flag). */
 static int stat_used(const pt_stat_info_t *info, pt_stat_t id)
 {
-    if (info->kind != PT_STAT_TEXT)
+    if (info->family->kind != PT_STAT_TEXT)
         return pt_stats_value(id) != 0;
     int set;
     free(pt_stats_text_value(id, &set));
@@ -160,7 +160,7 @@ static void append_text_stat(pt_buf_t *out, const char *name, pt_stat_t id)
 
 static void format_value(const pt_stat_info_t *info, pt_stat_t id, char *out, size_t len)
 {
-    if (info->kind == PT_STAT_GAUGE)
+    if (info->family->kind == PT_STAT_GAUGE)
         snprintf(out, len, "%lld", (long long)pt_stats_gauge_value(id));
     else
         snprintf(out, len, "%llu", (unsigned long long)pt_stats_value(id));
@@ -185,7 +185,7 @@ int pt_admin_render_stats_text(pt_buf_t *out, const char *filter, int used_only)
             continue;
         if (used_only && !stat_used(info, ids[i]))
             continue;
-        if (info->kind == PT_STAT_TEXT) {
+        if (info->family->kind == PT_STAT_TEXT) {
             append_text_stat(out, name, ids[i]);
             continue;
         }
@@ -216,14 +216,14 @@ int pt_admin_render_stats_json(pt_buf_t *out, const char *filter, int used_only)
         pt_stat_full_name(info, name, sizeof(name));
         if (!filter_match(&f, name) || (used_only && !stat_used(info, ids[i])))
             continue;
-        if (info->kind == PT_STAT_TEXT) {
+        if (info->family->kind == PT_STAT_TEXT) {
             char *t = pt_stats_text_value(ids[i], NULL);
             json_array_append_new(arr,
                                   json_pack("{s:s,s:s}", "name", name, "value", t ? t : ""));
             free(t);
             continue;
         }
-        json_int_t v = info->kind == PT_STAT_GAUGE ? (json_int_t)pt_stats_gauge_value(ids[i])
+        json_int_t v = info->family->kind == PT_STAT_GAUGE ? (json_int_t)pt_stats_gauge_value(ids[i])
                                                    : (json_int_t)pt_stats_value(ids[i]);
         json_array_append_new(arr, json_pack("{s:s,s:I}", "name", name, "value", v));
     }
@@ -242,7 +242,7 @@ static int cmp_prom(const void *a, const void *b)
 {
     const pt_stat_info_t *x = pt_stats_info(*(const pt_stat_t *)a);
     const pt_stat_info_t *y = pt_stats_info(*(const pt_stat_t *)b);
-    int c = strcmp(x->prom_name, y->prom_name);
+    int c = strcmp(x->family->prom_name, y->family->prom_name);
     if (c != 0)
         return c;
     return pt_stats_cmp_names(x, y);
@@ -295,34 +295,34 @@ int pt_admin_render_prometheus(pt_buf_t *out, const char *filter, int used_only)
         char name[PT_STAT_NAME_MAX];
         pt_stat_full_name(info, name, sizeof(name));
         /* Text readouts have no Prometheus form (Envoy leaves them out by default too). */
-        if (info->kind == PT_STAT_TEXT || !filter_match(&f, name) ||
+        if (info->family->kind == PT_STAT_TEXT || !filter_match(&f, name) ||
             (used_only && pt_stats_value(ids[i]) == 0))
             continue;
-        int counter = info->kind == PT_STAT_COUNTER;
-        size_t plen = strlen(info->prom_name);
+        int counter = info->family->kind == PT_STAT_COUNTER;
+        size_t plen = strlen(info->family->prom_name);
         const char *suffix =
-            counter && !(plen > 6 && strcmp(info->prom_name + plen - 6, "_total") == 0)
+            counter && !(plen > 6 && strcmp(info->family->prom_name + plen - 6, "_total") == 0)
                 ? "_total"
                 : "";
         /* A gauge whose Envoy name ends in _total (membership_total) keeps its name and is
          * typed untyped: Prometheus reserves the suffix for counters. */
         const char *type = counter ? "counter"
-                           : (plen > 6 && strcmp(info->prom_name + plen - 6, "_total") == 0)
+                           : (plen > 6 && strcmp(info->family->prom_name + plen - 6, "_total") == 0)
                                ? "untyped"
                                : "gauge";
-        if (family == NULL || strcmp(family, info->prom_name) != 0) {
-            family = info->prom_name;
-            pt_buf_printf(out, "# HELP %s%s %s ", info->prom_name, suffix,
+        if (family == NULL || strcmp(family, info->family->prom_name) != 0) {
+            family = info->family->prom_name;
+            pt_buf_printf(out, "# HELP %s%s %s ", info->family->prom_name, suffix,
                           counter ? "Counter" : "Gauge");
             prom_escape_help(out, name);
             pt_buf_append_str(out, "\n");
-            pt_buf_printf(out, "# TYPE %s%s %s\n", info->prom_name, suffix, type);
+            pt_buf_printf(out, "# TYPE %s%s %s\n", info->family->prom_name, suffix, type);
         }
         char v[32];
         format_value(info, ids[i], v, sizeof(v));
-        pt_buf_printf(out, "%s%s", info->prom_name, suffix);
-        if (info->tag != NULL) {
-            pt_buf_printf(out, "{%s=\"", info->tag);
+        pt_buf_printf(out, "%s%s", info->family->prom_name, suffix);
+        if (info->family->tag != NULL) {
+            pt_buf_printf(out, "{%s=\"", info->family->tag);
             prom_escape(out, info->tag_value);
             pt_buf_append_str(out, "\"}");
         }

@@ -201,6 +201,101 @@ static const char *prom_name(const char *scope, const char *name)
     return intern(out);
 }
 
+/* ---- families ------------------------------------------------------------------------- */
+
+static pt_stat_family_t **fam_buckets;
+static uint32_t fam_nbuckets, fam_count;
+
+static uint64_t family_hash(const char *scope, const char *tag, const char *name,
+                            pt_stat_kind_t kind)
+{
+    uint64_t h = hash_more(FNV_SEED, scope);
+    h = hash_more(h, "\x01");
+    h = hash_more(h, tag ? tag : "");
+    h = hash_more(h, "\x01");
+    h = hash_more(h, name);
+    return h ^ (uint64_t)kind;
+}
+
+static int same_tag(const char *a, const char *b)
+{
+    return (a == NULL || b == NULL) ? a == b : strcmp(a, b) == 0;
+}
+
+/* The family of these parts, made on first use, with a reference. NULL out of memory. */
+static pt_stat_family_t *family_get(const char *scope, const char *tag, const char *name,
+                                    pt_stat_kind_t kind)
+{
+    uint64_t h = family_hash(scope, tag, name, kind);
+    if (fam_nbuckets != 0) {
+        for (pt_stat_family_t *f = fam_buckets[h & (fam_nbuckets - 1)]; f != NULL;
+             f = f->next_in_bucket)
+            if (f->kind == kind && strcmp(f->stat_name, name) == 0 &&
+                strcmp(f->scope, scope) == 0 && same_tag(f->tag, tag)) {
+                f->refs++;
+                return f;
+            }
+    }
+    if (fam_count + 1 > fam_nbuckets) {
+        uint32_t nb = fam_nbuckets ? fam_nbuckets * 2 : 64;
+        pt_stat_family_t **n = calloc(nb, sizeof(*n));
+        if (n == NULL)
+            return NULL;
+        for (uint32_t i = 0; i < fam_nbuckets; i++) {
+            while (fam_buckets[i] != NULL) {
+                pt_stat_family_t *f = fam_buckets[i];
+                fam_buckets[i] = f->next_in_bucket;
+                uint64_t k = family_hash(f->scope, f->tag, f->stat_name, f->kind) & (nb - 1);
+                f->next_in_bucket = n[k];
+                n[k] = f;
+            }
+        }
+        free(fam_buckets);
+        fam_buckets = n;
+        fam_nbuckets = nb;
+    }
+    pt_stat_family_t *f = calloc(1, sizeof(*f));
+    if (f == NULL)
+        return NULL;
+    f->scope = intern(scope);
+    f->stat_name = intern(name);
+    f->prom_name = prom_name(scope, name);
+    f->tag = tag ? intern(tag) : NULL;
+    f->kind = kind;
+    f->refs = 1;
+    if (f->scope == NULL || f->stat_name == NULL || f->prom_name == NULL || (tag && !f->tag)) {
+        unintern(f->scope);
+        unintern(f->stat_name);
+        unintern(f->prom_name);
+        unintern(f->tag);
+        free(f);
+        return NULL;
+    }
+    uint64_t k = h & (fam_nbuckets - 1);
+    f->next_in_bucket = fam_buckets[k];
+    fam_buckets[k] = f;
+    fam_count++;
+    return f;
+}
+
+static void family_put(const pt_stat_family_t *cf)
+{
+    pt_stat_family_t *f = (pt_stat_family_t *)cf;
+    if (f == NULL || --f->refs > 0)
+        return;
+    pt_stat_family_t **pp =
+        &fam_buckets[family_hash(f->scope, f->tag, f->stat_name, f->kind) & (fam_nbuckets - 1)];
+    while (*pp != f)
+        pp = &(*pp)->next_in_bucket;
+    *pp = f->next_in_bucket;
+    fam_count--;
+    unintern(f->scope);
+    unintern(f->stat_name);
+    unintern(f->prom_name);
+    unintern(f->tag);
+    free(f);
+}
+
 /* ---- names ---------------------------------------------------------------------------- */
 
 /* The full name's characters one by one, without building it. */
@@ -213,10 +308,10 @@ typedef struct name_cursor {
 static void cursor_init(name_cursor_t *c, const pt_stat_info_t *info)
 {
     int n = 0;
-    c->part[n++] = info->scope;
+    c->part[n++] = info->family->scope;
     if (info->tag_value != NULL)
         c->part[n++] = info->tag_value;
-    c->part[n++] = info->stat_name;
+    c->part[n++] = info->family->stat_name;
     if (n < 3)
         c->part[n] = NULL;
     c->i = 0;
@@ -264,8 +359,9 @@ static int name_is(const pt_stat_info_t *info, const char *full)
 size_t pt_stat_full_name(const pt_stat_info_t *info, char *buf, size_t len)
 {
     int n = info->tag_value != NULL
-                ? snprintf(buf, len, "%s.%s.%s", info->scope, info->tag_value, info->stat_name)
-                : snprintf(buf, len, "%s.%s", info->scope, info->stat_name);
+                ? snprintf(buf, len, "%s.%s.%s", info->family->scope, info->tag_value,
+                           info->family->stat_name)
+                : snprintf(buf, len, "%s.%s", info->family->scope, info->family->stat_name);
     return n < 0 ? 0 : (size_t)n;
 }
 
@@ -279,7 +375,7 @@ static pt_stat_info_t *live_info(uint32_t id)
     if (id == 0 || id >= atomic_load_explicit(&ninfos, memory_order_relaxed))
         return NULL;
     pt_stat_info_t *i = info_at(id);
-    return i->scope != NULL ? i : NULL;
+    return i->family != NULL ? i : NULL;
 }
 
 /* Rebuilds the name hash with nb buckets (a power of two). */
@@ -291,9 +387,10 @@ static int rehash_to(uint32_t nb)
     uint32_t top = atomic_load_explicit(&ninfos, memory_order_relaxed);
     for (uint32_t id = 1; id < top; id++) {
         pt_stat_info_t *i = info_at(id);
-        if (i->scope == NULL)
+        if (i->family == NULL)
             continue; /* free */
-        uint32_t k = (uint32_t)(hash_parts(i->scope, i->tag_value, i->stat_name) & (nb - 1));
+        uint32_t k =
+            (uint32_t)(hash_parts(i->family->scope, i->tag_value, i->family->stat_name) & (nb - 1));
         i->next_in_bucket = n[k];
         n[k] = id;
     }
@@ -395,7 +492,7 @@ pt_stat_t pt_stats_get(pt_stat_kind_t kind, const char *scope, const char *tag,
     if (nbuckets != 0) {
         for (id = buckets[h & (nbuckets - 1)]; id != 0; id = info_at(id)->next_in_bucket) {
             const pt_stat_info_t *i = info_at(id);
-            if (strcmp(i->stat_name, name) == 0 && strcmp(i->scope, scope) == 0 &&
+            if (strcmp(i->family->stat_name, name) == 0 && strcmp(i->family->scope, scope) == 0 &&
                 (i->tag_value == NULL ? tag_value == NULL
                                       : tag_value != NULL && strcmp(i->tag_value, tag_value) == 0))
                 goto out;
@@ -407,19 +504,11 @@ pt_stat_t pt_stats_get(pt_stat_kind_t kind, const char *scope, const char *tag,
     if (id == 0)
         goto out;
     pt_stat_info_t *info = info_at(id);
-    info->scope = intern(scope);
-    info->stat_name = intern(name);
-    info->prom_name = prom_name(scope, name);
-    info->tag = tag ? intern(tag) : NULL;
+    info->family = family_get(scope, tag, name, kind);
     info->tag_value = tag ? intern(tag_value) : NULL;
-    info->kind = kind;
-    if (info->scope == NULL || info->stat_name == NULL || info->prom_name == NULL ||
-        (tag && (!info->tag || !info->tag_value))) {
+    if (info->family == NULL || (tag && !info->tag_value)) {
         /* Out of memory: no stat rather than one with NULL names that readers trip on. */
-        unintern(info->scope);
-        unintern(info->stat_name);
-        unintern(info->prom_name);
-        unintern(info->tag);
+        family_put(info->family);
         unintern(info->tag_value);
         (void)put_id(id);
         id = 0;
@@ -464,20 +553,18 @@ unsigned pt_stats_release_tagged(const char *scope, const char *tag_value)
     while (*pp != 0) {
         uint32_t id = *pp;
         pt_stat_info_t *i = info_at(id);
-        if (strcmp(i->scope, scope) != 0) {
+        if (strcmp(i->family->scope, scope) != 0) {
             pp = &i->next_same_tag;
             continue;
         }
         *pp = i->next_same_tag;
-        uint32_t *bp = &buckets[hash_parts(i->scope, i->tag_value, i->stat_name) & (nbuckets - 1)];
+        uint32_t *bp =
+            &buckets[hash_parts(i->family->scope, i->tag_value, i->family->stat_name) & (nbuckets - 1)];
         while (*bp != id)
             bp = &info_at(*bp)->next_in_bucket;
         *bp = i->next_in_bucket;
         text_drop(id);
-        unintern(i->scope);
-        unintern(i->stat_name);
-        unintern(i->prom_name);
-        unintern(i->tag);
+        family_put(i->family);
         unintern(i->tag_value);
         zero_slots(id);
         (void)put_id(id);
@@ -611,7 +698,7 @@ void pt_stat_set_text(pt_stat_t id, const char *value)
     pthread_mutex_lock(&reg_lock);
     pt_stat_info_t *i = live_info(id);
     char *old = NULL;
-    if (i != NULL && i->kind == PT_STAT_TEXT) {
+    if (i != NULL && i->family->kind == PT_STAT_TEXT) {
         text_value_t *t = text_find(id);
         if (t == NULL && ntexts == texts_cap) {
             size_t cap = texts_cap ? texts_cap * 2 : 16;
@@ -644,7 +731,7 @@ char *pt_stats_text_value(pt_stat_t id, int *set)
         *set = 0;
     pthread_mutex_lock(&reg_lock);
     pt_stat_info_t *i = live_info(id);
-    if (i != NULL && i->kind == PT_STAT_TEXT) {
+    if (i != NULL && i->family->kind == PT_STAT_TEXT) {
         text_value_t *t = text_find(id);
         out = strdup(t != NULL ? t->text : "");
         if (set != NULL)
@@ -736,7 +823,7 @@ pt_stat_t *pt_stats_sorted(uint32_t *count)
     uint32_t n = 0;
     if (ids != NULL) {
         for (uint32_t id = 1; id < top; id++)
-            if (info_at(id)->scope != NULL)
+            if (info_at(id)->family != NULL)
                 ids[n++] = id;
         qsort(ids, n, sizeof(*ids), cmp_by_name);
     }

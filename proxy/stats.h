@@ -83,16 +83,24 @@ int64_t pt_stats_gauge_value(pt_stat_t id);
 /* Looks a stat up by full name; 0 if absent. */
 pt_stat_t pt_stats_find(const char *full_name);
 
-typedef struct pt_stat_info {
-    /* The name's parts, interned (shared by every stat that uses them): the full dotted name
-     * is scope.tag_value.stat_name (scope.stat_name without a tag) and is not stored;
-     * pt_stat_full_name builds it. */
+/* What stats of one name share: every cluster has an upstream_rq_total, and all of them are
+ * one family (the same scope, tag, name, Prometheus name and kind), stored once. */
+typedef struct pt_stat_family {
     const char *scope;
     const char *tag;        /* label name or NULL */
-    const char *tag_value;
-    const char *stat_name;
+    const char *stat_name;  /* the name after scope and tag value */
     const char *prom_name;  /* envoy_<scope>_<stat_name with dots as underscores> */
     pt_stat_kind_t kind;
+    uint32_t refs;          /* stats of the family (registry's lock) */
+    struct pt_stat_family *next_in_bucket;
+} pt_stat_family_t;
+
+/* One stat: its family and its tag value (both shared, interned); the full dotted name is
+ * scope.tag_value.stat_name (scope.stat_name without a tag) and is not stored:
+ * pt_stat_full_name builds it. */
+typedef struct pt_stat_info {
+    const pt_stat_family_t *family; /* NULL while the id is free */
+    const char *tag_value;
     /* Registry links (ids): the name hash chain, and the stats sharing a tag value. */
     uint32_t next_in_bucket, next_same_tag;
     /* A computed gauge: its value is read from shared state (circuit breaker counts) rather
