@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "proxy/config_reader.h"
+#include "proxy/hash.h"
 #include "proxy/log.h"
 
 /* One mask for every directory: inotify_add_watch on an inode already watched replaces its
@@ -73,46 +74,16 @@ static watch_ctx_t *contexts;
 
 /* ---- reading ------------------------------------------------------------------------ */
 
-/* 64-bit hash of a byte string, 8 bytes a step (MurmurHash64A's construction): content
- * fingerprints are compared, never trusted for anything else. */
-static uint64_t hash_bytes(const void *p, size_t n, uint64_t seed)
-{
-    const uint64_t m = 0xc6a4a7935bd1e995ull;
-    const int r = 47;
-    const unsigned char *s = p;
-    uint64_t h = seed ^ (n * m);
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t k;
-        memcpy(&k, s + i, 8);
-        k *= m;
-        k ^= k >> r;
-        k *= m;
-        h ^= k;
-        h *= m;
-    }
-    if (i < n) {
-        uint64_t k = 0;
-        memcpy(&k, s + i, n - i);
-        h ^= k;
-        h *= m;
-    }
-    h ^= h >> r;
-    h *= m;
-    h ^= h >> r;
-    return h;
-}
-
 int pt_file_state_read(const char *path, pt_file_state_t *out)
 {
     memset(out, 0, sizeof(*out));
     out->content = pt_config_read_text(path, &out->len, out->error, sizeof(out->error));
     if (out->content == NULL) {
         /* Different seeds: no content can have the fingerprint of an error. */
-        out->fingerprint = hash_bytes(out->error, strlen(out->error), 2);
+        out->fingerprint = pt_hash64(out->error, strlen(out->error), 2);
         return -1;
     }
-    out->fingerprint = hash_bytes(out->content, out->len, 1);
+    out->fingerprint = pt_hash64(out->content, out->len, 1);
     return 0;
 }
 

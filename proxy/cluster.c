@@ -402,6 +402,26 @@ void pt_cluster_unref(pt_cluster_t *c)
     free(c);
 }
 
+int pt_cluster_adopt_endpoints(pt_cluster_t *c, const pt_cluster_t *from)
+{
+    if (from->nendpoints > 0) {
+        pt_endpoint_t *eps = pt_arena_alloc(&c->arena, from->nendpoints * sizeof(*eps));
+        if (eps == NULL)
+            return -1;
+        for (unsigned i = 0; i < from->nendpoints; i++) {
+            eps[i] = from->endpoints[i];
+            if (eps[i].hostname != NULL &&
+                (eps[i].hostname = pt_arena_strdup(&c->arena, eps[i].hostname)) == NULL)
+                return -1;
+        }
+        c->endpoints = eps;
+    }
+    c->nendpoints = from->nendpoints;
+    c->has_assignment = 1;
+    c->equal_weights = from->equal_weights;
+    return 0;
+}
+
 char *pt_json_canonical(const json_t *v)
 {
     return json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);

@@ -196,6 +196,10 @@ struct pt_cluster {
  * result may be invalid when r holds new errors (the caller then drops it); NULL only on
  * out-of-memory. */
 pt_cluster_t *pt_cluster_parse(pt_cfg_t *r);
+/* Gives c (a new version of an EDS cluster, not yet prepared) the endpoints of `from`, the
+ * version it replaces, whose assignment stays in force: a CDS change of the cluster does
+ * not wait for its endpoints again. 0, or -1 out of memory. */
+int pt_cluster_adopt_endpoints(pt_cluster_t *c, const pt_cluster_t *from);
 /* Replaces c's source tree by its canonical text (compact, keys sorted). 0, or -1 out of
  * memory (the tree then stays). Before c is shared. */
 int pt_cluster_compact_source(pt_cluster_t *c);

@@ -8,12 +8,12 @@
 #include "discovery/discovery_response.h"
 #include "discovery/file_subscription.h"
 #include "proxy/config_source.h"
+#include "proxy/hash.h"
 #include "proxy/cluster.h"
 #include "proxy/log.h"
 #include "tls/context.h"
 
 typedef struct eds_sub eds_sub_t;
-typedef struct cla_store cla_store_t;
 
 static void collect_errors(const pt_cfg_t *r, char *err, size_t errlen);
 static void eds_sub_free(eds_sub_t *es);
@@ -23,8 +23,10 @@ typedef struct cm_entry {
     int dynamic;
     eds_sub_t *eds;         /* type EDS: the subscription its endpoints come from */
     pt_stat_t eds_attempt, eds_success, eds_rejected; /* cluster.<name>.update_* */
-    int cla_synced;         /* EDS: its assignment in force is the one its subscription's
-                             * store holds (an update repeating it is skipped) */
+    /* EDS: a digest of the assignment in force (of its canonical JSON), so that an update
+     * repeating it is skipped without keeping it. */
+    pt_digest_t cla_digest;
+    int has_digest;
     unsigned seen;          /* the CDS update (cm->gen) that listed it */
     struct cm_entry *next_in_bucket;
     pt_cluster_t *active;   /* a reference */
@@ -38,8 +40,7 @@ struct eds_sub {
     char *path, *watched_directory;
     pt_file_subscription_t *sub;
     int joining;            /* eds_rebind: clusters join it (1), it is new (2) */
-    cla_store_t *store;     /* the assignments of the last update accepted, for clusters
-                             * that come later and to skip repeats */
+    int rereading;          /* a read for clusters that joined, not a change of the file */
     eds_sub_t *next;
 };
 
@@ -221,130 +222,68 @@ static int add_entry(pt_cluster_manager_t *cm, cm_entry_t *e)
 
 #define CLA_TYPE_URL "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 
-/* The assignments of one EDS update by resource name, each kept as its canonical JSON text
- * (compact, keys sorted): a few hundred bytes per assignment where the parsed tree took
- * kilobytes, and two equal assignments have equal texts however they were written. */
-typedef struct cla_slot {
-    char *name;
-    char *text;
-    const pt_discovery_resource_t *res; /* while the update is applied, else NULL */
-} cla_slot_t;
-
-struct cla_store {
-    cla_slot_t *slots;
+/* A response's resources by name, for lookups in O(1). */
+typedef struct res_index {
+    const pt_discovery_resource_t **slots;
     size_t cap;
-};
+} res_index_t;
 
-static void cla_store_free(cla_store_t *st)
+static int res_index_build(res_index_t *ix, const pt_discovery_response_t *resp)
 {
-    if (st == NULL)
-        return;
-    for (size_t i = 0; i < st->cap; i++) {
-        free(st->slots[i].name);
-        free(st->slots[i].text);
-    }
-    free(st->slots);
-    free(st);
-}
-
-static cla_slot_t *cla_store_find(const cla_store_t *st, const char *name)
-{
-    if (st == NULL)
-        return NULL;
-    size_t h = hash_name(name) & (st->cap - 1);
-    for (; st->slots[h].name != NULL; h = (h + 1) & (st->cap - 1))
-        if (strcmp(st->slots[h].name, name) == 0)
-            return &st->slots[h];
-    return NULL;
-}
-
-static cla_store_t *cla_store_build(const pt_discovery_response_t *resp)
-{
-    cla_store_t *st = calloc(1, sizeof(*st));
-    if (st == NULL)
-        return NULL;
-    st->cap = 16;
-    while (st->cap < resp->nresources * 2)
-        st->cap *= 2;
-    st->slots = calloc(st->cap, sizeof(*st->slots));
-    if (st->slots == NULL) {
-        free(st);
-        return NULL;
-    }
+    ix->cap = 16;
+    while (ix->cap < resp->nresources * 2)
+        ix->cap *= 2;
+    ix->slots = calloc(ix->cap, sizeof(*ix->slots));
+    if (ix->slots == NULL)
+        return -1;
     for (size_t i = 0; i < resp->nresources; i++) {
         const pt_discovery_resource_t *res = &resp->resources[i];
         if (res->name == NULL)
-            continue; /* the envelope found no name: nothing can ask for it */
-        size_t h = hash_name(res->name) & (st->cap - 1);
-        while (st->slots[h].name != NULL)
-            h = (h + 1) & (st->cap - 1);
-        cla_slot_t *slot = &st->slots[h];
-        slot->name = strdup(res->name);
-        slot->text = json_dumps(res->json, JSON_COMPACT | JSON_SORT_KEYS);
-        slot->res = res;
-        if (slot->name == NULL || slot->text == NULL) {
-            cla_store_free(st);
-            return NULL;
-        }
+            continue;
+        size_t h = hash_name(res->name) & (ix->cap - 1);
+        while (ix->slots[h] != NULL)
+            h = (h + 1) & (ix->cap - 1);
+        ix->slots[h] = res;
     }
-    return st;
+    return 0;
 }
 
-/* The slots' resources point into the response: forgotten once it is applied. */
-static void cla_store_detach(cla_store_t *st)
+static const pt_discovery_resource_t *res_index_find(const res_index_t *ix, const char *name)
 {
-    for (size_t i = 0; i < st->cap; i++)
-        st->slots[i].res = NULL;
+    size_t h = hash_name(name) & (ix->cap - 1);
+    for (; ix->slots[h] != NULL; h = (h + 1) & (ix->cap - 1))
+        if (strcmp(ix->slots[h]->name, name) == 0)
+            return ix->slots[h];
+    return NULL;
 }
 
-/* The new version of e's cluster with the assignment of slot (its resource when the
- * update is at hand, else its text read again). NULL with errors in err. */
-static pt_cluster_t *with_slot(const cm_entry_t *e, const cla_slot_t *slot, char *err,
-                               size_t errlen)
+/* The digest of an assignment: equal assignments, however written, have equal digests. */
+static int cla_digest(const json_t *cla, pt_digest_t *out)
 {
-    pt_discovery_resource_t again;
-    const pt_discovery_resource_t *res = slot->res;
-    json_t *parsed = NULL;
-    if (res == NULL) {
-        parsed = json_loads(slot->text, 0, NULL);
-        if (parsed == NULL) {
-            snprintf(err + strlen(err), errlen - strlen(err), "%sout of memory",
-                     err[0] ? "; " : "");
-            return NULL;
-        }
-        again = (pt_discovery_resource_t){.json = parsed, .name = slot->name};
-        snprintf(again.path, sizeof(again.path), "resources[\"%.32s\"]", slot->name);
-        res = &again;
-    }
-    pt_cfg_t r;
-    pt_discovery_resource_reader(res, &r);
-    pt_cluster_t *c = pt_cluster_with_assignment(e->active, &r);
-    pt_cfg_finish(&r);
-    if (c == NULL || !pt_cfg_ok(&r)) {
-        if (pt_cfg_ok(&r))
-            pt_cfg_error(&r, NULL, "out of memory");
-        collect_errors(&r, err, errlen);
-        pt_cluster_unref(c);
-        c = NULL;
-    }
-    pt_cfg_dispose(&r);
-    json_decref(parsed);
-    return c;
+    char *text = pt_json_canonical(cla);
+    if (text == NULL)
+        return -1;
+    *out = pt_digest(text, strlen(text));
+    free(text);
+    return 0;
 }
 
-/* Applies the assignments of `next` (an update of subscription es, or es's own store for
- * clusters joining it) to the clusters it serves: those whose assignment in force is not the
- * one next holds for them get a new version; all of them or, when one is invalid, none.
- * `version`: that of a change of the file (cluster.<name>.update_* count it), NULL for
- * clusters joining a file already read. */
-static int eds_apply(eds_sub_t *es, const cla_store_t *next, const char *version, char *err,
-                     size_t errlen)
+/* Applies a response of subscription es to the clusters it serves: those it names with an
+ * assignment other than the one in force get a new version; all of them or, when one is
+ * invalid, none. `version`: that of a change of the file (cluster.<name>.update_* count
+ * it), NULL for a read for clusters that joined. */
+static int eds_apply(eds_sub_t *es, const pt_discovery_response_t *resp, const char *version,
+                     char *err, size_t errlen)
 {
-    int counted = version != NULL;
     pt_cluster_manager_t *cm = es->cm;
+    int counted = version != NULL;
     err[0] = '\0';
+    res_index_t ix;
     pt_cluster_t **built = calloc(cm->n ? cm->n : 1, sizeof(*built));
-    if (built == NULL) {
+    pt_digest_t *digests = calloc(cm->n ? cm->n : 1, sizeof(*digests));
+    if (built == NULL || digests == NULL || res_index_build(&ix, resp) != 0) {
+        free(built);
+        free(digests);
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -356,18 +295,28 @@ static int eds_apply(eds_sub_t *es, const cla_store_t *next, const char *version
             continue;
         if (counted)
             pt_stat_inc(e->eds_attempt);
-        const char *svc = e->active->eds_service_name;
-        const cla_slot_t *slot = cla_store_find(next, svc);
-        if (slot == NULL)
+        const pt_discovery_resource_t *res = res_index_find(&ix, e->active->eds_service_name);
+        if (res == NULL)
             continue; /* not in this update: what it has stays */
-        if (e->cla_synced) {
-            const cla_slot_t *now = cla_store_find(es->store, svc);
-            if (now != NULL && strcmp(now->text, slot->text) == 0)
-                continue; /* the same as in force */
-        }
-        built[i] = with_slot(e, slot, err, errlen);
-        if (built[i] == NULL)
+        if (cla_digest(res->json, &digests[i]) != 0) {
+            snprintf(err + strlen(err), errlen - strlen(err), "%sout of memory",
+                     err[0] ? "; " : "");
             bad = 1;
+            continue;
+        }
+        if (e->has_digest && pt_digest_equal(e->cla_digest, digests[i]))
+            continue; /* the same as in force */
+        pt_cfg_t r;
+        pt_discovery_resource_reader(res, &r);
+        built[i] = pt_cluster_with_assignment(e->active, &r);
+        pt_cfg_finish(&r);
+        if (built[i] == NULL || !pt_cfg_ok(&r)) {
+            collect_errors(&r, err, errlen);
+            pt_cluster_unref(built[i]);
+            built[i] = NULL;
+            bad = 1;
+        }
+        pt_cfg_dispose(&r);
     }
     for (unsigned i = 0; i < cm->n; i++) {
         cm_entry_t *e = cm->entries[i];
@@ -381,16 +330,17 @@ static int eds_apply(eds_sub_t *es, const cla_store_t *next, const char *version
         }
         if (counted)
             pt_stat_inc(e->eds_success);
-        if (built[i] != NULL) {
-            pt_cluster_unref(e->active);
-            e->active = built[i];
-            changed++;
-        }
-        /* In force now: next's assignment, or, when next does not name it, one its store
-         * will not hold. */
-        e->cla_synced = cla_store_find(next, e->active->eds_service_name) != NULL;
+        if (built[i] == NULL)
+            continue;
+        pt_cluster_unref(e->active);
+        e->active = built[i];
+        e->cla_digest = digests[i];
+        e->has_digest = 1;
+        changed++;
     }
     free(built);
+    free(digests);
+    free(ix.slots);
     if (bad)
         return -1;
     if (counted)
@@ -403,31 +353,17 @@ static int eds_apply(eds_sub_t *es, const cla_store_t *next, const char *version
     return 0;
 }
 
-/* A change of an EDS file. */
+/* A read of an EDS file: a change of it, or the read for clusters that joined. */
 static int on_eds_update(void *data, const pt_discovery_response_t *resp, char *err,
                          size_t errlen)
 {
     eds_sub_t *es = data;
-    cla_store_t *next = cla_store_build(resp);
-    if (next == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    int rc = eds_apply(es, next, resp->version_info, err, errlen);
-    if (rc != 0) {
-        cla_store_free(next);
-        return -1;
-    }
-    cla_store_detach(next);
-    cla_store_free(es->store);
-    es->store = next;
-    return 0;
+    return eds_apply(es, resp, es->rereading ? NULL : resp->version_info, err, errlen);
 }
 
 static void eds_sub_free(eds_sub_t *es)
 {
     pt_file_subscription_free(es->sub);
-    cla_store_free(es->store);
     free(es->path);
     free(es->watched_directory);
     free(es);
@@ -491,7 +427,7 @@ static void eds_rebind(pt_cluster_manager_t *cm)
         }
         if (e->active->has_assignment)
             continue;
-        e->cla_synced = 0; /* a new version of the cluster: give it its endpoints again */
+        e->has_digest = 0; /* a new version without endpoints: give it its assignment */
         if (e->eds_attempt == 0) {
             e->eds_attempt = pt_stats_counter("cluster", "envoy_cluster_name", e->name, "update_attempt");
             e->eds_success = pt_stats_counter("cluster", "envoy_cluster_name", e->name, "update_success");
@@ -515,10 +451,16 @@ static void eds_rebind(pt_cluster_manager_t *cm)
             if (cm->loop != NULL &&
                 pt_file_subscription_watch(es->sub, cm->loop, err, sizeof(err)) != 0)
                 pt_warn("eds: %s: %s", es->path, err);
-        } else if ((es->joining & 1) && es->store != NULL) {
+        } else if (es->joining & 1) {
+            /* Clusters join a file read before: read it again, as Envoy's new subscription
+             * would (nothing of the earlier read is kept but digests; clusters already
+             * served see their own assignments again and skip them). */
             cm->in_eds_load++;
-            if (eds_apply(es, es->store, NULL, err, sizeof(err)) != 0)
-                pt_warn("eds: %s: %s", es->path, err);
+            es->rereading = 1;
+            if (pt_file_subscription_load(es->sub, err, sizeof(err)) != PT_UPDATE_ACCEPTED)
+                pt_warn("eds: %s (the clusters that joined have no hosts until it is valid)",
+                        err);
+            es->rereading = 0;
             cm->in_eds_load--;
         }
     }
@@ -560,6 +502,17 @@ int pt_cluster_manager_set_static(pt_cluster_manager_t *cm, pt_cluster_t *const 
     }
     eds_rebind(cm);
     return publish(cm);
+}
+
+/* Whether the assignment in force for `old` is the one `next` (a new version of the same
+ * cluster) asks for: both EDS, from the same file, under the same service name. */
+static int same_assignment_source(const pt_cluster_t *old, const pt_cluster_t *next)
+{
+    return old->type == PT_CLUSTER_EDS && next->type == PT_CLUSTER_EDS &&
+           old->has_assignment && old->eds_config != NULL && next->eds_config != NULL &&
+           same_str(old->eds_config->path, next->eds_config->path) &&
+           same_str(old->eds_config->watched_directory, next->eds_config->watched_directory) &&
+           same_str(old->eds_service_name, next->eds_service_name);
 }
 
 /* One resource of a CDS update as parsed (a new version), or kept (unchanged). */
@@ -654,12 +607,20 @@ int pt_cluster_manager_apply_cds(pt_cluster_manager_t *cm, const pt_discovery_re
         free(canonical);
         pt_cfg_dispose(&r);
     }
-    /* 2. Prepared (state, hosts, stats) only once everything validated. */
+    /* 2. Prepared (state, hosts, stats) only once everything validated. A new version of
+     * an EDS cluster whose assignment still applies keeps its endpoints. */
     for (size_t k = 0; !bad && k < nst; k++) {
-        if (st[k].next != NULL && pt_cluster_prepare(st[k].next) != 0) {
-            snprintf(err, errlen, "out of memory");
+        pt_cluster_t *c = st[k].next;
+        const cm_entry_t *e = st[k].entry;
+        if (c == NULL)
+            continue;
+        if (e != NULL && e->has_digest && same_assignment_source(e->active, c) &&
+            pt_cluster_adopt_endpoints(c, e->active) != 0)
             bad = 1;
-        }
+        if (!bad && pt_cluster_prepare(c) != 0)
+            bad = 1;
+        if (bad)
+            snprintf(err, errlen, "out of memory");
     }
     if (bad) {
         for (size_t k = 0; k < nst; k++)

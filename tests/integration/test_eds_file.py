@@ -144,22 +144,29 @@ class EdsTest(EdsCase):
         self.assertEqual(failures, [])
 
     def test_eds_cluster_from_cds(self):
-        self.write(response('1', cla('a', self.ups[0].port)))
+        self.write(response('1', cla('a', self.ups[0].port), cla('b', self.ups[2].port)))
         cds_path = self.write(json.dumps({'version_info': '1', 'resources': [
             dict(eds_cluster('a', self.eds_path), **{'@type': CLUSTER_TYPE})]}), 'cds.json')
-        self.start([], dynamic={'cds_config': {'path_config_source': {'path': cds_path}}})
+        self.start([], routes=('a', 'b'),
+                   dynamic={'cds_config': {'path_config_source': {'path': cds_path}}})
         self.assertEqual(self.names('/a/x'), {'A'})
-        # The CDS update changes the cluster's settings: its endpoints are kept.
+        self.assertEqual(h.http_request(self.port, 'GET', '/b/x').status, 503)
+        # The CDS update changes the cluster's settings: its endpoints are kept. A cluster
+        # added by it joins the file already read and gets its assignment from it.
         self.write(json.dumps({'version_info': '2', 'resources': [
             dict(eds_cluster('a', self.eds_path, connect_timeout='3s'),
-                 **{'@type': CLUSTER_TYPE})]}), 'cds.json')
+                 **{'@type': CLUSTER_TYPE}),
+            dict(eds_cluster('b', self.eds_path), **{'@type': CLUSTER_TYPE})]}), 'cds.json')
         self.p.wait_stat('cluster_manager.cluster_modified', 1)
         self.assertEqual(self.names('/a/x'), {'A'})
+        self.assertEqual(self.names('/b/x'), {'C'})
+        # The read for b is not a change of the file: a's update count stays.
+        self.assertEqual(self.p.stat('cluster.a.update_success'), 1)
         self.write(response('2', cla('a', self.ups[1].port)))
         h.wait_until(lambda: self.names('/a/x') == {'B'}, 10)
         # Removed from CDS: gone, its subscription too (no crash on later changes).
         self.write(json.dumps({'version_info': '3', 'resources': []}), 'cds.json')
-        self.p.wait_stat('cluster_manager.cluster_removed', 1)
+        self.p.wait_stat('cluster_manager.cluster_removed', 2)
         self.write(response('3', cla('a', self.ups[2].port)))
         self.assertEqual(h.http_request(self.port, 'GET', '/a/x').status, 503)
 

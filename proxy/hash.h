@@ -1,0 +1,25 @@
+/* Content hashes for change detection: two texts with equal hashes are taken to be equal
+ * (a file's fingerprint, an endpoint assignment's digest). Not for anything an attacker
+ * could choose to collide against: the inputs are the operator's own configuration. */
+#ifndef PT_HASH_H
+#define PT_HASH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* 64-bit hash of n bytes, 8 bytes a step (MurmurHash64A's construction). Different seeds
+ * give independent hashes. */
+uint64_t pt_hash64(const void *p, size_t n, uint64_t seed);
+
+/* 128 bits: two independent 64-bit hashes, for digests compared across many values. */
+typedef struct pt_digest {
+    uint64_t a, b;
+} pt_digest_t;
+pt_digest_t pt_digest(const void *p, size_t n);
+
+static inline int pt_digest_equal(pt_digest_t x, pt_digest_t y)
+{
+    return x.a == y.a && x.b == y.b;
+}
+
+#endif
