@@ -495,6 +495,7 @@ static json_t *timestamp_json(double t)
 
 typedef struct dump_ctx {
     json_t *static_clusters, *active_clusters, *static_endpoints, *dynamic_endpoints;
+    json_t *warming_clusters;
 } dump_ctx_t;
 
 static void dump_cluster(void *data, const pt_cluster_entry_info_t *e)
@@ -504,7 +505,7 @@ static void dump_cluster(void *data, const pt_cluster_entry_info_t *e)
     if (cluster != NULL)
         redact(cluster);
     if (e->dynamic)
-        json_array_append_new(d->active_clusters,
+        json_array_append_new(e->warming ? d->warming_clusters : d->active_clusters,
                               json_pack("{s:s,s:o,s:o}", "version_info", e->version_info,
                                         "cluster", cluster ? cluster : json_object(),
                                         "last_updated", timestamp_json(e->last_updated)));
@@ -556,13 +557,14 @@ static void ep_config_dump(admin_request_t *req, admin_response_t *res)
                                              "type.googleapis.com/envoy.admin.v3.BootstrapConfigDump",
                                              "bootstrap", boot, "last_updated",
                                              timestamp_json(s->start_time)));
-    dump_ctx_t d = {json_array(), json_array(), json_array(), json_array()};
+    dump_ctx_t d = {json_array(), json_array(), json_array(), json_array(), json_array()};
     pt_cluster_manager_foreach(s->clusters, dump_cluster, &d);
     const char *cds_version = pt_cluster_manager_cds_version(s->clusters);
-    json_t *clusters = json_pack("{s:s,s:o,s:o,s:[]}", "@type",
+    json_t *clusters = json_pack("{s:s,s:o,s:o,s:o}", "@type",
                                  "type.googleapis.com/envoy.admin.v3.ClustersConfigDump",
                                  "static_clusters", d.static_clusters, "dynamic_active_clusters",
-                                 d.active_clusters, "dynamic_warming_clusters");
+                                 d.active_clusters, "dynamic_warming_clusters",
+                                 d.warming_clusters);
     if (cds_version != NULL)
         json_object_set_new(clusters, "version_info", json_string(cds_version));
     const char *rejected_version;

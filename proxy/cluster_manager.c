@@ -11,6 +11,7 @@
 #include "proxy/hash.h"
 #include "proxy/cluster.h"
 #include "proxy/log.h"
+#include "proxy/time.h"
 #include "tls/context.h"
 
 typedef struct eds_sub eds_sub_t;
@@ -27,6 +28,8 @@ typedef struct cm_entry {
      * repeating it is skipped without keeping it. */
     pt_digest_t cla_digest;
     int has_digest;
+    uint64_t warm_until_ms; /* EDS, no assignment yet: warming until then (monotonic ms;
+                             * UINT64_MAX: no timeout), 0 once it has one */
     unsigned seen;          /* the CDS update (cm->gen) that listed it */
     struct cm_entry *next_in_bucket;
     pt_cluster_t *active;   /* a reference */
@@ -334,6 +337,7 @@ static int eds_apply(eds_sub_t *es, const pt_discovery_response_t *resp, const c
             continue;
         pt_cluster_unref(e->active);
         e->active = built[i];
+        e->warm_until_ms = 0;
         e->cla_digest = digests[i];
         e->has_digest = 1;
         changed++;
@@ -428,6 +432,8 @@ static void eds_rebind(pt_cluster_manager_t *cm)
         if (e->active->has_assignment)
             continue;
         e->has_digest = 0; /* a new version without endpoints: give it its assignment */
+        uint64_t timeout = e->active->eds_config->initial_fetch_timeout_ms;
+        e->warm_until_ms = timeout == 0 ? UINT64_MAX : pt_now_ms() + timeout;
         if (e->eds_attempt == 0) {
             e->eds_attempt = pt_stats_counter("cluster", "envoy_cluster_name", e->name, "update_attempt");
             e->eds_success = pt_stats_counter("cluster", "envoy_cluster_name", e->name, "update_success");
@@ -697,10 +703,26 @@ pt_view_t *pt_cluster_manager_view(pt_cluster_manager_t *cm)
     return pt_view_ref(cm->view);
 }
 
+static int is_warming(const cm_entry_t *e, uint64_t now)
+{
+    return e->active->type == PT_CLUSTER_EDS && !e->active->has_assignment &&
+           e->warm_until_ms > now;
+}
+
+unsigned pt_cluster_manager_warming(pt_cluster_manager_t *cm)
+{
+    uint64_t now = pt_now_ms();
+    unsigned n = 0;
+    for (unsigned i = 0; i < cm->n; i++)
+        n += is_warming(cm->entries[i], now);
+    return n;
+}
+
 void pt_cluster_manager_foreach(pt_cluster_manager_t *cm,
                                 void (*fn)(void *data, const pt_cluster_entry_info_t *e),
                                 void *data)
 {
+    uint64_t now = pt_now_ms();
     for (unsigned i = 0; i < cm->n; i++) {
         cm_entry_t *e = cm->entries[i];
         pt_cluster_entry_info_t info = {
@@ -709,6 +731,7 @@ void pt_cluster_manager_foreach(pt_cluster_manager_t *cm,
             .version_info = e->version_info,
             .last_updated = e->last_updated,
             .active = e->active,
+            .warming = is_warming(e, now),
         };
         fn(data, &info);
     }

@@ -59,7 +59,15 @@ typedef struct pt_cluster_entry_info {
     const char *version_info;   /* of the update that last changed it ("" for static) */
     double last_updated;        /* wall-clock seconds */
     pt_cluster_t *active;       /* borrowed */
+    /* An EDS cluster still waiting for its first assignment, within its eds_config's
+     * initial_fetch_timeout (Envoy's warming cluster). */
+    int warming;
 } pt_cluster_entry_info_t;
+
+/* How many clusters are warming now: EDS clusters whose first assignment has not come and
+ * whose initial_fetch_timeout has not run out. The server is not ready (/ready 503) until
+ * none is left at start. */
+unsigned pt_cluster_manager_warming(pt_cluster_manager_t *cm);
 
 /* Calls fn for every cluster, static first, each group in name order. */
 void pt_cluster_manager_foreach(pt_cluster_manager_t *cm,

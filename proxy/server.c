@@ -85,12 +85,28 @@ static void publish_view(pt_server_t *s)
     pt_health_checker_update(s->health_checker, view);
 }
 
+/* Initializing until the clusters warmed at start (their first endpoints came, or their
+ * initial_fetch_timeout ran out): then live, as Envoy's server once its init manager is
+ * done. Checked when clusters change and on the housekeeping tick (for the timeouts). */
+static void check_warm(pt_server_t *s)
+{
+    if (s->state != PT_SERVER_INITIALIZING || !s->running)
+        return;
+    unsigned warming = s->clusters != NULL ? pt_cluster_manager_warming(s->clusters) : 0;
+    if (warming > 0)
+        return;
+    s->state = PT_SERVER_LIVE;
+    if (s->announced_warming)
+        pt_info("initial resources in: live");
+}
+
 static void on_clusters_published(void *data, pt_view_t *view)
 {
     pt_server_t *s = data;
     pt_view_unref(s->cluster_view);
     s->cluster_view = view;
     publish_view(s);
+    check_warm(s);
 }
 
 static void on_routes_published(void *data)
@@ -566,7 +582,8 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 
 static void on_heap_tick(struct ev_loop *loop, ev_timer *t, int revents)
 {
-    (void)loop, (void)t, (void)revents;
+    (void)loop, (void)revents;
+    check_warm(t->data);
     pt_cluster_states_reap();
     pt_stats_trim();
     pt_heap_maybe_trim();
@@ -685,11 +702,20 @@ int pt_server_run(pt_server_t *s)
         return 1;
     }
     ev_timer_init(&s->heap_tick, on_heap_tick, PT_HEAP_TICK_SECS, PT_HEAP_TICK_SECS);
+    s->heap_tick.data = s;
     ev_timer_start(s->loop, &s->heap_tick);
     ev_unref(s->loop); /* housekeeping alone must not keep the loop alive */
-    s->state = PT_SERVER_LIVE;
     pt_info("petrel %s started: %u worker%s, config %s", PT_VERSION, n, n == 1 ? "" : "s",
             s->opts.config_path);
+    s->running = 1;
+    unsigned warming = s->clusters != NULL ? pt_cluster_manager_warming(s->clusters) : 0;
+    if (warming > 0) {
+        s->announced_warming = 1;
+        pt_info("initializing: %u cluster%s waiting for endpoints (/ready answers 503 until "
+                "they come or their initial_fetch_timeout runs out)", warming,
+                warming == 1 ? "" : "s");
+    }
+    check_warm(s);
 
     ev_run(s->loop, 0);
 

@@ -37,6 +37,8 @@ typedef struct pt_server {
     pt_worker_t *workers;
     unsigned nworkers;
     pt_config_t *config;      /* current snapshot */
+    int running;              /* the loop runs: initializing may end */
+    int announced_warming;    /* started with warming clusters (logged) */
     struct pt_view *view;     /* the view workers resolve clusters through (proxy/view.h) */
     struct pt_cluster_manager *clusters; /* owns the clusters, publishes views */
     struct pt_view *cluster_view;        /* the cluster manager's last (clusters only) */

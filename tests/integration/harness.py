@@ -1225,7 +1225,7 @@ class Petrel:
 
     def __init__(self, config, concurrency=1, extra_args=(), fmt='json', log_level='info',
                  env=None, admin_port=None, binary=None, start_timeout=10, wait_listeners=True,
-                 die_with_parent=True, nofile=None):
+                 die_with_parent=True, nofile=None, wait_ready=True):
         if fmt not in ('json', 'yaml'):
             raise ValueError('fmt must be json or yaml')
         self.config = config
@@ -1237,6 +1237,7 @@ class Petrel:
         self.binary = binary or PETREL_BIN
         self.start_timeout = start_timeout
         self.wait_listeners = wait_listeners
+        self.wait_ready = wait_ready
         self.die_with_parent = die_with_parent
         self.nofile = nofile
         self.proc = None
@@ -1352,6 +1353,15 @@ class Petrel:
         if self.admin_port:
             while True:
                 check_alive('waiting for GET /ready')
+                if not self.wait_ready:
+                    # Only that the admin answers (a petrel still initializing says 503).
+                    try:
+                        http_request(self.admin_port, 'GET', '/ready', host=self.admin_host,
+                                     timeout=1.0 / SLOW)
+                        break
+                    except (OSError, ValueError):
+                        time.sleep(0.05)
+                        continue
                 try:
                     r = http_request(self.admin_port, 'GET', '/ready', host=self.admin_host,
                                      timeout=1.0 / SLOW)

@@ -60,14 +60,14 @@ class EdsCase(unittest.TestCase):
         os.replace(path + '.tmp', path)
         return path
 
-    def start(self, clusters, routes=('a',), dynamic=None):
+    def start(self, clusters, routes=('a',), dynamic=None, wait_ready=True):
         rts = [h.route_prefix('/%s/' % n, n, timeout='5s') for n in routes]
         rc = h.route_config([h.vhost('all', ['*'], rts)], validate_clusters=False)
         extra = {'dynamic_resources': dynamic} if dynamic else {}
         cfg = h.bootstrap([h.listener('http', self.port, [
             h.http_connection_manager('ingress', rc)])], clusters, admin_port=self.admin,
             **extra)
-        self.p = h.Petrel(cfg)
+        self.p = h.Petrel(cfg, wait_ready=wait_ready)
         self.addCleanup(self.p.close)
         self.p.start()
         return self.p
@@ -142,6 +142,58 @@ class EdsTest(EdsCase):
             stop.set()
             t.join(h.scaled(10))
         self.assertEqual(failures, [])
+
+    def ready(self):
+        status, _, body = self.p.admin_get('/ready')
+        return status, body.decode().strip()
+
+    def test_ready_waits_for_the_first_endpoints(self):
+        # At start the file has no assignment for a: petrel initializes (/ready 503), as
+        # Envoy's server does until its clusters warmed, and goes live when it comes.
+        self.write(response('1', cla('other', self.ups[0].port)))
+        self.start([eds_cluster('a', self.eds_path)], wait_ready=False)
+        self.assertEqual(self.ready(), (503, 'INITIALIZING'))
+        self.assertIn('1 cluster waiting for endpoints', self.p.log())
+        self.write(response('2', cla('a', self.ups[0].port)))
+        h.wait_until(lambda: self.ready() == (200, 'LIVE'), 10)
+        self.assertEqual(self.names('/a/x'), {'A'})
+        info = json.loads(self.p.admin_get('/server_info')[2])
+        self.assertEqual(info['state'], 'LIVE')
+
+    def test_ready_after_initial_fetch_timeout(self):
+        # No assignment ever comes: live once initial_fetch_timeout runs out; the cluster
+        # has no hosts (503 UH).
+        self.write(response('1'))
+        c = eds_cluster('a', self.eds_path)
+        c['eds_cluster_config']['eds_config']['initial_fetch_timeout'] = '1s'
+        self.start([c], wait_ready=False)
+        self.assertEqual(self.ready(), (503, 'INITIALIZING'))
+        h.wait_until(lambda: self.ready() == (200, 'LIVE'), 10)
+        r = h.http_request(self.port, 'GET', '/a/x')
+        self.assertEqual(r.status, 503)
+
+    def test_new_cluster_warms_after_start(self):
+        # A CDS cluster whose assignment has not come is warming (dynamic_warming_clusters);
+        # the server, live already, stays live; the assignment makes it active.
+        self.write(response('1'))
+        cds_path = self.write(json.dumps({'version_info': '1', 'resources': []}), 'cds.json')
+        self.start([], dynamic={'cds_config': {'path_config_source': {'path': cds_path}}})
+        self.write(json.dumps({'version_info': '2', 'resources': [
+            dict(eds_cluster('a', self.eds_path), **{'@type': CLUSTER_TYPE})]}), 'cds.json')
+        self.p.wait_stat('cluster_manager.cluster_added', 1)
+
+        def clusters_dump():
+            dump = json.loads(self.p.admin_get('/config_dump')[2])
+            return [c for c in dump['configs'] if c['@type'].endswith('ClustersConfigDump')][0]
+        d = clusters_dump()
+        self.assertEqual([c['cluster']['name'] for c in d['dynamic_warming_clusters']], ['a'])
+        self.assertEqual(d['dynamic_active_clusters'], [])
+        self.assertEqual(self.ready(), (200, 'LIVE'))
+        self.write(response('2', cla('a', self.ups[1].port)))
+        h.wait_until(lambda: self.names('/a/x') == {'B'}, 10)
+        d = clusters_dump()
+        self.assertEqual(d['dynamic_warming_clusters'], [])
+        self.assertEqual([c['cluster']['name'] for c in d['dynamic_active_clusters']], ['a'])
 
     def test_eds_cluster_from_cds(self):
         self.write(response('1', cla('a', self.ups[0].port), cla('b', self.ups[2].port)))
