@@ -728,8 +728,15 @@ pt_cluster_t *pt_cluster_with_assignment(const pt_cluster_t *base, pt_cfg_t *cla
         pt_cfg_dispose(&r);
         json_decref(source);
     }
-    if (ok && base->source_text != NULL && pt_cluster_compact_source(c) != 0)
-        ok = 0;
+    if (ok && base->source_text != NULL) {
+        /* The same configuration as base: its text, not the tree read again. */
+        if ((c->source_text = strdup(base->source_text)) == NULL) {
+            ok = 0;
+        } else {
+            json_decref(c->source);
+            c->source = NULL;
+        }
+    }
     if (!ok) {
         pt_cfg_error(cla, NULL, "cluster %s could not be made again (out of memory)",
                      base->name);

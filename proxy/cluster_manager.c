@@ -263,11 +263,7 @@ static const pt_discovery_resource_t *res_index_find(const res_index_t *ix, cons
 /* The digest of an assignment: equal assignments, however written, have equal digests. */
 static int cla_digest(const json_t *cla, pt_digest_t *out)
 {
-    char *text = pt_json_canonical(cla);
-    if (text == NULL)
-        return -1;
-    *out = pt_digest(text, strlen(text));
-    free(text);
+    *out = pt_json_digest(cla);
     return 0;
 }
 
@@ -510,6 +506,19 @@ int pt_cluster_manager_set_static(pt_cluster_manager_t *cm, pt_cluster_t *const 
     return publish(cm);
 }
 
+/* The clusters of an update keep their configuration as text only, once their first
+ * endpoints are in (before they are published). */
+static void drop_source_trees(pt_cluster_manager_t *cm)
+{
+    for (unsigned i = 0; i < cm->n; i++) {
+        pt_cluster_t *c = cm->entries[i]->active;
+        if (c->source != NULL && c->source_text != NULL) {
+            json_decref(c->source);
+            c->source = NULL;
+        }
+    }
+}
+
 /* Whether the assignment in force for `old` is the one `next` (a new version of the same
  * cluster) asks for: both EDS, from the same file, under the same service name. */
 static int same_assignment_source(const pt_cluster_t *old, const pt_cluster_t *next)
@@ -604,8 +613,8 @@ int pt_cluster_manager_apply_cds(pt_cluster_manager_t *cm, const pt_discovery_re
             pt_cluster_unref(c);
             bad = 1;
         } else {
-            json_decref(c->source); /* kept as text from here on */
-            c->source = NULL;
+            /* Kept as text from here on; the tree only until the cluster has its first
+             * endpoints (an EDS cluster is built again with them, from the tree). */
             c->source_text = canonical;
             canonical = NULL;
             st[nst++] = (staged_t){.name = c->name, .next = c, .entry = e};
@@ -684,17 +693,19 @@ int pt_cluster_manager_apply_cds(pt_cluster_manager_t *cm, const pt_discovery_re
         e->last_updated = now;
     }
     free(st);
-    /* One line per update, as Envoy's; each cluster at debug level. */
-    pt_info("cds: version %s: %u cluster%s added, %u updated, %u removed, %u unchanged",
-            resp->version_info, nadded, nadded == 1 ? "" : "s", nmodified, nremoved,
-            (unsigned)nst - nadded - nmodified);
     free(cm->cds_version);
     cm->cds_version = dup_or_empty(resp->version_info);
     eds_rebind(cm);
+    drop_source_trees(cm);
     if (publish(cm) != 0) {
         snprintf(err, errlen, "out of memory publishing the clusters");
         return -1;
     }
+    /* One line per update, as Envoy's (each cluster at debug level), once it is in force
+     * with the endpoints of its EDS clusters. */
+    pt_info("cds: version %s: %u cluster%s added, %u updated, %u removed, %u unchanged",
+            resp->version_info, nadded, nadded == 1 ? "" : "s", nmodified, nremoved,
+            (unsigned)nst - nadded - nmodified);
     return 0;
 }
 

@@ -1,5 +1,6 @@
 #include "proxy/hash.h"
 
+#include <jansson.h>
 #include <string.h>
 
 uint64_t pt_hash64(const void *p, size_t n, uint64_t seed)
@@ -34,4 +35,64 @@ pt_digest_t pt_digest(const void *p, size_t n)
 {
     return (pt_digest_t){pt_hash64(p, n, 0x9e3779b97f4a7c15ull),
                          pt_hash64(p, n, 0xd1b54a32d192ed03ull)};
+}
+
+/* A 64-bit mix (splitmix64's finalizer): spreads a combination of hashes over all bits. */
+static uint64_t mix(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebull;
+    x ^= x >> 31;
+    return x;
+}
+
+/* One lane of the digest (seed chooses the lane). Containers fold their children in:
+ * arrays in order, objects as a sum over members (order-free), each member mixing its key's
+ * hash with its value's. */
+static uint64_t lane(const json_t *v, uint64_t seed)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: {
+        uint64_t sum = 0;
+        const char *key;
+        json_t *member;
+        json_object_foreach((json_t *)v, key, member) {
+            uint64_t k = pt_hash64(key, strlen(key), seed);
+            sum += mix(k ^ mix(lane(member, seed) + 0x9e3779b97f4a7c15ull));
+        }
+        return mix(sum ^ (seed + 1) ^ (uint64_t)json_object_size(v) << 32);
+    }
+    case JSON_ARRAY: {
+        uint64_t h = mix(seed + 2 + json_array_size(v));
+        for (size_t i = 0; i < json_array_size(v); i++)
+            h = mix(h ^ lane(json_array_get(v, i), seed));
+        return h;
+    }
+    case JSON_STRING:
+        return pt_hash64(json_string_value(v), json_string_length(v), seed + 3);
+    case JSON_INTEGER: {
+        json_int_t n = json_integer_value(v);
+        return mix((uint64_t)n ^ (seed + 4));
+    }
+    case JSON_REAL: {
+        double d = json_real_value(v);
+        uint64_t bits;
+        memcpy(&bits, &d, sizeof(bits));
+        return mix(bits ^ (seed + 5));
+    }
+    case JSON_TRUE:
+        return mix(seed + 6);
+    case JSON_FALSE:
+        return mix(seed + 7);
+    case JSON_NULL:
+    default:
+        return mix(seed + 8);
+    }
+}
+
+pt_digest_t pt_json_digest(const json_t *v)
+{
+    return (pt_digest_t){lane(v, 0x9e3779b97f4a7c15ull), lane(v, 0xd1b54a32d192ed03ull)};
 }

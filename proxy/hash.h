@@ -17,6 +17,12 @@ typedef struct pt_digest {
 } pt_digest_t;
 pt_digest_t pt_digest(const void *p, size_t n);
 
+/* The digest of a JSON value, computed on the tree (no text built, no keys sorted): equal
+ * values (objects compared without regard to member order) have equal digests. Numbers
+ * are distinguished by type (1 and 1.0 differ), as json_equal does. */
+struct json_t;
+pt_digest_t pt_json_digest(const struct json_t *v);
+
 static inline int pt_digest_equal(pt_digest_t x, pt_digest_t y)
 {
     return x.a == y.a && x.b == y.b;
