@@ -32,7 +32,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, 'tests', 'integration'))
 import harness as h  # noqa: E402
-from upstreams import HttpUpstream  # noqa: E402
 
 N = int(os.environ.get('BENCH_RELOAD_N', '10000'))
 EP = 10
@@ -94,10 +93,27 @@ def ptload(binary, port, seconds):
     return json.loads(out.strip().splitlines()[-1])
 
 
+class Upstream:
+    """The steady stream's upstream, in a process of its own: in this one it would share the
+    interpreter lock with the writing of 10 MB update files, and stall with it."""
+
+    def __init__(self):
+        code = ('import sys, time; sys.path.insert(0, %r); from upstreams import HttpUpstream; '
+                'u = HttpUpstream(name="steady"); print(u.port, flush=True); time.sleep(1e6)'
+                % os.path.join(ROOT, 'tests', 'integration'))
+        self.proc = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE,
+                                     text=True)
+        self.port = int(self.proc.stdout.readline())
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
 def measure(ep, with_latency, ptload_bin):
     d = tempfile.mkdtemp(prefix='petrel-reload-')
     r = Run(d, ep)
-    up = HttpUpstream(name='steady')
+    up = Upstream()
     out = {}
     try:
         write(r.cds, {'version_info': '0', 'resources': []})
@@ -120,41 +136,59 @@ def measure(ep, with_latency, ptload_bin):
             mark = len(p.log())
             t0 = write(r.cds, {'version_info': '1', 'resources': [r.cluster(i) for i in range(N)]})
             out['apply_cds_s'] = applied_at(p, r'cds: version 1: ', mark) - t0
-            mark = len(p.log())
-            t0 = write(r.rds, {'version_info': '1', 'resources': [r.routes(N)]})
-            out['apply_rds_s'] = applied_at(p, r'rds: route configuration main updated '
-                                            r'\(version 1\)', mark) - t0
             time.sleep(3)
             out['rss_kib'] = p.rss_kb() - base_rss
             out['heap_kib'] = (heap(p) - base_heap) / 1024.0
             if not with_latency:
                 return out
+            mark = len(p.log())
+            t0 = write(r.rds, {'version_info': '1', 'resources': [r.routes(N)]})
+            out['apply_rds_s'] = applied_at(p, r'rds: route configuration main updated '
+                                            r'\(version 1\)', mark) - t0
+            time.sleep(3)
+            out['routes_rss_kib'] = p.rss_kb() - base_rss - out['rss_kib']
             # one endpoint among N
             res = [r.cla(i) for i in range(N)]
             res[N // 2] = r.cla(N // 2, base=30000)
             mark = len(p.log())
             t0 = write(r.eds, {'version_info': '2', 'resources': res})
             out['one_endpoint_s'] = applied_at(p, r'eds: version 2 of ', mark) - t0
-            # latency without, then with updates
+            # latency without, then with updates: the stream lasts as long as the updates take
+            # (each about as long as the one-endpoint change), with a margin either side.
             quiet = ptload(ptload_bin, port, LAT_SECONDS)
+            busy_seconds = int(UPDATES * out['one_endpoint_s'] * 1.5) + 10
             load = subprocess.Popen([ptload_bin, 'rate', '127.0.0.1', str(port), '/steady',
-                                     str(LAT_RATE), str(LAT_SECONDS + 600), '10', '1'],
+                                     str(LAT_RATE), str(busy_seconds), '10', '1'],
                                     stdout=subprocess.PIPE, text=True)
             time.sleep(2)
             t_start = time.time()
+            done = 0
+            # The two files alternated, serialized up front: writing is then a copy, and the
+            # window holds the updates themselves.
+            variants = []
+            for k in range(2):
+                res[N // 2] = r.cla(N // 2, base=30000 + k * 1000)
+                variants.append(json.dumps({'version_info': 'VERSION', 'resources': res}))
             for v in range(UPDATES):
-                res[N // 2] = r.cla(N // 2, base=30000 + (v % 2) * 1000)
+                if time.time() - t_start > busy_seconds - 5:
+                    break
                 mark = len(p.log())
-                write(r.eds, {'version_info': '%d' % (3 + v), 'resources': res})
+                with open(r.eds + '.tmp', 'w') as f:
+                    f.write(variants[v % 2].replace('"VERSION"', '"%d"' % (3 + v), 1))
+                os.replace(r.eds + '.tmp', r.eds)
                 applied_at(p, r'eds: version %d of ' % (3 + v), mark)
+                done += 1
+            out['updates'] = done
             out['updates_s'] = time.time() - t_start
-            load.terminate()
-            busy_out = load.communicate(timeout=60)[0]
+            busy_out = load.communicate(timeout=busy_seconds + 60)[0]
             busy = json.loads(busy_out.strip().splitlines()[-1]) if busy_out.strip() else {}
             out['p50_quiet_us'], out['p99_quiet_us'] = quiet.get('p50_us'), quiet.get('p99_us')
             out['p50_busy_us'], out['p99_busy_us'] = busy.get('p50_us'), busy.get('p99_us')
             out['errors'] = quiet.get('errors', 0) + busy.get('errors', 0)
-            # removal
+            # removal: the routes, then the clusters
+            mark = len(p.log())
+            write(r.rds, {'version_info': '99', 'resources': [r.routes(0)]})
+            applied_at(p, r'rds: route configuration main updated \(version 99\)', mark)
             mark = len(p.log())
             t0 = write(r.cds, {'version_info': '99', 'resources': []})
             out['remove_s'] = applied_at(p, r'cds: version 99: ', mark) - t0
@@ -179,8 +213,9 @@ def main():
     rows = [
         ('apply %d clusters (CDS, EDS with %d endpoints each): file change to active' % (N, EP),
          '%.3f s' % a['apply_cds_s'], '< 1 s'),
-        ('apply %d routes (RDS): file change to active' % N,
-         '%.3f s' % a['apply_rds_s'] if a['apply_rds_s'] is not None else 'n/a', '< 1 s'),
+        ('apply %d routes (RDS, one route configuration): file change to active' % N,
+         '%.3f s' % a['apply_rds_s'], '< 1 s'),
+        ('RSS per route', '%.0f B' % (a['routes_rss_kib'] * 1024.0 / N), ''),
         ('RSS per cluster, stats included (%d endpoints each)' % EP,
          '%.0f B' % per_cluster, '<= 4 KiB'),
         ('RSS per cluster without its endpoints', '%.0f B' % (per_cluster - EP * per_endpoint),
@@ -190,11 +225,12 @@ def main():
          '%.3f s' % a['one_endpoint_s'], '< 10 ms'),
         ('steady stream to an unrelated cluster, p50 / p99, no updates',
          '%s / %s us' % (a['p50_quiet_us'], a['p99_quiet_us']), ''),
-        ('the same during %d EDS updates of the %d-cluster file' % (UPDATES, N),
+        ('the same during %d EDS updates of the %d-cluster file' % (a['updates'], N),
          '%s / %s us' % (a['p50_busy_us'], a['p99_busy_us']), 'p99 unchanged'),
         ('requests failed in both streams', '%d' % a['errors'], '0'),
         ('remove all %d clusters: file change to active' % N, '%.3f s' % a['remove_s'], ''),
-        ('RSS after removing them, against the start', '%+d KiB' % a['rss_after_removal_kib'],
+        ('RSS after removing them and their routes, against the start',
+         '%+d KiB' % a['rss_after_removal_kib'],
          'back to start'),
     ]
     lines = ['# petrel bench: reload, %s' % datetime.datetime.now().strftime('%Y-%m-%d %H:%M'),
