@@ -638,9 +638,9 @@ static void ep_listeners(admin_request_t *req, admin_response_t *res)
     }
 }
 
-static const char *health_str(uint32_t h, char *buf, size_t len)
+static const char *health_str(uint32_t h, int pending, char *buf, size_t len)
 {
-    if (h == 0)
+    if (h == 0 && !pending)
         return "healthy";
     buf[0] = '\0';
     if (h & PT_HOST_FAILED_ACTIVE_HC)
@@ -648,6 +648,8 @@ static const char *health_str(uint32_t h, char *buf, size_t len)
                  buf[0] ? "" : "");
     if (h & PT_HOST_FAILED_OUTLIER_CHECK)
         snprintf(buf + strlen(buf), len - strlen(buf), "/failed_outlier_check");
+    if (pending)
+        snprintf(buf + strlen(buf), len - strlen(buf), "/pending_dynamic_removal");
     return buf[0] == '/' ? buf + 1 : buf;
 }
 
@@ -699,7 +701,8 @@ static void cluster_out(void *data, const pt_cluster_entry_info_t *e)
                 {"rq_total", atomic_load(&h->rq_total)},
             };
             uint32_t health = atomic_load(&h->health);
-            char hb[64];
+            int pending = j >= c->nhosts - c->npending;
+            char hb[96];
             if (json) {
                 json_t *stats = json_array();
                 for (size_t k = 0; k < sizeof(st) / sizeof(st[0]); k++)
@@ -711,6 +714,8 @@ static void cluster_out(void *data, const pt_cluster_entry_info_t *e)
                     json_object_set_new(hs, "failed_active_health_check", json_true());
                 if (health & PT_HOST_FAILED_OUTLIER_CHECK)
                     json_object_set_new(hs, "failed_outlier_check", json_true());
+                if (pending)
+                    json_object_set_new(hs, "pending_dynamic_removal", json_true());
                 json_array_append_new(
                     hosts, json_pack("{s:o,s:o,s:o,s:i,s:i,s:s}", "address",
                                      socket_address_json(&h->address), "stats", stats,
@@ -724,7 +729,7 @@ static void cluster_out(void *data, const pt_cluster_entry_info_t *e)
             pt_buf_printf(&res->body, "%s::%s::hostname::%s\n", c->name, h->address_str,
                           h->hostname ? h->hostname : "");
             pt_buf_printf(&res->body, "%s::%s::health_flags::%s\n", c->name, h->address_str,
-                          health_str(health, hb, sizeof(hb)));
+                          health_str(health, pending, hb, sizeof(hb)));
             pt_buf_printf(&res->body, "%s::%s::weight::%u\n", c->name, h->address_str,
                           h->weight);
             pt_buf_printf(&res->body, "%s::%s::priority::%u\n", c->name, h->address_str,

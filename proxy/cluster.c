@@ -23,7 +23,7 @@ static const char *const cluster_unsupported[] = {
     "lb_subset_config", "ring_hash_lb_config", "maglev_lb_config", "original_dst_lb_config",
     "round_robin_lb_config",
     "metadata", "protocol_selection",
-    "close_connections_on_host_health_failure", "ignore_health_on_host_removal", "filters",
+    "close_connections_on_host_health_failure", "filters",
     "load_balancing_policy", "lrs_server", "track_timeout_budgets", "upstream_config",
     "track_cluster_stats", "preconnect_policy", "connection_pool_per_downstream_connection",
     "dns_resolvers", "use_tcp_for_dns_lookups", "dns_resolution_config",
@@ -417,6 +417,7 @@ int pt_cluster_adopt_endpoints(pt_cluster_t *c, const pt_cluster_t *from)
         c->endpoints = eps;
     }
     c->nendpoints = from->nendpoints;
+    c->npending = from->npending;
     c->has_assignment = 1;
     c->equal_weights = from->equal_weights;
     return 0;
@@ -557,6 +558,7 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
     c->health_checks_json = checks != NULL ? json_incref(checks) : NULL;
     pt_health_checks_parse(r, &c->arena, "health_checks", &c->health_checks,
                            &c->nhealth_checks);
+    pt_cfg_bool(r, "ignore_health_on_host_removal", &c->ignore_health_on_host_removal, 0);
     if (pt_cfg_enter(r, "outlier_detection") > 0) {
         c->outlier = pt_outlier_parse(r, &c->arena);
         pt_cfg_leave(r);
@@ -710,22 +712,22 @@ pt_conn_t *pt_cluster_connect(const pt_cluster_t *c, pt_worker_t *w, const pt_ad
     return conn;
 }
 
-pt_cluster_t *pt_cluster_with_assignment(const pt_cluster_t *base, pt_cfg_t *cla)
+/* base's configuration parsed again into a new version (no endpoints, not prepared). It
+ * validated when base was made, so it cannot fail but for memory, which is reported in r. */
+static pt_cluster_t *reparse(const pt_cluster_t *base, pt_cfg_t *r)
 {
-    /* The configuration validated when base was made: read again, it cannot fail but for
-     * memory (its errors, if any, land in a reader of its own and are reported as such). */
     json_t *source = base->source != NULL ? json_incref(base->source)
                                           : json_loads(base->source_text, 0, NULL);
     pt_cluster_t *c = NULL;
     int ok = 0;
     if (source != NULL) {
-        pt_cfg_t r;
-        pt_cfg_init(&r, source);
-        (void)pt_cfg_get(&r, "@type"); /* a CDS resource carries its type */
-        c = pt_cluster_parse(&r);
-        pt_cfg_finish(&r);
-        ok = c != NULL && pt_cfg_ok(&r);
-        pt_cfg_dispose(&r);
+        pt_cfg_t again;
+        pt_cfg_init(&again, source);
+        (void)pt_cfg_get(&again, "@type"); /* a CDS resource carries its type */
+        c = pt_cluster_parse(&again);
+        pt_cfg_finish(&again);
+        ok = c != NULL && pt_cfg_ok(&again);
+        pt_cfg_dispose(&again);
         json_decref(source);
     }
     if (ok && base->source_text != NULL) {
@@ -738,34 +740,134 @@ pt_cluster_t *pt_cluster_with_assignment(const pt_cluster_t *base, pt_cfg_t *cla
         }
     }
     if (!ok) {
-        pt_cfg_error(cla, NULL, "cluster %s could not be made again (out of memory)",
-                     base->name);
+        pt_cfg_error(r, NULL, "cluster %s could not be made again (out of memory)", base->name);
         pt_cluster_unref(c);
         return NULL;
     }
-    pt_endpoints_t eps;
-    if (pt_endpoints_parse(cla, &c->arena, c->name, &eps) != 0) {
-        pt_cluster_unref(c);
-        return NULL;
+    return c;
+}
+
+/* Sets c's endpoints (copied into its arena; the last npending are pending removal), then
+ * builds its TLS context and prepares it. c is freed on error (recorded in r). */
+static pt_cluster_t *finish_version(pt_cluster_t *c, const pt_endpoint_t *eps, unsigned n,
+                                    unsigned npending, pt_cfg_t *r)
+{
+    if (n > 0) {
+        pt_endpoint_t *copy = pt_arena_alloc(&c->arena, n * sizeof(*copy));
+        if (copy == NULL)
+            goto oom;
+        memcpy(copy, eps, n * sizeof(*copy));
+        c->endpoints = copy;
     }
-    c->endpoints = eps.endpoints;
-    c->nendpoints = eps.nendpoints;
+    c->nendpoints = n;
+    c->npending = npending;
     c->has_assignment = 1;
     c->equal_weights = 1;
-    for (unsigned k = 1; k < c->nendpoints; k++)
-        c->equal_weights &= c->endpoints[k].weight == c->endpoints[0].weight;
+    for (unsigned k = 1; k < n; k++)
+        c->equal_weights &= eps[k].weight == eps[0].weight;
     if (c->tls != NULL) {
-        c->tls_ctx = pt_tls_context_build(cla, &c->arena, c->tls, "cluster", c->name,
+        c->tls_ctx = pt_tls_context_build(r, &c->arena, c->tls, "cluster", c->name,
                                           "transport_socket");
         if (c->tls_ctx == NULL) {
             pt_cluster_unref(c);
             return NULL;
         }
     }
-    if (pt_cluster_prepare(c) != 0) {
+    if (pt_cluster_prepare(c) == 0)
+        return c;
+oom:
+    pt_cfg_error(r, NULL, "out of memory");
+    pt_cluster_unref(c);
+    return NULL;
+}
+
+static int lists_host(const pt_endpoint_t *eps, unsigned n, const pt_host_t *h)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (pt_addr_equal(&eps[i].address, &h->address) &&
+            same_hostname(eps[i].hostname, h->hostname))
+            return 1;
+    return 0;
+}
+
+pt_cluster_t *pt_cluster_with_assignment(const pt_cluster_t *base, pt_cfg_t *cla)
+{
+    pt_cluster_t *c = reparse(base, cla);
+    if (c == NULL)
+        return NULL;
+    pt_endpoints_t eps;
+    if (pt_endpoints_parse(cla, &c->arena, c->name, &eps) != 0) {
+        pt_cluster_unref(c);
+        return NULL;
+    }
+    /* Envoy's default (ignore_health_on_host_removal false): a host the assignment drops
+     * stays while active health checks find it healthy, pending removal; one already failed
+     * goes now. */
+    unsigned keep = 0;
+    if (c->nhealth_checks > 0 && !c->ignore_health_on_host_removal)
+        for (unsigned i = 0; i < base->nhosts; i++)
+            keep += !(atomic_load(&base->hosts[i]->health) & PT_HOST_FAILED_ACTIVE_HC) &&
+                    !lists_host(eps.endpoints, eps.nendpoints, base->hosts[i]);
+    if (keep == 0)
+        return finish_version(c, eps.endpoints, eps.nendpoints, 0, cla);
+    pt_endpoint_t *all = malloc((eps.nendpoints + keep) * sizeof(*all));
+    if (all == NULL) {
         pt_cfg_error(cla, NULL, "out of memory");
         pt_cluster_unref(c);
         return NULL;
     }
+    memcpy(all, eps.endpoints, eps.nendpoints * sizeof(*all));
+    unsigned n = eps.nendpoints;
+    for (unsigned i = 0; i < base->nhosts; i++) {
+        const pt_host_t *h = base->hosts[i];
+        if ((atomic_load(&h->health) & PT_HOST_FAILED_ACTIVE_HC) ||
+            lists_host(eps.endpoints, eps.nendpoints, h))
+            continue;
+        all[n++] = (pt_endpoint_t){.address = h->address, .hostname = h->hostname,
+                                   .weight = atomic_load(&h->weight),
+                                   .priority = atomic_load(&h->priority)};
+    }
+    /* The hostnames point into the hosts, which the new version's hosts are (same keys). */
+    c = finish_version(c, all, n, keep, cla);
+    free(all);
+    return c;
+}
+
+int pt_cluster_pending_failed(const pt_cluster_t *c)
+{
+    for (unsigned i = c->nhosts - c->npending; i < c->nhosts; i++)
+        if (atomic_load(&c->hosts[i]->health) & PT_HOST_FAILED_ACTIVE_HC)
+            return 1;
+    return 0;
+}
+
+pt_cluster_t *pt_cluster_without_failed_pending(const pt_cluster_t *base)
+{
+    json_t *none = json_object(); /* r only collects errors */
+    pt_cfg_t r;
+    pt_cfg_init(&r, none);
+    pt_cluster_t *c = reparse(base, &r);
+    pt_endpoint_t *eps = c != NULL ? malloc((base->nhosts ? base->nhosts : 1) * sizeof(*eps))
+                                   : NULL;
+    unsigned n = 0, npending = 0;
+    if (eps != NULL) {
+        for (unsigned i = 0; i < base->nhosts; i++) {
+            const pt_host_t *h = base->hosts[i];
+            int pending = i >= base->nhosts - base->npending;
+            if (pending && (atomic_load(&h->health) & PT_HOST_FAILED_ACTIVE_HC))
+                continue;
+            npending += pending;
+            eps[n++] = (pt_endpoint_t){.address = h->address, .hostname = h->hostname,
+                                       .weight = atomic_load(&h->weight),
+                                       .priority = atomic_load(&h->priority)};
+        }
+        c = finish_version(c, eps, n, npending, &r);
+    } else {
+        pt_cluster_unref(c);
+        c = NULL;
+    }
+    free(eps);
+    pt_cfg_dispose(&r);
+    json_decref(none);
     return c;
 }

@@ -170,6 +170,11 @@ struct pt_cluster {
     unsigned nendpoints;
     pt_host_t **hosts;            /* a reference each */
     unsigned nhosts;
+    /* The last npending hosts (and endpoints) are pending removal: an EDS update dropped
+     * them, but active health checks still find them healthy, so they stay until they fail
+     * (Envoy's PENDING_DYNAMIC_REMOVAL; not with ignore_health_on_host_removal). */
+    unsigned npending;
+    int ignore_health_on_host_removal;
     pt_cluster_stats_t stats;
     double healthy_panic_threshold; /* percent; below it, balance over all hosts */
     pt_breaker_t breakers[PT_PRIORITIES]; /* circuit_breakers by priority */
@@ -200,6 +205,11 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r);
  * version it replaces, whose assignment stays in force: a CDS change of the cluster does
  * not wait for its endpoints again. 0, or -1 out of memory. */
 int pt_cluster_adopt_endpoints(pt_cluster_t *c, const pt_cluster_t *from);
+/* Whether a host pending removal has failed its health checks since c was made. */
+int pt_cluster_pending_failed(const pt_cluster_t *c);
+/* A new version of c without the hosts pending removal that failed (prepared), NULL out of
+ * memory. */
+pt_cluster_t *pt_cluster_without_failed_pending(const pt_cluster_t *c);
 /* Replaces c's source tree by its canonical text (compact, keys sorted). 0, or -1 out of
  * memory (the tree then stays). Before c is shared. */
 int pt_cluster_compact_source(pt_cluster_t *c);

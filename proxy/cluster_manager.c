@@ -714,6 +714,29 @@ pt_view_t *pt_cluster_manager_view(pt_cluster_manager_t *cm)
     return pt_view_ref(cm->view);
 }
 
+void pt_cluster_manager_prune(pt_cluster_manager_t *cm)
+{
+    unsigned changed = 0;
+    for (unsigned i = 0; i < cm->n; i++) {
+        cm_entry_t *e = cm->entries[i];
+        if (e->active->npending == 0 || !pt_cluster_pending_failed(e->active))
+            continue;
+        pt_cluster_t *next = pt_cluster_without_failed_pending(e->active);
+        if (next == NULL) {
+            pt_error("cluster %s: out of memory removing its failed hosts", e->name);
+            continue;
+        }
+        pt_info("cluster %s: %u host%s pending removal failed health checks: removed", e->name,
+                e->active->npending - next->npending,
+                e->active->npending - next->npending == 1 ? "" : "s");
+        pt_cluster_unref(e->active);
+        e->active = next;
+        changed++;
+    }
+    if (changed && publish(cm) != 0)
+        pt_error("out of memory publishing the clusters");
+}
+
 static int is_warming(const cm_entry_t *e, uint64_t now)
 {
     return e->active->type == PT_CLUSTER_EDS && !e->active->has_assignment &&

@@ -64,6 +64,10 @@ typedef struct pt_cluster_entry_info {
     int warming;
 } pt_cluster_entry_info_t;
 
+/* Main thread, now and then: hosts pending removal (dropped by EDS while healthy) that have
+ * failed their health checks since leave their clusters (new versions, published). */
+void pt_cluster_manager_prune(pt_cluster_manager_t *cm);
+
 /* How many clusters are warming now: EDS clusters whose first assignment has not come and
  * whose initial_fetch_timeout has not run out. The server is not ready (/ready 503) until
  * none is left at start. */

@@ -584,6 +584,9 @@ static void on_heap_tick(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop, (void)revents;
     check_warm(t->data);
+    pt_server_t *s = t->data;
+    if (s->clusters != NULL)
+        pt_cluster_manager_prune(s->clusters);
     pt_cluster_states_reap();
     pt_stats_trim();
     pt_heap_maybe_trim();

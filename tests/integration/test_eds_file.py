@@ -118,7 +118,9 @@ class EdsTest(EdsCase):
               'unhealthy_threshold': 2, 'healthy_threshold': 1,
               'http_health_check': {'path': '/healthz'}}
         self.write(response('1', cla('a', self.ups[0].port, self.ups[1].port)))
-        p = self.start([eds_cluster('a', self.eds_path, health_checks=[hc])])
+        # Hosts the file drops go at once (the default keeps healthy ones: next test).
+        p = self.start([eds_cluster('a', self.eds_path, health_checks=[hc],
+                                    ignore_health_on_host_removal=True)])
         p.wait_stat('cluster.a.membership_healthy', 2)
         failures = []
         stop = threading.Event()
@@ -142,6 +144,62 @@ class EdsTest(EdsCase):
             stop.set()
             t.join(h.scaled(10))
         self.assertEqual(failures, [])
+
+    def test_removed_host_stays_while_healthy(self):
+        # Envoy's default: a host the assignment drops stays, pending removal, while active
+        # health checks find it healthy, and takes traffic; it goes once it fails them.
+        hc = {'timeout': '1s', 'interval': '0.1s', 'no_traffic_interval': '0.1s',
+              'unhealthy_threshold': 1, 'healthy_threshold': 1,
+              'http_health_check': {'path': '/healthz'}}
+        a, b = self.ups[0], self.ups[1]
+        self.write(response('1', cla('a', a.port, b.port)))
+        p = self.start([eds_cluster('a', self.eds_path, health_checks=[hc])])
+        p.wait_stat('cluster.a.membership_healthy', 2)
+        self.write(response('2', cla('a', a.port)))
+        p.wait_stat('cluster.a.update_success', 2)
+        self.assertEqual(p.stat('cluster.a.membership_total'), 2)
+        self.assertEqual(self.names('/a/x', 10), {'A', 'B'})
+        clusters = p.admin_get('/clusters')[2].decode()
+        self.assertIn('a::127.0.0.1:%d::health_flags::pending_dynamic_removal' % b.port,
+                      clusters)
+        self.assertIn('a::127.0.0.1:%d::health_flags::healthy' % a.port, clusters)
+        # An update that keeps it dropped (and adds c): still pending.
+        c = self.ups[2]
+        self.write(response('3', cla('a', a.port, c.port)))
+        p.wait_stat('cluster.a.update_success', 3)
+        self.assertEqual(p.stat('cluster.a.membership_total'), 3)
+        p.wait_stat('cluster.a.membership_healthy', 3)
+        # It fails its checks: removed.
+        b.set_status(503)
+        p.wait_stat('cluster.a.membership_total', 2, timeout=10)
+        self.assertEqual(self.names('/a/x', 10), {'A', 'C'})
+        self.assertIn('failed health checks: removed', p.log())
+        b.set_status(None)
+        # Listed again, it is an ordinary host (checked first).
+        self.write(response('4', cla('a', a.port, b.port, c.port)))
+        p.wait_stat('cluster.a.membership_healthy', 3)
+        self.assertNotIn('pending_dynamic_removal', p.admin_get('/clusters')[2].decode())
+
+    def test_removed_unhealthy_host_and_ignore_health_go_at_once(self):
+        hc = {'timeout': '1s', 'interval': '0.1s', 'no_traffic_interval': '0.1s',
+              'unhealthy_threshold': 1, 'healthy_threshold': 1,
+              'http_health_check': {'path': '/healthz'}}
+        a, b, c = self.ups
+        self.write(response('1', cla('a', a.port, b.port), cla('i', a.port, c.port)))
+        p = self.start([eds_cluster('a', self.eds_path, health_checks=[hc]),
+                        eds_cluster('i', self.eds_path, health_checks=[hc],
+                                    ignore_health_on_host_removal=True)], routes=('a', 'i'))
+        p.wait_stat('cluster.a.membership_healthy', 2)
+        p.wait_stat('cluster.i.membership_healthy', 2)
+        # b fails first, then is dropped: no reason to keep it.
+        b.set_status(503)
+        p.wait_stat('cluster.a.membership_healthy', 1)
+        self.write(response('2', cla('a', a.port), cla('i', a.port)))
+        p.wait_stat('cluster.a.update_success', 2)
+        self.assertEqual(p.stat('cluster.a.membership_total'), 1)
+        # ignore_health_on_host_removal: the healthy c goes at once too.
+        self.assertEqual(p.stat('cluster.i.membership_total'), 1)
+        self.assertEqual(self.names('/i/x'), {'A'})
 
     def ready(self):
         status, _, body = self.p.admin_get('/ready')
