@@ -2,6 +2,8 @@
 
 #include <string.h>
 
+#include "proxy/config_address.h"
+
 static const char *const cla_unsupported[] = {"policy", "named_endpoints", NULL};
 static const char *const locality_lb_unsupported[] = {"metadata", "proximity",
                                                       "load_balancer_endpoints",

@@ -20,7 +20,6 @@
 #include "discovery/outlier.h"
 #include "proxy/cluster.h"
 #include "proxy/view.h"
-#include "proxy/config.h"
 #include "proxy/conn.h"
 #include "proxy/formatter.h"
 #include "proxy/http1_parser.h"

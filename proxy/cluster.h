@@ -16,9 +16,17 @@
 
 #include "proxy/address.h"
 #include "proxy/circuit_breaker.h"
-#include "proxy/config.h"
+#include "proxy/arena.h"
+#include "proxy/config_reader.h"
+#include "proxy/config_source.h"
 #include "proxy/conn.h"
 #include "proxy/stats.h"
+
+/* Declared here as well as in config.h (the same types): the cluster module stands below
+ * the config module and does not include it. */
+typedef struct pt_cluster pt_cluster_t;
+typedef struct pt_tls_settings pt_tls_settings_t;
+typedef struct pt_tls_context pt_tls_context_t;
 
 typedef struct pt_worker pt_worker_t;
 

@@ -173,8 +173,5 @@ const pt_filter_chain_t *pt_listener_find_chain(const pt_listener_config_t *l,
                                                 const pt_chain_query_t *q);
 int pt_chain_match_equal(const pt_filter_chain_match_t *a, const pt_filter_chain_match_t *b);
 
-/* Parses an envoy.config.core.v3.Address holding a socket_address into out (the reader is
- * positioned at the object that has the `field`). Returns 1 if valid, 0 if absent, -1. */
-int pt_config_read_address(pt_cfg_t *r, const char *field, pt_addr_t *out);
 
 #endif

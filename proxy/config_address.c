@@ -1,0 +1,44 @@
+#include "proxy/config_address.h"
+
+#include <string.h>
+
+static const char *const address_unsupported[] = {"pipe", "envoy_internal_address", NULL};
+static const char *const socket_address_unsupported[] = {
+    "named_port", "resolver_name", "ipv4_compat", "network_namespace_filepath", NULL};
+static const char *const protocols[] = {"TCP", NULL};
+static const char *const protocols_known[] = {"UDP", NULL};
+
+int pt_config_read_address(pt_cfg_t *r, const char *field, pt_addr_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    int rc = pt_cfg_enter(r, field);
+    if (rc <= 0)
+        return rc;
+    pt_cfg_unsupported(r, address_unsupported);
+    int ok = -1;
+    int sa = pt_cfg_enter(r, "socket_address");
+    if (sa > 0) {
+        pt_cfg_unsupported(r, socket_address_unsupported);
+        const char *ip;
+        uint64_t port;
+        int proto;
+        pt_cfg_enum(r, "protocol", protocols, protocols_known, &proto, 0);
+        int has_ip = pt_cfg_string(r, "address", &ip, NULL);
+        int has_port = pt_cfg_uint(r, "port_value", &port, 0, 0, 65535);
+        if (has_ip == 0)
+            pt_cfg_error(r, "address", "is required");
+        else if (has_ip > 0 && pt_addr_parse(out, ip, (unsigned)port) != 0)
+            pt_cfg_error(r, "address", "\"%s\" is not an IP address", ip);
+        else if (has_ip > 0 && has_port >= 0)
+            ok = 1;
+        if (has_port == 0) {
+            pt_cfg_error(r, "port_value", "is required");
+            ok = -1;
+        }
+        pt_cfg_leave(r);
+    } else if (sa == 0) {
+        pt_cfg_error(r, "socket_address", "is required");
+    }
+    pt_cfg_leave(r);
+    return ok;
+}
