@@ -790,6 +790,28 @@ static int lists_host(const pt_endpoint_t *eps, unsigned n, const pt_host_t *h)
     return 0;
 }
 
+int pt_cluster_take_assignment(pt_cluster_t *c, pt_cfg_t *cla)
+{
+    pt_endpoints_t eps;
+    if (pt_endpoints_parse(cla, &c->arena, c->name, &eps) != 0)
+        return -1;
+    c->endpoints = eps.endpoints;
+    c->nendpoints = eps.nendpoints;
+    c->npending = 0;
+    c->has_assignment = 1;
+    c->equal_weights = 1;
+    for (unsigned k = 1; k < c->nendpoints; k++)
+        c->equal_weights &= c->endpoints[k].weight == c->endpoints[0].weight;
+    return 0;
+}
+
+void pt_cluster_drop_assignment(pt_cluster_t *c)
+{
+    c->endpoints = NULL; /* in the arena: goes with it */
+    c->nendpoints = 0;
+    c->has_assignment = 0;
+}
+
 pt_cluster_t *pt_cluster_with_assignment(const pt_cluster_t *base, pt_cfg_t *cla)
 {
     pt_cluster_t *c = reparse(base, cla);

@@ -213,6 +213,18 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r);
  * version it replaces, whose assignment stays in force: a CDS change of the cluster does
  * not wait for its endpoints again. 0, or -1 out of memory. */
 int pt_cluster_adopt_endpoints(pt_cluster_t *c, const pt_cluster_t *from);
+/* The first assignment of an EDS cluster whose version is not prepared yet (it came with
+ * the CDS update being applied): parsed into c itself rather than into a new version, which
+ * saves parsing the cluster again and registering its stats twice. 0, or -1 with errors in
+ * cla. pt_cluster_drop_assignment undoes it (the EDS update it came with was refused). */
+int pt_cluster_take_assignment(pt_cluster_t *c, pt_cfg_t *cla);
+void pt_cluster_drop_assignment(pt_cluster_t *c);
+/* Whether c is prepared (pt_cluster_prepare ran). */
+static inline int pt_cluster_prepared(const pt_cluster_t *c)
+{
+    return c->state != NULL;
+}
+
 /* Whether a host pending removal has failed its health checks since c was made. */
 int pt_cluster_pending_failed(const pt_cluster_t *c);
 /* A new version of c without the hosts pending removal that failed (prepared), NULL out of

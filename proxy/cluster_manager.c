@@ -280,9 +280,11 @@ static int eds_apply(eds_sub_t *es, const pt_discovery_response_t *resp, const c
     res_index_t ix;
     pt_cluster_t **built = calloc(cm->n ? cm->n : 1, sizeof(*built));
     pt_digest_t *digests = calloc(cm->n ? cm->n : 1, sizeof(*digests));
-    if (built == NULL || digests == NULL || res_index_build(&ix, resp) != 0) {
+    unsigned char *in_place = calloc(cm->n ? cm->n : 1, 1);
+    if (built == NULL || digests == NULL || in_place == NULL || res_index_build(&ix, resp) != 0) {
         free(built);
         free(digests);
+        free(in_place);
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -307,13 +309,23 @@ static int eds_apply(eds_sub_t *es, const pt_discovery_response_t *resp, const c
             continue; /* the same as in force */
         pt_cfg_t r;
         pt_discovery_resource_reader(res, &r);
-        built[i] = pt_cluster_with_assignment(e->active, &r);
-        pt_cfg_finish(&r);
-        if (built[i] == NULL || !pt_cfg_ok(&r)) {
-            collect_errors(&r, err, errlen);
-            pt_cluster_unref(built[i]);
-            built[i] = NULL;
-            bad = 1;
+        if (!pt_cluster_prepared(e->active)) {
+            /* New with the CDS update being applied: its first endpoints go into it. */
+            in_place[i] = pt_cluster_take_assignment(e->active, &r) == 0;
+            pt_cfg_finish(&r);
+            if (!in_place[i] || !pt_cfg_ok(&r)) {
+                collect_errors(&r, err, errlen);
+                bad = 1;
+            }
+        } else {
+            built[i] = pt_cluster_with_assignment(e->active, &r);
+            pt_cfg_finish(&r);
+            if (built[i] == NULL || !pt_cfg_ok(&r)) {
+                collect_errors(&r, err, errlen);
+                pt_cluster_unref(built[i]);
+                built[i] = NULL;
+                bad = 1;
+            }
         }
         pt_cfg_dispose(&r);
     }
@@ -325,14 +337,18 @@ static int eds_apply(eds_sub_t *es, const pt_discovery_response_t *resp, const c
             if (counted)
                 pt_stat_inc(e->eds_rejected);
             pt_cluster_unref(built[i]);
+            if (in_place[i])
+                pt_cluster_drop_assignment(e->active);
             continue;
         }
         if (counted)
             pt_stat_inc(e->eds_success);
-        if (built[i] == NULL)
+        if (built[i] == NULL && !in_place[i])
             continue;
-        pt_cluster_unref(e->active);
-        e->active = built[i];
+        if (built[i] != NULL) {
+            pt_cluster_unref(e->active);
+            e->active = built[i];
+        }
         e->warm_until_ms = 0;
         e->cla_digest = digests[i];
         e->has_digest = 1;
@@ -340,6 +356,7 @@ static int eds_apply(eds_sub_t *es, const pt_discovery_response_t *resp, const c
     }
     free(built);
     free(digests);
+    free(in_place);
     free(ix.slots);
     if (bad)
         return -1;
@@ -632,7 +649,10 @@ int pt_cluster_manager_apply_cds(pt_cluster_manager_t *cm, const pt_discovery_re
         if (e != NULL && e->has_digest && same_assignment_source(e->active, c) &&
             pt_cluster_adopt_endpoints(c, e->active) != 0)
             bad = 1;
-        if (!bad && pt_cluster_prepare(c) != 0)
+        /* An EDS cluster still without endpoints is prepared once its first assignment is
+         * in it (below, after eds_rebind): its stats and state are made once. */
+        if (!bad && (c->type != PT_CLUSTER_EDS || c->has_assignment) &&
+            pt_cluster_prepare(c) != 0)
             bad = 1;
         if (bad)
             snprintf(err, errlen, "out of memory");
@@ -697,6 +717,10 @@ int pt_cluster_manager_apply_cds(pt_cluster_manager_t *cm, const pt_discovery_re
     cm->cds_version = dup_or_empty(resp->version_info);
     eds_rebind(cm);
     drop_source_trees(cm);
+    for (unsigned i = 0; i < cm->n; i++) /* those whose assignment has not come (warming) */
+        if (!pt_cluster_prepared(cm->entries[i]->active) &&
+            pt_cluster_prepare(cm->entries[i]->active) != 0)
+            pt_error("cds: cluster %s: out of memory", cm->entries[i]->name);
     if (publish(cm) != 0) {
         snprintf(err, errlen, "out of memory publishing the clusters");
         return -1;
