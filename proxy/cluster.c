@@ -12,6 +12,7 @@
 #include "discovery/lb.h"
 #include "discovery/outlier.h"
 #include "proxy/config_source.h"
+#include "proxy/hash.h"
 #include "proxy/worker.h"
 #include "tls/context.h"
 #include "tls/transport.h"
@@ -386,11 +387,54 @@ pt_cluster_t *pt_cluster_ref(pt_cluster_t *c)
     return c;
 }
 
+struct pt_cluster_tls {
+    _Atomic long refs;
+    pt_arena_t arena;   /* the settings and the context (its cleanup frees it) */
+    pt_digest_t digest; /* of the transport_socket configuration */
+};
+
+static void tls_own_unref(struct pt_cluster_tls *t)
+{
+    if (t == NULL || atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    pt_arena_dispose(&t->arena);
+    free(t);
+}
+
+pt_tls_context_t *pt_cluster_build_tls(pt_cluster_t *c, pt_cfg_t *r, const char *where)
+{
+    if (c->tls == NULL || c->tls_own == NULL)
+        return NULL;
+    /* The context keeps its owner's name: a copy that lives as long as it does (versions
+     * that share it come and go). */
+    const char *owner = pt_arena_strdup(&c->tls_own->arena, c->name);
+    if (owner == NULL) {
+        pt_cfg_error(r, NULL, "out of memory");
+        return NULL;
+    }
+    c->tls_ctx = pt_tls_context_build(r, &c->tls_own->arena, c->tls, "cluster", owner, where);
+    return c->tls_ctx;
+}
+
+int pt_cluster_share_tls(pt_cluster_t *c, const pt_cluster_t *from)
+{
+    if (c->tls == NULL || from->tls_ctx == NULL || c->tls_own == NULL || from->tls_own == NULL ||
+        !pt_digest_equal(c->tls_own->digest, from->tls_own->digest))
+        return 0;
+    tls_own_unref(c->tls_own);
+    atomic_fetch_add_explicit(&from->tls_own->refs, 1, memory_order_relaxed);
+    c->tls_own = from->tls_own;
+    c->tls = from->tls;
+    c->tls_ctx = from->tls_ctx;
+    return 1;
+}
+
 void pt_cluster_unref(pt_cluster_t *c)
 {
     if (c == NULL || atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
         return;
-    pt_arena_dispose(&c->arena); /* cleanups (TLS context, stats hooks) before the state */
+    pt_arena_dispose(&c->arena); /* cleanups (stats hooks) before the state */
+    tls_own_unref(c->tls_own);   /* the TLS context, unless a newer version shares it */
     free(atomic_load(&c->code_stats));
     json_decref(c->health_checks_json);
     json_decref(c->source);
@@ -538,7 +582,15 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
     /* The current spelling of both; it wins over the deprecated fields above. */
     parse_typed_protocol_options(r, c);
 
-    pt_tls_transport_socket_parse(r, &c->arena, "transport_socket", 0, &c->tls);
+    json_t *ts = pt_cfg_get(r, "transport_socket");
+    if (ts != NULL && (c->tls_own = calloc(1, sizeof(*c->tls_own))) != NULL) {
+        atomic_init(&c->tls_own->refs, 1);
+        pt_arena_init_small(&c->tls_own->arena);
+        c->tls_own->digest = pt_json_digest(ts);
+        pt_tls_transport_socket_parse(r, &c->tls_own->arena, "transport_socket", 0, &c->tls);
+    } else if (ts != NULL) {
+        pt_cfg_error(r, "transport_socket", "out of memory");
+    }
 
     pt_breakers_parse(r, c->breakers);
     c->healthy_panic_threshold = 50.0;
@@ -749,8 +801,9 @@ static pt_cluster_t *reparse(const pt_cluster_t *base, pt_cfg_t *r)
 
 /* Sets c's endpoints (copied into its arena; the last npending are pending removal), then
  * builds its TLS context and prepares it. c is freed on error (recorded in r). */
-static pt_cluster_t *finish_version(pt_cluster_t *c, const pt_endpoint_t *eps, unsigned n,
-                                    unsigned npending, pt_cfg_t *r)
+static pt_cluster_t *finish_version(pt_cluster_t *c, const pt_cluster_t *base,
+                                    const pt_endpoint_t *eps, unsigned n, unsigned npending,
+                                    pt_cfg_t *r)
 {
     if (n > 0) {
         pt_endpoint_t *copy = pt_arena_alloc(&c->arena, n * sizeof(*copy));
@@ -765,13 +818,11 @@ static pt_cluster_t *finish_version(pt_cluster_t *c, const pt_endpoint_t *eps, u
     c->equal_weights = 1;
     for (unsigned k = 1; k < n; k++)
         c->equal_weights &= eps[k].weight == eps[0].weight;
-    if (c->tls != NULL) {
-        c->tls_ctx = pt_tls_context_build(r, &c->arena, c->tls, "cluster", c->name,
-                                          "transport_socket");
-        if (c->tls_ctx == NULL) {
-            pt_cluster_unref(c);
-            return NULL;
-        }
+    /* The same configuration as base: the same TLS context, not one made again. */
+    if (c->tls != NULL && !pt_cluster_share_tls(c, base) &&
+        pt_cluster_build_tls(c, r, "transport_socket") == NULL) {
+        pt_cluster_unref(c);
+        return NULL;
     }
     if (pt_cluster_prepare(c) == 0)
         return c;
@@ -831,7 +882,7 @@ pt_cluster_t *pt_cluster_with_assignment(const pt_cluster_t *base, pt_cfg_t *cla
             keep += !(atomic_load(&base->hosts[i]->health) & PT_HOST_FAILED_ACTIVE_HC) &&
                     !lists_host(eps.endpoints, eps.nendpoints, base->hosts[i]);
     if (keep == 0)
-        return finish_version(c, eps.endpoints, eps.nendpoints, 0, cla);
+        return finish_version(c, base, eps.endpoints, eps.nendpoints, 0, cla);
     pt_endpoint_t *all = malloc((eps.nendpoints + keep) * sizeof(*all));
     if (all == NULL) {
         pt_cfg_error(cla, NULL, "out of memory");
@@ -850,7 +901,7 @@ pt_cluster_t *pt_cluster_with_assignment(const pt_cluster_t *base, pt_cfg_t *cla
                                    .priority = atomic_load(&h->priority)};
     }
     /* The hostnames point into the hosts, which the new version's hosts are (same keys). */
-    c = finish_version(c, all, n, keep, cla);
+    c = finish_version(c, base, all, n, keep, cla);
     free(all);
     return c;
 }
@@ -883,7 +934,7 @@ pt_cluster_t *pt_cluster_without_failed_pending(const pt_cluster_t *base)
                                        .weight = atomic_load(&h->weight),
                                        .priority = atomic_load(&h->priority)};
         }
-        c = finish_version(c, eps, n, npending, &r);
+        c = finish_version(c, base, eps, n, npending, &r);
     } else {
         pt_cluster_unref(c);
         c = NULL;

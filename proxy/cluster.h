@@ -202,8 +202,20 @@ struct pt_cluster {
     /* This version's endpoints came from an assignment (EDS), not from the cluster. */
     int has_assignment;
     pt_tls_settings_t *tls;    /* transport_socket: UpstreamTlsContext, or NULL (raw) */
-    pt_tls_context_t *tls_ctx; /* built with the snapshot */
+    pt_tls_context_t *tls_ctx; /* built once the cluster validated (pt_cluster_build_tls) */
+    /* Where tls and tls_ctx live: an arena of their own, shared by the versions of the
+     * cluster with the same transport_socket, so certificates are read and the SSL context
+     * made once, not again with each endpoint update or unrelated change. NULL without
+     * TLS. */
+    struct pt_cluster_tls *tls_own;
 };
+
+/* Builds c's TLS context (reads its certificates, checks its key), errors recorded in r
+ * as "<where>: ..."; NULL on error. Without TLS: NULL and nothing recorded. */
+pt_tls_context_t *pt_cluster_build_tls(pt_cluster_t *c, pt_cfg_t *r, const char *where);
+/* Gives c (a new version, its TLS not built) the TLS settings and context of `from` when
+ * their transport_socket configurations are equal. 1 when shared, else 0. */
+int pt_cluster_share_tls(pt_cluster_t *c, const pt_cluster_t *from);
 
 /* Parses the cluster the reader is positioned in into a new cluster with one reference. The
  * result may be invalid when r holds new errors (the caller then drops it); NULL only on

@@ -621,7 +621,9 @@ int pt_cluster_manager_apply_cds(pt_cluster_manager_t *cm, const pt_discovery_re
             /* Materials: the TLS context (files read, key checked), part of validation. */
             char where[96];
             snprintf(where, sizeof(where), "%s.transport_socket", res->path);
-            c->tls_ctx = pt_tls_context_build(&r, &c->arena, c->tls, "cluster", c->name, where);
+            /* A cluster whose transport_socket did not change keeps its context. */
+            if (e == NULL || !e->dynamic || !pt_cluster_share_tls(c, e->active))
+                (void)pt_cluster_build_tls(c, &r, where);
         }
         if (!pt_cfg_ok(&r) || c == NULL || !c->name[0]) {
             if (c == NULL && pt_cfg_ok(&r))

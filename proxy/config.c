@@ -511,7 +511,7 @@ static void build_tls(pt_config_t *cfg, pt_cfg_t *r)
         if (c->tls == NULL)
             continue;
         snprintf(where, sizeof(where), "static_resources.clusters[%u].transport_socket", i);
-        c->tls_ctx = pt_tls_context_build(r, &c->arena, c->tls, "cluster", c->name, where);
+        (void)pt_cluster_build_tls(c, r, where);
     }
 }
 

@@ -201,6 +201,48 @@ class EdsTest(EdsCase):
         self.assertEqual(p.stat('cluster.i.membership_total'), 1)
         self.assertEqual(self.names('/i/x'), {'A'})
 
+    def test_tls_context_made_once(self):
+        # The cluster's TLS context (its certificates read, its SSL context made) is made
+        # when the cluster is, and kept by every version with the same transport_socket:
+        # with the CA file gone, endpoint updates and unrelated CDS changes still apply (they
+        # would fail if the context were made again); a changed transport_socket is made
+        # anew, and with the file gone that update is refused.
+        import certs as C
+        pki = C.standard_pki()
+        srv = HttpUpstream(name='T', ssl_context=C.server_context(pki['backend']))
+        self.addCleanup(srv.close)
+        ca_path = os.path.join(self.dir, 'ca.pem')
+        shutil.copy(pki['ca'].cert, ca_path)
+
+        def tls_cluster(timeout='1s', sni=None):
+            c = dict(eds_cluster('t', self.eds_path, connect_timeout=timeout),
+                     transport_socket=C.upstream_tls(ca=ca_path, sni=sni))
+            c['@type'] = CLUSTER_TYPE
+            return c
+        self.write(response('1', cla('t', srv.port)))
+        cds_path = self.write(json.dumps({'version_info': '1', 'resources': [tls_cluster()]}),
+                              'cds.json')
+        p = self.start([], routes=('t',),
+                       dynamic={'cds_config': {'path_config_source': {'path': cds_path}}})
+        self.assertEqual(h.http_request(self.port, 'GET', '/t/x').status, 200)
+        os.unlink(ca_path)
+        self.write(response('2', cla('t', srv.port, self.ups[0].port)))
+        p.wait_stat('cluster.t.update_success', 2)
+        self.assertEqual(p.stat('cluster.t.update_rejected', 0), 0)
+        self.write(json.dumps({'version_info': '2', 'resources': [tls_cluster('2s')]}),
+                   'cds.json')
+        p.wait_stat('cluster_manager.cds.update_success', 2)
+        self.write(response('3', cla('t', srv.port)))
+        p.wait_stat('cluster.t.update_success', 3)
+        self.assertEqual(h.http_request(self.port, 'GET', '/t/x').status, 200)
+        self.assertEqual(p.stat('ssl.context_config_update_by_sds', 0), 0)
+        # A new transport_socket: made again, which needs the file.
+        self.write(json.dumps({'version_info': '3', 'resources': [tls_cluster('2s', 'x.test')]}),
+                   'cds.json')
+        p.wait_stat('cluster_manager.cds.update_rejected', 1)
+        self.assertIn('ca.pem', p.log())
+        self.assertEqual(h.http_request(self.port, 'GET', '/t/x').status, 200)
+
     def ready(self):
         status, _, body = self.p.admin_get('/ready')
         return status, body.decode().strip()
