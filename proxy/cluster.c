@@ -433,6 +433,7 @@ void pt_cluster_unref(pt_cluster_t *c)
 {
     if (c == NULL || atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
         return;
+    pt_arena_dispose(&c->ep_arena);
     pt_arena_dispose(&c->arena); /* cleanups (stats hooks) before the state */
     tls_own_unref(c->tls_own);   /* the TLS context, unless a newer version shares it */
     free(atomic_load(&c->code_stats));
@@ -448,19 +449,21 @@ void pt_cluster_unref(pt_cluster_t *c)
 
 int pt_cluster_adopt_endpoints(pt_cluster_t *c, const pt_cluster_t *from)
 {
-    if (from->nendpoints > 0) {
-        pt_endpoint_t *eps = pt_arena_alloc(&c->arena, from->nendpoints * sizeof(*eps));
+    /* From its hosts (its endpoints went once it was prepared); the hostnames are the hosts'
+     * own, alive while from is, and c's hosts will be the same ones. */
+    if (from->nhosts > 0) {
+        pt_endpoint_t *eps = pt_arena_alloc(&c->ep_arena, from->nhosts * sizeof(*eps));
         if (eps == NULL)
             return -1;
-        for (unsigned i = 0; i < from->nendpoints; i++) {
-            eps[i] = from->endpoints[i];
-            if (eps[i].hostname != NULL &&
-                (eps[i].hostname = pt_arena_strdup(&c->arena, eps[i].hostname)) == NULL)
-                return -1;
+        for (unsigned i = 0; i < from->nhosts; i++) {
+            const pt_host_t *h = from->hosts[i];
+            eps[i] = (pt_endpoint_t){.address = h->address, .hostname = h->hostname,
+                                     .weight = atomic_load(&h->weight),
+                                     .priority = atomic_load(&h->priority)};
         }
         c->endpoints = eps;
     }
-    c->nendpoints = from->nendpoints;
+    c->nendpoints = from->nhosts;
     c->npending = from->npending;
     c->has_assignment = 1;
     c->equal_weights = from->equal_weights;
@@ -511,6 +514,7 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
         return NULL;
     atomic_init(&c->refs, 1);
     pt_arena_init_small(&c->arena); /* thousands of clusters: no 8 KiB block each */
+    pt_arena_init_small(&c->ep_arena);
     c->source = json_incref(r->frames[r->depth - 1].node);
     pt_cfg_unsupported(r, cluster_unsupported);
 
@@ -638,7 +642,7 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
         (void)pt_cfg_get(r, "load_assignment");
     } else if ((rc = pt_cfg_enter(r, "load_assignment")) > 0) {
         pt_endpoints_t eps;
-        if (pt_endpoints_parse(r, &c->arena, c->name, &eps) == 0) {
+        if (pt_endpoints_parse(r, &c->ep_arena, c->name, &eps) == 0) {
             c->endpoints = eps.endpoints;
             c->nendpoints = eps.nendpoints;
             c->equal_weights = 1;
@@ -691,6 +695,9 @@ int pt_cluster_prepare(pt_cluster_t *c)
     pt_stat_set(c->stats.membership_total, c->nhosts);
     pt_stat_set(c->stats.membership_healthy, healthy);
     pt_outlier_prepare(c); /* per-host outlier state and stats, before workers see c */
+    /* The endpoints are hosts now: what they were parsed into goes. */
+    pt_arena_dispose(&c->ep_arena);
+    c->endpoints = NULL;
     return 0;
 }
 
@@ -806,7 +813,7 @@ static pt_cluster_t *finish_version(pt_cluster_t *c, const pt_cluster_t *base,
                                     pt_cfg_t *r)
 {
     if (n > 0) {
-        pt_endpoint_t *copy = pt_arena_alloc(&c->arena, n * sizeof(*copy));
+        pt_endpoint_t *copy = pt_arena_alloc(&c->ep_arena, n * sizeof(*copy));
         if (copy == NULL)
             goto oom;
         memcpy(copy, eps, n * sizeof(*copy));
@@ -844,7 +851,7 @@ static int lists_host(const pt_endpoint_t *eps, unsigned n, const pt_host_t *h)
 int pt_cluster_take_assignment(pt_cluster_t *c, pt_cfg_t *cla)
 {
     pt_endpoints_t eps;
-    if (pt_endpoints_parse(cla, &c->arena, c->name, &eps) != 0)
+    if (pt_endpoints_parse(cla, &c->ep_arena, c->name, &eps) != 0)
         return -1;
     c->endpoints = eps.endpoints;
     c->nendpoints = eps.nendpoints;
@@ -869,7 +876,7 @@ pt_cluster_t *pt_cluster_with_assignment(const pt_cluster_t *base, pt_cfg_t *cla
     if (c == NULL)
         return NULL;
     pt_endpoints_t eps;
-    if (pt_endpoints_parse(cla, &c->arena, c->name, &eps) != 0) {
+    if (pt_endpoints_parse(cla, &c->ep_arena, c->name, &eps) != 0) {
         pt_cluster_unref(c);
         return NULL;
     }

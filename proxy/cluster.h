@@ -174,8 +174,11 @@ struct pt_cluster {
     uint64_t http_idle_timeout_ms;        /* common_http_protocol_options.idle_timeout */
     uint32_t max_requests_per_connection; /* 0 = unlimited */
     _Atomic(pt_stat_t *) code_stats;      /* upstream_rq_<code>, created on first use */
-    pt_endpoint_t *endpoints;     /* as parsed (resolved into hosts by pt_cluster_prepare) */
+    /* As parsed, in ep_arena, until pt_cluster_prepare resolves them into hosts and frees
+     * them (what a version keeps of its endpoints is its hosts: per endpoint a pointer). */
+    pt_endpoint_t *endpoints;
     unsigned nendpoints;
+    pt_arena_t ep_arena;
     pt_host_t **hosts;            /* a reference each */
     unsigned nhosts;
     /* The last npending hosts (and endpoints) are pending removal: an EDS update dropped
