@@ -136,19 +136,9 @@ static void parse_typed_protocol_options(pt_cfg_t *r, pt_cluster_t *c)
 static pthread_mutex_t states_lock = PTHREAD_MUTEX_INITIALIZER;
 static pt_cluster_state_t *states[STATE_BUCKETS];
 
-static uint64_t hash_name(const char *s)
-{
-    uint64_t h = 1469598103934665603ull;
-    while (*s) {
-        h ^= (unsigned char)*s++;
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
 pt_cluster_state_t *pt_cluster_state_get(const char *name)
 {
-    unsigned b = (unsigned)(hash_name(name) % STATE_BUCKETS);
+    unsigned b = (unsigned)(pt_hash_name(name) % STATE_BUCKETS);
     pthread_mutex_lock(&states_lock);
     pt_cluster_state_t *st = states[b];
     while (st != NULL && strcmp(st->name, name) != 0)
@@ -197,7 +187,7 @@ void pt_cluster_states_set_main_thread(void)
 
 static pt_cluster_state_t *find_state_locked(const char *name)
 {
-    pt_cluster_state_t *st = states[hash_name(name) % STATE_BUCKETS];
+    pt_cluster_state_t *st = states[pt_hash_name(name) % STATE_BUCKETS];
     while (st != NULL && strcmp(st->name, name) != 0)
         st = st->next_in_bucket;
     return st;
@@ -229,7 +219,7 @@ void pt_cluster_state_unref(pt_cluster_state_t *st)
         pthread_mutex_unlock(&states_lock);
         return;
     }
-    pt_cluster_state_t **pp = &states[hash_name(st->name) % STATE_BUCKETS];
+    pt_cluster_state_t **pp = &states[pt_hash_name(st->name) % STATE_BUCKETS];
     while (*pp != st)
         pp = &(*pp)->next_in_bucket;
     *pp = st->next_in_bucket;
@@ -264,7 +254,7 @@ static uint64_t host_key_hash(const pt_addr_t *a, const char *hostname)
         h ^= p[i];
         h *= 1099511628211ull;
     }
-    return hostname != NULL ? h ^ hash_name(hostname) : h;
+    return hostname != NULL ? h ^ pt_hash_name(hostname) : h;
 }
 
 static int same_hostname(const char *a, const char *b)
@@ -447,6 +437,15 @@ void pt_cluster_unref(pt_cluster_t *c)
     free(c);
 }
 
+/* A host as an endpoint of a new version (its hostname is the host's own: the new version's
+ * host is the same host, found by that key). */
+static pt_endpoint_t endpoint_of(const pt_host_t *h)
+{
+    return (pt_endpoint_t){.address = h->address, .hostname = h->hostname,
+                           .weight = atomic_load(&h->weight),
+                           .priority = atomic_load(&h->priority)};
+}
+
 int pt_cluster_adopt_endpoints(pt_cluster_t *c, const pt_cluster_t *from)
 {
     /* From its hosts (its endpoints went once it was prepared); the hostnames are the hosts'
@@ -455,12 +454,8 @@ int pt_cluster_adopt_endpoints(pt_cluster_t *c, const pt_cluster_t *from)
         pt_endpoint_t *eps = pt_arena_alloc(&c->ep_arena, from->nhosts * sizeof(*eps));
         if (eps == NULL)
             return -1;
-        for (unsigned i = 0; i < from->nhosts; i++) {
-            const pt_host_t *h = from->hosts[i];
-            eps[i] = (pt_endpoint_t){.address = h->address, .hostname = h->hostname,
-                                     .weight = atomic_load(&h->weight),
-                                     .priority = atomic_load(&h->priority)};
-        }
+        for (unsigned i = 0; i < from->nhosts; i++)
+            eps[i] = endpoint_of(from->hosts[i]);
         c->endpoints = eps;
     }
     c->nendpoints = from->nhosts;
@@ -473,20 +468,6 @@ int pt_cluster_adopt_endpoints(pt_cluster_t *c, const pt_cluster_t *from)
 char *pt_json_canonical(const json_t *v)
 {
     return json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
-}
-
-int pt_cluster_compact_source(pt_cluster_t *c)
-{
-    if (c->source == NULL)
-        return 0;
-    char *text = pt_json_canonical(c->source);
-    if (text == NULL)
-        return -1;
-    free(c->source_text);
-    c->source_text = text;
-    json_decref(c->source);
-    c->source = NULL;
-    return 0;
 }
 
 json_t *pt_cluster_source_copy(const pt_cluster_t *c)
@@ -903,11 +884,8 @@ pt_cluster_t *pt_cluster_with_assignment(const pt_cluster_t *base, pt_cfg_t *cla
         if ((atomic_load(&h->health) & PT_HOST_FAILED_ACTIVE_HC) ||
             lists_host(eps.endpoints, eps.nendpoints, h))
             continue;
-        all[n++] = (pt_endpoint_t){.address = h->address, .hostname = h->hostname,
-                                   .weight = atomic_load(&h->weight),
-                                   .priority = atomic_load(&h->priority)};
+        all[n++] = endpoint_of(h);
     }
-    /* The hostnames point into the hosts, which the new version's hosts are (same keys). */
     c = finish_version(c, base, all, n, keep, cla);
     free(all);
     return c;
@@ -937,9 +915,7 @@ pt_cluster_t *pt_cluster_without_failed_pending(const pt_cluster_t *base)
             if (pending && (atomic_load(&h->health) & PT_HOST_FAILED_ACTIVE_HC))
                 continue;
             npending += pending;
-            eps[n++] = (pt_endpoint_t){.address = h->address, .hostname = h->hostname,
-                                       .weight = atomic_load(&h->weight),
-                                       .priority = atomic_load(&h->priority)};
+            eps[n++] = endpoint_of(h);
         }
         c = finish_version(c, base, eps, n, npending, &r);
     } else {

@@ -195,7 +195,7 @@ struct pt_cluster {
     json_t *health_checks_json;  /* as configured (a reference): versions compare it */
     /* The Cluster as configured: a reference to the tree (bootstrap clusters, whose tree
      * the config keeps anyway), or, for clusters of an update, its canonical text
-     * (pt_cluster_compact_source: a few hundred bytes where the tree took kilobytes). */
+     * (a few hundred bytes where the tree took kilobytes). */
     json_t *source;
     char *source_text;
     /* type EDS: where its ClusterLoadAssignment comes from, and the name it has there
@@ -245,9 +245,6 @@ int pt_cluster_pending_failed(const pt_cluster_t *c);
 /* A new version of c without the hosts pending removal that failed (prepared), NULL out of
  * memory. */
 pt_cluster_t *pt_cluster_without_failed_pending(const pt_cluster_t *c);
-/* Replaces c's source tree by its canonical text (compact, keys sorted). 0, or -1 out of
- * memory (the tree then stays). Before c is shared. */
-int pt_cluster_compact_source(pt_cluster_t *c);
 /* c's configuration as a tree of the caller's own (to read or change), or NULL out of
  * memory. */
 json_t *pt_cluster_source_copy(const pt_cluster_t *c);

@@ -86,16 +86,6 @@ static void entry_free(cm_entry_t *e)
     free(e);
 }
 
-static uint64_t hash_name(const char *s)
-{
-    uint64_t h = 1469598103934665603ull;
-    while (*s) {
-        h ^= (unsigned char)*s++;
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
 pt_cluster_manager_t *pt_cluster_manager_new(pt_cluster_manager_publish_fn publish, void *data)
 {
     pt_cluster_manager_t *cm = calloc(1, sizeof(*cm));
@@ -134,7 +124,7 @@ static cm_entry_t *find(pt_cluster_manager_t *cm, const char *name)
 {
     if (cm->nbuckets == 0)
         return NULL;
-    cm_entry_t *e = cm->buckets[hash_name(name) % cm->nbuckets];
+    cm_entry_t *e = cm->buckets[pt_hash_name(name) % cm->nbuckets];
     while (e != NULL && strcmp(e->name, name) != 0)
         e = e->next_in_bucket;
     return e;
@@ -142,7 +132,7 @@ static cm_entry_t *find(pt_cluster_manager_t *cm, const char *name)
 
 static void unindex(pt_cluster_manager_t *cm, cm_entry_t *e)
 {
-    cm_entry_t **pp = &cm->buckets[hash_name(e->name) % cm->nbuckets];
+    cm_entry_t **pp = &cm->buckets[pt_hash_name(e->name) % cm->nbuckets];
     while (*pp != e)
         pp = &(*pp)->next_in_bucket;
     *pp = e->next_in_bucket;
@@ -161,7 +151,7 @@ static int reindex(pt_cluster_manager_t *cm, unsigned want)
         return -1;
     for (unsigned i = 0; i < cm->n; i++) {
         cm_entry_t *e = cm->entries[i];
-        unsigned k = (unsigned)(hash_name(e->name) % nb);
+        unsigned k = (unsigned)(pt_hash_name(e->name) % nb);
         e->next_in_bucket = b[k];
         b[k] = e;
     }
@@ -214,7 +204,7 @@ static int add_entry(pt_cluster_manager_t *cm, cm_entry_t *e)
     if (reindex(cm, cm->n + 1) != 0)
         return -1;
     cm->entries[cm->n++] = e;
-    unsigned k = (unsigned)(hash_name(e->name) % cm->nbuckets);
+    unsigned k = (unsigned)(pt_hash_name(e->name) % cm->nbuckets);
     e->next_in_bucket = cm->buckets[k];
     cm->buckets[k] = e;
     return 0;
@@ -243,7 +233,7 @@ static int res_index_build(res_index_t *ix, const pt_discovery_response_t *resp)
         const pt_discovery_resource_t *res = &resp->resources[i];
         if (res->name == NULL)
             continue;
-        size_t h = hash_name(res->name) & (ix->cap - 1);
+        size_t h = pt_hash_name(res->name) & (ix->cap - 1);
         while (ix->slots[h] != NULL)
             h = (h + 1) & (ix->cap - 1);
         ix->slots[h] = res;
@@ -253,18 +243,11 @@ static int res_index_build(res_index_t *ix, const pt_discovery_response_t *resp)
 
 static const pt_discovery_resource_t *res_index_find(const res_index_t *ix, const char *name)
 {
-    size_t h = hash_name(name) & (ix->cap - 1);
+    size_t h = pt_hash_name(name) & (ix->cap - 1);
     for (; ix->slots[h] != NULL; h = (h + 1) & (ix->cap - 1))
         if (strcmp(ix->slots[h]->name, name) == 0)
             return ix->slots[h];
     return NULL;
-}
-
-/* The digest of an assignment: equal assignments, however written, have equal digests. */
-static int cla_digest(const json_t *cla, pt_digest_t *out)
-{
-    *out = pt_json_digest(cla);
-    return 0;
 }
 
 /* Applies a response of subscription es to the clusters it serves: those it names with an
@@ -299,12 +282,8 @@ static int eds_apply(eds_sub_t *es, const pt_discovery_response_t *resp, const c
         const pt_discovery_resource_t *res = res_index_find(&ix, e->active->eds_service_name);
         if (res == NULL)
             continue; /* not in this update: what it has stays */
-        if (cla_digest(res->json, &digests[i]) != 0) {
-            snprintf(err + strlen(err), errlen - strlen(err), "%sout of memory",
-                     err[0] ? "; " : "");
-            bad = 1;
-            continue;
-        }
+        /* Equal assignments, however written, have equal digests. */
+        digests[i] = pt_json_digest(res->json);
         if (e->has_digest && pt_digest_equal(e->cla_digest, digests[i]))
             continue; /* the same as in force */
         pt_cfg_t r;

@@ -10,6 +10,7 @@
 #include "proxy/cluster.h"
 #include "proxy/config_address.h"
 #include "proxy/config_source.h"
+#include "proxy/hash.h"
 #include "proxy/log.h"
 #include "proxy/overload.h"
 #include "tls/context.h"
@@ -393,21 +394,11 @@ static void parse_listener(pt_cfg_t *r, pt_config_t *cfg, pt_listener_config_t *
     }
 }
 
-static uint64_t hash_name(const char *s)
-{
-    uint64_t h = 1469598103934665603ull;
-    while (*s) {
-        h ^= (unsigned char)*s++;
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
 pt_cluster_t *pt_config_find_cluster(const pt_config_t *c, const char *name)
 {
     if (c->cluster_index_cap == 0 || name == NULL)
         return NULL;
-    uint64_t h = hash_name(name) & (c->cluster_index_cap - 1);
+    uint64_t h = pt_hash_name(name) & (c->cluster_index_cap - 1);
     while (c->cluster_index[h] != NULL) {
         if (strcmp(c->cluster_index[h]->name, name) == 0)
             return c->cluster_index[h];
@@ -435,7 +426,7 @@ static void parse_clusters(pt_cfg_t *r, pt_config_t *cfg)
                 pt_cfg_error(r, "name", "duplicate cluster name \"%s\"", c->name);
                 pt_cluster_unref(c);
             } else {
-                uint64_t h = hash_name(c->name) & (cap - 1);
+                uint64_t h = pt_hash_name(c->name) & (cap - 1);
                 while (cfg->cluster_index[h] != NULL)
                     h = (h + 1) & (cap - 1);
                 cfg->cluster_index[h] = c;
@@ -588,7 +579,7 @@ pt_config_t *pt_config_build(json_t *root, pt_cfg_t *r)
 
 static void index_cluster(pt_config_t *cfg, pt_cluster_t *c)
 {
-    uint64_t h = hash_name(c->name) & (cfg->cluster_index_cap - 1);
+    uint64_t h = pt_hash_name(c->name) & (cfg->cluster_index_cap - 1);
     while (cfg->cluster_index[h] != NULL)
         h = (h + 1) & (cfg->cluster_index_cap - 1);
     cfg->cluster_index[h] = c;

@@ -31,11 +31,6 @@ uint64_t pt_hash64(const void *p, size_t n, uint64_t seed)
     return h;
 }
 
-pt_digest_t pt_digest(const void *p, size_t n)
-{
-    return (pt_digest_t){pt_hash64(p, n, 0x9e3779b97f4a7c15ull),
-                         pt_hash64(p, n, 0xd1b54a32d192ed03ull)};
-}
 
 /* A 64-bit mix (splitmix64's finalizer): spreads a combination of hashes over all bits. */
 static uint64_t mix(uint64_t x)

@@ -7,6 +7,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* FNV-1a of a NUL-terminated string: names in the hash tables keyed by name (clusters,
+ * cluster states, views, route configurations). */
+static inline uint64_t pt_hash_name(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    while (*s) {
+        h ^= (unsigned char)*s++;
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
 /* 64-bit hash of n bytes, 8 bytes a step (MurmurHash64A's construction). Different seeds
  * give independent hashes. */
 uint64_t pt_hash64(const void *p, size_t n, uint64_t seed);
@@ -15,7 +27,6 @@ uint64_t pt_hash64(const void *p, size_t n, uint64_t seed);
 typedef struct pt_digest {
     uint64_t a, b;
 } pt_digest_t;
-pt_digest_t pt_digest(const void *p, size_t n);
 
 /* The digest of a JSON value, computed on the tree (no text built, no keys sorted): equal
  * values (objects compared without regard to member order) have equal digests. Numbers

@@ -8,6 +8,8 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "proxy/hash.h"
+
 _Thread_local _Atomic uint64_t *pt_stat_slots;
 
 /* Registry: guarded by a mutex because creation is rare (config build, a cluster's first
@@ -53,12 +55,8 @@ static uint64_t hash_more(uint64_t h, const char *s)
     return h;
 }
 
-static uint64_t hash_str(const char *s)
-{
-    return hash_more(FNV_SEED, s);
-}
 
-/* The hash of the full dotted name, from its parts (the same as hash_str of the joined
+/* The hash of the full dotted name, from its parts (the same as pt_hash_name of the joined
  * string). */
 static uint64_t hash_parts(const char *scope, const char *tag_value, const char *name)
 {
@@ -128,7 +126,7 @@ static istr_t *istr_find(const char *s)
 {
     if (istr_nbuckets == 0)
         return NULL;
-    istr_t *e = istr_buckets[hash_str(s) & (istr_nbuckets - 1)];
+    istr_t *e = istr_buckets[pt_hash_name(s) & (istr_nbuckets - 1)];
     while (e != NULL && strcmp(e->s, s) != 0)
         e = e->next;
     return e;
@@ -150,7 +148,7 @@ static const char *intern(const char *s)
             while (istr_buckets[i] != NULL) {
                 istr_t *x = istr_buckets[i];
                 istr_buckets[i] = x->next;
-                uint32_t k = (uint32_t)(hash_str(x->s) & (nb - 1));
+                uint32_t k = (uint32_t)(pt_hash_name(x->s) & (nb - 1));
                 x->next = n[k];
                 n[k] = x;
             }
@@ -166,7 +164,7 @@ static const char *intern(const char *s)
     memcpy(e->s, s, len + 1);
     e->refs = 1;
     e->tagged = 0;
-    uint32_t k = (uint32_t)(hash_str(s) & (istr_nbuckets - 1));
+    uint32_t k = (uint32_t)(pt_hash_name(s) & (istr_nbuckets - 1));
     e->next = istr_buckets[k];
     istr_buckets[k] = e;
     istr_count++;
@@ -180,7 +178,7 @@ static void unintern(const char *s)
     istr_t *e = istr_of(s);
     if (--e->refs > 0)
         return;
-    istr_t **pp = &istr_buckets[hash_str(s) & (istr_nbuckets - 1)];
+    istr_t **pp = &istr_buckets[pt_hash_name(s) & (istr_nbuckets - 1)];
     while (*pp != e)
         pp = &(*pp)->next;
     *pp = e->next;
@@ -409,7 +407,7 @@ static pt_stat_t find_locked(const char *full_name)
 {
     if (nbuckets == 0)
         return 0;
-    for (uint32_t id = buckets[hash_str(full_name) & (nbuckets - 1)]; id != 0;
+    for (uint32_t id = buckets[pt_hash_name(full_name) & (nbuckets - 1)]; id != 0;
          id = info_at(id)->next_in_bucket)
         if (name_is(info_at(id), full_name))
             return id;

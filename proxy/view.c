@@ -4,20 +4,11 @@
 #include <string.h>
 
 #include "proxy/cluster.h"
+#include "proxy/hash.h"
 #include "proxy/route.h"
 #include "proxy/worker.h"
 
 static _Atomic uint64_t next_version = 1;
-
-static uint64_t hash_name(const char *s)
-{
-    uint64_t h = 1469598103934665603ull;
-    while (*s) {
-        h ^= (unsigned char)*s++;
-        h *= 1099511628211ull;
-    }
-    return h;
-}
 
 pt_view_t *pt_view_new(pt_cluster_t *const *clusters, unsigned n)
 {
@@ -51,7 +42,7 @@ pt_view_t *pt_view_new_with_routes(pt_cluster_t *const *clusters, unsigned n,
     v->cap = cap;
     for (unsigned i = 0; i < n; i++) {
         pt_cluster_t *c = clusters[i];
-        uint64_t h = hash_name(c->name) & (cap - 1);
+        uint64_t h = pt_hash_name(c->name) & (cap - 1);
         while (v->index[h] != NULL)
             h = (h + 1) & (cap - 1);
         v->index[h] = pt_cluster_ref(c);
@@ -85,7 +76,7 @@ pt_cluster_t *pt_view_find_cluster(const pt_view_t *v, const char *name)
 {
     if (v == NULL || name == NULL)
         return NULL;
-    uint64_t h = hash_name(name) & (v->cap - 1);
+    uint64_t h = pt_hash_name(name) & (v->cap - 1);
     while (v->index[h] != NULL) {
         if (strcmp(v->index[h]->name, name) == 0)
             return v->index[h];

@@ -5,23 +5,11 @@
 #include "filters/rbac.h"
 #include "proxy/stats.h"
 #include "pt_test.h"
+#include "pt_test_stats.h"
 #include "pt_test_json.h"
 
 #include <arpa/inet.h>
 #include <stdint.h>
-
-/* A stat's full dotted name (a static buffer: one at a time). */
-static const char *full_name(pt_stat_t id)
-{
-    static char buf[2][PT_STAT_NAME_MAX];
-    static int k;
-    k ^= 1;
-    const pt_stat_info_t *i = pt_stats_info(id);
-    if (i == NULL)
-        return "(none)";
-    pt_stat_full_name(i, buf[k], sizeof(buf[k]));
-    return buf[k];
-}
 
 /* Parses a filter typed_config (without @type); the config or NULL, errors checked by the
  * caller through *errs_ok against want (NULL = expect none). */

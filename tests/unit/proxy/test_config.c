@@ -772,6 +772,34 @@ static void test_enums(void)
 
 /* ---- values ---------------------------------------------------------------------- */
 
+/* Fields of a cluster that shape its updates: ignore_health_on_host_removal (a boolean,
+ * default false) and the EDS config source's initial_fetch_timeout (a duration, default
+ * 15 s, 0 for no limit). */
+static void test_cluster_update_fields(void)
+{
+    pt_config_t *c = ACCEPTS(CLUSTERS_ONLY(
+        "{'name':'a','connect_timeout':'1s','ignore_health_on_host_removal':true,"
+        "'load_assignment':{'cluster_name':'a','endpoints':[{'lb_endpoints':["
+        EP("127.0.0.1", 9000) "]}]}},"
+        "{'name':'e','type':'EDS','connect_timeout':'1s','eds_cluster_config':{'eds_config':"
+        "{'path_config_source':{'path':'/nonexistent/eds.json'},'initial_fetch_timeout':'0s'}}},"
+        CLUSTER("d")));
+    if (c != NULL) {
+        PT_CHECK_INT(c->clusters[0]->ignore_health_on_host_removal, 1);
+        PT_CHECK_INT(c->clusters[1]->eds_config->initial_fetch_timeout_ms, 0);
+        PT_CHECK_INT(c->clusters[2]->ignore_health_on_host_removal, 0);
+        pt_config_unref(c);
+    }
+    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'connect_timeout': '1s', "
+                          "'ignore_health_on_host_removal': 'yes'}"),
+            C0 ".ignore_health_on_host_removal: \"yes\" is not a boolean");
+    REJECTS(CLUSTERS_ONLY("{'name':'e','type':'EDS','connect_timeout':'1s',"
+                          "'eds_cluster_config':{'eds_config':{'path_config_source':"
+                          "{'path':'/x/eds.json'},'initial_fetch_timeout':'soon'}}}"),
+            C0 ".eds_cluster_config.eds_config.initial_fetch_timeout: \"soon\" is not a "
+               "duration (expected a string like \"1.5s\")");
+}
+
 static void test_durations(void)
 {
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'connect_timeout': 'abc'}"),
@@ -1197,6 +1225,7 @@ int main(void)
     PT_RUN(test_unsupported_fields);
     PT_RUN(test_enums);
     PT_RUN(test_durations);
+    PT_RUN(test_cluster_update_fields);
     PT_RUN(test_addresses_and_ports);
     PT_RUN(test_integers);
     PT_RUN(test_duplicates);

@@ -11,24 +11,12 @@
 #include "proxy/config.h"
 #include "proxy/stats.h"
 #include "pt_test.h"
+#include "pt_test_stats.h"
 
 #include <pthread.h>
 #include <stdint.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-/* A stat's full dotted name (a static buffer: one at a time). */
-static const char *full_name(pt_stat_t id)
-{
-    static char buf[2][PT_STAT_NAME_MAX];
-    static int k;
-    k ^= 1;
-    const pt_stat_info_t *i = pt_stats_info(id);
-    if (i == NULL)
-        return "(none)";
-    pt_stat_full_name(i, buf[k], sizeof(buf[k]));
-    return buf[k];
-}
 
 /* The buffer's contents as a string (caller frees); disposes the buffer. */
 static char *take(pt_buf_t *b)
