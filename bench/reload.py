@@ -15,6 +15,10 @@ Measures, in one run, writing bench/results/<date>-reload.md:
   latency   p50/p99 of a steady 500 req/s stream to an unrelated static cluster for 20 s,
             without updates and then during UPDATES EDS updates of the N-cluster file
   removal   every dynamic cluster removed: RSS against the start
+  per-cluster files
+            the same N clusters with an assignment file each (Envoy's file-per-cluster
+            layout, and the shape of an xDS EDS update): apply, memory, one endpoint changed
+            (one file), and the steady stream's latency during UPDATES one-file changes
 
 Times come from petrel's own log (UTC timestamps with milliseconds) against the time the file
 was renamed into place, so polling costs nothing in what is measured.
@@ -43,14 +47,32 @@ ROUTE_TYPE = 'type.googleapis.com/envoy.config.route.v3.RouteConfiguration'
 
 
 class Run:
-    def __init__(self, d, ep):
-        self.d, self.ep = d, ep
+    """One petrel's files. `per_cluster`: each cluster's assignment in a file of its own (a
+    layout Envoy's file subscriptions allow, and the shape of an xDS EDS update, which carries
+    only the assignments that changed); otherwise all of them in one file."""
+
+    def __init__(self, d, ep, per_cluster=False):
+        self.d, self.ep, self.per_cluster = d, ep, per_cluster
         self.cds, self.eds, self.rds = (os.path.join(d, n) for n in ('cds.json', 'eds.json',
                                                                       'rds.json'))
+        if per_cluster:
+            os.mkdir(os.path.join(d, 'eds'))
+
+    def eds_path(self, i):
+        return os.path.join(self.d, 'eds', 'c%d.json' % i) if self.per_cluster else self.eds
 
     def cluster(self, i):
         return {'@type': CLUSTER_TYPE, 'name': 'c%d' % i, 'type': 'EDS', 'connect_timeout': '1s',
-                'eds_cluster_config': {'eds_config': {'path_config_source': {'path': self.eds}}}}
+                'eds_cluster_config': {'eds_config': {'path_config_source': {
+                    'path': self.eds_path(i)}}}}
+
+    def write_assignments(self, version, n):
+        """Every cluster's assignment, before the clusters come."""
+        if not self.per_cluster:
+            write(self.eds, {'version_info': version, 'resources': [self.cla(i) for i in range(n)]})
+            return
+        for i in range(n):
+            write(self.eds_path(i), {'version_info': version, 'resources': [self.cla(i)]})
 
     def cla(self, i, base=20000):
         return {'@type': CLA_TYPE, 'cluster_name': 'c%d' % i, 'endpoints': [{'lb_endpoints': [
@@ -132,7 +154,7 @@ def measure(ep, with_latency, ptload_bin):
             time.sleep(2)
             base_rss, base_heap = p.rss_kb(), heap(p)
             # apply: EDS file first (read when the clusters come), then clusters and routes.
-            write(r.eds, {'version_info': '1', 'resources': [r.cla(i) for i in range(N)]})
+            r.write_assignments('1', N)
             mark = len(p.log())
             t0 = write(r.cds, {'version_info': '1', 'resources': [r.cluster(i) for i in range(N)]})
             out['apply_cds_s'] = applied_at(p, r'cds: version 1: ', mark) - t0
@@ -200,12 +222,72 @@ def measure(ep, with_latency, ptload_bin):
         subprocess.call(['rm', '-rf', d])
 
 
+def measure_per_cluster(ptload_bin):
+    """The same N clusters with an assignment file each: apply, memory, one endpoint changed
+    (one file), and the steady stream's latency during UPDATES such changes."""
+    d = tempfile.mkdtemp(prefix='petrel-reload-')
+    r = Run(d, EP, per_cluster=True)
+    up = Upstream()
+    out = {}
+    try:
+        write(r.cds, {'version_info': '0', 'resources': []})
+        port, admin = h.free_ports(2)
+        hcm = h.http_connection_manager('ingress', h.route_config([h.vhost('all', ['*'], [
+            h.route_prefix('/', 'steady', timeout='5s')])]))
+        cfg = h.bootstrap([h.listener('http', port, [hcm])], [h.cluster('steady', [up.port])],
+                          admin_port=admin,
+                          dynamic_resources={'cds_config': {'path_config_source': {
+                              'path': r.cds}}})
+        with h.Petrel(cfg) as p:
+            time.sleep(2)
+            base_rss = p.rss_kb()
+            r.write_assignments('1', N)
+            mark = len(p.log())
+            t0 = write(r.cds, {'version_info': '1', 'resources': [r.cluster(i) for i in range(N)]})
+            out['apply_cds_s'] = applied_at(p, r'cds: version 1: ', mark) - t0
+            time.sleep(3)
+            out['rss_kib'] = p.rss_kb() - base_rss
+            k = N // 2
+            mark = len(p.log())
+            t0 = write(r.eds_path(k), {'version_info': '2', 'resources': [r.cla(k, base=30000)]})
+            out['one_endpoint_s'] = applied_at(p, r'eds: version 2 of %s' % re.escape(
+                r.eds_path(k)), mark) - t0
+            quiet = ptload(ptload_bin, port, LAT_SECONDS)
+            load = subprocess.Popen([ptload_bin, 'rate', '127.0.0.1', str(port), '/steady',
+                                     str(LAT_RATE), str(LAT_SECONDS), '10', '1'],
+                                    stdout=subprocess.PIPE, text=True)
+            time.sleep(2)
+            # UPDATES changes, one file each, spread over the stream's middle.
+            times = []
+            for v in range(UPDATES):
+                i = (v * 97) % N
+                mark = len(p.log())
+                t0 = write(r.eds_path(i), {'version_info': str(3 + v), 'resources': [
+                    r.cla(i, base=30000 + (v % 2) * 1000)]})
+                times.append(applied_at(p, r'eds: version %d of %s' % (
+                    3 + v, re.escape(r.eds_path(i))), mark) - t0)
+                time.sleep(max(0.0, (LAT_SECONDS - 6) / UPDATES - times[-1]))
+            times.sort()
+            out['updates'] = len(times)
+            out['update_p50_s'], out['update_max_s'] = times[len(times) // 2], times[-1]
+            busy_out = load.communicate(timeout=LAT_SECONDS + 60)[0]
+            busy = json.loads(busy_out.strip().splitlines()[-1]) if busy_out.strip() else {}
+            out['p50_quiet_us'], out['p99_quiet_us'] = quiet.get('p50_us'), quiet.get('p99_us')
+            out['p50_busy_us'], out['p99_busy_us'] = busy.get('p50_us'), busy.get('p99_us')
+            out['errors'] = quiet.get('errors', 0) + busy.get('errors', 0)
+        return out
+    finally:
+        up.close()
+        subprocess.call(['rm', '-rf', d])
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix='petrel-ptload-')
     ptload_bin = os.path.join(tmp, 'ptload')
     subprocess.check_call(['cc', '-O2', '-o', ptload_bin, os.path.join(HERE, 'ptload.c')])
     a = measure(EP, True, ptload_bin)
     b = measure(2 * EP, False, ptload_bin)
+    f = measure_per_cluster(ptload_bin)
     per_cluster = a['rss_kib'] * 1024.0 / N
     per_endpoint = (b['rss_kib'] - a['rss_kib']) * 1024.0 / (N * EP)
     head = subprocess.run(['git', '-C', ROOT, 'rev-parse', '--short', 'HEAD'],
@@ -229,6 +311,19 @@ def main():
          '%s / %s us' % (a['p50_busy_us'], a['p99_busy_us']), 'p99 unchanged'),
         ('requests failed in both streams', '%d' % a['errors'], '0'),
         ('remove all %d clusters: file change to active' % N, '%.3f s' % a['remove_s'], ''),
+        ('**an assignment file per cluster**: apply %d clusters (CDS, %d files read)' % (N, N),
+         '%.3f s' % f['apply_cds_s'], '< 1 s'),
+        ('RSS per cluster, stats and its file subscription included (%d endpoints each)' % EP,
+         '%.0f B' % (f['rss_kib'] * 1024.0 / N), ''),
+        ('one endpoint changed among %d clusters (its file): file change to active' % N,
+         '%.1f ms' % (f['one_endpoint_s'] * 1e3), '< 10 ms'),
+        ('%d such changes, one file each: median / slowest' % f['updates'],
+         '%.1f / %.1f ms' % (f['update_p50_s'] * 1e3, f['update_max_s'] * 1e3), '< 10 ms'),
+        ('steady stream to an unrelated cluster, p50 / p99, no updates',
+         '%s / %s us' % (f['p50_quiet_us'], f['p99_quiet_us']), ''),
+        ('the same during those %d changes' % f['updates'],
+         '%s / %s us' % (f['p50_busy_us'], f['p99_busy_us']), 'p99 unchanged'),
+        ('requests failed in both streams', '%d' % f['errors'], '0'),
         ('RSS after removing them and their routes, against the start',
          '%+d KiB' % a['rss_after_removal_kib'],
          'back to start'),
@@ -238,7 +333,7 @@ def main():
              % (h.PETREL_BIN, head), '',
              '| measurement | petrel | goal |', '|---|---|---|']
     lines += ['| %s | %s | %s |' % row for row in rows]
-    lines += ['', 'raw: `%s`' % json.dumps({'ep': a, 'ep2': b, 'n': N})]
+    lines += ['', 'raw: `%s`' % json.dumps({'ep': a, 'ep2': b, 'per_cluster': f, 'n': N})]
     text = '\n'.join(lines) + '\n'
     print(text)
     os.makedirs(os.path.join(HERE, 'results'), exist_ok=True)

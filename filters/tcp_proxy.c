@@ -88,7 +88,7 @@ static void *tcp_proxy_parse(pt_cfg_t *r, pt_config_t *cfg)
     tc->stat_prefix = pt_arena_strdup(&cfg->arena, s ? s : "");
     if (pt_cfg_string(r, "cluster", &s, NULL) == 0 || (s && !s[0]))
         pt_cfg_error(r, "cluster", "is required");
-    else if (s != NULL && !cfg->has_cds && !cfg->has_lds && pt_config_find_cluster(cfg, s) == NULL)
+    else if (s != NULL && !cfg->has_cds && !cfg->has_lds && !pt_config_cluster_exists(cfg, s))
         /* Only when every cluster is static (a typo can then never be right); with CDS the
          * cluster may come later, and a missing one closes the connection, as in Envoy. */
         pt_cfg_error(r, "cluster", "unknown cluster \"%s\"", s);

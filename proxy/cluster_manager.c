@@ -44,13 +44,21 @@ struct eds_sub {
     pt_file_subscription_t *sub;
     int joining;            /* eds_rebind: clusters join it (1), it is new (2) */
     int rereading;          /* a read for clusters that joined, not a change of the file */
+    /* The clusters it serves (set by eds_rebind): a change of one file among thousands
+     * (Envoy's file-per-cluster layout) is work for its own clusters only. */
+    cm_entry_t **members;
+    unsigned nmembers, cap_members;
+    uint64_t hash;          /* of path and watched_directory */
     eds_sub_t *next;
+    eds_sub_t *next_in_bucket;
 };
 
 struct pt_cluster_manager {
     pt_cluster_manager_publish_fn publish;
     struct ev_loop *loop;   /* subscriptions are watched once set */
     eds_sub_t *eds_subs;
+    eds_sub_t **sub_buckets; /* eds_subs by source (eds_sub_t.hash) */
+    unsigned nsub_buckets, nsubs;
     int in_eds_load;        /* an initial EDS read is being applied (publish once, after) */
     void *publish_data;
     cm_entry_t **entries;   /* static first, then dynamic, each in name order */
@@ -113,6 +121,7 @@ void pt_cluster_manager_free(pt_cluster_manager_t *cm)
         cm->eds_subs = es->next;
         eds_sub_free(es);
     }
+    free(cm->sub_buckets);
     pt_view_unref(cm->view);
     free(cm->cds_version);
     free(cm->rejected_version);
@@ -261,9 +270,10 @@ static int eds_apply(eds_sub_t *es, const pt_discovery_response_t *resp, const c
     int counted = version != NULL;
     err[0] = '\0';
     res_index_t ix;
-    pt_cluster_t **built = calloc(cm->n ? cm->n : 1, sizeof(*built));
-    pt_digest_t *digests = calloc(cm->n ? cm->n : 1, sizeof(*digests));
-    unsigned char *in_place = calloc(cm->n ? cm->n : 1, 1);
+    unsigned n = es->nmembers;
+    pt_cluster_t **built = calloc(n ? n : 1, sizeof(*built));
+    pt_digest_t *digests = calloc(n ? n : 1, sizeof(*digests));
+    unsigned char *in_place = calloc(n ? n : 1, 1);
     if (built == NULL || digests == NULL || in_place == NULL || res_index_build(&ix, resp) != 0) {
         free(built);
         free(digests);
@@ -273,10 +283,8 @@ static int eds_apply(eds_sub_t *es, const pt_discovery_response_t *resp, const c
     }
     int bad = 0;
     unsigned changed = 0;
-    for (unsigned i = 0; i < cm->n; i++) {
-        cm_entry_t *e = cm->entries[i];
-        if (e->eds != es)
-            continue;
+    for (unsigned i = 0; i < n; i++) {
+        cm_entry_t *e = es->members[i];
         if (counted)
             pt_stat_inc(e->eds_attempt);
         const pt_discovery_resource_t *res = res_index_find(&ix, e->active->eds_service_name);
@@ -308,10 +316,8 @@ static int eds_apply(eds_sub_t *es, const pt_discovery_response_t *resp, const c
         }
         pt_cfg_dispose(&r);
     }
-    for (unsigned i = 0; i < cm->n; i++) {
-        cm_entry_t *e = cm->entries[i];
-        if (e->eds != es)
-            continue;
+    for (unsigned i = 0; i < n; i++) {
+        cm_entry_t *e = es->members[i];
         if (bad) {
             if (counted)
                 pt_stat_inc(e->eds_rejected);
@@ -359,6 +365,7 @@ static int on_eds_update(void *data, const pt_discovery_response_t *resp, char *
 
 static void eds_sub_free(eds_sub_t *es)
 {
+    free(es->members);
     pt_file_subscription_free(es->sub);
     free(es->path);
     free(es->watched_directory);
@@ -370,13 +377,70 @@ static int same_str(const char *a, const char *b)
     return (a == NULL || b == NULL) ? a == b : strcmp(a, b) == 0;
 }
 
+static uint64_t source_hash(const pt_config_source_t *src)
+{
+    uint64_t h = pt_hash_name(src->path);
+    return src->watched_directory != NULL ? h * 31 + pt_hash_name(src->watched_directory) : h;
+}
+
+/* Doubles the buckets of the subscriptions' index when it is as full as it has entries. */
+static int subs_reindex(pt_cluster_manager_t *cm)
+{
+    if (cm->nsubs < cm->nsub_buckets)
+        return 0;
+    unsigned nb = cm->nsub_buckets ? cm->nsub_buckets * 2 : 16;
+    eds_sub_t **b = calloc(nb, sizeof(*b));
+    if (b == NULL)
+        return -1;
+    for (eds_sub_t *es = cm->eds_subs; es != NULL; es = es->next) {
+        eds_sub_t **slot = &b[es->hash & (nb - 1)];
+        es->next_in_bucket = *slot;
+        *slot = es;
+    }
+    free(cm->sub_buckets);
+    cm->sub_buckets = b;
+    cm->nsub_buckets = nb;
+    return 0;
+}
+
+/* Takes es out of the index (the caller takes it out of the list and frees it). */
+static void subs_unindex(pt_cluster_manager_t *cm, eds_sub_t *es)
+{
+    for (eds_sub_t **pp = &cm->sub_buckets[es->hash & (cm->nsub_buckets - 1)]; *pp != NULL;
+         pp = &(*pp)->next_in_bucket)
+        if (*pp == es) {
+            *pp = es->next_in_bucket;
+            break;
+        }
+    cm->nsubs--;
+}
+
+static int member_add(eds_sub_t *es, cm_entry_t *e)
+{
+    if (es->nmembers == es->cap_members) {
+        unsigned cap = es->cap_members ? es->cap_members * 2 : 4;
+        cm_entry_t **m = realloc(es->members, cap * sizeof(*m));
+        if (m == NULL)
+            return -1;
+        es->members = m;
+        es->cap_members = cap;
+    }
+    es->members[es->nmembers++] = e;
+    return 0;
+}
+
 static eds_sub_t *eds_sub_for(pt_cluster_manager_t *cm, const pt_config_source_t *src, int *fresh)
 {
     *fresh = 0;
-    for (eds_sub_t *es = cm->eds_subs; es != NULL; es = es->next)
-        if (same_str(es->path, src->path) &&
-            same_str(es->watched_directory, src->watched_directory))
-            return es;
+    uint64_t hash = source_hash(src);
+    if (cm->nsub_buckets != 0)
+        for (eds_sub_t *es = cm->sub_buckets[hash & (cm->nsub_buckets - 1)]; es != NULL;
+             es = es->next_in_bucket)
+            if (es->hash == hash && same_str(es->path, src->path) &&
+                same_str(es->watched_directory, src->watched_directory))
+                return es;
+    if (subs_reindex(cm) != 0)
+        return NULL;
     eds_sub_t *es = calloc(1, sizeof(*es));
     if (es == NULL || (es->path = strdup(src->path)) == NULL ||
         (src->watched_directory != NULL &&
@@ -399,8 +463,13 @@ static eds_sub_t *eds_sub_for(pt_cluster_manager_t *cm, const pt_config_source_t
         eds_sub_free(es);
         return NULL;
     }
+    es->hash = hash;
     es->next = cm->eds_subs;
     cm->eds_subs = es;
+    eds_sub_t **slot = &cm->sub_buckets[hash & (cm->nsub_buckets - 1)];
+    es->next_in_bucket = *slot;
+    *slot = es;
+    cm->nsubs++;
     *fresh = 1;
     return es;
 }
@@ -414,15 +483,18 @@ static eds_sub_t *eds_sub_for(pt_cluster_manager_t *cm, const pt_config_source_t
 static void eds_rebind(pt_cluster_manager_t *cm)
 {
     for (eds_sub_t *es = cm->eds_subs; es != NULL; es = es->next)
-        es->joining = 0;
+        es->joining = 0, es->nmembers = 0;
     for (unsigned i = 0; i < cm->n; i++) {
         cm_entry_t *e = cm->entries[i];
         if (e->active->type != PT_CLUSTER_EDS) {
             e->eds = NULL;
             continue;
         }
-        if (e->active->has_assignment)
+        if (e->active->has_assignment) {
+            if (e->eds != NULL && member_add(e->eds, e) != 0)
+                pt_error("eds: cluster %s: out of memory", e->name);
             continue;
+        }
         e->has_digest = 0; /* a new version without endpoints: give it its assignment */
         uint64_t timeout = e->active->eds_config->initial_fetch_timeout_ms;
         e->warm_until_ms = timeout == 0 ? UINT64_MAX : pt_now_ms() + timeout;
@@ -433,7 +505,7 @@ static void eds_rebind(pt_cluster_manager_t *cm)
         }
         int fresh;
         e->eds = eds_sub_for(cm, e->active->eds_config, &fresh);
-        if (e->eds == NULL) {
+        if (e->eds == NULL || member_add(e->eds, e) != 0) {
             pt_error("eds: cluster %s: out of memory", e->name);
             continue;
         }
@@ -464,14 +536,12 @@ static void eds_rebind(pt_cluster_manager_t *cm)
     }
     for (eds_sub_t **pp = &cm->eds_subs; *pp != NULL;) {
         eds_sub_t *es = *pp;
-        int used = 0;
-        for (unsigned i = 0; i < cm->n && !used; i++)
-            used = cm->entries[i]->eds == es;
-        if (used) {
+        if (es->nmembers != 0) {
             pp = &es->next;
             continue;
         }
-        *pp = es->next;
+        *pp = es->next; /* nobody uses it any more */
+        subs_unindex(cm, es);
         eds_sub_free(es);
     }
 }
@@ -485,17 +555,109 @@ void pt_cluster_manager_set_loop(pt_cluster_manager_t *cm, struct ev_loop *loop)
             pt_warn("eds: %s: %s", es->path, err);
 }
 
-int pt_cluster_manager_set_static(pt_cluster_manager_t *cm, pt_cluster_t *const *clusters,
-                                  unsigned n)
+/* The static clusters parsed so far, with an index by name for the duplicate check (Istio
+ * bootstraps and generated configs carry thousands). */
+typedef struct cluster_list {
+    pt_cluster_t **items;
+    unsigned n;
+    pt_cluster_t **index; /* open addressing, cap a power of two over twice the count */
+    unsigned cap;
+} cluster_list_t;
+
+/* Adds c unless a cluster of its name is there: 1 added, 0 a duplicate. */
+static int list_add(cluster_list_t *l, pt_cluster_t *c)
 {
-    for (unsigned i = 0; i < n; i++) {
+    uint64_t h = pt_hash_name(c->name) & (l->cap - 1);
+    for (; l->index[h] != NULL; h = (h + 1) & (l->cap - 1))
+        if (strcmp(l->index[h]->name, c->name) == 0)
+            return 0;
+    l->index[h] = c;
+    l->items[l->n++] = c;
+    return 1;
+}
+
+pt_view_t *pt_cluster_manager_parse_static(json_t *bootstrap, pt_cfg_t *r)
+{
+    /* A reader of its own, rooted at the bootstrap: the config (proxy/config.c) reads
+     * everything else, and reports what is wrong with static_resources itself. */
+    pt_cfg_t cr;
+    pt_cfg_init(&cr, bootstrap);
+    cluster_list_t list = {0};
+    int present = 0;
+    int oom = 0;
+    /* -1: the bootstrap or its static_resources is not an object (the config reports it). */
+    int in = json_is_object(bootstrap) ? pt_cfg_enter(&cr, "static_resources") : -1;
+    if (in > 0) {
+        size_t n = pt_cfg_array(&cr, "clusters", &present);
+        list.cap = 16;
+        while (list.cap < n * 2)
+            list.cap *= 2;
+        list.items = calloc(n ? n : 1, sizeof(*list.items));
+        list.index = calloc(list.cap, sizeof(*list.index));
+        oom = list.items == NULL || list.index == NULL;
+        for (size_t i = 0; !oom && i < n; i++) {
+            if (pt_cfg_enter_index(&cr, i) <= 0)
+                continue;
+            /* Kept even with errors of its own: the listeners' references to it are then
+             * not reported as well. */
+            pt_cluster_t *c = pt_cluster_parse(&cr);
+            if (c != NULL && c->name[0] && !list_add(&list, c)) {
+                pt_cfg_error(&cr, "name", "duplicate cluster name \"%s\"", c->name);
+                pt_cluster_unref(c);
+            } else if (c == NULL || !c->name[0]) {
+                pt_cluster_unref(c);
+            }
+            pt_cfg_leave(&cr);
+        }
+        if (present)
+            pt_cfg_leave_array(&cr);
+        pt_cfg_skip_rest(&cr);
+        pt_cfg_leave(&cr);
+    }
+    pt_cfg_skip_rest(&cr);
+    pt_cfg_finish(&cr);
+    for (size_t i = 0; in >= 0 && i < cr.nerrors; i++)
+        pt_cfg_error_at(r, "%s", cr.errors[i]);
+    pt_cfg_dispose(&cr);
+    pt_view_t *v = oom ? NULL : pt_view_new(list.items, list.n);
+    for (unsigned i = 0; i < list.n; i++)
+        pt_cluster_unref(list.items[i]); /* the view has its own references */
+    free(list.items);
+    free(list.index);
+    if (v == NULL)
+        pt_cfg_error(r, NULL, "out of memory");
+    return v;
+}
+
+int pt_cluster_manager_prepare_static(pt_view_t *statics, pt_cfg_t *r)
+{
+    char where[96];
+    for (unsigned i = 0; i < statics->nclusters && pt_cfg_ok(r); i++) {
+        pt_cluster_t *c = statics->clusters[i];
+        if (c->tls == NULL)
+            continue;
+        /* The bootstrap validated, so the view holds every cluster at its index. */
+        snprintf(where, sizeof(where), "static_resources.clusters[%u].transport_socket", i);
+        (void)pt_cluster_build_tls(c, r, where);
+    }
+    for (unsigned i = 0; i < statics->nclusters && pt_cfg_ok(r); i++)
+        if (!pt_cluster_prepared(statics->clusters[i]) &&
+            pt_cluster_prepare(statics->clusters[i]) != 0)
+            pt_cfg_error(r, NULL, "could not prepare cluster \"%s\"", statics->clusters[i]->name);
+    return pt_cfg_ok(r) ? 0 : -1;
+}
+
+int pt_cluster_manager_set_static(pt_cluster_manager_t *cm, const pt_view_t *statics)
+{
+    for (unsigned i = 0; i < statics->nclusters; i++) {
+        pt_cluster_t *c = statics->clusters[i];
         cm_entry_t *e = calloc(1, sizeof(*e));
-        if (e == NULL || (e->name = strdup(clusters[i]->name)) == NULL ||
+        if (e == NULL || (e->name = strdup(c->name)) == NULL ||
             (e->version_info = strdup("")) == NULL || add_entry(cm, e) != 0) {
             entry_free(e);
             return -1;
         }
-        e->active = pt_cluster_ref(clusters[i]);
+        e->active = pt_cluster_ref(c);
         e->last_updated = wall_now();
     }
     eds_rebind(cm);

@@ -31,10 +31,18 @@ typedef void (*pt_cluster_manager_publish_fn)(void *data, pt_view_t *view);
 pt_cluster_manager_t *pt_cluster_manager_new(pt_cluster_manager_publish_fn publish, void *data);
 void pt_cluster_manager_free(pt_cluster_manager_t *cm);
 
-/* The bootstrap's static clusters (prepared versions; the manager takes a reference to
- * each). Publishes a view. */
-int pt_cluster_manager_set_static(pt_cluster_manager_t *cm, pt_cluster_t *const *clusters,
-                                  unsigned n);
+/* The bootstrap's static clusters, in two steps, as the server validates a bootstrap:
+ *  _parse_static reads static_resources.clusters (every error into r, with its path) into a
+ *    view of the clusters that parsed, also when some did not, so that the listeners can be
+ *    checked against them (proxy/config.h, pt_cluster_lookup_t) and every error reported;
+ *    NULL only when out of memory;
+ *  _prepare_static, once the whole bootstrap validated, builds their TLS contexts (files
+ *    read, keys checked: errors into r) and prepares them (hosts, state, stats); 0 or -1.
+ * Then _set_static installs them (the manager takes a reference to each) and publishes a
+ * view; 0, or -1 when out of memory. */
+pt_view_t *pt_cluster_manager_parse_static(json_t *bootstrap, pt_cfg_t *r);
+int pt_cluster_manager_prepare_static(pt_view_t *statics, pt_cfg_t *r);
+int pt_cluster_manager_set_static(pt_cluster_manager_t *cm, const pt_view_t *statics);
 
 struct pt_discovery_response;
 /* A state-of-the-world CDS update (its envelope already checked: discovery/

@@ -7,7 +7,6 @@
 
 #include "filters/filter.h"
 #include "discovery/discovery_response.h"
-#include "proxy/cluster.h"
 #include "proxy/config_address.h"
 #include "proxy/config_source.h"
 #include "proxy/hash.h"
@@ -394,51 +393,9 @@ static void parse_listener(pt_cfg_t *r, pt_config_t *cfg, pt_listener_config_t *
     }
 }
 
-pt_cluster_t *pt_config_find_cluster(const pt_config_t *c, const char *name)
+int pt_config_cluster_exists(const pt_config_t *c, const char *name)
 {
-    if (c->cluster_index_cap == 0 || name == NULL)
-        return NULL;
-    uint64_t h = pt_hash_name(name) & (c->cluster_index_cap - 1);
-    while (c->cluster_index[h] != NULL) {
-        if (strcmp(c->cluster_index[h]->name, name) == 0)
-            return c->cluster_index[h];
-        h = (h + 1) & (c->cluster_index_cap - 1);
-    }
-    return NULL;
-}
-
-static void parse_clusters(pt_cfg_t *r, pt_config_t *cfg)
-{
-    int present;
-    size_t n = pt_cfg_array(r, "clusters", &present);
-    cfg->clusters = pt_arena_alloc(&cfg->arena, (n ? n : 1) * sizeof(pt_cluster_t *));
-    unsigned cap = 16;
-    while (cap < n * 2)
-        cap *= 2;
-    cfg->cluster_index = pt_arena_alloc(&cfg->arena, cap * sizeof(pt_cluster_t *));
-    cfg->cluster_index_cap = cap;
-    for (size_t i = 0; i < n; i++) {
-        if (pt_cfg_enter_index(r, i) <= 0)
-            continue;
-        pt_cluster_t *c = pt_cluster_parse(r);
-        if (c != NULL && c->name[0]) {
-            if (pt_config_find_cluster(cfg, c->name) != NULL) {
-                pt_cfg_error(r, "name", "duplicate cluster name \"%s\"", c->name);
-                pt_cluster_unref(c);
-            } else {
-                uint64_t h = pt_hash_name(c->name) & (cap - 1);
-                while (cfg->cluster_index[h] != NULL)
-                    h = (h + 1) & (cap - 1);
-                cfg->cluster_index[h] = c;
-                cfg->clusters[cfg->nclusters++] = c;
-            }
-        } else {
-            pt_cluster_unref(c);
-        }
-        pt_cfg_leave(r);
-    }
-    if (present)
-        pt_cfg_leave_array(r);
+    return name != NULL && c->clusters.exists != NULL && c->clusters.exists(c->clusters.data, name);
 }
 
 /* The reader is in a listener: parses it as the next listener of cfg, checking its name and
@@ -497,20 +454,10 @@ static void build_tls(pt_config_t *cfg, pt_cfg_t *r)
                                            where);
         }
     }
-    for (unsigned i = 0; !cfg->clusters_lent && i < cfg->nclusters; i++) {
-        pt_cluster_t *c = cfg->clusters[i];
-        if (c->tls == NULL)
-            continue;
-        snprintf(where, sizeof(where), "static_resources.clusters[%u].transport_socket", i);
-        (void)pt_cluster_build_tls(c, r, where);
-    }
 }
 
 static int prepare(pt_config_t *cfg)
 {
-    for (unsigned i = 0; !cfg->clusters_lent && i < cfg->nclusters; i++)
-        if (pt_cluster_prepare(cfg->clusters[i]) != 0)
-            return -1;
     for (unsigned i = 0; i < cfg->nlisteners; i++) {
         pt_listener_config_t *l = &cfg->listeners[i];
         const char *t = "envoy_listener_address";
@@ -541,7 +488,8 @@ static int prepare(pt_config_t *cfg)
     return 0;
 }
 
-pt_config_t *pt_config_build(json_t *root, pt_cfg_t *r)
+/* A new snapshot checking its cluster references with `clusters`; NULL when out of memory. */
+static pt_config_t *config_new(json_t *source, const pt_cluster_lookup_t *clusters, pt_cfg_t *r)
 {
     pt_config_t *cfg = calloc(1, sizeof(*cfg));
     if (cfg == NULL) {
@@ -549,8 +497,35 @@ pt_config_t *pt_config_build(json_t *root, pt_cfg_t *r)
         return NULL;
     }
     atomic_init(&cfg->refs, 1);
-    cfg->source = json_incref(root);
+    cfg->source = json_incref(source);
     cfg->version = atomic_fetch_add(&next_version, 1);
+    if (clusters != NULL)
+        cfg->clusters = *clusters;
+    return cfg;
+}
+
+/* The end of a build: TLS contexts and stats for a snapshot that validated; NULL (and cfg
+ * released) otherwise. */
+static pt_config_t *config_finish(pt_config_t *cfg, pt_cfg_t *r, const char *what)
+{
+    if (pt_cfg_ok(r))
+        build_tls(cfg, r);
+    int ok = pt_cfg_ok(r) && prepare(cfg) == 0;
+    cfg->clusters = (pt_cluster_lookup_t){0};
+    if (!ok) {
+        if (pt_cfg_ok(r))
+            pt_cfg_error(r, NULL, "could not prepare the %s", what);
+        pt_config_unref(cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
+pt_config_t *pt_config_build(json_t *root, const pt_cluster_lookup_t *clusters, pt_cfg_t *r)
+{
+    pt_config_t *cfg = config_new(root, clusters, r);
+    if (cfg == NULL)
+        return NULL;
 
     pt_cfg_unsupported(r, bootstrap_unsupported);
     parse_node(r, cfg);
@@ -558,32 +533,14 @@ pt_config_t *pt_config_build(json_t *root, pt_cfg_t *r)
     parse_dynamic_resources(r, cfg);
     if (pt_cfg_enter(r, "static_resources") > 0) {
         pt_cfg_unsupported(r, static_unsupported);
-        /* Clusters first: listeners' filters refer to them by name. */
-        parse_clusters(r, cfg);
+        (void)pt_cfg_get(r, "clusters"); /* the cluster manager's */
         parse_listeners(r, cfg, 0);
         pt_cfg_leave(r);
     }
     /* After the listeners: the runtime names them. */
     pt_overload_parse(r, cfg);
     pt_cfg_finish(r);
-    if (pt_cfg_ok(r))
-        build_tls(cfg, r);
-    if (!pt_cfg_ok(r) || prepare(cfg) != 0) {
-        if (pt_cfg_ok(r))
-            pt_cfg_error(r, NULL, "could not prepare the configuration");
-        pt_config_unref(cfg);
-        return NULL;
-    }
-    return cfg;
-}
-
-static void index_cluster(pt_config_t *cfg, pt_cluster_t *c)
-{
-    uint64_t h = pt_hash_name(c->name) & (cfg->cluster_index_cap - 1);
-    while (cfg->cluster_index[h] != NULL)
-        h = (h + 1) & (cfg->cluster_index_cap - 1);
-    cfg->cluster_index[h] = c;
-    cfg->clusters[cfg->nclusters++] = c;
+    return config_finish(cfg, r, "configuration");
 }
 
 const pt_listener_config_t *pt_config_find_listener(const pt_config_t *c, const char *name)
@@ -594,29 +551,13 @@ const pt_listener_config_t *pt_config_find_listener(const pt_config_t *c, const 
     return NULL;
 }
 
-pt_config_t *pt_config_build_lds(json_t *bootstrap, pt_cluster_t *const *clusters,
-                                 unsigned nclusters, const pt_discovery_response_t *lds,
-                                 const pt_config_t *prev, pt_cfg_t *r)
+pt_config_t *pt_config_build_lds(json_t *bootstrap, const pt_cluster_lookup_t *clusters,
+                                 const pt_discovery_response_t *lds, const pt_config_t *prev,
+                                 pt_cfg_t *r)
 {
-    pt_config_t *cfg = calloc(1, sizeof(*cfg));
-    if (cfg == NULL) {
-        pt_cfg_error(r, NULL, "out of memory");
+    pt_config_t *cfg = config_new(bootstrap, clusters, r);
+    if (cfg == NULL)
         return NULL;
-    }
-    atomic_init(&cfg->refs, 1);
-    cfg->source = json_incref(bootstrap);
-    cfg->version = atomic_fetch_add(&next_version, 1);
-    cfg->clusters_lent = 1;
-    /* The clusters in force, for the listeners' checks (a reference each). */
-    unsigned cap = 16;
-    while (cap < nclusters * 2)
-        cap *= 2;
-    cfg->clusters = pt_arena_alloc(&cfg->arena, (nclusters ? nclusters : 1) * sizeof(pt_cluster_t *));
-    cfg->cluster_index = pt_arena_alloc(&cfg->arena, cap * sizeof(pt_cluster_t *));
-    cfg->cluster_index_cap = cap;
-    for (unsigned i = 0; cfg->clusters != NULL && cfg->cluster_index != NULL && i < nclusters; i++)
-        index_cluster(cfg, pt_cluster_ref(clusters[i]));
-
     pt_cfg_t boot;
     pt_cfg_init(&boot, bootstrap);
     pt_cfg_unsupported(&boot, bootstrap_unsupported);
@@ -668,15 +609,7 @@ pt_config_t *pt_config_build_lds(json_t *bootstrap, pt_cluster_t *const *cluster
     for (size_t i = 0; i < boot.nerrors; i++)
         pt_cfg_error_at(r, "bootstrap: %s", boot.errors[i]);
     pt_cfg_dispose(&boot);
-    if (pt_cfg_ok(r))
-        build_tls(cfg, r);
-    if (!pt_cfg_ok(r) || prepare(cfg) != 0) {
-        if (pt_cfg_ok(r))
-            pt_cfg_error(r, NULL, "could not prepare the listeners");
-        pt_config_unref(cfg);
-        return NULL;
-    }
-    return cfg;
+    return config_finish(cfg, r, "listeners");
 }
 
 pt_config_t *pt_config_ref(pt_config_t *c)
@@ -692,8 +625,6 @@ void pt_config_unref(pt_config_t *c)
         return;
     if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
         return;
-    for (unsigned i = 0; i < c->nclusters; i++) /* the array is in the arena */
-        pt_cluster_unref(c->clusters[i]);
     pt_arena_dispose(&c->arena);
     json_decref(c->source);
     free(c);

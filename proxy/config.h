@@ -18,7 +18,6 @@
 #include "proxy/config_source.h"
 #include "proxy/stats.h"
 
-typedef struct pt_cluster pt_cluster_t;
 typedef struct pt_network_filter_ops pt_network_filter_ops_t;
 
 typedef struct pt_network_filter {
@@ -121,6 +120,16 @@ typedef struct pt_rds_need {
     struct pt_rds_need *next;
 } pt_rds_need_t;
 
+/* Whether a cluster of this name exists: what a config being built checks its references
+ * against (Envoy's validate_clusters for a static route configuration, tcp_proxy's cluster
+ * when every cluster is static). Clusters are the cluster manager's
+ * (proxy/cluster_manager.h); whoever builds a config answers from it. */
+typedef int (*pt_cluster_exists_fn)(void *data, const char *name);
+typedef struct pt_cluster_lookup {
+    pt_cluster_exists_fn exists;
+    void *data;
+} pt_cluster_lookup_t;
+
 typedef struct pt_config {
     _Atomic long refs;
     pt_arena_t arena;
@@ -131,39 +140,38 @@ typedef struct pt_config {
     pt_addr_t admin_address;
     pt_listener_config_t *listeners;
     unsigned nlisteners;
-    pt_cluster_t **clusters;
-    unsigned nclusters;
-    pt_cluster_t **cluster_index; /* open-addressing hash by name, size cluster_index_cap */
-    unsigned cluster_index_cap;
+    /* The clusters references are checked against, while the config is built (then
+     * cleared: a config outlives no lookup). */
+    pt_cluster_lookup_t clusters;
     /* dynamic_resources: listeners (LDS) and clusters (CDS) from files. */
     int has_lds, has_cds;
     pt_config_source_t lds, cds;
     pt_rds_need_t *rds_needs;    /* every rds of the listeners' connection managers */
-    int clusters_lent;           /* clusters are the cluster manager's, not parsed here */
     /* Downstream connections the whole process accepts (proxy/overload.c); 0: no limit. */
     uint64_t max_downstream_connections;
 } pt_config_t;
 
-/* Builds and validates a snapshot from a bootstrap tree (takes a reference to root).
- * Returns NULL when any error was found; the errors are in r. Stats are registered only
- * for a snapshot that validated. */
-pt_config_t *pt_config_build(json_t *root, pt_cfg_t *r);
+/* Builds and validates a snapshot from a bootstrap tree (takes a reference to root):
+ * everything but static_resources.clusters, which are the cluster manager's
+ * (pt_cluster_manager_parse_static); `clusters` (NULL: none) answers which exist. Returns
+ * NULL when any error was found; the errors are in r. Stats are registered only for a
+ * snapshot that validated. */
+pt_config_t *pt_config_build(json_t *root, const pt_cluster_lookup_t *clusters, pt_cfg_t *r);
 pt_config_t *pt_config_ref(pt_config_t *c);
 void pt_config_unref(pt_config_t *c);
 struct pt_discovery_response;
 /* A listener snapshot for an LDS update: the bootstrap read again (node, admin, runtime, its
- * static listeners), plus the listeners of `lds`; `clusters` (those in force) stand in for
- * the bootstrap's clusters, for validation (they are not parsed again). `prev` (the snapshot
- * in force, or NULL) lends unchanged dynamic listeners their version and time. NULL with
- * every error in r. */
-pt_config_t *pt_config_build_lds(json_t *bootstrap, pt_cluster_t *const *clusters,
-                                 unsigned nclusters, const struct pt_discovery_response *lds,
+ * static listeners), plus the listeners of `lds`, checked against `clusters` (those in
+ * force). `prev` (the snapshot in force, or NULL) lends unchanged dynamic listeners their
+ * version and time. NULL with every error in r. */
+pt_config_t *pt_config_build_lds(json_t *bootstrap, const pt_cluster_lookup_t *clusters,
+                                 const struct pt_discovery_response *lds,
                                  const pt_config_t *prev, pt_cfg_t *r);
 /* The listener named so, or NULL. */
 const pt_listener_config_t *pt_config_find_listener(const pt_config_t *c, const char *name);
 
-/* O(1) lookup of a cluster by name; NULL when absent. */
-pt_cluster_t *pt_config_find_cluster(const pt_config_t *c, const char *name);
+/* While c is built (a filter's or route's parse): whether a cluster of this name exists. */
+int pt_config_cluster_exists(const pt_config_t *c, const char *name);
 
 /* Chooses the filter chain for a connection the way Envoy does: each criterion in turn
  * (destination port, destination IP, server name, transport protocol, application

@@ -253,7 +253,7 @@ static char *sdup(pctx_t *p, const char *s)
 static void check_cluster(pctx_t *p, const char *field, const char *name)
 {
     int known = p->exists != NULL ? p->exists(p->exists_data, name)
-                                  : p->cfg != NULL && pt_config_find_cluster(p->cfg, name) != NULL;
+                                  : p->cfg != NULL && pt_config_cluster_exists(p->cfg, name);
     if (p->validate_clusters && name[0] != '\0' && !known) {
         char q[300];
         pt_cfg_quote(name, q, sizeof(q));

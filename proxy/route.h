@@ -205,14 +205,13 @@ enum pt_route_parse_flags {
 };
 
 /* Parses the RouteConfiguration the reader is positioned in, into cfg's arena. Cluster
- * names are checked against cfg's clusters when validate_clusters is on. NULL when any
+ * names are checked against the clusters cfg is built with when validate_clusters is on. NULL when any
  * error was found (all of them are in r). */
 pt_route_config_t *pt_route_config_parse(pt_cfg_t *r, pt_config_t *cfg);
 pt_route_config_t *pt_route_config_parse_ex(pt_cfg_t *r, pt_config_t *cfg, unsigned flags);
 /* A RouteConfiguration resource (RDS) in an arena of its own, with one reference.
  * validate_clusters defaults to false, as Envoy's for RDS; when the resource turns it on,
  * cluster names are checked with exists(data, name). NULL when any error was found. */
-typedef int (*pt_cluster_exists_fn)(void *data, const char *name);
 pt_route_config_t *pt_route_config_parse_resource(pt_cfg_t *r, pt_cluster_exists_fn exists,
                                                   void *data);
 pt_route_config_t *pt_route_config_ref(pt_route_config_t *rc);

@@ -114,7 +114,13 @@ static void on_routes_published(void *data)
     publish_view(data);
 }
 
-/* RDS validate_clusters: against the clusters in force. */
+/* A cluster lookup over a view (the static clusters while the bootstrap is validated). */
+static int view_has_cluster(void *data, const char *name)
+{
+    return pt_view_find_cluster(data, name) != NULL;
+}
+
+/* RDS validate_clusters and LDS listeners: against the clusters in force. */
 static int cluster_exists(void *data, const char *name)
 {
     pt_server_t *s = data;
@@ -266,9 +272,8 @@ static int on_lds_update(void *data, const pt_discovery_response_t *resp, char *
     pt_cfg_t r;
     json_t *none = json_object(); /* r only collects the errors */
     pt_cfg_init(&r, none);
-    pt_view_t *cv = s->cluster_view;
-    pt_config_t *next = pt_config_build_lds(s->config->source, cv ? cv->clusters : NULL,
-                                            cv ? cv->nclusters : 0, resp, s->config, &r);
+    pt_cluster_lookup_t known = {cluster_exists, s};
+    pt_config_t *next = pt_config_build_lds(s->config->source, &known, resp, s->config, &r);
     if (next == NULL) {
         err[0] = '\0';
         size_t len = 0;
@@ -437,21 +442,31 @@ int pt_server_init(pt_server_t *s, const pt_options_t *opts)
         fprintf(stderr, "error: %s\n", err);
         return -1;
     }
+    /* Static clusters first (the cluster manager's), then the rest checked against them. */
     pt_cfg_t r;
     pt_cfg_init(&r, root);
-    pt_config_t *cfg = pt_config_build(root, &r);
+    pt_view_t *statics = pt_cluster_manager_parse_static(root, &r);
+    pt_cluster_lookup_t known = {view_has_cluster, statics};
+    pt_config_t *cfg = pt_config_build(root, &known, &r);
+    if (cfg != NULL && statics != NULL && pt_cluster_manager_prepare_static(statics, &r) != 0) {
+        pt_config_unref(cfg);
+        cfg = NULL;
+    }
     json_decref(root);
-    if (cfg == NULL) {
+    if (cfg == NULL || statics == NULL) {
         for (size_t i = 0; i < r.nerrors; i++)
             fprintf(stderr, "error: %s: %s\n", opts->config_path, r.errors[i]);
         pt_cfg_dispose(&r);
+        pt_config_unref(cfg);
+        pt_view_unref(statics);
         return -1;
     }
     pt_cfg_dispose(&r);
     s->config = cfg;
     s->clusters = pt_cluster_manager_new(on_clusters_published, s);
-    if (s->clusters == NULL ||
-        pt_cluster_manager_set_static(s->clusters, cfg->clusters, cfg->nclusters) != 0) {
+    int rc = s->clusters != NULL ? pt_cluster_manager_set_static(s->clusters, statics) : -1;
+    pt_view_unref(statics);
+    if (rc != 0) {
         fprintf(stderr, "error: out of memory\n");
         return -1;
     }

@@ -10,6 +10,7 @@
 #include "proxy/config.h"
 #include "proxy/config_reader.h"
 #include "proxy/log.h"
+#include "../unit/pt_test_boot.h"
 
 /* The nesting of a tree (a scalar is 0 levels, [] is 1) and, added to *values, its values:
  * what the parsers promise to bound. */
@@ -68,14 +69,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     pt_cfg_t r;
     pt_cfg_init(&r, root);
-    pt_config_t *cfg = pt_config_build(root, &r);
+    pt_boot_t *boot = pt_test_boot(root, &r);
     /* Errors and success are exclusive: a snapshot comes only from an error-free build. */
-    if ((cfg != NULL) != (r.nerrors == 0))
+    if ((boot != NULL) != (r.nerrors == 0))
         abort();
     char *joined = pt_cfg_errors_joined(&r);
     free(joined);
     pt_cfg_dispose(&r);
-    pt_config_unref(cfg);
+    pt_boot_free(boot);
     json_decref(root);
     return 0;
 }

@@ -322,6 +322,39 @@ class EdsTest(EdsCase):
         self.write(response('3', cla('a', self.ups[2].port)))
         self.assertEqual(h.http_request(self.port, 'GET', '/a/x').status, 503)
 
+    def test_a_file_per_cluster(self):
+        # Envoy's file-per-cluster layout, from CDS: a change of one file is work for its
+        # own cluster only (the others' update counts stay), and files of clusters CDS
+        # removes are no longer read.
+        n = 200
+        paths = [self.write(response('1', cla('c%d' % i, self.ups[i % 2].port)),
+                            'eds-%d.json' % i) for i in range(n)]
+
+        def cds(version, count):
+            return json.dumps({'version_info': version, 'resources': [
+                dict(eds_cluster('c%d' % i, paths[i]), **{'@type': CLUSTER_TYPE})
+                for i in range(count)]})
+        cds_path = self.write(cds('1', n), 'cds.json')
+        self.start([], routes=('c7', 'c8', 'c150'),
+                   dynamic={'cds_config': {'path_config_source': {'path': cds_path}}})
+        self.assertEqual(self.names('/c7/x'), {'B'})
+        self.assertEqual(self.names('/c8/x'), {'A'})
+        self.assertEqual(self.p.stat('cluster.c8.update_attempt'), 1)
+        self.write(response('2', cla('c7', self.ups[2].port)), 'eds-7.json')
+        h.wait_until(lambda: self.names('/c7/x') == {'C'}, 10)
+        self.assertEqual(self.p.stat('cluster.c7.update_success'), 2)
+        stats = self.p.stats()
+        self.assertEqual([i for i in range(n) if i != 7 and
+                          stats.get('cluster.c%d.update_attempt' % i) != 1], [])
+        # Half the clusters go: their files are not read any more, the others' are.
+        self.write(cds('2', n // 2), 'cds.json')
+        self.p.wait_stat('cluster_manager.cluster_removed', n // 2)
+        self.write(response('2', cla('c150', self.ups[2].port)), 'eds-150.json')
+        self.write(response('3', cla('c8', self.ups[2].port)), 'eds-8.json')
+        h.wait_until(lambda: self.names('/c8/x') == {'C'}, 10)
+        self.assertEqual(h.http_request(self.port, 'GET', '/c150/x').status, 503)
+        self.assertEqual(self.p.stat('cluster_manager.eds.update_rejected', 0), 0)
+
     def test_config_errors(self):
         cases = [
             ({'name': 'a', 'type': 'EDS'},

@@ -13,6 +13,7 @@
 #include "proxy/stats.h"
 #include "proxy/worker.h"
 #include "pt_test.h"
+#include "pt_test_boot.h"
 #include "pt_test_json.h"
 
 #include <arpa/inet.h>
@@ -25,11 +26,11 @@
 
 static pt_cfg_t R;
 
-static pt_config_t *build(const char *json)
+static pt_boot_t *build(const char *json)
 {
     json_t *root = J(json);
     pt_cfg_init(&R, root);
-    pt_config_t *c = pt_config_build(root, &R);
+    pt_boot_t *c = pt_test_boot(root, &R);
     json_decref(root);
     return c;
 }
@@ -40,7 +41,7 @@ static void print_errors(void)
         fprintf(stderr, "    %s\n", R.errors[i]);
 }
 
-static int rejects(int line, pt_config_t *c, const char *const *want)
+static int rejects(int line, pt_boot_t *c, const char *const *want)
 {
     size_t n = 0;
     while (want[n] != NULL)
@@ -56,7 +57,7 @@ static int rejects(int line, pt_config_t *c, const char *const *want)
         for (size_t i = 0; i < n; i++)
             fprintf(stderr, "    %s\n", want[i]);
     }
-    pt_config_unref(c);
+    pt_boot_free(c);
     pt_cfg_dispose(&R);
     return same;
 }
@@ -67,7 +68,7 @@ static int rejects(int line, pt_config_t *c, const char *const *want)
         PT_CHECK(rejected_as_expected);                                                  \
     } while (0)
 
-static pt_config_t *accepts(int line, pt_config_t *c)
+static pt_boot_t *accepts(int line, pt_boot_t *c)
 {
     if (c == NULL) {
         fprintf(stderr, "  line %d: config rejected:\n", line);
@@ -92,7 +93,7 @@ static pt_config_t *accepts(int line, pt_config_t *c)
 #define HTTP0 HC0 ".http_health_check"
 #define TCP0 HC0 ".tcp_health_check"
 
-static const pt_health_check_config_t *only_hc(pt_config_t *c)
+static const pt_health_check_config_t *only_hc(pt_boot_t *c)
 {
     if (c == NULL || c->nclusters != 1 || c->clusters[0]->nhealth_checks != 1)
         return NULL;
@@ -103,7 +104,7 @@ static const pt_health_check_config_t *only_hc(pt_config_t *c)
 
 static void test_defaults(void)
 {
-    pt_config_t *c = ACCEPTS(WITH_HC(HTTP_HC("")));
+    pt_boot_t *c = ACCEPTS(WITH_HC(HTTP_HC("")));
     const pt_health_check_config_t *hc = only_hc(c);
     PT_CHECK(hc != NULL);
     PT_CHECK_INT(hc->kind, PT_HC_HTTP);
@@ -129,7 +130,7 @@ static void test_defaults(void)
     PT_CHECK_INT(hc->http.expected[0].end, 201);
     PT_CHECK_INT(hc->http.nretriable, 0);
     PT_CHECK_INT(hc->http.headers.nadd + hc->http.headers.nremove, 0);
-    pt_config_unref(c);
+    pt_boot_free(c);
 
     /* An explicit empty expected_statuses list is the default too. */
     c = ACCEPTS(WITH_HC(HTTP_HC(",'expected_statuses':[]")));
@@ -137,7 +138,7 @@ static void test_defaults(void)
     PT_CHECK(hc != NULL);
     PT_CHECK_INT(hc->http.nexpected, 1);
     PT_CHECK_INT(hc->http.expected[0].start, 200);
-    pt_config_unref(c);
+    pt_boot_free(c);
 
     /* unhealthy_edge_interval follows unhealthy_interval when only that is set. */
     c = ACCEPTS(WITH_HC("[{" BASE ",'unhealthy_interval':'2s','tcp_health_check':{}}]"));
@@ -146,12 +147,12 @@ static void test_defaults(void)
     PT_CHECK_INT(hc->unhealthy_interval_ms, 2000);
     PT_CHECK_INT(hc->unhealthy_edge_interval_ms, 2000);
     PT_CHECK_INT(hc->healthy_edge_interval_ms, 5000);
-    pt_config_unref(c);
+    pt_boot_free(c);
 }
 
 static void test_http_full(void)
 {
-    pt_config_t *c = ACCEPTS(WITH_HC(
+    pt_boot_t *c = ACCEPTS(WITH_HC(
         "[{'timeout':'0.25s','interval':'0.1s','initial_jitter':'0.05s','interval_jitter':'0.02s',"
         "'interval_jitter_percent':10,'unhealthy_threshold':{'value':4},'healthy_threshold':'5',"
         "'reuse_connection':false,'no_traffic_interval':'3s','no_traffic_healthy_interval':'4s',"
@@ -199,7 +200,7 @@ static void test_http_full(void)
     PT_CHECK_INT(hc->http.expected[1].end, 405);
     PT_CHECK_INT(hc->http.nretriable, 1);
     PT_CHECK_INT(hc->http.retriable[0].start, 503);
-    pt_config_unref(c);
+    pt_boot_free(c);
 
     /* camelCase spellings, as proto3 JSON allows. */
     c = ACCEPTS(WITH_HC("[{'timeout':'1s','interval':'1s','unhealthyThreshold':1,"
@@ -208,19 +209,19 @@ static void test_http_full(void)
     hc = only_hc(c);
     PT_CHECK(hc != NULL);
     PT_CHECK_INT(hc->http.expected[0].end, 204);
-    pt_config_unref(c);
+    pt_boot_free(c);
 }
 
 static void test_tcp(void)
 {
     /* Connect-only: no send, no receive. */
-    pt_config_t *c = ACCEPTS(WITH_HC("[{" BASE ",'tcp_health_check':{}}]"));
+    pt_boot_t *c = ACCEPTS(WITH_HC("[{" BASE ",'tcp_health_check':{}}]"));
     const pt_health_check_config_t *hc = only_hc(c);
     PT_CHECK(hc != NULL);
     PT_CHECK_INT(hc->kind, PT_HC_TCP);
     PT_CHECK_INT(hc->tcp.send.len, 0);
     PT_CHECK_INT(hc->tcp.nreceive, 0);
-    pt_config_unref(c);
+    pt_boot_free(c);
 
     /* Hex text (either case) and base64 binary payloads. */
     c = ACCEPTS(WITH_HC("[{" BASE ",'tcp_health_check':{'send':{'text':'50494e47'},"
@@ -231,31 +232,31 @@ static void test_tcp(void)
     PT_CHECK_INT(hc->tcp.nreceive, 2);
     PT_CHECK_MEM(hc->tcp.receive[0].data, hc->tcp.receive[0].len, "PO", 2);
     PT_CHECK_MEM(hc->tcp.receive[1].data, hc->tcp.receive[1].len, "NG", 2);
-    pt_config_unref(c);
+    pt_boot_free(c);
 
     c = ACCEPTS(WITH_HC("[{" BASE ",'tcp_health_check':{'send':{'text':'0aFF'}}}]"));
     hc = only_hc(c);
     PT_CHECK(hc != NULL);
     PT_CHECK_MEM(hc->tcp.send.data, hc->tcp.send.len, "\x0a\xff", 2);
-    pt_config_unref(c);
+    pt_boot_free(c);
 }
 
 static void test_several_checks(void)
 {
     /* Envoy allows several health checks per cluster; a host must pass all of them. */
-    pt_config_t *c = ACCEPTS(
+    pt_boot_t *c = ACCEPTS(
         WITH_HC("[{" BASE ",'http_health_check':{'path':'/a'}},{" BASE ",'tcp_health_check':{}}]"));
     PT_CHECK(c != NULL);
     PT_CHECK_INT(c->clusters[0]->nhealth_checks, 2);
     PT_CHECK_INT(c->clusters[0]->health_checks[0].kind, PT_HC_HTTP);
     PT_CHECK_INT(c->clusters[0]->health_checks[1].kind, PT_HC_TCP);
-    pt_config_unref(c);
+    pt_boot_free(c);
 
     /* An empty list: no health checking. */
     c = ACCEPTS(WITH_HC("[]"));
     PT_CHECK(c != NULL);
     PT_CHECK_INT(c->clusters[0]->nhealth_checks, 0);
-    pt_config_unref(c);
+    pt_boot_free(c);
 }
 
 /* ---- errors ---------------------------------------------------------------------- */
@@ -498,11 +499,11 @@ static void test_checker_lifecycle(void)
              "[{'endpoint':{'address':{'socket_address':{'address':'127.0.0.1','port_value':1}}}}]"
              "}]}}]}}",
              up_port, down_port);
-    pt_config_t *c = ACCEPTS(json);
+    pt_boot_t *c = ACCEPTS(json);
     PT_CHECK(c != NULL);
-    pt_cluster_t *up = pt_config_find_cluster(c, "up");
-    pt_cluster_t *down = pt_config_find_cluster(c, "down");
-    pt_cluster_t *plain = pt_config_find_cluster(c, "plain");
+    pt_cluster_t *up = pt_boot_find(c, "up");
+    pt_cluster_t *down = pt_boot_find(c, "down");
+    pt_cluster_t *plain = pt_boot_find(c, "plain");
     PT_CHECK(up && down && plain);
 
     pt_worker_t w;
@@ -563,9 +564,9 @@ static void test_checker_lifecycle(void)
              "[{'endpoint':{'address':{'socket_address':{'address':'127.0.0.1','port_value':1}}}}]"
              "}]}}]}}",
              up_port, up_port);
-    pt_config_t *c2 = ACCEPTS(json2);
+    pt_boot_t *c2 = ACCEPTS(json2);
     PT_CHECK(c2 != NULL);
-    pt_cluster_t *up2 = pt_config_find_cluster(c2, "up");
+    pt_cluster_t *up2 = pt_boot_find(c2, "up");
     PT_CHECK(up2 != NULL && up2 != up && up2->hosts[0] == up->hosts[0]);
     PT_CHECK_INT(atomic_load(&up2->hosts[0]->health), 0);                     /* kept */
     PT_CHECK_INT(atomic_load(&up2->hosts[1]->health), PT_HOST_FAILED_ACTIVE_HC); /* new */
@@ -597,7 +598,7 @@ static void test_checker_lifecycle(void)
              "{'endpoint':{'hostname':'second','address':{'socket_address':{'address':'127.0.0.1',"
              "'port_value':%d}}}}]}]}}]}}",
              up_port);
-    pt_config_t *c3 = ACCEPTS(json3);
+    pt_boot_t *c3 = ACCEPTS(json3);
     PT_CHECK(c3 != NULL);
     pt_view_t *empty = pt_view_new(c3->clusters, c3->nclusters);
     PT_CHECK_INT(pt_health_checker_update(hc, empty), 0);
@@ -610,9 +611,9 @@ static void test_checker_lifecycle(void)
     pt_view_unref(view);
     pt_view_unref(view2);
     pt_view_unref(empty);
-    pt_config_unref(c);
-    pt_config_unref(c2);
-    pt_config_unref(c3);
+    pt_boot_free(c);
+    pt_boot_free(c2);
+    pt_boot_free(c3);
     pt_health_checker_stop(NULL);
 }
 

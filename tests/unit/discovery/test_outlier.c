@@ -14,6 +14,7 @@
 #include "proxy/view.h"
 #include "proxy/worker.h"
 #include "pt_test.h"
+#include "pt_test_boot.h"
 #include "pt_test_json.h"
 
 #include <ev.h>
@@ -41,11 +42,11 @@ static char *bootstrap(const char *od, const char *eps)
     return buf;
 }
 
-static pt_config_t *build(const char *od, const char *eps)
+static pt_boot_t *build(const char *od, const char *eps)
 {
     json_t *root = J(bootstrap(od, eps));
     pt_cfg_init(&R, root);
-    pt_config_t *c = pt_config_build(root, &R);
+    pt_boot_t *c = pt_test_boot(root, &R);
     json_decref(root);
     if (c == NULL)
         for (size_t i = 0; i < R.nerrors; i++)
@@ -59,7 +60,7 @@ static int rejects(int line, const char *od, const char *want)
 {
     json_t *root = J(bootstrap(od, EP(1)));
     pt_cfg_init(&R, root);
-    pt_config_t *c = pt_config_build(root, &R);
+    pt_boot_t *c = pt_test_boot(root, &R);
     json_decref(root);
     int ok = c == NULL && R.nerrors == 1 && strcmp(R.errors[0], want) == 0;
     if (!ok) {
@@ -69,7 +70,7 @@ static int rejects(int line, const char *od, const char *want)
             fprintf(stderr, "    %s\n", R.errors[i]);
         fprintf(stderr, "  want: %s\n", want);
     }
-    pt_config_unref(c);
+    pt_boot_free(c);
     pt_cfg_dispose(&R);
     return ok;
 }
@@ -141,7 +142,7 @@ static uint64_t delta(const char *name)
 
 /* A detector on a loop that never runs. */
 typedef struct rig {
-    pt_config_t *cfg;
+    pt_boot_t *cfg;
     pt_view_t *view;
     pt_cluster_t *c;
     pt_worker_t main;
@@ -170,7 +171,7 @@ static void rig_stop(rig_t *g)
     if (g->main.loop != NULL)
         ev_loop_destroy(g->main.loop);
     pt_view_unref(g->view);
-    pt_config_unref(g->cfg);
+    pt_boot_free(g->cfg);
 }
 
 static pt_host_t *H(rig_t *g, unsigned i)
@@ -206,7 +207,7 @@ static uint64_t times_ejected(rig_t *g, unsigned host)
 
 static void test_defaults(void)
 {
-    pt_config_t *cfg = build("{}", EP(1));
+    pt_boot_t *cfg = build("{}", EP(1));
     PT_CHECK(cfg != NULL);
     const pt_outlier_config_t *o = cfg->clusters[0]->outlier;
     PT_CHECK(o != NULL);
@@ -240,7 +241,7 @@ static void test_defaults(void)
     PT_CHECK(pt_stats_find("cluster.svc.outlier_detection.ejections_active") != 0);
     PT_CHECK(pt_stats_find("cluster.svc.outlier_detection."
                            "ejections_enforced_local_origin_failure_percentage") != 0);
-    pt_config_unref(cfg);
+    pt_boot_free(cfg);
 }
 
 static void test_no_outlier_detection(void)
@@ -250,7 +251,7 @@ static void test_no_outlier_detection(void)
                        EP(1) "]}]}}]}}";
     json_t *root = J(json);
     pt_cfg_init(&R, root);
-    pt_config_t *cfg = pt_config_build(root, &R);
+    pt_boot_t *cfg = pt_test_boot(root, &R);
     json_decref(root);
     pt_cfg_dispose(&R);
     PT_CHECK(cfg != NULL);
@@ -274,12 +275,12 @@ static void test_no_outlier_detection(void)
     PT_CHECK_INT(pt_outlier_update(NULL, view), 0);
     ev_loop_destroy(w.loop);
     pt_view_unref(view);
-    pt_config_unref(cfg);
+    pt_boot_free(cfg);
 }
 
 static void test_all_fields(void)
 {
-    pt_config_t *cfg = build(
+    pt_boot_t *cfg = build(
         "{'consecutive_5xx':7,'interval':'2.5s','baseEjectionTime':'1s',"
         "'max_ejection_percent':50,'enforcing_consecutive_5xx':90,'enforcing_success_rate':80,"
         "'success_rate_minimum_hosts':3,'success_rate_request_volume':'20',"
@@ -318,13 +319,13 @@ static void test_all_fields(void)
     PT_CHECK_INT(o->max_ejection_time_jitter_ms, 500);
     PT_CHECK_INT(o->successful_active_health_check_uneject_host, 0);
     PT_CHECK_INT(o->always_eject_one_host, 1);
-    pt_config_unref(cfg);
+    pt_boot_free(cfg);
 
     /* Unset max_ejection_time follows a base_ejection_time above 300s. */
     cfg = build("{'base_ejection_time':'400s'}", EP(1));
     PT_CHECK(cfg != NULL);
     PT_CHECK_INT(cfg->clusters[0]->outlier->max_ejection_time_ms, 400000);
-    pt_config_unref(cfg);
+    pt_boot_free(cfg);
 }
 
 static void test_errors(void)
@@ -861,7 +862,7 @@ static void test_failure_percentage_ejection(void)
 static void test_before_start_and_health_check(void)
 {
     /* A threshold reached before the detector starts is handled at the start. */
-    pt_config_t *cfg = build("{}", EPS3);
+    pt_boot_t *cfg = build("{}", EPS3);
     PT_CHECK(cfg != NULL);
     pt_cluster_t *c = cfg->clusters[0];
     for (int i = 0; i < 5; i++)
@@ -891,7 +892,7 @@ static void test_before_start_and_health_check(void)
     pt_outlier_stop(d);
     ev_loop_destroy(w.loop);
     pt_view_unref(view);
-    pt_config_unref(cfg);
+    pt_boot_free(cfg);
 
     /* Turned off. */
     cfg = build("{'successful_active_health_check_uneject_host':false}", EPS3);
@@ -909,7 +910,7 @@ static void test_before_start_and_health_check(void)
     pt_outlier_stop(d);
     ev_loop_destroy(w.loop);
     pt_view_unref(view);
-    pt_config_unref(cfg);
+    pt_boot_free(cfg);
 }
 
 /* The real loop: an ejection from a 1ms base time ends by the expiry timer. */
@@ -944,7 +945,7 @@ static void test_loop_timers(void)
 /* One published version of the config: its snapshot and the view of its clusters. Building
  * the same cluster again makes a new version of it, sharing its state and hosts. */
 typedef struct version {
-    pt_config_t *cfg;
+    pt_boot_t *cfg;
     pt_view_t *view;
     pt_cluster_t *svc; /* NULL when the view has no "svc" */
 } version_t;
@@ -957,7 +958,7 @@ static int version_make(version_t *v, const char *clusters)
     json_t *root = J(json);
     free(json);
     pt_cfg_init(&R, root);
-    v->cfg = pt_config_build(root, &R);
+    v->cfg = pt_test_boot(root, &R);
     json_decref(root);
     for (size_t i = 0; v->cfg == NULL && i < R.nerrors; i++)
         fprintf(stderr, "    %s\n", R.errors[i]);
@@ -971,7 +972,7 @@ static int version_make(version_t *v, const char *clusters)
 static void version_drop(version_t *v)
 {
     pt_view_unref(v->view);
-    pt_config_unref(v->cfg);
+    pt_boot_free(v->cfg);
     memset(v, 0, sizeof(*v));
 }
 

@@ -6,6 +6,7 @@
 #include "proxy/config.h"
 #include "proxy/stats.h"
 #include "pt_test.h"
+#include "pt_test_boot.h"
 #include "pt_test_json.h"
 
 #define LRL_TYPE                                                                                   \
@@ -59,7 +60,7 @@ static int check(int line, json_t *root, const char *fields, const char *const *
 {
     pt_cfg_t r;
     pt_cfg_init(&r, root);
-    pt_config_t *c = pt_config_build(root, &r);
+    pt_boot_t *c = pt_test_boot(root, &r);
     json_decref(root);
     size_t n = 0;
     while (want[n] != NULL)
@@ -76,7 +77,7 @@ static int check(int line, json_t *root, const char *fields, const char *const *
             fprintf(stderr, "    %s\n", want[i]);
     }
     if (c != NULL)
-        pt_config_unref(c);
+        pt_boot_free(c);
     pt_cfg_dispose(&r);
     return same;
 }

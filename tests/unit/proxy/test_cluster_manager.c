@@ -7,6 +7,7 @@
 #include "proxy/cluster_manager.h"
 #include "proxy/config.h"
 #include "pt_test.h"
+#include "pt_test_boot.h"
 #include "pt_test_json.h"
 
 #define TYPE "'@type':'type.googleapis.com/envoy.config.cluster.v3.Cluster'"
@@ -46,18 +47,18 @@ static char *apply(pt_cluster_manager_t *cm, const char *json)
     return rc == 0 ? NULL : strdup(err[0] ? err : "rejected without errors");
 }
 
-static pt_cluster_manager_t *with_static(published_t *p, pt_config_t **cfg)
+static pt_cluster_manager_t *with_static(published_t *p, pt_boot_t **cfg)
 {
     pt_cfg_t r;
     json_t *root = J("{'static_resources':{'clusters':[{" FIELDS("boot", "1s", 9000) "}]}}");
     pt_cfg_init(&r, root);
-    *cfg = pt_config_build(root, &r);
+    *cfg = pt_test_boot(root, &r);
     json_decref(root);
     pt_cfg_dispose(&r);
     if (*cfg == NULL)
         abort();
     pt_cluster_manager_t *cm = pt_cluster_manager_new(on_publish, p);
-    if (cm == NULL || pt_cluster_manager_set_static(cm, (*cfg)->clusters, (*cfg)->nclusters) != 0)
+    if (cm == NULL || pt_cluster_manager_set_static(cm, (*cfg)->view) != 0)
         abort();
     return cm;
 }
@@ -65,7 +66,7 @@ static pt_cluster_manager_t *with_static(published_t *p, pt_config_t **cfg)
 static void test_add_change_remove(void)
 {
     published_t p = {0};
-    pt_config_t *cfg;
+    pt_boot_t *cfg;
     pt_cluster_manager_t *cm = with_static(&p, &cfg);
     PT_CHECK_INT(p.count, 1);
     PT_CHECK_INT(p.last->nclusters, 1);
@@ -128,13 +129,13 @@ static void test_add_change_remove(void)
 
     pt_cluster_manager_free(cm);
     pt_view_unref(p.last);
-    pt_config_unref(cfg);
+    pt_boot_free(cfg);
 }
 
 static void test_rejections_change_nothing(void)
 {
     published_t p = {0};
-    pt_config_t *cfg;
+    pt_boot_t *cfg;
     pt_cluster_manager_t *cm = with_static(&p, &cfg);
     char *err = apply(cm, "{'version_info':'1','resources':[" CLUSTER("a", "1s", 9001) "]}");
     PT_CHECK(err == NULL);
@@ -184,7 +185,7 @@ static void test_rejections_change_nothing(void)
     PT_CHECK_STR(v, "2");
     pt_cluster_manager_free(cm);
     pt_view_unref(p.last);
-    pt_config_unref(cfg);
+    pt_boot_free(cfg);
 }
 
 int main(void)

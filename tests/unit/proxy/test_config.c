@@ -10,6 +10,7 @@
 #include "proxy/cluster.h"
 #include "proxy/config.h"
 #include "pt_test.h"
+#include "pt_test_boot.h"
 #include "pt_test_json.h"
 
 #include <stdint.h>
@@ -19,20 +20,20 @@
 
 static pt_cfg_t R;
 
-static pt_config_t *build_tree(json_t *root)
+static pt_boot_t *build_tree(json_t *root)
 {
     pt_cfg_init(&R, root);
-    pt_config_t *c = pt_config_build(root, &R);
+    pt_boot_t *c = pt_test_boot(root, &R);
     json_decref(root);
     return c;
 }
 
-static pt_config_t *build(const char *json)
+static pt_boot_t *build(const char *json)
 {
     return build_tree(J(json));
 }
 
-static pt_config_t *build_yaml(const char *yaml)
+static pt_boot_t *build_yaml(const char *yaml)
 {
     char err[256];
     json_t *root = pt_yaml_parse(yaml, strlen(yaml), err, sizeof(err));
@@ -50,7 +51,7 @@ static void print_errors(void)
 }
 
 /* Builds `json` and checks that it is rejected with exactly the errors `want`, in order. */
-static int rejects(int line, pt_config_t *c, const char *const *want)
+static int rejects(int line, pt_boot_t *c, const char *const *want)
 {
     size_t n = 0;
     while (want[n] != NULL)
@@ -66,7 +67,7 @@ static int rejects(int line, pt_config_t *c, const char *const *want)
         for (size_t i = 0; i < n; i++)
             fprintf(stderr, "    %s\n", want[i]);
     }
-    pt_config_unref(c);
+    pt_boot_free(c);
     pt_cfg_dispose(&R);
     return same;
 }
@@ -84,7 +85,7 @@ static int rejects(int line, pt_config_t *c, const char *const *want)
     } while (0)
 
 /* Builds and expects success; the caller unrefs. */
-static pt_config_t *accepts(int line, pt_config_t *c)
+static pt_boot_t *accepts(int line, pt_boot_t *c)
 {
     if (c == NULL) {
         fprintf(stderr, "  line %d: config rejected:\n", line);
@@ -132,18 +133,18 @@ typedef struct tcp_proxy_config_view {
 
 static void test_minimal(void)
 {
-    pt_config_t *c = ACCEPTS(BOOT(CLUSTER("a"), LISTENER("l", 10000, TCP("a"))));
+    pt_boot_t *c = ACCEPTS(BOOT(CLUSTER("a"), LISTENER("l", 10000, TCP("a"))));
     PT_CHECK(c != NULL);
     PT_CHECK_INT(c->nclusters, 1);
-    PT_CHECK_INT(c->nlisteners, 1);
-    pt_config_unref(c);
+    PT_CHECK_INT(c->config->nlisteners, 1);
+    pt_boot_free(c);
     /* An empty bootstrap is valid: nothing to do, but nothing wrong. */
     c = ACCEPTS("{}");
     PT_CHECK(c != NULL);
-    PT_CHECK_INT(c->nclusters + c->nlisteners, 0);
-    PT_CHECK(!c->has_admin);
-    PT_CHECK(pt_config_find_cluster(c, "a") == NULL);
-    pt_config_unref(c);
+    PT_CHECK_INT(c->nclusters + c->config->nlisteners, 0);
+    PT_CHECK(!c->config->has_admin);
+    PT_CHECK(pt_boot_find(c, "a") == NULL);
+    pt_boot_free(c);
 }
 
 static const char *const full_config =
@@ -171,17 +172,17 @@ static const char *const full_config =
     "    'filter_chains': [{'filters': [{'name': 'tcp',"
     "      'typed_config': {'@type': '" TCP_TYPE "', 'stat_prefix': 'p2', 'cluster': 'empty'}}]}]}]}}";
 
-static void check_full(pt_config_t *c)
+static void check_full(pt_boot_t *c)
 {
     PT_CHECK(c != NULL);
     char buf[PT_ADDR_STRLEN];
-    PT_CHECK_STR(c->node.id, "sidecar-1");
-    PT_CHECK_STR(c->node.cluster, "web");
-    PT_CHECK_STR(c->node.region, "eu-west-1");
-    PT_CHECK_STR(c->node.zone, "eu-west-1a");
-    PT_CHECK_STR(c->node.sub_zone, "r7");
-    PT_CHECK(c->has_admin);
-    pt_addr_format(&c->admin_address, buf, sizeof(buf));
+    PT_CHECK_STR(c->config->node.id, "sidecar-1");
+    PT_CHECK_STR(c->config->node.cluster, "web");
+    PT_CHECK_STR(c->config->node.region, "eu-west-1");
+    PT_CHECK_STR(c->config->node.zone, "eu-west-1a");
+    PT_CHECK_STR(c->config->node.sub_zone, "r7");
+    PT_CHECK(c->config->has_admin);
+    pt_addr_format(&c->config->admin_address, buf, sizeof(buf));
     PT_CHECK_STR(buf, "127.0.0.1:9901");
 
     PT_CHECK_INT(c->nclusters, 2);
@@ -217,16 +218,16 @@ static void check_full(pt_config_t *c)
     PT_CHECK_INT(e->type, PT_CLUSTER_STATIC);
     PT_CHECK_INT(e->lb_policy, PT_LB_ROUND_ROBIN);
     PT_CHECK_INT(e->nhosts, 0);
-    PT_CHECK(pt_config_find_cluster(c, "backend") == b);
-    PT_CHECK(pt_config_find_cluster(c, "empty") == e);
-    PT_CHECK(pt_config_find_cluster(c, "Backend") == NULL);
-    PT_CHECK(pt_config_find_cluster(c, NULL) == NULL);
+    PT_CHECK(pt_boot_find(c, "backend") == b);
+    PT_CHECK(pt_boot_find(c, "empty") == e);
+    PT_CHECK(pt_boot_find(c, "Backend") == NULL);
+    PT_CHECK(pt_boot_find(c, NULL) == NULL);
     /* Stats were registered for the validated snapshot. */
     PT_CHECK(b->stats.upstream_cx_total != 0);
     PT_CHECK_INT(pt_stats_find("cluster.backend.upstream_cx_total"), b->stats.upstream_cx_total);
 
-    PT_CHECK_INT(c->nlisteners, 2);
-    pt_listener_config_t *l = &c->listeners[0];
+    PT_CHECK_INT(c->config->nlisteners, 2);
+    pt_listener_config_t *l = &c->config->listeners[0];
     PT_CHECK_STR(l->name, "tcp_in");
     pt_addr_format(&l->address, buf, sizeof(buf));
     PT_CHECK_STR(buf, "0.0.0.0:15001");
@@ -249,7 +250,7 @@ static void check_full(pt_config_t *c)
     PT_CHECK_INT(pt_stats_find("listener.0.0.0.0_15001.downstream_cx_total"),
                  l->stats.downstream_cx_total);
 
-    l = &c->listeners[1];
+    l = &c->config->listeners[1];
     PT_CHECK_STR(l->name, "tcp_v6");
     PT_CHECK_STR(l->stat_name, "v6");
     pt_addr_format(&l->address, buf, sizeof(buf));
@@ -267,30 +268,30 @@ static void test_full(void)
 {
     json_t *root = J(full_config);
     pt_cfg_init(&R, root);
-    pt_config_t *c = pt_config_build(root, &R);
+    pt_boot_t *c = pt_test_boot(root, &R);
     if (c == NULL)
         print_errors();
     pt_cfg_dispose(&R);
     PT_CHECK(c != NULL);
-    PT_CHECK(c->source == root); /* kept for /config_dump */
+    PT_CHECK(c->config->source == root); /* kept for /config_dump */
     json_decref(root);
     check_full(c);
     /* Snapshots are refcounted and versioned. */
-    PT_CHECK(pt_config_ref(c) == c);
-    PT_CHECK_INT(atomic_load(&c->refs), 2);
-    pt_config_unref(c);
-    pt_config_t *c2 = ACCEPTS(full_config);
-    PT_CHECK(c2 != NULL && c2->version > c->version);
+    PT_CHECK(pt_config_ref(c->config) == c->config);
+    PT_CHECK_INT(atomic_load(&c->config->refs), 2);
+    pt_config_unref(c->config);
+    pt_boot_t *c2 = ACCEPTS(full_config);
+    PT_CHECK(c2 != NULL && c2->config->version > c->config->version);
     /* A stat keeps its id across snapshots. */
     PT_CHECK_INT(c2->clusters[0]->stats.upstream_cx_total, c->clusters[0]->stats.upstream_cx_total);
-    pt_config_unref(c2);
-    pt_config_unref(c);
+    pt_boot_free(c2);
+    pt_boot_free(c);
 }
 
 /* The same bootstrap as YAML, written the way people write it. */
 static void test_full_yaml(void)
 {
-    pt_config_t *c = ACCEPTS_YAML(
+    pt_boot_t *c = ACCEPTS_YAML(
         "node:\n"
         "  id: sidecar-1\n"
         "  cluster: web\n"
@@ -342,13 +343,13 @@ static void test_full_yaml(void)
         "      - name: tcp\n"
         "        typed_config: {'@type': " TCP_TYPE ", stat_prefix: p2, cluster: empty}\n");
     check_full(c);
-    pt_config_unref(c);
+    pt_boot_free(c);
 }
 
 /* proto3 JSON: lowerCamelCase spellings, integers as strings, null as absent. */
 static void test_camel_case_accepted(void)
 {
-    pt_config_t *c = ACCEPTS(
+    pt_boot_t *c = ACCEPTS(
         "{'staticResources': {'clusters': [{'name': 'a', 'connectTimeout': '2s',"
         "   'lbPolicy': 'ROUND_ROBIN', 'perConnectionBufferLimitBytes': '4096',"
         "   'loadAssignment': {'clusterName': 'a', 'endpoints': [{'lbEndpoints': ["
@@ -366,18 +367,18 @@ static void test_camel_case_accepted(void)
     PT_CHECK_INT(a->nhosts, 1);
     PT_CHECK_STR(a->hosts[0]->address_str, "10.1.1.1:8080");
     PT_CHECK_INT(a->hosts[0]->weight, 7);
-    PT_CHECK_STR(c->listeners[0].stat_name, "lp");
-    PT_CHECK_INT(c->listeners[0].buffer_limit, 1024);
-    const tcp_proxy_config_view_t *tp = c->listeners[0].chains[0].filters[0].config;
+    PT_CHECK_STR(c->config->listeners[0].stat_name, "lp");
+    PT_CHECK_INT(c->config->listeners[0].buffer_limit, 1024);
+    const tcp_proxy_config_view_t *tp = c->config->listeners[0].chains[0].filters[0].config;
     PT_CHECK_STR(tp->stat_prefix, "s");
     PT_CHECK_INT(tp->idle_timeout_ms, 10000);
     PT_CHECK_INT(tp->max_connect_attempts, 2);
-    pt_config_unref(c);
+    pt_boot_free(c);
 }
 
 static void test_nulls_are_absent(void)
 {
-    pt_config_t *c = ACCEPTS(
+    pt_boot_t *c = ACCEPTS(
         "{'node': null, 'admin': null, 'static_resources': {'clusters': [{'name': 'a',"
         "   'type': null, 'connect_timeout': null, 'lb_policy': null, 'load_assignment': null,"
         "   'per_connection_buffer_limit_bytes': null}],"
@@ -386,16 +387,16 @@ static void test_nulls_are_absent(void)
         "     '@type': '" TCP_TYPE "', 'stat_prefix': 's', 'cluster': 'a',"
         "     'idle_timeout': null, 'max_connect_attempts': null}}]}]}]}}");
     PT_CHECK(c != NULL);
-    PT_CHECK(!c->has_admin);
-    PT_CHECK(c->node.id == NULL);
+    PT_CHECK(!c->config->has_admin);
+    PT_CHECK(c->config->node.id == NULL);
     PT_CHECK_INT(c->clusters[0]->connect_timeout_ms, 5000);
     PT_CHECK_INT(c->clusters[0]->buffer_limit, 1024 * 1024);
     PT_CHECK_INT(c->clusters[0]->nhosts, 0);
-    PT_CHECK_STR(c->listeners[0].stat_name, "127.0.0.1_10000");
-    const tcp_proxy_config_view_t *tp = c->listeners[0].chains[0].filters[0].config;
+    PT_CHECK_STR(c->config->listeners[0].stat_name, "127.0.0.1_10000");
+    const tcp_proxy_config_view_t *tp = c->config->listeners[0].chains[0].filters[0].config;
     PT_CHECK_INT(tp->idle_timeout_ms, 3600 * 1000);
     PT_CHECK_INT(tp->max_connect_attempts, 1);
-    pt_config_unref(c);
+    pt_boot_free(c);
     /* A required field given as null is missing. */
     REJECTS(CLUSTERS_ONLY("{'name': null}"), C0 ".name: is required");
 }
@@ -403,7 +404,7 @@ static void test_nulls_are_absent(void)
 /* YAML-specific spellings: quoted numbers, durations unquoted, camelCase. */
 static void test_yaml_scalars_in_config(void)
 {
-    pt_config_t *c = ACCEPTS_YAML("staticResources:\n"
+    pt_boot_t *c = ACCEPTS_YAML("staticResources:\n"
                                   "  clusters:\n"
                                   "  - name: a\n"
                                   "    connectTimeout: 0.25s\n"
@@ -424,11 +425,11 @@ static void test_yaml_scalars_in_config(void)
     PT_CHECK_INT(c->clusters[0]->connect_timeout_ms, 250);
     PT_CHECK_INT(c->clusters[0]->buffer_limit, 2048);
     char buf[PT_ADDR_STRLEN];
-    pt_addr_format(&c->listeners[0].address, buf, sizeof(buf));
+    pt_addr_format(&c->config->listeners[0].address, buf, sizeof(buf));
     PT_CHECK_STR(buf, "127.0.0.1:8080");
-    const tcp_proxy_config_view_t *tp = c->listeners[0].chains[0].filters[0].config;
+    const tcp_proxy_config_view_t *tp = c->config->listeners[0].chains[0].filters[0].config;
     PT_CHECK_INT(tp->idle_timeout_ms, 90500);
-    pt_config_unref(c);
+    pt_boot_free(c);
     /* A duration written as a YAML number is not a duration. */
     REJECTS_YAML("static_resources:\n  clusters:\n  - name: a\n    connect_timeout: 5\n",
                  C0 ".connect_timeout: 5 is not a duration (expected a string like \"1.5s\")");
@@ -449,12 +450,12 @@ static void test_cluster_http_protocol_options(void)
         "        '@type': type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n"
         "        common_http_protocol_options: {idle_timeout: 30s, max_requests_per_connection: 100}\n"
         "        explicit_http_config: {http_protocol_options: {}}\n";
-    pt_config_t *c = ACCEPTS_YAML(yaml);
+    pt_boot_t *c = ACCEPTS_YAML(yaml);
     PT_CHECK(c != NULL);
     if (c != NULL) {
         PT_CHECK_INT(c->clusters[0]->http_idle_timeout_ms, 30000);
         PT_CHECK_INT(c->clusters[0]->max_requests_per_connection, 100);
-        pt_config_unref(c);
+        pt_boot_free(c);
     }
 #define HPO_HEAD                                                                          \
     "static_resources:\n  clusters:\n  - name: a\n    typed_extension_protocol_options:\n"
@@ -492,16 +493,16 @@ static void test_connection_limits(void)
 #define LIMITS_BOOT(extra)                                                                  \
     "{" extra ", 'static_resources':{'clusters':[" CLUSTER("a") "],'listeners':["           \
     LISTENER("l", 1, TCP("a")) "]}}"
-    pt_config_t *c = ACCEPTS(LIMITS_BOOT(
+    pt_boot_t *c = ACCEPTS(LIMITS_BOOT(
         "'layered_runtime': {'layers': ["
         "{'name': 'one', 'static_layer': {'overload': {'global_downstream_max_connections': 7},"
         " 'envoy.resource_limits.listener.l.connection_limit': 3}},"
         "{'name': 'two', 'static_layer': {'overload.global_downstream_max_connections': 9}}]}"));
     PT_CHECK(c != NULL);
     if (c != NULL) {
-        PT_CHECK_INT(c->max_downstream_connections, 9); /* the later layer wins */
-        PT_CHECK_INT(c->listeners[0].connection_limit, 3);
-        pt_config_unref(c);
+        PT_CHECK_INT(c->config->max_downstream_connections, 9); /* the later layer wins */
+        PT_CHECK_INT(c->config->listeners[0].connection_limit, 3);
+        pt_boot_free(c);
     }
     c = ACCEPTS(LIMITS_BOOT(
         "'overload_manager': {'refresh_interval': '0.25s', 'resource_monitors': [{'name': "
@@ -511,9 +512,9 @@ static void test_connection_limits(void)
         "'max_active_downstream_connections': 100}}]}"));
     PT_CHECK(c != NULL);
     if (c != NULL) {
-        PT_CHECK_INT(c->max_downstream_connections, 100);
-        PT_CHECK_INT(c->listeners[0].connection_limit, 0);
-        pt_config_unref(c);
+        PT_CHECK_INT(c->config->max_downstream_connections, 100);
+        PT_CHECK_INT(c->config->listeners[0].connection_limit, 0);
+        pt_boot_free(c);
     }
     REJECTS(LIMITS_BOOT("'layered_runtime': {'layers': [{'name': 'x', 'static_layer': "
                         "{'re2.max_program_size.error_level': 200}}]}"),
@@ -526,8 +527,8 @@ static void test_connection_limits(void)
                             "{'envoy.resource_limits.listener.m.connection_limit': 1}}]}"));
     PT_CHECK(c != NULL);
     if (c != NULL) {
-        PT_CHECK_INT(c->listeners[0].connection_limit, 0);
-        pt_config_unref(c);
+        PT_CHECK_INT(c->config->listeners[0].connection_limit, 0);
+        pt_boot_free(c);
     }
     REJECTS(LIMITS_BOOT("'layered_runtime': {'layers': [{'name': 'x', 'static_layer': "
                         "{'overload.global_downstream_max_connections': 'many'}}]}"),
@@ -566,23 +567,23 @@ static void test_many_clusters(void)
                                                   i % 2 ? "1s" : "0.5s"));
     }
     json_t *root = json_pack("{s:{s:o}}", "static_resources", "clusters", clusters);
-    pt_config_t *c = accepts(__LINE__, build_tree(root));
+    pt_boot_t *c = accepts(__LINE__, build_tree(root));
     PT_CHECK(c != NULL);
     PT_CHECK_INT(c->nclusters, N);
-    PT_CHECK(c->cluster_index_cap >= 2 * N);
+    PT_CHECK(c->view->cap >= 2 * N);
     for (int i = 0; i < N; i++) {
         snprintf(name, sizeof(name), "outbound|%d||svc-%d.ns.svc.cluster.local", 8000 + i % 100, i);
-        pt_cluster_t *cl = pt_config_find_cluster(c, name);
+        pt_cluster_t *cl = pt_boot_find(c, name);
         if (cl == NULL || strcmp(cl->name, name) != 0 || cl != c->clusters[i] ||
             cl->connect_timeout_ms != (i % 2 ? 1000u : 500u)) {
             fprintf(stderr, "  cluster %s not found or wrong\n", name);
             PT_CHECK(0);
         }
     }
-    PT_CHECK(pt_config_find_cluster(c, "outbound|8000||svc-10000.ns.svc.cluster.local") == NULL);
-    PT_CHECK(pt_config_find_cluster(c, "outbound|8000||svc-0.ns.svc.cluster.loca") == NULL);
-    PT_CHECK(pt_config_find_cluster(c, "") == NULL);
-    pt_config_unref(c);
+    PT_CHECK(pt_boot_find(c, "outbound|8000||svc-10000.ns.svc.cluster.local") == NULL);
+    PT_CHECK(pt_boot_find(c, "outbound|8000||svc-0.ns.svc.cluster.loca") == NULL);
+    PT_CHECK(pt_boot_find(c, "") == NULL);
+    pt_boot_free(c);
 }
 
 /* ---- unknown and unsupported fields --------------------------------------------- */
@@ -682,11 +683,11 @@ static void test_enums(void)
 {
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 'MAGLEV'}"),
             "static_resources.clusters[0].lb_policy: \"MAGLEV\" is not supported");
-    pt_config_t *dns = ACCEPTS(CLUSTERS_ONLY("{'name': 'a', 'dns_lookup_family': 'V4_ONLY'}"));
+    pt_boot_t *dns = ACCEPTS(CLUSTERS_ONLY("{'name': 'a', 'dns_lookup_family': 'V4_ONLY'}"));
     PT_CHECK(dns != NULL);
     if (dns != NULL) {
         PT_CHECK_INT(dns->clusters[0]->dns_lookup_family, 1);
-        pt_config_unref(dns);
+        pt_boot_free(dns);
     }
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'dns_lookup_family': 'V5_ONLY'}"),
             C0 ".dns_lookup_family: \"V5_ONLY\" is not a valid value (expected one of: AUTO, "
@@ -699,7 +700,7 @@ static void test_enums(void)
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 'round_robin'}"),
             C0 ".lb_policy: \"round_robin\" is not a valid value (expected one of: "
                "ROUND_ROBIN, LEAST_REQUEST, RANDOM)");
-    pt_config_t *lb = ACCEPTS(CLUSTERS_ONLY(
+    pt_boot_t *lb = ACCEPTS(CLUSTERS_ONLY(
         "{'name': 'a', 'lb_policy': 'LEAST_REQUEST', 'least_request_lb_config': "
         "{'choice_count': 5}}, {'name': 'b', 'lb_policy': 'RANDOM'}"));
     PT_CHECK(lb != NULL);
@@ -708,9 +709,9 @@ static void test_enums(void)
         PT_CHECK_INT(lb->clusters[0]->lb_choice_count, 5);
         PT_CHECK_INT(lb->clusters[1]->lb_policy, PT_LB_RANDOM);
         PT_CHECK_INT(lb->clusters[1]->lb_choice_count, 2);
-        pt_config_unref(lb);
+        pt_boot_free(lb);
     }
-    pt_config_t *ka = ACCEPTS(CLUSTERS_ONLY(
+    pt_boot_t *ka = ACCEPTS(CLUSTERS_ONLY(
         "{'name': 'a', 'upstream_connection_options': {'tcp_keepalive': "
         "{'keepalive_time': 60, 'keepalive_probes': 4}}}, {'name': 'b'}"));
     PT_CHECK(ka != NULL);
@@ -720,7 +721,7 @@ static void test_enums(void)
         PT_CHECK_INT(ka->clusters[0]->tcp_keepalive.probes, 4);
         PT_CHECK_INT(ka->clusters[0]->tcp_keepalive.interval_s, 0); /* the system's */
         PT_CHECK_INT(ka->clusters[1]->tcp_keepalive.enabled, 0);
-        pt_config_unref(ka);
+        pt_boot_free(ka);
     }
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'upstream_connection_options': {'tcp_keepalive': "
                           "{'keepalive_time': 40000}}}"),
@@ -730,7 +731,7 @@ static void test_enums(void)
                           "{'happy_eyeballs_config': {}}}"),
             C0 ".upstream_connection_options.happy_eyeballs_config: field is not supported");
     /* Whether the weights are all equal is found once, when the config is built. */
-    pt_config_t *w = ACCEPTS(CLUSTERS_ONLY(
+    pt_boot_t *w = ACCEPTS(CLUSTERS_ONLY(
         "{'name': 'eq', 'load_assignment': {'endpoints': [{'lb_endpoints': ["
         EP("127.0.0.1", 1) "," EP("127.0.0.1", 2) "]}]}},"
         "{'name': 'uneq', 'load_assignment': {'endpoints': [{'lb_endpoints': ["
@@ -740,7 +741,7 @@ static void test_enums(void)
     if (w != NULL) {
         PT_CHECK_INT(w->clusters[0]->equal_weights, 1);
         PT_CHECK_INT(w->clusters[1]->equal_weights, 0);
-        pt_config_unref(w);
+        pt_boot_free(w);
     }
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 'LEAST_REQUEST', "
                           "'least_request_lb_config': {'choice_count': 1}}"),
@@ -762,12 +763,12 @@ static void test_enums(void)
                                "'127.0.0.1', 'port_value': 53, 'protocol': 'UDP'}}, "
                                "'filter_chains': [{'filters': [" TCP("a") "]}]}"),
             L0 ".address.socket_address.protocol: \"UDP\" is not supported");
-    pt_config_t *c = ACCEPTS(BOOT(CLUSTER("a"), "{'name': 'l', 'address': {'socket_address': {"
+    pt_boot_t *c = ACCEPTS(BOOT(CLUSTER("a"), "{'name': 'l', 'address': {'socket_address': {"
                                                 "'address': '127.0.0.1', 'port_value': 53, "
                                                 "'protocol': 'TCP'}}, 'filter_chains': [{"
                                                 "'filters': [" TCP("a") "]}]}"));
     PT_CHECK(c != NULL);
-    pt_config_unref(c);
+    pt_boot_free(c);
 }
 
 /* ---- values ---------------------------------------------------------------------- */
@@ -777,7 +778,7 @@ static void test_enums(void)
  * 15 s, 0 for no limit). */
 static void test_cluster_update_fields(void)
 {
-    pt_config_t *c = ACCEPTS(CLUSTERS_ONLY(
+    pt_boot_t *c = ACCEPTS(CLUSTERS_ONLY(
         "{'name':'a','connect_timeout':'1s','ignore_health_on_host_removal':true,"
         "'load_assignment':{'cluster_name':'a','endpoints':[{'lb_endpoints':["
         EP("127.0.0.1", 9000) "]}]}},"
@@ -788,7 +789,7 @@ static void test_cluster_update_fields(void)
         PT_CHECK_INT(c->clusters[0]->ignore_health_on_host_removal, 1);
         PT_CHECK_INT(c->clusters[1]->eds_config->initial_fetch_timeout_ms, 0);
         PT_CHECK_INT(c->clusters[2]->ignore_health_on_host_removal, 0);
-        pt_config_unref(c);
+        pt_boot_free(c);
     }
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'connect_timeout': '1s', "
                           "'ignore_health_on_host_removal': 'yes'}"),
@@ -817,14 +818,14 @@ static void test_durations(void)
                                   "'idle_timeout': '1h'}}")),
             TC ".idle_timeout: \"1h\" is not a duration (expected a string like \"1.5s\")");
     /* idle_timeout 0s disables the timeout, as in Envoy. */
-    pt_config_t *c = ACCEPTS(BOOT(CLUSTER("a"), LISTENER("l", 1, "{'name': 'tcp', 'typed_config': "
+    pt_boot_t *c = ACCEPTS(BOOT(CLUSTER("a"), LISTENER("l", 1, "{'name': 'tcp', 'typed_config': "
                                                                  "{'@type': '" TCP_TYPE "', "
                                                                  "'stat_prefix': 's', 'cluster': "
                                                                  "'a', 'idle_timeout': '0s'}}")));
     PT_CHECK(c != NULL);
-    const tcp_proxy_config_view_t *tp = c->listeners[0].chains[0].filters[0].config;
+    const tcp_proxy_config_view_t *tp = c->config->listeners[0].chains[0].filters[0].config;
     PT_CHECK_INT(tp->idle_timeout_ms, 0);
-    pt_config_unref(c);
+    pt_boot_free(c);
 }
 
 static void test_addresses_and_ports(void)
@@ -860,12 +861,12 @@ static void test_addresses_and_ports(void)
                                "'filter_chains': [{'filters': [" TCP("a") "]}]}"),
             L0 ".address.socket_address: is required");
     /* Port 0 and IPv6 are fine; "8080" as a string is an integer (proto3 JSON). */
-    pt_config_t *c = ACCEPTS(BOOT(CLUSTER("a"), "{'name': 'l', 'address': {'socket_address': {"
+    pt_boot_t *c = ACCEPTS(BOOT(CLUSTER("a"), "{'name': 'l', 'address': {'socket_address': {"
                                                 "'address': '::', 'port_value': '8080'}}, "
                                                 "'filter_chains': [{'filters': [" TCP("a") "]}]}"));
     PT_CHECK(c != NULL);
-    PT_CHECK_STR(c->listeners[0].stat_name, "[::]_8080");
-    pt_config_unref(c);
+    PT_CHECK_STR(c->config->listeners[0].stat_name, "[::]_8080");
+    pt_boot_free(c);
 }
 
 static void test_integers(void)
@@ -914,11 +915,11 @@ static void test_duplicates(void)
                  "'filter_chains': [{'filters': [" TCP("a") "]}]}"),
             "static_resources.listeners[1].address: listener \"l1\" already uses this address");
     /* Same port on other IPs, or the same IP on other ports, is fine. */
-    pt_config_t *c = ACCEPTS(BOOT(CLUSTER("a"), LISTENER("l1", 10000, TCP("a")) ","
+    pt_boot_t *c = ACCEPTS(BOOT(CLUSTER("a"), LISTENER("l1", 10000, TCP("a")) ","
                                   "{'name': 'l2', 'address': " SA("127.0.0.2", 10000) ", "
                                   "'filter_chains': [{'filters': [" TCP("a") "]}]}"));
     PT_CHECK(c != NULL);
-    pt_config_unref(c);
+    pt_boot_free(c);
 }
 
 static void test_references(void)
@@ -942,12 +943,12 @@ static void test_required(void)
     REJECTS(BOOT(CLUSTER("a"), "{'name': 'l', 'filter_chains': [{'filters': [" TCP("a") "]}]}"),
             L0 ".address: is required");
     /* A listener's name is optional, as in Envoy: it is named by its address. */
-    pt_config_t *c = ACCEPTS(BOOT(CLUSTER("a"), "{'address': " SA("127.0.0.1", 1) ", "
+    pt_boot_t *c = ACCEPTS(BOOT(CLUSTER("a"), "{'address': " SA("127.0.0.1", 1) ", "
                                                 "'filter_chains': [{'filters': [" TCP("a") "]}]}"));
     PT_CHECK(c != NULL);
     if (c != NULL) {
-        PT_CHECK_STR(c->listeners[0].name, "127.0.0.1_1");
-        pt_config_unref(c);
+        PT_CHECK_STR(c->config->listeners[0].name, "127.0.0.1_1");
+        pt_boot_free(c);
     }
     /* (Missing and empty filter_chains / filters: see the regression tests.) */
     REJECTS(BOOT(CLUSTER("a"),
@@ -1092,7 +1093,7 @@ static void test_both_spellings_rejected(void)
 
 static void test_all_errors_collected(void)
 {
-    pt_config_t *c = build("{'colour': 1, 'static_resources': {'clusters': ["
+    pt_boot_t *c = build("{'colour': 1, 'static_resources': {'clusters': ["
                            "  {'name': 'a', 'connect_timeout': 'abc', 'lb_policy': 'MAGLEV'},"
                            "  {'name': 'b', 'type': 'STRICT_DNS', 'load_assignment': {'endpoints': "
                            "   [{'lb_endpoints': [" EP("localhost", 70000) "]}]}},"

@@ -7,6 +7,7 @@
  * clusters are a, b, c, d and web, so validate_clusters has something to check against. */
 #include "proxy/route.h"
 #include "pt_test.h"
+#include "pt_test_boot.h"
 #include "pt_test_json.h"
 
 #include <math.h>
@@ -15,15 +16,15 @@
 #include <time.h>
 #include <unistd.h>
 
-static pt_config_t *cfg;
+static pt_boot_t *cfg;
 
-static pt_config_t *build_snapshot(void)
+static pt_boot_t *build_snapshot(void)
 {
     json_t *root = J("{'static_resources':{'clusters':[{'name':'a'},{'name':'b'},{'name':'c'},"
                      "{'name':'d'},{'name':'web'}]}}");
     pt_cfg_t r;
     pt_cfg_init(&r, root);
-    pt_config_t *c = pt_config_build(root, &r);
+    pt_boot_t *c = pt_test_boot(root, &r);
     for (size_t i = 0; i < r.nerrors; i++)
         fprintf(stderr, "snapshot: %s\n", r.errors[i]);
     pt_cfg_dispose(&r);
@@ -40,7 +41,10 @@ static pt_route_config_t *parse_rc_tree(json_t *rcj, pt_cfg_t *r, unsigned flags
     pt_cfg_init(r, root);
     pt_route_config_t *rc = NULL;
     if (pt_cfg_enter(r, "rc") > 0) {
-        rc = pt_route_config_parse_ex(r, cfg, flags);
+        /* As while a bootstrap is built: references checked against its clusters. */
+        cfg->config->clusters = (pt_cluster_lookup_t){pt_boot_view_has, cfg->view};
+        rc = pt_route_config_parse_ex(r, cfg->config, flags);
+        cfg->config->clusters = (pt_cluster_lookup_t){0};
         pt_cfg_leave(r);
     }
     pt_cfg_finish(r);
@@ -1377,6 +1381,6 @@ int main(void)
     PT_RUN(test_mutation_many);
     PT_RUN(test_config_errors);
     PT_RUN(test_many_vhosts);
-    pt_config_unref(cfg);
+    pt_boot_free(cfg);
     PT_TEST_EXIT();
 }

@@ -11,6 +11,7 @@
 #include "proxy/config.h"
 #include "proxy/stats.h"
 #include "pt_test.h"
+#include "pt_test_boot.h"
 #include "pt_test_stats.h"
 
 #include <pthread.h>
@@ -437,7 +438,7 @@ static void test_promtool(void)
     PT_CHECK(root != NULL);
     pt_cfg_t r;
     pt_cfg_init(&r, root);
-    pt_config_t *cfg = pt_config_build(root, &r);
+    pt_boot_t *cfg = pt_test_boot(root, &r);
     json_decref(root);
     for (size_t i = 0; i < r.nerrors; i++)
         fprintf(stderr, "  config: %s\n", r.errors[i]);
@@ -461,7 +462,7 @@ static void test_promtool(void)
     pt_stat_set(pt_stats_gauge("server", NULL, NULL, "concurrency"), 2);
     pt_stat_set(pt_stats_gauge("server", NULL, NULL, "total_connections"), 5);
     pt_stats_counter("server", NULL, NULL, "envoy_bug_failures");
-    pt_stat_inc(pt_config_find_cluster(cfg, "backend")->stats.upstream_cx_total);
+    pt_stat_inc(pt_boot_find(cfg, "backend")->stats.upstream_cx_total);
 
     char *text = render_prom("^(cluster|listener|tcp|http|server)\\.", 0);
     PT_CHECK(text != NULL);
@@ -494,7 +495,7 @@ static void test_promtool(void)
     }
     unlink(out);
     free(text);
-    pt_config_unref(cfg);
+    pt_boot_free(cfg);
     PT_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
