@@ -38,6 +38,18 @@ typedef struct watch_dir {
     struct watch_dir *next;
 } watch_dir_t;
 
+/* A name a watch listens for, in its context's index: an event finds the watches it
+ * concerns by its name, whatever their number (Envoy's file-per-cluster EDS layout puts
+ * thousands of files in one directory). A watch with a watched directory listens for any
+ * name: its entry has name NULL, indexed under ANY_NAME_HASH. */
+typedef struct name_ent {
+    char *name;
+    uint64_t hash;
+    pt_file_watch_t *w;
+    struct name_ent *next_in_bucket;
+} name_ent_t;
+#define ANY_NAME_HASH 0
+
 /* Everything watched on one loop: one inotify descriptor. Freed with its last watch. */
 struct watch_ctx {
     struct ev_loop *loop;
@@ -45,9 +57,14 @@ struct watch_ctx {
     ev_io io;
     ev_timer retry; /* re-adds directories that disappeared; runs while any has */
     watch_dir_t *dirs;
-    pt_file_watch_t *watches;
-    unsigned depth; /* > 0 while delivering: removed watches are freed after */
-    int removed;    /* some watch waits to be freed */
+    pt_file_watch_t *watches;    /* doubly linked */
+    name_ent_t **buckets;        /* the names of the watches, by hash */
+    unsigned nbuckets, nnames;
+    /* Watches an event concerns, in the order the events came: read once each after the
+     * batch. */
+    pt_file_watch_t *pending, *pending_tail;
+    pt_file_watch_t *dead;       /* removed during a delivery: freed after it */
+    unsigned depth;              /* > 0 while delivering */
     struct watch_ctx *next;
 };
 
@@ -58,16 +75,18 @@ struct pt_file_watch {
     int dir_mode;     /* a watched directory was given */
     watch_dir_t *dir; /* NULL while dir_path is lost */
     /* File mode: the names in dir_path that lead to the file (its own name first, then the
-     * first component of each symlink hop that stays in dir_path). */
-    char *names[MAX_NAMES];
+     * first component of each symlink hop that stays in dir_path). Dir mode: one entry,
+     * any name. */
+    name_ent_t names[MAX_NAMES];
     unsigned nnames;
     uint64_t fingerprint;
     int known;     /* fingerprint holds what was last delivered or seen */
-    int triggered; /* an event of this batch concerns it */
+    int triggered; /* in ctx->pending */
     int removed;
     pt_file_watch_cb cb;
     void *data;
-    pt_file_watch_t *next;
+    pt_file_watch_t *prev, *next;  /* ctx->watches, or ctx->dead once removed */
+    pt_file_watch_t *next_pending;
 };
 
 static watch_ctx_t *contexts;
@@ -164,25 +183,72 @@ static watch_dir_t *dir_by_wd(watch_ctx_t *ctx, int wd)
 
 /* ---- names -------------------------------------------------------------------------- */
 
+static int index_grow(watch_ctx_t *ctx)
+{
+    if (ctx->nnames < ctx->nbuckets)
+        return 0;
+    unsigned nb = ctx->nbuckets ? ctx->nbuckets * 2 : 16;
+    name_ent_t **b = calloc(nb, sizeof(*b));
+    if (b == NULL)
+        return -1;
+    for (unsigned i = 0; i < ctx->nbuckets; i++) {
+        for (name_ent_t *e = ctx->buckets[i], *next; e != NULL; e = next) {
+            next = e->next_in_bucket;
+            e->next_in_bucket = b[e->hash & (nb - 1)];
+            b[e->hash & (nb - 1)] = e;
+        }
+    }
+    free(ctx->buckets);
+    ctx->buckets = b;
+    ctx->nbuckets = nb;
+    return 0;
+}
+
+static void index_remove(watch_ctx_t *ctx, name_ent_t *e)
+{
+    for (name_ent_t **pp = &ctx->buckets[e->hash & (ctx->nbuckets - 1)]; *pp != NULL;
+         pp = &(*pp)->next_in_bucket) {
+        if (*pp == e) {
+            *pp = e->next_in_bucket;
+            ctx->nnames--;
+            return;
+        }
+    }
+}
+
 static void names_clear(pt_file_watch_t *w)
 {
-    for (unsigned i = 0; i < w->nnames; i++)
-        free(w->names[i]);
+    for (unsigned i = 0; i < w->nnames; i++) {
+        if (w->ctx != NULL)
+            index_remove(w->ctx, &w->names[i]);
+        free(w->names[i].name);
+    }
     w->nnames = 0;
 }
 
+/* Adds a name (NULL: any) to w and to its context's index. Out of memory, the name is
+ * left out: events on it are then missed, as for a name past MAX_NAMES. */
 static void names_add(pt_file_watch_t *w, const char *name, size_t len)
 {
-    if (len == 0 || (len == 1 && name[0] == '.') || (len == 2 && memcmp(name, "..", 2) == 0))
+    if (name != NULL && (len == 0 || (len == 1 && name[0] == '.') ||
+                         (len == 2 && memcmp(name, "..", 2) == 0)))
         return;
-    for (unsigned i = 0; i < w->nnames; i++)
-        if (strlen(w->names[i]) == len && memcmp(w->names[i], name, len) == 0)
+    for (unsigned i = 0; name != NULL && i < w->nnames; i++)
+        if (strlen(w->names[i].name) == len && memcmp(w->names[i].name, name, len) == 0)
             return;
-    if (w->nnames < MAX_NAMES) {
-        char *copy = strndup(name, len);
-        if (copy != NULL)
-            w->names[w->nnames++] = copy;
-    }
+    if (w->nnames == MAX_NAMES || index_grow(w->ctx) != 0)
+        return;
+    name_ent_t *e = &w->names[w->nnames];
+    e->name = NULL;
+    if (name != NULL && (e->name = strndup(name, len)) == NULL)
+        return;
+    e->hash = name != NULL ? pt_hash64(name, len, 3) | 1 : ANY_NAME_HASH;
+    e->w = w;
+    name_ent_t **slot = &w->ctx->buckets[e->hash & (w->ctx->nbuckets - 1)];
+    e->next_in_bucket = *slot;
+    *slot = e;
+    w->ctx->nnames++;
+    w->nnames++;
 }
 
 /* The file's name, then, while it is a symlink sitting in dir_path, the first component of
@@ -224,14 +290,6 @@ static void names_compute(pt_file_watch_t *w)
     }
 }
 
-static int names_has(const pt_file_watch_t *w, const char *name)
-{
-    for (unsigned i = 0; i < w->nnames; i++)
-        if (strcmp(w->names[i], name) == 0)
-            return 1;
-    return 0;
-}
-
 static int is_symlink(const pt_file_watch_t *w, const char *name)
 {
     char p[PATH_MAX];
@@ -241,14 +299,12 @@ static int is_symlink(const pt_file_watch_t *w, const char *name)
     return lstat(p, &st) == 0 && S_ISLNK(st.st_mode);
 }
 
-/* Whether one event in w's directory concerns w. */
+/* Whether one event in w's directory, on one of w's names (any, in dir mode), concerns w. */
 static int event_concerns(const pt_file_watch_t *w, const struct inotify_event *e)
 {
-    if (e->len == 0 || e->name[0] == '\0')
-        return 0; /* the directory itself */
     if (w->dir_mode)
         return (e->mask & WATCHED_DIR_EVENTS) != 0;
-    if (!(e->mask & NAME_EVENTS) || !names_has(w, e->name))
+    if (!(e->mask & NAME_EVENTS))
         return 0;
     if ((e->mask & NAME_EVENTS) == IN_CREATE)
         return is_symlink(w, e->name);
@@ -267,26 +323,33 @@ static void watch_free(pt_file_watch_t *w)
     free(w);
 }
 
-/* Frees removed watches, and the context with its last watch. Only at depth 0. */
+/* Frees the watches removed during a delivery, and the context with its last watch. Only
+ * at depth 0. */
 static void sweep(watch_ctx_t *ctx)
 {
     if (ctx->depth > 0)
         return;
-    if (ctx->removed) {
-        ctx->removed = 0;
-        pt_file_watch_t **pp = &ctx->watches;
-        while (*pp != NULL) {
-            pt_file_watch_t *w = *pp;
-            if (w->removed) {
-                *pp = w->next;
-                watch_free(w);
-            } else {
-                pp = &w->next;
-            }
-        }
+    while (ctx->dead != NULL) {
+        pt_file_watch_t *w = ctx->dead;
+        ctx->dead = w->next;
+        watch_free(w);
     }
     if (ctx->watches == NULL)
         ctx_free(ctx);
+}
+
+/* Queues w to be read after this batch of events (once however many concern it). */
+static void trigger(watch_ctx_t *ctx, pt_file_watch_t *w)
+{
+    if (w->triggered || w->removed)
+        return;
+    w->triggered = 1;
+    w->next_pending = NULL;
+    if (ctx->pending_tail != NULL)
+        ctx->pending_tail->next_pending = w;
+    else
+        ctx->pending = w;
+    ctx->pending_tail = w;
 }
 
 /* Reads w's file and delivers it if it changed. The caller holds ctx->depth. */
@@ -309,11 +372,14 @@ static int check_one(pt_file_watch_t *w)
 static void deliver_triggered(watch_ctx_t *ctx)
 {
     ctx->depth++;
-    /* Watches added by a callback go to the head of the list, behind this cursor, and have
-     * nothing triggered yet; removed ones stay linked until the sweep. */
-    for (pt_file_watch_t *w = ctx->watches; w != NULL; w = w->next) {
-        if (!w->triggered || w->removed)
-            continue;
+    /* A watch removed by a callback stays allocated (on ctx->dead) until the sweep. */
+    while (ctx->pending != NULL) {
+        pt_file_watch_t *w = ctx->pending;
+        ctx->pending = w->next_pending;
+        if (ctx->pending == NULL)
+            ctx->pending_tail = NULL;
+        if (!w->triggered)
+            continue; /* removed since */
         w->triggered = 0;
         check_one(w);
     }
@@ -329,7 +395,7 @@ static void retry_lost(watch_ctx_t *ctx)
         char err[256];
         if (dir_attach(ctx, w, err, sizeof(err)) == 0) {
             pt_info("file watch: watching %s again (for %s)", w->dir_path, w->path);
-            w->triggered = 1; /* what changed while nothing was watched */
+            trigger(ctx, w); /* what changed while nothing was watched */
         } else {
             still_lost = 1;
         }
@@ -353,7 +419,7 @@ static void dir_lost(watch_ctx_t *ctx, watch_dir_t *d, int still_watched)
             pt_warn("file watch: %s is gone; %s is not watched until it is back", w->dir_path,
                     w->path);
         w->dir = NULL;
-        w->triggered = 1;
+        trigger(ctx, w);
     }
     if (still_watched)
         inotify_rm_watch(ctx->fd, d->wd); /* its IN_IGNORED then finds no entry */
@@ -365,7 +431,7 @@ static void on_event(watch_ctx_t *ctx, const struct inotify_event *e, int *lost)
     if (e->mask & IN_Q_OVERFLOW) {
         /* Events were dropped: anything may have changed. */
         for (pt_file_watch_t *w = ctx->watches; w != NULL; w = w->next)
-            w->triggered = 1;
+            trigger(ctx, w);
         return;
     }
     watch_dir_t *d = dir_by_wd(ctx, e->wd);
@@ -376,9 +442,16 @@ static void on_event(watch_ctx_t *ctx, const struct inotify_event *e, int *lost)
         *lost = 1;
         return;
     }
-    for (pt_file_watch_t *w = ctx->watches; w != NULL; w = w->next)
-        if (w->dir == d && !w->removed && !w->triggered && event_concerns(w, e))
-            w->triggered = 1;
+    if (e->len == 0 || e->name[0] == '\0' || ctx->nbuckets == 0)
+        return; /* the directory itself */
+    /* The watches listening for this name, then those listening for any. */
+    uint64_t hashes[2] = {pt_hash64(e->name, strlen(e->name), 3) | 1, ANY_NAME_HASH};
+    for (int k = 0; k < 2; k++)
+        for (name_ent_t *n = ctx->buckets[hashes[k] & (ctx->nbuckets - 1)]; n != NULL;
+             n = n->next_in_bucket)
+            if (n->hash == hashes[k] && (n->name == NULL || strcmp(n->name, e->name) == 0) &&
+                n->w->dir == d && !n->w->triggered && event_concerns(n->w, e))
+                trigger(ctx, n->w);
 }
 
 static void on_inotify(struct ev_loop *loop, ev_io *io, int revents)
@@ -465,6 +538,7 @@ static void ctx_free(watch_ctx_t *ctx)
     while (ctx->dirs != NULL)
         dir_unlink(ctx, ctx->dirs);
     close(ctx->fd); /* drops every inotify watch with it */
+    free(ctx->buckets);
     free(ctx);
 }
 
@@ -530,9 +604,13 @@ pt_file_watch_t *pt_file_watch_add(struct ev_loop *loop, const char *path, const
             ctx_free(ctx);
         return NULL;
     }
-    if (!w->dir_mode)
+    if (w->dir_mode)
+        names_add(w, NULL, 0);
+    else
         names_compute(w);
     w->next = ctx->watches;
+    if (ctx->watches != NULL)
+        ctx->watches->prev = w;
     ctx->watches = w;
     return w;
 }
@@ -543,11 +621,21 @@ void pt_file_watch_remove(pt_file_watch_t *w)
         return;
     watch_ctx_t *ctx = w->ctx;
     w->removed = 1;
-    w->triggered = 0;
+    w->triggered = 0; /* a pending delivery skips it */
     dir_release(ctx, w->dir);
     w->dir = NULL;
-    ctx->removed = 1;
-    sweep(ctx); /* frees now, or after the delivery under way */
+    names_clear(w);
+    if (w->prev != NULL)
+        w->prev->next = w->next;
+    else
+        ctx->watches = w->next;
+    if (w->next != NULL)
+        w->next->prev = w->prev;
+    /* Freed now, or after the delivery under way (it may be the watch being delivered, or
+     * still queued). */
+    w->next = ctx->dead;
+    ctx->dead = w;
+    sweep(ctx);
 }
 
 void pt_file_watch_seen(pt_file_watch_t *w, uint64_t fingerprint)

@@ -26,8 +26,12 @@
  * same bytes is delivered zero times. The callback gets the bytes it is about: a caller
  * that parses them never reads a newer version than the one compared.
  *
+ * Files are read in the order of their first events of the batch.
+ *
  * Several watches on one directory share one inotify watch; all watches of a loop share one
- * inotify descriptor. A watched directory that disappears (IN_IGNORED, moved away) is
+ * inotify descriptor, and an event finds the watches of its name through an index, so a
+ * change costs the same with one watched file or with thousands in one directory (EDS's
+ * file-per-cluster layout). A watched directory that disappears (IN_IGNORED, moved away) is
  * delivered as whatever reading the file then finds, and re-added every second until it is
  * back. Main thread; callbacks run from the loop (or from pt_file_watch_check) and may add
  * or remove any watch, including their own. */

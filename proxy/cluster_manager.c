@@ -63,6 +63,7 @@ struct pt_cluster_manager {
     void *publish_data;
     cm_entry_t **entries;   /* static first, then dynamic, each in name order */
     unsigned n, cap;
+    int unsorted;           /* entries were added or removed since they were sorted */
     cm_entry_t **buckets;   /* by name: an update's work follows what it names */
     unsigned nbuckets;
     unsigned gen;           /* counts CDS updates, for cm_entry_t.seen */
@@ -181,8 +182,10 @@ static int by_kind_then_name(const void *a, const void *b)
 /* Builds and hands out a view of the active clusters. */
 static int publish(pt_cluster_manager_t *cm)
 {
-    if (cm->n > 1)
+    /* Sorted only when the set changed: an endpoint update sorts nothing. */
+    if (cm->unsorted && cm->n > 1)
         qsort(cm->entries, cm->n, sizeof(*cm->entries), by_kind_then_name);
+    cm->unsorted = 0;
     pt_cluster_t **list = malloc((cm->n ? cm->n : 1) * sizeof(*list));
     if (list == NULL)
         return -1;
@@ -213,6 +216,7 @@ static int add_entry(pt_cluster_manager_t *cm, cm_entry_t *e)
     if (reindex(cm, cm->n + 1) != 0)
         return -1;
     cm->entries[cm->n++] = e;
+    cm->unsorted = 1;
     unsigned k = (unsigned)(pt_hash_name(e->name) % cm->nbuckets);
     e->next_in_bucket = cm->buckets[k];
     cm->buckets[k] = e;
@@ -825,6 +829,7 @@ int pt_cluster_manager_apply_cds(pt_cluster_manager_t *cm, const pt_discovery_re
         pt_debug("cds: cluster %s removed", e->name);
         nremoved++;
         cm->entries[i] = cm->entries[--cm->n];
+        cm->unsorted = 1;
         unindex(cm, e);
         entry_free(e);
     }

@@ -473,7 +473,6 @@ static void test_remove_inside_callback(void)
     PT_CHECK(write_file(pa, "a0") == 0);
     PT_CHECK(write_file(pb, "b0") == 0);
     rec_t ra = {0}, rb = {0};
-    /* b first: the newest watch is looked at first, so a is delivered before b. */
     rb.w = pt_file_watch_add(loop, pb, NULL, on_change, &rb, err, sizeof(err));
     ra.w = pt_file_watch_add(loop, pa, NULL, on_change, &ra, err, sizeof(err));
     PT_CHECK(ra.w != NULL && rb.w != NULL);
@@ -481,12 +480,12 @@ static void test_remove_inside_callback(void)
     PT_CHECK_INT(pt_file_watch_check(rb.w), 1);
     barrier_t b;
     PT_CHECK(barrier_init(&b, dir) == 0);
-    /* Both change in one batch; a's callback removes b, whose change is then never
-     * delivered, and a itself. */
+    /* Both change in one batch, delivered in the order of their events: a's callback
+     * removes b, whose change is then never delivered, and a itself. */
     ra.remove_on_call = rb.w;
     ra.remove_self = 1;
-    PT_CHECK(write_file(pb, "b1") == 0);
     PT_CHECK(write_file(pa, "a1") == 0);
+    PT_CHECK(write_file(pb, "b1") == 0);
     PT_CHECK(run_until(&ra.n, 2));
     PT_CHECK(ra.w == NULL);
     PT_CHECK(barrier_pass(&b));
@@ -513,6 +512,69 @@ static void test_remove_inside_callback(void)
     PT_CHECK(write_file(pa, "a3") == 0);
     PT_CHECK(run_until(&rc.n, 2));
     PT_CHECK(rc.w == NULL);
+    PT_CHECK_INT(inotify_watch_count(), 0);
+}
+
+/* Many files in one directory (EDS's file-per-cluster layout): events find their watches
+ * by name through an index that grows and shrinks with them; each change is delivered to
+ * its own watch once, removed watches get nothing, and a watched-directory watch among them
+ * sees every change. */
+static void test_many_files_in_one_directory(void)
+{
+    enum { N = 300 };
+    char dir[PATH_MAX], err[256];
+    test_dir(dir, sizeof(dir), "many");
+    static char paths[N][PATH_MAX];
+    static rec_t recs[N];
+    memset(recs, 0, sizeof(recs));
+    for (int i = 0; i < N; i++) {
+        char name[32];
+        fmt(name, sizeof(name), "c%d.json", i);
+        path_in(paths[i], sizeof(paths[i]), dir, name);
+        PT_CHECK(write_file(paths[i], "v0") == 0);
+        recs[i].w = pt_file_watch_add(loop, paths[i], NULL, on_change, &recs[i], err,
+                                      sizeof(err));
+        PT_CHECK(recs[i].w != NULL);
+        PT_CHECK_INT(pt_file_watch_check(recs[i].w), 1);
+    }
+    rec_t any = {0};
+    any.w = pt_file_watch_add(loop, paths[0], dir, on_change, &any, err, sizeof(err));
+    PT_CHECK(any.w != NULL);
+    PT_CHECK_INT(pt_file_watch_check(any.w), 1);
+    barrier_t b;
+    PT_CHECK(barrier_init(&b, dir) == 0);
+    PT_CHECK_INT(inotify_watch_count(), 1);
+    for (int i = 1; i < N; i += 2) {
+        pt_file_watch_remove(recs[i].w);
+        recs[i].w = NULL;
+    }
+    /* One file changes: only its watch (and the directory's) is delivered. */
+    PT_CHECK(atomic_write(paths[42], "v1") == 0);
+    PT_CHECK(barrier_pass(&b));
+    int delivered = 0;
+    for (int i = 0; i < N; i++)
+        delivered += recs[i].n;
+    PT_CHECK_INT(delivered, N + 1);
+    PT_CHECK_INT(recs[42].n, 2);
+    PT_CHECK_STR(recs[42].content, "v1");
+    /* Every file changes: each remaining watch once, the removed ones never. */
+    for (int i = 0; i < N; i++)
+        PT_CHECK(atomic_write(paths[i], "v2") == 0);
+    PT_CHECK(barrier_pass(&b));
+    for (int i = 0; i < N; i++) {
+        int want = i % 2 ? 1 : (i == 42 ? 3 : 2);
+        if (recs[i].n != want) {
+            fprintf(stderr, "  c%d: %d deliveries, want %d\n", i, recs[i].n, want);
+            PT_CHECK(0);
+            break;
+        }
+    }
+    PT_CHECK(any.n >= 2); /* paths[0] read again: it changed too */
+    PT_CHECK_STR(any.content, "v2");
+    for (int i = 0; i < N; i += 2)
+        pt_file_watch_remove(recs[i].w);
+    pt_file_watch_remove(any.w);
+    barrier_dispose(&b);
     PT_CHECK_INT(inotify_watch_count(), 0);
 }
 
@@ -666,6 +728,7 @@ int main(void)
     PT_RUN(test_watched_directory_sees_other_entries);
     PT_RUN(test_removed_file_and_back);
     PT_RUN(test_remove_inside_callback);
+    PT_RUN(test_many_files_in_one_directory);
     PT_RUN(test_one_inotify_watch_per_directory);
     PT_RUN(test_directory_removed_and_back);
     PT_RUN(test_errors);
