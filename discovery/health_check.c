@@ -477,7 +477,7 @@ static void refresh_gauges(hc_cluster_t *cl)
         healthy += h == 0;
         passing += (h & PT_HOST_FAILED_ACTIVE_HC) == 0;
     }
-    pt_stat_set(c->stats.membership_healthy, healthy);
+    pt_cluster_set_membership_healthy(c, healthy);
     pt_stat_set(cl->st.healthy, passing);
 }
 

@@ -535,7 +535,7 @@ static void update_gauges(od_cluster_t *dc)
     for (unsigned i = 0; i < c->nhosts; i++)
         healthy += atomic_load(&c->hosts[i]->health) == 0;
     pt_stat_set(dc->cfg->stats.ejections_active, dc->ejected);
-    pt_stat_set(c->stats.membership_healthy, healthy);
+    pt_cluster_set_membership_healthy(c, healthy);
 }
 
 /* Arms the expiry timer for the earliest end of an ejection in the cluster. */
@@ -1014,7 +1014,7 @@ static void cluster_drop(od_cluster_t *dc, pt_cluster_t *still)
                 lift(s);
             healthy += atomic_load(&still->hosts[i]->health) == 0;
         }
-        pt_stat_set(still->stats.membership_healthy, healthy);
+        pt_cluster_set_membership_healthy(still, healthy);
     }
     pt_info("outlier_detection: cluster '%s': %s", c->name,
             still != NULL ? "no longer configured, its hosts are back" : "removed");

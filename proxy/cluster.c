@@ -235,6 +235,9 @@ void pt_cluster_state_unref(pt_cluster_state_t *st)
         }
     }
     pthread_mutex_unlock(&states_lock);
+    /* Released above, or later by the main thread: either way no gauge reads st after. */
+    pt_stats_gauge_fn_clear(st->membership_total_id, st);
+    pt_stats_gauge_fn_clear(st->membership_healthy_id, st);
     free(st->host_buckets); /* empty: every host held a reference to the state */
     free(st->locals);
     free(st->name);
@@ -308,18 +311,18 @@ static pt_host_t *host_get(pt_cluster_state_t *st, const pt_endpoint_t *e, int *
         pthread_mutex_unlock(&states_lock);
         return NULL;
     }
-    h = calloc(1, sizeof(*h));
     char buf[PT_ADDR_STRLEN];
     pt_addr_format(&e->address, buf, sizeof(buf));
-    if (h == NULL || (h->address_str = strdup(buf)) == NULL ||
-        (hn != NULL && (h->hostname = strdup(hn)) == NULL)) {
-        if (h != NULL) {
-            free((char *)h->address_str);
-            free(h);
-        }
+    size_t len = strlen(buf);
+    /* One allocation with its address text (hosts are most of an endpoint's memory). */
+    h = calloc(1, sizeof(*h) + len + 1);
+    if (h == NULL || (hn != NULL && (h->hostname = strdup(hn)) == NULL)) {
+        free(h);
         pthread_mutex_unlock(&states_lock);
         return NULL;
     }
+    memcpy((char *)(h + 1), buf, len + 1);
+    h->address_str = (const char *)(h + 1);
     atomic_init(&h->refs, 1);
     h->address = e->address;
     h->state = st;
@@ -362,7 +365,6 @@ void pt_host_unref(pt_host_t *h)
     st->nhost_entries--;
     pthread_mutex_unlock(&states_lock);
     free(h->outlier);
-    free((char *)h->address_str);
     free((char *)h->hostname);
     free(h);
     pt_cluster_state_unref(st);
@@ -640,6 +642,21 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
     return c;
 }
 
+static int64_t read_membership_total(const void *st)
+{
+    return atomic_load(&((const pt_cluster_state_t *)st)->membership_total);
+}
+
+static int64_t read_membership_healthy(const void *st)
+{
+    return atomic_load(&((const pt_cluster_state_t *)st)->membership_healthy);
+}
+
+void pt_cluster_set_membership_healthy(pt_cluster_t *c, unsigned healthy)
+{
+    atomic_store(&c->state->membership_healthy, healthy);
+}
+
 int pt_cluster_prepare(pt_cluster_t *c)
 {
     if (c->state == NULL && (c->state = pt_cluster_state_get(c->name)) == NULL)
@@ -669,12 +686,17 @@ int pt_cluster_prepare(pt_cluster_t *c)
             atomic_fetch_or(&h->health, (uint32_t)PT_HOST_FAILED_ACTIVE_HC);
         c->hosts[c->nhosts++] = h;
     }
-    /* Membership gauges are set, not summed: owned by the main thread. */
+    /* Membership gauges are the state's, set by the main thread. */
     unsigned healthy = 0;
     for (unsigned i = 0; i < c->nhosts; i++)
         healthy += atomic_load(&c->hosts[i]->health) == 0;
-    pt_stat_set(c->stats.membership_total, c->nhosts);
-    pt_stat_set(c->stats.membership_healthy, healthy);
+    pt_cluster_state_t *st = c->state;
+    atomic_store(&st->membership_total, c->nhosts);
+    atomic_store(&st->membership_healthy, healthy);
+    st->membership_total_id = c->stats.membership_total;
+    st->membership_healthy_id = c->stats.membership_healthy;
+    pt_stats_gauge_fn(c->stats.membership_total, read_membership_total, st);
+    pt_stats_gauge_fn(c->stats.membership_healthy, read_membership_healthy, st);
     pt_outlier_prepare(c); /* per-host outlier state and stats, before workers see c */
     /* The endpoints are hosts now: what they were parsed into goes. */
     pt_arena_dispose(&c->ep_arena);

@@ -99,17 +99,18 @@ typedef struct pt_host {
     struct pt_cluster_state *state;
     struct pt_host *next_in_bucket; /* the state's host registry */
     pt_addr_t address;
-    const char *address_str; /* "10.0.0.1:80" (owned) */
-    const char *hostname;    /* (owned) or NULL */
     /* From the newest version that lists the host (written by the main thread before it
      * publishes that version; workers of older versions read them too). */
     _Atomic uint32_t weight;
+    const char *address_str; /* "10.0.0.1:80", in the host's own allocation */
+    const char *hostname;    /* (owned) or NULL */
     _Atomic uint32_t priority;
     _Atomic uint32_t health; /* pt_host_health bits; 0 = healthy */
     struct pt_outlier_host *outlier;  /* discovery/outlier.c state (owned), or NULL */
-    /* /clusters counters, shared by all workers. */
-    _Atomic uint64_t cx_total, cx_active, cx_connect_fail, rq_total, rq_active, rq_error,
-        rq_success, rq_timeout;
+    /* /clusters counters, shared by all workers (the order packs the struct: a cluster
+     * may have thousands of hosts). */
+    _Atomic uint64_t cx_total, cx_connect_fail, rq_total, rq_error, rq_success, rq_timeout;
+    _Atomic uint32_t cx_active, rq_active;
 } pt_host_t;
 
 /* An endpoint as a ClusterLoadAssignment lists it, before it is resolved to a host. */
@@ -142,6 +143,11 @@ typedef struct pt_cluster_state {
      * a host's last reference may go on any thread). */
     pt_host_t **host_buckets;
     unsigned nhost_buckets, nhost_entries;
+    /* The membership gauges' values, set by the main thread and read through computed
+     * gauges (pt_stats_gauge_fn): one value, not a slot on every thread, so thousands of
+     * clusters do not commit the main thread's slot pages. */
+    _Atomic uint32_t membership_total, membership_healthy;
+    pt_stat_t membership_total_id, membership_healthy_id;
 } pt_cluster_state_t;
 
 /* The state of the cluster with this name, made on first use, with a reference for the
@@ -234,6 +240,10 @@ int pt_cluster_adopt_endpoints(pt_cluster_t *c, const pt_cluster_t *from);
  * cla. pt_cluster_drop_assignment undoes it (the EDS update it came with was refused). */
 int pt_cluster_take_assignment(pt_cluster_t *c, pt_cfg_t *cla);
 void pt_cluster_drop_assignment(pt_cluster_t *c);
+/* Main thread: the number of c's hosts with no health bit (the membership_healthy gauge),
+ * recounted by health checking and outlier detection when verdicts change. */
+void pt_cluster_set_membership_healthy(pt_cluster_t *c, unsigned healthy);
+
 /* Whether c is prepared (pt_cluster_prepare ran). */
 static inline int pt_cluster_prepared(const pt_cluster_t *c)
 {

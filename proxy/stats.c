@@ -24,7 +24,7 @@ _Thread_local _Atomic uint64_t *pt_stat_slots;
  * released info is all zeros, as is its slot on every thread: pt_stats_trim gives pages
  * that hold only released stats back to the system (they read as zeros again when touched),
  * which is how memory goes back to where it was after thousands of clusters leave. */
-#define INFO_BLOCK 4096 /* infos per block: whole pages (sizeof(pt_stat_info_t) is 80) */
+#define INFO_BLOCK 4096 /* infos per block: whole pages (sizeof(pt_stat_info_t) is 24) */
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static pt_stat_info_t *info_blocks[PT_STATS_MAX / INFO_BLOCK]; /* id / INFO_BLOCK */
 static _Atomic uint32_t ninfos = 1;  /* next never-used id; id 0 unused */
@@ -366,6 +366,7 @@ size_t pt_stat_full_name(const pt_stat_info_t *info, char *buf, size_t len)
 /* ---- the registry ----------------------------------------------------------------------- */
 
 static void text_drop(uint32_t id);
+static void computed_drop(uint32_t id);
 
 /* A registered stat's info (reg_lock held), or NULL. */
 static pt_stat_info_t *live_info(uint32_t id)
@@ -496,7 +497,8 @@ pt_stat_t pt_stats_get(pt_stat_kind_t kind, const char *scope, const char *tag,
                 goto out;
         }
     }
-    if ((nlive + 1) > nbuckets && rehash() != 0)
+    /* Two stats a bucket on average: a bucket costs 4 bytes a stat at most. */
+    if ((nlive + 1) > 2 * nbuckets && rehash() != 0)
         goto out;
     id = take_id();
     if (id == 0)
@@ -562,6 +564,7 @@ unsigned pt_stats_release_tagged(const char *scope, const char *tag_value)
             bp = &info_at(*bp)->next_in_bucket;
         *bp = i->next_in_bucket;
         text_drop(id);
+        computed_drop(id);
         family_put(i->family);
         unintern(i->tag_value);
         zero_slots(id);
@@ -745,27 +748,105 @@ void pt_stat_set(pt_stat_t id, int64_t value)
         atomic_store_explicit(&pt_stat_slots[id], (uint64_t)value, memory_order_relaxed);
 }
 
+/* Computed gauges (circuit breaker counts: eight a cluster), by id, in an open-addressing
+ * table beside the infos, so the infos of every other stat stay small. Guarded by
+ * reg_lock. */
+typedef struct computed {
+    uint32_t id; /* 0: empty */
+    int64_t (*fn)(const void *);
+    const void *arg;
+} computed_t;
+static computed_t *computed;
+static uint32_t ncomputed, computed_cap; /* cap a power of two, at most half full */
+
+static uint32_t computed_slot(uint32_t id)
+{
+    return (id * 2654435761u) & (computed_cap - 1);
+}
+
+static computed_t *computed_find(uint32_t id)
+{
+    if (computed_cap == 0)
+        return NULL;
+    for (uint32_t k = computed_slot(id);; k = (k + 1) & (computed_cap - 1)) {
+        if (computed[k].id == id)
+            return &computed[k];
+        if (computed[k].id == 0)
+            return NULL;
+    }
+}
+
+static int computed_grow(void)
+{
+    if (2 * (ncomputed + 1) <= computed_cap)
+        return 0;
+    uint32_t old_cap = computed_cap, cap = computed_cap ? computed_cap * 2 : 64;
+    computed_t *old = computed, *n = calloc(cap, sizeof(*n));
+    if (n == NULL)
+        return -1;
+    computed = n;
+    computed_cap = cap;
+    for (uint32_t i = 0; i < old_cap; i++) {
+        if (old[i].id == 0)
+            continue;
+        uint32_t k = computed_slot(old[i].id);
+        while (computed[k].id != 0)
+            k = (k + 1) & (cap - 1);
+        computed[k] = old[i];
+    }
+    free(old);
+    return 0;
+}
+
+/* Empties a slot, moving back the entries after it that would not be found otherwise. */
+static void computed_drop(uint32_t id)
+{
+    computed_t *e = computed_find(id);
+    if (e == NULL)
+        return;
+    uint32_t hole = (uint32_t)(e - computed);
+    for (uint32_t k = (hole + 1) & (computed_cap - 1); computed[k].id != 0;
+         k = (k + 1) & (computed_cap - 1)) {
+        uint32_t home = computed_slot(computed[k].id);
+        /* Movable into the hole when its home is not in (hole, k], cyclically. */
+        if ((k > hole && (home <= hole || home > k)) || (k < hole && home <= hole && home > k)) {
+            computed[hole] = computed[k];
+            hole = k;
+        }
+    }
+    computed[hole] = (computed_t){0};
+    ncomputed--;
+}
+
 void pt_stats_gauge_fn(pt_stat_t id, int64_t (*fn)(const void *), const void *arg)
 {
     pthread_mutex_lock(&reg_lock);
-    pt_stat_info_t *i = live_info(id);
+    if (live_info(id) != NULL) {
+        computed_t *e = computed_find(id);
+        if (e == NULL && computed_grow() == 0) {
+            uint32_t k = computed_slot(id);
+            while (computed[k].id != 0)
+                k = (k + 1) & (computed_cap - 1);
+            e = &computed[k];
+            e->id = id;
+            ncomputed++;
+        }
+        if (e != NULL) { /* out of memory: the gauge reads its slots (0) */
+            e->fn = fn;
+            e->arg = arg;
+        }
+    }
     pthread_mutex_unlock(&reg_lock);
-    if (i == NULL)
-        return;
-    atomic_store(&i->fn_arg, arg);
-    atomic_store(&i->fn, fn);
 }
 
 void pt_stats_gauge_fn_clear(pt_stat_t id, const void *arg)
 {
     pthread_mutex_lock(&reg_lock);
-    pt_stat_info_t *i = live_info(id);
-    pthread_mutex_unlock(&reg_lock);
     /* A newer snapshot may already own the gauge: only its current owner clears it. */
-    if (i != NULL && atomic_load(&i->fn_arg) == arg) {
-        atomic_store(&i->fn, NULL);
-        atomic_store(&i->fn_arg, NULL);
-    }
+    computed_t *e = computed_find(id);
+    if (e != NULL && e->arg == arg)
+        computed_drop(id);
+    pthread_mutex_unlock(&reg_lock);
 }
 
 uint64_t pt_stats_value(pt_stat_t id)
@@ -773,14 +854,17 @@ uint64_t pt_stats_value(pt_stat_t id)
     uint64_t sum = 0;
     if (id == 0)
         return 0;
+    int64_t (*fn)(const void *) = NULL;
+    const void *arg = NULL;
     pthread_mutex_lock(&reg_lock);
-    pt_stat_info_t *info = live_info(id);
-    pthread_mutex_unlock(&reg_lock);
-    if (info != NULL) {
-        int64_t (*fn)(const void *) = atomic_load(&info->fn);
-        if (fn != NULL)
-            return (uint64_t)fn(atomic_load(&info->fn_arg));
+    if (live_info(id) != NULL && ncomputed != 0) {
+        const computed_t *e = computed_find(id);
+        if (e != NULL)
+            fn = e->fn, arg = e->arg;
     }
+    pthread_mutex_unlock(&reg_lock);
+    if (fn != NULL)
+        return (uint64_t)fn(arg);
     for (int i = 0; i < PT_STATS_MAX_THREADS; i++) {
         _Atomic uint64_t *s = atomic_load_explicit(&thread_slots[i], memory_order_acquire);
         if (s == NULL)

@@ -103,11 +103,7 @@ typedef struct pt_stat_info {
     const char *tag_value;
     /* Registry links (ids): the name hash chain, and the stats sharing a tag value. */
     uint32_t next_in_bucket, next_same_tag;
-    /* A computed gauge: its value is read from shared state (circuit breaker counts) rather
-     * than summed from per-thread slots. */
-    _Atomic(int64_t (*)(const void *)) fn;
-    _Atomic(const void *) fn_arg;
-} pt_stat_info_t;
+} pt_stat_info_t; /* 24 bytes: tens of thousands of clusters have ~50 stats each */
 
 /* pt_stats_count is one past the highest id ever handed out (ids run from 1);
  * pt_stats_info gives a live stat's info (NULL for 0, a released id or one out of range);

@@ -623,6 +623,52 @@ static void test_release_tagged(void)
     PT_CHECK_INT(pt_stats_live(), live0 + 3);
 }
 
+static int64_t value_of(const void *arg)
+{
+    return *(const int64_t *)arg;
+}
+
+/* Computed gauges (breaker counts) in their table beside the infos: thousands set, cleared in
+ * an order that moves entries around, released with their tag; each reads its own value
+ * until it goes, then its slots again. */
+static void test_computed_gauges(void)
+{
+    enum { N = 3000 };
+    static int64_t values[N];
+    static pt_stat_t ids[N];
+    char tag[32];
+    for (int k = 0; k < N; k++) {
+        snprintf(tag, sizeof(tag), "g%d", k);
+        ids[k] = pt_stats_gauge("ucomp", "envoy_cluster_name", tag, "rq_open");
+        values[k] = 1000 + k;
+        pt_stats_gauge_fn(ids[k], value_of, &values[k]);
+    }
+    int64_t other = -5;
+    for (int k = 0; k < N; k += 3)
+        pt_stats_gauge_fn_clear(ids[k], &other); /* not the owner: nothing changes */
+    for (int k = 0; k < N; k += 3)
+        pt_stats_gauge_fn_clear(ids[k], &values[k]);
+    int wrong = 0;
+    for (int k = 0; k < N; k++)
+        wrong += pt_stats_gauge_value(ids[k]) != (k % 3 == 0 ? 0 : 1000 + k);
+    PT_CHECK_INT(wrong, 0);
+    /* Set again over a cleared one, and over a set one (a new owner). */
+    pt_stats_gauge_fn(ids[0], value_of, &other);
+    pt_stats_gauge_fn(ids[1], value_of, &other);
+    PT_CHECK_INT(pt_stats_gauge_value(ids[0]), -5);
+    PT_CHECK_INT(pt_stats_gauge_value(ids[1]), -5);
+    pt_stats_gauge_fn_clear(ids[1], &values[1]); /* the old owner no longer clears it */
+    PT_CHECK_INT(pt_stats_gauge_value(ids[1]), -5);
+    /* Released with their tag: a stat made again on the id is a plain gauge. */
+    for (int k = 0; k < N; k++) {
+        snprintf(tag, sizeof(tag), "g%d", k);
+        PT_CHECK_INT(pt_stats_release_tagged("ucomp", tag), 1);
+    }
+    pt_stat_t again = pt_stats_gauge("ucomp", "envoy_cluster_name", "g1", "rq_open");
+    PT_CHECK_INT(pt_stats_gauge_value(again), 0);
+    PT_CHECK_INT(pt_stats_release_tagged("ucomp", "g1"), 1);
+}
+
 int main(void)
 {
     if (pt_stats_thread_init() != 0) {
@@ -643,6 +689,7 @@ int main(void)
     PT_RUN(test_promtool);
     PT_RUN(test_text_readouts);
     PT_RUN(test_release_tagged);
+    PT_RUN(test_computed_gauges);
     pt_buf_pool_trim();
     PT_TEST_EXIT();
 }
