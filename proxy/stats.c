@@ -367,6 +367,7 @@ size_t pt_stat_full_name(const pt_stat_info_t *info, char *buf, size_t len)
 
 static void text_drop(uint32_t id);
 static void computed_drop(uint32_t id);
+static void computed_shrink(void);
 
 /* A registered stat's info (reg_lock held), or NULL. */
 static pt_stat_info_t *live_info(uint32_t id)
@@ -639,6 +640,9 @@ void pt_stats_trim(void)
             madvise((void *)&sl[first], page, MADV_DONTNEED);
         }
     }
+    /* So does the computed gauges' table (thousands of clusters gone). Here, not where the
+     * gauges go: that may be a worker, whose allocator arena would keep the memory. */
+    computed_shrink();
     /* The name hash shrinks with the stats. */
     if (nbuckets > 1024 && (uint64_t)nlive * 4 < nbuckets) {
         uint32_t nb = 1024;
@@ -785,11 +789,10 @@ static computed_t *computed_find(uint32_t id)
     }
 }
 
-static int computed_grow(void)
+/* Moves the table to cap slots (a power of two holding every entry at most half full). */
+static int computed_resize(uint32_t cap)
 {
-    if (2 * (ncomputed + 1) <= computed_cap)
-        return 0;
-    uint32_t old_cap = computed_cap, cap = computed_cap ? computed_cap * 2 : 64;
+    uint32_t old_cap = computed_cap;
     computed_t *old = computed, *n = calloc(cap, sizeof(*n));
     if (n == NULL)
         return -1;
@@ -805,6 +808,23 @@ static int computed_grow(void)
     }
     free(old);
     return 0;
+}
+
+static void computed_shrink(void)
+{
+    if (computed_cap <= 64 || 8 * (uint64_t)ncomputed >= computed_cap)
+        return;
+    uint32_t cap = 64;
+    while (cap < 2 * ncomputed + 2)
+        cap *= 2;
+    (void)computed_resize(cap); /* out of memory: the larger one stays */
+}
+
+static int computed_grow(void)
+{
+    if (2 * (ncomputed + 1) <= computed_cap)
+        return 0;
+    return computed_resize(computed_cap ? computed_cap * 2 : 64);
 }
 
 /* Empties a slot, moving back the entries after it that would not be found otherwise. */
@@ -825,6 +845,7 @@ static void computed_drop(uint32_t id)
     }
     computed[hole] = (computed_t){0};
     ncomputed--;
+    trim_due = 1; /* the table shrinks in pt_stats_trim, on the main thread */
 }
 
 void pt_stats_gauge_fn(pt_stat_t id, int64_t (*fn)(const void *), const void *arg)

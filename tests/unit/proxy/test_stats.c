@@ -664,9 +664,16 @@ static void test_computed_gauges(void)
         snprintf(tag, sizeof(tag), "g%d", k);
         PT_CHECK_INT(pt_stats_release_tagged("ucomp", tag), 1);
     }
+    /* The table shrinks (on the main thread's trim); what is left reads the same. */
+    pt_stat_t kept = pt_stats_gauge("ucomp", "envoy_cluster_name", "kept", "rq_open");
+    pt_stats_gauge_fn(kept, value_of, &values[7]);
+    pt_stats_trim();
+    PT_CHECK_INT(pt_stats_gauge_value(kept), 1007);
     pt_stat_t again = pt_stats_gauge("ucomp", "envoy_cluster_name", "g1", "rq_open");
     PT_CHECK_INT(pt_stats_gauge_value(again), 0);
     PT_CHECK_INT(pt_stats_release_tagged("ucomp", "g1"), 1);
+    PT_CHECK_INT(pt_stats_release_tagged("ucomp", "kept"), 1);
+    PT_CHECK_INT(pt_stats_gauge_value(kept), 0);
 }
 
 int main(void)
