@@ -21,6 +21,11 @@ typedef struct pt_network_filter_ops {
     const char *name;     /* canonical name, e.g. envoy.filters.network.tcp_proxy */
     const char *type_url; /* type.googleapis.com/... of its typed_config */
     unsigned terminal : 1;
+    /* A terminal filter that speaks application protocols itself: the ALPN names it speaks
+     * (wire format, each length-prefixed). A TLS filter chain ending in it offers only
+     * those of its alpn_protocols: negotiating a protocol the filter cannot speak would
+     * break every connection that chose it. NULL: any (tcp_proxy passes bytes through). */
+    const char *alpn;
     /* Reads typed_config (the reader is inside it, @type consumed) and returns the filter's
      * config allocated from cfg->arena, or NULL with errors recorded. Clusters are parsed
      * before listeners, so references to them are checked here. */

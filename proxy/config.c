@@ -257,6 +257,36 @@ static json_t *keep_source(pt_cfg_t *r, pt_config_t *cfg)
     return json_incref(j);
 }
 
+/* A TLS chain whose terminal filter speaks only some application protocols offers only
+ * those of its ALPN list (in the list's order); the others are logged once, here. */
+static void restrict_alpn(pt_filter_chain_t *fc, pt_arena_t *a, const char *where)
+{
+    if (fc->tls == NULL || fc->tls->alpn_len == 0 || fc->nfilters == 0)
+        return;
+    const char *spoken = fc->filters[fc->nfilters - 1].ops->alpn;
+    if (spoken == NULL)
+        return;
+    unsigned char *kept = pt_arena_alloc(a, fc->tls->alpn_len), *k = kept;
+    if (kept == NULL)
+        return; /* the list stays: out of memory is reported by what fails next */
+    for (size_t i = 0; i < fc->tls->alpn_len; i += 1u + fc->tls->alpn[i]) {
+        const unsigned char *name = &fc->tls->alpn[i];
+        int known = 0;
+        for (const unsigned char *s = (const unsigned char *)spoken; *s && !known; s += 1u + *s)
+            known = *s == name[0] && memcmp(s + 1, name + 1, name[0]) == 0;
+        if (known) {
+            memcpy(k, name, 1u + name[0]);
+            k += 1u + name[0];
+        } else {
+            pt_info("%s: ALPN protocol \"%.*s\" is not offered: %s does not speak it",
+                    where, (int)name[0], (const char *)name + 1,
+                    fc->filters[fc->nfilters - 1].ops->name);
+        }
+    }
+    fc->tls->alpn = kept;
+    fc->tls->alpn_len = (size_t)(k - kept);
+}
+
 static void parse_filter_chain(pt_cfg_t *r, pt_config_t *cfg, pt_filter_chain_t *fc)
 {
     fc->source = keep_source(r, cfg);
@@ -286,6 +316,8 @@ static void parse_filter_chain(pt_cfg_t *r, pt_config_t *cfg, pt_filter_chain_t 
     }
     if (present)
         pt_cfg_leave_array(r);
+    if (pt_cfg_ok(r))
+        restrict_alpn(fc, &cfg->arena, pt_cfg_path(r));
 }
 
 static void parse_listener(pt_cfg_t *r, pt_config_t *cfg, pt_listener_config_t *l)

@@ -1440,6 +1440,7 @@ const pt_network_filter_ops_t pt_http_connection_manager_filter = {
     .type_url = "type.googleapis.com/"
                 "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
     .terminal = 1,
+    .alpn = "\x08http/1.1\x08http/1.0", /* the HTTP/1 codec's */
     .parse = hcm_parse,
     .prepare = hcm_prepare,
     .on_new_connection = hcm_on_new_connection,

@@ -306,31 +306,43 @@ static void parse_common(pt_cfg_t *r, pt_arena_t *a, pt_tls_settings_t *t)
         t->has_validation = 1;
         pt_cfg_leave(r);
     }
-    /* ALPN: wire format, each name length-prefixed. */
+    /* ALPN: wire format, each name length-prefixed. As Envoy, the entries are joined with
+     * commas and split again, so "h2,http/1.1" (one entry, as Envoy's edge best-practices
+     * config writes it) is two names. */
     n = pt_cfg_array(r, "alpn_protocols", &present);
     if (present) {
         size_t total = 0;
         for (size_t i = 0; i < n; i++) {
             json_t *v = pt_cfg_index_value(r, i);
-            size_t l = json_is_string(v) ? strlen(json_string_value(v)) : 0;
-            if (l == 0 || l > 255) {
-                size_t saved = strlen(pt_cfg_path(r));
-                pt_cfg_push_index(r, i);
-                pt_cfg_error(r, NULL, "is not a protocol name (1 to 255 characters)");
-                pt_cfg_pop_path(r, saved);
-                continue;
-            }
-            total += l + 1;
+            total += json_is_string(v) ? strlen(json_string_value(v)) + 1 : 0;
         }
         unsigned char *w = pt_arena_alloc(a, total + 1), *p = w;
-        for (size_t i = 0; i < n; i++) {
+        if (w == NULL)
+            pt_cfg_error(r, NULL, "out of memory");
+        for (size_t i = 0; w != NULL && i < n; i++) {
             json_t *v = pt_cfg_index_value(r, i);
-            size_t l = json_is_string(v) ? strlen(json_string_value(v)) : 0;
-            if (l == 0 || l > 255)
-                continue;
-            *p++ = (unsigned char)l;
-            memcpy(p, json_string_value(v), l);
-            p += l;
+            const char *name = json_is_string(v) ? json_string_value(v) : "";
+            size_t saved = strlen(pt_cfg_path(r));
+            pt_cfg_push_index(r, i);
+            if (!json_is_string(v) || name[0] == '\0')
+                pt_cfg_error(r, NULL, "is not a protocol name (1 to 255 characters)");
+            for (const char *q = name; json_is_string(v) && name[0] != '\0';) {
+                const char *comma = strchr(q, ',');
+                size_t l = comma != NULL ? (size_t)(comma - q) : strlen(q);
+                if (l == 0 || l > 255) {
+                    pt_cfg_error(r, NULL, "\"%.*s\": each comma-separated protocol name must "
+                                          "have 1 to 255 characters",
+                                 (int)(strlen(name) > 300 ? 300 : strlen(name)), name);
+                    break;
+                }
+                *p++ = (unsigned char)l;
+                memcpy(p, q, l);
+                p += l;
+                if (comma == NULL)
+                    break;
+                q = comma + 1;
+            }
+            pt_cfg_pop_path(r, saved);
         }
         t->alpn = w;
         t->alpn_len = (size_t)(p - w);

@@ -267,6 +267,32 @@ class TerminationTest(TlsCase):
             self.assertTrue(body.endswith('\n1.1'), body)
 
 
+    def test_http_chains_offer_only_what_they_speak(self):
+        # Envoy's edge config writes one comma-joined entry; an HTTP chain offers only the
+        # protocols its codec speaks (h2 is not negotiated to then fail the connection),
+        # while a tcp_proxy chain passes any protocol through.
+        with TcpEchoServer() as echo:
+            port2 = h.free_port()
+            tcp_ln = tls_listener('tcp-tls', port2, [h.tcp_proxy('tcp', 'echo')],
+                                  C.downstream_tls(PKI['server'], alpn=['h2,http/1.1']))
+            p = self.start(C.downstream_tls(PKI['server'], alpn=['h2,http/1.1']),
+                           listeners_extra=[tcp_ln], clusters_extra=[h.cluster('echo', [echo.port])])
+            p.wait_log(r'ALPN protocol "h2" is not offered: '
+                       r'envoy.filters.network.http_connection_manager does not speak it')
+            rc, body, err = curl(['--http2', '--cacert', PKI['ca'].cert, '-w',
+                                  '\n%{http_version}', 'https://localhost:%d/' % self.port])
+            self.assertEqual(rc, 0, err)
+            self.assertTrue(body.endswith('\n1.1'), body)
+            rc, out = s_client(self.port, '-alpn', 'h2')
+            self.assertEqual(rc, 0, out)
+            self.assertIn('No ALPN negotiated', out)
+            rc, out = s_client(port2, '-alpn', 'http/1.1,h2', input=b'ping\n')
+            self.assertEqual(rc, 0, out)
+            self.assertIn('ALPN protocol: h2', out)
+            rc, out = s_client(port2, '-alpn', 'http/1.1', input=b'ping\n')
+            self.assertIn('ALPN protocol: http/1.1', out)
+
+
 class BulkTest(TlsCase):
 
     def test_large_bodies_through_tls_termination(self):
@@ -531,6 +557,11 @@ class ProtocolTest(TlsCase):
             (C.downstream_tls(PKI['server'], ca=None, require_client=True),
              r'require_client_certificate'),
             (C.downstream_tls(None, ca=PKI['ca']), r'certificate'),
+            (C.downstream_tls(PKI['server'], alpn=['h2,,http/1.1']),
+             r'alpn_protocols\[0\]: "h2,,http/1\.1": each comma-separated protocol name must '
+             r'have 1 to 255 characters'),
+            (C.downstream_tls(PKI['server'], alpn=['']), r'alpn_protocols\[0\]: is not a '
+                                                         r'protocol name'),
             ({'name': 'envoy.transport_sockets.tls', 'typed_config': {
                 '@type': C.DOWNSTREAM_TLS, 'common_tls_context': {'tls_certificates': [{
                     'certificate_chain': {'filename': PKI['server'].cert},
