@@ -179,6 +179,11 @@ static reap_name_t *to_reap;
 static pthread_t main_thread;
 static int main_thread_set;
 
+int pt_cluster_states_on_main_thread(void)
+{
+    return !main_thread_set || pthread_equal(pthread_self(), main_thread);
+}
+
 void pt_cluster_states_set_main_thread(void)
 {
     main_thread = pthread_self();
@@ -223,7 +228,7 @@ void pt_cluster_state_unref(pt_cluster_state_t *st)
     while (*pp != st)
         pp = &(*pp)->next_in_bucket;
     *pp = st->next_in_bucket;
-    if (!main_thread_set || pthread_equal(pthread_self(), main_thread)) {
+    if (pt_cluster_states_on_main_thread()) {
         pt_stats_release_tagged("cluster", st->name);
     } else {
         size_t len = strlen(st->name);

@@ -160,6 +160,8 @@ void pt_cluster_state_unref(pt_cluster_state_t *st);
 /* Names the main thread (the server's, at start). Until then the calling thread of every
  * unref counts as main (single-threaded programs and tests). */
 void pt_cluster_states_set_main_thread(void);
+/* Whether the calling thread is that main thread (also before one was named). */
+int pt_cluster_states_on_main_thread(void);
 /* Main thread: releases the stats of clusters whose last version went on a worker, unless
  * a cluster of that name came back meanwhile (its stats are in use again). */
 void pt_cluster_states_reap(void);

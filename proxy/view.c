@@ -1,5 +1,6 @@
 #include "proxy/view.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -58,10 +59,11 @@ pt_view_t *pt_view_ref(pt_view_t *v)
     return v;
 }
 
-void pt_view_unref(pt_view_t *v)
+static pthread_mutex_t reap_lock = PTHREAD_MUTEX_INITIALIZER;
+static pt_view_t *to_reap;
+
+static void view_destroy(pt_view_t *v)
 {
-    if (v == NULL || atomic_fetch_sub_explicit(&v->refs, 1, memory_order_acq_rel) != 1)
-        return;
     for (unsigned i = 0; i < v->nclusters; i++)
         pt_cluster_unref(v->clusters[i]);
     for (unsigned i = 0; i < v->nroutes; i++)
@@ -70,6 +72,33 @@ void pt_view_unref(pt_view_t *v)
     free(v->clusters);
     free(v->index);
     free(v);
+}
+
+void pt_view_unref(pt_view_t *v)
+{
+    if (v == NULL || atomic_fetch_sub_explicit(&v->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    if (pt_cluster_states_on_main_thread()) {
+        view_destroy(v);
+        return;
+    }
+    pthread_mutex_lock(&reap_lock);
+    v->next_reap = to_reap;
+    to_reap = v;
+    pthread_mutex_unlock(&reap_lock);
+}
+
+void pt_views_reap(void)
+{
+    pthread_mutex_lock(&reap_lock);
+    pt_view_t *list = to_reap;
+    to_reap = NULL;
+    pthread_mutex_unlock(&reap_lock);
+    while (list != NULL) {
+        pt_view_t *v = list;
+        list = v->next_reap;
+        view_destroy(v);
+    }
 }
 
 pt_cluster_t *pt_view_find_cluster(const pt_view_t *v, const char *name)

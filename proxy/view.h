@@ -34,6 +34,7 @@ typedef struct pt_view {
      * each; NULL where none has come. */
     pt_route_config_t **routes;
     unsigned nroutes;
+    struct pt_view *next_reap; /* waiting for the main thread (pt_views_reap) */
 } pt_view_t;
 
 /* A view of these clusters (taking a reference to each). NULL when out of memory. */
@@ -47,7 +48,13 @@ static inline pt_route_config_t *pt_view_route_config(const pt_view_t *v, unsign
     return v != NULL && slot < v->nroutes ? v->routes[slot] : NULL;
 }
 pt_view_t *pt_view_ref(pt_view_t *v);
+/* The last reference, dropped on a worker, leaves the view to the main thread's next
+ * pt_views_reap: releasing the thousands of clusters a view holds is not work for a worker
+ * adopting a newer view in the middle of its requests. */
 void pt_view_unref(pt_view_t *v);
+/* Main thread: destroys the views whose last reference went on a worker (now and then, and
+ * at exit once the workers are gone). */
+void pt_views_reap(void);
 /* O(1) by name; NULL when the view has no such cluster. */
 pt_cluster_t *pt_view_find_cluster(const pt_view_t *v, const char *name);
 
