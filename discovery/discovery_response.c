@@ -163,8 +163,212 @@ int pt_discovery_response_parse(json_t *root, const char *type_url, pt_discovery
     return rc;
 }
 
+/* ---- reading resource by resource ------------------------------------------------- */
+
+/* Where a response's resources are in its JSON text, and how far they were read. */
+struct pt_discovery_stream {
+    const char *text;   /* borrowed: the caller's, for the response's life */
+    int broken;         /* the list itself is malformed: nothing more is read */
+    size_t pos, end;    /* the next element from pos; end is the array's ']' */
+    size_t index;       /* of the next element */
+    const char *type_url;
+    json_t *current;    /* the last element's tree, freed with the next call */
+    json_t *names;      /* name -> index, for duplicates */
+};
+
+static size_t skip_ws(const char *t, size_t i, size_t len)
+{
+    while (i < len && (t[i] == ' ' || t[i] == '\t' || t[i] == '\n' || t[i] == '\r'))
+        i++;
+    return i;
+}
+
+/* The end of the JSON value at t[i] (one past it), or 0 when it is not well formed as far
+ * as nesting and strings go (what it holds is jansson's to judge) or nests deeper than
+ * max_depth. */
+static size_t skip_value(const char *t, size_t i, size_t len, unsigned max_depth)
+{
+    unsigned depth = 0;
+    while (i < len) {
+        char c = t[i];
+        if (c == '"') {
+            for (i++; i < len && t[i] != '"'; i++)
+                if (t[i] == '\\')
+                    i++;
+            if (i >= len)
+                return 0;
+            i++;
+        } else if (c == '{' || c == '[') {
+            if (++depth > max_depth)
+                return 0;
+            i++;
+        } else if (c == '}' || c == ']') {
+            if (depth == 0)
+                return i; /* the end of a scalar inside a container */
+            depth--;
+            i++;
+        } else if (depth == 0 && (c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\r')) {
+            return i;
+        } else {
+            i++;
+        }
+        if (depth == 0 && (c == '"' || c == '}' || c == ']'))
+            return i;
+    }
+    return depth == 0 ? i : 0;
+}
+
+/* The span of the top level's "resources" array: [*open, *close] are its brackets. 0, or
+ * -1 when the text is not a plain object with one such array (the whole document is then
+ * parsed as usual, and whatever is wrong reported from there). */
+static int find_resources(const char *t, size_t len, size_t *open, size_t *close)
+{
+    size_t i = skip_ws(t, 0, len);
+    int found = 0;
+    if (i >= len || t[i] != '{')
+        return -1;
+    i = skip_ws(t, i + 1, len);
+    while (i < len && t[i] != '}') {
+        size_t key = i, key_end = skip_value(t, i, len, PT_DOC_MAX_DEPTH);
+        if (t[key] != '"' || key_end == 0)
+            return -1;
+        i = skip_ws(t, key_end, len);
+        if (i >= len || t[i] != ':')
+            return -1;
+        i = skip_ws(t, i + 1, len);
+        size_t value_end = skip_value(t, i, len, PT_DOC_MAX_DEPTH);
+        if (value_end == 0 || value_end <= i)
+            return -1;
+        if (key_end - key == 11 && memcmp(t + key, "\"resources\"", 11) == 0) {
+            if (found || t[i] != '[')
+                return -1;
+            found = 1;
+            *open = i;
+            *close = value_end - 1;
+        }
+        i = skip_ws(t, value_end, len);
+        if (i < len && t[i] == ',')
+            i = skip_ws(t, i + 1, len);
+    }
+    return found && i < len ? 0 : -1;
+}
+
+int pt_discovery_response_parse_text(const char *text, size_t len, const char *type_url,
+                                     pt_discovery_response_t *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof(*out));
+    out->version_info = "";
+    size_t open = 0, close = 0;
+    if (find_resources(text, len, &open, &close) != 0)
+        return -2;
+    /* The envelope: the text with an empty list for the resources. */
+    char *envelope = malloc(len - (close - open) + 2);
+    if (envelope == NULL)
+        return -2;
+    memcpy(envelope, text, open);
+    memcpy(envelope + open, "[]", 2);
+    memcpy(envelope + open + 2, text + close + 1, len - close - 1);
+    json_t *root = pt_json_parse(envelope, open + 2 + len - close - 1, err, errlen);
+    free(envelope);
+    if (root == NULL)
+        return -2; /* reported by the whole document's parse */
+    int rc = pt_discovery_response_parse(root, type_url, out, err, errlen);
+    json_decref(root);
+    if (rc != 0) {
+        /* Read whole, which also tells a malformed resource (a failure) from an invalid
+         * envelope, and reports every error. */
+        pt_discovery_response_dispose(out);
+        return -2;
+    }
+    struct pt_discovery_stream *st = calloc(1, sizeof(*st));
+    if (st == NULL || (st->names = json_object()) == NULL) {
+        free(st);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    st->text = text;
+    st->pos = open + 1;
+    st->end = close;
+    st->type_url = type_url;
+    out->stream = st;
+    return 0;
+}
+
+int pt_discovery_response_next(const pt_discovery_response_t *resp, size_t *cursor,
+                               pt_discovery_resource_t *out, char *err, size_t errlen)
+{
+    struct pt_discovery_stream *st = resp->stream;
+    if (st == NULL) {
+        if (*cursor >= resp->nresources)
+            return 0;
+        *out = resp->resources[(*cursor)++];
+        return 1;
+    }
+    json_decref(st->current);
+    st->current = NULL;
+    size_t i = skip_ws(st->text, st->pos, st->end);
+    if (st->broken || i >= st->end)
+        return 0;
+    if (st->index > 0) { /* elements are separated by commas, and one follows each */
+        if (st->text[i] != ',' || (i = skip_ws(st->text, i + 1, st->end)) >= st->end) {
+            snprintf(err, errlen, "resources: is not a JSON list after resources[%zu]",
+                     st->index - 1);
+            st->broken = 1;
+            return -1;
+        }
+    }
+    /* As deep as it may be inside the whole document (the object, its list). */
+    size_t e = skip_value(st->text, i, st->end, PT_DOC_MAX_DEPTH - 2);
+    size_t index = st->index++;
+    char why[512];
+    json_t *node = e > i ? pt_json_parse(st->text + i, e - i, why, sizeof(why)) : NULL;
+    if (node == NULL) {
+        snprintf(err, errlen, "resources[%zu]: %s", index,
+                 e > i ? why : "is not JSON, or nests deeper than a document may");
+        st->broken = 1;
+        return -1;
+    }
+    st->pos = e;
+    st->current = node;
+    char path[48];
+    snprintf(path, sizeof(path), "resources[%zu]", index);
+    pt_cfg_t r;
+    pt_cfg_init_at(&r, node, path);
+    int got = 0;
+    if (!json_is_object(node))
+        pt_cfg_error(&r, NULL, "must be an object");
+    else
+        got = read_element(&r, node, index, st->type_url, out);
+    pt_cfg_finish(&r);
+    if (got && out->name != NULL) {
+        json_t *first = json_object_get(st->names, out->name);
+        if (first != NULL)
+            pt_cfg_error_at(&r, "%s: duplicate name \"%s\" (resources[%lld] has it too)", path,
+                            out->name, (long long)json_integer_value(first));
+        else
+            json_object_set_new(st->names, out->name, json_integer((json_int_t)index));
+    }
+    int rc = 1;
+    if (!pt_cfg_ok(&r) || !got) {
+        join_errors(&r, err, errlen);
+        rc = -1;
+    }
+    pt_cfg_dispose(&r);
+    return rc;
+}
+
+int pt_discovery_response_malformed(const pt_discovery_response_t *resp)
+{
+    return resp->stream != NULL && resp->stream->broken;
+}
+
 void pt_discovery_response_dispose(pt_discovery_response_t *resp)
 {
+    if (resp->stream != NULL) {
+        json_decref(resp->stream->current);
+        json_decref(resp->stream->names);
+        free(resp->stream);
+    }
     free(resp->resources);
     json_decref(resp->root);
     memset(resp, 0, sizeof(*resp));

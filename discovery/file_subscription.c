@@ -18,6 +18,7 @@ struct pt_file_subscription {
     pt_file_watch_t *watch; /* once watching */
     uint64_t fingerprint;   /* of what the last update read */
     int loaded;             /* fingerprint is valid */
+    int resource_by_resource;
     int delivering;         /* inside cb: a free waits until it returns */
     int freed;
 };
@@ -48,6 +49,9 @@ pt_file_subscription_t *pt_file_subscription_new(const pt_file_subscription_conf
     }
     s->cb = on_update;
     s->data = data;
+    size_t plen = strlen(s->path);
+    s->resource_by_resource = cfg->resource_by_resource && plen > 5 &&
+                              strcmp(s->path + plen - 5, ".json") == 0;
     s->stats.update_attempt = stat_of(cfg, PT_STAT_COUNTER, "update_attempt");
     s->stats.update_success = stat_of(cfg, PT_STAT_COUNTER, "update_success");
     s->stats.update_failure = stat_of(cfg, PT_STAT_COUNTER, "update_failure");
@@ -78,15 +82,21 @@ static int update(pt_file_subscription_t *s, const pt_file_state_t *st, char *er
         pt_stat_inc(s->stats.update_failure);
         return PT_UPDATE_FAILED;
     }
-    json_t *root = pt_config_parse_text(s->path, st->content, st->len, err, errlen);
-    if (root == NULL) {
-        pt_stat_inc(s->stats.update_failure);
-        return PT_UPDATE_FAILED;
-    }
     pt_discovery_response_t resp;
     char why[1536];
-    int rc = pt_discovery_response_parse(root, s->type_url, &resp, why, sizeof(why));
-    json_decref(root);
+    int rc = s->resource_by_resource
+                 ? pt_discovery_response_parse_text(st->content, st->len, s->type_url, &resp,
+                                                    why, sizeof(why))
+                 : -2;
+    if (rc == -2) { /* the whole document */
+        json_t *root = pt_config_parse_text(s->path, st->content, st->len, err, errlen);
+        if (root == NULL) {
+            pt_stat_inc(s->stats.update_failure);
+            return PT_UPDATE_FAILED;
+        }
+        rc = pt_discovery_response_parse(root, s->type_url, &resp, why, sizeof(why));
+        json_decref(root);
+    }
     if (rc == 0) {
         why[0] = '\0';
         s->delivering = 1;
@@ -103,11 +113,15 @@ static int update(pt_file_subscription_t *s, const pt_file_state_t *st, char *er
     }
     if (rc != 0)
         snprintf(err, errlen, "%s: %s", s->path, why[0] ? why : "refused");
+    /* Read resource by resource, a file found not to be JSON on the way is what it would
+     * have been read whole: a failure, not a rejected update. */
+    int failed = rc != 0 && pt_discovery_response_malformed(&resp);
     /* The counts belong to the stats, not to s: they stand even when s was freed. */
-    pt_stat_inc(rc == 0 ? s->stats.update_success : s->stats.update_rejected);
+    pt_stat_inc(rc == 0 ? s->stats.update_success
+                        : failed ? s->stats.update_failure : s->stats.update_rejected);
     pt_heap_note_peak(); /* the file's tree goes now, before the next tick could see it */
     pt_discovery_response_dispose(&resp);
-    return rc == 0 ? PT_UPDATE_ACCEPTED : PT_UPDATE_REJECTED;
+    return rc == 0 ? PT_UPDATE_ACCEPTED : failed ? PT_UPDATE_FAILED : PT_UPDATE_REJECTED;
 }
 
 static void log_outcome(const pt_file_subscription_t *s, int rc, const char *err)

@@ -48,6 +48,10 @@ typedef struct pt_file_subscription_config {
     const char *stat_scope, *stat_tag, *stat_tag_value, *stat_prefix;
     /* How logs name what is updated: `secret "default"`, `clusters`. */
     const char *what;
+    /* A JSON file is read resource by resource (pt_discovery_response_parse_text): the
+     * consumer takes them with pt_discovery_response_next, each valid until the next. For
+     * files of thousands of resources the consumer uses one at a time (EDS). */
+    int resource_by_resource;
 } pt_file_subscription_config_t;
 
 typedef struct pt_subscription_stats {

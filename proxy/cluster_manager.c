@@ -228,98 +228,106 @@ static int add_entry(pt_cluster_manager_t *cm, cm_entry_t *e)
 
 #define CLA_TYPE_URL "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 
-/* A response's resources by name, for lookups in O(1). */
-typedef struct res_index {
-    const pt_discovery_resource_t **slots;
+/* The clusters of a subscription by the name of the assignment they take (their
+ * eds_service_name; several clusters may share one), for lookups in O(1). */
+typedef struct member_index {
+    uint32_t *slots; /* member position + 1; 0 empty */
     size_t cap;
-} res_index_t;
+} member_index_t;
 
-static int res_index_build(res_index_t *ix, const pt_discovery_response_t *resp)
+static int member_index_build(member_index_t *ix, const eds_sub_t *es)
 {
     ix->cap = 16;
-    while (ix->cap < resp->nresources * 2)
+    while (ix->cap < (size_t)es->nmembers * 2)
         ix->cap *= 2;
     ix->slots = calloc(ix->cap, sizeof(*ix->slots));
     if (ix->slots == NULL)
         return -1;
-    for (size_t i = 0; i < resp->nresources; i++) {
-        const pt_discovery_resource_t *res = &resp->resources[i];
-        if (res->name == NULL)
-            continue;
-        size_t h = pt_hash_name(res->name) & (ix->cap - 1);
-        while (ix->slots[h] != NULL)
+    for (unsigned k = 0; k < es->nmembers; k++) {
+        size_t h = pt_hash_name(es->members[k]->active->eds_service_name) & (ix->cap - 1);
+        while (ix->slots[h] != 0)
             h = (h + 1) & (ix->cap - 1);
-        ix->slots[h] = res;
+        ix->slots[h] = k + 1;
     }
     return 0;
 }
 
-static const pt_discovery_resource_t *res_index_find(const res_index_t *ix, const char *name)
-{
-    size_t h = pt_hash_name(name) & (ix->cap - 1);
-    for (; ix->slots[h] != NULL; h = (h + 1) & (ix->cap - 1))
-        if (strcmp(ix->slots[h]->name, name) == 0)
-            return ix->slots[h];
-    return NULL;
-}
-
 /* Applies a response of subscription es to the clusters it serves: those it names with an
  * assignment other than the one in force get a new version; all of them or, when one is
- * invalid, none. `version`: that of a change of the file (cluster.<name>.update_* count
- * it), NULL for a read for clusters that joined. */
+ * invalid, none. The resources are taken one at a time (a JSON file is read resource by
+ * resource: discovery/discovery_response.h), each used by its clusters and let go.
+ * `version`: that of a change of the file (cluster.<name>.update_* count it), NULL for a
+ * read for clusters that joined. */
 static int eds_apply(eds_sub_t *es, const pt_discovery_response_t *resp, const char *version,
                      char *err, size_t errlen)
 {
     pt_cluster_manager_t *cm = es->cm;
     int counted = version != NULL;
     err[0] = '\0';
-    res_index_t ix;
+    member_index_t ix;
     unsigned n = es->nmembers;
     pt_cluster_t **built = calloc(n ? n : 1, sizeof(*built));
     pt_digest_t *digests = calloc(n ? n : 1, sizeof(*digests));
     unsigned char *in_place = calloc(n ? n : 1, 1);
-    if (built == NULL || digests == NULL || in_place == NULL || res_index_build(&ix, resp) != 0) {
+    if (built == NULL || digests == NULL || in_place == NULL || member_index_build(&ix, es) != 0) {
         free(built);
         free(digests);
         free(in_place);
         snprintf(err, errlen, "out of memory");
         return -1;
     }
+    for (unsigned i = 0; counted && i < n; i++)
+        pt_stat_inc(es->members[i]->eds_attempt);
     int bad = 0;
-    unsigned changed = 0;
-    for (unsigned i = 0; i < n; i++) {
-        cm_entry_t *e = es->members[i];
-        if (counted)
-            pt_stat_inc(e->eds_attempt);
-        const pt_discovery_resource_t *res = res_index_find(&ix, e->active->eds_service_name);
-        if (res == NULL)
-            continue; /* not in this update: what it has stays */
-        /* Equal assignments, however written, have equal digests. */
-        digests[i] = pt_json_digest(res->json);
-        if (e->has_digest && pt_digest_equal(e->cla_digest, digests[i]))
-            continue; /* the same as in force */
-        pt_cfg_t r;
-        pt_discovery_resource_reader(res, &r);
-        if (!pt_cluster_prepared(e->active)) {
-            /* New with the CDS update being applied: its first endpoints go into it. */
-            in_place[i] = pt_cluster_take_assignment(e->active, &r) == 0;
-            pt_cfg_finish(&r);
-            if (!in_place[i] || !pt_cfg_ok(&r)) {
-                collect_errors(&r, err, errlen);
-                bad = 1;
-            }
-        } else {
-            built[i] = pt_cluster_with_assignment(e->active, &r);
-            pt_cfg_finish(&r);
-            if (built[i] == NULL || !pt_cfg_ok(&r)) {
-                collect_errors(&r, err, errlen);
-                pt_cluster_unref(built[i]);
-                built[i] = NULL;
-                bad = 1;
-            }
+    size_t cursor = 0;
+    pt_discovery_resource_t res;
+    char why[1024];
+    int got;
+    while ((got = pt_discovery_response_next(resp, &cursor, &res, why, sizeof(why))) != 0) {
+        if (got < 0) { /* an invalid element: the update is */
+            size_t len = strlen(err);
+            snprintf(err + len, errlen - len, "%s%s", len ? "; " : "", why);
+            bad = 1;
+            continue;
         }
-        pt_cfg_dispose(&r);
+        if (res.name == NULL)
+            continue;
+        /* Every cluster taking this assignment (one at most has it by name: duplicate names
+         * are invalid). */
+        for (size_t h = pt_hash_name(res.name) & (ix.cap - 1); ix.slots[h] != 0;
+             h = (h + 1) & (ix.cap - 1)) {
+            unsigned i = ix.slots[h] - 1;
+            cm_entry_t *e = es->members[i];
+            if (strcmp(e->active->eds_service_name, res.name) != 0)
+                continue;
+            /* Equal assignments, however written, have equal digests. */
+            digests[i] = pt_json_digest(res.json);
+            if (e->has_digest && pt_digest_equal(e->cla_digest, digests[i]))
+                continue; /* the same as in force */
+            pt_cfg_t r;
+            pt_discovery_resource_reader(&res, &r);
+            if (!pt_cluster_prepared(e->active)) {
+                /* New with the CDS update being applied: its first endpoints go into it. */
+                in_place[i] = pt_cluster_take_assignment(e->active, &r) == 0;
+                pt_cfg_finish(&r);
+                if (!in_place[i] || !pt_cfg_ok(&r)) {
+                    collect_errors(&r, err, errlen);
+                    bad = 1;
+                }
+            } else {
+                built[i] = pt_cluster_with_assignment(e->active, &r);
+                pt_cfg_finish(&r);
+                if (built[i] == NULL || !pt_cfg_ok(&r)) {
+                    collect_errors(&r, err, errlen);
+                    pt_cluster_unref(built[i]);
+                    built[i] = NULL;
+                    bad = 1;
+                }
+            }
+            pt_cfg_dispose(&r);
+        }
     }
+    unsigned changed = 0;
     for (unsigned i = 0; i < n; i++) {
         cm_entry_t *e = es->members[i];
         if (bad) {
@@ -461,6 +469,7 @@ static eds_sub_t *eds_sub_for(pt_cluster_manager_t *cm, const pt_config_source_t
         .stat_scope = "cluster_manager",
         .stat_prefix = "eds.",
         .what = "endpoints",
+        .resource_by_resource = 1, /* thousands of assignments in a file, used one by one */
     };
     es->sub = pt_file_subscription_new(&sc, on_eds_update, es);
     if (es->sub == NULL) {

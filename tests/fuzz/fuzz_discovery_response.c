@@ -51,6 +51,45 @@ static void check(json_t *root, const char *type_url)
     pt_discovery_response_dispose(&resp);
 }
 
+/* The same bytes read whole and resource by resource must agree: both accept, with the
+ * same resources in the same order, or both refuse. */
+static void check_stream(const char *text, size_t size, const char *type_url)
+{
+    pt_discovery_response_t whole, stream;
+    char err[2048];
+    int src = pt_discovery_response_parse_text(text, size, type_url, &stream, err, sizeof(err));
+    if (src == -2)
+        return; /* read whole: nothing to compare */
+    json_t *root = pt_json_parse(text, size, err, sizeof(err));
+    int wrc = root != NULL ? pt_discovery_response_parse(root, type_url, &whole, err, sizeof(err))
+                           : -1;
+    size_t cursor = 0, k = 0;
+    pt_discovery_resource_t res;
+    int got = 0, all = src == 0;
+    while (all && (got = pt_discovery_response_next(&stream, &cursor, &res, err, sizeof(err))) != 0) {
+        if (got < 0) {
+            if (err[0] == '\0')
+                abort(); /* a refusal always says why */
+            all = 0;
+            break;
+        }
+        if (wrc == 0) { /* the whole reading must have it at the same place */
+            if (k >= whole.nresources || strcmp(whole.resources[k].path, res.path) != 0 ||
+                (whole.resources[k].name == NULL) != (res.name == NULL) ||
+                (res.name != NULL && strcmp(whole.resources[k].name, res.name) != 0) ||
+                !json_equal(whole.resources[k].json, res.json))
+                abort();
+        }
+        k++;
+    }
+    if (all != (wrc == 0) || (wrc == 0 && k != whole.nresources))
+        abort();
+    if (root != NULL)
+        pt_discovery_response_dispose(&whole);
+    json_decref(root);
+    pt_discovery_response_dispose(&stream);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static int init;
@@ -65,6 +104,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     memcpy(text, data, size);
     text[size] = '\0';
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+        check_stream(text, size, types[i]);
     char err[512];
     json_t *root = pt_yaml_parse(text, size, err, sizeof(err));
     free(text);

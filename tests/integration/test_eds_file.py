@@ -102,6 +102,35 @@ class EdsTest(EdsCase):
         self.assertEqual(p.stat('cluster.a.update_rejected'), 1)
         self.assertEqual(self.names('/a/x'), {'A'})
 
+    def test_bad_files_read_resource_by_resource(self):
+        # A JSON file is read one assignment at a time; what is wrong is still found
+        # whole-or-nothing: a bad element rejects the update (even after a good one that
+        # would change a cluster), text that is not JSON is a failure, as read whole.
+        self.write(response('1', cla('a', self.ups[0].port), cla('b', self.ups[1].port)))
+        p = self.start([eds_cluster('a', self.eds_path), eds_cluster('b', self.eds_path)],
+                       routes=('a', 'b'))
+        good = cla('a', self.ups[2].port)
+        self.write(json.dumps({'version_info': '2', 'resources': [good, {'@type': 'x'}]}))
+        p.wait_stat('cluster_manager.eds.update_rejected', 1)
+        p.wait_log(r'resources\[1\]\.@type: is x, expected')
+        self.write(json.dumps({'version_info': '3', 'resources': [good, cla('a', 1)]}))
+        p.wait_stat('cluster_manager.eds.update_rejected', 2)
+        p.wait_log(r'resources\[1\]: duplicate name "a" \(resources\[0\] has it too\)')
+        self.write('{"version_info": "4", "resources": [%s %s]}' % (
+            json.dumps(good), json.dumps(cla('b', self.ups[2].port))))
+        p.wait_stat('cluster_manager.eds.update_failure', 1)
+        self.write('{"version_info": "5", "resources": [%s, {"@type": ]}' % json.dumps(good))
+        p.wait_stat('cluster_manager.eds.update_failure', 2)
+        self.assertEqual(self.names('/a/x'), {'A'})
+        self.assertEqual(self.names('/b/x'), {'B'})
+        self.assertEqual(p.stat('cluster.a.update_success'), 1)
+        # A good one after them applies, wrapped resources and all.
+        self.write(json.dumps({'version_info': '6', 'resources': [good, {
+            '@type': 'type.googleapis.com/envoy.service.discovery.v3.Resource', 'name': 'b',
+            'resource': cla('b', self.ups[2].port)}]}))
+        h.wait_until(lambda: self.names('/a/x') == {'C'} and self.names('/b/x') == {'C'}, 10)
+        self.assertEqual(p.stat('cluster_manager.eds.update_success'), 2)
+
     def test_shared_file_and_service_name(self):
         self.write(response('1', cla('svc-a', self.ups[0].port), cla('b', self.ups[1].port)))
         self.start([eds_cluster('a', self.eds_path, service_name='svc-a'),
