@@ -188,7 +188,10 @@ static size_t skip_ws(const char *t, size_t i, size_t len)
  * max_depth. */
 static size_t skip_value(const char *t, size_t i, size_t len, unsigned max_depth)
 {
+    char open[PT_DOC_MAX_DEPTH]; /* the brackets open, innermost last */
     unsigned depth = 0;
+    if (max_depth > PT_DOC_MAX_DEPTH)
+        max_depth = PT_DOC_MAX_DEPTH;
     while (i < len) {
         char c = t[i];
         if (c == '"') {
@@ -199,13 +202,15 @@ static size_t skip_value(const char *t, size_t i, size_t len, unsigned max_depth
                 return 0;
             i++;
         } else if (c == '{' || c == '[') {
-            if (++depth > max_depth)
+            if (depth == max_depth)
                 return 0;
+            open[depth++] = c;
             i++;
         } else if (c == '}' || c == ']') {
             if (depth == 0)
                 return i; /* the end of a scalar inside a container */
-            depth--;
+            if (open[--depth] != (c == '}' ? '{' : '['))
+                return 0; /* mismatched */
             i++;
         } else if (depth == 0 && (c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\r')) {
             return i;
