@@ -133,6 +133,7 @@ int pt_discovery_response_parse(json_t *root, const char *type_url, pt_discovery
         json_t *node = json_array_get(json_object_get(root, "resources"), i);
         pt_discovery_resource_t *res = &out->resources[out->nresources];
         int got = read_element(&r, node, i, type_url, res);
+        res->index = i;
         pt_cfg_leave(&r);
         if (!got)
             continue;
@@ -302,6 +303,13 @@ int pt_discovery_response_parse_text(const char *text, size_t len, const char *t
 int pt_discovery_response_next(const pt_discovery_response_t *resp, size_t *cursor,
                                pt_discovery_resource_t *out, char *err, size_t errlen)
 {
+    return pt_discovery_response_next_known(resp, cursor, out, NULL, NULL, err, errlen);
+}
+
+int pt_discovery_response_next_known(const pt_discovery_response_t *resp, size_t *cursor,
+                                     pt_discovery_resource_t *out, pt_discovery_known_fn known,
+                                     void *data, char *err, size_t errlen)
+{
     struct pt_discovery_stream *st = resp->stream;
     if (st == NULL) {
         if (*cursor >= resp->nresources)
@@ -325,6 +333,10 @@ int pt_discovery_response_next(const pt_discovery_response_t *resp, size_t *curs
     /* As deep as it may be inside the whole document (the object, its list). */
     size_t e = skip_value(st->text, i, st->end, PT_DOC_MAX_DEPTH - 2);
     size_t index = st->index++;
+    if (e > i && known != NULL && known(data, index, st->text + i, e - i)) {
+        st->pos = e;
+        return 2;
+    }
     char why[512];
     json_t *node = e > i ? pt_json_parse(st->text + i, e - i, why, sizeof(why)) : NULL;
     if (node == NULL) {
@@ -340,11 +352,17 @@ int pt_discovery_response_next(const pt_discovery_response_t *resp, size_t *curs
     pt_cfg_t r;
     pt_cfg_init_at(&r, node, path);
     int got = 0;
+    memset(out, 0, sizeof(*out));
     if (!json_is_object(node))
         pt_cfg_error(&r, NULL, "must be an object");
     else
         got = read_element(&r, node, index, st->type_url, out);
     pt_cfg_finish(&r);
+    if (got) {
+        out->index = index;
+        out->text = st->text + i;
+        out->text_len = e - i;
+    }
     if (got && out->name != NULL) {
         json_t *first = json_object_get(st->names, out->name);
         if (first != NULL)

@@ -35,6 +35,10 @@ typedef struct pt_discovery_resource {
                           * ClusterLoadAssignment, name otherwise); NULL when neither says */
     const char *version; /* the wrapper's version, or NULL */
     char path[48];       /* where it is: "resources[3]" or "resources[3].resource" */
+    size_t index;        /* in resources */
+    /* Read resource by resource: the element's text (in the response's), else NULL. */
+    const char *text;
+    size_t text_len;
 } pt_discovery_resource_t;
 
 typedef struct pt_discovery_stream pt_discovery_stream_t;
@@ -71,6 +75,16 @@ int pt_discovery_response_parse_text(const char *text, size_t len, const char *t
  * is then invalid. *cursor starts at 0. */
 int pt_discovery_response_next(const pt_discovery_response_t *resp, size_t *cursor,
                                pt_discovery_resource_t *out, char *err, size_t errlen);
+/* As pt_discovery_response_next, for a consumer that knows some resources by their text:
+ * read resource by resource, known(data, index, text, len) is asked first, and an element
+ * it knows (returns 1 for: the same bytes as one it accepted before) is neither parsed nor
+ * checked again; the call then returns 2 with *out not filled. Equal bytes are an equal
+ * resource, so an update repeating 10,000 assignments of which one changed parses one. A
+ * response read whole never asks. */
+typedef int (*pt_discovery_known_fn)(void *data, size_t index, const char *text, size_t len);
+int pt_discovery_response_next_known(const pt_discovery_response_t *resp, size_t *cursor,
+                                     pt_discovery_resource_t *out, pt_discovery_known_fn known,
+                                     void *data, char *err, size_t errlen);
 /* Whether reading resource by resource found the text not to be JSON (a resource that
  * does not parse, a malformed list): what reading it whole would have failed on. */
 int pt_discovery_response_malformed(const pt_discovery_response_t *resp);

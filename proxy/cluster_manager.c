@@ -28,6 +28,10 @@ typedef struct cm_entry {
      * repeating it is skipped without keeping it. */
     pt_digest_t cla_digest;
     int has_digest;
+    /* And of its text, when it came from a file read resource by resource: the same bytes
+     * again are known without being parsed. */
+    pt_digest_t cla_text_digest;
+    int has_text_digest;
     uint64_t warm_until_ms; /* EDS, no assignment yet: warming until then (monotonic ms;
                              * UINT64_MAX: no timeout), 0 once it has one */
     unsigned seen;          /* the CDS update (cm->gen) that listed it */
@@ -258,6 +262,38 @@ static int member_index_build(member_index_t *ix, const eds_sub_t *es)
  * resource: discovery/discovery_response.h), each used by its clusters and let go.
  * `version`: that of a change of the file (cluster.<name>.update_* count it), NULL for a
  * read for clusters that joined. */
+/* What eds_apply knows while it reads an update. */
+typedef struct eds_read {
+    eds_sub_t *es;
+    size_t *seen_at;            /* per member: 1 + the index of its resource, 0: none yet */
+    uint32_t *by_text;          /* members by the digest of their assignment's text */
+    size_t text_cap;
+} eds_read_t;
+
+/* pt_discovery_known_fn: an element whose bytes are a member's assignment in force is that
+ * assignment again, for every member that has it (unless it came before: a duplicate, which
+ * the parse then reports). */
+static int eds_known(void *data, size_t index, const char *text, size_t len)
+{
+    eds_read_t *rd = data;
+    if (rd->text_cap == 0)
+        return 0;
+    pt_digest_t d = pt_bytes_digest(text, len);
+    int known = 0;
+    for (size_t h = d.a & (rd->text_cap - 1); rd->by_text[h] != 0;
+         h = (h + 1) & (rd->text_cap - 1)) {
+        unsigned i = rd->by_text[h] - 1;
+        cm_entry_t *e = rd->es->members[i];
+        if (!pt_digest_equal(e->cla_text_digest, d))
+            continue;
+        if (rd->seen_at[i] != 0)
+            return 0;
+        rd->seen_at[i] = index + 1;
+        known = 1;
+    }
+    return known;
+}
+
 static int eds_apply(eds_sub_t *es, const pt_discovery_response_t *resp, const char *version,
                      char *err, size_t errlen)
 {
@@ -269,12 +305,40 @@ static int eds_apply(eds_sub_t *es, const pt_discovery_response_t *resp, const c
     pt_cluster_t **built = calloc(n ? n : 1, sizeof(*built));
     pt_digest_t *digests = calloc(n ? n : 1, sizeof(*digests));
     unsigned char *in_place = calloc(n ? n : 1, 1);
-    if (built == NULL || digests == NULL || in_place == NULL || member_index_build(&ix, es) != 0) {
+    pt_digest_t *text_digests = calloc(n ? n : 1, sizeof(*text_digests));
+    unsigned char *has_text = calloc(n ? n : 1, 1);
+    eds_read_t rd = {.es = es, .seen_at = calloc(n ? n : 1, sizeof(size_t))};
+    unsigned with_text = 0;
+    for (unsigned i = 0; i < n; i++)
+        with_text += es->members[i]->has_text_digest;
+    if (with_text > 0) {
+        rd.text_cap = 16;
+        while (rd.text_cap < 2 * (size_t)with_text)
+            rd.text_cap *= 2;
+        rd.by_text = calloc(rd.text_cap, sizeof(*rd.by_text));
+    }
+    ix.slots = NULL;
+    if (built == NULL || digests == NULL || in_place == NULL || text_digests == NULL ||
+        has_text == NULL || rd.seen_at == NULL || (with_text > 0 && rd.by_text == NULL) ||
+        member_index_build(&ix, es) != 0) {
         free(built);
         free(digests);
         free(in_place);
+        free(text_digests);
+        free(has_text);
+        free(rd.seen_at);
+        free(rd.by_text);
+        free(ix.slots);
         snprintf(err, errlen, "out of memory");
         return -1;
+    }
+    for (unsigned i = 0; with_text > 0 && i < n; i++) {
+        if (!es->members[i]->has_text_digest)
+            continue;
+        size_t h = es->members[i]->cla_text_digest.a & (rd.text_cap - 1);
+        while (rd.by_text[h] != 0)
+            h = (h + 1) & (rd.text_cap - 1);
+        rd.by_text[h] = i + 1;
     }
     for (unsigned i = 0; counted && i < n; i++)
         pt_stat_inc(es->members[i]->eds_attempt);
@@ -283,7 +347,10 @@ static int eds_apply(eds_sub_t *es, const pt_discovery_response_t *resp, const c
     pt_discovery_resource_t res;
     char why[1024];
     int got;
-    while ((got = pt_discovery_response_next(resp, &cursor, &res, why, sizeof(why))) != 0) {
+    while ((got = pt_discovery_response_next_known(resp, &cursor, &res, eds_known, &rd, why,
+                                                    sizeof(why))) != 0) {
+        if (got == 2)
+            continue; /* the same bytes as an assignment in force */
         if (got < 0) { /* an invalid element: the update is */
             size_t len = strlen(err);
             snprintf(err + len, errlen - len, "%s%s", len ? "; " : "", why);
@@ -300,6 +367,19 @@ static int eds_apply(eds_sub_t *es, const pt_discovery_response_t *resp, const c
             cm_entry_t *e = es->members[i];
             if (strcmp(e->active->eds_service_name, res.name) != 0)
                 continue;
+            if (rd.seen_at[i] != 0) { /* known by its text before: the same name again */
+                size_t len = strlen(err);
+                snprintf(err + len, errlen - len, "%sresources[%zu]: duplicate name \"%s\" "
+                         "(resources[%zu] has it too)", len ? "; " : "", res.index, res.name,
+                         rd.seen_at[i] - 1);
+                bad = 1;
+                continue;
+            }
+            rd.seen_at[i] = res.index + 1;
+            if (res.text != NULL) {
+                text_digests[i] = pt_bytes_digest(res.text, res.text_len);
+                has_text[i] = 1;
+            }
             /* Equal assignments, however written, have equal digests. */
             digests[i] = pt_json_digest(res.json);
             if (e->has_digest && pt_digest_equal(e->cla_digest, digests[i]))
@@ -340,6 +420,12 @@ static int eds_apply(eds_sub_t *es, const pt_discovery_response_t *resp, const c
         }
         if (counted)
             pt_stat_inc(e->eds_success);
+        if (has_text[i]) { /* read this time: its text is what it has now */
+            e->cla_text_digest = text_digests[i];
+            e->has_text_digest = 1;
+        } else if (rd.seen_at[i] != 0 && resp->stream == NULL) {
+            e->has_text_digest = 0; /* read whole: its text is not known */
+        }
         if (built[i] == NULL && !in_place[i])
             continue;
         if (built[i] != NULL) {
@@ -354,6 +440,10 @@ static int eds_apply(eds_sub_t *es, const pt_discovery_response_t *resp, const c
     free(built);
     free(digests);
     free(in_place);
+    free(text_digests);
+    free(has_text);
+    free(rd.seen_at);
+    free(rd.by_text);
     free(ix.slots);
     if (bad)
         return -1;
@@ -509,6 +599,7 @@ static void eds_rebind(pt_cluster_manager_t *cm)
             continue;
         }
         e->has_digest = 0; /* a new version without endpoints: give it its assignment */
+        e->has_text_digest = 0;
         uint64_t timeout = e->active->eds_config->initial_fetch_timeout_ms;
         e->warm_until_ms = timeout == 0 ? UINT64_MAX : pt_now_ms() + timeout;
         if (e->eds_attempt == 0) {

@@ -91,3 +91,8 @@ pt_digest_t pt_json_digest(const json_t *v)
 {
     return (pt_digest_t){lane(v, 0x9e3779b97f4a7c15ull), lane(v, 0xd1b54a32d192ed03ull)};
 }
+
+pt_digest_t pt_bytes_digest(const void *p, size_t n)
+{
+    return (pt_digest_t){pt_hash64(p, n, 0x9e3779b97f4a7c15ull), pt_hash64(p, n, 0x2545f4914f6cdd1dull)};
+}

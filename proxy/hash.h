@@ -34,6 +34,9 @@ typedef struct pt_digest {
 struct json_t;
 pt_digest_t pt_json_digest(const struct json_t *v);
 
+/* The digest of n bytes. */
+pt_digest_t pt_bytes_digest(const void *p, size_t n);
+
 static inline int pt_digest_equal(pt_digest_t x, pt_digest_t y)
 {
     return x.a == y.a && x.b == y.b;

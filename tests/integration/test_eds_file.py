@@ -8,6 +8,7 @@ Run: PETREL_BIN=build/petrel /usr/bin/python3 tests/integration/test_eds_file.py
 """
 
 import json
+import re
 import os
 import shutil
 import sys
@@ -130,6 +131,31 @@ class EdsTest(EdsCase):
             'resource': cla('b', self.ups[2].port)}]}))
         h.wait_until(lambda: self.names('/a/x') == {'C'} and self.names('/b/x') == {'C'}, 10)
         self.assertEqual(p.stat('cluster_manager.eds.update_success'), 2)
+
+    def test_unchanged_assignments_known_by_their_text(self):
+        # A JSON file's assignments whose bytes are those in force are taken as they are,
+        # not parsed again; duplicates among them and the parsed ones are still refused.
+        a, b = cla('a', self.ups[0].port), cla('b', self.ups[1].port)
+        self.write(response('1', a, b))
+        p = self.start([eds_cluster('a', self.eds_path), eds_cluster('b', self.eds_path)],
+                       routes=('a', 'b'))
+        self.write(response('2', a, cla('b', self.ups[2].port)))
+        p.wait_log(r'eds: version 2 of .*: endpoints of 1 cluster changed')
+        h.wait_until(lambda: self.names('/b/x') == {'C'}, 10)
+        # The same bytes twice, and known bytes then a new assignment of the same name.
+        self.write(response('3', a, a))
+        p.wait_stat('cluster_manager.eds.update_rejected', 1)
+        p.wait_log(r'resources\[1\]: duplicate name "a" \(resources\[0\] has it too\)')
+        self.write(response('4', a, cla('a', self.ups[1].port)))
+        p.wait_stat('cluster_manager.eds.update_rejected', 2)
+        self.assertEqual(len(re.findall(r'resources\[1\]: duplicate name "a"', p.log())), 2)
+        # Written differently, the same assignment changes nothing; then a real change.
+        self.write(json.dumps({'version_info': '5', 'resources': [a]}, indent=3))
+        p.wait_log(r'eds: version 5 of .*: endpoints of 0 clusters changed')
+        self.write(json.dumps({'version_info': '6', 'resources': [
+            cla('a', self.ups[2].port)]}, indent=3))
+        h.wait_until(lambda: self.names('/a/x') == {'C'}, 10)
+        self.assertEqual(self.names('/b/x'), {'C'})
 
     def test_shared_file_and_service_name(self):
         self.write(response('1', cla('svc-a', self.ups[0].port), cla('b', self.ups[1].port)))
