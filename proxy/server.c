@@ -68,9 +68,8 @@ static void publish_view(pt_server_t *s)
     unsigned nroutes = 0;
     pt_route_config_t *const *routes =
         s->routes != NULL ? pt_route_manager_routes(s->routes, &nroutes) : NULL;
-    pt_view_t *cv = s->cluster_view;
-    pt_view_t *view = pt_view_new_with_routes(cv ? cv->clusters : NULL, cv ? cv->nclusters : 0,
-                                              routes, nroutes);
+    /* The cluster manager's clusters, shared: a change builds their index once. */
+    pt_view_t *view = pt_view_with_routes(s->cluster_view, routes, nroutes);
     if (view == NULL) {
         pt_error("out of memory: the last change is not in force");
         return;

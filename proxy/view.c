@@ -11,27 +11,66 @@
 
 static _Atomic uint64_t next_version = 1;
 
-pt_view_t *pt_view_new(pt_cluster_t *const *clusters, unsigned n)
-{
-    return pt_view_new_with_routes(clusters, n, NULL, 0);
-}
+/* The clusters of a view and their index by name: shared by the views that differ only in
+ * their route configurations (the cluster manager's and the server's, a route update's),
+ * so a change builds them once. Freed with the last view on them. */
+struct pt_cluster_set {
+    _Atomic long refs;
+    pt_cluster_t **clusters; /* a reference each */
+    unsigned n;
+    pt_cluster_t **index;
+    unsigned cap;
+};
 
-pt_view_t *pt_view_new_with_routes(pt_cluster_t *const *clusters, unsigned n,
-                                   pt_route_config_t *const *routes, unsigned nroutes)
+static pt_cluster_set_t *set_new(pt_cluster_t *const *clusters, unsigned n)
 {
-    pt_view_t *v = calloc(1, sizeof(*v));
-    if (v == NULL)
+    pt_cluster_set_t *cs = calloc(1, sizeof(*cs));
+    if (cs == NULL)
         return NULL;
     unsigned cap = 16;
     while (cap < n * 2)
         cap *= 2;
-    v->clusters = calloc(n ? n : 1, sizeof(*v->clusters));
-    v->index = calloc(cap, sizeof(*v->index));
+    cs->clusters = calloc(n ? n : 1, sizeof(*cs->clusters));
+    cs->index = calloc(cap, sizeof(*cs->index));
+    if (cs->clusters == NULL || cs->index == NULL) {
+        free(cs->clusters);
+        free(cs->index);
+        free(cs);
+        return NULL;
+    }
+    atomic_init(&cs->refs, 1);
+    cs->cap = cap;
+    for (unsigned i = 0; i < n; i++) {
+        pt_cluster_t *c = clusters[i];
+        uint64_t h = pt_hash_name(c->name) & (cap - 1);
+        while (cs->index[h] != NULL)
+            h = (h + 1) & (cap - 1);
+        cs->index[h] = pt_cluster_ref(c);
+        cs->clusters[cs->n++] = c;
+    }
+    return cs;
+}
+
+static void set_unref(pt_cluster_set_t *cs)
+{
+    if (atomic_fetch_sub_explicit(&cs->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (unsigned i = 0; i < cs->n; i++)
+        pt_cluster_unref(cs->clusters[i]);
+    free(cs->clusters);
+    free(cs->index);
+    free(cs);
+}
+
+/* A view on cs (taking a reference) with these route configurations. */
+static pt_view_t *view_on(pt_cluster_set_t *cs, pt_route_config_t *const *routes,
+                          unsigned nroutes)
+{
+    pt_view_t *v = calloc(1, sizeof(*v));
+    if (v == NULL)
+        return NULL;
     v->routes = calloc(nroutes ? nroutes : 1, sizeof(*v->routes));
-    if (v->clusters == NULL || v->index == NULL || v->routes == NULL) {
-        free(v->clusters);
-        free(v->index);
-        free(v->routes);
+    if (v->routes == NULL) {
         free(v);
         return NULL;
     }
@@ -40,16 +79,37 @@ pt_view_t *pt_view_new_with_routes(pt_cluster_t *const *clusters, unsigned n,
     v->nroutes = nroutes;
     atomic_init(&v->refs, 1);
     v->version = atomic_fetch_add(&next_version, 1);
-    v->cap = cap;
-    for (unsigned i = 0; i < n; i++) {
-        pt_cluster_t *c = clusters[i];
-        uint64_t h = pt_hash_name(c->name) & (cap - 1);
-        while (v->index[h] != NULL)
-            h = (h + 1) & (cap - 1);
-        v->index[h] = pt_cluster_ref(c);
-        v->clusters[v->nclusters++] = c;
-    }
+    atomic_fetch_add_explicit(&cs->refs, 1, memory_order_relaxed);
+    v->set = cs;
+    v->clusters = cs->clusters;
+    v->nclusters = cs->n;
+    v->index = cs->index;
+    v->cap = cs->cap;
     return v;
+}
+
+static pt_view_t *view_new(pt_cluster_t *const *clusters, unsigned n,
+                           pt_route_config_t *const *routes, unsigned nroutes)
+{
+    pt_cluster_set_t *cs = set_new(clusters, n);
+    if (cs == NULL)
+        return NULL;
+    pt_view_t *v = view_on(cs, routes, nroutes);
+    set_unref(cs); /* the view's reference, or none */
+    return v;
+}
+
+pt_view_t *pt_view_with_routes(const pt_view_t *base, pt_route_config_t *const *routes,
+                               unsigned nroutes)
+{
+    if (base == NULL)
+        return view_new(NULL, 0, routes, nroutes);
+    return view_on(base->set, routes, nroutes);
+}
+
+pt_view_t *pt_view_new(pt_cluster_t *const *clusters, unsigned n)
+{
+    return view_new(clusters, n, NULL, 0);
 }
 
 pt_view_t *pt_view_ref(pt_view_t *v)
@@ -64,13 +124,10 @@ static pt_view_t *to_reap;
 
 static void view_destroy(pt_view_t *v)
 {
-    for (unsigned i = 0; i < v->nclusters; i++)
-        pt_cluster_unref(v->clusters[i]);
     for (unsigned i = 0; i < v->nroutes; i++)
         pt_route_config_unref(v->routes[i]);
     free(v->routes);
-    free(v->clusters);
-    free(v->index);
+    set_unref(v->set);
     free(v);
 }
 

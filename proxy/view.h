@@ -23,10 +23,15 @@ typedef struct pt_cluster pt_cluster_t;
 typedef struct pt_worker pt_worker_t;
 typedef struct pt_route_config pt_route_config_t;
 
+typedef struct pt_cluster_set pt_cluster_set_t;
+
 typedef struct pt_view {
     _Atomic long refs;
     uint64_t version;          /* increases with every view built */
-    pt_cluster_t **clusters;   /* a reference each, in the order they were given */
+    /* The clusters, in the order they were given, and their index by name: the set's,
+     * which views differing only in routes share (it holds the references). */
+    pt_cluster_set_t *set;
+    pt_cluster_t **clusters;
     unsigned nclusters;
     pt_cluster_t **index;      /* open addressing by name, cap a power of two */
     unsigned cap;
@@ -39,9 +44,10 @@ typedef struct pt_view {
 
 /* A view of these clusters (taking a reference to each). NULL when out of memory. */
 pt_view_t *pt_view_new(pt_cluster_t *const *clusters, unsigned n);
-/* The same with RDS route configurations by slot (a reference to each; NULLs allowed). */
-pt_view_t *pt_view_new_with_routes(pt_cluster_t *const *clusters, unsigned n,
-                                   pt_route_config_t *const *routes, unsigned nroutes);
+/* A view with base's clusters (shared, not copied: O(nroutes)) and these route
+ * configurations; base NULL: no clusters. NULL when out of memory. */
+pt_view_t *pt_view_with_routes(const pt_view_t *base, pt_route_config_t *const *routes,
+                               unsigned nroutes);
 /* O(1): the RDS route configuration in this slot; NULL when none has come. */
 static inline pt_route_config_t *pt_view_route_config(const pt_view_t *v, unsigned slot)
 {
