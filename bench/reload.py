@@ -132,6 +132,25 @@ class Upstream:
         self.proc.wait()
 
 
+def start_config(r, hcm, up):
+    """A bootstrap with the listener, the steady stream's static cluster and r's CDS file;
+    its port."""
+    port, admin = h.free_ports(2)
+    cfg = h.bootstrap([h.listener('http', port, [hcm])], [h.cluster('steady', [up.port])],
+                      admin_port=admin,
+                      dynamic_resources={'cds_config': {'path_config_source': {'path': r.cds}}})
+    return cfg, port
+
+
+def apply_clusters(p, r):
+    """Every assignment first (read when the clusters come), then N clusters by CDS: the
+    seconds from the CDS file's rename to the applied update."""
+    r.write_assignments('1', N)
+    mark = len(p.log())
+    t0 = write(r.cds, {'version_info': '1', 'resources': [r.cluster(i) for i in range(N)]})
+    return applied_at(p, r'cds: version 1: ', mark) - t0
+
+
 def measure(ep, with_latency, ptload_bin):
     d = tempfile.mkdtemp(prefix='petrel-reload-')
     r = Run(d, ep)
@@ -141,23 +160,15 @@ def measure(ep, with_latency, ptload_bin):
         write(r.cds, {'version_info': '0', 'resources': []})
         write(r.eds, {'version_info': '0', 'resources': []})
         write(r.rds, {'version_info': '0', 'resources': [r.routes(0)]})
-        port, admin = h.free_ports(2)
         hcm = h.http_connection_manager('ingress', None, rds={
             'route_config_name': 'main',
             'config_source': {'path_config_source': {'path': r.rds}}})
         del hcm['typed_config']['route_config']
-        cfg = h.bootstrap([h.listener('http', port, [hcm])], [h.cluster('steady', [up.port])],
-                          admin_port=admin,
-                          dynamic_resources={'cds_config': {'path_config_source': {
-                              'path': r.cds}}})
+        cfg, port = start_config(r, hcm, up)
         with h.Petrel(cfg) as p:
             time.sleep(2)
             base_rss, base_heap = p.rss_kb(), heap(p)
-            # apply: EDS file first (read when the clusters come), then clusters and routes.
-            r.write_assignments('1', N)
-            mark = len(p.log())
-            t0 = write(r.cds, {'version_info': '1', 'resources': [r.cluster(i) for i in range(N)]})
-            out['apply_cds_s'] = applied_at(p, r'cds: version 1: ', mark) - t0
+            out['apply_cds_s'] = apply_clusters(p, r)  # then the routes, below
             time.sleep(3)
             out['rss_kib'] = p.rss_kb() - base_rss
             out['heap_kib'] = (heap(p) - base_heap) / 1024.0
@@ -231,20 +242,13 @@ def measure_per_cluster(ptload_bin):
     out = {}
     try:
         write(r.cds, {'version_info': '0', 'resources': []})
-        port, admin = h.free_ports(2)
         hcm = h.http_connection_manager('ingress', h.route_config([h.vhost('all', ['*'], [
             h.route_prefix('/', 'steady', timeout='5s')])]))
-        cfg = h.bootstrap([h.listener('http', port, [hcm])], [h.cluster('steady', [up.port])],
-                          admin_port=admin,
-                          dynamic_resources={'cds_config': {'path_config_source': {
-                              'path': r.cds}}})
+        cfg, port = start_config(r, hcm, up)
         with h.Petrel(cfg) as p:
             time.sleep(2)
             base_rss = p.rss_kb()
-            r.write_assignments('1', N)
-            mark = len(p.log())
-            t0 = write(r.cds, {'version_info': '1', 'resources': [r.cluster(i) for i in range(N)]})
-            out['apply_cds_s'] = applied_at(p, r'cds: version 1: ', mark) - t0
+            out['apply_cds_s'] = apply_clusters(p, r)
             time.sleep(3)
             out['rss_kib'] = p.rss_kb() - base_rss
             k = N // 2
