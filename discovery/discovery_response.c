@@ -170,6 +170,7 @@ int pt_discovery_response_parse(json_t *root, const char *type_url, pt_discovery
 struct pt_discovery_stream {
     const char *text;   /* borrowed: the caller's, for the response's life */
     int broken;         /* the list itself is malformed: nothing more is read */
+    int whole;          /* the list ended before `end`: the response must be read whole */
     size_t pos, end;    /* the next element from pos; end is the array's ']' */
     size_t index;       /* of the next element */
     const char *type_url;
@@ -177,9 +178,14 @@ struct pt_discovery_stream {
     json_t *names;      /* name -> index, for duplicates */
 };
 
+static int is_ws(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
 static size_t skip_ws(const char *t, size_t i, size_t len)
 {
-    while (i < len && (t[i] == ' ' || t[i] == '\t' || t[i] == '\n' || t[i] == '\r'))
+    while (i < len && is_ws(t[i]))
         i++;
     return i;
 }
@@ -225,12 +231,17 @@ static size_t skip_value(const char *t, size_t i, size_t len, unsigned max_depth
 }
 
 /* The span of the top level's "resources" array: [*open, *close] are its brackets. 0, or
- * -1 when the text is not a plain object with one such array (the whole document is then
- * parsed as usual, and whatever is wrong reported from there). */
+ * -1 when the text is not a plain object whose last member is such an array (the whole
+ * document is then parsed as usual, and whatever is wrong reported from there).
+ *
+ * The members before the list are scanned; the list is not: its closing bracket is taken
+ * to be the text's last ']' (the object's '}' follows it), so a 13 MB list is not scanned
+ * once here and again element by element. Should another member follow the list after all
+ * (and end in ']'), reading the elements meets the list's real end before that bracket,
+ * and the response is then read whole (pt_discovery_response_read_whole). */
 static int find_resources(const char *t, size_t len, size_t *open, size_t *close)
 {
     size_t i = skip_ws(t, 0, len);
-    int found = 0;
     if (i >= len || t[i] != '{')
         return -1;
     i = skip_ws(t, i + 1, len);
@@ -242,21 +253,30 @@ static int find_resources(const char *t, size_t len, size_t *open, size_t *close
         if (i >= len || t[i] != ':')
             return -1;
         i = skip_ws(t, i + 1, len);
+        if (key_end - key == 11 && memcmp(t + key, "\"resources\"", 11) == 0) {
+            if (i >= len || t[i] != '[')
+                return -1;
+            size_t end = len, last;
+            while (end > i && is_ws(t[end - 1]))
+                end--;
+            if (end <= i + 1 || t[end - 1] != '}')
+                return -1;
+            for (last = end - 1; last > i && is_ws(t[last - 1]); last--)
+                ;
+            if (last <= i + 1 || t[last - 1] != ']')
+                return -1;
+            *open = i;
+            *close = last - 1;
+            return 0;
+        }
         size_t value_end = skip_value(t, i, len, PT_DOC_MAX_DEPTH);
         if (value_end == 0 || value_end <= i)
             return -1;
-        if (key_end - key == 11 && memcmp(t + key, "\"resources\"", 11) == 0) {
-            if (found || t[i] != '[')
-                return -1;
-            found = 1;
-            *open = i;
-            *close = value_end - 1;
-        }
         i = skip_ws(t, value_end, len);
         if (i < len && t[i] == ',')
             i = skip_ws(t, i + 1, len);
     }
-    return found && i < len ? 0 : -1;
+    return -1;
 }
 
 int pt_discovery_response_parse_text(const char *text, size_t len, const char *type_url,
@@ -303,12 +323,28 @@ int pt_discovery_response_parse_text(const char *text, size_t len, const char *t
 int pt_discovery_response_next(const pt_discovery_response_t *resp, size_t *cursor,
                                pt_discovery_resource_t *out, char *err, size_t errlen)
 {
-    return pt_discovery_response_next_known(resp, cursor, out, NULL, NULL, err, errlen);
+    return pt_discovery_response_next_known(resp, cursor, out, NULL, err, errlen);
+}
+
+/* Whether the element at t[i] is, by the consumer's guess, a known one of length len: it
+ * looks like an object that ends where an element ends, and its bytes are known. Known bytes
+ * are those of an element read before, so they are one whole value: nothing in them needs
+ * scanning. */
+static size_t known_at_guess(const struct pt_discovery_stream *st, size_t i, size_t index,
+                             const pt_discovery_known_t *k)
+{
+    size_t len = k->expected_len != NULL ? k->expected_len(k->data, index) : 0;
+    if (len < 2 || len > st->end - i || st->text[i] != '{' || st->text[i + len - 1] != '}')
+        return 0;
+    size_t after = skip_ws(st->text, i + len, st->end);
+    if (after < st->end && st->text[after] != ',')
+        return 0;
+    return k->known(k->data, index, st->text + i, len) ? len : 0;
 }
 
 int pt_discovery_response_next_known(const pt_discovery_response_t *resp, size_t *cursor,
-                                     pt_discovery_resource_t *out, pt_discovery_known_fn known,
-                                     void *data, char *err, size_t errlen)
+                                     pt_discovery_resource_t *out,
+                                     const pt_discovery_known_t *k, char *err, size_t errlen)
 {
     struct pt_discovery_stream *st = resp->stream;
     if (st == NULL) {
@@ -320,20 +356,34 @@ int pt_discovery_response_next_known(const pt_discovery_response_t *resp, size_t
     json_decref(st->current);
     st->current = NULL;
     size_t i = skip_ws(st->text, st->pos, st->end);
-    if (st->broken || i >= st->end)
+    if (st->broken || st->whole || i >= st->end)
         return 0;
     if (st->index > 0) { /* elements are separated by commas, and one follows each */
+        if (st->text[i] == ']') { /* the list ended here, not at the last ']' */
+            snprintf(err, errlen, "resources: a member follows the list: read whole");
+            st->whole = 1;
+            return -1;
+        }
         if (st->text[i] != ',' || (i = skip_ws(st->text, i + 1, st->end)) >= st->end) {
             snprintf(err, errlen, "resources: is not a JSON list after resources[%zu]",
                      st->index - 1);
             st->broken = 1;
             return -1;
         }
+    } else if (st->text[i] == ']') {
+        snprintf(err, errlen, "resources: a member follows the list: read whole");
+        st->whole = 1;
+        return -1;
+    }
+    size_t index = st->index++;
+    size_t guessed = k != NULL ? known_at_guess(st, i, index, k) : 0;
+    if (guessed > 0) {
+        st->pos = i + guessed;
+        return 2;
     }
     /* As deep as it may be inside the whole document (the object, its list). */
     size_t e = skip_value(st->text, i, st->end, PT_DOC_MAX_DEPTH - 2);
-    size_t index = st->index++;
-    if (e > i && known != NULL && known(data, index, st->text + i, e - i)) {
+    if (e > i && k != NULL && k->known(k->data, index, st->text + i, e - i)) {
         st->pos = e;
         return 2;
     }
@@ -383,6 +433,11 @@ int pt_discovery_response_next_known(const pt_discovery_response_t *resp, size_t
 int pt_discovery_response_malformed(const pt_discovery_response_t *resp)
 {
     return resp->stream != NULL && resp->stream->broken;
+}
+
+int pt_discovery_response_read_whole(const pt_discovery_response_t *resp)
+{
+    return resp->stream != NULL && resp->stream->whole;
 }
 
 void pt_discovery_response_dispose(pt_discovery_response_t *resp)

@@ -65,8 +65,12 @@ void pt_discovery_response_dispose(pt_discovery_response_t *resp);
  * pt_discovery_response_next reaches it, its tree freed at the next call. A 13 MB file of
  * 10,000 ClusterLoadAssignments then never becomes one tree of ~150 MB: reading it costs a
  * third (the allocator reuses one resource's memory for the next). text must outlive *out.
- * 0, or -2 when the text is not a plain JSON object with one "resources" list or its
- * envelope is invalid: then parse it whole, which reports what is wrong. */
+ * 0, or -2 when the text is not a plain JSON object whose last member is the "resources"
+ * list, or its envelope is invalid: then parse it whole, which reports what is wrong.
+ *
+ * The list is taken to end at the text's last ']'; should a member follow it after all,
+ * reading the resources finds out (pt_discovery_response_read_whole), and the response is
+ * then to be read whole, whatever its consumer made of it so far. */
 int pt_discovery_response_parse_text(const char *text, size_t len, const char *type_url,
                                      pt_discovery_response_t *out, char *err, size_t errlen);
 /* The next resource, whichever way the response was read: 1 (*out valid until the next
@@ -75,19 +79,35 @@ int pt_discovery_response_parse_text(const char *text, size_t len, const char *t
  * is then invalid. *cursor starts at 0. */
 int pt_discovery_response_next(const pt_discovery_response_t *resp, size_t *cursor,
                                pt_discovery_resource_t *out, char *err, size_t errlen);
+
+/* What a consumer knows of the resources it accepted before, for reading an update that
+ * mostly repeats them. */
+typedef struct pt_discovery_known {
+    /* Whether the element at index, these len bytes, is the same bytes as one the consumer
+     * accepted before (1; it notes which), or not (0). */
+    int (*known)(void *data, size_t index, const char *text, size_t len);
+    /* Optional: the length the element at index had when the consumer last read it (its
+     * guess of which that was), or 0. A guess confirmed by known() spares scanning the
+     * element: an update of 10,000 assignments of which one changed then costs a digest of
+     * the text and one parse, not a scan of every bracket and quote. */
+    size_t (*expected_len)(void *data, size_t index);
+    void *data;
+} pt_discovery_known_t;
+
 /* As pt_discovery_response_next, for a consumer that knows some resources by their text:
- * read resource by resource, known(data, index, text, len) is asked first, and an element
- * it knows (returns 1 for: the same bytes as one it accepted before) is neither parsed nor
- * checked again; the call then returns 2 with *out not filled. Equal bytes are an equal
- * resource, so an update repeating 10,000 assignments of which one changed parses one. A
- * response read whole never asks. */
-typedef int (*pt_discovery_known_fn)(void *data, size_t index, const char *text, size_t len);
+ * read resource by resource, an element k knows is neither parsed nor checked again; the
+ * call then returns 2 with *out not filled. Equal bytes are an equal resource. A response
+ * read whole never asks. */
 int pt_discovery_response_next_known(const pt_discovery_response_t *resp, size_t *cursor,
-                                     pt_discovery_resource_t *out, pt_discovery_known_fn known,
-                                     void *data, char *err, size_t errlen);
+                                     pt_discovery_resource_t *out,
+                                     const pt_discovery_known_t *k, char *err, size_t errlen);
 /* Whether reading resource by resource found the text not to be JSON (a resource that
  * does not parse, a malformed list): what reading it whole would have failed on. */
 int pt_discovery_response_malformed(const pt_discovery_response_t *resp);
+/* Whether reading resource by resource found a member after the list (see
+ * pt_discovery_response_parse_text): the response is to be read whole and delivered again;
+ * what was made of this reading is void. */
+int pt_discovery_response_read_whole(const pt_discovery_response_t *resp);
 
 /* Starts reading a resource's fields: a reader whose paths begin at res->path, with @type
  * already consumed. The caller reads the message's fields, then pt_cfg_finish and

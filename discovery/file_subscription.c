@@ -71,6 +71,25 @@ static void destroy(pt_file_subscription_t *s)
     free(s);
 }
 
+/* Hands resp to the consumer; on acceptance, its version is the subscription's. */
+static int deliver(pt_file_subscription_t *s, const pt_discovery_response_t *resp, char *why,
+                   size_t whylen)
+{
+    why[0] = '\0';
+    s->delivering = 1;
+    int rc = s->cb(s->data, resp, why, whylen);
+    s->delivering = 0;
+    if (rc == 0 && !s->freed) {
+        char *v = strdup(resp->version_info);
+        if (v != NULL) {
+            free(s->version);
+            s->version = v;
+        }
+        pt_stat_set_text(s->stats.version_text, resp->version_info);
+    }
+    return rc;
+}
+
 /* One update from what the file holds now (st). Returns the outcome; err says why. */
 static int update(pt_file_subscription_t *s, const pt_file_state_t *st, char *err, size_t errlen)
 {
@@ -88,6 +107,13 @@ static int update(pt_file_subscription_t *s, const pt_file_state_t *st, char *er
                  ? pt_discovery_response_parse_text(st->content, st->len, s->type_url, &resp,
                                                     why, sizeof(why))
                  : -2;
+    if (rc == 0) {
+        rc = deliver(s, &resp, why, sizeof(why));
+        if (rc != 0 && !s->freed && pt_discovery_response_read_whole(&resp)) {
+            pt_discovery_response_dispose(&resp);
+            rc = -2; /* a member after the list: the consumer made nothing of it */
+        }
+    }
     if (rc == -2) { /* the whole document */
         json_t *root = pt_config_parse_text(s->path, st->content, st->len, err, errlen);
         if (root == NULL) {
@@ -96,20 +122,8 @@ static int update(pt_file_subscription_t *s, const pt_file_state_t *st, char *er
         }
         rc = pt_discovery_response_parse(root, s->type_url, &resp, why, sizeof(why));
         json_decref(root);
-    }
-    if (rc == 0) {
-        why[0] = '\0';
-        s->delivering = 1;
-        rc = s->cb(s->data, &resp, why, sizeof(why));
-        s->delivering = 0;
-        if (rc == 0 && !s->freed) {
-            char *v = strdup(resp.version_info);
-            if (v != NULL) {
-                free(s->version);
-                s->version = v;
-            }
-            pt_stat_set_text(s->stats.version_text, resp.version_info);
-        }
+        if (rc == 0)
+            rc = deliver(s, &resp, why, sizeof(why));
     }
     if (rc != 0)
         snprintf(err, errlen, "%s: %s", s->path, why[0] ? why : "refused");

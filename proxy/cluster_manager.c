@@ -27,11 +27,13 @@ typedef struct cm_entry {
     /* EDS: a digest of the assignment in force (of its canonical JSON), so that an update
      * repeating it is skipped without keeping it. */
     pt_digest_t cla_digest;
-    int has_digest;
+    unsigned char has_digest;
     /* And of its text, when it came from a file read resource by resource: the same bytes
-     * again are known without being parsed. */
+     * again are known without being parsed. Where they were (the element's index) and how
+     * long, for guessing where they are in the next update. */
+    unsigned char has_text_digest;
+    uint32_t cla_text_len, cla_text_index;
     pt_digest_t cla_text_digest;
-    int has_text_digest;
     uint64_t warm_until_ms; /* EDS, no assignment yet: warming until then (monotonic ms;
                              * UINT64_MAX: no timeout), 0 once it has one */
     unsigned seen;          /* the CDS update (cm->gen) that listed it */
@@ -268,9 +270,13 @@ typedef struct eds_read {
     size_t *seen_at;            /* per member: 1 + the index of its resource, 0: none yet */
     uint32_t *by_text;          /* members by the digest of their assignment's text */
     size_t text_cap;
+    /* The last read's elements known now: the length of each (0: none known), by index.
+     * The next element is guessed to be the one after the last recognized. */
+    uint32_t *len_at;
+    size_t nlen_at, next_old;
 } eds_read_t;
 
-/* pt_discovery_known_fn: an element whose bytes are a member's assignment in force is that
+/* pt_discovery_known_t.known: an element whose bytes are a member's assignment in force is that
  * assignment again, for every member that has it (unless it came before: a duplicate, which
  * the parse then reports). */
 static int eds_known(void *data, size_t index, const char *text, size_t len)
@@ -289,9 +295,19 @@ static int eds_known(void *data, size_t index, const char *text, size_t len)
         if (rd->seen_at[i] != 0)
             return 0;
         rd->seen_at[i] = index + 1;
+        rd->next_old = (size_t)e->cla_text_index + 1;
         known = 1;
     }
     return known;
+}
+
+/* pt_discovery_known_t.expected_len: the last read's element after the one recognized last
+ * (an update that changes, adds or removes a few assignments keeps the rest in order). */
+static size_t eds_expected_len(void *data, size_t index)
+{
+    eds_read_t *rd = data;
+    (void)index;
+    return rd->next_old < rd->nlen_at ? rd->len_at[rd->next_old] : 0;
 }
 
 static int eds_apply(eds_sub_t *es, const pt_discovery_response_t *resp, const char *version,
@@ -306,48 +322,58 @@ static int eds_apply(eds_sub_t *es, const pt_discovery_response_t *resp, const c
     pt_digest_t *digests = calloc(n ? n : 1, sizeof(*digests));
     unsigned char *in_place = calloc(n ? n : 1, 1);
     pt_digest_t *text_digests = calloc(n ? n : 1, sizeof(*text_digests));
+    uint32_t *text_lens = calloc(n ? n : 1, sizeof(*text_lens));
     unsigned char *has_text = calloc(n ? n : 1, 1);
     eds_read_t rd = {.es = es, .seen_at = calloc(n ? n : 1, sizeof(size_t))};
     unsigned with_text = 0;
-    for (unsigned i = 0; i < n; i++)
-        with_text += es->members[i]->has_text_digest;
+    for (unsigned i = 0; i < n; i++) {
+        const cm_entry_t *e = es->members[i];
+        with_text += e->has_text_digest;
+        if (e->has_text_digest && e->cla_text_index >= rd.nlen_at)
+            rd.nlen_at = (size_t)e->cla_text_index + 1;
+    }
     if (with_text > 0) {
         rd.text_cap = 16;
         while (rd.text_cap < 2 * (size_t)with_text)
             rd.text_cap *= 2;
         rd.by_text = calloc(rd.text_cap, sizeof(*rd.by_text));
+        rd.len_at = calloc(rd.nlen_at, sizeof(*rd.len_at));
     }
     ix.slots = NULL;
     if (built == NULL || digests == NULL || in_place == NULL || text_digests == NULL ||
-        has_text == NULL || rd.seen_at == NULL || (with_text > 0 && rd.by_text == NULL) ||
+        text_lens == NULL || has_text == NULL || rd.seen_at == NULL ||
+        (with_text > 0 && (rd.by_text == NULL || rd.len_at == NULL)) ||
         member_index_build(&ix, es) != 0) {
         free(built);
         free(digests);
         free(in_place);
         free(text_digests);
+        free(text_lens);
         free(has_text);
         free(rd.seen_at);
         free(rd.by_text);
+        free(rd.len_at);
         free(ix.slots);
         snprintf(err, errlen, "out of memory");
         return -1;
     }
     for (unsigned i = 0; with_text > 0 && i < n; i++) {
-        if (!es->members[i]->has_text_digest)
+        const cm_entry_t *e = es->members[i];
+        if (!e->has_text_digest)
             continue;
-        size_t h = es->members[i]->cla_text_digest.a & (rd.text_cap - 1);
+        size_t h = e->cla_text_digest.a & (rd.text_cap - 1);
         while (rd.by_text[h] != 0)
             h = (h + 1) & (rd.text_cap - 1);
         rd.by_text[h] = i + 1;
+        rd.len_at[e->cla_text_index] = e->cla_text_len;
     }
-    for (unsigned i = 0; counted && i < n; i++)
-        pt_stat_inc(es->members[i]->eds_attempt);
     int bad = 0;
     size_t cursor = 0;
     pt_discovery_resource_t res;
     char why[1024];
     int got;
-    while ((got = pt_discovery_response_next_known(resp, &cursor, &res, eds_known, &rd, why,
+    const pt_discovery_known_t known = {eds_known, eds_expected_len, &rd};
+    while ((got = pt_discovery_response_next_known(resp, &cursor, &res, &known, why,
                                                     sizeof(why))) != 0) {
         if (got == 2)
             continue; /* the same bytes as an assignment in force */
@@ -376,8 +402,11 @@ static int eds_apply(eds_sub_t *es, const pt_discovery_response_t *resp, const c
                 continue;
             }
             rd.seen_at[i] = res.index + 1;
-            if (res.text != NULL) {
+            if (e->has_text_digest) /* in the last read too: the next is guessed after it */
+                rd.next_old = (size_t)e->cla_text_index + 1;
+            if (res.text != NULL && res.text_len <= UINT32_MAX) {
                 text_digests[i] = pt_bytes_digest(res.text, res.text_len);
+                text_lens[i] = (uint32_t)res.text_len;
                 has_text[i] = 1;
             }
             /* Equal assignments, however written, have equal digests. */
@@ -407,11 +436,15 @@ static int eds_apply(eds_sub_t *es, const pt_discovery_response_t *resp, const c
             pt_cfg_dispose(&r);
         }
     }
+    /* A member after the list: this reading is void, the response will be read whole. */
+    int void_reading = pt_discovery_response_read_whole(resp);
     unsigned changed = 0;
     for (unsigned i = 0; i < n; i++) {
         cm_entry_t *e = es->members[i];
+        if (counted && !void_reading)
+            pt_stat_inc(e->eds_attempt);
         if (bad) {
-            if (counted)
+            if (counted && !void_reading)
                 pt_stat_inc(e->eds_rejected);
             pt_cluster_unref(built[i]);
             if (in_place[i])
@@ -422,10 +455,13 @@ static int eds_apply(eds_sub_t *es, const pt_discovery_response_t *resp, const c
             pt_stat_inc(e->eds_success);
         if (has_text[i]) { /* read this time: its text is what it has now */
             e->cla_text_digest = text_digests[i];
+            e->cla_text_len = text_lens[i];
             e->has_text_digest = 1;
         } else if (rd.seen_at[i] != 0 && resp->stream == NULL) {
             e->has_text_digest = 0; /* read whole: its text is not known */
         }
+        if (e->has_text_digest && rd.seen_at[i] != 0 && rd.seen_at[i] - 1 <= UINT32_MAX)
+            e->cla_text_index = (uint32_t)(rd.seen_at[i] - 1);
         if (built[i] == NULL && !in_place[i])
             continue;
         if (built[i] != NULL) {
@@ -441,9 +477,11 @@ static int eds_apply(eds_sub_t *es, const pt_discovery_response_t *resp, const c
     free(digests);
     free(in_place);
     free(text_digests);
+    free(text_lens);
     free(has_text);
     free(rd.seen_at);
     free(rd.by_text);
+    free(rd.len_at);
     free(ix.slots);
     if (bad)
         return -1;

@@ -157,6 +157,48 @@ class EdsTest(EdsCase):
         h.wait_until(lambda: self.names('/a/x') == {'C'}, 10)
         self.assertEqual(self.names('/b/x'), {'C'})
 
+    def test_assignments_moved_added_and_removed_in_a_shared_file(self):
+        # The assignments known from the last read are looked for where they were (after
+        # the one recognized last): insertions, removals, moves and a change of the same
+        # length must each still be read right.
+        A, B, C = (u.port for u in self.ups)
+        names = ('a', 'b', 'c', 'd')
+        self.write(response('1', cla('a', A), cla('b', B), cla('c', A), cla('d', B)))
+        p = self.start([eds_cluster(n, self.eds_path) for n in names], routes=names)
+
+        def changed(version, count):
+            p.wait_log(r'eds: version %s of .*: endpoints of %d clusters? changed' % (
+                version, count))
+
+        # an unknown assignment first, c changed
+        self.write(response('2', cla('x', C), cla('a', A), cla('b', B), cla('c', C),
+                            cla('d', B)))
+        changed(2, 1)
+        # b left out (it keeps its endpoints), d moved first: nothing changes
+        self.write(response('3', cla('d', B), cla('a', A), cla('c', C)))
+        changed(3, 0)
+        # a's port for another of the same length: its text is as long as before
+        self.assertEqual(len(str(A)), len(str(C)))
+        self.write(response('4', cla('d', B), cla('a', C), cla('c', C)))
+        changed(4, 1)
+        want = {'a': {'C'}, 'b': {'B'}, 'c': {'C'}, 'd': {'B'}}
+        for n in names:
+            self.assertEqual(self.names('/%s/x' % n), want[n], n)
+        # A member after the list: read whole, rejected once for what it is (an invalid
+        # envelope, which no cluster's counts see: the first reading left no trace).
+        self.write(response('5', cla('d', A), cla('a', A))[:-1] + ', "bogus": []}')
+        p.wait_stat('cluster_manager.eds.update_rejected', 1)
+        p.wait_log(r'bogus: unknown field')
+        self.assertEqual(p.stat('cluster_manager.eds.update_attempt'), 5)
+        self.assertEqual(p.stat('cluster.a.update_attempt'), 4)
+        self.assertEqual(p.stat('cluster.a.update_rejected'), 0)
+        # The resources before the version: read whole, applied.
+        self.write('{"resources": [%s], "version_info": "6"}' % json.dumps(cla('a', A)))
+        changed(6, 1)
+        self.assertEqual(self.names('/a/x'), {'A'})
+        self.assertEqual(p.stat('cluster_manager.eds.update_success'), 5)
+        self.assertEqual(p.stat('cluster.a.update_attempt'), 5)
+
     def test_shared_file_and_service_name(self):
         self.write(response('1', cla('svc-a', self.ups[0].port), cla('b', self.ups[1].port)))
         self.start([eds_cluster('a', self.eds_path, service_name='svc-a'),

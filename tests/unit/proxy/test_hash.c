@@ -27,6 +27,38 @@ static void test_bytes(void)
     PT_CHECK(d.a != d.b); /* two independent lanes */
 }
 
+/* The digest of bytes tells apart every one-bit change, every length, and lanes' contents
+ * moved between lanes. */
+static void test_bytes_digest(void)
+{
+    unsigned char buf[100];
+    for (size_t i = 0; i < sizeof(buf); i++)
+        buf[i] = (unsigned char)(i * 7 + 3);
+    for (size_t n = 0; n <= sizeof(buf); n++) {
+        pt_digest_t d = pt_bytes_digest(buf, n);
+        PT_CHECK(pt_digest_equal(d, pt_bytes_digest(buf, n)));
+        PT_CHECK(d.a != d.b);
+        if (n > 0)
+            PT_CHECK(!pt_digest_equal(d, pt_bytes_digest(buf, n - 1)));
+        for (size_t i = 0; i < n; i++)
+            for (int bit = 0; bit < 8; bit++) {
+                buf[i] ^= (unsigned char)(1u << bit);
+                PT_CHECK(!pt_digest_equal(d, pt_bytes_digest(buf, n)));
+                buf[i] ^= (unsigned char)(1u << bit);
+            }
+    }
+    /* 64 bytes whose 8-byte words are swapped around: two blocks of four lanes */
+    unsigned char x[64], y[64];
+    for (int w = 0; w < 8; w++)
+        for (int k = 0; k < 8; k++) {
+            x[w * 8 + k] = (unsigned char)(w + 1);
+            y[((w + 1) % 8) * 8 + k] = (unsigned char)(w + 1);
+        }
+    PT_CHECK(!pt_digest_equal(pt_bytes_digest(x, 64), pt_bytes_digest(y, 64)));
+    PT_CHECK(!pt_digest_equal(pt_bytes_digest(x, 64), pt_bytes_digest(x + 32, 32)));
+    PT_CHECK(!pt_digest_equal(pt_bytes_digest("", 0), pt_bytes_digest("\0", 1)));
+}
+
 static void test_json_equal_values(void)
 {
     PT_CHECK(same("{'a':1,'b':[1,2],'c':{'d':'x','e':null}}",
@@ -82,6 +114,7 @@ static void test_json_one_port_among_many(void)
 int main(void)
 {
     PT_RUN(test_bytes);
+    PT_RUN(test_bytes_digest);
     PT_RUN(test_json_equal_values);
     PT_RUN(test_json_different_values);
     PT_RUN(test_json_one_port_among_many);
