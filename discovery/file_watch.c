@@ -109,7 +109,7 @@ int pt_file_state_read(const char *path, pt_file_state_t *out)
 
 void pt_file_state_dispose(pt_file_state_t *s)
 {
-    free(s->content);
+    pt_config_text_free(s->content);
     s->content = NULL;
 }
 

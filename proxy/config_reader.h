@@ -190,9 +190,11 @@ char *pt_read_file(const char *path, size_t max, size_t *len, char *err, size_t 
 json_t *pt_config_load_file(const char *path, char *err, size_t errlen);
 /* The two halves of pt_config_load_file, for a caller that needs the bytes as well (a file
  * watch compares them with what it read before). read_text: the whole file within the size
- * bound, NUL-terminated, *len its length; the caller frees it. parse_text: text read from
- * path, parsed by path's extension. Errors as pt_config_load_file. */
+ * bound, NUL-terminated, *len its length, freed with pt_config_text_free (a large file's
+ * buffer is a mapping of its own: proxy/heap.h). parse_text: text read from path, parsed
+ * by path's extension. Errors as pt_config_load_file. */
 char *pt_config_read_text(const char *path, size_t *len, char *err, size_t errlen);
+void pt_config_text_free(char *text);
 json_t *pt_config_parse_text(const char *path, const char *text, size_t len, char *err,
                              size_t errlen);
 /* YAML text to a jansson tree (YAML 1.2 core schema scalars, anchors, aliases, merge keys),

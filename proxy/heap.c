@@ -2,6 +2,9 @@
 
 #include <malloc.h>
 #include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/mman.h>
 
 #include "proxy/arena.h"
 #include "proxy/buf.h"
@@ -44,4 +47,52 @@ void pt_heap_stats(pt_heap_stats_t *out)
     out->in_use = mi.uordblks + mi.hblkhd;
     out->heap = mi.arena + mi.hblkhd;
     out->trims = atomic_load_explicit(&trims, memory_order_relaxed);
+}
+
+/* What precedes a big buffer: where its memory came from. */
+typedef struct big_header {
+    void *mapping;      /* the mapping holding it, or NULL: malloc'd (the header starts it) */
+    size_t mapping_len;
+} big_header_t;
+
+#define HUGE_PAGE ((size_t)2 << 20)
+#define BIG_HEADER_ROOM ((size_t)64) /* keeps the buffer as aligned as malloc's */
+
+void *pt_heap_big_alloc(size_t n)
+{
+    if (n < PT_HEAP_BIG_MIN || n > SIZE_MAX - 2 * HUGE_PAGE) {
+        if (n > SIZE_MAX - BIG_HEADER_ROOM)
+            return NULL;
+        big_header_t *h = malloc(BIG_HEADER_ROOM + n);
+        if (h == NULL)
+            return NULL;
+        h->mapping = NULL;
+        return (char *)h + BIG_HEADER_ROOM;
+    }
+    /* A huge page's worth more than needed, to start the buffer on a huge page boundary
+     * (the header just before it, on the ordinary page that precedes it). */
+    size_t len = BIG_HEADER_ROOM + n + HUGE_PAGE;
+    char *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        return NULL;
+    uintptr_t start = ((uintptr_t)m + BIG_HEADER_ROOM + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
+    char *p = (char *)start;
+#ifdef MADV_HUGEPAGE
+    (void)madvise(p, (size_t)(m + len - p) & ~(HUGE_PAGE - 1), MADV_HUGEPAGE);
+#endif
+    big_header_t *h = (big_header_t *)(void *)(p - BIG_HEADER_ROOM);
+    h->mapping = m;
+    h->mapping_len = len;
+    return p;
+}
+
+void pt_heap_big_free(void *p)
+{
+    if (p == NULL)
+        return;
+    big_header_t *h = (big_header_t *)(void *)((char *)p - BIG_HEADER_ROOM);
+    if (h->mapping == NULL)
+        free(h);
+    else
+        munmap(h->mapping, h->mapping_len);
 }

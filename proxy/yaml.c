@@ -11,6 +11,7 @@
  * be judged; stopped at the first collection too deep, it costs a few thousand tokens (the
  * scanner looks ahead at most 1024 characters of a line, the longest a simple key can be). */
 #include "proxy/config_reader.h"
+#include "proxy/heap.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -578,11 +579,14 @@ char *pt_config_read_text(const char *path, size_t *len_out, char *err, size_t e
             cap = cap ? cap * 2 : first;
             if (cap > (size_t)PT_DOC_MAX_BYTES + 1)
                 cap = (size_t)PT_DOC_MAX_BYTES + 1;
-            char *n = realloc(data, cap + 1); /* + 1: room for the NUL */
+            char *n = pt_heap_big_alloc(cap + 1); /* + 1: room for the NUL */
             if (n == NULL) {
                 snprintf(err, errlen, "%s: out of memory", path);
                 goto fail;
             }
+            if (len > 0)
+                memcpy(n, data, len);
+            pt_heap_big_free(data);
             data = n;
         }
         errno = 0;
@@ -602,8 +606,13 @@ char *pt_config_read_text(const char *path, size_t *len_out, char *err, size_t e
     return data;
 fail:
     fclose(f);
-    free(data);
+    pt_heap_big_free(data);
     return NULL;
+}
+
+void pt_config_text_free(char *text)
+{
+    pt_heap_big_free(text);
 }
 
 json_t *pt_config_parse_text(const char *path, const char *text, size_t len, char *err,
@@ -630,6 +639,6 @@ json_t *pt_config_load_file(const char *path, char *err, size_t errlen)
     if (data == NULL)
         return NULL;
     json_t *root = pt_config_parse_text(path, data, len, err, errlen);
-    free(data);
+    pt_config_text_free(data);
     return root;
 }

@@ -695,7 +695,7 @@ static void test_load_file(void)
     json_decref(y);
     PT_CHECK(pt_config_parse_text("x.json", text, len, err, sizeof(err)) == NULL);
     PT_CHECK_STR(err, "x.json: line 1 column 1: '[' or '{' expected near 'a'");
-    free(text);
+    pt_config_text_free(text);
     PT_CHECK(pt_config_read_text("/tmp/pt_ut_no_such_dir/x.json", &len, err, sizeof(err)) ==
              NULL);
     PT_CHECK_STR(err, "/tmp/pt_ut_no_such_dir/x.json: No such file or directory");
