@@ -133,7 +133,8 @@ static int update(pt_file_subscription_t *s, const pt_file_state_t *st, char *er
     /* The counts belong to the stats, not to s: they stand even when s was freed. */
     pt_stat_inc(rc == 0 ? s->stats.update_success
                         : failed ? s->stats.update_failure : s->stats.update_rejected);
-    pt_heap_note_peak(); /* the file's tree goes now, before the next tick could see it */
+    if (resp.stream == NULL) /* read whole: its tree goes now, before a tick could see it */
+        pt_heap_note_peak();
     pt_discovery_response_dispose(&resp);
     return rc == 0 ? PT_UPDATE_ACCEPTED : failed ? PT_UPDATE_FAILED : PT_UPDATE_REJECTED;
 }
