@@ -186,18 +186,18 @@ def measure(ep, with_latency, ptload_bin):
             mark = len(p.log())
             t0 = write(r.eds, {'version_info': '2', 'resources': res})
             out['one_endpoint_s'] = applied_at(p, r'eds: version 2 of ', mark) - t0
-            # latency without, then with updates: the stream lasts as long as the updates take
-            # (each about as long as the one-endpoint change), with a margin either side.
+            # latency without, then with updates: UPDATES changes spread over the stream's
+            # middle, as with a file per cluster (measure_per_cluster), so that the stream
+            # sees petrel's work and not a writer of 13 MB files back to back.
             quiet = ptload(ptload_bin, port, LAT_SECONDS)
-            busy_seconds = int(UPDATES * out['one_endpoint_s'] * 1.5) + 10
+            busy_seconds = LAT_SECONDS
             load = subprocess.Popen([ptload_bin, 'rate', '127.0.0.1', str(port), '/steady',
                                      str(LAT_RATE), str(busy_seconds), '10', '1'],
                                     stdout=subprocess.PIPE, text=True)
             time.sleep(2)
             t_start = time.time()
             done = 0
-            # The two files alternated, serialized up front: writing is then a copy, and the
-            # window holds the updates themselves.
+            # The two files alternated, serialized up front.
             variants = []
             for k in range(2):
                 res[N // 2] = r.cla(N // 2, base=30000 + k * 1000)
@@ -206,13 +206,15 @@ def measure(ep, with_latency, ptload_bin):
             for v in range(UPDATES):
                 if time.time() - t_start > busy_seconds - 5:
                     break
+                begun = time.time()
                 mark = len(p.log())
                 with open(r.eds + '.tmp', 'w') as f:
                     f.write(variants[v % 2].replace('"VERSION"', '"%d"' % (3 + v), 1))
-                os.replace(r.eds + '.tmp', r.eds)
                 t0 = time.time()
+                os.replace(r.eds + '.tmp', r.eds)
                 times.append(applied_at(p, r'eds: version %d of ' % (3 + v), mark) - t0)
                 done += 1
+                time.sleep(max(0.0, (busy_seconds - 6) / UPDATES - (time.time() - begun)))
             times.sort()
             out['updates'] = done
             out['update_p50_s'], out['update_max_s'] = times[len(times) // 2], times[-1]
