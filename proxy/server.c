@@ -79,8 +79,13 @@ static void publish_view(pt_server_t *s)
     /* Before the workers see the view, so their reports through its new versions find the
      * detector registered (after would be safe too, a report then waits for the update). */
     pt_outlier_update(s->outlier, view);
-    for (unsigned i = 0; i < s->nworkers_started; i++)
-        pt_worker_post(&s->workers[i], worker_adopt_view, pt_view_ref(view));
+    for (unsigned i = 0; i < s->nworkers_started; i++) {
+        if (pt_worker_post(&s->workers[i], worker_adopt_view, pt_view_ref(view)) != 0) {
+            pt_view_unref(view); /* the worker's reference, never posted */
+            pt_error("out of memory: worker %u keeps its configuration until the next change",
+                     i);
+        }
+    }
     pt_health_checker_update(s->health_checker, view);
 }
 
