@@ -33,6 +33,7 @@
 #include <string.h>
 
 #include "filters/filter_common.h"
+#include "proxy/grpc.h"
 #include "filters/http_filter.h"
 #include "proxy/conn_manager.h"
 #include "proxy/log.h"
@@ -363,9 +364,9 @@ static int maybe_abort(fault_state_t *st, const pt_http_headers_t *h)
         return 0;
     count_injected(st, c->aborts_injected, "aborts_injected");
     pt_debug("fault: aborting request with %d%s", http_status, grpc_status >= 0 ? " (gRPC)" : "");
-    if (pt_http_is_grpc_request(h))
+    if (pt_grpc_is_request(h))
         pt_http_grpc_local_reply(
-            st->s, grpc_status >= 0 ? grpc_status : pt_http_to_grpc_status(http_status),
+            st->s, grpc_status >= 0 ? grpc_status : pt_grpc_status_from_http(http_status),
             "fault filter abort", NULL, PT_RF(FAULT_INJECTED), "fault_filter_abort");
     else
         pt_http_stream_local_reply(st->s, http_status, "fault filter abort", NULL,

@@ -9,6 +9,7 @@
 
 #include "proxy/conn_manager.h"
 #include "proxy/formatter.h"
+#include "proxy/grpc.h"
 #include "proxy/random.h"
 #include "tls/transport.h"
 
@@ -208,37 +209,6 @@ int pt_http_status_field(pt_cfg_t *r, const char *field, int *out, int def)
 
 /* ---- gRPC ------------------------------------------------------------------------------ */
 
-int pt_http_is_grpc_request(const pt_http_headers_t *h)
-{
-    const char *ct = pt_http_headers_get(h, "content-type");
-    static const char prefix[] = "application/grpc";
-    if (ct == NULL || strncasecmp(ct, prefix, sizeof(prefix) - 1) != 0)
-        return 0;
-    char c = ct[sizeof(prefix) - 1];
-    return c == '\0' || c == '+' || c == ';';
-}
-
-int pt_http_to_grpc_status(int http_status)
-{
-    switch (http_status) {
-    case 400:
-        return 13; /* INTERNAL */
-    case 401:
-        return 16; /* UNAUTHENTICATED */
-    case 403:
-        return 7; /* PERMISSION_DENIED */
-    case 404:
-        return 12; /* UNIMPLEMENTED */
-    case 429:
-    case 502:
-    case 503:
-    case 504:
-        return 14; /* UNAVAILABLE */
-    default:
-        return 2; /* UNKNOWN */
-    }
-}
-
 void pt_http_grpc_local_reply(pt_http_stream_t *s, int grpc_status, const char *message,
                               const pt_http_headers_t *extra, uint32_t flags, const char *details)
 {
@@ -248,29 +218,13 @@ void pt_http_grpc_local_reply(pt_http_stream_t *s, int grpc_status, const char *
         return;
     }
     pt_http_headers_init(h, &s->arena);
+    int err = 0;
     if (extra != NULL)
         for (uint32_t i = 0; i < extra->count; i++)
-            pt_http_headers_add_str(h, extra->items[i].name, extra->items[i].value);
-    pt_http_headers_set(h, "content-type", "application/grpc");
-    char st[16];
-    snprintf(st, sizeof(st), "%d", grpc_status);
-    pt_http_headers_set(h, "grpc-status", st);
-    if (message != NULL && message[0] != '\0') {
-        /* gRPC's percent-encoding: bytes outside 0x20..0x7e, and '%', are escaped. */
-        size_t n = strlen(message);
-        char *enc = pt_arena_alloc(&s->arena, n * 3 + 1);
-        if (enc != NULL) {
-            size_t o = 0;
-            for (size_t i = 0; i < n; i++) {
-                unsigned char c = (unsigned char)message[i];
-                if (c < 0x20 || c > 0x7e || c == '%')
-                    o += (size_t)sprintf(enc + o, "%%%02X", c);
-                else
-                    enc[o++] = (char)c;
-            }
-            enc[o] = '\0';
-            pt_http_headers_set(h, "grpc-message", enc);
-        }
+            err |= pt_http_headers_add_str(h, extra->items[i].name, extra->items[i].value);
+    if (err != 0 || pt_grpc_add_status(h, grpc_status, message) != 0) {
+        pt_http_stream_reset(s, flags, details);
+        return;
     }
     pt_http_stream_local_reply(s, 200, "", h, flags, details);
 }

@@ -55,14 +55,11 @@ int pt_http_status_field(pt_cfg_t *r, const char *field, int *out, int def);
 
 /* ---- gRPC ------------------------------------------------------------------------------ */
 
-/* 1 when the request is gRPC: content-type application/grpc, application/grpc+<x> or
- * application/grpc;<params>. */
-int pt_http_is_grpc_request(const pt_http_headers_t *h);
-/* Envoy's Grpc::Utility::httpToGrpcStatus. */
-int pt_http_to_grpc_status(int http_status);
-/* A trailers-only gRPC answer: 200, content-type application/grpc, grpc-status and (when
- * message is not empty) a percent-encoded grpc-message, plus `extra` headers (may be NULL).
- * `flags` and `details` as for pt_http_stream_local_reply. */
+/* A trailers-only gRPC answer with this grpc_status: 200, content-type application/grpc,
+ * grpc-status and (when message is not empty) a percent-encoded grpc-message, plus `extra`
+ * headers (may be NULL). `flags` and `details` as for pt_http_stream_local_reply, which
+ * makes the same answer to a gRPC request by itself, with the status its HTTP status maps
+ * to (proxy/grpc.h): this is for a filter whose config names the gRPC status. */
 void pt_http_grpc_local_reply(pt_http_stream_t *s, int grpc_status, const char *message,
                               const pt_http_headers_t *extra, uint32_t flags, const char *details);
 

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "filters/filter_common.h"
+#include "proxy/grpc.h"
 #include "filters/http_filter.h"
 #include "filters/token_bucket.h"
 #include "proxy/conn_manager.h"
@@ -363,8 +364,8 @@ static int lrl_decode_headers(pt_http_stream_t *s, void *cfg, void *state, pt_ht
     pt_http_headers_t extra;
     pt_http_headers_init(&extra, &s->arena);
     pt_header_mutations_apply(&c->response_headers, &extra, &s->info);
-    if (pt_http_is_grpc_request(h))
-        pt_http_grpc_local_reply(s, c->resource_exhausted ? 8 : pt_http_to_grpc_status(c->status),
+    if (pt_grpc_is_request(h))
+        pt_http_grpc_local_reply(s, c->resource_exhausted ? 8 : pt_grpc_status_from_http(c->status),
                                  "local_rate_limited", &extra, PT_RF(RATE_LIMITED),
                                  "local_rate_limited");
     else

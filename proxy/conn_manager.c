@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 
+#include "proxy/grpc.h"
 #include "proxy/listener.h"
 #include "proxy/log.h"
 #include "proxy/path.h"
@@ -1210,6 +1211,30 @@ void pt_http_stream_local_reply(pt_http_stream_t *s, int status, const char *bod
     pt_http_stream_local_reply_n(s, status, body, body ? strlen(body) : 0, extra, flags, details);
 }
 
+/* A local reply to a gRPC request, as Envoy makes it: trailers-only, 200, the gRPC status
+ * the HTTP status maps to, the body as grpc-message. */
+static void grpc_local_reply(pt_http_stream_t *s, int status, const char *body, size_t blen,
+                             const pt_http_headers_t *extra, uint32_t flags, const char *details)
+{
+    pt_http_headers_t *h = pt_arena_alloc(&s->arena, sizeof(*h));
+    char *message = pt_arena_alloc(&s->arena, blen + 1);
+    int err = h != NULL && message != NULL ? 0 : -ENOMEM;
+    if (err == 0) {
+        pt_http_headers_init(h, &s->arena);
+        if (extra != NULL)
+            for (uint32_t i = 0; i < extra->count; i++)
+                err |= pt_http_headers_add_str(h, extra->items[i].name, extra->items[i].value);
+        memcpy(message, body != NULL ? body : "", blen);
+        message[blen] = '\0';
+        err |= pt_grpc_add_status(h, pt_grpc_status_from_http(status), message);
+    }
+    if (err != 0) {
+        pt_http_stream_reset(s, flags, details);
+        return;
+    }
+    pt_http_stream_local_reply_n(s, 200, "", 0, h, flags, details);
+}
+
 void pt_http_stream_local_reply_n(pt_http_stream_t *s, int status, const char *body,
                                   size_t blen, const pt_http_headers_t *extra, uint32_t flags,
                                   const char *details)
@@ -1221,6 +1246,11 @@ void pt_http_stream_local_reply_n(pt_http_stream_t *s, int status, const char *b
         s->info.response_code_details = details;
     if (s->flags & PT_HS_RESPONSE_STARTED) {
         pt_http_stream_reset(s, 0, details);
+        return;
+    }
+    if (status != 200 && pt_grpc_is_request(s->request_headers) &&
+        (extra == NULL || pt_http_headers_get(extra, "grpc-status") == NULL)) {
+        grpc_local_reply(s, status, body, blen, extra, flags, details);
         return;
     }
     pt_http_headers_t *h = pt_arena_alloc(&s->arena, sizeof(*h));
