@@ -16,6 +16,7 @@
  * 504 (UT), retries exhausted (URX with the last error). After the response started, an
  * upstream failure resets the downstream stream instead. */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,7 @@
 #include "filters/http_filter.h"
 #include "proxy/cluster.h"
 #include "proxy/conn_manager.h"
+#include "proxy/grpc.h"
 #include "proxy/log.h"
 #include "proxy/pool.h"
 #include "proxy/random.h"
@@ -748,6 +750,67 @@ static void direct_response(pt_http_stream_t *s, const pt_route_t *rt)
                                  "direct_response");
 }
 
+/* A grpc-timeout header's value in ms: 1 to 8 digits and a unit (H, M, S, m, u, n), as
+ * gRPC's HTTP/2 protocol has it; below a millisecond counts as one (0 would be no timeout).
+ * -1 when absent or malformed. */
+static int64_t parse_grpc_timeout(const char *v)
+{
+    if (v == NULL)
+        return -1;
+    size_t n = strlen(v);
+    if (n < 2 || n > 9)
+        return -1;
+    uint64_t value = 0;
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return -1;
+        value = value * 10 + (uint64_t)(v[i] - '0');
+    }
+    switch (v[n - 1]) {
+    case 'H':
+        return (int64_t)(value * 3600000);
+    case 'M':
+        return (int64_t)(value * 60000);
+    case 'S':
+        return (int64_t)(value * 1000);
+    case 'm':
+        return (int64_t)value;
+    case 'u':
+        return (int64_t)((value + 999) / 1000);
+    case 'n':
+        return (int64_t)((value + 999999) / 1000000);
+    default:
+        return -1;
+    }
+}
+
+/* The timeout of a gRPC request on a route with max_grpc_timeout, as Envoy computes it:
+ * its grpc-timeout (none: infinite) less grpc_timeout_offset when that leaves some, capped
+ * at max_grpc_timeout unless that is 0. 0: no timeout. */
+static uint64_t grpc_timeout_ms(const pt_route_t *rt, const pt_http_headers_t *h)
+{
+    int64_t header = parse_grpc_timeout(pt_http_headers_get(h, "grpc-timeout"));
+    uint64_t t = header > 0 ? (uint64_t)header : 0;
+    if (rt->grpc_timeout_offset_ms > 0 && rt->grpc_timeout_offset_ms < t)
+        t -= rt->grpc_timeout_offset_ms;
+    if (rt->max_grpc_timeout_ms > 0 && (t == 0 || t > rt->max_grpc_timeout_ms))
+        t = rt->max_grpc_timeout_ms;
+    return t;
+}
+
+/* ms as a grpc-timeout value: at most 8 digits, in the finest unit that holds it. */
+static void format_grpc_timeout(char *out, size_t outlen, uint64_t ms)
+{
+    if (ms < 100000000u)
+        snprintf(out, outlen, "%" PRIu64 "m", ms);
+    else if (ms / 1000 < 100000000u)
+        snprintf(out, outlen, "%" PRIu64 "S", (ms + 999) / 1000);
+    else if (ms / 60000 < 100000000u)
+        snprintf(out, outlen, "%" PRIu64 "M", (ms + 59999) / 60000);
+    else
+        snprintf(out, outlen, "%" PRIu64 "H", (ms + 3599999) / 3600000);
+}
+
 /* x-envoy-max-retries / x-envoy-retry-on / x-envoy-retriable-status-codes refine the
  * route's policy per request, as in Envoy. */
 static void read_retry_headers(router_state_t *st, pt_http_headers_t *h)
@@ -755,13 +818,21 @@ static void read_retry_headers(router_state_t *st, pt_http_headers_t *h)
     const pt_retry_policy_t *p = st->retry;
     st->retry_on = p ? p->retry_on : 0;
     st->retries_left = p ? p->num_retries : 1;
-    const char *on = pt_http_headers_get(h, "x-envoy-retry-on");
-    if (on != NULL) {
-        uint32_t bits;
-        char bad[64];
-        /* Unknown names in the header are ignored; the known ones still apply. */
-        (void)pt_retry_on_parse(on, &bits, bad, sizeof(bad));
-        st->retry_on |= bits;
+    /* Unknown names in the headers are ignored; the known ones still apply. Each header
+     * takes its own kind of conditions, as in Envoy. */
+    static const struct {
+        const char *header;
+        uint32_t mask;
+    } on_headers[] = {{"x-envoy-retry-on", ~(uint32_t)PT_RETRY_GRPC_ALL},
+                      {"x-envoy-retry-grpc-on", PT_RETRY_GRPC_ALL}};
+    for (size_t i = 0; i < sizeof(on_headers) / sizeof(on_headers[0]); i++) {
+        const char *on = pt_http_headers_get(h, on_headers[i].header);
+        if (on != NULL) {
+            uint32_t bits;
+            char bad[64];
+            (void)pt_retry_on_parse(on, &bits, bad, sizeof(bad));
+            st->retry_on |= bits & on_headers[i].mask;
+        }
     }
     const char *mr = pt_http_headers_get(h, "x-envoy-max-retries");
     if (mr != NULL && mr[0] >= '0' && mr[0] <= '9') {
@@ -793,11 +864,11 @@ static void read_retry_headers(router_state_t *st, pt_http_headers_t *h)
     if (st->retry_on == 0)
         st->retries_left = 0;
     /* These steer this hop; the upstream does not see them. */
-    static const char *const consumed[] = {
-        "x-envoy-retry-on", "x-envoy-max-retries", "x-envoy-retriable-status-codes",
-        "x-envoy-upstream-rq-timeout-ms", "x-envoy-upstream-rq-per-try-timeout-ms"};
-    /* (The timeout headers are read before this, in router_decode_headers.) */
-    pt_http_headers_remove_any(h, consumed, 3);
+    static const char *const consumed[] = {"x-envoy-retry-on", "x-envoy-retry-grpc-on",
+                                           "x-envoy-max-retries",
+                                           "x-envoy-retriable-status-codes"};
+    /* (The timeout headers are read, and removed, in router_decode_headers.) */
+    pt_http_headers_remove_any(h, consumed, 4);
 }
 
 /* x-envoy-upstream-rq-timeout-ms / x-envoy-upstream-rq-per-try-timeout-ms override the
@@ -890,7 +961,8 @@ static int router_decode_headers(pt_http_stream_t *s, void *cfg, void *state,
     if (cluster == NULL) {
         pt_stat_inc(hstats(s)->no_cluster);
         st->flags |= R_DONE;
-        pt_http_stream_local_reply(s, 503, "", NULL, PT_RF(NO_CLUSTER_FOUND), "cluster_not_found");
+        pt_http_stream_local_reply(s, rt->cluster_not_found_status, "", NULL,
+                                   PT_RF(NO_CLUSTER_FOUND), "cluster_not_found");
         return PT_STOP;
     }
     st->cluster = cluster;
@@ -899,7 +971,8 @@ static int router_decode_headers(pt_http_stream_t *s, void *cfg, void *state,
     st->retry = rt->retry_policy;
     read_retry_headers(st, h);
     int present;
-    st->timeout_ms = rt->timeout_ms;
+    int grpc_timed = rt->has_max_grpc_timeout && pt_grpc_is_request(h);
+    st->timeout_ms = grpc_timed ? grpc_timeout_ms(rt, h) : rt->timeout_ms;
     uint64_t ms = header_ms(h, "x-envoy-upstream-rq-timeout-ms", &present);
     if (present)
         st->timeout_ms = ms;
@@ -910,12 +983,18 @@ static int router_decode_headers(pt_http_stream_t *s, void *cfg, void *state,
     static const char *const timeout_headers[] = {"x-envoy-upstream-rq-timeout-ms",
                                                   "x-envoy-upstream-rq-per-try-timeout-ms"};
     pt_http_headers_remove_any(h, timeout_headers, 2);
-    if (st->timeout_ms > 0 && (st->cfg == NULL || !st->cfg->suppress_envoy_headers)) {
-        uint64_t expected = st->per_try_ms > 0 && st->per_try_ms < st->timeout_ms ? st->per_try_ms
-                                                                                 : st->timeout_ms;
+    uint64_t expected = st->per_try_ms > 0 && st->per_try_ms < st->timeout_ms ? st->per_try_ms
+                                                                             : st->timeout_ms;
+    if (expected > 0 && (st->cfg == NULL || !st->cfg->suppress_envoy_headers)) {
         char v[24];
         fmt_u64(v, expected);
         pt_http_headers_set(h, "x-envoy-expected-rq-timeout-ms", v);
+    }
+    if (grpc_timed && expected > 0) {
+        /* The upstream is told the time it has, as Envoy does with max_grpc_timeout. */
+        char v[24];
+        format_grpc_timeout(v, sizeof(v), expected);
+        pt_http_headers_set(h, "grpc-timeout", v);
     }
     st->replay_limit = rt->per_request_buffer_limit ? rt->per_request_buffer_limit
                                                     : s->config->buffer_limit;

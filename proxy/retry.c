@@ -17,7 +17,24 @@ static const struct {
     {"retriable-status-codes", PT_RETRY_RETRIABLE_STATUS_CODES},
     {"retriable-headers", PT_RETRY_RETRIABLE_HEADERS},
     {"envoy-ratelimited", PT_RETRY_ENVOY_RATELIMITED},
+    {"cancelled", PT_RETRY_GRPC_CANCELLED},
+    {"deadline-exceeded", PT_RETRY_GRPC_DEADLINE_EXCEEDED},
+    {"internal", PT_RETRY_GRPC_INTERNAL},
+    {"resource-exhausted", PT_RETRY_GRPC_RESOURCE_EXHAUSTED},
+    {"unavailable", PT_RETRY_GRPC_UNAVAILABLE},
 };
+
+/* The gRPC status of a trailers-only response, as Envoy reads it for retries: -1 when the
+ * head has none (a response with a body has it in its trailers, too late to retry). */
+static int grpc_status_of(const pt_http_headers_t *response)
+{
+    const char *v = response != NULL ? pt_http_headers_get(response, "grpc-status") : NULL;
+    if (v == NULL || v[0] < '0' || v[0] > '9')
+        return -1;
+    char *end;
+    long n = strtol(v, &end, 10);
+    return *end == '\0' && n <= 16 ? (int)n : -1;
+}
 
 int pt_retry_on_parse(const char *list, uint32_t *bits, char *bad, size_t badlen)
 {
@@ -190,6 +207,15 @@ int pt_retry_should(const pt_retry_policy_t *p, uint32_t on, pt_retry_outcome_t 
     if ((on & PT_RETRY_ENVOY_RATELIMITED) && response != NULL &&
         pt_http_headers_get(response, "x-envoy-ratelimited") != NULL)
         return 1;
+    if (on & PT_RETRY_GRPC_ALL) {
+        int g = grpc_status_of(response);
+        if ((g == 1 && (on & PT_RETRY_GRPC_CANCELLED)) ||
+            (g == 4 && (on & PT_RETRY_GRPC_DEADLINE_EXCEEDED)) ||
+            (g == 8 && (on & PT_RETRY_GRPC_RESOURCE_EXHAUSTED)) ||
+            (g == 13 && (on & PT_RETRY_GRPC_INTERNAL)) ||
+            (g == 14 && (on & PT_RETRY_GRPC_UNAVAILABLE)))
+            return 1;
+    }
     if ((on & PT_RETRY_RETRIABLE_HEADERS) && p != NULL && response != NULL)
         for (unsigned i = 0; i < p->nretriable_headers; i++)
             if (pt_header_matcher_match(&p->retriable_headers[i], response))

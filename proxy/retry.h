@@ -25,7 +25,16 @@ enum pt_retry_on {
     PT_RETRY_RETRIABLE_STATUS_CODES = 1u << 6,
     PT_RETRY_RETRIABLE_HEADERS = 1u << 7,
     PT_RETRY_ENVOY_RATELIMITED = 1u << 8,
+    /* gRPC conditions: the grpc-status of a trailers-only response (in its head) */
+    PT_RETRY_GRPC_CANCELLED = 1u << 9,
+    PT_RETRY_GRPC_DEADLINE_EXCEEDED = 1u << 10,
+    PT_RETRY_GRPC_INTERNAL = 1u << 11,
+    PT_RETRY_GRPC_RESOURCE_EXHAUSTED = 1u << 12,
+    PT_RETRY_GRPC_UNAVAILABLE = 1u << 13,
 };
+#define PT_RETRY_GRPC_ALL                                                                    \
+    (PT_RETRY_GRPC_CANCELLED | PT_RETRY_GRPC_DEADLINE_EXCEEDED | PT_RETRY_GRPC_INTERNAL |    \
+     PT_RETRY_GRPC_RESOURCE_EXHAUSTED | PT_RETRY_GRPC_UNAVAILABLE)
 
 typedef struct pt_retry_policy {
     uint32_t retry_on;                 /* PT_RETRY_* bits */
@@ -46,8 +55,10 @@ typedef struct pt_retry_policy {
 
 /* Parses the RetryPolicy the reader is in. NULL with errors recorded. */
 pt_retry_policy_t *pt_retry_policy_parse(pt_cfg_t *r, pt_arena_t *a);
-/* Parses a retry_on list ("5xx,reset"). Unknown names: -1 with the first one in bad, and
- * *bits still holds the known ones. */
+/* Parses a retry_on list ("5xx,reset,unavailable": HTTP and gRPC conditions, as a route's
+ * retry_on takes both). Unknown names: -1 with the first one in bad, and *bits still holds
+ * the known ones. (x-envoy-retry-on takes the HTTP ones, x-envoy-retry-grpc-on the gRPC
+ * ones: the caller masks with PT_RETRY_GRPC_ALL.) */
 int pt_retry_on_parse(const char *list, uint32_t *bits, char *bad, size_t badlen);
 
 /* What the router knows of an attempt's outcome. */

@@ -58,7 +58,6 @@ static const char *const match_unsupported[] = {
     "dynamic_metadata", "filter_state",      "cel_matcher",      NULL};
 static const char *const action_unsupported[] = {"cluster_specifier_plugin",
                                                  "inline_cluster_specifier_plugin",
-                                                 "cluster_not_found_response_code",
                                                  "metadata_match",
                                                  "path_rewrite_policy",
                                                  "host_rewrite_header",
@@ -70,8 +69,6 @@ static const char *const action_unsupported[] = {"cluster_specifier_plugin",
                                                  "include_vh_rate_limits",
                                                  "hash_policy",
                                                  "cors",
-                                                 "max_grpc_timeout",
-                                                 "grpc_timeout_offset",
                                                  "internal_redirect_policy",
                                                  "internal_redirect_action",
                                                  "max_internal_redirects",
@@ -516,6 +513,15 @@ static void parse_route_action(pctx_t *p, pt_route_t *rt)
     rt->host_rewrite_literal = header_string(p, "host_rewrite_literal", 0);
 
     pt_cfg_duration_ms(r, "timeout", &rt->timeout_ms, 15000);
+    rt->has_max_grpc_timeout =
+        pt_cfg_duration_ms(r, "max_grpc_timeout", &rt->max_grpc_timeout_ms, 0) > 0;
+    pt_cfg_duration_ms(r, "grpc_timeout_offset", &rt->grpc_timeout_offset_ms, 0);
+    static const char *const not_found_names[] = {"SERVICE_UNAVAILABLE", "NOT_FOUND",
+                                                  "INTERNAL_SERVER_ERROR", NULL};
+    static const int not_found_statuses[] = {503, 404, 500};
+    int not_found;
+    pt_cfg_enum(r, "cluster_not_found_response_code", not_found_names, NULL, &not_found, 0);
+    rt->cluster_not_found_status = not_found_statuses[not_found];
     if (pt_cfg_duration_ms(r, "idle_timeout", &rt->idle_timeout_ms, 0) <= 0)
         rt->idle_timeout_ms = PT_ROUTE_TIMEOUT_UNSET;
 

@@ -123,6 +123,11 @@ struct pt_route {
     const char *host_rewrite_literal; /* or NULL */
     int auto_host_rewrite;
     uint64_t timeout_ms;      /* 15000 by default; 0 = no timeout */
+    /* gRPC requests (max_grpc_timeout set): their grpc-timeout, less grpc_timeout_offset,
+     * capped at max_grpc_timeout (0: no cap), is their timeout instead of timeout_ms. */
+    int has_max_grpc_timeout;
+    uint64_t max_grpc_timeout_ms, grpc_timeout_offset_ms;
+    int cluster_not_found_status; /* cluster_not_found_response_code: 503, 404 or 500 */
     uint64_t idle_timeout_ms; /* PT_ROUTE_TIMEOUT_UNSET, 0 = disabled, or a value */
     const pt_upgrade_config_t *upgrades;
     unsigned nupgrades;

@@ -543,6 +543,10 @@ class HttpUpstream(_Server):
         the first n requests for key (counted across connections) get <code>, later ones are
         answered as then-path (default echo). ``.counters[key]`` counts every hit;
         ``reset_counters()``.
+    ``/grpc-fail/<key>/<n>/<grpc-status>[/<then-path>]``
+        as ``/fail``, the first n answered as a gRPC server answers a failed call when it
+        has no message to send: 200, ``content-type: application/grpc``, ``grpc-status`` and
+        ``grpc-message`` in the head (trailers-only), no body.
     ``/reset``
         reset the connection (RST, SO_LINGER 0) without answering.
     ``/reset-after-headers``
@@ -787,6 +791,17 @@ class HttpUpstream(_Server):
             if hits < n:
                 return self._send(ctx, code, [('content-type', 'text/plain')],
                                   b'fail %d of %d\n' % (hits + 1, n))
+            return self._respond(ctx, rest(5))
+        if first == 'grpc-fail' and len(seg) >= 5 and seg[3].isdigit() and seg[4].isdigit():
+            key, n, grpc_status = seg[2], int(seg[3]), seg[4]
+            with self._cond:
+                hits = self.counters.get(key, 0)
+                self.counters[key] = hits + 1
+            if hits < n:
+                return self._send(ctx, 200, [('content-type', 'application/grpc'),
+                                             ('grpc-status', grpc_status),
+                                             ('grpc-message', 'fail %d of %d' % (hits + 1, n))],
+                                  length=0)
             return self._respond(ctx, rest(5))
         if path == '/reset':
             self._unregister(ctx.rec['conn_id'])

@@ -102,6 +102,11 @@ static void test_retry_on_every_name(void)
         {"retriable-status-codes", PT_RETRY_RETRIABLE_STATUS_CODES},
         {"retriable-headers", PT_RETRY_RETRIABLE_HEADERS},
         {"envoy-ratelimited", PT_RETRY_ENVOY_RATELIMITED},
+        {"cancelled", PT_RETRY_GRPC_CANCELLED},
+        {"deadline-exceeded", PT_RETRY_GRPC_DEADLINE_EXCEEDED},
+        {"internal", PT_RETRY_GRPC_INTERNAL},
+        {"resource-exhausted", PT_RETRY_GRPC_RESOURCE_EXHAUSTED},
+        {"unavailable", PT_RETRY_GRPC_UNAVAILABLE},
     };
     uint32_t all = 0;
     char list[512] = "";
@@ -145,7 +150,7 @@ static void test_retry_on_unknown_names(void)
         {"reset,gateway_error", "gateway_error"},
         {"retriable-status-code", "retriable-status-code"},
         {"5xxx", "5xxx"},
-        {"cancelled", "cancelled"}, /* gRPC conditions are not supported */
+        {"unavailable,canceled", "canceled"}, /* gRPC spells it cancelled */
         {"http3-post-connect-failure", "http3-post-connect-failure"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -314,6 +319,49 @@ static void test_should_retriable_headers(void)
     PT_CHECK_INT(pt_retry_should(p, p->retry_on, PT_RETRY_OUTCOME_RESET, 0, NULL, NULL, 0), 0);
     PT_CHECK_INT(
         pt_retry_should(p, p->retry_on, PT_RETRY_OUTCOME_CONNECT_FAILURE, 0, NULL, NULL, 0), 0);
+}
+
+/* gRPC conditions: the grpc-status of a trailers-only answer, each condition its status. */
+static void test_should_grpc_status(void)
+{
+    static const struct {
+        uint32_t bit;
+        const char *status;
+    } map[] = {{PT_RETRY_GRPC_CANCELLED, "1"},
+               {PT_RETRY_GRPC_DEADLINE_EXCEEDED, "4"},
+               {PT_RETRY_GRPC_RESOURCE_EXHAUSTED, "8"},
+               {PT_RETRY_GRPC_INTERNAL, "13"},
+               {PT_RETRY_GRPC_UNAVAILABLE, "14"}};
+    const size_t n = sizeof(map) / sizeof(map[0]);
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; j < n; j++) {
+            pt_http_headers_t h;
+            pt_http_headers_init(&h, &arena);
+            pt_http_headers_add_str(&h, ":status", "200");
+            pt_http_headers_add_str(&h, "grpc-status", map[j].status);
+            PT_CHECK_INT(pt_retry_should(NULL, map[i].bit, PT_RETRY_OUTCOME_RESPONSE, 200, &h,
+                                         NULL, 0),
+                         i == j);
+        }
+    }
+    /* OK, an unknown or malformed status, none at all, a 5xx without one: not retried. */
+    const char *others[] = {"0", "2", "17", "14x", "", "-14"};
+    for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
+        pt_http_headers_t h;
+        pt_http_headers_init(&h, &arena);
+        pt_http_headers_add_str(&h, "grpc-status", others[i]);
+        PT_CHECK_INT(pt_retry_should(NULL, PT_RETRY_GRPC_ALL, PT_RETRY_OUTCOME_RESPONSE, 200, &h,
+                                     NULL, 0),
+                     0);
+    }
+    pt_http_headers_t none;
+    pt_http_headers_init(&none, &arena);
+    PT_CHECK_INT(
+        pt_retry_should(NULL, PT_RETRY_GRPC_ALL, PT_RETRY_OUTCOME_RESPONSE, 503, &none, NULL, 0),
+        0);
+    /* gRPC conditions do not retry a reset (the HTTP ones do). */
+    PT_CHECK_INT(pt_retry_should(NULL, PT_RETRY_GRPC_ALL, PT_RETRY_OUTCOME_RESET, 0, NULL, NULL, 0),
+                 0);
 }
 
 /* ---- backoff ------------------------------------------------------------------------- */
@@ -524,6 +572,7 @@ int main(void)
     PT_RUN(test_should_refused_stream_gateway_error);
     PT_RUN(test_should_status_codes);
     PT_RUN(test_should_retriable_headers);
+    PT_RUN(test_should_grpc_status);
     PT_RUN(test_backoff_bounds);
     PT_RUN(test_backoff_distribution);
     PT_RUN(test_backoff_defaults);
