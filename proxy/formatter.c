@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "proxy/grpc.h"
+
 const char *const PT_FORMAT_DEFAULT =
     "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" "
     "%RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% "
@@ -42,9 +44,10 @@ enum op {
     OP_ADDR_IP,
     OP_ADDR_PORT,
     OP_UNIQUE_ID,
+    OP_GRPC_STATUS, /* str: "C" camel, "S" snake, "N" number */
 };
 
-enum arg { ARG_NONE, ARG_HEADER, ARG_TIME, ARG_ENV, ARG_HOSTNAME };
+enum arg { ARG_NONE, ARG_HEADER, ARG_TIME, ARG_ENV, ARG_HOSTNAME, ARG_GRPC };
 
 typedef struct op_def {
     const char *name;
@@ -109,6 +112,8 @@ static const op_def_t op_defs[] = {
     {"HOSTNAME", OP_CONST, ARG_HOSTNAME, 0, 0, 0},
     {"ENVIRONMENT", OP_CONST, ARG_ENV, 0, 0, 0},
     {"UNIQUE_ID", OP_UNIQUE_ID, ARG_NONE, 0, 0, 0},
+    {"GRPC_STATUS", OP_GRPC_STATUS, ARG_GRPC, 0, 0, 0},
+    {"GRPC_STATUS_NUMBER", OP_GRPC_STATUS, ARG_NONE, 1, 0, 0},
 };
 
 /* Envoy operators petrel knows but cannot fill yet: "not supported" rather than "unknown",
@@ -133,8 +138,6 @@ static const char *const unsupported_ops[] = {"START_TIME_LOCAL",
                                               "VIRTUAL_CLUSTER_NAME",
                                               "UPSTREAM_TRANSPORT_FAILURE_REASON",
                                               "CONNECTION_ID",
-                                              "GRPC_STATUS",
-                                              "GRPC_STATUS_NUMBER",
                                               "DYNAMIC_METADATA",
                                               "CLUSTER_METADATA",
                                               "UPSTREAM_METADATA",
@@ -439,6 +442,8 @@ static pt_format_t *compile_text(pt_arena_t *a, const char *text, size_t n, unsi
             return NULL;
         }
         p->max_len = (uint32_t)max_len;
+        if (d->op == OP_GRPC_STATUS)
+            p->str = "N"; /* GRPC_STATUS_NUMBER; GRPC_STATUS's parameter says otherwise */
         switch (d->arg) {
         case ARG_NONE:
         case ARG_HOSTNAME:
@@ -473,6 +478,20 @@ static pt_format_t *compile_text(pt_arena_t *a, const char *text, size_t n, unsi
         }
         case ARG_TIME:
             p->tf = compile_time(a, param ? param : "", plen);
+            break;
+        case ARG_GRPC:
+            if (param == NULL || (plen == 12 && memcmp(param, "CAMEL_STRING", 12) == 0)) {
+                p->str = "C";
+            } else if (plen == 12 && memcmp(param, "SNAKE_STRING", 12) == 0) {
+                p->str = "S";
+            } else if (plen == 6 && memcmp(param, "NUMBER", 6) == 0) {
+                p->str = "N";
+                p->num = 1;
+            } else {
+                set_err(err, errlen, "%%%.*s(%.*s)%%: expected CAMEL_STRING, SNAKE_STRING or "
+                        "NUMBER", (int)nlen, name, (int)plen, param);
+                return NULL;
+            }
             break;
         case ARG_ENV:
             if (param == NULL || plen == 0) {
@@ -551,6 +570,39 @@ static const pt_http_header_t *find_header(const pt_http_headers_t *h, const cha
     if (e == NULL && lname[0] == 'h' && strcmp(lname, "host") == 0)
         e = pt_http_headers_find(h, ":authority");
     return e;
+}
+
+/* gRPC's status names, as Envoy's %GRPC_STATUS% writes them. */
+static const char *const grpc_camel[17] = {
+    "Ok",       "Canceled",          "Unknown",          "InvalidArgument", "DeadlineExceeded",
+    "NotFound", "AlreadyExists",     "PermissionDenied", "ResourceExhausted",
+    "FailedPrecondition", "Aborted", "OutOfRange",       "Unimplemented",   "Internal",
+    "Unavailable", "DataLoss",       "Unauthenticated"};
+static const char *const grpc_snake[17] = {
+    "OK",        "CANCELLED",         "UNKNOWN",           "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
+    "NOT_FOUND", "ALREADY_EXISTS",    "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",      "UNIMPLEMENTED",    "INTERNAL",
+    "UNAVAILABLE", "DATA_LOSS",       "UNAUTHENTICATED"};
+
+/* The gRPC status of a gRPC request's response, as Envoy finds it: its trailers' grpc-status,
+ * else its head's (trailers-only), else the one its HTTP status maps to. -1 for a request
+ * that is not gRPC or a response with none. */
+static int grpc_status_of(const pt_stream_info_t *si)
+{
+    if (!pt_grpc_is_request(si->request_headers))
+        return -1;
+    const pt_http_header_t *e = find_header(si->response_trailers, "grpc-status");
+    if (e == NULL)
+        e = find_header(si->response_headers, "grpc-status");
+    if (e != NULL) {
+        char *end;
+        unsigned long n = strtoul(e->value, &end, 10);
+        return e->value_len > 0 && e->value[0] >= '0' && e->value[0] <= '9' && *end == '\0' &&
+                       n <= INT32_MAX
+                   ? (int)n
+                   : -1;
+    }
+    return si->response_code > 0 ? pt_grpc_status_from_http(si->response_code) : -1;
 }
 
 /* Per-thread generator for %UNIQUE_ID%: seeded once from getrandom, so the hot path makes
@@ -770,6 +822,20 @@ static void eval(const fpart_t *p, const pt_stream_info_t *si, fval_t *v, char *
         v->len = e->value_len;
         if (p->max_len && v->len > p->max_len)
             v->len = p->max_len;
+        return;
+    }
+    case OP_GRPC_STATUS: {
+        int g = grpc_status_of(si);
+        if (g < 0)
+            return;
+        if (p->str[0] == 'N' || g > 16) { /* a status gRPC does not name: its number */
+            v->kind = V_NUM;
+            v->num = (uint64_t)g;
+            return;
+        }
+        v->kind = V_STR;
+        v->s = p->str[0] == 'C' ? grpc_camel[g] : grpc_snake[g];
+        v->len = strlen(v->s);
         return;
     }
     case OP_RESPONSE_CODE:

@@ -51,10 +51,16 @@ class GrpcLocalReplyTest(unittest.TestCase):
             {'match': {'prefix': '/direct/'},
              'direct_response': {'status': 503, 'body': {'inline_string': 'closed 100%'}}},
         ]
+        log = {'name': 'envoy.access_loggers.stdout', 'typed_config': {
+            '@type': 'type.googleapis.com/envoy.extensions.access_loggers.stream.v3.'
+                     'StdoutAccessLog',
+            'log_format': {'text_format_source': {'inline_string':
+                'GRPC %REQ(:PATH)% %RESPONSE_CODE% %GRPC_STATUS% %GRPC_STATUS_NUMBER%\n'}}}}
         hcm = h.http_connection_manager(
             'ingress', h.route_config([h.vhost('all', ['*'], routes)]),
             http_filters=[{'name': 'envoy.filters.http.rbac', 'typed_config': {
-                '@type': RBAC_HTTP_TYPE, 'rules': deny_path}}, h.router_filter()])
+                '@type': RBAC_HTTP_TYPE, 'rules': deny_path}}, h.router_filter()],
+            access_log=[log])
         empty = h.cluster('empty', [])
         cfg = h.bootstrap([h.listener('http', self.port, [hcm])],
                           [h.cluster('a', [self.up.port]), h.cluster('down', [h.dead_port()]),
@@ -83,6 +89,15 @@ class GrpcLocalReplyTest(unittest.TestCase):
         self.assertIn('connect', r.get('grpc-message'))
         self.assertGrpc(self.grpc('/denied/x'), 7, 'RBAC: access denied')
         self.assertGrpc(self.grpc('/direct/x'), 14, 'closed 100%25')  # percent-encoded
+        # %GRPC_STATUS%: the answer's (a proxied 200 without one maps to Unknown)
+        for line in ('GRPC /ok/x 200 Unknown 2', 'GRPC /nowhere 200 Unimplemented 12',
+                     'GRPC /empty/x 200 Unavailable 14', 'GRPC /denied/x 200 PermissionDenied 7'):
+            self.wait_access(line)
+        h.http_request(self.port, 'GET', '/empty/x')
+        self.wait_access('GRPC /empty/x 503 - -')
+
+    def wait_access(self, line):
+        h.wait_until(lambda: line in self.p.stdout(), message='access log %r' % line)
 
     def test_timeout_is_unavailable(self):
         self.assertGrpc(self.grpc('/delay/3000'), 14, 'upstream request timeout')

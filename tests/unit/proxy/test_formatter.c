@@ -153,6 +153,43 @@ static void test_every_operator(void)
         PT_CHECK_STR(render(cases[i].fmt, &si, 0), cases[i].want);
 }
 
+/* %GRPC_STATUS(...)%: from the trailers, else the head, else the HTTP status mapped; only
+ * for a gRPC request; names as Envoy writes them; statuses gRPC does not name as numbers. */
+static void test_grpc_status(void)
+{
+    fill();
+    PT_CHECK_STR(render("%GRPC_STATUS%", &si, 0), "-"); /* not a gRPC request */
+    pt_http_headers_add_str(&req, "content-type", "application/grpc+proto");
+    PT_CHECK_STR(render("%GRPC_STATUS%|%GRPC_STATUS(SNAKE_STRING)%|%GRPC_STATUS(NUMBER)%|"
+                        "%GRPC_STATUS_NUMBER%|%GRPC_STATUS(CAMEL_STRING)%",
+                        &si, 0),
+                 "Ok|OK|0|0|Ok");
+    pt_http_headers_set(&trl, "grpc-status", "1");
+    PT_CHECK_STR(render("%GRPC_STATUS%/%GRPC_STATUS(SNAKE_STRING)%", &si, 0),
+                 "Canceled/CANCELLED");
+    pt_http_headers_set(&trl, "grpc-status", "42"); /* user-defined: its number */
+    PT_CHECK_STR(render("%GRPC_STATUS%/%GRPC_STATUS(SNAKE_STRING)%", &si, 0), "42/42");
+    pt_http_headers_set(&trl, "grpc-status", "x");
+    PT_CHECK_STR(render("%GRPC_STATUS%", &si, 0), "-");
+    /* trailers-only: the head's; none at all: the HTTP status mapped (503: Unavailable) */
+    si.response_trailers = NULL;
+    pt_http_headers_add_str(&resp, "grpc-status", "16");
+    PT_CHECK_STR(render("%GRPC_STATUS%", &si, 0), "Unauthenticated");
+    pt_http_headers_init(&resp, &arena);
+    si.response_code = 503;
+    PT_CHECK_STR(render("%GRPC_STATUS% %GRPC_STATUS_NUMBER%", &si, 0), "Unavailable 14");
+    si.response_code = 0;
+    PT_CHECK_STR(render("%GRPC_STATUS%", &si, 0), "-");
+    /* typed JSON: the number is a number, the names strings */
+    si.response_code = 404;
+    PT_CHECK_STR(render("%GRPC_STATUS_NUMBER% %GRPC_STATUS(SNAKE_STRING)%", &si, 0),
+                 "12 UNIMPLEMENTED");
+    PT_CHECK_STR(compile_err("%GRPC_STATUS(LOUD)%"),
+                 "%GRPC_STATUS(LOUD)%: expected CAMEL_STRING, SNAKE_STRING or NUMBER");
+    PT_CHECK_STR(compile_err("%GRPC_STATUS_NUMBER(NUMBER)%"),
+                 "%GRPC_STATUS_NUMBER% takes no parameter");
+}
+
 static void test_missing_values(void)
 {
     fill();
@@ -563,6 +600,7 @@ static void test_json_errors(void)
 int main(void)
 {
     PT_RUN(test_every_operator);
+    PT_RUN(test_grpc_status);
     PT_RUN(test_missing_values);
     PT_RUN(test_headers_fallback_truncation);
     PT_RUN(test_start_time);
