@@ -696,6 +696,8 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
             why = PT_HTTP_RESET_OVERFLOW;
         s->cb->on_reset(os, why);
     }
+    if (pt_buf_len(&st->in) > 0 && !s->closed)
+        nghttp2_session_consume_connection(session, pt_buf_len(&st->in));
     stream_free(st);
     return s->closed ? NGHTTP2_ERR_CALLBACK_FAILURE : 0;
 }
@@ -981,6 +983,20 @@ static void h2s_set_stream_arena(pt_http_codec_stream_t *cs, pt_arena_t *arena)
     ((h2_stream_t *)cs)->arena = arena;
 }
 
+/* The owner is done with the stream: no more callbacks for it, and request body held for
+ * it (read-disabled) will never be taken, so its window goes back to the client. */
+static void release_owner(h2_server_t *s, h2_stream_t *st)
+{
+    st->super.data = NULL;
+    st->read_disabled = 0;
+    size_t n = pt_buf_len(&st->in);
+    if (n > 0) {
+        pt_buf_dispose(&st->in);
+        if (s->session != NULL && !s->closed)
+            nghttp2_session_consume(s->session, st->id, n);
+    }
+}
+
 static int usable(h2_server_t *s, h2_stream_t *st)
 {
     return !s->closed && !s->conn_closed && !s->lost && st->super.data != NULL;
@@ -1053,7 +1069,7 @@ static void h2s_encode_headers(pt_http_codec_stream_t *cs, pt_http_headers_t *h,
     size_t n;
     nghttp2_nv *nv = make_nv(h, 1, &n);
     if (nv == NULL) {
-        st->super.data = NULL;
+        release_owner(s, st);
         nghttp2_submit_rst_stream(s->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
         h2_flush(s);
         return;
@@ -1067,7 +1083,7 @@ static void h2s_encode_headers(pt_http_codec_stream_t *cs, pt_http_headers_t *h,
         int end = end_stream || st->head_request || status == 204 || status == 304;
         if (end) {
             st->out_end = 1;
-            st->super.data = NULL; /* the owner is done with the stream */
+            release_owner(s, st); /* the owner is done with the stream */
             rc = nghttp2_submit_response(s->session, st->id, nv, n, NULL);
         } else {
             nghttp2_data_provider dp = {.source.ptr = st, .read_callback = data_read_cb};
@@ -1076,7 +1092,7 @@ static void h2s_encode_headers(pt_http_codec_stream_t *cs, pt_http_headers_t *h,
     }
     free(nv);
     if (rc != 0) {
-        st->super.data = NULL;
+        release_owner(s, st);
         nghttp2_submit_rst_stream(s->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
     }
     h2_flush(s);
@@ -1101,7 +1117,7 @@ static void h2s_encode_data(pt_http_codec_stream_t *cs, pt_buf_t *data, int end_
     pt_buf_move(&st->out, data);
     if (end_stream) {
         st->out_end = 1;
-        st->super.data = NULL;
+        release_owner(s, st);
     }
     resume(s, st);
     if (end_stream) {
@@ -1128,7 +1144,7 @@ static void h2s_encode_trailers(pt_http_codec_stream_t *cs, pt_http_headers_t *t
     free(nv);
     /* Without trailers (or memory for them) the body just ends. */
     st->out_end = 1;
-    st->super.data = NULL;
+    release_owner(s, st);
     resume(s, st);
     h2_flush(s);
 }
@@ -1148,7 +1164,7 @@ static void h2s_reset_stream(pt_http_codec_stream_t *cs, pt_http_reset_reason_t 
 {
     h2_stream_t *st = (h2_stream_t *)cs;
     h2_server_t *s = st->codec;
-    st->super.data = NULL; /* no callbacks for it from now on */
+    release_owner(s, st); /* no callbacks for it from now on */
     if (s->closed || s->conn_closed || s->lost)
         return;
     uint32_t code =

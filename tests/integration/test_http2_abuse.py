@@ -188,6 +188,14 @@ class FloodTest(AbuseBase):
         p, port, up = self.start('pf', {'max_outbound_control_frames': 100})
         self.flood(p, port, PING * 500, 'http2.outbound_control_flood', goaway=False)
 
+    def test_outbound_frames_flood(self):
+        # All frames queued count, not only control frames: with the general limit the
+        # lower one, the same unread PING answers trip http2.outbound_flood.
+        p, port, up = self.start('of', {'max_outbound_frames': 100,
+                                        'max_outbound_control_frames': 100000})
+        self.flood(p, port, PING * 500, 'http2.outbound_flood', goaway=False)
+        self.assertEqual(p.stat('http2.outbound_control_flood'), 0)
+
     def test_settings_flood(self):
         p, port, up = self.start('sf', {'max_outbound_control_frames': 100})
         self.flood(p, port, SETTINGS_EMPTY * 500, 'http2.outbound_control_flood',
