@@ -1,7 +1,8 @@
 /* The HTTP connection manager (envoy.filters.network.http_connection_manager): the
  * terminal network filter that turns a downstream connection into HTTP streams.
  *
- * Per connection it creates a server codec (HTTP/1 now; HTTP/2 by ALPN later) and per
+ * Per connection it creates a server codec from a table by codec_type (HTTP/1 or HTTP/2;
+ * AUTO picks by the negotiated ALPN on TLS, else by the first bytes) and per
  * request a pt_http_stream_t holding everything that request needs: an arena, the header
  * maps, the stream info the access log reads, the resolved route, and each HTTP filter's
  * state. It applies Envoy's request/response header rules (x-forwarded-for,

@@ -272,6 +272,51 @@ class MultiplexTest(Http2Base):
             self.assertEqual(len(st.data), 2 * 1024 * 1024)
 
 
+class UploadBackpressureTest(Http2Base):
+
+    def test_upstream_that_does_not_read_withholds_the_window(self):
+        # The upstream accepts nothing (a listen queue only): petrel's upstream queue fills,
+        # the router read-disables the stream and the codec stops giving window back, so the
+        # client is held to about what the buffers hold; the connection's other streams go on.
+        import socket
+        up = HttpUpstream(name='app')
+        self.addCleanup(up.close)
+        stuck = socket.socket()
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        stuck.bind(('127.0.0.1', 0))
+        stuck.listen(8)
+        self.addCleanup(stuck.close)
+        routes = [h.route_prefix('/stuck', 'stuck', timeout='0s'),
+                  h.route_prefix('/', 'app', timeout='10s')]
+        port, admin = h.free_ports(2)
+        cfg = h.bootstrap(
+            [h.listener('l', port, [hcm('bp', routes=routes, stream_idle_timeout='0s',
+                                        http2_protocol_options={
+                                            'initial_stream_window_size': 65535,
+                                            'initial_connection_window_size': 16777216})])],
+            [h.cluster('app', [up.port]), h.cluster('stuck', [stuck.getsockname()[1]])],
+            admin_port=admin)
+        total = 64 * 1024 * 1024
+        with h.Petrel(cfg) as p:
+            with H2Client(port) as c:
+                sid = c.request('POST', '/stuck', body=h.pattern_bytes(0, total))
+                # Until the client has been blocked by the window for a few reads in a row.
+                blocked = 0
+                while blocked < 5:
+                    before = len(c.streams[sid].pending)
+                    c.read_once(0.3)
+                    blocked = blocked + 1 if len(c.streams[sid].pending) == before else 0
+                sent = total - len(c.streams[sid].pending)
+                self.assertLess(sent, 24 * 1024 * 1024)
+                self.assertFalse(c.streams[sid].done)
+                ok = c.request('POST', '/echo', body=b'z' * 100000)
+                st = c.response(ok)
+                self.assertEqual(st.status, 200)
+                self.assertEqual(json.loads(bytes(st.data))['body_len'], 100000)
+                c.reset(sid)
+                p.wait_stat(http_stat('bp', 'downstream_rq_active'), 0)
+
+
 class ResetTest(Http2Base):
 
     def test_client_rst_mid_response_leaves_other_streams(self):
