@@ -85,6 +85,22 @@ class PriorKnowledgeTest(Http2Base):
         self.assertEqual(p.stat(http_stat('auto', 'downstream_rq_http1_total')), 0)
         p.wait_stat(http_stat('auto', 'downstream_cx_http2_active'), 0)
 
+    def test_access_log_protocol(self):
+        log = {'name': 'envoy.access_loggers.stdout', 'typed_config': {
+            '@type': 'type.googleapis.com/envoy.extensions.access_loggers.stream.v3.'
+                     'StdoutAccessLog',
+            'log_format': {'text_format_source': {
+                'inline_string': 'ACCESS %PROTOCOL% %REQ(:METHOD)% %REQ(:PATH)% %REQ(:AUTHORITY)% '
+                                 '%RESPONSE_CODE% %BYTES_RECEIVED% %BYTES_SENT%\n'}}}}
+        p, (auto,), up = self.start({'stat_prefix': 'al', 'access_log': [log]})
+        with H2Client(auto) as c:
+            st = c.response(c.request('POST', '/bytes/7', body=b'12345', authority='h.test'))
+            self.assertEqual(st.status, 200)
+        h.http_request(auto, 'GET', '/h1')
+        h.wait_until(lambda: p.stdout().count('ACCESS') >= 2, 10)
+        self.assertIn('ACCESS HTTP/2 POST /bytes/7 h.test 200 5 7', p.stdout())
+        self.assertIn('ACCESS HTTP/1.1 GET /h1', p.stdout())
+
     def test_http1_still_served_on_auto(self):
         p, (auto,), up = self.start({'stat_prefix': 'auto'})
         r = h.http_request(auto, 'POST', '/echo', body=b'abc')
