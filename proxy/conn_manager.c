@@ -357,9 +357,9 @@ static void *hcm_parse(pt_cfg_t *r, pt_config_t *cfg)
             pt_cfg_error(r, "chain", "true is not supported");
         pt_cfg_leave(r);
     }
+    /* Read and checked whatever codec_type says: Envoy accepts it on an HTTP1 connection
+     * manager too (where it is unused). */
     parse_http2_options(r, &hc->settings.http2);
-    if (hc->codec_type == PT_HCM_CODEC_HTTP1 && pt_cfg_has(r, "http2_protocol_options"))
-        pt_cfg_error(r, "http2_protocol_options", "is set but codec_type is HTTP1");
     hc->settings.drain_timeout_ms = hc->drain_timeout_ms;
     hc->settings.server_name = hc->server_name;
     hc->buffer_limit = 1024 * 1024;
