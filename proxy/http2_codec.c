@@ -87,9 +87,11 @@ struct h2_server {
     unsigned conn_closed : 1; /* we closed the connection ourselves */
     unsigned lost : 1;        /* the owner was told the connection is gone */
     unsigned notify_pending : 1;
-    unsigned conn_above : 1;   /* the write queue is above its high watermark */
-    unsigned held_pending : 1; /* a stream has held body to deliver */
-    unsigned wm_dirty : 1;     /* a stream's buffer shrank: recheck its watermark */
+    unsigned conn_above : 1;      /* the write queue is above its high watermark */
+    unsigned held_pending : 1;    /* a stream has held body to deliver */
+    unsigned wm_dirty : 1;        /* a stream's buffer shrank: recheck its watermark */
+    unsigned budget_deferred : 1; /* a body waits for the queue to drain (h2_flush) */
+    size_t sending;               /* bytes produced by the send under way (h2_flush) */
     pt_defer_t notify;
 };
 
@@ -258,6 +260,7 @@ static void h2_flush(h2_server_t *s)
     pt_buf_t out = {0};
     int err = 0;
     ssize_t n = 0;
+    s->sending = 0;
     for (;;) {
         const uint8_t *p;
         n = nghttp2_session_mem_send(s->session, &p);
@@ -267,9 +270,11 @@ static void h2_flush(h2_server_t *s)
             err = -ENOMEM;
             break;
         }
+        s->sending = pt_buf_len(&out);
         if (s->closed)
             break;
     }
+    s->sending = 0;
     if (s->closed) {
         pt_buf_dispose(&out);
         h2_leave(s);
@@ -290,6 +295,12 @@ static void h2_flush(h2_server_t *s)
     }
     if (pt_buf_len(&out) > 0)
         pt_conn_write(c, &out);
+    if (s->budget_deferred) {
+        /* Bodies wait for the queue to go down (whether or not it went above its high
+         * watermark, which alone would bring on_drain). */
+        s->budget_deferred = 0;
+        pt_conn_drain_to(c, c->high_watermark / 2);
+    }
     if (!nghttp2_session_want_read(s->session) && !nghttp2_session_want_write(s->session)) {
         h2_close_conn(s, PT_CLOSE_FLUSH);
         h2_leave(s);
@@ -311,9 +322,14 @@ static ssize_t data_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t
         st->deferred = 1;
         return NGHTTP2_ERR_DEFERRED;
     }
-    if (have > 0 && (s->conn->flags & PT_CONN_F_ABOVE_HIGH)) {
-        /* The peer reads slowly: leave the body here until the queue drains (on_drain). */
+    if (have > 0 && ((s->conn->flags & PT_CONN_F_ABOVE_HIGH) ||
+                     pt_conn_queued(s->conn) + s->sending >= s->conn->high_watermark)) {
+        /* The peer reads slowly, or this send has produced enough: the body stays here
+         * until the queue drains (on_drain), so one send never queues more than the
+         * connection's limit, whatever windows the peer grants. */
         st->deferred = 1;
+        if (!(s->conn->flags & PT_CONN_F_ABOVE_HIGH))
+            s->budget_deferred = 1;
         return NGHTTP2_ERR_DEFERRED;
     }
     size_t n = have < length ? have : length;

@@ -87,9 +87,10 @@ class H2Client:
                                         normalize_outbound_headers=False,
                                         validate_inbound_headers=False)
         self.conn = h2.connection.H2Connection(cfg)
-        if settings:
-            self.conn.local_settings.update(settings)
         self.conn.initiate_connection()
+        if settings:
+            # A SETTINGS frame of its own: h2 applies changes when they are acknowledged.
+            self.conn.update_settings(settings)
         self.streams = {}
         self.events = []
         self.goaway = None       # the last GOAWAY (a GoAway)
