@@ -26,6 +26,9 @@ typedef struct pt_network_filter_ops {
      * those of its alpn_protocols: negotiating a protocol the filter cannot speak would
      * break every connection that chose it. NULL: any (tcp_proxy passes bytes through). */
     const char *alpn;
+    /* When the names depend on the filter's config (the HTTP connection manager's
+     * codec_type): returns them for this config, overriding `alpn`. May be NULL. */
+    const char *(*alpn_for)(const void *filter_config);
     /* Reads typed_config (the reader is inside it, @type consumed) and returns the filter's
      * config allocated from cfg->arena, or NULL with errors recorded. Clusters are parsed
      * before listeners, so references to them are checked here. */

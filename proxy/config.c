@@ -263,7 +263,9 @@ static void restrict_alpn(pt_filter_chain_t *fc, pt_arena_t *a, const char *wher
 {
     if (fc->tls == NULL || fc->tls->alpn_len == 0 || fc->nfilters == 0)
         return;
-    const char *spoken = fc->filters[fc->nfilters - 1].ops->alpn;
+    const pt_network_filter_t *last = &fc->filters[fc->nfilters - 1];
+    const char *spoken =
+        last->ops->alpn_for != NULL ? last->ops->alpn_for(last->config) : last->ops->alpn;
     if (spoken == NULL)
         return;
     unsigned char *kept = pt_arena_alloc(a, fc->tls->alpn_len), *k = kept;

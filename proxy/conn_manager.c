@@ -36,6 +36,8 @@ struct pt_hcm_conn {
     pt_addr_t local;             /* our address on this connection, for logs */
     unsigned closing : 1;
     unsigned upgraded : 1;
+    unsigned http2 : 1;          /* the codec is HTTP/2 */
+    unsigned draining : 1;       /* drained before the codec was chosen */
 };
 
 static void stream_complete(pt_http_stream_t *s);
@@ -47,7 +49,7 @@ static void hcm_close(pt_hcm_conn_t *h, pt_close_how_t how);
 
 static const char *const hcm_unsupported[] = {
     "scoped_routes", "tracing", "add_user_agent", "http3_protocol_options",
-    "http2_protocol_options", "access_log_options",
+    "access_log_options",
     "internal_address_config", "represent_ipv4_remote_address_as_ipv4_mapped_ipv6",
     "local_reply_config",
     "request_id_extension", "stream_error_on_invalid_http_message",
@@ -57,8 +59,8 @@ static const char *const hcm_unsupported[] = {
     "max_connection_duration", "append_local_overload", "add_proxy_protocol_connection_state",
     "http1_safe_max_connection_duration", NULL};
 
-static const char *const codec_names[] = {"AUTO", "HTTP1", NULL};
-static const char *const codec_known[] = {"HTTP2", "HTTP3", NULL};
+static const char *const codec_names[] = {"AUTO", "HTTP1", "HTTP2", NULL};
+static const char *const codec_known[] = {"HTTP3", NULL};
 static const char *const server_transform_names[] = {"OVERWRITE", "APPEND_IF_ABSENT",
                                                      "PASS_THROUGH", NULL};
 static const char *const underscore_names[] = {"ALLOW", "REJECT_REQUEST", "DROP_HEADER", NULL};
@@ -156,6 +158,77 @@ static void parse_http_filters(pt_cfg_t *r, pt_config_t *cfg, pt_hcm_config_t *h
     pt_cfg_leave_array(r);
 }
 
+/* http2_protocol_options (envoy.config.core.v3.Http2ProtocolOptions), Envoy's defaults and
+ * ranges; the defaults apply when it is absent. */
+void pt_http2_options_parse(pt_cfg_t *r, pt_http2_options_t *o)
+{
+    static const char *const h2_unsupported[] = {
+        "allow_connect", "allow_metadata", "stream_error_on_invalid_http_messaging",
+        "custom_settings_parameters", "use_oghttp2_codec", "max_metadata_size", NULL};
+    pt_cfg_unsupported(r, h2_unsupported);
+    uint64_t v;
+    pt_cfg_uint(r, "hpack_table_size", &v, 4096, 0, UINT32_MAX);
+    o->hpack_table_size = (uint32_t)v;
+    pt_cfg_uint(r, "max_concurrent_streams", &v, 2147483647, 1, 2147483647);
+    o->max_concurrent_streams = (uint32_t)v;
+    pt_cfg_uint(r, "initial_stream_window_size", &v, 268435456, 65535, 2147483647);
+    o->initial_stream_window_size = (uint32_t)v;
+    pt_cfg_uint(r, "initial_connection_window_size", &v, 268435456, 65535, 2147483647);
+    o->initial_connection_window_size = (uint32_t)v;
+    pt_cfg_uint(r, "max_outbound_frames", &v, 10000, 1, UINT32_MAX - 1);
+    o->max_outbound_frames = (uint32_t)v;
+    pt_cfg_uint(r, "max_outbound_control_frames", &v, 1000, 1, UINT32_MAX - 1);
+    o->max_outbound_control_frames = (uint32_t)v;
+    pt_cfg_uint(r, "max_consecutive_inbound_frames_with_empty_payload", &v, 1, 0, UINT32_MAX);
+    o->max_consecutive_inbound_frames_with_empty_payload = (uint32_t)v;
+    pt_cfg_uint(r, "max_inbound_priority_frames_per_stream", &v, 100, 0, UINT32_MAX);
+    o->max_inbound_priority_frames_per_stream = (uint32_t)v;
+    pt_cfg_uint(r, "max_inbound_window_update_frames_per_data_frame_sent", &v, 10, 1,
+                UINT32_MAX);
+    o->max_inbound_window_update_frames_per_data_frame_sent = (uint32_t)v;
+    int b;
+    pt_cfg_bool(r, "override_stream_error_on_invalid_http_message", &b, 0);
+    o->override_stream_error = b;
+    o->keepalive_jitter_pct = 15;
+    if (pt_cfg_enter(r, "connection_keepalive") > 0) {
+        static const char *const ka_unsupported[] = {"connection_idle_interval", NULL};
+        pt_cfg_unsupported(r, ka_unsupported);
+        pt_cfg_duration_ms(r, "interval", &o->keepalive_interval_ms, 0);
+        if (pt_cfg_duration_ms(r, "timeout", &o->keepalive_timeout_ms, 0) == 0)
+            pt_cfg_error(r, "timeout", "is required");
+        else if (o->keepalive_timeout_ms == 0)
+            pt_cfg_error(r, "timeout", "must be greater than 0");
+        if (pt_cfg_enter(r, "interval_jitter") > 0) {
+            double d;
+            pt_cfg_double(r, "value", &d, 15, 0, 100);
+            o->keepalive_jitter_pct = (uint32_t)d;
+            pt_cfg_leave(r);
+        }
+        pt_cfg_leave(r);
+    }
+}
+
+static void parse_http2_options(pt_cfg_t *r, pt_http2_options_t *o)
+{
+    if (pt_cfg_enter(r, "http2_protocol_options") > 0) {
+        pt_http2_options_parse(r, o);
+        pt_cfg_leave(r);
+        return;
+    }
+    *o = (pt_http2_options_t){
+        .max_concurrent_streams = 2147483647,
+        .initial_stream_window_size = 268435456,
+        .initial_connection_window_size = 268435456,
+        .hpack_table_size = 4096,
+        .max_outbound_frames = 10000,
+        .max_outbound_control_frames = 1000,
+        .max_consecutive_inbound_frames_with_empty_payload = 1,
+        .max_inbound_priority_frames_per_stream = 100,
+        .max_inbound_window_update_frames_per_data_frame_sent = 10,
+        .keepalive_jitter_pct = 15,
+    };
+}
+
 static void *hcm_parse(pt_cfg_t *r, pt_config_t *cfg)
 {
     size_t errors_before = r->nerrors;
@@ -168,6 +241,7 @@ static void *hcm_parse(pt_cfg_t *r, pt_config_t *cfg)
     hc->stat_prefix = pt_arena_strdup(a, s ? s : "");
     int codec;
     pt_cfg_enum(r, "codec_type", codec_names, codec_known, &codec, 0);
+    hc->codec_type = (pt_hcm_codec_type_t)codec;
 
     static const char *const route_specifiers[] = {"route_config", "rds", NULL};
     static const char *const route_unsupported[] = {"scoped_routes", NULL};
@@ -284,6 +358,10 @@ static void *hcm_parse(pt_cfg_t *r, pt_config_t *cfg)
             pt_cfg_error(r, "chain", "true is not supported");
         pt_cfg_leave(r);
     }
+    /* Read and checked whatever codec_type says: Envoy accepts it on an HTTP1 connection
+     * manager too (where it is unused). */
+    parse_http2_options(r, &hc->settings.http2);
+    hc->settings.drain_timeout_ms = hc->drain_timeout_ms;
     hc->settings.server_name = hc->server_name;
     hc->buffer_limit = 1024 * 1024;
     return r->nerrors == errors_before ? hc : NULL;
@@ -299,6 +377,11 @@ static int hcm_prepare(void *fc, pt_config_t *cfg)
 #define PT_X(n) hc->stats.n = pt_stats_gauge("http", t, hc->stat_prefix, #n);
     PT_HCM_GAUGES(PT_X)
 #undef PT_X
+    if (hc->codec_type != PT_HCM_CODEC_HTTP1) {
+#define PT_X(n) hc->settings.http2_stats.n = pt_stats_counter("http2", NULL, NULL, #n);
+        PT_HTTP2_STATS(PT_X)
+#undef PT_X
+    }
     for (unsigned i = 0; i < hc->nfilters; i++) {
         pt_http_filter_t *f = &hc->filters[i];
         if (f->ops->prepare != NULL && f->ops->prepare(f->config, cfg, hc->stat_prefix) != 0)
@@ -422,6 +505,13 @@ static void *hcm_on_new_stream(void *owner, pt_http_codec_stream_t *cs)
     if (hc->max_stream_duration_ms > 0 &&
         (rq_deadline == 0 || hc->max_stream_duration_ms < rq_deadline))
         rq_deadline = hc->max_stream_duration_ms;
+    if (h->http2 && hc->request_headers_timeout_ms > 0 &&
+        (rq_deadline == 0 || hc->request_headers_timeout_ms < rq_deadline)) {
+        /* An HTTP/2 stream exists from its first HEADERS frame: its own headers timer (an
+         * HTTP/1 head is timed by the connection's timer, before the stream exists). */
+        rq_deadline = hc->request_headers_timeout_ms;
+        s->flags |= PT_HS_HEADERS_TIMER;
+    }
     if (rq_deadline > 0) {
         ev_timer_set(&s->request_timer, (double)rq_deadline / 1000.0, 0.);
         ev_timer_start(s->worker->loop, &s->request_timer);
@@ -434,7 +524,7 @@ static void *hcm_on_new_stream(void *owner, pt_http_codec_stream_t *cs)
     h->requests++;
     ev_timer_stop(s->worker->loop, &h->timer);
     pt_stat_inc(hc->stats.downstream_rq_total);
-    pt_stat_inc(hc->stats.downstream_rq_http1_total);
+    pt_stat_inc(h->http2 ? hc->stats.downstream_rq_http2_total : hc->stats.downstream_rq_http1_total);
     pt_stat_inc(hc->stats.downstream_rq_active);
     if (hc->max_requests_per_connection > 0 && h->requests >= hc->max_requests_per_connection)
         h->codec->ops->shutdown_notice(h->codec);
@@ -743,6 +833,20 @@ static void hcm_on_headers(void *stream, pt_http_headers_t *headers, int end_str
     s->request_headers = headers;
     s->info.request_headers = headers;
     s->info.protocol = s->hcm->codec->ops->stream_protocol(s->cs);
+    if (s->flags & PT_HS_HEADERS_TIMER) {
+        /* The headers came in time: the timer goes back to request_timeout and
+         * max_stream_duration, measured from the stream's start. */
+        s->flags &= ~PT_HS_HEADERS_TIMER;
+        ev_timer_stop(s->worker->loop, &s->request_timer);
+        uint64_t d = hc->request_timeout_ms;
+        if (hc->max_stream_duration_ms > 0 && (d == 0 || hc->max_stream_duration_ms < d))
+            d = hc->max_stream_duration_ms;
+        if (d > 0 && !end_stream) {
+            uint64_t elapsed = (pt_loop_us() - s->info.start_mono_us) / 1000;
+            ev_timer_set(&s->request_timer, (double)(d > elapsed ? d - elapsed : 0) / 1000.0, 0.);
+            ev_timer_start(s->worker->loop, &s->request_timer);
+        }
+    }
     if (end_stream) {
         /* A request without a body is complete with its head (an upgrade request never
          * is: the codec passes end_stream 0 for it). */
@@ -1341,6 +1445,12 @@ static void on_request_timer(struct ev_loop *loop, ev_timer *t, int revents)
     (void)loop;
     (void)revents;
     pt_http_stream_t *s = t->data;
+    if (s->flags & PT_HS_HEADERS_TIMER) {
+        /* An HTTP/2 request's headers did not all come: its stream is reset. */
+        pt_stat_inc(s->config->stats.downstream_rq_header_timeout);
+        pt_http_stream_reset(s, 0, "request_header_timeout");
+        return;
+    }
     pt_stat_inc(s->config->stats.downstream_rq_timeout);
     if (!(s->flags & PT_HS_REQUEST_END))
         pt_http_stream_local_reply(s, 408, "request timeout", NULL, 0, "request_overall_timeout");
@@ -1379,11 +1489,16 @@ static void hcm_close(pt_hcm_conn_t *h, pt_close_how_t how)
     pt_stat_add(hc->stats.downstream_cx_rx_bytes_total, c->rx_bytes);
     pt_stat_add(hc->stats.downstream_cx_tx_bytes_total, c->tx_bytes);
     pt_stat_dec(hc->stats.downstream_cx_active);
-    pt_stat_dec(hc->stats.downstream_cx_http1_active);
+    if (h->codec != NULL)
+        pt_stat_dec(h->http2 ? hc->stats.downstream_cx_http2_active
+                             : hc->stats.downstream_cx_http1_active);
     pt_stat_inc(hc->stats.downstream_cx_destroy);
     if (h->upgraded)
         pt_stat_dec(hc->stats.downstream_cx_upgrades_active);
-    h->codec->ops->close(h->codec, how);
+    if (h->codec != NULL)
+        h->codec->ops->close(h->codec, how);
+    else
+        pt_conn_close(c, how);
     pt_session_end(sess);
     free(h);
 }
@@ -1403,6 +1518,10 @@ static void hcm_drain(pt_session_t *s)
     pt_hcm_conn_t *h = s->terminal;
     if (h->closing)
         return;
+    if (h->codec == NULL) {
+        h->draining = 1; /* told once the protocol is known */
+        return;
+    }
     h->codec->ops->shutdown_notice(h->codec);
 }
 
@@ -1415,12 +1534,83 @@ static void on_max_duration(struct ev_loop *loop, ev_timer *t, int revents)
     pt_stat_inc(h->config->stats.downstream_cx_max_duration_reached);
     if (h->closing)
         return;
+    if (h->codec != NULL && h->http2) {
+        /* HTTP/2: the drain sequence (GOAWAY, then the final one after drain_timeout). */
+        h->codec->ops->shutdown_notice(h->codec);
+        return;
+    }
     if (h->nstreams == 0) {
         hcm_close(h, PT_CLOSE_FLUSH);
         return;
     }
     h->codec->ops->shutdown_notice(h->codec);
 }
+
+/* Creates the connection's codec: 1 HTTP/1, 2 HTTP/2. Returns 0 or -ENOMEM. */
+static int start_codec(pt_hcm_conn_t *h, int proto)
+{
+    const pt_hcm_config_t *hc = h->config;
+    pt_conn_t *c = h->session->conn;
+    const pt_http_server_codec_ops_t *ops =
+        proto == 2 ? &pt_http2_server_codec : &pt_http1_server_codec;
+    h->http2 = proto == 2;
+    h->codec = ops->create(c, &hc->settings, &hcm_callbacks, h);
+    if (h->codec == NULL)
+        return -ENOMEM;
+    pt_stat_inc(h->http2 ? hc->stats.downstream_cx_http2_total
+                         : hc->stats.downstream_cx_http1_total);
+    pt_stat_inc(h->http2 ? hc->stats.downstream_cx_http2_active
+                         : hc->stats.downstream_cx_http1_active);
+    if (h->draining)
+        h->codec->ops->shutdown_notice(h->codec);
+    return 0;
+}
+
+/* codec_type AUTO on plain text: the first bytes tell. The HTTP/2 client preface
+ * (RFC 9113 3.4) picks HTTP/2; a byte that differs from it picks HTTP/1. */
+static void sniff_on_read(pt_conn_t *c)
+{
+    pt_hcm_conn_t *h = c->data;
+    char head[PT_HTTP2_PREFACE_LEN];
+    size_t n = pt_buf_copyout(&c->in, 0, head, sizeof(head));
+    int prefix = memcmp(head, PT_HTTP2_PREFACE, n) == 0;
+    if (n == 0 && !(c->flags & PT_CONN_F_EOF))
+        return;
+    if (n == 0 || (prefix && n < sizeof(head) && (c->flags & PT_CONN_F_EOF))) {
+        hcm_close(h, PT_CLOSE_NOW); /* gone before saying anything */
+        return;
+    }
+    if (prefix && n < sizeof(head))
+        return; /* maybe HTTP/2: wait for the rest of the preface */
+    if (start_codec(h, prefix ? 2 : 1) != 0) {
+        hcm_close(h, PT_CLOSE_NOW);
+        return;
+    }
+    c->handler->on_read(c); /* the codec takes what was read */
+}
+
+static void sniff_on_error(pt_conn_t *c, int status)
+{
+    (void)status;
+    hcm_close(c->data, PT_CLOSE_NOW);
+}
+
+static void sniff_on_null(pt_conn_t *c)
+{
+    (void)c;
+}
+
+static void sniff_on_connect(pt_conn_t *c, int status)
+{
+    (void)c, (void)status;
+}
+
+static const pt_conn_handler_t sniff_handler = {
+    .on_read = sniff_on_read,
+    .on_connect = sniff_on_connect,
+    .on_drain = sniff_on_null,
+    .on_error = sniff_on_error,
+};
 
 static int hcm_on_new_connection(pt_session_t *sess, void *fc)
 {
@@ -1437,17 +1627,26 @@ static int hcm_on_new_connection(pt_session_t *sess, void *fc)
     sess->terminal = h;
     sess->abort = hcm_abort;
     sess->drain = hcm_drain;
-    h->codec = pt_http1_server_codec.create(sess->conn, &hc->settings, &hcm_callbacks, h);
-    if (h->codec == NULL) {
+    /* The codec from the table: by codec_type, and for AUTO by the negotiated ALPN on TLS,
+     * or else by the first bytes (start_codec, from sniff_on_read). */
+    int proto = 0;
+    const char *alpn = pt_conn_is_tls(sess->conn) ? pt_tls_alpn(sess->conn) : NULL;
+    if (hc->codec_type == PT_HCM_CODEC_HTTP1)
+        proto = 1;
+    else if (hc->codec_type == PT_HCM_CODEC_HTTP2)
+        proto = 2;
+    else if (alpn != NULL)
+        proto = strcmp(alpn, "h2") == 0 ? 2 : 1;
+    if (proto != 0 && start_codec(h, proto) != 0) {
         free(h);
         pt_conn_close(sess->conn, PT_CLOSE_NOW);
         pt_session_end(sess);
         return PT_STOP;
     }
+    if (proto == 0)
+        pt_conn_set_handler(sess->conn, &sniff_handler, h);
     pt_stat_inc(hc->stats.downstream_cx_total);
-    pt_stat_inc(hc->stats.downstream_cx_http1_total);
     pt_stat_inc(hc->stats.downstream_cx_active);
-    pt_stat_inc(hc->stats.downstream_cx_http1_active);
     sess->conn->delayed_close_ms = hc->delayed_close_timeout_ms;
     sess->conn->delayed_close_timeout_stat = hc->stats.downstream_cx_delayed_close_timeout;
     ev_init(&h->timer, on_conn_timer);
@@ -1465,12 +1664,28 @@ static int hcm_on_new_connection(pt_session_t *sess, void *fc)
     return PT_STOP;
 }
 
+/* The ALPN names the configured codecs speak, in preference order. */
+static const char *hcm_alpn(const void *fc)
+{
+    const pt_hcm_config_t *hc = fc;
+    switch (hc->codec_type) {
+    case PT_HCM_CODEC_HTTP1:
+        return "\x08http/1.1\x08http/1.0";
+    case PT_HCM_CODEC_HTTP2:
+        return "\x02h2";
+    case PT_HCM_CODEC_AUTO:
+        break;
+    }
+    return "\x02h2\x08http/1.1\x08http/1.0";
+}
+
 const pt_network_filter_ops_t pt_http_connection_manager_filter = {
     .name = "envoy.filters.network.http_connection_manager",
     .type_url = "type.googleapis.com/"
                 "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
     .terminal = 1,
-    .alpn = "\x08http/1.1\x08http/1.0", /* the HTTP/1 codec's */
+    .alpn = "\x02h2\x08http/1.1\x08http/1.0", /* every codec's */
+    .alpn_for = hcm_alpn,
     .parse = hcm_parse,
     .prepare = hcm_prepare,
     .on_new_connection = hcm_on_new_connection,

@@ -1,7 +1,8 @@
 /* The HTTP connection manager (envoy.filters.network.http_connection_manager): the
  * terminal network filter that turns a downstream connection into HTTP streams.
  *
- * Per connection it creates a server codec (HTTP/1 now; HTTP/2 by ALPN later) and per
+ * Per connection it creates a server codec from a table by codec_type (HTTP/1 or HTTP/2;
+ * AUTO picks by the negotiated ALPN on TLS, else by the first bytes) and per
  * request a pt_http_stream_t holding everything that request needs: an arena, the header
  * maps, the stream info the access log reads, the resolved route, and each HTTP filter's
  * state. It applies Envoy's request/response header rules (x-forwarded-for,
@@ -27,6 +28,7 @@ typedef struct pt_hcm_conn pt_hcm_conn_t;
 #define PT_HCM_STATS(X)                                                                        \
     X(downstream_cx_total)                                                                     \
     X(downstream_cx_http1_total)                                                               \
+    X(downstream_cx_http2_total)                                                               \
     X(downstream_cx_destroy)                                                                   \
     X(downstream_cx_idle_timeout)                                                              \
     X(downstream_cx_delayed_close_timeout)                                                     \
@@ -37,6 +39,7 @@ typedef struct pt_hcm_conn pt_hcm_conn_t;
     X(downstream_cx_upgrades_total)                                                            \
     X(downstream_rq_total)                                                                     \
     X(downstream_rq_http1_total)                                                               \
+    X(downstream_rq_http2_total)                                                               \
     X(downstream_rq_completed)                                                                 \
     X(downstream_rq_1xx)                                                                       \
     X(downstream_rq_2xx)                                                                       \
@@ -63,6 +66,7 @@ typedef struct pt_hcm_conn pt_hcm_conn_t;
 #define PT_HCM_GAUGES(X)                                                                       \
     X(downstream_cx_active)                                                                    \
     X(downstream_cx_http1_active)                                                              \
+    X(downstream_cx_http2_active)                                                              \
     X(downstream_cx_upgrades_active)                                                           \
     X(downstream_rq_active)
 
@@ -93,8 +97,16 @@ typedef enum pt_escaped_slashes {
     PT_ESCAPED_SLASHES_FORWARD,  /* UNESCAPE_AND_FORWARD */
 } pt_escaped_slashes_t;
 
+/* codec_type: which server codec a connection gets (proxy/http_codec.h). */
+typedef enum pt_hcm_codec_type {
+    PT_HCM_CODEC_AUTO,  /* TLS: by ALPN (h2 or not); plain text: the HTTP/2 preface or not */
+    PT_HCM_CODEC_HTTP1,
+    PT_HCM_CODEC_HTTP2, /* prior knowledge on plain text, ALPN h2 on TLS */
+} pt_hcm_codec_type_t;
+
 typedef struct pt_hcm_config {
     const char *stat_prefix;
+    pt_hcm_codec_type_t codec_type;
     pt_hcm_stats_t stats;
     pt_route_config_t *route_config; /* inline, or NULL with rds_name */
     const char *rds_name;            /* rds.route_config_name: routes from RDS */
@@ -150,6 +162,7 @@ enum pt_http_stream_flags {
     PT_HS_PENDING_END = 1u << 9,    /* end_stream is in pending_body for the terminal */
     PT_HS_READ_PAUSED = 1u << 10,   /* we paused the downstream for pending_body */
     PT_HS_HAS_TRAILERS = 1u << 11,
+    PT_HS_HEADERS_TIMER = 1u << 12, /* request_timer is the request_headers_timeout (HTTP/2) */
 };
 
 struct pt_http_stream {
@@ -214,5 +227,9 @@ pt_conn_t *pt_http_stream_downstream_conn(const pt_http_stream_t *s);
 const char *pt_http_stream_protocol(const pt_http_stream_t *s);
 
 extern const pt_network_filter_ops_t pt_http_connection_manager_filter;
+
+/* Reads an Http2ProtocolOptions object (the reader is inside it) with Envoy's defaults and
+ * ranges; fields petrel does not implement are errors naming them. */
+void pt_http2_options_parse(pt_cfg_t *r, pt_http2_options_t *o);
 
 #endif

@@ -45,12 +45,53 @@ typedef enum pt_http_reset_reason {
 
 const char *pt_http_reset_reason_str(pt_http_reset_reason_t r);
 
+/* envoy.config.core.v3.Http2ProtocolOptions as the HTTP/2 codec uses it (defaults: Envoy's). */
+typedef struct pt_http2_options {
+    uint32_t max_concurrent_streams;         /* 2147483647 */
+    uint32_t initial_stream_window_size;     /* 268435456, at least 65535 */
+    uint32_t initial_connection_window_size; /* 268435456, at least 65535 */
+    uint32_t hpack_table_size;               /* 4096 */
+    uint32_t max_outbound_frames;            /* 10000: frames queued and not yet written */
+    uint32_t max_outbound_control_frames;    /* 1000: PING, SETTINGS and RST_STREAM of them */
+    uint32_t max_consecutive_inbound_frames_with_empty_payload; /* 1 */
+    uint32_t max_inbound_priority_frames_per_stream;            /* 100 */
+    uint32_t max_inbound_window_update_frames_per_data_frame_sent; /* 10 */
+    uint64_t keepalive_interval_ms;          /* connection_keepalive: 0 = no PINGs */
+    uint64_t keepalive_timeout_ms;
+    uint32_t keepalive_jitter_pct;           /* interval_jitter, default 15 */
+    int override_stream_error;               /* override_stream_error_on_invalid_http_message */
+} pt_http2_options_t;
+
+/* The http2.* counters (Envoy's names), kept with the connection manager's config. */
+#define PT_HTTP2_STATS(X)                                                                      \
+    X(rx_reset)                                                                                \
+    X(tx_reset)                                                                                \
+    X(header_overflow)                                                                         \
+    X(rx_messaging_error)                                                                      \
+    X(outbound_flood)                                                                          \
+    X(outbound_control_flood)                                                                  \
+    X(inbound_empty_frames_flood)                                                              \
+    X(inbound_priority_frames_flood)                                                           \
+    X(inbound_window_update_frames_flood)                                                      \
+    X(keepalive_timeout)                                                                       \
+    X(requests_rejected_with_underscores_in_headers)                                           \
+    X(goaway_sent)
+
+typedef struct pt_http2_stats {
+#define PT_X(n) pt_stat_t n;
+    PT_HTTP2_STATS(PT_X)
+#undef PT_X
+} pt_http2_stats_t;
+
 /* Limits and options a server codec needs from the connection manager's config. */
 typedef struct pt_http_server_settings {
     uint32_t max_request_headers_kb; /* default 60 */
     uint32_t max_headers_count;      /* default 100 */
     int headers_with_underscores_action; /* 0 allow, 1 reject request, 2 drop header */
     const char *server_name;         /* "server" header value, or NULL to pass through */
+    uint64_t drain_timeout_ms;       /* HTTP/2: from the first GOAWAY to the final one */
+    pt_http2_options_t http2;
+    pt_http2_stats_t http2_stats;
 } pt_http_server_settings_t;
 
 /* ---- server side (downstream) ---------------------------------------------------- */
@@ -115,6 +156,11 @@ struct pt_http_server_codec_ops {
 };
 
 extern const pt_http_server_codec_ops_t pt_http1_server_codec;
+/* HTTP/2 (RFC 9113) on nghttp2: many streams per connection. The connection must start
+ * with the client preface (prior knowledge, or ALPN h2); bytes already read stay in c->in. */
+extern const pt_http_server_codec_ops_t pt_http2_server_codec;
+#define PT_HTTP2_PREFACE     "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+#define PT_HTTP2_PREFACE_LEN 24
 
 /* ---- client side (upstream) ------------------------------------------------------ */
 

@@ -155,6 +155,11 @@ const char *pt_tls_sni(const pt_conn_t *c)
     return module()->sni(c);
 }
 
+const char *pt_tls_alpn(const pt_conn_t *c)
+{
+    return module()->alpn(c);
+}
+
 int pt_tls_peer_verified(const pt_conn_t *c)
 {
     return module()->peer_verified(c);

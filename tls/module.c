@@ -20,6 +20,7 @@ __attribute__((visibility("default"))) const pt_tls_module_t pt_tls_module = {
     .peer_identity = pt_tls_peer_identity,
     .local_uri_san = pt_tls_local_uri_san,
     .sni = pt_tls_sni,
+    .alpn = pt_tls_alpn,
     .peer_verified = pt_tls_peer_verified,
     .last_handshake_failure = pt_tls_last_handshake_failure,
 };

@@ -64,6 +64,7 @@ typedef struct pt_tls_module {
     const pt_tls_identity_t *(*peer_identity)(const pt_conn_t *c);
     const char *(*local_uri_san)(const pt_conn_t *c);
     const char *(*sni)(const pt_conn_t *c);
+    const char *(*alpn)(const pt_conn_t *c);
     int (*peer_verified)(const pt_conn_t *c);
     const char *(*last_handshake_failure)(void);
 } pt_tls_module_t;

@@ -269,13 +269,14 @@ class TerminationTest(TlsCase):
 
     def test_http_chains_offer_only_what_they_speak(self):
         # Envoy's edge config writes one comma-joined entry; an HTTP chain offers only the
-        # protocols its codec speaks (h2 is not negotiated to then fail the connection),
+        # protocols its codec_type speaks (h2 is not negotiated to then fail the connection),
         # while a tcp_proxy chain passes any protocol through.
         with TcpEchoServer() as echo:
             port2 = h.free_port()
             tcp_ln = tls_listener('tcp-tls', port2, [h.tcp_proxy('tcp', 'echo')],
                                   C.downstream_tls(PKI['server'], alpn=['h2,http/1.1']))
             p = self.start(C.downstream_tls(PKI['server'], alpn=['h2,http/1.1']),
+                           hcm_extra={'codec_type': 'HTTP1'},
                            listeners_extra=[tcp_ln], clusters_extra=[h.cluster('echo', [echo.port])])
             p.wait_log(r'ALPN protocol "h2" is not offered: '
                        r'envoy.filters.network.http_connection_manager does not speak it')
@@ -291,6 +292,16 @@ class TerminationTest(TlsCase):
             self.assertIn('ALPN protocol: h2', out)
             rc, out = s_client(port2, '-alpn', 'http/1.1', input=b'ping\n')
             self.assertIn('ALPN protocol: http/1.1', out)
+
+    def test_auto_codec_offers_h2_and_speaks_it(self):
+        # codec_type AUTO (the default) speaks h2 too: curl --http2 gets HTTP/2 by ALPN.
+        p = self.start(C.downstream_tls(PKI['server'], alpn=['h2,http/1.1']))
+        rc, body, err = curl(['--http2', '--cacert', PKI['ca'].cert, '-w',
+                              '\n%{http_version}', 'https://localhost:%d/' % self.port])
+        self.assertEqual(rc, 0, err)
+        self.assertTrue(body.endswith('\n2'), body)
+        rc, out = s_client(self.port, '-alpn', 'h2')
+        self.assertIn('ALPN protocol: h2', out)
 
 
 class BulkTest(TlsCase):
