@@ -160,6 +160,11 @@ int pt_tls_peer_verified(const pt_conn_t *c)
     return module()->peer_verified(c);
 }
 
+const char *pt_tls_alpn(const pt_conn_t *c)
+{
+    return module()->alpn(c);
+}
+
 const char *pt_tls_last_handshake_failure(void)
 {
     const pt_tls_module_t *m = module();

@@ -22,4 +22,5 @@ __attribute__((visibility("default"))) const pt_tls_module_t pt_tls_module = {
     .sni = pt_tls_sni,
     .peer_verified = pt_tls_peer_verified,
     .last_handshake_failure = pt_tls_last_handshake_failure,
+    .alpn = pt_tls_alpn,
 };

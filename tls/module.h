@@ -66,6 +66,7 @@ typedef struct pt_tls_module {
     const char *(*sni)(const pt_conn_t *c);
     int (*peer_verified)(const pt_conn_t *c);
     const char *(*last_handshake_failure)(void);
+    const char *(*alpn)(const pt_conn_t *c);
 } pt_tls_module_t;
 
 /* Defined by tls/module.c, found by dlsym. */
