@@ -458,9 +458,13 @@ static void h2c_flush(h2_client_t *c)
         return;
     }
     c->in_session = 1;
-    while (!(c->conn->flags & PT_CONN_F_ABOVE_HIGH) && nghttp2_session_want_write(c->session)) {
+    /* A stream closing inside mem_send tells its request, which may end the codec. */
+    while (!c->destroyed && !c->dead && !(c->conn->flags & PT_CONN_F_ABOVE_HIGH) &&
+           nghttp2_session_want_write(c->session)) {
         const uint8_t *data;
         ssize_t n = nghttp2_session_mem_send(c->session, &data);
+        if (c->destroyed)
+            break;
         if (n < 0) {
             pt_debug("upstream h2 send: %s", nghttp2_strerror((int)n));
             c->in_session = 0;
