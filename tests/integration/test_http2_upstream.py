@@ -143,6 +143,26 @@ class MultiplexTest(H2Case):
         p.wait_stat(cstat('upstream_cx_max_requests'), 2)
 
 
+    def test_circuit_breakers_count_streams_and_connections(self):
+        # max_connections 1 does not bound HTTP/2 streams; max_requests does.
+        up = self.upstream()
+        opts = explicit_h2()
+        opts['circuit_breakers'] = {'thresholds': [{'max_connections': 1, 'max_requests': 3}]}
+        p = self.start(opts, upstream_port=up.port)
+        with concurrent.futures.ThreadPoolExecutor(3) as ex:
+            futs = [ex.submit(h.http_request, self.port, 'GET', '/hold/%d' % i)
+                    for i in range(3)]
+            h.wait_until(lambda: up.max_open.get(1, 0) >= 3, h.scaled(20))
+            r = h.http_request(self.port, 'GET', '/echo/over')
+            self.assertEqual(r.status, 503)
+            self.assertEqual(r.get('x-envoy-overloaded'), 'true')
+            up.release_all()
+            self.assertEqual([f.result().status for f in futs], [200] * 3)
+        self.assertEqual(up.accepted, 1)
+        self.assertEqual(p.stat(cstat('upstream_cx_overflow')), 0)
+        p.wait_stat(cstat('upstream_rq_pending_overflow'), 1)
+
+
 class BodiesTest(H2Case):
 
     def test_bodies_larger_than_the_windows_both_ways(self):
