@@ -51,7 +51,8 @@ class _Stream:
         self.trailers = []
         self.ended = False
         self.held_since = None
-        self.out = b''          # response body still to send
+        self.out = b''          # response body to send, from out_pos on
+        self.out_pos = 0
         self.out_trailers = None
         self.out_end = False
 
@@ -73,6 +74,7 @@ class H2Upstream:
         self.max_open = {}
         self.accepted = 0
         self.client_resets = []
+        self.stalled = set()    # (conn_id, stream_id, path) waiting for the client's window
         self.alpn = []
         self.errors = []
         self._lock = threading.Lock()
@@ -124,6 +126,7 @@ class H2Upstream:
                 s, _ = self._sock.accept()
             except OSError:
                 return
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self.accepted += 1
                 cid = self.accepted
@@ -308,18 +311,23 @@ class _Conn:
         for st in list(self.streams.values()):
             if not st.out_end:
                 continue
-            while st.out:
+            key = (self.cid, st.id, st.header(':path'))
+            while st.out_pos < len(st.out):
                 try:
                     window = self.h2.local_flow_control_window(st.id)
                 except h2.exceptions.StreamClosedError:
-                    st.out = b''
+                    st.out_pos = len(st.out)
                     break
-                n = min(window, self.h2.max_outbound_frame_size, len(st.out))
+                n = min(window, self.h2.max_outbound_frame_size, len(st.out) - st.out_pos)
                 if n <= 0:
+                    self.srv.stalled.add(key)
                     break
-                self.h2.send_data(st.id, st.out[:n])
-                st.out = st.out[n:]
-            if not st.out:
+                self.srv.stalled.discard(key)
+                self.h2.send_data(st.id, st.out[st.out_pos:st.out_pos + n])
+                st.out_pos += n
+                self.flush()
+            if st.out_pos >= len(st.out):
+                self.srv.stalled.discard(key)
                 try:
                     if st.out_trailers:
                         self.h2.send_headers(st.id, st.out_trailers, end_stream=True)

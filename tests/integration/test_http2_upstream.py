@@ -185,6 +185,26 @@ class BodiesTest(H2Case):
         self.assertEqual(r.body_sha256, h.sha256_pattern(3 * n))
         self.assertEqual(p.stat(cstat('upstream_cx_total')), 1)
 
+    def test_slow_reader_withholds_its_stream_window_only(self):
+        # A client that does not read its download stalls that stream's window upstream;
+        # another request on the same connection goes through meanwhile, and the download
+        # completes once the client reads.
+        up = self.upstream()
+        self.start(explicit_h2(), upstream_port=up.port)
+        n = 32 * 1024 * 1024
+        c = h.HttpClientConn(self.port, timeout=h.scaled(60))
+        self.addCleanup(c.close)
+        c.send_request('GET', '/bytes/%d' % n)
+        h.wait_until(lambda: any(k[2] == '/bytes/%d' % n for k in up.stalled), h.scaled(30),
+                     message='the download to stall on its window')
+        r = h.http_request(self.port, 'GET', '/echo/other')
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.json()['conn_id'], 1)
+        big = c.read_response(store_body=False)
+        self.assertEqual(big.status, 200)
+        self.assertEqual(big.body_sha256, h.sha256_pattern(n))
+        self.assertEqual(up.accepted, 1)
+
     def test_request_trailers_and_response_trailers(self):
         up = self.upstream()
         p = self.start(explicit_h2(), upstream_port=up.port)
