@@ -146,9 +146,10 @@ static void start_attempt(router_state_t *st);
 
 /* ---- attempt lifecycle ------------------------------------------------------------- */
 
-/* Ends the current attempt's use of upstream resources. The connection goes back to the
- * pool when both messages completed on it; otherwise it is dropped (an HTTP/1 connection
- * mid-message cannot be reused). */
+/* Ends the current attempt's use of upstream resources. A stream that did not complete both
+ * ways is reset through the codec first; then the stream goes back to the pool, which keeps
+ * the connection when its codec says it can carry more (an HTTP/2 connection keeps its
+ * other streams; an HTTP/1 connection reset mid-message cannot be reused and closes). */
 static void attempt_end(router_state_t *st)
 {
     struct ev_loop *loop = st->s->worker->loop;
@@ -180,10 +181,8 @@ static void attempt_end(router_state_t *st)
             (st->flags & R_UPGRADE)) {
             if (ucs != NULL)
                 pc->codec->ops->reset_stream(ucs);
-            pt_pool_discard(pc);
-        } else {
-            pt_pool_release(pc);
         }
+        pt_pool_release(pc);
     }
     st->ucs = NULL;
     pt_buf_dispose(&st->body);
@@ -493,6 +492,24 @@ static uint32_t reset_flag(pt_http_reset_reason_t reason)
     }
 }
 
+/* The pool a request goes to: the cluster's upstream protocol, resolved for this request. */
+static pt_pool_protocol_t pool_protocol(const router_state_t *st)
+{
+    switch (st->cluster->protocol) {
+    case PT_UPSTREAM_HTTP2:
+        return PT_POOL_HTTP2;
+    case PT_UPSTREAM_AUTO:
+        /* ALPN picks on TLS; a plain connection cannot negotiate, so HTTP/1.1. */
+        return st->cluster->tls_ctx != NULL ? PT_POOL_ALPN : PT_POOL_HTTP1;
+    case PT_UPSTREAM_DOWNSTREAM: {
+        const char *proto = st->s->info.protocol;
+        return proto != NULL && strcmp(proto, "HTTP/2") == 0 ? PT_POOL_HTTP2 : PT_POOL_HTTP1;
+    }
+    default:
+        return PT_POOL_HTTP1;
+    }
+}
+
 static void up_on_reset(void *req, pt_http_reset_reason_t reason)
 {
     router_state_t *st = req;
@@ -514,7 +531,12 @@ static void up_on_reset(void *req, pt_http_reset_reason_t reason)
     }
     if (!(st->flags & R_RESP_HEADERS)) {
         pt_outlier_report(st->cluster, st->host, PT_OUTLIER_RESET, 0);
-        if (maybe_retry(st, PT_RETRY_OUTCOME_RESET, 0, NULL))
+        /* A stream the upstream refused (REFUSED_STREAM, or above a GOAWAY's last stream id)
+         * never reached its application: refused-stream covers it as well as reset. */
+        if (maybe_retry(st,
+                        reason == PT_HTTP_RESET_REFUSED_STREAM ? PT_RETRY_OUTCOME_REFUSED_STREAM
+                                                               : PT_RETRY_OUTCOME_RESET,
+                        0, NULL))
             return;
         char body[160];
         snprintf(body, sizeof(body),
@@ -715,7 +737,7 @@ static void start_attempt(router_state_t *st)
     s->info.upstream_attempts = st->attempt;
     if (s->route->auto_host_rewrite && host->hostname != NULL && host->hostname[0])
         pt_http_headers_set(s->request_headers, ":authority", host->hostname);
-    st->pool = pt_pool_get(s->worker, st->cluster, host);
+    st->pool = pt_pool_get(s->worker, st->cluster, host, pool_protocol(st));
     if (st->pool == NULL) {
         fail(st, 503, "", PT_RF(UPSTREAM_CONNECTION_FAILURE), "upstream_unavailable");
         return;

@@ -30,7 +30,7 @@ static const char *const cluster_unsupported[] = {
     "dns_resolvers", "use_tcp_for_dns_lookups", "dns_resolution_config",
     "typed_dns_resolver_config", "wait_for_warm_on_init", "respect_dns_ttl", "dns_refresh_rate",
     "dns_failure_refresh_rate", "cluster_type",
-    "http2_protocol_options", "upstream_http_protocol_options",
+    "upstream_http_protocol_options",
     "cleanup_interval", "upstream_bind_config",
     "dns_jitter", "hosts", NULL};
 
@@ -72,31 +72,109 @@ static void parse_upstream_http1_options(pt_cfg_t *r)
     pt_cfg_unsupported(r, unsupported);
 }
 
-/* envoy.extensions.upstreams.http.v3.HttpProtocolOptions (reader inside the Any). The
- * upstream protocol is HTTP/1.1: explicit_http_config.http_protocol_options, or nothing. */
+/* Http2ProtocolOptions for the upstream side (reader inside it). */
+static void parse_upstream_http2_options(pt_cfg_t *r, pt_cluster_t *c)
+{
+    static const char *const unsupported[] = {
+        "allow_connect", "allow_metadata", "max_outbound_frames", "max_outbound_control_frames",
+        "max_consecutive_inbound_frames_with_empty_payload",
+        "max_inbound_priority_frames_per_stream",
+        "max_inbound_window_update_frames_per_data_frame_sent",
+        "stream_error_on_invalid_http_messaging", "override_stream_error_on_invalid_http_message",
+        "custom_settings_parameters", "use_oghttp2_codec", "max_metadata_size",
+        "enable_huffman_encoding", NULL};
+    pt_cfg_unsupported(r, unsupported);
+    pt_cluster_http2_t *o = &c->http2;
+    uint64_t v;
+    pt_cfg_uint(r, "hpack_table_size", &v, 4096, 0, UINT32_MAX);
+    o->hpack_table_size = (uint32_t)v;
+    pt_cfg_uint(r, "max_concurrent_streams", &v, 2147483647, 1, 2147483647);
+    o->max_concurrent_streams = (uint32_t)v;
+    pt_cfg_uint(r, "initial_stream_window_size", &v, 65535, 65535, 2147483647);
+    o->initial_stream_window_size = (uint32_t)v;
+    pt_cfg_uint(r, "initial_connection_window_size", &v, 1024 * 1024, 65535, 2147483647);
+    o->initial_connection_window_size = (uint32_t)v;
+    if (pt_cfg_enter(r, "connection_keepalive") > 0) {
+        static const char *const ka_unsupported[] = {"interval_jitter",
+                                                     "connection_idle_interval", NULL};
+        pt_cfg_unsupported(r, ka_unsupported);
+        pt_cfg_duration_ms(r, "interval", &o->keepalive_interval_ms, 0);
+        if (pt_cfg_duration_ms(r, "timeout", &o->keepalive_timeout_ms, 0) == 0 ||
+            o->keepalive_timeout_ms == 0)
+            pt_cfg_error(r, "timeout", "is required (at least 1ms)");
+        pt_cfg_leave(r);
+    }
+}
+
+static void http2_defaults(pt_cluster_t *c)
+{
+    c->http2.hpack_table_size = 4096;
+    c->http2.max_concurrent_streams = 2147483647;
+    c->http2.initial_stream_window_size = 65535;
+    c->http2.initial_connection_window_size = 1024 * 1024;
+    c->http2.keepalive_interval_ms = c->http2.keepalive_timeout_ms = 0;
+}
+
+/* The protocol choices of explicit_http_config, use_downstream_protocol_config and
+ * auto_config (reader inside one of them): HTTP/1 and HTTP/2 options are read; HTTP/3 is not
+ * supported. */
+static void parse_protocol_choice(pt_cfg_t *r, pt_cluster_t *c, int oneof, int *has_h2)
+{
+    static const char *const h3[] = {"http3_protocol_options", "alternate_protocols_cache_options",
+                                     NULL};
+    static const char *const protocols[] = {"http_protocol_options", "http2_protocol_options",
+                                            "http3_protocol_options", NULL};
+    pt_cfg_unsupported(r, h3);
+    /* explicit_http_config is a oneof; the other two may give both (either may be used). */
+    if (oneof && pt_cfg_oneof(r, protocols, !pt_cfg_has(r, "http3_protocol_options")) < 0)
+        return;
+    if (pt_cfg_enter(r, "http_protocol_options") > 0) {
+        parse_upstream_http1_options(r);
+        pt_cfg_leave(r);
+    }
+    *has_h2 = 0;
+    if (pt_cfg_enter(r, "http2_protocol_options") > 0) {
+        *has_h2 = 1;
+        parse_upstream_http2_options(r, c);
+        pt_cfg_leave(r);
+    }
+}
+
+/* envoy.extensions.upstreams.http.v3.HttpProtocolOptions (reader inside the Any): which
+ * protocol the cluster speaks upstream (upstream_protocol_options, a oneof), and the options
+ * common to all. */
 static void parse_http_protocol_options(pt_cfg_t *r, pt_cluster_t *c)
 {
     static const char *const unsupported[] = {
-        "upstream_http_protocol_options", "use_downstream_protocol_config", "auto_config",
-        "http_filters", "header_validation_config", "outlier_detection", NULL};
+        "upstream_http_protocol_options", "http_filters", "header_validation_config",
+        "outlier_detection", NULL};
     pt_cfg_unsupported(r, unsupported);
     if (pt_cfg_enter(r, "common_http_protocol_options") > 0) {
         parse_common_http_options(r, c);
         pt_cfg_leave(r);
     }
-    if (pt_cfg_enter(r, "explicit_http_config") > 0) {
-        static const char *const explicit_unsupported[] = {"http2_protocol_options",
-                                                           "http3_protocol_options", NULL};
-        static const char *const protocols[] = {"http_protocol_options", "http2_protocol_options",
-                                                "http3_protocol_options", NULL};
-        pt_cfg_unsupported(r, explicit_unsupported);
-        /* HTTP/2 and HTTP/3 are reported as not supported when the object is left. */
-        if (pt_cfg_oneof(r, protocols, 1) == 0 && pt_cfg_enter(r, "http_protocol_options") > 0) {
-            parse_upstream_http1_options(r);
-            pt_cfg_leave(r);
-        }
-        pt_cfg_leave(r);
+    static const char *const choices[] = {"explicit_http_config",
+                                          "use_downstream_protocol_config", "auto_config", NULL};
+    int which = pt_cfg_oneof(r, choices, 0);
+    if (which < 0)
+        return;
+    int has_h2 = 0;
+    http2_defaults(c);
+    if (pt_cfg_enter(r, choices[which]) <= 0)
+        return;
+    parse_protocol_choice(r, c, which == 0, &has_h2);
+    switch (which) {
+    case 0:
+        c->protocol = has_h2 ? PT_UPSTREAM_HTTP2 : PT_UPSTREAM_HTTP1;
+        break;
+    case 1:
+        c->protocol = PT_UPSTREAM_DOWNSTREAM;
+        break;
+    default:
+        c->protocol = PT_UPSTREAM_AUTO;
+        break;
     }
+    pt_cfg_leave(r);
 }
 
 /* typed_extension_protocol_options: map of extension name to Any. */
@@ -409,14 +487,27 @@ pt_tls_context_t *pt_cluster_build_tls(pt_cluster_t *c, pt_cfg_t *r, const char 
         pt_cfg_error(r, NULL, "out of memory");
         return NULL;
     }
+    /* Without alpn_protocols of its own, the context offers what the cluster speaks: h2 for
+     * HTTP/2, h2 then http/1.1 for auto_config (the upstream's choice picks the codec). */
+    if (c->tls->alpn == NULL || c->tls->alpn_len == 0) {
+        if (c->protocol == PT_UPSTREAM_HTTP2) {
+            c->tls->alpn = (const unsigned char *)"\x02h2";
+            c->tls->alpn_len = 3;
+        } else if (c->protocol == PT_UPSTREAM_AUTO) {
+            c->tls->alpn = (const unsigned char *)"\x02h2\x08http/1.1";
+            c->tls->alpn_len = 12;
+        }
+    }
     c->tls_ctx = pt_tls_context_build(r, &c->tls_own->arena, c->tls, "cluster", owner, where);
     return c->tls_ctx;
 }
 
 int pt_cluster_share_tls(pt_cluster_t *c, const pt_cluster_t *from)
 {
+    /* The protocol decides the ALPN a context offers when its settings name none. */
     if (c->tls == NULL || from->tls_ctx == NULL || c->tls_own == NULL || from->tls_own == NULL ||
-        !pt_digest_equal(c->tls_own->digest, from->tls_own->digest))
+        !pt_digest_equal(c->tls_own->digest, from->tls_own->digest) ||
+        c->protocol != from->protocol)
         return 0;
     tls_own_unref(c->tls_own);
     atomic_fetch_add_explicit(&from->tls_own->refs, 1, memory_order_relaxed);
@@ -571,6 +662,13 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
         parse_upstream_http1_options(r);
         pt_cfg_leave(r);
     }
+    /* The deprecated spelling of explicit HTTP/2 (Envoy still takes it). */
+    http2_defaults(c);
+    if (pt_cfg_enter(r, "http2_protocol_options") > 0) {
+        c->protocol = PT_UPSTREAM_HTTP2;
+        parse_upstream_http2_options(r, c);
+        pt_cfg_leave(r);
+    }
     /* The current spelling of both; it wins over the deprecated fields above. */
     parse_typed_protocol_options(r, c);
 
@@ -673,6 +771,16 @@ int pt_cluster_prepare(pt_cluster_t *c)
 #define PT_X(n) c->stats.n = pt_stats_gauge("cluster", "envoy_cluster_name", c->name, #n);
     PT_CLUSTER_GAUGES(PT_X)
 #undef PT_X
+    if (c->protocol != PT_UPSTREAM_HTTP1) {
+#define PT_X(n)                                                                                \
+    c->stats.http2_##n = pt_stats_counter("cluster", "envoy_cluster_name", c->name, "http2." #n);
+        PT_CLUSTER_HTTP2_COUNTERS(PT_X)
+#undef PT_X
+#define PT_X(n)                                                                                \
+    c->stats.http2_##n = pt_stats_gauge("cluster", "envoy_cluster_name", c->name, "http2." #n);
+        PT_CLUSTER_HTTP2_GAUGES(PT_X)
+#undef PT_X
+    }
     /* Endpoints become hosts: the same object as in an earlier version of the cluster when
      * one listed the same address, with what petrel learned of it. */
     if (c->nendpoints > 0 && (c->hosts = calloc(c->nendpoints, sizeof(pt_host_t *))) == NULL)

@@ -42,6 +42,8 @@ typedef struct pt_worker pt_worker_t;
     X(upstream_cx_tx_bytes_total)                                                              \
     X(upstream_cx_none_healthy)                                                                \
     X(upstream_cx_http1_total)                                                                 \
+    X(upstream_cx_http2_total)                                                                 \
+    X(upstream_cx_close_notify)                                                                \
     X(upstream_cx_idle_timeout)                                                                \
     X(upstream_cx_max_requests)                                                                \
     X(upstream_cx_protocol_error)                                                              \
@@ -75,11 +77,43 @@ typedef struct pt_worker pt_worker_t;
     X(membership_total)                                                                        \
     X(membership_healthy)
 
+/* cluster.<name>.http2.*: made only for a cluster that may speak HTTP/2 upstream. */
+#define PT_CLUSTER_HTTP2_COUNTERS(X)                                                           \
+    X(rx_reset)                                                                                \
+    X(tx_reset)                                                                                \
+    X(trailers)                                                                                \
+    X(rx_messaging_error)                                                                      \
+    X(stream_refused_errors)                                                                   \
+    X(keepalive_timeout)                                                                       \
+    X(goaway_sent)
+#define PT_CLUSTER_HTTP2_GAUGES(X) X(streams_active)
+
 typedef struct pt_cluster_stats {
 #define PT_X(n) pt_stat_t n;
     PT_CLUSTER_COUNTERS(PT_X) PT_CLUSTER_GAUGES(PT_X)
 #undef PT_X
+#define PT_X(n) pt_stat_t http2_##n;
+    PT_CLUSTER_HTTP2_COUNTERS(PT_X) PT_CLUSTER_HTTP2_GAUGES(PT_X)
+#undef PT_X
 } pt_cluster_stats_t;
+
+/* Which protocol a cluster speaks upstream (HttpProtocolOptions.upstream_protocol_options). */
+typedef enum pt_upstream_protocol {
+    PT_UPSTREAM_HTTP1,      /* explicit_http_config.http_protocol_options, or nothing */
+    PT_UPSTREAM_HTTP2,      /* explicit_http_config.http2_protocol_options (prior knowledge) */
+    PT_UPSTREAM_DOWNSTREAM, /* use_downstream_protocol_config: the request's protocol */
+    PT_UPSTREAM_AUTO,       /* auto_config: ALPN on TLS, HTTP/1.1 on plain connections */
+} pt_upstream_protocol_t;
+
+/* Http2ProtocolOptions for the upstream side. */
+typedef struct pt_cluster_http2 {
+    uint32_t max_concurrent_streams;         /* default 2147483647 */
+    uint32_t initial_stream_window_size;     /* default 65535 */
+    uint32_t initial_connection_window_size; /* default 1 MiB */
+    uint32_t hpack_table_size;               /* default 4096 */
+    uint64_t keepalive_interval_ms;          /* connection_keepalive.interval, 0 = off */
+    uint64_t keepalive_timeout_ms;           /* connection_keepalive.timeout */
+} pt_cluster_http2_t;
 
 typedef enum pt_cluster_type { PT_CLUSTER_STATIC, PT_CLUSTER_EDS } pt_cluster_type_t;
 typedef enum pt_lb_policy { PT_LB_ROUND_ROBIN, PT_LB_LEAST_REQUEST, PT_LB_RANDOM } pt_lb_policy_t;
@@ -181,6 +215,8 @@ struct pt_cluster {
     uint32_t buffer_limit; /* per_connection_buffer_limit_bytes */
     uint64_t http_idle_timeout_ms;        /* common_http_protocol_options.idle_timeout */
     uint32_t max_requests_per_connection; /* 0 = unlimited */
+    pt_upstream_protocol_t protocol;
+    pt_cluster_http2_t http2;
     _Atomic(pt_stat_t *) code_stats;      /* upstream_rq_<code>, created on first use */
     /* As parsed, in ep_arena, until pt_cluster_prepare resolves them into hosts and frees
      * them (what a version keeps of its endpoints is its hosts: per endpoint a pointer). */

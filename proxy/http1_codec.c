@@ -53,6 +53,8 @@ const char *pt_http_reset_reason_str(pt_http_reset_reason_t r)
         return "overflow";
     case PT_HTTP_RESET_CONNECT_FAILURE:
         return "connection failure";
+    case PT_HTTP_RESET_REFUSED_STREAM:
+        return "remote refused stream reset";
     }
     return "unknown";
 }

@@ -41,6 +41,8 @@ typedef enum pt_http_reset_reason {
     PT_HTTP_RESET_PROTOCOL_ERROR,   /* the peer broke the protocol */
     PT_HTTP_RESET_OVERFLOW,         /* a limit was hit */
     PT_HTTP_RESET_CONNECT_FAILURE,  /* (client) the connection never came up */
+    PT_HTTP_RESET_REFUSED_STREAM,   /* (client) the peer refused the stream before it began:
+                                       REFUSED_STREAM, or above a GOAWAY's last stream id */
 } pt_http_reset_reason_t;
 
 const char *pt_http_reset_reason_str(pt_http_reset_reason_t r);
@@ -189,19 +191,38 @@ struct pt_http_client_codec_ops {
                            int end_stream);
     void (*encode_data)(pt_http_codec_stream_t *cs, pt_buf_t *data, int end_stream);
     void (*encode_trailers)(pt_http_codec_stream_t *cs, pt_http_headers_t *trailers);
-    /* Abandons the stream without further callbacks; the connection is then unusable for
-     * HTTP/1 and the pool closes it. */
+    /* Abandons the stream without further callbacks (HTTP/2: RST_STREAM CANCEL); the
+     * connection is then unusable for HTTP/1, and the pool closes it once the stream is
+     * released. */
     void (*reset_stream)(pt_http_codec_stream_t *cs);
     void (*read_disable)(pt_http_codec_stream_t *cs, int disable);
     void (*upgrade)(pt_http_codec_stream_t *cs);
-    /* Can the connection carry another request right now (idle and reusable)? */
+    /* Can the connection carry another request once its streams end? (HTTP/1: idle and
+     * kept alive; HTTP/2: no GOAWAY, no error.) */
     int (*reusable)(pt_http_client_codec_t *codec);
-    /* Streams the connection can still start (1 for an idle HTTP/1 connection). */
+    /* Streams the connection can still start now (1 for an idle HTTP/1 connection; for
+     * HTTP/2 the peer's SETTINGS_MAX_CONCURRENT_STREAMS and the configured limit, less the
+     * streams open). */
     unsigned (*capacity)(pt_http_client_codec_t *codec);
     void (*destroy)(pt_http_client_codec_t *codec);
 };
 
 extern const pt_http_client_codec_ops_t pt_http1_client_codec;
+extern const pt_http_client_codec_ops_t pt_http2_client_codec;
+
+struct pt_cluster_http2;
+struct pt_cluster_stats;
+/* An HTTP/2 client codec (prior knowledge or ALPN h2) with the cluster's options, counting
+ * into its stats (cluster.<name>.http2.*). */
+pt_http_client_codec_t *pt_http2_client_codec_new(pt_conn_t *c,
+                                                  const struct pt_cluster_http2 *options,
+                                                  const struct pt_cluster_stats *stats,
+                                                  void (*on_closed)(void *owner,
+                                                                    pt_http_client_codec_t *),
+                                                  void *owner);
+/* Called once, when the peer's first SETTINGS arrived: from then on capacity() knows its
+ * SETTINGS_MAX_CONCURRENT_STREAMS. */
+void pt_http2_client_codec_on_ready(pt_http_client_codec_t *codec, void (*on_ready)(void *owner));
 
 /* Frees the calling thread's parser scratch (a worker thread exiting). */
 void pt_http1_codec_thread_cleanup(void);

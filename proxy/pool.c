@@ -9,10 +9,12 @@
 #include "proxy/log.h"
 #include "proxy/stats.h"
 #include "proxy/worker.h"
+#include "tls/transport.h"
 
-enum { PC_CONNECTING, PC_BUSY, PC_IDLE };
+enum { PC_CONNECTING, PC_BUSY, PC_AVAIL, PC_IDLE };
 
-/* A pool serves one host of one cluster on one worker. It is found by the host object (a
+/* A pool serves one host of one cluster, in one protocol, on one worker. It is found by the
+ * host object and the protocol (a
  * host belongs to one cluster, and is the same object in every version of the cluster that
  * lists it), holds a reference to the host and to the newest version of the cluster that
  * used it (its settings: connect timeout, TLS, limits), and outlives both versions' other
@@ -26,7 +28,9 @@ struct pt_pool {
     pt_cluster_stats_t stats;
     uint64_t idle_timeout_ms;
     uint32_t max_requests;
-    pt_pool_conn_t *idle, *busy, *connecting;
+    uint32_t expect_streams;      /* streams a connection being established will take */
+    pt_pool_protocol_t protocol;
+    pt_pool_conn_t *idle, *avail, *busy, *connecting;
     unsigned nidle, nconnecting;
     pt_pool_request_t *pending_head, *pending_tail;
     unsigned npending;
@@ -41,9 +45,9 @@ typedef struct pool_map {
     unsigned count;
 } pool_map_t;
 
-static unsigned host_bucket(const pt_host_t *h, unsigned nbuckets)
+static unsigned host_bucket(const pt_host_t *h, pt_pool_protocol_t proto, unsigned nbuckets)
 {
-    uintptr_t v = (uintptr_t)h;
+    uintptr_t v = (uintptr_t)h + (uintptr_t)proto;
     v ^= v >> 17;
     v *= 0x9E3779B97F4A7C15ull;
     return (unsigned)((v >> 32) % nbuckets);
@@ -71,7 +75,16 @@ static void list_remove(pt_pool_conn_t **head, pt_pool_conn_t *pc)
 
 static pt_pool_conn_t **list_of(pt_pool_t *p, pt_pool_conn_t *pc)
 {
-    return pc->state == PC_IDLE ? &p->idle : pc->state == PC_BUSY ? &p->busy : &p->connecting;
+    switch (pc->state) {
+    case PC_IDLE:
+        return &p->idle;
+    case PC_AVAIL:
+        return &p->avail;
+    case PC_BUSY:
+        return &p->busy;
+    default:
+        return &p->connecting;
+    }
 }
 
 /* The pool takes the settings of the newest cluster version that used it. */
@@ -85,6 +98,16 @@ static void pool_adopt_cluster(pt_pool_t *p, pt_cluster_t *c)
     p->stats = c->stats;
     p->idle_timeout_ms = c->http_idle_timeout_ms;
     p->max_requests = c->max_requests_per_connection;
+    /* A connection being established is expected to take this many streams: HTTP/2 as many
+     * as the cluster allows (the peer's SETTINGS may lower it once they arrive), HTTP/1
+     * (and a protocol ALPN has yet to pick) one. */
+    uint32_t expect = 1;
+    if (p->protocol == PT_POOL_HTTP2) {
+        expect = c->http2.max_concurrent_streams;
+        if (p->max_requests > 0 && p->max_requests < expect)
+            expect = p->max_requests;
+    }
+    p->expect_streams = expect > 0 ? expect : 1;
 }
 
 static int map_grow(pool_map_t *m)
@@ -97,7 +120,7 @@ static int map_grow(pool_map_t *m)
         pt_pool_t *p = m->buckets[i];
         while (p != NULL) {
             pt_pool_t *next = p->next_in_bucket;
-            unsigned b = host_bucket(p->host, n);
+            unsigned b = host_bucket(p->host, p->protocol, n);
             p->next_in_bucket = nb[b];
             nb[b] = p;
             p = next;
@@ -109,7 +132,7 @@ static int map_grow(pool_map_t *m)
     return 0;
 }
 
-pt_pool_t *pt_pool_get(pt_worker_t *w, pt_cluster_t *c, pt_host_t *h)
+pt_pool_t *pt_pool_get(pt_worker_t *w, pt_cluster_t *c, pt_host_t *h, pt_pool_protocol_t proto)
 {
     pool_map_t *m = w->pool_map;
     if (m == NULL) {
@@ -120,9 +143,9 @@ pt_pool_t *pt_pool_get(pt_worker_t *w, pt_cluster_t *c, pt_host_t *h)
         }
         w->pool_map = m;
     }
-    for (pt_pool_t *p = m->buckets[host_bucket(h, m->nbuckets)]; p != NULL;
+    for (pt_pool_t *p = m->buckets[host_bucket(h, proto, m->nbuckets)]; p != NULL;
          p = p->next_in_bucket) {
-        if (p->host == h) {
+        if (p->host == h && p->protocol == proto) {
             pool_adopt_cluster(p, c);
             return p;
         }
@@ -136,8 +159,9 @@ pt_pool_t *pt_pool_get(pt_worker_t *w, pt_cluster_t *c, pt_host_t *h)
     p->host = pt_host_ref(h);
     p->address = h->address;
     p->address_str = h->address_str;
+    p->protocol = proto;
     pool_adopt_cluster(p, c);
-    unsigned b = host_bucket(h, m->nbuckets);
+    unsigned b = host_bucket(h, proto, m->nbuckets);
     p->next_in_bucket = m->buckets[b];
     m->buckets[b] = p;
     m->count++;
@@ -166,7 +190,8 @@ static pt_pool_request_t *pending_pop(pt_pool_t *p);
  * timeouts, or forever when they have none. */
 static void fail_stranded(pt_pool_t *p, int status)
 {
-    while (p->nconnecting == 0 && p->busy == NULL && p->pending_head != NULL) {
+    while (p->nconnecting == 0 && p->busy == NULL && p->avail == NULL &&
+           p->pending_head != NULL) {
         pt_pool_request_t *pr = pending_pop(p);
         pt_stat_inc(p->stats.upstream_rq_pending_failure_eject);
         pr->on_failure(pr, status);
@@ -195,7 +220,7 @@ static void pc_destroy(pt_pool_conn_t *pc, int remote)
     atomic_fetch_sub_explicit(&p->host->cx_active, 1, memory_order_relaxed);
     free(pc);
     /* A slot under max_connections may have freed up for a request that waits. */
-    if (p->npending > p->nconnecting && !p->closing) {
+    if (p->npending > (uint64_t)p->nconnecting * p->expect_streams && !p->closing) {
         int rc = start_connect(p, p->pending_head ? p->pending_head->priority : 0);
         if (rc < 0)
             fail_stranded(p, rc);
@@ -211,42 +236,66 @@ static void on_idle_timeout(struct ev_loop *loop, ev_timer *t, int revents)
     pc_destroy(pc, 0);
 }
 
-/* An idle connection's upstream closed it (or sent junk). */
+static void pc_connect_failed(pt_pool_conn_t *pc, int status);
+
+/* A connection with no stream can no longer be used: its upstream closed it, sent junk or
+ * GOAWAY. An HTTP/2 connection that ends before its SETTINGS came fails like a connect. */
 static void on_codec_closed(void *owner, pt_http_client_codec_t *codec)
 {
     (void)codec;
     pt_pool_conn_t *pc = owner;
-    if (pc->state == PC_IDLE)
+    if (pc->state == PC_CONNECTING)
+        pc_connect_failed(pc, -ECONNRESET);
+    else if (pc->streams == 0)
         pc_destroy(pc, 1);
 }
 
-static void pc_make_idle(pt_pool_conn_t *pc)
+/* Streams the connection can still take: its codec's room, within
+ * max_requests_per_connection. */
+static unsigned pc_capacity(const pt_pool_conn_t *pc)
+{
+    unsigned cap = pc->codec->ops->capacity(pc->codec);
+    uint32_t max = pc->pool->max_requests;
+    if (max > 0 && cap > 0 && max - pc->requests < cap)
+        cap = pc->requests >= max ? 0 : max - pc->requests;
+    return cap;
+}
+
+/* Moves an established connection to the list its streams and room say. */
+static void pc_set_state(pt_pool_conn_t *pc, unsigned state)
 {
     pt_pool_t *p = pc->pool;
+    if (pc->state == state)
+        return;
     list_remove(list_of(p, pc), pc);
-    if (pc->state == PC_CONNECTING)
+    if (pc->state == PC_IDLE) {
+        p->nidle--;
+        ev_timer_stop(p->worker->loop, &pc->idle_timer);
+    } else if (pc->state == PC_CONNECTING) {
         p->nconnecting--;
-    pc->state = PC_IDLE;
-    list_push(&p->idle, pc);
-    p->nidle++;
-    if (p->idle_timeout_ms > 0) {
-        ev_timer_set(&pc->idle_timer, (double)p->idle_timeout_ms / 1000.0, 0.);
-        ev_timer_start(p->worker->loop, &pc->idle_timer);
+    }
+    pc->state = state;
+    list_push(list_of(p, pc), pc);
+    if (state == PC_IDLE) {
+        p->nidle++;
+        if (p->idle_timeout_ms > 0) {
+            ev_timer_set(&pc->idle_timer, (double)p->idle_timeout_ms / 1000.0, 0.);
+            ev_timer_start(p->worker->loop, &pc->idle_timer);
+        }
     }
 }
 
-static void pc_make_busy(pt_pool_conn_t *pc)
+static void pc_place(pt_pool_conn_t *pc, unsigned capacity)
 {
-    pt_pool_t *p = pc->pool;
-    list_remove(list_of(p, pc), pc);
-    if (pc->state == PC_IDLE)
-        p->nidle--;
-    else if (pc->state == PC_CONNECTING)
-        p->nconnecting--;
-    ev_timer_stop(p->worker->loop, &pc->idle_timer);
-    pc->state = PC_BUSY;
-    list_push(&p->busy, pc);
+    pc_set_state(pc, capacity == 0 ? PC_BUSY : pc->streams == 0 ? PC_IDLE : PC_AVAIL);
+}
+
+/* Attaches one stream to pc (the request's callbacks are the caller's business). */
+static void pc_attach(pt_pool_conn_t *pc)
+{
+    pc->streams++;
     pc->requests++;
+    pc_place(pc, pc_capacity(pc));
 }
 
 static pt_pool_request_t *pending_pop(pt_pool_t *p)
@@ -268,19 +317,84 @@ static pt_pool_request_t *pending_pop(pt_pool_t *p)
     return pr;
 }
 
-/* A ready connection serves the oldest waiting request, or waits idle. */
+/* A connection with room serves the oldest waiting requests, as many as it can take, or
+ * waits (idle, available). The requests are attached before any of them is told: a
+ * request's callback may end its stream at once, and the connection must not look empty
+ * (and be closed) while the others still have to be told. */
 static void pc_ready(pt_pool_conn_t *pc)
 {
     pt_pool_t *p = pc->pool;
-    pt_pool_request_t *pr = pending_pop(p);
-    if (pr == NULL) {
-        pc_make_idle(pc);
+    unsigned cap = pc_capacity(pc);
+    if (p->pending_head == NULL || cap == 0) {
+        pc_place(pc, cap);
         return;
     }
-    pc_make_busy(pc);
-    pr->on_ready(pr, pc);
+    if (cap == 1) { /* HTTP/1: one request */
+        pt_pool_request_t *pr = pending_pop(p);
+        pc_attach(pc);
+        pr->on_ready(pr, pc);
+        return;
+    }
+    pt_pool_request_t *head = NULL, **tail = &head;
+    while (cap > 0 && p->pending_head != NULL) {
+        pt_pool_request_t *pr = pending_pop(p);
+        *tail = pr;
+        tail = &pr->next;
+        pc->streams++;
+        pc->requests++;
+        cap--;
+    }
+    pc_place(pc, pc_capacity(pc));
+    while (head != NULL) {
+        pt_pool_request_t *pr = head;
+        head = pr->next;
+        pr->next = NULL;
+        pr->on_ready(pr, pc);
+    }
 }
 
+
+/* A failed connection fails the waiting requests it was expected to serve (one for
+ * HTTP/1; the other connections under way cover the rest; this one still counts in
+ * nconnecting). They leave the queue before the connection goes: pc_destroy opens a
+ * connection for every waiting request without one, which for these requests would retry
+ * the dead host at once, and forever, instead of failing them. */
+static void pc_connect_failed(pt_pool_conn_t *pc, int status)
+{
+    pt_pool_t *p = pc->pool;
+    uint64_t covered = (uint64_t)(p->nconnecting - 1) * p->expect_streams;
+    uint64_t n = p->npending > covered ? p->npending - covered : 0;
+    if (n > p->expect_streams)
+        n = p->expect_streams;
+    pt_pool_request_t *head = NULL, **tail = &head;
+    for (; n > 0; n--) {
+        pt_pool_request_t *pr = pending_pop(p);
+        *tail = pr;
+        tail = &pr->next;
+    }
+    pc_destroy(pc, 1);
+    while (head != NULL) {
+        pt_pool_request_t *pr = head;
+        head = pr->next;
+        pr->next = NULL;
+        pt_stat_inc(p->stats.upstream_rq_pending_failure_eject);
+        pr->on_failure(pr, status);
+    }
+}
+
+/* The HTTP/2 peer's SETTINGS arrived: the connection is ready with the room they give. A
+ * room smaller than expected leaves requests waiting that need a connection of their own. */
+static void pc_on_h2_ready(void *owner)
+{
+    pt_pool_conn_t *pc = owner;
+    pt_pool_t *p = pc->pool;
+    pc_ready(pc);
+    if (p->npending > (uint64_t)p->nconnecting * p->expect_streams && !p->closing) {
+        int rc = start_connect(p, p->pending_head ? p->pending_head->priority : 0);
+        if (rc < 0)
+            fail_stranded(p, rc);
+    }
+}
 
 static void pc_on_connect(pt_conn_t *c, int status)
 {
@@ -294,25 +408,30 @@ static void pc_on_connect(pt_conn_t *c, int status)
         pt_outlier_report(p->cluster, p->host, PT_OUTLIER_CONNECT_FAILED, 0);
         pt_debug("upstream connect to %s failed: %s", p->address_str, strerror(-status));
         pc->codec = NULL;
-        /* One failed connection fails one waiting request (more connections are already
-         * under way for the others; this one still counts in nconnecting). The request
-         * leaves the queue before the connection goes: pc_destroy opens a connection for
-         * every waiting request without one, which for this request would retry the dead
-         * host at once, and forever, instead of failing it. */
-        pt_pool_request_t *pr = p->npending >= p->nconnecting ? pending_pop(p) : NULL;
-        pc_destroy(pc, 1);
-        if (pr != NULL) {
-            pt_stat_inc(p->stats.upstream_rq_pending_failure_eject);
-            pr->on_failure(pr, status);
-        }
+        pc_connect_failed(pc, status);
         return;
     }
     pt_outlier_report(p->cluster, p->host, PT_OUTLIER_CONNECT_SUCCESS, 0);
     socklen_t alen = sizeof(pc->local);
     getsockname(c->fd, &pc->local.sa, &alen);
-    pc->codec = pt_http1_client_codec.create(c, on_codec_closed, pc);
+    int h2 = p->protocol == PT_POOL_HTTP2;
+    if (p->protocol == PT_POOL_ALPN) {
+        const char *alpn = c->transport->is_tls ? pt_tls_alpn(c) : NULL;
+        h2 = alpn != NULL && strcmp(alpn, "h2") == 0;
+        pt_stat_inc(h2 ? p->stats.upstream_cx_http2_total : p->stats.upstream_cx_http1_total);
+    }
+    if (h2)
+        pc->codec = pt_http2_client_codec_new(c, &p->cluster->http2, &p->stats, on_codec_closed,
+                                              pc);
+    else
+        pc->codec = pt_http1_client_codec.create(c, on_codec_closed, pc);
     if (pc->codec == NULL) {
         pc_destroy(pc, 0);
+        return;
+    }
+    if (h2) {
+        /* Ready when the peer's SETTINGS say how many streams it takes. */
+        pt_http2_client_codec_on_ready(pc->codec, pc_on_h2_ready);
         return;
     }
     pc_ready(pc);
@@ -381,7 +500,11 @@ static int start_connect(pt_pool_t *p, int priority)
     pc->conn = pt_cluster_connect(p->cluster, p->worker, &p->address, &connecting_handler, pc,
                                   &err);
     pt_stat_inc(p->stats.upstream_cx_total);
-    pt_stat_inc(p->stats.upstream_cx_http1_total);
+    /* The protocol is known now, or (ALPN) once the handshake picked it. */
+    if (p->protocol == PT_POOL_HTTP1)
+        pt_stat_inc(p->stats.upstream_cx_http1_total);
+    else if (p->protocol == PT_POOL_HTTP2)
+        pt_stat_inc(p->stats.upstream_cx_http2_total);
     atomic_fetch_add_explicit(&p->host->cx_total, 1, memory_order_relaxed);
     if (pc->conn == NULL) {
         if (b != NULL)
@@ -401,14 +524,25 @@ static int start_connect(pt_pool_t *p, int priority)
 pt_pool_conn_t *pt_pool_acquire(pt_pool_t *p, pt_pool_request_t *pr, int *err)
 {
     *err = 0;
+    /* A connection that carries streams and has room first (HTTP/2): no new connection
+     * while one can take the stream. */
+    while (p->avail != NULL) {
+        pt_pool_conn_t *pc = p->avail;
+        if (pc_capacity(pc) == 0) {
+            pc_set_state(pc, PC_BUSY);
+            continue;
+        }
+        pc_attach(pc);
+        return pc;
+    }
     /* Most recently used first: its socket is the most likely to still be open. */
     while (p->idle != NULL) {
         pt_pool_conn_t *pc = p->idle;
-        if (pc->codec->ops->capacity(pc->codec) == 0) {
+        if (pc_capacity(pc) == 0) {
             pc_destroy(pc, 1);
             continue;
         }
-        pc_make_busy(pc);
+        pc_attach(pc);
         return pc;
     }
     if (p->cluster != NULL && !pt_breaker_try_pending(&p->cluster->breakers[pr->priority])) {
@@ -427,8 +561,10 @@ pt_pool_conn_t *pt_pool_acquire(pt_pool_t *p, pt_pool_request_t *pr, int *err)
     p->npending++;
     pt_stat_inc(p->stats.upstream_rq_pending_total);
     pt_stat_inc(p->stats.upstream_rq_pending_active);
-    int started = p->nconnecting < p->npending ? start_connect(p, pr->priority) : 1;
-    if (p->nconnecting == 0 && p->busy == NULL) {
+    int started = (uint64_t)p->nconnecting * p->expect_streams < p->npending
+                      ? start_connect(p, pr->priority)
+                      : 1;
+    if (p->nconnecting == 0 && p->busy == NULL && p->avail == NULL) {
         /* Nothing under way and nothing to wait for: no connection could be started. */
         pt_pool_cancel(pr);
         *err = started < 0 ? started : -ENOBUFS;
@@ -463,22 +599,27 @@ void pt_pool_release(pt_pool_conn_t *pc)
 {
     pt_pool_t *p = pc->pool;
     account_bytes(pc);
+    if (pc->streams > 0)
+        pc->streams--;
     if (!pc->codec->ops->reusable(pc->codec)) {
-        pc_destroy(pc, 0);
+        /* No new stream goes on it; the ones it still carries finish first. */
+        if (pc->streams == 0)
+            pc_destroy(pc, 0);
+        else
+            pc_set_state(pc, PC_BUSY);
         return;
     }
     if (p->max_requests > 0 && pc->requests >= p->max_requests) {
-        pt_stat_inc(p->stats.upstream_cx_max_requests);
-        pc_destroy(pc, 0);
+        if (pc->streams == 0) {
+            pt_stat_inc(p->stats.upstream_cx_max_requests);
+            pc_destroy(pc, 0);
+        } else {
+            pc_set_state(pc, PC_BUSY);
+        }
         return;
     }
-    /* Back to the connection's idle handling, then to whoever waits. */
+    /* To whoever waits, then back to the connection's idle (or available) handling. */
     pc_ready(pc);
-}
-
-void pt_pool_discard(pt_pool_conn_t *pc)
-{
-    pc_destroy(pc, 0);
 }
 
 unsigned pt_pool_idle_count(pt_pool_t *p)
@@ -498,6 +639,8 @@ void pt_pool_close_all(pt_worker_t *w)
             p->closing = 1;
             while (p->idle != NULL)
                 pc_destroy(p->idle, 0);
+            while (p->avail != NULL)
+                pc_destroy(p->avail, 0);
             while (p->busy != NULL)
                 pc_destroy(p->busy, 0);
             while (p->connecting != NULL)

@@ -1,14 +1,24 @@
-/* Upstream connection pools: per worker, one pool per (cluster, host), holding idle
- * keep-alive connections for reuse and the requests waiting for a connection.
+/* Upstream connection pools: per worker, one pool per (host, protocol), holding the
+ * connections to that host and the requests waiting for one.
  *
- * A request asks its pool for a connection: an idle one is handed over at once; otherwise
- * the request waits in the pool's FIFO while a new connection is established, and whichever
- * connection becomes ready first (new, or released by another request) serves the oldest
- * waiting request. A connect failure fails one waiting request. Connections are dropped
- * after max_requests_per_connection requests, after the cluster's idle timeout, or when
- * the upstream closes them while idle. A pool is found by its host object, the same in every
- * version of the cluster that lists the host, so an update of the cluster keeps its pooled
- * connections; the pool uses the settings of the newest version that asked for it. */
+ * A connection carries as many streams as its codec's capacity says: one at a time for
+ * HTTP/1, up to the peer's SETTINGS_MAX_CONCURRENT_STREAMS (and the cluster's
+ * max_concurrent_streams) for HTTP/2. The pool keeps its connections in four lists
+ * (HAProxy's avail_streams, h2o's httpclient): connecting; idle (no stream); available
+ * (streams, and room for more); busy (no room). A request is attached to an available
+ * connection first, then to an idle one; otherwise it waits in the pool's FIFO while a new
+ * connection is established. A connection being established counts for the streams it is
+ * expected to take (1 for HTTP/1 and for a protocol ALPN will pick, max_concurrent_streams
+ * for HTTP/2), so a burst of requests to an HTTP/2 host opens one connection, not one per
+ * request. Whichever connection gets room first serves the oldest waiting requests. A
+ * connect failure fails one waiting request. A connection is closed when it has no stream
+ * left and its codec says it cannot take another (HTTP/1 after a reset or a response that
+ * does not keep the connection, HTTP/2 after GOAWAY), after max_requests_per_connection
+ * streams, after the cluster's idle timeout, or when the upstream closes it while idle.
+ * Ending one stream never closes a connection that carries others. A pool is found by its
+ * host object, the same in every version of the cluster that lists the host, so an update
+ * of the cluster keeps its pooled connections; the pool uses the settings of the newest
+ * version that asked for it. */
 #ifndef PT_POOL_H
 #define PT_POOL_H
 
@@ -26,16 +36,17 @@ typedef struct pt_pool_conn {
     pt_pool_t *pool;
     pt_conn_t *conn;
     pt_http_client_codec_t *codec;
-    struct pt_pool_conn *prev, *next; /* in the pool's idle, busy or connecting list */
+    struct pt_pool_conn *prev, *next; /* in one of the pool's lists (its state's) */
     ev_timer idle_timer;
-    uint32_t requests;                /* requests started on this connection */
+    uint32_t requests;                /* streams started on this connection */
+    uint32_t streams;                 /* streams attached now */
     uint64_t rx_accounted, tx_accounted;
     pt_addr_t local;                  /* our end of the connection, for logs */
     /* The counts its connection slot was taken from: the cluster state's, which outlives
      * the version whose breaker took the slot (the pool holds the host, the host holds the
      * state). */
     pt_breaker_counts_t *breaker_counts;
-    unsigned state : 2;               /* connecting, busy, idle */
+    unsigned state : 2;               /* connecting, busy, available, idle */
 } pt_pool_conn_t;
 
 struct pt_pool_request {
@@ -47,9 +58,17 @@ struct pt_pool_request {
     pt_pool_t *pool;
 };
 
-/* The pool for host h (of cluster c) on this worker, created on first use. */
-pt_pool_t *pt_pool_get(pt_worker_t *w, pt_cluster_t *c, pt_host_t *h);
-/* Returns an idle connection (now busy), or NULL with the request queued (on_ready or
+/* The protocol a pool speaks: its connections' codec, or ALPN's choice per connection. */
+typedef enum pt_pool_protocol {
+    PT_POOL_HTTP1,
+    PT_POOL_HTTP2,
+    PT_POOL_ALPN, /* TLS: h2 when the upstream selects it, else HTTP/1.1 */
+} pt_pool_protocol_t;
+
+/* The pool for host h (of cluster c) and protocol on this worker, created on first use. */
+pt_pool_t *pt_pool_get(pt_worker_t *w, pt_cluster_t *c, pt_host_t *h, pt_pool_protocol_t proto);
+/* Returns a connection with a stream attached for the request (the caller then calls the
+ * codec's new_stream), or NULL with the request queued (on_ready or
  * on_failure comes later), or NULL with *err < 0 when it cannot be queued: -EOVERFLOW when
  * max_pending_requests is reached (the caller answers 503 UO), or the error that kept a
  * connection from being started (-EMFILE, -ENOMEM, ...) when none is under way to wait for. New connections respect max_connections and the per-host limit; a request over
@@ -57,10 +76,10 @@ pt_pool_t *pt_pool_get(pt_worker_t *w, pt_cluster_t *c, pt_host_t *h);
  * returning. */
 pt_pool_conn_t *pt_pool_acquire(pt_pool_t *p, pt_pool_request_t *pr, int *err);
 void pt_pool_cancel(pt_pool_request_t *pr);
-/* The request on pc finished: keep the connection if its codec says it is reusable. */
+/* The request's stream on pc ended (completed, or reset through the codec first): the
+ * connection takes another when its codec says it can, and closes when it has no stream
+ * left and cannot. May be called from inside the codec's callbacks. */
 void pt_pool_release(pt_pool_conn_t *pc);
-/* Drops the connection (request reset, protocol error). */
-void pt_pool_discard(pt_pool_conn_t *pc);
 /* Worker shutdown: closes every pooled connection and frees the pools. */
 void pt_pool_close_all(pt_worker_t *w);
 /* Idle connections across this worker's pools (tests, admin). */

@@ -457,6 +457,50 @@ static void test_cluster_http_protocol_options(void)
         PT_CHECK_INT(c->clusters[0]->max_requests_per_connection, 100);
         pt_boot_free(c);
     }
+    /* HTTP/2 upstream: explicit, automatic (ALPN), by the downstream's protocol, and the
+     * deprecated cluster-level http2_protocol_options. */
+    c = ACCEPTS_YAML("static_resources:\n  clusters:\n  - name: a\n"
+                     "    typed_extension_protocol_options:\n"
+                     "      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n"
+                     "        '@type': type.googleapis.com/envoy.extensions.upstreams.http.v3."
+                     "HttpProtocolOptions\n"
+                     "        explicit_http_config:\n"
+                     "          http2_protocol_options: {max_concurrent_streams: 7, "
+                     "initial_stream_window_size: 131072, initial_connection_window_size: "
+                     "262144, hpack_table_size: 0, connection_keepalive: {interval: 2s, "
+                     "timeout: 0.5s}}\n"
+                     "  - name: b\n    http2_protocol_options: {}\n"
+                     "  - name: c\n"
+                     "    typed_extension_protocol_options:\n"
+                     "      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n"
+                     "        '@type': type.googleapis.com/envoy.extensions.upstreams.http.v3."
+                     "HttpProtocolOptions\n"
+                     "        auto_config: {http_protocol_options: {}, http2_protocol_options: {}}\n"
+                     "  - name: d\n"
+                     "    typed_extension_protocol_options:\n"
+                     "      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n"
+                     "        '@type': type.googleapis.com/envoy.extensions.upstreams.http.v3."
+                     "HttpProtocolOptions\n"
+                     "        use_downstream_protocol_config: {http2_protocol_options: {}}\n"
+                     "  - name: e\n");
+    PT_CHECK(c != NULL);
+    if (c != NULL) {
+        const pt_cluster_t *a = c->clusters[0];
+        PT_CHECK_INT(a->protocol, PT_UPSTREAM_HTTP2);
+        PT_CHECK_INT(a->http2.max_concurrent_streams, 7);
+        PT_CHECK_INT(a->http2.initial_stream_window_size, 131072);
+        PT_CHECK_INT(a->http2.initial_connection_window_size, 262144);
+        PT_CHECK_INT(a->http2.hpack_table_size, 0);
+        PT_CHECK_INT(a->http2.keepalive_interval_ms, 2000);
+        PT_CHECK_INT(a->http2.keepalive_timeout_ms, 500);
+        PT_CHECK_INT(c->clusters[1]->protocol, PT_UPSTREAM_HTTP2);
+        PT_CHECK_INT(c->clusters[1]->http2.max_concurrent_streams, 2147483647);
+        PT_CHECK_INT(c->clusters[1]->http2.initial_stream_window_size, 65535);
+        PT_CHECK_INT(c->clusters[2]->protocol, PT_UPSTREAM_AUTO);
+        PT_CHECK_INT(c->clusters[3]->protocol, PT_UPSTREAM_DOWNSTREAM);
+        PT_CHECK_INT(c->clusters[4]->protocol, PT_UPSTREAM_HTTP1);
+        pt_boot_free(c);
+    }
 #define HPO_HEAD                                                                          \
     "static_resources:\n  clusters:\n  - name: a\n    typed_extension_protocol_options:\n"
 #define HPO_KEY "      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n"
@@ -464,13 +508,32 @@ static void test_cluster_http_protocol_options(void)
     "        '@type': type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n"
 #define TPO C0 ".typed_extension_protocol_options"
 #define HPO TPO ".envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-    REJECTS_YAML(HPO_HEAD HPO_KEY HPO_TYPE "        explicit_http_config: {http2_protocol_options: {}}\n",
-                 HPO ".explicit_http_config.http2_protocol_options: field is not supported");
     REJECTS_YAML(HPO_HEAD HPO_KEY HPO_TYPE "        explicit_http_config: {}\n",
                  HPO ".explicit_http_config: one of http_protocol_options, "
                      "http2_protocol_options or http3_protocol_options is required");
-    REJECTS_YAML(HPO_HEAD HPO_KEY HPO_TYPE "        auto_config: {}\n",
-                 HPO ".auto_config: field is not supported");
+    REJECTS_YAML(HPO_HEAD HPO_KEY HPO_TYPE
+                 "        explicit_http_config: {http3_protocol_options: {}}\n",
+                 HPO ".explicit_http_config.http3_protocol_options: field is not supported");
+    REJECTS_YAML(HPO_HEAD HPO_KEY HPO_TYPE
+                 "        explicit_http_config: {http2_protocol_options: {allow_connect: true}}\n",
+                 HPO ".explicit_http_config.http2_protocol_options.allow_connect: "
+                     "field is not supported");
+    REJECTS_YAML(HPO_HEAD HPO_KEY HPO_TYPE
+                 "        explicit_http_config: {http2_protocol_options: {max_streams: 3}}\n",
+                 HPO ".explicit_http_config.http2_protocol_options.max_streams: unknown field");
+    REJECTS_YAML(HPO_HEAD HPO_KEY HPO_TYPE
+                 "        auto_config: {http2_protocol_options: {max_concurrent_streams: 0}}\n",
+                 HPO ".auto_config.http2_protocol_options.max_concurrent_streams: 0 is out of "
+                     "range [1, 2147483647]");
+    REJECTS_YAML(HPO_HEAD HPO_KEY HPO_TYPE
+                 "        auto_config: {}\n        explicit_http_config: {http_protocol_options: {}}\n",
+                 HPO ": only one of explicit_http_config, use_downstream_protocol_config, "
+                     "auto_config may be given (found explicit_http_config, auto_config)");
+    REJECTS_YAML(HPO_HEAD HPO_KEY HPO_TYPE
+                 "        explicit_http_config: {http2_protocol_options: "
+                 "{connection_keepalive: {interval: 1s}}}\n",
+                 HPO ".explicit_http_config.http2_protocol_options.connection_keepalive.timeout: "
+                     "is required (at least 1ms)");
     REJECTS_YAML(HPO_HEAD HPO_KEY HPO_TYPE
                  "        explicit_http_config: {http_protocol_options: {enable_trailers: true}}\n",
                  HPO ".explicit_http_config.http_protocol_options.enable_trailers: "
