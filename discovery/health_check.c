@@ -17,6 +17,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "discovery/health_check_grpc.h"
 #include "discovery/outlier.h"
 #include "proxy/cluster.h"
 #include "proxy/view.h"
@@ -38,7 +39,6 @@
 /* ---- config ---------------------------------------------------------------------------- */
 
 static const char *const hc_unsupported[] = {"alt_port",
-                                             "grpc_health_check",
                                              "custom_health_check",
                                              "event_log_path",
                                              "event_service",
@@ -237,6 +237,23 @@ static void parse_tcp(pt_cfg_t *r, pt_arena_t *a, pt_health_check_config_t *hc)
     }
 }
 
+static void parse_grpc(pt_cfg_t *r, pt_arena_t *a, pt_health_check_config_t *hc)
+{
+    const char *s;
+    hc->grpc.service_name = "";
+    if (pt_cfg_string(r, "service_name", &s, NULL) > 0)
+        hc->grpc.service_name = pt_arena_strdup(a, s);
+    if (pt_cfg_string(r, "authority", &s, NULL) > 0 && s[0] != '\0') {
+        if (strpbrk(s, "\r\n") != NULL)
+            pt_cfg_error(r, "authority", "must not contain CR or LF");
+        else
+            hc->grpc.authority = pt_arena_strdup(a, s);
+    }
+    /* HeaderValueOptions added to the Check's headers (append or not is all the same on a
+     * request of its own). */
+    pt_header_mutations_parse(r, a, "initial_metadata", NULL, &hc->grpc.metadata);
+}
+
 /* One HealthCheck (reader inside it). */
 static void parse_one(pt_cfg_t *r, pt_arena_t *a, pt_health_check_config_t *hc)
 {
@@ -267,8 +284,8 @@ static void parse_one(pt_cfg_t *r, pt_arena_t *a, pt_health_check_config_t *hc)
                 0);
     pt_cfg_bool(r, "always_log_health_check_success", &hc->always_log_health_check_success, 0);
 
-    /* The health_checker oneof. grpc and custom are Envoy's too, reported as not supported
-     * when the object is left. */
+    /* The health_checker oneof. custom is Envoy's too, reported as not supported when the
+     * object is left. */
     static const char *const kinds[] = {"http_health_check", "tcp_health_check",
                                         "grpc_health_check", "custom_health_check", NULL};
     int kind = pt_cfg_oneof(r, kinds, 1);
@@ -280,6 +297,13 @@ static void parse_one(pt_cfg_t *r, pt_arena_t *a, pt_health_check_config_t *hc)
         hc->kind = PT_HC_TCP;
         if (pt_cfg_enter(r, "tcp_health_check") > 0) {
             parse_tcp(r, a, hc);
+            pt_cfg_leave(r);
+        }
+    } else if (kind == 2) {
+        hc->kind = PT_HC_GRPC;
+        hc->grpc.service_name = "";
+        if (pt_cfg_enter(r, "grpc_health_check") > 0) {
+            parse_grpc(r, a, hc);
             pt_cfg_leave(r);
         }
     }
@@ -376,6 +400,7 @@ typedef struct hc_session {
     ev_timer interval_timer, timeout_timer;
     pt_conn_t *conn;    /* probe connection, kept between attempts when reused */
     hc_http_state_t *http;
+    pt_hc_grpc_t *grpc; /* gRPC checks: the HTTP/2 probe on conn, once connected */
     int in_flight;      /* an attempt is running (its timeout timer is armed) */
     int first_check;    /* no result yet: the first success marks the host healthy */
     int failed;         /* this check's verdict on the host */
@@ -415,6 +440,8 @@ static struct ev_loop *loop_of(const hc_session_t *s)
 
 static void drop_conn(hc_session_t *s)
 {
+    pt_hc_grpc_free(s->grpc);
+    s->grpc = NULL;
     if (s->conn != NULL) {
         pt_conn_close(s->conn, PT_CLOSE_NOW);
         s->conn = NULL;
@@ -573,6 +600,31 @@ static int open_conn(hc_session_t *s)
     return s->conn != NULL ? 0 : err;
 }
 
+/* A gRPC Check's outcome (health_check_grpc.h). */
+static void grpc_done(void *owner, int outcome, const char *why)
+{
+    hc_session_t *s = owner;
+    if (!s->in_flight)
+        return;
+    if (outcome == PT_HC_GRPC_NETWORK || !s->cfg->reuse_connection)
+        drop_conn(s);
+    if (outcome == PT_HC_GRPC_SERVING)
+        handle_success(s);
+    else
+        handle_failure(s, outcome == PT_HC_GRPC_NETWORK ? FAIL_NETWORK : FAIL_ACTIVE, 0, why);
+}
+
+/* Starts a gRPC Check on the session's connected probe. */
+static void grpc_start(hc_session_t *s)
+{
+    const pt_health_check_config_t *k = s->cfg;
+    const char *authority = k->grpc.authority ? k->grpc.authority : s->cl->c->name;
+    if (pt_hc_grpc_check(s->grpc, k->grpc.service_name, authority, &k->grpc.metadata) != 0) {
+        drop_conn(s);
+        handle_failure(s, FAIL_NETWORK, 0, "cannot start a Check on the connection");
+    }
+}
+
 static void on_interval(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)revents;
@@ -592,9 +644,16 @@ static void on_interval(struct ev_loop *loop, ev_timer *t, int revents)
         s->http->head_done = 0;
     }
     /* Input left over on a reused connection belongs to no attempt: a fresh connection is
-     * the only safe start. */
+     * the only safe start. An HTTP/2 probe says itself whether it takes another Check. */
     if (s->conn != NULL && pt_buf_len(&s->conn->in) > 0)
         drop_conn(s);
+    if (k->kind == PT_HC_GRPC && s->conn != NULL &&
+        (s->grpc == NULL || !pt_hc_grpc_reusable(s->grpc)))
+        drop_conn(s);
+    if (k->kind == PT_HC_GRPC && s->conn != NULL) {
+        grpc_start(s);
+        return;
+    }
     if (s->conn == NULL) {
         int err = open_conn(s);
         if (err < 0) {
@@ -610,6 +669,8 @@ static void on_interval(struct ev_loop *loop, ev_timer *t, int revents)
             return;
         }
     }
+    if (k->kind == PT_HC_GRPC)
+        return; /* the Check starts once connected (probe_connect) */
     if (k->kind == PT_HC_HTTP)
         pt_conn_write_bytes(s->conn, s->cl->requests[s->check], s->cl->request_lens[s->check]);
     else if (k->tcp.send.len > 0)
@@ -636,6 +697,20 @@ static void probe_connect(pt_conn_t *c, int status)
         drop_conn(s);
         if (s->in_flight)
             handle_failure(s, FAIL_NETWORK, 0, why);
+        return;
+    }
+    if (s->cfg->kind == PT_HC_GRPC) {
+        if (!s->in_flight) {
+            drop_conn(s);
+            return;
+        }
+        s->grpc = pt_hc_grpc_new(c, &s->cl->c->http2, grpc_done, s);
+        if (s->grpc == NULL) {
+            drop_conn(s);
+            handle_failure(s, FAIL_NETWORK, 0, "out of memory");
+            return;
+        }
+        grpc_start(s);
         return;
     }
     if (s->cfg->kind == PT_HC_TCP && s->cfg->tcp.nreceive == 0 && s->in_flight) {

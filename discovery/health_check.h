@@ -37,6 +37,7 @@ typedef struct pt_health_checker pt_health_checker_t;
 typedef enum pt_hc_kind {
     PT_HC_HTTP, /* http_health_check */
     PT_HC_TCP,  /* tcp_health_check */
+    PT_HC_GRPC, /* grpc_health_check: grpc.health.v1.Health/Check over HTTP/2 */
 } pt_hc_kind_t;
 
 /* type.v3.Int64Range: [start, end). */
@@ -81,6 +82,12 @@ struct pt_health_check_config {
         const pt_hc_range_t *retriable;
         unsigned nretriable;
     } http;
+
+    struct {
+        const char *service_name; /* "" unless set */
+        const char *authority;    /* NULL: the cluster's name */
+        pt_header_mutations_t metadata; /* initial_metadata */
+    } grpc;
 
     struct {
         pt_hc_payload_t send; /* len 0: nothing to send */

@@ -361,8 +361,10 @@ static void test_tcp_errors(void)
 
 static void test_unsupported(void)
 {
-    REJECTS(WITH_HC("[{" BASE ",'grpc_health_check':{'service_name':'x'}}]"),
-            HC0 ".grpc_health_check: field is not supported");
+    REJECTS(WITH_HC("[{" BASE ",'grpc_health_check':{'service_name':'x','spare':1}}]"),
+            HC0 ".grpc_health_check.spare: unknown field");
+    REJECTS(WITH_HC("[{" BASE ",'grpc_health_check':{'authority':'a\\nb'}}]"),
+            HC0 ".grpc_health_check.authority: must not contain CR or LF");
     REJECTS(WITH_HC("[{" BASE ",'custom_health_check':{'name':'redis'}}]"),
             HC0 ".custom_health_check: field is not supported");
     REJECTS(WITH_HC("[{" BASE ",'http_health_check':{'path':'/'},'tcp_health_check':{}}]"),
