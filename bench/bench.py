@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Side-by-side benchmarks: petrel vs HAProxy (and nginx for HTTP). Driven by bench/run.sh.
 
-    bench.py [tcp|http|tls|resilience|abuse|instr|all]...
+    bench.py [tcp|http|tls|resilience|abuse|h2|instr|all]...
                                         (all = tcp http tls resilience abuse)
 
 Environment (all optional):
@@ -12,6 +12,7 @@ Environment (all optional):
     BENCH_RES_RATE  request rate of the resilience suite, req/s (default 1000)
     BENCH_ABUSE_SECONDS length of each attack in the abuse suite (default 5)
     BENCH_IDLE_CONNS idle keep-alive connections opened per proxy (default 10000)
+    BENCH_H2_IDLE_CONNS idle h2 connections opened per proxy in the h2 suite (default 2000)
     BENCH_PIN       1: pin the proxy under test to the last CPU and everything else (clients,
                     upstreams) to the others; 0: let the scheduler place them (default 1 when
                     there are at least 2 CPUs)
@@ -1340,6 +1341,7 @@ SUITES = {
     'tls': _external_suite('suite_tls'),
     'resilience': _external_suite('suite_resilience'),
     'abuse': _external_suite('suite_abuse'),
+    'h2': _external_suite('suite_h2'),
 }
 ALL_SUITES = ['tcp', 'http', 'tls', 'resilience', 'abuse']
 

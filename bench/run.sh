@@ -1,10 +1,12 @@
 #!/bin/sh
 # Side-by-side benchmarks of petrel against HAProxy (and nginx for HTTP); see bench/README.md.
-#   bench/run.sh [tcp|http|tls|resilience|abuse|instr|all]...  (default: all = tcp http tls
-#       resilience abuse; `make bench` runs this; instr = callgrind/strace counts, needs valgrind)
+#   bench/run.sh [tcp|http|tls|resilience|abuse|h2|instr|all]...  (default: all = tcp http tls
+#       resilience abuse; `make bench` runs this; h2 = HTTP/2 and gRPC, needs h2load;
+#       instr = callgrind/strace counts, needs valgrind)
 # Environment: BENCH_DURATION (s per measurement, default 10), BENCH_REPS (default 3),
 #   BENCH_RATE (latency test req/s, default 2000), BENCH_IDLE_CONNS (default 10000),
 #   BENCH_ABUSE_SECONDS (length of each attack in the abuse suite, default 5),
+#   BENCH_H2_IDLE_CONNS (idle h2 connections per proxy in the h2 suite, default 2000),
 #   BENCH_PIN (1/0, default 1 on >= 2 CPUs), BENCH_NICE (e.g. -10; default off),
 #   PETREL_BIN (default build/petrel), BENCH_KEEP=1 (keep configs and logs).
 # Prints a table per suite and writes bench/results/<date>-<suite>.md (raw numbers in
@@ -16,9 +18,9 @@ root=$(dirname "$here")
 
 for a in "$@"; do
   case "$a" in
-    tcp|http|tls|resilience|abuse|instr|all) ;;
-    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "usage: bench/run.sh [tcp|http|tls|resilience|abuse|instr|all]..." >&2; exit 2 ;;
+    tcp|http|tls|resilience|abuse|h2|instr|all) ;;
+    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "usage: bench/run.sh [tcp|http|tls|resilience|abuse|h2|instr|all]..." >&2; exit 2 ;;
   esac
 done
 
@@ -31,9 +33,10 @@ need nginx
 need haproxy
 need iperf3
 need taskset "util-linux"
+need h2load "nghttp2-client"
 if [ -n "$missing" ]; then
   echo "bench: missing tools:$missing" >&2
-  echo "bench: install them with: make deps-bench (or apt-get install haproxy nginx wrk iperf3 build-essential)" >&2
+  echo "bench: install them with: make deps-bench (or apt-get install haproxy nginx wrk iperf3 nghttp2-client build-essential)" >&2
   exit 1
 fi
 case "${BENCH_DURATION:-10}" in ''|*[!0-9]*|0) echo "bench: BENCH_DURATION must be a positive integer" >&2; exit 2 ;; esac

@@ -8,7 +8,7 @@ what=${1:-test}
 
 build_pkgs="build-essential cmake pkg-config libssl-dev libnghttp2-dev libev-dev libc-ares-dev libjansson-dev libyaml-dev"
 test_pkgs="clang libclang-rt-14-dev python3 python3-h2 python3-grpcio curl openssl prometheus iproute2 procps valgrind"
-bench_pkgs="haproxy nginx wrk iperf3"
+bench_pkgs="haproxy nginx wrk iperf3 nghttp2-client"
 
 case "$what" in
   build) pkgs="$build_pkgs" ;;
