@@ -671,7 +671,8 @@ def report(b, info, raw, contenders, notes):
         run_notes.append('The proxies were runnable but waiting for their CPU (taken by other '
                          'work on this shared machine) %s of the requests/s runs: the '
                          'requests/s rows follow the CPU share each proxy got as much as its '
-                         'own cost. CPU per request does not depend on that share.' % ', '.join(
+                         'own cost. CPU per request depends on it less, but still moves with '
+                         'batching (fewer requests per wake-up cost more each).' % ', '.join(
                              '%s %s%%' % (LABEL[n], b.fmt(v)) for n, v in waits.items()))
     tr = {n: raw[n].get('grpc_trailers') for n in ('petrel', 'haproxy') if raw.get(n)}
     tr = {n: t for n, t in tr.items() if t}
