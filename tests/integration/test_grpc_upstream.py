@@ -1,12 +1,13 @@
-"""gRPC through petrel to a real gRPC server (python3-grpcio) over an HTTP/2 cluster.
+"""gRPC through petrel to a real gRPC server (python3-grpcio) over an HTTP/2 cluster, from
+an HTTP/1.1 client (h1 -> h2).
 
-The listener speaks HTTP/1.1, so the client here is an HTTP/1.1 client that carries gRPC's
-framing (length-prefixed messages, content-type application/grpc, te: trailers): petrel
-turns the request into an HTTP/2 stream to the gRPC server, and the response's grpc-status
-and grpc-message trailers come back as HTTP/1.1 chunked trailers. Unary and server-streaming
-calls, a status other than OK (trailers-only response), and a large message over the flow
-control windows. A grpcio client end to end needs an HTTP/2 listener: that test is skipped
-until the listener speaks h2.
+The client here is an HTTP/1.1 client that carries gRPC's framing (length-prefixed
+messages, content-type application/grpc, te: trailers): petrel turns the request into an
+HTTP/2 stream to the gRPC server, and the response's grpc-status and grpc-message trailers
+come back as HTTP/1.1 chunked trailers. Unary and server-streaming calls, a status other
+than OK (trailers-only response), and a large message over the flow control windows; and
+one grpcio client call end to end (h2 -> h2, covered at length by
+test_grpc_end_to_end.py).
 
 Run: PETREL_BIN=build/petrel /usr/bin/python3 tests/integration/test_grpc_upstream.py -v
 """
@@ -39,11 +40,6 @@ def unframe(body):
         out.append(body[5:5 + n])
         body = body[5 + n:]
     return out
-
-
-def listener_speaks_h2():
-    """True once the HTTP connection manager takes HTTP/2 (codec_type AUTO / HTTP2)."""
-    return os.path.exists(os.path.join(h.REPO_ROOT, 'proxy', 'http2_codec.c'))
 
 
 @unittest.skipUnless(grpc is not None, 'python3-grpcio is not installed')
@@ -122,7 +118,6 @@ class GrpcTest(unittest.TestCase):
         self.assertEqual([r.trailer('grpc-status') for r in rs], ['0'] * 4)
         self.assertEqual(self.p.stat('cluster.grpc.upstream_cx_total'), 1)
 
-    @unittest.skipUnless(listener_speaks_h2(), 'the listener does not speak HTTP/2 yet')
     def test_grpcio_client_end_to_end(self):
         with grpc.insecure_channel('127.0.0.1:%d' % self.port) as ch:
             unary = ch.unary_unary('/test.Echo/Unary')
