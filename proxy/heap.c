@@ -26,9 +26,12 @@ void pt_heap_note_peak(void)
         peak_in_use = in_use;
 }
 
+static void spare_tick(void);
+
 int pt_heap_maybe_trim(void)
 {
     pt_heap_thread_tick();
+    spare_tick();
     struct mallinfo2 mi = mallinfo2();
     size_t in_use = mi.uordblks + mi.hblkhd;
     if (in_use > peak_in_use)
@@ -53,10 +56,32 @@ void pt_heap_stats(pt_heap_stats_t *out)
 typedef struct big_header {
     void *mapping;      /* the mapping holding it, or NULL: malloc'd (the header starts it) */
     size_t mapping_len;
+    size_t capacity;    /* bytes usable from the buffer's start */
 } big_header_t;
 
 #define HUGE_PAGE ((size_t)2 << 20)
 #define BIG_HEADER_ROOM ((size_t)64) /* keeps the buffer as aligned as malloc's */
+
+/* The last big buffer freed, kept for the next one: a file rewritten again and again (a
+ * control plane's 13 MB of assignments) is read into pages already there, not into fresh
+ * ones the kernel must zero and fault in. Given back at the second tick it goes unused
+ * (pt_heap_maybe_trim), so it never outlives the burst by more than two seconds. */
+static _Atomic(big_header_t *) spare;
+static _Atomic unsigned spare_idle_ticks;
+
+static void big_unmap(big_header_t *h)
+{
+    if (h != NULL)
+        munmap(h->mapping, h->mapping_len);
+}
+
+static void spare_tick(void)
+{
+    if (atomic_load_explicit(&spare, memory_order_relaxed) == NULL)
+        return;
+    if (atomic_fetch_add_explicit(&spare_idle_ticks, 1, memory_order_relaxed) >= 1)
+        big_unmap(atomic_exchange_explicit(&spare, NULL, memory_order_acq_rel));
+}
 
 void *pt_heap_big_alloc(size_t n)
 {
@@ -69,6 +94,10 @@ void *pt_heap_big_alloc(size_t n)
         h->mapping = NULL;
         return (char *)h + BIG_HEADER_ROOM;
     }
+    big_header_t *kept = atomic_exchange_explicit(&spare, NULL, memory_order_acq_rel);
+    if (kept != NULL && kept->capacity >= n && kept->capacity / 2 <= n)
+        return (char *)kept + BIG_HEADER_ROOM; /* not wildly larger than needed */
+    big_unmap(kept);
     /* A huge page's worth more than needed, to start the buffer on a huge page boundary
      * (the header just before it, on the ordinary page that precedes it). */
     size_t len = BIG_HEADER_ROOM + n + HUGE_PAGE;
@@ -83,6 +112,7 @@ void *pt_heap_big_alloc(size_t n)
     big_header_t *h = (big_header_t *)(void *)(p - BIG_HEADER_ROOM);
     h->mapping = m;
     h->mapping_len = len;
+    h->capacity = (size_t)(m + len - p);
     return p;
 }
 
@@ -91,8 +121,15 @@ void pt_heap_big_free(void *p)
     if (p == NULL)
         return;
     big_header_t *h = (big_header_t *)(void *)((char *)p - BIG_HEADER_ROOM);
-    if (h->mapping == NULL)
+    if (h->mapping == NULL) {
         free(h);
-    else
-        munmap(h->mapping, h->mapping_len);
+        return;
+    }
+    atomic_store_explicit(&spare_idle_ticks, 0, memory_order_relaxed);
+    big_unmap(atomic_exchange_explicit(&spare, h, memory_order_acq_rel));
+}
+
+void pt_heap_big_release(void)
+{
+    big_unmap(atomic_exchange_explicit(&spare, NULL, memory_order_acq_rel));
 }

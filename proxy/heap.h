@@ -30,12 +30,16 @@ void pt_heap_note_peak(void);
 /* Buffers for whole files (a 13 MB file of endpoint assignments read again at each change):
  * from PT_HEAP_BIG_MIN on, a mapping of their own in 2 MiB huge pages where the system
  * allows, so filling one takes a handful of page faults instead of thousands, and freeing
- * it returns it at once (malloc would keep it in the heap until a trim, which then makes
- * the next read fault it in again page by page). Smaller ones come from malloc. Memory from
+ * it goes back to the system (malloc would keep it in the heap until a trim, which then
+ * makes the next read fault it in again page by page). Smaller ones come from malloc. Memory from
  * pt_heap_big_alloc goes back only through pt_heap_big_free. */
 #define PT_HEAP_BIG_MIN (4u * 1024 * 1024)
 void *pt_heap_big_alloc(size_t n);
+/* The last big buffer freed is kept for the next pt_heap_big_alloc of about its size (a
+ * file read again and again), until the second main-thread tick it sits unused. */
 void pt_heap_big_free(void *p);
+/* Gives back the kept buffer now (shutdown; tests). */
+void pt_heap_big_release(void);
 
 typedef struct pt_heap_stats {
     size_t in_use;   /* bytes allocated (malloc's view) */

@@ -33,6 +33,32 @@ static void test_big_buffers(void)
     pt_heap_big_free(NULL);
 }
 
+/* The last big buffer freed serves the next one of about its size; a much larger one gets
+ * a mapping of its own; the kept one goes at the second tick it sits unused. */
+static void test_big_buffer_kept(void)
+{
+    size_t n = PT_HEAP_BIG_MIN + 100000;
+    char *a = pt_heap_big_alloc(n);
+    PT_CHECK(a != NULL);
+    a[n - 1] = 'x';
+    pt_heap_big_free(a);
+    char *b = pt_heap_big_alloc(n - 5000);
+    PT_CHECK(b == a); /* the same pages, already there */
+    PT_CHECK(b[n - 1] == 'x');
+    pt_heap_big_free(b);
+    char *c = pt_heap_big_alloc(4 * n); /* too large for it: a new one */
+    PT_CHECK(c != NULL);
+    c[4 * n - 1] = 'y';
+    pt_heap_big_free(c);
+    pt_heap_maybe_trim();
+    pt_heap_maybe_trim(); /* two ticks unused: given back */
+    char *d = pt_heap_big_alloc(n);
+    PT_CHECK(d != NULL);
+    d[n - 1] = 'z';
+    pt_heap_big_free(d);
+    pt_heap_big_release();
+}
+
 /* A file larger than PT_HEAP_BIG_MIN, and a pipe (read in growing buffers), read whole. */
 static void test_read_text_sizes(void)
 {
@@ -85,6 +111,7 @@ static void test_read_text_sizes(void)
 int main(void)
 {
     PT_RUN(test_big_buffers);
+    PT_RUN(test_big_buffer_kept);
     PT_RUN(test_read_text_sizes);
     PT_TEST_EXIT();
 }
