@@ -704,7 +704,7 @@ static void probe_connect(pt_conn_t *c, int status)
             drop_conn(s);
             return;
         }
-        s->grpc = pt_hc_grpc_new(c, &s->cl->c->http2, grpc_done, s);
+        s->grpc = pt_hc_grpc_new(c, s->cl->c->http2, grpc_done, s);
         if (s->grpc == NULL) {
             drop_conn(s);
             handle_failure(s, FAIL_NETWORK, 0, "out of memory");

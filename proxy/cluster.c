@@ -84,7 +84,14 @@ static void parse_upstream_http2_options(pt_cfg_t *r, pt_cluster_t *c)
         "custom_settings_parameters", "use_oghttp2_codec", "max_metadata_size",
         "enable_huffman_encoding", NULL};
     pt_cfg_unsupported(r, unsupported);
-    pt_cluster_http2_t *o = &c->http2;
+    /* The deprecated and the current spelling may both be read: the last one read counts. */
+    pt_cluster_http2_t *o = (pt_cluster_http2_t *)c->http2;
+    if (o == NULL && (o = pt_arena_alloc(&c->arena, sizeof(*o))) == NULL) {
+        pt_cfg_error(r, NULL, "out of memory");
+        return;
+    }
+    memset(o, 0, sizeof(*o));
+    c->http2 = o;
     uint64_t v;
     pt_cfg_uint(r, "hpack_table_size", &v, 4096, 0, UINT32_MAX);
     o->hpack_table_size = (uint32_t)v;
@@ -104,15 +111,6 @@ static void parse_upstream_http2_options(pt_cfg_t *r, pt_cluster_t *c)
             pt_cfg_error(r, "timeout", "is required (at least 1ms)");
         pt_cfg_leave(r);
     }
-}
-
-static void http2_defaults(pt_cluster_t *c)
-{
-    c->http2.hpack_table_size = 4096;
-    c->http2.max_concurrent_streams = 2147483647;
-    c->http2.initial_stream_window_size = 65535;
-    c->http2.initial_connection_window_size = 1024 * 1024;
-    c->http2.keepalive_interval_ms = c->http2.keepalive_timeout_ms = 0;
 }
 
 /* The protocol choices of explicit_http_config, use_downstream_protocol_config and
@@ -159,7 +157,7 @@ static void parse_http_protocol_options(pt_cfg_t *r, pt_cluster_t *c)
     if (which < 0)
         return;
     int has_h2 = 0;
-    http2_defaults(c);
+    c->http2 = NULL; /* this spelling's HTTP/2 options, or the defaults */
     if (pt_cfg_enter(r, choices[which]) <= 0)
         return;
     parse_protocol_choice(r, c, which == 0, &has_h2);
@@ -663,7 +661,6 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
         pt_cfg_leave(r);
     }
     /* The deprecated spelling of explicit HTTP/2 (Envoy still takes it). */
-    http2_defaults(c);
     if (pt_cfg_enter(r, "http2_protocol_options") > 0) {
         c->protocol = PT_UPSTREAM_HTTP2;
         parse_upstream_http2_options(r, c);

@@ -216,7 +216,9 @@ struct pt_cluster {
     uint64_t http_idle_timeout_ms;        /* common_http_protocol_options.idle_timeout */
     uint32_t max_requests_per_connection; /* 0 = unlimited */
     pt_upstream_protocol_t protocol;
-    pt_cluster_http2_t http2;
+    /* Its http2_protocol_options, in the arena; NULL when it has none (HTTP/2 then takes the
+     * defaults): most clusters speak HTTP/1 and carry no HTTP/2 settings. */
+    const pt_cluster_http2_t *http2;
     _Atomic(pt_stat_t *) code_stats;      /* upstream_rq_<code>, created on first use */
     /* As parsed, in ep_arena, until pt_cluster_prepare resolves them into hosts and frees
      * them (what a version keeps of its endpoints is its hosts: per endpoint a pointer). */

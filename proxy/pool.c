@@ -103,7 +103,7 @@ static void pool_adopt_cluster(pt_pool_t *p, pt_cluster_t *c)
      * (and a protocol ALPN has yet to pick) one. */
     uint32_t expect = 1;
     if (p->protocol == PT_POOL_HTTP2) {
-        expect = c->http2.max_concurrent_streams;
+        expect = (c->http2 != NULL ? c->http2->max_concurrent_streams : 2147483647u);
         if (p->max_requests > 0 && p->max_requests < expect)
             expect = p->max_requests;
     }
@@ -421,7 +421,7 @@ static void pc_on_connect(pt_conn_t *c, int status)
         pt_stat_inc(h2 ? p->stats.upstream_cx_http2_total : p->stats.upstream_cx_http1_total);
     }
     if (h2)
-        pc->codec = pt_http2_client_codec_new(c, &p->cluster->http2, &p->stats, on_codec_closed,
+        pc->codec = pt_http2_client_codec_new(c, p->cluster->http2, &p->stats, on_codec_closed,
                                               pc);
     else
         pc->codec = pt_http1_client_codec.create(c, on_codec_closed, pc);

@@ -487,15 +487,19 @@ static void test_cluster_http_protocol_options(void)
     if (c != NULL) {
         const pt_cluster_t *a = c->clusters[0];
         PT_CHECK_INT(a->protocol, PT_UPSTREAM_HTTP2);
-        PT_CHECK_INT(a->http2.max_concurrent_streams, 7);
-        PT_CHECK_INT(a->http2.initial_stream_window_size, 131072);
-        PT_CHECK_INT(a->http2.initial_connection_window_size, 262144);
-        PT_CHECK_INT(a->http2.hpack_table_size, 0);
-        PT_CHECK_INT(a->http2.keepalive_interval_ms, 2000);
-        PT_CHECK_INT(a->http2.keepalive_timeout_ms, 500);
+        PT_CHECK(a->http2 != NULL);
+        PT_CHECK_INT(a->http2->max_concurrent_streams, 7);
+        PT_CHECK_INT(a->http2->initial_stream_window_size, 131072);
+        PT_CHECK_INT(a->http2->initial_connection_window_size, 262144);
+        PT_CHECK_INT(a->http2->hpack_table_size, 0);
+        PT_CHECK_INT(a->http2->keepalive_interval_ms, 2000);
+        PT_CHECK_INT(a->http2->keepalive_timeout_ms, 500);
         PT_CHECK_INT(c->clusters[1]->protocol, PT_UPSTREAM_HTTP2);
-        PT_CHECK_INT(c->clusters[1]->http2.max_concurrent_streams, 2147483647);
-        PT_CHECK_INT(c->clusters[1]->http2.initial_stream_window_size, 65535);
+        /* http2_protocol_options: {}: its defaults */
+        PT_CHECK(c->clusters[1]->http2 != NULL);
+        PT_CHECK_INT(c->clusters[1]->http2->max_concurrent_streams, 2147483647);
+        PT_CHECK_INT(c->clusters[1]->http2->initial_stream_window_size, 65535);
+        PT_CHECK(c->clusters[4]->http2 == NULL); /* none: no HTTP/2 settings held */
         PT_CHECK_INT(c->clusters[2]->protocol, PT_UPSTREAM_AUTO);
         PT_CHECK_INT(c->clusters[3]->protocol, PT_UPSTREAM_DOWNSTREAM);
         PT_CHECK_INT(c->clusters[4]->protocol, PT_UPSTREAM_HTTP1);
