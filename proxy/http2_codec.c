@@ -391,6 +391,10 @@ static int on_begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd, 
         s->inbound_priority++;
     else if (hd->type == NGHTTP2_WINDOW_UPDATE)
         s->inbound_window_update++;
+    else if (hd->type == NGHTTP2_CONTINUATION && hd->length == 0)
+        /* An empty CONTINUATION never reaches on_frame_recv (nghttp2 delivers the header
+         * block once): counted here, as Envoy counts it among the empty frames. */
+        s->consecutive_empty++;
     else
         return 0;
     return check_inbound(s);

@@ -248,6 +248,19 @@ class FloodTest(AbuseBase):
         p.wait_stat('http2.inbound_window_update_frames_flood', 1)
         self.still_serving(port)
 
+    def test_empty_continuation_flood(self):
+        # A header block that never ends, one empty CONTINUATION after another
+        # (CVE-2024-27316's shape): cut at max_consecutive_inbound_frames_with_empty_payload.
+        p, port, up = self.start('ec')
+        with H2Client(port) as c:
+            block = Encoder().encode(request_headers())
+            c.send_raw(frame(1, 0x1, 1, block))  # HEADERS, END_STREAM, no END_HEADERS
+            c.send_raw(b''.join(frame(9, 0, 1) for _ in range(1000)))
+            c.wait_closed()
+        p.wait_stat('http2.inbound_empty_frames_flood', 1)
+        self.assertEqual(up.requests, [])
+        self.still_serving(port)
+
     def test_rapid_client_resets_are_counted(self):
         p, port, up = self.start('rr')
         with H2Client(port) as c:
