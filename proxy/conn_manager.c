@@ -38,7 +38,16 @@ struct pt_hcm_conn {
     unsigned upgraded : 1;
     unsigned http2 : 1;          /* the codec is HTTP/2 */
     unsigned draining : 1;       /* drained before the codec was chosen */
+    /* Streams ended, and those among them the client reset early, before any response
+     * (Envoy's premature resets: the rapid-reset attack, CVE-2023-44487). */
+    uint32_t closed_streams, premature_resets;
 };
+
+/* Envoy's premature-reset rule: once 500 streams have ended on a connection, half of them
+ * reset by the client within a second (two, counting whole seconds as Envoy does) of their
+ * start and before a response began close it. */
+#define PREMATURE_RESET_MIN_STREAMS 500
+#define PREMATURE_RESET_LIFETIME_US 2000000
 
 static void stream_complete(pt_http_stream_t *s);
 static void hcm_close(pt_hcm_conn_t *h, pt_close_how_t how);
@@ -1039,8 +1048,19 @@ static void hcm_on_reset(void *stream, pt_http_reset_reason_t reason)
     if (!(s->flags & PT_HS_RESPONSE_END))
         s->info.response_flags |= PT_RF(DOWNSTREAM_CONNECTION_TERMINATION);
     pt_stat_inc(s->config->stats.downstream_rq_rx_reset);
+    pt_hcm_conn_t *h = s->hcm;
+    if (s->info.response_code == 0 &&
+        pt_loop_us() - s->info.start_mono_us < PREMATURE_RESET_LIFETIME_US)
+        h->premature_resets++;
     notify_reset(s);
     stream_complete(s);
+    if (h->closed_streams >= PREMATURE_RESET_MIN_STREAMS &&
+        (uint64_t)h->premature_resets * 2 >= h->closed_streams && !h->closing) {
+        pt_stat_inc(h->config->stats.downstream_rq_too_many_premature_resets);
+        pt_debug("downstream connection closed: too many premature resets (%u of %u streams)",
+                 h->premature_resets, h->closed_streams);
+        hcm_close(h, PT_CLOSE_NOW);
+    }
 }
 
 static void hcm_on_protocol_error(void *owner, void *stream, int status, const char *details)
@@ -1199,6 +1219,7 @@ static void stream_complete(pt_http_stream_t *s)
         pt_access_log_write(hc->access_logs[i], &s->info);
     pt_stat_dec(hc->stats.downstream_rq_active);
     pt_stat_inc(hc->stats.downstream_rq_completed);
+    h->closed_streams++;
     if (s->prev != NULL)
         s->prev->next = s->next;
     else

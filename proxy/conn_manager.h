@@ -51,6 +51,7 @@ typedef struct pt_hcm_conn pt_hcm_conn_t;
     X(downstream_rq_header_timeout)                                                            \
     X(downstream_rq_rx_reset)                                                                  \
     X(downstream_rq_tx_reset)                                                                  \
+    X(downstream_rq_too_many_premature_resets)                                                 \
     X(downstream_rq_too_large)                                                                 \
     X(downstream_rq_failed_path_normalization)                                                 \
     X(downstream_rq_redirected_with_normalized_path)                                           \

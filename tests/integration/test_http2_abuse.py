@@ -261,6 +261,33 @@ class FloodTest(AbuseBase):
         self.assertEqual(up.requests, [])
         self.still_serving(port)
 
+    def test_rapid_reset_closes_the_connection(self):
+        # CVE-2023-44487: streams opened and reset at once, over and over. Envoy's rule: once
+        # 500 streams have ended on a connection, half of them reset by the client early and
+        # before any response, the connection is closed.
+        p, port, up = self.start('rapid')
+        enc = Encoder()
+        with H2Client(port) as c:
+            burst = b''
+            for i in range(700):
+                sid = 2 * i + 1
+                burst += headers_frame(sid, request_headers('/delay/1000/echo'), enc=enc)
+                burst += rst_frame(sid)
+            c.send_raw(burst)
+            self.assertTrue(c.wait_closed(timeout=20))
+        p.wait_stat('http.rapid.downstream_rq_too_many_premature_resets', 1)
+        self.assertGreaterEqual(p.stat('http.rapid.downstream_rq_rx_reset'), 500)
+        self.still_serving(port)
+        # A client that reads its answers is not cut, however many streams it opens.
+        with H2Client(port) as c:
+            for _ in range(3):
+                sids = [c.request('GET', '/echo') for _ in range(200)]
+                for sid in sids:
+                    self.assertEqual(c.response(sid).status, 200)
+            c.reset(c.request('GET', '/delay/1000/echo'))
+            self.assertEqual(c.response(c.request('GET', '/echo')).status, 200)
+        self.assertEqual(p.stat('http.rapid.downstream_rq_too_many_premature_resets'), 1)
+
     def test_rapid_client_resets_are_counted(self):
         p, port, up = self.start('rr')
         with H2Client(port) as c:
