@@ -317,7 +317,8 @@ static int eds_apply(eds_sub_t *es, const pt_discovery_response_t *resp, const c
     int counted = version != NULL;
     err[0] = '\0';
     member_index_t ix;
-    unsigned n = es->nmembers;
+    unsigned n = es->nmembers, changed = 0;
+    int bad = 0;
     pt_cluster_t **built = calloc(n ? n : 1, sizeof(*built));
     pt_digest_t *digests = calloc(n ? n : 1, sizeof(*digests));
     unsigned char *in_place = calloc(n ? n : 1, 1);
@@ -344,18 +345,9 @@ static int eds_apply(eds_sub_t *es, const pt_discovery_response_t *resp, const c
         text_lens == NULL || has_text == NULL || rd.seen_at == NULL ||
         (with_text > 0 && (rd.by_text == NULL || rd.len_at == NULL)) ||
         member_index_build(&ix, es) != 0) {
-        free(built);
-        free(digests);
-        free(in_place);
-        free(text_digests);
-        free(text_lens);
-        free(has_text);
-        free(rd.seen_at);
-        free(rd.by_text);
-        free(rd.len_at);
-        free(ix.slots);
         snprintf(err, errlen, "out of memory");
-        return -1;
+        bad = 1;
+        goto release;
     }
     for (unsigned i = 0; with_text > 0 && i < n; i++) {
         const cm_entry_t *e = es->members[i];
@@ -367,7 +359,6 @@ static int eds_apply(eds_sub_t *es, const pt_discovery_response_t *resp, const c
         rd.by_text[h] = i + 1;
         rd.len_at[e->cla_text_index] = e->cla_text_len;
     }
-    int bad = 0;
     size_t cursor = 0;
     pt_discovery_resource_t res;
     char why[1024];
@@ -438,7 +429,6 @@ static int eds_apply(eds_sub_t *es, const pt_discovery_response_t *resp, const c
     }
     /* A member after the list: this reading is void, the response will be read whole. */
     int void_reading = pt_discovery_response_read_whole(resp);
-    unsigned changed = 0;
     for (unsigned i = 0; i < n; i++) {
         cm_entry_t *e = es->members[i];
         if (counted && !void_reading)
@@ -473,6 +463,7 @@ static int eds_apply(eds_sub_t *es, const pt_discovery_response_t *resp, const c
         e->has_digest = 1;
         changed++;
     }
+release:
     free(built);
     free(digests);
     free(in_place);
