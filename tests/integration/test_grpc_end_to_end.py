@@ -133,6 +133,8 @@ class GrpcEndToEndTest(unittest.TestCase):
             h.route_prefix('/test.Echo/', 'grpc', timeout='30s'),
             h.route_prefix('/down.Svc/', 'down'),
             h.route_prefix('/grpc-fail/', 'h1'),
+            h.route_prefix('/slow-h1/', 'h1', max_grpc_timeout='1s',
+                           prefix_rewrite='/delay/5000/'),
         ]
         hcm = h.http_connection_manager(
             'ingress', h.route_config([h.vhost('all', ['*'], routes)]))
@@ -205,14 +207,24 @@ class GrpcEndToEndTest(unittest.TestCase):
         # the client's deadline reaches the server (grpc-timeout) and runs out there
         code, _ = self.status_of(slow, b'5', timeout=0.5)
         self.assertEqual(code, grpc.StatusCode.DEADLINE_EXCEEDED)
-        # max_grpc_timeout 1s caps a 30 s deadline: the server is told at most 1 s, and the
-        # call ends by petrel's timeout (UNAVAILABLE, upstream request timeout)
-        code, details = self.status_of(slow, b'5', timeout=30)
-        self.assertEqual((code, details), (grpc.StatusCode.UNAVAILABLE,
-                                           'upstream request timeout'))
+        # max_grpc_timeout 1s caps a 30 s deadline: the server is told at most 1 s. Its own
+        # deadline and petrel's timer then run out together, so either may answer.
+        code, _ = self.status_of(slow, b'5', timeout=30)
+        self.assertIn(code, (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED))
         h.wait_until(lambda: len(self.srv.deadlines) == 2, 10)
         self.assertLessEqual(self.srv.deadlines[0], 0.5)
         self.assertLessEqual(self.srv.deadlines[1], 1.0)
+
+    def test_petrels_timer_ends_a_capped_call(self):
+        # An upstream that does not keep deadlines (HTTP/1.1, answers after 5 s): the call
+        # ends by petrel's timeout at the 1 s cap, as UNAVAILABLE, upstream request timeout
+        code, details = self.status_of(self.unary('/slow-h1/k'), b'x', timeout=30)
+        self.assertEqual((code, details), (grpc.StatusCode.UNAVAILABLE,
+                                           'upstream request timeout'))
+        self.assertEqual(self.p.stat('cluster.h1.upstream_rq_timeout'), 1)
+        req = self.h1.requests[-1]
+        self.assertEqual(req['path'], '/delay/5000/k')
+        self.assertEqual(req.header('grpc-timeout'), '1000m')
 
     def test_petrels_own_answers(self):
         code, details = self.status_of(self.unary('/down.Svc/Call'), b'x', timeout=h.scaled(10))
