@@ -1,14 +1,15 @@
 /* HTTP filters: one ops table each, chosen by the @type of the typed_config in the
- * connection manager's http_filters list, run in order on request headers and in reverse
- * order on response headers. The last filter is the terminal one (the router): it alone
- * receives the request body and produces the response.
+ * connection manager's http_filters list. Decoders run in order on the request's headers,
+ * data and trailers; encoders run in reverse order on the response's. The last filter is
+ * the terminal one (the router): it ends the request and produces the response.
  *
- * Contract: decode_headers returns PT_CONTINUE to pass the request on, or PT_STOP when the
- * filter sent a local reply (pt_http_stream_local_reply) or will resume the chain later
- * with pt_http_stream_continue (a fault delay, say). Body bytes that arrive while a filter
- * holds the chain are buffered by the connection manager, up to the listener's buffer
- * limit, with downstream reads paused beyond it. Per-stream filter state is
- * state_size bytes of zeroed memory from the stream's arena. */
+ * Every hook may return PT_CONTINUE or stop the message, as Envoy's filters do; the
+ * connection manager's filter manager (proxy/http_filter_manager.h) holds what a stopped
+ * filter holds, bounded by the listener's buffer limit, and a filter that stopped resumes
+ * with pt_http_stream_continue (decoding) or pt_http_stream_continue_encoding. A filter
+ * that answers the request itself calls pt_http_stream_local_reply and returns PT_STOP.
+ * Hooks a filter leaves NULL let that part through. Per-stream filter state is state_size
+ * bytes of zeroed memory from the stream's arena. */
 #ifndef PT_HTTP_FILTER_H
 #define PT_HTTP_FILTER_H
 
@@ -18,6 +19,12 @@
 
 typedef struct pt_http_stream pt_http_stream_t;
 
+/* Beyond filter.h's PT_CONTINUE and PT_STOP (see proxy/http_filter_manager.h):
+ * PT_STOP_BUFFER from a data hook holds the chunk with what is held already;
+ * PT_STOP_ALL from a headers hook holds everything after them, unseen, until continued. */
+#define PT_STOP_BUFFER 2
+#define PT_STOP_ALL    3
+
 typedef struct pt_http_filter_ops {
     const char *name;
     const char *type_url;
@@ -25,16 +32,18 @@ typedef struct pt_http_filter_ops {
     size_t state_size;
     void *(*parse)(pt_cfg_t *r, pt_config_t *cfg);
     int (*prepare)(void *filter_config, pt_config_t *cfg, const char *stat_prefix);
-    /* Request path. */
+    /* Request path, in config order. */
     int (*decode_headers)(pt_http_stream_t *s, void *cfg, void *state, pt_http_headers_t *h,
                           int end_stream);
-    /* Terminal filter only. */
-    void (*decode_data)(pt_http_stream_t *s, void *cfg, void *state, pt_buf_t *data,
-                        int end_stream);
-    void (*decode_trailers)(pt_http_stream_t *s, void *cfg, void *state, pt_http_headers_t *t);
-    /* Response path (non-terminal filters): may edit the headers. */
-    void (*encode_headers)(pt_http_stream_t *s, void *cfg, void *state, pt_http_headers_t *h,
-                           int end_stream);
+    int (*decode_data)(pt_http_stream_t *s, void *cfg, void *state, pt_buf_t *data,
+                       int end_stream);
+    int (*decode_trailers)(pt_http_stream_t *s, void *cfg, void *state, pt_http_headers_t *t);
+    /* Response path, in reverse order (never the terminal filter's). */
+    int (*encode_headers)(pt_http_stream_t *s, void *cfg, void *state, pt_http_headers_t *h,
+                          int end_stream);
+    int (*encode_data)(pt_http_stream_t *s, void *cfg, void *state, pt_buf_t *data,
+                       int end_stream);
+    int (*encode_trailers)(pt_http_stream_t *s, void *cfg, void *state, pt_http_headers_t *t);
     /* The downstream write queue went above (1) or below (0) its watermark (terminal). */
     void (*on_downstream_watermark)(pt_http_stream_t *s, void *cfg, void *state, int above);
     /* The stream ends early (downstream reset, timeout): stop all work for it. */

@@ -374,15 +374,15 @@ static int lrl_decode_headers(pt_http_stream_t *s, void *cfg, void *state, pt_ht
     return PT_STOP;
 }
 
-static void lrl_encode_headers(pt_http_stream_t *s, void *cfg, void *state, pt_http_headers_t *h,
-                               int end_stream)
+static int lrl_encode_headers(pt_http_stream_t *s, void *cfg, void *state, pt_http_headers_t *h,
+                              int end_stream)
 {
     (void)s;
     (void)end_stream;
     const lrl_config_t *c = cfg;
     lrl_state_t *st = state;
     if (st->bucket == NULL || !c->x_ratelimit_headers)
-        return;
+        return PT_CONTINUE;
     uint32_t remaining;
     uint64_t reset;
     pt_token_bucket_status(st->bucket, &remaining, &reset);
@@ -393,6 +393,7 @@ static void lrl_encode_headers(pt_http_stream_t *s, void *cfg, void *state, pt_h
     pt_http_headers_add_str(h, "x-ratelimit-remaining", v);
     snprintf(v, sizeof(v), "%llu", (unsigned long long)reset);
     pt_http_headers_add_str(h, "x-ratelimit-reset", v);
+    return PT_CONTINUE;
 }
 
 static void lrl_on_destroy(pt_http_stream_t *s, void *cfg, void *state)

@@ -1079,14 +1079,14 @@ static void keep_for_replay(router_state_t *st, const pt_buf_t *data)
     }
 }
 
-static void router_decode_data(pt_http_stream_t *s, void *cfg, void *state, pt_buf_t *data,
-                               int end_stream)
+static int router_decode_data(pt_http_stream_t *s, void *cfg, void *state, pt_buf_t *data,
+                              int end_stream)
 {
     (void)cfg;
     router_state_t *st = state;
     if (st->flags & R_DONE) {
         pt_buf_dispose(data);
-        return;
+        return PT_CONTINUE;
     }
     if (end_stream) {
         st->flags |= R_REQ_END_SEEN;
@@ -1095,29 +1095,30 @@ static void router_decode_data(pt_http_stream_t *s, void *cfg, void *state, pt_b
     keep_for_replay(st, data);
     if (st->ucs != NULL) {
         send_body(st, data, end_stream);
-        return;
+        return PT_CONTINUE;
     }
     /* Waiting for a connection (or a backoff): hold the body, bounded. During a backoff the
      * replay copy already has it. */
     if (st->flags & R_BACKOFF) {
         pt_buf_dispose(data);
-        return;
+        return PT_CONTINUE;
     }
     pt_buf_move(&st->body, data);
     if (pt_buf_len(&st->body) > s->config->buffer_limit && !(st->flags & R_DS_PAUSED)) {
         st->flags |= R_DS_PAUSED;
         pt_http_stream_read_disable(s, 1);
     }
+    return PT_CONTINUE;
 }
 
-static void router_decode_trailers(pt_http_stream_t *s, void *cfg, void *state,
-                                   pt_http_headers_t *t)
+static int router_decode_trailers(pt_http_stream_t *s, void *cfg, void *state,
+                                  pt_http_headers_t *t)
 {
     (void)cfg;
     (void)s;
     router_state_t *st = state;
     if (st->flags & R_DONE)
-        return;
+        return PT_CONTINUE;
     st->flags |= R_REQ_END_SEEN | R_HAS_TRAILERS;
     st->trailers = t;
     start_timeout(st);
@@ -1126,6 +1127,7 @@ static void router_decode_trailers(pt_http_stream_t *s, void *cfg, void *state,
         st->pc->codec->ops->encode_trailers(st->ucs, t);
         start_per_try(st);
     }
+    return PT_CONTINUE;
 }
 
 static void router_on_downstream_watermark(pt_http_stream_t *s, void *cfg, void *state,

@@ -50,6 +50,7 @@ struct pt_hcm_conn {
 #define PREMATURE_RESET_LIFETIME_US 2000000
 
 static void stream_complete(pt_http_stream_t *s);
+static const pt_hfm_sink_t hcm_sink;
 static void hcm_close(pt_hcm_conn_t *h, pt_close_how_t how);
 
 /* ======================================================================================
@@ -418,7 +419,7 @@ static void stream_touch(pt_http_stream_t *s)
 static void stream_release(pt_defer_t *d)
 {
     pt_http_stream_t *s = (pt_http_stream_t *)((char *)d - offsetof(pt_http_stream_t, release));
-    pt_buf_dispose(&s->pending_body);
+    pt_hfm_dispose(&s->fm);
     pt_arena_dispose(&s->arena);
     pt_worker_view_unpin(s->view);
     free(s);
@@ -480,6 +481,8 @@ static void *hcm_on_new_stream(void *owner, pt_http_codec_stream_t *cs)
         size_t sz = hc->filters[i].ops->state_size;
         s->filter_state[i] = sz ? pt_arena_alloc(&s->arena, sz) : NULL;
     }
+    pt_hfm_init(&s->fm, s, hc->filters, s->filter_state, hc->nfilters, hc->buffer_limit,
+                &hcm_sink);
     h->codec->ops->set_stream_arena(cs, &s->arena);
     s->info.start_wall_us = wall_us();
     s->info.start_mono_us = pt_loop_us();
@@ -833,8 +836,6 @@ static int upgrade_allowed(pt_http_stream_t *s, const char *type)
     return enabled;
 }
 
-static void run_decoders(pt_http_stream_t *s);
-
 static void hcm_on_headers(void *stream, pt_http_headers_t *headers, int end_stream)
 {
     pt_http_stream_t *s = stream;
@@ -923,67 +924,24 @@ static void hcm_on_headers(void *stream, pt_http_headers_t *headers, int end_str
         if (!end_stream)
             s->hcm->codec->ops->encode_100_continue(s->cs);
     }
-    run_decoders(s);
-}
-
-/* Gives the body held in pending_body to the terminal filter. */
-static void flush_pending(pt_http_stream_t *s)
-{
-    const pt_hcm_config_t *hc = s->config;
-    const pt_http_filter_t *f = &hc->filters[hc->nfilters - 1];
-    void *st = s->filter_state[hc->nfilters - 1];
-    if (s->flags & PT_HS_READ_PAUSED) {
-        s->flags &= ~PT_HS_READ_PAUSED;
-        s->hcm->codec->ops->read_disable(s->cs, 0);
-    }
-    if (pt_buf_len(&s->pending_body) > 0 ||
-        ((s->flags & PT_HS_PENDING_END) && !(s->flags & PT_HS_HAS_TRAILERS))) {
-        pt_buf_t data = {0};
-        pt_buf_move(&data, &s->pending_body);
-        int end = (s->flags & PT_HS_PENDING_END) && !(s->flags & PT_HS_HAS_TRAILERS);
-        f->ops->decode_data(s, f->config, st, &data, end);
-        pt_buf_dispose(&data);
-        if (s->flags & PT_HS_COMPLETE)
-            return;
-    }
-    if ((s->flags & PT_HS_HAS_TRAILERS) && s->request_trailers != NULL &&
-        f->ops->decode_trailers != NULL)
-        f->ops->decode_trailers(s, f->config, st, s->request_trailers);
-}
-
-static void run_decoders(pt_http_stream_t *s)
-{
-    const pt_hcm_config_t *hc = s->config;
-    int end = (s->flags & PT_HS_REQUEST_END) && pt_buf_len(&s->pending_body) == 0 &&
-              !(s->flags & (PT_HS_PENDING_END | PT_HS_HAS_TRAILERS));
-    while (s->next_filter < hc->nfilters) {
-        unsigned i = s->next_filter++;
-        const pt_http_filter_t *f = &hc->filters[i];
-        if (f->ops->terminal)
-            s->flags |= PT_HS_DECODING_DONE;
-        int rc = f->ops->decode_headers(s, f->config, s->filter_state[i], s->request_headers, end);
-        if (s->flags & PT_HS_COMPLETE)
-            return;
-        if (f->ops->terminal) {
-            flush_pending(s);
-            return;
-        }
-        if (rc == PT_STOP)
-            return;
-    }
+    pt_hfm_decode_headers(&s->fm, headers, end_stream);
 }
 
 void pt_http_stream_continue(pt_http_stream_t *s)
 {
-    if (s->flags & (PT_HS_COMPLETE | PT_HS_DECODING_DONE))
-        return;
-    run_decoders(s);
+    if (!(s->flags & PT_HS_COMPLETE))
+        pt_hfm_continue_decoding(&s->fm);
+}
+
+void pt_http_stream_continue_encoding(pt_http_stream_t *s)
+{
+    if (!(s->flags & PT_HS_COMPLETE))
+        pt_hfm_continue_encoding(&s->fm);
 }
 
 static void hcm_on_data(void *stream, pt_buf_t *data, int end_stream)
 {
     pt_http_stream_t *s = stream;
-    const pt_hcm_config_t *hc = s->config;
     size_t n = pt_buf_len(data);
     s->info.bytes_received += n;
     if (end_stream)
@@ -996,35 +954,18 @@ static void hcm_on_data(void *stream, pt_buf_t *data, int end_stream)
         pt_buf_dispose(data);
         return;
     }
-    if (!(s->flags & PT_HS_DECODING_DONE)) {
-        /* A filter holds the chain: keep the body, bounded. */
-        pt_buf_move(&s->pending_body, data);
-        if (end_stream)
-            s->flags |= PT_HS_PENDING_END;
-        if (pt_buf_len(&s->pending_body) > hc->buffer_limit && !(s->flags & PT_HS_READ_PAUSED)) {
-            s->flags |= PT_HS_READ_PAUSED;
-            s->hcm->codec->ops->read_disable(s->cs, 1);
-        }
-        return;
-    }
-    const pt_http_filter_t *f = &hc->filters[hc->nfilters - 1];
-    f->ops->decode_data(s, f->config, s->filter_state[hc->nfilters - 1], data, end_stream);
+    pt_hfm_decode_data(&s->fm, data, end_stream);
 }
 
 static void hcm_on_trailers(void *stream, pt_http_headers_t *trailers)
 {
     pt_http_stream_t *s = stream;
-    const pt_hcm_config_t *hc = s->config;
-    s->flags |= PT_HS_REQUEST_END | PT_HS_HAS_TRAILERS;
+    s->flags |= PT_HS_REQUEST_END;
     s->request_trailers = trailers;
     request_timer_on_request_end(s);
     if (s->flags & PT_HS_COMPLETE)
         return;
-    if (!(s->flags & PT_HS_DECODING_DONE))
-        return; /* flushed with the body when the chain reaches the router */
-    const pt_http_filter_t *f = &hc->filters[hc->nfilters - 1];
-    if (f->ops->decode_trailers != NULL)
-        f->ops->decode_trailers(s, f->config, s->filter_state[hc->nfilters - 1], trailers);
+    pt_hfm_decode_trailers(&s->fm, trailers);
 }
 
 /* Tells every filter the stream is over early. */
@@ -1094,6 +1035,18 @@ static void hcm_on_protocol_error(void *owner, void *stream, int status, const c
     pt_http_stream_local_reply(s, status, "", NULL, PT_RF(DOWNSTREAM_PROTOCOL_ERROR), details);
 }
 
+/* The terminal filter (the router) paces the response by one signal: the downstream write
+ * queue above its watermark, or an encoder filter holding more than the buffer limit. It
+ * hears of each change (it ignores repeats), once it has the request. */
+static void tell_terminal_watermark(pt_http_stream_t *s)
+{
+    const pt_hcm_config_t *hc = s->config;
+    const pt_http_filter_t *f = &hc->filters[hc->nfilters - 1];
+    if (pt_hfm_decoding_done(&s->fm) && f->ops->on_downstream_watermark != NULL)
+        f->ops->on_downstream_watermark(s, f->config, s->filter_state[hc->nfilters - 1],
+                                        pt_http_stream_downstream_above_high(s));
+}
+
 static void hcm_on_write_watermark(void *owner, void *stream, int above)
 {
     (void)owner;
@@ -1104,10 +1057,7 @@ static void hcm_on_write_watermark(void *owner, void *stream, int above)
         s->flags |= PT_HS_ABOVE_HIGH;
     else
         s->flags &= ~PT_HS_ABOVE_HIGH;
-    const pt_hcm_config_t *hc = s->config;
-    const pt_http_filter_t *f = &hc->filters[hc->nfilters - 1];
-    if ((s->flags & PT_HS_DECODING_DONE) && f->ops->on_downstream_watermark != NULL)
-        f->ops->on_downstream_watermark(s, f->config, s->filter_state[hc->nfilters - 1], above);
+    tell_terminal_watermark(s);
 }
 
 static void hcm_on_connection_closed(void *owner)
@@ -1205,6 +1155,7 @@ static void stream_complete(pt_http_stream_t *s)
     if (s->flags & PT_HS_COMPLETE)
         return;
     s->flags |= PT_HS_COMPLETE;
+    pt_hfm_abort(&s->fm, PT_HFM_DECODE | PT_HFM_ENCODE);
     pt_hcm_conn_t *h = s->hcm;
     const pt_hcm_config_t *hc = s->config;
     ev_timer_stop(s->worker->loop, &s->idle_timer);
@@ -1253,19 +1204,43 @@ void pt_http_stream_encode_headers(pt_http_stream_t *s, pt_http_headers_t *h, in
 {
     if (s->flags & (PT_HS_COMPLETE | PT_HS_RESPONSE_STARTED) || s->cs == NULL)
         return;
-    const pt_hcm_config_t *hc = s->config;
-    const char *st = pt_http_headers_get(h, ":status");
-    int status = pt_http_status_value(st, 0);
     s->flags |= PT_HS_RESPONSE_STARTED;
     s->response_headers = h;
     s->info.response_headers = h;
-    s->info.response_code = status;
+    s->info.response_code = pt_http_status_value(pt_http_headers_get(h, ":status"), 0);
     mutate_response_headers(s, h);
-    for (unsigned i = hc->nfilters; i-- > 0;) {
-        const pt_http_filter_t *f = &hc->filters[i];
-        if (!f->ops->terminal && f->ops->encode_headers != NULL && i < s->next_filter)
-            f->ops->encode_headers(s, f->config, s->filter_state[i], h, end_stream);
+    pt_hfm_encode_headers(&s->fm, h, end_stream);
+}
+
+void pt_http_stream_encode_data(pt_http_stream_t *s, pt_buf_t *data, int end_stream)
+{
+    if ((s->flags & (PT_HS_COMPLETE | PT_HS_RESPONSE_END)) || s->cs == NULL) {
+        pt_buf_dispose(data);
+        return;
     }
+    pt_hfm_encode_data(&s->fm, data, end_stream);
+}
+
+void pt_http_stream_encode_trailers(pt_http_stream_t *s, pt_http_headers_t *t)
+{
+    if ((s->flags & (PT_HS_COMPLETE | PT_HS_RESPONSE_END)) || s->cs == NULL)
+        return;
+    pt_hfm_encode_trailers(&s->fm, t);
+}
+
+/* ---- the filter manager's sink: the response leaves the encoders ---------------- */
+
+static void write_headers(pt_http_stream_t *s, pt_http_headers_t *h, int end_stream)
+{
+    if ((s->flags & PT_HS_COMPLETE) || s->cs == NULL)
+        return;
+    const pt_hcm_config_t *hc = s->config;
+    /* An encoder may have changed the status. */
+    int status = pt_http_status_value(pt_http_headers_get(h, ":status"), 0);
+    s->response_headers = h;
+    s->info.response_headers = h;
+    s->info.response_code = status;
+    s->flags |= PT_HS_RESPONSE_WRITTEN;
     count_response(hc, status);
     stream_touch(s);
     if (status == 101 && (s->flags & PT_HS_UPGRADE)) {
@@ -1280,7 +1255,7 @@ void pt_http_stream_encode_headers(pt_http_stream_t *s, pt_http_headers_t *h, in
         response_finished(s);
 }
 
-void pt_http_stream_encode_data(pt_http_stream_t *s, pt_buf_t *data, int end_stream)
+static void write_data(pt_http_stream_t *s, pt_buf_t *data, int end_stream)
 {
     if ((s->flags & (PT_HS_COMPLETE | PT_HS_RESPONSE_END)) || s->cs == NULL) {
         pt_buf_dispose(data);
@@ -1295,7 +1270,7 @@ void pt_http_stream_encode_data(pt_http_stream_t *s, pt_buf_t *data, int end_str
         response_finished(s);
 }
 
-void pt_http_stream_encode_trailers(pt_http_stream_t *s, pt_http_headers_t *t)
+static void write_trailers(pt_http_stream_t *s, pt_http_headers_t *t)
 {
     if ((s->flags & (PT_HS_COMPLETE | PT_HS_RESPONSE_END)) || s->cs == NULL)
         return;
@@ -1303,6 +1278,89 @@ void pt_http_stream_encode_trailers(pt_http_stream_t *s, pt_http_headers_t *t)
     s->hcm->codec->ops->encode_trailers(s->cs, t);
     response_finished(s);
 }
+
+/* Reading the request pauses while a filter holds more of it than the buffer limit, or
+ * while a filter (the router) asks; it resumes when neither does. */
+static void set_read_paused(pt_http_stream_t *s, uint32_t who, int pause)
+{
+    uint32_t before = s->flags & (PT_HS_READ_PAUSED | PT_HS_FILTER_PAUSED);
+    if (pause)
+        s->flags |= who;
+    else
+        s->flags &= ~who;
+    uint32_t after = s->flags & (PT_HS_READ_PAUSED | PT_HS_FILTER_PAUSED);
+    if ((before == 0) != (after == 0) && !(s->flags & PT_HS_COMPLETE) && s->cs != NULL)
+        s->hcm->codec->ops->read_disable(s->cs, after != 0);
+}
+
+static void decode_pause(pt_http_stream_t *s, int pause)
+{
+    set_read_paused(s, PT_HS_READ_PAUSED, pause);
+}
+
+static void encode_pause(pt_http_stream_t *s, int pause)
+{
+    if (pause)
+        s->flags |= PT_HS_ENCODER_HELD;
+    else
+        s->flags &= ~PT_HS_ENCODER_HELD;
+    tell_terminal_watermark(s);
+}
+
+/* A filter buffering the whole request body got more than the buffer limit: 413, as
+ * Envoy answers (a reset once the response started). */
+static void decode_overflow(pt_http_stream_t *s)
+{
+    pt_stat_inc(s->config->stats.downstream_rq_too_large);
+    pt_http_stream_local_reply(s, 413, "Payload Too Large", NULL, 0, "request_payload_too_large");
+}
+
+/* A filter buffering the whole response body got more than the buffer limit: 500 when
+ * nothing of the response went out yet, sent past the encoders (they are what failed),
+ * else a reset. */
+static void encode_overflow(pt_http_stream_t *s)
+{
+    pt_hfm_abort(&s->fm, PT_HFM_ENCODE);
+    s->info.response_code_details = "response_payload_too_large";
+    if (s->flags & PT_HS_RESPONSE_WRITTEN) {
+        pt_http_stream_reset(s, 0, "response_payload_too_large");
+        return;
+    }
+    pt_http_headers_t *h = pt_arena_alloc(&s->arena, sizeof(*h));
+    if (h == NULL) {
+        pt_http_stream_reset(s, 0, NULL);
+        return;
+    }
+    pt_http_headers_init(h, &s->arena);
+    static const char body[] = "Internal Server Error";
+    if (pt_http_headers_add_str(h, ":status", "500") != 0 ||
+        pt_http_headers_add_str(h, "content-type", "text/plain") != 0 ||
+        pt_http_headers_add_str(h, "content-length", "21") != 0) {
+        pt_http_stream_reset(s, 0, NULL);
+        return;
+    }
+    int with_body = !(s->flags & PT_HS_HEAD_REQUEST);
+    write_headers(s, h, !with_body);
+    if (with_body && !(s->flags & PT_HS_COMPLETE)) {
+        pt_buf_t b = {0};
+        if (pt_buf_append(&b, body, sizeof(body) - 1) != 0) {
+            pt_buf_dispose(&b);
+            pt_http_stream_reset(s, 0, NULL);
+            return;
+        }
+        write_data(s, &b, 1);
+    }
+}
+
+static const pt_hfm_sink_t hcm_sink = {
+    .write_headers = write_headers,
+    .write_data = write_data,
+    .write_trailers = write_trailers,
+    .decode_pause = decode_pause,
+    .encode_pause = encode_pause,
+    .decode_overflow = decode_overflow,
+    .encode_overflow = encode_overflow,
+};
 
 void pt_http_stream_encode_100_continue(pt_http_stream_t *s)
 {
@@ -1403,7 +1461,8 @@ void pt_http_stream_local_reply_n(pt_http_stream_t *s, int status, const char *b
     s->flags |= PT_HS_LOCAL_REPLY;
     /* A local reply ends any upgrade attempt and stops the filters behind it. */
     s->flags &= ~PT_HS_UPGRADE;
-    if (s->flags & PT_HS_DECODING_DONE || s->next_filter > 0)
+    pt_hfm_abort(&s->fm, PT_HFM_DECODE);
+    if (s->fm.decoded > 0)
         notify_reset(s);
     int with_body = blen > 0 && !(s->flags & PT_HS_HEAD_REQUEST);
     pt_http_stream_encode_headers(s, h, !with_body);
@@ -1421,13 +1480,12 @@ void pt_http_stream_local_reply_n(pt_http_stream_t *s, int status, const char *b
 
 void pt_http_stream_read_disable(pt_http_stream_t *s, int disable)
 {
-    if (!(s->flags & PT_HS_COMPLETE) && s->cs != NULL)
-        s->hcm->codec->ops->read_disable(s->cs, disable);
+    set_read_paused(s, PT_HS_FILTER_PAUSED, disable);
 }
 
 int pt_http_stream_downstream_above_high(const pt_http_stream_t *s)
 {
-    return (s->flags & PT_HS_ABOVE_HIGH) != 0;
+    return (s->flags & (PT_HS_ABOVE_HIGH | PT_HS_ENCODER_HELD)) != 0;
 }
 
 void pt_http_stream_upgrade(pt_http_stream_t *s)

@@ -20,6 +20,7 @@
 #include "proxy/config.h"
 #include "proxy/http.h"
 #include "proxy/http_codec.h"
+#include "proxy/http_filter_manager.h"
 #include "proxy/route.h"
 #include "proxy/worker.h"
 
@@ -155,14 +156,14 @@ enum pt_http_stream_flags {
     PT_HS_RESPONSE_STARTED = 1u << 1,
     PT_HS_RESPONSE_END = 1u << 2,
     PT_HS_COMPLETE = 1u << 3,       /* logged and released; waiting to be freed */
-    PT_HS_DECODING_DONE = 1u << 4,  /* the terminal filter has the request headers */
+    PT_HS_RESPONSE_WRITTEN = 1u << 4, /* the response head left the encoders */
     PT_HS_UPGRADE = 1u << 5,        /* a protocol upgrade (WebSocket) was requested */
     PT_HS_LOCAL_REPLY = 1u << 6,
     PT_HS_HEAD_REQUEST = 1u << 7,
     PT_HS_ABOVE_HIGH = 1u << 8,     /* downstream write queue above its watermark */
-    PT_HS_PENDING_END = 1u << 9,    /* end_stream is in pending_body for the terminal */
-    PT_HS_READ_PAUSED = 1u << 10,   /* we paused the downstream for pending_body */
-    PT_HS_HAS_TRAILERS = 1u << 11,
+    PT_HS_ENCODER_HELD = 1u << 9,   /* an encoder holds more than the buffer limit */
+    PT_HS_READ_PAUSED = 1u << 10,   /* a filter holds more of the request than the limit */
+    PT_HS_FILTER_PAUSED = 1u << 11, /* a filter paused reading (pt_http_stream_read_disable) */
     PT_HS_HEADERS_TIMER = 1u << 12, /* request_timer is the request_headers_timeout (HTTP/2) */
 };
 
@@ -183,9 +184,8 @@ struct pt_http_stream {
     const pt_vhost_t *vhost;
     const pt_route_t *route;
     uint32_t flags;
-    unsigned next_filter;      /* next HTTP filter to run decode_headers */
     void **filter_state;
-    pt_buf_t pending_body;     /* body held while a filter holds the chain */
+    pt_http_filter_manager_t fm; /* the filters' iteration, and what a stopped one holds */
     ev_timer idle_timer;       /* stream_idle_timeout (route idle_timeout overrides) */
     ev_timer request_timer;    /* request_timeout, max_stream_duration */
     uint64_t idle_timeout_ms;
@@ -198,8 +198,10 @@ struct pt_http_stream {
 
 /* ---- for HTTP filters ------------------------------------------------------------ */
 
-/* Resumes the filter chain after a filter returned PT_STOP. */
+/* Resumes the request (decoding) after a filter stopped it. */
 void pt_http_stream_continue(pt_http_stream_t *s);
+/* Resumes the response (encoding) after a filter stopped it. */
+void pt_http_stream_continue_encoding(pt_http_stream_t *s);
 /* Answers the request from petrel itself (404, 503, a redirect...). `flags` are
  * PT_RF(...) response flags; extra headers (may be NULL) are added to the response. If the
  * response already started, the stream is reset instead. */
