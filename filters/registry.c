@@ -14,6 +14,8 @@ extern const pt_network_filter_ops_t pt_local_ratelimit_network_filter;
 extern const pt_http_filter_ops_t pt_local_ratelimit_http_filter;
 extern const pt_http_filter_ops_t pt_fault_filter;
 extern const pt_http_filter_ops_t pt_health_check_http_filter;
+extern const pt_http_filter_ops_t pt_buffer_filter;
+extern const pt_http_filter_ops_t pt_grpc_stats_filter;
 
 static const pt_network_filter_ops_t *const network_filters[] = {
     &pt_tcp_proxy_filter,
@@ -29,6 +31,8 @@ static const pt_http_filter_ops_t *const http_filters[] = {
     &pt_fault_filter,
     &pt_health_check_http_filter,
     &pt_local_ratelimit_http_filter,
+    &pt_buffer_filter,
+    &pt_grpc_stats_filter,
     &pt_router_filter,
     NULL,
 };

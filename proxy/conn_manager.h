@@ -202,6 +202,17 @@ struct pt_http_stream {
 void pt_http_stream_continue(pt_http_stream_t *s);
 /* Resumes the response (encoding) after a filter stopped it. */
 void pt_http_stream_continue_encoding(pt_http_stream_t *s);
+/* The request bytes a filter may hold (PT_STOP_BUFFER) before the stream fails with 413;
+ * the listener's buffer limit unless a filter sets it. */
+static inline void pt_http_stream_set_decoder_buffer_limit(pt_http_stream_t *s, uint32_t n)
+{
+    pt_hfm_set_decode_limit(&s->fm, n);
+}
+/* What the filter that buffers the request (PT_STOP_BUFFER) holds so far, or NULL. */
+static inline pt_buf_t *pt_http_stream_decoding_buffer(pt_http_stream_t *s)
+{
+    return pt_hfm_decoding_buffer(&s->fm);
+}
 /* Answers the request from petrel itself (404, 503, a redirect...). `flags` are
  * PT_RF(...) response flags; extra headers (may be NULL) are added to the response. If the
  * response already started, the stream is reset instead. */

@@ -105,7 +105,7 @@ static void hold(pt_http_filter_manager_t *m, int enc, pt_buf_t *data, int end)
     pt_buf_move(&d->held, data);
     if (end)
         d->flags |= HFM_END_HELD;
-    if (pt_buf_len(&d->held) <= m->limit)
+    if (pt_buf_len(&d->held) <= d->limit)
         return;
     if (d->why == HFM_WHY_BUFFER) {
         (enc ? m->sink->encode_overflow : m->sink->decode_overflow)(m->stream);
@@ -279,7 +279,7 @@ void pt_hfm_init(pt_http_filter_manager_t *m, pt_http_stream_t *s, const pt_http
     m->filters = filters;
     m->state = state;
     m->nfilters = nfilters;
-    m->limit = limit;
+    m->dec.limit = m->enc.limit = limit;
     m->sink = sink;
     m->dec.at = m->enc.at = -1;
 }

@@ -58,7 +58,8 @@ typedef struct pt_hfm_dir {
     uint16_t npos; /* positions, the sink included; 0 until the headers start */
     pt_http_headers_t *headers;
     pt_http_headers_t *trailers;
-    pt_buf_t held; /* data held at `at` */
+    uint32_t limit; /* bytes `at` may hold */
+    pt_buf_t held;  /* data held at `at` */
 } pt_hfm_dir_t;
 
 typedef struct pt_http_filter_manager {
@@ -67,7 +68,6 @@ typedef struct pt_http_filter_manager {
     void *const *state;              /* each filter's per-stream state */
     unsigned nfilters;
     unsigned decoded; /* filters whose decode_headers ran: the encoders are those below */
-    uint32_t limit;   /* bytes a position may hold */
     uint8_t aborted;  /* PT_HFM_DECODE | PT_HFM_ENCODE: no more hooks that way */
     const pt_hfm_sink_t *sink;
     pt_hfm_dir_t dec, enc;
@@ -100,6 +100,12 @@ void pt_hfm_abort(pt_http_filter_manager_t *m, unsigned which);
  * rewrite; NULL when nothing is held. */
 pt_buf_t *pt_hfm_decoding_buffer(pt_http_filter_manager_t *m);
 pt_buf_t *pt_hfm_encoding_buffer(pt_http_filter_manager_t *m);
+/* A filter that buffers a whole request (envoy.filters.http.buffer) sets its own limit. */
+static inline void pt_hfm_set_decode_limit(pt_http_filter_manager_t *m, uint32_t limit)
+{
+    m->dec.limit = limit;
+}
+
 /* The terminal filter has the request headers. */
 static inline int pt_hfm_decoding_done(const pt_http_filter_manager_t *m)
 {
