@@ -1,4 +1,5 @@
 #include "discovery/discovery_response.h"
+#include "proxy/proto_json.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,6 +93,21 @@ static int read_element(pt_cfg_t *r, json_t *node, size_t i, const char *type_ur
         found = 0;
     }
     return found;
+}
+
+int pt_discovery_response_parse_protobuf(const void *buf, size_t len, const char *type_url,
+                                         pt_discovery_response_t *out, char *err, size_t errlen)
+{
+    const pt_pb_message_t *msg =
+        pt_pb_message_find("envoy.service.discovery.v3.DiscoveryResponse");
+    memset(out, 0, sizeof(*out));
+    out->version_info = "";
+    json_t *root = pt_pb_to_json(msg, buf, len, NULL, err, errlen);
+    if (root == NULL)
+        return -1;
+    int rc = pt_discovery_response_parse(root, type_url, out, err, errlen);
+    json_decref(root); /* out holds its own reference */
+    return rc;
 }
 
 int pt_discovery_response_parse(json_t *root, const char *type_url, pt_discovery_response_t *out,

@@ -60,6 +60,15 @@ int pt_discovery_response_parse(json_t *root, const char *type_url, pt_discovery
                                 char *err, size_t errlen);
 void pt_discovery_response_dispose(pt_discovery_response_t *resp);
 
+/* The same from a DiscoveryResponse in the protobuf wire format (what xDS over gRPC sends):
+ * decoded by the schema into the tree its JSON form gives (proxy/proto_json.h), so each
+ * resource is read by the same parser and means the same, then checked as above. Errors
+ * name the field's path either way: the decoder's ("resources[2].load_assignment: unknown
+ * field number 99 of ...") or the envelope's. *out needs pt_discovery_response_dispose. */
+int pt_discovery_response_parse_protobuf(const void *buf, size_t len, const char *type_url,
+                                         pt_discovery_response_t *out, char *err,
+                                         size_t errlen);
+
 /* The same from JSON text, resource by resource: the envelope is checked now (as above, for
  * all but the resources) and each resource is parsed from its own part of the text when
  * pt_discovery_response_next reaches it, its tree freed at the next call. A 13 MB file of

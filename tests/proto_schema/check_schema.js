@@ -1,0 +1,222 @@
+#!/usr/bin/env node
+/* Checks petrel's protobuf schema against Envoy's real .proto files.
+ *
+ *   node check_schema.js DUMP_SCHEMA_EXE WORK_DIR
+ *
+ * The .proto files are those @grpc/grpc-js-xds ships (Envoy's API, xds, googleapis,
+ * protoc-gen-validate), parsed by protobufjs: both pinned by package-lock.json beside this
+ * file and installed with `npm ci` into WORK_DIR (the build tree) on first use. Without npm
+ * or without the registry the check is skipped (exit 77), saying why.
+ *
+ * For every message of the schema (as DUMP_SCHEMA_EXE prints it) the .proto files must have
+ * the message; each field must be there with the same number, type (scalar, or the same
+ * message or enum), label (repeated, map with the same key and value types, proto3
+ * optional) and oneof; and the message must have no field the schema lacks. Every enum
+ * value must be the .proto's. Any difference fails the test, listing every one found. */
+'use strict';
+
+const fs = require('fs');
+const path = require('path');
+const child = require('child_process');
+
+const SKIP = 77;
+const [dumpExe, workArg] = process.argv.slice(2);
+const workDir = workArg && path.resolve(workArg);
+if (!dumpExe || !workArg) {
+  console.error('usage: check_schema.js DUMP_SCHEMA_EXE WORK_DIR');
+  process.exit(2);
+}
+
+/* ---- the pinned packages ---- */
+
+function install() {
+  const here = __dirname;
+  const lock = fs.readFileSync(path.join(here, 'package-lock.json'));
+  const stamp = path.join(workDir, 'node_modules', '.petrel-lock');
+  if (fs.existsSync(stamp) && fs.readFileSync(stamp).equals(lock)) return;
+  fs.mkdirSync(workDir, { recursive: true });
+  for (const f of ['package.json', 'package-lock.json'])
+    fs.copyFileSync(path.join(here, f), path.join(workDir, f));
+  const r = child.spawnSync('npm', ['ci', '--ignore-scripts', '--no-audit', '--no-fund'], {
+    cwd: workDir,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    timeout: 300000,
+    encoding: 'utf8',
+  });
+  if (r.error || r.status !== 0) {
+    const why = r.error ? r.error.message : (r.stderr || '').trim().split('\n').slice(-3).join(' / ');
+    console.log(`SKIP: cannot install the pinned .proto files with npm ci (${why})`);
+    process.exit(SKIP);
+  }
+  fs.writeFileSync(stamp, lock);
+}
+
+install();
+const nm = path.join(workDir, 'node_modules');
+const protobuf = require(path.join(nm, 'protobufjs'));
+const deps = path.join(nm, '@grpc', 'grpc-js-xds', 'deps');
+const includeDirs = [
+  path.join(deps, 'envoy-api'),
+  path.join(deps, 'xds'),
+  path.join(deps, 'googleapis'),
+  path.join(deps, 'protoc-gen-validate'),
+  path.join(nm, 'protobufjs'), /* google/protobuf/descriptor.proto */
+];
+
+/* ---- petrel's schema ---- */
+
+const dump = child.execFileSync(dumpExe, { encoding: 'utf8', maxBuffer: 64 << 20 });
+const messages = new Map(); /* name -> {kind, fields: [...]} */
+const enums = new Map(); /* name -> Map(value -> number) */
+for (const line of dump.split('\n')) {
+  const w = line.split(' ');
+  if (w[0] === 'M') messages.set(w[1], messages.get(w[1]) || { kind: w[2], fields: [] });
+  else if (w[0] === 'F')
+    messages.get(w[1]).fields.push({
+      name: w[2], number: Number(w[3]), type: w[4], label: w[5], ref: w[6], oneof: w[7],
+    });
+  else if (w[0] === 'E') {
+    if (!enums.has(w[1])) enums.set(w[1], new Map());
+    enums.get(w[1]).set(w[2], Number(w[3]));
+  }
+}
+
+/* ---- Envoy's files: every .proto of each message's package ---- */
+
+/* The package of a full name: its leading lower-case components (Envoy's convention; the
+ * .proto files' own `package` statements decide in the end, through protobufjs). */
+function packageOf(name) {
+  const parts = name.split('.');
+  let n = 0;
+  while (n < parts.length && /^[a-z0-9_]+$/.test(parts[n])) n++;
+  return parts.slice(0, n).join('.');
+}
+
+const files = new Set();
+for (const name of messages.keys()) {
+  const dir = packageOf(name).split('.').join('/');
+  if (dir.startsWith('google/protobuf')) continue; /* protobufjs's own definitions */
+  for (const inc of includeDirs) {
+    const d = path.join(inc, dir);
+    if (!fs.existsSync(d)) continue;
+    for (const f of fs.readdirSync(d)) if (f.endsWith('.proto')) files.add(path.join(dir, f));
+  }
+}
+for (const wkt of ['any', 'duration', 'empty', 'field_mask', 'struct', 'timestamp', 'wrappers'])
+  files.add(`google/protobuf/${wkt}.proto`);
+
+/* Each file parsed into one root, its imports after it. A file the package does not ship
+ * (opencensus, imported by tracers petrel does not read) is left out: a field that needs it
+ * fails to resolve below, if the schema has one. google/protobuf files are protobufjs's own
+ * definitions. */
+const root = new protobuf.Root();
+const queue = [...files];
+const loaded = new Set();
+while (queue.length > 0) {
+  const name = queue.shift();
+  if (loaded.has(name)) continue;
+  loaded.add(name);
+  const bundled = protobuf.common.get(name);
+  if (bundled) {
+    root.addJSON(bundled.nested);
+    continue;
+  }
+  const dir = includeDirs.find((inc) => fs.existsSync(path.join(inc, name)));
+  if (!dir) continue;
+  const parsed = protobuf.parse(fs.readFileSync(path.join(dir, name), 'utf8'), root, { keepCase: true });
+  queue.push(...(parsed.imports || []), ...(parsed.weakImports || []));
+}
+
+/* ---- the comparison ---- */
+
+const errors = [];
+const bad = (what) => errors.push(what);
+
+function scalarOrRef(pf) {
+  try {
+    pf.resolve();
+  } catch (e) {
+    return { type: 'unresolved', ref: pf.type };
+  }
+  if (pf.resolvedType) return { type: pf.resolvedType instanceof protobuf.Enum ? 'enum' : 'message', ref: pf.resolvedType.fullName.slice(1) };
+  return { type: pf.type, ref: '-' };
+}
+
+let nfields = 0;
+for (const [name, m] of messages) {
+  if (m.kind === 'map_entry') continue; /* checked through the map field that uses it */
+  let pm;
+  try {
+    pm = root.lookupType(name);
+  } catch (e) {
+    bad(`${name}: no such message in the .proto files`);
+    continue;
+  }
+  /* protobufjs's built-in google.protobuf definitions spell some fields in lowerCamelCase
+   * (Value.nullValue); the .proto files, and petrel, use snake_case. */
+  const camel = (s) => s.replace(/_([a-z])/g, (_, c) => c.toUpperCase());
+  const pfield = (n) => pm.fields[n] || (name.startsWith('google.protobuf.') ? pm.fields[camel(n)] : undefined);
+  const seen = new Set();
+  for (const f of m.fields) {
+    nfields++;
+    const where = `${name}.${f.name}`;
+    const pf = pfield(f.name);
+    if (!pf) {
+      bad(`${where}: no such field in the .proto files`);
+      continue;
+    }
+    seen.add(pf.name);
+    if (pf.id !== f.number) bad(`${where}: number ${f.number}, the .proto says ${pf.id}`);
+    if (pf.map) {
+      if (f.label !== 'map') {
+        bad(`${where}: ${f.label}, the .proto says map`);
+        continue;
+      }
+      const entry = messages.get(f.ref);
+      const key = entry && entry.fields.find((x) => x.number === 1);
+      const value = entry && entry.fields.find((x) => x.number === 2);
+      if (!key || !value) {
+        bad(`${where}: map entry ${f.ref} lacks key or value`);
+        continue;
+      }
+      if (key.type !== pf.keyType) bad(`${where}: map key ${key.type}, the .proto says ${pf.keyType}`);
+      const pv = scalarOrRef(pf);
+      if (value.type !== pv.type || value.ref !== pv.ref)
+        bad(`${where}: map value ${value.type} ${value.ref}, the .proto says ${pv.type} ${pv.ref}`);
+    } else {
+      const label = pf.repeated ? 'repeated' : pf.options && pf.options.proto3_optional ? 'optional' : 'single';
+      if (label !== f.label) bad(`${where}: ${f.label}, the .proto says ${label}`);
+      const pv = scalarOrRef(pf);
+      if (f.type !== pv.type || f.ref !== pv.ref)
+        bad(`${where}: ${f.type} ${f.ref}, the .proto says ${pv.type} ${pv.ref}`);
+      const oneof = pf.partOf && !(pf.options && pf.options.proto3_optional) ? pf.partOf.name : '-';
+      if (oneof !== f.oneof) bad(`${where}: oneof ${f.oneof}, the .proto says ${oneof}`);
+    }
+  }
+  for (const pf of pm.fieldsArray)
+    if (!seen.has(pf.name)) bad(`${name}.${pf.name} (${pf.id}): in the .proto files, not in the schema`);
+}
+
+let nvalues = 0;
+for (const [name, values] of enums) {
+  let pe;
+  try {
+    pe = root.lookupEnum(name);
+  } catch (e) {
+    bad(`${name}: no such enum in the .proto files`);
+    continue;
+  }
+  for (const [v, n] of values) {
+    nvalues++;
+    if (!(v in pe.values)) bad(`${name}.${v}: no such value in the .proto files`);
+    else if (pe.values[v] !== n) bad(`${name}.${v}: ${n}, the .proto says ${pe.values[v]}`);
+  }
+  for (const v of Object.keys(pe.values)) if (!values.has(v)) bad(`${name}.${v}: in the .proto files, not in the schema`);
+}
+
+if (errors.length > 0) {
+  for (const e of errors) console.log(e);
+  console.log(`FAIL: ${errors.length} difference(s) between the schema and the .proto files`);
+  process.exit(1);
+}
+console.log(`ok: ${messages.size} messages, ${nfields} fields, ${enums.size} enums (${nvalues} values) match ${files.size} .proto files`);

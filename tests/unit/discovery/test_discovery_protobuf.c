@@ -1,0 +1,508 @@
+/* End to end: DiscoveryResponses of clusters, endpoint assignments, listeners (with an HTTP
+ * connection manager, its filters and routes) and route configurations, written as YAML,
+ * encoded to the protobuf wire format by the schema, then read the way a gRPC xDS update is
+ * read (pt_discovery_response_parse_protobuf). The decoded tree must equal the YAML's, and
+ * the real parsers must accept every resource; a resource with an error is reported the
+ * same, with the same path, whichever encoding it came in. One cluster is built byte by byte
+ * with the wire writer, so the decoding is not only checked against its own encoder. */
+#include "discovery/discovery_response.h"
+#include "discovery/endpoints.h"
+#include "proxy/arena.h"
+#include "proxy/cluster.h"
+#include "proxy/config.h"
+#include "proxy/proto_json.h"
+#include "proxy/route.h"
+#include "pt_test.h"
+#include "pt_test_json.h"
+
+#define CLUSTER_TYPE  "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+#define CLA_TYPE      "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+#define LISTENER_TYPE "type.googleapis.com/envoy.config.listener.v3.Listener"
+#define ROUTE_TYPE    "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+
+static char err[2048];
+
+/* JSON equality where numbers compare by value (YAML's 2 and a decoded 2.0 are one number). */
+static int same_json(json_t *a, json_t *b)
+{
+    if (json_is_number(a) && json_is_number(b))
+        return json_number_value(a) == json_number_value(b);
+    if (json_typeof(a) != json_typeof(b))
+        return 0;
+    if (json_is_object(a)) {
+        const char *k;
+        json_t *v;
+        if (json_object_size(a) != json_object_size(b))
+            return 0;
+        json_object_foreach(a, k, v)
+        {
+            json_t *w = json_object_get(b, k);
+            if (w == NULL || !same_json(v, w))
+                return 0;
+        }
+        return 1;
+    }
+    if (json_is_array(a)) {
+        if (json_array_size(a) != json_array_size(b))
+            return 0;
+        for (size_t i = 0; i < json_array_size(a); i++)
+            if (!same_json(json_array_get(a, i), json_array_get(b, i)))
+                return 0;
+        return 1;
+    }
+    return json_equal(a, b);
+}
+
+static json_t *yaml(const char *text)
+{
+    char e[256];
+    json_t *t = pt_yaml_parse(text, strlen(text), e, sizeof(e));
+    if (t == NULL)
+        fprintf(stderr, "bad test YAML: %s\n", e);
+    return t;
+}
+
+/* The YAML response in protobuf, read back; NULL-free *resp on success (0). */
+static int via_protobuf(json_t *doc, const char *type_url, pt_discovery_response_t *resp)
+{
+    pt_pb_writer_t w;
+    pt_pb_writer_init(&w);
+    const pt_pb_message_t *m = pt_pb_message_find("envoy.service.discovery.v3.DiscoveryResponse");
+    if (pt_pb_from_json(m, doc, &w, err, sizeof(err)) < 0) {
+        fprintf(stderr, "  encode: %s\n", err);
+        pt_pb_writer_dispose(&w);
+        memset(resp, 0, sizeof(*resp));
+        return -1;
+    }
+    int rc = pt_discovery_response_parse_protobuf(w.buf, w.len, type_url, resp, err, sizeof(err));
+    if (rc < 0)
+        fprintf(stderr, "  decode: %s\n", err);
+    else if (!same_json(resp->root, doc)) {
+        char *a = json_dumps(resp->root, JSON_SORT_KEYS | JSON_COMPACT);
+        char *b = json_dumps(doc, JSON_SORT_KEYS | JSON_COMPACT);
+        fprintf(stderr, "  decoded: %s\n  yaml:    %s\n", a, b);
+        free(a);
+        free(b);
+        rc = -1;
+    }
+    pt_pb_writer_dispose(&w);
+    return rc;
+}
+
+static void print_errors(const pt_cfg_t *r)
+{
+    for (size_t i = 0; i < r->nerrors; i++)
+        fprintf(stderr, "    %s\n", r->errors[i]);
+}
+
+/* ---- clusters --------------------------------------------------------------------------- */
+
+static const char cds_yaml[] =
+    "version_info: '3'\n"
+    "type_url: " CLUSTER_TYPE "\n"
+    "nonce: n1\n"
+    "resources:\n"
+    "- '@type': " CLUSTER_TYPE "\n"
+    "  name: backend\n"
+    "  type: STATIC\n"
+    "  connect_timeout: 1.500s\n"
+    "  lb_policy: LEAST_REQUEST\n"
+    "  dns_lookup_family: V4_ONLY\n"
+    "  per_connection_buffer_limit_bytes: 32768\n"
+    "  circuit_breakers:\n"
+    "    thresholds:\n"
+    "    - max_connections: 7\n"
+    "      max_pending_requests: 0\n"
+    "  load_assignment:\n"
+    "    cluster_name: backend\n"
+    "    endpoints:\n"
+    "    - locality: {region: r1, zone: z1}\n"
+    "      lb_endpoints:\n"
+    "      - endpoint: {address: {socket_address: {address: 10.1.2.3, port_value: 8080}}}\n"
+    "        load_balancing_weight: 3\n"
+    "  health_checks:\n"
+    "  - timeout: 1s\n"
+    "    interval: 5s\n"
+    "    unhealthy_threshold: 2\n"
+    "    healthy_threshold: 1\n"
+    "    http_health_check: {path: /healthz}\n"
+    "  outlier_detection: {consecutive_5xx: 3, base_ejection_time: 30s}\n"
+    "  typed_extension_protocol_options:\n"
+    "    envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n"
+    "      '@type': type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n"
+    "      explicit_http_config: {http2_protocol_options: {max_concurrent_streams: 50}}\n"
+    "- '@type': " CLUSTER_TYPE "\n"
+    "  name: eds\n"
+    "  type: EDS\n"
+    "  connect_timeout: 0.250s\n"
+    "  eds_cluster_config:\n"
+    "    service_name: backend\n"
+    "    eds_config: {path_config_source: {path: /etc/petrel/eds.yaml}}\n";
+
+static void test_clusters(void)
+{
+    json_t *doc = yaml(cds_yaml);
+    PT_CHECK(doc != NULL);
+    pt_discovery_response_t resp;
+    int rc = via_protobuf(doc, CLUSTER_TYPE, &resp);
+    json_decref(doc);
+    PT_CHECK_INT(rc, 0);
+    PT_CHECK_STR(resp.version_info, "3");
+    PT_CHECK_INT(resp.nresources, 2);
+    for (size_t i = 0; i < resp.nresources; i++) {
+        pt_cfg_t r;
+        pt_discovery_resource_reader(&resp.resources[i], &r);
+        pt_cluster_t *c = pt_cluster_parse(&r);
+        pt_cfg_finish(&r);
+        print_errors(&r);
+        int ok = c != NULL && pt_cfg_ok(&r);
+        if (ok && i == 0)
+            ok = c->connect_timeout_ms == 1500;
+        if (c != NULL)
+            pt_cluster_unref(c);
+        pt_cfg_dispose(&r);
+        PT_CHECK(ok);
+    }
+    pt_discovery_response_dispose(&resp);
+}
+
+/* ---- endpoints -------------------------------------------------------------------------- */
+
+static const char eds_yaml[] =
+    "version_info: '9'\n"
+    "resources:\n"
+    "- '@type': " CLA_TYPE "\n"
+    "  cluster_name: backend\n"
+    "  endpoints:\n"
+    "  - lb_endpoints:\n"
+    "    - endpoint: {address: {socket_address: {address: 10.0.0.1, port_value: 80}}}\n"
+    "    - endpoint: {address: {socket_address: {address: 10.0.0.2, port_value: 81}}}\n"
+    "      load_balancing_weight: 2\n"
+    "  - locality: {region: r2}\n"
+    "    lb_endpoints:\n"
+    "    - endpoint: {address: {socket_address: {address: '::1', port_value: 82}}}\n"
+    "      load_balancing_weight: 5\n";
+
+static void test_endpoints(void)
+{
+    json_t *doc = yaml(eds_yaml);
+    PT_CHECK(doc != NULL);
+    pt_discovery_response_t resp;
+    int rc = via_protobuf(doc, CLA_TYPE, &resp);
+    json_decref(doc);
+    PT_CHECK_INT(rc, 0);
+    PT_CHECK_INT(resp.nresources, 1);
+    PT_CHECK_STR(resp.resources[0].name, "backend");
+    pt_cfg_t r;
+    pt_discovery_resource_reader(&resp.resources[0], &r);
+    pt_arena_t arena;
+    pt_arena_init_small(&arena);
+    pt_endpoints_t eps;
+    memset(&eps, 0, sizeof(eps));
+    rc = pt_endpoints_parse(&r, &arena, "backend", &eps);
+    pt_cfg_finish(&r);
+    print_errors(&r);
+    int ok = rc == 0 && pt_cfg_ok(&r) && eps.nendpoints == 3 && eps.endpoints[1].weight == 2;
+    pt_cfg_dispose(&r);
+    pt_arena_dispose(&arena);
+    pt_discovery_response_dispose(&resp);
+    PT_CHECK(ok);
+}
+
+/* ---- listeners -------------------------------------------------------------------------- */
+
+static const char lds_yaml[] =
+    "version_info: '1'\n"
+    "resources:\n"
+    "- '@type': " LISTENER_TYPE "\n"
+    "  name: http\n"
+    "  address: {socket_address: {address: 127.0.0.1, port_value: 10000}}\n"
+    "  filter_chains:\n"
+    "  - filters:\n"
+    "    - name: envoy.filters.network.http_connection_manager\n"
+    "      typed_config:\n"
+    "        '@type': type.googleapis.com/envoy.extensions.filters.network."
+    "http_connection_manager.v3.HttpConnectionManager\n"
+    "        stat_prefix: ingress\n"
+    "        stream_idle_timeout: 300s\n"
+    "        common_http_protocol_options: {idle_timeout: 60s}\n"
+    "        route_config:\n"
+    "          name: local\n"
+    "          virtual_hosts:\n"
+    "          - name: all\n"
+    "            domains: ['*']\n"
+    "            routes:\n"
+    "            - match:\n"
+    "                prefix: /api\n"
+    "                headers: [{name: x-env, string_match: {exact: prod}}]\n"
+    "              route:\n"
+    "                cluster: backend\n"
+    "                timeout: 2.500s\n"
+    "                retry_policy: {retry_on: 5xx, num_retries: 2}\n"
+    "            - match: {prefix: /}\n"
+    "              direct_response: {status: 404, body: {inline_string: nope}}\n"
+    "        http_filters:\n"
+    "        - name: envoy.filters.http.fault\n"
+    "          typed_config:\n"
+    "            '@type': type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault\n"
+    "            abort:\n"
+    "              http_status: 503\n"
+    "              percentage: {numerator: 10, denominator: TEN_THOUSAND}\n"
+    "        - name: envoy.filters.http.router\n"
+    "          typed_config:\n"
+    "            '@type': type.googleapis.com/envoy.extensions.filters.http.router.v3.Router\n"
+    "        access_log:\n"
+    "        - name: envoy.access_loggers.stdout\n"
+    "          typed_config:\n"
+    "            '@type': type.googleapis.com/envoy.extensions.access_loggers.stream.v3."
+    "StdoutAccessLog\n"
+    "- '@type': " LISTENER_TYPE "\n"
+    "  name: tcp\n"
+    "  address: {socket_address: {address: 127.0.0.1, port_value: 10001}}\n"
+    "  filter_chains:\n"
+    "  - filters:\n"
+    "    - name: envoy.filters.network.tcp_proxy\n"
+    "      typed_config:\n"
+    "        '@type': type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\n"
+    "        stat_prefix: tcp\n"
+    "        cluster: backend\n"
+    "        idle_timeout: 0s\n";
+
+static int any_cluster(void *data, const char *name)
+{
+    (void)data;
+    (void)name;
+    return 1;
+}
+
+static void test_listeners(void)
+{
+    json_t *doc = yaml(lds_yaml);
+    PT_CHECK(doc != NULL);
+    pt_discovery_response_t resp;
+    int rc = via_protobuf(doc, LISTENER_TYPE, &resp);
+    json_decref(doc);
+    PT_CHECK_INT(rc, 0);
+    json_t *boot = J("{'static_resources': {}}");
+    pt_cluster_lookup_t known = {any_cluster, NULL};
+    pt_cfg_t r;
+    pt_cfg_init(&r, boot);
+    pt_config_t *cfg = pt_config_build_lds(boot, &known, &resp, NULL, &r);
+    print_errors(&r);
+    int ok = cfg != NULL && pt_cfg_ok(&r) && cfg->nlisteners == 2 &&
+             pt_config_find_listener(cfg, "http") != NULL &&
+             pt_config_find_listener(cfg, "tcp") != NULL;
+    if (cfg != NULL)
+        pt_config_unref(cfg);
+    pt_cfg_dispose(&r);
+    json_decref(boot);
+    pt_discovery_response_dispose(&resp);
+    PT_CHECK(ok);
+}
+
+/* ---- route configurations --------------------------------------------------------------- */
+
+static const char rds_yaml[] =
+    "version_info: '4'\n"
+    "resources:\n"
+    "- '@type': " ROUTE_TYPE "\n"
+    "  name: routes\n"
+    "  virtual_hosts:\n"
+    "  - name: vh\n"
+    "    domains: [example.com, '*.example.com']\n"
+    "    routes:\n"
+    "    - match: {path: /exact}\n"
+    "      route: {cluster: a}\n"
+    "    - match: {safe_regex: {regex: '^/r/[0-9]+$'}}\n"
+    "      route:\n"
+    "        weighted_clusters:\n"
+    "          clusters: [{name: a, weight: 30}, {name: b, weight: 70}]\n"
+    "    - match: {prefix: /old}\n"
+    "      redirect: {path_redirect: /new}\n"
+    "    - match: {prefix: /, case_sensitive: false}\n"
+    "      route: {cluster: b, prefix_rewrite: /v2/}\n"
+    "    request_headers_to_add:\n"
+    "    - header: {key: x-a, value: '1'}\n"
+    "      append_action: OVERWRITE_IF_EXISTS_OR_ADD\n";
+
+static void test_routes(void)
+{
+    json_t *doc = yaml(rds_yaml);
+    PT_CHECK(doc != NULL);
+    pt_discovery_response_t resp;
+    int rc = via_protobuf(doc, ROUTE_TYPE, &resp);
+    json_decref(doc);
+    PT_CHECK_INT(rc, 0);
+    PT_CHECK_INT(resp.nresources, 1);
+    pt_cfg_t r;
+    pt_discovery_resource_reader(&resp.resources[0], &r);
+    pt_route_config_t *rc2 = pt_route_config_parse_resource(&r, any_cluster, NULL);
+    pt_cfg_finish(&r);
+    print_errors(&r);
+    int ok = rc2 != NULL && pt_cfg_ok(&r);
+    if (rc2 != NULL)
+        pt_route_config_unref(rc2);
+    pt_cfg_dispose(&r);
+    pt_discovery_response_dispose(&resp);
+    PT_CHECK(ok);
+}
+
+/* ---- the same errors either way --------------------------------------------------------- */
+
+static int by_string(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The errors pt_cluster_parse reports for each resource, sorted (a decoded message lists
+ * its fields in number order, a YAML file in its own: unknown fields are reported in that
+ * order), "; "-joined. */
+static char *cluster_errors(pt_discovery_response_t *resp)
+{
+    static char out[2048];
+    out[0] = '\0';
+    for (size_t i = 0; i < resp->nresources; i++) {
+        pt_cfg_t r;
+        pt_discovery_resource_reader(&resp->resources[i], &r);
+        pt_cluster_t *c = pt_cluster_parse(&r);
+        pt_cfg_finish(&r);
+        qsort(r.errors, r.nerrors, sizeof(r.errors[0]), by_string);
+        for (size_t j = 0; j < r.nerrors; j++)
+            snprintf(out + strlen(out), sizeof(out) - strlen(out), "%s%s", out[0] ? "; " : "",
+                     r.errors[j]);
+        if (c != NULL)
+            pt_cluster_unref(c);
+        pt_cfg_dispose(&r);
+    }
+    return out;
+}
+
+static void test_same_errors(void)
+{
+    json_t *doc = yaml("resources:\n"
+                       "- '@type': " CLUSTER_TYPE "\n"
+                       "  name: a\n"
+                       "  connect_timeout: 1s\n"
+                       "  lb_subset_config: {fallback_policy: ANY_ENDPOINT}\n"
+                       "  upstream_bind_config: {source_address: {address: 10.0.0.1}}\n"
+                       "  load_assignment: {cluster_name: a, endpoints: [{lb_endpoints: "
+                       "[{endpoint: {address: {socket_address: {address: 10.0.0.1, "
+                       "port_value: 80}}}}]}]}\n");
+    PT_CHECK(doc != NULL);
+    pt_discovery_response_t from_json, from_pb;
+    PT_CHECK_INT(pt_discovery_response_parse(doc, CLUSTER_TYPE, &from_json, err, sizeof(err)), 0);
+    char json_errors[2048];
+    snprintf(json_errors, sizeof(json_errors), "%s", cluster_errors(&from_json));
+    pt_discovery_response_dispose(&from_json);
+    int rc = via_protobuf(doc, CLUSTER_TYPE, &from_pb);
+    json_decref(doc);
+    PT_CHECK(json_errors[0] != '\0');
+    if (rc == 0) {
+        PT_CHECK_STR(cluster_errors(&from_pb), json_errors);
+    }
+    pt_discovery_response_dispose(&from_pb);
+}
+
+/* What the decoder itself refuses, with the path, before any parser sees it. */
+static void test_decoder_errors(void)
+{
+    static const char url[] = "type.googleapis.com/envoy.config.cluster.v3.Nope";
+    pt_pb_writer_t w;
+    pt_pb_writer_init(&w);
+    size_t any = pt_pb_begin_len(&w, 2);
+    pt_pb_put_bytes(&w, 1, url, sizeof(url) - 1);
+    pt_pb_end_len(&w, any);
+    pt_discovery_response_t resp;
+    PT_CHECK_INT(
+        pt_discovery_response_parse_protobuf(w.buf, w.len, CLUSTER_TYPE, &resp, err, sizeof(err)),
+        -1);
+    pt_discovery_response_dispose(&resp);
+    PT_CHECK_STR(err, "resources[0]: Any of type "
+                      "\"type.googleapis.com/envoy.config.cluster.v3.Nope\": petrel does not "
+                      "know this type");
+    pt_pb_writer_dispose(&w);
+
+    /* A known type that is not what the subscription expects: the envelope's check. */
+    static const char cla[] = CLA_TYPE;
+    pt_pb_writer_init(&w);
+    any = pt_pb_begin_len(&w, 2);
+    pt_pb_put_bytes(&w, 1, cla, sizeof(cla) - 1);
+    pt_pb_end_len(&w, any);
+    PT_CHECK_INT(
+        pt_discovery_response_parse_protobuf(w.buf, w.len, CLUSTER_TYPE, &resp, err, sizeof(err)),
+        -1);
+    pt_discovery_response_dispose(&resp);
+    PT_CHECK_STR(err, "resources[0].@type: is " CLA_TYPE ", expected " CLUSTER_TYPE);
+    pt_pb_writer_dispose(&w);
+}
+
+/* A Cluster written byte by byte with the wire writer, not the schema's encoder. */
+static void test_hand_built_cluster(void)
+{
+    pt_pb_writer_t w;
+    pt_pb_writer_init(&w);
+    size_t any = pt_pb_begin_len(&w, 2); /* DiscoveryResponse.resources */
+    pt_pb_put_bytes(&w, 1, CLUSTER_TYPE, strlen(CLUSTER_TYPE));
+    size_t cluster = pt_pb_begin_len(&w, 2);
+    pt_pb_put_bytes(&w, 1, "hb", 2);         /* name */
+    pt_pb_put_tag(&w, 2, PT_PB_WIRE_VARINT); /* type: STATIC (0, but a oneof member) */
+    pt_pb_put_varint(&w, 0);
+    size_t ct = pt_pb_begin_len(&w, 4); /* connect_timeout */
+    pt_pb_put_tag(&w, 1, PT_PB_WIRE_VARINT);
+    pt_pb_put_varint(&w, 2);
+    pt_pb_end_len(&w, ct);
+    size_t la = pt_pb_begin_len(&w, 33); /* load_assignment */
+    pt_pb_put_bytes(&w, 1, "hb", 2);
+    size_t lle = pt_pb_begin_len(&w, 2);  /* endpoints */
+    size_t lbe = pt_pb_begin_len(&w, 2);  /* lb_endpoints */
+    size_t ep = pt_pb_begin_len(&w, 1);   /* endpoint */
+    size_t addr = pt_pb_begin_len(&w, 1); /* address */
+    size_t sa = pt_pb_begin_len(&w, 1);   /* socket_address */
+    pt_pb_put_bytes(&w, 2, "127.0.0.1", 9);
+    pt_pb_put_tag(&w, 3, PT_PB_WIRE_VARINT); /* port_value */
+    pt_pb_put_varint(&w, 8080);
+    pt_pb_end_len(&w, sa);
+    pt_pb_end_len(&w, addr);
+    pt_pb_end_len(&w, ep);
+    pt_pb_end_len(&w, lbe);
+    pt_pb_end_len(&w, lle);
+    pt_pb_end_len(&w, la);
+    pt_pb_end_len(&w, cluster);
+    pt_pb_end_len(&w, any);
+    pt_discovery_response_t resp;
+    int rc =
+        pt_discovery_response_parse_protobuf(w.buf, w.len, CLUSTER_TYPE, &resp, err, sizeof(err));
+    pt_pb_writer_dispose(&w);
+    PT_CHECK_INT(rc, 0);
+    json_t *want = J("{'resources': [{'@type': '" CLUSTER_TYPE "', 'name': 'hb', "
+                     "'type': 'STATIC', 'connect_timeout': '2s', 'load_assignment': "
+                     "{'cluster_name': 'hb', 'endpoints': [{'lb_endpoints': [{'endpoint': "
+                     "{'address': {'socket_address': {'address': '127.0.0.1', "
+                     "'port_value': 8080}}}}]}]}}]}");
+    int same = same_json(resp.root, want);
+    json_decref(want);
+    pt_cfg_t r;
+    pt_discovery_resource_reader(&resp.resources[0], &r);
+    pt_cluster_t *c = pt_cluster_parse(&r);
+    pt_cfg_finish(&r);
+    print_errors(&r);
+    int ok = c != NULL && pt_cfg_ok(&r) && c->connect_timeout_ms == 2000;
+    if (c != NULL)
+        pt_cluster_unref(c);
+    pt_cfg_dispose(&r);
+    pt_discovery_response_dispose(&resp);
+    PT_CHECK(same);
+    PT_CHECK(ok);
+}
+
+int main(void)
+{
+    PT_RUN(test_clusters);
+    PT_RUN(test_endpoints);
+    PT_RUN(test_listeners);
+    PT_RUN(test_routes);
+    PT_RUN(test_same_errors);
+    PT_RUN(test_decoder_errors);
+    PT_RUN(test_hand_built_cluster);
+    PT_TEST_EXIT();
+}
