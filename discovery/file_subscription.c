@@ -52,12 +52,17 @@ pt_file_subscription_t *pt_file_subscription_new(const pt_file_subscription_conf
     size_t plen = strlen(s->path);
     s->resource_by_resource = cfg->resource_by_resource && plen > 5 &&
                               strcmp(s->path + plen - 5, ".json") == 0;
-    s->stats.update_attempt = stat_of(cfg, PT_STAT_COUNTER, "update_attempt");
-    s->stats.update_success = stat_of(cfg, PT_STAT_COUNTER, "update_success");
-    s->stats.update_failure = stat_of(cfg, PT_STAT_COUNTER, "update_failure");
-    s->stats.update_rejected = stat_of(cfg, PT_STAT_COUNTER, "update_rejected");
-    s->stats.version_text = stat_of(cfg, PT_STAT_TEXT, "version_text");
+    pt_subscription_stats_init(&s->stats, cfg);
     return s;
+}
+
+void pt_subscription_stats_init(pt_subscription_stats_t *st, const pt_file_subscription_config_t *cfg)
+{
+    st->update_attempt = stat_of(cfg, PT_STAT_COUNTER, "update_attempt");
+    st->update_success = stat_of(cfg, PT_STAT_COUNTER, "update_success");
+    st->update_failure = stat_of(cfg, PT_STAT_COUNTER, "update_failure");
+    st->update_rejected = stat_of(cfg, PT_STAT_COUNTER, "update_rejected");
+    st->version_text = stat_of(cfg, PT_STAT_TEXT, "version_text");
 }
 
 static void destroy(pt_file_subscription_t *s)

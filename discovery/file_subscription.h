@@ -58,6 +58,10 @@ typedef struct pt_subscription_stats {
     pt_stat_t update_attempt, update_success, update_failure, update_rejected, version_text;
 } pt_subscription_stats_t;
 
+/* The stats a subscription counts into, named by cfg (shared with xDS subscriptions). */
+void pt_subscription_stats_init(pt_subscription_stats_t *st,
+                                const pt_file_subscription_config_t *cfg);
+
 /* The consumer's judgement of an update whose envelope is valid: 0 when accepted (and
  * applied), else nonzero with why in err, as "<path>: <why>" for a resource's field
  * (pt_discovery_resource_reader starts the path). It may free the subscription. */

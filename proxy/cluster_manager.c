@@ -7,6 +7,7 @@
 
 #include "discovery/discovery_response.h"
 #include "discovery/file_subscription.h"
+#include "discovery/subscription.h"
 #include "proxy/config_source.h"
 #include "proxy/hash.h"
 #include "proxy/cluster.h"
@@ -43,11 +44,12 @@ typedef struct cm_entry {
     double last_updated;
 } cm_entry_t;
 
-/* One file of ClusterLoadAssignments, shared by every EDS cluster that names it. */
+/* One file of ClusterLoadAssignments, shared by every EDS cluster that names it; or the
+ * ADS stream's EDS, shared by every EDS cluster whose eds_config says `ads` (path "ads"). */
 struct eds_sub {
     pt_cluster_manager_t *cm;
     char *path, *watched_directory;
-    pt_file_subscription_t *sub;
+    pt_subscription_t *sub;
     int joining;            /* eds_rebind: clusters join it (1), it is new (2) */
     int rereading;          /* a read for clusters that joined, not a change of the file */
     /* The clusters it serves (set by eds_rebind): a change of one file among thousands
@@ -497,7 +499,7 @@ static int on_eds_update(void *data, const pt_discovery_response_t *resp, char *
 static void eds_sub_free(eds_sub_t *es)
 {
     free(es->members);
-    pt_file_subscription_free(es->sub);
+    pt_subscription_free(es->sub);
     free(es->path);
     free(es->watched_directory);
     free(es);
@@ -508,9 +510,15 @@ static int same_str(const char *a, const char *b)
     return (a == NULL || b == NULL) ? a == b : strcmp(a, b) == 0;
 }
 
+/* What names a source among the subscriptions: its file, or "ads". */
+static const char *source_key(const pt_config_source_t *src)
+{
+    return src->ads ? "ads" : src->path;
+}
+
 static uint64_t source_hash(const pt_config_source_t *src)
 {
-    uint64_t h = pt_hash_name(src->path);
+    uint64_t h = pt_hash_name(source_key(src));
     return src->watched_directory != NULL ? h * 31 + pt_hash_name(src->watched_directory) : h;
 }
 
@@ -560,6 +568,21 @@ static int member_add(eds_sub_t *es, cm_entry_t *e)
     return 0;
 }
 
+/* The ADS subscription asks for its members' assignments (by their service names). */
+static void ads_ask_for_members(eds_sub_t *es)
+{
+    const char **names = malloc((es->nmembers ? es->nmembers : 1) * sizeof(*names));
+    if (names == NULL) {
+        pt_error("eds: out of memory naming the clusters' assignments");
+        return;
+    }
+    for (unsigned i = 0; i < es->nmembers; i++)
+        names[i] = es->members[i]->active->eds_service_name;
+    if (pt_subscription_set_names(es->sub, names, es->nmembers) != 0)
+        pt_error("eds: out of memory naming the clusters' assignments");
+    free(names);
+}
+
 static eds_sub_t *eds_sub_for(pt_cluster_manager_t *cm, const pt_config_source_t *src, int *fresh)
 {
     *fresh = 0;
@@ -567,13 +590,13 @@ static eds_sub_t *eds_sub_for(pt_cluster_manager_t *cm, const pt_config_source_t
     if (cm->nsub_buckets != 0)
         for (eds_sub_t *es = cm->sub_buckets[hash & (cm->nsub_buckets - 1)]; es != NULL;
              es = es->next_in_bucket)
-            if (es->hash == hash && same_str(es->path, src->path) &&
+            if (es->hash == hash && same_str(es->path, source_key(src)) &&
                 same_str(es->watched_directory, src->watched_directory))
                 return es;
     if (subs_reindex(cm) != 0)
         return NULL;
     eds_sub_t *es = calloc(1, sizeof(*es));
-    if (es == NULL || (es->path = strdup(src->path)) == NULL ||
+    if (es == NULL || (es->path = strdup(source_key(src))) == NULL ||
         (src->watched_directory != NULL &&
          (es->watched_directory = strdup(src->watched_directory)) == NULL)) {
         if (es != NULL)
@@ -582,16 +605,16 @@ static eds_sub_t *eds_sub_for(pt_cluster_manager_t *cm, const pt_config_source_t
     }
     es->cm = cm;
     pt_file_subscription_config_t sc = {
-        .path = es->path,
-        .watched_directory = es->watched_directory,
         .type_url = CLA_TYPE_URL,
         .stat_scope = "cluster_manager",
         .stat_prefix = "eds.",
         .what = "endpoints",
         .resource_by_resource = 1, /* thousands of assignments in a file, used one by one */
     };
-    es->sub = pt_file_subscription_new(&sc, on_eds_update, es);
+    char err[256];
+    es->sub = pt_subscription_new(src, &sc, on_eds_update, es, err, sizeof(err));
     if (es->sub == NULL) {
+        pt_error("eds: %s", err);
         eds_sub_free(es);
         return NULL;
     }
@@ -648,19 +671,22 @@ static void eds_rebind(pt_cluster_manager_t *cm)
     for (eds_sub_t *es = cm->eds_subs; es != NULL; es = es->next) {
         if (es->joining & 2) { /* new: read it (delivered through on_eds_update) */
             cm->in_eds_load++;
-            if (pt_file_subscription_load(es->sub, err, sizeof(err)) != PT_UPDATE_ACCEPTED)
+            int rc = pt_subscription_load(es->sub, err, sizeof(err));
+            if (rc != PT_UPDATE_ACCEPTED && rc != PT_UPDATE_PENDING)
                 pt_warn("eds: %s (its clusters have no hosts until it is valid)", err);
             cm->in_eds_load--;
             if (cm->loop != NULL &&
-                pt_file_subscription_watch(es->sub, cm->loop, err, sizeof(err)) != 0)
+                pt_subscription_watch(es->sub, cm->loop, err, sizeof(err)) != 0)
                 pt_warn("eds: %s: %s", es->path, err);
+        } else if ((es->joining & 1) && pt_subscription_is_ads(es->sub)) {
+            /* Over ADS the names sent below ask the control plane for the new ones. */
         } else if (es->joining & 1) {
             /* Clusters join a file read before: read it again, as Envoy's new subscription
              * would (nothing of the earlier read is kept but digests; clusters already
              * served see their own assignments again and skip them). */
             cm->in_eds_load++;
             es->rereading = 1;
-            if (pt_file_subscription_load(es->sub, err, sizeof(err)) != PT_UPDATE_ACCEPTED)
+            if (pt_subscription_load(es->sub, err, sizeof(err)) != PT_UPDATE_ACCEPTED)
                 pt_warn("eds: %s (the clusters that joined have no hosts until it is valid)",
                         err);
             es->rereading = 0;
@@ -677,6 +703,9 @@ static void eds_rebind(pt_cluster_manager_t *cm)
         subs_unindex(cm, es);
         eds_sub_free(es);
     }
+    for (eds_sub_t *es = cm->eds_subs; es != NULL; es = es->next)
+        if (pt_subscription_is_ads(es->sub))
+            ads_ask_for_members(es);
 }
 
 void pt_cluster_manager_set_loop(pt_cluster_manager_t *cm, struct ev_loop *loop)
@@ -684,7 +713,7 @@ void pt_cluster_manager_set_loop(pt_cluster_manager_t *cm, struct ev_loop *loop)
     cm->loop = loop;
     char err[512];
     for (eds_sub_t *es = cm->eds_subs; es != NULL; es = es->next)
-        if (pt_file_subscription_watch(es->sub, loop, err, sizeof(err)) != 0)
+        if (pt_subscription_watch(es->sub, loop, err, sizeof(err)) != 0)
             pt_warn("eds: %s: %s", es->path, err);
 }
 

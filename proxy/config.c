@@ -48,6 +48,61 @@ static const char *const filter_unsupported[] = {"config_discovery", NULL};
 
 static _Atomic uint64_t next_version = 1;
 
+/* dynamic_resources.ads_config: an ApiConfigSource for the ADS stream (discovery/ads.h):
+ * api_type GRPC, V3, one grpc_services entry naming a cluster (envoy_grpc). */
+static void parse_ads_config(pt_cfg_t *r, pt_config_t *cfg)
+{
+    if (pt_cfg_enter(r, "ads_config") <= 0)
+        return;
+    static const char *const unsupported[] = {"cluster_names", "refresh_delay", "request_timeout",
+                                              "rate_limit_settings", "config_validators",
+                                              NULL};
+    pt_cfg_unsupported(r, unsupported);
+    static const char *const api_types[] = {"GRPC", NULL};
+    static const char *const api_known[] = {"DEPRECATED_AND_UNAVAILABLE_DO_NOT_USE", "REST",
+                                            "DELTA_GRPC", "AGGREGATED_GRPC",
+                                            "AGGREGATED_DELTA_GRPC", NULL};
+    int v;
+    if (pt_cfg_enum(r, "api_type", api_types, api_known, &v, -1) == 0)
+        pt_cfg_error(r, "api_type", "is required (GRPC)");
+    static const char *const versions[] = {"V3", NULL};
+    static const char *const versions_known[] = {"AUTO", "V2", NULL};
+    pt_cfg_enum(r, "transport_api_version", versions, versions_known, &v, 0);
+    pt_cfg_bool(r, "set_node_on_first_message_only", &cfg->ads_node_first_only, 0);
+    int present;
+    size_t n = pt_cfg_array(r, "grpc_services", &present);
+    if (n != 1)
+        pt_cfg_error(r, "grpc_services", "must name exactly one service (has %zu)", n);
+    for (size_t i = 0; i < n; i++) {
+        if (pt_cfg_enter_index(r, i) <= 0)
+            continue;
+        static const char *const gs_unsupported[] = {"google_grpc", "retry_policy",
+                                                     "initial_metadata", NULL};
+        pt_cfg_unsupported(r, gs_unsupported);
+        uint64_t timeout;
+        pt_cfg_duration_ms(r, "timeout", &timeout, 0); /* a stream has no deadline */
+        if (pt_cfg_enter(r, "envoy_grpc") > 0) {
+            static const char *const eg_unsupported[] = {"authority", "retry_policy",
+                                                         "max_receive_message_length",
+                                                         "skip_envoy_headers", NULL};
+            pt_cfg_unsupported(r, eg_unsupported);
+            const char *name;
+            if (pt_cfg_string(r, "cluster_name", &name, NULL) == 0 || name[0] == '\0')
+                pt_cfg_error(r, "cluster_name", "is required");
+            else
+                cfg->ads_cluster = pt_arena_strdup(&cfg->arena, name);
+            pt_cfg_leave(r);
+        } else {
+            pt_cfg_error(r, "envoy_grpc", "is required");
+        }
+        pt_cfg_leave(r);
+    }
+    if (present)
+        pt_cfg_leave_array(r);
+    cfg->has_ads = cfg->ads_cluster != NULL;
+    pt_cfg_leave(r);
+}
+
 /* bootstrap.dynamic_resources: where listeners and clusters come from besides
  * static_resources. */
 static void parse_dynamic_resources(pt_cfg_t *r, pt_config_t *cfg)
@@ -57,9 +112,7 @@ static void parse_dynamic_resources(pt_cfg_t *r, pt_config_t *cfg)
     static const char *const unsupported[] = {"lds_resources_locator", "cds_resources_locator",
                                               NULL};
     pt_cfg_unsupported(r, unsupported);
-    if (pt_cfg_get(r, "ads_config") != NULL)
-        pt_cfg_error(r, "ads_config", "is not supported yet: petrel reads resources from files "
-                                      "(lds_config / cds_config with path_config_source)");
+    parse_ads_config(r, cfg);
     cfg->has_lds = pt_config_source_parse(r, &cfg->arena, "lds_config", &cfg->lds) > 0;
     cfg->has_cds = pt_config_source_parse(r, &cfg->arena, "cds_config", &cfg->cds) > 0;
     pt_cfg_leave(r);

@@ -146,6 +146,10 @@ typedef struct pt_config {
     /* dynamic_resources: listeners (LDS) and clusters (CDS) from files. */
     int has_lds, has_cds;
     pt_config_source_t lds, cds;
+    /* dynamic_resources.ads_config: the ADS stream's cluster (discovery/ads.h). */
+    int has_ads;
+    const char *ads_cluster;
+    int ads_node_first_only;
     pt_rds_need_t *rds_needs;    /* every rds of the listeners' connection managers */
     /* Downstream connections the whole process accepts (proxy/overload.c); 0: no limit. */
     uint64_t max_downstream_connections;

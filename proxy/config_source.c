@@ -18,12 +18,15 @@ int pt_config_source_parse(pt_cfg_t *r, pt_arena_t *a, const char *field,
     int v;
     pt_cfg_enum(r, "resource_api_version", api_versions, api_known, &v, 0);
     pt_cfg_duration_ms(r, "initial_fetch_timeout", &out->initial_fetch_timeout_ms, 15000);
-    if (pt_cfg_get(r, "ads") != NULL)
-        pt_cfg_error(r, "ads", "is not supported yet: petrel reads resources from files "
-                               "(path_config_source)");
+    if (pt_cfg_enter(r, "ads") > 0) {
+        /* AggregatedConfigSource has no fields. */
+        out->ads = 1;
+        pt_cfg_leave(r);
+    }
     if (pt_cfg_get(r, "api_config_source") != NULL)
         pt_cfg_error(r, "api_config_source", "is not supported yet: petrel reads resources "
-                                             "from files (path_config_source)");
+                                             "from files (path_config_source) or over ADS "
+                                             "(ads)");
     const char *path = NULL;
     pt_cfg_string(r, "path", &path, NULL); /* the deprecated spelling */
     if (pt_cfg_enter(r, "path_config_source") > 0) {
@@ -45,8 +48,11 @@ int pt_config_source_parse(pt_cfg_t *r, pt_arena_t *a, const char *field,
     }
     if (path != NULL && path[0] == '\0')
         pt_cfg_error(r, "path", "must not be empty");
-    if (path == NULL && r->nerrors == errors_before)
-        pt_cfg_error(r, NULL, "needs path_config_source (petrel reads resources from files)");
+    if (out->ads && path != NULL)
+        pt_cfg_error(r, "ads", "and path_config_source are both given");
+    if (path == NULL && !out->ads && r->nerrors == errors_before)
+        pt_cfg_error(r, NULL, "needs path_config_source or ads (petrel reads resources from "
+                              "files or over ADS)");
     out->path = pt_arena_strdup(a, path);
     pt_cfg_leave(r);
     return r->nerrors == errors_before ? 1 : -1;

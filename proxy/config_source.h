@@ -1,8 +1,9 @@
 /* envoy.config.core.v3.ConfigSource: where dynamic resources come from.
  *
- * petrel reads them from files today (Envoy's filesystem subscription): `path_config_source`
- * {path, watched_directory {path}}, or the older bare `path`. A control plane (`ads`,
- * `api_config_source`) is reported as not supported, naming the field, so a config that
+ * From files (Envoy's filesystem subscription): `path_config_source` {path,
+ * watched_directory {path}}, or the older bare `path`; or from the control plane over the
+ * bootstrap's ADS stream: `ads: {}` (discovery/ads.h). A control plane of its own
+ * (`api_config_source`) is reported as not supported, naming the field, so a config that
  * needs one never loads half-working. One parser for every place a ConfigSource appears
  * (bootstrap lds_config / cds_config, HCM rds, EDS clusters, SDS secrets). */
 #ifndef PT_CONFIG_SOURCE_H
@@ -14,6 +15,7 @@
 #include "proxy/config_reader.h"
 
 typedef struct pt_config_source {
+    int ads;                       /* from the ADS stream (path NULL) */
     const char *path;              /* the file holding a DiscoveryResponse */
     const char *watched_directory; /* NULL: the file's own directory is watched */
     uint64_t initial_fetch_timeout_ms; /* 15000 unless set (0: wait for ever) */

@@ -7,6 +7,7 @@
 
 #include "discovery/discovery_response.h"
 #include "discovery/file_subscription.h"
+#include "discovery/subscription.h"
 #include "proxy/log.h"
 #include "proxy/stats.h"
 
@@ -69,7 +70,7 @@ typedef struct rds_name {
 struct rds_file {
     pt_route_manager_t *rm;
     char *path, *watched_directory;
-    pt_file_subscription_t *sub;
+    pt_subscription_t *sub; /* a file, or the ADS stream (path "ads") */
     rds_file_t *next;
 };
 
@@ -113,7 +114,7 @@ void pt_route_manager_free(pt_route_manager_t *rm)
     while (rm->files != NULL) {
         rds_file_t *f = rm->files;
         rm->files = f->next;
-        pt_file_subscription_free(f->sub);
+        pt_subscription_free(f->sub);
         free(f->path);
         free(f->watched_directory);
         free(f);
@@ -251,6 +252,29 @@ static int same_str(const char *a, const char *b)
     return (a == NULL || b == NULL) ? a == b : strcmp(a, b) == 0;
 }
 
+/* The ADS subscription asks for every route configuration named on it. A name's routes
+ * are absent (404 NR) until the control plane sends them. */
+static int ads_ask_for_names(pt_route_manager_t *rm, rds_file_t *f, char *err, size_t errlen)
+{
+    size_t n = 0;
+    for (rds_name_t *e = rm->names; e != NULL; e = e->next)
+        n += e->file == f;
+    const char **names = malloc((n ? n : 1) * sizeof(*names));
+    if (names == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    n = 0;
+    for (rds_name_t *e = rm->names; e != NULL; e = e->next)
+        if (e->file == f)
+            names[n++] = e->name;
+    int rc = pt_subscription_set_names(f->sub, names, n);
+    free(names);
+    if (rc != 0)
+        snprintf(err, errlen, "out of memory");
+    return rc;
+}
+
 int pt_route_manager_want(pt_route_manager_t *rm, const pt_config_source_t *src,
                           const char *name, const char *stat_prefix, char *err, size_t errlen)
 {
@@ -304,22 +328,25 @@ int pt_route_manager_want(pt_route_manager_t *rm, const pt_config_source_t *src,
     }
     if (!fresh)
         return 0;
+    const char *key = src->ads ? "ads" : src->path;
     rds_file_t *f = rm->files;
-    while (f != NULL && !(same_str(f->path, src->path) &&
+    while (f != NULL && !(same_str(f->path, key) &&
                           same_str(f->watched_directory, src->watched_directory)))
         f = f->next;
     e->file = f;
     e->next = rm->names;
     rm->names = e;
+    if (f != NULL && pt_subscription_is_ads(f->sub))
+        return ads_ask_for_names(rm, f, err, errlen); /* it comes when the control plane sends it */
     if (f != NULL) {
         /* The file was read already: read it again now (a change for this name only). */
         rm->loading++;
-        int rc = pt_file_subscription_load(f->sub, err, errlen);
+        int rc = pt_subscription_load(f->sub, err, errlen);
         rm->loading--;
         return rc == PT_UPDATE_ACCEPTED ? rebuild_routes(rm) : -1;
     }
     f = calloc(1, sizeof(*f));
-    if (f == NULL || (f->path = strdup(src->path)) == NULL ||
+    if (f == NULL || (f->path = strdup(key)) == NULL ||
         (src->watched_directory != NULL &&
          (f->watched_directory = strdup(src->watched_directory)) == NULL)) {
         if (f != NULL) {
@@ -331,30 +358,29 @@ int pt_route_manager_want(pt_route_manager_t *rm, const pt_config_source_t *src,
     }
     f->rm = rm;
     pt_file_subscription_config_t sc = {
-        .path = f->path,
-        .watched_directory = f->watched_directory,
         .type_url = ROUTE_TYPE_URL,
         .stat_scope = "http",
         .stat_prefix = "rds_file.",
         .what = "route configurations",
     };
-    f->sub = pt_file_subscription_new(&sc, on_rds_update, f);
+    f->sub = pt_subscription_new(src, &sc, on_rds_update, f, err, errlen);
     if (f->sub == NULL) {
         free(f->path);
         free(f->watched_directory);
         free(f);
-        snprintf(err, errlen, "out of memory");
         return -1;
     }
     f->next = rm->files;
     rm->files = f;
     e->file = f;
+    if (pt_subscription_is_ads(f->sub))
+        return ads_ask_for_names(rm, f, err, errlen);
     rm->loading++;
-    int rc = pt_file_subscription_load(f->sub, err, errlen);
+    int rc = pt_subscription_load(f->sub, err, errlen);
     rm->loading--;
     if (rc != PT_UPDATE_ACCEPTED)
         return -1;
-    if (rm->loop != NULL && pt_file_subscription_watch(f->sub, rm->loop, err, errlen) != 0)
+    if (rm->loop != NULL && pt_subscription_watch(f->sub, rm->loop, err, errlen) != 0)
         return -1;
     return rebuild_routes(rm);
 }
@@ -364,7 +390,7 @@ void pt_route_manager_set_loop(pt_route_manager_t *rm, struct ev_loop *loop)
     rm->loop = loop;
     char err[512];
     for (rds_file_t *f = rm->files; f != NULL; f = f->next)
-        if (pt_file_subscription_watch(f->sub, loop, err, sizeof(err)) != 0)
+        if (pt_subscription_watch(f->sub, loop, err, sizeof(err)) != 0)
             pt_warn("rds: %s: %s", f->path, err);
 }
 

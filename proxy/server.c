@@ -9,7 +9,9 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "discovery/ads.h"
 #include "discovery/file_subscription.h"
+#include "discovery/subscription.h"
 #include "discovery/health_check.h"
 #include "discovery/outlier.h"
 #include "proxy/access_log.h"
@@ -176,20 +178,20 @@ static int start_cds(pt_server_t *s)
 {
     const pt_config_source_t *src = &s->config->cds;
     pt_file_subscription_config_t sc = {
-        .path = src->path,
-        .watched_directory = src->watched_directory,
         .type_url = "type.googleapis.com/envoy.config.cluster.v3.Cluster",
         .stat_scope = "cluster_manager",
         .stat_prefix = "cds.",
         .what = "clusters",
     };
-    s->cds = pt_file_subscription_new(&sc, on_cds_update, s);
+    char err[2048];
+    s->cds = pt_subscription_new(src, &sc, on_cds_update, s, err, sizeof(err));
     if (s->cds == NULL) {
-        fprintf(stderr, "error: out of memory\n");
+        fprintf(stderr, "error: %s: dynamic_resources.cds_config: %s\n", s->opts.config_path,
+                err);
         return -1;
     }
-    char err[2048];
-    if (pt_file_subscription_load(s->cds, err, sizeof(err)) != PT_UPDATE_ACCEPTED) {
+    int rc = pt_subscription_load(s->cds, err, sizeof(err));
+    if (rc != PT_UPDATE_ACCEPTED && rc != PT_UPDATE_PENDING) {
         fprintf(stderr, "error: %s: dynamic_resources.cds_config: %s\n", s->opts.config_path,
                 err);
         return -1;
@@ -402,8 +404,6 @@ static int start_lds(pt_server_t *s)
 {
     const pt_config_source_t *src = &s->config->lds;
     pt_file_subscription_config_t sc = {
-        .path = src->path,
-        .watched_directory = src->watched_directory,
         .type_url = "type.googleapis.com/envoy.config.listener.v3.Listener",
         .stat_scope = "listener_manager",
         .stat_prefix = "lds.",
@@ -413,18 +413,62 @@ static int start_lds(pt_server_t *s)
     s->lds_stats.modified = pt_stats_counter("listener_manager", NULL, NULL, "listener_modified");
     s->lds_stats.removed = pt_stats_counter("listener_manager", NULL, NULL, "listener_removed");
     s->lds_stats.active = pt_stats_gauge("listener_manager", NULL, NULL, "total_listeners_active");
-    s->lds = pt_file_subscription_new(&sc, on_lds_update, s);
+    char err[4096];
+    s->lds = pt_subscription_new(src, &sc, on_lds_update, s, err, sizeof(err));
     if (s->lds == NULL) {
-        fprintf(stderr, "error: out of memory\n");
+        fprintf(stderr, "error: %s: dynamic_resources.lds_config: %s\n", s->opts.config_path,
+                err);
         return -1;
     }
-    char err[4096];
-    if (pt_file_subscription_load(s->lds, err, sizeof(err)) != PT_UPDATE_ACCEPTED) {
+    int rc = pt_subscription_load(s->lds, err, sizeof(err));
+    if (rc != PT_UPDATE_ACCEPTED && rc != PT_UPDATE_PENDING) {
         fprintf(stderr, "error: %s: dynamic_resources.lds_config: %s\n", s->opts.config_path,
                 err);
         return -1;
     }
     pt_stat_set(s->lds_stats.active, s->config->nlisteners);
+    return 0;
+}
+
+/* The node as the control plane sees it (envoy.config.core.v3.Node): the bootstrap's id,
+ * cluster and locality, and petrel's name and version as the user agent. */
+static json_t *node_json(const pt_node_info_t *n)
+{
+    json_t *node = json_object();
+    if (n->id != NULL)
+        json_object_set_new(node, "id", json_string(n->id));
+    if (n->cluster != NULL)
+        json_object_set_new(node, "cluster", json_string(n->cluster));
+    if (n->region != NULL || n->zone != NULL || n->sub_zone != NULL) {
+        json_t *loc = json_object();
+        if (n->region != NULL)
+            json_object_set_new(loc, "region", json_string(n->region));
+        if (n->zone != NULL)
+            json_object_set_new(loc, "zone", json_string(n->zone));
+        if (n->sub_zone != NULL)
+            json_object_set_new(loc, "sub_zone", json_string(n->sub_zone));
+        json_object_set_new(node, "locality", loc);
+    }
+    json_object_set_new(node, "user_agent_name", json_string("petrel"));
+    json_object_set_new(node, "user_agent_version", json_string(PT_VERSION));
+    return node;
+}
+
+/* The ADS stream's mux, made before any subscription names it (it opens the stream only
+ * when the server runs: pt_ads_start). */
+static int start_ads(pt_server_t *s)
+{
+    json_t *node = node_json(&s->config->node);
+    pt_ads_config_t ac = {.cluster_name = s->config->ads_cluster,
+                          .set_node_on_first_message_only = s->config->ads_node_first_only,
+                          .node = node};
+    s->ads = pt_ads_new(&ac, s->clusters, &s->main_worker);
+    json_decref(node);
+    if (s->ads == NULL) {
+        fprintf(stderr, "error: out of memory\n");
+        return -1;
+    }
+    pt_ads_set_current(s->ads);
     return 0;
 }
 
@@ -468,6 +512,10 @@ int pt_server_init(pt_server_t *s, const pt_options_t *opts)
     pt_cfg_dispose(&r);
     s->config = cfg;
     s->clusters = pt_cluster_manager_new(on_clusters_published, s);
+    if (s->clusters != NULL && cfg->has_ads && start_ads(s) != 0) {
+        pt_view_unref(statics);
+        return -1;
+    }
     int rc = s->clusters != NULL ? pt_cluster_manager_set_static(s->clusters, statics) : -1;
     pt_view_unref(statics);
     if (rc != 0) {
@@ -714,16 +762,18 @@ int pt_server_run(pt_server_t *s)
     }
     pt_secret_watch_start(s->loop);
     pt_cluster_manager_set_loop(s->clusters, s->loop);
-    if (s->lds != NULL && pt_file_subscription_watch(s->lds, s->loop, err, sizeof(err)) != 0) {
+    if (s->lds != NULL && pt_subscription_watch(s->lds, s->loop, err, sizeof(err)) != 0) {
         pt_error("dynamic_resources.lds_config: %s", err);
         return 1;
     }
     if (s->routes != NULL)
         pt_route_manager_set_loop(s->routes, s->loop);
-    if (s->cds != NULL && pt_file_subscription_watch(s->cds, s->loop, err, sizeof(err)) != 0) {
+    if (s->cds != NULL && pt_subscription_watch(s->cds, s->loop, err, sizeof(err)) != 0) {
         pt_error("dynamic_resources.cds_config: %s", err);
         return 1;
     }
+    if (s->ads != NULL)
+        pt_ads_start(s->ads); /* the static clusters (the ADS cluster among them) are up */
     ev_timer_init(&s->heap_tick, on_heap_tick, PT_HEAP_TICK_SECS, PT_HEAP_TICK_SECS);
     s->heap_tick.data = s;
     ev_timer_start(s->loop, &s->heap_tick);
@@ -750,6 +800,8 @@ int pt_server_run(pt_server_t *s)
 
 void pt_server_dispose(pt_server_t *s)
 {
+    /* The ADS stream's connection goes while the main loop and its connections are whole. */
+    pt_ads_stop(s->ads);
     pt_secret_watch_stop();
     pt_health_checker_stop(s->health_checker);
     s->health_checker = NULL;
@@ -769,15 +821,18 @@ void pt_server_dispose(pt_server_t *s)
     s->listeners = NULL;
     /* The subscriptions and managers own file watches and timers on the main loop: they
      * go before the loop does. */
-    pt_file_subscription_free(s->cds);
+    pt_subscription_free(s->cds);
     s->cds = NULL;
-    pt_file_subscription_free(s->lds);
+    pt_subscription_free(s->lds);
     s->lds = NULL;
     pt_route_manager_free(s->routes);
     s->routes = NULL;
     pt_rds_slots_dispose();
     pt_cluster_manager_free(s->clusters);
     s->clusters = NULL;
+    /* Last: the managers' subscriptions (EDS, RDS) are watches on it. */
+    pt_ads_free(s->ads);
+    s->ads = NULL;
     if (s->loop != NULL) {
         pt_conn_reap(&s->main_worker);
         ev_signal_stop(s->loop, &s->sigterm);

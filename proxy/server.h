@@ -43,11 +43,12 @@ typedef struct pt_server {
     struct pt_cluster_manager *clusters; /* owns the clusters, publishes views */
     struct pt_view *cluster_view;        /* the cluster manager's last (clusters only) */
     struct pt_route_manager *routes;     /* RDS, or NULL */
-    struct pt_file_subscription *lds;    /* dynamic_resources.lds_config, or NULL */
+    struct pt_subscription *lds;         /* dynamic_resources.lds_config, or NULL */
     struct {
         pt_stat_t added, modified, removed, active;
     } lds_stats;
-    struct pt_file_subscription *cds;    /* dynamic_resources.cds_config, or NULL */
+    struct pt_subscription *cds;         /* dynamic_resources.cds_config, or NULL */
+    struct pt_ads *ads;                  /* dynamic_resources.ads_config, or NULL */
     unsigned nworkers_started; /* workers that were sent the view (later views go to them) */
     pt_listener_t **listeners;
     unsigned nlisteners;

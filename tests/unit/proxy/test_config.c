@@ -694,17 +694,24 @@ static void test_unknown_fields(void)
 static void test_unsupported_fields(void)
 {
     REJECTS("{'dynamic_resources': {'ads_config': {}}}",
-            "dynamic_resources.ads_config: is not supported yet: petrel reads resources from "
-            "files (lds_config / cds_config with path_config_source)");
-    REJECTS("{'dynamic_resources': {'cds_config': {'ads': {}}}}",
-            "dynamic_resources.cds_config.ads: is not supported yet: petrel reads resources "
-            "from files (path_config_source)");
+            "dynamic_resources.ads_config.api_type: is required (GRPC)",
+            "dynamic_resources.ads_config.grpc_services: must name exactly one service (has 0)");
+    REJECTS("{'dynamic_resources': {'ads_config': {'api_type': 'DELTA_GRPC', "
+            "'grpc_services': [{'google_grpc': {}}]}}}",
+            "dynamic_resources.ads_config.api_type: \"DELTA_GRPC\" is not supported",
+            "dynamic_resources.ads_config.grpc_services[0].envoy_grpc: is required",
+            "dynamic_resources.ads_config.grpc_services[0].google_grpc: field is not supported");
+    REJECTS("{'dynamic_resources': {'cds_config': {'ads': {}, 'path': '/x'}}}",
+            "dynamic_resources.cds_config.ads: and path_config_source are both given");
+    REJECTS("{'dynamic_resources': {'cds_config': {'api_config_source': {}}}}",
+            "dynamic_resources.cds_config.api_config_source: is not supported yet: petrel reads "
+            "resources from files (path_config_source) or over ADS (ads)");
     REJECTS("{'dynamic_resources': {'cds_config': {'resource_api_version': 'V2', "
             "'path': '/x'}}}",
             "dynamic_resources.cds_config.resource_api_version: \"V2\" is not supported");
     REJECTS("{'dynamic_resources': {'cds_config': {'initial_fetch_timeout': '1s'}}}",
-            "dynamic_resources.cds_config: needs path_config_source (petrel reads resources "
-            "from files)");
+            "dynamic_resources.cds_config: needs path_config_source or ads (petrel reads "
+            "resources from files or over ADS)");
     REJECTS("{'dynamic_resources': {'cds_config': {'path_config_source': "
             "{'watched_directory': {}}}}}",
             "dynamic_resources.cds_config.path_config_source.path: is required",

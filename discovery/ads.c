@@ -1,0 +1,515 @@
+#include "discovery/ads.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "discovery/grpc_stream.h"
+#include "proxy/cluster.h"
+#include "proxy/cluster_manager.h"
+#include "proxy/log.h"
+#include "proxy/proto_json.h"
+#include "proxy/protobuf.h"
+#include "proxy/random.h"
+#include "proxy/stats.h"
+#include "proxy/view.h"
+#include "proxy/worker.h"
+
+#define ADS_PATH "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+#define BACKOFF_BASE_MS 500
+#define BACKOFF_MAX_MS  30000
+#define GRPC_INVALID_ARGUMENT 3
+
+/* One resource type on the stream: its watches, and what the control plane last said. */
+typedef struct type_state {
+    char *type_url;
+    pt_ads_watch_t *watches;
+    char *version; /* version_info last accepted ("" before one): sent in every request */
+    char *nonce;   /* of the last response on this stream ("" before one) */
+    int wildcard;  /* LDS and CDS: a watch wants every resource unless it names some */
+    int asked;     /* a request went out on this stream: an empty list then unsubscribes */
+    struct type_state *next;
+} type_state_t;
+
+struct pt_ads_watch {
+    pt_ads_t *ads;
+    type_state_t *type;
+    pt_file_subscription_cb cb;
+    void *data;
+    pt_subscription_stats_t stats;
+    char *what;
+    char *version;
+    char **names; /* NULL with nnames 0: the wildcard */
+    size_t nnames;
+    int dead;     /* unwatched while a response was being delivered: freed after it */
+    pt_ads_watch_t *next;
+};
+
+struct pt_ads {
+    char *cluster_name;
+    int node_first_only;
+    json_t *node;
+    pt_cluster_manager_t *cm;
+    pt_worker_t *worker;
+    pt_grpc_stream_t *stream; /* NULL between streams */
+    int node_sent;            /* on this stream */
+    int connected;
+    int stopped;              /* shutting down: no more streams */
+    uint64_t backoff_ms;      /* the next retry's ceiling */
+    ev_timer retry;
+    unsigned delivering;      /* responses being handed out (watches are not freed then) */
+    type_state_t *types;
+    pt_stat_t connected_state;
+};
+
+static pt_ads_t *current;
+
+pt_ads_t *pt_ads_current(void)
+{
+    return current;
+}
+
+void pt_ads_set_current(pt_ads_t *a)
+{
+    current = a;
+}
+
+static int set_str(char **slot, const char *v)
+{
+    char *copy = strdup(v != NULL ? v : "");
+    if (copy == NULL)
+        return -1;
+    free(*slot);
+    *slot = copy;
+    return 0;
+}
+
+/* ---- requests ------------------------------------------------------------------------ */
+
+/* Sends the type's DiscoveryRequest: its names (the union of its watches', or none for a
+ * wildcard), the version it has, the last nonce, and error_detail for a NACK. */
+static void send_request(pt_ads_t *a, type_state_t *t, const char *nack)
+{
+    if (a->stream == NULL)
+        return;
+    int any = t->wildcard;
+    for (pt_ads_watch_t *w = t->watches; w != NULL && !any; w = w->next)
+        any = !w->dead && w->nnames > 0;
+    if (!any && !t->asked)
+        return; /* nothing named yet: an empty list would ask for everything */
+    t->asked = 1;
+    json_t *req = json_object();
+    json_t *names = json_array();
+    int wildcard = 0;
+    for (pt_ads_watch_t *w = t->watches; w != NULL; w = w->next) {
+        if (w->dead)
+            continue;
+        if (w->names == NULL && t->wildcard)
+            wildcard = 1;
+        for (size_t i = 0; i < w->nnames; i++)
+            json_array_append_new(names, json_string(w->names[i]));
+    }
+    if (wildcard)
+        json_array_clear(names);
+    json_object_set_new(req, "version_info", json_string(t->version));
+    json_object_set_new(req, "resource_names", names);
+    json_object_set_new(req, "type_url", json_string(t->type_url));
+    json_object_set_new(req, "response_nonce", json_string(t->nonce));
+    if (!a->node_sent || !a->node_first_only)
+        json_object_set(req, "node", a->node);
+    if (nack != NULL) {
+        json_t *status = json_object();
+        json_object_set_new(status, "code", json_integer(GRPC_INVALID_ARGUMENT));
+        json_object_set_new(status, "message", json_string(nack));
+        json_object_set_new(req, "error_detail", status);
+    }
+    pt_pb_writer_t w;
+    pt_pb_writer_init(&w);
+    char err[256];
+    const pt_pb_message_t *m = pt_pb_message_find("envoy.service.discovery.v3.DiscoveryRequest");
+    if (m == NULL || pt_pb_from_json(m, req, &w, err, sizeof(err)) != 0 || w.failed)
+        pt_error("ads: cannot encode a request for %s", t->type_url);
+    else if (pt_grpc_stream_send(a->stream, w.buf, w.len) == 0)
+        a->node_sent = 1;
+    pt_pb_writer_dispose(&w);
+    json_decref(req);
+}
+
+/* ---- responses ----------------------------------------------------------------------- */
+
+static type_state_t *type_of(pt_ads_t *a, const char *type_url)
+{
+    for (type_state_t *t = a->types; t != NULL; t = t->next)
+        if (strcmp(t->type_url, type_url) == 0)
+            return t;
+    return NULL;
+}
+
+/* type_url (field 4) and nonce (field 5) of a response that did not decode: enough to
+ * NACK it. */
+static void raw_envelope(const void *msg, size_t len, char *type_url, size_t tlen, char *nonce,
+                         size_t nlen)
+{
+    pt_pb_reader_t r;
+    pt_pb_reader_init(&r, msg, len);
+    type_url[0] = nonce[0] = '\0';
+    while (!pt_pb_reader_done(&r)) {
+        uint32_t field;
+        int wt;
+        if (pt_pb_read_tag(&r, &field, &wt) != 0)
+            return;
+        if (wt == PT_PB_WIRE_LEN && (field == 4 || field == 5)) {
+            const uint8_t *p;
+            size_t n;
+            if (pt_pb_read_len(&r, &p, &n) != 0)
+                return;
+            char *out = field == 4 ? type_url : nonce;
+            size_t cap = field == 4 ? tlen : nlen;
+            snprintf(out, cap, "%.*s", (int)(n < cap ? n : cap - 1), (const char *)p);
+        } else if (pt_pb_skip(&r, wt) != 0) {
+            return;
+        }
+    }
+}
+
+static void free_watch(pt_ads_watch_t *w)
+{
+    for (size_t i = 0; i < w->nnames; i++)
+        free(w->names[i]);
+    free(w->names);
+    free(w->what);
+    free(w->version);
+    free(w);
+}
+
+/* Frees the watches unwatched while responses were handed out. */
+static void reap_watches(pt_ads_t *a)
+{
+    for (type_state_t *t = a->types; t != NULL; t = t->next)
+        for (pt_ads_watch_t **pp = &t->watches; *pp != NULL;) {
+            pt_ads_watch_t *w = *pp;
+            if (!w->dead) {
+                pp = &w->next;
+                continue;
+            }
+            *pp = w->next;
+            free_watch(w);
+        }
+}
+
+/* Hands a checked response to each watch of its type; 0 when every one accepted it, else
+ * -1 with the first refusal in err. */
+static int deliver(pt_ads_t *a, type_state_t *t, const pt_discovery_response_t *resp, char *err,
+                   size_t errlen)
+{
+    int refused = 0;
+    a->delivering++;
+    for (pt_ads_watch_t *w = t->watches; w != NULL; w = w->next) {
+        if (w->dead)
+            continue;
+        char why[2048];
+        why[0] = '\0';
+        pt_stat_inc(w->stats.update_attempt);
+        if (w->cb(w->data, resp, why, sizeof(why)) != 0) {
+            pt_stat_inc(w->stats.update_rejected);
+            pt_warn("ads: %s version %s rejected: %s", w->what, resp->version_info, why);
+            if (!refused)
+                snprintf(err, errlen, "%s", why[0] ? why : "rejected");
+            refused = 1;
+            continue;
+        }
+        if (w->dead)
+            continue;
+        pt_stat_inc(w->stats.update_success);
+        pt_stat_set_text(w->stats.version_text, resp->version_info);
+        set_str(&w->version, resp->version_info);
+    }
+    if (--a->delivering == 0)
+        reap_watches(a);
+    return refused ? -1 : 0;
+}
+
+static void on_message(void *data, const void *msg, size_t len)
+{
+    pt_ads_t *a = data;
+    if (!a->connected) {
+        a->connected = 1;
+        pt_stat_set(a->connected_state, 1);
+    }
+    a->backoff_ms = BACKOFF_BASE_MS; /* the control plane answers: start over */
+    char err[4096];
+    const pt_pb_message_t *m = pt_pb_message_find("envoy.service.discovery.v3.DiscoveryResponse");
+    json_t *root = pt_pb_to_json(m, msg, len, NULL, err, sizeof(err));
+    char type_url[256], nonce[256];
+    if (root == NULL) {
+        raw_envelope(msg, len, type_url, sizeof(type_url), nonce, sizeof(nonce));
+    } else {
+        json_t *tu = json_object_get(root, "type_url"), *nn = json_object_get(root, "nonce");
+        snprintf(type_url, sizeof(type_url), "%s", json_is_string(tu) ? json_string_value(tu) : "");
+        snprintf(nonce, sizeof(nonce), "%s", json_is_string(nn) ? json_string_value(nn) : "");
+    }
+    type_state_t *t = type_of(a, type_url);
+    if (t == NULL) {
+        pt_warn("ads: a response for %s, which nothing watches: ignored",
+                type_url[0] ? type_url : "(no type_url)");
+        json_decref(root);
+        return;
+    }
+    set_str(&t->nonce, nonce);
+    int rc = -1;
+    if (root != NULL) {
+        pt_discovery_response_t resp;
+        rc = pt_discovery_response_parse(root, type_url, &resp, err, sizeof(err));
+        if (rc == 0) {
+            rc = deliver(a, t, &resp, err, sizeof(err));
+            if (rc == 0) {
+                set_str(&t->version, resp.version_info);
+                pt_info("ads: %s version %s accepted", type_url, resp.version_info);
+            }
+        } else {
+            for (pt_ads_watch_t *w = t->watches; w != NULL; w = w->next) {
+                pt_stat_inc(w->stats.update_attempt);
+                pt_stat_inc(w->stats.update_rejected);
+            }
+            pt_warn("ads: %s rejected: %s", type_url, err);
+        }
+        pt_discovery_response_dispose(&resp);
+        json_decref(root);
+    } else {
+        pt_warn("ads: %s rejected: %s", type_url, err);
+    }
+    /* The watches may have ended the stream (the last one gone): nothing to answer then. */
+    if (a->stream != NULL)
+        send_request(a, t, rc == 0 ? NULL : err);
+}
+
+/* ---- the stream ---------------------------------------------------------------------- */
+
+static void open_stream(pt_ads_t *a);
+
+static void on_retry(struct ev_loop *loop, ev_timer *tm, int revents)
+{
+    (void)loop, (void)revents;
+    open_stream(tm->data);
+}
+
+/* The next attempt after a jittered wait: uniform in [0, backoff], the ceiling doubling up
+ * to 30 s (Envoy's JitteredExponentialBackOffStrategy with its defaults for xDS). */
+static void schedule_retry(pt_ads_t *a)
+{
+    uint64_t wait = a->backoff_ms > 0 ? pt_random_u64() % (a->backoff_ms + 1) : 0;
+    a->backoff_ms = a->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : a->backoff_ms * 2;
+    ev_timer_stop(a->worker->loop, &a->retry);
+    ev_timer_set(&a->retry, (double)wait / 1000.0, 0.);
+    ev_timer_start(a->worker->loop, &a->retry);
+}
+
+static void on_open(void *data)
+{
+    pt_ads_t *a = data;
+    if (!a->connected) {
+        a->connected = 1;
+        pt_stat_set(a->connected_state, 1);
+        pt_info("ads: connected to %s", a->cluster_name);
+    }
+}
+
+static void on_close(void *data, int status, const char *message)
+{
+    pt_ads_t *a = data;
+    pt_warn("ads: stream to %s closed (grpc-status %d%s%s); the last accepted config stays",
+            a->cluster_name, status, message[0] ? ": " : "", message);
+    pt_grpc_stream_free(a->stream);
+    a->stream = NULL;
+    a->connected = 0;
+    pt_stat_set(a->connected_state, 0);
+    if (!a->stopped)
+        schedule_retry(a);
+}
+
+static const pt_grpc_stream_callbacks_t stream_callbacks = {
+    .on_open = on_open,
+    .on_message = on_message,
+    .on_close = on_close,
+};
+
+static void open_stream(pt_ads_t *a)
+{
+    if (a->stream != NULL || a->stopped)
+        return;
+    char err[256];
+    pt_view_t *view = pt_cluster_manager_view(a->cm);
+    pt_cluster_t *c = view != NULL ? pt_view_find_cluster(view, a->cluster_name) : NULL;
+    if (c == NULL) {
+        pt_warn("ads: cluster %s does not exist (yet)", a->cluster_name);
+    } else {
+        a->stream = pt_grpc_stream_open(c, a->worker, ADS_PATH, a->cluster_name,
+                                        &stream_callbacks, a, err, sizeof(err));
+        if (a->stream == NULL)
+            pt_warn("ads: %s", err);
+    }
+    pt_view_unref(view);
+    if (a->stream == NULL) {
+        schedule_retry(a);
+        return;
+    }
+    /* A new stream: every type is asked for again, with the version it has (Envoy's
+     * resumption), and the node goes with the first request. */
+    a->node_sent = 0;
+    for (type_state_t *t = a->types; t != NULL; t = t->next) {
+        set_str(&t->nonce, "");
+        t->asked = 0;
+        if (t->watches != NULL)
+            send_request(a, t, NULL);
+    }
+}
+
+pt_ads_t *pt_ads_new(const pt_ads_config_t *cfg, pt_cluster_manager_t *cm, pt_worker_t *w)
+{
+    pt_ads_t *a = calloc(1, sizeof(*a));
+    if (a == NULL || (a->cluster_name = strdup(cfg->cluster_name)) == NULL) {
+        free(a);
+        return NULL;
+    }
+    a->node_first_only = cfg->set_node_on_first_message_only;
+    a->node = cfg->node != NULL ? json_incref(cfg->node) : json_object();
+    a->cm = cm;
+    a->worker = w;
+    a->backoff_ms = BACKOFF_BASE_MS;
+    ev_timer_init(&a->retry, on_retry, 0., 0.);
+    a->retry.data = a;
+    a->connected_state = pt_stats_gauge("control_plane", NULL, NULL, "connected_state");
+    return a;
+}
+
+void pt_ads_start(pt_ads_t *a)
+{
+    open_stream(a);
+}
+
+void pt_ads_stop(pt_ads_t *a)
+{
+    if (a == NULL)
+        return;
+    a->stopped = 1;
+    if (a->worker->loop != NULL)
+        ev_timer_stop(a->worker->loop, &a->retry);
+    pt_grpc_stream_free(a->stream);
+    a->stream = NULL;
+}
+
+void pt_ads_free(pt_ads_t *a)
+{
+    if (a == NULL)
+        return;
+    if (current == a)
+        current = NULL;
+    pt_ads_stop(a);
+    while (a->types != NULL) {
+        type_state_t *t = a->types;
+        a->types = t->next;
+        while (t->watches != NULL) {
+            pt_ads_watch_t *w = t->watches;
+            t->watches = w->next;
+            free_watch(w);
+        }
+        free(t->type_url);
+        free(t->version);
+        free(t->nonce);
+        free(t);
+    }
+    json_decref(a->node);
+    free(a->cluster_name);
+    free(a);
+}
+
+/* ---- watches ------------------------------------------------------------------------- */
+
+pt_ads_watch_t *pt_ads_watch(pt_ads_t *a, const pt_file_subscription_config_t *cfg,
+                             pt_file_subscription_cb cb, void *data)
+{
+    type_state_t *t = type_of(a, cfg->type_url);
+    if (t == NULL) {
+        t = calloc(1, sizeof(*t));
+        if (t == NULL || set_str(&t->type_url, cfg->type_url) != 0 ||
+            set_str(&t->version, "") != 0 || set_str(&t->nonce, "") != 0) {
+            if (t != NULL) {
+                free(t->type_url);
+                free(t->version);
+                free(t);
+            }
+            return NULL;
+        }
+        /* Listeners and clusters are the types a control plane sends whole (wildcard). */
+        t->wildcard = strcmp(cfg->type_url, "type.googleapis.com/envoy.config.listener.v3.Listener") == 0 ||
+                      strcmp(cfg->type_url, "type.googleapis.com/envoy.config.cluster.v3.Cluster") == 0;
+        t->next = a->types;
+        a->types = t;
+    }
+    pt_ads_watch_t *w = calloc(1, sizeof(*w));
+    if (w == NULL || set_str(&w->version, "") != 0 ||
+        set_str(&w->what, cfg->what ? cfg->what : cfg->type_url) != 0) {
+        if (w != NULL)
+            free_watch(w);
+        return NULL;
+    }
+    w->ads = a;
+    w->type = t;
+    w->cb = cb;
+    w->data = data;
+    pt_subscription_stats_init(&w->stats, cfg);
+    w->next = t->watches;
+    t->watches = w;
+    send_request(a, t, NULL);
+    return w;
+}
+
+int pt_ads_watch_set_names(pt_ads_watch_t *w, const char *const *names, size_t n)
+{
+    int same = names != NULL && w->names != NULL && n == w->nnames;
+    for (size_t i = 0; same && i < n; i++)
+        same = strcmp(names[i], w->names[i]) == 0;
+    if (same || (names == NULL && w->names == NULL))
+        return 0;
+    char **copy = NULL;
+    if (names != NULL) {
+        copy = calloc(n ? n : 1, sizeof(*copy));
+        if (copy == NULL)
+            return -1;
+        for (size_t i = 0; i < n; i++)
+            if ((copy[i] = strdup(names[i])) == NULL) {
+                while (i-- > 0)
+                    free(copy[i]);
+                free(copy);
+                return -1;
+            }
+    }
+    for (size_t i = 0; i < w->nnames; i++)
+        free(w->names[i]);
+    free(w->names);
+    w->names = copy;
+    w->nnames = names != NULL ? n : 0;
+    send_request(w->ads, w->type, NULL);
+    return 0;
+}
+
+void pt_ads_unwatch(pt_ads_watch_t *w)
+{
+    if (w == NULL)
+        return;
+    pt_ads_t *a = w->ads;
+    w->dead = 1;
+    /* The control plane no longer needs to send what only this watch wanted. */
+    send_request(a, w->type, NULL);
+    if (a->delivering == 0)
+        reap_watches(a);
+}
+
+const char *pt_ads_watch_version(const pt_ads_watch_t *w)
+{
+    return w->version;
+}
+
+const pt_subscription_stats_t *pt_ads_watch_stats(const pt_ads_watch_t *w)
+{
+    return &w->stats;
+}
