@@ -462,6 +462,9 @@ static int decode_field(pbctx_t *c, const pt_pb_message_t *m, const pt_pb_field_
             while (!pt_pb_reader_done(&packed))
                 if (decode_element(c, f, scalar_wt, &packed, arr) < 0)
                     return -1;
+            /* An empty packed record adds nothing: proto3 JSON writes no empty list. */
+            if (json_array_size(arr) == 0)
+                json_object_del(obj, f->name);
             return 0;
         }
         return decode_element(c, f, wt, rd, arr);
@@ -647,7 +650,21 @@ static int field_mask_json(pbctx_t *c, json_t *tmp, json_t **out)
     json_t *paths = json_object_get(tmp, "paths");
     size_t total = 1, i;
     json_t *p;
-    json_array_foreach(paths, i, p) total += json_string_length(p) + 1;
+    json_array_foreach(paths, i, p)
+    {
+        /* proto3 JSON can only write a path of lower-case words: "a_b" is "aB", so "aB" or
+         * "a_1" or a comma (or an empty path) would not read back as itself. */
+        const char *s = json_string_value(p);
+        if (s[0] == '\0')
+            return fail(c, "FieldMask has an empty path");
+        for (size_t k = 0; s[k] != '\0'; k++)
+            if ((s[k] >= 'A' && s[k] <= 'Z') || s[k] == ',' ||
+                (s[k] == '_' && !(s[k + 1] >= 'a' && s[k + 1] <= 'z'))) {
+                char q[256];
+                return fail(c, "FieldMask path %s has no JSON form", pt_cfg_quote(s, q, sizeof(q)));
+            }
+        total += json_string_length(p) + 1;
+    }
     char *buf = malloc(total), *o = buf;
     if (buf == NULL)
         return fail(c, "out of memory");
