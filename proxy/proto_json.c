@@ -132,6 +132,13 @@ static int wire_type_of(int type)
     return PT_PB_WIRE_VARINT;
 }
 
+/* Whether d is a whole number within [-limit, limit] (limit below 2^63). Without libm's
+ * floor(): the core links no libm. */
+static int whole(double d, double limit)
+{
+    return d >= -limit && d <= limit && d == (double)(int64_t)d;
+}
+
 /* ---- decoding ------------------------------------------------------------------------- */
 
 /* Well-formed UTF-8 (no overlong forms, no surrogates, nothing past U+10FFFF) without NUL. */
@@ -635,7 +642,7 @@ static json_t *value_json(pbctx_t *c, json_t *tmp)
                 fail(c, "a Value's number is not finite");
                 return NULL;
             }
-            if (d == floor(d) && fabs(d) <= 9007199254740992.0)
+            if (whole(d, 9007199254740992.0))
                 return made(c, json_integer((json_int_t)d));
             return json_incref(v);
         }
@@ -850,8 +857,7 @@ static int json_to_int(pbctx_t *c, json_t *v, int64_t min, int64_t max, int64_t 
 {
     if (json_is_integer(v)) {
         *out = (int64_t)json_integer_value(v);
-    } else if (json_is_real(v) && json_real_value(v) == floor(json_real_value(v)) &&
-               fabs(json_real_value(v)) < 9.2e18) {
+    } else if (json_is_real(v) && whole(json_real_value(v), 9.2e18)) {
         *out = (int64_t)json_real_value(v);
     } else if (json_is_string(v)) {
         char *end;
