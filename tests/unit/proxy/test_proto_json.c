@@ -117,7 +117,8 @@ static const char *decode_buf(const pt_pb_message_t *m, const uint8_t *p, size_t
 {
     /* An exact-size heap copy: ASan reports any read past the end. */
     uint8_t *copy = malloc(n ? n : 1);
-    memcpy(copy, p, n);
+    if (n > 0)
+        memcpy(copy, p, n);
     json_t *t = pt_pb_to_json(m, copy, n, path, err, sizeof(err));
     free(copy);
     if (t == NULL) {
