@@ -132,6 +132,13 @@ static int wire_type_of(int type)
     return PT_PB_WIRE_VARINT;
 }
 
+/* Whether d is a whole number within [-limit, limit] (limit below 2^63). Without libm's
+ * floor(): the core links no libm. */
+static int whole(double d, double limit)
+{
+    return d >= -limit && d <= limit && d == (double)(int64_t)d;
+}
+
 /* ---- decoding ------------------------------------------------------------------------- */
 
 /* Well-formed UTF-8 (no overlong forms, no surrogates, nothing past U+10FFFF) without NUL. */
@@ -462,6 +469,9 @@ static int decode_field(pbctx_t *c, const pt_pb_message_t *m, const pt_pb_field_
             while (!pt_pb_reader_done(&packed))
                 if (decode_element(c, f, scalar_wt, &packed, arr) < 0)
                     return -1;
+            /* An empty packed record adds nothing: proto3 JSON writes no empty list. */
+            if (json_array_size(arr) == 0)
+                json_object_del(obj, f->name);
             return 0;
         }
         return decode_element(c, f, wt, rd, arr);
@@ -632,7 +642,7 @@ static json_t *value_json(pbctx_t *c, json_t *tmp)
                 fail(c, "a Value's number is not finite");
                 return NULL;
             }
-            if (d == floor(d) && fabs(d) <= 9007199254740992.0)
+            if (whole(d, 9007199254740992.0))
                 return made(c, json_integer((json_int_t)d));
             return json_incref(v);
         }
@@ -647,7 +657,21 @@ static int field_mask_json(pbctx_t *c, json_t *tmp, json_t **out)
     json_t *paths = json_object_get(tmp, "paths");
     size_t total = 1, i;
     json_t *p;
-    json_array_foreach(paths, i, p) total += json_string_length(p) + 1;
+    json_array_foreach(paths, i, p)
+    {
+        /* proto3 JSON can only write a path of lower-case words: "a_b" is "aB", so "aB" or
+         * "a_1" or a comma (or an empty path) would not read back as itself. */
+        const char *s = json_string_value(p);
+        if (s[0] == '\0')
+            return fail(c, "FieldMask has an empty path");
+        for (size_t k = 0; s[k] != '\0'; k++)
+            if ((s[k] >= 'A' && s[k] <= 'Z') || s[k] == ',' ||
+                (s[k] == '_' && !(s[k + 1] >= 'a' && s[k + 1] <= 'z'))) {
+                char q[256];
+                return fail(c, "FieldMask path %s has no JSON form", pt_cfg_quote(s, q, sizeof(q)));
+            }
+        total += json_string_length(p) + 1;
+    }
     char *buf = malloc(total), *o = buf;
     if (buf == NULL)
         return fail(c, "out of memory");
@@ -833,8 +857,7 @@ static int json_to_int(pbctx_t *c, json_t *v, int64_t min, int64_t max, int64_t 
 {
     if (json_is_integer(v)) {
         *out = (int64_t)json_integer_value(v);
-    } else if (json_is_real(v) && json_real_value(v) == floor(json_real_value(v)) &&
-               fabs(json_real_value(v)) < 9.2e18) {
+    } else if (json_is_real(v) && whole(json_real_value(v), 9.2e18)) {
         *out = (int64_t)json_real_value(v);
     } else if (json_is_string(v)) {
         char *end;

@@ -7,7 +7,8 @@ set -eu
 what=${1:-test}
 
 build_pkgs="build-essential cmake pkg-config libssl-dev libnghttp2-dev libev-dev libc-ares-dev libjansson-dev libyaml-dev"
-test_pkgs="clang libclang-rt-14-dev python3 python3-h2 python3-grpcio curl openssl prometheus iproute2 procps valgrind"
+# nodejs and npm: the protobuf schema check (tests/proto_schema), never the build.
+test_pkgs="clang libclang-rt-14-dev python3 python3-h2 python3-grpcio curl openssl prometheus iproute2 procps valgrind nodejs npm"
 bench_pkgs="haproxy nginx wrk iperf3 nghttp2-client"
 
 case "$what" in

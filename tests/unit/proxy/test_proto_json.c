@@ -117,7 +117,8 @@ static const char *decode_buf(const pt_pb_message_t *m, const uint8_t *p, size_t
 {
     /* An exact-size heap copy: ASan reports any read past the end. */
     uint8_t *copy = malloc(n ? n : 1);
-    memcpy(copy, p, n);
+    if (n > 0)
+        memcpy(copy, p, n);
     json_t *t = pt_pb_to_json(m, copy, n, path, err, sizeof(err));
     free(copy);
     if (t == NULL) {
@@ -210,7 +211,8 @@ static void test_repeated_occurrences(void)
                  "{\"r_int32\":[1,2,3,150],\"r_string\":[\"a\",\"\"]}");
     PT_CHECK_STR(decode_hex(&all, "92 02 10 00 00 00 00 00 00 f0 3f 00 00 00 00 00 00 00 c0"),
                  "{\"r_double\":[1.0,-2.0]}");
-    PT_CHECK_STR(decode_hex(&all, "9a 01 00"), "{\"r_int32\":[]}");
+    PT_CHECK_STR(decode_hex(&all, "9a 01 00"), "{}");
+    PT_CHECK_STR(decode_hex(&all, "98 01 01 9a 01 00"), "{\"r_int32\":[1]}");
     /* Maps: an entry without its value has the default; a later key replaces. */
     PT_CHECK_STR(decode_hex(&all, "aa 01 05 0a 01 6b 10 07 aa 01 04 0a 02 6b 32"
                                   "aa 01 05 0a 01 6b 10 09 aa 01 00"),
@@ -264,6 +266,8 @@ static void test_malformed(void)
         {"82 02 02 08 01", "ERROR: empty: unknown field number 1 of google.protobuf.Empty"},
         {"e2 01 02 10 01", "ERROR: u32w: unknown field number 2 of google.protobuf.UInt32Value"},
         {"e2 01 02 0d 00", "ERROR: u32w.value: wire type 5 does not fit a field of type uint32"},
+        {"fa 01 04 0a 02 61 42", "ERROR: fm: FieldMask path \"aB\" has no JSON form"},
+        {"fa 01 05 0a 03 61 5f 31", "ERROR: fm: FieldMask path \"a_1\" has no JSON form"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         const char *got = decode_hex(&all, cases[i].hex);
