@@ -172,7 +172,7 @@ static void parse_http_filters(pt_cfg_t *r, pt_config_t *cfg, pt_hcm_config_t *h
 void pt_http2_options_parse(pt_cfg_t *r, pt_http2_options_t *o)
 {
     static const char *const h2_unsupported[] = {
-        "allow_connect", "allow_metadata", "stream_error_on_invalid_http_messaging",
+        "allow_metadata", "stream_error_on_invalid_http_messaging",
         "custom_settings_parameters", "use_oghttp2_codec", "max_metadata_size", NULL};
     pt_cfg_unsupported(r, h2_unsupported);
     uint64_t v;
@@ -198,6 +198,8 @@ void pt_http2_options_parse(pt_cfg_t *r, pt_http2_options_t *o)
     int b;
     pt_cfg_bool(r, "override_stream_error_on_invalid_http_message", &b, 0);
     o->override_stream_error = b;
+    pt_cfg_bool(r, "allow_connect", &b, 0);
+    o->allow_connect = b;
     o->keepalive_jitter_pct = 15;
     if (pt_cfg_enter(r, "connection_keepalive") > 0) {
         static const char *const ka_unsupported[] = {"connection_idle_interval", NULL};
@@ -1219,6 +1221,8 @@ static void stream_complete(pt_http_stream_t *s)
         pt_access_log_write(hc->access_logs[i], &s->info);
     pt_stat_dec(hc->stats.downstream_rq_active);
     pt_stat_inc(hc->stats.downstream_rq_completed);
+    if (s->flags & PT_HS_UPGRADED)
+        pt_stat_dec(hc->stats.downstream_cx_upgrades_active);
     h->closed_streams++;
     if (s->prev != NULL)
         s->prev->next = s->next;
@@ -1271,7 +1275,12 @@ void pt_http_stream_encode_headers(pt_http_stream_t *s, pt_http_headers_t *h, in
     if (status == 101 && (s->flags & PT_HS_UPGRADE)) {
         pt_stat_inc(hc->stats.downstream_cx_upgrades_total);
         pt_stat_inc(hc->stats.downstream_cx_upgrades_active);
-        s->hcm->upgraded = 1;
+        /* An HTTP/1 connection is the tunnel; on HTTP/2 (extended CONNECT) one stream is,
+         * among others, and the gauge goes down when that stream ends. */
+        if (s->hcm->http2)
+            s->flags |= PT_HS_UPGRADED;
+        else
+            s->hcm->upgraded = 1;
         /* A tunnel has no request timeout. */
         ev_timer_stop(s->worker->loop, &s->request_timer);
     }

@@ -164,6 +164,7 @@ enum pt_http_stream_flags {
     PT_HS_READ_PAUSED = 1u << 10,   /* we paused the downstream for pending_body */
     PT_HS_HAS_TRAILERS = 1u << 11,
     PT_HS_HEADERS_TIMER = 1u << 12, /* request_timer is the request_headers_timeout (HTTP/2) */
+    PT_HS_UPGRADED = 1u << 13,      /* an HTTP/2 tunnel: the stream holds upgrades_active */
 };
 
 struct pt_http_stream {
