@@ -113,6 +113,7 @@ typedef struct pt_cluster_http2 {
     uint32_t hpack_table_size;               /* default 4096 */
     uint64_t keepalive_interval_ms;          /* connection_keepalive.interval, 0 = off */
     uint64_t keepalive_timeout_ms;           /* connection_keepalive.timeout */
+    int allow_connect; /* accepted as Envoy does; upgrades go as extended CONNECT regardless */
 } pt_cluster_http2_t;
 
 typedef enum pt_cluster_type { PT_CLUSTER_STATIC, PT_CLUSTER_EDS } pt_cluster_type_t;

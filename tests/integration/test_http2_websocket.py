@@ -130,7 +130,9 @@ class H2WsUpstream:
                     if isinstance(ev, h2.events.RequestReceived):
                         hd = dict(ev.headers)
                         self.requests.append(hd)
-                        if self.enable:
+                        if ':protocol' not in hd:      # a plain request
+                            c.send_headers(ev.stream_id, [(':status', '200')], end_stream=True)
+                        elif self.enable:
                             c.send_headers(ev.stream_id, [(':status', str(self.status))],
                                            end_stream=self.status != 200)
                         else:
@@ -303,6 +305,86 @@ class ToHttp1Upstream(Base):
         self.assertEqual(c.goaway.error_code if c.goaway else st.reset, 1)  # PROTOCOL_ERROR
         p.wait_stat('http2.rx_messaging_error', 1)
         self.assertEqual(len(self.up.requests), 0)
+
+
+class ToHttp2Upstream(Base):
+
+    def test_h2_client_stays_extended_connect(self):
+        up = H2WsUpstream()
+        self.addCleanup(up.close)
+        p = self.start(up.port, upgrade_configs=WS, cluster_extra=H2_CLUSTER)
+        c = self.client()
+        sid, st = open_ws(c)
+        self.assertEqual(st.status, 200, st.headers)
+        rq = up.requests[0]
+        self.assertEqual(rq[':method'], 'CONNECT')
+        self.assertEqual(rq[':protocol'], 'websocket')
+        self.assertEqual(rq[':path'], '/ws')
+        self.assertNotIn('upgrade', rq)
+        self.assertNotIn('connection', rq)
+        r = StreamReader(c, st)
+        c.send_data(sid, b'ping-pong')
+        r.client.pump(lambda: len(st.data) >= 9, message='echo')
+        self.assertEqual(bytes(st.data), b'ping-pong')
+        c.send_data(sid, b'', end=True)
+        c.pump(lambda: st.ended or st.reset is not None, message='tunnel end')
+        p.wait_stat('http.ingress.downstream_cx_upgrades_active', 0)
+
+    def test_h1_client_becomes_extended_connect(self):
+        up = H2WsUpstream()
+        self.addCleanup(up.close)
+        p = self.start(up.port, upgrade_configs=WS, cluster_extra=H2_CLUSTER)
+        s = h.tcp_connect(self.port)
+        self.addCleanup(s.close)
+        resp = websocket_client_handshake(s, 'ws.test', '/ws', check=False)
+        self.assertEqual(resp.status, 101)
+        self.assertEqual(resp.get('upgrade', '').lower(), 'websocket')
+        self.assertIn('upgrade', resp.get('connection', '').lower())
+        rq = up.requests[0]
+        self.assertEqual(rq[':method'], 'CONNECT')
+        self.assertEqual(rq[':protocol'], 'websocket')
+        s.sendall(b'raw tunnel bytes')
+        self.assertEqual(h.recv_exact(s, 16), b'raw tunnel bytes')
+        p.wait_stat('http.ingress.downstream_cx_upgrades_active', 1)
+        s.close()
+        p.wait_stat('http.ingress.downstream_cx_upgrades_active', 0)
+
+    def test_h1_client_upstream_refuses(self):
+        # A non-200 answer to the extended CONNECT is an ordinary response: no tunnel.
+        up = H2WsUpstream(status=403)
+        self.addCleanup(up.close)
+        p = self.start(up.port, upgrade_configs=WS, cluster_extra=H2_CLUSTER)
+        s = h.tcp_connect(self.port)
+        self.addCleanup(s.close)
+        resp = websocket_client_handshake(s, 'ws.test', '/ws', check=False)
+        self.assertEqual(resp.status, 403)
+        self.assertEqual(p.stat('http.ingress.downstream_cx_upgrades_total', 0), 0)
+
+    def test_upstream_reset_ends_tunnel(self):
+        up = H2WsUpstream()
+        up.reset_on = b'reset-me'
+        self.addCleanup(up.close)
+        p = self.start(up.port, upgrade_configs=WS, cluster_extra=H2_CLUSTER)
+        c = self.client()
+        sid, st = open_ws(c)
+        self.assertEqual(st.status, 200)
+        c.send_data(sid, b'reset-me')
+        c.pump(lambda: st.ended or st.reset is not None, message='tunnel end')
+        p.wait_stat('http.ingress.downstream_cx_upgrades_active', 0)
+        self.assertEqual(c.response(c.request('GET', '/x')).status, 200)
+
+    def test_upstream_without_extended_connect(self):
+        # The upstream did not enable extended CONNECT: it refuses the stream
+        # (RST_STREAM PROTOCOL_ERROR, as nghttp2 does), and the client gets the router's
+        # answer for an upstream protocol error before a response.
+        up = H2WsUpstream(enable=False)
+        self.addCleanup(up.close)
+        self.start(up.port, upgrade_configs=WS, cluster_extra=H2_CLUSTER)
+        c = self.client()
+        sid, st = open_ws(c)
+        c.response(sid)
+        self.assertEqual(st.status, 502)
+        self.assertEqual(c.response(c.request('GET', '/x')).status, 200)
 
 
 class Config(unittest.TestCase):

@@ -519,9 +519,9 @@ static void test_cluster_http_protocol_options(void)
                  "        explicit_http_config: {http3_protocol_options: {}}\n",
                  HPO ".explicit_http_config.http3_protocol_options: field is not supported");
     REJECTS_YAML(HPO_HEAD HPO_KEY HPO_TYPE
-                 "        explicit_http_config: {http2_protocol_options: {allow_connect: true}}\n",
+                 "        explicit_http_config: {http2_protocol_options: {allow_connect: 3}}\n",
                  HPO ".explicit_http_config.http2_protocol_options.allow_connect: "
-                     "field is not supported");
+                     "3 is not a boolean");
     REJECTS_YAML(HPO_HEAD HPO_KEY HPO_TYPE
                  "        explicit_http_config: {http2_protocol_options: {max_streams: 3}}\n",
                  HPO ".explicit_http_config.http2_protocol_options.max_streams: unknown field");
