@@ -50,10 +50,11 @@ static const char *const lb_known[] = {"RING_HASH", "MAGLEV", "CLUSTER_PROVIDED"
 static void parse_common_http_options(pt_cfg_t *r, pt_cluster_t *c)
 {
     static const char *const unsupported[] = {
-        "max_connection_duration", "max_headers_count", "max_stream_duration",
+        "max_headers_count", "max_stream_duration",
         "headers_with_underscores_action", "max_response_headers_kb", NULL};
     pt_cfg_unsupported(r, unsupported);
     pt_cfg_duration_ms(r, "idle_timeout", &c->http_idle_timeout_ms, 3600 * 1000);
+    pt_cfg_duration_ms(r, "max_connection_duration", &c->max_connection_duration_ms, 0);
     uint64_t mr;
     if (pt_cfg_uint(r, "max_requests_per_connection", &mr, 0, 0, UINT32_MAX) > 0)
         c->max_requests_per_connection = (uint32_t)mr;

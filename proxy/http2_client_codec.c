@@ -70,6 +70,7 @@ struct h2_client {
     unsigned destroyed : 1;
     unsigned dead : 1;        /* connection failed or closed: no more I/O */
     unsigned goaway : 1;      /* the peer sent GOAWAY */
+    unsigned draining : 1;    /* we sent GOAWAY (pt_http2_client_codec_goaway) */
     unsigned settings : 1;    /* the peer's first SETTINGS arrived */
     unsigned closed_told : 1; /* on_closed was called */
     unsigned want_flush : 1;  /* a send was asked for inside nghttp2 */
@@ -687,10 +688,23 @@ h2c_create(pt_conn_t *conn, void (*on_closed)(void *, pt_http_client_codec_t *),
     return pt_http2_client_codec_new(conn, NULL, NULL, on_closed, owner);
 }
 
+void pt_http2_client_codec_goaway(pt_http_client_codec_t *codec)
+{
+    h2_client_t *c = (h2_client_t *)codec;
+    if (c->destroyed || c->dead || c->draining)
+        return;
+    c->draining = 1;
+    h2c_enter(c);
+    /* A client's last stream id names server-initiated streams: none (no push). */
+    nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, NULL, 0);
+    h2c_flush(c);
+    h2c_leave(c);
+}
+
 static unsigned h2c_capacity(pt_http_client_codec_t *codec)
 {
     h2_client_t *c = (h2_client_t *)codec;
-    if (c->destroyed || c->dead || c->goaway || c->conn == NULL ||
+    if (c->destroyed || c->dead || c->goaway || c->draining || c->conn == NULL ||
         (c->conn->flags & (PT_CONN_F_ERROR | PT_CONN_F_CLOSED | PT_CONN_F_EOF)))
         return 0;
     /* Stream ids run out at 2^31: the connection then takes no more. */
@@ -706,7 +720,7 @@ static unsigned h2c_capacity(pt_http_client_codec_t *codec)
 static int h2c_reusable(pt_http_client_codec_t *codec)
 {
     h2_client_t *c = (h2_client_t *)codec;
-    return !c->destroyed && !c->dead && !c->goaway && c->conn != NULL &&
+    return !c->destroyed && !c->dead && !c->goaway && !c->draining && c->conn != NULL &&
            !(c->conn->flags & (PT_CONN_F_ERROR | PT_CONN_F_CLOSED | PT_CONN_F_EOF)) &&
            nghttp2_session_get_next_stream_id(c->session) < (1u << 31) - 2;
 }
@@ -716,7 +730,7 @@ static pt_http_codec_stream_t *h2c_new_stream(pt_http_client_codec_t *codec,
                                               pt_arena_t *arena)
 {
     h2_client_t *c = (h2_client_t *)codec;
-    if (c->destroyed || c->dead || c->goaway)
+    if (c->destroyed || c->dead || c->goaway || c->draining)
         return NULL;
     h2c_stream_t *st = calloc(1, sizeof(*st));
     if (st == NULL)

@@ -227,6 +227,10 @@ pt_http_client_codec_t *pt_http2_client_codec_new(pt_conn_t *c,
  * SETTINGS_MAX_CONCURRENT_STREAMS. */
 void pt_http2_client_codec_on_ready(pt_http_client_codec_t *codec, void (*on_ready)(void *owner));
 
+/* Drains the connection: a GOAWAY (NO_ERROR) tells the peer no new stream will come; the
+ * streams open finish, and the codec takes no new one (capacity 0, not reusable). */
+void pt_http2_client_codec_goaway(pt_http_client_codec_t *codec);
+
 /* Frees the calling thread's parser scratch (a worker thread exiting). */
 void pt_http1_codec_thread_cleanup(void);
 
