@@ -102,9 +102,8 @@ static int parse_upgrades(pt_cfg_t *r, pt_arena_t *a, pt_upgrade_config_t **out,
             char *t = pt_arena_strdup(a, type);
             for (char *p = t; *p; p++)
                 *p = (char)tolower((unsigned char)*p);
-            if (strcmp(t, "connect") == 0)
-                pt_cfg_error(r, "upgrade_type", "\"CONNECT\" is not supported");
             (*out)[*n].upgrade_type = t;
+            (*out)[*n].connect_config = 0;
             (*out)[*n].enabled = enabled;
             (*n)++;
         }
@@ -910,7 +909,16 @@ static void hcm_on_headers(void *stream, pt_http_headers_t *headers, int end_str
     }
 
     const char *upgrade = pt_http_headers_get(headers, "upgrade");
-    if (upgrade != NULL && pt_http_headers_get(headers, "connection") != NULL) {
+    if (method != NULL && strcmp(method, "CONNECT") == 0) {
+        /* CONNECT is an upgrade of type CONNECT, as in Envoy: upgrade_configs decide, and a
+         * 2xx answer turns the stream into a tunnel. */
+        if (!upgrade_allowed(s, "connect")) {
+            pt_stat_inc(hc->stats.downstream_rq_ws_on_non_ws_route);
+            pt_http_stream_local_reply(s, 403, "", NULL, 0, "upgrade_failed");
+            return;
+        }
+        s->flags |= PT_HS_UPGRADE | PT_HS_CONNECT;
+    } else if (upgrade != NULL && pt_http_headers_get(headers, "connection") != NULL) {
         if (!upgrade_allowed(s, upgrade)) {
             pt_stat_inc(hc->stats.downstream_rq_ws_on_non_ws_route);
             pt_http_stream_local_reply(s, 403, "", NULL, 0, "upgrade_failed");
@@ -1272,7 +1280,10 @@ void pt_http_stream_encode_headers(pt_http_stream_t *s, pt_http_headers_t *h, in
     }
     count_response(hc, status);
     stream_touch(s);
-    if (status == 101 && (s->flags & PT_HS_UPGRADE)) {
+    int tunnel = (s->flags & PT_HS_UPGRADE) &&
+                 (status == 101 ||
+                  ((s->flags & PT_HS_CONNECT) && status >= 200 && status < 300 && !end_stream));
+    if (tunnel) {
         pt_stat_inc(hc->stats.downstream_cx_upgrades_total);
         pt_stat_inc(hc->stats.downstream_cx_upgrades_active);
         /* An HTTP/1 connection is the tunnel; on HTTP/2 (extended CONNECT) one stream is,
@@ -1411,7 +1422,7 @@ void pt_http_stream_local_reply_n(pt_http_stream_t *s, int status, const char *b
     }
     s->flags |= PT_HS_LOCAL_REPLY;
     /* A local reply ends any upgrade attempt and stops the filters behind it. */
-    s->flags &= ~PT_HS_UPGRADE;
+    s->flags &= ~(PT_HS_UPGRADE | PT_HS_CONNECT);
     if (s->flags & PT_HS_DECODING_DONE || s->next_filter > 0)
         notify_reset(s);
     int with_body = blen > 0 && !(s->flags & PT_HS_HEAD_REQUEST);

@@ -644,12 +644,8 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
                                           NGHTTP2_INTERNAL_ERROR);
                 return 0;
             }
-            const char *method = pt_http_headers_get(h, ":method");
-            if (method != NULL && strcmp(method, "CONNECT") == 0) {
-                /* A request petrel does not carry, answered as the HTTP/1 codec does. */
-                s->cb->on_protocol_error(s->owner, st->super.data, 405, "CONNECT is not supported");
-                return s->closed ? NGHTTP2_ERR_CALLBACK_FAILURE : 0;
-            }
+            /* A CONNECT (RFC 9113 8.5; nghttp2 checked its form) goes to the owner like any
+             * request: upgrade_configs CONNECT decide, and a 2xx makes the stream a tunnel. */
             s->cb->on_headers(st->super.data, h, end);
         } else {
             /* Trailers (nghttp2 checked they end the stream). */
