@@ -531,9 +531,18 @@ static void up_on_reset(void *req, pt_http_reset_reason_t reason)
         pt_stat_inc(cstats(st)->upstream_cx_protocol_error);
     atomic_fetch_add_explicit(&st->host->rq_error, 1, memory_order_relaxed);
     if ((st->flags & R_UPGRADE) && (st->flags & R_RESP_HEADERS)) {
-        /* A tunnel whose upstream went away: end the downstream side cleanly. */
         st->flags |= R_DONE;
         upstream_finish(st);
+        if ((reason == PT_HTTP_RESET_REMOTE || reason == PT_HTTP_RESET_PROTOCOL_ERROR) &&
+            strcmp(s->info.protocol, "HTTP/2") == 0) {
+            /* An HTTP/2 tunnel (extended CONNECT) whose upstream reset: the client's stream
+             * is reset too, so it does not mistake the abort for a clean end. */
+            pt_http_stream_reset(s, PT_RF(UPSTREAM_REMOTE_RESET),
+                                 "upstream_reset_after_response_started");
+            return;
+        }
+        /* A tunnel whose upstream went away: end the downstream side cleanly (an HTTP/1
+         * tunnel is the connection, which closes with it). */
         pt_buf_t empty = {0};
         pt_http_stream_encode_data(s, &empty, 1);
         return;

@@ -89,6 +89,7 @@ class H2WsUpstream:
         self.closing = False
         self.conns = []
         self.reset_on = None
+        self.resets = []
         self.thread = threading.Thread(target=self._accept, daemon=True)
         self.thread.start()
 
@@ -143,6 +144,8 @@ class H2WsUpstream:
                             c.reset_stream(ev.stream_id, 8)
                         else:
                             c.send_data(ev.stream_id, ev.data)
+                    elif isinstance(ev, h2.events.StreamReset):
+                        self.resets.append(ev.error_code)
                     elif isinstance(ev, h2.events.StreamEnded):
                         try:
                             c.end_stream(ev.stream_id)
@@ -330,6 +333,20 @@ class ToHttp2Upstream(Base):
         c.pump(lambda: st.ended or st.reset is not None, message='tunnel end')
         p.wait_stat('http.ingress.downstream_cx_upgrades_active', 0)
 
+    def test_client_reset_resets_upstream_stream(self):
+        up = H2WsUpstream()
+        self.addCleanup(up.close)
+        p = self.start(up.port, upgrade_configs=WS, cluster_extra=H2_CLUSTER)
+        c = self.client()
+        sid, st = open_ws(c)
+        self.assertEqual(st.status, 200)
+        c.send_data(sid, b'abc')
+        c.pump(lambda: len(st.data) >= 3, message='echo')
+        c.reset(sid)
+        h.wait_until(lambda: up.resets, message='RST_STREAM at the upstream')
+        p.wait_stat('http.ingress.downstream_cx_upgrades_active', 0)
+        self.assertEqual(c.response(c.request('GET', '/x')).status, 200)
+
     def test_h1_client_becomes_extended_connect(self):
         up = H2WsUpstream()
         self.addCleanup(up.close)
@@ -369,7 +386,7 @@ class ToHttp2Upstream(Base):
         sid, st = open_ws(c)
         self.assertEqual(st.status, 200)
         c.send_data(sid, b'reset-me')
-        c.pump(lambda: st.ended or st.reset is not None, message='tunnel end')
+        c.pump(lambda: st.reset is not None, message='stream reset')
         p.wait_stat('http.ingress.downstream_cx_upgrades_active', 0)
         self.assertEqual(c.response(c.request('GET', '/x')).status, 200)
 
