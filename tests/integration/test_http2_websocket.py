@@ -310,6 +310,38 @@ class ToHttp1Upstream(Base):
         self.assertEqual(len(self.up.requests), 0)
 
 
+class MalformedExtendedConnect(Base):
+    """Extended CONNECT that breaks RFC 8441's rules is refused by the codec (the connection
+    ends with GOAWAY PROTOCOL_ERROR, Envoy's default); petrel serves the next client."""
+
+    def setUp(self):
+        self.up = HttpUpstream(name='up')
+        self.addCleanup(self.up.close)
+
+    def bad(self, headers):
+        p = self.start(self.up.port, upgrade_configs=WS)
+        c = self.client()
+        sid = c.conn.get_next_available_stream_id()
+        st = c.streams.setdefault(sid, Stream(sid))
+        c.conn.send_headers(sid, headers, end_stream=False)
+        c.flush()
+        c.pump(lambda: c.goaway is not None or st.reset is not None or c.closed,
+               message='refusal')
+        self.assertEqual(c.goaway.error_code if c.goaway else st.reset, 1)
+        self.assertEqual(len(self.up.requests), 0)
+        c2 = self.client()
+        self.assertEqual(c2.response(c2.request('GET', '/echo')).status, 200)
+        return p
+
+    def test_missing_path(self):
+        self.bad([(':method', 'CONNECT'), (':protocol', 'websocket'), (':scheme', 'http'),
+                  (':authority', 'ws.test')])
+
+    def test_protocol_without_connect(self):
+        self.bad([(':method', 'GET'), (':protocol', 'websocket'), (':path', '/ws'),
+                  (':scheme', 'http'), (':authority', 'ws.test')])
+
+
 class ToHttp2Upstream(Base):
 
     def test_h2_client_stays_extended_connect(self):

@@ -209,6 +209,22 @@ class Http2Connect(Base):
         c.response(sid)
         self.assertEqual(st.status, 403)
 
+    def test_connect_with_path_is_malformed(self):
+        # A CONNECT without :protocol must not have :path or :scheme (RFC 9113 8.5).
+        self.start_echo()
+        c = self.client()
+        sid = c.conn.get_next_available_stream_id()
+        st = c.streams.setdefault(sid, Stream(sid))
+        c.conn.send_headers(sid, [(':method', 'CONNECT'), (':authority', 'echo.test:443'),
+                                  (':path', '/x'), (':scheme', 'http')])
+        c.flush()
+        c.pump(lambda: c.goaway is not None or st.reset is not None or c.closed,
+               message='refusal')
+        self.assertEqual(c.goaway.error_code if c.goaway else st.reset, 1)
+        self.assertEqual(len(self.echo.results) + self.echo.active, 0)
+        c2 = self.client()
+        self.assertEqual(c2.response(c2.request('GET', '/x')).status, 200)
+
     def test_upstream_down(self):
         self.start([connect_route()], [h.cluster('echo', [h.dead_port()])],
                    upgrade_configs=CONNECT_UPGRADE)
