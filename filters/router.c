@@ -735,6 +735,7 @@ static void tunnel_close(router_state_t *st, pt_close_how_t how)
     pt_stat_dec(cstats(st)->upstream_cx_active);
     pt_stat_inc(cstats(st)->upstream_cx_destroy);
     atomic_fetch_sub_explicit(&st->host->cx_active, 1, memory_order_relaxed);
+    pt_breaker_release_cx(st->breaker); /* the stream pins the cluster version */
 }
 
 static void tunnel_send(router_state_t *st, pt_buf_t *data, int end_stream)
@@ -859,6 +860,22 @@ static const pt_conn_handler_t tunnel_handler = {
 static void tunnel_start(router_state_t *st)
 {
     pt_http_stream_t *s = st->s;
+    /* The circuit breakers count a tunnel as a request on a connection of its own. */
+    if (!pt_breaker_try_rq(st->breaker)) {
+        pt_stat_inc(cstats(st)->upstream_rq_pending_overflow);
+        fail(st, 503, "upstream connect error or disconnect/reset before headers. reset "
+                      "reason: overflow",
+             PT_RF(UPSTREAM_OVERFLOW), "overflow");
+        return;
+    }
+    st->flags |= R_RQ_COUNTED;
+    if (!pt_breaker_try_cx(st->breaker)) {
+        pt_stat_inc(cstats(st)->upstream_cx_overflow);
+        fail(st, 503, "upstream connect error or disconnect/reset before headers. reset "
+                      "reason: overflow",
+             PT_RF(UPSTREAM_OVERFLOW), "overflow");
+        return;
+    }
     int err = 0;
     st->tunnel =
         pt_cluster_connect(st->cluster, s->worker, &st->host->address, &tunnel_handler, st, &err);
@@ -867,6 +884,7 @@ static void tunnel_start(router_state_t *st)
     atomic_fetch_add_explicit(&st->host->cx_total, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&st->host->rq_total, 1, memory_order_relaxed);
     if (st->tunnel == NULL) {
+        pt_breaker_release_cx(st->breaker);
         pt_stat_inc(cstats(st)->upstream_cx_connect_fail);
         fail(st, 503, "", PT_RF(UPSTREAM_CONNECTION_FAILURE), "upstream_unavailable");
         return;

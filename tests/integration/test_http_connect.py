@@ -145,6 +145,23 @@ class Http1Connect(Base):
             s, head = self.h1_connect(target)
             self.assertTrue(head.startswith(b'HTTP/1.1 400 '), (target, head))
 
+    def test_circuit_breaker_max_connections(self):
+        # Each tunnel is a connection of its own: over max_connections, 503 UO.
+        self.echo = TcpEchoServer()
+        self.addCleanup(self.echo.close)
+        p = self.start([connect_route()], [h.cluster('echo', [self.echo.port], circuit_breakers={
+            'thresholds': [{'max_connections': 1}]})], upgrade_configs=CONNECT_UPGRADE)
+        s1, head = self.h1_connect()
+        self.assertTrue(head.startswith(b'HTTP/1.1 200 '), head)
+        s2, head = self.h1_connect()
+        self.assertTrue(head.startswith(b'HTTP/1.1 503 '), head)
+        self.assertIn(b'x-envoy-overloaded: true', head.lower())
+        p.wait_stat('cluster.echo.upstream_cx_overflow', 1)
+        s1.close()                               # the slot comes back with the tunnel
+        p.wait_stat('cluster.echo.upstream_cx_active', 0)
+        s3, head = self.h1_connect()
+        self.assertTrue(head.startswith(b'HTTP/1.1 200 '), head)
+
     def test_upstream_down_is_503(self):
         self.web = HttpUpstream(name='web')
         self.addCleanup(self.web.close)
