@@ -20,7 +20,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 from h2client import H2Client, Stream  # noqa: E402
-from upstreams import HttpUpstream, TcpEchoServer  # noqa: E402
+from upstreams import HttpUpstream, TcpEchoServer, TcpSourceServer  # noqa: E402
 
 CONNECT_UPGRADE = [{'upgrade_type': 'CONNECT'}]
 TERMINATE = [{'upgrade_type': 'CONNECT', 'connect_config': {}}]
@@ -196,6 +196,34 @@ class Http2Connect(Base):
         self.assertTrue(res['peer_fin'])
         p.wait_stat('http.ingress.downstream_cx_upgrades_active', 0)
         p.wait_stat('cluster.echo.upstream_cx_active', 0)
+
+    def test_slow_reader_backpressure(self):
+        # The client grants no window: petrel stops reading the upstream (it does not buffer
+        # the whole download), and everything arrives intact once the client reads.
+        total = 8 << 20
+        src = TcpSourceServer(total)
+        self.addCleanup(src.close)
+        p = self.start([connect_route()], [h.cluster('echo', [src.port])],
+                       upgrade_configs=CONNECT_UPGRADE)
+        c = H2Client(self.port, auto_ack=False)
+        self.addCleanup(c.close)
+        sid, st = self.h2_connect(c)
+        self.assertEqual(st.status, 200)
+        stat = 'cluster.echo.upstream_cx_rx_bytes_total'
+        last = -1
+        while True:                               # until petrel's reading stalls
+            c.read_once(0.3)
+            now = p.stat(stat, 0)
+            if now == last:
+                break
+            last = now
+        self.assertLess(last, total)
+        c.auto_ack = True
+        c.conn.acknowledge_received_data(len(st.data), sid)
+        c.flush()
+        c.pump(lambda: st.ended, timeout=60, message='whole download')
+        self.assertEqual(len(st.data), total)
+        self.assertEqual(h.sha256_hex(bytes(st.data)), h.sha256_pattern(total))
 
     def test_client_reset_closes_upstream(self):
         p = self.start_echo()
