@@ -61,6 +61,8 @@ enum {
     R_NO_REPLAY = 1u << 13,    /* the body is not kept for replay (too big, no memory): no retries */
     R_BACKOFF = 1u << 14,      /* waiting before the next attempt */
     R_ATTEMPT_LIVE = 1u << 15, /* an attempt holds upstream resources */
+    R_TUNNEL_UP = 1u << 16,    /* CONNECT: the TCP connection is up and the 200 went out */
+    R_TUNNEL_EOF = 1u << 17,   /* CONNECT: the upstream sent FIN */
 };
 
 typedef struct router_state {
@@ -74,6 +76,7 @@ typedef struct router_state {
     pt_pool_request_t pool_req;
     pt_pool_conn_t *pc;
     pt_http_codec_stream_t *ucs;
+    pt_conn_t *tunnel;         /* a terminated CONNECT: the TCP connection to the host */
     const void *weighted_entry;
     pt_buf_t body;             /* body waiting for this attempt's connection */
     pt_buf_t replay;           /* the whole body so far, for the next attempt */
@@ -143,6 +146,7 @@ static const pt_cluster_stats_t *cstats(const router_state_t *st)
 }
 
 static void start_attempt(router_state_t *st);
+static void tunnel_close(router_state_t *st, pt_close_how_t how);
 
 /* ---- attempt lifecycle ------------------------------------------------------------- */
 
@@ -168,6 +172,11 @@ static void attempt_end(router_state_t *st)
         st->flags &= ~R_RETRY_COUNTED;
         pt_breaker_release_retry(st->breaker);
     }
+    if (st->tunnel != NULL)
+        tunnel_close(st, (st->flags & (R_TUNNEL_EOF | R_REQ_END_SENT)) ==
+                                 (R_TUNNEL_EOF | R_REQ_END_SENT)
+                             ? PT_CLOSE_FLUSH
+                             : PT_CLOSE_NOW);
     if (st->flags & R_RQ_COUNTED) {
         st->flags &= ~R_RQ_COUNTED;
         pt_breaker_release_rq(st->breaker);
@@ -522,9 +531,18 @@ static void up_on_reset(void *req, pt_http_reset_reason_t reason)
         pt_stat_inc(cstats(st)->upstream_cx_protocol_error);
     atomic_fetch_add_explicit(&st->host->rq_error, 1, memory_order_relaxed);
     if ((st->flags & R_UPGRADE) && (st->flags & R_RESP_HEADERS)) {
-        /* A tunnel whose upstream went away: end the downstream side cleanly. */
         st->flags |= R_DONE;
         upstream_finish(st);
+        if ((reason == PT_HTTP_RESET_REMOTE || reason == PT_HTTP_RESET_PROTOCOL_ERROR) &&
+            strcmp(s->info.protocol, "HTTP/2") == 0) {
+            /* An HTTP/2 tunnel (extended CONNECT) whose upstream reset: the client's stream
+             * is reset too, so it does not mistake the abort for a clean end. */
+            pt_http_stream_reset(s, PT_RF(UPSTREAM_REMOTE_RESET),
+                                 "upstream_reset_after_response_started");
+            return;
+        }
+        /* A tunnel whose upstream went away: end the downstream side cleanly (an HTTP/1
+         * tunnel is the connection, which closes with it). */
         pt_buf_t empty = {0};
         pt_http_stream_encode_data(s, &empty, 1);
         return;
@@ -698,6 +716,190 @@ static void pool_failure(pt_pool_request_t *pr, int status)
          "upstream_reset_before_response_started{connection_failure}");
 }
 
+/* ---- terminated CONNECT ---------------------------------------------------------- */
+
+/* A CONNECT on a route whose upgrade_configs has CONNECT with connect_config is terminated
+ * here, as Envoy does: a TCP connection to the picked host of the route's cluster, a 200 to
+ * the client once it is up, then the bytes of the stream's body go to the upstream and the
+ * upstream's bytes come back as the response body, with backpressure both ways. The
+ * client's end of stream sends a FIN; the upstream's FIN ends the response; a reset of
+ * either side ends the other. There is no retry and no route timeout once it is up. */
+
+static void tunnel_close(router_state_t *st, pt_close_how_t how)
+{
+    pt_conn_t *c = st->tunnel;
+    st->tunnel = NULL;
+    c->data = NULL;
+    pt_conn_set_handler(c, NULL, NULL);
+    pt_conn_close(c, how);
+    pt_stat_dec(cstats(st)->upstream_cx_active);
+    pt_stat_inc(cstats(st)->upstream_cx_destroy);
+    atomic_fetch_sub_explicit(&st->host->cx_active, 1, memory_order_relaxed);
+    pt_breaker_release_cx(st->breaker); /* the stream pins the cluster version */
+}
+
+static void tunnel_send(router_state_t *st, pt_buf_t *data, int end_stream)
+{
+    size_t n = pt_buf_len(data);
+    if (n > 0) {
+        pt_stat_add(cstats(st)->upstream_cx_tx_bytes_total, n);
+        pt_conn_write(st->tunnel, data);
+    }
+    pt_buf_dispose(data);
+    if (end_stream) {
+        st->flags |= R_REQ_END_SENT;
+        pt_conn_shutdown(st->tunnel);
+    }
+    if ((st->tunnel->flags & PT_CONN_F_ABOVE_HIGH) && !(st->flags & R_DS_PAUSED)) {
+        st->flags |= R_DS_PAUSED;
+        pt_http_stream_read_disable(st->s, 1);
+    }
+}
+
+static void tunnel_on_connect(pt_conn_t *c, int status)
+{
+    router_state_t *st = c->data;
+    pt_http_stream_t *s = st->s;
+    if (status != 0) {
+        if (status == -ETIMEDOUT)
+            pt_stat_inc(cstats(st)->upstream_cx_connect_timeout);
+        pt_stat_inc(cstats(st)->upstream_cx_connect_fail);
+        atomic_fetch_add_explicit(&st->host->cx_connect_fail, 1, memory_order_relaxed);
+        pt_outlier_report(st->cluster, st->host, PT_OUTLIER_CONNECT_FAILED, 0);
+        fail(st, 503,
+             status == -ETIMEDOUT
+                 ? "upstream connect error or disconnect/reset before headers. reset reason: "
+                   "connection timeout"
+                 : "upstream connect error or disconnect/reset before headers. reset reason: "
+                   "connection failure",
+             PT_RF(UPSTREAM_CONNECTION_FAILURE), "upstream_reset_before_response_started");
+        return;
+    }
+    pt_outlier_report(st->cluster, st->host, PT_OUTLIER_CONNECT_SUCCESS, 0);
+    ev_timer_stop(s->worker->loop, &st->timeout); /* a tunnel has no route timeout */
+    st->flags |= R_TUNNEL_UP | R_RESP_HEADERS | R_UPGRADE;
+    s->info.first_upstream_rx_mono_us = pt_loop_us();
+    pt_http_headers_t *h = pt_arena_alloc(&s->arena, sizeof(*h));
+    if (h != NULL) {
+        pt_http_headers_init(h, &s->arena);
+        if (pt_http_headers_add_ref(h, ":status", "200") != 0)
+            h = NULL;
+    }
+    if (h == NULL) {
+        fail(st, 503, "", 0, "out_of_memory");
+        return;
+    }
+    pt_route_mutate_response_headers(s->route_config, s->vhost, s->route, st->weighted_entry, h,
+                                     &s->info);
+    pt_stat_inc(cstats(st)->upstream_rq_2xx);
+    pt_http_stream_encode_headers(s, h, 0);
+    if ((st->flags & R_DONE) || st->tunnel == NULL)
+        return;
+    /* What the client sent while we connected. */
+    if (pt_buf_len(&st->body) > 0 || (st->flags & R_REQ_END_SEEN)) {
+        pt_buf_t b = {0};
+        pt_buf_move(&b, &st->body);
+        tunnel_send(st, &b, (st->flags & R_REQ_END_SEEN) != 0);
+    }
+}
+
+static void tunnel_on_read(pt_conn_t *c)
+{
+    router_state_t *st = c->data;
+    pt_http_stream_t *s = st->s;
+    size_t n = pt_buf_len(&c->in);
+    int eof = (c->flags & PT_CONN_F_EOF) != 0;
+    if (n > 0) {
+        pt_stat_add(cstats(st)->upstream_cx_rx_bytes_total, n);
+        pt_buf_t b = {0};
+        pt_buf_move(&b, &c->in);
+        if (eof)
+            st->flags |= R_TUNNEL_EOF;
+        pt_http_stream_encode_data(s, &b, eof);
+        pt_buf_dispose(&b);
+    } else if (eof) {
+        st->flags |= R_TUNNEL_EOF;
+        pt_buf_t empty = {0};
+        pt_http_stream_encode_data(s, &empty, 1);
+    }
+    if ((st->flags & R_DONE) || st->tunnel == NULL)
+        return;
+    if (pt_http_stream_downstream_above_high(s) && !(st->flags & R_US_PAUSED)) {
+        st->flags |= R_US_PAUSED;
+        pt_conn_pause_read(c);
+    }
+}
+
+static void tunnel_on_drain(pt_conn_t *c)
+{
+    router_state_t *st = c->data;
+    if (st->flags & R_DS_PAUSED) {
+        st->flags &= ~R_DS_PAUSED;
+        pt_http_stream_read_disable(st->s, 0);
+    }
+}
+
+static void tunnel_on_error(pt_conn_t *c, int status)
+{
+    router_state_t *st = c->data;
+    (void)status;
+    pt_stat_inc(cstats(st)->upstream_cx_destroy_remote);
+    /* The upstream reset or failed: the client's stream ends with a reset (its response
+     * started with the 200). */
+    fail(st, 503, "", PT_RF(UPSTREAM_CONNECTION_TERMINATION),
+         "upstream_reset_after_response_started");
+}
+
+static const pt_conn_handler_t tunnel_handler = {
+    .on_read = tunnel_on_read,
+    .on_connect = tunnel_on_connect,
+    .on_drain = tunnel_on_drain,
+    .on_error = tunnel_on_error,
+};
+
+static void tunnel_start(router_state_t *st)
+{
+    pt_http_stream_t *s = st->s;
+    /* The circuit breakers count a tunnel as a request on a connection of its own. */
+    if (!pt_breaker_try_rq(st->breaker)) {
+        pt_stat_inc(cstats(st)->upstream_rq_pending_overflow);
+        fail(st, 503, "upstream connect error or disconnect/reset before headers. reset "
+                      "reason: overflow",
+             PT_RF(UPSTREAM_OVERFLOW), "overflow");
+        return;
+    }
+    st->flags |= R_RQ_COUNTED;
+    if (!pt_breaker_try_cx(st->breaker)) {
+        pt_stat_inc(cstats(st)->upstream_cx_overflow);
+        fail(st, 503, "upstream connect error or disconnect/reset before headers. reset "
+                      "reason: overflow",
+             PT_RF(UPSTREAM_OVERFLOW), "overflow");
+        return;
+    }
+    int err = 0;
+    st->tunnel =
+        pt_cluster_connect(st->cluster, s->worker, &st->host->address, &tunnel_handler, st, &err);
+    pt_stat_inc(cstats(st)->upstream_cx_total);
+    pt_stat_inc(cstats(st)->upstream_rq_total);
+    atomic_fetch_add_explicit(&st->host->cx_total, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&st->host->rq_total, 1, memory_order_relaxed);
+    if (st->tunnel == NULL) {
+        pt_breaker_release_cx(st->breaker);
+        pt_stat_inc(cstats(st)->upstream_cx_connect_fail);
+        fail(st, 503, "", PT_RF(UPSTREAM_CONNECTION_FAILURE), "upstream_unavailable");
+        return;
+    }
+    pt_stat_inc(cstats(st)->upstream_cx_active);
+    pt_stat_inc(cstats(st)->upstream_rq_active);
+    atomic_fetch_add_explicit(&st->host->cx_active, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&st->host->rq_active, 1, memory_order_relaxed);
+    st->flags |= R_ATTEMPT_LIVE;
+    st->upstream_start_us = pt_loop_us();
+    s->info.upstream_host = st->host->address_str;
+    if (s->info.first_upstream_tx_mono_us == 0)
+        s->info.first_upstream_tx_mono_us = st->upstream_start_us;
+}
+
 /* Picks a host for this attempt: with previous_hosts, up to host_selection_max_attempts
  * picks avoid hosts already tried. */
 static pt_host_t *pick_host(router_state_t *st)
@@ -735,6 +937,10 @@ static void start_attempt(router_state_t *st)
         st->tried[st->ntried++] = host;
     s->info.upstream_host = host->address_str;
     s->info.upstream_attempts = st->attempt;
+    if (s->flags & PT_HS_CONNECT) {
+        tunnel_start(st);
+        return;
+    }
     if (s->route->auto_host_rewrite && host->hostname != NULL && host->hostname[0])
         pt_http_headers_set(s->request_headers, ":authority", host->hostname);
     st->pool = pt_pool_get(s->worker, st->cluster, host, pool_protocol(st));
@@ -1092,6 +1298,10 @@ static int router_decode_data(pt_http_stream_t *s, void *cfg, void *state, pt_bu
         st->flags |= R_REQ_END_SEEN;
         start_timeout(st);
     }
+    if (st->tunnel != NULL && (st->flags & R_TUNNEL_UP)) {
+        tunnel_send(st, data, end_stream);
+        return PT_CONTINUE;
+    }
     keep_for_replay(st, data);
     if (st->ucs != NULL) {
         send_body(st, data, end_stream);
@@ -1136,6 +1346,16 @@ static void router_on_downstream_watermark(pt_http_stream_t *s, void *cfg, void 
     (void)s;
     (void)cfg;
     router_state_t *st = state;
+    if (!(st->flags & R_DONE) && st->tunnel != NULL) {
+        if (above && !(st->flags & R_US_PAUSED)) {
+            st->flags |= R_US_PAUSED;
+            pt_conn_pause_read(st->tunnel);
+        } else if (!above && (st->flags & R_US_PAUSED)) {
+            st->flags &= ~R_US_PAUSED;
+            pt_conn_resume_read(st->tunnel);
+        }
+        return;
+    }
     if ((st->flags & R_DONE) || st->ucs == NULL)
         return;
     if (above && !(st->flags & R_US_PAUSED)) {

@@ -50,10 +50,11 @@ static const char *const lb_known[] = {"RING_HASH", "MAGLEV", "CLUSTER_PROVIDED"
 static void parse_common_http_options(pt_cfg_t *r, pt_cluster_t *c)
 {
     static const char *const unsupported[] = {
-        "max_connection_duration", "max_headers_count", "max_stream_duration",
+        "max_headers_count", "max_stream_duration",
         "headers_with_underscores_action", "max_response_headers_kb", NULL};
     pt_cfg_unsupported(r, unsupported);
     pt_cfg_duration_ms(r, "idle_timeout", &c->http_idle_timeout_ms, 3600 * 1000);
+    pt_cfg_duration_ms(r, "max_connection_duration", &c->max_connection_duration_ms, 0);
     uint64_t mr;
     if (pt_cfg_uint(r, "max_requests_per_connection", &mr, 0, 0, UINT32_MAX) > 0)
         c->max_requests_per_connection = (uint32_t)mr;
@@ -76,7 +77,7 @@ static void parse_upstream_http1_options(pt_cfg_t *r)
 static void parse_upstream_http2_options(pt_cfg_t *r, pt_cluster_t *c)
 {
     static const char *const unsupported[] = {
-        "allow_connect", "allow_metadata", "max_outbound_frames", "max_outbound_control_frames",
+        "allow_metadata", "max_outbound_frames", "max_outbound_control_frames",
         "max_consecutive_inbound_frames_with_empty_payload",
         "max_inbound_priority_frames_per_stream",
         "max_inbound_window_update_frames_per_data_frame_sent",
@@ -101,6 +102,7 @@ static void parse_upstream_http2_options(pt_cfg_t *r, pt_cluster_t *c)
     o->initial_stream_window_size = (uint32_t)v;
     pt_cfg_uint(r, "initial_connection_window_size", &v, 1024 * 1024, 65535, 2147483647);
     o->initial_connection_window_size = (uint32_t)v;
+    pt_cfg_bool(r, "allow_connect", &o->allow_connect, 0);
     if (pt_cfg_enter(r, "connection_keepalive") > 0) {
         static const char *const ka_unsupported[] = {"interval_jitter",
                                                      "connection_idle_interval", NULL};

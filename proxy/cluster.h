@@ -46,6 +46,7 @@ typedef struct pt_worker pt_worker_t;
     X(upstream_cx_close_notify)                                                                \
     X(upstream_cx_idle_timeout)                                                                \
     X(upstream_cx_max_requests)                                                                \
+    X(upstream_cx_max_duration_reached)                                                        \
     X(upstream_cx_protocol_error)                                                              \
     X(upstream_rq_total)                                                                       \
     X(upstream_rq_completed)                                                                   \
@@ -113,6 +114,7 @@ typedef struct pt_cluster_http2 {
     uint32_t hpack_table_size;               /* default 4096 */
     uint64_t keepalive_interval_ms;          /* connection_keepalive.interval, 0 = off */
     uint64_t keepalive_timeout_ms;           /* connection_keepalive.timeout */
+    int allow_connect; /* accepted as Envoy does; upgrades go as extended CONNECT regardless */
 } pt_cluster_http2_t;
 
 typedef enum pt_cluster_type { PT_CLUSTER_STATIC, PT_CLUSTER_EDS } pt_cluster_type_t;
@@ -214,6 +216,7 @@ struct pt_cluster {
     pt_tcp_keepalive_t tcp_keepalive; /* upstream_connection_options.tcp_keepalive */
     uint32_t buffer_limit; /* per_connection_buffer_limit_bytes */
     uint64_t http_idle_timeout_ms;        /* common_http_protocol_options.idle_timeout */
+    uint64_t max_connection_duration_ms;  /* ...max_connection_duration, 0 = none */
     uint32_t max_requests_per_connection; /* 0 = unlimited */
     pt_upstream_protocol_t protocol;
     /* Its http2_protocol_options, in the arena; NULL when it has none (HTTP/2 then takes the

@@ -103,9 +103,8 @@ static int parse_upgrades(pt_cfg_t *r, pt_arena_t *a, pt_upgrade_config_t **out,
             char *t = pt_arena_strdup(a, type);
             for (char *p = t; *p; p++)
                 *p = (char)tolower((unsigned char)*p);
-            if (strcmp(t, "connect") == 0)
-                pt_cfg_error(r, "upgrade_type", "\"CONNECT\" is not supported");
             (*out)[*n].upgrade_type = t;
+            (*out)[*n].connect_config = 0;
             (*out)[*n].enabled = enabled;
             (*n)++;
         }
@@ -173,7 +172,7 @@ static void parse_http_filters(pt_cfg_t *r, pt_config_t *cfg, pt_hcm_config_t *h
 void pt_http2_options_parse(pt_cfg_t *r, pt_http2_options_t *o)
 {
     static const char *const h2_unsupported[] = {
-        "allow_connect", "allow_metadata", "stream_error_on_invalid_http_messaging",
+        "allow_metadata", "stream_error_on_invalid_http_messaging",
         "custom_settings_parameters", "use_oghttp2_codec", "max_metadata_size", NULL};
     pt_cfg_unsupported(r, h2_unsupported);
     uint64_t v;
@@ -199,6 +198,8 @@ void pt_http2_options_parse(pt_cfg_t *r, pt_http2_options_t *o)
     int b;
     pt_cfg_bool(r, "override_stream_error_on_invalid_http_message", &b, 0);
     o->override_stream_error = b;
+    pt_cfg_bool(r, "allow_connect", &b, 0);
+    o->allow_connect = b;
     o->keepalive_jitter_pct = 15;
     if (pt_cfg_enter(r, "connection_keepalive") > 0) {
         static const char *const ka_unsupported[] = {"connection_idle_interval", NULL};
@@ -909,7 +910,16 @@ static void hcm_on_headers(void *stream, pt_http_headers_t *headers, int end_str
     }
 
     const char *upgrade = pt_http_headers_get(headers, "upgrade");
-    if (upgrade != NULL && pt_http_headers_get(headers, "connection") != NULL) {
+    if (method != NULL && strcmp(method, "CONNECT") == 0) {
+        /* CONNECT is an upgrade of type CONNECT, as in Envoy: upgrade_configs decide, and a
+         * 2xx answer turns the stream into a tunnel. */
+        if (!upgrade_allowed(s, "connect")) {
+            pt_stat_inc(hc->stats.downstream_rq_ws_on_non_ws_route);
+            pt_http_stream_local_reply(s, 403, "", NULL, 0, "upgrade_failed");
+            return;
+        }
+        s->flags |= PT_HS_UPGRADE | PT_HS_CONNECT;
+    } else if (upgrade != NULL && pt_http_headers_get(headers, "connection") != NULL) {
         if (!upgrade_allowed(s, upgrade)) {
             pt_stat_inc(hc->stats.downstream_rq_ws_on_non_ws_route);
             pt_http_stream_local_reply(s, 403, "", NULL, 0, "upgrade_failed");
@@ -1170,6 +1180,8 @@ static void stream_complete(pt_http_stream_t *s)
         pt_access_log_write(hc->access_logs[i], &s->info);
     pt_stat_dec(hc->stats.downstream_rq_active);
     pt_stat_inc(hc->stats.downstream_rq_completed);
+    if (s->flags & PT_HS_UPGRADED)
+        pt_stat_dec(hc->stats.downstream_cx_upgrades_active);
     h->closed_streams++;
     if (s->prev != NULL)
         s->prev->next = s->next;
@@ -1243,10 +1255,18 @@ static void write_headers(pt_http_stream_t *s, pt_http_headers_t *h, int end_str
     s->flags |= PT_HS_RESPONSE_WRITTEN;
     count_response(hc, status);
     stream_touch(s);
-    if (status == 101 && (s->flags & PT_HS_UPGRADE)) {
+    int tunnel = (s->flags & PT_HS_UPGRADE) &&
+                 (status == 101 ||
+                  ((s->flags & PT_HS_CONNECT) && status >= 200 && status < 300 && !end_stream));
+    if (tunnel) {
         pt_stat_inc(hc->stats.downstream_cx_upgrades_total);
         pt_stat_inc(hc->stats.downstream_cx_upgrades_active);
-        s->hcm->upgraded = 1;
+        /* An HTTP/1 connection is the tunnel; on HTTP/2 (extended CONNECT) one stream is,
+         * among others, and the gauge goes down when that stream ends. */
+        if (s->hcm->http2)
+            s->flags |= PT_HS_UPGRADED;
+        else
+            s->hcm->upgraded = 1;
         /* A tunnel has no request timeout. */
         ev_timer_stop(s->worker->loop, &s->request_timer);
     }
@@ -1460,7 +1480,7 @@ void pt_http_stream_local_reply_n(pt_http_stream_t *s, int status, const char *b
     }
     s->flags |= PT_HS_LOCAL_REPLY;
     /* A local reply ends any upgrade attempt and stops the filters behind it. */
-    s->flags &= ~PT_HS_UPGRADE;
+    s->flags &= ~(PT_HS_UPGRADE | PT_HS_CONNECT);
     pt_hfm_abort(&s->fm, PT_HFM_DECODE);
     if (s->fm.decoded > 0)
         notify_reset(s);

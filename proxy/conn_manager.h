@@ -165,6 +165,8 @@ enum pt_http_stream_flags {
     PT_HS_READ_PAUSED = 1u << 10,   /* a filter holds more of the request than the limit */
     PT_HS_FILTER_PAUSED = 1u << 11, /* a filter paused reading (pt_http_stream_read_disable) */
     PT_HS_HEADERS_TIMER = 1u << 12, /* request_timer is the request_headers_timeout (HTTP/2) */
+    PT_HS_UPGRADED = 1u << 13,      /* an HTTP/2 tunnel: the stream holds upgrades_active */
+    PT_HS_CONNECT = 1u << 14,       /* a CONNECT (with PT_HS_UPGRADE): a 2xx starts the tunnel */
 };
 
 struct pt_http_stream {

@@ -421,6 +421,7 @@ struct h1_server {
     unsigned minor_version : 1;
     unsigned keep_alive : 1;      /* the request allows another after it */
     unsigned upgrade_requested : 1;
+    unsigned connect_requested : 1; /* CONNECT: a 2xx answer starts the tunnel */
     unsigned tunnel_out_done : 1; /* tunnel: we sent end of stream */
     unsigned tunnel_in_done : 1;  /* tunnel: peer sent end of stream */
     unsigned peer_eof : 1;
@@ -550,11 +551,16 @@ static int h1s_build_request(h1_server_t *s, const pt_h1_head_t *h, pt_http_head
     size_t tlen = h->target_len;
     const char *authority = NULL;
     size_t alen = 0;
-    if (h->method_len == 7 && memcmp(h->method, "CONNECT", 7) == 0) {
-        *details = "CONNECT is not supported";
-        return 405;
-    }
-    if (tlen > 0 && target[0] != '/' && !(tlen == 1 && target[0] == '*')) {
+    int connect = h->method_len == 7 && memcmp(h->method, "CONNECT", 7) == 0;
+    if (connect) {
+        /* authority-form, host:port (RFC 9112 3.2.3): it is the :authority, and there is no
+         * :path; the connection manager decides (upgrade_configs CONNECT). */
+        if (tlen == 0 || memchr(target, ':', tlen) == NULL || strcspn(target, "/?#@") < tlen) {
+            *details = "invalid request target";
+            return 400;
+        }
+        err |= pt_http_headers_add_ref_n(out, ":authority", 10, target, tlen);
+    } else if (tlen > 0 && target[0] != '/' && !(tlen == 1 && target[0] == '*')) {
         /* absolute-form: http://authority/path — the authority replaces Host (RFC 9112 3.2.2). */
         const char *sep = tlen > 3 ? strstr(target, "://") : NULL;
         if (sep == NULL || sep > target + tlen - 3 || sep == target) {
@@ -591,15 +597,17 @@ static int h1s_build_request(h1_server_t *s, const pt_h1_head_t *h, pt_http_head
             tlen = (size_t)(end - slash);
         }
     }
-    if (target == h->target)
-        err |= pt_http_headers_add_ref_n(out, ":path", 5, target, tlen);
-    else /* rewritten from the absolute form: not NUL-terminated in place */
-        err |= pt_http_headers_add(out, ":path", 5, target, tlen);
-    if (authority != NULL)
-        err |= pt_http_headers_add(out, ":authority", 10, authority, alen);
-    else if (h->host != NULL)
-        err |= pt_http_headers_add_ref_n(out, ":authority", 10, h->host->value,
-                                         h->host->value_len);
+    if (!connect) { /* a CONNECT's target is its :authority, and it has no :path */
+        if (target == h->target)
+            err |= pt_http_headers_add_ref_n(out, ":path", 5, target, tlen);
+        else /* rewritten from the absolute form: not NUL-terminated in place */
+            err |= pt_http_headers_add(out, ":path", 5, target, tlen);
+        if (authority != NULL)
+            err |= pt_http_headers_add(out, ":authority", 10, authority, alen);
+        else if (h->host != NULL)
+            err |= pt_http_headers_add_ref_n(out, ":authority", 10, h->host->value,
+                                             h->host->value_len);
+    }
 
     int upgrade = h->has_upgrade && h->connection_upgrade;
     for (unsigned i = 0; i < h->num_headers; i++) {
@@ -659,7 +667,8 @@ static int h1s_build_request(h1_server_t *s, const pt_h1_head_t *h, pt_http_head
             }
         }
     }
-    s->upgrade_requested = upgrade;
+    s->upgrade_requested = upgrade || connect;
+    s->connect_requested = connect;
     return 0;
 }
 
@@ -674,6 +683,7 @@ static void h1s_reset_for_next(h1_server_t *s)
     s->resp_started = s->resp_done = s->resp_chunked = 0;
     s->request_head = 0;
     s->upgrade_requested = 0;
+    s->connect_requested = 0;
     s->head_scan = 0;
     s->body = NULL;
     s->trailers = NULL;
@@ -1070,7 +1080,10 @@ static void h1s_encode_headers(pt_http_codec_stream_t *cs, pt_http_headers_t *h,
     err |= pt_buf_append(&out, " ", 1);
     err |= pt_buf_append_str(&out, reason_phrase(status));
     err |= pt_buf_append(&out, "\r\n", 2);
-    int upgrade = status == 101 && s->upgrade_requested;
+    /* A 101 to an upgrade, or a 2xx to a CONNECT, makes the connection a tunnel. */
+    int upgrade =
+        s->upgrade_requested &&
+        (status == 101 || (s->connect_requested && status >= 200 && status < 300 && !end_stream));
     if (status == 204)
         pt_http_headers_remove(h, "content-length"); /* RFC 9110 8.6: never in a 204 */
     err |= write_headers(&out, h, upgrade);

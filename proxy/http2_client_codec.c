@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "proxy/cluster.h"
+#include "proxy/http1_parser.h"
 #include "proxy/http_codec.h"
 #include "proxy/log.h"
 #include "proxy/worker.h"
@@ -49,6 +50,7 @@ typedef struct h2c_stream {
     unsigned req_done : 1;     /* the request's END_STREAM went out */
     unsigned above_high : 1;   /* the request was told to pause its body */
     unsigned closed : 1;       /* nghttp2 closed it */
+    const char *upgrade;       /* an upgrade sent as extended CONNECT: its protocol (arena) */
     struct h2c_stream *prev, *next;
 } h2c_stream_t;
 
@@ -68,6 +70,7 @@ struct h2_client {
     unsigned destroyed : 1;
     unsigned dead : 1;        /* connection failed or closed: no more I/O */
     unsigned goaway : 1;      /* the peer sent GOAWAY */
+    unsigned draining : 1;    /* we sent GOAWAY (pt_http2_client_codec_goaway) */
     unsigned settings : 1;    /* the peer's first SETTINGS arrived */
     unsigned closed_told : 1; /* on_closed was called */
     unsigned want_flush : 1;  /* a send was asked for inside nghttp2 */
@@ -233,6 +236,14 @@ static void on_headers_frame(h2_client_t *c, h2c_stream_t *st, const nghttp2_fra
         int status = pt_http_status_value(pt_http_headers_get(h, ":status"), 0);
         if (status >= 100 && status < 200 && !end)
             return; /* interim responses (100 Continue, 103) are consumed here */
+        if (st->upgrade != NULL && status == 200 && !end) {
+            /* The extended CONNECT was accepted: to the requester that is the 101 of the
+             * upgrade it asked for (Envoy's mapping back to HTTP/1.1). */
+            if (pt_http_headers_set_ref(h, ":status", "101") != 0 ||
+                pt_http_headers_set_ref(h, "upgrade", st->upgrade) != 0 ||
+                pt_http_headers_set_ref(h, "connection", "upgrade") != 0)
+                pt_http_headers_set_ref(h, ":status", "200"); /* no memory: not a tunnel */
+        }
         st->resp_headers = 1;
         if (end) {
             st->resp_done = 1;
@@ -677,10 +688,23 @@ h2c_create(pt_conn_t *conn, void (*on_closed)(void *, pt_http_client_codec_t *),
     return pt_http2_client_codec_new(conn, NULL, NULL, on_closed, owner);
 }
 
+void pt_http2_client_codec_goaway(pt_http_client_codec_t *codec)
+{
+    h2_client_t *c = (h2_client_t *)codec;
+    if (c->destroyed || c->dead || c->draining)
+        return;
+    c->draining = 1;
+    h2c_enter(c);
+    /* A client's last stream id names server-initiated streams: none (no push). */
+    nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, NULL, 0);
+    h2c_flush(c);
+    h2c_leave(c);
+}
+
 static unsigned h2c_capacity(pt_http_client_codec_t *codec)
 {
     h2_client_t *c = (h2_client_t *)codec;
-    if (c->destroyed || c->dead || c->goaway || c->conn == NULL ||
+    if (c->destroyed || c->dead || c->goaway || c->draining || c->conn == NULL ||
         (c->conn->flags & (PT_CONN_F_ERROR | PT_CONN_F_CLOSED | PT_CONN_F_EOF)))
         return 0;
     /* Stream ids run out at 2^31: the connection then takes no more. */
@@ -696,7 +720,7 @@ static unsigned h2c_capacity(pt_http_client_codec_t *codec)
 static int h2c_reusable(pt_http_client_codec_t *codec)
 {
     h2_client_t *c = (h2_client_t *)codec;
-    return !c->destroyed && !c->dead && !c->goaway && c->conn != NULL &&
+    return !c->destroyed && !c->dead && !c->goaway && !c->draining && c->conn != NULL &&
            !(c->conn->flags & (PT_CONN_F_ERROR | PT_CONN_F_CLOSED | PT_CONN_F_EOF)) &&
            nghttp2_session_get_next_stream_id(c->session) < (1u << 31) - 2;
 }
@@ -706,7 +730,7 @@ static pt_http_codec_stream_t *h2c_new_stream(pt_http_client_codec_t *codec,
                                               pt_arena_t *arena)
 {
     h2_client_t *c = (h2_client_t *)codec;
-    if (c->destroyed || c->dead || c->goaway)
+    if (c->destroyed || c->dead || c->goaway || c->draining)
         return NULL;
     h2c_stream_t *st = calloc(1, sizeof(*st));
     if (st == NULL)
@@ -760,12 +784,24 @@ static void h2c_encode_headers(pt_http_codec_stream_t *cs, pt_http_headers_t *h,
         path = "/";
     if (scheme == NULL)
         scheme = c->conn->transport->is_tls ? "https" : "http";
-    int connect = strcmp(method, "CONNECT") == 0;
-    nghttp2_nv *nva = pt_arena_alloc(st->arena, (h->count + 4) * sizeof(*nva));
+    /* An upgrade (WebSocket) has no HTTP/2 form but extended CONNECT (RFC 8441): CONNECT with
+     * :protocol naming the upgrade, :scheme and :path kept, Upgrade and Connection dropped
+     * (skip_header), as Envoy sends it. A peer that did not enable it refuses the stream. */
+    const char *upgrade = pt_http_headers_get(h, "upgrade");
+    const char *connection = pt_http_headers_get(h, "connection");
+    if (upgrade != NULL && connection != NULL &&
+        pt_h1_token_list_contains(connection, strlen(connection), "upgrade")) {
+        method = "CONNECT";
+        st->upgrade = upgrade;
+    }
+    int connect = strcmp(method, "CONNECT") == 0 && st->upgrade == NULL;
+    nghttp2_nv *nva = pt_arena_alloc(st->arena, (h->count + 5) * sizeof(*nva));
     size_t n = 0;
     int32_t id = -1;
     if (nva != NULL) {
         nva[n++] = NV(":method", method, 7, strlen(method));
+        if (st->upgrade != NULL)
+            nva[n++] = NV(":protocol", st->upgrade, 9, strlen(st->upgrade));
         if (!connect) {
             nva[n++] = NV(":scheme", scheme, 7, strlen(scheme));
             nva[n++] = NV(":path", path, 5, strlen(path));

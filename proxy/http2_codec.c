@@ -58,6 +58,8 @@ typedef struct h2_stream {
     unsigned deferred : 1;   /* the data provider waits for `out` or the watermark */
     unsigned above_high : 1; /* the owner was told "above" */
     unsigned rejected : 1;   /* refused while its headers arrived; reset by nghttp2 */
+    unsigned ext_connect : 1; /* an extended CONNECT (RFC 8441), seen by the owner as an
+                                 upgrade: its 101 goes out as a 200 */
     struct h2_stream *prev, *next;
 } h2_stream_t;
 
@@ -522,6 +524,24 @@ static int finish_request_headers(h2_stream_t *st, pt_http_headers_t *h)
     return 0;
 }
 
+/* An extended CONNECT (RFC 8441: CONNECT with :protocol, which nghttp2 accepts only once
+ * SETTINGS_ENABLE_CONNECT_PROTOCOL was sent) becomes what an HTTP/1.1 client would have
+ * sent, as Envoy maps it: GET with "upgrade: <protocol>" and "connection: upgrade", so the
+ * upgrade_configs, the routes and an HTTP/1.1 upstream see an ordinary upgrade. */
+static int map_extended_connect(h2_stream_t *st, pt_http_headers_t *h)
+{
+    const char *protocol = pt_http_headers_get(h, ":protocol");
+    if (protocol == NULL)
+        return 0;
+    if (pt_http_headers_set_ref(h, ":method", "GET") != 0 ||
+        pt_http_headers_set(h, "upgrade", protocol) != 0 ||
+        pt_http_headers_set_ref(h, "connection", "upgrade") != 0)
+        return -ENOMEM;
+    pt_http_headers_remove(h, ":protocol");
+    st->ext_connect = 1;
+    return 0;
+}
+
 /* Hands the body held for a read-disabled stream to its owner, then gives the window back. */
 static void deliver_held(h2_server_t *s, h2_stream_t *st)
 {
@@ -619,17 +639,13 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
             st->headers = NULL;
             if (end)
                 st->in_end = st->in_end_delivered = 1;
-            if (finish_request_headers(st, h) != 0) {
+            if (finish_request_headers(st, h) != 0 || map_extended_connect(st, h) != 0) {
                 nghttp2_submit_rst_stream(s->session, NGHTTP2_FLAG_NONE, st->id,
                                           NGHTTP2_INTERNAL_ERROR);
                 return 0;
             }
-            const char *method = pt_http_headers_get(h, ":method");
-            if (method != NULL && strcmp(method, "CONNECT") == 0) {
-                /* A request petrel does not carry, answered as the HTTP/1 codec does. */
-                s->cb->on_protocol_error(s->owner, st->super.data, 405, "CONNECT is not supported");
-                return s->closed ? NGHTTP2_ERR_CALLBACK_FAILURE : 0;
-            }
+            /* A CONNECT (RFC 9113 8.5; nghttp2 checked its form) goes to the owner like any
+             * request: upgrade_configs CONNECT decide, and a 2xx makes the stream a tunnel. */
             s->cb->on_headers(st->super.data, h, end);
         } else {
             /* Trailers (nghttp2 checked they end the stream). */
@@ -965,8 +981,9 @@ static pt_http_server_codec_t *h2s_create(pt_conn_t *c, const pt_http_server_set
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, o->max_concurrent_streams},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, o->initial_stream_window_size},
         {NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, o->hpack_table_size},
+        {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1}, /* only with allow_connect */
     };
-    if (nghttp2_submit_settings(s->session, NGHTTP2_FLAG_NONE, iv, 3) != 0)
+    if (nghttp2_submit_settings(s->session, NGHTTP2_FLAG_NONE, iv, o->allow_connect ? 4 : 3) != 0)
         goto fail;
     if (o->initial_connection_window_size > NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE &&
         nghttp2_session_set_local_window_size(s->session, NGHTTP2_FLAG_NONE, 0,
@@ -1093,6 +1110,17 @@ static void h2s_encode_headers(pt_http_codec_stream_t *cs, pt_http_headers_t *h,
         nghttp2_submit_rst_stream(s->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
         h2_flush(s);
         return;
+    }
+    if (st->ext_connect && status == 101) {
+        /* The upgrade succeeded: on HTTP/2 that is a 2xx to the CONNECT, and the stream
+         * carries the tunnel (RFC 8441 5). Upgrade and Connection were dropped by make_nv. */
+        for (size_t i = 0; i < n; i++)
+            if (nv[i].namelen == 7 && memcmp(nv[i].name, ":status", 7) == 0) {
+                nv[i].value = (uint8_t *)"200";
+                nv[i].valuelen = 3;
+            }
+        status = 200;
+        end_stream = 0;
     }
     int rc;
     if (status < 200) {

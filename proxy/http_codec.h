@@ -62,6 +62,7 @@ typedef struct pt_http2_options {
     uint64_t keepalive_timeout_ms;
     uint32_t keepalive_jitter_pct;           /* interval_jitter, default 15 */
     int override_stream_error;               /* override_stream_error_on_invalid_http_message */
+    int allow_connect; /* SETTINGS_ENABLE_CONNECT_PROTOCOL: extended CONNECT (RFC 8441) */
 } pt_http2_options_t;
 
 /* The http2.* counters (Envoy's names), kept with the connection manager's config. */
@@ -141,7 +142,9 @@ struct pt_http_server_codec_ops {
     void (*reset_stream)(pt_http_codec_stream_t *cs, pt_http_reset_reason_t reason);
     void (*read_disable)(pt_http_codec_stream_t *cs, int disable);
     /* Turns the connection into a raw byte tunnel after a 101 (HTTP/1 upgrade): bytes read
-     * go to on_data, encode_data writes raw. */
+     * go to on_data, encode_data writes raw. HTTP/2 needs nothing: an extended CONNECT
+     * (RFC 8441) reaches the owner as an upgrade request (GET with Upgrade and Connection:
+     * upgrade), its 101 leaves as a 200, and the tunnel is the stream's DATA frames. */
     void (*upgrade)(pt_http_codec_stream_t *cs);
     /* Answers `status` (408 for a request-headers timeout) on a request still being read,
      * through on_protocol_error, and closes after it. */
@@ -223,6 +226,10 @@ pt_http_client_codec_t *pt_http2_client_codec_new(pt_conn_t *c,
 /* Called once, when the peer's first SETTINGS arrived: from then on capacity() knows its
  * SETTINGS_MAX_CONCURRENT_STREAMS. */
 void pt_http2_client_codec_on_ready(pt_http_client_codec_t *codec, void (*on_ready)(void *owner));
+
+/* Drains the connection: a GOAWAY (NO_ERROR) tells the peer no new stream will come; the
+ * streams open finish, and the codec takes no new one (capacity 0, not reusable). */
+void pt_http2_client_codec_goaway(pt_http_client_codec_t *codec);
 
 /* Frees the calling thread's parser scratch (a worker thread exiting). */
 void pt_http1_codec_thread_cleanup(void);

@@ -27,6 +27,7 @@ struct pt_pool {
     pt_cluster_t *cluster;        /* a reference: the newest version that used this pool */
     pt_cluster_stats_t stats;
     uint64_t idle_timeout_ms;
+    uint64_t max_duration_ms;     /* max_connection_duration, 0 = none */
     uint32_t max_requests;
     uint32_t expect_streams;      /* streams a connection being established will take */
     pt_pool_protocol_t protocol;
@@ -97,6 +98,7 @@ static void pool_adopt_cluster(pt_pool_t *p, pt_cluster_t *c)
     p->cluster = c;
     p->stats = c->stats;
     p->idle_timeout_ms = c->http_idle_timeout_ms;
+    p->max_duration_ms = c->max_connection_duration_ms;
     p->max_requests = c->max_requests_per_connection;
     /* A connection being established is expected to take this many streams: HTTP/2 as many
      * as the cluster allows (the peer's SETTINGS may lower it once they arrive), HTTP/1
@@ -208,6 +210,7 @@ static void pc_destroy(pt_pool_conn_t *pc, int remote)
     else if (pc->state == PC_CONNECTING)
         p->nconnecting--;
     ev_timer_stop(p->worker->loop, &pc->idle_timer);
+    ev_timer_stop(p->worker->loop, &pc->duration_timer);
     account_bytes(pc);
     if (pc->codec != NULL)
         pc->codec->ops->destroy(pc->codec);
@@ -236,6 +239,27 @@ static void on_idle_timeout(struct ev_loop *loop, ev_timer *t, int revents)
     pc_destroy(pc, 0);
 }
 
+static void pc_set_state(pt_pool_conn_t *pc, unsigned state);
+
+/* max_connection_duration (Envoy's): the connection drains. It takes no new stream; an idle
+ * one closes now, a busy HTTP/1 one after its request, an HTTP/2 one says GOAWAY and closes
+ * once its streams finished (pt_pool_release). */
+static void on_duration_timeout(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    pt_pool_conn_t *pc = t->data;
+    pt_stat_inc(pc->pool->stats.upstream_cx_max_duration_reached);
+    pc->draining = 1;
+    if (pc->streams == 0) {
+        pc_destroy(pc, 0);
+        return;
+    }
+    if (pc->codec->ops == &pt_http2_client_codec)
+        pt_http2_client_codec_goaway(pc->codec);
+    pc_set_state(pc, PC_BUSY);
+}
+
 static void pc_connect_failed(pt_pool_conn_t *pc, int status);
 
 /* A connection with no stream can no longer be used: its upstream closed it, sent junk or
@@ -254,6 +278,8 @@ static void on_codec_closed(void *owner, pt_http_client_codec_t *codec)
  * max_requests_per_connection. */
 static unsigned pc_capacity(const pt_pool_conn_t *pc)
 {
+    if (pc->draining)
+        return 0;
     unsigned cap = pc->codec->ops->capacity(pc->codec);
     uint32_t max = pc->pool->max_requests;
     if (max > 0 && cap > 0 && max - pc->requests < cap)
@@ -429,6 +455,10 @@ static void pc_on_connect(pt_conn_t *c, int status)
         pc_destroy(pc, 0);
         return;
     }
+    if (p->max_duration_ms > 0) {
+        ev_timer_set(&pc->duration_timer, (double)p->max_duration_ms / 1000.0, 0.);
+        ev_timer_start(p->worker->loop, &pc->duration_timer);
+    }
     if (h2) {
         /* Ready when the peer's SETTINGS say how many streams it takes. */
         pt_http2_client_codec_on_ready(pc->codec, pc_on_h2_ready);
@@ -496,6 +526,8 @@ static int start_connect(pt_pool_t *p, int priority)
     pc->state = PC_CONNECTING;
     ev_init(&pc->idle_timer, on_idle_timeout);
     pc->idle_timer.data = pc;
+    ev_init(&pc->duration_timer, on_duration_timeout);
+    pc->duration_timer.data = pc;
     int err = 0;
     pc->conn = pt_cluster_connect(p->cluster, p->worker, &p->address, &connecting_handler, pc,
                                   &err);
@@ -601,7 +633,7 @@ void pt_pool_release(pt_pool_conn_t *pc)
     account_bytes(pc);
     if (pc->streams > 0)
         pc->streams--;
-    if (!pc->codec->ops->reusable(pc->codec)) {
+    if (pc->draining || !pc->codec->ops->reusable(pc->codec)) {
         /* No new stream goes on it; the ones it still carries finish first. */
         if (pc->streams == 0)
             pc_destroy(pc, 0);

@@ -38,6 +38,7 @@ typedef struct pt_pool_conn {
     pt_http_client_codec_t *codec;
     struct pt_pool_conn *prev, *next; /* in one of the pool's lists (its state's) */
     ev_timer idle_timer;
+    ev_timer duration_timer;          /* max_connection_duration, from the connect */
     uint32_t requests;                /* streams started on this connection */
     uint32_t streams;                 /* streams attached now */
     uint64_t rx_accounted, tx_accounted;
@@ -47,6 +48,7 @@ typedef struct pt_pool_conn {
      * state). */
     pt_breaker_counts_t *breaker_counts;
     unsigned state : 2;               /* connecting, busy, available, idle */
+    unsigned draining : 1;            /* max_connection_duration reached: no new stream */
 } pt_pool_conn_t;
 
 struct pt_pool_request {

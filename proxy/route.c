@@ -54,8 +54,8 @@ static const char *const route_unsupported[] = {"metadata",
                                                 "non_forwarding_action",
                                                 NULL};
 static const char *const match_unsupported[] = {
-    "connect_matcher",  "path_match_policy", "runtime_fraction", "grpc", "tls_context",
-    "dynamic_metadata", "filter_state",      "cel_matcher",      NULL};
+    "path_match_policy", "runtime_fraction", "grpc",        "tls_context",
+    "dynamic_metadata",  "filter_state",     "cel_matcher", NULL};
 static const char *const action_unsupported[] = {"cluster_specifier_plugin",
                                                  "inline_cluster_specifier_plugin",
                                                  "metadata_match",
@@ -80,7 +80,8 @@ static const char *const weighted_unsupported[] = {"runtime_key_prefix", "header
                                                    "use_hash_policy", NULL};
 static const char *const cluster_weight_unsupported[] = {"cluster_header", "metadata_match",
                                                          "typed_per_filter_config", NULL};
-static const char *const upgrade_unsupported[] = {"connect_config", NULL};
+static const char *const connect_config_unsupported[] = {"proxy_protocol_config", "allow_post",
+                                                         NULL};
 static const char *const data_source_unsupported[] = {"environment_variable", "watched_directory",
                                                       NULL};
 static const char *const require_tls_names[] = {"NONE", "EXTERNAL_ONLY", "ALL", NULL};
@@ -299,11 +300,11 @@ static void parse_query_matcher(pctx_t *p, pt_query_matcher_t *qm)
 
 static void parse_match(pctx_t *p, pt_route_match_spec_t *m)
 {
-    static const char *const kinds[] = {"prefix", "path", "safe_regex", "path_separated_prefix",
-                                        NULL};
-    static const char *const kinds_unsupported[] = {"connect_matcher", "path_match_policy", NULL};
+    static const char *const kinds[] = {
+        "prefix", "path", "safe_regex", "path_separated_prefix", "connect_matcher", NULL};
+    static const char *const kinds_unsupported[] = {"path_match_policy", NULL};
     static const pt_path_match_kind_t kind_of[] = {PT_PATH_PREFIX, PT_PATH_EXACT, PT_PATH_REGEX,
-                                                   PT_PATH_SEPARATED_PREFIX};
+                                                   PT_PATH_SEPARATED_PREFIX, PT_PATH_CONNECT};
     pt_cfg_t *r = p->r;
     pt_cfg_unsupported(r, match_unsupported);
     memset(m, 0, sizeof(*m));
@@ -312,7 +313,11 @@ static void parse_match(pctx_t *p, pt_route_match_spec_t *m)
     if (found >= 0) {
         m->kind = kind_of[found];
         const char *s;
-        if (found == 2) {
+        if (found == 4) {
+            /* ConnectMatcher is an empty message. */
+            if (pt_cfg_enter(r, "connect_matcher") > 0)
+                pt_cfg_leave(r);
+        } else if (found == 2) {
             if (pt_cfg_enter(r, "safe_regex") > 0) {
                 m->regex = pt_regex_parse(r, p->a, 0);
                 pt_cfg_leave(r);
@@ -532,7 +537,6 @@ static void parse_route_action(pctx_t *p, pt_route_t *rt)
         for (size_t i = 0; u != NULL && i < n; i++) {
             if (pt_cfg_enter_index(r, i) <= 0)
                 continue;
-            pt_cfg_unsupported(r, upgrade_unsupported);
             int rc = pt_cfg_string(r, "upgrade_type", &s, NULL);
             if (rc == 0 || (rc > 0 && s[0] == '\0')) {
                 pt_cfg_error(r, "upgrade_type", "is required");
@@ -546,6 +550,16 @@ static void parse_route_action(pctx_t *p, pt_route_t *rt)
                     pt_cfg_error(r, "upgrade_type", "duplicate upgrade %s", q);
                 u[rt->nupgrades].upgrade_type = t;
                 pt_cfg_bool(r, "enabled", &u[rt->nupgrades].enabled, 1);
+                u[rt->nupgrades].connect_config = 0;
+                if (pt_cfg_enter(r, "connect_config") > 0) {
+                    /* Envoy: CONNECT is terminated here (a TCP connection to the cluster)
+                     * instead of being forwarded upstream as a CONNECT request. */
+                    pt_cfg_unsupported(r, connect_config_unsupported);
+                    pt_cfg_leave(r);
+                    if (t != NULL && strcmp(t, "connect") != 0)
+                        pt_cfg_error(r, "connect_config", "is only for upgrade_type CONNECT");
+                    u[rt->nupgrades].connect_config = 1;
+                }
                 rt->nupgrades++;
             }
             pt_cfg_leave(r);
@@ -712,6 +726,18 @@ static void parse_route(pctx_t *p, pt_route_t *rt)
         else
             parse_direct_response(p, rt);
         pt_cfg_leave(r);
+    }
+    if (rt->match.kind == PT_PATH_CONNECT && rt->action == PT_ROUTE_ACTION_ROUTE && found == 0) {
+        /* petrel terminates CONNECT; Envoy's other mode, forwarding the CONNECT request to
+         * an upstream proxy, is not supported: say so here rather than at run time. */
+        int terminates = 0;
+        for (unsigned i = 0; i < rt->nupgrades; i++)
+            terminates |= strcmp(rt->upgrades[i].upgrade_type, "connect") == 0 &&
+                          rt->upgrades[i].connect_config;
+        if (!terminates)
+            pt_cfg_error(r, "route.upgrade_configs",
+                         "a connect_matcher route needs {upgrade_type: CONNECT, connect_config: "
+                         "{}} (CONNECT is terminated; forwarding it upstream is not supported)");
     }
     parse_mutations(p, "request", &rt->request_headers);
     parse_mutations(p, "response", &rt->response_headers);
@@ -1208,6 +1234,8 @@ static int path_matches(const pt_route_match_spec_t *m, const char *path, size_t
     case PT_PATH_SEPARATED_PREFIX:
         return pend >= m->path_len && eq_case(path, m->path, m->path_len, m->case_sensitive) &&
                (pend == m->path_len || path[m->path_len] == '/');
+    case PT_PATH_CONNECT:
+        return 0; /* decided by the method (pt_route_match) */
     }
     return 0;
 }
@@ -1217,8 +1245,12 @@ const pt_route_t *pt_route_match(const pt_vhost_t *vh, const pt_http_headers_t *
     if (vh == NULL || req == NULL)
         return NULL;
     const char *path = pt_http_headers_get(req, ":path");
-    if (path == NULL)
+    const char *method = pt_http_headers_get(req, ":method");
+    int connect = path == NULL && method != NULL && strcmp(method, "CONNECT") == 0;
+    if (path == NULL && !connect)
         return NULL;
+    if (connect)
+        path = ""; /* CONNECT (authority-form): only connect_matcher routes match it */
     size_t plen = strlen(path);
     size_t pend = strcspn(path, "?#"); /* the path without query string and fragment */
     const char *query = path[pend] == '?' ? path + pend + 1 : path + pend;
@@ -1226,7 +1258,8 @@ const pt_route_t *pt_route_match(const pt_vhost_t *vh, const pt_http_headers_t *
     for (unsigned i = 0; i < vh->nroutes; i++) {
         const pt_route_t *rt = &vh->routes[i];
         const pt_route_match_spec_t *m = &rt->match;
-        if (!path_matches(m, path, plen, pend))
+        if (connect != (m->kind == PT_PATH_CONNECT) ||
+            (!connect && !path_matches(m, path, plen, pend)))
             continue;
         unsigned k;
         for (k = 0; k < m->nheaders; k++)

@@ -48,6 +48,7 @@ typedef enum pt_path_match_kind {
     PT_PATH_EXACT,            /* path: all of :path without the query string */
     PT_PATH_REGEX,            /* safe_regex: full match of :path without the query string */
     PT_PATH_SEPARATED_PREFIX, /* path_separated_prefix: prefix ending at '/', '?' or the end */
+    PT_PATH_CONNECT,          /* connect_matcher: CONNECT requests (no :path), and only them */
 } pt_path_match_kind_t;
 
 typedef struct pt_route_match_spec {
@@ -87,6 +88,7 @@ typedef struct pt_weighted_cluster {
 typedef struct pt_upgrade_config {
     const char *upgrade_type; /* lowercase ("websocket") */
     int enabled;
+    int connect_config; /* route, "connect": terminate CONNECT (a TCP tunnel to the cluster) */
 } pt_upgrade_config_t;
 
 /* prefix_rewrite / regex_rewrite, of a route action or of a redirect. */

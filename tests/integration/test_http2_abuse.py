@@ -119,13 +119,15 @@ class MalformedTest(AbuseBase):
         p.wait_stat('http.cl.downstream_rq_active', 0)
 
     def test_connect_is_refused(self):
+        # Without upgrade_configs CONNECT, a CONNECT is an upgrade that is not enabled.
         p, port, up = self.start('cn')
         with H2Client(port) as c:
             sid = c.conn.get_next_available_stream_id()
             c.streams[sid] = __import__('h2client').Stream(sid)
             c.conn.send_headers(sid, [(':method', 'CONNECT'), (':authority', 'x:443')])
             c.flush()
-            self.assertEqual(c.response(sid).status, 405)
+            self.assertEqual(c.response(sid).status, 403)
+            self.assertEqual(c.response(c.request('GET', '/echo')).status, 200)
 
     def test_header_overflow_resets_the_stream(self):
         p, port, up = self.start('ho', max_request_headers_kb=2)

@@ -409,7 +409,14 @@ class ConfigErrorTest(unittest.TestCase):
             return h.run_petrel(['--mode', 'validate', '-c', path])
 
     def test_unsupported_http2_option_names_the_field(self):
+        rc, out, err = self.validate(explicit_h2(allow_metadata=True))
+        self.assertEqual(rc, 1)
+        self.assertIn('explicit_http_config.http2_protocol_options.allow_metadata', err)
+
+    def test_allow_connect_is_taken(self):
         rc, out, err = self.validate(explicit_h2(allow_connect=True))
+        self.assertEqual(rc, 0, err)
+        rc, out, err = self.validate(explicit_h2(allow_connect='no'))
         self.assertEqual(rc, 1)
         self.assertIn('explicit_http_config.http2_protocol_options.allow_connect', err)
 

@@ -448,13 +448,15 @@ static void test_cluster_http_protocol_options(void)
         "    typed_extension_protocol_options:\n"
         "      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n"
         "        '@type': type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n"
-        "        common_http_protocol_options: {idle_timeout: 30s, max_requests_per_connection: 100}\n"
+        "        common_http_protocol_options: {idle_timeout: 30s, max_requests_per_connection: 100,"
+        " max_connection_duration: 2.5s}\n"
         "        explicit_http_config: {http_protocol_options: {}}\n";
     pt_boot_t *c = ACCEPTS_YAML(yaml);
     PT_CHECK(c != NULL);
     if (c != NULL) {
         PT_CHECK_INT(c->clusters[0]->http_idle_timeout_ms, 30000);
         PT_CHECK_INT(c->clusters[0]->max_requests_per_connection, 100);
+        PT_CHECK_INT(c->clusters[0]->max_connection_duration_ms, 2500);
         pt_boot_free(c);
     }
     /* HTTP/2 upstream: explicit, automatic (ALPN), by the downstream's protocol, and the
@@ -503,6 +505,7 @@ static void test_cluster_http_protocol_options(void)
         PT_CHECK_INT(c->clusters[2]->protocol, PT_UPSTREAM_AUTO);
         PT_CHECK_INT(c->clusters[3]->protocol, PT_UPSTREAM_DOWNSTREAM);
         PT_CHECK_INT(c->clusters[4]->protocol, PT_UPSTREAM_HTTP1);
+        PT_CHECK_INT(c->clusters[4]->max_connection_duration_ms, 0); /* default: none */
         pt_boot_free(c);
     }
 #define HPO_HEAD                                                                          \
@@ -512,6 +515,11 @@ static void test_cluster_http_protocol_options(void)
     "        '@type': type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n"
 #define TPO C0 ".typed_extension_protocol_options"
 #define HPO TPO ".envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    REJECTS_YAML(HPO_HEAD HPO_KEY HPO_TYPE
+                 "        common_http_protocol_options: {max_connection_duration: soon}\n"
+                 "        explicit_http_config: {http_protocol_options: {}}\n",
+                 HPO ".common_http_protocol_options.max_connection_duration: \"soon\" is not a "
+                     "duration (expected a string like \"1.5s\")");
     REJECTS_YAML(HPO_HEAD HPO_KEY HPO_TYPE "        explicit_http_config: {}\n",
                  HPO ".explicit_http_config: one of http_protocol_options, "
                      "http2_protocol_options or http3_protocol_options is required");
@@ -519,9 +527,9 @@ static void test_cluster_http_protocol_options(void)
                  "        explicit_http_config: {http3_protocol_options: {}}\n",
                  HPO ".explicit_http_config.http3_protocol_options: field is not supported");
     REJECTS_YAML(HPO_HEAD HPO_KEY HPO_TYPE
-                 "        explicit_http_config: {http2_protocol_options: {allow_connect: true}}\n",
+                 "        explicit_http_config: {http2_protocol_options: {allow_connect: 3}}\n",
                  HPO ".explicit_http_config.http2_protocol_options.allow_connect: "
-                     "field is not supported");
+                     "3 is not a boolean");
     REJECTS_YAML(HPO_HEAD HPO_KEY HPO_TYPE
                  "        explicit_http_config: {http2_protocol_options: {max_streams: 3}}\n",
                  HPO ".explicit_http_config.http2_protocol_options.max_streams: unknown field");

@@ -124,6 +124,7 @@ static void test_http2_defaults(void)
     PT_CHECK_INT(o->max_inbound_window_update_frames_per_data_frame_sent, 10);
     PT_CHECK_INT(o->keepalive_interval_ms, 0);
     PT_CHECK_INT(o->override_stream_error, 0);
+    PT_CHECK_INT(o->allow_connect, 0);
     PT_CHECK_INT(hcm_of(c)->settings.drain_timeout_ms, 5000);
     pt_boot_free(c);
     pt_cfg_dispose(&R);
@@ -146,6 +147,7 @@ static void test_http2_values(void)
                          "'max_inbound_priority_frames_per_stream':7,"
                          "'max_inbound_window_update_frames_per_data_frame_sent':3,"
                          "'override_stream_error_on_invalid_http_message':true,"
+                         "'allow_connect':true,"
                          "'connection_keepalive':{'interval':'10s','timeout':'2.5s',"
                          "'interval_jitter':{'value':5}}},'drain_timeout':'1s'",
                          "");
@@ -167,6 +169,7 @@ static void test_http2_values(void)
     PT_CHECK_INT(o->max_inbound_priority_frames_per_stream, 7);
     PT_CHECK_INT(o->max_inbound_window_update_frames_per_data_frame_sent, 3);
     PT_CHECK_INT(o->override_stream_error, 1);
+    PT_CHECK_INT(o->allow_connect, 1);
     PT_CHECK_INT(o->keepalive_interval_ms, 10000);
     PT_CHECK_INT(o->keepalive_timeout_ms, 2500);
     PT_CHECK_INT(o->keepalive_jitter_pct, 5);
@@ -189,8 +192,8 @@ static void test_http2_errors(void)
           E(H2 ".max_outbound_frames: 0 is out of range [1, 4294967294]"));
     CHECK("'http2_protocol_options':{'hpack_table_size':-1}",
           E(H2 ".hpack_table_size: -1 is not a non-negative integer"));
-    CHECK("'http2_protocol_options':{'allow_connect':true}",
-          E(H2 ".allow_connect: field is not supported"));
+    CHECK("'http2_protocol_options':{'allow_connect':'yes'}",
+          E(H2 ".allow_connect: \"yes\" is not a boolean"));
     CHECK("'http2_protocol_options':{'allow_metadata':true,'custom_settings_parameters':[]}",
           E(H2 ".allow_metadata: field is not supported",
             H2 ".custom_settings_parameters: field is not supported"));

@@ -393,8 +393,36 @@ static void test_route_match(void)
     PT_CHECK(pt_route_match(narrow, H(&a, ":path", "/other", NULL)) == NULL);
     PT_CHECK(pt_route_match(narrow, H(&a, ":path", "/only/x", NULL)) != NULL);
     PT_CHECK(pt_route_match(vh, H(&a, ":method", "CONNECT", NULL)) == NULL);
+    PT_CHECK(pt_route_match(vh, H(&a, ":method", "GET", NULL)) == NULL);
     PT_CHECK(pt_route_match(NULL, H(&a, ":path", "/", NULL)) == NULL);
     pt_arena_dispose(&a);
+}
+
+/* connect_matcher: CONNECT requests (no :path) match only such routes, and such routes
+ * match nothing else, whatever their order (Envoy's rule). */
+static void test_connect_matcher(void)
+{
+    pt_route_config_t *rc =
+        load("{'virtual_hosts':[{'name':'v','domains':['*'],'routes':["
+             "{'name':'all','match':{'prefix':'/'},'route':{'cluster':'a'}},"
+             "{'name':'tunnel','match':{'connect_matcher':{},'headers':[{'name':'x-t',"
+             "  'present_match':true}]},'route':{'cluster':'a','upgrade_configs':[{"
+             "  'upgrade_type':'CONNECT','connect_config':{}}]}}]}]}");
+    PT_CHECK(rc != NULL);
+    if (rc == NULL)
+        return;
+    const pt_vhost_t *vh = pt_route_find_vhost(rc, "x");
+    pt_arena_t a = {0};
+    const pt_route_t *rt =
+        pt_route_match(vh, H(&a, ":method", "CONNECT", ":authority", "h:443", "x-t", "1", NULL));
+    PT_CHECK(rt != NULL && strcmp(rt->name, "tunnel") == 0);
+    PT_CHECK(rt != NULL && rt->nupgrades == 1 && rt->upgrades[0].connect_config);
+    /* Its header matchers still apply. */
+    PT_CHECK(pt_route_match(vh, H(&a, ":method", "CONNECT", ":authority", "h:443", NULL)) == NULL);
+    rt = pt_route_match(vh, H(&a, ":method", "GET", ":path", "/", "x-t", "1", NULL));
+    PT_CHECK(rt != NULL && strcmp(rt->name, "all") == 0);
+    pt_arena_dispose(&a);
+    pt_route_config_unref(rc);
 }
 
 /* ---- weighted clusters ------------------------------------------------------------------ */
@@ -1060,11 +1088,24 @@ static void test_config_errors(void)
           "given (found route, redirect)"}},
         {ROUTE("{'route':{'cluster':'a'}}"), {"rc.virtual_hosts[0].routes[0].match: is required"}},
         {ROUTE("{'match':{},'route':{'cluster':'a'}}"),
-         {"rc.virtual_hosts[0].routes[0].match: one of prefix, path, safe_regex or "
-          "path_separated_prefix is required"}},
+         {"rc.virtual_hosts[0].routes[0].match: one of prefix, path, safe_regex, "
+          "path_separated_prefix or connect_matcher is required"}},
         {ROUTE("{'match':{'prefix':'/','path':'/x'},'route':{'cluster':'a'}}"),
          {"rc.virtual_hosts[0].routes[0].match: only one of prefix, path, safe_regex, "
-          "path_separated_prefix may be given (found prefix, path)"}},
+          "path_separated_prefix, connect_matcher may be given (found prefix, path)"}},
+        /* CONNECT is terminated, never forwarded: a connect_matcher route must say so. */
+        {ROUTE("{'match':{'connect_matcher':{}},'route':{'cluster':'a'}}"),
+         {"rc.virtual_hosts[0].routes[0].route.upgrade_configs: a connect_matcher route needs "
+          "{upgrade_type: CONNECT, connect_config: {}} (CONNECT is terminated; forwarding it "
+          "upstream is not supported)"}},
+        {ROUTE("{'match':{'prefix':'/'},'route':{'cluster':'a','upgrade_configs':[{"
+               "'upgrade_type':'websocket','connect_config':{}}]}}"),
+         {"rc.virtual_hosts[0].routes[0].route.upgrade_configs[0].connect_config: is only for "
+          "upgrade_type CONNECT"}},
+        {ROUTE("{'match':{'connect_matcher':{}},'route':{'cluster':'a','upgrade_configs':[{"
+               "'upgrade_type':'CONNECT','connect_config':{'proxy_protocol_config':{}}}]}}"),
+         {"rc.virtual_hosts[0].routes[0].route.upgrade_configs[0].connect_config."
+          "proxy_protocol_config: field is not supported"}},
         {ROUTE("{'match':{'path_separated_prefix':'/api/'},'route':{'cluster':'a'}}"),
          {"rc.virtual_hosts[0].routes[0].match.path_separated_prefix: \"/api/\" must be at "
           "least 2 characters long, contain no '?' or '#', and not end with '/'"}},
@@ -1368,6 +1409,7 @@ int main(void)
     PT_RUN(test_find_vhost);
     PT_RUN(test_find_vhost_no_default);
     PT_RUN(test_route_match);
+    PT_RUN(test_connect_matcher);
     PT_RUN(test_weighted_proportions);
     PT_RUN(test_weighted_boundaries);
     PT_RUN(test_route_action_fields);
