@@ -14,9 +14,10 @@
 #include "proxy/view.h"
 #include "proxy/worker.h"
 
-#define ADS_PATH "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
-#define BACKOFF_BASE_MS 500
-#define BACKOFF_MAX_MS  30000
+#define ADS_PATH              "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+#define DELTA_PATH            "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
+#define BACKOFF_BASE_MS       500
+#define BACKOFF_MAX_MS        30000
 #define GRPC_INVALID_ARGUMENT 3
 
 /* One resource type on the stream: its watches, and what the control plane last said. */
@@ -27,6 +28,11 @@ typedef struct type_state {
     char *nonce;   /* of the last response on this stream ("" before one) */
     int wildcard;  /* LDS and CDS: a watch wants every resource unless it names some */
     int asked;     /* a request went out on this stream: an empty list then unsubscribes */
+    /* Delta: the resources in force, name -> {"version", "resource"} (what the watches
+     * accepted last, handed to them whole each time), and the names subscribed on this
+     * stream (an object used as a set; "*" for the wildcard). */
+    json_t *have;
+    json_t *subscribed;
     struct type_state *next;
 } type_state_t;
 
@@ -40,12 +46,13 @@ struct pt_ads_watch {
     char *version;
     char **names; /* NULL with nnames 0: the wildcard */
     size_t nnames;
-    int dead;     /* unwatched while a response was being delivered: freed after it */
+    int dead; /* unwatched while a response was being delivered: freed after it */
     pt_ads_watch_t *next;
 };
 
 struct pt_ads {
     char *cluster_name;
+    int delta; /* DELTA_GRPC: incremental requests and responses */
     int node_first_only;
     json_t *node;
     pt_cluster_manager_t *cm;
@@ -53,10 +60,10 @@ struct pt_ads {
     pt_grpc_stream_t *stream; /* NULL between streams */
     int node_sent;            /* on this stream */
     int connected;
-    int stopped;              /* shutting down: no more streams */
-    uint64_t backoff_ms;      /* the next retry's ceiling */
+    int stopped;         /* shutting down: no more streams */
+    uint64_t backoff_ms; /* the next retry's ceiling */
     ev_timer retry;
-    unsigned delivering;      /* responses being handed out (watches are not freed then) */
+    unsigned delivering; /* responses being handed out (watches are not freed then) */
     type_state_t *types;
     pt_stat_t connected_state;
 };
@@ -87,10 +94,31 @@ static int set_str(char **slot, const char *v)
 
 /* Sends the type's DiscoveryRequest: its names (the union of its watches', or none for a
  * wildcard), the version it has, the last nonce, and error_detail for a NACK. */
+static void send_delta_request(pt_ads_t *a, type_state_t *t, const char *nack);
+
+/* Encodes a request tree by its message's schema and sends it (takes req). */
+static void send_message(pt_ads_t *a, const char *message, const type_state_t *t, json_t *req)
+{
+    pt_pb_writer_t w;
+    pt_pb_writer_init(&w);
+    char err[256];
+    const pt_pb_message_t *m = pt_pb_message_find(message);
+    if (m == NULL || pt_pb_from_json(m, req, &w, err, sizeof(err)) != 0 || w.failed)
+        pt_error("ads: cannot encode a request for %s", t->type_url);
+    else if (pt_grpc_stream_send(a->stream, w.buf, w.len) == 0)
+        a->node_sent = 1;
+    pt_pb_writer_dispose(&w);
+    json_decref(req);
+}
+
 static void send_request(pt_ads_t *a, type_state_t *t, const char *nack)
 {
     if (a->stream == NULL)
         return;
+    if (a->delta) {
+        send_delta_request(a, t, nack);
+        return;
+    }
     int any = t->wildcard;
     for (pt_ads_watch_t *w = t->watches; w != NULL && !any; w = w->next)
         any = !w->dead && w->nnames > 0;
@@ -122,16 +150,74 @@ static void send_request(pt_ads_t *a, type_state_t *t, const char *nack)
         json_object_set_new(status, "message", json_string(nack));
         json_object_set_new(req, "error_detail", status);
     }
-    pt_pb_writer_t w;
-    pt_pb_writer_init(&w);
-    char err[256];
-    const pt_pb_message_t *m = pt_pb_message_find("envoy.service.discovery.v3.DiscoveryRequest");
-    if (m == NULL || pt_pb_from_json(m, req, &w, err, sizeof(err)) != 0 || w.failed)
-        pt_error("ads: cannot encode a request for %s", t->type_url);
-    else if (pt_grpc_stream_send(a->stream, w.buf, w.len) == 0)
-        a->node_sent = 1;
-    pt_pb_writer_dispose(&w);
-    json_decref(req);
+    send_message(a, "envoy.service.discovery.v3.DiscoveryRequest", t, req);
+}
+
+/* The names the type's live watches want: a set (object), with "*" for a wildcard. */
+static json_t *wanted_names(const type_state_t *t)
+{
+    json_t *set = json_object();
+    for (pt_ads_watch_t *w = t->watches; w != NULL; w = w->next) {
+        if (w->dead)
+            continue;
+        if (w->names == NULL && t->wildcard)
+            json_object_set_new(set, "*", json_true());
+        for (size_t i = 0; i < w->nnames; i++)
+            json_object_set_new(set, w->names[i], json_true());
+    }
+    return set;
+}
+
+/* A DeltaDiscoveryRequest: names subscribed and unsubscribed since the last one on this
+ * stream; on a new stream, the versions in force (initial_resource_versions); an ACK or
+ * NACK of the last response by its nonce. */
+static void send_delta_request(pt_ads_t *a, type_state_t *t, const char *nack)
+{
+    json_t *want = wanted_names(t);
+    if (json_object_size(want) == 0 && !t->asked) {
+        json_decref(want);
+        return;
+    }
+    json_t *req = json_object();
+    json_t *sub = json_array(), *unsub = json_array();
+    const char *name;
+    json_t *v;
+    json_object_foreach(want, name, v)
+    {
+        if (json_object_get(t->subscribed, name) == NULL)
+            json_array_append_new(sub, json_string(name));
+    }
+    json_object_foreach(t->subscribed, name, v)
+    {
+        if (json_object_get(want, name) == NULL)
+            json_array_append_new(unsub, json_string(name));
+    }
+    json_object_set_new(req, "type_url", json_string(t->type_url));
+    json_object_set_new(req, "resource_names_subscribe", sub);
+    json_object_set_new(req, "resource_names_unsubscribe", unsub);
+    if (!t->asked && json_object_size(t->have) > 0) {
+        json_t *versions = json_object();
+        json_object_foreach(t->have, name, v)
+        {
+            json_t *ver = json_object_get(v, "version");
+            json_object_set_new(versions, name,
+                                json_string(json_is_string(ver) ? json_string_value(ver) : ""));
+        }
+        json_object_set_new(req, "initial_resource_versions", versions);
+    }
+    json_object_set_new(req, "response_nonce", json_string(t->nonce));
+    if (!a->node_sent || !a->node_first_only)
+        json_object_set(req, "node", a->node);
+    if (nack != NULL) {
+        json_t *status = json_object();
+        json_object_set_new(status, "code", json_integer(GRPC_INVALID_ARGUMENT));
+        json_object_set_new(status, "message", json_string(nack));
+        json_object_set_new(req, "error_detail", status);
+    }
+    t->asked = 1;
+    json_decref(t->subscribed);
+    t->subscribed = want;
+    send_message(a, "envoy.service.discovery.v3.DeltaDiscoveryRequest", t, req);
 }
 
 /* ---- responses ----------------------------------------------------------------------- */
@@ -228,6 +314,81 @@ static int deliver(pt_ads_t *a, type_state_t *t, const pt_discovery_response_t *
     return refused ? -1 : 0;
 }
 
+static void on_delta_message(pt_ads_t *a, const void *msg, size_t len, char *err, size_t errlen);
+
+/* A delta response applied to what the type has: the resources it adds or changes, less
+ * those it removes (or names without a body), as the state-of-the-world response the
+ * watches read: every resource of the type in force. NULL with why in err. */
+static json_t *delta_next_state(const type_state_t *t, json_t *root, char *err, size_t errlen)
+{
+    json_t *next = json_copy(t->have);
+    json_t *res = json_object_get(root, "resources");
+    size_t i;
+    json_t *r;
+    json_array_foreach(res, i, r)
+    {
+        json_t *name = json_object_get(r, "name"), *body = json_object_get(r, "resource");
+        if (!json_is_string(name) || json_string_length(name) == 0) {
+            snprintf(err, errlen, "resources[%zu].name: is required", i);
+            json_decref(next);
+            return NULL;
+        }
+        if (!json_is_object(body)) {
+            json_object_del(next, json_string_value(name)); /* known not to exist */
+            continue;
+        }
+        json_t *entry = json_object();
+        json_t *ver = json_object_get(r, "version");
+        json_object_set_new(entry, "version",
+                            json_string(json_is_string(ver) ? json_string_value(ver) : ""));
+        json_object_set(entry, "resource", body);
+        json_object_set_new(next, json_string_value(name), entry);
+    }
+    json_t *removed = json_object_get(root, "removed_resources");
+    json_array_foreach(removed, i, r)
+    {
+        if (json_is_string(r))
+            json_object_del(next, json_string_value(r));
+    }
+    return next;
+}
+
+static json_t *sotw_of(const json_t *have, const char *version)
+{
+    json_t *root = json_object(), *list = json_array();
+    const char *name;
+    json_t *v;
+    json_object_foreach((json_t *)have, name, v)
+        json_array_append(list, json_object_get(v, "resource"));
+    json_object_set_new(root, "version_info", json_string(version));
+    json_object_set_new(root, "resources", list);
+    return root;
+}
+
+/* Judges a response (a state-of-the-world tree) and hands it to the type's watches: 0
+ * accepted by all, else -1 with why in err. */
+static int judge(pt_ads_t *a, type_state_t *t, json_t *root, const char *type_url, char *err,
+                 size_t errlen)
+{
+    pt_discovery_response_t resp;
+    int rc = pt_discovery_response_parse(root, type_url, &resp, err, errlen);
+    if (rc == 0) {
+        rc = deliver(a, t, &resp, err, errlen);
+        if (rc == 0) {
+            set_str(&t->version, resp.version_info);
+            pt_info("ads: %s version %s accepted", type_url, resp.version_info);
+        }
+    } else {
+        for (pt_ads_watch_t *w = t->watches; w != NULL; w = w->next) {
+            pt_stat_inc(w->stats.update_attempt);
+            pt_stat_inc(w->stats.update_rejected);
+        }
+        pt_warn("ads: %s rejected: %s", type_url, err);
+    }
+    pt_discovery_response_dispose(&resp);
+    return rc;
+}
+
 static void on_message(void *data, const void *msg, size_t len)
 {
     pt_ads_t *a = data;
@@ -237,6 +398,10 @@ static void on_message(void *data, const void *msg, size_t len)
     }
     a->backoff_ms = BACKOFF_BASE_MS; /* the control plane answers: start over */
     char err[4096];
+    if (a->delta) {
+        on_delta_message(a, msg, len, err, sizeof(err));
+        return;
+    }
     const pt_pb_message_t *m = pt_pb_message_find("envoy.service.discovery.v3.DiscoveryResponse");
     json_t *root = pt_pb_to_json(m, msg, len, NULL, err, sizeof(err));
     char type_url[256], nonce[256];
@@ -257,27 +422,56 @@ static void on_message(void *data, const void *msg, size_t len)
     set_str(&t->nonce, nonce);
     int rc = -1;
     if (root != NULL) {
-        pt_discovery_response_t resp;
-        rc = pt_discovery_response_parse(root, type_url, &resp, err, sizeof(err));
-        if (rc == 0) {
-            rc = deliver(a, t, &resp, err, sizeof(err));
-            if (rc == 0) {
-                set_str(&t->version, resp.version_info);
-                pt_info("ads: %s version %s accepted", type_url, resp.version_info);
-            }
-        } else {
-            for (pt_ads_watch_t *w = t->watches; w != NULL; w = w->next) {
-                pt_stat_inc(w->stats.update_attempt);
-                pt_stat_inc(w->stats.update_rejected);
-            }
-            pt_warn("ads: %s rejected: %s", type_url, err);
-        }
-        pt_discovery_response_dispose(&resp);
+        rc = judge(a, t, root, type_url, err, sizeof(err));
         json_decref(root);
     } else {
         pt_warn("ads: %s rejected: %s", type_url, err);
     }
     /* The watches may have ended the stream (the last one gone): nothing to answer then. */
+    if (a->stream != NULL)
+        send_request(a, t, rc == 0 ? NULL : err);
+}
+
+/* A DeltaDiscoveryResponse: applied to the type's resources in force and judged as the
+ * whole set they make; ACKed or NACKed by its nonce. */
+static void on_delta_message(pt_ads_t *a, const void *msg, size_t len, char *err, size_t errlen)
+{
+    const pt_pb_message_t *m =
+        pt_pb_message_find("envoy.service.discovery.v3.DeltaDiscoveryResponse");
+    json_t *root = pt_pb_to_json(m, msg, len, NULL, err, errlen);
+    char type_url[256], nonce[256];
+    if (root == NULL) {
+        raw_envelope(msg, len, type_url, sizeof(type_url), nonce, sizeof(nonce));
+    } else {
+        json_t *tu = json_object_get(root, "type_url"), *nn = json_object_get(root, "nonce");
+        snprintf(type_url, sizeof(type_url), "%s", json_is_string(tu) ? json_string_value(tu) : "");
+        snprintf(nonce, sizeof(nonce), "%s", json_is_string(nn) ? json_string_value(nn) : "");
+    }
+    type_state_t *t = type_of(a, type_url);
+    if (t == NULL) {
+        pt_warn("ads: a delta response for %s, which nothing watches: ignored",
+                type_url[0] ? type_url : "(no type_url)");
+        json_decref(root);
+        return;
+    }
+    set_str(&t->nonce, nonce);
+    int rc = -1;
+    json_t *next = root != NULL ? delta_next_state(t, root, err, errlen) : NULL;
+    if (next != NULL) {
+        json_t *sv = json_object_get(root, "system_version_info");
+        json_t *sotw = sotw_of(next, json_is_string(sv) ? json_string_value(sv) : "");
+        rc = judge(a, t, sotw, type_url, err, errlen);
+        json_decref(sotw);
+        if (rc == 0) {
+            json_decref(t->have);
+            t->have = next;
+        } else {
+            json_decref(next);
+        }
+    } else {
+        pt_warn("ads: %s rejected: %s", type_url, err);
+    }
+    json_decref(root);
     if (a->stream != NULL)
         send_request(a, t, rc == 0 ? NULL : err);
 }
@@ -342,8 +536,8 @@ static void open_stream(pt_ads_t *a)
     if (c == NULL) {
         pt_warn("ads: cluster %s does not exist (yet)", a->cluster_name);
     } else {
-        a->stream = pt_grpc_stream_open(c, a->worker, ADS_PATH, a->cluster_name,
-                                        &stream_callbacks, a, err, sizeof(err));
+        a->stream = pt_grpc_stream_open(c, a->worker, a->delta ? DELTA_PATH : ADS_PATH,
+                                        a->cluster_name, &stream_callbacks, a, err, sizeof(err));
         if (a->stream == NULL)
             pt_warn("ads: %s", err);
     }
@@ -358,6 +552,7 @@ static void open_stream(pt_ads_t *a)
     for (type_state_t *t = a->types; t != NULL; t = t->next) {
         set_str(&t->nonce, "");
         t->asked = 0;
+        json_object_clear(t->subscribed); /* a new stream subscribes afresh */
         if (t->watches != NULL)
             send_request(a, t, NULL);
     }
@@ -371,6 +566,7 @@ pt_ads_t *pt_ads_new(const pt_ads_config_t *cfg, pt_cluster_manager_t *cm, pt_wo
         return NULL;
     }
     a->node_first_only = cfg->set_node_on_first_message_only;
+    a->delta = cfg->delta;
     a->node = cfg->node != NULL ? json_incref(cfg->node) : json_object();
     a->cm = cm;
     a->worker = w;
@@ -415,6 +611,8 @@ void pt_ads_free(pt_ads_t *a)
         free(t->type_url);
         free(t->version);
         free(t->nonce);
+        json_decref(t->have);
+        json_decref(t->subscribed);
         free(t);
     }
     json_decref(a->node);
@@ -431,17 +629,21 @@ pt_ads_watch_t *pt_ads_watch(pt_ads_t *a, const pt_file_subscription_config_t *c
     if (t == NULL) {
         t = calloc(1, sizeof(*t));
         if (t == NULL || set_str(&t->type_url, cfg->type_url) != 0 ||
-            set_str(&t->version, "") != 0 || set_str(&t->nonce, "") != 0) {
+            set_str(&t->version, "") != 0 || set_str(&t->nonce, "") != 0 ||
+            (t->have = json_object()) == NULL || (t->subscribed = json_object()) == NULL) {
             if (t != NULL) {
                 free(t->type_url);
                 free(t->version);
+                free(t->nonce);
+                json_decref(t->have);
                 free(t);
             }
             return NULL;
         }
         /* Listeners and clusters are the types a control plane sends whole (wildcard). */
-        t->wildcard = strcmp(cfg->type_url, "type.googleapis.com/envoy.config.listener.v3.Listener") == 0 ||
-                      strcmp(cfg->type_url, "type.googleapis.com/envoy.config.cluster.v3.Cluster") == 0;
+        t->wildcard =
+            strcmp(cfg->type_url, "type.googleapis.com/envoy.config.listener.v3.Listener") == 0 ||
+            strcmp(cfg->type_url, "type.googleapis.com/envoy.config.cluster.v3.Cluster") == 0;
         t->next = a->types;
         a->types = t;
     }

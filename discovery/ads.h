@@ -34,6 +34,7 @@ struct pt_worker;
 typedef struct pt_ads_config {
     const char *cluster_name;          /* grpc_services[0].envoy_grpc.cluster_name */
     int set_node_on_first_message_only;
+    int delta;                         /* api_type DELTA_GRPC */
     json_t *node;                      /* the Node as proto3 JSON (a reference is taken) */
 } pt_ads_config_t;
 

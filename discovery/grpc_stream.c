@@ -26,13 +26,13 @@ struct pt_grpc_stream {
     pt_cluster_t *cluster;      /* a reference: its HTTP/2 options and transport */
     pt_arena_t arena;           /* the call's request headers */
     char *path, *authority;
-    pt_buf_t out;               /* framed messages waiting for the call to start */
-    pt_buf_t in;                /* received bytes not yet a whole message */
-    int opened;                 /* the response head came */
-    int over;                   /* the call ended (close reported or to be) */
+    pt_buf_t out; /* framed messages waiting for the call to start */
+    pt_buf_t in;  /* received bytes not yet a whole message */
+    int opened;   /* the response head came */
+    int over;     /* the call ended (close reported or to be) */
     int close_status;
     char close_why[256];
-    ev_timer close_timer;       /* reports the end from a loop turn of its own */
+    ev_timer close_timer; /* reports the end from a loop turn of its own */
     struct ev_loop *loop;
     const pt_grpc_stream_callbacks_t *cb;
     void *data;
@@ -238,10 +238,9 @@ static const pt_conn_handler_t connect_handler = {
     .on_error = conn_error,
 };
 
-pt_grpc_stream_t *pt_grpc_stream_open(const pt_cluster_t *cluster, pt_worker_t *w,
-                                      const char *path, const char *authority,
-                                      const pt_grpc_stream_callbacks_t *cb, void *data,
-                                      char *err, size_t errlen)
+pt_grpc_stream_t *pt_grpc_stream_open(const pt_cluster_t *cluster, pt_worker_t *w, const char *path,
+                                      const char *authority, const pt_grpc_stream_callbacks_t *cb,
+                                      void *data, char *err, size_t errlen)
 {
     static unsigned next_host; /* round robin over opens: a reconnect tries the next host */
     if (cluster->nhosts == 0) {

@@ -49,7 +49,8 @@ static const char *const filter_unsupported[] = {"config_discovery", NULL};
 static _Atomic uint64_t next_version = 1;
 
 /* dynamic_resources.ads_config: an ApiConfigSource for the ADS stream (discovery/ads.h):
- * api_type GRPC, V3, one grpc_services entry naming a cluster (envoy_grpc). */
+ * api_type GRPC (state of the world) or DELTA_GRPC, V3, one grpc_services entry naming a
+ * cluster (envoy_grpc). */
 static void parse_ads_config(pt_cfg_t *r, pt_config_t *cfg)
 {
     if (pt_cfg_enter(r, "ads_config") <= 0)
@@ -58,13 +59,13 @@ static void parse_ads_config(pt_cfg_t *r, pt_config_t *cfg)
                                               "rate_limit_settings", "config_validators",
                                               NULL};
     pt_cfg_unsupported(r, unsupported);
-    static const char *const api_types[] = {"GRPC", NULL};
+    static const char *const api_types[] = {"GRPC", "DELTA_GRPC", NULL};
     static const char *const api_known[] = {"DEPRECATED_AND_UNAVAILABLE_DO_NOT_USE", "REST",
-                                            "DELTA_GRPC", "AGGREGATED_GRPC",
-                                            "AGGREGATED_DELTA_GRPC", NULL};
-    int v;
+                                            "AGGREGATED_GRPC", "AGGREGATED_DELTA_GRPC", NULL};
+    int v = -1;
     if (pt_cfg_enum(r, "api_type", api_types, api_known, &v, -1) == 0)
-        pt_cfg_error(r, "api_type", "is required (GRPC)");
+        pt_cfg_error(r, "api_type", "is required (GRPC or DELTA_GRPC)");
+    cfg->ads_delta = v == 1;
     static const char *const versions[] = {"V3", NULL};
     static const char *const versions_known[] = {"AUTO", "V2", NULL};
     pt_cfg_enum(r, "transport_api_version", versions, versions_known, &v, 0);

@@ -150,6 +150,7 @@ typedef struct pt_config {
     int has_ads;
     const char *ads_cluster;
     int ads_node_first_only;
+    int ads_delta;                  /* api_type DELTA_GRPC */
     pt_rds_need_t *rds_needs;    /* every rds of the listeners' connection managers */
     /* Downstream connections the whole process accepts (proxy/overload.c); 0: no limit. */
     uint64_t max_downstream_connections;

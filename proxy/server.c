@@ -461,6 +461,7 @@ static int start_ads(pt_server_t *s)
     json_t *node = node_json(&s->config->node);
     pt_ads_config_t ac = {.cluster_name = s->config->ads_cluster,
                           .set_node_on_first_message_only = s->config->ads_node_first_only,
+                          .delta = s->config->ads_delta,
                           .node = node};
     s->ads = pt_ads_new(&ac, s->clusters, &s->main_worker);
     json_decref(node);

@@ -702,11 +702,11 @@ static void test_unknown_fields(void)
 static void test_unsupported_fields(void)
 {
     REJECTS("{'dynamic_resources': {'ads_config': {}}}",
-            "dynamic_resources.ads_config.api_type: is required (GRPC)",
+            "dynamic_resources.ads_config.api_type: is required (GRPC or DELTA_GRPC)",
             "dynamic_resources.ads_config.grpc_services: must name exactly one service (has 0)");
-    REJECTS("{'dynamic_resources': {'ads_config': {'api_type': 'DELTA_GRPC', "
+    REJECTS("{'dynamic_resources': {'ads_config': {'api_type': 'REST', "
             "'grpc_services': [{'google_grpc': {}}]}}}",
-            "dynamic_resources.ads_config.api_type: \"DELTA_GRPC\" is not supported",
+            "dynamic_resources.ads_config.api_type: \"REST\" is not supported",
             "dynamic_resources.ads_config.grpc_services[0].envoy_grpc: is required",
             "dynamic_resources.ads_config.grpc_services[0].google_grpc: field is not supported");
     REJECTS("{'dynamic_resources': {'cds_config': {'ads': {}, 'path': '/x'}}}",
