@@ -264,12 +264,13 @@ class Ads {
 
 /*
  * SotW resource names: empty means wildcard for LDS/CDS only; "*" is wildcard for any type.
- * Returns true if the set changed (the request then needs an answer).
+ * Returns true if the client now asks for something it did not (new names, or wildcard): the
+ * request then needs an answer. Names only dropped need none; the client forgets them itself.
  */
 function setSotwNames(sub, spec, names) {
   const wildcard = names.includes('*') || (names.length === 0 && LEGACY_WILDCARD.has(spec.short));
   const set = new Set(names.filter((n) => n !== '*'));
-  const changed = sub.names === undefined || wildcard !== sub.wildcard || set.size !== sub.names.size || [...set].some((n) => !sub.names.has(n));
+  const changed = sub.names === undefined || (wildcard && !sub.wildcard) || (!wildcard && [...set].some((n) => !sub.names.has(n)));
   sub.wildcard = wildcard;
   sub.names = set;
   return changed;

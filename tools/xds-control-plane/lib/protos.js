@@ -27,6 +27,7 @@ const LOADER_OPTIONS = {
   longs: String,
   enums: String,
   defaults: false,
+  arrays: true, /* empty repeated fields as [], so a response with no resources still has a list */
   oneofs: true,
   includeDirs: INCLUDE_DIRS,
 };
