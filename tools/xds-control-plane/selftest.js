@@ -21,6 +21,7 @@ const CDS = T + 'envoy.config.cluster.v3.Cluster';
 const EDS = T + 'envoy.config.endpoint.v3.ClusterLoadAssignment';
 const LDS = T + 'envoy.config.listener.v3.Listener';
 const RDS = T + 'envoy.config.route.v3.RouteConfiguration';
+const SDS = T + 'envoy.extensions.transport_sockets.tls.v3.Secret';
 const HCM = T + 'envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager';
 const ROUTER = T + 'envoy.extensions.filters.http.router.v3.Router';
 const HTTP_OPTIONS = T + 'envoy.extensions.upstreams.http.v3.HttpProtocolOptions';
@@ -73,8 +74,13 @@ const routes = [{
   virtual_hosts: [{
     name: 'all',
     domains: ['*'],
-    routes: [{ match: { prefix: '/' }, route: { cluster: 'c1', timeout: '3s', retry_policy: { num_retries: 2, retry_on: '5xx' } } }],
+    routes: [{ match: { prefix: '/', headers: [{ name: 'x-n', range_match: { start: '10', end: 9007199254740991 } }] }, route: { cluster: 'c1', timeout: '3s', retry_policy: { num_retries: 2, retry_on: '5xx' } } }],
   }],
+}];
+
+const secrets = [{
+  name: 's1',
+  tls_certificate: { certificate_chain: { inline_bytes: Buffer.from('not a real certificate').toString('base64') }, private_key: { inline_string: 'key' } },
 }];
 
 /* Replace a file the way the server expects: write aside, then rename over. */
@@ -282,10 +288,20 @@ async function run(ctx) {
     assert.strictEqual(r.name, 'r1');
     const route = r.virtual_hosts[0].routes[0];
     assert.strictEqual(route.match.prefix, '/');
+    assert.deepStrictEqual(route.match.headers[0].range_match, { start: '10', end: '9007199254740991' }); /* int64 from a string and a number */
     assert.strictEqual(route.route.cluster, 'c1');
     assert.deepStrictEqual(route.route.timeout, { seconds: '3', nanos: 0 });
     assert.deepStrictEqual(route.route.retry_policy.num_retries, { value: 2 });
     sotw.send({ type_url: RDS, version_info: rds.version_info, response_nonce: rds.nonce, resource_names: ['r1'] });
+  });
+
+  await check('SDS by name; bytes written as base64', async () => {
+    sotw.send({ type_url: SDS, resource_names: ['s1'] });
+    const sds = await sotw.next('SDS');
+    const secret = decodeAny(root, sds.resources[0], SDS);
+    assert.strictEqual(secret.name, 's1');
+    assert.strictEqual(Buffer.from(secret.tls_certificate.certificate_chain.inline_bytes).toString(), 'not a real certificate');
+    sotw.send({ type_url: SDS, version_info: sds.version_info, response_nonce: sds.nonce, resource_names: ['s1'] });
   });
 
   await check('a request with a stale nonce is ignored', async () => {
@@ -379,6 +395,17 @@ async function run(ctx) {
     assert.ok(log.some((e) => e.event === 'disconnect'), 'a disconnect event');
   });
 
+  await check('the example directory converts without errors', async () => {
+    const { ResourceStore } = require('./lib/resources');
+    const lines = [];
+    const store = new ResourceStore(root, path.join(__dirname, 'example'), (line) => lines.push(line));
+    store.reload();
+    const errors = lines.filter((l) => l.startsWith('error'));
+    assert.deepStrictEqual(errors, []);
+    const types = store.summary();
+    for (const typeUrl of [CDS, EDS, LDS, RDS]) assert.strictEqual(types[typeUrl].resources.length > 0, true, typeUrl);
+  });
+
   await check('delta: wildcard CDS, then a removal; EDS by name with a missing one', async () => {
     writeResources(dir, 'clusters.json', [cluster('c1', '2s'), cluster('c2', '1s')]);
     await admin('POST', '/reload');
@@ -417,6 +444,7 @@ async function main() {
     writeResources(dir, 'endpoints.json', endpoints(8080));
     writeResources(dir, 'listeners.json', listeners);
     writeResources(dir, 'routes.json', routes);
+    writeResources(dir, 'secrets.json', secrets);
     ctx.root = loadEnvoyRoot().root;
     ctx.server = await startServer(dir);
     await run(ctx);

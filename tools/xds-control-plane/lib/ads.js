@@ -39,7 +39,7 @@ class Ads {
   }
 
   open(call, protocol) {
-    const stream = { id: this.nextStreamId++, protocol, call, node: null, subs: new Map(), closed: false };
+    const stream = { id: this.nextStreamId++, protocol, call, node: null, subs: new Map(), closed: false, requests: 0 };
     this.streams.set(stream.id, stream);
     this.events.add('connect', stream.id, { protocol, peer: call.getPeer() });
     const onRequest = protocol === 'sotw' ? (req) => this.onSotwRequest(stream, req) : (req) => this.onDeltaRequest(stream, req);
@@ -81,9 +81,13 @@ class Ads {
     this.events.add('disconnect', stream.id, { protocol: stream.protocol, reason, node: stream.node || undefined });
   }
 
-  /* Node identity, recorded from the first request that carries one. */
+  /*
+   * Node identity, recorded from the first request that carries one (Envoy sends it on the
+   * first request of a stream only). Returns true for the stream's first request.
+   */
   recordNode(stream, req) {
-    if (stream.node || !req.node) return false;
+    const first = stream.requests++ === 0;
+    if (stream.node || !req.node) return first;
     const n = req.node;
     stream.node = {
       id: n.id || '',
@@ -92,7 +96,7 @@ class Ads {
       user_agent_version: n.user_agent_version || undefined,
       user_agent_build_version: n.user_agent_build_version || undefined,
     };
-    return true;
+    return first;
   }
 
   /* ---- state of the world ---- */
@@ -104,7 +108,7 @@ class Ads {
     const base = { type_url: typeUrl, version: req.version_info, nonce: req.response_nonce, resource_names: names, node: stream.node || undefined };
     const state = this.store.get(typeUrl);
     if (!state) {
-      this.events.add('request', stream.id, Object.assign(base, { first, note: 'type not served; ignored' }));
+      this.events.add('request', stream.id, Object.assign(base, { first: first || undefined, note: 'type not served; ignored' }));
       return;
     }
     let sub = stream.subs.get(typeUrl);
@@ -113,7 +117,7 @@ class Ads {
       sub = { nonce: null, version: null, acked_version: null, nacked_version: null };
       setSotwNames(sub, state.spec, names);
       stream.subs.set(typeUrl, sub);
-      this.events.add('request', stream.id, Object.assign(base, { first }));
+      this.events.add('request', stream.id, Object.assign(base, { first: first || undefined }));
       this.sendSotw(stream, typeUrl);
       return;
     }
@@ -161,7 +165,7 @@ class Ads {
     };
     const state = this.store.get(typeUrl);
     if (!state) {
-      this.events.add('request', stream.id, Object.assign(base, { first, note: 'type not served; ignored' }));
+      this.events.add('request', stream.id, Object.assign(base, { first: first || undefined, note: 'type not served; ignored' }));
       return;
     }
     let sub = stream.subs.get(typeUrl);
@@ -178,7 +182,7 @@ class Ads {
       else this.events.add('ack', stream.id, Object.assign(base, { version: sub.version }));
     } else {
       const note = !isNew && req.response_nonce ? `stale nonce (last sent ${sub.nonce})` : undefined;
-      this.events.add('request', stream.id, Object.assign(base, { first, note }));
+      this.events.add('request', stream.id, Object.assign(base, { first: first || undefined, note }));
     }
     const added = [];
     for (const name of subscribe) {
