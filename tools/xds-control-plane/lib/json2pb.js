@@ -60,13 +60,13 @@ function fieldByJsonKey(type, key) {
 function convertMessage(type, json, where) {
   const full = type.fullName;
   if (full === '.google.protobuf.Any') return convertAny(type.root, json, where);
-  if (full === '.google.protobuf.Duration') return convertDuration(json, where);
-  if (full === '.google.protobuf.Timestamp') return convertTimestamp(json, where);
+  if (full === '.google.protobuf.Duration') return withoutZeros(convertDuration(json, where));
+  if (full === '.google.protobuf.Timestamp') return withoutZeros(convertTimestamp(json, where));
   if (full === '.google.protobuf.Struct') return convertStruct(json, where);
   if (full === '.google.protobuf.Value') return convertValue(json, where);
   if (full === '.google.protobuf.ListValue') return convertListValue(json, where);
   if (full === '.google.protobuf.FieldMask') return convertFieldMask(json, where);
-  if (WRAPPERS.has(full)) return { value: convertScalar(type.fields.value, json, where) };
+  if (WRAPPERS.has(full)) return withoutZeros({ value: convertScalar(type.fields.value, json, where) });
   return convertFields(type, json, where);
 }
 
@@ -87,9 +87,35 @@ function convertFields(type, json, where) {
       if (other) throw new ConvertError(at, `"${field.name}" and "${other}" are both set but belong to oneof "${field.partOf.name}"`);
       oneofSeen.set(field.partOf.name, field.name);
     }
-    out[field.name] = convertField(field, value, at);
+    const converted = convertField(field, value, at);
+    if (!isImplicitZero(field, converted)) out[field.name] = converted;
   }
   return out;
+}
+
+/*
+ * proto3 does not put a zero scalar of a field without presence on the wire (Go's and C++'s
+ * encoders omit it); protobufjs would write it because it was set. Leaving it out keeps the
+ * bytes the same as other control planes send. Oneof members and `optional` fields keep theirs.
+ */
+function isImplicitZero(field, value) {
+  if (field.repeated || field.map || field.hasPresence) return false;
+  if (field.resolvedType instanceof protobuf.Type) return false;
+  return isZeroScalar(value);
+}
+
+function isZeroScalar(value) {
+  if (typeof value === 'number') return Object.is(value, 0);
+  if (value === false || value === '') return true;
+  if (Buffer.isBuffer(value)) return value.length === 0;
+  if (protobuf.util.Long && value instanceof protobuf.util.Long) return value.isZero();
+  return false;
+}
+
+/* Drops the zero members of a well-known type built here (Duration, wrappers, ...). */
+function withoutZeros(object) {
+  for (const k of Object.keys(object)) if (isZeroScalar(object[k])) delete object[k];
+  return object;
 }
 
 function convertField(field, value, where) {
