@@ -310,7 +310,7 @@ function convertAny(root, json, where) {
   } else {
     inner = convertMessage(type, rest, where);
   }
-  return { type_url: typeUrl, value: encode(type, inner) };
+  return withoutZeros({ type_url: typeUrl, value: encode(type, inner) });
 }
 
 /* Encodes the output of convertMessage; fromObject only copies here, it has nothing to infer. */
