@@ -397,6 +397,16 @@ async function run(ctx) {
     assert.ok(log.some((e) => e.event === 'disconnect'), 'a disconnect event');
   });
 
+  await check('a client that reconnects gets the current versions', async () => {
+    const again = openStream(client.StreamAggregatedResources());
+    again.send({ node: NODE, type_url: CDS, version_info: '2', resource_names: [] });
+    const resp = await again.next('CDS after reconnect');
+    assert.strictEqual(resp.version_info, '2');
+    assert.deepStrictEqual(resp.resources.map((a) => decodeAny(root, a, CDS).name), ['c1', 'c2']);
+    again.call.cancel();
+    await assert.rejects(again.next('cancel'), (err) => err.code === grpc.status.CANCELLED);
+  });
+
   await check('the example directory converts without errors', async () => {
     const { ResourceStore } = require('./lib/resources');
     const lines = [];
