@@ -7,7 +7,8 @@
  *  SotW  - a request of a type with no response_nonce subscribes (again) and is answered at once;
  *          a request with the nonce of the last response of its type is an ACK or, with
  *          error_detail, a NACK; if it also names other resources they are sent; a request with
- *          an older nonce is stale and ignored. LDS/CDS with no names (or "*") are wildcard.
+ *          an older nonce is stale and ignored. LDS/CDS with no names are wildcard; "*" is
+ *          wildcard for any type.
  *  Delta - subscribe/unsubscribe lists change what a stream watches at any time; a response
  *          carries only resources whose version the client does not have, and names removed.
  *
