@@ -8,6 +8,7 @@
  *  - a protobufjs Root holding every v3 Envoy message, so that any resource or typed_config
  *    a user writes (an Any naming any Envoy type) can be converted from JSON and encoded.
  */
+const crypto = require('crypto');
 const fs = require('fs');
 const path = require('path');
 const protobuf = require('protobufjs');
@@ -91,8 +92,44 @@ function addDescriptorProto() {
   commonAdded = true;
 }
 
-/* A protobufjs Root with every loadable Envoy v3 message; `skipped` lists files left out. */
+/*
+ * A protobufjs Root with every loadable Envoy v3 message; `skipped` lists files left out.
+ * Parsing ~350 .proto files takes over a second, and tests start this server often, so the
+ * parsed Root is cached as JSON (three times faster to load) under node_modules/.cache, keyed
+ * by the package versions and the file list; a cache that cannot be written is only skipped.
+ */
 function loadEnvoyRoot() {
+  const files = listEnvoyV3Files().concat(EXTRA_FILES);
+  const cacheFile = cachePath(files);
+  try {
+    const cached = JSON.parse(fs.readFileSync(cacheFile, 'utf8'));
+    const root = protobuf.Root.fromJSON(cached.root);
+    root.resolveAll();
+    return { root, skipped: cached.skipped };
+  } catch (e) {
+    /* no cache yet, or an unreadable one: parse the files */
+  }
+  const loaded = parseEnvoyRoot(files);
+  try {
+    fs.mkdirSync(path.dirname(cacheFile), { recursive: true });
+    const tmp = `${cacheFile}.${process.pid}.tmp`;
+    fs.writeFileSync(tmp, JSON.stringify({ skipped: loaded.skipped, root: loaded.root.toJSON() }));
+    fs.renameSync(tmp, cacheFile); /* whole or not at all, if two servers start at once */
+  } catch (e) {
+    /* a read-only tree: no cache */
+  }
+  return loaded;
+}
+
+function cachePath(files) {
+  const version = (pkg) => require(`${pkg}/package.json`).version;
+  const key = crypto.createHash('sha256')
+    .update([version('protobufjs'), version('@grpc/grpc-js-xds'), fs.readFileSync(__filename, 'utf8'), ...files].join('\n'))
+    .digest('hex').slice(0, 16);
+  return path.join(__dirname, '..', 'node_modules', '.cache', 'xds-control-plane', `envoy-root-${key}.json`);
+}
+
+function parseEnvoyRoot(files) {
   addDescriptorProto();
   const root = new protobuf.Root();
   root.resolvePath = (origin, target) => {
@@ -101,7 +138,7 @@ function loadEnvoyRoot() {
   };
   const available = makeAvailability();
   const skipped = [];
-  for (const file of listEnvoyV3Files().concat(EXTRA_FILES)) {
+  for (const file of files) {
     if (available(file)) root.loadSync(file, { keepCase: true });
     else skipped.push(file);
   }
