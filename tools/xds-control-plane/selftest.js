@@ -418,6 +418,23 @@ async function run(ctx) {
     for (const typeUrl of [CDS, EDS, LDS, RDS]) assert.strictEqual(types[typeUrl].resources.length > 0, true, typeUrl);
   });
 
+  await check('conversion errors name the JSON path and the reason', async () => {
+    const { resourceToAny } = require('./lib/json2pb');
+    const bad = [
+      [{ name: 'x', typed_extension_protocol_options: { k: { '@type': T + 'no.such.Type' } } }, /x\.typed_extension_protocol_options\["k"\]\["@type"\]: unknown type "type\.googleapis\.com\/no\.such\.Type"/],
+      [{ name: 'x', type: 'EDS', cluster_type: { name: 'y' } }, /x\.cluster_type: "cluster_type" and "type" are both set but belong to oneof "cluster_discovery_type"/],
+      [{ name: 'x', lb_policy: 'FASTEST' }, /x\.lb_policy: "FASTEST" is not a value of envoy\.config\.cluster\.v3\.Cluster\.LbPolicy/],
+      [{ name: 'x', connectTimeout: '1s', connect_timeout: '2s' }, /x\.connect_timeout: field "connect_timeout" given twice/],
+      [{ name: 'x', per_connection_buffer_limit_bytes: -1 }, /x\.per_connection_buffer_limit_bytes: -1 is out of range for uint32/],
+      [{ name: 'x', metadata: { filter_metadata: { a: 1 } } }, /x\.metadata\.filter_metadata\["a"\]: expected an object \(Struct\), got 1/],
+      [{ name: 'x', '@type': LDS }, /x\["@type"\]: "type\.googleapis\.com\/envoy\.config\.listener\.v3\.Listener" is not type\.googleapis\.com\/envoy\.config\.cluster\.v3\.Cluster/],
+    ];
+    for (const [json, message] of bad) assert.throws(() => resourceToAny(root, CDS, json, 'x'), message);
+    /* and the lenient forms proto3 JSON allows */
+    const ok = resourceToAny(root, CDS, { '@type': CDS, name: 'x', connectTimeout: '0.000000001s', lbPolicy: 1, dns_refresh_rate: null }, 'x');
+    assert.deepStrictEqual(decodeAny(root, ok, CDS), { name: 'x', connect_timeout: { nanos: 1 }, lb_policy: 'LEAST_REQUEST' });
+  });
+
   await check('delta: wildcard CDS, then a removal; EDS by name with a missing one', async () => {
     writeResources(dir, 'clusters.json', [cluster('c1', '2s'), cluster('c2', '1s')]);
     await admin('POST', '/reload');
