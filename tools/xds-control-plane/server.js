@@ -1,0 +1,101 @@
+#!/usr/bin/env node
+'use strict';
+/*
+ * A small xDS control plane: serves the Envoy v3 resources found in a directory of JSON files
+ * over ADS (gRPC), and pushes every change to the files to the clients subscribed to it.
+ *
+ *   node server.js --dir <resource dir> --port <grpc port> [--admin-port <http port>] [--host 127.0.0.1]
+ *
+ * Port 0 picks a free port. Prints "admin <port>" (when an admin port is given) and then
+ * "listening <port>" once both servers accept connections; tests wait for that last line.
+ */
+const fs = require('fs');
+const grpc = require('@grpc/grpc-js');
+const { loadEnvoyRoot, loadAdsPackage } = require('./lib/protos');
+const { ResourceStore } = require('./lib/resources');
+const { EventLog } = require('./lib/events');
+const { Ads } = require('./lib/ads');
+const { createAdminServer } = require('./lib/admin');
+
+const USAGE = 'usage: node server.js --dir <resource dir> --port <grpc port> [--admin-port <http port>] [--host 127.0.0.1]';
+
+function parseArgs(argv) {
+  const opts = { dir: null, port: null, adminPort: null, host: '127.0.0.1' };
+  const keys = { '--dir': 'dir', '--port': 'port', '--admin-port': 'adminPort', '--host': 'host' };
+  for (let i = 0; i < argv.length; i++) {
+    const [flag, inline] = argv[i].split(/=(.*)/s);
+    const key = keys[flag];
+    if (argv[i] === '-h' || argv[i] === '--help') usageExit(0);
+    if (!key) usageExit(2, `unknown argument ${argv[i]}`);
+    const value = inline !== undefined ? inline : argv[++i];
+    if (value === undefined) usageExit(2, `${flag} needs a value`);
+    opts[key] = value;
+  }
+  if (!opts.dir || opts.port === null) usageExit(2, '--dir and --port are required');
+  for (const k of ['port', 'adminPort']) {
+    if (opts[k] === null) continue;
+    if (!/^\d+$/.test(opts[k]) || Number(opts[k]) > 65535) usageExit(2, `bad port ${opts[k]}`);
+    opts[k] = Number(opts[k]);
+  }
+  if (!fs.existsSync(opts.dir) || !fs.statSync(opts.dir).isDirectory()) usageExit(2, `${opts.dir} is not a directory`);
+  return opts;
+}
+
+function usageExit(code, message) {
+  if (message) process.stderr.write(`error: ${message}\n`);
+  process.stderr.write(USAGE + '\n');
+  process.exit(code);
+}
+
+const say = (line) => process.stdout.write(line + '\n');
+
+function listenAdmin(server, host, port) {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve(server.address().port));
+  });
+}
+
+function bindGrpc(server, host, port) {
+  return new Promise((resolve, reject) => {
+    server.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${port}`, grpc.ServerCredentials.createInsecure(), (err, bound) => (err ? reject(err) : resolve(bound)));
+  });
+}
+
+async function main() {
+  const opts = parseArgs(process.argv.slice(2));
+  const { root, skipped } = loadEnvoyRoot();
+  if (skipped.length) say(`protos: left out (their imports are not shipped): ${skipped.join(', ')}`);
+  const adsPackage = grpc.loadPackageDefinition(loadAdsPackage());
+
+  const events = new EventLog(say);
+  const store = new ResourceStore(root, opts.dir, say);
+  store.reload();
+  store.watch();
+  const ads = new Ads(store, events);
+
+  const grpcServer = new grpc.Server();
+  grpcServer.addService(adsPackage.envoy.service.discovery.v3.AggregatedDiscoveryService.service, ads.handlers());
+
+  let admin = null;
+  if (opts.adminPort !== null) {
+    admin = createAdminServer({ store, ads, events });
+    say(`admin ${await listenAdmin(admin, opts.host, opts.adminPort)}`);
+  }
+  const port = await bindGrpc(grpcServer, opts.host, opts.port);
+  say(`listening ${port}`);
+
+  const stop = () => {
+    store.close();
+    grpcServer.forceShutdown();
+    if (admin) admin.close();
+    process.exit(0);
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+}
+
+main().catch((e) => {
+  process.stderr.write(`error: ${e.message}\n`);
+  process.exit(1);
+});
