@@ -587,6 +587,22 @@ pt_dns_query_t *pt_dns_resolve(pt_dns_resolver_t *res, const char *name, pt_dns_
     res->queries = q;
     int first;
     pt_dns_family_plan(f, &first, &q->second);
+    pt_addr_t literal;
+    if (pt_addr_parse(&literal, name, 0) == 0) {
+        /* An IP literal is its own answer, without asking a server (in a family the lookups
+         * do not take, none). Delivered from the loop like any other. */
+        int af = literal.sa.sa_family;
+        int fits = first == AF_UNSPEC || first == af || q->second == af;
+        q->status = PT_DNS_COMPLETED;
+        q->why = "ok";
+        if (fits && (q->answers = calloc(1, sizeof(*q->answers))) != NULL) {
+            q->answers[0].address = literal;
+            q->nanswers = 1;
+        }
+        q->flags |= PT_DNS_QUERY_DEFERRED;
+        ev_timer_start(res->loop, &q->later);
+        return q;
+    }
     q->flags |= PT_DNS_QUERY_STARTING;
     start_lookup(q, first);
     q->flags &= ~(unsigned)PT_DNS_QUERY_STARTING;
