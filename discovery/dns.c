@@ -56,12 +56,17 @@ uint64_t pt_dns_backoff_next(pt_dns_backoff_t *b, const pt_dns_config_t *cfg, ui
     return random % interval;
 }
 
-uint64_t pt_dns_refresh_ms(const pt_dns_config_t *cfg, unsigned naddresses, uint32_t min_ttl_s)
+uint64_t pt_dns_refresh_ms(const pt_dns_config_t *cfg, unsigned naddresses, uint32_t min_ttl_s,
+                           uint64_t random)
 {
     /* A TTL of 0 would ask again at once, forever: dns_refresh_rate then, as Envoy does. */
+    uint64_t ms = cfg->refresh_ms;
     if (cfg->respect_ttl && naddresses > 0 && min_ttl_s > 0)
-        return (uint64_t)min_ttl_s * 1000;
-    return cfg->refresh_ms;
+        ms = (uint64_t)min_ttl_s * 1000;
+    /* Spreads the refreshes of many proxies asking for one name. */
+    if (cfg->jitter_ms > 0)
+        ms += random % cfg->jitter_ms;
+    return ms;
 }
 
 /* ---- configuration ------------------------------------------------------------------- */
@@ -170,6 +175,7 @@ void pt_dns_config_parse(pt_cfg_t *r, pt_arena_t *arena, pt_dns_config_t *out,
         pt_cfg_error(r, "dns_refresh_rate", "must be at least 1ms");
     parse_failure_rate(r, out);
     pt_cfg_bool(r, "respect_dns_ttl", &out->respect_ttl, 0);
+    pt_cfg_duration_ms(r, "dns_jitter", &out->jitter_ms, 0);
     if (pt_cfg_enter(r, "typed_dns_resolver_config") > 0) {
         pt_dns_resolver_config_parse_typed(r, arena, &out->resolver);
         pt_cfg_leave(r);
@@ -768,7 +774,8 @@ static void on_resolved(void *data, pt_dns_status_t status, const pt_dns_answer_
             changed = 1;
         }
         pt_dns_backoff_reset(&dc->backoff, &dc->cfg);
-        next = pt_dns_refresh_ms(&dc->cfg, keep, min_ttl == UINT32_MAX ? 0 : min_ttl);
+        next =
+            pt_dns_refresh_ms(&dc->cfg, keep, min_ttl == UINT32_MAX ? 0 : min_ttl, pt_random_u64());
     } else {
         pt_stat_inc(dc->update_failure);
         next = pt_dns_backoff_next(&dc->backoff, &dc->cfg, pt_random_u64());

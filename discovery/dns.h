@@ -66,6 +66,7 @@ typedef struct pt_dns_config {
     pt_dns_family_t family;
     uint64_t refresh_ms;  /* dns_refresh_rate: 5000 */
     int respect_ttl;      /* respect_dns_ttl */
+    uint64_t jitter_ms;   /* dns_jitter: a refresh after a success comes up to this late */
     int has_failure_rate; /* dns_failure_refresh_rate given */
     uint64_t failure_base_ms, failure_max_ms;
     pt_dns_resolver_config_t resolver;
@@ -95,8 +96,10 @@ uint64_t pt_dns_backoff_next(pt_dns_backoff_t *b, const pt_dns_config_t *cfg, ui
 
 /* When to resolve again after a lookup that succeeded (with naddresses addresses, the
  * smallest TTL min_ttl_s among them): dns_refresh_rate, or that TTL with respect_dns_ttl
- * when there were addresses and the TTL is not 0 (Envoy's rule). */
-uint64_t pt_dns_refresh_ms(const pt_dns_config_t *cfg, unsigned naddresses, uint32_t min_ttl_s);
+ * when there were addresses and the TTL is not 0 (Envoy's rule), plus random % dns_jitter
+ * when it is set. */
+uint64_t pt_dns_refresh_ms(const pt_dns_config_t *cfg, unsigned naddresses, uint32_t min_ttl_s,
+                           uint64_t random);
 
 /* ---- the resolver (c-ares on an ev loop) ----------------------------------------------- */
 

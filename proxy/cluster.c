@@ -30,7 +30,7 @@ static const char *const cluster_unsupported[] = {
     "track_cluster_stats", "preconnect_policy", "connection_pool_per_downstream_connection",
     "wait_for_warm_on_init", "upstream_http_protocol_options",
     "cleanup_interval", "upstream_bind_config",
-    "dns_jitter", "hosts", NULL};
+    "hosts", NULL};
 
 /* In the order of pt_cluster_type_t. */
 static const char *const type_names[] = {"STATIC", "EDS", "STRICT_DNS", "LOGICAL_DNS", NULL};
@@ -608,8 +608,6 @@ static void parse_cluster_type(pt_cfg_t *r, pt_cluster_t *c)
         pt_cfg_leave(r);
         return;
     }
-    static const char *const unsupported[] = {"dns_jitter", NULL};
-    pt_cfg_unsupported(r, unsupported);
     /* config.core.v3.DnsLookupFamily: UNSPECIFIED first, taken as AUTO. */
     static const char *const families[] = {"UNSPECIFIED", "AUTO", "V4_ONLY", "V6_ONLY",
                                            "V4_PREFERRED", "ALL", NULL};
@@ -721,7 +719,8 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
     } else if (c->dns != NULL) {
         /* From cluster_type: the Cluster's own DNS fields would be silently unused there. */
         static const char *const top[] = {"dns_refresh_rate", "dns_failure_refresh_rate",
-                                          "respect_dns_ttl", "typed_dns_resolver_config",
+                                          "respect_dns_ttl", "dns_jitter",
+                                          "typed_dns_resolver_config",
                                           "dns_resolution_config", "dns_resolvers",
                                           "use_tcp_for_dns_lookups", NULL};
         for (int i = 0; top[i] != NULL; i++)

@@ -35,12 +35,16 @@ static void test_family_plan(void)
 static void test_refresh_after_success(void)
 {
     pt_dns_config_t cfg = {.refresh_ms = 5000};
-    PT_CHECK_INT(pt_dns_refresh_ms(&cfg, 2, 30), 5000); /* TTL ignored by default */
+    PT_CHECK_INT(pt_dns_refresh_ms(&cfg, 2, 30, 77), 5000); /* TTL ignored by default */
     cfg.respect_ttl = 1;
-    PT_CHECK_INT(pt_dns_refresh_ms(&cfg, 2, 30), 30000);
-    PT_CHECK_INT(pt_dns_refresh_ms(&cfg, 1, 1), 1000);
-    PT_CHECK_INT(pt_dns_refresh_ms(&cfg, 2, 0), 5000);  /* TTL 0: the refresh rate */
-    PT_CHECK_INT(pt_dns_refresh_ms(&cfg, 0, 30), 5000); /* no address: no TTL to follow */
+    PT_CHECK_INT(pt_dns_refresh_ms(&cfg, 2, 30, 77), 30000);
+    PT_CHECK_INT(pt_dns_refresh_ms(&cfg, 1, 1, 77), 1000);
+    PT_CHECK_INT(pt_dns_refresh_ms(&cfg, 2, 0, 77), 5000);  /* TTL 0: the refresh rate */
+    PT_CHECK_INT(pt_dns_refresh_ms(&cfg, 0, 30, 77), 5000); /* no address: no TTL to follow */
+    /* dns_jitter: up to that much later. */
+    cfg.jitter_ms = 100;
+    PT_CHECK_INT(pt_dns_refresh_ms(&cfg, 2, 30, 77), 30077);
+    PT_CHECK_INT(pt_dns_refresh_ms(&cfg, 2, 30, 1234), 30034);
 }
 
 static void test_backoff(void)
@@ -115,7 +119,7 @@ static void test_strict_dns_fields(void)
 {
     pt_cluster_t *c = parse(
         "{'name': 'web', 'type': 'STRICT_DNS', 'dns_refresh_rate': '2.5s', "
-        "'respect_dns_ttl': true, 'dns_lookup_family': 'V4_PREFERRED', "
+        "'respect_dns_ttl': true, 'dns_lookup_family': 'V4_PREFERRED', 'dns_jitter': '0.5s', "
         "'dns_failure_refresh_rate': {'base_interval': '1s'}, "
         "'typed_dns_resolver_config': {'name': 'envoy.network.dns_resolver.cares', "
         "'typed_config': {" CARES ", 'resolvers': [{'socket_address': {'address': "
@@ -132,6 +136,7 @@ static void test_strict_dns_fields(void)
     const pt_dns_config_t *d = c->dns;
     PT_CHECK_INT(d->refresh_ms, 2500);
     PT_CHECK_INT(d->respect_ttl, 1);
+    PT_CHECK_INT(d->jitter_ms, 500);
     PT_CHECK_INT(d->family, PT_DNS_V4_PREFERRED);
     PT_CHECK_INT(d->has_failure_rate, 1);
     PT_CHECK_INT(d->failure_base_ms, 1000);
@@ -254,8 +259,9 @@ static void test_bad_input(void)
             "typed_dns_resolver_config.typed_config: is required");
     REJECTS("{'name': 'web', 'cluster_type': {'name': 'envoy.cluster.dns', 'typed_config': {"
             "'@type': 'type.googleapis.com/envoy.extensions.clusters.dns.v3.DnsCluster', "
-            "'dns_jitter': '1s'}}, 'dns_refresh_rate': '1s'}",
-            "cluster_type.typed_config.dns_jitter: field is not supported",
+            "'dns_jitter': 'soon'}}, 'dns_refresh_rate': '1s'}",
+            "cluster_type.typed_config.dns_jitter: \"soon\" is not a duration (expected a "
+            "string like \"1.5s\")",
             "dns_refresh_rate: is not used with cluster_type (set it in "
             "cluster_type.typed_config)");
     REJECTS("{'name': 'web', 'type': 'ORIGINAL_DST'}", "type: \"ORIGINAL_DST\" is not supported");
