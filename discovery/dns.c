@@ -164,9 +164,58 @@ static void parse_failure_rate(pt_cfg_t *r, pt_dns_config_t *out)
     pt_cfg_leave(r);
 }
 
+void pt_dns_bootstrap_parse(pt_cfg_t *r, pt_arena_t *arena, pt_dns_resolver_config_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    pt_dns_resolver_config_t older;
+    memset(&older, 0, sizeof(older));
+    int typed = pt_cfg_enter(r, "typed_dns_resolver_config") > 0;
+    if (typed) {
+        pt_dns_resolver_config_parse_typed(r, arena, out);
+        pt_cfg_leave(r);
+    }
+    pt_dns_resolver_config_t *res = typed ? &older : out;
+    if (pt_cfg_enter(r, "dns_resolution_config") > 0) {
+        parse_resolver_list(r, arena, "resolvers", res);
+        if (pt_cfg_enter(r, "dns_resolver_options") > 0) {
+            parse_resolver_options(r, res);
+            pt_cfg_leave(r);
+        }
+        pt_cfg_leave(r);
+        res = &older;
+    }
+    pt_cfg_bool(r, "use_tcp_for_dns_lookups", &res->use_tcp, 0);
+}
+
+static pt_dns_resolver_config_t default_resolver;
+
+int pt_dns_set_default_resolver(const pt_dns_resolver_config_t *cfg)
+{
+    pt_addr_t *copy = NULL;
+    if (cfg->nresolvers > 0) {
+        if ((copy = malloc(cfg->nresolvers * sizeof(*copy))) == NULL)
+            return -1;
+        memcpy(copy, cfg->resolvers, cfg->nresolvers * sizeof(*copy));
+    }
+    free(default_resolver.resolvers);
+    default_resolver = *cfg;
+    default_resolver.resolvers = copy;
+    return 0;
+}
+
+void pt_dns_clear_default_resolver(void)
+{
+    free(default_resolver.resolvers);
+    memset(&default_resolver, 0, sizeof(default_resolver));
+}
+
 void pt_dns_config_parse(pt_cfg_t *r, pt_arena_t *arena, pt_dns_config_t *out,
                          int from_cluster_type)
 {
+    static const char *const resolver_fields[] = {"typed_dns_resolver_config",
+                                                  "dns_resolution_config", "dns_resolvers",
+                                                  "use_tcp_for_dns_lookups", NULL};
+    out->has_resolver = pt_cfg_has_any(r, resolver_fields);
     out->refresh_ms = 5000;
     out->resolver.query_timeout_ms = 0; /* c-ares' own */
     out->resolver.query_tries = 0;
@@ -824,7 +873,8 @@ pt_dns_cluster_t *pt_dns_cluster_start(struct ev_loop *loop, const pt_cluster_t 
     if (cfg->logical)
         dc->flags |= PT_DNS_CLUSTER_LOGICAL;
     pt_dns_backoff_reset(&dc->backoff, cfg);
-    if ((dc->res = pt_dns_resolver_new(loop, &cfg->resolver, err, errlen)) == NULL)
+    if ((dc->res = pt_dns_resolver_new(loop, cfg->has_resolver ? &cfg->resolver : &default_resolver,
+                                       err, errlen)) == NULL)
         goto fail;
     if (cfg->ntargets > 0 && (dc->targets = calloc(cfg->ntargets, sizeof(*dc->targets))) == NULL)
         goto oom;

@@ -62,7 +62,8 @@ typedef struct pt_dns_target {
 } pt_dns_target_t;
 
 typedef struct pt_dns_config {
-    int logical; /* LOGICAL_DNS (or all_addresses_in_single_endpoint) */
+    int has_resolver; /* the cluster names its resolver (else the bootstrap's default) */
+    int logical;      /* LOGICAL_DNS (or all_addresses_in_single_endpoint) */
     pt_dns_family_t family;
     uint64_t refresh_ms;  /* dns_refresh_rate: 5000 */
     int respect_ttl;      /* respect_dns_ttl */
@@ -84,6 +85,16 @@ void pt_dns_config_parse(pt_cfg_t *r, pt_arena_t *arena, pt_dns_config_t *out,
  * read by the bootstrap. */
 void pt_dns_resolver_config_parse_typed(pt_cfg_t *r, pt_arena_t *arena,
                                         pt_dns_resolver_config_t *out);
+
+/* The bootstrap's typed_dns_resolver_config, dns_resolution_config or use_tcp_for_dns_lookups
+ * (reader in the bootstrap), in Envoy's order: the resolver of DNS clusters that name none.
+ * Errors into r with their paths. */
+void pt_dns_bootstrap_parse(pt_cfg_t *r, pt_arena_t *arena, pt_dns_resolver_config_t *out);
+/* Main thread: makes cfg (copied) the default resolver of clusters started from now on. 0, or
+ * -1 out of memory. */
+int pt_dns_set_default_resolver(const pt_dns_resolver_config_t *cfg);
+/* Frees the copy (at exit). */
+void pt_dns_clear_default_resolver(void);
 
 /* dns_failure_refresh_rate's backoff (Envoy's jittered exponential): a delay drawn in
  * [0, interval), the interval doubling from base up to max; without dns_failure_refresh_rate

@@ -317,6 +317,17 @@ class StrictDnsTest(DnsBase):
             self.assertGreater(self.dns.queries.get((NAME, QTYPE_A), 0), 0)
 
 
+    def test_bootstrap_resolver_is_the_default(self):
+        # A cluster without a resolver of its own uses the bootstrap's.
+        self.dns.set(NAME, ['127.0.0.3'])
+        c = dns_cluster('web', self.dns, [NAME], self.up_port)
+        del c['typed_dns_resolver_config']
+        cfg = self.config([c])
+        cfg['typed_dns_resolver_config'] = resolver_config(self.dns)
+        with h.Petrel(cfg):
+            self.wait_names({'B'})
+            self.assertGreater(self.dns.count(), 0)
+
     def test_ip_literal_endpoint(self):
         # An IP literal in a DNS cluster resolves to itself (no query reaches the server).
         cfg = self.config([dns_cluster('web', self.dns, ['127.0.0.3'], self.up_port)])

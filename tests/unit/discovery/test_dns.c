@@ -267,6 +267,34 @@ static void test_bad_input(void)
     REJECTS("{'name': 'web', 'type': 'ORIGINAL_DST'}", "type: \"ORIGINAL_DST\" is not supported");
 }
 
+static void test_bootstrap_resolver(void)
+{
+    json_t *root = J("{'typed_dns_resolver_config': {'name': 'envoy.network.dns_resolver.cares', "
+                     "'typed_config': {" CARES ", 'resolvers': [{'socket_address': {'address': "
+                     "'10.0.0.53', 'port_value': 53}}]}}, 'dns_resolution_config': {"
+                     "'resolvers': [{'socket_address': {'address': 'bad', 'port_value': 53}}]}, "
+                     "'use_tcp_for_dns_lookups': true}");
+    pt_cfg_init(&R, root);
+    pt_arena_t arena;
+    pt_arena_init_small(&arena);
+    pt_dns_resolver_config_t res;
+    pt_dns_bootstrap_parse(&R, &arena, &res);
+    pt_cfg_finish(&R);
+    /* The typed one wins; the older ones are still checked. */
+    const char *const want[] = {"dns_resolution_config.resolvers[0].socket_address.address: "
+                                "\"bad\" is not an IP address",
+                                NULL};
+    int ok = errors_are(&R, want);
+    pt_cfg_dispose(&R);
+    json_decref(root);
+    PT_CHECK(ok);
+    PT_CHECK_INT(res.nresolvers, 1);
+    PT_CHECK_INT(res.use_tcp, 0);
+    PT_CHECK_INT(pt_dns_set_default_resolver(&res), 0);
+    pt_arena_dispose(&arena);
+    pt_dns_clear_default_resolver();
+}
+
 int main(void)
 {
     PT_RUN(test_family_plan);
@@ -277,5 +305,6 @@ int main(void)
     PT_RUN(test_older_resolver_spellings);
     PT_RUN(test_cluster_type_dns);
     PT_RUN(test_bad_input);
+    PT_RUN(test_bootstrap_resolver);
     PT_TEST_EXIT();
 }
