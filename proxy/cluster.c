@@ -28,7 +28,7 @@ static const char *const cluster_unsupported[] = {
     "close_connections_on_host_health_failure", "filters",
     "load_balancing_policy", "lrs_server", "track_timeout_budgets", "upstream_config",
     "track_cluster_stats", "preconnect_policy", "connection_pool_per_downstream_connection",
-    "wait_for_warm_on_init", "upstream_http_protocol_options",
+    "upstream_http_protocol_options",
     "cleanup_interval", "upstream_bind_config",
     "hosts", NULL};
 
@@ -704,6 +704,7 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
     static const char *const dns_families[] = {"AUTO", "V4_ONLY", "V6_ONLY", "V4_PREFERRED",
                                                "ALL", NULL};
     pt_cfg_enum(r, "dns_lookup_family", dns_families, NULL, &c->dns_lookup_family, 0);
+    pt_cfg_bool(r, "wait_for_warm_on_init", &c->wait_for_warm, 1);
     if (pt_cluster_type_is_dns(c->type) && c->dns == NULL &&
         (c->dns = pt_arena_alloc(&c->arena, sizeof(*c->dns))) != NULL) {
         memset(c->dns, 0, sizeof(*c->dns));

@@ -229,6 +229,9 @@ struct pt_cluster {
     int dns_lookup_family;    /* index into AUTO, V4_ONLY, V6_ONLY, V4_PREFERRED, ALL */
     /* DNS types: what to resolve and how (discovery/dns.h), in the arena; NULL otherwise. */
     struct pt_dns_config *dns;
+    /* wait_for_warm_on_init (default true): an EDS or DNS cluster is warming until its first
+     * endpoints or lookup; false: initialized at once, without hosts until they come. */
+    int wait_for_warm;
     pt_tcp_keepalive_t tcp_keepalive; /* upstream_connection_options.tcp_keepalive */
     uint32_t buffer_limit; /* per_connection_buffer_limit_bytes */
     uint64_t http_idle_timeout_ms;        /* common_http_protocol_options.idle_timeout */

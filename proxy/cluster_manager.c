@@ -1123,6 +1123,8 @@ void pt_cluster_manager_prune(pt_cluster_manager_t *cm)
 
 static int is_warming(const cm_entry_t *e, uint64_t now)
 {
+    if (!e->active->wait_for_warm)
+        return 0;
     if (pt_cluster_type_is_dns(e->active->type))
         return !e->dns_ready;
     return e->active->type == PT_CLUSTER_EDS && !e->active->has_assignment &&

@@ -328,6 +328,43 @@ class StrictDnsTest(DnsBase):
             self.wait_names({'B'})
             self.assertGreater(self.dns.count(), 0)
 
+    def test_respect_dns_ttl(self):
+        # The TTL (1 s) rather than dns_refresh_rate (an hour) decides when to ask again.
+        self.dns.ttl = 1
+        self.dns.set(NAME, ['127.0.0.2'])
+        cfg = self.config([dns_cluster('web', self.dns, [NAME], self.up_port,
+                                       dns_refresh_rate='3600s', respect_dns_ttl=True,
+                                       dns_lookup_family='V4_ONLY')])
+        with h.Petrel(cfg) as p:
+            self.wait_names({'A'})
+            p.wait_stat('cluster.web.update_attempt', lambda v: v >= 3)
+            self.dns.set(NAME, ['127.0.0.3'])
+            self.wait_names({'B'})
+
+    def test_families(self):
+        # ALL takes both families; V6_ONLY the AAAA records; V4_PREFERRED asks for AAAA only
+        # when A found nothing.
+        self.dns.set(NAME, ['127.0.0.2', '::1'])
+        self.dns.set('v6.petrel.test', ['::1'])
+        clusters = [dns_cluster('all', self.dns, [NAME], self.up_port,
+                                dns_lookup_family='ALL'),
+                    dns_cluster('v6', self.dns, [NAME], self.up_port,
+                                dns_lookup_family='V6_ONLY'),
+                    dns_cluster('v4p', self.dns, [NAME], self.up_port,
+                                dns_lookup_family='V4_PREFERRED'),
+                    dns_cluster('v4p6', self.dns, ['v6.petrel.test'], self.up_port,
+                                dns_lookup_family='V4_PREFERRED')]
+        with h.Petrel(self.config(clusters)) as p:
+            p.wait_stat('cluster.all.membership_total', 2)
+            p.wait_stat('cluster.v6.membership_total', 1)
+            p.wait_stat('cluster.v4p.membership_total', 1)
+            p.wait_stat('cluster.v4p6.membership_total', 1)
+            self.assertEqual(set(hosts_of(p, 'v6')), {'::1:%d' % self.up_port})
+            self.assertEqual(set(hosts_of(p, 'v4p')), {self.addr('127.0.0.2')})
+            self.assertEqual(set(hosts_of(p, 'v4p6')), {'::1:%d' % self.up_port})
+            self.assertEqual(set(hosts_of(p, 'all')),
+                             {self.addr('127.0.0.2'), '::1:%d' % self.up_port})
+
     def test_ip_literal_endpoint(self):
         # An IP literal in a DNS cluster resolves to itself (no query reaches the server).
         cfg = self.config([dns_cluster('web', self.dns, ['127.0.0.3'], self.up_port)])
@@ -436,6 +473,20 @@ class DnsFaultTest(DnsBase):
             self.dns.release()
             h.wait_until(lambda: p.admin_get('/ready')[0] == 200, timeout=10)
             h.wait_listening(self.port)
+            self.wait_names({'A'})
+
+    def test_wait_for_warm_on_init_false(self):
+        # Not waited for: ready while the first lookup is still held, 503 until it ends.
+        self.dns.set(NAME, ['127.0.0.2'], mode='hold')
+        cfg = self.config([dns_cluster(
+            'web', self.dns, [NAME], self.up_port, dns_lookup_family='V4_ONLY',
+            wait_for_warm_on_init=False,
+            typed_dns_resolver_config=resolver_config(self.dns, query_timeout_seconds=60))])
+        with h.Petrel(cfg):
+            self.dns.wait_held(1)
+            r = h.http_request(self.port, 'GET', '/echo')
+            self.assertEqual(r.status, 503)
+            self.dns.release()
             self.wait_names({'A'})
 
     def test_unresolvable_at_start_answers_503(self):
