@@ -693,6 +693,7 @@ typedef struct dns_target {
     pt_addr_t *addrs; /* its hosts now (with the port), as the last good lookup gave them */
     unsigned naddrs;
     dns_target_state_t state;
+    int failing; /* its last lookup failed: the next failures are logged at debug level */
     pt_dns_query_t *query;
     ev_timer timer;
 } dns_target_t;
@@ -794,6 +795,9 @@ static void on_resolved(void *data, pt_dns_status_t status, const pt_dns_answer_
      * never falls back to no host); STRICT_DNS takes "no such name" as no hosts. */
     if (status == PT_DNS_COMPLETED && !(logical && n == 0)) {
         pt_stat_inc(dc->update_success);
+        if (t->failing)
+            pt_info("dns: cluster %s: %s resolves again", dc->name, t->name);
+        t->failing = 0;
         unsigned keep = logical ? 1 : n;
         pt_addr_t *addrs = keep > 0 ? calloc(keep, sizeof(*addrs)) : NULL;
         uint32_t min_ttl = UINT32_MAX;
@@ -828,9 +832,15 @@ static void on_resolved(void *data, pt_dns_status_t status, const pt_dns_answer_
     } else {
         pt_stat_inc(dc->update_failure);
         next = pt_dns_backoff_next(&dc->backoff, &dc->cfg, pt_random_u64());
-        pt_warn("dns: cluster %s: resolving %s: %s (keeping its %u address%s; again in %llu ms)",
-                dc->name, t->name, status == PT_DNS_COMPLETED ? "no address" : why, t->naddrs,
-                t->naddrs == 1 ? "" : "es", (unsigned long long)next);
+        /* Once per run of failures: a resolver that stays down does not flood the log at
+         * the backoff's pace. */
+        pt_log_level_t level = t->failing ? PT_LOG_DEBUG : PT_LOG_WARN;
+        t->failing = 1;
+        PT_LOG(level,
+               "dns: cluster %s: resolving %s: %s (keeping its %u address%s; again in "
+               "%llu ms)",
+               dc->name, t->name, status == PT_DNS_COMPLETED ? "no address" : why, t->naddrs,
+               t->naddrs == 1 ? "" : "es", (unsigned long long)next);
     }
 schedule:
     target_wait(t, next);
