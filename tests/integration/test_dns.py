@@ -36,9 +36,22 @@ class FakeDns:
     no records answers NXDOMAIN. ``queries`` counts the queries seen per (name, qtype)."""
 
     def __init__(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(('127.0.0.1', 0))
-        self.port = self.sock.getsockname()[1]
+        # TCP too, on the same port (use_tcp_for_dns_lookups): the TCP port first, then UDP
+        # on its number.
+        for _ in range(20):
+            self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.tcp.bind(('127.0.0.1', 0))
+            self.port = self.tcp.getsockname()[1]
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                self.sock.bind(('127.0.0.1', self.port))
+                break
+            except OSError:
+                self.sock.close()
+                self.tcp.close()
+        self.tcp.listen(16)
+        self.tcp_queries = 0
         self.records = {}
         self.ttl = 30
         self.modes = {}
@@ -50,11 +63,54 @@ class FakeDns:
         self.closed = False
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
+        self.tcp_thread = threading.Thread(target=self._serve_tcp, daemon=True)
+        self.tcp_thread.start()
 
     def close(self):
+        if self.closed:
+            return
         self.closed = True
         self.sock.close()
+        try:
+            self.tcp.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.tcp.close()
         self.thread.join(5)
+        self.tcp_thread.join(5)
+
+    def _serve_tcp(self):
+        while not self.closed:
+            try:
+                conn, _ = self.tcp.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._tcp_conn, args=(conn,), daemon=True).start()
+
+    def _tcp_conn(self, conn):
+        # Each message is preceded by its length (two bytes), both ways.
+        with conn:
+            buf = b''
+            while not self.closed:
+                try:
+                    data = conn.recv(4096)
+                except OSError:
+                    return
+                if not data:
+                    return
+                buf += data
+                while len(buf) >= 2 and len(buf) >= 2 + struct.unpack('!H', buf[:2])[0]:
+                    n = struct.unpack('!H', buf[:2])[0]
+                    msg, buf = buf[2:2 + n], buf[2 + n:]
+                    with self.lock:
+                        self.tcp_queries += 1
+
+                    def send(reply, conn=conn):
+                        conn.sendall(struct.pack('!H', len(reply)) + reply)
+                    try:
+                        self._answer(msg, None, send)
+                    except (ValueError, struct.error, OSError):
+                        return
 
     def count(self, name=NAME):
         with self.lock:
@@ -100,7 +156,7 @@ class FakeDns:
         qtype, = struct.unpack('!H', data[i + 1:i + 3])
         return '.'.join(labels), qtype, data[12:i + 5]
 
-    def _answer(self, data, addr):
+    def _answer(self, data, addr, send=None):
         qid, flags = struct.unpack('!HH', data[:4])
         name, qtype, question = self._question(data)
         with self.lock:
@@ -108,7 +164,7 @@ class FakeDns:
             mode = self.modes.get(name, self.default_mode)
             records = list(self.records.get(name, ()))
             ttl = self.ttl
-            if mode == 'hold':
+            if mode == 'hold' and send is None:
                 self.held.append((data, addr))
                 self.cond.notify_all()
                 return
@@ -128,8 +184,12 @@ class FakeDns:
                                                len(ip.packed)) + ip.packed)
         out_flags = 0x8000 | 0x0400 | (flags & 0x0100) | 0x0080 | rcode
         head = struct.pack('!6H', qid, out_flags, 1, len(answers), 0, 0)
+        reply = head + question + b''.join(answers)
+        if send is not None:
+            send(reply)
+            return
         try:
-            self.sock.sendto(head + question + b''.join(answers), addr)
+            self.sock.sendto(reply, addr)
         except OSError:
             pass
 
@@ -364,6 +424,16 @@ class StrictDnsTest(DnsBase):
             self.assertEqual(set(hosts_of(p, 'v4p6')), {'::1:%d' % self.up_port})
             self.assertEqual(set(hosts_of(p, 'all')),
                              {self.addr('127.0.0.2'), '::1:%d' % self.up_port})
+
+    def test_use_tcp_for_dns_lookups(self):
+        self.dns.set(NAME, ['127.0.0.4'])
+        c = dns_cluster('web', self.dns, [NAME], self.up_port, dns_lookup_family='V4_ONLY')
+        c['typed_dns_resolver_config']['typed_config']['dns_resolver_options'][
+            'use_tcp_for_dns_lookups'] = True
+        with h.Petrel(self.config([c])):
+            self.wait_names({'C'})
+            self.assertGreater(self.dns.tcp_queries, 0)
+            self.assertEqual(self.dns.tcp_queries, self.dns.count())
 
     def test_ip_literal_endpoint(self):
         # An IP literal in a DNS cluster resolves to itself (no query reaches the server).
