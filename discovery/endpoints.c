@@ -13,15 +13,14 @@ static const char *const lb_endpoint_unsupported[] = {"metadata", "health_status
 static const char *const endpoint_unsupported[] = {"health_check_config",
                                                    "additional_addresses", NULL};
 
-int pt_endpoints_parse(pt_cfg_t *r, pt_arena_t *arena, const char *cluster_name,
-                       pt_endpoints_t *out)
+static int parse(pt_cfg_t *r, pt_arena_t *arena, int names, pt_endpoints_t *out)
 {
     size_t errors_before = r->nerrors;
     memset(out, 0, sizeof(*out));
     pt_cfg_unsupported(r, cla_unsupported);
     const char *cn;
+    /* Envoy ignores a mismatching cluster_name in a static assignment. */
     pt_cfg_string(r, "cluster_name", &cn, NULL);
-    (void)cluster_name; /* Envoy ignores a mismatching cluster_name in a static assignment */
 
     /* Count hosts first so the array is allocated once. */
     unsigned total = 0;
@@ -76,7 +75,17 @@ int pt_endpoints_parse(pt_cfg_t *r, pt_arena_t *arena, const char *cluster_name,
                 const char *hn;
                 pt_cfg_string(r, "hostname", &hn, NULL);
                 h->hostname = pt_arena_strdup(arena, hn);
-                if (pt_config_read_address(r, "address", &h->address) == 0)
+                int got;
+                if (names) {
+                    const char *name;
+                    unsigned port;
+                    got = pt_config_read_address_or_name(r, "address", &name, &port);
+                    h->dns_name = got > 0 ? pt_arena_strdup(arena, name) : NULL;
+                    h->dns_port = port;
+                } else {
+                    got = pt_config_read_endpoint_address(r, "address", &h->address);
+                }
+                if (got == 0)
                     pt_cfg_error(r, "address", "is required");
                 pt_cfg_leave(r);
             } else if (rc == 0) {
@@ -92,4 +101,16 @@ int pt_endpoints_parse(pt_cfg_t *r, pt_arena_t *arena, const char *cluster_name,
     if (eps_present)
         pt_cfg_leave_array(r);
     return r->nerrors == errors_before ? 0 : -1;
+}
+
+int pt_endpoints_parse(pt_cfg_t *r, pt_arena_t *arena, const char *cluster_name,
+                       pt_endpoints_t *out)
+{
+    (void)cluster_name;
+    return parse(r, arena, 0, out);
+}
+
+int pt_endpoints_parse_names(pt_cfg_t *r, pt_arena_t *arena, pt_endpoints_t *out)
+{
+    return parse(r, arena, 1, out);
 }

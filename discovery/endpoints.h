@@ -15,5 +15,8 @@ typedef struct pt_endpoints {
 /* The reader is inside the ClusterLoadAssignment object. Returns 0, or -1 with errors. */
 int pt_endpoints_parse(pt_cfg_t *r, pt_arena_t *arena, const char *cluster_name,
                        pt_endpoints_t *out);
+/* The same for a DNS cluster: each endpoint's socket_address.address is a name to resolve
+ * (or an IP literal), kept in dns_name with its port in dns_port; address stays empty. */
+int pt_endpoints_parse_names(pt_cfg_t *r, pt_arena_t *arena, pt_endpoints_t *out);
 
 #endif

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "discovery/dns.h"
 #include "discovery/endpoints.h"
 #include "discovery/health_check.h"
 #include "discovery/lb.h"
@@ -27,16 +28,13 @@ static const char *const cluster_unsupported[] = {
     "close_connections_on_host_health_failure", "filters",
     "load_balancing_policy", "lrs_server", "track_timeout_budgets", "upstream_config",
     "track_cluster_stats", "preconnect_policy", "connection_pool_per_downstream_connection",
-    "dns_resolvers", "use_tcp_for_dns_lookups", "dns_resolution_config",
-    "typed_dns_resolver_config", "wait_for_warm_on_init", "respect_dns_ttl", "dns_refresh_rate",
-    "dns_failure_refresh_rate", "cluster_type",
     "upstream_http_protocol_options",
     "cleanup_interval", "upstream_bind_config",
-    "dns_jitter", "hosts", NULL};
+    "hosts", NULL};
 
-static const char *const type_names[] = {"STATIC", "EDS", NULL};
-static const char *const type_known[] = {"STRICT_DNS", "LOGICAL_DNS", "ORIGINAL_DST",
-                                          NULL};
+/* In the order of pt_cluster_type_t. */
+static const char *const type_names[] = {"STATIC", "EDS", "STRICT_DNS", "LOGICAL_DNS", NULL};
+static const char *const type_known[] = {"ORIGINAL_DST", NULL};
 /* In the order of pt_lb_policy_t. */
 static const char *const lb_names[] = {"ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", NULL};
 static const char *const lb_known[] = {"RING_HASH", "MAGLEV", "CLUSTER_PROVIDED",
@@ -585,6 +583,98 @@ int pt_cluster_source_is(const pt_cluster_t *c, const char *canonical)
     return same;
 }
 
+#define DNS_CLUSTER_TYPE "type.googleapis.com/envoy.extensions.clusters.dns.v3.DnsCluster"
+
+/* cluster_type (a CustomClusterType, reader in the Cluster): Envoy's newer spelling of the
+ * DNS cluster types, envoy.cluster.dns with a DnsCluster. */
+static void parse_cluster_type(pt_cfg_t *r, pt_cluster_t *c)
+{
+    if (pt_cfg_enter(r, "cluster_type") <= 0)
+        return;
+    const char *name;
+    if (pt_cfg_string(r, "name", &name, NULL) == 0 || name == NULL || !name[0])
+        pt_cfg_error(r, "name", "is required");
+    int rc;
+    const char *type = pt_cfg_enter_any(r, "typed_config", &rc);
+    if (type == NULL) {
+        if (rc == 0)
+            pt_cfg_error(r, "typed_config", "is required");
+        pt_cfg_leave(r);
+        return;
+    }
+    if (strcmp(type, DNS_CLUSTER_TYPE) != 0) {
+        pt_cfg_error(r, "@type", "\"%s\" is not supported (only envoy.cluster.dns, %s)", type,
+                     DNS_CLUSTER_TYPE);
+        pt_cfg_skip_rest(r);
+        pt_cfg_leave(r);
+        pt_cfg_leave(r);
+        return;
+    }
+    /* config.core.v3.DnsLookupFamily: UNSPECIFIED first, taken as AUTO. */
+    static const char *const families[] = {"UNSPECIFIED", "AUTO", "V4_ONLY", "V6_ONLY",
+                                           "V4_PREFERRED", "ALL", NULL};
+    int family, logical;
+    pt_cfg_enum(r, "dns_lookup_family", families, NULL, &family, 0);
+    pt_cfg_bool(r, "all_addresses_in_single_endpoint", &logical, 0);
+    c->type = logical ? PT_CLUSTER_LOGICAL_DNS : PT_CLUSTER_STRICT_DNS;
+    if ((c->dns = pt_arena_alloc(&c->arena, sizeof(*c->dns))) == NULL) {
+        pt_cfg_error(r, NULL, "out of memory");
+    } else {
+        memset(c->dns, 0, sizeof(*c->dns));
+        c->dns->logical = logical;
+        c->dns->family = family == 0 ? PT_DNS_AUTO : (pt_dns_family_t)(family - 1);
+        pt_dns_config_parse(r, &c->arena, c->dns, 1);
+    }
+    pt_cfg_leave(r);
+    pt_cfg_leave(r);
+}
+
+/* load_assignment of a DNS cluster (reader in the Cluster): its endpoints become the names
+ * to resolve, kept in the cluster's arena (what a version keeps of them). */
+static void parse_dns_endpoints(pt_cfg_t *r, pt_cluster_t *c)
+{
+    pt_dns_config_t *dns = c->dns;
+    /* LOGICAL_DNS: exactly one locality with exactly one endpoint, as Envoy requires. */
+    if (c->type == PT_CLUSTER_LOGICAL_DNS) {
+        json_t *la = json_object_get(r->frames[r->depth - 1].node, "load_assignment");
+        json_t *eps = json_is_object(la) ? json_object_get(la, "endpoints") : NULL;
+        json_t *first = json_array_size(eps) == 1 ? json_array_get(eps, 0) : NULL;
+        json_t *lbe = json_is_object(first) ? json_object_get(first, "lb_endpoints") : NULL;
+        if (json_array_size(lbe) != 1)
+            pt_cfg_error(r, "load_assignment",
+                         la != NULL ? "LOGICAL_DNS clusters must have a single "
+                                      "locality_lb_endpoint and a single lb_endpoint"
+                                    : "LOGICAL_DNS clusters must have a single host");
+    }
+    if (pt_cfg_enter(r, "load_assignment") <= 0)
+        return;
+    pt_endpoints_t eps;
+    if (pt_endpoints_parse_names(r, &c->ep_arena, &eps) == 0 && dns != NULL) {
+        dns->targets = pt_arena_alloc(&c->arena, (eps.nendpoints ? eps.nendpoints : 1) *
+                                                     sizeof(*dns->targets));
+        if (dns->targets == NULL) {
+            pt_cfg_error(r, NULL, "out of memory");
+        } else {
+            for (unsigned i = 0; i < eps.nendpoints; i++) {
+                const pt_endpoint_t *e = &eps.endpoints[i];
+                pt_dns_target_t *t = &dns->targets[dns->ntargets];
+                t->name = pt_arena_strdup(&c->arena, e->dns_name);
+                t->hostname = e->hostname != NULL && e->hostname[0]
+                                  ? pt_arena_strdup(&c->arena, e->hostname)
+                                  : t->name;
+                t->port = e->dns_port;
+                t->weight = e->weight;
+                if (t->name != NULL && t->hostname != NULL)
+                    dns->ntargets++;
+            }
+        }
+    }
+    pt_cfg_leave(r);
+    /* The names are the cluster's now; its hosts come from resolving them. */
+    pt_arena_dispose(&c->ep_arena);
+    pt_arena_init_small(&c->ep_arena);
+}
+
 pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
 {
     size_t errors_before = r->nerrors;
@@ -603,14 +693,46 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
     c->name = pt_arena_strdup(&c->arena, name ? name : "");
 
     int type, lb;
+    /* cluster_discovery_type is a oneof: type, or an extension in cluster_type. */
+    static const char *const discovery[] = {"type", "cluster_type", NULL};
+    int which = pt_cfg_oneof(r, discovery, 0);
     pt_cfg_enum(r, "type", type_names, type_known, &type, PT_CLUSTER_STATIC);
     c->type = (pt_cluster_type_t)type;
+    if (which == 1)
+        parse_cluster_type(r, c);
     pt_cfg_duration_ms(r, "connect_timeout", &c->connect_timeout_ms, 5000);
     /* Resolves hostnames in DNS clusters; a STATIC cluster has none, so it changes nothing
      * (Envoy's examples set it anyway). Checked, kept for the DNS cluster types. */
     static const char *const dns_families[] = {"AUTO", "V4_ONLY", "V6_ONLY", "V4_PREFERRED",
                                                "ALL", NULL};
     pt_cfg_enum(r, "dns_lookup_family", dns_families, NULL, &c->dns_lookup_family, 0);
+    pt_cfg_bool(r, "wait_for_warm_on_init", &c->wait_for_warm, 1);
+    if (pt_cluster_type_is_dns(c->type) && c->dns == NULL &&
+        (c->dns = pt_arena_alloc(&c->arena, sizeof(*c->dns))) != NULL) {
+        memset(c->dns, 0, sizeof(*c->dns));
+        c->dns->logical = c->type == PT_CLUSTER_LOGICAL_DNS;
+        c->dns->family = (pt_dns_family_t)c->dns_lookup_family;
+        pt_dns_config_parse(r, &c->arena, c->dns, 0);
+    } else if (c->type == PT_CLUSTER_STATIC || c->type == PT_CLUSTER_EDS) {
+        /* Envoy reads the DNS fields of every cluster and uses them in DNS ones only: they
+         * are checked all the same. */
+        pt_dns_config_t unused;
+        memset(&unused, 0, sizeof(unused));
+        pt_dns_config_parse(r, &c->arena, &unused, 0);
+    } else if (c->dns != NULL) {
+        /* From cluster_type: the Cluster's own DNS fields would be silently unused there. */
+        static const char *const top[] = {"dns_refresh_rate", "dns_failure_refresh_rate",
+                                          "respect_dns_ttl", "dns_jitter",
+                                          "typed_dns_resolver_config",
+                                          "dns_resolution_config", "dns_resolvers",
+                                          "use_tcp_for_dns_lookups", NULL};
+        for (int i = 0; top[i] != NULL; i++)
+            if (pt_cfg_has(r, top[i])) {
+                pt_cfg_error(r, top[i], "is not used with cluster_type (set it in "
+                                        "cluster_type.typed_config)");
+                (void)pt_cfg_get(r, top[i]);
+            }
+    }
     if (c->connect_timeout_ms == 0 && pt_cfg_has(r, "connect_timeout"))
         pt_cfg_error(r, "connect_timeout", "must be greater than 0");
     pt_cfg_enum(r, "lb_policy", lb_names, lb_known, &lb, PT_LB_ROUND_ROBIN);
@@ -720,7 +842,9 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
         pt_cfg_error(r, "eds_cluster_config", "is required for a cluster of type EDS");
     }
     int rc = c->type == PT_CLUSTER_EDS && pt_cfg_has(r, "load_assignment") ? -2 : 0;
-    if (rc == -2) {
+    if (pt_cluster_type_is_dns(c->type)) {
+        parse_dns_endpoints(r, c);
+    } else if (rc == -2) {
         /* Its hosts come from EDS: a load_assignment here would be silently unused. */
         pt_cfg_error(r, "load_assignment", "is not used by a cluster of type EDS (its "
                                            "endpoints come from eds_cluster_config)");
@@ -985,6 +1109,9 @@ void pt_cluster_drop_assignment(pt_cluster_t *c)
     c->has_assignment = 0;
 }
 
+static pt_cluster_t *with_endpoints(pt_cluster_t *c, const pt_cluster_t *base,
+                                    pt_endpoints_t eps, pt_cfg_t *cla);
+
 pt_cluster_t *pt_cluster_with_assignment(const pt_cluster_t *base, pt_cfg_t *cla)
 {
     pt_cluster_t *c = reparse(base, cla);
@@ -995,6 +1122,24 @@ pt_cluster_t *pt_cluster_with_assignment(const pt_cluster_t *base, pt_cfg_t *cla
         pt_cluster_unref(c);
         return NULL;
     }
+    return with_endpoints(c, base, eps, cla);
+}
+
+pt_cluster_t *pt_cluster_with_endpoints(const pt_cluster_t *base, const pt_endpoint_t *eps,
+                                        unsigned n, pt_cfg_t *r)
+{
+    pt_cluster_t *c = reparse(base, r);
+    if (c == NULL)
+        return NULL;
+    pt_endpoints_t list = {.endpoints = (pt_endpoint_t *)eps, .nendpoints = n};
+    return with_endpoints(c, base, list, r);
+}
+
+/* c (a new version of base, not prepared) with the endpoints eps: base's hosts that eps drops
+ * stay pending removal while health checks find them healthy. */
+static pt_cluster_t *with_endpoints(pt_cluster_t *c, const pt_cluster_t *base,
+                                    pt_endpoints_t eps, pt_cfg_t *cla)
+{
     /* Envoy's default (ignore_health_on_host_removal false): a host the assignment drops
      * stays while active health checks find it healthy, pending removal; one already failed
      * goes now. */

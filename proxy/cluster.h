@@ -117,7 +117,19 @@ typedef struct pt_cluster_http2 {
     int allow_connect; /* accepted as Envoy does; upgrades go as extended CONNECT regardless */
 } pt_cluster_http2_t;
 
-typedef enum pt_cluster_type { PT_CLUSTER_STATIC, PT_CLUSTER_EDS } pt_cluster_type_t;
+/* In the order of Cluster.type's names. A cluster_type of envoy.cluster.dns is one of the DNS
+ * types (its all_addresses_in_single_endpoint picks LOGICAL_DNS). */
+typedef enum pt_cluster_type {
+    PT_CLUSTER_STATIC,
+    PT_CLUSTER_EDS,
+    PT_CLUSTER_STRICT_DNS,
+    PT_CLUSTER_LOGICAL_DNS,
+} pt_cluster_type_t;
+
+static inline int pt_cluster_type_is_dns(pt_cluster_type_t t)
+{
+    return t == PT_CLUSTER_STRICT_DNS || t == PT_CLUSTER_LOGICAL_DNS;
+}
 typedef enum pt_lb_policy { PT_LB_ROUND_ROBIN, PT_LB_LEAST_REQUEST, PT_LB_RANDOM } pt_lb_policy_t;
 
 /* Host health bits, Envoy's /clusters health_flags. */
@@ -155,6 +167,10 @@ typedef struct pt_endpoint {
     const char *hostname;
     uint32_t weight;
     uint32_t priority;
+    /* DNS clusters' endpoints as configured: the name to resolve and the port its addresses
+     * take (address unset). */
+    const char *dns_name;
+    unsigned dns_port;
 } pt_endpoint_t;
 
 pt_host_t *pt_host_ref(pt_host_t *h);
@@ -213,6 +229,11 @@ struct pt_cluster {
     uint32_t lb_choice_count; /* least_request_lb_config.choice_count (default 2) */
     int equal_weights;        /* every host has the same weight (LEAST_REQUEST uses P2C) */
     int dns_lookup_family;    /* index into AUTO, V4_ONLY, V6_ONLY, V4_PREFERRED, ALL */
+    /* DNS types: what to resolve and how (discovery/dns.h), in the arena; NULL otherwise. */
+    struct pt_dns_config *dns;
+    /* wait_for_warm_on_init (default true): an EDS or DNS cluster is warming until its first
+     * endpoints or lookup; false: initialized at once, without hosts until they come. */
+    int wait_for_warm;
     pt_tcp_keepalive_t tcp_keepalive; /* upstream_connection_options.tcp_keepalive */
     uint32_t buffer_limit; /* per_connection_buffer_limit_bytes */
     uint64_t http_idle_timeout_ms;        /* common_http_protocol_options.idle_timeout */
@@ -314,6 +335,12 @@ int pt_cluster_prepare(pt_cluster_t *c);
  * positioned in it, errors recorded there): c's configuration parsed again from its source
  * into a version of its own, with its TLS context. Prepared. NULL on error. */
 pt_cluster_t *pt_cluster_with_assignment(const pt_cluster_t *c, pt_cfg_t *cla);
+/* A new version of DNS cluster c whose hosts are eps (n of them: what its names resolve to
+ * now), made the way an EDS assignment makes one: hosts that stay are the same hosts, and a
+ * healthy one that went stays pending removal while health checks pass. Prepared. NULL out
+ * of memory (recorded in r). */
+pt_cluster_t *pt_cluster_with_endpoints(const pt_cluster_t *c, const pt_endpoint_t *eps,
+                                        unsigned n, pt_cfg_t *r);
 pt_cluster_t *pt_cluster_ref(pt_cluster_t *c);
 void pt_cluster_unref(pt_cluster_t *c);
 /* Counts a response: upstream_rq_<class>xx and upstream_rq_<code>. */

@@ -6,6 +6,7 @@
 #include <sys/time.h>
 
 #include "discovery/discovery_response.h"
+#include "discovery/dns.h"
 #include "discovery/file_subscription.h"
 #include "discovery/subscription.h"
 #include "proxy/config_source.h"
@@ -38,6 +39,11 @@ typedef struct cm_entry {
     uint64_t warm_until_ms; /* EDS, no assignment yet: warming until then (monotonic ms;
                              * UINT64_MAX: no timeout), 0 once it has one */
     unsigned seen;          /* the CDS update (cm->gen) that listed it */
+    /* DNS types: the resolving of its names (started once the manager has its loop), and
+     * whether its first lookup ended; until then it is warming. */
+    pt_dns_cluster_t *dns;
+    int dns_ready;
+    pt_cluster_manager_t *cm;
     struct cm_entry *next_in_bucket;
     pt_cluster_t *active;   /* a reference */
     char *version_info;
@@ -97,6 +103,7 @@ static void entry_free(cm_entry_t *e)
 {
     if (e == NULL)
         return;
+    pt_dns_cluster_stop(e->dns);
     pt_cluster_unref(e->active);
     free(e->version_info);
     free(e->name);
@@ -231,6 +238,71 @@ static int add_entry(pt_cluster_manager_t *cm, cm_entry_t *e)
     return 0;
 }
 
+
+/* ---- DNS ------------------------------------------------------------------------------ */
+
+/* A DNS cluster's names resolve to other addresses: a new version of it with those hosts,
+ * through the same path as an EDS assignment (hosts that stay keep their state). */
+static void dns_on_update(void *data, const pt_endpoint_t *eps, unsigned n)
+{
+    cm_entry_t *e = data;
+    json_t *none = json_object(); /* the reader only collects errors */
+    pt_cfg_t r;
+    pt_cfg_init(&r, none);
+    pt_cluster_t *next = none != NULL ? pt_cluster_with_endpoints(e->active, eps, n, &r) : NULL;
+    pt_cfg_dispose(&r);
+    json_decref(none);
+    if (next == NULL) {
+        pt_error("dns: cluster %s: out of memory making its new hosts", e->name);
+        return;
+    }
+    pt_info("dns: cluster %s: %u host%s", e->name, next->nhosts, next->nhosts == 1 ? "" : "s");
+    pt_cluster_unref(e->active);
+    e->active = next;
+    e->last_updated = wall_now();
+    if (publish(e->cm) != 0)
+        pt_error("dns: cluster %s: out of memory publishing its hosts", e->name);
+}
+
+/* Its first lookup ended: no longer warming. Published so that the server sees it. */
+static void dns_on_init(void *data)
+{
+    cm_entry_t *e = data;
+    if (e->dns_ready)
+        return;
+    e->dns_ready = 1;
+    if (publish(e->cm) != 0)
+        pt_error("dns: cluster %s: out of memory publishing it", e->name);
+}
+
+/* After entries changed, once the loop is set: every DNS cluster resolves (those whose
+ * configuration changed were stopped by the update and start again with the new one). */
+static void dns_rebind(pt_cluster_manager_t *cm)
+{
+    if (cm->loop == NULL)
+        return;
+    for (unsigned i = 0; i < cm->n; i++) {
+        cm_entry_t *e = cm->entries[i];
+        if (!pt_cluster_type_is_dns(e->active->type) || e->active->dns == NULL) {
+            pt_dns_cluster_stop(e->dns);
+            e->dns = NULL;
+            continue;
+        }
+        if (e->dns != NULL)
+            continue;
+        e->cm = cm;
+        char err[256];
+        e->dns = pt_dns_cluster_start(cm->loop, e->active, dns_on_update, dns_on_init, e, err,
+                                      sizeof(err));
+        if (e->dns == NULL) {
+            /* Not waited for: it has no hosts (503) until a change of the cluster. */
+            pt_error("dns: cluster %s: %s", e->name, err);
+            e->dns_ready = 1;
+        } else if (pt_dns_cluster_initialized(e->dns)) {
+            e->dns_ready = 1;
+        }
+    }
+}
 
 /* ---- EDS ------------------------------------------------------------------------------ */
 
@@ -711,6 +783,7 @@ static void eds_rebind(pt_cluster_manager_t *cm)
 void pt_cluster_manager_set_loop(pt_cluster_manager_t *cm, struct ev_loop *loop)
 {
     cm->loop = loop;
+    dns_rebind(cm);
     char err[512];
     for (eds_sub_t *es = cm->eds_subs; es != NULL; es = es->next)
         if (pt_subscription_watch(es->sub, loop, err, sizeof(err)) != 0)
@@ -823,6 +896,7 @@ int pt_cluster_manager_set_static(pt_cluster_manager_t *cm, const pt_view_t *sta
         e->last_updated = wall_now();
     }
     eds_rebind(cm);
+    dns_rebind(cm);
     return publish(cm);
 }
 
@@ -954,6 +1028,11 @@ int pt_cluster_manager_apply_cds(pt_cluster_manager_t *cm, const pt_discovery_re
         if (e != NULL && e->has_digest && same_assignment_source(e->active, c) &&
             pt_cluster_adopt_endpoints(c, e->active) != 0)
             bad = 1;
+        /* A DNS cluster changed: its hosts stay until its names resolve again with the new
+         * configuration (Envoy keeps the old cluster until the new one is warm). */
+        if (!bad && e != NULL && pt_cluster_type_is_dns(e->active->type) &&
+            pt_cluster_type_is_dns(c->type) && pt_cluster_adopt_endpoints(c, e->active) != 0)
+            bad = 1;
         /* An EDS cluster still without endpoints is prepared once its first assignment is
          * in it (below, after eds_rebind): its stats and state are made once. */
         if (!bad && (c->type != PT_CLUSTER_EDS || c->has_assignment) &&
@@ -1011,6 +1090,9 @@ int pt_cluster_manager_apply_cds(pt_cluster_manager_t *cm, const pt_discovery_re
             pt_stat_inc(cm->cluster_modified);
             pt_debug("cds: cluster %s updated", e->name);
             nmodified++;
+            /* Resolved again with its new configuration (dns_rebind, below). */
+            pt_dns_cluster_stop(e->dns);
+            e->dns = NULL;
         }
         pt_cluster_unref(e->active);
         e->active = st[k].next;
@@ -1022,6 +1104,7 @@ int pt_cluster_manager_apply_cds(pt_cluster_manager_t *cm, const pt_discovery_re
     free(cm->cds_version);
     cm->cds_version = dup_or_empty(resp->version_info);
     eds_rebind(cm);
+    dns_rebind(cm);
     drop_source_trees(cm);
     for (unsigned i = 0; i < cm->n; i++) /* those whose assignment has not come (warming) */
         if (!pt_cluster_prepared(cm->entries[i]->active) &&
@@ -1069,6 +1152,10 @@ void pt_cluster_manager_prune(pt_cluster_manager_t *cm)
 
 static int is_warming(const cm_entry_t *e, uint64_t now)
 {
+    if (!e->active->wait_for_warm)
+        return 0;
+    if (pt_cluster_type_is_dns(e->active->type))
+        return !e->dns_ready;
     return e->active->type == PT_CLUSTER_EDS && !e->active->has_assignment &&
            e->warm_until_ms > now;
 }

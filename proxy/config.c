@@ -12,6 +12,7 @@
 #include "proxy/hash.h"
 #include "proxy/log.h"
 #include "proxy/overload.h"
+#include "discovery/dns.h"
 #include "tls/context.h"
 #include "tls/secret.h"
 
@@ -19,8 +20,7 @@ static const char *const bootstrap_unsupported[] = {
     "cluster_manager", "hds_config", "flags_path", "stats_sinks",
     "stats_config", "stats_flush_interval", "stats_flush_on_admin", "watchdog", "watchdogs",
     "tracing", "enable_dispatcher_stats",
-    "header_prefix", "stats_server_version_override", "use_tcp_for_dns_lookups",
-    "dns_resolution_config", "typed_dns_resolver_config", "bootstrap_extensions",
+    "header_prefix", "stats_server_version_override", "bootstrap_extensions",
     "fatal_actions", "config_sources", "default_config_source", "default_socket_interface",
     "certificate_provider_instances", "inline_headers", "perf_tracing_file_path",
     "default_regex_engine", "xds_delegate_extension", "xds_config_tracker_extension",
@@ -618,6 +618,7 @@ pt_config_t *pt_config_build(json_t *root, const pt_cluster_lookup_t *clusters, 
     pt_cfg_unsupported(r, bootstrap_unsupported);
     parse_node(r, cfg);
     parse_admin(r, cfg);
+    pt_dns_bootstrap_parse(r, &cfg->arena, &cfg->dns_resolver);
     parse_dynamic_resources(r, cfg);
     if (pt_cfg_enter(r, "static_resources") > 0) {
         pt_cfg_unsupported(r, static_unsupported);
@@ -651,6 +652,7 @@ pt_config_t *pt_config_build_lds(json_t *bootstrap, const pt_cluster_lookup_t *c
     pt_cfg_unsupported(&boot, bootstrap_unsupported);
     parse_node(&boot, cfg);
     parse_admin(&boot, cfg);
+    pt_dns_bootstrap_parse(&boot, &cfg->arena, &cfg->dns_resolver);
     parse_dynamic_resources(&boot, cfg);
     if (pt_cfg_enter(&boot, "static_resources") > 0) {
         pt_cfg_unsupported(&boot, static_unsupported);

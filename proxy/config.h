@@ -12,6 +12,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "discovery/dns.h"
 #include "proxy/address.h"
 #include "proxy/arena.h"
 #include "proxy/config_reader.h"
@@ -154,6 +155,8 @@ typedef struct pt_config {
     pt_rds_need_t *rds_needs;    /* every rds of the listeners' connection managers */
     /* Downstream connections the whole process accepts (proxy/overload.c); 0: no limit. */
     uint64_t max_downstream_connections;
+    /* The bootstrap's DNS resolver: DNS clusters without one of their own use it. */
+    pt_dns_resolver_config_t dns_resolver;
 } pt_config_t;
 
 /* Builds and validates a snapshot from a bootstrap tree (takes a reference to root):

@@ -22,6 +22,7 @@
 #include "proxy/cluster.h"
 #include "proxy/stats.h"
 #include "proxy/time.h"
+#include "discovery/dns.h"
 #include "proxy/cluster_manager.h"
 #include "proxy/route_manager.h"
 #include "proxy/view.h"
@@ -512,6 +513,10 @@ int pt_server_init(pt_server_t *s, const pt_options_t *opts)
     }
     pt_cfg_dispose(&r);
     s->config = cfg;
+    if (pt_dns_set_default_resolver(&cfg->dns_resolver) != 0) {
+        fprintf(stderr, "error: out of memory\n");
+        return -1;
+    }
     s->clusters = pt_cluster_manager_new(on_clusters_published, s);
     if (s->clusters != NULL && cfg->has_ads && start_ads(s) != 0) {
         pt_view_unref(statics);
@@ -831,6 +836,7 @@ void pt_server_dispose(pt_server_t *s)
     pt_rds_slots_dispose();
     pt_cluster_manager_free(s->clusters);
     s->clusters = NULL;
+    pt_dns_clear_default_resolver();
     /* Last: the managers' subscriptions (EDS, RDS) are watches on it. */
     pt_ads_free(s->ads);
     s->ads = NULL;

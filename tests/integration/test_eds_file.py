@@ -369,6 +369,18 @@ class EdsTest(EdsCase):
         r = h.http_request(self.port, 'GET', '/a/x')
         self.assertEqual(r.status, 503)
 
+    def test_wait_for_warm_on_init_false(self):
+        # Not waited for: live at once although no assignment came (the initial fetch
+        # timeout, an hour, has not run out); no hosts until one comes.
+        self.write(response('1'))
+        c = eds_cluster('a', self.eds_path, wait_for_warm_on_init=False)
+        c['eds_cluster_config']['eds_config']['initial_fetch_timeout'] = '3600s'
+        self.start([c])
+        self.assertEqual(self.ready(), (200, 'LIVE'))
+        self.assertEqual(h.http_request(self.port, 'GET', '/a/x').status, 503)
+        self.write(response('2', cla('a', self.ups[0].port)))
+        h.wait_until(lambda: self.names('/a/x') == {'A'}, 10)
+
     def test_new_cluster_warms_after_start(self):
         # A CDS cluster whose assignment has not come is warming (dynamic_warming_clusters);
         # the server, live already, stays live; the assignment makes it active.

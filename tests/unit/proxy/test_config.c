@@ -835,12 +835,13 @@ static void test_enums(void)
                           "{'default_value': 0.5, 'runtime_key': 'x'}}}"),
             C0 ".least_request_lb_config.active_request_bias: field is not supported");
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 0}"), C0 ".lb_policy: 0 is not an enum name");
-    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'type': 'STRICT_DNS'}"),
-            C0 ".type: \"STRICT_DNS\" is not supported");
+    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'type': 'ORIGINAL_DST'}"),
+            C0 ".type: \"ORIGINAL_DST\" is not supported");
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'type': 'EDS'}"),
             C0 ".eds_cluster_config: is required for a cluster of type EDS");
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'type': 'STATICK'}"),
-            C0 ".type: \"STATICK\" is not a valid value (expected one of: STATIC, EDS)");
+            C0 ".type: \"STATICK\" is not a valid value (expected one of: STATIC, EDS, "
+               "STRICT_DNS, LOGICAL_DNS)");
     REJECTS(BOOT(CLUSTER("a"), "{'name': 'l', 'address': {'socket_address': {'address': "
                                "'127.0.0.1', 'port_value': 53, 'protocol': 'UDP'}}, "
                                "'filter_chains': [{'filters': [" TCP("a") "]}]}"),
@@ -930,7 +931,8 @@ static void test_addresses_and_ports(void)
             L0 ".address.socket_address.address: \"[::1]\" is not an IP address");
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'load_assignment': {'endpoints': [{'lb_endpoints': ["
                           EP("backend.local", 80) "]}]}}"),
-            E00 ".address.socket_address.address: \"backend.local\" is not an IP address");
+            E00 ".address.socket_address.address: \"backend.local\" is not an IP address (a "
+                "hostname needs a cluster of type STRICT_DNS or LOGICAL_DNS)");
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'load_assignment': {'endpoints': [{'lb_endpoints': ["
                           EP("10.0.0.1", 65536) "]}]}}"),
             E00 ".address.socket_address.port_value: 65536 is out of range [0, 65535]");
@@ -1177,7 +1179,7 @@ static void test_all_errors_collected(void)
 {
     pt_boot_t *c = build("{'colour': 1, 'static_resources': {'clusters': ["
                            "  {'name': 'a', 'connect_timeout': 'abc', 'lb_policy': 'MAGLEV'},"
-                           "  {'name': 'b', 'type': 'STRICT_DNS', 'load_assignment': {'endpoints': "
+                           "  {'name': 'b', 'type': 'ORIGINAL_DST', 'load_assignment': {'endpoints': "
                            "   [{'lb_endpoints': [" EP("localhost", 70000) "]}]}},"
                            "  {'connect_timeout': '1s'}, {'name': 'ok'}],"
                            " 'listeners': [" LISTENER("l", 80, TCP("zzz")) ","
@@ -1187,11 +1189,12 @@ static void test_all_errors_collected(void)
     static const char *const want[] = {
         C0 ".connect_timeout: \"abc\" is not a duration (expected a string like \"1.5s\")",
         C0 ".lb_policy: \"MAGLEV\" is not supported",
-        "static_resources.clusters[1].type: \"STRICT_DNS\" is not supported",
+        "static_resources.clusters[1].type: \"ORIGINAL_DST\" is not supported",
         "static_resources.clusters[1].load_assignment.endpoints[0].lb_endpoints[0].endpoint"
         ".address.socket_address.port_value: 70000 is out of range [0, 65535]",
         "static_resources.clusters[1].load_assignment.endpoints[0].lb_endpoints[0].endpoint"
-        ".address.socket_address.address: \"localhost\" is not an IP address",
+        ".address.socket_address.address: \"localhost\" is not an IP address (a hostname "
+        "needs a cluster of type STRICT_DNS or LOGICAL_DNS)",
         "static_resources.clusters[2].name: is required",
         TC ".cluster: unknown cluster \"zzz\"",
         "static_resources.listeners[1].name: duplicate listener name \"l\"",
