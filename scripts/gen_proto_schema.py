@@ -146,7 +146,6 @@ class Parser:
         with open(full, encoding="utf-8") as f:
             self.toks = tokenize(f.read())
         self.i = 0
-        toks, i = self.toks, 0
         package = ""
         imports = []
         while self.i < len(self.toks):
@@ -173,7 +172,6 @@ class Parser:
                 pass
             else:
                 raise SyntaxError("%s: unexpected %r" % (path, t))
-        del toks, i
         for imp in imports:
             self.load(imp)
 
