@@ -4,8 +4,8 @@
  * read (pt_discovery_response_parse_protobuf). The decoded tree must equal the YAML's, and
  * the real parsers must accept every resource; a resource with an error is reported the
  * same, with the same path, whichever encoding it came in; secrets and a delta response
- * round-trip to the same tree. One cluster is built byte by byte
- * with the wire writer, so the decoding is not only checked against its own encoder. */
+ * round-trip to the same tree. One cluster is built byte by byte with the wire writer, so
+ * the decoding is not only checked against its own encoder. */
 #include "discovery/discovery_response.h"
 #include "discovery/endpoints.h"
 #include "proxy/arena.h"
