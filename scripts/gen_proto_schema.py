@@ -59,6 +59,12 @@ ROOTS = [
     "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
     "envoy.extensions.access_loggers.stream.v3.StderrAccessLog",
     "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate",
+    # Access loggers petrel knows and refuses as not supported (proxy/access_log.c): decoded,
+    # so that the refusal is the parser's, word for word as for a JSON config.
+    "envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig",
+    "envoy.extensions.access_loggers.grpc.v3.TcpGrpcAccessLogConfig",
+    "envoy.extensions.access_loggers.fluentd.v3.FluentdAccessLogConfig",
+    "envoy.extensions.access_loggers.wasm.v3.WasmAccessLog",
     "google.rpc.Status",
 ]
 
