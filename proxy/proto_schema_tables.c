@@ -870,6 +870,11 @@ static const pt_pb_message_t m_envoy_extensions_filters_http_local_ratelimit_v3_
 static const pt_pb_message_t m_envoy_extensions_filters_http_rbac_v3_RBAC;
 static const pt_pb_message_t m_envoy_extensions_filters_http_router_v3_Router;
 static const pt_pb_message_t m_envoy_extensions_filters_http_router_v3_Router_UpstreamAccessLogOptions;
+static const pt_pb_message_t m_envoy_extensions_filters_listener_http_inspector_v3_HttpInspector;
+static const pt_pb_message_t m_envoy_extensions_filters_listener_original_dst_v3_OriginalDst;
+static const pt_pb_message_t m_envoy_extensions_filters_listener_proxy_protocol_v3_ProxyProtocol;
+static const pt_pb_message_t m_envoy_extensions_filters_listener_proxy_protocol_v3_ProxyProtocol_KeyValuePair;
+static const pt_pb_message_t m_envoy_extensions_filters_listener_proxy_protocol_v3_ProxyProtocol_Rule;
 static const pt_pb_message_t m_envoy_extensions_filters_listener_tls_inspector_v3_TlsInspector;
 static const pt_pb_message_t m_envoy_extensions_filters_network_http_connection_manager_v3_HttpConnectionManager;
 static const pt_pb_message_t m_envoy_extensions_filters_network_http_connection_manager_v3_HttpConnectionManager_HcmAccessLogOptions;
@@ -4082,6 +4087,50 @@ static const pt_pb_message_t m_envoy_extensions_filters_http_router_v3_Router_Up
     .fields = m_envoy_extensions_filters_http_router_v3_Router_UpstreamAccessLogOptions_fields,
     .nfields = 2,
 };
+static const pt_pb_field_t m_envoy_extensions_filters_listener_http_inspector_v3_HttpInspector_fields[] = {
+};
+static const pt_pb_message_t m_envoy_extensions_filters_listener_http_inspector_v3_HttpInspector = {
+    .full_name = "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector",
+    .fields = m_envoy_extensions_filters_listener_http_inspector_v3_HttpInspector_fields,
+    .nfields = 0,
+};
+static const pt_pb_field_t m_envoy_extensions_filters_listener_original_dst_v3_OriginalDst_fields[] = {
+};
+static const pt_pb_message_t m_envoy_extensions_filters_listener_original_dst_v3_OriginalDst = {
+    .full_name = "envoy.extensions.filters.listener.original_dst.v3.OriginalDst",
+    .fields = m_envoy_extensions_filters_listener_original_dst_v3_OriginalDst_fields,
+    .nfields = 0,
+};
+static const pt_pb_field_t m_envoy_extensions_filters_listener_proxy_protocol_v3_ProxyProtocol_fields[] = {
+    {.name = "rules", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_extensions_filters_listener_proxy_protocol_v3_ProxyProtocol_Rule, .flags = PT_PB_REPEATED, .oneof = -1},
+    {.name = "allow_requests_without_proxy_protocol", .number = 2, .type = PT_PB_BOOL, .oneof = -1},
+    {.name = "pass_through_tlvs", .number = 3, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_ProxyProtocolPassThroughTLVs, .oneof = -1},
+    {.name = "disallowed_versions", .number = 4, .type = PT_PB_ENUM, .enumeration = &e_envoy_config_core_v3_ProxyProtocolConfig_Version, .flags = PT_PB_REPEATED, .oneof = -1},
+    {.name = "stat_prefix", .number = 5, .type = PT_PB_STRING, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_filters_listener_proxy_protocol_v3_ProxyProtocol = {
+    .full_name = "envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol",
+    .fields = m_envoy_extensions_filters_listener_proxy_protocol_v3_ProxyProtocol_fields,
+    .nfields = 5,
+};
+static const pt_pb_field_t m_envoy_extensions_filters_listener_proxy_protocol_v3_ProxyProtocol_KeyValuePair_fields[] = {
+    {.name = "metadata_namespace", .number = 1, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "key", .number = 2, .type = PT_PB_STRING, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_filters_listener_proxy_protocol_v3_ProxyProtocol_KeyValuePair = {
+    .full_name = "envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol.KeyValuePair",
+    .fields = m_envoy_extensions_filters_listener_proxy_protocol_v3_ProxyProtocol_KeyValuePair_fields,
+    .nfields = 2,
+};
+static const pt_pb_field_t m_envoy_extensions_filters_listener_proxy_protocol_v3_ProxyProtocol_Rule_fields[] = {
+    {.name = "tlv_type", .number = 1, .type = PT_PB_UINT32, .oneof = -1},
+    {.name = "on_tlv_present", .number = 2, .type = PT_PB_MESSAGE, .message = &m_envoy_extensions_filters_listener_proxy_protocol_v3_ProxyProtocol_KeyValuePair, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_filters_listener_proxy_protocol_v3_ProxyProtocol_Rule = {
+    .full_name = "envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol.Rule",
+    .fields = m_envoy_extensions_filters_listener_proxy_protocol_v3_ProxyProtocol_Rule_fields,
+    .nfields = 2,
+};
 static const pt_pb_field_t m_envoy_extensions_filters_listener_tls_inspector_v3_TlsInspector_fields[] = {
     {.name = "enable_ja3_fingerprinting", .number = 1, .type = PT_PB_MESSAGE, .message = &pt_pb_bool_value, .oneof = -1},
     {.name = "initial_read_buffer_size", .number = 2, .type = PT_PB_MESSAGE, .message = &pt_pb_uint32_value, .oneof = -1},
@@ -6080,6 +6129,11 @@ const pt_pb_message_t *const pt_pb_generated_messages[] = {
     &m_envoy_extensions_filters_http_rbac_v3_RBAC,
     &m_envoy_extensions_filters_http_router_v3_Router,
     &m_envoy_extensions_filters_http_router_v3_Router_UpstreamAccessLogOptions,
+    &m_envoy_extensions_filters_listener_http_inspector_v3_HttpInspector,
+    &m_envoy_extensions_filters_listener_original_dst_v3_OriginalDst,
+    &m_envoy_extensions_filters_listener_proxy_protocol_v3_ProxyProtocol,
+    &m_envoy_extensions_filters_listener_proxy_protocol_v3_ProxyProtocol_KeyValuePair,
+    &m_envoy_extensions_filters_listener_proxy_protocol_v3_ProxyProtocol_Rule,
     &m_envoy_extensions_filters_listener_tls_inspector_v3_TlsInspector,
     &m_envoy_extensions_filters_network_http_connection_manager_v3_HttpConnectionManager,
     &m_envoy_extensions_filters_network_http_connection_manager_v3_HttpConnectionManager_HcmAccessLogOptions,
@@ -6235,4 +6289,4 @@ const pt_pb_message_t *const pt_pb_generated_messages[] = {
     &m_xds_type_matcher_v3_RegexMatcher_GoogleRE2,
     &m_xds_type_matcher_v3_StringMatcher,
 };
-const size_t pt_pb_generated_nmessages = 412;
+const size_t pt_pb_generated_nmessages = 417;

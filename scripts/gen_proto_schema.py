@@ -54,6 +54,11 @@ ROOTS = [
     "envoy.extensions.filters.http.health_check.v3.HealthCheck",
     "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
     "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
+    # Listener filters every Istio sidecar's listeners carry, which petrel refuses (as not
+    # supported listener filters): decoded, so that the refusal is the parser's.
+    "envoy.extensions.filters.listener.original_dst.v3.OriginalDst",
+    "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector",
+    "envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol",
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
     "envoy.extensions.access_loggers.file.v3.FileAccessLog",
     "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",

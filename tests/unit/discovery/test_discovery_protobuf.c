@@ -484,8 +484,8 @@ static char *listener_errors(pt_discovery_response_t *resp)
     return out;
 }
 
-/* An access logger petrel knows and does not implement (gRPC): refused by the parser, in the
- * same words, from either encoding. */
+/* An access logger petrel knows and does not implement (gRPC), a listener filter it does not
+ * have (original_dst): refused by the parsers, in the same words, from either encoding. */
 static void test_same_listener_errors(void)
 {
     json_t *doc =
@@ -493,6 +493,11 @@ static void test_same_listener_errors(void)
              "- '@type': " LISTENER_TYPE "\n"
              "  name: l\n"
              "  address: {socket_address: {address: 127.0.0.1, port_value: 10002}}\n"
+             "  listener_filters:\n"
+             "  - name: envoy.filters.listener.original_dst\n"
+             "    typed_config:\n"
+             "      '@type': type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3."
+             "OriginalDst\n"
              "  filter_chains:\n"
              "  - filters:\n"
              "    - name: envoy.filters.network.tcp_proxy\n"
@@ -516,6 +521,7 @@ static void test_same_listener_errors(void)
     int rc = via_protobuf(doc, LISTENER_TYPE, &from_pb);
     json_decref(doc);
     PT_CHECK(strstr(json_errors, "access_log[0]") != NULL);
+    PT_CHECK(strstr(json_errors, "listener_filters[0]") != NULL);
     if (rc == 0) {
         PT_CHECK_STR(listener_errors(&from_pb), json_errors);
     }
