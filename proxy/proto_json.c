@@ -749,11 +749,11 @@ static json_t *decode_any(pbctx_t *c, const uint8_t *p, size_t len)
         return NULL;
     }
     json_t *obj = made(c, json_object());
-    json_t *type = made(c, json_string(name));
-    if (obj == NULL || type == NULL || json_object_set_new(obj, "@type", type) < 0) {
-        json_decref(obj);
+    if (obj == NULL)
         return NULL;
-    }
+    json_t *type = made(c, json_string(name));
+    if (type == NULL || json_object_set_new(obj, "@type", type) < 0)
+        goto fail;
     if (m->kind == PT_PB_KIND_MESSAGE) {
         if (decode_fields(c, m, value, value_len, obj) < 0)
             goto fail;

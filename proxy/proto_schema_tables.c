@@ -662,6 +662,7 @@ static const pt_pb_message_t m_envoy_config_core_v3_AggregatedConfigSource;
 static const pt_pb_message_t m_envoy_config_core_v3_AlternateProtocolsCacheOptions;
 static const pt_pb_message_t m_envoy_config_core_v3_AlternateProtocolsCacheOptions_AlternateProtocolsCacheEntry;
 static const pt_pb_message_t m_envoy_config_core_v3_ApiConfigSource;
+static const pt_pb_message_t m_envoy_config_core_v3_AsyncDataSource;
 static const pt_pb_message_t m_envoy_config_core_v3_BackoffStrategy;
 static const pt_pb_message_t m_envoy_config_core_v3_BindConfig;
 static const pt_pb_message_t m_envoy_config_core_v3_BuildVersion;
@@ -707,6 +708,7 @@ static const pt_pb_message_t m_envoy_config_core_v3_Http2ProtocolOptions;
 static const pt_pb_message_t m_envoy_config_core_v3_Http2ProtocolOptions_SettingsParameter;
 static const pt_pb_message_t m_envoy_config_core_v3_Http3ProtocolOptions;
 static const pt_pb_message_t m_envoy_config_core_v3_HttpProtocolOptions;
+static const pt_pb_message_t m_envoy_config_core_v3_HttpUri;
 static const pt_pb_message_t m_envoy_config_core_v3_JsonFormatOptions;
 static const pt_pb_message_t m_envoy_config_core_v3_KeepaliveSettings;
 static const pt_pb_message_t m_envoy_config_core_v3_Locality;
@@ -722,6 +724,7 @@ static const pt_pb_message_t m_envoy_config_core_v3_ProxyProtocolPassThroughTLVs
 static const pt_pb_message_t m_envoy_config_core_v3_QuicKeepAliveSettings;
 static const pt_pb_message_t m_envoy_config_core_v3_QuicProtocolOptions;
 static const pt_pb_message_t m_envoy_config_core_v3_RateLimitSettings;
+static const pt_pb_message_t m_envoy_config_core_v3_RemoteDataSource;
 static const pt_pb_message_t m_envoy_config_core_v3_RetryPolicy;
 static const pt_pb_message_t m_envoy_config_core_v3_RetryPolicy_RetryHostPredicate;
 static const pt_pb_message_t m_envoy_config_core_v3_RetryPolicy_RetryPriority;
@@ -842,8 +845,14 @@ static const pt_pb_message_t m_envoy_config_route_v3_WeightedCluster_ClusterWeig
 static const pt_pb_message_t m_envoy_config_route_v3_WeightedCluster_ClusterWeight_TypedPerFilterConfigEntry;
 static const pt_pb_message_t m_envoy_config_trace_v3_Tracing_Http;
 static const pt_pb_message_t m_envoy_extensions_access_loggers_file_v3_FileAccessLog;
+static const pt_pb_message_t m_envoy_extensions_access_loggers_fluentd_v3_FluentdAccessLogConfig;
+static const pt_pb_message_t m_envoy_extensions_access_loggers_fluentd_v3_FluentdAccessLogConfig_RetryOptions;
+static const pt_pb_message_t m_envoy_extensions_access_loggers_grpc_v3_CommonGrpcAccessLogConfig;
+static const pt_pb_message_t m_envoy_extensions_access_loggers_grpc_v3_HttpGrpcAccessLogConfig;
+static const pt_pb_message_t m_envoy_extensions_access_loggers_grpc_v3_TcpGrpcAccessLogConfig;
 static const pt_pb_message_t m_envoy_extensions_access_loggers_stream_v3_StderrAccessLog;
 static const pt_pb_message_t m_envoy_extensions_access_loggers_stream_v3_StdoutAccessLog;
+static const pt_pb_message_t m_envoy_extensions_access_loggers_wasm_v3_WasmAccessLog;
 static const pt_pb_message_t m_envoy_extensions_common_ratelimit_v3_LocalClusterRateLimit;
 static const pt_pb_message_t m_envoy_extensions_common_ratelimit_v3_LocalRateLimitDescriptor;
 static const pt_pb_message_t m_envoy_extensions_common_ratelimit_v3_RateLimitDescriptor_Entry;
@@ -861,6 +870,11 @@ static const pt_pb_message_t m_envoy_extensions_filters_http_local_ratelimit_v3_
 static const pt_pb_message_t m_envoy_extensions_filters_http_rbac_v3_RBAC;
 static const pt_pb_message_t m_envoy_extensions_filters_http_router_v3_Router;
 static const pt_pb_message_t m_envoy_extensions_filters_http_router_v3_Router_UpstreamAccessLogOptions;
+static const pt_pb_message_t m_envoy_extensions_filters_listener_http_inspector_v3_HttpInspector;
+static const pt_pb_message_t m_envoy_extensions_filters_listener_original_dst_v3_OriginalDst;
+static const pt_pb_message_t m_envoy_extensions_filters_listener_proxy_protocol_v3_ProxyProtocol;
+static const pt_pb_message_t m_envoy_extensions_filters_listener_proxy_protocol_v3_ProxyProtocol_KeyValuePair;
+static const pt_pb_message_t m_envoy_extensions_filters_listener_proxy_protocol_v3_ProxyProtocol_Rule;
 static const pt_pb_message_t m_envoy_extensions_filters_listener_tls_inspector_v3_TlsInspector;
 static const pt_pb_message_t m_envoy_extensions_filters_network_http_connection_manager_v3_HttpConnectionManager;
 static const pt_pb_message_t m_envoy_extensions_filters_network_http_connection_manager_v3_HttpConnectionManager_HcmAccessLogOptions;
@@ -915,6 +929,13 @@ static const pt_pb_message_t m_envoy_extensions_upstreams_http_v3_HttpProtocolOp
 static const pt_pb_message_t m_envoy_extensions_upstreams_http_v3_HttpProtocolOptions_AutoHttpConfig;
 static const pt_pb_message_t m_envoy_extensions_upstreams_http_v3_HttpProtocolOptions_ExplicitHttpConfig;
 static const pt_pb_message_t m_envoy_extensions_upstreams_http_v3_HttpProtocolOptions_UseDownstreamHttpConfig;
+static const pt_pb_message_t m_envoy_extensions_wasm_v3_CapabilityRestrictionConfig;
+static const pt_pb_message_t m_envoy_extensions_wasm_v3_CapabilityRestrictionConfig_AllowedCapabilitiesEntry;
+static const pt_pb_message_t m_envoy_extensions_wasm_v3_EnvironmentVariables;
+static const pt_pb_message_t m_envoy_extensions_wasm_v3_EnvironmentVariables_KeyValuesEntry;
+static const pt_pb_message_t m_envoy_extensions_wasm_v3_PluginConfig;
+static const pt_pb_message_t m_envoy_extensions_wasm_v3_SanitizationConfig;
+static const pt_pb_message_t m_envoy_extensions_wasm_v3_VmConfig;
 static const pt_pb_message_t m_envoy_service_discovery_v3_DeltaDiscoveryRequest;
 static const pt_pb_message_t m_envoy_service_discovery_v3_DeltaDiscoveryRequest_InitialResourceVersionsEntry;
 static const pt_pb_message_t m_envoy_service_discovery_v3_DeltaDiscoveryResponse;
@@ -1587,6 +1608,18 @@ static const pt_pb_message_t m_envoy_config_core_v3_ApiConfigSource = {
     .fields = m_envoy_config_core_v3_ApiConfigSource_fields,
     .nfields = 9,
 };
+static const char *const m_envoy_config_core_v3_AsyncDataSource_oneofs[] = {"specifier"};
+static const pt_pb_field_t m_envoy_config_core_v3_AsyncDataSource_fields[] = {
+    {.name = "local", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_DataSource, .oneof = 0},
+    {.name = "remote", .number = 2, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_RemoteDataSource, .oneof = 0},
+};
+static const pt_pb_message_t m_envoy_config_core_v3_AsyncDataSource = {
+    .full_name = "envoy.config.core.v3.AsyncDataSource",
+    .fields = m_envoy_config_core_v3_AsyncDataSource_fields,
+    .nfields = 2,
+    .oneofs = m_envoy_config_core_v3_AsyncDataSource_oneofs,
+    .noneofs = 1,
+};
 static const pt_pb_field_t m_envoy_config_core_v3_BackoffStrategy_fields[] = {
     {.name = "base_interval", .number = 1, .type = PT_PB_MESSAGE, .message = &pt_pb_duration, .oneof = -1},
     {.name = "max_interval", .number = 2, .type = PT_PB_MESSAGE, .message = &pt_pb_duration, .oneof = -1},
@@ -2134,6 +2167,19 @@ static const pt_pb_message_t m_envoy_config_core_v3_HttpProtocolOptions = {
     .fields = m_envoy_config_core_v3_HttpProtocolOptions_fields,
     .nfields = 6,
 };
+static const char *const m_envoy_config_core_v3_HttpUri_oneofs[] = {"http_upstream_type"};
+static const pt_pb_field_t m_envoy_config_core_v3_HttpUri_fields[] = {
+    {.name = "uri", .number = 1, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "cluster", .number = 2, .type = PT_PB_STRING, .oneof = 0},
+    {.name = "timeout", .number = 3, .type = PT_PB_MESSAGE, .message = &pt_pb_duration, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_core_v3_HttpUri = {
+    .full_name = "envoy.config.core.v3.HttpUri",
+    .fields = m_envoy_config_core_v3_HttpUri_fields,
+    .nfields = 3,
+    .oneofs = m_envoy_config_core_v3_HttpUri_oneofs,
+    .noneofs = 1,
+};
 static const pt_pb_field_t m_envoy_config_core_v3_JsonFormatOptions_fields[] = {
     {.name = "sort_properties", .number = 1, .type = PT_PB_BOOL, .oneof = -1},
 };
@@ -2291,6 +2337,16 @@ static const pt_pb_message_t m_envoy_config_core_v3_RateLimitSettings = {
     .full_name = "envoy.config.core.v3.RateLimitSettings",
     .fields = m_envoy_config_core_v3_RateLimitSettings_fields,
     .nfields = 2,
+};
+static const pt_pb_field_t m_envoy_config_core_v3_RemoteDataSource_fields[] = {
+    {.name = "http_uri", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_HttpUri, .oneof = -1},
+    {.name = "sha256", .number = 2, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "retry_policy", .number = 3, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_RetryPolicy, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_core_v3_RemoteDataSource = {
+    .full_name = "envoy.config.core.v3.RemoteDataSource",
+    .fields = m_envoy_config_core_v3_RemoteDataSource_fields,
+    .nfields = 3,
 };
 static const pt_pb_field_t m_envoy_config_core_v3_RetryPolicy_fields[] = {
     {.name = "retry_back_off", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_BackoffStrategy, .oneof = -1},
@@ -3744,6 +3800,64 @@ static const pt_pb_message_t m_envoy_extensions_access_loggers_file_v3_FileAcces
     .oneofs = m_envoy_extensions_access_loggers_file_v3_FileAccessLog_oneofs,
     .noneofs = 1,
 };
+static const pt_pb_field_t m_envoy_extensions_access_loggers_fluentd_v3_FluentdAccessLogConfig_fields[] = {
+    {.name = "cluster", .number = 1, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "tag", .number = 2, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "stat_prefix", .number = 3, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "buffer_flush_interval", .number = 4, .type = PT_PB_MESSAGE, .message = &pt_pb_duration, .oneof = -1},
+    {.name = "buffer_size_bytes", .number = 5, .type = PT_PB_MESSAGE, .message = &pt_pb_uint32_value, .oneof = -1},
+    {.name = "record", .number = 6, .type = PT_PB_MESSAGE, .message = &pt_pb_struct, .oneof = -1},
+    {.name = "retry_options", .number = 7, .type = PT_PB_MESSAGE, .message = &m_envoy_extensions_access_loggers_fluentd_v3_FluentdAccessLogConfig_RetryOptions, .oneof = -1},
+    {.name = "formatters", .number = 8, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_TypedExtensionConfig, .flags = PT_PB_REPEATED, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_access_loggers_fluentd_v3_FluentdAccessLogConfig = {
+    .full_name = "envoy.extensions.access_loggers.fluentd.v3.FluentdAccessLogConfig",
+    .fields = m_envoy_extensions_access_loggers_fluentd_v3_FluentdAccessLogConfig_fields,
+    .nfields = 8,
+};
+static const pt_pb_field_t m_envoy_extensions_access_loggers_fluentd_v3_FluentdAccessLogConfig_RetryOptions_fields[] = {
+    {.name = "max_connect_attempts", .number = 1, .type = PT_PB_MESSAGE, .message = &pt_pb_uint32_value, .oneof = -1},
+    {.name = "backoff_options", .number = 2, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_BackoffStrategy, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_access_loggers_fluentd_v3_FluentdAccessLogConfig_RetryOptions = {
+    .full_name = "envoy.extensions.access_loggers.fluentd.v3.FluentdAccessLogConfig.RetryOptions",
+    .fields = m_envoy_extensions_access_loggers_fluentd_v3_FluentdAccessLogConfig_RetryOptions_fields,
+    .nfields = 2,
+};
+static const pt_pb_field_t m_envoy_extensions_access_loggers_grpc_v3_CommonGrpcAccessLogConfig_fields[] = {
+    {.name = "log_name", .number = 1, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "grpc_service", .number = 2, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_GrpcService, .oneof = -1},
+    {.name = "buffer_flush_interval", .number = 3, .type = PT_PB_MESSAGE, .message = &pt_pb_duration, .oneof = -1},
+    {.name = "buffer_size_bytes", .number = 4, .type = PT_PB_MESSAGE, .message = &pt_pb_uint32_value, .oneof = -1},
+    {.name = "filter_state_objects_to_log", .number = 5, .type = PT_PB_STRING, .flags = PT_PB_REPEATED, .oneof = -1},
+    {.name = "transport_api_version", .number = 6, .type = PT_PB_ENUM, .enumeration = &e_envoy_config_core_v3_ApiVersion, .oneof = -1},
+    {.name = "grpc_stream_retry_policy", .number = 7, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_RetryPolicy, .oneof = -1},
+    {.name = "custom_tags", .number = 8, .type = PT_PB_MESSAGE, .message = &m_envoy_type_tracing_v3_CustomTag, .flags = PT_PB_REPEATED, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_access_loggers_grpc_v3_CommonGrpcAccessLogConfig = {
+    .full_name = "envoy.extensions.access_loggers.grpc.v3.CommonGrpcAccessLogConfig",
+    .fields = m_envoy_extensions_access_loggers_grpc_v3_CommonGrpcAccessLogConfig_fields,
+    .nfields = 8,
+};
+static const pt_pb_field_t m_envoy_extensions_access_loggers_grpc_v3_HttpGrpcAccessLogConfig_fields[] = {
+    {.name = "common_config", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_extensions_access_loggers_grpc_v3_CommonGrpcAccessLogConfig, .oneof = -1},
+    {.name = "additional_request_headers_to_log", .number = 2, .type = PT_PB_STRING, .flags = PT_PB_REPEATED, .oneof = -1},
+    {.name = "additional_response_headers_to_log", .number = 3, .type = PT_PB_STRING, .flags = PT_PB_REPEATED, .oneof = -1},
+    {.name = "additional_response_trailers_to_log", .number = 4, .type = PT_PB_STRING, .flags = PT_PB_REPEATED, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_access_loggers_grpc_v3_HttpGrpcAccessLogConfig = {
+    .full_name = "envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig",
+    .fields = m_envoy_extensions_access_loggers_grpc_v3_HttpGrpcAccessLogConfig_fields,
+    .nfields = 4,
+};
+static const pt_pb_field_t m_envoy_extensions_access_loggers_grpc_v3_TcpGrpcAccessLogConfig_fields[] = {
+    {.name = "common_config", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_extensions_access_loggers_grpc_v3_CommonGrpcAccessLogConfig, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_access_loggers_grpc_v3_TcpGrpcAccessLogConfig = {
+    .full_name = "envoy.extensions.access_loggers.grpc.v3.TcpGrpcAccessLogConfig",
+    .fields = m_envoy_extensions_access_loggers_grpc_v3_TcpGrpcAccessLogConfig_fields,
+    .nfields = 1,
+};
 static const char *const m_envoy_extensions_access_loggers_stream_v3_StderrAccessLog_oneofs[] = {"access_log_format"};
 static const pt_pb_field_t m_envoy_extensions_access_loggers_stream_v3_StderrAccessLog_fields[] = {
     {.name = "log_format", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_SubstitutionFormatString, .oneof = 0},
@@ -3765,6 +3879,14 @@ static const pt_pb_message_t m_envoy_extensions_access_loggers_stream_v3_StdoutA
     .nfields = 1,
     .oneofs = m_envoy_extensions_access_loggers_stream_v3_StdoutAccessLog_oneofs,
     .noneofs = 1,
+};
+static const pt_pb_field_t m_envoy_extensions_access_loggers_wasm_v3_WasmAccessLog_fields[] = {
+    {.name = "config", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_extensions_wasm_v3_PluginConfig, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_access_loggers_wasm_v3_WasmAccessLog = {
+    .full_name = "envoy.extensions.access_loggers.wasm.v3.WasmAccessLog",
+    .fields = m_envoy_extensions_access_loggers_wasm_v3_WasmAccessLog_fields,
+    .nfields = 1,
 };
 static const pt_pb_field_t m_envoy_extensions_common_ratelimit_v3_LocalClusterRateLimit_fields[] = {
 };
@@ -3963,6 +4085,50 @@ static const pt_pb_field_t m_envoy_extensions_filters_http_router_v3_Router_Upst
 static const pt_pb_message_t m_envoy_extensions_filters_http_router_v3_Router_UpstreamAccessLogOptions = {
     .full_name = "envoy.extensions.filters.http.router.v3.Router.UpstreamAccessLogOptions",
     .fields = m_envoy_extensions_filters_http_router_v3_Router_UpstreamAccessLogOptions_fields,
+    .nfields = 2,
+};
+static const pt_pb_field_t m_envoy_extensions_filters_listener_http_inspector_v3_HttpInspector_fields[] = {
+};
+static const pt_pb_message_t m_envoy_extensions_filters_listener_http_inspector_v3_HttpInspector = {
+    .full_name = "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector",
+    .fields = m_envoy_extensions_filters_listener_http_inspector_v3_HttpInspector_fields,
+    .nfields = 0,
+};
+static const pt_pb_field_t m_envoy_extensions_filters_listener_original_dst_v3_OriginalDst_fields[] = {
+};
+static const pt_pb_message_t m_envoy_extensions_filters_listener_original_dst_v3_OriginalDst = {
+    .full_name = "envoy.extensions.filters.listener.original_dst.v3.OriginalDst",
+    .fields = m_envoy_extensions_filters_listener_original_dst_v3_OriginalDst_fields,
+    .nfields = 0,
+};
+static const pt_pb_field_t m_envoy_extensions_filters_listener_proxy_protocol_v3_ProxyProtocol_fields[] = {
+    {.name = "rules", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_extensions_filters_listener_proxy_protocol_v3_ProxyProtocol_Rule, .flags = PT_PB_REPEATED, .oneof = -1},
+    {.name = "allow_requests_without_proxy_protocol", .number = 2, .type = PT_PB_BOOL, .oneof = -1},
+    {.name = "pass_through_tlvs", .number = 3, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_ProxyProtocolPassThroughTLVs, .oneof = -1},
+    {.name = "disallowed_versions", .number = 4, .type = PT_PB_ENUM, .enumeration = &e_envoy_config_core_v3_ProxyProtocolConfig_Version, .flags = PT_PB_REPEATED, .oneof = -1},
+    {.name = "stat_prefix", .number = 5, .type = PT_PB_STRING, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_filters_listener_proxy_protocol_v3_ProxyProtocol = {
+    .full_name = "envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol",
+    .fields = m_envoy_extensions_filters_listener_proxy_protocol_v3_ProxyProtocol_fields,
+    .nfields = 5,
+};
+static const pt_pb_field_t m_envoy_extensions_filters_listener_proxy_protocol_v3_ProxyProtocol_KeyValuePair_fields[] = {
+    {.name = "metadata_namespace", .number = 1, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "key", .number = 2, .type = PT_PB_STRING, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_filters_listener_proxy_protocol_v3_ProxyProtocol_KeyValuePair = {
+    .full_name = "envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol.KeyValuePair",
+    .fields = m_envoy_extensions_filters_listener_proxy_protocol_v3_ProxyProtocol_KeyValuePair_fields,
+    .nfields = 2,
+};
+static const pt_pb_field_t m_envoy_extensions_filters_listener_proxy_protocol_v3_ProxyProtocol_Rule_fields[] = {
+    {.name = "tlv_type", .number = 1, .type = PT_PB_UINT32, .oneof = -1},
+    {.name = "on_tlv_present", .number = 2, .type = PT_PB_MESSAGE, .message = &m_envoy_extensions_filters_listener_proxy_protocol_v3_ProxyProtocol_KeyValuePair, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_filters_listener_proxy_protocol_v3_ProxyProtocol_Rule = {
+    .full_name = "envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol.Rule",
+    .fields = m_envoy_extensions_filters_listener_proxy_protocol_v3_ProxyProtocol_Rule_fields,
     .nfields = 2,
 };
 static const pt_pb_field_t m_envoy_extensions_filters_listener_tls_inspector_v3_TlsInspector_fields[] = {
@@ -4645,6 +4811,80 @@ static const pt_pb_message_t m_envoy_extensions_upstreams_http_v3_HttpProtocolOp
     .full_name = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig",
     .fields = m_envoy_extensions_upstreams_http_v3_HttpProtocolOptions_UseDownstreamHttpConfig_fields,
     .nfields = 3,
+};
+static const pt_pb_field_t m_envoy_extensions_wasm_v3_CapabilityRestrictionConfig_fields[] = {
+    {.name = "allowed_capabilities", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_extensions_wasm_v3_CapabilityRestrictionConfig_AllowedCapabilitiesEntry, .flags = PT_PB_MAP, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_wasm_v3_CapabilityRestrictionConfig = {
+    .full_name = "envoy.extensions.wasm.v3.CapabilityRestrictionConfig",
+    .fields = m_envoy_extensions_wasm_v3_CapabilityRestrictionConfig_fields,
+    .nfields = 1,
+};
+static const pt_pb_field_t m_envoy_extensions_wasm_v3_CapabilityRestrictionConfig_AllowedCapabilitiesEntry_fields[] = {
+    {.name = "key", .number = 1, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "value", .number = 2, .type = PT_PB_MESSAGE, .message = &m_envoy_extensions_wasm_v3_SanitizationConfig, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_wasm_v3_CapabilityRestrictionConfig_AllowedCapabilitiesEntry = {
+    .full_name = "envoy.extensions.wasm.v3.CapabilityRestrictionConfig.AllowedCapabilitiesEntry",
+    .fields = m_envoy_extensions_wasm_v3_CapabilityRestrictionConfig_AllowedCapabilitiesEntry_fields,
+    .nfields = 2,
+    .kind = PT_PB_KIND_MAP_ENTRY,
+};
+static const pt_pb_field_t m_envoy_extensions_wasm_v3_EnvironmentVariables_fields[] = {
+    {.name = "host_env_keys", .number = 1, .type = PT_PB_STRING, .flags = PT_PB_REPEATED, .oneof = -1},
+    {.name = "key_values", .number = 2, .type = PT_PB_MESSAGE, .message = &m_envoy_extensions_wasm_v3_EnvironmentVariables_KeyValuesEntry, .flags = PT_PB_MAP, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_wasm_v3_EnvironmentVariables = {
+    .full_name = "envoy.extensions.wasm.v3.EnvironmentVariables",
+    .fields = m_envoy_extensions_wasm_v3_EnvironmentVariables_fields,
+    .nfields = 2,
+};
+static const pt_pb_field_t m_envoy_extensions_wasm_v3_EnvironmentVariables_KeyValuesEntry_fields[] = {
+    {.name = "key", .number = 1, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "value", .number = 2, .type = PT_PB_STRING, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_wasm_v3_EnvironmentVariables_KeyValuesEntry = {
+    .full_name = "envoy.extensions.wasm.v3.EnvironmentVariables.KeyValuesEntry",
+    .fields = m_envoy_extensions_wasm_v3_EnvironmentVariables_KeyValuesEntry_fields,
+    .nfields = 2,
+    .kind = PT_PB_KIND_MAP_ENTRY,
+};
+static const char *const m_envoy_extensions_wasm_v3_PluginConfig_oneofs[] = {"vm"};
+static const pt_pb_field_t m_envoy_extensions_wasm_v3_PluginConfig_fields[] = {
+    {.name = "name", .number = 1, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "root_id", .number = 2, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "vm_config", .number = 3, .type = PT_PB_MESSAGE, .message = &m_envoy_extensions_wasm_v3_VmConfig, .oneof = 0},
+    {.name = "configuration", .number = 4, .type = PT_PB_MESSAGE, .message = &pt_pb_any, .oneof = -1},
+    {.name = "fail_open", .number = 5, .type = PT_PB_BOOL, .oneof = -1},
+    {.name = "capability_restriction_config", .number = 6, .type = PT_PB_MESSAGE, .message = &m_envoy_extensions_wasm_v3_CapabilityRestrictionConfig, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_wasm_v3_PluginConfig = {
+    .full_name = "envoy.extensions.wasm.v3.PluginConfig",
+    .fields = m_envoy_extensions_wasm_v3_PluginConfig_fields,
+    .nfields = 6,
+    .oneofs = m_envoy_extensions_wasm_v3_PluginConfig_oneofs,
+    .noneofs = 1,
+};
+static const pt_pb_field_t m_envoy_extensions_wasm_v3_SanitizationConfig_fields[] = {
+};
+static const pt_pb_message_t m_envoy_extensions_wasm_v3_SanitizationConfig = {
+    .full_name = "envoy.extensions.wasm.v3.SanitizationConfig",
+    .fields = m_envoy_extensions_wasm_v3_SanitizationConfig_fields,
+    .nfields = 0,
+};
+static const pt_pb_field_t m_envoy_extensions_wasm_v3_VmConfig_fields[] = {
+    {.name = "vm_id", .number = 1, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "runtime", .number = 2, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "code", .number = 3, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_AsyncDataSource, .oneof = -1},
+    {.name = "configuration", .number = 4, .type = PT_PB_MESSAGE, .message = &pt_pb_any, .oneof = -1},
+    {.name = "allow_precompiled", .number = 5, .type = PT_PB_BOOL, .oneof = -1},
+    {.name = "nack_on_code_cache_miss", .number = 6, .type = PT_PB_BOOL, .oneof = -1},
+    {.name = "environment_variables", .number = 7, .type = PT_PB_MESSAGE, .message = &m_envoy_extensions_wasm_v3_EnvironmentVariables, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_wasm_v3_VmConfig = {
+    .full_name = "envoy.extensions.wasm.v3.VmConfig",
+    .fields = m_envoy_extensions_wasm_v3_VmConfig_fields,
+    .nfields = 7,
 };
 static const pt_pb_field_t m_envoy_service_discovery_v3_DeltaDiscoveryRequest_fields[] = {
     {.name = "node", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_Node, .oneof = -1},
@@ -5681,6 +5921,7 @@ const pt_pb_message_t *const pt_pb_generated_messages[] = {
     &m_envoy_config_core_v3_AlternateProtocolsCacheOptions,
     &m_envoy_config_core_v3_AlternateProtocolsCacheOptions_AlternateProtocolsCacheEntry,
     &m_envoy_config_core_v3_ApiConfigSource,
+    &m_envoy_config_core_v3_AsyncDataSource,
     &m_envoy_config_core_v3_BackoffStrategy,
     &m_envoy_config_core_v3_BindConfig,
     &m_envoy_config_core_v3_BuildVersion,
@@ -5726,6 +5967,7 @@ const pt_pb_message_t *const pt_pb_generated_messages[] = {
     &m_envoy_config_core_v3_Http2ProtocolOptions_SettingsParameter,
     &m_envoy_config_core_v3_Http3ProtocolOptions,
     &m_envoy_config_core_v3_HttpProtocolOptions,
+    &m_envoy_config_core_v3_HttpUri,
     &m_envoy_config_core_v3_JsonFormatOptions,
     &m_envoy_config_core_v3_KeepaliveSettings,
     &m_envoy_config_core_v3_Locality,
@@ -5741,6 +5983,7 @@ const pt_pb_message_t *const pt_pb_generated_messages[] = {
     &m_envoy_config_core_v3_QuicKeepAliveSettings,
     &m_envoy_config_core_v3_QuicProtocolOptions,
     &m_envoy_config_core_v3_RateLimitSettings,
+    &m_envoy_config_core_v3_RemoteDataSource,
     &m_envoy_config_core_v3_RetryPolicy,
     &m_envoy_config_core_v3_RetryPolicy_RetryHostPredicate,
     &m_envoy_config_core_v3_RetryPolicy_RetryPriority,
@@ -5861,8 +6104,14 @@ const pt_pb_message_t *const pt_pb_generated_messages[] = {
     &m_envoy_config_route_v3_WeightedCluster_ClusterWeight_TypedPerFilterConfigEntry,
     &m_envoy_config_trace_v3_Tracing_Http,
     &m_envoy_extensions_access_loggers_file_v3_FileAccessLog,
+    &m_envoy_extensions_access_loggers_fluentd_v3_FluentdAccessLogConfig,
+    &m_envoy_extensions_access_loggers_fluentd_v3_FluentdAccessLogConfig_RetryOptions,
+    &m_envoy_extensions_access_loggers_grpc_v3_CommonGrpcAccessLogConfig,
+    &m_envoy_extensions_access_loggers_grpc_v3_HttpGrpcAccessLogConfig,
+    &m_envoy_extensions_access_loggers_grpc_v3_TcpGrpcAccessLogConfig,
     &m_envoy_extensions_access_loggers_stream_v3_StderrAccessLog,
     &m_envoy_extensions_access_loggers_stream_v3_StdoutAccessLog,
+    &m_envoy_extensions_access_loggers_wasm_v3_WasmAccessLog,
     &m_envoy_extensions_common_ratelimit_v3_LocalClusterRateLimit,
     &m_envoy_extensions_common_ratelimit_v3_LocalRateLimitDescriptor,
     &m_envoy_extensions_common_ratelimit_v3_RateLimitDescriptor_Entry,
@@ -5880,6 +6129,11 @@ const pt_pb_message_t *const pt_pb_generated_messages[] = {
     &m_envoy_extensions_filters_http_rbac_v3_RBAC,
     &m_envoy_extensions_filters_http_router_v3_Router,
     &m_envoy_extensions_filters_http_router_v3_Router_UpstreamAccessLogOptions,
+    &m_envoy_extensions_filters_listener_http_inspector_v3_HttpInspector,
+    &m_envoy_extensions_filters_listener_original_dst_v3_OriginalDst,
+    &m_envoy_extensions_filters_listener_proxy_protocol_v3_ProxyProtocol,
+    &m_envoy_extensions_filters_listener_proxy_protocol_v3_ProxyProtocol_KeyValuePair,
+    &m_envoy_extensions_filters_listener_proxy_protocol_v3_ProxyProtocol_Rule,
     &m_envoy_extensions_filters_listener_tls_inspector_v3_TlsInspector,
     &m_envoy_extensions_filters_network_http_connection_manager_v3_HttpConnectionManager,
     &m_envoy_extensions_filters_network_http_connection_manager_v3_HttpConnectionManager_HcmAccessLogOptions,
@@ -5934,6 +6188,13 @@ const pt_pb_message_t *const pt_pb_generated_messages[] = {
     &m_envoy_extensions_upstreams_http_v3_HttpProtocolOptions_AutoHttpConfig,
     &m_envoy_extensions_upstreams_http_v3_HttpProtocolOptions_ExplicitHttpConfig,
     &m_envoy_extensions_upstreams_http_v3_HttpProtocolOptions_UseDownstreamHttpConfig,
+    &m_envoy_extensions_wasm_v3_CapabilityRestrictionConfig,
+    &m_envoy_extensions_wasm_v3_CapabilityRestrictionConfig_AllowedCapabilitiesEntry,
+    &m_envoy_extensions_wasm_v3_EnvironmentVariables,
+    &m_envoy_extensions_wasm_v3_EnvironmentVariables_KeyValuesEntry,
+    &m_envoy_extensions_wasm_v3_PluginConfig,
+    &m_envoy_extensions_wasm_v3_SanitizationConfig,
+    &m_envoy_extensions_wasm_v3_VmConfig,
     &m_envoy_service_discovery_v3_DeltaDiscoveryRequest,
     &m_envoy_service_discovery_v3_DeltaDiscoveryRequest_InitialResourceVersionsEntry,
     &m_envoy_service_discovery_v3_DeltaDiscoveryResponse,
@@ -6028,4 +6289,4 @@ const pt_pb_message_t *const pt_pb_generated_messages[] = {
     &m_xds_type_matcher_v3_RegexMatcher_GoogleRE2,
     &m_xds_type_matcher_v3_StringMatcher,
 };
-const size_t pt_pb_generated_nmessages = 396;
+const size_t pt_pb_generated_nmessages = 417;

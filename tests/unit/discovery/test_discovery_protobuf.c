@@ -3,8 +3,9 @@
  * encoded to the protobuf wire format by the schema, then read the way a gRPC xDS update is
  * read (pt_discovery_response_parse_protobuf). The decoded tree must equal the YAML's, and
  * the real parsers must accept every resource; a resource with an error is reported the
- * same, with the same path, whichever encoding it came in. One cluster is built byte by byte
- * with the wire writer, so the decoding is not only checked against its own encoder. */
+ * same, with the same path, whichever encoding it came in; secrets and a delta response
+ * round-trip to the same tree. One cluster is built byte by byte with the wire writer, so
+ * the decoding is not only checked against its own encoder. */
 #include "discovery/discovery_response.h"
 #include "discovery/endpoints.h"
 #include "proxy/arena.h"
@@ -347,6 +348,65 @@ static void test_routes(void)
     PT_CHECK(ok);
 }
 
+/* ---- trees only: secrets and delta responses ------------------------------------------ */
+
+/* YAML -> protobuf -> tree, equal to the YAML's tree: 1. */
+static int same_through_protobuf(const char *message, const char *text)
+{
+    json_t *doc = yaml(text);
+    if (doc == NULL)
+        return 0;
+    const pt_pb_message_t *m = pt_pb_message_find(message);
+    pt_pb_writer_t w;
+    pt_pb_writer_init(&w);
+    int same = 0;
+    if (pt_pb_from_json(m, doc, &w, err, sizeof(err)) < 0) {
+        fprintf(stderr, "  encode: %s\n", err);
+    } else {
+        json_t *t = pt_pb_to_json(m, w.buf, w.len, NULL, err, sizeof(err));
+        same = t != NULL && same_json(t, doc);
+        if (!same)
+            fprintf(stderr, "  %s\n", t == NULL ? err : "trees differ");
+        json_decref(t);
+    }
+    pt_pb_writer_dispose(&w);
+    json_decref(doc);
+    return same;
+}
+
+static void test_secret_and_delta_trees(void)
+{
+    /* bytes as base64, a oneof of data sources, repeated matchers, a Duration in a wrapper
+     * message, a Struct */
+    PT_CHECK(same_through_protobuf(
+        "envoy.service.discovery.v3.DiscoveryResponse",
+        "resources:\n"
+        "- '@type': type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n"
+        "  name: server\n"
+        "  tls_certificate:\n"
+        "    certificate_chain: {inline_bytes: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg==}\n"
+        "    private_key: {filename: /etc/certs/key.pem}\n"
+        "- '@type': type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n"
+        "  name: ca\n"
+        "  validation_context:\n"
+        "    trusted_ca: {inline_string: pem}\n"
+        "    match_typed_subject_alt_names:\n"
+        "    - san_type: URI\n"
+        "      matcher: {prefix: 'spiffe://cluster.local/'}\n"));
+    PT_CHECK(same_through_protobuf("envoy.service.discovery.v3.DeltaDiscoveryResponse",
+                                   "system_version_info: v2\n"
+                                   "type_url: " CLUSTER_TYPE "\n"
+                                   "nonce: n\n"
+                                   "removed_resources: [old]\n"
+                                   "resources:\n"
+                                   "- name: a\n"
+                                   "  version: '1'\n"
+                                   "  ttl: 30s\n"
+                                   "  metadata: {filter_metadata: {m: {k: [1, x, true, null]}}}\n"
+                                   "  resource: {'@type': " CLUSTER_TYPE
+                                   ", name: a, connect_timeout: 0.001s}\n"));
+}
+
 /* ---- the same errors either way --------------------------------------------------------- */
 
 static int by_string(const void *a, const void *b)
@@ -401,6 +461,72 @@ static void test_same_errors(void)
         PT_CHECK_STR(cluster_errors(&from_pb), json_errors);
     }
     pt_discovery_response_dispose(&from_pb);
+}
+
+/* The errors pt_config_build_lds reports for the listeners of resp, sorted, "; "-joined. */
+static char *listener_errors(pt_discovery_response_t *resp)
+{
+    static char out[2048];
+    out[0] = '\0';
+    json_t *boot = J("{'static_resources': {}}");
+    pt_cluster_lookup_t known = {any_cluster, NULL};
+    pt_cfg_t r;
+    pt_cfg_init(&r, boot);
+    pt_config_t *cfg = pt_config_build_lds(boot, &known, resp, NULL, &r);
+    qsort(r.errors, r.nerrors, sizeof(r.errors[0]), by_string);
+    for (size_t j = 0; j < r.nerrors; j++)
+        snprintf(out + strlen(out), sizeof(out) - strlen(out), "%s%s", out[0] ? "; " : "",
+                 r.errors[j]);
+    if (cfg != NULL)
+        pt_config_unref(cfg);
+    pt_cfg_dispose(&r);
+    json_decref(boot);
+    return out;
+}
+
+/* An access logger petrel knows and does not implement (gRPC), a listener filter it does not
+ * have (original_dst): refused by the parsers, in the same words, from either encoding. */
+static void test_same_listener_errors(void)
+{
+    json_t *doc =
+        yaml("resources:\n"
+             "- '@type': " LISTENER_TYPE "\n"
+             "  name: l\n"
+             "  address: {socket_address: {address: 127.0.0.1, port_value: 10002}}\n"
+             "  listener_filters:\n"
+             "  - name: envoy.filters.listener.original_dst\n"
+             "    typed_config:\n"
+             "      '@type': type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3."
+             "OriginalDst\n"
+             "  filter_chains:\n"
+             "  - filters:\n"
+             "    - name: envoy.filters.network.tcp_proxy\n"
+             "      typed_config:\n"
+             "        '@type': type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3."
+             "TcpProxy\n"
+             "        stat_prefix: tcp\n"
+             "        cluster: backend\n"
+             "        access_log:\n"
+             "        - name: envoy.access_loggers.tcp_grpc\n"
+             "          typed_config:\n"
+             "            '@type': type.googleapis.com/envoy.extensions.access_loggers.grpc.v3."
+             "TcpGrpcAccessLogConfig\n"
+             "            common_config: {log_name: x, transport_api_version: V3}\n");
+    PT_CHECK(doc != NULL);
+    pt_discovery_response_t from_json, from_pb;
+    PT_CHECK_INT(pt_discovery_response_parse(doc, LISTENER_TYPE, &from_json, err, sizeof(err)), 0);
+    char json_errors[2048];
+    snprintf(json_errors, sizeof(json_errors), "%s", listener_errors(&from_json));
+    pt_discovery_response_dispose(&from_json);
+    int rc = via_protobuf(doc, LISTENER_TYPE, &from_pb);
+    json_decref(doc);
+    PT_CHECK(strstr(json_errors, "access_log[0]") != NULL);
+    PT_CHECK(strstr(json_errors, "listener_filters[0]") != NULL);
+    if (rc == 0) {
+        PT_CHECK_STR(listener_errors(&from_pb), json_errors);
+    }
+    pt_discovery_response_dispose(&from_pb);
+    PT_CHECK_INT(rc, 0);
 }
 
 /* What the decoder itself refuses, with the path, before any parser sees it. */
@@ -501,7 +627,9 @@ int main(void)
     PT_RUN(test_endpoints);
     PT_RUN(test_listeners);
     PT_RUN(test_routes);
+    PT_RUN(test_secret_and_delta_trees);
     PT_RUN(test_same_errors);
+    PT_RUN(test_same_listener_errors);
     PT_RUN(test_decoder_errors);
     PT_RUN(test_hand_built_cluster);
     PT_TEST_EXIT();
