@@ -677,6 +677,8 @@ static const pt_pb_message_t m_envoy_config_core_v3_EventServiceConfig;
 static const pt_pb_message_t m_envoy_config_core_v3_Extension;
 static const pt_pb_message_t m_envoy_config_core_v3_ExtensionConfigSource;
 static const pt_pb_message_t m_envoy_config_core_v3_ExtraSourceAddress;
+static const pt_pb_message_t m_envoy_config_core_v3_GrpcMethodList;
+static const pt_pb_message_t m_envoy_config_core_v3_GrpcMethodList_Service;
 static const pt_pb_message_t m_envoy_config_core_v3_GrpcService;
 static const pt_pb_message_t m_envoy_config_core_v3_GrpcService_EnvoyGrpc;
 static const pt_pb_message_t m_envoy_config_core_v3_GrpcService_GoogleGrpc;
@@ -861,9 +863,11 @@ static const pt_pb_message_t m_envoy_extensions_filters_common_fault_v3_FaultDel
 static const pt_pb_message_t m_envoy_extensions_filters_common_fault_v3_FaultRateLimit;
 static const pt_pb_message_t m_envoy_extensions_filters_common_fault_v3_FaultRateLimit_FixedLimit;
 static const pt_pb_message_t m_envoy_extensions_filters_common_fault_v3_FaultRateLimit_HeaderLimit;
+static const pt_pb_message_t m_envoy_extensions_filters_http_buffer_v3_Buffer;
 static const pt_pb_message_t m_envoy_extensions_filters_http_fault_v3_FaultAbort;
 static const pt_pb_message_t m_envoy_extensions_filters_http_fault_v3_FaultAbort_HeaderAbort;
 static const pt_pb_message_t m_envoy_extensions_filters_http_fault_v3_HTTPFault;
+static const pt_pb_message_t m_envoy_extensions_filters_http_grpc_stats_v3_FilterConfig;
 static const pt_pb_message_t m_envoy_extensions_filters_http_health_check_v3_HealthCheck;
 static const pt_pb_message_t m_envoy_extensions_filters_http_health_check_v3_HealthCheck_ClusterMinHealthyPercentagesEntry;
 static const pt_pb_message_t m_envoy_extensions_filters_http_local_ratelimit_v3_LocalRateLimit;
@@ -1773,6 +1777,23 @@ static const pt_pb_field_t m_envoy_config_core_v3_ExtraSourceAddress_fields[] = 
 static const pt_pb_message_t m_envoy_config_core_v3_ExtraSourceAddress = {
     .full_name = "envoy.config.core.v3.ExtraSourceAddress",
     .fields = m_envoy_config_core_v3_ExtraSourceAddress_fields,
+    .nfields = 2,
+};
+static const pt_pb_field_t m_envoy_config_core_v3_GrpcMethodList_fields[] = {
+    {.name = "services", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_GrpcMethodList_Service, .flags = PT_PB_REPEATED, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_core_v3_GrpcMethodList = {
+    .full_name = "envoy.config.core.v3.GrpcMethodList",
+    .fields = m_envoy_config_core_v3_GrpcMethodList_fields,
+    .nfields = 1,
+};
+static const pt_pb_field_t m_envoy_config_core_v3_GrpcMethodList_Service_fields[] = {
+    {.name = "name", .number = 1, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "method_names", .number = 2, .type = PT_PB_STRING, .flags = PT_PB_REPEATED, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_core_v3_GrpcMethodList_Service = {
+    .full_name = "envoy.config.core.v3.GrpcMethodList.Service",
+    .fields = m_envoy_config_core_v3_GrpcMethodList_Service_fields,
     .nfields = 2,
 };
 static const char *const m_envoy_config_core_v3_GrpcService_oneofs[] = {"target_specifier"};
@@ -3961,6 +3982,14 @@ static const pt_pb_message_t m_envoy_extensions_filters_common_fault_v3_FaultRat
     .fields = m_envoy_extensions_filters_common_fault_v3_FaultRateLimit_HeaderLimit_fields,
     .nfields = 0,
 };
+static const pt_pb_field_t m_envoy_extensions_filters_http_buffer_v3_Buffer_fields[] = {
+    {.name = "max_request_bytes", .number = 1, .type = PT_PB_MESSAGE, .message = &pt_pb_uint32_value, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_filters_http_buffer_v3_Buffer = {
+    .full_name = "envoy.extensions.filters.http.buffer.v3.Buffer",
+    .fields = m_envoy_extensions_filters_http_buffer_v3_Buffer_fields,
+    .nfields = 1,
+};
 static const char *const m_envoy_extensions_filters_http_fault_v3_FaultAbort_oneofs[] = {"error_type"};
 static const pt_pb_field_t m_envoy_extensions_filters_http_fault_v3_FaultAbort_fields[] = {
     {.name = "http_status", .number = 2, .type = PT_PB_UINT32, .oneof = 0},
@@ -4004,6 +4033,21 @@ static const pt_pb_message_t m_envoy_extensions_filters_http_fault_v3_HTTPFault 
     .full_name = "envoy.extensions.filters.http.fault.v3.HTTPFault",
     .fields = m_envoy_extensions_filters_http_fault_v3_HTTPFault_fields,
     .nfields = 16,
+};
+static const char *const m_envoy_extensions_filters_http_grpc_stats_v3_FilterConfig_oneofs[] = {"per_method_stat_specifier"};
+static const pt_pb_field_t m_envoy_extensions_filters_http_grpc_stats_v3_FilterConfig_fields[] = {
+    {.name = "emit_filter_state", .number = 1, .type = PT_PB_BOOL, .oneof = -1},
+    {.name = "individual_method_stats_allowlist", .number = 2, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_GrpcMethodList, .oneof = 0},
+    {.name = "stats_for_all_methods", .number = 3, .type = PT_PB_MESSAGE, .message = &pt_pb_bool_value, .oneof = 0},
+    {.name = "enable_upstream_stats", .number = 4, .type = PT_PB_BOOL, .oneof = -1},
+    {.name = "replace_dots_in_grpc_service_name", .number = 5, .type = PT_PB_BOOL, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_filters_http_grpc_stats_v3_FilterConfig = {
+    .full_name = "envoy.extensions.filters.http.grpc_stats.v3.FilterConfig",
+    .fields = m_envoy_extensions_filters_http_grpc_stats_v3_FilterConfig_fields,
+    .nfields = 5,
+    .oneofs = m_envoy_extensions_filters_http_grpc_stats_v3_FilterConfig_oneofs,
+    .noneofs = 1,
 };
 static const pt_pb_field_t m_envoy_extensions_filters_http_health_check_v3_HealthCheck_fields[] = {
     {.name = "pass_through_mode", .number = 1, .type = PT_PB_MESSAGE, .message = &pt_pb_bool_value, .oneof = -1},
@@ -5936,6 +5980,8 @@ const pt_pb_message_t *const pt_pb_generated_messages[] = {
     &m_envoy_config_core_v3_Extension,
     &m_envoy_config_core_v3_ExtensionConfigSource,
     &m_envoy_config_core_v3_ExtraSourceAddress,
+    &m_envoy_config_core_v3_GrpcMethodList,
+    &m_envoy_config_core_v3_GrpcMethodList_Service,
     &m_envoy_config_core_v3_GrpcService,
     &m_envoy_config_core_v3_GrpcService_EnvoyGrpc,
     &m_envoy_config_core_v3_GrpcService_GoogleGrpc,
@@ -6120,9 +6166,11 @@ const pt_pb_message_t *const pt_pb_generated_messages[] = {
     &m_envoy_extensions_filters_common_fault_v3_FaultRateLimit,
     &m_envoy_extensions_filters_common_fault_v3_FaultRateLimit_FixedLimit,
     &m_envoy_extensions_filters_common_fault_v3_FaultRateLimit_HeaderLimit,
+    &m_envoy_extensions_filters_http_buffer_v3_Buffer,
     &m_envoy_extensions_filters_http_fault_v3_FaultAbort,
     &m_envoy_extensions_filters_http_fault_v3_FaultAbort_HeaderAbort,
     &m_envoy_extensions_filters_http_fault_v3_HTTPFault,
+    &m_envoy_extensions_filters_http_grpc_stats_v3_FilterConfig,
     &m_envoy_extensions_filters_http_health_check_v3_HealthCheck,
     &m_envoy_extensions_filters_http_health_check_v3_HealthCheck_ClusterMinHealthyPercentagesEntry,
     &m_envoy_extensions_filters_http_local_ratelimit_v3_LocalRateLimit,
@@ -6289,4 +6337,4 @@ const pt_pb_message_t *const pt_pb_generated_messages[] = {
     &m_xds_type_matcher_v3_RegexMatcher_GoogleRE2,
     &m_xds_type_matcher_v3_StringMatcher,
 };
-const size_t pt_pb_generated_nmessages = 417;
+const size_t pt_pb_generated_nmessages = 421;

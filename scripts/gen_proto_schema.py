@@ -53,6 +53,8 @@ ROOTS = [
     "envoy.extensions.filters.http.fault.v3.HTTPFault",
     "envoy.extensions.filters.http.health_check.v3.HealthCheck",
     "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+    "envoy.extensions.filters.http.buffer.v3.Buffer",
+    "envoy.extensions.filters.http.grpc_stats.v3.FilterConfig",
     "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
     # Listener filters every Istio sidecar's listeners carry, which petrel refuses (as not
     # supported listener filters): decoded, so that the refusal is the parser's.

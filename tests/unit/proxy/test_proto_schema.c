@@ -18,6 +18,8 @@ extern const pt_http_filter_ops_t pt_rbac_http_filter;
 extern const pt_http_filter_ops_t pt_local_ratelimit_http_filter;
 extern const pt_http_filter_ops_t pt_fault_filter;
 extern const pt_http_filter_ops_t pt_health_check_http_filter;
+extern const pt_http_filter_ops_t pt_buffer_filter;
+extern const pt_http_filter_ops_t pt_grpc_stats_filter;
 
 static void test_registered_filters(void)
 {
@@ -26,7 +28,8 @@ static void test_registered_filters(void)
         &pt_rbac_network_filter, &pt_local_ratelimit_network_filter};
     const pt_http_filter_ops_t *const http[] = {&pt_router_filter, &pt_rbac_http_filter,
                                                 &pt_local_ratelimit_http_filter, &pt_fault_filter,
-                                                &pt_health_check_http_filter};
+                                                &pt_health_check_http_filter, &pt_buffer_filter,
+                                                &pt_grpc_stats_filter};
     for (size_t i = 0; i < sizeof(net) / sizeof(net[0]); i++) {
         /* The registry finds it by this URL: it is the one in use. */
         PT_CHECK(pt_network_filter_find(net[i]->type_url) == net[i]);
