@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "discovery/discovery_request.h"
 #include "discovery/grpc_stream.h"
 #include "proxy/cluster.h"
 #include "proxy/cluster_manager.h"
@@ -14,11 +15,10 @@
 #include "proxy/view.h"
 #include "proxy/worker.h"
 
-#define ADS_PATH              "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
-#define DELTA_PATH            "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
-#define BACKOFF_BASE_MS       500
-#define BACKOFF_MAX_MS        30000
-#define GRPC_INVALID_ARGUMENT 3
+#define ADS_PATH        "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+#define DELTA_PATH      "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
+#define BACKOFF_BASE_MS 500
+#define BACKOFF_MAX_MS  30000
 
 /* One resource type on the stream: its watches, and what the control plane last said. */
 typedef struct type_state {
@@ -94,63 +94,15 @@ static int set_str(char **slot, const char *v)
 
 /* Sends the type's DiscoveryRequest: its names (the union of its watches', or none for a
  * wildcard), the version it has, the last nonce, and error_detail for a NACK. */
-static void send_delta_request(pt_ads_t *a, type_state_t *t, const char *nack);
-
-/* Encodes a request tree by its message's schema and sends it (takes req). */
-static void send_message(pt_ads_t *a, const char *message, const type_state_t *t, json_t *req)
+/* Sends an encoded request (w is disposed). */
+static void send_encoded(pt_ads_t *a, const type_state_t *t, pt_pb_writer_t *w, int rc,
+                         const char *err)
 {
-    pt_pb_writer_t w;
-    pt_pb_writer_init(&w);
-    char err[256];
-    const pt_pb_message_t *m = pt_pb_message_find(message);
-    if (m == NULL || pt_pb_from_json(m, req, &w, err, sizeof(err)) != 0 || w.failed)
-        pt_error("ads: cannot encode a request for %s", t->type_url);
-    else if (pt_grpc_stream_send(a->stream, w.buf, w.len) == 0)
+    if (rc != 0 || w->failed)
+        pt_error("ads: cannot encode a request for %s: %s", t->type_url, err);
+    else if (pt_grpc_stream_send(a->stream, w->buf, w->len) == 0)
         a->node_sent = 1;
-    pt_pb_writer_dispose(&w);
-    json_decref(req);
-}
-
-static void send_request(pt_ads_t *a, type_state_t *t, const char *nack)
-{
-    if (a->stream == NULL)
-        return;
-    if (a->delta) {
-        send_delta_request(a, t, nack);
-        return;
-    }
-    int any = t->wildcard;
-    for (pt_ads_watch_t *w = t->watches; w != NULL && !any; w = w->next)
-        any = !w->dead && w->nnames > 0;
-    if (!any && !t->asked)
-        return; /* nothing named yet: an empty list would ask for everything */
-    t->asked = 1;
-    json_t *req = json_object();
-    json_t *names = json_array();
-    int wildcard = 0;
-    for (pt_ads_watch_t *w = t->watches; w != NULL; w = w->next) {
-        if (w->dead)
-            continue;
-        if (w->names == NULL && t->wildcard)
-            wildcard = 1;
-        for (size_t i = 0; i < w->nnames; i++)
-            json_array_append_new(names, json_string(w->names[i]));
-    }
-    if (wildcard)
-        json_array_clear(names);
-    json_object_set_new(req, "version_info", json_string(t->version));
-    json_object_set_new(req, "resource_names", names);
-    json_object_set_new(req, "type_url", json_string(t->type_url));
-    json_object_set_new(req, "response_nonce", json_string(t->nonce));
-    if (!a->node_sent || !a->node_first_only)
-        json_object_set(req, "node", a->node);
-    if (nack != NULL) {
-        json_t *status = json_object();
-        json_object_set_new(status, "code", json_integer(GRPC_INVALID_ARGUMENT));
-        json_object_set_new(status, "message", json_string(nack));
-        json_object_set_new(req, "error_detail", status);
-    }
-    send_message(a, "envoy.service.discovery.v3.DiscoveryRequest", t, req);
+    pt_pb_writer_dispose(w);
 }
 
 /* The names the type's live watches want: a set (object), with "*" for a wildcard. */
@@ -168,6 +120,50 @@ static json_t *wanted_names(const type_state_t *t)
     return set;
 }
 
+/* The keys of an object (borrowed, valid while it is), in a new array; *n of them. */
+static const char **keys_of(json_t *obj, size_t *n)
+{
+    const char **keys = malloc((json_object_size(obj) + 1) * sizeof(*keys));
+    const char *k;
+    json_t *v;
+    *n = 0;
+    if (keys != NULL)
+        json_object_foreach(obj, k, v) keys[(*n)++] = k;
+    return keys;
+}
+
+/* A state-of-the-world DiscoveryRequest: the names the watches want (none for a
+ * wildcard), the version petrel has, the last nonce, error_detail for a NACK. */
+static void send_sotw_request(pt_ads_t *a, type_state_t *t, const char *nack)
+{
+    json_t *want = wanted_names(t);
+    if (json_object_size(want) == 0 && !t->asked) {
+        json_decref(want); /* nothing named yet: an empty list would ask for everything */
+        return;
+    }
+    t->asked = 1;
+    if (json_object_get(want, "*") != NULL)
+        json_object_clear(want); /* the legacy wildcard: no names */
+    size_t n;
+    const char **names = keys_of(want, &n);
+    pt_discovery_request_t req = {
+        .node = !a->node_sent || !a->node_first_only ? a->node : NULL,
+        .type_url = t->type_url,
+        .version_info = t->version,
+        .response_nonce = t->nonce,
+        .resource_names = names,
+        .nresource_names = n,
+        .error_message = nack,
+    };
+    pt_pb_writer_t w;
+    pt_pb_writer_init(&w);
+    char err[256] = "out of memory";
+    int rc = names != NULL ? pt_discovery_request_encode(&req, &w, err, sizeof(err)) : -1;
+    send_encoded(a, t, &w, rc, err);
+    free(names);
+    json_decref(want);
+}
+
 /* A DeltaDiscoveryRequest: names subscribed and unsubscribed since the last one on this
  * stream; on a new stream, the versions in force (initial_resource_versions); an ACK or
  * NACK of the last response by its nonce. */
@@ -178,46 +174,69 @@ static void send_delta_request(pt_ads_t *a, type_state_t *t, const char *nack)
         json_decref(want);
         return;
     }
-    json_t *req = json_object();
-    json_t *sub = json_array(), *unsub = json_array();
+    json_t *sub = json_object(), *unsub = json_object();
     const char *name;
     json_t *v;
     json_object_foreach(want, name, v)
     {
         if (json_object_get(t->subscribed, name) == NULL)
-            json_array_append_new(sub, json_string(name));
+            json_object_set_new(sub, name, json_true());
     }
     json_object_foreach(t->subscribed, name, v)
     {
         if (json_object_get(want, name) == NULL)
-            json_array_append_new(unsub, json_string(name));
+            json_object_set_new(unsub, name, json_true());
     }
-    json_object_set_new(req, "type_url", json_string(t->type_url));
-    json_object_set_new(req, "resource_names_subscribe", sub);
-    json_object_set_new(req, "resource_names_unsubscribe", unsub);
-    if (!t->asked && json_object_size(t->have) > 0) {
-        json_t *versions = json_object();
-        json_object_foreach(t->have, name, v)
-        {
-            json_t *ver = json_object_get(v, "version");
-            json_object_set_new(versions, name,
-                                json_string(json_is_string(ver) ? json_string_value(ver) : ""));
+    size_t nsub, nunsub, ninit = 0;
+    const char **subs = keys_of(sub, &nsub), **unsubs = keys_of(unsub, &nunsub);
+    const char **init_names = NULL, **init_versions = NULL;
+    if (!t->asked) { /* a new stream: what petrel holds */
+        init_names = keys_of(t->have, &ninit);
+        init_versions = malloc((ninit + 1) * sizeof(*init_versions));
+        for (size_t i = 0; init_versions != NULL && i < ninit; i++) {
+            json_t *ver = json_object_get(json_object_get(t->have, init_names[i]), "version");
+            init_versions[i] = json_is_string(ver) ? json_string_value(ver) : "";
         }
-        json_object_set_new(req, "initial_resource_versions", versions);
     }
-    json_object_set_new(req, "response_nonce", json_string(t->nonce));
-    if (!a->node_sent || !a->node_first_only)
-        json_object_set(req, "node", a->node);
-    if (nack != NULL) {
-        json_t *status = json_object();
-        json_object_set_new(status, "code", json_integer(GRPC_INVALID_ARGUMENT));
-        json_object_set_new(status, "message", json_string(nack));
-        json_object_set_new(req, "error_detail", status);
-    }
+    pt_delta_discovery_request_t req = {
+        .node = !a->node_sent || !a->node_first_only ? a->node : NULL,
+        .type_url = t->type_url,
+        .response_nonce = t->nonce,
+        .subscribe = subs,
+        .nsubscribe = nsub,
+        .unsubscribe = unsubs,
+        .nunsubscribe = nunsub,
+        .initial_names = init_names,
+        .initial_versions = init_versions,
+        .ninitial = ninit,
+        .error_message = nack,
+    };
+    pt_pb_writer_t w;
+    pt_pb_writer_init(&w);
+    char err[256] = "out of memory";
+    int ok = subs != NULL && unsubs != NULL &&
+             (t->asked || (init_names != NULL && init_versions != NULL));
+    int rc = ok ? pt_delta_discovery_request_encode(&req, &w, err, sizeof(err)) : -1;
     t->asked = 1;
+    send_encoded(a, t, &w, rc, err);
+    free(subs);
+    free(unsubs);
+    free(init_names);
+    free(init_versions);
+    json_decref(sub);
+    json_decref(unsub);
     json_decref(t->subscribed);
     t->subscribed = want;
-    send_message(a, "envoy.service.discovery.v3.DeltaDiscoveryRequest", t, req);
+}
+
+static void send_request(pt_ads_t *a, type_state_t *t, const char *nack)
+{
+    if (a->stream == NULL)
+        return;
+    if (a->delta)
+        send_delta_request(a, t, nack);
+    else
+        send_sotw_request(a, t, nack);
 }
 
 /* ---- responses ----------------------------------------------------------------------- */
