@@ -62,8 +62,8 @@ static void test_other_typed_configs(void)
         "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
         "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
         "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog",
-        "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3."
-        "PreviousHostsPredicate",
+        ("type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3."
+         "PreviousHostsPredicate"),
     };
     for (size_t i = 0; i < sizeof(urls) / sizeof(urls[0]); i++) {
         if (pt_pb_message_for_type_url(urls[i]) == NULL)
