@@ -333,6 +333,34 @@ static int deliver(pt_ads_t *a, type_state_t *t, const pt_discovery_response_t *
     return refused ? -1 : 0;
 }
 
+/* Decodes a response by its message's schema and finds its type, noting its nonce. NULL
+ * when nothing watches the type (nothing is left to free). *root is NULL when the bytes
+ * did not decode (why in err; type and nonce then come from the raw fields, to NACK it). */
+static type_state_t *open_response(pt_ads_t *a, const char *message, const void *msg, size_t len,
+                                   json_t **root, char *type_url, size_t tlen, char *err,
+                                   size_t errlen)
+{
+    char nonce[256];
+    *root = pt_pb_to_json(pt_pb_message_find(message), msg, len, NULL, err, errlen);
+    if (*root == NULL) {
+        raw_envelope(msg, len, type_url, tlen, nonce, sizeof(nonce));
+    } else {
+        json_t *tu = json_object_get(*root, "type_url"), *nn = json_object_get(*root, "nonce");
+        snprintf(type_url, tlen, "%s", json_is_string(tu) ? json_string_value(tu) : "");
+        snprintf(nonce, sizeof(nonce), "%s", json_is_string(nn) ? json_string_value(nn) : "");
+    }
+    type_state_t *t = type_of(a, type_url);
+    if (t == NULL) {
+        pt_warn("ads: a response for %s, which nothing watches: ignored",
+                type_url[0] ? type_url : "(no type_url)");
+        json_decref(*root);
+        *root = NULL;
+        return NULL;
+    }
+    set_str(&t->nonce, nonce);
+    return t;
+}
+
 static void on_delta_message(pt_ads_t *a, const void *msg, size_t len, char *err, size_t errlen);
 
 /* A delta response applied to what the type has: the resources it adds or changes, less
@@ -421,24 +449,12 @@ static void on_message(void *data, const void *msg, size_t len)
         on_delta_message(a, msg, len, err, sizeof(err));
         return;
     }
-    const pt_pb_message_t *m = pt_pb_message_find("envoy.service.discovery.v3.DiscoveryResponse");
-    json_t *root = pt_pb_to_json(m, msg, len, NULL, err, sizeof(err));
-    char type_url[256], nonce[256];
-    if (root == NULL) {
-        raw_envelope(msg, len, type_url, sizeof(type_url), nonce, sizeof(nonce));
-    } else {
-        json_t *tu = json_object_get(root, "type_url"), *nn = json_object_get(root, "nonce");
-        snprintf(type_url, sizeof(type_url), "%s", json_is_string(tu) ? json_string_value(tu) : "");
-        snprintf(nonce, sizeof(nonce), "%s", json_is_string(nn) ? json_string_value(nn) : "");
-    }
-    type_state_t *t = type_of(a, type_url);
-    if (t == NULL) {
-        pt_warn("ads: a response for %s, which nothing watches: ignored",
-                type_url[0] ? type_url : "(no type_url)");
-        json_decref(root);
+    char type_url[256];
+    json_t *root;
+    type_state_t *t = open_response(a, "envoy.service.discovery.v3.DiscoveryResponse", msg, len,
+                                    &root, type_url, sizeof(type_url), err, sizeof(err));
+    if (t == NULL)
         return;
-    }
-    set_str(&t->nonce, nonce);
     int rc = -1;
     if (root != NULL) {
         rc = judge(a, t, root, type_url, err, sizeof(err));
@@ -455,25 +471,12 @@ static void on_message(void *data, const void *msg, size_t len)
  * whole set they make; ACKed or NACKed by its nonce. */
 static void on_delta_message(pt_ads_t *a, const void *msg, size_t len, char *err, size_t errlen)
 {
-    const pt_pb_message_t *m =
-        pt_pb_message_find("envoy.service.discovery.v3.DeltaDiscoveryResponse");
-    json_t *root = pt_pb_to_json(m, msg, len, NULL, err, errlen);
-    char type_url[256], nonce[256];
-    if (root == NULL) {
-        raw_envelope(msg, len, type_url, sizeof(type_url), nonce, sizeof(nonce));
-    } else {
-        json_t *tu = json_object_get(root, "type_url"), *nn = json_object_get(root, "nonce");
-        snprintf(type_url, sizeof(type_url), "%s", json_is_string(tu) ? json_string_value(tu) : "");
-        snprintf(nonce, sizeof(nonce), "%s", json_is_string(nn) ? json_string_value(nn) : "");
-    }
-    type_state_t *t = type_of(a, type_url);
-    if (t == NULL) {
-        pt_warn("ads: a delta response for %s, which nothing watches: ignored",
-                type_url[0] ? type_url : "(no type_url)");
-        json_decref(root);
+    char type_url[256];
+    json_t *root;
+    type_state_t *t = open_response(a, "envoy.service.discovery.v3.DeltaDiscoveryResponse", msg,
+                                    len, &root, type_url, sizeof(type_url), err, errlen);
+    if (t == NULL)
         return;
-    }
-    set_str(&t->nonce, nonce);
     int rc = -1;
     json_t *next = root != NULL ? delta_next_state(t, root, err, errlen) : NULL;
     if (next != NULL) {
