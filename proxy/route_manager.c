@@ -278,10 +278,11 @@ static int ads_ask_for_names(pt_route_manager_t *rm, rds_file_t *f, char *err, s
 int pt_route_manager_want(pt_route_manager_t *rm, const pt_config_source_t *src,
                           const char *name, const char *stat_prefix, char *err, size_t errlen)
 {
+    const char *key = src->ads ? "ads" : src->path; /* the source, as rds_file_t names it */
     rds_name_t *e = rm->names;
     while (e != NULL && strcmp(e->name, name) != 0)
         e = e->next;
-    if (e != NULL && !(same_str(e->file->path, src->path) &&
+    if (e != NULL && !(same_str(e->file->path, key) &&
                        same_str(e->file->watched_directory, src->watched_directory))) {
         snprintf(err, errlen, "route configuration \"%s\" is already read from %s", name,
                  e->file->path);
@@ -328,7 +329,6 @@ int pt_route_manager_want(pt_route_manager_t *rm, const pt_config_source_t *src,
     }
     if (!fresh)
         return 0;
-    const char *key = src->ads ? "ads" : src->path;
     rds_file_t *f = rm->files;
     while (f != NULL && !(same_str(f->path, key) &&
                           same_str(f->watched_directory, src->watched_directory)))
