@@ -12,6 +12,7 @@
 #include "proxy/protobuf.h"
 #include "proxy/random.h"
 #include "proxy/stats.h"
+#include "proxy/time.h"
 #include "proxy/view.h"
 #include "proxy/worker.h"
 
@@ -46,7 +47,9 @@ struct pt_ads_watch {
     char *version;
     char **names; /* NULL with nnames 0: the wildcard */
     size_t nnames;
-    int dead; /* unwatched while a response was being delivered: freed after it */
+    int dead;               /* unwatched while a response was being delivered: freed after it */
+    int fetched;            /* a response of its type came (the initial fetch is over) */
+    uint64_t warm_until_ms; /* the initial fetch's deadline (UINT64_MAX: none) */
     pt_ads_watch_t *next;
 };
 
@@ -313,6 +316,7 @@ static int deliver(pt_ads_t *a, type_state_t *t, const pt_discovery_response_t *
             continue;
         char why[2048];
         why[0] = '\0';
+        w->fetched = 1;
         pt_stat_inc(w->stats.update_attempt);
         if (w->cb(w->data, resp, why, sizeof(why)) != 0) {
             pt_stat_inc(w->stats.update_rejected);
@@ -427,6 +431,7 @@ static int judge(pt_ads_t *a, type_state_t *t, json_t *root, const char *type_ur
         }
     } else {
         for (pt_ads_watch_t *w = t->watches; w != NULL; w = w->next) {
+            w->fetched = 1;
             pt_stat_inc(w->stats.update_attempt);
             pt_stat_inc(w->stats.update_rejected);
         }
@@ -726,6 +731,16 @@ void pt_ads_unwatch(pt_ads_watch_t *w)
     send_request(a, w->type, NULL);
     if (a->delivering == 0)
         reap_watches(a);
+}
+
+void pt_ads_watch_set_initial_fetch(pt_ads_watch_t *w, uint64_t timeout_ms)
+{
+    w->warm_until_ms = timeout_ms == 0 ? UINT64_MAX : pt_now_ms() + timeout_ms;
+}
+
+int pt_ads_watch_warming(const pt_ads_watch_t *w)
+{
+    return !w->fetched && pt_now_ms() < w->warm_until_ms;
 }
 
 const char *pt_ads_watch_version(const pt_ads_watch_t *w)

@@ -60,6 +60,11 @@ pt_ads_watch_t *pt_ads_watch(pt_ads_t *a, const pt_file_subscription_config_t *c
 int pt_ads_watch_set_names(pt_ads_watch_t *w, const char *const *names, size_t n);
 /* Safe from the watch's own callback. NULL is ignored. */
 void pt_ads_unwatch(pt_ads_watch_t *w);
+/* Initial fetch: until the first response of the watch's type comes (accepted or not) or
+ * timeout_ms passes (0: no limit), the watch is warming; the server is not ready until its
+ * listeners and clusters are no longer (Envoy's initial_fetch_timeout). */
+void pt_ads_watch_set_initial_fetch(pt_ads_watch_t *w, uint64_t timeout_ms);
+int pt_ads_watch_warming(const pt_ads_watch_t *w);
 /* version_info of the last update this watch accepted ("" before one). */
 const char *pt_ads_watch_version(const pt_ads_watch_t *w);
 const pt_subscription_stats_t *pt_ads_watch_stats(const pt_ads_watch_t *w);

@@ -28,6 +28,8 @@ pt_subscription_t *pt_subscription_new(const pt_config_source_t *src,
             return NULL;
         }
         s->ads = pt_ads_watch(a, cfg, on_update, data);
+        if (s->ads != NULL)
+            pt_ads_watch_set_initial_fetch(s->ads, src->initial_fetch_timeout_ms);
     } else {
         pt_file_subscription_config_t fc = *cfg;
         fc.path = src->path;
@@ -78,4 +80,9 @@ const char *pt_subscription_version(const pt_subscription_t *s)
 int pt_subscription_is_ads(const pt_subscription_t *s)
 {
     return s->ads != NULL;
+}
+
+int pt_subscription_warming(const pt_subscription_t *s)
+{
+    return s != NULL && s->ads != NULL && pt_ads_watch_warming(s->ads);
 }

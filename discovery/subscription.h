@@ -29,5 +29,8 @@ int pt_subscription_set_names(pt_subscription_t *s, const char *const *names, si
 void pt_subscription_free(pt_subscription_t *s);
 const char *pt_subscription_version(const pt_subscription_t *s);
 int pt_subscription_is_ads(const pt_subscription_t *s);
+/* Over ADS: the first update has not come and the source's initial_fetch_timeout has not
+ * run out (a file's is read by _load: never). */
+int pt_subscription_warming(const pt_subscription_t *s);
 
 #endif

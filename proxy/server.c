@@ -93,14 +93,15 @@ static void publish_view(pt_server_t *s)
 }
 
 /* Initializing until the clusters warmed at start (their first endpoints came, or their
- * initial_fetch_timeout ran out): then live, as Envoy's server once its init manager is
- * done. Checked when clusters change and on the housekeeping tick (for the timeouts). */
+ * initial_fetch_timeout ran out) and, over ADS, the first clusters and listeners came (or
+ * their sources' initial_fetch_timeout ran out): then live, as Envoy's server once its init
+ * manager is done. Checked when clusters change and on the housekeeping tick (for the timeouts). */
 static void check_warm(pt_server_t *s)
 {
     if (s->state != PT_SERVER_INITIALIZING || !s->running)
         return;
     unsigned warming = s->clusters != NULL ? pt_cluster_manager_warming(s->clusters) : 0;
-    if (warming > 0)
+    if (warming > 0 || pt_subscription_warming(s->cds) || pt_subscription_warming(s->lds))
         return;
     s->state = PT_SERVER_LIVE;
     if (s->announced_warming)
@@ -396,6 +397,7 @@ static int on_lds_update(void *data, const pt_discovery_response_t *resp, char *
     pt_stat_add(s->lds_stats.removed, removed);
     pt_stat_set(s->lds_stats.active, next->nlisteners);
     publish_view(s);
+    check_warm(s); /* the first listeners from the control plane may end the start */
     return 0;
 }
 
@@ -793,6 +795,11 @@ int pt_server_run(pt_server_t *s)
         pt_info("initializing: %u cluster%s waiting for endpoints (/ready answers 503 until "
                 "they come or their initial_fetch_timeout runs out)", warming,
                 warming == 1 ? "" : "s");
+    }
+    if (pt_subscription_warming(s->cds) || pt_subscription_warming(s->lds)) {
+        s->announced_warming = 1;
+        pt_info("initializing: waiting for the control plane's first clusters and listeners "
+                "(/ready answers 503 until they come or initial_fetch_timeout runs out)");
     }
     check_warm(s);
 

@@ -292,6 +292,25 @@ class AdsTest(unittest.TestCase):
         self.cp.push(endpoints=[assignment('app', self.b.port)])
         h.wait_until(lambda: self.served_by() == (200, 'b'), 20)
 
+    def test_ready_waits_for_the_first_clusters_and_listeners(self):
+        # The control plane is up: ready once its first answers are in.
+        self.start()
+        h.wait_until(lambda: self.p.admin_get('/ready')[0] == 200, 20)
+        # None answers: not ready until initial_fetch_timeout runs out, then ready with what
+        # there is (nothing), as Envoy's init manager gives up waiting.
+        port, admin = h.free_ports(2)
+        cfg = bootstrap(h.dead_port(), admin, delta=self.DELTA)
+        for src in ('cds_config', 'lds_config'):
+            cfg['dynamic_resources'][src]['initial_fetch_timeout'] = '3s'
+        p = h.Petrel(cfg, wait_ready=False)
+        self.addCleanup(p.close)
+        p.start()
+        self.assertEqual(p.admin_get('/ready')[0], 503)
+        p.wait_log('waiting for the control plane')
+        h.wait_until(lambda: p.admin_get('/ready')[0] == 200, 20)
+        p.wait_log('initial resources in: live')
+        self.assertEqual(p.stat('control_plane.connected_state'), 0)
+
     def test_config_errors(self):
         def errors(cfg):
             with tempfile.NamedTemporaryFile('w', suffix='.json', delete=False) as f:
