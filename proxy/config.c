@@ -660,6 +660,11 @@ pt_config_t *pt_config_build_lds(json_t *bootstrap, const pt_cluster_lookup_t *c
         parse_listeners(&boot, cfg, lds->nresources);
         pt_cfg_leave(&boot);
     }
+    if (cfg->listeners == NULL) /* no static_resources: LDS's listeners are all there is */
+        cfg->listeners = pt_arena_alloc(&cfg->arena, (lds->nresources ? lds->nresources : 1) *
+                                                         sizeof(pt_listener_config_t));
+    if (cfg->listeners == NULL)
+        pt_cfg_error_at(r, "out of memory");
     size_t nstatic = cfg->nlisteners;
     for (size_t i = 0; cfg->listeners != NULL && i < lds->nresources; i++) {
         const pt_discovery_resource_t *res = &lds->resources[i];

@@ -13,6 +13,7 @@ Run: PETREL_BIN=build/petrel /usr/bin/python3 tests/integration/test_xds_ads.py 
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -343,6 +344,188 @@ class DeltaAdsTest(AdsTest):
 
     def test_config_errors(self):
         pass  # the same bootstrap checks as the state-of-the-world class
+
+
+# ---- the same resources from a file and from the control plane ----------------------------
+
+FAULT = 'type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault'
+RBAC = 'type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC'
+LRL = 'type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit'
+FILE_LOG = 'type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog'
+
+
+def rich_resources(source, log_path):
+    """Resources using much of what petrel supports; `source` is the ConfigSource their
+    references use (ads, or a file)."""
+    clusters = [
+        {'name': 'app', 'type': 'EDS', 'connect_timeout': '0.25s',
+         'eds_cluster_config': {'eds_config': source('eds'), 'service_name': 'app-svc'},
+         'lb_policy': 'LEAST_REQUEST',
+         'least_request_lb_config': {'choice_count': 3},
+         'circuit_breakers': {'thresholds': [{'priority': 'HIGH', 'max_connections': 100,
+                                              'max_pending_requests': 50,
+                                              'max_retries': 3}]},
+         'outlier_detection': {'consecutive_5xx': 7, 'interval': '3s',
+                               'base_ejection_time': '30s', 'max_ejection_percent': 20},
+         'common_lb_config': {'healthy_panic_threshold': {'value': 40}},
+         'per_connection_buffer_limit_bytes': 65536,
+         'typed_extension_protocol_options': {HPO: {
+             '@type': 'type.googleapis.com/' + HPO,
+             'common_http_protocol_options': {'idle_timeout': '60s',
+                                              'max_requests_per_connection': 1000},
+             'explicit_http_config': {'http2_protocol_options': {
+                 'max_concurrent_streams': 100, 'initial_stream_window_size': 65536}}}}},
+        {'name': 'static-ish', 'type': 'STATIC', 'connect_timeout': '1s',
+         'load_assignment': {'cluster_name': 'static-ish', 'endpoints': [{
+             'locality': {'region': 'r1', 'zone': 'z1'},
+             'lb_endpoints': [{'endpoint': {'address': {'socket_address': {
+                 'address': '127.0.0.1', 'port_value': 9}}}, 'load_balancing_weight': 3}]}]},
+         'health_checks': [{'timeout': '1s', 'interval': '5s', 'unhealthy_threshold': 2,
+                            'healthy_threshold': 1,
+                            'http_health_check': {'path': '/healthz', 'host': 'hc'}}]},
+    ]
+    endpoints = [{'cluster_name': 'app-svc', 'endpoints': [{'lb_endpoints': [
+        {'endpoint': {'address': {'socket_address': {'address': '127.0.0.1',
+                                                     'port_value': 10}}},
+         'load_balancing_weight': 2}]}]}]
+    routes = [{'name': 'routes', 'virtual_hosts': [{
+        'name': 'all', 'domains': ['*', 'example.com:80'],
+        'request_headers_to_add': [{'header': {'key': 'x-vh', 'value': 'yes'},
+                                    'append_action': 'OVERWRITE_IF_EXISTS_OR_ADD'}],
+        'routes': [
+            {'match': {'safe_regex': {'regex': '^/re/[0-9]+$'},
+                       'headers': [{'name': 'x-a', 'string_match': {'prefix': 'b'}}]},
+             'route': {'cluster': 'app', 'timeout': '3.5s', 'prefix_rewrite': '/',
+                       'retry_policy': {'retry_on': '5xx,reset', 'num_retries': 4,
+                                        'per_try_timeout': '1s',
+                                        'retry_back_off': {'base_interval': '0.1s',
+                                                           'max_interval': '1s'}}}},
+            {'match': {'prefix': '/w', 'query_parameters': [
+                {'name': 'q', 'string_match': {'exact': 'v'}}]},
+             'route': {'weighted_clusters': {'clusters': [
+                 {'name': 'app', 'weight': 30}, {'name': 'static-ish', 'weight': 70}]}}},
+            {'match': {'path': '/moved'},
+             'redirect': {'host_redirect': 'example.org', 'response_code': 'PERMANENT_REDIRECT'}},
+            {'match': {'prefix': '/direct'},
+             'direct_response': {'status': 418, 'body': {'inline_string': 'teapot'}}},
+            {'match': {'prefix': '/'}, 'route': {'cluster': 'app'}}]}]}]
+    hcm = {'@type': HCM, 'stat_prefix': 'rich', 'codec_type': 'HTTP1',
+           'use_remote_address': True, 'xff_num_trusted_hops': 1,
+           'stream_idle_timeout': '120s', 'request_timeout': '30s',
+           'common_http_protocol_options': {'idle_timeout': '300s',
+                                            'headers_with_underscores_action': 'REJECT_REQUEST'},
+           'rds': {'route_config_name': 'routes', 'config_source': source('rds')},
+           'access_log': [{'name': 'envoy.access_loggers.file', 'typed_config': {
+               '@type': FILE_LOG, 'path': log_path,
+               'log_format': {'text_format_source': {
+                   'inline_string': '%REQ(:METHOD)% %RESPONSE_CODE% %DURATION%\n'}}}}],
+           'http_filters': [
+               {'name': 'envoy.filters.http.fault', 'typed_config': {
+                   '@type': FAULT, 'abort': {'http_status': 503, 'percentage': {
+                       'numerator': 1, 'denominator': 'MILLION'}}}},
+               {'name': 'envoy.filters.http.rbac', 'typed_config': {'@type': RBAC, 'rules': {
+                   'action': 'DENY', 'policies': {'no-admin': {
+                       'permissions': [{'url_path': {'path': {'prefix': '/admin'}}}],
+                       'principals': [{'any': True}]}}}}},
+               {'name': 'envoy.filters.http.local_ratelimit', 'typed_config': {
+                   '@type': LRL, 'stat_prefix': 'rl', 'token_bucket': {
+                       'max_tokens': 1000, 'tokens_per_fill': 1000, 'fill_interval': '1s'},
+                   'filter_enabled': {'default_value': {'numerator': 100}},
+                   'filter_enforced': {'default_value': {'numerator': 100}}}},
+               {'name': 'envoy.filters.http.router', 'typed_config': {'@type': ROUTER}}]}
+    return {'clusters': clusters, 'endpoints': endpoints, 'routes': routes}, hcm
+
+
+@unittest.skipIf(CP_MISSING is not None, CP_MISSING or '')
+class WireEquivalenceTest(unittest.TestCase):
+    maxDiff = None
+    """The same resources, encoded by protobufjs from Envoy's protos and sent over ADS, and
+    written as JSON files: petrel's /config_dump shows the same clusters, listeners, routes
+    and endpoints (the references to their sources aside), so a resource means the same
+    whichever way it arrives. proto3 leaves a field at its default off the wire (an enum's
+    first value, 0, false), so these resources write none: a file that spells one out shows
+    it, the wire cannot."""
+
+    def dump(self, p):
+        status, headers, body = p.admin_get('/config_dump')
+        self.assertEqual(status, 200)
+        out = {}
+        for c in json.loads(body)['configs']:
+            for key, items in c.items():
+                if isinstance(items, list) and key.startswith('dynamic'):
+                    for it in items:
+                        it = it.get('active_state', it)
+                        res = it.get('cluster') or it.get('listener') or \
+                            it.get('route_config') or it.get('endpoint_config')
+                        if res is not None:
+                            out[res.get('name') or res.get('cluster_name')] = res
+        return out
+
+    @staticmethod
+    def sources_out(tree):
+        """The config sources (ads, or a file's path) replaced by one marker, and durations
+        by their value: "0.25s" as written in a file is "0.250s" in proto3 JSON's canonical
+        form, which is what a Duration decodes to."""
+        if isinstance(tree, dict):
+            return {k: ('SOURCE' if k in ('eds_config', 'config_source') else
+                        WireEquivalenceTest.sources_out(v)) for k, v in tree.items()}
+        if isinstance(tree, list):
+            return [WireEquivalenceTest.sources_out(v) for v in tree]
+        if isinstance(tree, str) and re.fullmatch(r'[0-9]+(\.[0-9]+)?s', tree):
+            return ('duration', float(tree[:-1]))
+        return tree
+
+    def test_same_config_dump_both_ways(self):
+        d = tempfile.mkdtemp(prefix='petrel-wire-')
+        self.addCleanup(shutil.rmtree, d, True)
+        log = os.path.join(d, 'access.log')
+        files = {k: os.path.join(d, k + '.json') for k in ('cds', 'eds', 'rds', 'lds')}
+        port_a, port_b, admin_a, admin_b = h.free_ports(4)
+
+        def ads(kind):
+            return {'ads': {}, 'resource_api_version': 'V3'}
+
+        def path(kind):
+            return {'path_config_source': {'path': files[kind]}, 'resource_api_version': 'V3'}
+
+        # Over ADS.
+        res, hcm = rich_resources(ads, log)
+        lst = {'name': 'rich', 'address': {'socket_address': {'address': '127.0.0.1',
+                                                              'port_value': port_a}},
+               'filter_chains': [{'filters': [{
+                   'name': 'envoy.filters.network.http_connection_manager',
+                   'typed_config': hcm}]}]}
+        cp = ControlPlane(dict(res, listeners=[lst]))
+        self.addCleanup(cp.close)
+        pa = h.Petrel(bootstrap(cp.port, admin_a))
+        self.addCleanup(pa.close)
+        pa.start()
+        h.wait_until(lambda: all(cp.acked(t, '1') for t in (LDS, RDS, CDS, EDS)), 20,
+                     message='not all ACKed: %s' % cp.events('nack'))
+
+        # From files.
+        res_f, hcm_f = rich_resources(path, log)
+        lst_f = json.loads(json.dumps(lst))
+        lst_f['filter_chains'][0]['filters'][0]['typed_config'] = hcm_f
+        lst_f['address']['socket_address']['port_value'] = port_b
+        types = {'cds': CDS, 'eds': EDS, 'rds': RDS, 'lds': LDS}
+        for kind, items in (('cds', res_f['clusters']), ('eds', res_f['endpoints']),
+                            ('rds', res_f['routes']), ('lds', [lst_f])):
+            with open(files[kind], 'w') as f:
+                json.dump({'version_info': '1', 'resources': [
+                    dict(r, **{'@type': types[kind]}) for r in items]}, f)
+        cfg = {'node': {'id': 'n', 'cluster': 'c'}, 'admin': h.admin(admin_b),
+               'dynamic_resources': {'cds_config': path('cds'), 'lds_config': path('lds')}}
+        pb = h.Petrel(cfg)
+        self.addCleanup(pb.close)
+        pb.start()
+
+        a, b = self.sources_out(self.dump(pa)), self.sources_out(self.dump(pb))
+        b['rich']['address']['socket_address']['port_value'] = port_a
+        self.assertEqual(sorted(a), sorted(b))
+        for name in a:
+            self.assertEqual(a[name], b[name], name)
+        self.assertEqual(sorted(a), ['app', 'app-svc', 'rich', 'routes', 'static-ish'])
 
 
 if __name__ == '__main__':
