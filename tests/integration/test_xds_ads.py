@@ -54,7 +54,8 @@ CP_MISSING = control_plane_ready()
 class ControlPlane:
     """tools/xds-control-plane/server.js over a resource directory."""
 
-    def __init__(self, resources, port=0):
+    def __init__(self, resources, port=0, extra_args=()):
+        self.extra_args = list(extra_args)
         self.dir = tempfile.mkdtemp(prefix='petrel-xds-')
         self.port, self.admin = (port, h.free_port()) if port else h.free_ports(2)
         self.write(resources)
@@ -66,7 +67,7 @@ class ControlPlane:
         self.out = open(os.path.join(self.dir, 'cp.log'), 'a')
         self.proc = subprocess.Popen(
             ['node', os.path.join(CP_DIR, 'server.js'), '--dir', self.dir, '--port',
-             str(self.port), '--admin-port', str(self.admin)],
+             str(self.port), '--admin-port', str(self.admin)] + self.extra_args,
             stdout=subprocess.PIPE, stderr=self.out, text=True)
         for line in self.proc.stdout:
             self.out.write(line)
@@ -156,7 +157,8 @@ def assignment(name, *ports):
                                                      'port_value': p}}}} for p in ports]}]}
 
 
-def bootstrap(cp_port, admin_port, node_first_only=False, delta=False):
+def bootstrap(cp_port, admin_port, node_first_only=False, delta=False, transport_socket=None):
+    xds_extra = {'transport_socket': transport_socket} if transport_socket else {}
     return {
         'node': {'id': 'sidecar-1', 'cluster': 'test', 'locality': {'zone': 'z1'}},
         'admin': h.admin(admin_port),
@@ -167,10 +169,10 @@ def bootstrap(cp_port, admin_port, node_first_only=False, delta=False):
                            'grpc_services': [{'envoy_grpc': {'cluster_name': 'xds'}}]},
             'cds_config': {'ads': {}, 'resource_api_version': 'V3'},
             'lds_config': {'ads': {}, 'resource_api_version': 'V3'}},
-        'static_resources': {'clusters': [h.cluster('xds', [cp_port], **{
+        'static_resources': {'clusters': [h.cluster('xds', [cp_port], **dict({
             'typed_extension_protocol_options': {HPO: {
                 '@type': 'type.googleapis.com/' + HPO,
-                'explicit_http_config': {'http2_protocol_options': {}}}}})]}}
+                'explicit_http_config': {'http2_protocol_options': {}}}}}, **xds_extra))]}}
 
 
 @unittest.skipIf(CP_MISSING is not None, CP_MISSING or '')
@@ -344,6 +346,61 @@ class DeltaAdsTest(AdsTest):
 
     def test_config_errors(self):
         pass  # the same bootstrap checks as the state-of-the-world class
+
+
+@unittest.skipIf(CP_MISSING is not None, CP_MISSING or '')
+class AdsOverMtlsTest(unittest.TestCase):
+    """The control plane over TLS with client certificates (mTLS), as a mesh runs it: petrel
+    presents its SPIFFE identity and checks the control plane's; a control plane it cannot
+    verify, or one that does not take its certificate, gets no stream and no config."""
+
+    def setUp(self):
+        import certs as C
+        self.C = C
+        self.pki = C.standard_pki()
+        self.up = HttpUpstream(name='a')
+        self.addCleanup(self.up.close)
+        self.port, self.admin = h.free_ports(2)
+        srv = self.pki['server']
+        self.cp = ControlPlane(
+            {'listeners': [listener(self.port)], 'routes': [routes('app')],
+             'clusters': [eds_cluster('app')], 'endpoints': [assignment('app', self.up.port)]},
+            extra_args=['--tls-cert', srv.cert, '--tls-key', srv.key,
+                        '--client-ca', self.pki['ca'].cert])
+        self.addCleanup(self.cp.close)
+
+    def tls(self, cert, san):
+        return self.C.upstream_tls(cert=self.pki[cert], ca=self.pki['ca'], alpn=['h2'],
+                                   san=[self.C.san_uri(exact=self.C.spiffe('default', san))])
+
+    def start(self, cert, san):
+        p = h.Petrel(bootstrap(self.cp.port, self.admin,
+                               transport_socket=self.tls(cert, san)), wait_ready=False)
+        self.addCleanup(p.close)
+        p.start()
+        return p
+
+    def test_mtls_both_ways(self):
+        p = self.start('frontend', 'gateway')
+        h.wait_until(lambda: self.cp.acked(EDS, '1'), 20)
+        h.wait_until(lambda: h.port_listening(self.port), 10)
+        r = h.http_request(self.port, 'GET', '/x')
+        self.assertEqual((r.status, r.json()['name']), (200, 'a'))
+        self.assertEqual(p.stat('control_plane.connected_state'), 1)
+        self.assertGreater(p.stat('cluster.xds.ssl.handshake', 0), 0)
+
+    def test_a_control_plane_that_is_not_the_expected_one(self):
+        p = self.start('frontend', 'rogue')   # petrel expects another identity
+        p.wait_log('stream to xds closed')
+        self.assertEqual(self.cp.events('request'), [])
+        self.assertEqual(p.stat('control_plane.connected_state'), 0)
+        self.assertGreater(p.stat('cluster.xds.ssl.fail_verify_san', 0), 0)
+
+    def test_a_client_certificate_the_control_plane_refuses(self):
+        p = self.start('other_ca', 'gateway')  # signed by a CA the control plane does not trust
+        p.wait_log('stream to xds closed')
+        self.assertEqual(self.cp.events('request'), [])
+        self.assertEqual(p.stat('control_plane.connected_state'), 0)
 
 
 # ---- the same resources from a file and from the control plane ----------------------------

@@ -17,11 +17,15 @@ const { EventLog } = require('./lib/events');
 const { Ads } = require('./lib/ads');
 const { createAdminServer } = require('./lib/admin');
 
-const USAGE = 'usage: node server.js --dir <resource dir> --port <grpc port> [--admin-port <http port>] [--host 127.0.0.1]';
+const USAGE = 'usage: node server.js --dir <resource dir> --port <grpc port> [--admin-port <http port>] [--host 127.0.0.1]\n' +
+  '       [--tls-cert <pem> --tls-key <pem> [--client-ca <pem>]]   (TLS; with --client-ca, mTLS: clients must present a certificate it signed)';
 
 function parseArgs(argv) {
-  const opts = { dir: null, port: null, adminPort: null, host: '127.0.0.1' };
-  const keys = { '--dir': 'dir', '--port': 'port', '--admin-port': 'adminPort', '--host': 'host' };
+  const opts = { dir: null, port: null, adminPort: null, host: '127.0.0.1', tlsCert: null, tlsKey: null, clientCa: null };
+  const keys = {
+    '--dir': 'dir', '--port': 'port', '--admin-port': 'adminPort', '--host': 'host',
+    '--tls-cert': 'tlsCert', '--tls-key': 'tlsKey', '--client-ca': 'clientCa',
+  };
   for (let i = 0; i < argv.length; i++) {
     const [flag, inline] = argv[i].split(/=(.*)/s);
     const key = keys[flag];
@@ -38,6 +42,8 @@ function parseArgs(argv) {
     opts[k] = Number(opts[k]);
   }
   if (!fs.existsSync(opts.dir) || !fs.statSync(opts.dir).isDirectory()) usageExit(2, `${opts.dir} is not a directory`);
+  if (!opts.tlsCert !== !opts.tlsKey) usageExit(2, '--tls-cert and --tls-key go together');
+  if (opts.clientCa && !opts.tlsCert) usageExit(2, '--client-ca needs --tls-cert and --tls-key');
   return opts;
 }
 
@@ -56,9 +62,18 @@ function listenAdmin(server, host, port) {
   });
 }
 
-function bindGrpc(server, host, port) {
+/* Plain text, TLS, or mTLS (a client certificate signed by --client-ca is required). */
+function serverCredentials(opts) {
+  if (!opts.tlsCert) return grpc.ServerCredentials.createInsecure();
+  const clientCa = opts.clientCa ? fs.readFileSync(opts.clientCa) : null;
+  return grpc.ServerCredentials.createSsl(clientCa,
+    [{ cert_chain: fs.readFileSync(opts.tlsCert), private_key: fs.readFileSync(opts.tlsKey) }],
+    clientCa !== null);
+}
+
+function bindGrpc(server, host, port, creds) {
   return new Promise((resolve, reject) => {
-    server.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${port}`, grpc.ServerCredentials.createInsecure(), (err, bound) => (err ? reject(err) : resolve(bound)));
+    server.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${port}`, creds, (err, bound) => (err ? reject(err) : resolve(bound)));
   });
 }
 
@@ -82,7 +97,7 @@ async function main() {
     admin = createAdminServer({ store, ads, events });
     say(`admin ${await listenAdmin(admin, opts.host, opts.adminPort)}`);
   }
-  const port = await bindGrpc(grpcServer, opts.host, opts.port);
+  const port = await bindGrpc(grpcServer, opts.host, opts.port, serverCredentials(opts));
   say(`listening ${port}`);
 
   const stop = () => {
