@@ -5,12 +5,21 @@
 
 #include <netinet/in.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 typedef union pt_addr {
     struct sockaddr sa;
     struct sockaddr_in sin;
     struct sockaddr_in6 sin6;
+    /* AF_UNIX (Envoy's `pipe`): the path by number in a table of interned paths
+     * (pt_addr_pipe_path), since a sockaddr_un would make every address petrel keeps four
+     * times larger. path_id 0: unnamed (what getsockname gives a client socket). */
+    struct {
+        sa_family_t family;
+        uint16_t unused;
+        uint32_t path_id;
+    } un;
 } pt_addr_t;
 
 #define PT_ADDR_STRLEN 64 /* "[ffff:...:ffff]:65535" fits */
@@ -22,6 +31,15 @@ static inline socklen_t pt_addr_len(const pt_addr_t *a)
 
 /* Numeric IP only (no DNS): returns 0 or -1 when `ip` is not an IPv4/IPv6 literal. */
 int pt_addr_parse(pt_addr_t *out, const char *ip, unsigned port);
+/* A Unix socket path ("@name": Linux's abstract namespace). Main thread (the paths are
+ * interned for the process's life; at most PT_ADDR_MAX_PIPES distinct ones). 0, or -1 when
+ * the path is empty, too long for a sockaddr_un, or the table is full. */
+#define PT_ADDR_MAX_PIPES 4096
+int pt_addr_parse_pipe(pt_addr_t *out, const char *path);
+/* The path of an AF_UNIX address, or NULL (unnamed, or not AF_UNIX). Any thread. */
+const char *pt_addr_pipe_path(const pt_addr_t *a);
+/* The sockaddr to connect to or bind: *ss filled, its length returned (0: none). */
+socklen_t pt_addr_sockaddr(const pt_addr_t *a, struct sockaddr_storage *ss);
 /* "10.0.0.1:80" or "[::1]:80". */
 void pt_addr_format(const pt_addr_t *a, char *out, size_t len);
 /* The IP alone, "10.0.0.1" or "::1". */

@@ -13,7 +13,32 @@ static const char *const protocols_known[] = {"UDP", NULL};
 static int read_here(pt_cfg_t *r, pt_addr_t *out, const char **name, unsigned *port_out,
                      int endpoint)
 {
-    pt_cfg_unsupported(r, address_unsupported);
+    /* A Unix socket: an endpoint of a static or EDS cluster (a control plane, a local agent
+     * or service). mode matters only to a socket petrel would bind: none is. */
+    static const char *const endpoint_unsupported[] = {"envoy_internal_address", NULL};
+    int pipe_ok = endpoint && name == NULL;
+    pt_cfg_unsupported(r, pipe_ok ? endpoint_unsupported : address_unsupported);
+    if (pipe_ok && pt_cfg_get(r, "pipe") != NULL) {
+        int ok = -1;
+        if (pt_cfg_enter(r, "pipe") > 0) {
+            const char *path;
+            uint64_t mode;
+            pt_cfg_uint(r, "mode", &mode, 0, 0, 0777);
+            if (pt_cfg_string(r, "path", &path, NULL) <= 0 || path[0] == '\0')
+                pt_cfg_error(r, "path", "is required");
+            else if (pt_addr_parse_pipe(out, path) != 0)
+                pt_cfg_error(r, "path",
+                             "\"%s\" is too long for a Unix socket (or too many "
+                             "distinct paths)",
+                             path);
+            else
+                ok = 1;
+            pt_cfg_leave(r);
+        }
+        if (pt_cfg_has(r, "socket_address"))
+            pt_cfg_error(r, "socket_address", "and pipe are both given");
+        return ok;
+    }
     int ok = -1;
     int sa = pt_cfg_enter(r, "socket_address");
     if (sa > 0) {

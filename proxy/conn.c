@@ -637,7 +637,8 @@ pt_conn_t *pt_conn_connect(pt_worker_t *w, const pt_addr_t *addr, uint64_t timeo
         free_transport_ctx(transport, transport_ctx);
         return NULL;
     }
-    pt_socket_set_nodelay(fd);
+    if (addr->sa.sa_family != AF_UNIX)
+        pt_socket_set_nodelay(fd);
     pt_conn_t *c = conn_alloc(w, fd, transport, transport_ctx);
     if (c == NULL) {
         close(fd);
@@ -649,7 +650,9 @@ pt_conn_t *pt_conn_connect(pt_worker_t *w, const pt_addr_t *addr, uint64_t timeo
     c->handler = h;
     c->data = data;
     c->flags |= PT_CONN_F_CONNECTING | PT_CONN_F_OUTBOUND;
-    int rc = connect(fd, &addr->sa, pt_addr_len(addr));
+    struct sockaddr_storage ss;
+    socklen_t sslen = pt_addr_sockaddr(addr, &ss); /* a pipe's path, or the IP address */
+    int rc = sslen > 0 ? connect(fd, (struct sockaddr *)&ss, sslen) : (errno = EINVAL, -1);
     if (rc != 0 && errno != EINPROGRESS) {
         /* Report from the loop, never from inside the caller's frame. */
         c->pending_status = -errno;

@@ -403,6 +403,49 @@ class AdsOverMtlsTest(unittest.TestCase):
         self.assertEqual(p.stat('control_plane.connected_state'), 0)
 
 
+@unittest.skipIf(CP_MISSING is not None, CP_MISSING or '')
+class AdsOverUnixSocketTest(unittest.TestCase):
+    """The control plane on a Unix socket (a `pipe` address), as local agents serve it."""
+
+    def test_config_from_a_unix_socket(self):
+        up = HttpUpstream(name='a')
+        self.addCleanup(up.close)
+        port, admin = h.free_ports(2)
+        sock = os.path.join(tempfile.mkdtemp(prefix='petrel-uds-'), 'xds.sock')
+        self.addCleanup(shutil.rmtree, os.path.dirname(sock), True)
+        cp = ControlPlane({'listeners': [listener(port)], 'routes': [routes('app')],
+                           'clusters': [eds_cluster('app')],
+                           'endpoints': [assignment('app', up.port)]},
+                          extra_args=['--unix', sock])
+        self.addCleanup(cp.close)
+        cfg = bootstrap(1, admin)
+        xds = cfg['static_resources']['clusters'][0]
+        xds['load_assignment']['endpoints'][0]['lb_endpoints'][0]['endpoint']['address'] = {
+            'pipe': {'path': sock, 'mode': 0o600}}
+        p = h.Petrel(cfg)
+        self.addCleanup(p.close)
+        p.start()
+        h.wait_until(lambda: cp.acked(EDS, '1'), 20)
+        h.wait_until(lambda: h.port_listening(port), 10)
+        r = h.http_request(port, 'GET', '/x')
+        self.assertEqual((r.status, r.json()['name']), (200, 'a'))
+        status, headers, body = p.admin_get('/clusters')
+        self.assertIn(('xds::%s::' % sock).encode(), body)
+
+    def test_pipe_errors(self):
+        port, admin = h.free_ports(2)
+        cfg = bootstrap(1, admin)
+        ep = cfg['static_resources']['clusters'][0]['load_assignment']['endpoints'][0]
+        ep['lb_endpoints'][0]['endpoint']['address'] = {'pipe': {'path': 'x' * 200}}
+        with tempfile.NamedTemporaryFile('w', suffix='.json', delete=False) as f:
+            json.dump(cfg, f)
+        self.addCleanup(os.unlink, f.name)
+        rc, out, err = h.run_petrel(['--mode', 'validate', '-c', f.name])
+        self.assertEqual(rc, 1, err)
+        self.assertIn('pipe.path: "xxxx', err)
+        self.assertIn('is too long for a Unix socket', err)
+
+
 # ---- the same resources from a file and from the control plane ----------------------------
 
 FAULT = 'type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault'

@@ -18,13 +18,14 @@ const { Ads } = require('./lib/ads');
 const { createAdminServer } = require('./lib/admin');
 
 const USAGE = 'usage: node server.js --dir <resource dir> --port <grpc port> [--admin-port <http port>] [--host 127.0.0.1]\n' +
-  '       [--tls-cert <pem> --tls-key <pem> [--client-ca <pem>]]   (TLS; with --client-ca, mTLS: clients must present a certificate it signed)';
+  '       [--tls-cert <pem> --tls-key <pem> [--client-ca <pem>]]   (TLS; with --client-ca, mTLS: clients must present a certificate it signed)\n' +
+  '       [--unix <socket path>]   (gRPC on a Unix socket instead of --host/--port; --port then may be omitted)';
 
 function parseArgs(argv) {
-  const opts = { dir: null, port: null, adminPort: null, host: '127.0.0.1', tlsCert: null, tlsKey: null, clientCa: null };
+  const opts = { dir: null, port: null, adminPort: null, host: '127.0.0.1', tlsCert: null, tlsKey: null, clientCa: null, unix: null };
   const keys = {
     '--dir': 'dir', '--port': 'port', '--admin-port': 'adminPort', '--host': 'host',
-    '--tls-cert': 'tlsCert', '--tls-key': 'tlsKey', '--client-ca': 'clientCa',
+    '--tls-cert': 'tlsCert', '--tls-key': 'tlsKey', '--client-ca': 'clientCa', '--unix': 'unix',
   };
   for (let i = 0; i < argv.length; i++) {
     const [flag, inline] = argv[i].split(/=(.*)/s);
@@ -35,7 +36,7 @@ function parseArgs(argv) {
     if (value === undefined) usageExit(2, `${flag} needs a value`);
     opts[key] = value;
   }
-  if (!opts.dir || opts.port === null) usageExit(2, '--dir and --port are required');
+  if (!opts.dir || (opts.port === null && opts.unix === null)) usageExit(2, '--dir and --port (or --unix) are required');
   for (const k of ['port', 'adminPort']) {
     if (opts[k] === null) continue;
     if (!/^\d+$/.test(opts[k]) || Number(opts[k]) > 65535) usageExit(2, `bad port ${opts[k]}`);
@@ -97,8 +98,14 @@ async function main() {
     admin = createAdminServer({ store, ads, events });
     say(`admin ${await listenAdmin(admin, opts.host, opts.adminPort)}`);
   }
-  const port = await bindGrpc(grpcServer, opts.host, opts.port, serverCredentials(opts));
-  say(`listening ${port}`);
+  if (opts.unix !== null) {
+    await new Promise((resolve, reject) => grpcServer.bindAsync(`unix:${opts.unix}`, serverCredentials(opts),
+      (err) => (err ? reject(err) : resolve())));
+    say(`listening unix:${opts.unix}`);
+  } else {
+    const port = await bindGrpc(grpcServer, opts.host, opts.port, serverCredentials(opts));
+    say(`listening ${port}`);
+  }
 
   const stop = () => {
     store.close();

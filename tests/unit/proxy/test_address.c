@@ -5,7 +5,9 @@
 #include "pt_test.h"
 
 #include <arpa/inet.h>
+#include <stddef.h>
 #include <string.h>
+#include <sys/un.h>
 
 static pt_addr_t v4(const char *ip, unsigned port)
 {
@@ -90,8 +92,46 @@ static void test_is_any(void)
     PT_CHECK(!pt_addr_is_any(&c));
 }
 
+/* Unix socket paths (pipe): interned once, formatted as the path, compared by path, and
+ * turned into the sockaddr_un to connect to (an abstract name starts with a NUL). */
+static void test_pipes(void)
+{
+    pt_addr_t a, b, c, unnamed;
+    PT_CHECK_INT(pt_addr_parse_pipe(&a, "/run/agent.sock"), 0);
+    PT_CHECK_INT(pt_addr_parse_pipe(&b, "/run/agent.sock"), 0);
+    PT_CHECK_INT(pt_addr_parse_pipe(&c, "@xds"), 0);
+    PT_CHECK(pt_addr_equal(&a, &b));
+    PT_CHECK(!pt_addr_equal(&a, &c));
+    PT_CHECK(memcmp(&a, &b, sizeof(a)) == 0); /* hashed by their bytes: the same bytes */
+    char out[PT_ADDR_STRLEN];
+    pt_addr_format(&a, out, sizeof(out));
+    PT_CHECK_STR(out, "/run/agent.sock");
+    PT_CHECK_INT(pt_addr_port(&a), 0);
+    struct sockaddr_storage ss;
+    socklen_t len = pt_addr_sockaddr(&c, &ss);
+    const struct sockaddr_un *un = (const struct sockaddr_un *)&ss;
+    PT_CHECK_INT(un->sun_family, AF_UNIX);
+    PT_CHECK_INT(len, offsetof(struct sockaddr_un, sun_path) + 4);
+    PT_CHECK(un->sun_path[0] == '\0' && memcmp(un->sun_path + 1, "xds", 3) == 0);
+    len = pt_addr_sockaddr(&a, &ss);
+    PT_CHECK_STR(un->sun_path, "/run/agent.sock");
+    PT_CHECK_INT(len, offsetof(struct sockaddr_un, sun_path) + strlen("/run/agent.sock") + 1);
+    /* what getsockname leaves for a client socket: no path */
+    memset(&unnamed, 0, sizeof(unnamed));
+    unnamed.sa.sa_family = AF_UNIX;
+    PT_CHECK(pt_addr_pipe_path(&unnamed) == NULL);
+    pt_addr_format(&unnamed, out, sizeof(out));
+    PT_CHECK_STR(out, "-");
+    char longer[200];
+    memset(longer, 'x', sizeof(longer) - 1);
+    longer[sizeof(longer) - 1] = '\0';
+    PT_CHECK_INT(pt_addr_parse_pipe(&a, longer), -1);
+    PT_CHECK_INT(pt_addr_parse_pipe(&a, ""), -1);
+}
+
 int main(void)
 {
+    PT_RUN(test_pipes);
     PT_RUN(test_is_any);
     PT_RUN(test_ipv4_matches_inet_ntop);
     PT_RUN(test_truncation);
