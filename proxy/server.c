@@ -854,8 +854,12 @@ void pt_server_dispose(pt_server_t *s)
         ev_signal_stop(s->loop, &s->sigint);
         ev_signal_stop(s->loop, &s->sighup);
         /* ev_signal_stop restores the default action; a hangup must not cut the last
-         * access log lines short now either. */
+         * access log lines short now either, nor a SIGTERM or SIGINT that comes while the
+         * process is already on its way out (it would end it with that signal instead of
+         * its exit status). */
         signal(SIGHUP, SIG_IGN);
+        signal(SIGTERM, SIG_IGN);
+        signal(SIGINT, SIG_IGN);
         /* The main worker shares the default loop: detach it before disposing. */
         s->main_worker.loop = NULL;
         pthread_mutex_destroy(&s->main_worker.lock);
