@@ -206,7 +206,9 @@ static void conn_connect(pt_conn_t *c, int status)
         end_call(g, GRPC_UNAVAILABLE, why);
         return;
     }
-    g->codec = pt_http2_client_codec_new(c, g->cluster->http2, NULL, on_codec_closed, g);
+    /* The ADS cluster's own HTTP/2 stats (cluster.<name>.http2.*) count this connection. */
+    g->codec =
+        pt_http2_client_codec_new(c, g->cluster->http2, &g->cluster->stats, on_codec_closed, g);
     if (g->codec == NULL || start_call(g) != 0)
         end_call(g, GRPC_UNAVAILABLE, "out of memory");
 }

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -313,6 +314,30 @@ class AdsTest(unittest.TestCase):
         h.wait_until(lambda: p.admin_get('/ready')[0] == 200, 20)
         p.wait_log('initial resources in: live')
         self.assertEqual(p.stat('control_plane.connected_state'), 0)
+
+    def test_a_control_plane_that_hangs(self):
+        # The ADS cluster's connection_keepalive PINGs the connection; a control plane that
+        # stops answering (stopped, not gone: no FIN, no RST) is found out by the unanswered
+        # PING, the stream ends, and petrel reconnects once it answers again.
+        cfg = bootstrap(self.cp.port, self.admin, delta=self.DELTA)
+        xds = cfg['static_resources']['clusters'][0]
+        xds['typed_extension_protocol_options'][HPO]['explicit_http_config'] = {
+            'http2_protocol_options': {'connection_keepalive': {'interval': '0.5s',
+                                                                'timeout': '0.5s'}}}
+        self.p = h.Petrel(cfg)
+        self.addCleanup(self.p.close)
+        self.p.start()
+        h.wait_until(lambda: self.served_by() == (200, 'a'), 20)
+        self.cp.proc.send_signal(signal.SIGSTOP)
+        try:
+            h.wait_until(lambda: self.p.stat('control_plane.connected_state') == 0, 20)
+            self.assertGreaterEqual(self.p.stat('cluster.xds.http2.keepalive_timeout'), 1)
+            self.assertEqual(self.served_by(), (200, 'a'))   # the last config serves
+        finally:
+            self.cp.proc.send_signal(signal.SIGCONT)
+        h.wait_until(lambda: self.p.stat('control_plane.connected_state') == 1, 40)
+        self.cp.push(endpoints=[assignment('app', self.b.port)])
+        h.wait_until(lambda: self.served_by() == (200, 'b'), 20)
 
     def test_config_errors(self):
         def errors(cfg):
