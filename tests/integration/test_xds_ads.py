@@ -58,7 +58,9 @@ class ControlPlane:
     def __init__(self, resources, port=0, extra_args=()):
         self.extra_args = list(extra_args)
         self.dir = tempfile.mkdtemp(prefix='petrel-xds-')
-        self.port, self.admin = (port, h.free_port()) if port else h.free_ports(2)
+        # 0: the control plane picks free ports and says which (no race with other tests
+        # for a port chosen here and bound later); a restart binds the same ones again.
+        self.port, self.admin = port, 0
         self.write(resources)
         self.start()
 
@@ -72,7 +74,12 @@ class ControlPlane:
             stdout=subprocess.PIPE, stderr=self.out, text=True)
         for line in self.proc.stdout:
             self.out.write(line)
+            if line.startswith('admin '):
+                self.admin = int(line.split()[1])
             if line.startswith('listening'):
+                where = line.split()[1]
+                if where.isdigit():
+                    self.port = int(where)
                 break
         else:
             raise AssertionError('control plane did not start: ' + self.logtext())
