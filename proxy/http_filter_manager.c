@@ -363,8 +363,3 @@ pt_buf_t *pt_hfm_decoding_buffer(pt_http_filter_manager_t *m)
 {
     return m->dec.at >= 0 && pt_buf_len(&m->dec.held) > 0 ? &m->dec.held : NULL;
 }
-
-pt_buf_t *pt_hfm_encoding_buffer(pt_http_filter_manager_t *m)
-{
-    return m->enc.at >= 0 && pt_buf_len(&m->enc.held) > 0 ? &m->enc.held : NULL;
-}

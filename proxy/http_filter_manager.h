@@ -96,10 +96,9 @@ void pt_hfm_continue_encoding(pt_http_filter_manager_t *m);
 /* No hook runs that way any more (a local reply ends decoding; the stream's end, both). */
 void pt_hfm_abort(pt_http_filter_manager_t *m, unsigned which);
 
-/* The bytes held for the filter that buffers the body (PT_STOP_BUFFER), for it to read or
- * rewrite; NULL when nothing is held. */
+/* The bytes held for the filter that buffers the request body (PT_STOP_BUFFER), for it to
+ * read or rewrite; NULL when nothing is held. */
 pt_buf_t *pt_hfm_decoding_buffer(pt_http_filter_manager_t *m);
-pt_buf_t *pt_hfm_encoding_buffer(pt_http_filter_manager_t *m);
 /* A filter that buffers a whole request (envoy.filters.http.buffer) sets its own limit. */
 static inline void pt_hfm_set_decode_limit(pt_http_filter_manager_t *m, uint32_t limit)
 {

@@ -476,6 +476,16 @@ class AdsOverUnixSocketTest(unittest.TestCase):
         self.assertEqual(rc, 1, err)
         self.assertIn('pipe.path: "xxxx', err)
         self.assertIn('is too long for a Unix socket', err)
+        # only a cluster's endpoint may be a Unix socket: not a listener
+        cfg = bootstrap(1, admin)
+        cfg['static_resources']['listeners'] = [listener(port)]
+        cfg['static_resources']['listeners'][0]['address'] = {'pipe': {'path': '/tmp/l.sock'}}
+        with tempfile.NamedTemporaryFile('w', suffix='.json', delete=False) as f:
+            json.dump(cfg, f)
+        self.addCleanup(os.unlink, f.name)
+        rc, out, err = h.run_petrel(['--mode', 'validate', '-c', f.name])
+        self.assertEqual(rc, 1, err)
+        self.assertIn('static_resources.listeners[0].address.pipe: field is not supported', err)
 
 
 # ---- the same resources from a file and from the control plane ----------------------------
