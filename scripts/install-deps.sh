@@ -7,14 +7,20 @@ set -eu
 what=${1:-test}
 
 build_pkgs="build-essential cmake pkg-config libssl-dev libnghttp2-dev libev-dev libc-ares-dev libjansson-dev libyaml-dev"
-# nodejs and npm: the protobuf schema check (tests/proto_schema), never the build.
-test_pkgs="clang libclang-rt-14-dev python3 python3-h2 python3-grpcio curl openssl prometheus iproute2 procps valgrind nodejs npm"
+test_pkgs="clang libclang-rt-14-dev python3 python3-h2 python3-grpcio curl openssl prometheus iproute2 procps valgrind"
+# Node.js and npm (the protobuf schema check in tests/proto_schema and the test control plane,
+# never the build) are wanted as commands, not as Debian's packages: a machine whose Node.js
+# came from elsewhere (NodeSource's nodejs carries its own npm) must not be offered Debian's npm,
+# which conflicts with it.
+node_pkgs=""
+command -v node >/dev/null 2>&1 || node_pkgs="nodejs"
+command -v npm >/dev/null 2>&1 || node_pkgs="$node_pkgs npm"
 bench_pkgs="haproxy nginx wrk iperf3 nghttp2-client"
 
 case "$what" in
   build) pkgs="$build_pkgs" ;;
-  test)  pkgs="$build_pkgs $test_pkgs" ;;
-  bench) pkgs="$build_pkgs $test_pkgs $bench_pkgs" ;;
+  test)  pkgs="$build_pkgs $test_pkgs $node_pkgs" ;;
+  bench) pkgs="$build_pkgs $test_pkgs $node_pkgs $bench_pkgs" ;;
   *) echo "usage: $0 [build|test|bench]" >&2; exit 2 ;;
 esac
 
