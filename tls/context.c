@@ -57,7 +57,6 @@ static void ticket_keys_rotate_locked(time_t now)
 static int ticket_key_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv,
                          EVP_CIPHER_CTX *ectx, EVP_MAC_CTX *hctx, int enc)
 {
-    (void)ssl;
     time_t now = time(NULL);
     ticket_key_t k;
     int found = 0;
@@ -96,7 +95,12 @@ static int ticket_key_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv
     if (!EVP_DecryptInit_ex(ectx, EVP_aes_256_cbc(), NULL, k.aes, iv) ||
         !EVP_MAC_CTX_set_params(hctx, params))
         return -1;
-    return found == 1 ? 1 : 2; /* 2: valid but old key, so OpenSSL issues a fresh ticket */
+    /* 2 (renew) makes OpenSSL hand out a fresh ticket after this resumed handshake: always
+     * on TLS 1.3, whose clients use each ticket once (RFC 8446, appendix C.4: a ticket
+     * offered twice links the two connections; OpenSSL's client does so), so a resumed
+     * connection that brought no new ticket would leave the next reconnect a full
+     * handshake; on TLS 1.2 only when the key is no longer the newest. */
+    return (SSL_version(ssl) >= TLS1_3_VERSION || found != 1) ? 2 : 1;
 }
 
 /* ======================================================================================

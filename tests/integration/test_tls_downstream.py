@@ -675,6 +675,33 @@ class ResumptionTest(TlsCase):
         p.wait_stat(ssl_stat(self.port, 'session_reused'), 2)
         self.assertEqual(self.stat('handshake'), 4)
 
+    def test_every_tls13_reconnect_resumes(self):
+        # A TLS 1.3 client uses each ticket once (RFC 8446, appendix C.4; OpenSSL's client,
+        # and so wrk, does), so every handshake, resumed ones too, must hand out a fresh
+        # ticket: otherwise only every other reconnect resumes.
+        p = self.start(C.downstream_tls(PKI['server']))
+        ctx = C.client_context(ca=PKI['ca'], minimum=ssl.TLSVersion.TLSv1_3)
+        with h.HttpClientConn(self.port, ssl_context=ctx, server_hostname='petrel.test') as c:
+            self.assertEqual(c.request('GET', '/full').status, 200)
+            session = c.sock.session
+            self.assertFalse(c.sock.session_reused)
+        seen = {session.id}
+        for i in range(4):
+            s = resume(self.port, ctx, session)
+            try:
+                self.assertTrue(s.session_reused, i)
+                h.send_request(s, 'GET', '/r%d' % i, host_header='petrel.test')
+                self.assertEqual(h.read_response(h.SockReader(s)).status, 200)
+                # The ticket that came after this handshake (a session's id is the hash of
+                # its ticket) is a new one: the next reconnect offers it.
+                session = s.session
+            finally:
+                s.close()
+            self.assertNotIn(session.id, seen, i)
+            seen.add(session.id)
+        p.wait_stat(ssl_stat(self.port, 'session_reused'), 4)
+        self.assertEqual(self.stat('handshake'), 5)
+
     def test_resumed_mtls_session_keeps_the_identity(self):
         p = self.start(C.downstream_tls(PKI['server'], ca=PKI['ca'], require_client=True),
                        hcm_extra={'forward_client_cert_details': 'SANITIZE_SET',
