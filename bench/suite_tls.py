@@ -4,6 +4,9 @@ tls`), which passes itself in as `b`; see bench/README.md, "What each suite meas
 1. Full handshakes/s: bench/tlsload.c (a new connection, a full TLS handshake and one request
    with `Connection: close` per iteration, never resuming) against a TLS-terminating proxy;
    with the proxy's CPU-us per handshake.
+1b. Resumed handshakes/s: the same with libssl as the client offering, on each reconnect, the
+   newest ticket of its previous connection, each ticket once (tlsload -r, as wrk's reconnects
+   do); with the share of reconnects the proxy let resume.
 2. Keep-alive TLS requests/s: wrk over https, 50 connections; with the proxy's CPU-us/request.
 3. Sidecar-to-sidecar mTLS: client --HTTP--> A --mTLS--> B --HTTP--> nginx, at a fixed rate
    (ptload): p50/p99, and the latency added over the direct client -> nginx path.
@@ -73,15 +76,17 @@ def build_tlsload(b):
     return out
 
 
-def tlsload(b, exe, port, seconds, path='/tiny', openssl=False):
+def tlsload(b, exe, port, seconds, path='/tiny', openssl=False, resume=False):
     """Full handshakes at saturation. With more than one load CPU, one client process per
     CPU (up to 4), so the client side scales; their results are summed. openssl: use libssl
-    as the client (tlsload -o) instead of tlsload's own minimal TLS 1.3 client."""
-    nproc = 1 if openssl else max(1, min(4, b.NCPU - 1))
+    as the client (tlsload -o) instead of tlsload's own minimal TLS 1.3 client; resume: libssl
+    offering each slot's newest ticket once (tlsload -r)."""
+    flag = ['-r'] if resume else ['-o'] if openssl else []
+    nproc = 1 if flag else max(1, min(4, b.NCPU - 1))
     per = [HS_CONNS // nproc + (1 if i < HS_CONNS % nproc else 0) for i in range(nproc)]
     procs = []
     for conns in per:
-        cmd = b.pinned([exe] + (['-o'] if openssl else []) +
+        cmd = b.pinned([exe] + flag +
                        ['127.0.0.1', str(port), path, str(conns), str(seconds), '1'], 'load')
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              stdin=subprocess.DEVNULL)
@@ -101,7 +106,7 @@ def tlsload(b, exe, port, seconds, path='/tiny', openssl=False):
         for p in procs:
             if p in b._procs:
                 b.stop(p)
-    r = {'cmd': 'tlsload %s127.0.0.1 %d %s %s %d 1' % ('-o ' if openssl else '', port, path,
+    r = {'cmd': 'tlsload %s127.0.0.1 %d %s %s %d 1' % (''.join(f + ' ' for f in flag), port, path,
                                                         '+'.join(map(str, per)), seconds),
          'procs': []}
     for rc, out, err in outs:
@@ -386,7 +391,7 @@ def run(b):
         else:
             c['b_tls'] = seen
     for n in raw:
-        raw[n].update({'hs': [], 'ka': [], 'mtls': []})
+        raw[n].update({'hs': [], 'res': [], 'ka': [], 'mtls': []})
 
     def tree_cpu(procs):
         t = [b.cpu_ticks(p.pid) for p in procs]
@@ -426,7 +431,7 @@ def run(b):
     hs_before = petrel_stats(pe_term_adm, 'listener.127.0.0.1_%d.ssl.' % pe_term)
 
     for rep in range(b.REPS):
-        for test in ('hs', 'ka', 'mtls'):
+        for test in ('hs', 'res', 'ka', 'mtls'):
             names = names_t if test != 'mtls' else list(pairs) + ['direct']
             for n in b.rotate(names, rep) if names else []:
                 if test == 'mtls':
@@ -442,6 +447,11 @@ def run(b):
                 if test == 'hs':
                     r = tlsload(b, exe, c['port'], b.DURATION)
                     done = r.get('completed_total', 0)
+                elif test == 'res':
+                    r = tlsload(b, exe, c['port'], b.DURATION, resume=True)
+                    done = r.get('completed_total', 0)
+                    if done:
+                        r['resumed_pct'] = 100.0 * r.get('resumed', 0) / done
                 elif test == 'ka':
                     r = wrk_https(b, c['port'], '/1k', b.WRK_CONNS, b.DURATION)
                     done = r['requests']
@@ -473,6 +483,9 @@ def run(b):
                                                 b.fmt(r.get('client_cpu_pct')),
                                                 b.fmt(r.get('proxy_cpu_pct')),
                                                 b.fmt(r.get('proxy_wait_pct'))))
+                elif test == 'res':
+                    val = '%s handshakes/s, %s%% resumed' % (b.fmt(r.get('rate')),
+                                                            b.fmt(r.get('resumed_pct')))
                 elif test == 'ka':
                     val = '%.0f req/s, p99 %s us' % (r['rps'], b.fmt(r.get('p99_us')))
                 else:
@@ -480,7 +493,8 @@ def run(b):
                         b.fmt(r.get('p50_us')), b.fmt(r.get('p99_us')),
                         b.fmt(r.get('achieved_rps')))
                 extra = ((', %.1f CPU-us/%s' % (r['cpu_us_per_req'],
-                                                'handshake' if test == 'hs' else 'req'))
+                                                'handshake' if test in ('hs', 'res')
+                                                else 'req'))
                          if 'cpu_us_per_req' in r else '')
                 err = ('  ERROR: %s' % str(r['error']).strip()[:200]) if r.get('error') else ''
                 b.log('  rep %d %-4s %-8s %s%s%s' % (rep + 1, test, n, val, extra, err))
@@ -561,6 +575,15 @@ def run(b):
     row('  handshake time p50, us (client: connect to handshake done)',
         cell('petrel', 'hs', 'hs_p50_us'), cell('haproxy', 'hs', 'hs_p50_us'),
         'at saturation, so mostly queueing', None)
+    row('Resumed TLS handshakes/s (libssl client, each ticket offered once, %d conns)'
+        % HS_CONNS, cell('petrel', 'res', 'rate'), cell('haproxy', 'res', 'rate'),
+        'a client of its own (tlsload -r): client-bound where the client is the slower side',
+        (series('petrel', 'res', 'rate'), series('haproxy', 'res', 'rate')))
+    row('  reconnects that resumed, %', cell('petrel', 'res', 'resumed_pct'),
+        cell('haproxy', 'res', 'resumed_pct'), 'goal: petrel >= HAProxy', None)
+    row('Proxy CPU per resumed handshake, CPU-us', cell('petrel', 'res', 'cpu_us_per_req'),
+        cell('haproxy', 'res', 'cpu_us_per_req'), 'lower is better',
+        (series('petrel', 'res', 'cpu_us_per_req'), series('haproxy', 'res', 'cpu_us_per_req')))
     row('TLS keep-alive requests/s (wrk -t1 -c%d https, 1 KiB body)' % b.WRK_CONNS,
         cell('petrel', 'ka', 'rps'), cell('haproxy', 'ka', 'rps'), '',
         (series('petrel', 'ka', 'rps'), series('haproxy', 'ka', 'rps')))

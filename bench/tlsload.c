@@ -1,7 +1,7 @@
 /* tlsload: full-TLS-handshake load for the bench `tls` suite. Compiled at run time with
  * `cc -O2 tlsload.c -lssl -lcrypto`.
  *
- *   tlsload [-o] HOST PORT PATH CONNS SECONDS [WARMUP_S]
+ *   tlsload [-o | -r] HOST PORT PATH CONNS SECONDS [WARMUP_S]
  *
  * Closed loop over CONNS slots. Each slot repeats: TCP connect, a full TLS 1.3 handshake
  * (X25519, SNI "backend.test"), one `GET PATH` with `Connection: close`, read the whole
@@ -23,6 +23,10 @@
  *     signature; it does check the server's Finished MAC (which proves the key schedule).
  * With -o the client is OpenSSL (libssl, a fresh SSL per connection, no verification): the
  * reference implementation, to cross-check that both clients give the server the same work.
+ * With -r (libssl too) every slot offers the newest ticket the server gave it on its previous
+ * connection, and uses each ticket once, as RFC 8446 (appendix C.4) asks of TLS 1.3 clients
+ * and as wrk's reconnects do: it measures resumed handshakes, and how many reconnects the
+ * server lets resume ("resumed" against "completed_total").
  *
  * The first WARMUP_S seconds (default 1) are not counted in the rate or the percentiles;
  * "completed_total" counts every successful request from the start (for CPU per handshake).
@@ -75,6 +79,7 @@ typedef struct {
     int fd;
     int state;
     SSL *ssl;        /* -o mode */
+    SSL_SESSION *ticket; /* -r mode: the newest ticket not offered yet, or NULL */
     int64_t t_start; /* connect() */
     int64_t t_hs;    /* handshake done */
     /* HTTP response */
@@ -95,7 +100,7 @@ typedef struct {
 static struct sockaddr_in g_addr;
 static char g_req[512];
 static size_t g_req_len;
-static int g_ep, g_openssl;
+static int g_ep, g_openssl, g_resume;
 static SSL_CTX *g_ctx;
 static long g_tickets, g_resumed, g_bad_status, g_errors, g_conn_errors;
 static char g_proto[32] = "", g_cipher[64] = "", g_group[32] = "";
@@ -733,6 +738,12 @@ static int step(slot_t *s, int idx)
                 fail("SSL_new");
             SSL_set_connect_state(s->ssl);
             SSL_set_tlsext_host_name(s->ssl, SNI);
+            SSL_set_app_data(s->ssl, s);
+            if (s->ticket) { /* offered once: a new one comes with this connection, or none */
+                SSL_set_session(s->ssl, s->ticket);
+                SSL_SESSION_free(s->ticket);
+                s->ticket = NULL;
+            }
         } else {
             uint8_t ch[512];
             size_t n = client_hello(s, ch);
@@ -761,10 +772,14 @@ static double pct(const uint32_t *v, size_t n, double p)
 /* Counts the tickets the server sends (-o mode); returning 0 means OpenSSL keeps nothing. */
 static int on_new_session(SSL *ssl, SSL_SESSION *sess)
 {
-    (void)ssl;
-    (void)sess;
     g_tickets++;
-    return 0;
+    slot_t *s = SSL_get_app_data(ssl);
+    if (!g_resume || s == NULL)
+        return 0;
+    if (s->ticket)
+        SSL_SESSION_free(s->ticket);
+    s->ticket = sess;
+    return 1; /* the slot keeps the reference */
 }
 
 /* -o mode: replaces X509_verify_cert, so the client does not build a chain per handshake. */
@@ -819,13 +834,14 @@ static void init_tls(void)
 
 int main(int argc, char **argv)
 {
-    if (argc > 1 && strcmp(argv[1], "-o") == 0) {
+    if (argc > 1 && (strcmp(argv[1], "-o") == 0 || strcmp(argv[1], "-r") == 0)) {
         g_openssl = 1;
+        g_resume = argv[1][1] == 'r';
         argv++;
         argc--;
     }
     if (argc < 6) {
-        fprintf(stderr, "usage: tlsload [-o] HOST PORT PATH CONNS SECONDS [WARMUP_S]\n");
+        fprintf(stderr, "usage: tlsload [-o | -r] HOST PORT PATH CONNS SECONDS [WARMUP_S]\n");
         return 2;
     }
     memset(&g_addr, 0, sizeof g_addr);
