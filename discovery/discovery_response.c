@@ -122,6 +122,7 @@ int pt_discovery_response_parse(json_t *root, const char *type_url, pt_discovery
     out->root = json_incref(root);
     pt_cfg_t r;
     pt_cfg_init(&r, root);
+    pt_cfg_set_message(&r, "envoy.service.discovery.v3.DiscoveryResponse");
     const char *s;
     if (pt_cfg_string(&r, "version_info", &s, "") >= 0)
         out->version_info = s;

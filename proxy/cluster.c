@@ -1021,6 +1021,7 @@ static pt_cluster_t *reparse(const pt_cluster_t *base, pt_cfg_t *r)
     if (source != NULL) {
         pt_cfg_t again;
         pt_cfg_init(&again, source);
+        pt_cfg_set_message(&again, "envoy.config.cluster.v3.Cluster");
         (void)pt_cfg_get(&again, "@type"); /* a CDS resource carries its type */
         c = pt_cluster_parse(&again);
         pt_cfg_finish(&again);

@@ -817,6 +817,7 @@ pt_view_t *pt_cluster_manager_parse_static(json_t *bootstrap, pt_cfg_t *r)
      * everything else, and reports what is wrong with static_resources itself. */
     pt_cfg_t cr;
     pt_cfg_init(&cr, bootstrap);
+    pt_cfg_set_message(&cr, "envoy.config.bootstrap.v3.Bootstrap");
     cluster_list_t list = {0};
     int present = 0;
     int oom = 0;

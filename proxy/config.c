@@ -649,6 +649,7 @@ pt_config_t *pt_config_build_lds(json_t *bootstrap, const pt_cluster_lookup_t *c
         return NULL;
     pt_cfg_t boot;
     pt_cfg_init(&boot, bootstrap);
+    pt_cfg_set_message(&boot, "envoy.config.bootstrap.v3.Bootstrap");
     pt_cfg_unsupported(&boot, bootstrap_unsupported);
     parse_node(&boot, cfg);
     parse_admin(&boot, cfg);

@@ -1,11 +1,14 @@
 #include "proxy/config_reader.h"
 
+#include "proxy/proto_schema.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static pt_cfg_frame_t *top(pt_cfg_t *r)
 {
@@ -101,9 +104,33 @@ void pt_cfg_pop_path(pt_cfg_t *r, size_t saved_len)
     r->path[saved_len] = '\0';
 }
 
-static void push_frame(pt_cfg_t *r, json_t *node, int is_array)
+/* The message a value of message type m is: m itself, or for an Any the message its @type
+ * names; NULL for the well-known types (their JSON forms are not objects of fields) and for
+ * what the schema does not know. */
+static const pt_pb_message_t *value_message(const pt_pb_message_t *m, json_t *value)
+{
+    if (m != NULL && m->kind == PT_PB_KIND_ANY) {
+        json_t *t = json_is_object(value) ? json_object_get(value, "@type") : NULL;
+        m = json_is_string(t) ? pt_pb_message_for_type_url(json_string_value(t)) : NULL;
+    }
+    return m != NULL && m->kind == PT_PB_KIND_MESSAGE ? m : NULL;
+}
+
+/* The message of the current object's field (of each element, for a repeated one), or
+ * NULL. Maps are left out: their entries are keys chosen by the config. */
+static const pt_pb_message_t *field_message(const pt_cfg_t *r, const char *field)
+{
+    const pt_pb_message_t *parent = r->depth > 0 ? r->frames[r->depth - 1].msg : NULL;
+    const pt_pb_field_t *f = parent ? pt_pb_field_by_name(parent, field) : NULL;
+    if (f == NULL || f->type != PT_PB_MESSAGE || (f->flags & PT_PB_MAP))
+        return NULL;
+    return f->message;
+}
+
+static void push_frame(pt_cfg_t *r, json_t *node, int is_array, const pt_pb_message_t *msg)
 {
     pt_cfg_frame_t *f = &r->frames[r->depth++];
+    f->msg = msg;
     f->node = node;
     f->path_len = r->path_len;
     f->is_array = is_array;
@@ -115,7 +142,7 @@ static void push_frame(pt_cfg_t *r, json_t *node, int is_array)
 void pt_cfg_init(pt_cfg_t *r, json_t *root)
 {
     memset(r, 0, sizeof(*r));
-    push_frame(r, root, 0);
+    push_frame(r, root, 0, NULL);
     if (!json_is_object(root))
         pt_cfg_error(r, NULL, "the configuration must be an object");
 }
@@ -124,9 +151,15 @@ void pt_cfg_init_at(pt_cfg_t *r, json_t *node, const char *path)
 {
     memset(r, 0, sizeof(*r));
     push_segment(r, "%s", path);
-    push_frame(r, node, 0);
+    push_frame(r, node, 0, value_message(&pt_pb_any, node));
     if (!json_is_object(node))
         pt_cfg_error(r, NULL, "must be an object");
+}
+
+void pt_cfg_set_message(pt_cfg_t *r, const char *full_name)
+{
+    if (r->depth > 0)
+        r->frames[r->depth - 1].msg = value_message(pt_pb_message_find(full_name), NULL);
 }
 
 void pt_cfg_dispose(pt_cfg_t *r)
@@ -505,13 +538,13 @@ int pt_cfg_enum(pt_cfg_t *r, const char *field, const char *const *values,
     }
     const char *s = json_string_value(v);
     for (int i = 0; values[i] != NULL; i++) {
-        if (strcmp(values[i], s) == 0) {
+        if (strcasecmp(values[i], s) == 0) { /* Envoy reads enum names in any case */
             *out = i;
             return 1;
         }
     }
     for (int i = 0; known != NULL && known[i] != NULL; i++) {
-        if (strcmp(known[i], s) == 0) {
+        if (strcasecmp(known[i], s) == 0) {
             pt_cfg_error(r, field, "\"%s\" is not supported", s);
             return -1;
         }
@@ -540,8 +573,9 @@ int pt_cfg_enter(pt_cfg_t *r, const char *field)
         pt_cfg_error(r, field, "nesting is too deep");
         return -1;
     }
+    const pt_pb_message_t *m = value_message(field_message(r, field), v);
     push_field_path(r, field);
-    push_frame(r, v, 0);
+    push_frame(r, v, 0, m);
     return 1;
 }
 
@@ -565,7 +599,7 @@ int pt_cfg_enter_index(pt_cfg_t *r, size_t idx)
         pt_cfg_pop_path(r, saved);
         return -1;
     }
-    push_frame(r, v, 0);
+    push_frame(r, v, 0, value_message(f->msg, v));
     return 1;
 }
 
@@ -598,7 +632,7 @@ void pt_cfg_leave(pt_cfg_t *r)
                 seen = strcmp(f->seen[i], key) == 0;
             if (seen)
                 continue;
-            if (in_list(f->unsupported, key))
+            if (in_list(f->unsupported, key) || (f->msg && pt_pb_field_by_name(f->msg, key)))
                 pt_cfg_error(r, key, "field is not supported");
             else
                 pt_cfg_error(r, key, "unknown field");
@@ -635,8 +669,9 @@ size_t pt_cfg_array(pt_cfg_t *r, const char *field, int *present)
     }
     if (present)
         *present = 1;
+    const pt_pb_message_t *m = field_message(r, field);
     push_field_path(r, field);
-    push_frame(r, v, 1);
+    push_frame(r, v, 1, m);
     return json_array_size(v);
 }
 

@@ -39,6 +39,9 @@ typedef struct pt_cfg_frame {
     const char *seen[PT_CFG_MAX_FIELDS]; /* keys consumed (pointers into the tree's keys) */
     const char *const *unsupported;      /* known Envoy fields petrel does not implement */
     int skip_rest;                       /* pt_cfg_skip_rest: report no unknown fields */
+    /* The Envoy message this object is (for a list: its elements' message), when known:
+     * a field of it that petrel does not read is "not supported", not "unknown". */
+    const struct pt_pb_message *msg;
 } pt_cfg_frame_t;
 
 typedef struct pt_cfg {
@@ -56,6 +59,12 @@ void pt_cfg_init(pt_cfg_t *r, json_t *root);
  * DiscoveryResponse): every path starts with `path` ("resources[3]"), so errors name the
  * field where it is in the file. */
 void pt_cfg_init_at(pt_cfg_t *r, json_t *node, const char *path);
+/* Names the Envoy message the root object is ("envoy.config.bootstrap.v3.Bootstrap"), so
+ * that every field of it, and of the messages under it, that petrel does not read is
+ * reported as "field is not supported" rather than "unknown field" (a real Envoy config that
+ * uses a feature petrel lacks is told so). pt_cfg_init_at does this by itself for a node
+ * with an "@type". */
+void pt_cfg_set_message(pt_cfg_t *r, const char *full_name);
 /* Leaves the root frame (reporting unknown fields). */
 void pt_cfg_finish(pt_cfg_t *r);
 void pt_cfg_dispose(pt_cfg_t *r);

@@ -1,5 +1,8 @@
 #include "proxy/overload.h"
 
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "proxy/log.h"
@@ -30,11 +33,24 @@ static pt_listener_config_t *listener_named(pt_config_t *cfg, const char *name, 
 static void runtime_key(pt_cfg_t *r, pt_config_t *cfg, runtime_t *rt, const char *key,
                         json_t *v)
 {
-    if (!json_is_integer(v) || json_integer_value(v) < 0) {
+    /* Envoy's runtime reads a string that spells a number as that number ("5000"), as
+     * layers written by tools often hold strings. */
+    uint64_t n = 0;
+    int ok = json_is_integer(v) && json_integer_value(v) >= 0;
+    if (ok) {
+        n = (uint64_t)json_integer_value(v);
+    } else if (json_is_string(v)) {
+        const char *str = json_string_value(v);
+        char *end;
+        errno = 0;
+        unsigned long long x = strtoull(str, &end, 10);
+        ok = isdigit((unsigned char)str[0]) && *end == '\0' && errno == 0;
+        n = (uint64_t)x;
+    }
+    if (!ok) {
         pt_cfg_error(r, NULL, "runtime key %s: expected a non-negative integer", key);
         return;
     }
-    uint64_t n = (uint64_t)json_integer_value(v);
     size_t klen = strlen(key), plen = strlen(LISTENER_KEY_PREFIX),
            slen = strlen(LISTENER_KEY_SUFFIX);
     if (strcmp(key, GLOBAL_KEY) == 0) {
@@ -155,9 +171,10 @@ void pt_overload_parse(pt_cfg_t *r, pt_config_t *cfg)
     runtime_t rt = {0};
     parse_runtime(r, cfg, &rt);
     uint64_t monitor = parse_overload_manager(r);
+    /* Both: Envoy warns and takes the overload manager's. */
     if (monitor > 0 && rt.global_set)
-        pt_cfg_error(r, "overload_manager", "sets the global connection limit that "
-                                            "layered_runtime sets too (" GLOBAL_KEY
-                                            "); keep one");
+        pt_warn("the global downstream connection limit is set both by the runtime key "
+                GLOBAL_KEY " (%llu) and by " MONITOR_NAME " (%llu): using the overload "
+                "manager's", (unsigned long long)rt.global, (unsigned long long)monitor);
     cfg->max_downstream_connections = monitor > 0 ? monitor : rt.global;
 }

@@ -38,6 +38,29 @@ static const pt_pb_enum_t e_envoy_config_accesslog_v3_GrpcStatusFilter_Status = 
     .values = e_envoy_config_accesslog_v3_GrpcStatusFilter_Status_values,
     .nvalues = 17,
 };
+static const pt_pb_enum_value_t e_envoy_config_bootstrap_v3_CustomInlineHeader_InlineHeaderType_values[] = {
+    {.name = "REQUEST_HEADER", .number = 0},
+    {.name = "REQUEST_TRAILER", .number = 1},
+    {.name = "RESPONSE_HEADER", .number = 2},
+    {.name = "RESPONSE_TRAILER", .number = 3},
+};
+static const pt_pb_enum_t e_envoy_config_bootstrap_v3_CustomInlineHeader_InlineHeaderType = {
+    .full_name = "envoy.config.bootstrap.v3.CustomInlineHeader.InlineHeaderType",
+    .values = e_envoy_config_bootstrap_v3_CustomInlineHeader_InlineHeaderType_values,
+    .nvalues = 4,
+};
+static const pt_pb_enum_value_t e_envoy_config_bootstrap_v3_Watchdog_WatchdogAction_WatchdogEvent_values[] = {
+    {.name = "UNKNOWN", .number = 0},
+    {.name = "KILL", .number = 1},
+    {.name = "MULTIKILL", .number = 2},
+    {.name = "MEGAMISS", .number = 3},
+    {.name = "MISS", .number = 4},
+};
+static const pt_pb_enum_t e_envoy_config_bootstrap_v3_Watchdog_WatchdogAction_WatchdogEvent = {
+    .full_name = "envoy.config.bootstrap.v3.Watchdog.WatchdogAction.WatchdogEvent",
+    .values = e_envoy_config_bootstrap_v3_Watchdog_WatchdogAction_WatchdogEvent_values,
+    .nvalues = 5,
+};
 static const pt_pb_enum_value_t e_envoy_config_cluster_v3_Cluster_ClusterProtocolSelection_values[] = {
     {.name = "USE_CONFIGURED_PROTOCOL", .number = 0},
     {.name = "USE_DOWNSTREAM_PROTOCOL", .number = 1},
@@ -628,6 +651,28 @@ static const pt_pb_message_t m_envoy_config_accesslog_v3_ResponseFlagFilter;
 static const pt_pb_message_t m_envoy_config_accesslog_v3_RuntimeFilter;
 static const pt_pb_message_t m_envoy_config_accesslog_v3_StatusCodeFilter;
 static const pt_pb_message_t m_envoy_config_accesslog_v3_TraceableFilter;
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_Admin;
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_Bootstrap;
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_Bootstrap_ApplicationLogConfig;
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_Bootstrap_ApplicationLogConfig_LogFormat;
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_Bootstrap_CertificateProviderInstancesEntry;
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_Bootstrap_DeferredStatOptions;
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_Bootstrap_DynamicResources;
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_Bootstrap_GrpcAsyncClientManagerConfig;
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_Bootstrap_StaticResources;
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_ClusterManager;
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_ClusterManager_OutlierDetection;
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_CustomInlineHeader;
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_FatalAction;
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_LayeredRuntime;
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_MemoryAllocatorManager;
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_RuntimeLayer;
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_RuntimeLayer_AdminLayer;
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_RuntimeLayer_DiskLayer;
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_RuntimeLayer_RtdsLayer;
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_Watchdog;
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_Watchdog_WatchdogAction;
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_Watchdogs;
 static const pt_pb_message_t m_envoy_config_cluster_v3_CircuitBreakers;
 static const pt_pb_message_t m_envoy_config_cluster_v3_CircuitBreakers_Thresholds;
 static const pt_pb_message_t m_envoy_config_cluster_v3_CircuitBreakers_Thresholds_RetryBudget;
@@ -773,6 +818,19 @@ static const pt_pb_message_t m_envoy_config_listener_v3_ListenerFilterChainMatch
 static const pt_pb_message_t m_envoy_config_listener_v3_ListenerFilterChainMatchPredicate_MatchSet;
 static const pt_pb_message_t m_envoy_config_listener_v3_QuicProtocolOptions;
 static const pt_pb_message_t m_envoy_config_listener_v3_UdpListenerConfig;
+static const pt_pb_message_t m_envoy_config_metrics_v3_HistogramBucketSettings;
+static const pt_pb_message_t m_envoy_config_metrics_v3_StatsConfig;
+static const pt_pb_message_t m_envoy_config_metrics_v3_StatsMatcher;
+static const pt_pb_message_t m_envoy_config_metrics_v3_StatsSink;
+static const pt_pb_message_t m_envoy_config_metrics_v3_TagSpecifier;
+static const pt_pb_message_t m_envoy_config_overload_v3_BufferFactoryConfig;
+static const pt_pb_message_t m_envoy_config_overload_v3_LoadShedPoint;
+static const pt_pb_message_t m_envoy_config_overload_v3_OverloadAction;
+static const pt_pb_message_t m_envoy_config_overload_v3_OverloadManager;
+static const pt_pb_message_t m_envoy_config_overload_v3_ResourceMonitor;
+static const pt_pb_message_t m_envoy_config_overload_v3_ScaledTrigger;
+static const pt_pb_message_t m_envoy_config_overload_v3_ThresholdTrigger;
+static const pt_pb_message_t m_envoy_config_overload_v3_Trigger;
 static const pt_pb_message_t m_envoy_config_rbac_v3_Permission;
 static const pt_pb_message_t m_envoy_config_rbac_v3_Permission_Set;
 static const pt_pb_message_t m_envoy_config_rbac_v3_Policy;
@@ -845,6 +903,7 @@ static const pt_pb_message_t m_envoy_config_route_v3_VirtualHost_TypedPerFilterC
 static const pt_pb_message_t m_envoy_config_route_v3_WeightedCluster;
 static const pt_pb_message_t m_envoy_config_route_v3_WeightedCluster_ClusterWeight;
 static const pt_pb_message_t m_envoy_config_route_v3_WeightedCluster_ClusterWeight_TypedPerFilterConfigEntry;
+static const pt_pb_message_t m_envoy_config_trace_v3_Tracing;
 static const pt_pb_message_t m_envoy_config_trace_v3_Tracing_Http;
 static const pt_pb_message_t m_envoy_extensions_access_loggers_file_v3_FileAccessLog;
 static const pt_pb_message_t m_envoy_extensions_access_loggers_fluentd_v3_FluentdAccessLogConfig;
@@ -961,6 +1020,7 @@ static const pt_pb_message_t m_envoy_type_http_v3_PathTransformation_Operation_N
 static const pt_pb_message_t m_envoy_type_matcher_v3_DoubleMatcher;
 static const pt_pb_message_t m_envoy_type_matcher_v3_FilterStateMatcher;
 static const pt_pb_message_t m_envoy_type_matcher_v3_ListMatcher;
+static const pt_pb_message_t m_envoy_type_matcher_v3_ListStringMatcher;
 static const pt_pb_message_t m_envoy_type_matcher_v3_MetadataMatcher;
 static const pt_pb_message_t m_envoy_type_matcher_v3_MetadataMatcher_PathSegment;
 static const pt_pb_message_t m_envoy_type_matcher_v3_OrMatcher;
@@ -1189,6 +1249,264 @@ static const pt_pb_message_t m_envoy_config_accesslog_v3_TraceableFilter = {
     .full_name = "envoy.config.accesslog.v3.TraceableFilter",
     .fields = m_envoy_config_accesslog_v3_TraceableFilter_fields,
     .nfields = 0,
+};
+static const pt_pb_field_t m_envoy_config_bootstrap_v3_Admin_fields[] = {
+    {.name = "access_log_path", .number = 1, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "profile_path", .number = 2, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "address", .number = 3, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_Address, .oneof = -1},
+    {.name = "socket_options", .number = 4, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_SocketOption, .flags = PT_PB_REPEATED, .oneof = -1},
+    {.name = "access_log", .number = 5, .type = PT_PB_MESSAGE, .message = &m_envoy_config_accesslog_v3_AccessLog, .flags = PT_PB_REPEATED, .oneof = -1},
+    {.name = "ignore_global_conn_limit", .number = 6, .type = PT_PB_BOOL, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_Admin = {
+    .full_name = "envoy.config.bootstrap.v3.Admin",
+    .fields = m_envoy_config_bootstrap_v3_Admin_fields,
+    .nfields = 6,
+};
+static const char *const m_envoy_config_bootstrap_v3_Bootstrap_oneofs[] = {"stats_flush"};
+static const pt_pb_field_t m_envoy_config_bootstrap_v3_Bootstrap_fields[] = {
+    {.name = "node", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_Node, .oneof = -1},
+    {.name = "static_resources", .number = 2, .type = PT_PB_MESSAGE, .message = &m_envoy_config_bootstrap_v3_Bootstrap_StaticResources, .oneof = -1},
+    {.name = "dynamic_resources", .number = 3, .type = PT_PB_MESSAGE, .message = &m_envoy_config_bootstrap_v3_Bootstrap_DynamicResources, .oneof = -1},
+    {.name = "cluster_manager", .number = 4, .type = PT_PB_MESSAGE, .message = &m_envoy_config_bootstrap_v3_ClusterManager, .oneof = -1},
+    {.name = "flags_path", .number = 5, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "stats_sinks", .number = 6, .type = PT_PB_MESSAGE, .message = &m_envoy_config_metrics_v3_StatsSink, .flags = PT_PB_REPEATED, .oneof = -1},
+    {.name = "stats_flush_interval", .number = 7, .type = PT_PB_MESSAGE, .message = &pt_pb_duration, .oneof = -1},
+    {.name = "watchdog", .number = 8, .type = PT_PB_MESSAGE, .message = &m_envoy_config_bootstrap_v3_Watchdog, .oneof = -1},
+    {.name = "tracing", .number = 9, .type = PT_PB_MESSAGE, .message = &m_envoy_config_trace_v3_Tracing, .oneof = -1},
+    {.name = "admin", .number = 12, .type = PT_PB_MESSAGE, .message = &m_envoy_config_bootstrap_v3_Admin, .oneof = -1},
+    {.name = "stats_config", .number = 13, .type = PT_PB_MESSAGE, .message = &m_envoy_config_metrics_v3_StatsConfig, .oneof = -1},
+    {.name = "hds_config", .number = 14, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_ApiConfigSource, .oneof = -1},
+    {.name = "overload_manager", .number = 15, .type = PT_PB_MESSAGE, .message = &m_envoy_config_overload_v3_OverloadManager, .oneof = -1},
+    {.name = "enable_dispatcher_stats", .number = 16, .type = PT_PB_BOOL, .oneof = -1},
+    {.name = "layered_runtime", .number = 17, .type = PT_PB_MESSAGE, .message = &m_envoy_config_bootstrap_v3_LayeredRuntime, .oneof = -1},
+    {.name = "header_prefix", .number = 18, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "stats_server_version_override", .number = 19, .type = PT_PB_MESSAGE, .message = &pt_pb_uint64_value, .oneof = -1},
+    {.name = "use_tcp_for_dns_lookups", .number = 20, .type = PT_PB_BOOL, .oneof = -1},
+    {.name = "bootstrap_extensions", .number = 21, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_TypedExtensionConfig, .flags = PT_PB_REPEATED, .oneof = -1},
+    {.name = "config_sources", .number = 22, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_ConfigSource, .flags = PT_PB_REPEATED, .oneof = -1},
+    {.name = "default_config_source", .number = 23, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_ConfigSource, .oneof = -1},
+    {.name = "default_socket_interface", .number = 24, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "certificate_provider_instances", .number = 25, .type = PT_PB_MESSAGE, .message = &m_envoy_config_bootstrap_v3_Bootstrap_CertificateProviderInstancesEntry, .flags = PT_PB_MAP, .oneof = -1},
+    {.name = "node_context_params", .number = 26, .type = PT_PB_STRING, .flags = PT_PB_REPEATED, .oneof = -1},
+    {.name = "watchdogs", .number = 27, .type = PT_PB_MESSAGE, .message = &m_envoy_config_bootstrap_v3_Watchdogs, .oneof = -1},
+    {.name = "fatal_actions", .number = 28, .type = PT_PB_MESSAGE, .message = &m_envoy_config_bootstrap_v3_FatalAction, .flags = PT_PB_REPEATED, .oneof = -1},
+    {.name = "stats_flush_on_admin", .number = 29, .type = PT_PB_BOOL, .oneof = 0},
+    {.name = "dns_resolution_config", .number = 30, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_DnsResolutionConfig, .oneof = -1},
+    {.name = "typed_dns_resolver_config", .number = 31, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_TypedExtensionConfig, .oneof = -1},
+    {.name = "inline_headers", .number = 32, .type = PT_PB_MESSAGE, .message = &m_envoy_config_bootstrap_v3_CustomInlineHeader, .flags = PT_PB_REPEATED, .oneof = -1},
+    {.name = "perf_tracing_file_path", .number = 33, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "default_regex_engine", .number = 34, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_TypedExtensionConfig, .oneof = -1},
+    {.name = "xds_delegate_extension", .number = 35, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_TypedExtensionConfig, .oneof = -1},
+    {.name = "xds_config_tracker_extension", .number = 36, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_TypedExtensionConfig, .oneof = -1},
+    {.name = "listener_manager", .number = 37, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_TypedExtensionConfig, .oneof = -1},
+    {.name = "application_log_config", .number = 38, .type = PT_PB_MESSAGE, .message = &m_envoy_config_bootstrap_v3_Bootstrap_ApplicationLogConfig, .oneof = -1},
+    {.name = "deferred_stat_options", .number = 39, .type = PT_PB_MESSAGE, .message = &m_envoy_config_bootstrap_v3_Bootstrap_DeferredStatOptions, .oneof = -1},
+    {.name = "grpc_async_client_manager_config", .number = 40, .type = PT_PB_MESSAGE, .message = &m_envoy_config_bootstrap_v3_Bootstrap_GrpcAsyncClientManagerConfig, .oneof = -1},
+    {.name = "memory_allocator_manager", .number = 41, .type = PT_PB_MESSAGE, .message = &m_envoy_config_bootstrap_v3_MemoryAllocatorManager, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_Bootstrap = {
+    .full_name = "envoy.config.bootstrap.v3.Bootstrap",
+    .fields = m_envoy_config_bootstrap_v3_Bootstrap_fields,
+    .nfields = 39,
+    .oneofs = m_envoy_config_bootstrap_v3_Bootstrap_oneofs,
+    .noneofs = 1,
+};
+static const pt_pb_field_t m_envoy_config_bootstrap_v3_Bootstrap_ApplicationLogConfig_fields[] = {
+    {.name = "log_format", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_config_bootstrap_v3_Bootstrap_ApplicationLogConfig_LogFormat, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_Bootstrap_ApplicationLogConfig = {
+    .full_name = "envoy.config.bootstrap.v3.Bootstrap.ApplicationLogConfig",
+    .fields = m_envoy_config_bootstrap_v3_Bootstrap_ApplicationLogConfig_fields,
+    .nfields = 1,
+};
+static const char *const m_envoy_config_bootstrap_v3_Bootstrap_ApplicationLogConfig_LogFormat_oneofs[] = {"log_format"};
+static const pt_pb_field_t m_envoy_config_bootstrap_v3_Bootstrap_ApplicationLogConfig_LogFormat_fields[] = {
+    {.name = "json_format", .number = 1, .type = PT_PB_MESSAGE, .message = &pt_pb_struct, .oneof = 0},
+    {.name = "text_format", .number = 2, .type = PT_PB_STRING, .oneof = 0},
+};
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_Bootstrap_ApplicationLogConfig_LogFormat = {
+    .full_name = "envoy.config.bootstrap.v3.Bootstrap.ApplicationLogConfig.LogFormat",
+    .fields = m_envoy_config_bootstrap_v3_Bootstrap_ApplicationLogConfig_LogFormat_fields,
+    .nfields = 2,
+    .oneofs = m_envoy_config_bootstrap_v3_Bootstrap_ApplicationLogConfig_LogFormat_oneofs,
+    .noneofs = 1,
+};
+static const pt_pb_field_t m_envoy_config_bootstrap_v3_Bootstrap_CertificateProviderInstancesEntry_fields[] = {
+    {.name = "key", .number = 1, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "value", .number = 2, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_TypedExtensionConfig, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_Bootstrap_CertificateProviderInstancesEntry = {
+    .full_name = "envoy.config.bootstrap.v3.Bootstrap.CertificateProviderInstancesEntry",
+    .fields = m_envoy_config_bootstrap_v3_Bootstrap_CertificateProviderInstancesEntry_fields,
+    .nfields = 2,
+    .kind = PT_PB_KIND_MAP_ENTRY,
+};
+static const pt_pb_field_t m_envoy_config_bootstrap_v3_Bootstrap_DeferredStatOptions_fields[] = {
+    {.name = "enable_deferred_creation_stats", .number = 1, .type = PT_PB_BOOL, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_Bootstrap_DeferredStatOptions = {
+    .full_name = "envoy.config.bootstrap.v3.Bootstrap.DeferredStatOptions",
+    .fields = m_envoy_config_bootstrap_v3_Bootstrap_DeferredStatOptions_fields,
+    .nfields = 1,
+};
+static const pt_pb_field_t m_envoy_config_bootstrap_v3_Bootstrap_DynamicResources_fields[] = {
+    {.name = "lds_config", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_ConfigSource, .oneof = -1},
+    {.name = "cds_config", .number = 2, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_ConfigSource, .oneof = -1},
+    {.name = "ads_config", .number = 3, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_ApiConfigSource, .oneof = -1},
+    {.name = "lds_resources_locator", .number = 5, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "cds_resources_locator", .number = 6, .type = PT_PB_STRING, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_Bootstrap_DynamicResources = {
+    .full_name = "envoy.config.bootstrap.v3.Bootstrap.DynamicResources",
+    .fields = m_envoy_config_bootstrap_v3_Bootstrap_DynamicResources_fields,
+    .nfields = 5,
+};
+static const pt_pb_field_t m_envoy_config_bootstrap_v3_Bootstrap_GrpcAsyncClientManagerConfig_fields[] = {
+    {.name = "max_cached_entry_idle_duration", .number = 1, .type = PT_PB_MESSAGE, .message = &pt_pb_duration, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_Bootstrap_GrpcAsyncClientManagerConfig = {
+    .full_name = "envoy.config.bootstrap.v3.Bootstrap.GrpcAsyncClientManagerConfig",
+    .fields = m_envoy_config_bootstrap_v3_Bootstrap_GrpcAsyncClientManagerConfig_fields,
+    .nfields = 1,
+};
+static const pt_pb_field_t m_envoy_config_bootstrap_v3_Bootstrap_StaticResources_fields[] = {
+    {.name = "listeners", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_config_listener_v3_Listener, .flags = PT_PB_REPEATED, .oneof = -1},
+    {.name = "clusters", .number = 2, .type = PT_PB_MESSAGE, .message = &m_envoy_config_cluster_v3_Cluster, .flags = PT_PB_REPEATED, .oneof = -1},
+    {.name = "secrets", .number = 3, .type = PT_PB_MESSAGE, .message = &m_envoy_extensions_transport_sockets_tls_v3_Secret, .flags = PT_PB_REPEATED, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_Bootstrap_StaticResources = {
+    .full_name = "envoy.config.bootstrap.v3.Bootstrap.StaticResources",
+    .fields = m_envoy_config_bootstrap_v3_Bootstrap_StaticResources_fields,
+    .nfields = 3,
+};
+static const pt_pb_field_t m_envoy_config_bootstrap_v3_ClusterManager_fields[] = {
+    {.name = "local_cluster_name", .number = 1, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "outlier_detection", .number = 2, .type = PT_PB_MESSAGE, .message = &m_envoy_config_bootstrap_v3_ClusterManager_OutlierDetection, .oneof = -1},
+    {.name = "upstream_bind_config", .number = 3, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_BindConfig, .oneof = -1},
+    {.name = "load_stats_config", .number = 4, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_ApiConfigSource, .oneof = -1},
+    {.name = "enable_deferred_cluster_creation", .number = 5, .type = PT_PB_BOOL, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_ClusterManager = {
+    .full_name = "envoy.config.bootstrap.v3.ClusterManager",
+    .fields = m_envoy_config_bootstrap_v3_ClusterManager_fields,
+    .nfields = 5,
+};
+static const pt_pb_field_t m_envoy_config_bootstrap_v3_ClusterManager_OutlierDetection_fields[] = {
+    {.name = "event_log_path", .number = 1, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "event_service", .number = 2, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_EventServiceConfig, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_ClusterManager_OutlierDetection = {
+    .full_name = "envoy.config.bootstrap.v3.ClusterManager.OutlierDetection",
+    .fields = m_envoy_config_bootstrap_v3_ClusterManager_OutlierDetection_fields,
+    .nfields = 2,
+};
+static const pt_pb_field_t m_envoy_config_bootstrap_v3_CustomInlineHeader_fields[] = {
+    {.name = "inline_header_name", .number = 1, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "inline_header_type", .number = 2, .type = PT_PB_ENUM, .enumeration = &e_envoy_config_bootstrap_v3_CustomInlineHeader_InlineHeaderType, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_CustomInlineHeader = {
+    .full_name = "envoy.config.bootstrap.v3.CustomInlineHeader",
+    .fields = m_envoy_config_bootstrap_v3_CustomInlineHeader_fields,
+    .nfields = 2,
+};
+static const pt_pb_field_t m_envoy_config_bootstrap_v3_FatalAction_fields[] = {
+    {.name = "config", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_TypedExtensionConfig, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_FatalAction = {
+    .full_name = "envoy.config.bootstrap.v3.FatalAction",
+    .fields = m_envoy_config_bootstrap_v3_FatalAction_fields,
+    .nfields = 1,
+};
+static const pt_pb_field_t m_envoy_config_bootstrap_v3_LayeredRuntime_fields[] = {
+    {.name = "layers", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_config_bootstrap_v3_RuntimeLayer, .flags = PT_PB_REPEATED, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_LayeredRuntime = {
+    .full_name = "envoy.config.bootstrap.v3.LayeredRuntime",
+    .fields = m_envoy_config_bootstrap_v3_LayeredRuntime_fields,
+    .nfields = 1,
+};
+static const pt_pb_field_t m_envoy_config_bootstrap_v3_MemoryAllocatorManager_fields[] = {
+    {.name = "bytes_to_release", .number = 1, .type = PT_PB_UINT64, .oneof = -1},
+    {.name = "memory_release_interval", .number = 2, .type = PT_PB_MESSAGE, .message = &pt_pb_duration, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_MemoryAllocatorManager = {
+    .full_name = "envoy.config.bootstrap.v3.MemoryAllocatorManager",
+    .fields = m_envoy_config_bootstrap_v3_MemoryAllocatorManager_fields,
+    .nfields = 2,
+};
+static const char *const m_envoy_config_bootstrap_v3_RuntimeLayer_oneofs[] = {"layer_specifier"};
+static const pt_pb_field_t m_envoy_config_bootstrap_v3_RuntimeLayer_fields[] = {
+    {.name = "name", .number = 1, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "static_layer", .number = 2, .type = PT_PB_MESSAGE, .message = &pt_pb_struct, .oneof = 0},
+    {.name = "disk_layer", .number = 3, .type = PT_PB_MESSAGE, .message = &m_envoy_config_bootstrap_v3_RuntimeLayer_DiskLayer, .oneof = 0},
+    {.name = "admin_layer", .number = 4, .type = PT_PB_MESSAGE, .message = &m_envoy_config_bootstrap_v3_RuntimeLayer_AdminLayer, .oneof = 0},
+    {.name = "rtds_layer", .number = 5, .type = PT_PB_MESSAGE, .message = &m_envoy_config_bootstrap_v3_RuntimeLayer_RtdsLayer, .oneof = 0},
+};
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_RuntimeLayer = {
+    .full_name = "envoy.config.bootstrap.v3.RuntimeLayer",
+    .fields = m_envoy_config_bootstrap_v3_RuntimeLayer_fields,
+    .nfields = 5,
+    .oneofs = m_envoy_config_bootstrap_v3_RuntimeLayer_oneofs,
+    .noneofs = 1,
+};
+static const pt_pb_field_t m_envoy_config_bootstrap_v3_RuntimeLayer_AdminLayer_fields[] = {
+};
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_RuntimeLayer_AdminLayer = {
+    .full_name = "envoy.config.bootstrap.v3.RuntimeLayer.AdminLayer",
+    .fields = m_envoy_config_bootstrap_v3_RuntimeLayer_AdminLayer_fields,
+    .nfields = 0,
+};
+static const pt_pb_field_t m_envoy_config_bootstrap_v3_RuntimeLayer_DiskLayer_fields[] = {
+    {.name = "symlink_root", .number = 1, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "append_service_cluster", .number = 2, .type = PT_PB_BOOL, .oneof = -1},
+    {.name = "subdirectory", .number = 3, .type = PT_PB_STRING, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_RuntimeLayer_DiskLayer = {
+    .full_name = "envoy.config.bootstrap.v3.RuntimeLayer.DiskLayer",
+    .fields = m_envoy_config_bootstrap_v3_RuntimeLayer_DiskLayer_fields,
+    .nfields = 3,
+};
+static const pt_pb_field_t m_envoy_config_bootstrap_v3_RuntimeLayer_RtdsLayer_fields[] = {
+    {.name = "name", .number = 1, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "rtds_config", .number = 2, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_ConfigSource, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_RuntimeLayer_RtdsLayer = {
+    .full_name = "envoy.config.bootstrap.v3.RuntimeLayer.RtdsLayer",
+    .fields = m_envoy_config_bootstrap_v3_RuntimeLayer_RtdsLayer_fields,
+    .nfields = 2,
+};
+static const pt_pb_field_t m_envoy_config_bootstrap_v3_Watchdog_fields[] = {
+    {.name = "miss_timeout", .number = 1, .type = PT_PB_MESSAGE, .message = &pt_pb_duration, .oneof = -1},
+    {.name = "megamiss_timeout", .number = 2, .type = PT_PB_MESSAGE, .message = &pt_pb_duration, .oneof = -1},
+    {.name = "kill_timeout", .number = 3, .type = PT_PB_MESSAGE, .message = &pt_pb_duration, .oneof = -1},
+    {.name = "multikill_timeout", .number = 4, .type = PT_PB_MESSAGE, .message = &pt_pb_duration, .oneof = -1},
+    {.name = "multikill_threshold", .number = 5, .type = PT_PB_MESSAGE, .message = &m_envoy_type_v3_Percent, .oneof = -1},
+    {.name = "max_kill_timeout_jitter", .number = 6, .type = PT_PB_MESSAGE, .message = &pt_pb_duration, .oneof = -1},
+    {.name = "actions", .number = 7, .type = PT_PB_MESSAGE, .message = &m_envoy_config_bootstrap_v3_Watchdog_WatchdogAction, .flags = PT_PB_REPEATED, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_Watchdog = {
+    .full_name = "envoy.config.bootstrap.v3.Watchdog",
+    .fields = m_envoy_config_bootstrap_v3_Watchdog_fields,
+    .nfields = 7,
+};
+static const pt_pb_field_t m_envoy_config_bootstrap_v3_Watchdog_WatchdogAction_fields[] = {
+    {.name = "config", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_TypedExtensionConfig, .oneof = -1},
+    {.name = "event", .number = 2, .type = PT_PB_ENUM, .enumeration = &e_envoy_config_bootstrap_v3_Watchdog_WatchdogAction_WatchdogEvent, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_Watchdog_WatchdogAction = {
+    .full_name = "envoy.config.bootstrap.v3.Watchdog.WatchdogAction",
+    .fields = m_envoy_config_bootstrap_v3_Watchdog_WatchdogAction_fields,
+    .nfields = 2,
+};
+static const pt_pb_field_t m_envoy_config_bootstrap_v3_Watchdogs_fields[] = {
+    {.name = "main_thread_watchdog", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_config_bootstrap_v3_Watchdog, .oneof = -1},
+    {.name = "worker_watchdog", .number = 2, .type = PT_PB_MESSAGE, .message = &m_envoy_config_bootstrap_v3_Watchdog, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_bootstrap_v3_Watchdogs = {
+    .full_name = "envoy.config.bootstrap.v3.Watchdogs",
+    .fields = m_envoy_config_bootstrap_v3_Watchdogs_fields,
+    .nfields = 2,
 };
 static const pt_pb_field_t m_envoy_config_cluster_v3_CircuitBreakers_fields[] = {
     {.name = "thresholds", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_config_cluster_v3_CircuitBreakers_Thresholds, .flags = PT_PB_REPEATED, .oneof = -1},
@@ -2911,6 +3229,145 @@ static const pt_pb_message_t m_envoy_config_listener_v3_UdpListenerConfig = {
     .fields = m_envoy_config_listener_v3_UdpListenerConfig_fields,
     .nfields = 3,
 };
+static const pt_pb_field_t m_envoy_config_metrics_v3_HistogramBucketSettings_fields[] = {
+    {.name = "match", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_type_matcher_v3_StringMatcher, .oneof = -1},
+    {.name = "buckets", .number = 2, .type = PT_PB_DOUBLE, .flags = PT_PB_REPEATED, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_metrics_v3_HistogramBucketSettings = {
+    .full_name = "envoy.config.metrics.v3.HistogramBucketSettings",
+    .fields = m_envoy_config_metrics_v3_HistogramBucketSettings_fields,
+    .nfields = 2,
+};
+static const pt_pb_field_t m_envoy_config_metrics_v3_StatsConfig_fields[] = {
+    {.name = "stats_tags", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_config_metrics_v3_TagSpecifier, .flags = PT_PB_REPEATED, .oneof = -1},
+    {.name = "use_all_default_tags", .number = 2, .type = PT_PB_MESSAGE, .message = &pt_pb_bool_value, .oneof = -1},
+    {.name = "stats_matcher", .number = 3, .type = PT_PB_MESSAGE, .message = &m_envoy_config_metrics_v3_StatsMatcher, .oneof = -1},
+    {.name = "histogram_bucket_settings", .number = 4, .type = PT_PB_MESSAGE, .message = &m_envoy_config_metrics_v3_HistogramBucketSettings, .flags = PT_PB_REPEATED, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_metrics_v3_StatsConfig = {
+    .full_name = "envoy.config.metrics.v3.StatsConfig",
+    .fields = m_envoy_config_metrics_v3_StatsConfig_fields,
+    .nfields = 4,
+};
+static const char *const m_envoy_config_metrics_v3_StatsMatcher_oneofs[] = {"stats_matcher"};
+static const pt_pb_field_t m_envoy_config_metrics_v3_StatsMatcher_fields[] = {
+    {.name = "reject_all", .number = 1, .type = PT_PB_BOOL, .oneof = 0},
+    {.name = "exclusion_list", .number = 2, .type = PT_PB_MESSAGE, .message = &m_envoy_type_matcher_v3_ListStringMatcher, .oneof = 0},
+    {.name = "inclusion_list", .number = 3, .type = PT_PB_MESSAGE, .message = &m_envoy_type_matcher_v3_ListStringMatcher, .oneof = 0},
+};
+static const pt_pb_message_t m_envoy_config_metrics_v3_StatsMatcher = {
+    .full_name = "envoy.config.metrics.v3.StatsMatcher",
+    .fields = m_envoy_config_metrics_v3_StatsMatcher_fields,
+    .nfields = 3,
+    .oneofs = m_envoy_config_metrics_v3_StatsMatcher_oneofs,
+    .noneofs = 1,
+};
+static const char *const m_envoy_config_metrics_v3_StatsSink_oneofs[] = {"config_type"};
+static const pt_pb_field_t m_envoy_config_metrics_v3_StatsSink_fields[] = {
+    {.name = "name", .number = 1, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "typed_config", .number = 3, .type = PT_PB_MESSAGE, .message = &pt_pb_any, .oneof = 0},
+};
+static const pt_pb_message_t m_envoy_config_metrics_v3_StatsSink = {
+    .full_name = "envoy.config.metrics.v3.StatsSink",
+    .fields = m_envoy_config_metrics_v3_StatsSink_fields,
+    .nfields = 2,
+    .oneofs = m_envoy_config_metrics_v3_StatsSink_oneofs,
+    .noneofs = 1,
+};
+static const char *const m_envoy_config_metrics_v3_TagSpecifier_oneofs[] = {"tag_value"};
+static const pt_pb_field_t m_envoy_config_metrics_v3_TagSpecifier_fields[] = {
+    {.name = "tag_name", .number = 1, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "regex", .number = 2, .type = PT_PB_STRING, .oneof = 0},
+    {.name = "fixed_value", .number = 3, .type = PT_PB_STRING, .oneof = 0},
+};
+static const pt_pb_message_t m_envoy_config_metrics_v3_TagSpecifier = {
+    .full_name = "envoy.config.metrics.v3.TagSpecifier",
+    .fields = m_envoy_config_metrics_v3_TagSpecifier_fields,
+    .nfields = 3,
+    .oneofs = m_envoy_config_metrics_v3_TagSpecifier_oneofs,
+    .noneofs = 1,
+};
+static const pt_pb_field_t m_envoy_config_overload_v3_BufferFactoryConfig_fields[] = {
+    {.name = "minimum_account_to_track_power_of_two", .number = 1, .type = PT_PB_UINT32, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_overload_v3_BufferFactoryConfig = {
+    .full_name = "envoy.config.overload.v3.BufferFactoryConfig",
+    .fields = m_envoy_config_overload_v3_BufferFactoryConfig_fields,
+    .nfields = 1,
+};
+static const pt_pb_field_t m_envoy_config_overload_v3_LoadShedPoint_fields[] = {
+    {.name = "name", .number = 1, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "triggers", .number = 2, .type = PT_PB_MESSAGE, .message = &m_envoy_config_overload_v3_Trigger, .flags = PT_PB_REPEATED, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_overload_v3_LoadShedPoint = {
+    .full_name = "envoy.config.overload.v3.LoadShedPoint",
+    .fields = m_envoy_config_overload_v3_LoadShedPoint_fields,
+    .nfields = 2,
+};
+static const pt_pb_field_t m_envoy_config_overload_v3_OverloadAction_fields[] = {
+    {.name = "name", .number = 1, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "triggers", .number = 2, .type = PT_PB_MESSAGE, .message = &m_envoy_config_overload_v3_Trigger, .flags = PT_PB_REPEATED, .oneof = -1},
+    {.name = "typed_config", .number = 3, .type = PT_PB_MESSAGE, .message = &pt_pb_any, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_overload_v3_OverloadAction = {
+    .full_name = "envoy.config.overload.v3.OverloadAction",
+    .fields = m_envoy_config_overload_v3_OverloadAction_fields,
+    .nfields = 3,
+};
+static const pt_pb_field_t m_envoy_config_overload_v3_OverloadManager_fields[] = {
+    {.name = "refresh_interval", .number = 1, .type = PT_PB_MESSAGE, .message = &pt_pb_duration, .oneof = -1},
+    {.name = "resource_monitors", .number = 2, .type = PT_PB_MESSAGE, .message = &m_envoy_config_overload_v3_ResourceMonitor, .flags = PT_PB_REPEATED, .oneof = -1},
+    {.name = "actions", .number = 3, .type = PT_PB_MESSAGE, .message = &m_envoy_config_overload_v3_OverloadAction, .flags = PT_PB_REPEATED, .oneof = -1},
+    {.name = "buffer_factory_config", .number = 4, .type = PT_PB_MESSAGE, .message = &m_envoy_config_overload_v3_BufferFactoryConfig, .oneof = -1},
+    {.name = "loadshed_points", .number = 5, .type = PT_PB_MESSAGE, .message = &m_envoy_config_overload_v3_LoadShedPoint, .flags = PT_PB_REPEATED, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_overload_v3_OverloadManager = {
+    .full_name = "envoy.config.overload.v3.OverloadManager",
+    .fields = m_envoy_config_overload_v3_OverloadManager_fields,
+    .nfields = 5,
+};
+static const char *const m_envoy_config_overload_v3_ResourceMonitor_oneofs[] = {"config_type"};
+static const pt_pb_field_t m_envoy_config_overload_v3_ResourceMonitor_fields[] = {
+    {.name = "name", .number = 1, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "typed_config", .number = 3, .type = PT_PB_MESSAGE, .message = &pt_pb_any, .oneof = 0},
+};
+static const pt_pb_message_t m_envoy_config_overload_v3_ResourceMonitor = {
+    .full_name = "envoy.config.overload.v3.ResourceMonitor",
+    .fields = m_envoy_config_overload_v3_ResourceMonitor_fields,
+    .nfields = 2,
+    .oneofs = m_envoy_config_overload_v3_ResourceMonitor_oneofs,
+    .noneofs = 1,
+};
+static const pt_pb_field_t m_envoy_config_overload_v3_ScaledTrigger_fields[] = {
+    {.name = "scaling_threshold", .number = 1, .type = PT_PB_DOUBLE, .oneof = -1},
+    {.name = "saturation_threshold", .number = 2, .type = PT_PB_DOUBLE, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_overload_v3_ScaledTrigger = {
+    .full_name = "envoy.config.overload.v3.ScaledTrigger",
+    .fields = m_envoy_config_overload_v3_ScaledTrigger_fields,
+    .nfields = 2,
+};
+static const pt_pb_field_t m_envoy_config_overload_v3_ThresholdTrigger_fields[] = {
+    {.name = "value", .number = 1, .type = PT_PB_DOUBLE, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_overload_v3_ThresholdTrigger = {
+    .full_name = "envoy.config.overload.v3.ThresholdTrigger",
+    .fields = m_envoy_config_overload_v3_ThresholdTrigger_fields,
+    .nfields = 1,
+};
+static const char *const m_envoy_config_overload_v3_Trigger_oneofs[] = {"trigger_oneof"};
+static const pt_pb_field_t m_envoy_config_overload_v3_Trigger_fields[] = {
+    {.name = "name", .number = 1, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "threshold", .number = 2, .type = PT_PB_MESSAGE, .message = &m_envoy_config_overload_v3_ThresholdTrigger, .oneof = 0},
+    {.name = "scaled", .number = 3, .type = PT_PB_MESSAGE, .message = &m_envoy_config_overload_v3_ScaledTrigger, .oneof = 0},
+};
+static const pt_pb_message_t m_envoy_config_overload_v3_Trigger = {
+    .full_name = "envoy.config.overload.v3.Trigger",
+    .fields = m_envoy_config_overload_v3_Trigger_fields,
+    .nfields = 3,
+    .oneofs = m_envoy_config_overload_v3_Trigger_oneofs,
+    .noneofs = 1,
+};
 static const char *const m_envoy_config_rbac_v3_Permission_oneofs[] = {"rule"};
 static const pt_pb_field_t m_envoy_config_rbac_v3_Permission_fields[] = {
     {.name = "and_rules", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_config_rbac_v3_Permission_Set, .oneof = 0},
@@ -3793,6 +4250,14 @@ static const pt_pb_message_t m_envoy_config_route_v3_WeightedCluster_ClusterWeig
     .fields = m_envoy_config_route_v3_WeightedCluster_ClusterWeight_TypedPerFilterConfigEntry_fields,
     .nfields = 2,
     .kind = PT_PB_KIND_MAP_ENTRY,
+};
+static const pt_pb_field_t m_envoy_config_trace_v3_Tracing_fields[] = {
+    {.name = "http", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_config_trace_v3_Tracing_Http, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_trace_v3_Tracing = {
+    .full_name = "envoy.config.trace.v3.Tracing",
+    .fields = m_envoy_config_trace_v3_Tracing_fields,
+    .nfields = 1,
 };
 static const char *const m_envoy_config_trace_v3_Tracing_Http_oneofs[] = {"config_type"};
 static const pt_pb_field_t m_envoy_config_trace_v3_Tracing_Http_fields[] = {
@@ -5159,6 +5624,14 @@ static const pt_pb_message_t m_envoy_type_matcher_v3_ListMatcher = {
     .oneofs = m_envoy_type_matcher_v3_ListMatcher_oneofs,
     .noneofs = 1,
 };
+static const pt_pb_field_t m_envoy_type_matcher_v3_ListStringMatcher_fields[] = {
+    {.name = "patterns", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_type_matcher_v3_StringMatcher, .flags = PT_PB_REPEATED, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_type_matcher_v3_ListStringMatcher = {
+    .full_name = "envoy.type.matcher.v3.ListStringMatcher",
+    .fields = m_envoy_type_matcher_v3_ListStringMatcher_fields,
+    .nfields = 1,
+};
 static const pt_pb_field_t m_envoy_type_matcher_v3_MetadataMatcher_fields[] = {
     {.name = "filter", .number = 1, .type = PT_PB_STRING, .oneof = -1},
     {.name = "path", .number = 2, .type = PT_PB_MESSAGE, .message = &m_envoy_type_matcher_v3_MetadataMatcher_PathSegment, .flags = PT_PB_REPEATED, .oneof = -1},
@@ -5931,6 +6404,28 @@ const pt_pb_message_t *const pt_pb_generated_messages[] = {
     &m_envoy_config_accesslog_v3_RuntimeFilter,
     &m_envoy_config_accesslog_v3_StatusCodeFilter,
     &m_envoy_config_accesslog_v3_TraceableFilter,
+    &m_envoy_config_bootstrap_v3_Admin,
+    &m_envoy_config_bootstrap_v3_Bootstrap,
+    &m_envoy_config_bootstrap_v3_Bootstrap_ApplicationLogConfig,
+    &m_envoy_config_bootstrap_v3_Bootstrap_ApplicationLogConfig_LogFormat,
+    &m_envoy_config_bootstrap_v3_Bootstrap_CertificateProviderInstancesEntry,
+    &m_envoy_config_bootstrap_v3_Bootstrap_DeferredStatOptions,
+    &m_envoy_config_bootstrap_v3_Bootstrap_DynamicResources,
+    &m_envoy_config_bootstrap_v3_Bootstrap_GrpcAsyncClientManagerConfig,
+    &m_envoy_config_bootstrap_v3_Bootstrap_StaticResources,
+    &m_envoy_config_bootstrap_v3_ClusterManager,
+    &m_envoy_config_bootstrap_v3_ClusterManager_OutlierDetection,
+    &m_envoy_config_bootstrap_v3_CustomInlineHeader,
+    &m_envoy_config_bootstrap_v3_FatalAction,
+    &m_envoy_config_bootstrap_v3_LayeredRuntime,
+    &m_envoy_config_bootstrap_v3_MemoryAllocatorManager,
+    &m_envoy_config_bootstrap_v3_RuntimeLayer,
+    &m_envoy_config_bootstrap_v3_RuntimeLayer_AdminLayer,
+    &m_envoy_config_bootstrap_v3_RuntimeLayer_DiskLayer,
+    &m_envoy_config_bootstrap_v3_RuntimeLayer_RtdsLayer,
+    &m_envoy_config_bootstrap_v3_Watchdog,
+    &m_envoy_config_bootstrap_v3_Watchdog_WatchdogAction,
+    &m_envoy_config_bootstrap_v3_Watchdogs,
     &m_envoy_config_cluster_v3_CircuitBreakers,
     &m_envoy_config_cluster_v3_CircuitBreakers_Thresholds,
     &m_envoy_config_cluster_v3_CircuitBreakers_Thresholds_RetryBudget,
@@ -6076,6 +6571,19 @@ const pt_pb_message_t *const pt_pb_generated_messages[] = {
     &m_envoy_config_listener_v3_ListenerFilterChainMatchPredicate_MatchSet,
     &m_envoy_config_listener_v3_QuicProtocolOptions,
     &m_envoy_config_listener_v3_UdpListenerConfig,
+    &m_envoy_config_metrics_v3_HistogramBucketSettings,
+    &m_envoy_config_metrics_v3_StatsConfig,
+    &m_envoy_config_metrics_v3_StatsMatcher,
+    &m_envoy_config_metrics_v3_StatsSink,
+    &m_envoy_config_metrics_v3_TagSpecifier,
+    &m_envoy_config_overload_v3_BufferFactoryConfig,
+    &m_envoy_config_overload_v3_LoadShedPoint,
+    &m_envoy_config_overload_v3_OverloadAction,
+    &m_envoy_config_overload_v3_OverloadManager,
+    &m_envoy_config_overload_v3_ResourceMonitor,
+    &m_envoy_config_overload_v3_ScaledTrigger,
+    &m_envoy_config_overload_v3_ThresholdTrigger,
+    &m_envoy_config_overload_v3_Trigger,
     &m_envoy_config_rbac_v3_Permission,
     &m_envoy_config_rbac_v3_Permission_Set,
     &m_envoy_config_rbac_v3_Policy,
@@ -6148,6 +6656,7 @@ const pt_pb_message_t *const pt_pb_generated_messages[] = {
     &m_envoy_config_route_v3_WeightedCluster,
     &m_envoy_config_route_v3_WeightedCluster_ClusterWeight,
     &m_envoy_config_route_v3_WeightedCluster_ClusterWeight_TypedPerFilterConfigEntry,
+    &m_envoy_config_trace_v3_Tracing,
     &m_envoy_config_trace_v3_Tracing_Http,
     &m_envoy_extensions_access_loggers_file_v3_FileAccessLog,
     &m_envoy_extensions_access_loggers_fluentd_v3_FluentdAccessLogConfig,
@@ -6264,6 +6773,7 @@ const pt_pb_message_t *const pt_pb_generated_messages[] = {
     &m_envoy_type_matcher_v3_DoubleMatcher,
     &m_envoy_type_matcher_v3_FilterStateMatcher,
     &m_envoy_type_matcher_v3_ListMatcher,
+    &m_envoy_type_matcher_v3_ListStringMatcher,
     &m_envoy_type_matcher_v3_MetadataMatcher,
     &m_envoy_type_matcher_v3_MetadataMatcher_PathSegment,
     &m_envoy_type_matcher_v3_OrMatcher,
@@ -6337,4 +6847,4 @@ const pt_pb_message_t *const pt_pb_generated_messages[] = {
     &m_xds_type_matcher_v3_RegexMatcher_GoogleRE2,
     &m_xds_type_matcher_v3_StringMatcher,
 };
-const size_t pt_pb_generated_nmessages = 421;
+const size_t pt_pb_generated_nmessages = 458;

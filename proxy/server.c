@@ -497,6 +497,7 @@ int pt_server_init(pt_server_t *s, const pt_options_t *opts)
     /* Static clusters first (the cluster manager's), then the rest checked against them. */
     pt_cfg_t r;
     pt_cfg_init(&r, root);
+    pt_cfg_set_message(&r, "envoy.config.bootstrap.v3.Bootstrap");
     pt_view_t *statics = pt_cluster_manager_parse_static(root, &r);
     pt_cluster_lookup_t known = {view_has_cluster, statics};
     pt_config_t *cfg = pt_config_build(root, &known, &r);

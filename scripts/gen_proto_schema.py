@@ -30,6 +30,9 @@ import sys
 # The resources petrel takes, the xDS envelopes, and every type an Any may hold in a
 # config petrel reads (typed_config of filters, transport sockets, access logs, ...).
 ROOTS = [
+    # The bootstrap: every config starts there, so each field of it (and of what it
+    # reaches) that petrel does not read is refused as not supported, not as unknown.
+    "envoy.config.bootstrap.v3.Bootstrap",
     "envoy.service.discovery.v3.DiscoveryRequest",
     "envoy.service.discovery.v3.DiscoveryResponse",
     "envoy.service.discovery.v3.DeltaDiscoveryRequest",

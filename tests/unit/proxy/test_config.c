@@ -618,15 +618,31 @@ static void test_connection_limits(void)
     REJECTS(LIMITS_BOOT("'overload_manager': {'actions': [{'name': 'envoy.overload_actions."
                         "shrink_heap'}]}"),
             "overload_manager.actions: overload actions are not supported");
-    REJECTS(LIMITS_BOOT(
-                "'overload_manager': {'resource_monitors': [{'name': "
-                "'envoy.resource_monitors.global_downstream_max_connections', 'typed_config': {"
-                "'@type': 'type.googleapis.com/envoy.extensions.resource_monitors."
-                "downstream_connections.v3.DownstreamConnectionsConfig', "
-                "'max_active_downstream_connections': 100}}]}, 'layered_runtime': {'layers': ["
-                "{'name': 'x', 'static_layer': {'overload.global_downstream_max_connections': 5}}]}"),
-            "overload_manager: sets the global connection limit that layered_runtime sets too "
-            "(overload.global_downstream_max_connections); keep one");
+    /* Both: accepted as Envoy does (a warning), the overload manager's limit wins. */
+    c = ACCEPTS(LIMITS_BOOT(
+        "'overload_manager': {'resource_monitors': [{'name': "
+        "'envoy.resource_monitors.global_downstream_max_connections', 'typed_config': {"
+        "'@type': 'type.googleapis.com/envoy.extensions.resource_monitors."
+        "downstream_connections.v3.DownstreamConnectionsConfig', "
+        "'max_active_downstream_connections': 100}}]}, 'layered_runtime': {'layers': ["
+        "{'name': 'x', 'static_layer': {'overload.global_downstream_max_connections': 5}}]}"));
+    PT_CHECK(c != NULL);
+    if (c != NULL) {
+        PT_CHECK_INT(c->config->max_downstream_connections, 100);
+        pt_boot_free(c);
+    }
+    /* A runtime value written as a string that spells a number is that number. */
+    c = ACCEPTS(LIMITS_BOOT("'layered_runtime': {'layers': [{'name': 'x', 'static_layer': "
+                            "{'overload': {'global_downstream_max_connections': '5000'}}}]}"));
+    PT_CHECK(c != NULL);
+    if (c != NULL) {
+        PT_CHECK_INT(c->config->max_downstream_connections, 5000);
+        pt_boot_free(c);
+    }
+    REJECTS(LIMITS_BOOT("'layered_runtime': {'layers': [{'name': 'x', 'static_layer': "
+                        "{'overload.global_downstream_max_connections': '-1'}}]}"),
+            "layered_runtime.layers[0]: runtime key overload.global_downstream_max_connections: "
+            "expected a non-negative integer");
 #undef LIMITS_BOOT
 }
 
@@ -779,9 +795,21 @@ static void test_enums(void)
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 'FASTEST'}"),
             C0 ".lb_policy: \"FASTEST\" is not a valid value (expected one of: ROUND_ROBIN, "
                "LEAST_REQUEST, RANDOM)");
-    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 'round_robin'}"),
-            C0 ".lb_policy: \"round_robin\" is not a valid value (expected one of: "
-               "ROUND_ROBIN, LEAST_REQUEST, RANDOM)");
+    /* Envoy reads enum names in any case: strict_dns, random and auto load there. */
+    pt_boot_t *lower = ACCEPTS(CLUSTERS_ONLY(
+        "{'name': 'a', 'lb_policy': 'random', 'type': 'strict_dns', 'dns_lookup_family': "
+        "'v4_Only', 'load_assignment': {'cluster_name': 'a', 'endpoints': [{'lb_endpoints': [{"
+        "'endpoint': {'address': {'socket_address': {'address': 'localhost', "
+        "'port_value': 80}}}}]}]}}"));
+    PT_CHECK(lower != NULL);
+    if (lower != NULL) {
+        PT_CHECK_INT(lower->clusters[0]->lb_policy, PT_LB_RANDOM);
+        PT_CHECK_INT(lower->clusters[0]->type, PT_CLUSTER_STRICT_DNS);
+        PT_CHECK_INT(lower->clusters[0]->dns_lookup_family, 1);
+        pt_boot_free(lower);
+    }
+    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 'maglev'}"),
+            C0 ".lb_policy: \"maglev\" is not supported");
     pt_boot_t *lb = ACCEPTS(CLUSTERS_ONLY(
         "{'name': 'a', 'lb_policy': 'LEAST_REQUEST', 'least_request_lb_config': "
         "{'choice_count': 5}}, {'name': 'b', 'lb_policy': 'RANDOM'}"));
