@@ -10,6 +10,7 @@ FUZZ_SECONDS ?= 300
 FAULT_SECONDS ?= 600
 CTEST_FLAGS ?= --output-on-failure -j $(JOBS)
 CC_FUZZ ?= clang
+CXX_FUZZ ?= clang++
 
 .PHONY: all run test build test-plain test-asan test-fuzz fuzz fault bench deps deps-bench clean format
 
@@ -42,12 +43,12 @@ test-asan:
 
 # libFuzzer needs clang; each target runs for PT_FUZZ_SECONDS under ctest.
 test-fuzz:
-	CC=$(CC_FUZZ) cmake -S . -B build-fuzz -DPT_FUZZ=ON -DPT_FUZZ_SECONDS=20 >/dev/null
+	CC=$(CC_FUZZ) CXX=$(CXX_FUZZ) cmake -S . -B build-fuzz -DPT_FUZZ=ON -DPT_FUZZ_SECONDS=20 >/dev/null
 	cmake --build build-fuzz -j $(JOBS)
 	cd build-fuzz && ctest $(CTEST_FLAGS) -L fuzz
 
 fuzz: deps
-	CC=$(CC_FUZZ) cmake -S . -B build-fuzz -DPT_FUZZ=ON -DPT_FUZZ_SECONDS=$(FUZZ_SECONDS) >/dev/null
+	CC=$(CC_FUZZ) CXX=$(CXX_FUZZ) cmake -S . -B build-fuzz -DPT_FUZZ=ON -DPT_FUZZ_SECONDS=$(FUZZ_SECONDS) >/dev/null
 	cmake --build build-fuzz -j $(JOBS)
 	cd build-fuzz && ctest --output-on-failure -L fuzz
 
@@ -64,7 +65,7 @@ bench: deps-bench build
 	bench/run.sh
 
 format:
-	clang-format -i proxy/*.[ch] filters/*.[ch] discovery/*.[ch] tls/*.[ch] 2>/dev/null || true
+	clang-format -i proxy/*.[ch] proxy/*.cc filters/*.[ch] discovery/*.[ch] tls/*.[ch] 2>/dev/null || true
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <jansson.h>
 #include <malloc.h>
-#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +18,7 @@
 #include "proxy/log.h"
 #include "proxy/cluster_manager.h"
 #include "proxy/heap.h"
+#include "proxy/regex.h"
 #include "proxy/route_manager.h"
 #include "proxy/server.h"
 #include "proxy/stats.h"
@@ -105,28 +105,32 @@ static int query_param(const char *query, const char *key, char *out, size_t out
 
 /* ---- stats ----------------------------------------------------------------------- */
 
+/* ?filter=: an RE2 regex that a stat's name must contain a match of, as Envoy's admin. */
 typedef struct stat_filter {
-    regex_t re;
-    int active;
+    pt_arena_t arena;
+    const pt_regex_t *re; /* NULL: no filter */
 } stat_filter_t;
 
 static int filter_init(stat_filter_t *f, const char *filter)
 {
-    f->active = filter != NULL && filter[0] != '\0';
-    if (f->active && regcomp(&f->re, filter, REG_EXTENDED | REG_NOSUB) != 0)
+    memset(f, 0, sizeof(*f));
+    char err[256];
+    if (filter != NULL && filter[0] != '\0' &&
+        (f->re = pt_regex_compile(&f->arena, filter, 0, err, sizeof(err))) == NULL) {
+        pt_arena_dispose(&f->arena);
         return -EINVAL;
+    }
     return 0;
 }
 
 static int filter_match(const stat_filter_t *f, const char *name)
 {
-    return !f->active || regexec(&f->re, name, 0, NULL, 0) == 0;
+    return f->re == NULL || pt_regex_partial_match(f->re, name, strlen(name));
 }
 
 static void filter_dispose(stat_filter_t *f)
 {
-    if (f->active)
-        regfree(&f->re);
+    pt_arena_dispose(&f->arena);
 }
 
 /* Whether a stat counts for ?usedonly: a counter or gauge that is not 0, a text readout

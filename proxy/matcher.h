@@ -3,18 +3,11 @@
  * envoy.config.route.v3.HeaderMatcher, shared by routes, retry policies, RBAC, the fault and
  * health check filters.
  *
- * Regexes: Envoy writes them in RE2 syntax. petrel runs them on the C library's POSIX
- * extended regex engine (regcomp with REG_EXTENDED), so each pattern is translated once, when
- * the config is loaded: the RE2 escapes POSIX lacks (\d \D \w \W \s \S, \A \z, \n \t ...,
- * \xHH, escaped punctuation inside [...]) become their POSIX equivalents, (?:...) and named
- * groups become plain groups (capture numbers are remapped for rewrite substitutions), and
- * RE2 syntax POSIX cannot express ((?i) flags, lazy quantifiers, \b, \pN, \Q...\E) is a
- * config error that says so. Matching is a full match, like RE2::FullMatch in Envoy: the
- * whole input must match, not a substring. Inputs are matched byte-wise (C locale), not as
- * UTF-8 code points. See docs/routing.md for the dialect and its differences from RE2.
+ * Regexes are RE2's (proxy/regex.h), as in Envoy; pt_regex_parse reads a RegexMatcher and
+ * applies Envoy's program size limits.
  *
- * Everything is compiled into the owner's arena; regex_t cleanup is registered with
- * pt_arena_defer, so disposing the arena frees it. Matching allocates nothing. */
+ * Everything is compiled into the owner's arena; disposing the arena frees it. Matching
+ * allocates nothing. */
 #ifndef PT_MATCHER_H
 #define PT_MATCHER_H
 
@@ -24,48 +17,21 @@
 #include "proxy/arena.h"
 #include "proxy/config_reader.h"
 #include "proxy/http.h"
+#include "proxy/regex.h"
 
-typedef struct pt_regex pt_regex_t;
-
-/* Compile flags. */
-enum pt_regex_flags {
-    /* Also compile for search and replace (pt_regex_replace_all), e.g. regex_rewrite.
-     * Without it only full matching is available. */
-    PT_REGEX_SEARCH = 1u << 0,
-};
-
-/* Translates and compiles an RE2 pattern. NULL on error with the reason in err, worded to
- * follow the quoted pattern: `is not a valid regex: missing )` or `uses RE2 syntax that
- * petrel's POSIX regex engine does not support: (?i)`. */
-pt_regex_t *pt_regex_compile(pt_arena_t *a, const char *pattern, unsigned flags, char *err,
-                             size_t errlen);
-/* 1 when all of s[0..len) matches (s need not be NUL-terminated), else 0. */
-int pt_regex_full_match(const pt_regex_t *re, const char *s, size_t len);
-/* The pattern as written in the config. */
-const char *pt_regex_pattern(const pt_regex_t *re);
-/* Number of capturing groups as RE2 counts them ((?:...) excluded). */
-unsigned pt_regex_groups(const pt_regex_t *re);
 /* Checks an RE2 rewrite string (\0..\9 name groups, \\ is a backslash) against re, as
  * RE2::CheckRewriteString does. 0 or -1 with the reason in err. */
 int pt_regex_check_substitution(const pt_regex_t *re, const char *sub, char *err, size_t errlen);
-/* RE2::GlobalReplace: replaces every non-overlapping match in s[0..len) with sub (checked
- * with pt_regex_check_substitution; re compiled with PT_REGEX_SEARCH). Returns the result in
- * arena (NUL-terminated; its length in *out_len when not NULL), or NULL on out-of-memory or
- * when re cannot search. */
-char *pt_regex_replace_all(const pt_regex_t *re, const char *s, size_t len, const char *sub,
-                           pt_arena_t *a, size_t *out_len);
 
-/* Workers get private compiled copies of every regex (glibc's regexec locks a shared one
- * for the whole match). Set the worker count once at start, before any config is built;
- * each worker thread calls pt_regex_thread_init with its index (0-based) before matching. */
-void pt_regex_set_worker_slots(unsigned n);
-void pt_regex_thread_init(unsigned worker_index);
-/* How many workers have compiled their copy of re so far (for tests). */
-unsigned pt_regex_copies_compiled(const pt_regex_t *re);
+/* The runtime keys re2.max_program_size.error_level (default 100: a regex whose RE2 program
+ * is larger is a config error) and re2.max_program_size.warn_level (default UINT32_MAX, none:
+ * a larger one is logged), as Envoy. Set once from the bootstrap, before configs are read. */
+void pt_regex_set_program_size_limits(uint32_t error_level, uint32_t warn_level);
 
 /* Parses an envoy.type.matcher.v3.RegexMatcher the reader is positioned in ({regex,
- * google_re2: {}}). Errors name the path of `regex`. NULL when invalid (errors in r). */
-pt_regex_t *pt_regex_parse(pt_cfg_t *r, pt_arena_t *a, unsigned flags);
+ * google_re2: {max_program_size}}): the pattern's own max_program_size replaces the runtime
+ * levels, as in Envoy. Errors name the path of `regex`. NULL when invalid (errors in r). */
+pt_regex_t *pt_regex_parse(pt_cfg_t *r, pt_arena_t *a);
 
 typedef enum pt_string_match_kind {
     PT_STRING_EXACT,

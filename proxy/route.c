@@ -319,7 +319,7 @@ static void parse_match(pctx_t *p, pt_route_match_spec_t *m)
                 pt_cfg_leave(r);
         } else if (found == 2) {
             if (pt_cfg_enter(r, "safe_regex") > 0) {
-                m->regex = pt_regex_parse(r, p->a, 0);
+                m->regex = pt_regex_parse(r, p->a);
                 pt_cfg_leave(r);
             }
         } else if (pt_cfg_string(r, kinds[found], &s, "") > 0) {
@@ -379,7 +379,7 @@ static void parse_regex_rewrite(pctx_t *p, pt_path_rewrite_t *rw)
     if (rc == 0)
         pt_cfg_error(r, "pattern", "is required");
     if (rc > 0) {
-        rw->regex = pt_regex_parse(r, p->a, PT_REGEX_SEARCH);
+        rw->regex = pt_regex_parse(r, p->a);
         pt_cfg_leave(r);
     }
     const char *sub;

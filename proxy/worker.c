@@ -170,7 +170,6 @@ static void *worker_main(void *arg)
     pt_worker_t *w = arg;
     pt_worker_current = w;
     pt_log_set_thread(w->id);
-    pt_regex_thread_init((unsigned)w->id);
     /* Checks run first after each poll (highest priority), before any event's callback. */
     ev_check_init(&w->clock, on_clock);
     ev_set_priority(&w->clock, EV_MAXPRI);

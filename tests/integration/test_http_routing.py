@@ -363,6 +363,44 @@ class Rewrites(RoutingCase):
         self.assertEqual(self.where('/users/42/profile'), 'a')
         self.assertEqual(self.ups['a'].last['path'], '/profiles/42')
 
+    def test_re2_semantics_as_envoy(self):
+        # What Istio's VirtualServices produce: case-insensitive matches, lazy repetition,
+        # Unicode classes; with the program size limit raised in the runtime, as Istio's
+        # bootstrap does (the Unicode class alone is over Envoy's default of 100).
+        vhosts = [h.vhost('all', ['*'], [
+            to('a', {'safe_regex': {'regex': '(?i)/API/v[0-9]+/.*'}}),
+            to('b', {'prefix': '/lazy/'}, regex_rewrite={
+                'pattern': {'regex': '^/lazy/(.+?)(/.*)?$'}, 'substitution': '/first/\\1'}),
+            to('c', {'prefix': '/', 'headers': [
+                {'name': 'x-name', 'safe_regex_match': {'regex': '\\pL+'}}]}),
+            to('d', {'prefix': '/'}),
+        ])]
+        self.port, admin = h.free_ports(2)
+        hcm = h.http_connection_manager('ingress', h.route_config(vhosts))
+        cfg = h.bootstrap([h.listener('http', self.port, [hcm])],
+                          [h.cluster(n, [u.port]) for n, u in self.ups.items()],
+                          admin_port=admin)
+        cfg['layered_runtime'] = {'layers': [{'name': 'global config', 'static_layer': {
+            're2.max_program_size.error_level': '32768'}}]}
+        with tempfile.TemporaryDirectory() as d:
+            # Without the runtime layer the Unicode class is too complex, as in Envoy.
+            plain = dict(cfg)
+            del plain['layered_runtime']
+            path = os.path.join(d, 'plain.json')
+            with open(path, 'w') as f:
+                json.dump(plain, f)
+            rc, out, err = h.run_petrel(['--mode', 'validate', '-c', path])
+            self.assertEqual(rc, 1, err)
+            self.assertIn('headers[0].safe_regex_match.regex: "\\\\pL+" is too complex: '
+                          'its RE2 program size', out + err)
+            self.assertIn('(the runtime key re2.max_program_size.error_level)', out + err)
+        with h.Petrel(cfg):
+            self.assertEqual(self.where('/api/V2/users'), 'a')
+            self.assertEqual(self.where('/lazy/x/y/z'), 'b')
+            self.assertEqual(self.ups['b'].last['path'], '/first/x')
+            self.assertEqual(self.where('/g', headers={'x-name': '\u03b1\u03b2'.encode()}), 'c')
+            self.assertEqual(self.where('/g', headers={'x-name': 'ab1'}), 'd')
+
     def test_regexes_on_two_workers_at_once(self):
         # Each worker matches with its own compiled copy of a regex: requests spread over
         # both workers, from four clients at once, all route and rewrite correctly.

@@ -110,6 +110,13 @@ static pt_boot_t *accepts(int line, pt_boot_t *c)
 #define LISTENER(name, port, filters)                                                    \
     "{'name':'" name "','address':" SA("127.0.0.1", port)                                \
     ",'filter_chains':[{'filters':[" filters "]}]}"
+#define HCM_ROUTES(routes)                                                               \
+    "{'name':'envoy.filters.network.http_connection_manager','typed_config':{'@type':"    \
+    "'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."  \
+    "HttpConnectionManager','stat_prefix':'h','route_config':{'virtual_hosts':[{'name':"   \
+    "'v','domains':['*']," routes "}]},'http_filters':[{'name':'envoy.filters.http.router'," \
+    "'typed_config':{'@type':'type.googleapis.com/envoy.extensions.filters.http.router.v3." \
+    "Router'}}]}}"
 #define BOOT(clusters, listeners)                                                        \
     "{'static_resources':{'clusters':[" clusters "],'listeners':[" listeners "]}}"
 #define CLUSTERS_ONLY(clusters) "{'static_resources':{'clusters':[" clusters "]}}"
@@ -565,6 +572,11 @@ static void test_cluster_http_protocol_options(void)
  * connections monitor (proxy/overload.c). */
 static void test_connection_limits(void)
 {
+#define REGEX_BOOT(extra)                                                                   \
+    "{'static_resources':{'clusters':[" CLUSTER("a") "],'listeners':[" LISTENER(             \
+        "l", 1, HCM_ROUTES("'routes':[{'match':{'safe_regex':{'regex':"                       \
+                           "'(?i)/(users|accounts)/[a-z0-9-]{1,64}'}},'route':{'cluster':'a'}}]")) \
+    "]}" extra "}"
 #define LIMITS_BOOT(extra)                                                                  \
     "{" extra ", 'static_resources':{'clusters':[" CLUSTER("a") "],'listeners':["           \
     LISTENER("l", 1, TCP("a")) "]}}"
@@ -592,10 +604,32 @@ static void test_connection_limits(void)
         pt_boot_free(c);
     }
     REJECTS(LIMITS_BOOT("'layered_runtime': {'layers': [{'name': 'x', 'static_layer': "
-                        "{'re2.max_program_size.error_level': 200}}]}"),
-            "layered_runtime.layers[0]: runtime key re2.max_program_size.error_level is not "
-            "supported (petrel reads only overload.global_downstream_max_connections and "
-            "envoy.resource_limits.listener.<name>.connection_limit)");
+                        "{'envoy.reloadable_features.no_such_feature': true}}]}"),
+            "layered_runtime.layers[0]: runtime key envoy.reloadable_features.no_such_feature "
+            "is not supported (petrel reads only overload.global_downstream_max_connections, "
+            "envoy.resource_limits.listener.<name>.connection_limit, "
+            "re2.max_program_size.error_level and re2.max_program_size.warn_level)");
+    /* The regex limits Istio's bootstrap sets (as strings): a regex over the default 100
+     * loads only with the larger limit. */
+    REJECTS(REGEX_BOOT(""), "static_resources.listeners[0].filter_chains[0].filters[0]."
+                            "typed_config.route_config.virtual_hosts[0].routes[0].match."
+                            "safe_regex.regex: \"(?i)/(users|accounts)/[a-z0-9-]{1,64}\" is "
+                            "too complex: its RE2 program size 602 is over 100 (the runtime key "
+                            "re2.max_program_size.error_level)");
+    c = ACCEPTS(REGEX_BOOT(", 'layered_runtime': {'layers': [{'name': 'global config', "
+                           "'static_layer': {'re2.max_program_size.error_level': '32768', "
+                           "'re2': {'max_program_size': {'warn_level': 1000}}}}]}"));
+    PT_CHECK(c != NULL);
+    if (c != NULL)
+        pt_boot_free(c);
+    REJECTS(REGEX_BOOT(", 'layered_runtime': {'layers': [{'name': 'x', 'static_layer': "
+                       "{'re2.max_program_size.error_level': 'lots'}}]}"),
+            "static_resources.listeners[0].filter_chains[0].filters[0].typed_config."
+            "route_config.virtual_hosts[0].routes[0].match.safe_regex.regex: \"(?i)/(users|"
+            "accounts)/[a-z0-9-]{1,64}\" is too complex: its RE2 program size 602 is over 100 "
+            "(the runtime key re2.max_program_size.error_level)",
+            "layered_runtime.layers[0]: runtime key re2.max_program_size.error_level: "
+            "expected a non-negative integer");
     /* A limit for a listener that does not exist is valid (Envoy's front-proxy example has
      * one for "example_listener_name"): it limits nothing. */
     c = ACCEPTS(LIMITS_BOOT("'layered_runtime': {'layers': [{'name': 'x', 'static_layer': "
@@ -644,6 +678,7 @@ static void test_connection_limits(void)
             "layered_runtime.layers[0]: runtime key overload.global_downstream_max_connections: "
             "expected a non-negative integer");
 #undef LIMITS_BOOT
+#undef REGEX_BOOT
 }
 
 /* 10000 clusters: every one found by name, in O(1), and a missing one not found. */
