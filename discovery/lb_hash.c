@@ -139,12 +139,25 @@ int pt_is_prime(uint64_t n)
 
 static _Atomic uint64_t next_table_id = 1;
 
+/* Bits of the hash a ring's buckets go by: about one entry per bucket, at most 2^20
+ * buckets (4 MiB beside a ring of 8M entries, 128 MiB). */
+static unsigned ring_bucket_bits(size_t size)
+{
+    unsigned b = 1;
+    while (b < 20 && ((size_t)1 << b) < size)
+        b++;
+    return b;
+}
+
 /* A table of `size` entries over n members, in one allocation. */
 static pt_lb_hash_t *table_new(pt_lb_hash_kind_t kind, size_t size, const pt_lb_hash_host_t *hosts,
                                unsigned n)
 {
+    unsigned bits = kind == PT_LB_HASH_RING ? ring_bucket_bits(size) : 0;
+    size_t nbuckets = kind == PT_LB_HASH_RING ? ((size_t)1 << bits) + 1 : 0;
     size_t bytes = sizeof(pt_lb_hash_t) + (size_t)n * sizeof(void *) + size * sizeof(void *) +
-                   (kind == PT_LB_HASH_RING ? size * sizeof(uint64_t) : 0);
+                   (kind == PT_LB_HASH_RING ? size * sizeof(uint64_t) : 0) +
+                   nbuckets * sizeof(uint32_t);
     pt_lb_hash_t *t = malloc(bytes);
     if (t == NULL)
         return NULL;
@@ -161,9 +174,15 @@ static pt_lb_hash_t *table_new(pt_lb_hash_kind_t kind, size_t size, const pt_lb_
     t->entries = (void **)p;
     p += size * sizeof(void *);
     t->members = (void **)p;
+    p += (size_t)n * sizeof(void *);
     t->nmembers = n;
     for (unsigned i = 0; i < n; i++)
         t->members[i] = hosts[i].host;
+    if (kind == PT_LB_HASH_RING) {
+        t->buckets = (const uint32_t *)p;
+        t->bucket_shift = 64 - bits;
+        memset(p, 0, nbuckets * sizeof(uint32_t)); /* an empty ring: every bucket empty */
+    }
     return t;
 }
 
@@ -276,6 +295,14 @@ pt_lb_hash_t *pt_lb_ring_build(const pt_lb_hash_host_t *hosts, unsigned n, uint6
             t->ring_hashes[i] = ring[i].hash;
             t->entries[i] = ring[i].host;
         }
+        /* Bucket k begins at the first entry whose top bits are k or more. */
+        uint32_t *b = (uint32_t *)t->buckets;
+        size_t nb = ((size_t)1 << (64 - t->bucket_shift)), i = 0;
+        for (size_t k = 0; k <= nb; k++) {
+            while (i < count && (t->ring_hashes[i] >> t->bucket_shift) < k)
+                i++;
+            b[k] = (uint32_t)i;
+        }
         t->min_per_host = min_per;
         t->max_per_host = max_per;
     }
@@ -375,7 +402,8 @@ struct pt_lb_hash_pub {
     lb_hash_slot_t slots[];
 };
 
-static pt_lb_hash_t *slot_refresh(struct pt_lb_hash_pub *p, lb_hash_slot_t *s)
+__attribute__((noinline, cold)) static pt_lb_hash_t *slot_refresh(struct pt_lb_hash_pub *p,
+                                                                  lb_hash_slot_t *s)
 {
     pthread_mutex_lock(&p->lock);
     pt_lb_hash_t *t = pt_lb_hash_ref(p->current);
@@ -390,8 +418,8 @@ static inline const pt_lb_hash_t *table_for(const pt_cluster_t *c, const pt_work
     struct pt_lb_hash_pub *p = c->lb_hash_pub;
     if (p == NULL)
         return NULL;
-    /* The main thread (no slot) writes current itself: it reads it as it is. */
-    if (w == NULL || w->id < 0 || (unsigned)w->id >= p->nslots)
+    /* The main thread (no slot, id -1) writes current itself: it reads it as it is. */
+    if (w == NULL || (unsigned)w->id >= p->nslots)
         return p->current;
     lb_hash_slot_t *s = &p->slots[w->id];
     uint64_t id = atomic_load_explicit(&p->current_id, memory_order_acquire);
@@ -517,12 +545,12 @@ static int excluded(const pt_host_t *h, pt_host_t *const *exclude, unsigned n)
 /* Attempts at another host when the first is excluded (a retry avoiding hosts tried). */
 #define HASH_RETRY_ATTEMPTS 16
 
-pt_host_t *pt_lb_hash_pick(pt_cluster_t *c, pt_worker_t *w, const pt_lb_context_t *ctx,
-                           pt_host_t *const *exclude, unsigned nexclude)
+/* The picks off the common path: no hash (a random one), or hosts to avoid. */
+__attribute__((noinline)) static pt_host_t *pick_slow(const pt_lb_hash_t *t,
+                                                      const pt_lb_context_t *ctx,
+                                                      pt_host_t *const *exclude,
+                                                      unsigned nexclude)
 {
-    const pt_lb_hash_t *t = table_for(c, w);
-    if (t == NULL)
-        return NULL;
     /* Without a hash, a random one: Envoy's hash balancers then pick at random. */
     uint64_t h = ctx != NULL && ctx->has_hash ? ctx->hash : pt_random_u64();
     pt_host_t *host = pt_lb_hash_choose(t, h, 0);
@@ -534,6 +562,17 @@ pt_host_t *pt_lb_hash_pick(pt_cluster_t *c, pt_worker_t *w, const pt_lb_context_
             return other;
     }
     return host; /* every attempt was tried already: the hash's own host again */
+}
+
+pt_host_t *pt_lb_hash_pick(pt_cluster_t *c, pt_worker_t *w, const pt_lb_context_t *ctx,
+                           pt_host_t *const *exclude, unsigned nexclude)
+{
+    const pt_lb_hash_t *t = table_for(c, w);
+    if (__builtin_expect(t == NULL, 0))
+        return NULL;
+    if (__builtin_expect(ctx == NULL || !ctx->has_hash || nexclude > 0, 0))
+        return pick_slow(t, ctx, exclude, nexclude);
+    return pt_lb_hash_choose(t, ctx->hash, 0);
 }
 
 /* ---- configuration ------------------------------------------------------------------------ */

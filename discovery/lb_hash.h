@@ -68,6 +68,11 @@ typedef struct pt_lb_hash {
     pt_lb_hash_kind_t kind;
     size_t size;            /* ring entries or Maglev slots; 0 when built over no host */
     uint64_t *ring_hashes;  /* ring: sorted, size of them */
+    /* ring: where the hashes with each value of their top `bucket_bits` bits begin
+     * (2^bucket_bits + 1 indexes into ring_hashes): a pick searches one bucket, a few
+     * entries, instead of the whole ring. */
+    const uint32_t *buckets;
+    unsigned bucket_shift; /* 64 - bucket_bits */
     void **entries;         /* ring: the host of each entry; Maglev: of each slot */
     /* The hosts it was built over, in the order given (a rebuild over the same hosts is
      * skipped), and per host how many entries or slots it got (Envoy's min/max stats). */
@@ -106,9 +111,12 @@ static inline void *pt_lb_hash_choose(const pt_lb_hash_t *t, uint64_t h, uint32_
             h ^= ~0ull - attempt + 1;
         return t->entries[h % n];
     }
-    /* The first entry whose hash is >= h, wrapping to the first (ketama, as Envoy). */
+    /* The first entry whose hash is >= h, wrapping to the first (what Envoy's ketama search
+     * finds). Entries before h's bucket are smaller than h, those after it larger: the
+     * binary search needs only the bucket's (about one entry; O(log n) at worst). */
+    uint64_t k = h >> t->bucket_shift;
+    size_t lo = t->buckets[k], len = t->buckets[k + 1] - lo;
     const uint64_t *r = t->ring_hashes;
-    size_t lo = 0, len = n;
     while (len > 0) {
         size_t half = len / 2;
         if (r[lo + half] < h) {

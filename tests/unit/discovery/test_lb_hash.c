@@ -186,6 +186,18 @@ static void test_ring_search(void)
         PT_CHECK(pt_lb_hash_choose(t, h, 2) == t->entries[(want + 2) % t->size]);
     }
     pt_lb_hash_unref(t);
+    /* A big ring (many entries per bucket of the index). */
+    hostset_init(&s, 150);
+    t = pt_lb_ring_build(s.h, 150, 300000, 8 << 20, PT_HASH_XX_HASH);
+    PT_CHECK(t != NULL && t->size >= 300000);
+    for (int k = 0; k < 300; k++) {
+        uint64_t h = splitmix(&seed);
+        size_t want = 0;
+        while (want < t->size && t->ring_hashes[want] < h)
+            want++;
+        PT_CHECK(pt_lb_hash_choose(t, h, 0) == t->entries[want % t->size]);
+    }
+    pt_lb_hash_unref(t);
 }
 
 static void test_maglev_weights(void)
