@@ -1,6 +1,5 @@
 #include "discovery/lb_hash.h"
 
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -210,6 +209,13 @@ static int ring_entry_cmp(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* ceil() of a non-negative x below 2^63, without libm (the core links none). */
+static double ceil_pos(double x)
+{
+    double t = (double)(uint64_t)x;
+    return t < x ? t + 1.0 : t;
+}
+
 /* Envoy's normalized weights: weight / sum, the smallest and the largest. */
 static uint64_t weight_sum(const pt_lb_hash_host_t *hosts, unsigned n, double *min_w,
                            double *max_w)
@@ -235,11 +241,11 @@ pt_lb_hash_t *pt_lb_ring_build(const pt_lb_hash_host_t *hosts, unsigned n, uint6
     double min_w, max_w;
     uint64_t sum = weight_sum(hosts, n, &min_w, &max_w);
     /* The lightest host gets a whole number of entries; the ring no more than max_size. */
-    double scale = ceil(min_w * (double)min_size) / min_w;
+    double scale = ceil_pos(min_w * (double)min_size) / min_w;
     if ((double)max_size < scale)
         scale = (double)max_size;
     /* The running sums below make at most ceil(scale) + 1 entries. */
-    size_t cap = (size_t)ceil(scale) + 2;
+    size_t cap = (size_t)ceil_pos(scale) + 2;
     ring_entry_t *ring = malloc(cap * sizeof(*ring));
     size_t key_cap = 64;
     char *key = malloc(key_cap);
