@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "discovery/health_check.h"
+#include "discovery/lb_hash.h"
 #include "discovery/outlier.h"
 #include "filters/filter_common.h"
 #include "filters/http_filter.h"
@@ -99,6 +100,9 @@ typedef struct router_state {
     unsigned ntried;
     uint32_t extra_codes[MAX_EXTRA_CODES];
     unsigned nextra_codes;
+    pt_lb_context_t lb;        /* the request's hash from the route's hash_policy */
+    const char **set_cookies;  /* cookies the hash policies made, for the response */
+    unsigned nset_cookies;
 } router_state_t;
 
 static const char *const router_unsupported[] = {
@@ -425,6 +429,8 @@ static void up_on_headers(void *req, pt_http_headers_t *h, int end_stream)
     }
     pt_route_mutate_response_headers(s->route_config, s->vhost, s->route,
                                      st->weighted_entry, h, &s->info);
+    for (unsigned i = 0; i < st->nset_cookies; i++)
+        pt_http_headers_add_ref(h, "set-cookie", st->set_cookies[i]);
     if (status == 101 && (s->flags & PT_HS_UPGRADE)) {
         st->flags |= R_UPGRADE;
         ev_timer_stop(s->worker->loop, &st->timeout);
@@ -906,8 +912,8 @@ static pt_host_t *pick_host(router_state_t *st)
 {
     unsigned n = st->ntried < MAX_TRIED_HOSTS ? st->ntried : MAX_TRIED_HOSTS;
     int avoid = st->retry != NULL && st->retry->previous_hosts && st->attempt > 1;
-    pt_host_t *h = pt_cluster_pick_host(st->cluster, st->s->worker, avoid ? st->tried : NULL,
-                                        avoid ? n : 0);
+    pt_host_t *h = pt_cluster_pick_host(st->cluster, st->s->worker, &st->lb,
+                                        avoid ? st->tried : NULL, avoid ? n : 0);
     if (avoid && h != NULL) {
         for (uint32_t i = 1; i < st->retry->host_selection_max_attempts; i++) {
             int seen = 0;
@@ -915,7 +921,7 @@ static pt_host_t *pick_host(router_state_t *st)
                 seen = st->tried[j] == h;
             if (!seen)
                 break;
-            h = pt_cluster_pick_host(st->cluster, st->s->worker, st->tried, n);
+            h = pt_cluster_pick_host(st->cluster, st->s->worker, &st->lb, st->tried, n);
         }
     }
     return h;
@@ -1116,6 +1122,27 @@ static uint64_t header_ms(pt_http_headers_t *h, const char *name, int *present)
     return ms;
 }
 
+/* A cookie hash policy with a ttl found no cookie: Envoy's generated one, the same for every
+ * request of the connection, set on the response. */
+static const char *make_cookie(void *data, const pt_hash_policy_t *p)
+{
+    router_state_t *st = data;
+    pt_http_stream_t *s = st->s;
+    char *value = pt_arena_alloc(&s->arena, 17);
+    if (value == NULL)
+        return NULL;
+    pt_route_cookie_value(&s->info.downstream_direct_remote, &s->info.downstream_local, value);
+    const char *cookie = pt_route_set_cookie(p, value, &s->arena);
+    if (cookie == NULL)
+        return NULL;
+    if (st->set_cookies == NULL &&
+        (st->set_cookies = pt_arena_alloc(&s->arena, s->route->nhash_policies *
+                                                         sizeof(*st->set_cookies))) == NULL)
+        return NULL;
+    st->set_cookies[st->nset_cookies++] = cookie;
+    return value;
+}
+
 static int router_decode_headers(pt_http_stream_t *s, void *cfg, void *state,
                                  pt_http_headers_t *h, int end_stream)
 {
@@ -1226,6 +1253,11 @@ static int router_decode_headers(pt_http_stream_t *s, void *cfg, void *state,
     }
     st->replay_limit = rt->per_request_buffer_limit ? rt->per_request_buffer_limit
                                                     : s->config->buffer_limit;
+    /* The hash is taken from the request as it came, before the route's rewrites, as Envoy
+     * computes it when it picks the host. */
+    if (rt->nhash_policies > 0)
+        st->lb.has_hash = pt_route_hash(rt, h, &s->info.downstream_remote, make_cookie, st,
+                                        &st->lb.hash);
 
     /* Request rewrites, in Envoy's order: header mutations, then path and host. */
     pt_route_mutate_request_headers(s->route_config, s->vhost, rt, st->weighted_entry, h,

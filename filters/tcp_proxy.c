@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "discovery/lb_hash.h"
 #include "discovery/outlier.h"
 #include "filters/filter.h"
 #include "proxy/access_log.h"
@@ -42,6 +43,7 @@ typedef struct tcp_proxy_config {
     const char *cluster;
     uint64_t idle_timeout_ms; /* 0 = disabled */
     uint64_t max_connect_attempts;
+    int hash_source_ip; /* hash_policy source_ip: the client's address is the hash */
     pt_access_log_t **access_logs;
     unsigned naccess_logs;
     tcp_proxy_stats_t stats;
@@ -72,7 +74,7 @@ typedef struct tcp_proxy {
 } tcp_proxy_t;
 
 static const char *const tcp_proxy_unsupported[] = {
-    "weighted_clusters", "on_demand", "metadata_match", "hash_policy",
+    "weighted_clusters", "on_demand", "metadata_match",
     "tunneling_config", "max_downstream_connection_duration", "access_log_flush_interval",
     "flush_access_log_on_connected", "access_log_options", "backoff_options",
     "proxy_protocol_tlvs", "upstream_connect_mode", "max_early_data_bytes", NULL};
@@ -95,6 +97,31 @@ static void *tcp_proxy_parse(pt_cfg_t *r, pt_config_t *cfg)
     tc->cluster = pt_arena_strdup(&cfg->arena, s ? s : "");
     pt_cfg_duration_ms(r, "idle_timeout", &tc->idle_timeout_ms, 3600 * 1000);
     pt_cfg_uint(r, "max_connect_attempts", &tc->max_connect_attempts, 1, 1, UINT32_MAX);
+    /* hash_policy (envoy.type.v3.HashPolicy, at most one): source_ip, for RING_HASH and
+     * MAGLEV clusters. */
+    int present;
+    size_t n = pt_cfg_array(r, "hash_policy", &present);
+    if (present) {
+        if (n > 1)
+            pt_cfg_error(r, NULL, "must have at most 1 item (Envoy takes one hash policy)");
+        for (size_t i = 0; i < n && i < 1; i++) {
+            if (pt_cfg_enter_index(r, i) <= 0)
+                continue;
+            static const char *const kinds[] = {"source_ip", "filter_state", NULL};
+            int kind = pt_cfg_oneof(r, kinds, 1);
+            if (kind == 0) {
+                if (pt_cfg_enter(r, "source_ip") > 0)
+                    pt_cfg_leave(r);
+                tc->hash_source_ip = 1;
+            } else if (kind == 1) {
+                pt_cfg_error(r, "filter_state", "is not supported (petrel keeps no filter "
+                                                "state objects to hash)");
+                (void)pt_cfg_get(r, "filter_state");
+            }
+            pt_cfg_leave(r);
+        }
+        pt_cfg_leave_array(r);
+    }
     pt_access_log_parse_list(r, "access_log", &cfg->arena, &tc->access_logs, &tc->naccess_logs);
     return r->nerrors == errors_before ? tc : NULL;
 }
@@ -359,7 +386,16 @@ static void us_on_connect(pt_conn_t *c, int status)
 static void try_connect(tcp_proxy_t *tp)
 {
     pt_session_t *s = tp->session;
-    pt_host_t *h = pt_cluster_pick_host(tp->cluster, s->worker, tp->tried,
+    /* Envoy's source_ip hash: the client's IP without its port. */
+    pt_lb_context_t ctx = {0};
+    if (tp->cfg->hash_source_ip &&
+        (tp->ds->peer.sa.sa_family == AF_INET || tp->ds->peer.sa.sa_family == AF_INET6)) {
+        char ip[64];
+        pt_addr_format_ip(&tp->ds->peer, ip, sizeof(ip));
+        ctx.has_hash = 1;
+        ctx.hash = pt_xxhash64(ip, strlen(ip), 0);
+    }
+    pt_host_t *h = pt_cluster_pick_host(tp->cluster, s->worker, &ctx, tp->tried,
                                         tp->attempts < MAX_TRIED_HOSTS ? tp->attempts
                                                                        : MAX_TRIED_HOSTS);
     if (h == NULL) {

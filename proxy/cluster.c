@@ -11,6 +11,7 @@
 #include "discovery/endpoints.h"
 #include "discovery/health_check.h"
 #include "discovery/lb.h"
+#include "discovery/lb_hash.h"
 #include "discovery/outlier.h"
 #include "proxy/config_source.h"
 #include "proxy/hash.h"
@@ -22,11 +23,11 @@
  * that says so, never silently ignored. */
 static const char *const cluster_unsupported[] = {
     "transport_socket_matches", "alt_stat_name",
-    "lb_subset_config", "ring_hash_lb_config", "maglev_lb_config", "original_dst_lb_config",
+    "lb_subset_config", "original_dst_lb_config",
     "round_robin_lb_config",
     "metadata", "protocol_selection",
     "close_connections_on_host_health_failure", "filters",
-    "load_balancing_policy", "lrs_server", "track_timeout_budgets", "upstream_config",
+    "lrs_server", "track_timeout_budgets", "upstream_config",
     "track_cluster_stats", "preconnect_policy", "connection_pool_per_downstream_connection",
     "upstream_http_protocol_options",
     "cleanup_interval", "upstream_bind_config",
@@ -36,9 +37,9 @@ static const char *const cluster_unsupported[] = {
 static const char *const type_names[] = {"STATIC", "EDS", "STRICT_DNS", "LOGICAL_DNS", NULL};
 static const char *const type_known[] = {"ORIGINAL_DST", NULL};
 /* In the order of pt_lb_policy_t. */
-static const char *const lb_names[] = {"ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", NULL};
-static const char *const lb_known[] = {"RING_HASH", "MAGLEV", "CLUSTER_PROVIDED",
-                                       "LOAD_BALANCING_POLICY_CONFIG", NULL};
+static const char *const lb_names[] = {"ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH",
+                                       "MAGLEV", NULL};
+static const char *const lb_known[] = {"CLUSTER_PROVIDED", "LOAD_BALANCING_POLICY_CONFIG", NULL};
 
 /* ---- HTTP protocol options --------------------------------------------------------- */
 
@@ -519,6 +520,7 @@ void pt_cluster_unref(pt_cluster_t *c)
 {
     if (c == NULL || atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
         return;
+    pt_lb_hash_cluster_dispose(c);
     pt_arena_dispose(&c->ep_arena);
     pt_arena_dispose(&c->arena); /* cleanups (stats hooks) before the state */
     tls_own_unref(c->tls_own);   /* the TLS context, unless a newer version shares it */
@@ -749,6 +751,7 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
             pt_cfg_error(r, NULL, "applies only with lb_policy LEAST_REQUEST");
         pt_cfg_leave(r);
     }
+    pt_lb_policy_parse(r, c); /* RING_HASH, MAGLEV, load_balancing_policy */
     if (pt_cfg_enter(r, "upstream_connection_options") > 0) {
         static const char *const uco_unsupported[] = {
             "set_local_interface_name_on_upstream_connections", "happy_eyeballs_config", NULL};
@@ -809,8 +812,9 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
         static const char *const clb_unsupported[] = {
             "zone_aware_lb_config", "locality_weighted_lb_config", "update_merge_window",
             "ignore_new_hosts_until_first_hc", "close_connections_on_host_set_change",
-            "consistent_hashing_lb_config", "override_host_status", NULL};
+            "override_host_status", NULL};
         pt_cfg_unsupported(r, clb_unsupported);
+        pt_lb_hash_parse_common(r, c);
         if (pt_cfg_enter(r, "healthy_panic_threshold") > 0) {
             pt_cfg_double(r, "value", &c->healthy_panic_threshold, 50.0, 0.0, 100.0);
             pt_cfg_leave(r);
@@ -881,6 +885,7 @@ static int64_t read_membership_healthy(const void *st)
 void pt_cluster_set_membership_healthy(pt_cluster_t *c, unsigned healthy)
 {
     atomic_store(&c->state->membership_healthy, healthy);
+    pt_lb_hash_cluster_health_changed(c);
 }
 
 int pt_cluster_prepare(pt_cluster_t *c)
@@ -934,16 +939,21 @@ int pt_cluster_prepare(pt_cluster_t *c)
     pt_stats_gauge_fn(c->stats.membership_total, read_membership_total, st);
     pt_stats_gauge_fn(c->stats.membership_healthy, read_membership_healthy, st);
     pt_outlier_prepare(c); /* per-host outlier state and stats, before workers see c */
+    if (pt_lb_hash_cluster_prepare(c) != 0) /* RING_HASH, MAGLEV: the table */
+        return -1;
     /* The endpoints are hosts now: what they were parsed into goes. */
     pt_arena_dispose(&c->ep_arena);
     c->endpoints = NULL;
     return 0;
 }
 
-pt_host_t *pt_cluster_pick_host(pt_cluster_t *c, pt_worker_t *w, pt_host_t *const *exclude,
-                                unsigned nexclude)
+pt_host_t *pt_cluster_pick_host(pt_cluster_t *c, pt_worker_t *w, const pt_lb_context_t *ctx,
+                                pt_host_t *const *exclude, unsigned nexclude)
 {
     switch (c->lb_policy) {
+    case PT_LB_RING_HASH:
+    case PT_LB_MAGLEV:
+        return pt_lb_hash_pick(c, w, ctx, exclude, nexclude);
     case PT_LB_LEAST_REQUEST:
         return pt_lb_least_request(c, w, exclude, nexclude);
     case PT_LB_RANDOM:

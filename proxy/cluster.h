@@ -130,7 +130,16 @@ static inline int pt_cluster_type_is_dns(pt_cluster_type_t t)
 {
     return t == PT_CLUSTER_STRICT_DNS || t == PT_CLUSTER_LOGICAL_DNS;
 }
-typedef enum pt_lb_policy { PT_LB_ROUND_ROBIN, PT_LB_LEAST_REQUEST, PT_LB_RANDOM } pt_lb_policy_t;
+typedef enum pt_lb_policy {
+    PT_LB_ROUND_ROBIN,
+    PT_LB_LEAST_REQUEST,
+    PT_LB_RANDOM,
+    PT_LB_RING_HASH, /* discovery/lb_hash.h */
+    PT_LB_MAGLEV,
+} pt_lb_policy_t;
+
+/* The load balancer context of a pick (discovery/lb_hash.h). */
+typedef struct pt_lb_context pt_lb_context_t;
 
 /* Host health bits, Envoy's /clusters health_flags. */
 enum pt_host_health {
@@ -228,6 +237,11 @@ struct pt_cluster {
     pt_lb_policy_t lb_policy;
     uint32_t lb_choice_count; /* least_request_lb_config.choice_count (default 2) */
     int equal_weights;        /* every host has the same weight (LEAST_REQUEST uses P2C) */
+    /* RING_HASH and MAGLEV: their configuration (in the arena), and the table picks use,
+     * built when the version is prepared and again when its hosts' health changes
+     * (discovery/lb_hash.h). NULL for the other policies. */
+    const struct pt_lb_hash_config *lb_hash;
+    struct pt_lb_hash_pub *lb_hash_pub;
     int dns_lookup_family;    /* index into AUTO, V4_ONLY, V6_ONLY, V4_PREFERRED, ALL */
     /* DNS types: what to resolve and how (discovery/dns.h), in the arena; NULL otherwise. */
     struct pt_dns_config *dns;
@@ -305,7 +319,8 @@ int pt_cluster_adopt_endpoints(pt_cluster_t *c, const pt_cluster_t *from);
 int pt_cluster_take_assignment(pt_cluster_t *c, pt_cfg_t *cla);
 void pt_cluster_drop_assignment(pt_cluster_t *c);
 /* Main thread: the number of c's hosts with no health bit (the membership_healthy gauge),
- * recounted by health checking and outlier detection when verdicts change. */
+ * recounted by health checking and outlier detection when verdicts change; a RING_HASH or
+ * MAGLEV cluster's table is built again over its healthy hosts. */
 void pt_cluster_set_membership_healthy(pt_cluster_t *c, unsigned healthy);
 
 /* Whether c is prepared (pt_cluster_prepare ran). */
@@ -347,9 +362,10 @@ void pt_cluster_unref(pt_cluster_t *c);
 void pt_cluster_count_response(pt_cluster_t *c, int status);
 
 /* Picks the next host for a new upstream connection on this worker, skipping hosts in
- * `exclude` (already tried). NULL when the cluster has no usable host. */
-pt_host_t *pt_cluster_pick_host(pt_cluster_t *c, pt_worker_t *w, pt_host_t *const *exclude,
-                                unsigned nexclude);
+ * `exclude` (already tried). ctx (may be NULL) carries what the request gives the balancer:
+ * its hash for RING_HASH and MAGLEV. NULL when the cluster has no usable host. */
+pt_host_t *pt_cluster_pick_host(pt_cluster_t *c, pt_worker_t *w, const pt_lb_context_t *ctx,
+                                pt_host_t *const *exclude, unsigned nexclude);
 
 /* Opens a connection to addr (one of c's hosts) the way every upstream user does (pools,
  * tcp_proxy, health checks): the cluster's transport (raw, or its UpstreamTlsContext with

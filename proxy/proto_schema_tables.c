@@ -481,6 +481,25 @@ static const pt_pb_enum_t e_envoy_extensions_filters_network_rbac_v3_RBAC_Enforc
     .values = e_envoy_extensions_filters_network_rbac_v3_RBAC_EnforcementType_values,
     .nvalues = 2,
 };
+static const pt_pb_enum_value_t e_envoy_extensions_load_balancing_policies_least_request_v3_LeastRequest_SelectionMethod_values[] = {
+    {.name = "N_CHOICES", .number = 0},
+    {.name = "FULL_SCAN", .number = 1},
+};
+static const pt_pb_enum_t e_envoy_extensions_load_balancing_policies_least_request_v3_LeastRequest_SelectionMethod = {
+    .full_name = "envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest.SelectionMethod",
+    .values = e_envoy_extensions_load_balancing_policies_least_request_v3_LeastRequest_SelectionMethod_values,
+    .nvalues = 2,
+};
+static const pt_pb_enum_value_t e_envoy_extensions_load_balancing_policies_ring_hash_v3_RingHash_HashFunction_values[] = {
+    {.name = "DEFAULT_HASH", .number = 0},
+    {.name = "XX_HASH", .number = 1},
+    {.name = "MURMUR_HASH_2", .number = 2},
+};
+static const pt_pb_enum_t e_envoy_extensions_load_balancing_policies_ring_hash_v3_RingHash_HashFunction = {
+    .full_name = "envoy.extensions.load_balancing_policies.ring_hash.v3.RingHash.HashFunction",
+    .values = e_envoy_extensions_load_balancing_policies_ring_hash_v3_RingHash_HashFunction_values,
+    .nvalues = 3,
+};
 static const pt_pb_enum_value_t e_envoy_extensions_transport_sockets_tls_v3_CertificateValidationContext_TrustChainVerification_values[] = {
     {.name = "VERIFY_TRUST_CHAIN", .number = 0},
     {.name = "ACCEPT_UNTRUSTED", .number = 1},
@@ -968,6 +987,16 @@ static const pt_pb_message_t m_envoy_extensions_filters_network_tcp_proxy_v3_Tcp
 static const pt_pb_message_t m_envoy_extensions_filters_network_tcp_proxy_v3_TcpProxy_TunnelingConfig;
 static const pt_pb_message_t m_envoy_extensions_filters_network_tcp_proxy_v3_TcpProxy_WeightedCluster;
 static const pt_pb_message_t m_envoy_extensions_filters_network_tcp_proxy_v3_TcpProxy_WeightedCluster_ClusterWeight;
+static const pt_pb_message_t m_envoy_extensions_load_balancing_policies_common_v3_ConsistentHashingLbConfig;
+static const pt_pb_message_t m_envoy_extensions_load_balancing_policies_common_v3_LocalityLbConfig;
+static const pt_pb_message_t m_envoy_extensions_load_balancing_policies_common_v3_LocalityLbConfig_LocalityWeightedLbConfig;
+static const pt_pb_message_t m_envoy_extensions_load_balancing_policies_common_v3_LocalityLbConfig_ZoneAwareLbConfig;
+static const pt_pb_message_t m_envoy_extensions_load_balancing_policies_common_v3_SlowStartConfig;
+static const pt_pb_message_t m_envoy_extensions_load_balancing_policies_least_request_v3_LeastRequest;
+static const pt_pb_message_t m_envoy_extensions_load_balancing_policies_maglev_v3_Maglev;
+static const pt_pb_message_t m_envoy_extensions_load_balancing_policies_random_v3_Random;
+static const pt_pb_message_t m_envoy_extensions_load_balancing_policies_ring_hash_v3_RingHash;
+static const pt_pb_message_t m_envoy_extensions_load_balancing_policies_round_robin_v3_RoundRobin;
 static const pt_pb_message_t m_envoy_extensions_retry_host_previous_hosts_v3_PreviousHostsPredicate;
 static const pt_pb_message_t m_envoy_extensions_transport_sockets_raw_buffer_v3_RawBuffer;
 static const pt_pb_message_t m_envoy_extensions_transport_sockets_tls_v3_CertificateProviderPluginInstance;
@@ -5030,6 +5059,108 @@ static const pt_pb_message_t m_envoy_extensions_filters_network_tcp_proxy_v3_Tcp
     .fields = m_envoy_extensions_filters_network_tcp_proxy_v3_TcpProxy_WeightedCluster_ClusterWeight_fields,
     .nfields = 3,
 };
+static const pt_pb_field_t m_envoy_extensions_load_balancing_policies_common_v3_ConsistentHashingLbConfig_fields[] = {
+    {.name = "use_hostname_for_hashing", .number = 1, .type = PT_PB_BOOL, .oneof = -1},
+    {.name = "hash_balance_factor", .number = 2, .type = PT_PB_MESSAGE, .message = &pt_pb_uint32_value, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_load_balancing_policies_common_v3_ConsistentHashingLbConfig = {
+    .full_name = "envoy.extensions.load_balancing_policies.common.v3.ConsistentHashingLbConfig",
+    .fields = m_envoy_extensions_load_balancing_policies_common_v3_ConsistentHashingLbConfig_fields,
+    .nfields = 2,
+};
+static const char *const m_envoy_extensions_load_balancing_policies_common_v3_LocalityLbConfig_oneofs[] = {"locality_config_specifier"};
+static const pt_pb_field_t m_envoy_extensions_load_balancing_policies_common_v3_LocalityLbConfig_fields[] = {
+    {.name = "zone_aware_lb_config", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_extensions_load_balancing_policies_common_v3_LocalityLbConfig_ZoneAwareLbConfig, .oneof = 0},
+    {.name = "locality_weighted_lb_config", .number = 2, .type = PT_PB_MESSAGE, .message = &m_envoy_extensions_load_balancing_policies_common_v3_LocalityLbConfig_LocalityWeightedLbConfig, .oneof = 0},
+};
+static const pt_pb_message_t m_envoy_extensions_load_balancing_policies_common_v3_LocalityLbConfig = {
+    .full_name = "envoy.extensions.load_balancing_policies.common.v3.LocalityLbConfig",
+    .fields = m_envoy_extensions_load_balancing_policies_common_v3_LocalityLbConfig_fields,
+    .nfields = 2,
+    .oneofs = m_envoy_extensions_load_balancing_policies_common_v3_LocalityLbConfig_oneofs,
+    .noneofs = 1,
+};
+static const pt_pb_field_t m_envoy_extensions_load_balancing_policies_common_v3_LocalityLbConfig_LocalityWeightedLbConfig_fields[] = {
+};
+static const pt_pb_message_t m_envoy_extensions_load_balancing_policies_common_v3_LocalityLbConfig_LocalityWeightedLbConfig = {
+    .full_name = "envoy.extensions.load_balancing_policies.common.v3.LocalityLbConfig.LocalityWeightedLbConfig",
+    .fields = m_envoy_extensions_load_balancing_policies_common_v3_LocalityLbConfig_LocalityWeightedLbConfig_fields,
+    .nfields = 0,
+};
+static const pt_pb_field_t m_envoy_extensions_load_balancing_policies_common_v3_LocalityLbConfig_ZoneAwareLbConfig_fields[] = {
+    {.name = "routing_enabled", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_type_v3_Percent, .oneof = -1},
+    {.name = "min_cluster_size", .number = 2, .type = PT_PB_MESSAGE, .message = &pt_pb_uint64_value, .oneof = -1},
+    {.name = "fail_traffic_on_panic", .number = 3, .type = PT_PB_BOOL, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_load_balancing_policies_common_v3_LocalityLbConfig_ZoneAwareLbConfig = {
+    .full_name = "envoy.extensions.load_balancing_policies.common.v3.LocalityLbConfig.ZoneAwareLbConfig",
+    .fields = m_envoy_extensions_load_balancing_policies_common_v3_LocalityLbConfig_ZoneAwareLbConfig_fields,
+    .nfields = 3,
+};
+static const pt_pb_field_t m_envoy_extensions_load_balancing_policies_common_v3_SlowStartConfig_fields[] = {
+    {.name = "slow_start_window", .number = 1, .type = PT_PB_MESSAGE, .message = &pt_pb_duration, .oneof = -1},
+    {.name = "aggression", .number = 2, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_RuntimeDouble, .oneof = -1},
+    {.name = "min_weight_percent", .number = 3, .type = PT_PB_MESSAGE, .message = &m_envoy_type_v3_Percent, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_load_balancing_policies_common_v3_SlowStartConfig = {
+    .full_name = "envoy.extensions.load_balancing_policies.common.v3.SlowStartConfig",
+    .fields = m_envoy_extensions_load_balancing_policies_common_v3_SlowStartConfig_fields,
+    .nfields = 3,
+};
+static const pt_pb_field_t m_envoy_extensions_load_balancing_policies_least_request_v3_LeastRequest_fields[] = {
+    {.name = "choice_count", .number = 1, .type = PT_PB_MESSAGE, .message = &pt_pb_uint32_value, .oneof = -1},
+    {.name = "active_request_bias", .number = 2, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_RuntimeDouble, .oneof = -1},
+    {.name = "slow_start_config", .number = 3, .type = PT_PB_MESSAGE, .message = &m_envoy_extensions_load_balancing_policies_common_v3_SlowStartConfig, .oneof = -1},
+    {.name = "locality_lb_config", .number = 4, .type = PT_PB_MESSAGE, .message = &m_envoy_extensions_load_balancing_policies_common_v3_LocalityLbConfig, .oneof = -1},
+    {.name = "enable_full_scan", .number = 5, .type = PT_PB_MESSAGE, .message = &pt_pb_bool_value, .oneof = -1},
+    {.name = "selection_method", .number = 6, .type = PT_PB_ENUM, .enumeration = &e_envoy_extensions_load_balancing_policies_least_request_v3_LeastRequest_SelectionMethod, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_load_balancing_policies_least_request_v3_LeastRequest = {
+    .full_name = "envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest",
+    .fields = m_envoy_extensions_load_balancing_policies_least_request_v3_LeastRequest_fields,
+    .nfields = 6,
+};
+static const pt_pb_field_t m_envoy_extensions_load_balancing_policies_maglev_v3_Maglev_fields[] = {
+    {.name = "table_size", .number = 1, .type = PT_PB_MESSAGE, .message = &pt_pb_uint64_value, .oneof = -1},
+    {.name = "consistent_hashing_lb_config", .number = 2, .type = PT_PB_MESSAGE, .message = &m_envoy_extensions_load_balancing_policies_common_v3_ConsistentHashingLbConfig, .oneof = -1},
+    {.name = "locality_weighted_lb_config", .number = 3, .type = PT_PB_MESSAGE, .message = &m_envoy_extensions_load_balancing_policies_common_v3_LocalityLbConfig_LocalityWeightedLbConfig, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_load_balancing_policies_maglev_v3_Maglev = {
+    .full_name = "envoy.extensions.load_balancing_policies.maglev.v3.Maglev",
+    .fields = m_envoy_extensions_load_balancing_policies_maglev_v3_Maglev_fields,
+    .nfields = 3,
+};
+static const pt_pb_field_t m_envoy_extensions_load_balancing_policies_random_v3_Random_fields[] = {
+    {.name = "locality_lb_config", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_extensions_load_balancing_policies_common_v3_LocalityLbConfig, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_load_balancing_policies_random_v3_Random = {
+    .full_name = "envoy.extensions.load_balancing_policies.random.v3.Random",
+    .fields = m_envoy_extensions_load_balancing_policies_random_v3_Random_fields,
+    .nfields = 1,
+};
+static const pt_pb_field_t m_envoy_extensions_load_balancing_policies_ring_hash_v3_RingHash_fields[] = {
+    {.name = "hash_function", .number = 1, .type = PT_PB_ENUM, .enumeration = &e_envoy_extensions_load_balancing_policies_ring_hash_v3_RingHash_HashFunction, .oneof = -1},
+    {.name = "minimum_ring_size", .number = 2, .type = PT_PB_MESSAGE, .message = &pt_pb_uint64_value, .oneof = -1},
+    {.name = "maximum_ring_size", .number = 3, .type = PT_PB_MESSAGE, .message = &pt_pb_uint64_value, .oneof = -1},
+    {.name = "use_hostname_for_hashing", .number = 4, .type = PT_PB_BOOL, .oneof = -1},
+    {.name = "hash_balance_factor", .number = 5, .type = PT_PB_MESSAGE, .message = &pt_pb_uint32_value, .oneof = -1},
+    {.name = "consistent_hashing_lb_config", .number = 6, .type = PT_PB_MESSAGE, .message = &m_envoy_extensions_load_balancing_policies_common_v3_ConsistentHashingLbConfig, .oneof = -1},
+    {.name = "locality_weighted_lb_config", .number = 7, .type = PT_PB_MESSAGE, .message = &m_envoy_extensions_load_balancing_policies_common_v3_LocalityLbConfig_LocalityWeightedLbConfig, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_load_balancing_policies_ring_hash_v3_RingHash = {
+    .full_name = "envoy.extensions.load_balancing_policies.ring_hash.v3.RingHash",
+    .fields = m_envoy_extensions_load_balancing_policies_ring_hash_v3_RingHash_fields,
+    .nfields = 7,
+};
+static const pt_pb_field_t m_envoy_extensions_load_balancing_policies_round_robin_v3_RoundRobin_fields[] = {
+    {.name = "slow_start_config", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_extensions_load_balancing_policies_common_v3_SlowStartConfig, .oneof = -1},
+    {.name = "locality_lb_config", .number = 2, .type = PT_PB_MESSAGE, .message = &m_envoy_extensions_load_balancing_policies_common_v3_LocalityLbConfig, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_load_balancing_policies_round_robin_v3_RoundRobin = {
+    .full_name = "envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin",
+    .fields = m_envoy_extensions_load_balancing_policies_round_robin_v3_RoundRobin_fields,
+    .nfields = 2,
+};
 static const pt_pb_field_t m_envoy_extensions_retry_host_previous_hosts_v3_PreviousHostsPredicate_fields[] = {
 };
 static const pt_pb_message_t m_envoy_extensions_retry_host_previous_hosts_v3_PreviousHostsPredicate = {
@@ -6721,6 +6852,16 @@ const pt_pb_message_t *const pt_pb_generated_messages[] = {
     &m_envoy_extensions_filters_network_tcp_proxy_v3_TcpProxy_TunnelingConfig,
     &m_envoy_extensions_filters_network_tcp_proxy_v3_TcpProxy_WeightedCluster,
     &m_envoy_extensions_filters_network_tcp_proxy_v3_TcpProxy_WeightedCluster_ClusterWeight,
+    &m_envoy_extensions_load_balancing_policies_common_v3_ConsistentHashingLbConfig,
+    &m_envoy_extensions_load_balancing_policies_common_v3_LocalityLbConfig,
+    &m_envoy_extensions_load_balancing_policies_common_v3_LocalityLbConfig_LocalityWeightedLbConfig,
+    &m_envoy_extensions_load_balancing_policies_common_v3_LocalityLbConfig_ZoneAwareLbConfig,
+    &m_envoy_extensions_load_balancing_policies_common_v3_SlowStartConfig,
+    &m_envoy_extensions_load_balancing_policies_least_request_v3_LeastRequest,
+    &m_envoy_extensions_load_balancing_policies_maglev_v3_Maglev,
+    &m_envoy_extensions_load_balancing_policies_random_v3_Random,
+    &m_envoy_extensions_load_balancing_policies_ring_hash_v3_RingHash,
+    &m_envoy_extensions_load_balancing_policies_round_robin_v3_RoundRobin,
     &m_envoy_extensions_retry_host_previous_hosts_v3_PreviousHostsPredicate,
     &m_envoy_extensions_transport_sockets_raw_buffer_v3_RawBuffer,
     &m_envoy_extensions_transport_sockets_tls_v3_CertificateProviderPluginInstance,
@@ -6847,4 +6988,4 @@ const pt_pb_message_t *const pt_pb_generated_messages[] = {
     &m_xds_type_matcher_v3_RegexMatcher_GoogleRE2,
     &m_xds_type_matcher_v3_StringMatcher,
 };
-const size_t pt_pb_generated_nmessages = 458;
+const size_t pt_pb_generated_nmessages = 468;

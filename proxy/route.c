@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "discovery/lb_hash.h"
 #include "proxy/formatter.h"
 
 /* Longest domain accepted; wildcard lengths are kept as uint16_t. */
@@ -67,7 +68,6 @@ static const char *const action_unsupported[] = {"cluster_specifier_plugin",
                                                  "request_mirror_policies",
                                                  "rate_limits",
                                                  "include_vh_rate_limits",
-                                                 "hash_policy",
                                                  "cors",
                                                  "internal_redirect_policy",
                                                  "internal_redirect_action",
@@ -458,11 +458,138 @@ static void parse_weighted_clusters(pctx_t *p, pt_route_t *rt)
     rt->total_weight = sum;
 }
 
+/* One RouteAction.HashPolicy (reader inside it). */
+static void parse_hash_policy(pctx_t *p, pt_hash_policy_t *hp)
+{
+    pt_cfg_t *r = p->r;
+    static const char *const kinds[] = {"header", "cookie", "connection_properties",
+                                        "query_parameter", "filter_state", NULL};
+    int kind = pt_cfg_oneof(r, kinds, 1);
+    pt_cfg_bool(r, "terminal", &hp->terminal, 0);
+    const char *s;
+    char q[300];
+    switch (kind) {
+    case 0:
+        hp->kind = PT_HASH_POLICY_HEADER;
+        if (pt_cfg_enter(r, "header") <= 0)
+            break;
+        if (pt_cfg_string(r, "header_name", &s, "") <= 0 || s[0] == '\0') {
+            pt_cfg_error(r, "header_name", "is required");
+        } else if (!pt_http_header_name_valid(s, 1)) {
+            pt_cfg_error(r, "header_name", "%s is not a valid header name",
+                         pt_cfg_quote(s, q, sizeof(q)));
+        } else {
+            hp->name = lower_dup(p->a, s);
+            hp->name_len = strlen(s);
+        }
+        if (pt_cfg_enter(r, "regex_rewrite") > 0) {
+            pt_path_rewrite_t rw = {0};
+            parse_regex_rewrite(p, &rw);
+            hp->regex = rw.regex;
+            hp->substitution = rw.substitution;
+            pt_cfg_leave(r);
+        }
+        pt_cfg_leave(r);
+        break;
+    case 1: {
+        hp->kind = PT_HASH_POLICY_COOKIE;
+        if (pt_cfg_enter(r, "cookie") <= 0)
+            break;
+        const char *name = header_string(p, "name", 1);
+        if (name != NULL && (name[0] == '\0' || strpbrk(name, "=; \t\",") != NULL))
+            pt_cfg_error(r, "name", "%s is not a cookie name",
+                         pt_cfg_quote(name, q, sizeof(q)));
+        hp->name = name;
+        hp->name_len = name != NULL ? strlen(name) : 0;
+        uint64_t ms;
+        hp->has_ttl = pt_cfg_duration_ms(r, "ttl", &ms, 0) > 0;
+        hp->ttl_s = ms / 1000;
+        hp->path = header_string(p, "path", 0);
+        if (hp->path != NULL && (hp->path[0] == '\0' || strchr(hp->path, ';') != NULL)) {
+            if (hp->path[0] != '\0')
+                pt_cfg_error(r, "path", "must not contain ';'");
+            hp->path = NULL;
+        }
+        int present;
+        size_t n = pt_cfg_array(r, "attributes", &present);
+        if (present) {
+            pt_cookie_attribute_t *at = alloc(p, n * sizeof(*at));
+            for (size_t i = 0; at != NULL && i < n; i++) {
+                if (pt_cfg_enter_index(r, i) <= 0)
+                    continue;
+                const char *an = header_string(p, "name", 1);
+                const char *av = header_string(p, "value", 0);
+                if (an != NULL && (an[0] == '\0' || strpbrk(an, "=;") != NULL))
+                    pt_cfg_error(r, "name", "is not a cookie attribute name");
+                else if (av != NULL && strchr(av, ';') != NULL)
+                    pt_cfg_error(r, "value", "must not contain ';'");
+                else if (an != NULL)
+                    at[hp->nattributes++] = (pt_cookie_attribute_t){an, av ? av : ""};
+                pt_cfg_leave(r);
+            }
+            hp->attributes = at;
+            pt_cfg_leave_array(r);
+        }
+        pt_cfg_leave(r);
+        break;
+    }
+    case 2: {
+        hp->kind = PT_HASH_POLICY_SOURCE_IP;
+        if (pt_cfg_enter(r, "connection_properties") <= 0)
+            break;
+        int source_ip;
+        pt_cfg_bool(r, "source_ip", &source_ip, 0);
+        /* source_ip false: Envoy adds no policy; this one then never yields a hash. */
+        if (!source_ip)
+            hp->kind = (pt_hash_policy_kind_t)-1;
+        pt_cfg_leave(r);
+        break;
+    }
+    case 3:
+        hp->kind = PT_HASH_POLICY_QUERY_PARAM;
+        if (pt_cfg_enter(r, "query_parameter") <= 0)
+            break;
+        if (pt_cfg_string(r, "name", &s, "") <= 0 || s[0] == '\0')
+            pt_cfg_error(r, "name", "is required");
+        hp->name = sdup(p, s);
+        hp->name_len = strlen(s);
+        pt_cfg_leave(r);
+        break;
+    case 4:
+        pt_cfg_error(r, "filter_state", "is not supported (petrel keeps no filter state "
+                                        "objects to hash)");
+        (void)pt_cfg_get(r, "filter_state");
+        break;
+    default:
+        break;
+    }
+}
+
+static void parse_hash_policies(pctx_t *p, pt_route_t *rt)
+{
+    pt_cfg_t *r = p->r;
+    int present;
+    size_t n = pt_cfg_array(r, "hash_policy", &present);
+    if (!present)
+        return;
+    pt_hash_policy_t *hps = n > 0 ? alloc(p, n * sizeof(*hps)) : NULL;
+    for (size_t i = 0; hps != NULL && i < n; i++) {
+        if (pt_cfg_enter_index(r, i) <= 0)
+            continue;
+        memset(&hps[rt->nhash_policies], 0, sizeof(*hps));
+        parse_hash_policy(p, &hps[rt->nhash_policies++]);
+        pt_cfg_leave(r);
+    }
+    rt->hash_policies = hps;
+    pt_cfg_leave_array(r);
+}
+
 static void parse_route_action(pctx_t *p, pt_route_t *rt)
 {
     pt_cfg_t *r = p->r;
     pt_cfg_unsupported(r, action_unsupported);
     rt->action = PT_ROUTE_ACTION_ROUTE;
+    parse_hash_policies(p, rt);
     if (pt_cfg_enter(r, "retry_policy") > 0) {
         rt->retry_policy = pt_retry_policy_parse(r, p->a);
         pt_cfg_leave(r);
@@ -1477,4 +1604,218 @@ void pt_route_mutate_response_headers(const pt_route_config_t *rc, const pt_vhos
                                       pt_http_headers_t *h, const pt_stream_info_t *si)
 {
     mutate(rc, vh, rt, weighted_entry, h, si, 1);
+}
+
+/* ---- hash policies ------------------------------------------------------------------------ */
+
+typedef struct hash_value {
+    const char *s;
+    size_t len;
+} hash_value_t;
+
+static int value_cmp(const void *a, const void *b)
+{
+    const hash_value_t *x = a, *y = b;
+    size_t n = x->len < y->len ? x->len : y->len;
+    int c = memcmp(x->s, y->s, n);
+    return c != 0 ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+/* Envoy's header hash: every value of the header (rewritten by regex_rewrite), sorted so
+ * their order does not matter, each hashed with the hash of those before it as the seed. */
+static int header_hash(const pt_hash_policy_t *hp, const pt_http_headers_t *req, uint64_t *out)
+{
+    hash_value_t local[8], *vals = local;
+    unsigned n = 0, cap = 8;
+    for (uint32_t i = 0; i < req->count; i++) {
+        const pt_http_header_t *e = &req->items[i];
+        if (e->name_len != hp->name_len || memcmp(e->name, hp->name, hp->name_len) != 0)
+            continue;
+        if (n == cap) {
+            hash_value_t *more = pt_arena_alloc(req->arena, 2 * cap * sizeof(*more));
+            if (more == NULL)
+                return 0;
+            memcpy(more, vals, n * sizeof(*more));
+            vals = more;
+            cap *= 2;
+        }
+        vals[n].s = e->value;
+        vals[n].len = e->value_len;
+        if (hp->regex != NULL) {
+            size_t len;
+            const char *v = pt_regex_replace_all(hp->regex, e->value, e->value_len,
+                                                 hp->substitution, req->arena, &len);
+            if (v == NULL)
+                return 0;
+            vals[n].s = v;
+            vals[n].len = len;
+        }
+        n++;
+    }
+    if (n == 0)
+        return 0;
+    if (n > 1)
+        qsort(vals, n, sizeof(*vals), value_cmp);
+    uint64_t h = 0;
+    for (unsigned i = 0; i < n; i++)
+        h = pt_xxhash64(vals[i].s, vals[i].len, h);
+    *out = h;
+    return 1;
+}
+
+/* The value of cookie `name` in the request's Cookie headers (the first found, without
+ * surrounding double quotes), as Envoy's parseCookieValue. 0 when absent. */
+static int cookie_value(const pt_http_headers_t *req, const char *name, size_t nlen,
+                        const char **v, size_t *vlen)
+{
+    for (uint32_t i = 0; i < req->count; i++) {
+        const pt_http_header_t *e = &req->items[i];
+        if (e->name_len != 6 || memcmp(e->name, "cookie", 6) != 0)
+            continue;
+        const char *p = e->value, *end = p + e->value_len;
+        while (p < end) {
+            const char *semi = memchr(p, ';', (size_t)(end - p));
+            const char *ce = semi ? semi : end;
+            while (p < ce && *p == ' ')
+                p++;
+            const char *eq = memchr(p, '=', (size_t)(ce - p));
+            if (eq != NULL && (size_t)(eq - p) == nlen && memcmp(p, name, nlen) == 0) {
+                const char *vs = eq + 1;
+                size_t vl = (size_t)(ce - vs);
+                if (vl >= 2 && vs[0] == '"' && vs[vl - 1] == '"') {
+                    vs++;
+                    vl -= 2;
+                }
+                *v = vs;
+                *vlen = vl;
+                return 1;
+            }
+            p = semi ? semi + 1 : end;
+        }
+    }
+    return 0;
+}
+
+/* The first value of query parameter `name` in :path, undecoded, as Envoy's
+ * QueryParamsMulti::getFirstValue ("?a" has the value ""). */
+static int query_value(const pt_http_headers_t *req, const char *name, size_t nlen,
+                       const char **v, size_t *vlen)
+{
+    const char *path = pt_http_headers_get(req, ":path");
+    const char *q = path != NULL ? strchr(path, '?') : NULL;
+    if (q == NULL)
+        return 0;
+    q++;
+    size_t qlen = strcspn(q, "#");
+    const char *end = q + qlen;
+    while (q < end) {
+        const char *amp = memchr(q, '&', (size_t)(end - q));
+        const char *pe = amp ? amp : end;
+        const char *eq = memchr(q, '=', (size_t)(pe - q));
+        const char *ke = eq ? eq : pe;
+        if ((size_t)(ke - q) == nlen && memcmp(q, name, nlen) == 0) {
+            *v = eq ? eq + 1 : pe;
+            *vlen = eq ? (size_t)(pe - eq - 1) : 0;
+            return 1;
+        }
+        q = amp ? amp + 1 : end;
+    }
+    return 0;
+}
+
+static int policy_hash(const pt_hash_policy_t *hp, const pt_http_headers_t *req,
+                       const pt_addr_t *client, pt_route_cookie_fn add_cookie, void *data,
+                       uint64_t *out)
+{
+    const char *v;
+    size_t vlen;
+    switch (hp->kind) {
+    case PT_HASH_POLICY_HEADER:
+        return hp->name != NULL && header_hash(hp, req, out);
+    case PT_HASH_POLICY_COOKIE:
+        if (hp->name == NULL)
+            return 0;
+        if (cookie_value(req, hp->name, hp->name_len, &v, &vlen) && vlen > 0) {
+            *out = pt_xxhash64(v, vlen, 0);
+            return 1;
+        }
+        /* No cookie (or an empty one): with a ttl one is made and set on the response. */
+        if (!hp->has_ttl || add_cookie == NULL || (v = add_cookie(data, hp)) == NULL)
+            return 0;
+        *out = pt_xxhash64(v, strlen(v), 0);
+        return 1;
+    case PT_HASH_POLICY_SOURCE_IP: {
+        if (client == NULL || (client->sa.sa_family != AF_INET && client->sa.sa_family != AF_INET6))
+            return 0;
+        char ip[64];
+        pt_addr_format_ip(client, ip, sizeof(ip));
+        if (ip[0] == '\0')
+            return 0;
+        *out = pt_xxhash64(ip, strlen(ip), 0);
+        return 1;
+    }
+    case PT_HASH_POLICY_QUERY_PARAM:
+        if (hp->name == NULL || !query_value(req, hp->name, hp->name_len, &v, &vlen))
+            return 0;
+        *out = pt_xxhash64(v, vlen, 0);
+        return 1;
+    }
+    return 0;
+}
+
+int pt_route_hash(const pt_route_t *rt, const pt_http_headers_t *req, const pt_addr_t *client,
+                  pt_route_cookie_fn add_cookie, void *data, uint64_t *out)
+{
+    int have = 0;
+    uint64_t hash = 0;
+    for (unsigned i = 0; i < rt->nhash_policies; i++) {
+        const pt_hash_policy_t *hp = &rt->hash_policies[i];
+        uint64_t h;
+        if (!policy_hash(hp, req, client, add_cookie, data, &h))
+            continue;
+        hash = have ? pt_hash_combine(hash, h) : h;
+        have = 1;
+        if (hp->terminal)
+            break;
+    }
+    *out = hash;
+    return have;
+}
+
+void pt_route_cookie_value(const pt_addr_t *remote, const pt_addr_t *local, char out[17])
+{
+    char buf[2 * PT_ADDR_STRLEN];
+    size_t n = 0;
+    if (remote != NULL) {
+        pt_addr_format(remote, buf, PT_ADDR_STRLEN);
+        n = strlen(buf);
+    }
+    if (local != NULL)
+        pt_addr_format(local, buf + n, PT_ADDR_STRLEN);
+    else
+        buf[n] = '\0';
+    uint64_t h = pt_xxhash64(buf, strlen(buf), 0);
+    snprintf(out, 17, "%016" PRIx64, h);
+}
+
+const char *pt_route_set_cookie(const pt_hash_policy_t *p, const char *value, pt_arena_t *a)
+{
+    size_t len = strlen(p->name) + strlen(value) + 64 + (p->path ? strlen(p->path) : 0);
+    for (unsigned i = 0; i < p->nattributes; i++)
+        len += strlen(p->attributes[i].name) + strlen(p->attributes[i].value) + 4;
+    char *out = pt_arena_alloc(a, len);
+    if (out == NULL)
+        return NULL;
+    size_t n = (size_t)snprintf(out, len, "%s=\"%s\"", p->name, value);
+    if (p->ttl_s > 0)
+        n += (size_t)snprintf(out + n, len - n, "; Max-Age=%" PRIu64, p->ttl_s);
+    if (p->path != NULL)
+        n += (size_t)snprintf(out + n, len - n, "; Path=%s", p->path);
+    for (unsigned i = 0; i < p->nattributes; i++) {
+        const pt_cookie_attribute_t *at = &p->attributes[i];
+        n += (size_t)snprintf(out + n, len - n, at->value[0] ? "; %s=%s" : "; %s", at->name,
+                              at->value);
+    }
+    snprintf(out + n, len - n, "; HttpOnly");
+    return out;
 }

@@ -98,6 +98,32 @@ typedef struct pt_path_rewrite {
     const char *substitution;
 } pt_path_rewrite_t;
 
+/* RouteAction.HashPolicy: what a request's hash for RING_HASH and MAGLEV is made of. */
+typedef enum pt_hash_policy_kind {
+    PT_HASH_POLICY_HEADER,      /* header: the values of a request header */
+    PT_HASH_POLICY_COOKIE,      /* cookie: a cookie's value, generated with a ttl */
+    PT_HASH_POLICY_SOURCE_IP,   /* connection_properties.source_ip: the client's address */
+    PT_HASH_POLICY_QUERY_PARAM, /* query_parameter: a query parameter's first value */
+} pt_hash_policy_kind_t;
+
+typedef struct pt_cookie_attribute {
+    const char *name, *value; /* value "" for a bare attribute */
+} pt_cookie_attribute_t;
+
+typedef struct pt_hash_policy {
+    pt_hash_policy_kind_t kind;
+    int terminal;                 /* a hash from this one ends the list */
+    const char *name;             /* header (lowercase), cookie or parameter name */
+    size_t name_len;
+    const pt_regex_t *regex;      /* header: regex_rewrite.pattern, or NULL */
+    const char *substitution;
+    int has_ttl;                  /* cookie: a ttl was given: a missing cookie is made */
+    uint64_t ttl_s;
+    const char *path;             /* cookie: its Path, or NULL */
+    const pt_cookie_attribute_t *attributes;
+    unsigned nattributes;
+} pt_hash_policy_t;
+
 typedef struct pt_redirect {
     int https_redirect;
     const char *scheme_redirect; /* or NULL */
@@ -151,6 +177,10 @@ struct pt_route {
     const pt_retry_policy_t *retry_policy;
     int priority;                      /* 0 DEFAULT, 1 HIGH: which circuit breakers apply */
     uint32_t per_request_buffer_limit; /* body kept for retries; 0 = the listener's limit */
+
+    /* hash_policy (PT_ROUTE_ACTION_ROUTE), in order. */
+    const pt_hash_policy_t *hash_policies;
+    unsigned nhash_policies;
 };
 
 /* ---- virtual hosts and the route config -------------------------------------------- */
@@ -246,6 +276,23 @@ const char *pt_route_pick_cluster(const pt_route_t *rt, uint64_t random,
 /* Same, also resolving cluster_header from the request (NULL when the header is absent). */
 const char *pt_route_cluster_for_request(const pt_route_t *rt, const pt_http_headers_t *req,
                                          uint64_t random, const void **weighted_entry_out);
+
+/* A cookie policy with a ttl found no cookie: the callback makes one (its value, which the
+ * request is hashed by) and has it set on the response. NULL out of memory: no hash. */
+typedef const char *(*pt_route_cookie_fn)(void *data, const pt_hash_policy_t *p);
+
+/* The request's hash from the route's hash_policy, as Envoy computes it: each policy that
+ * yields a hash is folded in (pt_hash_combine) until one marked terminal did. `client` is the
+ * downstream remote address (source_ip), may be NULL. 1 with *out set, or 0 when no policy
+ * yielded one (the balancer then picks at random). */
+int pt_route_hash(const pt_route_t *rt, const pt_http_headers_t *req, const pt_addr_t *client,
+                  pt_route_cookie_fn add_cookie, void *data, uint64_t *out);
+/* Envoy's generated cookie value: xxHash64 of the connection's remote then local address
+ * ("10.0.0.1:5000" "10.0.0.2:80"), as 16 lowercase hex digits. */
+void pt_route_cookie_value(const pt_addr_t *remote, const pt_addr_t *local, char out[17]);
+/* The Set-Cookie value for cookie policy p with this value (Envoy's: name="value";
+ * Max-Age=ttl; Path=path; attributes; HttpOnly), in a; NULL out of memory. */
+const char *pt_route_set_cookie(const pt_hash_policy_t *p, const char *value, pt_arena_t *a);
 
 /* Applies prefix_rewrite or regex_rewrite (of a forwarding or a redirect route) to path,
  * keeping the query string. Returns the new path in a, or NULL when the route has no path

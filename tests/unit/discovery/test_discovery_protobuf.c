@@ -1,4 +1,5 @@
-/* End to end: DiscoveryResponses of clusters, endpoint assignments, listeners (with an HTTP
+/* End to end: DiscoveryResponses of clusters (RING_HASH and typed load balancing policies among
+ * them), endpoint assignments, listeners (with an HTTP
  * connection manager, its filters and routes) and route configurations, written as YAML,
  * encoded to the protobuf wire format by the schema, then read the way a gRPC xDS update is
  * read (pt_discovery_response_parse_protobuf). The decoded tree must equal the YAML's, and
@@ -8,6 +9,7 @@
  * the decoding is not only checked against its own encoder. */
 #include "discovery/discovery_response.h"
 #include "discovery/endpoints.h"
+#include "discovery/lb_hash.h"
 #include "proxy/arena.h"
 #include "proxy/cluster.h"
 #include "proxy/config.h"
@@ -138,7 +140,28 @@ static const char cds_yaml[] =
     "  connect_timeout: 0.250s\n"
     "  eds_cluster_config:\n"
     "    service_name: backend\n"
-    "    eds_config: {path_config_source: {path: /etc/petrel/eds.yaml}}\n";
+    "    eds_config: {path_config_source: {path: /etc/petrel/eds.yaml}}\n"
+    "- '@type': " CLUSTER_TYPE "\n"
+    "  name: ring\n"
+    "  lb_policy: RING_HASH\n"
+    "  ring_hash_lb_config: {minimum_ring_size: 64, hash_function: MURMUR_HASH_2}\n"
+    "  common_lb_config: {consistent_hashing_lb_config: {use_hostname_for_hashing: true}}\n"
+    "- '@type': " CLUSTER_TYPE "\n"
+    "  name: typed\n"
+    "  load_balancing_policy:\n"
+    "    policies:\n"
+    "    - typed_extension_config:\n"
+    "        name: envoy.load_balancing_policies.maglev\n"
+    "        typed_config:\n"
+    "          '@type': type.googleapis.com/envoy.extensions.load_balancing_policies.maglev.v3"
+    ".Maglev\n"
+    "          table_size: 251\n"
+    "    - typed_extension_config:\n"
+    "        name: envoy.load_balancing_policies.ring_hash\n"
+    "        typed_config:\n"
+    "          '@type': type.googleapis.com/envoy.extensions.load_balancing_policies.ring_hash"
+    ".v3.RingHash\n"
+    "          minimum_ring_size: 16\n";
 
 static void test_clusters(void)
 {
@@ -149,7 +172,7 @@ static void test_clusters(void)
     json_decref(doc);
     PT_CHECK_INT(rc, 0);
     PT_CHECK_STR(resp.version_info, "3");
-    PT_CHECK_INT(resp.nresources, 2);
+    PT_CHECK_INT(resp.nresources, 4);
     for (size_t i = 0; i < resp.nresources; i++) {
         pt_cfg_t r;
         pt_discovery_resource_reader(&resp.resources[i], &r);
@@ -159,6 +182,14 @@ static void test_clusters(void)
         int ok = c != NULL && pt_cfg_ok(&r);
         if (ok && i == 0)
             ok = c->connect_timeout_ms == 1500;
+        /* The hash balancers and the typed policies come through protobuf as from YAML. */
+        if (ok && i == 2)
+            ok = c->lb_policy == PT_LB_RING_HASH && c->lb_hash != NULL &&
+                 c->lb_hash->min_ring_size == 64 &&
+                 c->lb_hash->hash_function == PT_HASH_MURMUR_HASH_2 && c->lb_hash->use_hostname;
+        if (ok && i == 3)
+            ok = c->lb_policy == PT_LB_MAGLEV && c->lb_hash != NULL &&
+                 c->lb_hash->table_size == 251;
         if (c != NULL)
             pt_cluster_unref(c);
         pt_cfg_dispose(&r);

@@ -35,7 +35,7 @@ static void tally(fixture_t *f, unsigned draws, pt_host_t *ex, unsigned counts[M
     pt_host_t *exclude[1] = {ex};
     memset(counts, 0, sizeof(unsigned) * MAXH);
     for (unsigned i = 0; i < draws; i++) {
-        pt_host_t *h = pt_cluster_pick_host(&f->c, NULL, exclude, ex ? 1 : 0);
+        pt_host_t *h = pt_cluster_pick_host(&f->c, NULL, NULL, exclude, ex ? 1 : 0);
         if (h == NULL) {
             counts[MAXH - 1] += 1000000; /* makes any bound check fail */
             continue;
@@ -109,9 +109,9 @@ static void test_no_hosts(void)
 {
     fixture_t f;
     setup(&f, 0, PT_LB_LEAST_REQUEST);
-    PT_CHECK(pt_cluster_pick_host(&f.c, NULL, NULL, 0) == NULL);
+    PT_CHECK(pt_cluster_pick_host(&f.c, NULL, NULL, NULL, 0) == NULL);
     setup(&f, 0, PT_LB_RANDOM);
-    PT_CHECK(pt_cluster_pick_host(&f.c, NULL, NULL, 0) == NULL);
+    PT_CHECK(pt_cluster_pick_host(&f.c, NULL, NULL, NULL, 0) == NULL);
 }
 
 int main(void)

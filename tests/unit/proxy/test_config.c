@@ -814,8 +814,8 @@ static void test_unsupported_fields(void)
 
 static void test_enums(void)
 {
-    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 'MAGLEV'}"),
-            "static_resources.clusters[0].lb_policy: \"MAGLEV\" is not supported");
+    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 'CLUSTER_PROVIDED'}"),
+            "static_resources.clusters[0].lb_policy: \"CLUSTER_PROVIDED\" is not supported");
     pt_boot_t *dns = ACCEPTS(CLUSTERS_ONLY("{'name': 'a', 'dns_lookup_family': 'V4_ONLY'}"));
     PT_CHECK(dns != NULL);
     if (dns != NULL) {
@@ -825,11 +825,11 @@ static void test_enums(void)
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'dns_lookup_family': 'V5_ONLY'}"),
             C0 ".dns_lookup_family: \"V5_ONLY\" is not a valid value (expected one of: AUTO, "
                "V4_ONLY, V6_ONLY, V4_PREFERRED, ALL)");
-    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 'RING_HASH'}"),
-            C0 ".lb_policy: \"RING_HASH\" is not supported");
+    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 'LOAD_BALANCING_POLICY_CONFIG'}"),
+            C0 ".lb_policy: \"LOAD_BALANCING_POLICY_CONFIG\" is not supported");
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 'FASTEST'}"),
             C0 ".lb_policy: \"FASTEST\" is not a valid value (expected one of: ROUND_ROBIN, "
-               "LEAST_REQUEST, RANDOM)");
+               "LEAST_REQUEST, RANDOM, RING_HASH, MAGLEV)");
     /* Envoy reads enum names in any case: strict_dns, random and auto load there. */
     pt_boot_t *lower = ACCEPTS(CLUSTERS_ONLY(
         "{'name': 'a', 'lb_policy': 'random', 'type': 'strict_dns', 'dns_lookup_family': "
@@ -843,8 +843,8 @@ static void test_enums(void)
         PT_CHECK_INT(lower->clusters[0]->dns_lookup_family, 1);
         pt_boot_free(lower);
     }
-    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 'maglev'}"),
-            C0 ".lb_policy: \"maglev\" is not supported");
+    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 'cluster_provided'}"),
+            C0 ".lb_policy: \"cluster_provided\" is not supported");
     pt_boot_t *lb = ACCEPTS(CLUSTERS_ONLY(
         "{'name': 'a', 'lb_policy': 'LEAST_REQUEST', 'least_request_lb_config': "
         "{'choice_count': 5}}, {'name': 'b', 'lb_policy': 'RANDOM'}"));
@@ -1241,7 +1241,7 @@ static void test_both_spellings_rejected(void)
 static void test_all_errors_collected(void)
 {
     pt_boot_t *c = build("{'colour': 1, 'static_resources': {'clusters': ["
-                           "  {'name': 'a', 'connect_timeout': 'abc', 'lb_policy': 'MAGLEV'},"
+                           "  {'name': 'a', 'connect_timeout': 'abc', 'lb_policy': 'CLUSTER_PROVIDED'},"
                            "  {'name': 'b', 'type': 'ORIGINAL_DST', 'load_assignment': {'endpoints': "
                            "   [{'lb_endpoints': [" EP("localhost", 70000) "]}]}},"
                            "  {'connect_timeout': '1s'}, {'name': 'ok'}],"
@@ -1251,7 +1251,7 @@ static void test_all_errors_collected(void)
     PT_CHECK(c == NULL);
     static const char *const want[] = {
         C0 ".connect_timeout: \"abc\" is not a duration (expected a string like \"1.5s\")",
-        C0 ".lb_policy: \"MAGLEV\" is not supported",
+        C0 ".lb_policy: \"CLUSTER_PROVIDED\" is not supported",
         "static_resources.clusters[1].type: \"ORIGINAL_DST\" is not supported",
         "static_resources.clusters[1].load_assignment.endpoints[0].lb_endpoints[0].endpoint"
         ".address.socket_address.port_value: 70000 is out of range [0, 65535]",

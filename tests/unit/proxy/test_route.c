@@ -1282,10 +1282,11 @@ static void test_config_errors(void)
         {VH(",'typed_per_filter_config':{'envoy.filters.http.cors':{}}"),
          {"rc.virtual_hosts[0].typed_per_filter_config: field is not supported"}},
         {ROUTE("{'match':{'prefix':'/'},'route':{'cluster':'a','retry_policy':{},'priority':'LOW',"
-               "'hash_policy':[]}}"),
-         {"rc.virtual_hosts[0].routes[0].route.priority: \"LOW\" is not a valid value (expected "
-          "one of: DEFAULT, HIGH)",
-          "rc.virtual_hosts[0].routes[0].route.hash_policy: field is not supported"}},
+               "'hash_policy':[{'filter_state':{'key':'k'}}]}}"),
+         {"rc.virtual_hosts[0].routes[0].route.hash_policy[0].filter_state: is not supported "
+          "(petrel keeps no filter state objects to hash)",
+          "rc.virtual_hosts[0].routes[0].route.priority: \"LOW\" is not a valid value (expected "
+          "one of: DEFAULT, HIGH)"}},
         {ROUTE("{'match':{'prefix':'/','grpc':{}},'route':{'cluster':'a'},'decorator':{}}"),
          {"rc.virtual_hosts[0].routes[0].match.grpc: field is not supported",
           "rc.virtual_hosts[0].routes[0].decorator: field is not supported"}},
