@@ -116,7 +116,8 @@ enum {
 
 typedef struct fault_state {
     pt_http_stream_t *s;
-    const fault_config_t *cfg;
+    const fault_config_t *cfg;  /* the filter's: stats and the active-fault count */
+    const fault_config_t *spec; /* what to inject: the route's HTTPFault, else cfg */
     uint32_t flags;
     const char *downstream_cluster; /* for the per-cluster stats, or NULL */
     ev_timer timer;
@@ -182,10 +183,10 @@ static void parse_abort(pt_cfg_t *r, fault_config_t *c)
     pt_fractional_percent_field(r, "percentage", &c->abort_pct, zero);
 }
 
-static void *fault_parse(pt_cfg_t *r, pt_config_t *cfg)
+static void *parse_fault(pt_cfg_t *r, pt_arena_t *a)
 {
     size_t before = r->nerrors;
-    fault_config_t *c = pt_arena_alloc(&cfg->arena, sizeof(*c));
+    fault_config_t *c = pt_arena_alloc(a, sizeof(*c));
     if (c == NULL) {
         pt_cfg_error(r, NULL, "out of memory");
         return NULL;
@@ -203,16 +204,16 @@ static void *fault_parse(pt_cfg_t *r, pt_config_t *cfg)
 
     const char *s;
     if (pt_cfg_string(r, "upstream_cluster", &s, "") > 0 && s[0] != '\0')
-        c->upstream_cluster = pt_arena_strdup(&cfg->arena, s);
+        c->upstream_cluster = pt_arena_strdup(a, s);
 
     int present;
     size_t n = pt_cfg_array(r, "headers", &present);
     if (present) {
-        c->headers = n ? pt_arena_alloc(&cfg->arena, n * sizeof(*c->headers)) : NULL;
+        c->headers = n ? pt_arena_alloc(a, n * sizeof(*c->headers)) : NULL;
         for (size_t i = 0; i < n; i++) {
             if (pt_cfg_enter_index(r, i) > 0) {
                 if (c->headers != NULL &&
-                    pt_header_matcher_parse(r, &cfg->arena, &c->headers[c->nheaders]) == 0)
+                    pt_header_matcher_parse(r, a, &c->headers[c->nheaders]) == 0)
                     c->nheaders++;
                 pt_cfg_leave(r);
             }
@@ -234,6 +235,18 @@ static void *fault_parse(pt_cfg_t *r, pt_config_t *cfg)
     c->downstream_cluster_stats = !disable;
 
     return r->nerrors == before ? c : NULL;
+}
+
+static void *fault_parse(pt_cfg_t *r, pt_config_t *cfg)
+{
+    return parse_fault(r, &cfg->arena);
+}
+
+/* A route's HTTPFault replaces the filter's for its requests (what to inject, to whom, and
+ * max_active_faults); the filter's stats count them, as in Envoy. */
+static void *fault_parse_per_route(pt_cfg_t *r, pt_arena_t *a)
+{
+    return parse_fault(r, a);
 }
 
 static int fault_prepare(void *fc, pt_config_t *cfg, const char *hcm_stat_prefix)
@@ -332,7 +345,7 @@ static void count_injected(fault_state_t *st, pt_stat_t general, const char *wha
 /* Aborts the request when the abort fault fires for it. 1 when it did. */
 static int maybe_abort(fault_state_t *st, const pt_http_headers_t *h)
 {
-    const fault_config_t *c = st->cfg;
+    const fault_config_t *c = st->spec;
     if (c->abort_kind == ABORT_NONE)
         return 0;
     pt_fractional_percent_t p =
@@ -362,7 +375,7 @@ static int maybe_abort(fault_state_t *st, const pt_http_headers_t *h)
     }
     if (http_status == 0)
         return 0;
-    count_injected(st, c->aborts_injected, "aborts_injected");
+    count_injected(st, st->cfg->aborts_injected, "aborts_injected");
     pt_debug("fault: aborting request with %d%s", http_status, grpc_status >= 0 ? " (gRPC)" : "");
     if (pt_grpc_is_request(h))
         pt_http_grpc_local_reply(
@@ -401,15 +414,17 @@ static int fault_decode_headers(pt_http_stream_t *s, void *cfg, void *state, pt_
                                 int end_stream)
 {
     (void)end_stream;
-    const fault_config_t *c = cfg;
+    const fault_config_t *base = cfg, *route = pt_http_stream_route_config(s);
+    const fault_config_t *c = route != NULL ? route : base;
     fault_state_t *st = state;
     st->s = s;
-    st->cfg = c;
+    st->cfg = base;
+    st->spec = c;
 
     /* A fuzzy limit, as Envoy's (compare, then count later without a CAS). */
     if (c->has_max_active &&
-        atomic_load_explicit(c->active, memory_order_relaxed) >= (int64_t)c->max_active) {
-        pt_stat_inc(c->faults_overflow);
+        atomic_load_explicit(base->active, memory_order_relaxed) >= (int64_t)c->max_active) {
+        pt_stat_inc(base->faults_overflow);
         return PT_CONTINUE;
     }
     if (!cluster_matches(s, c, h))
@@ -435,7 +450,7 @@ static int fault_decode_headers(pt_http_stream_t *s, void *cfg, void *state, pt_
             st->timer.data = st;
             st->flags |= F_TIMER;
             ev_timer_start(s->worker->loop, &st->timer);
-            count_injected(st, c->delays_injected, "delays_injected");
+            count_injected(st, base->delays_injected, "delays_injected");
             s->info.response_flags |= PT_RF(DELAY_INJECTED);
             pt_debug("fault: delaying request %llums", (unsigned long long)ms);
             return PT_STOP;
@@ -479,6 +494,7 @@ const pt_http_filter_ops_t pt_fault_filter = {
     .state_size = sizeof(fault_state_t),
     .parse = fault_parse,
     .prepare = fault_prepare,
+    .parse_per_route = fault_parse_per_route,
     .decode_headers = fault_decode_headers,
     .on_reset = fault_on_reset,
     .on_destroy = fault_on_destroy,

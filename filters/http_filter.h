@@ -9,7 +9,14 @@
  * with pt_http_stream_continue (decoding) or pt_http_stream_continue_encoding. A filter
  * that answers the request itself calls pt_http_stream_local_reply and returns PT_STOP.
  * Hooks a filter leaves NULL let that part through. Per-stream filter state is state_size
- * bytes of zeroed memory from the stream's arena. */
+ * bytes of zeroed memory from the stream's arena.
+ *
+ * Per-route configuration (typed_per_filter_config on a route, its virtual host or its route
+ * configuration, keyed by the filter's name in http_filters): a filter that takes one parses
+ * it with parse_per_route and finds the most specific one for the stream it runs on with
+ * pt_http_stream_route_config (proxy/conn_manager.h). A filter may also be disabled by
+ * default (HttpFilter.disabled) and enabled per route, or disabled per route
+ * (envoy.config.route.v3.FilterConfig): a disabled filter's hooks do not run for the stream. */
 #ifndef PT_HTTP_FILTER_H
 #define PT_HTTP_FILTER_H
 
@@ -32,6 +39,11 @@ typedef struct pt_http_filter_ops {
     size_t state_size;
     void *(*parse)(pt_cfg_t *r, pt_config_t *cfg);
     int (*prepare)(void *filter_config, pt_config_t *cfg, const char *stat_prefix);
+    /* The per-route config message when it is not type_url's (RBAC's RBACPerRoute), and its
+     * parser: the result lives in `a` (the route configuration's arena) and is read by every
+     * worker; NULL when the filter takes none. Runs on the main thread. */
+    const char *per_route_type_url;
+    void *(*parse_per_route)(pt_cfg_t *r, pt_arena_t *a);
     /* Request path, in config order. */
     int (*decode_headers)(pt_http_stream_t *s, void *cfg, void *state, pt_http_headers_t *h,
                           int end_stream);
@@ -56,8 +68,11 @@ typedef struct pt_http_filter {
     const pt_http_filter_ops_t *ops;
     const char *name;
     void *config;
+    int disabled; /* HttpFilter.disabled: only where a route enables it */
 } pt_http_filter_t;
 
 const pt_http_filter_ops_t *pt_http_filter_find(const char *type_url);
+/* The filter whose per-route config is of this type, or NULL. */
+const pt_http_filter_ops_t *pt_http_filter_find_per_route(const char *type_url);
 
 #endif

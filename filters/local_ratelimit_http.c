@@ -14,7 +14,13 @@
  * The bucket is one per filter for the whole process (all workers take from the same atomic
  * word: filters/token_bucket.h), or with local_rate_limit_per_downstream_connection one per
  * downstream connection. Stats: <stat_prefix>.http_local_rate_limit.{enabled, ok,
- * rate_limited, enforced}. Differences from Envoy: docs/local_ratelimit.md. */
+ * rate_limited, enforced}.
+ *
+ * Per route (typed_per_filter_config), a LocalRateLimit of its own replaces the filter's for
+ * the route's requests: its own bucket, fractions, answer and stats (under its own
+ * stat_prefix), as in Envoy. The filter itself may then leave token_bucket out: requests of
+ * routes without a config of their own are not limited. Differences from Envoy:
+ * docs/local_ratelimit.md. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +45,7 @@ typedef struct lrl_stats {
 
 typedef struct lrl_config {
     const char *stat_prefix;
+    int has_bucket; /* token_bucket given (a filter may leave it to its routes) */
     int status;
     pt_token_bucket_config_t bucket_cfg;
     pt_token_bucket_t *shared; /* the process-wide bucket (NULL when per connection) */
@@ -54,6 +61,7 @@ typedef struct lrl_config {
 struct conn_bucket;
 
 typedef struct lrl_state {
+    const struct lrl_config *c; /* in force for the request: the route's, else the filter's */
     pt_token_bucket_t *bucket; /* set when the request was enabled (x-ratelimit-* source) */
     struct conn_bucket *entry; /* the per-connection bucket's entry, held until on_destroy */
 } lrl_state_t;
@@ -76,12 +84,12 @@ static void parse_header_list(pt_cfg_t *r, const char *field, pt_arena_t *a,
     pt_header_mutations_parse(r, a, field, NULL, m);
 }
 
-static void *lrl_parse(pt_cfg_t *r, pt_config_t *cfg)
+static lrl_config_t *parse_lrl(pt_cfg_t *r, pt_arena_t *a, int per_route)
 {
     size_t before = r->nerrors;
     char where[sizeof(r->path)];
     snprintf(where, sizeof(where), "%s", pt_cfg_path(r));
-    lrl_config_t *c = pt_arena_alloc(&cfg->arena, sizeof(*c));
+    lrl_config_t *c = pt_arena_alloc(a, sizeof(*c));
     if (c == NULL) {
         pt_cfg_error(r, NULL, "out of memory");
         return NULL;
@@ -91,26 +99,24 @@ static void *lrl_parse(pt_cfg_t *r, pt_config_t *cfg)
     const char *s;
     if (pt_cfg_string(r, "stat_prefix", &s, NULL) == 0 || (s != NULL && s[0] == '\0'))
         pt_cfg_error(r, "stat_prefix", "is required");
-    c->stat_prefix = pt_arena_strdup(&cfg->arena, s ? s : "");
+    c->stat_prefix = pt_arena_strdup(a, s ? s : "");
 
     int status;
     pt_http_status_field(r, "status", &status, 429);
     c->status = status >= 400 ? status : 429; /* Envoy: below 400 means 429 */
 
-    /* Envoy allows a filter without token_bucket when per-route configs supply one; petrel
-     * has no per-route filter configs, so the bucket must be here. */
-    if (!pt_cfg_has(r, "token_bucket"))
-        pt_cfg_error(r, "token_bucket",
-                     "is required (petrel has no per-route local rate limit configs that "
-                     "could supply one)");
-    else
+    /* A filter may leave the bucket to per-route configs; a route's config needs one. */
+    c->has_bucket = pt_cfg_has(r, "token_bucket");
+    if (c->has_bucket)
         pt_token_bucket_config_field(r, "token_bucket", &c->bucket_cfg);
+    else if (per_route)
+        pt_cfg_error(r, "token_bucket", "is required in a route's local rate limit config");
 
     pt_fractional_percent_t zero = {0, 100};
     pt_runtime_fractional_percent_field(r, "filter_enabled", &c->enabled, zero);
     pt_runtime_fractional_percent_field(r, "filter_enforced", &c->enforced, zero);
-    parse_header_list(r, "response_headers_to_add", &cfg->arena, &c->response_headers);
-    parse_header_list(r, "request_headers_to_add_when_not_enforced", &cfg->arena,
+    parse_header_list(r, "response_headers_to_add", a, &c->response_headers);
+    parse_header_list(r, "request_headers_to_add_when_not_enforced", a,
                       &c->request_headers_not_enforced);
 
     /* Descriptors need the route's rate_limits actions to produce request descriptors;
@@ -133,14 +139,14 @@ static void *lrl_parse(pt_cfg_t *r, pt_config_t *cfg)
 
     if (r->nerrors != before)
         return NULL;
-    if (!c->per_connection) {
-        /* One bucket per place in the config: a reload that keeps this filter where it was,
-         * with the same token_bucket, keeps the bucket's state. */
+    if (!c->per_connection && c->has_bucket) {
+        /* One bucket per place in the config: a reload that keeps this filter (or route)
+         * where it was, with the same token_bucket, keeps the bucket's state. */
         char key[sizeof(where) + 32];
         snprintf(key, sizeof(key), "http_local_ratelimit|%s", where);
         c->shared = pt_token_bucket_shared_get(key, &c->bucket_cfg);
         if (c->shared == NULL ||
-            pt_arena_defer(&cfg->arena, pt_token_bucket_shared_put_cb, c->shared) != 0) {
+            pt_arena_defer(a, pt_token_bucket_shared_put_cb, c->shared) != 0) {
             pt_token_bucket_shared_put(c->shared);
             pt_cfg_error(r, NULL, "out of memory");
             return NULL;
@@ -149,11 +155,33 @@ static void *lrl_parse(pt_cfg_t *r, pt_config_t *cfg)
     return c;
 }
 
+static void register_stats(lrl_config_t *c);
+
+static void *lrl_parse(pt_cfg_t *r, pt_config_t *cfg)
+{
+    return parse_lrl(r, &cfg->arena, 0);
+}
+
+/* A route's own LocalRateLimit. Its stats are registered here (route configurations are
+ * parsed on the main thread, as prepare runs): <its stat_prefix>.http_local_rate_limit.*. */
+static void *lrl_parse_per_route(pt_cfg_t *r, pt_arena_t *a)
+{
+    lrl_config_t *c = parse_lrl(r, a, 1);
+    if (c != NULL)
+        register_stats(c);
+    return c;
+}
+
 static int lrl_prepare(void *fc, pt_config_t *cfg, const char *hcm_stat_prefix)
 {
     (void)cfg;
     (void)hcm_stat_prefix;
-    lrl_config_t *c = fc;
+    register_stats(fc);
+    return 0;
+}
+
+static void register_stats(lrl_config_t *c)
+{
     /* Envoy roots these at <stat_prefix>.http_local_rate_limit. (not under http.<hcm>). */
 #define LRL_STAT(n)                                                                                \
     c->stats.n = pt_stats_counter(c->stat_prefix, NULL, NULL, "http_local_rate_limit." #n)
@@ -162,7 +190,6 @@ static int lrl_prepare(void *fc, pt_config_t *cfg, const char *hcm_stat_prefix)
     LRL_STAT(rate_limited);
     LRL_STAT(enforced);
 #undef LRL_STAT
-    return 0;
 }
 
 /* ---- per-connection buckets -------------------------------------------------------------
@@ -328,9 +355,11 @@ static int lrl_decode_headers(pt_http_stream_t *s, void *cfg, void *state, pt_ht
                               int end_stream)
 {
     (void)end_stream;
-    const lrl_config_t *c = cfg;
+    const lrl_config_t *route = pt_http_stream_route_config(s);
+    const lrl_config_t *c = route != NULL ? route : (const lrl_config_t *)cfg;
     lrl_state_t *st = state;
-    if (!pt_fractional_percent_sample(&c->enabled))
+    st->c = c;
+    if (!c->has_bucket || !pt_fractional_percent_sample(&c->enabled))
         return PT_CONTINUE;
     pt_stat_inc(c->stats.enabled);
     pt_token_bucket_t *b = c->shared;
@@ -379,9 +408,10 @@ static int lrl_encode_headers(pt_http_stream_t *s, void *cfg, void *state, pt_ht
 {
     (void)s;
     (void)end_stream;
-    const lrl_config_t *c = cfg;
+    (void)cfg;
     lrl_state_t *st = state;
-    if (st->bucket == NULL || !c->x_ratelimit_headers)
+    const lrl_config_t *c = st->c;
+    if (st->bucket == NULL || c == NULL || !c->x_ratelimit_headers)
         return PT_CONTINUE;
     uint32_t remaining;
     uint64_t reset;
@@ -415,6 +445,7 @@ const pt_http_filter_ops_t pt_local_ratelimit_http_filter = {
     .state_size = sizeof(lrl_state_t),
     .parse = lrl_parse,
     .prepare = lrl_prepare,
+    .parse_per_route = lrl_parse_per_route,
     .decode_headers = lrl_decode_headers,
     .encode_headers = lrl_encode_headers,
     .on_destroy = lrl_on_destroy,

@@ -5,7 +5,11 @@
  * policy (rbac_access_denied_matched_policy[<name>|none]). Shadow rules are evaluated too,
  * counted (rbac.shadow_allowed / rbac.shadow_denied) and logged at debug; Envoy writes them
  * to dynamic metadata, which petrel does not have. Stats live under
- * http.<connection manager stat_prefix>.rbac. */
+ * http.<connection manager stat_prefix>.rbac.
+ *
+ * A route's RBACPerRoute replaces the filter's rules for its requests: its `rbac` (an RBAC
+ * message), or, without one, no rules at all (the route is not checked), as in Envoy. The
+ * filter's stats count either way. */
 #include <string.h>
 
 #include "filters/http_filter.h"
@@ -16,6 +20,17 @@
 static void *rbac_http_parse(pt_cfg_t *r, pt_config_t *cfg)
 {
     return pt_rbac_config_parse(r, &cfg->arena, PT_RBAC_FILTER_HTTP);
+}
+
+/* RBACPerRoute {rbac}: the rules, or an empty config (no rbac: nothing is checked). */
+static void *rbac_http_parse_per_route(pt_cfg_t *r, pt_arena_t *a)
+{
+    static const pt_rbac_config_t none;
+    if (pt_cfg_enter(r, "rbac") <= 0)
+        return (void *)&none;
+    pt_rbac_config_t *c = pt_rbac_config_parse(r, a, PT_RBAC_FILTER_HTTP);
+    pt_cfg_leave(r);
+    return c;
 }
 
 static int rbac_http_prepare(void *fc, pt_config_t *cfg, const char *stat_prefix)
@@ -30,7 +45,8 @@ static int rbac_http_decode_headers(pt_http_stream_t *s, void *cfg, void *state,
 {
     (void)state;
     (void)end_stream;
-    const pt_rbac_config_t *c = cfg;
+    const pt_rbac_config_t *base = cfg, *route = pt_http_stream_route_config(s);
+    const pt_rbac_config_t *c = route != NULL ? route : base;
     if (c->rules == NULL && c->shadow_rules == NULL)
         return PT_CONTINUE;
     pt_rbac_ctx_t ctx;
@@ -45,7 +61,7 @@ static int rbac_http_decode_headers(pt_http_stream_t *s, void *cfg, void *state,
 
     pt_rbac_result_t res;
     pt_rbac_evaluate(c, &ctx, &res);
-    pt_rbac_account(c, &res, "request");
+    pt_rbac_account(base, &res, "request");
     if (res.enforced.verdict == PT_RBAC_DENIED) {
         pt_http_stream_local_reply(s, 403, "RBAC: access denied", NULL, 0, res.enforced.details);
         return PT_STOP;
@@ -58,5 +74,7 @@ const pt_http_filter_ops_t pt_rbac_http_filter = {
     .type_url = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
     .parse = rbac_http_parse,
     .prepare = rbac_http_prepare,
+    .per_route_type_url = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute",
+    .parse_per_route = rbac_http_parse_per_route,
     .decode_headers = rbac_http_decode_headers,
 };

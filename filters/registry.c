@@ -45,6 +45,17 @@ const pt_http_filter_ops_t *pt_http_filter_find(const char *type_url)
     return NULL;
 }
 
+const pt_http_filter_ops_t *pt_http_filter_find_per_route(const char *type_url)
+{
+    for (int i = 0; http_filters[i] != NULL; i++) {
+        const pt_http_filter_ops_t *f = http_filters[i];
+        const char *t = f->per_route_type_url ? f->per_route_type_url : f->type_url;
+        if (f->parse_per_route != NULL && strcmp(t, type_url) == 0)
+            return f;
+    }
+    return NULL;
+}
+
 const pt_network_filter_ops_t *pt_network_filter_find(const char *type_url)
 {
     for (int i = 0; network_filters[i] != NULL; i++)

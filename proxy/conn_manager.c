@@ -127,25 +127,38 @@ static void parse_http_filters(pt_cfg_t *r, pt_config_t *cfg, pt_hcm_config_t *h
                      "must list the router filter (envoy.filters.http.router) last");
         return;
     }
+    if (n > PT_HFM_MAX_FILTERS) {
+        pt_cfg_error(r, NULL, "has %zu HTTP filters; at most %d are supported", n,
+                     PT_HFM_MAX_FILTERS);
+        pt_cfg_leave_array(r);
+        return;
+    }
     hc->filters = pt_arena_alloc(&cfg->arena, n * sizeof(pt_http_filter_t));
     for (size_t i = 0; i < n; i++) {
         if (pt_cfg_enter_index(r, i) <= 0)
             continue;
-        static const char *const filter_unsupported[] = {"config_discovery", "is_optional",
-                                                         "disabled", NULL};
+        static const char *const filter_unsupported[] = {"config_discovery", NULL};
         pt_cfg_unsupported(r, filter_unsupported);
         pt_http_filter_t *f = &hc->filters[hc->nfilters];
         const char *name;
         if (pt_cfg_string(r, "name", &name, NULL) == 0)
             pt_cfg_error(r, "name", "is required");
         f->name = pt_arena_strdup(&cfg->arena, name ? name : "");
+        int optional;
+        pt_cfg_bool(r, "disabled", &f->disabled, 0);
+        pt_cfg_bool(r, "is_optional", &optional, 0);
         int rc;
         const char *type = pt_cfg_enter_any(r, "typed_config", &rc);
         if (rc == 0)
             pt_cfg_error(r, "typed_config", "is required");
         if (type != NULL) {
             f->ops = pt_http_filter_find(type);
-            if (f->ops == NULL) {
+            if (f->ops == NULL && optional && i + 1 < n) {
+                /* is_optional: a filter petrel does not have is left out, as Envoy does. */
+                pt_info("%s: optional HTTP filter %s (%s) is not supported: left out",
+                        pt_cfg_path(r), f->name, type);
+                pt_cfg_skip_rest(r);
+            } else if (f->ops == NULL) {
                 pt_cfg_error(r, "@type", "\"%s\" is not a supported HTTP filter", type);
                 pt_cfg_skip_rest(r);
             } else {
@@ -158,6 +171,9 @@ static void parse_http_filters(pt_cfg_t *r, pt_config_t *cfg, pt_hcm_config_t *h
                                  "the last HTTP filter must be the router "
                                  "(envoy.filters.http.router), not %s",
                                  f->ops->name);
+                if (f->ops->terminal && f->disabled)
+                    pt_cfg_error(r, "disabled", "the terminal filter cannot be disabled");
+                hc->has_disabled_filters |= f->disabled;
                 hc->nfilters++;
             }
             pt_cfg_leave(r);
@@ -837,6 +853,25 @@ static int upgrade_allowed(pt_http_stream_t *s, const char *type)
     return enabled;
 }
 
+/* Which filters run for this stream: those not disabled by default, unless the route (its
+ * virtual host, its route configuration) disables them, and those disabled by default that
+ * the route enables (any typed_per_filter_config entry for them, unless disabled). */
+static void choose_filters(pt_http_stream_t *s)
+{
+    const pt_hcm_config_t *hc = s->config;
+    if (!hc->has_disabled_filters && (s->route_config == NULL || !s->route_config->has_per_filter))
+        return; /* the common case: every filter runs */
+    uint64_t skip = 0;
+    for (unsigned i = 0; i + 1 < hc->nfilters; i++) {
+        const pt_http_filter_t *f = &hc->filters[i];
+        const pt_per_filter_config_t *e =
+            s->route != NULL ? pt_route_per_filter(s->route_config, s->route, f->name) : NULL;
+        if (e != NULL ? e->disabled : f->disabled)
+            skip |= 1ull << i;
+    }
+    pt_hfm_set_skip(&s->fm, skip);
+}
+
 static void hcm_on_headers(void *stream, pt_http_headers_t *headers, int end_stream)
 {
     pt_http_stream_t *s = stream;
@@ -908,6 +943,8 @@ static void hcm_on_headers(void *stream, pt_http_headers_t *headers, int end_str
             }
         }
     }
+
+    choose_filters(s);
 
     const char *upgrade = pt_http_headers_get(headers, "upgrade");
     if (method != NULL && strcmp(method, "CONNECT") == 0) {
@@ -984,9 +1021,19 @@ static void notify_reset(pt_http_stream_t *s)
     const pt_hcm_config_t *hc = s->config;
     for (unsigned i = 0; i < hc->nfilters; i++) {
         const pt_http_filter_t *f = &hc->filters[i];
-        if (f->ops->on_reset != NULL)
+        if (f->ops->on_reset != NULL && !(i < PT_HFM_MAX_FILTERS && ((s->fm.skip >> i) & 1u)))
             f->ops->on_reset(s, f->config, s->filter_state[i]);
     }
+}
+
+const void *pt_http_stream_route_config(pt_http_stream_t *s)
+{
+    int i = s->fm.current;
+    if (i < 0 || s->route == NULL)
+        return NULL;
+    const pt_per_filter_config_t *e =
+        pt_route_per_filter(s->route_config, s->route, s->config->filters[i].name);
+    return e != NULL ? e->config : NULL;
 }
 
 static void hcm_on_reset(void *stream, pt_http_reset_reason_t reason)

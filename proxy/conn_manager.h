@@ -114,6 +114,7 @@ typedef struct pt_hcm_config {
     const char *rds_name;            /* rds.route_config_name: routes from RDS */
     unsigned rds_slot;               /* its slot in views (pt_rds_slot) */
     pt_http_filter_t *filters;
+    int has_disabled_filters; /* some filter is disabled by default (HttpFilter.disabled) */
     unsigned nfilters;
     pt_access_log_t **access_logs;
     unsigned naccess_logs;
@@ -247,5 +248,10 @@ extern const pt_network_filter_ops_t pt_http_connection_manager_filter;
 /* Reads an Http2ProtocolOptions object (the reader is inside it) with Envoy's defaults and
  * ranges; fields petrel does not implement are errors naming them. */
 void pt_http2_options_parse(pt_cfg_t *r, pt_http2_options_t *o);
+
+/* For the HTTP filter whose hook is running: its most specific per-route config
+ * (typed_per_filter_config of the stream's route, virtual host or route configuration, as
+ * parsed by its parse_per_route), or NULL when there is none. */
+const void *pt_http_stream_route_config(pt_http_stream_t *s);
 
 #endif

@@ -48,9 +48,17 @@ static int is_sink(const pt_http_filter_manager_t *m, int enc, unsigned pos)
     return pos + 1 == (enc ? m->enc.npos : m->dec.npos);
 }
 
+static int skipped(const pt_http_filter_manager_t *m, unsigned i)
+{
+    return i < PT_HFM_MAX_FILTERS && ((m->skip >> i) & 1u);
+}
+
 static int has_data_hook(const pt_http_filter_manager_t *m, int enc, unsigned pos)
 {
-    const pt_http_filter_ops_t *ops = m->filters[filter_index(m, enc, pos)].ops;
+    unsigned i = filter_index(m, enc, pos);
+    const pt_http_filter_ops_t *ops = m->filters[i].ops;
+    if (skipped(m, i))
+        return 0;
     return enc ? ops->encode_data != NULL : ops->decode_data != NULL;
 }
 
@@ -71,9 +79,14 @@ static int call(pt_http_filter_manager_t *m, int enc, unsigned pos, int part, vo
     const pt_http_filter_t *f = &m->filters[i];
     void *st = m->state[i];
     int rc = PT_CONTINUE;
+    if (!enc && part == PART_HEADERS)
+        m->decoded = i + 1;
+    if (skipped(m, i))
+        return PT_CONTINUE;
+    int16_t outer = m->current; /* a hook may run others (a local reply's encoders) */
+    m->current = (int16_t)i;
     if (part == PART_HEADERS) {
         if (!enc) {
-            m->decoded = i + 1;
             if (f->ops->decode_headers != NULL)
                 rc = f->ops->decode_headers(s, f->config, st, arg, end);
         } else if (f->ops->encode_headers != NULL) {
@@ -90,6 +103,7 @@ static int call(pt_http_filter_manager_t *m, int enc, unsigned pos, int part, vo
         if (hook != NULL)
             rc = hook(s, f->config, st, arg);
     }
+    m->current = outer;
     return is_sink(m, enc, pos) ? PT_CONTINUE : rc;
 }
 
@@ -282,6 +296,7 @@ void pt_hfm_init(pt_http_filter_manager_t *m, pt_http_stream_t *s, const pt_http
     m->dec.limit = m->enc.limit = limit;
     m->sink = sink;
     m->dec.at = m->enc.at = -1;
+    m->current = -1;
 }
 
 void pt_hfm_dispose(pt_http_filter_manager_t *m)

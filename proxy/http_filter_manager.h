@@ -69,6 +69,9 @@ typedef struct pt_http_filter_manager {
     unsigned nfilters;
     unsigned decoded; /* filters whose decode_headers ran: the encoders are those below */
     uint8_t aborted;  /* PT_HFM_DECODE | PT_HFM_ENCODE: no more hooks that way */
+    int16_t current;  /* the filter whose hook runs now, -1 when none */
+    uint64_t skip;    /* filters disabled for this stream (bit i: filter i), set before
+                       * the request headers: their hooks do not run */
     const pt_hfm_sink_t *sink;
     pt_hfm_dir_t dec, enc;
 } pt_http_filter_manager_t;
@@ -80,6 +83,13 @@ void pt_hfm_init(pt_http_filter_manager_t *m, pt_http_stream_t *s, const pt_http
                  void *const *state, unsigned nfilters, uint32_t limit, const pt_hfm_sink_t *sink);
 /* Frees what is held. */
 void pt_hfm_dispose(pt_http_filter_manager_t *m);
+/* At most this many HTTP filters per connection manager (the skip mask's bits). */
+#define PT_HFM_MAX_FILTERS 64
+/* Filters that do not run for this stream (disabled by default or by its route). */
+static inline void pt_hfm_set_skip(pt_http_filter_manager_t *m, uint64_t skip)
+{
+    m->skip = skip;
+}
 
 /* The request, from the codec. Data is taken (moved out or disposed). */
 void pt_hfm_decode_headers(pt_http_filter_manager_t *m, pt_http_headers_t *h, int end_stream);

@@ -865,6 +865,7 @@ static const pt_pb_message_t m_envoy_config_route_v3_CorsPolicy;
 static const pt_pb_message_t m_envoy_config_route_v3_Decorator;
 static const pt_pb_message_t m_envoy_config_route_v3_DirectResponseAction;
 static const pt_pb_message_t m_envoy_config_route_v3_FilterAction;
+static const pt_pb_message_t m_envoy_config_route_v3_FilterConfig;
 static const pt_pb_message_t m_envoy_config_route_v3_HeaderMatcher;
 static const pt_pb_message_t m_envoy_config_route_v3_HedgePolicy;
 static const pt_pb_message_t m_envoy_config_route_v3_InternalRedirectPolicy;
@@ -950,6 +951,7 @@ static const pt_pb_message_t m_envoy_extensions_filters_http_health_check_v3_Hea
 static const pt_pb_message_t m_envoy_extensions_filters_http_health_check_v3_HealthCheck_ClusterMinHealthyPercentagesEntry;
 static const pt_pb_message_t m_envoy_extensions_filters_http_local_ratelimit_v3_LocalRateLimit;
 static const pt_pb_message_t m_envoy_extensions_filters_http_rbac_v3_RBAC;
+static const pt_pb_message_t m_envoy_extensions_filters_http_rbac_v3_RBACPerRoute;
 static const pt_pb_message_t m_envoy_extensions_filters_http_router_v3_Router;
 static const pt_pb_message_t m_envoy_extensions_filters_http_router_v3_Router_UpstreamAccessLogOptions;
 static const pt_pb_message_t m_envoy_extensions_filters_listener_http_inspector_v3_HttpInspector;
@@ -3570,6 +3572,16 @@ static const pt_pb_message_t m_envoy_config_route_v3_FilterAction = {
     .fields = m_envoy_config_route_v3_FilterAction_fields,
     .nfields = 1,
 };
+static const pt_pb_field_t m_envoy_config_route_v3_FilterConfig_fields[] = {
+    {.name = "config", .number = 1, .type = PT_PB_MESSAGE, .message = &pt_pb_any, .oneof = -1},
+    {.name = "is_optional", .number = 2, .type = PT_PB_BOOL, .oneof = -1},
+    {.name = "disabled", .number = 3, .type = PT_PB_BOOL, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_route_v3_FilterConfig = {
+    .full_name = "envoy.config.route.v3.FilterConfig",
+    .fields = m_envoy_config_route_v3_FilterConfig_fields,
+    .nfields = 3,
+};
 static const char *const m_envoy_config_route_v3_HeaderMatcher_oneofs[] = {"header_match_specifier"};
 static const pt_pb_field_t m_envoy_config_route_v3_HeaderMatcher_fields[] = {
     {.name = "name", .number = 1, .type = PT_PB_STRING, .oneof = -1},
@@ -4599,6 +4611,14 @@ static const pt_pb_message_t m_envoy_extensions_filters_http_rbac_v3_RBAC = {
     .full_name = "envoy.extensions.filters.http.rbac.v3.RBAC",
     .fields = m_envoy_extensions_filters_http_rbac_v3_RBAC_fields,
     .nfields = 7,
+};
+static const pt_pb_field_t m_envoy_extensions_filters_http_rbac_v3_RBACPerRoute_fields[] = {
+    {.name = "rbac", .number = 2, .type = PT_PB_MESSAGE, .message = &m_envoy_extensions_filters_http_rbac_v3_RBAC, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_filters_http_rbac_v3_RBACPerRoute = {
+    .full_name = "envoy.extensions.filters.http.rbac.v3.RBACPerRoute",
+    .fields = m_envoy_extensions_filters_http_rbac_v3_RBACPerRoute_fields,
+    .nfields = 1,
 };
 static const pt_pb_field_t m_envoy_extensions_filters_http_router_v3_Router_fields[] = {
     {.name = "dynamic_stats", .number = 1, .type = PT_PB_MESSAGE, .message = &pt_pb_bool_value, .oneof = -1},
@@ -6730,6 +6750,7 @@ const pt_pb_message_t *const pt_pb_generated_messages[] = {
     &m_envoy_config_route_v3_Decorator,
     &m_envoy_config_route_v3_DirectResponseAction,
     &m_envoy_config_route_v3_FilterAction,
+    &m_envoy_config_route_v3_FilterConfig,
     &m_envoy_config_route_v3_HeaderMatcher,
     &m_envoy_config_route_v3_HedgePolicy,
     &m_envoy_config_route_v3_InternalRedirectPolicy,
@@ -6815,6 +6836,7 @@ const pt_pb_message_t *const pt_pb_generated_messages[] = {
     &m_envoy_extensions_filters_http_health_check_v3_HealthCheck_ClusterMinHealthyPercentagesEntry,
     &m_envoy_extensions_filters_http_local_ratelimit_v3_LocalRateLimit,
     &m_envoy_extensions_filters_http_rbac_v3_RBAC,
+    &m_envoy_extensions_filters_http_rbac_v3_RBACPerRoute,
     &m_envoy_extensions_filters_http_router_v3_Router,
     &m_envoy_extensions_filters_http_router_v3_Router_UpstreamAccessLogOptions,
     &m_envoy_extensions_filters_listener_http_inspector_v3_HttpInspector,
@@ -6988,4 +7010,4 @@ const pt_pb_message_t *const pt_pb_generated_messages[] = {
     &m_xds_type_matcher_v3_RegexMatcher_GoogleRE2,
     &m_xds_type_matcher_v3_StringMatcher,
 };
-const size_t pt_pb_generated_nmessages = 468;
+const size_t pt_pb_generated_nmessages = 470;

@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "discovery/lb_hash.h"
+#include "filters/http_filter.h"
 #include "proxy/formatter.h"
 
 /* Longest domain accepted; wildcard lengths are kept as uint16_t. */
@@ -32,13 +33,11 @@ static const char *const route_config_unsupported[] = {"vhds",
                                                        "cluster_specifier_plugins",
                                                        "request_mirror_policies",
                                                        "ignore_path_parameters_in_path_matching",
-                                                       "typed_per_filter_config",
                                                        "metadata",
                                                        NULL};
 static const char *const vhost_unsupported[] = {"virtual_clusters",
                                                 "rate_limits",
                                                 "cors",
-                                                "typed_per_filter_config",
                                                 "retry_policy_typed_config",
                                                 "hedge_policy",
                                                 "include_is_timeout_retry_header",
@@ -48,7 +47,6 @@ static const char *const vhost_unsupported[] = {"virtual_clusters",
                                                 NULL};
 static const char *const route_unsupported[] = {"metadata",
                                                 "decorator",
-                                                "typed_per_filter_config",
                                                 "tracing",
                                                 "stat_prefix",
                                                 "filter_action",
@@ -826,11 +824,98 @@ static void parse_direct_response(pctx_t *p, pt_route_t *rt)
     }
 }
 
+#define FILTER_CONFIG_TYPE "type.googleapis.com/envoy.config.route.v3.FilterConfig"
+
+/* One per-route config (an Any the reader is in, its @type read): the filter whose
+ * per-route type it is parses it. 0, or -1 when no filter takes that type (error recorded
+ * unless `optional`). */
+static int parse_filter_any(pctx_t *p, const char *type, int optional, const void **out)
+{
+    const pt_http_filter_ops_t *ops = pt_http_filter_find_per_route(type);
+    if (ops == NULL) {
+        if (!optional)
+            pt_cfg_error(p->r, "@type", "\"%s\" is not the per-route config of an HTTP filter "
+                                        "petrel has", type);
+        pt_cfg_skip_rest(p->r);
+        return -1;
+    }
+    *out = ops->parse_per_route(p->r, p->a);
+    return 0;
+}
+
+/* typed_per_filter_config: {filter name: Any}. The Any is the filter's own per-route message
+ * or an envoy.config.route.v3.FilterConfig {config, disabled, is_optional}; an optional
+ * config of a filter petrel does not have is left out, as Envoy does. */
+static void parse_per_filter(pctx_t *p, pt_per_filter_configs_t *out)
+{
+    pt_cfg_t *r = p->r;
+    if (pt_cfg_enter(r, "typed_per_filter_config") <= 0)
+        return;
+    json_t *obj = r->frames[r->depth - 1].node;
+    size_t n = json_object_size(obj);
+    pt_per_filter_config_t *v = alloc(p, n * sizeof(*v));
+    const char *key;
+    json_t *val;
+    json_object_foreach(obj, key, val) {
+        if (v == NULL)
+            break;
+        pt_per_filter_config_t *e = &v[out->n];
+        memset(e, 0, sizeof(*e));
+        int rc;
+        const char *type = pt_cfg_enter_any(r, key, &rc);
+        if (type == NULL)
+            continue;
+        int ok = 0;
+        if (strcmp(type, FILTER_CONFIG_TYPE) == 0) {
+            int optional;
+            pt_cfg_bool(r, "disabled", &e->disabled, 0);
+            pt_cfg_bool(r, "is_optional", &optional, 0);
+            const char *inner = pt_cfg_enter_any(r, "config", &rc);
+            if (inner != NULL) {
+                ok = parse_filter_any(p, inner, optional, &e->config) == 0;
+                pt_cfg_leave(r);
+            } else {
+                ok = rc == 0; /* FilterConfig without a config: enables or disables only */
+            }
+        } else {
+            ok = parse_filter_any(p, type, 0, &e->config) == 0;
+        }
+        pt_cfg_leave(r);
+        if (ok) {
+            e->name = sdup(p, key);
+            out->n++;
+            p->rc->has_per_filter = 1;
+        }
+    }
+    out->v = v;
+    pt_cfg_leave(r);
+}
+
+static const pt_per_filter_config_t *per_filter_find(const pt_per_filter_configs_t *c,
+                                                     const char *name)
+{
+    for (unsigned i = 0; i < c->n; i++)
+        if (strcmp(c->v[i].name, name) == 0)
+            return &c->v[i];
+    return NULL;
+}
+
+const pt_per_filter_config_t *pt_route_per_filter(const pt_route_config_t *rc, const pt_route_t *rt,
+                                                  const char *name)
+{
+    const pt_per_filter_config_t *e = NULL;
+    if (rt != NULL && (e = per_filter_find(&rt->per_filter, name)) == NULL && rt->vhost != NULL)
+        e = per_filter_find(&rt->vhost->per_filter, name);
+    if (e == NULL && rc != NULL)
+        e = per_filter_find(&rc->per_filter, name);
+    return e;
+}
+
 static void parse_route(pctx_t *p, pt_route_t *rt)
 {
     pt_cfg_t *r = p->r;
     pt_cfg_unsupported(r, route_unsupported);
-    pt_cfg_accept_empty(r, "typed_per_filter_config");
+    parse_per_filter(p, &rt->per_filter);
     const char *name;
     pt_cfg_string(r, "name", &name, "");
     rt->name = sdup(p, name);
@@ -990,7 +1075,7 @@ static void parse_vhost(pctx_t *p, pt_vhost_t *vh)
 {
     pt_cfg_t *r = p->r;
     pt_cfg_unsupported(r, vhost_unsupported);
-    pt_cfg_accept_empty(r, "typed_per_filter_config");
+    parse_per_filter(p, &vh->per_filter);
     const char *name;
     char q[300];
     int rc = pt_cfg_string(r, "name", &name, NULL);
@@ -1140,7 +1225,7 @@ static pt_route_config_t *parse_into(pt_cfg_t *r, pt_arena_t *a, pt_config_t *cf
         goto done;
     p->rc = rc;
     pt_cfg_unsupported(r, route_config_unsupported);
-    pt_cfg_accept_empty(r, "typed_per_filter_config");
+    parse_per_filter(p, &rc->per_filter);
     const char *name;
     pt_cfg_string(r, "name", &name, "");
     rc->name = sdup(p, name);

@@ -110,6 +110,20 @@ typedef struct pt_cookie_attribute {
     const char *name, *value; /* value "" for a bare attribute */
 } pt_cookie_attribute_t;
 
+/* typed_per_filter_config: per HTTP filter name, its per-route config and whether the filter
+ * runs (Envoy's envoy.config.route.v3.FilterConfig {disabled, config}; a bare config enables
+ * the filter too). */
+typedef struct pt_per_filter_config {
+    const char *name;   /* the filter's name in the connection manager's http_filters */
+    const void *config; /* parsed by the filter's parse_per_route, or NULL (none given) */
+    int disabled;
+} pt_per_filter_config_t;
+
+typedef struct pt_per_filter_configs {
+    const pt_per_filter_config_t *v;
+    unsigned n;
+} pt_per_filter_configs_t;
+
 typedef struct pt_hash_policy {
     pt_hash_policy_kind_t kind;
     int terminal;                 /* a hash from this one ends the list */
@@ -136,6 +150,7 @@ typedef struct pt_redirect {
 } pt_redirect_t;
 
 struct pt_route {
+    pt_per_filter_configs_t per_filter; /* typed_per_filter_config */
     const char *name; /* "" when unnamed */
     const pt_vhost_t *vhost;
     pt_route_match_spec_t match;
@@ -192,6 +207,7 @@ typedef enum pt_require_tls {
 } pt_require_tls_t;
 
 struct pt_vhost {
+    pt_per_filter_configs_t per_filter; /* typed_per_filter_config */
     const char *name;
     const char *const *domains; /* lowercase, as configured */
     unsigned ndomains;
@@ -215,6 +231,8 @@ struct pt_route_config {
     _Atomic long refs;
     pt_arena_t *own_arena;
     const char *name; /* "" when unnamed */
+    pt_per_filter_configs_t per_filter; /* typed_per_filter_config */
+    int has_per_filter; /* any level of it has typed_per_filter_config */
     const pt_vhost_t *vhosts;
     unsigned nvhosts;
     pt_header_mutations_t request_headers, response_headers;
@@ -326,5 +344,11 @@ void pt_route_mutate_response_headers(const pt_route_config_t *rc, const pt_vhos
 
 const char *pt_require_tls_str(pt_require_tls_t t);
 const char *pt_route_action_str(pt_route_action_t a);
+
+/* The most specific typed_per_filter_config entry for the HTTP filter `name`: the route's,
+ * else its virtual host's, else the route configuration's (rc and rt may be NULL); NULL when
+ * none names it. */
+const pt_per_filter_config_t *pt_route_per_filter(const pt_route_config_t *rc, const pt_route_t *rt,
+                                                  const char *name);
 
 #endif

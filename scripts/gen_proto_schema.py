@@ -53,6 +53,9 @@ ROOTS = [
     "envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit",
     "envoy.extensions.filters.http.router.v3.Router",
     "envoy.extensions.filters.http.rbac.v3.RBAC",
+    "envoy.extensions.filters.http.rbac.v3.RBACPerRoute",
+    # typed_per_filter_config's wrapper around any filter's per-route config.
+    "envoy.config.route.v3.FilterConfig",
     "envoy.extensions.filters.http.fault.v3.HTTPFault",
     "envoy.extensions.filters.http.health_check.v3.HealthCheck",
     "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",

@@ -114,9 +114,6 @@ static void test_http_errors(void)
 {
     HTTP(TB, E(P ".stat_prefix: is required"));
     HTTP("'stat_prefix':''," TB, E(P ".stat_prefix: is required"));
-    HTTP("'stat_prefix':'rl'",
-         E(P ".token_bucket: is required (petrel has no per-route local rate limit configs that "
-             "could supply one)"));
     HTTP("'stat_prefix':'rl','token_bucket':{'max_tokens':0,'fill_interval':'0.01s'}",
          E(P ".token_bucket.max_tokens: must be greater than 0",
            P ".token_bucket.fill_interval: must be at least 50ms (as in Envoy)"));

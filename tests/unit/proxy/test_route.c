@@ -1280,7 +1280,31 @@ static void test_config_errors(void)
           "knows (5xx, gateway-error, reset, connect-failure, retriable-4xx, refused-stream, "
           "retriable-status-codes, retriable-headers, envoy-ratelimited)"}},
         {VH(",'typed_per_filter_config':{'envoy.filters.http.cors':{}}"),
-         {"rc.virtual_hosts[0].typed_per_filter_config: field is not supported"}},
+         {"rc.virtual_hosts[0].typed_per_filter_config.envoy.filters.http.cors.@type: is "
+          "required"}},
+        {VH(",'typed_per_filter_config':{'envoy.filters.http.cors':{'@type':'type.googleapis."
+            "com/envoy.extensions.filters.http.cors.v3.CorsPolicy'}}"),
+         {"rc.virtual_hosts[0].typed_per_filter_config.envoy.filters.http.cors.@type: "
+          "\"type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy\" is not the "
+          "per-route config of an HTTP filter petrel has"}},
+        /* FilterConfig: is_optional leaves out what petrel does not have; disabled alone */
+        {VH(",'typed_per_filter_config':{'envoy.filters.http.cors':{'@type':'type.googleapis."
+            "com/envoy.config.route.v3.FilterConfig','is_optional':true,'config':{'@type':"
+            "'type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy'}},"
+            "'envoy.filters.http.fault':{'@type':'type.googleapis.com/envoy.config.route.v3."
+            "FilterConfig','disabled':true}}"),
+         {NULL}},
+        {VH(",'typed_per_filter_config':{'f':{'@type':'type.googleapis.com/envoy.config."
+            "route.v3.FilterConfig','config':{'@type':'type.googleapis.com/envoy.extensions."
+            "filters.http.cors.v3.CorsPolicy'}}}"),
+         {"rc.virtual_hosts[0].typed_per_filter_config.f.config.@type: \"type.googleapis.com/"
+          "envoy.extensions.filters.http.cors.v3.CorsPolicy\" is not the per-route config of an "
+          "HTTP filter petrel has"}},
+        {ROUTE("{'match':{'prefix':'/'},'route':{'cluster':'a'},'typed_per_filter_config':{"
+               "'f':{'@type':'type.googleapis.com/envoy.extensions.filters.http.fault.v3."
+               "HTTPFault','abort':{'http_status':99,'percentage':{'numerator':100}}}}}"),
+         {"rc.virtual_hosts[0].routes[0].typed_per_filter_config.f.abort.http_status: 99 is "
+          "out of range [200, 599]"}},
         {ROUTE("{'match':{'prefix':'/'},'route':{'cluster':'a','retry_policy':{},'priority':'LOW',"
                "'hash_policy':[{'filter_state':{'key':'k'}}]}}"),
          {"rc.virtual_hosts[0].routes[0].route.hash_policy[0].filter_state: is not supported "
