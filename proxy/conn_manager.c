@@ -13,6 +13,7 @@
 #include "proxy/log.h"
 #include "proxy/path.h"
 #include "proxy/route_manager.h"
+#include "proxy/runtime.h"
 #include "proxy/random.h"
 #include "proxy/stats.h"
 #include "proxy/time.h"
@@ -919,6 +920,22 @@ static void hcm_on_headers(void *stream, pt_http_headers_t *headers, int end_str
     } else if (strcmp(s->info.protocol, "HTTP/1.0") == 0 && !hc->accept_http_10) {
         pt_http_stream_local_reply(s, 426, "", NULL, 0, "low_version");
         return;
+    }
+    /* A '#' fragment never belongs in a request (RFC 9112 3.2): refused, or stripped with
+     * envoy.reloadable_features.http_reject_path_with_fragment false (Istio's bootstraps),
+     * whichever codec it came by. */
+    const char *path = pt_http_headers_get(headers, ":path");
+    const char *fragment = path != NULL ? strchr(path, '#') : NULL;
+    if (fragment != NULL) {
+        if (pt_runtime.reject_path_with_fragment) {
+            pt_http_stream_local_reply(s, 400, "", NULL, 0, "fragment_in_request_target");
+            return;
+        }
+        const char *stripped = pt_arena_strndup(&s->arena, path, (size_t)(fragment - path));
+        if (stripped == NULL || pt_http_headers_set(headers, ":path", stripped) != 0) {
+            pt_http_stream_local_reply(s, 503, "", NULL, 0, "out_of_memory");
+            return;
+        }
     }
     if ((hc->normalize_path || hc->merge_slashes || hc->escaped_slashes) &&
         !normalize_request_path(s, headers))

@@ -6,6 +6,7 @@
  * only decision taken on an incomplete line is "too large", and it depends on the byte count
  * alone, which only grows. */
 #include "proxy/http1_parser.h"
+#include "proxy/runtime.h"
 
 #include <limits.h>
 #include <string.h>
@@ -210,8 +211,10 @@ static int parse_request_line(pt_h1_head_t *h, const char *line, size_t n)
     if (line[j] != ' ')
         return head_fail(h, 400, "invalid character in request target");
     /* A fragment never belongs in a request target (RFC 9112 3.2); a proxy that forwarded
-     * one could route on a path its upstream reads differently. */
-    if (memchr(line + t, '#', j - t) != NULL)
+     * one could route on a path its upstream reads differently. With the runtime key
+     * envoy.reloadable_features.http_reject_path_with_fragment false the connection manager
+     * strips it instead (proxy/runtime.h). */
+    if (pt_runtime.reject_path_with_fragment && memchr(line + t, '#', j - t) != NULL)
         return head_fail(h, 400, "fragment in request target");
     int minor = 0;
     int rc = parse_version(line + j + 1, n - j - 1, &minor);

@@ -1,16 +1,11 @@
 #include "proxy/overload.h"
 
-#include <ctype.h>
-#include <errno.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "proxy/log.h"
-#include "proxy/matcher.h"
+#include "proxy/runtime.h"
 
 #define GLOBAL_KEY "overload.global_downstream_max_connections"
-#define RE2_ERROR_KEY "re2.max_program_size.error_level"
-#define RE2_WARN_KEY "re2.max_program_size.warn_level"
 #define LISTENER_KEY_PREFIX "envoy.resource_limits.listener."
 #define LISTENER_KEY_SUFFIX ".connection_limit"
 #define MONITOR_NAME "envoy.resource_monitors.global_downstream_max_connections"
@@ -32,55 +27,28 @@ static pt_listener_config_t *listener_named(pt_config_t *cfg, const char *name, 
     return NULL;
 }
 
-/* A runtime value as a non-negative integer: Envoy's runtime reads a string that spells a
- * number as that number ("5000"), as layers written by tools often hold strings. */
-static int runtime_uint(json_t *v, uint64_t *out)
-{
-    if (json_is_integer(v) && json_integer_value(v) >= 0) {
-        *out = (uint64_t)json_integer_value(v);
-        return 0;
-    }
-    if (json_is_string(v)) {
-        const char *str = json_string_value(v);
-        char *end;
-        errno = 0;
-        unsigned long long x = strtoull(str, &end, 10);
-        if (isdigit((unsigned char)str[0]) && *end == '\0' && errno == 0) {
-            *out = (uint64_t)x;
-            return 0;
-        }
-    }
-    return -1;
-}
-
 /* One flattened runtime key with its value (the reader is at the layer). */
 static void runtime_key(pt_cfg_t *r, pt_config_t *cfg, runtime_t *rt, const char *key,
                         json_t *v)
 {
+    if (pt_runtime_check_key(r, key, v))
+        return; /* proxy/runtime.c's */
     size_t klen = strlen(key), plen = strlen(LISTENER_KEY_PREFIX),
            slen = strlen(LISTENER_KEY_SUFFIX);
-    int re2 = strcmp(key, RE2_ERROR_KEY) == 0 || strcmp(key, RE2_WARN_KEY) == 0;
     int global = strcmp(key, GLOBAL_KEY) == 0;
     int listener = klen > plen + slen && strncmp(key, LISTENER_KEY_PREFIX, plen) == 0 &&
                    strcmp(key + klen - slen, LISTENER_KEY_SUFFIX) == 0;
-    if (!re2 && !global && !listener) {
-        pt_cfg_error(r, NULL, "runtime key %s is not supported (petrel reads only "
-                              GLOBAL_KEY ", " LISTENER_KEY_PREFIX "<name>"
-                              LISTENER_KEY_SUFFIX ", " RE2_ERROR_KEY " and " RE2_WARN_KEY ")",
-                     key);
+    if (!global && !listener) {
+        pt_cfg_error(r, NULL, "runtime key %s is not supported (docs/configuration.md, "
+                              "\"Runtime\", lists the keys petrel reads)", key);
         return;
     }
     uint64_t n = 0;
-    if (runtime_uint(v, &n) != 0) {
+    if (pt_runtime_uint(v, &n) != 0) {
         pt_cfg_error(r, NULL, "runtime key %s: expected a non-negative integer", key);
         return;
     }
-    if (re2) {
-        if (n > UINT32_MAX)
-            pt_cfg_error(r, NULL, "runtime key %s: %llu is over %u", key,
-                         (unsigned long long)n, UINT32_MAX);
-        /* in force already: pt_runtime_apply_regex_limits */
-    } else if (global) {
+    if (global) {
         rt->global = n;
         rt->global_set = 1;
     } else {
@@ -118,9 +86,12 @@ static void parse_runtime(pt_cfg_t *r, pt_config_t *cfg, runtime_t *rt)
     for (size_t i = 0; i < n; i++) {
         if (pt_cfg_enter_index(r, i) <= 0)
             continue;
-        static const char *const unsupported[] = {"disk_layer", "admin_layer", "rtds_layer",
-                                                  NULL};
+        static const char *const unsupported[] = {"disk_layer", "rtds_layer", NULL};
         pt_cfg_unsupported(r, unsupported);
+        /* The admin layer holds what /runtime_modify sets; petrel's admin has no such
+         * endpoint, so it stays empty, as it starts in Envoy (Istio's bootstraps list it). */
+        if (pt_cfg_enter(r, "admin_layer") > 0)
+            pt_cfg_leave(r);
         const char *name;
         pt_cfg_string(r, "name", &name, NULL);
         json_t *layer = pt_cfg_get(r, "static_layer");
@@ -186,48 +157,6 @@ static uint64_t parse_overload_manager(pt_cfg_t *r)
         pt_cfg_leave_array(r);
     pt_cfg_leave(r);
     return limit;
-}
-
-/* The value of a dotted runtime key in a static layer ({a: {b: 1}} holds a.b), or NULL. */
-static json_t *layer_value(json_t *layer, const char *key)
-{
-    json_t *v = json_object_get(layer, key);
-    if (v != NULL)
-        return v;
-    for (const char *dot = strchr(key, '.'); dot != NULL; dot = strchr(dot + 1, '.')) {
-        char head[256];
-        size_t n = (size_t)(dot - key);
-        if (n >= sizeof(head))
-            break;
-        memcpy(head, key, n);
-        head[n] = '\0';
-        json_t *sub = json_object_get(layer, head);
-        if (json_is_object(sub) && (v = layer_value(sub, dot + 1)) != NULL)
-            return v;
-    }
-    return NULL;
-}
-
-void pt_runtime_apply_regex_limits(json_t *bootstrap)
-{
-    uint64_t error = 100, warn = UINT32_MAX, n;
-    json_t *rt = json_object_get(bootstrap, "layered_runtime");
-    if (rt == NULL)
-        rt = json_object_get(bootstrap, "layeredRuntime");
-    json_t *layers = json_object_get(rt, "layers"), *layer;
-    size_t i;
-    json_array_foreach(layers, i, layer) { /* later layers win */
-        json_t *st = json_object_get(layer, "static_layer");
-        if (st == NULL)
-            st = json_object_get(layer, "staticLayer");
-        if (!json_is_object(st))
-            continue;
-        if (runtime_uint(layer_value(st, RE2_ERROR_KEY), &n) == 0 && n <= UINT32_MAX)
-            error = n;
-        if (runtime_uint(layer_value(st, RE2_WARN_KEY), &n) == 0 && n <= UINT32_MAX)
-            warn = n;
-    }
-    pt_regex_set_program_size_limits((uint32_t)error, (uint32_t)warn);
 }
 
 void pt_overload_parse(pt_cfg_t *r, pt_config_t *cfg)

@@ -2,9 +2,8 @@
  * two ways Envoy has:
  *
  *  - layered_runtime: overload.global_downstream_max_connections and
- *    envoy.resource_limits.listener.<listener name>.connection_limit; besides those, only
- *    re2.max_program_size.error_level and .warn_level (regex limits, proxy/matcher.h). Any
- *    other key, and any other kind of layer, is a config error.
+ *    envoy.resource_limits.listener.<listener name>.connection_limit; the other keys petrel
+ *    reads are proxy/runtime.h's. Any other key is a config error.
  *  - overload_manager with the envoy.resource_monitors.global_downstream_max_connections
  *    monitor (DownstreamConnectionsConfig.max_active_downstream_connections). Other
  *    monitors and overload actions are not supported.
@@ -21,9 +20,5 @@
 /* Reads layered_runtime and overload_manager at the bootstrap level (after the listeners
  * are parsed) into cfg->max_downstream_connections and the listeners' connection_limit. */
 void pt_overload_parse(pt_cfg_t *r, pt_config_t *cfg);
-/* Applies the bootstrap's re2.max_program_size.* runtime keys (the defaults when absent)
- * with pt_regex_set_program_size_limits. Called before anything of the bootstrap is parsed,
- * since regexes are compiled as they are read; pt_overload_parse checks the values. */
-void pt_runtime_apply_regex_limits(json_t *bootstrap);
 
 #endif

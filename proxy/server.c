@@ -19,7 +19,7 @@
 #include "proxy/buf.h"
 #include "proxy/heap.h"
 #include "proxy/log.h"
-#include "proxy/overload.h"
+#include "proxy/runtime.h"
 #include "proxy/cluster.h"
 #include "proxy/stats.h"
 #include "proxy/time.h"
@@ -498,7 +498,7 @@ int pt_server_init(pt_server_t *s, const pt_options_t *opts)
     pt_cfg_t r;
     pt_cfg_init(&r, root);
     pt_cfg_set_message(&r, "envoy.config.bootstrap.v3.Bootstrap");
-    pt_runtime_apply_regex_limits(root); /* before any regex is compiled */
+    pt_runtime_apply_early(root); /* before any regex is compiled */
     pt_view_t *statics = pt_cluster_manager_parse_static(root, &r);
     pt_cluster_lookup_t known = {view_has_cluster, statics};
     pt_config_t *cfg = pt_config_build(root, &known, &r);

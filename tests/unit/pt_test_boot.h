@@ -9,7 +9,7 @@
 
 #include "proxy/cluster.h"
 #include "proxy/cluster_manager.h"
-#include "proxy/overload.h"
+#include "proxy/runtime.h"
 #include "proxy/config.h"
 #include "proxy/view.h"
 
@@ -40,7 +40,7 @@ static inline pt_boot_t *pt_test_boot(json_t *root, pt_cfg_t *r)
     pt_boot_t *b = calloc(1, sizeof(*b));
     if (b == NULL)
         return NULL;
-    pt_runtime_apply_regex_limits(root);
+    pt_runtime_apply_early(root);
     b->view = pt_cluster_manager_parse_static(root, r);
     pt_cluster_lookup_t known = {pt_boot_view_has, b->view};
     b->config = pt_config_build(root, &known, r);

@@ -9,6 +9,7 @@
 #include "filters/filter.h"
 #include "proxy/cluster.h"
 #include "proxy/config.h"
+#include "proxy/runtime.h"
 #include "pt_test.h"
 #include "pt_test_boot.h"
 #include "pt_test_json.h"
@@ -606,9 +607,8 @@ static void test_connection_limits(void)
     REJECTS(LIMITS_BOOT("'layered_runtime': {'layers': [{'name': 'x', 'static_layer': "
                         "{'envoy.reloadable_features.no_such_feature': true}}]}"),
             "layered_runtime.layers[0]: runtime key envoy.reloadable_features.no_such_feature "
-            "is not supported (petrel reads only overload.global_downstream_max_connections, "
-            "envoy.resource_limits.listener.<name>.connection_limit, "
-            "re2.max_program_size.error_level and re2.max_program_size.warn_level)");
+            "is not supported (docs/configuration.md, \"Runtime\", lists the keys petrel "
+            "reads)");
     /* The regex limits Istio's bootstrap sets (as strings): a regex over the default 100
      * loads only with the larger limit. */
     REJECTS(REGEX_BOOT(""), "static_resources.listeners[0].filter_chains[0].filters[0]."
@@ -643,8 +643,33 @@ static void test_connection_limits(void)
                         "{'overload.global_downstream_max_connections': 'many'}}]}"),
             "layered_runtime.layers[0]: runtime key overload.global_downstream_max_connections: "
             "expected a non-negative integer");
-    REJECTS(LIMITS_BOOT("'layered_runtime': {'layers': [{'name': 'admin', 'admin_layer': {}}]}"),
-            "layered_runtime.layers[0].admin_layer: field is not supported");
+    /* Istio's runtime, as its pilot-agent bootstraps write it. */
+    c = ACCEPTS(LIMITS_BOOT(
+        "'layered_runtime': {'layers': [{'name': 'global config', 'static_layer': {"
+        "'envoy.deprecated_features:envoy.config.listener.v3.Listener."
+        "hidden_envoy_deprecated_use_original_dst': 'true',"
+        "'envoy.reloadable_features.http_reject_path_with_fragment': 'false',"
+        "'envoy.reloadable_features.no_extension_lookup_by_name': 'false',"
+        "'overload.global_downstream_max_connections': '2147483647',"
+        "'re2.max_program_size.error_level': '32768'}}, {'name': 'admin', 'admin_layer': {}}]}"));
+    PT_CHECK(c != NULL);
+    if (c != NULL) {
+        PT_CHECK_INT(pt_runtime.reject_path_with_fragment, 0);
+        PT_CHECK_INT(c->config->max_downstream_connections, 2147483647);
+        pt_boot_free(c);
+    }
+    REJECTS(LIMITS_BOOT("'layered_runtime': {'layers': [{'name': 'x', 'static_layer': {"
+                        "'envoy.restart_features.use_eds_cache_for_ads': 'yes'}}, "
+                        "{'name': 'a', 'admin_layer': {'x': 1}}]}"),
+            "layered_runtime.layers[0]: runtime key envoy.restart_features.use_eds_cache_for_ads: "
+            "expected true or false",
+            "layered_runtime.layers[1].admin_layer.x: unknown field");
+    c = ACCEPTS(LIMITS_BOOT("'layered_runtime': {'layers': [{'name': 'x', 'static_layer': {}}]}"));
+    PT_CHECK(c != NULL);
+    if (c != NULL) {
+        PT_CHECK_INT(pt_runtime.reject_path_with_fragment, 1); /* the default again */
+        pt_boot_free(c);
+    }
     REJECTS(LIMITS_BOOT("'overload_manager': {'resource_monitors': [{'name': "
                         "'envoy.resource_monitors.fixed_heap', 'typed_config': {'@type': 'x'}}]}"),
             "overload_manager.resource_monitors[0].name: \"envoy.resource_monitors.fixed_heap\" "
