@@ -673,6 +673,24 @@ static pt_access_log_t *make_logger(pt_cfg_t *r, pt_arena_t *arena, const char *
     return l;
 }
 
+pt_access_log_t *pt_access_log_parse_path(pt_cfg_t *r, const char *field, pt_arena_t *arena)
+{
+    const char *path;
+    if (pt_cfg_string(r, field, &path, NULL) <= 0)
+        return NULL;
+    if (path[0] == '\0') {
+        pt_cfg_error(r, field, "must not be empty");
+        return NULL;
+    }
+    char err[256];
+    const pt_format_t *f = pt_format_compile(arena, PT_FORMAT_DEFAULT, err, sizeof(err));
+    if (f == NULL) {
+        pt_cfg_error(r, field, "default format: %s", err);
+        return NULL;
+    }
+    return make_logger(r, arena, path, field, f);
+}
+
 pt_access_log_t *pt_access_log_parse(pt_cfg_t *r, pt_arena_t *arena)
 {
     pthread_once(&stats_once, stats_init);

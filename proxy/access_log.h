@@ -54,6 +54,11 @@ pt_access_log_t *pt_access_log_parse(pt_cfg_t *r, pt_arena_t *arena);
 int pt_access_log_parse_list(pt_cfg_t *r, const char *field, pt_arena_t *arena,
                              pt_access_log_t ***out, unsigned *count);
 
+/* A file logger with Envoy's default format at the path that the string field `field` of
+ * the current object holds (the admin's deprecated access_log_path). NULL when absent, or
+ * with an error recorded in r. */
+pt_access_log_t *pt_access_log_parse_path(pt_cfg_t *r, const char *field, pt_arena_t *arena);
+
 /* Writes one entry (worker thread, hot path): formats into a per-thread scratch buffer, then
  * appends to the sink's memory buffer under a short mutex; never does file I/O here. */
 void pt_access_log_write(const pt_access_log_t *l, const pt_stream_info_t *si);

@@ -1,5 +1,6 @@
 #include "proxy/admin.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
 #include <malloc.h>
@@ -22,6 +23,7 @@
 #include "proxy/route_manager.h"
 #include "proxy/server.h"
 #include "proxy/stats.h"
+#include "proxy/time.h"
 #include "tls/context.h"
 
 #define ADMIN_MAX_HEAD    16384
@@ -41,6 +43,7 @@ struct pt_admin {
 typedef struct admin_conn {
     pt_admin_t *admin;
     pt_conn_t *conn;
+    uint64_t start_wall_us, start_mono_us; /* accepted: for the admin access log */
     ev_timer timeout;
     pt_h1_head_t head;
     pt_h1_header_t headers[ADMIN_MAX_HEADERS];
@@ -922,8 +925,64 @@ static void admin_conn_free(admin_conn_t *ac)
     free(ac);
 }
 
+/* admin.access_log: one entry per admin request, through the same loggers and formats as
+ * the connection manager's (the request's headers, the answer's status, size and time). */
+static void log_request(admin_conn_t *ac, const admin_response_t *res, size_t body_len)
+{
+    const pt_config_t *cfg = ac->admin->server->config;
+    if (cfg == NULL || cfg->nadmin_logs == 0)
+        return;
+    pt_arena_t a = {0};
+    pt_http_headers_t req, resp;
+    pt_http_headers_init(&req, &a);
+    pt_http_headers_init(&resp, &a);
+    const pt_h1_head_t *hd = &ac->head;
+    if (hd->method != NULL) {
+        pt_http_headers_add(&req, ":method", 7, hd->method, hd->method_len);
+        pt_http_headers_add(&req, ":path", 5, hd->target, hd->target_len);
+        for (unsigned i = 0; i < hd->num_headers; i++) {
+            const pt_h1_header_t *h = &hd->headers[i];
+            char name[128];
+            if (h->name_len >= sizeof(name))
+                continue;
+            for (size_t k = 0; k < h->name_len; k++)
+                name[k] = (char)tolower((unsigned char)h->name[k]);
+            if (h->name_len == 4 && memcmp(name, "host", 4) == 0)
+                pt_http_headers_add(&req, ":authority", 10, h->value, h->value_len);
+            else
+                pt_http_headers_add(&req, name, h->name_len, h->value, h->value_len);
+        }
+    }
+    char status[8], len[24];
+    snprintf(status, sizeof(status), "%d", res->status);
+    snprintf(len, sizeof(len), "%zu", body_len);
+    pt_http_headers_add_str(&resp, ":status", status);
+    pt_http_headers_add_str(&resp, "content-type", res->content_type);
+    pt_http_headers_add_str(&resp, "content-length", len);
+    pt_stream_info_t si = {
+        .start_wall_us = ac->start_wall_us,
+        .start_mono_us = ac->start_mono_us,
+        .end_mono_us = pt_now_us(),
+        .request_headers = &req,
+        .response_headers = &resp,
+        .response_code = res->status,
+        .response_code_details = "admin_filter_response",
+        .bytes_sent = body_len,
+        .protocol = hd->minor_version == 0 ? "HTTP/1.0" : "HTTP/1.1",
+        .downstream_remote = ac->conn->peer,
+        .downstream_direct_remote = ac->conn->peer,
+    };
+    socklen_t alen = sizeof(si.downstream_local);
+    if (getsockname(ac->conn->fd, &si.downstream_local.sa, &alen) != 0)
+        memset(&si.downstream_local, 0, sizeof(si.downstream_local));
+    for (unsigned i = 0; i < cfg->nadmin_logs; i++)
+        pt_access_log_write(cfg->admin_logs[i], &si);
+    pt_arena_dispose(&a);
+}
+
 static void send_response(admin_conn_t *ac, admin_response_t *res, int head_only)
 {
+    log_request(ac, res, pt_buf_len(&res->body));
     pt_buf_t out = {0};
     int rc = pt_buf_printf(
         &out,
@@ -1067,6 +1126,8 @@ static void admin_on_accept(struct ev_loop *loop, ev_io *io, int revents)
         }
         ac->admin = a;
         ac->conn = c;
+        ac->start_wall_us = (uint64_t)time(NULL) * 1000000;
+        ac->start_mono_us = pt_now_us();
         c->fd_spare = &a->server->main_worker.fd_reserve;
         ac->head.headers = ac->headers;
         ev_timer_init(&ac->timeout, on_admin_timeout, ADMIN_REQUEST_TIMEOUT, 0.);

@@ -1,4 +1,5 @@
 #include "proxy/config.h"
+#include "proxy/access_log.h"
 
 #include <ctype.h>
 #include <stdlib.h>
@@ -31,9 +32,7 @@ static const char *const node_unsupported[] = {"metadata", "dynamic_parameters",
                                                "user_agent_name", "user_agent_version",
                                                "user_agent_build_version", "extensions",
                                                "client_features", "listening_addresses", NULL};
-static const char *const admin_unsupported[] = {"access_log",    "access_log_path",
-                                                "profile_path",  "socket_options",
-                                                "ignore_global_conn_limit", NULL};
+static const char *const admin_unsupported[] = {"socket_options", NULL};
 static const char *const listener_unsupported[] = {
     "use_original_dst", "filter_chain_matcher", "metadata",
     "drain_type", "transparent", "freebind", "socket_options", "tcp_fast_open_queue_length",
@@ -150,6 +149,27 @@ static void parse_admin(pt_cfg_t *r, pt_config_t *cfg)
     pt_cfg_unsupported(r, admin_unsupported);
     if (pt_config_read_address(r, "address", &cfg->admin_address) > 0)
         cfg->has_admin = 1;
+    pt_access_log_parse_list(r, "access_log", &cfg->arena, &cfg->admin_logs, &cfg->nadmin_logs);
+    pt_access_log_t *legacy = pt_access_log_parse_path(r, "access_log_path", &cfg->arena);
+    if (legacy != NULL) {
+        pt_access_log_t **all =
+            pt_arena_alloc(&cfg->arena, (cfg->nadmin_logs + 1) * sizeof(*all));
+        if (all != NULL) {
+            for (unsigned i = 0; i < cfg->nadmin_logs; i++)
+                all[i] = cfg->admin_logs[i];
+            all[cfg->nadmin_logs++] = legacy;
+            cfg->admin_logs = all;
+        }
+    }
+    /* profile_path: where Envoy's /cpuprofiler writes; petrel's admin has no profiler, so the
+     * path is never used (accepted, as Istio's bootstraps set it). */
+    const char *s;
+    pt_cfg_string(r, "profile_path", &s, NULL);
+    /* ignore_global_conn_limit: petrel never counts admin connections against the global
+     * connection limit, which is what true asks; false (Envoy's default) is accepted as
+     * petrel's fixed behaviour (docs/configuration.md). */
+    int b;
+    pt_cfg_bool(r, "ignore_global_conn_limit", &b, 0);
     pt_cfg_leave(r);
 }
 

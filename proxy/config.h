@@ -139,6 +139,9 @@ typedef struct pt_config {
     pt_node_info_t node;
     int has_admin;
     pt_addr_t admin_address;
+    /* admin.access_log and the deprecated admin.access_log_path: every admin request */
+    struct pt_access_log **admin_logs;
+    unsigned nadmin_logs;
     pt_listener_config_t *listeners;
     unsigned nlisteners;
     /* The clusters references are checked against, while the config is built (then

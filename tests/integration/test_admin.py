@@ -5,6 +5,7 @@ Run: PETREL_BIN=build/petrel /usr/bin/python3 tests/integration/test_admin.py -v
 """
 
 import json
+import tempfile
 import os
 import re
 import shutil
@@ -432,6 +433,56 @@ class AdminControlTest(unittest.TestCase):
             with h.Petrel(cfg, fmt='yaml') as p:
                 dump = json.loads(p.admin_get('/config_dump')[2])
                 self.assertEqual(dump['configs'][0]['bootstrap'], cfg)
+
+
+class AdminAccessLogTest(unittest.TestCase):
+    """admin.access_log and the deprecated access_log_path: every admin request is logged."""
+
+    def test_admin_requests_are_logged(self):
+        with TcpEchoServer() as echo, tempfile.TemporaryDirectory() as d:
+            port, admin = h.free_ports(2)
+            cfg = config(port, admin, echo.port)
+            custom, legacy = os.path.join(d, 'admin.log'), os.path.join(d, 'legacy.log')
+            cfg['admin']['access_log'] = [{
+                'name': 'envoy.access_loggers.file',
+                'typed_config': {
+                    '@type': 'type.googleapis.com/envoy.extensions.access_loggers.file.v3.'
+                             'FileAccessLog',
+                    'path': custom,
+                    'log_format': {'text_format_source': {'inline_string':
+                        'ADMIN %REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE% %BYTES_SENT% '
+                        '%REQ(USER-AGENT)% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%\n'}}}}]
+            cfg['admin']['access_log_path'] = legacy
+            cfg['admin']['profile_path'] = os.path.join(d, 'envoy.prof')  # accepted
+            with h.Petrel(cfg) as p:
+                self.assertEqual(p.admin_get('/ready')[0], 200)
+                self.assertEqual(p.admin_get('/nope')[0], 404)
+
+                def lines(path):
+                    try:
+                        with open(path) as f:
+                            return f.read().splitlines()
+                    except FileNotFoundError:
+                        return []
+                h.wait_until(lambda: any('/nope' in l for l in lines(custom)) and
+                             any('/nope' in l for l in lines(legacy)), 10)
+            got = [l for l in lines(custom) if l.startswith('ADMIN ')]
+            self.assertRegex(got[0], r'^ADMIN GET /ready 200 \d+ \S+ 127\.0\.0\.1$')
+            self.assertRegex(got[-1], r'^ADMIN GET /nope 404 \d+ ')
+            # Envoy's default format: [time] "GET /ready HTTP/1.1" 200 ...
+            self.assertRegex(lines(legacy)[0], r'"GET /ready HTTP/1\.1" 200 ')
+
+    def test_bad_access_log_path(self):
+        with TcpEchoServer() as echo, tempfile.TemporaryDirectory() as d:
+            port, admin = h.free_ports(2)
+            cfg = config(port, admin, echo.port)
+            cfg['admin']['access_log_path'] = os.path.join(d, 'no', 'such', 'dir', 'a.log')
+            path = os.path.join(d, 'c.json')
+            with open(path, 'w') as f:
+                json.dump(cfg, f)
+            rc, out, err = h.run_petrel(['--mode', 'validate', '-c', path])
+            self.assertEqual(rc, 1, err)
+            self.assertIn('admin.access_log_path: cannot open', out + err)
 
 
 if __name__ == '__main__':
