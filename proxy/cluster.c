@@ -14,6 +14,7 @@
 #include "discovery/outlier.h"
 #include "proxy/config_source.h"
 #include "proxy/hash.h"
+#include "proxy/http.h"
 #include "proxy/worker.h"
 #include "tls/context.h"
 #include "tls/transport.h"
@@ -22,23 +23,24 @@
  * that says so, never silently ignored. */
 static const char *const cluster_unsupported[] = {
     "transport_socket_matches", "alt_stat_name",
-    "lb_subset_config", "ring_hash_lb_config", "maglev_lb_config", "original_dst_lb_config",
+    "lb_subset_config", "ring_hash_lb_config", "maglev_lb_config",
     "round_robin_lb_config",
     "metadata", "protocol_selection",
     "close_connections_on_host_health_failure", "filters",
     "load_balancing_policy", "lrs_server", "track_timeout_budgets", "upstream_config",
     "track_cluster_stats", "preconnect_policy", "connection_pool_per_downstream_connection",
     "upstream_http_protocol_options",
-    "cleanup_interval", "upstream_bind_config",
+    "upstream_bind_config",
     "hosts", NULL};
 
 /* In the order of pt_cluster_type_t. */
-static const char *const type_names[] = {"STATIC", "EDS", "STRICT_DNS", "LOGICAL_DNS", NULL};
-static const char *const type_known[] = {"ORIGINAL_DST", NULL};
+static const char *const type_names[] = {"STATIC", "EDS", "STRICT_DNS", "LOGICAL_DNS",
+                                         "ORIGINAL_DST", NULL};
 /* In the order of pt_lb_policy_t. */
-static const char *const lb_names[] = {"ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", NULL};
-static const char *const lb_known[] = {"RING_HASH", "MAGLEV", "CLUSTER_PROVIDED",
-                                       "LOAD_BALANCING_POLICY_CONFIG", NULL};
+static const char *const lb_names[] = {"ROUND_ROBIN", "LEAST_REQUEST", "RANDOM",
+                                       "CLUSTER_PROVIDED", NULL};
+static const char *const lb_known[] = {"RING_HASH", "MAGLEV", "LOAD_BALANCING_POLICY_CONFIG",
+                                       NULL};
 
 /* ---- HTTP protocol options --------------------------------------------------------- */
 
@@ -453,6 +455,9 @@ void pt_host_unref(pt_host_t *h)
 
 /* ---- the cluster resource --------------------------------------------------------- */
 
+static struct pt_odst_hosts *odst_new(void);
+static void odst_free(struct pt_odst_hosts *m);
+
 pt_cluster_t *pt_cluster_ref(pt_cluster_t *c)
 {
     if (c != NULL)
@@ -529,6 +534,7 @@ void pt_cluster_unref(pt_cluster_t *c)
     for (unsigned i = 0; i < c->nhosts; i++)
         pt_host_unref(c->hosts[i]);
     free(c->hosts);
+    odst_free(c->odst); /* its hosts hold the state: before it */
     pt_cluster_state_unref(c->state);
     free(c);
 }
@@ -675,6 +681,56 @@ static void parse_dns_endpoints(pt_cfg_t *r, pt_cluster_t *c)
     pt_arena_init_small(&c->ep_arena);
 }
 
+/* ORIGINAL_DST's settings (reader in the Cluster, after lb_policy): lb_policy
+ * CLUSTER_PROVIDED (required by Envoy for this type and refused for the others),
+ * original_dst_lb_config, cleanup_interval; health checks and outlier detection, which
+ * petrel runs over a version's fixed hosts, are refused for it. */
+static void parse_original_dst(pt_cfg_t *r, pt_cluster_t *c)
+{
+    int odst = c->type == PT_CLUSTER_ORIGINAL_DST;
+    if (odst && c->lb_policy != PT_LB_CLUSTER_PROVIDED)
+        pt_cfg_error(r, "lb_policy", "%s is not valid for a cluster of type ORIGINAL_DST: "
+                                     "only CLUSTER_PROVIDED is allowed",
+                     lb_names[c->lb_policy]);
+    else if (!odst && c->lb_policy == PT_LB_CLUSTER_PROVIDED)
+        pt_cfg_error(r, "lb_policy", "CLUSTER_PROVIDED is allowed only with a cluster of type "
+                                     "ORIGINAL_DST");
+    c->odst_port_override = -1;
+    pt_cfg_duration_ms(r, "cleanup_interval", &c->odst_cleanup_ms, 5000);
+    if (c->odst_cleanup_ms == 0 && pt_cfg_has(r, "cleanup_interval"))
+        pt_cfg_error(r, "cleanup_interval", "must be greater than 0");
+    if (pt_cfg_enter(r, "original_dst_lb_config") > 0) {
+        static const char *const unsupported[] = {"metadata_key", NULL};
+        pt_cfg_unsupported(r, unsupported);
+        if (!odst)
+            pt_cfg_error(r, NULL, "applies only to a cluster of type ORIGINAL_DST");
+        int use_header;
+        pt_cfg_bool(r, "use_http_header", &use_header, 0);
+        const char *name;
+        pt_cfg_string(r, "http_header_name", &name, NULL);
+        if (name != NULL && name[0] && !use_header)
+            pt_cfg_error(r, "http_header_name", "\"%s\" is set but use_http_header is false "
+                                                "(set use_http_header to use it)", name);
+        if (use_header) {
+            char *h = pt_arena_strdup(&c->arena, name != NULL && name[0]
+                                                     ? name
+                                                     : "x-envoy-original-dst-host");
+            for (char *p = h; p != NULL && *p; p++)
+                *p = (char)(*p >= 'A' && *p <= 'Z' ? *p - 'A' + 'a' : *p);
+            c->odst_header = h;
+        }
+        uint64_t port;
+        if (pt_cfg_uint(r, "upstream_port_override", &port, 0, 0, 65535) > 0)
+            c->odst_port_override = (int)port;
+        pt_cfg_leave(r);
+    }
+    if (odst && pt_cfg_has(r, "health_checks"))
+        pt_cfg_error(r, "health_checks", "are not supported for a cluster of type ORIGINAL_DST");
+    if (odst && pt_cfg_has(r, "outlier_detection"))
+        pt_cfg_error(r, "outlier_detection", "is not supported for a cluster of type "
+                                             "ORIGINAL_DST");
+}
+
 pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
 {
     size_t errors_before = r->nerrors;
@@ -696,7 +752,7 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
     /* cluster_discovery_type is a oneof: type, or an extension in cluster_type. */
     static const char *const discovery[] = {"type", "cluster_type", NULL};
     int which = pt_cfg_oneof(r, discovery, 0);
-    pt_cfg_enum(r, "type", type_names, type_known, &type, PT_CLUSTER_STATIC);
+    pt_cfg_enum(r, "type", type_names, NULL, &type, PT_CLUSTER_STATIC);
     c->type = (pt_cluster_type_t)type;
     if (which == 1)
         parse_cluster_type(r, c);
@@ -713,7 +769,8 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
         c->dns->logical = c->type == PT_CLUSTER_LOGICAL_DNS;
         c->dns->family = (pt_dns_family_t)c->dns_lookup_family;
         pt_dns_config_parse(r, &c->arena, c->dns, 0);
-    } else if (c->type == PT_CLUSTER_STATIC || c->type == PT_CLUSTER_EDS) {
+    } else if (c->type == PT_CLUSTER_STATIC || c->type == PT_CLUSTER_EDS ||
+               c->type == PT_CLUSTER_ORIGINAL_DST) {
         /* Envoy reads the DNS fields of every cluster and uses them in DNS ones only: they
          * are checked all the same. */
         pt_dns_config_t unused;
@@ -737,6 +794,7 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
         pt_cfg_error(r, "connect_timeout", "must be greater than 0");
     pt_cfg_enum(r, "lb_policy", lb_names, lb_known, &lb, PT_LB_ROUND_ROBIN);
     c->lb_policy = (pt_lb_policy_t)lb;
+    parse_original_dst(r, c);
     c->lb_choice_count = 2;
     if (pt_cfg_enter(r, "least_request_lb_config") > 0) {
         static const char *const lr_unsupported[] = {"active_request_bias", "slow_start_config",
@@ -844,6 +902,12 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
     int rc = c->type == PT_CLUSTER_EDS && pt_cfg_has(r, "load_assignment") ? -2 : 0;
     if (pt_cluster_type_is_dns(c->type)) {
         parse_dns_endpoints(r, c);
+    } else if (c->type == PT_CLUSTER_ORIGINAL_DST && pt_cfg_has(r, "load_assignment")) {
+        /* Its hosts are its connections' destinations, as in Envoy, which refuses this. */
+        pt_cfg_error(r, "load_assignment", "ORIGINAL_DST clusters must have no load "
+                                           "assignment configured (their hosts are the "
+                                           "connections' original destinations)");
+        (void)pt_cfg_get(r, "load_assignment");
     } else if (rc == -2) {
         /* Its hosts come from EDS: a load_assignment here would be silently unused. */
         pt_cfg_error(r, "load_assignment", "is not used by a cluster of type EDS (its "
@@ -933,11 +997,252 @@ int pt_cluster_prepare(pt_cluster_t *c)
     st->membership_healthy_id = c->stats.membership_healthy;
     pt_stats_gauge_fn(c->stats.membership_total, read_membership_total, st);
     pt_stats_gauge_fn(c->stats.membership_healthy, read_membership_healthy, st);
+    if (c->type == PT_CLUSTER_ORIGINAL_DST && c->odst == NULL && (c->odst = odst_new()) == NULL)
+        return -1;
     pt_outlier_prepare(c); /* per-host outlier state and stats, before workers see c */
     /* The endpoints are hosts now: what they were parsed into goes. */
     pt_arena_dispose(&c->ep_arena);
     c->endpoints = NULL;
     return 0;
+}
+
+/* ---- ORIGINAL_DST hosts -------------------------------------------------------------
+ *
+ * An ORIGINAL_DST cluster has no endpoints: each connection's original destination (or the
+ * override header's address) is its host, made the first time a worker picks it. Envoy's
+ * workers make such a host at once and post it to the main thread, which publishes a new
+ * copy of the whole host map to every worker. petrel keeps the map in one place instead: a
+ * hash of address to host, in the cluster version, behind a mutex of its own. Why:
+ *  - a worker must have the host now (the connection is waiting); a round trip through
+ *    the main thread would stall it, and a host made privately by each worker would give
+ *    each worker its own pools and counters for one address;
+ *  - copying the map for every new destination (Envoy's copy-on-write) costs O(hosts) per
+ *    new host, and the copies need a reclamation scheme workers can read under;
+ *  - the lock is only ever taken by ORIGINAL_DST clusters (PassthroughCluster and its
+ *    kind), for one hash lookup: every other cluster's pick stays lock-free, reading its
+ *    version's immutable host array.
+ * Hosts come from the cluster state's registry (host_get), so a host stays the same object
+ * (pools, counters) across versions of the cluster. Each pick marks its host used; the main
+ * thread's cleanup (every cleanup_interval) drops the hosts not picked since the previous
+ * one that carry no connection or request, as Envoy's does, and marks them removed so the
+ * workers free their pools of them once those are empty. A caller holds a reference to the
+ * host it picked (pt_cluster_host_done), so a cleanup never frees a host in use. */
+
+_Atomic uint64_t pt_odst_removed_epoch;
+
+typedef struct pt_odst_hosts {
+    pthread_mutex_t lock;
+    pt_host_t **slots; /* open addressing by address hash; a reference each */
+    unsigned nslots, count;
+    uint64_t next_cleanup_ms;
+} pt_odst_hosts_t;
+
+static pt_odst_hosts_t *odst_new(void)
+{
+    pt_odst_hosts_t *m = calloc(1, sizeof(*m));
+    if (m == NULL)
+        return NULL;
+    pthread_mutex_init(&m->lock, NULL);
+    return m;
+}
+
+static void odst_free(pt_odst_hosts_t *m)
+{
+    if (m == NULL)
+        return;
+    for (unsigned i = 0; i < m->nslots; i++)
+        pt_host_unref(m->slots[i]);
+    free(m->slots);
+    pthread_mutex_destroy(&m->lock);
+    free(m);
+}
+
+static unsigned odst_slot(const pt_odst_hosts_t *m, const pt_addr_t *a)
+{
+    unsigned i = (unsigned)(host_key_hash(a, NULL) % m->nslots);
+    while (m->slots[i] != NULL && !pt_addr_equal(&m->slots[i]->address, a))
+        i = (i + 1) % m->nslots;
+    return i;
+}
+
+/* Room for one more (load at most 1/2); the lock is held. */
+static int odst_grow(pt_odst_hosts_t *m)
+{
+    if ((m->count + 1) * 2 <= m->nslots)
+        return 0;
+    unsigned n = m->nslots ? m->nslots * 2 : 16;
+    pt_host_t **old = m->slots;
+    unsigned nold = m->nslots;
+    if ((m->slots = calloc(n, sizeof(*m->slots))) == NULL) {
+        m->slots = old;
+        return -1;
+    }
+    m->nslots = n;
+    for (unsigned i = 0; i < nold; i++)
+        if (old[i] != NULL)
+            m->slots[odst_slot(m, &old[i]->address)] = old[i];
+    free(old);
+    return 0;
+}
+
+/* "10.0.0.1:80" or "[::1]:80" (what the override header holds). */
+static int parse_ip_port(const char *v, pt_addr_t *out)
+{
+    char ip[64];
+    const char *colon, *start = v;
+    size_t len;
+    if (v[0] == '[') {
+        const char *end = strchr(v, ']');
+        if (end == NULL || end[1] != ':')
+            return -1;
+        start = v + 1;
+        len = (size_t)(end - start);
+        colon = end + 1;
+    } else {
+        colon = strrchr(v, ':');
+        if (colon == NULL || memchr(v, ':', (size_t)(colon - v)) != NULL)
+            return -1;
+        len = (size_t)(colon - v);
+    }
+    if (len == 0 || len >= sizeof(ip))
+        return -1;
+    memcpy(ip, start, len);
+    ip[len] = '\0';
+    char *endp;
+    unsigned long port = strtoul(colon + 1, &endp, 10);
+    if (colon[1] < '0' || colon[1] > '9' || *endp != '\0' || port > 65535)
+        return -1;
+    return pt_addr_parse(out, ip, (unsigned)port);
+}
+
+static pt_host_t *odst_pick(pt_cluster_t *c, const pt_lb_context_t *ctx)
+{
+    pt_addr_t dst;
+    int have = 0;
+    if (c->odst == NULL || ctx == NULL)
+        return NULL;
+    if (c->odst_header != NULL && ctx->headers != NULL) {
+        const char *v = pt_http_headers_get(ctx->headers, c->odst_header);
+        if (v != NULL) {
+            have = parse_ip_port(v, &dst) == 0;
+            if (!have) /* untrusted input: counted, then the connection's destination */
+                pt_stat_inc(c->stats.original_dst_host_invalid);
+        }
+    }
+    if (!have && ctx->original_dst != NULL) {
+        dst = *ctx->original_dst;
+        have = 1;
+    }
+    if (!have)
+        return NULL;
+    if (c->odst_port_override >= 0) {
+        if (dst.sa.sa_family == AF_INET)
+            dst.sin.sin_port = htons((uint16_t)c->odst_port_override);
+        else
+            dst.sin6.sin6_port = htons((uint16_t)c->odst_port_override);
+    }
+    pt_odst_hosts_t *m = c->odst;
+    pthread_mutex_lock(&m->lock);
+    pt_host_t *h = m->nslots ? m->slots[odst_slot(m, &dst)] : NULL;
+    if (h == NULL && odst_grow(m) == 0) {
+        pt_endpoint_t e = {.address = dst, .weight = 1};
+        int fresh;
+        if ((h = host_get(c->state, &e, &fresh)) != NULL) {
+            atomic_store(&h->weight, 1);
+            m->slots[odst_slot(m, &dst)] = h; /* the map's reference */
+            m->count++;
+            atomic_store(&c->state->membership_total, m->count);
+            atomic_store(&c->state->membership_healthy, m->count);
+        }
+    }
+    if (h != NULL) {
+        pt_host_ref(h); /* the caller's */
+        atomic_store_explicit(&h->odst_flags, PT_HOST_ODST_USED, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&m->lock);
+    return h;
+}
+
+unsigned pt_cluster_odst_cleanup(pt_cluster_t *c, uint64_t now_ms)
+{
+    pt_odst_hosts_t *m = c->odst;
+    if (m == NULL || now_ms < m->next_cleanup_ms)
+        return 0;
+    m->next_cleanup_ms = now_ms + c->odst_cleanup_ms;
+    pt_host_t *gone[64];
+    unsigned ngone = 0, removed = 0;
+    pthread_mutex_lock(&m->lock);
+    for (unsigned i = 0; i < m->nslots; i++) {
+        pt_host_t *h = m->slots[i];
+        if (h == NULL)
+            continue;
+        uint32_t f = atomic_load_explicit(&h->odst_flags, memory_order_relaxed);
+        if (f & PT_HOST_ODST_USED) { /* picked lately: kept, and asked again next time */
+            atomic_fetch_and_explicit(&h->odst_flags, ~(uint32_t)PT_HOST_ODST_USED,
+                                      memory_order_relaxed);
+            continue;
+        }
+        if (atomic_load(&h->cx_active) > 0 || atomic_load(&h->rq_active) > 0)
+            continue;
+        if (ngone == sizeof(gone) / sizeof(gone[0]))
+            break; /* the rest at the next cleanup */
+        atomic_fetch_or(&h->odst_flags, (uint32_t)PT_HOST_ODST_REMOVED);
+        gone[ngone++] = h;
+        m->slots[i] = NULL;
+        m->count--;
+    }
+    if (ngone > 0) {
+        /* Open addressing: what follows an emptied slot is placed again. */
+        pt_host_t **old = m->slots;
+        unsigned nold = m->nslots;
+        pt_host_t **fresh = calloc(nold, sizeof(*fresh));
+        if (fresh != NULL) {
+            m->slots = fresh;
+            for (unsigned i = 0; i < nold; i++)
+                if (old[i] != NULL)
+                    m->slots[odst_slot(m, &old[i]->address)] = old[i];
+            free(old);
+            removed = ngone;
+        } else { /* no memory to rebuild: put them back, try again next time */
+            for (unsigned i = 0; i < ngone; i++) {
+                atomic_fetch_and(&gone[i]->odst_flags, ~(uint32_t)PT_HOST_ODST_REMOVED);
+                m->slots[odst_slot(m, &gone[i]->address)] = gone[i];
+                m->count++;
+            }
+            ngone = 0;
+        }
+        atomic_store(&c->state->membership_total, m->count);
+        atomic_store(&c->state->membership_healthy, m->count);
+    }
+    pthread_mutex_unlock(&m->lock);
+    for (unsigned i = 0; i < ngone; i++)
+        pt_host_unref(gone[i]);
+    if (removed > 0)
+        atomic_fetch_add(&pt_odst_removed_epoch, 1);
+    return removed;
+}
+
+pt_host_t **pt_cluster_odst_hosts(pt_cluster_t *c, unsigned *n)
+{
+    *n = 0;
+    pt_odst_hosts_t *m = c->odst;
+    if (m == NULL)
+        return NULL;
+    pthread_mutex_lock(&m->lock);
+    pt_host_t **out = m->count > 0 ? malloc(m->count * sizeof(*out)) : NULL;
+    for (unsigned i = 0; out != NULL && i < m->nslots; i++)
+        if (m->slots[i] != NULL)
+            out[(*n)++] = pt_host_ref(m->slots[i]);
+    pthread_mutex_unlock(&m->lock);
+    return out;
+}
+
+pt_host_t *pt_cluster_pick_host_ctx(pt_cluster_t *c, pt_worker_t *w, const pt_lb_context_t *ctx,
+                                    pt_host_t *const *exclude, unsigned nexclude)
+{
+    if (c->type == PT_CLUSTER_ORIGINAL_DST)
+        return odst_pick(c, ctx);
+    return pt_cluster_pick_host(c, w, exclude, nexclude);
 }
 
 pt_host_t *pt_cluster_pick_host(pt_cluster_t *c, pt_worker_t *w, pt_host_t *const *exclude,
@@ -948,6 +1253,8 @@ pt_host_t *pt_cluster_pick_host(pt_cluster_t *c, pt_worker_t *w, pt_host_t *cons
         return pt_lb_least_request(c, w, exclude, nexclude);
     case PT_LB_RANDOM:
         return pt_lb_random(c, w, exclude, nexclude);
+    case PT_LB_CLUSTER_PROVIDED: /* ORIGINAL_DST: pt_cluster_pick_host_ctx */
+        return c->type == PT_CLUSTER_ORIGINAL_DST ? odst_pick(c, NULL) : NULL;
     case PT_LB_ROUND_ROBIN:
         break;
     }

@@ -91,6 +91,12 @@ static int same_ip(const pt_addr_t *a, const pt_addr_t *b)
     return memcmp(&a->sin6.sin6_addr, &b->sin6.sin6_addr, sizeof(struct in6_addr)) == 0;
 }
 
+static int score_direct_source_prefix(const pt_filter_chain_match_t *m, const pt_chain_query_t *q)
+{
+    return score_cidrs(m->direct_source_prefix_ranges, m->ndirect_source_prefix_ranges,
+                       q->direct_remote != NULL ? q->direct_remote : q->remote);
+}
+
 static int score_source_type(const pt_filter_chain_match_t *m, const pt_chain_query_t *q)
 {
     if (m->source_type == PT_SOURCE_ANY)
@@ -117,9 +123,13 @@ static int score_source_port(const pt_filter_chain_match_t *m, const pt_chain_qu
     return -1;
 }
 
+/* Envoy's order (FilterChainMatch): destination port, destination IP, server name,
+ * transport protocol, application protocols, direct source IP, source type, source IP,
+ * source port. */
 static const score_fn criteria[] = {
-    score_port,        score_prefix,        score_server_name, score_transport,
-    score_alpn,        score_source_type,   score_source_prefix, score_source_port,
+    score_port,         score_prefix,      score_server_name,   score_transport,
+    score_alpn,         score_direct_source_prefix, score_source_type, score_source_prefix,
+    score_source_port,
 };
 
 const pt_filter_chain_t *pt_listener_find_chain(const pt_listener_config_t *l,
@@ -158,6 +168,22 @@ const pt_filter_chain_t *pt_listener_find_chain(const pt_listener_config_t *l,
     return found;
 }
 
+const pt_listener_config_t *pt_config_listener_for(const pt_config_t *c, const pt_addr_t *dst)
+{
+    const pt_listener_config_t *wildcard = NULL;
+    unsigned port = pt_addr_port(dst);
+    for (unsigned i = 0; c != NULL && i < c->nlisteners; i++) {
+        const pt_listener_config_t *l = &c->listeners[i];
+        if (l->address.sa.sa_family != dst->sa.sa_family || pt_addr_port(&l->address) != port)
+            continue;
+        if (pt_addr_equal(&l->address, dst))
+            return l;
+        if (wildcard == NULL && pt_addr_is_any(&l->address))
+            wildcard = l;
+    }
+    return wildcard;
+}
+
 static int strs_equal(const char *const *a, unsigned na, const char *const *b, unsigned nb)
 {
     if (na != nb)
@@ -187,7 +213,9 @@ int pt_chain_match_equal(const pt_filter_chain_match_t *a, const pt_filter_chain
         return 0;
     if (!cidrs_equal(a->prefix_ranges, a->nprefix_ranges, b->prefix_ranges, b->nprefix_ranges) ||
         !cidrs_equal(a->source_prefix_ranges, a->nsource_prefix_ranges, b->source_prefix_ranges,
-                     b->nsource_prefix_ranges))
+                     b->nsource_prefix_ranges) ||
+        !cidrs_equal(a->direct_source_prefix_ranges, a->ndirect_source_prefix_ranges,
+                     b->direct_source_prefix_ranges, b->ndirect_source_prefix_ranges))
         return 0;
     if (!strs_equal(a->server_names, a->nserver_names, b->server_names, b->nserver_names) ||
         !strs_equal(a->application_protocols, a->napplication_protocols,

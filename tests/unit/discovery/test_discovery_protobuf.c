@@ -485,7 +485,7 @@ static char *listener_errors(pt_discovery_response_t *resp)
 }
 
 /* An access logger petrel knows and does not implement (gRPC), a listener filter it does not
- * have (original_dst): refused by the parsers, in the same words, from either encoding. */
+ * have (proxy_protocol): refused by the parsers, in the same words, from either encoding. */
 static void test_same_listener_errors(void)
 {
     json_t *doc =
@@ -494,10 +494,10 @@ static void test_same_listener_errors(void)
              "  name: l\n"
              "  address: {socket_address: {address: 127.0.0.1, port_value: 10002}}\n"
              "  listener_filters:\n"
-             "  - name: envoy.filters.listener.original_dst\n"
+             "  - name: envoy.filters.listener.proxy_protocol\n"
              "    typed_config:\n"
-             "      '@type': type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3."
-             "OriginalDst\n"
+             "      '@type': type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol."
+             "v3.ProxyProtocol\n"
              "  filter_chains:\n"
              "  - filters:\n"
              "    - name: envoy.filters.network.tcp_proxy\n"

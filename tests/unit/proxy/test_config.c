@@ -733,9 +733,9 @@ static void test_unsupported_fields(void)
     REJECTS("{'static_resources': {'secrets': []}}",
             "static_resources.secrets: field is not supported");
     REJECTS(BOOT(CLUSTER("a"), "{'name': 'l', 'address': " SA("127.0.0.1", 1) ", "
-                               "'use_original_dst': true, 'filter_chains': [{'filters': [" TCP("a")
+                               "'transparent': true, 'filter_chains': [{'filters': [" TCP("a")
                                "]}]}"),
-            L0 ".use_original_dst: field is not supported");
+            L0 ".transparent: field is not supported");
     REJECTS(BOOT(CLUSTER("a"), "{'name': 'l', 'address': " SA("127.0.0.1", 1) ", "
                                "'filter_chains': [{'transport_socket': {}, 'filters': [" TCP("a")
                                "]}]}"),
@@ -778,10 +778,10 @@ static void test_enums(void)
             C0 ".lb_policy: \"RING_HASH\" is not supported");
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 'FASTEST'}"),
             C0 ".lb_policy: \"FASTEST\" is not a valid value (expected one of: ROUND_ROBIN, "
-               "LEAST_REQUEST, RANDOM)");
+               "LEAST_REQUEST, RANDOM, CLUSTER_PROVIDED)");
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 'round_robin'}"),
             C0 ".lb_policy: \"round_robin\" is not a valid value (expected one of: "
-               "ROUND_ROBIN, LEAST_REQUEST, RANDOM)");
+               "ROUND_ROBIN, LEAST_REQUEST, RANDOM, CLUSTER_PROVIDED)");
     pt_boot_t *lb = ACCEPTS(CLUSTERS_ONLY(
         "{'name': 'a', 'lb_policy': 'LEAST_REQUEST', 'least_request_lb_config': "
         "{'choice_count': 5}}, {'name': 'b', 'lb_policy': 'RANDOM'}"));
@@ -836,12 +836,13 @@ static void test_enums(void)
             C0 ".least_request_lb_config.active_request_bias: field is not supported");
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 0}"), C0 ".lb_policy: 0 is not an enum name");
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'type': 'ORIGINAL_DST'}"),
-            C0 ".type: \"ORIGINAL_DST\" is not supported");
+            C0 ".lb_policy: ROUND_ROBIN is not valid for a cluster of type ORIGINAL_DST: only "
+               "CLUSTER_PROVIDED is allowed");
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'type': 'EDS'}"),
             C0 ".eds_cluster_config: is required for a cluster of type EDS");
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'type': 'STATICK'}"),
             C0 ".type: \"STATICK\" is not a valid value (expected one of: STATIC, EDS, "
-               "STRICT_DNS, LOGICAL_DNS)");
+               "STRICT_DNS, LOGICAL_DNS, ORIGINAL_DST)");
     REJECTS(BOOT(CLUSTER("a"), "{'name': 'l', 'address': {'socket_address': {'address': "
                                "'127.0.0.1', 'port_value': 53, 'protocol': 'UDP'}}, "
                                "'filter_chains': [{'filters': [" TCP("a") "]}]}"),
@@ -1179,7 +1180,7 @@ static void test_all_errors_collected(void)
 {
     pt_boot_t *c = build("{'colour': 1, 'static_resources': {'clusters': ["
                            "  {'name': 'a', 'connect_timeout': 'abc', 'lb_policy': 'MAGLEV'},"
-                           "  {'name': 'b', 'type': 'ORIGINAL_DST', 'load_assignment': {'endpoints': "
+                           "  {'name': 'b', 'lb_policy': 'CLUSTER_PROVIDED', 'load_assignment': {'endpoints': "
                            "   [{'lb_endpoints': [" EP("localhost", 70000) "]}]}},"
                            "  {'connect_timeout': '1s'}, {'name': 'ok'}],"
                            " 'listeners': [" LISTENER("l", 80, TCP("zzz")) ","
@@ -1189,7 +1190,8 @@ static void test_all_errors_collected(void)
     static const char *const want[] = {
         C0 ".connect_timeout: \"abc\" is not a duration (expected a string like \"1.5s\")",
         C0 ".lb_policy: \"MAGLEV\" is not supported",
-        "static_resources.clusters[1].type: \"ORIGINAL_DST\" is not supported",
+        "static_resources.clusters[1].lb_policy: CLUSTER_PROVIDED is allowed only with a "
+        "cluster of type ORIGINAL_DST",
         "static_resources.clusters[1].load_assignment.endpoints[0].lb_endpoints[0].endpoint"
         ".address.socket_address.port_value: 70000 is out of range [0, 65535]",
         "static_resources.clusters[1].load_assignment.endpoints[0].lb_endpoints[0].endpoint"
