@@ -48,6 +48,18 @@ class OriginalDstHeaderTest(unittest.TestCase):
         # One host per destination, the same one again for the repeated address.
         p.wait_stat('cluster.dst.membership_total', 2)
         self.assertEqual(p.stat('cluster.dst.upstream_rq_total'), 3)
+        # /clusters lists the hosts made on demand, with their counters.
+        status, _, body = p.admin_get('/clusters')
+        self.assertEqual(status, 200)
+        text = body.decode()
+        self.assertIn('dst::127.0.0.1:%d::rq_total::2\n' % self.up.port, text)
+        self.assertIn('dst::127.0.0.1:%d::rq_total::1\n' % self.other.port, text)
+        status, _, body = p.admin_get('/clusters?format=json')
+        dst = [c for c in __import__('json').loads(body)['cluster_statuses']
+               if c['name'] == 'dst'][0]
+        self.assertEqual(sorted(hs['address']['socket_address']['port_value']
+                                for hs in dst['host_statuses']),
+                         sorted([self.up.port, self.other.port]))
 
     def test_named_header_and_port_override(self):
         p, port = self.start(odst('dst', original_dst_lb_config={
