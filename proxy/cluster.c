@@ -1157,7 +1157,9 @@ static pt_host_t *odst_pick(pt_cluster_t *c, const pt_lb_context_t *ctx)
     }
     if (h != NULL) {
         pt_host_ref(h); /* the caller's */
-        atomic_store_explicit(&h->odst_flags, PT_HOST_ODST_USED, memory_order_relaxed);
+        /* Used (and, if a cleanup had dropped it, back): written only when it changes. */
+        if (atomic_load_explicit(&h->odst_flags, memory_order_relaxed) != PT_HOST_ODST_USED)
+            atomic_store_explicit(&h->odst_flags, PT_HOST_ODST_USED, memory_order_relaxed);
     }
     pthread_mutex_unlock(&m->lock);
     return h;
