@@ -33,6 +33,8 @@ SCRIPT = os.path.join(h.REPO_ROOT, 'scripts', 'petrel-iptables.sh')
 CLONE_NEWNET = 0x40000000
 NOBODY = 65534
 POD_IP, OUT_IP = '10.89.0.2', '10.89.0.1'
+POD_IP6, OUT_IP6 = 'fd89::2', 'fd89::1'
+VIP6 = 'fd88::10'          # an IPv6 service, through the [::]_80 wildcard listener
 VIP_B = '10.88.0.10'      # a service with a listener of its own address
 VIP_A = '10.88.0.12'      # reached through the wildcard listener 0.0.0.0_80
 ADMIN, OUTBOUND, INBOUND = 15000, 15001, 15006
@@ -161,7 +163,7 @@ def odst_cluster(name, **extra):
     return c
 
 
-def sidecar_config(up_a, up_b, log):
+def sidecar_config(up_a, up_b, log, up_b6):
     """Istio's shape: virtualOutbound and virtualInbound, virtual listeners per destination."""
     lf = lambda name, t: {'name': name, 'typed_config': {'@type': t}}  # noqa: E731
     outbound = {
@@ -191,6 +193,18 @@ def sidecar_config(up_a, up_b, log):
             'filters': [hcm('outbound_80', 'svc-a', log)]}],
         'default_filter_chain': {'filters': [tcp('outbound_80_tcp', 'PassthroughCluster', log)]},
     }
+    # IPv6: listeners are IPV6_V6ONLY, so the outbound port has a [::] listener of its own.
+    outbound6 = dict(outbound, name='virtualOutbound6',
+                     address=h.socket_address('::', OUTBOUND),
+                     filter_chains=[dict(outbound['filter_chains'][0],
+                                         name='virtualOutbound6-blackhole')])
+    wildcard6_80 = {
+        'name': '[::]_80', 'address': h.socket_address('::', 80), 'bind_to_port': False,
+        'listener_filters': [lf('envoy.filters.listener.http_inspector', HTTP_INSPECTOR)],
+        'filter_chains': [{'filter_chain_match': {'application_protocols': ['http/1.1', 'h2c']},
+                           'filters': [hcm('outbound6_80', 'svc-b6', log)]}],
+        'default_filter_chain': {'filters': [tcp('outbound6_80_tcp', 'PassthroughCluster', log)]},
+    }
     inbound = {
         'name': 'virtualInbound', 'address': h.socket_address('0.0.0.0', INBOUND),
         'traffic_direction': 'INBOUND',
@@ -213,11 +227,13 @@ def sidecar_config(up_a, up_b, log):
     clusters = [
         h.cluster('svc-a', [(OUT_IP, up_a.port)]),
         h.cluster('svc-b', [(OUT_IP, up_b.port)]),
+        h.cluster('svc-b6', [(OUT_IP6, up_b6.port)]),
         odst_cluster('PassthroughCluster'),
         {'name': 'BlackHoleCluster', 'type': 'STATIC', 'connect_timeout': '1s'},
         odst_cluster('InboundPassthroughCluster'),
     ]
-    return h.bootstrap([outbound, vip_b, wildcard_80, inbound], clusters, admin_port=ADMIN)
+    return h.bootstrap([outbound, outbound6, vip_b, wildcard_80, wildcard6_80, inbound], clusters,
+                       admin_port=ADMIN)
 
 
 class SidecarInterceptionTest(unittest.TestCase):
@@ -243,6 +259,10 @@ class SidecarInterceptionTest(unittest.TestCase):
             _sh(*ip, 'link', 'set', 'lo', 'up')
         _sh(*pod, 'route', 'add', 'default', 'via', OUT_IP)
         _sh(*out, 'addr', 'add', VIP_A + '/32', 'dev', 'lo')
+        # IPv6 beside it (nodad: usable at once, no duplicate address detection wait).
+        for ip, addr in ((pod, POD_IP6), (out, OUT_IP6)):
+            _sh(*ip, '-6', 'addr', 'add', addr + '/64', 'dev', 'veth0', 'nodad')
+        _sh(*pod, '-6', 'route', 'add', 'default', 'via', OUT_IP6)
         # Services outside the pod.
         with NetNs(cls.out):
             cls.up_a = HttpUpstream(name='svc-a', host=OUT_IP)
@@ -253,7 +273,11 @@ class SidecarInterceptionTest(unittest.TestCase):
             cls.addClassCleanup(cls.echo.close)
             cls.echo_vip = TcpEchoServer(host=VIP_A, port=80)
             cls.addClassCleanup(cls.echo_vip.close)
-        _sh(SCRIPT, 'install', '-n', cls.pod, '-u', '0', '-a', str(ADMIN))
+            cls.up_b6 = HttpUpstream(name='svc-b6', host=OUT_IP6)
+            cls.addClassCleanup(cls.up_b6.close)
+            cls.echo6 = TcpEchoServer(host=OUT_IP6)
+            cls.addClassCleanup(cls.echo6.close)
+        _sh(SCRIPT, 'install', '-6', '-n', cls.pod, '-u', '0', '-a', str(ADMIN))
         # The pod's application and petrel, in the pod (this thread enters it for the
         # class: the harness then reaches the admin port and sees the listeners there).
         cls.ns = NetNs(cls.pod)
@@ -263,7 +287,8 @@ class SidecarInterceptionTest(unittest.TestCase):
         cls.addClassCleanup(cls.app.close)
         cls.app_tcp = TcpEchoServer(host='0.0.0.0', port=APP_TCP)
         cls.addClassCleanup(cls.app_tcp.close)
-        cls.p = h.Petrel(sidecar_config(cls.up_a, cls.up_b, 'access.log'), admin_port=ADMIN)
+        cls.p = h.Petrel(sidecar_config(cls.up_a, cls.up_b, 'access.log', cls.up_b6),
+                         admin_port=ADMIN)
         cls.p.start()
         cls.addClassCleanup(cls.p.close)
         cls.log_path = cls.p.path('access.log')
@@ -342,6 +367,19 @@ class SidecarInterceptionTest(unittest.TestCase):
         self.assertEqual(json.loads(out).get('echo'), 'late')
         self.p.wait_stat('cluster.PassthroughCluster.upstream_cx_active', 0)
         self.p.wait_stat('cluster.PassthroughCluster.membership_total', 0, timeout=15)
+
+    def test_ipv6(self):
+        # IP6T_SO_ORIGINAL_DST: a VIP through the [::]_80 listener, TCP passed through.
+        r = self.client(kind='http', host=VIP6, port=80, path='/v6')
+        self.assertEqual((r.get('status'), r.get('upstream')), (200, 'svc-b6'), r)
+        self.assertEqual(self.up_b6.last['path'], '/v6')
+        line = self.log_lines('[%s]:80 ' % VIP6)[-1]
+        self.assertEqual(line.split()[1:], ['[%s]:%d' % (OUT_IP6, self.up_b6.port), 'svc-b6',
+                                            'HTTP/1.1'])
+        dest = '[%s]:%d' % (OUT_IP6, self.echo6.port)
+        r = self.client(kind='tcp', host=OUT_IP6, port=self.echo6.port, data='six')
+        self.assertEqual(r.get('echo'), 'six', r)
+        self.assertEqual(self.log_lines(dest + ' ')[-1].split()[1:3], [dest, 'PassthroughCluster'])
 
     def test_inbound_reaches_the_application(self):
         # From outside the pod: to the pod's address, redirected to 15006.
