@@ -1100,6 +1100,84 @@ static void test_filters(void)
             L0 ".filter_chains: filter chains 0 and 1 have the same filter_chain_match");
 }
 
+/* ---- transparent interception ------------------------------------------------------- */
+
+#define LF(kind, type)                                                                   \
+    "{'name': 'envoy.filters.listener." kind "', 'typed_config': {'@type': "             \
+    "'type.googleapis.com/envoy.extensions.filters.listener." kind ".v3." type "'"
+#define ODST(extra)                                                                      \
+    "{'name': 'p', 'type': 'ORIGINAL_DST', 'lb_policy': 'CLUSTER_PROVIDED'" extra "}"
+
+static void test_interception(void)
+{
+    pt_boot_t *c = ACCEPTS(BOOT(
+        ODST(", 'cleanup_interval': '2s', 'original_dst_lb_config': {'use_http_header': true, "
+             "'http_header_name': 'X-Dst', 'upstream_port_override': 8080}"),
+        "{'name': 'out', 'address': " SA("0.0.0.0", 15001) ", 'use_original_dst': true, "
+        " 'traffic_direction': 'OUTBOUND', 'listener_filters': ["
+        LF("original_dst", "OriginalDst") "}}, " LF("http_inspector", "HttpInspector") "}}], "
+        " 'filter_chains': [{'filter_chain_match': {'direct_source_prefix_ranges': "
+        "  [{'address_prefix': '10.0.0.0', 'prefix_len': 8}]}, 'filters': [" TCP("p") "]}]},"
+        "{'name': 'v', 'address': " SA("10.0.0.1", 80) ", 'bind_to_port': false, "
+        " 'listener_filters': [{'name': 'envoy.filters.listener.original_dst'}], "
+        " 'filter_chains': [{'filters': [" TCP("p") "]}]}"));
+    if (c == NULL)
+        return;
+    const pt_listener_config_t *out = &c->config->listeners[0], *v = &c->config->listeners[1];
+    PT_CHECK(out->original_dst && out->http_inspector && out->use_original_dst);
+    PT_CHECK(out->bind_to_port && !out->tls_inspector);
+    PT_CHECK_INT(out->traffic_direction, PT_TRAFFIC_OUTBOUND);
+    PT_CHECK_INT(out->chains[0].match.ndirect_source_prefix_ranges, 1);
+    PT_CHECK(!v->bind_to_port && v->original_dst && !v->use_original_dst);
+    PT_CHECK_INT(v->traffic_direction, PT_TRAFFIC_UNSPECIFIED);
+    const pt_cluster_t *p = c->clusters[0];
+    PT_CHECK_INT(p->type, PT_CLUSTER_ORIGINAL_DST);
+    PT_CHECK_INT(p->lb_policy, PT_LB_CLUSTER_PROVIDED);
+    PT_CHECK_STR(p->odst_header, "x-dst");
+    PT_CHECK_INT(p->odst_port_override, 8080);
+    PT_CHECK_INT(p->odst_cleanup_ms, 2000);
+    pt_boot_free(c);
+    c = ACCEPTS(CLUSTERS_ONLY(ODST(", 'original_dst_lb_config': {'use_http_header': true}")));
+    if (c != NULL) {
+        PT_CHECK_STR(c->clusters[0]->odst_header, "x-envoy-original-dst-host");
+        PT_CHECK_INT(c->clusters[0]->odst_port_override, -1);
+        PT_CHECK_INT(c->clusters[0]->odst_cleanup_ms, 5000);
+        pt_boot_free(c);
+    }
+
+    /* Bad input, each naming its field. */
+    REJECTS(CLUSTERS_ONLY(ODST(", 'load_assignment': {'cluster_name': 'p', 'endpoints': [{"
+                               "'lb_endpoints': [" EP("10.0.0.1", 80) "]}]}")),
+            C0 ".load_assignment: ORIGINAL_DST clusters must have no load assignment "
+               "configured (their hosts are the connections' original destinations)");
+    REJECTS(CLUSTERS_ONLY("{'name': 'p', 'type': 'ORIGINAL_DST', 'lb_policy': 'RANDOM'}"),
+            C0 ".lb_policy: RANDOM is not valid for a cluster of type ORIGINAL_DST: only "
+               "CLUSTER_PROVIDED is allowed");
+    REJECTS(CLUSTERS_ONLY(ODST(", 'original_dst_lb_config': {'upstream_port_override': 70000}")),
+            C0 ".original_dst_lb_config.upstream_port_override: 70000 is out of range [0, 65535]");
+    REJECTS(CLUSTERS_ONLY(ODST(", 'health_checks': []")),
+            C0 ".health_checks: are not supported for a cluster of type ORIGINAL_DST");
+    REJECTS(BOOT(CLUSTER("a"), "{'name': 'l', 'address': " SA("0.0.0.0", 1) ", "
+                               "'listener_filters': [" LF("http_inspector", "HttpInspector")
+                               ", 'mode': 'fast'}}], 'filter_chains': [{'filters': [" TCP("a")
+                               "]}]}"),
+            L0 ".listener_filters[0].typed_config.mode: unknown field");
+    REJECTS(BOOT(CLUSTER("a"), "{'name': 'l', 'address': " SA("0.0.0.0", 1) ", "
+                               "'listener_filters': [{'name': 'envoy.filters.listener.nope'}], "
+                               "'filter_chains': [{'filters': [" TCP("a") "]}]}"),
+            L0 ".listener_filters[0].typed_config: is required");
+    REJECTS(BOOT(CLUSTER("a"), "{'name': 'l', 'address': " SA("0.0.0.0", 1) ", "
+                               "'use_original_dst': 'yes', 'filter_chains': [{'filters': ["
+                               TCP("a") "]}]}"),
+            L0 ".use_original_dst: \"yes\" is not a boolean");
+    REJECTS(BOOT(CLUSTER("a"), "{'name': 'l', 'address': " SA("0.0.0.0", 1) ", "
+                               "'filter_chains': [{'filter_chain_match': {"
+                               "'direct_source_prefix_ranges': [{'address_prefix': 'x'}]}, "
+                               "'filters': [" TCP("a") "]}]}"),
+            L0 ".filter_chains[0].filter_chain_match.direct_source_prefix_ranges[0]: \"x/128\" "
+               "is not a valid CIDR range");
+}
+
 /* ---- JSON types ---------------------------------------------------------------------- */
 
 static void test_wrong_types(void)
@@ -1320,6 +1398,7 @@ int main(void)
     PT_RUN(test_references);
     PT_RUN(test_required);
     PT_RUN(test_filters);
+    PT_RUN(test_interception);
     PT_RUN(test_wrong_types);
     PT_RUN(test_both_spellings_rejected);
     PT_RUN(test_all_errors_collected);
