@@ -655,7 +655,7 @@ static pt_config_t *config_finish(pt_config_t *cfg, pt_cfg_t *r, const char *wha
 {
     if (pt_cfg_ok(r))
         build_tls(cfg, r);
-    int ok = pt_cfg_ok(r) && prepare(cfg) == 0;
+    int ok = pt_cfg_ok(r) && prepare(cfg) == 0 && pt_config_index_listeners(cfg) == 0;
     cfg->clusters = (pt_cluster_lookup_t){0};
     if (!ok) {
         if (pt_cfg_ok(r))

@@ -161,6 +161,10 @@ typedef struct pt_config {
     pt_addr_t admin_address;
     pt_listener_config_t *listeners;
     unsigned nlisteners;
+    /* Listeners by address, for use_original_dst's hand-off (pt_config_listener_for): an
+     * open-addressing table of listener index + 1 (0: empty), built with the snapshot. */
+    uint32_t *listener_slots;
+    unsigned nlistener_slots;
     /* The clusters references are checked against, while the config is built (then
      * cleared: a config outlives no lookup). */
     pt_cluster_lookup_t clusters;
@@ -201,6 +205,8 @@ const pt_listener_config_t *pt_config_find_listener(const pt_config_t *c, const 
  * use_original_dst): the one whose address is exactly dst, else the wildcard one
  * (0.0.0.0 or ::) of dst's port, bound to a port or not; NULL when none. */
 const pt_listener_config_t *pt_config_listener_for(const pt_config_t *c, const pt_addr_t *dst);
+/* Builds c's table of listeners by address (in its arena): 0, or -1 out of memory. */
+int pt_config_index_listeners(pt_config_t *c);
 
 /* While c is built (a filter's or route's parse): whether a cluster of this name exists. */
 int pt_config_cluster_exists(const pt_config_t *c, const char *name);

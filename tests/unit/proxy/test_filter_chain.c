@@ -249,6 +249,7 @@ static void test_listener_for_original_destination(void)
     memset(&cfg, 0, sizeof(cfg));
     cfg.listeners = ls;
     cfg.nlisteners = 4;
+    PT_CHECK_INT(pt_config_index_listeners(&cfg), 0);
     pt_addr_t dst;
     pt_addr_parse(&dst, "10.96.0.10", 80);
     PT_CHECK_STR(pt_config_listener_for(&cfg, &dst)->name, "10.96.0.10_80");
@@ -258,6 +259,37 @@ static void test_listener_for_original_destination(void)
     PT_CHECK_STR(pt_config_listener_for(&cfg, &dst)->name, "[::]_80");
     pt_addr_parse(&dst, "10.96.0.10", 81);
     PT_CHECK(pt_config_listener_for(&cfg, &dst) == NULL);
+    pt_addr_parse(&dst, "0.0.0.0", 15001); /* the wildcard itself */
+    PT_CHECK_STR(pt_config_listener_for(&cfg, &dst)->name, "virtualOutbound");
+    pt_arena_dispose(&cfg.arena);
+}
+
+/* Many listeners (Istio writes one per service VIP and port): each found by its address. */
+static void test_listener_index_many(void)
+{
+    enum { N = 3000 };
+    pt_listener_config_t *ls = calloc(N, sizeof(*ls));
+    PT_CHECK(ls != NULL);
+    char ip[32];
+    for (unsigned i = 0; i < N; i++) {
+        snprintf(ip, sizeof(ip), "10.96.%u.%u", i / 250, i % 250 + 1);
+        pt_addr_parse(&ls[i].address, i % 10 == 0 ? "0.0.0.0" : ip, 8000 + i % 50 + (i / 10 % 2));
+        ls[i].name = "l";
+    }
+    pt_config_t cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.listeners = ls;
+    cfg.nlisteners = N;
+    PT_CHECK_INT(pt_config_index_listeners(&cfg), 0);
+    for (unsigned i = 0; i < N; i++) {
+        const pt_listener_config_t *l = pt_config_listener_for(&cfg, &ls[i].address);
+        if (l != &ls[i] && !pt_addr_equal(&l->address, &ls[i].address)) {
+            fprintf(stderr, "listener %u not found by its address\n", i);
+            PT_CHECK(0);
+        }
+    }
+    pt_arena_dispose(&cfg.arena);
+    free(ls);
 }
 
 int main(void)
@@ -270,5 +302,6 @@ int main(void)
     PT_RUN(test_source_type_ip_port_and_default);
     PT_RUN(test_equal_matches);
     PT_RUN(test_listener_for_original_destination);
+    PT_RUN(test_listener_index_many);
     PT_TEST_EXIT();
 }
