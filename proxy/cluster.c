@@ -1011,37 +1011,115 @@ int pt_cluster_prepare(pt_cluster_t *c)
  * An ORIGINAL_DST cluster has no endpoints: each connection's original destination (or the
  * override header's address) is its host, made the first time a worker picks it. Envoy's
  * workers make such a host at once and post it to the main thread, which publishes a new
- * copy of the whole host map to every worker. petrel keeps the map in one place instead: a
- * hash of address to host, in the cluster version, behind a mutex of its own. Why:
- *  - a worker must have the host now (the connection is waiting); a round trip through
- *    the main thread would stall it, and a host made privately by each worker would give
- *    each worker its own pools and counters for one address;
- *  - copying the map for every new destination (Envoy's copy-on-write) costs O(hosts) per
- *    new host, and the copies need a reclamation scheme workers can read under;
- *  - the lock is only ever taken by ORIGINAL_DST clusters (PassthroughCluster and its
- *    kind), for one hash lookup: every other cluster's pick stays lock-free, reading its
- *    version's immutable host array.
- * Hosts come from the cluster state's registry (host_get), so a host stays the same object
- * (pools, counters) across versions of the cluster. Each pick marks its host used; the main
- * thread's cleanup (every cleanup_interval) drops the hosts not picked since the previous
- * one that carry no connection or request, as Envoy's does, and marks them removed so the
- * workers free their pools of them once those are empty. A caller holds a reference to the
- * host it picked (pt_cluster_host_done), so a cleanup never frees a host in use. */
+ * copy of the whole host map to every worker. petrel keeps one table of the hosts made so
+ * far in the cluster version, behind a mutex of its own, and gives each worker a copy of
+ * what it found there:
+ *  - a worker picks from its own copy without a lock, writing nothing shared but the host's
+ *    reference count (and its "used" flag when that changes); only a destination new to
+ *    that worker takes the lock, to find the host in the table or make it;
+ *  - a new host is made at once, by the worker that needs it (the connection is waiting; a
+ *    round trip through the main thread would stall it), in the cluster state's host
+ *    registry (host_get) like every host, so one address is one host on every worker and
+ *    across versions of the cluster: one set of pools and counters;
+ *  - no copy of the whole table per new destination (Envoy's copy-on-write costs O(hosts)
+ *    per new host and needs a way to reclaim the copies workers read);
+ *  - the main thread's cleanup, every cleanup_interval, drops the hosts not picked since the
+ *    previous one that carry no connection or request (Envoy's rule), marks them removed
+ *    (each worker then frees its empty pools of them) and bumps the table's generation:
+ *    a worker whose copy is of an older generation drops it and fills it again.
+ * Every other cluster's pick stays as it was, lock-free on its version's host array. A
+ * caller holds a reference to the host it picked (pt_cluster_host_done), so no cleanup
+ * frees a host in use. */
 
 _Atomic uint64_t pt_odst_removed_epoch;
 
+/* Hosts by address: open addressing, at most half full, a reference per host. */
+typedef struct odst_table {
+    pt_host_t **slots;
+    unsigned nslots, count;
+} odst_table_t;
+
+/* A worker's copy of what it found in the shared table, valid while the shared table's
+ * generation is the one it was filled under (a cleanup that drops hosts bumps it). */
+typedef struct odst_local {
+    _Alignas(64) odst_table_t t;
+    uint64_t generation;
+} odst_local_t;
+
 typedef struct pt_odst_hosts {
     pthread_mutex_t lock;
-    pt_host_t **slots; /* open addressing by address hash; a reference each */
-    unsigned nslots, count;
-    uint64_t next_cleanup_ms;
+    odst_table_t t;                   /* the shared table (under lock) */
+    _Atomic uint64_t generation;      /* bumped (under lock) when hosts leave t */
+    odst_local_t *locals;             /* one per worker (pt_worker_count()), or NULL */
+    unsigned nlocals;
+    uint64_t next_cleanup_ms;         /* main thread */
 } pt_odst_hosts_t;
+
+static unsigned table_slot(const odst_table_t *t, const pt_addr_t *a)
+{
+    unsigned i = (unsigned)(host_key_hash(a, NULL) % t->nslots);
+    while (t->slots[i] != NULL && !pt_addr_equal(&t->slots[i]->address, a))
+        i = (i + 1) % t->nslots;
+    return i;
+}
+
+static pt_host_t *table_find(const odst_table_t *t, const pt_addr_t *a)
+{
+    return t->nslots ? t->slots[table_slot(t, a)] : NULL;
+}
+
+/* Room for one more: 0, or -1 out of memory. */
+static int table_grow(odst_table_t *t)
+{
+    if ((t->count + 1) * 2 <= t->nslots)
+        return 0;
+    unsigned n = t->nslots ? t->nslots * 2 : 16;
+    pt_host_t **old = t->slots;
+    unsigned nold = t->nslots;
+    if ((t->slots = calloc(n, sizeof(*t->slots))) == NULL) {
+        t->slots = old;
+        return -1;
+    }
+    t->nslots = n;
+    for (unsigned i = 0; i < nold; i++)
+        if (old[i] != NULL)
+            t->slots[table_slot(t, &old[i]->address)] = old[i];
+    free(old);
+    return 0;
+}
+
+/* Adds h (the table takes the caller's reference): 0, or -1 out of memory. */
+static int table_add(odst_table_t *t, pt_host_t *h)
+{
+    if (table_grow(t) != 0)
+        return -1;
+    t->slots[table_slot(t, &h->address)] = h;
+    t->count++;
+    return 0;
+}
+
+static void table_clear(odst_table_t *t)
+{
+    for (unsigned i = 0; i < t->nslots; i++)
+        pt_host_unref(t->slots[i]);
+    free(t->slots);
+    memset(t, 0, sizeof(*t));
+}
 
 static pt_odst_hosts_t *odst_new(void)
 {
     pt_odst_hosts_t *m = calloc(1, sizeof(*m));
     if (m == NULL)
         return NULL;
+    unsigned n = pt_worker_count();
+    if (n > 0 && (m->locals = aligned_alloc(_Alignof(odst_local_t), n * sizeof(odst_local_t))) ==
+                     NULL) {
+        free(m);
+        return NULL;
+    }
+    if (m->locals != NULL)
+        memset(m->locals, 0, n * sizeof(odst_local_t));
+    m->nlocals = m->locals != NULL ? n : 0;
     pthread_mutex_init(&m->lock, NULL);
     return m;
 }
@@ -1050,39 +1128,12 @@ static void odst_free(pt_odst_hosts_t *m)
 {
     if (m == NULL)
         return;
-    for (unsigned i = 0; i < m->nslots; i++)
-        pt_host_unref(m->slots[i]);
-    free(m->slots);
+    for (unsigned i = 0; i < m->nlocals; i++)
+        table_clear(&m->locals[i].t);
+    free(m->locals);
+    table_clear(&m->t);
     pthread_mutex_destroy(&m->lock);
     free(m);
-}
-
-static unsigned odst_slot(const pt_odst_hosts_t *m, const pt_addr_t *a)
-{
-    unsigned i = (unsigned)(host_key_hash(a, NULL) % m->nslots);
-    while (m->slots[i] != NULL && !pt_addr_equal(&m->slots[i]->address, a))
-        i = (i + 1) % m->nslots;
-    return i;
-}
-
-/* Room for one more (load at most 1/2); the lock is held. */
-static int odst_grow(pt_odst_hosts_t *m)
-{
-    if ((m->count + 1) * 2 <= m->nslots)
-        return 0;
-    unsigned n = m->nslots ? m->nslots * 2 : 16;
-    pt_host_t **old = m->slots;
-    unsigned nold = m->nslots;
-    if ((m->slots = calloc(n, sizeof(*m->slots))) == NULL) {
-        m->slots = old;
-        return -1;
-    }
-    m->nslots = n;
-    for (unsigned i = 0; i < nold; i++)
-        if (old[i] != NULL)
-            m->slots[odst_slot(m, &old[i]->address)] = old[i];
-    free(old);
-    return 0;
 }
 
 /* "10.0.0.1:80" or "[::1]:80" (what the override header holds). */
@@ -1115,7 +1166,14 @@ static int parse_ip_port(const char *v, pt_addr_t *out)
     return pt_addr_parse(out, ip, (unsigned)port);
 }
 
-static pt_host_t *odst_pick(pt_cluster_t *c, const pt_lb_context_t *ctx)
+/* Marks h picked (and, if a cleanup had dropped it, back), writing only on a change. */
+static void odst_mark_used(pt_host_t *h)
+{
+    if (atomic_load_explicit(&h->odst_flags, memory_order_relaxed) != PT_HOST_ODST_USED)
+        atomic_store_explicit(&h->odst_flags, PT_HOST_ODST_USED, memory_order_relaxed);
+}
+
+static pt_host_t *odst_pick(pt_cluster_t *c, pt_worker_t *w, const pt_lb_context_t *ctx)
 {
     pt_addr_t dst;
     int have = 0;
@@ -1142,24 +1200,44 @@ static pt_host_t *odst_pick(pt_cluster_t *c, const pt_lb_context_t *ctx)
             dst.sin6.sin6_port = htons((uint16_t)c->odst_port_override);
     }
     pt_odst_hosts_t *m = c->odst;
+    /* The worker's own copy first: no lock, nothing written but the host's flags (when
+     * they change) and its reference count. It is dropped whole when a cleanup took hosts
+     * out of the shared table. */
+    odst_local_t *local = w != NULL && w->id >= 0 && (unsigned)w->id < m->nlocals
+                              ? &m->locals[w->id]
+                              : NULL;
+    if (local != NULL) {
+        uint64_t g = atomic_load_explicit(&m->generation, memory_order_acquire);
+        if (local->generation != g) {
+            table_clear(&local->t);
+            local->generation = g;
+        }
+        pt_host_t *h = table_find(&local->t, &dst);
+        if (h != NULL) {
+            odst_mark_used(h);
+            return pt_host_ref(h); /* the caller's */
+        }
+    }
     pthread_mutex_lock(&m->lock);
-    pt_host_t *h = m->nslots ? m->slots[odst_slot(m, &dst)] : NULL;
-    if (h == NULL && odst_grow(m) == 0) {
+    pt_host_t *h = table_find(&m->t, &dst);
+    if (h == NULL && table_grow(&m->t) == 0) {
         pt_endpoint_t e = {.address = dst, .weight = 1};
         int fresh;
         if ((h = host_get(c->state, &e, &fresh)) != NULL) {
             atomic_store(&h->weight, 1);
-            m->slots[odst_slot(m, &dst)] = h; /* the map's reference */
-            m->count++;
-            atomic_store(&c->state->membership_total, m->count);
-            atomic_store(&c->state->membership_healthy, m->count);
+            table_add(&m->t, h); /* the table's reference (room was made above) */
+            atomic_store(&c->state->membership_total, m->t.count);
+            atomic_store(&c->state->membership_healthy, m->t.count);
         }
     }
     if (h != NULL) {
         pt_host_ref(h); /* the caller's */
-        /* Used (and, if a cleanup had dropped it, back): written only when it changes. */
-        if (atomic_load_explicit(&h->odst_flags, memory_order_relaxed) != PT_HOST_ODST_USED)
-            atomic_store_explicit(&h->odst_flags, PT_HOST_ODST_USED, memory_order_relaxed);
+        odst_mark_used(h);
+        /* Under the lock, so no cleanup between the lookup and the copy's generation. */
+        if (local != NULL &&
+            local->generation == atomic_load_explicit(&m->generation, memory_order_relaxed) &&
+            table_add(&local->t, h) == 0)
+            pt_host_ref(h); /* the copy's */
     }
     pthread_mutex_unlock(&m->lock);
     return h;
@@ -1172,10 +1250,10 @@ unsigned pt_cluster_odst_cleanup(pt_cluster_t *c, uint64_t now_ms)
         return 0;
     m->next_cleanup_ms = now_ms + c->odst_cleanup_ms;
     pt_host_t *gone[64];
-    unsigned ngone = 0, removed = 0;
+    unsigned ngone = 0;
     pthread_mutex_lock(&m->lock);
-    for (unsigned i = 0; i < m->nslots; i++) {
-        pt_host_t *h = m->slots[i];
+    for (unsigned i = 0; i < m->t.nslots; i++) {
+        pt_host_t *h = m->t.slots[i];
         if (h == NULL)
             continue;
         uint32_t f = atomic_load_explicit(&h->odst_flags, memory_order_relaxed);
@@ -1188,40 +1266,40 @@ unsigned pt_cluster_odst_cleanup(pt_cluster_t *c, uint64_t now_ms)
             continue;
         if (ngone == sizeof(gone) / sizeof(gone[0]))
             break; /* the rest at the next cleanup */
-        atomic_fetch_or(&h->odst_flags, (uint32_t)PT_HOST_ODST_REMOVED);
         gone[ngone++] = h;
-        m->slots[i] = NULL;
-        m->count--;
     }
     if (ngone > 0) {
-        /* Open addressing: what follows an emptied slot is placed again. */
-        pt_host_t **old = m->slots;
-        unsigned nold = m->nslots;
-        pt_host_t **fresh = calloc(nold, sizeof(*fresh));
-        if (fresh != NULL) {
-            m->slots = fresh;
-            for (unsigned i = 0; i < nold; i++)
-                if (old[i] != NULL)
-                    m->slots[odst_slot(m, &old[i]->address)] = old[i];
-            free(old);
-            removed = ngone;
-        } else { /* no memory to rebuild: put them back, try again next time */
-            for (unsigned i = 0; i < ngone; i++) {
-                atomic_fetch_and(&gone[i]->odst_flags, ~(uint32_t)PT_HOST_ODST_REMOVED);
-                m->slots[odst_slot(m, &gone[i]->address)] = gone[i];
-                m->count++;
-            }
-            ngone = 0;
+        /* A table without them (open addressing: the others are placed again). */
+        odst_table_t kept = {0};
+        int oom = 0;
+        for (unsigned i = 0; i < m->t.nslots && !oom; i++) {
+            pt_host_t *h = m->t.slots[i];
+            int going = 0;
+            for (unsigned k = 0; h != NULL && k < ngone && !going; k++)
+                going = gone[k] == h;
+            if (h != NULL && !going)
+                oom = table_add(&kept, h) != 0;
         }
-        atomic_store(&c->state->membership_total, m->count);
-        atomic_store(&c->state->membership_healthy, m->count);
+        if (oom) { /* no memory to rebuild: try again next time */
+            free(kept.slots);
+            ngone = 0;
+        } else {
+            free(m->t.slots);
+            m->t = kept;
+            for (unsigned k = 0; k < ngone; k++)
+                atomic_fetch_or(&gone[k]->odst_flags, (uint32_t)PT_HOST_ODST_REMOVED);
+            /* Workers drop their copies at their next pick. */
+            atomic_fetch_add_explicit(&m->generation, 1, memory_order_release);
+        }
+        atomic_store(&c->state->membership_total, m->t.count);
+        atomic_store(&c->state->membership_healthy, m->t.count);
     }
     pthread_mutex_unlock(&m->lock);
     for (unsigned i = 0; i < ngone; i++)
         pt_host_unref(gone[i]);
-    if (removed > 0)
+    if (ngone > 0)
         atomic_fetch_add(&pt_odst_removed_epoch, 1);
-    return removed;
+    return ngone;
 }
 
 pt_host_t **pt_cluster_odst_hosts(pt_cluster_t *c, unsigned *n)
@@ -1231,10 +1309,10 @@ pt_host_t **pt_cluster_odst_hosts(pt_cluster_t *c, unsigned *n)
     if (m == NULL)
         return NULL;
     pthread_mutex_lock(&m->lock);
-    pt_host_t **out = m->count > 0 ? malloc(m->count * sizeof(*out)) : NULL;
-    for (unsigned i = 0; out != NULL && i < m->nslots; i++)
-        if (m->slots[i] != NULL)
-            out[(*n)++] = pt_host_ref(m->slots[i]);
+    pt_host_t **out = m->t.count > 0 ? malloc(m->t.count * sizeof(*out)) : NULL;
+    for (unsigned i = 0; out != NULL && i < m->t.nslots; i++)
+        if (m->t.slots[i] != NULL)
+            out[(*n)++] = pt_host_ref(m->t.slots[i]);
     pthread_mutex_unlock(&m->lock);
     return out;
 }
@@ -1243,7 +1321,7 @@ pt_host_t *pt_cluster_pick_host_ctx(pt_cluster_t *c, pt_worker_t *w, const pt_lb
                                     pt_host_t *const *exclude, unsigned nexclude)
 {
     if (c->type == PT_CLUSTER_ORIGINAL_DST)
-        return odst_pick(c, ctx);
+        return odst_pick(c, w, ctx);
     return pt_cluster_pick_host(c, w, exclude, nexclude);
 }
 
@@ -1256,7 +1334,7 @@ pt_host_t *pt_cluster_pick_host(pt_cluster_t *c, pt_worker_t *w, pt_host_t *cons
     case PT_LB_RANDOM:
         return pt_lb_random(c, w, exclude, nexclude);
     case PT_LB_CLUSTER_PROVIDED: /* ORIGINAL_DST: pt_cluster_pick_host_ctx */
-        return c->type == PT_CLUSTER_ORIGINAL_DST ? odst_pick(c, NULL) : NULL;
+        return c->type == PT_CLUSTER_ORIGINAL_DST ? odst_pick(c, w, NULL) : NULL;
     case PT_LB_ROUND_ROBIN:
         break;
     }

@@ -33,7 +33,7 @@ class OriginalDstHeaderTest(unittest.TestCase):
         hcm = h.http_connection_manager('odst', h.route_config([h.vhost('all', ['*'], [
             h.route_prefix('/', cluster['name'], timeout='5s')])]), **hcm_extra)
         cfg = h.bootstrap([h.listener('http', port, [hcm])], [cluster], admin_port=admin)
-        p = h.Petrel(cfg)
+        p = h.Petrel(cfg, concurrency=2)  # each worker keeps its own copy of the hosts
         p.start()
         self.addCleanup(p.close)
         return p, port
@@ -92,6 +92,17 @@ class OriginalDstHeaderTest(unittest.TestCase):
         r = h.http_request(port, headers={'x-envoy-original-dst-host': '127.0.0.1:%d' % dead})
         self.assertEqual(r.status, 503)
         p.wait_stat('cluster.dst.upstream_cx_connect_fail', 1)
+
+    def test_many_requests_many_connections(self):
+        # New connections land on either worker; every one finds the same two hosts.
+        p, port = self.start(odst('dst', original_dst_lb_config={'use_http_header': True}))
+        for i in range(40):
+            up = (self.up, self.other)[i % 2]
+            r = h.http_request(port, headers={'x-envoy-original-dst-host':
+                                              '127.0.0.1:%d' % up.port})
+            self.assertEqual(r.get('x-upstream-name'), up.name)
+        self.assertEqual(p.stat('cluster.dst.membership_total'), 2)
+        self.assertEqual(len(self.up.requests) + len(self.other.requests), 40)
 
     def test_idle_hosts_are_cleaned(self):
         p, port = self.start(odst('dst', cleanup_interval='1s',
