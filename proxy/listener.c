@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -420,6 +421,25 @@ static void inspect_peek(pt_session_t *s)
         rc = inspect_http(s, buf, (size_t)n);
     if (rc < 0)
         return;
+    if (rc == 0 && (size_t)n == in->peeked) {
+        /* Nothing new since the last peek. A peek keeps returning the bytes a peer sent
+         * before it reset the connection or sent its FIN, so ask the socket itself: a reset
+         * ends the session now instead of at listener_filters_timeout; after a FIN no more
+         * bytes will come, so a request line the HTTP inspector still waits for never will
+         * (the TLS inspector keeps its timeout, as Envoy's). */
+        struct pollfd pfd = {.fd = s->conn->fd, .events = POLLIN | POLLRDHUP};
+        if (poll(&pfd, 1, 0) == 1) {
+            if (pfd.revents & (POLLERR | POLLHUP)) {
+                session_fail(s);
+                return;
+            }
+            if ((pfd.revents & POLLRDHUP) && in->tls_done && s->listener->http_inspector) {
+                pt_stat_inc(s->listener->http_inspector_http_not_found);
+                inspect_done(s);
+                return;
+            }
+        }
+    }
     if (rc > 0) {
         inspect_done(s);
         return;
