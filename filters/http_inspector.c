@@ -45,7 +45,8 @@ pt_http_inspect_result_t pt_http_inspect(const uint8_t *buf, size_t len, const c
     for (size_t k = 0; k < sizeof(version) - 1; k++, i++) {
         if (i == len)
             return PT_HTTP_INSPECT_MORE;
-        int ok = version[k] == 'd' ? (buf[i] >= '0' && buf[i] <= '9') : buf[i] == (uint8_t)version[k];
+        int ok =
+            version[k] == 'd' ? (buf[i] >= '0' && buf[i] <= '9') : buf[i] == (uint8_t)version[k];
         if (!ok)
             return PT_HTTP_INSPECT_NOT_HTTP;
     }
