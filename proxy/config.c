@@ -521,7 +521,11 @@ static void parse_listener_filter(pt_cfg_t *r, pt_listener_config_t *l)
         l->tls_inspector = 1;
         break;
     case 1:
-        l->http_inspector = 1; /* HttpInspector has no fields: any is unknown */
+        if (type != NULL) { /* Envoy's newer field; petrel peeks up to 64 KiB anyway */
+            uint64_t sz;
+            pt_cfg_uint(r, "initial_read_buffer_size", &sz, 0, 1, 65536);
+        }
+        l->http_inspector = 1;
         break;
     default:
         l->original_dst = 1; /* OriginalDst neither */

@@ -1115,7 +1115,8 @@ static void test_interception(void)
              "'http_header_name': 'X-Dst', 'upstream_port_override': 8080}"),
         "{'name': 'out', 'address': " SA("0.0.0.0", 15001) ", 'use_original_dst': true, "
         " 'traffic_direction': 'OUTBOUND', 'listener_filters': ["
-        LF("original_dst", "OriginalDst") "}}, " LF("http_inspector", "HttpInspector") "}}], "
+        LF("original_dst", "OriginalDst") "}}, " LF("http_inspector", "HttpInspector")
+        ", 'initial_read_buffer_size': 8192}}], "
         " 'filter_chains': [{'filter_chain_match': {'direct_source_prefix_ranges': "
         "  [{'address_prefix': '10.0.0.0', 'prefix_len': 8}]}, 'filters': [" TCP("p") "]}]},"
         "{'name': 'v', 'address': " SA("10.0.0.1", 80) ", 'bind_to_port': false, "
