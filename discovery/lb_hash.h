@@ -41,10 +41,7 @@ static inline uint64_t pt_hash_combine(uint64_t prev, uint64_t next)
 /* What a pick may be given beside the cluster (Envoy's LoadBalancerContext): the request's
  * hash when its hash policies produced one. A hash balancer without one picks a random host,
  * as Envoy does; the other balancers ignore it. */
-typedef struct pt_lb_context {
-    int has_hash;
-    uint64_t hash;
-} pt_lb_context_t;
+/* pt_lb_context_t (proxy/cluster.h) carries the request's hash: has_hash and hash. */
 
 /* ---- tables -------------------------------------------------------------------------------- */
 
@@ -138,6 +135,7 @@ int pt_is_prime(uint64_t n);
 /* ---- clusters ------------------------------------------------------------------------------ */
 
 typedef struct pt_cluster pt_cluster_t;
+typedef struct pt_lb_context pt_lb_context_t; /* proxy/cluster.h */
 typedef struct pt_host pt_host_t;
 typedef struct pt_worker pt_worker_t;
 

@@ -64,6 +64,7 @@ enum {
     R_ATTEMPT_LIVE = 1u << 15, /* an attempt holds upstream resources */
     R_TUNNEL_UP = 1u << 16,    /* CONNECT: the TCP connection is up and the 200 went out */
     R_TUNNEL_EOF = 1u << 17,   /* CONNECT: the upstream sent FIN */
+    R_HOLDS_HOST = 1u << 18,   /* st->host is referenced (an ORIGINAL_DST host) */
 };
 
 typedef struct router_state {
@@ -646,7 +647,8 @@ static void on_connection_ready(router_state_t *st, pt_pool_conn_t *pc)
     if (s->info.first_upstream_tx_mono_us == 0)
         s->info.first_upstream_tx_mono_us = st->upstream_start_us;
     s->info.upstream_attempts = st->attempt;
-    s->info.upstream_host = st->host->address_str;
+    if (!(st->flags & R_HOLDS_HOST)) /* else a copy of it is there already */
+        s->info.upstream_host = st->host->address_str;
     s->info.upstream_local = pc->local;
     if (s->vhost != NULL && s->vhost->include_request_attempt_count) {
         char n[12];
@@ -901,7 +903,8 @@ static void tunnel_start(router_state_t *st)
     atomic_fetch_add_explicit(&st->host->rq_active, 1, memory_order_relaxed);
     st->flags |= R_ATTEMPT_LIVE;
     st->upstream_start_us = pt_loop_us();
-    s->info.upstream_host = st->host->address_str;
+    if (!(st->flags & R_HOLDS_HOST)) /* else a copy of it is there already */
+        s->info.upstream_host = st->host->address_str;
     if (s->info.first_upstream_tx_mono_us == 0)
         s->info.first_upstream_tx_mono_us = st->upstream_start_us;
 }
@@ -912,6 +915,12 @@ static pt_host_t *pick_host(router_state_t *st)
 {
     unsigned n = st->ntried < MAX_TRIED_HOSTS ? st->ntried : MAX_TRIED_HOSTS;
     int avoid = st->retry != NULL && st->retry->previous_hosts && st->attempt > 1;
+    if (st->cluster->type == PT_CLUSTER_ORIGINAL_DST) {
+        /* One host: the destination (the override header's, else the connection's). */
+        pt_lb_context_t ctx = {.original_dst = st->s->original_dst,
+                               .headers = st->s->request_headers};
+        return pt_cluster_pick_host(st->cluster, st->s->worker, &ctx, NULL, 0);
+    }
     pt_host_t *h = pt_cluster_pick_host(st->cluster, st->s->worker, &st->lb,
                                         avoid ? st->tried : NULL, avoid ? n : 0);
     if (avoid && h != NULL) {
@@ -938,10 +947,19 @@ static void start_attempt(router_state_t *st)
         fail(st, 503, "no healthy upstream", PT_RF(NO_HEALTHY_UPSTREAM), "no_healthy_upstream");
         return;
     }
+    if (st->cluster->type == PT_CLUSTER_ORIGINAL_DST) {
+        /* A host made on demand is held while used (the stream holds the last one until it
+         * is destroyed); the access log outlives that, so it gets the address's copy. */
+        if (st->host != NULL)
+            pt_cluster_host_done(st->cluster, st->host);
+        st->flags |= R_HOLDS_HOST;
+        s->info.upstream_host = pt_arena_strdup(&s->arena, host->address_str);
+    } else {
+        s->info.upstream_host = host->address_str;
+    }
     st->host = host;
     if (st->ntried < MAX_TRIED_HOSTS)
         st->tried[st->ntried++] = host;
-    s->info.upstream_host = host->address_str;
     s->info.upstream_attempts = st->attempt;
     if (s->flags & PT_HS_CONNECT) {
         tunnel_start(st);
@@ -1422,6 +1440,10 @@ static void router_on_destroy(pt_http_stream_t *s, void *cfg, void *state)
     st->flags |= R_DONE;
     if (st->cluster != NULL)
         upstream_finish(st);
+    if (st->flags & R_HOLDS_HOST) {
+        st->flags &= ~R_HOLDS_HOST;
+        pt_cluster_host_done(st->cluster, st->host);
+    }
 }
 
 const pt_http_filter_ops_t pt_router_filter = {

@@ -158,6 +158,14 @@ static void upstream_released(tcp_proxy_t *tp)
     tp->us = NULL;
 }
 
+/* The session's hold on its host (ORIGINAL_DST hosts are referenced while used). */
+static void host_release(tcp_proxy_t *tp)
+{
+    if (tp->host != NULL)
+        pt_cluster_host_done(tp->cluster, tp->host);
+    tp->host = NULL;
+}
+
 /* Ends everything. `ds_how`/`us_how` say how each side closes. */
 /* One access log entry per connection, in Envoy's TCP terms: bytes from and to the client,
  * the upstream, the flags (UF, UO, UH, NR), the TLS identity when terminated here. */
@@ -207,6 +215,7 @@ static void tp_finish(tcp_proxy_t *tp, pt_close_how_t ds_how, pt_close_how_t us_
         pt_conn_close(tp->us, us_how);
         upstream_released(tp);
     }
+    host_release(tp);
     pt_conn_close(tp->ds, ds_how);
     pt_session_end(tp->session);
     free(tp);
@@ -387,7 +396,7 @@ static void try_connect(tcp_proxy_t *tp)
 {
     pt_session_t *s = tp->session;
     /* Envoy's source_ip hash: the client's IP without its port. */
-    pt_lb_context_t ctx = {0};
+    pt_lb_context_t ctx = {.original_dst = s->local_restored ? &s->local : NULL};
     if (tp->cfg->hash_source_ip &&
         (tp->ds->peer.sa.sa_family == AF_INET || tp->ds->peer.sa.sa_family == AF_INET6)) {
         char ip[64];
@@ -404,6 +413,8 @@ static void try_connect(tcp_proxy_t *tp)
         tp_finish(tp, PT_CLOSE_NOW, PT_CLOSE_NOW);
         return;
     }
+    host_release(tp); /* the previous attempt's */
+    tp->host = h;
     /* The cluster's max_connections (DEFAULT priority, and the per-host limit) bound TCP
      * connections too; over them the client is closed, as Envoy's tcp_proxy does. */
     pt_breaker_t *b = &tp->cluster->breakers[0];
@@ -419,7 +430,6 @@ static void try_connect(tcp_proxy_t *tp)
     if (tp->attempts < MAX_TRIED_HOSTS)
         tp->tried[tp->attempts] = h;
     tp->attempts++;
-    tp->host = h;
     int err = 0;
     pt_conn_t *us = pt_cluster_connect(tp->cluster, s->worker, &h->address, &us_handler, tp, &err);
     pt_stat_inc(tp->cluster->stats.upstream_cx_total);

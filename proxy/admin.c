@@ -692,8 +692,16 @@ static void cluster_out(void *data, const pt_cluster_entry_info_t *e)
             pt_buf_printf(&res->body, "%s::added_via_api::%s\n", c->name,
                           e->dynamic ? "true" : "false");
         }
-        for (unsigned j = 0; j < c->nhosts; j++) {
-            pt_host_t *h = c->hosts[j];
+        /* An ORIGINAL_DST cluster's hosts are those made on demand so far (referenced while
+         * they are shown). */
+        unsigned nhosts = c->nhosts;
+        pt_host_t **odst = c->type == PT_CLUSTER_ORIGINAL_DST ? pt_cluster_odst_hosts(c, &nhosts)
+                                                              : NULL;
+        pt_host_t *const *all = odst != NULL ? odst : c->hosts;
+        if (c->type == PT_CLUSTER_ORIGINAL_DST && odst == NULL)
+            nhosts = 0;
+        for (unsigned j = 0; j < nhosts; j++) {
+            pt_host_t *h = all[j];
             struct {
                 const char *name;
                 uint64_t v;
@@ -708,7 +716,7 @@ static void cluster_out(void *data, const pt_cluster_entry_info_t *e)
                 {"rq_total", atomic_load(&h->rq_total)},
             };
             uint32_t health = atomic_load(&h->health);
-            int pending = j >= c->nhosts - c->npending;
+            int pending = j >= nhosts - c->npending;
             char hb[96];
             if (json) {
                 json_t *stats = json_array();
@@ -744,6 +752,9 @@ static void cluster_out(void *data, const pt_cluster_entry_info_t *e)
             pt_buf_printf(&res->body, "%s::%s::success_rate::%g\n", c->name, h->address_str,
                           pt_outlier_success_rate(h));
         }
+        for (unsigned j = 0; odst != NULL && j < nhosts; j++)
+            pt_host_unref(odst[j]);
+        free(odst);
         if (json)
             json_array_append_new(statuses, json_pack("{s:s,s:o,s:b}", "name", c->name,
                                                       "host_statuses", hosts, "added_via_api",

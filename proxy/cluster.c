@@ -15,6 +15,7 @@
 #include "discovery/outlier.h"
 #include "proxy/config_source.h"
 #include "proxy/hash.h"
+#include "proxy/http.h"
 #include "proxy/worker.h"
 #include "tls/context.h"
 #include "tls/transport.h"
@@ -23,23 +24,23 @@
  * that says so, never silently ignored. */
 static const char *const cluster_unsupported[] = {
     "transport_socket_matches", "alt_stat_name",
-    "lb_subset_config", "original_dst_lb_config",
+    "lb_subset_config",
     "round_robin_lb_config",
     "metadata", "protocol_selection",
     "close_connections_on_host_health_failure", "filters",
     "lrs_server", "track_timeout_budgets", "upstream_config",
     "track_cluster_stats", "preconnect_policy", "connection_pool_per_downstream_connection",
     "upstream_http_protocol_options",
-    "cleanup_interval", "upstream_bind_config",
+    "upstream_bind_config",
     "hosts", NULL};
 
 /* In the order of pt_cluster_type_t. */
-static const char *const type_names[] = {"STATIC", "EDS", "STRICT_DNS", "LOGICAL_DNS", NULL};
-static const char *const type_known[] = {"ORIGINAL_DST", NULL};
+static const char *const type_names[] = {"STATIC", "EDS", "STRICT_DNS", "LOGICAL_DNS",
+                                         "ORIGINAL_DST", NULL};
 /* In the order of pt_lb_policy_t. */
 static const char *const lb_names[] = {"ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH",
-                                       "MAGLEV", NULL};
-static const char *const lb_known[] = {"CLUSTER_PROVIDED", "LOAD_BALANCING_POLICY_CONFIG", NULL};
+                                       "MAGLEV", "CLUSTER_PROVIDED", NULL};
+static const char *const lb_known[] = {"LOAD_BALANCING_POLICY_CONFIG", NULL};
 
 /* ---- HTTP protocol options --------------------------------------------------------- */
 
@@ -454,6 +455,9 @@ void pt_host_unref(pt_host_t *h)
 
 /* ---- the cluster resource --------------------------------------------------------- */
 
+static struct pt_odst_hosts *odst_new(void);
+static void odst_free(struct pt_odst_hosts *m);
+
 pt_cluster_t *pt_cluster_ref(pt_cluster_t *c)
 {
     if (c != NULL)
@@ -531,6 +535,7 @@ void pt_cluster_unref(pt_cluster_t *c)
     for (unsigned i = 0; i < c->nhosts; i++)
         pt_host_unref(c->hosts[i]);
     free(c->hosts);
+    odst_free(c->odst); /* its hosts hold the state: before it */
     pt_cluster_state_unref(c->state);
     free(c);
 }
@@ -677,6 +682,56 @@ static void parse_dns_endpoints(pt_cfg_t *r, pt_cluster_t *c)
     pt_arena_init_small(&c->ep_arena);
 }
 
+/* ORIGINAL_DST's settings (reader in the Cluster, after lb_policy): lb_policy
+ * CLUSTER_PROVIDED (required by Envoy for this type and refused for the others),
+ * original_dst_lb_config, cleanup_interval; health checks and outlier detection, which
+ * petrel runs over a version's fixed hosts, are refused for it. */
+static void parse_original_dst(pt_cfg_t *r, pt_cluster_t *c)
+{
+    int odst = c->type == PT_CLUSTER_ORIGINAL_DST;
+    if (odst && c->lb_policy != PT_LB_CLUSTER_PROVIDED)
+        pt_cfg_error(r, "lb_policy", "%s is not valid for a cluster of type ORIGINAL_DST: "
+                                     "only CLUSTER_PROVIDED is allowed",
+                     lb_names[c->lb_policy]);
+    else if (!odst && c->lb_policy == PT_LB_CLUSTER_PROVIDED)
+        pt_cfg_error(r, "lb_policy", "CLUSTER_PROVIDED is allowed only with a cluster of type "
+                                     "ORIGINAL_DST");
+    c->odst_port_override = -1;
+    pt_cfg_duration_ms(r, "cleanup_interval", &c->odst_cleanup_ms, 5000);
+    if (c->odst_cleanup_ms == 0 && pt_cfg_has(r, "cleanup_interval"))
+        pt_cfg_error(r, "cleanup_interval", "must be greater than 0");
+    if (pt_cfg_enter(r, "original_dst_lb_config") > 0) {
+        static const char *const unsupported[] = {"metadata_key", NULL};
+        pt_cfg_unsupported(r, unsupported);
+        if (!odst)
+            pt_cfg_error(r, NULL, "applies only to a cluster of type ORIGINAL_DST");
+        int use_header;
+        pt_cfg_bool(r, "use_http_header", &use_header, 0);
+        const char *name;
+        pt_cfg_string(r, "http_header_name", &name, NULL);
+        if (name != NULL && name[0] && !use_header)
+            pt_cfg_error(r, "http_header_name", "\"%s\" is set but use_http_header is false "
+                                                "(set use_http_header to use it)", name);
+        if (use_header) {
+            char *h = pt_arena_strdup(&c->arena, name != NULL && name[0]
+                                                     ? name
+                                                     : "x-envoy-original-dst-host");
+            for (char *p = h; p != NULL && *p; p++)
+                *p = (char)(*p >= 'A' && *p <= 'Z' ? *p - 'A' + 'a' : *p);
+            c->odst_header = h;
+        }
+        uint64_t port;
+        if (pt_cfg_uint(r, "upstream_port_override", &port, 0, 0, 65535) > 0)
+            c->odst_port_override = (int)port;
+        pt_cfg_leave(r);
+    }
+    if (odst && pt_cfg_has(r, "health_checks"))
+        pt_cfg_error(r, "health_checks", "are not supported for a cluster of type ORIGINAL_DST");
+    if (odst && pt_cfg_has(r, "outlier_detection"))
+        pt_cfg_error(r, "outlier_detection", "is not supported for a cluster of type "
+                                             "ORIGINAL_DST");
+}
+
 pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
 {
     size_t errors_before = r->nerrors;
@@ -698,7 +753,7 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
     /* cluster_discovery_type is a oneof: type, or an extension in cluster_type. */
     static const char *const discovery[] = {"type", "cluster_type", NULL};
     int which = pt_cfg_oneof(r, discovery, 0);
-    pt_cfg_enum(r, "type", type_names, type_known, &type, PT_CLUSTER_STATIC);
+    pt_cfg_enum(r, "type", type_names, NULL, &type, PT_CLUSTER_STATIC);
     c->type = (pt_cluster_type_t)type;
     if (which == 1)
         parse_cluster_type(r, c);
@@ -715,7 +770,8 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
         c->dns->logical = c->type == PT_CLUSTER_LOGICAL_DNS;
         c->dns->family = (pt_dns_family_t)c->dns_lookup_family;
         pt_dns_config_parse(r, &c->arena, c->dns, 0);
-    } else if (c->type == PT_CLUSTER_STATIC || c->type == PT_CLUSTER_EDS) {
+    } else if (c->type == PT_CLUSTER_STATIC || c->type == PT_CLUSTER_EDS ||
+               c->type == PT_CLUSTER_ORIGINAL_DST) {
         /* Envoy reads the DNS fields of every cluster and uses them in DNS ones only: they
          * are checked all the same. */
         pt_dns_config_t unused;
@@ -739,6 +795,7 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
         pt_cfg_error(r, "connect_timeout", "must be greater than 0");
     pt_cfg_enum(r, "lb_policy", lb_names, lb_known, &lb, PT_LB_ROUND_ROBIN);
     c->lb_policy = (pt_lb_policy_t)lb;
+    parse_original_dst(r, c);
     c->lb_choice_count = 2;
     if (pt_cfg_enter(r, "least_request_lb_config") > 0) {
         static const char *const lr_unsupported[] = {"active_request_bias", "slow_start_config",
@@ -848,6 +905,12 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
     int rc = c->type == PT_CLUSTER_EDS && pt_cfg_has(r, "load_assignment") ? -2 : 0;
     if (pt_cluster_type_is_dns(c->type)) {
         parse_dns_endpoints(r, c);
+    } else if (c->type == PT_CLUSTER_ORIGINAL_DST && pt_cfg_has(r, "load_assignment")) {
+        /* Its hosts are its connections' destinations, as in Envoy, which refuses this. */
+        pt_cfg_error(r, "load_assignment", "ORIGINAL_DST clusters must have no load "
+                                           "assignment configured (their hosts are the "
+                                           "connections' original destinations)");
+        (void)pt_cfg_get(r, "load_assignment");
     } else if (rc == -2) {
         /* Its hosts come from EDS: a load_assignment here would be silently unused. */
         pt_cfg_error(r, "load_assignment", "is not used by a cluster of type EDS (its "
@@ -938,6 +1001,8 @@ int pt_cluster_prepare(pt_cluster_t *c)
     st->membership_healthy_id = c->stats.membership_healthy;
     pt_stats_gauge_fn(c->stats.membership_total, read_membership_total, st);
     pt_stats_gauge_fn(c->stats.membership_healthy, read_membership_healthy, st);
+    if (c->type == PT_CLUSTER_ORIGINAL_DST && c->odst == NULL && (c->odst = odst_new()) == NULL)
+        return -1;
     pt_outlier_prepare(c); /* per-host outlier state and stats, before workers see c */
     if (pt_lb_hash_cluster_prepare(c) != 0) /* RING_HASH, MAGLEV: the table */
         return -1;
@@ -945,6 +1010,317 @@ int pt_cluster_prepare(pt_cluster_t *c)
     pt_arena_dispose(&c->ep_arena);
     c->endpoints = NULL;
     return 0;
+}
+
+/* ---- ORIGINAL_DST hosts -------------------------------------------------------------
+ *
+ * An ORIGINAL_DST cluster has no endpoints: each connection's original destination (or the
+ * override header's address) is its host, made the first time a worker picks it. Envoy's
+ * workers make such a host at once and post it to the main thread, which publishes a new
+ * copy of the whole host map to every worker. petrel keeps one table of the hosts made so
+ * far in the cluster version, behind a mutex of its own, and gives each worker a copy of
+ * what it found there:
+ *  - a worker picks from its own copy without a lock, writing nothing shared but the host's
+ *    reference count (and its "used" flag when that changes); only a destination new to
+ *    that worker takes the lock, to find the host in the table or make it;
+ *  - a new host is made at once, by the worker that needs it (the connection is waiting; a
+ *    round trip through the main thread would stall it), in the cluster state's host
+ *    registry (host_get) like every host, so one address is one host on every worker and
+ *    across versions of the cluster: one set of pools and counters;
+ *  - no copy of the whole table per new destination (Envoy's copy-on-write costs O(hosts)
+ *    per new host and needs a way to reclaim the copies workers read);
+ *  - the main thread's cleanup, every cleanup_interval, drops the hosts not picked since the
+ *    previous one that carry no connection or request (Envoy's rule), marks them removed
+ *    (each worker then frees its empty pools of them) and bumps the table's generation:
+ *    a worker whose copy is of an older generation drops it and fills it again.
+ * Every other cluster's pick stays as it was, lock-free on its version's host array. A
+ * caller holds a reference to the host it picked (pt_cluster_host_done), so no cleanup
+ * frees a host in use. */
+
+_Atomic uint64_t pt_odst_removed_epoch;
+
+/* Hosts by address: open addressing, at most half full, a reference per host. */
+typedef struct odst_table {
+    pt_host_t **slots;
+    unsigned nslots, count;
+} odst_table_t;
+
+/* A worker's copy of what it found in the shared table, valid while the shared table's
+ * generation is the one it was filled under (a cleanup that drops hosts bumps it). */
+typedef struct odst_local {
+    _Alignas(64) odst_table_t t;
+    uint64_t generation;
+} odst_local_t;
+
+typedef struct pt_odst_hosts {
+    pthread_mutex_t lock;
+    odst_table_t t;                   /* the shared table (under lock) */
+    _Atomic uint64_t generation;      /* bumped (under lock) when hosts leave t */
+    odst_local_t *locals;             /* one per worker (pt_worker_count()), or NULL */
+    unsigned nlocals;
+    uint64_t next_cleanup_ms;         /* main thread */
+} pt_odst_hosts_t;
+
+static unsigned table_slot(const odst_table_t *t, const pt_addr_t *a)
+{
+    unsigned i = (unsigned)(host_key_hash(a, NULL) % t->nslots);
+    while (t->slots[i] != NULL && !pt_addr_equal(&t->slots[i]->address, a))
+        i = (i + 1) % t->nslots;
+    return i;
+}
+
+static pt_host_t *table_find(const odst_table_t *t, const pt_addr_t *a)
+{
+    return t->nslots ? t->slots[table_slot(t, a)] : NULL;
+}
+
+/* Room for one more: 0, or -1 out of memory. */
+static int table_grow(odst_table_t *t)
+{
+    if ((t->count + 1) * 2 <= t->nslots)
+        return 0;
+    unsigned n = t->nslots ? t->nslots * 2 : 16;
+    pt_host_t **old = t->slots;
+    unsigned nold = t->nslots;
+    if ((t->slots = calloc(n, sizeof(*t->slots))) == NULL) {
+        t->slots = old;
+        return -1;
+    }
+    t->nslots = n;
+    for (unsigned i = 0; i < nold; i++)
+        if (old[i] != NULL)
+            t->slots[table_slot(t, &old[i]->address)] = old[i];
+    free(old);
+    return 0;
+}
+
+/* Adds h (the table takes the caller's reference): 0, or -1 out of memory. */
+static int table_add(odst_table_t *t, pt_host_t *h)
+{
+    if (table_grow(t) != 0)
+        return -1;
+    t->slots[table_slot(t, &h->address)] = h;
+    t->count++;
+    return 0;
+}
+
+static void table_clear(odst_table_t *t)
+{
+    for (unsigned i = 0; i < t->nslots; i++)
+        pt_host_unref(t->slots[i]);
+    free(t->slots);
+    memset(t, 0, sizeof(*t));
+}
+
+static pt_odst_hosts_t *odst_new(void)
+{
+    pt_odst_hosts_t *m = calloc(1, sizeof(*m));
+    if (m == NULL)
+        return NULL;
+    unsigned n = pt_worker_count();
+    if (n > 0 && (m->locals = aligned_alloc(_Alignof(odst_local_t), n * sizeof(odst_local_t))) ==
+                     NULL) {
+        free(m);
+        return NULL;
+    }
+    if (m->locals != NULL)
+        memset(m->locals, 0, n * sizeof(odst_local_t));
+    m->nlocals = m->locals != NULL ? n : 0;
+    pthread_mutex_init(&m->lock, NULL);
+    return m;
+}
+
+static void odst_free(pt_odst_hosts_t *m)
+{
+    if (m == NULL)
+        return;
+    for (unsigned i = 0; i < m->nlocals; i++)
+        table_clear(&m->locals[i].t);
+    free(m->locals);
+    table_clear(&m->t);
+    pthread_mutex_destroy(&m->lock);
+    free(m);
+}
+
+/* "10.0.0.1:80" or "[::1]:80" (what the override header holds). */
+static int parse_ip_port(const char *v, pt_addr_t *out)
+{
+    char ip[64];
+    const char *colon, *start = v;
+    size_t len;
+    if (v[0] == '[') {
+        const char *end = strchr(v, ']');
+        if (end == NULL || end[1] != ':')
+            return -1;
+        start = v + 1;
+        len = (size_t)(end - start);
+        colon = end + 1;
+    } else {
+        colon = strrchr(v, ':');
+        if (colon == NULL || memchr(v, ':', (size_t)(colon - v)) != NULL)
+            return -1;
+        len = (size_t)(colon - v);
+    }
+    if (len == 0 || len >= sizeof(ip))
+        return -1;
+    memcpy(ip, start, len);
+    ip[len] = '\0';
+    char *endp;
+    unsigned long port = strtoul(colon + 1, &endp, 10);
+    if (colon[1] < '0' || colon[1] > '9' || *endp != '\0' || port > 65535)
+        return -1;
+    return pt_addr_parse(out, ip, (unsigned)port);
+}
+
+/* Marks h picked (and, if a cleanup had dropped it, back), writing only on a change. */
+static void odst_mark_used(pt_host_t *h)
+{
+    if (atomic_load_explicit(&h->odst_flags, memory_order_relaxed) != PT_HOST_ODST_USED)
+        atomic_store_explicit(&h->odst_flags, PT_HOST_ODST_USED, memory_order_relaxed);
+}
+
+static pt_host_t *odst_pick(pt_cluster_t *c, pt_worker_t *w, const pt_lb_context_t *ctx)
+{
+    pt_addr_t dst;
+    int have = 0;
+    if (c->odst == NULL || ctx == NULL)
+        return NULL;
+    if (c->odst_header != NULL && ctx->headers != NULL) {
+        const char *v = pt_http_headers_get(ctx->headers, c->odst_header);
+        if (v != NULL) {
+            have = parse_ip_port(v, &dst) == 0;
+            if (!have) /* untrusted input: counted, then the connection's destination */
+                pt_stat_inc(c->stats.original_dst_host_invalid);
+        }
+    }
+    if (!have && ctx->original_dst != NULL) {
+        dst = *ctx->original_dst;
+        have = 1;
+    }
+    if (!have)
+        return NULL;
+    if (c->odst_port_override >= 0) {
+        if (dst.sa.sa_family == AF_INET)
+            dst.sin.sin_port = htons((uint16_t)c->odst_port_override);
+        else
+            dst.sin6.sin6_port = htons((uint16_t)c->odst_port_override);
+    }
+    pt_odst_hosts_t *m = c->odst;
+    /* The worker's own copy first: no lock, nothing written but the host's flags (when
+     * they change) and its reference count. It is dropped whole when a cleanup took hosts
+     * out of the shared table. */
+    odst_local_t *local = w != NULL && w->id >= 0 && (unsigned)w->id < m->nlocals
+                              ? &m->locals[w->id]
+                              : NULL;
+    if (local != NULL) {
+        uint64_t g = atomic_load_explicit(&m->generation, memory_order_acquire);
+        if (local->generation != g) {
+            table_clear(&local->t);
+            local->generation = g;
+        }
+        pt_host_t *h = table_find(&local->t, &dst);
+        if (h != NULL) {
+            odst_mark_used(h);
+            return pt_host_ref(h); /* the caller's */
+        }
+    }
+    pthread_mutex_lock(&m->lock);
+    pt_host_t *h = table_find(&m->t, &dst);
+    if (h == NULL && table_grow(&m->t) == 0) {
+        pt_endpoint_t e = {.address = dst, .weight = 1};
+        int fresh;
+        if ((h = host_get(c->state, &e, &fresh)) != NULL) {
+            atomic_store(&h->weight, 1);
+            table_add(&m->t, h); /* the table's reference (room was made above) */
+            atomic_store(&c->state->membership_total, m->t.count);
+            atomic_store(&c->state->membership_healthy, m->t.count);
+        }
+    }
+    if (h != NULL) {
+        pt_host_ref(h); /* the caller's */
+        odst_mark_used(h);
+        /* Under the lock, so no cleanup between the lookup and the copy's generation. */
+        if (local != NULL &&
+            local->generation == atomic_load_explicit(&m->generation, memory_order_relaxed) &&
+            table_add(&local->t, h) == 0)
+            pt_host_ref(h); /* the copy's */
+    }
+    pthread_mutex_unlock(&m->lock);
+    return h;
+}
+
+unsigned pt_cluster_odst_cleanup(pt_cluster_t *c, uint64_t now_ms)
+{
+    pt_odst_hosts_t *m = c->odst;
+    if (m == NULL || now_ms < m->next_cleanup_ms)
+        return 0;
+    m->next_cleanup_ms = now_ms + c->odst_cleanup_ms;
+    pt_host_t *gone[64];
+    unsigned ngone = 0;
+    pthread_mutex_lock(&m->lock);
+    for (unsigned i = 0; i < m->t.nslots; i++) {
+        pt_host_t *h = m->t.slots[i];
+        if (h == NULL)
+            continue;
+        uint32_t f = atomic_load_explicit(&h->odst_flags, memory_order_relaxed);
+        if (f & PT_HOST_ODST_USED) { /* picked lately: kept, and asked again next time */
+            atomic_fetch_and_explicit(&h->odst_flags, ~(uint32_t)PT_HOST_ODST_USED,
+                                      memory_order_relaxed);
+            continue;
+        }
+        if (atomic_load(&h->cx_active) > 0 || atomic_load(&h->rq_active) > 0)
+            continue;
+        if (ngone == sizeof(gone) / sizeof(gone[0]))
+            break; /* the rest at the next cleanup */
+        gone[ngone++] = h;
+    }
+    if (ngone > 0) {
+        /* A table without them (open addressing: the others are placed again). */
+        odst_table_t kept = {0};
+        int oom = 0;
+        for (unsigned i = 0; i < m->t.nslots && !oom; i++) {
+            pt_host_t *h = m->t.slots[i];
+            int going = 0;
+            for (unsigned k = 0; h != NULL && k < ngone && !going; k++)
+                going = gone[k] == h;
+            if (h != NULL && !going)
+                oom = table_add(&kept, h) != 0;
+        }
+        if (oom) { /* no memory to rebuild: try again next time */
+            free(kept.slots);
+            ngone = 0;
+        } else {
+            free(m->t.slots);
+            m->t = kept;
+            for (unsigned k = 0; k < ngone; k++)
+                atomic_fetch_or(&gone[k]->odst_flags, (uint32_t)PT_HOST_ODST_REMOVED);
+            /* Workers drop their copies at their next pick. */
+            atomic_fetch_add_explicit(&m->generation, 1, memory_order_release);
+        }
+        atomic_store(&c->state->membership_total, m->t.count);
+        atomic_store(&c->state->membership_healthy, m->t.count);
+    }
+    pthread_mutex_unlock(&m->lock);
+    for (unsigned i = 0; i < ngone; i++)
+        pt_host_unref(gone[i]);
+    if (ngone > 0)
+        atomic_fetch_add(&pt_odst_removed_epoch, 1);
+    return ngone;
+}
+
+pt_host_t **pt_cluster_odst_hosts(pt_cluster_t *c, unsigned *n)
+{
+    *n = 0;
+    pt_odst_hosts_t *m = c->odst;
+    if (m == NULL)
+        return NULL;
+    pthread_mutex_lock(&m->lock);
+    pt_host_t **out = m->t.count > 0 ? malloc(m->t.count * sizeof(*out)) : NULL;
+    for (unsigned i = 0; out != NULL && i < m->t.nslots; i++)
+        if (m->t.slots[i] != NULL)
+            out[(*n)++] = pt_host_ref(m->t.slots[i]);
+    pthread_mutex_unlock(&m->lock);
+    return out;
 }
 
 pt_host_t *pt_cluster_pick_host(pt_cluster_t *c, pt_worker_t *w, const pt_lb_context_t *ctx,
@@ -958,6 +1334,8 @@ pt_host_t *pt_cluster_pick_host(pt_cluster_t *c, pt_worker_t *w, const pt_lb_con
         return pt_lb_least_request(c, w, exclude, nexclude);
     case PT_LB_RANDOM:
         return pt_lb_random(c, w, exclude, nexclude);
+    case PT_LB_CLUSTER_PROVIDED: /* ORIGINAL_DST only: the destination is the host */
+        return c->type == PT_CLUSTER_ORIGINAL_DST ? odst_pick(c, w, ctx) : NULL;
     case PT_LB_ROUND_ROBIN:
         break;
     }

@@ -69,7 +69,8 @@ typedef struct pt_worker pt_worker_t;
     X(upstream_rq_retry_overflow)                                                              \
     X(upstream_rq_retry_backoff_exponential)                                                   \
     X(upstream_rq_per_try_timeout)                                                             \
-    X(upstream_rq_per_try_idle_timeout)
+    X(upstream_rq_per_try_idle_timeout)                                                        \
+    X(original_dst_host_invalid)
 
 #define PT_CLUSTER_GAUGES(X)                                                                   \
     X(upstream_cx_active)                                                                      \
@@ -124,6 +125,7 @@ typedef enum pt_cluster_type {
     PT_CLUSTER_EDS,
     PT_CLUSTER_STRICT_DNS,
     PT_CLUSTER_LOGICAL_DNS,
+    PT_CLUSTER_ORIGINAL_DST, /* hosts made on demand from each connection's destination */
 } pt_cluster_type_t;
 
 static inline int pt_cluster_type_is_dns(pt_cluster_type_t t)
@@ -136,9 +138,10 @@ typedef enum pt_lb_policy {
     PT_LB_RANDOM,
     PT_LB_RING_HASH, /* discovery/lb_hash.h */
     PT_LB_MAGLEV,
+    PT_LB_CLUSTER_PROVIDED, /* ORIGINAL_DST only: the cluster picks */
 } pt_lb_policy_t;
 
-/* The load balancer context of a pick (discovery/lb_hash.h). */
+/* The load balancer context of a pick (below). */
 typedef struct pt_lb_context pt_lb_context_t;
 
 /* Host health bits, Envoy's /clusters health_flags. */
@@ -168,7 +171,12 @@ typedef struct pt_host {
      * may have thousands of hosts). */
     _Atomic uint64_t cx_total, cx_connect_fail, rq_total, rq_error, rq_success, rq_timeout;
     _Atomic uint32_t cx_active, rq_active;
+    _Atomic uint32_t odst_flags; /* PT_HOST_ODST_* (ORIGINAL_DST hosts) */
 } pt_host_t;
+
+/* An ORIGINAL_DST host's flags: picked since the last cleanup; dropped by a cleanup (its
+ * workers' pools free themselves once empty). */
+enum { PT_HOST_ODST_USED = 1u << 0, PT_HOST_ODST_REMOVED = 1u << 1 };
 
 /* An endpoint as a ClusterLoadAssignment lists it, before it is resolved to a host. */
 typedef struct pt_endpoint {
@@ -226,6 +234,20 @@ int pt_cluster_states_on_main_thread(void);
 /* Main thread: releases the stats of clusters whose last version went on a worker, unless
  * a cluster of that name came back meanwhile (its stats are in use again). */
 void pt_cluster_states_reap(void);
+
+/* What a pick knows of the request beyond the cluster, as Envoy's LoadBalancerContext. */
+struct pt_lb_context {
+    /* The request's hash (route or tcp_proxy hash_policy), for RING_HASH and MAGLEV. */
+    int has_hash;
+    uint64_t hash;
+    /* ORIGINAL_DST clusters: the downstream connection's original destination, when
+     * original_dst restored one, and the request's headers (HTTP), for
+     * original_dst_lb_config.use_http_header. */
+    const pt_addr_t *original_dst;
+    const struct pt_http_headers *headers;
+};
+
+struct pt_odst_hosts;
 
 struct pt_cluster {
     _Atomic long refs;
@@ -295,6 +317,12 @@ struct pt_cluster {
      * made once, not again with each endpoint update or unrelated change. NULL without
      * TLS. */
     struct pt_cluster_tls *tls_own;
+    /* ORIGINAL_DST: original_dst_lb_config and cleanup_interval, and the hosts made so far
+     * (proxy/cluster.c explains why they live in a locked map). */
+    const char *odst_header;       /* use_http_header: the header (lowercase), or NULL */
+    int odst_port_override;        /* upstream_port_override, -1 for none */
+    uint64_t odst_cleanup_ms;      /* cleanup_interval (default 5 s) */
+    struct pt_odst_hosts *odst;
 };
 
 /* Builds c's TLS context (reads its certificates, checks its key), errors recorded in r
@@ -362,10 +390,29 @@ void pt_cluster_unref(pt_cluster_t *c);
 void pt_cluster_count_response(pt_cluster_t *c, int status);
 
 /* Picks the next host for a new upstream connection on this worker, skipping hosts in
- * `exclude` (already tried). ctx (may be NULL) carries what the request gives the balancer:
- * its hash for RING_HASH and MAGLEV. NULL when the cluster has no usable host. */
+ * `exclude` (already tried). ctx (may be NULL) carries what the request gives the balancer
+ * (pt_lb_context_t). NULL when the cluster has no usable host. For an ORIGINAL_DST cluster
+ * the host is the connection's original destination (or the override header's), made on
+ * first use, and the caller holds a reference to it: it gives it back with
+ * pt_cluster_host_done (which does nothing for other clusters, whose hosts live as long as
+ * their version). */
 pt_host_t *pt_cluster_pick_host(pt_cluster_t *c, pt_worker_t *w, const pt_lb_context_t *ctx,
                                 pt_host_t *const *exclude, unsigned nexclude);
+static inline void pt_cluster_host_done(const pt_cluster_t *c, pt_host_t *h)
+{
+    if (h != NULL && c->type == PT_CLUSTER_ORIGINAL_DST)
+        pt_host_unref(h);
+}
+/* Main thread: drops the ORIGINAL_DST hosts of c that were not picked since the last
+ * cleanup and carry no connection or request, when c's cleanup_interval has passed since
+ * the last one (now_ms monotonic). Returns how many went. */
+unsigned pt_cluster_odst_cleanup(pt_cluster_t *c, uint64_t now_ms);
+/* ORIGINAL_DST: the hosts made so far, each with a reference (the caller unrefs each and
+ * frees the array); NULL with *n 0 when none. */
+pt_host_t **pt_cluster_odst_hosts(pt_cluster_t *c, unsigned *n);
+/* Bumped by every cleanup that dropped a host: workers then free their pools of dropped
+ * hosts that are empty (proxy/pool.c). */
+extern _Atomic uint64_t pt_odst_removed_epoch;
 
 /* Opens a connection to addr (one of c's hosts) the way every upstream user does (pools,
  * tcp_proxy, health checks): the cluster's transport (raw, or its UpstreamTlsContext with

@@ -1131,8 +1131,17 @@ pt_view_t *pt_cluster_manager_view(pt_cluster_manager_t *cm)
 void pt_cluster_manager_prune(pt_cluster_manager_t *cm)
 {
     unsigned changed = 0;
+    uint64_t now = pt_now_ms();
     for (unsigned i = 0; i < cm->n; i++) {
         cm_entry_t *e = cm->entries[i];
+        if (e->active->type == PT_CLUSTER_ORIGINAL_DST) {
+            /* Its hosts made on demand: the idle ones go every cleanup_interval. */
+            unsigned gone = pt_cluster_odst_cleanup(e->active, now);
+            if (gone > 0)
+                pt_debug("cluster %s: %u idle original destination host%s removed", e->name,
+                         gone, gone == 1 ? "" : "s");
+            continue;
+        }
         if (e->active->npending == 0 || !pt_cluster_pending_failed(e->active))
             continue;
         pt_cluster_t *next = pt_cluster_without_failed_pending(e->active);

@@ -34,13 +34,13 @@ static const char *const node_unsupported[] = {"metadata", "dynamic_parameters",
                                                "client_features", "listening_addresses", NULL};
 static const char *const admin_unsupported[] = {"socket_options", NULL};
 static const char *const listener_unsupported[] = {
-    "use_original_dst", "filter_chain_matcher", "metadata",
+    "filter_chain_matcher", "metadata",
     "drain_type", "transparent", "freebind", "socket_options", "tcp_fast_open_queue_length",
     "udp_listener_config", "api_listener", "connection_balance_config", "reuse_port",
-    "access_log", "tcp_backlog_size", "bind_to_port", "internal_listener",
+    "access_log", "tcp_backlog_size", "internal_listener",
     "enable_mptcp", "ignore_global_conn_limit", "additional_addresses",
     "max_connections_to_accept_per_socket_event", "listener_specifier",
-    "deprecated_v1", "enable_reuse_port", "traffic_direction", NULL};
+    "deprecated_v1", "enable_reuse_port", NULL};
 static const char *const chain_unsupported[] = {"metadata", "use_proxy_proto",
                                                 "on_demand_configuration", NULL};
 static const char *const filter_unsupported[] = {"config_discovery", NULL};
@@ -270,8 +270,7 @@ static const char *const *parse_strings(pt_cfg_t *r, pt_arena_t *a, const char *
 
 static void parse_chain_match(pt_cfg_t *r, pt_arena_t *a, pt_filter_chain_match_t *m)
 {
-    static const char *const unsupported[] = {"direct_source_prefix_ranges", "address_suffix",
-                                              "suffix_len", NULL};
+    static const char *const unsupported[] = {"address_suffix", "suffix_len", NULL};
     pt_cfg_unsupported(r, unsupported);
     uint64_t port;
     pt_cfg_uint(r, "destination_port", &port, 0, 1, 65535);
@@ -296,6 +295,8 @@ static void parse_chain_match(pt_cfg_t *r, pt_arena_t *a, pt_filter_chain_match_
     pt_cfg_enum(r, "source_type", source_types, NULL, &st, 0);
     m->source_type = (pt_source_type_t)st;
     m->source_prefix_ranges = parse_cidrs(r, a, "source_prefix_ranges", &m->nsource_prefix_ranges);
+    m->direct_source_prefix_ranges =
+        parse_cidrs(r, a, "direct_source_prefix_ranges", &m->ndirect_source_prefix_ranges);
     int present;
     size_t n = pt_cfg_array(r, "source_ports", &present);
     if (present) {
@@ -396,6 +397,8 @@ static void parse_filter_chain(pt_cfg_t *r, pt_config_t *cfg, pt_filter_chain_t 
         restrict_alpn(fc, &cfg->arena, pt_cfg_path(r));
 }
 
+static void parse_listener_filter(pt_cfg_t *r, pt_listener_config_t *l);
+
 static void parse_listener(pt_cfg_t *r, pt_config_t *cfg, pt_listener_config_t *l)
 {
     l->source = keep_source(r, cfg);
@@ -462,36 +465,23 @@ static void parse_listener(pt_cfg_t *r, pt_config_t *cfg, pt_listener_config_t *
     for (size_t i = 0; i < n; i++) {
         if (pt_cfg_enter_index(r, i) <= 0)
             continue;
-        static const char *const lf_unsupported[] = {"filter_disabled", "config_discovery",
-                                                     NULL};
-        pt_cfg_unsupported(r, lf_unsupported);
-        const char *lname;
-        pt_cfg_string(r, "name", &lname, NULL);
-        int rc;
-        const char *type = pt_cfg_enter_any(r, "typed_config", &rc);
-        if (rc == 0 && lname != NULL && strcmp(lname, "envoy.filters.listener.tls_inspector") == 0) {
-            l->tls_inspector = 1;
-        } else if (rc == 0) {
-            pt_cfg_error(r, "typed_config", "is required");
-        } else if (type != NULL) {
-            if (strcmp(type, "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector"
-                             ".v3.TlsInspector") == 0) {
-                static const char *const ti_unsupported[] = {"enable_ja3_fingerprinting",
-                                                             "enable_ja4_fingerprinting", NULL};
-                pt_cfg_unsupported(r, ti_unsupported);
-                uint64_t sz;
-                pt_cfg_uint(r, "initial_read_buffer_size", &sz, 0, 0, 65536);
-                l->tls_inspector = 1;
-            } else {
-                pt_cfg_error(r, "@type", "\"%s\" is not a supported listener filter", type);
-                pt_cfg_skip_rest(r);
-            }
-            pt_cfg_leave(r);
-        }
+        parse_listener_filter(r, l);
         pt_cfg_leave(r);
     }
     if (present)
         pt_cfg_leave_array(r);
+    pt_cfg_bool(r, "use_original_dst", &l->use_original_dst, 0);
+    pt_cfg_bool(r, "bind_to_port", &l->bind_to_port, 1);
+    static const char *const directions[] = {"UNSPECIFIED", "INBOUND", "OUTBOUND", NULL};
+    int dir;
+    pt_cfg_enum(r, "traffic_direction", directions, NULL, &dir, 0);
+    l->traffic_direction = (pt_traffic_direction_t)dir;
+    /* A listener that is never bound is only reached by a hand-off from one that is: its own
+     * use_original_dst could never act (Envoy hands a connection over once). */
+    if (!l->bind_to_port && l->use_original_dst)
+        pt_cfg_error(r, "use_original_dst", "has no effect on a listener with bind_to_port "
+                                            "false (connections handed to it are not handed "
+                                            "on)");
     /* As Envoy does, chains that match on what the ClientHello says turn the inspector on. */
     for (unsigned i = 0; i < l->nchains; i++) {
         const pt_filter_chain_match_t *m = &l->chains[i].match;
@@ -499,6 +489,70 @@ static void parse_listener(pt_cfg_t *r, pt_config_t *cfg, pt_listener_config_t *
             m->napplication_protocols > 0)
             l->tls_inspector = 1;
     }
+}
+
+#define LF_TYPE "type.googleapis.com/envoy.extensions.filters.listener."
+
+/* One of listener_filters (reader in it): the TLS inspector, the HTTP inspector and
+ * original_dst, by typed_config (or, as Envoy still takes it, by name alone). */
+static void parse_listener_filter(pt_cfg_t *r, pt_listener_config_t *l)
+{
+    static const char *const lf_unsupported[] = {"filter_disabled", "config_discovery", NULL};
+    pt_cfg_unsupported(r, lf_unsupported);
+    static const struct {
+        const char *name, *type;
+    } known[] = {
+        {"envoy.filters.listener.tls_inspector", LF_TYPE "tls_inspector.v3.TlsInspector"},
+        {"envoy.filters.listener.http_inspector", LF_TYPE "http_inspector.v3.HttpInspector"},
+        {"envoy.filters.listener.original_dst", LF_TYPE "original_dst.v3.OriginalDst"},
+    };
+    const char *lname;
+    pt_cfg_string(r, "name", &lname, NULL);
+    int rc, which = -1;
+    const char *type = pt_cfg_enter_any(r, "typed_config", &rc);
+    for (int k = 0; k < 3 && which < 0; k++) {
+        if (rc == 0 && lname != NULL && strcmp(lname, known[k].name) == 0)
+            which = k;
+        else if (type != NULL && strcmp(type, known[k].type) == 0)
+            which = k;
+    }
+    if (rc == 0 && which < 0) {
+        pt_cfg_error(r, "typed_config", "is required");
+        return;
+    }
+    if (type == NULL && rc != 0)
+        return; /* a malformed typed_config, reported */
+    if (which < 0) {
+        pt_cfg_error(r, "@type", "\"%s\" is not a supported listener filter (tls_inspector, "
+                                 "http_inspector, original_dst)", type);
+        pt_cfg_skip_rest(r);
+        pt_cfg_leave(r);
+        return;
+    }
+    switch (which) {
+    case 0:
+        if (type != NULL) {
+            static const char *const ti_unsupported[] = {"enable_ja3_fingerprinting",
+                                                         "enable_ja4_fingerprinting", NULL};
+            pt_cfg_unsupported(r, ti_unsupported);
+            uint64_t sz;
+            pt_cfg_uint(r, "initial_read_buffer_size", &sz, 0, 0, 65536);
+        }
+        l->tls_inspector = 1;
+        break;
+    case 1:
+        if (type != NULL) { /* Envoy's newer field; petrel peeks up to 64 KiB anyway */
+            uint64_t sz;
+            pt_cfg_uint(r, "initial_read_buffer_size", &sz, 0, 1, 65536);
+        }
+        l->http_inspector = 1;
+        break;
+    default:
+        l->original_dst = 1; /* OriginalDst neither */
+        break;
+    }
+    if (type != NULL)
+        pt_cfg_leave(r);
 }
 
 int pt_config_cluster_exists(const pt_config_t *c, const char *name)
@@ -583,6 +637,13 @@ static int prepare(pt_config_t *cfg)
         l->tls_inspector_client_hello_too_large = pt_stats_counter("tls_inspector", NULL, NULL, "client_hello_too_large");
         l->tls_inspector_sni_found = pt_stats_counter("tls_inspector", NULL, NULL, "sni_found");
         l->tls_inspector_alpn_found = pt_stats_counter("tls_inspector", NULL, NULL, "alpn_found");
+        if (l->http_inspector) {
+            l->http_inspector_http10_found = pt_stats_counter("http_inspector", NULL, NULL, "http10_found");
+            l->http_inspector_http11_found = pt_stats_counter("http_inspector", NULL, NULL, "http11_found");
+            l->http_inspector_http2_found = pt_stats_counter("http_inspector", NULL, NULL, "http2_found");
+            l->http_inspector_http_not_found = pt_stats_counter("http_inspector", NULL, NULL, "http_not_found");
+            l->http_inspector_read_error = pt_stats_counter("http_inspector", NULL, NULL, "read_error");
+        }
         unsigned total = l->nchains + (l->default_chain != NULL);
         for (unsigned j = 0; j < total; j++) {
             pt_filter_chain_t *fc = j < l->nchains ? &l->chains[j] : l->default_chain;
@@ -618,7 +679,7 @@ static pt_config_t *config_finish(pt_config_t *cfg, pt_cfg_t *r, const char *wha
 {
     if (pt_cfg_ok(r))
         build_tls(cfg, r);
-    int ok = pt_cfg_ok(r) && prepare(cfg) == 0;
+    int ok = pt_cfg_ok(r) && prepare(cfg) == 0 && pt_config_index_listeners(cfg) == 0;
     cfg->clusters = (pt_cluster_lookup_t){0};
     if (!ok) {
         if (pt_cfg_ok(r))

@@ -51,6 +51,10 @@ typedef struct pt_filter_chain_match {
     unsigned nsource_prefix_ranges;
     const uint32_t *source_ports;
     unsigned nsource_ports;
+    /* The peer's address as the socket sees it (no PROXY protocol here: the same as the
+     * source, matched as its own criterion after application_protocols, as Envoy does). */
+    const pt_cidr_t *direct_source_prefix_ranges;
+    unsigned ndirect_source_prefix_ranges;
 } pt_filter_chain_match_t;
 
 typedef struct pt_filter_chain {
@@ -72,6 +76,7 @@ typedef struct pt_chain_query {
     const char *transport_protocol;  /* "tls" or "raw_buffer" */
     const char *const *alpn;
     unsigned nalpn;
+    const pt_addr_t *direct_remote; /* the socket's peer (NULL: the same as remote) */
 } pt_chain_query_t;
 
 typedef struct pt_listener_stats {
@@ -83,6 +88,13 @@ typedef struct pt_listener_stats {
     pt_stat_t downstream_global_cx_overflow; /* the process-wide connection limit */
     pt_stat_t downstream_cx_transport_socket_connect_timeout;
 } pt_listener_stats_t;
+
+/* Listener.traffic_direction (core.v3.TrafficDirection): shown, changes nothing. */
+typedef enum pt_traffic_direction {
+    PT_TRAFFIC_UNSPECIFIED,
+    PT_TRAFFIC_INBOUND,
+    PT_TRAFFIC_OUTBOUND,
+} pt_traffic_direction_t;
 
 typedef struct pt_listener_config {
     json_t *source;              /* the listener as configured (a reference) */
@@ -97,6 +109,12 @@ typedef struct pt_listener_config {
     unsigned nchains;
     pt_filter_chain_t *default_chain;   /* default_filter_chain, or NULL */
     int tls_inspector;                  /* peek the ClientHello before choosing a chain */
+    int http_inspector;                 /* peek the first bytes: HTTP/1.x, h2c or neither */
+    int original_dst;                   /* envoy.filters.listener.original_dst */
+    int use_original_dst;               /* hand restored connections to the listener of
+                                           their original destination */
+    int bind_to_port;                   /* 0: never bound, reached only by a hand-off */
+    pt_traffic_direction_t traffic_direction;
     uint64_t listener_filters_timeout_ms;
     int continue_on_listener_filters_timeout;
     uint64_t connection_limit;          /* runtime envoy.resource_limits.listener.<name>.
@@ -105,6 +123,8 @@ typedef struct pt_listener_config {
     pt_stat_t tls_inspector_tls_found, tls_inspector_tls_not_found,
         tls_inspector_client_hello_too_large, tls_inspector_sni_found, tls_inspector_alpn_found,
         listener_filters_timeout;
+    pt_stat_t http_inspector_http10_found, http_inspector_http11_found,
+        http_inspector_http2_found, http_inspector_http_not_found, http_inspector_read_error;
 } pt_listener_config_t;
 
 typedef struct pt_node_info {
@@ -144,6 +164,10 @@ typedef struct pt_config {
     unsigned nadmin_logs;
     pt_listener_config_t *listeners;
     unsigned nlisteners;
+    /* Listeners by address, for use_original_dst's hand-off (pt_config_listener_for): an
+     * open-addressing table of listener index + 1 (0: empty), built with the snapshot. */
+    uint32_t *listener_slots;
+    unsigned nlistener_slots;
     /* The clusters references are checked against, while the config is built (then
      * cleared: a config outlives no lookup). */
     pt_cluster_lookup_t clusters;
@@ -180,13 +204,19 @@ pt_config_t *pt_config_build_lds(json_t *bootstrap, const pt_cluster_lookup_t *c
                                  const pt_config_t *prev, pt_cfg_t *r);
 /* The listener named so, or NULL. */
 const pt_listener_config_t *pt_config_find_listener(const pt_config_t *c, const char *name);
+/* The listener a connection whose original destination is `dst` is handed to (Envoy's
+ * use_original_dst): the one whose address is exactly dst, else the wildcard one
+ * (0.0.0.0 or ::) of dst's port, bound to a port or not; NULL when none. */
+const pt_listener_config_t *pt_config_listener_for(const pt_config_t *c, const pt_addr_t *dst);
+/* Builds c's table of listeners by address (in its arena): 0, or -1 out of memory. */
+int pt_config_index_listeners(pt_config_t *c);
 
 /* While c is built (a filter's or route's parse): whether a cluster of this name exists. */
 int pt_config_cluster_exists(const pt_config_t *c, const char *name);
 
 /* Chooses the filter chain for a connection the way Envoy does: each criterion in turn
  * (destination port, destination IP, server name, transport protocol, application
- * protocols, source type, source IP, source port) keeps only the most specific matching
+ * protocols, direct source IP, source type, source IP, source port) keeps only the most specific matching
  * chains. Falls back to the default chain; NULL when nothing matches. */
 const pt_filter_chain_t *pt_listener_find_chain(const pt_listener_config_t *l,
                                                 const pt_chain_query_t *q);

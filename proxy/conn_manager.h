@@ -179,6 +179,9 @@ struct pt_http_stream {
     struct pt_worker_view *view;
     const pt_route_config_t *route_config; /* the inline one, or the view's from RDS */
     pt_worker_t *worker;
+    /* The connection's original destination when original_dst restored one (ORIGINAL_DST
+     * clusters go there), else NULL. */
+    const pt_addr_t *original_dst;
     pt_arena_t arena;
     pt_http_headers_t *request_headers;
     pt_http_headers_t *request_trailers;

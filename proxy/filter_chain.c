@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "proxy/config.h"
+#include "proxy/hash.h"
 
 #define MAX_STACK_CHAINS 256
 
@@ -91,6 +92,12 @@ static int same_ip(const pt_addr_t *a, const pt_addr_t *b)
     return memcmp(&a->sin6.sin6_addr, &b->sin6.sin6_addr, sizeof(struct in6_addr)) == 0;
 }
 
+static int score_direct_source_prefix(const pt_filter_chain_match_t *m, const pt_chain_query_t *q)
+{
+    return score_cidrs(m->direct_source_prefix_ranges, m->ndirect_source_prefix_ranges,
+                       q->direct_remote != NULL ? q->direct_remote : q->remote);
+}
+
 static int score_source_type(const pt_filter_chain_match_t *m, const pt_chain_query_t *q)
 {
     if (m->source_type == PT_SOURCE_ANY)
@@ -117,9 +124,13 @@ static int score_source_port(const pt_filter_chain_match_t *m, const pt_chain_qu
     return -1;
 }
 
+/* Envoy's order (FilterChainMatch): destination port, destination IP, server name,
+ * transport protocol, application protocols, direct source IP, source type, source IP,
+ * source port. */
 static const score_fn criteria[] = {
-    score_port,        score_prefix,        score_server_name, score_transport,
-    score_alpn,        score_source_type,   score_source_prefix, score_source_port,
+    score_port,         score_prefix,      score_server_name,   score_transport,
+    score_alpn,         score_direct_source_prefix, score_source_type, score_source_prefix,
+    score_source_port,
 };
 
 const pt_filter_chain_t *pt_listener_find_chain(const pt_listener_config_t *l,
@@ -158,6 +169,75 @@ const pt_filter_chain_t *pt_listener_find_chain(const pt_listener_config_t *l,
     return found;
 }
 
+/* The bytes that make an address a listener's key: IP and port (not flow or scope). */
+static uint64_t listener_key_hash(const pt_addr_t *a)
+{
+    unsigned port = pt_addr_port(a);
+    uint64_t seed = 0x9e3779b97f4a7c15ull ^ port ^ ((uint64_t)a->sa.sa_family << 16);
+    if (a->sa.sa_family == AF_INET)
+        return pt_hash64(&a->sin.sin_addr, sizeof(a->sin.sin_addr), seed);
+    return pt_hash64(&a->sin6.sin6_addr, sizeof(a->sin6.sin6_addr), seed);
+}
+
+static int same_address(const pt_addr_t *a, const pt_addr_t *b)
+{
+    return a->sa.sa_family == b->sa.sa_family && pt_addr_port(a) == pt_addr_port(b) &&
+           same_ip(a, b);
+}
+
+int pt_config_index_listeners(pt_config_t *c)
+{
+    unsigned n = 8;
+    while (n < 2 * c->nlisteners)
+        n *= 2;
+    uint32_t *slots = pt_arena_alloc(&c->arena, n * sizeof(*slots));
+    if (slots == NULL)
+        return -1;
+    for (unsigned i = 0; i < c->nlisteners; i++) {
+        const pt_addr_t *a = &c->listeners[i].address;
+        if (a->sa.sa_family != AF_INET && a->sa.sa_family != AF_INET6)
+            continue;
+        unsigned k = (unsigned)(listener_key_hash(a) & (n - 1));
+        while (slots[k] != 0)
+            k = (k + 1) & (n - 1);
+        slots[k] = i + 1;
+    }
+    c->listener_slots = slots;
+    c->nlistener_slots = n;
+    return 0;
+}
+
+static const pt_listener_config_t *listener_at(const pt_config_t *c, const pt_addr_t *a)
+{
+    if (c->nlistener_slots == 0)
+        return NULL;
+    unsigned mask = c->nlistener_slots - 1;
+    for (unsigned k = (unsigned)(listener_key_hash(a) & mask); c->listener_slots[k] != 0;
+         k = (k + 1) & mask) {
+        const pt_listener_config_t *l = &c->listeners[c->listener_slots[k] - 1];
+        if (same_address(&l->address, a))
+            return l;
+    }
+    return NULL;
+}
+
+const pt_listener_config_t *pt_config_listener_for(const pt_config_t *c, const pt_addr_t *dst)
+{
+    if (c == NULL || (dst->sa.sa_family != AF_INET && dst->sa.sa_family != AF_INET6))
+        return NULL;
+    const pt_listener_config_t *l = listener_at(c, dst);
+    if (l != NULL)
+        return l;
+    pt_addr_t any;
+    memset(&any, 0, sizeof(any));
+    any.sa.sa_family = dst->sa.sa_family;
+    if (dst->sa.sa_family == AF_INET)
+        any.sin.sin_port = dst->sin.sin_port;
+    else
+        any.sin6.sin6_port = dst->sin6.sin6_port;
+    return listener_at(c, &any);
+}
+
 static int strs_equal(const char *const *a, unsigned na, const char *const *b, unsigned nb)
 {
     if (na != nb)
@@ -187,7 +267,9 @@ int pt_chain_match_equal(const pt_filter_chain_match_t *a, const pt_filter_chain
         return 0;
     if (!cidrs_equal(a->prefix_ranges, a->nprefix_ranges, b->prefix_ranges, b->nprefix_ranges) ||
         !cidrs_equal(a->source_prefix_ranges, a->nsource_prefix_ranges, b->source_prefix_ranges,
-                     b->nsource_prefix_ranges))
+                     b->nsource_prefix_ranges) ||
+        !cidrs_equal(a->direct_source_prefix_ranges, a->ndirect_source_prefix_ranges,
+                     b->direct_source_prefix_ranges, b->ndirect_source_prefix_ranges))
         return 0;
     if (!strs_equal(a->server_names, a->nserver_names, b->server_names, b->nserver_names) ||
         !strs_equal(a->application_protocols, a->napplication_protocols,

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@
 #include "proxy/view.h"
 #include "proxy/worker.h"
 #include "filters/client_hello.h"
+#include "filters/http_inspector.h"
 #include "tls/transport.h"
 
 #define ACCEPT_BATCH 64 /* connections accepted per readiness event, for fairness */
@@ -35,10 +37,12 @@ pt_listener_t *pt_listener_open(const pt_listener_config_t *cfg, unsigned nworke
     atomic_init(&l->refs, 1);
     l->name = strdup(cfg->name);
     l->address = cfg->address;
-    l->fds = calloc(nworkers, sizeof(int));
+    l->fds = calloc(nworkers ? nworkers : 1, sizeof(int));
     if (l->name == NULL || l->fds == NULL)
         goto nomem;
-    for (unsigned i = 0; i < nworkers; i++) {
+    /* bind_to_port false (Istio's per-destination listeners): no socket at all; connections
+     * reach it only when a use_original_dst listener hands them over. */
+    for (unsigned i = 0; cfg->bind_to_port && i < nworkers; i++) {
         int fd = socket(cfg->address.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0)
             goto sockerr;
@@ -149,13 +153,19 @@ static const pt_conn_handler_t handshake_handler = {
 static void choose_chain(pt_session_t *s)
 {
     const pt_listener_config_t *lc = s->listener;
+    const char *const *alpn = (const char *const *)s->alpn;
+    unsigned nalpn = s->nalpn;
+    if (s->http_protocol != NULL) { /* the HTTP inspector's finding, as Envoy sets it */
+        alpn = &s->http_protocol;
+        nalpn = 1;
+    }
     pt_chain_query_t q = {
         .local = &s->local,
         .remote = &s->conn->peer,
         .sni = s->sni,
         .transport_protocol = s->transport_protocol ? s->transport_protocol : "raw_buffer",
-        .alpn = (const char *const *)s->alpn,
-        .nalpn = s->nalpn,
+        .alpn = alpn,
+        .nalpn = nalpn,
     };
     const pt_filter_chain_t *fc = pt_listener_find_chain(lc, &q);
     if (fc == NULL) {
@@ -183,7 +193,85 @@ static void choose_chain(pt_session_t *s)
     pt_conn_start(s->conn, &handshake_handler, s);
 }
 
-/* ---- the TLS inspector (envoy.filters.listener.tls_inspector) ------------------------ */
+static void count_session(pt_session_t *s)
+{
+    if (s->counted)
+        return;
+    s->counted = 1;
+    pt_stat_inc(s->listener->stats.downstream_cx_total);
+    pt_stat_inc(s->listener->stats.downstream_cx_active);
+}
+
+/* ---- original_dst (envoy.filters.listener.original_dst) ------------------------------ */
+
+/* The destination the connection had before an iptables REDIRECT (or DNAT) sent it here,
+ * from the connection tracking entry: SO_ORIGINAL_DST (IPv4), IP6T_SO_ORIGINAL_DST (IPv6),
+ * both 80, from <linux/netfilter_ipv4.h> and <linux/netfilter_ipv6/ip6_tables.h>, whose
+ * other declarations clash with the C library's. A connection that was not redirected has
+ * no such entry (or one naming our own address): the local address stays as it is and is
+ * not "restored", so use_original_dst does not hand it over. */
+#define PT_SO_ORIGINAL_DST      80
+#define PT_IP6T_SO_ORIGINAL_DST 80
+
+static void restore_original_dst(pt_session_t *s)
+{
+    pt_addr_t orig;
+    memset(&orig, 0, sizeof(orig));
+    socklen_t len = sizeof(orig.sin6);
+    int fam = s->local.sa.sa_family;
+    int rc = -1;
+    if (fam == AF_INET) {
+        len = sizeof(orig.sin);
+        rc = getsockopt(s->conn->fd, SOL_IP, PT_SO_ORIGINAL_DST, &orig.sin, &len);
+    } else if (fam == AF_INET6) {
+        rc = getsockopt(s->conn->fd, SOL_IPV6, PT_IP6T_SO_ORIGINAL_DST, &orig.sin6, &len);
+    }
+    if (rc != 0 || orig.sa.sa_family != fam)
+        return;
+    if (fam == AF_INET6)
+        orig.sin6.sin6_scope_id = 0;
+    if (pt_addr_equal(&orig, &s->local))
+        return;
+    s->local = orig;
+    s->local_restored = 1;
+}
+
+static void run_listener_filters(pt_session_t *s);
+
+/* Every listener filter of s->listener has run (or timed out with
+ * continue_on_listener_filters_timeout): Envoy's use_original_dst hands a connection whose
+ * original destination was restored to the listener of that address (exact, else the
+ * wildcard one of its port, bound or not), whose own listener filters then run; otherwise
+ * (or once handed over) the filter chain is chosen here. */
+static void listener_filters_done(pt_session_t *s)
+{
+    const pt_listener_config_t *lc = s->listener;
+    if (lc->use_original_dst && s->local_restored && !s->handed_off) {
+        s->handed_off = 1;
+        const pt_listener_config_t *to = pt_config_listener_for(s->config, &s->local);
+        if (to != NULL && to != lc) {
+            pt_debug("listener %s: connection to its original destination goes to listener %s",
+                     lc->name, to->name);
+            free(s->sni);
+            s->sni = NULL;
+            for (unsigned i = 0; i < s->nalpn; i++)
+                free(s->alpn[i]);
+            free(s->alpn);
+            s->alpn = NULL;
+            s->nalpn = 0;
+            s->transport_protocol = NULL;
+            s->http_protocol = NULL;
+            s->listener = to;
+            s->conn->high_watermark = to->buffer_limit;
+            run_listener_filters(s);
+            return;
+        }
+    }
+    count_session(s);
+    choose_chain(s);
+}
+
+/* ---- the TLS and HTTP inspectors (envoy.filters.listener.tls_inspector, http_inspector) -- */
 
 #define INSPECT_MAX_BYTES  (64 * 1024) /* a ClientHello larger than this is refused */
 #define INSPECT_RETRY_SECS 0.005
@@ -193,6 +281,7 @@ typedef struct pt_inspect {
     ev_timer deadline;
     ev_timer retry;
     size_t peeked;
+    int tls_done; /* the TLS inspector has its answer (or does not run) */
 } pt_inspect_t;
 
 static void inspect_stop(pt_session_t *s)
@@ -208,10 +297,10 @@ static void inspect_stop(pt_session_t *s)
     s->inspect = NULL;
 }
 
-static void inspect_done(pt_session_t *s, const pt_client_hello_t *ch)
+static void tls_inspected(pt_session_t *s, const pt_client_hello_t *ch)
 {
     const pt_listener_config_t *lc = s->listener;
-    inspect_stop(s);
+    s->inspect->tls_done = 1;
     if (ch != NULL) {
         s->transport_protocol = "tls";
         pt_stat_inc(lc->tls_inspector_tls_found);
@@ -230,7 +319,12 @@ static void inspect_done(pt_session_t *s, const pt_client_hello_t *ch)
         s->transport_protocol = "raw_buffer";
         pt_stat_inc(lc->tls_inspector_tls_not_found);
     }
-    choose_chain(s);
+}
+
+static void inspect_done(pt_session_t *s)
+{
+    inspect_stop(s);
+    listener_filters_done(s);
 }
 
 static _Thread_local uint8_t *peek_buf;
@@ -239,6 +333,68 @@ void pt_listener_thread_cleanup(void)
 {
     free(peek_buf);
     peek_buf = NULL;
+}
+
+/* The TLS inspector's part of a peek: 1 when it has its answer, 0 when it needs more bytes,
+ * -1 when the session was failed. */
+static int inspect_tls(pt_session_t *s, const uint8_t *buf, size_t n)
+{
+    pt_client_hello_t ch;
+    pt_ch_result_t rc = pt_client_hello_parse(buf, n, INSPECT_MAX_BYTES, &ch);
+    switch (rc) {
+    case PT_CH_OK:
+        tls_inspected(s, &ch);
+        return 1;
+    case PT_CH_ERROR:
+        /* The parser also reports a hello that would outgrow the limit as an error. Envoy
+         * closes those (client_hello_too_large) instead of taking them for plaintext: without
+         * the limit such a prefix is only incomplete. */
+        if (pt_client_hello_parse(buf, n, SIZE_MAX, &ch) == PT_CH_INCOMPLETE) {
+            pt_stat_inc(s->listener->tls_inspector_client_hello_too_large);
+            session_fail(s);
+            return -1;
+        }
+        tls_inspected(s, NULL);
+        return 1;
+    case PT_CH_NOT_TLS:
+        tls_inspected(s, NULL);
+        return 1;
+    case PT_CH_INCOMPLETE:
+        break;
+    }
+    if (n >= INSPECT_MAX_BYTES) {
+        pt_stat_inc(s->listener->tls_inspector_client_hello_too_large);
+        session_fail(s);
+        return -1;
+    }
+    return 0;
+}
+
+/* The HTTP inspector's part (plaintext connections only, as Envoy's): the same answers. */
+static int inspect_http(pt_session_t *s, const uint8_t *buf, size_t n)
+{
+    const pt_listener_config_t *lc = s->listener;
+    const char *proto = NULL;
+    switch (pt_http_inspect(buf, n, &proto)) {
+    case PT_HTTP_INSPECT_FOUND:
+        s->http_protocol = proto;
+        pt_stat_inc(strcmp(proto, "h2c") == 0        ? lc->http_inspector_http2_found
+                    : strcmp(proto, "http/1.1") == 0 ? lc->http_inspector_http11_found
+                                                     : lc->http_inspector_http10_found);
+        return 1;
+    case PT_HTTP_INSPECT_NOT_HTTP:
+        pt_stat_inc(lc->http_inspector_http_not_found);
+        return 1;
+    case PT_HTTP_INSPECT_MORE:
+        break;
+    }
+    if (n >= PT_HTTP_INSPECT_MAX) {
+        /* A request line this long says nothing: Envoy closes the connection. */
+        pt_stat_inc(lc->http_inspector_read_error);
+        session_fail(s);
+        return -1;
+    }
+    return 0;
 }
 
 static void inspect_peek(pt_session_t *s)
@@ -257,32 +413,35 @@ static void inspect_peek(pt_session_t *s)
         session_fail(s); /* closed or reset before saying anything useful */
         return;
     }
-    pt_client_hello_t ch;
-    pt_ch_result_t rc = pt_client_hello_parse(buf, (size_t)n, INSPECT_MAX_BYTES, &ch);
-    switch (rc) {
-    case PT_CH_OK:
-        inspect_done(s, &ch);
+    int rc = 1;
+    if (!in->tls_done)
+        rc = inspect_tls(s, buf, (size_t)n);
+    if (rc > 0 && s->listener->http_inspector &&
+        (s->transport_protocol == NULL || strcmp(s->transport_protocol, "raw_buffer") == 0))
+        rc = inspect_http(s, buf, (size_t)n);
+    if (rc < 0)
         return;
-    case PT_CH_ERROR:
-        /* The parser also reports a hello that would outgrow the limit as an error. Envoy
-         * closes those (client_hello_too_large) instead of taking them for plaintext: without
-         * the limit such a prefix is only incomplete. */
-        if (pt_client_hello_parse(buf, (size_t)n, SIZE_MAX, &ch) == PT_CH_INCOMPLETE) {
-            pt_stat_inc(s->listener->tls_inspector_client_hello_too_large);
-            session_fail(s);
-            return;
+    if (rc == 0 && (size_t)n == in->peeked) {
+        /* Nothing new since the last peek. A peek keeps returning the bytes a peer sent
+         * before it reset the connection or sent its FIN, so ask the socket itself: a reset
+         * ends the session now instead of at listener_filters_timeout; after a FIN no more
+         * bytes will come, so a request line the HTTP inspector still waits for never will
+         * (the TLS inspector keeps its timeout, as Envoy's). */
+        struct pollfd pfd = {.fd = s->conn->fd, .events = POLLIN | POLLRDHUP};
+        if (poll(&pfd, 1, 0) == 1) {
+            if (pfd.revents & (POLLERR | POLLHUP)) {
+                session_fail(s);
+                return;
+            }
+            if ((pfd.revents & POLLRDHUP) && in->tls_done && s->listener->http_inspector) {
+                pt_stat_inc(s->listener->http_inspector_http_not_found);
+                inspect_done(s);
+                return;
+            }
         }
-        inspect_done(s, NULL);
-        return;
-    case PT_CH_NOT_TLS:
-        inspect_done(s, NULL);
-        return;
-    case PT_CH_INCOMPLETE:
-        break;
     }
-    if ((size_t)n >= INSPECT_MAX_BYTES) {
-        pt_stat_inc(s->listener->tls_inspector_client_hello_too_large);
-        session_fail(s);
+    if (rc > 0) {
+        inspect_done(s);
         return;
     }
     /* The socket stays readable while we only peek: wait for more bytes with a short timer
@@ -314,7 +473,10 @@ static void on_inspect_deadline(struct ev_loop *loop, ev_timer *t, int revents)
     pt_session_t *s = t->data;
     pt_stat_inc(s->listener->listener_filters_timeout);
     if (s->listener->continue_on_listener_filters_timeout) {
-        inspect_done(s, NULL);
+        /* As Envoy: on with what is known, raw_buffer unless the TLS inspector said more. */
+        if (!s->inspect->tls_done && s->listener->tls_inspector)
+            tls_inspected(s, NULL);
+        inspect_done(s);
         return;
     }
     session_fail(s);
@@ -328,6 +490,7 @@ static void inspect_start(pt_session_t *s)
         return;
     }
     s->inspect = in;
+    in->tls_done = !s->listener->tls_inspector;
     struct ev_loop *loop = s->worker->loop;
     ev_io_init(&in->io, on_inspect_io, s->conn->fd, EV_READ);
     in->io.data = s;
@@ -339,6 +502,19 @@ static void inspect_start(pt_session_t *s)
     if (s->listener->listener_filters_timeout_ms > 0)
         ev_timer_start(loop, &in->deadline);
     ev_io_start(loop, &in->io);
+}
+
+/* The listener filters of s->listener, in the one order that gives their results meaning:
+ * original_dst (synchronous), then the inspectors, which peek. */
+static void run_listener_filters(pt_session_t *s)
+{
+    const pt_listener_config_t *lc = s->listener;
+    if (lc->original_dst && !s->local_restored)
+        restore_original_dst(s);
+    if (lc->tls_inspector || lc->http_inspector)
+        inspect_start(s);
+    else
+        listener_filters_done(s);
 }
 
 /* Takes a place for one more connection under the global and the listener's limits, or
@@ -394,12 +570,11 @@ static void start_session(pt_worker_t *w, pt_listener_t *l, const pt_listener_co
         w->sessions->prev = s;
     w->sessions = s;
     atomic_fetch_add_explicit(&w->downstream_active, 1, memory_order_relaxed);
-    pt_stat_inc(lc->stats.downstream_cx_total);
-    pt_stat_inc(lc->stats.downstream_cx_active);
-    if (lc->tls_inspector)
-        inspect_start(s);
-    else
-        choose_chain(s);
+    /* A listener that may hand the connection over counts it once it is known whose it is
+     * (as Envoy, on the listener that gets it). */
+    if (!lc->use_original_dst)
+        count_session(s);
+    run_listener_filters(s);
 }
 
 int pt_listener_accept(pt_worker_t *w, pt_listener_t *l, int listen_fd)
@@ -466,8 +641,10 @@ void pt_session_end(pt_session_t *s)
     for (unsigned i = 0; i < s->nalpn; i++)
         free(s->alpn[i]);
     free(s->alpn);
-    pt_stat_dec(s->listener->stats.downstream_cx_active);
-    pt_stat_inc(s->listener->stats.downstream_cx_destroy);
+    if (s->counted) {
+        pt_stat_dec(s->listener->stats.downstream_cx_active);
+        pt_stat_inc(s->listener->stats.downstream_cx_destroy);
+    }
     atomic_fetch_sub_explicit(&s->worker->downstream_active, 1, memory_order_relaxed);
     atomic_fetch_sub_explicit(&s->bound->active, 1, memory_order_relaxed);
     if (s->drain_deadline != NULL) {

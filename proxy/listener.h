@@ -22,7 +22,7 @@ struct pt_listener {
     const char *name;     /* owned copy: outlives snapshots */
     pt_addr_t address;
     int *fds;             /* one per worker */
-    unsigned nfds;
+    unsigned nfds;        /* 0 for a listener with bind_to_port false */
     _Atomic uint64_t active; /* open downstream connections, all workers (connection_limit) */
 };
 typedef struct pt_listener pt_listener_t;
@@ -50,12 +50,17 @@ struct pt_session {
     unsigned next_filter;
     const char *cluster_override; /* set by sni_cluster for tcp_proxy */
     uint64_t start_ms;
-    pt_addr_t local;          /* our address of the connection (destination) */
+    pt_addr_t local;          /* our address of the connection (destination); after
+                                 original_dst, the destination before iptables redirected it */
+    unsigned local_restored : 1; /* original_dst found an original destination */
+    unsigned handed_off : 1;  /* moved to the listener of its original destination */
+    unsigned counted : 1;     /* in its listener's downstream_cx_total/active */
     /* What the TLS inspector saw in the ClientHello (NULL/0 when not inspected). */
     char *sni;                /* lowercase */
     char **alpn;
     unsigned nalpn;
     const char *transport_protocol; /* "tls" or "raw_buffer" */
+    const char *http_protocol;      /* the HTTP inspector's finding, or NULL */
     struct pt_inspect *inspect;     /* while the listener filter peeks */
     void *terminal;           /* the terminal filter's per-connection object */
     /* Ends the session at once (worker shutdown); set by the terminal filter. */

@@ -659,6 +659,29 @@ unsigned pt_pool_idle_count(pt_pool_t *p)
     return p->nidle;
 }
 
+void pt_pool_sweep_removed(pt_worker_t *w)
+{
+    pool_map_t *m = w->pool_map;
+    for (unsigned i = 0; m != NULL && i < m->nbuckets; i++) {
+        pt_pool_t **pp = &m->buckets[i];
+        while (*pp != NULL) {
+            pt_pool_t *p = *pp;
+            int removed = atomic_load_explicit(&p->host->odst_flags, memory_order_relaxed) &
+                          PT_HOST_ODST_REMOVED;
+            if (!removed || p->idle != NULL || p->avail != NULL || p->busy != NULL ||
+                p->connecting != NULL || p->pending_head != NULL) {
+                pp = &p->next_in_bucket;
+                continue;
+            }
+            *pp = p->next_in_bucket;
+            m->count--;
+            pt_cluster_unref(p->cluster);
+            pt_host_unref(p->host);
+            free(p);
+        }
+    }
+}
+
 void pt_pool_close_all(pt_worker_t *w)
 {
     pool_map_t *m = w->pool_map;

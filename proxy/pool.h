@@ -82,6 +82,10 @@ void pt_pool_cancel(pt_pool_request_t *pr);
  * connection takes another when its codec says it can, and closes when it has no stream
  * left and cannot. May be called from inside the codec's callbacks. */
 void pt_pool_release(pt_pool_conn_t *pc);
+/* Frees this worker's pools whose host an ORIGINAL_DST cleanup dropped and that hold no
+ * connection and no waiting request (a dropped host has none in use: its idle
+ * connections timed out first). */
+void pt_pool_sweep_removed(pt_worker_t *w);
 /* Worker shutdown: closes every pooled connection and frees the pools. */
 void pt_pool_close_all(pt_worker_t *w);
 /* Idle connections across this worker's pools (tests, admin). */

@@ -250,6 +250,8 @@ static void worker_drain_changed(pt_worker_t *w, void *arg)
 
 static void post_listener(pt_server_t *s, unsigned worker, pt_listener_t *l)
 {
+    if (worker >= l->nfds)
+        return; /* bind_to_port false: nothing to watch */
     listener_assignment_t *a = malloc(sizeof(*a));
     if (a == NULL) {
         close(l->fds[worker]);
@@ -318,7 +320,8 @@ static int on_lds_update(void *data, const pt_discovery_response_t *resp, char *
         const pt_listener_config_t *lc = &next->listeners[i];
         for (unsigned j = 0; j < s->nlisteners && bound[i] == NULL; j++)
             if (strcmp(s->listeners[j]->name, lc->name) == 0 &&
-                pt_addr_equal(&s->listeners[j]->address, &lc->address))
+                pt_addr_equal(&s->listeners[j]->address, &lc->address) &&
+                (s->listeners[j]->nfds > 0) == (lc->bind_to_port && s->nworkers > 0))
                 bound[i] = s->listeners[j];
         if (bound[i] != NULL)
             continue;
@@ -741,6 +744,8 @@ int pt_server_run(pt_server_t *s)
         pt_worker_post(&s->workers[i], worker_adopt_view, pt_view_ref(s->view));
         s->nworkers_started = i + 1;
         for (unsigned j = 0; j < s->nlisteners; j++) {
+            if (i >= s->listeners[j]->nfds)
+                continue; /* bind_to_port false: never bound */
             listener_assignment_t *a = malloc(sizeof(*a));
             if (a == NULL)
                 return 1;
@@ -768,7 +773,8 @@ int pt_server_run(pt_server_t *s)
     for (unsigned i = 0; i < s->nlisteners; i++) {
         char a[PT_ADDR_STRLEN];
         pt_addr_format(&s->listeners[i]->address, a, sizeof(a));
-        pt_info("listener %s on %s", s->listeners[i]->name, a);
+        pt_info("listener %s on %s%s", s->listeners[i]->name, a,
+                s->listeners[i]->nfds == 0 ? " (not bound: bind_to_port false)" : "");
     }
     pt_secret_watch_start(s->loop);
     pt_cluster_manager_set_loop(s->clusters, s->loop);

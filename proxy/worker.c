@@ -136,7 +136,14 @@ static void on_accept_retry(struct ev_loop *loop, ev_timer *t, int revents);
 
 static void on_heap_tick(struct ev_loop *loop, ev_timer *t, int revents)
 {
-    (void)loop, (void)t, (void)revents;
+    (void)loop, (void)revents;
+    pt_worker_t *w = t->data;
+    /* ORIGINAL_DST hosts were dropped since the last look: their empty pools go. */
+    uint64_t epoch = atomic_load_explicit(&pt_odst_removed_epoch, memory_order_relaxed);
+    if (w != NULL && epoch != w->odst_epoch) {
+        w->odst_epoch = epoch;
+        pt_pool_sweep_removed(w);
+    }
     pt_heap_thread_tick();
 }
 
@@ -177,6 +184,7 @@ static void *worker_main(void *arg)
     ev_unref(w->loop);
     on_clock(w->loop, &w->clock, 0);
     ev_timer_init(&w->heap_tick, on_heap_tick, PT_HEAP_TICK_SECS, PT_HEAP_TICK_SECS);
+    w->heap_tick.data = w;
     ev_timer_start(w->loop, &w->heap_tick);
     ev_unref(w->loop); /* housekeeping alone must not keep the loop alive */
     pt_stats_thread_init();

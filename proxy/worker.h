@@ -67,6 +67,7 @@ struct pt_worker {
     pt_conn_t *conns;           /* every open connection of this worker */
     struct pt_session *sessions; /* every downstream session */
     void *pool_map;             /* upstream connection pools (proxy/pool.c) */
+    uint64_t odst_epoch;        /* pt_odst_removed_epoch when its pools were last swept */
     struct pt_worker_view *view; /* what new requests resolve names through (proxy/view.h) */
     _Atomic uint64_t downstream_active; /* open downstream connections, read by the drain */
     /* Out of descriptors: the spare that lets accept shed a connection, and the timer that

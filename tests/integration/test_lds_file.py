@@ -119,6 +119,34 @@ class LdsTest(LdsCase):
         self.assertEqual([(d['name'], d['active_state']['version_info'])
                           for d in lds['dynamic_listeners']], [('l1', '3')])
 
+    def test_bind_to_port_false_listeners(self):
+        # Istio's per-destination listeners: never bound, shown, and bound once an update
+        # makes them ordinary listeners (a new socket; the name and address stay).
+        virtual = http_listener('v', self.port2, 'b', )
+        virtual['bind_to_port'] = False
+        virtual['traffic_direction'] = 'OUTBOUND'
+        p = self.start(response('1', http_listener('l1', self.port1, 'a'), virtual))
+        h.wait_listening(self.port1)
+        self.assertFalse(h.port_listening(self.port2))
+        status, _, body = p.admin_get('/listeners')
+        self.assertIn('v::127.0.0.1:%d' % self.port2, body.decode())
+        dump = json.loads(p.admin_get('/config_dump')[2])
+        lds = [c for c in dump['configs'] if c['@type'].endswith('ListenersConfigDump')][0]
+        shown = {d['name']: d['active_state']['listener'] for d in lds['dynamic_listeners']}
+        self.assertEqual(shown['v'].get('traffic_direction'), 'OUTBOUND')
+        self.assertIs(shown['v'].get('bind_to_port'), False)
+        del virtual['bind_to_port']
+        self.write(response('2', http_listener('l1', self.port1, 'a'), virtual))
+        self.wait_version('2')
+        h.wait_listening(self.port2)
+        self.assertEqual(h.http_request(self.port2, 'GET', '/').get('x-upstream-name'), 'B')
+        # And unbound again.
+        virtual['bind_to_port'] = False
+        self.write(response('3', http_listener('l1', self.port1, 'a'), virtual))
+        self.wait_version('3')
+        h.wait_until(lambda: not h.port_listening(self.port2), 10)
+        self.assertEqual(h.http_request(self.port1, 'GET', '/').get('x-upstream-name'), 'A')
+
     def test_in_place_updates_refuse_no_connection(self):
         p = self.start(response('0', http_listener('l1', self.port1, 'a')))
         h.wait_listening(self.port1)

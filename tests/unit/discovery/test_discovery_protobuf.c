@@ -516,7 +516,7 @@ static char *listener_errors(pt_discovery_response_t *resp)
 }
 
 /* An access logger petrel knows and does not implement (gRPC), a listener filter it does not
- * have (original_dst): refused by the parsers, in the same words, from either encoding. */
+ * have (proxy_protocol): refused by the parsers, in the same words, from either encoding. */
 static void test_same_listener_errors(void)
 {
     json_t *doc =
@@ -525,10 +525,10 @@ static void test_same_listener_errors(void)
              "  name: l\n"
              "  address: {socket_address: {address: 127.0.0.1, port_value: 10002}}\n"
              "  listener_filters:\n"
-             "  - name: envoy.filters.listener.original_dst\n"
+             "  - name: envoy.filters.listener.proxy_protocol\n"
              "    typed_config:\n"
-             "      '@type': type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3."
-             "OriginalDst\n"
+             "      '@type': type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol."
+             "v3.ProxyProtocol\n"
              "  filter_chains:\n"
              "  - filters:\n"
              "    - name: envoy.filters.network.tcp_proxy\n"
@@ -561,6 +561,78 @@ static void test_same_listener_errors(void)
 }
 
 /* What the decoder itself refuses, with the path, before any parser sees it. */
+/* Istio's interception fields (wrapped booleans, an enum, empty listener filter messages,
+ * direct_source_prefix_ranges) and ORIGINAL_DST clusters, accepted from either encoding. */
+static void test_interception_fields(void)
+{
+    json_t *doc =
+        yaml("resources:\n"
+             "- '@type': " LISTENER_TYPE "\n"
+             "  name: virtualOutbound\n"
+             "  address: {socket_address: {address: 0.0.0.0, port_value: 15001}}\n"
+             "  use_original_dst: true\n"
+             "  traffic_direction: OUTBOUND\n"
+             "  listener_filters:\n"
+             "  - name: envoy.filters.listener.original_dst\n"
+             "    typed_config:\n"
+             "      '@type': type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3."
+             "OriginalDst\n"
+             "  - name: envoy.filters.listener.http_inspector\n"
+             "    typed_config:\n"
+             "      '@type': type.googleapis.com/envoy.extensions.filters.listener.http_inspector."
+             "v3.HttpInspector\n"
+             "  filter_chains:\n"
+             "  - filter_chain_match:\n"
+             "      direct_source_prefix_ranges: [{address_prefix: 10.0.0.0, prefix_len: 8}]\n"
+             "      application_protocols: [http/1.1, h2c]\n"
+             "    filters:\n"
+             "    - name: envoy.filters.network.tcp_proxy\n"
+             "      typed_config:\n"
+             "        '@type': type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3."
+             "TcpProxy\n"
+             "        stat_prefix: tcp\n"
+             "        cluster: PassthroughCluster\n"
+             "- '@type': " LISTENER_TYPE "\n"
+             "  name: 10.96.0.1_80\n"
+             "  address: {socket_address: {address: 10.96.0.1, port_value: 80}}\n"
+             "  bind_to_port: false\n"
+             "  traffic_direction: INBOUND\n"
+             "  default_filter_chain:\n"
+             "    filters:\n"
+             "    - name: envoy.filters.network.tcp_proxy\n"
+             "      typed_config:\n"
+             "        '@type': type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3."
+             "TcpProxy\n"
+             "        stat_prefix: tcp\n"
+             "        cluster: PassthroughCluster\n");
+    PT_CHECK(doc != NULL);
+    pt_discovery_response_t from_json, from_pb;
+    PT_CHECK_INT(pt_discovery_response_parse(doc, LISTENER_TYPE, &from_json, err, sizeof(err)), 0);
+    PT_CHECK_STR(listener_errors(&from_json), "");
+    pt_discovery_response_dispose(&from_json);
+    PT_CHECK_INT(via_protobuf(doc, LISTENER_TYPE, &from_pb), 0);
+    json_decref(doc);
+    PT_CHECK_STR(listener_errors(&from_pb), "");
+    pt_discovery_response_dispose(&from_pb);
+
+    doc = yaml("resources:\n"
+               "- '@type': " CLUSTER_TYPE "\n"
+               "  name: PassthroughCluster\n"
+               "  type: ORIGINAL_DST\n"
+               "  lb_policy: CLUSTER_PROVIDED\n"
+               "  connect_timeout: 10s\n"
+               "  cleanup_interval: 30s\n"
+               "  original_dst_lb_config: {use_http_header: true, upstream_port_override: 80}\n");
+    PT_CHECK(doc != NULL);
+    PT_CHECK_INT(pt_discovery_response_parse(doc, CLUSTER_TYPE, &from_json, err, sizeof(err)), 0);
+    PT_CHECK_STR(cluster_errors(&from_json), "");
+    pt_discovery_response_dispose(&from_json);
+    PT_CHECK_INT(via_protobuf(doc, CLUSTER_TYPE, &from_pb), 0);
+    json_decref(doc);
+    PT_CHECK_STR(cluster_errors(&from_pb), "");
+    pt_discovery_response_dispose(&from_pb);
+}
+
 static void test_decoder_errors(void)
 {
     static const char url[] = "type.googleapis.com/envoy.config.cluster.v3.Nope";
@@ -661,6 +733,7 @@ int main(void)
     PT_RUN(test_secret_and_delta_trees);
     PT_RUN(test_same_errors);
     PT_RUN(test_same_listener_errors);
+    PT_RUN(test_interception_fields);
     PT_RUN(test_decoder_errors);
     PT_RUN(test_hand_built_cluster);
     PT_TEST_EXIT();

@@ -264,7 +264,10 @@ static void test_bad_input(void)
             "string like \"1.5s\")",
             "dns_refresh_rate: is not used with cluster_type (set it in "
             "cluster_type.typed_config)");
-    REJECTS("{'name': 'web', 'type': 'ORIGINAL_DST'}", "type: \"ORIGINAL_DST\" is not supported");
+    /* ORIGINAL_DST has no names to resolve, and Envoy wants its lb_policy said. */
+    REJECTS("{'name': 'web', 'type': 'ORIGINAL_DST'}",
+            "lb_policy: ROUND_ROBIN is not valid for a cluster of type ORIGINAL_DST: only "
+            "CLUSTER_PROVIDED is allowed");
 }
 
 static void test_bootstrap_resolver(void)

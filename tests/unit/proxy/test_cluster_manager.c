@@ -149,7 +149,7 @@ static void test_rejections_change_nothing(void)
          "{" TYPE ",'name':'b','connect_timeout':'abc'}]}",
          "resources[1].connect_timeout: \"abc\" is not a duration"},
         {"{'version_info':'2','resources':[{" TYPE ",'name':'c','type':'ORIGINAL_DST'}]}",
-         "resources[0].type: \"ORIGINAL_DST\" is not supported"},
+         "resources[0].lb_policy: ROUND_ROBIN is not valid for a cluster of type ORIGINAL_DST"},
         {"{'version_info':'2','resources':[" CLUSTER("boot", "1s", 9000) "]}",
          "resources[0].name: \"boot\" is a static cluster of the bootstrap: CDS cannot change it"},
         {"{'version_info':'2','resources':[" CLUSTER("d", "1s", 1) "," CLUSTER("d", "2s", 1) "]}",

@@ -809,9 +809,9 @@ static void test_unsupported_fields(void)
     REJECTS("{'static_resources': {'secrets': []}}",
             "static_resources.secrets: field is not supported");
     REJECTS(BOOT(CLUSTER("a"), "{'name': 'l', 'address': " SA("127.0.0.1", 1) ", "
-                               "'use_original_dst': true, 'filter_chains': [{'filters': [" TCP("a")
+                               "'transparent': true, 'filter_chains': [{'filters': [" TCP("a")
                                "]}]}"),
-            L0 ".use_original_dst: field is not supported");
+            L0 ".transparent: field is not supported");
     REJECTS(BOOT(CLUSTER("a"), "{'name': 'l', 'address': " SA("127.0.0.1", 1) ", "
                                "'filter_chains': [{'transport_socket': {}, 'filters': [" TCP("a")
                                "]}]}"),
@@ -828,8 +828,8 @@ static void test_unsupported_fields(void)
             C0 ".load_assignment.endpoints[0].lb_endpoints[0].health_status: field is not "
                "supported",
             C0 ".load_assignment.policy: field is not supported");
-    REJECTS("{'admin': {'access_log_path': '/dev/null', 'address': " SA("127.0.0.1", 9901) "}}",
-            "admin.access_log_path: field is not supported");
+    REJECTS("{'admin': {'socket_options': [], 'address': " SA("127.0.0.1", 9901) "}}",
+            "admin.socket_options: field is not supported");
     REJECTS("{'admin': {'address': {'pipe': {'path': '/tmp/x'}}}}",
             "admin.address.socket_address: is required",
             "admin.address.pipe: field is not supported");
@@ -840,7 +840,8 @@ static void test_unsupported_fields(void)
 static void test_enums(void)
 {
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 'CLUSTER_PROVIDED'}"),
-            "static_resources.clusters[0].lb_policy: \"CLUSTER_PROVIDED\" is not supported");
+            "static_resources.clusters[0].lb_policy: CLUSTER_PROVIDED is allowed only with a "
+            "cluster of type ORIGINAL_DST");
     pt_boot_t *dns = ACCEPTS(CLUSTERS_ONLY("{'name': 'a', 'dns_lookup_family': 'V4_ONLY'}"));
     PT_CHECK(dns != NULL);
     if (dns != NULL) {
@@ -854,7 +855,7 @@ static void test_enums(void)
             C0 ".lb_policy: \"LOAD_BALANCING_POLICY_CONFIG\" is not supported");
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 'FASTEST'}"),
             C0 ".lb_policy: \"FASTEST\" is not a valid value (expected one of: ROUND_ROBIN, "
-               "LEAST_REQUEST, RANDOM, RING_HASH, MAGLEV)");
+               "LEAST_REQUEST, RANDOM, RING_HASH, MAGLEV, CLUSTER_PROVIDED)");
     /* Envoy reads enum names in any case: strict_dns, random and auto load there. */
     pt_boot_t *lower = ACCEPTS(CLUSTERS_ONLY(
         "{'name': 'a', 'lb_policy': 'random', 'type': 'strict_dns', 'dns_lookup_family': "
@@ -868,8 +869,8 @@ static void test_enums(void)
         PT_CHECK_INT(lower->clusters[0]->dns_lookup_family, 1);
         pt_boot_free(lower);
     }
-    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 'cluster_provided'}"),
-            C0 ".lb_policy: \"cluster_provided\" is not supported");
+    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 'load_balancing_policy_config'}"),
+            C0 ".lb_policy: \"load_balancing_policy_config\" is not supported");
     pt_boot_t *lb = ACCEPTS(CLUSTERS_ONLY(
         "{'name': 'a', 'lb_policy': 'LEAST_REQUEST', 'least_request_lb_config': "
         "{'choice_count': 5}}, {'name': 'b', 'lb_policy': 'RANDOM'}"));
@@ -924,12 +925,13 @@ static void test_enums(void)
             C0 ".least_request_lb_config.active_request_bias: field is not supported");
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 0}"), C0 ".lb_policy: 0 is not an enum name");
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'type': 'ORIGINAL_DST'}"),
-            C0 ".type: \"ORIGINAL_DST\" is not supported");
+            C0 ".lb_policy: ROUND_ROBIN is not valid for a cluster of type ORIGINAL_DST: only "
+               "CLUSTER_PROVIDED is allowed");
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'type': 'EDS'}"),
             C0 ".eds_cluster_config: is required for a cluster of type EDS");
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'type': 'STATICK'}"),
             C0 ".type: \"STATICK\" is not a valid value (expected one of: STATIC, EDS, "
-               "STRICT_DNS, LOGICAL_DNS)");
+               "STRICT_DNS, LOGICAL_DNS, ORIGINAL_DST)");
     REJECTS(BOOT(CLUSTER("a"), "{'name': 'l', 'address': {'socket_address': {'address': "
                                "'127.0.0.1', 'port_value': 53, 'protocol': 'UDP'}}, "
                                "'filter_chains': [{'filters': [" TCP("a") "]}]}"),
@@ -1187,6 +1189,85 @@ static void test_filters(void)
             L0 ".filter_chains: filter chains 0 and 1 have the same filter_chain_match");
 }
 
+/* ---- transparent interception ------------------------------------------------------- */
+
+#define LF(kind, type)                                                                   \
+    "{'name': 'envoy.filters.listener." kind "', 'typed_config': {'@type': "             \
+    "'type.googleapis.com/envoy.extensions.filters.listener." kind ".v3." type "'"
+#define ODST(extra)                                                                      \
+    "{'name': 'p', 'type': 'ORIGINAL_DST', 'lb_policy': 'CLUSTER_PROVIDED'" extra "}"
+
+static void test_interception(void)
+{
+    pt_boot_t *c = ACCEPTS(BOOT(
+        ODST(", 'cleanup_interval': '2s', 'original_dst_lb_config': {'use_http_header': true, "
+             "'http_header_name': 'X-Dst', 'upstream_port_override': 8080}"),
+        "{'name': 'out', 'address': " SA("0.0.0.0", 15001) ", 'use_original_dst': true, "
+        " 'traffic_direction': 'OUTBOUND', 'listener_filters': ["
+        LF("original_dst", "OriginalDst") "}}, " LF("http_inspector", "HttpInspector")
+        ", 'initial_read_buffer_size': 8192}}], "
+        " 'filter_chains': [{'filter_chain_match': {'direct_source_prefix_ranges': "
+        "  [{'address_prefix': '10.0.0.0', 'prefix_len': 8}]}, 'filters': [" TCP("p") "]}]},"
+        "{'name': 'v', 'address': " SA("10.0.0.1", 80) ", 'bind_to_port': false, "
+        " 'listener_filters': [{'name': 'envoy.filters.listener.original_dst'}], "
+        " 'filter_chains': [{'filters': [" TCP("p") "]}]}"));
+    if (c == NULL)
+        return;
+    const pt_listener_config_t *out = &c->config->listeners[0], *v = &c->config->listeners[1];
+    PT_CHECK(out->original_dst && out->http_inspector && out->use_original_dst);
+    PT_CHECK(out->bind_to_port && !out->tls_inspector);
+    PT_CHECK_INT(out->traffic_direction, PT_TRAFFIC_OUTBOUND);
+    PT_CHECK_INT(out->chains[0].match.ndirect_source_prefix_ranges, 1);
+    PT_CHECK(!v->bind_to_port && v->original_dst && !v->use_original_dst);
+    PT_CHECK_INT(v->traffic_direction, PT_TRAFFIC_UNSPECIFIED);
+    const pt_cluster_t *p = c->clusters[0];
+    PT_CHECK_INT(p->type, PT_CLUSTER_ORIGINAL_DST);
+    PT_CHECK_INT(p->lb_policy, PT_LB_CLUSTER_PROVIDED);
+    PT_CHECK_STR(p->odst_header, "x-dst");
+    PT_CHECK_INT(p->odst_port_override, 8080);
+    PT_CHECK_INT(p->odst_cleanup_ms, 2000);
+    pt_boot_free(c);
+    c = ACCEPTS(CLUSTERS_ONLY(ODST(", 'original_dst_lb_config': {'use_http_header': true}")));
+    if (c != NULL) {
+        PT_CHECK_STR(c->clusters[0]->odst_header, "x-envoy-original-dst-host");
+        PT_CHECK_INT(c->clusters[0]->odst_port_override, -1);
+        PT_CHECK_INT(c->clusters[0]->odst_cleanup_ms, 5000);
+        pt_boot_free(c);
+    }
+
+    /* Bad input, each naming its field. */
+    REJECTS(CLUSTERS_ONLY(ODST(", 'load_assignment': {'cluster_name': 'p', 'endpoints': [{"
+                               "'lb_endpoints': [" EP("10.0.0.1", 80) "]}]}")),
+            C0 ".load_assignment: ORIGINAL_DST clusters must have no load assignment "
+               "configured (their hosts are the connections' original destinations)");
+    REJECTS(CLUSTERS_ONLY("{'name': 'p', 'type': 'ORIGINAL_DST', 'lb_policy': 'RANDOM'}"),
+            C0 ".lb_policy: RANDOM is not valid for a cluster of type ORIGINAL_DST: only "
+               "CLUSTER_PROVIDED is allowed");
+    REJECTS(CLUSTERS_ONLY(ODST(", 'original_dst_lb_config': {'upstream_port_override': 70000}")),
+            C0 ".original_dst_lb_config.upstream_port_override: 70000 is out of range [0, 65535]");
+    REJECTS(CLUSTERS_ONLY(ODST(", 'health_checks': []")),
+            C0 ".health_checks: are not supported for a cluster of type ORIGINAL_DST");
+    REJECTS(BOOT(CLUSTER("a"), "{'name': 'l', 'address': " SA("0.0.0.0", 1) ", "
+                               "'listener_filters': [" LF("http_inspector", "HttpInspector")
+                               ", 'mode': 'fast'}}], 'filter_chains': [{'filters': [" TCP("a")
+                               "]}]}"),
+            L0 ".listener_filters[0].typed_config.mode: unknown field");
+    REJECTS(BOOT(CLUSTER("a"), "{'name': 'l', 'address': " SA("0.0.0.0", 1) ", "
+                               "'listener_filters': [{'name': 'envoy.filters.listener.nope'}], "
+                               "'filter_chains': [{'filters': [" TCP("a") "]}]}"),
+            L0 ".listener_filters[0].typed_config: is required");
+    REJECTS(BOOT(CLUSTER("a"), "{'name': 'l', 'address': " SA("0.0.0.0", 1) ", "
+                               "'use_original_dst': 'yes', 'filter_chains': [{'filters': ["
+                               TCP("a") "]}]}"),
+            L0 ".use_original_dst: \"yes\" is not a boolean");
+    REJECTS(BOOT(CLUSTER("a"), "{'name': 'l', 'address': " SA("0.0.0.0", 1) ", "
+                               "'filter_chains': [{'filter_chain_match': {"
+                               "'direct_source_prefix_ranges': [{'address_prefix': 'x'}]}, "
+                               "'filters': [" TCP("a") "]}]}"),
+            L0 ".filter_chains[0].filter_chain_match.direct_source_prefix_ranges[0]: \"x/128\" "
+               "is not a valid CIDR range");
+}
+
 /* ---- JSON types ---------------------------------------------------------------------- */
 
 static void test_wrong_types(void)
@@ -1266,8 +1347,8 @@ static void test_both_spellings_rejected(void)
 static void test_all_errors_collected(void)
 {
     pt_boot_t *c = build("{'colour': 1, 'static_resources': {'clusters': ["
-                           "  {'name': 'a', 'connect_timeout': 'abc', 'lb_policy': 'CLUSTER_PROVIDED'},"
-                           "  {'name': 'b', 'type': 'ORIGINAL_DST', 'load_assignment': {'endpoints': "
+                           "  {'name': 'a', 'connect_timeout': 'abc', 'lb_policy': 'LOAD_BALANCING_POLICY_CONFIG'},"
+                           "  {'name': 'b', 'lb_policy': 'CLUSTER_PROVIDED', 'load_assignment': {'endpoints': "
                            "   [{'lb_endpoints': [" EP("localhost", 70000) "]}]}},"
                            "  {'connect_timeout': '1s'}, {'name': 'ok'}],"
                            " 'listeners': [" LISTENER("l", 80, TCP("zzz")) ","
@@ -1276,8 +1357,9 @@ static void test_all_errors_collected(void)
     PT_CHECK(c == NULL);
     static const char *const want[] = {
         C0 ".connect_timeout: \"abc\" is not a duration (expected a string like \"1.5s\")",
-        C0 ".lb_policy: \"CLUSTER_PROVIDED\" is not supported",
-        "static_resources.clusters[1].type: \"ORIGINAL_DST\" is not supported",
+        C0 ".lb_policy: \"LOAD_BALANCING_POLICY_CONFIG\" is not supported",
+        "static_resources.clusters[1].lb_policy: CLUSTER_PROVIDED is allowed only with a "
+        "cluster of type ORIGINAL_DST",
         "static_resources.clusters[1].load_assignment.endpoints[0].lb_endpoints[0].endpoint"
         ".address.socket_address.port_value: 70000 is out of range [0, 65535]",
         "static_resources.clusters[1].load_assignment.endpoints[0].lb_endpoints[0].endpoint"
@@ -1406,6 +1488,7 @@ int main(void)
     PT_RUN(test_references);
     PT_RUN(test_required);
     PT_RUN(test_filters);
+    PT_RUN(test_interception);
     PT_RUN(test_wrong_types);
     PT_RUN(test_both_spellings_rejected);
     PT_RUN(test_all_errors_collected);
