@@ -38,8 +38,7 @@ static const char *const listener_unsupported[] = {
     "drain_type", "transparent", "freebind", "socket_options", "tcp_fast_open_queue_length",
     "udp_listener_config", "api_listener", "connection_balance_config", "reuse_port",
     "access_log", "tcp_backlog_size", "internal_listener",
-    "enable_mptcp", "ignore_global_conn_limit", "additional_addresses",
-    "max_connections_to_accept_per_socket_event", "listener_specifier",
+    "enable_mptcp", "additional_addresses", "listener_specifier",
     "deprecated_v1", "enable_reuse_port", NULL};
 static const char *const chain_unsupported[] = {"metadata", "use_proxy_proto",
                                                 "on_demand_configuration", NULL};
@@ -471,6 +470,10 @@ static void parse_listener(pt_cfg_t *r, pt_config_t *cfg, pt_listener_config_t *
     if (present)
         pt_cfg_leave_array(r);
     pt_cfg_bool(r, "use_original_dst", &l->use_original_dst, 0);
+    pt_cfg_bool(r, "ignore_global_conn_limit", &l->ignore_global_conn_limit, 0);
+    uint64_t per_event;
+    pt_cfg_uint(r, "max_connections_to_accept_per_socket_event", &per_event, 0, 1, UINT32_MAX);
+    l->max_accept_per_event = (uint32_t)per_event;
     pt_cfg_bool(r, "bind_to_port", &l->bind_to_port, 1);
     static const char *const directions[] = {"UNSPECIFIED", "INBOUND", "OUTBOUND", NULL};
     int dir;

@@ -119,6 +119,9 @@ typedef struct pt_listener_config {
     int continue_on_listener_filters_timeout;
     uint64_t connection_limit;          /* runtime envoy.resource_limits.listener.<name>.
                                            connection_limit; 0: none */
+    int ignore_global_conn_limit;       /* its connections are not counted globally */
+    uint32_t max_accept_per_event;      /* max_connections_to_accept_per_socket_event;
+                                           0: petrel's batch (until none is left) */
     pt_listener_stats_t stats;
     pt_stat_t tls_inspector_tls_found, tls_inspector_tls_not_found,
         tls_inspector_client_hello_too_large, tls_inspector_sni_found, tls_inspector_alpn_found,

@@ -518,11 +518,15 @@ static void run_listener_filters(pt_session_t *s)
 }
 
 /* Takes a place for one more connection under the global and the listener's limits, or
- * counts the overflow and returns 0 (the caller closes the connection). */
+ * counts the overflow and returns 0 (the caller closes the connection). A listener with
+ * ignore_global_conn_limit takes no place under the global one (Envoy's rule for, say, a
+ * health or admin listener that must answer when the proxy is full). */
 static int admit(const pt_config_t *cfg, pt_listener_t *l, const pt_listener_config_t *lc)
 {
-    uint64_t all = atomic_fetch_add_explicit(&downstream_connections, 1, memory_order_relaxed);
-    if (cfg->max_downstream_connections > 0 && all >= cfg->max_downstream_connections) {
+    int global = !lc->ignore_global_conn_limit;
+    uint64_t all =
+        global ? atomic_fetch_add_explicit(&downstream_connections, 1, memory_order_relaxed) : 0;
+    if (global && cfg->max_downstream_connections > 0 && all >= cfg->max_downstream_connections) {
         atomic_fetch_sub_explicit(&downstream_connections, 1, memory_order_relaxed);
         pt_stat_inc(lc->stats.downstream_global_cx_overflow);
         return 0;
@@ -530,7 +534,8 @@ static int admit(const pt_config_t *cfg, pt_listener_t *l, const pt_listener_con
     uint64_t mine = atomic_fetch_add_explicit(&l->active, 1, memory_order_relaxed);
     if (lc->connection_limit > 0 && mine >= lc->connection_limit) {
         atomic_fetch_sub_explicit(&l->active, 1, memory_order_relaxed);
-        atomic_fetch_sub_explicit(&downstream_connections, 1, memory_order_relaxed);
+        if (global)
+            atomic_fetch_sub_explicit(&downstream_connections, 1, memory_order_relaxed);
         pt_stat_inc(lc->stats.downstream_cx_overflow);
         return 0;
     }
@@ -546,9 +551,11 @@ static void start_session(pt_worker_t *w, pt_listener_t *l, const pt_listener_co
         free(s);
         close(fd);
         atomic_fetch_sub_explicit(&l->active, 1, memory_order_relaxed);
-        atomic_fetch_sub_explicit(&downstream_connections, 1, memory_order_relaxed);
+        if (!lc->ignore_global_conn_limit)
+            atomic_fetch_sub_explicit(&downstream_connections, 1, memory_order_relaxed);
         return;
     }
+    s->global = !lc->ignore_global_conn_limit;
     s->bound = pt_listener_ref(l);
     c->high_watermark = lc->buffer_limit;
     s->conn = c;
@@ -580,7 +587,12 @@ static void start_session(pt_worker_t *w, pt_listener_t *l, const pt_listener_co
 int pt_listener_accept(pt_worker_t *w, pt_listener_t *l, int listen_fd)
 {
     const pt_listener_config_t *lc = w->config ? find_listener_config(w->config, l->name) : NULL;
-    for (int i = 0; i < ACCEPT_BATCH; i++) {
+    /* max_connections_to_accept_per_socket_event bounds one readiness event's batch; the
+     * socket stays readable, so the loop comes back for the rest after other work. */
+    int batch = lc != NULL && lc->max_accept_per_event > 0 && lc->max_accept_per_event < ACCEPT_BATCH
+                    ? (int)lc->max_accept_per_event
+                    : ACCEPT_BATCH;
+    for (int i = 0; i < batch; i++) {
         pt_addr_t peer;
         int fd = pt_fd_accept(&w->fd_reserve, listen_fd, &peer, 0);
         if (fd == PT_FD_SHED || fd == -EMFILE) {
@@ -652,7 +664,8 @@ void pt_session_end(pt_session_t *s)
         free(s->drain_deadline);
         s->drain_deadline = NULL;
     }
-    atomic_fetch_sub_explicit(&downstream_connections, 1, memory_order_relaxed);
+    if (s->global)
+        atomic_fetch_sub_explicit(&downstream_connections, 1, memory_order_relaxed);
     pt_config_unref(s->config);
     pt_worker_view_unpin(s->view);
     pt_listener_unref(s->bound);

@@ -55,6 +55,7 @@ struct pt_session {
     unsigned local_restored : 1; /* original_dst found an original destination */
     unsigned handed_off : 1;  /* moved to the listener of its original destination */
     unsigned counted : 1;     /* in its listener's downstream_cx_total/active */
+    unsigned global : 1;      /* counted against the global connection limit */
     /* What the TLS inspector saw in the ClientHello (NULL/0 when not inspected). */
     char *sni;                /* lowercase */
     char **alpn;

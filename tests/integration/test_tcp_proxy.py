@@ -670,6 +670,37 @@ class ConnectionLimitTest(unittest.TestCase):
                 'max_active_downstream_connections': 2}}]}},
             'downstream_global_cx_overflow', 2)
 
+    def test_listener_that_ignores_the_global_limit(self):
+        # Global limit 1: the first listener's connection takes it; the second listener
+        # (ignore_global_conn_limit) still takes connections, and they hold no place.
+        # max_connections_to_accept_per_socket_event is honoured alongside (1 per event).
+        with TcpEchoServer() as echo:
+            port, other, admin = h.free_ports(3)
+            cfg = proxy_config(port, admin, [echo.port])
+            cfg['static_resources']['listeners'].append(h.listener(
+                'health', other, [h.tcp_proxy('health', 'up')], ignore_global_conn_limit=True,
+                max_connections_to_accept_per_socket_event=1))
+            cfg['overload_manager'] = {'resource_monitors': [{
+                'name': 'envoy.resource_monitors.global_downstream_max_connections',
+                'typed_config': {
+                    '@type': 'type.googleapis.com/envoy.extensions.resource_monitors.'
+                             'downstream_connections.v3.DownstreamConnectionsConfig',
+                    'max_active_downstream_connections': 1}}]}
+            with h.Petrel(cfg) as p:
+                held = [self.relay(port)]
+                self.assertTrue(self.refused(port))
+                held += [self.relay(other) for _ in range(3)]
+                p.wait_stat(listener_stat(other, 'downstream_cx_active'), 3)
+                self.assertEqual(p.stat(listener_stat(other, 'downstream_global_cx_overflow'), 0), 0)
+                # Closing the exempt connections frees no global place: still full.
+                for s in held[1:]:
+                    s.close()
+                p.wait_stat(listener_stat(other, 'downstream_cx_active'), 0)
+                self.assertTrue(self.refused(port))
+                held[0].close()
+                p.wait_stat(listener_stat(port, 'downstream_cx_active'), 0)
+                self.relay(port).close()
+
     def test_listener_limit_from_the_runtime(self):
         self.check_limit({'layered_runtime': {'layers': [{'name': 'static', 'static_layer': {
             'envoy.resource_limits.listener.tcp.connection_limit': 3}}]}},
