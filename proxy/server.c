@@ -17,6 +17,7 @@
 #include "proxy/access_log.h"
 #include "proxy/admin.h"
 #include "proxy/buf.h"
+#include "proxy/config_source.h"
 #include "proxy/heap.h"
 #include "proxy/log.h"
 #include "proxy/cluster.h"
@@ -457,22 +458,23 @@ static json_t *node_json(const pt_node_info_t *n)
     return node;
 }
 
-/* The ADS stream's mux, made before any subscription names it (it opens the stream only
- * when the server runs: pt_ads_start). */
-static int start_ads(pt_server_t *s)
+/* The control planes' muxes: the context every stream needs (the node, the clusters), and
+ * the ADS stream's mux, made before any subscription names them (streams open only when the
+ * server runs: pt_xds_start). */
+static int start_xds(pt_server_t *s)
 {
     json_t *node = node_json(&s->config->node);
+    pt_xds_init(s->clusters, &s->main_worker, node);
+    json_decref(node);
+    if (!s->config->has_ads)
+        return 0;
     pt_ads_config_t ac = {.cluster_name = s->config->ads_cluster,
                           .set_node_on_first_message_only = s->config->ads_node_first_only,
-                          .delta = s->config->ads_delta,
-                          .node = node};
-    s->ads = pt_ads_new(&ac, s->clusters, &s->main_worker);
-    json_decref(node);
-    if (s->ads == NULL) {
+                          .delta = s->config->ads_delta};
+    if (pt_xds_ads_new(&ac) == NULL) {
         fprintf(stderr, "error: out of memory\n");
         return -1;
     }
-    pt_ads_set_current(s->ads);
     return 0;
 }
 
@@ -497,6 +499,8 @@ int pt_server_init(pt_server_t *s, const pt_options_t *opts)
     /* Static clusters first (the cluster manager's), then the rest checked against them. */
     pt_cfg_t r;
     pt_cfg_init(&r, root);
+    /* The clusters a control plane may be reached through (an ApiConfigSource's). */
+    pt_config_source_set_static_clusters(root);
     pt_view_t *statics = pt_cluster_manager_parse_static(root, &r);
     pt_cluster_lookup_t known = {view_has_cluster, statics};
     pt_config_t *cfg = pt_config_build(root, &known, &r);
@@ -520,7 +524,7 @@ int pt_server_init(pt_server_t *s, const pt_options_t *opts)
         return -1;
     }
     s->clusters = pt_cluster_manager_new(on_clusters_published, s);
-    if (s->clusters != NULL && cfg->has_ads && start_ads(s) != 0) {
+    if (s->clusters != NULL && start_xds(s) != 0) {
         pt_view_unref(statics);
         return -1;
     }
@@ -780,8 +784,7 @@ int pt_server_run(pt_server_t *s)
         pt_error("dynamic_resources.cds_config: %s", err);
         return 1;
     }
-    if (s->ads != NULL)
-        pt_ads_start(s->ads); /* the static clusters (the ADS cluster among them) are up */
+    pt_xds_start(); /* the static clusters (the control planes' among them) are up */
     ev_timer_init(&s->heap_tick, on_heap_tick, PT_HEAP_TICK_SECS, PT_HEAP_TICK_SECS);
     s->heap_tick.data = s;
     ev_timer_start(s->loop, &s->heap_tick);
@@ -813,8 +816,8 @@ int pt_server_run(pt_server_t *s)
 
 void pt_server_dispose(pt_server_t *s)
 {
-    /* The ADS stream's connection goes while the main loop and its connections are whole. */
-    pt_ads_stop(s->ads);
+    /* The control planes' connections go while the main loop and its connections are whole. */
+    pt_xds_stop();
     pt_secret_watch_stop();
     pt_health_checker_stop(s->health_checker);
     s->health_checker = NULL;
@@ -844,9 +847,9 @@ void pt_server_dispose(pt_server_t *s)
     pt_cluster_manager_free(s->clusters);
     s->clusters = NULL;
     pt_dns_clear_default_resolver();
-    /* Last: the managers' subscriptions (EDS, RDS) are watches on it. */
-    pt_ads_free(s->ads);
-    s->ads = NULL;
+    /* Last: the managers' subscriptions (EDS, RDS) are watches on the muxes (those of
+     * secrets still held by the snapshots below are orphaned, then freed with them). */
+    pt_xds_free();
     if (s->loop != NULL) {
         pt_conn_reap(&s->main_worker);
         ev_signal_stop(s->loop, &s->sigterm);
@@ -867,6 +870,7 @@ void pt_server_dispose(pt_server_t *s)
         ev_loop_destroy(s->loop);
         s->loop = NULL;
     }
+    pt_config_source_set_static_clusters(NULL);
     pt_view_unref(s->cluster_view);
     s->cluster_view = NULL;
     pt_view_unref(s->view);

@@ -48,7 +48,6 @@ typedef struct pt_server {
         pt_stat_t added, modified, removed, active;
     } lds_stats;
     struct pt_subscription *cds;         /* dynamic_resources.cds_config, or NULL */
-    struct pt_ads *ads;                  /* dynamic_resources.ads_config, or NULL */
     unsigned nworkers_started; /* workers that were sent the view (later views go to them) */
     pt_listener_t **listeners;
     unsigned nlisteners;

@@ -367,7 +367,8 @@ class AdsTest(unittest.TestCase):
         cfg = bootstrap(self.cp.port, self.admin)
         cfg['dynamic_resources']['cds_config'] = {'ads': {}, 'path_config_source': {
             'path': '/tmp/x.yaml'}}
-        self.assertIn('and path_config_source are both given', errors(cfg))
+        self.assertIn('only one of ads, api_config_source and path_config_source may be given '
+                      '(found ads, path_config_source)', errors(cfg))
 
 
 @unittest.skipIf(CP_MISSING is not None, CP_MISSING or '')

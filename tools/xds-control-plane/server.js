@@ -2,7 +2,8 @@
 'use strict';
 /*
  * A small xDS control plane: serves the Envoy v3 resources found in a directory of JSON files
- * over ADS (gRPC), and pushes every change to the files to the clients subscribed to it.
+ * over ADS (gRPC) and over each type's own discovery service (CDS, LDS, RDS, EDS, SDS), and
+ * pushes every change to the files to the clients subscribed to it.
  *
  *   node server.js --dir <resource dir> --port <grpc port> [--admin-port <http port>] [--host 127.0.0.1]
  *
@@ -11,7 +12,7 @@
  */
 const fs = require('fs');
 const grpc = require('@grpc/grpc-js');
-const { loadEnvoyRoot, loadAdsPackage } = require('./lib/protos');
+const { loadEnvoyRoot, loadAdsPackage, RESOURCE_TYPES, TYPE_SERVICES } = require('./lib/protos');
 const { ResourceStore } = require('./lib/resources');
 const { EventLog } = require('./lib/events');
 const { Ads } = require('./lib/ads');
@@ -92,6 +93,12 @@ async function main() {
 
   const grpcServer = new grpc.Server();
   grpcServer.addService(adsPackage.envoy.service.discovery.v3.AggregatedDiscoveryService.service, ads.handlers());
+  /* Each type's own service too, for clients whose sources are api_config_source streams. */
+  for (const spec of RESOURCE_TYPES) {
+    const [, pkg, service, plural] = TYPE_SERVICES[spec.short];
+    const def = pkg.split('.').reduce((o, k) => o[k], adsPackage)[service];
+    grpcServer.addService(def.service, ads.typeHandlers(spec, plural));
+  }
 
   let admin = null;
   if (opts.adminPort !== null) {

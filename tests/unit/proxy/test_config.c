@@ -710,16 +710,19 @@ static void test_unsupported_fields(void)
             "dynamic_resources.ads_config.grpc_services[0].envoy_grpc: is required",
             "dynamic_resources.ads_config.grpc_services[0].google_grpc: field is not supported");
     REJECTS("{'dynamic_resources': {'cds_config': {'ads': {}, 'path': '/x'}}}",
-            "dynamic_resources.cds_config.ads: and path_config_source are both given");
+            "dynamic_resources.cds_config: only one of ads, api_config_source and "
+            "path_config_source may be given (found ads, path_config_source)");
     REJECTS("{'dynamic_resources': {'cds_config': {'api_config_source': {}}}}",
-            "dynamic_resources.cds_config.api_config_source: is not supported yet: petrel reads "
-            "resources from files (path_config_source) or over ADS (ads)");
+            "dynamic_resources.cds_config.api_config_source.api_type: is required (GRPC, "
+            "DELTA_GRPC or REST)",
+            "dynamic_resources.cds_config.api_config_source.grpc_services: must name exactly "
+            "one service (has 0)");
     REJECTS("{'dynamic_resources': {'cds_config': {'resource_api_version': 'V2', "
             "'path': '/x'}}}",
             "dynamic_resources.cds_config.resource_api_version: \"V2\" is not supported");
     REJECTS("{'dynamic_resources': {'cds_config': {'initial_fetch_timeout': '1s'}}}",
-            "dynamic_resources.cds_config: needs path_config_source or ads (petrel reads "
-            "resources from files or over ADS)");
+            "dynamic_resources.cds_config: needs path_config_source, ads or "
+            "api_config_source");
     REJECTS("{'dynamic_resources': {'cds_config': {'path_config_source': "
             "{'watched_directory': {}}}}}",
             "dynamic_resources.cds_config.path_config_source.path: is required",
