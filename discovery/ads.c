@@ -104,6 +104,8 @@ static int set_str(char **slot, const char *v)
 
 /* ---- requests ------------------------------------------------------------------------ */
 
+static json_t *node_of(const pt_ads_t *a);
+
 /* Sends the type's DiscoveryRequest: its names (the union of its watches', or none for a
  * wildcard), the version it has, the last nonce, and error_detail for a NACK. */
 /* Sends an encoded request (w is disposed). */
@@ -159,7 +161,7 @@ static void send_sotw_request(pt_ads_t *a, type_state_t *t, const char *nack)
     size_t n;
     const char **names = keys_of(want, &n);
     pt_discovery_request_t req = {
-        .node = !a->node_sent || !a->node_first_only ? a->node : NULL,
+        .node = !a->node_sent || !a->node_first_only ? node_of(a) : NULL,
         .type_url = t->type_url,
         .version_info = t->version,
         .response_nonce = t->nonce,
@@ -211,7 +213,7 @@ static void send_delta_request(pt_ads_t *a, type_state_t *t, const char *nack)
         }
     }
     pt_delta_discovery_request_t req = {
-        .node = !a->node_sent || !a->node_first_only ? a->node : NULL,
+        .node = !a->node_sent || !a->node_first_only ? node_of(a) : NULL,
         .type_url = t->type_url,
         .response_nonce = t->nonce,
         .subscribe = subs,
@@ -745,8 +747,7 @@ static pt_ads_t *mux_new(const pt_ads_config_t *cfg)
     }
     a->node_first_only = cfg->set_node_on_first_message_only;
     a->delta = cfg->delta;
-    json_t *node = cfg->node != NULL ? cfg->node : xds.node;
-    a->node = node != NULL ? json_incref(node) : json_object();
+    a->node = cfg->node != NULL ? json_incref(cfg->node) : NULL; /* NULL: the process's */
     a->backoff_ms = BACKOFF_BASE_MS;
     ev_timer_init(&a->retry, on_retry, 0., 0.);
     a->retry.data = a;
@@ -825,7 +826,12 @@ void pt_xds_init(pt_cluster_manager_t *cm, pt_worker_t *main_worker, json_t *nod
     xds.worker = main_worker;
     json_decref(xds.node);
     xds.node = node != NULL ? json_incref(node) : NULL;
-    xds.started = xds.stopped = 0;
+}
+
+/* The node a mux announces: its own, or the process's. */
+static json_t *node_of(const pt_ads_t *a)
+{
+    return a->node != NULL ? a->node : xds.node;
 }
 
 pt_ads_t *pt_xds_ads_new(const pt_ads_config_t *cfg)

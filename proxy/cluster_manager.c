@@ -1157,6 +1157,9 @@ static int is_warming(const cm_entry_t *e, uint64_t now)
 {
     if (!e->active->wait_for_warm)
         return 0;
+    /* Its TLS context waits for an SDS secret (within its initial_fetch_timeout). */
+    if (pt_tls_context_warming(e->active->tls_ctx, now))
+        return 1;
     if (pt_cluster_type_is_dns(e->active->type))
         return !e->dns_ready;
     return e->active->type == PT_CLUSTER_EDS && !e->active->has_assignment &&

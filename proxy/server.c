@@ -104,6 +104,9 @@ static void check_warm(pt_server_t *s)
     unsigned warming = s->clusters != NULL ? pt_cluster_manager_warming(s->clusters) : 0;
     if (warming > 0 || pt_subscription_warming(s->cds) || pt_subscription_warming(s->lds))
         return;
+    for (unsigned i = 0; i < s->nlisteners; i++)
+        if (s->listeners[i]->warming)
+            return;
     s->state = PT_SERVER_LIVE;
     if (s->announced_warming)
         pt_info("initial resources in: live");
@@ -268,6 +271,55 @@ static void post_listener(pt_server_t *s, unsigned worker, pt_listener_t *l)
 static int ensure_route_manager(pt_server_t *s);
 static void publish_view(pt_server_t *s);
 
+/* Warming listeners (bound, not listening: their TLS contexts wait for SDS secrets) whose
+ * secrets came or whose initial_fetch_timeout ran out start listening and go to the
+ * workers; the timer is set for the next timeout of those left. */
+static void start_warm_listeners(pt_server_t *s)
+{
+    if (s->workers == NULL || s->loop == NULL)
+        return; /* before the run: pt_server_run opens them as they are then */
+    uint64_t now = pt_now_ms(), next = UINT64_MAX;
+    for (unsigned i = 0; i < s->nlisteners; i++) {
+        pt_listener_t *l = s->listeners[i];
+        if (!l->warming)
+            continue;
+        const pt_listener_config_t *lc = pt_config_find_listener(s->config, l->name);
+        if (lc != NULL && pt_listener_config_warming(lc, now, &next))
+            continue;
+        char err[512];
+        if (pt_listener_listen(l, err, sizeof(err)) != 0) {
+            pt_error("%s", err);
+            continue;
+        }
+        pt_info("listener %s: warmed (its TLS secrets came, or their initial_fetch_timeout ran "
+                "out): listening", l->name);
+        for (unsigned w = 0; w < s->nworkers_started; w++)
+            post_listener(s, w, l);
+    }
+    ev_timer_stop(s->loop, &s->listener_warm);
+    if (next != UINT64_MAX) {
+        ev_timer_set(&s->listener_warm, next > now ? (double)(next - now) / 1000.0 + 0.001 : 0.,
+                     0.);
+        ev_timer_start(s->loop, &s->listener_warm);
+    }
+}
+
+static void on_listener_warm(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop, (void)revents;
+    pt_server_t *s = t->data;
+    start_warm_listeners(s);
+    check_warm(s);
+}
+
+/* SDS secrets came (tls/secret.c): listeners and clusters waiting for them may be done. */
+static void on_secrets_changed(void *data)
+{
+    pt_server_t *s = data;
+    start_warm_listeners(s);
+    check_warm(s);
+}
+
 /* An LDS update: a new listener snapshot (static listeners and every listener of the update),
  * validated whole, with the RDS files its connection managers name read, and every new
  * socket bound, before anything changes. Then workers take the snapshot (new connections get
@@ -323,7 +375,8 @@ static int on_lds_update(void *data, const pt_discovery_response_t *resp, char *
         if (bound[i] != NULL)
             continue;
         char why[512];
-        bound[i] = pt_listener_open(lc, s->nworkers, why, sizeof(why));
+        bound[i] = pt_listener_open(lc, s->nworkers, pt_listener_config_warming(lc, pt_now_ms(), NULL),
+                                    why, sizeof(why));
         if (bound[i] == NULL) {
             snprintf(err, errlen, "resources: %s", why);
             failed = 1;
@@ -347,7 +400,7 @@ static int on_lds_update(void *data, const pt_discovery_response_t *resp, char *
     for (unsigned w = 0; w < s->nworkers_started; w++) {
         pt_worker_post(&s->workers[w], worker_adopt, pt_config_ref(next));
         for (unsigned i = 0; i < next->nlisteners; i++)
-            if (fresh[i])
+            if (fresh[i] && !bound[i]->warming)
                 post_listener(s, w, bound[i]);
     }
     unsigned added = 0, removed = 0, modified = 0;
@@ -370,7 +423,8 @@ static int on_lds_update(void *data, const pt_discovery_response_t *resp, char *
         const pt_listener_config_t *was = pt_config_find_listener(s->config, lc->name);
         if (fresh[i]) {
             added++;
-            pt_info("lds: listener %s added", lc->name);
+            pt_info("lds: listener %s added%s", lc->name,
+                    bound[i]->warming ? " (warming: its TLS secrets have not come)" : "");
         } else if (was != NULL && !json_equal(was->source, lc->source)) {
             modified++;
             pt_info("lds: listener %s updated in place", lc->name);
@@ -398,6 +452,7 @@ static int on_lds_update(void *data, const pt_discovery_response_t *resp, char *
     pt_stat_add(s->lds_stats.removed, removed);
     pt_stat_set(s->lds_stats.active, next->nlisteners);
     publish_view(s);
+    start_warm_listeners(s); /* their secrets may be there already */
     check_warm(s); /* the first listeners from the control plane may end the start */
     return 0;
 }
@@ -458,24 +513,43 @@ static json_t *node_json(const pt_node_info_t *n)
     return node;
 }
 
-/* The control planes' muxes: the context every stream needs (the node, the clusters), and
- * the ADS stream's mux, made before any subscription names them (streams open only when the
- * server runs: pt_xds_start). */
-static int start_xds(pt_server_t *s)
+/* The control planes' muxes, made before the config is built: a TLS context's SDS secret
+ * over ADS (`sds_config: {ads: {}}`) watches the ADS stream as the config is validated. The
+ * bootstrap's ads_config is read for it here (pt_config_build reads it again and reports
+ * what is wrong with it). Streams open only when the server runs (pt_xds_start). */
+static int pre_xds(pt_server_t *s, json_t *root)
+{
+    pt_xds_init(NULL, &s->main_worker, NULL);
+    json_t *ads = json_object_get(json_object_get(root, "dynamic_resources"), "ads_config");
+    if (!json_is_object(ads))
+        return 0;
+    pt_cfg_t r;
+    pt_arena_t arena = {0};
+    pt_cfg_init_at(&r, ads, "dynamic_resources.ads_config");
+    pt_api_source_t api;
+    pt_api_source_parse(&r, &arena, 0, &api);
+    int rc = 0;
+    if (api.cluster != NULL) {
+        pt_ads_config_t ac = {.cluster_name = api.cluster,
+                              .set_node_on_first_message_only = api.node_first_only,
+                              .delta = api.api_type == PT_API_DELTA_GRPC};
+        if (pt_xds_ads_new(&ac) == NULL) {
+            fprintf(stderr, "error: out of memory\n");
+            rc = -1;
+        }
+    }
+    pt_cfg_dispose(&r);
+    pt_arena_dispose(&arena);
+    return rc;
+}
+
+/* Once the config is built: the node every stream announces, and the clusters a stream
+ * looks its control plane up in. */
+static void start_xds(pt_server_t *s)
 {
     json_t *node = node_json(&s->config->node);
     pt_xds_init(s->clusters, &s->main_worker, node);
     json_decref(node);
-    if (!s->config->has_ads)
-        return 0;
-    pt_ads_config_t ac = {.cluster_name = s->config->ads_cluster,
-                          .set_node_on_first_message_only = s->config->ads_node_first_only,
-                          .delta = s->config->ads_delta};
-    if (pt_xds_ads_new(&ac) == NULL) {
-        fprintf(stderr, "error: out of memory\n");
-        return -1;
-    }
-    return 0;
 }
 
 int pt_server_init(pt_server_t *s, const pt_options_t *opts)
@@ -499,8 +573,13 @@ int pt_server_init(pt_server_t *s, const pt_options_t *opts)
     /* Static clusters first (the cluster manager's), then the rest checked against them. */
     pt_cfg_t r;
     pt_cfg_init(&r, root);
-    /* The clusters a control plane may be reached through (an ApiConfigSource's). */
+    /* The clusters a control plane may be reached through (an ApiConfigSource's), and
+     * the muxes of control planes, before anything watches them. */
     pt_config_source_set_static_clusters(root);
+    if (pre_xds(s, root) != 0) {
+        json_decref(root);
+        return -1;
+    }
     pt_view_t *statics = pt_cluster_manager_parse_static(root, &r);
     pt_cluster_lookup_t known = {view_has_cluster, statics};
     pt_config_t *cfg = pt_config_build(root, &known, &r);
@@ -524,10 +603,8 @@ int pt_server_init(pt_server_t *s, const pt_options_t *opts)
         return -1;
     }
     s->clusters = pt_cluster_manager_new(on_clusters_published, s);
-    if (s->clusters != NULL && start_xds(s) != 0) {
-        pt_view_unref(statics);
-        return -1;
-    }
+    if (s->clusters != NULL)
+        start_xds(s);
     int rc = s->clusters != NULL ? pt_cluster_manager_set_static(s->clusters, statics) : -1;
     pt_view_unref(statics);
     if (rc != 0) {
@@ -712,9 +789,16 @@ int pt_server_run(pt_server_t *s)
         return 1;
     }
 
-    /* Bind everything before starting anything, so a port in use fails the start. */
+    /* Bind everything before starting anything, so a port in use fails the start. A
+     * listener whose TLS secrets (SDS from a control plane) have not come is bound but does
+     * not listen until they do (start_warm_listeners). */
+    ev_timer_init(&s->listener_warm, on_listener_warm, 0., 0.);
+    s->listener_warm.data = s;
+    pt_tls_set_secrets_hook(on_secrets_changed, s);
     for (unsigned i = 0; i < s->config->nlisteners; i++) {
-        pt_listener_t *l = pt_listener_open(&s->config->listeners[i], n, err, sizeof(err));
+        const pt_listener_config_t *lc = &s->config->listeners[i];
+        pt_listener_t *l = pt_listener_open(lc, n, pt_listener_config_warming(lc, pt_now_ms(), NULL),
+                                            err, sizeof(err));
         if (l == NULL) {
             pt_error("%s", err);
             return 1;
@@ -743,6 +827,8 @@ int pt_server_run(pt_server_t *s)
         pt_worker_post(&s->workers[i], worker_adopt_view, pt_view_ref(s->view));
         s->nworkers_started = i + 1;
         for (unsigned j = 0; j < s->nlisteners; j++) {
+            if (s->listeners[j]->warming)
+                continue; /* given to the workers once it warmed */
             listener_assignment_t *a = malloc(sizeof(*a));
             if (a == NULL)
                 return 1;
@@ -770,7 +856,8 @@ int pt_server_run(pt_server_t *s)
     for (unsigned i = 0; i < s->nlisteners; i++) {
         char a[PT_ADDR_STRLEN];
         pt_addr_format(&s->listeners[i]->address, a, sizeof(a));
-        pt_info("listener %s on %s", s->listeners[i]->name, a);
+        pt_info("listener %s on %s%s", s->listeners[i]->name, a,
+                s->listeners[i]->warming ? " (warming: waiting for its TLS secrets)" : "");
     }
     pt_secret_watch_start(s->loop);
     pt_cluster_manager_set_loop(s->clusters, s->loop);
@@ -804,6 +891,16 @@ int pt_server_run(pt_server_t *s)
         pt_info("initializing: waiting for the control plane's first clusters and listeners "
                 "(/ready answers 503 until they come or initial_fetch_timeout runs out)");
     }
+    unsigned warm_listeners = 0;
+    for (unsigned i = 0; i < s->nlisteners; i++)
+        warm_listeners += s->listeners[i]->warming != 0;
+    if (warm_listeners > 0) {
+        s->announced_warming = 1;
+        pt_info("initializing: %u listener%s waiting for TLS secrets (/ready answers 503 until "
+                "they come or their initial_fetch_timeout runs out)",
+                warm_listeners, warm_listeners == 1 ? "" : "s");
+    }
+    start_warm_listeners(s); /* arms the timer for their timeouts */
     check_warm(s);
 
     ev_run(s->loop, 0);
@@ -818,6 +915,9 @@ void pt_server_dispose(pt_server_t *s)
 {
     /* The control planes' connections go while the main loop and its connections are whole. */
     pt_xds_stop();
+    pt_tls_set_secrets_hook(NULL, NULL);
+    if (s->loop != NULL)
+        ev_timer_stop(s->loop, &s->listener_warm);
     pt_secret_watch_stop();
     pt_health_checker_stop(s->health_checker);
     s->health_checker = NULL;

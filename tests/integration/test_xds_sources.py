@@ -223,5 +223,247 @@ class OwnDeltaSourcesTest(OwnSourcesTest):
     DELTA = True
 
 
+
+# ---- SDS over gRPC --------------------------------------------------------------------------
+
+PKI = None
+
+
+def pki():
+    global PKI
+    if PKI is None:
+        PKI = C.standard_pki()
+    return PKI
+
+
+def sds_source(delta=False, timeout=None, ads=False):
+    """Istio's sds_config: the sds-grpc cluster (a Unix socket), node on the first message."""
+    if ads:
+        src = {'ads': {}, 'resource_api_version': 'V3'}
+    else:
+        src = own('sds-grpc', delta=delta, set_node_on_first_message_only=True)
+    if timeout is not None:
+        src['initial_fetch_timeout'] = timeout
+    return src
+
+
+def sds_secret(name, source):
+    return {'name': name, 'sds_config': source}
+
+
+def server_tls(source, client_ca=False):
+    """A DownstreamTlsContext whose certificate (and, for mTLS, CA) come by SDS."""
+    common = {'tls_certificate_sds_secret_configs': [sds_secret('default', source)]}
+    tc = {'@type': DTLS, 'common_tls_context': common}
+    if client_ca:
+        common['combined_validation_context'] = {
+            'default_validation_context': {'match_subject_alt_names': [
+                {'prefix': 'spiffe://cluster.local/'}]},
+            'validation_context_sds_secret_config': sds_secret('ROOTCA', source)}
+        tc['require_client_certificate'] = True
+    return {'name': 'envoy.transport_sockets.tls', 'typed_config': tc}
+
+
+def client_tls(source, san):
+    """An UpstreamTlsContext as Istio writes it: the client certificate "default" and the CA
+    "ROOTCA" by SDS, the peer's SAN in default_validation_context."""
+    return {'name': 'envoy.transport_sockets.tls', 'typed_config': {
+        '@type': UTLS, 'common_tls_context': {
+            'tls_certificate_sds_secret_configs': [sds_secret('default', source)],
+            'combined_validation_context': {
+                'default_validation_context': {'match_typed_subject_alt_names': [
+                    C.san_uri(exact=san)]},
+                'validation_context_sds_secret_config': sds_secret('ROOTCA', source)}}}}
+
+
+def tls_secret(name, cert):
+    return {'name': name, 'tls_certificate': {
+        'certificate_chain': {'inline_string': cert.pem},
+        'private_key': {'inline_string': cert.key_pem}}}
+
+
+def ca_secret(name, ca):
+    return {'name': name, 'validation_context': {'trusted_ca': {'inline_string': ca.pem}}}
+
+
+def tls_get(port, ctx, sock=None):
+    """A GET over TLS; (status, name, the server certificate's serial, the socket)."""
+    if sock is None:
+        raw = socket.create_connection(('127.0.0.1', port), timeout=5)
+        sock = ctx.wrap_socket(raw, server_hostname='petrel.test')
+    sock.sendall(b'GET /x HTTP/1.1\r\nhost: a\r\n\r\n')
+    r = h.read_response(h.SockReader(sock))
+    return r.status, (r.json()['name'] if r.status == 200 else None), C.peer_cert_serial(sock), sock
+
+
+def tls_serial(port, ctx):
+    """The serial a new handshake gets, or None when it fails."""
+    try:
+        status, name, serial, sock = tls_get(port, ctx)
+        sock.close()
+        return serial if status == 200 else None
+    except (OSError, ssl.SSLError):
+        return None
+
+
+def refused(port):
+    try:
+        socket.create_connection(('127.0.0.1', port), timeout=2).close()
+        return False
+    except ConnectionRefusedError:
+        return True
+
+
+@unittest.skipIf(CP_MISSING is not None, CP_MISSING or '')
+class SdsOverGrpcTest(unittest.TestCase):
+    """Secrets from a control plane on a Unix socket, as Istio's sidecar bootstrap has them."""
+    DELTA = False
+
+    def setUp(self):
+        self.up = HttpUpstream(name='a')
+        self.addCleanup(self.up.close)
+        self.port, self.admin = h.free_ports(2)
+        d = tempfile.mkdtemp(prefix='petrel-sds-')
+        self.addCleanup(shutil.rmtree, d, True)
+        self.sock = os.path.join(d, 'socket')
+        self.cp = ControlPlane({'secrets': []}, extra_args=['--unix', self.sock])
+        self.addCleanup(self.cp.close)
+
+    def bootstrap(self, listeners=(), clusters=(), **dyn):
+        return {'node': {'id': 'sidecar~10.0.0.1~app.default~default.svc.cluster.local',
+                         'cluster': 'app.default'},
+                'admin': h.admin(self.admin),
+                'static_resources': {
+                    'clusters': [xds_cluster('sds-grpc', pipe=self.sock)] + list(clusters),
+                    'listeners': list(listeners)}}
+
+    def start(self, cfg):
+        p = h.Petrel(cfg, wait_ready=False, wait_listeners=False)
+        self.addCleanup(p.close)
+        p.start()
+        return p
+
+    def sds_asked(self, name):
+        return any(name in (e.get('resource_names') or [])
+                   for e in self.cp.events('request', SECRET))
+
+    def test_a_listener_serves_once_its_certificate_comes_and_rotates(self):
+        P = pki()
+        lst = http_listener(self.port, inline_cluster='a',
+                            transport_socket=server_tls(sds_source(self.DELTA, '0s')))
+        p = self.start(self.bootstrap([lst], [h.cluster('a', [self.up.port])]))
+        h.wait_until(lambda: self.sds_asked('default'), 20, message='SDS not asked for')
+        # warming: bound, not listening; not ready
+        self.assertTrue(refused(self.port))
+        self.assertEqual(p.admin_get('/ready')[0], 503)
+        self.assertEqual(sorted(stream_services(self.cp)),
+                         [('SDS', 'delta' if self.DELTA else 'sotw')])
+        first = [e for e in self.cp.events('request') if e.get('first')][0]
+        self.assertTrue(first['node']['id'].startswith('sidecar~'), first)
+        # the certificate comes: listening, serving, ready
+        self.cp.push(secrets=[tls_secret('default', P['server'])])
+        h.wait_until(lambda: not refused(self.port), 10)
+        ctx = C.client_context(ca=P['ca'])
+        status, name, serial, kept = tls_get(self.port, ctx)
+        self.addCleanup(kept.close)
+        self.assertEqual((status, name, serial), (200, 'a', P['server'].serial))
+        h.wait_until(lambda: p.admin_get('/ready')[0] == 200, 10)
+        self.assertTrue(self.cp.acked(SECRET, '2'))
+        # (delta: the control plane's first answer, that it has no "default", is an update)
+        first_updates = p.stat('sds.default.update_success')
+        self.assertEqual(first_updates, 2 if self.DELTA else 1)
+        p.wait_log('secret "default" came from')
+        # rotation: a new handshake gets the new certificate, the connection made before
+        # carries on with the old one
+        self.cp.push(secrets=[tls_secret('default', P['server2'])])
+        h.wait_until(lambda: tls_serial(self.port, ctx) == P['server2'].serial, 10)
+        status, name, serial, kept = tls_get(self.port, ctx, kept)
+        self.assertEqual((status, name, serial), (200, 'a', P['server'].serial))
+        self.assertEqual(p.stat('sds.default.update_success'), first_updates + 1)
+        self.assertGreaterEqual(p.stat(
+            'listener.127.0.0.1_%d.server_ssl_socket_factory.ssl_context_update_by_sds'
+            % self.port), 2)
+        # a bad secret: NACKed, the certificate in force stays
+        self.cp.push(secrets=[tls_secret('default', P['expired'])])
+        h.wait_until(lambda: self.cp.events('nack', SECRET), 10)
+        self.assertIn('expired', self.cp.events('nack', SECRET)[0]['error_detail']['message'])
+        self.assertEqual(tls_serial(self.port, ctx), P['server2'].serial)
+
+    def test_mtls_listener_and_upstream_by_sds(self):
+        # An upstream that wants a client certificate from the CA; petrel's client
+        # certificate and the CA it checks the upstream with come by SDS.
+        P = pki()
+        up = HttpUpstream(name='tls-up', ssl_context=C.server_context(P['backend'],
+                                                                    client_ca=P['ca']))
+        self.addCleanup(up.close)
+        src = sds_source(self.DELTA, '0s')
+        backend = h.cluster('backend', [up.port],
+                            transport_socket=client_tls(src, C.spiffe('default', 'backend')))
+        lst = http_listener(self.port, inline_cluster='backend',
+                            transport_socket=server_tls(src, client_ca=True))
+        p = self.start(self.bootstrap([lst], [backend]))
+        h.wait_until(lambda: self.sds_asked('ROOTCA') and self.sds_asked('default'), 20)
+        self.assertTrue(refused(self.port))
+        status, headers, body = p.admin_get('/config_dump')
+        self.assertIn(b'backend', body)
+        self.assertEqual(p.admin_get('/ready')[0], 503)
+        self.cp.push(secrets=[tls_secret('default', P['frontend']), ca_secret('ROOTCA', P['ca'])])
+        h.wait_until(lambda: not refused(self.port), 10)
+        ctx = C.client_context(ca=P['ca'], cert=P['frontend'])
+        status, name, serial, s = tls_get(self.port, ctx)
+        s.close()
+        self.assertEqual((status, name), (200, 'tls-up'))
+        self.assertEqual(serial, P['frontend'].serial)  # the listener serves "default"
+        self.assertGreater(p.stat('cluster.backend.ssl.handshake', 0), 0)
+        h.wait_until(lambda: p.admin_get('/ready')[0] == 200, 10)
+        # both secrets on one stream, each subscribed once
+        self.assertEqual(len(self.cp.events('connect')), 1)
+
+    def test_an_upstream_secret_not_come_fails_its_connections(self):
+        P = pki()
+        up = HttpUpstream(name='tls-up', ssl_context=C.server_context(P['backend'],
+                                                                    client_ca=P['ca']))
+        self.addCleanup(up.close)
+        src = sds_source(self.DELTA, '1s')
+        backend = h.cluster('backend', [up.port],
+                            transport_socket=client_tls(src, C.spiffe('default', 'backend')))
+        lst = http_listener(self.port, inline_cluster='backend')
+        p = self.start(self.bootstrap([lst], [backend]))
+        # warming until the timeout, then live with the cluster failing its connections
+        self.assertEqual(p.admin_get('/ready')[0], 503)
+        h.wait_until(lambda: p.admin_get('/ready')[0] == 200, 10)
+        self.assertEqual(served_by(self.port)[0], 503)
+        self.assertGreater(p.stat('cluster.backend.client_ssl_socket_factory.'
+                                  'upstream_context_secrets_not_ready'), 0)
+        self.assertEqual(up.requests if hasattr(up, 'requests') else [], [])
+        self.cp.push(secrets=[tls_secret('default', P['frontend']), ca_secret('ROOTCA', P['ca'])])
+        h.wait_until(lambda: served_by(self.port) == (200, 'tls-up'), 10)
+
+    def test_a_secret_that_never_comes(self):
+        lst = http_listener(self.port, inline_cluster='a',
+                            transport_socket=server_tls(sds_source(self.DELTA, '2s')))
+        p = self.start(self.bootstrap([lst], [h.cluster('a', [self.up.port])]))
+        h.wait_until(lambda: self.sds_asked('default'), 20)
+        self.assertTrue(refused(self.port))
+        self.assertEqual(p.admin_get('/ready')[0], 503)
+        p.wait_log('1 listener waiting for TLS secrets')
+        # the timeout runs out: listening, live, but no handshake without a certificate
+        h.wait_until(lambda: not refused(self.port), 10)
+        h.wait_until(lambda: p.admin_get('/ready')[0] == 200, 10)
+        with self.assertRaises((ssl.SSLError, ConnectionError, OSError)):
+            tls_get(self.port, C.client_context())
+        h.wait_until(lambda: p.stat('listener.127.0.0.1_%d.server_ssl_socket_factory.'
+                                    'downstream_context_secrets_not_ready' % self.port, 0) > 0, 5)
+        # it comes late: served
+        self.cp.push(secrets=[tls_secret('default', pki()['server'])])
+        h.wait_until(lambda: tls_serial(self.port, C.client_context()) == pki()['server'].serial,
+                     10)
+
+
+@unittest.skipIf(CP_MISSING is not None, CP_MISSING or '')
+class DeltaSdsOverGrpcTest(SdsOverGrpcTest):
+    """The same over delta (SecretDiscoveryService/DeltaSecrets)."""
+    DELTA = True
+
 if __name__ == '__main__':
     unittest.main(verbosity=2)
