@@ -73,11 +73,13 @@ void pt_api_source_parse(pt_cfg_t *r, pt_arena_t *a, int rest, pt_api_source_t *
     /* REST: the cluster by name, polled every refresh_delay; gRPC: one service. */
     int present;
     size_t n = pt_cfg_array(r, "cluster_names", &present);
+    /* (Inside the list when it is present: errors about it are at the current path.) */
+    const char *here = present ? NULL : "cluster_names";
     if (present && !is_rest && v >= 0)
-        pt_cfg_error(r, "cluster_names", "is for api_type REST (a gRPC source names its "
-                                         "cluster in grpc_services)");
+        pt_cfg_error(r, here, "is for api_type REST (a gRPC source names its cluster in "
+                              "grpc_services)");
     else if (is_rest && n != 1)
-        pt_cfg_error(r, "cluster_names", "must name exactly one cluster (has %zu)", n);
+        pt_cfg_error(r, here, "must name exactly one cluster (has %zu)", n);
     for (size_t i = 0; is_rest && n == 1 && i < n; i++) {
         json_t *name = pt_cfg_index_value(r, i);
         size_t saved = strlen(pt_cfg_path(r));
@@ -110,11 +112,12 @@ void pt_api_source_parse(pt_cfg_t *r, pt_arena_t *a, int rest, pt_api_source_t *
         pt_cfg_duration_ms(r, "request_timeout", &ignored, 0);
     }
     n = pt_cfg_array(r, "grpc_services", &present);
+    here = present ? NULL : "grpc_services";
     if (is_rest && present && n > 0)
-        pt_cfg_error(r, "grpc_services", "is for gRPC sources (api_type REST names its "
-                                         "cluster in cluster_names)");
+        pt_cfg_error(r, here, "is for gRPC sources (api_type REST names its cluster in "
+                              "cluster_names)");
     else if (!is_rest && n != 1)
-        pt_cfg_error(r, "grpc_services", "must name exactly one service (has %zu)", n);
+        pt_cfg_error(r, here, "must name exactly one service (has %zu)", n);
     for (size_t i = 0; !is_rest && i < n; i++) {
         if (pt_cfg_enter_index(r, i) <= 0)
             continue;

@@ -271,6 +271,10 @@ static void post_listener(pt_server_t *s, unsigned worker, pt_listener_t *l)
 static int ensure_route_manager(pt_server_t *s);
 static void publish_view(pt_server_t *s);
 
+static int modified_warming(pt_server_t *s, const pt_config_t *next, uint64_t now,
+                            uint64_t *until);
+static int lds_commit(pt_server_t *s, pt_config_t *next, char *err, size_t errlen);
+
 /* Warming listeners (bound, not listening: their TLS contexts wait for SDS secrets) whose
  * secrets came or whose initial_fetch_timeout ran out start listening and go to the
  * workers; the timer is set for the next timeout of those left. */
@@ -279,6 +283,15 @@ static void start_warm_listeners(pt_server_t *s)
     if (s->workers == NULL || s->loop == NULL)
         return; /* before the run: pt_server_run opens them as they are then */
     uint64_t now = pt_now_ms(), next = UINT64_MAX;
+    if (s->lds_pending != NULL && !modified_warming(s, s->lds_pending, now, &next)) {
+        /* The listeners an update changes warmed: it applies whole now. */
+        pt_config_t *pending = s->lds_pending;
+        s->lds_pending = NULL;
+        char err[2048];
+        if (lds_commit(s, pending, err, sizeof(err)) != 0)
+            pt_error("lds: the update that waited for TLS secrets cannot apply: %s", err);
+        return; /* lds_commit looked at the warming listeners again */
+    }
     for (unsigned i = 0; i < s->nlisteners; i++) {
         pt_listener_t *l = s->listeners[i];
         if (!l->warming)
@@ -326,10 +339,11 @@ static void on_secrets_changed(void *data)
  * the new filter chains), sockets of listeners that stay are kept (no accept gap), new ones
  * are watched, removed ones closed, and the connections of listeners or filter chains that
  * changed or went drain and close within --drain-time-s. */
-static int on_lds_update(void *data, const pt_discovery_response_t *resp, char *err,
-                         size_t errlen)
+/* A listener snapshot from an LDS update (static listeners and every listener of resp),
+ * validated whole; NULL with the errors in err. */
+static pt_config_t *lds_build(pt_server_t *s, const pt_discovery_response_t *resp, char *err,
+                              size_t errlen)
 {
-    pt_server_t *s = data;
     pt_cfg_t r;
     json_t *none = json_object(); /* r only collects the errors */
     pt_cfg_init(&r, none);
@@ -342,12 +356,91 @@ static int on_lds_update(void *data, const pt_discovery_response_t *resp, char *
             int n = snprintf(err + len, errlen - len, "%s%s", len ? "; " : "", r.errors[i]);
             len = n < 0 ? len : (len + (size_t)n < errlen ? len + (size_t)n : errlen - 1);
         }
-        pt_cfg_dispose(&r);
-        json_decref(none);
-        return -1;
     }
     pt_cfg_dispose(&r);
     json_decref(none);
+    return next;
+}
+
+/* The listener that serves cfg's listener of this name now, if it serves at the same address
+ * (its socket is kept by an update). */
+static pt_listener_t *bound_listener(pt_server_t *s, const pt_listener_config_t *lc)
+{
+    for (unsigned j = 0; j < s->nlisteners; j++)
+        if (strcmp(s->listeners[j]->name, lc->name) == 0 &&
+            pt_addr_equal(&s->listeners[j]->address, &lc->address))
+            return s->listeners[j];
+    return NULL;
+}
+
+/* Whether a listener of next changes one that serves now (same name and address) into a
+ * version that waits for TLS secrets: Envoy keeps the old version serving until the new one
+ * warmed. *until is lowered to when that waiting may end. */
+static int modified_warming(pt_server_t *s, const pt_config_t *next, uint64_t now,
+                            uint64_t *until)
+{
+    int any = 0;
+    for (unsigned i = 0; i < next->nlisteners; i++) {
+        const pt_listener_config_t *lc = &next->listeners[i];
+        pt_listener_t *l = bound_listener(s, lc);
+        const pt_listener_config_t *was = pt_config_find_listener(s->config, lc->name);
+        if (l == NULL || l->warming || was == NULL || json_equal(was->source, lc->source))
+            continue;
+        any |= pt_listener_config_warming(lc, now, until);
+    }
+    return any;
+}
+
+/* The update as it can serve now: next with each listener it changes in place into a version
+ * that waits for secrets taken back to the version in force. NULL when that is not
+ * needed or cannot be had (then next applies as it is). */
+static pt_config_t *lds_interim(pt_server_t *s, const pt_config_t *next,
+                                const pt_discovery_response_t *resp)
+{
+    uint64_t now = pt_now_ms();
+    if (!modified_warming(s, next, now, NULL))
+        return NULL;
+    pt_discovery_resource_t *res = calloc(resp->nresources ? resp->nresources : 1, sizeof(*res));
+    if (res == NULL)
+        return NULL;
+    for (size_t i = 0; i < resp->nresources; i++) {
+        res[i] = resp->resources[i];
+        const pt_listener_config_t *lc =
+            res[i].name != NULL ? pt_config_find_listener(next, res[i].name) : NULL;
+        const pt_listener_config_t *was =
+            res[i].name != NULL ? pt_config_find_listener(s->config, res[i].name) : NULL;
+        if (lc == NULL || was == NULL || !was->dynamic || was->source == NULL ||
+            json_equal(was->source, lc->source) || bound_listener(s, lc) == NULL ||
+            bound_listener(s, lc)->warming || !pt_listener_config_warming(lc, now, NULL))
+            continue;
+        res[i].json = was->source; /* the version in force, for now */
+        res[i].text = NULL;
+        res[i].text_len = 0;
+    }
+    pt_discovery_response_t interim = {.root = resp->root,
+                                       .version_info = resp->version_info,
+                                       .resources = res,
+                                       .nresources = resp->nresources};
+    char err[2048];
+    pt_config_t *cfg = lds_build(s, &interim, err, sizeof(err));
+    free(res);
+    if (cfg == NULL)
+        pt_warn("lds: the listeners in force cannot be kept while the new ones warm (%s): "
+                "the update applies now", err);
+    return cfg;
+}
+
+/* An LDS update (see lds_commit). A listener it changes in place whose new version waits for
+ * TLS secrets keeps serving as it was (the update applies without that change) until they
+ * come or their initial_fetch_timeout runs out; then the update applies whole
+ * (start_warm_listeners). */
+static int on_lds_update(void *data, const pt_discovery_response_t *resp, char *err,
+                         size_t errlen)
+{
+    pt_server_t *s = data;
+    pt_config_t *next = lds_build(s, resp, err, errlen);
+    if (next == NULL)
+        return -1;
     /* Route configurations the new connection managers name: read before anything changes. */
     for (pt_rds_need_t *n = next->rds_needs; n != NULL; n = n->next) {
         if (ensure_route_manager(s) != 0 ||
@@ -356,6 +449,28 @@ static int on_lds_update(void *data, const pt_discovery_response_t *resp, char *
             return -1;
         }
     }
+    pt_config_unref(s->lds_pending); /* a newer update replaces one that waited */
+    s->lds_pending = NULL;
+    pt_config_t *interim = s->workers != NULL ? lds_interim(s, next, resp) : NULL;
+    if (interim == NULL)
+        return lds_commit(s, next, err, errlen);
+    int rc = lds_commit(s, interim, err, errlen);
+    if (rc == 0) {
+        pt_info("lds: version %s waits for the TLS secrets of the listeners it changes; they "
+                "serve as they were until then", resp->version_info);
+        s->lds_pending = next;
+        start_warm_listeners(s); /* arms the timer for their timeouts */
+    } else {
+        pt_config_unref(next);
+    }
+    return rc;
+}
+
+/* Applies a listener snapshot: sockets of listeners that stay are kept (no accept gap), new
+ * ones are bound (listening unless they warm), removed ones closed, and the connections of
+ * listeners or filter chains that changed or went drain. next is taken. */
+static int lds_commit(pt_server_t *s, pt_config_t *next, char *err, size_t errlen)
+{
     if (s->workers == NULL) { /* at start: the listeners are bound when the server runs */
         pt_config_unref(s->config);
         s->config = next;
@@ -916,6 +1031,8 @@ void pt_server_dispose(pt_server_t *s)
     /* The control planes' connections go while the main loop and its connections are whole. */
     pt_xds_stop();
     pt_tls_set_secrets_hook(NULL, NULL);
+    pt_config_unref(s->lds_pending);
+    s->lds_pending = NULL;
     if (s->loop != NULL)
         ev_timer_stop(s->loop, &s->listener_warm);
     pt_secret_watch_stop();

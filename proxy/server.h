@@ -61,6 +61,9 @@ typedef struct pt_server {
     ev_timer drain_poll;
     ev_timer heap_tick;         /* gives memory back after a burst (proxy/heap.h) */
     ev_timer listener_warm;     /* the next initial_fetch_timeout of a warming listener */
+    /* An LDS update waiting for the TLS secrets of listeners it changes in place (those
+     * serve as they were meanwhile), or NULL. */
+    struct pt_config *lds_pending;
     uint64_t drain_deadline_ms;    /* monotonic */
     int listeners_closed;          /* drain_listeners ran */
     int exit_pending;              /* a drain that ends the process is under way */

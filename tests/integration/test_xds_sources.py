@@ -224,6 +224,85 @@ class OwnDeltaSourcesTest(OwnSourcesTest):
 
 
 
+
+@unittest.skipIf(CP_MISSING is not None, CP_MISSING or '')
+class EverythingFromOwnSourcesTest(unittest.TestCase):
+    """LDS, RDS, CDS and EDS each from its own source (no ADS), and sources mixed."""
+
+    def setUp(self):
+        self.a = HttpUpstream(name='a')
+        self.addCleanup(self.a.close)
+        self.b = HttpUpstream(name='b')
+        self.addCleanup(self.b.close)
+        self.port, self.admin = h.free_ports(2)
+
+    def start(self, src, dyn):
+        self.cp = ControlPlane({
+            'listeners': [http_listener(self.port, route_source=src)],
+            'routes': [routes('app')],
+            'clusters': [eds_cluster('app', src)],
+            'endpoints': [assignment('app', self.a.port)]})
+        self.addCleanup(self.cp.close)
+        cfg = {'node': {'id': 'n1', 'cluster': 'c1'}, 'admin': h.admin(self.admin),
+               'dynamic_resources': dyn,
+               'static_resources': {'clusters': [xds_cluster('xds', self.cp.port)]}}
+        self.p = h.Petrel(cfg)
+        self.addCleanup(self.p.close)
+        self.p.start()
+        h.wait_until(lambda: served_by(self.port) == (200, 'a'), 20,
+                     message='not served: %s' % self.cp.events('nack'))
+
+    def test_four_streams(self):
+        src = own(delta=True)
+        self.start(src, {'lds_config': src, 'cds_config': src})
+        self.assertEqual(sorted(s for s, _ in stream_services(self.cp)),
+                         ['CDS', 'EDS', 'LDS', 'RDS'])
+        self.assertEqual(self.cp.events('nack'), [])
+        self.assertEqual(self.p.stat('listener_manager.lds.control_plane.connected_state'), 1)
+        self.assertEqual(self.p.stat('http.rds_file.control_plane.connected_state'), 1)
+        # a route pushed on its own stream
+        self.cp.push(routes=[routes('app', extra=[{'match': {'prefix': '/d'},
+                                                   'direct_response': {'status': 204}}])])
+        h.wait_until(lambda: served_by(self.port, '/d')[0] == 204, 10)
+        # a listener whose route source names a cluster that is not static: NACKed on the
+        # LDS stream with the field's path
+        bad = http_listener(self.port, route_source=own('app'))
+        self.cp.push(listeners=[bad])
+        h.wait_until(lambda: self.cp.events('nack', LDS), 10)
+        self.assertIn('rds.config_source.api_config_source.grpc_services[0].envoy_grpc.'
+                      'cluster_name: "app" is not a cluster of static_resources',
+                      self.cp.events('nack', LDS)[0]['error_detail']['message'])
+        self.assertEqual(served_by(self.port)[0], 200)
+
+    def test_mixed_with_ads(self):
+        # listeners and routes over ADS, clusters and endpoints from their own streams
+        src = own()
+        ads = {'ads': {}, 'resource_api_version': 'V3'}
+        self.cp = ControlPlane({
+            'listeners': [http_listener(self.port, route_source=ads)],
+            'routes': [routes('app')],
+            'clusters': [eds_cluster('app', src)],
+            'endpoints': [assignment('app', self.a.port)]})
+        self.addCleanup(self.cp.close)
+        cfg = {'node': {'id': 'n1', 'cluster': 'c1'}, 'admin': h.admin(self.admin),
+               'dynamic_resources': {
+                   'ads_config': dict(own()['api_config_source'], api_type='DELTA_GRPC'),
+                   'lds_config': ads, 'cds_config': src},
+               'static_resources': {'clusters': [xds_cluster('xds', self.cp.port)]}}
+        self.p = h.Petrel(cfg)
+        self.addCleanup(self.p.close)
+        self.p.start()
+        h.wait_until(lambda: served_by(self.port) == (200, 'a'), 20,
+                     message='not served: %s' % self.cp.events('nack'))
+        self.assertEqual(sorted(stream_services(self.cp)),
+                         [('ADS', 'delta'), ('CDS', 'sotw'), ('EDS', 'sotw')])
+        ads_stream = [e['stream'] for e in self.cp.events('connect') if e['service'] == 'ADS']
+        self.assertEqual({e['type_url'] for e in self.cp.events('ack')
+                          if e['stream'] == ads_stream[0]}, {LDS, RDS})
+        self.cp.push(endpoints=[assignment('app', self.b.port)])
+        h.wait_until(lambda: served_by(self.port) == (200, 'b'), 10)
+
+
 # ---- SDS over gRPC --------------------------------------------------------------------------
 
 PKI = None
@@ -306,6 +385,12 @@ def tls_serial(port, ctx):
         return None
 
 
+def secret_asked(cp, name):
+    """Whether petrel asked for the secret (a delta subscription may ride on an ACK)."""
+    return any(name in (e.get('resource_names') or []) for e in cp.log()
+               if e.get('type_url') == SECRET and e['event'] in ('request', 'ack', 'nack'))
+
+
 def refused(port):
     try:
         socket.create_connection(('127.0.0.1', port), timeout=2).close()
@@ -344,8 +429,7 @@ class SdsOverGrpcTest(unittest.TestCase):
         return p
 
     def sds_asked(self, name):
-        return any(name in (e.get('resource_names') or [])
-                   for e in self.cp.events('request', SECRET))
+        return secret_asked(self.cp, name)
 
     def test_a_listener_serves_once_its_certificate_comes_and_rotates(self):
         P = pki()
@@ -464,6 +548,152 @@ class SdsOverGrpcTest(unittest.TestCase):
 class DeltaSdsOverGrpcTest(SdsOverGrpcTest):
     """The same over delta (SecretDiscoveryService/DeltaSecrets)."""
     DELTA = True
+
+
+
+@unittest.skipIf(CP_MISSING is not None, CP_MISSING or '')
+class SdsOverAdsTest(unittest.TestCase):
+    """Listeners from LDS whose certificates come by SDS on the same ADS stream (delta, as
+    Istio): a new listener warms until its secret comes, the others serve meanwhile."""
+
+    def test_lds_listeners_warm_for_their_secrets(self):
+        P = pki()
+        up = HttpUpstream(name='a')
+        self.addCleanup(up.close)
+        port1, port2, admin = h.free_ports(3)
+        ads = sds_source(ads=True)
+
+        def tls_listener(name, port, secret):
+            l = http_listener(port, inline_cluster='a', name=name,
+                              transport_socket=server_tls(ads))
+            common = l['filter_chains'][0]['transport_socket']['typed_config'][
+                'common_tls_context']
+            common['tls_certificate_sds_secret_configs'][0]['name'] = secret
+            return l
+
+        cp = ControlPlane({'listeners': [tls_listener('one', port1, 'default')],
+                           'secrets': []})
+        self.addCleanup(cp.close)
+        cfg = {'node': {'id': 'n1', 'cluster': 'c1'}, 'admin': h.admin(admin),
+               'dynamic_resources': {
+                   'ads_config': dict(own()['api_config_source'], api_type='DELTA_GRPC'),
+                   'lds_config': {'ads': {}, 'resource_api_version': 'V3'}},
+               'static_resources': {'clusters': [xds_cluster('xds', cp.port),
+                                                 h.cluster('a', [up.port])]}}
+        p = h.Petrel(cfg, wait_ready=False)
+        self.addCleanup(p.close)
+        p.start()
+        h.wait_until(lambda: cp.acked(LDS, '1'), 20)
+        h.wait_until(lambda: secret_asked(cp, 'default'), 10)
+        self.assertTrue(refused(port1))
+        self.assertEqual(p.admin_get('/ready')[0], 503)  # its first listener warms
+        cp.push(secrets=[tls_secret('default', P['server'])])
+        ctx = C.client_context(ca=P['ca'])
+        h.wait_until(lambda: tls_serial(port1, ctx) == P['server'].serial, 10)
+        h.wait_until(lambda: p.admin_get('/ready')[0] == 200, 10)
+        # a second listener with a secret of its own: it warms, the first serves
+        cp.push(listeners=[tls_listener('one', port1, 'default'),
+                           tls_listener('two', port2, 'other')])
+        h.wait_until(lambda: cp.acked(LDS, '2'), 10)
+        h.wait_until(lambda: secret_asked(cp, 'other'), 10)
+        self.assertTrue(refused(port2))
+        self.assertEqual(tls_serial(port1, ctx), P['server'].serial)
+        cp.push(secrets=[tls_secret('default', P['server']), tls_secret('other', P['server2'])])
+        h.wait_until(lambda: tls_serial(port2, ctx) == P['server2'].serial, 10)
+        # listener one changed in place to a secret that has not come: the version in force
+        # serves until it comes (Envoy's warming of a modified listener)
+        cp.push(listeners=[tls_listener('one', port1, 'third'),
+                           tls_listener('two', port2, 'other')])
+        h.wait_until(lambda: cp.acked(LDS, '3'), 10)
+        h.wait_until(lambda: secret_asked(cp, 'third'), 10)
+        self.assertEqual(tls_serial(port1, ctx), P['server'].serial)
+        dump = json.loads(p.admin_get('/config_dump')[2])
+        one = [l for c in dump['configs'] for l in c.get('dynamic_listeners', [])
+               if l['name'] == 'one'][0]
+        self.assertIn('active_state', one)
+        self.assertEqual(one['warming_state']['version_info'], '3')
+        cp.push(secrets=[tls_secret('default', P['server']), tls_secret('other', P['server2']),
+                         tls_secret('third', P['server2'])])
+        h.wait_until(lambda: tls_serial(port1, ctx) == P['server2'].serial, 10)
+        dump = json.loads(p.admin_get('/config_dump')[2])
+        one = [l for c in dump['configs'] for l in c.get('dynamic_listeners', [])
+               if l['name'] == 'one'][0]
+        self.assertNotIn('warming_state', one)
+        self.assertEqual(one['active_state']['version_info'], '3')
+        self.assertEqual(cp.events('nack'), [])
+        # one stream for all of it
+        self.assertEqual(stream_services(cp), [('ADS', 'delta')])
+
+
+# ---- config errors ----------------------------------------------------------------------------
+
+class ConfigErrorsTest(unittest.TestCase):
+    """What petrel refuses in a source's api_config_source, each naming its field."""
+
+    def errors(self, cfg):
+        with tempfile.NamedTemporaryFile('w', suffix='.json', delete=False) as f:
+            json.dump(cfg, f)
+        self.addCleanup(os.unlink, f.name)
+        rc, out, err = h.run_petrel(['--mode', 'validate', '-c', f.name])
+        self.assertEqual(rc, 1, err)
+        return err
+
+    def bootstrap(self, src, clusters=None):
+        return {'admin': h.admin(h.free_port()),
+                'dynamic_resources': {'cds_config': src},
+                'static_resources': {'clusters': clusters if clusters is not None else [
+                    xds_cluster('xds', 1)]}}
+
+    CDS_API = 'dynamic_resources.cds_config.api_config_source.'
+
+    def test_the_cluster_must_be_static_and_not_eds(self):
+        err = self.errors(self.bootstrap(own('nope')))
+        self.assertIn(self.CDS_API + 'grpc_services[0].envoy_grpc.cluster_name: "nope" is not a '
+                      'cluster of static_resources', err)
+        eds = {'name': 'xds', 'type': 'EDS', 'connect_timeout': '1s',
+               'eds_cluster_config': {'eds_config': {'path_config_source': {
+                   'path': '/nonexistent/eds.json'}}}}
+        err = self.errors(self.bootstrap(own('xds'), clusters=[eds]))
+        self.assertIn(self.CDS_API + 'grpc_services[0].envoy_grpc.cluster_name: "xds" is a '
+                      'cluster of type EDS', err)
+        # the same for ads_config, and for an SDS secret's own source
+        cfg = self.bootstrap({'ads': {}})
+        cfg['dynamic_resources']['ads_config'] = own('nope')['api_config_source']
+        self.assertIn('dynamic_resources.ads_config.grpc_services[0].envoy_grpc.cluster_name: '
+                      '"nope" is not a cluster of static_resources', self.errors(cfg))
+        cfg = self.bootstrap(own('xds'))
+        cfg['static_resources']['listeners'] = [http_listener(
+            h.free_port(), inline_cluster='a', transport_socket=server_tls(own('sds-grpc')))]
+        self.assertIn('static_resources.listeners[0].filter_chains[0].transport_socket.'
+                      'typed_config.common_tls_context.tls_certificate_sds_secret_configs[0].'
+                      'sds_config.api_config_source.grpc_services[0].envoy_grpc.cluster_name: '
+                      '"sds-grpc" is not a cluster of static_resources', self.errors(cfg))
+
+    def test_grpc_services(self):
+        src = own('xds')
+        src['api_config_source']['grpc_services'] = [{'google_grpc': {
+            'target_uri': 'x:1', 'stat_prefix': 'x'}}]
+        err = self.errors(self.bootstrap(src))
+        self.assertIn(self.CDS_API + 'grpc_services[0].google_grpc: field is not supported', err)
+        src = own('xds')
+        src['api_config_source']['grpc_services'].append({'envoy_grpc': {'cluster_name': 'xds'}})
+        self.assertIn(self.CDS_API + 'grpc_services: must name exactly one service (has 2)',
+                      self.errors(self.bootstrap(src)))
+        src = own('xds')
+        src['api_config_source']['cluster_names'] = ['xds']
+        self.assertIn(self.CDS_API + 'cluster_names: is for api_type REST',
+                      self.errors(self.bootstrap(src)))
+        src = own('xds')
+        src['api_config_source']['api_type'] = 'AGGREGATED_GRPC'
+        self.assertIn(self.CDS_API + 'api_type: "AGGREGATED_GRPC" is not supported',
+                      self.errors(self.bootstrap(src)))
+
+    def test_one_source(self):
+        src = own('xds')
+        src['ads'] = {}
+        self.assertIn('dynamic_resources.cds_config: only one of ads, api_config_source and '
+                      'path_config_source may be given (found ads, api_config_source)',
+                      self.errors(self.bootstrap(src)))
 
 if __name__ == '__main__':
     unittest.main(verbosity=2)
