@@ -5,6 +5,7 @@
 
 #include "discovery/discovery_request.h"
 #include "discovery/grpc_stream.h"
+#include "discovery/rest_fetch.h"
 #include "proxy/cluster.h"
 #include "proxy/cluster_manager.h"
 #include "proxy/log.h"
@@ -35,6 +36,7 @@ typedef struct type_state {
      * stream (an object used as a set; "*" for the wildcard). */
     json_t *have;
     json_t *subscribed;
+    char *nack; /* REST: why the last response was refused, for the next poll (or NULL) */
     struct type_state *next;
 } type_state_t;
 
@@ -74,6 +76,14 @@ struct pt_ads {
     unsigned delivering; /* responses being handed out (watches are not freed then) */
     type_state_t *types;
     pt_stat_t connected_state;
+    /* REST-JSON (api_type REST): no stream; the type's DiscoveryRequest is POSTed as JSON
+     * to rest_path every refresh_ms (and at once when the names wanted change). */
+    int rest;
+    uint64_t refresh_ms, request_timeout_ms;
+    const char *rest_path;
+    pt_rest_fetch_t *fetch; /* the poll in flight */
+    int poll_again;         /* the names changed while it was: the next one at once */
+    ev_timer poll;          /* the next poll */
     pt_ads_t *next;      /* every mux of the process */
 };
 
@@ -263,8 +273,14 @@ static void prune_have(type_state_t *t)
     json_decref(want);
 }
 
+static void rest_poll_soon(pt_ads_t *a);
+
 static void send_request(pt_ads_t *a, type_state_t *t, const char *nack)
 {
+    if (a != NULL && a->rest) {
+        rest_poll_soon(a); /* the names wanted changed: ask now */
+        return;
+    }
     if (a == NULL || a->stream == NULL)
         return;
     /* A source's own stream without watches is about to close: it asks for nothing. */
@@ -346,7 +362,8 @@ static void reap_watches(pt_ads_t *a)
             *pp = w->next;
             free_watch(w);
         }
-    if (a->type_url != NULL && a->stream != NULL && !a->stopped && !live_watches(a)) {
+    if (a->type_url != NULL && (a->stream != NULL || a->rest) && !a->stopped &&
+        !live_watches(a)) {
         ev_timer_stop(xds.worker->loop, &a->idle);
         ev_timer_set(&a->idle, 0., 0.);
         ev_timer_start(xds.worker->loop, &a->idle);
@@ -651,6 +668,10 @@ static void open_stream(pt_ads_t *a)
     /* A source's own stream is for its watches: none, no stream. */
     if (a->type_url != NULL && !live_watches(a))
         return;
+    if (a->rest) {
+        rest_poll_soon(a);
+        return;
+    }
     char err[256];
     pt_view_t *view = pt_cluster_manager_view(xds.cm);
     pt_cluster_t *c = view != NULL ? pt_view_find_cluster(view, a->cluster_name) : NULL;
@@ -683,6 +704,12 @@ static void open_stream(pt_ads_t *a)
 static void close_stream(pt_ads_t *a)
 {
     ev_timer_stop(xds.worker->loop, &a->retry);
+    if (a->rest) { /* no more polls */
+        ev_timer_stop(xds.worker->loop, &a->poll);
+        pt_rest_fetch_free(a->fetch);
+        a->fetch = NULL;
+        return;
+    }
     if (a->stream == NULL)
         return;
     pt_info("%s: no more watches: stream to %s closed", a->log_name, a->cluster_name);
@@ -700,21 +727,158 @@ static void on_idle(struct ev_loop *loop, ev_timer *tm, int revents)
         close_stream(a);
 }
 
+/* ---- REST-JSON ------------------------------------------------------------------------ */
+
+static void rest_poll(pt_ads_t *a);
+
+static void on_poll(struct ev_loop *loop, ev_timer *tm, int revents)
+{
+    (void)loop, (void)revents;
+    rest_poll(tm->data);
+}
+
+static void rest_schedule(pt_ads_t *a, uint64_t after_ms)
+{
+    if (a->stopped || !a->started || xds.worker == NULL)
+        return;
+    ev_timer_stop(xds.worker->loop, &a->poll);
+    ev_timer_set(&a->poll, (double)after_ms / 1000.0, 0.);
+    ev_timer_start(xds.worker->loop, &a->poll);
+}
+
+/* A poll now, unless one is in flight (its answer schedules the next). */
+static void rest_poll_soon(pt_ads_t *a)
+{
+    if (a->fetch == NULL)
+        rest_schedule(a, 0);
+    else
+        a->poll_again = 1;
+}
+
+/* Every watch of the mux counts a fetch that failed (Envoy's update_failure). */
+static void rest_failed(pt_ads_t *a, const char *why)
+{
+    for (type_state_t *t = a->types; t != NULL; t = t->next)
+        for (pt_ads_watch_t *w = t->watches; w != NULL; w = w->next)
+            if (!w->dead)
+                pt_stat_inc(w->stats.update_failure);
+    pt_warn("%s: poll of %s failed: %s; the last accepted config stays", a->log_name,
+            a->cluster_name, why);
+}
+
+/* The answer to a poll: 200 with a DiscoveryResponse as JSON (judged as a stream's: ACKed by
+ * the next poll's version, or NACKed by its error_detail), 304 (nothing changed), or a
+ * failure. The next poll comes refresh_delay later. */
+static void on_rest_done(void *data, int status, const char *body, size_t len, const char *why)
+{
+    pt_ads_t *a = data;
+    pt_rest_fetch_free(a->fetch);
+    a->fetch = NULL;
+    type_state_t *t = a->types;
+    if (t == NULL) {
+        /* nothing watches any more */
+    } else if (status == 200) {
+        note_connected(a);
+        char err[4096];
+        json_t *root = pt_json_parse(body, len, err, sizeof(err));
+        int rc = -1;
+        if (root != NULL) {
+            json_t *nn = json_object_get(root, "nonce");
+            set_str(&t->nonce, json_is_string(nn) ? json_string_value(nn) : "");
+            rc = judge(a, t, root, t->type_url, NULL, err, sizeof(err));
+            json_decref(root);
+        } else {
+            for (pt_ads_watch_t *w = t->watches; w != NULL; w = w->next) {
+                w->fetched = 1;
+                pt_stat_inc(w->stats.update_attempt);
+                pt_stat_inc(w->stats.update_rejected);
+            }
+            pt_warn("%s: %s rejected: %s", a->log_name, t->type_url, err);
+        }
+        free(t->nack);
+        t->nack = rc == 0 ? NULL : strdup(err);
+    } else if (status == 304) {
+        note_connected(a); /* unchanged */
+    } else {
+        char what[320];
+        if (status != 0)
+            snprintf(what, sizeof(what), "HTTP status %d", status);
+        else
+            snprintf(what, sizeof(what), "%s", why);
+        note_disconnected(a);
+        rest_failed(a, what);
+    }
+    if (live_watches(a))
+        rest_schedule(a, a->poll_again ? 0 : a->refresh_ms);
+    a->poll_again = 0;
+}
+
+/* POSTs the type's DiscoveryRequest as JSON: the names its watches want (none for a
+ * wildcard), the version accepted last, the node (every time, as Envoy's REST subscription
+ * sends it), and error_detail when the last response was refused. */
+static void rest_poll(pt_ads_t *a)
+{
+    type_state_t *t = a->types;
+    if (a->fetch != NULL || a->stopped || !a->started || t == NULL || !live_watches(a))
+        return;
+    json_t *want = wanted_names(t);
+    if (json_object_get(want, "*") != NULL)
+        json_object_clear(want);
+    size_t n;
+    const char **names = keys_of(want, &n);
+    pt_discovery_request_t req = {
+        .node = node_of(a),
+        .type_url = t->type_url,
+        .version_info = t->version,
+        .response_nonce = t->nonce,
+        .resource_names = names,
+        .nresource_names = n,
+        .error_message = t->nack,
+    };
+    char err[256] = "out of memory";
+    char *body = names != NULL ? pt_discovery_request_json(&req, err, sizeof(err)) : NULL;
+    free(names);
+    json_decref(want);
+    if (body == NULL) {
+        pt_error("%s: cannot encode a request for %s: %s", a->log_name, t->type_url, err);
+        rest_schedule(a, a->refresh_ms);
+        return;
+    }
+    pt_view_t *view = pt_cluster_manager_view(xds.cm);
+    pt_cluster_t *c = view != NULL ? pt_view_find_cluster(view, a->cluster_name) : NULL;
+    if (c == NULL)
+        snprintf(err, sizeof(err), "cluster %s does not exist (yet)", a->cluster_name);
+    else
+        a->fetch = pt_rest_fetch_start(c, xds.worker, "POST", a->rest_path, a->cluster_name,
+                                       "application/json", body, strlen(body),
+                                       a->request_timeout_ms, on_rest_done, a, err, sizeof(err));
+    pt_view_unref(view);
+    free(body);
+    if (a->fetch == NULL) {
+        rest_failed(a, err);
+        rest_schedule(a, a->refresh_ms);
+    }
+}
+
 /* The path of a type's own service: the last part of its type URL names it. */
 static const struct {
-    const char *type_url, *service, *stream, *delta;
+    const char *type_url, *service, *stream, *delta, *rest;
 } services[] = {
     {TYPE_PREFIX "envoy.config.listener.v3.Listener",
-     "envoy.service.listener.v3.ListenerDiscoveryService", "StreamListeners", "DeltaListeners"},
+     "envoy.service.listener.v3.ListenerDiscoveryService", "StreamListeners", "DeltaListeners",
+     "/v3/discovery:listeners"},
     {TYPE_PREFIX "envoy.config.cluster.v3.Cluster",
-     "envoy.service.cluster.v3.ClusterDiscoveryService", "StreamClusters", "DeltaClusters"},
+     "envoy.service.cluster.v3.ClusterDiscoveryService", "StreamClusters", "DeltaClusters",
+     "/v3/discovery:clusters"},
     {TYPE_PREFIX "envoy.config.route.v3.RouteConfiguration",
-     "envoy.service.route.v3.RouteDiscoveryService", "StreamRoutes", "DeltaRoutes"},
+     "envoy.service.route.v3.RouteDiscoveryService", "StreamRoutes", "DeltaRoutes",
+     "/v3/discovery:routes"},
     {TYPE_PREFIX "envoy.config.endpoint.v3.ClusterLoadAssignment",
      "envoy.service.endpoint.v3.EndpointDiscoveryService", "StreamEndpoints",
-     "DeltaEndpoints"},
+     "DeltaEndpoints", "/v3/discovery:endpoints"},
     {TYPE_PREFIX "envoy.extensions.transport_sockets.tls.v3.Secret",
-     "envoy.service.secret.v3.SecretDiscoveryService", "StreamSecrets", "DeltaSecrets"},
+     "envoy.service.secret.v3.SecretDiscoveryService", "StreamSecrets", "DeltaSecrets",
+     "/v3/discovery:secrets"},
 };
 
 static const char *const short_names[] = {"lds", "cds", "rds", "eds", "sds"};
@@ -753,12 +917,17 @@ static pt_ads_t *mux_new(const pt_ads_config_t *cfg)
     a->retry.data = a;
     ev_timer_init(&a->idle, on_idle, 0., 0.);
     a->idle.data = a;
+    ev_timer_init(&a->poll, on_poll, 0., 0.);
+    a->poll.data = a;
     if (cfg->type_url == NULL) {
         a->path = a->delta ? DELTA_PATH : ADS_PATH;
         snprintf(a->log_name, sizeof(a->log_name), "ads");
         a->connected_state = pt_stats_gauge("control_plane", NULL, NULL, "connected_state");
     } else {
         a->path = pt_xds_service_path(cfg->type_url, a->delta);
+        for (size_t i = 0; i < sizeof(services) / sizeof(services[0]); i++)
+            if (strcmp(services[i].type_url, cfg->type_url) == 0)
+                a->rest_path = services[i].rest;
         snprintf(a->log_name, sizeof(a->log_name), "xds");
         for (size_t i = 0; i < sizeof(services) / sizeof(services[0]); i++)
             if (strcmp(services[i].type_url, cfg->type_url) == 0)
@@ -782,7 +951,10 @@ static void mux_stop(pt_ads_t *a)
     if (xds.worker != NULL && xds.worker->loop != NULL) {
         ev_timer_stop(xds.worker->loop, &a->retry);
         ev_timer_stop(xds.worker->loop, &a->idle);
+        ev_timer_stop(xds.worker->loop, &a->poll);
     }
+    pt_rest_fetch_free(a->fetch);
+    a->fetch = NULL;
     pt_grpc_stream_free(a->stream);
     a->stream = NULL;
     note_disconnected(a);
@@ -809,6 +981,7 @@ static void mux_free(pt_ads_t *a)
         free(t->type_url);
         free(t->version);
         free(t->nonce);
+        free(t->nack);
         json_decref(t->have);
         json_decref(t->subscribed);
         free(t);
@@ -848,8 +1021,8 @@ pt_ads_t *pt_xds_mux_for(const pt_config_source_t *src, const pt_file_subscripti
                          char *err, size_t errlen)
 {
     const pt_api_source_t *api = src->api;
-    if (api == NULL || api->api_type == PT_API_REST) {
-        snprintf(err, errlen, "api_config_source: not a gRPC source");
+    if (api == NULL) {
+        snprintf(err, errlen, "not a control plane's source");
         return NULL;
     }
     if (pt_xds_service_path(cfg->type_url, 0) == NULL) {
@@ -869,6 +1042,11 @@ pt_ads_t *pt_xds_mux_for(const pt_config_source_t *src, const pt_file_subscripti
         .stat_prefix = cfg->stat_prefix,
     };
     pt_ads_t *a = api->cluster != NULL ? mux_new(&c) : NULL;
+    if (a != NULL && api->api_type == PT_API_REST) {
+        a->rest = 1;
+        a->refresh_ms = api->refresh_delay_ms;
+        a->request_timeout_ms = api->request_timeout_ms;
+    }
     if (a != NULL && (a->key = strdup(src->key)) == NULL) {
         xds.all = a->next;
         mux_free(a);

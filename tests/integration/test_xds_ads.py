@@ -55,8 +55,9 @@ CP_MISSING = control_plane_ready()
 class ControlPlane:
     """tools/xds-control-plane/server.js over a resource directory."""
 
-    def __init__(self, resources, port=0, extra_args=()):
+    def __init__(self, resources, port=0, extra_args=(), rest=False):
         self.extra_args = list(extra_args)
+        self.rest = 0 if rest else None  # REST-JSON's port (0: the control plane picks one)
         self.dir = tempfile.mkdtemp(prefix='petrel-xds-')
         # 0: the control plane picks free ports and says which (no race with other tests
         # for a port chosen here and bound later); a restart binds the same ones again.
@@ -70,12 +71,15 @@ class ControlPlane:
         self.out = open(os.path.join(self.dir, 'cp.log'), 'a')
         self.proc = subprocess.Popen(
             ['node', os.path.join(CP_DIR, 'server.js'), '--dir', self.dir, '--port',
-             str(self.port), '--admin-port', str(self.admin)] + self.extra_args,
+             str(self.port), '--admin-port', str(self.admin)] + self.extra_args +
+            (['--rest-port', str(self.rest)] if self.rest is not None else []),
             stdout=subprocess.PIPE, stderr=self.out, text=True)
         for line in self.proc.stdout:
             self.out.write(line)
             if line.startswith('admin '):
                 self.admin = int(line.split()[1])
+            if line.startswith('rest '):
+                self.rest = int(line.split()[1])
             if line.startswith('listening'):
                 where = line.split()[1]
                 if where.isdigit():

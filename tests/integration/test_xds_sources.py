@@ -303,6 +303,79 @@ class EverythingFromOwnSourcesTest(unittest.TestCase):
         h.wait_until(lambda: served_by(self.port) == (200, 'b'), 10)
 
 
+
+def rest(cluster='xds-rest', refresh='0.2s', timeout='1s'):
+    """A ConfigSource polling a REST-JSON control plane."""
+    return {'api_config_source': {'api_type': 'REST', 'transport_api_version': 'V3',
+                                  'cluster_names': [cluster], 'refresh_delay': refresh,
+                                  'request_timeout': timeout},
+            'resource_api_version': 'V3'}
+
+
+@unittest.skipIf(CP_MISSING is not None, CP_MISSING or '')
+class RestSourcesTest(unittest.TestCase):
+    """REST-JSON: CDS and EDS polled (POST /v3/discovery:clusters and :endpoints) every
+    refresh_delay; 304 when nothing changed; ACK by the next poll's version, NACK by its
+    error_detail; a control plane gone: the last config serves, failures are counted."""
+
+    def setUp(self):
+        self.a = HttpUpstream(name='a')
+        self.addCleanup(self.a.close)
+        self.b = HttpUpstream(name='b')
+        self.addCleanup(self.b.close)
+        self.port, self.admin = h.free_ports(2)
+        self.src = rest()
+        self.cp = ControlPlane({'clusters': [eds_cluster('app', self.src)],
+                                'endpoints': [assignment('app', self.a.port)]}, rest=True)
+        self.addCleanup(self.cp.close)
+        cfg = {'node': {'id': 'rest-1', 'cluster': 'test'},
+               'admin': h.admin(self.admin),
+               'dynamic_resources': {'cds_config': self.src},
+               'static_resources': {
+                   'clusters': [h.cluster('xds-rest', [self.cp.rest])],
+                   'listeners': [http_listener(self.port, inline_cluster='app')]}}
+        self.p = h.Petrel(cfg)
+        self.addCleanup(self.p.close)
+        self.p.start()
+
+    def rest_events(self, kind, type_url=None):
+        return [e for e in self.cp.events(kind, type_url) if e.get('protocol') == 'rest']
+
+    def test_polling(self):
+        h.wait_until(lambda: served_by(self.port) == (200, 'a'), 10)
+        h.wait_until(lambda: self.rest_events('ack', CDS) and self.rest_events('ack', EDS), 10)
+        # nothing changed: 304s, and nothing applied again
+        h.wait_until(lambda: len([e for e in self.rest_events('response', EDS)
+                                  if e.get('status') == 304]) >= 2, 10)
+        self.assertEqual(self.p.stat('cluster_manager.cds.update_success'), 1)
+        asks = [e for e in self.rest_events('request', EDS)]
+        self.assertEqual(asks[0]['resource_names'], ['app'])
+        self.assertEqual(asks[0]['node']['id'], 'rest-1')
+        self.assertEqual(asks[0]['node']['user_agent_name'], 'petrel')
+        # a push is seen within a refresh_delay or so
+        self.cp.push(endpoints=[assignment('app', self.b.port)])
+        h.wait_until(lambda: served_by(self.port) == (200, 'b'), 5)
+        # a bad cluster: NACKed with its path by the next poll, the config in force stays
+        bad = eds_cluster('app', self.src)
+        bad['preconnect_policy'] = {'per_upstream_preconnect_ratio': 1.5}
+        self.cp.push(clusters=[bad])
+        h.wait_until(lambda: self.rest_events('nack', CDS), 10)
+        nack = self.rest_events('nack', CDS)[0]
+        self.assertIn('preconnect_policy', nack['error_detail']['message'])
+        self.assertEqual(nack['version'], '1')
+        self.assertEqual(served_by(self.port), (200, 'b'))
+        self.assertGreaterEqual(self.p.stat('cluster_manager.cds.update_rejected'), 1)
+
+    def test_control_plane_away(self):
+        h.wait_until(lambda: served_by(self.port) == (200, 'a'), 10)
+        self.cp.kill()
+        h.wait_until(lambda: self.p.stat('cluster_manager.eds.update_failure', 0) >= 2, 10)
+        self.assertEqual(served_by(self.port), (200, 'a'))
+        self.cp.start()
+        self.cp.push(endpoints=[assignment('app', self.b.port)])
+        h.wait_until(lambda: served_by(self.port) == (200, 'b'), 10)
+
+
 # ---- SDS over gRPC --------------------------------------------------------------------------
 
 PKI = None
@@ -687,6 +760,23 @@ class ConfigErrorsTest(unittest.TestCase):
         src['api_config_source']['api_type'] = 'AGGREGATED_GRPC'
         self.assertIn(self.CDS_API + 'api_type: "AGGREGATED_GRPC" is not supported',
                       self.errors(self.bootstrap(src)))
+
+    def test_rest(self):
+        src = rest('xds')
+        del src['api_config_source']['refresh_delay']
+        self.assertIn(self.CDS_API + 'refresh_delay: is required for api_type REST',
+                      self.errors(self.bootstrap(src)))
+        src = rest('xds')
+        src['api_config_source']['grpc_services'] = [{'envoy_grpc': {'cluster_name': 'xds'}}]
+        self.assertIn(self.CDS_API + 'grpc_services: is for gRPC sources',
+                      self.errors(self.bootstrap(src)))
+        src = rest('nope')
+        self.assertIn(self.CDS_API + 'cluster_names[0]: "nope" is not a cluster of '
+                      'static_resources', self.errors(self.bootstrap(src)))
+        cfg = self.bootstrap({'ads': {}})
+        cfg['dynamic_resources']['ads_config'] = rest('xds')['api_config_source']
+        self.assertIn('dynamic_resources.ads_config.api_type: "REST" is not supported',
+                      self.errors(cfg))
 
     def test_one_source(self):
         src = own('xds')
