@@ -53,7 +53,9 @@ static void on_done_timer(struct ev_loop *loop, ev_timer *t, int revents)
     if (len > 0)
         memcpy(text, body, len);
     text[len] = '\0';
-    f->cb(f->data, f->status, text, len, f->why);
+    char why[sizeof(f->why)]; /* the callback may free f */
+    memcpy(why, f->why, sizeof(why));
+    f->cb(f->data, f->status, text, len, why);
     free(text);
 }
 
