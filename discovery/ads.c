@@ -362,7 +362,7 @@ static void reap_watches(pt_ads_t *a)
             *pp = w->next;
             free_watch(w);
         }
-    if (a->type_url != NULL && (a->stream != NULL || a->rest) && !a->stopped &&
+    if (a->type_url != NULL && (a->stream != NULL || a->rest) && a->started && !a->stopped &&
         !live_watches(a)) {
         ev_timer_stop(xds.worker->loop, &a->idle);
         ev_timer_set(&a->idle, 0., 0.);
