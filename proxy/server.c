@@ -860,6 +860,7 @@ static void on_heap_tick(struct ev_loop *loop, ev_timer *t, int revents)
         pt_cluster_manager_prune(s->clusters);
     pt_views_reap(); /* first: the clusters they release may be the last versions */
     pt_cluster_states_reap();
+    pt_tls_contexts_reap();
     pt_stats_trim();
     pt_heap_maybe_trim();
 }
@@ -1096,6 +1097,7 @@ void pt_server_dispose(pt_server_t *s)
     s->config = NULL;
     pt_views_reap();
     pt_cluster_states_reap();
+    pt_tls_contexts_reap(); /* those the workers let go */
     /* Buffered access log lines go out before the process exits. */
     pt_access_log_shutdown();
     pt_arena_thread_cleanup();

@@ -140,6 +140,9 @@ static inline int pt_tls_context_warming(const pt_tls_context_t *ctx, uint64_t n
  * then starts the listeners and clusters that warmed for it. One hook; main thread. */
 void pt_tls_set_secrets_hook(void (*fn)(void *data), void *data);
 void pt_tls_secrets_changed(void);
+/* Core side: contexts whose snapshot was released on a worker thread are freed here, on the
+ * main thread (the housekeeping tick, and at shutdown), where their SDS providers live. */
+void pt_tls_contexts_reap(void);
 
 /* Parses a DownstreamTlsContext (server=1) or UpstreamTlsContext (server=0); the reader is
  * inside the typed_config object. NULL with errors recorded. */

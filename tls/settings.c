@@ -4,8 +4,10 @@
  */
 #include "tls/context.h"
 #include "tls/secret.h"
+#include "proxy/cluster.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -457,9 +459,45 @@ int pt_tls_transport_socket_parse(pt_cfg_t *r, pt_arena_t *a, const char *field,
     return result;
 }
 
+/* Contexts whose snapshot went on a worker (its last session, its adoption of a newer
+ * snapshot): freed by the main thread (pt_tls_contexts_reap), which alone touches the SDS
+ * providers and subscriptions they are attached to. */
+static pthread_mutex_t reap_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct reap_ctx {
+    pt_tls_context_t *ctx;
+    struct reap_ctx *next;
+} *to_reap;
+
 static void free_tls_ctx(void *arg)
 {
-    pt_tls_context_free(arg);
+    if (pt_cluster_states_on_main_thread()) {
+        pt_tls_context_free(arg);
+        return;
+    }
+    struct reap_ctx *r = malloc(sizeof(*r));
+    if (r == NULL) {
+        pt_tls_context_free(arg); /* out of memory: as before, at once */
+        return;
+    }
+    r->ctx = arg;
+    pthread_mutex_lock(&reap_lock);
+    r->next = to_reap;
+    to_reap = r;
+    pthread_mutex_unlock(&reap_lock);
+}
+
+void pt_tls_contexts_reap(void)
+{
+    pthread_mutex_lock(&reap_lock);
+    struct reap_ctx *list = to_reap;
+    to_reap = NULL;
+    pthread_mutex_unlock(&reap_lock);
+    while (list != NULL) {
+        struct reap_ctx *r = list;
+        list = r->next;
+        pt_tls_context_free(r->ctx);
+        free(r);
+    }
 }
 
 pt_tls_context_t *pt_tls_context_build(pt_cfg_t *r, pt_arena_t *arena,

@@ -38,14 +38,18 @@ CDS, EDS = T + 'cluster.v3.Cluster', T + 'endpoint.v3.ClusterLoadAssignment'
 
 
 def control_plane_ready():
-    """Installs the control plane's pinned packages once (npm ci); why not, or None."""
+    """Installs the control plane's pinned packages once (npm ci); why not, or None. The
+    suites that use it run in parallel under ctest: one installs while the others wait."""
     if shutil.which('node') is None or shutil.which('npm') is None:
         return 'node and npm are needed (scripts/install-deps.sh test)'
-    if not os.path.isdir(os.path.join(CP_DIR, 'node_modules', '@grpc', 'grpc-js-xds')):
-        r = subprocess.run(['npm', 'ci', '--no-audit', '--no-fund'], cwd=CP_DIR,
-                           capture_output=True, text=True, timeout=600)
-        if r.returncode != 0:
-            return 'npm ci failed: ' + r.stderr[-500:]
+    import fcntl
+    with open(os.path.join(tempfile.gettempdir(), 'petrel-xds-cp-npm.lock'), 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.isdir(os.path.join(CP_DIR, 'node_modules', '@grpc', 'grpc-js-xds')):
+            r = subprocess.run(['npm', 'ci', '--no-audit', '--no-fund'], cwd=CP_DIR,
+                               capture_output=True, text=True, timeout=600)
+            if r.returncode != 0:
+                return 'npm ci failed: ' + r.stderr[-500:]
     return None
 
 
