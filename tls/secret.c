@@ -337,6 +337,30 @@ fail:
     return -1;
 }
 
+/* Whether p could take the Secret res: parsed, its files read, its material checked (PEM,
+ * key matching the certificate, dates); nothing is installed. */
+static int provider_check(provider_t *p, const pt_discovery_resource_t *res, char *err,
+                          size_t errlen)
+{
+    pt_arena_t arena = {0};
+    pt_data_source_t src[NPARTS] = {{0}};
+    char *pem[NPARTS], why[1024];
+    int rc = parse_secret(p, res, &arena, src, err, errlen);
+    if (rc == 0) {
+        rc = read_material(src, pem, why, sizeof(why));
+        if (rc == 0) {
+            rc = p->is_cert ? pt_tls_check_material(pem[CERT], pem[KEY], NULL, why, sizeof(why))
+                            : pt_tls_check_material(NULL, NULL, pem[CA], why, sizeof(why));
+            wipe(pem);
+        }
+        if (rc != 0)
+            snprintf(err, errlen, "%s.%s: %s", res->path,
+                     p->is_cert ? "tls_certificate" : "validation_context", why);
+    }
+    pt_arena_dispose(&arena);
+    return rc;
+}
+
 /* A file's update: the secret must be in it (other secrets may share the file). */
 static int on_update(void *data, const pt_discovery_response_t *resp, char *err, size_t errlen)
 {
@@ -361,6 +385,10 @@ static int on_remote_update(void *data, const pt_discovery_response_t *resp, cha
             res = &resp->resources[i];
     if (res == NULL)
         return 0; /* not (yet) sent: what is in force stays */
+    /* Checked for every use first, so that one use refusing it leaves the other as it was. */
+    for (int k = 1; k >= 0; k--)
+        if (r->users[k] != NULL && provider_check(r->users[k], res, err, errlen) != 0)
+            return -1;
     for (int k = 1; k >= 0; k--)
         if (r->users[k] != NULL && provider_take(r->users[k], res, err, errlen) != 0)
             return -1;
