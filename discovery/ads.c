@@ -5,6 +5,7 @@
 
 #include "discovery/discovery_request.h"
 #include "discovery/grpc_stream.h"
+#include "discovery/rest_fetch.h"
 #include "proxy/cluster.h"
 #include "proxy/cluster_manager.h"
 #include "proxy/log.h"
@@ -18,6 +19,7 @@
 
 #define ADS_PATH        "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
 #define DELTA_PATH      "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
+#define TYPE_PREFIX     "type.googleapis.com/"
 #define BACKOFF_BASE_MS 500
 #define BACKOFF_MAX_MS  30000
 
@@ -34,6 +36,7 @@ typedef struct type_state {
      * stream (an object used as a set; "*" for the wildcard). */
     json_t *have;
     json_t *subscribed;
+    char *nack; /* REST: why the last response was refused, for the next poll (or NULL) */
     struct type_state *next;
 } type_state_t;
 
@@ -58,29 +61,45 @@ struct pt_ads {
     int delta; /* DELTA_GRPC: incremental requests and responses */
     int node_first_only;
     json_t *node;
-    pt_cluster_manager_t *cm;
-    pt_worker_t *worker;
+    /* A source's own stream: its one type and its key (pt_xds_mux_for); NULL for ADS. */
+    char *type_url, *key;
+    const char *path; /* the gRPC method */
+    char log_name[8]; /* "ads", or the type's "cds", "eds", ... */
     pt_grpc_stream_t *stream; /* NULL between streams */
     int node_sent;            /* on this stream */
     int connected;
+    int started;         /* the server runs: streams may open */
     int stopped;         /* shutting down: no more streams */
     uint64_t backoff_ms; /* the next retry's ceiling */
     ev_timer retry;
+    ev_timer idle;       /* a source's own stream without watches: closed from a loop turn */
     unsigned delivering; /* responses being handed out (watches are not freed then) */
     type_state_t *types;
     pt_stat_t connected_state;
+    /* REST-JSON (api_type REST): no stream; the type's DiscoveryRequest is POSTed as JSON
+     * to rest_path every refresh_ms (and at once when the names wanted change). */
+    int rest;
+    uint64_t refresh_ms, request_timeout_ms;
+    const char *rest_path;
+    pt_rest_fetch_t *fetch; /* the poll in flight */
+    int poll_again;         /* the names changed while it was: the next one at once */
+    ev_timer poll;          /* the next poll */
+    pt_ads_t *next;      /* every mux of the process */
 };
 
-static pt_ads_t *current;
+/* What every mux shares (pt_xds_init). */
+static struct {
+    pt_cluster_manager_t *cm;
+    pt_worker_t *worker;
+    json_t *node;
+    pt_ads_t *ads;  /* the aggregated stream, if the bootstrap has one */
+    pt_ads_t *all;  /* every mux, ADS among them */
+    int started, stopped;
+} xds;
 
 pt_ads_t *pt_ads_current(void)
 {
-    return current;
-}
-
-void pt_ads_set_current(pt_ads_t *a)
-{
-    current = a;
+    return xds.ads;
 }
 
 static int set_str(char **slot, const char *v)
@@ -94,6 +113,8 @@ static int set_str(char **slot, const char *v)
 }
 
 /* ---- requests ------------------------------------------------------------------------ */
+
+static json_t *node_of(const pt_ads_t *a);
 
 /* Sends the type's DiscoveryRequest: its names (the union of its watches', or none for a
  * wildcard), the version it has, the last nonce, and error_detail for a NACK. */
@@ -150,7 +171,7 @@ static void send_sotw_request(pt_ads_t *a, type_state_t *t, const char *nack)
     size_t n;
     const char **names = keys_of(want, &n);
     pt_discovery_request_t req = {
-        .node = !a->node_sent || !a->node_first_only ? a->node : NULL,
+        .node = !a->node_sent || !a->node_first_only ? node_of(a) : NULL,
         .type_url = t->type_url,
         .version_info = t->version,
         .response_nonce = t->nonce,
@@ -202,7 +223,7 @@ static void send_delta_request(pt_ads_t *a, type_state_t *t, const char *nack)
         }
     }
     pt_delta_discovery_request_t req = {
-        .node = !a->node_sent || !a->node_first_only ? a->node : NULL,
+        .node = !a->node_sent || !a->node_first_only ? node_of(a) : NULL,
         .type_url = t->type_url,
         .response_nonce = t->nonce,
         .subscribe = subs,
@@ -232,9 +253,38 @@ static void send_delta_request(pt_ads_t *a, type_state_t *t, const char *nack)
     t->subscribed = want;
 }
 
+static int live_watches(const pt_ads_t *a);
+
+/* Delta: what no watch wants any more is forgotten (its unsubscription makes the control
+ * plane forget it too), so that asking for it again gets it again, on this stream or, with
+ * initial_resource_versions, on the next. */
+static void prune_have(type_state_t *t)
+{
+    json_t *want = wanted_names(t);
+    if (json_object_get(want, "*") == NULL) {
+        const char *name;
+        json_t *v, *tmp;
+        json_object_foreach_safe(t->have, tmp, name, v)
+        {
+            if (json_object_get(want, name) == NULL)
+                json_object_del(t->have, name);
+        }
+    }
+    json_decref(want);
+}
+
+static void rest_poll_soon(pt_ads_t *a);
+
 static void send_request(pt_ads_t *a, type_state_t *t, const char *nack)
 {
-    if (a->stream == NULL)
+    if (a != NULL && a->rest) {
+        rest_poll_soon(a); /* the names wanted changed: ask now */
+        return;
+    }
+    if (a == NULL || a->stream == NULL)
+        return;
+    /* A source's own stream without watches is about to close: it asks for nothing. */
+    if (a->type_url != NULL && !live_watches(a))
         return;
     if (a->delta)
         send_delta_request(a, t, nack);
@@ -289,7 +339,17 @@ static void free_watch(pt_ads_watch_t *w)
     free(w);
 }
 
-/* Frees the watches unwatched while responses were handed out. */
+static int live_watches(const pt_ads_t *a)
+{
+    for (const type_state_t *t = a->types; t != NULL; t = t->next)
+        for (const pt_ads_watch_t *w = t->watches; w != NULL; w = w->next)
+            if (!w->dead)
+                return 1;
+    return 0;
+}
+
+/* Frees the watches unwatched while responses were handed out; a source's own stream left
+ * without watches is closed from a loop turn of its own (not under its callbacks). */
 static void reap_watches(pt_ads_t *a)
 {
     for (type_state_t *t = a->types; t != NULL; t = t->next)
@@ -302,17 +362,36 @@ static void reap_watches(pt_ads_t *a)
             *pp = w->next;
             free_watch(w);
         }
+    if (a->type_url != NULL && (a->stream != NULL || a->rest) && a->started && !a->stopped &&
+        !live_watches(a)) {
+        ev_timer_stop(xds.worker->loop, &a->idle);
+        ev_timer_set(&a->idle, 0., 0.);
+        ev_timer_start(xds.worker->loop, &a->idle);
+    }
 }
 
-/* Hands a checked response to each watch of its type; 0 when every one accepted it, else
- * -1 with the first refusal in err. */
-static int deliver(pt_ads_t *a, type_state_t *t, const pt_discovery_response_t *resp, char *err,
-                   size_t errlen)
+/* Whether a watch wants to hear of a response that touched these names (an object used as
+ * a set; NULL: it touched everything): a wildcard watch hears of all, a watch of names of
+ * those that have, change or remove one of its names. */
+static int concerns(const pt_ads_watch_t *w, const json_t *touched)
+{
+    if (touched == NULL || w->names == NULL)
+        return 1;
+    for (size_t i = 0; i < w->nnames; i++)
+        if (json_object_get(touched, w->names[i]) != NULL)
+            return 1;
+    return 0;
+}
+
+/* Hands a checked response to each watch of its type it concerns; 0 when every one
+ * accepted it, else -1 with the first refusal in err. */
+static int deliver(pt_ads_t *a, type_state_t *t, const pt_discovery_response_t *resp,
+                   const json_t *touched, char *err, size_t errlen)
 {
     int refused = 0;
     a->delivering++;
     for (pt_ads_watch_t *w = t->watches; w != NULL; w = w->next) {
-        if (w->dead)
+        if (w->dead || !concerns(w, touched))
             continue;
         char why[2048];
         why[0] = '\0';
@@ -320,7 +399,8 @@ static int deliver(pt_ads_t *a, type_state_t *t, const pt_discovery_response_t *
         pt_stat_inc(w->stats.update_attempt);
         if (w->cb(w->data, resp, why, sizeof(why)) != 0) {
             pt_stat_inc(w->stats.update_rejected);
-            pt_warn("ads: %s version %s rejected: %s", w->what, resp->version_info, why);
+            pt_warn("%s: %s version %s rejected: %s", a->log_name, w->what, resp->version_info,
+                    why);
             if (!refused)
                 snprintf(err, errlen, "%s", why[0] ? why : "rejected");
             refused = 1;
@@ -353,9 +433,12 @@ static type_state_t *open_response(pt_ads_t *a, const char *message, const void 
         snprintf(type_url, tlen, "%s", json_is_string(tu) ? json_string_value(tu) : "");
         snprintf(nonce, sizeof(nonce), "%s", json_is_string(nn) ? json_string_value(nn) : "");
     }
+    /* A type's own stream carries its type: a response that does not say is of it. */
+    if (type_url[0] == '\0' && a->type_url != NULL)
+        snprintf(type_url, tlen, "%s", a->type_url);
     type_state_t *t = type_of(a, type_url);
     if (t == NULL) {
-        pt_warn("ads: a response for %s, which nothing watches: ignored",
+        pt_warn("%s: a response for %s, which nothing watches: ignored", a->log_name,
                 type_url[0] ? type_url : "(no type_url)");
         json_decref(*root);
         *root = NULL;
@@ -369,8 +452,10 @@ static void on_delta_message(pt_ads_t *a, const void *msg, size_t len, char *err
 
 /* A delta response applied to what the type has: the resources it adds or changes, less
  * those it removes (or names without a body), as the state-of-the-world response the
- * watches read: every resource of the type in force. NULL with why in err. */
-static json_t *delta_next_state(const type_state_t *t, json_t *root, char *err, size_t errlen)
+ * watches read: every resource of the type in force. The names it touched go in touched.
+ * NULL with why in err. */
+static json_t *delta_next_state(const type_state_t *t, json_t *root, json_t *touched, char *err,
+                                size_t errlen)
 {
     json_t *next = json_copy(t->have);
     json_t *res = json_object_get(root, "resources");
@@ -384,6 +469,7 @@ static json_t *delta_next_state(const type_state_t *t, json_t *root, char *err, 
             json_decref(next);
             return NULL;
         }
+        json_object_set_new(touched, json_string_value(name), json_true());
         if (!json_is_object(body)) {
             json_object_del(next, json_string_value(name)); /* known not to exist */
             continue;
@@ -398,8 +484,10 @@ static json_t *delta_next_state(const type_state_t *t, json_t *root, char *err, 
     json_t *removed = json_object_get(root, "removed_resources");
     json_array_foreach(removed, i, r)
     {
-        if (json_is_string(r))
+        if (json_is_string(r)) {
+            json_object_set_new(touched, json_string_value(r), json_true());
             json_object_del(next, json_string_value(r));
+        }
     }
     return next;
 }
@@ -416,18 +504,28 @@ static json_t *sotw_of(const json_t *have, const char *version)
     return root;
 }
 
-/* Judges a response (a state-of-the-world tree) and hands it to the type's watches: 0
- * accepted by all, else -1 with why in err. */
-static int judge(pt_ads_t *a, type_state_t *t, json_t *root, const char *type_url, char *err,
-                 size_t errlen)
+/* Judges a response (a state-of-the-world tree) and hands it to the type's watches it
+ * concerns (touched: the names a delta response touched; NULL for a state-of-the-world
+ * one, whose resources are what it touches): 0 accepted by all, else -1 with why in err. */
+static int judge(pt_ads_t *a, type_state_t *t, json_t *root, const char *type_url,
+                 json_t *touched, char *err, size_t errlen)
 {
     pt_discovery_response_t resp;
     int rc = pt_discovery_response_parse(root, type_url, &resp, err, errlen);
     if (rc == 0) {
-        rc = deliver(a, t, &resp, err, errlen);
+        json_t *mine = touched;
+        if (mine == NULL && !t->wildcard) {
+            mine = json_object();
+            for (size_t i = 0; i < resp.nresources; i++)
+                if (resp.resources[i].name != NULL)
+                    json_object_set_new(mine, resp.resources[i].name, json_true());
+        }
+        rc = deliver(a, t, &resp, mine, err, errlen);
+        if (mine != touched)
+            json_decref(mine);
         if (rc == 0) {
             set_str(&t->version, resp.version_info);
-            pt_info("ads: %s version %s accepted", type_url, resp.version_info);
+            pt_info("%s: %s version %s accepted", a->log_name, type_url, resp.version_info);
         }
     } else {
         for (pt_ads_watch_t *w = t->watches; w != NULL; w = w->next) {
@@ -435,19 +533,33 @@ static int judge(pt_ads_t *a, type_state_t *t, json_t *root, const char *type_ur
             pt_stat_inc(w->stats.update_attempt);
             pt_stat_inc(w->stats.update_rejected);
         }
-        pt_warn("ads: %s rejected: %s", type_url, err);
+        pt_warn("%s: %s rejected: %s", a->log_name, type_url, err);
     }
     pt_discovery_response_dispose(&resp);
     return rc;
 }
 
+static void note_connected(pt_ads_t *a)
+{
+    if (a->connected)
+        return;
+    a->connected = 1;
+    pt_stat_inc(a->connected_state);
+    pt_info("%s: connected to %s", a->log_name, a->cluster_name);
+}
+
+static void note_disconnected(pt_ads_t *a)
+{
+    if (!a->connected)
+        return;
+    a->connected = 0;
+    pt_stat_dec(a->connected_state);
+}
+
 static void on_message(void *data, const void *msg, size_t len)
 {
     pt_ads_t *a = data;
-    if (!a->connected) {
-        a->connected = 1;
-        pt_stat_set(a->connected_state, 1);
-    }
+    note_connected(a);
     a->backoff_ms = BACKOFF_BASE_MS; /* the control plane answers: start over */
     char err[4096];
     if (a->delta) {
@@ -462,10 +574,10 @@ static void on_message(void *data, const void *msg, size_t len)
         return;
     int rc = -1;
     if (root != NULL) {
-        rc = judge(a, t, root, type_url, err, sizeof(err));
+        rc = judge(a, t, root, type_url, NULL, err, sizeof(err));
         json_decref(root);
     } else {
-        pt_warn("ads: %s rejected: %s", type_url, err);
+        pt_warn("%s: %s rejected: %s", a->log_name, type_url, err);
     }
     /* The watches may have ended the stream (the last one gone): nothing to answer then. */
     if (a->stream != NULL)
@@ -483,11 +595,12 @@ static void on_delta_message(pt_ads_t *a, const void *msg, size_t len, char *err
     if (t == NULL)
         return;
     int rc = -1;
-    json_t *next = root != NULL ? delta_next_state(t, root, err, errlen) : NULL;
+    json_t *touched = json_object();
+    json_t *next = root != NULL ? delta_next_state(t, root, touched, err, errlen) : NULL;
     if (next != NULL) {
         json_t *sv = json_object_get(root, "system_version_info");
         json_t *sotw = sotw_of(next, json_is_string(sv) ? json_string_value(sv) : "");
-        rc = judge(a, t, sotw, type_url, err, errlen);
+        rc = judge(a, t, sotw, type_url, t->wildcard ? NULL : touched, err, errlen);
         json_decref(sotw);
         if (rc == 0) {
             json_decref(t->have);
@@ -496,8 +609,9 @@ static void on_delta_message(pt_ads_t *a, const void *msg, size_t len, char *err
             json_decref(next);
         }
     } else {
-        pt_warn("ads: %s rejected: %s", type_url, err);
+        pt_warn("%s: %s rejected: %s", a->log_name, type_url, err);
     }
+    json_decref(touched);
     json_decref(root);
     if (a->stream != NULL)
         send_request(a, t, rc == 0 ? NULL : err);
@@ -519,30 +633,24 @@ static void schedule_retry(pt_ads_t *a)
 {
     uint64_t wait = a->backoff_ms > 0 ? pt_random_u64() % (a->backoff_ms + 1) : 0;
     a->backoff_ms = a->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : a->backoff_ms * 2;
-    ev_timer_stop(a->worker->loop, &a->retry);
+    ev_timer_stop(xds.worker->loop, &a->retry);
     ev_timer_set(&a->retry, (double)wait / 1000.0, 0.);
-    ev_timer_start(a->worker->loop, &a->retry);
+    ev_timer_start(xds.worker->loop, &a->retry);
 }
 
 static void on_open(void *data)
 {
-    pt_ads_t *a = data;
-    if (!a->connected) {
-        a->connected = 1;
-        pt_stat_set(a->connected_state, 1);
-        pt_info("ads: connected to %s", a->cluster_name);
-    }
+    note_connected(data);
 }
 
 static void on_close(void *data, int status, const char *message)
 {
     pt_ads_t *a = data;
-    pt_warn("ads: stream to %s closed (grpc-status %d%s%s); the last accepted config stays",
-            a->cluster_name, status, message[0] ? ": " : "", message);
+    pt_warn("%s: stream to %s closed (grpc-status %d%s%s); the last accepted config stays",
+            a->log_name, a->cluster_name, status, message[0] ? ": " : "", message);
     pt_grpc_stream_free(a->stream);
     a->stream = NULL;
-    a->connected = 0;
-    pt_stat_set(a->connected_state, 0);
+    note_disconnected(a);
     if (!a->stopped)
         schedule_retry(a);
 }
@@ -555,18 +663,25 @@ static const pt_grpc_stream_callbacks_t stream_callbacks = {
 
 static void open_stream(pt_ads_t *a)
 {
-    if (a->stream != NULL || a->stopped)
+    if (a->stream != NULL || a->stopped || !a->started)
         return;
+    /* A source's own stream is for its watches: none, no stream. */
+    if (a->type_url != NULL && !live_watches(a))
+        return;
+    if (a->rest) {
+        rest_poll_soon(a);
+        return;
+    }
     char err[256];
-    pt_view_t *view = pt_cluster_manager_view(a->cm);
+    pt_view_t *view = pt_cluster_manager_view(xds.cm);
     pt_cluster_t *c = view != NULL ? pt_view_find_cluster(view, a->cluster_name) : NULL;
     if (c == NULL) {
-        pt_warn("ads: cluster %s does not exist (yet)", a->cluster_name);
+        pt_warn("%s: cluster %s does not exist (yet)", a->log_name, a->cluster_name);
     } else {
-        a->stream = pt_grpc_stream_open(c, a->worker, a->delta ? DELTA_PATH : ADS_PATH,
-                                        a->cluster_name, &stream_callbacks, a, err, sizeof(err));
+        a->stream = pt_grpc_stream_open(c, xds.worker, a->path, a->cluster_name,
+                                        &stream_callbacks, a, err, sizeof(err));
         if (a->stream == NULL)
-            pt_warn("ads: %s", err);
+            pt_warn("%s: %s", a->log_name, err);
     }
     pt_view_unref(view);
     if (a->stream == NULL) {
@@ -585,66 +700,392 @@ static void open_stream(pt_ads_t *a)
     }
 }
 
-pt_ads_t *pt_ads_new(const pt_ads_config_t *cfg, pt_cluster_manager_t *cm, pt_worker_t *w)
+/* Ends the stream (no retry): a source's own stream whose last watch went. */
+static void close_stream(pt_ads_t *a)
+{
+    ev_timer_stop(xds.worker->loop, &a->retry);
+    if (a->rest) { /* no more polls */
+        ev_timer_stop(xds.worker->loop, &a->poll);
+        pt_rest_fetch_free(a->fetch);
+        a->fetch = NULL;
+        return;
+    }
+    if (a->stream == NULL)
+        return;
+    pt_info("%s: no more watches: stream to %s closed", a->log_name, a->cluster_name);
+    pt_grpc_stream_free(a->stream);
+    a->stream = NULL;
+    note_disconnected(a);
+    a->backoff_ms = BACKOFF_BASE_MS;
+}
+
+static void on_idle(struct ev_loop *loop, ev_timer *tm, int revents)
+{
+    (void)loop, (void)revents;
+    pt_ads_t *a = tm->data;
+    if (!live_watches(a))
+        close_stream(a);
+}
+
+/* ---- REST-JSON ------------------------------------------------------------------------ */
+
+static void rest_poll(pt_ads_t *a);
+
+static void on_poll(struct ev_loop *loop, ev_timer *tm, int revents)
+{
+    (void)loop, (void)revents;
+    rest_poll(tm->data);
+}
+
+static void rest_schedule(pt_ads_t *a, uint64_t after_ms)
+{
+    if (a->stopped || !a->started || xds.worker == NULL)
+        return;
+    ev_timer_stop(xds.worker->loop, &a->poll);
+    ev_timer_set(&a->poll, (double)after_ms / 1000.0, 0.);
+    ev_timer_start(xds.worker->loop, &a->poll);
+}
+
+/* A poll now, unless one is in flight (its answer schedules the next). */
+static void rest_poll_soon(pt_ads_t *a)
+{
+    if (a->fetch == NULL)
+        rest_schedule(a, 0);
+    else
+        a->poll_again = 1;
+}
+
+/* Every watch of the mux counts a fetch that failed (Envoy's update_failure). */
+static void rest_failed(pt_ads_t *a, const char *why)
+{
+    for (type_state_t *t = a->types; t != NULL; t = t->next)
+        for (pt_ads_watch_t *w = t->watches; w != NULL; w = w->next)
+            if (!w->dead)
+                pt_stat_inc(w->stats.update_failure);
+    pt_warn("%s: poll of %s failed: %s; the last accepted config stays", a->log_name,
+            a->cluster_name, why);
+}
+
+/* The answer to a poll: 200 with a DiscoveryResponse as JSON (judged as a stream's: ACKed by
+ * the next poll's version, or NACKed by its error_detail), 304 (nothing changed), or a
+ * failure. The next poll comes refresh_delay later. */
+static void on_rest_done(void *data, int status, const char *body, size_t len, const char *why)
+{
+    pt_ads_t *a = data;
+    pt_rest_fetch_free(a->fetch);
+    a->fetch = NULL;
+    type_state_t *t = a->types;
+    if (t == NULL) {
+        /* nothing watches any more */
+    } else if (status == 200) {
+        note_connected(a);
+        char err[4096];
+        json_t *root = pt_json_parse(body, len, err, sizeof(err));
+        int rc = -1;
+        if (root != NULL) {
+            json_t *nn = json_object_get(root, "nonce");
+            set_str(&t->nonce, json_is_string(nn) ? json_string_value(nn) : "");
+            rc = judge(a, t, root, t->type_url, NULL, err, sizeof(err));
+            json_decref(root);
+        } else {
+            for (pt_ads_watch_t *w = t->watches; w != NULL; w = w->next) {
+                w->fetched = 1;
+                pt_stat_inc(w->stats.update_attempt);
+                pt_stat_inc(w->stats.update_rejected);
+            }
+            pt_warn("%s: %s rejected: %s", a->log_name, t->type_url, err);
+        }
+        free(t->nack);
+        t->nack = rc == 0 ? NULL : strdup(err);
+    } else if (status == 304) {
+        note_connected(a); /* unchanged */
+    } else {
+        char what[320];
+        if (status != 0)
+            snprintf(what, sizeof(what), "HTTP status %d", status);
+        else
+            snprintf(what, sizeof(what), "%s", why);
+        note_disconnected(a);
+        rest_failed(a, what);
+    }
+    if (live_watches(a))
+        rest_schedule(a, a->poll_again ? 0 : a->refresh_ms);
+    a->poll_again = 0;
+}
+
+/* POSTs the type's DiscoveryRequest as JSON: the names its watches want (none for a
+ * wildcard), the version accepted last, the node (every time, as Envoy's REST subscription
+ * sends it), and error_detail when the last response was refused. */
+static void rest_poll(pt_ads_t *a)
+{
+    type_state_t *t = a->types;
+    if (a->fetch != NULL || a->stopped || !a->started || t == NULL || !live_watches(a))
+        return;
+    json_t *want = wanted_names(t);
+    if (json_object_get(want, "*") != NULL)
+        json_object_clear(want);
+    size_t n;
+    const char **names = keys_of(want, &n);
+    pt_discovery_request_t req = {
+        .node = node_of(a),
+        .type_url = t->type_url,
+        .version_info = t->version,
+        .response_nonce = t->nonce,
+        .resource_names = names,
+        .nresource_names = n,
+        .error_message = t->nack,
+    };
+    char err[256] = "out of memory";
+    char *body = names != NULL ? pt_discovery_request_json(&req, err, sizeof(err)) : NULL;
+    free(names);
+    json_decref(want);
+    if (body == NULL) {
+        pt_error("%s: cannot encode a request for %s: %s", a->log_name, t->type_url, err);
+        rest_schedule(a, a->refresh_ms);
+        return;
+    }
+    pt_view_t *view = pt_cluster_manager_view(xds.cm);
+    pt_cluster_t *c = view != NULL ? pt_view_find_cluster(view, a->cluster_name) : NULL;
+    if (c == NULL)
+        snprintf(err, sizeof(err), "cluster %s does not exist (yet)", a->cluster_name);
+    else
+        a->fetch = pt_rest_fetch_start(c, xds.worker, "POST", a->rest_path, a->cluster_name,
+                                       "application/json", body, strlen(body),
+                                       a->request_timeout_ms, on_rest_done, a, err, sizeof(err));
+    pt_view_unref(view);
+    free(body);
+    if (a->fetch == NULL) {
+        rest_failed(a, err);
+        rest_schedule(a, a->refresh_ms);
+    }
+}
+
+/* The path of a type's own service: the last part of its type URL names it. */
+static const struct {
+    const char *type_url, *service, *stream, *delta, *rest;
+} services[] = {
+    {TYPE_PREFIX "envoy.config.listener.v3.Listener",
+     "envoy.service.listener.v3.ListenerDiscoveryService", "StreamListeners", "DeltaListeners",
+     "/v3/discovery:listeners"},
+    {TYPE_PREFIX "envoy.config.cluster.v3.Cluster",
+     "envoy.service.cluster.v3.ClusterDiscoveryService", "StreamClusters", "DeltaClusters",
+     "/v3/discovery:clusters"},
+    {TYPE_PREFIX "envoy.config.route.v3.RouteConfiguration",
+     "envoy.service.route.v3.RouteDiscoveryService", "StreamRoutes", "DeltaRoutes",
+     "/v3/discovery:routes"},
+    {TYPE_PREFIX "envoy.config.endpoint.v3.ClusterLoadAssignment",
+     "envoy.service.endpoint.v3.EndpointDiscoveryService", "StreamEndpoints",
+     "DeltaEndpoints", "/v3/discovery:endpoints"},
+    {TYPE_PREFIX "envoy.extensions.transport_sockets.tls.v3.Secret",
+     "envoy.service.secret.v3.SecretDiscoveryService", "StreamSecrets", "DeltaSecrets",
+     "/v3/discovery:secrets"},
+};
+
+static const char *const short_names[] = {"lds", "cds", "rds", "eds", "sds"};
+
+const char *pt_xds_service_path(const char *type_url, int delta)
+{
+    static char paths[2][sizeof(services) / sizeof(services[0])][128];
+    for (size_t i = 0; i < sizeof(services) / sizeof(services[0]); i++) {
+        if (strcmp(services[i].type_url, type_url) != 0)
+            continue;
+        char *p = paths[delta != 0][i];
+        if (p[0] == '\0')
+            snprintf(p, sizeof(paths[0][0]), "/%s/%s", services[i].service,
+                     delta ? services[i].delta : services[i].stream);
+        return p;
+    }
+    return NULL;
+}
+
+static pt_ads_t *mux_new(const pt_ads_config_t *cfg)
 {
     pt_ads_t *a = calloc(1, sizeof(*a));
-    if (a == NULL || (a->cluster_name = strdup(cfg->cluster_name)) == NULL) {
-        free(a);
+    if (a == NULL || (a->cluster_name = strdup(cfg->cluster_name)) == NULL ||
+        (cfg->type_url != NULL && (a->type_url = strdup(cfg->type_url)) == NULL)) {
+        if (a != NULL) {
+            free(a->cluster_name);
+            free(a);
+        }
         return NULL;
     }
     a->node_first_only = cfg->set_node_on_first_message_only;
     a->delta = cfg->delta;
-    a->node = cfg->node != NULL ? json_incref(cfg->node) : json_object();
-    a->cm = cm;
-    a->worker = w;
+    a->node = cfg->node != NULL ? json_incref(cfg->node) : NULL; /* NULL: the process's */
     a->backoff_ms = BACKOFF_BASE_MS;
     ev_timer_init(&a->retry, on_retry, 0., 0.);
     a->retry.data = a;
-    a->connected_state = pt_stats_gauge("control_plane", NULL, NULL, "connected_state");
+    ev_timer_init(&a->idle, on_idle, 0., 0.);
+    a->idle.data = a;
+    ev_timer_init(&a->poll, on_poll, 0., 0.);
+    a->poll.data = a;
+    if (cfg->type_url == NULL) {
+        a->path = a->delta ? DELTA_PATH : ADS_PATH;
+        snprintf(a->log_name, sizeof(a->log_name), "ads");
+        a->connected_state = pt_stats_gauge("control_plane", NULL, NULL, "connected_state");
+    } else {
+        a->path = pt_xds_service_path(cfg->type_url, a->delta);
+        for (size_t i = 0; i < sizeof(services) / sizeof(services[0]); i++)
+            if (strcmp(services[i].type_url, cfg->type_url) == 0)
+                a->rest_path = services[i].rest;
+        snprintf(a->log_name, sizeof(a->log_name), "xds");
+        for (size_t i = 0; i < sizeof(services) / sizeof(services[0]); i++)
+            if (strcmp(services[i].type_url, cfg->type_url) == 0)
+                snprintf(a->log_name, sizeof(a->log_name), "%s", short_names[i]);
+        char name[256];
+        snprintf(name, sizeof(name), "%scontrol_plane.connected_state",
+                 cfg->stat_prefix != NULL ? cfg->stat_prefix : "");
+        a->connected_state = pt_stats_gauge(cfg->stat_scope != NULL ? cfg->stat_scope : "xds",
+                                            NULL, NULL, name);
+    }
+    a->started = xds.started;
+    a->stopped = xds.stopped;
+    a->next = xds.all;
+    xds.all = a;
     return a;
 }
 
-void pt_ads_start(pt_ads_t *a)
+static void mux_stop(pt_ads_t *a)
 {
-    open_stream(a);
-}
-
-void pt_ads_stop(pt_ads_t *a)
-{
-    if (a == NULL)
-        return;
     a->stopped = 1;
-    if (a->worker->loop != NULL)
-        ev_timer_stop(a->worker->loop, &a->retry);
+    if (xds.worker != NULL && xds.worker->loop != NULL) {
+        ev_timer_stop(xds.worker->loop, &a->retry);
+        ev_timer_stop(xds.worker->loop, &a->idle);
+        ev_timer_stop(xds.worker->loop, &a->poll);
+    }
+    pt_rest_fetch_free(a->fetch);
+    a->fetch = NULL;
     pt_grpc_stream_free(a->stream);
     a->stream = NULL;
+    note_disconnected(a);
 }
 
-void pt_ads_free(pt_ads_t *a)
+static void mux_free(pt_ads_t *a)
 {
-    if (a == NULL)
-        return;
-    if (current == a)
-        current = NULL;
-    pt_ads_stop(a);
+    mux_stop(a);
     while (a->types != NULL) {
         type_state_t *t = a->types;
         a->types = t->next;
         while (t->watches != NULL) {
             pt_ads_watch_t *w = t->watches;
             t->watches = w->next;
-            free_watch(w);
+            if (w->dead) {
+                free_watch(w);
+            } else {
+                /* Its subscription frees it (pt_ads_unwatch); it hears of nothing more. */
+                w->ads = NULL;
+                w->type = NULL;
+                w->next = NULL;
+            }
         }
         free(t->type_url);
         free(t->version);
         free(t->nonce);
+        free(t->nack);
         json_decref(t->have);
         json_decref(t->subscribed);
         free(t);
     }
     json_decref(a->node);
     free(a->cluster_name);
+    free(a->type_url);
+    free(a->key);
     free(a);
+}
+
+void pt_xds_init(pt_cluster_manager_t *cm, pt_worker_t *main_worker, json_t *node)
+{
+    xds.cm = cm;
+    xds.worker = main_worker;
+    json_decref(xds.node);
+    xds.node = node != NULL ? json_incref(node) : NULL;
+}
+
+/* The node a mux announces: its own, or the process's. */
+static json_t *node_of(const pt_ads_t *a)
+{
+    return a->node != NULL ? a->node : xds.node;
+}
+
+pt_ads_t *pt_xds_ads_new(const pt_ads_config_t *cfg)
+{
+    pt_ads_config_t c = *cfg;
+    c.type_url = NULL;
+    pt_ads_t *a = mux_new(&c);
+    if (a != NULL)
+        xds.ads = a;
+    return a;
+}
+
+pt_ads_t *pt_xds_mux_for(const pt_config_source_t *src, const pt_file_subscription_config_t *cfg,
+                         char *err, size_t errlen)
+{
+    const pt_api_source_t *api = src->api;
+    if (api == NULL) {
+        snprintf(err, errlen, "not a control plane's source");
+        return NULL;
+    }
+    if (pt_xds_service_path(cfg->type_url, 0) == NULL) {
+        snprintf(err, errlen, "%s has no discovery service of its own", cfg->type_url);
+        return NULL;
+    }
+    for (pt_ads_t *a = xds.all; a != NULL; a = a->next)
+        if (a->key != NULL && a->type_url != NULL && strcmp(a->key, src->key) == 0 &&
+            strcmp(a->type_url, cfg->type_url) == 0)
+            return a;
+    pt_ads_config_t c = {
+        .cluster_name = api->cluster,
+        .set_node_on_first_message_only = api->node_first_only,
+        .delta = api->api_type == PT_API_DELTA_GRPC,
+        .type_url = cfg->type_url,
+        .stat_scope = cfg->stat_scope,
+        .stat_prefix = cfg->stat_prefix,
+    };
+    pt_ads_t *a = api->cluster != NULL ? mux_new(&c) : NULL;
+    if (a != NULL && api->api_type == PT_API_REST) {
+        a->rest = 1;
+        a->refresh_ms = api->refresh_delay_ms;
+        a->request_timeout_ms = api->request_timeout_ms;
+    }
+    if (a != NULL && (a->key = strdup(src->key)) == NULL) {
+        xds.all = a->next;
+        mux_free(a);
+        a = NULL;
+    }
+    if (a == NULL)
+        snprintf(err, errlen, "out of memory");
+    return a;
+}
+
+void pt_xds_start(void)
+{
+    xds.started = 1;
+    for (pt_ads_t *a = xds.all; a != NULL; a = a->next) {
+        a->started = 1;
+        open_stream(a);
+    }
+}
+
+void pt_xds_stop(void)
+{
+    xds.stopped = 1;
+    for (pt_ads_t *a = xds.all; a != NULL; a = a->next)
+        mux_stop(a);
+}
+
+void pt_xds_free(void)
+{
+    while (xds.all != NULL) {
+        pt_ads_t *a = xds.all;
+        xds.all = a->next;
+        mux_free(a);
+    }
+    xds.ads = NULL;
+    json_decref(xds.node);
+    xds.node = NULL;
+    xds.cm = NULL;
+    xds.worker = NULL;
+    xds.started = xds.stopped = 0;
 }
 
 /* ---- watches ------------------------------------------------------------------------- */
@@ -688,7 +1129,10 @@ pt_ads_watch_t *pt_ads_watch(pt_ads_t *a, const pt_file_subscription_config_t *c
     pt_subscription_stats_init(&w->stats, cfg);
     w->next = t->watches;
     t->watches = w;
-    send_request(a, t, NULL);
+    if (a->stream == NULL && !ev_is_active(&a->retry))
+        open_stream(a); /* a source's own stream, for its first watch */
+    else
+        send_request(a, t, NULL);
     return w;
 }
 
@@ -717,7 +1161,10 @@ int pt_ads_watch_set_names(pt_ads_watch_t *w, const char *const *names, size_t n
     free(w->names);
     w->names = copy;
     w->nnames = names != NULL ? n : 0;
-    send_request(w->ads, w->type, NULL);
+    if (w->ads != NULL && w->ads->delta)
+        prune_have(w->type);
+    if (w->ads != NULL)
+        send_request(w->ads, w->type, NULL);
     return 0;
 }
 
@@ -726,7 +1173,13 @@ void pt_ads_unwatch(pt_ads_watch_t *w)
     if (w == NULL)
         return;
     pt_ads_t *a = w->ads;
+    if (a == NULL) { /* orphaned: its mux is gone */
+        free_watch(w);
+        return;
+    }
     w->dead = 1;
+    if (a->delta)
+        prune_have(w->type);
     /* The control plane no longer needs to send what only this watch wanted. */
     send_request(a, w->type, NULL);
     if (a->delivering == 0)

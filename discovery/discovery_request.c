@@ -81,21 +81,53 @@ static int encode(const char *message, json_t *tree, const build_t *b, pt_pb_wri
     return rc;
 }
 
+static json_t *request_tree(const pt_discovery_request_t *req, build_t *b)
+{
+    json_t *t = json_object();
+    if (t != NULL) {
+        set_string(b, t, "version_info", req->version_info);
+        if (req->node != NULL)
+            set(b, t, "node", json_incref(req->node));
+        set_names(b, t, "resource_names", req->resource_names, req->nresource_names);
+        set_string(b, t, "type_url", req->type_url);
+        set_string(b, t, "response_nonce", req->response_nonce);
+        set_error(b, t, "error_detail", req->error_message);
+    }
+    return t;
+}
+
 int pt_discovery_request_encode(const pt_discovery_request_t *req, pt_pb_writer_t *w, char *err,
                                 size_t errlen)
 {
     build_t b = {0};
-    json_t *t = json_object();
-    if (t != NULL) {
-        set_string(&b, t, "version_info", req->version_info);
-        if (req->node != NULL)
-            set(&b, t, "node", json_incref(req->node));
-        set_names(&b, t, "resource_names", req->resource_names, req->nresource_names);
-        set_string(&b, t, "type_url", req->type_url);
-        set_string(&b, t, "response_nonce", req->response_nonce);
-        set_error(&b, t, "error_detail", req->error_message);
-    }
+    json_t *t = request_tree(req, &b);
     return encode("envoy.service.discovery.v3.DiscoveryRequest", t, &b, w, err, errlen);
+}
+
+char *pt_discovery_request_json(const pt_discovery_request_t *req, char *err, size_t errlen)
+{
+    build_t b = {0};
+    json_t *t = request_tree(req, &b);
+    char *text = NULL;
+    if (b.failed) {
+        snprintf(err, errlen, "%s", b.why[0] ? b.why : "out of memory");
+    } else if (t != NULL) {
+        /* Checked against the message as the wire form is: a field the schema does not
+         * have (a node's) is refused the same way. */
+        pt_pb_writer_t w;
+        pt_pb_writer_init(&w);
+        if (pt_pb_from_json(pt_pb_message_find("envoy.service.discovery.v3.DiscoveryRequest"),
+                            t, &w, err, errlen) == 0) {
+            text = json_dumps(t, JSON_COMPACT);
+            if (text == NULL)
+                snprintf(err, errlen, "out of memory");
+        }
+        pt_pb_writer_dispose(&w);
+    } else {
+        snprintf(err, errlen, "out of memory");
+    }
+    json_decref(t);
+    return text;
 }
 
 int pt_delta_discovery_request_encode(const pt_delta_discovery_request_t *req, pt_pb_writer_t *w,

@@ -47,6 +47,9 @@ typedef struct pt_delta_discovery_request {
  * with a field the Node message does not have, a name that is not UTF-8, ...). */
 int pt_discovery_request_encode(const pt_discovery_request_t *req, pt_pb_writer_t *w, char *err,
                                 size_t errlen);
+/* The request as proto3 JSON text (REST-JSON xDS: its POST body; field names as in the
+ * .proto), checked by the schema as the encoding is. Caller frees; NULL with why in err. */
+char *pt_discovery_request_json(const pt_discovery_request_t *req, char *err, size_t errlen);
 int pt_delta_discovery_request_encode(const pt_delta_discovery_request_t *req, pt_pb_writer_t *w,
                                       char *err, size_t errlen);
 

@@ -20,10 +20,11 @@ pt_subscription_t *pt_subscription_new(const pt_config_source_t *src,
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    if (src->ads) {
-        pt_ads_t *a = pt_ads_current();
+    if (src->ads || src->api != NULL) {
+        pt_ads_t *a = src->ads ? pt_ads_current() : pt_xds_mux_for(src, cfg, err, errlen);
         if (a == NULL) {
-            snprintf(err, errlen, "ads: the bootstrap has no dynamic_resources.ads_config");
+            if (src->ads)
+                snprintf(err, errlen, "ads: the bootstrap has no dynamic_resources.ads_config");
             free(s);
             return NULL;
         }
@@ -77,7 +78,7 @@ const char *pt_subscription_version(const pt_subscription_t *s)
     return s->ads != NULL ? pt_ads_watch_version(s->ads) : pt_file_subscription_version(s->file);
 }
 
-int pt_subscription_is_ads(const pt_subscription_t *s)
+int pt_subscription_is_remote(const pt_subscription_t *s)
 {
     return s->ads != NULL;
 }

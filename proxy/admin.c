@@ -593,11 +593,28 @@ static void ep_config_dump(admin_request_t *req, admin_response_t *res)
                                             timestamp_json(s->start_time)));
             continue;
         }
-        json_array_append_new(dynamic_listeners,
-                              json_pack("{s:s,s:{s:s,s:o,s:o}}", "name", l->name,
-                                        "active_state", "version_info",
-                                        l->version_info ? l->version_info : "", "listener",
-                                        copy, "last_updated", timestamp_json(l->last_updated)));
+        /* A listener whose TLS secrets have not come is warming (not listening yet), as is
+         * the version of an update that waits for them (the one in force serves). */
+        int warming = 0;
+        for (unsigned j = 0; j < s->nlisteners; j++)
+            if (strcmp(s->listeners[j]->name, l->name) == 0)
+                warming = s->listeners[j]->warming;
+        json_t *entry = json_pack("{s:s,s:{s:s,s:o,s:o}}", "name", l->name,
+                                  warming ? "warming_state" : "active_state", "version_info",
+                                  l->version_info ? l->version_info : "", "listener", copy,
+                                  "last_updated", timestamp_json(l->last_updated));
+        const pt_listener_config_t *next =
+            s->lds_pending != NULL ? pt_config_find_listener(s->lds_pending, l->name) : NULL;
+        if (next != NULL && !json_equal(next->source, l->source)) {
+            json_t *ncopy = json_deep_copy(next->source);
+            redact(ncopy);
+            json_object_set_new(entry, "warming_state",
+                                json_pack("{s:s,s:o,s:o}", "version_info",
+                                          next->version_info ? next->version_info : "",
+                                          "listener", ncopy, "last_updated",
+                                          timestamp_json(next->last_updated)));
+        }
+        json_array_append_new(dynamic_listeners, entry);
     }
     json_array_append_new(configs, json_pack("{s:s,s:o,s:o}", "@type",
                                              "type.googleapis.com/envoy.admin.v3.ListenersConfigDump",

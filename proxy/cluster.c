@@ -1384,7 +1384,10 @@ pt_conn_t *pt_cluster_connect(const pt_cluster_t *c, pt_worker_t *w, const pt_ad
     if (c->tls_ctx != NULL) {
         tls = pt_tls_conn_new(c->tls_ctx, 0, c->tls_ctx->settings->sni);
         if (tls == NULL) {
-            *err = -ENOMEM;
+            /* An SDS secret has not come (no handshake without it), or out of memory. */
+            *err = atomic_load_explicit(&c->tls_ctx->secrets_missing, memory_order_relaxed) > 0
+                       ? -ENOKEY
+                       : -ENOMEM;
             return NULL;
         }
         transport = pt_tls_transport();

@@ -51,7 +51,9 @@ typedef struct cm_entry {
 } cm_entry_t;
 
 /* One file of ClusterLoadAssignments, shared by every EDS cluster that names it; or the
- * ADS stream's EDS, shared by every EDS cluster whose eds_config says `ads` (path "ads"). */
+ * ADS stream's EDS, shared by every EDS cluster whose eds_config says `ads` (path "ads"); or
+ * a control plane's EDS stream, shared by the clusters whose eds_config names it the same
+ * way (path: the source's key, pt_config_source_t). */
 struct eds_sub {
     pt_cluster_manager_t *cm;
     char *path, *watched_directory;
@@ -582,10 +584,10 @@ static int same_str(const char *a, const char *b)
     return (a == NULL || b == NULL) ? a == b : strcmp(a, b) == 0;
 }
 
-/* What names a source among the subscriptions: its file, or "ads". */
+/* What names a source among the subscriptions: its file, "ads", or its control plane. */
 static const char *source_key(const pt_config_source_t *src)
 {
-    return src->ads ? "ads" : src->path;
+    return src->key;
 }
 
 static uint64_t source_hash(const pt_config_source_t *src)
@@ -640,7 +642,8 @@ static int member_add(eds_sub_t *es, cm_entry_t *e)
     return 0;
 }
 
-/* The ADS subscription asks for its members' assignments (by their service names). */
+/* A control plane's subscription asks for its members' assignments (by their service
+ * names). */
 static void ads_ask_for_members(eds_sub_t *es)
 {
     const char **names = malloc((es->nmembers ? es->nmembers : 1) * sizeof(*names));
@@ -750,8 +753,8 @@ static void eds_rebind(pt_cluster_manager_t *cm)
             if (cm->loop != NULL &&
                 pt_subscription_watch(es->sub, cm->loop, err, sizeof(err)) != 0)
                 pt_warn("eds: %s: %s", es->path, err);
-        } else if ((es->joining & 1) && pt_subscription_is_ads(es->sub)) {
-            /* Over ADS the names sent below ask the control plane for the new ones. */
+        } else if ((es->joining & 1) && pt_subscription_is_remote(es->sub)) {
+            /* From a control plane the names sent below ask it for the new ones. */
         } else if (es->joining & 1) {
             /* Clusters join a file read before: read it again, as Envoy's new subscription
              * would (nothing of the earlier read is kept but digests; clusters already
@@ -776,7 +779,7 @@ static void eds_rebind(pt_cluster_manager_t *cm)
         eds_sub_free(es);
     }
     for (eds_sub_t *es = cm->eds_subs; es != NULL; es = es->next)
-        if (pt_subscription_is_ads(es->sub))
+        if (pt_subscription_is_remote(es->sub))
             ads_ask_for_members(es);
 }
 
@@ -1164,6 +1167,9 @@ static int is_warming(const cm_entry_t *e, uint64_t now)
 {
     if (!e->active->wait_for_warm)
         return 0;
+    /* Its TLS context waits for an SDS secret (within its initial_fetch_timeout). */
+    if (pt_tls_context_warming(e->active->tls_ctx, now))
+        return 1;
     if (pt_cluster_type_is_dns(e->active->type))
         return !e->dns_ready;
     return e->active->type == PT_CLUSTER_EDS && !e->active->has_assignment &&

@@ -48,56 +48,16 @@ static _Atomic uint64_t next_version = 1;
 
 /* dynamic_resources.ads_config: an ApiConfigSource for the ADS stream (discovery/ads.h):
  * api_type GRPC (state of the world) or DELTA_GRPC, V3, one grpc_services entry naming a
- * cluster (envoy_grpc). */
+ * static cluster (envoy_grpc). */
 static void parse_ads_config(pt_cfg_t *r, pt_config_t *cfg)
 {
     if (pt_cfg_enter(r, "ads_config") <= 0)
         return;
-    static const char *const unsupported[] = {"cluster_names", "refresh_delay", "request_timeout",
-                                              "rate_limit_settings", "config_validators",
-                                              NULL};
-    pt_cfg_unsupported(r, unsupported);
-    static const char *const api_types[] = {"GRPC", "DELTA_GRPC", NULL};
-    static const char *const api_known[] = {"DEPRECATED_AND_UNAVAILABLE_DO_NOT_USE", "REST",
-                                            "AGGREGATED_GRPC", "AGGREGATED_DELTA_GRPC", NULL};
-    int v = -1;
-    if (pt_cfg_enum(r, "api_type", api_types, api_known, &v, -1) == 0)
-        pt_cfg_error(r, "api_type", "is required (GRPC or DELTA_GRPC)");
-    cfg->ads_delta = v == 1;
-    static const char *const versions[] = {"V3", NULL};
-    static const char *const versions_known[] = {"AUTO", "V2", NULL};
-    pt_cfg_enum(r, "transport_api_version", versions, versions_known, &v, 0);
-    pt_cfg_bool(r, "set_node_on_first_message_only", &cfg->ads_node_first_only, 0);
-    int present;
-    size_t n = pt_cfg_array(r, "grpc_services", &present);
-    if (n != 1)
-        pt_cfg_error(r, "grpc_services", "must name exactly one service (has %zu)", n);
-    for (size_t i = 0; i < n; i++) {
-        if (pt_cfg_enter_index(r, i) <= 0)
-            continue;
-        static const char *const gs_unsupported[] = {"google_grpc", "retry_policy",
-                                                     "initial_metadata", NULL};
-        pt_cfg_unsupported(r, gs_unsupported);
-        uint64_t timeout;
-        pt_cfg_duration_ms(r, "timeout", &timeout, 0); /* a stream has no deadline */
-        if (pt_cfg_enter(r, "envoy_grpc") > 0) {
-            static const char *const eg_unsupported[] = {"authority", "retry_policy",
-                                                         "max_receive_message_length",
-                                                         "skip_envoy_headers", NULL};
-            pt_cfg_unsupported(r, eg_unsupported);
-            const char *name;
-            if (pt_cfg_string(r, "cluster_name", &name, NULL) == 0 || name[0] == '\0')
-                pt_cfg_error(r, "cluster_name", "is required");
-            else
-                cfg->ads_cluster = pt_arena_strdup(&cfg->arena, name);
-            pt_cfg_leave(r);
-        } else {
-            pt_cfg_error(r, "envoy_grpc", "is required");
-        }
-        pt_cfg_leave(r);
-    }
-    if (present)
-        pt_cfg_leave_array(r);
+    pt_api_source_t api;
+    pt_api_source_parse(r, &cfg->arena, 0, &api);
+    cfg->ads_delta = api.api_type == PT_API_DELTA_GRPC;
+    cfg->ads_node_first_only = api.node_first_only;
+    cfg->ads_cluster = api.cluster;
     cfg->has_ads = cfg->ads_cluster != NULL;
     pt_cfg_leave(r);
 }

@@ -28,8 +28,8 @@ static pt_log_limit_t emfile_log; /* one line a second for every listener and wo
 /* Open downstream connections of the whole process, for the global connection limit. */
 static _Atomic uint64_t downstream_connections;
 
-pt_listener_t *pt_listener_open(const pt_listener_config_t *cfg, unsigned nworkers, char *err,
-                                size_t errlen)
+pt_listener_t *pt_listener_open(const pt_listener_config_t *cfg, unsigned nworkers, int warming,
+                                char *err, size_t errlen)
 {
     pt_listener_t *l = calloc(1, sizeof(*l));
     if (l == NULL)
@@ -56,7 +56,7 @@ pt_listener_t *pt_listener_open(const pt_listener_config_t *cfg, unsigned nworke
             setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
         if (bind(fd, &cfg->address.sa, pt_addr_len(&cfg->address)) != 0)
             goto sockerr;
-        if (listen(fd, 1024) != 0)
+        if (!warming && listen(fd, 1024) != 0)
             goto sockerr;
         /* Port 0: later sockets must bind to the port the kernel chose for the first. */
         if (i == 0 && pt_addr_port(&cfg->address) == 0) {
@@ -64,6 +64,7 @@ pt_listener_t *pt_listener_open(const pt_listener_config_t *cfg, unsigned nworke
             getsockname(fd, &l->address.sa, &len);
         }
     }
+    l->warming = warming;
     return l;
 sockerr: {
     char a[PT_ADDR_STRLEN];
@@ -77,6 +78,39 @@ nomem:
     snprintf(err, errlen, "out of memory");
     pt_listener_free(l);
     return NULL;
+}
+
+int pt_listener_listen(pt_listener_t *l, char *err, size_t errlen)
+{
+    for (unsigned i = 0; i < l->nfds; i++) {
+        if (listen(l->fds[i], 1024) != 0) {
+            char a[PT_ADDR_STRLEN];
+            pt_addr_format(&l->address, a, sizeof(a));
+            snprintf(err, errlen, "listener \"%s\": cannot listen on %s: %s", l->name, a,
+                     strerror(errno));
+            return -1;
+        }
+    }
+    l->warming = 0;
+    return 0;
+}
+
+static int chain_warming(const pt_filter_chain_t *fc, uint64_t now_ms, uint64_t *until)
+{
+    if (fc == NULL || !pt_tls_context_warming(fc->tls_ctx, now_ms))
+        return 0;
+    if (until != NULL && fc->tls_ctx->secrets_warm_until_ms < *until)
+        *until = fc->tls_ctx->secrets_warm_until_ms;
+    return 1;
+}
+
+int pt_listener_config_warming(const pt_listener_config_t *cfg, uint64_t now_ms,
+                               uint64_t *until)
+{
+    int warming = chain_warming(cfg->default_chain, now_ms, until);
+    for (unsigned i = 0; i < cfg->nchains; i++)
+        warming |= chain_warming(&cfg->chains[i], now_ms, until);
+    return warming;
 }
 
 pt_listener_t *pt_listener_ref(pt_listener_t *l)

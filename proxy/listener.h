@@ -24,12 +24,24 @@ struct pt_listener {
     int *fds;             /* one per worker */
     unsigned nfds;        /* 0 for a listener with bind_to_port false */
     _Atomic uint64_t active; /* open downstream connections, all workers (connection_limit) */
+    /* Warming (main thread): its sockets are bound but do not listen, and no worker has
+     * them, until the SDS secrets of its TLS contexts come (a connection is refused
+     * meanwhile, as by Envoy's warming listener). */
+    int warming;
 };
 typedef struct pt_listener pt_listener_t;
 
-/* Binds one socket per worker. Returns NULL and writes why into err. */
-pt_listener_t *pt_listener_open(const pt_listener_config_t *cfg, unsigned nworkers, char *err,
-                                size_t errlen);
+/* Binds one socket per worker, listening unless `warming` (then pt_listener_listen later).
+ * Returns NULL and writes why into err. */
+pt_listener_t *pt_listener_open(const pt_listener_config_t *cfg, unsigned nworkers, int warming,
+                                char *err, size_t errlen);
+/* A warming listener's sockets start listening. 0, or -1 with why in err. */
+int pt_listener_listen(pt_listener_t *l, char *err, size_t errlen);
+/* Whether a TLS context of one of the listener's filter chains waits for an SDS secret within
+ * its initial_fetch_timeout; *until (when given) is lowered to the earliest moment that ends
+ * (monotonic ms). Main thread. */
+int pt_listener_config_warming(const pt_listener_config_t *cfg, uint64_t now_ms,
+                               uint64_t *until);
 void pt_listener_free(pt_listener_t *l);
 pt_listener_t *pt_listener_ref(pt_listener_t *l);
 void pt_listener_unref(pt_listener_t *l); /* pt_listener_free at the last reference */

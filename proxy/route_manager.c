@@ -70,7 +70,7 @@ typedef struct rds_name {
 struct rds_file {
     pt_route_manager_t *rm;
     char *path, *watched_directory;
-    pt_subscription_t *sub; /* a file, or the ADS stream (path "ads") */
+    pt_subscription_t *sub; /* a file, the ADS stream (path "ads"), or a control plane's */
     rds_file_t *next;
 };
 
@@ -278,7 +278,7 @@ static int ads_ask_for_names(pt_route_manager_t *rm, rds_file_t *f, char *err, s
 int pt_route_manager_want(pt_route_manager_t *rm, const pt_config_source_t *src,
                           const char *name, const char *stat_prefix, char *err, size_t errlen)
 {
-    const char *key = src->ads ? "ads" : src->path; /* the source, as rds_file_t names it */
+    const char *key = src->key; /* the source, as rds_file_t names it */
     rds_name_t *e = rm->names;
     while (e != NULL && strcmp(e->name, name) != 0)
         e = e->next;
@@ -336,7 +336,7 @@ int pt_route_manager_want(pt_route_manager_t *rm, const pt_config_source_t *src,
     e->file = f;
     e->next = rm->names;
     rm->names = e;
-    if (f != NULL && pt_subscription_is_ads(f->sub))
+    if (f != NULL && pt_subscription_is_remote(f->sub))
         return ads_ask_for_names(rm, f, err, errlen); /* it comes when the control plane sends it */
     if (f != NULL) {
         /* The file was read already: read it again now (a change for this name only). */
@@ -373,7 +373,7 @@ int pt_route_manager_want(pt_route_manager_t *rm, const pt_config_source_t *src,
     f->next = rm->files;
     rm->files = f;
     e->file = f;
-    if (pt_subscription_is_ads(f->sub))
+    if (pt_subscription_is_remote(f->sub))
         return ads_ask_for_names(rm, f, err, errlen);
     rm->loading++;
     int rc = pt_subscription_load(f->sub, err, errlen);

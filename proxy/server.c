@@ -17,6 +17,7 @@
 #include "proxy/access_log.h"
 #include "proxy/admin.h"
 #include "proxy/buf.h"
+#include "proxy/config_source.h"
 #include "proxy/heap.h"
 #include "proxy/log.h"
 #include "proxy/runtime.h"
@@ -104,6 +105,9 @@ static void check_warm(pt_server_t *s)
     unsigned warming = s->clusters != NULL ? pt_cluster_manager_warming(s->clusters) : 0;
     if (warming > 0 || pt_subscription_warming(s->cds) || pt_subscription_warming(s->lds))
         return;
+    for (unsigned i = 0; i < s->nlisteners; i++)
+        if (s->listeners[i]->warming)
+            return;
     s->state = PT_SERVER_LIVE;
     if (s->announced_warming)
         pt_info("initial resources in: live");
@@ -270,16 +274,79 @@ static void post_listener(pt_server_t *s, unsigned worker, pt_listener_t *l)
 static int ensure_route_manager(pt_server_t *s);
 static void publish_view(pt_server_t *s);
 
+static int modified_warming(pt_server_t *s, const pt_config_t *next, uint64_t now,
+                            uint64_t *until);
+static int lds_commit(pt_server_t *s, pt_config_t *next, char *err, size_t errlen);
+
+/* Warming listeners (bound, not listening: their TLS contexts wait for SDS secrets) whose
+ * secrets came or whose initial_fetch_timeout ran out start listening and go to the
+ * workers; the timer is set for the next timeout of those left. */
+static void start_warm_listeners(pt_server_t *s)
+{
+    if (s->workers == NULL || s->loop == NULL)
+        return; /* before the run: pt_server_run opens them as they are then */
+    uint64_t now = pt_now_ms(), next = UINT64_MAX;
+    if (s->lds_pending != NULL && !modified_warming(s, s->lds_pending, now, &next)) {
+        /* The listeners an update changes warmed: it applies whole now. */
+        pt_config_t *pending = s->lds_pending;
+        s->lds_pending = NULL;
+        char err[2048];
+        if (lds_commit(s, pending, err, sizeof(err)) != 0)
+            pt_error("lds: the update that waited for TLS secrets cannot apply: %s", err);
+        return; /* lds_commit looked at the warming listeners again */
+    }
+    for (unsigned i = 0; i < s->nlisteners; i++) {
+        pt_listener_t *l = s->listeners[i];
+        if (!l->warming)
+            continue;
+        const pt_listener_config_t *lc = pt_config_find_listener(s->config, l->name);
+        if (lc != NULL && pt_listener_config_warming(lc, now, &next))
+            continue;
+        char err[512];
+        if (pt_listener_listen(l, err, sizeof(err)) != 0) {
+            pt_error("%s", err);
+            continue;
+        }
+        pt_info("listener %s: warmed (its TLS secrets came, or their initial_fetch_timeout ran "
+                "out): listening", l->name);
+        for (unsigned w = 0; w < s->nworkers_started; w++)
+            post_listener(s, w, l);
+    }
+    ev_timer_stop(s->loop, &s->listener_warm);
+    if (next != UINT64_MAX) {
+        ev_timer_set(&s->listener_warm, next > now ? (double)(next - now) / 1000.0 + 0.001 : 0.,
+                     0.);
+        ev_timer_start(s->loop, &s->listener_warm);
+    }
+}
+
+static void on_listener_warm(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop, (void)revents;
+    pt_server_t *s = t->data;
+    start_warm_listeners(s);
+    check_warm(s);
+}
+
+/* SDS secrets came (tls/secret.c): listeners and clusters waiting for them may be done. */
+static void on_secrets_changed(void *data)
+{
+    pt_server_t *s = data;
+    start_warm_listeners(s);
+    check_warm(s);
+}
+
 /* An LDS update: a new listener snapshot (static listeners and every listener of the update),
  * validated whole, with the RDS files its connection managers name read, and every new
  * socket bound, before anything changes. Then workers take the snapshot (new connections get
  * the new filter chains), sockets of listeners that stay are kept (no accept gap), new ones
  * are watched, removed ones closed, and the connections of listeners or filter chains that
  * changed or went drain and close within --drain-time-s. */
-static int on_lds_update(void *data, const pt_discovery_response_t *resp, char *err,
-                         size_t errlen)
+/* A listener snapshot from an LDS update (static listeners and every listener of resp),
+ * validated whole; NULL with the errors in err. */
+static pt_config_t *lds_build(pt_server_t *s, const pt_discovery_response_t *resp, char *err,
+                              size_t errlen)
 {
-    pt_server_t *s = data;
     pt_cfg_t r;
     json_t *none = json_object(); /* r only collects the errors */
     pt_cfg_init(&r, none);
@@ -292,12 +359,91 @@ static int on_lds_update(void *data, const pt_discovery_response_t *resp, char *
             int n = snprintf(err + len, errlen - len, "%s%s", len ? "; " : "", r.errors[i]);
             len = n < 0 ? len : (len + (size_t)n < errlen ? len + (size_t)n : errlen - 1);
         }
-        pt_cfg_dispose(&r);
-        json_decref(none);
-        return -1;
     }
     pt_cfg_dispose(&r);
     json_decref(none);
+    return next;
+}
+
+/* The listener that serves cfg's listener of this name now, if it serves at the same address
+ * (its socket is kept by an update). */
+static pt_listener_t *bound_listener(pt_server_t *s, const pt_listener_config_t *lc)
+{
+    for (unsigned j = 0; j < s->nlisteners; j++)
+        if (strcmp(s->listeners[j]->name, lc->name) == 0 &&
+            pt_addr_equal(&s->listeners[j]->address, &lc->address))
+            return s->listeners[j];
+    return NULL;
+}
+
+/* Whether a listener of next changes one that serves now (same name and address) into a
+ * version that waits for TLS secrets: Envoy keeps the old version serving until the new one
+ * warmed. *until is lowered to when that waiting may end. */
+static int modified_warming(pt_server_t *s, const pt_config_t *next, uint64_t now,
+                            uint64_t *until)
+{
+    int any = 0;
+    for (unsigned i = 0; i < next->nlisteners; i++) {
+        const pt_listener_config_t *lc = &next->listeners[i];
+        pt_listener_t *l = bound_listener(s, lc);
+        const pt_listener_config_t *was = pt_config_find_listener(s->config, lc->name);
+        if (l == NULL || l->warming || was == NULL || json_equal(was->source, lc->source))
+            continue;
+        any |= pt_listener_config_warming(lc, now, until);
+    }
+    return any;
+}
+
+/* The update as it can serve now: next with each listener it changes in place into a version
+ * that waits for secrets taken back to the version in force. NULL when that is not
+ * needed or cannot be had (then next applies as it is). */
+static pt_config_t *lds_interim(pt_server_t *s, const pt_config_t *next,
+                                const pt_discovery_response_t *resp)
+{
+    uint64_t now = pt_now_ms();
+    if (!modified_warming(s, next, now, NULL))
+        return NULL;
+    pt_discovery_resource_t *res = calloc(resp->nresources ? resp->nresources : 1, sizeof(*res));
+    if (res == NULL)
+        return NULL;
+    for (size_t i = 0; i < resp->nresources; i++) {
+        res[i] = resp->resources[i];
+        const pt_listener_config_t *lc =
+            res[i].name != NULL ? pt_config_find_listener(next, res[i].name) : NULL;
+        const pt_listener_config_t *was =
+            res[i].name != NULL ? pt_config_find_listener(s->config, res[i].name) : NULL;
+        if (lc == NULL || was == NULL || !was->dynamic || was->source == NULL ||
+            json_equal(was->source, lc->source) || bound_listener(s, lc) == NULL ||
+            bound_listener(s, lc)->warming || !pt_listener_config_warming(lc, now, NULL))
+            continue;
+        res[i].json = was->source; /* the version in force, for now */
+        res[i].text = NULL;
+        res[i].text_len = 0;
+    }
+    pt_discovery_response_t interim = {.root = resp->root,
+                                       .version_info = resp->version_info,
+                                       .resources = res,
+                                       .nresources = resp->nresources};
+    char err[2048];
+    pt_config_t *cfg = lds_build(s, &interim, err, sizeof(err));
+    free(res);
+    if (cfg == NULL)
+        pt_warn("lds: the listeners in force cannot be kept while the new ones warm (%s): "
+                "the update applies now", err);
+    return cfg;
+}
+
+/* An LDS update (see lds_commit). A listener it changes in place whose new version waits for
+ * TLS secrets keeps serving as it was (the update applies without that change) until they
+ * come or their initial_fetch_timeout runs out; then the update applies whole
+ * (start_warm_listeners). */
+static int on_lds_update(void *data, const pt_discovery_response_t *resp, char *err,
+                         size_t errlen)
+{
+    pt_server_t *s = data;
+    pt_config_t *next = lds_build(s, resp, err, errlen);
+    if (next == NULL)
+        return -1;
     /* Route configurations the new connection managers name: read before anything changes. */
     for (pt_rds_need_t *n = next->rds_needs; n != NULL; n = n->next) {
         if (ensure_route_manager(s) != 0 ||
@@ -306,6 +452,28 @@ static int on_lds_update(void *data, const pt_discovery_response_t *resp, char *
             return -1;
         }
     }
+    pt_config_unref(s->lds_pending); /* a newer update replaces one that waited */
+    s->lds_pending = NULL;
+    pt_config_t *interim = s->workers != NULL ? lds_interim(s, next, resp) : NULL;
+    if (interim == NULL)
+        return lds_commit(s, next, err, errlen);
+    int rc = lds_commit(s, interim, err, errlen);
+    if (rc == 0) {
+        pt_info("lds: version %s waits for the TLS secrets of the listeners it changes; they "
+                "serve as they were until then", resp->version_info);
+        s->lds_pending = next;
+        start_warm_listeners(s); /* arms the timer for their timeouts */
+    } else {
+        pt_config_unref(next);
+    }
+    return rc;
+}
+
+/* Applies a listener snapshot: sockets of listeners that stay are kept (no accept gap), new
+ * ones are bound (listening unless they warm), removed ones closed, and the connections of
+ * listeners or filter chains that changed or went drain. next is taken. */
+static int lds_commit(pt_server_t *s, pt_config_t *next, char *err, size_t errlen)
+{
     if (s->workers == NULL) { /* at start: the listeners are bound when the server runs */
         pt_config_unref(s->config);
         s->config = next;
@@ -326,7 +494,8 @@ static int on_lds_update(void *data, const pt_discovery_response_t *resp, char *
         if (bound[i] != NULL)
             continue;
         char why[512];
-        bound[i] = pt_listener_open(lc, s->nworkers, why, sizeof(why));
+        bound[i] = pt_listener_open(lc, s->nworkers, pt_listener_config_warming(lc, pt_now_ms(), NULL),
+                                    why, sizeof(why));
         if (bound[i] == NULL) {
             snprintf(err, errlen, "resources: %s", why);
             failed = 1;
@@ -350,7 +519,7 @@ static int on_lds_update(void *data, const pt_discovery_response_t *resp, char *
     for (unsigned w = 0; w < s->nworkers_started; w++) {
         pt_worker_post(&s->workers[w], worker_adopt, pt_config_ref(next));
         for (unsigned i = 0; i < next->nlisteners; i++)
-            if (fresh[i])
+            if (fresh[i] && !bound[i]->warming)
                 post_listener(s, w, bound[i]);
     }
     unsigned added = 0, removed = 0, modified = 0;
@@ -373,7 +542,8 @@ static int on_lds_update(void *data, const pt_discovery_response_t *resp, char *
         const pt_listener_config_t *was = pt_config_find_listener(s->config, lc->name);
         if (fresh[i]) {
             added++;
-            pt_info("lds: listener %s added", lc->name);
+            pt_info("lds: listener %s added%s", lc->name,
+                    bound[i]->warming ? " (warming: its TLS secrets have not come)" : "");
         } else if (was != NULL && !json_equal(was->source, lc->source)) {
             modified++;
             pt_info("lds: listener %s updated in place", lc->name);
@@ -401,6 +571,7 @@ static int on_lds_update(void *data, const pt_discovery_response_t *resp, char *
     pt_stat_add(s->lds_stats.removed, removed);
     pt_stat_set(s->lds_stats.active, next->nlisteners);
     publish_view(s);
+    start_warm_listeners(s); /* their secrets may be there already */
     check_warm(s); /* the first listeners from the control plane may end the start */
     return 0;
 }
@@ -461,23 +632,43 @@ static json_t *node_json(const pt_node_info_t *n)
     return node;
 }
 
-/* The ADS stream's mux, made before any subscription names it (it opens the stream only
- * when the server runs: pt_ads_start). */
-static int start_ads(pt_server_t *s)
+/* The control planes' muxes, made before the config is built: a TLS context's SDS secret
+ * over ADS (`sds_config: {ads: {}}`) watches the ADS stream as the config is validated. The
+ * bootstrap's ads_config is read for it here (pt_config_build reads it again and reports
+ * what is wrong with it). Streams open only when the server runs (pt_xds_start). */
+static int pre_xds(pt_server_t *s, json_t *root)
+{
+    pt_xds_init(NULL, &s->main_worker, NULL);
+    json_t *ads = json_object_get(json_object_get(root, "dynamic_resources"), "ads_config");
+    if (!json_is_object(ads))
+        return 0;
+    pt_cfg_t r;
+    pt_arena_t arena = {0};
+    pt_cfg_init_at(&r, ads, "dynamic_resources.ads_config");
+    pt_api_source_t api;
+    pt_api_source_parse(&r, &arena, 0, &api);
+    int rc = 0;
+    if (api.cluster != NULL) {
+        pt_ads_config_t ac = {.cluster_name = api.cluster,
+                              .set_node_on_first_message_only = api.node_first_only,
+                              .delta = api.api_type == PT_API_DELTA_GRPC};
+        if (pt_xds_ads_new(&ac) == NULL) {
+            fprintf(stderr, "error: out of memory\n");
+            rc = -1;
+        }
+    }
+    pt_cfg_dispose(&r);
+    pt_arena_dispose(&arena);
+    return rc;
+}
+
+/* Once the config is built: the node every stream announces, and the clusters a stream
+ * looks its control plane up in. */
+static void start_xds(pt_server_t *s)
 {
     json_t *node = node_json(&s->config->node);
-    pt_ads_config_t ac = {.cluster_name = s->config->ads_cluster,
-                          .set_node_on_first_message_only = s->config->ads_node_first_only,
-                          .delta = s->config->ads_delta,
-                          .node = node};
-    s->ads = pt_ads_new(&ac, s->clusters, &s->main_worker);
+    pt_xds_init(s->clusters, &s->main_worker, node);
     json_decref(node);
-    if (s->ads == NULL) {
-        fprintf(stderr, "error: out of memory\n");
-        return -1;
-    }
-    pt_ads_set_current(s->ads);
-    return 0;
 }
 
 int pt_server_init(pt_server_t *s, const pt_options_t *opts)
@@ -502,6 +693,13 @@ int pt_server_init(pt_server_t *s, const pt_options_t *opts)
     pt_cfg_init(&r, root);
     pt_cfg_set_message(&r, "envoy.config.bootstrap.v3.Bootstrap");
     pt_runtime_apply_early(root); /* before any regex is compiled */
+    /* The clusters a control plane may be reached through (an ApiConfigSource's), and
+     * the muxes of control planes, before anything watches them. */
+    pt_config_source_set_static_clusters(root);
+    if (pre_xds(s, root) != 0) {
+        json_decref(root);
+        return -1;
+    }
     pt_view_t *statics = pt_cluster_manager_parse_static(root, &r);
     pt_cluster_lookup_t known = {view_has_cluster, statics};
     pt_config_t *cfg = pt_config_build(root, &known, &r);
@@ -525,10 +723,8 @@ int pt_server_init(pt_server_t *s, const pt_options_t *opts)
         return -1;
     }
     s->clusters = pt_cluster_manager_new(on_clusters_published, s);
-    if (s->clusters != NULL && cfg->has_ads && start_ads(s) != 0) {
-        pt_view_unref(statics);
-        return -1;
-    }
+    if (s->clusters != NULL)
+        start_xds(s);
     int rc = s->clusters != NULL ? pt_cluster_manager_set_static(s->clusters, statics) : -1;
     pt_view_unref(statics);
     if (rc != 0) {
@@ -669,6 +865,7 @@ static void on_heap_tick(struct ev_loop *loop, ev_timer *t, int revents)
         pt_cluster_manager_prune(s->clusters);
     pt_views_reap(); /* first: the clusters they release may be the last versions */
     pt_cluster_states_reap();
+    pt_tls_contexts_reap();
     pt_stats_trim();
     pt_heap_maybe_trim();
 }
@@ -713,9 +910,16 @@ int pt_server_run(pt_server_t *s)
         return 1;
     }
 
-    /* Bind everything before starting anything, so a port in use fails the start. */
+    /* Bind everything before starting anything, so a port in use fails the start. A
+     * listener whose TLS secrets (SDS from a control plane) have not come is bound but does
+     * not listen until they do (start_warm_listeners). */
+    ev_timer_init(&s->listener_warm, on_listener_warm, 0., 0.);
+    s->listener_warm.data = s;
+    pt_tls_set_secrets_hook(on_secrets_changed, s);
     for (unsigned i = 0; i < s->config->nlisteners; i++) {
-        pt_listener_t *l = pt_listener_open(&s->config->listeners[i], n, err, sizeof(err));
+        const pt_listener_config_t *lc = &s->config->listeners[i];
+        pt_listener_t *l = pt_listener_open(lc, n, pt_listener_config_warming(lc, pt_now_ms(), NULL),
+                                            err, sizeof(err));
         if (l == NULL) {
             pt_error("%s", err);
             return 1;
@@ -746,6 +950,8 @@ int pt_server_run(pt_server_t *s)
         for (unsigned j = 0; j < s->nlisteners; j++) {
             if (i >= s->listeners[j]->nfds)
                 continue; /* bind_to_port false: never bound */
+            if (s->listeners[j]->warming)
+                continue; /* given to the workers once it warmed */
             listener_assignment_t *a = malloc(sizeof(*a));
             if (a == NULL)
                 return 1;
@@ -774,7 +980,9 @@ int pt_server_run(pt_server_t *s)
         char a[PT_ADDR_STRLEN];
         pt_addr_format(&s->listeners[i]->address, a, sizeof(a));
         pt_info("listener %s on %s%s", s->listeners[i]->name, a,
-                s->listeners[i]->nfds == 0 ? " (not bound: bind_to_port false)" : "");
+                s->listeners[i]->nfds == 0  ? " (not bound: bind_to_port false)"
+                : s->listeners[i]->warming ? " (warming: waiting for its TLS secrets)"
+                                           : "");
     }
     pt_secret_watch_start(s->loop);
     pt_cluster_manager_set_loop(s->clusters, s->loop);
@@ -788,8 +996,7 @@ int pt_server_run(pt_server_t *s)
         pt_error("dynamic_resources.cds_config: %s", err);
         return 1;
     }
-    if (s->ads != NULL)
-        pt_ads_start(s->ads); /* the static clusters (the ADS cluster among them) are up */
+    pt_xds_start(); /* the static clusters (the control planes' among them) are up */
     ev_timer_init(&s->heap_tick, on_heap_tick, PT_HEAP_TICK_SECS, PT_HEAP_TICK_SECS);
     s->heap_tick.data = s;
     ev_timer_start(s->loop, &s->heap_tick);
@@ -809,6 +1016,16 @@ int pt_server_run(pt_server_t *s)
         pt_info("initializing: waiting for the control plane's first clusters and listeners "
                 "(/ready answers 503 until they come or initial_fetch_timeout runs out)");
     }
+    unsigned warm_listeners = 0;
+    for (unsigned i = 0; i < s->nlisteners; i++)
+        warm_listeners += s->listeners[i]->warming != 0;
+    if (warm_listeners > 0) {
+        s->announced_warming = 1;
+        pt_info("initializing: %u listener%s waiting for TLS secrets (/ready answers 503 until "
+                "they come or their initial_fetch_timeout runs out)",
+                warm_listeners, warm_listeners == 1 ? "" : "s");
+    }
+    start_warm_listeners(s); /* arms the timer for their timeouts */
     check_warm(s);
 
     ev_run(s->loop, 0);
@@ -821,8 +1038,13 @@ int pt_server_run(pt_server_t *s)
 
 void pt_server_dispose(pt_server_t *s)
 {
-    /* The ADS stream's connection goes while the main loop and its connections are whole. */
-    pt_ads_stop(s->ads);
+    /* The control planes' connections go while the main loop and its connections are whole. */
+    pt_xds_stop();
+    pt_tls_set_secrets_hook(NULL, NULL);
+    pt_config_unref(s->lds_pending);
+    s->lds_pending = NULL;
+    if (s->loop != NULL)
+        ev_timer_stop(s->loop, &s->listener_warm);
     pt_secret_watch_stop();
     pt_health_checker_stop(s->health_checker);
     s->health_checker = NULL;
@@ -852,9 +1074,9 @@ void pt_server_dispose(pt_server_t *s)
     pt_cluster_manager_free(s->clusters);
     s->clusters = NULL;
     pt_dns_clear_default_resolver();
-    /* Last: the managers' subscriptions (EDS, RDS) are watches on it. */
-    pt_ads_free(s->ads);
-    s->ads = NULL;
+    /* Last: the managers' subscriptions (EDS, RDS) are watches on the muxes (those of
+     * secrets still held by the snapshots below are orphaned, then freed with them). */
+    pt_xds_free();
     if (s->loop != NULL) {
         pt_conn_reap(&s->main_worker);
         ev_signal_stop(s->loop, &s->sigterm);
@@ -875,6 +1097,7 @@ void pt_server_dispose(pt_server_t *s)
         ev_loop_destroy(s->loop);
         s->loop = NULL;
     }
+    pt_config_source_set_static_clusters(NULL);
     pt_view_unref(s->cluster_view);
     s->cluster_view = NULL;
     pt_view_unref(s->view);
@@ -883,6 +1106,7 @@ void pt_server_dispose(pt_server_t *s)
     s->config = NULL;
     pt_views_reap();
     pt_cluster_states_reap();
+    pt_tls_contexts_reap(); /* those the workers let go */
     /* Buffered access log lines go out before the process exits. */
     pt_access_log_shutdown();
     pt_arena_thread_cleanup();

@@ -48,7 +48,6 @@ typedef struct pt_server {
         pt_stat_t added, modified, removed, active;
     } lds_stats;
     struct pt_subscription *cds;         /* dynamic_resources.cds_config, or NULL */
-    struct pt_ads *ads;                  /* dynamic_resources.ads_config, or NULL */
     unsigned nworkers_started; /* workers that were sent the view (later views go to them) */
     pt_listener_t **listeners;
     unsigned nlisteners;
@@ -61,6 +60,10 @@ typedef struct pt_server {
     unsigned signals_caught;  /* SIGTERM/SIGINT so far: the second one stops at once */
     ev_timer drain_poll;
     ev_timer heap_tick;         /* gives memory back after a burst (proxy/heap.h) */
+    ev_timer listener_warm;     /* the next initial_fetch_timeout of a warming listener */
+    /* An LDS update waiting for the TLS secrets of listeners it changes in place (those
+     * serve as they were meanwhile), or NULL. */
+    struct pt_config *lds_pending;
     uint64_t drain_deadline_ms;    /* monotonic */
     int listeners_closed;          /* drain_listeners ran */
     int exit_pending;              /* a drain that ends the process is under way */

@@ -521,9 +521,19 @@ pt_tls_context_t *pt_tls_context_new(const pt_tls_settings_t *t, const char *sco
     ctx->cert_pem = cert;
     ctx->key_pem = key;
     ctx->ca_pem = ca;
-#define PT_X(n) ctx->stats.n = pt_stats_counter(scope, scope[0] == 'c' ? "envoy_cluster_name" : "envoy_listener_address", owner, "ssl." #n);
+    const char *tag = scope[0] == 'c' ? "envoy_cluster_name" : "envoy_listener_address";
+#define PT_X(n) ctx->stats.n = pt_stats_counter(scope, tag, owner, "ssl." #n);
     PT_TLS_STATS(PT_X)
 #undef PT_X
+    ctx->secrets_not_ready = pt_stats_counter(
+        scope, tag, owner,
+        t->server ? "server_ssl_socket_factory.downstream_context_secrets_not_ready"
+                  : "client_ssl_socket_factory.upstream_context_secrets_not_ready");
+    ctx->update_by_sds = pt_stats_counter(scope, tag, owner,
+                                          t->server ? "server_ssl_socket_factory.ssl_context_"
+                                                      "update_by_sds"
+                                                    : "client_ssl_socket_factory.ssl_context_"
+                                                      "update_by_sds");
     register_ctx(ctx);
     return ctx;
 fail:
@@ -561,6 +571,8 @@ void pt_tls_context_free(pt_tls_context_t *ctx)
 
 SSL_CTX *pt_tls_context_acquire(pt_tls_context_t *ctx)
 {
+    if (atomic_load_explicit(&ctx->secrets_missing, memory_order_relaxed) > 0)
+        return NULL; /* an SDS secret has not come: no handshake without it */
     pthread_mutex_lock(&ctx->lock);
     SSL_CTX *s = ctx->current;
     if (s != NULL)

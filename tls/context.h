@@ -16,10 +16,12 @@
 #include <jansson.h>
 #include <openssl/ssl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "proxy/arena.h"
 #include "proxy/config_reader.h"
+#include "proxy/config_source.h"
 #include "proxy/matcher.h"
 #include "proxy/stats.h"
 
@@ -45,11 +47,11 @@ typedef struct pt_san_matcher {
     pt_string_matcher_t matcher;
 } pt_san_matcher_t;
 
-/* An SDS-by-file reference (sds_config.path_config_source). */
+/* An SDS secret: its name and where it comes from (sds_config: a file, the ADS stream or a
+ * control plane of its own). */
 typedef struct pt_sds_ref {
     const char *name;
-    const char *path;
-    const char *watched_directory; /* or NULL: the file's directory is watched */
+    pt_config_source_t source;
 } pt_sds_ref_t;
 
 #define PT_TLS_STATS(X)                                                                        \
@@ -113,7 +115,34 @@ struct pt_tls_context {
     const char *ca_origin;
     pt_tls_context_t *next_all;  /* every live context, for /certs and rotation */
     pt_tls_context_t *prev_all;
+    /* SDS from a control plane: how many of its secrets (certificate, CA) have not come yet.
+     * While any is missing it makes no handshake (a connection is closed and counted in
+     * secrets_not_ready); until secrets_warm_until_ms (their initial_fetch_timeout) it is
+     * warming: its listener does not listen yet, its cluster warms (Envoy). Set by
+     * tls/secret.c on the main thread; read by workers. */
+    _Atomic int secrets_missing;
+    uint64_t secrets_warm_until_ms;
+    /* <scope>.<owner>.{server,client}_ssl_socket_factory.{down,up}stream_context_secrets_
+     * not_ready and .ssl_context_update_by_sds, as Envoy names them. */
+    pt_stat_t secrets_not_ready, update_by_sds;
 };
+
+/* Whether the context waits for an SDS secret within its initial_fetch_timeout (main
+ * thread). */
+static inline int pt_tls_context_warming(const pt_tls_context_t *ctx, uint64_t now_ms)
+{
+    return ctx != NULL && atomic_load_explicit(&ctx->secrets_missing, memory_order_relaxed) > 0 &&
+           now_ms < ctx->secrets_warm_until_ms;
+}
+
+/* Core side (tls/settings.c): who hears that SDS secrets came (tls/secret.c calls
+ * pt_tls_secrets_changed after installing a secret that was missing): the server, which
+ * then starts the listeners and clusters that warmed for it. One hook; main thread. */
+void pt_tls_set_secrets_hook(void (*fn)(void *data), void *data);
+void pt_tls_secrets_changed(void);
+/* Core side: contexts whose snapshot was released on a worker thread are freed here, on the
+ * main thread (the housekeeping tick, and at shutdown), where their SDS providers live. */
+void pt_tls_contexts_reap(void);
 
 /* Parses a DownstreamTlsContext (server=1) or UpstreamTlsContext (server=0); the reader is
  * inside the typed_config object. NULL with errors recorded. */

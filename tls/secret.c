@@ -6,22 +6,28 @@
 
 #include "discovery/file_subscription.h"
 #include "discovery/file_watch.h"
+#include "discovery/subscription.h"
 #include "proxy/arena.h"
 #include "proxy/config_reader.h"
 #include "proxy/log.h"
 #include "proxy/stats.h"
+#include "proxy/time.h"
 
 #define SECRET_TYPE "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 
 /* The pieces of material a secret holds. */
 enum { CERT, KEY, CA, NPARTS };
 
+typedef struct remote remote_t;
+
 /* One secret as used by contexts: see secret.h. */
 typedef struct provider {
     int is_cert; /* tls_certificate; else validation_context */
-    char *name, *path, *watched_dir;
-    char *origin;                /* "sds:<name> (<path>)", shown by /certs */
-    pt_file_subscription_t *sub; /* NULL once watching stopped */
+    char *name, *key, *watched_dir; /* key: the source's (the file's path for a file) */
+    char *origin;                /* "sds:<name> (<path or source>)", shown by /certs */
+    pt_file_subscription_t *sub; /* a file's; NULL once watching stopped */
+    remote_t *feed;              /* from a control plane: the subscription to the name */
+    uint64_t warm_until_ms;      /* from a control plane, not come yet: warming until then */
     /* The material in force and where it comes from (src points into arena). */
     pt_arena_t arena;
     pt_data_source_t src[NPARTS];
@@ -37,8 +43,42 @@ typedef struct provider {
     struct provider *next;
 } provider_t;
 
+/* A secret from a control plane (sds_config `ads` or api_config_source): one subscription
+ * to its name, shared by its certificate's provider and its CA's (a secret may hold both),
+ * and the resource last accepted, for a provider that comes later. */
+struct remote {
+    char *key, *name;
+    pt_subscription_t *sub;
+    provider_t *users[2]; /* [0] the CA's, [1] the certificate's */
+    json_t *resource;     /* the Secret last accepted, or NULL */
+    remote_t *next;
+};
+
 static provider_t *providers;
+static remote_t *remotes;
 static struct ev_loop *watch_loop;
+
+/* A context's secrets from control planes that have not come, and until when it warms for
+ * them (the latest of their initial_fetch_timeouts). */
+static void refresh_missing(pt_tls_context_t *ctx)
+{
+    int missing = 0;
+    uint64_t until = 0;
+    for (provider_t *p = providers; p != NULL; p = p->next) {
+        if (p->loaded || p->feed == NULL)
+            continue;
+        for (size_t i = 0; i < p->nctxs; i++) {
+            if (p->ctxs[i] != ctx)
+                continue;
+            missing++;
+            if (p->warm_until_ms > until)
+                until = p->warm_until_ms;
+            break;
+        }
+    }
+    ctx->secrets_warm_until_ms = until;
+    atomic_store_explicit(&ctx->secrets_missing, missing, memory_order_relaxed);
+}
 
 static uint64_t fnv(const char *s, size_t n, uint64_t h)
 {
@@ -119,16 +159,27 @@ static int install(provider_t *p, char *pem[NPARTS], const char *from, char *err
         wipe(pem);
         return -1;
     }
-    for (size_t i = 0; i < p->nctxs; i++)
+    for (size_t i = 0; i < p->nctxs; i++) {
         pt_tls_context_commit(p->ctxs[i], &pending[i], p->origin);
+        pt_stat_inc(p->ctxs[i]->update_by_sds);
+    }
     free(pending);
     wipe(p->pem);
     memcpy(p->pem, pem, sizeof(p->pem));
     p->hash = h;
+    int first = !p->loaded;
     p->loaded = 1;
     p->failed_state = 0;
-    if (from != NULL)
+    if (first && p->feed != NULL) {
+        /* Its contexts may now make handshakes, their listeners listen. */
+        pt_info("sds: secret \"%s\" came from %s", p->name, p->key);
+        for (size_t i = 0; i < p->nctxs; i++)
+            refresh_missing(p->ctxs[i]);
+        if (p->nctxs > 0)
+            pt_tls_secrets_changed();
+    } else if (from != NULL) {
         pt_info("sds: secret \"%s\" updated from %s", p->name, from);
+    }
     return 0;
 }
 
@@ -259,24 +310,18 @@ static int parse_secret(const provider_t *p, const pt_discovery_resource_t *res,
     return rc;
 }
 
-static int on_update(void *data, const pt_discovery_response_t *resp, char *err, size_t errlen)
+/* Takes the Secret res as p's material: parsed, read, checked and installed in every
+ * context using p, or nothing changes (why in err). */
+static int provider_take(provider_t *p, const pt_discovery_resource_t *res, char *err,
+                         size_t errlen)
 {
-    provider_t *p = data;
-    const pt_discovery_resource_t *res = NULL;
-    for (size_t i = 0; i < resp->nresources && res == NULL; i++)
-        if (resp->resources[i].name != NULL && strcmp(resp->resources[i].name, p->name) == 0)
-            res = &resp->resources[i]; /* other secrets may share the file */
-    if (res == NULL) {
-        snprintf(err, errlen, "no secret named \"%s\"", p->name);
-        return -1;
-    }
     pt_arena_t arena = {0};
     pt_data_source_t src[NPARTS] = {{0}};
     char *pem[NPARTS], why[1024];
     if (parse_secret(p, res, &arena, src, err, errlen) != 0)
         goto fail;
     if (read_material(src, pem, why, sizeof(why)) != 0 ||
-        install(p, pem, p->loaded ? p->path : NULL, why, sizeof(why)) != 0) {
+        install(p, pem, p->loaded ? p->key : NULL, why, sizeof(why)) != 0) {
         snprintf(err, errlen, "%s.%s: %s", res->path,
                  p->is_cert ? "tls_certificate" : "validation_context", why);
         goto fail;
@@ -290,6 +335,124 @@ static int on_update(void *data, const pt_discovery_response_t *resp, char *err,
 fail:
     pt_arena_dispose(&arena);
     return -1;
+}
+
+/* Whether p could take the Secret res: parsed, its files read, its material checked (PEM,
+ * key matching the certificate, dates); nothing is installed. */
+static int provider_check(provider_t *p, const pt_discovery_resource_t *res, char *err,
+                          size_t errlen)
+{
+    pt_arena_t arena = {0};
+    pt_data_source_t src[NPARTS] = {{0}};
+    char *pem[NPARTS], why[1024];
+    int rc = parse_secret(p, res, &arena, src, err, errlen);
+    if (rc == 0) {
+        rc = read_material(src, pem, why, sizeof(why));
+        if (rc == 0) {
+            rc = p->is_cert ? pt_tls_check_material(pem[CERT], pem[KEY], NULL, why, sizeof(why))
+                            : pt_tls_check_material(NULL, NULL, pem[CA], why, sizeof(why));
+            wipe(pem);
+        }
+        if (rc != 0)
+            snprintf(err, errlen, "%s.%s: %s", res->path,
+                     p->is_cert ? "tls_certificate" : "validation_context", why);
+    }
+    pt_arena_dispose(&arena);
+    return rc;
+}
+
+/* A file's update: the secret must be in it (other secrets may share the file). */
+static int on_update(void *data, const pt_discovery_response_t *resp, char *err, size_t errlen)
+{
+    provider_t *p = data;
+    for (size_t i = 0; i < resp->nresources; i++)
+        if (resp->resources[i].name != NULL && strcmp(resp->resources[i].name, p->name) == 0)
+            return provider_take(p, &resp->resources[i], err, errlen);
+    snprintf(err, errlen, "no secret named \"%s\"", p->name);
+    return -1;
+}
+
+/* A control plane's update of the secret's type: the secret, if it has it (a response may
+ * carry other secrets of the same stream, or not this one yet), for each of its users; all
+ * of them take it or the update is refused. */
+static int on_remote_update(void *data, const pt_discovery_response_t *resp, char *err,
+                            size_t errlen)
+{
+    remote_t *r = data;
+    const pt_discovery_resource_t *res = NULL;
+    for (size_t i = 0; i < resp->nresources && res == NULL; i++)
+        if (resp->resources[i].name != NULL && strcmp(resp->resources[i].name, r->name) == 0)
+            res = &resp->resources[i];
+    if (res == NULL)
+        return 0; /* not (yet) sent: what is in force stays */
+    /* Checked for every use first, so that one use refusing it leaves the other as it was. */
+    for (int k = 1; k >= 0; k--)
+        if (r->users[k] != NULL && provider_check(r->users[k], res, err, errlen) != 0)
+            return -1;
+    for (int k = 1; k >= 0; k--)
+        if (r->users[k] != NULL && provider_take(r->users[k], res, err, errlen) != 0)
+            return -1;
+    json_t *copy = json_deep_copy(res->json);
+    if (copy != NULL) {
+        json_decref(r->resource);
+        r->resource = copy;
+    }
+    return 0;
+}
+
+static void remote_free(remote_t *r)
+{
+    for (remote_t **pp = &remotes; *pp != NULL; pp = &(*pp)->next)
+        if (*pp == r) {
+            *pp = r->next;
+            break;
+        }
+    pt_subscription_free(r->sub);
+    json_decref(r->resource);
+    free(r->key);
+    free(r->name);
+    free(r);
+}
+
+/* The subscription to the name at the source ref says, shared by the secret's users. */
+static remote_t *remote_get(const pt_sds_ref_t *ref, char *err, size_t errlen)
+{
+    for (remote_t *r = remotes; r != NULL; r = r->next)
+        if (strcmp(r->key, ref->source.key) == 0 && strcmp(r->name, ref->name) == 0)
+            return r;
+    remote_t *r = calloc(1, sizeof(*r));
+    char what[300];
+    snprintf(what, sizeof(what), "secret \"%.280s\"", ref->name);
+    if (r == NULL || (r->key = strdup(ref->source.key)) == NULL ||
+        (r->name = strdup(ref->name)) == NULL) {
+        if (r != NULL) {
+            free(r->key);
+            free(r);
+        }
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    const pt_file_subscription_config_t cfg = {
+        .type_url = SECRET_TYPE,
+        .stat_scope = "sds",
+        .stat_tag = "envoy_sds_secret",
+        .stat_tag_value = ref->name,
+        .what = what,
+    };
+    r->sub = pt_subscription_new(&ref->source, &cfg, on_remote_update, r, err, errlen);
+    const char *names[] = {ref->name};
+    if (r->sub == NULL || pt_subscription_set_names(r->sub, names, 1) != 0) {
+        if (r->sub != NULL)
+            snprintf(err, errlen, "out of memory");
+        pt_subscription_free(r->sub);
+        free(r->key);
+        free(r->name);
+        free(r);
+        return NULL;
+    }
+    r->next = remotes;
+    remotes = r;
+    return r;
 }
 
 /* ---- providers ---------------------------------------------------------------------- */
@@ -322,10 +485,16 @@ static void provider_unwatch(provider_t *p)
 static void provider_free(provider_t *p)
 {
     provider_unwatch(p);
+    if (p->feed != NULL) {
+        remote_t *r = p->feed;
+        r->users[p->is_cert != 0] = NULL;
+        if (r->users[0] == NULL && r->users[1] == NULL)
+            remote_free(r);
+    }
     wipe(p->pem);
     pt_arena_dispose(&p->arena);
     free(p->name);
-    free(p->path);
+    free(p->key);
     free(p->watched_dir);
     free(p->origin);
     free(p->ctxs);
@@ -342,12 +511,15 @@ static void provider_unlink(provider_t *p)
     }
 }
 
-/* The provider of the secret ref names, made and loaded when this is its first use. */
+/* The provider of the secret ref names, made when this is its first use: from a file, read
+ * now (a secret that cannot be read fails the config); from a control plane, asked for (it
+ * comes when the control plane sends it; its contexts wait for it). */
 static provider_t *provider_get(int is_cert, const pt_sds_ref_t *ref, char *err, size_t errlen)
 {
+    const pt_config_source_t *src = &ref->source;
     for (provider_t *p = providers; p != NULL; p = p->next)
         if (p->is_cert == is_cert && strcmp(p->name, ref->name) == 0 &&
-            strcmp(p->path, ref->path) == 0 && same(p->watched_dir, ref->watched_directory))
+            strcmp(p->key, src->key) == 0 && same(p->watched_dir, src->watched_directory))
             return p;
     provider_t *p = calloc(1, sizeof(*p));
     if (p == NULL) {
@@ -356,26 +528,50 @@ static provider_t *provider_get(int is_cert, const pt_sds_ref_t *ref, char *err,
     }
     p->is_cert = is_cert;
     p->name = strdup(ref->name);
-    p->path = strdup(ref->path);
-    p->watched_dir = ref->watched_directory ? strdup(ref->watched_directory) : NULL;
-    size_t olen = strlen(ref->name) + strlen(ref->path) + 16;
+    p->key = strdup(src->key);
+    p->watched_dir = src->watched_directory ? strdup(src->watched_directory) : NULL;
+    size_t olen = strlen(ref->name) + strlen(src->key) + 16;
     p->origin = malloc(olen);
     size_t wlen = strlen(ref->name) + 16;
     char *what = malloc(wlen);
-    if (p->name == NULL || p->path == NULL || p->origin == NULL || what == NULL ||
-        (ref->watched_directory != NULL && p->watched_dir == NULL)) {
+    if (p->name == NULL || p->key == NULL || p->origin == NULL || what == NULL ||
+        (src->watched_directory != NULL && p->watched_dir == NULL)) {
         snprintf(err, errlen, "out of memory");
         free(what);
         provider_free(p);
         return NULL;
     }
-    snprintf(p->origin, olen, "sds:%s (%s)", ref->name, ref->path);
+    snprintf(p->origin, olen, "sds:%s (%s)", ref->name, src->key);
     snprintf(what, wlen, "secret \"%s\"", ref->name);
     p->key_rotation_failed =
         pt_stats_counter("sds", "envoy_sds_secret", ref->name, "key_rotation_failed");
+    if (src->ads || src->api != NULL) {
+        free(what);
+        remote_t *r = remote_get(ref, err, errlen);
+        if (r == NULL) {
+            provider_free(p);
+            return NULL;
+        }
+        p->feed = r;
+        r->users[is_cert != 0] = p;
+        p->warm_until_ms = src->initial_fetch_timeout_ms == 0
+                               ? UINT64_MAX
+                               : pt_now_ms() + src->initial_fetch_timeout_ms;
+        p->next = providers;
+        providers = p;
+        if (r->resource != NULL) {
+            /* The secret came already, for its other use: this one takes it too. */
+            pt_discovery_resource_t res = {.json = r->resource, .name = r->name};
+            snprintf(res.path, sizeof(res.path), "resources[0]");
+            char why[1024];
+            if (provider_take(p, &res, why, sizeof(why)) != 0)
+                pt_warn("sds: secret \"%s\": %s (waiting for an update)", p->name, why);
+        }
+        return p;
+    }
     const pt_file_subscription_config_t cfg = {
-        .path = ref->path,
-        .watched_directory = ref->watched_directory,
+        .path = src->path,
+        .watched_directory = src->watched_directory,
         .type_url = SECRET_TYPE,
         .stat_scope = "sds",
         .stat_tag = "envoy_sds_secret",
@@ -412,6 +608,11 @@ static int provider_add(provider_t *p, pt_tls_context_t *ctx, char *err, size_t 
         }
         p->ctxs = n;
         p->cap = ncap;
+    }
+    if (!p->loaded) { /* from a control plane, not come yet: the context waits for it */
+        p->ctxs[p->nctxs++] = ctx;
+        refresh_missing(ctx);
+        return 0;
     }
     pt_tls_pending_t pending;
     if (pt_tls_context_prepare(ctx, p->pem[CERT], p->pem[KEY], p->pem[CA], &pending, err, errlen) !=

@@ -4,8 +4,10 @@
  */
 #include "tls/context.h"
 #include "tls/secret.h"
+#include "proxy/cluster.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -215,51 +217,40 @@ static void parse_validation(pt_cfg_t *r, pt_arena_t *a, pt_tls_settings_t *t)
         pt_cfg_error(r, NULL, "SAN matchers need trusted_ca");
 }
 
+/* An SdsSecretConfig: the secret's name and its sds_config (a ConfigSource: a file, the
+ * ADS stream, or a control plane of its own). */
 static const pt_sds_ref_t *parse_sds_ref(pt_cfg_t *r, pt_arena_t *a)
 {
     pt_sds_ref_t *ref = pt_arena_alloc(a, sizeof(*ref));
     const char *name;
-    if (pt_cfg_string(r, "name", &name, NULL) == 0)
+    if (pt_cfg_string(r, "name", &name, NULL) == 0 || (name != NULL && name[0] == '\0'))
         pt_cfg_error(r, "name", "is required");
     ref->name = pt_arena_strdup(a, name ? name : "");
-    if (pt_cfg_enter(r, "sds_config") > 0) {
-        static const char *const cs_unsupported[] = {"ads", "api_config_source", "self",
-                                                     "initial_fetch_timeout", "authorities",
-                                                     "config_source_specifier", NULL};
-        pt_cfg_unsupported(r, cs_unsupported);
-        static const char *const api_versions[] = {"AUTO", "V2", "V3", NULL};
-        int v;
-        pt_cfg_enum(r, "resource_api_version", api_versions, NULL, &v, 0);
-        const char *path = NULL;
-        pt_cfg_string(r, "path", &path, NULL); /* deprecated spelling */
-        if (pt_cfg_enter(r, "path_config_source") > 0) {
-            const char *p2;
-            if (pt_cfg_string(r, "path", &p2, NULL) > 0)
-                path = p2;
-            if (pt_cfg_enter(r, "watched_directory") > 0) {
-                const char *wd;
-                pt_cfg_string(r, "path", &wd, NULL);
-                ref->watched_directory = pt_arena_strdup(a, wd);
-                pt_cfg_leave(r);
-            }
-            pt_cfg_leave(r);
-        }
-        if (path == NULL)
-            pt_cfg_error(r, "path_config_source", "is required (petrel reads secrets from "
-                                                  "files; SDS over gRPC is not supported)");
-        ref->path = pt_arena_strdup(a, path);
-        pt_cfg_leave(r);
-    } else {
-        pt_cfg_error(r, "sds_config", "is required");
-    }
+    if (pt_config_source_parse(r, a, "sds_config", &ref->source) == 0)
+        pt_cfg_error(r, "sds_config", "is required (petrel has no static secrets)");
     return ref;
+}
+
+static void (*secrets_hook)(void *data);
+static void *secrets_hook_data;
+
+void pt_tls_set_secrets_hook(void (*fn)(void *data), void *data)
+{
+    secrets_hook = fn;
+    secrets_hook_data = data;
+}
+
+void pt_tls_secrets_changed(void)
+{
+    if (secrets_hook != NULL)
+        secrets_hook(secrets_hook_data);
 }
 
 static void parse_common(pt_cfg_t *r, pt_arena_t *a, pt_tls_settings_t *t)
 {
     static const char *const unsupported[] = {
         "tls_certificate_provider_instance", "tls_certificate_certificate_provider",
-        "tls_certificate_certificate_provider_instance", "combined_validation_context",
+        "tls_certificate_certificate_provider_instance",
         "validation_context_certificate_provider", "validation_context_certificate_provider_instance",
         "custom_handshaker", "key_log", "custom_tls_certificate_selector", NULL};
     pt_cfg_unsupported(r, unsupported);
@@ -295,15 +286,43 @@ static void parse_common(pt_cfg_t *r, pt_arena_t *a, pt_tls_settings_t *t)
     }
     if (present)
         pt_cfg_leave_array(r);
-    if (pt_cfg_enter(r, "validation_context") > 0) {
+    /* One of them (Envoy's validation_context_type). */
+    static const char *const validation_kinds[] = {"validation_context",
+                                                   "validation_context_sds_secret_config",
+                                                   "combined_validation_context", NULL};
+    int kind = pt_cfg_oneof(r, validation_kinds, 0);
+    if (kind == 0 && pt_cfg_enter(r, "validation_context") > 0) {
         /* An empty validation context verifies nothing (Envoy): only trusted_ca turns
          * verification on. */
         parse_validation(r, a, t);
         pt_cfg_leave(r);
-    }
-    if (pt_cfg_enter(r, "validation_context_sds_secret_config") > 0) {
+    } else if (kind == 1 && pt_cfg_enter(r, "validation_context_sds_secret_config") > 0) {
         t->validation_sds = parse_sds_ref(r, a);
         t->has_validation = 1;
+        pt_cfg_leave(r);
+    } else if (kind == 2 && pt_cfg_enter(r, "combined_validation_context") > 0) {
+        /* The CA by SDS, the rest (SAN matchers, trust_chain_verification) from
+         * default_validation_context: what Istio writes. */
+        static const char *const cvc_unsupported[] = {
+            "validation_context_certificate_provider",
+            "validation_context_certificate_provider_instance", NULL};
+        pt_cfg_unsupported(r, cvc_unsupported);
+        if (pt_cfg_enter(r, "validation_context_sds_secret_config") > 0) {
+            t->validation_sds = parse_sds_ref(r, a);
+            t->has_validation = 1;
+            pt_cfg_leave(r);
+        } else if (!pt_cfg_has_any(r, cvc_unsupported)) {
+            pt_cfg_error(r, "validation_context_sds_secret_config", "is required");
+        }
+        if (pt_cfg_enter(r, "default_validation_context") > 0) {
+            parse_validation(r, a, t);
+            if (t->trusted_ca.filename != NULL || t->trusted_ca.inline_data != NULL)
+                pt_cfg_error(r, "trusted_ca", "and validation_context_sds_secret_config both "
+                                              "give the trusted CA (petrel takes one)");
+            pt_cfg_leave(r);
+        } else {
+            pt_cfg_error(r, "default_validation_context", "is required");
+        }
         pt_cfg_leave(r);
     }
     /* ALPN: wire format, each name length-prefixed. As Envoy, the entries are joined with
@@ -440,9 +459,45 @@ int pt_tls_transport_socket_parse(pt_cfg_t *r, pt_arena_t *a, const char *field,
     return result;
 }
 
+/* Contexts whose snapshot went on a worker (its last session, its adoption of a newer
+ * snapshot): freed by the main thread (pt_tls_contexts_reap), which alone touches the SDS
+ * providers and subscriptions they are attached to. */
+static pthread_mutex_t reap_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct reap_ctx {
+    pt_tls_context_t *ctx;
+    struct reap_ctx *next;
+} *to_reap;
+
 static void free_tls_ctx(void *arg)
 {
-    pt_tls_context_free(arg);
+    if (pt_cluster_states_on_main_thread()) {
+        pt_tls_context_free(arg);
+        return;
+    }
+    struct reap_ctx *r = malloc(sizeof(*r));
+    if (r == NULL) {
+        pt_tls_context_free(arg); /* out of memory: as before, at once */
+        return;
+    }
+    r->ctx = arg;
+    pthread_mutex_lock(&reap_lock);
+    r->next = to_reap;
+    to_reap = r;
+    pthread_mutex_unlock(&reap_lock);
+}
+
+void pt_tls_contexts_reap(void)
+{
+    pthread_mutex_lock(&reap_lock);
+    struct reap_ctx *list = to_reap;
+    to_reap = NULL;
+    pthread_mutex_unlock(&reap_lock);
+    while (list != NULL) {
+        struct reap_ctx *r = list;
+        list = r->next;
+        pt_tls_context_free(r->ctx);
+        free(r);
+    }
 }
 
 pt_tls_context_t *pt_tls_context_build(pt_cfg_t *r, pt_arena_t *arena,

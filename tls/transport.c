@@ -30,6 +30,8 @@ void *pt_tls_conn_new(pt_tls_context_t *ctx, int server, const char *sni)
     if (t == NULL)
         return NULL;
     SSL_CTX *sctx = pt_tls_context_acquire(ctx);
+    if (sctx == NULL && atomic_load_explicit(&ctx->secrets_missing, memory_order_relaxed) > 0)
+        pt_stat_inc(ctx->secrets_not_ready);
     t->ssl = sctx ? SSL_new(sctx) : NULL;
     SSL_CTX_free(sctx); /* the SSL holds its own reference */
     if (t->ssl == NULL) {

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "discovery/ads.h"
 #include "proxy/config.h"
 #include "proxy/config_reader.h"
 #include "proxy/log.h"
@@ -77,6 +78,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     free(joined);
     pt_cfg_dispose(&r);
     pt_boot_free(boot);
+    /* The control planes' muxes its SDS secrets made (api_config_source): gone with it. */
+    pt_xds_free();
     json_decref(root);
     return 0;
 }

@@ -38,14 +38,18 @@ CDS, EDS = T + 'cluster.v3.Cluster', T + 'endpoint.v3.ClusterLoadAssignment'
 
 
 def control_plane_ready():
-    """Installs the control plane's pinned packages once (npm ci); why not, or None."""
+    """Installs the control plane's pinned packages once (npm ci); why not, or None. The
+    suites that use it run in parallel under ctest: one installs while the others wait."""
     if shutil.which('node') is None or shutil.which('npm') is None:
         return 'node and npm are needed (scripts/install-deps.sh test)'
-    if not os.path.isdir(os.path.join(CP_DIR, 'node_modules', '@grpc', 'grpc-js-xds')):
-        r = subprocess.run(['npm', 'ci', '--no-audit', '--no-fund'], cwd=CP_DIR,
-                           capture_output=True, text=True, timeout=600)
-        if r.returncode != 0:
-            return 'npm ci failed: ' + r.stderr[-500:]
+    import fcntl
+    with open(os.path.join(tempfile.gettempdir(), 'petrel-xds-cp-npm.lock'), 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.isdir(os.path.join(CP_DIR, 'node_modules', '@grpc', 'grpc-js-xds')):
+            r = subprocess.run(['npm', 'ci', '--no-audit', '--no-fund'], cwd=CP_DIR,
+                               capture_output=True, text=True, timeout=600)
+            if r.returncode != 0:
+                return 'npm ci failed: ' + r.stderr[-500:]
     return None
 
 
@@ -55,8 +59,9 @@ CP_MISSING = control_plane_ready()
 class ControlPlane:
     """tools/xds-control-plane/server.js over a resource directory."""
 
-    def __init__(self, resources, port=0, extra_args=()):
+    def __init__(self, resources, port=0, extra_args=(), rest=False):
         self.extra_args = list(extra_args)
+        self.rest = 0 if rest else None  # REST-JSON's port (0: the control plane picks one)
         self.dir = tempfile.mkdtemp(prefix='petrel-xds-')
         # 0: the control plane picks free ports and says which (no race with other tests
         # for a port chosen here and bound later); a restart binds the same ones again.
@@ -70,12 +75,15 @@ class ControlPlane:
         self.out = open(os.path.join(self.dir, 'cp.log'), 'a')
         self.proc = subprocess.Popen(
             ['node', os.path.join(CP_DIR, 'server.js'), '--dir', self.dir, '--port',
-             str(self.port), '--admin-port', str(self.admin)] + self.extra_args,
+             str(self.port), '--admin-port', str(self.admin)] + self.extra_args +
+            (['--rest-port', str(self.rest)] if self.rest is not None else []),
             stdout=subprocess.PIPE, stderr=self.out, text=True)
         for line in self.proc.stdout:
             self.out.write(line)
             if line.startswith('admin '):
                 self.admin = int(line.split()[1])
+            if line.startswith('rest '):
+                self.rest = int(line.split()[1])
             if line.startswith('listening'):
                 where = line.split()[1]
                 if where.isdigit():
@@ -367,7 +375,8 @@ class AdsTest(unittest.TestCase):
         cfg = bootstrap(self.cp.port, self.admin)
         cfg['dynamic_resources']['cds_config'] = {'ads': {}, 'path_config_source': {
             'path': '/tmp/x.yaml'}}
-        self.assertIn('and path_config_source are both given', errors(cfg))
+        self.assertIn('only one of ads, api_config_source and path_config_source may be given '
+                      '(found ads, path_config_source)', errors(cfg))
 
 
 @unittest.skipIf(CP_MISSING is not None, CP_MISSING or '')

@@ -94,9 +94,10 @@ function writeResources(dir, file, list) {
 
 function startServer(dir) {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(__dirname, 'server.js'), '--dir', dir, '--port', '0', '--admin-port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [path.join(__dirname, 'server.js'), '--dir', dir, '--port', '0', '--admin-port', '0', '--rest-port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
     const output = [];
     let adminPort = null;
+    let restPort = null;
     let buffered = '';
     const timer = setTimeout(() => reject(new Error(`server did not print "listening" within 20s:\n${output.join('\n')}`)), 20000);
     child.stdout.on('data', (chunk) => {
@@ -109,9 +110,10 @@ function startServer(dir) {
         if (process.env.SELFTEST_VERBOSE) process.stdout.write(`  server: ${line}\n`);
         let m;
         if ((m = /^admin (\d+)$/.exec(line))) adminPort = Number(m[1]);
+        if ((m = /^rest (\d+)$/.exec(line))) restPort = Number(m[1]);
         if ((m = /^listening (\d+)$/.exec(line))) {
           clearTimeout(timer);
-          resolve({ child, port: Number(m[1]), adminPort, output });
+          resolve({ child, port: Number(m[1]), adminPort, restPort, output });
         }
       }
     });
@@ -120,12 +122,13 @@ function startServer(dir) {
   });
 }
 
-function adminRequest(port, method, urlPath) {
+function adminRequest(port, method, urlPath, send = null) {
   return new Promise((resolve, reject) => {
     const req = http.request({ host: '127.0.0.1', port, method, path: urlPath }, (res) => {
       let body = '';
       res.on('data', (c) => (body += c));
       res.on('end', () => {
+        if (res.statusCode === 304) return resolve({ status: 304, body: null });
         try {
           resolve({ status: res.statusCode, body: JSON.parse(body) });
         } catch (e) {
@@ -134,7 +137,7 @@ function adminRequest(port, method, urlPath) {
       });
     });
     req.on('error', reject);
-    req.end();
+    req.end(send !== null ? JSON.stringify(send) : undefined);
   });
 }
 
@@ -461,6 +464,37 @@ async function run(ctx) {
     assert.ok(log.some((e) => e.event === 'ack' && e.type_url === CDS && e.nonce === removal.nonce), 'delta ack logged');
     assert.ok(log.some((e) => e.event === 'nack' && e.error_detail && e.error_detail.message === 'delta nack'), 'delta nack logged');
     delta.call.cancel();
+  });
+
+  await check('a type\'s own service (ClusterDiscoveryService/StreamClusters) serves that type only', async () => {
+    const Cds = adsPackage.envoy.service.cluster.v3.ClusterDiscoveryService;
+    const cdsClient = new Cds(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure());
+    const own = openStream(cdsClient.StreamClusters());
+    own.send({ node: NODE, type_url: CDS });
+    const first = await own.next('CDS on its own service');
+    assert.deepStrictEqual(first.resources.map((r) => decodeAny(root, r, CDS).name), ['c1']);
+    own.send({ type_url: EDS, resource_names: ['c1'] }); /* another type: ignored */
+    assert.ok(await own.quiet(300), 'an EDS request on the CDS stream is not answered');
+    const state = (await admin('GET', '/state')).body;
+    assert.ok(state.streams.some((st) => st.service === 'CDS'), 'the stream is shown as CDS');
+    own.call.cancel();
+    cdsClient.close();
+  });
+
+  await check('REST: POST /v3/discovery:clusters answers 200, then 304 for the same version, logs ACK and NACK', async () => {
+    const rest = (body) => adminRequest(server.restPort, 'POST', '/v3/discovery:clusters', body);
+    const first = await rest({ node: NODE, type_url: CDS });
+    assert.strictEqual(first.status, 200);
+    assert.deepStrictEqual(first.body.resources.map((r) => [r['@type'], r.name]), [[CDS, 'c1']]);
+    const again = await rest({ node: NODE, type_url: CDS, version_info: first.body.version_info });
+    assert.strictEqual(again.status, 304);
+    const nack = await rest({ node: NODE, type_url: CDS, version_info: '0', error_detail: { code: 3, message: 'rest nack' } });
+    assert.strictEqual(nack.status, 200);
+    const log = (await admin('GET', '/log')).body;
+    assert.ok(log.some((e) => e.event === 'ack' && e.protocol === 'rest' && e.type_url === CDS), 'rest ack logged');
+    assert.ok(log.some((e) => e.event === 'nack' && e.protocol === 'rest' && e.error_detail.message === 'rest nack'), 'rest nack logged');
+    const eds = await adminRequest(server.restPort, 'POST', '/v3/discovery:endpoints', { node: NODE, resource_names: ['c1', 'nope'] });
+    assert.deepStrictEqual(eds.body.resources.map((r) => r.cluster_name), ['c1']);
   });
 }
 

@@ -2,30 +2,35 @@
 'use strict';
 /*
  * A small xDS control plane: serves the Envoy v3 resources found in a directory of JSON files
- * over ADS (gRPC), and pushes every change to the files to the clients subscribed to it.
+ * over ADS (gRPC) and over each type's own discovery service (CDS, LDS, RDS, EDS, SDS), and
+ * pushes every change to the files to the clients subscribed to it.
  *
  *   node server.js --dir <resource dir> --port <grpc port> [--admin-port <http port>] [--host 127.0.0.1]
  *
- * Port 0 picks a free port. Prints "admin <port>" (when an admin port is given) and then
- * "listening <port>" once both servers accept connections; tests wait for that last line.
+ * Port 0 picks a free port. Prints "admin <port>" (when an admin port is given), "rest <port>"
+ * (when a REST port is given: REST-JSON xDS, POST /v3/discovery:<type>), and then
+ * "listening <port>" once the servers accept connections; tests wait for that last line.
  */
 const fs = require('fs');
 const grpc = require('@grpc/grpc-js');
-const { loadEnvoyRoot, loadAdsPackage } = require('./lib/protos');
+const { loadEnvoyRoot, loadAdsPackage, RESOURCE_TYPES, TYPE_SERVICES } = require('./lib/protos');
 const { ResourceStore } = require('./lib/resources');
 const { EventLog } = require('./lib/events');
 const { Ads } = require('./lib/ads');
 const { createAdminServer } = require('./lib/admin');
+const { createRestServer } = require('./lib/rest');
 
 const USAGE = 'usage: node server.js --dir <resource dir> --port <grpc port> [--admin-port <http port>] [--host 127.0.0.1]\n' +
   '       [--tls-cert <pem> --tls-key <pem> [--client-ca <pem>]]   (TLS; with --client-ca, mTLS: clients must present a certificate it signed)\n' +
-  '       [--unix <socket path>]   (gRPC on a Unix socket instead of --host/--port; --port then may be omitted)';
+  '       [--unix <socket path>]   (gRPC on a Unix socket instead of --host/--port; --port then may be omitted)\n' +
+  '       [--rest-port <http port>]   (REST-JSON xDS too: POST /v3/discovery:<type>)';
 
 function parseArgs(argv) {
-  const opts = { dir: null, port: null, adminPort: null, host: '127.0.0.1', tlsCert: null, tlsKey: null, clientCa: null, unix: null };
+  const opts = { dir: null, port: null, adminPort: null, restPort: null, host: '127.0.0.1', tlsCert: null, tlsKey: null, clientCa: null, unix: null };
   const keys = {
     '--dir': 'dir', '--port': 'port', '--admin-port': 'adminPort', '--host': 'host',
     '--tls-cert': 'tlsCert', '--tls-key': 'tlsKey', '--client-ca': 'clientCa', '--unix': 'unix',
+    '--rest-port': 'restPort',
   };
   for (let i = 0; i < argv.length; i++) {
     const [flag, inline] = argv[i].split(/=(.*)/s);
@@ -37,7 +42,7 @@ function parseArgs(argv) {
     opts[key] = value;
   }
   if (!opts.dir || (opts.port === null && opts.unix === null)) usageExit(2, '--dir and --port (or --unix) are required');
-  for (const k of ['port', 'adminPort']) {
+  for (const k of ['port', 'adminPort', 'restPort']) {
     if (opts[k] === null) continue;
     if (!/^\d+$/.test(opts[k]) || Number(opts[k]) > 65535) usageExit(2, `bad port ${opts[k]}`);
     opts[k] = Number(opts[k]);
@@ -92,11 +97,22 @@ async function main() {
 
   const grpcServer = new grpc.Server();
   grpcServer.addService(adsPackage.envoy.service.discovery.v3.AggregatedDiscoveryService.service, ads.handlers());
+  /* Each type's own service too, for clients whose sources are api_config_source streams. */
+  for (const spec of RESOURCE_TYPES) {
+    const [, pkg, service, plural] = TYPE_SERVICES[spec.short];
+    const def = pkg.split('.').reduce((o, k) => o[k], adsPackage)[service];
+    grpcServer.addService(def.service, ads.typeHandlers(spec, plural));
+  }
 
   let admin = null;
   if (opts.adminPort !== null) {
     admin = createAdminServer({ store, ads, events });
     say(`admin ${await listenAdmin(admin, opts.host, opts.adminPort)}`);
+  }
+  let rest = null;
+  if (opts.restPort !== null) {
+    rest = createRestServer({ store, events });
+    say(`rest ${await listenAdmin(rest, opts.host, opts.restPort)}`);
   }
   if (opts.unix !== null) {
     await new Promise((resolve, reject) => grpcServer.bindAsync(`unix:${opts.unix}`, serverCredentials(opts),
@@ -111,6 +127,7 @@ async function main() {
     store.close();
     grpcServer.forceShutdown();
     if (admin) admin.close();
+    if (rest) rest.close();
     process.exit(0);
   };
   process.on('SIGINT', stop);

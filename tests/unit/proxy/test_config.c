@@ -6,10 +6,13 @@
  * Configs are written inline as JSON with single quotes (J() turns them into double
  * quotes), or as YAML. The regression tests at the end pin error reporting that was once
  * wrong (duplicate paths, cascading errors). */
+#include "discovery/ads.h"
 #include "filters/filter.h"
 #include "proxy/cluster.h"
 #include "proxy/config.h"
 #include "proxy/runtime.h"
+#include "proxy/config_source.h"
+#include "tls/context.h"
 #include "pt_test.h"
 #include "pt_test_boot.h"
 #include "pt_test_json.h"
@@ -786,16 +789,19 @@ static void test_unsupported_fields(void)
             "dynamic_resources.ads_config.grpc_services[0].envoy_grpc: is required",
             "dynamic_resources.ads_config.grpc_services[0].google_grpc: field is not supported");
     REJECTS("{'dynamic_resources': {'cds_config': {'ads': {}, 'path': '/x'}}}",
-            "dynamic_resources.cds_config.ads: and path_config_source are both given");
+            "dynamic_resources.cds_config: only one of ads, api_config_source and "
+            "path_config_source may be given (found ads, path_config_source)");
     REJECTS("{'dynamic_resources': {'cds_config': {'api_config_source': {}}}}",
-            "dynamic_resources.cds_config.api_config_source: is not supported yet: petrel reads "
-            "resources from files (path_config_source) or over ADS (ads)");
+            "dynamic_resources.cds_config.api_config_source.api_type: is required (GRPC, "
+            "DELTA_GRPC or REST)",
+            "dynamic_resources.cds_config.api_config_source.grpc_services: must name exactly "
+            "one service (has 0)");
     REJECTS("{'dynamic_resources': {'cds_config': {'resource_api_version': 'V2', "
             "'path': '/x'}}}",
             "dynamic_resources.cds_config.resource_api_version: \"V2\" is not supported");
     REJECTS("{'dynamic_resources': {'cds_config': {'initial_fetch_timeout': '1s'}}}",
-            "dynamic_resources.cds_config: needs path_config_source or ads (petrel reads "
-            "resources from files or over ADS)");
+            "dynamic_resources.cds_config: needs path_config_source, ads or "
+            "api_config_source");
     REJECTS("{'dynamic_resources': {'cds_config': {'path_config_source': "
             "{'watched_directory': {}}}}}",
             "dynamic_resources.cds_config.path_config_source.path: is required",
@@ -972,6 +978,107 @@ static void test_cluster_update_fields(void)
                           "{'path':'/x/eds.json'},'initial_fetch_timeout':'soon'}}}"),
             C0 ".eds_cluster_config.eds_config.initial_fetch_timeout: \"soon\" is not a "
                "duration (expected a string like \"1.5s\")");
+}
+
+/* A source's own control plane (api_config_source): GRPC, DELTA_GRPC and REST, what each
+ * keeps, and the cluster it names checked against the bootstrap's static clusters. */
+#define XDS_CLUSTER CLUSTER("xds")
+#define API(type, extra)                                                                 \
+    "{'api_config_source':{'api_type':'" type "','transport_api_version':'V3'" extra "}}"
+#define GRPC_SVC(cluster) ",'grpc_services':[{'envoy_grpc':{'cluster_name':'" cluster "'}}]"
+
+static pt_boot_t *build_checked(const char *json)
+{
+    json_t *root = J(json);
+    pt_config_source_set_static_clusters(root);
+    json_incref(root);
+    pt_boot_t *c = build_tree(root);
+    json_decref(root);
+    return c;
+}
+
+static void test_api_config_sources(void)
+{
+    pt_boot_t *c = accepts(__LINE__, build_checked(
+        "{'dynamic_resources':{'cds_config':" API("DELTA_GRPC", GRPC_SVC("xds")
+        ",'set_node_on_first_message_only':true") ",'lds_config':" API("REST",
+        ",'cluster_names':['xds'],'refresh_delay':'2s'") "},"
+        "'static_resources':{'clusters':[" XDS_CLUSTER "]}}"));
+    if (c != NULL) {
+        const pt_config_source_t *cds = &c->config->cds, *lds = &c->config->lds;
+        PT_CHECK(cds->api != NULL && !cds->ads && cds->path == NULL);
+        PT_CHECK_INT(cds->api->api_type, PT_API_DELTA_GRPC);
+        PT_CHECK_STR(cds->api->cluster, "xds");
+        PT_CHECK_INT(cds->api->node_first_only, 1);
+        PT_CHECK_STR(cds->key, "api_config_source{DELTA_GRPC,xds,set_node_on_first_message_only}");
+        PT_CHECK_INT(cds->initial_fetch_timeout_ms, 15000);
+        PT_CHECK(lds->api != NULL);
+        PT_CHECK_INT(lds->api->api_type, PT_API_REST);
+        PT_CHECK_INT(lds->api->refresh_delay_ms, 2000);
+        PT_CHECK_INT(lds->api->request_timeout_ms, 1000);
+        pt_boot_free(c);
+    }
+    PT_CHECK(c != NULL);
+    /* SDS from a control plane: the certificate, and the CA of a combined validation context
+     * whose SAN matchers come from its default_validation_context (as Istio writes it); the
+     * CA over ADS (a mux made as the server makes it before the config is built). */
+    pt_xds_init(NULL, NULL, NULL);
+    pt_ads_config_t ac = {.cluster_name = "sds-grpc"};
+    PT_CHECK(pt_xds_ads_new(&ac) != NULL);
+    c = accepts(__LINE__, build_checked(
+        "{'static_resources':{'clusters':[" CLUSTER("sds-grpc") "],'listeners':[{'name':'l',"
+        "'address':" SA("127.0.0.1", 1) ",'filter_chains':[{'filters':[" TCP("sds-grpc") "],"
+        "'transport_socket':{'name':'tls','typed_config':{'@type':'type.googleapis.com/"
+        "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext',"
+        "'require_client_certificate':true,'common_tls_context':{"
+        "'tls_certificate_sds_secret_configs':[{'name':'default','sds_config':"
+        API("GRPC", GRPC_SVC("sds-grpc")) "}],'combined_validation_context':{"
+        "'default_validation_context':{'match_subject_alt_names':[{'prefix':'spiffe://a/'}]},"
+        "'validation_context_sds_secret_config':{'name':'ROOTCA','sds_config':{'ads':{},"
+        "'initial_fetch_timeout':'0s'}}}}}}}]}]}}"));
+    if (c != NULL) {
+        const pt_filter_chain_t *fc = &c->config->listeners[0].chains[0];
+        PT_CHECK(fc->tls != NULL && fc->tls->cert_sds != NULL && fc->tls->validation_sds != NULL);
+        PT_CHECK_STR(fc->tls->cert_sds->name, "default");
+        PT_CHECK_STR(fc->tls->cert_sds->source.api->cluster, "sds-grpc");
+        PT_CHECK_STR(fc->tls->validation_sds->name, "ROOTCA");
+        PT_CHECK_INT(fc->tls->validation_sds->source.ads, 1);
+        PT_CHECK_INT(fc->tls->nsan_matchers, 1);
+        PT_CHECK_INT(fc->tls->has_validation, 1);
+        /* Neither has come: the context makes no handshake, and warms (the CA's source has
+         * no initial_fetch_timeout: for ever). */
+        PT_CHECK_INT(fc->tls_ctx->secrets_missing, 2);
+        PT_CHECK(pt_tls_context_warming(fc->tls_ctx, 0));
+        pt_boot_free(c);
+    }
+    PT_CHECK(c != NULL);
+    const char *const rej_cluster[] = {
+        "dynamic_resources.cds_config.api_config_source.grpc_services[0].envoy_grpc."
+        "cluster_name: \"nope\" is not a cluster of static_resources (the cluster of a "
+        "control plane must be defined statically)",
+        NULL};
+    PT_CHECK(rejects(__LINE__, build_checked("{'dynamic_resources':{'cds_config':"
+                                             API("GRPC", GRPC_SVC("nope")) "},"
+                                             "'static_resources':{'clusters':[" XDS_CLUSTER
+                                             "]}}"),
+                     rej_cluster));
+    const char *const rej_rest[] = {
+        "dynamic_resources.cds_config.api_config_source.refresh_delay: is required for "
+        "api_type REST",
+        "dynamic_resources.cds_config.api_config_source.grpc_services: is for gRPC sources "
+        "(api_type REST names its cluster in cluster_names)",
+        NULL};
+    PT_CHECK(rejects(__LINE__, build_checked("{'dynamic_resources':{'cds_config':"
+                                             API("REST", ",'cluster_names':['xds']" GRPC_SVC(
+                                                             "xds")) "},"
+                                             "'static_resources':{'clusters':[" XDS_CLUSTER
+                                             "]}}"),
+                     rej_rest));
+    REJECTS("{'dynamic_resources':{'cds_config':" API("GRPC", GRPC_SVC("xds")
+            ",'refresh_delay':'1s'") "}}",
+            "dynamic_resources.cds_config.api_config_source.refresh_delay: is for api_type REST");
+    pt_config_source_set_static_clusters(NULL);
+    pt_xds_free(); /* the secrets' subscriptions were watches on muxes never started */
 }
 
 static void test_durations(void)
@@ -1482,6 +1589,7 @@ int main(void)
     PT_RUN(test_enums);
     PT_RUN(test_durations);
     PT_RUN(test_cluster_update_fields);
+    PT_RUN(test_api_config_sources);
     PT_RUN(test_addresses_and_ports);
     PT_RUN(test_integers);
     PT_RUN(test_duplicates);

@@ -39,11 +39,33 @@ class Ads {
     };
   }
 
-  open(call, protocol) {
-    const stream = { id: this.nextStreamId++, protocol, call, node: null, subs: new Map(), closed: false, requests: 0 };
+  /*
+   * The handlers of one type's own service (ClusterDiscoveryService, ...: Stream<X>s and
+   * Delta<X>s), for clients whose source is an api_config_source rather than ADS: the same
+   * protocol on a stream that carries that type only.
+   */
+  typeHandlers(spec, plural) {
+    return {
+      [`Stream${plural}`]: (call) => this.open(call, 'sotw', spec),
+      [`Delta${plural}`]: (call) => this.open(call, 'delta', spec),
+    };
+  }
+
+  open(call, protocol, only = null) {
+    const stream = { id: this.nextStreamId++, protocol, call, node: null, subs: new Map(), closed: false, requests: 0, only };
     this.streams.set(stream.id, stream);
-    this.events.add('connect', stream.id, { protocol, peer: call.getPeer() });
-    const onRequest = protocol === 'sotw' ? (req) => this.onSotwRequest(stream, req) : (req) => this.onDeltaRequest(stream, req);
+    /* service: "ADS", or the type's own service ("CDS", "EDS", "SDS", ...) */
+    this.events.add('connect', stream.id, { protocol, service: only ? only.short : 'ADS', peer: call.getPeer() });
+    const handle = protocol === 'sotw' ? (req) => this.onSotwRequest(stream, req) : (req) => this.onDeltaRequest(stream, req);
+    const onRequest = !only ? handle : (req) => {
+      /* A type's own stream: its requests may leave type_url out; another type is an error. */
+      if (!req.type_url) req.type_url = only.typeUrl;
+      if (req.type_url !== only.typeUrl) {
+        this.events.add('request', stream.id, { type_url: req.type_url, note: `type not served on the ${only.short} stream; ignored` });
+        return;
+      }
+      handle(req);
+    };
     call.on('data', (req) => {
       /* A bug here must end this stream, not the server. */
       try {
@@ -79,7 +101,7 @@ class Ads {
     if (stream.closed) return;
     stream.closed = true;
     this.streams.delete(stream.id);
-    this.events.add('disconnect', stream.id, { protocol: stream.protocol, reason, node: stream.node || undefined });
+    this.events.add('disconnect', stream.id, { protocol: stream.protocol, service: stream.only ? stream.only.short : 'ADS', reason, node: stream.node || undefined });
   }
 
   /*
@@ -254,6 +276,7 @@ class Ads {
     return [...this.streams.values()].map((s) => ({
       stream: s.id,
       protocol: s.protocol,
+      service: s.only ? s.only.short : 'ADS',
       node: s.node,
       subscriptions: Object.fromEntries([...s.subs].map(([typeUrl, sub]) => [typeUrl, {
         wildcard: sub.wildcard,

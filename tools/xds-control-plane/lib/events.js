@@ -35,7 +35,7 @@ function formatLine(e) {
   if (e.resource_names) parts.push(`names=[${e.resource_names.join(',')}]`);
   if (e.removed_resources && e.removed_resources.length) parts.push(`removed=[${e.removed_resources.join(',')}]`);
   if (e.error_detail) parts.push(`error_detail=${JSON.stringify(e.error_detail)}`);
-  if (e.event === 'connect' || e.event === 'disconnect') parts.push(`(${e.protocol || ''}${e.reason ? ': ' + e.reason : ''})`);
+  if (e.event === 'connect' || e.event === 'disconnect') parts.push(`(${e.service ? e.service + ' ' : ''}${e.protocol || ''}${e.reason ? ': ' + e.reason : ''})`);
   if (e.node && e.event === 'request' && e.first) parts.push(`node=${JSON.stringify(e.node)}`);
   if (e.note) parts.push(`(${e.note})`);
   return parts.join(' ');

@@ -146,10 +146,22 @@ function parseEnvoyRoot(files) {
   return { root, skipped };
 }
 
-/* The grpc-js package definition of ADS (SotW and delta). */
+/*
+ * The non-aggregated discovery services, one per type (a client's api_config_source streams):
+ * short type name -> [proto file, package path, service name].
+ */
+const TYPE_SERVICES = {
+  LDS: ['envoy/service/listener/v3/lds.proto', 'envoy.service.listener.v3', 'ListenerDiscoveryService', 'Listeners'],
+  CDS: ['envoy/service/cluster/v3/cds.proto', 'envoy.service.cluster.v3', 'ClusterDiscoveryService', 'Clusters'],
+  RDS: ['envoy/service/route/v3/rds.proto', 'envoy.service.route.v3', 'RouteDiscoveryService', 'Routes'],
+  EDS: ['envoy/service/endpoint/v3/eds.proto', 'envoy.service.endpoint.v3', 'EndpointDiscoveryService', 'Endpoints'],
+  SDS: ['envoy/service/secret/v3/sds.proto', 'envoy.service.secret.v3', 'SecretDiscoveryService', 'Secrets'],
+};
+
+/* The grpc-js package definition of ADS (SotW and delta) and of the per-type services. */
 function loadAdsPackage() {
   addDescriptorProto();
-  return protoLoader.loadSync(['envoy/service/discovery/v3/ads.proto'], LOADER_OPTIONS);
+  return protoLoader.loadSync(['envoy/service/discovery/v3/ads.proto'].concat(Object.values(TYPE_SERVICES).map((s) => s[0])), LOADER_OPTIONS);
 }
 
 /* The message type an Any's type_url names, or null. */
@@ -178,6 +190,7 @@ module.exports = {
   LOADER_OPTIONS,
   TYPE_URL_PREFIX,
   RESOURCE_TYPES,
+  TYPE_SERVICES,
   loadEnvoyRoot,
   loadAdsPackage,
   lookupTypeUrl,

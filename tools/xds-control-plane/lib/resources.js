@@ -73,17 +73,21 @@ class ResourceStore extends EventEmitter {
     state.version += 1;
     state.digest = digest;
     const version = String(state.version);
-    for (const [name, any] of parsed) {
+    for (const [name, { any, json }] of parsed) {
       const old = state.byName.get(name);
       /* A resource keeps its own version while its bytes stay the same (for delta xDS). */
-      parsed.set(name, { any, version: old && old.any.value.equals(any.value) ? old.version : version });
+      parsed.set(name, { any, json, version: old && old.any.value.equals(any.value) ? old.version : version });
     }
     state.byName = parsed;
     this.log(`loaded ${state.spec.file}: ${parsed.size} ${state.spec.short} resource(s), version ${version}`);
     return true;
   }
 
-  /* The file's text -> Map(name -> Any); throws with the file and JSON path on any error. */
+  /*
+   * The file's text -> Map(name -> {any, json}): the Any sent over gRPC, and the resource as
+   * written (its proto3 JSON, with "@type"), sent by REST; throws with the file and JSON path
+   * on any error.
+   */
   parse(spec, text) {
     const out = new Map();
     if (text === null) return out;
@@ -99,7 +103,7 @@ class ResourceStore extends EventEmitter {
       const name = json && typeof json === 'object' ? json[spec.nameField] : undefined;
       if (typeof name !== 'string' || name === '') throw new Error(`${where}: "${spec.nameField}" must be a non-empty string`);
       if (out.has(name)) throw new Error(`${where}: duplicate ${spec.nameField} "${name}"`);
-      out.set(name, resourceToAny(this.root, spec.typeUrl, json, where));
+      out.set(name, { any: resourceToAny(this.root, spec.typeUrl, json, where), json: Object.assign({ '@type': spec.typeUrl }, json) });
     });
     return out;
   }
@@ -163,7 +167,7 @@ class ResourceStore extends EventEmitter {
 /* A digest of names and encoded bytes, in file order (order is part of what is sent). */
 function digestOf(byName) {
   const h = crypto.createHash('sha256');
-  for (const [name, any] of byName) {
+  for (const [name, { any }] of byName) {
     h.update(name).update('\0').update(any.value).update('\0');
   }
   return h.digest('hex');

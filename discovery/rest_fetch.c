@@ -1,0 +1,286 @@
+#include "discovery/rest_fetch.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proxy/arena.h"
+#include "proxy/buf.h"
+#include "proxy/cluster.h"
+#include "proxy/config_reader.h"
+#include "proxy/conn.h"
+#include "proxy/http.h"
+#include "proxy/http_codec.h"
+#include "proxy/worker.h"
+#include "tls/transport.h"
+
+struct pt_rest_fetch {
+    pt_conn_t *conn;
+    pt_http_client_codec_t *codec;
+    pt_http_codec_stream_t *cs;
+    pt_cluster_t *cluster; /* a reference: its protocol and transport */
+    pt_arena_t arena;      /* the request's headers */
+    char *method, *path, *authority, *content_type;
+    pt_buf_t body; /* the request's, until sent */
+    pt_buf_t in;   /* the response's */
+    int status;
+    int over;
+    char why[256];
+    ev_timer done_timer; /* reports the outcome from a loop turn of its own */
+    ev_timer deadline;
+    struct ev_loop *loop;
+    pt_rest_fetch_cb cb;
+    void *data;
+};
+
+static void on_done_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop, (void)revents;
+    pt_rest_fetch_t *f = t->data;
+    char *body = pt_buf_len(&f->in) > 0 ? pt_buf_pullup(&f->in, pt_buf_len(&f->in)) : NULL;
+    size_t len = body != NULL ? pt_buf_len(&f->in) : 0;
+    if (f->status != 0 && len > 0 && body == NULL) {
+        f->status = 0;
+        snprintf(f->why, sizeof(f->why), "out of memory");
+    }
+    /* NUL-terminated for the JSON parser: a copy, as pulled-up bytes have no room after. */
+    char *text = malloc(len + 1);
+    if (text == NULL) {
+        f->cb(f->data, 0, "", 0, "out of memory");
+        return;
+    }
+    if (len > 0)
+        memcpy(text, body, len);
+    text[len] = '\0';
+    char why[sizeof(f->why)]; /* the callback may free f */
+    memcpy(why, f->why, sizeof(why));
+    f->cb(f->data, f->status, text, len, why);
+    free(text);
+}
+
+/* The outcome: status (0: none, why says what happened). */
+static void finish(pt_rest_fetch_t *f, int status, const char *why)
+{
+    if (f->over)
+        return;
+    f->over = 1;
+    f->cs = NULL;
+    f->status = status;
+    snprintf(f->why, sizeof(f->why), "%s", why != NULL ? why : "");
+    ev_timer_stop(f->loop, &f->deadline);
+    ev_timer_set(&f->done_timer, 0., 0.);
+    ev_timer_start(f->loop, &f->done_timer);
+}
+
+static void on_deadline(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop, (void)revents;
+    finish(t->data, 0, "request_timeout ran out");
+}
+
+/* ---- the exchange's callbacks (a client codec) --------------------------------------- */
+
+static void on_headers(void *req, pt_http_headers_t *headers, int end_stream)
+{
+    pt_rest_fetch_t *f = req;
+    int status = pt_http_status_value(pt_http_headers_get(headers, ":status"), 0);
+    if (status >= 100 && status < 200)
+        return;
+    f->status = status;
+    if (end_stream)
+        finish(f, status, NULL);
+}
+
+static void on_data(void *req, pt_buf_t *data, int end_stream)
+{
+    pt_rest_fetch_t *f = req;
+    if (pt_buf_len(&f->in) + pt_buf_len(data) > PT_DOC_MAX_BYTES) {
+        finish(f, 0, "a response larger than 64 MiB");
+        return;
+    }
+    pt_buf_move(&f->in, data);
+    if (end_stream)
+        finish(f, f->status, NULL);
+}
+
+static void on_trailers(void *req, pt_http_headers_t *trailers)
+{
+    (void)trailers;
+    pt_rest_fetch_t *f = req;
+    finish(f, f->status, NULL);
+}
+
+static void on_reset(void *req, pt_http_reset_reason_t reason)
+{
+    pt_rest_fetch_t *f = req;
+    char why[96];
+    snprintf(why, sizeof(why), "stream reset: %s", pt_http_reset_reason_str(reason));
+    finish(f, 0, why);
+}
+
+static void on_write_watermark(void *req, int above)
+{
+    (void)req, (void)above;
+}
+
+static const pt_http_client_callbacks_t fetch_callbacks = {
+    .on_headers = on_headers,
+    .on_data = on_data,
+    .on_trailers = on_trailers,
+    .on_reset = on_reset,
+    .on_write_watermark = on_write_watermark,
+};
+
+static void on_codec_closed(void *owner, pt_http_client_codec_t *codec)
+{
+    (void)codec;
+    finish(owner, 0, "connection closed");
+}
+
+/* ---- the connection ----------------------------------------------------------------- */
+
+static int start_request(pt_rest_fetch_t *f)
+{
+    pt_http_headers_t *h = pt_arena_alloc(&f->arena, sizeof(*h));
+    if (h == NULL)
+        return -1;
+    pt_http_headers_init(h, &f->arena);
+    char len[24];
+    snprintf(len, sizeof(len), "%zu", pt_buf_len(&f->body));
+    int err = pt_http_headers_add_str(h, ":method", f->method) |
+              pt_http_headers_add_ref(h, ":scheme", pt_conn_is_tls(f->conn) ? "https" : "http") |
+              pt_http_headers_add_str(h, ":path", f->path) |
+              pt_http_headers_add_str(h, ":authority", f->authority) |
+              pt_http_headers_add_str(h, "content-type", f->content_type) |
+              pt_http_headers_add_str(h, "content-length", len);
+    if (err != 0)
+        return -1;
+    f->cs = f->codec->ops->new_stream(f->codec, &fetch_callbacks, f, &f->arena);
+    if (f->cs == NULL)
+        return -1;
+    f->codec->ops->encode_headers(f->cs, h, pt_buf_len(&f->body) == 0);
+    if (f->cs != NULL && pt_buf_len(&f->body) > 0)
+        f->codec->ops->encode_data(f->cs, &f->body, 1);
+    return 0;
+}
+
+static void conn_connect(pt_conn_t *c, int status)
+{
+    pt_rest_fetch_t *f = c->data;
+    if (status < 0) {
+        char why[128];
+        snprintf(why, sizeof(why), "connect failed: %s", strerror(-status));
+        pt_conn_close(f->conn, PT_CLOSE_NOW);
+        f->conn = NULL;
+        finish(f, 0, why);
+        return;
+    }
+    if (f->cluster->protocol == PT_UPSTREAM_HTTP2)
+        f->codec = pt_http2_client_codec_new(c, f->cluster->http2, &f->cluster->stats,
+                                             on_codec_closed, f);
+    else
+        f->codec = pt_http1_client_codec.create(c, on_codec_closed, f);
+    if (f->codec == NULL || start_request(f) != 0)
+        finish(f, 0, "out of memory");
+}
+
+static void conn_error(pt_conn_t *c, int status)
+{
+    pt_rest_fetch_t *f = c->data;
+    char why[128];
+    snprintf(why, sizeof(why), "connection error: %s", strerror(status < 0 ? -status : EIO));
+    pt_conn_close(f->conn, PT_CLOSE_NOW);
+    f->conn = NULL;
+    finish(f, 0, why);
+}
+
+static void conn_read(pt_conn_t *c)
+{
+    (void)c; /* the codec takes the connection over once it is up */
+}
+
+static void conn_drain(pt_conn_t *c)
+{
+    (void)c;
+}
+
+static const pt_conn_handler_t connect_handler = {
+    .on_read = conn_read,
+    .on_connect = conn_connect,
+    .on_drain = conn_drain,
+    .on_error = conn_error,
+};
+
+static void fetch_dispose(pt_rest_fetch_t *f)
+{
+    pt_cluster_unref(f->cluster);
+    pt_buf_dispose(&f->body);
+    pt_buf_dispose(&f->in);
+    pt_arena_dispose(&f->arena);
+    free(f->method);
+    free(f->path);
+    free(f->authority);
+    free(f->content_type);
+    free(f);
+}
+
+pt_rest_fetch_t *pt_rest_fetch_start(const pt_cluster_t *cluster, pt_worker_t *w,
+                                     const char *method, const char *path, const char *authority,
+                                     const char *content_type, const void *body, size_t len,
+                                     uint64_t timeout_ms, pt_rest_fetch_cb cb, void *data,
+                                     char *err, size_t errlen)
+{
+    static unsigned next_host; /* round robin over fetches: the next poll tries the next host */
+    if (cluster->nhosts == 0) {
+        snprintf(err, errlen, "cluster %s has no hosts", cluster->name);
+        return NULL;
+    }
+    pt_rest_fetch_t *f = calloc(1, sizeof(*f));
+    if (f == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    f->cluster = pt_cluster_ref((pt_cluster_t *)cluster);
+    if ((f->method = strdup(method)) == NULL || (f->path = strdup(path)) == NULL ||
+        (f->authority = strdup(authority)) == NULL ||
+        (f->content_type = strdup(content_type)) == NULL ||
+        (len > 0 && pt_buf_append(&f->body, body, len) != 0)) {
+        snprintf(err, errlen, "out of memory");
+        fetch_dispose(f);
+        return NULL;
+    }
+    f->cb = cb;
+    f->data = data;
+    f->loop = w->loop;
+    ev_timer_init(&f->done_timer, on_done_timer, 0., 0.);
+    f->done_timer.data = f;
+    ev_timer_init(&f->deadline, on_deadline, (double)timeout_ms / 1000.0, 0.);
+    f->deadline.data = f;
+    const pt_host_t *host = cluster->hosts[next_host++ % cluster->nhosts];
+    int cerr = 0;
+    f->conn = pt_cluster_connect(cluster, w, &host->address, &connect_handler, f, &cerr);
+    if (f->conn == NULL) {
+        snprintf(err, errlen, "connect to %s: %s", host->address_str, strerror(-cerr));
+        fetch_dispose(f);
+        return NULL;
+    }
+    if (timeout_ms > 0)
+        ev_timer_start(f->loop, &f->deadline);
+    return f;
+}
+
+void pt_rest_fetch_free(pt_rest_fetch_t *f)
+{
+    if (f == NULL)
+        return;
+    ev_timer_stop(f->loop, &f->done_timer);
+    ev_timer_stop(f->loop, &f->deadline);
+    if (f->cs != NULL)
+        f->codec->ops->reset_stream(f->cs);
+    if (f->codec != NULL)
+        f->codec->ops->destroy(f->codec);
+    if (f->conn != NULL)
+        pt_conn_close(f->conn, PT_CLOSE_NOW);
+    fetch_dispose(f);
+}
