@@ -21,7 +21,8 @@
  * Stats, under http.<hcm stat_prefix>.compressor.<library name>.<library stat prefix>.:
  * the response ones both there (Envoy's legacy names) and under response., the request
  * ones under request.. Runtime keys (enabled.runtime_key) are accepted and the
- * default_value decides. Per-route configs (CompressorPerRoute) are not supported. */
+ * default_value decides. A route's CompressorPerRoute turns the filter off for its requests
+ * (disabled: true) or overrides remove_accept_encoding_header. */
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -81,7 +82,14 @@ typedef struct compressor_config {
     request_stats_t request;
 } compressor_config_t;
 
+/* CompressorPerRoute: exactly one of disabled (true) or overrides. */
+typedef struct compressor_per_route {
+    int disabled;
+    int remove_accept_encoding; /* -1: the filter's own setting */
+} compressor_per_route_t;
+
 typedef struct compressor_state {
+    uint8_t off;            /* the route disabled the filter */
     uint8_t registered;     /* response compression enabled: a candidate in negotiation */
     uint8_t head;           /* a HEAD request */
     const char *accept;     /* the request's Accept-Encoding (arena copy), or NULL */
@@ -228,6 +236,30 @@ static void *compressor_parse(pt_cfg_t *r, pt_config_t *cfg)
         c->rq.ntypes = NDEFAULT_TYPES;
     }
     return r->nerrors == before ? c : NULL;
+}
+
+static void *compressor_parse_per_route(pt_cfg_t *r, pt_arena_t *a)
+{
+    size_t before = r->nerrors;
+    compressor_per_route_t *pr = pt_arena_alloc(a, sizeof(*pr));
+    if (pr == NULL)
+        return NULL;
+    pr->disabled = 0;
+    pr->remove_accept_encoding = -1;
+    static const char *const oneof[] = {"disabled", "overrides", NULL};
+    pt_cfg_oneof(r, oneof, 1);
+    if (pt_cfg_bool(r, "disabled", &pr->disabled, 0) > 0 && !pr->disabled)
+        pt_cfg_error(r, "disabled", "must be true (leave it out to keep the filter on)");
+    if (pt_cfg_enter(r, "overrides") > 0) {
+        if (pt_cfg_enter(r, "response_direction_config") > 0) {
+            int v;
+            if (pt_cfg_bool(r, "remove_accept_encoding_header", &v, 0) > 0)
+                pr->remove_accept_encoding = v;
+            pt_cfg_leave(r);
+        }
+        pt_cfg_leave(r);
+    }
+    return r->nerrors == before ? pr : NULL;
 }
 
 static int compressor_prepare(void *fc, pt_config_t *cfg, const char *hcm_stat_prefix)
@@ -409,13 +441,20 @@ static int compressor_decode_headers(pt_http_stream_t *s, void *cfg, void *state
 {
     const compressor_config_t *c = cfg;
     compressor_state_t *st = state;
+    const compressor_per_route_t *pr = pt_http_stream_route_config(s);
+    if (pr != NULL && pr->disabled) {
+        st->off = 1;
+        return PT_CONTINUE;
+    }
     st->registered = (uint8_t)c->rs.enabled;
     const char *method = pt_http_headers_get(h, ":method");
     st->head = method != NULL && strcmp(method, "HEAD") == 0;
     const char *ae = pt_http_headers_get_joined(h, "accept-encoding");
     if (ae != NULL)
         st->accept = pt_arena_strdup(&s->arena, ae);
-    if (c->remove_accept_encoding)
+    int remove = pr != NULL && pr->remove_accept_encoding >= 0 ? pr->remove_accept_encoding
+                                                               : c->remove_accept_encoding;
+    if (remove)
         pt_http_headers_remove(h, "accept-encoding");
 
     if (!c->rq.enabled)
@@ -487,8 +526,9 @@ static int compressor_encode_headers(pt_http_stream_t *s, void *cfg, void *state
     compressor_state_t *st = state;
     int too_small = 0;
     int status = pt_http_status_value(pt_http_headers_get(h, ":status"), 0);
-    int enough = c->rs.enabled && long_enough(&c->rs, h, &too_small);
-    if (too_small && c->rs.enabled)
+    int enabled = c->rs.enabled && !st->off;
+    int enough = enabled && long_enough(&c->rs, h, &too_small);
+    if (too_small && enabled)
         RS_ADD(c, content_length_too_small, 1);
     int etag_ok = 1;
     int compressible =
@@ -561,6 +601,9 @@ const pt_http_filter_ops_t pt_compressor_filter = {
     .state_size = sizeof(compressor_state_t),
     .parse = compressor_parse,
     .prepare = compressor_prepare,
+    .per_route_type_url =
+        "type.googleapis.com/envoy.extensions.filters.http.compressor.v3.CompressorPerRoute",
+    .parse_per_route = compressor_parse_per_route,
     .decode_headers = compressor_decode_headers,
     .decode_data = compressor_decode_data,
     .decode_trailers = compressor_decode_trailers,

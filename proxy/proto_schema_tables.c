@@ -1009,6 +1009,9 @@ static const pt_pb_message_t m_envoy_extensions_filters_http_compressor_v3_Compr
 static const pt_pb_message_t m_envoy_extensions_filters_http_compressor_v3_Compressor_CommonDirectionConfig;
 static const pt_pb_message_t m_envoy_extensions_filters_http_compressor_v3_Compressor_RequestDirectionConfig;
 static const pt_pb_message_t m_envoy_extensions_filters_http_compressor_v3_Compressor_ResponseDirectionConfig;
+static const pt_pb_message_t m_envoy_extensions_filters_http_compressor_v3_CompressorOverrides;
+static const pt_pb_message_t m_envoy_extensions_filters_http_compressor_v3_CompressorPerRoute;
+static const pt_pb_message_t m_envoy_extensions_filters_http_compressor_v3_ResponseDirectionOverrides;
 static const pt_pb_message_t m_envoy_extensions_filters_http_fault_v3_FaultAbort;
 static const pt_pb_message_t m_envoy_extensions_filters_http_fault_v3_FaultAbort_HeaderAbort;
 static const pt_pb_message_t m_envoy_extensions_filters_http_fault_v3_HTTPFault;
@@ -4643,6 +4646,34 @@ static const pt_pb_message_t m_envoy_extensions_filters_http_compressor_v3_Compr
     .fields = m_envoy_extensions_filters_http_compressor_v3_Compressor_ResponseDirectionConfig_fields,
     .nfields = 3,
 };
+static const pt_pb_field_t m_envoy_extensions_filters_http_compressor_v3_CompressorOverrides_fields[] = {
+    {.name = "response_direction_config", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_extensions_filters_http_compressor_v3_ResponseDirectionOverrides, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_filters_http_compressor_v3_CompressorOverrides = {
+    .full_name = "envoy.extensions.filters.http.compressor.v3.CompressorOverrides",
+    .fields = m_envoy_extensions_filters_http_compressor_v3_CompressorOverrides_fields,
+    .nfields = 1,
+};
+static const char *const m_envoy_extensions_filters_http_compressor_v3_CompressorPerRoute_oneofs[] = {"override"};
+static const pt_pb_field_t m_envoy_extensions_filters_http_compressor_v3_CompressorPerRoute_fields[] = {
+    {.name = "disabled", .number = 1, .type = PT_PB_BOOL, .oneof = 0},
+    {.name = "overrides", .number = 2, .type = PT_PB_MESSAGE, .message = &m_envoy_extensions_filters_http_compressor_v3_CompressorOverrides, .oneof = 0},
+};
+static const pt_pb_message_t m_envoy_extensions_filters_http_compressor_v3_CompressorPerRoute = {
+    .full_name = "envoy.extensions.filters.http.compressor.v3.CompressorPerRoute",
+    .fields = m_envoy_extensions_filters_http_compressor_v3_CompressorPerRoute_fields,
+    .nfields = 2,
+    .oneofs = m_envoy_extensions_filters_http_compressor_v3_CompressorPerRoute_oneofs,
+    .noneofs = 1,
+};
+static const pt_pb_field_t m_envoy_extensions_filters_http_compressor_v3_ResponseDirectionOverrides_fields[] = {
+    {.name = "remove_accept_encoding_header", .number = 1, .type = PT_PB_MESSAGE, .message = &pt_pb_bool_value, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_filters_http_compressor_v3_ResponseDirectionOverrides = {
+    .full_name = "envoy.extensions.filters.http.compressor.v3.ResponseDirectionOverrides",
+    .fields = m_envoy_extensions_filters_http_compressor_v3_ResponseDirectionOverrides_fields,
+    .nfields = 1,
+};
 static const char *const m_envoy_extensions_filters_http_fault_v3_FaultAbort_oneofs[] = {"error_type"};
 static const pt_pb_field_t m_envoy_extensions_filters_http_fault_v3_FaultAbort_fields[] = {
     {.name = "http_status", .number = 2, .type = PT_PB_UINT32, .oneof = 0},
@@ -6982,6 +7013,9 @@ const pt_pb_message_t *const pt_pb_generated_messages[] = {
     &m_envoy_extensions_filters_http_compressor_v3_Compressor_CommonDirectionConfig,
     &m_envoy_extensions_filters_http_compressor_v3_Compressor_RequestDirectionConfig,
     &m_envoy_extensions_filters_http_compressor_v3_Compressor_ResponseDirectionConfig,
+    &m_envoy_extensions_filters_http_compressor_v3_CompressorOverrides,
+    &m_envoy_extensions_filters_http_compressor_v3_CompressorPerRoute,
+    &m_envoy_extensions_filters_http_compressor_v3_ResponseDirectionOverrides,
     &m_envoy_extensions_filters_http_fault_v3_FaultAbort,
     &m_envoy_extensions_filters_http_fault_v3_FaultAbort_HeaderAbort,
     &m_envoy_extensions_filters_http_fault_v3_HTTPFault,
@@ -7164,4 +7198,4 @@ const pt_pb_message_t *const pt_pb_generated_messages[] = {
     &m_xds_type_matcher_v3_RegexMatcher_GoogleRE2,
     &m_xds_type_matcher_v3_StringMatcher,
 };
-const size_t pt_pb_generated_nmessages = 477;
+const size_t pt_pb_generated_nmessages = 480;

@@ -63,6 +63,7 @@ ROOTS = [
     "envoy.extensions.filters.http.grpc_stats.v3.FilterConfig",
     # The compressor filter and the libraries its compressor_library may hold.
     "envoy.extensions.filters.http.compressor.v3.Compressor",
+    "envoy.extensions.filters.http.compressor.v3.CompressorPerRoute",
     "envoy.extensions.compression.gzip.compressor.v3.Gzip",
     "envoy.extensions.compression.brotli.compressor.v3.Brotli",
     "envoy.extensions.compression.zstd.compressor.v3.Zstd",

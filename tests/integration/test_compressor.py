@@ -73,10 +73,10 @@ class CompressorTest(unittest.TestCase):
         self.up = HttpUpstream(name='app')
         self.addCleanup(self.up.close)
 
-    def config(self, filters, **hcm_extra):
+    def config(self, filters, routes=None, **hcm_extra):
         self.port, self.admin = h.free_ports(2)
         hcm = h.http_connection_manager('in', h.route_config([
-            h.vhost('all', ['*'], [h.route_prefix('/', 'app')])]),
+            h.vhost('all', ['*'], (routes or []) + [h.route_prefix('/', 'app')])]),
             http_filters=filters + [h.router_filter()], **hcm_extra)
         return h.bootstrap([h.listener('http', self.port, [hcm])],
                            [h.cluster('app', [self.up.port])], admin_port=self.admin)
@@ -316,6 +316,31 @@ class CompressorTest(unittest.TestCase):
             self.assertEqual(p.stat(stat('zstd', 'compressed', direction='request.')), 2)
             self.assertEqual(p.stat(stat('zstd', 'not_compressed', direction='request.')), 1)
 
+    def test_per_route_disabled_and_overrides(self):
+        per_route = 'type.googleapis.com/envoy.extensions.filters.http.compressor.v3.' \
+                    'CompressorPerRoute'
+        off = h.route_prefix('/off', 'app', prefix_rewrite='/')
+        off['typed_per_filter_config'] = {'comp': {'@type': per_route, 'disabled': True}}
+        keep = h.route_prefix('/keep', 'app', prefix_rewrite='/')
+        keep['typed_per_filter_config'] = {'comp': {'@type': per_route, 'overrides': {
+            'response_direction_config': {'remove_accept_encoding_header': False}}}}
+        filt = compressor('gzip', response_direction_config=response_config(
+            remove_accept_encoding_header=True))
+        filt['name'] = 'comp'
+        with h.Petrel(self.config([filt], routes=[off, keep])) as p:
+            r = self.get('/off')
+            self.assertIsNone(r.get('content-encoding'))
+            self.assertIsNone(r.get('vary'))
+            self.assertEqual(self.up.requests[-1].header('accept-encoding'), 'gzip')
+            r = self.get('/keep')
+            self.assertEqual(r.get('content-encoding'), 'gzip')
+            self.assertEqual(self.up.requests[-1].header('accept-encoding'), 'gzip')
+            r = self.get('/echo')
+            self.assertEqual(r.get('content-encoding'), 'gzip')
+            self.assertIsNone(self.up.requests[-1].header('accept-encoding'))
+            self.assertEqual(p.stat(stat('gzip', 'compressed')), 2)
+            self.assertEqual(p.stat(stat('gzip', 'not_compressed')), 1)
+
     # -- faults ---------------------------------------------------------------------------------
 
     def test_upstream_reset_mid_body(self):
@@ -377,6 +402,18 @@ class CompressorTest(unittest.TestCase):
             with self.subTest(path=path):
                 err = self.validate_error(filt)
                 self.assertIn(path, err)
+        bad_route = h.route_prefix('/x', 'app')
+        bad_route['typed_per_filter_config'] = {'envoy.filters.http.compressor': {
+            '@type': 'type.googleapis.com/envoy.extensions.filters.http.compressor.v3.'
+                     'CompressorPerRoute', 'disabled': False}}
+        cfg = self.config([compressor('gzip')], routes=[bad_route])
+        with tempfile.NamedTemporaryFile('w', suffix='.json', delete=False) as f:
+            json.dump(cfg, f)
+        self.addCleanup(os.unlink, f.name)
+        rc, out, err = h.run_petrel(['--mode', 'validate', '-c', f.name])
+        self.assertEqual(rc, 1)
+        self.assertIn("typed_per_filter_config.envoy.filters.http.compressor.disabled: must be "
+                      "true", err)
         err = self.validate_error({'name': 'c', 'typed_config': {'@type': COMPRESSOR}})
         self.assertIn(at + 'compressor_library: is required', err)
 
