@@ -121,7 +121,14 @@ static void parse_types(pt_cfg_t *r, pt_arena_t *a, const char *field, direction
         for (size_t i = 0; i < n && types != NULL; i++) {
             json_t *v = pt_cfg_index_value(r, i);
             if (json_is_string(v) && json_string_length(v) > 0) {
-                types[d->ntypes++] = pt_arena_strdup(a, json_string_value(v));
+                /* Compared as the response's is: the media type without parameters. */
+                const char *t = json_string_value(v);
+                while (*t == ' ' || *t == '\t')
+                    t++;
+                size_t len = strcspn(t, ";");
+                while (len > 0 && (t[len - 1] == ' ' || t[len - 1] == '\t'))
+                    len--;
+                types[d->ntypes++] = pt_arena_strndup(a, t, len);
                 continue;
             }
             size_t saved = strlen(pt_cfg_path(r));
