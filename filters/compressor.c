@@ -3,13 +3,14 @@
  *
  * A response is compressed when all of these hold (Envoy's order, which decides the stats):
  * compression is enabled; its content-length, when given, is at least min_content_length
- * (content_length_too_small otherwise); it is not an upgrade, a HEAD, 204, 304 or one of
+ * (content_length_too_small otherwise); it is not an upgrade or one of
  * uncompressible_response_codes; its content-type (without parameters) is in the list, or
  * absent; cache-control has no no-transform; it has no etag when disable_on_etag_header
  * (not_compressed_etag otherwise); it has no content-encoding; the request's
  * Accept-Encoding chooses this filter's coding among the compressor filters that run for
  * the stream (filters/accept_encoding.h: q-values, identity, "*", choose_first); its
- * transfer-encoding holds no compression; and it has a body. Then content-length goes,
+ * transfer-encoding holds no compression; and it has a body (not a HEAD, 204 or 304).
+ * Then content-length goes,
  * content-encoding is set, a strong etag becomes weak; a response that could have been
  * compressed gets "Vary: Accept-Encoding" whatever the client accepted.
  *
@@ -433,7 +434,7 @@ static int accepted(pt_http_stream_t *s, const compressor_config_t *c, const com
 
 static int status_excluded(const compressor_config_t *c, int status)
 {
-    if (status == 204 || status == 304 || status == 101)
+    if (status == 101)
         return 1;
     for (unsigned i = 0; i < c->ncodes; i++)
         if (c->codes[i] == (uint32_t)status)
@@ -539,14 +540,17 @@ static int compressor_encode_headers(pt_http_stream_t *s, void *cfg, void *state
         RS_ADD(c, content_length_too_small, 1);
     int etag_ok = 1;
     int compressible =
-        enough && !st->head && !status_excluded(c, status) &&
+        enough && !status_excluded(c, status) &&
         pt_http_headers_get(h, "upgrade") == NULL && type_allowed(&c->rs, h) &&
         !has_token(pt_http_headers_get_joined(h, "cache-control"), "no-transform") &&
         (etag_ok = !(c->disable_on_etag && pt_http_headers_get(h, "etag") != NULL)) &&
         pt_http_headers_get(h, "content-encoding") == NULL;
     if (!etag_ok)
         RS_ADD(c, not_compressed_etag, 1);
-    if (!end_stream && compressible && accepted(s, c, st) && transfer_encoding_allowed(h)) {
+    /* A response that has no body (HEAD, 204, 304) is never compressed, but it varies as its
+     * full form would: the Vary below still applies. */
+    int bodyless = end_stream || st->head || status == 204 || status == 304;
+    if (!bodyless && compressible && accepted(s, c, st) && transfer_encoding_allowed(h)) {
         st->rs = pt_compression_stream_new(&c->lib);
         if (st->rs == NULL || weaken_etag(h) != 0 ||
             pt_http_headers_set_ref(h, "content-encoding", c->lib.encoding) != 0) {

@@ -207,8 +207,13 @@ class CompressorTest(unittest.TestCase):
             r = self.get('/echo', accept='gzip;q=0')
             self.assertIsNone(r.get('content-encoding'))
             self.assertEqual(p.stat(stat('gzip', 'header_not_valid')), 1)
-            r = self.get('/echo', method='HEAD')
+            # no body: not compressed, but varies as the full response would
+            with h.HttpClientConn(self.port) as c:
+                c.send_raw(b'HEAD /echo HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n')
+                r = c.read_response(head_request=True)
             self.assertIsNone(r.get('content-encoding'))
+            self.assertIsNotNone(r.get('content-length'))
+            self.assertEqual(r.get('vary'), 'Accept-Encoding')
             for code in (204, 304):
                 r = self.get('/status/%d' % code)
                 self.assertEqual(r.status, code)
