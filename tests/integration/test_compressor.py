@@ -374,6 +374,27 @@ class CompressorTest(unittest.TestCase):
             self.assertEqual(decode('gzip', r.body), h.pattern_bytes(0, 5000))
             self.assertEqual(p.stat(stat('gzip', 'compressed')), 2)
 
+    def test_client_gone_mid_body(self):
+        cfg = self.config([compressor('zstd', response_direction_config=response_config())],
+                          codec_type='AUTO')
+        with h.Petrel(cfg) as p:
+            # HTTP/1.1: the client reads a little of a long response, then closes
+            with h.HttpClientConn(self.port) as c:
+                c.send_raw(b'GET /bytes/20000000 HTTP/1.1\r\nHost: x\r\n'
+                           b'Accept-Encoding: zstd\r\n\r\n')
+                self.assertIn(b'content-encoding: zstd', c.read_some(65536).lower())
+            # HTTP/2: the stream is reset mid-body, the connection goes on
+            with H2Client(self.port) as c:
+                sid = c.request('GET', '/bytes/20000000', headers=[('accept-encoding', 'zstd')])
+                c.pump(lambda: len(c.streams[sid].data) > 0, 10, 'first bytes')
+                c.reset(sid)
+                st = c.response(c.request('GET', '/bytes/3000',
+                                          headers=[('accept-encoding', 'zstd')]))
+                self.assertEqual(decode('zstd', bytes(st.data)), h.pattern_bytes(0, 3000))
+            r = self.get('/bytes/3000', accept='zstd')
+            self.assertEqual(decode('zstd', r.body), h.pattern_bytes(0, 3000))
+            self.assertEqual(p.stat(stat('zstd', 'compressed')), 4)
+
     # -- bad config -----------------------------------------------------------------------------
 
     def validate_error(self, filt):
