@@ -16,6 +16,7 @@ extern const pt_http_filter_ops_t pt_fault_filter;
 extern const pt_http_filter_ops_t pt_health_check_http_filter;
 extern const pt_http_filter_ops_t pt_buffer_filter;
 extern const pt_http_filter_ops_t pt_grpc_stats_filter;
+extern const pt_http_filter_ops_t pt_compressor_filter;
 
 static const pt_network_filter_ops_t *const network_filters[] = {
     &pt_tcp_proxy_filter,
@@ -33,6 +34,7 @@ static const pt_http_filter_ops_t *const http_filters[] = {
     &pt_local_ratelimit_http_filter,
     &pt_buffer_filter,
     &pt_grpc_stats_filter,
+    &pt_compressor_filter,
     &pt_router_filter,
     NULL,
 };

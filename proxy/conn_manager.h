@@ -219,6 +219,16 @@ static inline pt_buf_t *pt_http_stream_decoding_buffer(pt_http_stream_t *s)
 {
     return pt_hfm_decoding_buffer(&s->fm);
 }
+/* From the running filter's trailers hook: bytes that go on before the trailers (a
+ * compressor's last ones); takes them. */
+static inline void pt_http_stream_add_encoded_data(pt_http_stream_t *s, pt_buf_t *data)
+{
+    pt_hfm_add_data(&s->fm, 1, data);
+}
+static inline void pt_http_stream_add_decoded_data(pt_http_stream_t *s, pt_buf_t *data)
+{
+    pt_hfm_add_data(&s->fm, 0, data);
+}
 /* Answers the request from petrel itself (404, 503, a redirect...). `flags` are
  * PT_RF(...) response flags; extra headers (may be NULL) are added to the response. If the
  * response already started, the stream is reset instead. */

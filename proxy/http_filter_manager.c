@@ -285,6 +285,17 @@ static void resume(pt_http_filter_manager_t *m, int enc)
         flow_trailers(m, enc, next);
 }
 
+void pt_hfm_add_data(pt_http_filter_manager_t *m, int enc, pt_buf_t *data)
+{
+    if (m->current < 0 || gone(m, enc) || pt_buf_len(data) == 0) {
+        pt_buf_dispose(data);
+        return;
+    }
+    unsigned i = (unsigned)m->current;
+    unsigned pos = enc ? (unsigned)m->enc.npos - 2 - i : i;
+    flow_data(m, enc, pos + 1, data, 0);
+}
+
 void pt_hfm_init(pt_http_filter_manager_t *m, pt_http_stream_t *s, const pt_http_filter_t *filters,
                  void *const *state, unsigned nfilters, uint32_t limit, const pt_hfm_sink_t *sink)
 {

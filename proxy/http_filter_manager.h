@@ -100,6 +100,10 @@ void pt_hfm_encode_headers(pt_http_filter_manager_t *m, pt_http_headers_t *h, in
 void pt_hfm_encode_data(pt_http_filter_manager_t *m, pt_buf_t *data, int end_stream);
 void pt_hfm_encode_trailers(pt_http_filter_manager_t *m, pt_http_headers_t *t);
 
+/* From a trailers hook (enc: an encoder's): `data` goes on from the next filter, before the
+ * trailers (Envoy's addEncodedData/addDecodedData there; a compressor's last bytes). Takes
+ * the bytes. */
+void pt_hfm_add_data(pt_http_filter_manager_t *m, int enc, pt_buf_t *data);
 /* A filter that stopped the request (or response) lets it go on. Nothing if none did. */
 void pt_hfm_continue_decoding(pt_http_filter_manager_t *m);
 void pt_hfm_continue_encoding(pt_http_filter_manager_t *m);

@@ -427,6 +427,65 @@ static const pt_pb_enum_t e_envoy_extensions_common_ratelimit_v3_XRateLimitHeade
     .values = e_envoy_extensions_common_ratelimit_v3_XRateLimitHeadersRFCVersion_values,
     .nvalues = 2,
 };
+static const pt_pb_enum_value_t e_envoy_extensions_compression_brotli_compressor_v3_Brotli_EncoderMode_values[] = {
+    {.name = "DEFAULT", .number = 0},
+    {.name = "GENERIC", .number = 1},
+    {.name = "TEXT", .number = 2},
+    {.name = "FONT", .number = 3},
+};
+static const pt_pb_enum_t e_envoy_extensions_compression_brotli_compressor_v3_Brotli_EncoderMode = {
+    .full_name = "envoy.extensions.compression.brotli.compressor.v3.Brotli.EncoderMode",
+    .values = e_envoy_extensions_compression_brotli_compressor_v3_Brotli_EncoderMode_values,
+    .nvalues = 4,
+};
+static const pt_pb_enum_value_t e_envoy_extensions_compression_gzip_compressor_v3_Gzip_CompressionLevel_values[] = {
+    {.name = "DEFAULT_COMPRESSION", .number = 0},
+    {.name = "BEST_SPEED", .number = 1},
+    {.name = "COMPRESSION_LEVEL_1", .number = 1},
+    {.name = "COMPRESSION_LEVEL_2", .number = 2},
+    {.name = "COMPRESSION_LEVEL_3", .number = 3},
+    {.name = "COMPRESSION_LEVEL_4", .number = 4},
+    {.name = "COMPRESSION_LEVEL_5", .number = 5},
+    {.name = "COMPRESSION_LEVEL_6", .number = 6},
+    {.name = "COMPRESSION_LEVEL_7", .number = 7},
+    {.name = "COMPRESSION_LEVEL_8", .number = 8},
+    {.name = "COMPRESSION_LEVEL_9", .number = 9},
+    {.name = "BEST_COMPRESSION", .number = 9},
+};
+static const pt_pb_enum_t e_envoy_extensions_compression_gzip_compressor_v3_Gzip_CompressionLevel = {
+    .full_name = "envoy.extensions.compression.gzip.compressor.v3.Gzip.CompressionLevel",
+    .values = e_envoy_extensions_compression_gzip_compressor_v3_Gzip_CompressionLevel_values,
+    .nvalues = 12,
+};
+static const pt_pb_enum_value_t e_envoy_extensions_compression_gzip_compressor_v3_Gzip_CompressionStrategy_values[] = {
+    {.name = "DEFAULT_STRATEGY", .number = 0},
+    {.name = "FILTERED", .number = 1},
+    {.name = "HUFFMAN_ONLY", .number = 2},
+    {.name = "RLE", .number = 3},
+    {.name = "FIXED", .number = 4},
+};
+static const pt_pb_enum_t e_envoy_extensions_compression_gzip_compressor_v3_Gzip_CompressionStrategy = {
+    .full_name = "envoy.extensions.compression.gzip.compressor.v3.Gzip.CompressionStrategy",
+    .values = e_envoy_extensions_compression_gzip_compressor_v3_Gzip_CompressionStrategy_values,
+    .nvalues = 5,
+};
+static const pt_pb_enum_value_t e_envoy_extensions_compression_zstd_compressor_v3_Zstd_Strategy_values[] = {
+    {.name = "DEFAULT", .number = 0},
+    {.name = "FAST", .number = 1},
+    {.name = "DFAST", .number = 2},
+    {.name = "GREEDY", .number = 3},
+    {.name = "LAZY", .number = 4},
+    {.name = "LAZY2", .number = 5},
+    {.name = "BTLAZY2", .number = 6},
+    {.name = "BTOPT", .number = 7},
+    {.name = "BTULTRA", .number = 8},
+    {.name = "BTULTRA2", .number = 9},
+};
+static const pt_pb_enum_t e_envoy_extensions_compression_zstd_compressor_v3_Zstd_Strategy = {
+    .full_name = "envoy.extensions.compression.zstd.compressor.v3.Zstd.Strategy",
+    .values = e_envoy_extensions_compression_zstd_compressor_v3_Zstd_Strategy_values,
+    .nvalues = 10,
+};
 static const pt_pb_enum_value_t e_envoy_extensions_filters_network_http_connection_manager_v3_HttpConnectionManager_CodecType_values[] = {
     {.name = "AUTO", .number = 0},
     {.name = "HTTP1", .number = 1},
@@ -937,12 +996,22 @@ static const pt_pb_message_t m_envoy_extensions_access_loggers_wasm_v3_WasmAcces
 static const pt_pb_message_t m_envoy_extensions_common_ratelimit_v3_LocalClusterRateLimit;
 static const pt_pb_message_t m_envoy_extensions_common_ratelimit_v3_LocalRateLimitDescriptor;
 static const pt_pb_message_t m_envoy_extensions_common_ratelimit_v3_RateLimitDescriptor_Entry;
+static const pt_pb_message_t m_envoy_extensions_compression_brotli_compressor_v3_Brotli;
+static const pt_pb_message_t m_envoy_extensions_compression_gzip_compressor_v3_Gzip;
+static const pt_pb_message_t m_envoy_extensions_compression_zstd_compressor_v3_Zstd;
 static const pt_pb_message_t m_envoy_extensions_filters_common_fault_v3_FaultDelay;
 static const pt_pb_message_t m_envoy_extensions_filters_common_fault_v3_FaultDelay_HeaderDelay;
 static const pt_pb_message_t m_envoy_extensions_filters_common_fault_v3_FaultRateLimit;
 static const pt_pb_message_t m_envoy_extensions_filters_common_fault_v3_FaultRateLimit_FixedLimit;
 static const pt_pb_message_t m_envoy_extensions_filters_common_fault_v3_FaultRateLimit_HeaderLimit;
 static const pt_pb_message_t m_envoy_extensions_filters_http_buffer_v3_Buffer;
+static const pt_pb_message_t m_envoy_extensions_filters_http_compressor_v3_Compressor;
+static const pt_pb_message_t m_envoy_extensions_filters_http_compressor_v3_Compressor_CommonDirectionConfig;
+static const pt_pb_message_t m_envoy_extensions_filters_http_compressor_v3_Compressor_RequestDirectionConfig;
+static const pt_pb_message_t m_envoy_extensions_filters_http_compressor_v3_Compressor_ResponseDirectionConfig;
+static const pt_pb_message_t m_envoy_extensions_filters_http_compressor_v3_CompressorOverrides;
+static const pt_pb_message_t m_envoy_extensions_filters_http_compressor_v3_CompressorPerRoute;
+static const pt_pb_message_t m_envoy_extensions_filters_http_compressor_v3_ResponseDirectionOverrides;
 static const pt_pb_message_t m_envoy_extensions_filters_http_fault_v3_FaultAbort;
 static const pt_pb_message_t m_envoy_extensions_filters_http_fault_v3_FaultAbort_HeaderAbort;
 static const pt_pb_message_t m_envoy_extensions_filters_http_fault_v3_HTTPFault;
@@ -4440,6 +4509,43 @@ static const pt_pb_message_t m_envoy_extensions_common_ratelimit_v3_RateLimitDes
     .fields = m_envoy_extensions_common_ratelimit_v3_RateLimitDescriptor_Entry_fields,
     .nfields = 2,
 };
+static const pt_pb_field_t m_envoy_extensions_compression_brotli_compressor_v3_Brotli_fields[] = {
+    {.name = "quality", .number = 1, .type = PT_PB_MESSAGE, .message = &pt_pb_uint32_value, .oneof = -1},
+    {.name = "encoder_mode", .number = 2, .type = PT_PB_ENUM, .enumeration = &e_envoy_extensions_compression_brotli_compressor_v3_Brotli_EncoderMode, .oneof = -1},
+    {.name = "window_bits", .number = 3, .type = PT_PB_MESSAGE, .message = &pt_pb_uint32_value, .oneof = -1},
+    {.name = "input_block_bits", .number = 4, .type = PT_PB_MESSAGE, .message = &pt_pb_uint32_value, .oneof = -1},
+    {.name = "chunk_size", .number = 5, .type = PT_PB_MESSAGE, .message = &pt_pb_uint32_value, .oneof = -1},
+    {.name = "disable_literal_context_modeling", .number = 6, .type = PT_PB_BOOL, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_compression_brotli_compressor_v3_Brotli = {
+    .full_name = "envoy.extensions.compression.brotli.compressor.v3.Brotli",
+    .fields = m_envoy_extensions_compression_brotli_compressor_v3_Brotli_fields,
+    .nfields = 6,
+};
+static const pt_pb_field_t m_envoy_extensions_compression_gzip_compressor_v3_Gzip_fields[] = {
+    {.name = "memory_level", .number = 1, .type = PT_PB_MESSAGE, .message = &pt_pb_uint32_value, .oneof = -1},
+    {.name = "compression_level", .number = 2, .type = PT_PB_ENUM, .enumeration = &e_envoy_extensions_compression_gzip_compressor_v3_Gzip_CompressionLevel, .oneof = -1},
+    {.name = "compression_strategy", .number = 3, .type = PT_PB_ENUM, .enumeration = &e_envoy_extensions_compression_gzip_compressor_v3_Gzip_CompressionStrategy, .oneof = -1},
+    {.name = "window_bits", .number = 4, .type = PT_PB_MESSAGE, .message = &pt_pb_uint32_value, .oneof = -1},
+    {.name = "chunk_size", .number = 5, .type = PT_PB_MESSAGE, .message = &pt_pb_uint32_value, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_compression_gzip_compressor_v3_Gzip = {
+    .full_name = "envoy.extensions.compression.gzip.compressor.v3.Gzip",
+    .fields = m_envoy_extensions_compression_gzip_compressor_v3_Gzip_fields,
+    .nfields = 5,
+};
+static const pt_pb_field_t m_envoy_extensions_compression_zstd_compressor_v3_Zstd_fields[] = {
+    {.name = "compression_level", .number = 1, .type = PT_PB_MESSAGE, .message = &pt_pb_uint32_value, .oneof = -1},
+    {.name = "enable_checksum", .number = 2, .type = PT_PB_BOOL, .oneof = -1},
+    {.name = "strategy", .number = 3, .type = PT_PB_ENUM, .enumeration = &e_envoy_extensions_compression_zstd_compressor_v3_Zstd_Strategy, .oneof = -1},
+    {.name = "dictionary", .number = 4, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_DataSource, .oneof = -1},
+    {.name = "chunk_size", .number = 5, .type = PT_PB_MESSAGE, .message = &pt_pb_uint32_value, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_compression_zstd_compressor_v3_Zstd = {
+    .full_name = "envoy.extensions.compression.zstd.compressor.v3.Zstd",
+    .fields = m_envoy_extensions_compression_zstd_compressor_v3_Zstd_fields,
+    .nfields = 5,
+};
 static const char *const m_envoy_extensions_filters_common_fault_v3_FaultDelay_oneofs[] = {"fault_delay_secifier"};
 static const pt_pb_field_t m_envoy_extensions_filters_common_fault_v3_FaultDelay_fields[] = {
     {.name = "fixed_delay", .number = 3, .type = PT_PB_MESSAGE, .message = &pt_pb_duration, .oneof = 0},
@@ -4494,6 +4600,78 @@ static const pt_pb_field_t m_envoy_extensions_filters_http_buffer_v3_Buffer_fiel
 static const pt_pb_message_t m_envoy_extensions_filters_http_buffer_v3_Buffer = {
     .full_name = "envoy.extensions.filters.http.buffer.v3.Buffer",
     .fields = m_envoy_extensions_filters_http_buffer_v3_Buffer_fields,
+    .nfields = 1,
+};
+static const pt_pb_field_t m_envoy_extensions_filters_http_compressor_v3_Compressor_fields[] = {
+    {.name = "content_length", .number = 1, .type = PT_PB_MESSAGE, .message = &pt_pb_uint32_value, .oneof = -1},
+    {.name = "content_type", .number = 2, .type = PT_PB_STRING, .flags = PT_PB_REPEATED, .oneof = -1},
+    {.name = "disable_on_etag_header", .number = 3, .type = PT_PB_BOOL, .oneof = -1},
+    {.name = "remove_accept_encoding_header", .number = 4, .type = PT_PB_BOOL, .oneof = -1},
+    {.name = "runtime_enabled", .number = 5, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_RuntimeFeatureFlag, .oneof = -1},
+    {.name = "compressor_library", .number = 6, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_TypedExtensionConfig, .oneof = -1},
+    {.name = "request_direction_config", .number = 7, .type = PT_PB_MESSAGE, .message = &m_envoy_extensions_filters_http_compressor_v3_Compressor_RequestDirectionConfig, .oneof = -1},
+    {.name = "response_direction_config", .number = 8, .type = PT_PB_MESSAGE, .message = &m_envoy_extensions_filters_http_compressor_v3_Compressor_ResponseDirectionConfig, .oneof = -1},
+    {.name = "choose_first", .number = 9, .type = PT_PB_BOOL, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_filters_http_compressor_v3_Compressor = {
+    .full_name = "envoy.extensions.filters.http.compressor.v3.Compressor",
+    .fields = m_envoy_extensions_filters_http_compressor_v3_Compressor_fields,
+    .nfields = 9,
+};
+static const pt_pb_field_t m_envoy_extensions_filters_http_compressor_v3_Compressor_CommonDirectionConfig_fields[] = {
+    {.name = "enabled", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_RuntimeFeatureFlag, .oneof = -1},
+    {.name = "min_content_length", .number = 2, .type = PT_PB_MESSAGE, .message = &pt_pb_uint32_value, .oneof = -1},
+    {.name = "content_type", .number = 3, .type = PT_PB_STRING, .flags = PT_PB_REPEATED, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_filters_http_compressor_v3_Compressor_CommonDirectionConfig = {
+    .full_name = "envoy.extensions.filters.http.compressor.v3.Compressor.CommonDirectionConfig",
+    .fields = m_envoy_extensions_filters_http_compressor_v3_Compressor_CommonDirectionConfig_fields,
+    .nfields = 3,
+};
+static const pt_pb_field_t m_envoy_extensions_filters_http_compressor_v3_Compressor_RequestDirectionConfig_fields[] = {
+    {.name = "common_config", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_extensions_filters_http_compressor_v3_Compressor_CommonDirectionConfig, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_filters_http_compressor_v3_Compressor_RequestDirectionConfig = {
+    .full_name = "envoy.extensions.filters.http.compressor.v3.Compressor.RequestDirectionConfig",
+    .fields = m_envoy_extensions_filters_http_compressor_v3_Compressor_RequestDirectionConfig_fields,
+    .nfields = 1,
+};
+static const pt_pb_field_t m_envoy_extensions_filters_http_compressor_v3_Compressor_ResponseDirectionConfig_fields[] = {
+    {.name = "common_config", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_extensions_filters_http_compressor_v3_Compressor_CommonDirectionConfig, .oneof = -1},
+    {.name = "disable_on_etag_header", .number = 2, .type = PT_PB_BOOL, .oneof = -1},
+    {.name = "remove_accept_encoding_header", .number = 3, .type = PT_PB_BOOL, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_filters_http_compressor_v3_Compressor_ResponseDirectionConfig = {
+    .full_name = "envoy.extensions.filters.http.compressor.v3.Compressor.ResponseDirectionConfig",
+    .fields = m_envoy_extensions_filters_http_compressor_v3_Compressor_ResponseDirectionConfig_fields,
+    .nfields = 3,
+};
+static const pt_pb_field_t m_envoy_extensions_filters_http_compressor_v3_CompressorOverrides_fields[] = {
+    {.name = "response_direction_config", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_extensions_filters_http_compressor_v3_ResponseDirectionOverrides, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_filters_http_compressor_v3_CompressorOverrides = {
+    .full_name = "envoy.extensions.filters.http.compressor.v3.CompressorOverrides",
+    .fields = m_envoy_extensions_filters_http_compressor_v3_CompressorOverrides_fields,
+    .nfields = 1,
+};
+static const char *const m_envoy_extensions_filters_http_compressor_v3_CompressorPerRoute_oneofs[] = {"override"};
+static const pt_pb_field_t m_envoy_extensions_filters_http_compressor_v3_CompressorPerRoute_fields[] = {
+    {.name = "disabled", .number = 1, .type = PT_PB_BOOL, .oneof = 0},
+    {.name = "overrides", .number = 2, .type = PT_PB_MESSAGE, .message = &m_envoy_extensions_filters_http_compressor_v3_CompressorOverrides, .oneof = 0},
+};
+static const pt_pb_message_t m_envoy_extensions_filters_http_compressor_v3_CompressorPerRoute = {
+    .full_name = "envoy.extensions.filters.http.compressor.v3.CompressorPerRoute",
+    .fields = m_envoy_extensions_filters_http_compressor_v3_CompressorPerRoute_fields,
+    .nfields = 2,
+    .oneofs = m_envoy_extensions_filters_http_compressor_v3_CompressorPerRoute_oneofs,
+    .noneofs = 1,
+};
+static const pt_pb_field_t m_envoy_extensions_filters_http_compressor_v3_ResponseDirectionOverrides_fields[] = {
+    {.name = "remove_accept_encoding_header", .number = 1, .type = PT_PB_MESSAGE, .message = &pt_pb_bool_value, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_filters_http_compressor_v3_ResponseDirectionOverrides = {
+    .full_name = "envoy.extensions.filters.http.compressor.v3.ResponseDirectionOverrides",
+    .fields = m_envoy_extensions_filters_http_compressor_v3_ResponseDirectionOverrides_fields,
     .nfields = 1,
 };
 static const char *const m_envoy_extensions_filters_http_fault_v3_FaultAbort_oneofs[] = {"error_type"};
@@ -6822,12 +7000,22 @@ const pt_pb_message_t *const pt_pb_generated_messages[] = {
     &m_envoy_extensions_common_ratelimit_v3_LocalClusterRateLimit,
     &m_envoy_extensions_common_ratelimit_v3_LocalRateLimitDescriptor,
     &m_envoy_extensions_common_ratelimit_v3_RateLimitDescriptor_Entry,
+    &m_envoy_extensions_compression_brotli_compressor_v3_Brotli,
+    &m_envoy_extensions_compression_gzip_compressor_v3_Gzip,
+    &m_envoy_extensions_compression_zstd_compressor_v3_Zstd,
     &m_envoy_extensions_filters_common_fault_v3_FaultDelay,
     &m_envoy_extensions_filters_common_fault_v3_FaultDelay_HeaderDelay,
     &m_envoy_extensions_filters_common_fault_v3_FaultRateLimit,
     &m_envoy_extensions_filters_common_fault_v3_FaultRateLimit_FixedLimit,
     &m_envoy_extensions_filters_common_fault_v3_FaultRateLimit_HeaderLimit,
     &m_envoy_extensions_filters_http_buffer_v3_Buffer,
+    &m_envoy_extensions_filters_http_compressor_v3_Compressor,
+    &m_envoy_extensions_filters_http_compressor_v3_Compressor_CommonDirectionConfig,
+    &m_envoy_extensions_filters_http_compressor_v3_Compressor_RequestDirectionConfig,
+    &m_envoy_extensions_filters_http_compressor_v3_Compressor_ResponseDirectionConfig,
+    &m_envoy_extensions_filters_http_compressor_v3_CompressorOverrides,
+    &m_envoy_extensions_filters_http_compressor_v3_CompressorPerRoute,
+    &m_envoy_extensions_filters_http_compressor_v3_ResponseDirectionOverrides,
     &m_envoy_extensions_filters_http_fault_v3_FaultAbort,
     &m_envoy_extensions_filters_http_fault_v3_FaultAbort_HeaderAbort,
     &m_envoy_extensions_filters_http_fault_v3_HTTPFault,
@@ -7010,4 +7198,4 @@ const pt_pb_message_t *const pt_pb_generated_messages[] = {
     &m_xds_type_matcher_v3_RegexMatcher_GoogleRE2,
     &m_xds_type_matcher_v3_StringMatcher,
 };
-const size_t pt_pb_generated_nmessages = 470;
+const size_t pt_pb_generated_nmessages = 480;

@@ -61,6 +61,12 @@ ROOTS = [
     "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
     "envoy.extensions.filters.http.buffer.v3.Buffer",
     "envoy.extensions.filters.http.grpc_stats.v3.FilterConfig",
+    # The compressor filter and the libraries its compressor_library may hold.
+    "envoy.extensions.filters.http.compressor.v3.Compressor",
+    "envoy.extensions.filters.http.compressor.v3.CompressorPerRoute",
+    "envoy.extensions.compression.gzip.compressor.v3.Gzip",
+    "envoy.extensions.compression.brotli.compressor.v3.Brotli",
+    "envoy.extensions.compression.zstd.compressor.v3.Zstd",
     "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
     # Listener filters every Istio sidecar's listeners carry, which petrel refuses (as not
     # supported listener filters): decoded, so that the refusal is the parser's.

@@ -6,8 +6,8 @@
 set -eu
 what=${1:-test}
 
-build_pkgs="build-essential cmake pkg-config libssl-dev libnghttp2-dev libev-dev libc-ares-dev libjansson-dev libyaml-dev libre2-dev"
-test_pkgs="clang libclang-rt-14-dev python3 python3-h2 python3-grpcio curl openssl prometheus iproute2 iptables procps valgrind"
+build_pkgs="build-essential cmake pkg-config libssl-dev libnghttp2-dev libev-dev libc-ares-dev libjansson-dev libyaml-dev libre2-dev zlib1g-dev libbrotli-dev libzstd-dev"
+test_pkgs="clang libclang-rt-14-dev python3 python3-h2 python3-grpcio python3-brotli python3-zstandard curl openssl prometheus iproute2 iptables procps valgrind"
 # Node.js and npm (the protobuf schema check in tests/proto_schema and the test control plane,
 # never the build) are wanted as commands, not as Debian's packages: a machine whose Node.js
 # came from elsewhere (NodeSource's nodejs carries its own npm) must not be offered Debian's npm,
