@@ -457,6 +457,7 @@ static char *cluster_errors(pt_discovery_response_t *resp)
         pt_discovery_resource_reader(&resp->resources[i], &r);
         pt_cluster_t *c = pt_cluster_parse(&r);
         pt_cfg_finish(&r);
+        if (r.nerrors > 0) /* qsort takes no NULL array, even empty */
         qsort(r.errors, r.nerrors, sizeof(r.errors[0]), by_string);
         for (size_t j = 0; j < r.nerrors; j++)
             snprintf(out + strlen(out), sizeof(out) - strlen(out), "%s%s", out[0] ? "; " : "",
@@ -504,7 +505,8 @@ static char *listener_errors(pt_discovery_response_t *resp)
     pt_cfg_t r;
     pt_cfg_init(&r, boot);
     pt_config_t *cfg = pt_config_build_lds(boot, &known, resp, NULL, &r);
-    qsort(r.errors, r.nerrors, sizeof(r.errors[0]), by_string);
+    if (r.nerrors > 0) /* qsort takes no NULL array, even empty */
+        qsort(r.errors, r.nerrors, sizeof(r.errors[0]), by_string);
     for (size_t j = 0; j < r.nerrors; j++)
         snprintf(out + strlen(out), sizeof(out) - strlen(out), "%s%s", out[0] ? "; " : "",
                  r.errors[j]);
