@@ -82,6 +82,12 @@ void pt_pool_cancel(pt_pool_request_t *pr);
  * connection takes another when its codec says it can, and closes when it has no stream
  * left and cannot. May be called from inside the codec's callbacks. */
 void pt_pool_release(pt_pool_conn_t *pc);
+struct pt_view;
+/* The worker adopted `view`: pools whose cluster it no longer has (removed by CDS: another
+ * cluster of the name would have another state) close their idle connections now and the
+ * others as they go idle, then are freed, so the cluster's last version, its hosts and its
+ * stats can go. A pool found again (the cluster back before its state went) is kept. */
+void pt_pool_prune(pt_worker_t *w, const struct pt_view *view);
 /* Worker shutdown: closes every pooled connection and frees the pools. */
 void pt_pool_close_all(pt_worker_t *w);
 /* Idle connections across this worker's pools (tests, admin). */

@@ -20,6 +20,7 @@
 #include "proxy/heap.h"
 #include "proxy/log.h"
 #include "proxy/cluster.h"
+#include "proxy/pool.h"
 #include "proxy/stats.h"
 #include "proxy/time.h"
 #include "discovery/dns.h"
@@ -59,6 +60,10 @@ static void worker_adopt_view(pt_worker_t *w, void *arg)
         return;
     }
     pt_worker_view_adopt(w, arg);
+    /* Pools of clusters that went let them go (against the view adopted: out of memory,
+     * the worker keeps its old one). */
+    if (w->view != NULL)
+        pt_pool_prune(w, w->view->view);
 }
 
 /* The cluster manager applied a change: every worker adopts the new view at its next loop
