@@ -9,6 +9,7 @@
 #include "discovery/outlier.h"
 #include "proxy/log.h"
 #include "proxy/stats.h"
+#include "proxy/time.h"
 #include "proxy/view.h"
 #include "proxy/worker.h"
 #include "tls/transport.h"
@@ -231,6 +232,7 @@ static void pc_destroy(pt_pool_conn_t *pc, int remote)
     pt_stat_dec(p->stats.upstream_cx_active);
     pt_stat_inc(p->stats.upstream_cx_destroy);
     pt_stat_inc(remote ? p->stats.upstream_cx_destroy_remote : p->stats.upstream_cx_destroy_local);
+    pt_hist_record(p->stats.upstream_cx_length_ms, pt_loop_ms() - pc->start_ms);
     atomic_fetch_sub_explicit(&p->host->cx_active, 1, memory_order_relaxed);
     free(pc);
     /* A slot under max_connections may have freed up for a request that waits. */
@@ -454,6 +456,7 @@ static void pc_on_connect(pt_conn_t *c, int status)
         return;
     }
     pt_outlier_report(p->cluster, p->host, PT_OUTLIER_CONNECT_SUCCESS, 0);
+    pt_hist_record(p->stats.upstream_cx_connect_ms, pt_loop_ms() - pc->start_ms);
     socklen_t alen = sizeof(pc->local);
     getsockname(c->fd, &pc->local.sa, &alen);
     int h2 = p->protocol == PT_POOL_HTTP2;
@@ -540,6 +543,7 @@ static int start_connect(pt_pool_t *p, int priority)
     pc->pool = p;
     pc->breaker_counts = b != NULL ? b->counts : NULL;
     pc->state = PC_CONNECTING;
+    pc->start_ms = pt_loop_ms();
     ev_init(&pc->idle_timer, on_idle_timeout);
     pc->idle_timer.data = pc;
     ev_init(&pc->duration_timer, on_duration_timeout);

@@ -42,6 +42,7 @@ typedef struct pt_pool_conn {
     uint32_t requests;                /* streams started on this connection */
     uint32_t streams;                 /* streams attached now */
     uint64_t rx_accounted, tx_accounted;
+    uint64_t start_ms;                /* the connect began (loop clock), for the histograms */
     pt_addr_t local;                  /* our end of the connection, for logs */
     /* The counts its connection slot was taken from: the cluster state's, which outlives
      * the version whose breaker took the slot (the pool holds the host, the host holds the

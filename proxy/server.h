@@ -61,6 +61,7 @@ typedef struct pt_server {
     unsigned signals_caught;  /* SIGTERM/SIGINT so far: the second one stops at once */
     ev_timer drain_poll;
     ev_timer heap_tick;         /* gives memory back after a burst (proxy/heap.h) */
+    ev_timer stats_flush;       /* merges histograms every stats_flush_interval */
     uint64_t drain_deadline_ms;    /* monotonic */
     int listeners_closed;          /* drain_listeners ran */
     int exit_pending;              /* a drain that ends the process is under way */
