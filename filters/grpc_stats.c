@@ -12,10 +12,13 @@
  * a response without one counts nothing, as in Envoy. Messages are counted by their 5-byte
  * length prefixes as the body passes, across chunk boundaries.
  *
+ * With enable_upstream_stats, the histogram upstream_rq_time in the same namespace: from
+ * the request's end sent upstream to the end of the response (its trailers, or a
+ * trailers-only head), for calls an upstream answered.
+ *
  * Stats are found (or made) once per call, under the stats registry's lock, and the
- * message counters kept in the call's state. Not supported:
- * emit_filter_state (petrel has no filter state objects) and enable_upstream_stats (needs
- * histograms). */
+ * message counters kept in the call's state. Not supported: emit_filter_state (petrel has
+ * no filter state objects). */
 #include <stdio.h>
 #include <string.h>
 
@@ -24,6 +27,7 @@
 #include "proxy/conn_manager.h"
 #include "proxy/grpc.h"
 #include "proxy/stats.h"
+#include "proxy/time.h"
 
 typedef struct method_list {
     const char *service;
@@ -34,6 +38,7 @@ typedef struct method_list {
 typedef struct grpc_stats_config {
     int all_methods;
     int replace_dots;
+    int upstream_stats;   /* enable_upstream_stats */
     method_list_t *allow; /* individual_method_stats_allowlist, or NULL */
     unsigned nallow;
 } grpc_stats_config_t;
@@ -53,6 +58,7 @@ typedef struct grpc_stats_state {
     uint64_t rq_pending, rs_pending; /* messages not yet added to their stats */
     pt_stat_t rq_stat, rs_stat;      /* the message counters, found once per call */
     int charged;                     /* the status was counted */
+    int timed;                       /* upstream_rq_time was recorded */
 } grpc_stats_state_t;
 
 static void *gs_parse(pt_cfg_t *r, pt_config_t *cfg)
@@ -65,10 +71,7 @@ static void *gs_parse(pt_cfg_t *r, pt_config_t *cfg)
     pt_cfg_bool(r, "emit_filter_state", &flag, 0);
     if (flag)
         pt_cfg_error(r, "emit_filter_state", "is not supported (petrel has no filter state)");
-    flag = 0;
-    pt_cfg_bool(r, "enable_upstream_stats", &flag, 0);
-    if (flag)
-        pt_cfg_error(r, "enable_upstream_stats", "is not supported (needs histograms)");
+    pt_cfg_bool(r, "enable_upstream_stats", &c->upstream_stats, 0);
     pt_cfg_bool(r, "replace_dots_in_grpc_service_name", &c->replace_dots, 0);
     static const char *const oneof[] = {"individual_method_stats_allowlist",
                                         "stats_for_all_methods", NULL};
@@ -226,6 +229,26 @@ static void charge_status(pt_http_stream_t *s, grpc_stats_state_t *st, const pt_
     charge(st, status, 1);
 }
 
+/* Envoy's upstream stat: the time from the request's end sent upstream to the response's
+ * end (now), when an upstream took part (not for petrel's own answers). */
+static void charge_upstream_time(pt_http_stream_t *s, const grpc_stats_config_t *c,
+                                 grpc_stats_state_t *st)
+{
+    if (!c->upstream_stats || st->timed || s->info.last_upstream_tx_mono_us == 0 ||
+        s->info.first_upstream_rx_mono_us == 0)
+        return;
+    if (st->cluster == NULL)
+        st->cluster = s->info.upstream_cluster;
+    if (st->cluster == NULL)
+        return;
+    st->timed = 1;
+    char name[PT_STAT_NAME_MAX];
+    snprintf(name, sizeof(name), "%supstream_rq_time", st->prefix);
+    uint64_t now = pt_loop_us(), sent = s->info.last_upstream_tx_mono_us;
+    pt_hist_record(pt_stats_histogram("cluster", "envoy_cluster_name", st->cluster, name),
+                   now > sent ? (now - sent) / 1000 : 0);
+}
+
 static int gs_decode_headers(pt_http_stream_t *s, void *cfg, void *state, pt_http_headers_t *h,
                              int end_stream)
 {
@@ -252,10 +275,11 @@ static int gs_decode_data(pt_http_stream_t *s, void *cfg, void *state, pt_buf_t 
 static int gs_encode_headers(pt_http_stream_t *s, void *cfg, void *state, pt_http_headers_t *h,
                              int end_stream)
 {
-    (void)cfg;
     grpc_stats_state_t *st = state;
-    if (st->prefix != NULL && end_stream)
+    if (st->prefix != NULL && end_stream) {
         charge_status(s, st, h); /* trailers-only */
+        charge_upstream_time(s, cfg, st);
+    }
     return PT_CONTINUE;
 }
 
@@ -274,10 +298,11 @@ static int gs_encode_data(pt_http_stream_t *s, void *cfg, void *state, pt_buf_t 
 
 static int gs_encode_trailers(pt_http_stream_t *s, void *cfg, void *state, pt_http_headers_t *t)
 {
-    (void)cfg;
     grpc_stats_state_t *st = state;
-    if (st->prefix != NULL)
+    if (st->prefix != NULL) {
         charge_status(s, st, t);
+        charge_upstream_time(s, cfg, st);
+    }
     return PT_CONTINUE;
 }
 

@@ -91,6 +91,7 @@ typedef struct router_state {
     uint64_t per_try_ms;       /* per_try_timeout, or x-envoy-upstream-rq-per-try-timeout-ms */
     ev_timer backoff;
     uint64_t upstream_start_us;
+    uint64_t req_end_us;       /* the downstream request ended (loop clock), 0 before */
     uint64_t last_upstream_activity_ms;
     /* retries */
     const pt_retry_policy_t *retry;
@@ -151,6 +152,23 @@ static const pt_cluster_stats_t *cstats(const router_state_t *st)
 }
 
 static void start_attempt(router_state_t *st);
+
+/* The whole downstream request is here. */
+static void request_ended(router_state_t *st)
+{
+    st->flags |= R_REQ_END_SEEN;
+    st->req_end_us = pt_loop_us();
+}
+
+/* The upstream response is complete: Envoy's upstream_rq_time, from the end of the
+ * downstream request to now, for the attempt that answered. Not for a response that ended
+ * before the request did, nor with the router's dynamic_stats off. */
+static void upstream_complete(router_state_t *st)
+{
+    pt_stat_inc(cstats(st)->upstream_rq_completed);
+    if (st->req_end_us != 0 && (st->cfg == NULL || st->cfg->dynamic_stats))
+        pt_hist_record(cstats(st)->upstream_rq_time, (pt_loop_us() - st->req_end_us) / 1000);
+}
 static void tunnel_close(router_state_t *st, pt_close_how_t how);
 
 /* ---- attempt lifecycle ------------------------------------------------------------- */
@@ -360,10 +378,12 @@ static void on_per_try_idle(struct ev_loop *loop, ev_timer *t, int revents)
          "upstream_per_try_idle_timeout");
 }
 
+/* The request's end went upstream: the attempt's per-try timers start. */
 static void start_per_try(router_state_t *st)
 {
     struct ev_loop *loop = st->s->worker->loop;
-    st->last_upstream_activity_ms = pt_loop_ms();
+    st->s->info.last_upstream_tx_mono_us = pt_loop_us();
+    st->last_upstream_activity_ms = st->s->info.last_upstream_tx_mono_us / 1000;
     if (st->per_try_ms > 0 && !ev_is_active(&st->per_try)) {
         ev_timer_set(&st->per_try, (double)st->per_try_ms / 1000.0, 0.);
         ev_timer_start(loop, &st->per_try);
@@ -438,7 +458,7 @@ static void up_on_headers(void *req, pt_http_headers_t *h, int end_stream)
     }
     if (end_stream) {
         st->flags |= R_RESP_END;
-        pt_stat_inc(cstats(st)->upstream_rq_completed);
+        upstream_complete(st);
     }
     pt_http_stream_encode_headers(s, h, end_stream);
     if (end_stream && !(st->flags & R_DONE)) {
@@ -459,7 +479,7 @@ static void up_on_data(void *req, pt_buf_t *data, int end_stream)
     if (end_stream) {
         st->flags |= R_RESP_END;
         if (!(st->flags & R_UPGRADE))
-            pt_stat_inc(cstats(st)->upstream_rq_completed);
+            upstream_complete(st);
     }
     pt_http_stream_encode_data(s, data, end_stream);
     if (st->flags & R_DONE)
@@ -484,7 +504,7 @@ static void up_on_trailers(void *req, pt_http_headers_t *t)
     if ((st->flags & R_DONE) || !(st->flags & R_RESP_HEADERS))
         return;
     st->flags |= R_RESP_END;
-    pt_stat_inc(cstats(st)->upstream_rq_completed);
+    upstream_complete(st);
     pt_http_stream_encode_trailers(st->s, t);
     if (!(st->flags & R_DONE)) {
         st->flags |= R_DONE;
@@ -1179,7 +1199,7 @@ static int router_decode_headers(pt_http_stream_t *s, void *cfg, void *state,
     st->pool_req.on_ready = pool_ready;
     st->pool_req.on_failure = pool_failure;
     if (end_stream)
-        st->flags |= R_REQ_END_SEEN;
+        request_ended(st);
 
     const pt_route_t *rt = s->route;
     if (rt == NULL) {
@@ -1345,7 +1365,7 @@ static int router_decode_data(pt_http_stream_t *s, void *cfg, void *state, pt_bu
         return PT_CONTINUE;
     }
     if (end_stream) {
-        st->flags |= R_REQ_END_SEEN;
+        request_ended(st);
         start_timeout(st);
     }
     if (st->tunnel != NULL && (st->flags & R_TUNNEL_UP)) {
@@ -1379,7 +1399,8 @@ static int router_decode_trailers(pt_http_stream_t *s, void *cfg, void *state,
     router_state_t *st = state;
     if (st->flags & R_DONE)
         return PT_CONTINUE;
-    st->flags |= R_REQ_END_SEEN | R_HAS_TRAILERS;
+    request_ended(st);
+    st->flags |= R_HAS_TRAILERS;
     st->trailers = t;
     start_timeout(st);
     if (st->ucs != NULL) {

@@ -69,6 +69,7 @@ typedef struct tcp_proxy {
     uint32_t state;
     ev_timer idle;
     uint64_t last_activity_ms;
+    uint64_t us_start_ms;                  /* this upstream connection's connect began */
     uint64_t start_wall_us, start_mono_us; /* for the access log */
     uint32_t response_flags;               /* PT_RF(...) for the access log */
 } tcp_proxy_t;
@@ -152,6 +153,7 @@ static void upstream_released(tcp_proxy_t *tp)
         return;
     pt_stat_dec(tp->cluster->stats.upstream_cx_active);
     pt_stat_inc(tp->cluster->stats.upstream_cx_destroy);
+    pt_hist_record(tp->cluster->stats.upstream_cx_length_ms, pt_loop_ms() - tp->us_start_ms);
     atomic_fetch_sub_explicit(&tp->host->cx_active, 1, memory_order_relaxed);
     atomic_fetch_sub_explicit(&tp->host->rq_active, 1, memory_order_relaxed);
     pt_breaker_release_cx(&tp->cluster->breakers[0]);
@@ -382,6 +384,8 @@ static void us_on_connect(pt_conn_t *c, int status)
     tp->state |= TP_CONNECTED;
     pt_outlier_report(tp->cluster, tp->host, PT_OUTLIER_CONNECT_SUCCESS_FINAL, 0);
     tp->last_activity_ms = pt_loop_ms();
+    pt_hist_record(tp->cluster->stats.upstream_cx_connect_ms,
+                   tp->last_activity_ms - tp->us_start_ms);
     /* Anything the client sent while we connected (and a FIN) goes out now. */
     if (pt_buf_len(&tp->ds->in) > 0 || (tp->ds->flags & PT_CONN_F_EOF))
         relay(tp, tp->ds, tp->us, 1);
@@ -430,6 +434,7 @@ static void try_connect(tcp_proxy_t *tp)
     if (tp->attempts < MAX_TRIED_HOSTS)
         tp->tried[tp->attempts] = h;
     tp->attempts++;
+    tp->us_start_ms = pt_loop_ms();
     int err = 0;
     pt_conn_t *us = pt_cluster_connect(tp->cluster, s->worker, &h->address, &us_handler, tp, &err);
     pt_stat_inc(tp->cluster->stats.upstream_cx_total);

@@ -137,9 +137,13 @@ static void filter_dispose(stat_filter_t *f)
 }
 
 /* Whether a stat counts for ?usedonly: a counter or gauge that is not 0, a text readout
- * that was ever set (as Envoy's "used" flag). */
+ * that was ever set (as Envoy's "used" flag), a histogram with merged values (Envoy's). */
 static int stat_used(const pt_stat_info_t *info, pt_stat_t id)
 {
+    if (info->family->kind == PT_STAT_HISTOGRAM) {
+        pt_hist_summary_t hs;
+        return pt_stats_histogram_summary(id, &hs, NULL) == 0 && hs.used;
+    }
     if (info->family->kind != PT_STAT_TEXT)
         return pt_stats_value(id) != 0;
     int set;
@@ -165,6 +169,26 @@ static void append_text_stat(pt_buf_t *out, const char *name, pt_stat_t id)
     free(v);
 }
 
+/* A histogram in /stats text form, as Envoy prints it: each quantile with its value in the
+ * last interval and over all time, `P50(nan,12.5)`, or "No recorded values" before any
+ * value was merged. */
+static void append_histogram_text(pt_buf_t *out, const char *name, pt_stat_t id)
+{
+    pt_hist_summary_t hs;
+    if (pt_stats_histogram_summary(id, &hs, NULL) != 0 || !hs.used) {
+        pt_buf_printf(out, "%s: No recorded values\n", name);
+        return;
+    }
+    pt_buf_printf(out, "%s:", name);
+    for (int i = 0; i < PT_HIST_NQ; i++) {
+        char a[40], b[40];
+        pt_buf_printf(out, " P%s(%s,%s)", pt_hist_quantile_names[i],
+                      pt_hist_fmt_double(hs.interval[i], a, sizeof(a)),
+                      pt_hist_fmt_double(hs.cumulative[i], b, sizeof(b)));
+    }
+    pt_buf_append_str(out, "\n");
+}
+
 static void format_value(const pt_stat_info_t *info, pt_stat_t id, char *out, size_t len)
 {
     if (info->family->kind == PT_STAT_GAUGE)
@@ -184,13 +208,19 @@ int pt_admin_render_stats_text(pt_buf_t *out, const char *filter, int used_only)
         filter_dispose(&f);
         return -ENOMEM;
     }
+    /* Counters, gauges and text readouts, then histograms (Envoy's order): the histograms'
+     * ids move to the front of ids[] as they are met (never past the one being read), in
+     * name order, for the second pass. */
+    uint32_t nhist = 0;
     for (uint32_t i = 0; i < n; i++) {
         const pt_stat_info_t *info = pt_stats_info(ids[i]);
+        if (info->family->kind == PT_STAT_HISTOGRAM) {
+            ids[nhist++] = ids[i];
+            continue;
+        }
         char name[PT_STAT_NAME_MAX];
         pt_stat_full_name(info, name, sizeof(name));
-        if (!filter_match(&f, name))
-            continue;
-        if (used_only && !stat_used(info, ids[i]))
+        if (!filter_match(&f, name) || (used_only && !stat_used(info, ids[i])))
             continue;
         if (info->family->kind == PT_STAT_TEXT) {
             append_text_stat(out, name, ids[i]);
@@ -200,9 +230,27 @@ int pt_admin_render_stats_text(pt_buf_t *out, const char *filter, int used_only)
         format_value(info, ids[i], v, sizeof(v));
         pt_buf_printf(out, "%s: %s\n", name, v);
     }
+    for (uint32_t i = 0; i < nhist; i++) {
+        const pt_stat_info_t *info = pt_stats_info(ids[i]);
+        char name[PT_STAT_NAME_MAX];
+        pt_stat_full_name(info, name, sizeof(name));
+        if (filter_match(&f, name) && !(used_only && !stat_used(info, ids[i])))
+            append_histogram_text(out, name, ids[i]);
+    }
     free(ids);
     filter_dispose(&f);
     return 0;
+}
+
+/* A quantile as a JSON number: an integer when it is one (Envoy prints 12, not 12.0), null
+ * for NaN (an interval without values), as Envoy's JSON streamer does. */
+static json_t *json_quantile(double v)
+{
+    if (v != v)
+        return json_null();
+    if (v == (double)(json_int_t)v)
+        return json_integer((json_int_t)v);
+    return json_real(v);
 }
 
 int pt_admin_render_stats_json(pt_buf_t *out, const char *filter, int used_only)
@@ -217,12 +265,29 @@ int pt_admin_render_stats_json(pt_buf_t *out, const char *filter, int used_only)
         return -ENOMEM;
     }
     json_t *arr = json_array();
+    json_t *computed = NULL; /* histograms: Envoy's "computed_quantiles" */
     for (uint32_t i = 0; i < n; i++) {
         const pt_stat_info_t *info = pt_stats_info(ids[i]);
         char name[PT_STAT_NAME_MAX];
         pt_stat_full_name(info, name, sizeof(name));
         if (!filter_match(&f, name) || (used_only && !stat_used(info, ids[i])))
             continue;
+        if (info->family->kind == PT_STAT_HISTOGRAM) {
+            pt_hist_summary_t hs;
+            if (pt_stats_histogram_summary(ids[i], &hs, NULL) != 0)
+                continue;
+            json_t *values = json_array();
+            for (int q = 0; q < PT_HIST_NQ; q++)
+                json_array_append_new(values, json_pack("{s:o,s:o}", "interval",
+                                                        json_quantile(hs.interval[q]),
+                                                        "cumulative",
+                                                        json_quantile(hs.cumulative[q])));
+            if (computed == NULL)
+                computed = json_array();
+            json_array_append_new(computed,
+                                  json_pack("{s:s,s:o}", "name", name, "values", values));
+            continue;
+        }
         if (info->family->kind == PT_STAT_TEXT) {
             char *t = pt_stats_text_value(ids[i], NULL);
             json_array_append_new(arr,
@@ -234,10 +299,20 @@ int pt_admin_render_stats_json(pt_buf_t *out, const char *filter, int used_only)
                                                    : (json_int_t)pt_stats_value(ids[i]);
         json_array_append_new(arr, json_pack("{s:s,s:I}", "name", name, "value", v));
     }
+    /* Envoy's histograms object, the last element of "stats", when there are any. */
+    if (computed != NULL) {
+        json_t *supported = json_array();
+        for (int q = 0; q < PT_HIST_NQ; q++)
+            json_array_append_new(supported, json_quantile(100 * pt_hist_quantiles[q]));
+        json_array_append_new(
+            arr, json_pack("{s:{s:o,s:o}}", "histograms", "supported_quantiles", supported,
+                           "computed_quantiles", computed));
+    }
     free(ids);
     filter_dispose(&f);
     json_t *root = json_pack("{s:o}", "stats", arr);
-    char *s = json_dumps(root, JSON_INDENT(1));
+    /* 15 significant digits: 99.9 and 10.3 print as written, not 99.900000000000006. */
+    char *s = json_dumps(root, JSON_INDENT(1) | JSON_REAL_PRECISION(15));
     pt_buf_append_str(out, s);
     pt_buf_append_str(out, "\n");
     free(s);
@@ -281,9 +356,59 @@ static void prom_escape_help(pt_buf_t *out, const char *v)
     }
 }
 
+/* The stat's label (its tagged part), then `extra` (a histogram's le), in braces; nothing
+ * when it has neither. */
+static void prom_labels(pt_buf_t *out, const pt_stat_info_t *info, const char *extra)
+{
+    if (info->family->tag == NULL && extra == NULL)
+        return;
+    pt_buf_append_str(out, "{");
+    if (info->family->tag != NULL) {
+        pt_buf_printf(out, "%s=\"", info->family->tag);
+        prom_escape(out, info->tag_value);
+        pt_buf_append_str(out, "\"");
+    }
+    if (extra != NULL)
+        pt_buf_printf(out, "%s%s", info->family->tag != NULL ? "," : "", extra);
+    pt_buf_append_str(out, "}");
+}
+
+/* A histogram's samples, as Envoy writes them: the cumulative count at each bucket bound
+ * (stats_config.histogram_bucket_settings, or Envoy's default bounds), +Inf, sum, count. */
+static void prom_histogram(pt_buf_t *out, const pt_stat_info_t *info, pt_stat_t id)
+{
+    pt_hist_summary_t hs;
+    if (pt_stats_histogram_summary(id, &hs, NULL) != 0)
+        return;
+    uint64_t stack[32], *counts = stack;
+    if (hs.nbounds > 32 && (counts = malloc(hs.nbounds * sizeof(*counts))) == NULL)
+        return;
+    pt_stats_histogram_summary(id, &hs, counts);
+    const char *pn = info->family->prom_name;
+    for (uint32_t b = 0; b < hs.nbounds; b++) {
+        char v[48], le[64];
+        snprintf(le, sizeof(le), "le=\"%s\"", pt_hist_fmt_double(hs.bounds[b], v, sizeof(v)));
+        pt_buf_printf(out, "%s_bucket", pn);
+        prom_labels(out, info, le);
+        pt_buf_printf(out, " %llu\n", (unsigned long long)counts[b]);
+    }
+    pt_buf_printf(out, "%s_bucket", pn);
+    prom_labels(out, info, "le=\"+Inf\"");
+    pt_buf_printf(out, " %llu\n", (unsigned long long)hs.count);
+    pt_buf_printf(out, "%s_sum", pn);
+    prom_labels(out, info, NULL);
+    pt_buf_printf(out, " %llu\n", (unsigned long long)hs.sum);
+    pt_buf_printf(out, "%s_count", pn);
+    prom_labels(out, info, NULL);
+    pt_buf_printf(out, " %llu\n", (unsigned long long)hs.count);
+    if (counts != stack)
+        free(counts);
+}
+
 /* Prometheus text exposition 0.0.4. Counters carry the conventional _total suffix (added
- * when the Envoy name lacks it) and every family has HELP and TYPE lines, so the output
- * passes `promtool check metrics`. */
+ * when the Envoy name lacks it), histograms have Envoy's _bucket, _sum and _count series,
+ * and every family has HELP and TYPE lines, so the output passes `promtool check metrics`
+ * (but for the lint on Envoy's "_ms" names, see docs/observability.md). */
 int pt_admin_render_prometheus(pt_buf_t *out, const char *filter, int used_only)
 {
     stat_filter_t f;
@@ -303,36 +428,35 @@ int pt_admin_render_prometheus(pt_buf_t *out, const char *filter, int used_only)
         pt_stat_full_name(info, name, sizeof(name));
         /* Text readouts have no Prometheus form (Envoy leaves them out by default too). */
         if (info->family->kind == PT_STAT_TEXT || !filter_match(&f, name) ||
-            (used_only && pt_stats_value(ids[i]) == 0))
+            (used_only && !stat_used(info, ids[i])))
             continue;
         int counter = info->family->kind == PT_STAT_COUNTER;
+        int histogram = info->family->kind == PT_STAT_HISTOGRAM;
         size_t plen = strlen(info->family->prom_name);
-        const char *suffix =
-            counter && !(plen > 6 && strcmp(info->family->prom_name + plen - 6, "_total") == 0)
-                ? "_total"
-                : "";
+        int ends_total = plen > 6 && strcmp(info->family->prom_name + plen - 6, "_total") == 0;
+        const char *suffix = counter && !ends_total ? "_total" : "";
         /* A gauge whose Envoy name ends in _total (membership_total) keeps its name and is
          * typed untyped: Prometheus reserves the suffix for counters. */
-        const char *type = counter ? "counter"
-                           : (plen > 6 && strcmp(info->family->prom_name + plen - 6, "_total") == 0)
-                               ? "untyped"
-                               : "gauge";
+        const char *type = counter     ? "counter"
+                           : histogram ? "histogram"
+                           : ends_total ? "untyped"
+                                        : "gauge";
         if (family == NULL || strcmp(family, info->family->prom_name) != 0) {
             family = info->family->prom_name;
             pt_buf_printf(out, "# HELP %s%s %s ", info->family->prom_name, suffix,
-                          counter ? "Counter" : "Gauge");
+                          counter ? "Counter" : histogram ? "Histogram" : "Gauge");
             prom_escape_help(out, name);
             pt_buf_append_str(out, "\n");
             pt_buf_printf(out, "# TYPE %s%s %s\n", info->family->prom_name, suffix, type);
         }
+        if (histogram) {
+            prom_histogram(out, info, ids[i]);
+            continue;
+        }
         char v[32];
         format_value(info, ids[i], v, sizeof(v));
         pt_buf_printf(out, "%s%s", info->family->prom_name, suffix);
-        if (info->family->tag != NULL) {
-            pt_buf_printf(out, "{%s=\"", info->family->tag);
-            prom_escape(out, info->tag_value);
-            pt_buf_append_str(out, "\"}");
-        }
+        prom_labels(out, info, NULL);
         pt_buf_printf(out, " %s\n", v);
     }
     free(ids);
@@ -422,8 +546,18 @@ static void stats_error(admin_response_t *res, int rc, const char *filter)
     pt_buf_printf(&res->body, "Invalid regex: \"%s\"\n", filter);
 }
 
+/* With stats_flush_on_admin, showing stats is a flush: histograms are merged now (an
+ * interval ends); otherwise they show the last merge of the flush timer, as in Envoy. */
+static void flush_on_admin(admin_request_t *req)
+{
+    const pt_config_t *cfg = req->admin->server->config;
+    if (cfg != NULL && cfg->stats_flush_on_admin)
+        pt_stats_merge_histograms();
+}
+
 static void ep_stats(admin_request_t *req, admin_response_t *res)
 {
+    flush_on_admin(req);
     char filter[512] = "", format[32] = "";
     int has_filter = query_param(req->query, "filter", filter, sizeof(filter));
     char tmp[8];
@@ -448,6 +582,7 @@ static void ep_stats(admin_request_t *req, admin_response_t *res)
 
 static void ep_prometheus(admin_request_t *req, admin_response_t *res)
 {
+    flush_on_admin(req);
     char filter[512] = "", tmp[8];
     int has_filter = query_param(req->query, "filter", filter, sizeof(filter));
     int used_only = query_param(req->query, "usedonly", tmp, sizeof(tmp));
@@ -796,13 +931,18 @@ static void ep_memory(admin_request_t *req, admin_response_t *res)
     (void)req;
     pt_heap_stats_t hs;
     pt_heap_stats(&hs);
-    char a[32], h[32], c[32], t[32];
+    char a[32], h[32], c[32], t[32], hi[32], hc[32];
     snprintf(a, sizeof(a), "%zu", hs.in_use);
     snprintf(h, sizeof(h), "%zu", hs.heap);
     snprintf(c, sizeof(c), "%zu", pt_buf_chunks_live());
     snprintf(t, sizeof(t), "%zu", hs.trims);
-    body_json(res, json_pack("{s:s,s:s,s:s,s:s}", "allocated", a, "heap_size", h,
-                             "buffer_chunks", c, "heap_trims", t));
+    /* Histograms registered, and the per-thread copies they hold (a thread's copy exists
+     * once it recorded a value: docs/observability.md). */
+    snprintf(hi, sizeof(hi), "%u", pt_stats_histograms_live());
+    snprintf(hc, sizeof(hc), "%u", pt_stats_histogram_threads());
+    body_json(res, json_pack("{s:s,s:s,s:s,s:s,s:s,s:s}", "allocated", a, "heap_size", h,
+                             "buffer_chunks", c, "heap_trims", t, "histograms", hi,
+                             "histogram_thread_copies", hc));
 }
 
 static void ep_certs(admin_request_t *req, admin_response_t *res)

@@ -962,6 +962,9 @@ int pt_cluster_prepare(pt_cluster_t *c)
 #define PT_X(n) c->stats.n = pt_stats_gauge("cluster", "envoy_cluster_name", c->name, #n);
     PT_CLUSTER_GAUGES(PT_X)
 #undef PT_X
+#define PT_X(n) c->stats.n = pt_stats_histogram("cluster", "envoy_cluster_name", c->name, #n);
+    PT_CLUSTER_HISTOGRAMS(PT_X)
+#undef PT_X
     if (c->protocol != PT_UPSTREAM_HTTP1) {
 #define PT_X(n)                                                                                \
     c->stats.http2_##n = pt_stats_counter("cluster", "envoy_cluster_name", c->name, "http2." #n);

@@ -79,6 +79,15 @@ typedef struct pt_worker pt_worker_t;
     X(membership_total)                                                                        \
     X(membership_healthy)
 
+/* Histograms (milliseconds): connect (from the connect to the connection ready, TLS
+ * handshake included), connection length (from the connect to the close, for every
+ * connection), and request time (from the end of the downstream request to the end of the
+ * upstream response). */
+#define PT_CLUSTER_HISTOGRAMS(X)                                                               \
+    X(upstream_cx_connect_ms)                                                                  \
+    X(upstream_cx_length_ms)                                                                   \
+    X(upstream_rq_time)
+
 /* cluster.<name>.http2.*: made only for a cluster that may speak HTTP/2 upstream. */
 #define PT_CLUSTER_HTTP2_COUNTERS(X)                                                           \
     X(rx_reset)                                                                                \
@@ -92,7 +101,7 @@ typedef struct pt_worker pt_worker_t;
 
 typedef struct pt_cluster_stats {
 #define PT_X(n) pt_stat_t n;
-    PT_CLUSTER_COUNTERS(PT_X) PT_CLUSTER_GAUGES(PT_X)
+    PT_CLUSTER_COUNTERS(PT_X) PT_CLUSTER_GAUGES(PT_X) PT_CLUSTER_HISTOGRAMS(PT_X)
 #undef PT_X
 #define PT_X(n) pt_stat_t http2_##n;
     PT_CLUSTER_HTTP2_COUNTERS(PT_X) PT_CLUSTER_HTTP2_GAUGES(PT_X)

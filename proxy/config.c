@@ -2,6 +2,7 @@
 #include "proxy/access_log.h"
 
 #include <ctype.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
@@ -12,14 +13,15 @@
 #include "proxy/config_source.h"
 #include "proxy/hash.h"
 #include "proxy/log.h"
+#include "proxy/matcher.h"
 #include "proxy/overload.h"
+#include "proxy/stats.h"
 #include "discovery/dns.h"
 #include "tls/context.h"
 #include "tls/secret.h"
 
 static const char *const bootstrap_unsupported[] = {
-    "cluster_manager", "hds_config", "flags_path", "stats_sinks",
-    "stats_config", "stats_flush_interval", "stats_flush_on_admin", "watchdog", "watchdogs",
+    "cluster_manager", "hds_config", "flags_path", "stats_sinks", "watchdog", "watchdogs",
     "tracing", "enable_dispatcher_stats",
     "header_prefix", "stats_server_version_override", "bootstrap_extensions",
     "fatal_actions", "config_sources", "default_config_source", "default_socket_interface",
@@ -129,6 +131,146 @@ static void parse_admin(pt_cfg_t *r, pt_config_t *cfg)
      * petrel's fixed behaviour (docs/configuration.md). */
     int b;
     pt_cfg_bool(r, "ignore_global_conn_limit", &b, 0);
+    pt_cfg_leave(r);
+}
+
+/* ---- stats_config, stats_flush_interval, stats_flush_on_admin -------------------------- */
+
+/* stats_config.histogram_bucket_settings: the Prometheus buckets of the histograms whose
+ * names the first matching rule's StringMatcher matches. The rules live in an arena of
+ * their own, handed to the stats registry when the snapshot is prepared (config_finish):
+ * histograms made from then on (a CDS cluster's, later) take their buckets by these rules,
+ * and keep a copy of them. */
+typedef struct hist_rule {
+    pt_string_matcher_t match;
+    double *bounds;
+    uint32_t n;
+} hist_rule_t;
+
+struct pt_hist_settings {
+    pt_arena_t arena;
+    hist_rule_t *rules;
+    unsigned n;
+};
+
+static void hist_settings_free(void *arg)
+{
+    pt_hist_settings_t *hs = arg;
+    if (hs == NULL)
+        return;
+    pt_arena_dispose(&hs->arena);
+    free(hs);
+}
+
+static const double *hist_settings_bounds(const void *arg, const char *name, uint32_t *n)
+{
+    const pt_hist_settings_t *hs = arg;
+    for (unsigned i = 0; i < hs->n; i++) {
+        if (pt_string_matcher_match(&hs->rules[i].match, name, strlen(name))) {
+            *n = hs->rules[i].n;
+            return hs->rules[i].bounds;
+        }
+    }
+    return NULL;
+}
+
+static const char *const stats_config_unsupported[] = {"stats_tags", "use_all_default_tags",
+                                                       "stats_matcher", NULL};
+
+static void parse_stats_config(pt_cfg_t *r, pt_config_t *cfg)
+{
+    uint64_t ms;
+    int has_interval = pt_cfg_duration_ms(r, "stats_flush_interval", &ms, 5000) > 0;
+    cfg->stats_flush_interval_ms = ms;
+    /* Envoy's bounds: at least 1 ms, under 300 s. */
+    if (has_interval && (ms < 1 || ms >= 300000))
+        pt_cfg_error(r, "stats_flush_interval", "must be at least 1ms and less than 300s");
+    pt_cfg_bool(r, "stats_flush_on_admin", &cfg->stats_flush_on_admin, 0);
+    if (has_interval && cfg->stats_flush_on_admin)
+        pt_cfg_error(r, "stats_flush_on_admin",
+                     "cannot be set together with stats_flush_interval (Envoy's oneof)");
+    if (pt_cfg_enter(r, "stats_config") <= 0)
+        return;
+    pt_cfg_unsupported(r, stats_config_unsupported);
+    int present;
+    size_t n = pt_cfg_array(r, "histogram_bucket_settings", &present);
+    if (present && n > 0) {
+        pt_hist_settings_t *hs = calloc(1, sizeof(*hs));
+        if (hs != NULL) {
+            pt_arena_init_small(&hs->arena);
+            hs->rules = pt_arena_alloc(&hs->arena, n * sizeof(hist_rule_t));
+        }
+        if (hs == NULL || hs->rules == NULL) {
+            pt_cfg_error(r, NULL, "out of memory");
+            hist_settings_free(hs);
+            hs = NULL;
+        }
+        for (size_t i = 0; hs != NULL && i < n; i++) {
+            if (pt_cfg_enter_index(r, i) <= 0)
+                continue;
+            hist_rule_t *rule = &hs->rules[hs->n];
+            int ok = 1;
+            if (pt_cfg_enter(r, "match") > 0) {
+                ok = pt_string_matcher_parse(r, &hs->arena, &rule->match) == 0;
+                pt_cfg_leave(r);
+            } else {
+                pt_cfg_error(r, "match", "is required");
+                ok = 0;
+            }
+            int bpresent;
+            size_t nb = pt_cfg_array(r, "buckets", &bpresent);
+            if (!bpresent || nb == 0) {
+                if (bpresent)
+                    pt_cfg_leave_array(r);
+                pt_cfg_error(r, "buckets", "must list at least one bucket");
+                ok = 0;
+            } else {
+                rule->bounds = pt_arena_alloc(&hs->arena, nb * sizeof(double));
+                double prev = 0; /* the last valid bucket */
+                for (size_t j = 0; rule->bounds != NULL && j < nb; j++) {
+                    json_t *jv = pt_cfg_index_value(r, j);
+                    double d = json_is_number(jv) ? json_number_value(jv) : NAN;
+                    const char *why = NULL;
+                    if (json_is_string(jv)) { /* proto3 JSON allows numbers as strings */
+                        char *end;
+                        d = strtod(json_string_value(jv), &end);
+                        if (*end != '\0' || end == json_string_value(jv))
+                            d = NAN;
+                    }
+                    if (!(d == d) || isinf(d))
+                        why = "is not a number";
+                    else if (d <= 0)
+                        why = "must be greater than 0";
+                    else if (j > 0 && !(d > prev))
+                        why = "must be greater than the bucket before it (buckets are "
+                              "increasing, without repeats)";
+                    if (why != NULL) {
+                        size_t saved = strlen(pt_cfg_path(r));
+                        pt_cfg_push_index(r, j);
+                        pt_cfg_error(r, NULL, "%s", why);
+                        pt_cfg_pop_path(r, saved);
+                        ok = 0;
+                        continue;
+                    }
+                    rule->bounds[j] = prev = d;
+                }
+                rule->n = (uint32_t)nb;
+                pt_cfg_leave_array(r);
+            }
+            /* circllhist's initial bins: petrel's layout is fixed, so it has no use. */
+            uint64_t bins;
+            pt_cfg_uint(r, "bins", &bins, 100, 1, UINT32_MAX);
+            pt_cfg_leave(r);
+            if (ok)
+                hs->n++;
+        }
+        if (hs != NULL) {
+            hist_settings_free(cfg->hist_settings);
+            cfg->hist_settings = hs;
+        }
+    }
+    if (present)
+        pt_cfg_leave_array(r);
     pt_cfg_leave(r);
 }
 
@@ -595,6 +737,7 @@ static int prepare(pt_config_t *cfg)
         l->stats.downstream_cx_transport_socket_connect_timeout = pt_stats_counter(
             "listener", t, l->stat_name, "downstream_cx_transport_socket_connect_timeout");
         l->listener_filters_timeout = pt_stats_counter("listener", t, l->stat_name, "downstream_pre_cx_timeout");
+        l->stats.downstream_cx_length_ms = pt_stats_histogram("listener", t, l->stat_name, "downstream_cx_length_ms");
         l->tls_inspector_tls_found = pt_stats_counter("tls_inspector", NULL, NULL, "tls_found");
         l->tls_inspector_tls_not_found = pt_stats_counter("tls_inspector", NULL, NULL, "tls_not_found");
         l->tls_inspector_client_hello_too_large = pt_stats_counter("tls_inspector", NULL, NULL, "client_hello_too_large");
@@ -642,6 +785,14 @@ static pt_config_t *config_finish(pt_config_t *cfg, pt_cfg_t *r, const char *wha
 {
     if (pt_cfg_ok(r))
         build_tls(cfg, r);
+    /* Histograms made while this snapshot is prepared (and later) take these buckets; the
+     * registry owns the rules from here. */
+    if (pt_cfg_ok(r)) {
+        pt_hist_settings_t *hs = cfg->hist_settings;
+        cfg->hist_settings = NULL;
+        pt_stats_set_histogram_bounds(hs != NULL ? hist_settings_bounds : NULL, hs,
+                                      hist_settings_free);
+    }
     int ok = pt_cfg_ok(r) && prepare(cfg) == 0 && pt_config_index_listeners(cfg) == 0;
     cfg->clusters = (pt_cluster_lookup_t){0};
     if (!ok) {
@@ -662,6 +813,7 @@ pt_config_t *pt_config_build(json_t *root, const pt_cluster_lookup_t *clusters, 
     pt_cfg_unsupported(r, bootstrap_unsupported);
     parse_node(r, cfg);
     parse_admin(r, cfg);
+    parse_stats_config(r, cfg);
     pt_dns_bootstrap_parse(r, &cfg->arena, &cfg->dns_resolver);
     parse_dynamic_resources(r, cfg);
     if (pt_cfg_enter(r, "static_resources") > 0) {
@@ -697,6 +849,7 @@ pt_config_t *pt_config_build_lds(json_t *bootstrap, const pt_cluster_lookup_t *c
     pt_cfg_unsupported(&boot, bootstrap_unsupported);
     parse_node(&boot, cfg);
     parse_admin(&boot, cfg);
+    parse_stats_config(&boot, cfg);
     pt_dns_bootstrap_parse(&boot, &cfg->arena, &cfg->dns_resolver);
     parse_dynamic_resources(&boot, cfg);
     if (pt_cfg_enter(&boot, "static_resources") > 0) {
@@ -765,6 +918,7 @@ void pt_config_unref(pt_config_t *c)
         return;
     if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
         return;
+    hist_settings_free(c->hist_settings);
     pt_arena_dispose(&c->arena);
     json_decref(c->source);
     free(c);

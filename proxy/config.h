@@ -87,6 +87,7 @@ typedef struct pt_listener_stats {
     pt_stat_t downstream_cx_overflow;        /* the listener's connection_limit, or no fds */
     pt_stat_t downstream_global_cx_overflow; /* the process-wide connection limit */
     pt_stat_t downstream_cx_transport_socket_connect_timeout;
+    pt_stat_t downstream_cx_length_ms;       /* histogram: accept to close */
 } pt_listener_stats_t;
 
 /* Listener.traffic_direction (core.v3.TrafficDirection): shown, changes nothing. */
@@ -154,6 +155,9 @@ typedef struct pt_cluster_lookup {
     void *data;
 } pt_cluster_lookup_t;
 
+/* stats_config.histogram_bucket_settings, parsed (proxy/config.c). */
+typedef struct pt_hist_settings pt_hist_settings_t;
+
 typedef struct pt_config {
     _Atomic long refs;
     pt_arena_t arena;
@@ -187,6 +191,12 @@ typedef struct pt_config {
     uint64_t max_downstream_connections;
     /* The bootstrap's DNS resolver: DNS clusters without one of their own use it. */
     pt_dns_resolver_config_t dns_resolver;
+    /* Histograms are merged (their interval ends) every stats_flush_interval (5 s), or, with
+     * stats_flush_on_admin, each time the admin shows stats. */
+    uint64_t stats_flush_interval_ms;
+    int stats_flush_on_admin;
+    /* Until the snapshot is prepared: then the stats registry owns it (NULL). */
+    pt_hist_settings_t *hist_settings;
 } pt_config_t;
 
 /* Builds and validates a snapshot from a bootstrap tree (takes a reference to root):

@@ -405,6 +405,9 @@ static int hcm_prepare(void *fc, pt_config_t *cfg)
 #define PT_X(n) hc->stats.n = pt_stats_gauge("http", t, hc->stat_prefix, #n);
     PT_HCM_GAUGES(PT_X)
 #undef PT_X
+#define PT_X(n) hc->stats.n = pt_stats_histogram("http", t, hc->stat_prefix, #n);
+    PT_HCM_HISTOGRAMS(PT_X)
+#undef PT_X
     if (hc->codec_type != PT_HCM_CODEC_HTTP1) {
 #define PT_X(n) hc->settings.http2_stats.n = pt_stats_counter("http2", NULL, NULL, #n);
         PT_HTTP2_STATS(PT_X)
@@ -1245,6 +1248,8 @@ static void stream_complete(pt_http_stream_t *s)
         pt_access_log_write(hc->access_logs[i], &s->info);
     pt_stat_dec(hc->stats.downstream_rq_active);
     pt_stat_inc(hc->stats.downstream_rq_completed);
+    pt_hist_record(hc->stats.downstream_rq_time,
+                   (s->info.end_mono_us - s->info.start_mono_us) / 1000);
     if (s->flags & PT_HS_UPGRADED)
         pt_stat_dec(hc->stats.downstream_cx_upgrades_active);
     h->closed_streams++;
@@ -1657,6 +1662,7 @@ static void hcm_close(pt_hcm_conn_t *h, pt_close_how_t how)
         pt_stat_dec(h->http2 ? hc->stats.downstream_cx_http2_active
                              : hc->stats.downstream_cx_http1_active);
     pt_stat_inc(hc->stats.downstream_cx_destroy);
+    pt_hist_record(hc->stats.downstream_cx_length_ms, pt_loop_ms() - sess->start_ms);
     if (h->upgraded)
         pt_stat_dec(hc->stats.downstream_cx_upgrades_active);
     if (h->codec != NULL)

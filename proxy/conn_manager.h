@@ -72,9 +72,15 @@ typedef struct pt_hcm_conn pt_hcm_conn_t;
     X(downstream_cx_upgrades_active)                                                           \
     X(downstream_rq_active)
 
+/* Milliseconds: a connection's life (from the accept), a request's (from its first byte to
+ * the end of its stream). */
+#define PT_HCM_HISTOGRAMS(X)                                                                   \
+    X(downstream_cx_length_ms)                                                                 \
+    X(downstream_rq_time)
+
 typedef struct pt_hcm_stats {
 #define PT_X(n) pt_stat_t n;
-    PT_HCM_STATS(PT_X) PT_HCM_GAUGES(PT_X)
+    PT_HCM_STATS(PT_X) PT_HCM_GAUGES(PT_X) PT_HCM_HISTOGRAMS(PT_X)
 #undef PT_X
 } pt_hcm_stats_t;
 

@@ -132,6 +132,7 @@ typedef struct pt_stream_info {
     uint64_t start_mono_us;  /* monotonic, for durations */
     uint64_t end_mono_us;    /* response complete (or stream end) */
     uint64_t first_upstream_tx_mono_us, first_upstream_rx_mono_us, last_downstream_tx_mono_us;
+    uint64_t last_upstream_tx_mono_us; /* the request's end went upstream (the last attempt) */
     const pt_http_headers_t *request_headers;   /* NULL for TCP */
     const pt_http_headers_t *response_headers;
     const pt_http_headers_t *response_trailers;

@@ -690,6 +690,7 @@ void pt_session_end(pt_session_t *s)
     if (s->counted) {
         pt_stat_dec(s->listener->stats.downstream_cx_active);
         pt_stat_inc(s->listener->stats.downstream_cx_destroy);
+        pt_hist_record(s->listener->stats.downstream_cx_length_ms, pt_loop_ms() - s->start_ms);
     }
     atomic_fetch_sub_explicit(&s->worker->downstream_active, 1, memory_order_relaxed);
     atomic_fetch_sub_explicit(&s->bound->active, 1, memory_order_relaxed);

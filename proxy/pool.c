@@ -1,6 +1,7 @@
 #include "proxy/pool.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -8,6 +9,8 @@
 #include "discovery/outlier.h"
 #include "proxy/log.h"
 #include "proxy/stats.h"
+#include "proxy/time.h"
+#include "proxy/view.h"
 #include "proxy/worker.h"
 #include "tls/transport.h"
 
@@ -36,6 +39,12 @@ struct pt_pool {
     pt_pool_request_t *pending_head, *pending_tail;
     unsigned npending;
     int closing;                  /* pt_pool_close_all is tearing it down */
+    /* Its cluster left the worker's view (pt_pool_prune): connections close as they go
+     * idle, and once it has none and no request waits the pool is freed (a deferred
+     * release, queued once), letting go of the cluster's last version and its stats. */
+    int orphan;
+    int release_queued;
+    pt_defer_t release;
     struct pt_pool *next_in_bucket;
 };
 
@@ -148,6 +157,7 @@ pt_pool_t *pt_pool_get(pt_worker_t *w, pt_cluster_t *c, pt_host_t *h, pt_pool_pr
     for (pt_pool_t *p = m->buckets[host_bucket(h, proto, m->nbuckets)]; p != NULL;
          p = p->next_in_bucket) {
         if (p->host == h && p->protocol == proto) {
+            p->orphan = 0; /* the cluster is back (the same state: its hosts are the same) */
             pool_adopt_cluster(p, c);
             return p;
         }
@@ -171,6 +181,8 @@ pt_pool_t *pt_pool_get(pt_worker_t *w, pt_cluster_t *c, pt_host_t *h, pt_pool_pr
 }
 
 /* ---- connection accounting -------------------------------------------------------- */
+
+static void pool_maybe_release(pt_pool_t *p);
 
 static void account_bytes(pt_pool_conn_t *pc)
 {
@@ -220,6 +232,7 @@ static void pc_destroy(pt_pool_conn_t *pc, int remote)
     pt_stat_dec(p->stats.upstream_cx_active);
     pt_stat_inc(p->stats.upstream_cx_destroy);
     pt_stat_inc(remote ? p->stats.upstream_cx_destroy_remote : p->stats.upstream_cx_destroy_local);
+    pt_hist_record(p->stats.upstream_cx_length_ms, pt_loop_ms() - pc->start_ms);
     atomic_fetch_sub_explicit(&p->host->cx_active, 1, memory_order_relaxed);
     free(pc);
     /* A slot under max_connections may have freed up for a request that waits. */
@@ -228,6 +241,7 @@ static void pc_destroy(pt_pool_conn_t *pc, int remote)
         if (rc < 0)
             fail_stranded(p, rc);
     }
+    pool_maybe_release(p);
 }
 
 static void on_idle_timeout(struct ev_loop *loop, ev_timer *t, int revents)
@@ -235,7 +249,8 @@ static void on_idle_timeout(struct ev_loop *loop, ev_timer *t, int revents)
     (void)loop;
     (void)revents;
     pt_pool_conn_t *pc = t->data;
-    pt_stat_inc(pc->pool->stats.upstream_cx_idle_timeout);
+    if (!pc->pool->orphan) /* else it closes because its cluster went */
+        pt_stat_inc(pc->pool->stats.upstream_cx_idle_timeout);
     pc_destroy(pc, 0);
 }
 
@@ -304,8 +319,15 @@ static void pc_set_state(pt_pool_conn_t *pc, unsigned state)
     list_push(list_of(p, pc), pc);
     if (state == PC_IDLE) {
         p->nidle++;
-        if (p->idle_timeout_ms > 0) {
-            ev_timer_set(&pc->idle_timer, (double)p->idle_timeout_ms / 1000.0, 0.);
+        /* An orphan pool's connection closes at the next loop turn: not here, its caller
+         * still holds it; nor while requests wait in the pool, which it is about to serve
+         * (a connection that came up after its cluster went still carries the requests
+         * that were waiting for it). */
+        if (p->idle_timeout_ms > 0 || (p->orphan && p->pending_head == NULL)) {
+            ev_timer_set(&pc->idle_timer,
+                         p->orphan && p->pending_head == NULL ? 0.
+                                                              : (double)p->idle_timeout_ms / 1000.0,
+                         0.);
             ev_timer_start(p->worker->loop, &pc->idle_timer);
         }
     }
@@ -438,6 +460,7 @@ static void pc_on_connect(pt_conn_t *c, int status)
         return;
     }
     pt_outlier_report(p->cluster, p->host, PT_OUTLIER_CONNECT_SUCCESS, 0);
+    pt_hist_record(p->stats.upstream_cx_connect_ms, pt_loop_ms() - pc->start_ms);
     socklen_t alen = sizeof(pc->local);
     getsockname(c->fd, &pc->local.sa, &alen);
     int h2 = p->protocol == PT_POOL_HTTP2;
@@ -524,6 +547,7 @@ static int start_connect(pt_pool_t *p, int priority)
     pc->pool = p;
     pc->breaker_counts = b != NULL ? b->counts : NULL;
     pc->state = PC_CONNECTING;
+    pc->start_ms = pt_loop_ms();
     ev_init(&pc->idle_timer, on_idle_timeout);
     pc->idle_timer.data = pc;
     ev_init(&pc->duration_timer, on_duration_timeout);
@@ -668,8 +692,9 @@ void pt_pool_sweep_removed(pt_worker_t *w)
             pt_pool_t *p = *pp;
             int removed = atomic_load_explicit(&p->host->odst_flags, memory_order_relaxed) &
                           PT_HOST_ODST_REMOVED;
-            if (!removed || p->idle != NULL || p->avail != NULL || p->busy != NULL ||
-                p->connecting != NULL || p->pending_head != NULL) {
+            /* (An orphan pool whose release is queued is left to that release.) */
+            if (!removed || p->release_queued || p->idle != NULL || p->avail != NULL ||
+                p->busy != NULL || p->connecting != NULL || p->pending_head != NULL) {
                 pp = &p->next_in_bucket;
                 continue;
             }
@@ -678,6 +703,58 @@ void pt_pool_sweep_removed(pt_worker_t *w)
             pt_cluster_unref(p->cluster);
             pt_host_unref(p->host);
             free(p);
+        }
+    }
+}
+
+/* ---- pools of clusters that went -------------------------------------------------- */
+
+static void pool_release(pt_defer_t *d)
+{
+    pt_pool_t *p = (pt_pool_t *)(void *)((char *)d - offsetof(pt_pool_t, release));
+    p->release_queued = 0;
+    /* Revived meanwhile (the cluster came back), or in use again: it stays. */
+    if (!p->orphan || p->closing || p->idle || p->avail || p->busy || p->connecting ||
+        p->pending_head != NULL)
+        return;
+    pool_map_t *m = p->worker->pool_map;
+    pt_pool_t **pp = &m->buckets[host_bucket(p->host, p->protocol, m->nbuckets)];
+    while (*pp != p)
+        pp = &(*pp)->next_in_bucket;
+    *pp = p->next_in_bucket;
+    m->count--;
+    pt_cluster_unref(p->cluster); /* may be the last version: its stats go (main thread) */
+    pt_host_unref(p->host);
+    free(p);
+}
+
+/* Queues the release of an orphan pool left with nothing (never frees it here: the caller
+ * may still use it). */
+static void pool_maybe_release(pt_pool_t *p)
+{
+    if (!p->orphan || p->closing || p->release_queued || p->idle || p->avail || p->busy ||
+        p->connecting || p->pending_head != NULL)
+        return;
+    p->release_queued = 1;
+    p->release.fn = pool_release;
+    pt_worker_defer(p->worker, &p->release);
+}
+
+void pt_pool_prune(pt_worker_t *w, const pt_view_t *view)
+{
+    pool_map_t *m = w->pool_map;
+    if (m == NULL || view == NULL)
+        return;
+    for (unsigned i = 0; i < m->nbuckets; i++) {
+        for (pt_pool_t *p = m->buckets[i]; p != NULL; p = p->next_in_bucket) {
+            const pt_cluster_t *c = pt_view_find_cluster(view, p->cluster->name);
+            /* The same cluster (in another version, maybe) has the same state. */
+            if (p->orphan || (c != NULL && c->state == p->host->state))
+                continue;
+            p->orphan = 1;
+            while (p->idle != NULL)
+                pc_destroy(p->idle, 0); /* queues the release when it was the last */
+            pool_maybe_release(p);
         }
     }
 }

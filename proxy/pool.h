@@ -42,6 +42,7 @@ typedef struct pt_pool_conn {
     uint32_t requests;                /* streams started on this connection */
     uint32_t streams;                 /* streams attached now */
     uint64_t rx_accounted, tx_accounted;
+    uint64_t start_ms;                /* the connect began (loop clock), for the histograms */
     pt_addr_t local;                  /* our end of the connection, for logs */
     /* The counts its connection slot was taken from: the cluster state's, which outlives
      * the version whose breaker took the slot (the pool holds the host, the host holds the
@@ -86,6 +87,12 @@ void pt_pool_release(pt_pool_conn_t *pc);
  * connection and no waiting request (a dropped host has none in use: its idle
  * connections timed out first). */
 void pt_pool_sweep_removed(pt_worker_t *w);
+struct pt_view;
+/* The worker adopted `view`: pools whose cluster it no longer has (removed by CDS: another
+ * cluster of the name would have another state) close their idle connections now and the
+ * others as they go idle, then are freed, so the cluster's last version, its hosts and its
+ * stats can go. A pool found again (the cluster back before its state went) is kept. */
+void pt_pool_prune(pt_worker_t *w, const struct pt_view *view);
 /* Worker shutdown: closes every pooled connection and frees the pools. */
 void pt_pool_close_all(pt_worker_t *w);
 /* Idle connections across this worker's pools (tests, admin). */

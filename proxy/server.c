@@ -22,6 +22,7 @@
 #include "proxy/log.h"
 #include "proxy/runtime.h"
 #include "proxy/cluster.h"
+#include "proxy/pool.h"
 #include "proxy/stats.h"
 #include "proxy/time.h"
 #include "discovery/dns.h"
@@ -61,6 +62,10 @@ static void worker_adopt_view(pt_worker_t *w, void *arg)
         return;
     }
     pt_worker_view_adopt(w, arg);
+    /* Pools of clusters that went let them go (against the view adopted: out of memory,
+     * the worker keeps its old one). */
+    if (w->view != NULL)
+        pt_pool_prune(w, w->view->view);
 }
 
 /* The cluster manager applied a change: every worker adopts the new view at its next loop
@@ -870,6 +875,14 @@ static void on_heap_tick(struct ev_loop *loop, ev_timer *t, int revents)
     pt_heap_maybe_trim();
 }
 
+/* Envoy's stats flush, for what petrel has of it: histograms are merged (an interval ends)
+ * every stats_flush_interval. Not with stats_flush_on_admin: the admin merges then. */
+static void on_stats_flush(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop, (void)revents, (void)t;
+    pt_stats_merge_histograms();
+}
+
 /* ---- start ----------------------------------------------------------------------- */
 
 
@@ -1000,6 +1013,13 @@ int pt_server_run(pt_server_t *s)
     ev_timer_init(&s->heap_tick, on_heap_tick, PT_HEAP_TICK_SECS, PT_HEAP_TICK_SECS);
     s->heap_tick.data = s;
     ev_timer_start(s->loop, &s->heap_tick);
+    if (!s->config->stats_flush_on_admin) {
+        double every = (double)s->config->stats_flush_interval_ms / 1000.0;
+        ev_timer_init(&s->stats_flush, on_stats_flush, every, every);
+        s->stats_flush.data = s;
+        ev_timer_start(s->loop, &s->stats_flush);
+        ev_unref(s->loop);
+    }
     ev_unref(s->loop); /* housekeeping alone must not keep the loop alive */
     pt_info("petrel %s started: %u worker%s, config %s", PT_VERSION, n, n == 1 ? "" : "s",
             s->opts.config_path);

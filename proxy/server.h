@@ -64,6 +64,7 @@ typedef struct pt_server {
     /* An LDS update waiting for the TLS secrets of listeners it changes in place (those
      * serve as they were meanwhile), or NULL. */
     struct pt_config *lds_pending;
+    ev_timer stats_flush;       /* merges histograms every stats_flush_interval */
     uint64_t drain_deadline_ms;    /* monotonic */
     int listeners_closed;          /* drain_listeners ran */
     int exit_pending;              /* a drain that ends the process is under way */

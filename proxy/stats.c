@@ -1,6 +1,7 @@
 #include "proxy/stats.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stddef.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -368,6 +369,9 @@ size_t pt_stat_full_name(const pt_stat_info_t *info, char *buf, size_t len)
 static void text_drop(uint32_t id);
 static void computed_drop(uint32_t id);
 static void computed_shrink(void);
+static int hist_add(uint32_t id, const char *scope, const char *tag_value, const char *name);
+static void hist_drop(uint32_t id);
+static void hist_shrink(void);
 
 /* A registered stat's info (reg_lock held), or NULL. */
 static pt_stat_info_t *live_info(uint32_t id)
@@ -516,7 +520,8 @@ pt_stat_t pt_stats_get(pt_stat_kind_t kind, const char *scope, const char *tag,
     pt_stat_info_t *info = info_at(id);
     info->family = family_get(scope, tag, name, kind);
     info->tag_value = tag ? intern(tag_value) : NULL;
-    if (info->family == NULL || (tag && !info->tag_value)) {
+    if (info->family == NULL || (tag && !info->tag_value) ||
+        (kind == PT_STAT_HISTOGRAM && hist_add(id, scope, info->tag_value, name) != 0)) {
         /* Out of memory: no stat rather than one with NULL names that readers trip on. */
         family_put(info->family);
         unintern(info->tag_value);
@@ -534,6 +539,10 @@ pt_stat_t pt_stats_get(pt_stat_kind_t kind, const char *scope, const char *tag,
     buckets[k] = id;
     nlive++;
 out:
+    /* A name that is a histogram's and is asked for as another kind, or the other way
+     * round, is no stat: a histogram's slots hold pointers, not counts. */
+    if (id != 0 && (kind == PT_STAT_HISTOGRAM) != (info_at(id)->family->kind == PT_STAT_HISTOGRAM))
+        id = 0;
     pthread_mutex_unlock(&reg_lock);
     return id;
 }
@@ -575,6 +584,8 @@ unsigned pt_stats_release_tagged(const char *scope, const char *tag_value)
         *bp = i->next_in_bucket;
         text_drop(id);
         computed_drop(id);
+        if (i->family->kind == PT_STAT_HISTOGRAM)
+            hist_drop(id); /* before the slots that point to its copies are zeroed */
         family_put(i->family);
         unintern(i->tag_value);
         zero_slots(id);
@@ -643,6 +654,7 @@ void pt_stats_trim(void)
     /* So does the computed gauges' table (thousands of clusters gone). Here, not where the
      * gauges go: that may be a worker, whose allocator arena would keep the memory. */
     computed_shrink();
+    hist_shrink();
     /* The name hash shrinks with the stats. */
     if (nbuckets > 1024 && (uint64_t)nlive * 4 < nbuckets) {
         uint32_t nb = 1024;
@@ -676,6 +688,12 @@ pt_stat_t pt_stats_gauge(const char *scope, const char *tag, const char *tag_val
 pt_stat_t pt_stats_text(const char *scope, const char *tag, const char *tag_value, const char *name)
 {
     return pt_stats_get(PT_STAT_TEXT, scope, tag, tag_value, name);
+}
+
+pt_stat_t pt_stats_histogram(const char *scope, const char *tag, const char *tag_value,
+                             const char *name)
+{
+    return pt_stats_get(PT_STAT_HISTOGRAM, scope, tag, tag_value, name);
 }
 
 /* Text readouts' values (rare: one per subscription), by id, in the heap: the info blocks
@@ -879,6 +897,388 @@ void pt_stats_gauge_fn_clear(pt_stat_t id, const void *arg)
     pthread_mutex_unlock(&reg_lock);
 }
 
+/* ---- histograms ----------------------------------------------------------------------- */
+
+/* Prometheus bucket bounds, shared by the histograms that have the same (guarded by
+ * reg_lock). The defaults are static. */
+typedef struct hist_bounds {
+    struct hist_bounds *next;
+    uint32_t refs, n;
+    double v[];
+} hist_bounds_t;
+static hist_bounds_t *bounds_list;
+
+/* One histogram: the threads' copies and, owned by the merging thread, the state of the
+ * last merge. Found by id in an open-addressing table (guarded by reg_lock), like the
+ * computed gauges: histograms are a few per cluster among fifty stats. */
+typedef struct hist_rec {
+    uint32_t id;
+    const double *bounds; /* a hist_bounds_t's v, or pt_hist_default_bounds */
+    uint32_t nbounds;
+    /* Pushed by recording threads under reg_lock (release); read by the merge (acquire). */
+    _Atomic(pt_hist_tls_t *) threads;
+    /* The last merge. */
+    uint64_t *cum[PT_HIST_CHUNKS]; /* cumulative counts, a chunk allocated when it has any */
+    uint64_t cum_count, cum_sum, interval_count;
+    double q_interval[PT_HIST_NQ], q_cum[PT_HIST_NQ];
+} hist_rec_t;
+static hist_rec_t **hists;
+static uint32_t nhists, hists_cap; /* cap a power of two, at most half full */
+static uint32_t nhist_threads;     /* thread copies alive (reg_lock) */
+static pt_hist_bounds_fn bounds_fn;
+static void *bounds_arg;
+static void (*bounds_dispose)(void *);
+
+static uint32_t hist_slot(uint32_t id)
+{
+    return (id * 2654435761u) & (hists_cap - 1);
+}
+
+static hist_rec_t *hist_find(uint32_t id)
+{
+    if (hists_cap == 0)
+        return NULL;
+    for (uint32_t k = hist_slot(id);; k = (k + 1) & (hists_cap - 1)) {
+        if (hists[k] == NULL)
+            return NULL;
+        if (hists[k]->id == id)
+            return hists[k];
+    }
+}
+
+static int hists_resize(uint32_t cap)
+{
+    hist_rec_t **n = calloc(cap, sizeof(*n)), **old = hists;
+    uint32_t old_cap = hists_cap;
+    if (n == NULL)
+        return -1;
+    hists = n;
+    hists_cap = cap;
+    for (uint32_t i = 0; i < old_cap; i++) {
+        if (old[i] == NULL)
+            continue;
+        uint32_t k = hist_slot(old[i]->id);
+        while (hists[k] != NULL)
+            k = (k + 1) & (cap - 1);
+        hists[k] = old[i];
+    }
+    free(old);
+    return 0;
+}
+
+static void hist_shrink(void)
+{
+    if (hists_cap <= 64 || 8 * (uint64_t)nhists >= hists_cap)
+        return;
+    uint32_t cap = 64;
+    while (cap < 2 * nhists + 2)
+        cap *= 2;
+    (void)hists_resize(cap); /* out of memory: the larger one stays */
+}
+
+static void bounds_put(const double *v)
+{
+    if (v == pt_hist_default_bounds)
+        return;
+    for (hist_bounds_t **pp = &bounds_list; *pp != NULL; pp = &(*pp)->next) {
+        hist_bounds_t *b = *pp;
+        if (b->v != v)
+            continue;
+        if (--b->refs == 0) {
+            *pp = b->next;
+            free(b);
+        }
+        return;
+    }
+}
+
+/* The shared copy of bounds v[0..n), NULL out of memory. */
+static const double *bounds_get(const double *v, uint32_t n)
+{
+    for (hist_bounds_t *b = bounds_list; b != NULL; b = b->next) {
+        if (b->n == n && memcmp(b->v, v, n * sizeof(double)) == 0) {
+            b->refs++;
+            return b->v;
+        }
+    }
+    hist_bounds_t *b = malloc(sizeof(*b) + n * sizeof(double));
+    if (b == NULL)
+        return NULL;
+    b->refs = 1;
+    b->n = n;
+    memcpy(b->v, v, n * sizeof(double));
+    b->next = bounds_list;
+    bounds_list = b;
+    return b->v;
+}
+
+void pt_stats_set_histogram_bounds(pt_hist_bounds_fn fn, void *arg, void (*dispose)(void *))
+{
+    pthread_mutex_lock(&reg_lock);
+    void *old = bounds_arg;
+    void (*old_dispose)(void *) = bounds_dispose;
+    bounds_fn = fn;
+    bounds_arg = arg;
+    bounds_dispose = dispose;
+    pthread_mutex_unlock(&reg_lock);
+    if (old_dispose != NULL)
+        old_dispose(old);
+}
+
+/* A new histogram's record (reg_lock held). */
+static int hist_add(uint32_t id, const char *scope, const char *tag_value, const char *name)
+{
+    if (2 * (nhists + 1) > hists_cap && hists_resize(hists_cap ? hists_cap * 2 : 64) != 0)
+        return -1;
+    hist_rec_t *h = calloc(1, sizeof(*h));
+    if (h == NULL)
+        return -1;
+    h->id = id;
+    for (int i = 0; i < PT_HIST_NQ; i++)
+        h->q_interval[i] = h->q_cum[i] = NAN;
+    const double *v = NULL;
+    uint32_t n = 0;
+    if (bounds_fn != NULL) {
+        char full[PT_STAT_NAME_MAX];
+        if (tag_value != NULL)
+            snprintf(full, sizeof(full), "%s.%s.%s", scope, tag_value, name);
+        else
+            snprintf(full, sizeof(full), "%s.%s", scope, name);
+        v = bounds_fn(bounds_arg, full, &n);
+    }
+    if (v != NULL && n > 0) {
+        h->bounds = bounds_get(v, n);
+        h->nbounds = n;
+        if (h->bounds == NULL) {
+            free(h);
+            return -1;
+        }
+    } else {
+        h->bounds = pt_hist_default_bounds;
+        h->nbounds = PT_HIST_DEFAULT_NBOUNDS;
+    }
+    uint32_t k = hist_slot(id);
+    while (hists[k] != NULL)
+        k = (k + 1) & (hists_cap - 1);
+    hists[k] = h;
+    nhists++;
+    return 0;
+}
+
+/* Frees a histogram and every thread's copy of it (reg_lock held; nothing records it any
+ * more: its stat is being released). */
+static void hist_drop(uint32_t id)
+{
+    hist_rec_t *h = hist_find(id);
+    if (h == NULL)
+        return;
+    pt_hist_tls_t *t = atomic_load_explicit(&h->threads, memory_order_acquire);
+    while (t != NULL) {
+        pt_hist_tls_t *next = t->next;
+        for (unsigned c = 0; c < PT_HIST_CHUNKS; c++)
+            free((void *)atomic_load_explicit(&t->chunks[c], memory_order_relaxed));
+        free(t);
+        nhist_threads--;
+        t = next;
+    }
+    for (unsigned c = 0; c < PT_HIST_CHUNKS; c++)
+        free(h->cum[c]);
+    bounds_put(h->bounds);
+    /* Out of the table, moving back the entries after it that would not be found. */
+    uint32_t hole = hist_slot(id);
+    while (hists[hole] != h)
+        hole = (hole + 1) & (hists_cap - 1);
+    uint32_t mask = hists_cap - 1;
+    for (uint32_t k = (hole + 1) & mask; hists[k] != NULL; k = (k + 1) & mask) {
+        uint32_t home = hist_slot(hists[k]->id);
+        if ((k > hole && (home <= hole || home > k)) || (k < hole && home <= hole && home > k)) {
+            hists[hole] = hists[k];
+            hole = k;
+        }
+    }
+    hists[hole] = NULL;
+    nhists--;
+    free(h);
+}
+
+void pt_hist_record_slow(pt_stat_t id, uint64_t v)
+{
+    _Atomic uint64_t *slots = pt_stat_slots;
+    if (slots == NULL || id == 0)
+        return;
+    pt_hist_tls_t *t =
+        (pt_hist_tls_t *)(uintptr_t)atomic_load_explicit(&slots[id], memory_order_relaxed);
+    if (t == NULL) {
+        /* This thread's first value: its copy joins the histogram's list. */
+        t = calloc(1, sizeof(*t));
+        if (t == NULL)
+            return; /* the value is lost, nothing else */
+        pthread_mutex_lock(&reg_lock);
+        const pt_stat_info_t *info = live_info(id);
+        hist_rec_t *h = info != NULL && info->family->kind == PT_STAT_HISTOGRAM ? hist_find(id)
+                                                                                : NULL;
+        if (h != NULL) {
+            t->next = atomic_load_explicit(&h->threads, memory_order_relaxed);
+            atomic_store_explicit(&h->threads, t, memory_order_release);
+            nhist_threads++;
+        }
+        pthread_mutex_unlock(&reg_lock);
+        if (h == NULL) {
+            free(t);
+            return;
+        }
+        atomic_store_explicit(&slots[id], (uint64_t)(uintptr_t)t, memory_order_release);
+    }
+    unsigned chunk = pt_hist_bucket(v) >> PT_HIST_SUB_BITS;
+    if (atomic_load_explicit(&t->chunks[chunk], memory_order_relaxed) == NULL) {
+        _Atomic uint64_t *c = calloc(PT_HIST_SUB, sizeof(*c));
+        if (c == NULL)
+            return;
+        atomic_store_explicit(&t->chunks[chunk], c, memory_order_release);
+    }
+    pt_hist_record(id, v);
+}
+
+/* One histogram's merge: what every thread recorded, summed into counts[] (the chunks any
+ * thread has), becomes the cumulative state; what it adds to the previous one (delta[]) is
+ * the interval. counts and delta are scratch space of PT_HIST_BUCKETS each, of which only
+ * the chunks in use are written and read: a latency histogram has a handful. */
+static void hist_merge_one(hist_rec_t *h, uint64_t *counts, uint64_t *delta)
+{
+    /* Nothing recorded since the last merge (the common case for most clusters): an empty
+     * interval, and no bucket is read. */
+    int changed = 0;
+    pt_hist_tls_t *first = atomic_load_explicit(&h->threads, memory_order_acquire);
+    for (pt_hist_tls_t *t = first; t != NULL; t = t->next)
+        changed |= atomic_load_explicit(&t->count, memory_order_acquire) != t->merged_count;
+    if (!changed) {
+        h->interval_count = 0;
+        for (int i = 0; i < PT_HIST_NQ; i++)
+            h->q_interval[i] = NAN;
+        return;
+    }
+    uint64_t sum = 0;
+    uint32_t used = 0; /* bit per chunk with counts */
+    for (pt_hist_tls_t *t = first; t != NULL; t = t->next) {
+        /* The count first (acquire): buckets are read after it, so they hold at least the
+         * values it counts; one recorded meanwhile shows in the next merge's count too. */
+        t->merged_count = atomic_load_explicit(&t->count, memory_order_acquire);
+        sum += atomic_load_explicit(&t->sum, memory_order_relaxed);
+        for (unsigned c = 0; c < PT_HIST_CHUNKS; c++) {
+            _Atomic uint64_t *ch = atomic_load_explicit(&t->chunks[c], memory_order_acquire);
+            if (ch == NULL)
+                continue;
+            uint64_t *to = &counts[c * PT_HIST_SUB];
+            if (!(used & (1u << c))) {
+                used |= 1u << c;
+                memset(to, 0, PT_HIST_SUB * sizeof(*to));
+            }
+            for (unsigned i = 0; i < PT_HIST_SUB; i++)
+                to[i] += atomic_load_explicit(&ch[i], memory_order_relaxed);
+        }
+    }
+    /* The interval is counts - cumulative; then cumulative = counts. */
+    uint64_t total = 0, interval = 0;
+    for (unsigned c = 0; c < PT_HIST_CHUNKS; c++) {
+        if (!(used & (1u << c)))
+            continue;
+        if (h->cum[c] == NULL && (h->cum[c] = calloc(PT_HIST_SUB, sizeof(uint64_t))) == NULL) {
+            used &= ~(1u << c); /* out of memory: this merge leaves the chunk out */
+            continue;
+        }
+        for (unsigned i = 0; i < PT_HIST_SUB; i++) {
+            uint64_t now = counts[c * PT_HIST_SUB + i], before = h->cum[c][i];
+            uint64_t d = now > before ? now - before : 0;
+            delta[c * PT_HIST_SUB + i] = d;
+            interval += d;
+            total += now;
+            h->cum[c][i] = now;
+        }
+    }
+    h->interval_count = interval;
+    h->cum_count = total;
+    h->cum_sum = sum;
+    pt_hist_quantiles_in(delta, used, interval, pt_hist_quantiles, PT_HIST_NQ, h->q_interval);
+    pt_hist_quantiles_in(counts, used, total, pt_hist_quantiles, PT_HIST_NQ, h->q_cum);
+}
+
+void pt_stats_merge_histograms(void)
+{
+    /* The records, taken under the lock; merged without it (they are freed only by
+     * pt_stats_release_tagged, which runs on this same thread). */
+    pthread_mutex_lock(&reg_lock);
+    uint32_t n = 0;
+    hist_rec_t **list = nhists ? malloc(nhists * sizeof(*list)) : NULL;
+    for (uint32_t k = 0; list != NULL && k < hists_cap; k++)
+        if (hists[k] != NULL)
+            list[n++] = hists[k];
+    pthread_mutex_unlock(&reg_lock);
+    uint64_t *counts = n ? malloc(2 * PT_HIST_BUCKETS * sizeof(*counts)) : NULL;
+    for (uint32_t i = 0; counts != NULL && i < n; i++)
+        hist_merge_one(list[i], counts, counts + PT_HIST_BUCKETS);
+    free(counts);
+    free(list);
+}
+
+int pt_stats_histogram_summary(pt_stat_t id, pt_hist_summary_t *out, uint64_t *bucket_counts)
+{
+    pthread_mutex_lock(&reg_lock);
+    hist_rec_t *h = hist_find(id);
+    pthread_mutex_unlock(&reg_lock);
+    memset(out, 0, sizeof(*out));
+    if (h == NULL)
+        return -1;
+    out->used = h->cum_count > 0;
+    out->count = h->cum_count;
+    out->sum = h->cum_sum;
+    out->interval_count = h->interval_count;
+    memcpy(out->interval, h->q_interval, sizeof(out->interval));
+    memcpy(out->cumulative, h->q_cum, sizeof(out->cumulative));
+    out->bounds = h->bounds;
+    out->nbounds = h->nbounds;
+    if (bucket_counts != NULL) {
+        uint64_t counts[PT_HIST_BUCKETS] = {0};
+        for (unsigned c = 0; c < PT_HIST_CHUNKS; c++)
+            if (h->cum[c] != NULL)
+                memcpy(&counts[c * PT_HIST_SUB], h->cum[c], PT_HIST_SUB * sizeof(uint64_t));
+        for (uint32_t i = 0; i < h->nbounds; i++)
+            bucket_counts[i] = pt_hist_count_le(counts, h->bounds[i]);
+    }
+    return 0;
+}
+
+int pt_stats_histogram_counts(pt_stat_t id, uint64_t *counts)
+{
+    pthread_mutex_lock(&reg_lock);
+    hist_rec_t *h = hist_find(id);
+    pthread_mutex_unlock(&reg_lock);
+    if (h == NULL)
+        return -1;
+    for (unsigned c = 0; c < PT_HIST_CHUNKS; c++) {
+        if (h->cum[c] != NULL)
+            memcpy(&counts[c * PT_HIST_SUB], h->cum[c], PT_HIST_SUB * sizeof(uint64_t));
+        else
+            memset(&counts[c * PT_HIST_SUB], 0, PT_HIST_SUB * sizeof(uint64_t));
+    }
+    return 0;
+}
+
+uint32_t pt_stats_histograms_live(void)
+{
+    pthread_mutex_lock(&reg_lock);
+    uint32_t n = nhists;
+    pthread_mutex_unlock(&reg_lock);
+    return n;
+}
+
+uint32_t pt_stats_histogram_threads(void)
+{
+    pthread_mutex_lock(&reg_lock);
+    uint32_t n = nhist_threads;
+    pthread_mutex_unlock(&reg_lock);
+    return n;
+}
+
 uint64_t pt_stats_value(pt_stat_t id)
 {
     uint64_t sum = 0;
@@ -887,7 +1287,15 @@ uint64_t pt_stats_value(pt_stat_t id)
     int64_t (*fn)(const void *) = NULL;
     const void *arg = NULL;
     pthread_mutex_lock(&reg_lock);
-    if (live_info(id) != NULL && ncomputed != 0) {
+    const pt_stat_info_t *info = live_info(id);
+    if (info != NULL && info->family->kind == PT_STAT_HISTOGRAM) {
+        /* Its slots hold pointers: its value is the count of its merged values. */
+        const hist_rec_t *h = hist_find(id);
+        sum = h != NULL ? h->cum_count : 0;
+        pthread_mutex_unlock(&reg_lock);
+        return sum;
+    }
+    if (info != NULL && ncomputed != 0) {
         const computed_t *e = computed_find(id);
         if (e != NULL)
             fn = e->fn, arg = e->arg;

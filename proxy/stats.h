@@ -21,6 +21,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "proxy/histogram.h"
+
 #define PT_STATS_MAX      (1u << 20) /* slots per thread; virtual memory, touched lazily */
 #define PT_STATS_MAX_THREADS 130
 
@@ -28,8 +30,13 @@ typedef uint32_t pt_stat_t; /* 0 is "no stat": updates to it are dropped */
 
 /* A text readout holds a string (Envoy's TextReadout: the version_info of the last
  * accepted xDS update); it has no per-thread slot and is set and read under the registry's
- * lock. */
-typedef enum pt_stat_kind { PT_STAT_COUNTER, PT_STAT_GAUGE, PT_STAT_TEXT } pt_stat_kind_t;
+ * lock. A histogram's slot on a thread points to that thread's counts (below). */
+typedef enum pt_stat_kind {
+    PT_STAT_COUNTER,
+    PT_STAT_GAUGE,
+    PT_STAT_TEXT,
+    PT_STAT_HISTOGRAM,
+} pt_stat_kind_t;
 
 /* Registers the calling thread's slot array; call once per thread before updating stats. */
 int pt_stats_thread_init(void);
@@ -47,6 +54,9 @@ pt_stat_t pt_stats_gauge(const char *scope, const char *tag, const char *tag_val
                          const char *name);
 pt_stat_t pt_stats_text(const char *scope, const char *tag, const char *tag_value,
                         const char *name);
+/* A histogram takes its Prometheus buckets when it is made (pt_stats_set_histogram_bounds). */
+pt_stat_t pt_stats_histogram(const char *scope, const char *tag, const char *tag_value,
+                             const char *name);
 
 extern _Thread_local _Atomic uint64_t *pt_stat_slots;
 
@@ -63,6 +73,88 @@ static inline void pt_stat_dec(pt_stat_t id)
 {
     pt_stat_add(id, (uint64_t)-1);
 }
+/* ---- histograms ------------------------------------------------------------------------
+ *
+ * Recording: each thread that records a histogram has its own counts of it (proxy/histogram.h
+ * gives the buckets), made on its first value and found through the thread's slot for the
+ * histogram's id; buckets are allocated a chunk of 16 at a time, on the first value that
+ * falls in the chunk. Only the owning thread writes them, with plain loads and stores (no
+ * lock, no atomic read-modify-write, no line shared with another writer); readers load them
+ * as they are. Reading merges: pt_stats_merge_histograms (the main thread, every
+ * stats_flush_interval, as Envoy merges at each stats flush) sums every thread's counts into
+ * the histogram's cumulative counts, and what was added since the previous merge is the
+ * interval. The admin shows the state of the last merge. A histogram's memory, on every
+ * thread, goes with it (pt_stats_release_tagged: a cluster's when the cluster goes). */
+typedef struct pt_hist_tls {
+    _Atomic uint64_t count; /* values recorded (stored last, with release) */
+    _Atomic uint64_t sum;   /* their total */
+    _Atomic(_Atomic uint64_t *) chunks[PT_HIST_CHUNKS];
+    /* Owned by the registry (under its lock or on the merging thread). */
+    struct pt_hist_tls *next; /* the histogram's list of threads */
+    uint64_t merged_count;    /* count at the last merge */
+} pt_hist_tls_t;
+
+/* The first value of a histogram on a thread, or the first in a chunk. */
+void pt_hist_record_slow(pt_stat_t id, uint64_t v);
+
+/* Records a value (milliseconds, for every histogram petrel has) on the calling thread. */
+static inline void pt_hist_record(pt_stat_t id, uint64_t v)
+{
+    _Atomic uint64_t *slots = pt_stat_slots;
+    if (slots == NULL || id == 0)
+        return;
+    pt_hist_tls_t *h =
+        (pt_hist_tls_t *)(uintptr_t)atomic_load_explicit(&slots[id], memory_order_relaxed);
+    unsigned b = pt_hist_bucket(v);
+    _Atomic uint64_t *c;
+    if (__builtin_expect(h == NULL, 0) ||
+        __builtin_expect((c = atomic_load_explicit(&h->chunks[b >> PT_HIST_SUB_BITS],
+                                                   memory_order_relaxed)) == NULL,
+                         0)) {
+        pt_hist_record_slow(id, v);
+        return;
+    }
+    _Atomic uint64_t *n = &c[b & (PT_HIST_SUB - 1)];
+    atomic_store_explicit(n, atomic_load_explicit(n, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    atomic_store_explicit(&h->sum, atomic_load_explicit(&h->sum, memory_order_relaxed) + v,
+                          memory_order_relaxed);
+    atomic_store_explicit(&h->count, atomic_load_explicit(&h->count, memory_order_relaxed) + 1,
+                          memory_order_release);
+}
+
+/* How a histogram made from now on picks its Prometheus buckets (stats_config.
+ * histogram_bucket_settings): fn gets the histogram's full name and returns its bounds
+ * (increasing, copied) and their number, or NULL for Envoy's defaults. The registry owns arg
+ * from now on and calls dispose(arg) when another is installed. fn runs under the registry's
+ * lock. NULL fn: defaults for all. */
+typedef const double *(*pt_hist_bounds_fn)(const void *arg, const char *full_name, uint32_t *n);
+void pt_stats_set_histogram_bounds(pt_hist_bounds_fn fn, void *arg, void (*dispose)(void *));
+
+/* Main thread (or the one thread that reads histograms): merges every histogram. */
+void pt_stats_merge_histograms(void);
+
+/* A histogram as of the last merge. */
+typedef struct pt_hist_summary {
+    int used;                      /* values were merged (Envoy's "used") */
+    uint64_t count, sum;           /* all values merged so far, and their total */
+    uint64_t interval_count;       /* values of the last interval */
+    double interval[PT_HIST_NQ];   /* quantiles of the last interval (NaN without values) */
+    double cumulative[PT_HIST_NQ]; /* quantiles of all values */
+    const double *bounds;          /* Prometheus bucket bounds, valid while the histogram is */
+    uint32_t nbounds;
+} pt_hist_summary_t;
+/* 0, or -1 when id is no histogram. bucket_counts (NULL, or room for out->nbounds: call
+ * with NULL first to learn it) gets the cumulative count of values <= each bound. Same
+ * thread as the merge. */
+int pt_stats_histogram_summary(pt_stat_t id, pt_hist_summary_t *out, uint64_t *bucket_counts);
+/* The cumulative counts per bucket (PT_HIST_BUCKETS of them) as of the last merge, for
+ * tests; -1 when id is no histogram. */
+int pt_stats_histogram_counts(pt_stat_t id, uint64_t *counts);
+/* Histograms registered now, and how many thread copies they hold (tests, /memory). */
+uint32_t pt_stats_histograms_live(void);
+uint32_t pt_stats_histogram_threads(void);
+
 /* Sets a gauge that only this thread writes (main-thread gauges such as ejections_active). */
 void pt_stat_set(pt_stat_t id, int64_t value);
 

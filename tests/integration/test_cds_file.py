@@ -206,6 +206,29 @@ class CdsTest(CdsCase):
             self.assertEqual(self.get('/a/x').get('x-upstream-name'), 'B')
             self.assertEqual(p.stat('cluster_manager.cds.update_success'), 2)
 
+    def test_removed_cluster_with_pooled_connections_lets_go(self):
+        # Requests left pooled connections to a on both workers; a is removed: the idle ones
+        # close at once, and with the pools gone a's last version and its stats go too.
+        self.p = h.Petrel(config(self.port, self.admin, self.cds_path), concurrency=2)
+        self.write(cds('1', cluster('a', self.up_a.port)))
+        self.addCleanup(self.p.close)
+        p = self.p
+        p.start()
+        for _ in range(4):
+            with h.HttpClientConn(self.port) as c:
+                self.assertEqual(c.request('GET', '/a/x').status, 200)
+        p.wait_stat('cluster.a.upstream_rq_active', 0)
+        self.assertEqual(p.stat('cluster.a.upstream_cx_destroy'), 0)
+        self.write(cds('2'))
+        self.wait_version('2')
+        h.wait_until(lambda: p.stat('cluster.a.upstream_cx_total') is None, 10,
+                     message='the removed cluster\'s stats released')
+        # Added again: a new cluster, counting from zero.
+        self.write(cds('3', cluster('a', self.up_a.port)))
+        self.wait_version('3')
+        self.assertEqual(self.get('/a/x').status, 200)
+        self.assertEqual(p.stat('cluster.a.upstream_cx_total'), 1)
+
     def test_thousands_added_and_removed_leave_nothing(self):
         # 2,000 clusters with 10 endpoints each (EDS), added, then removed: their versions,
         # hosts and stats go, and the memory returns (within 4 MiB of where it was: what

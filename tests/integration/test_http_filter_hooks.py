@@ -170,7 +170,7 @@ class GrpcStatsFilterTest(unittest.TestCase):
             http_filters=[grpc_stats_filter(**stats_cfg), h.router_filter()])
         cfg = h.bootstrap([h.listener('http', self.port, [hcm])],
                           [h2_cluster('grpc', self.srv.port), h2_cluster('down', h.dead_port())],
-                          admin_port=self.admin)
+                          admin_port=self.admin, stats_flush_on_admin=True)
         self.p = h.Petrel(cfg)
         self.addCleanup(self.p.close)
         self.p.start()
@@ -228,6 +228,26 @@ class GrpcStatsFilterTest(unittest.TestCase):
         self.assertEqual(self.p.stat('cluster.down.grpc.14'), 1)
         self.assertEqual(self.p.stat('cluster.down.grpc.failure'), 1)
 
+    def test_upstream_stats(self):
+        # enable_upstream_stats: the histogram upstream_rq_time beside the counters, from the
+        # request's end sent upstream to the response's end; none for petrel's own answers.
+        self.start({'stats_for_all_methods': True, 'enable_upstream_stats': True})
+        slow = self.ch.unary_unary('/test.Echo/Slow')
+        for _ in range(2):
+            self.assertEqual(slow(b'0.15', timeout=h.scaled(10)), b'done')
+        down = self.ch.unary_unary('/down.Svc/Call')
+        self.assertEqual(self.fails(down, b'x'), grpc.StatusCode.UNAVAILABLE)
+        body = self.p.admin_get('/stats')[2]
+        hist = h.histogram_text(body, 'cluster.grpc.grpc.test.Echo.Slow.upstream_rq_time')
+        self.assertIsNotNone(hist)
+        self.assertGreaterEqual(hist[0][1], 150 - 8)   # within its bucket (144..151)
+        self.assertLess(hist[100][1], 150 + 2000)
+        self.assertNotIn(b'upstream_rq_time', b'\n'.join(
+            l for l in body.splitlines() if l.startswith(b'cluster.down.grpc.')))
+        prom = self.p.admin_get('/stats/prometheus?filter=grpc.*upstream_rq_time')[2]
+        self.assertIn(b'envoy_cluster_grpc_test_Echo_Slow_upstream_rq_time_count'
+                      b'{envoy_cluster_name="grpc"} 2\n', prom)
+
     def test_not_grpc_counts_nothing(self):
         self.start({'stats_for_all_methods': True})
         r = h.http_request(self.port, 'GET', '/test.Echo/Unary')
@@ -246,8 +266,6 @@ class GrpcStatsFilterTest(unittest.TestCase):
                                [h.cluster('grpc', [1])], admin_port=admin)
         self.assertIn('emit_filter_state: is not supported',
                       validate_error(self, cfg({'emit_filter_state': True})))
-        self.assertIn('enable_upstream_stats: is not supported',
-                      validate_error(self, cfg({'enable_upstream_stats': True})))
         err = validate_error(self, cfg({'stats_for_all_methods': True,
                                         'individual_method_stats_allowlist': {'services': []}}))
         self.assertIn('stats_for_all_methods', err)
