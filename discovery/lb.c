@@ -10,10 +10,26 @@
 
 /* ---- small helpers ----------------------------------------------------------------- */
 
+/* The balancers' own random numbers: xorshift64* per thread, seeded from proxy/random.h
+ * (statistical quality is what a balancer needs, and a pick cannot afford more). */
+static _Thread_local uint64_t rng_state;
+
+static inline uint64_t rnd(void)
+{
+    uint64_t x = rng_state;
+    if (__builtin_expect(x == 0, 0))
+        x = pt_random_u64() | 1;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    rng_state = x;
+    return x * 0x2545f4914f6cdd1dull;
+}
+
 /* Uniform enough in [0, n) for n < 2^32 (multiply-shift: no division). */
 static inline uint32_t below(uint32_t n)
 {
-    return (uint32_t)(((pt_random_u64() >> 32) * (uint64_t)n) >> 32);
+    return (uint32_t)(((rnd() >> 32) * (uint64_t)n) >> 32);
 }
 
 static inline uint64_t rq_active(const pt_host_t *h)
@@ -21,67 +37,75 @@ static inline uint64_t rq_active(const pt_host_t *h)
     return atomic_load_explicit(&h->rq_active, memory_order_relaxed);
 }
 
-/* ---- EDF schedules ------------------------------------------------------------------- */
+/* ---- EDF schedules ----------------------------------------------------------------- */
 
-/* An entry of a min-heap on the deadline: the member comes up at its deadline, then again
- * one step later (Envoy's EdfScheduler, in fixed point). */
+/* An entry of a min-heap on the deadline: the member (or run) comes up at its deadline, then
+ * again one step later (Envoy's EdfScheduler, in fixed point). A run's entry also holds
+ * where its round robin is. */
 typedef struct pt_lb_edf {
     uint64_t deadline;
     uint32_t member;
-    uint32_t pad;
+    uint32_t cursor;
 } pt_lb_edf_t;
 
 #define EDF_REBASE (1ull << 62)
 #define EDF_MAX_STEP (1ull << 61)
 
+/* A 4-ary heap: half the levels of a binary one, and its children share a cache line. */
 static void sift_down(pt_lb_edf_t *h, uint32_t n, uint32_t i)
 {
     pt_lb_edf_t e = h[i];
-    for (;;) {
-        uint32_t c = 2 * i + 1;
-        if (c >= n)
+    uint32_t c;
+    while ((c = 4 * i + 1) < n) {
+        uint32_t best;
+        if (__builtin_expect(c + 3 < n, 1)) { /* four children: a tournament, no loop */
+            uint32_t a = h[c + 1].deadline < h[c].deadline ? c + 1 : c;
+            uint32_t b = h[c + 3].deadline < h[c + 2].deadline ? c + 3 : c + 2;
+            best = h[b].deadline < h[a].deadline ? b : a;
+        } else {
+            best = c;
+            for (uint32_t k = c + 1; k < n; k++)
+                if (h[k].deadline < h[best].deadline)
+                    best = k;
+        }
+        if (h[best].deadline >= e.deadline)
             break;
-        if (c + 1 < n && h[c + 1].deadline < h[c].deadline)
-            c++;
-        if (h[c].deadline >= e.deadline)
-            break;
-        h[i] = h[c];
-        i = c;
+        h[i] = h[best];
+        i = best;
     }
     h[i] = e;
 }
 
-/* Entries for the members with a step (a zero step is never picked), each starting at a
- * random point of its first step so that workers do not all begin with the same host. */
-static int edf_build(pt_lb_sched_t *sc, const uint64_t *step, uint32_t n)
+/* Entries for n members (or runs) of these steps (a zero step is never picked), each
+ * starting at a random point of its first step so that workers do not all begin with the
+ * same host; a run's round robin starts at the worker's seed. */
+static int edf_build(pt_lb_sched_t *sc, uint32_t n, const uint64_t *step,
+                     const pt_lb_run_t *runs, uint32_t seed)
 {
     pt_lb_edf_t *h = malloc((n ? n : 1) * sizeof(*h));
     if (h == NULL)
         return -1;
     uint32_t k = 0;
     for (uint32_t m = 0; m < n; m++) {
-        if (step[m] == 0)
+        uint64_t st = runs != NULL ? runs[m].step : step[m];
+        if (st == 0)
             continue;
         h[k].member = m;
-        h[k].pad = 0;
-        h[k].deadline = pt_random_u64() % step[m];
+        h[k].cursor = runs != NULL ? seed % runs[m].len : 0;
+        h[k].deadline = rnd() % st;
         k++;
     }
-    for (uint32_t i = k / 2; i-- > 0;)
-        sift_down(h, k, i);
+    for (uint32_t i = k / 4 + 1; i-- > 0;)
+        if (i < k)
+            sift_down(h, k, i);
     free(sc->heap);
     sc->heap = h;
     sc->nheap = k;
     return 0;
 }
 
-/* The member whose turn it is; it comes up again `next` later (its step then). */
-static inline uint32_t edf_top(const pt_lb_sched_t *sc)
-{
-    return sc->heap[0].member;
-}
-
-static void edf_advance(pt_lb_sched_t *sc, uint64_t next)
+/* The top entry comes up again `next` later. */
+static inline void edf_advance(pt_lb_sched_t *sc, uint64_t next)
 {
     pt_lb_edf_t *h = sc->heap;
     uint64_t now = h[0].deadline;
@@ -155,21 +179,33 @@ static pt_lb_local_t *local_sync(pt_cluster_t *c, unsigned slot, pt_lb_local_t *
     return l;
 }
 
-pt_lb_local_t *pt_lb_local_get(pt_cluster_t *c, pt_worker_t *w)
+static __attribute__((noinline)) pt_lb_local_t *local_slow(pt_cluster_t *c, unsigned slot)
 {
-    if (c->nlb_locals == 0)
+    if (atomic_load_explicit(&c->lb_set, memory_order_acquire) == NULL)
         return NULL;
-    unsigned slot = pt_lb_thread_slot(w);
-    if (slot >= c->nlb_locals)
-        slot = c->nlb_locals - 1;
+    return local_sync(c, slot, c->lb_locals[slot]);
+}
+
+static inline pt_lb_local_t *local_get(pt_cluster_t *c, pt_worker_t *w)
+{
+    unsigned nl = c->nlb_locals;
+    if (__builtin_expect(nl == 0, 0))
+        return NULL;
+    /* pt_lb_thread_slot without asking the worker count: the last slot is the shared one
+     * (a negative id, the main thread's, becomes large and goes there too). */
+    unsigned shared = nl - 1;
+    unsigned slot = w != NULL && (unsigned)w->id < shared ? (unsigned)w->id : shared;
     pt_lb_local_t *l = c->lb_locals[slot];
     pt_lb_set_t *cur = atomic_load_explicit(&c->lb_set, memory_order_acquire);
-    if (cur == NULL)
-        return NULL;
     /* l holds a reference to its set: the same pointer is the same set. */
-    if (l != NULL && l->set == cur)
+    if (__builtin_expect(l != NULL && l->set == cur && cur != NULL, 1))
         return l;
-    return local_sync(c, slot, l);
+    return local_slow(c, slot);
+}
+
+pt_lb_local_t *pt_lb_local_get(pt_cluster_t *c, pt_worker_t *w)
+{
+    return local_get(c, w);
 }
 
 /* ---- the subset: priority, then locality ------------------------------------------ */
@@ -179,11 +215,11 @@ pt_lb_local_t *pt_lb_local_get(pt_cluster_t *c, pt_worker_t *w)
 static uint32_t locality_pick(pt_lb_local_t *l, const pt_lb_localities_t *L, uint32_t nloc)
 {
     pt_lb_sched_t *sc = &l->loc_sched[L->slot];
-    if (sc->heap == NULL && edf_build(sc, L->step, nloc) != 0)
+    if (sc->heap == NULL && edf_build(sc, nloc, L->step, NULL, 0) != 0)
         return below(nloc);
     if (sc->nheap == 0)
         return below(nloc);
-    uint32_t j = edf_top(sc);
+    uint32_t j = sc->heap[0].member;
     edf_advance(sc, L->step[j]);
     return j;
 }
@@ -232,7 +268,7 @@ static uint32_t zone_locality(pt_cluster_t *c, const pt_lb_zone_t *z, int32_t me
         pt_stat_inc(c->stats.lb_zone_routing_all_directly);
         return (uint32_t)me;
     }
-    if (me >= 0 && (uint32_t)(pt_random_u64() % 10000) < z->local_percent) {
+    if (me >= 0 && (uint32_t)(rnd() % 10000) < z->local_percent) {
         pt_stat_inc(c->stats.lb_zone_routing_sampled);
         return (uint32_t)me;
     }
@@ -242,7 +278,7 @@ static uint32_t zone_locality(pt_cluster_t *c, const pt_lb_zone_t *z, int32_t me
         pt_stat_inc(c->stats.lb_zone_no_capacity_left);
         return below(z->nloc);
     }
-    uint64_t t = pt_random_u64() % total;
+    uint64_t t = rnd() % total;
     uint32_t lo = 0, hi = z->nloc - 1; /* the first locality whose cumulative capacity > t */
     while (lo < hi) {
         uint32_t mid = (lo + hi) / 2;
@@ -255,12 +291,13 @@ static uint32_t zone_locality(pt_cluster_t *c, const pt_lb_zone_t *z, int32_t me
 }
 
 const pt_lb_hosts_t *pt_lb_choose_hosts(pt_cluster_t *c, pt_worker_t *w, pt_lb_local_t *l,
-                                        uint64_t draw)
+                                        const uint64_t *hash)
 {
     const pt_lb_set_t *s = l->set;
     if (s->fast != NULL)
         return s->fast;
-    unsigned ch = s->choice[draw % 100];
+    unsigned ch = s->single >= 0 ? (unsigned)s->single
+                                 : s->choice[(hash != NULL ? *hash : rnd()) % 100];
     unsigned p = ch >> 1, kind = ch & 1;
     const pt_lb_priority_t *pr = &s->prio[p];
     const pt_lb_hosts_t *whole = &pr->hosts[kind];
@@ -280,7 +317,7 @@ const pt_lb_hosts_t *pt_lb_choose_hosts(pt_cluster_t *c, pt_worker_t *w, pt_lb_l
     const pt_lb_zone_t *z = zone_state(c, w, l);
     if (z == NULL || z->state == PT_ZONE_NONE)
         return whole;
-    if (c->zone_routing_enabled < 100 && pt_random_u64() % 100 >= c->zone_routing_enabled)
+    if (c->zone_routing_enabled < 100 && rnd() % 100 >= c->zone_routing_enabled)
         return whole;
     if (z->local_panic) {
         pt_stat_inc(c->stats.lb_local_cluster_not_ok);
@@ -290,70 +327,6 @@ const pt_lb_hosts_t *pt_lb_choose_hosts(pt_cluster_t *c, pt_worker_t *w, pt_lb_l
     /* Envoy fails the pick when the locality has none of the kind; the whole kind is used
      * instead. */
     return hs->n > 0 ? hs : whole;
-}
-
-/* ---- the host within the subset -------------------------------------------------- */
-
-/* Weighted LEAST_REQUEST: the member's step with its weight divided by (active requests +
- * 1)^active_request_bias, as it is now. */
-static uint64_t lr_step(const pt_cluster_t *c, const pt_lb_hosts_t *hs, uint32_t m)
-{
-    uint64_t base = hs->step[m];
-    uint64_t rq = rq_active(c->hosts[hs->idx[m]]) + 1;
-    double bias = c->active_request_bias;
-    if (bias == 1.0) {
-        uint64_t v;
-        return __builtin_mul_overflow(base, rq, &v) ? EDF_MAX_STEP : v;
-    }
-    if (bias == 0.0)
-        return base;
-    double v = (double)base * pow((double)rq, bias);
-    return v >= (double)EDF_MAX_STEP ? EDF_MAX_STEP : (uint64_t)v;
-}
-
-static uint32_t edf_pick(pt_cluster_t *c, pt_lb_local_t *l, const pt_lb_hosts_t *hs, int lr)
-{
-    pt_lb_sched_t *sc = &l->sched[hs->slot];
-    if (sc->heap == NULL && edf_build(sc, hs->step, hs->n) != 0)
-        return below(hs->n);
-    uint32_t m = edf_top(sc);
-    edf_advance(sc, lr ? lr_step(c, hs, m) : hs->step[m]);
-    return m;
-}
-
-static uint32_t pick_member(pt_cluster_t *c, pt_lb_local_t *l, const pt_lb_hosts_t *hs)
-{
-    uint32_t n = hs->n;
-    switch (c->lb_policy) {
-    case PT_LB_RANDOM:
-        return below(n);
-    case PT_LB_LEAST_REQUEST: {
-        if (hs->step != NULL)
-            return edf_pick(c, l, hs, 1);
-        /* Power of choices: draws with replacement, the least busy wins (Envoy). */
-        uint32_t best = below(n);
-        uint64_t best_rq = rq_active(c->hosts[hs->idx[best]]);
-        for (uint32_t i = 1; i < c->lb_choice_count; i++) {
-            uint32_t m = below(n);
-            uint64_t r = rq_active(c->hosts[hs->idx[m]]);
-            if (r < best_rq) {
-                best = m;
-                best_rq = r;
-            }
-        }
-        return best;
-    }
-    case PT_LB_ROUND_ROBIN:
-        break;
-    }
-    if (hs->step != NULL)
-        return edf_pick(c, l, hs, 0);
-    pt_lb_sched_t *sc = &l->sched[hs->slot];
-    uint32_t m = sc->cursor;
-    if (m >= n)
-        m %= n;
-    sc->cursor = m + 1 < n ? m + 1 : 0;
-    return m;
 }
 
 /* ---- retries and stale health --------------------------------------------------- */
@@ -388,13 +361,17 @@ static pt_host_t *look_in(pt_cluster_t *c, const pt_lb_hosts_t *hs, uint32_t fro
     return NULL;
 }
 
-/* The picked host h is excluded (a retry's tried host) or just failed: its neighbours in the
- * subset, then the other subsets that may take load, a few members each. Failing that, h
- * when it is usable (a retry may go back to a host it tried), else none. */
-static pt_host_t *pick_around(pt_cluster_t *c, const pt_lb_set_t *s, const pt_lb_hosts_t *hs,
-                              uint32_t m, pt_host_t *h, pt_host_t *const *exclude,
-                              unsigned nexclude)
+/* Member m of hs is excluded (a retry's tried host) or just failed: its neighbours in the
+ * subset, then the other subsets that may take load, a few members each. Failing that, m's
+ * host when it is usable (a retry may go back to a host it tried), else none. */
+static __attribute__((noinline)) pt_host_t *pick_around(pt_cluster_t *c, const pt_lb_set_t *s,
+                                                        const pt_lb_hosts_t *hs, uint32_t m,
+                                                        pt_host_t *const *exclude,
+                                                        unsigned nexclude)
 {
+    pt_host_t *h = c->hosts[hs->idx[m]];
+    if (usable(h, hs) && !excluded(h, exclude, nexclude))
+        return h;
     pt_host_t *g = look_in(c, hs, m + 1, exclude, nexclude);
     if (g != NULL)
         return g;
@@ -411,20 +388,149 @@ static pt_host_t *pick_around(pt_cluster_t *c, const pt_lb_set_t *s, const pt_lb
     return usable(h, hs) ? h : NULL;
 }
 
+/* The host of member m, unless a retry tried it or it just failed. */
+static inline pt_host_t *finish(pt_cluster_t *c, pt_lb_local_t *l, const pt_lb_hosts_t *hs,
+                                uint32_t m, pt_host_t *const *exclude, unsigned nexclude)
+{
+    pt_host_t *h = c->hosts[hs->idx[m]];
+    if (__builtin_expect(nexclude == 0 && usable(h, hs), 1))
+        return h;
+    return pick_around(c, l->set, hs, m, exclude, nexclude);
+}
+
+/* ---- the host within the subset -------------------------------------------------- */
+
+/* Each policy picks a member and finishes: they are tail calls of pt_lb_pick, so that the
+ * common cases keep everything in registers. */
+
+/* Weighted LEAST_REQUEST: the member's step with its weight divided by (active requests +
+ * 1)^active_request_bias, as it is now. */
+static uint64_t lr_step(const pt_cluster_t *c, const pt_lb_hosts_t *hs, uint32_t m)
+{
+    uint64_t base = hs->step[m];
+    uint64_t rq = rq_active(c->hosts[hs->idx[m]]) + 1;
+    double bias = c->active_request_bias;
+    if (bias == 1.0) {
+        uint64_t v;
+        return __builtin_mul_overflow(base, rq, &v) ? EDF_MAX_STEP : v;
+    }
+    if (bias == 0.0)
+        return base;
+    double v = (double)base * pow((double)rq, bias);
+    return v >= (double)EDF_MAX_STEP ? EDF_MAX_STEP : (uint64_t)v;
+}
+
+/* Weighted LEAST_REQUEST (Envoy's EDF over the hosts, each put back with its weight of now). */
+static __attribute__((noinline)) pt_host_t *pick_lr_weighted(pt_cluster_t *c, pt_lb_local_t *l,
+                                                             const pt_lb_hosts_t *hs,
+                                                             pt_host_t *const *exclude,
+                                                             unsigned nexclude)
+{
+    pt_lb_sched_t *sc = &l->sched[hs->slot];
+    uint32_t m;
+    if (__builtin_expect(sc->heap == NULL, 0) &&
+        edf_build(sc, hs->n, hs->step, NULL, l->seed) != 0) {
+        m = below(hs->n);
+    } else {
+        m = sc->heap[0].member;
+        edf_advance(sc, lr_step(c, hs, m));
+    }
+    return finish(c, l, hs, m, exclude, nexclude);
+}
+
+/* Weighted ROUND_ROBIN: EDF over the runs of equal weight, round robin within the run. */
+static __attribute__((noinline)) pt_host_t *pick_rr_weighted(pt_cluster_t *c, pt_lb_local_t *l,
+                                                             const pt_lb_hosts_t *hs,
+                                                             pt_host_t *const *exclude,
+                                                             unsigned nexclude)
+{
+    pt_lb_sched_t *sc = &l->sched[hs->slot];
+    uint32_t m;
+    if (__builtin_expect(sc->heap == NULL, 0) &&
+        edf_build(sc, hs->nruns, NULL, hs->runs, l->seed) != 0) {
+        m = below(hs->n);
+    } else {
+        pt_lb_edf_t *top = &sc->heap[0];
+        const pt_lb_run_t *run = &hs->runs[top->member];
+        m = run->start - hs->run_base + top->cursor;
+        top->cursor = top->cursor + 1 < run->len ? top->cursor + 1 : 0;
+        edf_advance(sc, run->step);
+    }
+    return finish(c, l, hs, m, exclude, nexclude);
+}
+
+/* LEAST_REQUEST with equal weights: the least busy of choice_count random members, drawn
+ * with replacement (Envoy's P2C). */
+static __attribute__((noinline)) pt_host_t *pick_p2c(pt_cluster_t *c, pt_lb_local_t *l,
+                                                     const pt_lb_hosts_t *hs,
+                                                     pt_host_t *const *exclude,
+                                                     unsigned nexclude)
+{
+    uint32_t n = hs->n;
+    uint32_t best = below(n);
+    uint64_t best_rq = rq_active(c->hosts[hs->idx[best]]);
+    for (uint32_t i = 1; i < c->lb_choice_count; i++) {
+        uint32_t m = below(n);
+        uint64_t r = rq_active(c->hosts[hs->idx[m]]);
+        if (r < best_rq) {
+            best = m;
+            best_rq = r;
+        }
+    }
+    return finish(c, l, hs, best, exclude, nexclude);
+}
+
+/* Round robin with equal weights, and RANDOM. */
+static inline pt_host_t *pick_simple(pt_cluster_t *c, pt_lb_local_t *l, const pt_lb_hosts_t *hs,
+                                     pt_host_t *const *exclude, unsigned nexclude)
+{
+    uint32_t m, n = hs->n;
+    if (c->lb_policy == PT_LB_RANDOM) {
+        m = below(n);
+    } else {
+        pt_lb_sched_t *sc = &l->sched[hs->slot];
+        m = sc->cursor;
+        if (__builtin_expect(m >= n, 0))
+            m %= n;
+        sc->cursor = m + 1 < n ? m + 1 : 0;
+    }
+    return finish(c, l, hs, m, exclude, nexclude);
+}
+
+static __attribute__((noinline)) pt_host_t *pick_in(pt_cluster_t *c, pt_lb_local_t *l,
+                                                    const pt_lb_hosts_t *hs,
+                                                    pt_host_t *const *exclude, unsigned nexclude)
+{
+    if (__builtin_expect(hs->n == 0, 0))
+        return NULL;
+    if (c->lb_policy == PT_LB_LEAST_REQUEST)
+        return hs->step != NULL ? pick_lr_weighted(c, l, hs, exclude, nexclude)
+                                : pick_p2c(c, l, hs, exclude, nexclude);
+    if (c->lb_policy == PT_LB_ROUND_ROBIN && hs->runs != NULL)
+        return pick_rr_weighted(c, l, hs, exclude, nexclude);
+    return pick_simple(c, l, hs, exclude, nexclude);
+}
+
+/* The subset is to be chosen first (several priorities, localities, zones). */
+static __attribute__((noinline)) pt_host_t *pick_chosen(pt_cluster_t *c, pt_worker_t *w,
+                                                        pt_lb_local_t *l,
+                                                        pt_host_t *const *exclude,
+                                                        unsigned nexclude)
+{
+    const pt_lb_hosts_t *hs = pt_lb_choose_hosts(c, w, l, NULL);
+    if (hs == NULL)
+        return NULL;
+    return pick_in(c, l, hs, exclude, nexclude);
+}
+
 pt_host_t *pt_lb_pick(pt_cluster_t *c, pt_worker_t *w, pt_host_t *const *exclude,
                       unsigned nexclude)
 {
-    pt_lb_local_t *l = pt_lb_local_get(c, w);
-    if (l == NULL)
+    pt_lb_local_t *l = local_get(c, w);
+    if (__builtin_expect(l == NULL, 0))
         return NULL;
     const pt_lb_hosts_t *hs = l->set->fast;
-    if (hs == NULL && (hs = pt_lb_choose_hosts(c, w, l, pt_random_u64())) == NULL)
-        return NULL;
-    if (hs->n == 0)
-        return NULL;
-    uint32_t m = pick_member(c, l, hs);
-    pt_host_t *h = c->hosts[hs->idx[m]];
-    if (usable(h, hs) && (nexclude == 0 || !excluded(h, exclude, nexclude)))
-        return h;
-    return pick_around(c, l->set, hs, m, h, exclude, nexclude);
+    if (hs == NULL)
+        return pick_chosen(c, w, l, exclude, nexclude);
+    return pick_in(c, l, hs, exclude, nexclude);
 }

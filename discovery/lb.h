@@ -55,11 +55,15 @@ pt_host_t *pt_lb_pick(pt_cluster_t *c, pt_worker_t *w, pt_host_t *const *exclude
 pt_lb_local_t *pt_lb_local_get(pt_cluster_t *c, pt_worker_t *w);
 void pt_lb_local_free(pt_lb_local_t *l);
 
-/* The first step of a pick: the host subset for this draw (the priority is chosen by
- * draw % 100, so a hash gives the same priority for the same key, as Envoy's hash balancers
- * do), its locality by l's state. NULL when nothing may be picked (panic with
- * fail_traffic_on_panic). The subset may be empty (no host: 503). */
+/* The first step of a pick, apart from the pick within: the host subset (a priority, its
+ * healthy, degraded or, in panic, all hosts, and under locality weighting or zone aware
+ * routing one locality of them). The priority comes from a random draw, or from *hash % 100
+ * when hash is not NULL (Envoy's hash balancers choose the priority by the request's hash,
+ * so that the same key goes to the same priority); the locality from l's schedules. NULL when
+ * nothing may be picked (panic with fail_traffic_on_panic). The subset may be empty (no
+ * host: 503). A balancer of its own picks within hs->idx[0 .. hs->n) (positions in c->hosts);
+ * the priority's whole subsets are l->set->prio[p].hosts[kind]. */
 const pt_lb_hosts_t *pt_lb_choose_hosts(pt_cluster_t *c, pt_worker_t *w, pt_lb_local_t *l,
-                                        uint64_t draw);
+                                        const uint64_t *hash);
 
 #endif

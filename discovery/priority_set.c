@@ -278,13 +278,51 @@ static void fill_steps(uint64_t *step, const uint32_t *idx, uint32_t n, const pt
     }
 }
 
-/* A slice's weights differ (it then uses the kind's steps). */
-static int slice_unequal(const uint32_t *idx, uint32_t n, const pt_cluster_t *c)
+/* The runs of equal weight of a kind (its members in `k`), breaking at each of its locality
+ * slices (so that a slice's runs are a part of the kind's); each slice's first run and count
+ * go to first[] and count[]. Steps: the unit at the heaviest run. Returns the number of
+ * runs. */
+static uint32_t fill_runs(pt_lb_run_t *runs, const pt_lb_hosts_t *k, const pt_lb_hosts_t *slices,
+                          uint32_t nslices, const pt_cluster_t *c, uint32_t *first,
+                          uint32_t *count)
 {
-    for (uint32_t k = 1; k < n; k++)
-        if (c->hinfo[idx[k]].weight != c->hinfo[idx[0]].weight)
-            return 1;
-    return 0;
+    uint32_t nr = 0;
+    double max = 0.0;
+    for (uint32_t q = 0; q < nslices; q++) {
+        uint32_t off = (uint32_t)(slices[q].idx - k->idx);
+        first[q] = nr;
+        for (uint32_t m = off; m < off + slices[q].n; m++) {
+            uint32_t w = c->hinfo[k->idx[m]].weight;
+            if (m == off || w != c->hinfo[k->idx[m - 1]].weight)
+                runs[nr++] = (pt_lb_run_t){.start = m, .len = 0, .step = w};
+            runs[nr - 1].len++;
+        }
+        count[q] = nr - first[q];
+    }
+    for (uint32_t r = 0; r < nr; r++) {
+        double rw = (double)runs[r].len * (double)(runs[r].step ? runs[r].step : 1);
+        if (rw > max)
+            max = rw;
+    }
+    for (uint32_t r = 0; r < nr; r++) {
+        double rw = (double)runs[r].len * (double)(runs[r].step ? runs[r].step : 1);
+        double st = (double)PT_LB_STEP_UNIT * max / rw;
+        runs[r].step = st >= (double)(1ull << 61) ? (1ull << 61) : (uint64_t)st;
+    }
+    return nr;
+}
+
+/* Hosts of a locality by weight, heaviest first, in the assignment's order otherwise (so
+ * that equal weights keep round robin's order). */
+static const pt_host_info_t *sort_hinfo;
+
+static int by_weight(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    uint32_t wx = sort_hinfo[x].weight, wy = sort_hinfo[y].weight;
+    if (wx != wy)
+        return wx > wy ? -1 : 1;
+    return x < y ? -1 : x > y;
 }
 
 static void locality_weights(pt_lb_localities_t *L, const pt_lb_hosts_t *all_loc,
@@ -324,7 +362,7 @@ static pt_lb_set_t *build(const pt_cluster_t *c)
     uint8_t *cls = malloc(n ? n : 1);
     uint32_t *keyc = calloc(nkeys + 1, sizeof(uint32_t));
     uint32_t *order = malloc((n ? n : 1) * sizeof(uint32_t));
-    uint32_t *excl = NULL;
+    uint32_t *excl = NULL, *run_first = NULL, *run_count = NULL;
     pt_lb_prio_counts_t *counts = calloc(npr, sizeof(*counts));
     prio_build_t *pb = calloc(npr, sizeof(*pb));
     pt_lb_loads_t *loads = malloc(sizeof(*loads));
@@ -393,11 +431,13 @@ static pt_lb_set_t *build(const pt_cluster_t *c)
                 3 * (hn * sizeof(uint32_t) + 8) + 2 * 2 * (nloc * 8 + 8);
         for (int t = 0; t < 3; t++)
             if (pb[p].wmin[t] != pb[p].wmax[t] && pb[p].wmax[t] != 0)
-                need += hn * sizeof(uint64_t) + 8;
+                need += hn * (sizeof(uint64_t) + sizeof(pt_lb_run_t)) + 16;
     }
     excl = calloc(maxloc ? maxloc : 1, sizeof(uint32_t));
+    run_first = calloc(maxloc ? maxloc : 1, sizeof(uint32_t));
+    run_count = calloc(maxloc ? maxloc : 1, sizeof(uint32_t));
     s = malloc(need);
-    if (s == NULL || excl == NULL) {
+    if (s == NULL || excl == NULL || run_first == NULL || run_count == NULL) {
         free(s);
         s = NULL;
         goto out;
@@ -461,6 +501,10 @@ static pt_lb_set_t *build(const pt_cluster_t *c)
                 pr->local_loc = (int32_t)j;
             uint32_t a0 = na, h0 = nh, d0 = nd;
             excl[j] = 0;
+            if (pb[p].wmin[PT_LB_ALL] != pb[p].wmax[PT_LB_ALL]) {
+                sort_hinfo = c->hinfo;
+                qsort(order + from, to - from, sizeof(uint32_t), by_weight);
+            }
             for (uint32_t k = from; k < to; k++) {
                 uint32_t i = order[k];
                 all[na++] = i;
@@ -482,32 +526,49 @@ static pt_lb_set_t *build(const pt_cluster_t *c)
         pr->hosts[PT_LB_HEALTHY] = (pt_lb_hosts_t){.idx = hy, .n = nh, .kind = PT_LB_HEALTHY};
         pr->hosts[PT_LB_DEGRADED] = (pt_lb_hosts_t){.idx = dg, .n = nd, .kind = PT_LB_DEGRADED};
         pr->hosts[PT_LB_ALL] = (pt_lb_hosts_t){.idx = all, .n = na, .kind = PT_LB_ALL};
-        /* Weighted kinds: EDF steps, shared by the kind and its locality slices (and by
-         * healthy and all when every host is healthy: the same hosts in the same order). */
-        uint64_t *steps[3] = {NULL, NULL, NULL};
+        /* Weighted kinds: EDF steps and runs, shared by the kind and its locality slices
+         * (and by healthy and all when every host is healthy: the same hosts in the same
+         * order). A slice of a single run has equal weights: neither. */
         static const int kinds_order[3] = {PT_LB_ALL, PT_LB_HEALTHY, PT_LB_DEGRADED};
+        pt_lb_hosts_t *slices_of[3] = {hl, dl, all_loc};
         for (int q = 0; q < 3; q++) {
             int t = kinds_order[q];
             pt_lb_hosts_t *k = &pr->hosts[t];
             if (k->n < 2 || pb[p].wmin[t] == pb[p].wmax[t])
                 continue;
             if (t == PT_LB_HEALTHY && shared) {
-                steps[t] = steps[PT_LB_ALL];
+                k->step = pr->hosts[PT_LB_ALL].step;
+                k->runs = pr->hosts[PT_LB_ALL].runs;
+                k->nruns = pr->hosts[PT_LB_ALL].nruns;
             } else {
-                steps[t] = take(&b, k->n * sizeof(uint64_t));
-                fill_steps(steps[t], k->idx, k->n, c, pb[p].wmax[t]);
+                uint64_t *st = take(&b, k->n * sizeof(uint64_t));
+                fill_steps(st, k->idx, k->n, c, pb[p].wmax[t]);
+                k->step = st;
+                pt_lb_run_t *runs = take(&b, k->n * sizeof(pt_lb_run_t));
+                k->runs = runs;
+                k->nruns = fill_runs(runs, k, slices_of[t], nloc, c, run_first, run_count);
             }
-            k->step = steps[t];
+            if (t == PT_LB_ALL)
+                continue;
+            if (t == PT_LB_HEALTHY && shared) /* the same slices as all's */
+                fill_runs((pt_lb_run_t *)k->runs, k, slices_of[t], nloc, c, run_first,
+                          run_count);
+            for (uint32_t sl = 0; sl < nloc; sl++) {
+                pt_lb_hosts_t *h = &slices_of[t][sl];
+                if (run_count[sl] < 2)
+                    continue;
+                uint32_t off = (uint32_t)(h->idx - k->idx);
+                h->step = k->step + off;
+                h->runs = k->runs + run_first[sl];
+                h->nruns = run_count[sl];
+                h->run_base = off;
+            }
         }
         for (int t = 0; t < 3; t++)
             pr->hosts[t].slot = slots++;
         for (uint32_t q = 0; q < nloc; q++) {
-            pt_lb_hosts_t *ls[2] = {&hl[q], &dl[q]};
-            for (int t = 0; t < 2; t++) {
-                if (steps[t] != NULL && slice_unequal(ls[t]->idx, ls[t]->n, c))
-                    ls[t]->step = steps[t] + (ls[t]->idx - pr->hosts[t].idx);
-                ls[t]->slot = slots++;
-            }
+            hl[q].slot = slots++;
+            dl[q].slot = slots++;
         }
         pr->loc[0].sets = hl;
         pr->loc[1].sets = dl;
@@ -546,6 +607,7 @@ static pt_lb_set_t *build(const pt_cluster_t *c)
     int one = 1;
     for (unsigned d = 1; d < 100; d++)
         one &= s->choice[d] == s->choice[0];
+    s->single = one ? s->choice[0] : -1;
     if (one) {
         unsigned p = s->choice[0] >> 1, kind = s->choice[0] & 1;
         const pt_lb_priority_t *pr = &s->prio[p];
@@ -559,6 +621,8 @@ out:
     free(keyc);
     free(order);
     free(excl);
+    free(run_first);
+    free(run_count);
     free(counts);
     free(pb);
     free(loads);

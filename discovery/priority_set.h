@@ -35,13 +35,24 @@ typedef enum pt_lb_kind {
     PT_LB_ALL, /* panic: health is disregarded */
 } pt_lb_kind_t;
 
+/* A run of members of equal weight in a weighted subset (its members are ordered by
+ * weight, heaviest first, within each locality): weighted round robin schedules the runs by
+ * EDF (a run weighs its length x its weight) and goes round within a run, so a pick costs
+ * O(log runs), not O(log hosts): a few distinct weights make a few runs however many hosts. */
+typedef struct pt_lb_run {
+    uint32_t start, len; /* members start - run_base .. + len of the subset */
+    uint64_t step;       /* its EDF step */
+} pt_lb_run_t;
+
 /* A host subset picks are made within: positions in the version's hosts. */
 typedef struct pt_lb_hosts {
     const uint32_t *idx;
-    /* Weighted subsets: each member's EDF step (PT_LB_STEP_UNIT x the subset's largest
-     * weight / the member's weight), for ROUND_ROBIN and weighted LEAST_REQUEST. NULL when
-     * every member has the same weight. */
+    /* Weighted subsets (NULL, 0 when every member has the same weight): each member's EDF
+     * step (PT_LB_STEP_UNIT x the largest weight / the member's weight) for weighted
+     * LEAST_REQUEST, and the runs for ROUND_ROBIN. */
     const uint64_t *step;
+    const pt_lb_run_t *runs;
+    uint32_t nruns, run_base;
     uint32_t n;
     uint32_t slot; /* its per-worker scheduler (pt_lb_local_t.sched) */
     uint8_t kind;  /* pt_lb_kind_t */
@@ -85,6 +96,9 @@ typedef struct pt_lb_set {
     /* Every pick goes to this subset (one priority takes all the load, no locality choice):
      * the pick skips the choice altogether. NULL otherwise. */
     const pt_lb_hosts_t *fast;
+    /* One priority and kind takes all the load (choice[] is uniform): its entry, else -1
+     * (a draw is needed). */
+    int32_t single;
     uint32_t nslots, nloc_slots;
     uint32_t healthy_total, degraded_total, excluded_total; /* membership gauges */
 } pt_lb_set_t;
