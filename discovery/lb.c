@@ -48,6 +48,10 @@ typedef struct pt_lb_edf {
     uint32_t cursor;
 } pt_lb_edf_t;
 
+/* Up to this many entries an EDF schedule is a plain array scanned for its earliest
+ * deadline (fewer instructions than a heap's sift for a few localities or runs). */
+#define EDF_SCAN 16
+
 #define EDF_REBASE (1ull << 62)
 #define EDF_MAX_STEP (1ull << 61)
 
@@ -95,25 +99,43 @@ static int edf_build(pt_lb_sched_t *sc, uint32_t n, const uint64_t *step,
         h[k].deadline = rnd() % st;
         k++;
     }
-    for (uint32_t i = k / 4 + 1; i-- > 0;)
-        if (i < k)
-            sift_down(h, k, i);
+    if (k > EDF_SCAN)
+        for (uint32_t i = k / 4 + 1; i-- > 0;)
+            if (i < k)
+                sift_down(h, k, i);
     free(sc->heap);
     sc->heap = h;
     sc->nheap = k;
     return 0;
 }
 
-/* The top entry comes up again `next` later. */
-static inline void edf_advance(pt_lb_sched_t *sc, uint64_t next)
+/* The entry whose turn it is: the heap's top, or the earliest of a small array. */
+static inline pt_lb_edf_t *edf_top(pt_lb_sched_t *sc)
 {
     pt_lb_edf_t *h = sc->heap;
-    uint64_t now = h[0].deadline;
+    if (sc->nheap > EDF_SCAN)
+        return h;
+    uint32_t best = 0;
+    uint64_t bd = h[0].deadline;
+    for (uint32_t k = 1; k < sc->nheap; k++) {
+        uint64_t d = h[k].deadline;
+        best = d < bd ? k : best;
+        bd = d < bd ? d : bd;
+    }
+    return &h[best];
+}
+
+/* The entry whose turn it was (edf_top) comes up again `next` later. */
+static inline void edf_advance(pt_lb_sched_t *sc, pt_lb_edf_t *top, uint64_t next)
+{
+    pt_lb_edf_t *h = sc->heap;
+    uint64_t now = top->deadline;
     if (next > EDF_MAX_STEP)
         next = EDF_MAX_STEP;
-    h[0].deadline = now + next;
-    sift_down(h, sc->nheap, 0);
-    if (now >= EDF_REBASE) /* rare: deadlines start again from 0, in the same order */
+    top->deadline = now + next;
+    if (sc->nheap > EDF_SCAN)
+        sift_down(h, sc->nheap, 0);
+    if (__builtin_expect(now >= EDF_REBASE, 0)) /* deadlines start again from 0, in order */
         for (uint32_t i = 0; i < sc->nheap; i++)
             h[i].deadline -= now;
 }
@@ -219,8 +241,9 @@ static uint32_t locality_pick(pt_lb_local_t *l, const pt_lb_localities_t *L, uin
         return below(nloc);
     if (sc->nheap == 0)
         return below(nloc);
-    uint32_t j = sc->heap[0].member;
-    edf_advance(sc, L->step[j]);
+    pt_lb_edf_t *top = edf_top(sc);
+    uint32_t j = top->member;
+    edf_advance(sc, top, L->step[j]);
     return j;
 }
 
@@ -228,14 +251,14 @@ static uint32_t locality_pick(pt_lb_local_t *l, const pt_lb_localities_t *L, uin
  * apply (no view, no local cluster in it). */
 static const pt_lb_zone_t *zone_state(pt_cluster_t *c, pt_worker_t *w, pt_lb_local_t *l)
 {
-    const char *name = pt_lb_local_cluster_name();
-    if (w == NULL || w->view == NULL || w->view->view == NULL || name == NULL)
+    if (w == NULL || w->view == NULL || w->view->view == NULL)
         return NULL;
     const pt_view_t *v = w->view->view;
     int stale = 0;
-    if (v->version != l->zone_view) {
+    if (__builtin_expect(v->version != l->zone_view, 0)) {
+        const char *name = pt_lb_local_cluster_name();
         l->zone_view = v->version;
-        l->zone_lc = pt_view_find_cluster(v, name);
+        l->zone_lc = name != NULL ? pt_view_find_cluster(v, name) : NULL;
         stale = 1;
     }
     if (l->zone_lc == NULL)
@@ -290,8 +313,8 @@ static uint32_t zone_locality(pt_cluster_t *c, const pt_lb_zone_t *z, int32_t me
     return lo;
 }
 
-const pt_lb_hosts_t *pt_lb_choose_hosts(pt_cluster_t *c, pt_worker_t *w, pt_lb_local_t *l,
-                                        const uint64_t *hash)
+static inline const pt_lb_hosts_t *choose(pt_cluster_t *c, pt_worker_t *w, pt_lb_local_t *l,
+                                           const uint64_t *hash)
 {
     const pt_lb_set_t *s = l->set;
     if (s->fast != NULL)
@@ -327,6 +350,12 @@ const pt_lb_hosts_t *pt_lb_choose_hosts(pt_cluster_t *c, pt_worker_t *w, pt_lb_l
     /* Envoy fails the pick when the locality has none of the kind; the whole kind is used
      * instead. */
     return hs->n > 0 ? hs : whole;
+}
+
+const pt_lb_hosts_t *pt_lb_choose_hosts(pt_cluster_t *c, pt_worker_t *w, pt_lb_local_t *l,
+                                        const uint64_t *hash)
+{
+    return choose(c, w, l, hash);
 }
 
 /* ---- retries and stale health --------------------------------------------------- */
@@ -432,8 +461,9 @@ static __attribute__((noinline)) pt_host_t *pick_lr_weighted(pt_cluster_t *c, pt
         edf_build(sc, hs->n, hs->step, NULL, l->seed) != 0) {
         m = below(hs->n);
     } else {
-        m = sc->heap[0].member;
-        edf_advance(sc, lr_step(c, hs, m));
+        pt_lb_edf_t *top = edf_top(sc);
+        m = top->member;
+        edf_advance(sc, top, lr_step(c, hs, m));
     }
     return finish(c, l, hs, m, exclude, nexclude);
 }
@@ -450,11 +480,11 @@ static __attribute__((noinline)) pt_host_t *pick_rr_weighted(pt_cluster_t *c, pt
         edf_build(sc, hs->nruns, NULL, hs->runs, l->seed) != 0) {
         m = below(hs->n);
     } else {
-        pt_lb_edf_t *top = &sc->heap[0];
+        pt_lb_edf_t *top = edf_top(sc);
         const pt_lb_run_t *run = &hs->runs[top->member];
         m = run->start - hs->run_base + top->cursor;
         top->cursor = top->cursor + 1 < run->len ? top->cursor + 1 : 0;
-        edf_advance(sc, run->step);
+        edf_advance(sc, top, run->step);
     }
     return finish(c, l, hs, m, exclude, nexclude);
 }
@@ -517,7 +547,7 @@ static __attribute__((noinline)) pt_host_t *pick_chosen(pt_cluster_t *c, pt_work
                                                         pt_host_t *const *exclude,
                                                         unsigned nexclude)
 {
-    const pt_lb_hosts_t *hs = pt_lb_choose_hosts(c, w, l, NULL);
+    const pt_lb_hosts_t *hs = choose(c, w, l, NULL);
     if (hs == NULL)
         return NULL;
     return pick_in(c, l, hs, exclude, nexclude);
