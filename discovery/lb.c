@@ -80,22 +80,38 @@ static void sift_down(pt_lb_edf_t *h, uint32_t n, uint32_t i)
     h[i] = e;
 }
 
-/* Entries for n members (or runs) of these steps (a zero step is never picked), each
- * starting at a random point of its first step so that workers do not all begin with the
- * same host; a run's round robin starts at the worker's seed. */
-static int edf_build(pt_lb_sched_t *sc, uint32_t n, const uint64_t *step,
-                     const pt_lb_run_t *runs, uint32_t seed)
+/* Entries for n members, runs or localities: step(i) is entry i's step (a zero step is never
+ * picked), each starting at a random point of its first step so that workers do not all
+ * begin with the same host; a run's round robin starts at the worker's seed. */
+typedef struct edf_src {
+    const uint64_t *steps;          /* localities */
+    const pt_lb_run_t *runs;        /* weighted round robin */
+    const pt_cluster_t *c;          /* weighted least request: hosts of hs */
+    const pt_lb_hosts_t *hs;
+} edf_src_t;
+
+static uint64_t src_step(const edf_src_t *src, uint32_t i)
+{
+    if (src->steps != NULL)
+        return src->steps[i];
+    if (src->runs != NULL)
+        return src->runs[i].step;
+    uint32_t w = pt_cluster_host_info(src->c, src->hs->idx[i])->weight;
+    return PT_LB_STEP_UNIT * (uint64_t)src->hs->wmax / (w ? w : 1);
+}
+
+static int edf_build(pt_lb_sched_t *sc, uint32_t n, const edf_src_t *src, uint32_t seed)
 {
     pt_lb_edf_t *h = malloc((n ? n : 1) * sizeof(*h));
     if (h == NULL)
         return -1;
     uint32_t k = 0;
     for (uint32_t m = 0; m < n; m++) {
-        uint64_t st = runs != NULL ? runs[m].step : step[m];
+        uint64_t st = src_step(src, m);
         if (st == 0)
             continue;
         h[k].member = m;
-        h[k].cursor = runs != NULL ? seed % runs[m].len : 0;
+        h[k].cursor = src->runs != NULL ? seed % src->runs[m].len : 0;
         h[k].deadline = rnd() % st;
         k++;
     }
@@ -163,8 +179,9 @@ void pt_lb_local_free(pt_lb_local_t *l)
     free(l);
 }
 
-/* Brings l (made when NULL) to c's set now. */
-static pt_lb_local_t *local_sync(pt_cluster_t *c, unsigned slot, pt_lb_local_t *l)
+/* Brings l (made when NULL, in slot `slot` of locals) to c's set now. */
+static pt_lb_local_t *local_sync(pt_cluster_t *c, pt_lb_local_t **locals, unsigned slot,
+                                 pt_lb_local_t *l)
 {
     if (l == NULL) {
         size_t size = (sizeof(*l) + 63) & ~(size_t)63; /* a cache line of its own */
@@ -173,7 +190,7 @@ static pt_lb_local_t *local_sync(pt_cluster_t *c, unsigned slot, pt_lb_local_t *
         memset(l, 0, sizeof(*l));
         /* Workers start their round robins at different hosts: worker i at the i-th. */
         l->seed = slot;
-        c->lb_locals[slot] = l;
+        locals[slot] = l;
     }
     pt_lb_set_t *s = pt_lb_set_acquire(c, slot);
     if (s == NULL)
@@ -205,7 +222,17 @@ static __attribute__((noinline)) pt_lb_local_t *local_slow(pt_cluster_t *c, unsi
 {
     if (atomic_load_explicit(&c->lb_set, memory_order_acquire) == NULL)
         return NULL;
-    return local_sync(c, slot, c->lb_locals[slot]);
+    pt_lb_local_t **locals = atomic_load_explicit(&c->lb_locals, memory_order_acquire);
+    if (locals == NULL) { /* the first pick of this version on any thread */
+        pt_lb_local_t **mine = calloc(c->nlb_locals, sizeof(*mine));
+        if (mine == NULL)
+            return NULL;
+        if (atomic_compare_exchange_strong(&c->lb_locals, &locals, mine))
+            locals = mine;
+        else
+            free(mine); /* another thread's came first: locals is it */
+    }
+    return local_sync(c, locals, slot, locals[slot]);
 }
 
 static inline pt_lb_local_t *local_get(pt_cluster_t *c, pt_worker_t *w)
@@ -217,7 +244,10 @@ static inline pt_lb_local_t *local_get(pt_cluster_t *c, pt_worker_t *w)
      * (a negative id, the main thread's, becomes large and goes there too). */
     unsigned shared = nl - 1;
     unsigned slot = w != NULL && (unsigned)w->id < shared ? (unsigned)w->id : shared;
-    pt_lb_local_t *l = c->lb_locals[slot];
+    pt_lb_local_t **locals = atomic_load_explicit(&c->lb_locals, memory_order_acquire);
+    if (__builtin_expect(locals == NULL, 0))
+        return local_slow(c, slot);
+    pt_lb_local_t *l = locals[slot];
     pt_lb_set_t *cur = atomic_load_explicit(&c->lb_set, memory_order_acquire);
     /* l holds a reference to its set: the same pointer is the same set. */
     if (__builtin_expect(l != NULL && l->set == cur && cur != NULL, 1))
@@ -237,7 +267,8 @@ pt_lb_local_t *pt_lb_local_get(pt_cluster_t *c, pt_worker_t *w)
 static uint32_t locality_pick(pt_lb_local_t *l, const pt_lb_localities_t *L, uint32_t nloc)
 {
     pt_lb_sched_t *sc = &l->loc_sched[L->slot];
-    if (sc->heap == NULL && edf_build(sc, nloc, L->step, NULL, 0) != 0)
+    edf_src_t src = {.steps = L->step};
+    if (sc->heap == NULL && edf_build(sc, nloc, &src, 0) != 0)
         return below(nloc);
     if (sc->nheap == 0)
         return below(nloc);
@@ -269,16 +300,16 @@ static const pt_lb_zone_t *zone_state(pt_cluster_t *c, pt_worker_t *w, pt_lb_loc
             pt_lb_set_unref(l->zone_local);
             l->zone_local = pt_lb_set_acquire(l->zone_lc, pt_lb_thread_slot(w));
         }
-        pt_stat_inc(c->stats.lb_recalculate_zone_structures);
+        pt_cluster_lb_stat_inc(c, PT_LB_STAT_lb_recalculate_zone_structures);
         if (pt_lb_zone_compute(c, l->set, l->zone_lc, l->zone_local, &l->zone) != 0) {
             l->zone.state = PT_ZONE_NONE;
             l->zone_gen = 0; /* try again next time */
             return NULL;
         }
         if (l->zone.why == 1)
-            pt_stat_inc(c->stats.lb_local_cluster_not_ok);
+            pt_cluster_lb_stat_inc(c, PT_LB_STAT_lb_local_cluster_not_ok);
         else if (l->zone.why == 2)
-            pt_stat_inc(c->stats.lb_zone_cluster_too_small);
+            pt_cluster_lb_stat_inc(c, PT_LB_STAT_lb_zone_cluster_too_small);
         l->zone_gen = l->set->gen;
     }
     return &l->zone;
@@ -288,17 +319,17 @@ static const pt_lb_zone_t *zone_state(pt_cluster_t *c, pt_worker_t *w, pt_lb_loc
 static uint32_t zone_locality(pt_cluster_t *c, const pt_lb_zone_t *z, int32_t me)
 {
     if (z->state == PT_ZONE_DIRECT) {
-        pt_stat_inc(c->stats.lb_zone_routing_all_directly);
+        pt_cluster_lb_stat_inc(c, PT_LB_STAT_lb_zone_routing_all_directly);
         return (uint32_t)me;
     }
     if (me >= 0 && (uint32_t)(rnd() % 10000) < z->local_percent) {
-        pt_stat_inc(c->stats.lb_zone_routing_sampled);
+        pt_cluster_lb_stat_inc(c, PT_LB_STAT_lb_zone_routing_sampled);
         return (uint32_t)me;
     }
-    pt_stat_inc(c->stats.lb_zone_routing_cross_zone);
+    pt_cluster_lb_stat_inc(c, PT_LB_STAT_lb_zone_routing_cross_zone);
     uint64_t total = z->residual[z->nloc - 1];
     if (total == 0) {
-        pt_stat_inc(c->stats.lb_zone_no_capacity_left);
+        pt_cluster_lb_stat_inc(c, PT_LB_STAT_lb_zone_no_capacity_left);
         return below(z->nloc);
     }
     uint64_t t = rnd() % total;
@@ -325,7 +356,7 @@ static inline const pt_lb_hosts_t *choose(pt_cluster_t *c, pt_worker_t *w, pt_lb
     const pt_lb_priority_t *pr = &s->prio[p];
     const pt_lb_hosts_t *whole = &pr->hosts[kind];
     if (pr->panic) {
-        pt_stat_inc(c->stats.lb_healthy_panic);
+        pt_cluster_lb_stat_inc(c, PT_LB_STAT_lb_healthy_panic);
         return c->fail_traffic_on_panic ? NULL : &pr->hosts[PT_LB_ALL];
     }
     if (c->locality_lb == PT_LOCALITY_WEIGHTED) {
@@ -343,7 +374,7 @@ static inline const pt_lb_hosts_t *choose(pt_cluster_t *c, pt_worker_t *w, pt_lb
     if (c->zone_routing_enabled < 100 && rnd() % 100 >= c->zone_routing_enabled)
         return whole;
     if (z->local_panic) {
-        pt_stat_inc(c->stats.lb_local_cluster_not_ok);
+        pt_cluster_lb_stat_inc(c, PT_LB_STAT_lb_local_cluster_not_ok);
         return c->fail_traffic_on_panic ? NULL : whole;
     }
     const pt_lb_hosts_t *hs = &pr->loc[kind].sets[zone_locality(c, z, pr->local_loc)];
@@ -436,8 +467,9 @@ static inline pt_host_t *finish(pt_cluster_t *c, pt_lb_local_t *l, const pt_lb_h
  * 1)^active_request_bias, as it is now. */
 static uint64_t lr_step(const pt_cluster_t *c, const pt_lb_hosts_t *hs, uint32_t m)
 {
-    uint64_t base = hs->step[m];
-    uint64_t rq = rq_active(c->hosts[hs->idx[m]]) + 1;
+    uint32_t i = hs->idx[m], w = pt_cluster_host_info(c, i)->weight;
+    uint64_t base = PT_LB_STEP_UNIT * (uint64_t)hs->wmax / (w ? w : 1);
+    uint64_t rq = rq_active(c->hosts[i]) + 1;
     double bias = c->active_request_bias;
     if (bias == 1.0) {
         uint64_t v;
@@ -457,8 +489,8 @@ static __attribute__((noinline)) pt_host_t *pick_lr_weighted(pt_cluster_t *c, pt
 {
     pt_lb_sched_t *sc = &l->sched[hs->slot];
     uint32_t m;
-    if (__builtin_expect(sc->heap == NULL, 0) &&
-        edf_build(sc, hs->n, hs->step, NULL, l->seed) != 0) {
+    edf_src_t src = {.c = c, .hs = hs};
+    if (__builtin_expect(sc->heap == NULL, 0) && edf_build(sc, hs->n, &src, l->seed) != 0) {
         m = below(hs->n);
     } else {
         pt_lb_edf_t *top = edf_top(sc);
@@ -476,8 +508,8 @@ static __attribute__((noinline)) pt_host_t *pick_rr_weighted(pt_cluster_t *c, pt
 {
     pt_lb_sched_t *sc = &l->sched[hs->slot];
     uint32_t m;
-    if (__builtin_expect(sc->heap == NULL, 0) &&
-        edf_build(sc, hs->nruns, NULL, hs->runs, l->seed) != 0) {
+    edf_src_t src = {.runs = hs->runs};
+    if (__builtin_expect(sc->heap == NULL, 0) && edf_build(sc, hs->nruns, &src, l->seed) != 0) {
         m = below(hs->n);
     } else {
         pt_lb_edf_t *top = edf_top(sc);
@@ -534,7 +566,7 @@ static __attribute__((noinline)) pt_host_t *pick_in(pt_cluster_t *c, pt_lb_local
     if (__builtin_expect(hs->n == 0, 0))
         return NULL;
     if (c->lb_policy == PT_LB_LEAST_REQUEST)
-        return hs->step != NULL ? pick_lr_weighted(c, l, hs, exclude, nexclude)
+        return hs->runs != NULL ? pick_lr_weighted(c, l, hs, exclude, nexclude)
                                 : pick_p2c(c, l, hs, exclude, nexclude);
     if (c->lb_policy == PT_LB_ROUND_ROBIN && hs->runs != NULL)
         return pick_rr_weighted(c, l, hs, exclude, nexclude);

@@ -238,7 +238,7 @@ enum { H_HEALTHY = 1, H_DEGRADED = 2, H_EXCLUDED = 4 };
 static unsigned host_class(const pt_cluster_t *c, unsigned i)
 {
     uint32_t bits = atomic_load_explicit(&c->hosts[i]->health, memory_order_relaxed);
-    unsigned eds = c->hinfo[i].eds_health;
+    unsigned eds = pt_cluster_host_info(c, i)->eds_health;
     if (eds == PT_EDS_DRAINING)
         return H_EXCLUDED;
     if (bits != 0 || eds == PT_EDS_UNHEALTHY || eds == PT_EDS_TIMEOUT)
@@ -246,15 +246,47 @@ static unsigned host_class(const pt_cluster_t *c, unsigned i)
     return eds == PT_EDS_DEGRADED ? H_DEGRADED : H_HEALTHY;
 }
 
+static inline uint32_t weight_of(const pt_cluster_t *c, uint32_t i)
+{
+    uint32_t w = pt_cluster_host_info(c, i)->weight;
+    return w ? w : 1;
+}
+
+/* A set is one allocation, carved in 8-byte pieces; its size is counted by the same calls
+ * with a NULL base (count mode) before it is made. */
 typedef struct bump {
-    char *p;
+    char *base;
+    size_t used;
 } bump_t;
 
 static void *take(bump_t *b, size_t size)
 {
-    uintptr_t a = ((uintptr_t)b->p + 7) & ~(uintptr_t)7;
-    b->p = (char *)a + size;
-    return (void *)a;
+    void *p = b->base != NULL ? b->base + b->used : NULL;
+    b->used += (size + 7) & ~(size_t)7;
+    return p;
+}
+
+/* 0, 1, 2, ... n-1, shared by every set whose subset is all the hosts in their order (one
+ * priority, one locality, equal weights: most clusters), so that such a set costs nothing
+ * per host. Arrays by power of two, made by the main thread and kept for the process's
+ * life (a set that points into one may outlive any cluster). */
+static uint32_t *identity_arrays[33];
+
+static const uint32_t *identity(uint32_t n)
+{
+    unsigned k = 0;
+    while (k < 32 && (1ull << k) < n)
+        k++;
+    if (identity_arrays[k] == NULL) {
+        uint64_t len = 1ull << k;
+        uint32_t *a = malloc(len * sizeof(uint32_t));
+        if (a == NULL)
+            return NULL;
+        for (uint64_t i = 0; i < len; i++)
+            a[i] = (uint32_t)i;
+        identity_arrays[k] = a;
+    }
+    return identity_arrays[k];
 }
 
 /* Per priority while building. */
@@ -266,16 +298,6 @@ typedef struct prio_build {
 static int same_as_node(const pt_locality_t *l)
 {
     return local_cluster != NULL && pt_locality_equal(l, &node_locality);
-}
-
-/* The EDF steps of a kind's hosts: the unit at its largest weight. */
-static void fill_steps(uint64_t *step, const uint32_t *idx, uint32_t n, const pt_cluster_t *c,
-                       uint32_t wmax)
-{
-    for (uint32_t k = 0; k < n; k++) {
-        uint32_t w = c->hinfo[idx[k]].weight ? c->hinfo[idx[k]].weight : 1;
-        step[k] = PT_LB_STEP_UNIT * (uint64_t)wmax / w;
-    }
 }
 
 /* The runs of equal weight of a kind (its members in `k`), breaking at each of its locality
@@ -292,20 +314,20 @@ static uint32_t fill_runs(pt_lb_run_t *runs, const pt_lb_hosts_t *k, const pt_lb
         uint32_t off = (uint32_t)(slices[q].idx - k->idx);
         first[q] = nr;
         for (uint32_t m = off; m < off + slices[q].n; m++) {
-            uint32_t w = c->hinfo[k->idx[m]].weight;
-            if (m == off || w != c->hinfo[k->idx[m - 1]].weight)
+            uint32_t w = weight_of(c, k->idx[m]);
+            if (m == off || w != weight_of(c, k->idx[m - 1]))
                 runs[nr++] = (pt_lb_run_t){.start = m, .len = 0, .step = w};
             runs[nr - 1].len++;
         }
         count[q] = nr - first[q];
     }
     for (uint32_t r = 0; r < nr; r++) {
-        double rw = (double)runs[r].len * (double)(runs[r].step ? runs[r].step : 1);
+        double rw = (double)runs[r].len * (double)runs[r].step;
         if (rw > max)
             max = rw;
     }
     for (uint32_t r = 0; r < nr; r++) {
-        double rw = (double)runs[r].len * (double)(runs[r].step ? runs[r].step : 1);
+        double rw = (double)runs[r].len * (double)runs[r].step;
         double st = (double)PT_LB_STEP_UNIT * max / rw;
         runs[r].step = st >= (double)(1ull << 61) ? (1ull << 61) : (uint64_t)st;
     }
@@ -314,12 +336,12 @@ static uint32_t fill_runs(pt_lb_run_t *runs, const pt_lb_hosts_t *k, const pt_lb
 
 /* Hosts of a locality by weight, heaviest first, in the assignment's order otherwise (so
  * that equal weights keep round robin's order). */
-static const pt_host_info_t *sort_hinfo;
+static const pt_cluster_t *sort_cluster;
 
 static int by_weight(const void *a, const void *b)
 {
     uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    uint32_t wx = sort_hinfo[x].weight, wy = sort_hinfo[y].weight;
+    uint32_t wx = weight_of(sort_cluster, x), wy = weight_of(sort_cluster, y);
     if (wx != wy)
         return wx > wy ? -1 : 1;
     return x < y ? -1 : x > y;
@@ -331,11 +353,14 @@ static void locality_weights(pt_lb_localities_t *L, const pt_lb_hosts_t *all_loc
 {
     double *w = take(b, nloc * sizeof(double));
     uint64_t *step = take(b, nloc * sizeof(uint64_t));
+    if (b->base == NULL)
+        return;
     double max = 0.0;
     uint32_t eligible_total = 0;
     for (uint32_t j = 0; j < nloc; j++) {
         eligible_total += L->sets[j].n;
-        uint32_t lw = all_loc[j].n > 0 ? c->hinfo[all_loc[j].idx[0]].locality_weight : 0;
+        uint32_t lw = all_loc[j].n > 0 ? pt_cluster_host_info(c, all_loc[j].idx[0])->locality_weight
+                                       : 0;
         w[j] = pt_lb_locality_weight(lw, L->sets[j].n, all_loc[j].n, excl_loc[j],
                                      c->cla_policy.overprovisioning_factor);
         if (w[j] > max)
@@ -351,21 +376,227 @@ static void locality_weights(pt_lb_localities_t *L, const pt_lb_hosts_t *all_loc
     L->slot = (*nloc_slots)++;
 }
 
+/* What build computes before laying the set out. */
+typedef struct build_in {
+    const pt_cluster_t *c;
+    unsigned npr, nl;
+    const uint8_t *cls;
+    const uint32_t *keyc;   /* end of each (priority, locality) key's hosts in order[] */
+    uint32_t *order;        /* hosts by priority, locality (and weight when unequal) */
+    const pt_lb_prio_counts_t *counts;
+    const prio_build_t *pb;
+    const pt_lb_loads_t *loads;
+    const uint16_t *choice; /* the 100-entry table */
+    int single;
+    uint32_t *excl, *run_first, *run_count, maxloc;
+    pt_lb_hosts_t *all_loc; /* scratch: the "all" slices of one priority */
+} build_in_t;
+
+/* Lays the set out in b: counts its size when b->base is NULL, fills it otherwise. */
+static pt_lb_set_t *lay_out(const build_in_t *in, bump_t *b)
+{
+    const pt_cluster_t *c = in->c;
+    unsigned npr = in->npr, nl = in->nl;
+    int fill = b->base != NULL;
+    pt_lb_set_t *s = take(b, sizeof(pt_lb_set_t));
+    pt_lb_priority_t *prio = take(b, npr * sizeof(pt_lb_priority_t));
+    uint32_t *hl_load = take(b, npr * sizeof(uint32_t));
+    uint32_t *dg_load = take(b, npr * sizeof(uint32_t));
+    uint16_t *choice = in->single >= 0 ? NULL : take(b, 100 * sizeof(uint16_t));
+    if (fill) {
+        memset(s, 0, sizeof(*s));
+        memset(prio, 0, npr * sizeof(*prio));
+        atomic_init(&s->refs, 1);
+        s->npriorities = npr;
+        s->prio = prio;
+        s->healthy_load = hl_load;
+        s->degraded_load = dg_load;
+        s->normalized_total = in->loads->normalized_total;
+        s->total_panic = (uint8_t)in->loads->total_panic;
+        s->single = in->single;
+        s->choice = choice;
+        if (choice != NULL)
+            memcpy(choice, in->choice, 100 * sizeof(uint16_t));
+    }
+    uint32_t slots = 0, loc_slots = 0;
+    for (unsigned p = 0; p < npr; p++) {
+        const pt_lb_prio_counts_t *pc = &in->counts[p];
+        const prio_build_t *pb = &in->pb[p];
+        uint32_t nloc = pb->nloc;
+        int unequal = pb->wmin[PT_LB_ALL] != pb->wmax[PT_LB_ALL];
+        int shared = pc->healthy == pc->hosts;
+        /* All the cluster's hosts in their order: the shared identity array. */
+        int ident = npr == 1 && nloc == 1 && !unequal;
+        /* With one locality its slices are the kinds themselves (no memory of their own). */
+        pt_lb_hosts_t one[2];
+        uint16_t *locs = take(b, nloc * sizeof(uint16_t));
+        pt_lb_hosts_t *hl = nloc == 1 ? &one[0] : take(b, nloc * sizeof(pt_lb_hosts_t));
+        pt_lb_hosts_t *dl = nloc == 1 ? &one[1] : take(b, nloc * sizeof(pt_lb_hosts_t));
+        uint32_t *all = ident ? NULL : take(b, pc->hosts * sizeof(uint32_t));
+        uint32_t *hy = shared ? all : take(b, pc->healthy * sizeof(uint32_t));
+        uint32_t *dg = take(b, pc->degraded * sizeof(uint32_t));
+        pt_lb_run_t *runs[3] = {NULL, NULL, NULL};
+        uint32_t kind_n[3] = {pc->healthy, pc->degraded, pc->hosts};
+        for (int t = 0; t < 3; t++) {
+            if (kind_n[t] < 2 || pb->wmin[t] == pb->wmax[t] || (t == PT_LB_HEALTHY && shared))
+                continue;
+            runs[t] = take(b, kind_n[t] * sizeof(pt_lb_run_t));
+        }
+        if (c->locality_lb == PT_LOCALITY_WEIGHTED && !fill) {
+            take(b, 2 * nloc * sizeof(double));
+            take(b, 2 * nloc * sizeof(uint64_t));
+        }
+        if (!fill)
+            continue;
+        pt_lb_priority_t *pr = &prio[p];
+        hl_load[p] = in->loads->healthy_load[p];
+        dg_load[p] = in->loads->degraded_load[p];
+        pr->health = in->loads->health[p];
+        pr->degraded = in->loads->degraded[p];
+        pr->panic = in->loads->panic[p];
+        pr->nhosts = pc->hosts;
+        pr->nexcluded = pc->excluded;
+        pr->nhealthy = pc->healthy;
+        pr->ndegraded = pc->degraded;
+        s->healthy_total += pc->healthy;
+        s->degraded_total += pc->degraded;
+        s->excluded_total += pc->excluded;
+        pr->nloc = nloc;
+        pr->local_loc = -1;
+        pr->locality = locs;
+        if (ident) {
+            if ((all = (uint32_t *)identity(pc->hosts)) == NULL)
+                return NULL;
+            if (shared)
+                hy = all;
+        }
+        uint32_t na = 0, nh = 0, nd = 0, j = 0;
+        pt_lb_hosts_t *all_loc = in->all_loc;
+        for (uint32_t l = 0; l < nl; l++) {
+            size_t key = (size_t)p * nl + l;
+            uint32_t from = key == 0 ? 0 : in->keyc[key - 1], to = in->keyc[key];
+            if (from == to)
+                continue;
+            locs[j] = (uint16_t)l;
+            if (l < c->nlocalities && same_as_node(&c->localities[l]))
+                pr->local_loc = (int32_t)j;
+            uint32_t a0 = na, h0 = nh, d0 = nd;
+            in->excl[j] = 0;
+            if (unequal) {
+                sort_cluster = c;
+                qsort(in->order + from, to - from, sizeof(uint32_t), by_weight);
+            }
+            for (uint32_t k = from; k < to; k++) {
+                uint32_t i = in->order[k];
+                if (!ident)
+                    all[na] = i;
+                na++;
+                if (in->cls[i] & H_HEALTHY) {
+                    if (!shared)
+                        hy[nh] = i;
+                    nh++;
+                } else if (in->cls[i] & H_DEGRADED) {
+                    dg[nd++] = i;
+                } else if (in->cls[i] & H_EXCLUDED) {
+                    in->excl[j]++;
+                }
+            }
+            all_loc[j] = (pt_lb_hosts_t){.idx = all + a0, .n = na - a0, .kind = PT_LB_ALL};
+            hl[j] = (pt_lb_hosts_t){.idx = hy + h0, .n = nh - h0, .kind = PT_LB_HEALTHY};
+            dl[j] = (pt_lb_hosts_t){.idx = dg + d0, .n = nd - d0, .kind = PT_LB_DEGRADED};
+            j++;
+        }
+        pr->hosts[PT_LB_HEALTHY] = (pt_lb_hosts_t){.idx = hy, .n = nh, .kind = PT_LB_HEALTHY};
+        pr->hosts[PT_LB_DEGRADED] = (pt_lb_hosts_t){.idx = dg, .n = nd, .kind = PT_LB_DEGRADED};
+        pr->hosts[PT_LB_ALL] = (pt_lb_hosts_t){.idx = all, .n = na, .kind = PT_LB_ALL};
+        for (int t = 0; t < 3; t++)
+            pr->hosts[t].wmax = pb->wmax[t] != 0 ? pb->wmax[t] : 1;
+        if (nloc == 1) { /* the slices are the kinds */
+            hl = &pr->hosts[PT_LB_HEALTHY];
+            dl = &pr->hosts[PT_LB_DEGRADED];
+        }
+        /* Weighted kinds: EDF steps and runs, shared by the kind and its locality slices
+         * (and by healthy and all when every host is healthy: the same hosts in the same
+         * order). A slice of a single run has equal weights: neither. */
+        static const int kinds_order[3] = {PT_LB_ALL, PT_LB_HEALTHY, PT_LB_DEGRADED};
+        pt_lb_hosts_t *slices_of[3] = {hl, dl, all_loc};
+        for (int q = 0; q < 3; q++) {
+            int t = kinds_order[q];
+            pt_lb_hosts_t *k = &pr->hosts[t];
+            if (k->n < 2 || pb->wmin[t] == pb->wmax[t])
+                continue;
+            if (t == PT_LB_HEALTHY && shared) {
+                k->runs = pr->hosts[PT_LB_ALL].runs;
+                k->nruns = pr->hosts[PT_LB_ALL].nruns;
+                /* the same slices as all's: their runs again, into the same array */
+                fill_runs((pt_lb_run_t *)k->runs, k, slices_of[t], nloc, c, in->run_first,
+                          in->run_count);
+            } else {
+                k->runs = runs[t];
+                k->nruns = fill_runs(runs[t], k, slices_of[t], nloc, c, in->run_first,
+                                     in->run_count);
+            }
+            if (t == PT_LB_ALL || nloc == 1)
+                continue;
+            for (uint32_t sl = 0; sl < nloc; sl++) {
+                pt_lb_hosts_t *h = &slices_of[t][sl];
+                if (in->run_count[sl] < 2)
+                    continue;
+                uint32_t off = (uint32_t)(h->idx - k->idx);
+                h->runs = k->runs + in->run_first[sl];
+                h->nruns = in->run_count[sl];
+                h->run_base = off;
+                h->wmax = k->wmax;
+            }
+        }
+        for (int t = 0; t < 3; t++)
+            pr->hosts[t].slot = slots++;
+        for (uint32_t q = 0; q < nloc && nloc > 1; q++) {
+            hl[q].wmax = pr->hosts[PT_LB_HEALTHY].wmax;
+            dl[q].wmax = pr->hosts[PT_LB_DEGRADED].wmax;
+            hl[q].slot = slots++;
+            dl[q].slot = slots++;
+        }
+        pr->loc[0].sets = hl;
+        pr->loc[1].sets = dl;
+        if (c->locality_lb == PT_LOCALITY_WEIGHTED)
+            for (int t = 0; t < 2; t++)
+                locality_weights(&pr->loc[t], all_loc, in->excl, c, b, nloc, &loc_slots);
+    }
+    if (!fill)
+        return NULL;
+    s->nslots = slots;
+    s->nloc_slots = loc_slots;
+    s->zone_routing = c->locality_lb == PT_LOCALITY_ZONE_AWARE && local_cluster != NULL &&
+                      prio[0].nloc >= 2;
+    /* One subset takes every pick: no choice to make. */
+    if (in->single >= 0) {
+        unsigned p = (unsigned)in->single >> 1, kind = (unsigned)in->single & 1;
+        const pt_lb_priority_t *pr = &prio[p];
+        if (pr->panic)
+            s->fast = c->fail_traffic_on_panic ? NULL : &pr->hosts[PT_LB_ALL];
+        else if (pr->loc[kind].weight == NULL && !(s->zone_routing && p == 0))
+            s->fast = &pr->hosts[kind];
+    }
+    return s;
+}
+
 static pt_lb_set_t *build(const pt_cluster_t *c)
 {
     unsigned n = c->nhosts;
     unsigned npr = 1, nl = c->nlocalities ? c->nlocalities : 1;
     for (unsigned i = 0; i < n; i++)
-        if (c->hinfo[i].priority + 1u > npr)
-            npr = c->hinfo[i].priority + 1u;
+        if (pt_cluster_host_info(c, i)->priority + 1u > npr)
+            npr = pt_cluster_host_info(c, i)->priority + 1u;
     size_t nkeys = (size_t)npr * nl;
+    build_in_t in = {.c = c, .npr = npr, .nl = nl};
     uint8_t *cls = malloc(n ? n : 1);
     uint32_t *keyc = calloc(nkeys + 1, sizeof(uint32_t));
     uint32_t *order = malloc((n ? n : 1) * sizeof(uint32_t));
-    uint32_t *excl = NULL, *run_first = NULL, *run_count = NULL;
     pt_lb_prio_counts_t *counts = calloc(npr, sizeof(*counts));
     prio_build_t *pb = calloc(npr, sizeof(*pb));
     pt_lb_loads_t *loads = malloc(sizeof(*loads));
+    uint16_t choice[100];
     pt_lb_set_t *s = NULL;
     if (cls == NULL || keyc == NULL || order == NULL || counts == NULL || pb == NULL ||
         loads == NULL)
@@ -374,11 +605,11 @@ static pt_lb_set_t *build(const pt_cluster_t *c)
         for (int k = 0; k < 3; k++)
             pb[p].wmin[k] = UINT32_MAX;
     for (unsigned i = 0; i < n; i++) {
-        const pt_host_info_t *hi = &c->hinfo[i];
+        const pt_host_info_t *hi = pt_cluster_host_info(c, i);
         unsigned p = hi->priority, k = host_class(c, i);
         cls[i] = (uint8_t)k;
         pt_lb_prio_counts_t *pc = &counts[p];
-        uint32_t w = hi->weight;
+        uint32_t w = weight_of(c, i);
         pc->hosts++;
         pc->weight += w;
         if (k & H_EXCLUDED) {
@@ -403,7 +634,7 @@ static pt_lb_set_t *build(const pt_cluster_t *c)
         keyc[(size_t)p * nl + hi->locality]++;
     }
     /* Hosts by priority, then locality (a stable counting sort). */
-    uint32_t sum = 0;
+    uint32_t sum = 0, maxloc = 0;
     for (size_t k = 0; k < nkeys; k++) {
         uint32_t cnt = keyc[k];
         keyc[k] = sum;
@@ -412,173 +643,17 @@ static pt_lb_set_t *build(const pt_cluster_t *c)
             pb[k / nl].nloc++;
     }
     keyc[nkeys] = sum;
-    for (unsigned i = 0; i < n; i++)
-        order[keyc[(size_t)c->hinfo[i].priority * nl + c->hinfo[i].locality]++] = i;
+    for (unsigned i = 0; i < n; i++) {
+        const pt_host_info_t *hi = pt_cluster_host_info(c, i);
+        order[keyc[(size_t)hi->priority * nl + hi->locality]++] = i;
+    }
     /* keyc[k] is now the end of key k (the start of k + 1). */
+    for (unsigned p = 0; p < npr; p++)
+        if (pb[p].nloc > maxloc)
+            maxloc = pb[p].nloc;
     pt_lb_compute_loads(counts, npr, c->cla_policy.overprovisioning_factor,
                         c->cla_policy.weighted_priority_health, c->healthy_panic_threshold,
                         loads);
-
-    /* Memory: one block, sized from above (a bound: every piece rounded up to 8). */
-    size_t need = sizeof(pt_lb_set_t) + 8 + npr * (sizeof(pt_lb_priority_t) + 8) +
-                  2 * (npr * sizeof(uint32_t) + 8);
-    uint32_t maxloc = 0;
-    for (unsigned p = 0; p < npr; p++) {
-        size_t hn = counts[p].hosts, nloc = pb[p].nloc;
-        if (nloc > maxloc)
-            maxloc = (uint32_t)nloc;
-        need += nloc * sizeof(uint16_t) + 8 + 2 * (nloc * sizeof(pt_lb_hosts_t) + 8) +
-                3 * (hn * sizeof(uint32_t) + 8) + 2 * 2 * (nloc * 8 + 8);
-        for (int t = 0; t < 3; t++)
-            if (pb[p].wmin[t] != pb[p].wmax[t] && pb[p].wmax[t] != 0)
-                need += hn * (sizeof(uint64_t) + sizeof(pt_lb_run_t)) + 16;
-    }
-    excl = calloc(maxloc ? maxloc : 1, sizeof(uint32_t));
-    run_first = calloc(maxloc ? maxloc : 1, sizeof(uint32_t));
-    run_count = calloc(maxloc ? maxloc : 1, sizeof(uint32_t));
-    s = malloc(need);
-    if (s == NULL || excl == NULL || run_first == NULL || run_count == NULL) {
-        free(s);
-        s = NULL;
-        goto out;
-    }
-    bump_t b = {(char *)s};
-    take(&b, sizeof(*s));
-    memset(s, 0, sizeof(*s));
-    atomic_init(&s->refs, 1);
-    static _Atomic uint64_t next_gen = 1;
-    s->gen = atomic_fetch_add(&next_gen, 1);
-    s->npriorities = npr;
-    s->prio = take(&b, npr * sizeof(pt_lb_priority_t));
-    memset(s->prio, 0, npr * sizeof(pt_lb_priority_t));
-    s->healthy_load = take(&b, npr * sizeof(uint32_t));
-    s->degraded_load = take(&b, npr * sizeof(uint32_t));
-    s->normalized_total = loads->normalized_total;
-    s->total_panic = (uint8_t)loads->total_panic;
-    uint32_t slots = 0, loc_slots = 0;
-    for (unsigned p = 0; p < npr; p++) {
-        pt_lb_priority_t *pr = &s->prio[p];
-        const pt_lb_prio_counts_t *pc = &counts[p];
-        s->healthy_load[p] = loads->healthy_load[p];
-        s->degraded_load[p] = loads->degraded_load[p];
-        pr->health = loads->health[p];
-        pr->degraded = loads->degraded[p];
-        pr->panic = loads->panic[p];
-        pr->nhosts = pc->hosts;
-        pr->nexcluded = pc->excluded;
-        pr->nhealthy = pc->healthy;
-        pr->ndegraded = pc->degraded;
-        s->healthy_total += pc->healthy;
-        s->degraded_total += pc->degraded;
-        s->excluded_total += pc->excluded;
-        uint32_t nloc = pb[p].nloc;
-        pr->nloc = nloc;
-        pr->local_loc = -1;
-        uint16_t *locs = take(&b, nloc * sizeof(uint16_t));
-        pr->locality = locs;
-        pt_lb_hosts_t *hl = take(&b, nloc * sizeof(pt_lb_hosts_t));
-        pt_lb_hosts_t *dl = take(&b, nloc * sizeof(pt_lb_hosts_t));
-        uint32_t *all = take(&b, pc->hosts * sizeof(uint32_t));
-        int shared = pc->healthy == pc->hosts;
-        uint32_t *hy = shared ? all : take(&b, pc->healthy * sizeof(uint32_t));
-        uint32_t *dg = take(&b, pc->degraded * sizeof(uint32_t));
-        uint32_t na = 0, nh = 0, nd = 0, j = 0;
-        /* The "all" slices per locality, for the locality weights (host and excluded
-         * counts), kept on the stack of this loop through excl and the slices below. */
-        pt_lb_hosts_t *all_loc = malloc((nloc ? nloc : 1) * sizeof(pt_lb_hosts_t));
-        if (all_loc == NULL) {
-            free(s);
-            s = NULL;
-            goto out;
-        }
-        for (uint32_t l = 0; l < nl; l++) {
-            size_t key = (size_t)p * nl + l;
-            uint32_t from = key == 0 ? 0 : keyc[key - 1], to = keyc[key];
-            if (from == to)
-                continue;
-            locs[j] = (uint16_t)l;
-            if (c->localities != NULL && l < c->nlocalities && same_as_node(&c->localities[l]))
-                pr->local_loc = (int32_t)j;
-            uint32_t a0 = na, h0 = nh, d0 = nd;
-            excl[j] = 0;
-            if (pb[p].wmin[PT_LB_ALL] != pb[p].wmax[PT_LB_ALL]) {
-                sort_hinfo = c->hinfo;
-                qsort(order + from, to - from, sizeof(uint32_t), by_weight);
-            }
-            for (uint32_t k = from; k < to; k++) {
-                uint32_t i = order[k];
-                all[na++] = i;
-                if (cls[i] & H_HEALTHY) {
-                    if (!shared)
-                        hy[nh] = i;
-                    nh++;
-                } else if (cls[i] & H_DEGRADED) {
-                    dg[nd++] = i;
-                } else if (cls[i] & H_EXCLUDED) {
-                    excl[j]++;
-                }
-            }
-            all_loc[j] = (pt_lb_hosts_t){.idx = all + a0, .n = na - a0, .kind = PT_LB_ALL};
-            hl[j] = (pt_lb_hosts_t){.idx = hy + h0, .n = nh - h0, .kind = PT_LB_HEALTHY};
-            dl[j] = (pt_lb_hosts_t){.idx = dg + d0, .n = nd - d0, .kind = PT_LB_DEGRADED};
-            j++;
-        }
-        pr->hosts[PT_LB_HEALTHY] = (pt_lb_hosts_t){.idx = hy, .n = nh, .kind = PT_LB_HEALTHY};
-        pr->hosts[PT_LB_DEGRADED] = (pt_lb_hosts_t){.idx = dg, .n = nd, .kind = PT_LB_DEGRADED};
-        pr->hosts[PT_LB_ALL] = (pt_lb_hosts_t){.idx = all, .n = na, .kind = PT_LB_ALL};
-        /* Weighted kinds: EDF steps and runs, shared by the kind and its locality slices
-         * (and by healthy and all when every host is healthy: the same hosts in the same
-         * order). A slice of a single run has equal weights: neither. */
-        static const int kinds_order[3] = {PT_LB_ALL, PT_LB_HEALTHY, PT_LB_DEGRADED};
-        pt_lb_hosts_t *slices_of[3] = {hl, dl, all_loc};
-        for (int q = 0; q < 3; q++) {
-            int t = kinds_order[q];
-            pt_lb_hosts_t *k = &pr->hosts[t];
-            if (k->n < 2 || pb[p].wmin[t] == pb[p].wmax[t])
-                continue;
-            if (t == PT_LB_HEALTHY && shared) {
-                k->step = pr->hosts[PT_LB_ALL].step;
-                k->runs = pr->hosts[PT_LB_ALL].runs;
-                k->nruns = pr->hosts[PT_LB_ALL].nruns;
-            } else {
-                uint64_t *st = take(&b, k->n * sizeof(uint64_t));
-                fill_steps(st, k->idx, k->n, c, pb[p].wmax[t]);
-                k->step = st;
-                pt_lb_run_t *runs = take(&b, k->n * sizeof(pt_lb_run_t));
-                k->runs = runs;
-                k->nruns = fill_runs(runs, k, slices_of[t], nloc, c, run_first, run_count);
-            }
-            if (t == PT_LB_ALL)
-                continue;
-            if (t == PT_LB_HEALTHY && shared) /* the same slices as all's */
-                fill_runs((pt_lb_run_t *)k->runs, k, slices_of[t], nloc, c, run_first,
-                          run_count);
-            for (uint32_t sl = 0; sl < nloc; sl++) {
-                pt_lb_hosts_t *h = &slices_of[t][sl];
-                if (run_count[sl] < 2)
-                    continue;
-                uint32_t off = (uint32_t)(h->idx - k->idx);
-                h->step = k->step + off;
-                h->runs = k->runs + run_first[sl];
-                h->nruns = run_count[sl];
-                h->run_base = off;
-            }
-        }
-        for (int t = 0; t < 3; t++)
-            pr->hosts[t].slot = slots++;
-        for (uint32_t q = 0; q < nloc; q++) {
-            hl[q].slot = slots++;
-            dl[q].slot = slots++;
-        }
-        pr->loc[0].sets = hl;
-        pr->loc[1].sets = dl;
-        if (c->locality_lb == PT_LOCALITY_WEIGHTED)
-            for (int t = 0; t < 2; t++)
-                locality_weights(&pr->loc[t], all_loc, excl, c, &b, nloc, &loc_slots);
-        free(all_loc);
-    }
-    s->nslots = slots;
-    s->nloc_slots = loc_slots;
     /* The priority table: a draw of 1..100 against the cumulative healthy loads, then the
      * degraded ones (Envoy's choosePriority). */
     for (unsigned d = 0; d < 100; d++) {
@@ -586,46 +661,62 @@ static pt_lb_set_t *build(const pt_cluster_t *c)
         uint16_t ch = 0;
         int found = 0;
         for (unsigned p = 0; p < npr && !found; p++) {
-            acc += s->healthy_load[p];
+            acc += loads->healthy_load[p];
             if (x <= acc) {
                 ch = (uint16_t)(p * 2);
                 found = 1;
             }
         }
         for (unsigned p = 0; p < npr && !found; p++) {
-            acc += s->degraded_load[p];
+            acc += loads->degraded_load[p];
             if (x <= acc) {
                 ch = (uint16_t)(p * 2 + 1);
                 found = 1;
             }
         }
-        s->choice[d] = ch;
+        choice[d] = ch;
     }
-    s->zone_routing = c->locality_lb == PT_LOCALITY_ZONE_AWARE && local_cluster != NULL &&
-                      s->prio[0].nloc >= 2;
-    /* One subset takes every pick: no choice to make. */
     int one = 1;
     for (unsigned d = 1; d < 100; d++)
-        one &= s->choice[d] == s->choice[0];
-    s->single = one ? s->choice[0] : -1;
-    if (one) {
-        unsigned p = s->choice[0] >> 1, kind = s->choice[0] & 1;
-        const pt_lb_priority_t *pr = &s->prio[p];
-        if (pr->panic)
-            s->fast = c->fail_traffic_on_panic ? NULL : &pr->hosts[PT_LB_ALL];
-        else if (!(pr->loc[kind].weight != NULL) && !(s->zone_routing && p == 0))
-            s->fast = &pr->hosts[kind];
+        one &= choice[d] == choice[0];
+    in.cls = cls;
+    in.keyc = keyc;
+    in.order = order;
+    in.counts = counts;
+    in.pb = pb;
+    in.loads = loads;
+    in.choice = choice;
+    in.single = one ? choice[0] : -1;
+    in.maxloc = maxloc;
+    in.excl = calloc(maxloc ? maxloc : 1, sizeof(uint32_t));
+    in.run_first = calloc(maxloc ? maxloc : 1, sizeof(uint32_t));
+    in.run_count = calloc(maxloc ? maxloc : 1, sizeof(uint32_t));
+    in.all_loc = calloc(maxloc ? maxloc : 1, sizeof(pt_lb_hosts_t));
+    if (in.excl == NULL || in.run_first == NULL || in.run_count == NULL || in.all_loc == NULL)
+        goto out;
+    bump_t count = {NULL, 0};
+    lay_out(&in, &count);
+    bump_t b = {malloc(count.used), 0};
+    if (b.base == NULL)
+        goto out;
+    s = lay_out(&in, &b);
+    if (s == NULL) {
+        free(b.base);
+        goto out;
     }
+    static _Atomic uint64_t next_gen = 1;
+    s->gen = atomic_fetch_add(&next_gen, 1);
 out:
     free(cls);
     free(keyc);
     free(order);
-    free(excl);
-    free(run_first);
-    free(run_count);
     free(counts);
     free(pb);
     free(loads);
+    free(in.excl);
+    free(in.run_first);
+    free(in.run_count);
+    free(in.all_loc);
     return s;
 }
 
@@ -633,12 +724,8 @@ int pt_lb_publish(pt_cluster_t *c)
 {
     if (hazards_init() != 0)
         return -1;
-    if (c->lb_locals == NULL) {
-        unsigned n = pt_lb_thread_slots();
-        if ((c->lb_locals = calloc(n, sizeof(*c->lb_locals))) == NULL)
-            return -1;
-        c->nlb_locals = n;
-    }
+    if (c->nlb_locals == 0)
+        c->nlb_locals = pt_lb_thread_slots(); /* the array itself comes with the first pick */
     pt_lb_set_t *s = build(c);
     if (s == NULL)
         return -1;
@@ -655,10 +742,10 @@ int pt_lb_publish(pt_cluster_t *c)
 
 void pt_lb_release(pt_cluster_t *c)
 {
-    for (unsigned i = 0; c->lb_locals != NULL && i < c->nlb_locals; i++)
-        pt_lb_local_free(c->lb_locals[i]);
-    free(c->lb_locals);
-    c->lb_locals = NULL;
+    pt_lb_local_t **locals = atomic_exchange(&c->lb_locals, NULL);
+    for (unsigned i = 0; locals != NULL && i < c->nlb_locals; i++)
+        pt_lb_local_free(locals[i]);
+    free(locals);
     pt_lb_set_unref(atomic_exchange(&c->lb_set, NULL));
 }
 

@@ -47,15 +47,15 @@ typedef struct pt_lb_run {
 /* A host subset picks are made within: positions in the version's hosts. */
 typedef struct pt_lb_hosts {
     const uint32_t *idx;
-    /* Weighted subsets (NULL, 0 when every member has the same weight): each member's EDF
-     * step (PT_LB_STEP_UNIT x the largest weight / the member's weight) for weighted
-     * LEAST_REQUEST, and the runs for ROUND_ROBIN. */
-    const uint64_t *step;
+    /* Weighted subsets (NULL when every member has the same weight): the runs, for
+     * ROUND_ROBIN. Weighted LEAST_REQUEST's EDF step of a member is PT_LB_STEP_UNIT x wmax /
+     * its weight. */
     const pt_lb_run_t *runs;
     uint32_t nruns, run_base;
     uint32_t n;
-    uint32_t slot; /* its per-worker scheduler (pt_lb_local_t.sched) */
-    uint8_t kind;  /* pt_lb_kind_t */
+    uint32_t wmax;  /* the largest weight of its members */
+    uint32_t slot;  /* its per-worker scheduler (pt_lb_local_t.sched) */
+    uint8_t kind;   /* pt_lb_kind_t */
 } pt_lb_hosts_t;
 
 #define PT_LB_STEP_UNIT (1ull << 20)
@@ -72,7 +72,8 @@ typedef struct pt_lb_localities {
 
 typedef struct pt_lb_priority {
     pt_lb_hosts_t hosts[3];       /* by pt_lb_kind_t */
-    pt_lb_localities_t loc[2];    /* healthy and degraded, per locality */
+    /* Healthy and degraded, per locality (with one locality: the kinds themselves). */
+    pt_lb_localities_t loc[2];
     const uint16_t *locality;     /* per locality of this priority: the version's index */
     uint32_t nloc;
     int32_t local_loc;            /* which of them is the node's locality, -1 none */
@@ -88,8 +89,9 @@ typedef struct pt_lb_set {
     pt_lb_priority_t *prio;
     uint32_t *healthy_load, *degraded_load; /* percent per priority, 100 in all */
     /* The priority load as a table: a draw d in [0, 100) picks choice[d], the priority
-     * times 2 plus 1 when it is degraded hosts (Envoy's choosePriority, O(1)). */
-    uint16_t choice[100];
+     * times 2 plus 1 when it is degraded hosts (Envoy's choosePriority, O(1)); NULL when one
+     * entry takes all (single). */
+    const uint16_t *choice;
     uint32_t normalized_total;    /* min(100, sum of availabilities) */
     uint8_t total_panic;
     uint8_t zone_routing;         /* zone aware routing may apply (priority 0 localities) */

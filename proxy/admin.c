@@ -535,7 +535,8 @@ static void dump_cluster(void *data, const pt_cluster_entry_info_t *e)
     json_t *groups = json_array();
     for (unsigned i = 0; i < c->nhosts; i++) {
         const pt_host_t *h = c->hosts[i];
-        const pt_host_info_t *hi = &c->hinfo[i];
+        const pt_host_info_t *hi = pt_cluster_host_info(c, i);
+        const char *meta = pt_cluster_host_metadata(c, i);
         json_t *ep = json_pack("{s:o}", "address", socket_address_json(&h->address));
         if (h->hostname != NULL)
             json_object_set_new(ep, "hostname", json_string(h->hostname));
@@ -546,7 +547,7 @@ static void dump_cluster(void *data, const pt_cluster_entry_info_t *e)
                                                 "TIMEOUT", "DEGRADED"};
             json_object_set_new(le, "health_status", json_string(names[hi->eds_health]));
         }
-        json_t *md = hi->metadata != NULL ? json_loads(hi->metadata, 0, NULL) : NULL;
+        json_t *md = meta != NULL ? json_loads(meta, 0, NULL) : NULL;
         if (md != NULL)
             json_object_set_new(le, "metadata", md);
         /* The group of this priority and locality (a linear search: dumps are rare). */
@@ -782,7 +783,8 @@ static void cluster_out(void *data, const pt_cluster_entry_info_t *e)
         }
         for (unsigned j = 0; j < c->nhosts; j++) {
             pt_host_t *h = c->hosts[j];
-            const pt_host_info_t *hi = &c->hinfo[j];
+            const pt_host_info_t *hi = pt_cluster_host_info(c, j);
+            const char *meta = pt_cluster_host_metadata(c, j);
             const pt_locality_t *loc = &c->localities[hi->locality];
             struct {
                 const char *name;
@@ -821,7 +823,7 @@ static void cluster_out(void *data, const pt_cluster_entry_info_t *e)
                 json_t *lj = locality_json(loc);
                 if (lj != NULL)
                     json_object_set_new(host, "locality", lj);
-                json_t *md = hi->metadata != NULL ? json_loads(hi->metadata, 0, NULL) : NULL;
+                json_t *md = meta != NULL ? json_loads(meta, 0, NULL) : NULL;
                 if (md != NULL)
                     json_object_set_new(host, "metadata", md);
                 double sr = pt_outlier_success_rate(h), lsr = pt_outlier_local_origin_success_rate(h);

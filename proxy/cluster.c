@@ -315,8 +315,10 @@ void pt_cluster_state_unref(pt_cluster_state_t *st)
     /* Released above, or later by the main thread: either way no gauge reads st after. */
     pt_stats_gauge_fn_clear(st->membership_total_id, st);
     pt_stats_gauge_fn_clear(st->membership_healthy_id, st);
-    pt_stats_gauge_fn_clear(st->membership_degraded_id, st);
-    pt_stats_gauge_fn_clear(st->membership_excluded_id, st);
+    if (st->membership_degraded_id != 0)
+        pt_stats_gauge_fn_clear(st->membership_degraded_id, st);
+    if (st->membership_excluded_id != 0)
+        pt_stats_gauge_fn_clear(st->membership_excluded_id, st);
     free(st->host_buckets); /* empty: every host held a reference to the state */
     free(st->name);
     free(st);
@@ -531,12 +533,15 @@ void pt_cluster_unref(pt_cluster_t *c)
     pt_arena_dispose(&c->arena); /* cleanups (stats hooks) before the state */
     tls_own_unref(c->tls_own);   /* the TLS context, unless a newer version shares it */
     free(atomic_load(&c->code_stats));
+    free(atomic_load(&c->lb_stats));
     json_decref(c->health_checks_json);
     json_decref(c->source);
     free(c->source_text);
     for (unsigned i = 0; i < c->nhosts; i++)
         pt_host_unref(c->hosts[i]);
     free(c->hosts);
+    free(c->hinfo);
+    free(c->hmeta);
     pt_cluster_state_unref(c->state);
     free(c);
 }
@@ -547,13 +552,13 @@ void pt_cluster_unref(pt_cluster_t *c)
 static pt_endpoint_t endpoint_of(const pt_cluster_t *c, unsigned i)
 {
     const pt_host_t *h = c->hosts[i];
-    const pt_host_info_t *hi = &c->hinfo[i];
+    const pt_host_info_t *hi = pt_cluster_host_info(c, i);
     return (pt_endpoint_t){.address = h->address, .hostname = h->hostname,
                            .weight = hi->weight, .priority = hi->priority,
                            .locality = c->localities[hi->locality],
                            .locality_weight = hi->locality_weight,
                            .health = (pt_eds_health_t)hi->eds_health,
-                           .metadata = hi->metadata};
+                           .metadata = pt_cluster_host_metadata(c, i)};
 }
 
 int pt_cluster_adopt_endpoints(pt_cluster_t *c, const pt_cluster_t *from)
@@ -1004,15 +1009,52 @@ static int64_t read_membership_excluded(const void *st)
     return atomic_load(&((const pt_cluster_state_t *)st)->membership_excluded);
 }
 
-/* The membership gauges from c's set (c the newest version). */
+/* The membership gauges from c's set (c the newest version; main thread). */
 static void set_membership(pt_cluster_t *c)
 {
     pt_cluster_state_t *st = c->state;
     pt_lb_set_t *s = atomic_load(&c->lb_set); /* main thread: it publishes the sets */
+    uint32_t degraded = s != NULL ? s->degraded_total : 0;
+    uint32_t excluded = s != NULL ? s->excluded_total : 0;
     atomic_store(&st->membership_total, c->nhosts);
     atomic_store(&st->membership_healthy, s != NULL ? s->healthy_total : 0);
-    atomic_store(&st->membership_degraded, s != NULL ? s->degraded_total : 0);
-    atomic_store(&st->membership_excluded, s != NULL ? s->excluded_total : 0);
+    atomic_store(&st->membership_degraded, degraded);
+    atomic_store(&st->membership_excluded, excluded);
+    if (degraded > 0 && st->membership_degraded_id == 0 &&
+        (st->membership_degraded_id = pt_stats_gauge("cluster", "envoy_cluster_name", c->name,
+                                                     "membership_degraded")) != 0)
+        pt_stats_gauge_fn(st->membership_degraded_id, read_membership_degraded, st);
+    if (excluded > 0 && st->membership_excluded_id == 0 &&
+        (st->membership_excluded_id = pt_stats_gauge("cluster", "envoy_cluster_name", c->name,
+                                                     "membership_excluded")) != 0)
+        pt_stats_gauge_fn(st->membership_excluded_id, read_membership_excluded, st);
+}
+
+static const char *const lb_stat_names[] = {
+#define PT_X(n) #n,
+    PT_CLUSTER_LB_COUNTERS(PT_X)
+#undef PT_X
+};
+
+void pt_cluster_lb_stat_make(pt_cluster_t *c, unsigned which)
+{
+    pt_stat_t *ids = atomic_load_explicit(&c->lb_stats, memory_order_acquire);
+    if (ids == NULL) { /* as code_stats: the array on first use, one thread's wins */
+        pt_stat_t *fresh = calloc(PT_LB_NSTATS, sizeof(pt_stat_t));
+        if (fresh == NULL)
+            return;
+        if (atomic_compare_exchange_strong(&c->lb_stats, &ids, fresh))
+            ids = fresh;
+        else
+            free(fresh);
+    }
+    pt_stat_t id = __atomic_load_n(&ids[which], __ATOMIC_RELAXED);
+    if (id == 0) {
+        /* Find-or-create: two threads making it at once get the same stat. */
+        id = pt_stats_counter("cluster", "envoy_cluster_name", c->name, lb_stat_names[which]);
+        __atomic_store_n(&ids[which], id, __ATOMIC_RELAXED);
+    }
+    pt_stat_inc(id);
 }
 
 int pt_locality_equal(const pt_locality_t *a, const pt_locality_t *b)
@@ -1024,9 +1066,9 @@ int pt_locality_equal(const pt_locality_t *a, const pt_locality_t *b)
     return 1;
 }
 
-/* The distinct localities of c's endpoints, copied into c's arena; each host's index is
- * set in c->hinfo (by endpoint position). */
-static int intern_localities(pt_cluster_t *c)
+/* The distinct localities of c's endpoints, copied into c's arena; each endpoint's index
+ * goes to loc_of[i]. */
+static int intern_localities(pt_cluster_t *c, uint16_t *loc_of)
 {
     unsigned n = c->nendpoints, cap = 16;
     while (cap < 2 * n)
@@ -1047,27 +1089,86 @@ static int intern_localities(pt_cluster_t *c)
             k = (k + 1) & (cap - 1);
         if (slots[k] == 0) {
             pt_locality_t *nlc = &locs[nl];
-            nlc->region = pt_arena_strdup(&c->arena, f[0]);
-            nlc->zone = pt_arena_strdup(&c->arena, f[1]);
-            nlc->sub_zone = pt_arena_strdup(&c->arena, f[2]);
+            /* The usual locality, none at all, costs no copy. */
+            int empty = !f[0][0] && !f[1][0] && !f[2][0];
+            nlc->region = empty ? "" : pt_arena_strdup(&c->arena, f[0]);
+            nlc->zone = empty ? "" : pt_arena_strdup(&c->arena, f[1]);
+            nlc->sub_zone = empty ? "" : pt_arena_strdup(&c->arena, f[2]);
             if (nlc->region == NULL || nlc->zone == NULL || nlc->sub_zone == NULL || nl >= 65535)
                 goto out;
             slots[k] = ++nl;
         }
-        c->hinfo[i].locality = (uint16_t)(slots[k] - 1);
+        loc_of[i] = (uint16_t)(slots[k] - 1);
     }
-    c->localities = pt_arena_alloc(&c->arena, (nl ? nl : 1) * sizeof(pt_locality_t));
-    if (c->localities == NULL)
-        goto out;
-    memcpy(c->localities, locs, nl * sizeof(pt_locality_t));
-    if (nl == 0) /* no host: one empty locality, so that indices are always valid */
-        c->localities[0] = (pt_locality_t){"", "", ""};
+    /* No locality at all (most clusters): a shared empty one, so that indices are always
+     * valid and nothing is allocated. */
+    static pt_locality_t none[1] = {{"", "", ""}};
+    if (nl == 0 || (nl == 1 && !locs[0].region[0] && !locs[0].zone[0] && !locs[0].sub_zone[0])) {
+        c->localities = none;
+    } else {
+        c->localities = pt_arena_alloc(&c->arena, nl * sizeof(pt_locality_t));
+        if (c->localities == NULL)
+            goto out;
+        memcpy(c->localities, locs, nl * sizeof(pt_locality_t));
+    }
     c->nlocalities = nl;
     rc = 0;
 out:
     free(slots);
     free(locs);
     return rc;
+}
+
+/* What c's endpoints say of its hosts: one default for all when they all say the same (no
+ * per-host array), else one entry each; metadata only when some endpoint has any. */
+static int host_infos(pt_cluster_t *c)
+{
+    unsigned n = c->nendpoints;
+    uint16_t *loc_of = malloc((n ? n : 1) * sizeof(uint16_t));
+    if (loc_of == NULL || intern_localities(c, loc_of) != 0) {
+        free(loc_of);
+        return -1;
+    }
+    int uniform = 1, meta = 0;
+    for (unsigned i = 0; i < n; i++) {
+        const pt_endpoint_t *e = &c->endpoints[i], *f = &c->endpoints[0];
+        uniform &= e->weight == f->weight && e->priority == f->priority &&
+                   loc_of[i] == loc_of[0] && e->locality_weight == f->locality_weight &&
+                   e->health == f->health;
+        meta |= e->metadata != NULL;
+    }
+    for (unsigned i = 0; i < n || i == 0; i++) {
+        const pt_endpoint_t *e = n > 0 ? &c->endpoints[i] : NULL;
+        pt_host_info_t hi = {.weight = e && e->weight ? e->weight : 1,
+                             .locality_weight = e ? e->locality_weight : 0,
+                             .locality = e ? loc_of[i] : 0,
+                             .priority = (uint8_t)(e && e->priority <= PT_LB_MAX_PRIORITY
+                                                       ? e->priority
+                                                       : (e ? PT_LB_MAX_PRIORITY : 0)),
+                             .eds_health = (uint8_t)(e ? e->health : PT_EDS_UNKNOWN)};
+        if (i == 0) {
+            c->hinfo_default = hi;
+            if (!uniform && (c->hinfo = calloc(n, sizeof(pt_host_info_t))) == NULL)
+                goto oom;
+        }
+        if (c->hinfo != NULL)
+            c->hinfo[i] = hi;
+        if (n == 0)
+            break;
+    }
+    if (meta) {
+        if ((c->hmeta = calloc(n, sizeof(char *))) == NULL)
+            goto oom;
+        for (unsigned i = 0; i < n; i++)
+            if (c->endpoints[i].metadata != NULL &&
+                (c->hmeta[i] = pt_arena_strdup(&c->arena, c->endpoints[i].metadata)) == NULL)
+                goto oom;
+    }
+    free(loc_of);
+    return 0;
+oom:
+    free(loc_of);
+    return -1;
 }
 
 /* ---- health changes ----------------------------------------------------------------- */
@@ -1199,11 +1300,9 @@ int pt_cluster_prepare(pt_cluster_t *c)
     /* Endpoints become hosts: the same object as in an earlier version of the cluster when
      * one listed the same address, with what petrel learned of it. What the assignment says
      * of each is this version's. */
-    if (c->nendpoints > 0 &&
-        ((c->hosts = calloc(c->nendpoints, sizeof(pt_host_t *))) == NULL ||
-         (c->hinfo = pt_arena_alloc(&c->arena, c->nendpoints * sizeof(pt_host_info_t))) == NULL))
+    if (c->nendpoints > 0 && (c->hosts = calloc(c->nendpoints, sizeof(pt_host_t *))) == NULL)
         return -1;
-    if (intern_localities(c) != 0)
+    if (host_infos(c) != 0)
         return -1;
     for (unsigned i = 0; i < c->nendpoints; i++) {
         const pt_endpoint_t *e = &c->endpoints[i];
@@ -1211,16 +1310,6 @@ int pt_cluster_prepare(pt_cluster_t *c)
         pt_host_t *h = host_get(c->state, e, &fresh);
         if (h == NULL)
             return -1;
-        pt_host_info_t *hi = &c->hinfo[c->nhosts];
-        hi->weight = e->weight ? e->weight : 1;
-        hi->priority = (uint8_t)(e->priority <= PT_LB_MAX_PRIORITY ? e->priority
-                                                                   : PT_LB_MAX_PRIORITY);
-        hi->locality_weight = e->locality_weight;
-        hi->eds_health = (uint8_t)e->health;
-        if (e->metadata != NULL && (hi->metadata = pt_arena_strdup(&c->arena, e->metadata)) == NULL) {
-            pt_host_unref(h);
-            return -1;
-        }
         /* A new host of a health-checked cluster waits for its first check (set before any
          * worker sees it, so no request reaches it in the instant before the checker
          * starts). A host that stays keeps its verdict. */
@@ -1243,13 +1332,9 @@ int pt_cluster_prepare(pt_cluster_t *c)
     /* Membership gauges are the state's, set by the main thread. */
     st->membership_total_id = c->stats.membership_total;
     st->membership_healthy_id = c->stats.membership_healthy;
-    st->membership_degraded_id = c->stats.membership_degraded;
-    st->membership_excluded_id = c->stats.membership_excluded;
     set_membership(c);
     pt_stats_gauge_fn(c->stats.membership_total, read_membership_total, st);
     pt_stats_gauge_fn(c->stats.membership_healthy, read_membership_healthy, st);
-    pt_stats_gauge_fn(c->stats.membership_degraded, read_membership_degraded, st);
-    pt_stats_gauge_fn(c->stats.membership_excluded, read_membership_excluded, st);
     pt_outlier_prepare(c); /* per-host outlier state and stats, before workers see c */
     /* The endpoints are hosts now: what they were parsed into goes. */
     pt_arena_dispose(&c->ep_arena);

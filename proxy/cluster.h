@@ -69,7 +69,11 @@ typedef struct pt_worker pt_worker_t;
     X(upstream_rq_retry_overflow)                                                              \
     X(upstream_rq_retry_backoff_exponential)                                                   \
     X(upstream_rq_per_try_timeout)                                                             \
-    X(upstream_rq_per_try_idle_timeout)                                                        \
+    X(upstream_rq_per_try_idle_timeout)
+
+/* The load balancer's counters, made the first time they count (most clusters never panic
+ * nor route by zone: a cluster's stats are most of its memory). */
+#define PT_CLUSTER_LB_COUNTERS(X)                                                              \
     X(lb_healthy_panic)                                                                        \
     X(lb_local_cluster_not_ok)                                                                 \
     X(lb_recalculate_zone_structures)                                                          \
@@ -79,14 +83,19 @@ typedef struct pt_worker pt_worker_t;
     X(lb_zone_routing_sampled)                                                                 \
     X(lb_zone_routing_cross_zone)
 
+enum pt_cluster_lb_stat {
+#define PT_X(n) PT_LB_STAT_##n,
+    PT_CLUSTER_LB_COUNTERS(PT_X)
+#undef PT_X
+    PT_LB_NSTATS
+};
+
 #define PT_CLUSTER_GAUGES(X)                                                                   \
     X(upstream_cx_active)                                                                      \
     X(upstream_rq_active)                                                                      \
     X(upstream_rq_pending_active)                                                              \
     X(membership_total)                                                                        \
-    X(membership_healthy)                                                                      \
-    X(membership_degraded)                                                                     \
-    X(membership_excluded)
+    X(membership_healthy)
 
 /* cluster.<name>.http2.*: made only for a cluster that may speak HTTP/2 upstream. */
 #define PT_CLUSTER_HTTP2_COUNTERS(X)                                                           \
@@ -225,21 +234,20 @@ typedef struct pt_endpoint {
 pt_host_t *pt_host_ref(pt_host_t *h);
 void pt_host_unref(pt_host_t *h);
 
-/* What a version knows of each of its hosts (parallel to its hosts). */
+/* What a version says of each of its hosts (parallel to its hosts; 12 bytes). */
 typedef struct pt_host_info {
     uint32_t weight;
     uint32_t locality_weight; /* 0: its locality has none */
     uint16_t locality;        /* index into the version's localities */
     uint8_t priority;
     uint8_t eds_health;       /* pt_eds_health_t */
-    const char *metadata;     /* canonical JSON text in the version's arena, or NULL */
 } pt_host_info_t;
 
 /* ClusterLoadAssignment.policy. */
 typedef struct pt_cla_policy {
+    uint64_t endpoint_stale_after_ms; /* 0: never stale */
     uint32_t overprovisioning_factor; /* percent, 140 */
     int weighted_priority_health;     /* priority health by weight, not host count */
-    uint64_t endpoint_stale_after_ms; /* 0: never stale */
 } pt_cla_policy_t;
 
 /* What belongs to a cluster's name rather than to one version of it: kept across updates of
@@ -260,7 +268,8 @@ typedef struct pt_cluster_state {
     unsigned nhost_buckets, nhost_entries;
     /* The membership gauges' values, set by the main thread and read through computed
      * gauges (pt_stats_gauge_fn): one value, not a slot on every thread, so thousands of
-     * clusters do not commit the main thread's slot pages. */
+     * clusters do not commit the main thread's slot pages. membership_degraded and
+     * membership_excluded are registered when they are first above 0. */
     _Atomic uint32_t membership_total, membership_healthy, membership_degraded,
         membership_excluded;
     pt_stat_t membership_total_id, membership_healthy_id, membership_degraded_id,
@@ -316,13 +325,19 @@ struct pt_cluster {
      * defaults): most clusters speak HTTP/1 and carry no HTTP/2 settings. */
     const pt_cluster_http2_t *http2;
     _Atomic(pt_stat_t *) code_stats;      /* upstream_rq_<code>, created on first use */
+    _Atomic(pt_stat_t *) lb_stats; /* PT_CLUSTER_LB_COUNTERS, made on first use */
     /* As parsed, in ep_arena, until pt_cluster_prepare resolves them into hosts and frees
      * them (what a version keeps of its endpoints is its hosts: per endpoint a pointer). */
     pt_endpoint_t *endpoints;
     unsigned nendpoints;
     pt_arena_t ep_arena;
     pt_host_t **hosts;            /* a reference each */
-    pt_host_info_t *hinfo;        /* what this version says of each (parallel to hosts) */
+    /* What this version says of each host (pt_cluster_host_info): parallel to hosts, or NULL
+     * when it says the same of all of them (hinfo_default: the common case of plain
+     * endpoints costs nothing per host); their metadata likewise (NULL: none has any). */
+    pt_host_info_t *hinfo;
+    pt_host_info_t hinfo_default;
+    const char **hmeta;
     unsigned nhosts;
     /* The distinct localities of its hosts, in the arena (pt_host_info_t.locality). */
     pt_locality_t *localities;
@@ -362,7 +377,7 @@ struct pt_cluster {
      * workers, and each worker's own state for this version (nlb_locals slots: one per
      * worker and one for any other thread). */
     _Atomic(struct pt_lb_set *) lb_set;
-    struct pt_lb_local **lb_locals;
+    _Atomic(struct pt_lb_local **) lb_locals; /* made by the first thread that picks */
     unsigned nlb_locals;
     struct pt_cluster *next_version, *prev_version; /* the state's live versions */
 };
@@ -397,6 +412,16 @@ void pt_lb_flush(void);
  * NULL (at exit): at once, as before a loop is set. */
 struct ev_loop;
 void pt_lb_set_main_loop(struct ev_loop *loop);
+
+/* What c says of its i-th host, and its metadata (canonical JSON text, or NULL). */
+static inline const pt_host_info_t *pt_cluster_host_info(const pt_cluster_t *c, unsigned i)
+{
+    return c->hinfo != NULL ? &c->hinfo[i] : &c->hinfo_default;
+}
+static inline const char *pt_cluster_host_metadata(const pt_cluster_t *c, unsigned i)
+{
+    return c->hmeta != NULL ? c->hmeta[i] : NULL;
+}
 
 /* Whether c is prepared (pt_cluster_prepare ran). */
 static inline int pt_cluster_prepared(const pt_cluster_t *c)
@@ -433,6 +458,18 @@ pt_cluster_t *pt_cluster_with_endpoints(const pt_cluster_t *c, const pt_endpoint
                                         unsigned n, pt_cfg_t *r);
 pt_cluster_t *pt_cluster_ref(pt_cluster_t *c);
 void pt_cluster_unref(pt_cluster_t *c);
+/* Counts one of the load balancer's counters (enum pt_cluster_lb_stat), made on its first
+ * count. Any thread. */
+void pt_cluster_lb_stat_make(pt_cluster_t *c, unsigned which);
+static inline void pt_cluster_lb_stat_inc(pt_cluster_t *c, unsigned which)
+{
+    pt_stat_t *ids = atomic_load_explicit(&c->lb_stats, memory_order_acquire);
+    pt_stat_t id = ids != NULL ? __atomic_load_n(&ids[which], __ATOMIC_RELAXED) : 0;
+    if (__builtin_expect(id != 0, 1))
+        pt_stat_inc(id);
+    else
+        pt_cluster_lb_stat_make(c, which);
+}
 /* Counts a response: upstream_rq_<class>xx and upstream_rq_<code>. */
 void pt_cluster_count_response(pt_cluster_t *c, int status);
 

@@ -200,15 +200,15 @@ static void check_full(pt_boot_t *c)
     PT_CHECK_INT(b->buffer_limit, 65536);
     PT_CHECK_INT(b->nhosts, 3);
     PT_CHECK_STR(b->hosts[0]->address_str, "10.0.0.1:80");
-    PT_CHECK_INT(b->hinfo[0].weight, 3);
-    PT_CHECK_INT(b->hinfo[0].priority, 0);
+    PT_CHECK_INT(pt_cluster_host_info(b, 0)->weight, 3);
+    PT_CHECK_INT(pt_cluster_host_info(b, 0)->priority, 0);
     PT_CHECK(b->hosts[0]->hostname == NULL);
     PT_CHECK_STR(b->hosts[1]->address_str, "10.0.0.2:81");
-    PT_CHECK_INT(b->hinfo[1].weight, 1); /* default weight */
+    PT_CHECK_INT(pt_cluster_host_info(b, 1)->weight, 1); /* default weight */
     PT_CHECK_STR(b->hosts[2]->address_str, "[fd00::1]:8443");
     PT_CHECK_INT(b->hosts[2]->address.sa.sa_family, AF_INET6);
-    PT_CHECK_INT(b->hinfo[2].priority, 0);
-    PT_CHECK_STR(b->localities[b->hinfo[2].locality].zone, "b");
+    PT_CHECK_INT(pt_cluster_host_info(b, 2)->priority, 0);
+    PT_CHECK_STR(b->localities[pt_cluster_host_info(b, 2)->locality].zone, "b");
     PT_CHECK_STR(b->hosts[2]->hostname, "backend-3");
     PT_CHECK_INT(atomic_load(&b->hosts[2]->health), 0);
     /* Defaults: connect_timeout 5s, buffer limit 1 MiB, STATIC, ROUND_ROBIN, no hosts. */
@@ -368,7 +368,7 @@ static void test_camel_case_accepted(void)
     PT_CHECK_INT(a->buffer_limit, 4096);
     PT_CHECK_INT(a->nhosts, 1);
     PT_CHECK_STR(a->hosts[0]->address_str, "10.1.1.1:8080");
-    PT_CHECK_INT(a->hinfo[0].weight, 7);
+    PT_CHECK_INT(pt_cluster_host_info(a, 0)->weight, 7);
     PT_CHECK_STR(c->config->listeners[0].stat_name, "lp");
     PT_CHECK_INT(c->config->listeners[0].buffer_limit, 1024);
     const tcp_proxy_config_view_t *tp = c->config->listeners[0].chains[0].filters[0].config;
@@ -823,8 +823,8 @@ static void test_enums(void)
         "'load_balancing_weight': 3}]}]}}"));
     PT_CHECK(w != NULL);
     if (w != NULL) {
-        PT_CHECK(w->clusters[0]->lb_set->prio[0].hosts[PT_LB_HEALTHY].step == NULL);
-        PT_CHECK(w->clusters[1]->lb_set->prio[0].hosts[PT_LB_HEALTHY].step != NULL);
+        PT_CHECK(w->clusters[0]->lb_set->prio[0].hosts[PT_LB_HEALTHY].runs == NULL);
+        PT_CHECK(w->clusters[1]->lb_set->prio[0].hosts[PT_LB_HEALTHY].runs != NULL);
         pt_boot_free(w);
     }
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 'LEAST_REQUEST', "
@@ -1047,11 +1047,11 @@ static void test_integers(void)
     PT_CHECK(gap != NULL);
     if (gap != NULL) {
         pt_cluster_t *a = gap->clusters[0];
-        PT_CHECK_INT(a->hinfo[0].priority, 2);
-        PT_CHECK_INT(a->hinfo[0].locality_weight, 5);
-        PT_CHECK_INT(a->hinfo[0].eds_health, PT_EDS_DEGRADED);
-        PT_CHECK_STR(a->hinfo[0].metadata, "{\"filter_metadata\":{\"envoy.lb\":{\"canary\":true}}}");
-        PT_CHECK_STR(a->localities[a->hinfo[0].locality].sub_zone, "s");
+        PT_CHECK_INT(pt_cluster_host_info(a, 0)->priority, 2);
+        PT_CHECK_INT(pt_cluster_host_info(a, 0)->locality_weight, 5);
+        PT_CHECK_INT(pt_cluster_host_info(a, 0)->eds_health, PT_EDS_DEGRADED);
+        PT_CHECK_STR(pt_cluster_host_metadata(a, 0), "{\"filter_metadata\":{\"envoy.lb\":{\"canary\":true}}}");
+        PT_CHECK_STR(a->localities[pt_cluster_host_info(a, 0)->locality].sub_zone, "s");
         PT_CHECK_INT(a->cla_policy.overprovisioning_factor, 200);
         PT_CHECK_INT(a->cla_policy.weighted_priority_health, 1);
         PT_CHECK_INT(a->lb_set->npriorities, 3);
