@@ -301,6 +301,14 @@ static void test_failover_between_priorities(void)
         fail_hosts(c, 0, 10, 0);
         tally(c, NULL, 5000, n, &none);
         PT_CHECK_INT(sum(n, 0, 10), 5000);
+        /* Outlier ejections count the same: 8 of P=0 ejected, 20% x 1.4 = 28% stays. */
+        for (unsigned k = 0; k < 8; k++)
+            pt_host_health_update(c->hosts[k], PT_HOST_FAILED_OUTLIER_CHECK, 0);
+        tally(c, NULL, 20000, n, &none);
+        PT_CHECK(near(sum(n, 8, 10), 5600, 400));
+        PT_CHECK(near(sum(n, 10, 20), 14400, 400));
+        for (unsigned k = 0; k < 8; k++)
+            pt_host_health_update(c->hosts[k], 0, PT_HOST_FAILED_OUTLIER_CHECK);
         pt_cluster_unref(c);
     }
 }
