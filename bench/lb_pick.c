@@ -41,7 +41,7 @@ int main(int argc, char **argv)
     pt_cluster_t c;
     memset(&c, 0, sizeof(c));
     c.name = "bench";
-    c.healthy_panic_threshold = 50.0;
+    c.healthy_panic_threshold = 50;
     c.lb_policy = maglev ? PT_LB_MAGLEV : PT_LB_RING_HASH;
     pt_lb_hash_config_t cfg = {.kind = maglev ? PT_LB_HASH_MAGLEV : PT_LB_HASH_RING,
                                .min_ring_size = PT_RING_HASH_MIN_DEFAULT,
@@ -52,13 +52,13 @@ int main(int argc, char **argv)
     pt_host_t *hosts = calloc(n, sizeof(*hosts));
     char (*names)[32] = calloc(n, 32);
     c.hosts = calloc(n, sizeof(*c.hosts));
+    c.hinfo_default.weight = 1; /* every host's weight (no per-host array) */
     uint64_t *hashes = malloc((size_t)picks * sizeof(*hashes));
     if (hosts == NULL || names == NULL || c.hosts == NULL || hashes == NULL)
         return 1;
     for (unsigned i = 0; i < n; i++) {
         snprintf(names[i], 32, "10.%u.%u.%u:8080", i >> 16, (i >> 8) & 255, i & 255);
         hosts[i].address_str = names[i];
-        atomic_init(&hosts[i].weight, 1);
         c.hosts[i] = &hosts[i];
     }
     c.nhosts = n;

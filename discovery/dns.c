@@ -690,6 +690,10 @@ typedef struct dns_target {
     char *name, *hostname;
     unsigned port;
     uint32_t weight;
+    /* What its hosts take from the endpoint (strings owned: loc[] and metadata). */
+    uint32_t priority, locality_weight;
+    pt_eds_health_t health;
+    char *loc[3], *metadata;
     pt_addr_t *addrs; /* its hosts now (with the port), as the last good lookup gave them */
     unsigned naddrs;
     dns_target_state_t state;
@@ -773,7 +777,11 @@ static void publish_hosts(pt_dns_cluster_t *dc)
             eps[n].address = t->addrs[k];
             eps[n].hostname = t->hostname;
             eps[n].weight = t->weight;
-            eps[n].priority = 0;
+            eps[n].priority = t->priority;
+            eps[n].locality = (pt_locality_t){t->loc[0], t->loc[1], t->loc[2]};
+            eps[n].locality_weight = t->locality_weight;
+            eps[n].health = t->health;
+            eps[n].metadata = t->metadata;
             n++;
         }
     }
@@ -895,9 +903,18 @@ pt_dns_cluster_t *pt_dns_cluster_start(struct ev_loop *loop, const pt_cluster_t 
         t->dc = dc;
         t->port = tc->port;
         t->weight = tc->weight;
+        t->priority = tc->priority;
+        t->locality_weight = tc->locality_weight;
+        t->health = tc->health;
         ev_timer_init(&t->timer, on_refresh, 0., 0.);
         t->timer.data = t;
         if ((t->name = strdup(tc->name)) == NULL || (t->hostname = strdup(tc->hostname)) == NULL)
+            goto oom;
+        const char *loc[3] = {tc->locality.region, tc->locality.zone, tc->locality.sub_zone};
+        for (int k = 0; k < 3; k++)
+            if ((t->loc[k] = strdup(loc[k] != NULL ? loc[k] : "")) == NULL)
+                goto oom;
+        if (tc->metadata != NULL && (t->metadata = strdup(tc->metadata)) == NULL)
             goto oom;
         /* What the cluster has of this target already (a new version of a cluster that was
          * resolving): its hosts stay until a lookup says otherwise. */
@@ -944,6 +961,9 @@ void pt_dns_cluster_stop(pt_dns_cluster_t *dc)
         free(t->addrs);
         free(t->name);
         free(t->hostname);
+        for (int k = 0; k < 3; k++)
+            free(t->loc[k]);
+        free(t->metadata);
     }
     free(dc->targets);
     pt_dns_resolver_free(dc->res);

@@ -20,6 +20,7 @@
 
 #include "proxy/address.h"
 #include "proxy/arena.h"
+#include "proxy/cluster.h"
 #include "proxy/config_reader.h"
 #include "proxy/stats.h"
 
@@ -59,6 +60,13 @@ typedef struct pt_dns_target {
     const char *hostname; /* endpoint.hostname, else name: the hosts' hostname */
     unsigned port;        /* socket_address.port_value */
     uint32_t weight;      /* lb_endpoint load_balancing_weight */
+    /* What its hosts take from the endpoint and its locality (strings in the cluster's
+     * arena). */
+    uint32_t priority;
+    pt_locality_t locality;
+    uint32_t locality_weight;
+    pt_eds_health_t health;
+    const char *metadata;
 } pt_dns_target_t;
 
 typedef struct pt_dns_config {

@@ -498,13 +498,11 @@ static void schedule(hc_session_t *s, int healthy_state, transition_t t)
 static void refresh_gauges(hc_cluster_t *cl)
 {
     pt_cluster_t *c = cl->c;
-    unsigned healthy = 0, passing = 0;
+    unsigned passing = 0;
     for (unsigned i = 0; i < c->nhosts; i++) {
         uint32_t h = atomic_load_explicit(&c->hosts[i]->health, memory_order_relaxed);
-        healthy += h == 0;
         passing += (h & PT_HOST_FAILED_ACTIVE_HC) == 0;
     }
-    pt_cluster_set_membership_healthy(c, healthy);
     pt_stat_set(cl->st.healthy, passing);
 }
 
@@ -519,12 +517,12 @@ static void update_host(hc_session_t *s, const char *why)
     pt_host_t *h = s->host;
     uint32_t old = atomic_load(&h->health);
     if (failed && !(old & PT_HOST_FAILED_ACTIVE_HC)) {
-        atomic_fetch_or(&h->health, (uint32_t)PT_HOST_FAILED_ACTIVE_HC);
+        pt_host_health_update(h, PT_HOST_FAILED_ACTIVE_HC, 0);
         pt_info("health check: cluster %s host %s is now unhealthy (%s)", cl->c->name,
                 h->address_str, why);
         refresh_gauges(cl);
     } else if (!failed && (old & PT_HOST_FAILED_ACTIVE_HC)) {
-        atomic_fetch_and(&h->health, ~(uint32_t)PT_HOST_FAILED_ACTIVE_HC);
+        pt_host_health_update(h, 0, PT_HOST_FAILED_ACTIVE_HC);
         pt_info("health check: cluster %s host %s is now healthy", cl->c->name,
                 h->address_str);
         refresh_gauges(cl);
@@ -1071,7 +1069,7 @@ static void cluster_drop(hc_cluster_t *cl, int clear_hosts)
 {
     pt_cluster_t *c = cl->c;
     for (unsigned h = 0; clear_hosts && h < c->nhosts; h++)
-        atomic_fetch_and(&c->hosts[h]->health, ~(uint32_t)PT_HOST_FAILED_ACTIVE_HC);
+        pt_host_health_update(c->hosts[h], 0, PT_HOST_FAILED_ACTIVE_HC);
     cluster_dispose(cl);
     free(cl);
 }

@@ -467,7 +467,7 @@ static unsigned eligible_hosts(const pt_cluster_t *c, pt_lb_hash_host_t *out)
         const char *key = h->address_str;
         if (cfg->use_hostname && h->hostname != NULL && h->hostname[0])
             key = h->hostname;
-        uint32_t w = atomic_load_explicit(&h->weight, memory_order_relaxed);
+        uint32_t w = pt_cluster_host_info(c, i)->weight;
         out[n++] = (pt_lb_hash_host_t){.key = key, .key_len = strlen(key),
                                        .weight = w ? w : 1, .host = h};
     }
@@ -822,6 +822,12 @@ void pt_lb_policy_parse(pt_cfg_t *r, pt_cluster_t *c)
     }
 }
 
+void pt_lb_hash_apply_common(pt_cluster_t *c)
+{
+    if (c->lb_hash != NULL && c->lb_hash_use_hostname)
+        ((pt_lb_hash_config_t *)c->lb_hash)->use_hostname = 1;
+}
+
 void pt_lb_hash_parse_common(pt_cfg_t *r, pt_cluster_t *c)
 {
     /* The reader is in common_lb_config, in the Cluster. */
@@ -831,8 +837,10 @@ void pt_lb_hash_parse_common(pt_cfg_t *r, pt_cluster_t *c)
         return;
     int use_hostname = 0;
     parse_consistent_hashing(r, &use_hostname);
-    /* A typed RingHash or Maglev has its own (Envoy reads this one for lb_policy only). */
-    if (!typed && c->lb_hash != NULL)
-        ((pt_lb_hash_config_t *)c->lb_hash)->use_hostname = use_hostname;
+    /* A typed RingHash or Maglev has its own (Envoy reads this one for lb_policy only).
+     * common_lb_config is read before lb_policy's own config: pt_lb_hash_apply_common
+     * gives it to the table config once that exists. */
+    if (!typed)
+        c->lb_hash_use_hostname = use_hostname;
     pt_cfg_leave(r);
 }

@@ -157,6 +157,8 @@ void pt_lb_policy_parse(pt_cfg_t *r, pt_cluster_t *c);
 
 /* common_lb_config.consistent_hashing_lb_config (the reader in common_lb_config): its
  * use_hostname_for_hashing applies to lb_policy RING_HASH and MAGLEV. */
+/* After lb_policy's own config: what common_lb_config said for the table (use_hostname). */
+void pt_lb_hash_apply_common(pt_cluster_t *c);
 void pt_lb_hash_parse_common(pt_cfg_t *r, pt_cluster_t *c);
 
 /* Main thread, when c is prepared (its hosts known): builds its table. 0, or -1 out of

@@ -530,12 +530,7 @@ static int is_ejected(const struct pt_outlier_host *s)
  * (which counts hosts with no health bit at all). */
 static void update_gauges(od_cluster_t *dc)
 {
-    pt_cluster_t *c = dc->c;
-    unsigned healthy = 0;
-    for (unsigned i = 0; i < c->nhosts; i++)
-        healthy += atomic_load(&c->hosts[i]->health) == 0;
     pt_stat_set(dc->cfg->stats.ejections_active, dc->ejected);
-    pt_cluster_set_membership_healthy(c, healthy);
 }
 
 /* Arms the expiry timer for the earliest end of an ejection in the cluster. */
@@ -561,7 +556,7 @@ static void arm_expiry(od_cluster_t *dc, uint64_t now)
 static void uneject(struct pt_outlier_host *s, uint64_t now)
 {
     od_cluster_t *dc = s->dc;
-    atomic_fetch_and(&s->host->health, ~(uint32_t)PT_HOST_FAILED_OUTLIER_CHECK);
+    pt_host_health_update(s->host, 0, PT_HOST_FAILED_OUTLIER_CHECK);
     if (dc->ejected > 0)
         dc->ejected--;
     /* A fresh start: counters close to their threshold must not re-eject on a few errors. */
@@ -607,7 +602,7 @@ static void eject(struct pt_outlier_host *s, pt_outlier_type_t type, uint64_t no
                           : 0;
     uint64_t ms = pt_outlier_ejection_time_ms(o, s->times_ejected, jitter);
     s->uneject_at_ms = now + ms;
-    atomic_fetch_or(&s->host->health, PT_HOST_FAILED_OUTLIER_CHECK);
+    pt_host_health_update(s->host, PT_HOST_FAILED_OUTLIER_CHECK, 0);
     update_gauges(dc);
     arm_expiry(dc, now);
     pt_info("outlier_detection: cluster '%s': ejected host %s (%s), ejection %u, for %llums",
@@ -837,7 +832,7 @@ static void set_unknown_rates(struct pt_outlier_host *s)
  * counts (left past their threshold while it was out) start over, as at a return. */
 static void lift(struct pt_outlier_host *s)
 {
-    atomic_fetch_and(&s->host->health, ~(uint32_t)PT_HOST_FAILED_OUTLIER_CHECK);
+    pt_host_health_update(s->host, 0, PT_HOST_FAILED_OUTLIER_CHECK);
     for (int k = 0; k < 3; k++)
         atomic_store_explicit(&s->consecutive[k], 0, memory_order_relaxed);
 }
@@ -1007,14 +1002,11 @@ static void cluster_drop(od_cluster_t *dc, pt_cluster_t *still)
     }
     pt_stat_set(dc->cfg->stats.ejections_active, 0);
     if (still != NULL) {
-        unsigned healthy = 0;
         for (unsigned i = 0; i < still->nhosts; i++) {
             struct pt_outlier_host *s = still->hosts[i]->outlier;
             if (s != NULL && is_ejected(s))
                 lift(s);
-            healthy += atomic_load(&still->hosts[i]->health) == 0;
         }
-        pt_cluster_set_membership_healthy(still, healthy);
     }
     pt_info("outlier_detection: cluster '%s': %s", c->name,
             still != NULL ? "no longer configured, its hosts are back" : "removed");

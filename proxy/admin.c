@@ -635,6 +635,22 @@ static json_t *timestamp_json(double t)
     return json_string(buf);
 }
 
+/* config.core.v3.Locality as Envoy prints it in JSON (empty fields left out); NULL when
+ * every field is empty. */
+static json_t *locality_json(const pt_locality_t *l)
+{
+    if (!l->region[0] && !l->zone[0] && !l->sub_zone[0])
+        return NULL;
+    json_t *o = json_object();
+    if (l->region[0])
+        json_object_set_new(o, "region", json_string(l->region));
+    if (l->zone[0])
+        json_object_set_new(o, "zone", json_string(l->zone));
+    if (l->sub_zone[0])
+        json_object_set_new(o, "sub_zone", json_string(l->sub_zone));
+    return o;
+}
+
 typedef struct dump_ctx {
     json_t *static_clusters, *active_clusters, *static_endpoints, *dynamic_endpoints;
     json_t *warming_clusters;
@@ -657,20 +673,75 @@ static void dump_cluster(void *data, const pt_cluster_entry_info_t *e)
                                         "last_updated", timestamp_json(e->last_updated)));
     /* Endpoints as in force: the assignment of an EDS cluster, or the hosts of the cluster. */
     const pt_cluster_t *c = e->active;
-    json_t *lbe = json_array();
+    /* One LocalityLbEndpoints per priority and locality, in the order hosts come. */
+    json_t *groups = json_array();
     for (unsigned i = 0; i < c->nhosts; i++) {
         const pt_host_t *h = c->hosts[i];
+        const pt_host_info_t *hi = pt_cluster_host_info(c, i);
+        const char *meta = pt_cluster_host_metadata(c, i);
         json_t *ep = json_pack("{s:o}", "address", socket_address_json(&h->address));
         if (h->hostname != NULL)
             json_object_set_new(ep, "hostname", json_string(h->hostname));
-        json_array_append_new(lbe, json_pack("{s:o,s:i}", "endpoint", ep,
-                                             "load_balancing_weight",
-                                             (int)atomic_load(&h->weight)));
+        json_t *le = json_pack("{s:o,s:I}", "endpoint", ep, "load_balancing_weight",
+                               (json_int_t)hi->weight);
+        if (hi->eds_health != PT_EDS_UNKNOWN) {
+            static const char *const names[] = {"UNKNOWN", "HEALTHY", "UNHEALTHY", "DRAINING",
+                                                "TIMEOUT", "DEGRADED"};
+            json_object_set_new(le, "health_status", json_string(names[hi->eds_health]));
+        }
+        json_t *md = meta != NULL ? json_loads(meta, 0, NULL) : NULL;
+        if (md != NULL)
+            json_object_set_new(le, "metadata", md);
+        /* The group of this priority and locality (a linear search: dumps are rare). */
+        json_t *group = NULL;
+        size_t g;
+        json_t *cand;
+        json_array_foreach(groups, g, cand) {
+            if (json_integer_value(json_object_get(cand, "_p")) == hi->priority &&
+                json_integer_value(json_object_get(cand, "_l")) == hi->locality) {
+                group = cand;
+                break;
+            }
+        }
+        if (group == NULL) {
+            group = json_pack("{s:I,s:I,s:[]}", "_p", (json_int_t)hi->priority, "_l",
+                              (json_int_t)hi->locality, "lb_endpoints");
+            json_t *lj = locality_json(&c->localities[hi->locality]);
+            if (lj != NULL)
+                json_object_set_new(group, "locality", lj);
+            if (hi->priority > 0)
+                json_object_set_new(group, "priority", json_integer(hi->priority));
+            if (hi->locality_weight > 0)
+                json_object_set_new(group, "load_balancing_weight",
+                                    json_integer(hi->locality_weight));
+            json_array_append_new(groups, group);
+        }
+        json_array_append_new(json_object_get(group, "lb_endpoints"), le);
     }
-    json_t *cla = json_pack("{s:s,s:s,s:[{s:o}]}", "@type",
+    size_t g;
+    json_t *grp;
+    json_array_foreach(groups, g, grp) {
+        json_object_del(grp, "_p");
+        json_object_del(grp, "_l");
+    }
+    json_t *cla = json_pack("{s:s,s:s,s:o}", "@type",
                             "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
                             "cluster_name", c->eds_service_name ? c->eds_service_name : c->name,
-                            "endpoints", "lb_endpoints", lbe);
+                            "endpoints", groups);
+    if (c->cla_policy.overprovisioning_factor != 140 || c->cla_policy.weighted_priority_health ||
+        c->cla_policy.endpoint_stale_after_ms > 0) {
+        json_t *pol = json_pack("{s:I}", "overprovisioning_factor",
+                                (json_int_t)c->cla_policy.overprovisioning_factor);
+        if (c->cla_policy.weighted_priority_health)
+            json_object_set_new(pol, "weighted_priority_health", json_true());
+        if (c->cla_policy.endpoint_stale_after_ms > 0) {
+            char dur[32];
+            snprintf(dur, sizeof(dur), "%.3fs",
+                     (double)c->cla_policy.endpoint_stale_after_ms / 1000.0);
+            json_object_set_new(pol, "endpoint_stale_after", json_string(dur));
+        }
+        json_object_set_new(cla, "policy", pol);
+    }
     if (c->type == PT_CLUSTER_EDS)
         json_array_append_new(d->dynamic_endpoints,
                               json_pack("{s:o,s:o}", "endpoint_config", cla, "last_updated",
@@ -797,19 +868,41 @@ static void ep_listeners(admin_request_t *req, admin_response_t *res)
     }
 }
 
-static const char *health_str(uint32_t h, int pending, char *buf, size_t len)
+/* Envoy's health_flags: "/flag/flag..." in its order, or "healthy". */
+static const char *health_str(uint32_t h, unsigned eds, int pending, char *buf, size_t len)
 {
-    if (h == 0 && !pending)
-        return "healthy";
     buf[0] = '\0';
-    if (h & PT_HOST_FAILED_ACTIVE_HC)
-        snprintf(buf + strlen(buf), len - strlen(buf), "%s/failed_active_hc",
-                 buf[0] ? "" : "");
-    if (h & PT_HOST_FAILED_OUTLIER_CHECK)
-        snprintf(buf + strlen(buf), len - strlen(buf), "/failed_outlier_check");
-    if (pending)
-        snprintf(buf + strlen(buf), len - strlen(buf), "/pending_dynamic_removal");
-    return buf[0] == '/' ? buf + 1 : buf;
+    struct {
+        int on;
+        const char *name;
+    } flags[] = {
+        {(h & PT_HOST_FAILED_ACTIVE_HC) != 0, "/failed_active_hc"},
+        {(h & PT_HOST_FAILED_OUTLIER_CHECK) != 0, "/failed_outlier_check"},
+        {eds == PT_EDS_UNHEALTHY || eds == PT_EDS_TIMEOUT, "/failed_eds_health"},
+        {eds == PT_EDS_DEGRADED, "/degraded_eds_health"},
+        {pending, "/pending_dynamic_removal"},
+        {eds == PT_EDS_DRAINING, "/eds_status_draining"},
+    };
+    for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
+        if (flags[i].on)
+            snprintf(buf + strlen(buf), len - strlen(buf), "%s", flags[i].name);
+    return buf[0] ? buf : "healthy";
+}
+
+/* HostHealthStatus.eds_health_status: what the assignment says (HEALTHY when nothing). */
+static const char *eds_status_str(unsigned eds)
+{
+    switch (eds) {
+    case PT_EDS_UNHEALTHY:
+    case PT_EDS_TIMEOUT:
+        return "UNHEALTHY";
+    case PT_EDS_DRAINING:
+        return "DRAINING";
+    case PT_EDS_DEGRADED:
+        return "DEGRADED";
+    default:
+        return "HEALTHY";
+    }
 }
 
 typedef struct clusters_out {
@@ -843,17 +936,25 @@ static void cluster_out(void *data, const pt_cluster_entry_info_t *e)
             }
             pt_buf_printf(&res->body, "%s::added_via_api::%s\n", c->name,
                           e->dynamic ? "true" : "false");
+            if (c->type == PT_CLUSTER_EDS && c->eds_service_name != NULL)
+                pt_buf_printf(&res->body, "%s::eds_service_name::%s\n", c->name,
+                              c->eds_service_name);
         }
         /* An ORIGINAL_DST cluster's hosts are those made on demand so far (referenced while
-         * they are shown). */
+         * they are shown; they have no endpoint of their own: the defaults describe them). */
         unsigned nhosts = c->nhosts;
         pt_host_t **odst = c->type == PT_CLUSTER_ORIGINAL_DST ? pt_cluster_odst_hosts(c, &nhosts)
                                                               : NULL;
         pt_host_t *const *all = odst != NULL ? odst : c->hosts;
         if (c->type == PT_CLUSTER_ORIGINAL_DST && odst == NULL)
             nhosts = 0;
+        static const pt_locality_t no_locality = {"", "", ""};
         for (unsigned j = 0; j < nhosts; j++) {
             pt_host_t *h = all[j];
+            const pt_host_info_t *hi = odst != NULL ? &c->hinfo_default : pt_cluster_host_info(c, j);
+            const char *meta = odst != NULL ? NULL : pt_cluster_host_metadata(c, j);
+            const pt_locality_t *loc =
+                c->localities != NULL ? &c->localities[hi->locality] : &no_locality;
             struct {
                 const char *name;
                 uint64_t v;
@@ -868,49 +969,75 @@ static void cluster_out(void *data, const pt_cluster_entry_info_t *e)
                 {"rq_total", atomic_load(&h->rq_total)},
             };
             uint32_t health = atomic_load(&h->health);
-            int pending = j >= nhosts - c->npending;
-            char hb[96];
+            int pending = odst == NULL && j >= nhosts - c->npending;
+            char hb[256];
             if (json) {
                 json_t *stats = json_array();
                 for (size_t k = 0; k < sizeof(st) / sizeof(st[0]); k++)
                     json_array_append_new(stats, json_pack("{s:s,s:I}", "name", st[k].name,
                                                            "value", (json_int_t)st[k].v));
                 json_t *hs = json_pack("{s:s}", "eds_health_status",
-                                       health ? "UNHEALTHY" : "HEALTHY");
+                                       eds_status_str(hi->eds_health));
                 if (health & PT_HOST_FAILED_ACTIVE_HC)
                     json_object_set_new(hs, "failed_active_health_check", json_true());
                 if (health & PT_HOST_FAILED_OUTLIER_CHECK)
                     json_object_set_new(hs, "failed_outlier_check", json_true());
                 if (pending)
                     json_object_set_new(hs, "pending_dynamic_removal", json_true());
-                json_array_append_new(
-                    hosts, json_pack("{s:o,s:o,s:o,s:i,s:i,s:s}", "address",
-                                     socket_address_json(&h->address), "stats", stats,
-                                     "health_status", hs, "weight", (int)h->weight, "priority",
-                                     (int)h->priority, "hostname", h->hostname ? h->hostname : ""));
+                json_t *host = json_pack("{s:o,s:o,s:o,s:I,s:i,s:s}", "address",
+                                         socket_address_json(&h->address), "stats", stats,
+                                         "health_status", hs, "weight", (json_int_t)hi->weight,
+                                         "priority", (int)hi->priority, "hostname",
+                                         h->hostname ? h->hostname : "");
+                json_t *lj = locality_json(loc);
+                if (lj != NULL)
+                    json_object_set_new(host, "locality", lj);
+                json_t *md = meta != NULL ? json_loads(meta, 0, NULL) : NULL;
+                if (md != NULL)
+                    json_object_set_new(host, "metadata", md);
+                double sr = pt_outlier_success_rate(h), lsr = pt_outlier_local_origin_success_rate(h);
+                if (sr >= 0)
+                    json_object_set_new(host, "success_rate", json_pack("{s:f}", "value", sr));
+                if (lsr >= 0)
+                    json_object_set_new(host, "local_origin_success_rate",
+                                        json_pack("{s:f}", "value", lsr));
+                json_array_append_new(hosts, host);
                 continue;
             }
+            /* Envoy's order: the counters by name, then the host's attributes. */
             for (size_t k = 0; k < sizeof(st) / sizeof(st[0]); k++)
                 pt_buf_printf(&res->body, "%s::%s::%s::%llu\n", c->name, h->address_str,
                               st[k].name, (unsigned long long)st[k].v);
             pt_buf_printf(&res->body, "%s::%s::hostname::%s\n", c->name, h->address_str,
                           h->hostname ? h->hostname : "");
             pt_buf_printf(&res->body, "%s::%s::health_flags::%s\n", c->name, h->address_str,
-                          health_str(health, pending, hb, sizeof(hb)));
+                          health_str(health, hi->eds_health, pending, hb, sizeof(hb)));
             pt_buf_printf(&res->body, "%s::%s::weight::%u\n", c->name, h->address_str,
-                          h->weight);
+                          hi->weight);
+            pt_buf_printf(&res->body, "%s::%s::region::%s\n", c->name, h->address_str,
+                          loc->region);
+            pt_buf_printf(&res->body, "%s::%s::zone::%s\n", c->name, h->address_str, loc->zone);
+            pt_buf_printf(&res->body, "%s::%s::sub_zone::%s\n", c->name, h->address_str,
+                          loc->sub_zone);
+            pt_buf_printf(&res->body, "%s::%s::canary::false\n", c->name, h->address_str);
             pt_buf_printf(&res->body, "%s::%s::priority::%u\n", c->name, h->address_str,
-                          h->priority);
+                          hi->priority);
             pt_buf_printf(&res->body, "%s::%s::success_rate::%g\n", c->name, h->address_str,
                           pt_outlier_success_rate(h));
+            pt_buf_printf(&res->body, "%s::%s::local_origin_success_rate::%g\n", c->name,
+                          h->address_str, pt_outlier_local_origin_success_rate(h));
+        }
+        if (json) {
+            json_t *cs = json_pack("{s:s,s:o,s:b,s:s}", "name", c->name, "host_statuses",
+                                   hosts, "added_via_api", e->dynamic, "observability_name",
+                                   c->name);
+            if (c->type == PT_CLUSTER_EDS && c->eds_service_name != NULL)
+                json_object_set_new(cs, "eds_service_name", json_string(c->eds_service_name));
+            json_array_append_new(statuses, cs);
         }
         for (unsigned j = 0; odst != NULL && j < nhosts; j++)
             pt_host_unref(odst[j]);
         free(odst);
-        if (json)
-            json_array_append_new(statuses, json_pack("{s:s,s:o,s:b}", "name", c->name,
-                                                      "host_statuses", hosts, "added_via_api",
-                                                      e->dynamic));
     }
 }
 

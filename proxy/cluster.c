@@ -13,9 +13,11 @@
 #include "discovery/lb.h"
 #include "discovery/lb_hash.h"
 #include "discovery/outlier.h"
+#include "discovery/priority_set.h"
 #include "proxy/config_source.h"
 #include "proxy/hash.h"
 #include "proxy/http.h"
+#include "proxy/log.h"
 #include "proxy/worker.h"
 #include "tls/context.h"
 #include "tls/transport.h"
@@ -25,7 +27,6 @@
 static const char *const cluster_unsupported[] = {
     "transport_socket_matches", "alt_stat_name",
     "lb_subset_config",
-    "round_robin_lb_config",
     "metadata", "protocol_selection",
     "close_connections_on_host_health_failure", "filters",
     "lrs_server", "track_timeout_budgets", "upstream_config",
@@ -41,6 +42,8 @@ static const char *const type_names[] = {"STATIC", "EDS", "STRICT_DNS", "LOGICAL
 static const char *const lb_names[] = {"ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH",
                                        "MAGLEV", "CLUSTER_PROVIDED", NULL};
 static const char *const lb_known[] = {"LOAD_BALANCING_POLICY_CONFIG", NULL};
+
+static void refuse_stale_after(pt_cfg_t *r, const pt_cluster_t *c);
 
 /* ---- HTTP protocol options --------------------------------------------------------- */
 
@@ -227,19 +230,12 @@ pt_cluster_state_t *pt_cluster_state_get(const char *name)
         return st;
     }
     st = calloc(1, sizeof(*st));
-    unsigned n = pt_worker_count();
-    if (st != NULL && ((st->name = strdup(name)) == NULL ||
-                       (n > 0 && (st->locals = aligned_alloc(_Alignof(pt_cluster_local_t),
-                                                             n * sizeof(pt_cluster_local_t))) == NULL))) {
-        free(st->name);
+    if (st != NULL && (st->name = strdup(name)) == NULL) {
         free(st);
         st = NULL;
     }
     if (st != NULL) {
         atomic_init(&st->refs, 1);
-        st->nlocals = st->locals != NULL ? n : 0;
-        for (unsigned i = 0; i < st->nlocals; i++)
-            st->locals[i].rr_next = i; /* workers start at different hosts */
         st->next_in_bucket = states[b];
         states[b] = st;
     }
@@ -321,8 +317,11 @@ void pt_cluster_state_unref(pt_cluster_state_t *st)
     /* Released above, or later by the main thread: either way no gauge reads st after. */
     pt_stats_gauge_fn_clear(st->membership_total_id, st);
     pt_stats_gauge_fn_clear(st->membership_healthy_id, st);
+    if (st->membership_degraded_id != 0)
+        pt_stats_gauge_fn_clear(st->membership_degraded_id, st);
+    if (st->membership_excluded_id != 0)
+        pt_stats_gauge_fn_clear(st->membership_excluded_id, st);
     free(st->host_buckets); /* empty: every host held a reference to the state */
-    free(st->locals);
     free(st->name);
     free(st);
 }
@@ -525,10 +524,22 @@ void pt_cluster_unref(pt_cluster_t *c)
     if (c == NULL || atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
         return;
     pt_lb_hash_cluster_dispose(c);
+    if (c->state != NULL) { /* no longer a live version of its cluster */
+        pthread_mutex_lock(&states_lock);
+        if (c->prev_version != NULL)
+            c->prev_version->next_version = c->next_version;
+        else if (c->state->versions == c)
+            c->state->versions = c->next_version;
+        if (c->next_version != NULL)
+            c->next_version->prev_version = c->prev_version;
+        pthread_mutex_unlock(&states_lock);
+    }
+    pt_lb_release(c);
     pt_arena_dispose(&c->ep_arena);
     pt_arena_dispose(&c->arena); /* cleanups (stats hooks) before the state */
     tls_own_unref(c->tls_own);   /* the TLS context, unless a newer version shares it */
     free(atomic_load(&c->code_stats));
+    free(atomic_load(&c->lb_stats));
     json_decref(c->health_checks_json);
     json_decref(c->source);
     free(c->source_text);
@@ -536,35 +547,43 @@ void pt_cluster_unref(pt_cluster_t *c)
         pt_host_unref(c->hosts[i]);
     free(c->hosts);
     odst_free(c->odst); /* its hosts hold the state: before it */
+    free(c->hinfo);
+    free(c->hmeta);
     pt_cluster_state_unref(c->state);
     free(c);
 }
 
-/* A host as an endpoint of a new version (its hostname is the host's own: the new version's
- * host is the same host, found by that key). */
-static pt_endpoint_t endpoint_of(const pt_host_t *h)
+/* c's i-th host as an endpoint of a new version: what c says of it (its strings are c's and
+ * the host's, alive while c is; the new version's host is the same host, found by address
+ * and hostname). */
+static pt_endpoint_t endpoint_of(const pt_cluster_t *c, unsigned i)
 {
+    const pt_host_t *h = c->hosts[i];
+    const pt_host_info_t *hi = pt_cluster_host_info(c, i);
     return (pt_endpoint_t){.address = h->address, .hostname = h->hostname,
-                           .weight = atomic_load(&h->weight),
-                           .priority = atomic_load(&h->priority)};
+                           .weight = hi->weight, .priority = hi->priority,
+                           .locality = c->localities[hi->locality],
+                           .locality_weight = hi->locality_weight,
+                           .health = (pt_eds_health_t)hi->eds_health,
+                           .metadata = pt_cluster_host_metadata(c, i)};
 }
 
 int pt_cluster_adopt_endpoints(pt_cluster_t *c, const pt_cluster_t *from)
 {
-    /* From its hosts (its endpoints went once it was prepared); the hostnames are the hosts'
-     * own, alive while from is, and c's hosts will be the same ones. */
+    /* From its hosts (its endpoints went once it was prepared); the strings are from's,
+     * alive while it is, and c's hosts will be the same ones. */
     if (from->nhosts > 0) {
         pt_endpoint_t *eps = pt_arena_alloc(&c->ep_arena, from->nhosts * sizeof(*eps));
         if (eps == NULL)
             return -1;
         for (unsigned i = 0; i < from->nhosts; i++)
-            eps[i] = endpoint_of(from->hosts[i]);
+            eps[i] = endpoint_of(from, i);
         c->endpoints = eps;
     }
     c->nendpoints = from->nhosts;
     c->npending = from->npending;
     c->has_assignment = 1;
-    c->equal_weights = from->equal_weights;
+    c->cla_policy = from->cla_policy;
     return 0;
 }
 
@@ -671,10 +690,21 @@ static void parse_dns_endpoints(pt_cfg_t *r, pt_cluster_t *c)
                                   : t->name;
                 t->port = e->dns_port;
                 t->weight = e->weight;
-                if (t->name != NULL && t->hostname != NULL)
+                t->priority = e->priority;
+                t->locality.region = pt_arena_strdup(&c->arena, e->locality.region);
+                t->locality.zone = pt_arena_strdup(&c->arena, e->locality.zone);
+                t->locality.sub_zone = pt_arena_strdup(&c->arena, e->locality.sub_zone);
+                t->locality_weight = e->locality_weight;
+                t->health = e->health;
+                t->metadata = e->metadata ? pt_arena_strdup(&c->arena, e->metadata) : NULL;
+                if (t->name != NULL && t->hostname != NULL && t->locality.region != NULL &&
+                    t->locality.zone != NULL && t->locality.sub_zone != NULL &&
+                    (e->metadata == NULL || t->metadata != NULL))
                     dns->ntargets++;
             }
         }
+        c->cla_policy = eps.policy;
+        refuse_stale_after(r, c);
     }
     pt_cfg_leave(r);
     /* The names are the cluster's now; its hosts come from resolving them. */
@@ -732,6 +762,85 @@ static void parse_original_dst(pt_cfg_t *r, pt_cluster_t *c)
                                              "ORIGINAL_DST");
 }
 
+/* A load_assignment in the cluster itself never goes stale: only EDS assignments do. */
+static void refuse_stale_after(pt_cfg_t *r, const pt_cluster_t *c)
+{
+    if (c->cla_policy.endpoint_stale_after_ms > 0)
+        pt_cfg_error(r, "policy.endpoint_stale_after",
+                     "applies only to assignments from EDS (a %s cluster's load_assignment "
+                     "is never replaced, so it cannot go stale)",
+                     type_names[c->type]);
+}
+
+/* A Percent as Envoy rounds it to an integer of 100. */
+static int parse_percent(pt_cfg_t *r, const char *field, uint32_t *out, uint32_t def)
+{
+    *out = def;
+    if (pt_cfg_enter(r, field) <= 0)
+        return 0;
+    double v;
+    pt_cfg_double(r, "value", &v, (double)def, 0.0, 100.0);
+    pt_cfg_leave(r);
+    *out = (uint32_t)(v + 0.5);
+    return 1;
+}
+
+/* CommonLbConfig.ZoneAwareLbConfig, or LocalityLbConfig.ZoneAwareLbConfig (reader inside). */
+static void parse_zone_aware(pt_cfg_t *r, pt_cluster_t *c)
+{
+    static const char *const unsupported[] = {"force_local_zone", "force_locality_direct_routing",
+                                              "locality_basis", NULL};
+    pt_cfg_unsupported(r, unsupported);
+    c->locality_lb = PT_LOCALITY_ZONE_AWARE;
+    parse_percent(r, "routing_enabled", &c->zone_routing_enabled, 100);
+    pt_cfg_uint(r, "min_cluster_size", &c->zone_min_cluster_size, 6, 0, UINT64_MAX);
+    pt_cfg_bool(r, "fail_traffic_on_panic", &c->fail_traffic_on_panic, 0);
+}
+
+/* The oneof zone_aware_lb_config / locality_weighted_lb_config of the object the reader is
+ * in (CommonLbConfig, or a policy's LocalityLbConfig). */
+static void parse_locality_choice(pt_cfg_t *r, pt_cluster_t *c)
+{
+    static const char *const choices[] = {"zone_aware_lb_config", "locality_weighted_lb_config",
+                                          NULL};
+    int which = pt_cfg_oneof(r, choices, 0);
+    if (which == 0 && pt_cfg_enter(r, "zone_aware_lb_config") > 0) {
+        parse_zone_aware(r, c);
+        pt_cfg_leave(r);
+    } else if (which == 1 && pt_cfg_enter(r, "locality_weighted_lb_config") > 0) {
+        c->locality_lb = PT_LOCALITY_WEIGHTED;
+        c->zone_routing_enabled = 100;
+        c->zone_min_cluster_size = 6;
+        c->fail_traffic_on_panic = 0;
+        pt_cfg_leave(r);
+    }
+}
+
+/* A policy's locality_lb_config (reader in round_robin_lb_config or least_request_lb_config). */
+static void parse_locality_lb_config(pt_cfg_t *r, pt_cluster_t *c)
+{
+    if (pt_cfg_enter(r, "locality_lb_config") <= 0)
+        return;
+    c->locality_lb = PT_LOCALITY_ZONE_AWARE;
+    c->zone_routing_enabled = 100;
+    c->zone_min_cluster_size = 6;
+    c->fail_traffic_on_panic = 0;
+    parse_locality_choice(r, c);
+    pt_cfg_leave(r);
+}
+
+/* Cluster.CommonLbConfig (reader inside). */
+static void parse_common_lb_config(pt_cfg_t *r, pt_cluster_t *c)
+{
+    static const char *const unsupported[] = {
+        "update_merge_window", "ignore_new_hosts_until_first_hc",
+        "close_connections_on_host_set_change", "override_host_status", NULL};
+    pt_cfg_unsupported(r, unsupported);
+    pt_lb_hash_parse_common(r, c); /* consistent_hashing_lb_config */
+    parse_percent(r, "healthy_panic_threshold", &c->healthy_panic_threshold, 50);
+    parse_locality_choice(r, c);
+}
+
 pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
 {
     size_t errors_before = r->nerrors;
@@ -742,6 +851,7 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
     pt_arena_init_small(&c->arena); /* thousands of clusters: no 8 KiB block each */
     pt_arena_init_small(&c->ep_arena);
     c->source = json_incref(r->frames[r->depth - 1].node);
+    pt_cla_policy_default(&c->cla_policy);
     pt_cfg_unsupported(r, cluster_unsupported);
 
     const char *name;
@@ -797,18 +907,44 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
     c->lb_policy = (pt_lb_policy_t)lb;
     parse_original_dst(r, c);
     c->lb_choice_count = 2;
+    c->active_request_bias = 1.0;
+    /* common_lb_config's locality choice, then the policy's own (which wins, as in
+     * Envoy's typed policies). */
+    c->healthy_panic_threshold = 50;
+    c->zone_routing_enabled = 100;
+    c->zone_min_cluster_size = 6;
+    if (pt_cfg_enter(r, "common_lb_config") > 0) {
+        parse_common_lb_config(r, c);
+        pt_cfg_leave(r);
+    }
     if (pt_cfg_enter(r, "least_request_lb_config") > 0) {
-        static const char *const lr_unsupported[] = {"active_request_bias", "slow_start_config",
-                                                     "locality_lb_config", NULL};
+        static const char *const lr_unsupported[] = {"slow_start_config", NULL};
         pt_cfg_unsupported(r, lr_unsupported);
         uint64_t n;
         pt_cfg_uint(r, "choice_count", &n, 2, 2, 100);
         c->lb_choice_count = (uint32_t)n;
+        if (pt_cfg_enter(r, "active_request_bias") > 0) {
+            /* A RuntimeDouble: petrel has no runtime, the default value is the value. */
+            const char *key;
+            pt_cfg_string(r, "runtime_key", &key, NULL);
+            pt_cfg_double(r, "default_value", &c->active_request_bias, 1.0, 0.0, 1e9);
+            pt_cfg_leave(r);
+        }
+        parse_locality_lb_config(r, c);
         if (c->lb_policy != PT_LB_LEAST_REQUEST)
             pt_cfg_error(r, NULL, "applies only with lb_policy LEAST_REQUEST");
         pt_cfg_leave(r);
     }
     pt_lb_policy_parse(r, c); /* RING_HASH, MAGLEV, load_balancing_policy */
+    pt_lb_hash_apply_common(c);
+    if (pt_cfg_enter(r, "round_robin_lb_config") > 0) {
+        static const char *const rr_unsupported[] = {"slow_start_config", NULL};
+        pt_cfg_unsupported(r, rr_unsupported);
+        parse_locality_lb_config(r, c);
+        if (c->lb_policy != PT_LB_ROUND_ROBIN)
+            pt_cfg_error(r, NULL, "applies only with lb_policy ROUND_ROBIN");
+        pt_cfg_leave(r);
+    }
     if (pt_cfg_enter(r, "upstream_connection_options") > 0) {
         static const char *const uco_unsupported[] = {
             "set_local_interface_name_on_upstream_connections", "happy_eyeballs_config", NULL};
@@ -864,20 +1000,6 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
     }
 
     pt_breakers_parse(r, c->breakers);
-    c->healthy_panic_threshold = 50.0;
-    if (pt_cfg_enter(r, "common_lb_config") > 0) {
-        static const char *const clb_unsupported[] = {
-            "zone_aware_lb_config", "locality_weighted_lb_config", "update_merge_window",
-            "ignore_new_hosts_until_first_hc", "close_connections_on_host_set_change",
-            "override_host_status", NULL};
-        pt_cfg_unsupported(r, clb_unsupported);
-        pt_lb_hash_parse_common(r, c);
-        if (pt_cfg_enter(r, "healthy_panic_threshold") > 0) {
-            pt_cfg_double(r, "value", &c->healthy_panic_threshold, 50.0, 0.0, 100.0);
-            pt_cfg_leave(r);
-        }
-        pt_cfg_leave(r);
-    }
     json_t *checks = pt_cfg_get(r, "health_checks");
     c->health_checks_json = checks != NULL ? json_incref(checks) : NULL;
     pt_health_checks_parse(r, &c->arena, "health_checks", &c->health_checks,
@@ -921,9 +1043,8 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
         if (pt_endpoints_parse(r, &c->ep_arena, c->name, &eps) == 0) {
             c->endpoints = eps.endpoints;
             c->nendpoints = eps.nendpoints;
-            c->equal_weights = 1;
-            for (unsigned k = 1; k < c->nendpoints; k++)
-                c->equal_weights &= c->endpoints[k].weight == c->endpoints[0].weight;
+            c->cla_policy = eps.policy;
+            refuse_stale_after(r, c);
         }
         pt_cfg_leave(r);
     } else if (rc == 0 && c->type == PT_CLUSTER_STATIC) {
@@ -945,10 +1066,282 @@ static int64_t read_membership_healthy(const void *st)
     return atomic_load(&((const pt_cluster_state_t *)st)->membership_healthy);
 }
 
-void pt_cluster_set_membership_healthy(pt_cluster_t *c, unsigned healthy)
+static int64_t read_membership_degraded(const void *st)
 {
-    atomic_store(&c->state->membership_healthy, healthy);
-    pt_lb_hash_cluster_health_changed(c);
+    return atomic_load(&((const pt_cluster_state_t *)st)->membership_degraded);
+}
+
+static int64_t read_membership_excluded(const void *st)
+{
+    return atomic_load(&((const pt_cluster_state_t *)st)->membership_excluded);
+}
+
+/* The membership gauges from c's set (c the newest version; main thread). */
+static void set_membership(pt_cluster_t *c)
+{
+    pt_cluster_state_t *st = c->state;
+    pt_lb_set_t *s = atomic_load(&c->lb_set); /* main thread: it publishes the sets */
+    uint32_t degraded = s != NULL ? s->degraded_total : 0;
+    uint32_t excluded = s != NULL ? s->excluded_total : 0;
+    atomic_store(&st->membership_total, c->nhosts);
+    atomic_store(&st->membership_healthy, s != NULL ? s->healthy_total : 0);
+    atomic_store(&st->membership_degraded, degraded);
+    atomic_store(&st->membership_excluded, excluded);
+    if (degraded > 0 && st->membership_degraded_id == 0 &&
+        (st->membership_degraded_id = pt_stats_gauge("cluster", "envoy_cluster_name", c->name,
+                                                     "membership_degraded")) != 0)
+        pt_stats_gauge_fn(st->membership_degraded_id, read_membership_degraded, st);
+    if (excluded > 0 && st->membership_excluded_id == 0 &&
+        (st->membership_excluded_id = pt_stats_gauge("cluster", "envoy_cluster_name", c->name,
+                                                     "membership_excluded")) != 0)
+        pt_stats_gauge_fn(st->membership_excluded_id, read_membership_excluded, st);
+}
+
+static const char *const lb_stat_names[] = {
+#define PT_X(n) #n,
+    PT_CLUSTER_LB_COUNTERS(PT_X)
+#undef PT_X
+};
+
+void pt_cluster_lb_stat_make(pt_cluster_t *c, unsigned which)
+{
+    pt_stat_t *ids = atomic_load_explicit(&c->lb_stats, memory_order_acquire);
+    if (ids == NULL) { /* as code_stats: the array on first use, one thread's wins */
+        pt_stat_t *fresh = calloc(PT_LB_NSTATS, sizeof(pt_stat_t));
+        if (fresh == NULL)
+            return;
+        if (atomic_compare_exchange_strong(&c->lb_stats, &ids, fresh))
+            ids = fresh;
+        else
+            free(fresh);
+    }
+    pt_stat_t id = __atomic_load_n(&ids[which], __ATOMIC_RELAXED);
+    if (id == 0) {
+        /* Find-or-create: two threads making it at once get the same stat. */
+        id = pt_stats_counter("cluster", "envoy_cluster_name", c->name, lb_stat_names[which]);
+        __atomic_store_n(&ids[which], id, __ATOMIC_RELAXED);
+    }
+    pt_stat_inc(id);
+}
+
+int pt_locality_equal(const pt_locality_t *a, const pt_locality_t *b)
+{
+    const char *x[3] = {a->region, a->zone, a->sub_zone}, *y[3] = {b->region, b->zone, b->sub_zone};
+    for (int i = 0; i < 3; i++)
+        if (strcmp(x[i] != NULL ? x[i] : "", y[i] != NULL ? y[i] : "") != 0)
+            return 0;
+    return 1;
+}
+
+/* The distinct localities of c's endpoints, copied into c's arena; each endpoint's index
+ * goes to loc_of[i]. */
+static int intern_localities(pt_cluster_t *c, uint16_t *loc_of)
+{
+    unsigned n = c->nendpoints, cap = 16;
+    while (cap < 2 * n)
+        cap *= 2;
+    uint32_t *slots = calloc(cap, sizeof(uint32_t)); /* locality index + 1 */
+    pt_locality_t *locs = calloc(n ? n : 1, sizeof(*locs));
+    int rc = -1;
+    if (slots == NULL || locs == NULL)
+        goto out;
+    unsigned nl = 0;
+    for (unsigned i = 0; i < n; i++) {
+        const pt_locality_t *l = &c->endpoints[i].locality;
+        const char *f[3] = {l->region ? l->region : "", l->zone ? l->zone : "",
+                            l->sub_zone ? l->sub_zone : ""};
+        uint64_t h = pt_hash_name(f[0]) * 3 + pt_hash_name(f[1]) * 5 + pt_hash_name(f[2]) * 7;
+        size_t k = h & (cap - 1);
+        while (slots[k] != 0 && !pt_locality_equal(&locs[slots[k] - 1], l))
+            k = (k + 1) & (cap - 1);
+        if (slots[k] == 0) {
+            pt_locality_t *nlc = &locs[nl];
+            /* The usual locality, none at all, costs no copy. */
+            int empty = !f[0][0] && !f[1][0] && !f[2][0];
+            nlc->region = empty ? "" : pt_arena_strdup(&c->arena, f[0]);
+            nlc->zone = empty ? "" : pt_arena_strdup(&c->arena, f[1]);
+            nlc->sub_zone = empty ? "" : pt_arena_strdup(&c->arena, f[2]);
+            if (nlc->region == NULL || nlc->zone == NULL || nlc->sub_zone == NULL || nl >= 65535)
+                goto out;
+            slots[k] = ++nl;
+        }
+        loc_of[i] = (uint16_t)(slots[k] - 1);
+    }
+    /* No locality at all (most clusters): a shared empty one, so that indices are always
+     * valid and nothing is allocated. */
+    static pt_locality_t none[1] = {{"", "", ""}};
+    if (nl == 0 || (nl == 1 && !locs[0].region[0] && !locs[0].zone[0] && !locs[0].sub_zone[0])) {
+        c->localities = none;
+    } else {
+        c->localities = pt_arena_alloc(&c->arena, nl * sizeof(pt_locality_t));
+        if (c->localities == NULL)
+            goto out;
+        memcpy(c->localities, locs, nl * sizeof(pt_locality_t));
+    }
+    c->nlocalities = nl;
+    rc = 0;
+out:
+    free(slots);
+    free(locs);
+    return rc;
+}
+
+/* What c's endpoints say of its hosts: one default for all when they all say the same (no
+ * per-host array), else one entry each; metadata only when some endpoint has any. */
+static int host_infos(pt_cluster_t *c)
+{
+    unsigned n = c->nendpoints;
+    uint16_t *loc_of = malloc((n ? n : 1) * sizeof(uint16_t));
+    if (loc_of == NULL || intern_localities(c, loc_of) != 0) {
+        free(loc_of);
+        return -1;
+    }
+    int uniform = 1, meta = 0;
+    for (unsigned i = 0; i < n; i++) {
+        const pt_endpoint_t *e = &c->endpoints[i], *f = &c->endpoints[0];
+        uniform &= e->weight == f->weight && e->priority == f->priority &&
+                   loc_of[i] == loc_of[0] && e->locality_weight == f->locality_weight &&
+                   e->health == f->health;
+        meta |= e->metadata != NULL;
+    }
+    for (unsigned i = 0; i < n || i == 0; i++) {
+        const pt_endpoint_t *e = n > 0 ? &c->endpoints[i] : NULL;
+        pt_host_info_t hi = {.weight = e && e->weight ? e->weight : 1,
+                             .locality_weight = e ? e->locality_weight : 0,
+                             .locality = e ? loc_of[i] : 0,
+                             .priority = (uint8_t)(e && e->priority <= PT_LB_MAX_PRIORITY
+                                                       ? e->priority
+                                                       : (e ? PT_LB_MAX_PRIORITY : 0)),
+                             .eds_health = (uint8_t)(e ? e->health : PT_EDS_UNKNOWN)};
+        if (i == 0) {
+            c->hinfo_default = hi;
+            if (!uniform && (c->hinfo = calloc(n, sizeof(pt_host_info_t))) == NULL)
+                goto oom;
+        }
+        if (c->hinfo != NULL)
+            c->hinfo[i] = hi;
+        if (n == 0)
+            break;
+    }
+    if (meta) {
+        if ((c->hmeta = calloc(n, sizeof(char *))) == NULL)
+            goto oom;
+        for (unsigned i = 0; i < n; i++)
+            if (c->endpoints[i].metadata != NULL &&
+                (c->hmeta[i] = pt_arena_strdup(&c->arena, c->endpoints[i].metadata)) == NULL)
+                goto oom;
+    }
+    free(loc_of);
+    return 0;
+oom:
+    free(loc_of);
+    return -1;
+}
+
+/* ---- health changes ----------------------------------------------------------------- */
+
+/* Clusters whose hosts' health changed since the last flush (main thread; each holds a
+ * reference to its state), and the loop whose turns flush them. */
+static pt_cluster_state_t *dirty_states;
+static struct ev_loop *health_loop;
+static ev_prepare health_flush;
+
+/* Computes again the sets of every live version of st's cluster. */
+static void recompute(pt_cluster_state_t *st)
+{
+    pthread_mutex_lock(&states_lock);
+    unsigned n = 0;
+    for (pt_cluster_t *v = st->versions; v != NULL; v = v->next_version)
+        n++;
+    pt_cluster_t **live = malloc((n ? n : 1) * sizeof(*live));
+    unsigned k = 0;
+    for (pt_cluster_t *v = st->versions; live != NULL && v != NULL; v = v->next_version) {
+        /* A version whose last reference is going is left alone. */
+        long r = atomic_load_explicit(&v->refs, memory_order_relaxed);
+        while (r > 0 && !atomic_compare_exchange_weak(&v->refs, &r, r + 1))
+            ;
+        if (r > 0)
+            live[k++] = v;
+    }
+    pthread_mutex_unlock(&states_lock);
+    if (live == NULL) {
+        pt_error("cluster %s: out of memory computing its hosts' health", st->name);
+        return;
+    }
+    for (unsigned i = 0; i < k; i++) {
+        if (pt_lb_publish(live[i]) != 0)
+            pt_error("cluster %s: out of memory computing its hosts' health", st->name);
+        pt_lb_hash_cluster_health_changed(live[i]); /* RING_HASH, MAGLEV: their tables */
+        if (i == 0)
+            set_membership(live[i]);
+    }
+    for (unsigned i = 0; i < k; i++)
+        pt_cluster_unref(live[i]);
+    free(live);
+}
+
+void pt_lb_flush(void)
+{
+    while (dirty_states != NULL) {
+        pt_cluster_state_t *st = dirty_states;
+        dirty_states = st->next_dirty;
+        st->next_dirty = NULL;
+        st->health_dirty = 0;
+        recompute(st);
+        pt_cluster_state_unref(st);
+    }
+}
+
+static void on_health_flush(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)loop;
+    (void)w;
+    (void)revents;
+    pt_lb_flush();
+}
+
+void pt_lb_set_main_loop(struct ev_loop *loop)
+{
+    if (health_loop != NULL) {
+        ev_ref(health_loop);
+        ev_prepare_stop(health_loop, &health_flush);
+    }
+    pt_lb_flush();
+    health_loop = loop;
+    if (loop != NULL) {
+        ev_prepare_init(&health_flush, on_health_flush);
+        ev_prepare_start(loop, &health_flush);
+        ev_unref(loop); /* it keeps nothing running by itself */
+    }
+}
+
+static void mark_dirty(pt_cluster_state_t *st)
+{
+    if (st == NULL)
+        return;
+    if (!st->health_dirty) {
+        st->health_dirty = 1;
+        atomic_fetch_add_explicit(&st->refs, 1, memory_order_relaxed);
+        st->next_dirty = dirty_states;
+        dirty_states = st;
+    }
+    if (health_loop == NULL)
+        pt_lb_flush(); /* no loop to batch in (start, tests): now */
+}
+
+void pt_host_health_update(pt_host_t *h, uint32_t set, uint32_t clear)
+{
+    uint32_t old = atomic_load(&h->health), now;
+    do {
+        now = (old | set) & ~clear;
+    } while (now != old && !atomic_compare_exchange_weak(&h->health, &old, now));
+    if (now != old)
+        mark_dirty(h->state);
+}
+
+void pt_cluster_health_changed(pt_cluster_t *c)
+{
+    mark_dirty(c->state);
 }
 
 int pt_cluster_prepare(pt_cluster_t *c)
@@ -976,16 +1369,18 @@ int pt_cluster_prepare(pt_cluster_t *c)
 #undef PT_X
     }
     /* Endpoints become hosts: the same object as in an earlier version of the cluster when
-     * one listed the same address, with what petrel learned of it. */
+     * one listed the same address, with what petrel learned of it. What the assignment says
+     * of each is this version's. */
     if (c->nendpoints > 0 && (c->hosts = calloc(c->nendpoints, sizeof(pt_host_t *))) == NULL)
         return -1;
+    if (host_infos(c) != 0)
+        return -1;
     for (unsigned i = 0; i < c->nendpoints; i++) {
+        const pt_endpoint_t *e = &c->endpoints[i];
         int fresh;
-        pt_host_t *h = host_get(c->state, &c->endpoints[i], &fresh);
+        pt_host_t *h = host_get(c->state, e, &fresh);
         if (h == NULL)
             return -1;
-        atomic_store(&h->weight, c->endpoints[i].weight);
-        atomic_store(&h->priority, c->endpoints[i].priority);
         /* A new host of a health-checked cluster waits for its first check (set before any
          * worker sees it, so no request reaches it in the instant before the checker
          * starts). A host that stays keeps its verdict. */
@@ -993,15 +1388,22 @@ int pt_cluster_prepare(pt_cluster_t *c)
             atomic_fetch_or(&h->health, (uint32_t)PT_HOST_FAILED_ACTIVE_HC);
         c->hosts[c->nhosts++] = h;
     }
-    /* Membership gauges are the state's, set by the main thread. */
-    unsigned healthy = 0;
-    for (unsigned i = 0; i < c->nhosts; i++)
-        healthy += atomic_load(&c->hosts[i]->health) == 0;
+    /* Priorities and localities, for the workers (before any sees c), and c among the live
+     * versions whose sets health changes make again. */
+    if (pt_lb_publish(c) != 0)
+        return -1;
     pt_cluster_state_t *st = c->state;
-    atomic_store(&st->membership_total, c->nhosts);
-    atomic_store(&st->membership_healthy, healthy);
+    pthread_mutex_lock(&states_lock);
+    c->prev_version = NULL;
+    c->next_version = st->versions;
+    if (st->versions != NULL)
+        st->versions->prev_version = c;
+    st->versions = c;
+    pthread_mutex_unlock(&states_lock);
+    /* Membership gauges are the state's, set by the main thread. */
     st->membership_total_id = c->stats.membership_total;
     st->membership_healthy_id = c->stats.membership_healthy;
+    set_membership(c);
     pt_stats_gauge_fn(c->stats.membership_total, read_membership_total, st);
     pt_stats_gauge_fn(c->stats.membership_healthy, read_membership_healthy, st);
     if (c->type == PT_CLUSTER_ORIGINAL_DST && c->odst == NULL && (c->odst = odst_new()) == NULL)
@@ -1233,7 +1635,6 @@ static pt_host_t *odst_pick(pt_cluster_t *c, pt_worker_t *w, const pt_lb_context
         pt_endpoint_t e = {.address = dst, .weight = 1};
         int fresh;
         if ((h = host_get(c->state, &e, &fresh)) != NULL) {
-            atomic_store(&h->weight, 1);
             table_add(&m->t, h); /* the table's reference (room was made above) */
             atomic_store(&c->state->membership_total, m->t.count);
             atomic_store(&c->state->membership_healthy, m->t.count);
@@ -1333,16 +1734,12 @@ pt_host_t *pt_cluster_pick_host(pt_cluster_t *c, pt_worker_t *w, const pt_lb_con
     case PT_LB_RING_HASH:
     case PT_LB_MAGLEV:
         return pt_lb_hash_pick(c, w, ctx, exclude, nexclude);
-    case PT_LB_LEAST_REQUEST:
-        return pt_lb_least_request(c, w, exclude, nexclude);
-    case PT_LB_RANDOM:
-        return pt_lb_random(c, w, exclude, nexclude);
     case PT_LB_CLUSTER_PROVIDED: /* ORIGINAL_DST only: the destination is the host */
         return c->type == PT_CLUSTER_ORIGINAL_DST ? odst_pick(c, w, ctx) : NULL;
-    case PT_LB_ROUND_ROBIN:
+    default:
         break;
     }
-    return pt_lb_round_robin(c, w, exclude, nexclude);
+    return pt_lb_pick(c, w, exclude, nexclude);
 }
 
 void pt_cluster_count_response(pt_cluster_t *c, int status)
@@ -1456,9 +1853,6 @@ static pt_cluster_t *finish_version(pt_cluster_t *c, const pt_cluster_t *base,
     c->nendpoints = n;
     c->npending = npending;
     c->has_assignment = 1;
-    c->equal_weights = 1;
-    for (unsigned k = 1; k < n; k++)
-        c->equal_weights &= eps[k].weight == eps[0].weight;
     /* The same configuration as base: the same TLS context, not one made again. */
     if (c->tls != NULL && !pt_cluster_share_tls(c, base) &&
         pt_cluster_build_tls(c, r, "transport_socket") == NULL) {
@@ -1489,11 +1883,9 @@ int pt_cluster_take_assignment(pt_cluster_t *c, pt_cfg_t *cla)
         return -1;
     c->endpoints = eps.endpoints;
     c->nendpoints = eps.nendpoints;
+    c->cla_policy = eps.policy;
     c->npending = 0;
     c->has_assignment = 1;
-    c->equal_weights = 1;
-    for (unsigned k = 1; k < c->nendpoints; k++)
-        c->equal_weights &= c->endpoints[k].weight == c->endpoints[0].weight;
     return 0;
 }
 
@@ -1517,6 +1909,7 @@ pt_cluster_t *pt_cluster_with_assignment(const pt_cluster_t *base, pt_cfg_t *cla
         pt_cluster_unref(c);
         return NULL;
     }
+    c->cla_policy = eps.policy;
     return with_endpoints(c, base, eps, cla);
 }
 
@@ -1558,7 +1951,7 @@ static pt_cluster_t *with_endpoints(pt_cluster_t *c, const pt_cluster_t *base,
         if ((atomic_load(&h->health) & PT_HOST_FAILED_ACTIVE_HC) ||
             lists_host(eps.endpoints, eps.nendpoints, h))
             continue;
-        all[n++] = endpoint_of(h);
+        all[n++] = endpoint_of(base, i);
     }
     c = finish_version(c, base, all, n, keep, cla);
     free(all);
@@ -1589,8 +1982,9 @@ pt_cluster_t *pt_cluster_without_failed_pending(const pt_cluster_t *base)
             if (pending && (atomic_load(&h->health) & PT_HOST_FAILED_ACTIVE_HC))
                 continue;
             npending += pending;
-            eps[n++] = endpoint_of(h);
+            eps[n++] = endpoint_of(base, i);
         }
+        c->cla_policy = base->cla_policy;
         c = finish_version(c, base, eps, n, npending, &r);
     } else {
         pt_cluster_unref(c);

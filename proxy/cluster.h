@@ -72,6 +72,25 @@ typedef struct pt_worker pt_worker_t;
     X(upstream_rq_per_try_idle_timeout)                                                        \
     X(original_dst_host_invalid)
 
+/* The load balancer's counters, made the first time they count (most clusters never panic
+ * nor route by zone: a cluster's stats are most of its memory). */
+#define PT_CLUSTER_LB_COUNTERS(X)                                                              \
+    X(lb_healthy_panic)                                                                        \
+    X(lb_local_cluster_not_ok)                                                                 \
+    X(lb_recalculate_zone_structures)                                                          \
+    X(lb_zone_cluster_too_small)                                                               \
+    X(lb_zone_no_capacity_left)                                                                \
+    X(lb_zone_routing_all_directly)                                                            \
+    X(lb_zone_routing_sampled)                                                                 \
+    X(lb_zone_routing_cross_zone)
+
+enum pt_cluster_lb_stat {
+#define PT_X(n) PT_LB_STAT_##n,
+    PT_CLUSTER_LB_COUNTERS(PT_X)
+#undef PT_X
+    PT_LB_NSTATS
+};
+
 #define PT_CLUSTER_GAUGES(X)                                                                   \
     X(upstream_cx_active)                                                                      \
     X(upstream_rq_active)                                                                      \
@@ -153,28 +172,56 @@ typedef enum pt_lb_policy {
 /* The load balancer context of a pick (below). */
 typedef struct pt_lb_context pt_lb_context_t;
 
-/* Host health bits, Envoy's /clusters health_flags. */
+/* How a priority's locality is chosen (Cluster.CommonLbConfig.locality_config_specifier). */
+typedef enum pt_locality_lb {
+    PT_LOCALITY_ZONE_AWARE, /* the default: zone aware routing when a local cluster is set */
+    PT_LOCALITY_WEIGHTED,   /* locality_weighted_lb_config */
+} pt_locality_lb_t;
+
+/* Host health bits that belong to the host whichever version lists it, set on the main
+ * thread by active health checking and outlier detection (pt_host_health_update). Envoy's
+ * /clusters health_flags of the same names. */
 enum pt_host_health {
     PT_HOST_FAILED_ACTIVE_HC = 1u << 0,
     PT_HOST_FAILED_OUTLIER_CHECK = 1u << 1,
 };
 
+/* LbEndpoint.health_status (config.core.v3.HealthStatus), in its order. What a version's
+ * assignment says of a host: UNHEALTHY and TIMEOUT make it unhealthy (Envoy's
+ * failed_eds_health), DRAINING excludes it (eds_status_draining: not picked, and not counted
+ * in the availability of its priority and locality), DEGRADED makes it degraded (used when
+ * the healthy hosts cannot take all the load). */
+typedef enum pt_eds_health {
+    PT_EDS_UNKNOWN,
+    PT_EDS_HEALTHY,
+    PT_EDS_UNHEALTHY,
+    PT_EDS_DRAINING,
+    PT_EDS_TIMEOUT,
+    PT_EDS_DEGRADED,
+} pt_eds_health_t;
+
+/* config.core.v3.Locality; empty strings where a field is not set. */
+typedef struct pt_locality {
+    const char *region, *zone, *sub_zone;
+} pt_locality_t;
+
+/* Whether two localities are the same (NULL and "" are the same). */
+int pt_locality_equal(const pt_locality_t *a, const pt_locality_t *b);
+
 /* A host, the same object in every version of its cluster that lists it (keyed by address
  * and hostname in the cluster's state), so what petrel knows of it survives updates: health
  * bits, outlier state, counters, active requests, pooled connections. Refcounted by the
- * cluster versions that list it and by pools and checkers that hold it. */
+ * cluster versions that list it and by pools and checkers that hold it. What an assignment
+ * says of it (weight, priority, locality, EDS health, metadata) is the version's
+ * (pt_host_info_t): two versions may say different things. */
 typedef struct pt_host {
     _Atomic long refs;
     struct pt_cluster_state *state;
     struct pt_host *next_in_bucket; /* the state's host registry */
     pt_addr_t address;
-    /* From the newest version that lists the host (written by the main thread before it
-     * publishes that version; workers of older versions read them too). */
-    _Atomic uint32_t weight;
     const char *address_str; /* "10.0.0.1:80", in the host's own allocation */
     const char *hostname;    /* (owned) or NULL */
-    _Atomic uint32_t priority;
-    _Atomic uint32_t health; /* pt_host_health bits; 0 = healthy */
+    _Atomic uint32_t health; /* pt_host_health bits; 0 = no verdict against it */
     struct pt_outlier_host *outlier;  /* discovery/outlier.c state (owned), or NULL */
     /* /clusters counters, shared by all workers (the order packs the struct: a cluster
      * may have thousands of hosts). */
@@ -187,12 +234,23 @@ typedef struct pt_host {
  * workers' pools free themselves once empty). */
 enum { PT_HOST_ODST_USED = 1u << 0, PT_HOST_ODST_REMOVED = 1u << 1 };
 
-/* An endpoint as a ClusterLoadAssignment lists it, before it is resolved to a host. */
+/* Main thread: sets then clears health bits of h. When that changes them, every live version
+ * of h's cluster computes its priorities and localities again (at the end of the main loop's
+ * turn, or at once before the server runs one: pt_lb_flush). */
+void pt_host_health_update(pt_host_t *h, uint32_t set, uint32_t clear);
+
+/* An endpoint as a ClusterLoadAssignment lists it, before it is resolved to a host. Its
+ * strings are borrowed (the parse's arena, a DNS target, an older version) until
+ * pt_cluster_prepare copies what it keeps. */
 typedef struct pt_endpoint {
     pt_addr_t address;
     const char *hostname;
-    uint32_t weight;
-    uint32_t priority;
+    uint32_t weight;          /* LbEndpoint.load_balancing_weight (1) */
+    uint32_t priority;        /* LocalityLbEndpoints.priority, 0..128 */
+    pt_locality_t locality;   /* LocalityLbEndpoints.locality */
+    uint32_t locality_weight; /* LocalityLbEndpoints.load_balancing_weight, 0 unset */
+    pt_eds_health_t health;   /* LbEndpoint.health_status */
+    const char *metadata;     /* LbEndpoint.metadata as canonical JSON text, or NULL */
     /* DNS clusters' endpoints as configured: the name to resolve and the port its addresses
      * take (address unset). */
     const char *dns_name;
@@ -202,11 +260,21 @@ typedef struct pt_endpoint {
 pt_host_t *pt_host_ref(pt_host_t *h);
 void pt_host_unref(pt_host_t *h);
 
-/* A worker's own balancer state for one cluster, a cache line apart from the other
- * workers'. */
-typedef struct pt_cluster_local {
-    _Alignas(64) uint64_t rr_next;
-} pt_cluster_local_t;
+/* What a version says of each of its hosts (parallel to its hosts; 12 bytes). */
+typedef struct pt_host_info {
+    uint32_t weight;
+    uint32_t locality_weight; /* 0: its locality has none */
+    uint16_t locality;        /* index into the version's localities */
+    uint8_t priority;
+    uint8_t eds_health;       /* pt_eds_health_t */
+} pt_host_info_t;
+
+/* ClusterLoadAssignment.policy. */
+typedef struct pt_cla_policy {
+    uint64_t endpoint_stale_after_ms; /* 0: never stale */
+    uint32_t overprovisioning_factor; /* percent, 140 */
+    int weighted_priority_health;     /* priority health by weight, not host count */
+} pt_cla_policy_t;
 
 /* What belongs to a cluster's name rather than to one version of it: kept across updates of
  * the cluster, dropped with the last version that uses it. */
@@ -214,18 +282,24 @@ typedef struct pt_cluster_state {
     _Atomic long refs;
     char *name;
     pt_breaker_counts_t breaker_counts[PT_PRIORITIES];
-    pt_cluster_local_t *locals; /* one per worker (pt_worker_count()), or NULL */
-    unsigned nlocals;
     struct pt_cluster_state *next_in_bucket;
+    /* Its live prepared versions, newest first (guarded by the registry lock): a change of
+     * a host's health is computed again for each of them (discovery/priority_set.h). */
+    struct pt_cluster *versions;
+    int health_dirty; /* main thread: queued for pt_lb_flush */
+    struct pt_cluster_state *next_dirty;
     /* Hosts of every live version, by address and hostname (guarded by the registry lock:
      * a host's last reference may go on any thread). */
     pt_host_t **host_buckets;
     unsigned nhost_buckets, nhost_entries;
     /* The membership gauges' values, set by the main thread and read through computed
      * gauges (pt_stats_gauge_fn): one value, not a slot on every thread, so thousands of
-     * clusters do not commit the main thread's slot pages. */
-    _Atomic uint32_t membership_total, membership_healthy;
-    pt_stat_t membership_total_id, membership_healthy_id;
+     * clusters do not commit the main thread's slot pages. membership_degraded and
+     * membership_excluded are registered when they are first above 0. */
+    _Atomic uint32_t membership_total, membership_healthy, membership_degraded,
+        membership_excluded;
+    pt_stat_t membership_total_id, membership_healthy_id, membership_degraded_id,
+        membership_excluded_id;
 } pt_cluster_state_t;
 
 /* The state of the cluster with this name, made on first use, with a reference for the
@@ -272,7 +346,16 @@ struct pt_cluster {
      * built when the version is prepared and again when its hosts' health changes
      * (discovery/lb_hash.h). NULL for the other policies. */
     const struct pt_lb_hash_config *lb_hash;
+    int lb_hash_use_hostname; /* common_lb_config.consistent_hashing_lb_config's */
     struct pt_lb_hash_pub *lb_hash_pub;
+    double active_request_bias; /* least_request_lb_config.active_request_bias (1.0) */
+    /* common_lb_config: healthy_panic_threshold as Envoy rounds it (percent, 50), how a
+     * locality is chosen, and zone_aware_lb_config. */
+    uint32_t healthy_panic_threshold;
+    pt_locality_lb_t locality_lb;
+    uint32_t zone_routing_enabled;  /* routing_enabled, percent (100) */
+    uint64_t zone_min_cluster_size; /* min_cluster_size (6) */
+    int fail_traffic_on_panic;
     int dns_lookup_family;    /* index into AUTO, V4_ONLY, V6_ONLY, V4_PREFERRED, ALL */
     /* DNS types: what to resolve and how (discovery/dns.h), in the arena; NULL otherwise. */
     struct pt_dns_config *dns;
@@ -289,20 +372,30 @@ struct pt_cluster {
      * defaults): most clusters speak HTTP/1 and carry no HTTP/2 settings. */
     const pt_cluster_http2_t *http2;
     _Atomic(pt_stat_t *) code_stats;      /* upstream_rq_<code>, created on first use */
+    _Atomic(pt_stat_t *) lb_stats; /* PT_CLUSTER_LB_COUNTERS, made on first use */
     /* As parsed, in ep_arena, until pt_cluster_prepare resolves them into hosts and frees
      * them (what a version keeps of its endpoints is its hosts: per endpoint a pointer). */
     pt_endpoint_t *endpoints;
     unsigned nendpoints;
     pt_arena_t ep_arena;
     pt_host_t **hosts;            /* a reference each */
+    /* What this version says of each host (pt_cluster_host_info): parallel to hosts, or NULL
+     * when it says the same of all of them (hinfo_default: the common case of plain
+     * endpoints costs nothing per host); their metadata likewise (NULL: none has any). */
+    pt_host_info_t *hinfo;
+    pt_host_info_t hinfo_default;
+    const char **hmeta;
     unsigned nhosts;
+    /* The distinct localities of its hosts, in the arena (pt_host_info_t.locality). */
+    pt_locality_t *localities;
+    unsigned nlocalities;
+    pt_cla_policy_t cla_policy;
     /* The last npending hosts (and endpoints) are pending removal: an EDS update dropped
      * them, but active health checks still find them healthy, so they stay until they fail
      * (Envoy's PENDING_DYNAMIC_REMOVAL; not with ignore_health_on_host_removal). */
     unsigned npending;
     int ignore_health_on_host_removal;
     pt_cluster_stats_t stats;
-    double healthy_panic_threshold; /* percent; below it, balance over all hosts */
     pt_breaker_t breakers[PT_PRIORITIES]; /* circuit_breakers by priority */
     struct pt_outlier_config *outlier; /* outlier_detection, or NULL (discovery/outlier.h) */
     struct pt_health_check_config *health_checks; /* discovery/health_check.h */
@@ -332,6 +425,14 @@ struct pt_cluster {
     int odst_port_override;        /* upstream_port_override, -1 for none */
     uint64_t odst_cleanup_ms;      /* cleanup_interval (default 5 s) */
     struct pt_odst_hosts *odst;
+    /* Load balancing (discovery/priority_set.h, discovery/lb.h): the priorities and
+     * localities computed from the hosts' health, published by the main thread for the
+     * workers, and each worker's own state for this version (nlb_locals slots: one per
+     * worker and one for any other thread). */
+    _Atomic(struct pt_lb_set *) lb_set;
+    _Atomic(struct pt_lb_local **) lb_locals; /* made by the first thread that picks */
+    unsigned nlb_locals;
+    struct pt_cluster *next_version, *prev_version; /* the state's live versions */
 };
 
 /* Builds c's TLS context (reads its certificates, checks its key), errors recorded in r
@@ -355,10 +456,25 @@ int pt_cluster_adopt_endpoints(pt_cluster_t *c, const pt_cluster_t *from);
  * cla. pt_cluster_drop_assignment undoes it (the EDS update it came with was refused). */
 int pt_cluster_take_assignment(pt_cluster_t *c, pt_cfg_t *cla);
 void pt_cluster_drop_assignment(pt_cluster_t *c);
-/* Main thread: the number of c's hosts with no health bit (the membership_healthy gauge),
- * recounted by health checking and outlier detection when verdicts change; a RING_HASH or
- * MAGLEV cluster's table is built again over its healthy hosts. */
-void pt_cluster_set_membership_healthy(pt_cluster_t *c, unsigned healthy);
+/* Main thread: c's hosts' health changed otherwise than through pt_host_health_update
+ * (several at once): every live version of c's cluster is computed again. */
+void pt_cluster_health_changed(pt_cluster_t *c);
+/* Main thread: computes now what health changes left to compute. */
+void pt_lb_flush(void);
+/* Main thread: health changes are computed once per turn of this loop (before it waits);
+ * NULL (at exit): at once, as before a loop is set. */
+struct ev_loop;
+void pt_lb_set_main_loop(struct ev_loop *loop);
+
+/* What c says of its i-th host, and its metadata (canonical JSON text, or NULL). */
+static inline const pt_host_info_t *pt_cluster_host_info(const pt_cluster_t *c, unsigned i)
+{
+    return c->hinfo != NULL ? &c->hinfo[i] : &c->hinfo_default;
+}
+static inline const char *pt_cluster_host_metadata(const pt_cluster_t *c, unsigned i)
+{
+    return c->hmeta != NULL ? c->hmeta[i] : NULL;
+}
 
 /* Whether c is prepared (pt_cluster_prepare ran). */
 static inline int pt_cluster_prepared(const pt_cluster_t *c)
@@ -395,6 +511,18 @@ pt_cluster_t *pt_cluster_with_endpoints(const pt_cluster_t *c, const pt_endpoint
                                         unsigned n, pt_cfg_t *r);
 pt_cluster_t *pt_cluster_ref(pt_cluster_t *c);
 void pt_cluster_unref(pt_cluster_t *c);
+/* Counts one of the load balancer's counters (enum pt_cluster_lb_stat), made on its first
+ * count. Any thread. */
+void pt_cluster_lb_stat_make(pt_cluster_t *c, unsigned which);
+static inline void pt_cluster_lb_stat_inc(pt_cluster_t *c, unsigned which)
+{
+    pt_stat_t *ids = atomic_load_explicit(&c->lb_stats, memory_order_acquire);
+    pt_stat_t id = ids != NULL ? __atomic_load_n(&ids[which], __ATOMIC_RELAXED) : 0;
+    if (__builtin_expect(id != 0, 1))
+        pt_stat_inc(id);
+    else
+        pt_cluster_lb_stat_make(c, which);
+}
 /* Counts a response: upstream_rq_<class>xx and upstream_rq_<code>. */
 void pt_cluster_count_response(pt_cluster_t *c, int status);
 

@@ -43,6 +43,13 @@ typedef struct cm_entry {
      * whether its first lookup ended; until then it is warming. */
     pt_dns_cluster_t *dns;
     int dns_ready;
+    /* EDS with ClusterLoadAssignment.policy.endpoint_stale_after: the timer that removes the
+     * endpoints when no assignment comes in time (armed when the loop is set, if it came
+     * before: stale_ms), and cluster.<name>.assignment_stale / assignment_timeout_received. */
+    ev_timer stale;
+    int stale_on;
+    uint64_t stale_ms;
+    pt_stat_t assignment_stale, assignment_timeout_received;
     pt_cluster_manager_t *cm;
     struct cm_entry *next_in_bucket;
     pt_cluster_t *active;   /* a reference */
@@ -105,6 +112,8 @@ static void entry_free(cm_entry_t *e)
 {
     if (e == NULL)
         return;
+    if (e->stale_on)
+        ev_timer_stop(e->cm->loop, &e->stale);
     pt_dns_cluster_stop(e->dns);
     pt_cluster_unref(e->active);
     free(e->version_info);
@@ -386,6 +395,70 @@ static size_t eds_expected_len(void *data, size_t index)
     return rd->next_old < rd->nlen_at ? rd->len_at[rd->next_old] : 0;
 }
 
+/* endpoint_stale_after ran out without a new assignment: as Envoy, an empty assignment
+ * takes its place (hosts that active health checks find healthy stay pending removal). */
+static void on_stale(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    cm_entry_t *e = w->data;
+    e->stale_on = 0;
+    if (e->active->type != PT_CLUSTER_EDS)
+        return;
+    json_t *cla = json_pack("{s:s}", "cluster_name", e->active->eds_service_name);
+    pt_cfg_t r;
+    pt_cfg_init(&r, cla);
+    pt_cluster_t *next = cla != NULL ? pt_cluster_with_assignment(e->active, &r) : NULL;
+    pt_cfg_finish(&r);
+    if (next == NULL || !pt_cfg_ok(&r)) {
+        pt_error("eds: cluster %s: out of memory removing its stale endpoints", e->name);
+        pt_cluster_unref(next);
+    } else {
+        pt_warn("eds: cluster %s: no assignment within endpoint_stale_after (%llums): its "
+                "endpoints are removed", e->name,
+                (unsigned long long)e->active->cla_policy.endpoint_stale_after_ms);
+        pt_stat_inc(e->assignment_stale);
+        pt_cluster_unref(e->active);
+        e->active = next;
+        e->has_digest = 0; /* the same assignment again is news now */
+        e->has_text_digest = 0;
+        e->last_updated = wall_now();
+        if (publish(e->cm) != 0)
+            pt_error("eds: cluster %s: out of memory publishing it", e->name);
+    }
+    pt_cfg_dispose(&r);
+    json_decref(cla);
+}
+
+/* An assignment came for e (new or the same again): its endpoint_stale_after starts over. */
+static void eds_arm_stale(pt_cluster_manager_t *cm, cm_entry_t *e)
+{
+    uint64_t ms = e->active->cla_policy.endpoint_stale_after_ms;
+    e->cm = cm;
+    if (e->stale_on) {
+        ev_timer_stop(cm->loop, &e->stale);
+        e->stale_on = 0;
+    }
+    e->stale_ms = 0;
+    if (ms == 0)
+        return;
+    if (e->assignment_stale == 0) {
+        e->assignment_stale =
+            pt_stats_counter("cluster", "envoy_cluster_name", e->name, "assignment_stale");
+        e->assignment_timeout_received = pt_stats_counter("cluster", "envoy_cluster_name",
+                                                          e->name, "assignment_timeout_received");
+    }
+    pt_stat_inc(e->assignment_timeout_received);
+    if (cm->loop == NULL) {
+        e->stale_ms = ms; /* armed by pt_cluster_manager_set_loop */
+        return;
+    }
+    ev_timer_init(&e->stale, on_stale, (double)ms / 1000.0, 0.);
+    e->stale.data = e;
+    ev_timer_start(cm->loop, &e->stale);
+    e->stale_on = 1;
+}
+
 static int eds_apply(eds_sub_t *es, const pt_discovery_response_t *resp, const char *version,
                      char *err, size_t errlen)
 {
@@ -528,12 +601,16 @@ static int eds_apply(eds_sub_t *es, const pt_discovery_response_t *resp, const c
         }
         if (e->has_text_digest && rd.seen_at[i] != 0 && rd.seen_at[i] - 1 <= UINT32_MAX)
             e->cla_text_index = (uint32_t)(rd.seen_at[i] - 1);
-        if (built[i] == NULL && !in_place[i])
+        if (built[i] == NULL && !in_place[i]) {
+            if (rd.seen_at[i] != 0 && !es->rereading)
+                eds_arm_stale(cm, e); /* the same assignment again: not stale */
             continue;
+        }
         if (built[i] != NULL) {
             pt_cluster_unref(e->active);
             e->active = built[i];
         }
+        eds_arm_stale(cm, e);
         e->warm_until_ms = 0;
         e->cla_digest = digests[i];
         e->has_digest = 1;
@@ -787,6 +864,16 @@ void pt_cluster_manager_set_loop(pt_cluster_manager_t *cm, struct ev_loop *loop)
 {
     cm->loop = loop;
     dns_rebind(cm);
+    for (unsigned i = 0; i < cm->n; i++) {
+        cm_entry_t *e = cm->entries[i];
+        if (e->stale_ms > 0 && !e->stale_on) {
+            ev_timer_init(&e->stale, on_stale, (double)e->stale_ms / 1000.0, 0.);
+            e->stale.data = e;
+            ev_timer_start(loop, &e->stale);
+            e->stale_on = 1;
+            e->stale_ms = 0;
+        }
+    }
     char err[512];
     for (eds_sub_t *es = cm->eds_subs; es != NULL; es = es->next)
         if (pt_subscription_watch(es->sub, loop, err, sizeof(err)) != 0)

@@ -21,7 +21,7 @@
 #include "tls/secret.h"
 
 static const char *const bootstrap_unsupported[] = {
-    "cluster_manager", "hds_config", "flags_path", "stats_sinks", "watchdog", "watchdogs",
+    "hds_config", "flags_path", "stats_sinks", "watchdog", "watchdogs",
     "tracing", "enable_dispatcher_stats",
     "header_prefix", "stats_server_version_override", "bootstrap_extensions",
     "fatal_actions", "config_sources", "default_config_source", "default_socket_interface",
@@ -101,6 +101,28 @@ static int parse_node(pt_cfg_t *r, pt_config_t *cfg)
     }
     pt_cfg_leave(r);
     return 1;
+}
+
+/* bootstrap.cluster_manager: local_cluster_name, the cluster of the proxies like this one
+ * (zone aware routing compares its localities with an upstream's). */
+static void parse_cluster_manager(pt_cfg_t *r, pt_config_t *cfg)
+{
+    if (pt_cfg_enter(r, "cluster_manager") <= 0)
+        return;
+    static const char *const unsupported[] = {"outlier_detection", "upstream_bind_config",
+                                              "load_stats_config", "enable_deferred_cluster_creation",
+                                              NULL};
+    pt_cfg_unsupported(r, unsupported);
+    const char *name;
+    pt_cfg_string(r, "local_cluster_name", &name, NULL);
+    if (name != NULL && name[0]) {
+        cfg->local_cluster_name = pt_arena_strdup(&cfg->arena, name);
+        /* Envoy: the local cluster is one of static_resources' clusters. */
+        if (cfg->clusters.exists != NULL && !cfg->clusters.exists(cfg->clusters.data, name))
+            pt_cfg_error(r, "local_cluster_name", "local cluster \"%s\" must be defined in "
+                                                  "static_resources.clusters", name);
+    }
+    pt_cfg_leave(r);
 }
 
 static void parse_admin(pt_cfg_t *r, pt_config_t *cfg)
@@ -812,6 +834,7 @@ pt_config_t *pt_config_build(json_t *root, const pt_cluster_lookup_t *clusters, 
 
     pt_cfg_unsupported(r, bootstrap_unsupported);
     parse_node(r, cfg);
+    parse_cluster_manager(r, cfg);
     parse_admin(r, cfg);
     parse_stats_config(r, cfg);
     pt_dns_bootstrap_parse(r, &cfg->arena, &cfg->dns_resolver);
@@ -848,6 +871,7 @@ pt_config_t *pt_config_build_lds(json_t *bootstrap, const pt_cluster_lookup_t *c
     pt_cfg_set_message(&boot, "envoy.config.bootstrap.v3.Bootstrap");
     pt_cfg_unsupported(&boot, bootstrap_unsupported);
     parse_node(&boot, cfg);
+    parse_cluster_manager(&boot, cfg);
     parse_admin(&boot, cfg);
     parse_stats_config(&boot, cfg);
     pt_dns_bootstrap_parse(&boot, &cfg->arena, &cfg->dns_resolver);

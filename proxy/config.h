@@ -164,6 +164,7 @@ typedef struct pt_config {
     json_t *source;              /* the bootstrap as loaded, for /config_dump */
     uint64_t version;            /* increments with each snapshot built */
     pt_node_info_t node;
+    const char *local_cluster_name; /* cluster_manager.local_cluster_name, or NULL */
     int has_admin;
     pt_addr_t admin_address;
     /* admin.access_log and the deprecated admin.access_log_path: every admin request */

@@ -1,5 +1,7 @@
 #include "proxy/server.h"
 
+#include "discovery/priority_set.h"
+
 #include <errno.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -14,6 +16,7 @@
 #include "discovery/subscription.h"
 #include "discovery/health_check.h"
 #include "discovery/outlier.h"
+#include "discovery/priority_set.h"
 #include "proxy/access_log.h"
 #include "proxy/admin.h"
 #include "proxy/buf.h"
@@ -708,6 +711,11 @@ int pt_server_init(pt_server_t *s, const pt_options_t *opts)
     pt_view_t *statics = pt_cluster_manager_parse_static(root, &r);
     pt_cluster_lookup_t known = {view_has_cluster, statics};
     pt_config_t *cfg = pt_config_build(root, &known, &r);
+    /* Zone aware routing's local cluster and locality, before clusters compute theirs. */
+    if (cfg != NULL &&
+        pt_lb_set_local(cfg->local_cluster_name,
+                        &(pt_locality_t){cfg->node.region, cfg->node.zone, cfg->node.sub_zone}) != 0)
+        pt_cfg_error(&r, NULL, "out of memory");
     if (cfg != NULL && statics != NULL && pt_cluster_manager_prepare_static(statics, &r) != 0) {
         pt_config_unref(cfg);
         cfg = NULL;
@@ -999,6 +1007,7 @@ int pt_server_run(pt_server_t *s)
     }
     pt_secret_watch_start(s->loop);
     pt_cluster_manager_set_loop(s->clusters, s->loop);
+    pt_lb_set_main_loop(s->loop); /* health changes are computed once per turn of it */
     if (s->lds != NULL && pt_subscription_watch(s->lds, s->loop, err, sizeof(err)) != 0) {
         pt_error("dynamic_resources.lds_config: %s", err);
         return 1;
@@ -1091,6 +1100,7 @@ void pt_server_dispose(pt_server_t *s)
     pt_route_manager_free(s->routes);
     s->routes = NULL;
     pt_rds_slots_dispose();
+    pt_lb_set_main_loop(NULL); /* what is left to compute, now */
     pt_cluster_manager_free(s->clusters);
     s->clusters = NULL;
     pt_dns_clear_default_resolver();

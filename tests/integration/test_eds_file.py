@@ -257,7 +257,7 @@ class EdsTest(EdsCase):
         self.assertEqual(p.stat('cluster.a.membership_total'), 2)
         self.assertEqual(self.names('/a/x', 10), {'A', 'B'})
         clusters = p.admin_get('/clusters')[2].decode()
-        self.assertIn('a::127.0.0.1:%d::health_flags::pending_dynamic_removal' % b.port,
+        self.assertIn('a::127.0.0.1:%d::health_flags::/pending_dynamic_removal' % b.port,
                       clusters)
         self.assertIn('a::127.0.0.1:%d::health_flags::healthy' % a.port, clusters)
         # An update that keeps it dropped (and adds c): still pending.

@@ -210,10 +210,17 @@ static const char eds_yaml[] =
     "    - endpoint: {address: {socket_address: {address: 10.0.0.1, port_value: 80}}}\n"
     "    - endpoint: {address: {socket_address: {address: 10.0.0.2, port_value: 81}}}\n"
     "      load_balancing_weight: 2\n"
-    "  - locality: {region: r2}\n"
+    "  - locality: {region: r2, zone: z2, sub_zone: s2}\n"
+    "    priority: 1\n"
+    "    load_balancing_weight: 7\n"
     "    lb_endpoints:\n"
-    "    - endpoint: {address: {socket_address: {address: '::1', port_value: 82}}}\n"
-    "      load_balancing_weight: 5\n";
+    "    - endpoint: {address: {socket_address: {address: '::1', port_value: 82}}, hostname: "
+    "h3}\n"
+    "      load_balancing_weight: 5\n"
+    "      health_status: DEGRADED\n"
+    "      metadata: {filter_metadata: {istio: {network: n2, weight: 1.5}}}\n"
+    "  policy: {overprovisioning_factor: 120, endpoint_stale_after: 30s, "
+    "weighted_priority_health: true}\n";
 
 static void test_endpoints(void)
 {
@@ -235,10 +242,23 @@ static void test_endpoints(void)
     pt_cfg_finish(&r);
     print_errors(&r);
     int ok = rc == 0 && pt_cfg_ok(&r) && eps.nendpoints == 3 && eps.endpoints[1].weight == 2;
+    /* Every field of the assignment arrives through the protobuf schema as through JSON. */
+    const pt_endpoint_t *e = ok ? &eps.endpoints[2] : NULL;
+    int full = e != NULL && e->priority == 1 && e->locality_weight == 7 &&
+               strcmp(e->locality.region, "r2") == 0 && strcmp(e->locality.zone, "z2") == 0 &&
+               strcmp(e->locality.sub_zone, "s2") == 0 && e->health == PT_EDS_DEGRADED &&
+               e->hostname != NULL && strcmp(e->hostname, "h3") == 0 && e->metadata != NULL &&
+               strcmp(e->metadata, "{\"filter_metadata\":{\"istio\":{\"network\":\"n2\","
+                                   "\"weight\":1.5}}}") == 0 &&
+               eps.policy.overprovisioning_factor == 120 &&
+               eps.policy.endpoint_stale_after_ms == 30000 && eps.policy.weighted_priority_health;
+    if (ok && !full)
+        fprintf(stderr, "metadata: %s\n", e->metadata ? e->metadata : "(null)");
     pt_cfg_dispose(&r);
     pt_arena_dispose(&arena);
     pt_discovery_response_dispose(&resp);
     PT_CHECK(ok);
+    PT_CHECK(full);
 }
 
 /* ---- listeners -------------------------------------------------------------------------- */

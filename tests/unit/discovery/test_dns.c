@@ -115,6 +115,45 @@ static void test_strict_dns_defaults(void)
     pt_cluster_unref(c);
 }
 
+/* A DNS cluster's load_assignment is a ClusterLoadAssignment too: priorities, localities,
+ * health_status and metadata go with the names to the hosts they resolve to. */
+static void test_strict_dns_priorities_and_localities(void)
+{
+    pt_cluster_t *c = parse(
+        "{'name': 'web', 'type': 'STRICT_DNS', 'load_assignment': {'policy': "
+        "{'overprovisioning_factor': 120}, 'endpoints': [{'locality': {'region': 'eu', "
+        "'zone': 'a'}, 'lb_endpoints': [" EP("a.example", 80) "]}, {'priority': 1, "
+        "'locality': {'region': 'us'}, 'load_balancing_weight': 4, 'lb_endpoints': [{"
+        "'health_status': 'DEGRADED', 'metadata': {'filter_metadata': {'x': {'y': 1}}}, "
+        "'endpoint': {'address': {'socket_address': {'address': 'b.example', "
+        "'port_value': 81}}}}]}]}}");
+    PT_CHECK(c != NULL);
+    const char *const none[] = {NULL};
+    PT_CHECK(errors_are(&R, none));
+    PT_CHECK_INT(c->dns->ntargets, 2);
+    PT_CHECK_INT(c->dns->targets[0].priority, 0);
+    PT_CHECK_STR(c->dns->targets[0].locality.zone, "a");
+    PT_CHECK_INT(c->dns->targets[1].priority, 1);
+    PT_CHECK_STR(c->dns->targets[1].locality.region, "us");
+    PT_CHECK_INT(c->dns->targets[1].locality_weight, 4);
+    PT_CHECK_INT(c->dns->targets[1].health, PT_EDS_DEGRADED);
+    PT_CHECK_STR(c->dns->targets[1].metadata, "{\"filter_metadata\":{\"x\":{\"y\":1}}}");
+    PT_CHECK_INT(c->cla_policy.overprovisioning_factor, 120);
+    pt_cfg_dispose(&R);
+    pt_cluster_unref(c);
+    /* A DNS cluster's assignment is never replaced: endpoint_stale_after means nothing. */
+    c = parse("{'name': 'web', 'type': 'STRICT_DNS', 'load_assignment': {'policy': "
+              "{'endpoint_stale_after': '1s'}, 'endpoints': [{'lb_endpoints': ["
+              EP("a.example", 80) "]}]}}");
+    const char *const stale[] = {
+        "load_assignment.policy.endpoint_stale_after: applies only to assignments from EDS (a "
+        "STRICT_DNS cluster's load_assignment is never replaced, so it cannot go stale)",
+        NULL};
+    PT_CHECK(errors_are(&R, stale));
+    pt_cfg_dispose(&R);
+    pt_cluster_unref(c);
+}
+
 static void test_strict_dns_fields(void)
 {
     pt_cluster_t *c = parse(
@@ -304,6 +343,7 @@ int main(void)
     PT_RUN(test_refresh_after_success);
     PT_RUN(test_backoff);
     PT_RUN(test_strict_dns_defaults);
+    PT_RUN(test_strict_dns_priorities_and_localities);
     PT_RUN(test_strict_dns_fields);
     PT_RUN(test_older_resolver_spellings);
     PT_RUN(test_cluster_type_dns);

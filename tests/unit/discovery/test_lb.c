@@ -1,124 +1,633 @@
-/* Unit tests for discovery/lb: the random and least-request balancers on hand-built
- * clusters (health, panic, retries avoiding tried hosts, weights, active requests).
- * Distributions are checked with bounds many standard deviations wide, so a correct
- * balancer fails them with negligible probability. */
+/* Unit tests for discovery/priority_set and discovery/lb: Envoy's priority load, degraded
+ * load, panic and locality weights against the tables of its documentation, then clusters
+ * made from configs, picked from many times: failover between priorities as hosts fail and
+ * come back (health checks and EDS health_status), locality weights, zone aware routing, and
+ * each balancer's distribution. Distributions are checked with bounds many standard
+ * deviations wide, so a correct balancer fails them with negligible probability. */
+#include <jansson.h>
+#include <math.h>
+
 #include "discovery/lb.h"
+#include "discovery/priority_set.h"
+#include "proxy/view.h"
+#include "proxy/worker.h"
 #include "pt_test.h"
 
-enum { MAXH = 4 };
+/* ---- Envoy's tables ---------------------------------------------------------------- */
 
-typedef struct fixture {
-    pt_cluster_t c;
-    pt_host_t h[MAXH];
-    pt_host_t *hp[MAXH];
-} fixture_t;
+/* Priorities of 100 hosts each, `healthy[i]` percent of them healthy (and degraded[i]
+ * degraded), with the default overprovisioning factor 140 and the panic threshold (50 unless
+ * set below: the priority tables of Envoy's docs leave panic aside). */
+static uint32_t threshold = 50;
 
-static void setup(fixture_t *f, unsigned n, pt_lb_policy_t policy)
+static void loads(const unsigned *healthy, const unsigned *degraded, unsigned n,
+                  pt_lb_loads_t *out)
 {
-    memset(f, 0, sizeof(*f));
+    pt_lb_prio_counts_t p[8];
+    memset(p, 0, sizeof(p));
     for (unsigned i = 0; i < n; i++) {
-        f->h[i].weight = 1;
-        f->hp[i] = &f->h[i];
+        p[i].hosts = 100;
+        p[i].healthy = healthy[i];
+        p[i].degraded = degraded ? degraded[i] : 0;
     }
-    f->c.name = "c";
-    f->c.hosts = f->hp;
-    f->c.nhosts = n;
-    f->c.lb_policy = policy;
-    f->c.lb_choice_count = 2;
-    f->c.healthy_panic_threshold = 50.0;
-    f->c.equal_weights = 1;
+    pt_lb_compute_loads(p, n, 140, 0, threshold, out);
 }
 
-/* How often each host is picked in `draws` picks (excluding `ex`, if not NULL). */
-static void tally(fixture_t *f, unsigned draws, pt_host_t *ex, unsigned counts[MAXH])
+static void test_priority_levels_two(void)
 {
-    pt_host_t *exclude[1] = {ex};
-    memset(counts, 0, sizeof(unsigned) * MAXH);
+    /* docs: intro/arch_overview/upstream/load_balancing/priority, P=1 100% healthy. */
+    static const unsigned rows[][3] = {
+        {100, 100, 0}, {72, 100, 0}, {71, 99, 1}, {50, 70, 30}, {25, 35, 65}, {0, 0, 100}};
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        unsigned h[2] = {rows[i][0], 100};
+        pt_lb_loads_t l;
+        loads(h, NULL, 2, &l);
+        PT_CHECK_INT(l.healthy_load[0], rows[i][1]);
+        PT_CHECK_INT(l.healthy_load[1], rows[i][2]);
+        PT_CHECK_INT(l.panic[0], 0);
+    }
+    /* Both levels degraded: the normalized total health. */
+    static const unsigned both[][4] = {{100, 100, 100, 0}, {72, 72, 100, 0}, {71, 71, 99, 1},
+                                       {50, 50, 70, 30}, {25, 100, 35, 65}, {25, 25, 50, 50}};
+    for (size_t i = 0; i < sizeof(both) / sizeof(both[0]); i++) {
+        unsigned h[2] = {both[i][0], both[i][1]};
+        pt_lb_loads_t l;
+        loads(h, NULL, 2, &l);
+        PT_CHECK_INT(l.healthy_load[0], both[i][2]);
+        PT_CHECK_INT(l.healthy_load[1], both[i][3]);
+    }
+}
+
+static void test_priority_levels_three(void)
+{
+    /* docs: the three-level table, panic aside (with the default threshold its last row,
+     * every level below 50%, is total panic: load by host count, 34/33/33). That row reads
+     * 36/36/28; Envoy's code (which this follows) gives the rounding remainder to the first
+     * available level: 37/35/28. */
+    threshold = 0;
+    static const unsigned rows[][6] = {
+        {100, 100, 100, 100, 0, 0}, {72, 72, 100, 100, 0, 0}, {71, 71, 100, 99, 1, 0},
+        {50, 50, 100, 70, 30, 0},   {25, 100, 100, 35, 65, 0}, {25, 25, 100, 35, 35, 30},
+        {25, 25, 20, 37, 35, 28}};
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        unsigned h[3] = {rows[i][0], rows[i][1], rows[i][2]};
+        pt_lb_loads_t l;
+        loads(h, NULL, 3, &l);
+        PT_CHECK_INT(l.healthy_load[0], rows[i][3]);
+        PT_CHECK_INT(l.healthy_load[1], rows[i][4]);
+        PT_CHECK_INT(l.healthy_load[2], rows[i][5]);
+    }
+    threshold = 50;
+    unsigned h[3] = {25, 25, 20};
+    pt_lb_loads_t l;
+    loads(h, NULL, 3, &l);
+    PT_CHECK_INT(l.total_panic, 1);
+    PT_CHECK_INT(l.healthy_load[0], 34);
+    PT_CHECK_INT(l.healthy_load[1], 33);
+    PT_CHECK_INT(l.healthy_load[2], 33);
+}
+
+static void test_degraded(void)
+{
+    /* docs: degraded endpoints, P=0 healthy/degraded/unhealthy -> healthy, degraded. */
+    static const unsigned rows[][4] = {
+        {100, 0, 100, 0}, {71, 0, 100, 0}, {71, 29, 99, 1}, {25, 65, 35, 65}, {5, 0, 100, 0}};
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        unsigned h[1] = {rows[i][0]}, d[1] = {rows[i][1]};
+        pt_lb_loads_t l;
+        loads(h, d, 1, &l);
+        PT_CHECK_INT(l.healthy_load[0], rows[i][2]);
+        PT_CHECK_INT(l.degraded_load[0], rows[i][3]);
+    }
+}
+
+static void test_panic(void)
+{
+    /* docs: panic threshold, two levels. P=1 fully healthy: never panic. */
+    static const unsigned p1ok[] = {72, 71, 50, 25, 0};
+    for (size_t i = 0; i < sizeof(p1ok) / sizeof(p1ok[0]); i++) {
+        unsigned h[2] = {p1ok[i], 100};
+        pt_lb_loads_t l;
+        loads(h, NULL, 2, &l);
+        PT_CHECK_INT(l.panic[0], 0);
+        PT_CHECK_INT(l.panic[1], 0);
+        PT_CHECK_INT(l.normalized_total, 100);
+    }
+    /* P=0, P=1, traffic, panic, normalized total. The doc's last row reads 7/93; by Envoy's
+     * integer arithmetic (7 and 91 of a total of 98: 7 and 92, remainder to P=0) it is 8/92. */
+    static const unsigned rows[][7] = {{72, 72, 100, 0, 0, 0, 100}, {71, 71, 99, 1, 0, 0, 100},
+                                       {50, 60, 70, 30, 0, 0, 100}, {25, 100, 35, 65, 0, 0, 100},
+                                       {25, 25, 50, 50, 1, 1, 70},  {5, 65, 8, 92, 1, 0, 98}};
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        unsigned h[2] = {rows[i][0], rows[i][1]};
+        pt_lb_loads_t l;
+        loads(h, NULL, 2, &l);
+        PT_CHECK_INT(l.healthy_load[0], rows[i][2]);
+        PT_CHECK_INT(l.healthy_load[1], rows[i][3]);
+        PT_CHECK_INT(l.panic[0], rows[i][4]);
+        PT_CHECK_INT(l.panic[1], rows[i][5]);
+        PT_CHECK_INT(l.normalized_total, rows[i][6]);
+    }
+    /* Every level in panic: load by host count (docs: 2 and 8 hosts: 20% and 80%). */
+    pt_lb_prio_counts_t p[2] = {{.hosts = 2}, {.hosts = 8}};
+    pt_lb_loads_t l;
+    pt_lb_compute_loads(p, 2, 140, 0, 50, &l);
+    PT_CHECK_INT(l.total_panic, 1);
+    PT_CHECK_INT(l.healthy_load[0], 20);
+    PT_CHECK_INT(l.healthy_load[1], 80);
+    p[0].hosts = p[1].hosts = 5;
+    pt_lb_compute_loads(p, 2, 140, 0, 50, &l);
+    PT_CHECK_INT(l.healthy_load[0], 50);
+    PT_CHECK_INT(l.healthy_load[1], 50);
+    /* Threshold 0: never panic; no host healthy sends the load to P=0 (which fails). */
+    pt_lb_compute_loads(p, 2, 140, 0, 0, &l);
+    PT_CHECK_INT(l.total_panic, 0);
+    PT_CHECK_INT(l.healthy_load[0], 100);
+    PT_CHECK_INT(l.panic[0], 0);
+    /* Excluded hosts do not count: 5 hosts, 3 draining, 2 healthy: fully available. */
+    pt_lb_prio_counts_t x = {.hosts = 5, .excluded = 3, .healthy = 2};
+    pt_lb_compute_loads(&x, 1, 140, 0, 50, &l);
+    PT_CHECK_INT(l.health[0], 100);
+    PT_CHECK_INT(l.panic[0], 0);
+    /* weighted_priority_health: by weight, not by count (1 healthy host of weight 3 of 4). */
+    pt_lb_prio_counts_t w = {.hosts = 2, .healthy = 1, .weight = 4, .healthy_weight = 3};
+    pt_lb_compute_loads(&w, 1, 100, 1, 50, &l);
+    PT_CHECK_INT(l.health[0], 75);
+    pt_lb_compute_loads(&w, 1, 100, 0, 50, &l);
+    PT_CHECK_INT(l.health[0], 50);
+}
+
+static void test_locality_weights_table(void)
+{
+    /* docs: locality weighted load balancing. X weight 1, Y weight 2 fully available. The
+     * doc rounds its percentages loosely (26 for 25.9, 32 for 32.6): within a point. */
+    static const unsigned rows[][2] = {{100, 33}, {70, 33}, {69, 32}, {50, 26}, {25, 15}, {0, 0}};
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        double x = pt_lb_locality_weight(1, rows[i][0], 100, 0, 140);
+        double y = pt_lb_locality_weight(2, 100, 100, 0, 140);
+        double share = 100.0 * x / (x + y);
+        PT_CHECK(fabs(share - rows[i][1]) <= 1.0);
+    }
+    PT_CHECK(pt_lb_locality_weight(7, 0, 3, 3, 140) == 0.0); /* all excluded */
+}
+
+/* ---- clusters made from configs --------------------------------------------------- */
+
+/* One LocalityLbEndpoints: n endpoints (10.<group>.<k/250>.<k%250+1>:80). */
+typedef struct group {
+    unsigned priority;
+    const char *zone;
+    unsigned lweight; /* 0: none */
+    unsigned n;
+    unsigned weight;  /* each endpoint's (0: unset) */
+    const char *health; /* health_status or NULL */
+} group_t;
+
+static pt_cluster_t *make(const char *policy, const char *extra, const group_t *g, unsigned ng)
+{
+    json_t *eps = json_array();
+    for (unsigned i = 0; i < ng; i++) {
+        json_t *lbe = json_array();
+        for (unsigned k = 0; k < g[i].n; k++) {
+            char ip[32];
+            snprintf(ip, sizeof(ip), "10.%u.%u.%u", i, k / 250, k % 250 + 1);
+            json_t *e = json_pack("{s:{s:{s:{s:s,s:i}}}}", "endpoint", "address",
+                                  "socket_address", "address", ip, "port_value", 80);
+            if (g[i].weight)
+                json_object_set_new(e, "load_balancing_weight", json_integer(g[i].weight));
+            if (g[i].health)
+                json_object_set_new(e, "health_status", json_string(g[i].health));
+            json_array_append_new(lbe, e);
+        }
+        json_t *le = json_pack("{s:o,s:i}", "lb_endpoints", lbe, "priority", (int)g[i].priority);
+        if (g[i].zone)
+            json_object_set_new(le, "locality", json_pack("{s:s,s:s}", "region", "r", "zone",
+                                                          g[i].zone));
+        if (g[i].lweight)
+            json_object_set_new(le, "load_balancing_weight", json_integer(g[i].lweight));
+        json_array_append_new(eps, le);
+    }
+    static int serial;
+    char name[32];
+    snprintf(name, sizeof(name), "c%d", ++serial);
+    json_t *cj = json_pack("{s:s,s:s,s:{s:o}}", "name", name, "lb_policy", policy,
+                           "load_assignment", "endpoints", eps);
+    if (extra != NULL) {
+        json_error_t err;
+        json_t *x = json_loads(extra, 0, &err);
+        if (x == NULL) {
+            fprintf(stderr, "bad extra json: %s\n", err.text);
+            exit(2);
+        }
+        json_object_update(cj, x);
+        json_decref(x);
+    }
+    pt_cfg_t r;
+    pt_cfg_init(&r, cj);
+    pt_cluster_t *c = pt_cluster_parse(&r);
+    pt_cfg_finish(&r);
+    if (c == NULL || !pt_cfg_ok(&r) || pt_cluster_prepare(c) != 0) {
+        for (size_t i = 0; i < r.nerrors; i++)
+            fprintf(stderr, "config error: %s\n", r.errors[i]);
+        exit(2);
+    }
+    pt_cfg_dispose(&r);
+    json_decref(cj);
+    return c;
+}
+
+/* Picks per host position (counts has c->nhosts entries; a NULL pick counts in *none). */
+static void tally(pt_cluster_t *c, pt_worker_t *w, unsigned draws, unsigned *counts,
+                  unsigned *none)
+{
+    memset(counts, 0, c->nhosts * sizeof(unsigned));
+    *none = 0;
     for (unsigned i = 0; i < draws; i++) {
-        pt_host_t *h = pt_cluster_pick_host(&f->c, NULL, NULL, exclude, ex ? 1 : 0);
+        pt_host_t *h = pt_cluster_pick_host(c, w, NULL, NULL, 0);
         if (h == NULL) {
-            counts[MAXH - 1] += 1000000; /* makes any bound check fail */
+            (*none)++;
             continue;
         }
-        counts[h - f->h]++;
+        for (unsigned k = 0; k < c->nhosts; k++)
+            if (c->hosts[k] == h) {
+                counts[k]++;
+                break;
+            }
     }
 }
 
-static void test_random_is_uniform_and_skips_unhealthy(void)
+/* Picks that went to hosts [from, to). */
+static unsigned sum(const unsigned *counts, unsigned from, unsigned to)
 {
-    fixture_t f;
-    unsigned n[MAXH];
-    setup(&f, 3, PT_LB_RANDOM);
-    f.h[0].weight = 100; /* weights are not used by RANDOM */
-    tally(&f, 30000, NULL, n);
-    for (int i = 0; i < 3; i++)
-        PT_CHECK(n[i] > 9000 && n[i] < 11000);
-    /* Host 1 unhealthy: never picked (2 of 3 healthy is above the 50% panic threshold). */
-    atomic_store(&f.h[1].health, PT_HOST_FAILED_ACTIVE_HC);
-    tally(&f, 3000, NULL, n);
-    PT_CHECK_INT(n[1], 0);
-    PT_CHECK(n[0] > 1200 && n[2] > 1200);
-    /* A retry avoids the host already tried while another is available. */
-    tally(&f, 1000, &f.h[0], n);
-    PT_CHECK_INT(n[2], 1000);
-    /* Panic (1 of 3 healthy < 50%): every host is used again. */
-    atomic_store(&f.h[2].health, PT_HOST_FAILED_ACTIVE_HC);
-    tally(&f, 3000, NULL, n);
-    for (int i = 0; i < 3; i++)
-        PT_CHECK(n[i] > 700);
+    unsigned s = 0;
+    for (unsigned k = from; k < to; k++)
+        s += counts[k];
+    return s;
 }
 
-static void test_least_request_prefers_idle_hosts(void)
+static void fail_hosts(pt_cluster_t *c, unsigned from, unsigned to, int failed)
 {
-    fixture_t f;
-    unsigned n[MAXH];
-    setup(&f, 3, PT_LB_LEAST_REQUEST);
+    for (unsigned k = from; k < to; k++)
+        pt_host_health_update(c->hosts[k], failed ? PT_HOST_FAILED_ACTIVE_HC : 0,
+                              failed ? 0 : PT_HOST_FAILED_ACTIVE_HC);
+}
+
+static int near(unsigned got, double want, double tolerance)
+{
+    return fabs((double)got - want) <= tolerance;
+}
+
+static void test_failover_between_priorities(void)
+{
+    /* P=0 and P=1, 10 hosts each (hosts 0-9 and 10-19). */
+    group_t g[] = {{.priority = 0, .n = 10}, {.priority = 1, .n = 10}};
+    static const char *const policies[] = {"ROUND_ROBIN", "LEAST_REQUEST", "RANDOM"};
+    for (int pi = 0; pi < 3; pi++) {
+        pt_cluster_t *c = make(policies[pi], NULL, g, 2);
+        unsigned n[20], none;
+        tally(c, NULL, 10000, n, &none);
+        PT_CHECK_INT(sum(n, 0, 10), 10000); /* healthy P=0 takes everything */
+        /* Half of P=0 fails: 50% x 1.4 = 70% stays, 30% goes to P=1. */
+        fail_hosts(c, 0, 5, 1);
+        tally(c, NULL, 20000, n, &none);
+        PT_CHECK_INT(sum(n, 0, 5), 0);
+        PT_CHECK(near(sum(n, 5, 10), 14000, 500));
+        PT_CHECK(near(sum(n, 10, 20), 6000, 500));
+        /* All of P=0 fails: P=1 takes everything. */
+        fail_hosts(c, 5, 10, 1);
+        tally(c, NULL, 5000, n, &none);
+        PT_CHECK_INT(sum(n, 10, 20), 5000);
+        /* Back. */
+        fail_hosts(c, 0, 10, 0);
+        tally(c, NULL, 5000, n, &none);
+        PT_CHECK_INT(sum(n, 0, 10), 5000);
+        /* Outlier ejections count the same: 8 of P=0 ejected, 20% x 1.4 = 28% stays. */
+        for (unsigned k = 0; k < 8; k++)
+            pt_host_health_update(c->hosts[k], PT_HOST_FAILED_OUTLIER_CHECK, 0);
+        tally(c, NULL, 20000, n, &none);
+        PT_CHECK(near(sum(n, 8, 10), 5600, 400));
+        PT_CHECK(near(sum(n, 10, 20), 14400, 400));
+        for (unsigned k = 0; k < 8; k++)
+            pt_host_health_update(c->hosts[k], 0, PT_HOST_FAILED_OUTLIER_CHECK);
+        pt_cluster_unref(c);
+    }
+}
+
+static void test_eds_health_status(void)
+{
+    /* P=0: 5 healthy, 5 UNHEALTHY per the assignment; P=1 healthy: 70/30 as above. */
+    group_t g[] = {{.priority = 0, .n = 5, .health = "HEALTHY"},
+                   {.priority = 0, .n = 5, .health = "UNHEALTHY"},
+                   {.priority = 1, .n = 10}};
+    pt_cluster_t *c = make("ROUND_ROBIN", NULL, g, 3);
+    unsigned n[20], none;
+    tally(c, NULL, 20000, n, &none);
+    PT_CHECK_INT(sum(n, 5, 10), 0);
+    PT_CHECK(near(sum(n, 0, 5), 14000, 500));
+    pt_cluster_unref(c);
+    /* TIMEOUT is unhealthy too; DRAINING hosts are excluded: not counted, never picked. */
+    group_t d[] = {{.priority = 0, .n = 2, .health = "TIMEOUT"},
+                   {.priority = 0, .n = 8, .health = "DRAINING"},
+                   {.priority = 0, .n = 4},
+                   {.priority = 1, .n = 4}};
+    c = make("RANDOM", NULL, d, 4);
+    tally(c, NULL, 10000, n, &none);
+    /* P=0: 4 healthy of 6 counted: 66% x 1.4 = 93 percent stays. */
+    PT_CHECK_INT(sum(n, 0, 10), 0);
+    PT_CHECK(near(sum(n, 10, 14), 9300, 400));
+    PT_CHECK(near(sum(n, 14, 18), 700, 250));
+    PT_CHECK_INT(c->lb_set->excluded_total, 8);
+    pt_cluster_unref(c);
+    /* DEGRADED hosts take what the healthy ones cannot: 25% healthy, 65% degraded -> 35/65. */
+    group_t dg[] = {{.priority = 0, .n = 5, .health = "HEALTHY"},
+                    {.priority = 0, .n = 13, .health = "DEGRADED"},
+                    {.priority = 0, .n = 2, .health = "UNHEALTHY"}};
+    c = make("ROUND_ROBIN", NULL, dg, 3);
+    tally(c, NULL, 20000, n, &none);
+    PT_CHECK(near(sum(n, 0, 5), 7000, 500));
+    PT_CHECK(near(sum(n, 5, 18), 13000, 500));
+    PT_CHECK_INT(sum(n, 18, 20), 0);
+    PT_CHECK_INT(c->lb_set->degraded_total, 13);
+    pt_cluster_unref(c);
+}
+
+static void test_panic_picks(void)
+{
+    /* One priority, 4 of 10 healthy (< 50%): panic, every host takes traffic. */
+    group_t g[] = {{.n = 10}};
+    pt_cluster_t *c = make("ROUND_ROBIN", NULL, g, 1);
+    fail_hosts(c, 0, 6, 1);
+    unsigned n[10], none;
+    tally(c, NULL, 1000, n, &none);
+    for (int k = 0; k < 10; k++)
+        PT_CHECK_INT(n[k], 100);
+    pt_cluster_unref(c);
+    /* fail_traffic_on_panic: nothing instead. */
+    c = make("ROUND_ROBIN", "{\"common_lb_config\": {\"zone_aware_lb_config\": "
+                            "{\"fail_traffic_on_panic\": true}}}", g, 1);
+    fail_hosts(c, 0, 6, 1);
+    tally(c, NULL, 100, n, &none);
+    PT_CHECK_INT(none, 100);
+    pt_cluster_unref(c);
+    /* Threshold 0: never panic; the healthy ones only, and none when none is. */
+    c = make("RANDOM", "{\"common_lb_config\": {\"healthy_panic_threshold\": {\"value\": 0}}}",
+             g, 1);
+    fail_hosts(c, 0, 9, 1);
+    tally(c, NULL, 100, n, &none);
+    PT_CHECK_INT(n[9], 100);
+    fail_hosts(c, 9, 10, 1);
+    tally(c, NULL, 100, n, &none);
+    PT_CHECK_INT(none, 100);
+    pt_cluster_unref(c);
+    /* Total panic across priorities: by host count, 2 and 8 hosts. */
+    group_t t[] = {{.priority = 0, .n = 2}, {.priority = 1, .n = 8}};
+    c = make("RANDOM", NULL, t, 2);
+    fail_hosts(c, 0, 10, 1);
+    tally(c, NULL, 20000, n, &none);
+    PT_CHECK(near(sum(n, 0, 2), 4000, 400));
+    PT_CHECK(near(sum(n, 2, 10), 16000, 400));
+    pt_cluster_unref(c);
+}
+
+static void test_locality_weighted(void)
+{
+    /* X (weight 1, hosts 0-9) and Y (weight 2, hosts 10-19). */
+    const char *lw = "{\"common_lb_config\": {\"locality_weighted_lb_config\": {}}}";
+    group_t g[] = {{.zone = "x", .lweight = 1, .n = 10}, {.zone = "y", .lweight = 2, .n = 10}};
+    pt_cluster_t *c = make("ROUND_ROBIN", lw, g, 2);
+    unsigned n[20], none;
+    tally(c, NULL, 30000, n, &none);
+    /* A weighted round robin of localities: exactly 1:2. */
+    PT_CHECK(near(sum(n, 0, 10), 10000, 2));
+    /* Half of X fails: 0.7 against 2 (docs: 26%). */
+    fail_hosts(c, 0, 5, 1);
+    tally(c, NULL, 27000, n, &none);
+    PT_CHECK(near(sum(n, 5, 10), 7000, 3));
+    PT_CHECK_INT(sum(n, 0, 5), 0);
+    pt_cluster_unref(c);
+    /* A locality without a weight takes no load. */
+    group_t z[] = {{.zone = "x", .n = 3}, {.zone = "y", .lweight = 1, .n = 3}};
+    c = make("RANDOM", lw, z, 2);
+    tally(c, NULL, 1000, n, &none);
+    PT_CHECK_INT(sum(n, 3, 6), 1000);
+    pt_cluster_unref(c);
+}
+
+static void test_zone_aware(void)
+{
+    pt_locality_t here = {"r", "a", ""};
+    PT_CHECK(pt_lb_set_local("local", &here) == 0);
+    /* The local cluster: 3 proxies in zone a, 1 in zone b (a: 75%). */
+    group_t lg[] = {{.zone = "a", .n = 3}, {.zone = "b", .n = 1}};
+    pt_cluster_t *local = make("ROUND_ROBIN", "{\"name\": \"local\"}", lg, 2);
+    /* Upstream: 5 hosts in a, 5 in b (a: 50%): a takes 50/75 = 66.66% of this proxy's
+     * picks, the rest crosses to b (its residual capacity). */
+    group_t ug[] = {{.zone = "a", .n = 5}, {.zone = "b", .n = 5}};
+    pt_cluster_t *up = make("ROUND_ROBIN", NULL, ug, 2);
+    pt_cluster_t *both[2] = {local, up};
+    pt_view_t *v = pt_view_new(both, 2);
+    pt_worker_view_t wv = {.view = v};
+    pt_worker_t w;
+    memset(&w, 0, sizeof(w));
+    w.view = &wv;
+    unsigned n[10], none;
+    tally(up, &w, 30000, n, &none);
+    PT_CHECK(near(sum(n, 0, 5), 20000, 600));
+    /* Without a worker's view (no local cluster known): no zone routing, 50/50. */
+    tally(up, NULL, 10000, n, &none);
+    PT_CHECK(near(sum(n, 0, 5), 5000, 10));
+    /* Upstream a 80%: more than the local share, every pick stays in a. */
+    group_t dg[] = {{.zone = "a", .n = 8}, {.zone = "b", .n = 2}};
+    pt_cluster_t *direct = make("RANDOM", NULL, dg, 2);
+    tally(direct, &w, 2000, n, &none);
+    PT_CHECK_INT(sum(n, 0, 8), 2000);
+    /* The local cluster changes (zone a's proxies fail), seen at the next pick: in panic
+     * (1 of 4 healthy < 50%), it says nothing: no zone routing, 80/20 by host count. */
+    fail_hosts(local, 0, 3, 1);
+    tally(direct, &w, 2000, n, &none);
+    PT_CHECK(near(sum(n, 0, 8), 1600, 150));
+    /* Too small a cluster (min_cluster_size 6 by default): no zone routing. */
+    fail_hosts(local, 0, 3, 0);
+    group_t sg[] = {{.zone = "a", .n = 2}, {.zone = "b", .n = 2}};
+    pt_cluster_t *small = make("ROUND_ROBIN", NULL, sg, 2);
+    tally(small, &w, 1000, n, &none);
+    PT_CHECK_INT(sum(n, 0, 2), 500);
+    pt_cluster_unref(small);
+    pt_cluster_unref(direct);
+    pt_view_unref(v);
+    pt_cluster_unref(up);
+    pt_cluster_unref(local);
+    PT_CHECK(pt_lb_set_local(NULL, NULL) == 0);
+}
+
+/* ---- the balancers ------------------------------------------------------------------ */
+
+static void test_round_robin(void)
+{
+    group_t g[] = {{.n = 4}};
+    pt_cluster_t *c = make("ROUND_ROBIN", NULL, g, 1);
+    /* In turn: each host once in every 4 picks. */
+    pt_host_t *seen[4];
+    for (int i = 0; i < 4; i++)
+        seen[i] = pt_cluster_pick_host(c, NULL, NULL, NULL, 0);
+    for (int round = 0; round < 10; round++)
+        for (int i = 0; i < 4; i++)
+            PT_CHECK(pt_cluster_pick_host(c, NULL, NULL, NULL, 0) == seen[i]);
+    pt_cluster_unref(c);
+    /* Weighted (1, 2, 3, 4): exact proportions over a cycle of 10, smoothly: the heaviest
+     * never comes more than twice in a row. */
+    group_t w[] = {{.n = 1, .weight = 1}, {.n = 1, .weight = 2}, {.n = 1, .weight = 3},
+                   {.n = 1, .weight = 4}};
+    c = make("ROUND_ROBIN", NULL, w, 4);
+    unsigned n[4] = {0}, run = 0, maxrun = 0;
+    pt_host_t *last = NULL;
+    for (int i = 0; i < 1000; i++) {
+        pt_host_t *h = pt_cluster_pick_host(c, NULL, NULL, NULL, 0);
+        run = h == last ? run + 1 : 1;
+        if (run > maxrun)
+            maxrun = run;
+        last = h;
+        for (int k = 0; k < 4; k++)
+            n[k] += c->hosts[k] == h;
+    }
+    for (int k = 0; k < 4; k++)
+        PT_CHECK(near(n[k], 100.0 * (k + 1), 2));
+    PT_CHECK(maxrun <= 2);
+    pt_cluster_unref(c);
+}
+
+static void test_random(void)
+{
+    group_t g[] = {{.n = 1, .weight = 100}, {.n = 2}};
+    pt_cluster_t *c = make("RANDOM", NULL, g, 2);
+    unsigned n[3], none;
+    tally(c, NULL, 30000, n, &none);
+    for (int i = 0; i < 3; i++) /* weights are not used by RANDOM */
+        PT_CHECK(n[i] > 9000 && n[i] < 11000);
+    pt_cluster_unref(c);
+}
+
+static void test_least_request(void)
+{
+    group_t g[] = {{.n = 3}};
+    pt_cluster_t *c = make("LEAST_REQUEST", NULL, g, 1);
+    unsigned n[3], none;
     /* P2C: a busy host wins only when both draws are it: 1/9 of the picks. */
-    atomic_store(&f.h[0].rq_active, 10);
-    tally(&f, 18000, NULL, n);
+    atomic_store(&c->hosts[0]->rq_active, 10);
+    tally(c, NULL, 18000, n, &none);
     PT_CHECK(n[0] > 1600 && n[0] < 2400);
     PT_CHECK(n[1] > 7200 && n[2] > 7200);
+    atomic_store(&c->hosts[0]->rq_active, 0);
+    pt_cluster_unref(c);
     /* With as many choices as it takes, the least loaded host is (nearly) always found. */
-    f.c.lb_choice_count = 100;
-    atomic_store(&f.h[1].rq_active, 3);
-    atomic_store(&f.h[2].rq_active, 2);
-    tally(&f, 1000, NULL, n);
+    c = make("LEAST_REQUEST", "{\"least_request_lb_config\": {\"choice_count\": 100}}", g, 1);
+    atomic_store(&c->hosts[0]->rq_active, 5);
+    atomic_store(&c->hosts[1]->rq_active, 3);
+    atomic_store(&c->hosts[2]->rq_active, 2);
+    tally(c, NULL, 1000, n, &none);
     PT_CHECK_INT(n[2], 1000);
     /* Tried hosts are avoided first, even when least loaded. */
-    tally(&f, 1000, &f.h[2], n);
-    PT_CHECK_INT(n[1], 1000);
+    pt_host_t *tried[1] = {c->hosts[2]};
+    unsigned other = 0;
+    for (int i = 0; i < 1000; i++)
+        other += pt_cluster_pick_host(c, NULL, NULL, tried, 1) != c->hosts[2];
+    PT_CHECK_INT(other, 1000);
+    pt_cluster_unref(c);
+    /* Weighted: Envoy's EDF with weight / (active + 1)^bias. Idle: 1:3. */
+    group_t w[] = {{.n = 1, .weight = 1}, {.n = 1, .weight = 3}};
+    c = make("LEAST_REQUEST", NULL, w, 2);
+    unsigned m[2];
+    tally(c, NULL, 20000, m, &none);
+    PT_CHECK(near(m[0], 5000, 10));
+    /* 1/1 against 3/(5+1) = 0.5: 2:1. */
+    atomic_store(&c->hosts[1]->rq_active, 5);
+    tally(c, NULL, 21000, m, &none);
+    PT_CHECK(near(m[0], 14000, 20));
+    atomic_store(&c->hosts[1]->rq_active, 0);
+    pt_cluster_unref(c);
+    /* active_request_bias 0: plain weighted round robin whatever the load. */
+    c = make("LEAST_REQUEST", "{\"least_request_lb_config\": {\"active_request_bias\": "
+                              "{\"default_value\": 0, \"runtime_key\": \"x\"}}}", w, 2);
+    atomic_store(&c->hosts[1]->rq_active, 50);
+    tally(c, NULL, 20000, m, &none);
+    PT_CHECK(near(m[0], 5000, 10));
+    atomic_store(&c->hosts[1]->rq_active, 0);
+    pt_cluster_unref(c);
 }
 
-static void test_least_request_weighted(void)
+static void test_retries_and_stale_health(void)
 {
-    fixture_t f;
-    unsigned n[MAXH];
-    setup(&f, 2, PT_LB_LEAST_REQUEST);
-    f.h[1].weight = 3;
-    f.c.equal_weights = 0; /* as pt_cluster_parse would have found */
-    /* Idle: in proportion to weight, 1:3. */
-    tally(&f, 20000, NULL, n);
-    PT_CHECK(n[0] > 4400 && n[0] < 5600);
-    /* Weight over (active + 1): 1/1 against 3/(5+1) = 0.5, so 2:1. */
-    atomic_store(&f.h[1].rq_active, 5);
-    tally(&f, 21000, NULL, n);
-    PT_CHECK(n[0] > 13300 && n[0] < 14700);
+    group_t g[] = {{.priority = 0, .n = 3}, {.priority = 1, .n = 2}};
+    static const char *const policies[] = {"ROUND_ROBIN", "LEAST_REQUEST", "RANDOM"};
+    for (int pi = 0; pi < 3; pi++) {
+        pt_cluster_t *c = make(policies[pi], NULL, g, 2);
+        /* A retry avoids the hosts already tried while another is available. */
+        pt_host_t *tried[2] = {c->hosts[0], c->hosts[1]};
+        for (int i = 0; i < 300; i++)
+            PT_CHECK(pt_cluster_pick_host(c, NULL, NULL, tried, 2) == c->hosts[2]);
+        /* Every P=0 host tried: a P=1 host rather than a tried one. */
+        pt_host_t *all0[3] = {c->hosts[0], c->hosts[1], c->hosts[2]};
+        for (int i = 0; i < 300; i++) {
+            pt_host_t *h = pt_cluster_pick_host(c, NULL, NULL, all0, 3);
+            PT_CHECK(h == c->hosts[3] || h == c->hosts[4]);
+        }
+        /* Every host tried: one of them again rather than none. */
+        pt_host_t *every[5] = {c->hosts[0], c->hosts[1], c->hosts[2], c->hosts[3], c->hosts[4]};
+        PT_CHECK(pt_cluster_pick_host(c, NULL, NULL, every, 5) != NULL);
+        /* A host whose health bit is set behind the set's back (the main thread has not
+         * computed again yet) is not picked. */
+        atomic_store(&c->hosts[0]->health, PT_HOST_FAILED_OUTLIER_CHECK);
+        for (int i = 0; i < 300; i++)
+            PT_CHECK(pt_cluster_pick_host(c, NULL, NULL, NULL, 0) != c->hosts[0]);
+        atomic_store(&c->hosts[0]->health, 0);
+        pt_cluster_unref(c);
+    }
 }
 
 static void test_no_hosts(void)
 {
-    fixture_t f;
-    setup(&f, 0, PT_LB_LEAST_REQUEST);
-    PT_CHECK(pt_cluster_pick_host(&f.c, NULL, NULL, NULL, 0) == NULL);
-    setup(&f, 0, PT_LB_RANDOM);
-    PT_CHECK(pt_cluster_pick_host(&f.c, NULL, NULL, NULL, 0) == NULL);
+    static const char *const policies[] = {"ROUND_ROBIN", "LEAST_REQUEST", "RANDOM"};
+    for (int pi = 0; pi < 3; pi++) {
+        pt_cluster_t *c = make(policies[pi], NULL, NULL, 0);
+        PT_CHECK(pt_cluster_pick_host(c, NULL, NULL, NULL, 0) == NULL);
+        pt_cluster_unref(c);
+    }
+}
+
+/* A set is published again when health changes; a worker's state follows it. */
+static void test_republish(void)
+{
+    group_t g[] = {{.n = 2}};
+    pt_cluster_t *c = make("ROUND_ROBIN", NULL, g, 1);
+    pt_lb_set_t *before = atomic_load(&c->lb_set);
+    uint64_t gen = before->gen;
+    PT_CHECK(pt_cluster_pick_host(c, NULL, NULL, NULL, 0) != NULL);
+    fail_hosts(c, 0, 1, 1);
+    PT_CHECK(atomic_load(&c->lb_set)->gen != gen);
+    PT_CHECK_INT(atomic_load(&c->lb_set)->healthy_total, 1);
+    for (int i = 0; i < 10; i++)
+        PT_CHECK(pt_cluster_pick_host(c, NULL, NULL, NULL, 0) == c->hosts[1]);
+    PT_CHECK_INT(atomic_load(&c->state->membership_healthy), 1);
+    pt_cluster_unref(c);
 }
 
 int main(void)
 {
-    PT_RUN(test_random_is_uniform_and_skips_unhealthy);
-    PT_RUN(test_least_request_prefers_idle_hosts);
-    PT_RUN(test_least_request_weighted);
+    PT_RUN(test_priority_levels_two);
+    PT_RUN(test_priority_levels_three);
+    PT_RUN(test_degraded);
+    PT_RUN(test_panic);
+    PT_RUN(test_locality_weights_table);
+    PT_RUN(test_failover_between_priorities);
+    PT_RUN(test_eds_health_status);
+    PT_RUN(test_panic_picks);
+    PT_RUN(test_locality_weighted);
+    PT_RUN(test_zone_aware);
+    PT_RUN(test_round_robin);
+    PT_RUN(test_random);
+    PT_RUN(test_least_request);
+    PT_RUN(test_retries_and_stale_health);
     PT_RUN(test_no_hosts);
+    PT_RUN(test_republish);
     PT_TEST_EXIT();
 }

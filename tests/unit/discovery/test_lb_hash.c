@@ -456,10 +456,9 @@ static void test_cluster_health(void)
     const pt_lb_hash_t *t0 = pt_lb_hash_cluster_table(c);
     uint64_t id0 = t0->id;
     /* Nothing changed: no new table. */
-    pt_cluster_set_membership_healthy(c, 4);
+    pt_cluster_health_changed(c);
     PT_CHECK(pt_lb_hash_cluster_table(c)->id == id0);
-    atomic_store(&c->hosts[1]->health, PT_HOST_FAILED_ACTIVE_HC);
-    pt_cluster_set_membership_healthy(c, 3);
+    pt_host_health_update(c->hosts[1], PT_HOST_FAILED_ACTIVE_HC, 0);
     PT_CHECK(pt_lb_hash_cluster_table(c)->id != id0);
     PT_CHECK(pt_lb_hash_cluster_table(c)->nmembers == 3);
     seed = 3;
@@ -478,9 +477,8 @@ static void test_cluster_health(void)
     pt_host_t *second = pt_cluster_pick_host(c, NULL, &ctx, &first, 1);
     PT_CHECK(second != NULL && second != first);
     /* Three of four unhealthy (25% < 50%): panic, all four hosts again. */
-    atomic_store(&c->hosts[0]->health, PT_HOST_FAILED_OUTLIER_CHECK);
-    atomic_store(&c->hosts[2]->health, PT_HOST_FAILED_ACTIVE_HC);
-    pt_cluster_set_membership_healthy(c, 1);
+    pt_host_health_update(c->hosts[0], PT_HOST_FAILED_OUTLIER_CHECK, 0);
+    pt_host_health_update(c->hosts[2], PT_HOST_FAILED_ACTIVE_HC, 0);
     PT_CHECK(pt_lb_hash_cluster_table(c)->nmembers == 4);
     /* Without a hash: random, over every host. */
     unsigned seen[4] = {0};

@@ -13,6 +13,7 @@
 #include "proxy/runtime.h"
 #include "proxy/config_source.h"
 #include "tls/context.h"
+#include "discovery/priority_set.h"
 #include "pt_test.h"
 #include "pt_test_boot.h"
 #include "pt_test_json.h"
@@ -210,14 +211,15 @@ static void check_full(pt_boot_t *c)
     PT_CHECK_INT(b->buffer_limit, 65536);
     PT_CHECK_INT(b->nhosts, 3);
     PT_CHECK_STR(b->hosts[0]->address_str, "10.0.0.1:80");
-    PT_CHECK_INT(b->hosts[0]->weight, 3);
-    PT_CHECK_INT(b->hosts[0]->priority, 0);
+    PT_CHECK_INT(pt_cluster_host_info(b, 0)->weight, 3);
+    PT_CHECK_INT(pt_cluster_host_info(b, 0)->priority, 0);
     PT_CHECK(b->hosts[0]->hostname == NULL);
     PT_CHECK_STR(b->hosts[1]->address_str, "10.0.0.2:81");
-    PT_CHECK_INT(b->hosts[1]->weight, 1); /* default weight */
+    PT_CHECK_INT(pt_cluster_host_info(b, 1)->weight, 1); /* default weight */
     PT_CHECK_STR(b->hosts[2]->address_str, "[fd00::1]:8443");
     PT_CHECK_INT(b->hosts[2]->address.sa.sa_family, AF_INET6);
-    PT_CHECK_INT(b->hosts[2]->priority, 0);
+    PT_CHECK_INT(pt_cluster_host_info(b, 2)->priority, 0);
+    PT_CHECK_STR(b->localities[pt_cluster_host_info(b, 2)->locality].zone, "b");
     PT_CHECK_STR(b->hosts[2]->hostname, "backend-3");
     PT_CHECK_INT(atomic_load(&b->hosts[2]->health), 0);
     /* Defaults: connect_timeout 5s, buffer limit 1 MiB, STATIC, ROUND_ROBIN, no hosts. */
@@ -377,7 +379,7 @@ static void test_camel_case_accepted(void)
     PT_CHECK_INT(a->buffer_limit, 4096);
     PT_CHECK_INT(a->nhosts, 1);
     PT_CHECK_STR(a->hosts[0]->address_str, "10.1.1.1:8080");
-    PT_CHECK_INT(a->hosts[0]->weight, 7);
+    PT_CHECK_INT(pt_cluster_host_info(a, 0)->weight, 7);
     PT_CHECK_STR(c->config->listeners[0].stat_name, "lp");
     PT_CHECK_INT(c->config->listeners[0].buffer_limit, 1024);
     const tcp_proxy_config_view_t *tp = c->config->listeners[0].chains[0].filters[0].config;
@@ -827,13 +829,12 @@ static void test_unsupported_fields(void)
                                   "', 'stat_prefix': 's', 'cluster': 'a', "
                                   "'weighted_clusters': {}}}")),
             TC ".weighted_clusters: field is not supported");
-    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'load_assignment': {'policy': {}, 'endpoints': [{"
+    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'load_assignment': {'policy': {'drop_overloads': []}, "
+                          "'endpoints': [{"
                           "'lb_endpoints': [{'health_status': 'HEALTHY', 'endpoint': {"
                           "'health_check_config': {}, 'address': " SA("10.0.0.1", 80) "}}]}]}}"),
-            E00 ".health_check_config: field is not supported",
-            C0 ".load_assignment.endpoints[0].lb_endpoints[0].health_status: field is not "
-               "supported",
-            C0 ".load_assignment.policy: field is not supported");
+            C0 ".load_assignment.policy.drop_overloads: field is not supported",
+            E00 ".health_check_config: field is not supported");
     REJECTS("{'admin': {'socket_options': [], 'address': " SA("127.0.0.1", 9901) "}}",
             "admin.socket_options: field is not supported");
     REJECTS("{'admin': {'address': {'pipe': {'path': '/tmp/x'}}}}",
@@ -907,7 +908,8 @@ static void test_enums(void)
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'upstream_connection_options': "
                           "{'happy_eyeballs_config': {}}}"),
             C0 ".upstream_connection_options.happy_eyeballs_config: field is not supported");
-    /* Whether the weights are all equal is found once, when the config is built. */
+    /* Whether the weights are all equal is found when the hosts' set is computed: a
+     * weighted subset has EDF steps, an equal one none. */
     pt_boot_t *w = ACCEPTS(CLUSTERS_ONLY(
         "{'name': 'eq', 'load_assignment': {'endpoints': [{'lb_endpoints': ["
         EP("127.0.0.1", 1) "," EP("127.0.0.1", 2) "]}]}},"
@@ -916,8 +918,8 @@ static void test_enums(void)
         "'load_balancing_weight': 3}]}]}}"));
     PT_CHECK(w != NULL);
     if (w != NULL) {
-        PT_CHECK_INT(w->clusters[0]->equal_weights, 1);
-        PT_CHECK_INT(w->clusters[1]->equal_weights, 0);
+        PT_CHECK(w->clusters[0]->lb_set->prio[0].hosts[PT_LB_HEALTHY].runs == NULL);
+        PT_CHECK(w->clusters[1]->lb_set->prio[0].hosts[PT_LB_HEALTHY].runs != NULL);
         pt_boot_free(w);
     }
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 'LEAST_REQUEST', "
@@ -925,10 +927,14 @@ static void test_enums(void)
             C0 ".least_request_lb_config.choice_count: 1 is out of range [2, 100]");
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'least_request_lb_config': {}}"),
             C0 ".least_request_lb_config: applies only with lb_policy LEAST_REQUEST");
-    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 'LEAST_REQUEST', "
-                          "'least_request_lb_config': {'active_request_bias': "
-                          "{'default_value': 0.5, 'runtime_key': 'x'}}}"),
-            C0 ".least_request_lb_config.active_request_bias: field is not supported");
+    pt_boot_t *bias = ACCEPTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 'LEAST_REQUEST', "
+                                            "'least_request_lb_config': {'active_request_bias': "
+                                            "{'default_value': 0.5, 'runtime_key': 'x'}}}"));
+    PT_CHECK(bias != NULL);
+    if (bias != NULL) {
+        PT_CHECK(bias->clusters[0]->active_request_bias == 0.5);
+        pt_boot_free(bias);
+    }
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 0}"), C0 ".lb_policy: 0 is not an enum name");
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'type': 'ORIGINAL_DST'}"),
             C0 ".lb_policy: ROUND_ROBIN is not valid for a cluster of type ORIGINAL_DST: only "
@@ -1173,10 +1179,83 @@ static void test_integers(void)
     REJECTS(CLUSTERS_ONLY("{'name': 'a', 'load_assignment': {'endpoints': [{'priority': 200, "
                           "'lb_endpoints': []}]}}"),
             C0 ".load_assignment.endpoints[0].priority: 200 is out of range [0, 128]");
-    /* Priority failover is not implemented: a failover priority is refused, not mixed in. */
-    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'load_assignment': {'endpoints': [{'priority': 1, "
-                          "'lb_endpoints': []}]}}"),
-            C0 ".load_assignment.endpoints[0].priority: 1 is not supported yet (only priority 0)");
+    /* ClusterLoadAssignment, fully: what it refuses. */
+    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'load_assignment': {'policy': "
+                          "{'overprovisioning_factor': 0}, 'endpoints': []}}"),
+            C0 ".load_assignment.policy.overprovisioning_factor: must be greater than 0 (a "
+               "percentage: 140 is Envoy's default)");
+    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'load_assignment': {'endpoints': [{'lb_endpoints': [{"
+                          "'health_status': 'SICK', 'endpoint': {'address': " SA("10.0.0.1", 80)
+                          "}}]}]}}"),
+            C0 ".load_assignment.endpoints[0].lb_endpoints[0].health_status: \"SICK\" is not a "
+               "valid value (expected one of: UNKNOWN, HEALTHY, UNHEALTHY, DRAINING, TIMEOUT, "
+               "DEGRADED)");
+    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'load_assignment': {'endpoints': [{'lb_endpoints': [{"
+                          "'health_status': 2, 'endpoint': {'address': " SA("10.0.0.1", 80)
+                          "}}]}]}}"),
+            C0 ".load_assignment.endpoints[0].lb_endpoints[0].health_status: 2 is not an enum "
+               "name");
+    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'load_assignment': {'endpoints': [{'priority': 0, "
+                          "'load_balancing_weight': 0, 'lb_endpoints': []}]}}"),
+            C0 ".load_assignment.endpoints[0].load_balancing_weight: 0 is out of range [1, "
+               "4294967295]");
+    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'load_assignment': {'endpoints': ["
+                          "{'locality': {'zone': 'z1'}, 'load_balancing_weight': 2, "
+                          "'lb_endpoints': []}, {'locality': {'zone': 'z1'}, "
+                          "'load_balancing_weight': 3, 'lb_endpoints': []}]}}"),
+            C0 ".load_assignment.endpoints[1].load_balancing_weight: 3 differs from the weight 2 "
+               "endpoints[0] gives the same locality {region: \"\", zone: \"z1\", sub_zone: "
+               "\"\"} at priority 0 (one locality, one weight)");
+    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'load_assignment': {'policy': {'endpoint_stale_after': "
+                          "'5s'}, 'endpoints': []}}"),
+            C0 ".load_assignment.policy.endpoint_stale_after: applies only to assignments from "
+               "EDS (a STATIC cluster's load_assignment is never replaced, so it cannot go "
+               "stale)");
+    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'load_assignment': {'endpoints': [{'lb_endpoints': [{"
+                          "'metadata': {'filter_metadata': {'istio': 3}}, 'endpoint': "
+                          "{'address': " SA("10.0.0.1", 80) "}}]}]}}"),
+            C0 ".load_assignment.endpoints[0].lb_endpoints[0].metadata: filter_metadata[\"istio\"] "
+               "must be an object");
+    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'common_lb_config': {'zone_aware_lb_config': {}, "
+                          "'locality_weighted_lb_config': {}}}"),
+            C0 ".common_lb_config: only one of zone_aware_lb_config, locality_weighted_lb_config "
+               "may be given (found zone_aware_lb_config, locality_weighted_lb_config)");
+    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'common_lb_config': {'healthy_panic_threshold': "
+                          "{'value': 120}}}"),
+            C0 ".common_lb_config.healthy_panic_threshold.value: 120 is out of range [0, 100]");
+    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'round_robin_lb_config': {}, 'lb_policy': 'RANDOM'}"),
+            C0 ".round_robin_lb_config: applies only with lb_policy ROUND_ROBIN");
+    REJECTS(CLUSTERS_ONLY("{'name': 'a', 'lb_policy': 'LEAST_REQUEST', 'least_request_lb_config': "
+                          "{'active_request_bias': {'default_value': -1, 'runtime_key': 'k'}}}"),
+            C0 ".least_request_lb_config.active_request_bias.default_value: -1 is out of range "
+               "[0, 1e+09]");
+    REJECTS("{'cluster_manager': {'local_cluster_name': 'nope'}, "
+            "'static_resources': {'clusters': [" CLUSTER("a") "]}}",
+            "cluster_manager.local_cluster_name: local cluster \"nope\" must be defined in "
+            "static_resources.clusters");
+    /* Priorities may skip levels, as Envoy allows (an empty level takes no load). */
+    pt_boot_t *gap = ACCEPTS(CLUSTERS_ONLY(
+        "{'name': 'a', 'load_assignment': {'policy': {'overprovisioning_factor': 200, "
+        "'weighted_priority_health': true}, 'endpoints': [{'priority': 2, 'locality': {"
+        "'region': 'r', 'zone': 'z', 'sub_zone': 's'}, 'load_balancing_weight': 5, "
+        "'lb_endpoints': [{'health_status': 'DEGRADED', 'metadata': {'filter_metadata': {"
+        "'envoy.lb': {'canary': true}}}, 'endpoint': {'hostname': 'h1', 'address': "
+        SA("10.0.0.1", 80) "}}]}]}}"));
+    PT_CHECK(gap != NULL);
+    if (gap != NULL) {
+        pt_cluster_t *a = gap->clusters[0];
+        PT_CHECK_INT(pt_cluster_host_info(a, 0)->priority, 2);
+        PT_CHECK_INT(pt_cluster_host_info(a, 0)->locality_weight, 5);
+        PT_CHECK_INT(pt_cluster_host_info(a, 0)->eds_health, PT_EDS_DEGRADED);
+        PT_CHECK_STR(pt_cluster_host_metadata(a, 0), "{\"filter_metadata\":{\"envoy.lb\":{\"canary\":true}}}");
+        PT_CHECK_STR(a->localities[pt_cluster_host_info(a, 0)->locality].sub_zone, "s");
+        PT_CHECK_INT(a->cla_policy.overprovisioning_factor, 200);
+        PT_CHECK_INT(a->cla_policy.weighted_priority_health, 1);
+        PT_CHECK_INT(a->lb_set->npriorities, 3);
+        /* Only degraded hosts, all at P=2: all the load goes there, as degraded load. */
+        PT_CHECK_INT(a->lb_set->degraded_load[2], 100);
+        pt_boot_free(gap);
+    }
 }
 
 /* ---- names, duplicates, references --------------------------------------------- */
