@@ -928,7 +928,10 @@ static void hcm_on_headers(void *stream, pt_http_headers_t *headers, int end_str
     /* A '#' fragment never belongs in a request (RFC 9112 3.2): refused, or stripped with
      * envoy.reloadable_features.http_reject_path_with_fragment false (Istio's bootstraps),
      * whichever codec it came by. */
-    const char *path = pt_http_headers_get(headers, ":path");
+    /* (HTTP/1's parser refused a fragment already unless it is to be stripped.) */
+    const char *path = s->hcm->http2 || !pt_runtime.reject_path_with_fragment
+                           ? pt_http_headers_get(headers, ":path")
+                           : NULL;
     const char *fragment = path != NULL ? strchr(path, '#') : NULL;
     if (fragment != NULL) {
         if (pt_runtime.reject_path_with_fragment) {
