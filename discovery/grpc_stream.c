@@ -1,4 +1,5 @@
 #include "discovery/grpc_stream.h"
+#include "discovery/cluster_client.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -20,8 +21,7 @@
 #define GRPC_INTERNAL    13
 
 struct pt_grpc_stream {
-    pt_conn_t *conn;
-    pt_http_client_codec_t *codec;
+    pt_cluster_client_t cc;     /* the connection and its HTTP/2 codec */
     pt_http_codec_stream_t *cs; /* the call, once the connection is up */
     pt_cluster_t *cluster;      /* a reference: its HTTP/2 options and transport */
     pt_arena_t arena;           /* the call's request headers */
@@ -164,91 +164,43 @@ static const pt_http_client_callbacks_t call_callbacks = {
     .on_write_watermark = on_write_watermark,
 };
 
-static void on_codec_closed(void *owner, pt_http_client_codec_t *codec)
-{
-    (void)codec;
-    end_call(owner, GRPC_UNAVAILABLE, "connection closed");
-}
-
 /* ---- the connection ----------------------------------------------------------------- */
 
-static int start_call(pt_grpc_stream_t *g)
+static void on_failed(void *owner, const char *why)
 {
+    end_call(owner, GRPC_UNAVAILABLE, why);
+}
+
+/* The connection is up: the call starts. */
+static int start_call(void *owner)
+{
+    pt_grpc_stream_t *g = owner;
     pt_http_headers_t *h = pt_arena_alloc(&g->arena, sizeof(*h));
     if (h == NULL)
         return -1;
     pt_http_headers_init(h, &g->arena);
     int err = pt_http_headers_add_ref(h, ":method", "POST") |
-              pt_http_headers_add_ref(h, ":scheme", pt_conn_is_tls(g->conn) ? "https" : "http") |
+              pt_http_headers_add_ref(h, ":scheme", pt_conn_is_tls(g->cc.conn) ? "https" : "http") |
               pt_http_headers_add_str(h, ":path", g->path) |
               pt_http_headers_add_str(h, ":authority", g->authority) |
               pt_http_headers_add_ref(h, "content-type", "application/grpc") |
               pt_http_headers_add_ref(h, "te", "trailers");
     if (err != 0)
         return -1;
-    g->cs = g->codec->ops->new_stream(g->codec, &call_callbacks, g, &g->arena);
+    const pt_http_client_codec_ops_t *ops = g->cc.codec->ops;
+    g->cs = ops->new_stream(g->cc.codec, &call_callbacks, g, &g->arena);
     if (g->cs == NULL)
         return -1;
-    g->codec->ops->encode_headers(g->cs, h, 0);
+    ops->encode_headers(g->cs, h, 0);
     if (g->cs != NULL && pt_buf_len(&g->out) > 0)
-        g->codec->ops->encode_data(g->cs, &g->out, 0);
+        ops->encode_data(g->cs, &g->out, 0);
     return 0;
 }
-
-static void conn_connect(pt_conn_t *c, int status)
-{
-    pt_grpc_stream_t *g = c->data;
-    if (status < 0) {
-        char why[128];
-        snprintf(why, sizeof(why), "connect failed: %s", strerror(-status));
-        pt_conn_close(g->conn, PT_CLOSE_NOW);
-        g->conn = NULL;
-        end_call(g, GRPC_UNAVAILABLE, why);
-        return;
-    }
-    /* The ADS cluster's own HTTP/2 stats (cluster.<name>.http2.*) count this connection. */
-    g->codec =
-        pt_http2_client_codec_new(c, g->cluster->http2, &g->cluster->stats, on_codec_closed, g);
-    if (g->codec == NULL || start_call(g) != 0)
-        end_call(g, GRPC_UNAVAILABLE, "out of memory");
-}
-
-static void conn_error(pt_conn_t *c, int status)
-{
-    pt_grpc_stream_t *g = c->data;
-    char why[128];
-    snprintf(why, sizeof(why), "connection error: %s", strerror(status < 0 ? -status : EIO));
-    pt_conn_close(g->conn, PT_CLOSE_NOW);
-    g->conn = NULL;
-    end_call(g, GRPC_UNAVAILABLE, why);
-}
-
-static void conn_read(pt_conn_t *c)
-{
-    (void)c; /* the codec takes the connection over once it is up */
-}
-
-static void conn_drain(pt_conn_t *c)
-{
-    (void)c;
-}
-
-static const pt_conn_handler_t connect_handler = {
-    .on_read = conn_read,
-    .on_connect = conn_connect,
-    .on_drain = conn_drain,
-    .on_error = conn_error,
-};
 
 pt_grpc_stream_t *pt_grpc_stream_open(const pt_cluster_t *cluster, pt_worker_t *w, const char *path,
                                       const char *authority, const pt_grpc_stream_callbacks_t *cb,
                                       void *data, char *err, size_t errlen)
 {
-    static unsigned next_host; /* round robin over opens: a reconnect tries the next host */
-    if (cluster->nhosts == 0) {
-        snprintf(err, errlen, "cluster %s has no hosts", cluster->name);
-        return NULL;
-    }
     pt_grpc_stream_t *g = calloc(1, sizeof(*g));
     if (g == NULL || (g->path = strdup(path)) == NULL ||
         (g->authority = strdup(authority)) == NULL) {
@@ -261,13 +213,11 @@ pt_grpc_stream_t *pt_grpc_stream_open(const pt_cluster_t *cluster, pt_worker_t *
     g->loop = w->loop;
     ev_timer_init(&g->close_timer, on_close_timer, 0., 0.);
     g->close_timer.data = g;
-    const pt_host_t *host = cluster->hosts[next_host++ % cluster->nhosts];
-    int cerr = 0;
-    g->conn = pt_cluster_connect(cluster, w, &host->address, &connect_handler, g, &cerr);
-    if (g->conn == NULL) {
-        snprintf(err, errlen, "connect to %s: %s", host->address_str, strerror(-cerr));
+    /* Each open connects to the cluster's next host (a reconnect tries another). */
+    g->cc = (pt_cluster_client_t){.cluster = g->cluster, .http2 = 1, .ready = start_call,
+                                  .failed = on_failed, .owner = g};
+    if (pt_cluster_client_connect(&g->cc, w, err, errlen) != 0)
         goto fail;
-    }
     return g;
 fail:
     if (g != NULL) {
@@ -294,7 +244,7 @@ int pt_grpc_stream_send(pt_grpc_stream_t *g, const void *msg, size_t len)
         pt_buf_move(&g->out, &frame); /* sent when the call starts */
         return 0;
     }
-    g->codec->ops->encode_data(g->cs, &frame, 0);
+    g->cc.codec->ops->encode_data(g->cs, &frame, 0);
     pt_buf_dispose(&frame);
     return 0;
 }
@@ -305,11 +255,8 @@ void pt_grpc_stream_free(pt_grpc_stream_t *g)
         return;
     ev_timer_stop(g->loop, &g->close_timer);
     if (g->cs != NULL)
-        g->codec->ops->reset_stream(g->cs);
-    if (g->codec != NULL)
-        g->codec->ops->destroy(g->codec);
-    if (g->conn != NULL)
-        pt_conn_close(g->conn, PT_CLOSE_NOW);
+        g->cc.codec->ops->reset_stream(g->cs);
+    pt_cluster_client_close(&g->cc);
     pt_buf_dispose(&g->out);
     pt_buf_dispose(&g->in);
     pt_arena_dispose(&g->arena);

@@ -1,4 +1,5 @@
 #include "discovery/rest_fetch.h"
+#include "discovery/cluster_client.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -16,8 +17,7 @@
 #include "tls/transport.h"
 
 struct pt_rest_fetch {
-    pt_conn_t *conn;
-    pt_http_client_codec_t *codec;
+    pt_cluster_client_t cc; /* the connection and its codec */
     pt_http_codec_stream_t *cs;
     pt_cluster_t *cluster; /* a reference: its protocol and transport */
     pt_arena_t arena;      /* the request's headers */
@@ -132,16 +132,17 @@ static const pt_http_client_callbacks_t fetch_callbacks = {
     .on_write_watermark = on_write_watermark,
 };
 
-static void on_codec_closed(void *owner, pt_http_client_codec_t *codec)
-{
-    (void)codec;
-    finish(owner, 0, "connection closed");
-}
-
 /* ---- the connection ----------------------------------------------------------------- */
 
-static int start_request(pt_rest_fetch_t *f)
+static void on_failed(void *owner, const char *why)
 {
+    finish(owner, 0, why);
+}
+
+/* The connection is up: the request goes. */
+static int start_request(void *owner)
+{
+    pt_rest_fetch_t *f = owner;
     pt_http_headers_t *h = pt_arena_alloc(&f->arena, sizeof(*h));
     if (h == NULL)
         return -1;
@@ -149,68 +150,22 @@ static int start_request(pt_rest_fetch_t *f)
     char len[24];
     snprintf(len, sizeof(len), "%zu", pt_buf_len(&f->body));
     int err = pt_http_headers_add_str(h, ":method", f->method) |
-              pt_http_headers_add_ref(h, ":scheme", pt_conn_is_tls(f->conn) ? "https" : "http") |
+              pt_http_headers_add_ref(h, ":scheme", pt_conn_is_tls(f->cc.conn) ? "https" : "http") |
               pt_http_headers_add_str(h, ":path", f->path) |
               pt_http_headers_add_str(h, ":authority", f->authority) |
               pt_http_headers_add_str(h, "content-type", f->content_type) |
               pt_http_headers_add_str(h, "content-length", len);
     if (err != 0)
         return -1;
-    f->cs = f->codec->ops->new_stream(f->codec, &fetch_callbacks, f, &f->arena);
+    const pt_http_client_codec_ops_t *ops = f->cc.codec->ops;
+    f->cs = ops->new_stream(f->cc.codec, &fetch_callbacks, f, &f->arena);
     if (f->cs == NULL)
         return -1;
-    f->codec->ops->encode_headers(f->cs, h, pt_buf_len(&f->body) == 0);
+    ops->encode_headers(f->cs, h, pt_buf_len(&f->body) == 0);
     if (f->cs != NULL && pt_buf_len(&f->body) > 0)
-        f->codec->ops->encode_data(f->cs, &f->body, 1);
+        ops->encode_data(f->cs, &f->body, 1);
     return 0;
 }
-
-static void conn_connect(pt_conn_t *c, int status)
-{
-    pt_rest_fetch_t *f = c->data;
-    if (status < 0) {
-        char why[128];
-        snprintf(why, sizeof(why), "connect failed: %s", strerror(-status));
-        pt_conn_close(f->conn, PT_CLOSE_NOW);
-        f->conn = NULL;
-        finish(f, 0, why);
-        return;
-    }
-    if (f->cluster->protocol == PT_UPSTREAM_HTTP2)
-        f->codec = pt_http2_client_codec_new(c, f->cluster->http2, &f->cluster->stats,
-                                             on_codec_closed, f);
-    else
-        f->codec = pt_http1_client_codec.create(c, on_codec_closed, f);
-    if (f->codec == NULL || start_request(f) != 0)
-        finish(f, 0, "out of memory");
-}
-
-static void conn_error(pt_conn_t *c, int status)
-{
-    pt_rest_fetch_t *f = c->data;
-    char why[128];
-    snprintf(why, sizeof(why), "connection error: %s", strerror(status < 0 ? -status : EIO));
-    pt_conn_close(f->conn, PT_CLOSE_NOW);
-    f->conn = NULL;
-    finish(f, 0, why);
-}
-
-static void conn_read(pt_conn_t *c)
-{
-    (void)c; /* the codec takes the connection over once it is up */
-}
-
-static void conn_drain(pt_conn_t *c)
-{
-    (void)c;
-}
-
-static const pt_conn_handler_t connect_handler = {
-    .on_read = conn_read,
-    .on_connect = conn_connect,
-    .on_drain = conn_drain,
-    .on_error = conn_error,
-};
 
 static void fetch_dispose(pt_rest_fetch_t *f)
 {
@@ -231,11 +186,6 @@ pt_rest_fetch_t *pt_rest_fetch_start(const pt_cluster_t *cluster, pt_worker_t *w
                                      uint64_t timeout_ms, pt_rest_fetch_cb cb, void *data,
                                      char *err, size_t errlen)
 {
-    static unsigned next_host; /* round robin over fetches: the next poll tries the next host */
-    if (cluster->nhosts == 0) {
-        snprintf(err, errlen, "cluster %s has no hosts", cluster->name);
-        return NULL;
-    }
     pt_rest_fetch_t *f = calloc(1, sizeof(*f));
     if (f == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -257,11 +207,10 @@ pt_rest_fetch_t *pt_rest_fetch_start(const pt_cluster_t *cluster, pt_worker_t *w
     f->done_timer.data = f;
     ev_timer_init(&f->deadline, on_deadline, (double)timeout_ms / 1000.0, 0.);
     f->deadline.data = f;
-    const pt_host_t *host = cluster->hosts[next_host++ % cluster->nhosts];
-    int cerr = 0;
-    f->conn = pt_cluster_connect(cluster, w, &host->address, &connect_handler, f, &cerr);
-    if (f->conn == NULL) {
-        snprintf(err, errlen, "connect to %s: %s", host->address_str, strerror(-cerr));
+    /* Each poll connects to the cluster's next host. */
+    f->cc = (pt_cluster_client_t){.cluster = f->cluster, .ready = start_request,
+                                  .failed = on_failed, .owner = f};
+    if (pt_cluster_client_connect(&f->cc, w, err, errlen) != 0) {
         fetch_dispose(f);
         return NULL;
     }
@@ -277,10 +226,7 @@ void pt_rest_fetch_free(pt_rest_fetch_t *f)
     ev_timer_stop(f->loop, &f->done_timer);
     ev_timer_stop(f->loop, &f->deadline);
     if (f->cs != NULL)
-        f->codec->ops->reset_stream(f->cs);
-    if (f->codec != NULL)
-        f->codec->ops->destroy(f->codec);
-    if (f->conn != NULL)
-        pt_conn_close(f->conn, PT_CLOSE_NOW);
+        f->cc.codec->ops->reset_stream(f->cs);
+    pt_cluster_client_close(&f->cc);
     fetch_dispose(f);
 }
