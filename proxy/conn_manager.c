@@ -1053,8 +1053,8 @@ static void notify_reset(pt_http_stream_t *s)
 const void *pt_http_stream_route_config(pt_http_stream_t *s)
 {
     int i = s->fm.current;
-    if (i < 0 || s->route == NULL)
-        return NULL;
+    if (i < 0 || s->route == NULL || s->route_config == NULL || !s->route_config->has_per_filter)
+        return NULL; /* the usual case: no route configuration here has any */
     const pt_per_filter_config_t *e =
         pt_route_per_filter(s->route_config, s->route, s->config->filters[i].name);
     return e != NULL ? e->config : NULL;

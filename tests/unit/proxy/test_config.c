@@ -837,6 +837,15 @@ static void test_unsupported_fields(void)
             E00 ".health_check_config: field is not supported");
     REJECTS("{'admin': {'socket_options': [], 'address': " SA("127.0.0.1", 9901) "}}",
             "admin.socket_options: field is not supported");
+    /* Listener and admin fields with their bad values. */
+    REJECTS(BOOT(CLUSTER("a"), "{'name':'l','address':" SA("127.0.0.1", 80) ","
+                 "'max_connections_to_accept_per_socket_event':0,"
+                 "'ignore_global_conn_limit':'yes','filter_chains':[{'filters':[" TCP("a") "]}]}"),
+            L0 ".ignore_global_conn_limit: \"yes\" is not a boolean",
+            L0 ".max_connections_to_accept_per_socket_event: 0 is out of range [1, 4294967295]");
+    REJECTS("{'admin': {'access_log_path': '', 'profile_path': 1, 'address': "
+            SA("127.0.0.1", 9901) "}}",
+            "admin.access_log_path: must not be empty", "admin.profile_path: 1 is not a string");
     REJECTS("{'admin': {'address': {'pipe': {'path': '/tmp/x'}}}}",
             "admin.address.socket_address: is required",
             "admin.address.pipe: field is not supported");
