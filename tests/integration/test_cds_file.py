@@ -229,6 +229,31 @@ class CdsTest(CdsCase):
         self.assertEqual(self.get('/a/x').status, 200)
         self.assertEqual(p.stat('cluster.a.upstream_cx_total'), 1)
 
+    def test_request_in_flight_across_removal_completes(self):
+        # A request whose body is still coming holds one upstream connection; a second
+        # request left another one idle. a is removed: the idle connection closes at once,
+        # the busy one carries its request to the end (the stream pins the cluster version
+        # it resolved), then closes, and a's stats go.
+        p = self.start(cds('1', cluster('a', self.up_a.port)))
+        busy = h.HttpClientConn(self.port)
+        self.addCleanup(busy.close)
+        busy.send_raw(b'POST /a/x HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\n12345')
+        p.wait_stat('cluster.a.upstream_rq_active', 1)
+        self.assertEqual(self.get('/a/x').status, 200)
+        p.wait_stat('cluster.a.upstream_cx_active', 2)
+        self.write(cds('2'))
+        self.wait_version('2')
+        p.wait_stat('cluster.a.upstream_cx_active', 1)
+        self.assertEqual(p.stat('cluster.a.upstream_cx_destroy'), 1)
+        self.assertEqual(p.stat('cluster.a.upstream_rq_active'), 1)
+        busy.send_raw(b'67890')
+        r = busy.read_response()
+        self.assertEqual(r.status, 200)
+        self.assertEqual(self.up_a.requests[-1]['body_len'], 10)
+        busy.close()  # (an open downstream connection pins the view it started with)
+        h.wait_until(lambda: p.stat('cluster.a.upstream_cx_total') is None, 10,
+                     message='the removed cluster\'s stats released')
+
     def test_thousands_added_and_removed_leave_nothing(self):
         # 2,000 clusters with 10 endpoints each (EDS), added, then removed: their versions,
         # hosts and stats go, and the memory returns (within 4 MiB of where it was: what
