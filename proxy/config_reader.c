@@ -139,9 +139,20 @@ static void push_frame(pt_cfg_t *r, json_t *node, int is_array, const pt_pb_mess
     f->skip_rest = 0;
 }
 
+/* Only the head of the reader is cleared: the frames (28 KB of them) are set as they are
+ * pushed, and clearing them all cost more than reading a small resource. */
+static void reader_reset(pt_cfg_t *r)
+{
+    r->path[0] = '\0';
+    r->path_len = 0;
+    r->depth = 0;
+    r->errors = NULL;
+    r->nerrors = r->cap_errors = 0;
+}
+
 void pt_cfg_init(pt_cfg_t *r, json_t *root)
 {
-    memset(r, 0, sizeof(*r));
+    reader_reset(r);
     push_frame(r, root, 0, NULL);
     if (!json_is_object(root))
         pt_cfg_error(r, NULL, "the configuration must be an object");
@@ -149,7 +160,7 @@ void pt_cfg_init(pt_cfg_t *r, json_t *root)
 
 void pt_cfg_init_at(pt_cfg_t *r, json_t *node, const char *path)
 {
-    memset(r, 0, sizeof(*r));
+    reader_reset(r);
     push_segment(r, "%s", path);
     push_frame(r, node, 0, value_message(&pt_pb_any, node));
     if (!json_is_object(node))

@@ -498,10 +498,18 @@ pt_stat_t pt_stats_get(pt_stat_kind_t kind, const char *scope, const char *tag,
          * their infos sit together): no walk through the whole registry's buckets, whose
          * every step is a cache miss when a CDS update makes thousands of clusters. */
         istr_t *t = istr_find(tag_value);
-        for (id = t != NULL ? t->tagged : 0; id != 0; id = info_at(id)->next_same_tag) {
-            const pt_stat_info_t *i = info_at(id);
-            if (strcmp(i->family->stat_name, name) == 0 && strcmp(i->family->scope, scope) == 0)
-                goto out;
+        if (t != NULL && t->tagged != 0) {
+            /* Interned strings are unique, so a stat of this name and scope holds these very
+             * pointers (compared, not the strings: a cluster's stats are made one after
+             * another, each looked for among those made before it), and there is none when
+             * either string was never interned. */
+            istr_t *in = istr_find(name), *is = istr_find(scope);
+            for (id = in != NULL && is != NULL ? t->tagged : 0; id != 0;
+                 id = info_at(id)->next_same_tag) {
+                const pt_stat_info_t *i = info_at(id);
+                if (i->family->stat_name == in->s && i->family->scope == is->s)
+                    goto out;
+            }
         }
     } else if (nbuckets != 0) {
         for (id = buckets[h & (nbuckets - 1)]; id != 0; id = info_at(id)->next_in_bucket) {
