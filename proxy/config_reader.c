@@ -74,28 +74,35 @@ const char *pt_cfg_path(const pt_cfg_t *r)
     return r->path;
 }
 
-static void push_segment(pt_cfg_t *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void push_segment(pt_cfg_t *r, const char *fmt, ...)
+/* Appends n bytes to the path, cut at its bound. (Paths are built for every field read,
+ * so this is plain copying, not printf.) */
+static void path_append(pt_cfg_t *r, const char *s, size_t n)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(r->path + r->path_len, sizeof(r->path) - r->path_len, fmt, ap);
-    va_end(ap);
-    if (n > 0) {
-        r->path_len += (size_t)n;
-        if (r->path_len >= sizeof(r->path))
-            r->path_len = sizeof(r->path) - 1;
-    }
+    size_t room = sizeof(r->path) - 1 - r->path_len;
+    if (n > room)
+        n = room;
+    memcpy(r->path + r->path_len, s, n);
+    r->path_len += n;
+    r->path[r->path_len] = '\0';
 }
 
 static void push_field_path(pt_cfg_t *r, const char *field)
 {
-    push_segment(r, "%s%s", r->path_len ? "." : "", field);
+    if (r->path_len)
+        path_append(r, ".", 1);
+    path_append(r, field, strlen(field));
 }
 
 void pt_cfg_push_index(pt_cfg_t *r, size_t idx)
 {
-    push_segment(r, "[%zu]", idx);
+    char digits[24], *d = digits + sizeof(digits);
+    *--d = ']';
+    do {
+        *--d = (char)('0' + idx % 10);
+        idx /= 10;
+    } while (idx > 0);
+    *--d = '[';
+    path_append(r, d, (size_t)(digits + sizeof(digits) - d));
 }
 
 void pt_cfg_pop_path(pt_cfg_t *r, size_t saved_len)
@@ -137,6 +144,7 @@ static void push_frame(pt_cfg_t *r, json_t *node, int is_array, const pt_pb_mess
     f->nseen = 0;
     f->unsupported = NULL;
     f->skip_rest = 0;
+    f->camel_keys = -1;
 }
 
 /* Only the head of the reader is cleared: the frames (28 KB of them) are set as they are
@@ -161,7 +169,7 @@ void pt_cfg_init(pt_cfg_t *r, json_t *root)
 void pt_cfg_init_at(pt_cfg_t *r, json_t *node, const char *path)
 {
     reader_reset(r);
-    push_segment(r, "%s", path);
+    path_append(r, path, strlen(path));
     push_frame(r, node, 0, value_message(&pt_pb_any, node));
     if (!json_is_object(node))
         pt_cfg_error(r, NULL, "must be an object");
@@ -234,6 +242,26 @@ static void camel_case(const char *snake, char *out, size_t outlen)
     out[o] = '\0';
 }
 
+/* Whether the frame's object has a key with an upper-case letter: only then can a field be
+ * there in its camelCase form, and only then is that form looked for (most configs are
+ * written in snake_case, and every field read would otherwise be looked up twice). */
+static int frame_has_camel_keys(pt_cfg_frame_t *f)
+{
+    if (f->camel_keys < 0) {
+        f->camel_keys = 0;
+        const char *key;
+        json_t *v;
+        json_object_foreach(f->node, key, v) {
+            for (const char *p = key; *p; p++)
+                if (*p >= 'A' && *p <= 'Z') {
+                    f->camel_keys = 1;
+                    return 1;
+                }
+        }
+    }
+    return f->camel_keys;
+}
+
 static int is_seen(const pt_cfg_frame_t *f, const char *key)
 {
     for (unsigned i = 0; i < f->nseen; i++)
@@ -255,10 +283,13 @@ json_t *pt_cfg_get(pt_cfg_t *r, const char *field)
     pt_cfg_frame_t *f = top(r);
     if (f->is_array || !json_is_object(f->node))
         return NULL;
-    char camel[128];
-    camel_case(field, camel, sizeof(camel));
     void *it = json_object_iter_at(f->node, field);
-    void *it2 = strcmp(camel, field) != 0 ? json_object_iter_at(f->node, camel) : NULL;
+    void *it2 = NULL;
+    char camel[128];
+    if (frame_has_camel_keys(f) && strchr(field, '_') != NULL) {
+        camel_case(field, camel, sizeof(camel));
+        it2 = json_object_iter_at(f->node, camel);
+    }
     if (it != NULL && it2 != NULL) {
         /* Once per object, even when a parser reads the field twice (count, then parse). */
         if (!is_seen(f, json_object_iter_key(it2)))
@@ -279,11 +310,12 @@ int pt_cfg_has(pt_cfg_t *r, const char *field)
     pt_cfg_frame_t *f = top(r);
     if (f->is_array || !json_is_object(f->node))
         return 0;
-    char camel[128];
-    camel_case(field, camel, sizeof(camel));
     json_t *v = json_object_get(f->node, field);
-    if (v == NULL)
+    if (v == NULL && frame_has_camel_keys(f) && strchr(field, '_') != NULL) {
+        char camel[128];
+        camel_case(field, camel, sizeof(camel));
         v = json_object_get(f->node, camel);
+    }
     return v != NULL && !json_is_null(v);
 }
 

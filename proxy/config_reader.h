@@ -39,6 +39,7 @@ typedef struct pt_cfg_frame {
     const char *seen[PT_CFG_MAX_FIELDS]; /* keys consumed (pointers into the tree's keys) */
     const char *const *unsupported;      /* known Envoy fields petrel does not implement */
     int skip_rest;                       /* pt_cfg_skip_rest: report no unknown fields */
+    signed char camel_keys;              /* has a key in camelCase: 1, none: 0, not looked: -1 */
     /* The Envoy message this object is (for a list: its elements' message), when known:
      * a field of it that petrel does not read is "not supported", not "unknown". */
     const struct pt_pb_message *msg;

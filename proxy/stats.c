@@ -221,19 +221,29 @@ static int same_tag(const char *a, const char *b)
     return (a == NULL || b == NULL) ? a == b : strcmp(a, b) == 0;
 }
 
-/* The family of these parts, made on first use, with a reference. NULL out of memory. */
-static pt_stat_family_t *family_get(const char *scope, const char *tag, const char *name,
-                                    pt_stat_kind_t kind)
+/* The family of these parts (h: their family_hash), or NULL; no reference taken. */
+static pt_stat_family_t *family_find(uint64_t h, const char *scope, const char *tag,
+                                     const char *name, pt_stat_kind_t kind)
 {
-    uint64_t h = family_hash(scope, tag, name, kind);
-    if (fam_nbuckets != 0) {
-        for (pt_stat_family_t *f = fam_buckets[h & (fam_nbuckets - 1)]; f != NULL;
-             f = f->next_in_bucket)
-            if (f->kind == kind && strcmp(f->stat_name, name) == 0 &&
-                strcmp(f->scope, scope) == 0 && same_tag(f->tag, tag)) {
-                f->refs++;
-                return f;
-            }
+    if (fam_nbuckets == 0)
+        return NULL;
+    for (pt_stat_family_t *f = fam_buckets[h & (fam_nbuckets - 1)]; f != NULL;
+         f = f->next_in_bucket)
+        if (f->kind == kind && strcmp(f->stat_name, name) == 0 && strcmp(f->scope, scope) == 0 &&
+            same_tag(f->tag, tag))
+            return f;
+    return NULL;
+}
+
+/* The family of these parts (h: their family_hash), made on first use, with a reference.
+ * NULL out of memory. */
+static pt_stat_family_t *family_get(uint64_t h, const char *scope, const char *tag,
+                                    const char *name, pt_stat_kind_t kind)
+{
+    pt_stat_family_t *found = family_find(h, scope, tag, name, kind);
+    if (found != NULL) {
+        found->refs++;
+        return found;
     }
     if (fam_count + 1 > fam_nbuckets) {
         uint32_t nb = fam_nbuckets ? fam_nbuckets * 2 : 64;
@@ -493,6 +503,7 @@ pt_stat_t pt_stats_get(pt_stat_kind_t kind, const char *scope, const char *tag,
     pthread_mutex_lock(&reg_lock);
     pt_stat_t id = 0;
     uint64_t h = hash_parts(scope, tag_value, name);
+    uint64_t fh = family_hash(scope, tag, name, kind);
     if (tag_value != NULL) {
         /* Among the stats of this tag value (a cluster's fifty, made one after another, so
          * their infos sit together): no walk through the whole registry's buckets, whose
@@ -502,12 +513,22 @@ pt_stat_t pt_stats_get(pt_stat_kind_t kind, const char *scope, const char *tag,
             /* Interned strings are unique, so a stat of this name and scope holds these very
              * pointers (compared, not the strings: a cluster's stats are made one after
              * another, each looked for among those made before it), and there is none when
-             * either string was never interned. */
-            istr_t *in = istr_find(name), *is = istr_find(scope);
-            for (id = in != NULL && is != NULL ? t->tagged : 0; id != 0;
+             * either string was never interned. The family of this kind has them at hand;
+             * a name asked for as another kind than it has is looked up. */
+            const char *iname = NULL, *iscope = NULL;
+            const pt_stat_family_t *fam = family_find(fh, scope, tag, name, kind);
+            if (fam != NULL) {
+                iname = fam->stat_name;
+                iscope = fam->scope;
+            } else {
+                istr_t *in = istr_find(name), *is = istr_find(scope);
+                iname = in != NULL ? in->s : NULL;
+                iscope = is != NULL ? is->s : NULL;
+            }
+            for (id = iname != NULL && iscope != NULL ? t->tagged : 0; id != 0;
                  id = info_at(id)->next_same_tag) {
                 const pt_stat_info_t *i = info_at(id);
-                if (i->family->stat_name == in->s && i->family->scope == is->s)
+                if (i->family->stat_name == iname && i->family->scope == iscope)
                     goto out;
             }
         }
@@ -526,7 +547,7 @@ pt_stat_t pt_stats_get(pt_stat_kind_t kind, const char *scope, const char *tag,
     if (id == 0)
         goto out;
     pt_stat_info_t *info = info_at(id);
-    info->family = family_get(scope, tag, name, kind);
+    info->family = family_get(fh, scope, tag, name, kind);
     info->tag_value = tag ? intern(tag_value) : NULL;
     if (info->family == NULL || (tag && !info->tag_value) ||
         (kind == PT_STAT_HISTOGRAM && hist_add(id, scope, info->tag_value, name) != 0)) {
