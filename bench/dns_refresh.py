@@ -1,0 +1,150 @@
+"""DNS refreshes of a large STRICT_DNS cluster against worker latency (petrel alone).
+
+    /usr/bin/python3 bench/dns_refresh.py     # 1,000 hostnames; BENCH_DNS_HOSTS to change
+    PETREL_BIN=build/petrel ... (default build/petrel)
+
+One STRICT_DNS cluster of BENCH_DNS_HOSTS endpoints, each its own hostname, resolved by
+c-ares on petrel's main thread against the tests' DNS server (tests/integration/test_dns.py's
+FakeDns, UDP on loopback) every dns_refresh_rate (1 s): a refresh is that many queries and,
+when answers changed, a host-set update published to the workers. Meanwhile a steady stream
+of 500 req/s (bench/ptload.c) goes to an unrelated static cluster for 20 s, and its p50/p99
+are compared across three petrels:
+
+  none      no DNS cluster (the baseline)
+  same      the DNS cluster, every refresh answering the same addresses (hosts kept)
+  changing  the DNS cluster, every host's address changing between refreshes (each refresh
+            replaces the whole host set: the worst case for the update path)
+
+Writes bench/results/<date>-dns.md and prints it.
+"""
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, 'tests', 'integration'))
+import harness as h  # noqa: E402
+from test_dns import FakeDns, resolver_config  # noqa: E402
+from reload import Upstream, ptload, LAT_SECONDS  # noqa: E402
+
+N = int(os.environ.get('BENCH_DNS_HOSTS', '1000'))
+REFRESH_S = 1.0
+
+
+def hostname(i):
+    return 'h%d.petrel.test' % i
+
+
+def address(i, flip):
+    return '10.%d.%d.%d' % (1 + flip, i >> 8 & 255, i & 255)
+
+
+class Flipper:
+    """Every REFRESH_S, answers every hostname with the other of its two addresses."""
+
+    def __init__(self, dns):
+        self.dns, self.flip, self.stop = dns, 0, threading.Event()
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        while not self.stop.wait(REFRESH_S):
+            self.flip ^= 1
+            for i in range(N):
+                self.dns.set(hostname(i), [address(i, self.flip)])
+
+    def close(self):
+        self.stop.set()
+        self.t.join()
+
+
+def config(port, admin, up, dns):
+    hcm = h.http_connection_manager('ingress', h.route_config([h.vhost('all', ['*'], [
+        h.route_prefix('/', 'steady', timeout='5s')])]))
+    clusters = [h.cluster('steady', [up.port])]
+    if dns is not None:
+        clusters.append({
+            'name': 'dns', 'type': 'STRICT_DNS', 'connect_timeout': '1s',
+            'dns_refresh_rate': '%gs' % REFRESH_S, 'dns_lookup_family': 'V4_ONLY',
+            'typed_dns_resolver_config': resolver_config(dns),
+            'load_assignment': {'cluster_name': 'dns', 'endpoints': [{'lb_endpoints': [
+                {'endpoint': {'address': h.socket_address(hostname(i), 8080)}}
+                for i in range(N)]}]}})
+    return h.bootstrap([h.listener('http', port, [hcm])], clusters, admin_port=admin)
+
+
+def measure(mode, ptload_bin, up):
+    dns = FakeDns() if mode != 'none' else None
+    flipper = None
+    try:
+        if dns is not None:
+            for i in range(N):
+                dns.set(hostname(i), [address(i, 0)])
+        port, admin = h.free_ports(2)
+        with h.Petrel(config(port, admin, up, dns)) as p:
+            if dns is not None:
+                h.wait_until(lambda: p.stat('cluster.dns.membership_total') == N, 60,
+                             message='the DNS cluster resolved')
+                if mode == 'changing':
+                    flipper = Flipper(dns)
+            time.sleep(2)
+            q0 = sum(dns.queries.values()) if dns else 0
+            s0 = p.stat('cluster.dns.update_success') or 0
+            c0 = p.stat('cluster.dns.membership_change') or 0
+            r = ptload(ptload_bin, port, LAT_SECONDS)
+            out = {'p50_us': r.get('p50_us'), 'p99_us': r.get('p99_us'),
+                   'errors': r.get('errors', 0), 'completed': r.get('completed')}
+            if dns is not None:
+                out['queries'] = sum(dns.queries.values()) - q0
+                out['refreshes'] = (p.stat('cluster.dns.update_success') or 0) - s0
+                out['changes'] = (p.stat('cluster.dns.membership_change') or 0) - c0
+                out['failures'] = p.stat('cluster.dns.update_failure') or 0
+            return out
+    finally:
+        if flipper:
+            flipper.close()
+        if dns:
+            dns.close()
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix='petrel-ptload-')
+    ptload_bin = os.path.join(tmp, 'ptload')
+    subprocess.check_call(['cc', '-O2', '-o', ptload_bin, os.path.join(HERE, 'ptload.c')])
+    up = Upstream()
+    try:
+        res = {m: measure(m, ptload_bin, up) for m in ('none', 'same', 'changing')}
+    finally:
+        up.close()
+        subprocess.call(['rm', '-rf', tmp])
+    head = subprocess.run(['git', '-C', ROOT, 'rev-parse', '--short', 'HEAD'],
+                          capture_output=True, text=True).stdout.strip()
+    now = datetime.datetime.now(datetime.timezone.utc)
+    lines = ['# dns refresh, %s UTC, petrel %s, load average %s' % (
+        now.strftime('%Y-%m-%d %H:%M'), head, ' '.join('%.2f' % x for x in os.getloadavg())),
+        '', '`/usr/bin/python3 bench/dns_refresh.py` (%d hostnames, dns_refresh_rate %gs, a '
+        'steady 500 req/s for %d s to an unrelated cluster)' % (N, REFRESH_S, LAT_SECONDS), '',
+        '| petrel | p50 | p99 | failed requests | queries answered | refreshes | host-set '
+        'changes |', '|---|---:|---:|---:|---:|---:|---:|']
+    names = {'none': 'no DNS cluster', 'same': '%d hostnames, same answers' % N,
+             'changing': '%d hostnames, every address changing' % N}
+    for m, r in res.items():
+        lines.append('| %s | %s us | %s us | %d | %s | %s | %s |' % (
+            names[m], r['p50_us'], r['p99_us'], r['errors'], r.get('queries', '-'),
+            r.get('refreshes', '-'), r.get('changes', '-')))
+    text = '\n'.join(lines) + '\n'
+    path = os.path.join(HERE, 'results', now.strftime('%Y-%m-%d-%H%M') + '-dns.md')
+    with open(path, 'w') as f:
+        f.write(text)
+    print(text)
+    print(json.dumps(res))
+
+
+if __name__ == '__main__':
+    main()
