@@ -25,9 +25,13 @@
  * for the earliest end of an ejection of that cluster. */
 #include "discovery/outlier.h"
 
+#include <errno.h>
 #include <ev.h>
+#include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "proxy/cluster.h"
 #include "proxy/log.h"
@@ -81,6 +85,7 @@ struct pt_outlier_detector {
     od_cluster_t **clusters;                  /* heap objects: timers and hosts point at them */
     unsigned nclusters, cap;
     uint64_t epoch; /* bumped for every version diffed */
+    FILE *event_log; /* cluster_manager.outlier_detection.event_log_path, or NULL */
 };
 
 static const char *const type_names[PT_OUTLIER_NTYPES] = {
@@ -439,8 +444,13 @@ double pt_outlier_success_rate_threshold(const double *rates, size_t n, uint32_t
 }
 
 void pt_outlier_analyze(const pt_outlier_config_t *cfg, const pt_outlier_sample_t *s, size_t n,
-                        double *rate_out, unsigned *verdict_out, double *threshold_out)
+                        double *rate_out, unsigned *verdict_out, double *threshold_out,
+                        double *mean_out)
 {
+    double unused_mean;
+    if (mean_out == NULL)
+        mean_out = &unused_mean;
+    *mean_out = -1;
     /* verdict_out also marks set membership while the families run. */
     enum { IN_SR = 1u << 4, IN_FP = 1u << 5 };
     *threshold_out = -1;
@@ -473,9 +483,8 @@ void pt_outlier_analyze(const pt_outlier_config_t *cfg, const pt_outlier_sample_
         }
     }
     if (nsr > 0 && nsr >= cfg->success_rate_minimum_hosts) {
-        double mean;
         double thr = sr_threshold(rate_out, verdict_out, IN_SR, n, cfg->success_rate_stdev_factor,
-                                  &mean);
+                                  mean_out);
         *threshold_out = thr;
         for (size_t i = 0; i < n; i++)
             if ((verdict_out[i] & IN_SR) && rate_out[i] < thr)
@@ -553,6 +562,97 @@ static void arm_expiry(od_cluster_t *dc, uint64_t now)
     ev_timer_start(dc->d->loop, &dc->expiry);
 }
 
+/* ---- the event log ---------------------------------------------------------------- */
+
+/* What a success-rate or failure-percentage ejection was decided on (-1: not known). */
+typedef struct {
+    double host_rate, cluster_mean, threshold;
+} eject_detail_t;
+
+static const char *const event_type_names[PT_OUTLIER_NTYPES] = {
+    [PT_OUTLIER_CONSECUTIVE_5XX] = "CONSECUTIVE_5XX",
+    [PT_OUTLIER_CONSECUTIVE_GATEWAY_FAILURE] = "CONSECUTIVE_GATEWAY_FAILURE",
+    [PT_OUTLIER_CONSECUTIVE_LOCAL_ORIGIN_FAILURE] = "CONSECUTIVE_LOCAL_ORIGIN_FAILURE",
+    [PT_OUTLIER_SUCCESS_RATE] = "SUCCESS_RATE",
+    [PT_OUTLIER_SUCCESS_RATE_LOCAL_ORIGIN] = "SUCCESS_RATE_LOCAL_ORIGIN",
+    [PT_OUTLIER_FAILURE_PERCENTAGE] = "FAILURE_PERCENTAGE",
+    [PT_OUTLIER_FAILURE_PERCENTAGE_LOCAL_ORIGIN] = "FAILURE_PERCENTAGE_LOCAL_ORIGIN",
+};
+
+/* One line of Envoy's outlier event log: an OutlierDetectionEvent in proto JSON with every
+ * primitive field printed (as Envoy writes it), secs_since_last_action only once the host had
+ * an earlier action. An eject decided by success rate or failure percentage says on what. */
+static void log_event(const od_cluster_t *dc, const struct pt_outlier_host *s, int eject,
+                      pt_outlier_type_t type, int enforced, const eject_detail_t *detail,
+                      uint64_t now)
+{
+    FILE *f = dc->d != NULL ? dc->d->event_log : NULL;
+    if (f == NULL)
+        return;
+    char ts[40];
+    struct timespec wall;
+    clock_gettime(CLOCK_REALTIME, &wall);
+    struct tm tm;
+    gmtime_r(&wall.tv_sec, &tm);
+    size_t n = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(ts + n, sizeof(ts) - n, ".%03ldZ", wall.tv_nsec / 1000000);
+    json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:b}", "type",
+                           event_type_names[eject ? type : PT_OUTLIER_CONSECUTIVE_5XX],
+                           "timestamp", ts, "cluster_name", dc->c->name, "upstream_url",
+                           s->host->address_str, "action", eject ? "EJECT" : "UNEJECT",
+                           "num_ejections", (json_int_t)s->num_ejections, "enforced",
+                           eject ? enforced : 0);
+    if (ev == NULL)
+        return;
+    /* Since the last action of the other kind: an ejection counts from the last return, a
+     * return from its ejection. */
+    uint64_t last = eject ? (s->was_unejected ? s->unejected_at_ms : 0) : s->ejected_at_ms;
+    if (last != 0 && now >= last)
+        json_object_set_new(ev, "secs_since_last_action", json_integer((json_int_t)((now - last) / 1000)));
+    if (eject) {
+        json_t *body = json_object();
+        if (detail != NULL && (type == PT_OUTLIER_SUCCESS_RATE ||
+                               type == PT_OUTLIER_SUCCESS_RATE_LOCAL_ORIGIN)) {
+            json_object_set_new(body, "host_success_rate",
+                                json_integer((json_int_t)detail->host_rate));
+            json_object_set_new(body, "cluster_average_success_rate",
+                                json_integer((json_int_t)detail->cluster_mean));
+            json_object_set_new(body, "cluster_success_rate_ejection_threshold",
+                                json_integer((json_int_t)detail->threshold));
+            json_object_set_new(ev, "eject_success_rate_event", body);
+        } else if (detail != NULL) {
+            json_object_set_new(body, "host_success_rate",
+                                json_integer((json_int_t)detail->host_rate));
+            json_object_set_new(ev, "eject_failure_percentage_event", body);
+        } else {
+            json_object_set_new(ev, "eject_consecutive_event", body);
+        }
+    }
+    char *line = json_dumps(ev, JSON_COMPACT);
+    json_decref(ev);
+    if (line == NULL)
+        return;
+    fprintf(f, "%s\n", line);
+    fflush(f);
+    free(line);
+}
+
+int pt_outlier_set_event_log(pt_outlier_detector_t *d, const char *path)
+{
+    if (d == NULL)
+        return 0;
+    if (d->event_log != NULL) {
+        fclose(d->event_log);
+        d->event_log = NULL;
+    }
+    if (path == NULL || path[0] == '\0')
+        return 0;
+    d->event_log = fopen(path, "ae");
+    if (d->event_log == NULL)
+        return -errno;
+    return 0;
+}
+
 static void uneject(struct pt_outlier_host *s, uint64_t now)
 {
     od_cluster_t *dc = s->dc;
@@ -562,6 +662,7 @@ static void uneject(struct pt_outlier_host *s, uint64_t now)
     /* A fresh start: counters close to their threshold must not re-eject on a few errors. */
     for (int k = 0; k < 3; k++)
         atomic_store_explicit(&s->consecutive[k], 0, memory_order_relaxed);
+    log_event(dc, s, 0, PT_OUTLIER_CONSECUTIVE_5XX, 0, NULL, now);
     s->unejected_at_ms = now;
     s->was_unejected = 1;
     update_gauges(dc);
@@ -571,7 +672,8 @@ static void uneject(struct pt_outlier_host *s, uint64_t now)
 
 /* Envoy's ejectHost: max_ejection_percent, then the type's enforcement, then the ejection
  * for min(base * times_ejected, max) + jitter. */
-static void eject(struct pt_outlier_host *s, pt_outlier_type_t type, uint64_t now)
+static void eject(struct pt_outlier_host *s, pt_outlier_type_t type, const eject_detail_t *detail,
+                  uint64_t now)
 {
     od_cluster_t *dc = s->dc;
     const pt_outlier_config_t *o = dc->cfg;
@@ -589,6 +691,7 @@ static void eject(struct pt_outlier_host *s, pt_outlier_type_t type, uint64_t no
     if (!pt_outlier_enforce(o->enforcing[type])) {
         pt_debug("outlier_detection: cluster '%s': host %s is an outlier (%s), not enforced",
                  dc->c->name, s->host->address_str, type_names[type]);
+        log_event(dc, s, 1, type, 0, detail, now);
         return;
     }
     dc->ejected++;
@@ -603,6 +706,7 @@ static void eject(struct pt_outlier_host *s, pt_outlier_type_t type, uint64_t no
     uint64_t ms = pt_outlier_ejection_time_ms(o, s->times_ejected, jitter);
     s->uneject_at_ms = now + ms;
     pt_host_health_update(s->host, PT_HOST_FAILED_OUTLIER_CHECK, 0);
+    log_event(dc, s, 1, type, 1, detail, now);
     update_gauges(dc);
     arm_expiry(dc, now);
     pt_info("outlier_detection: cluster '%s': ejected host %s (%s), ejection %u, for %llums",
@@ -617,7 +721,7 @@ static void on_consecutive(struct pt_outlier_host *s, pt_outlier_type_t type, ui
         return; /* already out: the counter stays past its threshold until the host is back */
     const pt_outlier_stats_t *st = &s->dc->cfg->stats;
     pt_stat_inc(st->ejections_detected[type]);
-    eject(s, type, now);
+    eject(s, type, NULL, now);
     if (type == PT_OUTLIER_CONSECUTIVE_5XX)
         pt_stat_inc(st->ejections_consecutive_5xx);
     /* Detect the next run of failures even without a success in between. */
@@ -694,8 +798,8 @@ static void on_expiry(struct ev_loop *loop, ev_timer *t, int revents)
 }
 
 /* Runs one family's verdicts over one origin of a cluster. */
-static void apply_verdicts(od_cluster_t *dc, unsigned verdict_bit,
-                           pt_outlier_type_t type, uint64_t now)
+static void apply_verdicts(od_cluster_t *dc, unsigned verdict_bit, pt_outlier_type_t type,
+                           double mean, double threshold, uint64_t now)
 {
     pt_cluster_t *c = dc->c;
     for (unsigned i = 0; i < c->nhosts; i++) {
@@ -706,8 +810,9 @@ static void apply_verdicts(od_cluster_t *dc, unsigned verdict_bit,
         if (verdict_bit == PT_OUTLIER_VERDICT_SUCCESS_RATE)
             pt_stat_inc(dc->cfg->stats.ejections_success_rate);
         /* Ejected by the other family in this sweep: detected, nothing more to do. */
+        eject_detail_t detail = {dc->rates[i], mean, threshold};
         if (!is_ejected(s))
-            eject(s, type, now);
+            eject(s, type, &detail, now);
     }
 }
 
@@ -733,8 +838,9 @@ static void cluster_interval(od_cluster_t *dc, uint64_t now)
             s->prev_success[origin] = success;
             smp->excluded = is_ejected(s);
         }
-        double threshold;
-        pt_outlier_analyze(o, dc->samples, c->nhosts, dc->rates, dc->verdicts, &threshold);
+        double threshold, mean;
+        pt_outlier_analyze(o, dc->samples, c->nhosts, dc->rates, dc->verdicts, &threshold,
+                           &mean);
         for (unsigned i = 0; i < c->nhosts; i++) {
             struct pt_outlier_host *s = c->hosts[i]->outlier;
             if (s != NULL && s->dc == dc)
@@ -742,11 +848,11 @@ static void cluster_interval(od_cluster_t *dc, uint64_t now)
         }
         apply_verdicts(dc, PT_OUTLIER_VERDICT_SUCCESS_RATE,
                        origin ? PT_OUTLIER_SUCCESS_RATE_LOCAL_ORIGIN : PT_OUTLIER_SUCCESS_RATE,
-                       now);
+                       mean, threshold, now);
         apply_verdicts(dc, PT_OUTLIER_VERDICT_FAILURE_PERCENTAGE,
                        origin ? PT_OUTLIER_FAILURE_PERCENTAGE_LOCAL_ORIGIN
                               : PT_OUTLIER_FAILURE_PERCENTAGE,
-                       now);
+                       mean, threshold, now);
     }
     /* A host healthy for a whole interval since it came back: one less time ejected. */
     for (unsigned i = 0; i < c->nhosts; i++) {
@@ -1131,6 +1237,8 @@ void pt_outlier_stop(pt_outlier_detector_t *d)
         cluster_free(dc);
     }
     free(d->clusters);
+    if (d->event_log != NULL)
+        fclose(d->event_log);
     /* Whatever is still queued is dropped (its hosts are no longer watched). */
     struct pt_outlier_host *list = atomic_exchange(&d->events, NULL);
     while (list != NULL) {

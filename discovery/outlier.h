@@ -132,6 +132,10 @@ void pt_outlier_report(pt_cluster_t *c, pt_host_t *h, pt_outlier_result_t result
  * pt_outlier_update. NULL only when out of memory (logged; detection is then off, and
  * pt_outlier_update(NULL, ...) and pt_outlier_stop(NULL) are no-ops). */
 pt_outlier_detector_t *pt_outlier_start(pt_worker_t *main_worker);
+/* Main thread: every ejection (enforced or not) and every return is written to `path` as a
+ * line of Envoy's outlier event log (OutlierDetectionEvent JSON), appended; NULL or "" turns
+ * it off. 0, or -errno when the file cannot be opened (the log is then off). */
+int pt_outlier_set_event_log(pt_outlier_detector_t *d, const char *path);
 /* Main thread: watches every cluster of `view` that has outlier_detection (taking a
  * reference to each version watched). Work follows what changed since the last view,
  * clusters being matched by their state (c->state):
@@ -216,9 +220,11 @@ enum {
  * failure_percentage_request_volume), else -1; verdict_out[i] the families that find it an
  * outlier. success_rate needs at least success_rate_minimum_hosts hosts with
  * success_rate_request_volume requests; failure_percentage likewise with its own minimums.
- * *threshold_out is the success-rate threshold used, or -1 when the family did not run. */
+ * *threshold_out is the success-rate threshold used, or -1 when the family did not run;
+ * *mean_out (when not NULL) the mean success rate it was computed from, or -1. */
 void pt_outlier_analyze(const pt_outlier_config_t *cfg, const pt_outlier_sample_t *s, size_t n,
-                        double *rate_out, unsigned *verdict_out, double *threshold_out);
+                        double *rate_out, unsigned *verdict_out, double *threshold_out,
+                        double *mean_out);
 
 /* ---- driving the detector by hand (tests) -------------------------------------------- */
 

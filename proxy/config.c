@@ -109,10 +109,20 @@ static void parse_cluster_manager(pt_cfg_t *r, pt_config_t *cfg)
 {
     if (pt_cfg_enter(r, "cluster_manager") <= 0)
         return;
-    static const char *const unsupported[] = {"outlier_detection", "upstream_bind_config",
-                                              "load_stats_config", "enable_deferred_cluster_creation",
-                                              NULL};
+    static const char *const unsupported[] = {"upstream_bind_config", "load_stats_config",
+                                              "enable_deferred_cluster_creation", NULL};
     pt_cfg_unsupported(r, unsupported);
+    if (pt_cfg_enter(r, "outlier_detection") > 0) {
+        /* The file every cluster's ejections and returns are written to (Envoy's outlier
+         * event log); the typed event_logger extensions are not implemented. */
+        static const char *const od_unsupported[] = {"event_logger", NULL};
+        pt_cfg_unsupported(r, od_unsupported);
+        const char *path;
+        pt_cfg_string(r, "event_log_path", &path, NULL);
+        if (path != NULL && path[0])
+            cfg->outlier_event_log_path = pt_arena_strdup(&cfg->arena, path);
+        pt_cfg_leave(r);
+    }
     const char *name;
     pt_cfg_string(r, "local_cluster_name", &name, NULL);
     if (name != NULL && name[0]) {

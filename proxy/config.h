@@ -165,6 +165,7 @@ typedef struct pt_config {
     uint64_t version;            /* increments with each snapshot built */
     pt_node_info_t node;
     const char *local_cluster_name; /* cluster_manager.local_cluster_name, or NULL */
+    const char *outlier_event_log_path; /* cluster_manager.outlier_detection.event_log_path */
     int has_admin;
     pt_addr_t admin_address;
     /* admin.access_log and the deprecated admin.access_log_path: every admin request */

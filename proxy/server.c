@@ -958,6 +958,14 @@ int pt_server_run(pt_server_t *s)
     /* Outlier detection decides on the main loop from what the workers report. It watches
      * the view before the workers get it, so their first reports find it registered. */
     s->outlier = pt_outlier_start(&s->main_worker);
+    if (s->config->outlier_event_log_path != NULL) {
+        int rc = pt_outlier_set_event_log(s->outlier, s->config->outlier_event_log_path);
+        if (rc != 0) {
+            pt_error("cluster_manager.outlier_detection.event_log_path: cannot open %s: %s",
+                     s->config->outlier_event_log_path, strerror(-rc));
+            return 1;
+        }
+    }
     pt_outlier_update(s->outlier, s->view);
 
     for (unsigned i = 0; i < n; i++) {

@@ -226,6 +226,76 @@ class ConfigTest(unittest.TestCase):
         self.assertIn(od + '.monitors: field is not supported', err)
 
 
+def read_lines(path):
+    try:
+        with open(path) as f:
+            return f.read().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+class EventLogTest(unittest.TestCase):
+    """cluster_manager.outlier_detection.event_log_path: Envoy's outlier event log, one
+    OutlierDetectionEvent JSON line per ejection (enforced or not) and per return."""
+
+    def test_ejection_and_return_are_logged(self):
+        with tempfile.TemporaryDirectory() as d, HttpUpstream(name='a') as a, \
+                HttpUpstream(name='bad', default_status=503) as bad:
+            log = os.path.join(d, 'outlier.log')
+            port, admin = h.free_ports(2)
+            cfg = http_config(port, admin, [a.port, bad.port],
+                              {'base_ejection_time': '1s', 'interval': '300s'})
+            cfg['cluster_manager'] = {'outlier_detection': {'event_log_path': log}}
+            with h.Petrel(cfg, admin_port=admin) as p:
+                self.assertEqual(send(port, 10).count(503), 5)
+                p.wait_stat(OD + 'ejections_active', 1)
+                p.wait_stat(OD + 'ejections_active', 0, timeout=30)  # back after ~1 s
+                h.wait_until(lambda: len(read_lines(log)) >= 3, 10,
+                             message='three events logged')
+            events = [json.loads(line) for line in read_lines(log)]
+        url = '127.0.0.1:%d' % bad.port
+        for e in events:
+            self.assertEqual(e['cluster_name'], 'svc')
+            self.assertEqual(e['upstream_url'], url)
+            self.assertRegex(e['timestamp'], r'^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$')
+        # 503 is a gateway failure too: detected first, not enforced by default, logged so.
+        gw, five, back = events[:3]
+        self.assertEqual((gw['action'], gw['type'], gw['enforced']),
+                         ('EJECT', 'CONSECUTIVE_GATEWAY_FAILURE', False))
+        self.assertEqual((five['action'], five['type'], five['enforced']),
+                         ('EJECT', 'CONSECUTIVE_5XX', True))
+        self.assertEqual(five['num_ejections'], 1)
+        self.assertEqual(five['eject_consecutive_event'], {})
+        self.assertNotIn('secs_since_last_action', five)  # its first action
+        self.assertEqual((back['action'], back['enforced']), ('UNEJECT', False))
+        self.assertEqual(back['num_ejections'], 1)
+        self.assertIn(back['secs_since_last_action'], (0, 1, 2))
+        self.assertNotIn('eject_consecutive_event', back)
+
+    def test_bad_values(self):
+        port, admin = h.free_ports(2)
+        cfg = http_config(port, admin, [1234], {})
+        cfg['cluster_manager'] = {'outlier_detection': {
+            'event_logger': [{'name': 'x', 'typed_config': {}}]}}
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, 'c.json')
+            with open(path, 'w') as f:
+                json.dump(cfg, f)
+            rc, _, err = h.run_petrel(['--mode', 'validate', '-c', path])
+            self.assertEqual(rc, 1)
+            self.assertIn('cluster_manager.outlier_detection.event_logger: field is not '
+                          'supported', err)
+            # A file that cannot be opened fails the start, naming the field.
+            cfg['cluster_manager'] = {'outlier_detection': {
+                'event_log_path': os.path.join(d, 'no', 'such', 'dir', 'od.log')}}
+            p = h.Petrel(cfg, admin_port=admin)
+            with self.assertRaises(Exception):
+                p.start()
+            text = p.log()
+            p.close()
+            self.assertIn('cluster_manager.outlier_detection.event_log_path: cannot open', text)
+
+
 CLUSTER_TYPE = 'type.googleapis.com/envoy.config.cluster.v3.Cluster'
 
 

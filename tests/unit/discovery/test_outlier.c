@@ -448,7 +448,7 @@ static void test_analyze(void)
     /* Success rate: the {50,100,100,100,100} example. */
     pt_outlier_sample_t s[6] = {{100, 50, 0}, {100, 100, 0}, {200, 200, 0},
                                 {100, 100, 0}, {1000, 1000, 0}, {0, 0, 0}};
-    pt_outlier_analyze(&o, s, 6, rate, v, &thr);
+    pt_outlier_analyze(&o, s, 6, rate, v, &thr, NULL);
     PT_CHECK(fabs(thr - 52.0) < 1e-9);
     PT_CHECK_INT(v[0], PT_OUTLIER_VERDICT_SUCCESS_RATE);
     for (int i = 1; i < 6; i++)
@@ -457,7 +457,7 @@ static void test_analyze(void)
     PT_CHECK(rate[5] == -1);
     /* Only four hosts with enough volume: no success-rate verdict (minimum_hosts 5). */
     s[4].total = s[4].success = 99;
-    pt_outlier_analyze(&o, s, 6, rate, v, &thr);
+    pt_outlier_analyze(&o, s, 6, rate, v, &thr, NULL);
     PT_CHECK(thr == -1);
     PT_CHECK_INT(v[0], 0);
     /* 99 requests is below success_rate_request_volume but above the failure-percentage
@@ -466,7 +466,7 @@ static void test_analyze(void)
     /* An excluded (ejected) host is not analysed and does not count toward the minimum. */
     s[4].total = s[4].success = 100;
     s[1].excluded = 1;
-    pt_outlier_analyze(&o, s, 6, rate, v, &thr);
+    pt_outlier_analyze(&o, s, 6, rate, v, &thr, NULL);
     PT_CHECK(thr == -1);
     PT_CHECK(rate[1] == -1);
     s[1].excluded = 0;
@@ -474,27 +474,27 @@ static void test_analyze(void)
     /* Failure percentage: >= 85% failures with >= 50 requests, among >= 5 such hosts. */
     pt_outlier_sample_t f[5] = {{50, 7, 0}, {50, 8, 0}, {60, 60, 0}, {60, 60, 0}, {60, 60, 0}};
     o.success_rate_minimum_hosts = 100; /* success rate off */
-    pt_outlier_analyze(&o, f, 5, rate, v, &thr);
+    pt_outlier_analyze(&o, f, 5, rate, v, &thr, NULL);
     PT_CHECK_INT(v[0], PT_OUTLIER_VERDICT_FAILURE_PERCENTAGE); /* 86% failed */
     PT_CHECK_INT(v[1], 0);                                     /* 84% failed */
     PT_CHECK_INT(v[2], 0);
     f[1].success = 7; /* 43 of 50 failed: 86% */
-    pt_outlier_analyze(&o, f, 5, rate, v, &thr);
+    pt_outlier_analyze(&o, f, 5, rate, v, &thr, NULL);
     PT_CHECK_INT(v[1], PT_OUTLIER_VERDICT_FAILURE_PERCENTAGE);
     /* Exactly the threshold counts (>=): 85 of 100 failed. */
     o.failure_percentage_minimum_hosts = 1;
     pt_outlier_sample_t e[1] = {{100, 15, 0}};
-    pt_outlier_analyze(&o, e, 1, rate, v, &thr);
+    pt_outlier_analyze(&o, e, 1, rate, v, &thr, NULL);
     PT_CHECK_INT(v[0], PT_OUTLIER_VERDICT_FAILURE_PERCENTAGE);
     /* Below the volume: not judged. */
     e[0].total = 49;
     e[0].success = 0;
-    pt_outlier_analyze(&o, e, 1, rate, v, &thr);
+    pt_outlier_analyze(&o, e, 1, rate, v, &thr, NULL);
     PT_CHECK_INT(v[0], 0);
     /* Too few hosts in the cluster for either family: nothing at all. */
     o.failure_percentage_minimum_hosts = 5;
     e[0].total = 100;
-    pt_outlier_analyze(&o, e, 1, rate, v, &thr);
+    pt_outlier_analyze(&o, e, 1, rate, v, &thr, NULL);
     PT_CHECK_INT(v[0], 0);
     PT_CHECK(rate[0] == -1);
 }
