@@ -16,6 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
+
+#include <jansson.h>
 
 #include "discovery/health_check_grpc.h"
 #include "discovery/outlier.h"
@@ -40,9 +43,7 @@
 
 static const char *const hc_unsupported[] = {"alt_port",
                                              "custom_health_check",
-                                             "event_log_path",
                                              "event_service",
-                                             "event_logger",
                                              "tls_options",
                                              "transport_socket_match_criteria",
                                              NULL};
@@ -254,6 +255,54 @@ static void parse_grpc(pt_cfg_t *r, pt_arena_t *a, pt_health_check_config_t *hc)
     pt_header_mutations_parse(r, a, "initial_metadata", NULL, &hc->grpc.metadata);
 }
 
+#define FILE_SINK_TYPE                                                                           \
+    "type.googleapis.com/envoy.extensions.health_check.event_sinks.file.v3.HealthCheckEventFileSink"
+
+/* event_log_path (deprecated in Envoy, still written by many configs) or event_logger with the
+ * file sink: the one file the check's events go to. */
+static void parse_event_log(pt_cfg_t *r, pt_arena_t *a, pt_health_check_config_t *hc)
+{
+    const char *path = NULL;
+    pt_cfg_string(r, "event_log_path", &path, NULL);
+    int present;
+    size_t n = pt_cfg_array(r, "event_logger", &present);
+    for (size_t i = 0; i < n; i++) {
+        if (pt_cfg_enter_index(r, i) <= 0)
+            continue;
+        const char *name;
+        pt_cfg_string(r, "name", &name, NULL);
+        int rc;
+        const char *type = pt_cfg_enter_any(r, "typed_config", &rc);
+        if (type == NULL) {
+            if (rc == 0)
+                pt_cfg_error(r, "typed_config", "is required");
+            pt_cfg_leave(r);
+            continue;
+        }
+        if (strcmp(type, FILE_SINK_TYPE) != 0) {
+            pt_cfg_error(r, "@type", "\"%s\" is not supported (only the file sink, %s)", type,
+                         FILE_SINK_TYPE);
+            pt_cfg_skip_rest(r);
+        } else {
+            const char *p = NULL;
+            pt_cfg_string(r, "event_log_path", &p, NULL);
+            if (p == NULL || p[0] == '\0')
+                pt_cfg_error(r, "event_log_path", "is required");
+            else if (path != NULL && strcmp(path, p) != 0)
+                pt_cfg_error(r, "event_log_path", "names a second file (\"%s\"): one event log "
+                                                  "file per health check", path);
+            else
+                path = p;
+        }
+        pt_cfg_leave(r);
+        pt_cfg_leave(r);
+    }
+    if (present)
+        pt_cfg_leave_array(r);
+    if (path != NULL && path[0])
+        hc->event_log_path = pt_arena_strdup(a, path);
+}
+
 /* One HealthCheck (reader inside it). */
 static void parse_one(pt_cfg_t *r, pt_arena_t *a, pt_health_check_config_t *hc)
 {
@@ -283,6 +332,7 @@ static void parse_one(pt_cfg_t *r, pt_arena_t *a, pt_health_check_config_t *hc)
     pt_cfg_bool(r, "always_log_health_check_failures", &hc->always_log_health_check_failures,
                 0);
     pt_cfg_bool(r, "always_log_health_check_success", &hc->always_log_health_check_success, 0);
+    parse_event_log(r, a, hc);
 
     /* The health_checker oneof. custom is Envoy's too, reported as not supported when the
      * object is left. */
@@ -424,11 +474,20 @@ struct hc_cluster {
     } st;
 };
 
+/* An event log file, opened the first time a check names it and kept until the checker
+ * stops (a path is named by config, so there are few). */
+typedef struct hc_event_file {
+    struct hc_event_file *next;
+    FILE *f; /* NULL: could not be opened (said once) */
+    char path[];
+} hc_event_file_t;
+
 struct pt_health_checker {
     pt_worker_t *worker;
     struct ev_loop *loop;
     hc_cluster_t **clusters; /* one per checked cluster of the current view */
     unsigned nclusters, cap;
+    hc_event_file_t *event_files;
 };
 
 static const pt_conn_handler_t probe_handler;
@@ -506,6 +565,71 @@ static void refresh_gauges(hc_cluster_t *cl)
     pt_stat_set(cl->st.healthy, passing);
 }
 
+/* ---- the event log ------------------------------------------------------------------ */
+
+static FILE *event_file(pt_health_checker_t *hc, const char *path)
+{
+    for (hc_event_file_t *e = hc->event_files; e != NULL; e = e->next)
+        if (strcmp(e->path, path) == 0)
+            return e->f;
+    size_t len = strlen(path);
+    hc_event_file_t *e = malloc(sizeof(*e) + len + 1);
+    if (e == NULL)
+        return NULL;
+    memcpy(e->path, path, len + 1);
+    e->f = fopen(path, "ae");
+    if (e->f == NULL)
+        pt_error("health check: event log %s cannot be opened: %s (its events are not written)",
+                 path, strerror(errno));
+    e->next = hc->event_files;
+    hc->event_files = e;
+    return e->f;
+}
+
+static const char *const failure_type_names[] = {
+    [FAIL_ACTIVE] = "ACTIVE", [FAIL_NETWORK] = "NETWORK", [FAIL_TIMEOUT] = "NETWORK_TIMEOUT"};
+
+/* One HealthCheckEvent as Envoy's file sink writes it (proto JSON, every primitive field
+ * printed): the checker type, the host's address, the cluster, then `key` with its body. */
+static void log_event(hc_session_t *s, const char *key, json_t *body)
+{
+    FILE *f = s->cfg->event_log_path != NULL ? event_file(s->cl->hc, s->cfg->event_log_path)
+                                             : NULL;
+    if (f == NULL) {
+        json_decref(body);
+        return;
+    }
+    static const char *const checker_names[] = {[PT_HC_HTTP] = "HTTP", [PT_HC_TCP] = "TCP",
+                                                [PT_HC_GRPC] = "GRPC"};
+    char ip[64];
+    pt_addr_format_ip(&s->host->address, ip, sizeof(ip));
+    const char *pipe = pt_addr_pipe_path(&s->host->address);
+    json_t *host = pipe != NULL
+                       ? json_pack("{s:{s:s, s:i}}", "pipe", "path", pipe, "mode", 0)
+                       : json_pack("{s:{s:s, s:s, s:s, s:b, s:i}}", "socket_address", "protocol",
+                                   "TCP", "address", ip, "resolver_name", "", "ipv4_compat", 0,
+                                   "port_value", (int)pt_addr_port(&s->host->address));
+    char ts[40];
+    struct timespec wall;
+    clock_gettime(CLOCK_REALTIME, &wall);
+    struct tm tm;
+    gmtime_r(&wall.tv_sec, &tm);
+    size_t n = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(ts + n, sizeof(ts) - n, ".%03ldZ", wall.tv_nsec / 1000000);
+    json_t *ev = json_pack("{s:s, s:o, s:s, s:o, s:s}", "health_checker_type",
+                           checker_names[s->cfg->kind], "host", host, "cluster_name",
+                           s->cl->c->name, key, body, "timestamp", ts);
+    if (ev == NULL)
+        return;
+    char *line = json_dumps(ev, JSON_COMPACT);
+    json_decref(ev);
+    if (line == NULL)
+        return;
+    fprintf(f, "%s\n", line);
+    fflush(f);
+    free(line);
+}
+
 /* Folds the host's per-check verdicts into its health bit: it fails active health checking
  * while any check fails it. */
 static void update_host(hc_session_t *s, const char *why)
@@ -546,10 +670,16 @@ static void handle_success(hc_session_t *s)
         if (s->first_check || ++s->num_healthy >= at_least_1(s->cfg->healthy_threshold)) {
             s->failed = 0;
             t = T_CHANGED;
+            if (s->cfg->event_log_path != NULL)
+                log_event(s, "add_healthy_event",
+                          json_pack("{s:b}", "first_check", s->first_check));
         } else {
             t = T_PENDING;
         }
     }
+    if (t != T_CHANGED && s->cfg->always_log_health_check_success &&
+        s->cfg->event_log_path != NULL)
+        log_event(s, "successful_health_check_event", json_object());
     s->first_check = 0;
     pt_stat_inc(s->cl->st.success);
     if (s->cfg->always_log_health_check_success)
@@ -573,10 +703,18 @@ static void handle_failure(hc_session_t *s, fail_kind_t kind, int retriable, con
             ++s->num_unhealthy >= at_least_1(s->cfg->unhealthy_threshold)) {
             s->failed = 1;
             t = T_CHANGED;
+            if (s->cfg->event_log_path != NULL)
+                log_event(s, "eject_unhealthy_event",
+                          json_pack("{s:s}", "failure_type", failure_type_names[kind]));
         } else {
             t = T_PENDING;
         }
     }
+    if ((s->first_check || s->cfg->always_log_health_check_failures) &&
+        s->cfg->event_log_path != NULL)
+        log_event(s, "health_check_failure_event",
+                  json_pack("{s:s, s:b}", "failure_type", failure_type_names[kind],
+                            "first_check", s->first_check));
     s->first_check = 0;
     pt_stat_inc(s->cl->st.failure);
     if (kind != FAIL_ACTIVE)
@@ -1222,5 +1360,12 @@ void pt_health_checker_stop(pt_health_checker_t *hc)
         free(hc->clusters[i]);
     }
     free(hc->clusters);
+    while (hc->event_files != NULL) {
+        hc_event_file_t *e = hc->event_files;
+        hc->event_files = e->next;
+        if (e->f != NULL)
+            fclose(e->f);
+        free(e);
+    }
     free(hc);
 }

@@ -68,6 +68,9 @@ struct pt_health_check_config {
     uint64_t healthy_edge_interval_ms;       /* default interval */
     int always_log_health_check_failures;
     int always_log_health_check_success;
+    /* event_log_path, or the event_logger's envoy.health_check.event_sinks.file: where
+     * HealthCheckEvent JSON lines go (NULL: nowhere). */
+    const char *event_log_path;
     pt_hc_kind_t kind;
 
     struct {

@@ -218,6 +218,83 @@ class HttpHealthCheckTest(unittest.TestCase):
                          for _ in range(6)]
                 self.assertEqual(sorted(set(names)), ['a', 'b'])
 
+    def test_event_log(self):
+        # Envoy's health check event log (the file sink, and the older event_log_path):
+        # a host's first check that passes is an add_healthy_event with first_check; the
+        # failure that marks it an eject_unhealthy_event (ACTIVE: a wrong status), and with
+        # always_log_health_check_failures every failure too; its return add_healthy_event.
+        import tempfile
+        with HttpUpstream(name='a') as a, tempfile.TemporaryDirectory() as d:
+            log = os.path.join(d, 'hc.log')
+            port, admin = h.free_ports(2)
+            check = hc_http(unhealthy=1, healthy=1, top_always_log_health_check_failures=True,
+                            top_event_logger=[{
+                                'name': 'envoy.health_check.event_sinks.file',
+                                'typed_config': {
+                                    '@type': 'type.googleapis.com/envoy.extensions.health_check.'
+                                             'event_sinks.file.v3.HealthCheckEventFileSink',
+                                    'event_log_path': log}}])
+            cfg = http_proxy_config(port, admin, [h.cluster('c', [a.port], health_checks=[check])])
+            with h.Petrel(cfg) as p:
+                wait_flag(p, 'c', a.port, 'healthy')
+                a.set_status(500)
+                wait_flag(p, 'c', a.port, '/failed_active_hc')
+                p.wait_stat('cluster.c.health_check.failure', lambda v: v is not None and v >= 2)
+                a.set_status(None)
+                wait_flag(p, 'c', a.port, 'healthy')
+
+            def lines():
+                with open(log) as f:
+                    return [json.loads(x) for x in f.read().splitlines()]
+            events = lines()
+        kinds = [next(k for k in e if k.endswith('_event')) for e in events]
+        for e in events:
+            self.assertEqual(e['health_checker_type'], 'HTTP')
+            self.assertEqual(e['cluster_name'], 'c')
+            self.assertEqual(e['host'], {'socket_address': {
+                'protocol': 'TCP', 'address': '127.0.0.1', 'resolver_name': '',
+                'ipv4_compat': False, 'port_value': a.port}})
+            self.assertRegex(e['timestamp'], r'^\d{4}-\d\d-\d\dT[\d:]{8}\.\d{3}Z$')
+        self.assertEqual(events[0]['add_healthy_event'], {'first_check': True})
+        i = kinds.index('eject_unhealthy_event')
+        self.assertEqual(events[i]['eject_unhealthy_event'], {'failure_type': 'ACTIVE'})
+        # Every failure logged (always_log_health_check_failures), not first checks.
+        fails = [e['health_check_failure_event'] for e in events
+                 if 'health_check_failure_event' in e]
+        self.assertGreaterEqual(len(fails), 2)
+        self.assertEqual(fails[0], {'failure_type': 'ACTIVE', 'first_check': False})
+        self.assertEqual(kinds[-1], 'add_healthy_event')
+        self.assertEqual(events[-1]['add_healthy_event'], {'first_check': False})
+        self.assertNotIn('successful_health_check_event', kinds)
+
+    def test_event_log_that_cannot_be_opened(self):
+        # Said once in petrel's log; checking goes on without it.
+        with HttpUpstream(name='a') as a:
+            port, admin = h.free_ports(2)
+            check = hc_http(top_event_log_path='/nonexistent-dir/hc.log')
+            cfg = http_proxy_config(port, admin, [h.cluster('c', [a.port], health_checks=[check])])
+            with h.Petrel(cfg) as p:
+                wait_flag(p, 'c', a.port, 'healthy')
+                self.assertEqual(p.log().count('event log /nonexistent-dir/hc.log cannot be '
+                                               'opened'), 1)
+
+    def test_event_log_bad_values(self):
+        port, admin = h.free_ports(2)
+        check = hc_http(top_event_logger=[{'name': 'x', 'typed_config': {
+            '@type': 'type.googleapis.com/envoy.extensions.health_check.event_sinks.grpc.v3.'
+                     'HealthCheckEventGrpcSink'}}])
+        cfg = http_proxy_config(port, admin, [h.cluster('c', [1234], health_checks=[check])])
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, 'c.json')
+            with open(path, 'w') as f:
+                json.dump(cfg, f)
+            rc, _, err = h.run_petrel(['--mode', 'validate', '-c', path])
+        self.assertEqual(rc, 1)
+        self.assertIn('static_resources.clusters[0].health_checks[0].event_logger[0].'
+                      'typed_config.@type: "type.googleapis.com/envoy.extensions.health_check.'
+                      'event_sinks.grpc.v3.HealthCheckEventGrpcSink" is not supported', err)
+
     def test_unexpected_status_fails_at_once(self):
         # A status that is neither expected nor retriable marks the host unhealthy on the
         # spot, whatever unhealthy_threshold says (Envoy's rule).

@@ -370,8 +370,24 @@ static void test_unsupported(void)
     REJECTS(WITH_HC("[{" BASE ",'http_health_check':{'path':'/'},'tcp_health_check':{}}]"),
             HC0 ": only one of http_health_check, tcp_health_check, grpc_health_check, "
                 "custom_health_check may be given (found http_health_check, tcp_health_check)");
-    REJECTS(WITH_HC("[{" BASE ",'event_log_path':'/tmp/hc.log','tcp_health_check':{}}]"),
-            HC0 ".event_log_path: field is not supported");
+    REJECTS(WITH_HC("[{" BASE ",'event_logger':[{'name':'x','typed_config':{'@type':"
+                    "'type.googleapis.com/envoy.extensions.health_check.event_sinks.grpc.v3."
+                    "HealthCheckEventGrpcSink'}}],'tcp_health_check':{}}]"),
+            HC0 ".event_logger[0].typed_config.@type: \"type.googleapis.com/envoy.extensions."
+                "health_check.event_sinks.grpc.v3.HealthCheckEventGrpcSink\" is not supported "
+                "(only the file sink, type.googleapis.com/envoy.extensions.health_check."
+                "event_sinks.file.v3.HealthCheckEventFileSink)");
+    REJECTS(WITH_HC("[{" BASE ",'event_log_path':'/a','event_logger':[{'name':'x','typed_config':"
+                    "{'@type':'type.googleapis.com/envoy.extensions.health_check.event_sinks."
+                    "file.v3.HealthCheckEventFileSink','event_log_path':'/b'}}],"
+                    "'tcp_health_check':{}}]"),
+            HC0 ".event_logger[0].typed_config.event_log_path: names a second file (\"/a\"): "
+                "one event log file per health check");
+    REJECTS(WITH_HC("[{" BASE ",'event_logger':[{'name':'x','typed_config':{'@type':"
+                    "'type.googleapis.com/envoy.extensions.health_check.event_sinks.file.v3."
+                    "HealthCheckEventFileSink'}}],'tcp_health_check':{}}]"),
+            HC0 ".event_logger[0].typed_config.event_log_path: is required");
+    ACCEPTS(WITH_HC("[{" BASE ",'event_log_path':'/tmp/hc.log','tcp_health_check':{}}]"));
     REJECTS(WITH_HC("[{" BASE ",'tls_options':{'alpn_protocols':['h2']},'tcp_health_check':{}}]"),
             HC0 ".tls_options: field is not supported");
     REJECTS(WITH_HC("[{" BASE ",'alt_port':8080,'tcp_health_check':{}}]"),
