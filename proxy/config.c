@@ -16,6 +16,7 @@
 #include "proxy/matcher.h"
 #include "proxy/overload.h"
 #include "proxy/stats.h"
+#include "proxy/stats_config.h"
 #include "discovery/dns.h"
 #include "tls/context.h"
 #include "tls/secret.h"
@@ -196,9 +197,6 @@ static const double *hist_settings_bounds(const void *arg, const char *name, uin
     return NULL;
 }
 
-static const char *const stats_config_unsupported[] = {"stats_tags", "use_all_default_tags",
-                                                       "stats_matcher", NULL};
-
 static void parse_stats_config(pt_cfg_t *r, pt_config_t *cfg)
 {
     uint64_t ms;
@@ -213,7 +211,8 @@ static void parse_stats_config(pt_cfg_t *r, pt_config_t *cfg)
                      "cannot be set together with stats_flush_interval (Envoy's oneof)");
     if (pt_cfg_enter(r, "stats_config") <= 0)
         return;
-    pt_cfg_unsupported(r, stats_config_unsupported);
+    /* Validated here with their paths; in force since start-up (proxy/stats_config.h). */
+    pt_stats_config_parse(r, NULL);
     int present;
     size_t n = pt_cfg_array(r, "histogram_bucket_settings", &present);
     if (present && n > 0) {

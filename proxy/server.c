@@ -27,6 +27,7 @@
 #include "proxy/cluster.h"
 #include "proxy/pool.h"
 #include "proxy/stats.h"
+#include "proxy/stats_config.h"
 #include "proxy/time.h"
 #include "discovery/dns.h"
 #include "proxy/cluster_manager.h"
@@ -701,6 +702,7 @@ int pt_server_init(pt_server_t *s, const pt_options_t *opts)
     pt_cfg_init(&r, root);
     pt_cfg_set_message(&r, "envoy.config.bootstrap.v3.Bootstrap");
     pt_runtime_apply_early(root); /* before any regex is compiled */
+    pt_stats_config_install(root); /* before any stat is made: tags and stats_matcher */
     /* The clusters a control plane may be reached through (an ApiConfigSource's), and
      * the muxes of control planes, before anything watches them. */
     pt_config_source_set_static_clusters(root);

@@ -445,7 +445,7 @@ static uint32_t take_id(void)
         return id;
     }
     uint32_t id = atomic_load_explicit(&ninfos, memory_order_relaxed);
-    if (id >= PT_STATS_MAX)
+    if (id >= PT_STAT_REJECTED)
         return 0;
     if (info_blocks[id / INFO_BLOCK] == NULL) {
         void *b = mmap(NULL, INFO_BLOCK * sizeof(pt_stat_info_t), PROT_READ | PROT_WRITE,
@@ -482,6 +482,17 @@ static int put_id(uint32_t id)
     return 0;
 }
 
+static int (*keep_fn)(const void *, const char *);
+static const void *keep_arg;
+
+void pt_stats_set_matcher(int (*keep)(const void *arg, const char *full_name), const void *arg)
+{
+    pthread_mutex_lock(&reg_lock);
+    keep_fn = keep;
+    keep_arg = arg;
+    pthread_mutex_unlock(&reg_lock);
+}
+
 pt_stat_t pt_stats_get(pt_stat_kind_t kind, const char *scope, const char *tag,
                        const char *tag_value, const char *name)
 {
@@ -509,6 +520,17 @@ pt_stat_t pt_stats_get(pt_stat_kind_t kind, const char *scope, const char *tag,
             if (i->tag_value == NULL && strcmp(i->family->stat_name, name) == 0 &&
                 strcmp(i->family->scope, scope) == 0)
                 goto out;
+        }
+    }
+    if (keep_fn != NULL) {
+        char full[PT_STAT_NAME_MAX];
+        if (tag_value != NULL)
+            snprintf(full, sizeof(full), "%s.%s.%s", scope, tag_value, name);
+        else
+            snprintf(full, sizeof(full), "%s.%s", scope, name);
+        if (!keep_fn(keep_arg, full)) {
+            pthread_mutex_unlock(&reg_lock);
+            return kind == PT_STAT_HISTOGRAM ? 0 : PT_STAT_REJECTED;
         }
     }
     /* Two stats a bucket on average: a bucket costs 4 bytes a stat at most. */

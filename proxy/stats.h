@@ -28,6 +28,18 @@
 
 typedef uint32_t pt_stat_t; /* 0 is "no stat": updates to it are dropped */
 
+/* The id of every counter, gauge and text readout that stats_config.stats_matcher rejects:
+ * the last slot of each thread's array, never handed to a stat, never shown. Updates land
+ * in it and are never read, so a rejected stat costs its users nothing more than a kept
+ * one (no branch) and costs no memory (no name, no info; one shared slot a thread). A
+ * rejected histogram is 0 (its slot would hold a pointer): pt_hist_record drops it. */
+#define PT_STAT_REJECTED (PT_STATS_MAX - 1)
+
+/* stats_config.stats_matcher: keep(arg, full_name) says whether a stat not made yet is
+ * made; NULL keeps all. Runs under the registry's lock when a stat is first asked for. Set
+ * before stats are made (a stat made earlier stays). */
+void pt_stats_set_matcher(int (*keep)(const void *arg, const char *full_name), const void *arg);
+
 /* A text readout holds a string (Envoy's TextReadout: the version_info of the last
  * accepted xDS update); it has no per-thread slot and is set and read under the registry's
  * lock. A histogram's slot on a thread points to that thread's counts (below). */
