@@ -24,6 +24,7 @@
 #include "proxy/server.h"
 #include "proxy/stats.h"
 #include "proxy/stats_tags.h"
+#include "proxy/stats_sink.h"
 #include "proxy/hash.h"
 #include "proxy/time.h"
 #include "tls/context.h"
@@ -652,7 +653,7 @@ static void flush_on_admin(admin_request_t *req)
 {
     const pt_config_t *cfg = req->admin->server->config;
     if (cfg != NULL && cfg->stats_flush_on_admin)
-        pt_stats_merge_histograms();
+        pt_stats_flush();
 }
 
 static void ep_stats(admin_request_t *req, admin_response_t *res)

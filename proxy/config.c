@@ -17,12 +17,13 @@
 #include "proxy/overload.h"
 #include "proxy/stats.h"
 #include "proxy/stats_config.h"
+#include "proxy/stats_sink.h"
 #include "discovery/dns.h"
 #include "tls/context.h"
 #include "tls/secret.h"
 
 static const char *const bootstrap_unsupported[] = {
-    "hds_config", "flags_path", "stats_sinks", "watchdog", "watchdogs",
+    "hds_config", "flags_path", "watchdog", "watchdogs",
     "tracing", "enable_dispatcher_stats",
     "header_prefix", "stats_server_version_override", "bootstrap_extensions",
     "fatal_actions", "config_sources", "default_config_source", "default_socket_interface",
@@ -836,6 +837,7 @@ pt_config_t *pt_config_build(json_t *root, const pt_cluster_lookup_t *clusters, 
     parse_cluster_manager(r, cfg);
     parse_admin(r, cfg);
     parse_stats_config(r, cfg);
+    pt_stats_sinks_parse(r, NULL); /* validated; made at start-up (proxy/stats_sink.h) */
     pt_dns_bootstrap_parse(r, &cfg->arena, &cfg->dns_resolver);
     parse_dynamic_resources(r, cfg);
     if (pt_cfg_enter(r, "static_resources") > 0) {
@@ -873,6 +875,7 @@ pt_config_t *pt_config_build_lds(json_t *bootstrap, const pt_cluster_lookup_t *c
     parse_cluster_manager(&boot, cfg);
     parse_admin(&boot, cfg);
     parse_stats_config(&boot, cfg);
+    pt_stats_sinks_parse(&boot, NULL);
     pt_dns_bootstrap_parse(&boot, &cfg->arena, &cfg->dns_resolver);
     parse_dynamic_resources(&boot, cfg);
     if (pt_cfg_enter(&boot, "static_resources") > 0) {

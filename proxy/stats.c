@@ -1165,7 +1165,7 @@ void pt_hist_record_slow(pt_stat_t id, uint64_t v)
  * thread has), becomes the cumulative state; what it adds to the previous one (delta[]) is
  * the interval. counts and delta are scratch space of PT_HIST_BUCKETS each, of which only
  * the chunks in use are written and read: a latency histogram has a handful. */
-static void hist_merge_one(hist_rec_t *h, uint64_t *counts, uint64_t *delta)
+static uint32_t hist_merge_one(hist_rec_t *h, uint64_t *counts, uint64_t *delta)
 {
     /* Nothing recorded since the last merge (the common case for most clusters): an empty
      * interval, and no bucket is read. */
@@ -1177,7 +1177,7 @@ static void hist_merge_one(hist_rec_t *h, uint64_t *counts, uint64_t *delta)
         h->interval_count = 0;
         for (int i = 0; i < PT_HIST_NQ; i++)
             h->q_interval[i] = NAN;
-        return;
+        return 0;
     }
     uint64_t sum = 0;
     uint32_t used = 0; /* bit per chunk with counts */
@@ -1222,9 +1222,15 @@ static void hist_merge_one(hist_rec_t *h, uint64_t *counts, uint64_t *delta)
     h->cum_sum = sum;
     pt_hist_quantiles_in(delta, used, interval, pt_hist_quantiles, PT_HIST_NQ, h->q_interval);
     pt_hist_quantiles_in(counts, used, total, pt_hist_quantiles, PT_HIST_NQ, h->q_cum);
+    return interval > 0 ? used : 0;
 }
 
 void pt_stats_merge_histograms(void)
+{
+    pt_stats_merge_histograms_visit(NULL, NULL);
+}
+
+void pt_stats_merge_histograms_visit(pt_hist_interval_fn fn, void *arg)
 {
     /* The records, taken under the lock; merged without it (they are freed only by
      * pt_stats_release_tagged, which runs on this same thread). */
@@ -1236,8 +1242,12 @@ void pt_stats_merge_histograms(void)
             list[n++] = hists[k];
     pthread_mutex_unlock(&reg_lock);
     uint64_t *counts = n ? malloc(2 * PT_HIST_BUCKETS * sizeof(*counts)) : NULL;
-    for (uint32_t i = 0; counts != NULL && i < n; i++)
-        hist_merge_one(list[i], counts, counts + PT_HIST_BUCKETS);
+    for (uint32_t i = 0; counts != NULL && i < n; i++) {
+        uint32_t chunks = hist_merge_one(list[i], counts, counts + PT_HIST_BUCKETS);
+        if (fn != NULL && chunks != 0)
+            fn(arg, list[i]->id, counts + PT_HIST_BUCKETS, chunks, list[i]->interval_count,
+               list[i]->cum_sum);
+    }
     free(counts);
     free(list);
 }
@@ -1355,6 +1365,20 @@ const pt_stat_info_t *pt_stats_info(pt_stat_t id)
 static int cmp_by_name(const void *a, const void *b)
 {
     return pt_stats_cmp_names(info_at(*(const pt_stat_t *)a), info_at(*(const pt_stat_t *)b));
+}
+
+pt_stat_t *pt_stats_live_ids(uint32_t *count)
+{
+    pthread_mutex_lock(&reg_lock);
+    uint32_t top = atomic_load_explicit(&ninfos, memory_order_relaxed);
+    pt_stat_t *ids = malloc((nlive ? nlive : 1) * sizeof(*ids));
+    uint32_t n = 0;
+    for (uint32_t id = 1; ids != NULL && id < top; id++)
+        if (info_at(id)->family != NULL)
+            ids[n++] = id;
+    pthread_mutex_unlock(&reg_lock);
+    *count = n;
+    return ids;
 }
 
 pt_stat_t *pt_stats_sorted(uint32_t *count)

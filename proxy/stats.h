@@ -145,6 +145,13 @@ void pt_stats_set_histogram_bounds(pt_hist_bounds_fn fn, void *arg, void (*dispo
 
 /* Main thread (or the one thread that reads histograms): merges every histogram. */
 void pt_stats_merge_histograms(void);
+/* The same, and fn(arg, id, delta, chunks, count, sum) for every histogram whose interval has
+ * values (the stats sinks' flush): delta holds the interval's count per bucket, valid only
+ * in the chunks whose bits are set in `chunks` (bit c: buckets c * PT_HIST_SUB ..); count is
+ * the interval's number of values, sum the cumulative total of all values. */
+typedef void (*pt_hist_interval_fn)(void *arg, pt_stat_t id, const uint64_t *delta,
+                                    uint32_t chunks, uint64_t count, uint64_t cum_sum);
+void pt_stats_merge_histograms_visit(pt_hist_interval_fn fn, void *arg);
 
 /* A histogram as of the last merge. */
 typedef struct pt_hist_summary {
@@ -219,6 +226,8 @@ typedef struct pt_stat_info {
 uint32_t pt_stats_count(void);
 const pt_stat_info_t *pt_stats_info(pt_stat_t id);
 pt_stat_t *pt_stats_sorted(uint32_t *count);
+/* The live ids in id order (no sort: the sinks' flush), caller frees; NULL out of memory. */
+pt_stat_t *pt_stats_live_ids(uint32_t *count);
 
 /* Room for any full name: pt_stats_get builds names of at most this many bytes. */
 #define PT_STAT_NAME_MAX 1024
