@@ -29,6 +29,7 @@ struct pt_grpc_stream {
     pt_buf_t out; /* framed messages waiting for the call to start */
     pt_buf_t in;  /* received bytes not yet a whole message */
     int opened;   /* the response head came */
+    int above_high; /* what was sent waits above the connection's high watermark */
     int over;     /* the call ended (close reported or to be) */
     int close_status;
     char close_why[256];
@@ -153,7 +154,15 @@ static void on_reset(void *req, pt_http_reset_reason_t reason)
 
 static void on_write_watermark(void *req, int above)
 {
-    (void)req, (void)above; /* xDS requests are small and rare */
+    /* xDS requests are small and rare; a stats sink asks (pt_grpc_stream_backed_up) so that
+     * a collector that does not read costs a bounded amount of memory. */
+    pt_grpc_stream_t *g = req;
+    g->above_high = above;
+}
+
+int pt_grpc_stream_backed_up(const pt_grpc_stream_t *g)
+{
+    return g->above_high || pt_buf_len(&g->out) > 0;
 }
 
 static const pt_http_client_callbacks_t call_callbacks = {

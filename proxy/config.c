@@ -837,7 +837,7 @@ pt_config_t *pt_config_build(json_t *root, const pt_cluster_lookup_t *clusters, 
     parse_cluster_manager(r, cfg);
     parse_admin(r, cfg);
     parse_stats_config(r, cfg);
-    pt_stats_sinks_parse(r, NULL); /* validated; made at start-up (proxy/stats_sink.h) */
+    pt_stats_sinks_parse(r, NULL, NULL); /* validated; made at start-up (proxy/stats_sink.h) */
     pt_dns_bootstrap_parse(r, &cfg->arena, &cfg->dns_resolver);
     parse_dynamic_resources(r, cfg);
     if (pt_cfg_enter(r, "static_resources") > 0) {
@@ -875,7 +875,7 @@ pt_config_t *pt_config_build_lds(json_t *bootstrap, const pt_cluster_lookup_t *c
     parse_cluster_manager(&boot, cfg);
     parse_admin(&boot, cfg);
     parse_stats_config(&boot, cfg);
-    pt_stats_sinks_parse(&boot, NULL);
+    pt_stats_sinks_parse(&boot, NULL, NULL);
     pt_dns_bootstrap_parse(&boot, &cfg->arena, &cfg->dns_resolver);
     parse_dynamic_resources(&boot, cfg);
     if (pt_cfg_enter(&boot, "static_resources") > 0) {

@@ -8,13 +8,13 @@
 
 /* ---- configuration ------------------------------------------------------------------- */
 
-#define STATSD_TYPE "envoy.config.metrics.v3.StatsdSink"
+#define STATSD_TYPE          "envoy.config.metrics.v3.StatsdSink"
+#define METRICS_SERVICE_TYPE "envoy.config.metrics.v3.MetricsServiceConfig"
 
 /* Sinks Envoy has and petrel does not (yet): refused with their name. */
 static const struct {
     const char *type, *name;
 } unsupported_sinks[] = {
-    {"envoy.config.metrics.v3.MetricsServiceConfig", "envoy.stat_sinks.metrics_service"},
     {"envoy.extensions.stat_sinks.open_telemetry.v3.SinkConfig",
      "envoy.stat_sinks.open_telemetry"},
     {"envoy.config.metrics.v3.DogStatsdSink", "envoy.stat_sinks.dog_statsd"},
@@ -24,7 +24,7 @@ static const struct {
     {"envoy.extensions.stat_sinks.wasm.v3.Wasm", "envoy.stat_sinks.wasm"},
 };
 
-int pt_stats_sinks_parse(pt_cfg_t *r, pt_stats_sink_t **sinks)
+int pt_stats_sinks_parse(pt_cfg_t *r, pt_stats_sink_t **sinks, json_t *root)
 {
     size_t before = r->nerrors;
     int present;
@@ -42,8 +42,15 @@ int pt_stats_sinks_parse(pt_cfg_t *r, pt_stats_sink_t **sinks)
         if (rc > 0) {
             const char *slash = strrchr(type, '/');
             const char *t = slash ? slash + 1 : type;
-            if (strcmp(t, STATSD_TYPE) == 0) {
-                pt_stats_sink_t *s = pt_statsd_sink_parse(r, sinks != NULL);
+            pt_stats_sink_t *s = NULL;
+            int known_type = 1;
+            if (strcmp(t, STATSD_TYPE) == 0)
+                s = pt_statsd_sink_parse(r, sinks != NULL);
+            else if (strcmp(t, METRICS_SERVICE_TYPE) == 0)
+                s = pt_metrics_service_sink_parse(r, sinks != NULL, root);
+            else
+                known_type = 0;
+            if (known_type) {
                 if (s != NULL) {
                     *tail = s;
                     tail = &s->next;
@@ -54,12 +61,10 @@ int pt_stats_sinks_parse(pt_cfg_t *r, pt_stats_sink_t **sinks)
                      k++)
                     if (strcmp(t, unsupported_sinks[k].type) == 0)
                         known = unsupported_sinks[k].name;
-                size_t saved = strlen(pt_cfg_path(r));
                 pt_cfg_error(r, NULL,
                              "%s%s%s is not supported (petrel's stats sinks: "
-                             "envoy.stat_sinks.statsd)",
+                             "envoy.stat_sinks.statsd, envoy.stat_sinks.metrics_service)",
                              t, known ? " " : "", known ? known : "");
-                (void)saved;
                 pt_cfg_skip_rest(r);
             }
             pt_cfg_leave(r);
@@ -96,7 +101,7 @@ void pt_stats_sinks_configure(json_t *root)
     pt_cfg_t r;
     pt_cfg_init(&r, root);
     pt_stats_sink_t *sinks = NULL;
-    if (pt_stats_sinks_parse(&r, &sinks) == 0)
+    if (pt_stats_sinks_parse(&r, &sinks, root) == 0)
         installed = sinks;
     pt_cfg_skip_rest(&r);
     pt_cfg_dispose(&r);
@@ -105,7 +110,7 @@ void pt_stats_sinks_configure(json_t *root)
 void pt_stats_sinks_start(struct pt_cluster_manager *cm, struct pt_worker *main_worker)
 {
     for (pt_stats_sink_t *s = installed; s != NULL; s = s->next)
-        pt_statsd_sink_start(s, cm, main_worker);
+        s->ops->start(s, cm, main_worker);
 }
 
 int pt_stats_sinks_active(void)
@@ -132,7 +137,7 @@ typedef struct hist_interval {
     pt_stat_t id;
     pt_sink_bucket_t *buckets;
     uint32_t n;
-    uint64_t sum;
+    uint64_t sum, count;
 } hist_interval_t;
 
 typedef struct flush_ctx {
@@ -178,7 +183,6 @@ static void on_interval(void *arg, pt_stat_t id, const uint64_t *delta, uint32_t
                         uint64_t count, uint64_t cum_sum)
 {
     flush_ctx_t *f = arg;
-    (void)count;
     if (2 * (f->n + 1) > f->cap && table_grow(f) != 0)
         return;
     uint32_t nb = 0;
@@ -199,7 +203,7 @@ static void on_interval(void *arg, pt_stat_t id, const uint64_t *delta, uint32_t
     uint32_t s = slot_of(id, f->cap);
     while (f->table[s].id != 0)
         s = (s + 1) & (f->cap - 1);
-    f->table[s] = (hist_interval_t){id, b, nb, cum_sum};
+    f->table[s] = (hist_interval_t){id, b, nb, cum_sum, count};
     f->n++;
 }
 
@@ -276,13 +280,22 @@ void pt_stats_flush(void)
             break;
         }
         case PT_STAT_HISTOGRAM: {
+            /* Used once it has values (Envoy's); the interval's may be none. */
             const hist_interval_t *h = interval_of(&f, id);
             st->value = pt_stats_value(id);
-            st->used = h != NULL;
+            st->used = st->value > 0;
             if (h != NULL) {
                 st->buckets = h->buckets;
                 st->nbuckets = h->n;
                 st->sum = h->sum;
+                st->interval_count = h->count;
+                /* last_value holds a histogram's total at the last flush. */
+                st->interval_sum = h->sum >= last_value[id] ? h->sum - last_value[id] : h->sum;
+                last_value[id] = h->sum;
+            } else {
+                pt_hist_summary_t hs;
+                if (pt_stats_histogram_summary(id, &hs, NULL) == 0)
+                    st->sum = hs.sum;
             }
             break;
         }

@@ -37,6 +37,7 @@ typedef struct pt_sink_stat {
                         * values merged so far */
     uint64_t delta;    /* counter: change since the last flush */
     uint64_t sum;      /* histogram: the total of all values merged so far */
+    uint64_t interval_count, interval_sum; /* histogram: the interval's values, their total */
     const pt_sink_bucket_t *buckets; /* histogram: the interval's buckets, value order */
     uint32_t nbuckets;
 } pt_sink_stat_t;
@@ -50,6 +51,8 @@ typedef struct pt_sink_snapshot {
 typedef struct pt_stats_sink pt_stats_sink_t;
 typedef struct pt_stats_sink_ops {
     const char *type; /* the typed_config's type (without the URL's host part) */
+    /* Once installed: cm and w are where it finds its cluster and makes its connections. */
+    void (*start)(pt_stats_sink_t *s, struct pt_cluster_manager *cm, struct pt_worker *w);
     void (*flush)(pt_stats_sink_t *s, const pt_sink_snapshot_t *snap);
     void (*free)(pt_stats_sink_t *s);
 } pt_stats_sink_ops_t;
@@ -62,7 +65,7 @@ struct pt_stats_sink {
 /* Parses bootstrap stats_sinks at the reader's current object (the bootstrap). Returns 0,
  * or -1 with errors naming each field. With sinks: the list made (start-up), else only
  * validated. */
-int pt_stats_sinks_parse(pt_cfg_t *r, pt_stats_sink_t **sinks);
+int pt_stats_sinks_parse(pt_cfg_t *r, pt_stats_sink_t **sinks, json_t *root);
 /* Makes the sinks of bootstrap root (start-up); errors are left for the full build of the
  * bootstrap to report, with the same parser. */
 void pt_stats_sinks_configure(json_t *root);
@@ -79,8 +82,8 @@ void pt_stats_sinks_dispose(void);
 
 /* The statsd sink's parser (proxy/stats_sink_statsd.c): the reader is in the typed_config. */
 pt_stats_sink_t *pt_statsd_sink_parse(pt_cfg_t *r, int make);
-/* Gives an installed statsd sink what its TCP connections need. */
-void pt_statsd_sink_start(pt_stats_sink_t *s, struct pt_cluster_manager *cm,
-                          struct pt_worker *main_worker);
+/* The metrics_service sink's parser (proxy/stats_sink_grpc.c), likewise; root is the
+ * bootstrap (its node identifies petrel to the collector). */
+pt_stats_sink_t *pt_metrics_service_sink_parse(pt_cfg_t *r, int make, json_t *root);
 
 #endif

@@ -280,8 +280,11 @@ static void flush(pt_stats_sink_t *base, const pt_sink_snapshot_t *snap)
     tcp_lines = 0;
 }
 
+static void start(pt_stats_sink_t *base, pt_cluster_manager_t *cm, pt_worker_t *w);
+
 static const pt_stats_sink_ops_t statsd_ops = {
     .type = "envoy.config.metrics.v3.StatsdSink",
+    .start = start,
     .flush = flush,
     .free = free_sink,
 };
@@ -376,10 +379,8 @@ pt_stats_sink_t *pt_statsd_sink_parse(pt_cfg_t *r, int make)
     return &s->super;
 }
 
-void pt_statsd_sink_start(pt_stats_sink_t *base, pt_cluster_manager_t *cm, pt_worker_t *w)
+static void start(pt_stats_sink_t *base, pt_cluster_manager_t *cm, pt_worker_t *w)
 {
-    if (base->ops != &statsd_ops)
-        return;
     statsd_sink_t *s = (statsd_sink_t *)base;
     s->cm = cm;
     s->worker = w;

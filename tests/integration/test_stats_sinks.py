@@ -14,8 +14,10 @@ by name.
 Run: PETREL_BIN=build/petrel /usr/bin/python3 tests/integration/test_stats_sinks.py -v
 """
 
+import concurrent.futures
 import json
 import os
+import struct
 import re
 import socket
 import sys
@@ -28,7 +30,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 from upstreams import HttpUpstream  # noqa: E402
 
+try:
+    import grpc
+except ImportError:  # pragma: no cover
+    grpc = None
+
 STATSD = 'type.googleapis.com/envoy.config.metrics.v3.StatsdSink'
+METRICS_SERVICE = 'type.googleapis.com/envoy.config.metrics.v3.MetricsServiceConfig'
 LINE = re.compile(r'^([^:|@\s]+):(\d+)\|(c|g|ms)(\|@[0-9.e-]+)?$')
 
 
@@ -305,6 +313,254 @@ class SlowTcpCollectorTest(unittest.TestCase):
                 srv.close()
 
 
+# ---- metrics_service ----------------------------------------------------------------------
+
+def pb_fields(buf):
+    """The fields of a protobuf message: [(number, value)], value an int (varint), a float
+    (fixed64 read as a double), or bytes (length-delimited)."""
+    out, i = [], 0
+    while i < len(buf):
+        key, i = varint(buf, i)
+        num, wt = key >> 3, key & 7
+        if wt == 0:
+            v, i = varint(buf, i)
+        elif wt == 1:
+            v = struct.unpack('<d', buf[i:i + 8])[0]
+            i += 8
+        elif wt == 2:
+            n, i = varint(buf, i)
+            v = buf[i:i + n]
+            i += n
+        elif wt == 5:
+            v = struct.unpack('<f', buf[i:i + 4])[0]
+            i += 4
+        else:
+            raise ValueError('wire type %d' % wt)
+        out.append((num, v))
+    return out
+
+
+def varint(buf, i):
+    v, shift = 0, 0
+    while True:
+        b = buf[i]
+        i += 1
+        v |= (b & 0x7f) << shift
+        shift += 7
+        if not b & 0x80:
+            return v, i
+
+
+def decode_family(b):
+    """io.prometheus.client.MetricFamily -> dict (one metric, as Envoy sends them)."""
+    f = {'labels': {}}
+    for num, v in pb_fields(b):
+        if num == 1:
+            f['name'] = v.decode()
+        elif num == 3:
+            f['type'] = {0: 'COUNTER', 1: 'GAUGE', 2: 'SUMMARY', 3: 'UNTYPED',
+                         4: 'HISTOGRAM'}[v]
+        elif num == 4:
+            for mn, mv in pb_fields(v):
+                if mn == 1:
+                    lp = dict(pb_fields(mv))
+                    f['labels'][lp[1].decode()] = lp[2].decode()
+                elif mn in (2, 3):
+                    f['value'] = dict(pb_fields(mv)).get(1, 0.0)
+                elif mn == 4:
+                    sm = pb_fields(mv)
+                    f['count'] = dict(sm).get(1, 0)
+                    f['sum'] = dict(sm).get(2, 0.0)
+                    f['quantiles'] = [(dict(pb_fields(q)).get(1, 0.0), dict(pb_fields(q)).get(2, 0.0))
+                                      for n_, q in sm if n_ == 3]
+                elif mn == 7:
+                    hm = pb_fields(mv)
+                    f['count'] = dict(hm).get(1, 0)
+                    f['sum'] = dict(hm).get(2, 0.0)
+                    f['buckets'] = [(dict(pb_fields(bk)).get(2, 0.0), dict(pb_fields(bk)).get(1, 0))
+                                    for n_, bk in hm if n_ == 3]
+                elif mn == 6:
+                    f['timestamp_ms'] = mv
+    return f
+
+
+class MetricsCollector:
+    """envoy.service.metrics.v3.MetricsService: every StreamMetricsMessage decoded, per call."""
+
+    def __init__(self, port=0):
+        self.lock = threading.Lock()
+        self.calls = []  # one list of messages per call
+        self.port = port
+        self.start()
+
+    def start(self):
+        def stream(requests, context):
+            msgs = []
+            with self.lock:
+                self.calls.append(msgs)
+            for r in requests:
+                ident, fams = None, []
+                for num, v in pb_fields(r):
+                    if num == 1:
+                        node = dict(pb_fields(dict(pb_fields(v))[1]))
+                        ident = {k: node[n].decode() for k, n in (('id', 1), ('cluster', 2))
+                                 if n in node}
+                    elif num == 2:
+                        fams.append(decode_family(v))
+                with self.lock:
+                    msgs.append((ident, fams))
+            return b''
+
+        handler = grpc.method_handlers_generic_handler('envoy.service.metrics.v3.MetricsService', {
+            'StreamMetrics': grpc.stream_unary_rpc_method_handler(stream)})
+        self.server = grpc.server(concurrent.futures.ThreadPoolExecutor(4))
+        self.server.add_generic_rpc_handlers((handler,))
+        self.port = self.server.add_insecure_port('127.0.0.1:%d' % self.port)
+        self.server.start()
+
+    def stop(self):
+        self.server.stop(None)
+
+    def messages(self):
+        with self.lock:
+            return [m for c in self.calls for m in c]
+
+    def families(self, name):
+        return [f for _, fams in self.messages() for f in fams if f['name'] == name]
+
+
+def metrics_sink(cluster='collector', **cfg):
+    d = {'@type': METRICS_SERVICE, 'transport_api_version': 'V3',
+         'grpc_service': {'envoy_grpc': {'cluster_name': cluster}}}
+    d.update(cfg)
+    return {'name': 'envoy.stat_sinks.metrics_service', 'typed_config': d}
+
+
+@unittest.skipUnless(grpc is not None, 'python3-grpcio is not installed')
+class MetricsServiceTest(unittest.TestCase):
+    def start(self, col_port, **cfg):
+        self.up = HttpUpstream(name='web')
+        self.addCleanup(self.up.close)
+        self.port, admin = h.free_ports(2)
+        c = config(self.port, admin, self.up.port, [metrics_sink(**cfg)],
+                   clusters=[h.cluster('collector', [col_port])])
+        c['node'] = {'id': 'n1', 'cluster': 'mesh'}
+        self.p = h.Petrel(c, concurrency=2)
+        self.p.start()
+        self.addCleanup(self.p.stop)
+
+    def test_tags_and_deltas(self):
+        col = MetricsCollector()
+        self.addCleanup(col.stop)
+        self.start(col.port, report_counters_as_deltas=True, emit_tags_as_labels=True)
+        for path in ('/', '/', '/delay/60'):
+            self.assertEqual(h.http_request(self.port, 'GET', path).status, 200)
+        lbl = {'envoy.http_conn_manager_prefix': 'ingress'}
+        wait_for(lambda: sum(f['value'] for f in col.families('http.downstream_rq_total')
+                             if f['labels'] == lbl) == 3)
+        first = col.messages()[0]
+        self.assertEqual(first[0], {'id': 'n1', 'cluster': 'mesh'})
+        self.assertTrue(all(ident is None for ident, _ in col.messages()[1:]))
+        fams = col.messages()[-1][1]
+        self.assertTrue(all(f['timestamp_ms'] > 1.7e12 for f in fams))
+        g = [f for f in fams if f['name'] == 'cluster.membership_healthy']
+        self.assertEqual(g[0]['type'], 'GAUGE')
+        self.assertEqual(g[0]['labels'], {'envoy.cluster_name': 'web'})
+        self.assertEqual(g[0]['value'], 1.0)
+        # The histogram: a SUMMARY of an interval and a HISTOGRAM of everything.
+        wait_for(lambda: [f for f in col.families('cluster.upstream_rq_time')
+                          if f['type'] == 'HISTOGRAM' and f['count'] == 3])
+        hist = [f for f in col.families('cluster.upstream_rq_time') if f['type'] == 'HISTOGRAM'][-1]
+        le = dict(hist['buckets'])
+        self.assertLessEqual(le[50.0], 2)  # the 60 ms request is above 50
+        self.assertEqual(le[3600000.0], 3)
+        self.assertEqual(sorted(le.values()), [le[b] for b in sorted(le)])  # cumulative
+        self.assertGreaterEqual(hist['sum'], 60)
+        summaries = [f for f in col.families('cluster.upstream_rq_time') if f['type'] == 'SUMMARY']
+        self.assertEqual(sum(f['count'] for f in summaries), 3)
+        self.assertEqual([q for q, _ in summaries[0]['quantiles']],
+                         [0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 1])
+
+    def test_names_and_totals(self):
+        col = MetricsCollector()
+        self.addCleanup(col.stop)
+        self.start(col.port, histogram_emit_mode='HISTOGRAM')
+        for _ in range(2):
+            self.assertEqual(h.http_request(self.port, 'GET', '/').status, 200)
+        wait_for(lambda: [f for f in col.families('cluster.web.upstream_rq_total')
+                          if f['value'] == 2])
+        f = col.families('cluster.web.upstream_rq_total')[-1]
+        self.assertEqual((f['type'], f['labels']), ('COUNTER', {}))
+        self.assertFalse([f for f in col.families('cluster.web.upstream_rq_time')
+                          if f['type'] == 'SUMMARY'])
+
+    def test_collector_down_then_restarted(self):
+        probe = socket.socket()
+        probe.bind(('127.0.0.1', 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        self.start(port)  # nobody there yet
+        self.p.wait_stat('metrics_service.call_failures', lambda v: v is not None and v > 1)
+        self.assertEqual(h.http_request(self.port, 'GET', '/').status, 200)
+        col = MetricsCollector(port)
+        wait_for(lambda: col.families('cluster.web.upstream_rq_total'))
+        self.assertEqual(col.messages()[0][0], {'id': 'n1', 'cluster': 'mesh'})
+        # Restarted mid-run: a new call, identified again, and the totals go on.
+        col.stop()
+        self.assertEqual(h.http_request(self.port, 'GET', '/').status, 200)
+        col2 = MetricsCollector(port)
+        self.addCleanup(col2.stop)
+        wait_for(lambda: [f for f in col2.families('cluster.web.upstream_rq_total')
+                          if f['value'] == 2])
+        self.assertEqual(col2.messages()[0][0], {'id': 'n1', 'cluster': 'mesh'})
+
+
+@unittest.skipUnless(grpc is not None, 'python3-grpcio is not installed')
+class SlowMetricsCollectorTest(unittest.TestCase):
+    def test_memory_bounded(self):
+        """A collector that takes the call and never reads it: HTTP/2 flow control stops the
+        bytes, petrel drops (and counts) the flushes that would queue behind them, and its
+        memory stays put; requests are served meanwhile."""
+        release = threading.Event()
+
+        def stream(requests, context):
+            release.wait(60)  # never reads the messages
+            return b''
+
+        handler = grpc.method_handlers_generic_handler('envoy.service.metrics.v3.MetricsService', {
+            'StreamMetrics': grpc.stream_unary_rpc_method_handler(stream)})
+        srv = grpc.server(concurrent.futures.ThreadPoolExecutor(2))
+        srv.add_generic_rpc_handlers((handler,))
+        col_port = srv.add_insecure_port('127.0.0.1:0')
+        srv.start()
+        try:
+            with HttpUpstream(name='web') as up:
+                many = [h.cluster('c%03d' % i, [up.port]) for i in range(400)]
+                many.append(h.cluster('collector', [col_port]))
+                port, admin = h.free_ports(2)
+                p = h.Petrel(config(port, admin, up.port, [metrics_sink()], clusters=many,
+                                    interval='0.01s'))
+                p.start()
+                try:
+                    p.wait_stat('metrics_service.dropped_flushes',
+                                lambda v: v is not None and v > 0, timeout=30)
+                    rss0 = p.rss_kb()
+                    n0 = p.stat('metrics_service.dropped_flushes')
+                    p.wait_stat('metrics_service.dropped_flushes',
+                                lambda v: v is not None and v > n0 + 300, timeout=60)
+                    rss1 = p.rss_kb()
+                    sys.stderr.write('\n  slow gRPC collector: RSS %d KiB at the first dropped '
+                                     'flush, %d KiB 300 flushes later\n' % (rss0, rss1))
+                    # 300 flushes of ~100 KB each, kept, would be 30 MB.
+                    self.assertLess(rss1 - rss0, 4096)
+                    self.assertEqual(h.http_request(port, 'GET', '/').status, 200)
+                finally:
+                    p.stop()
+        finally:
+            release.set()
+            srv.stop(None)
+
+
 class BadInputTest(unittest.TestCase):
     def validate(self, sinks):
         cfg = config(1, 2, 3, sinks)
@@ -317,11 +573,19 @@ class BadInputTest(unittest.TestCase):
         return out + err
 
     def test_errors(self):
-        self.assertIn('stats_sinks[0].typed_config: envoy.config.metrics.v3.MetricsServiceConfig '
-                      'envoy.stat_sinks.metrics_service is not supported',
-                      self.validate([{'name': 'envoy.stat_sinks.metrics_service', 'typed_config': {
+        self.assertIn('stats_sinks[0].typed_config: envoy.config.metrics.v3.DogStatsdSink '
+                      'envoy.stat_sinks.dog_statsd is not supported',
+                      self.validate([{'name': 'envoy.stat_sinks.dog_statsd', 'typed_config': {
                           '@type': 'type.googleapis.com/envoy.config.metrics.v3.'
-                                   'MetricsServiceConfig'}}]))
+                                   'DogStatsdSink'}}]))
+        self.assertIn('stats_sinks[0].typed_config.grpc_service: is required',
+                      self.validate([{'name': 'envoy.stat_sinks.metrics_service', 'typed_config': {
+                          '@type': METRICS_SERVICE}}]))
+        self.assertIn('stats_sinks[0].typed_config.grpc_service.google_grpc: field is not '
+                      'supported',
+                      self.validate([metrics_sink(grpc_service={'google_grpc': {}})]))
+        self.assertIn('stats_sinks[0].typed_config.histogram_emit_mode',
+                      self.validate([metrics_sink(histogram_emit_mode='BOTH')]))
         self.assertIn('stats_sinks[0].typed_config: x.y.Z is not supported',
                       self.validate([{'name': 'x', 'typed_config': {
                           '@type': 'type.googleapis.com/x.y.Z'}}]))
