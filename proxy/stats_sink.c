@@ -10,13 +10,12 @@
 
 #define STATSD_TYPE          "envoy.config.metrics.v3.StatsdSink"
 #define METRICS_SERVICE_TYPE "envoy.config.metrics.v3.MetricsServiceConfig"
+#define OTLP_TYPE            "envoy.extensions.stat_sinks.open_telemetry.v3.SinkConfig"
 
 /* Sinks Envoy has and petrel does not (yet): refused with their name. */
 static const struct {
     const char *type, *name;
 } unsupported_sinks[] = {
-    {"envoy.extensions.stat_sinks.open_telemetry.v3.SinkConfig",
-     "envoy.stat_sinks.open_telemetry"},
     {"envoy.config.metrics.v3.DogStatsdSink", "envoy.stat_sinks.dog_statsd"},
     {"envoy.config.metrics.v3.HystrixSink", "envoy.stat_sinks.hystrix"},
     {"envoy.extensions.stat_sinks.graphite_statsd.v3.GraphiteStatsdSink",
@@ -48,6 +47,8 @@ int pt_stats_sinks_parse(pt_cfg_t *r, pt_stats_sink_t **sinks, json_t *root)
                 s = pt_statsd_sink_parse(r, sinks != NULL);
             else if (strcmp(t, METRICS_SERVICE_TYPE) == 0)
                 s = pt_metrics_service_sink_parse(r, sinks != NULL, root);
+            else if (strcmp(t, OTLP_TYPE) == 0)
+                s = pt_otlp_sink_parse(r, sinks != NULL);
             else
                 known_type = 0;
             if (known_type) {
@@ -63,7 +64,8 @@ int pt_stats_sinks_parse(pt_cfg_t *r, pt_stats_sink_t **sinks, json_t *root)
                         known = unsupported_sinks[k].name;
                 pt_cfg_error(r, NULL,
                              "%s%s%s is not supported (petrel's stats sinks: "
-                             "envoy.stat_sinks.statsd, envoy.stat_sinks.metrics_service)",
+                             "envoy.stat_sinks.statsd, envoy.stat_sinks.metrics_service, "
+                             "envoy.stat_sinks.open_telemetry)",
                              t, known ? " " : "", known ? known : "");
                 pt_cfg_skip_rest(r);
             }
@@ -199,7 +201,7 @@ static void on_interval(void *arg, pt_stat_t id, const uint64_t *delta, uint32_t
             for (unsigned i = 0; i < PT_HIST_SUB; i++)
                 if (delta[c * PT_HIST_SUB + i] != 0)
                     b[k++] = (pt_sink_bucket_t){bucket_value(c * PT_HIST_SUB + i),
-                                                delta[c * PT_HIST_SUB + i]};
+                                                delta[c * PT_HIST_SUB + i], c * PT_HIST_SUB + i};
     uint32_t s = slot_of(id, f->cap);
     while (f->table[s].id != 0)
         s = (s + 1) & (f->cap - 1);

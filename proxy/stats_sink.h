@@ -22,9 +22,11 @@
 struct pt_cluster_manager;
 struct pt_worker;
 
-/* One bucket of a histogram's interval: `count` values around `value` (ms). */
+/* One bucket of a histogram's interval: `count` values around `value` (ms), in petrel's
+ * bucket `index` (proxy/histogram.h). */
 typedef struct pt_sink_bucket {
     uint64_t value, count;
+    unsigned index;
 } pt_sink_bucket_t;
 
 /* One stat in a snapshot. */
@@ -82,6 +84,8 @@ void pt_stats_sinks_dispose(void);
 
 /* The statsd sink's parser (proxy/stats_sink_statsd.c): the reader is in the typed_config. */
 pt_stats_sink_t *pt_statsd_sink_parse(pt_cfg_t *r, int make);
+/* The OpenTelemetry sink's parser (proxy/stats_sink_otlp.c), likewise. */
+pt_stats_sink_t *pt_otlp_sink_parse(pt_cfg_t *r, int make);
 /* The metrics_service sink's parser (proxy/stats_sink_grpc.c), likewise; root is the
  * bootstrap (its node identifies petrel to the collector). */
 pt_stats_sink_t *pt_metrics_service_sink_parse(pt_cfg_t *r, int make, json_t *root);

@@ -37,6 +37,7 @@ except ImportError:  # pragma: no cover
 
 STATSD = 'type.googleapis.com/envoy.config.metrics.v3.StatsdSink'
 METRICS_SERVICE = 'type.googleapis.com/envoy.config.metrics.v3.MetricsServiceConfig'
+OTLP = 'type.googleapis.com/envoy.extensions.stat_sinks.open_telemetry.v3.SinkConfig'
 LINE = re.compile(r'^([^:|@\s]+):(\d+)\|(c|g|ms)(\|@[0-9.e-]+)?$')
 
 
@@ -463,9 +464,9 @@ class MetricsServiceTest(unittest.TestCase):
         self.assertTrue(all(ident is None for ident, _ in col.messages()[1:]))
         fams = col.messages()[-1][1]
         self.assertTrue(all(f['timestamp_ms'] > 1.7e12 for f in fams))
-        g = [f for f in fams if f['name'] == 'cluster.membership_healthy']
+        g = [f for f in fams if f['name'] == 'cluster.membership_healthy' and
+             f['labels'] == {'envoy.cluster_name': 'web'}]
         self.assertEqual(g[0]['type'], 'GAUGE')
-        self.assertEqual(g[0]['labels'], {'envoy.cluster_name': 'web'})
         self.assertEqual(g[0]['value'], 1.0)
         # The histogram: a SUMMARY of an interval and a HISTOGRAM of everything.
         wait_for(lambda: [f for f in col.families('cluster.upstream_rq_time')
@@ -561,6 +562,206 @@ class SlowMetricsCollectorTest(unittest.TestCase):
             srv.stop(None)
 
 
+# ---- OpenTelemetry ---------------------------------------------------------------------------
+
+def decode_otlp_metric(b):
+    """opentelemetry.proto.metrics.v1.Metric -> dict (one data point, as Envoy sends them)."""
+    m = {'attributes': {}}
+    for num, v in pb_fields(b):
+        if num == 1:
+            m['name'] = v.decode()
+        elif num in (5, 7, 9):
+            m['kind'] = {5: 'gauge', 7: 'sum', 9: 'histogram'}[num]
+            for dn, dv in pb_fields(v):
+                if dn == 2:
+                    m['temporality'] = {1: 'DELTA', 2: 'CUMULATIVE'}[dv]
+                elif dn == 3:
+                    m['monotonic'] = bool(dv)
+                elif dn == 1:
+                    attr_field = 9 if num == 9 else 7
+                    for pn, pv in pb_fields(dv):
+                        if pn == attr_field:
+                            kv = dict(pb_fields(pv))
+                            m['attributes'][kv[1].decode()] = dict(pb_fields(kv[2]))[1].decode()
+                        elif pn == 2:
+                            m['start'] = struct.unpack('<Q', struct.pack('<d', pv))[0]
+                        elif pn == 3:
+                            m['time'] = struct.unpack('<Q', struct.pack('<d', pv))[0]
+                        elif num != 9 and pn == 6:
+                            m['value'] = struct.unpack('<q', struct.pack('<d', pv))[0]
+                        elif num == 9 and pn == 4:
+                            m['count'] = struct.unpack('<Q', struct.pack('<d', pv))[0]
+                        elif num == 9 and pn == 5:
+                            m['sum'] = pv
+                        elif num == 9 and pn == 6:
+                            m['buckets'] = list(struct.unpack('<%dQ' % (len(pv) // 8), pv))
+                        elif num == 9 and pn == 7:
+                            m['bounds'] = list(struct.unpack('<%dd' % (len(pv) // 8), pv))
+    return m
+
+
+class OtlpCollector:
+    """opentelemetry.proto.collector.metrics.v1.MetricsService/Export: every request's
+    metrics, decoded."""
+
+    def __init__(self, port=0):
+        self.lock = threading.Lock()
+        self.exports = []
+
+        def export(req, context):
+            metrics = []
+            for num, rm in pb_fields(req):
+                assert num == 1
+                for n2, sm in pb_fields(rm):
+                    if n2 == 2:
+                        metrics += [decode_otlp_metric(mb) for n3, mb in pb_fields(sm)
+                                    if n3 == 2]
+            with self.lock:
+                self.exports.append(metrics)
+            return b''
+
+        handler = grpc.method_handlers_generic_handler(
+            'opentelemetry.proto.collector.metrics.v1.MetricsService',
+            {'Export': grpc.unary_unary_rpc_method_handler(export)})
+        self.server = grpc.server(concurrent.futures.ThreadPoolExecutor(4))
+        self.server.add_generic_rpc_handlers((handler,))
+        self.port = self.server.add_insecure_port('127.0.0.1:%d' % port)
+        self.server.start()
+
+    def stop(self):
+        self.server.stop(None)
+
+    def metrics(self, name):
+        with self.lock:
+            return [m for e in self.exports for m in e if m['name'] == name]
+
+
+def otlp_sink(cluster='collector', **cfg):
+    d = {'@type': OTLP, 'grpc_service': {'envoy_grpc': {'cluster_name': cluster}}}
+    d.update(cfg)
+    return {'name': 'envoy.stat_sinks.open_telemetry', 'typed_config': d}
+
+
+@unittest.skipUnless(grpc is not None, 'python3-grpcio is not installed')
+class OpenTelemetryTest(unittest.TestCase):
+    def start(self, col_port, **cfg):
+        self.up = HttpUpstream(name='web')
+        self.addCleanup(self.up.close)
+        self.port, admin = h.free_ports(2)
+        c = config(self.port, admin, self.up.port, [otlp_sink(**cfg)],
+                   clusters=[h.cluster('collector', [col_port])])
+        self.p = h.Petrel(c, concurrency=2)
+        self.p.start()
+        self.addCleanup(self.p.stop)
+
+    def test_defaults(self):
+        col = OtlpCollector()
+        self.addCleanup(col.stop)
+        self.start(col.port)
+        for path in ('/', '/', '/delay/60'):
+            self.assertEqual(h.http_request(self.port, 'GET', path).status, 200)
+        lbl = {'envoy.http_conn_manager_prefix': 'ingress'}
+        wait_for(lambda: [m for m in col.metrics('http.downstream_rq_total')
+                          if m['attributes'] == lbl and m['value'] == 3])
+        c = col.metrics('http.downstream_rq_total')[-1]
+        self.assertEqual((c['kind'], c['temporality'], c['monotonic']),
+                         ('sum', 'CUMULATIVE', True))
+        self.assertLess(c['start'], c['time'])
+        g = [m for m in col.metrics('cluster.membership_healthy')
+             if m['attributes'] == {'envoy.cluster_name': 'web'}]
+        self.assertEqual((g[-1]['kind'], g[-1]['value']), ('gauge', 1))
+        wait_for(lambda: [m for m in col.metrics('cluster.upstream_rq_time')
+                          if m.get('count') == 3])
+        hm = [m for m in col.metrics('cluster.upstream_rq_time') if m.get('count') == 3][-1]
+        self.assertEqual(hm['temporality'], 'CUMULATIVE')
+        self.assertEqual(len(hm['bounds']), 19)          # Envoy's default bounds
+        self.assertEqual(len(hm['buckets']), 20)         # and one past the last
+        self.assertEqual(sum(hm['buckets']), 3)
+        i50 = hm['bounds'].index(50.0)
+        self.assertGreaterEqual(sum(hm['buckets'][i50 + 1:]), 1)  # the 60 ms one
+        self.assertGreaterEqual(hm['sum'], 60)
+        self.assertEqual(self.p.stat('open_telemetry.export_failures'), 0)
+
+    def test_deltas_prefix_names(self):
+        col = OtlpCollector()
+        self.addCleanup(col.stop)
+        self.start(col.port, report_counters_as_deltas=True, report_histograms_as_deltas=True,
+                   use_tag_extracted_name=False, emit_tags_as_attributes=False, prefix='pfx')
+        for _ in range(4):
+            self.assertEqual(h.http_request(self.port, 'GET', '/').status, 200)
+        name = 'pfx.cluster.web.upstream_rq_total'
+        wait_for(lambda: sum(m['value'] for m in col.metrics(name)) == 4)
+        self.assertTrue(all(m['temporality'] == 'DELTA' and m['attributes'] == {}
+                            for m in col.metrics(name)))
+        hist = col.metrics('pfx.cluster.web.upstream_rq_time')
+        wait_for(lambda: sum(m['count'] for m in col.metrics('pfx.cluster.web.upstream_rq_time'))
+                 == 4)
+        hist = col.metrics('pfx.cluster.web.upstream_rq_time')
+        self.assertTrue(all(m['temporality'] == 'DELTA' and sum(m['buckets']) == m['count']
+                            for m in hist))
+
+    def test_collector_down_then_up(self):
+        probe = socket.socket()
+        probe.bind(('127.0.0.1', 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        self.start(port)
+        self.p.wait_stat('open_telemetry.export_failures', lambda v: v is not None and v > 1)
+        self.assertEqual(h.http_request(self.port, 'GET', '/').status, 200)
+        col = OtlpCollector(port)
+        self.addCleanup(col.stop)
+        wait_for(lambda: [m for m in col.metrics('cluster.upstream_rq_total')
+                          if m['value'] == 1])
+        self.p.wait_stat('open_telemetry.exported', lambda v: v is not None and v > 0)
+
+
+@unittest.skipUnless(grpc is not None, 'python3-grpcio is not installed')
+class SlowOtlpCollectorTest(unittest.TestCase):
+    def test_hung_export_given_up(self):
+        """A collector that takes exports and never answers: one export in flight at a time
+        (flushes meanwhile dropped and counted), given up after grpc_service.timeout, then a
+        new one; requests are served meanwhile."""
+        release = threading.Event()
+        seen = []
+
+        def export(req, context):
+            seen.append(len(req))
+            release.wait(60)
+            return b''
+
+        handler = grpc.method_handlers_generic_handler(
+            'opentelemetry.proto.collector.metrics.v1.MetricsService',
+            {'Export': grpc.unary_unary_rpc_method_handler(export)})
+        srv = grpc.server(concurrent.futures.ThreadPoolExecutor(8))
+        srv.add_generic_rpc_handlers((handler,))
+        col_port = srv.add_insecure_port('127.0.0.1:0')
+        srv.start()
+        try:
+            with HttpUpstream(name='web') as up:
+                port, admin = h.free_ports(2)
+                sink = otlp_sink()
+                sink['typed_config']['grpc_service']['timeout'] = '0.5s'
+                p = h.Petrel(config(port, admin, up.port, [sink],
+                                    clusters=[h.cluster('collector', [col_port])],
+                                    interval='0.1s'))
+                p.start()
+                try:
+                    p.wait_stat('open_telemetry.export_failures',
+                                lambda v: v is not None and v >= 2, timeout=30)
+                    st = p.stats()
+                    self.assertGreater(st['open_telemetry.dropped_flushes'], 0)
+                    self.assertEqual(st['open_telemetry.exported'], 0)
+                    # One export at a time: every one that reached the collector was given
+                    # up before the next began.
+                    self.assertLessEqual(len(seen), st['open_telemetry.export_failures'] + 1)
+                    self.assertEqual(h.http_request(port, 'GET', '/').status, 200)
+                finally:
+                    p.stop()
+        finally:
+            release.set()
+            srv.stop(None)
+
+
 class BadInputTest(unittest.TestCase):
     def validate(self, sinks):
         cfg = config(1, 2, 3, sinks)
@@ -584,6 +785,11 @@ class BadInputTest(unittest.TestCase):
         self.assertIn('stats_sinks[0].typed_config.grpc_service.google_grpc: field is not '
                       'supported',
                       self.validate([metrics_sink(grpc_service={'google_grpc': {}})]))
+        self.assertIn('stats_sinks[0].typed_config.http_service: field is not supported',
+                      self.validate([otlp_sink(http_service={})]))
+        self.assertIn('stats_sinks[0].typed_config.grpc_service: is required',
+                      self.validate([{'name': 'envoy.stat_sinks.open_telemetry',
+                                      'typed_config': {'@type': OTLP}}]))
         self.assertIn('stats_sinks[0].typed_config.histogram_emit_mode',
                       self.validate([metrics_sink(histogram_emit_mode='BOTH')]))
         self.assertIn('stats_sinks[0].typed_config: x.y.Z is not supported',
