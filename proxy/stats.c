@@ -1314,8 +1314,8 @@ uint32_t pt_stats_histogram_threads(void)
 uint64_t pt_stats_value(pt_stat_t id)
 {
     uint64_t sum = 0;
-    if (id == 0)
-        return 0;
+    if (id == 0 || id == PT_STAT_REJECTED)
+        return 0; /* a rejected stat reads 0, as Envoy's null stats do */
     int64_t (*fn)(const void *) = NULL;
     const void *arg = NULL;
     pthread_mutex_lock(&reg_lock);

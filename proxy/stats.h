@@ -10,10 +10,11 @@
  * built, and lazily on workers (per-status-code counters); an id is stable while its stat is
  * registered, so a stat keeps counting across config reloads. A cluster's stats are
  * released with the last version of the cluster (pt_stats_release_tagged), so clusters
- * added and removed by the thousand leave nothing behind. Each stat also records its
- * Prometheus form: metric family name and one optional label (for example
- * cluster.<name>.upstream_cx_total becomes
- * envoy_cluster_upstream_cx_total{envoy_cluster_name="<name>"}). */
+ * added and removed by the thousand leave nothing behind. The Prometheus form of a stat
+ * (its family name and labels) is not stored: the admin and the sinks derive it from the
+ * dotted name with Envoy's tag extraction (proxy/stats_tags.h), as stats_config says.
+ * A stat's `tag` (the scope's object: a cluster's name) is what releases it with its
+ * object. stats_config.stats_matcher decides whether a stat is made (PT_STAT_REJECTED). */
 #ifndef PT_STATS_H
 #define PT_STATS_H
 
@@ -200,7 +201,8 @@ typedef struct pt_stat_family {
     const char *scope;
     const char *tag;        /* label name or NULL */
     const char *stat_name;  /* the name after scope and tag value */
-    const char *prom_name;  /* envoy_<scope>_<stat_name with dots as underscores> */
+    const char *prom_name;  /* envoy_<scope>_<stat_name with dots as underscores>: the
+                             * name without the tag value (tests check families by it) */
     pt_stat_kind_t kind;
     uint32_t refs;          /* stats of the family (registry's lock) */
     struct pt_stat_family *next_in_bucket;

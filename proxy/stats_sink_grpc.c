@@ -91,12 +91,10 @@ static void open_call(ms_sink_t *s)
     pt_view_t *view = s->cm != NULL ? pt_cluster_manager_view(s->cm) : NULL;
     pt_cluster_t *c = view != NULL ? pt_view_find_cluster(view, s->cluster) : NULL;
     char err[256];
-    if (c == NULL || s->worker == NULL) {
-        pt_stat_inc(s->failed);
-        return;
-    }
-    s->call = pt_grpc_stream_open(c, s->worker, METRICS_PATH, s->cluster, &callbacks, s, err,
-                                  sizeof(err));
+    if (c != NULL && s->worker != NULL)
+        s->call = pt_grpc_stream_open(c, s->worker, METRICS_PATH, s->cluster, &callbacks, s,
+                                      err, sizeof(err));
+    pt_view_unref(view); /* the call holds its own reference to the cluster */
     if (s->call == NULL)
         pt_stat_inc(s->failed);
     s->identified = 0;
@@ -576,6 +574,7 @@ static void otlp_flush(pt_stats_sink_t *base, const pt_sink_snapshot_t *snap)
     if (!w.failed && c != NULL && s->worker != NULL)
         s->call = pt_grpc_stream_open(c, s->worker, OTLP_PATH, s->cluster, &otlp_callbacks, s,
                                       err, sizeof(err));
+    pt_view_unref(view);
     if (s->call == NULL || pt_grpc_stream_send(s->call, w.buf, w.len) != 0 ||
         pt_grpc_stream_send_done(s->call) != 0) {
         pt_stat_inc(s->failed);

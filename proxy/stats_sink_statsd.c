@@ -231,13 +231,12 @@ static void tcp_connect(statsd_sink_t *s)
     static unsigned next_host;
     pt_view_t *view = s->cm != NULL ? pt_cluster_manager_view(s->cm) : NULL;
     pt_cluster_t *c = view != NULL ? pt_view_find_cluster(view, s->cluster) : NULL;
-    if (c == NULL || c->nhosts == 0 || s->worker == NULL) {
-        pt_stat_inc(s->cx_connect_fail);
-        return;
+    if (c != NULL && c->nhosts > 0 && s->worker != NULL) {
+        const pt_host_t *host = c->hosts[next_host++ % c->nhosts];
+        int err = 0;
+        s->conn = pt_cluster_connect(c, s->worker, &host->address, &tcp_handler, s, &err);
     }
-    const pt_host_t *host = c->hosts[next_host++ % c->nhosts];
-    int err = 0;
-    s->conn = pt_cluster_connect(c, s->worker, &host->address, &tcp_handler, s, &err);
+    pt_view_unref(view);
     if (s->conn == NULL)
         pt_stat_inc(s->cx_connect_fail);
 }

@@ -204,6 +204,7 @@ static void test_matcher(void)
     pt_stat_t r = pt_stats_counter("cluster", "envoy_cluster_name", "rej", "upstream_rq_total");
     PT_CHECK_INT(r, PT_STAT_REJECTED);
     pt_stat_inc(r); /* lands in the shared slot */
+    PT_CHECK_INT(pt_stats_value(r), 0); /* and reads 0, as Envoy's null stats */
     PT_CHECK(pt_stats_histogram("cluster", "envoy_cluster_name", "rej", "upstream_rq_time") == 0);
     PT_CHECK_INT(pt_stats_gauge("umt", NULL, NULL, "x.hidden"), PT_STAT_REJECTED);
     PT_CHECK_INT(pt_stats_live(), before);
