@@ -57,8 +57,8 @@ static void parse_tags(pt_cfg_t *r, pt_stats_settings_t *s)
         pt_cfg_string(r, "tag_name", &name, NULL);
         static const char *const values[] = {"regex", "fixed_value", NULL};
         int which = pt_cfg_oneof(r, values, 0);
-        if (which == 0)
-            pt_cfg_string(r, "regex", &regex, NULL);
+        if (which == 0 && pt_cfg_string(r, "regex", &regex, NULL) > 0 && regex[0] == '\0')
+            regex = NULL; /* Envoy: an empty regex means the default's, by the name */
         else if (which == 1)
             pt_cfg_string(r, "fixed_value", &fixed, NULL);
         if (name == NULL || name[0] == '\0') {
@@ -71,8 +71,8 @@ static void parse_tags(pt_cfg_t *r, pt_stats_settings_t *s)
                 dup = strcmp(seen[k], name) == 0;
             char err[300];
             if (dup) {
-                pt_cfg_error(r, "tag_name",
-                             "\"%s\" is specified twice (%s): Envoy refuses that", name,
+                pt_cfg_error(r, "tag_name", "\"%s\" is specified twice (%s): Envoy refuses that",
+                             name,
                              use_defaults && pt_tag_is_default_name(name)
                                  ? "use_all_default_tags already extracts it"
                                  : "an earlier stats_tags entry has it");
@@ -110,7 +110,8 @@ static void parse_matcher(pt_cfg_t *r, pt_stats_settings_t *s)
             int present;
             size_t n = pt_cfg_array(r, "patterns", &present);
             if (!present || n == 0) /* inside the list's frame when it is there */
-                pt_cfg_error(r, present ? NULL : "patterns", "must list at least one StringMatcher");
+                pt_cfg_error(r, present ? NULL : "patterns",
+                             "must list at least one StringMatcher");
             s->patterns = n ? pt_arena_alloc(&s->arena, n * sizeof(*s->patterns)) : NULL;
             for (size_t i = 0; i < n; i++) {
                 if (pt_cfg_enter_index(r, i) <= 0)

@@ -33,21 +33,21 @@ typedef struct pt_sink_bucket {
 typedef struct pt_sink_stat {
     pt_stat_t id;
     pt_stat_kind_t kind;
-    const char *name;  /* full dotted name */
-    int used;          /* counter: ever counted; gauge: ever not 0; histogram: values now */
-    uint64_t value;    /* counter: total; gauge: value (negative read as 0); histogram:
-                        * values merged so far */
-    uint64_t delta;    /* counter: change since the last flush */
-    uint64_t sum;      /* histogram: the total of all values merged so far */
+    const char *name; /* full dotted name */
+    int used;         /* counter: ever counted; gauge: ever not 0; histogram: values now */
+    uint64_t value;   /* counter: total; gauge: value (negative read as 0); histogram:
+                       * values merged so far */
+    uint64_t delta;   /* counter: change since the last flush */
+    uint64_t sum;     /* histogram: the total of all values merged so far */
     uint64_t interval_count, interval_sum; /* histogram: the interval's values, their total */
-    const pt_sink_bucket_t *buckets; /* histogram: the interval's buckets, value order */
+    const pt_sink_bucket_t *buckets;       /* histogram: the interval's buckets, value order */
     uint32_t nbuckets;
 } pt_sink_stat_t;
 
 typedef struct pt_sink_snapshot {
     pt_sink_stat_t *stats; /* the used ones only (Envoy's sinks skip the others), id order */
     size_t n;
-    uint64_t time_ms;  /* wall clock of the flush */
+    uint64_t time_ms; /* wall clock of the flush */
 } pt_sink_snapshot_t;
 
 typedef struct pt_stats_sink pt_stats_sink_t;

@@ -92,8 +92,8 @@ static void open_call(ms_sink_t *s)
     pt_cluster_t *c = view != NULL ? pt_view_find_cluster(view, s->cluster) : NULL;
     char err[256];
     if (c != NULL && s->worker != NULL)
-        s->call = pt_grpc_stream_open(c, s->worker, METRICS_PATH, s->cluster, &callbacks, s,
-                                      err, sizeof(err));
+        s->call = pt_grpc_stream_open(c, s->worker, METRICS_PATH, s->cluster, &callbacks, s, err,
+                                      sizeof(err));
     pt_view_unref(view); /* the call holds its own reference to the cluster */
     if (s->call == NULL)
         pt_stat_inc(s->failed);
@@ -279,14 +279,13 @@ static const char *parse_grpc_service(pt_cfg_t *r, uint64_t *timeout_ms)
         pt_cfg_error(r, "grpc_service", "is required");
         return NULL;
     }
-    static const char *const gs_unsupported[] = {"google_grpc", "retry_policy",
-                                                 "initial_metadata", NULL};
+    static const char *const gs_unsupported[] = {"google_grpc", "retry_policy", "initial_metadata",
+                                                 NULL};
     pt_cfg_unsupported(r, gs_unsupported);
     pt_cfg_duration_ms(r, "timeout", timeout_ms, 0);
     if (pt_cfg_enter(r, "envoy_grpc") > 0) {
-        static const char *const eg_unsupported[] = {"authority", "retry_policy",
-                                                     "max_receive_message_length",
-                                                     "skip_envoy_headers", NULL};
+        static const char *const eg_unsupported[] = {
+            "authority", "retry_policy", "max_receive_message_length", "skip_envoy_headers", NULL};
         pt_cfg_unsupported(r, eg_unsupported);
         if (pt_cfg_string(r, "cluster_name", &name, NULL) <= 0 || name[0] == '\0') {
             pt_cfg_error(r, "cluster_name", "is required");
@@ -360,7 +359,7 @@ pt_stats_sink_t *pt_metrics_service_sink_parse(pt_cfg_t *r, int make, json_t *ro
  * counted; a call that fails, or takes longer than grpc_service.timeout (5 s when not set),
  * is counted as failed, and the next flush makes a new one. */
 
-#define OTLP_PATH "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
+#define OTLP_PATH               "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
 #define OTLP_DEFAULT_TIMEOUT_MS 5000 /* an export's bound without grpc_service.timeout */
 enum { OTLP_DELTA = 1, OTLP_CUMULATIVE = 2 };
 
@@ -370,7 +369,7 @@ typedef struct otlp_sink {
     int counter_deltas, hist_deltas, attributes, extracted;
     pt_cluster_manager_t *cm;
     pt_worker_t *worker;
-    pt_grpc_stream_t *call; /* the export in flight */
+    pt_grpc_stream_t *call;       /* the export in flight */
     uint64_t call_ms, timeout_ms; /* when it started; how long it may take */
     uint64_t start_ns, last_ns;
     pt_stat_t exported, dropped, failed;
@@ -417,8 +416,8 @@ typedef struct otlp_marks {
 } otlp_marks_t;
 
 static otlp_marks_t otlp_begin(const otlp_sink_t *s, pt_pb_writer_t *w, const pt_sink_stat_t *st,
-                               const pt_stat_tags_t *tags, uint32_t data_field,
-                               uint32_t attr_field, uint64_t start_ns, uint64_t now_ns)
+                               const pt_stat_tags_t *tags, uint32_t data_field, uint32_t attr_field,
+                               uint64_t start_ns, uint64_t now_ns)
 {
     otlp_marks_t m;
     m.metric = pt_pb_begin_len(w, 2); /* ScopeMetrics.metrics */
@@ -478,8 +477,8 @@ static void otlp_histogram(const otlp_sink_t *s, pt_pb_writer_t *w, const pt_sin
         count = hs.count;
         sum = hs.sum;
     }
-    otlp_marks_t m = otlp_begin(s, w, st, tags, 9, 9, s->hist_deltas ? s->last_ns : s->start_ns,
-                                now_ns);
+    otlp_marks_t m =
+        otlp_begin(s, w, st, tags, 9, 9, s->hist_deltas ? s->last_ns : s->start_ns, now_ns);
     put_fixed64(w, 4, count);
     put_double(w, 5, (double)sum);
     /* bucket_counts (packed fixed64): each bucket's own count; the last is past the last
@@ -524,7 +523,7 @@ static void otlp_flush(pt_stats_sink_t *base, const pt_sink_snapshot_t *snap)
     }
     if (s->call != NULL) {
         pt_stat_inc(s->dropped); /* the last export has not finished: one at a time */
-        s->last_ns = now_ns; /* a DELTA point never spans a dropped flush */
+        s->last_ns = now_ns;     /* a DELTA point never spans a dropped flush */
         return;
     }
     pt_stat_tags_t *tags = malloc(sizeof(*tags));
@@ -536,7 +535,7 @@ static void otlp_flush(pt_stats_sink_t *base, const pt_sink_snapshot_t *snap)
     const pt_tag_producer_t *producer = pt_stats_tags_current();
     pt_pb_writer_t w;
     pt_pb_writer_init(&w);
-    size_t rm = pt_pb_begin_len(&w, 1); /* resource_metrics */
+    size_t rm = pt_pb_begin_len(&w, 1);  /* resource_metrics */
     size_t res = pt_pb_begin_len(&w, 1); /* resource (no attributes) */
     pt_pb_end_len(&w, res);
     size_t sm = pt_pb_begin_len(&w, 2); /* scope_metrics */
@@ -572,8 +571,8 @@ static void otlp_flush(pt_stats_sink_t *base, const pt_sink_snapshot_t *snap)
     char err[256];
     s->call_ms = snap->time_ms;
     if (!w.failed && c != NULL && s->worker != NULL)
-        s->call = pt_grpc_stream_open(c, s->worker, OTLP_PATH, s->cluster, &otlp_callbacks, s,
-                                      err, sizeof(err));
+        s->call = pt_grpc_stream_open(c, s->worker, OTLP_PATH, s->cluster, &otlp_callbacks, s, err,
+                                      sizeof(err));
     pt_view_unref(view);
     if (s->call == NULL || pt_grpc_stream_send(s->call, w.buf, w.len) != 0 ||
         pt_grpc_stream_send_done(s->call) != 0) {

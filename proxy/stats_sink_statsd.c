@@ -46,14 +46,14 @@
 typedef struct statsd_sink {
     pt_stats_sink_t super;
     char *prefix;
-    int udp_fd;        /* -1 for TCP */
-    pt_addr_t addr;    /* UDP */
-    char *cluster;     /* TCP */
+    int udp_fd;     /* -1 for TCP */
+    pt_addr_t addr; /* UDP */
+    char *cluster;  /* TCP */
     pt_cluster_manager_t *cm;
     pt_worker_t *worker;
-    pt_conn_t *conn;   /* TCP: NULL until made, and after it failed */
+    pt_conn_t *conn; /* TCP: NULL until made, and after it failed */
     int connected;
-    pt_buf_t pending;  /* TCP: lines of flushes while no connection was up (bounded) */
+    pt_buf_t pending; /* TCP: lines of flushes while no connection was up (bounded) */
     unsigned pending_lines;
     /* Its own stats: what it could not deliver, and what it did. */
     pt_stat_t flushed, dropped_lines, send_failed, cx_connect_fail, cx_overflow;
@@ -119,8 +119,7 @@ static void each_line(statsd_sink_t *s, const pt_sink_snapshot_t *snap, emit_fn 
                         emit(s, line, kk);
                 } else {
                     kk += (size_t)snprintf(line + k, sizeof(line) - k, ":%llu|ms|@%.9g",
-                                           (unsigned long long)bk->value,
-                                           1.0 / (double)bk->count);
+                                           (unsigned long long)bk->value, 1.0 / (double)bk->count);
                     emit(s, line, kk);
                 }
             }

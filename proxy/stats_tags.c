@@ -16,10 +16,10 @@ typedef enum extractor_kind {
 typedef struct extractor {
     extractor_kind_t kind;
     const char *tag_name;
-    const pt_regex_t *re;   /* EX_REGEX */
-    const char *substr;     /* EX_REGEX: skipped unless the name contains it ("" none) */
-    const char *negative;   /* EX_REGEX: a value that is no tag (listener "admin") */
-    const char *tokens;     /* EX_TOKENS: the pattern; EX_FIXED: the value */
+    const pt_regex_t *re; /* EX_REGEX */
+    const char *substr;   /* EX_REGEX: skipped unless the name contains it ("" none) */
+    const char *negative; /* EX_REGEX: a value that is no tag (listener "admin") */
+    const char *tokens;   /* EX_TOKENS: the pattern; EX_FIXED: the value */
     struct extractor *next;
 } extractor_t;
 
@@ -44,7 +44,8 @@ static const struct default_extractor {
     {"envoy.response_code", "_rq(_(\\d{3}))$", NULL, "_rq_", NULL},
     {"envoy.response_code_class", "_rq_((\\d))xx$", NULL, "_rq_", NULL},
     {"envoy.dynamo_partition_id",
-     "^http\\.[^\\.]+\\.dynamodb\\.table\\.[^\\.]+\\.capacity\\.[^\\.]+(\\.__partition_id=(\\w{7}))$",
+     "^http\\.[^\\.]+\\.dynamodb\\.table\\.[^\\.]+\\.capacity\\.[^\\.]+(\\.__partition_id=(\\w{7}))"
+     "$",
      NULL, ".dynamodb.table.", NULL},
     {"envoy.dynamo_operation",
      "^http\\.[^\\.]+\\.dynamodb.(?:operation|table\\.[^\\.]+\\.capacity)(\\.([^\\.]+))(?:\\.|$)",
@@ -64,8 +65,8 @@ static const struct default_extractor {
      ".ssl.curves.", NULL},
     {"envoy.ssl_sigalg", "^(?:listener|cluster)\\..*?\\.ssl\\.sigalgs(\\.([\\w-]+))$", NULL,
      ".ssl.sigalgs.", NULL},
-    {"envoy.ssl_version", "^(?:listener|cluster)\\..*?\\.ssl\\.versions(\\.(TLSv\\d\\.\\d))$",
-     NULL, ".ssl.versions.", NULL},
+    {"envoy.ssl_version", "^(?:listener|cluster)\\..*?\\.ssl\\.versions(\\.(TLSv\\d\\.\\d))$", NULL,
+     ".ssl.versions.", NULL},
     {"envoy.ssl_cipher_suite", "^cluster\\.[^\\.]+\\.ssl\\.ciphers(\\.([\\w-]+))$", NULL,
      ".ssl.ciphers.", NULL},
     {"envoy.grpc_bridge_service", NULL, "cluster.*.grpc.$.**", NULL, NULL},
@@ -170,8 +171,9 @@ int pt_tag_producer_add(pt_tag_producer_t *p, const char *tag_name, const char *
                 return -1;
         }
         if (!found)
-            snprintf(err, errlen, "has neither regex nor fixed_value, and is not one of Envoy's "
-                                  "default tag names");
+            snprintf(err, errlen,
+                     "has neither regex nor fixed_value, and is not one of Envoy's "
+                     "default tag names");
         return found ? 0 : -1;
     }
     extractor_t *e = pt_arena_alloc(p->arena, sizeof(*e));
@@ -198,8 +200,9 @@ int pt_tag_producer_add(pt_tag_producer_t *p, const char *tag_name, const char *
             return -1;
         }
         if (pt_regex_groups(re) == 0) {
-            snprintf(err, errlen, "has no capture group: the first one names the part of the "
-                                  "stat name that becomes the tag");
+            snprintf(err, errlen,
+                     "has no capture group: the first one names the part of the "
+                     "stat name that becomes the tag");
             return -1;
         }
         e->re = re;
@@ -296,8 +299,8 @@ static int tokens_rec(const char *pat, const span_t *pt, int np, int pi, const c
 
 /* Returns 1 with the value's span [*vs, *ve) and the span to remove: the value and the dot
  * after it (before it, for the last token). */
-static int tokens_extract(const char *pat, const char *name, size_t *vs, size_t *ve,
-                          size_t *rs, size_t *re)
+static int tokens_extract(const char *pat, const char *name, size_t *vs, size_t *ve, size_t *rs,
+                          size_t *re)
 {
     span_t pt[MAX_TOKENS], nt[MAX_TOKENS];
     int np = split_tokens(pat, pt), nn = split_tokens(name, nt), v = -1;
@@ -315,8 +318,7 @@ static int tokens_extract(const char *pat, const char *name, size_t *vs, size_t 
     return 1;
 }
 
-void pt_tag_producer_extract(const pt_tag_producer_t *p, const char *full_name,
-                             pt_stat_tags_t *out)
+void pt_tag_producer_extract(const pt_tag_producer_t *p, const char *full_name, pt_stat_tags_t *out)
 {
     out->n = 0;
     cuts_t cuts = {0};
@@ -399,8 +401,8 @@ void pt_stats_prom_sanitize(const char *in, char *out, size_t len)
     size_t o = 0;
     for (; *in != '\0' && o + 1 < len; in++) {
         char c = *in;
-        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                 c == '_';
+        int ok =
+            (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
         out[o++] = ok ? c : '_';
     }
     if (len > 0)

@@ -47,7 +47,8 @@ static void test_defaults(void)
     PT_CHECK_STR(show(d, "listener.[__1]_8080.downstream_cx_total"),
                  "listener.downstream_cx_total|envoy.listener_address=[__1]_8080");
     /* The admin listener is no address tag (Envoy's negative match). */
-    PT_CHECK_STR(show(d, "listener.admin.downstream_cx_total"), "listener.admin.downstream_cx_total");
+    PT_CHECK_STR(show(d, "listener.admin.downstream_cx_total"),
+                 "listener.admin.downstream_cx_total");
     /* fault.<downstream cluster>.<stat> only: http.X.fault.<stat> keeps its stat name. */
     PT_CHECK_STR(show(d, "http.ing.fault.delays_injected"),
                  "http.fault.delays_injected|envoy.http_conn_manager_prefix=ing");
@@ -95,8 +96,8 @@ static void test_custom(void)
     PT_CHECK_STR(show(p, "cluster.foo.upstream_cx_total"),
                  "cluster.upstream_cx_total|mesh=east|envoy.cluster_name=foo");
     /* A second extractor of a tag name already found does not extract again. */
-    PT_CHECK(pt_tag_producer_add(p, "envoy.cluster_name", "(upstream)_", NULL, err,
-                                 sizeof(err)) == 0);
+    PT_CHECK(pt_tag_producer_add(p, "envoy.cluster_name", "(upstream)_", NULL, err, sizeof(err)) ==
+             0);
     PT_CHECK_STR(show(p, "cluster.foo.upstream_cx_total"),
                  "cluster.upstream_cx_total|mesh=east|envoy.cluster_name=foo");
     /* Istio's regex for cluster names with dots (its bootstrap's stats_tags). */
@@ -104,8 +105,9 @@ static void test_custom(void)
     PT_CHECK(pt_tag_producer_add(i, "cluster_name",
                                  "^cluster\\.((.+?(\\..+?\\.svc\\.cluster\\.local)?)\\.)", NULL,
                                  err, sizeof(err)) == 0);
-    PT_CHECK_STR(show(i, "cluster.outbound|80||web.default.svc.cluster.local.upstream_rq_total"),
-                 "cluster.upstream_rq_total|cluster_name=outbound|80||web.default.svc.cluster.local");
+    PT_CHECK_STR(
+        show(i, "cluster.outbound|80||web.default.svc.cluster.local.upstream_rq_total"),
+        "cluster.upstream_rq_total|cluster_name=outbound|80||web.default.svc.cluster.local");
     /* A name alone takes the default's extractor. */
     pt_tag_producer_t *n = pt_tag_producer_new(&A, 0);
     PT_CHECK(pt_tag_producer_add(n, "envoy.response_code", NULL, NULL, err, sizeof(err)) == 0);
@@ -149,11 +151,12 @@ static pt_boot_t *build(const char *json)
 
 static void test_config(void)
 {
-    pt_boot_t *c = build("{'stats_config': {'use_all_default_tags': false, 'stats_tags': ["
-                         " {'tag_name': 'a', 'regex': '^x\\\\.((.*?)\\\\.)'},"
-                         " {'tag_name': 'b', 'fixed_value': 'v'},"
-                         " {'tag_name': 'envoy.cluster_name'}],"
-                         " 'stats_matcher': {'exclusion_list': {'patterns': [{'prefix': 'c'}]}}}}");
+    pt_boot_t *c = build(
+        "{'stats_config': {'use_all_default_tags': false, 'stats_tags': ["
+        " {'tag_name': 'a', 'regex': '^x\\\\.((.*?)\\\\.)'},"
+        " {'tag_name': 'b', 'fixed_value': 'v'},"
+        " {'tag_name': 'envoy.cluster_name'}, {'tag_name': 'envoy.response_code', 'regex': ''}],"
+        " 'stats_matcher': {'exclusion_list': {'patterns': [{'prefix': 'c'}]}}}}");
     PT_CHECK(c != NULL);
     if (c == NULL)
         for (size_t i = 0; i < R.nerrors; i++)
@@ -165,9 +168,10 @@ static void test_config(void)
     REJECTS("{'stats_config': {'stats_tags': [{'tag_name': 'x', 'regex': 'y'}]}}",
             "stats_config.stats_tags[0].regex: \"y\" has no capture group: the first one names "
             "the part of the stat name that becomes the tag");
-    REJECTS("{'stats_config': {'stats_tags': [{'tag_name': 'envoy.cluster_name', 'regex': '(y)'}]}}",
-            "stats_config.stats_tags[0].tag_name: \"envoy.cluster_name\" is specified twice "
-            "(use_all_default_tags already extracts it): Envoy refuses that");
+    REJECTS(
+        "{'stats_config': {'stats_tags': [{'tag_name': 'envoy.cluster_name', 'regex': '(y)'}]}}",
+        "stats_config.stats_tags[0].tag_name: \"envoy.cluster_name\" is specified twice "
+        "(use_all_default_tags already extracts it): Envoy refuses that");
     REJECTS("{'stats_config': {'use_all_default_tags': false, 'stats_tags': ["
             " {'tag_name': 'a', 'fixed_value': '1'}, {'tag_name': 'a', 'fixed_value': '2'}]}}",
             "stats_config.stats_tags[1].tag_name: \"a\" is specified twice (an earlier "
@@ -203,7 +207,7 @@ static void test_matcher(void)
     uint32_t before = pt_stats_live();
     pt_stat_t r = pt_stats_counter("cluster", "envoy_cluster_name", "rej", "upstream_rq_total");
     PT_CHECK_INT(r, PT_STAT_REJECTED);
-    pt_stat_inc(r); /* lands in the shared slot */
+    pt_stat_inc(r);                     /* lands in the shared slot */
     PT_CHECK_INT(pt_stats_value(r), 0); /* and reads 0, as Envoy's null stats */
     PT_CHECK(pt_stats_histogram("cluster", "envoy_cluster_name", "rej", "upstream_rq_time") == 0);
     PT_CHECK_INT(pt_stats_gauge("umt", NULL, NULL, "x.hidden"), PT_STAT_REJECTED);
