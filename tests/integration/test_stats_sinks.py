@@ -644,12 +644,14 @@ def otlp_sink(cluster='collector', **cfg):
 
 @unittest.skipUnless(grpc is not None, 'python3-grpcio is not installed')
 class OpenTelemetryTest(unittest.TestCase):
-    def start(self, col_port, **cfg):
+    def start(self, col_port, stats_config=None, **cfg):
         self.up = HttpUpstream(name='web')
         self.addCleanup(self.up.close)
         self.port, admin = h.free_ports(2)
         c = config(self.port, admin, self.up.port, [otlp_sink(**cfg)],
                    clusters=[h.cluster('collector', [col_port])])
+        if stats_config:
+            c['stats_config'] = stats_config
         self.p = h.Petrel(c, concurrency=2)
         self.p.start()
         self.addCleanup(self.p.stop)
@@ -681,6 +683,21 @@ class OpenTelemetryTest(unittest.TestCase):
         self.assertGreaterEqual(sum(hm['buckets'][i50 + 1:]), 1)  # the 60 ms one
         self.assertGreaterEqual(hm['sum'], 60)
         self.assertEqual(self.p.stat('open_telemetry.export_failures'), 0)
+
+    def test_stats_tags_reach_the_sink(self):
+        """stats_config.stats_tags applies to the sinks as to Prometheus: a fixed value and a
+        custom regex are attributes, the custom regex's part is cut from the name."""
+        col = OtlpCollector()
+        self.addCleanup(col.stop)
+        self.start(col.port, stats_config={'stats_tags': [
+            {'tag_name': 'mesh', 'fixed_value': 'east'},
+            {'tag_name': 'kind', 'regex': r'^cluster\.[^.]+\.upstream_((rq)_)'}]})
+        self.assertEqual(h.http_request(self.port, 'GET', '/').status, 200)
+        want = {'mesh': 'east', 'envoy.cluster_name': 'web', 'kind': 'rq'}
+        wait_for(lambda: [m for m in col.metrics('cluster.upstream_total')
+                          if m['attributes'] == want and m['value'] == 1])
+        g = col.metrics('cluster_manager.active_clusters')[-1]
+        self.assertEqual(g['attributes'], {'mesh': 'east'})
 
     def test_deltas_prefix_names(self):
         col = OtlpCollector()
