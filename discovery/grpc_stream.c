@@ -29,6 +29,8 @@ struct pt_grpc_stream {
     pt_buf_t out; /* framed messages waiting for the call to start */
     pt_buf_t in;  /* received bytes not yet a whole message */
     int opened;   /* the response head came */
+    int above_high; /* what was sent waits above the connection's high watermark */
+    int send_done;  /* the owner sent its last message (a unary call's request) */
     int over;     /* the call ended (close reported or to be) */
     int close_status;
     char close_why[256];
@@ -153,7 +155,15 @@ static void on_reset(void *req, pt_http_reset_reason_t reason)
 
 static void on_write_watermark(void *req, int above)
 {
-    (void)req, (void)above; /* xDS requests are small and rare */
+    /* xDS requests are small and rare; a stats sink asks (pt_grpc_stream_backed_up) so that
+     * a collector that does not read costs a bounded amount of memory. */
+    pt_grpc_stream_t *g = req;
+    g->above_high = above;
+}
+
+int pt_grpc_stream_backed_up(const pt_grpc_stream_t *g)
+{
+    return g->above_high || pt_buf_len(&g->out) > 0;
 }
 
 static const pt_http_client_callbacks_t call_callbacks = {
@@ -192,8 +202,8 @@ static int start_call(void *owner)
     if (g->cs == NULL)
         return -1;
     ops->encode_headers(g->cs, h, 0);
-    if (g->cs != NULL && pt_buf_len(&g->out) > 0)
-        ops->encode_data(g->cs, &g->out, 0);
+    if (g->cs != NULL && (pt_buf_len(&g->out) > 0 || g->send_done))
+        ops->encode_data(g->cs, &g->out, g->send_done);
     return 0;
 }
 
@@ -231,7 +241,7 @@ fail:
 
 int pt_grpc_stream_send(pt_grpc_stream_t *g, const void *msg, size_t len)
 {
-    if (g->over || len > UINT32_MAX)
+    if (g->over || g->send_done || len > UINT32_MAX)
         return -1;
     unsigned char hdr[5] = {0, (unsigned char)(len >> 24), (unsigned char)(len >> 16),
                             (unsigned char)(len >> 8), (unsigned char)len};
@@ -246,6 +256,18 @@ int pt_grpc_stream_send(pt_grpc_stream_t *g, const void *msg, size_t len)
     }
     g->cc.codec->ops->encode_data(g->cs, &frame, 0);
     pt_buf_dispose(&frame);
+    return 0;
+}
+
+int pt_grpc_stream_send_done(pt_grpc_stream_t *g)
+{
+    if (g->over || g->send_done)
+        return -1;
+    g->send_done = 1;
+    if (g->cs != NULL) {
+        pt_buf_t none = {0};
+        g->cc.codec->ops->encode_data(g->cs, &none, 1);
+    }
     return 0;
 }
 

@@ -37,6 +37,14 @@ pt_grpc_stream_t *pt_grpc_stream_open(const struct pt_cluster *cluster, struct p
 /* Frames and queues one message; sent once the call is up. 0, or -1 when the call is over
  * or out of memory. */
 int pt_grpc_stream_send(pt_grpc_stream_t *g, const void *msg, size_t len);
+/* Ends the request side (END_STREAM after what was sent): the last message of a unary or
+ * client-streaming call; the answer comes through on_message and on_close. 0, or -1 when
+ * the call is over or was ended already. */
+int pt_grpc_stream_send_done(pt_grpc_stream_t *g);
+/* 1 while what was sent has not left: the call is not up yet, or the bytes wait above the
+ * connection's high watermark (a peer that reads slowly). A sender of periodic messages
+ * skips one then rather than queue without bound. */
+int pt_grpc_stream_backed_up(const pt_grpc_stream_t *g);
 /* Ends the call (RST_STREAM CANCEL if it is up), closes the connection, frees. No callback.
  * NULL is ignored. */
 void pt_grpc_stream_free(pt_grpc_stream_t *g);

@@ -23,6 +23,9 @@
 #include "proxy/route_manager.h"
 #include "proxy/server.h"
 #include "proxy/stats.h"
+#include "proxy/stats_tags.h"
+#include "proxy/stats_sink.h"
+#include "proxy/hash.h"
 #include "proxy/time.h"
 #include "tls/context.h"
 
@@ -320,14 +323,79 @@ int pt_admin_render_stats_json(pt_buf_t *out, const char *filter, int used_only)
     return 0;
 }
 
+/* One stat in Prometheus form: its metric name (envoy_ and the sanitized tag-extracted
+ * name, with the counter's _total), shared by the stats of one family within a rendering. */
+typedef struct prom_entry {
+    pt_stat_t id;
+    const char *metric;
+} prom_entry_t;
+
 static int cmp_prom(const void *a, const void *b)
 {
-    const pt_stat_info_t *x = pt_stats_info(*(const pt_stat_t *)a);
-    const pt_stat_info_t *y = pt_stats_info(*(const pt_stat_t *)b);
-    int c = strcmp(x->family->prom_name, y->family->prom_name);
+    const prom_entry_t *x = a, *y = b;
+    int c = strcmp(x->metric, y->metric);
     if (c != 0)
         return c;
-    return pt_stats_cmp_names(x, y);
+    const pt_stat_info_t *ix = pt_stats_info(x->id), *iy = pt_stats_info(y->id);
+    if (ix->family->kind != iy->family->kind)
+        return ix->family->kind < iy->family->kind ? -1 : 1;
+    return pt_stats_cmp_names(ix, iy);
+}
+
+/* Metric names of one rendering, stored once each (a few hundred however many clusters). */
+typedef struct prom_names {
+    char **slots;
+    size_t cap, n;
+} prom_names_t;
+
+static const char *prom_intern(prom_names_t *t, const char *s)
+{
+    if (2 * (t->n + 1) > t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 256;
+        char **n = calloc(cap, sizeof(*n));
+        if (n == NULL)
+            return NULL;
+        for (size_t i = 0; i < t->cap; i++) {
+            if (t->slots[i] == NULL)
+                continue;
+            size_t k = pt_hash_name(t->slots[i]) & (cap - 1);
+            while (n[k] != NULL)
+                k = (k + 1) & (cap - 1);
+            n[k] = t->slots[i];
+        }
+        free(t->slots);
+        t->slots = n;
+        t->cap = cap;
+    }
+    size_t k = pt_hash_name(s) & (t->cap - 1);
+    while (t->slots[k] != NULL) {
+        if (strcmp(t->slots[k], s) == 0)
+            return t->slots[k];
+        k = (k + 1) & (t->cap - 1);
+    }
+    if ((t->slots[k] = strdup(s)) == NULL)
+        return NULL;
+    t->n++;
+    return t->slots[k];
+}
+
+static void prom_names_free(prom_names_t *t)
+{
+    for (size_t i = 0; i < t->cap; i++)
+        free(t->slots[i]);
+    free(t->slots);
+}
+
+/* A counter's Prometheus name carries the conventional _total (added when the Envoy name
+ * lacks it); a gauge whose Envoy name ends in _total (membership_total) keeps its name. */
+static void prom_metric_name(const pt_stat_tags_t *tags, pt_stat_kind_t kind, char *out,
+                             size_t len)
+{
+    char san[PT_STAT_NAME_MAX];
+    pt_stats_prom_sanitize(tags->name, san, sizeof(san));
+    size_t sl = strlen(san);
+    int ends_total = sl >= 6 && strcmp(san + sl - 6, "_total") == 0;
+    snprintf(out, len, "envoy_%s%s", san, kind == PT_STAT_COUNTER && !ends_total ? "_total" : "");
 }
 
 static void prom_escape(pt_buf_t *out, const char *v)
@@ -356,26 +424,31 @@ static void prom_escape_help(pt_buf_t *out, const char *v)
     }
 }
 
-/* The stat's label (its tagged part), then `extra` (a histogram's le), in braces; nothing
- * when it has neither. */
-static void prom_labels(pt_buf_t *out, const pt_stat_info_t *info, const char *extra)
+/* The stat's tags as labels (names sanitized as Envoy's Prometheus output does; a name
+ * starting with a digit gets a leading '_'), then `extra` (a histogram's le), in braces;
+ * nothing when there are none. */
+static void prom_labels(pt_buf_t *out, const pt_stat_tags_t *tags, const char *extra)
 {
-    if (info->family->tag == NULL && extra == NULL)
+    if (tags->n == 0 && extra == NULL)
         return;
     pt_buf_append_str(out, "{");
-    if (info->family->tag != NULL) {
-        pt_buf_printf(out, "%s=\"", info->family->tag);
-        prom_escape(out, info->tag_value);
+    for (unsigned i = 0; i < tags->n; i++) {
+        char label[256];
+        pt_stats_prom_sanitize(tags->tag_name[i], label, sizeof(label));
+        pt_buf_printf(out, "%s%s%s=\"", i ? "," : "", label[0] >= '0' && label[0] <= '9' ? "_" : "",
+                      label);
+        prom_escape(out, tags->tag_value[i]);
         pt_buf_append_str(out, "\"");
     }
     if (extra != NULL)
-        pt_buf_printf(out, "%s%s", info->family->tag != NULL ? "," : "", extra);
+        pt_buf_printf(out, "%s%s", tags->n ? "," : "", extra);
     pt_buf_append_str(out, "}");
 }
 
 /* A histogram's samples, as Envoy writes them: the cumulative count at each bucket bound
  * (stats_config.histogram_bucket_settings, or Envoy's default bounds), +Inf, sum, count. */
-static void prom_histogram(pt_buf_t *out, const pt_stat_info_t *info, pt_stat_t id)
+static void prom_histogram(pt_buf_t *out, const char *pn, const pt_stat_tags_t *tags,
+                           pt_stat_t id)
 {
     pt_hist_summary_t hs;
     if (pt_stats_histogram_summary(id, &hs, NULL) != 0)
@@ -384,31 +457,32 @@ static void prom_histogram(pt_buf_t *out, const pt_stat_info_t *info, pt_stat_t 
     if (hs.nbounds > 32 && (counts = malloc(hs.nbounds * sizeof(*counts))) == NULL)
         return;
     pt_stats_histogram_summary(id, &hs, counts);
-    const char *pn = info->family->prom_name;
     for (uint32_t b = 0; b < hs.nbounds; b++) {
         char v[48], le[64];
         snprintf(le, sizeof(le), "le=\"%s\"", pt_hist_fmt_double(hs.bounds[b], v, sizeof(v)));
         pt_buf_printf(out, "%s_bucket", pn);
-        prom_labels(out, info, le);
+        prom_labels(out, tags, le);
         pt_buf_printf(out, " %llu\n", (unsigned long long)counts[b]);
     }
     pt_buf_printf(out, "%s_bucket", pn);
-    prom_labels(out, info, "le=\"+Inf\"");
+    prom_labels(out, tags, "le=\"+Inf\"");
     pt_buf_printf(out, " %llu\n", (unsigned long long)hs.count);
     pt_buf_printf(out, "%s_sum", pn);
-    prom_labels(out, info, NULL);
+    prom_labels(out, tags, NULL);
     pt_buf_printf(out, " %llu\n", (unsigned long long)hs.sum);
     pt_buf_printf(out, "%s_count", pn);
-    prom_labels(out, info, NULL);
+    prom_labels(out, tags, NULL);
     pt_buf_printf(out, " %llu\n", (unsigned long long)hs.count);
     if (counts != stack)
         free(counts);
 }
 
-/* Prometheus text exposition 0.0.4. Counters carry the conventional _total suffix (added
- * when the Envoy name lacks it), histograms have Envoy's _bucket, _sum and _count series,
- * and every family has HELP and TYPE lines, so the output passes `promtool check metrics`
- * (but for the lint on Envoy's "_ms" names, see docs/observability.md). */
+/* Prometheus text exposition 0.0.4, with Envoy's tag extraction (stats_config.stats_tags
+ * and the default extractors, proxy/stats_tags.h): a family is a tag-extracted name, its
+ * tags are labels. Counters carry the conventional _total suffix, histograms have Envoy's
+ * _bucket, _sum and _count series, and every family has HELP and TYPE lines, so the output
+ * passes `promtool check metrics` (but for the lint on Envoy's "_ms" names, see
+ * docs/observability.md). */
 int pt_admin_render_prometheus(pt_buf_t *out, const char *filter, int used_only)
 {
     stat_filter_t f;
@@ -416,50 +490,77 @@ int pt_admin_render_prometheus(pt_buf_t *out, const char *filter, int used_only)
         return -EINVAL;
     uint32_t n;
     pt_stat_t *ids = pt_stats_sorted(&n);
-    if (ids == NULL) {
+    prom_entry_t *entries = ids != NULL ? malloc((n ? n : 1) * sizeof(*entries)) : NULL;
+    pt_stat_tags_t *tags = malloc(sizeof(*tags));
+    prom_names_t names = {0};
+    if (ids == NULL || entries == NULL || tags == NULL) {
+        free(ids);
+        free(entries);
+        free(tags);
         filter_dispose(&f);
         return -ENOMEM;
     }
-    qsort(ids, n, sizeof(*ids), cmp_prom);
-    const char *family = NULL;
+    const pt_tag_producer_t *producer = pt_stats_tags_current();
+    uint32_t m = 0;
     for (uint32_t i = 0; i < n; i++) {
         const pt_stat_info_t *info = pt_stats_info(ids[i]);
-        char name[PT_STAT_NAME_MAX];
+        char name[PT_STAT_NAME_MAX], metric[PT_STAT_NAME_MAX + 16];
         pt_stat_full_name(info, name, sizeof(name));
         /* Text readouts have no Prometheus form (Envoy leaves them out by default too). */
         if (info->family->kind == PT_STAT_TEXT || !filter_match(&f, name) ||
             (used_only && !stat_used(info, ids[i])))
             continue;
-        int counter = info->family->kind == PT_STAT_COUNTER;
-        int histogram = info->family->kind == PT_STAT_HISTOGRAM;
-        size_t plen = strlen(info->family->prom_name);
-        int ends_total = plen > 6 && strcmp(info->family->prom_name + plen - 6, "_total") == 0;
-        const char *suffix = counter && !ends_total ? "_total" : "";
-        /* A gauge whose Envoy name ends in _total (membership_total) keeps its name and is
-         * typed untyped: Prometheus reserves the suffix for counters. */
+        pt_tag_producer_extract(producer, name, tags);
+        prom_metric_name(tags, info->family->kind, metric, sizeof(metric));
+        const char *shared = prom_intern(&names, metric);
+        if (shared == NULL)
+            continue; /* out of memory: the stat is left out */
+        entries[m++] = (prom_entry_t){ids[i], shared};
+    }
+    free(ids);
+    qsort(entries, m, sizeof(*entries), cmp_prom);
+    const char *family = NULL;
+    pt_stat_kind_t family_kind = PT_STAT_COUNTER;
+    for (uint32_t i = 0; i < m; i++) {
+        const pt_stat_info_t *info = pt_stats_info(entries[i].id);
+        pt_stat_kind_t kind = info->family->kind;
+        const char *metric = entries[i].metric;
+        char name[PT_STAT_NAME_MAX];
+        pt_stat_full_name(info, name, sizeof(name));
+        if (family == metric && kind != family_kind)
+            continue; /* a name two kinds extract to: one TYPE a family, the first kind's */
+        int counter = kind == PT_STAT_COUNTER, histogram = kind == PT_STAT_HISTOGRAM;
+        size_t ml = strlen(metric);
+        int ends_total = ml >= 6 && strcmp(metric + ml - 6, "_total") == 0;
+        /* A gauge ending in _total is typed untyped: Prometheus reserves the suffix for
+         * counters. */
         const char *type = counter     ? "counter"
                            : histogram ? "histogram"
                            : ends_total ? "untyped"
                                         : "gauge";
-        if (family == NULL || strcmp(family, info->family->prom_name) != 0) {
-            family = info->family->prom_name;
-            pt_buf_printf(out, "# HELP %s%s %s ", info->family->prom_name, suffix,
+        if (family != metric) {
+            family = metric;
+            family_kind = kind;
+            pt_buf_printf(out, "# HELP %s %s ", metric,
                           counter ? "Counter" : histogram ? "Histogram" : "Gauge");
             prom_escape_help(out, name);
             pt_buf_append_str(out, "\n");
-            pt_buf_printf(out, "# TYPE %s%s %s\n", info->family->prom_name, suffix, type);
+            pt_buf_printf(out, "# TYPE %s %s\n", metric, type);
         }
+        pt_tag_producer_extract(producer, name, tags);
         if (histogram) {
-            prom_histogram(out, info, ids[i]);
+            prom_histogram(out, metric, tags, entries[i].id);
             continue;
         }
         char v[32];
-        format_value(info, ids[i], v, sizeof(v));
-        pt_buf_printf(out, "%s%s", info->family->prom_name, suffix);
-        prom_labels(out, info, NULL);
+        format_value(info, entries[i].id, v, sizeof(v));
+        pt_buf_append_str(out, metric);
+        prom_labels(out, tags, NULL);
         pt_buf_printf(out, " %s\n", v);
     }
-    free(ids);
+    prom_names_free(&names);
+    free(entries);
+    free(tags);
     filter_dispose(&f);
     return 0;
 }
@@ -552,7 +653,7 @@ static void flush_on_admin(admin_request_t *req)
 {
     const pt_config_t *cfg = req->admin->server->config;
     if (cfg != NULL && cfg->stats_flush_on_admin)
-        pt_stats_merge_histograms();
+        pt_stats_flush();
 }
 
 static void ep_stats(admin_request_t *req, admin_response_t *res)

@@ -16,12 +16,14 @@
 #include "proxy/matcher.h"
 #include "proxy/overload.h"
 #include "proxy/stats.h"
+#include "proxy/stats_config.h"
+#include "proxy/stats_sink.h"
 #include "discovery/dns.h"
 #include "tls/context.h"
 #include "tls/secret.h"
 
 static const char *const bootstrap_unsupported[] = {
-    "hds_config", "flags_path", "stats_sinks", "watchdog", "watchdogs",
+    "hds_config", "flags_path", "watchdog", "watchdogs",
     "tracing", "enable_dispatcher_stats",
     "header_prefix", "stats_server_version_override", "bootstrap_extensions",
     "fatal_actions", "config_sources", "default_config_source", "default_socket_interface",
@@ -206,9 +208,6 @@ static const double *hist_settings_bounds(const void *arg, const char *name, uin
     return NULL;
 }
 
-static const char *const stats_config_unsupported[] = {"stats_tags", "use_all_default_tags",
-                                                       "stats_matcher", NULL};
-
 static void parse_stats_config(pt_cfg_t *r, pt_config_t *cfg)
 {
     uint64_t ms;
@@ -223,7 +222,8 @@ static void parse_stats_config(pt_cfg_t *r, pt_config_t *cfg)
                      "cannot be set together with stats_flush_interval (Envoy's oneof)");
     if (pt_cfg_enter(r, "stats_config") <= 0)
         return;
-    pt_cfg_unsupported(r, stats_config_unsupported);
+    /* Validated here with their paths; in force since start-up (proxy/stats_config.h). */
+    pt_stats_config_parse(r, NULL);
     int present;
     size_t n = pt_cfg_array(r, "histogram_bucket_settings", &present);
     if (present && n > 0) {
@@ -847,6 +847,7 @@ pt_config_t *pt_config_build(json_t *root, const pt_cluster_lookup_t *clusters, 
     parse_cluster_manager(r, cfg);
     parse_admin(r, cfg);
     parse_stats_config(r, cfg);
+    pt_stats_sinks_parse(r, NULL, NULL); /* validated; made at start-up (proxy/stats_sink.h) */
     pt_dns_bootstrap_parse(r, &cfg->arena, &cfg->dns_resolver);
     parse_dynamic_resources(r, cfg);
     if (pt_cfg_enter(r, "static_resources") > 0) {
@@ -884,6 +885,7 @@ pt_config_t *pt_config_build_lds(json_t *bootstrap, const pt_cluster_lookup_t *c
     parse_cluster_manager(&boot, cfg);
     parse_admin(&boot, cfg);
     parse_stats_config(&boot, cfg);
+    pt_stats_sinks_parse(&boot, NULL, NULL);
     pt_dns_bootstrap_parse(&boot, &cfg->arena, &cfg->dns_resolver);
     parse_dynamic_resources(&boot, cfg);
     if (pt_cfg_enter(&boot, "static_resources") > 0) {

@@ -33,6 +33,12 @@ pt_regex_t *pt_regex_compile(pt_arena_t *a, const char *pattern, uint32_t max_pr
 int pt_regex_full_match(const pt_regex_t *re, const char *s, size_t len);
 /* 1 when some part of s[0..len) matches (RE2::PartialMatch), else 0. */
 int pt_regex_partial_match(const pt_regex_t *re, const char *s, size_t len);
+/* Searches s[0..len) for the leftmost match (RE2::Match, unanchored unless the pattern
+ * anchors itself) and reports capturing groups 1..ngroups as byte offsets: group g spans
+ * [spans[2(g-1)], spans[2(g-1)+1]), both SIZE_MAX when the group did not take part. Returns
+ * 1 on a match, 0 otherwise (and when out of memory). Allocates nothing for up to 8 groups. */
+int pt_regex_search_groups(const pt_regex_t *re, const char *s, size_t len, size_t *spans,
+                           unsigned ngroups);
 /* The pattern as written in the config. */
 const char *pt_regex_pattern(const pt_regex_t *re);
 /* Number of capturing groups ((?:...) excluded). */

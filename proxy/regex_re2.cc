@@ -11,6 +11,8 @@ extern "C" {
 #include <cctype>
 #include <cstdio>
 #include <cstring>
+#include <cstdint>
+#include <new>
 #include <string>
 
 struct pt_regex {
@@ -103,6 +105,34 @@ extern "C" int pt_regex_full_match(const pt_regex_t *re, const char *s, size_t l
 extern "C" int pt_regex_partial_match(const pt_regex_t *re, const char *s, size_t len)
 {
     return re2::RE2::PartialMatch(re2::StringPiece(s != nullptr ? s : "", len), *re->re);
+}
+
+extern "C" int pt_regex_search_groups(const pt_regex_t *re, const char *s, size_t len,
+                                      size_t *spans, unsigned ngroups)
+{
+    re2::StringPiece text(s != nullptr ? s : "", len);
+    re2::StringPiece stack[9], *sub = stack;
+    unsigned have = static_cast<unsigned>(re->re->NumberOfCapturingGroups());
+    unsigned n = (ngroups < have ? ngroups : have) + 1; // group 0 is the whole match
+    for (unsigned g = n; g <= ngroups; g++) // groups the pattern does not have
+        spans[2 * (g - 1)] = spans[2 * (g - 1) + 1] = SIZE_MAX;
+    if (n > 9) {
+        sub = new (std::nothrow) re2::StringPiece[n];
+        if (sub == nullptr)
+            return 0;
+    }
+    int ok = re->re->Match(text, 0, len, re2::RE2::UNANCHORED, sub, static_cast<int>(n));
+    for (unsigned g = 1; ok && g < n; g++) {
+        if (sub[g].data() == nullptr) {
+            spans[2 * (g - 1)] = spans[2 * (g - 1) + 1] = SIZE_MAX;
+        } else {
+            spans[2 * (g - 1)] = static_cast<size_t>(sub[g].data() - text.data());
+            spans[2 * (g - 1) + 1] = spans[2 * (g - 1)] + sub[g].size();
+        }
+    }
+    if (sub != stack)
+        delete[] sub;
+    return ok;
 }
 
 extern "C" unsigned pt_regex_program_size(const pt_regex_t *re)

@@ -27,6 +27,8 @@
 #include "proxy/cluster.h"
 #include "proxy/pool.h"
 #include "proxy/stats.h"
+#include "proxy/stats_config.h"
+#include "proxy/stats_sink.h"
 #include "proxy/time.h"
 #include "discovery/dns.h"
 #include "proxy/cluster_manager.h"
@@ -701,6 +703,8 @@ int pt_server_init(pt_server_t *s, const pt_options_t *opts)
     pt_cfg_init(&r, root);
     pt_cfg_set_message(&r, "envoy.config.bootstrap.v3.Bootstrap");
     pt_runtime_apply_early(root); /* before any regex is compiled */
+    pt_stats_config_install(root); /* before any stat is made: tags and stats_matcher */
+    pt_stats_sinks_configure(root);
     /* The clusters a control plane may be reached through (an ApiConfigSource's), and
      * the muxes of control planes, before anything watches them. */
     pt_config_source_set_static_clusters(root);
@@ -888,7 +892,7 @@ static void on_heap_tick(struct ev_loop *loop, ev_timer *t, int revents)
 static void on_stats_flush(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop, (void)revents, (void)t;
-    pt_stats_merge_histograms();
+    pt_stats_flush(); /* histograms merge, then the stats_sinks get their snapshot */
 }
 
 /* ---- start ----------------------------------------------------------------------- */
@@ -1027,6 +1031,7 @@ int pt_server_run(pt_server_t *s)
         return 1;
     }
     pt_xds_start(); /* the static clusters (the control planes' among them) are up */
+    pt_stats_sinks_start(s->clusters, &s->main_worker);
     ev_timer_init(&s->heap_tick, on_heap_tick, PT_HEAP_TICK_SECS, PT_HEAP_TICK_SECS);
     s->heap_tick.data = s;
     ev_timer_start(s->loop, &s->heap_tick);
@@ -1077,6 +1082,7 @@ void pt_server_dispose(pt_server_t *s)
 {
     /* The control planes' connections go while the main loop and its connections are whole. */
     pt_xds_stop();
+    pt_stats_sinks_dispose(); /* a TCP statsd connection lives on the main loop too */
     pt_tls_set_secrets_hook(NULL, NULL);
     pt_config_unref(s->lds_pending);
     s->lds_pending = NULL;

@@ -455,7 +455,7 @@ static uint32_t take_id(void)
         return id;
     }
     uint32_t id = atomic_load_explicit(&ninfos, memory_order_relaxed);
-    if (id >= PT_STATS_MAX)
+    if (id >= PT_STAT_REJECTED)
         return 0;
     if (info_blocks[id / INFO_BLOCK] == NULL) {
         void *b = mmap(NULL, INFO_BLOCK * sizeof(pt_stat_info_t), PROT_READ | PROT_WRITE,
@@ -490,6 +490,17 @@ static int put_id(uint32_t id)
         free_hint = word;
     nfree++;
     return 0;
+}
+
+static int (*keep_fn)(const void *, const char *);
+static const void *keep_arg;
+
+void pt_stats_set_matcher(int (*keep)(const void *arg, const char *full_name), const void *arg)
+{
+    pthread_mutex_lock(&reg_lock);
+    keep_fn = keep;
+    keep_arg = arg;
+    pthread_mutex_unlock(&reg_lock);
 }
 
 pt_stat_t pt_stats_get(pt_stat_kind_t kind, const char *scope, const char *tag,
@@ -538,6 +549,17 @@ pt_stat_t pt_stats_get(pt_stat_kind_t kind, const char *scope, const char *tag,
             if (i->tag_value == NULL && strcmp(i->family->stat_name, name) == 0 &&
                 strcmp(i->family->scope, scope) == 0)
                 goto out;
+        }
+    }
+    if (keep_fn != NULL) {
+        char full[PT_STAT_NAME_MAX];
+        if (tag_value != NULL)
+            snprintf(full, sizeof(full), "%s.%s.%s", scope, tag_value, name);
+        else
+            snprintf(full, sizeof(full), "%s.%s", scope, name);
+        if (!keep_fn(keep_arg, full)) {
+            pthread_mutex_unlock(&reg_lock);
+            return kind == PT_STAT_HISTOGRAM ? 0 : PT_STAT_REJECTED;
         }
     }
     /* Two stats a bucket on average: a bucket costs 4 bytes a stat at most. */
@@ -1172,7 +1194,7 @@ void pt_hist_record_slow(pt_stat_t id, uint64_t v)
  * thread has), becomes the cumulative state; what it adds to the previous one (delta[]) is
  * the interval. counts and delta are scratch space of PT_HIST_BUCKETS each, of which only
  * the chunks in use are written and read: a latency histogram has a handful. */
-static void hist_merge_one(hist_rec_t *h, uint64_t *counts, uint64_t *delta)
+static uint32_t hist_merge_one(hist_rec_t *h, uint64_t *counts, uint64_t *delta)
 {
     /* Nothing recorded since the last merge (the common case for most clusters): an empty
      * interval, and no bucket is read. */
@@ -1184,7 +1206,7 @@ static void hist_merge_one(hist_rec_t *h, uint64_t *counts, uint64_t *delta)
         h->interval_count = 0;
         for (int i = 0; i < PT_HIST_NQ; i++)
             h->q_interval[i] = NAN;
-        return;
+        return 0;
     }
     uint64_t sum = 0;
     uint32_t used = 0; /* bit per chunk with counts */
@@ -1229,9 +1251,15 @@ static void hist_merge_one(hist_rec_t *h, uint64_t *counts, uint64_t *delta)
     h->cum_sum = sum;
     pt_hist_quantiles_in(delta, used, interval, pt_hist_quantiles, PT_HIST_NQ, h->q_interval);
     pt_hist_quantiles_in(counts, used, total, pt_hist_quantiles, PT_HIST_NQ, h->q_cum);
+    return interval > 0 ? used : 0;
 }
 
 void pt_stats_merge_histograms(void)
+{
+    pt_stats_merge_histograms_visit(NULL, NULL);
+}
+
+void pt_stats_merge_histograms_visit(pt_hist_interval_fn fn, void *arg)
 {
     /* The records, taken under the lock; merged without it (they are freed only by
      * pt_stats_release_tagged, which runs on this same thread). */
@@ -1243,8 +1271,12 @@ void pt_stats_merge_histograms(void)
             list[n++] = hists[k];
     pthread_mutex_unlock(&reg_lock);
     uint64_t *counts = n ? malloc(2 * PT_HIST_BUCKETS * sizeof(*counts)) : NULL;
-    for (uint32_t i = 0; counts != NULL && i < n; i++)
-        hist_merge_one(list[i], counts, counts + PT_HIST_BUCKETS);
+    for (uint32_t i = 0; counts != NULL && i < n; i++) {
+        uint32_t chunks = hist_merge_one(list[i], counts, counts + PT_HIST_BUCKETS);
+        if (fn != NULL && chunks != 0)
+            fn(arg, list[i]->id, counts + PT_HIST_BUCKETS, chunks, list[i]->interval_count,
+               list[i]->cum_sum);
+    }
     free(counts);
     free(list);
 }
@@ -1311,8 +1343,8 @@ uint32_t pt_stats_histogram_threads(void)
 uint64_t pt_stats_value(pt_stat_t id)
 {
     uint64_t sum = 0;
-    if (id == 0)
-        return 0;
+    if (id == 0 || id == PT_STAT_REJECTED)
+        return 0; /* a rejected stat reads 0, as Envoy's null stats do */
     int64_t (*fn)(const void *) = NULL;
     const void *arg = NULL;
     pthread_mutex_lock(&reg_lock);
@@ -1362,6 +1394,20 @@ const pt_stat_info_t *pt_stats_info(pt_stat_t id)
 static int cmp_by_name(const void *a, const void *b)
 {
     return pt_stats_cmp_names(info_at(*(const pt_stat_t *)a), info_at(*(const pt_stat_t *)b));
+}
+
+pt_stat_t *pt_stats_live_ids(uint32_t *count)
+{
+    pthread_mutex_lock(&reg_lock);
+    uint32_t top = atomic_load_explicit(&ninfos, memory_order_relaxed);
+    pt_stat_t *ids = malloc((nlive ? nlive : 1) * sizeof(*ids));
+    uint32_t n = 0;
+    for (uint32_t id = 1; ids != NULL && id < top; id++)
+        if (info_at(id)->family != NULL)
+            ids[n++] = id;
+    pthread_mutex_unlock(&reg_lock);
+    *count = n;
+    return ids;
 }
 
 pt_stat_t *pt_stats_sorted(uint32_t *count)

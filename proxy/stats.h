@@ -10,10 +10,11 @@
  * built, and lazily on workers (per-status-code counters); an id is stable while its stat is
  * registered, so a stat keeps counting across config reloads. A cluster's stats are
  * released with the last version of the cluster (pt_stats_release_tagged), so clusters
- * added and removed by the thousand leave nothing behind. Each stat also records its
- * Prometheus form: metric family name and one optional label (for example
- * cluster.<name>.upstream_cx_total becomes
- * envoy_cluster_upstream_cx_total{envoy_cluster_name="<name>"}). */
+ * added and removed by the thousand leave nothing behind. The Prometheus form of a stat
+ * (its family name and labels) is not stored: the admin and the sinks derive it from the
+ * dotted name with Envoy's tag extraction (proxy/stats_tags.h), as stats_config says.
+ * A stat's `tag` (the scope's object: a cluster's name) is what releases it with its
+ * object. stats_config.stats_matcher decides whether a stat is made (PT_STAT_REJECTED). */
 #ifndef PT_STATS_H
 #define PT_STATS_H
 
@@ -27,6 +28,18 @@
 #define PT_STATS_MAX_THREADS 130
 
 typedef uint32_t pt_stat_t; /* 0 is "no stat": updates to it are dropped */
+
+/* The id of every counter, gauge and text readout that stats_config.stats_matcher rejects:
+ * the last slot of each thread's array, never handed to a stat, never shown. Updates land
+ * in it and are never read, so a rejected stat costs its users nothing more than a kept
+ * one (no branch) and costs no memory (no name, no info; one shared slot a thread). A
+ * rejected histogram is 0 (its slot would hold a pointer): pt_hist_record drops it. */
+#define PT_STAT_REJECTED (PT_STATS_MAX - 1)
+
+/* stats_config.stats_matcher: keep(arg, full_name) says whether a stat not made yet is
+ * made; NULL keeps all. Runs under the registry's lock when a stat is first asked for. Set
+ * before stats are made (a stat made earlier stays). */
+void pt_stats_set_matcher(int (*keep)(const void *arg, const char *full_name), const void *arg);
 
 /* A text readout holds a string (Envoy's TextReadout: the version_info of the last
  * accepted xDS update); it has no per-thread slot and is set and read under the registry's
@@ -133,6 +146,13 @@ void pt_stats_set_histogram_bounds(pt_hist_bounds_fn fn, void *arg, void (*dispo
 
 /* Main thread (or the one thread that reads histograms): merges every histogram. */
 void pt_stats_merge_histograms(void);
+/* The same, and fn(arg, id, delta, chunks, count, sum) for every histogram whose interval has
+ * values (the stats sinks' flush): delta holds the interval's count per bucket, valid only
+ * in the chunks whose bits are set in `chunks` (bit c: buckets c * PT_HIST_SUB ..); count is
+ * the interval's number of values, sum the cumulative total of all values. */
+typedef void (*pt_hist_interval_fn)(void *arg, pt_stat_t id, const uint64_t *delta,
+                                    uint32_t chunks, uint64_t count, uint64_t cum_sum);
+void pt_stats_merge_histograms_visit(pt_hist_interval_fn fn, void *arg);
 
 /* A histogram as of the last merge. */
 typedef struct pt_hist_summary {
@@ -181,7 +201,8 @@ typedef struct pt_stat_family {
     const char *scope;
     const char *tag;        /* label name or NULL */
     const char *stat_name;  /* the name after scope and tag value */
-    const char *prom_name;  /* envoy_<scope>_<stat_name with dots as underscores> */
+    const char *prom_name;  /* envoy_<scope>_<stat_name with dots as underscores>: the
+                             * name without the tag value (tests check families by it) */
     pt_stat_kind_t kind;
     uint32_t refs;          /* stats of the family (registry's lock) */
     struct pt_stat_family *next_in_bucket;
@@ -207,6 +228,8 @@ typedef struct pt_stat_info {
 uint32_t pt_stats_count(void);
 const pt_stat_info_t *pt_stats_info(pt_stat_t id);
 pt_stat_t *pt_stats_sorted(uint32_t *count);
+/* The live ids in id order (no sort: the sinks' flush), caller frees; NULL out of memory. */
+pt_stat_t *pt_stats_live_ids(uint32_t *count);
 
 /* Room for any full name: pt_stats_get builds names of at most this many bytes. */
 #define PT_STAT_NAME_MAX 1024

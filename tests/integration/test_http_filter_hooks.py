@@ -245,8 +245,11 @@ class GrpcStatsFilterTest(unittest.TestCase):
         self.assertNotIn(b'upstream_rq_time', b'\n'.join(
             l for l in body.splitlines() if l.startswith(b'cluster.down.grpc.')))
         prom = self.p.admin_get('/stats/prometheus?filter=grpc.*upstream_rq_time')[2]
-        self.assertIn(b'envoy_cluster_grpc_test_Echo_Slow_upstream_rq_time_count'
-                      b'{envoy_cluster_name="grpc"} 2\n', prom)
+        # Envoy's default extractors on the dotted name: the gRPC bridge's service and
+        # method tags take the tokens after "grpc." ("test" and "Echo"), the rest stays.
+        self.assertIn(b'envoy_cluster_grpc_Slow_upstream_rq_time_count'
+                      b'{envoy_grpc_bridge_method="Echo",envoy_grpc_bridge_service="test",'
+                      b'envoy_cluster_name="grpc"} 2\n', prom)
 
     def test_not_grpc_counts_nothing(self):
         self.start({'stats_for_all_methods': True})

@@ -11,6 +11,7 @@
 #include "proxy/config.h"
 #include "proxy/histogram.h"
 #include "proxy/stats.h"
+#include "proxy/stats_tags.h"
 #include "pt_test.h"
 #include "pt_test_boot.h"
 #include "pt_test_json.h"
@@ -484,8 +485,8 @@ static void test_bucket_settings_errors(void)
     REJECTS("{'stats_config': {'histogram_bucket_settings': ["
             " {'match': {'prefix': 'a'}, 'buckets': [1], 'bins': 0}]}}",
             "stats_config.histogram_bucket_settings[0].bins: 0 is out of range [1, 4294967295]");
-    REJECTS("{'stats_config': {'stats_tags': [{'tag_name': 'x', 'regex': 'y'}]}}",
-            "stats_config.stats_tags: field is not supported");
+    REJECTS("{'stats_config': {'stats_tags': [{'tag_name': 'x', 'regex': '(y'}]}}",
+            "stats_config.stats_tags[0].regex: \"(y\" is not a valid regex: missing ): (y");
     REJECTS("{'stats_flush_interval': '0s'}",
             "stats_flush_interval: must be at least 1ms and less than 300s");
     REJECTS("{'stats_flush_interval': '300s'}",
@@ -571,6 +572,14 @@ static void test_render(void)
     PT_CHECK(strstr(text, "histograms") == NULL);
     free(text);
 
+    /* Tags as stats_config.stats_tags gives them: urh's second token is the cluster. */
+    pt_arena_t tag_arena;
+    pt_arena_init_small(&tag_arena);
+    pt_tag_producer_t *tp = pt_tag_producer_new(&tag_arena, 0);
+    char err[200];
+    PT_CHECK(tp != NULL && pt_tag_producer_add(tp, "envoy.cluster_name", "^urh\\.((api)\\.)",
+                                               NULL, err, sizeof(err)) == 0);
+    pt_stats_tags_install(tp, NULL);
     PT_CHECK(pt_admin_render_prometheus(&b, "^urh\\.api\\.upstream_rq_time", 0) == 0);
     text = take(&b);
     const char *l = "envoy_cluster_name=\"api\"";
@@ -605,6 +614,8 @@ static void test_render(void)
     text = take(&b);
     PT_CHECK(strstr(text, "upstream_cx_length_ms") == NULL); /* usedonly */
     PT_CHECK(strstr(text, "envoy_urh_upstream_rq_time_count") != NULL);
+    pt_stats_tags_install(NULL, NULL);
+    pt_arena_dispose(&tag_arena);
     int verdict = pt_test_promtool(text);
     free(text);
     PT_CHECK(verdict >= 0);

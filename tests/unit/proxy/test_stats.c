@@ -346,52 +346,53 @@ static void test_render_json(void)
 static void test_render_prometheus(void)
 {
     const char *t = "envoy_cluster_name";
-    pt_stat_add(pt_stats_counter("uprom", t, "a", "upstream_cx_total"), 7);
-    pt_stat_add(pt_stats_counter("uprom", t, "b", "upstream_cx_total"), 2);
-    pt_stat_add(pt_stats_counter("uprom", t, "a", "upstream_cx_connect_fail"), 1);
-    pt_stat_set(pt_stats_gauge("uprom", t, "a", "membership_total"), 3);
-    pt_stat_set(pt_stats_gauge("uprom", t, "a", "upstream_cx_active"), 4);
+    pt_stat_add(pt_stats_counter("cluster", t, "upa", "upstream_cx_total"), 7);
+    pt_stat_add(pt_stats_counter("cluster", t, "upb", "upstream_cx_total"), 2);
+    pt_stat_add(pt_stats_counter("cluster", t, "upa", "upstream_cx_connect_fail"), 1);
+    pt_stat_set(pt_stats_gauge("cluster", t, "upa", "membership_total"), 3);
+    pt_stat_set(pt_stats_gauge("cluster", t, "upa", "upstream_cx_active"), 4);
     pt_stat_add(pt_stats_counter("uprom", NULL, NULL, "requests"), 9);
     pt_stat_set(pt_stats_gauge("uprom", NULL, NULL, "live"), 1);
-    pt_stats_counter("uprom", t, "b", "upstream_cx_connect_fail"); /* stays 0 */
+    pt_stats_counter("cluster", t, "upb", "upstream_cx_connect_fail"); /* stays 0 */
     const char *want =
+        /* A gauge ending in _total keeps its name and is untyped: the suffix is the
+         * counters'. */
+        "# HELP envoy_cluster_membership_total Gauge cluster.upa.membership_total\n"
+        "# TYPE envoy_cluster_membership_total untyped\n"
+        "envoy_cluster_membership_total{envoy_cluster_name=\"upa\"} 3\n"
+        "# HELP envoy_cluster_upstream_cx_active Gauge cluster.upa.upstream_cx_active\n"
+        "# TYPE envoy_cluster_upstream_cx_active gauge\n"
+        "envoy_cluster_upstream_cx_active{envoy_cluster_name=\"upa\"} 4\n"
+        "# HELP envoy_cluster_upstream_cx_connect_fail_total Counter "
+        "cluster.upa.upstream_cx_connect_fail\n"
+        "# TYPE envoy_cluster_upstream_cx_connect_fail_total counter\n"
+        "envoy_cluster_upstream_cx_connect_fail_total{envoy_cluster_name=\"upa\"} 1\n"
+        "envoy_cluster_upstream_cx_connect_fail_total{envoy_cluster_name=\"upb\"} 0\n"
+        /* ...unless already there; one HELP/TYPE per family, samples grouped under it. */
+        "# HELP envoy_cluster_upstream_cx_total Counter cluster.upa.upstream_cx_total\n"
+        "# TYPE envoy_cluster_upstream_cx_total counter\n"
+        "envoy_cluster_upstream_cx_total{envoy_cluster_name=\"upa\"} 7\n"
+        "envoy_cluster_upstream_cx_total{envoy_cluster_name=\"upb\"} 2\n"
         "# HELP envoy_uprom_live Gauge uprom.live\n"
         "# TYPE envoy_uprom_live gauge\n"
         "envoy_uprom_live 1\n"
-        /* A gauge ending in _total keeps its name and is untyped: the suffix is the
-         * counters'. */
-        "# HELP envoy_uprom_membership_total Gauge uprom.a.membership_total\n"
-        "# TYPE envoy_uprom_membership_total untyped\n"
-        "envoy_uprom_membership_total{envoy_cluster_name=\"a\"} 3\n"
-        /* Counters get _total appended... */
+        /* Counters get _total appended, unless already there. */
         "# HELP envoy_uprom_requests_total Counter uprom.requests\n"
         "# TYPE envoy_uprom_requests_total counter\n"
         "envoy_uprom_requests_total 9\n"
-        "# HELP envoy_uprom_upstream_cx_active Gauge uprom.a.upstream_cx_active\n"
-        "# TYPE envoy_uprom_upstream_cx_active gauge\n"
-        "envoy_uprom_upstream_cx_active{envoy_cluster_name=\"a\"} 4\n"
-        "# HELP envoy_uprom_upstream_cx_connect_fail_total Counter "
-        "uprom.a.upstream_cx_connect_fail\n"
-        "# TYPE envoy_uprom_upstream_cx_connect_fail_total counter\n"
-        "envoy_uprom_upstream_cx_connect_fail_total{envoy_cluster_name=\"a\"} 1\n"
-        "envoy_uprom_upstream_cx_connect_fail_total{envoy_cluster_name=\"b\"} 0\n"
-        /* ...unless already there; one HELP/TYPE per family, samples grouped under it. */
-        "# HELP envoy_uprom_upstream_cx_total Counter uprom.a.upstream_cx_total\n"
-        "# TYPE envoy_uprom_upstream_cx_total counter\n"
-        "envoy_uprom_upstream_cx_total{envoy_cluster_name=\"a\"} 7\n"
-        "envoy_uprom_upstream_cx_total{envoy_cluster_name=\"b\"} 2\n";
-    CHECK_STR_FREE(render_prom("^uprom\\.", 0), want);
+        ;
+    CHECK_STR_FREE(render_prom("^(uprom|cluster\\.up[ab])\\.", 0), want);
     /* usedonly drops b's zero connect_fail sample; the family stays. */
-    char *s = render_prom("^uprom\\.", 1);
-    PT_CHECK(s != NULL && strstr(s, "{envoy_cluster_name=\"b\"} 0") == NULL);
-    PT_CHECK(strstr(s, "envoy_uprom_upstream_cx_connect_fail_total{envoy_cluster_name=\"a\"} 1\n"));
+    char *s = render_prom("^(uprom|cluster\\.up[ab])\\.", 1);
+    PT_CHECK(s != NULL && strstr(s, "{envoy_cluster_name=\"upb\"} 0") == NULL);
+    PT_CHECK(strstr(s, "envoy_cluster_upstream_cx_connect_fail_total{envoy_cluster_name=\"upa\"} 1\n"));
     free(s);
     /* The filter sees the Envoy name, not the Prometheus one. */
-    CHECK_STR_FREE(render_prom("^uprom\\.b\\.upstream_cx_total$", 0),
-                   "# HELP envoy_uprom_upstream_cx_total Counter uprom.b.upstream_cx_total\n"
-                   "# TYPE envoy_uprom_upstream_cx_total counter\n"
-                   "envoy_uprom_upstream_cx_total{envoy_cluster_name=\"b\"} 2\n");
-    CHECK_STR_FREE(render_prom("^envoy_uprom", 0), "");
+    CHECK_STR_FREE(render_prom("^cluster\\.upb\\.upstream_cx_total$", 0),
+                   "# HELP envoy_cluster_upstream_cx_total Counter cluster.upb.upstream_cx_total\n"
+                   "# TYPE envoy_cluster_upstream_cx_total counter\n"
+                   "envoy_cluster_upstream_cx_total{envoy_cluster_name=\"upb\"} 2\n");
+    CHECK_STR_FREE(render_prom("^envoy_cluster", 0), "");
     PT_CHECK(render_prom("[", 0) == NULL);
 }
 
@@ -399,11 +400,11 @@ static void test_render_prometheus(void)
  * and line feed (Prometheus text format 0.0.4). A cluster name is user input. */
 static void test_prometheus_escaping(void)
 {
-    pt_stat_inc(pt_stats_counter("uesc", "envoy_cluster_name", "a\"b\\c\nd", "cx"));
-    CHECK_STR_FREE(render_prom("^uesc\\.", 0),
-                   "# HELP envoy_uesc_cx_total Counter uesc.a\"b\\\\c\\nd.cx\n"
-                   "# TYPE envoy_uesc_cx_total counter\n"
-                   "envoy_uesc_cx_total{envoy_cluster_name=\"a\\\"b\\\\c\\nd\"} 1\n");
+    pt_stat_inc(pt_stats_counter("cluster", "envoy_cluster_name", "a\"b\\c\nd", "uesc_cx"));
+    CHECK_STR_FREE(render_prom("uesc_cx$", 0),
+                   "# HELP envoy_cluster_uesc_cx_total Counter cluster.a\"b\\\\c\\nd.uesc_cx\n"
+                   "# TYPE envoy_cluster_uesc_cx_total counter\n"
+                   "envoy_cluster_uesc_cx_total{envoy_cluster_name=\"a\\\"b\\\\c\\nd\"} 1\n");
 }
 
 /* ---- promtool ---------------------------------------------------------------------- */
@@ -531,9 +532,10 @@ static void test_text_readouts(void)
                                                    " ]\n"
                                                    "}\n");
     CHECK_STR_FREE(render_prom("^utr\\.", 0),
-                   "# HELP envoy_utr_update_success_total Counter utr.s1.update_success\n"
-                   "# TYPE envoy_utr_update_success_total counter\n"
-                   "envoy_utr_update_success_total{envoy_sds_secret=\"s1\"} 1\n");
+                   /* No default extractor takes utr's second token: Envoy's names. */
+                   "# HELP envoy_utr_s1_update_success_total Counter utr.s1.update_success\n"
+                   "# TYPE envoy_utr_s1_update_success_total counter\n"
+                   "envoy_utr_s1_update_success_total 1\n");
 }
 
 /* A cluster's stats go with it: released by tag value within one scope, their ids and
