@@ -391,11 +391,14 @@ static void prom_names_free(prom_names_t *t)
 static void prom_metric_name(const pt_stat_tags_t *tags, pt_stat_kind_t kind, char *out,
                              size_t len)
 {
+    /* Envoy's names exactly, no suffix added: dashboards and alerts written for Envoy query
+     * envoy_cluster_upstream_rq_xx and envoy_cluster_upstream_rq_total as Envoy writes them
+     * (a _total suffix would merge upstream_rq_<code> into upstream_rq_total's family and
+     * double its sums). */
+    (void)kind;
     char san[PT_STAT_NAME_MAX];
     pt_stats_prom_sanitize(tags->name, san, sizeof(san));
-    size_t sl = strlen(san);
-    int ends_total = sl >= 6 && strcmp(san + sl - 6, "_total") == 0;
-    snprintf(out, len, "envoy_%s%s", san, kind == PT_STAT_COUNTER && !ends_total ? "_total" : "");
+    snprintf(out, len, "envoy_%s", san);
 }
 
 static void prom_escape(pt_buf_t *out, const char *v)
@@ -479,10 +482,10 @@ static void prom_histogram(pt_buf_t *out, const char *pn, const pt_stat_tags_t *
 
 /* Prometheus text exposition 0.0.4, with Envoy's tag extraction (stats_config.stats_tags
  * and the default extractors, proxy/stats_tags.h): a family is a tag-extracted name, its
- * tags are labels. Counters carry the conventional _total suffix, histograms have Envoy's
- * _bucket, _sum and _count series, and every family has HELP and TYPE lines, so the output
- * passes `promtool check metrics` (but for the lint on Envoy's "_ms" names, see
- * docs/observability.md). */
+ * tags are labels, the names Envoy's own (no suffix added); histograms have Envoy's _bucket,
+ * _sum and _count series, and every family has HELP and TYPE lines, so the output is well
+ * formed for `promtool check metrics`, whose only complaints are the lints Envoy's own names
+ * draw (counters without "_total", gauges with it, the "ms" unit; docs/stats.md). */
 int pt_admin_render_prometheus(pt_buf_t *out, const char *filter, int used_only)
 {
     stat_filter_t f;
@@ -530,14 +533,7 @@ int pt_admin_render_prometheus(pt_buf_t *out, const char *filter, int used_only)
         if (family == metric && kind != family_kind)
             continue; /* a name two kinds extract to: one TYPE a family, the first kind's */
         int counter = kind == PT_STAT_COUNTER, histogram = kind == PT_STAT_HISTOGRAM;
-        size_t ml = strlen(metric);
-        int ends_total = ml >= 6 && strcmp(metric + ml - 6, "_total") == 0;
-        /* A gauge ending in _total is typed untyped: Prometheus reserves the suffix for
-         * counters. */
-        const char *type = counter     ? "counter"
-                           : histogram ? "histogram"
-                           : ends_total ? "untyped"
-                                        : "gauge";
+        const char *type = counter ? "counter" : histogram ? "histogram" : "gauge";
         if (family != metric) {
             family = metric;
             family_kind = kind;

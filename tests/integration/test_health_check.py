@@ -474,7 +474,7 @@ class HttpHealthCheckTest(unittest.TestCase):
                 self.assertEqual(stats['cluster.c.health_check.degraded'], 0)
                 status, _, body = p.admin_get('/stats/prometheus')
                 if status == 200:
-                    self.assertIn(b'envoy_cluster_health_check_attempt_total'
+                    self.assertIn(b'envoy_cluster_health_check_attempt'
                                   b'{envoy_cluster_name="c"} 1', body)
                     self.assertIn(b'envoy_cluster_health_check_healthy{envoy_cluster_name="c"} 0',
                                   body)

@@ -182,7 +182,7 @@ class RbacHttpTest(unittest.TestCase):
         p.wait_stat('http.ingress.rbac.allowed', 1)
         status, _, body = p.admin_get('/stats/prometheus')
         self.assertEqual(status, 200)
-        self.assertIn('envoy_http_rbac_allowed_total{envoy_http_conn_manager_prefix="ingress"} 1',
+        self.assertIn('envoy_http_rbac_allowed{envoy_http_conn_manager_prefix="ingress"} 1',
                       body.decode())
 
 

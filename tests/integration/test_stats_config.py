@@ -70,11 +70,13 @@ class TagsTest(unittest.TestCase):
             self.assertEqual(r.get('/'), 200)
             prom = r.prom()
             # cluster.web.upstream_rq_404 -> the response code and the cluster are labels.
-            self.assertIn(b'envoy_cluster_upstream_rq_total{envoy_response_code="404",'
+            self.assertIn(b'envoy_cluster_upstream_rq{envoy_response_code="404",'
                           b'envoy_cluster_name="web"} 1\n', prom)
-            self.assertIn(b'envoy_cluster_upstream_rq_xx_total{envoy_response_code_class="4",'
+            # Envoy's names, no suffix added: upstream_rq_total keeps its own family.
+            self.assertIn(b'envoy_cluster_upstream_rq_total{envoy_cluster_name="web"} 2\n', prom)
+            self.assertIn(b'envoy_cluster_upstream_rq_xx{envoy_response_code_class="4",'
                           b'envoy_cluster_name="web"} 1\n', prom)
-            self.assertIn(b'envoy_http_downstream_rq_xx_total{envoy_response_code_class="2",'
+            self.assertIn(b'envoy_http_downstream_rq_xx{envoy_response_code_class="2",'
                           b'envoy_http_conn_manager_prefix="ingress"} 1\n', prom)
             self.assertIn(b'envoy_listener_downstream_cx_total{envoy_listener_address='
                           b'"127.0.0.1_%d"}' % r.port, prom)
@@ -96,7 +98,7 @@ class TagsTest(unittest.TestCase):
             prom = r.prom()
             # Fixed values first, then the defaults, then the custom regexes (Envoy's order);
             # both regexes cut from the original name: "v2_" and "v2_web.".
-            self.assertIn(b'envoy_cluster_upstream_rq_total{mesh="east-1",envoy_response_code='
+            self.assertIn(b'envoy_cluster_upstream_rq{mesh="east-1",envoy_response_code='
                           b'"200",envoy_cluster_name="v2_web",version="v2"} 1\n', prom)
             # Every stat carries the fixed value, untagged ones too.
             self.assertIn(b'envoy_cluster_manager_active_clusters{mesh="east-1"} 1\n', prom)
@@ -113,8 +115,8 @@ class TagsTest(unittest.TestCase):
             prom = r.prom()
             # The custom tag alone: the response code stays in the name, the connection
             # manager's prefix and the listener's address too.
-            self.assertIn(b'envoy_cluster_upstream_rq_200_total{cluster="web"} 1\n', prom)
-            self.assertIn(b'envoy_http_ingress_downstream_rq_2xx_total 1\n', prom)
+            self.assertIn(b'envoy_cluster_upstream_rq_200{cluster="web"} 1\n', prom)
+            self.assertIn(b'envoy_http_ingress_downstream_rq_2xx 1\n', prom)
             self.assertNotIn(b'envoy_cluster_name=', prom)
             self.assertNotIn(b'envoy_response_code', prom)
             self.assertIsNone(h.promtool_check(prom))

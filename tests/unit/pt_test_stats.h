@@ -27,10 +27,10 @@ static inline const char *full_name(pt_stat_t id)
  * installed, -1 (with promtool's words and the exposition on stderr) when it fails.
  *
  * Passing means what it means for Envoy's own output: well formed (promtool's exit 1 is a
- * parse error) and no lint problem, except one that Envoy's names make unavoidable:
+ * parse error) and no lint problem, except those Envoy's names make unavoidable (exit 3):
  * promtool 2.x calls the "ms" in upstream_cx_connect_ms, upstream_cx_length_ms and
- * downstream_cx_length_ms an abbreviated unit (exit 3). Those names are Envoy's, kept for
- * its dashboards; any other problem, or that one on another name, fails. */
+ * downstream_cx_length_ms an abbreviated unit, wants "_total" on every counter and on no
+ * gauge. Those names are Envoy's, kept for its dashboards; any other problem fails. */
 static inline int pt_test_promtool(const char *text)
 {
     if (access("/usr/bin/promtool", X_OK) != 0) {
@@ -54,11 +54,16 @@ static inline int pt_test_promtool(const char *text)
     FILE *f = fopen(out, "r");
     char line[1024];
     while (ok && code == 3 && f != NULL && fgets(line, sizeof(line), f) != NULL) {
-        static const char allowed[] = " metric names should not contain abbreviated units\n";
+        static const char units[] = " metric names should not contain abbreviated units\n";
+        static const char no_total[] = " counter metrics should have \"_total\" suffix\n";
+        static const char gauge_total[] =
+            " non-counter metrics should not have \"_total\" suffix\n";
         char *sp = strchr(line, ' ');
         size_t nlen = sp ? (size_t)(sp - line) : 0;
-        ok = sp != NULL && strcmp(sp, allowed) == 0 && nlen > 3 &&
-             strncmp(line, "envoy_", 6) == 0 && strncmp(line + nlen - 3, "_ms", 3) == 0;
+        int envoy = sp != NULL && nlen > 6 && strncmp(line, "envoy_", 6) == 0;
+        ok = envoy && ((strcmp(sp, units) == 0 && strncmp(line + nlen - 3, "_ms", 3) == 0) ||
+                       strcmp(sp, no_total) == 0 ||
+                       (strcmp(sp, gauge_total) == 0 && strncmp(line + nlen - 6, "_total", 6) == 0));
     }
     if (!ok) {
         fprintf(stderr, "  promtool exit %d; exposition:\n%s\n  promtool said:\n", code, text);

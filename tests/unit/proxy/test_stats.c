@@ -355,20 +355,20 @@ static void test_render_prometheus(void)
     pt_stat_set(pt_stats_gauge("uprom", NULL, NULL, "live"), 1);
     pt_stats_counter("cluster", t, "upb", "upstream_cx_connect_fail"); /* stays 0 */
     const char *want =
-        /* A gauge ending in _total keeps its name and is untyped: the suffix is the
-         * counters'. */
+        /* Envoy's names as they are: a gauge ending in _total stays a gauge... */
         "# HELP envoy_cluster_membership_total Gauge cluster.upa.membership_total\n"
-        "# TYPE envoy_cluster_membership_total untyped\n"
+        "# TYPE envoy_cluster_membership_total gauge\n"
         "envoy_cluster_membership_total{envoy_cluster_name=\"upa\"} 3\n"
         "# HELP envoy_cluster_upstream_cx_active Gauge cluster.upa.upstream_cx_active\n"
         "# TYPE envoy_cluster_upstream_cx_active gauge\n"
         "envoy_cluster_upstream_cx_active{envoy_cluster_name=\"upa\"} 4\n"
-        "# HELP envoy_cluster_upstream_cx_connect_fail_total Counter "
+        /* ...and a counter gets no suffix (Envoy's exporter adds none); */
+        "# HELP envoy_cluster_upstream_cx_connect_fail Counter "
         "cluster.upa.upstream_cx_connect_fail\n"
-        "# TYPE envoy_cluster_upstream_cx_connect_fail_total counter\n"
-        "envoy_cluster_upstream_cx_connect_fail_total{envoy_cluster_name=\"upa\"} 1\n"
-        "envoy_cluster_upstream_cx_connect_fail_total{envoy_cluster_name=\"upb\"} 0\n"
-        /* ...unless already there; one HELP/TYPE per family, samples grouped under it. */
+        "# TYPE envoy_cluster_upstream_cx_connect_fail counter\n"
+        "envoy_cluster_upstream_cx_connect_fail{envoy_cluster_name=\"upa\"} 1\n"
+        "envoy_cluster_upstream_cx_connect_fail{envoy_cluster_name=\"upb\"} 0\n"
+        /* one HELP/TYPE per family, samples grouped under it. */
         "# HELP envoy_cluster_upstream_cx_total Counter cluster.upa.upstream_cx_total\n"
         "# TYPE envoy_cluster_upstream_cx_total counter\n"
         "envoy_cluster_upstream_cx_total{envoy_cluster_name=\"upa\"} 7\n"
@@ -376,16 +376,15 @@ static void test_render_prometheus(void)
         "# HELP envoy_uprom_live Gauge uprom.live\n"
         "# TYPE envoy_uprom_live gauge\n"
         "envoy_uprom_live 1\n"
-        /* Counters get _total appended, unless already there. */
-        "# HELP envoy_uprom_requests_total Counter uprom.requests\n"
-        "# TYPE envoy_uprom_requests_total counter\n"
-        "envoy_uprom_requests_total 9\n"
+        "# HELP envoy_uprom_requests Counter uprom.requests\n"
+        "# TYPE envoy_uprom_requests counter\n"
+        "envoy_uprom_requests 9\n"
         ;
     CHECK_STR_FREE(render_prom("^(uprom|cluster\\.up[ab])\\.", 0), want);
     /* usedonly drops b's zero connect_fail sample; the family stays. */
     char *s = render_prom("^(uprom|cluster\\.up[ab])\\.", 1);
     PT_CHECK(s != NULL && strstr(s, "{envoy_cluster_name=\"upb\"} 0") == NULL);
-    PT_CHECK(strstr(s, "envoy_cluster_upstream_cx_connect_fail_total{envoy_cluster_name=\"upa\"} 1\n"));
+    PT_CHECK(strstr(s, "envoy_cluster_upstream_cx_connect_fail{envoy_cluster_name=\"upa\"} 1\n"));
     free(s);
     /* The filter sees the Envoy name, not the Prometheus one. */
     CHECK_STR_FREE(render_prom("^cluster\\.upb\\.upstream_cx_total$", 0),
@@ -402,9 +401,9 @@ static void test_prometheus_escaping(void)
 {
     pt_stat_inc(pt_stats_counter("cluster", "envoy_cluster_name", "a\"b\\c\nd", "uesc_cx"));
     CHECK_STR_FREE(render_prom("uesc_cx$", 0),
-                   "# HELP envoy_cluster_uesc_cx_total Counter cluster.a\"b\\\\c\\nd.uesc_cx\n"
-                   "# TYPE envoy_cluster_uesc_cx_total counter\n"
-                   "envoy_cluster_uesc_cx_total{envoy_cluster_name=\"a\\\"b\\\\c\\nd\"} 1\n");
+                   "# HELP envoy_cluster_uesc_cx Counter cluster.a\"b\\\\c\\nd.uesc_cx\n"
+                   "# TYPE envoy_cluster_uesc_cx counter\n"
+                   "envoy_cluster_uesc_cx{envoy_cluster_name=\"a\\\"b\\\\c\\nd\"} 1\n");
 }
 
 /* ---- promtool ---------------------------------------------------------------------- */
@@ -473,7 +472,7 @@ static void test_promtool(void)
                           "\"0.0.0.0_15006\"} 0\n"));
     PT_CHECK(strstr(text, "envoy_tcp_downstream_cx_total{envoy_tcp_prefix="
                           "\"outbound|9080||reviews\"} 0\n"));
-    PT_CHECK(strstr(text, "# TYPE envoy_cluster_membership_total untyped\n"));
+    PT_CHECK(strstr(text, "# TYPE envoy_cluster_membership_total gauge\n"));
     /* The cluster's histograms are in it too, with values. */
     pt_hist_record(pt_boot_find(cfg, "backend")->stats.upstream_rq_time, 12);
     pt_stats_merge_histograms();
@@ -533,9 +532,9 @@ static void test_text_readouts(void)
                                                    "}\n");
     CHECK_STR_FREE(render_prom("^utr\\.", 0),
                    /* No default extractor takes utr's second token: Envoy's names. */
-                   "# HELP envoy_utr_s1_update_success_total Counter utr.s1.update_success\n"
-                   "# TYPE envoy_utr_s1_update_success_total counter\n"
-                   "envoy_utr_s1_update_success_total 1\n");
+                   "# HELP envoy_utr_s1_update_success Counter utr.s1.update_success\n"
+                   "# TYPE envoy_utr_s1_update_success counter\n"
+                   "envoy_utr_s1_update_success 1\n");
 }
 
 /* A cluster's stats go with it: released by tag value within one scope, their ids and
