@@ -974,8 +974,10 @@ static void start_attempt(router_state_t *st)
             pt_cluster_host_done(st->cluster, st->host);
         st->flags |= R_HOLDS_HOST;
         s->info.upstream_host = pt_arena_strdup(&s->arena, host->address_str);
+        s->info.upstream_host_ref = NULL; /* made on demand: no endpoint metadata */
     } else {
         s->info.upstream_host = host->address_str;
+        s->info.upstream_host_ref = host; /* held by the cluster version the stream pins */
     }
     st->host = host;
     if (st->ntried < MAX_TRIED_HOSTS)
@@ -1261,6 +1263,8 @@ static int router_decode_headers(pt_http_stream_t *s, void *cfg, void *state,
     st->cluster = cluster;
     st->breaker = &cluster->breakers[rt->priority];
     s->info.upstream_cluster = cluster->name;
+    s->info.cluster_metadata = cluster->metadata;
+    s->info.upstream_cluster_ref = cluster;
     st->retry = rt->retry_policy;
     read_retry_headers(st, h);
     int present;

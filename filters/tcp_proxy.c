@@ -184,6 +184,10 @@ static void write_access_log(tcp_proxy_t *tp)
     si.response_flags = tp->response_flags;
     si.upstream_host = tp->host ? tp->host->address_str : NULL;
     si.upstream_cluster = tp->cluster ? tp->cluster->name : NULL;
+    si.cluster_metadata = tp->cluster ? tp->cluster->metadata : NULL;
+    si.upstream_cluster_ref = tp->cluster;
+    si.upstream_host_ref = tp->cluster && tp->cluster->type != PT_CLUSTER_ORIGINAL_DST ? tp->host
+                                                                                       : NULL;
     si.downstream_remote = tp->ds->peer;
     si.downstream_direct_remote = tp->ds->peer;
     si.downstream_local = s->local;

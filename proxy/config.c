@@ -14,6 +14,7 @@
 #include "proxy/hash.h"
 #include "proxy/log.h"
 #include "proxy/matcher.h"
+#include "proxy/metadata.h"
 #include "proxy/overload.h"
 #include "proxy/stats.h"
 #include "discovery/dns.h"
@@ -30,19 +31,19 @@ static const char *const bootstrap_unsupported[] = {
     "listener_manager", "application_log_config", "grpc_async_client_manager_config",
     "memory_allocator_manager", "node_context_params", NULL};
 static const char *const static_unsupported[] = {"secrets", NULL};
-static const char *const node_unsupported[] = {"metadata", "dynamic_parameters",
+static const char *const node_unsupported[] = {"dynamic_parameters",
                                                "user_agent_name", "user_agent_version",
                                                "user_agent_build_version", "extensions",
                                                "client_features", "listening_addresses", NULL};
 static const char *const admin_unsupported[] = {"socket_options", NULL};
 static const char *const listener_unsupported[] = {
-    "filter_chain_matcher", "metadata",
+    "filter_chain_matcher",
     "drain_type", "transparent", "freebind", "socket_options", "tcp_fast_open_queue_length",
     "udp_listener_config", "api_listener", "connection_balance_config", "reuse_port",
     "access_log", "tcp_backlog_size", "internal_listener",
     "enable_mptcp", "additional_addresses", "listener_specifier",
     "deprecated_v1", "enable_reuse_port", NULL};
-static const char *const chain_unsupported[] = {"metadata", "use_proxy_proto",
+static const char *const chain_unsupported[] = {"use_proxy_proto",
                                                 "on_demand_configuration", NULL};
 static const char *const filter_unsupported[] = {"config_discovery", NULL};
 
@@ -90,6 +91,7 @@ static int parse_node(pt_cfg_t *r, pt_config_t *cfg)
     cfg->node.id = pt_arena_strdup(&cfg->arena, s);
     pt_cfg_string(r, "cluster", &s, NULL);
     cfg->node.cluster = pt_arena_strdup(&cfg->arena, s);
+    cfg->node.metadata = pt_struct_parse(r, "metadata", &cfg->arena);
     if (pt_cfg_enter(r, "locality") > 0) {
         pt_cfg_string(r, "region", &s, NULL);
         cfg->node.region = pt_arena_strdup(&cfg->arena, s);
@@ -494,6 +496,7 @@ static void parse_filter_chain(pt_cfg_t *r, pt_config_t *cfg, pt_filter_chain_t 
     const char *name;
     pt_cfg_string(r, "name", &name, NULL);
     fc->name = pt_arena_strdup(&cfg->arena, name);
+    fc->metadata = pt_metadata_parse(r, "metadata", &cfg->arena);
     if (pt_cfg_enter(r, "filter_chain_match") > 0) {
         parse_chain_match(r, &cfg->arena, &fc->match);
         pt_cfg_leave(r);
@@ -526,6 +529,7 @@ static void parse_listener(pt_cfg_t *r, pt_config_t *cfg, pt_listener_config_t *
 {
     l->source = keep_source(r, cfg);
     pt_cfg_unsupported(r, listener_unsupported);
+    l->metadata = pt_metadata_parse(r, "metadata", &cfg->arena);
     const char *name;
     pt_cfg_string(r, "name", &name, NULL);
     if (pt_config_read_address(r, "address", &l->address) == 0)

@@ -66,6 +66,7 @@ typedef struct pt_filter_chain {
     pt_tls_settings_t *tls;     /* transport_socket: DownstreamTlsContext, or NULL (raw) */
     pt_tls_context_t *tls_ctx;  /* built at prepare */
     uint64_t handshake_timeout_ms; /* transport_socket_connect_timeout; 0 = none (Envoy) */
+    const struct pt_metadata *metadata; /* FilterChain.metadata, or NULL */
 } pt_filter_chain_t;
 
 /* What the listener knows of a new connection when it picks a filter chain. */
@@ -103,6 +104,7 @@ typedef struct pt_listener_config {
     const char *version_info;    /* LDS: of the update that last changed it */
     double last_updated;         /* LDS: wall-clock seconds */
     const char *name;
+    const struct pt_metadata *metadata; /* Listener.metadata, or NULL */
     pt_addr_t address;
     const char *stat_name;       /* stat_prefix, or the address as Envoy writes it */
     uint32_t buffer_limit;       /* per_connection_buffer_limit_bytes */
@@ -135,6 +137,7 @@ typedef struct pt_node_info {
     const char *id;
     const char *cluster;
     const char *region, *zone, *sub_zone;
+    const char *metadata; /* node.metadata, a Struct (sent to control planes) as JSON, or NULL */
 } pt_node_info_t;
 
 /* An HTTP connection manager's rds: the route configuration `name` from `source`. */

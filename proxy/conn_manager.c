@@ -961,6 +961,8 @@ static void hcm_on_headers(void *stream, pt_http_headers_t *headers, int end_str
         s->route = s->vhost ? pt_route_match(s->vhost, headers) : NULL;
         if (s->route != NULL) {
             s->info.route_name = s->route->name;
+            s->info.route_metadata = s->route->metadata;
+            s->info.vhost_metadata = s->vhost->metadata;
             if (s->route->idle_timeout_ms != PT_ROUTE_TIMEOUT_UNSET) {
                 s->idle_timeout_ms = s->route->idle_timeout_ms;
                 arm_idle_timer(s);

@@ -156,6 +156,15 @@ typedef struct pt_stream_info {
     const char *downstream_local_uri_san;
     const char *downstream_peer_subject;
     unsigned upstream_attempts;   /* 1 + retries */
+    /* Metadata the access log and RBAC read (proxy/metadata.h); NULL when there is none.
+     * upstream_cluster_ref and upstream_host_ref find the endpoint's metadata
+     * (%UPSTREAM_METADATA%): the cluster version and the host the last attempt picked. */
+    const struct pt_metadata *route_metadata;
+    const struct pt_metadata *vhost_metadata;
+    const struct pt_metadata *cluster_metadata;
+    const struct pt_cluster *upstream_cluster_ref;
+    const struct pt_host *upstream_host_ref;
+    struct pt_dyn_md *dynamic_metadata; /* written by filters, in the stream's arena */
 } pt_stream_info_t;
 
 #endif

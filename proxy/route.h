@@ -152,6 +152,7 @@ typedef struct pt_redirect {
 struct pt_route {
     pt_per_filter_configs_t per_filter; /* typed_per_filter_config */
     const char *name; /* "" when unnamed */
+    const struct pt_metadata *metadata; /* Route.metadata (%ROUTE_METADATA%), or NULL */
     const pt_vhost_t *vhost;
     pt_route_match_spec_t match;
     pt_route_action_t action;
@@ -209,6 +210,7 @@ typedef enum pt_require_tls {
 struct pt_vhost {
     pt_per_filter_configs_t per_filter; /* typed_per_filter_config */
     const char *name;
+    const struct pt_metadata *metadata; /* VirtualHost.metadata, or NULL */
     const char *const *domains; /* lowercase, as configured */
     unsigned ndomains;
     pt_require_tls_t require_tls;
@@ -231,6 +233,7 @@ struct pt_route_config {
     _Atomic long refs;
     pt_arena_t *own_arena;
     const char *name; /* "" when unnamed */
+    const struct pt_metadata *metadata; /* RouteConfiguration.metadata, or NULL */
     pt_per_filter_configs_t per_filter; /* typed_per_filter_config */
     int has_per_filter; /* any level of it has typed_per_filter_config */
     const pt_vhost_t *vhosts;

@@ -635,6 +635,11 @@ static json_t *node_json(const pt_node_info_t *n)
             json_object_set_new(loc, "sub_zone", json_string(n->sub_zone));
         json_object_set_new(node, "locality", loc);
     }
+    if (n->metadata != NULL) {
+        json_t *md = json_loads(n->metadata, 0, NULL);
+        if (md != NULL)
+            json_object_set_new(node, "metadata", md);
+    }
     json_object_set_new(node, "user_agent_name", json_string("petrel"));
     json_object_set_new(node, "user_agent_version", json_string(PT_VERSION));
     return node;
