@@ -599,6 +599,7 @@ static void parse_listener(pt_cfg_t *r, pt_config_t *cfg, pt_listener_config_t *
         pt_cfg_leave_array(r);
     pt_cfg_bool(r, "use_original_dst", &l->use_original_dst, 0);
     pt_cfg_bool(r, "ignore_global_conn_limit", &l->ignore_global_conn_limit, 0);
+    pt_cfg_bool(r, "bypass_overload_manager", &l->bypass_overload_manager, 0);
     uint64_t per_event;
     pt_cfg_uint(r, "max_connections_to_accept_per_socket_event", &per_event, 0, 1, UINT32_MAX);
     l->max_accept_per_event = (uint32_t)per_event;

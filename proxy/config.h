@@ -123,6 +123,8 @@ typedef struct pt_listener_config {
     uint64_t connection_limit;          /* runtime envoy.resource_limits.listener.<name>.
                                            connection_limit; 0: none */
     int ignore_global_conn_limit;       /* its connections are not counted globally */
+    int bypass_overload_manager;        /* the overload manager's limit does not apply to it
+                                           (pt_listener_counts_globally) */
     uint32_t max_accept_per_event;      /* max_connections_to_accept_per_socket_event;
                                            0: petrel's batch (until none is left) */
     pt_listener_stats_t stats;
@@ -193,6 +195,7 @@ typedef struct pt_config {
     pt_rds_need_t *rds_needs;    /* every rds of the listeners' connection managers */
     /* Downstream connections the whole process accepts (proxy/overload.c); 0: no limit. */
     uint64_t max_downstream_connections;
+    int max_downstream_from_overload_manager; /* that limit is the overload manager's monitor's */
     /* The bootstrap's DNS resolver: DNS clusters without one of their own use it. */
     pt_dns_resolver_config_t dns_resolver;
     /* Histograms are merged (their interval ends) every stats_flush_interval (5 s), or, with

@@ -298,6 +298,7 @@ static void *hcm_parse(pt_cfg_t *r, pt_config_t *cfg)
     }
     parse_http_filters(r, cfg, hc);
     pt_access_log_parse_list(r, "access_log", a, &hc->access_logs, &hc->naccess_logs);
+    hc->access_log_needs = pt_access_logs_needs(hc->access_logs, hc->naccess_logs);
 
     pt_cfg_bool(r, "use_remote_address", &hc->use_remote_address, 0);
     uint64_t v;
@@ -365,6 +366,18 @@ static void *hcm_parse(pt_cfg_t *r, pt_config_t *cfg)
         pt_cfg_bool(r, "accept_http_10", &hc->accept_http_10, 0);
         pt_cfg_string(r, "default_host_for_http_10", &s, NULL);
         hc->default_host_for_http_10 = pt_arena_strdup(a, s);
+        int present;
+        size_t n = pt_cfg_array(r, "ignore_http_11_upgrade", &present);
+        pt_string_matcher_t *m = pt_arena_alloc(a, (n ? n : 1) * sizeof(*m));
+        for (size_t i = 0; m != NULL && i < n; i++)
+            if (pt_cfg_enter_index(r, i) > 0) {
+                if (pt_string_matcher_parse(r, a, &m[hc->settings.nignore_upgrade]) == 0)
+                    hc->settings.nignore_upgrade++;
+                pt_cfg_leave(r);
+            }
+        if (present)
+            pt_cfg_leave_array(r);
+        hc->settings.ignore_upgrade = m;
         pt_cfg_leave(r);
     }
     parse_upgrades(r, a, &hc->upgrades, &hc->nupgrades);
@@ -524,6 +537,12 @@ static void *hcm_on_new_stream(void *owner, pt_http_codec_stream_t *cs)
             s->info.downstream_peer_subject = pt_arena_strdup(&s->arena, peer->subject);
         }
         s->info.downstream_local_uri_san = pt_arena_strdup(&s->arena, pt_tls_local_uri_san(dc));
+        if (hc->access_log_needs & PT_FORMAT_NEEDS_PEER_CERT) {
+            /* Only for logs that show it: the PEM and digests cost a few microseconds. */
+            pt_peer_cert_t *pc = pt_arena_alloc(&s->arena, sizeof(*pc));
+            if (pc != NULL && pt_tls_peer_cert_fill(dc, &s->arena, pc) == 0)
+                s->info.downstream_peer_cert = pc;
+        }
         s->info.requested_server_name = pt_arena_strdup(&s->arena, pt_tls_sni(dc));
     } else {
         s->info.requested_server_name = h->session->sni;
@@ -1522,6 +1541,8 @@ void pt_http_stream_local_reply_n(pt_http_stream_t *s, int status, const char *b
     s->info.response_flags |= flags;
     if (details != NULL)
         s->info.response_code_details = details;
+    s->info.local_reply_body = body; /* %LOCAL_REPLY_BODY% */
+    s->info.local_reply_body_len = body != NULL ? blen : 0;
     if (s->flags & PT_HS_RESPONSE_STARTED) {
         pt_http_stream_reset(s, 0, details);
         return;

@@ -48,6 +48,9 @@ enum op {
     OP_UNIQUE_ID,
     OP_GRPC_STATUS, /* str: "C" camel, "S" snake, "N" number */
     OP_METADATA,    /* off: enum md_source; str: namespace; keys/nkeys: the path */
+    OP_LOCAL_REPLY_BODY,
+    OP_PEER_CERT,      /* off: offsetof a string in pt_peer_cert_t */
+    OP_PEER_CERT_TIME, /* off: offsetof an int64_t in pt_peer_cert_t; tf: its format */
 };
 
 /* Where %..._METADATA% and %METADATA(TYPE:...)% look. */
@@ -64,6 +67,7 @@ typedef struct op_def {
 } op_def_t;
 
 #define SI(field) ((uint16_t)offsetof(pt_stream_info_t, field))
+#define PC(field) ((uint16_t)offsetof(pt_peer_cert_t, field))
 
 static const op_def_t op_defs[] = {
     {"START_TIME", OP_START_TIME, ARG_TIME, 0, 0, 0},
@@ -120,6 +124,15 @@ static const op_def_t op_defs[] = {
     {"UNIQUE_ID", OP_UNIQUE_ID, ARG_NONE, 0, 0, 0},
     {"GRPC_STATUS", OP_GRPC_STATUS, ARG_GRPC, 0, 0, 0},
     {"GRPC_STATUS_NUMBER", OP_GRPC_STATUS, ARG_NONE, 1, 0, 0},
+    {"LOCAL_REPLY_BODY", OP_LOCAL_REPLY_BODY, ARG_NONE, 0, 0, 0},
+    {"DOWNSTREAM_PEER_ISSUER", OP_PEER_CERT, ARG_NONE, 0, PC(issuer), 0},
+    {"DOWNSTREAM_PEER_FINGERPRINT_256", OP_PEER_CERT, ARG_NONE, 0, PC(fingerprint_256), 0},
+    {"DOWNSTREAM_PEER_FINGERPRINT_1", OP_PEER_CERT, ARG_NONE, 0, PC(fingerprint_1), 0},
+    {"DOWNSTREAM_PEER_SERIAL", OP_PEER_CERT, ARG_NONE, 0, PC(serial), 0},
+    {"DOWNSTREAM_PEER_CERT", OP_PEER_CERT, ARG_NONE, 0, PC(cert), 0},
+    {"DOWNSTREAM_PEER_DNS_SAN", OP_PEER_CERT, ARG_NONE, 0, PC(dns_san), 0},
+    {"DOWNSTREAM_PEER_CERT_V_START", OP_PEER_CERT_TIME, ARG_TIME, 0, PC(not_before), 0},
+    {"DOWNSTREAM_PEER_CERT_V_END", OP_PEER_CERT_TIME, ARG_TIME, 0, PC(not_after), 0},
     {"DYNAMIC_METADATA", OP_METADATA, ARG_METADATA, 0, MD_DYNAMIC, 0},
     {"CLUSTER_METADATA", OP_METADATA, ARG_METADATA, 0, MD_CLUSTER, 0},
     {"UPSTREAM_METADATA", OP_METADATA, ARG_METADATA, 0, MD_UPSTREAM_HOST, 0},
@@ -153,18 +166,10 @@ static const char *const unsupported_ops[] = {"START_TIME_LOCAL",
                                               "FILTER_STATE",
                                               "UPSTREAM_FILTER_STATE",
                                               "DOWNSTREAM_LOCAL_SUBJECT",
-                                              "DOWNSTREAM_PEER_ISSUER",
                                               "DOWNSTREAM_TLS_SESSION_ID",
                                               "DOWNSTREAM_TLS_CIPHER",
                                               "DOWNSTREAM_TLS_VERSION",
-                                              "DOWNSTREAM_PEER_FINGERPRINT_256",
-                                              "DOWNSTREAM_PEER_FINGERPRINT_1",
-                                              "DOWNSTREAM_PEER_SERIAL",
-                                              "DOWNSTREAM_PEER_CERT",
-                                              "DOWNSTREAM_PEER_CERT_V_START",
-                                              "DOWNSTREAM_PEER_CERT_V_END",
                                               "DOWNSTREAM_LOCAL_DNS_SAN",
-                                              "DOWNSTREAM_PEER_DNS_SAN",
                                               "UPSTREAM_PEER_SUBJECT",
                                               "UPSTREAM_PEER_ISSUER",
                                               "UPSTREAM_TLS_SESSION_ID",
@@ -173,7 +178,6 @@ static const char *const unsupported_ops[] = {"START_TIME_LOCAL",
                                               "UPSTREAM_PEER_CERT",
                                               "UPSTREAM_PEER_CERT_V_START",
                                               "UPSTREAM_PEER_CERT_V_END",
-                                              "LOCAL_REPLY_BODY",
                                               "FILTER_CHAIN_NAME",
                                               "CEL",
                                               "REQ_WITHOUT_QUERY",
@@ -231,6 +235,7 @@ typedef struct jnode {
 
 struct pt_format {
     unsigned flags;
+    unsigned needs; /* PT_FORMAT_NEEDS_* */
     unsigned nparts;
     const fpart_t *parts; /* text formats and JN_FMT values */
     const jnode_t *json;  /* JSON formats: the root object */
@@ -423,6 +428,7 @@ static pt_format_t *compile_text(pt_arena_t *a, const char *text, size_t n, unsi
     }
     f->flags = flags;
     f->constant = 1;
+    f->needs = 0;
     unsigned np = 0;
     size_t lo = 0, lit_start = 0, i = 0;
 #define END_LITERAL()                                                                              \
@@ -604,6 +610,8 @@ static pt_format_t *compile_text(pt_arena_t *a, const char *text, size_t n, unsi
         }
         if (p->op != OP_CONST)
             f->constant = 0;
+        if (p->op == OP_PEER_CERT || p->op == OP_PEER_CERT_TIME)
+            f->needs |= PT_FORMAT_NEEDS_PEER_CERT;
         /* The literal before this operator ends here; the operator follows it. */
         END_LITERAL();
         parts[np++] = op_part;
@@ -1040,6 +1048,37 @@ static void eval(const fpart_t *p, const pt_stream_info_t *si, fval_t *v, char *
     case OP_METADATA:
         eval_metadata(p, si, v, tmp);
         return;
+    case OP_PEER_CERT: {
+        const char *s;
+        if (si->downstream_peer_cert == NULL)
+            return;
+        memcpy(&s, (const char *)si->downstream_peer_cert + p->off, sizeof(s));
+        if (s == NULL || s[0] == '\0')
+            return;
+        v->kind = V_STR;
+        v->s = s;
+        v->len = strlen(s);
+        return;
+    }
+    case OP_PEER_CERT_TIME: {
+        int64_t sec;
+        if (si->downstream_peer_cert == NULL)
+            return;
+        memcpy(&sec, (const char *)si->downstream_peer_cert + p->off, sizeof(sec));
+        if (sec <= 0)
+            return;
+        v->len = format_time(p->tf, (uint64_t)sec * 1000000u, tmp, TMP_LEN);
+        v->s = tmp;
+        v->kind = V_STR;
+        return;
+    }
+    case OP_LOCAL_REPLY_BODY:
+        if (si->local_reply_body == NULL)
+            return;
+        v->kind = V_STR;
+        v->s = si->local_reply_body;
+        v->len = si->local_reply_body_len;
+        return;
     case OP_ADDR:
     case OP_ADDR_IP:
     case OP_ADDR_PORT: {
@@ -1361,6 +1400,7 @@ static int key_cmp(const void *x, const void *y)
 typedef struct jctx {
     pt_arena_t *a;
     unsigned flags;
+    unsigned needs;
     int constant;
     char *err;
     size_t errlen;
@@ -1452,6 +1492,7 @@ static int compile_jvalue(jctx_t *cx, json_t *v, jnode_t *out, int depth)
         }
         if (!f->constant)
             cx->constant = 0;
+        cx->needs |= f->needs;
         out->kind = JN_FMT;
         out->fmt = f;
         return 0;
@@ -1488,6 +1529,7 @@ pt_format_t *pt_format_compile_json_ex(pt_arena_t *arena, json_t *obj, unsigned 
     f->flags = flags;
     f->json = root;
     f->constant = cx.constant;
+    f->needs = cx.needs;
     return f;
 }
 
@@ -1527,4 +1569,9 @@ int pt_format_is_constant(const pt_format_t *f)
 int pt_format_is_json(const pt_format_t *f)
 {
     return f->json != NULL;
+}
+
+unsigned pt_format_needs(const pt_format_t *f)
+{
+    return f->needs;
 }

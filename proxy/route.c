@@ -12,6 +12,7 @@
 #include "discovery/lb_hash.h"
 #include "filters/http_filter.h"
 #include "proxy/formatter.h"
+#include "proxy/access_log.h"
 #include "proxy/metadata.h"
 
 /* Longest domain accepted; wildcard lengths are kept as uint16_t. */
@@ -820,6 +821,13 @@ static void parse_direct_response(pctx_t *p, pt_route_t *rt)
         parse_body(p, rt);
         pt_cfg_leave(r);
     }
+    /* body_format: the body is this format's rendering, `body` being %LOCAL_REPLY_BODY%. */
+    const char *ctype = NULL;
+    rt->direct_format = pt_substitution_format_parse(r, "body_format", p->a, &ctype);
+    if (rt->direct_format != NULL)
+        rt->direct_content_type = ctype != NULL ? ctype
+                                  : pt_format_is_json(rt->direct_format) ? "application/json"
+                                                                         : "text/plain";
 }
 
 #define FILTER_CONFIG_TYPE "type.googleapis.com/envoy.config.route.v3.FilterConfig"

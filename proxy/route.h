@@ -186,6 +186,8 @@ struct pt_route {
     int direct_status;
     const char *direct_body; /* NULL when none; may hold NUL bytes (inline_bytes) */
     size_t direct_body_len;
+    const struct pt_format *direct_format; /* body_format, or NULL */
+    const char *direct_content_type;      /* with body_format: its content type */
 
     pt_header_mutations_t request_headers, response_headers;
 
