@@ -206,6 +206,10 @@ typedef struct pt_config {
     pt_hist_settings_t *hist_settings;
 } pt_config_t;
 
+/* The bootstrap's application_log_config as a log pattern for pt_log_set_pattern (proxy/log.h),
+ * or NULL when it has none. The config validated it. */
+struct pt_log_pattern *pt_config_app_log_pattern(const pt_config_t *cfg);
+
 /* Builds and validates a snapshot from a bootstrap tree (takes a reference to root):
  * everything but static_resources.clusters, which are the cluster manager's
  * (pt_cluster_manager_parse_static); `clusters` (NULL: none) answers which exist. Returns

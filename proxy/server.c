@@ -736,6 +736,8 @@ int pt_server_init(pt_server_t *s, const pt_options_t *opts)
     }
     pt_cfg_dispose(&r);
     s->config = cfg;
+    /* Petrel's own lines in the operator's format from here on (before any worker runs). */
+    pt_log_set_pattern(pt_config_app_log_pattern(cfg));
     if (pt_dns_set_default_resolver(&cfg->dns_resolver) != 0) {
         fprintf(stderr, "error: out of memory\n");
         return -1;
@@ -1144,6 +1146,7 @@ void pt_server_dispose(pt_server_t *s)
     pt_tls_contexts_reap(); /* those the workers let go */
     /* Buffered access log lines go out before the process exits. */
     pt_access_log_shutdown();
+    pt_log_set_pattern(NULL); /* the workers are gone: no thread logs with it any more */
     pt_arena_thread_cleanup();
     pt_buf_pool_trim();
 }

@@ -376,5 +376,61 @@ class DownstreamPeerOperatorsTest(unittest.TestCase):
         self.assertIn('%DOWNSTREAM_PEER_SERIAL% takes no parameter', err)
 
 
+# ---- application_log_config ------------------------------------------------------------------
+
+class ApplicationLogConfigTest(unittest.TestCase):
+
+    def start(self, log_format, log_level='info'):
+        up = HttpUpstream(name='a')
+        self.addCleanup(up.close)
+        port, admin = h.free_ports(2)
+        hcm = h.http_connection_manager('ingress', h.route_config([
+            h.vhost('all', ['*'], [h.route_prefix('/', 'a')])]))
+        cfg = h.bootstrap([h.listener('http', port, [hcm])], [h.cluster('a', [up.port])],
+                          admin_port=admin, application_log_config={'log_format': log_format})
+        p = h.Petrel(cfg, log_level=log_level)
+        p.start()
+        self.addCleanup(p.close)
+        return p, port
+
+    def test_json_format(self):
+        # Istio's bootstrap shape.
+        p, port = self.start({'json_format': {
+            'level': '%l', 'time': '%Y-%m-%dT%T.%eZ', 'scope': 'envoy %n', 'msg': '%j',
+            'thread': '%t'}})
+        h.wait_until(lambda: 'started' in p.log())
+        lines = [json.loads(x) for x in p.log().splitlines() if x.strip()]
+        started = [x for x in lines if 'started' in x['msg']]
+        self.assertEqual(len(started), 1)
+        self.assertEqual(started[0]['level'], 'info')
+        self.assertEqual(started[0]['scope'], 'envoy main')
+        self.assertEqual(started[0]['thread'], 'main')
+        datetime.datetime.strptime(started[0]['time'], '%Y-%m-%dT%H:%M:%S.%fZ')
+
+    def test_text_format(self):
+        p, port = self.start({'text_format': '%L|%t|%l|%v'})
+        h.wait_until(lambda: 'started' in p.log())
+        line = [x for x in p.log().splitlines() if 'started' in x][0]
+        self.assertTrue(line.startswith('i|main|info|petrel '), line)
+
+    def test_bad_formats(self):
+        for lf, err in [
+                ({'text_format': '%Q'}, 'application_log_config.log_format.text_format: "%Q": '
+                                        'flag "%Q" is not supported'),
+                ({'json_format': {'m': '%v'}}, 'application_log_config.log_format.json_format: '
+                                               '"%v": usage of %v is unavailable for JSON log '
+                                               'formats (use %j)'),
+                ({'json_format': {'m': 3}}, 'application_log_config.log_format.json_format: '
+                                            '"m": must be a string (a log pattern)'),
+                ({}, 'application_log_config.log_format: one of json_format or text_format is '
+                     'required'),
+                ({'text_format': 'a', 'json_format': {}}, 'application_log_config.log_format: '
+                                                          'only one of')]:
+            cfg = h.bootstrap([], [], application_log_config={'log_format': lf})
+            rc, _, out = validate(cfg)
+            self.assertEqual(rc, 1, lf)
+            self.assertIn(err, out, lf)
+
+
 if __name__ == '__main__':
     unittest.main()
