@@ -376,6 +376,87 @@ class DownstreamPeerOperatorsTest(unittest.TestCase):
         self.assertIn('%DOWNSTREAM_PEER_SERIAL% takes no parameter', err)
 
 
+# ---- an RSA + ECDSA certificate pair on one context -------------------------------------------
+
+def rsa_cert(pki, name, dns):
+    """An RSA-2048 leaf for `dns`, signed by the standard test CA (certs.py makes ECDSA ones)."""
+    ca = pki['ca']
+    key, csr, crt, ext = (pki.path(name + s) for s in ('.key', '.csr', '.crt', '.ext'))
+    with open(ext, 'w') as f:
+        f.write('subjectAltName=DNS:%s\nextendedKeyUsage=serverAuth\n' % dns)
+    subprocess.run([C.OPENSSL, 'req', '-new', '-newkey', 'rsa:2048', '-nodes', '-keyout', key,
+                    '-out', csr, '-subj', '/O=petrel-test/CN=%s' % name], check=True,
+                   capture_output=True)
+    subprocess.run([C.OPENSSL, 'x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key,
+                    '-CAcreateserial', '-out', crt, '-days', '30', '-sha256', '-extfile', ext],
+                   check=True, capture_output=True)
+    return C.Cert(name, crt, key, ca)
+
+
+class CertificatePairTest(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.pki = C.standard_pki()
+        cls.rsa = rsa_cert(cls.pki, 'pair-rsa', 'localhost')
+
+    def config(self, certs, port, admin, echo_port):
+        lst = h.listener('tls', port, [h.tcp_proxy('tcp', 'a')])
+        ts = C.downstream_tls()
+        ts['typed_config']['common_tls_context'] = {
+            'tls_certificates': [C.tls_certificate(c) for c in certs]}
+        lst['filter_chains'][0]['transport_socket'] = ts
+        return h.bootstrap([lst], [h.cluster('a', [echo_port])], admin_port=admin)
+
+    def served_key(self, port, *args):
+        """The server certificate's key type as `openssl s_client` sees it: "RSA" or "EC"."""
+        r = subprocess.run([C.OPENSSL, 's_client', '-connect', '127.0.0.1:%d' % port,
+                            '-servername', 'localhost'] + list(args),
+                           input='', capture_output=True, text=True, timeout=h.scaled(10))
+        pem = r.stdout[r.stdout.find('-----BEGIN CERTIFICATE-----'):
+                       r.stdout.find('-----END CERTIFICATE-----') + 25]
+        if not pem.startswith('-----BEGIN'):
+            return None
+        out = subprocess.run([C.OPENSSL, 'x509', '-noout', '-text'], input=pem,
+                             capture_output=True, text=True).stdout
+        return 'RSA' if 'rsaEncryption' in out else 'EC' if 'id-ecPublicKey' in out else '?'
+
+    def test_chosen_by_signature_algorithms_and_ciphers(self):
+        ec = self.pki['server']
+        with TcpEchoServer() as echo:
+            port, admin = h.free_ports(2)
+            with h.Petrel(self.config([self.rsa, ec], port, admin, echo.port)) as p:
+                # TLS 1.3: the signature algorithms decide.
+                self.assertEqual(self.served_key(port, '-tls1_3', '-sigalgs',
+                                                 'ECDSA+SHA256'), 'EC')
+                self.assertEqual(self.served_key(port, '-tls1_3', '-sigalgs',
+                                                 'rsa_pss_rsae_sha256'), 'RSA')
+                # TLS 1.2: the cipher suite's authentication decides.
+                self.assertEqual(self.served_key(port, '-tls1_2', '-cipher',
+                                                 'ECDHE-ECDSA-AES128-GCM-SHA256'), 'EC')
+                self.assertEqual(self.served_key(port, '-tls1_2', '-cipher',
+                                                 'ECDHE-RSA-AES128-GCM-SHA256'), 'RSA')
+                # /certs lists both.
+                certs = json.loads(p.admin_get('/certs')[2])['certificates']
+                self.assertEqual(len(certs[0]['cert_chain']), 2)
+                # A client that allows neither: the handshake fails, petrel goes on.
+                self.assertIsNone(self.served_key(port, '-tls1_3', '-sigalgs', 'ed25519'))
+                self.assertEqual(self.served_key(port, '-tls1_3'), 'EC')
+
+    def test_bad_pairs(self):
+        ec = self.pki['server']
+        for certs, err in [
+                ([ec, self.pki['server2']], 'tls_certificates: both certificates have ECDSA '
+                                            'keys; a second certificate must be of the other '
+                                            'key type (one RSA and one ECDSA)'),
+                ([self.rsa, ec, self.pki['server2']], 'common_tls_context.tls_certificates: at '
+                                                      'most two certificates are supported (one '
+                                                      'RSA and one ECDSA)')]:
+            rc, _, out = validate(self.config(certs, 1, 2, 3))
+            self.assertEqual(rc, 1, out)
+            self.assertIn(err, out)
+
+
 # ---- application_log_config ------------------------------------------------------------------
 
 class ApplicationLogConfigTest(unittest.TestCase):
