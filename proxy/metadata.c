@@ -623,7 +623,7 @@ static int parse_value_matcher(pt_cfg_t *r, pt_arena_t *a, value_matcher_t *m, i
         int present;
         size_t n = pt_cfg_array(r, "value_matchers", &present);
         if (n < 2) {
-            pt_cfg_error(r, "value_matchers", "needs at least 2 matchers");
+            pt_cfg_error(r, present ? NULL : "value_matchers", "needs at least 2 matchers");
             rc = -1;
         }
         value_matcher_t *kids = pt_arena_alloc(a, (n ? n : 1) * sizeof(*kids));
