@@ -193,6 +193,7 @@ static void write_access_log(tcp_proxy_t *tp)
     si.downstream_remote = tp->ds->peer;
     si.downstream_direct_remote = tp->ds->peer;
     si.downstream_local = s->local;
+    si.listener_metadata = s->listener->metadata;
     si.upstream_attempts = tp->attempts;
     si.requested_server_name = s->sni;
     if (pt_conn_is_tls(tp->ds)) {

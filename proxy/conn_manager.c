@@ -523,6 +523,7 @@ static void *hcm_on_new_stream(void *owner, pt_http_codec_stream_t *cs)
     s->info.downstream_remote = h->session->conn->peer;
     s->info.downstream_direct_remote = h->session->conn->peer;
     s->info.downstream_local = h->local;
+    s->info.listener_metadata = h->session->listener->metadata;
     s->original_dst = h->session->local_restored ? &h->local : NULL;
     pt_conn_t *dc = h->session->conn;
     s->scheme = pt_conn_is_tls(dc) ? "https" : "http";

@@ -54,7 +54,7 @@ enum op {
 };
 
 /* Where %..._METADATA% and %METADATA(TYPE:...)% look. */
-enum md_source { MD_DYNAMIC, MD_CLUSTER, MD_ROUTE, MD_UPSTREAM_HOST, MD_VIRTUAL_HOST };
+enum md_source { MD_DYNAMIC, MD_CLUSTER, MD_ROUTE, MD_UPSTREAM_HOST, MD_VIRTUAL_HOST, MD_LISTENER };
 
 enum arg { ARG_NONE, ARG_HEADER, ARG_TIME, ARG_ENV, ARG_HOSTNAME, ARG_GRPC, ARG_METADATA };
 
@@ -349,8 +349,8 @@ static const tfmt_t *compile_time(pt_arena_t *a, const char *p, size_t n)
 static int compile_metadata(pt_arena_t *a, fpart_t *p, const char *name, size_t nlen,
                             const char *param, size_t plen, char *err, size_t errlen)
 {
-    static const char *const types[] = {"DYNAMIC", "CLUSTER", "ROUTE", "UPSTREAM_HOST",
-                                        "VIRTUAL_HOST"};
+    static const char *const types[] = {"DYNAMIC", "CLUSTER",      "ROUTE",
+                                        "UPSTREAM_HOST", "VIRTUAL_HOST", "LISTENER"};
     if (param == NULL || plen == 0) {
         set_err(err, errlen, "%%%.*s%s%% needs a metadata namespace", (int)nlen, name,
                 param ? "()" : "");
@@ -384,7 +384,7 @@ static int compile_metadata(pt_arena_t *a, fpart_t *p, const char *name, size_t 
                 p->off = (uint16_t)t;
         if (p->off == UINT16_MAX) {
             set_err(err, errlen, "%%METADATA(%.*s)%%: type \"%.*s\" is not supported (DYNAMIC, "
-                    "CLUSTER, ROUTE, UPSTREAM_HOST or VIRTUAL_HOST)", (int)plen, param,
+                    "CLUSTER, ROUTE, UPSTREAM_HOST, VIRTUAL_HOST or LISTENER)", (int)plen, param,
                     (int)seglen[0], seg[0]);
             return -1;
         }
@@ -903,6 +903,9 @@ static void eval_metadata(const fpart_t *p, const pt_stream_info_t *si, fval_t *
         break;
     case MD_UPSTREAM_HOST:
         found = upstream_metadata(p, si, tmp, &mv);
+        break;
+    case MD_LISTENER:
+        found = pt_metadata_find(si->listener_metadata, p->str, p->keys, p->nkeys, &mv);
         break;
     }
     if (!found)

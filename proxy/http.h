@@ -173,6 +173,7 @@ typedef struct pt_stream_info {
      * (%UPSTREAM_METADATA%): the cluster version and the host the last attempt picked. */
     const struct pt_metadata *route_metadata;
     const struct pt_metadata *vhost_metadata;
+    const struct pt_metadata *listener_metadata;
     const struct pt_metadata *cluster_metadata;
     const struct pt_cluster *upstream_cluster_ref;
     const struct pt_host *upstream_host_ref;

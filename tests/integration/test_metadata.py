@@ -46,6 +46,7 @@ LOG_JSON = {
     'weight': '%ROUTE_METADATA(acme:weight)%',
     'tags': '%ROUTE_METADATA(acme:tags)%',
     'site': '%METADATA(VIRTUAL_HOST:acme:site)%',
+    'listener': '%METADATA(LISTENER:acme:listener)%',
     'cut': '%CLUSTER_METADATA(istio:service):3%',
     'absent': '%CLUSTER_METADATA(istio:nope)%',
     'shadow': '%DYNAMIC_METADATA(envoy.filters.http.rbac:shadow_engine_result)%',
@@ -148,6 +149,7 @@ class MetadataTest(unittest.TestCase):
             self.assertEqual(first['weight'], 2.5)
             self.assertEqual(first['tags'], ['a', 'b'])
             self.assertEqual(first['site'], 'shop')
+            self.assertEqual(first['listener'], 'edge')
             self.assertEqual(first['cut'], 'rev')
             self.assertIsNone(first['absent'])
             # Shadow rules ran on both: allowed /x (no policy matched), denied /admin/y.
@@ -270,8 +272,8 @@ class MetadataErrorsTest(unittest.TestCase):
     def test_bad_operators(self):
         for fmt, err in [('%CLUSTER_METADATA()%', '%CLUSTER_METADATA()% needs a metadata namespace'),
                          ('%ROUTE_METADATA(a::b)%', '%ROUTE_METADATA(a::b)%: empty namespace or key'),
-                         ('%METADATA(LISTENER:a:b)%', '%METADATA(LISTENER:a:b)%: type "LISTENER" '
-                                                      'is not supported'),
+                         ('%METADATA(NODE:a:b)%', '%METADATA(NODE:a:b)%: type "NODE" '
+                                                  'is not supported'),
                          ('%METADATA(ROUTE)%', '%METADATA(ROUTE)% needs a metadata namespace'),
                          ('%DYNAMIC_METADATA(a:b):0%', '%DYNAMIC_METADATA%: length must be at '
                                                        'least 1')]:

@@ -424,7 +424,8 @@ static void test_compile_errors(void)
         {"%DYNAMIC_METADATA%", "%DYNAMIC_METADATA% needs a metadata namespace"},
         {"%CLUSTER_METADATA(:k)%", "%CLUSTER_METADATA(:k)%: empty namespace or key"},
         {"%METADATA(NODE:ns)%", "%METADATA(NODE:ns)%: type \"NODE\" is not supported (DYNAMIC, "
-                                "CLUSTER, ROUTE, UPSTREAM_HOST or VIRTUAL_HOST)"},
+                                "CLUSTER, ROUTE, UPSTREAM_HOST, VIRTUAL_HOST or "
+                                "LISTENER)"},
         {"%REQ()%", "%REQ()% needs a header name"},
         {"%REQ%", "%REQ% needs a header name"},
         {"%RESP()%", "%RESP()% needs a header name"},
