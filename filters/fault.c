@@ -37,6 +37,7 @@
 #include "filters/http_filter.h"
 #include "proxy/conn_manager.h"
 #include "proxy/log.h"
+#include "proxy/metadata.h"
 #include "proxy/route.h"
 #include "proxy/stats.h"
 
@@ -106,6 +107,9 @@ typedef struct fault_config {
     const char *hcm_prefix;
     pt_stat_t delays_injected, aborts_injected, faults_overflow, active_faults;
     _Atomic int64_t *active;
+    /* filter_metadata: merged into the stream's dynamic metadata under FAULT_MD_NS when a
+     * delay or abort is injected, or NULL. */
+    const pt_metadata_t *filter_metadata;
 } fault_config_t;
 
 enum {
@@ -125,7 +129,9 @@ typedef struct fault_state {
 
 /* ---- config ------------------------------------------------------------------------------ */
 
-static const char *const fault_unsupported[] = {"response_rate_limit", "filter_metadata", NULL};
+static const char *const fault_unsupported[] = {"response_rate_limit", NULL};
+/* Where filter_metadata goes when a fault is injected (Envoy's filter name). */
+static const char FAULT_MD_NS[] = "envoy.filters.http.fault";
 static const char *const runtime_keys[] = {
     "delay_percent_runtime",     "abort_percent_runtime",
     "delay_duration_runtime",    "abort_http_status_runtime",
@@ -227,6 +233,7 @@ static void *parse_fault(pt_cfg_t *r, pt_arena_t *a)
         pt_cfg_error(r, "downstream_nodes", "is not supported");
 
     c->has_max_active = pt_cfg_uint(r, "max_active_faults", &c->max_active, 0, 0, UINT32_MAX) > 0;
+    c->filter_metadata = pt_struct_parse_ns(r, "filter_metadata", a, FAULT_MD_NS);
 
     for (int i = 0; runtime_keys[i] != NULL; i++)
         pt_cfg_string(r, runtime_keys[i], &s, NULL); /* no runtime layer: accepted, ignored */
@@ -328,6 +335,10 @@ static void count_injected(fault_state_t *st, pt_stat_t general, const char *wha
 {
     const fault_config_t *c = st->cfg;
     pt_stat_inc(general);
+    /* Envoy writes the injecting HTTPFault's filter_metadata with each injection. */
+    if (st->spec->filter_metadata != NULL &&
+        pt_dyn_md_merge(&st->s->info.dynamic_metadata, &st->s->arena, st->spec->filter_metadata) != 0)
+        pt_warn("fault: out of memory writing filter_metadata to dynamic metadata");
     if (st->downstream_cluster != NULL && c->downstream_cluster_stats) {
         char name[512];
         snprintf(name, sizeof(name), "fault.%s.%s", st->downstream_cluster, what);

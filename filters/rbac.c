@@ -16,6 +16,7 @@
 
 #include "proxy/log.h"
 #include "proxy/matcher.h"
+#include "proxy/metadata.h"
 
 /* ---- the rule tree ------------------------------------------------------------------- */
 
@@ -32,6 +33,7 @@ typedef enum node_kind {
     N_AUTHENTICATED,
     N_DIRECT_REMOTE_IP, /* direct_remote_ip and the deprecated source_ip */
     N_REMOTE_IP,
+    N_METADATA, /* metadata: dynamic metadata; sourced_metadata: dynamic or the route's */
 } node_kind_t;
 
 typedef struct cidr {
@@ -57,6 +59,10 @@ struct node {
         struct {
             uint32_t start, end;
         } ports;
+        struct {
+            const pt_md_matcher_t *m;
+            int route; /* sourced_metadata with metadata_source ROUTE */
+        } md;
     } u;
 };
 
@@ -100,14 +106,14 @@ static const char *const perm_kinds[] = {"and_rules",
                                          "destination_port_range",
                                          "requested_server_name",
                                          "not_rule",
+                                         "metadata",
+                                         "sourced_metadata",
                                          NULL};
-static const char *const perm_unsupported[] = {"metadata", "matcher", "uri_template",
-                                               "sourced_metadata", NULL};
+static const char *const perm_unsupported[] = {"matcher", "uri_template", NULL};
 static const char *const principal_kinds[] = {
     "and_ids",   "or_ids", "any",      "authenticated", "source_ip", "direct_remote_ip",
-    "remote_ip", "header", "url_path", "not_id",        NULL};
-static const char *const principal_unsupported[] = {"metadata", "filter_state", "sourced_metadata",
-                                                    "custom", NULL};
+    "remote_ip", "header", "url_path", "not_id",        "metadata", "sourced_metadata", NULL};
+static const char *const principal_unsupported[] = {"filter_state", "custom", NULL};
 static const char *const action_names[] = {"ALLOW", "DENY", NULL};
 static const char *const action_known[] = {"LOG", NULL};
 static const char *const enforcement_names[] = {"ONE_TIME_ON_FIRST_BYTE", "CONTINUOUS", NULL};
@@ -179,6 +185,33 @@ static void parse_path_matcher(pctx_t *p, const char *field, pt_string_matcher_t
 
 static void parse_permission(pctx_t *p, node_t *n);
 static void parse_principal(pctx_t *p, node_t *n);
+
+/* metadata (a MetadataMatcher on the stream's dynamic metadata) or sourced_metadata
+ * {metadata_matcher, metadata_source: DYNAMIC | ROUTE}. The network filter's connections
+ * carry no metadata: there, as in Envoy, nothing is present, so only invert matches. */
+static void parse_metadata(pctx_t *p, const char *field, node_t *n)
+{
+    pt_cfg_t *r = p->r;
+    n->kind = N_METADATA;
+    p->needs |= PT_RBAC_NEEDS_METADATA;
+    if (pt_cfg_enter(r, field) <= 0)
+        return;
+    if (strcmp(field, "metadata") == 0) {
+        n->u.md.m = pt_md_matcher_parse(r, p->a);
+    } else {
+        static const char *const sources[] = {"DYNAMIC", "ROUTE", NULL};
+        int src;
+        pt_cfg_enum(r, "metadata_source", sources, NULL, &src, 0);
+        n->u.md.route = src == 1;
+        if (pt_cfg_enter(r, "metadata_matcher") > 0) {
+            n->u.md.m = pt_md_matcher_parse(r, p->a);
+            pt_cfg_leave(r);
+        } else {
+            pt_cfg_error(r, "metadata_matcher", "is required");
+        }
+    }
+    pt_cfg_leave(r);
+}
 
 /* A Set ({rules: [...]} or {ids: [...]}) or a single nested message (not_rule, not_id). */
 static void parse_set(pctx_t *p, const char *field, const char *list, node_t *n, int principal)
@@ -317,6 +350,10 @@ static void parse_permission(pctx_t *p, node_t *n)
         n->kind = N_NOT;
         parse_not(p, "not_rule", n, 0);
         break;
+    case 10:
+    case 11:
+        parse_metadata(p, perm_kinds[k], n);
+        break;
     default:
         break;
     }
@@ -386,6 +423,10 @@ static void parse_principal(pctx_t *p, node_t *n)
     case 9:
         n->kind = N_NOT;
         parse_not(p, "not_id", n, 1);
+        break;
+    case 10:
+    case 11:
+        parse_metadata(p, principal_kinds[k], n);
         break;
     default:
         break;
@@ -587,6 +628,15 @@ static int node_matches(const node_t *n, const pt_rbac_ctx_t *ctx)
         return cidr_matches(&n->u.cidr, &ctx->direct_remote);
     case N_REMOTE_IP:
         return cidr_matches(&n->u.cidr, &ctx->remote);
+    case N_METADATA: {
+        static const pt_metadata_t none;
+        if (n->u.md.m == NULL)
+            return 0;
+        if (n->u.md.route)
+            return pt_md_matcher_match(n->u.md.m, NULL,
+                                       ctx->route_metadata ? ctx->route_metadata : &none);
+        return pt_md_matcher_match(n->u.md.m, ctx->dynamic_metadata, NULL);
+    }
     }
     return 0;
 }
@@ -689,6 +739,11 @@ pt_rbac_config_t *pt_rbac_config_parse(pt_cfg_t *r, pt_arena_t *a, pt_rbac_filte
     const char *s;
     pt_cfg_string(r, "shadow_rules_stat_prefix", &s, "");
     c->shadow_rules_stat_prefix = pt_arena_strdup(a, s ? s : "");
+    char key[512];
+    snprintf(key, sizeof(key), "%sshadow_engine_result", s ? s : "");
+    c->md_shadow_result_key = pt_arena_strdup(a, key);
+    snprintf(key, sizeof(key), "%sshadow_effective_policy_id", s ? s : "");
+    c->md_shadow_policy_key = pt_arena_strdup(a, key);
     if (net) {
         if (pt_cfg_string(r, "stat_prefix", &s, NULL) == 0 || (s != NULL && s[0] == '\0'))
             pt_cfg_error(r, "stat_prefix", "is required");

@@ -51,6 +51,8 @@ typedef struct pt_rbac_ctx {
     pt_addr_t local;                   /* our address (destination_ip, destination_port[_range]) */
     const char *requested_server_name; /* SNI; NULL = none, matched as "" as Envoy does */
     const pt_peer_identity_t *peer;    /* NULL = no TLS or no certificate */
+    const struct pt_dyn_md *dynamic_metadata;     /* the stream's; NULL = none */
+    const struct pt_metadata *route_metadata;     /* the route's; NULL = none */
 } pt_rbac_ctx_t;
 
 typedef struct pt_conn pt_conn_t;
@@ -77,6 +79,7 @@ enum pt_rbac_needs {
     PT_RBAC_NEEDS_LOCAL = 1u << 3,         /* destination_ip / destination_port[_range] */
     PT_RBAC_NEEDS_SNI = 1u << 4,           /* requested_server_name */
     PT_RBAC_NEEDS_PEER = 1u << 5,          /* authenticated */
+    PT_RBAC_NEEDS_METADATA = 1u << 6,      /* metadata, sourced_metadata */
 };
 
 /* Parse flags. */
@@ -143,6 +146,9 @@ typedef struct pt_rbac_config {
     const char *shadow_rules_stat_prefix;   /* "" when unset */
     pt_rbac_enforcement_t enforcement_type; /* network only; both evaluate once */
     unsigned needs;                         /* PT_RBAC_NEEDS_* of rules and shadow rules */
+    /* The dynamic metadata keys of the shadow verdict (Envoy's, under the filter's name):
+     * <shadow_rules_stat_prefix>shadow_engine_result and ...shadow_effective_policy_id. */
+    const char *md_shadow_result_key, *md_shadow_policy_key;
     pt_rbac_stats_t stats;
 } pt_rbac_config_t;
 

@@ -3,9 +3,12 @@
  *
  * Denied: a local 403 "RBAC: access denied" whose response code details name the effective
  * policy (rbac_access_denied_matched_policy[<name>|none]). Shadow rules are evaluated too,
- * counted (rbac.shadow_allowed / rbac.shadow_denied) and logged at debug; Envoy writes them
- * to dynamic metadata, which petrel does not have. Stats live under
- * http.<connection manager stat_prefix>.rbac.
+ * counted (rbac.shadow_allowed / rbac.shadow_denied), logged at debug and written, as in
+ * Envoy, to the stream's dynamic metadata under "envoy.filters.http.rbac":
+ * shadow_engine_result ("allowed" or "denied") and shadow_effective_policy_id (when a policy
+ * matched), each prefixed by shadow_rules_stat_prefix. Filters after this one (a second
+ * RBAC filter's metadata matcher) and the access log (%DYNAMIC_METADATA%) read them. Stats
+ * live under http.<connection manager stat_prefix>.rbac.
  *
  * A route's RBACPerRoute replaces the filter's rules for its requests: its `rbac` (an RBAC
  * message), or, without one, no rules at all (the route is not checked), as in Envoy. The
@@ -16,6 +19,7 @@
 #include "filters/rbac.h"
 #include "proxy/conn_manager.h"
 #include "proxy/listener.h"
+#include "proxy/metadata.h"
 
 static void *rbac_http_parse(pt_cfg_t *r, pt_config_t *cfg)
 {
@@ -58,10 +62,26 @@ static int rbac_http_decode_headers(pt_http_stream_t *s, void *cfg, void *state,
     ctx.requested_server_name = s->info.requested_server_name;
     pt_peer_identity_t id;
     ctx.peer = pt_rbac_identity_from_conn(pt_http_stream_downstream_conn(s), &id);
+    ctx.dynamic_metadata = s->info.dynamic_metadata;
+    ctx.route_metadata = s->info.route_metadata;
 
     pt_rbac_result_t res;
     pt_rbac_evaluate(c, &ctx, &res);
     pt_rbac_account(base, &res, "request");
+    if (res.shadow.verdict != PT_RBAC_NO_RULES) {
+        static const char ns[] = "envoy.filters.http.rbac";
+        int ok = pt_dyn_md_set_string(&s->info.dynamic_metadata, &s->arena, ns,
+                                      c->md_shadow_result_key,
+                                      res.shadow.verdict == PT_RBAC_ALLOWED ? "allowed"
+                                                                            : "denied") == 0;
+        if (ok && res.shadow.policy != NULL)
+            ok = pt_dyn_md_set_string(&s->info.dynamic_metadata, &s->arena, ns,
+                                      c->md_shadow_policy_key, res.shadow.policy) == 0;
+        if (!ok) {
+            pt_http_stream_local_reply(s, 503, "", NULL, 0, "out_of_memory");
+            return PT_STOP;
+        }
+    }
     if (res.enforced.verdict == PT_RBAC_DENIED) {
         pt_http_stream_local_reply(s, 403, "RBAC: access denied", NULL, 0, res.enforced.details);
         return PT_STOP;

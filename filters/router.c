@@ -974,8 +974,10 @@ static void start_attempt(router_state_t *st)
             pt_cluster_host_done(st->cluster, st->host);
         st->flags |= R_HOLDS_HOST;
         s->info.upstream_host = pt_arena_strdup(&s->arena, host->address_str);
+        s->info.upstream_host_ref = NULL; /* made on demand: no endpoint metadata */
     } else {
         s->info.upstream_host = host->address_str;
+        s->info.upstream_host_ref = host; /* held by the cluster version the stream pins */
     }
     st->host = host;
     if (st->ntried < MAX_TRIED_HOSTS)
@@ -1017,8 +1019,28 @@ static void direct_response(pt_http_stream_t *s, const pt_route_t *rt)
     pt_http_headers_init(&extra, &s->arena);
     pt_route_mutate_response_headers(s->route_config, s->vhost, rt, NULL, &extra,
                                      &s->info);
-    pt_http_stream_local_reply_n(s, rt->direct_status, rt->direct_body,
-                                 rt->direct_body ? rt->direct_body_len : 0, &extra, 0,
+    const char *body = rt->direct_body;
+    size_t blen = body != NULL ? rt->direct_body_len : 0;
+    if (rt->direct_format != NULL) {
+        /* body_format renders with `body` as %LOCAL_REPLY_BODY% (and the request as it is). */
+        s->info.local_reply_body = body != NULL ? body : ""; /* no body: "" */
+        s->info.local_reply_body_len = blen;
+        pt_buf_t b = {0};
+        pt_format_render(rt->direct_format, &s->info, &b);
+        blen = pt_buf_len(&b);
+        char *text = pt_arena_alloc(&s->arena, blen + 1);
+        if (text != NULL)
+            pt_buf_copyout(&b, 0, text, blen);
+        pt_buf_dispose(&b);
+        if (text == NULL || (pt_http_headers_get(&extra, "content-type") == NULL &&
+                             pt_http_headers_add_str(&extra, "content-type",
+                                                     rt->direct_content_type) != 0)) {
+            pt_http_stream_local_reply(s, 503, "", NULL, 0, "out_of_memory");
+            return;
+        }
+        body = text;
+    }
+    pt_http_stream_local_reply_n(s, rt->direct_status, body, blen, &extra, 0,
                                  "direct_response");
 }
 
@@ -1261,6 +1283,8 @@ static int router_decode_headers(pt_http_stream_t *s, void *cfg, void *state,
     st->cluster = cluster;
     st->breaker = &cluster->breakers[rt->priority];
     s->info.upstream_cluster = cluster->name;
+    s->info.cluster_metadata = cluster->metadata;
+    s->info.upstream_cluster_ref = cluster;
     st->retry = rt->retry_policy;
     read_retry_headers(st, h);
     int present;

@@ -46,6 +46,7 @@ typedef struct tcp_proxy_config {
     int hash_source_ip; /* hash_policy source_ip: the client's address is the hash */
     pt_access_log_t **access_logs;
     unsigned naccess_logs;
+    unsigned access_log_needs; /* PT_FORMAT_NEEDS_* */
     tcp_proxy_stats_t stats;
 } tcp_proxy_config_t;
 
@@ -124,6 +125,7 @@ static void *tcp_proxy_parse(pt_cfg_t *r, pt_config_t *cfg)
         pt_cfg_leave_array(r);
     }
     pt_access_log_parse_list(r, "access_log", &cfg->arena, &tc->access_logs, &tc->naccess_logs);
+    tc->access_log_needs = pt_access_logs_needs(tc->access_logs, tc->naccess_logs);
     return r->nerrors == errors_before ? tc : NULL;
 }
 
@@ -184,9 +186,14 @@ static void write_access_log(tcp_proxy_t *tp)
     si.response_flags = tp->response_flags;
     si.upstream_host = tp->host ? tp->host->address_str : NULL;
     si.upstream_cluster = tp->cluster ? tp->cluster->name : NULL;
+    si.cluster_metadata = tp->cluster ? tp->cluster->metadata : NULL;
+    si.upstream_cluster_ref = tp->cluster;
+    si.upstream_host_ref = tp->cluster && tp->cluster->type != PT_CLUSTER_ORIGINAL_DST ? tp->host
+                                                                                       : NULL;
     si.downstream_remote = tp->ds->peer;
     si.downstream_direct_remote = tp->ds->peer;
     si.downstream_local = s->local;
+    si.listener_metadata = s->listener->metadata;
     si.upstream_attempts = tp->attempts;
     si.requested_server_name = s->sni;
     if (pt_conn_is_tls(tp->ds)) {
@@ -199,8 +206,16 @@ static void write_access_log(tcp_proxy_t *tp)
         if (si.requested_server_name == NULL)
             si.requested_server_name = pt_tls_sni(tp->ds);
     }
+    pt_arena_t arena = {0};
+    pt_peer_cert_t pc;
+    if ((tp->cfg->access_log_needs & PT_FORMAT_NEEDS_PEER_CERT) && pt_conn_is_tls(tp->ds)) {
+        pt_arena_init_small(&arena);
+        if (pt_tls_peer_cert_fill(tp->ds, &arena, &pc) == 0)
+            si.downstream_peer_cert = &pc;
+    }
     for (unsigned i = 0; i < tp->cfg->naccess_logs; i++)
         pt_access_log_write(tp->cfg->access_logs[i], &si);
+    pt_arena_dispose(&arena);
 }
 
 static void tp_finish(tcp_proxy_t *tp, pt_close_how_t ds_how, pt_close_how_t us_how)

@@ -413,6 +413,15 @@ const pt_format_t *pt_access_log_format(const pt_access_log_t *l)
     return l->format;
 }
 
+unsigned pt_access_logs_needs(pt_access_log_t *const *logs, unsigned n)
+{
+    unsigned needs = 0;
+    for (unsigned i = 0; i < n; i++)
+        if (logs[i] != NULL && logs[i]->format != NULL)
+            needs |= pt_format_needs(logs[i]->format);
+    return needs;
+}
+
 void pt_access_log_flush_all(void)
 {
     flush_registered();
@@ -552,17 +561,27 @@ static const char *parse_text_source(pt_cfg_t *r, pt_arena_t *arena)
 /* log_format, a SubstitutionFormatString. NULL with errors recorded. */
 static const pt_format_t *parse_log_format(pt_cfg_t *r, pt_arena_t *arena)
 {
+    return pt_substitution_format_parse(r, "log_format", arena, NULL);
+}
+
+const pt_format_t *pt_substitution_format_parse(pt_cfg_t *r, const char *field, pt_arena_t *arena,
+                                                const char **content_type_out)
+{
     static const char *const kinds[] = {"text_format", "text_format_source", "json_format", NULL};
     static const char *const sfs_unsupported[] = {"formatters", NULL};
-    if (pt_cfg_enter(r, "log_format") <= 0)
+    if (pt_cfg_enter(r, field) <= 0)
         return NULL;
     pt_cfg_unsupported(r, sfs_unsupported);
     size_t errors_before = r->nerrors;
     int omit = 0, sort = 0;
     const char *content_type;
     pt_cfg_bool(r, "omit_empty_values", &omit, 0);
-    /* content_type matters for local reply bodies only; an access log has no use for it. */
+    /* content_type matters for response bodies only; an access log has no use for it. */
     pt_cfg_string(r, "content_type", &content_type, NULL);
+    if (content_type_out != NULL)
+        *content_type_out = content_type != NULL && content_type[0]
+                                ? pt_arena_strdup(arena, content_type)
+                                : NULL;
     if (pt_cfg_enter(r, "json_format_options") > 0) {
         pt_cfg_bool(r, "sort_properties", &sort, 0);
         pt_cfg_leave(r);

@@ -47,6 +47,12 @@ typedef struct pt_access_log pt_access_log_t; /* one configured logger (snapshot
  * so a bad path is a config error on the path field. Returns NULL with errors recorded in r.
  * The sink reference is released when arena is disposed. */
 pt_access_log_t *pt_access_log_parse(pt_cfg_t *r, pt_arena_t *arena);
+/* The SubstitutionFormatString in `field` of the current object (text_format,
+ * text_format_source, json_format; omit_empty_values, json_format_options, content_type),
+ * compiled into arena. *content_type (when not NULL) gets its content_type, or NULL. NULL
+ * when absent or wrong (errors recorded). */
+const pt_format_t *pt_substitution_format_parse(pt_cfg_t *r, const char *field, pt_arena_t *arena,
+                                                const char **content_type);
 
 /* Parses the `field` list of the current object (HCM and tcp_proxy `access_log`) into an
  * arena array of loggers (*out, *count; NULL and 0 when absent). Returns 0, or -1 when an
@@ -66,6 +72,8 @@ void pt_access_log_write(const pt_access_log_t *l, const pt_stream_info_t *si);
 /* The output a logger writes to ("/dev/stdout" for StdoutAccessLog) and its format. */
 const char *pt_access_log_path(const pt_access_log_t *l);
 const pt_format_t *pt_access_log_format(const pt_access_log_t *l);
+/* The PT_FORMAT_NEEDS_* bits of every logger in the list. */
+unsigned pt_access_logs_needs(pt_access_log_t *const *logs, unsigned n);
 
 /* Flushes every sink now, on the calling thread (tests, admin, shutdown). */
 void pt_access_log_flush_all(void);

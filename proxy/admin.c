@@ -604,6 +604,11 @@ static json_t *node_json(const pt_config_t *cfg)
             json_object_set_new(loc, "sub_zone", json_string(cfg->node.sub_zone));
         json_object_set_new(node, "locality", loc);
     }
+    if (cfg->node.metadata != NULL) {
+        json_t *md = json_loads(cfg->node.metadata, 0, NULL);
+        if (md != NULL)
+            json_object_set_new(node, "metadata", md);
+    }
     return node;
 }
 

@@ -16,6 +16,7 @@
 #include "discovery/priority_set.h"
 #include "proxy/config_source.h"
 #include "proxy/hash.h"
+#include "proxy/metadata.h"
 #include "proxy/http.h"
 #include "proxy/log.h"
 #include "proxy/worker.h"
@@ -27,7 +28,7 @@
 static const char *const cluster_unsupported[] = {
     "transport_socket_matches", "alt_stat_name",
     "lb_subset_config",
-    "metadata", "protocol_selection",
+    "protocol_selection",
     "close_connections_on_host_health_failure", "filters",
     "lrs_server", "track_timeout_budgets", "upstream_config",
     "track_cluster_stats", "preconnect_policy", "connection_pool_per_downstream_connection",
@@ -858,6 +859,7 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
     if (pt_cfg_string(r, "name", &name, NULL) == 0 || (name != NULL && name[0] == '\0'))
         pt_cfg_error(r, "name", "is required");
     c->name = pt_arena_strdup(&c->arena, name ? name : "");
+    c->metadata = pt_metadata_parse(r, "metadata", &c->arena);
 
     int type, lb;
     /* cluster_discovery_type is a oneof: type, or an extension in cluster_type. */

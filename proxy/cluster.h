@@ -336,6 +336,7 @@ struct pt_cluster {
     _Atomic long refs;
     pt_arena_t arena;            /* everything of this version */
     const char *name;
+    const struct pt_metadata *metadata; /* Cluster.metadata, or NULL */
     pt_cluster_state_t *state;   /* set by pt_cluster_prepare */
     pt_cluster_type_t type;
     uint64_t connect_timeout_ms;

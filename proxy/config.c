@@ -14,6 +14,7 @@
 #include "proxy/hash.h"
 #include "proxy/log.h"
 #include "proxy/matcher.h"
+#include "proxy/metadata.h"
 #include "proxy/overload.h"
 #include "proxy/stats.h"
 #include "proxy/stats_config.h"
@@ -29,22 +30,22 @@ static const char *const bootstrap_unsupported[] = {
     "fatal_actions", "config_sources", "default_config_source", "default_socket_interface",
     "certificate_provider_instances", "inline_headers", "perf_tracing_file_path",
     "default_regex_engine", "xds_delegate_extension", "xds_config_tracker_extension",
-    "listener_manager", "application_log_config", "grpc_async_client_manager_config",
+    "listener_manager", "grpc_async_client_manager_config",
     "memory_allocator_manager", "node_context_params", NULL};
 static const char *const static_unsupported[] = {"secrets", NULL};
-static const char *const node_unsupported[] = {"metadata", "dynamic_parameters",
+static const char *const node_unsupported[] = {"dynamic_parameters",
                                                "user_agent_name", "user_agent_version",
                                                "user_agent_build_version", "extensions",
                                                "client_features", "listening_addresses", NULL};
 static const char *const admin_unsupported[] = {"socket_options", NULL};
 static const char *const listener_unsupported[] = {
-    "filter_chain_matcher", "metadata",
+    "filter_chain_matcher",
     "drain_type", "transparent", "freebind", "socket_options", "tcp_fast_open_queue_length",
     "udp_listener_config", "api_listener", "connection_balance_config", "reuse_port",
     "access_log", "tcp_backlog_size", "internal_listener",
     "enable_mptcp", "additional_addresses", "listener_specifier",
     "deprecated_v1", "enable_reuse_port", NULL};
-static const char *const chain_unsupported[] = {"metadata", "use_proxy_proto",
+static const char *const chain_unsupported[] = {"use_proxy_proto",
                                                 "on_demand_configuration", NULL};
 static const char *const filter_unsupported[] = {"config_discovery", NULL};
 
@@ -92,6 +93,7 @@ static int parse_node(pt_cfg_t *r, pt_config_t *cfg)
     cfg->node.id = pt_arena_strdup(&cfg->arena, s);
     pt_cfg_string(r, "cluster", &s, NULL);
     cfg->node.cluster = pt_arena_strdup(&cfg->arena, s);
+    cfg->node.metadata = pt_struct_parse(r, "metadata", &cfg->arena);
     if (pt_cfg_enter(r, "locality") > 0) {
         pt_cfg_string(r, "region", &s, NULL);
         cfg->node.region = pt_arena_strdup(&cfg->arena, s);
@@ -103,6 +105,61 @@ static int parse_node(pt_cfg_t *r, pt_config_t *cfg)
     }
     pt_cfg_leave(r);
     return 1;
+}
+
+/* bootstrap.application_log_config.log_format: the format of petrel's own log lines
+ * (proxy/log.h). Checked here; pt_config_app_log_pattern compiles it for the server. */
+static pt_log_pattern_t *app_log_pattern(pt_cfg_t *r, json_t *root)
+{
+    json_t *alc = json_object_get(root, "application_log_config");
+    json_t *lf = json_object_get(alc, "log_format");
+    if (r != NULL) {
+        if (pt_cfg_enter(r, "application_log_config") <= 0)
+            return NULL;
+        if (pt_cfg_enter(r, "log_format") <= 0) {
+            pt_cfg_error(r, "log_format", "is required");
+            pt_cfg_leave(r);
+            return NULL;
+        }
+    }
+    static const char *const kinds[] = {"json_format", "text_format", NULL};
+    int k = 0, esc = 0;
+    const char *text = NULL;
+    json_t *obj = NULL;
+    if (r != NULL) {
+        k = pt_cfg_oneof(r, kinds, 1);
+        pt_cfg_bool(r, "escape_new_line", &esc, 0);
+        if (k == 0 && !json_is_object(obj = pt_cfg_get(r, "json_format")))
+            pt_cfg_error(r, "json_format", "must be an object");
+        if (k == 1 && pt_cfg_string(r, "text_format", &text, NULL) > 0 && text[0] == '\0')
+            pt_cfg_error(r, "text_format", "must not be empty");
+    } else {
+        obj = json_object_get(lf, "json_format");
+        text = json_string_value(json_object_get(lf, "text_format"));
+        esc = json_is_true(json_object_get(lf, "escape_new_line"));
+        k = obj != NULL ? 0 : 1;
+    }
+    pt_log_pattern_t *p = NULL;
+    char err[512];
+    if ((k == 0 && json_is_object(obj)) || (k == 1 && text != NULL && text[0] != '\0')) {
+        p = pt_log_pattern_compile(text, k == 0 ? obj : NULL, esc, err, sizeof(err));
+        if (p == NULL && r != NULL)
+            pt_cfg_error(r, kinds[k], "%s", err);
+    }
+    if (r != NULL) {
+        pt_cfg_leave(r);
+        pt_cfg_leave(r);
+        pt_log_pattern_free(p); /* validated; the server compiles its own */
+        return NULL;
+    }
+    return p;
+}
+
+pt_log_pattern_t *pt_config_app_log_pattern(const pt_config_t *cfg)
+{
+    return cfg->source != NULL && json_object_get(cfg->source, "application_log_config") != NULL
+               ? app_log_pattern(NULL, cfg->source)
+               : NULL;
 }
 
 /* bootstrap.cluster_manager: local_cluster_name, the cluster of the proxies like this one
@@ -504,6 +561,7 @@ static void parse_filter_chain(pt_cfg_t *r, pt_config_t *cfg, pt_filter_chain_t 
     const char *name;
     pt_cfg_string(r, "name", &name, NULL);
     fc->name = pt_arena_strdup(&cfg->arena, name);
+    fc->metadata = pt_metadata_parse(r, "metadata", &cfg->arena);
     if (pt_cfg_enter(r, "filter_chain_match") > 0) {
         parse_chain_match(r, &cfg->arena, &fc->match);
         pt_cfg_leave(r);
@@ -536,6 +594,7 @@ static void parse_listener(pt_cfg_t *r, pt_config_t *cfg, pt_listener_config_t *
 {
     l->source = keep_source(r, cfg);
     pt_cfg_unsupported(r, listener_unsupported);
+    l->metadata = pt_metadata_parse(r, "metadata", &cfg->arena);
     const char *name;
     pt_cfg_string(r, "name", &name, NULL);
     if (pt_config_read_address(r, "address", &l->address) == 0)
@@ -605,6 +664,7 @@ static void parse_listener(pt_cfg_t *r, pt_config_t *cfg, pt_listener_config_t *
         pt_cfg_leave_array(r);
     pt_cfg_bool(r, "use_original_dst", &l->use_original_dst, 0);
     pt_cfg_bool(r, "ignore_global_conn_limit", &l->ignore_global_conn_limit, 0);
+    pt_cfg_bool(r, "bypass_overload_manager", &l->bypass_overload_manager, 0);
     uint64_t per_event;
     pt_cfg_uint(r, "max_connections_to_accept_per_socket_event", &per_event, 0, 1, UINT32_MAX);
     l->max_accept_per_event = (uint32_t)per_event;
@@ -844,6 +904,7 @@ pt_config_t *pt_config_build(json_t *root, const pt_cluster_lookup_t *clusters, 
 
     pt_cfg_unsupported(r, bootstrap_unsupported);
     parse_node(r, cfg);
+    app_log_pattern(r, root);
     parse_cluster_manager(r, cfg);
     parse_admin(r, cfg);
     parse_stats_config(r, cfg);

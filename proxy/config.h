@@ -66,6 +66,7 @@ typedef struct pt_filter_chain {
     pt_tls_settings_t *tls;     /* transport_socket: DownstreamTlsContext, or NULL (raw) */
     pt_tls_context_t *tls_ctx;  /* built at prepare */
     uint64_t handshake_timeout_ms; /* transport_socket_connect_timeout; 0 = none (Envoy) */
+    const struct pt_metadata *metadata; /* FilterChain.metadata, or NULL */
 } pt_filter_chain_t;
 
 /* What the listener knows of a new connection when it picks a filter chain. */
@@ -103,6 +104,7 @@ typedef struct pt_listener_config {
     const char *version_info;    /* LDS: of the update that last changed it */
     double last_updated;         /* LDS: wall-clock seconds */
     const char *name;
+    const struct pt_metadata *metadata; /* Listener.metadata, or NULL */
     pt_addr_t address;
     const char *stat_name;       /* stat_prefix, or the address as Envoy writes it */
     uint32_t buffer_limit;       /* per_connection_buffer_limit_bytes */
@@ -121,6 +123,8 @@ typedef struct pt_listener_config {
     uint64_t connection_limit;          /* runtime envoy.resource_limits.listener.<name>.
                                            connection_limit; 0: none */
     int ignore_global_conn_limit;       /* its connections are not counted globally */
+    int bypass_overload_manager;        /* the overload manager's limit does not apply to it
+                                           (pt_listener_counts_globally) */
     uint32_t max_accept_per_event;      /* max_connections_to_accept_per_socket_event;
                                            0: petrel's batch (until none is left) */
     pt_listener_stats_t stats;
@@ -135,6 +139,7 @@ typedef struct pt_node_info {
     const char *id;
     const char *cluster;
     const char *region, *zone, *sub_zone;
+    const char *metadata; /* node.metadata, a Struct (sent to control planes) as JSON, or NULL */
 } pt_node_info_t;
 
 /* An HTTP connection manager's rds: the route configuration `name` from `source`. */
@@ -191,6 +196,7 @@ typedef struct pt_config {
     pt_rds_need_t *rds_needs;    /* every rds of the listeners' connection managers */
     /* Downstream connections the whole process accepts (proxy/overload.c); 0: no limit. */
     uint64_t max_downstream_connections;
+    int max_downstream_from_overload_manager; /* that limit is the overload manager's monitor's */
     /* The bootstrap's DNS resolver: DNS clusters without one of their own use it. */
     pt_dns_resolver_config_t dns_resolver;
     /* Histograms are merged (their interval ends) every stats_flush_interval (5 s), or, with
@@ -200,6 +206,10 @@ typedef struct pt_config {
     /* Until the snapshot is prepared: then the stats registry owns it (NULL). */
     pt_hist_settings_t *hist_settings;
 } pt_config_t;
+
+/* The bootstrap's application_log_config as a log pattern for pt_log_set_pattern (proxy/log.h),
+ * or NULL when it has none. The config validated it. */
+struct pt_log_pattern *pt_config_app_log_pattern(const pt_config_t *cfg);
 
 /* Builds and validates a snapshot from a bootstrap tree (takes a reference to root):
  * everything but static_resources.clusters, which are the cluster manager's

@@ -298,6 +298,7 @@ static void *hcm_parse(pt_cfg_t *r, pt_config_t *cfg)
     }
     parse_http_filters(r, cfg, hc);
     pt_access_log_parse_list(r, "access_log", a, &hc->access_logs, &hc->naccess_logs);
+    hc->access_log_needs = pt_access_logs_needs(hc->access_logs, hc->naccess_logs);
 
     pt_cfg_bool(r, "use_remote_address", &hc->use_remote_address, 0);
     uint64_t v;
@@ -365,6 +366,18 @@ static void *hcm_parse(pt_cfg_t *r, pt_config_t *cfg)
         pt_cfg_bool(r, "accept_http_10", &hc->accept_http_10, 0);
         pt_cfg_string(r, "default_host_for_http_10", &s, NULL);
         hc->default_host_for_http_10 = pt_arena_strdup(a, s);
+        int present;
+        size_t n = pt_cfg_array(r, "ignore_http_11_upgrade", &present);
+        pt_string_matcher_t *m = pt_arena_alloc(a, (n ? n : 1) * sizeof(*m));
+        for (size_t i = 0; m != NULL && i < n; i++)
+            if (pt_cfg_enter_index(r, i) > 0) {
+                if (pt_string_matcher_parse(r, a, &m[hc->settings.nignore_upgrade]) == 0)
+                    hc->settings.nignore_upgrade++;
+                pt_cfg_leave(r);
+            }
+        if (present)
+            pt_cfg_leave_array(r);
+        hc->settings.ignore_upgrade = m;
         pt_cfg_leave(r);
     }
     parse_upgrades(r, a, &hc->upgrades, &hc->nupgrades);
@@ -510,6 +523,7 @@ static void *hcm_on_new_stream(void *owner, pt_http_codec_stream_t *cs)
     s->info.downstream_remote = h->session->conn->peer;
     s->info.downstream_direct_remote = h->session->conn->peer;
     s->info.downstream_local = h->local;
+    s->info.listener_metadata = h->session->listener->metadata;
     s->original_dst = h->session->local_restored ? &h->local : NULL;
     pt_conn_t *dc = h->session->conn;
     s->scheme = pt_conn_is_tls(dc) ? "https" : "http";
@@ -524,6 +538,12 @@ static void *hcm_on_new_stream(void *owner, pt_http_codec_stream_t *cs)
             s->info.downstream_peer_subject = pt_arena_strdup(&s->arena, peer->subject);
         }
         s->info.downstream_local_uri_san = pt_arena_strdup(&s->arena, pt_tls_local_uri_san(dc));
+        if (hc->access_log_needs & PT_FORMAT_NEEDS_PEER_CERT) {
+            /* Only for logs that show it: the PEM and digests cost a few microseconds. */
+            pt_peer_cert_t *pc = pt_arena_alloc(&s->arena, sizeof(*pc));
+            if (pc != NULL && pt_tls_peer_cert_fill(dc, &s->arena, pc) == 0)
+                s->info.downstream_peer_cert = pc;
+        }
         s->info.requested_server_name = pt_arena_strdup(&s->arena, pt_tls_sni(dc));
     } else {
         s->info.requested_server_name = h->session->sni;
@@ -961,6 +981,8 @@ static void hcm_on_headers(void *stream, pt_http_headers_t *headers, int end_str
         s->route = s->vhost ? pt_route_match(s->vhost, headers) : NULL;
         if (s->route != NULL) {
             s->info.route_name = s->route->name;
+            s->info.route_metadata = s->route->metadata;
+            s->info.vhost_metadata = s->vhost->metadata;
             if (s->route->idle_timeout_ms != PT_ROUTE_TIMEOUT_UNSET) {
                 s->idle_timeout_ms = s->route->idle_timeout_ms;
                 arm_idle_timer(s);
@@ -1520,6 +1542,8 @@ void pt_http_stream_local_reply_n(pt_http_stream_t *s, int status, const char *b
     s->info.response_flags |= flags;
     if (details != NULL)
         s->info.response_code_details = details;
+    s->info.local_reply_body = body; /* %LOCAL_REPLY_BODY% */
+    s->info.local_reply_body_len = body != NULL ? blen : 0;
     if (s->flags & PT_HS_RESPONSE_STARTED) {
         pt_http_stream_reset(s, 0, details);
         return;

@@ -124,6 +124,7 @@ typedef struct pt_hcm_config {
     unsigned nfilters;
     pt_access_log_t **access_logs;
     unsigned naccess_logs;
+    unsigned access_log_needs; /* PT_FORMAT_NEEDS_* of its access logs */
     pt_http_server_settings_t settings;
     int use_remote_address;
     uint32_t xff_num_trusted_hops;

@@ -11,7 +11,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "proxy/cluster.h"
 #include "proxy/grpc.h"
+#include "proxy/metadata.h"
 
 const char *const PT_FORMAT_DEFAULT =
     "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" "
@@ -45,9 +47,16 @@ enum op {
     OP_ADDR_PORT,
     OP_UNIQUE_ID,
     OP_GRPC_STATUS, /* str: "C" camel, "S" snake, "N" number */
+    OP_METADATA,    /* off: enum md_source; str: namespace; keys/nkeys: the path */
+    OP_LOCAL_REPLY_BODY,
+    OP_PEER_CERT,      /* off: offsetof a string in pt_peer_cert_t */
+    OP_PEER_CERT_TIME, /* off: offsetof an int64_t in pt_peer_cert_t; tf: its format */
 };
 
-enum arg { ARG_NONE, ARG_HEADER, ARG_TIME, ARG_ENV, ARG_HOSTNAME, ARG_GRPC };
+/* Where %..._METADATA% and %METADATA(TYPE:...)% look. */
+enum md_source { MD_DYNAMIC, MD_CLUSTER, MD_ROUTE, MD_UPSTREAM_HOST, MD_VIRTUAL_HOST, MD_LISTENER };
+
+enum arg { ARG_NONE, ARG_HEADER, ARG_TIME, ARG_ENV, ARG_HOSTNAME, ARG_GRPC, ARG_METADATA };
 
 typedef struct op_def {
     const char *name;
@@ -58,6 +67,7 @@ typedef struct op_def {
 } op_def_t;
 
 #define SI(field) ((uint16_t)offsetof(pt_stream_info_t, field))
+#define PC(field) ((uint16_t)offsetof(pt_peer_cert_t, field))
 
 static const op_def_t op_defs[] = {
     {"START_TIME", OP_START_TIME, ARG_TIME, 0, 0, 0},
@@ -114,6 +124,21 @@ static const op_def_t op_defs[] = {
     {"UNIQUE_ID", OP_UNIQUE_ID, ARG_NONE, 0, 0, 0},
     {"GRPC_STATUS", OP_GRPC_STATUS, ARG_GRPC, 0, 0, 0},
     {"GRPC_STATUS_NUMBER", OP_GRPC_STATUS, ARG_NONE, 1, 0, 0},
+    {"LOCAL_REPLY_BODY", OP_LOCAL_REPLY_BODY, ARG_NONE, 0, 0, 0},
+    {"DOWNSTREAM_PEER_ISSUER", OP_PEER_CERT, ARG_NONE, 0, PC(issuer), 0},
+    {"DOWNSTREAM_PEER_FINGERPRINT_256", OP_PEER_CERT, ARG_NONE, 0, PC(fingerprint_256), 0},
+    {"DOWNSTREAM_PEER_FINGERPRINT_1", OP_PEER_CERT, ARG_NONE, 0, PC(fingerprint_1), 0},
+    {"DOWNSTREAM_PEER_SERIAL", OP_PEER_CERT, ARG_NONE, 0, PC(serial), 0},
+    {"DOWNSTREAM_PEER_CERT", OP_PEER_CERT, ARG_NONE, 0, PC(cert), 0},
+    {"DOWNSTREAM_PEER_DNS_SAN", OP_PEER_CERT, ARG_NONE, 0, PC(dns_san), 0},
+    {"DOWNSTREAM_PEER_CERT_V_START", OP_PEER_CERT_TIME, ARG_TIME, 0, PC(not_before), 0},
+    {"DOWNSTREAM_PEER_CERT_V_END", OP_PEER_CERT_TIME, ARG_TIME, 0, PC(not_after), 0},
+    {"DYNAMIC_METADATA", OP_METADATA, ARG_METADATA, 0, MD_DYNAMIC, 0},
+    {"CLUSTER_METADATA", OP_METADATA, ARG_METADATA, 0, MD_CLUSTER, 0},
+    {"UPSTREAM_METADATA", OP_METADATA, ARG_METADATA, 0, MD_UPSTREAM_HOST, 0},
+    {"ROUTE_METADATA", OP_METADATA, ARG_METADATA, 0, MD_ROUTE, 0},
+    /* %METADATA(TYPE:NAMESPACE:KEY)%: off is set from TYPE. */
+    {"METADATA", OP_METADATA, ARG_METADATA, 0, UINT16_MAX, 0},
 };
 
 /* Envoy operators petrel knows but cannot fill yet: "not supported" rather than "unknown",
@@ -138,25 +163,13 @@ static const char *const unsupported_ops[] = {"START_TIME_LOCAL",
                                               "VIRTUAL_CLUSTER_NAME",
                                               "UPSTREAM_TRANSPORT_FAILURE_REASON",
                                               "CONNECTION_ID",
-                                              "DYNAMIC_METADATA",
-                                              "CLUSTER_METADATA",
-                                              "UPSTREAM_METADATA",
-                                              "METADATA",
                                               "FILTER_STATE",
                                               "UPSTREAM_FILTER_STATE",
                                               "DOWNSTREAM_LOCAL_SUBJECT",
-                                              "DOWNSTREAM_PEER_ISSUER",
                                               "DOWNSTREAM_TLS_SESSION_ID",
                                               "DOWNSTREAM_TLS_CIPHER",
                                               "DOWNSTREAM_TLS_VERSION",
-                                              "DOWNSTREAM_PEER_FINGERPRINT_256",
-                                              "DOWNSTREAM_PEER_FINGERPRINT_1",
-                                              "DOWNSTREAM_PEER_SERIAL",
-                                              "DOWNSTREAM_PEER_CERT",
-                                              "DOWNSTREAM_PEER_CERT_V_START",
-                                              "DOWNSTREAM_PEER_CERT_V_END",
                                               "DOWNSTREAM_LOCAL_DNS_SAN",
-                                              "DOWNSTREAM_PEER_DNS_SAN",
                                               "UPSTREAM_PEER_SUBJECT",
                                               "UPSTREAM_PEER_ISSUER",
                                               "UPSTREAM_TLS_SESSION_ID",
@@ -165,7 +178,6 @@ static const char *const unsupported_ops[] = {"START_TIME_LOCAL",
                                               "UPSTREAM_PEER_CERT",
                                               "UPSTREAM_PEER_CERT_V_START",
                                               "UPSTREAM_PEER_CERT_V_END",
-                                              "LOCAL_REPLY_BODY",
                                               "FILTER_CHAIN_NAME",
                                               "CEL",
                                               "REQ_WITHOUT_QUERY",
@@ -204,6 +216,8 @@ typedef struct fpart {
     size_t len;
     const char *alt;  /* fallback header name, or NULL */
     const tfmt_t *tf; /* START_TIME format; NULL = Envoy's default */
+    const char *const *keys; /* OP_METADATA: the path under the namespace str */
+    unsigned nkeys;
 } fpart_t;
 
 enum jkind { JN_OBJECT, JN_ARRAY, JN_RAW, JN_FMT };
@@ -221,6 +235,7 @@ typedef struct jnode {
 
 struct pt_format {
     unsigned flags;
+    unsigned needs; /* PT_FORMAT_NEEDS_* */
     unsigned nparts;
     const fpart_t *parts; /* text formats and JN_FMT values */
     const jnode_t *json;  /* JSON formats: the root object */
@@ -330,6 +345,73 @@ static const tfmt_t *compile_time(pt_arena_t *a, const char *p, size_t n)
     return tf;
 }
 
+/* The parameter of a metadata operator: NAMESPACE(:KEY)*, after TYPE: for %METADATA%. */
+static int compile_metadata(pt_arena_t *a, fpart_t *p, const char *name, size_t nlen,
+                            const char *param, size_t plen, char *err, size_t errlen)
+{
+    static const char *const types[] = {"DYNAMIC", "CLUSTER",      "ROUTE",
+                                        "UPSTREAM_HOST", "VIRTUAL_HOST", "LISTENER"};
+    if (param == NULL || plen == 0) {
+        set_err(err, errlen, "%%%.*s%s%% needs a metadata namespace", (int)nlen, name,
+                param ? "()" : "");
+        return -1;
+    }
+    /* Split at ':': the type (for %METADATA%), the namespace, then the keys. */
+    const char *seg[1 + 16];
+    size_t seglen[1 + 16], nseg = 0, start = 0;
+    for (size_t i = 0; i <= plen; i++) {
+        if (i < plen && param[i] != ':')
+            continue;
+        if (nseg == sizeof(seg) / sizeof(seg[0])) {
+            set_err(err, errlen, "%%%.*s(%.*s)%%: too many keys", (int)nlen, name, (int)plen,
+                    param);
+            return -1;
+        }
+        if (i == start) {
+            set_err(err, errlen, "%%%.*s(%.*s)%%: empty namespace or key", (int)nlen, name,
+                    (int)plen, param);
+            return -1;
+        }
+        seg[nseg] = param + start;
+        seglen[nseg++] = i - start;
+        start = i + 1;
+    }
+    size_t first = 0;
+    if (p->off == UINT16_MAX) { /* %METADATA(TYPE:NAMESPACE:KEY)% */
+        p->off = UINT16_MAX;
+        for (size_t t = 0; t < sizeof(types) / sizeof(types[0]); t++)
+            if (strlen(types[t]) == seglen[0] && memcmp(types[t], seg[0], seglen[0]) == 0)
+                p->off = (uint16_t)t;
+        if (p->off == UINT16_MAX) {
+            set_err(err, errlen, "%%METADATA(%.*s)%%: type \"%.*s\" is not supported (DYNAMIC, "
+                    "CLUSTER, ROUTE, UPSTREAM_HOST, VIRTUAL_HOST or LISTENER)", (int)plen, param,
+                    (int)seglen[0], seg[0]);
+            return -1;
+        }
+        if (nseg < 2) {
+            set_err(err, errlen, "%%METADATA(%.*s)%% needs a metadata namespace", (int)plen,
+                    param);
+            return -1;
+        }
+        first = 1;
+    }
+    p->str = pt_arena_strndup(a, seg[first], seglen[first]);
+    p->len = seglen[first];
+    p->nkeys = (unsigned)(nseg - first - 1);
+    const char **keys = pt_arena_alloc(a, (p->nkeys ? p->nkeys : 1) * sizeof(*keys));
+    if (p->str == NULL || keys == NULL) {
+        set_err(err, errlen, "out of memory");
+        return -1;
+    }
+    for (unsigned k = 0; k < p->nkeys; k++)
+        if ((keys[k] = pt_arena_strndup(a, seg[first + 1 + k], seglen[first + 1 + k])) == NULL) {
+            set_err(err, errlen, "out of memory");
+            return -1;
+        }
+    p->keys = keys;
+    return 0;
+}
+
 /* Compiles text[0..n) (a whole format string, or one JSON value) into parts. */
 static pt_format_t *compile_text(pt_arena_t *a, const char *text, size_t n, unsigned flags,
                                  char *err, size_t errlen)
@@ -346,6 +428,7 @@ static pt_format_t *compile_text(pt_arena_t *a, const char *text, size_t n, unsi
     }
     f->flags = flags;
     f->constant = 1;
+    f->needs = 0;
     unsigned np = 0;
     size_t lo = 0, lit_start = 0, i = 0;
 #define END_LITERAL()                                                                              \
@@ -432,7 +515,7 @@ static pt_format_t *compile_text(pt_arena_t *a, const char *text, size_t n, unsi
         p->num = d->num;
         p->off = d->off;
         p->off2 = d->off2;
-        int len_ok = d->arg == ARG_HEADER || d->arg == ARG_ENV;
+        int len_ok = d->arg == ARG_HEADER || d->arg == ARG_ENV || d->arg == ARG_METADATA;
         if (has_len && !len_ok) {
             set_err(err, errlen, "%%%.*s%% takes no length", (int)nlen, name);
             return NULL;
@@ -493,6 +576,10 @@ static pt_format_t *compile_text(pt_arena_t *a, const char *text, size_t n, unsi
                 return NULL;
             }
             break;
+        case ARG_METADATA:
+            if (compile_metadata(a, p, name, nlen, param, plen, err, errlen) != 0)
+                return NULL;
+            break;
         case ARG_ENV:
             if (param == NULL || plen == 0) {
                 set_err(err, errlen, "%%%.*s%s%% needs a variable name", (int)nlen, name,
@@ -523,6 +610,8 @@ static pt_format_t *compile_text(pt_arena_t *a, const char *text, size_t n, unsi
         }
         if (p->op != OP_CONST)
             f->constant = 0;
+        if (p->op == OP_PEER_CERT || p->op == OP_PEER_CERT_TIME)
+            f->needs |= PT_FORMAT_NEEDS_PEER_CERT;
         /* The literal before this operator ends here; the operator follows it. */
         END_LITERAL();
         parts[np++] = op_part;
@@ -552,7 +641,7 @@ pt_format_t *pt_format_compile(pt_arena_t *arena, const char *text, char *err, s
 
 /* ---- rendering values --------------------------------------------------------------- */
 
-enum { V_NONE, V_STR, V_NUM };
+enum { V_NONE, V_STR, V_NUM, V_JSON /* s: JSON text of a value (metadata) */ };
 
 typedef struct fval {
     int kind;
@@ -777,6 +866,65 @@ static const char *host_port(const char *h)
     return c;
 }
 
+/* The endpoint metadata of the host the request went to: the cluster version keeps it by
+ * host index, so the host is looked for among the version's hosts. Only a format that asks
+ * for %UPSTREAM_METADATA% pays for it, and only when the cluster's endpoints have metadata. */
+static int upstream_metadata(const fpart_t *p, const pt_stream_info_t *si, char *tmp,
+                             pt_md_value_t *mv)
+{
+    const pt_cluster_t *c = si->upstream_cluster_ref;
+    if (c == NULL || si->upstream_host_ref == NULL || c->hmeta == NULL)
+        return 0;
+    for (unsigned i = 0; i < c->nhosts; i++)
+        if (c->hosts[i] == si->upstream_host_ref)
+            return pt_metadata_find_text(c->hmeta[i], p->str, p->keys, p->nkeys, tmp, TMP_LEN,
+                                         mv);
+    return 0;
+}
+
+/* A metadata value as Envoy's formatter gives it: a string as itself, anything else as its
+ * JSON text; truncated to the operator's length. */
+static void eval_metadata(const fpart_t *p, const pt_stream_info_t *si, fval_t *v, char *tmp)
+{
+    pt_md_value_t mv = {.type = PT_MD_NONE};
+    int found = 0;
+    switch (p->off) {
+    case MD_DYNAMIC:
+        found = pt_dyn_md_find(si->dynamic_metadata, p->str, p->keys, p->nkeys, tmp, TMP_LEN, &mv);
+        break;
+    case MD_CLUSTER:
+        found = pt_metadata_find(si->cluster_metadata, p->str, p->keys, p->nkeys, &mv);
+        break;
+    case MD_ROUTE:
+        found = pt_metadata_find(si->route_metadata, p->str, p->keys, p->nkeys, &mv);
+        break;
+    case MD_VIRTUAL_HOST:
+        found = pt_metadata_find(si->vhost_metadata, p->str, p->keys, p->nkeys, &mv);
+        break;
+    case MD_UPSTREAM_HOST:
+        found = upstream_metadata(p, si, tmp, &mv);
+        break;
+    case MD_LISTENER:
+        found = pt_metadata_find(si->listener_metadata, p->str, p->keys, p->nkeys, &mv);
+        break;
+    }
+    if (!found)
+        return;
+    if (mv.type == PT_MD_STRING) {
+        v->kind = V_STR;
+        v->s = mv.str;
+        v->len = mv.str_len;
+    } else {
+        v->kind = V_JSON;
+        v->s = mv.json;
+        v->len = mv.json_len;
+    }
+    if (p->max_len && v->len > p->max_len) {
+        v->len = p->max_len;
+        v->kind = V_STR; /* cut JSON is no longer JSON: a typed log writes it as a string */
+    }
+}
+
 /* Evaluates one operator. tmp (TMP_LEN bytes) holds text the value is built in. */
 static void eval(const fpart_t *p, const pt_stream_info_t *si, fval_t *v, char *tmp)
 {
@@ -900,6 +1048,40 @@ static void eval(const fpart_t *p, const pt_stream_info_t *si, fval_t *v, char *
         }
         return;
     }
+    case OP_METADATA:
+        eval_metadata(p, si, v, tmp);
+        return;
+    case OP_PEER_CERT: {
+        const char *s;
+        if (si->downstream_peer_cert == NULL)
+            return;
+        memcpy(&s, (const char *)si->downstream_peer_cert + p->off, sizeof(s));
+        if (s == NULL || s[0] == '\0')
+            return;
+        v->kind = V_STR;
+        v->s = s;
+        v->len = strlen(s);
+        return;
+    }
+    case OP_PEER_CERT_TIME: {
+        int64_t sec;
+        if (si->downstream_peer_cert == NULL)
+            return;
+        memcpy(&sec, (const char *)si->downstream_peer_cert + p->off, sizeof(sec));
+        if (sec <= 0)
+            return;
+        v->len = format_time(p->tf, (uint64_t)sec * 1000000u, tmp, TMP_LEN);
+        v->s = tmp;
+        v->kind = V_STR;
+        return;
+    }
+    case OP_LOCAL_REPLY_BODY:
+        if (si->local_reply_body == NULL)
+            return;
+        v->kind = V_STR;
+        v->s = si->local_reply_body;
+        v->len = si->local_reply_body_len;
+        return;
     case OP_ADDR:
     case OP_ADDR_IP:
     case OP_ADDR_PORT: {
@@ -974,6 +1156,7 @@ static void append_text(wr_t *out, const fval_t *v, unsigned flags)
             wr_put(out, "-", 1);
         return;
     case V_STR:
+    case V_JSON:
         wr_put(out, v->s, v->len);
         return;
     case V_NUM:
@@ -1108,7 +1291,7 @@ static void render_json_text(const pt_format_t *f, const pt_stream_info_t *si, w
         }
         fval_t v;
         eval(p, si, &v, tmp);
-        if (v.kind == V_STR)
+        if (v.kind == V_STR || v.kind == V_JSON)
             json_escape(out, v.s, v.len);
         else if (v.kind == V_NUM)
             wr_put(out, num, u64_str(v.num, num));
@@ -1130,6 +1313,8 @@ static void render_typed(const fval_t *v, wr_t *out)
         wr_put(out, "null", 4);
     else if (v->kind == V_NUM)
         wr_put(out, num, u64_str(v->num, num));
+    else if (v->kind == V_JSON)
+        wr_put(out, v->s, v->len); /* a struct, list, number...: its JSON as is */
     else
         json_str_out(out, v->s, v->len);
 }
@@ -1157,7 +1342,7 @@ static int render_jvalue(const jnode_t *c, const pt_stream_info_t *si, wr_t *out
     } else if (c->kind == JN_FMT && is_single_op(c->fmt)) {
         /* Legacy string-valued JSON: the text form, "-" when not set. */
         char num[24];
-        if (v.kind == V_STR)
+        if (v.kind == V_STR || v.kind == V_JSON)
             json_str_out(out, v.s, v.len);
         else if (v.kind == V_NUM) {
             wr_put(out, "\"", 1);
@@ -1218,6 +1403,7 @@ static int key_cmp(const void *x, const void *y)
 typedef struct jctx {
     pt_arena_t *a;
     unsigned flags;
+    unsigned needs;
     int constant;
     char *err;
     size_t errlen;
@@ -1309,6 +1495,7 @@ static int compile_jvalue(jctx_t *cx, json_t *v, jnode_t *out, int depth)
         }
         if (!f->constant)
             cx->constant = 0;
+        cx->needs |= f->needs;
         out->kind = JN_FMT;
         out->fmt = f;
         return 0;
@@ -1345,6 +1532,7 @@ pt_format_t *pt_format_compile_json_ex(pt_arena_t *arena, json_t *obj, unsigned 
     f->flags = flags;
     f->json = root;
     f->constant = cx.constant;
+    f->needs = cx.needs;
     return f;
 }
 
@@ -1384,4 +1572,9 @@ int pt_format_is_constant(const pt_format_t *f)
 int pt_format_is_json(const pt_format_t *f)
 {
     return f->json != NULL;
+}
+
+unsigned pt_format_needs(const pt_format_t *f)
+{
+    return f->needs;
 }

@@ -68,4 +68,11 @@ int pt_format_is_constant(const pt_format_t *f);
 /* True for formats from pt_format_compile_json*. */
 int pt_format_is_json(const pt_format_t *f);
 
+/* What rendering f needs that the stream info holds only when asked (so that streams whose
+ * logs do not use it pay nothing for it). */
+enum pt_format_needs {
+    PT_FORMAT_NEEDS_PEER_CERT = 1u << 0, /* si->downstream_peer_cert (%DOWNSTREAM_PEER_CERT%...) */
+};
+unsigned pt_format_needs(const pt_format_t *f);
+
 #endif

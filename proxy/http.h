@@ -127,6 +127,18 @@ const char *pt_response_flags_str(uint32_t flags, char *out, size_t len);
 
 /* What the access log (and stats) know of one stream or TCP session. Filled in as the
  * stream progresses; pointers stay valid until the log entry is written. */
+/* What the access log shows of the downstream peer's certificate (%DOWNSTREAM_PEER_ISSUER%
+ * ...), in Envoy's forms; made per stream only when a log asks for it. */
+typedef struct pt_peer_cert {
+    const char *issuer;          /* RFC 2253 */
+    const char *fingerprint_256; /* lowercase hex of the DER's SHA-256 */
+    const char *fingerprint_1;   /* ... SHA-1 */
+    const char *serial;          /* lowercase hex */
+    const char *cert;            /* the PEM, URL-encoded */
+    const char *dns_san;         /* the DNS SANs joined by ",", or NULL */
+    int64_t not_before, not_after; /* seconds since the epoch */
+} pt_peer_cert_t;
+
 typedef struct pt_stream_info {
     uint64_t start_wall_us;  /* wall clock (CLOCK_REALTIME) at the first byte */
     uint64_t start_mono_us;  /* monotonic, for durations */
@@ -156,6 +168,19 @@ typedef struct pt_stream_info {
     const char *downstream_local_uri_san;
     const char *downstream_peer_subject;
     unsigned upstream_attempts;   /* 1 + retries */
+    /* Metadata the access log and RBAC read (proxy/metadata.h); NULL when there is none.
+     * upstream_cluster_ref and upstream_host_ref find the endpoint's metadata
+     * (%UPSTREAM_METADATA%): the cluster version and the host the last attempt picked. */
+    const struct pt_metadata *route_metadata;
+    const struct pt_metadata *vhost_metadata;
+    const struct pt_metadata *listener_metadata;
+    const struct pt_metadata *cluster_metadata;
+    const struct pt_cluster *upstream_cluster_ref;
+    const struct pt_host *upstream_host_ref;
+    struct pt_dyn_md *dynamic_metadata; /* written by filters, in the stream's arena */
+    const pt_peer_cert_t *downstream_peer_cert; /* NULL: no certificate, or no log needs it */
+    const char *local_reply_body; /* the body of a local reply petrel sent (may hold NULs) */
+    size_t local_reply_body_len;
 } pt_stream_info_t;
 
 #endif

@@ -18,10 +18,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "proxy/http1_parser.h"
 #include "proxy/http_codec.h"
 #include "proxy/log.h"
+#include "proxy/matcher.h"
 #include "proxy/worker.h"
 
 #define H1_PIPELINE_BUFFER   (16 * 1024)  /* input held while a response is pending */
@@ -536,6 +538,27 @@ static void h1s_protocol_error(h1_server_t *s, int status, const char *details)
     s->cb->on_protocol_error(s->owner, st, status, details);
 }
 
+/* Whether the request's Upgrade is to be ignored: h2c always (petrel, as Envoy, does not
+ * switch a connection to HTTP/2 by Upgrade; *h2c is set so HTTP2-Settings goes too), else
+ * a value that an ignore_http_11_upgrade matcher matches. */
+static int ignored_upgrade(const pt_http_server_settings_t *st, const pt_h1_head_t *h, int *h2c)
+{
+    for (unsigned i = 0; i < h->num_headers; i++) {
+        const pt_h1_header_t *e = &h->headers[i];
+        if (!pt_h1_header_name_eq(e, "upgrade"))
+            continue;
+        if (e->value_len == 3 && strncasecmp(e->value, "h2c", 3) == 0) {
+            *h2c = 1;
+            return 1;
+        }
+        for (unsigned k = 0; k < st->nignore_upgrade; k++)
+            if (pt_string_matcher_match(&st->ignore_upgrade[k], e->value, e->value_len))
+                return 1;
+        return 0;
+    }
+    return 0;
+}
+
 /* Converts a parsed request head into the stream's header map. Returns 0, or an HTTP status
  * for a request that is well-formed HTTP/1 but that petrel refuses, or 503 when the map
  * could not be built whole (no memory): a request missing a header must not go on, as a
@@ -610,6 +633,9 @@ static int h1s_build_request(h1_server_t *s, const pt_h1_head_t *h, pt_http_head
     }
 
     int upgrade = h->has_upgrade && h->connection_upgrade;
+    int drop_h2c = 0;
+    if (upgrade && ignored_upgrade(s->settings, h, &drop_h2c))
+        upgrade = 0; /* Upgrade and Connection are then dropped as hop-by-hop headers */
     for (unsigned i = 0; i < h->num_headers; i++) {
         const pt_h1_header_t *e = &h->headers[i];
         if (e == h->host)
@@ -634,6 +660,8 @@ static int h1s_build_request(h1_server_t *s, const pt_h1_head_t *h, pt_http_head
         int hop = hop_kind(e->name, e->name_len);
         if (hop == HOP_ALWAYS || (hop == HOP_UPGRADE_KEPT && !upgrade))
             continue;
+        if (drop_h2c && NAME_IS(e, "http2-settings"))
+            continue; /* belongs to the h2c upgrade, which is not made */
         if (hop == HOP_UPGRADE_KEPT && NAME_IS(e, "connection")) {
             err |= pt_http_headers_add_ref_n(out, "connection", 10, "upgrade", 7);
             continue;

@@ -91,6 +91,11 @@ typedef struct pt_http_server_settings {
     uint32_t max_request_headers_kb; /* default 60 */
     uint32_t max_headers_count;      /* default 100 */
     int headers_with_underscores_action; /* 0 allow, 1 reject request, 2 drop header */
+    /* http_protocol_options.ignore_http_11_upgrade: an HTTP/1.1 Upgrade whose value matches
+     * one of these is dropped (with Connection's "upgrade") and the request goes on as a
+     * plain one. h2c upgrades are dropped always, as in Envoy. */
+    const struct pt_string_matcher *ignore_upgrade;
+    unsigned nignore_upgrade;
     const char *server_name;         /* "server" header value, or NULL to pass through */
     uint64_t drain_timeout_ms;       /* HTTP/2: from the first GOAWAY to the final one */
     pt_http2_options_t http2;

@@ -551,13 +551,23 @@ static void run_listener_filters(pt_session_t *s)
         listener_filters_done(s);
 }
 
+/* Whether a connection of lc takes a place under the global connection limit: not with
+ * ignore_global_conn_limit, nor with bypass_overload_manager when the limit is the overload
+ * manager's (Envoy gives such a listener a null overload manager; the runtime key's limit
+ * is not the overload manager's and still applies to it). */
+static int counts_globally(const pt_config_t *cfg, const pt_listener_config_t *lc)
+{
+    return !lc->ignore_global_conn_limit &&
+           !(lc->bypass_overload_manager && cfg->max_downstream_from_overload_manager);
+}
+
 /* Takes a place for one more connection under the global and the listener's limits, or
  * counts the overflow and returns 0 (the caller closes the connection). A listener with
  * ignore_global_conn_limit takes no place under the global one (Envoy's rule for, say, a
  * health or admin listener that must answer when the proxy is full). */
 static int admit(const pt_config_t *cfg, pt_listener_t *l, const pt_listener_config_t *lc)
 {
-    int global = !lc->ignore_global_conn_limit;
+    int global = counts_globally(cfg, lc);
     uint64_t all =
         global ? atomic_fetch_add_explicit(&downstream_connections, 1, memory_order_relaxed) : 0;
     if (global && cfg->max_downstream_connections > 0 && all >= cfg->max_downstream_connections) {
@@ -585,11 +595,11 @@ static void start_session(pt_worker_t *w, pt_listener_t *l, const pt_listener_co
         free(s);
         close(fd);
         atomic_fetch_sub_explicit(&l->active, 1, memory_order_relaxed);
-        if (!lc->ignore_global_conn_limit)
+        if (counts_globally(w->config, lc))
             atomic_fetch_sub_explicit(&downstream_connections, 1, memory_order_relaxed);
         return;
     }
-    s->global = !lc->ignore_global_conn_limit;
+    s->global = counts_globally(w->config, lc);
     s->bound = pt_listener_ref(l);
     c->high_watermark = lc->buffer_limit;
     s->conn = c;

@@ -6,6 +6,7 @@
 
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
 
 typedef enum pt_log_level {
     PT_LOG_TRACE,
@@ -44,6 +45,24 @@ typedef struct pt_log_limit {
 } pt_log_limit_t;
 void pt_log_limited(pt_log_limit_t *limit, pt_log_level_t level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* ---- application_log_config: petrel's own lines in the operator's format ------------------
+ * Envoy's ApplicationLogConfig.LogFormat: a text_format or a json_format whose strings are
+ * spdlog patterns. Flags: %v message, %_ message with newlines escaped, %j message escaped for
+ * a JSON string, %l level, %L its first letter, %t thread ("main", "w0"...), %n logger name
+ * ("main"), %P process id, %Y %m %d %H %M %S %e (ms) %f (us) %F (ns) %T (%H:%M:%S) %D
+ * (%m/%d/%y) %z (+00:00), %%; time in UTC. */
+typedef struct pt_log_pattern pt_log_pattern_t;
+
+/* Compiles a format: text (json == NULL) or a JSON object of patterns (values must be
+ * strings; %v and %_ cannot be used there, as in Envoy). NULL with a message in err. The
+ * result is malloc'd (pt_log_pattern_free). */
+pt_log_pattern_t *pt_log_pattern_compile(const char *text, const void *json, int escape_new_line,
+                                         char *err, size_t errlen);
+void pt_log_pattern_free(pt_log_pattern_t *p);
+/* Main thread, before the workers start: every line from now on is written with p (owned
+ * from then on; NULL: petrel's default). */
+void pt_log_set_pattern(pt_log_pattern_t *p);
 
 #define pt_trace(...) PT_LOG(PT_LOG_TRACE, __VA_ARGS__)
 #define pt_debug(...) PT_LOG(PT_LOG_DEBUG, __VA_ARGS__)

@@ -170,4 +170,5 @@ void pt_overload_parse(pt_cfg_t *r, pt_config_t *cfg)
                 GLOBAL_KEY " (%llu) and by " MONITOR_NAME " (%llu): using the overload "
                 "manager's", (unsigned long long)rt.global, (unsigned long long)monitor);
     cfg->max_downstream_connections = monitor > 0 ? monitor : rt.global;
+    cfg->max_downstream_from_overload_manager = monitor > 0;
 }

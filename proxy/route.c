@@ -12,6 +12,8 @@
 #include "discovery/lb_hash.h"
 #include "filters/http_filter.h"
 #include "proxy/formatter.h"
+#include "proxy/access_log.h"
+#include "proxy/metadata.h"
 
 /* Longest domain accepted; wildcard lengths are kept as uint16_t. */
 #define MAX_DOMAIN_LEN 1024
@@ -33,7 +35,6 @@ static const char *const route_config_unsupported[] = {"vhds",
                                                        "cluster_specifier_plugins",
                                                        "request_mirror_policies",
                                                        "ignore_path_parameters_in_path_matching",
-                                                       "metadata",
                                                        NULL};
 static const char *const vhost_unsupported[] = {"virtual_clusters",
                                                 "rate_limits",
@@ -43,10 +44,8 @@ static const char *const vhost_unsupported[] = {"virtual_clusters",
                                                 "include_is_timeout_retry_header",
                                                 "request_mirror_policies",
                                                 "matcher",
-                                                "metadata",
                                                 NULL};
-static const char *const route_unsupported[] = {"metadata",
-                                                "decorator",
+static const char *const route_unsupported[] = {"decorator",
                                                 "tracing",
                                                 "stat_prefix",
                                                 "filter_action",
@@ -822,6 +821,13 @@ static void parse_direct_response(pctx_t *p, pt_route_t *rt)
         parse_body(p, rt);
         pt_cfg_leave(r);
     }
+    /* body_format: the body is this format's rendering, `body` being %LOCAL_REPLY_BODY%. */
+    const char *ctype = NULL;
+    rt->direct_format = pt_substitution_format_parse(r, "body_format", p->a, &ctype);
+    if (rt->direct_format != NULL)
+        rt->direct_content_type = ctype != NULL ? ctype
+                                  : pt_format_is_json(rt->direct_format) ? "application/json"
+                                                                         : "text/plain";
 }
 
 #define FILTER_CONFIG_TYPE "type.googleapis.com/envoy.config.route.v3.FilterConfig"
@@ -919,6 +925,7 @@ static void parse_route(pctx_t *p, pt_route_t *rt)
     const char *name;
     pt_cfg_string(r, "name", &name, "");
     rt->name = sdup(p, name);
+    rt->metadata = pt_metadata_parse(r, "metadata", p->a);
     int rc = pt_cfg_enter(r, "match");
     if (rc == 0)
         pt_cfg_error(r, "match", "is required");
@@ -1076,6 +1083,7 @@ static void parse_vhost(pctx_t *p, pt_vhost_t *vh)
     pt_cfg_t *r = p->r;
     pt_cfg_unsupported(r, vhost_unsupported);
     parse_per_filter(p, &vh->per_filter);
+    vh->metadata = pt_metadata_parse(r, "metadata", p->a);
     const char *name;
     char q[300];
     int rc = pt_cfg_string(r, "name", &name, NULL);
@@ -1229,6 +1237,7 @@ static pt_route_config_t *parse_into(pt_cfg_t *r, pt_arena_t *a, pt_config_t *cf
     const char *name;
     pt_cfg_string(r, "name", &name, "");
     rc->name = sdup(p, name);
+    rc->metadata = pt_metadata_parse(r, "metadata", p->a);
     pt_cfg_bool(r, "validate_clusters", &rc->validate_clusters, !(flags & PT_ROUTE_PARSE_RDS));
     p->validate_clusters = rc->validate_clusters;
     pt_cfg_bool(r, "most_specific_header_mutations_wins", &rc->most_specific_header_mutations_wins,

@@ -152,6 +152,7 @@ typedef struct pt_redirect {
 struct pt_route {
     pt_per_filter_configs_t per_filter; /* typed_per_filter_config */
     const char *name; /* "" when unnamed */
+    const struct pt_metadata *metadata; /* Route.metadata (%ROUTE_METADATA%), or NULL */
     const pt_vhost_t *vhost;
     pt_route_match_spec_t match;
     pt_route_action_t action;
@@ -185,6 +186,8 @@ struct pt_route {
     int direct_status;
     const char *direct_body; /* NULL when none; may hold NUL bytes (inline_bytes) */
     size_t direct_body_len;
+    const struct pt_format *direct_format; /* body_format, or NULL */
+    const char *direct_content_type;      /* with body_format: its content type */
 
     pt_header_mutations_t request_headers, response_headers;
 
@@ -209,6 +212,7 @@ typedef enum pt_require_tls {
 struct pt_vhost {
     pt_per_filter_configs_t per_filter; /* typed_per_filter_config */
     const char *name;
+    const struct pt_metadata *metadata; /* VirtualHost.metadata, or NULL */
     const char *const *domains; /* lowercase, as configured */
     unsigned ndomains;
     pt_require_tls_t require_tls;
@@ -231,6 +235,7 @@ struct pt_route_config {
     _Atomic long refs;
     pt_arena_t *own_arena;
     const char *name; /* "" when unnamed */
+    const struct pt_metadata *metadata; /* RouteConfiguration.metadata, or NULL */
     pt_per_filter_configs_t per_filter; /* typed_per_filter_config */
     int has_per_filter; /* any level of it has typed_per_filter_config */
     const pt_vhost_t *vhosts;

@@ -637,6 +637,11 @@ static json_t *node_json(const pt_node_info_t *n)
             json_object_set_new(loc, "sub_zone", json_string(n->sub_zone));
         json_object_set_new(node, "locality", loc);
     }
+    if (n->metadata != NULL) {
+        json_t *md = json_loads(n->metadata, 0, NULL);
+        if (md != NULL)
+            json_object_set_new(node, "metadata", md);
+    }
     json_object_set_new(node, "user_agent_name", json_string("petrel"));
     json_object_set_new(node, "user_agent_version", json_string(PT_VERSION));
     return node;
@@ -735,6 +740,8 @@ int pt_server_init(pt_server_t *s, const pt_options_t *opts)
     }
     pt_cfg_dispose(&r);
     s->config = cfg;
+    /* Petrel's own lines in the operator's format from here on (before any worker runs). */
+    pt_log_set_pattern(pt_config_app_log_pattern(cfg));
     if (pt_dns_set_default_resolver(&cfg->dns_resolver) != 0) {
         fprintf(stderr, "error: out of memory\n");
         return -1;
@@ -1153,6 +1160,7 @@ void pt_server_dispose(pt_server_t *s)
     pt_tls_contexts_reap(); /* those the workers let go */
     /* Buffered access log lines go out before the process exits. */
     pt_access_log_shutdown();
+    pt_log_set_pattern(NULL); /* the workers are gone: no thread logs with it any more */
     pt_arena_thread_cleanup();
     pt_buf_pool_trim();
 }

@@ -280,7 +280,8 @@ static int load_ca(SSL_CTX *sctx, const char *pem, char *err, size_t errlen)
 /* SHA-256 (truncated to SSL_MAX_SID_CTX_LENGTH) over the server certificate, the trusted
  * CAs and the client verification settings; 0 on failure. */
 static unsigned session_context_id(const pt_tls_settings_t *t, const char *cert_pem,
-                                   const char *ca_pem, unsigned char *out)
+                                   const char *cert2_pem, const char *ca_pem,
+                                   unsigned char *out)
 {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned mdlen = 0;
@@ -298,6 +299,7 @@ static unsigned session_context_id(const pt_tls_settings_t *t, const char *cert_
         HASH_BYTES(&v_, sizeof(v_));                                                           \
     } while (0)
     HASH_STR(cert_pem);
+    HASH_STR(cert2_pem);
     HASH_STR(ca_pem);
     HASH_INT(t->has_validation);
     HASH_INT(t->require_client_certificate);
@@ -323,7 +325,45 @@ static unsigned session_context_id(const pt_tls_settings_t *t, const char *cert_
     return n;
 }
 
-/* Builds a configured SSL_CTX from PEM material (any of which may be NULL). */
+/* The key type of a certificate chain's leaf (EVP_PKEY_RSA, EVP_PKEY_EC...), or -1. */
+static int leaf_key_type(const char *pem)
+{
+    BIO *bio = BIO_new_mem_buf(pem, -1);
+    X509 *x = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+    BIO_free(bio);
+    EVP_PKEY *k = x ? X509_get0_pubkey(x) : NULL;
+    int type = k ? EVP_PKEY_get_base_id(k) : -1;
+    X509_free(x);
+    ERR_clear_error();
+    return type;
+}
+
+/* The pair's second certificate: OpenSSL keeps one certificate per key type in a context
+ * and picks, per handshake, one the client's signature algorithms (and, up to TLS 1.2,
+ * cipher suites) allow. Two of the same type would replace each other: refused. */
+static int load_second_cert(SSL_CTX *sctx, const char *cert_pem, const char *cert2_pem,
+                            const char *key2_pem, char *err, size_t errlen)
+{
+    int t1 = leaf_key_type(cert_pem), t2 = leaf_key_type(cert2_pem);
+    if (t1 == t2) {
+        snprintf(err, errlen, "tls_certificates: both certificates have %s keys; a second "
+                              "certificate must be of the other key type (one RSA and one "
+                              "ECDSA)", t1 == EVP_PKEY_RSA ? "RSA" : t1 == EVP_PKEY_EC ? "ECDSA"
+                                                                                  : "the same");
+        return -1;
+    }
+    if (load_cert_chain(sctx, cert2_pem, err, errlen) != 0 ||
+        load_key(sctx, key2_pem, err, errlen) != 0) {
+        char tmp[256];
+        snprintf(tmp, sizeof(tmp), "tls_certificates[1].%s", err);
+        snprintf(err, errlen, "%s", tmp);
+        return -1;
+    }
+    return 0;
+}
+
+/* Builds a configured SSL_CTX from PEM material (any of which may be NULL). The pair's
+ * second certificate, when configured, is the context's own (ctx->cert2_pem). */
 static SSL_CTX *build_ssl_ctx(pt_tls_context_t *ctx, const char *cert_pem, const char *key_pem,
                               const char *ca_pem, char *err, size_t errlen)
 {
@@ -363,6 +403,9 @@ static SSL_CTX *build_ssl_ctx(pt_tls_context_t *ctx, const char *cert_pem, const
             snprintf(err, errlen, "private_key: missing");
         goto fail;
     }
+    if (cert_pem != NULL && ctx->cert2_pem != NULL &&
+        load_second_cert(sctx, cert_pem, ctx->cert2_pem, ctx->key2_pem, err, errlen) != 0)
+        goto fail;
     if (ca_pem != NULL && load_ca(sctx, ca_pem, err, errlen) != 0)
         goto fail;
     if (t->has_validation) {
@@ -389,7 +432,7 @@ static SSL_CTX *build_ssl_ctx(pt_tls_context_t *ctx, const char *cert_pem, const
          * handshake happens instead), so the context is a digest of everything that
          * decides who is accepted, plus the certificate served (as Envoy does). */
         unsigned char sid_ctx[SSL_MAX_SID_CTX_LENGTH];
-        unsigned sid_len = session_context_id(t, cert_pem, ca_pem, sid_ctx);
+        unsigned sid_len = session_context_id(t, cert_pem, ctx->cert2_pem, ca_pem, sid_ctx);
         if (sid_len == 0 || !SSL_CTX_set_session_id_context(sctx, sid_ctx, sid_len)) {
             ssl_errors(err, errlen, "cannot set the session ID context");
             goto fail;
@@ -509,6 +552,14 @@ pt_tls_context_t *pt_tls_context_new(const pt_tls_settings_t *t, const char *sco
             goto fail;
         ctx->cert_origin = t->cert_chain.filename ? t->cert_chain.filename : "<inline>";
     }
+    if (t->has_cert2) {
+        ctx->cert2_pem = pt_data_source_read(&t->cert_chain2, NULL, err, errlen);
+        if (ctx->cert2_pem == NULL)
+            goto fail;
+        ctx->key2_pem = pt_data_source_read(&t->private_key2, NULL, err, errlen);
+        if (ctx->key2_pem == NULL)
+            goto fail;
+    }
     if (t->trusted_ca.filename != NULL || t->trusted_ca.inline_data != NULL) {
         ca = pt_data_source_read(&t->trusted_ca, NULL, err, errlen);
         if (ca == NULL)
@@ -543,6 +594,8 @@ fail:
         free(key);
     }
     free(ca);
+    free_secret(ctx->cert2_pem);
+    free_secret(ctx->key2_pem);
     pthread_mutex_destroy(&ctx->lock);
     free(ctx);
     return NULL;
@@ -565,6 +618,8 @@ void pt_tls_context_free(pt_tls_context_t *ctx)
     free_secret(ctx->cert_pem);
     free_secret(ctx->key_pem);
     free_secret(ctx->ca_pem);
+    free_secret(ctx->cert2_pem);
+    free_secret(ctx->key2_pem);
     pthread_mutex_destroy(&ctx->lock);
     free(ctx);
 }
@@ -699,8 +754,13 @@ json_t *pt_tls_certs_json(void)
     pthread_mutex_lock(&registry_lock);
     for (pt_tls_context_t *c = registry; c != NULL; c = c->next_all) {
         pthread_mutex_lock(&c->lock);
+        json_t *chain = pem_details(c->cert_pem, c->cert_origin);
+        json_t *chain2 = c->cert2_pem != NULL ? pem_details(c->cert2_pem, c->cert_origin) : NULL;
+        if (chain2 != NULL)
+            json_array_extend(chain, chain2); /* Envoy lists every certificate served */
+        json_decref(chain2);
         json_t *entry = json_pack("{s:o,s:o}", "ca_cert", pem_details(c->ca_pem, c->ca_origin),
-                                  "cert_chain", pem_details(c->cert_pem, c->cert_origin));
+                                  "cert_chain", chain);
         pthread_mutex_unlock(&c->lock);
         json_object_set_new(entry, "owner",
                             json_sprintf("%s.%s", c->stat_scope, c->stat_owner));

@@ -79,6 +79,10 @@ typedef struct pt_tls_settings {
     /* certificate: tls_certificates[0] or tls_certificate_sds_secret_configs[0] */
     int has_cert;
     pt_data_source_t cert_chain, private_key;
+    /* tls_certificates[1]: a second certificate of the other key type (an RSA + ECDSA
+     * pair); OpenSSL serves the one the client's signature algorithms and ciphers allow. */
+    int has_cert2;
+    pt_data_source_t cert_chain2, private_key2;
     const pt_sds_ref_t *cert_sds;
     /* validation: validation_context or validation_context_sds_secret_config */
     int has_validation;
@@ -110,6 +114,7 @@ struct pt_tls_context {
     /* What is loaded now, for /certs. */
     char *cert_pem;              /* leaf + chain as loaded */
     char *key_pem;               /* kept to rebuild on a CA-only rotation; wiped on free */
+    char *cert2_pem, *key2_pem;  /* the pair's second certificate (static), or NULL */
     char *ca_pem;
     const char *cert_origin;     /* file path or "<inline>" or "sds:<name>" */
     const char *ca_origin;

@@ -165,6 +165,11 @@ int pt_tls_peer_verified(const pt_conn_t *c)
     return module()->peer_verified(c);
 }
 
+int pt_tls_peer_cert_fill(const pt_conn_t *c, pt_arena_t *a, pt_peer_cert_t *out)
+{
+    return module()->peer_cert_fill(c, a, out);
+}
+
 const char *pt_tls_last_handshake_failure(void)
 {
     const pt_tls_module_t *m = module();

@@ -22,5 +22,6 @@ __attribute__((visibility("default"))) const pt_tls_module_t pt_tls_module = {
     .sni = pt_tls_sni,
     .alpn = pt_tls_alpn,
     .peer_verified = pt_tls_peer_verified,
+    .peer_cert_fill = pt_tls_peer_cert_fill,
     .last_handshake_failure = pt_tls_last_handshake_failure,
 };

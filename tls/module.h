@@ -66,6 +66,7 @@ typedef struct pt_tls_module {
     const char *(*sni)(const pt_conn_t *c);
     const char *(*alpn)(const pt_conn_t *c);
     int (*peer_verified)(const pt_conn_t *c);
+    int (*peer_cert_fill)(const pt_conn_t *c, pt_arena_t *a, pt_peer_cert_t *out);
     const char *(*last_handshake_failure)(void);
 } pt_tls_module_t;
 

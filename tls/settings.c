@@ -257,18 +257,27 @@ static void parse_common(pt_cfg_t *r, pt_arena_t *a, pt_tls_settings_t *t)
     parse_tls_params(r, a, t);
     int present;
     size_t n = pt_cfg_array(r, "tls_certificates", &present);
-    if (n > 1)
-        pt_cfg_error(r, NULL, "more than one certificate is not supported");
-    if (n >= 1 && pt_cfg_enter_index(r, 0) > 0) {
+    /* Envoy takes one certificate per key type: an RSA and an ECDSA one at most. */
+    if (n > 2)
+        pt_cfg_error(r, NULL, "at most two certificates are supported (one RSA and one "
+                              "ECDSA)");
+    for (size_t i = 0; i < n && i < 2; i++) {
+        if (pt_cfg_enter_index(r, i) <= 0)
+            continue;
         static const char *const cert_unsupported[] = {
             "password", "watched_directory", "pkcs12", "private_key_provider", "ocsp_staple",
             "signed_certificate_timestamp", NULL};
         pt_cfg_unsupported(r, cert_unsupported);
-        if (pt_data_source_parse(r, a, "certificate_chain", &t->cert_chain) == 0)
+        pt_data_source_t *chain = i == 0 ? &t->cert_chain : &t->cert_chain2;
+        pt_data_source_t *key = i == 0 ? &t->private_key : &t->private_key2;
+        if (pt_data_source_parse(r, a, "certificate_chain", chain) == 0)
             pt_cfg_error(r, "certificate_chain", "is required");
-        if (pt_data_source_parse(r, a, "private_key", &t->private_key) == 0)
+        if (pt_data_source_parse(r, a, "private_key", key) == 0)
             pt_cfg_error(r, "private_key", "is required");
-        t->has_cert = 1;
+        if (i == 0)
+            t->has_cert = 1;
+        else
+            t->has_cert2 = 1;
         pt_cfg_leave(r);
     }
     if (present)

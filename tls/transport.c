@@ -2,10 +2,13 @@
 
 #include <errno.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
+#include "proxy/arena.h"
 #include "proxy/log.h"
 
 #define TLS_WRITE_CHUNK 16384 /* one full record per SSL_write */
@@ -354,4 +357,116 @@ int pt_tls_peer_verified(const pt_conn_t *c)
 {
     pt_tls_conn_t *t = tls_of(c);
     return t ? t->verified : 0;
+}
+
+/* ---- the peer certificate as the access log shows it --------------------------------- */
+
+static const char *hex_digest(X509 *x, const EVP_MD *md, pt_arena_t *a)
+{
+    unsigned char d[EVP_MAX_MD_SIZE];
+    unsigned n = 0;
+    if (!X509_digest(x, md, d, &n))
+        return NULL;
+    char *out = pt_arena_alloc(a, n * 2 + 1);
+    static const char hexd[] = "0123456789abcdef";
+    for (unsigned i = 0; out != NULL && i < n; i++) {
+        out[i * 2] = hexd[d[i] >> 4];
+        out[i * 2 + 1] = hexd[d[i] & 15];
+    }
+    if (out != NULL)
+        out[n * 2] = '\0';
+    return out;
+}
+
+/* The text a BIO holds, in a. */
+static const char *bio_text(BIO *b, pt_arena_t *a)
+{
+    char *p;
+    long n = BIO_get_mem_data(b, &p);
+    return n >= 0 ? pt_arena_strndup(a, p, (size_t)n) : NULL;
+}
+
+/* Envoy's URL encoding of the PEM: every byte but A-Z a-z 0-9 - . _ ~ as %XX. */
+static const char *url_encoded(const char *s, pt_arena_t *a)
+{
+    size_t n = strlen(s);
+    char *out = pt_arena_alloc(a, n * 3 + 1), *o = out;
+    static const char hexd[] = "0123456789ABCDEF";
+    for (size_t i = 0; out != NULL && i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+            c == '-' || c == '.' || c == '_' || c == '~') {
+            *o++ = (char)c;
+        } else {
+            *o++ = '%';
+            *o++ = hexd[c >> 4];
+            *o++ = hexd[c & 15];
+        }
+    }
+    if (out != NULL)
+        *o = '\0';
+    return out;
+}
+
+static int64_t asn1_epoch(const ASN1_TIME *t)
+{
+    struct tm tm;
+    if (t == NULL || !ASN1_TIME_to_tm(t, &tm))
+        return 0;
+    return (int64_t)timegm(&tm);
+}
+
+int pt_tls_peer_cert_fill(const pt_conn_t *c, pt_arena_t *a, pt_peer_cert_t *out)
+{
+    pt_tls_conn_t *t = tls_of(c);
+    X509 *x = t != NULL && t->ssl != NULL ? SSL_get0_peer_certificate(t->ssl) : NULL;
+    if (x == NULL)
+        return -1;
+    memset(out, 0, sizeof(*out));
+    BIO *b = BIO_new(BIO_s_mem());
+    if (b == NULL)
+        return -1;
+    X509_NAME_print_ex(b, X509_get_issuer_name(x), 0, XN_FLAG_RFC2253);
+    out->issuer = bio_text(b, a);
+    (void)BIO_reset(b);
+    if (PEM_write_bio_X509(b, x)) {
+        const char *pem = bio_text(b, a);
+        out->cert = pem != NULL ? url_encoded(pem, a) : NULL;
+    }
+    BIO_free(b);
+    out->fingerprint_256 = hex_digest(x, EVP_sha256(), a);
+    out->fingerprint_1 = hex_digest(x, EVP_sha1(), a);
+    BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
+    char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
+    if (hex != NULL) {
+        for (char *p = hex; *p; p++)
+            *p = (char)(*p >= 'A' && *p <= 'F' ? *p - 'A' + 'a' : *p);
+        out->serial = pt_arena_strdup(a, hex);
+        OPENSSL_free(hex);
+    }
+    BN_free(bn);
+    out->not_before = asn1_epoch(X509_get0_notBefore(x));
+    out->not_after = asn1_epoch(X509_get0_notAfter(x));
+    /* The DNS SANs, joined by ",", as Envoy joins them. */
+    const pt_tls_identity_t *id = t->peer.present ? &t->peer : NULL;
+    if (id != NULL && id->ndns > 0) {
+        size_t len = 0;
+        for (unsigned i = 0; i < id->ndns; i++)
+            len += strlen(id->dns_sans[i]) + 1;
+        char *j = pt_arena_alloc(a, len), *o = j;
+        for (unsigned i = 0; j != NULL && i < id->ndns; i++) {
+            size_t l = strlen(id->dns_sans[i]);
+            if (i > 0)
+                *o++ = ',';
+            memcpy(o, id->dns_sans[i], l);
+            o += l;
+        }
+        if (j != NULL)
+            *o = '\0';
+        out->dns_san = j;
+    }
+    return out->issuer != NULL && out->fingerprint_256 != NULL && out->fingerprint_1 != NULL &&
+                   out->serial != NULL && out->cert != NULL
+               ? 0
+               : -1;
 }

@@ -31,6 +31,9 @@ const char *pt_tls_alpn(const pt_conn_t *c);
 const char *pt_tls_version(const pt_conn_t *c);
 const char *pt_tls_cipher(const pt_conn_t *c);
 int pt_tls_peer_verified(const pt_conn_t *c);
+/* The peer certificate's details as the access log shows them, into *out (strings in a).
+ * 0, or -1 when c is not TLS, has no peer certificate, or memory ran out. */
+int pt_tls_peer_cert_fill(const pt_conn_t *c, pt_arena_t *a, pt_peer_cert_t *out);
 /* Why this thread's last TLS handshake failed ("TLS_error:_certificate_verify_failed"), or
  * NULL; read right after a connection reports the failure. */
 const char *pt_tls_last_handshake_failure(void);

@@ -222,7 +222,7 @@ class Refused(WebSocketCase):
     def test_unknown_upgrade_type_403(self):
         self.start(upgrade_configs=WS)
         with h.HttpClientConn(self.port) as c:
-            c.send_raw(b'GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\n'
+            c.send_raw(b'GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: foo\r\n'
                        b'Connection: Upgrade\r\n\r\n')
             self.assertEqual(c.read_response().status, 403)
         self.assertEqual(self.up.requests, [])

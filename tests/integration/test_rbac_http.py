@@ -309,7 +309,7 @@ class RbacConfigTest(unittest.TestCase):
     def test_errors_name_the_field(self):
         port = h.free_port()
         flt = rbac_http(rules={'action': 'LOG', 'policies': {'p': policy(
-            [{'metadata': {}}], [{'direct_remote_ip': cidr('10.0.0.0', 33)}])}})
+            [{'matcher': {}}], [{'direct_remote_ip': cidr('10.0.0.0', 33)}])}})
         hcm = h.http_connection_manager(
             'ingress', h.route_config([h.vhost('all', ['*'], [h.route_prefix('/', 'a')])]),
             http_filters=[flt, h.router_filter()])
@@ -319,7 +319,7 @@ class RbacConfigTest(unittest.TestCase):
         prefix = ('static_resources.listeners[0].filter_chains[0].filters[0].typed_config.'
                   'http_filters[0].typed_config.rules.')
         self.assertIn(prefix + 'action: "LOG" is not supported', err)
-        self.assertIn(prefix + 'policies.p.permissions[0].metadata: field is not supported', err)
+        self.assertIn(prefix + 'policies.p.permissions[0].matcher: field is not supported', err)
         self.assertIn(prefix + 'policies.p.principals[0].direct_remote_ip.prefix_len: 33 is out '
                       'of range for an IPv4 address (at most 32)', err)
 

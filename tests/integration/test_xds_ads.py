@@ -176,7 +176,8 @@ def assignment(name, *ports):
 def bootstrap(cp_port, admin_port, node_first_only=False, delta=False, transport_socket=None):
     xds_extra = {'transport_socket': transport_socket} if transport_socket else {}
     return {
-        'node': {'id': 'sidecar-1', 'cluster': 'test', 'locality': {'zone': 'z1'}},
+        'node': {'id': 'sidecar-1', 'cluster': 'test', 'locality': {'zone': 'z1'},
+                 'metadata': {'ISTIO_VERSION': '1.22.0', 'LABELS': {'app': 'reviews'}}},
         'admin': h.admin(admin_port),
         'dynamic_resources': {
             'ads_config': {'api_type': 'DELTA_GRPC' if delta else 'GRPC',
@@ -232,6 +233,10 @@ class AdsTest(unittest.TestCase):
         self.assertEqual(first['node']['id'], 'sidecar-1')
         self.assertEqual(first['node']['cluster'], 'test')
         self.assertEqual(first['node']['user_agent_name'], 'petrel')
+        # node.metadata (a Struct) reaches the control plane, as istiod needs it.
+        md = first['node']['metadata']['fields']
+        self.assertEqual(md['ISTIO_VERSION']['stringValue'], '1.22.0')
+        self.assertEqual(md['LABELS']['structValue']['fields']['app']['stringValue'], 'reviews')
         eds_asks = [e['resource_names'] for e in self.cp.events('request', EDS)]
         self.assertEqual(eds_asks[0], ['app'])   # by name, never a wildcard
         self.assertEqual(self.p.stat('control_plane.connected_state'), 1)

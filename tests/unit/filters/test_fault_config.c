@@ -147,7 +147,7 @@ static void test_other_errors(void)
 {
     CHECK("'response_rate_limit':{'fixed_limit':{'limit_kbps':1}}",
           E(P ".response_rate_limit: field is not supported"));
-    CHECK("'filter_metadata':{}", E(P ".filter_metadata: field is not supported"));
+    CHECK("'filter_metadata':'x'", E(P ".filter_metadata: must be an object (google.protobuf.Struct)"));
     CHECK("'downstream_nodes':['n1']", E(P ".downstream_nodes: is not supported"));
     CHECK("'max_active_faults':-1", E(P ".max_active_faults: -1 is not a non-negative integer"));
     CHECK("'max_active_faults':4294967296",

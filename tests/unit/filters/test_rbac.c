@@ -91,32 +91,36 @@ static void test_config_errors(void)
                "true}],'colour':'red'}}}}",
          E("rules.policies.p.colour: unknown field")},
         /* permission kinds petrel does not support */
-        {HTTP, POL("{'metadata':{}}", "{'any':true}"), E(PP ".metadata: field is not supported")},
+        {HTTP, POL("{'metadata':{'path':[{'key':'k'}],'value':{'present_match':true}}}",
+                   "{'any':true}"),
+         E(PP ".metadata.filter: is required (the metadata namespace)")},
         {HTTP, POL("{'matcher':{}}", "{'any':true}"), E(PP ".matcher: field is not supported")},
         {HTTP, POL("{'uri_template':{}}", "{'any':true}"),
          E(PP ".uri_template: field is not supported")},
         {HTTP, POL("{'sourced_metadata':{}}", "{'any':true}"),
-         E(PP ".sourced_metadata: field is not supported")},
+         E(PP ".sourced_metadata.metadata_matcher: is required")},
         /* principal kinds petrel does not support */
-        {HTTP, POL("{'any':true}", "{'metadata':{}}"), E(PR ".metadata: field is not supported")},
+        {HTTP, POL("{'any':true}", "{'metadata':{'filter':'f','path':[],'value':{'present_match':true}}}"),
+         E(PR ".metadata.path: is required (at least one key)")},
         {HTTP, POL("{'any':true}", "{'filter_state':{}}"),
          E(PR ".filter_state: field is not supported")},
         {HTTP, POL("{'any':true}", "{'custom':{}}"), E(PR ".custom: field is not supported")},
         /* the oneof */
         {HTTP, POL("{}", "{'any':true}"),
          E(PP ": one of and_rules, or_rules, any, header, url_path, destination_ip, "
-              "destination_port, destination_port_range, requested_server_name or not_rule is "
-              "required")},
+              "destination_port, destination_port_range, requested_server_name, not_rule, metadata "
+              "or sourced_metadata is required")},
         {HTTP, POL("{'any':true}", "{}"),
          E(PR ": one of and_ids, or_ids, any, authenticated, source_ip, direct_remote_ip, "
-              "remote_ip, header, url_path or not_id is required")},
+              "remote_ip, header, url_path, not_id, metadata or sourced_metadata is required")},
         {HTTP, POL("{'any':true,'destination_port':80}", "{'any':true}"),
          E(PP ": only one of and_rules, or_rules, any, header, url_path, destination_ip, "
-              "destination_port, destination_port_range, requested_server_name, not_rule may "
-              "be given (found any, destination_port)")},
+              "destination_port, destination_port_range, requested_server_name, not_rule, metadata, "
+              "sourced_metadata may be given (found any, destination_port)")},
         {HTTP, POL("{'any':true}", "{'any':true,'remote_ip':{'address_prefix':'::1'}}"),
          E(PR ": only one of and_ids, or_ids, any, authenticated, source_ip, direct_remote_ip, "
-              "remote_ip, header, url_path, not_id may be given (found any, remote_ip)")},
+              "remote_ip, header, url_path, not_id, metadata, sourced_metadata may be given (found any, "
+              "remote_ip)")},
         {HTTP, POL("{'any':false}", "{'any':true}"), E(PP ".any: must be true")},
         {HTTP, POL("{'any':true,'bogus':1}", "{'any':true}"), E(PP ".bogus: unknown field")},
         /* sets */
@@ -125,9 +129,9 @@ static void test_config_errors(void)
         {HTTP, POL("{'or_rules':{}}", "{'any':true}"), E(PP ".or_rules.rules: is required")},
         {HTTP, POL("{'any':true}", "{'and_ids':{'ids':[]}}"),
          E(PR ".and_ids.ids: must not be empty")},
-        {HTTP, POL("{'and_rules':{'rules':[{'any':true},{'not_rule':{'metadata':{}}}]}}",
+        {HTTP, POL("{'and_rules':{'rules':[{'any':true},{'not_rule':{'matcher':{}}}]}}",
                    "{'any':true}"),
-         E(PP ".and_rules.rules[1].not_rule.metadata: field is not supported")},
+         E(PP ".and_rules.rules[1].not_rule.matcher: field is not supported")},
         {HTTP, POL("{'any':true}", "{'or_ids':{'ids':[{'not_id':{'direct_remote_ip':{}}}]}}"),
          E(PR ".or_ids.ids[0].not_id.direct_remote_ip.address_prefix: is required")},
         /* CIDR ranges */

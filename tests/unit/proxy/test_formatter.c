@@ -420,7 +420,12 @@ static void test_compile_errors(void)
     const case_t cases[] = {
         {"%FOO%", "unknown command operator \"%FOO%\""},
         {"a %REQUEST_METHOD% b", "unknown command operator \"%REQUEST_METHOD%\""},
-        {"%DYNAMIC_METADATA(ns:key)%", "command operator \"%DYNAMIC_METADATA%\" is not supported"},
+        {"%FILTER_STATE(k)%", "command operator \"%FILTER_STATE%\" is not supported"},
+        {"%DYNAMIC_METADATA%", "%DYNAMIC_METADATA% needs a metadata namespace"},
+        {"%CLUSTER_METADATA(:k)%", "%CLUSTER_METADATA(:k)%: empty namespace or key"},
+        {"%METADATA(NODE:ns)%", "%METADATA(NODE:ns)%: type \"NODE\" is not supported (DYNAMIC, "
+                                "CLUSTER, ROUTE, UPSTREAM_HOST, VIRTUAL_HOST or "
+                                "LISTENER)"},
         {"%REQ()%", "%REQ()% needs a header name"},
         {"%REQ%", "%REQ% needs a header name"},
         {"%RESP()%", "%RESP()% needs a header name"},

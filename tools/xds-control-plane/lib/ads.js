@@ -118,6 +118,7 @@ class Ads {
       user_agent_name: n.user_agent_name || '',
       user_agent_version: n.user_agent_version || undefined,
       user_agent_build_version: n.user_agent_build_version || undefined,
+      metadata: n.metadata || undefined, /* a Struct: what a control plane such as istiod reads */
     };
     return first;
   }
