@@ -16,13 +16,14 @@
 #include "proxy/matcher.h"
 #include "proxy/overload.h"
 #include "proxy/stats.h"
+#include "proxy/tracing.h"
 #include "discovery/dns.h"
 #include "tls/context.h"
 #include "tls/secret.h"
 
 static const char *const bootstrap_unsupported[] = {
     "hds_config", "flags_path", "stats_sinks", "watchdog", "watchdogs",
-    "tracing", "enable_dispatcher_stats",
+    "enable_dispatcher_stats",
     "header_prefix", "stats_server_version_override", "bootstrap_extensions",
     "fatal_actions", "config_sources", "default_config_source", "default_socket_interface",
     "certificate_provider_instances", "inline_headers", "perf_tracing_file_path",
@@ -839,6 +840,7 @@ pt_config_t *pt_config_build(json_t *root, const pt_cluster_lookup_t *clusters, 
     parse_stats_config(r, cfg);
     pt_dns_bootstrap_parse(r, &cfg->arena, &cfg->dns_resolver);
     parse_dynamic_resources(r, cfg);
+    pt_tracing_bootstrap_parse(r, cfg); /* before the listeners: their fallback provider */
     if (pt_cfg_enter(r, "static_resources") > 0) {
         pt_cfg_unsupported(r, static_unsupported);
         (void)pt_cfg_get(r, "clusters"); /* the cluster manager's */
@@ -876,6 +878,7 @@ pt_config_t *pt_config_build_lds(json_t *bootstrap, const pt_cluster_lookup_t *c
     parse_stats_config(&boot, cfg);
     pt_dns_bootstrap_parse(&boot, &cfg->arena, &cfg->dns_resolver);
     parse_dynamic_resources(&boot, cfg);
+    pt_tracing_bootstrap_parse(&boot, cfg);
     if (pt_cfg_enter(&boot, "static_resources") > 0) {
         pt_cfg_unsupported(&boot, static_unsupported);
         (void)pt_cfg_get(&boot, "clusters"); /* the cluster manager's */

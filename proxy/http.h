@@ -156,6 +156,7 @@ typedef struct pt_stream_info {
     const char *downstream_local_uri_san;
     const char *downstream_peer_subject;
     unsigned upstream_attempts;   /* 1 + retries */
+    const char *trace_id;         /* the stream's span's trace id (hex), or NULL */
 } pt_stream_info_t;
 
 #endif

@@ -1,5 +1,6 @@
 #include "proxy/route.h"
 #include "proxy/retry.h"
+#include "proxy/tracing.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -46,8 +47,6 @@ static const char *const vhost_unsupported[] = {"virtual_clusters",
                                                 "metadata",
                                                 NULL};
 static const char *const route_unsupported[] = {"metadata",
-                                                "decorator",
-                                                "tracing",
                                                 "stat_prefix",
                                                 "filter_action",
                                                 "non_forwarding_action",
@@ -919,6 +918,7 @@ static void parse_route(pctx_t *p, pt_route_t *rt)
     const char *name;
     pt_cfg_string(r, "name", &name, "");
     rt->name = sdup(p, name);
+    rt->tracing = pt_route_tracing_parse(r, p->a);
     int rc = pt_cfg_enter(r, "match");
     if (rc == 0)
         pt_cfg_error(r, "match", "is required");

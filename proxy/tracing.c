@@ -1,0 +1,855 @@
+#include "proxy/tracing.h"
+
+#include <ev.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "discovery/rest_fetch.h"
+#include "proxy/config.h"
+#include "proxy/conn_manager.h"
+#include "proxy/listener.h"
+#include "proxy/log.h"
+#include "proxy/random.h"
+#include "proxy/route.h"
+#include "proxy/runtime.h"
+#include "proxy/time.h"
+#include "proxy/trace_context.h"
+#include "proxy/tracer.h"
+#include "proxy/worker.h"
+
+/* ======================================================================================
+ * Config
+ * ====================================================================================== */
+
+static pt_tracer_t *registry;
+static void start_drain(void);
+
+/* A Percent ({value: 0..100}) at `field`: {value * 100, 10000}; absent: `def`. */
+static void parse_percent(pt_cfg_t *r, const char *field, pt_fraction_t *out, double def)
+{
+    double v = def;
+    if (pt_cfg_enter(r, field) > 0) {
+        pt_cfg_double(r, "value", &v, 0, 0, 100);
+        pt_cfg_leave(r);
+    }
+    out->num = (uint32_t)(v * 100 + 0.5);
+    out->den = 10000;
+}
+
+/* A FractionalPercent ({numerator, denominator: HUNDRED | TEN_THOUSAND | MILLION}). */
+static int parse_fraction(pt_cfg_t *r, const char *field, pt_fraction_t *out)
+{
+    if (pt_cfg_enter(r, field) <= 0)
+        return 0;
+    static const char *const dens[] = {"HUNDRED", "TEN_THOUSAND", "MILLION", NULL};
+    static const uint32_t den_value[] = {100, 10000, 1000000};
+    uint64_t num;
+    int d;
+    pt_cfg_uint(r, "numerator", &num, 0, 0, UINT32_MAX);
+    pt_cfg_enum(r, "denominator", dens, NULL, &d, 0);
+    out->num = (uint32_t)num;
+    out->den = den_value[d];
+    pt_cfg_leave(r);
+    return 1;
+}
+
+/* custom_tags: literal, environment, request_header (metadata and value are not
+ * supported). */
+static void parse_custom_tags(pt_cfg_t *r, pt_arena_t *a, const pt_custom_tag_t **out,
+                              unsigned *nout)
+{
+    int present;
+    size_t n = pt_cfg_array(r, "custom_tags", &present);
+    pt_custom_tag_t *tags = pt_arena_alloc(a, (n ? n : 1) * sizeof(*tags));
+    unsigned k = 0;
+    for (size_t i = 0; i < n && tags != NULL; i++) {
+        if (pt_cfg_enter_index(r, i) <= 0)
+            continue;
+        static const char *const tag_unsupported[] = {"metadata", "value", NULL};
+        pt_cfg_unsupported(r, tag_unsupported);
+        pt_custom_tag_t *t = &tags[k];
+        const char *name, *v;
+        if (pt_cfg_string(r, "tag", &name, NULL) == 0 || name == NULL || !name[0])
+            pt_cfg_error(r, "tag", "is required");
+        static const char *const kinds[] = {"literal", "environment", "request_header", NULL};
+        static const char *const kinds_unsupported[] = {"metadata", "value", NULL};
+        int which = pt_cfg_oneof(r, kinds, !pt_cfg_has_any(r, kinds_unsupported));
+        if (which >= 0 && pt_cfg_enter(r, kinds[which]) > 0) {
+            t->kind = (pt_custom_tag_kind_t)which;
+            const char *key = which == 0 ? "value" : "name";
+            if (pt_cfg_string(r, key, &v, NULL) == 0 || v == NULL || !v[0])
+                pt_cfg_error(r, key, "is required");
+            const char *def = NULL;
+            if (which != 0)
+                pt_cfg_string(r, "default_value", &def, NULL);
+            if (v != NULL && which == PT_TAG_ENVIRONMENT) {
+                /* Read once, as Envoy does when it builds the config. */
+                const char *env = getenv(v);
+                t->value = pt_arena_strdup(a, env != NULL ? env : def);
+            } else if (v != NULL && which == PT_TAG_REQUEST_HEADER) {
+                char *lower = pt_arena_strdup(a, v);
+                for (char *p = lower; p && *p; p++)
+                    *p = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
+                t->value = lower;
+            } else {
+                t->value = pt_arena_strdup(a, v ? v : "");
+            }
+            t->default_value = def != NULL ? pt_arena_strdup(a, def) : NULL;
+            pt_cfg_leave(r);
+            if (name != NULL && name[0]) {
+                t->tag = pt_arena_strdup(a, name);
+                k++;
+            }
+        }
+        pt_cfg_leave(r);
+    }
+    if (present)
+        pt_cfg_leave_array(r);
+    *out = tags;
+    *nout = k;
+}
+
+pt_tracing_config_t *pt_tracing_config_parse(pt_cfg_t *r, pt_config_t *cfg)
+{
+    if (pt_cfg_enter(r, "tracing") <= 0)
+        return NULL;
+    static const char *const unsupported[] = {"operation_name", "request_headers_for_tags",
+                                              "operation", "upstream_operation", NULL};
+    pt_cfg_unsupported(r, unsupported);
+    pt_arena_t *a = &cfg->arena;
+    pt_tracing_config_t *tc = pt_arena_alloc(a, sizeof(*tc));
+    if (tc == NULL) {
+        pt_cfg_leave(r);
+        return NULL;
+    }
+    parse_percent(r, "client_sampling", &tc->client_sampling, 100);
+    parse_percent(r, "random_sampling", &tc->random_sampling, 100);
+    parse_percent(r, "overall_sampling", &tc->overall_sampling, 100);
+    int verbose;
+    if (pt_cfg_bool(r, "verbose", &verbose, 0) > 0 && verbose)
+        pt_cfg_error(r, "verbose", "true is not supported (petrel records no span events)");
+    uint64_t v;
+    pt_cfg_uint(r, "max_path_tag_length", &v, 256, 0, UINT32_MAX);
+    tc->max_path_tag_length = (uint32_t)v;
+    pt_cfg_bool(r, "spawn_upstream_span", &tc->spawn_upstream_span, 0);
+    parse_custom_tags(r, a, &tc->tags, &tc->ntags);
+    if (pt_cfg_enter(r, "provider") > 0) {
+        tc->tracer = pt_tracer_parse(r, cfg);
+        pt_cfg_leave(r);
+    } else {
+        tc->tracer = cfg->tracer; /* the bootstrap's, as Envoy falls back to it */
+    }
+    pt_cfg_leave(r);
+    /* No provider anywhere: Envoy traces nothing, and so the stream pays nothing. */
+    return tc->tracer != NULL ? tc : NULL;
+}
+
+pt_route_tracing_t *pt_route_tracing_parse(pt_cfg_t *r, pt_arena_t *a)
+{
+    if (!pt_cfg_has(r, "decorator") && !pt_cfg_has(r, "tracing"))
+        return NULL;
+    pt_route_tracing_t *rt = pt_arena_alloc(a, sizeof(*rt));
+    if (rt == NULL)
+        return NULL;
+    rt->propagate = 1;
+    if (pt_cfg_enter(r, "decorator") > 0) {
+        const char *op;
+        if (pt_cfg_string(r, "operation", &op, NULL) == 0 || op == NULL || !op[0])
+            pt_cfg_error(r, "operation", "is required");
+        rt->operation = op != NULL && op[0] ? pt_arena_strdup(a, op) : NULL;
+        pt_cfg_bool(r, "propagate", &rt->propagate, 1);
+        pt_cfg_leave(r);
+    }
+    if (pt_cfg_enter(r, "tracing") > 0) {
+        rt->has_client = parse_fraction(r, "client_sampling", &rt->client_sampling);
+        rt->has_random = parse_fraction(r, "random_sampling", &rt->random_sampling);
+        rt->has_overall = parse_fraction(r, "overall_sampling", &rt->overall_sampling);
+        parse_custom_tags(r, a, &rt->tags, &rt->ntags);
+        pt_cfg_leave(r);
+    }
+    return rt;
+}
+
+static void tracer_stats(pt_tracer_t *t)
+{
+    char name[64];
+#define PT_X(f)                                                                                \
+    snprintf(name, sizeof(name), "%s." #f, t->provider);                                       \
+    t->stats.f = pt_stats_counter("tracing", NULL, NULL, name);
+    PT_X(spans_sent)
+    PT_X(reports_sent)
+    PT_X(reports_dropped)
+    PT_X(reports_failed)
+    PT_X(timer_flushed)
+    PT_X(reports_skipped_no_cluster)
+    PT_X(spans_dropped)
+#undef PT_X
+}
+
+static void tracer_free(pt_tracer_t *t)
+{
+    if (t == NULL)
+        return;
+    free(t->key);
+    free(t->service_name);
+    free(t->collector_cluster);
+    free(t->collector_endpoint);
+    free(t->collector_hostname);
+    free(t->pending);
+    free(t);
+}
+
+pt_tracer_t *pt_tracer_parse(pt_cfg_t *r, pt_config_t *cfg)
+{
+    /* The same provider config (and service) is the same tracer: its batch and collector
+     * connection survive a listener update. */
+    json_t *node = r->frames[r->depth].node;
+    char *dump = json_dumps(node, JSON_SORT_KEYS | JSON_COMPACT);
+    char *key = NULL;
+    if (dump != NULL && asprintf(&key, "%s|%s", dump, cfg->node.cluster ? cfg->node.cluster : "") < 0)
+        key = NULL;
+    free(dump);
+    if (key == NULL) {
+        pt_cfg_error(r, NULL, "out of memory");
+        return NULL;
+    }
+    for (pt_tracer_t *t = registry; t != NULL; t = t->next) {
+        if (strcmp(t->key, key) == 0) {
+            free(key);
+            pt_cfg_skip_rest(r);
+            return t;
+        }
+    }
+    size_t errors_before = r->nerrors;
+    pt_tracer_t *t = calloc(1, sizeof(*t));
+    if (t == NULL) {
+        free(key);
+        pt_cfg_error(r, NULL, "out of memory");
+        return NULL;
+    }
+    t->key = key;
+    const char *name;
+    pt_cfg_string(r, "name", &name, NULL);
+    int rc;
+    const char *type = pt_cfg_enter_any(r, "typed_config", &rc);
+    if (rc == 0)
+        pt_cfg_error(r, "typed_config", "is required");
+    if (type != NULL) {
+        if (strcmp(type, "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig") == 0) {
+            t->provider = "zipkin";
+            t->ops = &pt_zipkin_ops;
+            pt_zipkin_parse(r, cfg, t);
+        } else {
+            pt_cfg_error(r, "@type", "\"%s\" is not a supported tracer (petrel has %s)", type,
+                         "envoy.config.trace.v3.ZipkinConfig");
+            pt_cfg_skip_rest(r);
+        }
+        pt_cfg_leave(r);
+    }
+    if (r->nerrors != errors_before) {
+        tracer_free(t);
+        return NULL;
+    }
+    t->service_name = strdup(cfg->node.cluster ? cfg->node.cluster : "");
+    t->cap = PT_TRACER_MAX_PENDING;
+    t->pending = calloc(t->cap, sizeof(*t->pending));
+    if (t->service_name == NULL || t->pending == NULL) {
+        tracer_free(t);
+        pt_cfg_error(r, NULL, "out of memory");
+        return NULL;
+    }
+    tracer_stats(t);
+    t->last_flush_ms = pt_now_ms();
+    t->next = registry;
+    registry = t;
+    start_drain();
+    return t;
+}
+
+void pt_tracing_bootstrap_parse(pt_cfg_t *r, pt_config_t *cfg)
+{
+    if (pt_cfg_enter(r, "tracing") <= 0)
+        return;
+    if (pt_cfg_enter(r, "http") > 0) {
+        cfg->tracer = pt_tracer_parse(r, cfg);
+        pt_cfg_leave(r);
+    }
+    pt_cfg_leave(r);
+}
+
+/* ======================================================================================
+ * Spans (worker)
+ * ====================================================================================== */
+
+#define MAX_BUILTIN_TAGS 20
+
+struct pt_trace_span {
+    pt_tracer_t *tracer;
+    uint64_t trace_hi, trace_lo, id, parent_id;
+    uint64_t start_wall_us, start_mono_us;
+    const char *name;
+    uint8_t kind, shared, sampled, debug;
+    uint8_t spawn;       /* tries get CLIENT spans of their own */
+    uint8_t ingress;     /* the listener is not OUTBOUND */
+    uint8_t propagate_op; /* the decorator's operation goes to the response / upstream */
+    int status;          /* a try's response status */
+};
+
+static int fraction_hit(pt_fraction_t f, uint64_t value)
+{
+    return f.num > 0 && value % f.den < f.num;
+}
+
+static uint64_t wall_us_now(const pt_http_stream_t *s)
+{
+    return s->info.start_wall_us + (pt_loop_us() - s->info.start_mono_us);
+}
+
+/* Envoy's decision, on the request id (ConnectionManagerUtility::mutateTracingRequestHeader). */
+static pt_trace_status_t decide(pt_http_stream_t *s, const pt_tracing_config_t *tc,
+                                const pt_route_tracing_t *rt)
+{
+    pt_http_headers_t *h = s->request_headers;
+    const char *rid = pt_http_headers_get(h, "x-request-id");
+    uint64_t rint;
+    if (pt_trace_rid_integer(rid, &rint) != 0)
+        return PT_TRACE_NONE;
+    uint64_t result = rint % 10000;
+    pt_fraction_t client = tc->client_sampling, random = tc->random_sampling,
+                  overall = tc->overall_sampling;
+    if (rt != NULL) {
+        if (rt->has_client)
+            client = rt->client_sampling;
+        if (rt->has_random)
+            random = rt->random_sampling;
+        if (rt->has_overall)
+            overall = rt->overall_sampling;
+    }
+    pt_trace_status_t was = pt_trace_rid_status(rid), st = was;
+    if (st == PT_TRACE_NONE) {
+        int external = s->config->use_remote_address && !s->internal;
+        if (pt_http_headers_get(h, "x-client-trace-id") != NULL &&
+            fraction_hit(client, pt_random_below(client.den)))
+            st = PT_TRACE_CLIENT;
+        else if (!external && pt_http_headers_get(h, "x-envoy-force-trace") != NULL)
+            st = PT_TRACE_FORCED;
+        else if (fraction_hit(random, result))
+            st = PT_TRACE_SAMPLED;
+    }
+    if (st != PT_TRACE_NONE && !fraction_hit(overall, result))
+        st = PT_TRACE_NONE;
+    if (st != was) {
+        char *copy = pt_arena_strdup(&s->arena, rid);
+        if (copy != NULL && pt_trace_rid_set_status(copy, st) == 0)
+            pt_http_headers_set_ref(h, "x-request-id", copy);
+    }
+    return st;
+}
+
+/* The incoming context, as the tracer reads it. Returns 1 with ids, 0 without; *sampled is
+ * the caller's decision (-1: none), *b3 whether the ids came by B3. */
+static int extract(const pt_tracer_t *t, const pt_http_headers_t *h, pt_trace_ctx_t *in,
+                   int *sampled, int *b3)
+{
+    *sampled = -1;
+    *b3 = 0;
+    if (t->extract_b3) {
+        const char *single = pt_http_headers_get(h, "b3");
+        int rc = -1;
+        if (single != NULL)
+            rc = pt_trace_parse_b3(single, in);
+        else
+            rc = pt_trace_parse_b3_multi(
+                pt_http_headers_get(h, "x-b3-traceid"), pt_http_headers_get(h, "x-b3-spanid"),
+                pt_http_headers_get(h, "x-b3-parentspanid"),
+                pt_http_headers_get(h, "x-b3-sampled"), pt_http_headers_get(h, "x-b3-flags"), in);
+        if (rc == 0 || in->sampled >= 0)
+            *sampled = in->sampled;
+        if (rc == 0 && in->span_id != 0) {
+            *b3 = 1;
+            return 1;
+        }
+    }
+    if (t->extract_w3c) {
+        pt_trace_ctx_t w;
+        if (pt_trace_parse_traceparent(pt_http_headers_get(h, "traceparent"), &w) == 0) {
+            *in = w;
+            if (*sampled < 0)
+                *sampled = w.sampled;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+void pt_tracing_begin(pt_http_stream_t *s)
+{
+    const pt_tracing_config_t *tc = s->config->tracing;
+    pt_tracer_t *t = tc->tracer;
+    pt_http_headers_t *h = s->request_headers;
+    const pt_route_tracing_t *rt = s->route != NULL ? s->route->tracing : NULL;
+    pt_trace_status_t st = decide(s, tc, rt);
+    pt_trace_span_t *sp = pt_arena_alloc(&s->arena, sizeof(*sp));
+    if (sp == NULL)
+        return;
+    memset(sp, 0, sizeof(*sp));
+    sp->tracer = t;
+    sp->spawn = tc->spawn_upstream_span || t->split_spans;
+    const pt_listener_config_t *l = s->hcm != NULL ? pt_hcm_listener(s->hcm) : NULL;
+    sp->ingress = l == NULL || l->traffic_direction != PT_TRAFFIC_OUTBOUND;
+    sp->kind = sp->ingress || sp->spawn ? PT_SPAN_SERVER : PT_SPAN_CLIENT;
+    pt_trace_ctx_t in;
+    int sampled, b3;
+    if (extract(t, h, &in, &sampled, &b3)) {
+        sp->trace_hi = in.trace_hi;
+        sp->trace_lo = in.trace_lo;
+        if (sp->kind == PT_SPAN_SERVER && b3 && t->shared_span_context) {
+            /* Zipkin's shared span: the server side of the caller's client span. */
+            sp->id = in.span_id;
+            sp->parent_id = in.parent_id;
+            sp->shared = 1;
+        } else {
+            sp->id = pt_trace_new_id();
+            sp->parent_id = in.span_id;
+        }
+        sp->debug = (uint8_t)in.debug;
+    } else {
+        /* Not a context (or a bad one: it is ignored): a new trace starts here. */
+        sp->trace_lo = pt_trace_new_id();
+        sp->trace_hi = t->trace_id_128bit ? pt_trace_new_id() : 0;
+        sp->id = pt_trace_new_id();
+        sp->parent_id = 0;
+    }
+    sp->sampled = (uint8_t)(sampled >= 0 ? sampled : st != PT_TRACE_NONE);
+    sp->start_wall_us = s->info.start_wall_us;
+    sp->start_mono_us = s->info.start_mono_us;
+    const char *host = pt_http_headers_get(h, ":authority");
+    sp->name = host != NULL ? host : "";
+    if (rt != NULL && rt->operation != NULL) {
+        sp->name = rt->operation;
+        sp->propagate_op = (uint8_t)rt->propagate;
+    }
+    if (sp->ingress) {
+        /* The caller's decorator names the span, and the header stops here. */
+        const char *op = pt_http_headers_get(h, "x-envoy-decorator-operation");
+        if (op != NULL) {
+            if (op[0]) {
+                sp->name = op;
+                sp->propagate_op = 0;
+            }
+            pt_http_headers_remove(h, "x-envoy-decorator-operation");
+        }
+    } else if (sp->propagate_op && rt != NULL && rt->operation != NULL) {
+        pt_http_headers_set_ref(h, "x-envoy-decorator-operation", rt->operation);
+    }
+    char *id = pt_arena_alloc(&s->arena, 33);
+    if (id != NULL) {
+        pt_trace_id_hex(sp->trace_hi, sp->trace_lo, 1, id);
+        s->info.trace_id = id;
+    }
+    s->span = sp;
+}
+
+void pt_tracing_response_headers(pt_http_stream_t *s, pt_http_headers_t *h)
+{
+    pt_trace_span_t *sp = s->span;
+    if (sp->ingress && sp->propagate_op && s->route != NULL && s->route->tracing != NULL &&
+        s->route->tracing->operation != NULL)
+        pt_http_headers_set_ref(h, "x-envoy-decorator-operation", s->route->tracing->operation);
+}
+
+/* ---- the queues -------------------------------------------------------------------- */
+
+#define RING_SIZE 2048u /* a power of two */
+
+typedef struct span_ring {
+    _Atomic uint32_t head; /* the main thread's */
+    char pad[60];
+    _Atomic uint32_t tail; /* the worker's */
+    pt_span_rec_t *slot[RING_SIZE];
+} span_ring_t;
+
+static span_ring_t *rings;
+static unsigned nrings;
+
+static void ring_push(pt_span_rec_t *rec)
+{
+    pt_worker_t *w = pt_worker_current;
+    unsigned i = w != NULL && w->id >= 0 ? (unsigned)w->id : nrings - 1;
+    if (rings == NULL || i >= nrings) {
+        free(rec);
+        return;
+    }
+    span_ring_t *q = &rings[i];
+    uint32_t tail = atomic_load_explicit(&q->tail, memory_order_relaxed);
+    uint32_t head = atomic_load_explicit(&q->head, memory_order_acquire);
+    if (tail - head >= RING_SIZE) {
+        pt_stat_inc(rec->tracer->stats.spans_dropped);
+        free(rec);
+        return;
+    }
+    q->slot[tail & (RING_SIZE - 1)] = rec;
+    atomic_store_explicit(&q->tail, tail + 1, memory_order_release);
+}
+
+/* ---- finishing --------------------------------------------------------------------- */
+
+typedef struct tag_list {
+    pt_span_tag_t *tags;
+    unsigned n, cap;
+} tag_list_t;
+
+static void tag(tag_list_t *l, const char *k, const char *v)
+{
+    if (v != NULL && l->n < l->cap)
+        l->tags[l->n++] = (pt_span_tag_t){k, v};
+}
+
+static void custom_tags(tag_list_t *l, const pt_custom_tag_t *ct, unsigned n,
+                        const pt_http_headers_t *h)
+{
+    for (unsigned i = 0; i < n; i++) {
+        const char *v = ct[i].value;
+        if (ct[i].kind == PT_TAG_REQUEST_HEADER) {
+            v = h != NULL ? pt_http_headers_get(h, ct[i].value) : NULL;
+            if (v == NULL)
+                v = ct[i].default_value;
+        }
+        tag(l, ct[i].tag, v);
+    }
+}
+
+/* Copies the span into one heap block and queues it for the main thread. */
+static void emit(const pt_trace_span_t *sp, uint64_t end_wall_us, const char *name,
+                 const char *local_ip, const tag_list_t *l)
+{
+    size_t size = sizeof(pt_span_rec_t) + l->n * sizeof(pt_span_tag_t);
+    size_t strs = strlen(name) + 1 + (local_ip ? strlen(local_ip) + 1 : 0);
+    for (unsigned i = 0; i < l->n; i++)
+        strs += strlen(l->tags[i].key) + strlen(l->tags[i].value) + 2;
+    pt_span_rec_t *rec = malloc(size + strs);
+    if (rec == NULL) {
+        pt_stat_inc(sp->tracer->stats.spans_dropped);
+        return;
+    }
+    char *p = (char *)rec + size;
+#define COPY(dst, src)                                                                         \
+    do {                                                                                       \
+        size_t n_ = strlen(src) + 1;                                                           \
+        memcpy(p, src, n_);                                                                    \
+        dst = p;                                                                               \
+        p += n_;                                                                               \
+    } while (0)
+    rec->tracer = sp->tracer;
+    rec->trace_hi = sp->trace_hi;
+    rec->trace_lo = sp->trace_lo;
+    rec->id = sp->id;
+    rec->parent_id = sp->parent_id;
+    rec->start_us = sp->start_wall_us;
+    /* Zipkin reads a duration of 0 as "not set": a span always lasts at least 1 us. */
+    rec->duration_us = end_wall_us > sp->start_wall_us ? end_wall_us - sp->start_wall_us : 1;
+    rec->kind = sp->kind;
+    rec->shared = sp->shared;
+    rec->debug = sp->debug;
+    COPY(rec->name, name);
+    rec->local_ip = NULL;
+    if (local_ip != NULL)
+        COPY(rec->local_ip, local_ip);
+    rec->ntags = l->n;
+    for (unsigned i = 0; i < l->n; i++) {
+        COPY(rec->tags[i].key, l->tags[i].key);
+        COPY(rec->tags[i].value, l->tags[i].value);
+    }
+#undef COPY
+    ring_push(rec);
+}
+
+static const char *fmt_u64(pt_arena_t *a, uint64_t v)
+{
+    return pt_arena_sprintf(a, "%llu", (unsigned long long)v);
+}
+
+void pt_tracing_end(pt_http_stream_t *s)
+{
+    pt_trace_span_t *sp = s->span;
+    if (!sp->sampled)
+        return;
+    const pt_tracing_config_t *tc = s->config->tracing;
+    const pt_route_tracing_t *rt = s->route != NULL ? s->route->tracing : NULL;
+    const pt_http_headers_t *h = s->request_headers;
+    pt_arena_t *a = &s->arena;
+    pt_span_tag_t buf[MAX_BUILTIN_TAGS + 32];
+    tag_list_t l = {buf, 0, sizeof(buf) / sizeof(buf[0])};
+    const pt_config_t *cfg = s->hcm != NULL ? pt_hcm_snapshot(s->hcm) : NULL;
+    tag(&l, "component", "proxy");
+    if (cfg != NULL) {
+        tag(&l, "node_id", cfg->node.id);
+        tag(&l, "zone", cfg->node.zone);
+    }
+    if (h != NULL) {
+        tag(&l, "guid:x-request-id", pt_http_headers_get(h, "x-request-id"));
+        const char *path = pt_http_headers_get(h, "x-envoy-original-path");
+        if (path == NULL)
+            path = pt_http_headers_get(h, ":path");
+        const char *auth = pt_http_headers_get(h, ":authority");
+        char *url = pt_arena_sprintf(a, "%s://%s%s", s->scheme, auth ? auth : "",
+                                     path ? path : "");
+        if (url != NULL && strlen(url) > tc->max_path_tag_length)
+            url[tc->max_path_tag_length] = '\0';
+        tag(&l, "http.url", url);
+        tag(&l, "http.method", pt_http_headers_get(h, ":method"));
+        const char *dc = pt_http_headers_get(h, "x-envoy-downstream-service-cluster");
+        tag(&l, "downstream_cluster", dc ? dc : "-");
+        const char *ua = pt_http_headers_get(h, "user-agent");
+        tag(&l, "user_agent", ua ? ua : "-");
+    }
+    tag(&l, "http.protocol", s->info.protocol);
+    char *ip = pt_arena_alloc(a, PT_ADDR_STRLEN);
+    if (ip != NULL) {
+        pt_addr_format_ip(&s->info.downstream_remote, ip, PT_ADDR_STRLEN);
+        tag(&l, "peer.address", ip);
+    }
+    tag(&l, "request_size", fmt_u64(a, s->info.bytes_received));
+    tag(&l, "response_size", fmt_u64(a, s->info.bytes_sent));
+    if (s->info.upstream_cluster != NULL) {
+        tag(&l, "upstream_cluster", s->info.upstream_cluster);
+        tag(&l, "upstream_cluster.name", s->info.upstream_cluster);
+    }
+    tag(&l, "http.status_code", fmt_u64(a, (uint64_t)s->info.response_code));
+    char flags[128];
+    tag(&l, "response_flags", pt_response_flags_str(s->info.response_flags, flags, sizeof(flags)));
+    if (s->info.response_code == 0 || s->info.response_code >= 500)
+        tag(&l, "error", "true");
+    custom_tags(&l, tc->tags, tc->ntags, h);
+    if (rt != NULL)
+        custom_tags(&l, rt->tags, rt->ntags, h);
+    char *lip = pt_arena_alloc(a, PT_ADDR_STRLEN);
+    if (lip != NULL)
+        pt_addr_format_ip(&s->info.downstream_local, lip, PT_ADDR_STRLEN);
+    uint64_t end = s->info.start_wall_us + (s->info.end_mono_us - s->info.start_mono_us);
+    emit(sp, end, sp->name, lip, &l);
+}
+
+/* Writes the context whose innermost span is `sp` into the upstream request. */
+static void inject(pt_http_stream_t *s, const pt_trace_span_t *sp, pt_http_headers_t *h)
+{
+    const pt_tracer_t *t = sp->tracer;
+    pt_arena_t *a = &s->arena;
+    if (t->inject_b3) {
+        char *tid = pt_arena_alloc(a, 33), *sid = pt_arena_alloc(a, 17);
+        if (tid == NULL || sid == NULL)
+            return;
+        pt_trace_id_hex(sp->trace_hi, sp->trace_lo, 1, tid);
+        pt_trace_hex64(sp->id, sid);
+        pt_http_headers_remove(h, "b3");
+        pt_http_headers_set_ref(h, "x-b3-traceid", tid);
+        pt_http_headers_set_ref(h, "x-b3-spanid", sid);
+        if (sp->parent_id != 0) {
+            char *pid = pt_arena_alloc(a, 17);
+            if (pid != NULL) {
+                pt_trace_hex64(sp->parent_id, pid);
+                pt_http_headers_set_ref(h, "x-b3-parentspanid", pid);
+            }
+        } else {
+            pt_http_headers_remove(h, "x-b3-parentspanid");
+        }
+        pt_http_headers_set_ref(h, "x-b3-sampled", sp->sampled ? "1" : "0");
+    }
+    if (t->inject_w3c) {
+        char *tp = pt_arena_alloc(a, 56);
+        if (tp == NULL)
+            return;
+        pt_trace_format_traceparent(sp->trace_hi, sp->trace_lo, sp->id, sp->sampled, tp);
+        pt_http_headers_set_ref(h, "traceparent", tp);
+    }
+}
+
+pt_trace_span_t *pt_tracing_upstream_start(pt_http_stream_t *s, pt_http_headers_t *h,
+                                           int child)
+{
+    pt_trace_span_t *sp = s->span;
+    if (!sp->spawn && !child) {
+        inject(s, sp, h);
+        return NULL;
+    }
+    pt_trace_span_t *c = pt_arena_alloc(&s->arena, sizeof(*c));
+    if (c == NULL) {
+        inject(s, sp, h);
+        return NULL;
+    }
+    *c = *sp;
+    c->kind = PT_SPAN_CLIENT;
+    c->shared = 0;
+    c->parent_id = sp->id;
+    c->id = pt_trace_new_id();
+    c->start_wall_us = wall_us_now(s);
+    c->start_mono_us = pt_loop_us();
+    c->status = 0;
+    inject(s, c, h);
+    return c;
+}
+
+void pt_tracing_upstream_end(pt_http_stream_t *s, pt_trace_span_t *c, int status)
+{
+    if (c == NULL || !c->sampled)
+        return;
+    pt_arena_t *a = &s->arena;
+    pt_span_tag_t buf[16];
+    tag_list_t l = {buf, 0, sizeof(buf) / sizeof(buf[0])};
+    tag(&l, "component", "proxy");
+    tag(&l, "upstream_cluster", s->info.upstream_cluster);
+    tag(&l, "upstream_cluster.name", s->info.upstream_cluster);
+    tag(&l, "upstream_address", s->info.upstream_host);
+    tag(&l, "peer.address", s->info.upstream_host);
+    tag(&l, "http.protocol", s->info.protocol);
+    tag(&l, "http.status_code", fmt_u64(a, (uint64_t)status));
+    tag(&l, "retry.count", fmt_u64(a, s->info.upstream_attempts > 0 ? s->info.upstream_attempts - 1 : 0));
+    if (status == 0 || status >= 500)
+        tag(&l, "error", "true");
+    const char *name = pt_arena_sprintf(a, "router %s egress",
+                                        s->info.upstream_cluster ? s->info.upstream_cluster : "-");
+    emit(c, wall_us_now(s), name ? name : "router", NULL, &l);
+}
+
+/* ======================================================================================
+ * Main thread: draining the queues, batching
+ * ====================================================================================== */
+
+#define DRAIN_INTERVAL_S 0.1
+
+static struct {
+    struct pt_cluster_manager *cm;
+    pt_worker_t *worker;
+    ev_timer drain;
+    int started;
+} main_side;
+
+struct pt_cluster_manager *pt_tracing_cluster_manager(void)
+{
+    return main_side.cm;
+}
+
+pt_worker_t *pt_tracing_main_worker(void)
+{
+    return main_side.worker;
+}
+
+int pt_tracing_init(unsigned nworkers)
+{
+    if (rings != NULL)
+        return 0;
+    nrings = nworkers + 1; /* the last: the main thread (and tests without workers) */
+    rings = calloc(nrings, sizeof(*rings));
+    return rings != NULL ? 0 : -1;
+}
+
+/* The spans a tracer holds go out when there are enough of them or the flush interval
+ * passed, one report at a time. */
+static void maybe_flush(pt_tracer_t *t, uint64_t now_ms, int *timer)
+{
+    if (t->npending == 0)
+        return;
+    int full = t->npending >= pt_runtime.zipkin_min_flush_spans;
+    int due = now_ms - t->last_flush_ms >= pt_runtime.zipkin_flush_interval_ms;
+    if ((!full && !due) || !t->ops->ready(t))
+        return;
+    if (!full)
+        *timer = 1;
+    unsigned n = t->npending < PT_TRACER_MAX_BATCH ? t->npending : PT_TRACER_MAX_BATCH;
+    t->last_flush_ms = now_ms;
+    if (!full)
+        pt_stat_inc(t->stats.timer_flushed);
+    pt_span_rec_t **batch = malloc(n * sizeof(*batch));
+    if (batch == NULL)
+        return;
+    memcpy(batch, t->pending, n * sizeof(*batch));
+    memmove(t->pending, t->pending + n, (t->npending - n) * sizeof(*batch));
+    t->npending -= n;
+    t->ops->flush(t, batch, n);
+    free(batch);
+}
+
+static void drain(void)
+{
+    for (unsigned i = 0; rings != NULL && i < nrings; i++) {
+        span_ring_t *q = &rings[i];
+        uint32_t head = atomic_load_explicit(&q->head, memory_order_relaxed);
+        uint32_t tail = atomic_load_explicit(&q->tail, memory_order_acquire);
+        while (head != tail) {
+            pt_span_rec_t *rec = q->slot[head & (RING_SIZE - 1)];
+            head++;
+            pt_tracer_t *t = rec->tracer;
+            if (t->npending >= t->cap) {
+                pt_stat_inc(t->stats.spans_dropped); /* the collector is not keeping up */
+                free(rec);
+            } else {
+                t->pending[t->npending++] = rec;
+            }
+        }
+        atomic_store_explicit(&q->head, head, memory_order_release);
+    }
+    uint64_t now = pt_now_ms();
+    for (pt_tracer_t *t = registry; t != NULL; t = t->next) {
+        int timer = 0;
+        maybe_flush(t, now, &timer);
+    }
+}
+
+static void on_drain(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)w;
+    (void)revents;
+    drain();
+}
+
+/* The drain runs once some tracer exists: a process that traces nothing never wakes for
+ * it. */
+static void start_drain(void)
+{
+    if (main_side.started || main_side.worker == NULL || registry == NULL)
+        return;
+    ev_timer_init(&main_side.drain, on_drain, DRAIN_INTERVAL_S, DRAIN_INTERVAL_S);
+    ev_timer_start(main_side.worker->loop, &main_side.drain);
+    ev_unref(main_side.worker->loop); /* the drain alone does not keep the loop alive */
+    main_side.started = 1;
+}
+
+void pt_tracing_start(struct pt_cluster_manager *cm, pt_worker_t *main_worker)
+{
+    main_side.cm = cm;
+    main_side.worker = main_worker;
+    for (pt_tracer_t *t = registry; t != NULL; t = t->next)
+        t->last_flush_ms = pt_now_ms();
+    start_drain();
+}
+
+void pt_tracing_stop(void)
+{
+    if (main_side.started) {
+        ev_ref(main_side.worker->loop);
+        ev_timer_stop(main_side.worker->loop, &main_side.drain);
+        main_side.started = 0;
+    }
+    /* Spans still queued are let go with their tracers. */
+    for (unsigned i = 0; rings != NULL && i < nrings; i++) {
+        span_ring_t *q = &rings[i];
+        for (uint32_t h = q->head; h != q->tail; h++)
+            free(q->slot[h & (RING_SIZE - 1)]);
+    }
+    free(rings);
+    rings = NULL;
+    nrings = 0;
+    while (registry != NULL) {
+        pt_tracer_t *t = registry;
+        registry = t->next;
+        pt_rest_fetch_free(t->fetch);
+        for (unsigned i = 0; i < t->npending; i++)
+            free(t->pending[i]);
+        tracer_free(t);
+    }
+    main_side.cm = NULL;
+    main_side.worker = NULL;
+}
