@@ -294,7 +294,9 @@ struct pt_trace_span {
     uint8_t spawn;       /* tries get CLIENT spans of their own */
     uint8_t ingress;     /* the listener is not OUTBOUND */
     uint8_t propagate_op; /* the decorator's operation goes to the response / upstream */
+    uint8_t replace;     /* the request holds trace headers: injecting replaces them */
     int status;          /* a try's response status */
+    char trace_hex[33];  /* the trace id, for %TRACE_ID% */
 };
 
 static int fraction_hit(pt_fraction_t f, uint64_t value)
@@ -307,12 +309,58 @@ static uint64_t wall_us_now(const pt_http_stream_t *s)
     return s->info.start_wall_us + (pt_loop_us() - s->info.start_mono_us);
 }
 
-/* Envoy's decision, on the request id (ConnectionManagerUtility::mutateTracingRequestHeader). */
-static pt_trace_status_t decide(pt_http_stream_t *s, const pt_tracing_config_t *tc,
-                                const pt_route_tracing_t *rt)
+/* The request headers tracing reads, found in one pass. */
+typedef struct trace_headers {
+    const char *rid, *client_trace_id, *force_trace, *decorator_op;
+    const char *b3, *b3_trace, *b3_span, *b3_parent, *b3_sampled, *b3_flags, *traceparent;
+    int any_context; /* some B3 or traceparent header came: injecting must replace them */
+} trace_headers_t;
+
+#define NAME_IS(e, lit) ((e)->name_len == sizeof(lit) - 1 && memcmp((e)->name, lit, sizeof(lit) - 1) == 0)
+
+static void scan_headers(const pt_http_headers_t *h, trace_headers_t *th)
 {
-    pt_http_headers_t *h = s->request_headers;
-    const char *rid = pt_http_headers_get(h, "x-request-id");
+    memset(th, 0, sizeof(*th));
+    for (uint32_t i = 0; i < h->count; i++) {
+        const pt_http_header_t *e = &h->items[i];
+        /* Every name of interest starts with x, b or t: most headers go by on one test. */
+        char c = e->name[0];
+        if (c == 'x') {
+            if (NAME_IS(e, "x-request-id"))
+                th->rid = th->rid ? th->rid : e->value;
+            else if (e->name_len > 5 && memcmp(e->name, "x-b3-", 5) == 0) {
+                th->any_context = 1;
+                if (NAME_IS(e, "x-b3-traceid"))
+                    th->b3_trace = e->value;
+                else if (NAME_IS(e, "x-b3-spanid"))
+                    th->b3_span = e->value;
+                else if (NAME_IS(e, "x-b3-parentspanid"))
+                    th->b3_parent = e->value;
+                else if (NAME_IS(e, "x-b3-sampled"))
+                    th->b3_sampled = e->value;
+                else if (NAME_IS(e, "x-b3-flags"))
+                    th->b3_flags = e->value;
+            } else if (NAME_IS(e, "x-client-trace-id"))
+                th->client_trace_id = e->value;
+            else if (NAME_IS(e, "x-envoy-force-trace"))
+                th->force_trace = e->value;
+            else if (NAME_IS(e, "x-envoy-decorator-operation"))
+                th->decorator_op = e->value;
+        } else if (c == 'b' && NAME_IS(e, "b3")) {
+            th->b3 = e->value;
+            th->any_context = 1;
+        } else if (c == 't' && NAME_IS(e, "traceparent")) {
+            th->traceparent = e->value;
+            th->any_context = 1;
+        }
+    }
+}
+
+/* Envoy's decision, on the request id (ConnectionManagerUtility::mutateTracingRequestHeader). */
+static pt_trace_status_t decide(pt_http_stream_t *s, const trace_headers_t *th,
+                                const pt_tracing_config_t *tc, const pt_route_tracing_t *rt)
+{
+    const char *rid = th->rid;
     uint64_t rint;
     if (pt_trace_rid_integer(rid, &rint) != 0)
         return PT_TRACE_NONE;
@@ -330,10 +378,9 @@ static pt_trace_status_t decide(pt_http_stream_t *s, const pt_tracing_config_t *
     pt_trace_status_t was = pt_trace_rid_status(rid), st = was;
     if (st == PT_TRACE_NONE) {
         int external = s->config->use_remote_address && !s->internal;
-        if (pt_http_headers_get(h, "x-client-trace-id") != NULL &&
-            fraction_hit(client, pt_random_below(client.den)))
+        if (th->client_trace_id != NULL && fraction_hit(client, pt_random_below(client.den)))
             st = PT_TRACE_CLIENT;
-        else if (!external && pt_http_headers_get(h, "x-envoy-force-trace") != NULL)
+        else if (!external && th->force_trace != NULL)
             st = PT_TRACE_FORCED;
         else if (fraction_hit(random, result))
             st = PT_TRACE_SAMPLED;
@@ -343,28 +390,27 @@ static pt_trace_status_t decide(pt_http_stream_t *s, const pt_tracing_config_t *
     if (st != was) {
         char *copy = pt_arena_strdup(&s->arena, rid);
         if (copy != NULL && pt_trace_rid_set_status(copy, st) == 0)
-            pt_http_headers_set_ref(h, "x-request-id", copy);
+            pt_http_headers_set_ref(s->request_headers, "x-request-id", copy);
     }
     return st;
 }
 
 /* The incoming context, as the tracer reads it. Returns 1 with ids, 0 without; *sampled is
  * the caller's decision (-1: none), *b3 whether the ids came by B3. */
-static int extract(const pt_tracer_t *t, const pt_http_headers_t *h, pt_trace_ctx_t *in,
+static int extract(const pt_tracer_t *t, const trace_headers_t *th, pt_trace_ctx_t *in,
                    int *sampled, int *b3)
 {
     *sampled = -1;
     *b3 = 0;
+    if (!th->any_context)
+        return 0;
     if (t->extract_b3) {
-        const char *single = pt_http_headers_get(h, "b3");
         int rc = -1;
-        if (single != NULL)
-            rc = pt_trace_parse_b3(single, in);
+        if (th->b3 != NULL)
+            rc = pt_trace_parse_b3(th->b3, in);
         else
-            rc = pt_trace_parse_b3_multi(
-                pt_http_headers_get(h, "x-b3-traceid"), pt_http_headers_get(h, "x-b3-spanid"),
-                pt_http_headers_get(h, "x-b3-parentspanid"),
-                pt_http_headers_get(h, "x-b3-sampled"), pt_http_headers_get(h, "x-b3-flags"), in);
+            rc = pt_trace_parse_b3_multi(th->b3_trace, th->b3_span, th->b3_parent,
+                                         th->b3_sampled, th->b3_flags, in);
         if (rc == 0 || in->sampled >= 0)
             *sampled = in->sampled;
         if (rc == 0 && in->span_id != 0) {
@@ -372,9 +418,9 @@ static int extract(const pt_tracer_t *t, const pt_http_headers_t *h, pt_trace_ct
             return 1;
         }
     }
-    if (t->extract_w3c) {
+    if (t->extract_w3c && th->traceparent != NULL) {
         pt_trace_ctx_t w;
-        if (pt_trace_parse_traceparent(pt_http_headers_get(h, "traceparent"), &w) == 0) {
+        if (pt_trace_parse_traceparent(th->traceparent, &w) == 0) {
             *in = w;
             if (*sampled < 0)
                 *sampled = w.sampled;
@@ -390,19 +436,22 @@ void pt_tracing_begin(pt_http_stream_t *s)
     pt_tracer_t *t = tc->tracer;
     pt_http_headers_t *h = s->request_headers;
     const pt_route_tracing_t *rt = s->route != NULL ? s->route->tracing : NULL;
-    pt_trace_status_t st = decide(s, tc, rt);
+    trace_headers_t th;
+    scan_headers(h, &th);
+    pt_trace_status_t st = decide(s, &th, tc, rt);
     pt_trace_span_t *sp = pt_arena_alloc(&s->arena, sizeof(*sp));
     if (sp == NULL)
         return;
     memset(sp, 0, sizeof(*sp));
     sp->tracer = t;
     sp->spawn = tc->spawn_upstream_span || t->split_spans;
+    sp->replace = (uint8_t)th.any_context;
     const pt_listener_config_t *l = s->hcm != NULL ? pt_hcm_listener(s->hcm) : NULL;
     sp->ingress = l == NULL || l->traffic_direction != PT_TRAFFIC_OUTBOUND;
     sp->kind = sp->ingress || sp->spawn ? PT_SPAN_SERVER : PT_SPAN_CLIENT;
     pt_trace_ctx_t in;
     int sampled, b3;
-    if (extract(t, h, &in, &sampled, &b3)) {
+    if (extract(t, &th, &in, &sampled, &b3)) {
         sp->trace_hi = in.trace_hi;
         sp->trace_lo = in.trace_lo;
         if (sp->kind == PT_SPAN_SERVER && b3 && t->shared_span_context) {
@@ -433,10 +482,9 @@ void pt_tracing_begin(pt_http_stream_t *s)
     }
     if (sp->ingress) {
         /* The caller's decorator names the span, and the header stops here. */
-        const char *op = pt_http_headers_get(h, "x-envoy-decorator-operation");
-        if (op != NULL) {
-            if (op[0]) {
-                sp->name = op;
+        if (th.decorator_op != NULL) {
+            if (th.decorator_op[0]) {
+                sp->name = th.decorator_op;
                 sp->propagate_op = 0;
             }
             pt_http_headers_remove(h, "x-envoy-decorator-operation");
@@ -444,11 +492,8 @@ void pt_tracing_begin(pt_http_stream_t *s)
     } else if (sp->propagate_op && rt != NULL && rt->operation != NULL) {
         pt_http_headers_set_ref(h, "x-envoy-decorator-operation", rt->operation);
     }
-    char *id = pt_arena_alloc(&s->arena, 33);
-    if (id != NULL) {
-        pt_trace_id_hex(sp->trace_hi, sp->trace_lo, 1, id);
-        s->info.trace_id = id;
-    }
+    pt_trace_id_hex(sp->trace_hi, sp->trace_lo, 1, sp->trace_hex);
+    s->info.trace_id = sp->trace_hex;
     s->span = sp;
 }
 
@@ -517,7 +562,16 @@ static void custom_tags(tag_list_t *l, const pt_custom_tag_t *ct, unsigned n,
             if (v == NULL)
                 v = ct[i].default_value;
         }
-        tag(l, ct[i].tag, v);
+        if (v == NULL)
+            continue;
+        /* A custom tag of a name already set replaces it, as Envoy's setTag does. */
+        unsigned k = 0;
+        while (k < l->n && strcmp(l->tags[k].key, ct[i].tag) != 0)
+            k++;
+        if (k < l->n)
+            l->tags[k].value = v;
+        else
+            tag(l, ct[i].tag, v);
     }
 }
 
@@ -632,37 +686,41 @@ void pt_tracing_end(pt_http_stream_t *s)
     emit(sp, end, sp->name, lip, &l);
 }
 
-/* Writes the context whose innermost span is `sp` into the upstream request. */
-static void inject(pt_http_stream_t *s, const pt_trace_span_t *sp, pt_http_headers_t *h)
+/* Writes the context whose innermost span is `sp` into the upstream request: the headers
+ * are appended (after removing any that came in, or that an earlier try wrote), their
+ * values in one arena block. */
+static void inject(pt_http_stream_t *s, pt_trace_span_t *root, const pt_trace_span_t *sp,
+                   pt_http_headers_t *h)
 {
+    static const char *const names[] = {"b3", "x-b3-traceid", "x-b3-spanid",
+                                        "x-b3-parentspanid", "x-b3-sampled", "x-b3-flags",
+                                        "traceparent"};
     const pt_tracer_t *t = sp->tracer;
-    pt_arena_t *a = &s->arena;
+    if (root->replace) {
+        /* Only the headers this tracer writes: a traceparent passes a B3-only tracer. */
+        unsigned from = t->inject_b3 ? 0 : 6, to = t->inject_w3c ? 7 : 6;
+        pt_http_headers_remove_any(h, names + from, to - from);
+    }
+    root->replace = 1; /* a later try replaces what this one writes */
+    char *v = pt_arena_alloc(&s->arena, 33 + 17 + 17 + 56);
+    if (v == NULL)
+        return;
     if (t->inject_b3) {
-        char *tid = pt_arena_alloc(a, 33), *sid = pt_arena_alloc(a, 17);
-        if (tid == NULL || sid == NULL)
-            return;
-        pt_trace_id_hex(sp->trace_hi, sp->trace_lo, 1, tid);
+        char *tid = v, *sid = v + 33, *pid = v + 50;
+        size_t tlen = pt_trace_id_hex(sp->trace_hi, sp->trace_lo, 1, tid);
         pt_trace_hex64(sp->id, sid);
-        pt_http_headers_remove(h, "b3");
-        pt_http_headers_set_ref(h, "x-b3-traceid", tid);
-        pt_http_headers_set_ref(h, "x-b3-spanid", sid);
+        pt_http_headers_add_ref_n(h, "x-b3-traceid", 12, tid, tlen);
+        pt_http_headers_add_ref_n(h, "x-b3-spanid", 11, sid, 16);
         if (sp->parent_id != 0) {
-            char *pid = pt_arena_alloc(a, 17);
-            if (pid != NULL) {
-                pt_trace_hex64(sp->parent_id, pid);
-                pt_http_headers_set_ref(h, "x-b3-parentspanid", pid);
-            }
-        } else {
-            pt_http_headers_remove(h, "x-b3-parentspanid");
+            pt_trace_hex64(sp->parent_id, pid);
+            pt_http_headers_add_ref_n(h, "x-b3-parentspanid", 17, pid, 16);
         }
-        pt_http_headers_set_ref(h, "x-b3-sampled", sp->sampled ? "1" : "0");
+        pt_http_headers_add_ref_n(h, "x-b3-sampled", 12, sp->sampled ? "1" : "0", 1);
     }
     if (t->inject_w3c) {
-        char *tp = pt_arena_alloc(a, 56);
-        if (tp == NULL)
-            return;
+        char *tp = v + 67;
         pt_trace_format_traceparent(sp->trace_hi, sp->trace_lo, sp->id, sp->sampled, tp);
-        pt_http_headers_set_ref(h, "traceparent", tp);
+        pt_http_headers_add_ref_n(h, "traceparent", 11, tp, 55);
     }
 }
 
@@ -671,12 +729,12 @@ pt_trace_span_t *pt_tracing_upstream_start(pt_http_stream_t *s, pt_http_headers_
 {
     pt_trace_span_t *sp = s->span;
     if (!sp->spawn && !child) {
-        inject(s, sp, h);
+        inject(s, sp, sp, h);
         return NULL;
     }
     pt_trace_span_t *c = pt_arena_alloc(&s->arena, sizeof(*c));
     if (c == NULL) {
-        inject(s, sp, h);
+        inject(s, sp, sp, h);
         return NULL;
     }
     *c = *sp;
@@ -687,7 +745,7 @@ pt_trace_span_t *pt_tracing_upstream_start(pt_http_stream_t *s, pt_http_headers_
     c->start_wall_us = wall_us_now(s);
     c->start_mono_us = pt_loop_us();
     c->status = 0;
-    inject(s, c, h);
+    inject(s, sp, c, h);
     return c;
 }
 

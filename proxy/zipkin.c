@@ -9,7 +9,6 @@
  * reports_skipped_no_cluster; and tracing.zipkin.spans_dropped, petrel's: spans let go
  * because the queue or the batch was full. */
 #include <arpa/inet.h>
-#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -65,52 +64,176 @@ void pt_zipkin_parse(pt_cfg_t *r, pt_config_t *cfg, pt_tracer_t *t)
 
 /* ---- encoding ---------------------------------------------------------------------- */
 
-static json_t *endpoint_json(const pt_tracer_t *t, const char *ip)
+/* A growing string; an allocation failure sets failed and every later append does
+ * nothing, so it is checked once at the end. */
+typedef struct strbuf {
+    char *p;
+    size_t len, cap;
+    int failed;
+} strbuf_t;
+
+static int sb_reserve(strbuf_t *b, size_t n)
 {
-    json_t *e = json_object();
-    json_object_set_new(e, "serviceName", json_string(t->service_name));
-    if (ip != NULL && ip[0]) {
-        struct in6_addr a6;
-        json_object_set_new(e, inet_pton(AF_INET6, ip, &a6) == 1 ? "ipv6" : "ipv4",
-                            json_string(ip));
+    if (b->failed)
+        return -1;
+    if (b->len + n <= b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap * 2 : 4096;
+    while (cap < b->len + n)
+        cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (p == NULL) {
+        b->failed = 1;
+        return -1;
     }
-    return e;
+    b->p = p;
+    b->cap = cap;
+    return 0;
 }
 
+static void sb_put(strbuf_t *b, const char *s, size_t n)
+{
+    if (sb_reserve(b, n) == 0) {
+        memcpy(b->p + b->len, s, n);
+        b->len += n;
+    }
+}
+
+#define SB_LIT(b, lit) sb_put(b, lit, sizeof(lit) - 1)
+
+static void sb_u64(strbuf_t *b, uint64_t v)
+{
+    char tmp[24];
+    int i = (int)sizeof(tmp);
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0);
+    sb_put(b, tmp + i, sizeof(tmp) - (size_t)i);
+}
+
+/* The length of a valid UTF-8 sequence at s (1-4), or 0. */
+static size_t utf8_len(const unsigned char *s)
+{
+    if (s[0] >= 0xc2 && s[0] <= 0xdf)
+        return (s[1] & 0xc0) == 0x80 ? 2 : 0;
+    if (s[0] >= 0xe0 && s[0] <= 0xef) {
+        if ((s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80)
+            return 0;
+        if ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] > 0x9f))
+            return 0; /* overlong, surrogate */
+        return 3;
+    }
+    if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+        if ((s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80 || (s[3] & 0xc0) != 0x80)
+            return 0;
+        if ((s[0] == 0xf0 && s[1] < 0x90) || (s[0] == 0xf4 && s[1] > 0x8f))
+            return 0;
+        return 4;
+    }
+    return 0;
+}
+
+/* A JSON string: quotes, escapes for '"', '\\' and control characters, and U+FFFD for a
+ * byte that is not valid UTF-8 (a header value may hold anything). */
+static void sb_str(strbuf_t *b, const char *str)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *s = (const unsigned char *)str;
+    if (sb_reserve(b, 2) != 0)
+        return;
+    b->p[b->len++] = '"';
+    while (*s) {
+        const unsigned char *run = s;
+        while (*s >= 0x20 && *s < 0x80 && *s != '"' && *s != '\\')
+            s++;
+        sb_put(b, (const char *)run, (size_t)(s - run));
+        if (*s == 0)
+            break;
+        if (*s == '"' || *s == '\\') {
+            char esc[2] = {'\\', (char)*s};
+            sb_put(b, esc, 2);
+            s++;
+        } else if (*s < 0x20) {
+            char esc[6] = {'\\', 'u', '0', '0', hex[*s >> 4], hex[*s & 15]};
+            sb_put(b, esc, 6);
+            s++;
+        } else {
+            size_t n = utf8_len(s);
+            if (n == 0) {
+                SB_LIT(b, "\\ufffd");
+                s++;
+            } else {
+                sb_put(b, (const char *)s, n);
+                s += n;
+            }
+        }
+    }
+    sb_put(b, "\"", 1);
+}
+
+/* Zipkin v2 JSON, written directly (a report of hundreds of spans is encoded on the main
+ * thread every flush: no tree of objects). */
 char *pt_zipkin_encode_json(pt_span_rec_t *const *spans, unsigned n, size_t *len)
 {
-    json_t *arr = json_array();
+    strbuf_t b = {0};
     char hex[33];
+    SB_LIT(&b, "[");
     for (unsigned i = 0; i < n; i++) {
         const pt_span_rec_t *sp = spans[i];
-        json_t *o = json_object();
-        pt_trace_id_hex(sp->trace_hi, sp->trace_lo, 1, hex);
-        json_object_set_new(o, "traceId", json_string(hex));
+        if (i > 0)
+            SB_LIT(&b, ",");
+        SB_LIT(&b, "{\"traceId\":\"");
+        sb_put(&b, hex, pt_trace_id_hex(sp->trace_hi, sp->trace_lo, 1, hex));
+        SB_LIT(&b, "\",\"id\":\"");
         pt_trace_hex64(sp->id, hex);
-        json_object_set_new(o, "id", json_string(hex));
+        sb_put(&b, hex, 16);
         if (sp->parent_id != 0) {
+            SB_LIT(&b, "\",\"parentId\":\"");
             pt_trace_hex64(sp->parent_id, hex);
-            json_object_set_new(o, "parentId", json_string(hex));
+            sb_put(&b, hex, 16);
         }
-        json_object_set_new(o, "name", json_string(sp->name));
-        json_object_set_new(o, "kind", json_string(sp->kind == PT_SPAN_CLIENT ? "CLIENT" : "SERVER"));
-        json_object_set_new(o, "timestamp", json_integer((json_int_t)sp->start_us));
-        json_object_set_new(o, "duration", json_integer((json_int_t)sp->duration_us));
-        json_object_set_new(o, "localEndpoint", endpoint_json(sp->tracer, sp->local_ip));
+        SB_LIT(&b, "\",\"name\":");
+        sb_str(&b, sp->name);
+        if (sp->kind == PT_SPAN_CLIENT)
+            SB_LIT(&b, ",\"kind\":\"CLIENT\",\"timestamp\":");
+        else
+            SB_LIT(&b, ",\"kind\":\"SERVER\",\"timestamp\":");
+        sb_u64(&b, sp->start_us);
+        SB_LIT(&b, ",\"duration\":");
+        sb_u64(&b, sp->duration_us);
+        SB_LIT(&b, ",\"localEndpoint\":{\"serviceName\":");
+        sb_str(&b, sp->tracer->service_name);
+        if (sp->local_ip != NULL && sp->local_ip[0]) {
+            if (strchr(sp->local_ip, ':') != NULL)
+                SB_LIT(&b, ",\"ipv6\":");
+            else
+                SB_LIT(&b, ",\"ipv4\":");
+            sb_str(&b, sp->local_ip);
+        }
+        SB_LIT(&b, "}");
         if (sp->shared)
-            json_object_set_new(o, "shared", json_true());
+            SB_LIT(&b, ",\"shared\":true");
         if (sp->debug)
-            json_object_set_new(o, "debug", json_true());
-        json_t *tags = json_object();
-        for (unsigned k = 0; k < sp->ntags; k++)
-            json_object_set_new(tags, sp->tags[k].key, json_string(sp->tags[k].value));
-        json_object_set_new(o, "tags", tags);
-        json_array_append_new(arr, o);
+            SB_LIT(&b, ",\"debug\":true");
+        SB_LIT(&b, ",\"tags\":{");
+        for (unsigned k = 0; k < sp->ntags; k++) {
+            if (k > 0)
+                SB_LIT(&b, ",");
+            sb_str(&b, sp->tags[k].key);
+            SB_LIT(&b, ":");
+            sb_str(&b, sp->tags[k].value);
+        }
+        SB_LIT(&b, "}}");
     }
-    char *text = json_dumps(arr, JSON_COMPACT);
-    json_decref(arr);
-    *len = text != NULL ? strlen(text) : 0;
-    return text;
+    SB_LIT(&b, "]");
+    sb_put(&b, "", 1); /* the NUL */
+    if (b.failed) {
+        free(b.p);
+        return NULL;
+    }
+    *len = b.len - 1;
+    return b.p;
 }
 
 static void put_id(pt_pb_writer_t *w, uint32_t field, uint64_t hi, uint64_t lo, int wide)

@@ -358,16 +358,22 @@ class OneHop(TracingCase):
                                                        'default_value': 'dflt'}},
                 {'tag': 'hdr', 'request_header': {'name': 'X-Tenant'}},
                 {'tag': 'hdr-missing', 'request_header': {'name': 'x-none',
-                                                          'default_value': 'none'}}]},
+                                                          'default_value': 'none'}},
+                {'tag': 'latin', 'request_header': {'name': 'x-latin'}},
+                {'tag': 'component', 'literal': {'value': 'mine'}}]},
             route_extra={'tracing': {'custom_tags': [{'tag': 'route', 'literal': {'value': 'r'}}]}})
         with h.HttpClientConn(port) as c:
-            r = c.request('GET', '/' + 'x' * 100, headers={'x-tenant': 'acme'})
+            r = c.request('GET', '/' + 'x' * 100, headers={
+                'x-tenant': 'a"c\\m\teé'.encode('utf-8'),
+                'x-latin': 'café'.encode('latin-1')})
             self.assertEqual(r.status, 200)
         t = self.zk.wait_spans(1)[0]['tags']
         self.assertEqual(t['lit'], 'v1')
         self.assertEqual(t['env'], 'from-env')
         self.assertEqual(t['env-missing'], 'dflt')
-        self.assertEqual(t['hdr'], 'acme')
+        self.assertEqual(t['hdr'], 'a"c\\m\teé', 'escaped in JSON, UTF-8 kept')
+        self.assertEqual(t['latin'], 'caf\ufffd', 'a byte that is not UTF-8 is replaced')
+        self.assertEqual(t['component'], 'mine', 'a custom tag replaces a built-in one')
         self.assertEqual(t['hdr-missing'], 'none')
         self.assertEqual(t['route'], 'r')
         self.assertEqual(len(t['http.url']), 30)
