@@ -6,13 +6,11 @@
 
 static int hexval(char c)
 {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
+    unsigned d = (unsigned)c - '0';
+    if (d < 10)
+        return (int)d;
+    d = ((unsigned)c | 0x20) - 'a'; /* either case */
+    return d < 6 ? (int)d + 10 : -1;
 }
 
 /* n (1..16) hex digits at p into *out. 0, or -1 on a non-hex character. */
@@ -142,12 +140,22 @@ bad:
     return -1;
 }
 
+/* Two hex digits per byte: every request that traces formats a few ids. */
+static const char hex_pairs[513] =
+    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+    "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+    "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+    "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
+    "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+    "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+    "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+    "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
+
 void pt_trace_hex64(uint64_t v, char out[17])
 {
-    static const char digits[] = "0123456789abcdef";
-    for (int i = 15; i >= 0; i--) {
-        out[i] = digits[v & 15];
-        v >>= 4;
+    for (int i = 7; i >= 0; i--) {
+        memcpy(out + 2 * i, hex_pairs + 2 * (v & 0xff), 2);
+        v >>= 8;
     }
     out[16] = '\0';
 }
@@ -214,7 +222,6 @@ int pt_trace_rid_set_status(char *rid, pt_trace_status_t st)
 
 int pt_trace_rid_integer(const char *rid, uint64_t *out)
 {
-    if (rid == NULL || strnlen(rid, 8) < 8)
-        return -1;
-    return hex_n(rid, 8, out);
+    /* hex_n stops at a NUL (not a hex digit): no length check needed first. */
+    return rid != NULL ? hex_n(rid, 8, out) : -1;
 }

@@ -62,6 +62,11 @@ static void parse_custom_tags(pt_cfg_t *r, pt_arena_t *a, const pt_custom_tag_t 
 {
     int present;
     size_t n = pt_cfg_array(r, "custom_tags", &present);
+    if (n > PT_MAX_CUSTOM_TAGS) {
+        pt_cfg_error(r, NULL, "has %zu entries; at most %d are supported", n,
+                     PT_MAX_CUSTOM_TAGS);
+        n = 0;
+    }
     pt_custom_tag_t *tags = pt_arena_alloc(a, (n ? n : 1) * sizeof(*tags));
     unsigned k = 0;
     for (size_t i = 0; i < n && tags != NULL; i++) {
@@ -283,7 +288,7 @@ void pt_tracing_bootstrap_parse(pt_cfg_t *r, pt_config_t *cfg)
  * Spans (worker)
  * ====================================================================================== */
 
-#define MAX_BUILTIN_TAGS 20
+#define MAX_BUILTIN_TAGS 20 /* the request span's own tags, at most */
 
 struct pt_trace_span {
     pt_tracer_t *tracer;
@@ -311,7 +316,7 @@ static uint64_t wall_us_now(const pt_http_stream_t *s)
 
 /* The request headers tracing reads, found in one pass. */
 typedef struct trace_headers {
-    const char *rid, *client_trace_id, *force_trace, *decorator_op;
+    const char *rid, *client_trace_id, *force_trace, *decorator_op, *authority;
     const char *b3, *b3_trace, *b3_span, *b3_parent, *b3_sampled, *b3_flags, *traceparent;
     int any_context; /* some B3 or traceparent header came: injecting must replace them */
 } trace_headers_t;
@@ -325,7 +330,10 @@ static void scan_headers(const pt_http_headers_t *h, trace_headers_t *th)
         const pt_http_header_t *e = &h->items[i];
         /* Every name of interest starts with x, b or t: most headers go by on one test. */
         char c = e->name[0];
-        if (c == 'x') {
+        if (c == ':') {
+            if (NAME_IS(e, ":authority") && th->authority == NULL)
+                th->authority = e->value;
+        } else if (c == 'x') {
             if (NAME_IS(e, "x-request-id"))
                 th->rid = th->rid ? th->rid : e->value;
             else if (e->name_len > 5 && memcmp(e->name, "x-b3-", 5) == 0) {
@@ -474,8 +482,7 @@ void pt_tracing_begin(pt_http_stream_t *s)
     sp->sampled = (uint8_t)(sampled >= 0 ? sampled : st != PT_TRACE_NONE);
     sp->start_wall_us = s->info.start_wall_us;
     sp->start_mono_us = s->info.start_mono_us;
-    const char *host = pt_http_headers_get(h, ":authority");
-    sp->name = host != NULL ? host : "";
+    sp->name = th.authority != NULL ? th.authority : "";
     if (rt != NULL && rt->operation != NULL) {
         sp->name = rt->operation;
         sp->propagate_op = (uint8_t)rt->propagate;
@@ -580,9 +587,13 @@ static void emit(const pt_trace_span_t *sp, uint64_t end_wall_us, const char *na
                  const char *local_ip, const tag_list_t *l)
 {
     size_t size = sizeof(pt_span_rec_t) + l->n * sizeof(pt_span_tag_t);
+    uint32_t lens[2 * (MAX_BUILTIN_TAGS + 2 * PT_MAX_CUSTOM_TAGS)];
     size_t strs = strlen(name) + 1 + (local_ip ? strlen(local_ip) + 1 : 0);
-    for (unsigned i = 0; i < l->n; i++)
-        strs += strlen(l->tags[i].key) + strlen(l->tags[i].value) + 2;
+    for (unsigned i = 0; i < l->n; i++) {
+        lens[2 * i] = (uint32_t)strlen(l->tags[i].key) + 1;
+        lens[2 * i + 1] = (uint32_t)strlen(l->tags[i].value) + 1;
+        strs += lens[2 * i] + lens[2 * i + 1];
+    }
     pt_span_rec_t *rec = malloc(size + strs);
     if (rec == NULL) {
         pt_stat_inc(sp->tracer->stats.spans_dropped);
@@ -612,17 +623,51 @@ static void emit(const pt_trace_span_t *sp, uint64_t end_wall_us, const char *na
     if (local_ip != NULL)
         COPY(rec->local_ip, local_ip);
     rec->ntags = l->n;
-    for (unsigned i = 0; i < l->n; i++) {
-        COPY(rec->tags[i].key, l->tags[i].key);
-        COPY(rec->tags[i].value, l->tags[i].value);
-    }
 #undef COPY
+    for (unsigned i = 0; i < l->n; i++) {
+        memcpy(p, l->tags[i].key, lens[2 * i]);
+        rec->tags[i].key = p;
+        p += lens[2 * i];
+        memcpy(p, l->tags[i].value, lens[2 * i + 1]);
+        rec->tags[i].value = p;
+        p += lens[2 * i + 1];
+    }
     ring_push(rec);
 }
 
+/* Decimal into the arena, without printf (a sampled request formats a few). */
 static const char *fmt_u64(pt_arena_t *a, uint64_t v)
 {
-    return pt_arena_sprintf(a, "%llu", (unsigned long long)v);
+    char tmp[24];
+    int i = (int)sizeof(tmp);
+    tmp[--i] = '\0';
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0);
+    char *out = pt_arena_alloc(a, sizeof(tmp) - (size_t)i);
+    if (out != NULL)
+        memcpy(out, tmp + i, sizeof(tmp) - (size_t)i);
+    return out;
+}
+
+/* scheme://authority path, cut to max bytes, into the arena. */
+static const char *make_url(pt_arena_t *a, const char *scheme, const char *auth,
+                            const char *path, uint32_t max)
+{
+    size_t ls = strlen(scheme), la = auth ? strlen(auth) : 0, lp = path ? strlen(path) : 0;
+    size_t n = ls + 3 + la + lp;
+    char *url = pt_arena_alloc(a, n + 1);
+    if (url == NULL)
+        return NULL;
+    memcpy(url, scheme, ls);
+    memcpy(url + ls, "://", 3);
+    if (la)
+        memcpy(url + ls + 3, auth, la);
+    if (lp)
+        memcpy(url + ls + 3 + la, path, lp);
+    url[n < max ? n : max] = '\0';
+    return url;
 }
 
 void pt_tracing_end(pt_http_stream_t *s)
@@ -634,7 +679,7 @@ void pt_tracing_end(pt_http_stream_t *s)
     const pt_route_tracing_t *rt = s->route != NULL ? s->route->tracing : NULL;
     const pt_http_headers_t *h = s->request_headers;
     pt_arena_t *a = &s->arena;
-    pt_span_tag_t buf[MAX_BUILTIN_TAGS + 32];
+    pt_span_tag_t buf[MAX_BUILTIN_TAGS + 2 * PT_MAX_CUSTOM_TAGS];
     tag_list_t l = {buf, 0, sizeof(buf) / sizeof(buf[0])};
     const pt_config_t *cfg = s->hcm != NULL ? pt_hcm_snapshot(s->hcm) : NULL;
     tag(&l, "component", "proxy");
@@ -647,12 +692,8 @@ void pt_tracing_end(pt_http_stream_t *s)
         const char *path = pt_http_headers_get(h, "x-envoy-original-path");
         if (path == NULL)
             path = pt_http_headers_get(h, ":path");
-        const char *auth = pt_http_headers_get(h, ":authority");
-        char *url = pt_arena_sprintf(a, "%s://%s%s", s->scheme, auth ? auth : "",
-                                     path ? path : "");
-        if (url != NULL && strlen(url) > tc->max_path_tag_length)
-            url[tc->max_path_tag_length] = '\0';
-        tag(&l, "http.url", url);
+        tag(&l, "http.url", make_url(a, s->scheme, pt_http_headers_get(h, ":authority"), path,
+                                     tc->max_path_tag_length));
         tag(&l, "http.method", pt_http_headers_get(h, ":method"));
         const char *dc = pt_http_headers_get(h, "x-envoy-downstream-service-cluster");
         tag(&l, "downstream_cluster", dc ? dc : "-");
@@ -706,10 +747,11 @@ static void inject(pt_http_stream_t *s, pt_trace_span_t *root, const pt_trace_sp
     if (v == NULL)
         return;
     if (t->inject_b3) {
-        char *tid = v, *sid = v + 33, *pid = v + 50;
-        size_t tlen = pt_trace_id_hex(sp->trace_hi, sp->trace_lo, 1, tid);
+        char *sid = v + 33, *pid = v + 50;
+        /* The trace id is the request's, formatted once (it is %TRACE_ID% too). */
+        pt_http_headers_add_ref_n(h, "x-b3-traceid", 12, root->trace_hex,
+                                  root->trace_hi != 0 ? 32 : 16);
         pt_trace_hex64(sp->id, sid);
-        pt_http_headers_add_ref_n(h, "x-b3-traceid", 12, tid, tlen);
         pt_http_headers_add_ref_n(h, "x-b3-spanid", 11, sid, 16);
         if (sp->parent_id != 0) {
             pt_trace_hex64(sp->parent_id, pid);

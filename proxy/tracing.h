@@ -50,6 +50,9 @@ typedef struct pt_custom_tag {
 
 typedef struct pt_tracer pt_tracer_t;
 
+/* custom_tags entries per connection manager, and per route. */
+#define PT_MAX_CUSTOM_TAGS 16
+
 /* HttpConnectionManager.tracing */
 typedef struct pt_tracing_config {
     pt_tracer_t *tracer;

@@ -72,12 +72,10 @@ typedef struct strbuf {
     int failed;
 } strbuf_t;
 
-static int sb_reserve(strbuf_t *b, size_t n)
+static int sb_grow(strbuf_t *b, size_t n)
 {
     if (b->failed)
         return -1;
-    if (b->len + n <= b->cap)
-        return 0;
     size_t cap = b->cap ? b->cap * 2 : 4096;
     while (cap < b->len + n)
         cap *= 2;
@@ -91,7 +89,12 @@ static int sb_reserve(strbuf_t *b, size_t n)
     return 0;
 }
 
-static void sb_put(strbuf_t *b, const char *s, size_t n)
+static inline int sb_reserve(strbuf_t *b, size_t n)
+{
+    return b->len + n <= b->cap ? 0 : sb_grow(b, n);
+}
+
+static inline void sb_put(strbuf_t *b, const char *s, size_t n)
 {
     if (sb_reserve(b, n) == 0) {
         memcpy(b->p + b->len, s, n);
@@ -139,13 +142,31 @@ static size_t utf8_len(const unsigned char *s)
 static void sb_str(strbuf_t *b, const char *str)
 {
     static const char hex[] = "0123456789abcdef";
+    /* 1: the byte ends a run of bytes written as they are (NUL, control, '"', '\\', non-ASCII). */
+    static const uint8_t special[256] = {
+        [0 ... 0x1f] = 1, ['"'] = 1, ['\\'] = 1, [0x80 ... 0xff] = 1};
     const unsigned char *s = (const unsigned char *)str;
     if (sb_reserve(b, 2) != 0)
         return;
     b->p[b->len++] = '"';
+    /* Eight bytes at a time while none is special (most tag values are plain ASCII). */
+    size_t slen = strlen(str), i = 0;
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    while (i + 8 <= slen) {
+        uint64_t x, q, bs;
+        memcpy(&x, s + i, 8);
+        q = x ^ (ones * '"');
+        bs = x ^ (ones * '\\');
+        uint64_t hit = ((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((bs - ones) & ~bs) | x;
+        if (hit & highs)
+            break;
+        i += 8;
+    }
+    sb_put(b, str, i);
+    s += i;
     while (*s) {
         const unsigned char *run = s;
-        while (*s >= 0x20 && *s < 0x80 && *s != '"' && *s != '\\')
+        while (!special[*s])
             s++;
         sb_put(b, (const char *)run, (size_t)(s - run));
         if (*s == 0)

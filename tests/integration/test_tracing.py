@@ -552,6 +552,11 @@ class ConfigErrors(unittest.TestCase):
         self.check({'provider': zipkin(), 'custom_tags': [{'literal': {'value': 'v'}}]},
                    base + '.custom_tags[0].tag: is required')
         self.check({'provider': zipkin(bogus=1)}, base + '.provider.typed_config.bogus')
+        self.check({'provider': zipkin(), 'custom_tags': [
+            {'tag': 't%d' % i, 'literal': {'value': 'v'}} for i in range(17)]},
+            base + '.custom_tags: has 17 entries; at most 16 are supported')
+        self.check({'provider': zipkin(trace_context_option='USE_W3C')},
+                   base + '.provider.typed_config.trace_context_option')
         self.check({'provider': zipkin()}, 'routes[0].decorator.operation: is required',
                    route_extra={'decorator': {}})
         self.check({'provider': zipkin()}, 'routes[0].tracing.random_sampling.denominator',

@@ -250,6 +250,42 @@ static void test_zipkin_encoders(void)
     free(b);
 }
 
+/* Strings are escaped eight bytes at a time while they are plain: special bytes after the
+ * first words, and at the very end, must still be found. */
+static void test_zipkin_json_escaping(void)
+{
+    pt_tracer_t t = {.service_name = "s\"vc"};
+    size_t sz = sizeof(pt_span_rec_t) + 3 * sizeof(pt_span_tag_t);
+    pt_span_rec_t *a = calloc(1, sz);
+    PT_CHECK(a != NULL);
+    *a = (pt_span_rec_t){.tracer = &t, .trace_lo = 1, .id = 2, .start_us = 1, .duration_us = 1,
+                         .name = "0123456789abcdef\\", .ntags = 3};
+    a->tags[0] = (pt_span_tag_t){"k", "0123456789abcdefgh\nij\"kl\x01"};
+    a->tags[1] = (pt_span_tag_t){"utf8", "0123456789abcdef\xc3\xa9\xe2\x82\xac"};
+    a->tags[2] = (pt_span_tag_t){"bad", "0123456789abcdef\xe9x\xc3"};
+    pt_span_rec_t *spans[1] = {a};
+    size_t len;
+    char *text = pt_zipkin_encode_json(spans, 1, &len);
+    PT_CHECK(text != NULL);
+    json_error_t err;
+    json_t *arr = json_loads(text, 0, &err);
+    free(text);
+    free(a);
+    PT_CHECK(arr != NULL);
+    json_t *s0 = json_array_get(arr, 0), *tags = json_object_get(s0, "tags");
+    PT_CHECK_STR(json_string_value(json_object_get(s0, "name")), "0123456789abcdef\\");
+    PT_CHECK_STR(json_string_value(json_object_get(json_object_get(s0, "localEndpoint"),
+                                                   "serviceName")),
+                 "s\"vc");
+    PT_CHECK_STR(json_string_value(json_object_get(tags, "k")),
+                 "0123456789abcdefgh\nij\"kl\x01");
+    PT_CHECK_STR(json_string_value(json_object_get(tags, "utf8")),
+                 "0123456789abcdef\xc3\xa9\xe2\x82\xac");
+    PT_CHECK_STR(json_string_value(json_object_get(tags, "bad")),
+                 "0123456789abcdef\xef\xbf\xbdx\xef\xbf\xbd");
+    json_decref(arr);
+}
+
 int main(void)
 {
     PT_RUN(test_traceparent);
@@ -258,5 +294,6 @@ int main(void)
     PT_RUN(test_request_id_bits);
     PT_RUN(test_ids);
     PT_RUN(test_zipkin_encoders);
+    PT_RUN(test_zipkin_json_escaping);
     PT_TEST_EXIT();
 }
