@@ -13,7 +13,9 @@
 
 pt_runtime_flags_t pt_runtime = {.reject_path_with_fragment = 1,
                                   .zipkin_min_flush_spans = 5,
-                                  .zipkin_flush_interval_ms = 5000};
+                                  .zipkin_flush_interval_ms = 5000,
+                                  .otel_min_flush_spans = 5,
+                                  .otel_flush_interval_ms = 5000};
 
 /* Non-negative integer keys, with their defaults and ranges. */
 static const struct {
@@ -23,6 +25,9 @@ static const struct {
 } uint_keys[] = {
     {"tracing.zipkin.min_flush_spans", 5, 1, 1000000, &pt_runtime.zipkin_min_flush_spans},
     {"tracing.zipkin.flush_interval_ms", 5000, 1, 3600000, &pt_runtime.zipkin_flush_interval_ms},
+    {"tracing.opentelemetry.min_flush_spans", 5, 1, 1000000, &pt_runtime.otel_min_flush_spans},
+    {"tracing.opentelemetry.flush_interval_ms", 5000, 1, 3600000,
+     &pt_runtime.otel_flush_interval_ms},
 };
 
 /* A boolean feature flag. `honoured`: its value sets *flag. Otherwise petrel behaves one way

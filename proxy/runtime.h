@@ -27,6 +27,9 @@ typedef struct pt_runtime_flags {
      * its last report. */
     uint64_t zipkin_min_flush_spans;
     uint64_t zipkin_flush_interval_ms;
+    /* tracing.opentelemetry.min_flush_spans / flush_interval_ms: the same for OTLP. */
+    uint64_t otel_min_flush_spans;
+    uint64_t otel_flush_interval_ms;
 } pt_runtime_flags_t;
 
 extern pt_runtime_flags_t pt_runtime;

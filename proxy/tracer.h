@@ -33,6 +33,11 @@ struct pt_tracer {
     /* Zipkin */
     char *collector_cluster, *collector_endpoint, *collector_hostname;
     int proto;                   /* HTTP_PROTO, else HTTP_JSON */
+    /* OpenTelemetry (the collector fields above are its cluster, path and authority) */
+    int grpc;                    /* grpc_service, else http_service */
+    uint64_t timeout_ms;
+    char *otel_service_name;     /* service_name, or NULL: "unknown_service:envoy" */
+    char *otel_env_attrs;        /* OTEL_RESOURCE_ATTRIBUTES, with the environment detector */
     /* main thread: the batch waiting, the send in flight */
     pt_span_rec_t **pending;
     unsigned npending, cap;
@@ -51,6 +56,13 @@ extern const pt_exporter_ops_t pt_zipkin_ops;
 /* Encodes spans as Zipkin v2 JSON (a malloc'd string) or zipkin.proto3 ListOfSpans. */
 char *pt_zipkin_encode_json(pt_span_rec_t *const *spans, unsigned n, size_t *len);
 void *pt_zipkin_encode_proto(pt_span_rec_t *const *spans, unsigned n, size_t *len);
+
+/* The OpenTelemetry exporter: reads OpenTelemetryConfig into t. */
+void pt_otel_parse(pt_cfg_t *r, struct pt_config *cfg, pt_tracer_t *t);
+extern const pt_exporter_ops_t pt_otel_ops;
+/* Encodes spans as an OTLP ExportTraceServiceRequest (protobuf, malloc'd). */
+void *pt_otel_encode(const pt_tracer_t *t, pt_span_rec_t *const *spans, unsigned n,
+                     size_t *len);
 
 /* The cluster manager and loop the exporters use (pt_tracing_start). */
 struct pt_cluster_manager *pt_tracing_cluster_manager(void);

@@ -202,6 +202,8 @@ static void tracer_free(pt_tracer_t *t)
     free(t->collector_cluster);
     free(t->collector_endpoint);
     free(t->collector_hostname);
+    free(t->otel_service_name);
+    free(t->otel_env_attrs);
     free(t->pending);
     free(t);
 }
@@ -246,9 +248,14 @@ pt_tracer_t *pt_tracer_parse(pt_cfg_t *r, pt_config_t *cfg)
             t->provider = "zipkin";
             t->ops = &pt_zipkin_ops;
             pt_zipkin_parse(r, cfg, t);
+        } else if (strcmp(type, "type.googleapis.com/envoy.config.trace.v3."
+                                "OpenTelemetryConfig") == 0) {
+            t->provider = "opentelemetry";
+            t->ops = &pt_otel_ops;
+            pt_otel_parse(r, cfg, t);
         } else {
             pt_cfg_error(r, "@type", "\"%s\" is not a supported tracer (petrel has %s)", type,
-                         "envoy.config.trace.v3.ZipkinConfig");
+                         "envoy.config.trace.v3.ZipkinConfig and OpenTelemetryConfig");
             pt_cfg_skip_rest(r);
         }
         pt_cfg_leave(r);
@@ -851,8 +858,11 @@ static void maybe_flush(pt_tracer_t *t, uint64_t now_ms, int *timer)
 {
     if (t->npending == 0)
         return;
-    int full = t->npending >= pt_runtime.zipkin_min_flush_spans;
-    int due = now_ms - t->last_flush_ms >= pt_runtime.zipkin_flush_interval_ms;
+    int otel = t->ops == &pt_otel_ops;
+    int full = t->npending >= (otel ? pt_runtime.otel_min_flush_spans
+                                    : pt_runtime.zipkin_min_flush_spans);
+    int due = now_ms - t->last_flush_ms >= (otel ? pt_runtime.otel_flush_interval_ms
+                                                 : pt_runtime.zipkin_flush_interval_ms);
     if ((!full && !due) || !t->ops->ready(t))
         return;
     if (!full)

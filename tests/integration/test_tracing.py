@@ -15,13 +15,34 @@ import uuid
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 from upstreams import HttpUpstream  # noqa: E402
+from otlp_collector import OtlpCollector  # noqa: E402
 from zipkin_collector import ZipkinCollector  # noqa: E402
 
 ZIPKIN_TYPE = 'type.googleapis.com/envoy.config.trace.v3.ZipkinConfig'
 FILE_LOG = 'type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog'
 # Reports go out as soon as a span is there (Envoy's runtime keys).
 FAST_FLUSH = {'layers': [{'name': 'static', 'static_layer': {
-    'tracing.zipkin.min_flush_spans': 1, 'tracing.zipkin.flush_interval_ms': 100}}]}
+    'tracing.zipkin.min_flush_spans': 1, 'tracing.zipkin.flush_interval_ms': 100,
+    'tracing.opentelemetry.min_flush_spans': 1,
+    'tracing.opentelemetry.flush_interval_ms': 100}}]}
+OTEL_TYPE = 'type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig'
+ENV_DETECTOR = ('type.googleapis.com/envoy.extensions.tracers.opentelemetry.resource_detectors.'
+                'v3.EnvironmentResourceDetectorConfig')
+
+
+def otel_http(port, **extra):
+    tc = {'@type': OTEL_TYPE, 'http_service': {'http_uri': {
+        'uri': 'http://otel.example:%d/v1/traces' % port, 'cluster': 'zipkin',
+        'timeout': '2s'}}}
+    tc.update(extra)
+    return {'name': 'envoy.tracers.opentelemetry', 'typed_config': tc}
+
+
+def otel_grpc(**extra):
+    tc = {'@type': OTEL_TYPE, 'grpc_service': {'envoy_grpc': {'cluster_name': 'zipkin'},
+                                               'timeout': '2s'}}
+    tc.update(extra)
+    return {'name': 'envoy.tracers.opentelemetry', 'typed_config': tc}
 
 
 def zipkin(**extra):
@@ -512,6 +533,97 @@ class CollectorFaults(OneHop):
         self.assertLess(p.rss_kb() - rss0, 16 * 1024, 'memory bounded while stalled')
 
 
+class OpenTelemetry(unittest.TestCase):
+
+    def setUp(self):
+        self.up = HttpUpstream(name='app')
+        self.addCleanup(self.up.close)
+
+    def upstream_header(self, name):
+        return dict((k.lower(), v) for k, v in self.up.last['headers']).get(name)
+
+    def collector(self, grpc_mode=False):
+        c = OtlpCollector(grpc_mode)
+        self.addCleanup(c.close)
+        return c
+
+    def test_http_two_hops_continue_a_w3c_trace(self):
+        col = self.collector()
+        pa, aa, pb, ab = h.free_ports(4)
+        b = h.Petrel(hop(pb, ab, self.up.port, col.port, {
+            'provider': otel_http(col.port, service_name='svc-b-otel',
+                                  resource_detectors=[{'name': 'env', 'typed_config': {
+                                      '@type': ENV_DETECTOR}}])}, 'INBOUND', 'b'),
+            env={'OTEL_RESOURCE_ATTRIBUTES': 'deployment.environment=test,team=mesh'})
+        b.start()
+        self.addCleanup(b.close)
+        a = h.Petrel(hop(pa, aa, pb, col.port, {'provider': otel_http(col.port)},
+                         'OUTBOUND', 'a'))
+        a.start()
+        self.addCleanup(a.close)
+        tid, pid = '4bf92f3577b34da6a3ce929d0e0e4736', '00f067aa0ba902b7'
+        r = h.http_request(pa, 'GET', '/o', headers={
+            'traceparent': '00-%s-%s-01' % (tid, pid), 'tracestate': 'rojo=00f067aa0ba902b7'})
+        self.assertEqual(r.status, 200)
+        spans = col.wait_spans(2)
+        self.assertEqual(col.invalid, [])
+        self.assertEqual(len(spans), 2, spans)
+        self.assertEqual({s['trace_id'] for s in spans}, {tid})
+        client = [s for s in spans if s['kind'] == 3][0]
+        server = [s for s in spans if s['kind'] == 2][0]
+        self.assertEqual(client['parent_span_id'], pid)
+        self.assertEqual(server['parent_span_id'], client['span_id'], 'no shared spans in OTel')
+        self.assertEqual(server['attributes']['http.method'], 'GET')
+        self.assertEqual(server['attributes']['node_id'], 'node-b')
+        tp = self.upstream_header('traceparent')
+        self.assertEqual(tp, '00-%s-%s-01' % (tid, server['span_id']))
+        self.assertEqual(self.upstream_header('tracestate'), 'rojo=00f067aa0ba902b7')
+        self.assertIsNone(self.upstream_header('x-b3-traceid'), 'OpenTelemetry propagates W3C')
+        names = sorted(r.get('service.name') for r in col.resources)
+        self.assertIn('svc-b-otel', names)
+        self.assertIn('unknown_service:envoy', names)
+        env = [r for r in col.resources if r.get('service.name') == 'svc-b-otel'][0]
+        self.assertEqual(env.get('deployment.environment'), 'test')
+        self.assertEqual(env.get('team'), 'mesh')
+        self.assertTrue(all(m['path'] == '/v1/traces' for m in col.requests))
+        self.assertTrue(all(m['content-type'] == 'application/x-protobuf' for m in col.requests))
+        self.assertEqual(col.requests[0]['host'], 'otel.example:%d' % col.port)
+        a.wait_stat('tracing.opentelemetry.reports_sent', lambda v: v >= 1)
+
+    def test_grpc_export_and_error_status(self):
+        col = self.collector(grpc_mode=True)
+        port, admin = h.free_ports(2)
+        p = h.Petrel(hop(port, admin, self.up.port, col.port,
+                         {'provider': otel_grpc(), 'spawn_upstream_span': True}))
+        p.start()
+        self.addCleanup(p.close)
+        self.assertEqual(h.http_request(port, 'GET', '/').status, 200)
+        self.assertEqual(h.http_request(port, 'GET', '/status/503').status, 503)
+        spans = col.wait_spans(4)
+        self.assertEqual(col.invalid, [])
+        self.assertEqual(len(spans), 4)
+        self.assertEqual(len({s['trace_id'] for s in spans}), 2)
+        for srv in [s for s in spans if s['kind'] == 2]:
+            kids = [s for s in spans if s.get('parent_span_id') == srv['span_id']]
+            self.assertEqual(len(kids), 1)
+            self.assertEqual(kids[0]['kind'], 3)
+        failed = [s for s in spans if s['kind'] == 2 and
+                  s['attributes']['http.status_code'] == '503'][0]
+        self.assertEqual(failed['status_code'], 2, 'a 5xx span has status ERROR')
+        p.wait_stat('tracing.opentelemetry.reports_sent', lambda v: v >= 1)
+        self.assertEqual(p.stat('tracing.opentelemetry.reports_failed'), 0)
+        self.assertEqual(p.stat('tracing.opentelemetry.reports_dropped'), 0)
+
+    def test_grpc_collector_down(self):
+        port, admin = h.free_ports(2)
+        p = h.Petrel(hop(port, admin, self.up.port, h.dead_port(), {'provider': otel_grpc()}))
+        p.start()
+        self.addCleanup(p.close)
+        for _ in range(5):
+            self.assertEqual(h.http_request(port, 'GET', '/').status, 200)
+        p.wait_stat('tracing.opentelemetry.reports_failed', lambda v: v >= 1)
+
+
 class ConfigErrors(unittest.TestCase):
 
     def check(self, tracing, fragment, boot_extra=None, route_extra=None):
@@ -529,12 +641,30 @@ class ConfigErrors(unittest.TestCase):
         hcm = ('static_resources.listeners[0].filter_chains[0].filters[0].typed_config.'
                'tracing.provider.typed_config.@type')
         for t in ('envoy.config.trace.v3.DatadogConfig', 'envoy.config.trace.v3.SkyWalkingConfig',
-                  'envoy.config.trace.v3.OpenTelemetryConfig'):
+                  'envoy.config.trace.v3.LightstepConfig'):
             self.check({'provider': {'name': 'x', 'typed_config': {
                 '@type': 'type.googleapis.com/' + t}}}, hcm)
         self.check(None, 'tracing.http.typed_config.@type',
                    boot_extra={'tracing': {'http': {'name': 'x', 'typed_config': {
                        '@type': 'type.googleapis.com/envoy.config.trace.v3.DatadogConfig'}}}})
+
+    def test_opentelemetry_errors(self):
+        base = ('static_resources.listeners[0].filter_chains[0].filters[0].typed_config.tracing.'
+                'provider.typed_config')
+        self.check({'provider': {'name': 'o', 'typed_config': {'@type': OTEL_TYPE}}},
+                   base + ': one of grpc_service or http_service is required')
+        self.check({'provider': otel_grpc(sampler={'name': 's'})}, base + '.sampler')
+        bad = otel_http(1)
+        bad['typed_config']['http_service']['http_uri']['uri'] = 'collector/v1/traces'
+        self.check({'provider': bad}, base + '.http_service.http_uri.uri: "collector/v1/traces" '
+                   'is not an absolute URI')
+        bad = otel_grpc()
+        bad['typed_config']['grpc_service']['envoy_grpc']['cluster_name'] = 'nope'
+        self.check({'provider': bad}, base + '.grpc_service.envoy_grpc.cluster_name: cluster '
+                   '"nope" does not exist')
+        self.check({'provider': otel_grpc(resource_detectors=[{'name': 'd', 'typed_config': {
+            '@type': 'type.googleapis.com/x.Dynatrace'}}])},
+            base + '.resource_detectors[0].typed_config.@type')
 
     def test_bad_values(self):
         base = 'static_resources.listeners[0].filter_chains[0].filters[0].typed_config.tracing'
