@@ -265,9 +265,7 @@ pt_tracer_t *pt_tracer_parse(pt_cfg_t *r, pt_config_t *cfg)
         return NULL;
     }
     t->service_name = strdup(cfg->node.cluster ? cfg->node.cluster : "");
-    t->cap = PT_TRACER_MAX_PENDING;
-    t->pending = calloc(t->cap, sizeof(*t->pending));
-    if (t->service_name == NULL || t->pending == NULL) {
+    if (t->service_name == NULL) {
         tracer_free(t);
         pt_cfg_error(r, NULL, "out of memory");
         return NULL;
@@ -891,6 +889,12 @@ static void drain(void)
             pt_span_rec_t *rec = q->slot[head & (RING_SIZE - 1)];
             head++;
             pt_tracer_t *t = rec->tracer;
+            if (t->pending == NULL) {
+                /* Made with the tracer's first span: a tracer of a config that was
+                 * rejected, or that never samples, holds no batch. */
+                t->pending = calloc(PT_TRACER_MAX_PENDING, sizeof(*t->pending));
+                t->cap = t->pending != NULL ? PT_TRACER_MAX_PENDING : 0;
+            }
             if (t->npending >= t->cap) {
                 pt_stat_inc(t->stats.spans_dropped); /* the collector is not keeping up */
                 free(rec);

@@ -275,7 +275,7 @@ class TwoHops(TracingCase):
                          'without the operation, a span is named after the host')
 
 
-class OneHop(TracingCase):
+class OneHopBase(TracingCase):
 
     def start(self, tracing, route_extra=None, zipkin_extra=None, hcm_extra=None,
               boot_extra=None, collector_port=None):
@@ -302,6 +302,8 @@ class OneHop(TracingCase):
                 self.assertEqual(c.request('GET', '/', headers=hd).status, 200)
                 rids.append(rid)
         return rids
+
+class OneHop(OneHopBase):
 
     def test_random_sampling_by_request_id(self):
         p, port = self.start({'random_sampling': {'value': 50}})
@@ -413,6 +415,32 @@ class OneHop(TracingCase):
         self.assertEqual(spans[1]['tags']['response_flags'], 'UF')
         self.assertEqual(spans[1]['tags']['error'], 'true')
 
+    def test_upstream_reset_is_an_error_span(self):
+        p, port = self.start({'spawn_upstream_span': True})
+        r = h.http_request(port, 'GET', '/reset')
+        self.assertEqual(r.status, 503)
+        spans = self.zk.wait_spans(2)
+        self.assertValidSpans()
+        server = span_by(spans, kind='SERVER')[0]
+        attempt = span_by(spans, kind='CLIENT')[0]
+        self.assertEqual(server['tags']['response_flags'], 'UR')
+        self.assertEqual(server['tags']['error'], 'true')
+        self.assertEqual(attempt['tags']['http.status_code'], '0', 'no response came')
+        self.assertEqual(attempt['tags']['error'], 'true')
+        self.assertEqual(attempt['parentId'], server['id'])
+
+    def test_client_gone_mid_request_still_ends_the_span(self):
+        p, port = self.start({})
+        s = h.tcp_connect(port)
+        s.sendall(b'GET /delay/2000 HTTP/1.1\r\nhost: x\r\n\r\n')
+        h.wait_until(lambda: p.stat('http.ingress.downstream_rq_active') == 1)
+        s.close()
+        spans = self.zk.wait_spans(1)
+        self.assertEqual(len(spans), 1)
+        self.assertEqual(spans[0]['tags']['response_flags'], 'DC')
+        self.assertEqual(spans[0]['tags']['http.status_code'], '0')
+        self.assertEqual(spans[0]['tags']['error'], 'true')
+
     def test_trace_id_in_access_log(self):
         log = {'name': 'envoy.access_loggers.file', 'typed_config': {
             '@type': FILE_LOG, 'path': '/dev/null',
@@ -501,7 +529,7 @@ class OneHop(TracingCase):
         self.assertEqual(p.stat('tracing.zipkin.spans_dropped'), 0)
 
 
-class CollectorFaults(OneHop):
+class CollectorFaults(OneHopBase):
 
     def test_collector_down_costs_no_request(self):
         p, port = self.start({}, collector_port=h.dead_port())
