@@ -193,6 +193,30 @@ uint64_t pt_trace_new_id(void)
     return v;
 }
 
+static int fraction_hit(pt_fraction_t f, uint64_t value)
+{
+    return f.num > 0 && value % f.den < f.num;
+}
+
+pt_trace_status_t pt_trace_decide(pt_trace_status_t was, uint64_t rid_integer, int client_id,
+                                  int force, uint64_t client_draw, pt_fraction_t client,
+                                  pt_fraction_t random, pt_fraction_t overall)
+{
+    uint64_t result = rid_integer % 10000;
+    pt_trace_status_t st = was;
+    if (st == PT_TRACE_NONE) {
+        if (client_id && fraction_hit(client, client_draw))
+            st = PT_TRACE_CLIENT;
+        else if (force)
+            st = PT_TRACE_FORCED;
+        else if (fraction_hit(random, result))
+            st = PT_TRACE_SAMPLED;
+    }
+    if (st != PT_TRACE_NONE && !fraction_hit(overall, result))
+        st = PT_TRACE_NONE;
+    return st;
+}
+
 #define RID_TRACE_POS 14
 
 pt_trace_status_t pt_trace_rid_status(const char *rid)

@@ -54,6 +54,21 @@ typedef enum pt_trace_status {
     PT_TRACE_CLIENT,  /* 'b': x-client-trace-id and client_sampling */
 } pt_trace_status_t;
 
+/* A FractionalPercent; a Percent p is {p * 100, 10000}. */
+typedef struct pt_fraction {
+    uint32_t num, den;
+} pt_fraction_t;
+
+/* What Envoy decides for a request (ConnectionManagerUtility::mutateTracingRequestHeader),
+ * from the reason its request id already carries (`was`), the id's integer, whether it has
+ * x-client-trace-id and an x-envoy-force-trace petrel honours, and `client_draw`, a random
+ * number for client_sampling: a reason already there stays; else client, forced, then
+ * random_sampling on (integer % 10000); then overall_sampling on the same value can undo
+ * any of them. */
+pt_trace_status_t pt_trace_decide(pt_trace_status_t was, uint64_t rid_integer, int client_id,
+                                  int force, uint64_t client_draw, pt_fraction_t client,
+                                  pt_fraction_t random, pt_fraction_t overall);
+
 /* The reason a request id carries; NONE for anything but a 36-character UUID. */
 pt_trace_status_t pt_trace_rid_status(const char *rid);
 /* Writes the reason into a 36-character UUID (rid is modified): 0, or -1 when rid is not

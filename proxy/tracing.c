@@ -309,11 +309,6 @@ struct pt_trace_span {
     char trace_hex[33];  /* the trace id, for %TRACE_ID% */
 };
 
-static int fraction_hit(pt_fraction_t f, uint64_t value)
-{
-    return f.num > 0 && value % f.den < f.num;
-}
-
 static uint64_t wall_us_now(const pt_http_stream_t *s)
 {
     return s->info.start_wall_us + (pt_loop_us() - s->info.start_mono_us);
@@ -377,7 +372,6 @@ static pt_trace_status_t decide(pt_http_stream_t *s, const trace_headers_t *th,
     uint64_t rint;
     if (pt_trace_rid_integer(rid, &rint) != 0)
         return PT_TRACE_NONE;
-    uint64_t result = rint % 10000;
     pt_fraction_t client = tc->client_sampling, random = tc->random_sampling,
                   overall = tc->overall_sampling;
     if (rt != NULL) {
@@ -388,18 +382,11 @@ static pt_trace_status_t decide(pt_http_stream_t *s, const trace_headers_t *th,
         if (rt->has_overall)
             overall = rt->overall_sampling;
     }
-    pt_trace_status_t was = pt_trace_rid_status(rid), st = was;
-    if (st == PT_TRACE_NONE) {
-        int external = s->config->use_remote_address && !s->internal;
-        if (th->client_trace_id != NULL && fraction_hit(client, pt_random_below(client.den)))
-            st = PT_TRACE_CLIENT;
-        else if (!external && th->force_trace != NULL)
-            st = PT_TRACE_FORCED;
-        else if (fraction_hit(random, result))
-            st = PT_TRACE_SAMPLED;
-    }
-    if (st != PT_TRACE_NONE && !fraction_hit(overall, result))
-        st = PT_TRACE_NONE;
+    pt_trace_status_t was = pt_trace_rid_status(rid);
+    int external = s->config->use_remote_address && !s->internal;
+    pt_trace_status_t st = pt_trace_decide(
+        was, rint, th->client_trace_id != NULL, !external && th->force_trace != NULL,
+        th->client_trace_id != NULL ? pt_random_below(client.den) : 0, client, random, overall);
     if (st != was) {
         char *copy = pt_arena_strdup(&s->arena, rid);
         if (copy != NULL && pt_trace_rid_set_status(copy, st) == 0)

@@ -24,16 +24,12 @@
 #include "proxy/arena.h"
 #include "proxy/config_reader.h"
 #include "proxy/http.h"
+#include "proxy/trace_context.h"
 
 struct pt_config;
 struct pt_worker;
 struct pt_cluster_manager;
 struct ev_loop;
-
-/* A FractionalPercent; a Percent p is {p * 100, 10000}. */
-typedef struct pt_fraction {
-    uint32_t num, den;
-} pt_fraction_t;
 
 typedef enum pt_custom_tag_kind {
     PT_TAG_LITERAL,

@@ -144,6 +144,35 @@ static void test_request_id_bits(void)
     PT_CHECK_INT(pt_trace_rid_integer(NULL, &v), -1);
 }
 
+static void test_decide(void)
+{
+    const pt_fraction_t all = {10000, 10000}, none = {0, 10000}, half = {5000, 10000};
+    /* random_sampling on the request id's integer modulo 10000. */
+    PT_CHECK_INT(pt_trace_decide(PT_TRACE_NONE, 4999, 0, 0, 0, all, half, all), PT_TRACE_SAMPLED);
+    PT_CHECK_INT(pt_trace_decide(PT_TRACE_NONE, 5000, 0, 0, 0, all, half, all), PT_TRACE_NONE);
+    PT_CHECK_INT(pt_trace_decide(PT_TRACE_NONE, 0xa1b2c3d4, 0, 0, 0, all, half, all),
+                 0xa1b2c3d4ull % 10000 < 5000 ? PT_TRACE_SAMPLED : PT_TRACE_NONE);
+    PT_CHECK_INT(pt_trace_decide(PT_TRACE_NONE, 10003, 0, 0, 0, all, half, all), PT_TRACE_SAMPLED);
+    PT_CHECK_INT(pt_trace_decide(PT_TRACE_NONE, 0, 0, 0, 0, all, none, all), PT_TRACE_NONE);
+    PT_CHECK_INT(pt_trace_decide(PT_TRACE_NONE, 9999, 0, 0, 0, all, all, all), PT_TRACE_SAMPLED);
+    /* A reason already in the id stays (the previous hop decided), unless overall says no. */
+    PT_CHECK_INT(pt_trace_decide(PT_TRACE_SAMPLED, 9999, 0, 0, 0, all, none, all),
+                 PT_TRACE_SAMPLED);
+    PT_CHECK_INT(pt_trace_decide(PT_TRACE_FORCED, 9999, 0, 0, 0, all, none, half), PT_TRACE_NONE);
+    /* Client before force before random; client_sampling on its own draw. */
+    PT_CHECK_INT(pt_trace_decide(PT_TRACE_NONE, 1, 1, 1, 0, all, all, all), PT_TRACE_CLIENT);
+    PT_CHECK_INT(pt_trace_decide(PT_TRACE_NONE, 1, 1, 1, 0, none, all, all), PT_TRACE_FORCED);
+    PT_CHECK_INT(pt_trace_decide(PT_TRACE_NONE, 1, 1, 0, 7000, half, none, all), PT_TRACE_NONE);
+    PT_CHECK_INT(pt_trace_decide(PT_TRACE_NONE, 1, 1, 0, 4000, half, none, all), PT_TRACE_CLIENT);
+    PT_CHECK_INT(pt_trace_decide(PT_TRACE_NONE, 1, 0, 1, 0, all, none, all), PT_TRACE_FORCED);
+    /* overall_sampling 0 undoes everything. */
+    PT_CHECK_INT(pt_trace_decide(PT_TRACE_NONE, 1, 1, 1, 0, all, all, none), PT_TRACE_NONE);
+    /* A route's FractionalPercent in millions sees the same (integer % 10000) value. */
+    const pt_fraction_t m = {5000, 1000000};
+    PT_CHECK_INT(pt_trace_decide(PT_TRACE_NONE, 4999, 0, 0, 0, all, m, all), PT_TRACE_SAMPLED);
+    PT_CHECK_INT(pt_trace_decide(PT_TRACE_NONE, 5000, 0, 0, 0, all, m, all), PT_TRACE_NONE);
+}
+
 static void test_ids(void)
 {
     char hex[33];
@@ -292,6 +321,7 @@ int main(void)
     PT_RUN(test_b3_single);
     PT_RUN(test_b3_multi);
     PT_RUN(test_request_id_bits);
+    PT_RUN(test_decide);
     PT_RUN(test_ids);
     PT_RUN(test_zipkin_encoders);
     PT_RUN(test_zipkin_json_escaping);
