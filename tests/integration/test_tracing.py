@@ -178,6 +178,45 @@ class TwoHops(TracingCase):
         self.assertEqual(ca['name'], 'router next egress')
         self.assertEqual(ca['tags']['http.status_code'], '200')
 
+    def test_http2_client_through_a_gateway(self):
+        """client (HTTP/2) -> sidecar A (outbound) -> gateway G (spawns a span per try) ->
+        sidecar B (inbound) -> app: one trace, each hop's span under the previous one."""
+        from h2client import H2Client
+        pa, aa, pg, ag, pb, ab = h.free_ports(6)
+        b = h.Petrel(hop(pb, ab, self.up.port, self.zk.port, {'provider': zipkin()}, 'INBOUND',
+                         'b'))
+        b.start()
+        self.addCleanup(b.close)
+        g = h.Petrel(hop(pg, ag, pb, self.zk.port, {'provider': zipkin(),
+                                                     'spawn_upstream_span': True}, None, 'g'))
+        g.start()
+        self.addCleanup(g.close)
+        a = h.Petrel(hop(pa, aa, pg, self.zk.port, {'provider': zipkin()}, 'OUTBOUND', 'a'))
+        a.start()
+        self.addCleanup(a.close)
+        with H2Client(pa) as c:
+            sid = c.request('GET', '/h2', authority='shop.example')
+            self.assertEqual(c.response(sid).status, 200)
+        spans = self.zk.wait_spans(4)
+        self.assertValidSpans()
+        self.assertEqual(len(spans), 4, spans)
+        self.assertEqual(len({s['traceId'] for s in spans}), 1)
+        by_svc = lambda svc, kind: [s for s in spans if s['kind'] == kind and  # noqa: E731
+                                    s['localEndpoint']['serviceName'] == svc]
+        sa, = by_svc('svc-a', 'CLIENT')
+        sg, = by_svc('svc-g', 'SERVER')
+        cg, = by_svc('svc-g', 'CLIENT')
+        sb, = by_svc('svc-b', 'SERVER')
+        self.assertNotIn('parentId', sa)
+        self.assertEqual(sa['tags']['http.protocol'], 'HTTP/2')
+        self.assertEqual(sa['name'], 'shop.example')
+        self.assertEqual(sg['id'], sa['id'])          # the server side of A's client span
+        self.assertTrue(sg['shared'])
+        self.assertEqual(cg['parentId'], sg['id'])
+        self.assertEqual(sb['id'], cg['id'])
+        self.assertEqual(sb['parentId'], sg['id'])
+        self.assertEqual(sg['tags']['http.protocol'], 'HTTP/1.1')
+
     def test_not_shared_span_context(self):
         z = {'shared_span_context': False}
         a, b, port = self.start_two_hops(None, None, z, z)
