@@ -593,10 +593,13 @@ class CollectorFaults(OneHopBase):
         rss0 = p.rss_kb()
         n = 6000
         self.send(port, n)
-        sent = p.stat('tracing.zipkin.spans_sent')
-        # What is held is bounded (4096 spans): everything else is dropped.
-        p.wait_stat('tracing.zipkin.spans_dropped', lambda v: v >= n + 20 - sent - 4096)
-        self.assertEqual(len(self.zk.reports), 1, 'one report in flight at a time')
+        # What is held is bounded (4096 spans): everything else is dropped. (A report that
+        # stays unanswered for 5 s fails, and the next one may go: on a slow machine, more
+        # than one report, but never two at once.)
+        p.wait_stat('tracing.zipkin.spans_dropped', lambda v: v >= n + 20 - 4096 - p.stat(
+            'tracing.zipkin.spans_sent'))
+        self.assertLessEqual(len(self.zk.reports), 1 + p.stat('tracing.zipkin.reports_failed'),
+                             'one report in flight at a time')
         self.assertLess(p.rss_kb() - rss0, 16 * 1024, 'memory bounded while stalled')
 
 
