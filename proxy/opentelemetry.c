@@ -19,7 +19,7 @@
 #include "proxy/view.h"
 
 #define EXPORT_TIMEOUT_MS 5000
-#define GRPC_PATH "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+#define GRPC_PATH         "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 /* OTEL_RESOURCE_ATTRIBUTES ("k=v,k2=v2"), as the environment resource detector reads it. */
 static void environment_attributes(pt_tracer_t *t)
@@ -42,8 +42,8 @@ void pt_otel_parse(pt_cfg_t *r, pt_config_t *cfg, pt_tracer_t *t)
         pt_cfg_unsupported(r, grpc_unsupported);
         pt_cfg_duration_ms(r, "timeout", &t->timeout_ms, EXPORT_TIMEOUT_MS);
         if (pt_cfg_enter(r, "envoy_grpc") > 0) {
-            static const char *const eg_unsupported[] = {"retry_policy", "max_receive_message_length",
-                                                         "skip_envoy_headers", NULL};
+            static const char *const eg_unsupported[] = {
+                "retry_policy", "max_receive_message_length", "skip_envoy_headers", NULL};
             pt_cfg_unsupported(r, eg_unsupported);
             if (pt_cfg_string(r, "cluster_name", &s, NULL) == 0 || s == NULL || !s[0])
                 pt_cfg_error(r, "cluster_name", "is required");
@@ -161,8 +161,7 @@ static void put_id(pt_pb_writer_t *w, uint32_t field, uint64_t hi, uint64_t lo, 
  *        SpanKind kind = 6 (SERVER 2, CLIENT 3); fixed64 start_time_unix_nano = 7;
  *        fixed64 end_time_unix_nano = 8; repeated KeyValue attributes = 9;
  *        Status status = 15 { StatusCode code = 3 (ERROR 2) }; } */
-void *pt_otel_encode(const pt_tracer_t *t, pt_span_rec_t *const *spans, unsigned n,
-                     size_t *len)
+void *pt_otel_encode(const pt_tracer_t *t, pt_span_rec_t *const *spans, unsigned n, size_t *len)
 {
     pt_pb_writer_t w;
     pt_pb_writer_init(&w);
@@ -224,8 +223,7 @@ void *pt_otel_encode(const pt_tracer_t *t, pt_span_rec_t *const *spans, unsigned
 
 /* ---- sending ----------------------------------------------------------------------- */
 
-static void on_export_done(void *data, int status, const char *body, size_t len,
-                           const char *why)
+static void on_export_done(void *data, int status, const char *body, size_t len, const char *why)
 {
     (void)body;
     (void)len;
@@ -237,8 +235,7 @@ static void on_export_done(void *data, int status, const char *body, size_t len,
         pt_stat_inc(t->stats.reports_sent);
     } else if (status != 0) {
         pt_stat_inc(t->stats.reports_dropped);
-        pt_debug("opentelemetry: the collector answered %d (grpc-status %d)", status,
-                 grpc_status);
+        pt_debug("opentelemetry: the collector answered %d (grpc-status %d)", status, grpc_status);
     } else {
         pt_stat_inc(t->stats.reports_failed);
         pt_debug("opentelemetry: export failed: %s", why);

@@ -110,8 +110,8 @@ int pt_trace_parse_b3(const char *v, pt_trace_ctx_t *out)
     return 0;
 }
 
-int pt_trace_parse_b3_multi(const char *tid, const char *sid, const char *pid,
-                            const char *sampled, const char *flags, pt_trace_ctx_t *out)
+int pt_trace_parse_b3_multi(const char *tid, const char *sid, const char *pid, const char *sampled,
+                            const char *flags, pt_trace_ctx_t *out)
 {
     memset(out, 0, sizeof(*out));
     out->sampled = -1;
@@ -171,8 +171,7 @@ size_t pt_trace_id_hex(uint64_t hi, uint64_t lo, int short_ok, char out[33])
     return 32;
 }
 
-void pt_trace_format_traceparent(uint64_t hi, uint64_t lo, uint64_t span, int sampled,
-                                 char out[56])
+void pt_trace_format_traceparent(uint64_t hi, uint64_t lo, uint64_t span, int sampled, char out[56])
 {
     memcpy(out, "00-", 3);
     pt_trace_id_hex(hi, lo, 0, out + 3);

@@ -63,8 +63,7 @@ static void parse_custom_tags(pt_cfg_t *r, pt_arena_t *a, const pt_custom_tag_t 
     int present;
     size_t n = pt_cfg_array(r, "custom_tags", &present);
     if (n > PT_MAX_CUSTOM_TAGS) {
-        pt_cfg_error(r, NULL, "has %zu entries; at most %d are supported", n,
-                     PT_MAX_CUSTOM_TAGS);
+        pt_cfg_error(r, NULL, "has %zu entries; at most %d are supported", n, PT_MAX_CUSTOM_TAGS);
         n = 0;
     }
     pt_custom_tag_t *tags = pt_arena_alloc(a, (n ? n : 1) * sizeof(*tags));
@@ -180,8 +179,8 @@ pt_route_tracing_t *pt_route_tracing_parse(pt_cfg_t *r, pt_arena_t *a)
 static void tracer_stats(pt_tracer_t *t)
 {
     char name[64];
-#define PT_X(f)                                                                                \
-    snprintf(name, sizeof(name), "%s." #f, t->provider);                                       \
+#define PT_X(f)                                                                                    \
+    snprintf(name, sizeof(name), "%s." #f, t->provider);                                           \
     t->stats.f = pt_stats_counter("tracing", NULL, NULL, name);
     PT_X(spans_sent)
     PT_X(reports_sent)
@@ -215,7 +214,8 @@ pt_tracer_t *pt_tracer_parse(pt_cfg_t *r, pt_config_t *cfg)
     json_t *node = r->frames[r->depth].node;
     char *dump = json_dumps(node, JSON_SORT_KEYS | JSON_COMPACT);
     char *key = NULL;
-    if (dump != NULL && asprintf(&key, "%s|%s", dump, cfg->node.cluster ? cfg->node.cluster : "") < 0)
+    if (dump != NULL &&
+        asprintf(&key, "%s|%s", dump, cfg->node.cluster ? cfg->node.cluster : "") < 0)
         key = NULL;
     free(dump);
     if (key == NULL) {
@@ -301,12 +301,12 @@ struct pt_trace_span {
     uint64_t start_wall_us, start_mono_us;
     const char *name;
     uint8_t kind, shared, sampled, debug;
-    uint8_t spawn;       /* tries get CLIENT spans of their own */
-    uint8_t ingress;     /* the listener is not OUTBOUND */
+    uint8_t spawn;        /* tries get CLIENT spans of their own */
+    uint8_t ingress;      /* the listener is not OUTBOUND */
     uint8_t propagate_op; /* the decorator's operation goes to the response / upstream */
-    uint8_t replace;     /* the request holds trace headers: injecting replaces them */
-    int status;          /* a try's response status */
-    char trace_hex[33];  /* the trace id, for %TRACE_ID% */
+    uint8_t replace;      /* the request holds trace headers: injecting replaces them */
+    int status;           /* a try's response status */
+    char trace_hex[33];   /* the trace id, for %TRACE_ID% */
 };
 
 static uint64_t wall_us_now(const pt_http_stream_t *s)
@@ -321,7 +321,8 @@ typedef struct trace_headers {
     int any_context; /* some B3 or traceparent header came: injecting must replace them */
 } trace_headers_t;
 
-#define NAME_IS(e, lit) ((e)->name_len == sizeof(lit) - 1 && memcmp((e)->name, lit, sizeof(lit) - 1) == 0)
+#define NAME_IS(e, lit)                                                                            \
+    ((e)->name_len == sizeof(lit) - 1 && memcmp((e)->name, lit, sizeof(lit) - 1) == 0)
 
 static void scan_headers(const pt_http_headers_t *h, trace_headers_t *th)
 {
@@ -409,8 +410,8 @@ static int extract(const pt_tracer_t *t, const trace_headers_t *th, pt_trace_ctx
         if (th->b3 != NULL)
             rc = pt_trace_parse_b3(th->b3, in);
         else
-            rc = pt_trace_parse_b3_multi(th->b3_trace, th->b3_span, th->b3_parent,
-                                         th->b3_sampled, th->b3_flags, in);
+            rc = pt_trace_parse_b3_multi(th->b3_trace, th->b3_span, th->b3_parent, th->b3_sampled,
+                                         th->b3_flags, in);
         if (rc == 0 || in->sampled >= 0)
             *sampled = in->sampled;
         if (rc == 0 && in->span_id != 0) {
@@ -592,12 +593,12 @@ static void emit(const pt_trace_span_t *sp, uint64_t end_wall_us, const char *na
         return;
     }
     char *p = (char *)rec + size;
-#define COPY(dst, src)                                                                         \
-    do {                                                                                       \
-        size_t n_ = strlen(src) + 1;                                                           \
-        memcpy(p, src, n_);                                                                    \
-        dst = p;                                                                               \
-        p += n_;                                                                               \
+#define COPY(dst, src)                                                                             \
+    do {                                                                                           \
+        size_t n_ = strlen(src) + 1;                                                               \
+        memcpy(p, src, n_);                                                                        \
+        dst = p;                                                                                   \
+        p += n_;                                                                                   \
     } while (0)
     rec->tracer = sp->tracer;
     rec->trace_hi = sp->trace_hi;
@@ -644,8 +645,8 @@ static const char *fmt_u64(pt_arena_t *a, uint64_t v)
 }
 
 /* scheme://authority path, cut to max bytes, into the arena. */
-static const char *make_url(pt_arena_t *a, const char *scheme, const char *auth,
-                            const char *path, uint32_t max)
+static const char *make_url(pt_arena_t *a, const char *scheme, const char *auth, const char *path,
+                            uint32_t max)
 {
     size_t ls = strlen(scheme), la = auth ? strlen(auth) : 0, lp = path ? strlen(path) : 0;
     size_t n = ls + 3 + la + lp;
@@ -684,8 +685,9 @@ void pt_tracing_end(pt_http_stream_t *s)
         const char *path = pt_http_headers_get(h, "x-envoy-original-path");
         if (path == NULL)
             path = pt_http_headers_get(h, ":path");
-        tag(&l, "http.url", make_url(a, s->scheme, pt_http_headers_get(h, ":authority"), path,
-                                     tc->max_path_tag_length));
+        tag(&l, "http.url",
+            make_url(a, s->scheme, pt_http_headers_get(h, ":authority"), path,
+                     tc->max_path_tag_length));
         tag(&l, "http.method", pt_http_headers_get(h, ":method"));
         const char *dc = pt_http_headers_get(h, "x-envoy-downstream-service-cluster");
         tag(&l, "downstream_cluster", dc ? dc : "-");
@@ -725,9 +727,9 @@ void pt_tracing_end(pt_http_stream_t *s)
 static void inject(pt_http_stream_t *s, pt_trace_span_t *root, const pt_trace_span_t *sp,
                    pt_http_headers_t *h)
 {
-    static const char *const names[] = {"b3", "x-b3-traceid", "x-b3-spanid",
-                                        "x-b3-parentspanid", "x-b3-sampled", "x-b3-flags",
-                                        "traceparent"};
+    static const char *const names[] = {
+        "b3",           "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid",
+        "x-b3-sampled", "x-b3-flags",   "traceparent"};
     const pt_tracer_t *t = sp->tracer;
     if (root->replace) {
         /* Only the headers this tracer writes: a traceparent passes a B3-only tracer. */
@@ -758,8 +760,7 @@ static void inject(pt_http_stream_t *s, pt_trace_span_t *root, const pt_trace_sp
     }
 }
 
-pt_trace_span_t *pt_tracing_upstream_start(pt_http_stream_t *s, pt_http_headers_t *h,
-                                           int child)
+pt_trace_span_t *pt_tracing_upstream_start(pt_http_stream_t *s, pt_http_headers_t *h, int child)
 {
     pt_trace_span_t *sp = s->span;
     if (!sp->spawn && !child) {
@@ -797,7 +798,8 @@ void pt_tracing_upstream_end(pt_http_stream_t *s, pt_trace_span_t *c, int status
     tag(&l, "peer.address", s->info.upstream_host);
     tag(&l, "http.protocol", s->info.protocol);
     tag(&l, "http.status_code", fmt_u64(a, (uint64_t)status));
-    tag(&l, "retry.count", fmt_u64(a, s->info.upstream_attempts > 0 ? s->info.upstream_attempts - 1 : 0));
+    tag(&l, "retry.count",
+        fmt_u64(a, s->info.upstream_attempts > 0 ? s->info.upstream_attempts - 1 : 0));
     if (status == 0 || status >= 500)
         tag(&l, "error", "true");
     const char *name = pt_arena_sprintf(a, "router %s egress",
@@ -844,10 +846,10 @@ static void maybe_flush(pt_tracer_t *t, uint64_t now_ms, int *timer)
     if (t->npending == 0)
         return;
     int otel = t->ops == &pt_otel_ops;
-    int full = t->npending >= (otel ? pt_runtime.otel_min_flush_spans
-                                    : pt_runtime.zipkin_min_flush_spans);
-    int due = now_ms - t->last_flush_ms >= (otel ? pt_runtime.otel_flush_interval_ms
-                                                 : pt_runtime.zipkin_flush_interval_ms);
+    int full =
+        t->npending >= (otel ? pt_runtime.otel_min_flush_spans : pt_runtime.zipkin_min_flush_spans);
+    int due = now_ms - t->last_flush_ms >=
+              (otel ? pt_runtime.otel_flush_interval_ms : pt_runtime.zipkin_flush_interval_ms);
     if ((!full && !due) || !t->ops->ready(t))
         return;
     if (!full)

@@ -98,8 +98,7 @@ void pt_tracing_end(pt_http_stream_t *s);
 /* The router, for each try: a CLIENT child span when the stream spawns them or `child`
  * (the router's start_child_span), else the stream's span is the parent; the trace headers
  * are written into `h`. Returns the child (NULL when none). */
-pt_trace_span_t *pt_tracing_upstream_start(pt_http_stream_t *s, pt_http_headers_t *h,
-                                           int child);
+pt_trace_span_t *pt_tracing_upstream_start(pt_http_stream_t *s, pt_http_headers_t *h, int child);
 /* The try ended: status 0 when no response came. */
 void pt_tracing_upstream_end(pt_http_stream_t *s, pt_trace_span_t *child, int status);
 

@@ -334,8 +334,7 @@ void *pt_zipkin_encode_proto(pt_span_rec_t *const *spans, unsigned n, size_t *le
 
 /* ---- sending ----------------------------------------------------------------------- */
 
-static void on_report_done(void *data, int status, const char *body, size_t len,
-                           const char *why)
+static void on_report_done(void *data, int status, const char *body, size_t len, const char *why)
 {
     (void)body;
     (void)len;
@@ -378,11 +377,10 @@ static void zipkin_flush(pt_tracer_t *t, pt_span_rec_t **spans, unsigned n)
         pt_stat_inc(t->stats.reports_skipped_no_cluster);
     } else {
         char err[256];
-        t->fetch = pt_rest_fetch_start(c, pt_tracing_main_worker(), "POST", t->collector_endpoint,
-                                       t->collector_hostname,
-                                       t->proto ? "application/x-protobuf" : "application/json",
-                                       body, len, REPORT_TIMEOUT_MS, on_report_done, t, err,
-                                       sizeof(err));
+        t->fetch = pt_rest_fetch_start(
+            c, pt_tracing_main_worker(), "POST", t->collector_endpoint, t->collector_hostname,
+            t->proto ? "application/x-protobuf" : "application/json", body, len, REPORT_TIMEOUT_MS,
+            on_report_done, t, err, sizeof(err));
         if (t->fetch == NULL) {
             pt_stat_inc(t->stats.reports_failed);
             pt_debug("zipkin: report failed: %s", err);

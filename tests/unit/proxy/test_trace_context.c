@@ -12,15 +12,15 @@
 static void test_traceparent(void)
 {
     pt_trace_ctx_t c;
-    PT_CHECK_INT(pt_trace_parse_traceparent(
-                     "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", &c),
-                 0);
+    PT_CHECK_INT(
+        pt_trace_parse_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", &c),
+        0);
     PT_CHECK(c.trace_hi == 0x0af7651916cd43ddull && c.trace_lo == 0x8448eb211c80319cull);
     PT_CHECK(c.span_id == 0xb7ad6b7169203331ull);
     PT_CHECK_INT(c.sampled, 1);
-    PT_CHECK_INT(pt_trace_parse_traceparent(
-                     "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00", &c),
-                 0);
+    PT_CHECK_INT(
+        pt_trace_parse_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00", &c),
+        0);
     PT_CHECK_INT(c.sampled, 0);
     /* A later version: the four fields are read, more may follow after a '-'. */
     PT_CHECK_INT(pt_trace_parse_traceparent(
@@ -47,8 +47,8 @@ static void test_traceparent(void)
     }
     PT_CHECK_INT(pt_trace_parse_traceparent(NULL, &c), -1);
     char out[56];
-    pt_trace_format_traceparent(0x0af7651916cd43ddull, 0x8448eb211c80319cull,
-                                0xb7ad6b7169203331ull, 1, out);
+    pt_trace_format_traceparent(0x0af7651916cd43ddull, 0x8448eb211c80319cull, 0xb7ad6b7169203331ull,
+                                1, out);
     PT_CHECK_STR(out, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
     /* A 64-bit trace id goes out zero-padded to 128 bits. */
     pt_trace_format_traceparent(0, 0x1ull, 0x2ull, 0, out);
@@ -73,12 +73,17 @@ static void test_b3_single(void)
     /* A decision alone. */
     PT_CHECK_INT(pt_trace_parse_b3("0", &c), 0);
     PT_CHECK(c.sampled == 0 && c.span_id == 0);
-    static const char *const bad[] = {
-        "2", "", "64fe8b2a57d3eff7", "64fe8b2a57d3eff7-e457b5a2e4d86bd",
-        "64fe8b2a57d3eff7-e457b5a2e4d86bd1-2", "64fe8b2a57d3eff7-e457b5a2e4d86bd1-true",
-        "64fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b9",
-        "0000000000000000-e457b5a2e4d86bd1", "64fe8b2a57d3eff7-0000000000000000",
-        "64fe8b2a57d3ef-e457b5a2e4d86bd1", "zzfe8b2a57d3eff7-e457b5a2e4d86bd1"};
+    static const char *const bad[] = {"2",
+                                      "",
+                                      "64fe8b2a57d3eff7",
+                                      "64fe8b2a57d3eff7-e457b5a2e4d86bd",
+                                      "64fe8b2a57d3eff7-e457b5a2e4d86bd1-2",
+                                      "64fe8b2a57d3eff7-e457b5a2e4d86bd1-true",
+                                      "64fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b9",
+                                      "0000000000000000-e457b5a2e4d86bd1",
+                                      "64fe8b2a57d3eff7-0000000000000000",
+                                      "64fe8b2a57d3ef-e457b5a2e4d86bd1",
+                                      "zzfe8b2a57d3eff7-e457b5a2e4d86bd1"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         if (pt_trace_parse_b3(bad[i], &c) == 0) {
             fprintf(stderr, "  accepted: %s\n", bad[i]);
@@ -95,25 +100,22 @@ static void test_b3_multi(void)
                  0);
     PT_CHECK(c.trace_hi == 0x463ac35c9f6413adull && c.span_id == 0xa2fb4a1d1a96d312ull);
     PT_CHECK(c.parent_id == 0x0020000000000001ull && c.sampled == 1);
-    PT_CHECK_INT(pt_trace_parse_b3_multi("463ac35c9f6413ad", "a2fb4a1d1a96d312", NULL, "false",
-                                         NULL, &c),
-                 0);
+    PT_CHECK_INT(
+        pt_trace_parse_b3_multi("463ac35c9f6413ad", "a2fb4a1d1a96d312", NULL, "false", NULL, &c),
+        0);
     PT_CHECK_INT(c.sampled, 0);
     /* x-b3-flags: 1 is debug, which implies sampled. */
-    PT_CHECK_INT(pt_trace_parse_b3_multi("463ac35c9f6413ad", "a2fb4a1d1a96d312", NULL, "0", "1",
-                                         &c),
-                 0);
+    PT_CHECK_INT(
+        pt_trace_parse_b3_multi("463ac35c9f6413ad", "a2fb4a1d1a96d312", NULL, "0", "1", &c), 0);
     PT_CHECK(c.debug && c.sampled == 1);
     /* No ids: no context, but the decision stands. */
     PT_CHECK_INT(pt_trace_parse_b3_multi(NULL, NULL, NULL, "1", NULL, &c), -1);
     PT_CHECK_INT(c.sampled, 1);
     PT_CHECK_INT(pt_trace_parse_b3_multi("463ac35c9f6413ad", NULL, NULL, NULL, NULL, &c), -1);
-    PT_CHECK_INT(pt_trace_parse_b3_multi("463ac35c9f6413ad", "a2fb4a1d1a96d31", NULL, NULL,
-                                         NULL, &c),
-                 -1);
-    PT_CHECK_INT(pt_trace_parse_b3_multi("463ac35c9f6413ad", "a2fb4a1d1a96d312", "xyz", NULL,
-                                         NULL, &c),
-                 -1);
+    PT_CHECK_INT(
+        pt_trace_parse_b3_multi("463ac35c9f6413ad", "a2fb4a1d1a96d31", NULL, NULL, NULL, &c), -1);
+    PT_CHECK_INT(
+        pt_trace_parse_b3_multi("463ac35c9f6413ad", "a2fb4a1d1a96d312", "xyz", NULL, NULL, &c), -1);
     PT_CHECK(c.trace_lo == 0 && c.span_id == 0); /* nothing half-read */
 }
 
@@ -196,13 +198,27 @@ static void test_zipkin_encoders(void)
     size_t sz = sizeof(pt_span_rec_t) + 2 * sizeof(pt_span_tag_t);
     pt_span_rec_t *a = calloc(1, sz), *b = calloc(1, sz);
     PT_CHECK(a != NULL && b != NULL);
-    *a = (pt_span_rec_t){.tracer = &t, .trace_lo = 0x1234, .id = 0x55, .start_us = 1700000000000000ull,
-                         .duration_us = 42, .kind = PT_SPAN_SERVER, .shared = 1, .name = "op",
-                         .local_ip = "10.0.0.1", .ntags = 2};
+    *a = (pt_span_rec_t){.tracer = &t,
+                         .trace_lo = 0x1234,
+                         .id = 0x55,
+                         .start_us = 1700000000000000ull,
+                         .duration_us = 42,
+                         .kind = PT_SPAN_SERVER,
+                         .shared = 1,
+                         .name = "op",
+                         .local_ip = "10.0.0.1",
+                         .ntags = 2};
     a->tags[0] = (pt_span_tag_t){"http.method", "GET"};
     a->tags[1] = (pt_span_tag_t){"component", "proxy"};
-    *b = (pt_span_rec_t){.tracer = &t, .trace_hi = 0x1, .trace_lo = 0x2, .id = 0x66, .parent_id = 0x55,
-                         .start_us = 5, .duration_us = 1, .kind = PT_SPAN_CLIENT, .name = "c"};
+    *b = (pt_span_rec_t){.tracer = &t,
+                         .trace_hi = 0x1,
+                         .trace_lo = 0x2,
+                         .id = 0x66,
+                         .parent_id = 0x55,
+                         .start_us = 5,
+                         .duration_us = 1,
+                         .kind = PT_SPAN_CLIENT,
+                         .name = "c"};
     pt_span_rec_t *spans[2] = {a, b};
     size_t len;
     char *text = pt_zipkin_encode_json(spans, 2, &len);
@@ -287,8 +303,13 @@ static void test_zipkin_json_escaping(void)
     size_t sz = sizeof(pt_span_rec_t) + 3 * sizeof(pt_span_tag_t);
     pt_span_rec_t *a = calloc(1, sz);
     PT_CHECK(a != NULL);
-    *a = (pt_span_rec_t){.tracer = &t, .trace_lo = 1, .id = 2, .start_us = 1, .duration_us = 1,
-                         .name = "0123456789abcdef\\", .ntags = 3};
+    *a = (pt_span_rec_t){.tracer = &t,
+                         .trace_lo = 1,
+                         .id = 2,
+                         .start_us = 1,
+                         .duration_us = 1,
+                         .name = "0123456789abcdef\\",
+                         .ntags = 3};
     a->tags[0] = (pt_span_tag_t){"k", "0123456789abcdefgh\nij\"kl\x01"};
     a->tags[1] = (pt_span_tag_t){"utf8", "0123456789abcdef\xc3\xa9\xe2\x82\xac"};
     a->tags[2] = (pt_span_tag_t){"bad", "0123456789abcdef\xe9x\xc3"};
@@ -303,11 +324,10 @@ static void test_zipkin_json_escaping(void)
     PT_CHECK(arr != NULL);
     json_t *s0 = json_array_get(arr, 0), *tags = json_object_get(s0, "tags");
     PT_CHECK_STR(json_string_value(json_object_get(s0, "name")), "0123456789abcdef\\");
-    PT_CHECK_STR(json_string_value(json_object_get(json_object_get(s0, "localEndpoint"),
-                                                   "serviceName")),
-                 "s\"vc");
-    PT_CHECK_STR(json_string_value(json_object_get(tags, "k")),
-                 "0123456789abcdefgh\nij\"kl\x01");
+    PT_CHECK_STR(
+        json_string_value(json_object_get(json_object_get(s0, "localEndpoint"), "serviceName")),
+        "s\"vc");
+    PT_CHECK_STR(json_string_value(json_object_get(tags, "k")), "0123456789abcdefgh\nij\"kl\x01");
     PT_CHECK_STR(json_string_value(json_object_get(tags, "utf8")),
                  "0123456789abcdef\xc3\xa9\xe2\x82\xac");
     PT_CHECK_STR(json_string_value(json_object_get(tags, "bad")),
