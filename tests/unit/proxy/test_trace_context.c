@@ -335,6 +335,107 @@ static void test_zipkin_json_escaping(void)
     json_decref(arr);
 }
 
+/* The first length-delimited field `want` of a message (0 when absent). */
+static int pb_field(const uint8_t *p, size_t n, uint32_t want, const uint8_t **out, size_t *outlen)
+{
+    pt_pb_reader_t r;
+    pt_pb_reader_init(&r, p, n);
+    while (!pt_pb_reader_done(&r)) {
+        uint32_t f;
+        int wt;
+        if (pt_pb_read_tag(&r, &f, &wt) != 0)
+            return -1;
+        if (f == want && wt == 2)
+            return pt_pb_read_len(&r, out, outlen) == 0 ? 1 : -1;
+        if (pt_pb_skip(&r, wt) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* An OTLP ExportTraceServiceRequest: resource attributes, one span's ids, kind, times,
+ * attributes and ERROR status. */
+static void test_otel_encoder(void)
+{
+    pt_tracer_t t = {.otel_service_name = "checkout",
+                     .otel_env_attrs = "team=mesh,bad,=x,service.name=ignored,k=v"};
+    size_t sz = sizeof(pt_span_rec_t) + 2 * sizeof(pt_span_tag_t);
+    pt_span_rec_t *a = calloc(1, sz);
+    PT_CHECK(a != NULL);
+    *a = (pt_span_rec_t){.tracer = &t,
+                         .trace_hi = 0x0102030405060708ull,
+                         .trace_lo = 9,
+                         .id = 0xaa,
+                         .parent_id = 0xbb,
+                         .start_us = 1000,
+                         .duration_us = 5,
+                         .kind = PT_SPAN_SERVER,
+                         .name = "op",
+                         .ntags = 2};
+    a->tags[0] = (pt_span_tag_t){"http.status_code", "503"};
+    a->tags[1] = (pt_span_tag_t){"error", "true"};
+    pt_span_rec_t *spans[1] = {a};
+    size_t len;
+    uint8_t *msg = pt_otel_encode(&t, spans, 1, &len);
+    free(a);
+    PT_CHECK(msg != NULL);
+    const uint8_t *rs, *res, *ss, *span, *q;
+    size_t rslen, reslen, sslen, spanlen, qlen;
+    PT_CHECK_INT(pb_field(msg, len, 1, &rs, &rslen), 1);
+    PT_CHECK_INT(pb_field(rs, rslen, 1, &res, &reslen), 1);
+    /* Resource attributes: service.name, then the environment's well-formed pairs, not its
+     * service.name (service_name wins). */
+    pt_pb_reader_t r;
+    pt_pb_reader_init(&r, res, reslen);
+    const char *want[][2] = {{"service.name", "checkout"}, {"team", "mesh"}, {"k", "v"}};
+    int nattr = 0;
+    while (!pt_pb_reader_done(&r)) {
+        uint32_t f;
+        int wt;
+        PT_CHECK_INT(pt_pb_read_tag(&r, &f, &wt), 0);
+        PT_CHECK_INT(pt_pb_read_len(&r, &q, &qlen), 0);
+        PT_CHECK(nattr < 3);
+        const uint8_t *k, *v, *sv;
+        size_t klen, vlen, svlen;
+        PT_CHECK_INT(pb_field(q, qlen, 1, &k, &klen), 1);
+        PT_CHECK_INT(pb_field(q, qlen, 2, &v, &vlen), 1);
+        PT_CHECK_INT(pb_field(v, vlen, 1, &sv, &svlen), 1);
+        PT_CHECK_MEM(k, klen, want[nattr][0], strlen(want[nattr][0]));
+        PT_CHECK_MEM(sv, svlen, want[nattr][1], strlen(want[nattr][1]));
+        nattr++;
+    }
+    PT_CHECK_INT(nattr, 3);
+    PT_CHECK_INT(pb_field(rs, rslen, 2, &ss, &sslen), 1);
+    PT_CHECK_INT(pb_field(ss, sslen, 2, &span, &spanlen), 1);
+    PT_CHECK_INT(pb_field(span, spanlen, 1, &q, &qlen), 1);
+    PT_CHECK_INT(qlen, 16);
+    PT_CHECK(q[0] == 1 && q[7] == 8 && q[15] == 9);
+    PT_CHECK_INT(pb_field(span, spanlen, 2, &q, &qlen), 1);
+    PT_CHECK(qlen == 8 && q[7] == 0xaa);
+    PT_CHECK_INT(pb_field(span, spanlen, 4, &q, &qlen), 1);
+    PT_CHECK(qlen == 8 && q[7] == 0xbb);
+    PT_CHECK_INT(pb_field(span, spanlen, 15, &q, &qlen), 1);
+    PT_CHECK(qlen == 2 && q[0] == 0x18 && q[1] == 2); /* status.code = ERROR */
+    pt_pb_reader_init(&r, span, spanlen);
+    uint64_t kind = 0, start = 0, end = 0;
+    while (!pt_pb_reader_done(&r)) {
+        uint32_t f;
+        int wt;
+        PT_CHECK_INT(pt_pb_read_tag(&r, &f, &wt), 0);
+        if (f == 6)
+            PT_CHECK_INT(pt_pb_read_varint(&r, &kind), 0);
+        else if (f == 7)
+            PT_CHECK_INT(pt_pb_read_fixed64(&r, &start), 0);
+        else if (f == 8)
+            PT_CHECK_INT(pt_pb_read_fixed64(&r, &end), 0);
+        else
+            PT_CHECK_INT(pt_pb_skip(&r, wt), 0);
+    }
+    PT_CHECK_INT(kind, 2);
+    PT_CHECK(start == 1000000 && end == 1005000);
+    free(msg);
+}
+
 int main(void)
 {
     PT_RUN(test_traceparent);
@@ -345,5 +446,6 @@ int main(void)
     PT_RUN(test_ids);
     PT_RUN(test_zipkin_encoders);
     PT_RUN(test_zipkin_json_escaping);
+    PT_RUN(test_otel_encoder);
     PT_TEST_EXIT();
 }
