@@ -63,6 +63,14 @@ extern const pt_exporter_ops_t pt_otel_ops;
 /* Encodes spans as an OTLP ExportTraceServiceRequest (protobuf, malloc'd). */
 void *pt_otel_encode(const pt_tracer_t *t, pt_span_rec_t *const *spans, unsigned n, size_t *len);
 
+/* Every tracer made (proxy/tracing_config.c), main thread only. */
+extern pt_tracer_t *pt_tracer_registry;
+void pt_tracer_free(pt_tracer_t *t);
+/* proxy/span_queue.c: a worker's (or the main thread's) span goes on its ring, or is
+ * dropped and counted when the ring is full; the drain starts once a tracer exists. */
+void pt_span_queue_push(pt_span_rec_t *rec);
+void pt_span_queue_start_drain(void);
+
 /* The cluster manager and loop the exporters use (pt_tracing_start). */
 struct pt_cluster_manager *pt_tracing_cluster_manager(void);
 struct pt_worker *pt_tracing_main_worker(void);
