@@ -1377,6 +1377,7 @@ SUITES = {
     'resilience': _external_suite('suite_resilience'),
     'abuse': _external_suite('suite_abuse'),
     'h2': _external_suite('suite_h2'),
+    'tracing': _external_suite('suite_tracing'),
 }
 ALL_SUITES = ['tcp', 'http', 'tls', 'resilience', 'abuse']
 

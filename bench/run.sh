@@ -1,8 +1,8 @@
 #!/bin/sh
 # Side-by-side benchmarks of petrel against HAProxy (and nginx for HTTP); see bench/README.md.
-#   bench/run.sh [tcp|http|tls|resilience|abuse|h2|instr|all]...  (default: all = tcp http tls
-#       resilience abuse; `make bench` runs this; h2 = HTTP/2 and gRPC, needs h2load;
-#       instr = callgrind/strace counts, needs valgrind)
+#   bench/run.sh [tcp|http|tls|resilience|abuse|h2|instr|tracing|all]...  (default: all = tcp
+#       http tls resilience abuse; `make bench` runs this; h2 = HTTP/2 and gRPC, needs h2load;
+#       instr = callgrind/strace counts, needs valgrind; tracing = tracing off/1%/100%)
 # Environment: BENCH_DURATION (s per measurement, default 10), BENCH_REPS (default 3),
 #   BENCH_RATE (latency test req/s, default 2000), BENCH_IDLE_CONNS (default 10000),
 #   BENCH_ABUSE_SECONDS (length of each attack in the abuse suite, default 5),
@@ -18,9 +18,9 @@ root=$(dirname "$here")
 
 for a in "$@"; do
   case "$a" in
-    tcp|http|tls|resilience|abuse|h2|instr|all) ;;
+    tcp|http|tls|resilience|abuse|h2|instr|tracing|all) ;;
     -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "usage: bench/run.sh [tcp|http|tls|resilience|abuse|h2|instr|all]..." >&2; exit 2 ;;
+    *) echo "usage: bench/run.sh [tcp|http|tls|resilience|abuse|h2|instr|tracing|all]..." >&2; exit 2 ;;
   esac
 done
 

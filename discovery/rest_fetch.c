@@ -26,6 +26,8 @@ struct pt_rest_fetch {
     pt_buf_t in;   /* the response's */
     int status;
     int over;
+    unsigned flags;   /* PT_REST_FETCH_* */
+    int grpc_status;  /* from the response's head or trailers; -1 until seen */
     char why[256];
     ev_timer done_timer; /* reports the outcome from a loop turn of its own */
     ev_timer deadline;
@@ -88,6 +90,10 @@ static void on_headers(void *req, pt_http_headers_t *headers, int end_stream)
     if (status >= 100 && status < 200)
         return;
     f->status = status;
+    /* A gRPC call that fails at once answers trailers-only: grpc-status in the head. */
+    const char *gs = pt_http_headers_get(headers, "grpc-status");
+    if (gs != NULL)
+        f->grpc_status = atoi(gs);
     if (end_stream)
         finish(f, status, NULL);
 }
@@ -106,8 +112,10 @@ static void on_data(void *req, pt_buf_t *data, int end_stream)
 
 static void on_trailers(void *req, pt_http_headers_t *trailers)
 {
-    (void)trailers;
     pt_rest_fetch_t *f = req;
+    const char *gs = pt_http_headers_get(trailers, "grpc-status");
+    if (gs != NULL)
+        f->grpc_status = atoi(gs);
     finish(f, f->status, NULL);
 }
 
@@ -155,6 +163,8 @@ static int start_request(void *owner)
               pt_http_headers_add_str(h, ":authority", f->authority) |
               pt_http_headers_add_str(h, "content-type", f->content_type) |
               pt_http_headers_add_str(h, "content-length", len);
+    if (f->flags & PT_REST_FETCH_GRPC)
+        err |= pt_http_headers_add_ref(h, "te", "trailers");
     if (err != 0)
         return -1;
     const pt_http_client_codec_ops_t *ops = f->cc.codec->ops;
@@ -186,6 +196,22 @@ pt_rest_fetch_t *pt_rest_fetch_start(const pt_cluster_t *cluster, pt_worker_t *w
                                      uint64_t timeout_ms, pt_rest_fetch_cb cb, void *data,
                                      char *err, size_t errlen)
 {
+    return pt_rest_fetch_start_ex(cluster, w, method, path, authority, content_type, body, len,
+                                  timeout_ms, 0, cb, data, err, errlen);
+}
+
+int pt_rest_fetch_grpc_status(const pt_rest_fetch_t *f)
+{
+    return f->grpc_status;
+}
+
+pt_rest_fetch_t *pt_rest_fetch_start_ex(const pt_cluster_t *cluster, pt_worker_t *w,
+                                        const char *method, const char *path,
+                                        const char *authority, const char *content_type,
+                                        const void *body, size_t len, uint64_t timeout_ms,
+                                        unsigned flags, pt_rest_fetch_cb cb, void *data,
+                                        char *err, size_t errlen)
+{
     pt_rest_fetch_t *f = calloc(1, sizeof(*f));
     if (f == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -202,6 +228,8 @@ pt_rest_fetch_t *pt_rest_fetch_start(const pt_cluster_t *cluster, pt_worker_t *w
     }
     f->cb = cb;
     f->data = data;
+    f->flags = flags;
+    f->grpc_status = -1;
     f->loop = w->loop;
     ev_timer_init(&f->done_timer, on_done_timer, 0., 0.);
     f->done_timer.data = f;
@@ -209,7 +237,8 @@ pt_rest_fetch_t *pt_rest_fetch_start(const pt_cluster_t *cluster, pt_worker_t *w
     f->deadline.data = f;
     /* Each poll connects to the cluster's next host. */
     f->cc = (pt_cluster_client_t){.cluster = f->cluster, .ready = start_request,
-                                  .failed = on_failed, .owner = f};
+                                  .failed = on_failed, .owner = f,
+                                  .http2 = (flags & PT_REST_FETCH_GRPC) != 0};
     if (pt_cluster_client_connect(&f->cc, w, err, errlen) != 0) {
         fetch_dispose(f);
         return NULL;

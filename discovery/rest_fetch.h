@@ -30,6 +30,17 @@ pt_rest_fetch_t *pt_rest_fetch_start(const struct pt_cluster *cluster, struct pt
                                      const char *content_type, const void *body, size_t len,
                                      uint64_t timeout_ms, pt_rest_fetch_cb cb, void *data,
                                      char *err, size_t errlen);
+/* The same, with flags: PT_REST_FETCH_GRPC makes it a unary gRPC call (HTTP/2 whatever the
+ * cluster says, `te: trailers`; the body is the framed message): the call's grpc-status is
+ * pt_rest_fetch_grpc_status's, from the callback on (-1 when none came). */
+#define PT_REST_FETCH_GRPC 1u
+pt_rest_fetch_t *pt_rest_fetch_start_ex(const struct pt_cluster *cluster, struct pt_worker *w,
+                                        const char *method, const char *path,
+                                        const char *authority, const char *content_type,
+                                        const void *body, size_t len, uint64_t timeout_ms,
+                                        unsigned flags, pt_rest_fetch_cb cb, void *data,
+                                        char *err, size_t errlen);
+int pt_rest_fetch_grpc_status(const pt_rest_fetch_t *f);
 /* Abandons the fetch (no callback) and frees it. NULL is ignored. */
 void pt_rest_fetch_free(pt_rest_fetch_t *f);
 

@@ -33,6 +33,7 @@
 #include "proxy/pool.h"
 #include "proxy/random.h"
 #include "proxy/retry.h"
+#include "proxy/tracing.h"
 #include "proxy/route.h"
 #include "proxy/time.h"
 #include "proxy/view.h"
@@ -43,6 +44,7 @@
 typedef struct router_config {
     int suppress_envoy_headers;
     int dynamic_stats;
+    int start_child_span;
 } router_config_t;
 
 enum {
@@ -105,6 +107,8 @@ typedef struct router_state {
     pt_lb_context_t lb;        /* the request's hash from the route's hash_policy */
     const char **set_cookies;  /* cookies the hash policies made, for the response */
     unsigned nset_cookies;
+    pt_trace_span_t *try_span; /* this try's CLIENT span (proxy/tracing.h), or NULL */
+    int try_status;            /* its response status, 0 before one */
 } router_state_t;
 
 static const char *const router_unsupported[] = {
@@ -117,10 +121,8 @@ static void *router_parse(pt_cfg_t *r, pt_config_t *cfg)
     router_config_t *rc = pt_arena_alloc(&cfg->arena, sizeof(*rc));
     pt_cfg_unsupported(r, router_unsupported);
     pt_cfg_bool(r, "suppress_envoy_headers", &rc->suppress_envoy_headers, 0);
-    /* Tracing spans: petrel has no tracing, so only the default (false) is meaningful. */
-    int span;
-    if (pt_cfg_bool(r, "start_child_span", &span, 0) > 0 && span)
-        pt_cfg_error(r, "start_child_span", "true is not supported (petrel has no tracing)");
+    /* A CLIENT span per upstream try, as the connection manager's spawn_upstream_span. */
+    pt_cfg_bool(r, "start_child_span", &rc->start_child_span, 0);
     pt_cfg_accept_empty(r, "upstream_log");
     pt_cfg_accept_empty(r, "strict_check_headers");
     pt_cfg_bool(r, "dynamic_stats", &rc->dynamic_stats, 1);
@@ -219,6 +221,11 @@ static void attempt_end(router_state_t *st)
     st->ucs = NULL;
     pt_buf_dispose(&st->body);
     st->flags &= ~(R_HEADERS_SENT | R_REQ_END_SENT);
+    if (st->try_span != NULL) {
+        pt_tracing_upstream_end(st->s, st->try_span, st->try_status);
+        st->try_span = NULL;
+    }
+    st->try_status = 0;
 }
 
 /* Ends all upstream work for the stream. */
@@ -406,6 +413,7 @@ static void up_on_headers(void *req, pt_http_headers_t *h, int end_stream)
     st->last_upstream_activity_ms = pt_loop_ms();
     const char *sv = pt_http_headers_get(h, ":status");
     int status = pt_http_status_value(sv, 0);
+    st->try_status = status;
     pt_cluster_count_response(st->cluster, status);
     pt_outlier_report(st->cluster, st->host, PT_OUTLIER_HTTP_RESPONSE, status);
     atomic_fetch_add_explicit(status >= 500 ? &st->host->rq_error : &st->host->rq_success, 1,
@@ -697,6 +705,9 @@ static void on_connection_ready(router_state_t *st, pt_pool_conn_t *pc)
     st->flags |= R_HEADERS_SENT;
     if (end && !(s->flags & PT_HS_UPGRADE))
         st->flags |= R_REQ_END_SENT;
+    if (s->span != NULL)
+        st->try_span = pt_tracing_upstream_start(s, s->request_headers,
+                                                 st->cfg != NULL && st->cfg->start_child_span);
     pc->codec->ops->encode_headers(st->ucs, s->request_headers, end);
     if (st->flags & R_DONE)
         return;

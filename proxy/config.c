@@ -19,13 +19,14 @@
 #include "proxy/stats.h"
 #include "proxy/stats_config.h"
 #include "proxy/stats_sink.h"
+#include "proxy/tracing.h"
 #include "discovery/dns.h"
 #include "tls/context.h"
 #include "tls/secret.h"
 
 static const char *const bootstrap_unsupported[] = {
     "hds_config", "flags_path", "watchdog", "watchdogs",
-    "tracing", "enable_dispatcher_stats",
+    "enable_dispatcher_stats",
     "header_prefix", "stats_server_version_override", "bootstrap_extensions",
     "fatal_actions", "config_sources", "default_config_source", "default_socket_interface",
     "certificate_provider_instances", "inline_headers", "perf_tracing_file_path",
@@ -911,6 +912,7 @@ pt_config_t *pt_config_build(json_t *root, const pt_cluster_lookup_t *clusters, 
     pt_stats_sinks_parse(r, NULL, NULL); /* validated; made at start-up (proxy/stats_sink.h) */
     pt_dns_bootstrap_parse(r, &cfg->arena, &cfg->dns_resolver);
     parse_dynamic_resources(r, cfg);
+    pt_tracing_bootstrap_parse(r, cfg); /* before the listeners: their fallback provider */
     if (pt_cfg_enter(r, "static_resources") > 0) {
         pt_cfg_unsupported(r, static_unsupported);
         (void)pt_cfg_get(r, "clusters"); /* the cluster manager's */
@@ -949,6 +951,7 @@ pt_config_t *pt_config_build_lds(json_t *bootstrap, const pt_cluster_lookup_t *c
     pt_stats_sinks_parse(&boot, NULL, NULL);
     pt_dns_bootstrap_parse(&boot, &cfg->arena, &cfg->dns_resolver);
     parse_dynamic_resources(&boot, cfg);
+    pt_tracing_bootstrap_parse(&boot, cfg);
     if (pt_cfg_enter(&boot, "static_resources") > 0) {
         pt_cfg_unsupported(&boot, static_unsupported);
         (void)pt_cfg_get(&boot, "clusters"); /* the cluster manager's */

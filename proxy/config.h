@@ -205,6 +205,9 @@ typedef struct pt_config {
     int stats_flush_on_admin;
     /* Until the snapshot is prepared: then the stats registry owns it (NULL). */
     pt_hist_settings_t *hist_settings;
+    /* The bootstrap's tracing.http provider (proxy/tracing.h), or NULL: what a connection
+     * manager's tracing without a provider of its own uses. Lives for the process. */
+    struct pt_tracer *tracer;
 } pt_config_t;
 
 /* The bootstrap's application_log_config as a log pattern for pt_log_set_pattern (proxy/log.h),

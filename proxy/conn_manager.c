@@ -17,6 +17,7 @@
 #include "proxy/random.h"
 #include "proxy/stats.h"
 #include "proxy/time.h"
+#include "proxy/tracing.h"
 #include "proxy/view.h"
 #include "tls/transport.h"
 
@@ -59,7 +60,7 @@ static void hcm_close(pt_hcm_conn_t *h, pt_close_how_t how);
  * ====================================================================================== */
 
 static const char *const hcm_unsupported[] = {
-    "scoped_routes", "tracing", "add_user_agent", "http3_protocol_options",
+    "scoped_routes", "add_user_agent", "http3_protocol_options",
     "access_log_options",
     "internal_address_config", "represent_ipv4_remote_address_as_ipv4_mapped_ipv6",
     "local_reply_config",
@@ -381,6 +382,7 @@ static void *hcm_parse(pt_cfg_t *r, pt_config_t *cfg)
         pt_cfg_leave(r);
     }
     parse_upgrades(r, a, &hc->upgrades, &hc->nupgrades);
+    hc->tracing = pt_tracing_config_parse(r, cfg);
     static const char *const fccd_names[] = {"SANITIZE", "FORWARD_ONLY", "APPEND_FORWARD",
                                              "SANITIZE_SET", "ALWAYS_FORWARD_ONLY", NULL};
     int fccd;
@@ -846,6 +848,8 @@ static void mutate_response_headers(pt_http_stream_t *s, pt_http_headers_t *h)
     }
     if (hc->via != NULL)
         (void)append_via(s, h); /* a response without it is still the upstream's answer */
+    if (s->span != NULL)
+        pt_tracing_response_headers(s, h);
     static const char *const hop_by_hop[] = {"keep-alive", "proxy-connection",
                                              "transfer-encoding", "connection", "upgrade"};
     /* An upgrade keeps Connection and Upgrade (the last two). */
@@ -991,6 +995,8 @@ static void hcm_on_headers(void *stream, pt_http_headers_t *headers, int end_str
     }
 
     choose_filters(s);
+    if (hc->tracing != NULL)
+        pt_tracing_begin(s);
 
     const char *upgrade = pt_http_headers_get(headers, "upgrade");
     if (method != NULL && strcmp(method, "CONNECT") == 0) {
@@ -1197,6 +1203,16 @@ static void on_conn_timer(struct ev_loop *loop, ev_timer *t, int revents)
     hcm_close(h, PT_CLOSE_FLUSH);
 }
 
+const pt_listener_config_t *pt_hcm_listener(const pt_hcm_conn_t *h)
+{
+    return h->session->listener;
+}
+
+const pt_config_t *pt_hcm_snapshot(const pt_hcm_conn_t *h)
+{
+    return h->session->config;
+}
+
 static void hcm_on_message_begin(void *owner)
 {
     pt_hcm_conn_t *h = owner;
@@ -1269,6 +1285,8 @@ static void stream_complete(pt_http_stream_t *s)
             f->ops->on_destroy(s, f->config, s->filter_state[i]);
     }
     s->info.end_mono_us = pt_loop_us();
+    if (s->span != NULL)
+        pt_tracing_end(s);
     for (unsigned i = 0; i < hc->naccess_logs; i++)
         pt_access_log_write(hc->access_logs[i], &s->info);
     pt_stat_dec(hc->stats.downstream_rq_active);

@@ -156,6 +156,7 @@ typedef struct pt_hcm_config {
     uint32_t buffer_limit; /* body bytes held while a filter pauses the chain */
     pt_fcc_mode_t forward_client_cert;
     int xfcc_subject, xfcc_dns, xfcc_uri;
+    const struct pt_tracing_config *tracing; /* NULL: no tracing, and no cost */
 } pt_hcm_config_t;
 
 /* Stream state bits. */
@@ -207,6 +208,7 @@ struct pt_http_stream {
     int internal;              /* use_remote_address and a private client address */
     struct pt_http_stream *prev, *next;
     pt_defer_t release;
+    struct pt_trace_span *span; /* the stream's span (proxy/tracing.h), or NULL */
 };
 
 /* ---- for HTTP filters ------------------------------------------------------------ */
@@ -264,6 +266,10 @@ pt_conn_t *pt_http_stream_downstream_conn(const pt_http_stream_t *s);
 const char *pt_http_stream_protocol(const pt_http_stream_t *s);
 
 extern const pt_network_filter_ops_t pt_http_connection_manager_filter;
+
+/* The listener and the config snapshot of a downstream connection. */
+const pt_listener_config_t *pt_hcm_listener(const pt_hcm_conn_t *h);
+const pt_config_t *pt_hcm_snapshot(const pt_hcm_conn_t *h);
 
 /* Reads an Http2ProtocolOptions object (the reader is inside it) with Envoy's defaults and
  * ranges; fields petrel does not implement are errors naming them. */

@@ -181,6 +181,7 @@ typedef struct pt_stream_info {
     const pt_peer_cert_t *downstream_peer_cert; /* NULL: no certificate, or no log needs it */
     const char *local_reply_body; /* the body of a local reply petrel sent (may hold NULs) */
     size_t local_reply_body_len;
+    const char *trace_id;         /* the stream's span's trace id (hex), or NULL */
 } pt_stream_info_t;
 
 #endif

@@ -1,5 +1,6 @@
 #include "proxy/route.h"
 #include "proxy/retry.h"
+#include "proxy/tracing.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -45,12 +46,8 @@ static const char *const vhost_unsupported[] = {"virtual_clusters",
                                                 "request_mirror_policies",
                                                 "matcher",
                                                 NULL};
-static const char *const route_unsupported[] = {"decorator",
-                                                "tracing",
-                                                "stat_prefix",
-                                                "filter_action",
-                                                "non_forwarding_action",
-                                                NULL};
+static const char *const route_unsupported[] = {"stat_prefix", "filter_action",
+                                                "non_forwarding_action", NULL};
 static const char *const match_unsupported[] = {
     "path_match_policy", "runtime_fraction", "grpc",        "tls_context",
     "dynamic_metadata",  "filter_state",     "cel_matcher", NULL};
@@ -926,6 +923,7 @@ static void parse_route(pctx_t *p, pt_route_t *rt)
     pt_cfg_string(r, "name", &name, "");
     rt->name = sdup(p, name);
     rt->metadata = pt_metadata_parse(r, "metadata", p->a);
+    rt->tracing = pt_route_tracing_parse(r, p->a);
     int rc = pt_cfg_enter(r, "match");
     if (rc == 0)
         pt_cfg_error(r, "match", "is required");

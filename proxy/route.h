@@ -199,6 +199,9 @@ struct pt_route {
     /* hash_policy (PT_ROUTE_ACTION_ROUTE), in order. */
     const pt_hash_policy_t *hash_policies;
     unsigned nhash_policies;
+
+    /* decorator and tracing (proxy/tracing.h), or NULL */
+    const struct pt_route_tracing *tracing;
 };
 
 /* ---- virtual hosts and the route config -------------------------------------------- */

@@ -11,7 +11,24 @@
 #define RE2_ERROR_KEY "re2.max_program_size.error_level"
 #define RE2_WARN_KEY "re2.max_program_size.warn_level"
 
-pt_runtime_flags_t pt_runtime = {.reject_path_with_fragment = 1};
+pt_runtime_flags_t pt_runtime = {.reject_path_with_fragment = 1,
+                                  .zipkin_min_flush_spans = 5,
+                                  .zipkin_flush_interval_ms = 5000,
+                                  .otel_min_flush_spans = 5,
+                                  .otel_flush_interval_ms = 5000};
+
+/* Non-negative integer keys, with their defaults and ranges. */
+static const struct {
+    const char *key;
+    uint64_t def, min, max;
+    uint64_t *value;
+} uint_keys[] = {
+    {"tracing.zipkin.min_flush_spans", 5, 1, 1000000, &pt_runtime.zipkin_min_flush_spans},
+    {"tracing.zipkin.flush_interval_ms", 5000, 1, 3600000, &pt_runtime.zipkin_flush_interval_ms},
+    {"tracing.opentelemetry.min_flush_spans", 5, 1, 1000000, &pt_runtime.otel_min_flush_spans},
+    {"tracing.opentelemetry.flush_interval_ms", 5000, 1, 3600000,
+     &pt_runtime.otel_flush_interval_ms},
+};
 
 /* A boolean feature flag. `honoured`: its value sets *flag. Otherwise petrel behaves one way
  * whatever the value (`fixed` says how, for the docs and the code's reader), and both values
@@ -93,6 +110,15 @@ int pt_runtime_check_key(pt_cfg_t *r, const char *key, json_t *v)
                          UINT32_MAX);
         return 1; /* in force already: pt_runtime_apply_early */
     }
+    for (size_t i = 0; i < sizeof(uint_keys) / sizeof(uint_keys[0]); i++) {
+        if (strcmp(key, uint_keys[i].key) != 0)
+            continue;
+        if (pt_runtime_uint(v, &n) != 0 || n < uint_keys[i].min || n > uint_keys[i].max)
+            pt_cfg_error(r, NULL, "runtime key %s: expected an integer from %llu to %llu", key,
+                         (unsigned long long)uint_keys[i].min,
+                         (unsigned long long)uint_keys[i].max);
+        return 1;
+    }
     if (feature_of(key) != NULL || strncmp(key, DEPRECATED_PREFIX, strlen(DEPRECATED_PREFIX)) == 0) {
         if (runtime_bool(v, &b) != 0)
             pt_cfg_error(r, NULL, "runtime key %s: expected true or false", key);
@@ -127,6 +153,8 @@ void pt_runtime_apply_early(json_t *bootstrap)
     for (size_t f = 0; f < sizeof(features) / sizeof(features[0]); f++)
         if (features[f].flag != NULL)
             *features[f].flag = features[f].def;
+    for (size_t k = 0; k < sizeof(uint_keys) / sizeof(uint_keys[0]); k++)
+        *uint_keys[k].value = uint_keys[k].def;
     json_t *rt = json_object_get(bootstrap, "layered_runtime");
     if (rt == NULL)
         rt = json_object_get(bootstrap, "layeredRuntime");
@@ -142,6 +170,10 @@ void pt_runtime_apply_early(json_t *bootstrap)
             error = n;
         if (pt_runtime_uint(layer_value(st, RE2_WARN_KEY), &n) == 0 && n <= UINT32_MAX)
             warn = n;
+        for (size_t k = 0; k < sizeof(uint_keys) / sizeof(uint_keys[0]); k++)
+            if (pt_runtime_uint(layer_value(st, uint_keys[k].key), &n) == 0 &&
+                n >= uint_keys[k].min && n <= uint_keys[k].max)
+                *uint_keys[k].value = n;
         for (size_t f = 0; f < sizeof(features) / sizeof(features[0]); f++) {
             int b;
             if (features[f].flag != NULL &&

@@ -22,6 +22,14 @@ typedef struct pt_runtime_flags {
     /* envoy.reloadable_features.http_reject_path_with_fragment (default true): a request
      * target with a '#' fragment is refused (400); false strips the fragment instead. */
     int reject_path_with_fragment;
+    /* tracing.zipkin.min_flush_spans (default 5) and tracing.zipkin.flush_interval_ms
+     * (default 5000): a tracer reports when it holds that many spans, or that long after
+     * its last report. */
+    uint64_t zipkin_min_flush_spans;
+    uint64_t zipkin_flush_interval_ms;
+    /* tracing.opentelemetry.min_flush_spans / flush_interval_ms: the same for OTLP. */
+    uint64_t otel_min_flush_spans;
+    uint64_t otel_flush_interval_ms;
 } pt_runtime_flags_t;
 
 extern pt_runtime_flags_t pt_runtime;

@@ -1,3 +1,4 @@
+#include "proxy/tracing.h"
 #include "proxy/server.h"
 
 #include "discovery/priority_set.h"
@@ -978,6 +979,12 @@ int pt_server_run(pt_server_t *s)
         }
     }
     pt_outlier_update(s->outlier, s->view);
+    /* Spans come back from the workers through queues made before they start. */
+    if (pt_tracing_init(n) != 0) {
+        fprintf(stderr, "error: out of memory\n");
+        return 1;
+    }
+    pt_tracing_start(s->clusters, &s->main_worker);
 
     for (unsigned i = 0; i < n; i++) {
         if (pt_worker_init(&s->workers[i], (int)i) != 0 || pt_worker_start(&s->workers[i]) != 0) {
@@ -1090,6 +1097,8 @@ void pt_server_dispose(pt_server_t *s)
     /* The control planes' connections go while the main loop and its connections are whole. */
     pt_xds_stop();
     pt_stats_sinks_dispose(); /* a TCP statsd connection lives on the main loop too */
+    /* Likewise the collectors' (the workers, which queue spans, are joined already). */
+    pt_tracing_stop();
     pt_tls_set_secrets_hook(NULL, NULL);
     pt_config_unref(s->lds_pending);
     s->lds_pending = NULL;

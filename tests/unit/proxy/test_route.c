@@ -1311,9 +1311,15 @@ static void test_config_errors(void)
           "(petrel keeps no filter state objects to hash)",
           "rc.virtual_hosts[0].routes[0].route.priority: \"LOW\" is not a valid value (expected "
           "one of: DEFAULT, HIGH)"}},
-        {ROUTE("{'match':{'prefix':'/','grpc':{}},'route':{'cluster':'a'},'decorator':{}}"),
+        {ROUTE("{'match':{'prefix':'/','grpc':{}},'route':{'cluster':'a'},'stat_prefix':'s'}"),
          {"rc.virtual_hosts[0].routes[0].match.grpc: field is not supported",
-          "rc.virtual_hosts[0].routes[0].decorator: field is not supported"}},
+          "rc.virtual_hosts[0].routes[0].stat_prefix: field is not supported"}},
+        {ROUTE("{'match':{'prefix':'/'},'route':{'cluster':'a'},'decorator':{}}"),
+         {"rc.virtual_hosts[0].routes[0].decorator.operation: is required"}},
+        {ROUTE("{'match':{'prefix':'/'},'route':{'cluster':'a'},'tracing':{'overall_sampling':"
+               "{'numerator':1,'denominator':'TEN'}}}"),
+         {"rc.virtual_hosts[0].routes[0].tracing.overall_sampling.denominator: \"TEN\" is not "
+          "a valid value (expected one of: HUNDRED, TEN_THOUSAND, MILLION)"}},
         {"{'vhds':{},'virtual_hosts':[]}", {"rc.vhds: field is not supported"}},
         {ROUTE("{'match':{'prefix':'/'},'route':{'cluster':'a','clusterr':'b'},'foo':1}"),
          {"rc.virtual_hosts[0].routes[0].route.clusterr: unknown field",

@@ -1,0 +1,78 @@
+/* A tracer: one provider config (Tracing.Http), made once per distinct config and kept for
+ * the process's life (spans in flight point at it). What workers read is set when it is made
+ * and never changes; the batch and the exporter's state are the main thread's. Shared by
+ * proxy/tracing.c (the request side and the queues) and the exporters (proxy/zipkin.c). */
+#ifndef PT_TRACER_H
+#define PT_TRACER_H
+
+#include <stdint.h>
+
+#include "proxy/stats.h"
+#include "proxy/tracing.h"
+
+struct pt_rest_fetch;
+
+typedef struct pt_tracer_stats {
+    pt_stat_t spans_sent, reports_sent, reports_dropped, reports_failed, timer_flushed,
+        reports_skipped_no_cluster, spans_dropped;
+} pt_tracer_stats_t;
+
+struct pt_tracer {
+    struct pt_tracer *next; /* the registry */
+    char *key;              /* the provider config, canonical JSON */
+    const char *provider;   /* "zipkin": the stats' scope, tracing.<provider>.* */
+    const pt_exporter_ops_t *ops;
+    /* propagation */
+    int extract_b3, inject_b3;   /* B3 multi-header (and single b3 on the way in) */
+    int extract_w3c, inject_w3c; /* traceparent / tracestate */
+    int trace_id_128bit;
+    int shared_span_context; /* a SERVER span continuing a B3 context reuses its id */
+    int split_spans;         /* a CLIENT span per upstream try, as spawn_upstream_span */
+    char *service_name;      /* local endpoint */
+    pt_tracer_stats_t stats;
+    /* Zipkin */
+    char *collector_cluster, *collector_endpoint, *collector_hostname;
+    int proto; /* HTTP_PROTO, else HTTP_JSON */
+    /* OpenTelemetry (the collector fields above are its cluster, path and authority) */
+    int grpc; /* grpc_service, else http_service */
+    uint64_t timeout_ms;
+    char *otel_service_name; /* service_name, or NULL: "unknown_service:envoy" */
+    char *otel_env_attrs;    /* OTEL_RESOURCE_ATTRIBUTES, with the environment detector */
+    /* main thread: the batch waiting, the send in flight */
+    pt_span_rec_t **pending;
+    unsigned npending, cap;
+    uint64_t last_flush_ms;
+    struct pt_rest_fetch *fetch;
+};
+
+/* Batch bounds: spans held per tracer while the collector is slow (then dropped and
+ * counted), and spans per report. */
+#define PT_TRACER_MAX_PENDING 4096
+#define PT_TRACER_MAX_BATCH   1024
+
+/* The Zipkin exporter: reads ZipkinConfig (the reader inside typed_config) into t. */
+void pt_zipkin_parse(pt_cfg_t *r, struct pt_config *cfg, pt_tracer_t *t);
+extern const pt_exporter_ops_t pt_zipkin_ops;
+/* Encodes spans as Zipkin v2 JSON (a malloc'd string) or zipkin.proto3 ListOfSpans. */
+char *pt_zipkin_encode_json(pt_span_rec_t *const *spans, unsigned n, size_t *len);
+void *pt_zipkin_encode_proto(pt_span_rec_t *const *spans, unsigned n, size_t *len);
+
+/* The OpenTelemetry exporter: reads OpenTelemetryConfig into t. */
+void pt_otel_parse(pt_cfg_t *r, struct pt_config *cfg, pt_tracer_t *t);
+extern const pt_exporter_ops_t pt_otel_ops;
+/* Encodes spans as an OTLP ExportTraceServiceRequest (protobuf, malloc'd). */
+void *pt_otel_encode(const pt_tracer_t *t, pt_span_rec_t *const *spans, unsigned n, size_t *len);
+
+/* Every tracer made (proxy/tracing_config.c), main thread only. */
+extern pt_tracer_t *pt_tracer_registry;
+void pt_tracer_free(pt_tracer_t *t);
+/* proxy/span_queue.c: a worker's (or the main thread's) span goes on its ring, or is
+ * dropped and counted when the ring is full; the drain starts once a tracer exists. */
+void pt_span_queue_push(pt_span_rec_t *rec);
+void pt_span_queue_start_drain(void);
+
+/* The cluster manager and loop the exporters use (pt_tracing_start). */
+struct pt_cluster_manager *pt_tracing_cluster_manager(void);
+struct pt_worker *pt_tracing_main_worker(void);
+
+#endif

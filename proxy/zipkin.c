@@ -1,0 +1,397 @@
+/* envoy.tracers.zipkin: ZipkinConfig, and the reports to the collector.
+ *
+ * Spans go as Zipkin v2 JSON (collector_endpoint_version HTTP_JSON, the default) or as a
+ * zipkin.proto3 ListOfSpans (HTTP_PROTO), POSTed to collector_endpoint on a host of
+ * collector_cluster from the main thread (discovery/rest_fetch.c), one report in flight at a
+ * time. Counters as Envoy names them: tracing.zipkin.spans_sent (spans handed to a report),
+ * reports_sent (the collector answered 202), reports_dropped (it answered something else),
+ * reports_failed (no answer: no connection, a reset, the 5 s timeout), timer_flushed,
+ * reports_skipped_no_cluster; and tracing.zipkin.spans_dropped, petrel's: spans let go
+ * because the queue or the batch was full. */
+#include <arpa/inet.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "discovery/rest_fetch.h"
+#include "proxy/cluster_manager.h"
+#include "proxy/config.h"
+#include "proxy/log.h"
+#include "proxy/protobuf.h"
+#include "proxy/trace_context.h"
+#include "proxy/tracer.h"
+#include "proxy/view.h"
+
+#define REPORT_TIMEOUT_MS 5000
+
+void pt_zipkin_parse(pt_cfg_t *r, pt_config_t *cfg, pt_tracer_t *t)
+{
+    const char *s;
+    if (pt_cfg_string(r, "collector_cluster", &s, NULL) == 0 || s == NULL || !s[0])
+        pt_cfg_error(r, "collector_cluster", "is required");
+    else if (!cfg->has_cds && !pt_config_cluster_exists(cfg, s))
+        pt_cfg_error(r, "collector_cluster", "cluster \"%s\" does not exist", s);
+    t->collector_cluster = strdup(s ? s : "");
+    if (pt_cfg_string(r, "collector_endpoint", &s, NULL) == 0 || s == NULL || !s[0])
+        pt_cfg_error(r, "collector_endpoint", "is required");
+    else if (s[0] != '/')
+        pt_cfg_error(r, "collector_endpoint", "\"%s\" is not a path (it must start with /)", s);
+    t->collector_endpoint = strdup(s ? s : "/");
+    pt_cfg_string(r, "collector_hostname", &s, NULL);
+    t->collector_hostname = strdup(s != NULL && s[0] ? s : t->collector_cluster);
+    static const char *const versions[] = {"DEPRECATED_AND_UNAVAILABLE_DO_NOT_USE", "HTTP_JSON",
+                                           "HTTP_PROTO", NULL};
+    static const char *const versions_known[] = {"GRPC", NULL};
+    int v;
+    pt_cfg_enum(r, "collector_endpoint_version", versions, versions_known, &v, 1);
+    if (v == 0)
+        pt_cfg_error(r, "collector_endpoint_version",
+                     "DEPRECATED_AND_UNAVAILABLE_DO_NOT_USE (Zipkin v1) is not available");
+    t->proto = v == 2;
+    pt_cfg_bool(r, "trace_id_128bit", &t->trace_id_128bit, 0);
+    pt_cfg_bool(r, "shared_span_context", &t->shared_span_context, 1);
+    pt_cfg_bool(r, "split_spans_for_request", &t->split_spans, 0);
+    /* trace_context_option: B3 always; USE_B3_WITH_W3C_PROPAGATION reads traceparent when
+     * no B3 came and writes both. */
+    static const char *const options[] = {"USE_B3", "USE_B3_WITH_W3C_PROPAGATION", NULL};
+    int opt;
+    pt_cfg_enum(r, "trace_context_option", options, NULL, &opt, 0);
+    t->extract_b3 = t->inject_b3 = 1;
+    t->extract_w3c = t->inject_w3c = opt == 1;
+    if (t->collector_cluster == NULL || t->collector_endpoint == NULL ||
+        t->collector_hostname == NULL)
+        pt_cfg_error(r, NULL, "out of memory");
+}
+
+/* ---- encoding ---------------------------------------------------------------------- */
+
+/* A growing string; an allocation failure sets failed and every later append does
+ * nothing, so it is checked once at the end. */
+typedef struct strbuf {
+    char *p;
+    size_t len, cap;
+    int failed;
+} strbuf_t;
+
+static int sb_grow(strbuf_t *b, size_t n)
+{
+    if (b->failed)
+        return -1;
+    size_t cap = b->cap ? b->cap * 2 : 4096;
+    while (cap < b->len + n)
+        cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (p == NULL) {
+        b->failed = 1;
+        return -1;
+    }
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+static inline int sb_reserve(strbuf_t *b, size_t n)
+{
+    return b->len + n <= b->cap ? 0 : sb_grow(b, n);
+}
+
+static inline void sb_put(strbuf_t *b, const char *s, size_t n)
+{
+    if (sb_reserve(b, n) == 0) {
+        memcpy(b->p + b->len, s, n);
+        b->len += n;
+    }
+}
+
+#define SB_LIT(b, lit) sb_put(b, lit, sizeof(lit) - 1)
+
+static void sb_u64(strbuf_t *b, uint64_t v)
+{
+    char tmp[24];
+    int i = (int)sizeof(tmp);
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0);
+    sb_put(b, tmp + i, sizeof(tmp) - (size_t)i);
+}
+
+/* The length of a valid UTF-8 sequence at s (1-4), or 0. */
+static size_t utf8_len(const unsigned char *s)
+{
+    if (s[0] >= 0xc2 && s[0] <= 0xdf)
+        return (s[1] & 0xc0) == 0x80 ? 2 : 0;
+    if (s[0] >= 0xe0 && s[0] <= 0xef) {
+        if ((s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80)
+            return 0;
+        if ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] > 0x9f))
+            return 0; /* overlong, surrogate */
+        return 3;
+    }
+    if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+        if ((s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80 || (s[3] & 0xc0) != 0x80)
+            return 0;
+        if ((s[0] == 0xf0 && s[1] < 0x90) || (s[0] == 0xf4 && s[1] > 0x8f))
+            return 0;
+        return 4;
+    }
+    return 0;
+}
+
+/* A JSON string: quotes, escapes for '"', '\\' and control characters, and U+FFFD for a
+ * byte that is not valid UTF-8 (a header value may hold anything). */
+static void sb_str(strbuf_t *b, const char *str)
+{
+    static const char hex[] = "0123456789abcdef";
+    /* 1: the byte ends a run of bytes written as they are (NUL, control, '"', '\\', non-ASCII). */
+    static const uint8_t special[256] = {
+        [0 ... 0x1f] = 1, ['"'] = 1, ['\\'] = 1, [0x80 ... 0xff] = 1};
+    const unsigned char *s = (const unsigned char *)str;
+    if (sb_reserve(b, 2) != 0)
+        return;
+    b->p[b->len++] = '"';
+    /* Eight bytes at a time while none is special (most tag values are plain ASCII). */
+    size_t slen = strlen(str), i = 0;
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    while (i + 8 <= slen) {
+        uint64_t x, q, bs;
+        memcpy(&x, s + i, 8);
+        q = x ^ (ones * '"');
+        bs = x ^ (ones * '\\');
+        uint64_t hit = ((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((bs - ones) & ~bs) | x;
+        if (hit & highs)
+            break;
+        i += 8;
+    }
+    sb_put(b, str, i);
+    s += i;
+    while (*s) {
+        const unsigned char *run = s;
+        while (!special[*s])
+            s++;
+        sb_put(b, (const char *)run, (size_t)(s - run));
+        if (*s == 0)
+            break;
+        if (*s == '"' || *s == '\\') {
+            char esc[2] = {'\\', (char)*s};
+            sb_put(b, esc, 2);
+            s++;
+        } else if (*s < 0x20) {
+            char esc[6] = {'\\', 'u', '0', '0', hex[*s >> 4], hex[*s & 15]};
+            sb_put(b, esc, 6);
+            s++;
+        } else {
+            size_t n = utf8_len(s);
+            if (n == 0) {
+                SB_LIT(b, "\\ufffd");
+                s++;
+            } else {
+                sb_put(b, (const char *)s, n);
+                s += n;
+            }
+        }
+    }
+    sb_put(b, "\"", 1);
+}
+
+/* Zipkin v2 JSON, written directly (a report of hundreds of spans is encoded on the main
+ * thread every flush: no tree of objects). */
+char *pt_zipkin_encode_json(pt_span_rec_t *const *spans, unsigned n, size_t *len)
+{
+    strbuf_t b = {0};
+    char hex[33];
+    SB_LIT(&b, "[");
+    for (unsigned i = 0; i < n; i++) {
+        const pt_span_rec_t *sp = spans[i];
+        if (i > 0)
+            SB_LIT(&b, ",");
+        SB_LIT(&b, "{\"traceId\":\"");
+        sb_put(&b, hex, pt_trace_id_hex(sp->trace_hi, sp->trace_lo, 1, hex));
+        SB_LIT(&b, "\",\"id\":\"");
+        pt_trace_hex64(sp->id, hex);
+        sb_put(&b, hex, 16);
+        if (sp->parent_id != 0) {
+            SB_LIT(&b, "\",\"parentId\":\"");
+            pt_trace_hex64(sp->parent_id, hex);
+            sb_put(&b, hex, 16);
+        }
+        SB_LIT(&b, "\",\"name\":");
+        sb_str(&b, sp->name);
+        if (sp->kind == PT_SPAN_CLIENT)
+            SB_LIT(&b, ",\"kind\":\"CLIENT\",\"timestamp\":");
+        else
+            SB_LIT(&b, ",\"kind\":\"SERVER\",\"timestamp\":");
+        sb_u64(&b, sp->start_us);
+        SB_LIT(&b, ",\"duration\":");
+        sb_u64(&b, sp->duration_us);
+        SB_LIT(&b, ",\"localEndpoint\":{\"serviceName\":");
+        sb_str(&b, sp->tracer->service_name);
+        if (sp->local_ip != NULL && sp->local_ip[0]) {
+            if (strchr(sp->local_ip, ':') != NULL)
+                SB_LIT(&b, ",\"ipv6\":");
+            else
+                SB_LIT(&b, ",\"ipv4\":");
+            sb_str(&b, sp->local_ip);
+        }
+        SB_LIT(&b, "}");
+        if (sp->shared)
+            SB_LIT(&b, ",\"shared\":true");
+        if (sp->debug)
+            SB_LIT(&b, ",\"debug\":true");
+        SB_LIT(&b, ",\"tags\":{");
+        for (unsigned k = 0; k < sp->ntags; k++) {
+            if (k > 0)
+                SB_LIT(&b, ",");
+            sb_str(&b, sp->tags[k].key);
+            SB_LIT(&b, ":");
+            sb_str(&b, sp->tags[k].value);
+        }
+        SB_LIT(&b, "}}");
+    }
+    SB_LIT(&b, "]");
+    sb_put(&b, "", 1); /* the NUL */
+    if (b.failed) {
+        free(b.p);
+        return NULL;
+    }
+    *len = b.len - 1;
+    return b.p;
+}
+
+static void put_id(pt_pb_writer_t *w, uint32_t field, uint64_t hi, uint64_t lo, int wide)
+{
+    uint8_t b[16];
+    for (int i = 0; i < 8; i++) {
+        b[i] = (uint8_t)(hi >> (56 - 8 * i));
+        b[8 + i] = (uint8_t)(lo >> (56 - 8 * i));
+    }
+    if (wide)
+        pt_pb_put_bytes(w, field, b, 16);
+    else
+        pt_pb_put_bytes(w, field, b + 8, 8);
+}
+
+static void put_string(pt_pb_writer_t *w, uint32_t field, const char *s)
+{
+    pt_pb_put_bytes(w, field, s, strlen(s));
+}
+
+/* zipkin.proto3: ListOfSpans { repeated Span spans = 1; }, Span { bytes trace_id = 1;
+ * bytes parent_id = 2; bytes id = 3; Kind kind = 4 (CLIENT 1, SERVER 2); string name = 5;
+ * fixed64 timestamp = 6; uint64 duration = 7; Endpoint local_endpoint = 8;
+ * map<string, string> tags = 11; bool debug = 12; bool shared = 13; },
+ * Endpoint { string service_name = 1; bytes ipv4 = 2; bytes ipv6 = 3; }. */
+void *pt_zipkin_encode_proto(pt_span_rec_t *const *spans, unsigned n, size_t *len)
+{
+    pt_pb_writer_t w;
+    pt_pb_writer_init(&w);
+    for (unsigned i = 0; i < n; i++) {
+        const pt_span_rec_t *sp = spans[i];
+        size_t span = pt_pb_begin_len(&w, 1);
+        put_id(&w, 1, sp->trace_hi, sp->trace_lo, sp->trace_hi != 0);
+        if (sp->parent_id != 0)
+            put_id(&w, 2, 0, sp->parent_id, 0);
+        put_id(&w, 3, 0, sp->id, 0);
+        pt_pb_put_tag(&w, 4, 0);
+        pt_pb_put_varint(&w, sp->kind == PT_SPAN_CLIENT ? 1 : 2);
+        put_string(&w, 5, sp->name);
+        pt_pb_put_tag(&w, 6, 1);
+        pt_pb_put_fixed64(&w, sp->start_us);
+        pt_pb_put_tag(&w, 7, 0);
+        pt_pb_put_varint(&w, sp->duration_us);
+        size_t ep = pt_pb_begin_len(&w, 8);
+        put_string(&w, 1, sp->tracer->service_name);
+        if (sp->local_ip != NULL) {
+            uint8_t a[16];
+            if (inet_pton(AF_INET, sp->local_ip, a) == 1)
+                pt_pb_put_bytes(&w, 2, a, 4);
+            else if (inet_pton(AF_INET6, sp->local_ip, a) == 1)
+                pt_pb_put_bytes(&w, 3, a, 16);
+        }
+        pt_pb_end_len(&w, ep);
+        for (unsigned k = 0; k < sp->ntags; k++) {
+            size_t e = pt_pb_begin_len(&w, 11);
+            put_string(&w, 1, sp->tags[k].key);
+            put_string(&w, 2, sp->tags[k].value);
+            pt_pb_end_len(&w, e);
+        }
+        if (sp->debug) {
+            pt_pb_put_tag(&w, 12, 0);
+            pt_pb_put_varint(&w, 1);
+        }
+        if (sp->shared) {
+            pt_pb_put_tag(&w, 13, 0);
+            pt_pb_put_varint(&w, 1);
+        }
+        pt_pb_end_len(&w, span);
+    }
+    if (w.failed) {
+        pt_pb_writer_dispose(&w);
+        return NULL;
+    }
+    *len = w.len;
+    return w.buf; /* the caller frees it */
+}
+
+/* ---- sending ----------------------------------------------------------------------- */
+
+static void on_report_done(void *data, int status, const char *body, size_t len, const char *why)
+{
+    (void)body;
+    (void)len;
+    pt_tracer_t *t = data;
+    pt_rest_fetch_free(t->fetch);
+    t->fetch = NULL;
+    if (status == 202) {
+        pt_stat_inc(t->stats.reports_sent);
+    } else if (status != 0) {
+        pt_stat_inc(t->stats.reports_dropped);
+        pt_debug("zipkin: the collector answered %d", status);
+    } else {
+        pt_stat_inc(t->stats.reports_failed);
+        pt_debug("zipkin: report failed: %s", why);
+    }
+}
+
+static int zipkin_ready(pt_tracer_t *t)
+{
+    return t->fetch == NULL;
+}
+
+static void zipkin_flush(pt_tracer_t *t, pt_span_rec_t **spans, unsigned n)
+{
+    size_t len = 0;
+    void *body = t->proto ? pt_zipkin_encode_proto(spans, n, &len)
+                          : (void *)pt_zipkin_encode_json(spans, n, &len);
+    for (unsigned i = 0; i < n; i++)
+        free(spans[i]);
+    if (body == NULL) {
+        pt_stat_add(t->stats.spans_dropped, n);
+        return;
+    }
+    pt_stat_add(t->stats.spans_sent, n);
+    pt_view_t *view = pt_tracing_cluster_manager() != NULL
+                          ? pt_cluster_manager_view(pt_tracing_cluster_manager())
+                          : NULL;
+    pt_cluster_t *c = view != NULL ? pt_view_find_cluster(view, t->collector_cluster) : NULL;
+    if (c == NULL) {
+        pt_stat_inc(t->stats.reports_skipped_no_cluster);
+    } else {
+        char err[256];
+        t->fetch = pt_rest_fetch_start(
+            c, pt_tracing_main_worker(), "POST", t->collector_endpoint, t->collector_hostname,
+            t->proto ? "application/x-protobuf" : "application/json", body, len, REPORT_TIMEOUT_MS,
+            on_report_done, t, err, sizeof(err));
+        if (t->fetch == NULL) {
+            pt_stat_inc(t->stats.reports_failed);
+            pt_debug("zipkin: report failed: %s", err);
+        }
+    }
+    if (view != NULL)
+        pt_view_unref(view);
+    free(body);
+}
+
+const pt_exporter_ops_t pt_zipkin_ops = {
+    .flush = zipkin_flush,
+    .ready = zipkin_ready,
+};
