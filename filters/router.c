@@ -536,7 +536,7 @@ static pt_pool_protocol_t pool_protocol(const router_state_t *st)
         return PT_POOL_HTTP2;
     case PT_UPSTREAM_AUTO:
         /* ALPN picks on TLS; a plain connection cannot negotiate, so HTTP/1.1. */
-        return st->cluster->tls_ctx != NULL ? PT_POOL_ALPN : PT_POOL_HTTP1;
+        return pt_cluster_host_tls(st->cluster, st->host) != NULL ? PT_POOL_ALPN : PT_POOL_HTTP1;
     case PT_UPSTREAM_DOWNSTREAM: {
         const char *proto = st->s->info.protocol;
         return proto != NULL && strcmp(proto, "HTTP/2") == 0 ? PT_POOL_HTTP2 : PT_POOL_HTTP1;
@@ -906,7 +906,7 @@ static void tunnel_start(router_state_t *st)
     }
     int err = 0;
     st->tunnel =
-        pt_cluster_connect(st->cluster, s->worker, &st->host->address, &tunnel_handler, st, &err);
+        pt_cluster_connect(st->cluster, s->worker, st->host, &tunnel_handler, st, &err);
     pt_stat_inc(cstats(st)->upstream_cx_total);
     pt_stat_inc(cstats(st)->upstream_rq_total);
     atomic_fetch_add_explicit(&st->host->cx_total, 1, memory_order_relaxed);
