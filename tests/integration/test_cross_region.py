@@ -17,8 +17,10 @@ presents spiffe://cluster.local/ns/default/sa/frontend and accepts only
 spiffe://cluster.local/ns/default/sa/backend (match_typed_subject_alt_names), whichever
 priority it picks; the pods' sidecars require a client certificate of the mesh. The gateway
 holds no key: it reads the SNI, picks the cluster of that name and relays the bytes, so the
-handshake is between sidecar A and pod b1's sidecar. The gateway's endpoint carries
-Istio's network metadata (filter_metadata.istio.network), which /clusters shows.
+handshake is between sidecar A and pod b1's sidecar. Sidecar A's svc-b cluster is made as
+Istio makes it: transport_socket_matches picks mTLS for endpoints whose metadata says
+tlsMode: istio (all of them here), and the gateway's endpoint names its network
+(filter_metadata.istio.network), which /clusters shows.
 
 Sidecar A health checks every host (through the gateway too), ejects on errors (outlier
 detection) and retries. Under a steady stream of requests the test kills region A's pods:
@@ -174,18 +176,35 @@ def endpoint(address, port, metadata=None):
     return e
 
 
+RAW_BUFFER = {'name': 'envoy.transport_sockets.raw_buffer', 'typed_config': {
+    '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer'}}
+
+
+def mesh_endpoint(address, port, network=None):
+    """An endpoint as Istio's EDS lists a workload with a sidecar (tlsMode istio), or another
+    network's east-west gateway standing for that network's workloads (its network named)."""
+    md = {'envoy.transport_socket_match': {'tlsMode': 'istio'}}
+    if network is not None:
+        md['istio'] = {'network': network}
+    return endpoint(address, port, {'filter_metadata': md})
+
+
 def sidecar_config():
     """Region A's client sidecar: svc-b with region A's pods at priority 0 and region B's
-    gateway at priority 1; svc-c only through the gateway."""
-    gw_meta = {'filter_metadata': {'istio': {'network': ISTIO_NETWORK}}}
+    gateway at priority 1, its transport chosen per endpoint as Istio's outbound clusters
+    choose it (transport_socket_matches: mTLS for tlsMode istio, else plain text); svc-c only
+    through the gateway, with a plain transport_socket."""
     svc_b = {
         'name': 'svc-b', 'type': 'STATIC', 'connect_timeout': '1s', 'lb_policy': 'ROUND_ROBIN',
-        'transport_socket': mesh_client_tls(SNI_B),
+        'transport_socket_matches': [
+            {'name': 'tlsMode-istio', 'match': {'tlsMode': 'istio'},
+             'transport_socket': mesh_client_tls(SNI_B)},
+            {'name': 'tlsMode-disabled', 'match': {}, 'transport_socket': RAW_BUFFER}],
         'load_assignment': {'cluster_name': 'svc-b', 'endpoints': [
             {'priority': 0, 'locality': {'region': 'region-a', 'zone': 'a1'},
-             'lb_endpoints': [endpoint(POD_A1, INBOUND), endpoint(POD_A2, INBOUND)]},
+             'lb_endpoints': [mesh_endpoint(POD_A1, INBOUND), mesh_endpoint(POD_A2, INBOUND)]},
             {'priority': 1, 'locality': {'region': 'region-b'},
-             'lb_endpoints': [endpoint(GATEWAY_B, EAST_WEST, gw_meta)]}]},
+             'lb_endpoints': [mesh_endpoint(GATEWAY_B, EAST_WEST, ISTIO_NETWORK)]}]},
         # A pod answers its health check through its sidecar; the gateway's through region
         # B's pod, which is what a failover would reach.
         'health_checks': [{'timeout': '1s', 'interval': '0.2s', 'no_traffic_interval': '0.2s',
@@ -199,7 +218,7 @@ def sidecar_config():
         'name': 'svc-c', 'type': 'STATIC', 'connect_timeout': '1s',
         'transport_socket': mesh_client_tls(SNI_C),
         'load_assignment': {'cluster_name': 'svc-c', 'endpoints': [
-            {'lb_endpoints': [endpoint(GATEWAY_B, EAST_WEST, gw_meta)]}]},
+            {'lb_endpoints': [mesh_endpoint(GATEWAY_B, EAST_WEST, ISTIO_NETWORK)]}]},
     }
     retry = {'retry_on': 'connect-failure,reset,5xx', 'num_retries': 10,
              'per_try_timeout': '2s',
@@ -377,8 +396,7 @@ class CrossRegionTest(unittest.TestCase):
         gw = hosts[GATEWAY_B]
         self.assertEqual(gw['priority'], 1)
         self.assertEqual(gw['locality'], {'region': 'region-b'})
-        self.assertEqual(gw['metadata'],
-                         {'filter_metadata': {'istio': {'network': ISTIO_NETWORK}}})
+        self.assertEqual(gw['metadata']['filter_metadata']['istio'], {'network': ISTIO_NETWORK})
         self.assertEqual(hosts[POD_A1]['priority'], 0)
         # The handshakes verified the pods' SPIFFE identity (none refused so far).
         self.assertEqual(self.sidecar.stat('cluster.svc-b.ssl.fail_verify_san', 0), 0)
