@@ -49,11 +49,18 @@ typedef struct pt_lb_edf {
 } pt_lb_edf_t;
 
 /* Up to this many entries an EDF schedule is a plain array scanned for its earliest
- * deadline (fewer instructions than a heap's sift for a few localities or runs). */
+ * deadline (fewer instructions than a heap's sift for a few localities or runs). Its
+ * deadlines are keys: the deadline shifted left by EDF_KEY_BITS with the entry's position in
+ * the low bits, so the smallest key names the earliest entry, the first one on a tie (a
+ * plain minimum, no index to carry along the scan). */
 #define EDF_SCAN 16
+#define EDF_KEY_BITS 4
+#define EDF_KEY_MASK ((1ull << EDF_KEY_BITS) - 1)
 
 #define EDF_REBASE (1ull << 62)
 #define EDF_MAX_STEP (1ull << 61)
+/* Steps of a scanned schedule are capped lower, so that a key (shifted) stays below 2^63. */
+#define EDF_MAX_KEY_STEP (EDF_MAX_STEP >> EDF_KEY_BITS)
 
 /* A 4-ary heap: half the levels of a binary one, and its children share a cache line. */
 static void sift_down(pt_lb_edf_t *h, uint32_t n, uint32_t i)
@@ -115,10 +122,14 @@ static int edf_build(pt_lb_sched_t *sc, uint32_t n, const edf_src_t *src, uint32
         h[k].deadline = rnd() % st;
         k++;
     }
-    if (k > EDF_SCAN)
+    if (k > EDF_SCAN) {
         for (uint32_t i = k / 4 + 1; i-- > 0;)
             if (i < k)
                 sift_down(h, k, i);
+    } else {
+        for (uint32_t i = 0; i < k; i++)
+            h[i].deadline = (h[i].deadline % EDF_MAX_KEY_STEP) << EDF_KEY_BITS | i;
+    }
     free(sc->heap);
     sc->heap = h;
     sc->nheap = k;
@@ -131,14 +142,10 @@ static inline pt_lb_edf_t *edf_top(pt_lb_sched_t *sc)
     pt_lb_edf_t *h = sc->heap;
     if (sc->nheap > EDF_SCAN)
         return h;
-    uint32_t best = 0;
-    uint64_t bd = h[0].deadline;
-    for (uint32_t k = 1; k < sc->nheap; k++) {
-        uint64_t d = h[k].deadline;
-        best = d < bd ? k : best;
-        bd = d < bd ? d : bd;
-    }
-    return &h[best];
+    uint64_t key = h[0].deadline;
+    for (uint32_t k = 1; k < sc->nheap; k++)
+        key = h[k].deadline < key ? h[k].deadline : key;
+    return &h[key & EDF_KEY_MASK];
 }
 
 /* The entry whose turn it was (edf_top) comes up again `next` later. */
@@ -146,11 +153,17 @@ static inline void edf_advance(pt_lb_sched_t *sc, pt_lb_edf_t *top, uint64_t nex
 {
     pt_lb_edf_t *h = sc->heap;
     uint64_t now = top->deadline;
-    if (next > EDF_MAX_STEP)
-        next = EDF_MAX_STEP;
-    top->deadline = now + next;
-    if (sc->nheap > EDF_SCAN)
+    if (sc->nheap > EDF_SCAN) {
+        if (next > EDF_MAX_STEP)
+            next = EDF_MAX_STEP;
+        top->deadline = now + next;
         sift_down(h, sc->nheap, 0);
+    } else {
+        if (next > EDF_MAX_KEY_STEP)
+            next = EDF_MAX_KEY_STEP;
+        top->deadline = now + (next << EDF_KEY_BITS);
+        now &= ~EDF_KEY_MASK; /* the positions stay */
+    }
     if (__builtin_expect(now >= EDF_REBASE, 0)) /* deadlines start again from 0, in order */
         for (uint32_t i = 0; i < sc->nheap; i++)
             h[i].deadline -= now;
