@@ -23,9 +23,11 @@ tlsMode: istio (all of them here), and the gateway's endpoint names its network
 (filter_metadata.istio.network), which /clusters shows.
 
 Sidecar A health checks every host (through the gateway too), ejects on errors (outlier
-detection) and retries. Under a steady stream of requests the test kills region A's pods:
-every request still succeeds, region B answers; the pods come back and region A answers
-again. A pod in region B with the wrong identity fails sidecar A's handshake (counted in
+detection) and retries. Under a steady stream of requests the test takes region A's pods away
+and brings them back, counting which backend answered each request: deleted (SIGTERM, their
+sidecars drain) not one request fails; crashed (SIGKILL) only a response already on its way
+to the client when its pod died may be cut (a proxy cannot take back what it sent), every
+other request succeeds. Region B answers while region A is gone, region A again once back. A pod in region B with the wrong identity fails sidecar A's handshake (counted in
 ssl.fail_verify_san; its backend sees nothing), and with the gateway gone as well requests end
 at once with a 503.
 
