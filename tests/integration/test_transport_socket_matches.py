@@ -134,6 +134,32 @@ class TransportSocketMatches(unittest.TestCase):
                          'a health check over TLS')
             self.assertEqual(spread(port, 10), {'mesh': 5, 'legacy': 5})
 
+    def test_auto_config_speaks_h2_to_the_tls_endpoint_and_http1_to_the_plain_one(self):
+        # Istio's sidecar-to-sidecar HTTP/2: ALPN on the mTLS endpoints, HTTP/1.1 on the
+        # others, in one cluster: each host's pool takes the protocol of its own transport.
+        from h2upstream import H2Upstream
+        pki = certs.standard_pki()
+        h2 = H2Upstream(ssl_context=certs.server_context(pki['backend'], client_ca=pki['ca'],
+                                                         alpn=['h2', 'http/1.1']))
+        self.addCleanup(h2.close)
+        plain = self.plain_upstream('legacy')
+        port, admin = h.free_ports(2)
+        hpo = 'envoy.extensions.upstreams.http.v3.HttpProtocolOptions'
+        c = cluster([endpoint(h2.port, ISTIO), endpoint(plain.port)],
+                    transport_socket_matches=istio_matches(),
+                    typed_extension_protocol_options={hpo: {
+                        '@type': 'type.googleapis.com/' + hpo,
+                        'auto_config': {'http2_protocol_options': {}}}})
+        with h.Petrel(proxy(port, admin, [c])) as p:
+            statuses = collections.Counter()
+            for i in range(6):
+                r = h.http_request(port, path='/echo/%d' % i)
+                statuses[(r.status, 'legacy' if r.get('x-upstream-name') else 'h2')] += 1
+            self.assertEqual(statuses, {(200, 'h2'): 3, (200, 'legacy'): 3})
+            self.assertEqual(h2.alpn[0], 'h2')
+            p.wait_stat('cluster.svc.upstream_cx_http2_total', 1)
+            p.wait_stat('cluster.svc.upstream_cx_http1_total', 1)
+
     def test_wrong_identity_behind_a_match_fails_alone(self):
         rogue = self.tls_upstream('rogue', cert='rogue')
         plain = self.plain_upstream('legacy')
