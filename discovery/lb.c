@@ -357,14 +357,11 @@ static uint32_t zone_locality(pt_cluster_t *c, const pt_lb_zone_t *z, int32_t me
     return lo;
 }
 
-static inline const pt_lb_hosts_t *choose(pt_cluster_t *c, pt_worker_t *w, pt_lb_local_t *l,
-                                           const uint64_t *hash)
+/* The subset of the priority and kind ch (priority x 2, + 1 for degraded hosts) names. */
+static inline const pt_lb_hosts_t *choose_in(pt_cluster_t *c, pt_worker_t *w, pt_lb_local_t *l,
+                                             unsigned ch)
 {
     const pt_lb_set_t *s = l->set;
-    if (s->fast != NULL)
-        return s->fast;
-    unsigned ch = s->single >= 0 ? (unsigned)s->single
-                                 : s->choice[(hash != NULL ? *hash : rnd()) % 100];
     unsigned p = ch >> 1, kind = ch & 1;
     const pt_lb_priority_t *pr = &s->prio[p];
     const pt_lb_hosts_t *whole = &pr->hosts[kind];
@@ -396,10 +393,91 @@ static inline const pt_lb_hosts_t *choose(pt_cluster_t *c, pt_worker_t *w, pt_lb
     return hs->n > 0 ? hs : whole;
 }
 
+static inline const pt_lb_hosts_t *choose(pt_cluster_t *c, pt_worker_t *w, pt_lb_local_t *l,
+                                           const uint64_t *hash)
+{
+    const pt_lb_set_t *s = l->set;
+    if (s->fast != NULL)
+        return s->fast;
+    unsigned ch = s->single >= 0 ? (unsigned)s->single
+                                 : s->choice[(hash != NULL ? *hash : rnd()) % 100];
+    return choose_in(c, w, l, ch);
+}
+
 const pt_lb_hosts_t *pt_lb_choose_hosts(pt_cluster_t *c, pt_worker_t *w, pt_lb_local_t *l,
                                         const uint64_t *hash)
 {
     return choose(c, w, l, hash);
+}
+
+/* ---- retry priority: previous_priorities ------------------------------------------ */
+
+static pt_host_t *pick_in(pt_cluster_t *c, pt_lb_local_t *l, const pt_lb_hosts_t *hs,
+                          pt_host_t *const *exclude, unsigned nexclude);
+
+int pt_lb_retry_choice(pt_cluster_t *c, pt_worker_t *w, const uint64_t *excluded,
+                       uint16_t choice[100])
+{
+    pt_lb_local_t *l = pt_lb_local_get(c, w);
+    if (l == NULL)
+        return -1;
+    const pt_lb_set_t *s = l->set;
+    unsigned n = s->npriorities;
+    uint32_t health[PT_LB_MAX_PRIORITY + 1], degraded[PT_LB_MAX_PRIORITY + 1];
+    uint32_t total = 0;
+    for (unsigned p = 0; p < n; p++) {
+        int out = (excluded[p / 64] >> (p % 64)) & 1;
+        health[p] = out ? 0 : s->prio[p].health;
+        degraded[p] = out ? 0 : s->prio[p].degraded;
+        total += health[p] + degraded[p];
+    }
+    if (total > 100)
+        total = 100;
+    if (total == 0)
+        return -1;
+    /* Envoy's distribution: as much load as their share allows to each priority in order,
+     * healthy hosts first, then degraded ones, again until all 100 are placed (rounding). */
+    uint32_t hl[PT_LB_MAX_PRIORITY + 1] = {0}, dl[PT_LB_MAX_PRIORITY + 1] = {0};
+    uint32_t left = 100;
+    while (left != 0) {
+        for (unsigned p = 0; p < n; p++) {
+            uint32_t d = health[p] * 100 / total;
+            d = d < left ? d : left;
+            hl[p] += d;
+            left -= d;
+        }
+        for (unsigned p = 0; p < n; p++) {
+            uint32_t d = degraded[p] * 100 / total;
+            d = d < left ? d : left;
+            dl[p] += d;
+            left -= d;
+        }
+    }
+    /* As the set's own table: draw d takes the first priority whose cumulative load, healthy
+     * ones then degraded ones, exceeds d (Envoy's choosePriority). */
+    unsigned d = 0;
+    for (unsigned p = 0; p < n; p++)
+        for (uint32_t k = 0; k < hl[p] && d < 100; k++)
+            choice[d++] = (uint16_t)(p * 2);
+    for (unsigned p = 0; p < n; p++)
+        for (uint32_t k = 0; k < dl[p] && d < 100; k++)
+            choice[d++] = (uint16_t)(p * 2 + 1);
+    return 0;
+}
+
+pt_host_t *pt_lb_pick_choice(pt_cluster_t *c, pt_worker_t *w, const uint16_t *choice,
+                             pt_host_t *const *exclude, unsigned nexclude)
+{
+    pt_lb_local_t *l = local_get(c, w);
+    if (l == NULL)
+        return NULL;
+    unsigned ch = choice[rnd() % 100];
+    /* Made against an older set with more priorities: the set's own choice. */
+    const pt_lb_hosts_t *hs = (ch >> 1) < l->set->npriorities ? choose_in(c, w, l, ch)
+                                                               : choose(c, w, l, NULL);
+    if (hs == NULL)
+        return NULL;
+    return pick_in(c, l, hs, exclude, nexclude);
 }
 
 /* ---- retries and stale health --------------------------------------------------- */

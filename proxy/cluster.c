@@ -1442,6 +1442,8 @@ int pt_cluster_prepare(pt_cluster_t *c)
          * starts). A host that stays keeps its verdict. */
         if (fresh && c->nhealth_checks > 0)
             atomic_fetch_or(&h->health, (uint32_t)PT_HOST_FAILED_ACTIVE_HC);
+        atomic_store_explicit(&h->priority, pt_cluster_host_info(c, c->nhosts)->priority,
+                              memory_order_relaxed);
         c->hosts[c->nhosts++] = h;
     }
     choose_host_transports(c);
@@ -1796,6 +1798,8 @@ pt_host_t *pt_cluster_pick_host(pt_cluster_t *c, pt_worker_t *w, const pt_lb_con
     default:
         break;
     }
+    if (__builtin_expect(ctx != NULL && ctx->priority_choice != NULL, 0))
+        return pt_lb_pick_choice(c, w, ctx->priority_choice, exclude, nexclude);
     return pt_lb_pick(c, w, exclude, nexclude);
 }
 

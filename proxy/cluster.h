@@ -228,6 +228,9 @@ typedef struct pt_host {
     _Atomic uint64_t cx_total, cx_connect_fail, rq_total, rq_error, rq_success, rq_timeout;
     _Atomic uint32_t cx_active, rq_active;
     _Atomic uint32_t odst_flags; /* PT_HOST_ODST_* (ORIGINAL_DST hosts) */
+    /* Its priority in the newest version that lists it (a retry's previous_priorities asks
+     * which priorities its attempts went to). */
+    _Atomic uint32_t priority;
     /* Its transport_socket_matches choice, made from the newest version's metadata when that
      * version was prepared: (id of that version's match list << 16) | (index of the match
      * + 1, or 0 for the cluster's own transport socket). 0: none made. */
@@ -332,6 +335,9 @@ struct pt_lb_context {
      * original_dst_lb_config.use_http_header. */
     const pt_addr_t *original_dst;
     const struct pt_http_headers *headers;
+    /* A retry's priority load (retry_priority previous_priorities, pt_lb_retry_choice), or
+     * NULL for the cluster's own. Hash balancers follow the cluster's, as Envoy's do. */
+    const uint16_t *priority_choice;
 };
 
 struct pt_odst_hosts;

@@ -229,7 +229,15 @@ def sidecar_config():
                  'name': 'envoy.retry_host_predicates.previous_hosts',
                  'typed_config': {'@type': 'type.googleapis.com/envoy.extensions.retry.host.'
                                            'previous_hosts.v3.PreviousHostsPredicate'}}],
-             'host_selection_retry_max_attempts': 3}
+             'host_selection_retry_max_attempts': 3,
+             # A retry after a failure in region A goes to region B at once, before health
+             # checks or outlier detection have said anything.
+             'retry_priority': {
+                 'name': 'envoy.retry_priorities.previous_priorities',
+                 'typed_config': {'@type': 'type.googleapis.com/envoy.extensions.retry.'
+                                           'priority.previous_priorities.v3.'
+                                           'PreviousPrioritiesConfig',
+                                  'update_frequency': 1}}}
     routes = [
         {'match': {'prefix': '/c/'}, 'route': {'cluster': 'svc-c', 'timeout': '5s'}},
         {'match': {'prefix': '/'}, 'route': {'cluster': 'svc-b', 'timeout': '10s',
