@@ -73,7 +73,7 @@ int pt_cluster_client_connect(pt_cluster_client_t *cc, pt_worker_t *w, char *err
     }
     const pt_host_t *host = c->hosts[next_host++ % c->nhosts];
     int cerr = 0;
-    cc->conn = pt_cluster_connect(c, w, &host->address, &connect_handler, cc, &cerr);
+    cc->conn = pt_cluster_connect(c, w, host, &connect_handler, cc, &cerr);
     if (cc->conn == NULL) {
         snprintf(err, errlen, "connect to %s: %s", host->address_str, strerror(-cerr));
         return -1;

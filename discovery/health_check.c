@@ -731,7 +731,7 @@ static void handle_failure(hc_session_t *s, fail_kind_t kind, int retriable, con
 static int open_conn(hc_session_t *s)
 {
     int err = 0;
-    s->conn = pt_cluster_connect(s->cl->c, s->cl->hc->worker, &s->host->address, &probe_handler,
+    s->conn = pt_cluster_connect(s->cl->c, s->cl->hc->worker, s->host, &probe_handler,
                                  s, &err);
     return s->conn != NULL ? 0 : err;
 }

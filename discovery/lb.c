@@ -49,11 +49,18 @@ typedef struct pt_lb_edf {
 } pt_lb_edf_t;
 
 /* Up to this many entries an EDF schedule is a plain array scanned for its earliest
- * deadline (fewer instructions than a heap's sift for a few localities or runs). */
+ * deadline (fewer instructions than a heap's sift for a few localities or runs). Its
+ * deadlines are keys: the deadline shifted left by EDF_KEY_BITS with the entry's position in
+ * the low bits, so the smallest key names the earliest entry, the first one on a tie (a
+ * plain minimum, no index to carry along the scan). */
 #define EDF_SCAN 16
+#define EDF_KEY_BITS 4
+#define EDF_KEY_MASK ((1ull << EDF_KEY_BITS) - 1)
 
 #define EDF_REBASE (1ull << 62)
 #define EDF_MAX_STEP (1ull << 61)
+/* Steps of a scanned schedule are capped lower, so that a key (shifted) stays below 2^63. */
+#define EDF_MAX_KEY_STEP (EDF_MAX_STEP >> EDF_KEY_BITS)
 
 /* A 4-ary heap: half the levels of a binary one, and its children share a cache line. */
 static void sift_down(pt_lb_edf_t *h, uint32_t n, uint32_t i)
@@ -115,10 +122,14 @@ static int edf_build(pt_lb_sched_t *sc, uint32_t n, const edf_src_t *src, uint32
         h[k].deadline = rnd() % st;
         k++;
     }
-    if (k > EDF_SCAN)
+    if (k > EDF_SCAN) {
         for (uint32_t i = k / 4 + 1; i-- > 0;)
             if (i < k)
                 sift_down(h, k, i);
+    } else {
+        for (uint32_t i = 0; i < k; i++)
+            h[i].deadline = (h[i].deadline % EDF_MAX_KEY_STEP) << EDF_KEY_BITS | i;
+    }
     free(sc->heap);
     sc->heap = h;
     sc->nheap = k;
@@ -131,14 +142,10 @@ static inline pt_lb_edf_t *edf_top(pt_lb_sched_t *sc)
     pt_lb_edf_t *h = sc->heap;
     if (sc->nheap > EDF_SCAN)
         return h;
-    uint32_t best = 0;
-    uint64_t bd = h[0].deadline;
-    for (uint32_t k = 1; k < sc->nheap; k++) {
-        uint64_t d = h[k].deadline;
-        best = d < bd ? k : best;
-        bd = d < bd ? d : bd;
-    }
-    return &h[best];
+    uint64_t key = h[0].deadline;
+    for (uint32_t k = 1; k < sc->nheap; k++)
+        key = h[k].deadline < key ? h[k].deadline : key;
+    return &h[key & EDF_KEY_MASK];
 }
 
 /* The entry whose turn it was (edf_top) comes up again `next` later. */
@@ -146,11 +153,17 @@ static inline void edf_advance(pt_lb_sched_t *sc, pt_lb_edf_t *top, uint64_t nex
 {
     pt_lb_edf_t *h = sc->heap;
     uint64_t now = top->deadline;
-    if (next > EDF_MAX_STEP)
-        next = EDF_MAX_STEP;
-    top->deadline = now + next;
-    if (sc->nheap > EDF_SCAN)
+    if (sc->nheap > EDF_SCAN) {
+        if (next > EDF_MAX_STEP)
+            next = EDF_MAX_STEP;
+        top->deadline = now + next;
         sift_down(h, sc->nheap, 0);
+    } else {
+        if (next > EDF_MAX_KEY_STEP)
+            next = EDF_MAX_KEY_STEP;
+        top->deadline = now + (next << EDF_KEY_BITS);
+        now &= ~EDF_KEY_MASK; /* the positions stay */
+    }
     if (__builtin_expect(now >= EDF_REBASE, 0)) /* deadlines start again from 0, in order */
         for (uint32_t i = 0; i < sc->nheap; i++)
             h[i].deadline -= now;
@@ -344,14 +357,11 @@ static uint32_t zone_locality(pt_cluster_t *c, const pt_lb_zone_t *z, int32_t me
     return lo;
 }
 
-static inline const pt_lb_hosts_t *choose(pt_cluster_t *c, pt_worker_t *w, pt_lb_local_t *l,
-                                           const uint64_t *hash)
+/* The subset of the priority and kind ch (priority x 2, + 1 for degraded hosts) names. */
+static inline const pt_lb_hosts_t *choose_in(pt_cluster_t *c, pt_worker_t *w, pt_lb_local_t *l,
+                                             unsigned ch)
 {
     const pt_lb_set_t *s = l->set;
-    if (s->fast != NULL)
-        return s->fast;
-    unsigned ch = s->single >= 0 ? (unsigned)s->single
-                                 : s->choice[(hash != NULL ? *hash : rnd()) % 100];
     unsigned p = ch >> 1, kind = ch & 1;
     const pt_lb_priority_t *pr = &s->prio[p];
     const pt_lb_hosts_t *whole = &pr->hosts[kind];
@@ -383,10 +393,91 @@ static inline const pt_lb_hosts_t *choose(pt_cluster_t *c, pt_worker_t *w, pt_lb
     return hs->n > 0 ? hs : whole;
 }
 
+static inline const pt_lb_hosts_t *choose(pt_cluster_t *c, pt_worker_t *w, pt_lb_local_t *l,
+                                           const uint64_t *hash)
+{
+    const pt_lb_set_t *s = l->set;
+    if (s->fast != NULL)
+        return s->fast;
+    unsigned ch = s->single >= 0 ? (unsigned)s->single
+                                 : s->choice[(hash != NULL ? *hash : rnd()) % 100];
+    return choose_in(c, w, l, ch);
+}
+
 const pt_lb_hosts_t *pt_lb_choose_hosts(pt_cluster_t *c, pt_worker_t *w, pt_lb_local_t *l,
                                         const uint64_t *hash)
 {
     return choose(c, w, l, hash);
+}
+
+/* ---- retry priority: previous_priorities ------------------------------------------ */
+
+static pt_host_t *pick_in(pt_cluster_t *c, pt_lb_local_t *l, const pt_lb_hosts_t *hs,
+                          pt_host_t *const *exclude, unsigned nexclude);
+
+int pt_lb_retry_choice(pt_cluster_t *c, pt_worker_t *w, const uint64_t *excluded,
+                       uint16_t choice[100])
+{
+    pt_lb_local_t *l = pt_lb_local_get(c, w);
+    if (l == NULL)
+        return -1;
+    const pt_lb_set_t *s = l->set;
+    unsigned n = s->npriorities;
+    uint32_t health[PT_LB_MAX_PRIORITY + 1], degraded[PT_LB_MAX_PRIORITY + 1];
+    uint32_t total = 0;
+    for (unsigned p = 0; p < n; p++) {
+        int out = (excluded[p / 64] >> (p % 64)) & 1;
+        health[p] = out ? 0 : s->prio[p].health;
+        degraded[p] = out ? 0 : s->prio[p].degraded;
+        total += health[p] + degraded[p];
+    }
+    if (total > 100)
+        total = 100;
+    if (total == 0)
+        return -1;
+    /* Envoy's distribution: as much load as their share allows to each priority in order,
+     * healthy hosts first, then degraded ones, again until all 100 are placed (rounding). */
+    uint32_t hl[PT_LB_MAX_PRIORITY + 1] = {0}, dl[PT_LB_MAX_PRIORITY + 1] = {0};
+    uint32_t left = 100;
+    while (left != 0) {
+        for (unsigned p = 0; p < n; p++) {
+            uint32_t d = health[p] * 100 / total;
+            d = d < left ? d : left;
+            hl[p] += d;
+            left -= d;
+        }
+        for (unsigned p = 0; p < n; p++) {
+            uint32_t d = degraded[p] * 100 / total;
+            d = d < left ? d : left;
+            dl[p] += d;
+            left -= d;
+        }
+    }
+    /* As the set's own table: draw d takes the first priority whose cumulative load, healthy
+     * ones then degraded ones, exceeds d (Envoy's choosePriority). */
+    unsigned d = 0;
+    for (unsigned p = 0; p < n; p++)
+        for (uint32_t k = 0; k < hl[p] && d < 100; k++)
+            choice[d++] = (uint16_t)(p * 2);
+    for (unsigned p = 0; p < n; p++)
+        for (uint32_t k = 0; k < dl[p] && d < 100; k++)
+            choice[d++] = (uint16_t)(p * 2 + 1);
+    return 0;
+}
+
+pt_host_t *pt_lb_pick_choice(pt_cluster_t *c, pt_worker_t *w, const uint16_t *choice,
+                             pt_host_t *const *exclude, unsigned nexclude)
+{
+    pt_lb_local_t *l = local_get(c, w);
+    if (l == NULL)
+        return NULL;
+    unsigned ch = choice[rnd() % 100];
+    /* Made against an older set with more priorities: the set's own choice. */
+    const pt_lb_hosts_t *hs = (ch >> 1) < l->set->npriorities ? choose_in(c, w, l, ch)
+                                                               : choose(c, w, l, NULL);
+    if (hs == NULL)
+        return NULL;
+    return pick_in(c, l, hs, exclude, nexclude);
 }
 
 /* ---- retries and stale health --------------------------------------------------- */

@@ -50,6 +50,17 @@ typedef struct pt_lb_local {
 pt_host_t *pt_lb_pick(pt_cluster_t *c, pt_worker_t *w, pt_host_t *const *exclude,
                       unsigned nexclude);
 
+/* retry_priority previous_priorities (Envoy's PreviousPrioritiesRetryPriority): the priority
+ * load of c's set with the priorities in `excluded` (a bit per priority, 3 words) taken out,
+ * spread over the others by their availability as Envoy spreads it, as a 100-entry choice
+ * table (priority x 2, + 1 for degraded hosts). -1 when no priority is left with any
+ * availability: the set's own load then applies. */
+int pt_lb_retry_choice(pt_cluster_t *c, pt_worker_t *w, const uint64_t *excluded,
+                       uint16_t choice[100]);
+/* A pick whose priority comes from such a table (a retry's) instead of the set's. */
+pt_host_t *pt_lb_pick_choice(pt_cluster_t *c, pt_worker_t *w, const uint16_t *choice,
+                             pt_host_t *const *exclude, unsigned nexclude);
+
 /* The calling thread's state for c, made or brought up to date with c's set now; NULL out of
  * memory or when c has no set (not prepared). */
 pt_lb_local_t *pt_lb_local_get(pt_cluster_t *c, pt_worker_t *w);

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "discovery/priority_set.h"
 #include "proxy/cluster.h"
 #include "proxy/random.h"
 #include "proxy/worker.h"
@@ -390,36 +391,68 @@ pt_lb_hash_t *pt_lb_maglev_build(const pt_lb_hash_host_t *hosts, unsigned n, uin
     return t;
 }
 
-/* ---- a cluster version's published table ------------------------------------------------- */
+/* ---- a cluster version's published tables ------------------------------------------------ */
+
+/* The tables of one health state of a cluster version, as Envoy's thread-aware balancers
+ * keep them: per priority one table, over its healthy hosts, or over all of its hosts while
+ * it is in panic (NULL when that is none), and the priority set whose priority load a pick
+ * follows. A hash picks the priority first (hash % 100 against the load, Envoy's
+ * choosePriority), then its host in that priority's table: a priority that fails over keeps
+ * its keys where they were in the others. Degraded hosts are in no table (Envoy's are not
+ * either): a draw that lands on a priority's degraded share picks among its healthy hosts. */
+typedef struct hash_tables {
+    _Atomic long refs;
+    uint64_t id; /* unique among the table sets of this process */
+    pt_lb_set_t *set; /* a reference */
+    unsigned nprio;
+    pt_lb_hash_t **t; /* [priority * 3 + pt_lb_kind_t]: PT_LB_HEALTHY or PT_LB_ALL */
+    /* The table of every pick when one priority and kind takes the whole load and is not
+     * in panic (the common case: no draw); NULL otherwise. */
+    const pt_lb_hash_t *only;
+} hash_tables_t;
+
+static _Atomic uint64_t next_tables_id = 1;
+
+static void tables_unref(hash_tables_t *ts)
+{
+    if (ts == NULL || atomic_fetch_sub_explicit(&ts->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (unsigned i = 0; i < ts->nprio * 3; i++)
+        pt_lb_hash_unref(ts->t[i]);
+    pt_lb_set_unref(ts->set);
+    free(ts->t);
+    free(ts);
+}
 
 typedef struct lb_hash_slot {
-    _Alignas(64) pt_lb_hash_t *table; /* the worker's reference to the table it last used */
+    _Alignas(64) hash_tables_t *tables; /* the worker's reference to the set it last used */
 } lb_hash_slot_t;
 
-/* The table picks of one cluster version use. The main thread replaces `current` (under the
+/* The tables picks of one cluster version use. The main thread replaces `current` (under the
  * lock, bumping current_id); a worker sees the id change with one atomic load and takes a
- * reference to the new table under the lock, dropping its reference to the old one, which is
- * freed by whoever lets go of it last. */
+ * reference to the new tables under the lock, dropping its reference to the old ones, which
+ * are freed by whoever lets go of them last. */
 struct pt_lb_hash_pub {
     pthread_mutex_t lock;
-    pt_lb_hash_t *current; /* a reference; written by the main thread only */
+    hash_tables_t *current; /* a reference; written by the main thread only */
     _Atomic uint64_t current_id;
     unsigned nslots;
     lb_hash_slot_t slots[];
 };
 
-__attribute__((noinline, cold)) static pt_lb_hash_t *slot_refresh(struct pt_lb_hash_pub *p,
-                                                                  lb_hash_slot_t *s)
+__attribute__((noinline, cold)) static hash_tables_t *slot_refresh(struct pt_lb_hash_pub *p,
+                                                                   lb_hash_slot_t *s)
 {
     pthread_mutex_lock(&p->lock);
-    pt_lb_hash_t *t = pt_lb_hash_ref(p->current);
+    hash_tables_t *ts = p->current;
+    atomic_fetch_add_explicit(&ts->refs, 1, memory_order_relaxed);
     pthread_mutex_unlock(&p->lock);
-    pt_lb_hash_unref(s->table);
-    s->table = t;
-    return t;
+    tables_unref(s->tables);
+    s->tables = ts;
+    return ts;
 }
 
-static inline const pt_lb_hash_t *table_for(const pt_cluster_t *c, const pt_worker_t *w)
+static inline const hash_tables_t *tables_for(const pt_cluster_t *c, const pt_worker_t *w)
 {
     struct pt_lb_hash_pub *p = c->lb_hash_pub;
     if (p == NULL)
@@ -429,49 +462,47 @@ static inline const pt_lb_hash_t *table_for(const pt_cluster_t *c, const pt_work
         return p->current;
     lb_hash_slot_t *s = &p->slots[w->id];
     uint64_t id = atomic_load_explicit(&p->current_id, memory_order_acquire);
-    if (s->table != NULL && s->table->id == id)
-        return s->table;
+    if (s->tables != NULL && s->tables->id == id)
+        return s->tables;
     return slot_refresh(p, s);
 }
 
-const pt_lb_hash_t *pt_lb_hash_cluster_table(const pt_cluster_t *c)
+const pt_lb_hash_t *pt_lb_hash_cluster_table(const pt_cluster_t *c, unsigned priority,
+                                             unsigned kind)
 {
-    return c->lb_hash_pub != NULL ? c->lb_hash_pub->current : NULL;
+    const hash_tables_t *ts = c->lb_hash_pub != NULL ? c->lb_hash_pub->current : NULL;
+    if (ts == NULL || priority >= ts->nprio || kind > PT_LB_ALL)
+        return NULL;
+    return ts->t[priority * 3 + kind];
 }
 
-static void publish(struct pt_lb_hash_pub *p, pt_lb_hash_t *t)
+static void publish(struct pt_lb_hash_pub *p, hash_tables_t *ts)
 {
     pthread_mutex_lock(&p->lock);
-    pt_lb_hash_t *old = p->current;
-    p->current = t;
-    atomic_store_explicit(&p->current_id, t->id, memory_order_release);
+    hash_tables_t *old = p->current;
+    p->current = ts;
+    atomic_store_explicit(&p->current_id, ts->id, memory_order_release);
     pthread_mutex_unlock(&p->lock);
-    pt_lb_hash_unref(old); /* workers that still use it hold their own references */
+    tables_unref(old); /* workers that still use them hold their own references */
 }
 
-/* The hosts a table is built over: the healthy ones, or all of them in panic (fewer healthy
- * than healthy_panic_threshold percent), as Envoy. Their keys point into the hosts. */
-static unsigned eligible_hosts(const pt_cluster_t *c, pt_lb_hash_host_t *out)
+/* The hosts of a subset of the set, as a table is built over them. Their keys point into the
+ * hosts. */
+static unsigned subset_hosts(const pt_cluster_t *c, const pt_lb_hosts_t *hs,
+                             pt_lb_hash_host_t *out)
 {
-    unsigned healthy = 0;
-    for (unsigned i = 0; i < c->nhosts; i++)
-        healthy += atomic_load_explicit(&c->hosts[i]->health, memory_order_relaxed) == 0;
-    int panic = healthy < c->nhosts &&
-                (double)healthy * 100.0 < c->healthy_panic_threshold * (double)c->nhosts;
     const pt_lb_hash_config_t *cfg = c->lb_hash;
-    unsigned n = 0;
-    for (unsigned i = 0; i < c->nhosts; i++) {
-        pt_host_t *h = c->hosts[i];
-        if (!panic && atomic_load_explicit(&h->health, memory_order_relaxed) != 0)
-            continue;
+    for (uint32_t i = 0; i < hs->n; i++) {
+        uint32_t k = hs->idx[i];
+        pt_host_t *h = c->hosts[k];
         const char *key = h->address_str;
         if (cfg->use_hostname && h->hostname != NULL && h->hostname[0])
             key = h->hostname;
-        uint32_t w = pt_cluster_host_info(c, i)->weight;
-        out[n++] = (pt_lb_hash_host_t){.key = key, .key_len = strlen(key),
-                                       .weight = w ? w : 1, .host = h};
+        uint32_t w = pt_cluster_host_info(c, k)->weight;
+        out[i] = (pt_lb_hash_host_t){.key = key, .key_len = strlen(key), .weight = w ? w : 1,
+                                     .host = h};
     }
-    return n;
+    return hs->n;
 }
 
 static pt_lb_hash_t *build_for(const pt_cluster_t *c, const pt_lb_hash_host_t *hosts, unsigned n)
@@ -482,6 +513,75 @@ static pt_lb_hash_t *build_for(const pt_cluster_t *c, const pt_lb_hash_host_t *h
     return pt_lb_ring_build(hosts, n, cfg->min_ring_size, cfg->max_ring_size, cfg->hash_function);
 }
 
+static int same_members(const pt_lb_hash_t *t, const pt_lb_hash_host_t *hosts, unsigned n)
+{
+    if (t == NULL || t->nmembers != n)
+        return 0;
+    for (unsigned i = 0; i < n; i++)
+        if (t->members[i] != hosts[i].host)
+            return 0;
+    return 1;
+}
+
+/* The tables of c's set now; a table over the same hosts as one of `old` at the same place
+ * is that table, not one built again. *unchanged: every table and the priority choice are
+ * old's (nothing to publish). NULL out of memory. */
+static hash_tables_t *tables_build(const pt_cluster_t *c, const hash_tables_t *old,
+                                   int *unchanged)
+{
+    *unchanged = 0;
+    pt_lb_set_t *set = pt_lb_set_acquire((pt_cluster_t *)c, pt_lb_thread_slot(NULL));
+    if (set == NULL)
+        return NULL;
+    hash_tables_t *ts = calloc(1, sizeof(*ts));
+    pt_lb_hash_host_t *hosts = malloc((c->nhosts ? c->nhosts : 1) * sizeof(*hosts));
+    if (ts == NULL || hosts == NULL ||
+        (set->npriorities > 0 &&
+         (ts->t = calloc((size_t)set->npriorities * 3, sizeof(*ts->t))) == NULL)) {
+        free(hosts);
+        free(ts);
+        pt_lb_set_unref(set);
+        return NULL;
+    }
+    atomic_init(&ts->refs, 1);
+    ts->set = set;
+    ts->nprio = set->npriorities;
+    int same = old != NULL && old->nprio == ts->nprio && old->set->single == set->single &&
+               (set->choice == NULL) == (old->set->choice == NULL) &&
+               (set->choice == NULL ||
+                memcmp(set->choice, old->set->choice, 100 * sizeof(*set->choice)) == 0);
+    for (unsigned p = 0; p < ts->nprio; p++) {
+        const pt_lb_priority_t *pr = &set->prio[p];
+        for (unsigned kind = 0; kind < 3; kind++) {
+            unsigned at = p * 3 + kind;
+            const pt_lb_hash_t *was = old != NULL && at < old->nprio * 3 ? old->t[at] : NULL;
+            /* A priority's healthy hosts, or all of them in its panic. */
+            unsigned want = pr->panic ? PT_LB_ALL : PT_LB_HEALTHY;
+            unsigned n = kind != want ? 0 : subset_hosts(c, &pr->hosts[kind], hosts);
+            if (n == 0) {
+                same &= was == NULL;
+                continue;
+            }
+            if (same_members(was, hosts, n)) {
+                ts->t[at] = pt_lb_hash_ref((pt_lb_hash_t *)was);
+                continue;
+            }
+            same = 0;
+            if ((ts->t[at] = build_for(c, hosts, n)) == NULL) {
+                free(hosts);
+                tables_unref(ts);
+                return NULL;
+            }
+        }
+    }
+    free(hosts);
+    if (set->single >= 0 && !set->prio[set->single >> 1].panic)
+        ts->only = ts->t[(set->single >> 1) * 3 + PT_LB_HEALTHY];
+    ts->id = atomic_fetch_add_explicit(&next_tables_id, 1, memory_order_relaxed);
+    *unchanged = same;
+    return ts;
+}
+
 int pt_lb_hash_cluster_prepare(pt_cluster_t *c)
 {
     if (c->lb_hash == NULL || c->lb_hash_pub != NULL)
@@ -490,19 +590,16 @@ int pt_lb_hash_cluster_prepare(pt_cluster_t *c)
     size_t bytes = sizeof(struct pt_lb_hash_pub) + nslots * sizeof(lb_hash_slot_t);
     bytes = (bytes + 63) & ~(size_t)63;
     struct pt_lb_hash_pub *p = aligned_alloc(64, bytes);
-    pt_lb_hash_host_t *hosts = malloc((c->nhosts ? c->nhosts : 1) * sizeof(*hosts));
-    pt_lb_hash_t *t = NULL;
-    if (p != NULL && hosts != NULL)
-        t = build_for(c, hosts, eligible_hosts(c, hosts));
-    free(hosts);
-    if (t == NULL) {
+    int unchanged;
+    hash_tables_t *ts = p != NULL ? tables_build(c, NULL, &unchanged) : NULL;
+    if (ts == NULL) {
         free(p);
         return -1;
     }
     memset(p, 0, bytes);
     pthread_mutex_init(&p->lock, NULL);
-    p->current = t;
-    atomic_init(&p->current_id, t->id);
+    p->current = ts;
+    atomic_init(&p->current_id, ts->id);
     p->nslots = nslots;
     c->lb_hash_pub = p;
     return 0;
@@ -513,18 +610,14 @@ void pt_lb_hash_cluster_health_changed(pt_cluster_t *c)
     struct pt_lb_hash_pub *p = c->lb_hash_pub;
     if (p == NULL)
         return;
-    pt_lb_hash_host_t *hosts = malloc((c->nhosts ? c->nhosts : 1) * sizeof(*hosts));
-    if (hosts == NULL)
-        return; /* the table stays as it is until the next change */
-    unsigned n = eligible_hosts(c, hosts);
-    const pt_lb_hash_t *cur = p->current;
-    int same = cur->nmembers == n;
-    for (unsigned i = 0; same && i < n; i++)
-        same = cur->members[i] == hosts[i].host;
-    pt_lb_hash_t *t = same ? NULL : build_for(c, hosts, n);
-    free(hosts);
-    if (t != NULL)
-        publish(p, t);
+    int unchanged;
+    hash_tables_t *ts = tables_build(c, p->current, &unchanged);
+    if (ts == NULL)
+        return; /* out of memory: the tables stay as they are until the next change */
+    if (unchanged)
+        tables_unref(ts);
+    else
+        publish(p, ts);
 }
 
 void pt_lb_hash_cluster_dispose(pt_cluster_t *c)
@@ -533,8 +626,8 @@ void pt_lb_hash_cluster_dispose(pt_cluster_t *c)
     if (p == NULL)
         return;
     for (unsigned i = 0; i < p->nslots; i++)
-        pt_lb_hash_unref(p->slots[i].table);
-    pt_lb_hash_unref(p->current);
+        tables_unref(p->slots[i].tables);
+    tables_unref(p->current);
     pthread_mutex_destroy(&p->lock);
     free(p);
     c->lb_hash_pub = NULL;
@@ -548,17 +641,43 @@ static int excluded(const pt_host_t *h, pt_host_t *const *exclude, unsigned n)
     return 0;
 }
 
+/* The table a hash picks in: its priority by the priority load, that priority's healthy
+ * hosts, all of them in its panic. NULL when there is none (no host, or a
+ * panic with fail_traffic_on_panic). */
+__attribute__((noinline)) static const pt_lb_hash_t *table_of(pt_cluster_t *c,
+                                                               const hash_tables_t *ts,
+                                                               uint64_t h)
+{
+    if (ts->only != NULL)
+        return ts->only;
+    if (__builtin_expect(ts->nprio == 0, 0))
+        return NULL;
+    const pt_lb_set_t *s = ts->set;
+    unsigned ch = s->single >= 0 ? (unsigned)s->single : s->choice[h % 100];
+    unsigned p = ch >> 1, kind = PT_LB_HEALTHY; /* healthy or degraded share alike */
+    if (__builtin_expect(s->prio[p].panic, 0)) {
+        pt_cluster_lb_stat_inc(c, PT_LB_STAT_lb_healthy_panic);
+        if (c->fail_traffic_on_panic)
+            return NULL;
+        kind = PT_LB_ALL;
+    }
+    return ts->t[p * 3 + kind];
+}
+
 /* Attempts at another host when the first is excluded (a retry avoiding hosts tried). */
 #define HASH_RETRY_ATTEMPTS 16
 
 /* The picks off the common path: no hash (a random one), or hosts to avoid. */
-__attribute__((noinline)) static pt_host_t *pick_slow(const pt_lb_hash_t *t,
+__attribute__((noinline)) static pt_host_t *pick_slow(pt_cluster_t *c, const hash_tables_t *ts,
                                                       const pt_lb_context_t *ctx,
                                                       pt_host_t *const *exclude,
                                                       unsigned nexclude)
 {
     /* Without a hash, a random one: Envoy's hash balancers then pick at random. */
     uint64_t h = ctx != NULL && ctx->has_hash ? ctx->hash : pt_random_u64();
+    const pt_lb_hash_t *t = table_of(c, ts, h);
+    if (t == NULL)
+        return NULL;
     pt_host_t *host = pt_lb_hash_choose(t, h, 0);
     if (host == NULL || nexclude == 0 || !excluded(host, exclude, nexclude))
         return host;
@@ -573,11 +692,15 @@ __attribute__((noinline)) static pt_host_t *pick_slow(const pt_lb_hash_t *t,
 pt_host_t *pt_lb_hash_pick(pt_cluster_t *c, pt_worker_t *w, const pt_lb_context_t *ctx,
                            pt_host_t *const *exclude, unsigned nexclude)
 {
-    const pt_lb_hash_t *t = table_for(c, w);
-    if (__builtin_expect(t == NULL, 0))
+    const hash_tables_t *ts = tables_for(c, w);
+    if (__builtin_expect(ts == NULL, 0))
         return NULL;
     if (__builtin_expect(ctx == NULL || !ctx->has_hash || nexclude > 0, 0))
-        return pick_slow(t, ctx, exclude, nexclude);
+        return pick_slow(c, ts, ctx, exclude, nexclude);
+    /* One table takes every pick (one priority, no panic), else a draw picks it. */
+    const pt_lb_hash_t *t = ts->only;
+    if (__builtin_expect(t == NULL, 0) && (t = table_of(c, ts, ctx->hash)) == NULL)
+        return NULL;
     return pt_lb_hash_choose(t, ctx->hash, 0);
 }
 

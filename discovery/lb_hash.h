@@ -1,11 +1,16 @@
 /* Consistent-hash load balancers: Envoy's RING_HASH and MAGLEV, and the hash functions they and
  * the routes' hash_policy use.
  *
- * A cluster version (one host set) with either policy gets one table, built on the main
- * thread when the version is prepared and again when the health of its hosts changes (health
- * checks, outlier detection). Workers share it read-only: each keeps a reference to the table
- * it last used and takes the new one the first time it picks after a change (one atomic load
- * per pick tells), so a table is freed when its last worker let go of it. A pick costs a binary
+ * A cluster version (one host set) with either policy gets a table per priority, as Envoy's
+ * thread-aware balancers have: over the priority's healthy hosts, or over all of them while
+ * the priority is in panic. A pick draws the priority from the hash
+ * and the priority load (Envoy's choosePriority: hash % 100), then the host in that
+ * priority's table, so failing over to another priority moves no key within the others.
+ * The tables are built on the main thread when the version is prepared and again when the
+ * health of its hosts changes (health checks, outlier detection), a table whose hosts did not
+ * change kept. Workers share them read-only: each keeps a reference to the tables it last
+ * used and takes the new ones the first time it picks after a change (one atomic load per
+ * pick tells), so a table is freed when its last worker let go of it. A pick costs a binary
  * search over the ring (O(log n)) or one slot of the Maglev table (O(1)).
  *
  * The algorithms (first part) are pure: tables over an array of (key, weight, opaque host),
@@ -161,11 +166,11 @@ void pt_lb_policy_parse(pt_cfg_t *r, pt_cluster_t *c);
 void pt_lb_hash_apply_common(pt_cluster_t *c);
 void pt_lb_hash_parse_common(pt_cfg_t *r, pt_cluster_t *c);
 
-/* Main thread, when c is prepared (its hosts known): builds its table. 0, or -1 out of
- * memory. Nothing for other policies. */
+/* Main thread, when c is prepared (its hosts known, its priority set published): builds its
+ * tables. 0, or -1 out of memory. Nothing for other policies. */
 int pt_lb_hash_cluster_prepare(pt_cluster_t *c);
-/* Main thread: the health of c's hosts may have changed; the table is built again (over the
- * healthy hosts, or all of them in panic) when its hosts change, and published. */
+/* Main thread, after c's priority set was published again: the health of c's hosts may have
+ * changed; the tables whose hosts changed are built again, and published. */
 void pt_lb_hash_cluster_health_changed(pt_cluster_t *c);
 /* Drops c's tables (c's last reference went). */
 void pt_lb_hash_cluster_dispose(pt_cluster_t *c);
@@ -173,7 +178,10 @@ void pt_lb_hash_cluster_dispose(pt_cluster_t *c);
  * avoided while a few more attempts find another. */
 pt_host_t *pt_lb_hash_pick(pt_cluster_t *c, pt_worker_t *w, const pt_lb_context_t *ctx,
                            pt_host_t *const *exclude, unsigned nexclude);
-/* The table c's picks use now (for tests and the admin), not a reference; NULL when c has none. */
-const pt_lb_hash_t *pt_lb_hash_cluster_table(const pt_cluster_t *c);
+/* The table c's picks use now for a priority and kind of hosts (pt_lb_kind_t: 0 healthy,
+ * 2 all, the latter only while the priority is in panic; never 1, degraded), for tests and
+ * the bench; not a reference. NULL when there is none. */
+const pt_lb_hash_t *pt_lb_hash_cluster_table(const pt_cluster_t *c, unsigned priority,
+                                             unsigned kind);
 
 #endif

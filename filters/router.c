@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "discovery/health_check.h"
+#include "discovery/lb.h"
 #include "discovery/lb_hash.h"
 #include "discovery/outlier.h"
 #include "filters/filter_common.h"
@@ -105,6 +106,10 @@ typedef struct router_state {
     uint32_t extra_codes[MAX_EXTRA_CODES];
     unsigned nextra_codes;
     pt_lb_context_t lb;        /* the request's hash from the route's hash_policy */
+    /* retry_priority previous_priorities: the priorities attempts went to, those taken out
+     * of the priority load at the last update, and that load (st->lb.priority_choice). */
+    uint64_t prio_attempted[3], prio_excluded[3];
+    uint16_t *prio_choice;
     const char **set_cookies;  /* cookies the hash policies made, for the response */
     unsigned nset_cookies;
     pt_trace_span_t *try_span; /* this try's CLIENT span (proxy/tracing.h), or NULL */
@@ -544,7 +549,7 @@ static pt_pool_protocol_t pool_protocol(const router_state_t *st)
         return PT_POOL_HTTP2;
     case PT_UPSTREAM_AUTO:
         /* ALPN picks on TLS; a plain connection cannot negotiate, so HTTP/1.1. */
-        return st->cluster->tls_ctx != NULL ? PT_POOL_ALPN : PT_POOL_HTTP1;
+        return pt_cluster_host_tls(st->cluster, st->host) != NULL ? PT_POOL_ALPN : PT_POOL_HTTP1;
     case PT_UPSTREAM_DOWNSTREAM: {
         const char *proto = st->s->info.protocol;
         return proto != NULL && strcmp(proto, "HTTP/2") == 0 ? PT_POOL_HTTP2 : PT_POOL_HTTP1;
@@ -917,7 +922,7 @@ static void tunnel_start(router_state_t *st)
     }
     int err = 0;
     st->tunnel =
-        pt_cluster_connect(st->cluster, s->worker, &st->host->address, &tunnel_handler, st, &err);
+        pt_cluster_connect(st->cluster, s->worker, st->host, &tunnel_handler, st, &err);
     pt_stat_inc(cstats(st)->upstream_cx_total);
     pt_stat_inc(cstats(st)->upstream_rq_total);
     atomic_fetch_add_explicit(&st->host->cx_total, 1, memory_order_relaxed);
@@ -940,8 +945,36 @@ static void tunnel_start(router_state_t *st)
         s->info.first_upstream_tx_mono_us = st->upstream_start_us;
 }
 
+/* retry_priority previous_priorities, as Envoy's PreviousPrioritiesRetryPriority: before
+ * a retry, once update_frequency attempts were made and at every multiple of it, the
+ * priorities attempted so far leave the priority load and the others share it by their
+ * availability; between updates the last load stays. When no priority is left with any
+ * availability, the cluster's own load applies again and the attempts are forgotten (the
+ * priorities taken out stay out, as in Envoy). */
+static void retry_priority_update(router_state_t *st)
+{
+    uint32_t freq = st->retry->previous_priorities;
+    unsigned attempted = st->attempt - 1;
+    if (attempted < freq || attempted % freq != 0)
+        return;
+    for (unsigned i = 0; i < 3; i++)
+        st->prio_excluded[i] |= st->prio_attempted[i];
+    if (st->prio_choice == NULL &&
+        (st->prio_choice = pt_arena_alloc(&st->s->arena, 100 * sizeof(uint16_t))) == NULL) {
+        st->lb.priority_choice = NULL;
+        return;
+    }
+    if (pt_lb_retry_choice(st->cluster, st->s->worker, st->prio_excluded, st->prio_choice) == 0) {
+        st->lb.priority_choice = st->prio_choice;
+    } else {
+        st->lb.priority_choice = NULL;
+        memset(st->prio_attempted, 0, sizeof(st->prio_attempted));
+    }
+}
+
 /* Picks a host for this attempt: with previous_hosts, up to host_selection_max_attempts
- * picks avoid hosts already tried. */
+ * picks avoid hosts already tried; with previous_priorities, a retry's priority load leaves
+ * out the priorities tried. */
 static pt_host_t *pick_host(router_state_t *st)
 {
     unsigned n = st->ntried < MAX_TRIED_HOSTS ? st->ntried : MAX_TRIED_HOSTS;
@@ -952,8 +985,16 @@ static pt_host_t *pick_host(router_state_t *st)
                                .headers = st->s->request_headers};
         return pt_cluster_pick_host(st->cluster, st->s->worker, &ctx, NULL, 0);
     }
+    if (__builtin_expect(st->attempt > 1 && st->retry != NULL &&
+                             st->retry->previous_priorities > 0, 0))
+        retry_priority_update(st);
     pt_host_t *h = pt_cluster_pick_host(st->cluster, st->s->worker, &st->lb,
                                         avoid ? st->tried : NULL, avoid ? n : 0);
+    if (h != NULL && st->retry != NULL && st->retry->previous_priorities > 0) {
+        uint32_t p = atomic_load_explicit(&h->priority, memory_order_relaxed);
+        if (p <= PT_LB_MAX_PRIORITY)
+            st->prio_attempted[p / 64] |= 1ull << (p % 64);
+    }
     if (avoid && h != NULL) {
         for (uint32_t i = 1; i < st->retry->host_selection_max_attempts; i++) {
             int seen = 0;

@@ -451,7 +451,7 @@ static void try_connect(tcp_proxy_t *tp)
     tp->attempts++;
     tp->us_start_ms = pt_loop_ms();
     int err = 0;
-    pt_conn_t *us = pt_cluster_connect(tp->cluster, s->worker, &h->address, &us_handler, tp, &err);
+    pt_conn_t *us = pt_cluster_connect(tp->cluster, s->worker, h, &us_handler, tp, &err);
     pt_stat_inc(tp->cluster->stats.upstream_cx_total);
     if (us == NULL) {
         pt_breaker_release_cx(b);

@@ -19,6 +19,7 @@
 #include "proxy/metadata.h"
 #include "proxy/http.h"
 #include "proxy/log.h"
+#include "proxy/transport_match.h"
 #include "proxy/worker.h"
 #include "tls/context.h"
 #include "tls/transport.h"
@@ -26,7 +27,7 @@
 /* Cluster fields Envoy has that petrel does not implement (yet): using one is an error
  * that says so, never silently ignored. */
 static const char *const cluster_unsupported[] = {
-    "transport_socket_matches", "alt_stat_name",
+    "alt_stat_name",
     "lb_subset_config",
     "protocol_selection",
     "close_connections_on_host_health_failure", "filters",
@@ -457,6 +458,7 @@ void pt_host_unref(pt_host_t *h)
 
 static struct pt_odst_hosts *odst_new(void);
 static void odst_free(struct pt_odst_hosts *m);
+static void choose_host_transports(pt_cluster_t *c);
 
 pt_cluster_t *pt_cluster_ref(pt_cluster_t *c)
 {
@@ -468,8 +470,12 @@ pt_cluster_t *pt_cluster_ref(pt_cluster_t *c)
 struct pt_cluster_tls {
     _Atomic long refs;
     pt_arena_t arena;   /* the settings and the context (its cleanup frees it) */
-    pt_digest_t digest; /* of the transport_socket configuration */
+    pt_digest_t digest; /* of transport_socket and transport_socket_matches */
+    uint32_t id;        /* unique: what hosts' transport choices refer to (pt_host_t) */
 };
+
+/* Ids of transport configurations; 0 is none. */
+static _Atomic uint32_t next_tls_id = 1;
 
 static void tls_own_unref(struct pt_cluster_tls *t)
 {
@@ -479,44 +485,85 @@ static void tls_own_unref(struct pt_cluster_tls *t)
     free(t);
 }
 
-pt_tls_context_t *pt_cluster_build_tls(pt_cluster_t *c, pt_cfg_t *r, const char *where)
+int pt_cluster_has_tls(const pt_cluster_t *c)
 {
-    if (c->tls == NULL || c->tls_own == NULL)
-        return NULL;
-    /* The context keeps its owner's name: a copy that lives as long as it does (versions
+    if (c->tls != NULL)
+        return 1;
+    for (unsigned i = 0; i < c->nmatches; i++)
+        if (c->matches[i].tls != NULL)
+            return 1;
+    return 0;
+}
+
+/* Without alpn_protocols of its own, a context offers what the cluster speaks: h2 for
+ * HTTP/2, h2 then http/1.1 for auto_config (the upstream's choice picks the codec). */
+static void default_alpn(const pt_cluster_t *c, pt_tls_settings_t *t)
+{
+    if (t->alpn != NULL && t->alpn_len != 0)
+        return;
+    if (c->protocol == PT_UPSTREAM_HTTP2) {
+        t->alpn = (const unsigned char *)"\x02h2";
+        t->alpn_len = 3;
+    } else if (c->protocol == PT_UPSTREAM_AUTO) {
+        t->alpn = (const unsigned char *)"\x02h2\x08http/1.1";
+        t->alpn_len = 12;
+    }
+}
+
+int pt_cluster_build_tls(pt_cluster_t *c, pt_cfg_t *r, const char *where)
+{
+    if (c->tls_own == NULL || !pt_cluster_has_tls(c))
+        return 0;
+    /* A context keeps its owner's name: a copy that lives as long as it does (versions
      * that share it come and go). */
     const char *owner = pt_arena_strdup(&c->tls_own->arena, c->name);
     if (owner == NULL) {
         pt_cfg_error(r, NULL, "out of memory");
-        return NULL;
+        return -1;
     }
-    /* Without alpn_protocols of its own, the context offers what the cluster speaks: h2 for
-     * HTTP/2, h2 then http/1.1 for auto_config (the upstream's choice picks the codec). */
-    if (c->tls->alpn == NULL || c->tls->alpn_len == 0) {
-        if (c->protocol == PT_UPSTREAM_HTTP2) {
-            c->tls->alpn = (const unsigned char *)"\x02h2";
-            c->tls->alpn_len = 3;
-        } else if (c->protocol == PT_UPSTREAM_AUTO) {
-            c->tls->alpn = (const unsigned char *)"\x02h2\x08http/1.1";
-            c->tls->alpn_len = 12;
-        }
+    const char *dot = where[0] ? "." : "";
+    char path[512];
+    if (c->tls != NULL) {
+        default_alpn(c, c->tls);
+        snprintf(path, sizeof(path), "%s%stransport_socket", where, dot);
+        c->tls_ctx = pt_tls_context_build(r, &c->tls_own->arena, c->tls, "cluster", owner, path);
+        if (c->tls_ctx == NULL)
+            return -1;
     }
-    c->tls_ctx = pt_tls_context_build(r, &c->tls_own->arena, c->tls, "cluster", owner, where);
-    return c->tls_ctx;
+    for (unsigned i = 0; i < c->nmatches; i++) {
+        pt_transport_match_t *m = &c->matches[i];
+        if (m->tls == NULL)
+            continue;
+        default_alpn(c, m->tls);
+        snprintf(path, sizeof(path), "%s%stransport_socket_matches[%u].transport_socket", where,
+                 dot, i);
+        m->tls_ctx = pt_tls_context_build(r, &c->tls_own->arena, m->tls, "cluster", owner, path);
+        if (m->tls_ctx == NULL)
+            return -1;
+    }
+    return 0;
 }
 
 int pt_cluster_share_tls(pt_cluster_t *c, const pt_cluster_t *from)
 {
     /* The protocol decides the ALPN a context offers when its settings name none. */
-    if (c->tls == NULL || from->tls_ctx == NULL || c->tls_own == NULL || from->tls_own == NULL ||
+    if (c->tls_own == NULL || from->tls_own == NULL || !pt_cluster_has_tls(from) ||
         !pt_digest_equal(c->tls_own->digest, from->tls_own->digest) ||
         c->protocol != from->protocol)
         return 0;
+    /* Built: every context there is (a version whose build failed is never shared). */
+    if (from->tls != NULL && from->tls_ctx == NULL)
+        return 0;
+    for (unsigned i = 0; i < from->nmatches; i++)
+        if (from->matches[i].tls != NULL && from->matches[i].tls_ctx == NULL)
+            return 0;
     tls_own_unref(c->tls_own);
     atomic_fetch_add_explicit(&from->tls_own->refs, 1, memory_order_relaxed);
     c->tls_own = from->tls_own;
     c->tls = from->tls;
     c->tls_ctx = from->tls_ctx;
+    c->matches = from->matches;
+    c->nmatches = from->nmatches;
     return 1;
 }
 
@@ -992,12 +1039,21 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
     parse_typed_protocol_options(r, c);
 
     json_t *ts = pt_cfg_get(r, "transport_socket");
-    if (ts != NULL && (c->tls_own = calloc(1, sizeof(*c->tls_own))) != NULL) {
+    json_t *tsm = pt_cfg_get(r, "transport_socket_matches");
+    if ((ts != NULL || tsm != NULL) && (c->tls_own = calloc(1, sizeof(*c->tls_own))) != NULL) {
         atomic_init(&c->tls_own->refs, 1);
         pt_arena_init_small(&c->tls_own->arena);
-        c->tls_own->digest = pt_json_digest(ts);
+        c->tls_own->id = atomic_fetch_add_explicit(&next_tls_id, 1, memory_order_relaxed);
+        /* Both in one digest: versions share contexts only when both are the same. */
+        json_t *both = json_pack("{s:O?, s:O?}", "transport_socket", ts,
+                                 "transport_socket_matches", tsm);
+        if (both == NULL)
+            pt_cfg_error(r, "transport_socket", "out of memory");
+        c->tls_own->digest = pt_json_digest(both);
+        json_decref(both);
         pt_tls_transport_socket_parse(r, &c->tls_own->arena, "transport_socket", 0, &c->tls);
-    } else if (ts != NULL) {
+        c->nmatches = pt_transport_matches_parse(r, &c->tls_own->arena, &c->matches);
+    } else if (ts != NULL || tsm != NULL) {
         pt_cfg_error(r, "transport_socket", "out of memory");
     }
 
@@ -1388,8 +1444,11 @@ int pt_cluster_prepare(pt_cluster_t *c)
          * starts). A host that stays keeps its verdict. */
         if (fresh && c->nhealth_checks > 0)
             atomic_fetch_or(&h->health, (uint32_t)PT_HOST_FAILED_ACTIVE_HC);
+        atomic_store_explicit(&h->priority, pt_cluster_host_info(c, c->nhosts)->priority,
+                              memory_order_relaxed);
         c->hosts[c->nhosts++] = h;
     }
+    choose_host_transports(c);
     /* Priorities and localities, for the workers (before any sees c), and c among the live
      * versions whose sets health changes make again. */
     if (pt_lb_publish(c) != 0)
@@ -1741,6 +1800,8 @@ pt_host_t *pt_cluster_pick_host(pt_cluster_t *c, pt_worker_t *w, const pt_lb_con
     default:
         break;
     }
+    if (__builtin_expect(ctx != NULL && ctx->priority_choice != NULL, 0))
+        return pt_lb_pick_choice(c, w, ctx->priority_choice, exclude, nexclude);
     return pt_lb_pick(c, w, exclude, nexclude);
 }
 
@@ -1778,16 +1839,58 @@ void pt_cluster_count_response(pt_cluster_t *c, int status)
     pt_stat_inc(id);
 }
 
-pt_conn_t *pt_cluster_connect(const pt_cluster_t *c, pt_worker_t *w, const pt_addr_t *addr,
+/* The transport_socket_matches choice for the i-th host: -1 for the cluster's own socket. */
+static int host_match(const pt_cluster_t *c, unsigned i)
+{
+    return pt_transport_match_find(c->matches, c->nmatches, pt_cluster_host_metadata(c, i));
+}
+
+/* Records in c's hosts which transport their metadata picks (main thread, before workers
+ * see c): a connection then finds it without looking the host up in c. */
+static void choose_host_transports(pt_cluster_t *c)
+{
+    if (c->nmatches == 0)
+        return;
+    uint64_t id = (uint64_t)c->tls_own->id << 16;
+    for (unsigned i = 0; i < c->nhosts; i++)
+        atomic_store_explicit(&c->hosts[i]->transport, id | (uint64_t)(host_match(c, i) + 1),
+                              memory_order_relaxed);
+}
+
+pt_tls_context_t *pt_cluster_host_tls(const pt_cluster_t *c, const pt_host_t *h)
+{
+    if (c->nmatches == 0)
+        return c->tls_ctx;
+    uint64_t v = atomic_load_explicit(&h->transport, memory_order_relaxed);
+    int m;
+    if (v >> 16 == c->tls_own->id) {
+        m = (int)(v & 0xffff) - 1;
+    } else {
+        /* The host's choice was made for another version's matches (an update in flight
+         * changed them): c's own, from c's metadata for it. A host c does not list
+         * (ORIGINAL_DST) has no metadata. */
+        const char *md = NULL;
+        for (unsigned i = 0; i < c->nhosts; i++)
+            if (c->hosts[i] == h) {
+                md = pt_cluster_host_metadata(c, i);
+                break;
+            }
+        m = pt_transport_match_find(c->matches, c->nmatches, md);
+    }
+    return m >= 0 ? c->matches[m].tls_ctx : c->tls_ctx;
+}
+
+pt_conn_t *pt_cluster_connect(const pt_cluster_t *c, pt_worker_t *w, const pt_host_t *host,
                               const pt_conn_handler_t *h, void *data, int *err)
 {
     const pt_transport_ops_t *transport = &pt_transport_raw;
     void *tls = NULL;
-    if (c->tls_ctx != NULL) {
-        tls = pt_tls_conn_new(c->tls_ctx, 0, c->tls_ctx->settings->sni);
+    pt_tls_context_t *ctx = pt_cluster_host_tls(c, host);
+    if (ctx != NULL) {
+        tls = pt_tls_conn_new(ctx, 0, ctx->settings->sni);
         if (tls == NULL) {
             /* An SDS secret has not come (no handshake without it), or out of memory. */
-            *err = atomic_load_explicit(&c->tls_ctx->secrets_missing, memory_order_relaxed) > 0
+            *err = atomic_load_explicit(&ctx->secrets_missing, memory_order_relaxed) > 0
                        ? -ENOKEY
                        : -ENOMEM;
             return NULL;
@@ -1795,7 +1898,8 @@ pt_conn_t *pt_cluster_connect(const pt_cluster_t *c, pt_worker_t *w, const pt_ad
         transport = pt_tls_transport();
     }
     /* From here the connection owns the TLS state, even if it cannot be made. */
-    pt_conn_t *conn = pt_conn_connect(w, addr, c->connect_timeout_ms, transport, tls, h, data, err);
+    pt_conn_t *conn = pt_conn_connect(w, &host->address, c->connect_timeout_ms, transport, tls,
+                                      h, data, err);
     if (conn == NULL)
         return NULL;
     conn->high_watermark = c->buffer_limit;
@@ -1856,8 +1960,8 @@ static pt_cluster_t *finish_version(pt_cluster_t *c, const pt_cluster_t *base,
     c->npending = npending;
     c->has_assignment = 1;
     /* The same configuration as base: the same TLS context, not one made again. */
-    if (c->tls != NULL && !pt_cluster_share_tls(c, base) &&
-        pt_cluster_build_tls(c, r, "transport_socket") == NULL) {
+    if (pt_cluster_has_tls(c) && !pt_cluster_share_tls(c, base) &&
+        pt_cluster_build_tls(c, r, "") != 0) {
         pt_cluster_unref(c);
         return NULL;
     }

@@ -228,6 +228,13 @@ typedef struct pt_host {
     _Atomic uint64_t cx_total, cx_connect_fail, rq_total, rq_error, rq_success, rq_timeout;
     _Atomic uint32_t cx_active, rq_active;
     _Atomic uint32_t odst_flags; /* PT_HOST_ODST_* (ORIGINAL_DST hosts) */
+    /* Its priority in the newest version that lists it (a retry's previous_priorities asks
+     * which priorities its attempts went to). */
+    _Atomic uint32_t priority;
+    /* Its transport_socket_matches choice, made from the newest version's metadata when that
+     * version was prepared: (id of that version's match list << 16) | (index of the match
+     * + 1, or 0 for the cluster's own transport socket). 0: none made. */
+    _Atomic uint64_t transport;
 } pt_host_t;
 
 /* An ORIGINAL_DST host's flags: picked since the last cleanup; dropped by a cleanup (its
@@ -328,6 +335,9 @@ struct pt_lb_context {
      * original_dst_lb_config.use_http_header. */
     const pt_addr_t *original_dst;
     const struct pt_http_headers *headers;
+    /* A retry's priority load (retry_priority previous_priorities, pt_lb_retry_choice), or
+     * NULL for the cluster's own. Hash balancers follow the cluster's, as Envoy's do. */
+    const uint16_t *priority_choice;
 };
 
 struct pt_odst_hosts;
@@ -415,10 +425,14 @@ struct pt_cluster {
     int has_assignment;
     pt_tls_settings_t *tls;    /* transport_socket: UpstreamTlsContext, or NULL (raw) */
     pt_tls_context_t *tls_ctx; /* built once the cluster validated (pt_cluster_build_tls) */
-    /* Where tls and tls_ctx live: an arena of their own, shared by the versions of the
-     * cluster with the same transport_socket, so certificates are read and the SSL context
-     * made once, not again with each endpoint update or unrelated change. NULL without
-     * TLS. */
+    /* transport_socket_matches (proxy/transport_match.h): the transport of each host
+     * chosen by its metadata (pt_cluster_host_tls); none: every host uses tls_ctx. */
+    struct pt_transport_match *matches;
+    unsigned nmatches;
+    /* Where tls, tls_ctx and the matches live: an arena of their own, shared by the
+     * versions of the cluster with the same transport_socket and transport_socket_matches,
+     * so certificates are read and SSL contexts made once, not again with each endpoint
+     * update or unrelated change. NULL with neither. */
     struct pt_cluster_tls *tls_own;
     /* ORIGINAL_DST: original_dst_lb_config and cleanup_interval, and the hosts made so far
      * (proxy/cluster.c explains why they live in a locked map). */
@@ -436,12 +450,19 @@ struct pt_cluster {
     struct pt_cluster *next_version, *prev_version; /* the state's live versions */
 };
 
-/* Builds c's TLS context (reads its certificates, checks its key), errors recorded in r
- * as "<where>: ..."; NULL on error. Without TLS: NULL and nothing recorded. */
-pt_tls_context_t *pt_cluster_build_tls(pt_cluster_t *c, pt_cfg_t *r, const char *where);
-/* Gives c (a new version, its TLS not built) the TLS settings and context of `from` when
- * their transport_socket configurations are equal. 1 when shared, else 0. */
+/* Whether c has TLS contexts to build: its transport_socket's, or a match's. */
+int pt_cluster_has_tls(const pt_cluster_t *c);
+/* Builds c's TLS contexts (reads their certificates, checks their keys): transport_socket's
+ * and each of transport_socket_matches'. Errors are recorded in r as "<where>.
+ * transport_socket: ..." (where: the cluster's path, "" for none). 0, or -1 on error. */
+int pt_cluster_build_tls(pt_cluster_t *c, pt_cfg_t *r, const char *where);
+/* Gives c (a new version, its TLS not built) the TLS settings and contexts of `from` when
+ * their transport_socket and transport_socket_matches configurations are equal. 1 when
+ * shared, else 0. */
 int pt_cluster_share_tls(pt_cluster_t *c, const pt_cluster_t *from);
+/* The TLS context of connections to h, one of c's hosts: the transport_socket_matches entry
+ * its metadata picks, else the cluster's transport_socket. NULL: raw. */
+pt_tls_context_t *pt_cluster_host_tls(const pt_cluster_t *c, const pt_host_t *h);
 
 /* Parses the cluster the reader is positioned in into a new cluster with one reference. The
  * result may be invalid when r holds new errors (the caller then drops it); NULL only on
@@ -552,13 +573,13 @@ pt_host_t **pt_cluster_odst_hosts(pt_cluster_t *c, unsigned *n);
  * hosts that are empty (proxy/pool.c). */
 extern _Atomic uint64_t pt_odst_removed_epoch;
 
-/* Opens a connection to addr (one of c's hosts) the way every upstream user does (pools,
- * tcp_proxy, health checks): the cluster's transport (raw, or its UpstreamTlsContext with
- * SNI), connect_timeout, per_connection_buffer_limit_bytes and TCP keepalive. Returns NULL
- * with *err < 0 when no connection could be started (-EMFILE and the like when no socket
+/* Opens a connection to host (one of c's) the way every upstream user does (pools,
+ * tcp_proxy, health checks): the host's transport (pt_cluster_host_tls: raw, or an
+ * UpstreamTlsContext with its SNI), connect_timeout, per_connection_buffer_limit_bytes and
+ * TCP keepalive. Returns NULL with *err < 0 when no connection could be started (-EMFILE and the like when no socket
  * can be made, -ENOMEM); nothing is left for the caller to clean up then. Otherwise
  * h->on_connect reports the outcome from a later loop turn. */
-pt_conn_t *pt_cluster_connect(const pt_cluster_t *c, pt_worker_t *w, const pt_addr_t *addr,
+pt_conn_t *pt_cluster_connect(const pt_cluster_t *c, pt_worker_t *w, const pt_host_t *host,
                               const pt_conn_handler_t *h, void *data, int *err);
 
 #endif

@@ -12,6 +12,7 @@
 #include "proxy/config_source.h"
 #include "proxy/hash.h"
 #include "proxy/cluster.h"
+#include "proxy/transport_match.h"
 #include "proxy/log.h"
 #include "proxy/time.h"
 #include "tls/context.h"
@@ -960,10 +961,10 @@ int pt_cluster_manager_prepare_static(pt_view_t *statics, pt_cfg_t *r)
     char where[96];
     for (unsigned i = 0; i < statics->nclusters && pt_cfg_ok(r); i++) {
         pt_cluster_t *c = statics->clusters[i];
-        if (c->tls == NULL)
+        if (!pt_cluster_has_tls(c))
             continue;
         /* The bootstrap validated, so the view holds every cluster at its index. */
-        snprintf(where, sizeof(where), "static_resources.clusters[%u].transport_socket", i);
+        snprintf(where, sizeof(where), "static_resources.clusters[%u]", i);
         (void)pt_cluster_build_tls(c, r, where);
     }
     for (unsigned i = 0; i < statics->nclusters && pt_cfg_ok(r); i++)
@@ -1085,10 +1086,10 @@ int pt_cluster_manager_apply_cds(pt_cluster_manager_t *cm, const pt_discovery_re
         pt_discovery_resource_reader(res, &r);
         pt_cluster_t *c = pt_cluster_parse(&r);
         pt_cfg_finish(&r);
-        if (c != NULL && pt_cfg_ok(&r) && c->tls != NULL) {
-            /* Materials: the TLS context (files read, key checked), part of validation. */
+        if (c != NULL && pt_cfg_ok(&r) && pt_cluster_has_tls(c)) {
+            /* Materials: the TLS contexts (files read, keys checked), part of validation. */
             char where[96];
-            snprintf(where, sizeof(where), "%s.transport_socket", res->path);
+            snprintf(where, sizeof(where), "%s", res->path);
             /* A cluster whose transport_socket did not change keeps its context. */
             if (e == NULL || !e->dynamic || !pt_cluster_share_tls(c, e->active))
                 (void)pt_cluster_build_tls(c, &r, where);
@@ -1257,6 +1258,9 @@ static int is_warming(const cm_entry_t *e, uint64_t now)
     /* Its TLS context waits for an SDS secret (within its initial_fetch_timeout). */
     if (pt_tls_context_warming(e->active->tls_ctx, now))
         return 1;
+    for (unsigned i = 0; i < e->active->nmatches; i++)
+        if (pt_tls_context_warming(e->active->matches[i].tls_ctx, now))
+            return 1;
     if (pt_cluster_type_is_dns(e->active->type))
         return !e->dns_ready;
     return e->active->type == PT_CLUSTER_EDS && !e->active->has_assignment &&

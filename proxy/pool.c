@@ -553,7 +553,7 @@ static int start_connect(pt_pool_t *p, int priority)
     ev_init(&pc->duration_timer, on_duration_timeout);
     pc->duration_timer.data = pc;
     int err = 0;
-    pc->conn = pt_cluster_connect(p->cluster, p->worker, &p->address, &connecting_handler, pc,
+    pc->conn = pt_cluster_connect(p->cluster, p->worker, p->host, &connecting_handler, pc,
                                   &err);
     pt_stat_inc(p->stats.upstream_cx_total);
     /* The protocol is known now, or (ALPN) once the handshake picked it. */

@@ -87,13 +87,52 @@ static const pt_header_matcher_t *parse_matchers(pt_cfg_t *r, pt_arena_t *a, con
     return m;
 }
 
+#define PREVIOUS_PRIORITIES_TYPE                                                               \
+    "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3."             \
+    "PreviousPrioritiesConfig"
+
+/* retry_priority (reader in the RetryPolicy): Envoy's one retry priority plugin,
+ * previous_priorities, whose update_frequency must be above 0. */
+static void parse_retry_priority(pt_cfg_t *r, pt_retry_policy_t *p)
+{
+    if (pt_cfg_enter(r, "retry_priority") <= 0)
+        return;
+    const char *name;
+    pt_cfg_string(r, "name", &name, NULL);
+    int rc;
+    const char *type = pt_cfg_enter_any(r, "typed_config", &rc);
+    if (type == NULL) {
+        if (rc == 0)
+            pt_cfg_error(r, "typed_config", "is required (a PreviousPrioritiesConfig)");
+    } else if (strcmp(type, PREVIOUS_PRIORITIES_TYPE) != 0) {
+        pt_cfg_error(r, "@type", "\"%s\" is not a retry priority petrel has (only "
+                                 "envoy.retry_priorities.previous_priorities)", type);
+        pt_cfg_skip_rest(r);
+        pt_cfg_leave(r);
+    } else {
+        int64_t f = 0;
+        int got = pt_cfg_int64(r, "update_frequency", &f);
+        if (got >= 0 && (f <= 0 || f > INT32_MAX))
+            pt_cfg_error(r, "update_frequency", "must be greater than 0 (an int32)");
+        else if (got > 0)
+            p->previous_priorities = (uint32_t)f;
+        pt_cfg_leave(r);
+    }
+    pt_cfg_leave(r);
+}
+
 pt_retry_policy_t *pt_retry_policy_parse(pt_cfg_t *r, pt_arena_t *a)
 {
     size_t errors_before = r->nerrors;
-    static const char *const unsupported[] = {
-        "retry_priority", "rate_limited_retry_back_off", "retry_options_predicates", NULL};
+    static const char *const unsupported[] = {"rate_limited_retry_back_off",
+                                              "retry_options_predicates", NULL};
     pt_cfg_unsupported(r, unsupported);
     pt_retry_policy_t *p = pt_arena_alloc(a, sizeof(*p));
+    if (p == NULL) {
+        pt_cfg_error(r, NULL, "out of memory");
+        return NULL;
+    }
+    parse_retry_priority(r, p);
     const char *on;
     if (pt_cfg_string(r, "retry_on", &on, NULL) > 0) {
         char bad[64];

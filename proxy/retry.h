@@ -45,6 +45,9 @@ typedef struct pt_retry_policy {
     uint64_t max_interval_ms;          /* default 10 x base */
     int previous_hosts;                /* retry_host_predicate previous_hosts */
     uint32_t host_selection_max_attempts; /* default 1 */
+    /* retry_priority envoy.retry_priorities.previous_priorities: its update_frequency, 0 when
+     * there is none (retries follow the cluster's priority load). */
+    uint32_t previous_priorities;
     const uint32_t *retriable_status_codes;
     unsigned nretriable_status_codes;
     const pt_header_matcher_t *retriable_headers;

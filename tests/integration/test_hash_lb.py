@@ -229,6 +229,57 @@ class HealthTest(unittest.TestCase):
             self.assertGreaterEqual(len(stayed), 0.85 * len(others), (before, after))
 
 
+    def check_priority_failover(self, policy):
+        """P=0 (two hosts) and P=1 (two hosts): keys stay in P=0 while it is healthy; with
+        P=0 gone they all go to P=1, each key on one P=1 host; P=0 back, every key returns
+        to the host it had."""
+        p0 = [HttpUpstream(name='p0-%d' % i) for i in range(2)]
+        p1 = [HttpUpstream(name='p1-%d' % i) for i in range(2)]
+        for u in p0 + p1:
+            self.addCleanup(u.close)
+        port, admin = h.free_ports(2)
+        check = {'timeout': '1s', 'interval': '0.1s', 'no_traffic_interval': '0.1s',
+                 'unhealthy_threshold': 1, 'healthy_threshold': 1,
+                 'http_health_check': {'path': '/healthz'}}
+
+        def eps(prio, ups):
+            return {'priority': prio, 'lb_endpoints': [
+                {'endpoint': {'address': h.socket_address('127.0.0.1', u.port)}} for u in ups]}
+        cfg = http_config(port, admin, [], [{'header': {'header_name': 'x-user'}}],
+                          lb_policy=policy, health_checks=[check])
+        cfg['static_resources']['clusters'][0]['load_assignment']['endpoints'] = [
+            eps(0, p0), eps(1, p1)]
+
+        def spread():
+            out = {}
+            with h.HttpClientConn(port) as c:
+                for i in range(60):
+                    r = c.request('GET', '/', headers={'x-user': 'k%d' % i})
+                    self.assertEqual(r.status, 200)
+                    out[i] = upstream_of(r)
+            return out
+        with h.Petrel(cfg) as p:
+            p.wait_stat('cluster.up.membership_healthy', 4)
+            before = spread()
+            self.assertEqual(set(before.values()), {'p0-0', 'p0-1'})
+            # P=0's health checks fail (its upstreams answer 503 from now on).
+            for u in p0:
+                u.set_status(503)
+            p.wait_stat('cluster.up.membership_healthy', 2)
+            failed_over = spread()
+            self.assertEqual(set(failed_over.values()), {'p1-0', 'p1-1'})
+            self.assertEqual(spread(), failed_over)  # sticky within P=1
+            for u in p0:
+                u.set_status(None)
+            p.wait_stat('cluster.up.membership_healthy', 4)
+            self.assertEqual(spread(), before)
+
+    def test_priority_failover_ring_hash(self):
+        self.check_priority_failover('RING_HASH')
+
+    def test_priority_failover_maglev(self):
+        self.check_priority_failover('MAGLEV')
+
 class ConfigErrorsTest(unittest.TestCase):
 
     def validate(self, cluster_extra, route_extra=None):

@@ -346,5 +346,50 @@ class ClustersOutput(unittest.TestCase):
                       'lb_endpoints[0].health_status: "SICK" is not a valid value', err)
 
 
+
+class RetryPriority(unittest.TestCase):
+    """retry_priority previous_priorities: a retry leaves out the priorities tried."""
+
+    PREV_PRIO = ('type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.'
+                 'PreviousPrioritiesConfig')
+    PREV_HOSTS = ('type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.'
+                  'PreviousHostsPredicate')
+
+    def run_with(self, retry_priority):
+        # P=0's two hosts answer 503 and no health check or outlier detection says so:
+        # P=0 keeps all the load; only a retry can reach P=1.
+        p0 = [HttpUpstream(name='p0-%d' % i, default_status=503) for i in range(2)]
+        p1 = HttpUpstream(name='p1')
+        for u in p0 + [p1]:
+            self.addCleanup(u.close)
+        port, admin = h.free_ports(2)
+        retry = {'retry_on': '5xx', 'num_retries': 1,
+                 'retry_back_off': {'base_interval': '0.001s'},
+                 'retry_host_predicate': [{'name': 'envoy.retry_host_predicates.previous_hosts',
+                                           'typed_config': {'@type': self.PREV_HOSTS}}]}
+        if retry_priority:
+            retry['retry_priority'] = {'name': 'envoy.retry_priorities.previous_priorities',
+                                       'typed_config': {'@type': self.PREV_PRIO,
+                                                        'update_frequency': 1}}
+        cluster = {'name': 'c', 'type': 'STATIC', 'connect_timeout': '1s',
+                   'load_assignment': {'cluster_name': 'c', 'endpoints': [
+                       locality(0, 'a', [lb_endpoint(u.port) for u in p0]),
+                       locality(1, 'b', [lb_endpoint(p1.port)])]}}
+        hcm = h.http_connection_manager('ingress', h.route_config([h.vhost('all', ['*'], [
+            h.route_prefix('/', 'c', timeout='5s', retry_policy=retry)])]))
+        cfg = h.bootstrap([h.listener('http', port, [hcm])], [cluster], admin_port=admin)
+        with h.Petrel(cfg):
+            return spread(port, 20), sum(len(u.requests) for u in p0)
+
+    def test_a_retry_goes_to_the_next_priority(self):
+        counts, p0_hits = self.run_with(True)
+        self.assertEqual(counts, {'p1': 20})
+        self.assertEqual(p0_hits, 20)  # each request tried P=0 once, then P=1
+
+    def test_without_it_the_retry_stays_in_priority_0(self):
+        counts, p0_hits = self.run_with(False)
+        self.assertEqual(counts, {503: 20})
+        self.assertEqual(p0_hits, 40)  # both tries in P=0 (the other host of it)
+
 if __name__ == '__main__':
     unittest.main()

@@ -313,6 +313,57 @@ static void test_failover_between_priorities(void)
     }
 }
 
+/* retry_priority previous_priorities: the priority load without the priorities tried,
+ * spread over the others by their availability as Envoy spreads it. */
+static void test_retry_priority_choice(void)
+{
+    /* P=0, P=1, P=2 with 10 hosts each (0-9, 10-19, 20-29). */
+    group_t g[] = {{.priority = 0, .n = 10}, {.priority = 1, .n = 10}, {.priority = 2, .n = 10}};
+    pt_cluster_t *c = make("ROUND_ROBIN", NULL, g, 3);
+    uint16_t choice[100];
+    uint64_t ex[3] = {0};
+    /* Nothing excluded: the set's own load (all to P=0). */
+    PT_CHECK_INT(pt_lb_retry_choice(c, NULL, ex, choice), 0);
+    PT_CHECK(choice[0] == 0 && choice[99] == 0);
+    /* P=0 excluded: P=1 (100% available) takes all. */
+    ex[0] = 1;
+    PT_CHECK_INT(pt_lb_retry_choice(c, NULL, ex, choice), 0);
+    PT_CHECK(choice[0] == 2 && choice[99] == 2);
+    unsigned n[30], none;
+    memset(n, 0, sizeof(n));
+    pt_lb_context_t ctx = {.priority_choice = choice};
+    for (int i = 0; i < 1000; i++) {
+        pt_host_t *h = pt_cluster_pick_host(c, NULL, &ctx, NULL, 0);
+        for (unsigned k = 0; k < 30; k++)
+            n[k] += c->hosts[k] == h;
+    }
+    PT_CHECK_INT(sum(n, 10, 20), 1000);
+    /* P=1 at 30% healthy (x 1.4 = 42), P=2 full (100): total capped at 100, P=1 gets
+     * 42 * 100 / 100 = 42, P=2 the other 58. */
+    fail_hosts(c, 10, 17, 1);
+    PT_CHECK_INT(pt_lb_retry_choice(c, NULL, ex, choice), 0);
+    unsigned p1 = 0, p2 = 0;
+    for (int d = 0; d < 100; d++) {
+        p1 += choice[d] == 2;
+        p2 += choice[d] == 4;
+    }
+    PT_CHECK_INT(p1, 42);
+    PT_CHECK_INT(p2, 58);
+    PT_CHECK(choice[0] == 2 && choice[99] == 4); /* in priority order */
+    /* P=0 and P=2 excluded, P=1's 42 alone: it takes all (normalized). */
+    ex[0] = 1 | 4;
+    PT_CHECK_INT(pt_lb_retry_choice(c, NULL, ex, choice), 0);
+    PT_CHECK(choice[0] == 2 && choice[99] == 2);
+    /* Every priority excluded: no availability left, the set's own load applies (-1). */
+    ex[0] = 7;
+    PT_CHECK_INT(pt_lb_retry_choice(c, NULL, ex, choice), -1);
+    fail_hosts(c, 10, 17, 0);
+    /* The host's priority, for the router to know what an attempt tried. */
+    PT_CHECK_INT(atomic_load(&c->hosts[25]->priority), 2);
+    (void)none;
+    pt_cluster_unref(c);
+}
+
 static void test_eds_health_status(void)
 {
     /* P=0: 5 healthy, 5 UNHEALTHY per the assignment; P=1 healthy: 70/30 as above. */
@@ -619,6 +670,7 @@ int main(void)
     PT_RUN(test_panic);
     PT_RUN(test_locality_weights_table);
     PT_RUN(test_failover_between_priorities);
+    PT_RUN(test_retry_priority_choice);
     PT_RUN(test_eds_health_status);
     PT_RUN(test_panic_picks);
     PT_RUN(test_locality_weighted);

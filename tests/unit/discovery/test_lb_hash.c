@@ -405,7 +405,7 @@ static void test_cluster_policies(void)
     pt_cfg_dispose(&r);
     pt_cluster_t *c = b->clusters[0];
     PT_CHECK(c->lb_policy == PT_LB_MAGLEV);
-    const pt_lb_hash_t *t = pt_lb_hash_cluster_table(c);
+    const pt_lb_hash_t *t = pt_lb_hash_cluster_table(c, 0, 0);
     PT_CHECK(t != NULL && t->kind == PT_LB_HASH_MAGLEV && t->size == 251 && t->nmembers == 4);
     pt_boot_free(b);
 
@@ -423,7 +423,7 @@ static void test_cluster_policies(void)
     PT_CHECK(b != NULL);
     pt_cfg_dispose(&r);
     c = b->clusters[0];
-    t = pt_lb_hash_cluster_table(c);
+    t = pt_lb_hash_cluster_table(c, 0, 0);
     /* Weights 1, 1, 3, 1 of 6: the lightest gets ceil(60/6) = 10 entries, the heavy one 30. */
     PT_CHECK(t != NULL && t->kind == PT_LB_HASH_RING && t->size == 60);
     PT_CHECK(t->min_per_host == 10 && t->max_per_host == 30);
@@ -453,14 +453,14 @@ static void test_cluster_health(void)
     }
     /* Weight 3 of 6 for host 2. */
     PT_CHECK(on[2] > 1800 && on[2] < 2200);
-    const pt_lb_hash_t *t0 = pt_lb_hash_cluster_table(c);
+    const pt_lb_hash_t *t0 = pt_lb_hash_cluster_table(c, 0, 0);
     uint64_t id0 = t0->id;
     /* Nothing changed: no new table. */
     pt_cluster_health_changed(c);
-    PT_CHECK(pt_lb_hash_cluster_table(c)->id == id0);
+    PT_CHECK(pt_lb_hash_cluster_table(c, 0, 0)->id == id0);
     pt_host_health_update(c->hosts[1], PT_HOST_FAILED_ACTIVE_HC, 0);
-    PT_CHECK(pt_lb_hash_cluster_table(c)->id != id0);
-    PT_CHECK(pt_lb_hash_cluster_table(c)->nmembers == 3);
+    PT_CHECK(pt_lb_hash_cluster_table(c, 0, 0)->id != id0);
+    PT_CHECK(pt_lb_hash_cluster_table(c, 0, 0)->nmembers == 3);
     seed = 3;
     unsigned moved = 0, wrongly = 0;
     for (int k = 0; k < K; k++) {
@@ -479,7 +479,7 @@ static void test_cluster_health(void)
     /* Three of four unhealthy (25% < 50%): panic, all four hosts again. */
     pt_host_health_update(c->hosts[0], PT_HOST_FAILED_OUTLIER_CHECK, 0);
     pt_host_health_update(c->hosts[2], PT_HOST_FAILED_ACTIVE_HC, 0);
-    PT_CHECK(pt_lb_hash_cluster_table(c)->nmembers == 4);
+    PT_CHECK(pt_lb_hash_cluster_table(c, 0, 2)->nmembers == 4);
     /* Without a hash: random, over every host. */
     unsigned seen[4] = {0};
     for (int k = 0; k < 400; k++) {
@@ -491,6 +491,131 @@ static void test_cluster_health(void)
     for (unsigned i = 0; i < 4; i++)
         atomic_store(&c->hosts[i]->health, 0);
     pt_boot_free(b);
+}
+
+/* Priorities: a table per priority, the priority drawn from the hash and the priority load
+ * (Envoy's choosePriority, hash % 100), so failing over spills only the load P=0 cannot take
+ * and moves no key within a priority whose hosts did not change. */
+#define EP(a) "{'endpoint':{'address':{'socket_address':{'address':'" a "','port_value':80}}}}"
+#define PRIO_EPS                                                                               \
+    "'load_assignment':{'cluster_name':'c','endpoints':["                                      \
+    "{'priority':0,'lb_endpoints':[" EP("10.0.0.1") "," EP("10.0.0.2") "," EP("10.0.0.3") ","  \
+    EP("10.0.0.4") "]},"                                                                       \
+    "{'priority':1,'lb_endpoints':[" EP("10.0.1.1") "," EP("10.0.1.2") "]}]}"
+
+static void check_priorities(const char *policy)
+{
+    pt_cfg_t r;
+    char json[2048];
+    snprintf(json, sizeof(json), ONE_CLUSTER("%s,'lb_policy':'%s'"), PRIO_EPS, policy);
+    pt_boot_t *b = boot(json, &r);
+    PT_CHECK(b != NULL);
+    pt_cfg_dispose(&r);
+    if (b == NULL)
+        return;
+    pt_cluster_t *c = b->clusters[0];
+    /* Keys of hosts that stay but move anyway: Maglev's few; the ring's more, because with
+     * fewer hosts each gets more entries (minimum_ring_size 1024 shared: 256 each of 4, 342
+     * each of 3), as in Envoy. */
+    unsigned tolerance = strcmp(policy, "MAGLEV") == 0 ? 4000 / 50 : 4000 / 8;
+    PT_CHECK(pt_lb_hash_cluster_table(c, 0, 0)->nmembers == 4);
+    PT_CHECK(pt_lb_hash_cluster_table(c, 1, 0)->nmembers == 2);
+    PT_CHECK(pt_lb_hash_cluster_table(c, 0, 2) == NULL); /* no panic, no table of all */
+    PT_CHECK(pt_lb_hash_cluster_table(c, 0, 1) == NULL); /* degraded hosts: never a table */
+    enum { K = 4000 };
+    static pt_host_t *before[K], *spilled[K];
+    uint64_t seed = 11;
+    /* All healthy: every key in P=0 (its four hosts), none in P=1. */
+    unsigned on[6] = {0};
+    for (int k = 0; k < K; k++) {
+        pt_lb_context_t ctx = {.has_hash = 1, .hash = splitmix(&seed)};
+        before[k] = pt_cluster_pick_host(c, NULL, &ctx, NULL, 0);
+        for (unsigned i = 0; i < 6; i++)
+            on[i] += before[k] == c->hosts[i];
+    }
+    PT_CHECK(on[4] == 0 && on[5] == 0);
+    for (unsigned i = 0; i < 4; i++)
+        PT_CHECK(on[i] > K / 4 - K / 10 && on[i] < K / 4 + K / 10);
+    /* One of P=0's four down: 75% x 1.4 still takes all the load; only its keys move, to
+     * the other P=0 hosts. */
+    uint64_t p1_id = pt_lb_hash_cluster_table(c, 1, 0)->id;
+    pt_host_health_update(c->hosts[0], PT_HOST_FAILED_ACTIVE_HC, 0);
+    PT_CHECK(pt_lb_hash_cluster_table(c, 0, 0)->nmembers == 3);
+    PT_CHECK(pt_lb_hash_cluster_table(c, 1, 0)->id == p1_id); /* P=1 kept its table */
+    seed = 11;
+    unsigned to_p1 = 0, wrongly = 0;
+    for (int k = 0; k < K; k++) {
+        pt_lb_context_t ctx = {.has_hash = 1, .hash = splitmix(&seed)};
+        pt_host_t *h = pt_cluster_pick_host(c, NULL, &ctx, NULL, 0);
+        to_p1 += h == c->hosts[4] || h == c->hosts[5];
+        wrongly += h != before[k] && before[k] != c->hosts[0];
+        PT_CHECK(h != c->hosts[0]);
+    }
+    PT_CHECK(to_p1 == 0);
+    PT_CHECK(wrongly < tolerance);
+    /* Two of four down: P=0 takes 50% x 1.4 = 70% of the load, P=1 the other 30%: the keys
+     * whose hash % 100 falls in P=1's share go there; those left in P=0 whose host is up stay
+     * on it. */
+    pt_host_health_update(c->hosts[1], PT_HOST_FAILED_OUTLIER_CHECK, 0);
+    seed = 11;
+    to_p1 = 0;
+    wrongly = 0;
+    unsigned by_share = 0;
+    for (int k = 0; k < K; k++) {
+        pt_lb_context_t ctx = {.has_hash = 1, .hash = splitmix(&seed)};
+        pt_host_t *h = pt_cluster_pick_host(c, NULL, &ctx, NULL, 0);
+        PT_CHECK(h != c->hosts[0] && h != c->hosts[1]);
+        int p1 = h == c->hosts[4] || h == c->hosts[5];
+        to_p1 += p1;
+        by_share += p1 == (ctx.hash % 100 >= 70);
+        spilled[k] = p1 ? h : NULL;
+        wrongly += !p1 && h != before[k] && before[k] != c->hosts[0] && before[k] != c->hosts[1];
+    }
+    PT_CHECK(by_share == K); /* the split follows the priority load exactly */
+    PT_CHECK(to_p1 > K * 25 / 100 && to_p1 < K * 35 / 100);
+    PT_CHECK(wrongly < tolerance);
+    /* All of P=0 down: everything to P=1, each key that was there already on the same host. */
+    pt_host_health_update(c->hosts[2], PT_HOST_FAILED_ACTIVE_HC, 0);
+    pt_host_health_update(c->hosts[3], PT_HOST_FAILED_ACTIVE_HC, 0);
+    PT_CHECK(pt_lb_hash_cluster_table(c, 0, 0) == NULL);
+    PT_CHECK(pt_lb_hash_cluster_table(c, 1, 0)->id == p1_id);
+    seed = 11;
+    unsigned moved = 0;
+    for (int k = 0; k < K; k++) {
+        pt_lb_context_t ctx = {.has_hash = 1, .hash = splitmix(&seed)};
+        pt_host_t *h = pt_cluster_pick_host(c, NULL, &ctx, NULL, 0);
+        PT_CHECK(h == c->hosts[4] || h == c->hosts[5]);
+        moved += spilled[k] != NULL && h != spilled[k];
+    }
+    PT_CHECK(moved == 0);
+    /* Every host down: no priority has health, the load goes to P=0 in panic (Envoy's
+     * choice), picked over all of its hosts. */
+    pt_host_health_update(c->hosts[4], PT_HOST_FAILED_ACTIVE_HC, 0);
+    pt_host_health_update(c->hosts[5], PT_HOST_FAILED_ACTIVE_HC, 0);
+    PT_CHECK(pt_lb_hash_cluster_table(c, 0, 2) != NULL &&
+             pt_lb_hash_cluster_table(c, 0, 2)->nmembers == 4);
+    for (int k = 0; k < 200; k++) {
+        pt_lb_context_t ctx = {.has_hash = 1, .hash = splitmix(&seed)};
+        PT_CHECK(pt_cluster_pick_host(c, NULL, &ctx, NULL, 0) != NULL);
+    }
+    /* Back to health: the first tables' hosts, every key where it was. */
+    for (unsigned i = 0; i < 6; i++)
+        pt_host_health_update(c->hosts[i], 0, PT_HOST_FAILED_ACTIVE_HC |
+                                                   PT_HOST_FAILED_OUTLIER_CHECK);
+    seed = 11;
+    moved = 0;
+    for (int k = 0; k < K; k++) {
+        pt_lb_context_t ctx = {.has_hash = 1, .hash = splitmix(&seed)};
+        moved += pt_cluster_pick_host(c, NULL, &ctx, NULL, 0) != before[k];
+    }
+    PT_CHECK(moved == 0);
+    pt_boot_free(b);
+}
+
+static void test_cluster_priorities(void)
+{
+    check_priorities("MAGLEV");
+    check_priorities("RING_HASH");
 }
 
 /* ---- route hash_policy ------------------------------------------------------------------- */
@@ -644,6 +769,7 @@ int main(void)
     PT_RUN(test_cluster_config_errors);
     PT_RUN(test_cluster_policies);
     PT_RUN(test_cluster_health);
+    PT_RUN(test_cluster_priorities);
     PT_RUN(test_route_hash_policies);
     PT_TEST_EXIT();
 }

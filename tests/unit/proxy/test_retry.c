@@ -515,6 +515,10 @@ static void test_parse_fields(void)
     PT_CHECK_INT(p->nretriable_status_codes, 1);
 }
 
+#define PREV_PRIO                                                                              \
+    "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3."             \
+    "PreviousPrioritiesConfig"
+
 static void test_parse_errors(void)
 {
     static const struct {
@@ -543,9 +547,26 @@ static void test_parse_errors(void)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         PT_CHECK_STR(errors_of(cases[i].json), cases[i].errors);
 
-    /* Fields petrel does not implement are errors, never silently ignored. */
+    /* retry_priority: previous_priorities only, with an update_frequency above 0. */
     const char *e = errors_of("{'retry_priority':{'name':'x'}}");
-    PT_CHECK(strstr(e, "rp.retry_priority") != NULL && strstr(e, "not supported") != NULL);
+    PT_CHECK_STR(e, "rp.retry_priority.typed_config: is required (a PreviousPrioritiesConfig)");
+    e = errors_of("{'retry_priority':{'name':'x','typed_config':{'@type':'type.googleapis.com/"
+                  "envoy.extensions.retry.priority.other.v3.Other'}}}");
+    PT_CHECK_STR(e, "rp.retry_priority.typed_config.@type: \"type.googleapis.com/envoy."
+                    "extensions.retry.priority.other.v3.Other\" is not a retry priority petrel "
+                    "has (only envoy.retry_priorities.previous_priorities)");
+    e = errors_of("{'retry_priority':{'name':'x','typed_config':{'@type':'" PREV_PRIO "'}}}");
+    PT_CHECK_STR(e, "rp.retry_priority.typed_config.update_frequency: must be greater than 0 "
+                    "(an int32)");
+    e = errors_of("{'retry_priority':{'name':'x','typed_config':{'@type':'" PREV_PRIO
+                  "','update_frequency':0}}}");
+    PT_CHECK_STR(e, "rp.retry_priority.typed_config.update_frequency: must be greater than 0 "
+                    "(an int32)");
+    pt_retry_policy_t *p = load("{'retry_priority':{'name':'envoy.retry_priorities."
+                                "previous_priorities','typed_config':{'@type':'" PREV_PRIO
+                                "','update_frequency':2}}}");
+    PT_CHECK(p != NULL && p->previous_priorities == 2);
+    /* Fields petrel does not implement are errors, never silently ignored. */
     e = errors_of("{'rate_limited_retry_back_off':{}}");
     PT_CHECK(strstr(e, "rp.rate_limited_retry_back_off") != NULL &&
              strstr(e, "not supported") != NULL);
