@@ -233,7 +233,7 @@ static void tcp_connect(statsd_sink_t *s)
     if (c != NULL && c->nhosts > 0 && s->worker != NULL) {
         const pt_host_t *host = c->hosts[next_host++ % c->nhosts];
         int err = 0;
-        s->conn = pt_cluster_connect(c, s->worker, &host->address, &tcp_handler, s, &err);
+        s->conn = pt_cluster_connect(c, s->worker, host, &tcp_handler, s, &err);
     }
     pt_view_unref(view);
     if (s->conn == NULL)
