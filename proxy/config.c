@@ -306,7 +306,9 @@ static void parse_filter(pt_cfg_t *r, pt_config_t *cfg, pt_network_filter_t *f, 
     int rc;
     const char *type = pt_cfg_enter_any(r, "typed_config", &rc);
     if (rc == 0) {
-        pt_cfg_error(r, "typed_config", "is required");
+        /* config_discovery (ECDS) instead: refused as not supported, one error is enough */
+        if (!pt_cfg_has(r, "config_discovery"))
+            pt_cfg_error(r, "typed_config", "is required");
         return;
     }
     if (type == NULL)
@@ -648,7 +650,8 @@ static void parse_listener_filter(pt_cfg_t *r, pt_listener_config_t *l)
             which = k;
     }
     if (rc == 0 && which < 0) {
-        pt_cfg_error(r, "typed_config", "is required");
+        if (!pt_cfg_has(r, "config_discovery")) /* ECDS: refused as not supported */
+            pt_cfg_error(r, "typed_config", "is required");
         return;
     }
     if (type == NULL && rc != 0)
