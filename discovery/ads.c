@@ -36,10 +36,10 @@ typedef struct type_state {
      * names since the last request): an ACK then computes no subscription change, so it
      * costs the same among 10,000 names as among one. */
     int names_settled;
-    /* Delta: the resources in force, name -> {"version", "text"} (what the watches
-     * accepted last; the body only for wildcard types, handed to their watches whole each
-     * time: see delta_next_state), and the names subscribed on this stream (an object used
-     * as a set; "*" for the wildcard). */
+    /* Delta: the resources in force (what the watches accepted last), name -> version for
+     * named types, name -> {"version", "text"} for wildcard types, whose watches are handed
+     * the whole set each time (see delta_apply); and the names subscribed on this stream
+     * (an object used as a set; "*" for the wildcard). */
     json_t *have;
     json_t *subscribed;
     char *nack; /* REST: why the last response was refused, for the next poll (or NULL) */
@@ -226,7 +226,9 @@ static void send_delta_request(pt_ads_t *a, type_state_t *t, const char *nack)
         init_names = keys_of(t->have, &ninit);
         init_versions = malloc((ninit + 1) * sizeof(*init_versions));
         for (size_t i = 0; init_versions != NULL && i < ninit; i++) {
-            json_t *ver = json_object_get(json_object_get(t->have, init_names[i]), "version");
+            json_t *ver = json_object_get(t->have, init_names[i]);
+            if (json_is_object(ver)) /* a wildcard type's entry: {"version", "text"} */
+                ver = json_object_get(ver, "version");
             init_versions[i] = json_is_string(ver) ? json_string_value(ver) : "";
         }
     }
@@ -509,18 +511,20 @@ static void delta_apply(const type_state_t *t, json_t *have, json_t *root)
             json_object_del(have, name); /* known not to exist */
             continue;
         }
-        json_t *entry = json_object();
         json_t *ver = json_object_get(r, "version");
-        json_object_set_new(entry, "version",
-                            json_string(json_is_string(ver) ? json_string_value(ver) : ""));
-        if (t->wildcard) {
-            /* Kept as compact text, parsed again when the set is read whole: a fifth of
-             * what the tree takes, per cluster or listener held. */
-            char *text = json_dumps(body, JSON_COMPACT);
-            if (text != NULL)
-                json_object_set_new(entry, "text", json_string(text));
-            free(text);
+        json_t *version = json_string(json_is_string(ver) ? json_string_value(ver) : "");
+        if (!t->wildcard) { /* the version alone */
+            json_object_set_new(have, name, version);
+            continue;
         }
+        /* The body kept as compact text, parsed again when the set is read whole: a fifth
+         * of what the tree takes, per cluster or listener held. */
+        json_t *entry = json_object();
+        json_object_set_new(entry, "version", version);
+        char *text = json_dumps(body, JSON_COMPACT);
+        if (text != NULL)
+            json_object_set_new(entry, "text", json_string(text));
+        free(text);
         json_object_set_new(have, name, entry);
     }
     json_array_foreach(json_object_get(root, "removed_resources"), i, r)
