@@ -8,6 +8,7 @@
 #include "discovery/rest_fetch.h"
 #include "proxy/cluster.h"
 #include "proxy/cluster_manager.h"
+#include "proxy/heap.h"
 #include "proxy/log.h"
 #include "proxy/proto_json.h"
 #include "proxy/protobuf.h"
@@ -31,9 +32,14 @@ typedef struct type_state {
     char *nonce;   /* of the last response on this stream ("" before one) */
     int wildcard;  /* LDS and CDS: a watch wants every resource unless it names some */
     int asked;     /* a request went out on this stream: an empty list then unsubscribes */
-    /* Delta: the resources in force, name -> {"version", "resource"} (what the watches
-     * accepted last, handed to them whole each time), and the names subscribed on this
-     * stream (an object used as a set; "*" for the wildcard). */
+    /* Delta: `subscribed` is what the watches want (no watch came, went or changed its
+     * names since the last request): an ACK then computes no subscription change, so it
+     * costs the same among 10,000 names as among one. */
+    int names_settled;
+    /* Delta: the resources in force (what the watches accepted last), name -> version for
+     * named types, name -> {"version", "text"} for wildcard types, whose watches are handed
+     * the whole set each time (see delta_apply); and the names subscribed on this stream
+     * (an object used as a set; "*" for the wildcard). */
     json_t *have;
     json_t *subscribed;
     char *nack; /* REST: why the last response was refused, for the next poll (or NULL) */
@@ -50,6 +56,7 @@ struct pt_ads_watch {
     char *version;
     char **names; /* NULL with nnames 0: the wildcard */
     size_t nnames;
+    json_t *name_set; /* the names as an object used as a set (NULL for the wildcard) */
     int dead;               /* unwatched while a response was being delivered: freed after it */
     int fetched;            /* a response of its type came (the initial fetch is over) */
     uint64_t warm_until_ms; /* the initial fetch's deadline (UINT64_MAX: none) */
@@ -193,7 +200,8 @@ static void send_sotw_request(pt_ads_t *a, type_state_t *t, const char *nack)
  * NACK of the last response by its nonce. */
 static void send_delta_request(pt_ads_t *a, type_state_t *t, const char *nack)
 {
-    json_t *want = wanted_names(t);
+    /* What the watches want, unless it is what was asked for already (names_settled). */
+    json_t *want = t->asked && t->names_settled ? json_incref(t->subscribed) : wanted_names(t);
     if (json_object_size(want) == 0 && !t->asked) {
         json_decref(want);
         return;
@@ -218,7 +226,9 @@ static void send_delta_request(pt_ads_t *a, type_state_t *t, const char *nack)
         init_names = keys_of(t->have, &ninit);
         init_versions = malloc((ninit + 1) * sizeof(*init_versions));
         for (size_t i = 0; init_versions != NULL && i < ninit; i++) {
-            json_t *ver = json_object_get(json_object_get(t->have, init_names[i]), "version");
+            json_t *ver = json_object_get(t->have, init_names[i]);
+            if (json_is_object(ver)) /* a wildcard type's entry: {"version", "text"} */
+                ver = json_object_get(ver, "version");
             init_versions[i] = json_is_string(ver) ? json_string_value(ver) : "";
         }
     }
@@ -251,6 +261,7 @@ static void send_delta_request(pt_ads_t *a, type_state_t *t, const char *nack)
     json_decref(unsub);
     json_decref(t->subscribed);
     t->subscribed = want;
+    t->names_settled = 1;
 }
 
 static int live_watches(const pt_ads_t *a);
@@ -331,6 +342,7 @@ static void raw_envelope(const void *msg, size_t len, char *type_url, size_t tle
 
 static void free_watch(pt_ads_watch_t *w)
 {
+    json_decref(w->name_set);
     for (size_t i = 0; i < w->nnames; i++)
         free(w->names[i]);
     free(w->names);
@@ -377,6 +389,15 @@ static int concerns(const pt_ads_watch_t *w, const json_t *touched)
 {
     if (touched == NULL || w->names == NULL)
         return 1;
+    if (w->name_set != NULL && json_object_size(touched) < w->nnames) {
+        /* a few names touched among many watched: looked up the other way */
+        const char *name;
+        json_t *v;
+        json_object_foreach((json_t *)touched, name, v)
+            if (json_object_get(w->name_set, name) != NULL)
+                return 1;
+        return 0;
+    }
     for (size_t i = 0; i < w->nnames; i++)
         if (json_object_get(touched, w->names[i]) != NULL)
             return 1;
@@ -448,57 +469,108 @@ static type_state_t *open_response(pt_ads_t *a, const char *message, const void 
     return t;
 }
 
-static void on_delta_message(pt_ads_t *a, const void *msg, size_t len, char *err, size_t errlen);
+static void on_delta_message(pt_ads_t *a, const void *msg, size_t len, uint64_t begun_us,
+                             char *err, size_t errlen);
 
-/* A delta response applied to what the type has: the resources it adds or changes, less
- * those it removes (or names without a body), as the state-of-the-world response the
- * watches read: every resource of the type in force. The names it touched go in touched.
- * NULL with why in err. */
-static json_t *delta_next_state(const type_state_t *t, json_t *root, json_t *touched, char *err,
-                                size_t errlen)
+/* The names a delta response touches (added, changed or removed), into touched: 0, or -1
+ * with why in err when one has no name. */
+static int delta_touched(json_t *root, json_t *touched, char *err, size_t errlen)
 {
-    json_t *next = json_copy(t->have);
-    json_t *res = json_object_get(root, "resources");
     size_t i;
     json_t *r;
-    json_array_foreach(res, i, r)
+    json_array_foreach(json_object_get(root, "resources"), i, r)
     {
-        json_t *name = json_object_get(r, "name"), *body = json_object_get(r, "resource");
+        json_t *name = json_object_get(r, "name");
         if (!json_is_string(name) || json_string_length(name) == 0) {
             snprintf(err, errlen, "resources[%zu].name: is required", i);
-            json_decref(next);
-            return NULL;
+            return -1;
         }
         json_object_set_new(touched, json_string_value(name), json_true());
-        if (!json_is_object(body)) {
-            json_object_del(next, json_string_value(name)); /* known not to exist */
-            continue;
-        }
-        json_t *entry = json_object();
-        json_t *ver = json_object_get(r, "version");
-        json_object_set_new(entry, "version",
-                            json_string(json_is_string(ver) ? json_string_value(ver) : ""));
-        json_object_set(entry, "resource", body);
-        json_object_set_new(next, json_string_value(name), entry);
     }
-    json_t *removed = json_object_get(root, "removed_resources");
-    json_array_foreach(removed, i, r)
-    {
-        if (json_is_string(r)) {
+    json_array_foreach(json_object_get(root, "removed_resources"), i, r)
+        if (json_is_string(r))
             json_object_set_new(touched, json_string_value(r), json_true());
-            json_object_del(next, json_string_value(r));
-        }
-    }
-    return next;
+    return 0;
 }
 
+/* A delta response applied to a type's resources (have, or a copy of it): the resources it
+ * adds or changes, less those it removes (or names without a body). Wildcard types (LDS,
+ * CDS) keep each body, as their watches read the whole set; named types (EDS, RDS, SDS)
+ * only the versions, as their watches get the resources a response carries (one missing
+ * from a response is unchanged for them, as in the state of the world): what a response
+ * costs follows what it changes, and bodies already applied are not held twice. */
+static void delta_apply(const type_state_t *t, json_t *have, json_t *root)
+{
+    size_t i;
+    json_t *r;
+    json_array_foreach(json_object_get(root, "resources"), i, r)
+    {
+        const char *name = json_string_value(json_object_get(r, "name"));
+        json_t *body = json_object_get(r, "resource");
+        if (!json_is_object(body)) {
+            json_object_del(have, name); /* known not to exist */
+            continue;
+        }
+        json_t *ver = json_object_get(r, "version");
+        json_t *version = json_string(json_is_string(ver) ? json_string_value(ver) : "");
+        if (!t->wildcard) { /* the version alone */
+            json_object_set_new(have, name, version);
+            continue;
+        }
+        /* The body kept as compact text, parsed again when the set is read whole: a fifth
+         * of what the tree takes, per cluster or listener held. */
+        json_t *entry = json_object();
+        json_object_set_new(entry, "version", version);
+        char *text = json_dumps(body, JSON_COMPACT);
+        if (text != NULL)
+            json_object_set_new(entry, "text", json_string(text));
+        free(text);
+        json_object_set_new(have, name, entry);
+    }
+    json_array_foreach(json_object_get(root, "removed_resources"), i, r)
+        if (json_is_string(r))
+            json_object_del(have, json_string_value(r));
+}
+
+/* The resources a delta response carries (added or changed), as a state-of-the-world
+ * response of them alone: for named types, whose watches keep what a response omits. */
+static json_t *carried_of(json_t *root, const char *version)
+{
+    json_t *out = json_object(), *list = json_array();
+    size_t i;
+    json_t *r;
+    json_array_foreach(json_object_get(root, "resources"), i, r)
+    {
+        json_t *body = json_object_get(r, "resource");
+        if (json_is_object(body))
+            json_array_append(list, body);
+    }
+    json_object_set_new(out, "version_info", json_string(version));
+    json_object_set_new(out, "resources", list);
+    return out;
+}
+
+/* The set in force as a state-of-the-world response; NULL when out of memory. */
 static json_t *sotw_of(const json_t *have, const char *version)
 {
     json_t *root = json_object(), *list = json_array();
     const char *name;
     json_t *v;
     json_object_foreach((json_t *)have, name, v)
-        json_array_append(list, json_object_get(v, "resource"));
+    {
+        json_t *text = json_object_get(v, "text");
+        char why[256];
+        json_t *body = json_is_string(text) ? pt_json_parse(json_string_value(text),
+                                                            json_string_length(text), why,
+                                                            sizeof(why))
+                                            : NULL;
+        if (body == NULL) { /* out of memory: no set rather than one missing a resource */
+            json_decref(list);
+            json_decref(root);
+            return NULL;
+        }
+        json_array_append_new(list, body);
+    }
     json_object_set_new(root, "version_info", json_string(version));
     json_object_set_new(root, "resources", list);
     return root;
@@ -523,10 +595,8 @@ static int judge(pt_ads_t *a, type_state_t *t, json_t *root, const char *type_ur
         rc = deliver(a, t, &resp, mine, err, errlen);
         if (mine != touched)
             json_decref(mine);
-        if (rc == 0) {
+        if (rc == 0)
             set_str(&t->version, resp.version_info);
-            pt_info("%s: %s version %s accepted", a->log_name, type_url, resp.version_info);
-        }
     } else {
         for (pt_ads_watch_t *w = t->watches; w != NULL; w = w->next) {
             w->fetched = 1;
@@ -556,14 +626,33 @@ static void note_disconnected(pt_ads_t *a)
     pt_stat_dec(a->connected_state);
 }
 
+/* A big response's tree is freed next: the heap's peak is noted first, so that the
+ * housekeeping tick sees the drop and gives the pages back (proxy/heap.h). */
+static void note_peak(size_t len)
+{
+    if (len >= 64 * 1024)
+        pt_heap_note_peak();
+}
+
+/* The outcome of a response, once answered: an accepted one is logged with its size and the
+ * time from its last byte (the whole message in hand) to its ACK, everything applied. */
+static void log_accepted(const pt_ads_t *a, const type_state_t *t, const char *type_url,
+                         size_t len, uint64_t begun_us)
+{
+    pt_info("%s: %s version %s accepted (%zu bytes, applied and ACKed in %.3f ms)", a->log_name,
+            type_url, t->version != NULL ? t->version : "", len,
+            (double)(pt_now_us() - begun_us) / 1000.0);
+}
+
 static void on_message(void *data, const void *msg, size_t len)
 {
     pt_ads_t *a = data;
+    uint64_t begun_us = pt_now_us();
     note_connected(a);
     a->backoff_ms = BACKOFF_BASE_MS; /* the control plane answers: start over */
     char err[4096];
     if (a->delta) {
-        on_delta_message(a, msg, len, err, sizeof(err));
+        on_delta_message(a, msg, len, begun_us, err, sizeof(err));
         return;
     }
     char type_url[256];
@@ -575,6 +664,7 @@ static void on_message(void *data, const void *msg, size_t len)
     int rc = -1;
     if (root != NULL) {
         rc = judge(a, t, root, type_url, NULL, err, sizeof(err));
+        note_peak(len);
         json_decref(root);
     } else {
         pt_warn("%s: %s rejected: %s", a->log_name, type_url, err);
@@ -582,11 +672,14 @@ static void on_message(void *data, const void *msg, size_t len)
     /* The watches may have ended the stream (the last one gone): nothing to answer then. */
     if (a->stream != NULL)
         send_request(a, t, rc == 0 ? NULL : err);
+    if (rc == 0)
+        log_accepted(a, t, type_url, len, begun_us);
 }
 
 /* A DeltaDiscoveryResponse: applied to the type's resources in force and judged as the
  * whole set they make; ACKed or NACKed by its nonce. */
-static void on_delta_message(pt_ads_t *a, const void *msg, size_t len, char *err, size_t errlen)
+static void on_delta_message(pt_ads_t *a, const void *msg, size_t len, uint64_t begun_us,
+                             char *err, size_t errlen)
 {
     char type_url[256];
     json_t *root;
@@ -596,25 +689,41 @@ static void on_delta_message(pt_ads_t *a, const void *msg, size_t len, char *err
         return;
     int rc = -1;
     json_t *touched = json_object();
-    json_t *next = root != NULL ? delta_next_state(t, root, touched, err, errlen) : NULL;
-    if (next != NULL) {
+    if (root != NULL && delta_touched(root, touched, err, errlen) == 0) {
         json_t *sv = json_object_get(root, "system_version_info");
-        json_t *sotw = sotw_of(next, json_is_string(sv) ? json_string_value(sv) : "");
-        rc = judge(a, t, sotw, type_url, t->wildcard ? NULL : touched, err, errlen);
-        json_decref(sotw);
-        if (rc == 0) {
-            json_decref(t->have);
-            t->have = next;
-        } else {
-            json_decref(next);
+        const char *version = json_is_string(sv) ? json_string_value(sv) : "";
+        if (t->wildcard) { /* the set in force, whole, as the next state would have it */
+            json_t *next = json_copy(t->have);
+            delta_apply(t, next, root);
+            json_t *sotw = sotw_of(next, version);
+            if (sotw != NULL)
+                rc = judge(a, t, sotw, type_url, NULL, err, errlen);
+            else
+                snprintf(err, errlen, "out of memory");
+            json_decref(sotw);
+            if (rc == 0) {
+                json_decref(t->have);
+                t->have = next;
+            } else {
+                json_decref(next);
+            }
+        } else { /* what it carries; the versions kept once it is in force */
+            json_t *carried = carried_of(root, version);
+            rc = judge(a, t, carried, type_url, touched, err, errlen);
+            json_decref(carried);
+            if (rc == 0)
+                delta_apply(t, t->have, root);
         }
     } else {
         pt_warn("%s: %s rejected: %s", a->log_name, type_url, err);
     }
     json_decref(touched);
+    note_peak(len);
     json_decref(root);
     if (a->stream != NULL)
         send_request(a, t, rc == 0 ? NULL : err);
+    if (rc == 0)
+        log_accepted(a, t, type_url, len, begun_us);
 }
 
 /* ---- the stream ---------------------------------------------------------------------- */
@@ -785,8 +894,13 @@ static void on_rest_done(void *data, int status, const char *body, size_t len, c
         if (root != NULL) {
             json_t *nn = json_object_get(root, "nonce");
             set_str(&t->nonce, json_is_string(nn) ? json_string_value(nn) : "");
+            uint64_t begun_us = pt_now_us();
             rc = judge(a, t, root, t->type_url, NULL, err, sizeof(err));
             json_decref(root);
+            if (rc == 0) /* ACKed by the next poll */
+                pt_info("%s: %s version %s accepted (%zu bytes, applied in %.3f ms)",
+                        a->log_name, t->type_url, t->version != NULL ? t->version : "", len,
+                        (double)(pt_now_us() - begun_us) / 1000.0);
         } else {
             for (pt_ads_watch_t *w = t->watches; w != NULL; w = w->next) {
                 w->fetched = 1;
@@ -1129,6 +1243,7 @@ pt_ads_watch_t *pt_ads_watch(pt_ads_t *a, const pt_file_subscription_config_t *c
     pt_subscription_stats_init(&w->stats, cfg);
     w->next = t->watches;
     t->watches = w;
+    t->names_settled = 0;
     if (a->stream == NULL && !ev_is_active(&a->retry))
         open_stream(a); /* a source's own stream, for its first watch */
     else
@@ -1156,11 +1271,23 @@ int pt_ads_watch_set_names(pt_ads_watch_t *w, const char *const *names, size_t n
                 return -1;
             }
     }
+    json_t *set = NULL;
+    if (names != NULL) {
+        set = json_object();
+        for (size_t i = 0; set != NULL && i < n; i++)
+            if (json_object_set_new(set, names[i], json_true()) != 0) {
+                json_decref(set);
+                set = NULL; /* concerns() walks the names instead */
+            }
+    }
     for (size_t i = 0; i < w->nnames; i++)
         free(w->names[i]);
     free(w->names);
+    json_decref(w->name_set);
     w->names = copy;
     w->nnames = names != NULL ? n : 0;
+    w->name_set = set;
+    w->type->names_settled = 0;
     if (w->ads != NULL && w->ads->delta)
         prune_have(w->type);
     if (w->ads != NULL)
@@ -1178,6 +1305,7 @@ void pt_ads_unwatch(pt_ads_watch_t *w)
         return;
     }
     w->dead = 1;
+    w->type->names_settled = 0;
     if (a->delta)
         prune_have(w->type);
     /* The control plane no longer needs to send what only this watch wanted. */

@@ -1077,6 +1077,7 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
             pt_cfg_error(r, "eds_config", "is required");
         const char *sn;
         pt_cfg_string(r, "service_name", &sn, NULL);
+        pt_config_no_xdstp(r, "service_name", sn);
         c->eds_service_name = pt_arena_strdup(&c->arena, sn != NULL && sn[0] ? sn : c->name);
         pt_cfg_leave(r);
     } else if (c->type == PT_CLUSTER_EDS) {

@@ -374,7 +374,9 @@ static void parse_filter(pt_cfg_t *r, pt_config_t *cfg, pt_network_filter_t *f, 
     int rc;
     const char *type = pt_cfg_enter_any(r, "typed_config", &rc);
     if (rc == 0) {
-        pt_cfg_error(r, "typed_config", "is required");
+        /* config_discovery (ECDS) instead: refused as not supported, one error is enough */
+        if (!pt_cfg_has(r, "config_discovery"))
+            pt_cfg_error(r, "typed_config", "is required");
         return;
     }
     if (type == NULL)
@@ -576,6 +578,7 @@ static void parse_filter_chain(pt_cfg_t *r, pt_config_t *cfg, pt_filter_chain_t 
     else if (!present && !pt_cfg_has(r, "filters")) /* a wrong type was reported already */
         pt_cfg_error(r, "filters", "is required");
     fc->filters = pt_arena_alloc(&cfg->arena, (n ? n : 1) * sizeof(pt_network_filter_t));
+    const pt_rds_need_t *rds_before = cfg->rds_needs;
     for (size_t i = 0; i < n; i++) {
         if (pt_cfg_enter_index(r, i) > 0) {
             parse_filter(r, cfg, &fc->filters[fc->nfilters], i + 1 == n);
@@ -585,6 +588,9 @@ static void parse_filter_chain(pt_cfg_t *r, pt_config_t *cfg, pt_filter_chain_t 
     }
     if (present)
         pt_cfg_leave_array(r);
+    /* Only its last (terminal) filter can be a connection manager: one rds at most. */
+    if (cfg->rds_needs != rds_before)
+        fc->rds_name = cfg->rds_needs->name;
     if (pt_cfg_ok(r))
         restrict_alpn(fc, &cfg->arena, pt_cfg_path(r));
 }
@@ -715,7 +721,8 @@ static void parse_listener_filter(pt_cfg_t *r, pt_listener_config_t *l)
             which = k;
     }
     if (rc == 0 && which < 0) {
-        pt_cfg_error(r, "typed_config", "is required");
+        if (!pt_cfg_has(r, "config_discovery")) /* ECDS: refused as not supported */
+            pt_cfg_error(r, "typed_config", "is required");
         return;
     }
     if (type == NULL && rc != 0)

@@ -67,6 +67,9 @@ typedef struct pt_filter_chain {
     pt_tls_context_t *tls_ctx;  /* built at prepare */
     uint64_t handshake_timeout_ms; /* transport_socket_connect_timeout; 0 = none (Envoy) */
     const struct pt_metadata *metadata; /* FilterChain.metadata, or NULL */
+    /* The route configuration its connection manager takes from RDS (NULL: none, or
+     * inline): the listener warms until it comes (pt_listener_config_warming). */
+    const char *rds_name;
 } pt_filter_chain_t;
 
 /* What the listener knows of a new connection when it picks a filter chain. */

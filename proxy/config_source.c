@@ -167,6 +167,14 @@ static const char *api_key(pt_arena_t *a, const pt_api_source_t *api)
     return pt_arena_strdup(a, buf);
 }
 
+int pt_config_no_xdstp(pt_cfg_t *r, const char *field, const char *name)
+{
+    if (name == NULL || strncmp(name, "xdstp:", 6) != 0)
+        return 0;
+    pt_cfg_error(r, field, "\"%s\": xDS-TP names (xdstp://) are not supported", name);
+    return -1;
+}
+
 int pt_config_source_parse(pt_cfg_t *r, pt_arena_t *a, const char *field,
                            pt_config_source_t *out)
 {

@@ -54,6 +54,12 @@ typedef struct pt_config_source {
 int pt_config_source_parse(pt_cfg_t *r, pt_arena_t *a, const char *field,
                            pt_config_source_t *out);
 
+/* A resource name given at `field` that is an xDS-TP URL (xdstp://authority/type/id): petrel
+ * has no xDS-TP naming (authorities, collections, the context parameters), so such a name is
+ * an error rather than an opaque name sent to a control plane. Returns -1 after recording
+ * the error, else 0. */
+int pt_config_no_xdstp(pt_cfg_t *r, const char *field, const char *name);
+
 /* Parses the ApiConfigSource the reader is in (ads_config, a ConfigSource's
  * api_config_source) into *out. rest: whether api_type REST is allowed (not for ADS).
  * Errors are recorded, each naming its field. */

@@ -151,7 +151,7 @@ static void parse_http_filters(pt_cfg_t *r, pt_config_t *cfg, pt_hcm_config_t *h
         pt_cfg_bool(r, "is_optional", &optional, 0);
         int rc;
         const char *type = pt_cfg_enter_any(r, "typed_config", &rc);
-        if (rc == 0)
+        if (rc == 0 && !pt_cfg_has(r, "config_discovery")) /* ECDS: refused as unsupported */
             pt_cfg_error(r, "typed_config", "is required");
         if (type != NULL) {
             f->ops = pt_http_filter_find(type);
@@ -284,6 +284,8 @@ static void *hcm_parse(pt_cfg_t *r, pt_config_t *cfg)
         const char *name;
         if (pt_cfg_string(r, "route_config_name", &name, NULL) == 0 || (name && !name[0]))
             pt_cfg_error(r, "route_config_name", "is required");
+        else if (pt_config_no_xdstp(r, "route_config_name", name) != 0)
+            name = NULL;
         if (need != NULL &&
             pt_config_source_parse(r, a, "config_source", &need->source) == 0)
             pt_cfg_error(r, "config_source", "is required");

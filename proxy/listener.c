@@ -14,6 +14,7 @@
 
 #include "filters/filter.h"
 #include "proxy/log.h"
+#include "proxy/route_manager.h"
 #include "proxy/stats.h"
 #include "proxy/time.h"
 #include "proxy/view.h"
@@ -95,21 +96,31 @@ int pt_listener_listen(pt_listener_t *l, char *err, size_t errlen)
     return 0;
 }
 
-static int chain_warming(const pt_filter_chain_t *fc, uint64_t now_ms, uint64_t *until)
+/* A chain warms while its TLS context waits for SDS secrets or its connection manager for
+ * its RDS route configuration: one mechanism for both, as Envoy's listener init target
+ * gathers every dependency of the listener. */
+static int chain_warming(const pt_filter_chain_t *fc, const pt_route_manager_t *routes,
+                         uint64_t now_ms, uint64_t *until)
 {
-    if (fc == NULL || !pt_tls_context_warming(fc->tls_ctx, now_ms))
+    if (fc == NULL)
         return 0;
-    if (until != NULL && fc->tls_ctx->secrets_warm_until_ms < *until)
-        *until = fc->tls_ctx->secrets_warm_until_ms;
-    return 1;
+    int warming = 0;
+    if (pt_tls_context_warming(fc->tls_ctx, now_ms)) {
+        warming = 1;
+        if (until != NULL && fc->tls_ctx->secrets_warm_until_ms < *until)
+            *until = fc->tls_ctx->secrets_warm_until_ms;
+    }
+    if (fc->rds_name != NULL)
+        warming |= pt_route_manager_warming(routes, fc->rds_name, now_ms, until);
+    return warming;
 }
 
-int pt_listener_config_warming(const pt_listener_config_t *cfg, uint64_t now_ms,
-                               uint64_t *until)
+int pt_listener_config_warming(const pt_listener_config_t *cfg, const pt_route_manager_t *routes,
+                               uint64_t now_ms, uint64_t *until)
 {
-    int warming = chain_warming(cfg->default_chain, now_ms, until);
+    int warming = chain_warming(cfg->default_chain, routes, now_ms, until);
     for (unsigned i = 0; i < cfg->nchains; i++)
-        warming |= chain_warming(&cfg->chains[i], now_ms, until);
+        warming |= chain_warming(&cfg->chains[i], routes, now_ms, until);
     return warming;
 }
 

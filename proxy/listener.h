@@ -25,8 +25,9 @@ struct pt_listener {
     unsigned nfds;        /* 0 for a listener with bind_to_port false */
     _Atomic uint64_t active; /* open downstream connections, all workers (connection_limit) */
     /* Warming (main thread): its sockets are bound but do not listen, and no worker has
-     * them, until the SDS secrets of its TLS contexts come (a connection is refused
-     * meanwhile, as by Envoy's warming listener). */
+     * them, until the SDS secrets of its TLS contexts and the RDS route configurations of
+     * its connection managers come (a connection is refused meanwhile, as by Envoy's
+     * warming listener). */
     int warming;
 };
 typedef struct pt_listener pt_listener_t;
@@ -37,11 +38,14 @@ pt_listener_t *pt_listener_open(const pt_listener_config_t *cfg, unsigned nworke
                                 char *err, size_t errlen);
 /* A warming listener's sockets start listening. 0, or -1 with why in err. */
 int pt_listener_listen(pt_listener_t *l, char *err, size_t errlen);
-/* Whether a TLS context of one of the listener's filter chains waits for an SDS secret within
- * its initial_fetch_timeout; *until (when given) is lowered to the earliest moment that ends
- * (monotonic ms). Main thread. */
-int pt_listener_config_warming(const pt_listener_config_t *cfg, uint64_t now_ms,
-                               uint64_t *until);
+/* Whether one of the listener's filter chains waits, within its source's
+ * initial_fetch_timeout, for an SDS secret of its TLS context or for the RDS route
+ * configuration of its connection manager (routes: the server's route manager, may be
+ * NULL); *until (when given) is lowered to the earliest moment that ends (monotonic ms).
+ * Main thread. */
+typedef struct pt_route_manager pt_route_manager_t;
+int pt_listener_config_warming(const pt_listener_config_t *cfg, const pt_route_manager_t *routes,
+                               uint64_t now_ms, uint64_t *until);
 void pt_listener_free(pt_listener_t *l);
 pt_listener_t *pt_listener_ref(pt_listener_t *l);
 void pt_listener_unref(pt_listener_t *l); /* pt_listener_free at the last reference */

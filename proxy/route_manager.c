@@ -10,6 +10,7 @@
 #include "discovery/subscription.h"
 #include "proxy/log.h"
 #include "proxy/stats.h"
+#include "proxy/time.h"
 
 #define ROUTE_TYPE_URL "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 
@@ -56,6 +57,11 @@ typedef struct rds_name {
     unsigned slot;
     rds_file_t *file;
     pt_route_config_t *active;  /* a reference, or NULL until one comes */
+    /* From a control plane, none come yet: the listeners naming it warm until then
+     * (monotonic ms: its source's initial_fetch_timeout from when it was first wanted;
+     * UINT64_MAX for none). 0 once its first update came or was rejected, or for a file
+     * (read when wanted), as Envoy's RDS init target is ready on either outcome. */
+    uint64_t warm_until_ms;
     json_t *source;
     char *version_info;
     double last_updated;
@@ -208,7 +214,7 @@ static int on_rds_update(void *data, const pt_discovery_response_t *resp, char *
         k++;
     }
     k = 0;
-    int changed = 0;
+    int changed = 0, warm_ended = 0;
     double now = wall_now();
     for (rds_name_t *e = rm->names; e != NULL; e = e->next) {
         if (e->file != f)
@@ -216,10 +222,15 @@ static int on_rds_update(void *data, const pt_discovery_response_t *resp, char *
         if (bad) {
             count(e, offsetof(struct rds_stats, rejected));
             pt_route_config_unref(next[k++]);
+            /* A rejected first update ends the warming (Envoy lets the listeners go on
+             * without routes: 404 NR). */
+            warm_ended |= e->warm_until_ms != 0;
+            e->warm_until_ms = 0;
             continue;
         }
         count(e, offsetof(struct rds_stats, success));
         if (next[k] != NULL) {
+            e->warm_until_ms = 0;
             pt_route_config_unref(e->active);
             e->active = next[k];
             json_decref(e->source);
@@ -236,8 +247,11 @@ static int on_rds_update(void *data, const pt_discovery_response_t *resp, char *
     }
     free(next);
     free(src);
-    if (bad)
+    if (bad) {
+        if (warm_ended && !rm->loading && rm->publish != NULL)
+            rm->publish(rm->data); /* the listeners that waited go on */
         return -1;
+    }
     if (changed && rebuild_routes(rm) != 0) {
         snprintf(err, errlen, "out of memory");
         return -1;
@@ -336,6 +350,10 @@ int pt_route_manager_want(pt_route_manager_t *rm, const pt_config_source_t *src,
     e->file = f;
     e->next = rm->names;
     rm->names = e;
+    if (src->ads || src->api != NULL)
+        e->warm_until_ms = src->initial_fetch_timeout_ms == 0
+                               ? UINT64_MAX
+                               : pt_now_ms() + src->initial_fetch_timeout_ms;
     if (f != NULL && pt_subscription_is_remote(f->sub))
         return ads_ask_for_names(rm, f, err, errlen); /* it comes when the control plane sends it */
     if (f != NULL) {
@@ -392,6 +410,23 @@ void pt_route_manager_set_loop(pt_route_manager_t *rm, struct ev_loop *loop)
     for (rds_file_t *f = rm->files; f != NULL; f = f->next)
         if (pt_subscription_watch(f->sub, loop, err, sizeof(err)) != 0)
             pt_warn("rds: %s: %s", f->path, err);
+}
+
+int pt_route_manager_warming(const pt_route_manager_t *rm, const char *name, uint64_t now_ms,
+                             uint64_t *until)
+{
+    if (rm == NULL)
+        return 0;
+    for (const rds_name_t *e = rm->names; e != NULL; e = e->next) {
+        if (strcmp(e->name, name) != 0)
+            continue;
+        if (e->active != NULL || now_ms >= e->warm_until_ms)
+            return 0;
+        if (until != NULL && e->warm_until_ms < *until)
+            *until = e->warm_until_ms;
+        return 1;
+    }
+    return 0;
 }
 
 pt_route_config_t *const *pt_route_manager_routes(pt_route_manager_t *rm, unsigned *n)

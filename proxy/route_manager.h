@@ -12,6 +12,7 @@
 #define PT_ROUTE_MANAGER_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "proxy/config_source.h"
 #include "proxy/route.h"
@@ -35,6 +36,13 @@ int pt_route_manager_want(pt_route_manager_t *rm, const pt_config_source_t *src,
                           const char *name, const char *stat_prefix, char *err, size_t errlen);
 /* From here on its files are watched on loop. */
 void pt_route_manager_set_loop(pt_route_manager_t *rm, struct ev_loop *loop);
+
+/* Whether route configuration `name` is from a control plane, has not come, and its source's
+ * initial_fetch_timeout has not run out (nor its first update been rejected): a listener
+ * whose connection manager names it warms meanwhile, as Envoy's does. *until (when given)
+ * is lowered to when that ends (monotonic ms). rm may be NULL (no RDS: never). */
+int pt_route_manager_warming(const pt_route_manager_t *rm, const char *name, uint64_t now_ms,
+                             uint64_t *until);
 
 /* The route configurations in force by slot (NULL where none has come); n slots. */
 pt_route_config_t *const *pt_route_manager_routes(pt_route_manager_t *rm, unsigned *n);

@@ -133,9 +133,16 @@ static void on_clusters_published(void *data, pt_view_t *view)
     check_warm(s);
 }
 
+static void start_warm_listeners(pt_server_t *s);
+
+/* Route configurations came (or the first update of one was rejected): listeners that
+ * warmed for them may go on. */
 static void on_routes_published(void *data)
 {
-    publish_view(data);
+    pt_server_t *s = data;
+    publish_view(s);
+    start_warm_listeners(s);
+    check_warm(s);
 }
 
 /* A cluster lookup over a view (the static clusters while the bootstrap is validated). */
@@ -289,9 +296,24 @@ static int modified_warming(pt_server_t *s, const pt_config_t *next, uint64_t no
                             uint64_t *until);
 static int lds_commit(pt_server_t *s, pt_config_t *next, char *err, size_t errlen);
 
-/* Warming listeners (bound, not listening: their TLS contexts wait for SDS secrets) whose
- * secrets came or whose initial_fetch_timeout ran out start listening and go to the
- * workers; the timer is set for the next timeout of those left. */
+/* listener_manager.total_listeners_active and _warming, as Envoy counts them. */
+static void count_listeners(pt_server_t *s)
+{
+    unsigned warming = 0;
+    for (unsigned i = 0; i < s->nlisteners; i++)
+        warming += s->listeners[i]->warming != 0;
+    pt_stat_set(s->lds_stats.active, s->nlisteners - warming);
+    /* A listener changed in place serves as it was while its new version warms: that
+     * version counts as warming too, as in Envoy's warming list. */
+    if (s->lds_pending != NULL)
+        warming += (unsigned)modified_warming(s, s->lds_pending, pt_now_ms(), NULL);
+    pt_stat_set(s->lds_stats.warming, warming);
+}
+
+/* Warming listeners (bound, not listening: their TLS contexts wait for SDS secrets, their
+ * connection managers for RDS route configurations) whose dependencies came or whose
+ * initial_fetch_timeout ran out start listening and go to the workers; the timer is set
+ * for the next timeout of those left. */
 static void start_warm_listeners(pt_server_t *s)
 {
     if (s->workers == NULL || s->loop == NULL)
@@ -303,7 +325,7 @@ static void start_warm_listeners(pt_server_t *s)
         s->lds_pending = NULL;
         char err[2048];
         if (lds_commit(s, pending, err, sizeof(err)) != 0)
-            pt_error("lds: the update that waited for TLS secrets cannot apply: %s", err);
+            pt_error("lds: the update that waited for its listeners to warm cannot apply: %s", err);
         return; /* lds_commit looked at the warming listeners again */
     }
     for (unsigned i = 0; i < s->nlisteners; i++) {
@@ -311,18 +333,19 @@ static void start_warm_listeners(pt_server_t *s)
         if (!l->warming)
             continue;
         const pt_listener_config_t *lc = pt_config_find_listener(s->config, l->name);
-        if (lc != NULL && pt_listener_config_warming(lc, now, &next))
+        if (lc != NULL && pt_listener_config_warming(lc, s->routes, now, &next))
             continue;
         char err[512];
         if (pt_listener_listen(l, err, sizeof(err)) != 0) {
             pt_error("%s", err);
             continue;
         }
-        pt_info("listener %s: warmed (its TLS secrets came, or their initial_fetch_timeout ran "
-                "out): listening", l->name);
+        pt_info("listener %s: warmed (its TLS secrets and route configurations came, or "
+                "their initial_fetch_timeout ran out): listening", l->name);
         for (unsigned w = 0; w < s->nworkers_started; w++)
             post_listener(s, w, l);
     }
+    count_listeners(s);
     ev_timer_stop(s->loop, &s->listener_warm);
     if (next != UINT64_MAX) {
         ev_timer_set(&s->listener_warm, next > now ? (double)(next - now) / 1000.0 + 0.001 : 0.,
@@ -387,9 +410,9 @@ static pt_listener_t *bound_listener(pt_server_t *s, const pt_listener_config_t 
     return NULL;
 }
 
-/* Whether a listener of next changes one that serves now (same name and address) into a
- * version that waits for TLS secrets: Envoy keeps the old version serving until the new one
- * warmed. *until is lowered to when that waiting may end. */
+/* How many listeners of next change one that serves now (same name and address) into a
+ * version that waits for TLS secrets or route configurations: Envoy keeps the old version
+ * serving until the new one warmed. *until is lowered to when that waiting may end. */
 static int modified_warming(pt_server_t *s, const pt_config_t *next, uint64_t now,
                             uint64_t *until)
 {
@@ -400,7 +423,7 @@ static int modified_warming(pt_server_t *s, const pt_config_t *next, uint64_t no
         const pt_listener_config_t *was = pt_config_find_listener(s->config, lc->name);
         if (l == NULL || l->warming || was == NULL || json_equal(was->source, lc->source))
             continue;
-        any |= pt_listener_config_warming(lc, now, until);
+        any += pt_listener_config_warming(lc, s->routes, now, until) != 0;
     }
     return any;
 }
@@ -425,7 +448,7 @@ static pt_config_t *lds_interim(pt_server_t *s, const pt_config_t *next,
             res[i].name != NULL ? pt_config_find_listener(s->config, res[i].name) : NULL;
         if (lc == NULL || was == NULL || !was->dynamic || was->source == NULL ||
             json_equal(was->source, lc->source) || bound_listener(s, lc) == NULL ||
-            bound_listener(s, lc)->warming || !pt_listener_config_warming(lc, now, NULL))
+            bound_listener(s, lc)->warming || !pt_listener_config_warming(lc, s->routes, now, NULL))
             continue;
         res[i].json = was->source; /* the version in force, for now */
         res[i].text = NULL;
@@ -470,8 +493,8 @@ static int on_lds_update(void *data, const pt_discovery_response_t *resp, char *
         return lds_commit(s, next, err, errlen);
     int rc = lds_commit(s, interim, err, errlen);
     if (rc == 0) {
-        pt_info("lds: version %s waits for the TLS secrets of the listeners it changes; they "
-                "serve as they were until then", resp->version_info);
+        pt_info("lds: version %s waits for the TLS secrets or route configurations of the "
+                "listeners it changes; they serve as they were until then", resp->version_info);
         s->lds_pending = next;
         start_warm_listeners(s); /* arms the timer for their timeouts */
     } else {
@@ -505,7 +528,7 @@ static int lds_commit(pt_server_t *s, pt_config_t *next, char *err, size_t errle
         if (bound[i] != NULL)
             continue;
         char why[512];
-        bound[i] = pt_listener_open(lc, s->nworkers, pt_listener_config_warming(lc, pt_now_ms(), NULL),
+        bound[i] = pt_listener_open(lc, s->nworkers, pt_listener_config_warming(lc, s->routes, pt_now_ms(), NULL),
                                     why, sizeof(why));
         if (bound[i] == NULL) {
             snprintf(err, errlen, "resources: %s", why);
@@ -554,7 +577,9 @@ static int lds_commit(pt_server_t *s, pt_config_t *next, char *err, size_t errle
         if (fresh[i]) {
             added++;
             pt_info("lds: listener %s added%s", lc->name,
-                    bound[i]->warming ? " (warming: its TLS secrets have not come)" : "");
+                    bound[i]->warming
+                        ? " (warming: its TLS secrets or route configurations have not come)"
+                        : "");
         } else if (was != NULL && !json_equal(was->source, lc->source)) {
             modified++;
             pt_info("lds: listener %s updated in place", lc->name);
@@ -580,7 +605,6 @@ static int lds_commit(pt_server_t *s, pt_config_t *next, char *err, size_t errle
     pt_stat_add(s->lds_stats.added, added);
     pt_stat_add(s->lds_stats.modified, modified);
     pt_stat_add(s->lds_stats.removed, removed);
-    pt_stat_set(s->lds_stats.active, next->nlisteners);
     publish_view(s);
     start_warm_listeners(s); /* their secrets may be there already */
     check_warm(s); /* the first listeners from the control plane may end the start */
@@ -601,7 +625,6 @@ static int start_lds(pt_server_t *s)
     s->lds_stats.added = pt_stats_counter("listener_manager", NULL, NULL, "listener_added");
     s->lds_stats.modified = pt_stats_counter("listener_manager", NULL, NULL, "listener_modified");
     s->lds_stats.removed = pt_stats_counter("listener_manager", NULL, NULL, "listener_removed");
-    s->lds_stats.active = pt_stats_gauge("listener_manager", NULL, NULL, "total_listeners_active");
     char err[4096];
     s->lds = pt_subscription_new(src, &sc, on_lds_update, s, err, sizeof(err));
     if (s->lds == NULL) {
@@ -615,7 +638,6 @@ static int start_lds(pt_server_t *s)
                 err);
         return -1;
     }
-    pt_stat_set(s->lds_stats.active, s->config->nlisteners);
     return 0;
 }
 
@@ -743,6 +765,9 @@ int pt_server_init(pt_server_t *s, const pt_options_t *opts)
     s->config = cfg;
     /* Petrel's own lines in the operator's format from here on (before any worker runs). */
     pt_log_set_pattern(pt_config_app_log_pattern(cfg));
+    s->lds_stats.active = pt_stats_gauge("listener_manager", NULL, NULL, "total_listeners_active");
+    s->lds_stats.warming =
+        pt_stats_gauge("listener_manager", NULL, NULL, "total_listeners_warming");
     if (pt_dns_set_default_resolver(&cfg->dns_resolver) != 0) {
         fprintf(stderr, "error: out of memory\n");
         return -1;
@@ -951,7 +976,7 @@ int pt_server_run(pt_server_t *s)
     pt_tls_set_secrets_hook(on_secrets_changed, s);
     for (unsigned i = 0; i < s->config->nlisteners; i++) {
         const pt_listener_config_t *lc = &s->config->listeners[i];
-        pt_listener_t *l = pt_listener_open(lc, n, pt_listener_config_warming(lc, pt_now_ms(), NULL),
+        pt_listener_t *l = pt_listener_open(lc, n, pt_listener_config_warming(lc, s->routes, pt_now_ms(), NULL),
                                             err, sizeof(err));
         if (l == NULL) {
             pt_error("%s", err);
@@ -1028,7 +1053,8 @@ int pt_server_run(pt_server_t *s)
         pt_addr_format(&s->listeners[i]->address, a, sizeof(a));
         pt_info("listener %s on %s%s", s->listeners[i]->name, a,
                 s->listeners[i]->nfds == 0  ? " (not bound: bind_to_port false)"
-                : s->listeners[i]->warming ? " (warming: waiting for its TLS secrets)"
+                : s->listeners[i]->warming
+                    ? " (warming: waiting for its TLS secrets or route configurations)"
                                            : "");
     }
     pt_secret_watch_start(s->loop);
@@ -1077,7 +1103,8 @@ int pt_server_run(pt_server_t *s)
         warm_listeners += s->listeners[i]->warming != 0;
     if (warm_listeners > 0) {
         s->announced_warming = 1;
-        pt_info("initializing: %u listener%s waiting for TLS secrets (/ready answers 503 until "
+        pt_info("initializing: %u listener%s waiting for TLS secrets or route configurations "
+                "(/ready answers 503 until "
                 "they come or their initial_fetch_timeout runs out)",
                 warm_listeners, warm_listeners == 1 ? "" : "s");
     }

@@ -45,8 +45,8 @@ typedef struct pt_server {
     struct pt_route_manager *routes;     /* RDS, or NULL */
     struct pt_subscription *lds;         /* dynamic_resources.lds_config, or NULL */
     struct {
-        pt_stat_t added, modified, removed, active;
-    } lds_stats;
+        pt_stat_t added, modified, removed, active, warming;
+    } lds_stats; /* listener_manager.*: active and warming counted for every listener */
     struct pt_subscription *cds;         /* dynamic_resources.cds_config, or NULL */
     unsigned nworkers_started; /* workers that were sent the view (later views go to them) */
     pt_listener_t **listeners;

@@ -225,6 +225,8 @@ static const pt_sds_ref_t *parse_sds_ref(pt_cfg_t *r, pt_arena_t *a)
     const char *name;
     if (pt_cfg_string(r, "name", &name, NULL) == 0 || (name != NULL && name[0] == '\0'))
         pt_cfg_error(r, "name", "is required");
+    else
+        pt_config_no_xdstp(r, "name", name);
     ref->name = pt_arena_strdup(a, name ? name : "");
     if (pt_config_source_parse(r, a, "sds_config", &ref->source) == 0)
         pt_cfg_error(r, "sds_config", "is required (petrel has no static secrets)");

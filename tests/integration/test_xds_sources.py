@@ -698,6 +698,156 @@ class SdsOverAdsTest(unittest.TestCase):
         self.assertEqual(stream_services(cp), [('ADS', 'delta')])
 
 
+@unittest.skipIf(CP_MISSING is not None, CP_MISSING or '')
+class RdsWarmingTest(unittest.TestCase):
+    """A listener whose connection manager takes its routes by RDS from a control plane warms
+    (bound, not accepting; /ready 503; listener_manager.total_listeners_warming) until its
+    route configuration comes, its first update is rejected, or initial_fetch_timeout runs
+    out; a listener changed in place keeps serving as it was until the new one warmed."""
+    DELTA = False
+
+    def setUp(self):
+        self.a = HttpUpstream(name='a')
+        self.addCleanup(self.a.close)
+        self.b = HttpUpstream(name='b')
+        self.addCleanup(self.b.close)
+        self.port, self.admin = h.free_ports(2)
+
+    def ads(self, timeout=None):
+        src = {'ads': {}, 'resource_api_version': 'V3'}
+        if timeout is not None:
+            src['initial_fetch_timeout'] = timeout
+        return src
+
+    def start(self, resources, static_listeners=(), lds=True, cp_down=False):
+        self.cp = ControlPlane(resources)
+        self.addCleanup(self.cp.close)
+        if cp_down:
+            self.cp.kill()  # its port known, nothing listening on it
+        dyn = {'ads_config': dict(own()['api_config_source'],
+                                  api_type='DELTA_GRPC' if self.DELTA else 'GRPC')}
+        if lds:
+            dyn['lds_config'] = self.ads()
+        cfg = {'node': {'id': 'n1', 'cluster': 'c1'}, 'admin': h.admin(self.admin),
+               'dynamic_resources': dyn,
+               'static_resources': {
+                   'clusters': [xds_cluster('xds', self.cp.port), h.cluster('a', [self.a.port]),
+                                h.cluster('b', [self.b.port])],
+                   'listeners': list(static_listeners)}}
+        self.p = h.Petrel(cfg, wait_ready=False, wait_listeners=False)
+        self.addCleanup(self.p.close)
+        self.p.start()
+        return self.p
+
+    def rds_asked(self, name):
+        return any(name in (e.get('resource_names') or []) for e in self.cp.log()
+                   if e.get('type_url') == RDS and e['event'] in ('request', 'ack', 'nack'))
+
+    def warming_gauges(self):
+        return (self.p.stat('listener_manager.total_listeners_warming'),
+                self.p.stat('listener_manager.total_listeners_active'))
+
+    def dynamic_listener(self, name):
+        dump = json.loads(self.p.admin_get('/config_dump')[2])
+        return [l for c in dump['configs'] for l in c.get('dynamic_listeners', [])
+                if l['name'] == name][0]
+
+    def test_an_lds_listener_accepts_once_its_routes_come(self):
+        p = self.start({'listeners': [http_listener(self.port, self.ads())], 'routes': []})
+        h.wait_until(lambda: self.cp.acked(LDS, '1'), 20, message='LDS not ACKed')
+        h.wait_until(lambda: self.rds_asked('routes'), 10, message='RDS not asked for')
+        # warming: bound but refusing, not ready, counted as warming, shown as warming
+        self.assertTrue(refused(self.port))
+        self.assertEqual(p.admin_get('/ready')[0], 503)
+        self.assertEqual(self.warming_gauges(), (1, 0))
+        self.assertIn('warming_state', self.dynamic_listener('ingress'))
+        self.assertNotIn('active_state', self.dynamic_listener('ingress'))
+        # the routes come: accepting, served, ready, active
+        self.cp.push(routes=[routes('a')])
+        h.wait_until(lambda: served_by(self.port) == (200, 'a'), 10)
+        h.wait_until(lambda: p.admin_get('/ready')[0] == 200, 10)
+        self.assertEqual(self.warming_gauges(), (0, 1))
+        self.assertIn('active_state', self.dynamic_listener('ingress'))
+        p.wait_log('listener ingress: warmed')
+
+    def test_initial_fetch_timeout_makes_a_static_listener_active_without_routes(self):
+        # A static listener whose routes come from ADS and never come: after its source's
+        # initial_fetch_timeout it accepts and answers 404 (no route, NR), as Envoy's.
+        lst = http_listener(self.port, self.ads('2s'))
+        p = self.start({'routes': []}, static_listeners=[lst], lds=False)
+        h.wait_until(lambda: self.rds_asked('routes'), 20, message='RDS not asked for')
+        self.assertTrue(refused(self.port))
+        self.assertEqual(p.admin_get('/ready')[0], 503)
+        p.wait_log('1 listener waiting for TLS secrets or route configurations')
+        h.wait_until(lambda: not refused(self.port), 10)
+        h.wait_until(lambda: p.admin_get('/ready')[0] == 200, 10)
+        self.assertEqual(served_by(self.port), (404, None))
+        self.assertEqual(p.stat('http.ingress.no_route'), 1)
+        self.assertEqual(self.warming_gauges(), (0, 1))
+        # they come late: served
+        self.cp.push(routes=[routes('b')])
+        h.wait_until(lambda: served_by(self.port) == (200, 'b'), 10)
+
+    def test_a_rejected_first_update_ends_the_warming(self):
+        # Envoy lets a listener go on when the first update of its routes is rejected: it
+        # accepts and has no route (404) until a good one comes.
+        bad = routes('a')
+        bad['virtual_hosts'][0]['routes'][0]['match'] = {'safe_regex': {'regex': '('}}
+        p = self.start({'listeners': [http_listener(self.port, self.ads())], 'routes': [bad]})
+        h.wait_until(lambda: self.cp.events('nack', RDS), 20, message='RDS not NACKed')
+        self.assertIn('safe_regex', self.cp.events('nack', RDS)[0]['error_detail']['message'])
+        h.wait_until(lambda: not refused(self.port), 10)
+        self.assertEqual(served_by(self.port), (404, None))
+        self.cp.push(routes=[routes('a')])
+        h.wait_until(lambda: served_by(self.port) == (200, 'a'), 10)
+
+    def test_a_listener_changed_in_place_serves_until_the_new_one_warmed(self):
+        self.start({'listeners': [http_listener(self.port, self.ads())],
+                    'routes': [routes('a')]})
+        h.wait_until(lambda: served_by(self.port) == (200, 'a'), 20)
+        # the listener now names route configuration "next", which has not come
+        changed = http_listener(self.port, self.ads())
+        changed['filter_chains'][0]['filters'][0]['typed_config']['rds'][
+            'route_config_name'] = 'next'
+        self.cp.push(listeners=[changed])
+        h.wait_until(lambda: self.cp.acked(LDS, '2'), 10)
+        h.wait_until(lambda: self.rds_asked('next'), 10)
+        # the version in force serves meanwhile; the new one is warming
+        for _ in range(20):
+            self.assertEqual(served_by(self.port), (200, 'a'))
+        self.assertEqual(self.warming_gauges(), (1, 1))
+        one = self.dynamic_listener('ingress')
+        self.assertEqual(one['active_state']['version_info'], '1')
+        self.assertEqual(one['warming_state']['version_info'], '2')
+        # "next" comes: the new version takes over
+        self.cp.push(routes=[routes('a'), routes('b', name='next')])
+        h.wait_until(lambda: served_by(self.port) == (200, 'b'), 10)
+        self.assertEqual(self.warming_gauges(), (0, 1))
+        one = self.dynamic_listener('ingress')
+        self.assertNotIn('warming_state', one)
+        self.assertEqual(one['active_state']['version_info'], '2')
+
+    def test_the_control_plane_down_at_start(self):
+        # Nothing answers: the listener warms until its RDS source's initial_fetch_timeout,
+        # then accepts without routes (404); the control plane comes up and the routes come.
+        lst = http_listener(self.port, self.ads('2s'))
+        p = self.start({'routes': [routes('a')]}, static_listeners=[lst], lds=False,
+                       cp_down=True)
+        self.assertTrue(refused(self.port))
+        self.assertEqual(p.admin_get('/ready')[0], 503)
+        h.wait_until(lambda: not refused(self.port), 10)
+        self.assertEqual(served_by(self.port), (404, None))
+        self.assertEqual(p.stat('control_plane.connected_state'), 0)
+        self.cp.start()
+        h.wait_until(lambda: served_by(self.port) == (200, 'a'), 40)
+
+
+@unittest.skipIf(CP_MISSING is not None, CP_MISSING or '')
+class DeltaRdsWarmingTest(RdsWarmingTest):
+    """The same over delta ADS."""
+    DELTA = True
+
+
 # ---- config errors ----------------------------------------------------------------------------
 
 class ConfigErrorsTest(unittest.TestCase):
