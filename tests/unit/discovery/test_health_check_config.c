@@ -387,7 +387,11 @@ static void test_unsupported(void)
                     "'type.googleapis.com/envoy.extensions.health_check.event_sinks.file.v3."
                     "HealthCheckEventFileSink'}}],'tcp_health_check':{}}]"),
             HC0 ".event_logger[0].typed_config.event_log_path: is required");
-    ACCEPTS(WITH_HC("[{" BASE ",'event_log_path':'/tmp/hc.log','tcp_health_check':{}}]"));
+    pt_boot_t *logged =
+        ACCEPTS(WITH_HC("[{" BASE ",'event_log_path':'/tmp/hc.log','tcp_health_check':{}}]"));
+    PT_CHECK(logged != NULL);
+    PT_CHECK_STR(logged->clusters[0]->health_checks[0].event_log_path, "/tmp/hc.log");
+    pt_boot_free(logged);
     REJECTS(WITH_HC("[{" BASE ",'tls_options':{'alpn_protocols':['h2']},'tcp_health_check':{}}]"),
             HC0 ".tls_options: field is not supported");
     REJECTS(WITH_HC("[{" BASE ",'alt_port':8080,'tcp_health_check':{}}]"),
