@@ -273,26 +273,8 @@ static void otel_flush(pt_tracer_t *t, pt_span_rec_t **spans, unsigned n)
         return;
     }
     pt_stat_add(t->stats.spans_sent, n);
-    pt_view_t *view = pt_tracing_cluster_manager() != NULL
-                          ? pt_cluster_manager_view(pt_tracing_cluster_manager())
-                          : NULL;
-    pt_cluster_t *c = view != NULL ? pt_view_find_cluster(view, t->collector_cluster) : NULL;
-    if (c == NULL) {
-        pt_stat_inc(t->stats.reports_skipped_no_cluster);
-    } else {
-        char err[256];
-        t->fetch = pt_rest_fetch_start_ex(
-            c, pt_tracing_main_worker(), "POST", t->collector_endpoint, t->collector_hostname,
-            t->grpc ? "application/grpc" : "application/x-protobuf", body, len, t->timeout_ms,
-            t->grpc ? PT_REST_FETCH_GRPC : 0, on_export_done, t, err, sizeof(err));
-        if (t->fetch == NULL) {
-            pt_stat_inc(t->stats.reports_failed);
-            pt_debug("opentelemetry: export failed: %s", err);
-        }
-    }
-    if (view != NULL)
-        pt_view_unref(view);
-    free(body);
+    pt_tracer_send_report(t, body, len, t->grpc ? "application/grpc" : "application/x-protobuf",
+                          t->timeout_ms, t->grpc ? PT_REST_FETCH_GRPC : 0, on_export_done);
 }
 
 const pt_exporter_ops_t pt_otel_ops = {

@@ -8,9 +8,12 @@
 #include <string.h>
 
 #include "discovery/rest_fetch.h"
+#include "proxy/cluster_manager.h"
+#include "proxy/log.h"
 #include "proxy/runtime.h"
 #include "proxy/time.h"
 #include "proxy/tracer.h"
+#include "proxy/view.h"
 #include "proxy/worker.h"
 
 /* ---- the queues -------------------------------------------------------------------- */
@@ -68,6 +71,33 @@ struct pt_cluster_manager *pt_tracing_cluster_manager(void)
 pt_worker_t *pt_tracing_main_worker(void)
 {
     return main_side.worker;
+}
+
+int pt_tracer_send_report(pt_tracer_t *t, void *body, size_t len, const char *content_type,
+                          uint64_t timeout_ms, unsigned flags, pt_rest_fetch_cb cb)
+{
+    pt_cluster_manager_t *cm = pt_tracing_cluster_manager();
+    pt_view_t *view = cm != NULL ? pt_cluster_manager_view(cm) : NULL;
+    pt_cluster_t *c = view != NULL ? pt_view_find_cluster(view, t->collector_cluster) : NULL;
+    int rc = 0;
+    if (c == NULL) {
+        pt_stat_inc(t->stats.reports_skipped_no_cluster);
+        rc = -1;
+    } else {
+        char err[256];
+        t->fetch = pt_rest_fetch_start_ex(c, pt_tracing_main_worker(), "POST",
+                                          t->collector_endpoint, t->collector_hostname,
+                                          content_type, body, len, timeout_ms, flags, cb, t, err,
+                                          sizeof(err));
+        if (t->fetch == NULL) {
+            pt_stat_inc(t->stats.reports_failed);
+            pt_debug("%s: report failed: %s", t->provider, err);
+            rc = -1;
+        }
+    }
+    pt_view_unref(view);
+    free(body);
+    return rc;
 }
 
 int pt_tracing_init(unsigned nworkers)

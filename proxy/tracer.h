@@ -7,6 +7,7 @@
 
 #include <stdint.h>
 
+#include "discovery/rest_fetch.h"
 #include "proxy/stats.h"
 #include "proxy/tracing.h"
 
@@ -70,6 +71,13 @@ void pt_tracer_free(pt_tracer_t *t);
  * dropped and counted when the ring is full; the drain starts once a tracer exists. */
 void pt_span_queue_push(pt_span_rec_t *rec);
 void pt_span_queue_start_drain(void);
+
+/* Main thread: POSTs an encoded report (body: malloc'd, taken and freed) to the tracer's
+ * collector cluster, through discovery/rest_fetch.c (flags: PT_REST_FETCH_*), cb when it
+ * ends. -1 when nothing was sent (no such cluster, or the request could not start: counted
+ * as reports_skipped_no_cluster or reports_failed), else 0 with t->fetch in flight. */
+int pt_tracer_send_report(pt_tracer_t *t, void *body, size_t len, const char *content_type,
+                          uint64_t timeout_ms, unsigned flags, pt_rest_fetch_cb cb);
 
 /* The cluster manager and loop the exporters use (pt_tracing_start). */
 struct pt_cluster_manager *pt_tracing_cluster_manager(void);

@@ -369,26 +369,8 @@ static void zipkin_flush(pt_tracer_t *t, pt_span_rec_t **spans, unsigned n)
         return;
     }
     pt_stat_add(t->stats.spans_sent, n);
-    pt_view_t *view = pt_tracing_cluster_manager() != NULL
-                          ? pt_cluster_manager_view(pt_tracing_cluster_manager())
-                          : NULL;
-    pt_cluster_t *c = view != NULL ? pt_view_find_cluster(view, t->collector_cluster) : NULL;
-    if (c == NULL) {
-        pt_stat_inc(t->stats.reports_skipped_no_cluster);
-    } else {
-        char err[256];
-        t->fetch = pt_rest_fetch_start(
-            c, pt_tracing_main_worker(), "POST", t->collector_endpoint, t->collector_hostname,
-            t->proto ? "application/x-protobuf" : "application/json", body, len, REPORT_TIMEOUT_MS,
-            on_report_done, t, err, sizeof(err));
-        if (t->fetch == NULL) {
-            pt_stat_inc(t->stats.reports_failed);
-            pt_debug("zipkin: report failed: %s", err);
-        }
-    }
-    if (view != NULL)
-        pt_view_unref(view);
-    free(body);
+    pt_tracer_send_report(t, body, len, t->proto ? "application/x-protobuf" : "application/json",
+                          REPORT_TIMEOUT_MS, 0, on_report_done);
 }
 
 const pt_exporter_ops_t pt_zipkin_ops = {
