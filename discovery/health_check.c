@@ -30,6 +30,7 @@
 #include "proxy/log.h"
 #include "proxy/random.h"
 #include "proxy/stats.h"
+#include "proxy/time.h"
 #include "proxy/worker.h"
 #include "tls/context.h"
 #include "tls/transport.h"
@@ -609,13 +610,8 @@ static void log_event(hc_session_t *s, const char *key, json_t *body)
                        : json_pack("{s:{s:s, s:s, s:s, s:b, s:i}}", "socket_address", "protocol",
                                    "TCP", "address", ip, "resolver_name", "", "ipv4_compat", 0,
                                    "port_value", (int)pt_addr_port(&s->host->address));
-    char ts[40];
-    struct timespec wall;
-    clock_gettime(CLOCK_REALTIME, &wall);
-    struct tm tm;
-    gmtime_r(&wall.tv_sec, &tm);
-    size_t n = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(ts + n, sizeof(ts) - n, ".%03ldZ", wall.tv_nsec / 1000000);
+    char ts[32];
+    pt_time_rfc3339_now(ts);
     json_t *ev = json_pack("{s:s, s:o, s:s, s:o, s:s}", "health_checker_type",
                            checker_names[s->cfg->kind], "host", host, "cluster_name",
                            s->cl->c->name, key, body, "timestamp", ts);

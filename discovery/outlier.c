@@ -589,13 +589,8 @@ static void log_event(const od_cluster_t *dc, const struct pt_outlier_host *s, i
     FILE *f = dc->d != NULL ? dc->d->event_log : NULL;
     if (f == NULL)
         return;
-    char ts[40];
-    struct timespec wall;
-    clock_gettime(CLOCK_REALTIME, &wall);
-    struct tm tm;
-    gmtime_r(&wall.tv_sec, &tm);
-    size_t n = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(ts + n, sizeof(ts) - n, ".%03ldZ", wall.tv_nsec / 1000000);
+    char ts[32];
+    pt_time_rfc3339_now(ts);
     json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:b}", "type",
                            event_type_names[eject ? type : PT_OUTLIER_CONSECUTIVE_5XX],
                            "timestamp", ts, "cluster_name", dc->c->name, "upstream_url",

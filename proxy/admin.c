@@ -728,12 +728,8 @@ static json_t *socket_address_json(const pt_addr_t *a);
 /* Envoy's Timestamp in proto3 JSON: RFC 3339 UTC with milliseconds. */
 static json_t *timestamp_json(double t)
 {
-    char buf[40];
-    time_t secs = (time_t)t;
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    size_t n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf + n, sizeof(buf) - n, ".%03dZ", (int)((t - (double)secs) * 1000.0));
+    char buf[32];
+    pt_time_rfc3339_ms(t, buf);
     return json_string(buf);
 }
 
