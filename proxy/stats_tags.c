@@ -381,6 +381,10 @@ const pt_tag_producer_t *pt_stats_tags_current(void)
     if (defaults_producer == NULL) {
         pt_arena_init_small(&defaults_arena);
         defaults_producer = pt_tag_producer_new(&defaults_arena, 1);
+        /* Out of memory part way: free what was built, so the next call starts clean
+         * (callers treat NULL as "no tags"). */
+        if (defaults_producer == NULL)
+            pt_arena_dispose(&defaults_arena);
     }
     return defaults_producer;
 }
