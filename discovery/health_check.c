@@ -4,7 +4,7 @@
  * timers: the interval timer starts an attempt, the timeout timer ends one that took too
  * long. An attempt ends exactly once, through handle_success or handle_failure, which update
  * the session's verdict, fold the verdicts of the host's sessions into its
- * PT_HOST_FAILED_ACTIVE_HC bit, and arm the interval timer for the next attempt. Probe
+ * PT_HOST_FAILED_ACTIVE_HC and PT_HOST_DEGRADED_ACTIVE_HC bits, and arm the interval timer for the next attempt. Probe
  * connections belong to the main worker; a session closes its connection before it drops
  * the pointer, so no connection callback ever sees a stale session. */
 #include "discovery/health_check.h"
@@ -440,6 +440,7 @@ typedef struct hc_http_state {
     pt_h1_header_t headers[HC_MAX_HEADERS];
     pt_h1_body_t body;
     int head_done;
+    int degraded; /* the final response head has x-envoy-degraded */
 } hc_http_state_t;
 
 typedef struct hc_session {
@@ -455,6 +456,7 @@ typedef struct hc_session {
     int in_flight;      /* an attempt is running (its timeout timer is armed) */
     int first_check;    /* no result yet: the first success marks the host healthy */
     int failed;         /* this check's verdict on the host */
+    int degraded;       /* its last success said x-envoy-degraded (HTTP checks) */
     uint32_t num_healthy, num_unhealthy; /* consecutive results toward a threshold */
     int logged_failure; /* a failure was logged since the last success */
 } hc_session_t;
@@ -553,17 +555,20 @@ static void schedule(hc_session_t *s, int healthy_state, transition_t t)
     ev_timer_start(loop_of(s), &s->interval_timer);
 }
 
-/* Gauges owned by the main thread: healthy hosts (any health bit) and hosts passing active
- * health checks. */
+/* Gauges owned by the main thread: hosts passing active health checks, and those of them
+ * that pass degraded. */
 static void refresh_gauges(hc_cluster_t *cl)
 {
     pt_cluster_t *c = cl->c;
-    unsigned passing = 0;
+    unsigned passing = 0, degraded = 0;
     for (unsigned i = 0; i < c->nhosts; i++) {
         uint32_t h = atomic_load_explicit(&c->hosts[i]->health, memory_order_relaxed);
         passing += (h & PT_HOST_FAILED_ACTIVE_HC) == 0;
+        degraded += (h & (PT_HOST_FAILED_ACTIVE_HC | PT_HOST_DEGRADED_ACTIVE_HC)) ==
+                    PT_HOST_DEGRADED_ACTIVE_HC;
     }
     pt_stat_set(cl->st.healthy, passing);
+    pt_stat_set(cl->st.degraded, degraded);
 }
 
 /* ---- the event log ------------------------------------------------------------------ */
@@ -626,16 +631,26 @@ static void log_event(hc_session_t *s, const char *key, json_t *body)
     free(line);
 }
 
-/* Folds the host's per-check verdicts into its health bit: it fails active health checking
- * while any check fails it. */
+/* Folds the host's per-check verdicts into its health bits: it fails active health checking
+ * while any check fails it, and is degraded while any check's last success said so. */
 static void update_host(hc_session_t *s, const char *why)
 {
     hc_cluster_t *cl = s->cl;
-    int failed = 0;
-    for (unsigned k = 0; k < cl->nchecks; k++)
-        failed |= cl->sessions[s->host_idx * cl->nchecks + k]->failed;
+    int failed = 0, degraded = 0;
+    for (unsigned k = 0; k < cl->nchecks; k++) {
+        const hc_session_t *o = cl->sessions[s->host_idx * cl->nchecks + k];
+        failed |= o->failed;
+        degraded |= o->degraded;
+    }
     pt_host_t *h = s->host;
     uint32_t old = atomic_load(&h->health);
+    if (degraded != ((old & PT_HOST_DEGRADED_ACTIVE_HC) != 0)) {
+        pt_host_health_update(h, degraded ? PT_HOST_DEGRADED_ACTIVE_HC : 0,
+                              degraded ? 0 : PT_HOST_DEGRADED_ACTIVE_HC);
+        pt_info("health check: cluster %s host %s is %s degraded", cl->c->name, h->address_str,
+                degraded ? "now" : "no longer");
+        refresh_gauges(cl);
+    }
     if (failed && !(old & PT_HOST_FAILED_ACTIVE_HC)) {
         pt_host_health_update(h, PT_HOST_FAILED_ACTIVE_HC, 0);
         pt_info("health check: cluster %s host %s is now unhealthy (%s)", cl->c->name,
@@ -654,9 +669,14 @@ static uint32_t at_least_1(uint32_t v)
     return v ? v : 1;
 }
 
-static void handle_success(hc_session_t *s)
+/* degraded: the answer said x-envoy-degraded (HTTP checks; 0 for the others). */
+static void handle_success(hc_session_t *s, int degraded)
 {
     end_attempt(s);
+    if (degraded != s->degraded && s->cfg->event_log_path != NULL)
+        log_event(s, degraded ? "degraded_healthy_host" : "no_longer_degraded_host",
+                  json_object());
+    s->degraded = degraded;
     s->num_unhealthy = 0;
     s->logged_failure = 0;
     transition_t t = T_UNCHANGED;
@@ -741,7 +761,7 @@ static void grpc_done(void *owner, int outcome, const char *why)
     if (outcome == PT_HC_GRPC_NETWORK || !s->cfg->reuse_connection)
         drop_conn(s);
     if (outcome == PT_HC_GRPC_SERVING)
-        handle_success(s);
+        handle_success(s, 0);
     else
         handle_failure(s, outcome == PT_HC_GRPC_NETWORK ? FAIL_NETWORK : FAIL_ACTIVE, 0, why);
 }
@@ -848,7 +868,7 @@ static void probe_connect(pt_conn_t *c, int status)
     if (s->cfg->kind == PT_HC_TCP && s->cfg->tcp.nreceive == 0 && s->in_flight) {
         /* Connect-only: connecting is the check. The connection is not kept (Envoy). */
         drop_conn(s);
-        handle_success(s);
+        handle_success(s, 0);
     }
 }
 
@@ -874,7 +894,7 @@ static void http_complete(hc_session_t *s, int status, int keep_alive)
     if (!k->reuse_connection || !keep_alive || (s->conn && pt_buf_len(&s->conn->in) > 0))
         drop_conn(s);
     if (pt_hc_status_in(k->http.expected, k->http.nexpected, status)) {
-        handle_success(s);
+        handle_success(s, s->http->degraded);
         return;
     }
     char why[64];
@@ -920,6 +940,11 @@ static void http_read(hc_session_t *s, pt_conn_t *c)
             continue;
         }
         st->head_done = 1;
+        st->degraded = 0;
+        for (unsigned i = 0; i < st->head.num_headers; i++)
+            if (st->head.headers[i].name_len == 16 &&
+                strncasecmp(st->head.headers[i].name, "x-envoy-degraded", 16) == 0)
+                st->degraded = 1;
         pt_h1_body_init(&st->body, &st->head);
         pt_buf_drain(&c->in, (size_t)rc);
         if (status == 101)
@@ -978,7 +1003,7 @@ static void tcp_read(hc_session_t *s, pt_conn_t *c)
             pt_buf_drain(&c->in, len);
             if (!k->reuse_connection || eof)
                 drop_conn(s);
-            handle_success(s);
+            handle_success(s, 0);
             return;
         }
         if (len >= HC_MAX_TCP_BYTES) {
@@ -1102,6 +1127,7 @@ static hc_session_t *session_new(hc_cluster_t *cl, unsigned check, unsigned host
      * hosts of a health-checked cluster failed_active_hc when they are added; prepare set
      * the bit on hosts new to the cluster). A host checked before keeps its verdict. */
     s->failed = (atomic_load(&s->host->health) & PT_HOST_FAILED_ACTIVE_HC) != 0;
+    s->degraded = (atomic_load(&s->host->health) & PT_HOST_DEGRADED_ACTIVE_HC) != 0;
     double first = 0.;
     if (s->cfg->initial_jitter_ms > 0)
         first = (double)pt_random_below(s->cfg->initial_jitter_ms) / 1000.0;
@@ -1203,7 +1229,8 @@ static void cluster_drop(hc_cluster_t *cl, int clear_hosts)
 {
     pt_cluster_t *c = cl->c;
     for (unsigned h = 0; clear_hosts && h < c->nhosts; h++)
-        pt_host_health_update(c->hosts[h], 0, PT_HOST_FAILED_ACTIVE_HC);
+        pt_host_health_update(c->hosts[h], 0,
+                              PT_HOST_FAILED_ACTIVE_HC | PT_HOST_DEGRADED_ACTIVE_HC);
     cluster_dispose(cl);
     free(cl);
 }

@@ -495,7 +495,8 @@ static int excluded(const pt_host_t *h, pt_host_t *const *exclude, unsigned n)
  * next one. */
 static inline int usable(const pt_host_t *h, const pt_lb_hosts_t *hs)
 {
-    return hs->kind == PT_LB_ALL || atomic_load_explicit(&h->health, memory_order_relaxed) == 0;
+    return hs->kind == PT_LB_ALL ||
+           (atomic_load_explicit(&h->health, memory_order_relaxed) & PT_HOST_FAILED_MASK) == 0;
 }
 
 /* A usable host of hs not in exclude, looking at a few members from `from` (at most

@@ -241,9 +241,10 @@ static unsigned host_class(const pt_cluster_t *c, unsigned i)
     unsigned eds = pt_cluster_host_info(c, i)->eds_health;
     if (eds == PT_EDS_DRAINING)
         return H_EXCLUDED;
-    if (bits != 0 || eds == PT_EDS_UNHEALTHY || eds == PT_EDS_TIMEOUT)
+    if ((bits & PT_HOST_FAILED_MASK) || eds == PT_EDS_UNHEALTHY || eds == PT_EDS_TIMEOUT)
         return 0;
-    return eds == PT_EDS_DEGRADED ? H_DEGRADED : H_HEALTHY;
+    return eds == PT_EDS_DEGRADED || (bits & PT_HOST_DEGRADED_ACTIVE_HC) ? H_DEGRADED
+                                                                         : H_HEALTHY;
 }
 
 static inline uint32_t weight_of(const pt_cluster_t *c, uint32_t i)

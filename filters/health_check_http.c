@@ -102,6 +102,8 @@ static int clusters_healthy_enough(const hc_filter_config_t *c, const pt_view_t 
         const pt_cluster_t *cl = pt_view_find_cluster(view, c->min_healthy[i].cluster);
         if (cl == NULL)
             return 0;
+        /* Any health bit, degraded included, leaves a host out (Envoy counts its healthy
+         * hosts, which degraded ones are not). */
         unsigned healthy = 0;
         for (unsigned k = 0; k < cl->nhosts; k++)
             healthy += atomic_load_explicit(&cl->hosts[k]->health, memory_order_relaxed) == 0;

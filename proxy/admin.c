@@ -977,6 +977,7 @@ static const char *health_str(uint32_t h, unsigned eds, int pending, char *buf, 
         {(h & PT_HOST_FAILED_ACTIVE_HC) != 0, "/failed_active_hc"},
         {(h & PT_HOST_FAILED_OUTLIER_CHECK) != 0, "/failed_outlier_check"},
         {eds == PT_EDS_UNHEALTHY || eds == PT_EDS_TIMEOUT, "/failed_eds_health"},
+        {(h & PT_HOST_DEGRADED_ACTIVE_HC) != 0, "/degraded_active_hc"},
         {eds == PT_EDS_DEGRADED, "/degraded_eds_health"},
         {pending, "/pending_dynamic_removal"},
         {eds == PT_EDS_DRAINING, "/eds_status_draining"},
@@ -1080,6 +1081,8 @@ static void cluster_out(void *data, const pt_cluster_entry_info_t *e)
                     json_object_set_new(hs, "failed_active_health_check", json_true());
                 if (health & PT_HOST_FAILED_OUTLIER_CHECK)
                     json_object_set_new(hs, "failed_outlier_check", json_true());
+                if (health & PT_HOST_DEGRADED_ACTIVE_HC)
+                    json_object_set_new(hs, "failed_active_degraded_check", json_true());
                 if (pending)
                     json_object_set_new(hs, "pending_dynamic_removal", json_true());
                 json_t *host = json_pack("{s:o,s:o,s:o,s:I,s:i,s:s}", "address",

@@ -184,7 +184,12 @@ typedef enum pt_locality_lb {
 enum pt_host_health {
     PT_HOST_FAILED_ACTIVE_HC = 1u << 0,
     PT_HOST_FAILED_OUTLIER_CHECK = 1u << 1,
+    /* Passing its HTTP checks with an x-envoy-degraded header: used only for the load its
+     * priority's healthy hosts cannot take, as an EDS DEGRADED host. */
+    PT_HOST_DEGRADED_ACTIVE_HC = 1u << 2,
 };
+/* The bits that make a host unhealthy (not picked unless in panic). */
+#define PT_HOST_FAILED_MASK (PT_HOST_FAILED_ACTIVE_HC | PT_HOST_FAILED_OUTLIER_CHECK)
 
 /* LbEndpoint.health_status (config.core.v3.HealthStatus), in its order. What a version's
  * assignment says of a host: UNHEALTHY and TIMEOUT make it unhealthy (Envoy's

@@ -534,6 +534,119 @@ class OutlierInteractionTest(unittest.TestCase):
             self.assertIn('failed_outlier_check', health_flags(p, 'c')[addr(b.port)])
 
 
+class DegradableUpstream(HttpUpstream):
+    """An HttpUpstream whose health check answers carry ``x-envoy-degraded`` while
+    ``.degraded`` is set."""
+
+    degraded = False
+
+    def _respond(self, ctx, path):
+        if self.degraded and path == HC_PATH:
+            ctx.extra_headers.append(('x-envoy-degraded', ''))
+        return super()._respond(ctx, path)
+
+
+def served_by(port, n):
+    """{upstream name: count} over n requests to APP_PATH, all of which must succeed."""
+    out = {}
+    for _ in range(n):
+        r = h.http_request(port, 'GET', APP_PATH)
+        assert r.status == 200, r.status
+        out[r.get('x-upstream-name')] = out.get(r.get('x-upstream-name'), 0) + 1
+    return out
+
+
+class DegradedTest(unittest.TestCase):
+    """A passing HTTP check whose answer has x-envoy-degraded marks the host degraded
+    (Envoy's /degraded_active_hc): it takes only the load its priority's healthy hosts
+    cannot (healthy share x overprovisioning factor 1.4), as an EDS DEGRADED host."""
+
+    def test_degraded_host_takes_no_load_while_healthy_hosts_cover_it(self):
+        import tempfile
+        ups = [DegradableUpstream(name=n) for n in 'abcd']
+        with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
+            for u in ups:
+                stack.enter_context(u)
+            a, b, c, d = ups
+            log = os.path.join(tmp, 'hc.log')
+            port, admin = h.free_ports(2)
+            check = hc_http(top_event_log_path=log)
+            cfg = http_proxy_config(port, admin, [
+                h.cluster('c', [u.port for u in ups], health_checks=[check])])
+            with h.Petrel(cfg) as p:
+                for u in ups:
+                    wait_flag(p, 'c', u.port, 'healthy')
+                d.degraded = True
+                wait_flag(p, 'c', d.port, '/degraded_active_hc')
+                p.wait_stat('cluster.c.health_check.degraded', 1)
+                p.wait_stat('cluster.c.membership_degraded', 1)
+                self.assertEqual(p.stat('cluster.c.health_check.healthy'), 4)
+                self.assertEqual(p.stat('cluster.c.membership_healthy'), 3)
+                # 3 of 4 healthy x 1.4 covers all the load: d gets none.
+                self.assertNotIn('d', served_by(port, 40))
+                _, _, body = p.admin_get('/clusters?format=json')
+                hs = {x['address']['socket_address']['port_value']: x['health_status']
+                      for x in json.loads(body)['cluster_statuses'][0]['host_statuses']}
+                self.assertTrue(hs[d.port].get('failed_active_degraded_check'))
+                self.assertNotIn('failed_active_degraded_check', hs[a.port])
+                d.degraded = False
+                wait_flag(p, 'c', d.port, 'healthy')
+                p.wait_stat('cluster.c.health_check.degraded', 0)
+                p.wait_stat('cluster.c.membership_healthy', 4)
+                self.assertIn('d', served_by(port, 40))
+            with open(log) as f:
+                kinds = [next(k for k in json.loads(x) if k not in (
+                    'health_checker_type', 'host', 'cluster_name', 'timestamp'))
+                    for x in f.read().splitlines()]
+            self.assertIn('degraded_healthy_host', kinds)
+            self.assertIn('no_longer_degraded_host', kinds)
+            self.assertLess(kinds.index('degraded_healthy_host'),
+                            kinds.index('no_longer_degraded_host'))
+
+    def test_degraded_host_takes_what_healthy_hosts_cannot(self):
+        # 1 of 2 healthy: 50% x 1.4 = 70% of the load to the healthy host, 30% to the
+        # degraded one; all degraded: they take it all (no panic, no 503).
+        with DegradableUpstream(name='a') as a, DegradableUpstream(name='b') as b:
+            port, admin = h.free_ports(2)
+            cfg = http_proxy_config(port, admin, [
+                h.cluster('c', [a.port, b.port], health_checks=[hc_http()])])
+            with h.Petrel(cfg) as p:
+                wait_flag(p, 'c', a.port, 'healthy')
+                wait_flag(p, 'c', b.port, 'healthy')
+                a.degraded = True
+                wait_flag(p, 'c', a.port, '/degraded_active_hc')
+                p.wait_stat('cluster.c.membership_degraded', 1)
+                got = served_by(port, 100)
+                self.assertTrue(10 <= got.get('a', 0) <= 50, got)   # binomial(100, 0.3)
+                b.degraded = True
+                wait_flag(p, 'c', b.port, '/degraded_active_hc')
+                p.wait_stat('cluster.c.membership_degraded', 2)
+                got = served_by(port, 40)
+                self.assertEqual(sorted(got), ['a', 'b'], got)
+                self.assertEqual(p.stat('cluster.c.upstream_cx_none_healthy') or 0, 0)
+
+    def test_degraded_host_that_fails_is_unhealthy(self):
+        # Failing takes precedence: a degraded host that fails its check gets nothing, and
+        # keeps its degraded flag until a passing answer says otherwise (as Envoy).
+        with DegradableUpstream(name='a') as a, DegradableUpstream(name='b') as b:
+            port, admin = h.free_ports(2)
+            cfg = http_proxy_config(port, admin, [
+                h.cluster('c', [a.port, b.port], health_checks=[hc_http(unhealthy=1)])])
+            with h.Petrel(cfg) as p:
+                wait_flag(p, 'c', a.port, 'healthy')
+                wait_flag(p, 'c', b.port, 'healthy')
+                a.degraded = True
+                wait_flag(p, 'c', a.port, '/degraded_active_hc')
+                a.set_status(503)
+                wait_flag(p, 'c', a.port, '/failed_active_hc/degraded_active_hc')
+                p.wait_stat('cluster.c.membership_degraded', 0)
+                p.wait_stat('cluster.c.health_check.degraded', 0)
+                self.assertEqual(served_by(port, 30), {'b': 30})
+                a.degraded = False
+                a.set_status(None)
+                wait_flag(p, 'c', a.port, 'healthy')
+
+
 class PanicTest(unittest.TestCase):
 
     def _run(self, panic_threshold):
