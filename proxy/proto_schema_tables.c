@@ -307,6 +307,16 @@ static const pt_pb_enum_t e_envoy_config_listener_v3_Listener_DrainType = {
     .values = e_envoy_config_listener_v3_Listener_DrainType_values,
     .nvalues = 2,
 };
+static const pt_pb_enum_value_t e_envoy_config_metrics_v3_HistogramEmitMode_values[] = {
+    {.name = "SUMMARY_AND_HISTOGRAM", .number = 0},
+    {.name = "SUMMARY", .number = 1},
+    {.name = "HISTOGRAM", .number = 2},
+};
+static const pt_pb_enum_t e_envoy_config_metrics_v3_HistogramEmitMode = {
+    .full_name = "envoy.config.metrics.v3.HistogramEmitMode",
+    .values = e_envoy_config_metrics_v3_HistogramEmitMode_values,
+    .nvalues = 3,
+};
 static const pt_pb_enum_value_t e_envoy_config_rbac_v3_RBAC_Action_values[] = {
     {.name = "ALLOW", .number = 0},
     {.name = "DENY", .number = 1},
@@ -386,6 +396,17 @@ static const pt_pb_enum_t e_envoy_config_route_v3_VirtualHost_TlsRequirementType
     .full_name = "envoy.config.route.v3.VirtualHost.TlsRequirementType",
     .values = e_envoy_config_route_v3_VirtualHost_TlsRequirementType_values,
     .nvalues = 3,
+};
+static const pt_pb_enum_value_t e_envoy_config_trace_v3_ZipkinConfig_CollectorEndpointVersion_values[] = {
+    {.name = "DEPRECATED_AND_UNAVAILABLE_DO_NOT_USE", .number = 0},
+    {.name = "HTTP_JSON", .number = 1},
+    {.name = "HTTP_PROTO", .number = 2},
+    {.name = "GRPC", .number = 3},
+};
+static const pt_pb_enum_t e_envoy_config_trace_v3_ZipkinConfig_CollectorEndpointVersion = {
+    .full_name = "envoy.config.trace.v3.ZipkinConfig.CollectorEndpointVersion",
+    .values = e_envoy_config_trace_v3_ZipkinConfig_CollectorEndpointVersion_values,
+    .nvalues = 4,
 };
 static const pt_pb_enum_value_t e_envoy_data_accesslog_v3_AccessLogType_values[] = {
     {.name = "NotSet", .number = 0},
@@ -833,6 +854,7 @@ static const pt_pb_message_t m_envoy_config_core_v3_Http2ProtocolOptions;
 static const pt_pb_message_t m_envoy_config_core_v3_Http2ProtocolOptions_SettingsParameter;
 static const pt_pb_message_t m_envoy_config_core_v3_Http3ProtocolOptions;
 static const pt_pb_message_t m_envoy_config_core_v3_HttpProtocolOptions;
+static const pt_pb_message_t m_envoy_config_core_v3_HttpService;
 static const pt_pb_message_t m_envoy_config_core_v3_HttpUri;
 static const pt_pb_message_t m_envoy_config_core_v3_JsonFormatOptions;
 static const pt_pb_message_t m_envoy_config_core_v3_KeepaliveSettings;
@@ -897,9 +919,11 @@ static const pt_pb_message_t m_envoy_config_listener_v3_ListenerFilterChainMatch
 static const pt_pb_message_t m_envoy_config_listener_v3_QuicProtocolOptions;
 static const pt_pb_message_t m_envoy_config_listener_v3_UdpListenerConfig;
 static const pt_pb_message_t m_envoy_config_metrics_v3_HistogramBucketSettings;
+static const pt_pb_message_t m_envoy_config_metrics_v3_MetricsServiceConfig;
 static const pt_pb_message_t m_envoy_config_metrics_v3_StatsConfig;
 static const pt_pb_message_t m_envoy_config_metrics_v3_StatsMatcher;
 static const pt_pb_message_t m_envoy_config_metrics_v3_StatsSink;
+static const pt_pb_message_t m_envoy_config_metrics_v3_StatsdSink;
 static const pt_pb_message_t m_envoy_config_metrics_v3_TagSpecifier;
 static const pt_pb_message_t m_envoy_config_overload_v3_BufferFactoryConfig;
 static const pt_pb_message_t m_envoy_config_overload_v3_LoadShedPoint;
@@ -982,8 +1006,14 @@ static const pt_pb_message_t m_envoy_config_route_v3_VirtualHost_TypedPerFilterC
 static const pt_pb_message_t m_envoy_config_route_v3_WeightedCluster;
 static const pt_pb_message_t m_envoy_config_route_v3_WeightedCluster_ClusterWeight;
 static const pt_pb_message_t m_envoy_config_route_v3_WeightedCluster_ClusterWeight_TypedPerFilterConfigEntry;
+static const pt_pb_message_t m_envoy_config_trace_v3_ClientConfig;
+static const pt_pb_message_t m_envoy_config_trace_v3_DatadogConfig;
+static const pt_pb_message_t m_envoy_config_trace_v3_DatadogRemoteConfig;
+static const pt_pb_message_t m_envoy_config_trace_v3_OpenTelemetryConfig;
+static const pt_pb_message_t m_envoy_config_trace_v3_SkyWalkingConfig;
 static const pt_pb_message_t m_envoy_config_trace_v3_Tracing;
 static const pt_pb_message_t m_envoy_config_trace_v3_Tracing_Http;
+static const pt_pb_message_t m_envoy_config_trace_v3_ZipkinConfig;
 static const pt_pb_message_t m_envoy_extensions_access_loggers_file_v3_FileAccessLog;
 static const pt_pb_message_t m_envoy_extensions_access_loggers_fluentd_v3_FluentdAccessLogConfig;
 static const pt_pb_message_t m_envoy_extensions_access_loggers_fluentd_v3_FluentdAccessLogConfig_RetryOptions;
@@ -1058,6 +1088,7 @@ static const pt_pb_message_t m_envoy_extensions_filters_network_tcp_proxy_v3_Tcp
 static const pt_pb_message_t m_envoy_extensions_filters_network_tcp_proxy_v3_TcpProxy_TunnelingConfig;
 static const pt_pb_message_t m_envoy_extensions_filters_network_tcp_proxy_v3_TcpProxy_WeightedCluster;
 static const pt_pb_message_t m_envoy_extensions_filters_network_tcp_proxy_v3_TcpProxy_WeightedCluster_ClusterWeight;
+static const pt_pb_message_t m_envoy_extensions_health_check_event_sinks_file_v3_HealthCheckEventFileSink;
 static const pt_pb_message_t m_envoy_extensions_load_balancing_policies_common_v3_ConsistentHashingLbConfig;
 static const pt_pb_message_t m_envoy_extensions_load_balancing_policies_common_v3_LocalityLbConfig;
 static const pt_pb_message_t m_envoy_extensions_load_balancing_policies_common_v3_LocalityLbConfig_LocalityWeightedLbConfig;
@@ -1068,7 +1099,9 @@ static const pt_pb_message_t m_envoy_extensions_load_balancing_policies_maglev_v
 static const pt_pb_message_t m_envoy_extensions_load_balancing_policies_random_v3_Random;
 static const pt_pb_message_t m_envoy_extensions_load_balancing_policies_ring_hash_v3_RingHash;
 static const pt_pb_message_t m_envoy_extensions_load_balancing_policies_round_robin_v3_RoundRobin;
+static const pt_pb_message_t m_envoy_extensions_network_dns_resolver_cares_v3_CaresDnsResolverConfig;
 static const pt_pb_message_t m_envoy_extensions_retry_host_previous_hosts_v3_PreviousHostsPredicate;
+static const pt_pb_message_t m_envoy_extensions_stat_sinks_open_telemetry_v3_SinkConfig;
 static const pt_pb_message_t m_envoy_extensions_transport_sockets_raw_buffer_v3_RawBuffer;
 static const pt_pb_message_t m_envoy_extensions_transport_sockets_tls_v3_CertificateProviderPluginInstance;
 static const pt_pb_message_t m_envoy_extensions_transport_sockets_tls_v3_CertificateValidationContext;
@@ -2606,6 +2639,15 @@ static const pt_pb_message_t m_envoy_config_core_v3_HttpProtocolOptions = {
     .fields = m_envoy_config_core_v3_HttpProtocolOptions_fields,
     .nfields = 6,
 };
+static const pt_pb_field_t m_envoy_config_core_v3_HttpService_fields[] = {
+    {.name = "http_uri", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_HttpUri, .oneof = -1},
+    {.name = "request_headers_to_add", .number = 2, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_HeaderValueOption, .flags = PT_PB_REPEATED, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_core_v3_HttpService = {
+    .full_name = "envoy.config.core.v3.HttpService",
+    .fields = m_envoy_config_core_v3_HttpService_fields,
+    .nfields = 2,
+};
 static const char *const m_envoy_config_core_v3_HttpUri_oneofs[] = {"http_upstream_type"};
 static const pt_pb_field_t m_envoy_config_core_v3_HttpUri_fields[] = {
     {.name = "uri", .number = 1, .type = PT_PB_STRING, .oneof = -1},
@@ -3338,6 +3380,18 @@ static const pt_pb_message_t m_envoy_config_metrics_v3_HistogramBucketSettings =
     .fields = m_envoy_config_metrics_v3_HistogramBucketSettings_fields,
     .nfields = 2,
 };
+static const pt_pb_field_t m_envoy_config_metrics_v3_MetricsServiceConfig_fields[] = {
+    {.name = "grpc_service", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_GrpcService, .oneof = -1},
+    {.name = "report_counters_as_deltas", .number = 2, .type = PT_PB_MESSAGE, .message = &pt_pb_bool_value, .oneof = -1},
+    {.name = "transport_api_version", .number = 3, .type = PT_PB_ENUM, .enumeration = &e_envoy_config_core_v3_ApiVersion, .oneof = -1},
+    {.name = "emit_tags_as_labels", .number = 4, .type = PT_PB_BOOL, .oneof = -1},
+    {.name = "histogram_emit_mode", .number = 5, .type = PT_PB_ENUM, .enumeration = &e_envoy_config_metrics_v3_HistogramEmitMode, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_metrics_v3_MetricsServiceConfig = {
+    .full_name = "envoy.config.metrics.v3.MetricsServiceConfig",
+    .fields = m_envoy_config_metrics_v3_MetricsServiceConfig_fields,
+    .nfields = 5,
+};
 static const pt_pb_field_t m_envoy_config_metrics_v3_StatsConfig_fields[] = {
     {.name = "stats_tags", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_config_metrics_v3_TagSpecifier, .flags = PT_PB_REPEATED, .oneof = -1},
     {.name = "use_all_default_tags", .number = 2, .type = PT_PB_MESSAGE, .message = &pt_pb_bool_value, .oneof = -1},
@@ -3372,6 +3426,19 @@ static const pt_pb_message_t m_envoy_config_metrics_v3_StatsSink = {
     .fields = m_envoy_config_metrics_v3_StatsSink_fields,
     .nfields = 2,
     .oneofs = m_envoy_config_metrics_v3_StatsSink_oneofs,
+    .noneofs = 1,
+};
+static const char *const m_envoy_config_metrics_v3_StatsdSink_oneofs[] = {"statsd_specifier"};
+static const pt_pb_field_t m_envoy_config_metrics_v3_StatsdSink_fields[] = {
+    {.name = "address", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_Address, .oneof = 0},
+    {.name = "tcp_cluster_name", .number = 2, .type = PT_PB_STRING, .oneof = 0},
+    {.name = "prefix", .number = 3, .type = PT_PB_STRING, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_metrics_v3_StatsdSink = {
+    .full_name = "envoy.config.metrics.v3.StatsdSink",
+    .fields = m_envoy_config_metrics_v3_StatsdSink_fields,
+    .nfields = 3,
+    .oneofs = m_envoy_config_metrics_v3_StatsdSink_oneofs,
     .noneofs = 1,
 };
 static const char *const m_envoy_config_metrics_v3_TagSpecifier_oneofs[] = {"tag_value"};
@@ -4361,6 +4428,60 @@ static const pt_pb_message_t m_envoy_config_route_v3_WeightedCluster_ClusterWeig
     .nfields = 2,
     .kind = PT_PB_KIND_MAP_ENTRY,
 };
+static const char *const m_envoy_config_trace_v3_ClientConfig_oneofs[] = {"backend_token_specifier"};
+static const pt_pb_field_t m_envoy_config_trace_v3_ClientConfig_fields[] = {
+    {.name = "service_name", .number = 1, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "instance_name", .number = 2, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "backend_token", .number = 3, .type = PT_PB_STRING, .oneof = 0},
+    {.name = "max_cache_size", .number = 4, .type = PT_PB_MESSAGE, .message = &pt_pb_uint32_value, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_trace_v3_ClientConfig = {
+    .full_name = "envoy.config.trace.v3.ClientConfig",
+    .fields = m_envoy_config_trace_v3_ClientConfig_fields,
+    .nfields = 4,
+    .oneofs = m_envoy_config_trace_v3_ClientConfig_oneofs,
+    .noneofs = 1,
+};
+static const pt_pb_field_t m_envoy_config_trace_v3_DatadogConfig_fields[] = {
+    {.name = "collector_cluster", .number = 1, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "service_name", .number = 2, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "collector_hostname", .number = 3, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "remote_config", .number = 4, .type = PT_PB_MESSAGE, .message = &m_envoy_config_trace_v3_DatadogRemoteConfig, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_trace_v3_DatadogConfig = {
+    .full_name = "envoy.config.trace.v3.DatadogConfig",
+    .fields = m_envoy_config_trace_v3_DatadogConfig_fields,
+    .nfields = 4,
+};
+static const pt_pb_field_t m_envoy_config_trace_v3_DatadogRemoteConfig_fields[] = {
+    {.name = "polling_interval", .number = 1, .type = PT_PB_MESSAGE, .message = &pt_pb_duration, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_trace_v3_DatadogRemoteConfig = {
+    .full_name = "envoy.config.trace.v3.DatadogRemoteConfig",
+    .fields = m_envoy_config_trace_v3_DatadogRemoteConfig_fields,
+    .nfields = 1,
+};
+static const pt_pb_field_t m_envoy_config_trace_v3_OpenTelemetryConfig_fields[] = {
+    {.name = "grpc_service", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_GrpcService, .oneof = -1},
+    {.name = "service_name", .number = 2, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "http_service", .number = 3, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_HttpService, .oneof = -1},
+    {.name = "resource_detectors", .number = 4, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_TypedExtensionConfig, .flags = PT_PB_REPEATED, .oneof = -1},
+    {.name = "sampler", .number = 5, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_TypedExtensionConfig, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_trace_v3_OpenTelemetryConfig = {
+    .full_name = "envoy.config.trace.v3.OpenTelemetryConfig",
+    .fields = m_envoy_config_trace_v3_OpenTelemetryConfig_fields,
+    .nfields = 5,
+};
+static const pt_pb_field_t m_envoy_config_trace_v3_SkyWalkingConfig_fields[] = {
+    {.name = "grpc_service", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_GrpcService, .oneof = -1},
+    {.name = "client_config", .number = 2, .type = PT_PB_MESSAGE, .message = &m_envoy_config_trace_v3_ClientConfig, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_trace_v3_SkyWalkingConfig = {
+    .full_name = "envoy.config.trace.v3.SkyWalkingConfig",
+    .fields = m_envoy_config_trace_v3_SkyWalkingConfig_fields,
+    .nfields = 2,
+};
 static const pt_pb_field_t m_envoy_config_trace_v3_Tracing_fields[] = {
     {.name = "http", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_config_trace_v3_Tracing_Http, .oneof = -1},
 };
@@ -4380,6 +4501,20 @@ static const pt_pb_message_t m_envoy_config_trace_v3_Tracing_Http = {
     .nfields = 2,
     .oneofs = m_envoy_config_trace_v3_Tracing_Http_oneofs,
     .noneofs = 1,
+};
+static const pt_pb_field_t m_envoy_config_trace_v3_ZipkinConfig_fields[] = {
+    {.name = "collector_cluster", .number = 1, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "collector_endpoint", .number = 2, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "trace_id_128bit", .number = 3, .type = PT_PB_BOOL, .oneof = -1},
+    {.name = "shared_span_context", .number = 4, .type = PT_PB_MESSAGE, .message = &pt_pb_bool_value, .oneof = -1},
+    {.name = "collector_endpoint_version", .number = 5, .type = PT_PB_ENUM, .enumeration = &e_envoy_config_trace_v3_ZipkinConfig_CollectorEndpointVersion, .oneof = -1},
+    {.name = "collector_hostname", .number = 6, .type = PT_PB_STRING, .oneof = -1},
+    {.name = "split_spans_for_request", .number = 7, .type = PT_PB_BOOL, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_config_trace_v3_ZipkinConfig = {
+    .full_name = "envoy.config.trace.v3.ZipkinConfig",
+    .fields = m_envoy_config_trace_v3_ZipkinConfig_fields,
+    .nfields = 7,
 };
 static const char *const m_envoy_extensions_access_loggers_file_v3_FileAccessLog_oneofs[] = {"access_log_format"};
 static const pt_pb_field_t m_envoy_extensions_access_loggers_file_v3_FileAccessLog_fields[] = {
@@ -5257,6 +5392,14 @@ static const pt_pb_message_t m_envoy_extensions_filters_network_tcp_proxy_v3_Tcp
     .fields = m_envoy_extensions_filters_network_tcp_proxy_v3_TcpProxy_WeightedCluster_ClusterWeight_fields,
     .nfields = 3,
 };
+static const pt_pb_field_t m_envoy_extensions_health_check_event_sinks_file_v3_HealthCheckEventFileSink_fields[] = {
+    {.name = "event_log_path", .number = 1, .type = PT_PB_STRING, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_health_check_event_sinks_file_v3_HealthCheckEventFileSink = {
+    .full_name = "envoy.extensions.health_check.event_sinks.file.v3.HealthCheckEventFileSink",
+    .fields = m_envoy_extensions_health_check_event_sinks_file_v3_HealthCheckEventFileSink_fields,
+    .nfields = 1,
+};
 static const pt_pb_field_t m_envoy_extensions_load_balancing_policies_common_v3_ConsistentHashingLbConfig_fields[] = {
     {.name = "use_hostname_for_hashing", .number = 1, .type = PT_PB_BOOL, .oneof = -1},
     {.name = "hash_balance_factor", .number = 2, .type = PT_PB_MESSAGE, .message = &pt_pb_uint32_value, .oneof = -1},
@@ -5359,12 +5502,40 @@ static const pt_pb_message_t m_envoy_extensions_load_balancing_policies_round_ro
     .fields = m_envoy_extensions_load_balancing_policies_round_robin_v3_RoundRobin_fields,
     .nfields = 2,
 };
+static const pt_pb_field_t m_envoy_extensions_network_dns_resolver_cares_v3_CaresDnsResolverConfig_fields[] = {
+    {.name = "resolvers", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_Address, .flags = PT_PB_REPEATED, .oneof = -1},
+    {.name = "dns_resolver_options", .number = 2, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_DnsResolverOptions, .oneof = -1},
+    {.name = "use_resolvers_as_fallback", .number = 3, .type = PT_PB_BOOL, .oneof = -1},
+    {.name = "filter_unroutable_families", .number = 4, .type = PT_PB_BOOL, .oneof = -1},
+    {.name = "udp_max_queries", .number = 5, .type = PT_PB_MESSAGE, .message = &pt_pb_uint32_value, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_network_dns_resolver_cares_v3_CaresDnsResolverConfig = {
+    .full_name = "envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig",
+    .fields = m_envoy_extensions_network_dns_resolver_cares_v3_CaresDnsResolverConfig_fields,
+    .nfields = 5,
+};
 static const pt_pb_field_t m_envoy_extensions_retry_host_previous_hosts_v3_PreviousHostsPredicate_fields[] = {
 };
 static const pt_pb_message_t m_envoy_extensions_retry_host_previous_hosts_v3_PreviousHostsPredicate = {
     .full_name = "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate",
     .fields = m_envoy_extensions_retry_host_previous_hosts_v3_PreviousHostsPredicate_fields,
     .nfields = 0,
+};
+static const char *const m_envoy_extensions_stat_sinks_open_telemetry_v3_SinkConfig_oneofs[] = {"protocol_specifier"};
+static const pt_pb_field_t m_envoy_extensions_stat_sinks_open_telemetry_v3_SinkConfig_fields[] = {
+    {.name = "grpc_service", .number = 1, .type = PT_PB_MESSAGE, .message = &m_envoy_config_core_v3_GrpcService, .oneof = 0},
+    {.name = "report_counters_as_deltas", .number = 2, .type = PT_PB_BOOL, .oneof = -1},
+    {.name = "report_histograms_as_deltas", .number = 3, .type = PT_PB_BOOL, .oneof = -1},
+    {.name = "emit_tags_as_attributes", .number = 4, .type = PT_PB_MESSAGE, .message = &pt_pb_bool_value, .oneof = -1},
+    {.name = "use_tag_extracted_name", .number = 5, .type = PT_PB_MESSAGE, .message = &pt_pb_bool_value, .oneof = -1},
+    {.name = "prefix", .number = 6, .type = PT_PB_STRING, .oneof = -1},
+};
+static const pt_pb_message_t m_envoy_extensions_stat_sinks_open_telemetry_v3_SinkConfig = {
+    .full_name = "envoy.extensions.stat_sinks.open_telemetry.v3.SinkConfig",
+    .fields = m_envoy_extensions_stat_sinks_open_telemetry_v3_SinkConfig_fields,
+    .nfields = 6,
+    .oneofs = m_envoy_extensions_stat_sinks_open_telemetry_v3_SinkConfig_oneofs,
+    .noneofs = 1,
 };
 static const pt_pb_field_t m_envoy_extensions_transport_sockets_raw_buffer_v3_RawBuffer_fields[] = {
 };
@@ -6837,6 +7008,7 @@ const pt_pb_message_t *const pt_pb_generated_messages[] = {
     &m_envoy_config_core_v3_Http2ProtocolOptions_SettingsParameter,
     &m_envoy_config_core_v3_Http3ProtocolOptions,
     &m_envoy_config_core_v3_HttpProtocolOptions,
+    &m_envoy_config_core_v3_HttpService,
     &m_envoy_config_core_v3_HttpUri,
     &m_envoy_config_core_v3_JsonFormatOptions,
     &m_envoy_config_core_v3_KeepaliveSettings,
@@ -6901,9 +7073,11 @@ const pt_pb_message_t *const pt_pb_generated_messages[] = {
     &m_envoy_config_listener_v3_QuicProtocolOptions,
     &m_envoy_config_listener_v3_UdpListenerConfig,
     &m_envoy_config_metrics_v3_HistogramBucketSettings,
+    &m_envoy_config_metrics_v3_MetricsServiceConfig,
     &m_envoy_config_metrics_v3_StatsConfig,
     &m_envoy_config_metrics_v3_StatsMatcher,
     &m_envoy_config_metrics_v3_StatsSink,
+    &m_envoy_config_metrics_v3_StatsdSink,
     &m_envoy_config_metrics_v3_TagSpecifier,
     &m_envoy_config_overload_v3_BufferFactoryConfig,
     &m_envoy_config_overload_v3_LoadShedPoint,
@@ -6986,8 +7160,14 @@ const pt_pb_message_t *const pt_pb_generated_messages[] = {
     &m_envoy_config_route_v3_WeightedCluster,
     &m_envoy_config_route_v3_WeightedCluster_ClusterWeight,
     &m_envoy_config_route_v3_WeightedCluster_ClusterWeight_TypedPerFilterConfigEntry,
+    &m_envoy_config_trace_v3_ClientConfig,
+    &m_envoy_config_trace_v3_DatadogConfig,
+    &m_envoy_config_trace_v3_DatadogRemoteConfig,
+    &m_envoy_config_trace_v3_OpenTelemetryConfig,
+    &m_envoy_config_trace_v3_SkyWalkingConfig,
     &m_envoy_config_trace_v3_Tracing,
     &m_envoy_config_trace_v3_Tracing_Http,
+    &m_envoy_config_trace_v3_ZipkinConfig,
     &m_envoy_extensions_access_loggers_file_v3_FileAccessLog,
     &m_envoy_extensions_access_loggers_fluentd_v3_FluentdAccessLogConfig,
     &m_envoy_extensions_access_loggers_fluentd_v3_FluentdAccessLogConfig_RetryOptions,
@@ -7062,6 +7242,7 @@ const pt_pb_message_t *const pt_pb_generated_messages[] = {
     &m_envoy_extensions_filters_network_tcp_proxy_v3_TcpProxy_TunnelingConfig,
     &m_envoy_extensions_filters_network_tcp_proxy_v3_TcpProxy_WeightedCluster,
     &m_envoy_extensions_filters_network_tcp_proxy_v3_TcpProxy_WeightedCluster_ClusterWeight,
+    &m_envoy_extensions_health_check_event_sinks_file_v3_HealthCheckEventFileSink,
     &m_envoy_extensions_load_balancing_policies_common_v3_ConsistentHashingLbConfig,
     &m_envoy_extensions_load_balancing_policies_common_v3_LocalityLbConfig,
     &m_envoy_extensions_load_balancing_policies_common_v3_LocalityLbConfig_LocalityWeightedLbConfig,
@@ -7072,7 +7253,9 @@ const pt_pb_message_t *const pt_pb_generated_messages[] = {
     &m_envoy_extensions_load_balancing_policies_random_v3_Random,
     &m_envoy_extensions_load_balancing_policies_ring_hash_v3_RingHash,
     &m_envoy_extensions_load_balancing_policies_round_robin_v3_RoundRobin,
+    &m_envoy_extensions_network_dns_resolver_cares_v3_CaresDnsResolverConfig,
     &m_envoy_extensions_retry_host_previous_hosts_v3_PreviousHostsPredicate,
+    &m_envoy_extensions_stat_sinks_open_telemetry_v3_SinkConfig,
     &m_envoy_extensions_transport_sockets_raw_buffer_v3_RawBuffer,
     &m_envoy_extensions_transport_sockets_tls_v3_CertificateProviderPluginInstance,
     &m_envoy_extensions_transport_sockets_tls_v3_CertificateValidationContext,
@@ -7198,4 +7381,4 @@ const pt_pb_message_t *const pt_pb_generated_messages[] = {
     &m_xds_type_matcher_v3_RegexMatcher_GoogleRE2,
     &m_xds_type_matcher_v3_StringMatcher,
 };
-const size_t pt_pb_generated_nmessages = 480;
+const size_t pt_pb_generated_nmessages = 492;

@@ -538,7 +538,26 @@ def rich_resources(source, log_path):
                  'address': '127.0.0.1', 'port_value': 9}}}, 'load_balancing_weight': 3}]}]},
          'health_checks': [{'timeout': '1s', 'interval': '5s', 'unhealthy_threshold': 2,
                             'healthy_threshold': 1,
-                            'http_health_check': {'path': '/healthz', 'host': 'hc'}}]},
+                            'http_health_check': {'path': '/healthz', 'host': 'hc'},
+                            'event_logger': [{
+                                'name': 'envoy.health_check.event_sinks.file',
+                                'typed_config': {
+                                    '@type': 'type.googleapis.com/envoy.extensions.'
+                                             'health_check.event_sinks.file.v3.'
+                                             'HealthCheckEventFileSink',
+                                    'event_log_path': log_path + '.hc'}}]}]},
+        {'name': 'dns', 'type': 'STRICT_DNS', 'connect_timeout': '1s',
+         'dns_lookup_family': 'V4_ONLY',
+         'typed_dns_resolver_config': {
+             'name': 'envoy.network.dns_resolver.cares',
+             'typed_config': {
+                 '@type': 'type.googleapis.com/envoy.extensions.network.dns_resolver.cares.v3.'
+                          'CaresDnsResolverConfig',
+                 'resolvers': [{'socket_address': {'address': '127.0.0.1', 'port_value': 9}}],
+                 'dns_resolver_options': {'use_tcp_for_dns_lookups': True}}},
+         'load_assignment': {'cluster_name': 'dns', 'endpoints': [{'lb_endpoints': [
+             {'endpoint': {'address': {'socket_address': {
+                 'address': '127.0.0.1', 'port_value': 11}}}}]}]}},
     ]
     endpoints = [{'cluster_name': 'app-svc', 'endpoints': [{'lb_endpoints': [
         {'endpoint': {'address': {'socket_address': {'address': '127.0.0.1',
@@ -571,6 +590,13 @@ def rich_resources(source, log_path):
            'common_http_protocol_options': {'idle_timeout': '300s',
                                             'headers_with_underscores_action': 'REJECT_REQUEST'},
            'rds': {'route_config_name': 'routes', 'config_source': source('rds')},
+           'tracing': {'random_sampling': {'value': 10}, 'provider': {
+               'name': 'envoy.tracers.zipkin', 'typed_config': {
+                   '@type': 'type.googleapis.com/envoy.config.trace.v3.ZipkinConfig',
+                   'collector_cluster': 'static-ish',
+                   'collector_endpoint': '/api/v2/spans',
+                   'collector_endpoint_version': 'HTTP_PROTO',
+                   'trace_id_128bit': True}}},
            'access_log': [{'name': 'envoy.access_loggers.file', 'typed_config': {
                '@type': FILE_LOG, 'path': log_path,
                'log_format': {'text_format_source': {
@@ -681,7 +707,7 @@ class WireEquivalenceTest(unittest.TestCase):
         self.assertEqual(sorted(a), sorted(b))
         for name in a:
             self.assertEqual(a[name], b[name], name)
-        self.assertEqual(sorted(a), ['app', 'app-svc', 'rich', 'routes', 'static-ish'])
+        self.assertEqual(sorted(a), ['app', 'app-svc', 'dns', 'rich', 'routes', 'static-ish'])
 
 
 if __name__ == '__main__':
