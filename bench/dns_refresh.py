@@ -4,9 +4,10 @@
     PETREL_BIN=build/petrel ... (default build/petrel)
 
 One STRICT_DNS cluster of BENCH_DNS_HOSTS endpoints, each its own hostname, resolved by
-c-ares on petrel's main thread against the tests' DNS server (tests/integration/test_dns.py's
-FakeDns, UDP on loopback) every dns_refresh_rate (1 s): a refresh is that many queries and,
-when answers changed, a host-set update published to the workers. Meanwhile a steady stream
+c-ares on petrel's main thread every dns_refresh_rate (1 s) against bench/dns_responder.c
+(UDP on loopback; in C so that answering a refresh's queries costs the two cores next to
+nothing, where a Python server would compete with petrel for them): a refresh is that many
+queries and, when answers changed, a host-set update published to the workers. Meanwhile a steady stream
 of 500 req/s (bench/ptload.c) goes to an unrelated static cluster for 20 s, and its p50/p99
 are compared across three petrels:
 
@@ -23,14 +24,13 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, 'tests', 'integration'))
 import harness as h  # noqa: E402
-from test_dns import FakeDns, resolver_config  # noqa: E402
+from test_dns import resolver_config  # noqa: E402
 from reload import Upstream, ptload, LAT_SECONDS  # noqa: E402
 
 N = int(os.environ.get('BENCH_DNS_HOSTS', '1000'))
@@ -41,27 +41,22 @@ def hostname(i):
     return 'h%d.petrel.test' % i
 
 
-def address(i, flip):
-    return '10.%d.%d.%d' % (1 + flip, i >> 8 & 255, i & 255)
+class Responder:
+    """bench/dns_responder.c, running: `same` answers, or addresses `changing` every second."""
 
+    def __init__(self, binary, mode):
+        self.proc = subprocess.Popen([binary, mode], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self.port = int(self.proc.stdout.readline())
 
-class Flipper:
-    """Every REFRESH_S, answers every hostname with the other of its two addresses."""
-
-    def __init__(self, dns):
-        self.dns, self.flip, self.stop = dns, 0, threading.Event()
-        self.t = threading.Thread(target=self.run, daemon=True)
-        self.t.start()
-
-    def run(self):
-        while not self.stop.wait(REFRESH_S):
-            self.flip ^= 1
-            for i in range(N):
-                self.dns.set(hostname(i), [address(i, self.flip)])
+    def answered(self):
+        self.proc.stdin.write('count\n')
+        self.proc.stdin.flush()
+        return int(self.proc.stdout.readline())
 
     def close(self):
-        self.stop.set()
-        self.t.join()
+        self.proc.stdin.close()
+        self.proc.wait(10)
 
 
 def config(port, admin, up, dns):
@@ -79,47 +74,41 @@ def config(port, admin, up, dns):
     return h.bootstrap([h.listener('http', port, [hcm])], clusters, admin_port=admin)
 
 
-def measure(mode, ptload_bin, up):
-    dns = FakeDns() if mode != 'none' else None
-    flipper = None
+def measure(mode, bins, up):
+    dns = Responder(bins['dns_responder'], mode) if mode != 'none' else None
     try:
-        if dns is not None:
-            for i in range(N):
-                dns.set(hostname(i), [address(i, 0)])
         port, admin = h.free_ports(2)
         with h.Petrel(config(port, admin, up, dns)) as p:
             if dns is not None:
                 h.wait_until(lambda: p.stat('cluster.dns.membership_total') == N, 60,
                              message='the DNS cluster resolved')
-                if mode == 'changing':
-                    flipper = Flipper(dns)
             time.sleep(2)
-            q0 = sum(dns.queries.values()) if dns else 0
+            q0 = dns.answered() if dns else 0
             s0 = p.stat('cluster.dns.update_success') or 0
             c0 = p.stat('cluster.dns.membership_change') or 0
-            r = ptload(ptload_bin, port, LAT_SECONDS)
+            r = ptload(bins['ptload'], port, LAT_SECONDS)
             out = {'p50_us': r.get('p50_us'), 'p99_us': r.get('p99_us'),
                    'errors': r.get('errors', 0), 'completed': r.get('completed')}
             if dns is not None:
-                out['queries'] = sum(dns.queries.values()) - q0
+                out['queries'] = dns.answered() - q0
                 out['refreshes'] = (p.stat('cluster.dns.update_success') or 0) - s0
                 out['changes'] = (p.stat('cluster.dns.membership_change') or 0) - c0
                 out['failures'] = p.stat('cluster.dns.update_failure') or 0
             return out
     finally:
-        if flipper:
-            flipper.close()
         if dns:
             dns.close()
 
 
 def main():
     tmp = tempfile.mkdtemp(prefix='petrel-ptload-')
-    ptload_bin = os.path.join(tmp, 'ptload')
-    subprocess.check_call(['cc', '-O2', '-o', ptload_bin, os.path.join(HERE, 'ptload.c')])
+    bins = {}
+    for name in ('ptload', 'dns_responder'):
+        bins[name] = os.path.join(tmp, name)
+        subprocess.check_call(['cc', '-O2', '-o', bins[name], os.path.join(HERE, name + '.c')])
     up = Upstream()
     try:
-        res = {m: measure(m, ptload_bin, up) for m in ('none', 'same', 'changing')}
+        res = {m: measure(m, bins, up) for m in ('none', 'same', 'changing')}
     finally:
         up.close()
         subprocess.call(['rm', '-rf', tmp])
