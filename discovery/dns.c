@@ -10,6 +10,7 @@
 
 #include "proxy/cluster.h"
 #include "proxy/config_address.h"
+#include "proxy/hash.h"
 #include "proxy/log.h"
 #include "proxy/random.h"
 
@@ -721,6 +722,10 @@ struct pt_dns_cluster {
     pt_dns_cluster_update_fn update;
     pt_dns_cluster_init_fn init;
     void *data;
+    /* Lookups that change hosts in one turn of the loop publish one host set: a refresh's
+     * answers arrive together, and each publish costs a new version of the cluster. */
+    ev_timer publish_timer;
+    int publish_pending;
 };
 
 static void target_resolve(dns_target_t *t);
@@ -752,28 +757,49 @@ static int same_set(const pt_addr_t *a, unsigned na, const pt_addr_t *b, unsigne
     return 1;
 }
 
+/* A hash of an address a lookup gave (IPv4 or IPv6, with its port) and a hostname. */
+static uint64_t host_key(const pt_addr_t *a, const char *hostname)
+{
+    uint64_t h = pt_hash_name(hostname);
+    if (a->sa.sa_family == AF_INET6)
+        return pt_hash64(&a->sin6.sin6_addr, 16, h) ^ a->sin6.sin6_port;
+    return pt_hash64(&a->sin.sin_addr, 4, h) ^ a->sin.sin_port;
+}
+
 /* Every target's hosts as endpoints, to the owner. */
 static void publish_hosts(pt_dns_cluster_t *dc)
 {
     unsigned total = 0;
     for (unsigned i = 0; i < dc->ntargets; i++)
         total += dc->targets[i].naddrs;
+    /* Two names for one address and hostname are one host: found through an open
+     * addressing table of the endpoints' indexes (+1; 0 is empty), so that a cluster of
+     * thousands of names is not compared pairwise. */
+    size_t cap = 16;
+    while (cap < 2 * (size_t)total)
+        cap <<= 1;
     pt_endpoint_t *eps = calloc(total ? total : 1, sizeof(*eps));
-    if (eps == NULL) {
+    unsigned *seen = calloc(cap, sizeof(*seen));
+    if (eps == NULL || seen == NULL) {
         pt_error("dns: cluster %s: out of memory updating its hosts", dc->name);
+        free(eps);
+        free(seen);
         return;
     }
     unsigned n = 0;
     for (unsigned i = 0; i < dc->ntargets; i++) {
         const dns_target_t *t = &dc->targets[i];
         for (unsigned k = 0; k < t->naddrs; k++) {
-            /* Two names for one address and hostname are one host. */
+            size_t slot = (size_t)host_key(&t->addrs[k], t->hostname) & (cap - 1);
             int dup = 0;
-            for (unsigned j = 0; j < n && !dup; j++)
-                dup = pt_addr_equal(&eps[j].address, &t->addrs[k]) &&
-                      strcmp(eps[j].hostname, t->hostname) == 0;
+            for (; seen[slot] != 0 && !dup; slot = (slot + 1) & (cap - 1)) {
+                const pt_endpoint_t *e = &eps[seen[slot] - 1];
+                dup = pt_addr_equal(&e->address, &t->addrs[k]) &&
+                      strcmp(e->hostname, t->hostname) == 0;
+            }
             if (dup)
                 continue;
+            seen[slot] = n + 1;
             eps[n].address = t->addrs[k];
             eps[n].hostname = t->hostname;
             eps[n].weight = t->weight;
@@ -785,9 +811,17 @@ static void publish_hosts(pt_dns_cluster_t *dc)
             n++;
         }
     }
+    free(seen);
     pt_stat_inc(dc->membership_change);
     dc->update(dc->data, eps, n);
     free(eps);
+}
+
+static void on_publish(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    pt_dns_cluster_t *dc = w->data;
+    dc->publish_pending = 0;
+    publish_hosts(dc);
 }
 
 static void on_resolved(void *data, pt_dns_status_t status, const pt_dns_answer_t *answers,
@@ -852,8 +886,13 @@ static void on_resolved(void *data, pt_dns_status_t status, const pt_dns_answer_
     }
 schedule:
     target_wait(t, next);
-    if (changed)
-        publish_hosts(dc);
+    if (changed && !(dc->flags & PT_DNS_CLUSTER_INITIALIZED)) {
+        publish_hosts(dc); /* before the owner hears the cluster is initialized */
+    } else if (changed && !dc->publish_pending) {
+        dc->publish_pending = 1;
+        ev_timer_set(&dc->publish_timer, 0., 0.);
+        ev_timer_start(dc->loop, &dc->publish_timer);
+    }
     if (!(dc->flags & PT_DNS_CLUSTER_INITIALIZED)) {
         dc->flags |= PT_DNS_CLUSTER_INITIALIZED;
         dc->init(dc->data);
@@ -888,6 +927,8 @@ pt_dns_cluster_t *pt_dns_cluster_start(struct ev_loop *loop, const pt_cluster_t 
     dc->update = update;
     dc->init = init;
     dc->data = data;
+    ev_timer_init(&dc->publish_timer, on_publish, 0., 0.);
+    dc->publish_timer.data = dc;
     if (cfg->logical)
         dc->flags |= PT_DNS_CLUSTER_LOGICAL;
     pt_dns_backoff_reset(&dc->backoff, cfg);
@@ -966,6 +1007,8 @@ void pt_dns_cluster_stop(pt_dns_cluster_t *dc)
         free(t->metadata);
     }
     free(dc->targets);
+    if (dc->loop != NULL)
+        ev_timer_stop(dc->loop, &dc->publish_timer);
     pt_dns_resolver_free(dc->res);
     free(dc->name);
     free(dc);

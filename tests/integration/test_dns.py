@@ -352,6 +352,30 @@ class StrictDnsTest(DnsBase):
             self.assertEqual(hosts[self.addr('127.0.0.2')]['hostname'], 'a.petrel.test')
             self.assertEqual(hosts[self.addr('127.0.0.4')]['hostname'], 'b.petrel.test')
 
+    def test_many_names_changing_together(self):
+        # 300 names (one listed twice: one host), every address changing between two
+        # refreshes: the cluster ends with exactly the new addresses, each with its name.
+        names = ['n%d.petrel.test' % i for i in range(300)]
+
+        def addrs(flip):
+            return {n: '10.%d.%d.%d' % (1 + flip, i >> 8, i & 255) for i, n in enumerate(names)}
+
+        for n, a in addrs(0).items():
+            self.dns.set(n, [a])
+        cfg = self.config([dns_cluster('web', self.dns, names + names[:1], 80)])
+        with h.Petrel(cfg) as p:
+            def now():
+                return {k: v['hostname'] for k, v in (hosts_of(p, 'web') or {}).items()}
+            want0 = {'%s:80' % a: n for n, a in addrs(0).items()}
+            h.wait_until(lambda: now() == want0, 30, message='first addresses')
+            changes = p.stat('cluster.web.membership_change')
+            for n, a in addrs(1).items():
+                self.dns.set(n, [a])
+            want1 = {'%s:80' % a: n for n, a in addrs(1).items()}
+            h.wait_until(lambda: now() == want1, 30, message='the new addresses')
+            self.assertEqual(p.stat('cluster.web.membership_total'), 300)
+            self.assertGreater(p.stat('cluster.web.membership_change'), changes)
+
     def test_cluster_type_envoy_cluster_dns(self):
         self.dns.set(NAME, ['127.0.0.2', '127.0.0.4'])
         c = {'name': 'web', 'connect_timeout': '1s',
