@@ -9,7 +9,8 @@ c-ares on petrel's main thread every dns_refresh_rate (1 s) against bench/dns_re
 nothing, where a Python server would compete with petrel for them): a refresh is that many
 queries and, when answers changed, a host-set update published to the workers. Meanwhile a steady stream
 of 500 req/s (bench/ptload.c) goes to an unrelated static cluster for 20 s, and its p50/p99
-are compared across three petrels:
+are compared across three petrels, with the CPU petrel used meanwhile (its main thread's,
+where the lookups and host-set updates run, and the whole process's):
 
   none      no DNS cluster (the baseline)
   same      the DNS cluster, every refresh answering the same addresses (hosts kept)
@@ -74,6 +75,14 @@ def config(port, admin, up, dns):
     return h.bootstrap([h.listener('http', port, [hcm])], clusters, admin_port=admin)
 
 
+def cpu_ms(pid, tid=None):
+    """User + system CPU of the process (or of one of its threads) so far, in ms."""
+    path = '/proc/%d/stat' % pid if tid is None else '/proc/%d/task/%d/stat' % (pid, tid)
+    with open(path) as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 // os.sysconf('SC_CLK_TCK')
+
+
 def measure(mode, bins, up):
     dns = Responder(bins['dns_responder'], mode) if mode != 'none' else None
     try:
@@ -86,9 +95,11 @@ def measure(mode, bins, up):
             q0 = dns.answered() if dns else 0
             s0 = p.stat('cluster.dns.update_success') or 0
             c0 = p.stat('cluster.dns.membership_change') or 0
+            m0, t0 = cpu_ms(p.pid, p.pid), cpu_ms(p.pid)
             r = ptload(bins['ptload'], port, LAT_SECONDS)
             out = {'p50_us': r.get('p50_us'), 'p99_us': r.get('p99_us'),
-                   'errors': r.get('errors', 0), 'completed': r.get('completed')}
+                   'errors': r.get('errors', 0), 'completed': r.get('completed'),
+                   'main_cpu_ms': cpu_ms(p.pid, p.pid) - m0, 'cpu_ms': cpu_ms(p.pid) - t0}
             if dns is not None:
                 out['queries'] = dns.answered() - q0
                 out['refreshes'] = (p.stat('cluster.dns.update_success') or 0) - s0
@@ -120,13 +131,13 @@ def main():
         '', '`/usr/bin/python3 bench/dns_refresh.py` (%d hostnames, dns_refresh_rate %gs, a '
         'steady 500 req/s for %d s to an unrelated cluster)' % (N, REFRESH_S, LAT_SECONDS), '',
         '| petrel | p50 | p99 | failed requests | queries answered | refreshes | host-set '
-        'changes |', '|---|---:|---:|---:|---:|---:|---:|']
+        'changes | main thread CPU | petrel CPU |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|']
     names = {'none': 'no DNS cluster', 'same': '%d hostnames, same answers' % N,
              'changing': '%d hostnames, every address changing' % N}
     for m, r in res.items():
-        lines.append('| %s | %s us | %s us | %d | %s | %s | %s |' % (
+        lines.append('| %s | %s us | %s us | %d | %s | %s | %s | %d ms | %d ms |' % (
             names[m], r['p50_us'], r['p99_us'], r['errors'], r.get('queries', '-'),
-            r.get('refreshes', '-'), r.get('changes', '-')))
+            r.get('refreshes', '-'), r.get('changes', '-'), r['main_cpu_ms'], r['cpu_ms']))
     text = '\n'.join(lines) + '\n'
     path = os.path.join(HERE, 'results', now.strftime('%Y-%m-%d-%H%M') + '-dns.md')
     with open(path, 'w') as f:
