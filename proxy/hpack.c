@@ -99,6 +99,7 @@ enum {
  * the first static index with that name (entries with one name are consecutive). */
 #define NAME_SLOTS 128
 static uint8_t name_slot[NAME_SLOTS];
+static uint8_t name_run_end[PT_HPACK_STATIC_COUNT + 1]; /* last index with the same name */
 
 static inline unsigned name_hash(const char *n, size_t len)
 {
@@ -190,6 +191,11 @@ static void hpack_init_once(void)
         for (unsigned i = 0; i < span; i++)
             huff_fast[lo + i] = (huff_fast_t){(uint8_t)s, (uint8_t)len};
     }
+    for (unsigned i = PT_HPACK_STATIC_COUNT; i >= 1; i--)
+        name_run_end[i] =
+            i < PT_HPACK_STATIC_COUNT && strcmp(static_table[i].name, static_table[i + 1].name) == 0
+                ? name_run_end[i + 1]
+                : (uint8_t)i;
     for (unsigned i = 1; i <= PT_HPACK_STATIC_COUNT; i++) {
         const pt_hpack_field_t *f = &static_table[i];
         if (static_table[i - 1].name_len == f->name_len &&
@@ -207,18 +213,16 @@ static inline void hpack_init(void)
     pthread_once(&init_once, hpack_init_once);
 }
 
-size_t pt_hpack_huffman_encoded_len(const uint8_t *s, size_t n)
+static inline size_t huff_encoded_len(const uint8_t *s, size_t n)
 {
-    hpack_init();
     uint64_t bits = 0;
     for (size_t i = 0; i < n; i++)
         bits += huff_len[s[i]];
     return (size_t)((bits + 7) / 8);
 }
 
-size_t pt_hpack_huffman_encode(const uint8_t *s, size_t n, uint8_t *out)
+static inline size_t huff_encode(const uint8_t *s, size_t n, uint8_t *out)
 {
-    hpack_init();
     uint8_t *p = out;
     uint64_t acc = 0; /* right-aligned pending bits */
     unsigned nbits = 0;
@@ -236,28 +240,33 @@ size_t pt_hpack_huffman_encode(const uint8_t *s, size_t n, uint8_t *out)
     return (size_t)(p - out);
 }
 
-long pt_hpack_huffman_decode(const uint8_t *in, size_t n, uint8_t *out, size_t cap)
+static long huff_decode(const uint8_t *in, size_t n, uint8_t *out, size_t cap)
 {
-    hpack_init();
     const uint8_t *p = in, *end = in + n;
     uint64_t acc = 0; /* left-aligned: the next bit is bit 63; unused low bits are 0 */
     unsigned nbits = 0;
     size_t o = 0;
     for (;;) {
-        while (nbits <= 56 && p < end) {
-            acc |= (uint64_t)*p++ << (56 - nbits);
-            nbits += 8;
+        /* Refill only when the longest code might not fit: most steps skip this. */
+        if (nbits < HUFF_MAX_LEN) {
+            while (nbits <= 56 && p < end) {
+                acc |= (uint64_t)*p++ << (56 - nbits);
+                nbits += 8;
+            }
+            if (nbits == 0)
+                break;
         }
-        if (nbits == 0)
-            break;
         huff_fast_t f = huff_fast[acc >> 56];
-        unsigned sym, len;
-        if (f.len != 0) {
-            sym = f.sym;
-            len = f.len;
-        } else {
-            sym = 0;
-            len = 0;
+        if (f.len != 0 && f.len <= nbits) { /* a short code: never EOS */
+            if (o == cap)
+                return PT_HPACK_E_STRING_TOO_LONG;
+            out[o++] = f.sym;
+            acc <<= f.len;
+            nbits -= f.len;
+            continue;
+        }
+        unsigned sym = 0, len = 0;
+        if (f.len == 0) {
             for (unsigned l = 9; l <= HUFF_MAX_LEN && l <= nbits; l++) {
                 uint32_t c = (uint32_t)(acc >> (64 - l));
                 if (c - huff_first[l] < huff_count[l]) {
@@ -267,10 +276,10 @@ long pt_hpack_huffman_decode(const uint8_t *in, size_t n, uint8_t *out, size_t c
                 }
             }
         }
-        if (len == 0 || len > nbits) {
+        if (len == 0) {
             /* What is left is no whole code, so it must be padding: fewer than 8 bits,
              * all of them ones (the start of EOS). The input is all read here: refills
-             * keep more than 30 bits while any remains. */
+             * keep at least 30 bits while any remains. */
             if (nbits > 7 || (acc >> (64 - nbits)) != (1u << nbits) - 1)
                 return PT_HPACK_E_HUFFMAN;
             break;
@@ -286,6 +295,26 @@ long pt_hpack_huffman_decode(const uint8_t *in, size_t n, uint8_t *out, size_t c
     return (long)o;
 }
 
+/* The public entry points make sure the tables exist; the codec's own paths, reached only
+ * through a decoder or encoder, whose init made them, skip that. */
+size_t pt_hpack_huffman_encoded_len(const uint8_t *s, size_t n)
+{
+    hpack_init();
+    return huff_encoded_len(s, n);
+}
+
+size_t pt_hpack_huffman_encode(const uint8_t *s, size_t n, uint8_t *out)
+{
+    hpack_init();
+    return huff_encode(s, n, out);
+}
+
+long pt_hpack_huffman_decode(const uint8_t *in, size_t n, uint8_t *out, size_t cap)
+{
+    hpack_init();
+    return huff_decode(in, n, out, cap);
+}
+
 /* ---- Static table lookups ----------------------------------------------------------- */
 
 const pt_hpack_field_t *pt_hpack_static_entry(uint32_t index)
@@ -293,10 +322,9 @@ const pt_hpack_field_t *pt_hpack_static_entry(uint32_t index)
     return index >= 1 && index <= PT_HPACK_STATIC_COUNT ? &static_table[index] : NULL;
 }
 
-uint32_t pt_hpack_static_find(const char *name, size_t name_len, const char *value,
-                              size_t value_len, uint32_t *exact)
+static inline uint32_t static_find(const char *name, size_t name_len, const char *value,
+                                   size_t value_len, uint32_t *exact)
 {
-    hpack_init();
     *exact = 0;
     unsigned h = name_hash(name, name_len);
     for (;;) {
@@ -305,8 +333,7 @@ uint32_t pt_hpack_static_find(const char *name, size_t name_len, const char *val
             return 0;
         const pt_hpack_field_t *f = &static_table[i];
         if (f->name_len == name_len && memcmp(f->name, name, name_len) == 0) {
-            for (unsigned j = i; j <= PT_HPACK_STATIC_COUNT && static_table[j].name == f->name;
-                 j++) {
+            for (unsigned j = i; j <= name_run_end[i]; j++) {
                 const pt_hpack_field_t *g = &static_table[j];
                 if (g->value_len == value_len && memcmp(g->value, value, value_len) == 0) {
                     *exact = j;
@@ -317,6 +344,13 @@ uint32_t pt_hpack_static_find(const char *name, size_t name_len, const char *val
         }
         h = (h + 1) & (NAME_SLOTS - 1);
     }
+}
+
+uint32_t pt_hpack_static_find(const char *name, size_t name_len, const char *value,
+                              size_t value_len, uint32_t *exact)
+{
+    hpack_init();
+    return static_find(name, name_len, value, value_len, exact);
 }
 
 /* ---- Dynamic table (§2.3.2, §4) ----------------------------------------------------- */
@@ -381,6 +415,8 @@ static void table_set_max(pt_hpack_table_t *t, uint32_t max_size)
  * Wrapped, they occupy [head, wrap) and [0, tail): room between tail and head. */
 static long table_place(pt_hpack_table_t *t, uint32_t len)
 {
+    if (t->bytes == NULL) /* no area yet, even for empty strings: views need a base */
+        return -1;
     if (t->count == 0)
         t->head = t->tail = t->wrap = 0;
     if (t->wrap == 0) {
@@ -569,7 +605,7 @@ static int dec_str(dec_ctx_t *c, const char **s, uint32_t *len, int *stable)
     size_t room = c->scratch_cap - c->scratch_len;
     if (room > c->d->max_string)
         room = c->d->max_string;
-    long got = pt_hpack_huffman_decode(c->p, n, c->scratch + c->scratch_len, room);
+    long got = huff_decode(c->p, n, c->scratch + c->scratch_len, room);
     if (got < 0)
         return (int)got;
     *s = (const char *)c->scratch + c->scratch_len;
@@ -794,10 +830,10 @@ static inline uint8_t *enc_int(uint8_t *p, uint8_t first, unsigned prefix, uint3
 static uint8_t *enc_str(const pt_hpack_encoder_t *e, uint8_t *p, const char *s, uint32_t len)
 {
     if (e->huffman) {
-        size_t hl = pt_hpack_huffman_encoded_len((const uint8_t *)s, len);
+        size_t hl = huff_encoded_len((const uint8_t *)s, len);
         if (hl <= len) {
             p = enc_int(p, 0x80, 7, (uint32_t)hl);
-            return p + pt_hpack_huffman_encode((const uint8_t *)s, len, p);
+            return p + huff_encode((const uint8_t *)s, len, p);
         }
     }
     p = enc_int(p, 0, 7, len);
@@ -806,12 +842,18 @@ static uint8_t *enc_str(const pt_hpack_encoder_t *e, uint8_t *p, const char *s, 
     return p + len;
 }
 
-static inline uint32_t enc_name_hash(const char *s, uint32_t len)
+/* The key an entry's name is filed under: its static index when the static table has the
+ * name (most do, and then no hashing at all), else a cheap hash of it. Only a filter before
+ * the compare. */
+static inline uint32_t enc_name_key(const char *s, uint32_t len, uint32_t sname)
 {
-    uint32_t h = 2166136261u;
-    for (uint32_t i = 0; i < len; i++)
-        h = (h ^ (unsigned char)s[i]) * 16777619u;
-    return h;
+    if (sname)
+        return sname;
+    uint32_t h = len * 0x9e3779b1u;
+    if (len > 0)
+        h ^= ((uint32_t)(unsigned char)s[0] << 8 | (unsigned char)s[len - 1]) * 0x85ebca6bu ^
+             (unsigned char)s[len / 2];
+    return h | 0x80000000u;
 }
 
 /* The dynamic entries are searched newest first (the most recent are the likeliest to
@@ -822,8 +864,10 @@ static uint32_t enc_dyn_find(const pt_hpack_table_t *t, const pt_hpack_field_t *
     *name_index = 0;
     for (uint32_t i = 1; i <= t->count; i++) {
         const pt_hpack_entry_t *e = table_at(t, i);
-        if (e->hash != hash || e->name_len != f->name_len ||
-            memcmp(t->bytes + e->off, f->name, f->name_len) != 0)
+        /* A key up to 61 is a static index: equal keys, equal names. */
+        if (e->hash != hash ||
+            (hash > PT_HPACK_STATIC_COUNT &&
+             (e->name_len != f->name_len || memcmp(t->bytes + e->off, f->name, f->name_len) != 0)))
             continue;
         if (e->value_len == f->value_len &&
             memcmp(t->bytes + e->off + e->name_len, f->value, f->value_len) == 0)
@@ -849,7 +893,7 @@ int pt_hpack_encode(pt_hpack_encoder_t *e, const pt_hpack_field_t *fields, size_
     for (size_t i = 0; i < n; i++) {
         const pt_hpack_field_t *f = &fields[i];
         uint32_t exact;
-        uint32_t sname = pt_hpack_static_find(f->name, f->name_len, f->value, f->value_len, &exact);
+        uint32_t sname = static_find(f->name, f->name_len, f->value, f->value_len, &exact);
         /* §7.1.3: credentials, and cookies short enough to guess, never enter a table,
          * here or at any intermediary (nghttp2's and so Envoy's rule). */
         int never = (f->flags & PT_HPACK_F_NEVER_INDEX) || sname == ST_AUTHORIZATION ||
@@ -860,7 +904,7 @@ int pt_hpack_encode(pt_hpack_encoder_t *e, const pt_hpack_field_t *fields, size_
         }
         uint32_t hash = 0, dname = 0, name_index = sname;
         if (!never && e->table.count > 0) {
-            hash = enc_name_hash(f->name, f->name_len);
+            hash = enc_name_key(f->name, f->name_len, sname);
             uint32_t dexact = enc_dyn_find(&e->table, f, hash, &dname);
             if (dexact) {
                 p = enc_int(p, 0x80, 7, PT_HPACK_STATIC_COUNT + dexact);
@@ -889,7 +933,7 @@ int pt_hpack_encode(pt_hpack_encoder_t *e, const pt_hpack_field_t *fields, size_
         p = enc_str(e, p, f->value, f->value_len);
         if (index) {
             if (hash == 0)
-                hash = enc_name_hash(f->name, f->name_len);
+                hash = enc_name_key(f->name, f->name_len, sname);
             int rc = table_insert(&e->table, f->name, f->name_len, f->value, f->value_len, hash);
             if (rc < 0)
                 return rc;
