@@ -360,7 +360,41 @@ static void test_appendix_c2_single_representations(void)
     PT_CHECK_INT(pt_hpack_encode(&e, f, 2, out, sizeof(out), &n), 0);
     PT_CHECK_MEM(out, n, want, wn);
     PT_CHECK_INT(e.table.count, 0);
+    /* C.2.1 and C.2.4 as the encoder's own choices (a new name is indexed; an exact static
+     * match is one byte). */
+    pt_hpack_field_t g[2] = {field_of("custom-key: custom-header"), field_of(":method: GET")};
+    wn = unhex("400a637573746f6d2d6b65790d637573746f6d2d686561646572"
+               "82",
+               want);
+    PT_CHECK_INT(pt_hpack_encode(&e, g, 2, out, sizeof(out), &n), 0);
+    PT_CHECK_MEM(out, n, want, wn);
+    const char *t1e[] = {"custom-key: custom-header", NULL};
+    PT_CHECK(table_is(&e.table, t1e, 55));
     pt_hpack_encoder_dispose(&e);
+}
+
+/* A table holds no memory until something is inserted, then grows with what is. */
+static void test_table_memory_follows_use(void)
+{
+    pt_hpack_decoder_t d;
+    pt_hpack_list_t l;
+    pt_hpack_decoder_init(&d, 4096, 4096);
+    PT_CHECK(d.table.bytes == NULL && d.table.ent == NULL);
+    PT_CHECK_INT(decode_hex(&d, "828684", &l), 0); /* static references only */
+    PT_CHECK(d.table.bytes == NULL && d.table.ent == NULL);
+    /* h2load's first GET: :authority and user-agent are indexed, 56 bytes of strings. */
+    PT_CHECK_INT(decode_hex(&d,
+                            "04846126abd78641"
+                            "8b089d5c0b8170dc0bcdb21f827a8f9c541c722954d3a5358980aed89707",
+                            &l),
+                 0);
+    PT_CHECK_INT(l.count, 5);
+    PT_CHECK(field_is(&l.fields[4], "user-agent: h2load nghttp2/1.52.0"));
+    PT_CHECK_INT(d.table.count, 2);
+    PT_CHECK_INT(d.table.bytes_cap, 256);
+    PT_CHECK_INT(d.table.ent_cap, 8);
+    pt_hpack_decoder_dispose(&d);
+    PT_CHECK(d.table.bytes == NULL && d.table.ent == NULL);
 }
 
 /* Decode a series of Appendix C, and encode its header lists, comparing bytes and tables at
@@ -957,6 +991,7 @@ int main(void)
     PT_RUN(test_huffman_padding_rules);
     PT_RUN(test_static_lookup);
     PT_RUN(test_appendix_c2_single_representations);
+    PT_RUN(test_table_memory_follows_use);
     PT_RUN(test_appendix_c3_requests_raw);
     PT_RUN(test_appendix_c4_requests_huffman);
     PT_RUN(test_appendix_c5_responses_raw_eviction);
