@@ -387,13 +387,22 @@ int pt_hpack_table_get(const pt_hpack_table_t *t, uint32_t index, pt_hpack_field
     return 0;
 }
 
+/* The bytes an entry occupies: its strings, and at least one byte, so that every entry
+ * has its own place in the area (an empty entry at the very end would otherwise sit at
+ * the wrap point, neither before nor after it). */
+static inline uint32_t entry_span(const pt_hpack_entry_t *e)
+{
+    uint32_t n = e->name_len + e->value_len;
+    return n ? n : 1;
+}
+
 static void table_evict_oldest(pt_hpack_table_t *t)
 {
     pt_hpack_entry_t *e = &t->ent[t->first];
     t->size -= 32 + e->name_len + e->value_len;
     t->first = (t->first + 1) & (t->ent_cap - 1);
     t->count--;
-    t->head = e->off + e->name_len + e->value_len;
+    t->head = e->off + entry_span(e);
     if (t->count == 0) {
         t->head = t->tail = t->wrap = 0;
     } else if (t->wrap != 0 && t->head == t->wrap) {
@@ -439,7 +448,7 @@ static int table_grow_bytes(pt_hpack_table_t *t, uint32_t len)
     uint32_t live = 0;
     for (uint32_t i = 0; i < t->count; i++) {
         const pt_hpack_entry_t *e = &t->ent[(t->first + i) & (t->ent_cap - 1)];
-        live += e->name_len + e->value_len;
+        live += entry_span(e);
     }
     uint64_t cap = t->bytes_cap ? (uint64_t)t->bytes_cap * 2 : 256;
     while (cap < (uint64_t)live + len)
@@ -454,7 +463,7 @@ static int table_grow_bytes(pt_hpack_table_t *t, uint32_t len)
         pt_hpack_entry_t *e = &t->ent[(t->first + i) & (t->ent_cap - 1)];
         memcpy(nb + off, t->bytes + e->off, e->name_len + e->value_len);
         e->off = off;
-        off += e->name_len + e->value_len;
+        off += entry_span(e);
     }
     free(t->bytes);
     t->bytes = nb;
@@ -495,12 +504,13 @@ static int table_insert(pt_hpack_table_t *t, const char *name, uint32_t name_len
     while (t->size + esize > t->max_size)
         table_evict_oldest(t);
     uint32_t len = name_len + value_len;
-    long off = table_place(t, len);
+    uint32_t span = len ? len : 1; /* entry_span() */
+    long off = table_place(t, span);
     if (off < 0) {
-        int rc = table_grow_bytes(t, len);
+        int rc = table_grow_bytes(t, span);
         if (rc < 0)
             return rc;
-        off = table_place(t, len);
+        off = table_place(t, span);
     }
     if (t->count == t->ent_cap) {
         int rc = table_grow_entries(t);
@@ -511,7 +521,7 @@ static int table_insert(pt_hpack_table_t *t, const char *name, uint32_t name_len
         memcpy(t->bytes + off, name, name_len);
         memcpy(t->bytes + off + name_len, value, value_len);
     }
-    t->tail = (uint32_t)off + len;
+    t->tail = (uint32_t)off + span;
     pt_hpack_entry_t *e = &t->ent[(t->first + t->count) & (t->ent_cap - 1)];
     e->off = (uint32_t)off;
     e->name_len = name_len;

@@ -937,48 +937,125 @@ static void test_petrel_deflate_nghttp2_inflate(void)
 
 /* The dynamic table's storage: entries of every size, wrapping around its area, growing
  * it, and evicted in order, checked against a plain model. */
+static uint8_t *put_int(uint8_t *p, uint8_t first, unsigned prefix, uint32_t v)
+{
+    uint32_t max = (1u << prefix) - 1;
+    if (v < max) {
+        *p++ = (uint8_t)(first | v);
+        return p;
+    }
+    *p++ = (uint8_t)(first | max);
+    for (v -= max; v >= 128; v >>= 7)
+        *p++ = (uint8_t)(0x80 | (v & 0x7f));
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+/* A literal with incremental indexing, new name, raw strings: name, then vlen copies of c. */
+static uint8_t *put_literal(uint8_t *p, const char *name, uint32_t vlen, char c)
+{
+    size_t nl = strlen(name);
+    *p++ = 0x40;
+    p = put_int(p, 0, 7, (uint32_t)nl);
+    memcpy(p, name, nl);
+    p += nl;
+    p = put_int(p, 0, 7, vlen);
+    memset(p, c, vlen);
+    return p + vlen;
+}
+
+/* An empty entry (no string bytes) at the end of the used area when the next entry wraps
+ * to the start, evicted after the entries before it: the area must still know where the
+ * live strings start, or a later entry overwrites them. */
+static void test_table_empty_entry_at_wrap_point(void)
+{
+    pt_hpack_decoder_t d;
+    pt_hpack_list_t l;
+    pt_hpack_decoder_init(&d, 4096, 4096);
+    static uint8_t b[1024];
+    uint8_t *p = b;
+    p = put_literal(p, "z", 79, 'z');  /* strings [0,80), 112 */
+    p = put_literal(p, "a", 119, 'a'); /* [80,200), 152 */
+    p = put_literal(p, "", 0, 0);      /* empty, at 200: 32 */
+    PT_CHECK_INT(decode(&d, b, (size_t)(p - b), &l), 0);
+    PT_CHECK_INT(d.table.bytes_cap, 256);
+    p = b;
+    p = put_int(p, 0x20, 5, 300);     /* max 300: b's insertion evicts z */
+    p = put_literal(p, "b", 59, 'b'); /* 92: wraps to the start */
+    PT_CHECK_INT(decode(&d, b, (size_t)(p - b), &l), 0);
+    p = b;
+    p = put_literal(p, "c", 59, 'c'); /* 92: evicts a */
+    PT_CHECK_INT(decode(&d, b, (size_t)(p - b), &l), 0);
+    p = b;
+    p = put_int(p, 0x20, 5, 184); /* evicts the empty entry */
+    p = put_int(p, 0x20, 5, 4096);
+    p = put_literal(p, "d", 159, 'd'); /* 192, does not fit after c */
+    PT_CHECK_INT(decode(&d, b, (size_t)(p - b), &l), 0);
+    PT_CHECK_INT(d.table.count, 3);
+    const char want[] = "dcb";
+    const uint32_t want_len[] = {159, 59, 59};
+    for (uint32_t i = 0; i < 3; i++) {
+        pt_hpack_field_t g;
+        PT_CHECK_INT(pt_hpack_table_get(&d.table, i + 1, &g), 0);
+        PT_CHECK(g.name_len == 1 && g.name[0] == want[i]);
+        PT_CHECK_INT(g.value_len, want_len[i]);
+        for (uint32_t k = 0; k < g.value_len; k++)
+            PT_CHECK_INT(g.value[k], want[i]);
+    }
+    pt_hpack_decoder_dispose(&d);
+}
+
 static void test_table_ring_against_model(void)
 {
     pt_hpack_encoder_t e;
     pt_hpack_decoder_t d;
     pt_hpack_encoder_init(&e, 4096, PT_HPACK_ENC_INDEX_ALL | PT_HPACK_ENC_NO_HUFFMAN);
     pt_hpack_decoder_init(&d, 4096, 4096);
-    static char names[64][8], values[64][700];
-    static uint32_t vlen[64];
-    uint32_t model_first = 0, model_count = 0, model_size = 0;
+    /* The model: the strings of field i in slot i % 256 (at most 128 entries fit in 4096
+     * bytes), and a FIFO of the slots in the table, oldest first. */
+    static char names[256][8], values[256][700];
+    static uint32_t vlen[256], nlen[256], fifo[256];
+    uint32_t first = 0, count = 0, size = 0;
     for (int i = 0; i < 3000; i++) {
-        uint32_t k = (uint32_t)i % 64;
+        uint32_t k = (uint32_t)i % 256;
+        /* One entry in four is empty (name and value): such entries take no string bytes
+         * and must still keep their place around the area's end. */
+        int empty = rnd(4) == 0;
         snprintf(names[k], sizeof(names[k]), "n%05d", i);
-        vlen[k] = rnd(10) == 0 ? 600 + rnd(100) : rnd(120);
+        nlen[k] = empty ? 0 : 6;
+        vlen[k] = empty ? 0 : rnd(10) == 0 ? 600 + rnd(100) : rnd(120);
         memset(values[k], 'a' + i % 26, vlen[k]);
-        pt_hpack_field_t f = {names[k], values[k], 6, vlen[k], 0};
+        pt_hpack_field_t f = {names[k], values[k], nlen[k], vlen[k], 0};
         size_t n;
         PT_CHECK_INT(pt_hpack_encode(&e, &f, 1, block, sizeof(block), &n), 0);
         pt_hpack_list_t l;
         PT_CHECK_INT(decode(&d, block, n, &l), 0);
-        /* The model: a FIFO of (index i) evicted oldest first. */
-        uint32_t esz = 32 + 6 + vlen[k];
-        if (esz <= 4096 / 4 * 3) {
-            while (model_size + esz > 4096) {
-                model_size -= 32 + 6 + vlen[model_first % 64];
-                model_first++;
-                model_count--;
+        /* An empty entry already in the table is referred to, not added again. */
+        int present = 0;
+        for (uint32_t j = 0; empty && j < count; j++)
+            present |= nlen[fifo[(first + j) % 256]] == 0;
+        uint32_t esz = 32 + nlen[k] + vlen[k];
+        if (!present && esz <= 4096 / 4 * 3) {
+            while (size + esz > 4096) {
+                uint32_t old = fifo[first % 256];
+                size -= 32 + nlen[old] + vlen[old];
+                first++;
+                count--;
             }
-            model_size += esz;
-            model_count++;
+            fifo[(first + count) % 256] = k;
+            size += esz;
+            count++;
         }
-        PT_CHECK_INT(d.table.count, model_count);
-        PT_CHECK_INT(d.table.size, model_size);
+        PT_CHECK_INT(d.table.count, count);
+        PT_CHECK_INT(d.table.size, size);
         PT_CHECK(d.table.bytes_cap <= 2 * 4096);
-        for (uint32_t j = 1; j <= model_count; j++) {
-            uint32_t m = (model_first + model_count - j) % 64;
+        for (uint32_t j = 1; j <= count; j++) {
+            uint32_t m = fifo[(first + count - j) % 256];
             pt_hpack_field_t g;
             PT_CHECK_INT(pt_hpack_table_get(&d.table, j, &g), 0);
-            PT_CHECK_MEM(g.name, g.name_len, names[m], 6);
+            PT_CHECK_MEM(g.name, g.name_len, names[m], nlen[m]);
             PT_CHECK_MEM(g.value, g.value_len, values[m], vlen[m]);
         }
-        if (model_count == 0)
-            model_first = (uint32_t)i + 1;
     }
     pt_hpack_encoder_dispose(&e);
     pt_hpack_decoder_dispose(&d);
@@ -1009,5 +1086,6 @@ int main(void)
     PT_RUN(test_nghttp2_deflate_petrel_inflate);
     PT_RUN(test_petrel_deflate_nghttp2_inflate);
     PT_RUN(test_table_ring_against_model);
+    PT_RUN(test_table_empty_entry_at_wrap_point);
     PT_TEST_EXIT();
 }
