@@ -15,7 +15,11 @@
  *   :path, which nghttp2 never indexes. Each field is delivered to a consumer that reads it.
  * encode: the same list encoded N times on one connection.
  * decode-first / encode-first: a new context per block (the first request of a connection),
- *   creation and destruction included. */
+ *   creation and destruction included.
+ * encode-proxied: what a proxy sends upstream on one connection: the request above as
+ *   forwarded (:authority of the upstream, x-forwarded-proto, x-request-id, an Envoy
+ *   timeout header), with a new x-request-id each time: indexed, so the table churns and
+ *   fills (about 50 entries), the case that makes the dynamic-table search matter. */
 #include <nghttp2/nghttp2.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,7 +27,10 @@
 
 #include "proxy/hpack.h"
 
-#define NV(n, v) {(uint8_t *)n, (uint8_t *)v, sizeof(n) - 1, sizeof(v) - 1, NGHTTP2_NV_FLAG_NONE}
+#define NV(n, v)                                                                                   \
+    {                                                                                              \
+        (uint8_t *)n, (uint8_t *)v, sizeof(n) - 1, sizeof(v) - 1, NGHTTP2_NV_FLAG_NONE             \
+    }
 static nghttp2_nv req_nv[] = {
     NV(":path", "/tiny"),
     NV(":scheme", "http"),
@@ -92,9 +99,57 @@ static size_t nghttp2_encode_block(nghttp2_hd_deflater *def)
     return (size_t)n;
 }
 
+/* The proxied request, x-request-id rewritten per block (a UUID-like, 36 bytes). */
+static char request_id[37] = "0a1b2c3d-0000-4e5f-8a9b-0c1d2e3f4a5b";
+#define NP 8
+static nghttp2_nv proxied_nv[NP] = {
+    NV(":method", "GET"),
+    NV(":scheme", "http"),
+    NV(":authority", "backend.default.svc.cluster.local:8080"),
+    NV(":path", "/tiny"),
+    NV("user-agent", "h2load nghttp2/1.52.0"),
+    NV("x-forwarded-proto", "http"),
+    {(uint8_t *)"x-request-id", (uint8_t *)request_id, 12, 36, NGHTTP2_NV_FLAG_NONE},
+    NV("x-envoy-expected-rq-timeout-ms", "15000"),
+};
+static pt_hpack_field_t proxied_f[NP];
+
+static void next_request_id(long i)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (int k = 0; k < 8; k++)
+        request_id[9 + (k < 4 ? k : k + 1)] = hex[(i >> (4 * k)) & 15];
+}
+
 __attribute__((noinline)) static void measured(int petrel, const char *mode, long n)
 {
     size_t acc = 0;
+    if (strcmp(mode, "encode-proxied") == 0) {
+        pt_hpack_encoder_t e;
+        nghttp2_hd_deflater *def = NULL;
+        if (petrel)
+            pt_hpack_encoder_init(&e, 4096, 0);
+        else
+            nghttp2_hd_deflate_new(&def, 4096);
+        for (long i = 0; i < n; i++) {
+            next_request_id(i);
+            size_t len;
+            if (petrel) {
+                if (pt_hpack_encode(&e, proxied_f, NP, out, sizeof(out), &len) != 0)
+                    abort();
+            } else {
+                ssize_t r = nghttp2_hd_deflate_hd(def, out, sizeof(out), proxied_nv, NP);
+                if (r < 0)
+                    abort();
+                len = (size_t)r;
+            }
+            acc += len;
+        }
+        if (petrel)
+            pt_hpack_encoder_dispose(&e);
+        else
+            nghttp2_hd_deflate_del(def);
+    }
     if (strcmp(mode, "decode") == 0) {
         if (petrel) {
             pt_hpack_decoder_t d;
@@ -161,9 +216,13 @@ int main(int argc, char **argv)
 {
     if (argc != 4 || (strcmp(argv[1], "petrel") != 0 && strcmp(argv[1], "nghttp2") != 0)) {
         fprintf(stderr, "usage: hpack_cost petrel|nghttp2 decode|encode|decode-first|"
-                        "encode-first N\n");
+                        "encode-first|encode-proxied N\n");
         return 2;
     }
+    for (size_t i = 0; i < NP; i++)
+        proxied_f[i] = (pt_hpack_field_t){
+            (const char *)proxied_nv[i].name, (const char *)proxied_nv[i].value,
+            (uint32_t)proxied_nv[i].namelen, (uint32_t)proxied_nv[i].valuelen, 0};
     for (size_t i = 0; i < NF; i++)
         req_f[i] = (pt_hpack_field_t){(const char *)req_nv[i].name, (const char *)req_nv[i].value,
                                       (uint32_t)req_nv[i].namelen, (uint32_t)req_nv[i].valuelen, 0};

@@ -27,6 +27,8 @@ MODES = [
     ('encode', 'encode, one connection'),
     ('decode-first', 'decode the first block of a new connection (context created and freed)'),
     ('encode-first', 'encode the first block of a new connection (context created and freed)'),
+    ('encode-proxied', 'encode as a proxy forwards it upstream, a new x-request-id each time '
+                       '(the table churns, ~50 entries)'),
 ]
 
 

@@ -355,16 +355,23 @@ uint32_t pt_hpack_static_find(const char *name, size_t name_len, const char *val
 
 /* ---- Dynamic table (§2.3.2, §4) ----------------------------------------------------- */
 
-static void table_init(pt_hpack_table_t *t, uint32_t max_size)
+/* The encoder's hash chains: exact (name and value) keys, then name keys. */
+#define EXACT_BUCKETS 64
+#define NAME_BUCKETS  32
+
+static void table_init(pt_hpack_table_t *t, uint32_t max_size, int indexed)
 {
     memset(t, 0, sizeof(*t));
     t->max_size = max_size;
+    t->indexed = (uint8_t)indexed;
 }
 
 static void table_dispose(pt_hpack_table_t *t)
 {
-    free(t->ent);
+    free(t->ent); /* and the links and buckets, in the same block */
     t->ent = NULL;
+    t->link = NULL;
+    t->bucket = NULL;
     free(t->bytes);
     t->bytes = NULL;
 }
@@ -399,6 +406,16 @@ static inline uint32_t entry_span(const pt_hpack_entry_t *e)
 static void table_evict_oldest(pt_hpack_table_t *t)
 {
     pt_hpack_entry_t *e = &t->ent[t->first];
+    if (t->bucket != NULL) {
+        /* Chains run newest to oldest, so one whose head goes is gone entirely; a chain
+         * that continues into evicted entries is cut where it is walked (enc_live). */
+        uint32_t tag = t->inserted - t->count + 1; /* the oldest's number + 1 */
+        const pt_hpack_link_t *l = &t->link[t->first];
+        if (t->bucket[l->exact_key % EXACT_BUCKETS] == tag)
+            t->bucket[l->exact_key % EXACT_BUCKETS] = 0;
+        if (t->bucket[EXACT_BUCKETS + l->name_key % NAME_BUCKETS] == tag)
+            t->bucket[EXACT_BUCKETS + l->name_key % NAME_BUCKETS] = 0;
+    }
     t->size -= 32 + e->name_len + e->value_len;
     t->first = (t->first + 1) & (t->ent_cap - 1);
     t->count--;
@@ -474,18 +491,38 @@ static int table_grow_bytes(pt_hpack_table_t *t, uint32_t len)
     return 0;
 }
 
+/* A larger ring (and links), each entry moved to the slot its insertion number gives. One
+ * allocation holds the entries, then for an encoder the links and the chain heads. */
 static int table_grow_entries(pt_hpack_table_t *t)
 {
     uint32_t cap = t->ent_cap ? t->ent_cap * 2 : 8;
-    pt_hpack_entry_t *ne = malloc(cap * sizeof(*ne));
+    size_t size = cap * sizeof(pt_hpack_entry_t);
+    if (t->indexed)
+        size += cap * sizeof(pt_hpack_link_t) + (EXACT_BUCKETS + NAME_BUCKETS) * sizeof(uint32_t);
+    pt_hpack_entry_t *ne = malloc(size);
     if (ne == NULL)
         return PT_HPACK_E_NOMEM;
-    for (uint32_t i = 0; i < t->count; i++)
-        ne[i] = t->ent[(t->first + i) & (t->ent_cap - 1)];
+    pt_hpack_link_t *nl = t->indexed ? (pt_hpack_link_t *)(ne + cap) : NULL;
+    uint32_t *nb = t->indexed ? (uint32_t *)(nl + cap) : NULL;
+    if (nb != NULL) {
+        if (t->bucket != NULL)
+            memcpy(nb, t->bucket, (EXACT_BUCKETS + NAME_BUCKETS) * sizeof(uint32_t));
+        else
+            memset(nb, 0, (EXACT_BUCKETS + NAME_BUCKETS) * sizeof(uint32_t));
+    }
+    uint32_t oldest = t->inserted - t->count;
+    for (uint32_t i = 0; i < t->count; i++) {
+        uint32_t from = (t->first + i) & (t->ent_cap - 1), to = (oldest + i) & (cap - 1);
+        ne[to] = t->ent[from];
+        if (nl != NULL)
+            nl[to] = t->link[from];
+    }
     free(t->ent);
     t->ent = ne;
+    t->link = nl;
+    t->bucket = nb;
     t->ent_cap = cap;
-    t->first = 0;
+    t->first = oldest & (cap - 1);
     return 0;
 }
 
@@ -493,7 +530,7 @@ static int table_grow_entries(pt_hpack_table_t *t)
  * size empties the table and is not added (not an error). name and value must not point
  * into the table itself (eviction or growth could move them). */
 static int table_insert(pt_hpack_table_t *t, const char *name, uint32_t name_len, const char *value,
-                        uint32_t value_len, uint32_t hash)
+                        uint32_t value_len, uint32_t name_key, uint32_t exact_key)
 {
     uint64_t esize = 32ull + name_len + value_len;
     if (esize > t->max_size) {
@@ -522,11 +559,22 @@ static int table_insert(pt_hpack_table_t *t, const char *name, uint32_t name_len
         memcpy(t->bytes + off + name_len, value, value_len);
     }
     t->tail = (uint32_t)off + span;
-    pt_hpack_entry_t *e = &t->ent[(t->first + t->count) & (t->ent_cap - 1)];
+    uint32_t slot = (t->first + t->count) & (t->ent_cap - 1); /* = inserted & mask */
+    pt_hpack_entry_t *e = &t->ent[slot];
     e->off = (uint32_t)off;
     e->name_len = name_len;
     e->value_len = value_len;
-    e->hash = hash;
+    if (t->indexed) {
+        pt_hpack_link_t *l = &t->link[slot];
+        uint32_t *xb = &t->bucket[exact_key % EXACT_BUCKETS];
+        uint32_t *nb = &t->bucket[EXACT_BUCKETS + name_key % NAME_BUCKETS];
+        l->name_key = name_key;
+        l->exact_key = exact_key;
+        l->next_exact = *xb;
+        l->next_name = *nb;
+        *xb = *nb = t->inserted + 1;
+    }
+    t->inserted++;
     t->count++;
     t->size += (uint32_t)esize;
     return 0;
@@ -537,7 +585,7 @@ static int table_insert(pt_hpack_table_t *t, const char *name, uint32_t name_len
 void pt_hpack_decoder_init(pt_hpack_decoder_t *d, uint32_t settings_max, uint32_t max_string)
 {
     hpack_init();
-    table_init(&d->table, settings_max);
+    table_init(&d->table, settings_max, 0);
     d->settings_max = settings_max;
     d->max_string = max_string;
     d->need_update = 0;
@@ -712,7 +760,7 @@ int pt_hpack_decode(pt_hpack_decoder_t *d, const uint8_t *in, size_t len, size_t
             if (stable)
                 f.flags |= PT_HPACK_F_VALUE_STABLE;
             if (indexing &&
-                (rc = table_insert(&d->table, f.name, f.name_len, f.value, f.value_len, 0)) < 0)
+                (rc = table_insert(&d->table, f.name, f.name_len, f.value, f.value_len, 0, 0)) < 0)
                 return rc;
         }
         /* The list is counted as SETTINGS_MAX_HEADER_LIST_SIZE counts it (RFC 9113 §6.5.2).
@@ -782,7 +830,7 @@ void pt_hpack_encoder_init(pt_hpack_encoder_t *e, uint32_t local_max, unsigned f
     hpack_init();
     uint32_t max =
         local_max < PT_HPACK_DEFAULT_TABLE_SIZE ? local_max : PT_HPACK_DEFAULT_TABLE_SIZE;
-    table_init(&e->table, max);
+    table_init(&e->table, max, 1);
     e->local_max = local_max;
     /* The peer's decoder starts at 4096 (RFC 9113 §6.5.2): a smaller table must be said. */
     e->update_pending = max < PT_HPACK_DEFAULT_TABLE_SIZE;
@@ -853,8 +901,8 @@ static uint8_t *enc_str(const pt_hpack_encoder_t *e, uint8_t *p, const char *s, 
 }
 
 /* The key an entry's name is filed under: its static index when the static table has the
- * name (most do, and then no hashing at all), else a cheap hash of it. Only a filter before
- * the compare. */
+ * name (most do, and then no hashing at all), else a cheap hash of it. Keys only pick a
+ * chain and skip most compares. */
 static inline uint32_t enc_name_key(const char *s, uint32_t len, uint32_t sname)
 {
     if (sname)
@@ -866,24 +914,98 @@ static inline uint32_t enc_name_key(const char *s, uint32_t len, uint32_t sname)
     return h | 0x80000000u;
 }
 
-/* The dynamic entries are searched newest first (the most recent are the likeliest to
- * repeat); a name hash per entry skips most compares. *name_index: first name match. */
-static uint32_t enc_dyn_find(const pt_hpack_table_t *t, const pt_hpack_field_t *f, uint32_t hash,
-                             uint32_t *name_index)
+/* Up to 8 bytes from s, little-endian, zero-padded. */
+static inline uint64_t load_upto8(const char *s, uint32_t n)
+{
+    uint64_t v = 0;
+    if (n >= 8) {
+        memcpy(&v, s, 8);
+        return v;
+    }
+    for (uint32_t i = 0; i < n; i++)
+        v |= (uint64_t)(unsigned char)s[i] << (8 * i);
+    return v;
+}
+
+/* The key of a name and value: the name key and every byte of the value, 8 at a time
+ * (values that differ anywhere, as request ids do, get different keys). */
+static inline uint32_t enc_exact_key(uint32_t name_key, const char *v, uint32_t len)
+{
+    uint64_t h = ((uint64_t)name_key << 32 | len) * 0x9e3779b97f4a7c15ull;
+    uint32_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        h ^= load_upto8(v + i, 8) * 0xc2b2ae3d27d4eb4full;
+        h = (h << 31 | h >> 33) * 0x165667b19e3779f9ull;
+    }
+    h ^= load_upto8(v + i, len - i) * 0xc2b2ae3d27d4eb4full;
+    h ^= h >> 29;
+    return (uint32_t)(h ^ (h >> 32));
+}
+
+/* The dynamic index (1 = newest) of entry number tag - 1, or 0 when it was evicted (or tag
+ * is 0: the end of a chain). */
+static inline uint32_t enc_live(const pt_hpack_table_t *t, uint32_t tag)
+{
+    uint32_t age = t->inserted - tag; /* 0 for the newest */
+    return tag != 0 && age < t->count ? age + 1 : 0;
+}
+
+/* A small table is scanned, newest first, on the name keys kept in the links: cheaper than
+ * hashing the value. *name_index: the newest entry with this name. */
+#define SCAN_MAX 8
+static uint32_t enc_dyn_scan(const pt_hpack_table_t *t, const pt_hpack_field_t *f,
+                             uint32_t name_key, uint32_t *name_index)
 {
     *name_index = 0;
     for (uint32_t i = 1; i <= t->count; i++) {
-        const pt_hpack_entry_t *e = table_at(t, i);
-        /* A key up to 61 is a static index: equal keys, equal names. */
-        if (e->hash != hash ||
-            (hash > PT_HPACK_STATIC_COUNT &&
-             (e->name_len != f->name_len || memcmp(t->bytes + e->off, f->name, f->name_len) != 0)))
+        uint32_t slot = (t->first + t->count - i) & (t->ent_cap - 1);
+        const pt_hpack_entry_t *e = &t->ent[slot];
+        if (t->link[slot].name_key != name_key || e->name_len != f->name_len ||
+            (name_key > PT_HPACK_STATIC_COUNT &&
+             memcmp(t->bytes + e->off, f->name, f->name_len) != 0))
             continue;
         if (e->value_len == f->value_len &&
             memcmp(t->bytes + e->off + e->name_len, f->value, f->value_len) == 0)
             return i;
         if (*name_index == 0)
             *name_index = i;
+    }
+    return 0;
+}
+
+/* A larger table is searched through its hash chains. An entry with this name and value
+ * (its dynamic index), else 0; *name_index: the newest
+ * entry with this name, looked for only when the static table lacks it (a static name
+ * reference is preferred). Each walks one hash chain, newest first. */
+static uint32_t enc_dyn_find(const pt_hpack_table_t *t, const pt_hpack_field_t *f,
+                             uint32_t name_key, uint32_t exact_key, uint32_t *name_index)
+{
+    uint32_t mask = t->ent_cap - 1, index;
+    *name_index = 0;
+    for (uint32_t tag = t->bucket[exact_key % EXACT_BUCKETS]; (index = enc_live(t, tag)) != 0;
+         tag = t->link[(tag - 1) & mask].next_exact) {
+        const pt_hpack_link_t *l = &t->link[(tag - 1) & mask];
+        const pt_hpack_entry_t *e = &t->ent[(tag - 1) & mask];
+        if (l->exact_key != exact_key || e->name_len != f->name_len || e->value_len != f->value_len)
+            continue;
+        /* A name key up to 61 is a static index: equal keys, equal names. */
+        if ((name_key > PT_HPACK_STATIC_COUNT &&
+             memcmp(t->bytes + e->off, f->name, f->name_len) != 0) ||
+            memcmp(t->bytes + e->off + e->name_len, f->value, f->value_len) != 0)
+            continue;
+        return index;
+    }
+    if (name_key <= PT_HPACK_STATIC_COUNT)
+        return 0;
+    for (uint32_t tag = t->bucket[EXACT_BUCKETS + name_key % NAME_BUCKETS];
+         (index = enc_live(t, tag)) != 0; tag = t->link[(tag - 1) & mask].next_name) {
+        const pt_hpack_link_t *l = &t->link[(tag - 1) & mask];
+        const pt_hpack_entry_t *e = &t->ent[(tag - 1) & mask];
+        if (l->name_key == name_key && e->name_len == f->name_len &&
+            memcmp(t->bytes + e->off, f->name, f->name_len) == 0) {
+            *name_index = index;
+            break;
+        }
     }
     return 0;
 }
@@ -912,10 +1034,16 @@ int pt_hpack_encode(pt_hpack_encoder_t *e, const pt_hpack_field_t *fields, size_
             p = enc_int(p, 0x80, 7, exact);
             continue;
         }
-        uint32_t hash = 0, dname = 0, name_index = sname;
+        uint32_t name_key = 0, exact_key = 0, dname = 0, name_index = sname;
         if (!never && e->table.count > 0) {
-            hash = enc_name_key(f->name, f->name_len, sname);
-            uint32_t dexact = enc_dyn_find(&e->table, f, hash, &dname);
+            name_key = enc_name_key(f->name, f->name_len, sname);
+            uint32_t dexact;
+            if (e->table.count <= SCAN_MAX) {
+                dexact = enc_dyn_scan(&e->table, f, name_key, &dname);
+            } else {
+                exact_key = enc_exact_key(name_key, f->value, f->value_len);
+                dexact = enc_dyn_find(&e->table, f, name_key, exact_key, &dname);
+            }
             if (dexact) {
                 p = enc_int(p, 0x80, 7, PT_HPACK_STATIC_COUNT + dexact);
                 continue;
@@ -942,9 +1070,12 @@ int pt_hpack_encode(pt_hpack_encoder_t *e, const pt_hpack_field_t *fields, size_
             p = enc_str(e, p, f->name, f->name_len);
         p = enc_str(e, p, f->value, f->value_len);
         if (index) {
-            if (hash == 0)
-                hash = enc_name_key(f->name, f->name_len, sname);
-            int rc = table_insert(&e->table, f->name, f->name_len, f->value, f->value_len, hash);
+            if (name_key == 0)
+                name_key = enc_name_key(f->name, f->name_len, sname);
+            if (exact_key == 0)
+                exact_key = enc_exact_key(name_key, f->value, f->value_len);
+            int rc = table_insert(&e->table, f->name, f->name_len, f->value, f->value_len, name_key,
+                                  exact_key);
             if (rc < 0)
                 return rc;
         }

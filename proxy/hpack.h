@@ -55,21 +55,34 @@ typedef struct pt_hpack_field {
 
 /* The dynamic table (§2.3.2), shared by both directions' code: a FIFO of entries whose
  * strings live contiguously (name then value) in one byte area used as a circular buffer
- * that never splits an entry; entry metadata in a power-of-two ring. Index 1 is the newest
- * entry. */
+ * that never splits an entry; entry metadata in a power-of-two ring, the entry inserted
+ * n-th (from 0) in slot n & (ent_cap - 1). Index 1 is the newest entry. An encoder's table
+ * also keeps an index (hash chains) to find entries without a scan. */
 typedef struct pt_hpack_entry {
     uint32_t off; /* of the name in bytes; the value follows it */
     uint32_t name_len;
     uint32_t value_len;
-    uint32_t hash; /* encoder only: hash of the name, to skip most compares */
 } pt_hpack_entry_t;
+
+/* Encoder only, beside each entry: its keys and the next older entry (insertion number +
+ * 1, 0 for none) with the same key in its hash chain. */
+typedef struct pt_hpack_link {
+    uint32_t name_key;
+    uint32_t exact_key;
+    uint32_t next_name;
+    uint32_t next_exact;
+} pt_hpack_link_t;
 
 typedef struct pt_hpack_table {
     pt_hpack_entry_t *ent; /* ring of ent_cap (a power of two) entries */
+    pt_hpack_link_t *link; /* encoder: ring of ent_cap links */
+    uint32_t *bucket;      /* encoder: chain heads (newest insertion number + 1), exact then name */
     uint32_t ent_cap;
     uint32_t first; /* ring slot of the oldest entry */
     uint32_t count;
-    char *bytes; /* strings area of bytes_cap bytes */
+    uint32_t inserted; /* insertions so far (mod 2^32): the newest entry is number inserted-1 */
+    uint8_t indexed;   /* keep link and bucket (encoder) */
+    char *bytes;       /* strings area of bytes_cap bytes */
     uint32_t bytes_cap;
     uint32_t head;     /* offset of the oldest entry's strings */
     uint32_t tail;     /* where the next entry's strings go */

@@ -687,6 +687,65 @@ static void test_encoder_sensitive_and_volatile(void)
     pt_hpack_decoder_dispose(&d);
 }
 
+/* Past a few entries the encoder searches its table through hash chains: entries are still
+ * found (an indexed byte or two), names too, and after heavy churn. */
+static void test_encoder_finds_entries_in_large_table(void)
+{
+    pt_hpack_encoder_t e;
+    pt_hpack_decoder_t d;
+    pt_hpack_encoder_init(&e, 4096, PT_HPACK_ENC_NO_HUFFMAN);
+    pt_hpack_decoder_init(&d, 4096, 4096);
+    static char names[600][16], values[600][16];
+    pt_hpack_field_t f[600];
+    for (int i = 0; i < 600; i++) {
+        snprintf(names[i], sizeof(names[i]), "x-h%d", i % 300);
+        snprintf(values[i], sizeof(values[i]), "v%d", i);
+        f[i] = (pt_hpack_field_t){names[i], values[i], (uint32_t)strlen(names[i]),
+                                  (uint32_t)strlen(values[i]), 0};
+    }
+    uint8_t out[256];
+    size_t n;
+    pt_hpack_list_t l;
+    for (int i = 0; i < 40; i++) {
+        PT_CHECK_INT(pt_hpack_encode(&e, &f[i], 1, out, sizeof(out), &n), 0);
+        PT_CHECK_INT(decode(&d, out, n, &l), 0);
+    }
+    PT_CHECK_INT(e.table.count, 40);
+    /* Each again: one indexed byte, the right entry. */
+    for (int i = 0; i < 40; i++) {
+        PT_CHECK_INT(pt_hpack_encode(&e, &f[i], 1, out, sizeof(out), &n), 0);
+        PT_CHECK_INT(n, 1);
+        PT_CHECK_INT(out[0], 0x80 | (61 + 40 - i));
+        PT_CHECK_INT(decode(&d, out, n, &l), 0);
+        PT_CHECK(l.count == 1 && l.fields[0].value_len == f[i].value_len &&
+                 memcmp(l.fields[0].value, f[i].value, f[i].value_len) == 0);
+    }
+    /* A known name with a new value: a dynamic name reference (6-bit index past 63). */
+    pt_hpack_field_t g = {names[5], "new", (uint32_t)strlen(names[5]), 3, 0};
+    PT_CHECK_INT(pt_hpack_encode(&e, &g, 1, out, sizeof(out), &n), 0);
+    PT_CHECK_INT(out[0], 0x7f);
+    PT_CHECK_INT(n, 2 + 1 + 3);
+    PT_CHECK_INT(decode(&d, out, n, &l), 0);
+    PT_CHECK(l.count == 1 && l.fields[0].name_len == g.name_len &&
+             memcmp(l.fields[0].name, g.name, g.name_len) == 0);
+    /* Churn: 560 more entries, most evicting others; the newest are still found. */
+    for (int i = 40; i < 600; i++) {
+        PT_CHECK_INT(pt_hpack_encode(&e, &f[i], 1, out, sizeof(out), &n), 0);
+        PT_CHECK_INT(decode(&d, out, n, &l), 0);
+    }
+    PT_CHECK(e.table.count > 8);
+    for (int i = 599; i > 599 - (int)e.table.count; i--) {
+        PT_CHECK_INT(pt_hpack_encode(&e, &f[i], 1, out, sizeof(out), &n), 0);
+        PT_CHECK(n <= 2 && (out[0] & 0x80));
+        PT_CHECK_INT(decode(&d, out, n, &l), 0);
+        PT_CHECK(l.count == 1 && l.fields[0].value_len == f[i].value_len &&
+                 memcmp(l.fields[0].value, f[i].value, f[i].value_len) == 0);
+    }
+    PT_CHECK_INT(e.table.size, d.table.size);
+    pt_hpack_encoder_dispose(&e);
+    pt_hpack_decoder_dispose(&d);
+}
+
 static void test_encoder_size_updates(void)
 {
     pt_hpack_encoder_t e;
@@ -1081,6 +1140,7 @@ int main(void)
     PT_RUN(test_callback_stops_decoding);
     PT_RUN(test_name_reference_to_evicted_entry);
     PT_RUN(test_encoder_sensitive_and_volatile);
+    PT_RUN(test_encoder_finds_entries_in_large_table);
     PT_RUN(test_encoder_size_updates);
     PT_RUN(test_random_round_trips);
     PT_RUN(test_nghttp2_deflate_petrel_inflate);
