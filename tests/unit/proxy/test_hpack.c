@@ -395,6 +395,25 @@ static void test_table_memory_follows_use(void)
     PT_CHECK_INT(d.table.ent_cap, 8);
     pt_hpack_decoder_dispose(&d);
     PT_CHECK(d.table.bytes == NULL && d.table.ent == NULL);
+    /* The encoder the same, its chain links and heads in the entries' allocation. */
+    pt_hpack_encoder_t e;
+    pt_hpack_encoder_init(&e, 4096, 0);
+    pt_hpack_field_t f[] = {field_of(":path: /tiny"), field_of(":scheme: http"),
+                            field_of(":authority: 127.0.0.1:18531"), field_of(":method: GET"),
+                            field_of("user-agent: h2load nghttp2/1.52.0")};
+    uint8_t out[256], want[64];
+    size_t n, wn = unhex("04846126abd78641"
+                         "8b089d5c0b8170dc0bcdb21f827a8f9c541c722954d3a5358980aed89707",
+                         want);
+    PT_CHECK_INT(pt_hpack_encode(&e, f, 2, out, sizeof(out), &n), 0);
+    PT_CHECK(e.table.bytes == NULL && e.table.ent == NULL);
+    PT_CHECK_INT(pt_hpack_encode(&e, f, 5, out, sizeof(out), &n), 0);
+    PT_CHECK_MEM(out, n, want, wn); /* h2load's own bytes (nghttp2's encoder) */
+    PT_CHECK_INT(e.table.count, 2);
+    PT_CHECK_INT(e.table.bytes_cap, 256);
+    PT_CHECK_INT(e.table.ent_cap, 8);
+    PT_CHECK(e.table.link != NULL && e.table.bucket != NULL);
+    pt_hpack_encoder_dispose(&e);
 }
 
 /* Decode a series of Appendix C, and encode its header lists, comparing bytes and tables at
