@@ -86,7 +86,7 @@ typedef struct pt_hpack_table {
     uint32_t bytes_cap;
     uint32_t head;     /* offset of the oldest entry's strings */
     uint32_t tail;     /* where the next entry's strings go */
-    uint32_t wrap;     /* end of used bytes before tail wrapped to 0 (else bytes_cap) */
+    uint32_t wrap;     /* end of used bytes before tail wrapped to 0; 0 when not wrapped */
     uint32_t size;     /* §4.1 size: sum of 32 + name + value */
     uint32_t max_size; /* current maximum size (last size update) */
 } pt_hpack_table_t;
@@ -110,10 +110,11 @@ typedef struct pt_hpack_encoder {
 /* Initial size of both tables before any SETTINGS (RFC 9113 §6.5.2). */
 #define PT_HPACK_DEFAULT_TABLE_SIZE 4096u
 
-/* The decoder. settings_max: our SETTINGS_HEADER_TABLE_SIZE (4096 unless we send another);
- * max_string: the longest name or value accepted (a longer one is a connection error:
- * keep it at least the header list limit so that the list limit, a stream error, trips
- * first). */
+/* The decoder. settings_max: our SETTINGS_HEADER_TABLE_SIZE, also the table's starting
+ * maximum (so pass HTTP/2's initial 4096, then call pt_hpack_decoder_set_settings_max when
+ * the peer acknowledges another value); max_string: the longest name or value accepted (a longer
+ * one is a connection error: keep it at least the header list limit so that the list limit, a
+ * stream error, trips first). */
 void pt_hpack_decoder_init(pt_hpack_decoder_t *d, uint32_t settings_max, uint32_t max_string);
 void pt_hpack_decoder_dispose(pt_hpack_decoder_t *d);
 
