@@ -278,7 +278,15 @@ enum {
     PT_DNS_QUERY_CANCELLED = 1u << 0, /* its owner let go: no callback; freed when c-ares ends it */
     PT_DNS_QUERY_STARTING = 1u << 1,  /* inside ares_getaddrinfo: an answer now is deferred */
     PT_DNS_QUERY_DEFERRED = 1u << 2,  /* answered while starting: delivered by `later` */
+    PT_DNS_QUERY_QUEUED = 1u << 3,    /* waiting for a place among the lookups in flight */
+    PT_DNS_QUERY_IN_FLIGHT = 1u << 4, /* holds one of those places */
 };
+
+/* Lookups one resolver has in flight at once; more wait their turn. A refresh of a cluster of
+ * a thousand names would otherwise send a thousand queries in one burst, and their answers,
+ * arriving together, overflow the socket's receive buffer (~200 KB by default, each small
+ * datagram counting about 1 KB): dropped answers are lookups that time out. */
+#define PT_DNS_MAX_IN_FLIGHT 64
 
 struct pt_dns_query {
     pt_dns_resolver_t *res;
@@ -288,6 +296,8 @@ struct pt_dns_query {
     unsigned flags;
     pt_dns_resolve_cb cb;
     void *data;
+    struct pt_dns_query *wnext; /* the resolver's queue, while PT_DNS_QUERY_QUEUED */
+    int first;                  /* the family to ask first */
     /* A deferred answer, delivered from the loop (the caller has its handle by then). */
     ev_timer later;
     pt_dns_status_t status;
@@ -309,6 +319,9 @@ struct pt_dns_resolver {
     dns_io_t *ios;
     pt_dns_query_t *queries;
     unsigned flags;
+    unsigned in_flight;                    /* lookups holding a place */
+    pt_dns_query_t *queued, **queued_tail; /* waiting for one, in order (linked by wnext) */
+    ev_timer dequeue;                      /* starts waiting lookups from the loop */
 };
 
 static pthread_once_t ares_once = PTHREAD_ONCE_INIT;
@@ -320,6 +333,7 @@ static void ares_lib_init(void)
 }
 
 static void resolver_destroy(pt_dns_resolver_t *res);
+static void on_dequeue(struct ev_loop *loop, ev_timer *t, int revents);
 
 /* Arms the timeout timer for c-ares' next deadline (none: stopped). */
 static void rearm_timeout(pt_dns_resolver_t *res)
@@ -422,6 +436,9 @@ pt_dns_resolver_t *pt_dns_resolver_new(struct ev_loop *loop, const pt_dns_resolv
     res->loop = loop;
     ev_timer_init(&res->timeout, on_timeout, 0., 0.);
     res->timeout.data = res;
+    ev_timer_init(&res->dequeue, on_dequeue, 0., 0.);
+    res->dequeue.data = res;
+    res->queued_tail = &res->queued;
     struct ares_options o;
     memset(&o, 0, sizeof(o));
     int mask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_FLAGS;
@@ -489,9 +506,41 @@ static void query_unlink(pt_dns_query_t *q)
     q->prev = q->next = NULL;
 }
 
+/* Takes q off its resolver's queue. */
+static void query_dequeue(pt_dns_query_t *q)
+{
+    pt_dns_resolver_t *res = q->res;
+    pt_dns_query_t **pp = &res->queued;
+    while (*pp != NULL && *pp != q)
+        pp = &(*pp)->wnext;
+    if (*pp == q) {
+        *pp = q->wnext;
+        if (res->queued_tail == &q->wnext)
+            res->queued_tail = pp;
+    }
+    q->wnext = NULL;
+    q->flags &= ~(unsigned)PT_DNS_QUERY_QUEUED;
+}
+
+/* q's lookup is over: its place goes to the next waiting one (started from the loop, not
+ * from inside c-ares' callback). */
+static void release_place(pt_dns_query_t *q)
+{
+    pt_dns_resolver_t *res = q->res;
+    if (!(q->flags & PT_DNS_QUERY_IN_FLIGHT))
+        return;
+    q->flags &= ~(unsigned)PT_DNS_QUERY_IN_FLIGHT;
+    res->in_flight--;
+    if (res->queued != NULL && !(res->flags & PT_DNS_RES_DEAD))
+        ev_timer_start(res->loop, &res->dequeue);
+}
+
 static void query_free(pt_dns_query_t *q)
 {
     ev_timer_stop(q->res->loop, &q->later);
+    if (q->flags & PT_DNS_QUERY_QUEUED)
+        query_dequeue(q);
+    release_place(q);
     query_unlink(q);
     free(q->answers);
     free(q->name);
@@ -502,8 +551,10 @@ static void resolver_destroy(pt_dns_resolver_t *res)
 {
     /* c-ares ends every lookup under way (ARES_EDESTRUCTION: freed, no callback). */
     ares_destroy(res->channel);
+    res->flags |= PT_DNS_RES_DEAD; /* no lookup starts from here on */
     while (res->queries != NULL)
-        query_free(res->queries); /* deferred answers nobody will read */
+        query_free(res->queries); /* deferred answers, or lookups waiting, nobody will read */
+    ev_timer_stop(res->loop, &res->dequeue);
     while (res->ios != NULL) {
         dns_io_t *io = res->ios;
         res->ios = io->next;
@@ -593,13 +644,15 @@ static void on_addrinfo(void *arg, int status, int timeouts, struct ares_addrinf
         status = ARES_ENOMEM;
         k = 0;
     }
-    /* No address in the preferred family: the other one (AUTO, V4_PREFERRED). */
+    /* No address in the preferred family: the other one (AUTO, V4_PREFERRED), in the same
+     * place. */
     if (k == 0 && q->second != 0 && status != ARES_ENOMEM) {
         int second = q->second;
         q->second = 0;
         start_lookup(q, second);
         return;
     }
+    release_place(q);
     q->status = (status == ARES_SUCCESS || status == ARES_ENODATA || status == ARES_ENOTFOUND)
                     ? PT_DNS_COMPLETED
                     : PT_DNS_FAILED;
@@ -622,6 +675,28 @@ static void start_lookup(pt_dns_query_t *q, int family)
     hints.ai_family = family;
     hints.ai_flags = ARES_AI_NOSORT;
     ares_getaddrinfo(q->res->channel, q->name, NULL, &hints, on_addrinfo, q);
+}
+
+/* Starts q's lookup in a place of its own. */
+static void begin(pt_dns_query_t *q)
+{
+    pt_dns_resolver_t *res = q->res;
+    q->flags |= PT_DNS_QUERY_IN_FLIGHT;
+    res->in_flight++;
+    q->flags |= PT_DNS_QUERY_STARTING;
+    start_lookup(q, q->first);
+    q->flags &= ~(unsigned)PT_DNS_QUERY_STARTING;
+    rearm_timeout(res);
+}
+
+static void on_dequeue(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    pt_dns_resolver_t *res = t->data;
+    while (res->queued != NULL && res->in_flight < PT_DNS_MAX_IN_FLIGHT) {
+        pt_dns_query_t *q = res->queued;
+        query_dequeue(q);
+        begin(q);
+    }
 }
 
 pt_dns_query_t *pt_dns_resolve(pt_dns_resolver_t *res, const char *name, pt_dns_family_t f,
@@ -659,10 +734,14 @@ pt_dns_query_t *pt_dns_resolve(pt_dns_resolver_t *res, const char *name, pt_dns_
         ev_timer_start(res->loop, &q->later);
         return q;
     }
-    q->flags |= PT_DNS_QUERY_STARTING;
-    start_lookup(q, first);
-    q->flags &= ~(unsigned)PT_DNS_QUERY_STARTING;
-    rearm_timeout(res);
+    q->first = first;
+    if (res->in_flight >= PT_DNS_MAX_IN_FLIGHT) {
+        q->flags |= PT_DNS_QUERY_QUEUED;
+        *res->queued_tail = q;
+        res->queued_tail = &q->wnext;
+        return q;
+    }
+    begin(q);
     return q;
 }
 
@@ -670,8 +749,8 @@ void pt_dns_query_cancel(pt_dns_query_t *q)
 {
     if (q == NULL)
         return;
-    if (q->flags & PT_DNS_QUERY_DEFERRED) {
-        query_free(q); /* c-ares is done with it */
+    if (q->flags & (PT_DNS_QUERY_DEFERRED | PT_DNS_QUERY_QUEUED)) {
+        query_free(q); /* c-ares is done with it, or never had it */
         return;
     }
     q->flags |= PT_DNS_QUERY_CANCELLED;
