@@ -512,7 +512,9 @@ FILE_LOG = 'type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAcce
 
 def rich_resources(source, log_path):
     """Resources using much of what petrel supports; `source` is the ConfigSource their
-    references use (ads, or a file)."""
+    references use (ads, or a file). Fields newer than the control plane's pinned protos
+    (http_protocol_options.ignore_http_11_upgrade, direct_response.body_format, ...) cannot
+    be encoded by it, so they are not here: test_discovery_protobuf.c checks them."""
     clusters = [
         {'name': 'app', 'type': 'EDS', 'connect_timeout': '0.25s',
          'eds_cluster_config': {'eds_config': source('eds'), 'service_name': 'app-svc'},
