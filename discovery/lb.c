@@ -645,6 +645,10 @@ static pt_lb_local_t *local_sync(pt_cluster_t *c, pt_lb_local_t **locals, unsign
     l->sched = sched;
     l->loc_sched = loc_sched;
     l->set = s;
+    l->zone_view = 0; /* zone aware routing's state is computed again for this set */
+    l->zone_common = 0;
+    l->zone_only = s->fast == NULL && s->single >= 0 && s->single < 2 && s->zone_routing &&
+                   !s->prio[0].panic && c->locality_lb != PT_LOCALITY_WEIGHTED;
     return l;
 }
 
@@ -668,11 +672,11 @@ static __attribute__((noinline)) pt_lb_local_t *local_slow(pt_cluster_t *c, unsi
 /* The calling thread's state for c when it is up to date, else NULL (local_get makes it). */
 static inline pt_lb_local_t *local_ready(pt_cluster_t *c, pt_worker_t *w)
 {
-    unsigned nl = c->nlb_locals;
+    /* Made only for nlb_locals > 0. */
     pt_lb_local_t **locals = atomic_load_explicit(&c->lb_locals, memory_order_acquire);
-    if (__builtin_expect(nl == 0 || locals == NULL, 0))
+    if (__builtin_expect(locals == NULL, 0))
         return NULL;
-    unsigned shared = nl - 1;
+    unsigned shared = c->nlb_locals - 1;
     unsigned slot = w != NULL && (unsigned)w->id < shared ? (unsigned)w->id : shared;
     pt_lb_local_t *l = locals[slot];
     pt_lb_set_t *cur = atomic_load_explicit(&c->lb_set, memory_order_acquire);
@@ -754,6 +758,7 @@ static const pt_lb_zone_t *zone_state(pt_cluster_t *c, pt_worker_t *w, pt_lb_loc
     int stale = 0;
     if (__builtin_expect(v->version != l->zone_view, 0)) {
         const char *name = pt_lb_local_cluster_name();
+        l->zone_common = 0; /* until computed in this view */
         l->zone_view = v->version;
         l->zone_lc = name != NULL ? pt_view_find_cluster(v, name) : NULL;
         stale = 1;
@@ -769,6 +774,7 @@ static const pt_lb_zone_t *zone_state(pt_cluster_t *c, pt_worker_t *w, pt_lb_loc
         pt_cluster_lb_stat_inc(c, PT_LB_STAT_lb_recalculate_zone_structures);
         if (pt_lb_zone_compute(c, l->set, l->zone_lc, l->zone_local, &l->zone) != 0) {
             l->zone.state = PT_ZONE_NONE;
+            l->zone_common = 0;
             l->zone_gen = 0; /* try again next time */
             return NULL;
         }
@@ -777,6 +783,8 @@ static const pt_lb_zone_t *zone_state(pt_cluster_t *c, pt_worker_t *w, pt_lb_loc
         else if (l->zone.why == 2)
             pt_cluster_lb_stat_inc(c, PT_LB_STAT_lb_zone_cluster_too_small);
         l->zone_gen = l->set->gen;
+        l->zone_common = l->zone.state != PT_ZONE_NONE && !l->zone.local_panic &&
+                         c->zone_routing_enabled >= 100;
     }
     return &l->zone;
 }
@@ -1044,7 +1052,7 @@ static __attribute__((noinline)) pt_host_t *pick_lr_weighted(pt_cluster_t *c, pt
     uint64_t a = rq_active(h) & q->amask;
     /* Its class now is x again: x - cls0 is below acap, so a is too. */
     if (__builtin_expect(a != x - e->cls0 || now >= EDF_REBASE, 0))
-        return pick_lr_any(c, l, hs, exclude, nexclude);
+        return pick_lr_any(c, l, hs, NULL, 0); /* nexclude is 0 here */
     /* Last of its own class again, the class's key its new head's deadline. The step, its
      * run's x (a + 1) (bias 1; a is 0 with bias 0), cannot overflow: a base is at most
      * 2^52, a below 256. */
@@ -1061,7 +1069,7 @@ static __attribute__((noinline)) pt_host_t *pick_lr_weighted(pt_cluster_t *c, pt
     cls_sift_root(ckey, q->cid, q->nclasses);
     if (__builtin_expect(usable(h, hs), 1))
         return h;
-    return pick_around(c, l->set, hs, m, exclude, nexclude);
+    return pick_around(c, l->set, hs, m, NULL, 0);
 }
 
 /* Weighted ROUND_ROBIN's schedule of runs (a run weighs its length x its weight): a wheel
@@ -1165,16 +1173,108 @@ static __attribute__((noinline)) pt_host_t *pick_in(pt_cluster_t *c, pt_lb_local
     return pick_simple(c, l, hs, exclude, nexclude);
 }
 
-/* The subset is to be chosen first (several priorities, localities, zones). */
+/* The subset of the drawn priority and kind ch, by choose_in. */
+static __attribute__((noinline)) pt_host_t *pick_subset(pt_cluster_t *c, pt_worker_t *w,
+                                                        pt_lb_local_t *l, unsigned ch,
+                                                        pt_host_t *const *exclude,
+                                                        unsigned nexclude)
+{
+    const pt_lb_hosts_t *hs = choose_in(c, w, l, ch);
+    if (hs == NULL)
+        return NULL;
+    return pick_in(c, l, hs, exclude, nexclude);
+}
+
+/* Zone aware routing's common case (l->zone_common, the state up to date, the counter
+ * there), as choose_in takes it, in a function of its own so that the other cases of
+ * pick_chosen set no frame up for it. Anything else goes to choose_in, with a draw of its
+ * own. One random number makes both draws, 32 bits each: whether the pick stays local (of
+ * 10000), else where its residual capacity (at most 10000) takes it. */
+static __attribute__((noinline)) pt_host_t *pick_zone(pt_cluster_t *c, pt_worker_t *w,
+                                                      pt_lb_local_t *l, unsigned ch,
+                                                      pt_host_t *const *exclude,
+                                                      unsigned nexclude)
+{
+    /* A retry's pick (hosts to exclude) too: fewer values to keep in registers here. */
+    if (w == NULL || w->view == NULL || w->view->view == NULL || nexclude != 0)
+        return pick_subset(c, w, l, ch, exclude, nexclude);
+    const pt_lb_priority_t *pr = &l->set->prio[ch >> 1];
+    const pt_lb_hosts_t *whole = &pr->hosts[ch & 1];
+    pt_stat_t *ids = atomic_load_explicit(&c->lb_stats, memory_order_acquire);
+    /* zone_common: zone_lc is the local cluster of this view. */
+    if (__builtin_expect(w->view->view->version != l->zone_view || !l->zone_common ||
+                             ids == NULL ||
+                             atomic_load_explicit(&l->zone_lc->lb_set, memory_order_acquire) !=
+                                 l->zone_local,
+                         0))
+        return pick_subset(c, w, l, ch, exclude, nexclude);
+    const pt_lb_zone_t *z = &l->zone;
+    int32_t me = pr->local_loc;
+    uint32_t loc;
+    unsigned which;
+    uint64_t r = rnd();
+    if (z->state == PT_ZONE_DIRECT) {
+        which = PT_LB_STAT_lb_zone_routing_all_directly;
+        loc = (uint32_t)me;
+    } else if (me >= 0 && (uint32_t)r % 10000 < z->local_percent) {
+        which = PT_LB_STAT_lb_zone_routing_sampled;
+        loc = (uint32_t)me;
+    } else {
+        uint64_t total = z->residual[z->nloc - 1];
+        if (total == 0)
+            return pick_subset(c, w, l, ch, exclude, nexclude);
+        which = PT_LB_STAT_lb_zone_routing_cross_zone;
+        uint64_t t = (r >> 32) % total;
+        uint32_t lo = 0, hi = z->nloc - 1; /* the first locality whose cumulative capacity > t */
+        while (lo < hi) {
+            uint32_t mid = (lo + hi) / 2;
+            if (t < z->residual[mid])
+                hi = mid;
+            else
+                lo = mid + 1;
+        }
+        loc = lo;
+    }
+    pt_stat_t id = __atomic_load_n(&ids[which], __ATOMIC_RELAXED);
+    if (__builtin_expect(id == 0, 0)) /* made by choose_in, once */
+        return pick_subset(c, w, l, ch, exclude, nexclude);
+    pt_stat_inc(id);
+    const pt_lb_hosts_t *hs = &pr->loc[ch & 1].sets[loc];
+    /* Envoy fails the pick when the locality has none of the kind; the whole kind is used
+     * instead (as choose_in). */
+    return pick_in(c, l, hs->n > 0 ? hs : whole, NULL, 0);
+}
+
+/* The subset is to be chosen first (several priorities, localities, zones). Its common
+ * cases, a priority's whole kind or a locality from its wheel, are choose_in's own made
+ * inline, ending in a tail call (no frame to set up); the others (panic, a schedule's first
+ * pick, zone aware routing) go to choose_in with the same draw. */
 static __attribute__((noinline)) pt_host_t *pick_chosen(pt_cluster_t *c, pt_worker_t *w,
                                                         pt_lb_local_t *l,
                                                         pt_host_t *const *exclude,
                                                         unsigned nexclude)
 {
-    const pt_lb_hosts_t *hs = choose(c, w, l, NULL);
-    if (hs == NULL)
-        return NULL;
-    return pick_in(c, l, hs, exclude, nexclude);
+    const pt_lb_set_t *s = l->set;
+    unsigned ch = s->single >= 0 ? (unsigned)s->single : s->choice[rnd() % 100];
+    unsigned p = ch >> 1, kind = ch & 1;
+    const pt_lb_priority_t *pr = &s->prio[p];
+    if (__builtin_expect(!pr->panic, 1)) {
+        if (c->locality_lb == PT_LOCALITY_WEIGHTED) {
+            const pt_lb_localities_t *L = &pr->loc[kind];
+            if (L->step == NULL)
+                return pick_in(c, l, &pr->hosts[kind], exclude, nexclude);
+            pt_lb_sched_t *sc = &l->loc_sched[L->slot];
+            if (__builtin_expect(sc->wheel != NULL, 1)) {
+                const pt_lb_hosts_t *hs = &L->sets[wheel_next(sc)];
+                return pick_in(c, l, hs->n > 0 ? hs : &pr->hosts[kind], exclude, nexclude);
+            }
+        } else if (p != 0 || !s->zone_routing) {
+            return pick_in(c, l, &pr->hosts[kind], exclude, nexclude);
+        } else {
+            return pick_zone(c, w, l, ch, exclude, nexclude);
+        }
+    }
+    return pick_subset(c, w, l, ch, exclude, nexclude);
 }
 
 /* A pick whose state is to be made or brought up to date first: out of pt_lb_pick, which
@@ -1199,7 +1299,9 @@ pt_host_t *pt_lb_pick(pt_cluster_t *c, pt_worker_t *w, pt_host_t *const *exclude
     if (__builtin_expect(l == NULL, 0))
         return pick_slow(c, w, exclude, nexclude);
     const pt_lb_hosts_t *hs = l->set->fast;
-    if (hs == NULL)
-        return pick_chosen(c, w, l, exclude, nexclude);
-    return pick_in(c, l, hs, exclude, nexclude);
+    if (hs != NULL)
+        return pick_in(c, l, hs, exclude, nexclude);
+    if (l->zone_only)
+        return pick_zone(c, w, l, (unsigned)l->set->single, exclude, nexclude);
+    return pick_chosen(c, w, l, exclude, nexclude);
 }

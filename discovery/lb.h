@@ -50,6 +50,12 @@ typedef struct pt_lb_local {
     pt_lb_set_t *zone_local;  /* the local cluster's set it was computed from (a reference) */
     uint64_t zone_gen;        /* this cluster's set it was computed for */
     pt_lb_zone_t zone;
+    /* The zone's common case applies (residual or direct, routing enabled for every pick,
+     * the local cluster not in panic): a pick takes it without asking more. */
+    uint8_t zone_common;
+    /* Every pick is priority 0's, with zone aware routing, not in panic, no locality
+     * weighting: straight to the zone's pick (set with set). */
+    uint8_t zone_only;
 } pt_lb_local_t;
 
 /* Picks the host for a new upstream connection or request (pt_cluster_pick_host): NULL when
