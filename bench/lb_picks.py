@@ -31,6 +31,8 @@ SCENARIOS = [
     ('rr_weighted', 'ROUND_ROBIN, weights 1..10 (EDF over runs of equal weight)'),
     ('lr', 'LEAST_REQUEST, equal weights (P2C)'),
     ('lr_weighted', 'LEAST_REQUEST, weights 1..10 (EDF over hosts, active_request_bias 1)'),
+    ('lr_weighted_busy', 'lr_weighted, each pick a request ending 64 picks later '
+                         '(with ~15 of bookkeeping)'),
     ('random', 'RANDOM'),
     ('rr_priorities', 'ROUND_ROBIN, P=0 60% failed: priority drawn on every pick'),
     ('rr_localities', 'ROUND_ROBIN, locality_weighted_lb_config, 8 localities'),
