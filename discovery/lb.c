@@ -288,12 +288,12 @@ static inline uint32_t wheel_next(pt_lb_sched_t *sc)
 typedef struct lrq_member {
     uint64_t deadline; /* while in a class */
     uint32_t next;     /* while in a class: the next one of its class */
-    uint32_t run;      /* its run; its classes are cls0 .. cls0 + acap */
-    uint32_t cls0;     /* run << ashift */
+    uint32_t cls0;     /* its run << ashift: its classes are cls0 .. cls0 + acap */
 } lrq_member_t;
 
 typedef struct lrq_class {
     uint32_t head, tail; /* LRQ_NONE: empty */
+    uint64_t step;       /* of its hosts: their run's with its active requests */
 } lrq_class_t;
 
 typedef struct pt_lb_lrq {
@@ -310,7 +310,7 @@ typedef struct pt_lb_lrq {
     uint32_t acap, ashift; /* classes per run: acap = 1 << ashift, or 0 (over only) */
     int bias;              /* 0: steps without active requests; 1: x (active + 1); 2: pow */
     uint64_t amask;        /* active requests count (bias 0: they do not, ~0 & a = 0) */
-    /* pick_lr_weighted's common case may apply: no host in over, bias 0 or 1 */
+    /* pick_lr_weighted's common case may apply: no host in over */
     uint8_t common;
 } pt_lb_lrq_t;
 
@@ -430,7 +430,7 @@ static int lrq_build(pt_lb_sched_t *sc, const pt_cluster_t *c, const pt_lb_hosts
     uint32_t n = hs->n, nruns = hs->nruns, acap = 0, ashift = 0;
     int bias = c->active_request_bias == 1.0 ? 1 : c->active_request_bias == 0.0 ? 0 : 2;
     if (nruns <= LRQ_MAX_RUNS) {
-        uint32_t budget = (n < 16 ? 16 : n) * 4 / nruns; /* classes: about 4 per member */
+        uint32_t budget = (n < 16 ? 16 : n) * 2 / nruns; /* classes: about 2 per member */
         acap = 1;
         while (acap * 2 <= budget && acap < LRQ_MAX_CLASSES_PER_RUN)
             acap *= 2, ashift++;
@@ -461,26 +461,27 @@ static int lrq_build(pt_lb_sched_t *sc, const pt_cluster_t *c, const pt_lb_hosts
     q->bias = bias;
     q->amask = bias != 0 ? ~(uint64_t)0 : 0;
     for (uint32_t m = 0; m < n; m++)
-        q->mem[m].run = 0;
+        q->mem[m].cls0 = 0;
     for (uint32_t r = 0; r < nruns; r++) {
         const pt_lb_run_t *run = &hs->runs[r];
         uint32_t first = run->start - hs->run_base;
         uint32_t w = pt_cluster_host_info(c, hs->idx[first])->weight;
         q->base[r] = PT_LB_STEP_UNIT * (uint64_t)hs->wmax / (w ? w : 1);
         for (uint32_t m = first; m < first + run->len && m < n; m++)
-            q->mem[m].run = r;
+            q->mem[m].cls0 = r << ashift;
     }
     for (uint32_t m = 0; m < n; m++)
-        q->mem[m].cls0 = q->mem[m].run << ashift;
-    for (uint32_t m = 0; m < n; m++)
-        items[m] = (pt_lb_edf_t){.deadline = rnd() % q->base[q->mem[m].run], .member = m};
+        items[m] = (pt_lb_edf_t){.deadline = rnd() % q->base[q->mem[m].cls0 >> ashift],
+                                 .member = m};
     if (acap != 0) {
         /* In deadline order into their runs' idle classes: each queue is in order. */
         qsort(items, n, sizeof(*items), edf_cmp);
-        for (size_t k = 0; k < ncls; k++)
+        for (size_t k = 0; k < ncls; k++) {
             q->cls[k].head = q->cls[k].tail = LRQ_NONE;
+            q->cls[k].step = lrq_step(bias, q->base[k >> ashift], c, k & (acap - 1));
+        }
         for (uint32_t k = 0; k < n; k++)
-            cls_append(q, q->mem[items[k].member].run << ashift, items[k].member,
+            cls_append(q, q->mem[items[k].member].cls0, items[k].member,
                        items[k].deadline);
         free(items);
     } else {
@@ -490,7 +491,7 @@ static int lrq_build(pt_lb_sched_t *sc, const pt_cluster_t *c, const pt_lb_hosts
             if (i < n)
                 sift_down(q->over, n, i);
     }
-    q->common = q->nover == 0 && bias != 2;
+    q->common = q->nover == 0;
     lrq_free(sc->lrq);
     sc->lrq = q;
     return 0;
@@ -508,7 +509,7 @@ static __attribute__((noinline)) void lrq_move(pt_lb_lrq_t *q, uint32_t x, uint3
             q->over[0] = q->over[--q->nover];
             sift_down(q->over, q->nover, 0);
         }
-        cls_append(q, q->mem[m].run << q->ashift | (uint32_t)a, m, due);
+        cls_append(q, q->mem[m].cls0 | (uint32_t)a, m, due);
     } else if (x == LRQ_NONE) {
         q->over[0].deadline = due;
         sift_down(q->over, q->nover, 0);
@@ -516,7 +517,7 @@ static __attribute__((noinline)) void lrq_move(pt_lb_lrq_t *q, uint32_t x, uint3
         cls_popped(q, x);
         if (lrq_over_push(q, m, due) != 0) {
             /* Out of memory: last of its run's last class (later than its due time). */
-            uint32_t y = q->mem[m].run << q->ashift | (q->acap - 1);
+            uint32_t y = q->mem[m].cls0 | (q->acap - 1);
             const lrq_class_t *k = &q->cls[y];
             uint64_t last = k->head != LRQ_NONE ? q->mem[k->tail].deadline : 0;
             cls_append(q, y, m, last > due ? last : due);
@@ -550,11 +551,10 @@ static inline uint32_t lrq_next(pt_lb_lrq_t *q, const pt_cluster_t *c, const pt_
         now = q->over[0].deadline;
     }
     lrq_member_t *e = &mem[m];
-    uint32_t r = e->run;
     int bias = q->bias;
     uint64_t a = bias != 0 ? rq_active(c->hosts[hs->idx[m]]) : 0;
-    uint64_t due = now + lrq_step(bias, q->base[r], c, a);
-    uint32_t y = r << q->ashift | (uint32_t)a;
+    uint64_t due = now + lrq_step(bias, q->base[e->cls0 >> q->ashift], c, a);
+    uint32_t y = e->cls0 | (uint32_t)a; /* its class when a < acap */
     if (__builtin_expect(x == y && a < q->acap, 1)) {
         /* Back in its own class (the common case): last of it, the class's key its new
          * head's deadline. */
@@ -578,7 +578,7 @@ static inline uint32_t lrq_next(pt_lb_lrq_t *q, const pt_cluster_t *c, const pt_
     }
     if (__builtin_expect(now >= EDF_REBASE, 0)) /* deadlines start again from 0, in order */
         lrq_rebase(q, hs->n, now);
-    q->common = q->nover == 0 && q->bias != 2;
+    q->common = q->nover == 0;
     return m;
 }
 
@@ -1053,11 +1053,10 @@ static __attribute__((noinline)) pt_host_t *pick_lr_weighted(pt_cluster_t *c, pt
     /* Its class now is x again: x - cls0 is below acap, so a is too. */
     if (__builtin_expect(a != x - e->cls0 || now >= EDF_REBASE, 0))
         return pick_lr_any(c, l, hs, NULL, 0); /* nexclude is 0 here */
-    /* Last of its own class again, the class's key its new head's deadline. The step, its
-     * run's x (a + 1) (bias 1; a is 0 with bias 0), cannot overflow: a base is at most
-     * 2^52, a below 256. */
+    /* Last of its own class again (its step the class's), the class's key its new head's
+     * deadline. */
     uint32_t next = e->next;
-    e->deadline = now + q->base[e->run] * (a + 1);
+    e->deadline = now + k->step;
     e->next = LRQ_NONE;
     if (next == LRQ_NONE)
         next = m;
