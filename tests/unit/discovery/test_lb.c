@@ -717,7 +717,7 @@ static void test_least_request_classes(void)
     tally(c, NULL, 4000, n, &none);
     for (int k = 0; k < 4; k++)
         PT_CHECK(near(n[k], 1000, 3));
-    /* Host 3 busier than its classes count (99 active requests; a class per count below 16
+    /* Host 3 busier than its classes count (99 active requests; a class per count below 8
      * here): put back in a heap of its own, with its weight 4 / 100. The others 1, 2, 3. */
     static const unsigned busy[] = {0, 0, 0, 99};
     set_active(c, busy);
