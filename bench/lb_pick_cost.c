@@ -5,6 +5,8 @@
  *   lb_pick_cost <scenario> <hosts> <picks>
  *
  * Scenarios: rr, rr_weighted, lr, lr_weighted, random (one priority, one locality);
+ * lr_weighted_busy (lr_weighted with each pick's request ending 64 picks later, counted in
+ * the measure: the loop's own bookkeeping is about 15 instructions more);
  * rr_priorities (half the hosts at P=0, 60% of them failed: a priority draw on every pick);
  * rr_localities (locality_weighted_lb_config over 8 localities); rr_zone (zone aware
  * routing against a local cluster, in residual mode). Before the measured picks, as many
@@ -67,10 +69,32 @@ static pt_cluster_t *make(const char *name, const char *policy, unsigned n, int 
 
 static volatile uintptr_t sink;
 
+/* lr_weighted_busy: each pick starts a request on its host, which ends BUSY_DEPTH picks
+ * later (active requests change all the time, as under load). */
+#define BUSY_DEPTH 64
+static int busy;
+static pt_host_t *inflight[BUSY_DEPTH];
+
+static __attribute__((noinline)) void busy_picks(pt_cluster_t *c, pt_worker_t *w, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) {
+        pt_host_t *h = pt_cluster_pick_host(c, w, NULL, NULL, 0), **slot;
+        slot = &inflight[i % BUSY_DEPTH];
+        if (*slot != NULL)
+            atomic_fetch_sub_explicit(&(*slot)->rq_active, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&h->rq_active, 1, memory_order_relaxed);
+        *slot = h;
+    }
+}
+
 /* What callgrind measures (--toggle-collect=measured_picks). */
 __attribute__((noinline)) void measured_picks(pt_cluster_t *c, pt_worker_t *w, unsigned n)
 {
     uintptr_t x = 0;
+    if (busy) {
+        busy_picks(c, w, n);
+        return;
+    }
     for (unsigned i = 0; i < n; i++)
         x ^= (uintptr_t)pt_cluster_pick_host(c, w, NULL, NULL, 0);
     sink = x;
@@ -97,6 +121,10 @@ int main(int argc, char **argv)
         c = make("c", "LEAST_REQUEST", n, 0, 1, 1, NULL);
     else if (strcmp(sc, "lr_weighted") == 0)
         c = make("c", "LEAST_REQUEST", n, 1, 1, 1, NULL);
+    else if (strcmp(sc, "lr_weighted_busy") == 0) {
+        c = make("c", "LEAST_REQUEST", n, 1, 1, 1, NULL);
+        busy = 1;
+    }
     else if (strcmp(sc, "random") == 0)
         c = make("c", "RANDOM", n, 0, 1, 1, NULL);
     else if (strcmp(sc, "rr_priorities") == 0) {
@@ -125,8 +153,11 @@ int main(int argc, char **argv)
     pt_worker_t *wp = w.view != NULL ? &w : NULL;
     measured_picks(c, wp, 0); /* keeps the symbol called once even with 0 picks */
     uintptr_t x = 0;
-    for (unsigned i = 0; i < picks; i++) /* warm: every subset's schedule is made */
-        x ^= (uintptr_t)pt_cluster_pick_host(c, wp, NULL, NULL, 0);
+    if (busy) /* warm: the same, requests in flight */
+        busy_picks(c, wp, picks);
+    else
+        for (unsigned i = 0; i < picks; i++) /* warm: every subset's schedule is made */
+            x ^= (uintptr_t)pt_cluster_pick_host(c, wp, NULL, NULL, 0);
     sink = x;
     measured_picks(c, wp, picks);
     printf("ok %s %u hosts %u picks\n", sc, c->nhosts, picks);

@@ -9,7 +9,8 @@ subset). Ir per pick = the function's inclusive instructions / picks; it include
 benchmark's own loop (about 9 instructions) and the pt_cluster_pick_host call.
 
 Goal (issue 12): under 200 instructions per pick at 10,000 hosts, and no cost that grows with
-the host count. Weighted LEAST_REQUEST is Envoy's EDF over the hosts: O(log n) by design.
+the host count. Weighted LEAST_REQUEST is Envoy's EDF over the hosts, kept by classes of
+equal step (weight, active requests): O(log classes), not O(log hosts).
 
 Run: /usr/bin/python3 bench/lb_picks.py   (needs valgrind; LB_PICK_COST=path/to/lb_pick_cost)
 Writes bench/results/<date>-picks.md.
@@ -28,9 +29,13 @@ PICKS = 20000
 HOSTS = (100, 1000, 10000)
 SCENARIOS = [
     ('rr', 'ROUND_ROBIN, equal weights, one priority and locality'),
-    ('rr_weighted', 'ROUND_ROBIN, weights 1..10 (EDF over runs of equal weight)'),
+    ('rr_weighted', 'ROUND_ROBIN, weights 1..10 (runs of equal weight, one period of '
+                    'their EDF)'),
     ('lr', 'LEAST_REQUEST, equal weights (P2C)'),
-    ('lr_weighted', 'LEAST_REQUEST, weights 1..10 (EDF over hosts, active_request_bias 1)'),
+    ('lr_weighted', 'LEAST_REQUEST, weights 1..10 (EDF over hosts by classes, '
+                    'active_request_bias 1)'),
+    ('lr_weighted_busy', 'lr_weighted, each pick a request ending 64 picks later '
+                         '(with ~15 of bookkeeping)'),
     ('random', 'RANDOM'),
     ('rr_priorities', 'ROUND_ROBIN, P=0 60% failed: priority drawn on every pick'),
     ('rr_localities', 'ROUND_ROBIN, locality_weighted_lb_config, 8 localities'),

@@ -22,11 +22,19 @@
 #include "discovery/priority_set.h"
 #include "proxy/cluster.h"
 
-/* A subset's per-worker schedule. */
+/* A subset's per-worker schedule. A weighted schedule (runs of a weighted round robin,
+ * localities) is unrolled into one period of its EDF order when its weights are integers
+ * of a short period (the wheel: a pick is a step along an array), else an EDF over its
+ * entries; weighted LEAST_REQUEST has queues of its own (lrq). */
 typedef struct pt_lb_sched {
-    uint32_t cursor;         /* round robin with equal weights: the next member */
+    uint32_t cursor;         /* round robin with equal weights: the next member; a wheel:
+                              * its next position */
     uint32_t nheap;          /* EDF entries (0: not built yet) */
     struct pt_lb_edf *heap;
+    uint16_t *wheel;         /* the period: entry per position (NULL: no wheel) */
+    uint32_t nwheel;
+    uint32_t *run_cursor;    /* a wheel of runs: where each run's round robin is */
+    struct pt_lb_lrq *lrq;   /* weighted LEAST_REQUEST (NULL: not built yet) */
 } pt_lb_sched_t;
 
 /* A worker's state for one cluster version (or the shared one of non-worker threads). */
@@ -42,6 +50,12 @@ typedef struct pt_lb_local {
     pt_lb_set_t *zone_local;  /* the local cluster's set it was computed from (a reference) */
     uint64_t zone_gen;        /* this cluster's set it was computed for */
     pt_lb_zone_t zone;
+    /* The zone's common case applies (residual or direct, routing enabled for every pick,
+     * the local cluster not in panic): a pick takes it without asking more. */
+    uint8_t zone_common;
+    /* Every pick is priority 0's, with zone aware routing, not in panic, no locality
+     * weighting: straight to the zone's pick (set with set). */
+    uint8_t zone_only;
 } pt_lb_local_t;
 
 /* Picks the host for a new upstream connection or request (pt_cluster_pick_host): NULL when

@@ -1646,7 +1646,9 @@ static void odst_mark_used(pt_host_t *h)
         atomic_store_explicit(&h->odst_flags, PT_HOST_ODST_USED, memory_order_relaxed);
 }
 
-static pt_host_t *odst_pick(pt_cluster_t *c, pt_worker_t *w, const pt_lb_context_t *ctx)
+/* Out of line: inlined, its frame would be set up on every pick of every cluster. */
+static __attribute__((noinline)) pt_host_t *odst_pick(pt_cluster_t *c, pt_worker_t *w,
+                                                      const pt_lb_context_t *ctx)
 {
     pt_addr_t dst;
     int have = 0;

@@ -606,6 +606,175 @@ static void test_least_request(void)
     pt_cluster_unref(c);
 }
 
+/* ---- weighted schedules: wheels and least request classes --------------------------- */
+
+/* Picks `draws` times, writing each pick's host position to seq. */
+static void sequence(pt_cluster_t *c, unsigned draws, unsigned *seq)
+{
+    for (unsigned i = 0; i < draws; i++) {
+        pt_host_t *h = pt_cluster_pick_host(c, NULL, NULL, NULL, 0);
+        seq[i] = UINT32_MAX;
+        for (unsigned k = 0; k < c->nhosts; k++)
+            if (c->hosts[k] == h)
+                seq[i] = k;
+    }
+}
+
+/* Every `period` consecutive picks of seq (any window, not only aligned ones) hold host k
+ * exactly want[k] times: the picks repeat one period, whatever the worker started at. */
+static int exact_windows(const unsigned *seq, unsigned n, unsigned period, const unsigned *want,
+                         unsigned nhosts)
+{
+    for (unsigned from = 0; from + period <= n; from++) {
+        unsigned got[16] = {0};
+        for (unsigned i = from; i < from + period; i++) {
+            if (seq[i] >= nhosts)
+                return 0;
+            got[seq[i]]++;
+        }
+        for (unsigned k = 0; k < nhosts; k++)
+            if (got[k] != want[k])
+                return 0;
+    }
+    return 1;
+}
+
+static void test_round_robin_wheel(void)
+{
+    unsigned seq[2000];
+    /* Weights 1, 2, 3, 4: a period of 10, in any 10 picks host k exactly k + 1 times. */
+    group_t w[] = {{.n = 1, .weight = 1}, {.n = 1, .weight = 2}, {.n = 1, .weight = 3},
+                   {.n = 1, .weight = 4}};
+    pt_cluster_t *c = make("ROUND_ROBIN", NULL, w, 4);
+    sequence(c, 1000, seq);
+    static const unsigned want4[] = {1, 2, 3, 4};
+    PT_CHECK(exact_windows(seq, 1000, 10, want4, 4));
+    pt_cluster_unref(c);
+    /* Runs: one host of weight 5, two of weight 3 (a run weighing 6): a period of 11, each
+     * weight-3 host 3 times in it (round robin within the run goes on across periods). */
+    group_t r[] = {{.n = 1, .weight = 5}, {.n = 2, .weight = 3}};
+    c = make("ROUND_ROBIN", NULL, r, 2);
+    sequence(c, 1000, seq);
+    static const unsigned want3[] = {5, 3, 3};
+    PT_CHECK(exact_windows(seq, 1000, 11, want3, 3));
+    pt_cluster_unref(c);
+    /* Equal weights scaled (20 and 40): the gcd goes, a period of 3. */
+    group_t g[] = {{.n = 1, .weight = 20}, {.n = 1, .weight = 40}};
+    c = make("ROUND_ROBIN", NULL, g, 2);
+    sequence(c, 300, seq);
+    static const unsigned want2[] = {1, 2};
+    PT_CHECK(exact_windows(seq, 300, 3, want2, 2));
+    pt_cluster_unref(c);
+    /* A period too long for a wheel (4097 + 1 picks): the EDF over the runs, with the same
+     * proportions. */
+    group_t big[] = {{.n = 1, .weight = 4097}, {.n = 1, .weight = 1}};
+    c = make("ROUND_ROBIN", NULL, big, 2);
+    unsigned n[2], none;
+    tally(c, NULL, 4098 * 4, n, &none);
+    PT_CHECK(near(n[1], 4, 1));
+    PT_CHECK(near(n[0], 4097 * 4, 1));
+    pt_cluster_unref(c);
+}
+
+static void test_locality_wheel(void)
+{
+    const char *lw = "{\"common_lb_config\": {\"locality_weighted_lb_config\": {}}}";
+    /* X weight 1 (hosts 0-1), Y weight 2 (hosts 2-3): in any 3 picks, one to X. */
+    group_t g[] = {{.zone = "x", .lweight = 1, .n = 2}, {.zone = "y", .lweight = 2, .n = 2}};
+    pt_cluster_t *c = make("ROUND_ROBIN", lw, g, 2);
+    unsigned seq[600];
+    sequence(c, 600, seq);
+    unsigned bad = 0;
+    for (unsigned from = 0; from + 3 <= 600; from++)
+        bad += (seq[from] < 2) + (seq[from + 1] < 2) + (seq[from + 2] < 2) != 1;
+    PT_CHECK_INT(bad, 0);
+    pt_cluster_unref(c);
+    /* Locality weights of a period too long for a wheel (4000 + 4001): the EDF, 4000:4001. */
+    group_t b[] = {{.zone = "x", .lweight = 4000, .n = 1}, {.zone = "y", .lweight = 4001, .n = 1}};
+    c = make("RANDOM", lw, b, 2);
+    unsigned n[2], none;
+    tally(c, NULL, 8001 * 2, n, &none);
+    PT_CHECK(near(n[0], 8000, 2));
+    pt_cluster_unref(c);
+}
+
+static void set_active(pt_cluster_t *c, const unsigned *active)
+{
+    for (unsigned k = 0; k < c->nhosts; k++)
+        atomic_store(&c->hosts[k]->rq_active, active[k]);
+}
+
+static void test_least_request_classes(void)
+{
+    /* Weights 1, 2, 3, 4, one host each. */
+    group_t w[] = {{.n = 1, .weight = 1}, {.n = 1, .weight = 2}, {.n = 1, .weight = 3},
+                   {.n = 1, .weight = 4}};
+    pt_cluster_t *c = make("LEAST_REQUEST", NULL, w, 4);
+    unsigned n[4], none;
+    /* Active 0, 1, 2, 3: every host weighs 1 now: the same share each. */
+    static const unsigned even[] = {0, 1, 2, 3};
+    set_active(c, even);
+    tally(c, NULL, 4000, n, &none);
+    for (int k = 0; k < 4; k++)
+        PT_CHECK(near(n[k], 1000, 3));
+    /* Host 3 busier than its classes count (99 active requests; a class per count below 8
+     * here): put back in a heap of its own, with its weight 4 / 100. The others 1, 2, 3. */
+    static const unsigned busy[] = {0, 0, 0, 99};
+    set_active(c, busy);
+    tally(c, NULL, 604, n, &none); /* the change settles */
+    tally(c, NULL, 6040, n, &none);
+    PT_CHECK(near(n[0], 1000, 3) && near(n[1], 2000, 3) && near(n[2], 3000, 3));
+    PT_CHECK(near(n[3], 40, 3));
+    /* Back and forth between the classes and that heap: each round's shares. */
+    static const unsigned round[][4] = {{0, 0, 0, 0}, {300, 1, 0, 500}, {0, 0, 0, 0}};
+    static const double share[][4] = {{1.0, 2.0, 3.0, 4.0}, {1.0 / 301, 1.0, 3.0, 4.0 / 501},
+                                      {1.0, 2.0, 3.0, 4.0}};
+    for (int rd = 0; rd < 3; rd++) {
+        set_active(c, round[rd]);
+        tally(c, NULL, 2000, n, &none);
+        tally(c, NULL, 20000, n, &none);
+        double total = share[rd][0] + share[rd][1] + share[rd][2] + share[rd][3];
+        for (int k = 0; k < 4; k++)
+            PT_CHECK(near(n[k], 20000.0 * share[rd][k] / total, 4));
+    }
+    /* A retry avoids the tried host however early its deadline. */
+    static const unsigned idle[] = {0, 0, 0, 0};
+    set_active(c, idle);
+    pt_host_t *tried[1] = {c->hosts[3]};
+    unsigned other = 0;
+    for (int i = 0; i < 1000; i++)
+        other += pt_cluster_pick_host(c, NULL, NULL, tried, 1) != c->hosts[3];
+    PT_CHECK_INT(other, 1000);
+    pt_cluster_unref(c);
+
+    /* 1,000 hosts of weights 1..10: Envoy's EDF over the hosts takes each host in turn by
+     * its weight: after 10 x 5,500 picks, host i exactly about 10 x its weight. */
+    group_t many[10];
+    for (unsigned k = 0; k < 10; k++)
+        many[k] = (group_t){.n = 100, .weight = k + 1};
+    c = make("LEAST_REQUEST", NULL, many, 10);
+    static unsigned m[1000];
+    tally(c, NULL, 55000, m, &none);
+    unsigned off = 0;
+    for (unsigned i = 0; i < 1000; i++)
+        off += !near(m[i], 10.0 * (i / 100 + 1), 1);
+    PT_CHECK_INT(off, 0);
+    pt_cluster_unref(c);
+
+    /* active_request_bias 0.5: weight / (active + 1)^0.5; active 0 and 3: 1 against 1/2. */
+    group_t two[] = {{.n = 1, .weight = 2}, {.n = 1, .weight = 1}};
+    c = make("LEAST_REQUEST", "{\"least_request_lb_config\": {\"active_request_bias\": "
+                              "{\"default_value\": 0.5, \"runtime_key\": \"x\"}}}", two, 2);
+    static const unsigned half[] = {3, 0};
+    set_active(c, half);
+    unsigned t[2];
+    tally(c, NULL, 300, t, &none);
+    tally(c, NULL, 30000, t, &none);
+    PT_CHECK(near(t[0], 15000, 4)); /* 2 / 2 against 1 / 1 */
+    set_active(c, idle);
+    pt_cluster_unref(c);
+}
+
 static void test_retries_and_stale_health(void)
 {
     group_t g[] = {{.priority = 0, .n = 3}, {.priority = 1, .n = 2}};
@@ -678,6 +847,9 @@ int main(void)
     PT_RUN(test_round_robin);
     PT_RUN(test_random);
     PT_RUN(test_least_request);
+    PT_RUN(test_round_robin_wheel);
+    PT_RUN(test_locality_wheel);
+    PT_RUN(test_least_request_classes);
     PT_RUN(test_retries_and_stale_health);
     PT_RUN(test_no_hosts);
     PT_RUN(test_republish);
