@@ -405,8 +405,7 @@ static pt_host_t *host_get(pt_cluster_state_t *st, const pt_endpoint_t *e, int *
         pthread_mutex_unlock(&states_lock);
         return NULL;
     }
-    memcpy((char *)(h + 1), buf, len + 1);
-    h->address_str = (const char *)(h + 1);
+    memcpy(h->address_str, buf, len + 1);
     atomic_init(&h->refs, 1);
     h->address = e->address;
     h->state = st;

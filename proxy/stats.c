@@ -830,27 +830,40 @@ void pt_stat_set(pt_stat_t id, int64_t value)
         atomic_store_explicit(&pt_stat_slots[id], (uint64_t)value, memory_order_relaxed);
 }
 
-/* Computed gauges (circuit breaker counts: eight a cluster), by id, in an open-addressing
- * table beside the infos, so the infos of every other stat stay small. Guarded by
- * reg_lock. */
+/* Computed gauges (circuit breaker counts: eight a cluster; membership: two), by id, in an
+ * open-addressing table beside the infos, so the infos of every other stat stay small.
+ * Guarded by reg_lock. Ten a cluster make this table a cluster's biggest share of the
+ * registry after its infos, so an entry is 16 bytes (the function as an index into the few
+ * there are) and the table is kept between half and three quarters full: its size is any
+ * number (a slot is found by multiplying, not masking), grown by half when 3/4 full. */
 typedef struct computed {
     uint32_t id; /* 0: empty */
-    int64_t (*fn)(const void *);
+    uint32_t fn; /* index into computed_fns */
     const void *arg;
 } computed_t;
 static computed_t *computed;
-static uint32_t ncomputed, computed_cap; /* cap a power of two, at most half full */
+static uint32_t ncomputed, computed_cap;
+/* The distinct functions of computed gauges: a handful in the code (a breaker's "open" and
+ * "remaining" for each count, a cluster's membership). */
+#define COMPUTED_FNS_MAX 64
+static int64_t (*computed_fns[COMPUTED_FNS_MAX])(const void *);
+static uint32_t ncomputed_fns;
 
 static uint32_t computed_slot(uint32_t id)
 {
-    return (id * 2654435761u) & (computed_cap - 1);
+    return (uint32_t)(((uint64_t)(id * 2654435761u) * computed_cap) >> 32);
+}
+
+static uint32_t computed_next(uint32_t k)
+{
+    return k + 1 < computed_cap ? k + 1 : 0;
 }
 
 static computed_t *computed_find(uint32_t id)
 {
     if (computed_cap == 0)
         return NULL;
-    for (uint32_t k = computed_slot(id);; k = (k + 1) & (computed_cap - 1)) {
+    for (uint32_t k = computed_slot(id);; k = computed_next(k)) {
         if (computed[k].id == id)
             return &computed[k];
         if (computed[k].id == 0)
@@ -858,7 +871,7 @@ static computed_t *computed_find(uint32_t id)
     }
 }
 
-/* Moves the table to cap slots (a power of two holding every entry at most half full). */
+/* Moves the table to cap slots (room for every entry, under 3/4 full). */
 static int computed_resize(uint32_t cap)
 {
     uint32_t old_cap = computed_cap;
@@ -872,7 +885,7 @@ static int computed_resize(uint32_t cap)
             continue;
         uint32_t k = computed_slot(old[i].id);
         while (computed[k].id != 0)
-            k = (k + 1) & (cap - 1);
+            k = computed_next(k);
         computed[k] = old[i];
     }
     free(old);
@@ -883,17 +896,15 @@ static void computed_shrink(void)
 {
     if (computed_cap <= 64 || 8 * (uint64_t)ncomputed >= computed_cap)
         return;
-    uint32_t cap = 64;
-    while (cap < 2 * ncomputed + 2)
-        cap *= 2;
-    (void)computed_resize(cap); /* out of memory: the larger one stays */
+    uint32_t cap = 2 * ncomputed + 2;
+    (void)computed_resize(cap < 64 ? 64 : cap); /* out of memory: the larger one stays */
 }
 
 static int computed_grow(void)
 {
-    if (2 * (ncomputed + 1) <= computed_cap)
+    if (4 * (uint64_t)(ncomputed + 1) <= 3 * (uint64_t)computed_cap)
         return 0;
-    return computed_resize(computed_cap ? computed_cap * 2 : 64);
+    return computed_resize(computed_cap ? computed_cap + computed_cap / 2 : 64);
 }
 
 /* Empties a slot, moving back the entries after it that would not be found otherwise. */
@@ -903,8 +914,7 @@ static void computed_drop(uint32_t id)
     if (e == NULL)
         return;
     uint32_t hole = (uint32_t)(e - computed);
-    for (uint32_t k = (hole + 1) & (computed_cap - 1); computed[k].id != 0;
-         k = (k + 1) & (computed_cap - 1)) {
+    for (uint32_t k = computed_next(hole); computed[k].id != 0; k = computed_next(k)) {
         uint32_t home = computed_slot(computed[k].id);
         /* Movable into the hole when its home is not in (hole, k], cyclically. */
         if ((k > hole && (home <= hole || home > k)) || (k < hole && home <= hole && home > k)) {
@@ -917,21 +927,34 @@ static void computed_drop(uint32_t id)
     trim_due = 1; /* the table shrinks in pt_stats_trim, on the main thread */
 }
 
+/* fn's index in computed_fns, added if new; -1 when the table is full (reg_lock held). */
+static int computed_fn_index(int64_t (*fn)(const void *))
+{
+    for (uint32_t i = 0; i < ncomputed_fns; i++)
+        if (computed_fns[i] == fn)
+            return (int)i;
+    if (ncomputed_fns == COMPUTED_FNS_MAX)
+        return -1;
+    computed_fns[ncomputed_fns] = fn;
+    return (int)ncomputed_fns++;
+}
+
 void pt_stats_gauge_fn(pt_stat_t id, int64_t (*fn)(const void *), const void *arg)
 {
     pthread_mutex_lock(&reg_lock);
-    if (live_info(id) != NULL) {
+    int fi = computed_fn_index(fn);
+    if (live_info(id) != NULL && fi >= 0) {
         computed_t *e = computed_find(id);
         if (e == NULL && computed_grow() == 0) {
             uint32_t k = computed_slot(id);
             while (computed[k].id != 0)
-                k = (k + 1) & (computed_cap - 1);
+                k = computed_next(k);
             e = &computed[k];
             e->id = id;
             ncomputed++;
         }
         if (e != NULL) { /* out of memory: the gauge reads its slots (0) */
-            e->fn = fn;
+            e->fn = (uint32_t)fi;
             e->arg = arg;
         }
     }
@@ -959,19 +982,26 @@ typedef struct hist_bounds {
 } hist_bounds_t;
 static hist_bounds_t *bounds_list;
 
-/* One histogram: the threads' copies and, owned by the merging thread, the state of the
- * last merge. Found by id in an open-addressing table (guarded by reg_lock), like the
- * computed gauges: histograms are a few per cluster among fifty stats. */
-typedef struct hist_rec {
-    uint32_t id;
-    const double *bounds; /* a hist_bounds_t's v, or pt_hist_default_bounds */
-    uint32_t nbounds;
-    /* Pushed by recording threads under reg_lock (release); read by the merge (acquire). */
-    _Atomic(pt_hist_tls_t *) threads;
-    /* The last merge. */
+/* What the merges of a histogram made of its values: made by the first merge that finds
+ * any. Most histograms of most clusters never get a value (a cluster nobody calls), and
+ * this is ~450 bytes where the record is 32. */
+typedef struct hist_merged {
     uint64_t *cum[PT_HIST_CHUNKS]; /* cumulative counts, a chunk allocated when it has any */
     uint64_t cum_count, cum_sum, interval_count;
     double q_interval[PT_HIST_NQ], q_cum[PT_HIST_NQ];
+} hist_merged_t;
+
+/* One histogram: the threads' copies and, owned by the merging thread, the state of the
+ * last merge (NULL until a merge found values: it reads as no values, the quantiles NaN).
+ * Found by id in an open-addressing table (guarded by reg_lock), like the computed gauges:
+ * histograms are a few per cluster among fifty stats. */
+typedef struct hist_rec {
+    uint32_t id;
+    uint32_t nbounds;
+    const double *bounds; /* a hist_bounds_t's v, or pt_hist_default_bounds */
+    /* Pushed by recording threads under reg_lock (release); read by the merge (acquire). */
+    _Atomic(pt_hist_tls_t *) threads;
+    hist_merged_t *merged;
 } hist_rec_t;
 static hist_rec_t **hists;
 static uint32_t nhists, hists_cap; /* cap a power of two, at most half full */
@@ -1085,8 +1115,6 @@ static int hist_add(uint32_t id, const char *scope, const char *tag_value, const
     if (h == NULL)
         return -1;
     h->id = id;
-    for (int i = 0; i < PT_HIST_NQ; i++)
-        h->q_interval[i] = h->q_cum[i] = NAN;
     const double *v = NULL;
     uint32_t n = 0;
     if (bounds_fn != NULL) {
@@ -1132,8 +1160,11 @@ static void hist_drop(uint32_t id)
         nhist_threads--;
         t = next;
     }
-    for (unsigned c = 0; c < PT_HIST_CHUNKS; c++)
-        free(h->cum[c]);
+    if (h->merged != NULL) {
+        for (unsigned c = 0; c < PT_HIST_CHUNKS; c++)
+            free(h->merged->cum[c]);
+        free(h->merged);
+    }
     bounds_put(h->bounds);
     /* Out of the table, moving back the entries after it that would not be found. */
     uint32_t hole = hist_slot(id);
@@ -1202,12 +1233,17 @@ static uint32_t hist_merge_one(hist_rec_t *h, uint64_t *counts, uint64_t *delta)
     pt_hist_tls_t *first = atomic_load_explicit(&h->threads, memory_order_acquire);
     for (pt_hist_tls_t *t = first; t != NULL; t = t->next)
         changed |= atomic_load_explicit(&t->count, memory_order_acquire) != t->merged_count;
+    hist_merged_t *m = h->merged;
     if (!changed) {
-        h->interval_count = 0;
-        for (int i = 0; i < PT_HIST_NQ; i++)
-            h->q_interval[i] = NAN;
+        if (m != NULL) {
+            m->interval_count = 0;
+            for (int i = 0; i < PT_HIST_NQ; i++)
+                m->q_interval[i] = NAN;
+        }
         return 0;
     }
+    if (m == NULL && (m = h->merged = calloc(1, sizeof(*m))) == NULL)
+        return 0; /* out of memory: merged at the next merge */
     uint64_t sum = 0;
     uint32_t used = 0; /* bit per chunk with counts */
     for (pt_hist_tls_t *t = first; t != NULL; t = t->next) {
@@ -1233,24 +1269,24 @@ static uint32_t hist_merge_one(hist_rec_t *h, uint64_t *counts, uint64_t *delta)
     for (unsigned c = 0; c < PT_HIST_CHUNKS; c++) {
         if (!(used & (1u << c)))
             continue;
-        if (h->cum[c] == NULL && (h->cum[c] = calloc(PT_HIST_SUB, sizeof(uint64_t))) == NULL) {
+        if (m->cum[c] == NULL && (m->cum[c] = calloc(PT_HIST_SUB, sizeof(uint64_t))) == NULL) {
             used &= ~(1u << c); /* out of memory: this merge leaves the chunk out */
             continue;
         }
         for (unsigned i = 0; i < PT_HIST_SUB; i++) {
-            uint64_t now = counts[c * PT_HIST_SUB + i], before = h->cum[c][i];
+            uint64_t now = counts[c * PT_HIST_SUB + i], before = m->cum[c][i];
             uint64_t d = now > before ? now - before : 0;
             delta[c * PT_HIST_SUB + i] = d;
             interval += d;
             total += now;
-            h->cum[c][i] = now;
+            m->cum[c][i] = now;
         }
     }
-    h->interval_count = interval;
-    h->cum_count = total;
-    h->cum_sum = sum;
-    pt_hist_quantiles_in(delta, used, interval, pt_hist_quantiles, PT_HIST_NQ, h->q_interval);
-    pt_hist_quantiles_in(counts, used, total, pt_hist_quantiles, PT_HIST_NQ, h->q_cum);
+    m->interval_count = interval;
+    m->cum_count = total;
+    m->cum_sum = sum;
+    pt_hist_quantiles_in(delta, used, interval, pt_hist_quantiles, PT_HIST_NQ, m->q_interval);
+    pt_hist_quantiles_in(counts, used, total, pt_hist_quantiles, PT_HIST_NQ, m->q_cum);
     return interval > 0 ? used : 0;
 }
 
@@ -1274,8 +1310,8 @@ void pt_stats_merge_histograms_visit(pt_hist_interval_fn fn, void *arg)
     for (uint32_t i = 0; counts != NULL && i < n; i++) {
         uint32_t chunks = hist_merge_one(list[i], counts, counts + PT_HIST_BUCKETS);
         if (fn != NULL && chunks != 0)
-            fn(arg, list[i]->id, counts + PT_HIST_BUCKETS, chunks, list[i]->interval_count,
-               list[i]->cum_sum);
+            fn(arg, list[i]->id, counts + PT_HIST_BUCKETS, chunks,
+               list[i]->merged->interval_count, list[i]->merged->cum_sum);
     }
     free(counts);
     free(list);
@@ -1289,19 +1325,27 @@ int pt_stats_histogram_summary(pt_stat_t id, pt_hist_summary_t *out, uint64_t *b
     memset(out, 0, sizeof(*out));
     if (h == NULL)
         return -1;
-    out->used = h->cum_count > 0;
-    out->count = h->cum_count;
-    out->sum = h->cum_sum;
-    out->interval_count = h->interval_count;
-    memcpy(out->interval, h->q_interval, sizeof(out->interval));
-    memcpy(out->cumulative, h->q_cum, sizeof(out->cumulative));
+    const hist_merged_t *m = h->merged;
     out->bounds = h->bounds;
     out->nbounds = h->nbounds;
+    if (m == NULL) { /* no value merged yet */
+        for (int i = 0; i < PT_HIST_NQ; i++)
+            out->interval[i] = out->cumulative[i] = NAN;
+        if (bucket_counts != NULL)
+            memset(bucket_counts, 0, h->nbounds * sizeof(*bucket_counts));
+        return 0;
+    }
+    out->used = m->cum_count > 0;
+    out->count = m->cum_count;
+    out->sum = m->cum_sum;
+    out->interval_count = m->interval_count;
+    memcpy(out->interval, m->q_interval, sizeof(out->interval));
+    memcpy(out->cumulative, m->q_cum, sizeof(out->cumulative));
     if (bucket_counts != NULL) {
         uint64_t counts[PT_HIST_BUCKETS] = {0};
         for (unsigned c = 0; c < PT_HIST_CHUNKS; c++)
-            if (h->cum[c] != NULL)
-                memcpy(&counts[c * PT_HIST_SUB], h->cum[c], PT_HIST_SUB * sizeof(uint64_t));
+            if (m->cum[c] != NULL)
+                memcpy(&counts[c * PT_HIST_SUB], m->cum[c], PT_HIST_SUB * sizeof(uint64_t));
         for (uint32_t i = 0; i < h->nbounds; i++)
             bucket_counts[i] = pt_hist_count_le(counts, h->bounds[i]);
     }
@@ -1315,9 +1359,10 @@ int pt_stats_histogram_counts(pt_stat_t id, uint64_t *counts)
     pthread_mutex_unlock(&reg_lock);
     if (h == NULL)
         return -1;
+    const hist_merged_t *m = h->merged;
     for (unsigned c = 0; c < PT_HIST_CHUNKS; c++) {
-        if (h->cum[c] != NULL)
-            memcpy(&counts[c * PT_HIST_SUB], h->cum[c], PT_HIST_SUB * sizeof(uint64_t));
+        if (m != NULL && m->cum[c] != NULL)
+            memcpy(&counts[c * PT_HIST_SUB], m->cum[c], PT_HIST_SUB * sizeof(uint64_t));
         else
             memset(&counts[c * PT_HIST_SUB], 0, PT_HIST_SUB * sizeof(uint64_t));
     }
@@ -1352,14 +1397,14 @@ uint64_t pt_stats_value(pt_stat_t id)
     if (info != NULL && info->family->kind == PT_STAT_HISTOGRAM) {
         /* Its slots hold pointers: its value is the count of its merged values. */
         const hist_rec_t *h = hist_find(id);
-        sum = h != NULL ? h->cum_count : 0;
+        sum = h != NULL && h->merged != NULL ? h->merged->cum_count : 0;
         pthread_mutex_unlock(&reg_lock);
         return sum;
     }
     if (info != NULL && ncomputed != 0) {
         const computed_t *e = computed_find(id);
         if (e != NULL)
-            fn = e->fn, arg = e->arg;
+            fn = computed_fns[e->fn], arg = e->arg;
     }
     pthread_mutex_unlock(&reg_lock);
     if (fn != NULL)
