@@ -349,8 +349,8 @@ struct pt_cluster {
     const struct pt_metadata *metadata; /* Cluster.metadata, or NULL */
     pt_cluster_state_t *state;   /* set by pt_cluster_prepare */
     pt_cluster_type_t type;
-    uint64_t connect_timeout_ms;
     pt_lb_policy_t lb_policy;
+    uint64_t connect_timeout_ms;
     uint32_t lb_choice_count; /* least_request_lb_config.choice_count (default 2) */
     int equal_weights;        /* every host has the same weight (LEAST_REQUEST uses P2C) */
     /* RING_HASH and MAGLEV: their configuration (in the arena), and the table picks use,
@@ -358,11 +358,11 @@ struct pt_cluster {
      * (discovery/lb_hash.h). NULL for the other policies. */
     const struct pt_lb_hash_config *lb_hash;
     int lb_hash_use_hostname; /* common_lb_config.consistent_hashing_lb_config's */
-    struct pt_lb_hash_pub *lb_hash_pub;
-    double active_request_bias; /* least_request_lb_config.active_request_bias (1.0) */
     /* common_lb_config: healthy_panic_threshold as Envoy rounds it (percent, 50), how a
      * locality is chosen, and zone_aware_lb_config. */
     uint32_t healthy_panic_threshold;
+    struct pt_lb_hash_pub *lb_hash_pub;
+    double active_request_bias; /* least_request_lb_config.active_request_bias (1.0) */
     pt_locality_lb_t locality_lb;
     uint32_t zone_routing_enabled;  /* routing_enabled, percent (100) */
     uint64_t zone_min_cluster_size; /* min_cluster_size (6) */
@@ -388,6 +388,7 @@ struct pt_cluster {
      * them (what a version keeps of its endpoints is its hosts: per endpoint a pointer). */
     pt_endpoint_t *endpoints;
     unsigned nendpoints;
+    unsigned nhosts;
     pt_arena_t ep_arena;
     pt_host_t **hosts;            /* a reference each */
     /* What this version says of each host (pt_cluster_host_info): parallel to hosts, or NULL
@@ -395,11 +396,10 @@ struct pt_cluster {
      * endpoints costs nothing per host); their metadata likewise (NULL: none has any). */
     pt_host_info_t *hinfo;
     pt_host_info_t hinfo_default;
+    unsigned nlocalities;
     const char **hmeta;
-    unsigned nhosts;
     /* The distinct localities of its hosts, in the arena (pt_host_info_t.locality). */
     pt_locality_t *localities;
-    unsigned nlocalities;
     pt_cla_policy_t cla_policy;
     /* The last npending hosts (and endpoints) are pending removal: an EDS update dropped
      * them, but active health checks still find them healthy, so they stay until they fail
@@ -411,6 +411,8 @@ struct pt_cluster {
     struct pt_outlier_config *outlier; /* outlier_detection, or NULL (discovery/outlier.h) */
     struct pt_health_check_config *health_checks; /* discovery/health_check.h */
     unsigned nhealth_checks;
+    /* This version's endpoints came from an assignment (EDS), not from the cluster. */
+    int has_assignment;
     json_t *health_checks_json;  /* as configured (a reference): versions compare it */
     /* The Cluster as configured: a reference to the tree (bootstrap clusters, whose tree
      * the config keeps anyway), or, for clusters of an update, its canonical text
@@ -421,23 +423,22 @@ struct pt_cluster {
      * (eds_cluster_config.service_name, else the cluster's name). */
     struct pt_config_source *eds_config;
     const char *eds_service_name;
-    /* This version's endpoints came from an assignment (EDS), not from the cluster. */
-    int has_assignment;
     pt_tls_settings_t *tls;    /* transport_socket: UpstreamTlsContext, or NULL (raw) */
     pt_tls_context_t *tls_ctx; /* built once the cluster validated (pt_cluster_build_tls) */
     /* transport_socket_matches (proxy/transport_match.h): the transport of each host
      * chosen by its metadata (pt_cluster_host_tls); none: every host uses tls_ctx. */
     struct pt_transport_match *matches;
     unsigned nmatches;
+    int odst_port_override;        /* upstream_port_override, -1 for none */
     /* Where tls, tls_ctx and the matches live: an arena of their own, shared by the
      * versions of the cluster with the same transport_socket and transport_socket_matches,
      * so certificates are read and SSL contexts made once, not again with each endpoint
      * update or unrelated change. NULL with neither. */
     struct pt_cluster_tls *tls_own;
     /* ORIGINAL_DST: original_dst_lb_config and cleanup_interval, and the hosts made so far
-     * (proxy/cluster.c explains why they live in a locked map). */
+     * (proxy/cluster.c explains why they live in a locked map); its upstream_port_override
+     * is beside nmatches above (the fields are ordered to leave no holes). */
     const char *odst_header;       /* use_http_header: the header (lowercase), or NULL */
-    int odst_port_override;        /* upstream_port_override, -1 for none */
     uint64_t odst_cleanup_ms;      /* cleanup_interval (default 5 s) */
     struct pt_odst_hosts *odst;
     /* Load balancing (discovery/priority_set.h, discovery/lb.h): the priorities and

@@ -185,7 +185,9 @@ void pt_stat_set_text(pt_stat_t id, const char *value);
 char *pt_stats_text_value(pt_stat_t id, int *set);
 
 /* Makes a gauge computed: reading it calls fn(arg). Main thread, at snapshot prepare; call
- * pt_stats_gauge_fn_clear before arg goes away (the gauge then reads 0). */
+ * pt_stats_gauge_fn_clear before arg goes away (the gauge then reads its slots: 0 unless
+ * something added to them). A counter may be computed the same way (one only the main
+ * thread counts, kept by its object rather than in a slot of the main thread's array). */
 void pt_stats_gauge_fn(pt_stat_t id, int64_t (*fn)(const void *), const void *arg);
 void pt_stats_gauge_fn_clear(pt_stat_t id, const void *arg);
 

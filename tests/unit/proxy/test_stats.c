@@ -668,6 +668,29 @@ static void test_computed_gauges(void)
     PT_CHECK_INT(pt_stats_gauge_value(kept), 0);
 }
 
+/* A counter computed from its owner's count (what a cluster counts on the main thread
+ * only): it reads the owner's count, and once cleared its slots again, which the owner may
+ * have added its count to. */
+static void test_computed_counter(void)
+{
+    pt_stat_t id = pt_stats_counter("ucompc", "envoy_cluster_name", "a", "update_attempt");
+    PT_CHECK(id != 0);
+    pt_stat_add(id, 4); /* counted in slots before an owner took it */
+    static int64_t owned;
+    owned = (int64_t)pt_stats_value(id);
+    pt_stat_add(id, (uint64_t)0 - (uint64_t)owned);
+    pt_stats_gauge_fn(id, value_of, &owned);
+    PT_CHECK_INT(pt_stats_value(id), 4);
+    owned += 3;
+    PT_CHECK_INT(pt_stats_value(id), 7);
+    pt_stats_gauge_fn_clear(id, &owned);
+    PT_CHECK_INT(pt_stats_value(id), 0);
+    pt_stat_add(id, (uint64_t)owned);
+    PT_CHECK_INT(pt_stats_value(id), 7);
+    PT_CHECK_INT(pt_stats_info(id)->family->kind, PT_STAT_COUNTER);
+    PT_CHECK_INT(pt_stats_release_tagged("ucompc", "a"), 1);
+}
+
 int main(void)
 {
     if (pt_stats_thread_init() != 0) {
@@ -689,6 +712,7 @@ int main(void)
     PT_RUN(test_text_readouts);
     PT_RUN(test_release_tagged);
     PT_RUN(test_computed_gauges);
+    PT_RUN(test_computed_counter);
     pt_buf_pool_trim();
     PT_TEST_EXIT();
 }
