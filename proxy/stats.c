@@ -25,7 +25,7 @@ _Thread_local _Atomic uint64_t *pt_stat_slots;
  * released info is all zeros, as is its slot on every thread: pt_stats_trim gives pages
  * that hold only released stats back to the system (they read as zeros again when touched),
  * which is how memory goes back to where it was after thousands of clusters leave. */
-#define INFO_BLOCK 4096 /* infos per block: whole pages (sizeof(pt_stat_info_t) is 24) */
+#define INFO_BLOCK 4096 /* infos per block: whole pages (sizeof(pt_stat_info_t) is 16) */
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static pt_stat_info_t *info_blocks[PT_STATS_MAX / INFO_BLOCK]; /* id / INFO_BLOCK */
 static _Atomic uint32_t ninfos = 1;  /* next never-used id; id 0 unused */
@@ -112,8 +112,41 @@ typedef struct istr {
     struct istr *next;
     uint32_t refs;
     uint32_t tagged;      /* first id with this string as tag value, or 0 */
+    uint32_t tag_index;   /* its place in pt_stat_tags once a tag value, else 0 */
     char s[];
 } istr_t;
+
+/* Indexes of pt_stat_families and pt_stat_tags: the next never used, and those given back
+ * (reused last first, so the tables stay dense). Guarded by reg_lock. */
+typedef struct index_pool {
+    uint32_t next;
+    uint32_t *free, nfree, cap;
+} index_pool_t;
+static index_pool_t fam_pool = {1, NULL, 0, 0}, tag_pool = {1, NULL, 0, 0};
+const pt_stat_family_t *pt_stat_families[PT_STATS_MAX];
+const char *pt_stat_tags[PT_STATS_MAX];
+
+/* 0 when every index is taken (there are never more families or tag values than stats,
+ * so only out of stats). */
+static uint32_t index_take(index_pool_t *p)
+{
+    if (p->nfree > 0)
+        return p->free[--p->nfree];
+    return p->next < PT_STATS_MAX ? p->next++ : 0;
+}
+
+static void index_put(index_pool_t *p, uint32_t i)
+{
+    if (p->nfree == p->cap) {
+        uint32_t cap = p->cap ? p->cap * 2 : 256;
+        uint32_t *n = realloc(p->free, cap * sizeof(*n));
+        if (n == NULL)
+            return; /* the index is not reused: a table entry, not correctness */
+        p->free = n;
+        p->cap = cap;
+    }
+    p->free[p->nfree++] = i;
+}
 
 static istr_t **istr_buckets;
 static uint32_t istr_nbuckets, istr_count;
@@ -165,6 +198,7 @@ static const char *intern(const char *s)
     memcpy(e->s, s, len + 1);
     e->refs = 1;
     e->tagged = 0;
+    e->tag_index = 0;
     uint32_t k = (uint32_t)(pt_hash_name(s) & (istr_nbuckets - 1));
     e->next = istr_buckets[k];
     istr_buckets[k] = e;
@@ -184,7 +218,21 @@ static void unintern(const char *s)
         pp = &(*pp)->next;
     *pp = e->next;
     istr_count--;
+    if (e->tag_index != 0) {
+        pt_stat_tags[e->tag_index] = NULL;
+        index_put(&tag_pool, e->tag_index);
+    }
     free(e);
+}
+
+/* The index in pt_stat_tags of s (an interned string), given it on its first use as a tag
+ * value; 0 when none is left. */
+static uint32_t tag_index(const char *s)
+{
+    istr_t *e = istr_of(s);
+    if (e->tag_index == 0 && (e->tag_index = index_take(&tag_pool)) != 0)
+        pt_stat_tags[e->tag_index] = e->s;
+    return e->tag_index;
 }
 
 static const char *prom_name(const char *scope, const char *name)
@@ -272,7 +320,11 @@ static pt_stat_family_t *family_get(uint64_t h, const char *scope, const char *t
     f->tag = tag ? intern(tag) : NULL;
     f->kind = kind;
     f->refs = 1;
-    if (f->scope == NULL || f->stat_name == NULL || f->prom_name == NULL || (tag && !f->tag)) {
+    f->index = index_take(&fam_pool);
+    if (f->scope == NULL || f->stat_name == NULL || f->prom_name == NULL || (tag && !f->tag) ||
+        f->index == 0) {
+        if (f->index != 0)
+            index_put(&fam_pool, f->index);
         unintern(f->scope);
         unintern(f->stat_name);
         unintern(f->prom_name);
@@ -284,6 +336,7 @@ static pt_stat_family_t *family_get(uint64_t h, const char *scope, const char *t
     f->next_in_bucket = fam_buckets[k];
     fam_buckets[k] = f;
     fam_count++;
+    pt_stat_families[f->index] = f;
     return f;
 }
 
@@ -298,6 +351,8 @@ static void family_put(const pt_stat_family_t *cf)
         pp = &(*pp)->next_in_bucket;
     *pp = f->next_in_bucket;
     fam_count--;
+    pt_stat_families[f->index] = NULL;
+    index_put(&fam_pool, f->index);
     unintern(f->scope);
     unintern(f->stat_name);
     unintern(f->prom_name);
@@ -317,10 +372,10 @@ typedef struct name_cursor {
 static void cursor_init(name_cursor_t *c, const pt_stat_info_t *info)
 {
     int n = 0;
-    c->part[n++] = info->family->scope;
-    if (info->tag_value != NULL)
-        c->part[n++] = info->tag_value;
-    c->part[n++] = info->family->stat_name;
+    c->part[n++] = pt_stat_family(info)->scope;
+    if (pt_stat_tag_value(info) != NULL)
+        c->part[n++] = pt_stat_tag_value(info);
+    c->part[n++] = pt_stat_family(info)->stat_name;
     if (n < 3)
         c->part[n] = NULL;
     c->i = 0;
@@ -367,10 +422,10 @@ static int name_is(const pt_stat_info_t *info, const char *full)
 
 size_t pt_stat_full_name(const pt_stat_info_t *info, char *buf, size_t len)
 {
-    int n = info->tag_value != NULL
-                ? snprintf(buf, len, "%s.%s.%s", info->family->scope, info->tag_value,
-                           info->family->stat_name)
-                : snprintf(buf, len, "%s.%s", info->family->scope, info->family->stat_name);
+    int n = pt_stat_tag_value(info) != NULL
+                ? snprintf(buf, len, "%s.%s.%s", pt_stat_family(info)->scope, pt_stat_tag_value(info),
+                           pt_stat_family(info)->stat_name)
+                : snprintf(buf, len, "%s.%s", pt_stat_family(info)->scope, pt_stat_family(info)->stat_name);
     return n < 0 ? 0 : (size_t)n;
 }
 
@@ -389,7 +444,7 @@ static pt_stat_info_t *live_info(uint32_t id)
     if (id == 0 || id >= atomic_load_explicit(&ninfos, memory_order_relaxed))
         return NULL;
     pt_stat_info_t *i = info_at(id);
-    return i->family != NULL ? i : NULL;
+    return i->family != 0 ? i : NULL;
 }
 
 /* Rebuilds the name hash with nb buckets (a power of two). */
@@ -401,10 +456,10 @@ static int rehash_to(uint32_t nb)
     uint32_t top = atomic_load_explicit(&ninfos, memory_order_relaxed);
     for (uint32_t id = 1; id < top; id++) {
         pt_stat_info_t *i = info_at(id);
-        if (i->family == NULL)
+        if (i->family == 0)
             continue; /* free */
         uint32_t k =
-            (uint32_t)(hash_parts(i->family->scope, i->tag_value, i->family->stat_name) & (nb - 1));
+            (uint32_t)(hash_parts(pt_stat_family(i)->scope, pt_stat_tag_value(i), pt_stat_family(i)->stat_name) & (nb - 1));
         i->next_in_bucket = n[k];
         n[k] = id;
     }
@@ -539,15 +594,15 @@ pt_stat_t pt_stats_get(pt_stat_kind_t kind, const char *scope, const char *tag,
             for (id = iname != NULL && iscope != NULL ? t->tagged : 0; id != 0;
                  id = info_at(id)->next_same_tag) {
                 const pt_stat_info_t *i = info_at(id);
-                if (i->family->stat_name == iname && i->family->scope == iscope)
+                if (pt_stat_family(i)->stat_name == iname && pt_stat_family(i)->scope == iscope)
                     goto out;
             }
         }
     } else if (nbuckets != 0) {
         for (id = buckets[h & (nbuckets - 1)]; id != 0; id = info_at(id)->next_in_bucket) {
             const pt_stat_info_t *i = info_at(id);
-            if (i->tag_value == NULL && strcmp(i->family->stat_name, name) == 0 &&
-                strcmp(i->family->scope, scope) == 0)
+            if (i->tag == 0 && strcmp(pt_stat_family(i)->stat_name, name) == 0 &&
+                strcmp(pt_stat_family(i)->scope, scope) == 0)
                 goto out;
         }
     }
@@ -569,19 +624,22 @@ pt_stat_t pt_stats_get(pt_stat_kind_t kind, const char *scope, const char *tag,
     if (id == 0)
         goto out;
     pt_stat_info_t *info = info_at(id);
-    info->family = family_get(fh, scope, tag, name, kind);
-    info->tag_value = tag ? intern(tag_value) : NULL;
-    if (info->family == NULL || (tag && !info->tag_value) ||
-        (kind == PT_STAT_HISTOGRAM && hist_add(id, scope, info->tag_value, name) != 0)) {
+    const pt_stat_family_t *fam = family_get(fh, scope, tag, name, kind);
+    const char *tv = tag ? intern(tag_value) : NULL;
+    uint32_t tv_index = tv != NULL ? tag_index(tv) : 0;
+    if (fam == NULL || (tag && tv_index == 0) ||
+        (kind == PT_STAT_HISTOGRAM && hist_add(id, scope, tv, name) != 0)) {
         /* Out of memory: no stat rather than one with NULL names that readers trip on. */
-        family_put(info->family);
-        unintern(info->tag_value);
+        family_put(fam);
+        unintern(tv);
         (void)put_id(id);
         id = 0;
         goto out;
     }
-    if (info->tag_value != NULL) {
-        istr_t *t = istr_of(info->tag_value);
+    info->family = fam->index;
+    info->tag = tv_index;
+    if (tv != NULL) {
+        istr_t *t = istr_of(tv);
         info->next_same_tag = t->tagged;
         t->tagged = id;
     }
@@ -592,7 +650,7 @@ pt_stat_t pt_stats_get(pt_stat_kind_t kind, const char *scope, const char *tag,
 out:
     /* A name that is a histogram's and is asked for as another kind, or the other way
      * round, is no stat: a histogram's slots hold pointers, not counts. */
-    if (id != 0 && (kind == PT_STAT_HISTOGRAM) != (info_at(id)->family->kind == PT_STAT_HISTOGRAM))
+    if (id != 0 && (kind == PT_STAT_HISTOGRAM) != (pt_stat_family(info_at(id))->kind == PT_STAT_HISTOGRAM))
         id = 0;
     pthread_mutex_unlock(&reg_lock);
     return id;
@@ -623,22 +681,22 @@ unsigned pt_stats_release_tagged(const char *scope, const char *tag_value)
     while (*pp != 0) {
         uint32_t id = *pp;
         pt_stat_info_t *i = info_at(id);
-        if (strcmp(i->family->scope, scope) != 0) {
+        if (strcmp(pt_stat_family(i)->scope, scope) != 0) {
             pp = &i->next_same_tag;
             continue;
         }
         *pp = i->next_same_tag;
         uint32_t *bp =
-            &buckets[hash_parts(i->family->scope, i->tag_value, i->family->stat_name) & (nbuckets - 1)];
+            &buckets[hash_parts(pt_stat_family(i)->scope, pt_stat_tag_value(i), pt_stat_family(i)->stat_name) & (nbuckets - 1)];
         while (*bp != id)
             bp = &info_at(*bp)->next_in_bucket;
         *bp = i->next_in_bucket;
         text_drop(id);
         computed_drop(id);
-        if (i->family->kind == PT_STAT_HISTOGRAM)
+        if (pt_stat_family(i)->kind == PT_STAT_HISTOGRAM)
             hist_drop(id); /* before the slots that point to its copies are zeroed */
-        family_put(i->family);
-        unintern(i->tag_value);
+        family_put(pt_stat_family(i));
+        unintern(pt_stat_tag_value(i));
         zero_slots(id);
         (void)put_id(id);
         nlive--;
@@ -781,7 +839,7 @@ void pt_stat_set_text(pt_stat_t id, const char *value)
     pthread_mutex_lock(&reg_lock);
     pt_stat_info_t *i = live_info(id);
     char *old = NULL;
-    if (i != NULL && i->family->kind == PT_STAT_TEXT) {
+    if (i != NULL && pt_stat_family(i)->kind == PT_STAT_TEXT) {
         text_value_t *t = text_find(id);
         if (t == NULL && ntexts == texts_cap) {
             size_t cap = texts_cap ? texts_cap * 2 : 16;
@@ -814,7 +872,7 @@ char *pt_stats_text_value(pt_stat_t id, int *set)
         *set = 0;
     pthread_mutex_lock(&reg_lock);
     pt_stat_info_t *i = live_info(id);
-    if (i != NULL && i->family->kind == PT_STAT_TEXT) {
+    if (i != NULL && pt_stat_family(i)->kind == PT_STAT_TEXT) {
         text_value_t *t = text_find(id);
         out = strdup(t != NULL ? t->text : "");
         if (set != NULL)
@@ -1197,7 +1255,7 @@ void pt_hist_record_slow(pt_stat_t id, uint64_t v)
             return; /* the value is lost, nothing else */
         pthread_mutex_lock(&reg_lock);
         const pt_stat_info_t *info = live_info(id);
-        hist_rec_t *h = info != NULL && info->family->kind == PT_STAT_HISTOGRAM ? hist_find(id)
+        hist_rec_t *h = info != NULL && pt_stat_family(info)->kind == PT_STAT_HISTOGRAM ? hist_find(id)
                                                                                 : NULL;
         if (h != NULL) {
             t->next = atomic_load_explicit(&h->threads, memory_order_relaxed);
@@ -1394,7 +1452,7 @@ uint64_t pt_stats_value(pt_stat_t id)
     const void *arg = NULL;
     pthread_mutex_lock(&reg_lock);
     const pt_stat_info_t *info = live_info(id);
-    if (info != NULL && info->family->kind == PT_STAT_HISTOGRAM) {
+    if (info != NULL && pt_stat_family(info)->kind == PT_STAT_HISTOGRAM) {
         /* Its slots hold pointers: its value is the count of its merged values. */
         const hist_rec_t *h = hist_find(id);
         sum = h != NULL && h->merged != NULL ? h->merged->cum_count : 0;
@@ -1448,7 +1506,7 @@ pt_stat_t *pt_stats_live_ids(uint32_t *count)
     pt_stat_t *ids = malloc((nlive ? nlive : 1) * sizeof(*ids));
     uint32_t n = 0;
     for (uint32_t id = 1; ids != NULL && id < top; id++)
-        if (info_at(id)->family != NULL)
+        if (info_at(id)->family != 0)
             ids[n++] = id;
     pthread_mutex_unlock(&reg_lock);
     *count = n;
@@ -1463,7 +1521,7 @@ pt_stat_t *pt_stats_sorted(uint32_t *count)
     uint32_t n = 0;
     if (ids != NULL) {
         for (uint32_t id = 1; id < top; id++)
-            if (info_at(id)->family != NULL)
+            if (info_at(id)->family != 0)
                 ids[n++] = id;
         qsort(ids, n, sizeof(*ids), cmp_by_name);
     }

@@ -227,7 +227,7 @@ static void test_intervals(void)
     PT_CHECK(pt_stats_thread_init() == 0);
     pt_stat_t id = pt_stats_histogram("uhi", NULL, NULL, "rq_time");
     PT_CHECK(id != 0);
-    PT_CHECK_INT(pt_stats_info(id)->family->kind, PT_STAT_HISTOGRAM);
+    PT_CHECK_INT(pt_stat_family(pt_stats_info(id))->kind, PT_STAT_HISTOGRAM);
     PT_CHECK_INT(pt_stats_histogram("uhi", NULL, NULL, "rq_time"), id);
     pt_hist_summary_t hs;
     PT_CHECK(pt_stats_histogram_summary(id, &hs, NULL) == 0);
