@@ -418,7 +418,7 @@ struct pt_cluster {
      * the config keeps anyway), or, for clusters of an update, its canonical text
      * (a few hundred bytes where the tree took kilobytes). */
     json_t *source;
-    char *source_text;
+    char *source_text; /* without the type URL when source_typed (pt_cluster_keep_source_text) */
     /* type EDS: where its ClusterLoadAssignment comes from, and the name it has there
      * (eds_cluster_config.service_name, else the cluster's name). */
     struct pt_config_source *eds_config;
@@ -448,6 +448,7 @@ struct pt_cluster {
     _Atomic(struct pt_lb_set *) lb_set;
     _Atomic(struct pt_lb_local **) lb_locals; /* made by the first thread that picks */
     unsigned nlb_locals;
+    unsigned char source_typed; /* source_text's type URL was left out */
     struct pt_cluster *next_version, *prev_version; /* the state's live versions */
 };
 
@@ -513,6 +514,9 @@ pt_cluster_t *pt_cluster_without_failed_pending(const pt_cluster_t *c);
 /* c's configuration as a tree of the caller's own (to read or change), or NULL out of
  * memory. */
 json_t *pt_cluster_source_copy(const pt_cluster_t *c);
+/* Keeps canonical (a pt_json_canonical text of c's configuration, malloc'd; c owns it
+ * from now on) as c's source_text, without the type URL a CDS resource begins with. */
+void pt_cluster_keep_source_text(pt_cluster_t *c, char *canonical);
 /* Whether c was configured by exactly `canonical` (a pt_json_canonical text). */
 int pt_cluster_source_is(const pt_cluster_t *c, const char *canonical);
 /* The canonical text of a JSON value (compact, keys sorted): equal values, equal texts.

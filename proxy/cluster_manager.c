@@ -1170,7 +1170,7 @@ int pt_cluster_manager_apply_cds(pt_cluster_manager_t *cm, const pt_discovery_re
         } else {
             /* Kept as text from here on; the tree only until the cluster has its first
              * endpoints (an EDS cluster is built again with them, from the tree). */
-            c->source_text = canonical;
+            pt_cluster_keep_source_text(c, canonical);
             canonical = NULL;
             st[nst++] = (staged_t){.name = c->name, .next = c, .entry = e};
         }

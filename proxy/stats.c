@@ -617,8 +617,10 @@ pt_stat_t pt_stats_get(pt_stat_kind_t kind, const char *scope, const char *tag,
             return kind == PT_STAT_HISTOGRAM ? 0 : PT_STAT_REJECTED;
         }
     }
-    /* Two stats a bucket on average: a bucket costs 4 bytes a stat at most. */
-    if ((nlive + 1) > 2 * nbuckets && rehash() != 0)
+    /* Two to four stats a bucket: a bucket costs 1-2 bytes a stat. Chains are walked only
+     * for stats without a tag value, by pt_stats_find and on release (a tagged stat is
+     * looked for among its tag value's). */
+    if ((nlive + 1) > 4 * (uint64_t)nbuckets && rehash() != 0)
         goto out;
     id = take_id();
     if (id == 0)
@@ -765,9 +767,9 @@ void pt_stats_trim(void)
     computed_shrink();
     hist_shrink();
     /* The name hash shrinks with the stats. */
-    if (nbuckets > 1024 && (uint64_t)nlive * 4 < nbuckets) {
+    if (nbuckets > 1024 && nlive < nbuckets) {
         uint32_t nb = 1024;
-        while (nb < nlive * 2)
+        while (2 * (uint64_t)nb < nlive)
             nb *= 2;
         (void)rehash_to(nb); /* out of memory: the larger one stays */
     }
@@ -1062,7 +1064,7 @@ typedef struct hist_rec {
     hist_merged_t *merged;
 } hist_rec_t;
 static hist_rec_t **hists;
-static uint32_t nhists, hists_cap; /* cap a power of two, at most half full */
+static uint32_t nhists, hists_cap; /* cap a power of two, at most 3/4 full */
 static uint32_t nhist_threads;     /* thread copies alive (reg_lock) */
 static pt_hist_bounds_fn bounds_fn;
 static void *bounds_arg;
@@ -1167,7 +1169,8 @@ void pt_stats_set_histogram_bounds(pt_hist_bounds_fn fn, void *arg, void (*dispo
 /* A new histogram's record (reg_lock held). */
 static int hist_add(uint32_t id, const char *scope, const char *tag_value, const char *name)
 {
-    if (2 * (nhists + 1) > hists_cap && hists_resize(hists_cap ? hists_cap * 2 : 64) != 0)
+    if (4 * (uint64_t)(nhists + 1) > 3 * (uint64_t)hists_cap &&
+        hists_resize(hists_cap ? hists_cap * 2 : 64) != 0)
         return -1;
     hist_rec_t *h = calloc(1, sizeof(*h));
     if (h == NULL)
