@@ -30,8 +30,34 @@ typedef struct cm_stale {
     pt_stat_t assignment_stale, assignment_timeout_received;
 } cm_stale_t;
 
+/* The version_info of the CDS update that last changed an entry: one string shared by the
+ * entries of that update (thousands of clusters added by one update all say "1"). */
+typedef struct cm_version {
+    unsigned refs;
+    char s[];
+} cm_version_t;
+
+static cm_version_t *version_new(const char *s)
+{
+    if (s == NULL)
+        s = "";
+    size_t len = strlen(s);
+    cm_version_t *v = malloc(sizeof(*v) + len + 1);
+    if (v != NULL) {
+        v->refs = 1;
+        memcpy(v->s, s, len + 1);
+    }
+    return v;
+}
+
+static void version_put(cm_version_t *v)
+{
+    if (v != NULL && --v->refs == 0)
+        free(v);
+}
+
 typedef struct cm_entry {
-    char *name;
+    char *name; /* in the entry's own allocation */
     int dynamic;
     /* cluster.<name>.update_*: counters computed from the counts here. They count on the
      * main thread only, and a main-thread slot of every cluster would commit the main
@@ -63,7 +89,7 @@ typedef struct cm_entry {
     pt_cluster_manager_t *cm;
     struct cm_entry *next_in_bucket;
     pt_cluster_t *active;   /* a reference */
-    char *version_info;
+    cm_version_t *version; /* a reference */
     double last_updated;
 } cm_entry_t;
 
@@ -150,6 +176,16 @@ static void disown_count(pt_stat_t id, uint64_t n, const cm_entry_t *e)
     pt_stat_add(id, n);
 }
 
+/* A zeroed entry with its name in the same allocation; NULL out of memory. */
+static cm_entry_t *entry_new(const char *name)
+{
+    size_t len = strlen(name);
+    cm_entry_t *e = calloc(1, sizeof(*e) + len + 1);
+    if (e != NULL)
+        e->name = memcpy((char *)(e + 1), name, len + 1);
+    return e;
+}
+
 /* e no longer counts its EDS updates (it goes, or its cluster is of another type now,
  * whose own update_* counters count in slots). */
 static void entry_disown_counts(cm_entry_t *e)
@@ -172,8 +208,7 @@ static void entry_free(cm_entry_t *e)
     free(e->stale);
     pt_dns_cluster_stop(e->dns);
     pt_cluster_unref(e->active);
-    free(e->version_info);
-    free(e->name);
+    version_put(e->version);
     free(e);
 }
 
@@ -1045,9 +1080,8 @@ int pt_cluster_manager_set_static(pt_cluster_manager_t *cm, const pt_view_t *sta
 {
     for (unsigned i = 0; i < statics->nclusters; i++) {
         pt_cluster_t *c = statics->clusters[i];
-        cm_entry_t *e = calloc(1, sizeof(*e));
-        if (e == NULL || (e->name = strdup(c->name)) == NULL ||
-            (e->version_info = strdup("")) == NULL || add_entry(cm, e) != 0) {
+        cm_entry_t *e = entry_new(c->name);
+        if (e == NULL || (e->version = version_new("")) == NULL || add_entry(cm, e) != 0) {
             entry_free(e);
             return -1;
         }
@@ -1229,13 +1263,14 @@ int pt_cluster_manager_apply_cds(pt_cluster_manager_t *cm, const pt_discovery_re
         unindex(cm, e);
         entry_free(e);
     }
+    cm_version_t *version = NULL; /* this update's, made for its first changed entry */
     for (size_t k = 0; k < nst; k++) {
         cm_entry_t *e = st[k].entry;
         if (st[k].next == NULL)
             continue; /* unchanged */
         if (e == NULL) {
-            e = calloc(1, sizeof(*e));
-            if (e == NULL || (e->name = strdup(st[k].next->name)) == NULL || add_entry(cm, e) != 0) {
+            e = entry_new(st[k].next->name);
+            if (e == NULL || add_entry(cm, e) != 0) {
                 entry_free(e);
                 pt_cluster_unref(st[k].next);
                 pt_error("cds: out of memory adding cluster %s", st[k].name);
@@ -1255,10 +1290,15 @@ int pt_cluster_manager_apply_cds(pt_cluster_manager_t *cm, const pt_discovery_re
         }
         pt_cluster_unref(e->active);
         e->active = st[k].next;
-        free(e->version_info);
-        e->version_info = dup_or_empty(resp->version_info);
+        if (version == NULL && (version = version_new(resp->version_info)) == NULL)
+            pt_error("cds: out of memory keeping version %s", resp->version_info);
+        version_put(e->version);
+        e->version = version;
+        if (version != NULL)
+            version->refs++;
         e->last_updated = now;
     }
+    version_put(version); /* the entries hold it */
     free(st);
     free(cm->cds_version);
     cm->cds_version = dup_or_empty(resp->version_info);
@@ -1353,7 +1393,7 @@ void pt_cluster_manager_foreach(pt_cluster_manager_t *cm,
         pt_cluster_entry_info_t info = {
             .name = e->name,
             .dynamic = e->dynamic,
-            .version_info = e->version_info,
+            .version_info = e->version != NULL ? e->version->s : "",
             .last_updated = e->last_updated,
             .active = e->active,
             .warming = is_warming(e, now),
