@@ -1,6 +1,7 @@
 """Hot reload at scale (petrel alone: HAProxy and nginx have no counterpart to CDS/EDS files).
 
     /usr/bin/python3 bench/reload.py            # N=10000 clusters; BENCH_RELOAD_N to change
+    /usr/bin/python3 bench/reload.py memory     # the memory measure alone (below), printed
     PETREL_BIN=build/petrel ... (default build/petrel)
 
 Measures, in one run, writing bench/results/<date>-reload.md:
@@ -296,7 +297,31 @@ def ms(seconds):
     return '< 1 ms' if seconds < 0.001 else '%.1f ms' % (seconds * 1e3)
 
 
+def memory_only():
+    """The memory measure alone (no latency streams, no file written under results/): RSS and
+    heap (mallinfo, petrel's /memory) per cluster and per endpoint, for quick comparisons
+    between builds. Prints one JSON line."""
+    a = measure(EP, False, None)
+    b = measure(2 * EP, False, None)
+    per_ep_rss = (b['rss_kib'] - a['rss_kib']) * 1024.0 / (N * EP)
+    per_ep_heap = (b['heap_kib'] - a['heap_kib']) * 1024.0 / (N * EP)
+    out = {'n': N, 'ep': EP,
+           'rss_per_cluster_b': round(a['rss_kib'] * 1024.0 / N),
+           'rss_per_cluster_without_endpoints_b': round(a['rss_kib'] * 1024.0 / N
+                                                         - EP * per_ep_rss),
+           'rss_per_endpoint_b': round(per_ep_rss),
+           'heap_per_cluster_b': round(a['heap_kib'] * 1024.0 / N),
+           'heap_per_cluster_without_endpoints_b': round(a['heap_kib'] * 1024.0 / N
+                                                          - EP * per_ep_heap),
+           'heap_per_endpoint_b': round(per_ep_heap),
+           'apply_cds_s': round(a['apply_cds_s'], 3)}
+    print(json.dumps(out))
+
+
 def main():
+    if sys.argv[1:] == ['memory']:
+        memory_only()
+        return
     tmp = tempfile.mkdtemp(prefix='petrel-ptload-')
     ptload_bin = os.path.join(tmp, 'ptload')
     subprocess.check_call(['cc', '-O2', '-o', ptload_bin, os.path.join(HERE, 'ptload.c')])

@@ -143,11 +143,11 @@ static void filter_dispose(stat_filter_t *f)
  * that was ever set (as Envoy's "used" flag), a histogram with merged values (Envoy's). */
 static int stat_used(const pt_stat_info_t *info, pt_stat_t id)
 {
-    if (info->family->kind == PT_STAT_HISTOGRAM) {
+    if (pt_stat_family(info)->kind == PT_STAT_HISTOGRAM) {
         pt_hist_summary_t hs;
         return pt_stats_histogram_summary(id, &hs, NULL) == 0 && hs.used;
     }
-    if (info->family->kind != PT_STAT_TEXT)
+    if (pt_stat_family(info)->kind != PT_STAT_TEXT)
         return pt_stats_value(id) != 0;
     int set;
     free(pt_stats_text_value(id, &set));
@@ -194,7 +194,7 @@ static void append_histogram_text(pt_buf_t *out, const char *name, pt_stat_t id)
 
 static void format_value(const pt_stat_info_t *info, pt_stat_t id, char *out, size_t len)
 {
-    if (info->family->kind == PT_STAT_GAUGE)
+    if (pt_stat_family(info)->kind == PT_STAT_GAUGE)
         snprintf(out, len, "%lld", (long long)pt_stats_gauge_value(id));
     else
         snprintf(out, len, "%llu", (unsigned long long)pt_stats_value(id));
@@ -217,7 +217,7 @@ int pt_admin_render_stats_text(pt_buf_t *out, const char *filter, int used_only)
     uint32_t nhist = 0;
     for (uint32_t i = 0; i < n; i++) {
         const pt_stat_info_t *info = pt_stats_info(ids[i]);
-        if (info->family->kind == PT_STAT_HISTOGRAM) {
+        if (pt_stat_family(info)->kind == PT_STAT_HISTOGRAM) {
             ids[nhist++] = ids[i];
             continue;
         }
@@ -225,7 +225,7 @@ int pt_admin_render_stats_text(pt_buf_t *out, const char *filter, int used_only)
         pt_stat_full_name(info, name, sizeof(name));
         if (!filter_match(&f, name) || (used_only && !stat_used(info, ids[i])))
             continue;
-        if (info->family->kind == PT_STAT_TEXT) {
+        if (pt_stat_family(info)->kind == PT_STAT_TEXT) {
             append_text_stat(out, name, ids[i]);
             continue;
         }
@@ -275,7 +275,7 @@ int pt_admin_render_stats_json(pt_buf_t *out, const char *filter, int used_only)
         pt_stat_full_name(info, name, sizeof(name));
         if (!filter_match(&f, name) || (used_only && !stat_used(info, ids[i])))
             continue;
-        if (info->family->kind == PT_STAT_HISTOGRAM) {
+        if (pt_stat_family(info)->kind == PT_STAT_HISTOGRAM) {
             pt_hist_summary_t hs;
             if (pt_stats_histogram_summary(ids[i], &hs, NULL) != 0)
                 continue;
@@ -291,14 +291,14 @@ int pt_admin_render_stats_json(pt_buf_t *out, const char *filter, int used_only)
                                   json_pack("{s:s,s:o}", "name", name, "values", values));
             continue;
         }
-        if (info->family->kind == PT_STAT_TEXT) {
+        if (pt_stat_family(info)->kind == PT_STAT_TEXT) {
             char *t = pt_stats_text_value(ids[i], NULL);
             json_array_append_new(arr,
                                   json_pack("{s:s,s:s}", "name", name, "value", t ? t : ""));
             free(t);
             continue;
         }
-        json_int_t v = info->family->kind == PT_STAT_GAUGE ? (json_int_t)pt_stats_gauge_value(ids[i])
+        json_int_t v = pt_stat_family(info)->kind == PT_STAT_GAUGE ? (json_int_t)pt_stats_gauge_value(ids[i])
                                                    : (json_int_t)pt_stats_value(ids[i]);
         json_array_append_new(arr, json_pack("{s:s,s:I}", "name", name, "value", v));
     }
@@ -337,8 +337,8 @@ static int cmp_prom(const void *a, const void *b)
     if (c != 0)
         return c;
     const pt_stat_info_t *ix = pt_stats_info(x->id), *iy = pt_stats_info(y->id);
-    if (ix->family->kind != iy->family->kind)
-        return ix->family->kind < iy->family->kind ? -1 : 1;
+    if (pt_stat_family(ix)->kind != pt_stat_family(iy)->kind)
+        return pt_stat_family(ix)->kind < pt_stat_family(iy)->kind ? -1 : 1;
     return pt_stats_cmp_names(ix, iy);
 }
 
@@ -510,11 +510,11 @@ int pt_admin_render_prometheus(pt_buf_t *out, const char *filter, int used_only)
         char name[PT_STAT_NAME_MAX], metric[PT_STAT_NAME_MAX + 16];
         pt_stat_full_name(info, name, sizeof(name));
         /* Text readouts have no Prometheus form (Envoy leaves them out by default too). */
-        if (info->family->kind == PT_STAT_TEXT || !filter_match(&f, name) ||
+        if (pt_stat_family(info)->kind == PT_STAT_TEXT || !filter_match(&f, name) ||
             (used_only && !stat_used(info, ids[i])))
             continue;
         pt_tag_producer_extract(producer, name, tags);
-        prom_metric_name(tags, info->family->kind, metric, sizeof(metric));
+        prom_metric_name(tags, pt_stat_family(info)->kind, metric, sizeof(metric));
         const char *shared = prom_intern(&names, metric);
         if (shared == NULL)
             continue; /* out of memory: the stat is left out */
@@ -526,7 +526,7 @@ int pt_admin_render_prometheus(pt_buf_t *out, const char *filter, int used_only)
     pt_stat_kind_t family_kind = PT_STAT_COUNTER;
     for (uint32_t i = 0; i < m; i++) {
         const pt_stat_info_t *info = pt_stats_info(entries[i].id);
-        pt_stat_kind_t kind = info->family->kind;
+        pt_stat_kind_t kind = pt_stat_family(info)->kind;
         const char *metric = entries[i].metric;
         char name[PT_STAT_NAME_MAX];
         pt_stat_full_name(info, name, sizeof(name));

@@ -112,15 +112,19 @@ typedef struct breaker_gauges {
     pt_breaker_t *b;
 } breaker_gauges_t;
 
+/* Detaches the gauges of every priority's breaker (arg: the array): one cleanup a cluster
+ * version, not one a priority. */
 static void detach(void *arg)
 {
-    pt_breaker_t *b = arg;
-    pt_stat_t ids[] = {b->cx_open,      b->rq_pending_open,   b->rq_open,
-                       b->rq_retry_open, b->remaining_cx,     b->remaining_pending,
-                       b->remaining_rq, b->remaining_retries};
-    for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++)
-        if (ids[i] != 0)
-            pt_stats_gauge_fn_clear(ids[i], b);
+    for (int p = 0; p < PT_PRIORITIES; p++) {
+        pt_breaker_t *b = &((pt_breaker_t *)arg)[p];
+        pt_stat_t ids[] = {b->cx_open,      b->rq_pending_open,   b->rq_open,
+                           b->rq_retry_open, b->remaining_cx,     b->remaining_pending,
+                           b->remaining_rq, b->remaining_retries};
+        for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++)
+            if (ids[i] != 0)
+                pt_stats_gauge_fn_clear(ids[i], b);
+    }
 }
 
 void pt_breakers_prepare(pt_breaker_t *b, pt_breaker_counts_t *counts, const char *cluster,
@@ -148,8 +152,8 @@ void pt_breakers_prepare(pt_breaker_t *b, pt_breaker_counts_t *counts, const cha
             G(remaining_retries, "remaining_retries", remaining_retries);
         }
 #undef G
-        pt_arena_defer(arena, detach, t);
     }
+    pt_arena_defer(arena, detach, b);
 }
 
 static int try_take(_Atomic int64_t *count, int64_t limit)

@@ -27,8 +27,8 @@ typedef struct pt_breaker {
     uint32_t max_requests;         /* default 1024 */
     uint32_t max_retries;          /* default 3; replaced by the budget when one is set */
     int has_budget;
-    double budget_percent;         /* retry_budget.budget_percent, default 20 */
     uint32_t min_retry_concurrency; /* default 3 */
+    double budget_percent;         /* retry_budget.budget_percent, default 20 */
     int track_remaining;
     uint32_t per_host_max_connections; /* 0: no per-host limit */
     pt_breaker_counts_t *counts;   /* the cluster state's (set when the cluster is prepared) */

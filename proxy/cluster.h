@@ -220,26 +220,26 @@ int pt_locality_equal(const pt_locality_t *a, const pt_locality_t *b);
  * says of it (weight, priority, locality, EDS health, metadata) is the version's
  * (pt_host_info_t): two versions may say different things. */
 typedef struct pt_host {
-    _Atomic long refs;
+    _Atomic uint32_t refs;
+    _Atomic uint32_t health; /* pt_host_health bits; 0 = no verdict against it */
     struct pt_cluster_state *state;
     struct pt_host *next_in_bucket; /* the state's host registry */
     pt_addr_t address;
-    const char *address_str; /* "10.0.0.1:80", in the host's own allocation */
-    const char *hostname;    /* (owned) or NULL */
-    _Atomic uint32_t health; /* pt_host_health bits; 0 = no verdict against it */
-    struct pt_outlier_host *outlier;  /* discovery/outlier.c state (owned), or NULL */
-    /* /clusters counters, shared by all workers (the order packs the struct: a cluster
-     * may have thousands of hosts). */
-    _Atomic uint64_t cx_total, cx_connect_fail, rq_total, rq_error, rq_success, rq_timeout;
-    _Atomic uint32_t cx_active, rq_active;
-    _Atomic uint32_t odst_flags; /* PT_HOST_ODST_* (ORIGINAL_DST hosts) */
     /* Its priority in the newest version that lists it (a retry's previous_priorities asks
      * which priorities its attempts went to). */
     _Atomic uint32_t priority;
+    const char *hostname;    /* (owned) or NULL */
+    struct pt_outlier_host *outlier;  /* discovery/outlier.c state (owned), or NULL */
+    /* /clusters counters, shared by all workers (the order packs the struct, 144 bytes and
+     * its address text in one 176-byte block: a cluster may have thousands of hosts). */
+    _Atomic uint64_t cx_total, cx_connect_fail, rq_total, rq_error, rq_success, rq_timeout;
+    _Atomic uint32_t cx_active, rq_active;
+    _Atomic uint32_t odst_flags; /* PT_HOST_ODST_* (ORIGINAL_DST hosts) */
     /* Its transport_socket_matches choice, made from the newest version's metadata when that
      * version was prepared: (id of that version's match list << 16) | (index of the match
      * + 1, or 0 for the cluster's own transport socket). 0: none made. */
     _Atomic uint64_t transport;
+    char address_str[]; /* "10.0.0.1:80", in the host's own allocation */
 } pt_host_t;
 
 /* An ORIGINAL_DST host's flags: picked since the last cleanup; dropped by a cleanup (its
@@ -354,8 +354,8 @@ struct pt_cluster {
     const struct pt_metadata *metadata; /* Cluster.metadata, or NULL */
     pt_cluster_state_t *state;   /* set by pt_cluster_prepare */
     pt_cluster_type_t type;
-    uint64_t connect_timeout_ms;
     pt_lb_policy_t lb_policy;
+    uint64_t connect_timeout_ms;
     uint32_t lb_choice_count; /* least_request_lb_config.choice_count (default 2) */
     int equal_weights;        /* every host has the same weight (LEAST_REQUEST uses P2C) */
     /* RING_HASH and MAGLEV: their configuration (in the arena), and the table picks use,
@@ -363,11 +363,11 @@ struct pt_cluster {
      * (discovery/lb_hash.h). NULL for the other policies. */
     const struct pt_lb_hash_config *lb_hash;
     int lb_hash_use_hostname; /* common_lb_config.consistent_hashing_lb_config's */
-    struct pt_lb_hash_pub *lb_hash_pub;
-    double active_request_bias; /* least_request_lb_config.active_request_bias (1.0) */
     /* common_lb_config: healthy_panic_threshold as Envoy rounds it (percent, 50), how a
      * locality is chosen, and zone_aware_lb_config. */
     uint32_t healthy_panic_threshold;
+    struct pt_lb_hash_pub *lb_hash_pub;
+    double active_request_bias; /* least_request_lb_config.active_request_bias (1.0) */
     pt_locality_lb_t locality_lb;
     uint32_t zone_routing_enabled;  /* routing_enabled, percent (100) */
     uint64_t zone_min_cluster_size; /* min_cluster_size (6) */
@@ -393,6 +393,7 @@ struct pt_cluster {
      * them (what a version keeps of its endpoints is its hosts: per endpoint a pointer). */
     pt_endpoint_t *endpoints;
     unsigned nendpoints;
+    unsigned nhosts;
     pt_arena_t ep_arena;
     pt_host_t **hosts;            /* a reference each */
     /* What this version says of each host (pt_cluster_host_info): parallel to hosts, or NULL
@@ -400,11 +401,10 @@ struct pt_cluster {
      * endpoints costs nothing per host); their metadata likewise (NULL: none has any). */
     pt_host_info_t *hinfo;
     pt_host_info_t hinfo_default;
+    unsigned nlocalities;
     const char **hmeta;
-    unsigned nhosts;
     /* The distinct localities of its hosts, in the arena (pt_host_info_t.locality). */
     pt_locality_t *localities;
-    unsigned nlocalities;
     pt_cla_policy_t cla_policy;
     /* The last npending hosts (and endpoints) are pending removal: an EDS update dropped
      * them, but active health checks still find them healthy, so they stay until they fail
@@ -416,33 +416,34 @@ struct pt_cluster {
     struct pt_outlier_config *outlier; /* outlier_detection, or NULL (discovery/outlier.h) */
     struct pt_health_check_config *health_checks; /* discovery/health_check.h */
     unsigned nhealth_checks;
+    /* This version's endpoints came from an assignment (EDS), not from the cluster. */
+    int has_assignment;
     json_t *health_checks_json;  /* as configured (a reference): versions compare it */
     /* The Cluster as configured: a reference to the tree (bootstrap clusters, whose tree
      * the config keeps anyway), or, for clusters of an update, its canonical text
      * (a few hundred bytes where the tree took kilobytes). */
     json_t *source;
-    char *source_text;
+    char *source_text; /* without the type URL when source_typed (pt_cluster_keep_source_text) */
     /* type EDS: where its ClusterLoadAssignment comes from, and the name it has there
      * (eds_cluster_config.service_name, else the cluster's name). */
     struct pt_config_source *eds_config;
     const char *eds_service_name;
-    /* This version's endpoints came from an assignment (EDS), not from the cluster. */
-    int has_assignment;
     pt_tls_settings_t *tls;    /* transport_socket: UpstreamTlsContext, or NULL (raw) */
     pt_tls_context_t *tls_ctx; /* built once the cluster validated (pt_cluster_build_tls) */
     /* transport_socket_matches (proxy/transport_match.h): the transport of each host
      * chosen by its metadata (pt_cluster_host_tls); none: every host uses tls_ctx. */
     struct pt_transport_match *matches;
     unsigned nmatches;
+    int odst_port_override;        /* upstream_port_override, -1 for none */
     /* Where tls, tls_ctx and the matches live: an arena of their own, shared by the
      * versions of the cluster with the same transport_socket and transport_socket_matches,
      * so certificates are read and SSL contexts made once, not again with each endpoint
      * update or unrelated change. NULL with neither. */
     struct pt_cluster_tls *tls_own;
     /* ORIGINAL_DST: original_dst_lb_config and cleanup_interval, and the hosts made so far
-     * (proxy/cluster.c explains why they live in a locked map). */
+     * (proxy/cluster.c explains why they live in a locked map); its upstream_port_override
+     * is beside nmatches above (the fields are ordered to leave no holes). */
     const char *odst_header;       /* use_http_header: the header (lowercase), or NULL */
-    int odst_port_override;        /* upstream_port_override, -1 for none */
     uint64_t odst_cleanup_ms;      /* cleanup_interval (default 5 s) */
     struct pt_odst_hosts *odst;
     /* Load balancing (discovery/priority_set.h, discovery/lb.h): the priorities and
@@ -452,6 +453,7 @@ struct pt_cluster {
     _Atomic(struct pt_lb_set *) lb_set;
     _Atomic(struct pt_lb_local **) lb_locals; /* made by the first thread that picks */
     unsigned nlb_locals;
+    unsigned char source_typed; /* source_text's type URL was left out */
     struct pt_cluster *next_version, *prev_version; /* the state's live versions */
 };
 
@@ -517,6 +519,9 @@ pt_cluster_t *pt_cluster_without_failed_pending(const pt_cluster_t *c);
 /* c's configuration as a tree of the caller's own (to read or change), or NULL out of
  * memory. */
 json_t *pt_cluster_source_copy(const pt_cluster_t *c);
+/* Keeps canonical (a pt_json_canonical text of c's configuration, malloc'd; c owns it
+ * from now on) as c's source_text, without the type URL a CDS resource begins with. */
+void pt_cluster_keep_source_text(pt_cluster_t *c, char *canonical);
 /* Whether c was configured by exactly `canonical` (a pt_json_canonical text). */
 int pt_cluster_source_is(const pt_cluster_t *c, const char *canonical);
 /* The canonical text of a JSON value (compact, keys sorted): equal values, equal texts.

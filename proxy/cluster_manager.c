@@ -22,11 +22,49 @@ typedef struct eds_sub eds_sub_t;
 static void collect_errors(const pt_cfg_t *r, char *err, size_t errlen);
 static void eds_sub_free(eds_sub_t *es);
 
+/* A cluster's endpoint_stale_after (below). */
+typedef struct cm_stale {
+    ev_timer timer;
+    int on;
+    uint64_t ms;
+    pt_stat_t assignment_stale, assignment_timeout_received;
+} cm_stale_t;
+
+/* The version_info of the CDS update that last changed an entry: one string shared by the
+ * entries of that update (thousands of clusters added by one update all say "1"). */
+typedef struct cm_version {
+    unsigned refs;
+    char s[];
+} cm_version_t;
+
+static cm_version_t *version_new(const char *s)
+{
+    if (s == NULL)
+        s = "";
+    size_t len = strlen(s);
+    cm_version_t *v = malloc(sizeof(*v) + len + 1);
+    if (v != NULL) {
+        v->refs = 1;
+        memcpy(v->s, s, len + 1);
+    }
+    return v;
+}
+
+static void version_put(cm_version_t *v)
+{
+    if (v != NULL && --v->refs == 0)
+        free(v);
+}
+
 typedef struct cm_entry {
-    char *name;
+    char *name; /* in the entry's own allocation */
     int dynamic;
+    /* cluster.<name>.update_*: counters computed from the counts here. They count on the
+     * main thread only, and a main-thread slot of every cluster would commit the main
+     * thread's whole slot array over the clusters' ids (~470 bytes a cluster). */
+    pt_stat_t eds_attempt, eds_success, eds_rejected;
     eds_sub_t *eds;         /* type EDS: the subscription its endpoints come from */
-    pt_stat_t eds_attempt, eds_success, eds_rejected; /* cluster.<name>.update_* */
+    uint64_t n_attempt, n_success, n_rejected;
     /* EDS: a digest of the assignment in force (of its canonical JSON), so that an update
      * repeating it is skipped without keeping it. */
     pt_digest_t cla_digest;
@@ -35,26 +73,23 @@ typedef struct cm_entry {
      * again are known without being parsed. Where they were (the element's index) and how
      * long, for guessing where they are in the next update. */
     unsigned char has_text_digest;
+    unsigned char dns_ready; /* (DNS types, below) */
     uint32_t cla_text_len, cla_text_index;
+    unsigned seen;          /* the CDS update (cm->gen) that listed it */
     pt_digest_t cla_text_digest;
     uint64_t warm_until_ms; /* EDS, no assignment yet: warming until then (monotonic ms;
                              * UINT64_MAX: no timeout), 0 once it has one */
-    unsigned seen;          /* the CDS update (cm->gen) that listed it */
     /* DNS types: the resolving of its names (started once the manager has its loop), and
-     * whether its first lookup ended; until then it is warming. */
+     * (dns_ready, above) whether its first lookup ended; until then it is warming. */
     pt_dns_cluster_t *dns;
-    int dns_ready;
     /* EDS with ClusterLoadAssignment.policy.endpoint_stale_after: the timer that removes the
      * endpoints when no assignment comes in time (armed when the loop is set, if it came
-     * before: stale_ms), and cluster.<name>.assignment_stale / assignment_timeout_received. */
-    ev_timer stale;
-    int stale_on;
-    uint64_t stale_ms;
-    pt_stat_t assignment_stale, assignment_timeout_received;
+     * before: ms), and cluster.<name>.assignment_stale / assignment_timeout_received. */
+    struct cm_stale *stale; /* made with the first such assignment: few clusters have one */
     pt_cluster_manager_t *cm;
     struct cm_entry *next_in_bucket;
     pt_cluster_t *active;   /* a reference */
-    char *version_info;
+    cm_version_t *version; /* a reference */
     double last_updated;
 } cm_entry_t;
 
@@ -109,16 +144,71 @@ static char *dup_or_empty(const char *s)
     return strdup(s != NULL ? s : "");
 }
 
+static int64_t read_attempt(const void *e)
+{
+    return (int64_t)((const cm_entry_t *)e)->n_attempt;
+}
+static int64_t read_success(const void *e)
+{
+    return (int64_t)((const cm_entry_t *)e)->n_success;
+}
+static int64_t read_rejected(const void *e)
+{
+    return (int64_t)((const cm_entry_t *)e)->n_rejected;
+}
+
+/* A count computed from *n from now on; what the stat's slots held (an entry of the same
+ * name before, whose stats outlived it) moves into *n, so the counter goes on from there. */
+static void own_count(pt_stat_t id, uint64_t *n, int64_t (*fn)(const void *), cm_entry_t *e)
+{
+    uint64_t before = pt_stats_value(id);
+    if (before != 0)
+        pt_stat_add(id, (uint64_t)0 - before);
+    *n = before;
+    pt_stats_gauge_fn(id, fn, e);
+}
+
+/* The counts go back into the stats' slots (main thread), where they go on counting when an
+ * entry of the same name comes back before the stats are released. */
+static void disown_count(pt_stat_t id, uint64_t n, const cm_entry_t *e)
+{
+    pt_stats_gauge_fn_clear(id, e);
+    pt_stat_add(id, n);
+}
+
+/* A zeroed entry with its name in the same allocation; NULL out of memory. */
+static cm_entry_t *entry_new(const char *name)
+{
+    size_t len = strlen(name);
+    cm_entry_t *e = calloc(1, sizeof(*e) + len + 1);
+    if (e != NULL)
+        e->name = memcpy((char *)(e + 1), name, len + 1);
+    return e;
+}
+
+/* e no longer counts its EDS updates (it goes, or its cluster is of another type now,
+ * whose own update_* counters count in slots). */
+static void entry_disown_counts(cm_entry_t *e)
+{
+    if (e->eds_attempt == 0)
+        return;
+    disown_count(e->eds_attempt, e->n_attempt, e);
+    disown_count(e->eds_success, e->n_success, e);
+    disown_count(e->eds_rejected, e->n_rejected, e);
+    e->eds_attempt = e->eds_success = e->eds_rejected = 0;
+}
+
 static void entry_free(cm_entry_t *e)
 {
     if (e == NULL)
         return;
-    if (e->stale_on)
-        ev_timer_stop(e->cm->loop, &e->stale);
+    entry_disown_counts(e);
+    if (e->stale != NULL && e->stale->on)
+        ev_timer_stop(e->cm->loop, &e->stale->timer);
+    free(e->stale);
     pt_dns_cluster_stop(e->dns);
     pt_cluster_unref(e->active);
-    free(e->version_info);
-    free(e->name);
+    version_put(e->version);
     free(e);
 }
 
@@ -403,7 +493,7 @@ static void on_stale(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     cm_entry_t *e = w->data;
-    e->stale_on = 0;
+    e->stale->on = 0;
     if (e->active->type != PT_CLUSTER_EDS)
         return;
     json_t *cla = json_pack("{s:s}", "cluster_name", e->active->eds_service_name);
@@ -418,7 +508,7 @@ static void on_stale(struct ev_loop *loop, ev_timer *w, int revents)
         pt_warn("eds: cluster %s: no assignment within endpoint_stale_after (%llums): its "
                 "endpoints are removed", e->name,
                 (unsigned long long)e->active->cla_policy.endpoint_stale_after_ms);
-        pt_stat_inc(e->assignment_stale);
+        pt_stat_inc(e->stale->assignment_stale);
         pt_cluster_unref(e->active);
         e->active = next;
         e->has_digest = 0; /* the same assignment again is news now */
@@ -436,28 +526,35 @@ static void eds_arm_stale(pt_cluster_manager_t *cm, cm_entry_t *e)
 {
     uint64_t ms = e->active->cla_policy.endpoint_stale_after_ms;
     e->cm = cm;
-    if (e->stale_on) {
-        ev_timer_stop(cm->loop, &e->stale);
-        e->stale_on = 0;
+    cm_stale_t *st = e->stale;
+    if (st != NULL) {
+        if (st->on) {
+            ev_timer_stop(cm->loop, &st->timer);
+            st->on = 0;
+        }
+        st->ms = 0;
     }
-    e->stale_ms = 0;
     if (ms == 0)
         return;
-    if (e->assignment_stale == 0) {
-        e->assignment_stale =
+    if (st == NULL) {
+        if ((st = e->stale = calloc(1, sizeof(*st))) == NULL) {
+            pt_error("eds: cluster %s: out of memory arming endpoint_stale_after", e->name);
+            return;
+        }
+        st->assignment_stale =
             pt_stats_counter("cluster", "envoy_cluster_name", e->name, "assignment_stale");
-        e->assignment_timeout_received = pt_stats_counter("cluster", "envoy_cluster_name",
-                                                          e->name, "assignment_timeout_received");
+        st->assignment_timeout_received = pt_stats_counter("cluster", "envoy_cluster_name",
+                                                           e->name, "assignment_timeout_received");
     }
-    pt_stat_inc(e->assignment_timeout_received);
+    pt_stat_inc(st->assignment_timeout_received);
     if (cm->loop == NULL) {
-        e->stale_ms = ms; /* armed by pt_cluster_manager_set_loop */
+        st->ms = ms; /* armed by pt_cluster_manager_set_loop */
         return;
     }
-    ev_timer_init(&e->stale, on_stale, (double)ms / 1000.0, 0.);
-    e->stale.data = e;
-    ev_timer_start(cm->loop, &e->stale);
-    e->stale_on = 1;
+    ev_timer_init(&st->timer, on_stale, (double)ms / 1000.0, 0.);
+    st->timer.data = e;
+    ev_timer_start(cm->loop, &st->timer);
+    st->on = 1;
 }
 
 static int eds_apply(eds_sub_t *es, const pt_discovery_response_t *resp, const char *version,
@@ -582,17 +679,17 @@ static int eds_apply(eds_sub_t *es, const pt_discovery_response_t *resp, const c
     for (unsigned i = 0; i < n; i++) {
         cm_entry_t *e = es->members[i];
         if (counted && !void_reading)
-            pt_stat_inc(e->eds_attempt);
+            e->n_attempt++;
         if (bad) {
             if (counted && !void_reading)
-                pt_stat_inc(e->eds_rejected);
+                e->n_rejected++;
             pt_cluster_unref(built[i]);
             if (in_place[i])
                 pt_cluster_drop_assignment(e->active);
             continue;
         }
         if (counted)
-            pt_stat_inc(e->eds_success);
+            e->n_success++;
         if (has_text[i]) { /* read this time: its text is what it has now */
             e->cla_text_digest = text_digests[i];
             e->cla_text_len = text_lens[i];
@@ -796,6 +893,7 @@ static void eds_rebind(pt_cluster_manager_t *cm)
         cm_entry_t *e = cm->entries[i];
         if (e->active->type != PT_CLUSTER_EDS) {
             e->eds = NULL;
+            entry_disown_counts(e);
             continue;
         }
         if (e->active->has_assignment) {
@@ -811,6 +909,9 @@ static void eds_rebind(pt_cluster_manager_t *cm)
             e->eds_attempt = pt_stats_counter("cluster", "envoy_cluster_name", e->name, "update_attempt");
             e->eds_success = pt_stats_counter("cluster", "envoy_cluster_name", e->name, "update_success");
             e->eds_rejected = pt_stats_counter("cluster", "envoy_cluster_name", e->name, "update_rejected");
+            own_count(e->eds_attempt, &e->n_attempt, read_attempt, e);
+            own_count(e->eds_success, &e->n_success, read_success, e);
+            own_count(e->eds_rejected, &e->n_rejected, read_rejected, e);
         }
         int fresh;
         e->eds = eds_sub_for(cm, e->active->eds_config, &fresh);
@@ -867,12 +968,13 @@ void pt_cluster_manager_set_loop(pt_cluster_manager_t *cm, struct ev_loop *loop)
     dns_rebind(cm);
     for (unsigned i = 0; i < cm->n; i++) {
         cm_entry_t *e = cm->entries[i];
-        if (e->stale_ms > 0 && !e->stale_on) {
-            ev_timer_init(&e->stale, on_stale, (double)e->stale_ms / 1000.0, 0.);
-            e->stale.data = e;
-            ev_timer_start(loop, &e->stale);
-            e->stale_on = 1;
-            e->stale_ms = 0;
+        cm_stale_t *st = e->stale;
+        if (st != NULL && st->ms > 0 && !st->on) {
+            ev_timer_init(&st->timer, on_stale, (double)st->ms / 1000.0, 0.);
+            st->timer.data = e;
+            ev_timer_start(loop, &st->timer);
+            st->on = 1;
+            st->ms = 0;
         }
     }
     char err[512];
@@ -978,9 +1080,8 @@ int pt_cluster_manager_set_static(pt_cluster_manager_t *cm, const pt_view_t *sta
 {
     for (unsigned i = 0; i < statics->nclusters; i++) {
         pt_cluster_t *c = statics->clusters[i];
-        cm_entry_t *e = calloc(1, sizeof(*e));
-        if (e == NULL || (e->name = strdup(c->name)) == NULL ||
-            (e->version_info = strdup("")) == NULL || add_entry(cm, e) != 0) {
+        cm_entry_t *e = entry_new(c->name);
+        if (e == NULL || (e->version = version_new("")) == NULL || add_entry(cm, e) != 0) {
             entry_free(e);
             return -1;
         }
@@ -1103,7 +1204,7 @@ int pt_cluster_manager_apply_cds(pt_cluster_manager_t *cm, const pt_discovery_re
         } else {
             /* Kept as text from here on; the tree only until the cluster has its first
              * endpoints (an EDS cluster is built again with them, from the tree). */
-            c->source_text = canonical;
+            pt_cluster_keep_source_text(c, canonical);
             canonical = NULL;
             st[nst++] = (staged_t){.name = c->name, .next = c, .entry = e};
         }
@@ -1162,13 +1263,14 @@ int pt_cluster_manager_apply_cds(pt_cluster_manager_t *cm, const pt_discovery_re
         unindex(cm, e);
         entry_free(e);
     }
+    cm_version_t *version = NULL; /* this update's, made for its first changed entry */
     for (size_t k = 0; k < nst; k++) {
         cm_entry_t *e = st[k].entry;
         if (st[k].next == NULL)
             continue; /* unchanged */
         if (e == NULL) {
-            e = calloc(1, sizeof(*e));
-            if (e == NULL || (e->name = strdup(st[k].next->name)) == NULL || add_entry(cm, e) != 0) {
+            e = entry_new(st[k].next->name);
+            if (e == NULL || add_entry(cm, e) != 0) {
                 entry_free(e);
                 pt_cluster_unref(st[k].next);
                 pt_error("cds: out of memory adding cluster %s", st[k].name);
@@ -1188,10 +1290,15 @@ int pt_cluster_manager_apply_cds(pt_cluster_manager_t *cm, const pt_discovery_re
         }
         pt_cluster_unref(e->active);
         e->active = st[k].next;
-        free(e->version_info);
-        e->version_info = dup_or_empty(resp->version_info);
+        if (version == NULL && (version = version_new(resp->version_info)) == NULL)
+            pt_error("cds: out of memory keeping version %s", resp->version_info);
+        version_put(e->version);
+        e->version = version;
+        if (version != NULL)
+            version->refs++;
         e->last_updated = now;
     }
+    version_put(version); /* the entries hold it */
     free(st);
     free(cm->cds_version);
     cm->cds_version = dup_or_empty(resp->version_info);
@@ -1286,7 +1393,7 @@ void pt_cluster_manager_foreach(pt_cluster_manager_t *cm,
         pt_cluster_entry_info_t info = {
             .name = e->name,
             .dynamic = e->dynamic,
-            .version_info = e->version_info,
+            .version_info = e->version != NULL ? e->version->s : "",
             .last_updated = e->last_updated,
             .active = e->active,
             .warming = is_warming(e, now),

@@ -25,7 +25,7 @@ _Thread_local _Atomic uint64_t *pt_stat_slots;
  * released info is all zeros, as is its slot on every thread: pt_stats_trim gives pages
  * that hold only released stats back to the system (they read as zeros again when touched),
  * which is how memory goes back to where it was after thousands of clusters leave. */
-#define INFO_BLOCK 4096 /* infos per block: whole pages (sizeof(pt_stat_info_t) is 24) */
+#define INFO_BLOCK 4096 /* infos per block: whole pages (sizeof(pt_stat_info_t) is 16) */
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static pt_stat_info_t *info_blocks[PT_STATS_MAX / INFO_BLOCK]; /* id / INFO_BLOCK */
 static _Atomic uint32_t ninfos = 1;  /* next never-used id; id 0 unused */
@@ -112,8 +112,41 @@ typedef struct istr {
     struct istr *next;
     uint32_t refs;
     uint32_t tagged;      /* first id with this string as tag value, or 0 */
+    uint32_t tag_index;   /* its place in pt_stat_tags once a tag value, else 0 */
     char s[];
 } istr_t;
+
+/* Indexes of pt_stat_families and pt_stat_tags: the next never used, and those given back
+ * (reused last first, so the tables stay dense). Guarded by reg_lock. */
+typedef struct index_pool {
+    uint32_t next;
+    uint32_t *free, nfree, cap;
+} index_pool_t;
+static index_pool_t fam_pool = {1, NULL, 0, 0}, tag_pool = {1, NULL, 0, 0};
+const pt_stat_family_t *pt_stat_families[PT_STATS_MAX];
+const char *pt_stat_tags[PT_STATS_MAX];
+
+/* 0 when every index is taken (there are never more families or tag values than stats,
+ * so only out of stats). */
+static uint32_t index_take(index_pool_t *p)
+{
+    if (p->nfree > 0)
+        return p->free[--p->nfree];
+    return p->next < PT_STATS_MAX ? p->next++ : 0;
+}
+
+static void index_put(index_pool_t *p, uint32_t i)
+{
+    if (p->nfree == p->cap) {
+        uint32_t cap = p->cap ? p->cap * 2 : 256;
+        uint32_t *n = realloc(p->free, cap * sizeof(*n));
+        if (n == NULL)
+            return; /* the index is not reused: a table entry, not correctness */
+        p->free = n;
+        p->cap = cap;
+    }
+    p->free[p->nfree++] = i;
+}
 
 static istr_t **istr_buckets;
 static uint32_t istr_nbuckets, istr_count;
@@ -165,6 +198,7 @@ static const char *intern(const char *s)
     memcpy(e->s, s, len + 1);
     e->refs = 1;
     e->tagged = 0;
+    e->tag_index = 0;
     uint32_t k = (uint32_t)(pt_hash_name(s) & (istr_nbuckets - 1));
     e->next = istr_buckets[k];
     istr_buckets[k] = e;
@@ -184,7 +218,21 @@ static void unintern(const char *s)
         pp = &(*pp)->next;
     *pp = e->next;
     istr_count--;
+    if (e->tag_index != 0) {
+        pt_stat_tags[e->tag_index] = NULL;
+        index_put(&tag_pool, e->tag_index);
+    }
     free(e);
+}
+
+/* The index in pt_stat_tags of s (an interned string), given it on its first use as a tag
+ * value; 0 when none is left. */
+static uint32_t tag_index(const char *s)
+{
+    istr_t *e = istr_of(s);
+    if (e->tag_index == 0 && (e->tag_index = index_take(&tag_pool)) != 0)
+        pt_stat_tags[e->tag_index] = e->s;
+    return e->tag_index;
 }
 
 static const char *prom_name(const char *scope, const char *name)
@@ -272,7 +320,11 @@ static pt_stat_family_t *family_get(uint64_t h, const char *scope, const char *t
     f->tag = tag ? intern(tag) : NULL;
     f->kind = kind;
     f->refs = 1;
-    if (f->scope == NULL || f->stat_name == NULL || f->prom_name == NULL || (tag && !f->tag)) {
+    f->index = index_take(&fam_pool);
+    if (f->scope == NULL || f->stat_name == NULL || f->prom_name == NULL || (tag && !f->tag) ||
+        f->index == 0) {
+        if (f->index != 0)
+            index_put(&fam_pool, f->index);
         unintern(f->scope);
         unintern(f->stat_name);
         unintern(f->prom_name);
@@ -284,6 +336,7 @@ static pt_stat_family_t *family_get(uint64_t h, const char *scope, const char *t
     f->next_in_bucket = fam_buckets[k];
     fam_buckets[k] = f;
     fam_count++;
+    pt_stat_families[f->index] = f;
     return f;
 }
 
@@ -298,6 +351,8 @@ static void family_put(const pt_stat_family_t *cf)
         pp = &(*pp)->next_in_bucket;
     *pp = f->next_in_bucket;
     fam_count--;
+    pt_stat_families[f->index] = NULL;
+    index_put(&fam_pool, f->index);
     unintern(f->scope);
     unintern(f->stat_name);
     unintern(f->prom_name);
@@ -317,10 +372,10 @@ typedef struct name_cursor {
 static void cursor_init(name_cursor_t *c, const pt_stat_info_t *info)
 {
     int n = 0;
-    c->part[n++] = info->family->scope;
-    if (info->tag_value != NULL)
-        c->part[n++] = info->tag_value;
-    c->part[n++] = info->family->stat_name;
+    c->part[n++] = pt_stat_family(info)->scope;
+    if (pt_stat_tag_value(info) != NULL)
+        c->part[n++] = pt_stat_tag_value(info);
+    c->part[n++] = pt_stat_family(info)->stat_name;
     if (n < 3)
         c->part[n] = NULL;
     c->i = 0;
@@ -367,10 +422,10 @@ static int name_is(const pt_stat_info_t *info, const char *full)
 
 size_t pt_stat_full_name(const pt_stat_info_t *info, char *buf, size_t len)
 {
-    int n = info->tag_value != NULL
-                ? snprintf(buf, len, "%s.%s.%s", info->family->scope, info->tag_value,
-                           info->family->stat_name)
-                : snprintf(buf, len, "%s.%s", info->family->scope, info->family->stat_name);
+    int n = pt_stat_tag_value(info) != NULL
+                ? snprintf(buf, len, "%s.%s.%s", pt_stat_family(info)->scope, pt_stat_tag_value(info),
+                           pt_stat_family(info)->stat_name)
+                : snprintf(buf, len, "%s.%s", pt_stat_family(info)->scope, pt_stat_family(info)->stat_name);
     return n < 0 ? 0 : (size_t)n;
 }
 
@@ -389,7 +444,7 @@ static pt_stat_info_t *live_info(uint32_t id)
     if (id == 0 || id >= atomic_load_explicit(&ninfos, memory_order_relaxed))
         return NULL;
     pt_stat_info_t *i = info_at(id);
-    return i->family != NULL ? i : NULL;
+    return i->family != 0 ? i : NULL;
 }
 
 /* Rebuilds the name hash with nb buckets (a power of two). */
@@ -401,10 +456,10 @@ static int rehash_to(uint32_t nb)
     uint32_t top = atomic_load_explicit(&ninfos, memory_order_relaxed);
     for (uint32_t id = 1; id < top; id++) {
         pt_stat_info_t *i = info_at(id);
-        if (i->family == NULL)
+        if (i->family == 0)
             continue; /* free */
         uint32_t k =
-            (uint32_t)(hash_parts(i->family->scope, i->tag_value, i->family->stat_name) & (nb - 1));
+            (uint32_t)(hash_parts(pt_stat_family(i)->scope, pt_stat_tag_value(i), pt_stat_family(i)->stat_name) & (nb - 1));
         i->next_in_bucket = n[k];
         n[k] = id;
     }
@@ -539,15 +594,15 @@ pt_stat_t pt_stats_get(pt_stat_kind_t kind, const char *scope, const char *tag,
             for (id = iname != NULL && iscope != NULL ? t->tagged : 0; id != 0;
                  id = info_at(id)->next_same_tag) {
                 const pt_stat_info_t *i = info_at(id);
-                if (i->family->stat_name == iname && i->family->scope == iscope)
+                if (pt_stat_family(i)->stat_name == iname && pt_stat_family(i)->scope == iscope)
                     goto out;
             }
         }
     } else if (nbuckets != 0) {
         for (id = buckets[h & (nbuckets - 1)]; id != 0; id = info_at(id)->next_in_bucket) {
             const pt_stat_info_t *i = info_at(id);
-            if (i->tag_value == NULL && strcmp(i->family->stat_name, name) == 0 &&
-                strcmp(i->family->scope, scope) == 0)
+            if (i->tag == 0 && strcmp(pt_stat_family(i)->stat_name, name) == 0 &&
+                strcmp(pt_stat_family(i)->scope, scope) == 0)
                 goto out;
         }
     }
@@ -562,26 +617,31 @@ pt_stat_t pt_stats_get(pt_stat_kind_t kind, const char *scope, const char *tag,
             return kind == PT_STAT_HISTOGRAM ? 0 : PT_STAT_REJECTED;
         }
     }
-    /* Two stats a bucket on average: a bucket costs 4 bytes a stat at most. */
-    if ((nlive + 1) > 2 * nbuckets && rehash() != 0)
+    /* Two to four stats a bucket: a bucket costs 1-2 bytes a stat. Chains are walked only
+     * for stats without a tag value, by pt_stats_find and on release (a tagged stat is
+     * looked for among its tag value's). */
+    if ((nlive + 1) > 4 * (uint64_t)nbuckets && rehash() != 0)
         goto out;
     id = take_id();
     if (id == 0)
         goto out;
     pt_stat_info_t *info = info_at(id);
-    info->family = family_get(fh, scope, tag, name, kind);
-    info->tag_value = tag ? intern(tag_value) : NULL;
-    if (info->family == NULL || (tag && !info->tag_value) ||
-        (kind == PT_STAT_HISTOGRAM && hist_add(id, scope, info->tag_value, name) != 0)) {
+    const pt_stat_family_t *fam = family_get(fh, scope, tag, name, kind);
+    const char *tv = tag ? intern(tag_value) : NULL;
+    uint32_t tv_index = tv != NULL ? tag_index(tv) : 0;
+    if (fam == NULL || (tag && tv_index == 0) ||
+        (kind == PT_STAT_HISTOGRAM && hist_add(id, scope, tv, name) != 0)) {
         /* Out of memory: no stat rather than one with NULL names that readers trip on. */
-        family_put(info->family);
-        unintern(info->tag_value);
+        family_put(fam);
+        unintern(tv);
         (void)put_id(id);
         id = 0;
         goto out;
     }
-    if (info->tag_value != NULL) {
-        istr_t *t = istr_of(info->tag_value);
+    info->family = fam->index;
+    info->tag = tv_index;
+    if (tv != NULL) {
+        istr_t *t = istr_of(tv);
         info->next_same_tag = t->tagged;
         t->tagged = id;
     }
@@ -592,7 +652,7 @@ pt_stat_t pt_stats_get(pt_stat_kind_t kind, const char *scope, const char *tag,
 out:
     /* A name that is a histogram's and is asked for as another kind, or the other way
      * round, is no stat: a histogram's slots hold pointers, not counts. */
-    if (id != 0 && (kind == PT_STAT_HISTOGRAM) != (info_at(id)->family->kind == PT_STAT_HISTOGRAM))
+    if (id != 0 && (kind == PT_STAT_HISTOGRAM) != (pt_stat_family(info_at(id))->kind == PT_STAT_HISTOGRAM))
         id = 0;
     pthread_mutex_unlock(&reg_lock);
     return id;
@@ -623,22 +683,22 @@ unsigned pt_stats_release_tagged(const char *scope, const char *tag_value)
     while (*pp != 0) {
         uint32_t id = *pp;
         pt_stat_info_t *i = info_at(id);
-        if (strcmp(i->family->scope, scope) != 0) {
+        if (strcmp(pt_stat_family(i)->scope, scope) != 0) {
             pp = &i->next_same_tag;
             continue;
         }
         *pp = i->next_same_tag;
         uint32_t *bp =
-            &buckets[hash_parts(i->family->scope, i->tag_value, i->family->stat_name) & (nbuckets - 1)];
+            &buckets[hash_parts(pt_stat_family(i)->scope, pt_stat_tag_value(i), pt_stat_family(i)->stat_name) & (nbuckets - 1)];
         while (*bp != id)
             bp = &info_at(*bp)->next_in_bucket;
         *bp = i->next_in_bucket;
         text_drop(id);
         computed_drop(id);
-        if (i->family->kind == PT_STAT_HISTOGRAM)
+        if (pt_stat_family(i)->kind == PT_STAT_HISTOGRAM)
             hist_drop(id); /* before the slots that point to its copies are zeroed */
-        family_put(i->family);
-        unintern(i->tag_value);
+        family_put(pt_stat_family(i));
+        unintern(pt_stat_tag_value(i));
         zero_slots(id);
         (void)put_id(id);
         nlive--;
@@ -707,9 +767,9 @@ void pt_stats_trim(void)
     computed_shrink();
     hist_shrink();
     /* The name hash shrinks with the stats. */
-    if (nbuckets > 1024 && (uint64_t)nlive * 4 < nbuckets) {
+    if (nbuckets > 1024 && nlive < nbuckets) {
         uint32_t nb = 1024;
-        while (nb < nlive * 2)
+        while (2 * (uint64_t)nb < nlive)
             nb *= 2;
         (void)rehash_to(nb); /* out of memory: the larger one stays */
     }
@@ -781,7 +841,7 @@ void pt_stat_set_text(pt_stat_t id, const char *value)
     pthread_mutex_lock(&reg_lock);
     pt_stat_info_t *i = live_info(id);
     char *old = NULL;
-    if (i != NULL && i->family->kind == PT_STAT_TEXT) {
+    if (i != NULL && pt_stat_family(i)->kind == PT_STAT_TEXT) {
         text_value_t *t = text_find(id);
         if (t == NULL && ntexts == texts_cap) {
             size_t cap = texts_cap ? texts_cap * 2 : 16;
@@ -814,7 +874,7 @@ char *pt_stats_text_value(pt_stat_t id, int *set)
         *set = 0;
     pthread_mutex_lock(&reg_lock);
     pt_stat_info_t *i = live_info(id);
-    if (i != NULL && i->family->kind == PT_STAT_TEXT) {
+    if (i != NULL && pt_stat_family(i)->kind == PT_STAT_TEXT) {
         text_value_t *t = text_find(id);
         out = strdup(t != NULL ? t->text : "");
         if (set != NULL)
@@ -830,27 +890,40 @@ void pt_stat_set(pt_stat_t id, int64_t value)
         atomic_store_explicit(&pt_stat_slots[id], (uint64_t)value, memory_order_relaxed);
 }
 
-/* Computed gauges (circuit breaker counts: eight a cluster), by id, in an open-addressing
- * table beside the infos, so the infos of every other stat stay small. Guarded by
- * reg_lock. */
+/* Computed gauges (circuit breaker counts: eight a cluster; membership: two), by id, in an
+ * open-addressing table beside the infos, so the infos of every other stat stay small.
+ * Guarded by reg_lock. Ten a cluster make this table a cluster's biggest share of the
+ * registry after its infos, so an entry is 16 bytes (the function as an index into the few
+ * there are) and the table is kept between half and three quarters full: its size is any
+ * number (a slot is found by multiplying, not masking), grown by half when 3/4 full. */
 typedef struct computed {
     uint32_t id; /* 0: empty */
-    int64_t (*fn)(const void *);
+    uint32_t fn; /* index into computed_fns */
     const void *arg;
 } computed_t;
 static computed_t *computed;
-static uint32_t ncomputed, computed_cap; /* cap a power of two, at most half full */
+static uint32_t ncomputed, computed_cap;
+/* The distinct functions of computed gauges: a handful in the code (a breaker's "open" and
+ * "remaining" for each count, a cluster's membership). */
+#define COMPUTED_FNS_MAX 64
+static int64_t (*computed_fns[COMPUTED_FNS_MAX])(const void *);
+static uint32_t ncomputed_fns;
 
 static uint32_t computed_slot(uint32_t id)
 {
-    return (id * 2654435761u) & (computed_cap - 1);
+    return (uint32_t)(((uint64_t)(id * 2654435761u) * computed_cap) >> 32);
+}
+
+static uint32_t computed_next(uint32_t k)
+{
+    return k + 1 < computed_cap ? k + 1 : 0;
 }
 
 static computed_t *computed_find(uint32_t id)
 {
     if (computed_cap == 0)
         return NULL;
-    for (uint32_t k = computed_slot(id);; k = (k + 1) & (computed_cap - 1)) {
+    for (uint32_t k = computed_slot(id);; k = computed_next(k)) {
         if (computed[k].id == id)
             return &computed[k];
         if (computed[k].id == 0)
@@ -858,7 +931,7 @@ static computed_t *computed_find(uint32_t id)
     }
 }
 
-/* Moves the table to cap slots (a power of two holding every entry at most half full). */
+/* Moves the table to cap slots (room for every entry, under 3/4 full). */
 static int computed_resize(uint32_t cap)
 {
     uint32_t old_cap = computed_cap;
@@ -872,7 +945,7 @@ static int computed_resize(uint32_t cap)
             continue;
         uint32_t k = computed_slot(old[i].id);
         while (computed[k].id != 0)
-            k = (k + 1) & (cap - 1);
+            k = computed_next(k);
         computed[k] = old[i];
     }
     free(old);
@@ -883,17 +956,15 @@ static void computed_shrink(void)
 {
     if (computed_cap <= 64 || 8 * (uint64_t)ncomputed >= computed_cap)
         return;
-    uint32_t cap = 64;
-    while (cap < 2 * ncomputed + 2)
-        cap *= 2;
-    (void)computed_resize(cap); /* out of memory: the larger one stays */
+    uint32_t cap = 2 * ncomputed + 2;
+    (void)computed_resize(cap < 64 ? 64 : cap); /* out of memory: the larger one stays */
 }
 
 static int computed_grow(void)
 {
-    if (2 * (ncomputed + 1) <= computed_cap)
+    if (4 * (uint64_t)(ncomputed + 1) <= 3 * (uint64_t)computed_cap)
         return 0;
-    return computed_resize(computed_cap ? computed_cap * 2 : 64);
+    return computed_resize(computed_cap ? computed_cap + computed_cap / 2 : 64);
 }
 
 /* Empties a slot, moving back the entries after it that would not be found otherwise. */
@@ -903,8 +974,7 @@ static void computed_drop(uint32_t id)
     if (e == NULL)
         return;
     uint32_t hole = (uint32_t)(e - computed);
-    for (uint32_t k = (hole + 1) & (computed_cap - 1); computed[k].id != 0;
-         k = (k + 1) & (computed_cap - 1)) {
+    for (uint32_t k = computed_next(hole); computed[k].id != 0; k = computed_next(k)) {
         uint32_t home = computed_slot(computed[k].id);
         /* Movable into the hole when its home is not in (hole, k], cyclically. */
         if ((k > hole && (home <= hole || home > k)) || (k < hole && home <= hole && home > k)) {
@@ -917,21 +987,34 @@ static void computed_drop(uint32_t id)
     trim_due = 1; /* the table shrinks in pt_stats_trim, on the main thread */
 }
 
+/* fn's index in computed_fns, added if new; -1 when the table is full (reg_lock held). */
+static int computed_fn_index(int64_t (*fn)(const void *))
+{
+    for (uint32_t i = 0; i < ncomputed_fns; i++)
+        if (computed_fns[i] == fn)
+            return (int)i;
+    if (ncomputed_fns == COMPUTED_FNS_MAX)
+        return -1;
+    computed_fns[ncomputed_fns] = fn;
+    return (int)ncomputed_fns++;
+}
+
 void pt_stats_gauge_fn(pt_stat_t id, int64_t (*fn)(const void *), const void *arg)
 {
     pthread_mutex_lock(&reg_lock);
-    if (live_info(id) != NULL) {
+    int fi = computed_fn_index(fn);
+    if (live_info(id) != NULL && fi >= 0) {
         computed_t *e = computed_find(id);
         if (e == NULL && computed_grow() == 0) {
             uint32_t k = computed_slot(id);
             while (computed[k].id != 0)
-                k = (k + 1) & (computed_cap - 1);
+                k = computed_next(k);
             e = &computed[k];
             e->id = id;
             ncomputed++;
         }
         if (e != NULL) { /* out of memory: the gauge reads its slots (0) */
-            e->fn = fn;
+            e->fn = (uint32_t)fi;
             e->arg = arg;
         }
     }
@@ -959,22 +1042,29 @@ typedef struct hist_bounds {
 } hist_bounds_t;
 static hist_bounds_t *bounds_list;
 
-/* One histogram: the threads' copies and, owned by the merging thread, the state of the
- * last merge. Found by id in an open-addressing table (guarded by reg_lock), like the
- * computed gauges: histograms are a few per cluster among fifty stats. */
-typedef struct hist_rec {
-    uint32_t id;
-    const double *bounds; /* a hist_bounds_t's v, or pt_hist_default_bounds */
-    uint32_t nbounds;
-    /* Pushed by recording threads under reg_lock (release); read by the merge (acquire). */
-    _Atomic(pt_hist_tls_t *) threads;
-    /* The last merge. */
+/* What the merges of a histogram made of its values: made by the first merge that finds
+ * any. Most histograms of most clusters never get a value (a cluster nobody calls), and
+ * this is ~450 bytes where the record is 32. */
+typedef struct hist_merged {
     uint64_t *cum[PT_HIST_CHUNKS]; /* cumulative counts, a chunk allocated when it has any */
     uint64_t cum_count, cum_sum, interval_count;
     double q_interval[PT_HIST_NQ], q_cum[PT_HIST_NQ];
+} hist_merged_t;
+
+/* One histogram: the threads' copies and, owned by the merging thread, the state of the
+ * last merge (NULL until a merge found values: it reads as no values, the quantiles NaN).
+ * Found by id in an open-addressing table (guarded by reg_lock), like the computed gauges:
+ * histograms are a few per cluster among fifty stats. */
+typedef struct hist_rec {
+    uint32_t id;
+    uint32_t nbounds;
+    const double *bounds; /* a hist_bounds_t's v, or pt_hist_default_bounds */
+    /* Pushed by recording threads under reg_lock (release); read by the merge (acquire). */
+    _Atomic(pt_hist_tls_t *) threads;
+    hist_merged_t *merged;
 } hist_rec_t;
 static hist_rec_t **hists;
-static uint32_t nhists, hists_cap; /* cap a power of two, at most half full */
+static uint32_t nhists, hists_cap; /* cap a power of two, at most 3/4 full */
 static uint32_t nhist_threads;     /* thread copies alive (reg_lock) */
 static pt_hist_bounds_fn bounds_fn;
 static void *bounds_arg;
@@ -1079,14 +1169,13 @@ void pt_stats_set_histogram_bounds(pt_hist_bounds_fn fn, void *arg, void (*dispo
 /* A new histogram's record (reg_lock held). */
 static int hist_add(uint32_t id, const char *scope, const char *tag_value, const char *name)
 {
-    if (2 * (nhists + 1) > hists_cap && hists_resize(hists_cap ? hists_cap * 2 : 64) != 0)
+    if (4 * (uint64_t)(nhists + 1) > 3 * (uint64_t)hists_cap &&
+        hists_resize(hists_cap ? hists_cap * 2 : 64) != 0)
         return -1;
     hist_rec_t *h = calloc(1, sizeof(*h));
     if (h == NULL)
         return -1;
     h->id = id;
-    for (int i = 0; i < PT_HIST_NQ; i++)
-        h->q_interval[i] = h->q_cum[i] = NAN;
     const double *v = NULL;
     uint32_t n = 0;
     if (bounds_fn != NULL) {
@@ -1132,8 +1221,11 @@ static void hist_drop(uint32_t id)
         nhist_threads--;
         t = next;
     }
-    for (unsigned c = 0; c < PT_HIST_CHUNKS; c++)
-        free(h->cum[c]);
+    if (h->merged != NULL) {
+        for (unsigned c = 0; c < PT_HIST_CHUNKS; c++)
+            free(h->merged->cum[c]);
+        free(h->merged);
+    }
     bounds_put(h->bounds);
     /* Out of the table, moving back the entries after it that would not be found. */
     uint32_t hole = hist_slot(id);
@@ -1166,7 +1258,7 @@ void pt_hist_record_slow(pt_stat_t id, uint64_t v)
             return; /* the value is lost, nothing else */
         pthread_mutex_lock(&reg_lock);
         const pt_stat_info_t *info = live_info(id);
-        hist_rec_t *h = info != NULL && info->family->kind == PT_STAT_HISTOGRAM ? hist_find(id)
+        hist_rec_t *h = info != NULL && pt_stat_family(info)->kind == PT_STAT_HISTOGRAM ? hist_find(id)
                                                                                 : NULL;
         if (h != NULL) {
             t->next = atomic_load_explicit(&h->threads, memory_order_relaxed);
@@ -1202,12 +1294,17 @@ static uint32_t hist_merge_one(hist_rec_t *h, uint64_t *counts, uint64_t *delta)
     pt_hist_tls_t *first = atomic_load_explicit(&h->threads, memory_order_acquire);
     for (pt_hist_tls_t *t = first; t != NULL; t = t->next)
         changed |= atomic_load_explicit(&t->count, memory_order_acquire) != t->merged_count;
+    hist_merged_t *m = h->merged;
     if (!changed) {
-        h->interval_count = 0;
-        for (int i = 0; i < PT_HIST_NQ; i++)
-            h->q_interval[i] = NAN;
+        if (m != NULL) {
+            m->interval_count = 0;
+            for (int i = 0; i < PT_HIST_NQ; i++)
+                m->q_interval[i] = NAN;
+        }
         return 0;
     }
+    if (m == NULL && (m = h->merged = calloc(1, sizeof(*m))) == NULL)
+        return 0; /* out of memory: merged at the next merge */
     uint64_t sum = 0;
     uint32_t used = 0; /* bit per chunk with counts */
     for (pt_hist_tls_t *t = first; t != NULL; t = t->next) {
@@ -1233,24 +1330,24 @@ static uint32_t hist_merge_one(hist_rec_t *h, uint64_t *counts, uint64_t *delta)
     for (unsigned c = 0; c < PT_HIST_CHUNKS; c++) {
         if (!(used & (1u << c)))
             continue;
-        if (h->cum[c] == NULL && (h->cum[c] = calloc(PT_HIST_SUB, sizeof(uint64_t))) == NULL) {
+        if (m->cum[c] == NULL && (m->cum[c] = calloc(PT_HIST_SUB, sizeof(uint64_t))) == NULL) {
             used &= ~(1u << c); /* out of memory: this merge leaves the chunk out */
             continue;
         }
         for (unsigned i = 0; i < PT_HIST_SUB; i++) {
-            uint64_t now = counts[c * PT_HIST_SUB + i], before = h->cum[c][i];
+            uint64_t now = counts[c * PT_HIST_SUB + i], before = m->cum[c][i];
             uint64_t d = now > before ? now - before : 0;
             delta[c * PT_HIST_SUB + i] = d;
             interval += d;
             total += now;
-            h->cum[c][i] = now;
+            m->cum[c][i] = now;
         }
     }
-    h->interval_count = interval;
-    h->cum_count = total;
-    h->cum_sum = sum;
-    pt_hist_quantiles_in(delta, used, interval, pt_hist_quantiles, PT_HIST_NQ, h->q_interval);
-    pt_hist_quantiles_in(counts, used, total, pt_hist_quantiles, PT_HIST_NQ, h->q_cum);
+    m->interval_count = interval;
+    m->cum_count = total;
+    m->cum_sum = sum;
+    pt_hist_quantiles_in(delta, used, interval, pt_hist_quantiles, PT_HIST_NQ, m->q_interval);
+    pt_hist_quantiles_in(counts, used, total, pt_hist_quantiles, PT_HIST_NQ, m->q_cum);
     return interval > 0 ? used : 0;
 }
 
@@ -1274,8 +1371,8 @@ void pt_stats_merge_histograms_visit(pt_hist_interval_fn fn, void *arg)
     for (uint32_t i = 0; counts != NULL && i < n; i++) {
         uint32_t chunks = hist_merge_one(list[i], counts, counts + PT_HIST_BUCKETS);
         if (fn != NULL && chunks != 0)
-            fn(arg, list[i]->id, counts + PT_HIST_BUCKETS, chunks, list[i]->interval_count,
-               list[i]->cum_sum);
+            fn(arg, list[i]->id, counts + PT_HIST_BUCKETS, chunks,
+               list[i]->merged->interval_count, list[i]->merged->cum_sum);
     }
     free(counts);
     free(list);
@@ -1289,19 +1386,27 @@ int pt_stats_histogram_summary(pt_stat_t id, pt_hist_summary_t *out, uint64_t *b
     memset(out, 0, sizeof(*out));
     if (h == NULL)
         return -1;
-    out->used = h->cum_count > 0;
-    out->count = h->cum_count;
-    out->sum = h->cum_sum;
-    out->interval_count = h->interval_count;
-    memcpy(out->interval, h->q_interval, sizeof(out->interval));
-    memcpy(out->cumulative, h->q_cum, sizeof(out->cumulative));
+    const hist_merged_t *m = h->merged;
     out->bounds = h->bounds;
     out->nbounds = h->nbounds;
+    if (m == NULL) { /* no value merged yet */
+        for (int i = 0; i < PT_HIST_NQ; i++)
+            out->interval[i] = out->cumulative[i] = NAN;
+        if (bucket_counts != NULL)
+            memset(bucket_counts, 0, h->nbounds * sizeof(*bucket_counts));
+        return 0;
+    }
+    out->used = m->cum_count > 0;
+    out->count = m->cum_count;
+    out->sum = m->cum_sum;
+    out->interval_count = m->interval_count;
+    memcpy(out->interval, m->q_interval, sizeof(out->interval));
+    memcpy(out->cumulative, m->q_cum, sizeof(out->cumulative));
     if (bucket_counts != NULL) {
         uint64_t counts[PT_HIST_BUCKETS] = {0};
         for (unsigned c = 0; c < PT_HIST_CHUNKS; c++)
-            if (h->cum[c] != NULL)
-                memcpy(&counts[c * PT_HIST_SUB], h->cum[c], PT_HIST_SUB * sizeof(uint64_t));
+            if (m->cum[c] != NULL)
+                memcpy(&counts[c * PT_HIST_SUB], m->cum[c], PT_HIST_SUB * sizeof(uint64_t));
         for (uint32_t i = 0; i < h->nbounds; i++)
             bucket_counts[i] = pt_hist_count_le(counts, h->bounds[i]);
     }
@@ -1315,9 +1420,10 @@ int pt_stats_histogram_counts(pt_stat_t id, uint64_t *counts)
     pthread_mutex_unlock(&reg_lock);
     if (h == NULL)
         return -1;
+    const hist_merged_t *m = h->merged;
     for (unsigned c = 0; c < PT_HIST_CHUNKS; c++) {
-        if (h->cum[c] != NULL)
-            memcpy(&counts[c * PT_HIST_SUB], h->cum[c], PT_HIST_SUB * sizeof(uint64_t));
+        if (m != NULL && m->cum[c] != NULL)
+            memcpy(&counts[c * PT_HIST_SUB], m->cum[c], PT_HIST_SUB * sizeof(uint64_t));
         else
             memset(&counts[c * PT_HIST_SUB], 0, PT_HIST_SUB * sizeof(uint64_t));
     }
@@ -1349,17 +1455,17 @@ uint64_t pt_stats_value(pt_stat_t id)
     const void *arg = NULL;
     pthread_mutex_lock(&reg_lock);
     const pt_stat_info_t *info = live_info(id);
-    if (info != NULL && info->family->kind == PT_STAT_HISTOGRAM) {
+    if (info != NULL && pt_stat_family(info)->kind == PT_STAT_HISTOGRAM) {
         /* Its slots hold pointers: its value is the count of its merged values. */
         const hist_rec_t *h = hist_find(id);
-        sum = h != NULL ? h->cum_count : 0;
+        sum = h != NULL && h->merged != NULL ? h->merged->cum_count : 0;
         pthread_mutex_unlock(&reg_lock);
         return sum;
     }
     if (info != NULL && ncomputed != 0) {
         const computed_t *e = computed_find(id);
         if (e != NULL)
-            fn = e->fn, arg = e->arg;
+            fn = computed_fns[e->fn], arg = e->arg;
     }
     pthread_mutex_unlock(&reg_lock);
     if (fn != NULL)
@@ -1403,7 +1509,7 @@ pt_stat_t *pt_stats_live_ids(uint32_t *count)
     pt_stat_t *ids = malloc((nlive ? nlive : 1) * sizeof(*ids));
     uint32_t n = 0;
     for (uint32_t id = 1; ids != NULL && id < top; id++)
-        if (info_at(id)->family != NULL)
+        if (info_at(id)->family != 0)
             ids[n++] = id;
     pthread_mutex_unlock(&reg_lock);
     *count = n;
@@ -1418,7 +1524,7 @@ pt_stat_t *pt_stats_sorted(uint32_t *count)
     uint32_t n = 0;
     if (ids != NULL) {
         for (uint32_t id = 1; id < top; id++)
-            if (info_at(id)->family != NULL)
+            if (info_at(id)->family != 0)
                 ids[n++] = id;
         qsort(ids, n, sizeof(*ids), cmp_by_name);
     }

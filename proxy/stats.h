@@ -185,7 +185,9 @@ void pt_stat_set_text(pt_stat_t id, const char *value);
 char *pt_stats_text_value(pt_stat_t id, int *set);
 
 /* Makes a gauge computed: reading it calls fn(arg). Main thread, at snapshot prepare; call
- * pt_stats_gauge_fn_clear before arg goes away (the gauge then reads 0). */
+ * pt_stats_gauge_fn_clear before arg goes away (the gauge then reads its slots: 0 unless
+ * something added to them). A counter may be computed the same way (one only the main
+ * thread counts, kept by its object rather than in a slot of the main thread's array). */
 void pt_stats_gauge_fn(pt_stat_t id, int64_t (*fn)(const void *), const void *arg);
 void pt_stats_gauge_fn_clear(pt_stat_t id, const void *arg);
 
@@ -205,18 +207,36 @@ typedef struct pt_stat_family {
                              * name without the tag value (tests check families by it) */
     pt_stat_kind_t kind;
     uint32_t refs;          /* stats of the family (registry's lock) */
+    uint32_t index;         /* its place in pt_stat_families */
     struct pt_stat_family *next_in_bucket;
 } pt_stat_family_t;
 
-/* One stat: its family and its tag value (both shared, interned); the full dotted name is
- * scope.tag_value.stat_name (scope.stat_name without a tag) and is not stored:
- * pt_stat_full_name builds it. */
+/* One stat: its family and its tag value (both shared, interned), as indexes into the two
+ * tables below; the full dotted name is scope.tag_value.stat_name (scope.stat_name without
+ * a tag) and is not stored: pt_stat_full_name builds it. Read them with pt_stat_family and
+ * pt_stat_tag_value. */
 typedef struct pt_stat_info {
-    const pt_stat_family_t *family; /* NULL while the id is free */
-    const char *tag_value;
+    uint32_t family; /* index into pt_stat_families; 0 while the id is free */
+    uint32_t tag;    /* index into pt_stat_tags; 0: no tag */
     /* Registry links (ids): the name hash chain, and the stats sharing a tag value. */
     uint32_t next_in_bucket, next_same_tag;
-} pt_stat_info_t; /* 24 bytes: tens of thousands of clusters have ~50 stats each */
+} pt_stat_info_t; /* 16 bytes: tens of thousands of clusters have ~60 stats each */
+
+/* The live families and tag values by index (0: none). Entries are written under the
+ * registry's lock when a family or tag value is first used and cleared when its last stat
+ * goes, so an entry a live stat's info names is stable. Sized for PT_STATS_MAX (there are
+ * never more families or tag values than stats), in pages touched as indexes are used. */
+extern const pt_stat_family_t *pt_stat_families[PT_STATS_MAX];
+extern const char *pt_stat_tags[PT_STATS_MAX];
+
+static inline const pt_stat_family_t *pt_stat_family(const pt_stat_info_t *info)
+{
+    return pt_stat_families[info->family];
+}
+static inline const char *pt_stat_tag_value(const pt_stat_info_t *info)
+{
+    return pt_stat_tags[info->tag];
+}
 
 /* pt_stats_count is one past the highest id ever handed out (ids run from 1);
  * pt_stats_info gives a live stat's info (NULL for 0, a released id or one out of range);

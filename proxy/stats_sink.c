@@ -259,11 +259,11 @@ void pt_stats_flush(void)
     size_t m = 0;
     for (uint32_t i = 0; i < n; i++) {
         const pt_stat_info_t *info = pt_stats_info(ids[i]);
-        if (info == NULL || info->family->kind == PT_STAT_TEXT)
+        if (info == NULL || pt_stat_family(info)->kind == PT_STAT_TEXT)
             continue; /* text readouts go to no sink, as in Envoy's statsd */
         pt_sink_stat_t *st = &stats[m];
         st->id = ids[i];
-        st->kind = info->family->kind;
+        st->kind = pt_stat_family(info)->kind;
         pt_stat_t id = ids[i];
         switch (st->kind) {
         case PT_STAT_COUNTER: {

@@ -122,6 +122,9 @@ class CdsTest(CdsCase):
         self.assertEqual([(c['cluster']['name'], c['version_info']) for c in active],
                          [('b', '2')])
         self.assertRegex(active[0]['last_updated'], r'^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$')
+        # The cluster as configured, its type URL included (the text kept of it leaves the
+        # URL out and puts it back).
+        self.assertEqual(active[0]['cluster'], cluster('b', self.up_a.port))
         eds = [c for c in dump['configs']
                if c['@type'] == 'type.googleapis.com/envoy.admin.v3.EndpointsConfigDump'][0]
         self.assertEqual(eds['static_endpoint_configs'][0]['endpoint_config']['cluster_name'], 'b')

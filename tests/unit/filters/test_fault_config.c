@@ -97,7 +97,7 @@ static void test_valid(void)
     PT_CHECK(pt_stats_find("http.ingress.fault.aborts_injected") != 0);
     PT_CHECK(pt_stats_find("http.ingress.fault.faults_overflow") != 0);
     PT_CHECK(pt_stats_find("http.ingress.fault.active_faults") != 0);
-    PT_CHECK_INT(pt_stats_info(pt_stats_find("http.ingress.fault.active_faults"))->family->kind,
+    PT_CHECK_INT(pt_stat_family(pt_stats_info(pt_stats_find("http.ingress.fault.active_faults")))->kind,
                  PT_STAT_GAUGE);
 }
 

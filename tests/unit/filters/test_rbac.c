@@ -841,10 +841,10 @@ static void test_stats_names(void)
         PT_CHECK_STR(full_name(c->stats.denied), cases[i].denied);
         PT_CHECK_STR(full_name(c->stats.shadow_allowed), cases[i].shadow_allowed);
         PT_CHECK_STR(full_name(c->stats.shadow_denied), cases[i].shadow_denied);
-        PT_CHECK_STR(pt_stats_info(c->stats.allowed)->family->prom_name, cases[i].prom_allowed);
+        PT_CHECK_STR(pt_stat_family(pt_stats_info(c->stats.allowed))->prom_name, cases[i].prom_allowed);
         if (cases[i].kind == HTTP) {
-            PT_CHECK_STR(pt_stats_info(c->stats.allowed)->family->tag, "envoy_http_conn_manager_prefix");
-            PT_CHECK_STR(pt_stats_info(c->stats.allowed)->tag_value, cases[i].hcm_prefix);
+            PT_CHECK_STR(pt_stat_family(pt_stats_info(c->stats.allowed))->tag, "envoy_http_conn_manager_prefix");
+            PT_CHECK_STR(pt_stat_tag_value(pt_stats_info(c->stats.allowed)), cases[i].hcm_prefix);
         }
         pt_arena_dispose(&a);
     }

@@ -20,6 +20,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <string.h>
 
 /* ---- helpers --------------------------------------------------------------------- */
 
@@ -226,11 +227,22 @@ static void test_intervals(void)
     PT_CHECK(pt_stats_thread_init() == 0);
     pt_stat_t id = pt_stats_histogram("uhi", NULL, NULL, "rq_time");
     PT_CHECK(id != 0);
-    PT_CHECK_INT(pt_stats_info(id)->family->kind, PT_STAT_HISTOGRAM);
+    PT_CHECK_INT(pt_stat_family(pt_stats_info(id))->kind, PT_STAT_HISTOGRAM);
     PT_CHECK_INT(pt_stats_histogram("uhi", NULL, NULL, "rq_time"), id);
     pt_hist_summary_t hs;
     PT_CHECK(pt_stats_histogram_summary(id, &hs, NULL) == 0);
     PT_CHECK(!hs.used && hs.count == 0 && isnan(hs.cumulative[0]));
+    /* Merged without a value (its merge state is made only by a merge that has values):
+     * still nothing, and every Prometheus bucket counts 0. */
+    pt_stats_merge_histograms();
+    uint64_t le[PT_HIST_DEFAULT_NBOUNDS];
+    memset(le, 0xff, sizeof(le));
+    PT_CHECK(pt_stats_histogram_summary(id, &hs, le) == 0);
+    PT_CHECK(!hs.used && hs.count == 0 && hs.interval_count == 0 && isnan(hs.interval[0]) &&
+             isnan(hs.cumulative[PT_HIST_NQ - 1]));
+    PT_CHECK_INT(hs.nbounds, PT_HIST_DEFAULT_NBOUNDS);
+    PT_CHECK(le[0] == 0 && le[PT_HIST_DEFAULT_NBOUNDS - 1] == 0);
+    PT_CHECK_INT(pt_stats_value(id), 0);
     for (int i = 0; i < 100; i++)
         pt_hist_record(id, 10);
     /* Not merged yet: nothing shows. */

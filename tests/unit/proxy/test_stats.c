@@ -100,25 +100,25 @@ static void test_names_and_tags(void)
     const pt_stat_info_t *i = pt_stats_info(a);
     PT_CHECK(i != NULL);
     PT_CHECK_STR(full_name(a), "unm.backend.upstream_rq_total");
-    PT_CHECK_STR(i->family->prom_name, "envoy_unm_upstream_rq_total");
-    PT_CHECK_STR(i->family->tag, "envoy_cluster_name");
-    PT_CHECK_STR(i->tag_value, "backend");
-    PT_CHECK_INT(i->family->kind, PT_STAT_COUNTER);
+    PT_CHECK_STR(pt_stat_family(i)->prom_name, "envoy_unm_upstream_rq_total");
+    PT_CHECK_STR(pt_stat_family(i)->tag, "envoy_cluster_name");
+    PT_CHECK_STR(pt_stat_tag_value(i), "backend");
+    PT_CHECK_INT(pt_stat_family(i)->kind, PT_STAT_COUNTER);
 
     pt_stat_t g = pt_stats_gauge("unm", NULL, NULL, "live");
     i = pt_stats_info(g);
     PT_CHECK_STR(full_name(g), "unm.live");
-    PT_CHECK_STR(i->family->prom_name, "envoy_unm_live");
-    PT_CHECK(i->family->tag == NULL && i->tag_value == NULL);
-    PT_CHECK_INT(i->family->kind, PT_STAT_GAUGE);
+    PT_CHECK_STR(pt_stat_family(i)->prom_name, "envoy_unm_live");
+    PT_CHECK(pt_stat_family(i)->tag == NULL && pt_stat_tag_value(i) == NULL);
+    PT_CHECK_INT(pt_stat_family(i)->kind, PT_STAT_GAUGE);
 
     /* Characters Prometheus does not allow in names become '_'; the tag value keeps them. */
     pt_stat_t c = pt_stats_counter("unm", "envoy_listener_address", "[::1]_10000",
                                    "x-y.z/w");
     i = pt_stats_info(c);
     PT_CHECK_STR(full_name(c), "unm.[::1]_10000.x-y.z/w");
-    PT_CHECK_STR(i->family->prom_name, "envoy_unm_x_y_z_w");
-    PT_CHECK_STR(i->tag_value, "[::1]_10000");
+    PT_CHECK_STR(pt_stat_family(i)->prom_name, "envoy_unm_x_y_z_w");
+    PT_CHECK_STR(pt_stat_tag_value(i), "[::1]_10000");
 }
 
 /* ---- per-thread slots ---------------------------------------------------------------- */
@@ -498,7 +498,7 @@ static void test_text_readouts(void)
     pt_stat_t unset = pt_stats_text("utr", NULL, NULL, "zz_unset_text");
     pt_stat_t c = pt_stats_counter("utr", "envoy_sds_secret", "s1", "update_success");
     PT_CHECK(t != 0 && unset != 0 && c != 0);
-    PT_CHECK_INT(pt_stats_info(t)->family->kind, PT_STAT_TEXT);
+    PT_CHECK_INT(pt_stat_family(pt_stats_info(t))->kind, PT_STAT_TEXT);
     PT_CHECK_INT(pt_stats_text("utr", "envoy_sds_secret", "s1", "version_text"), t);
     int set = -1;
     char *v = pt_stats_text_value(t, &set);
@@ -668,6 +668,29 @@ static void test_computed_gauges(void)
     PT_CHECK_INT(pt_stats_gauge_value(kept), 0);
 }
 
+/* A counter computed from its owner's count (what a cluster counts on the main thread
+ * only): it reads the owner's count, and once cleared its slots again, which the owner may
+ * have added its count to. */
+static void test_computed_counter(void)
+{
+    pt_stat_t id = pt_stats_counter("ucompc", "envoy_cluster_name", "a", "update_attempt");
+    PT_CHECK(id != 0);
+    pt_stat_add(id, 4); /* counted in slots before an owner took it */
+    static int64_t owned;
+    owned = (int64_t)pt_stats_value(id);
+    pt_stat_add(id, (uint64_t)0 - (uint64_t)owned);
+    pt_stats_gauge_fn(id, value_of, &owned);
+    PT_CHECK_INT(pt_stats_value(id), 4);
+    owned += 3;
+    PT_CHECK_INT(pt_stats_value(id), 7);
+    pt_stats_gauge_fn_clear(id, &owned);
+    PT_CHECK_INT(pt_stats_value(id), 0);
+    pt_stat_add(id, (uint64_t)owned);
+    PT_CHECK_INT(pt_stats_value(id), 7);
+    PT_CHECK_INT(pt_stat_family(pt_stats_info(id))->kind, PT_STAT_COUNTER);
+    PT_CHECK_INT(pt_stats_release_tagged("ucompc", "a"), 1);
+}
+
 int main(void)
 {
     if (pt_stats_thread_init() != 0) {
@@ -689,6 +712,7 @@ int main(void)
     PT_RUN(test_text_readouts);
     PT_RUN(test_release_tagged);
     PT_RUN(test_computed_gauges);
+    PT_RUN(test_computed_counter);
     pt_buf_pool_trim();
     PT_TEST_EXIT();
 }
