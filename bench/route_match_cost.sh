@@ -5,7 +5,7 @@
 # (bench/route_match_cost.c). Needs valgrind and a build (cmake --build build).
 set -eu
 ROUTES=${1:-10000}
-MATCHES=${MATCHES:-2000}
+MATCHES=${MATCHES:-200}
 BIN=${PT_ROUTE_MATCH_COST:-build/route_match_cost}
 [ -x "$BIN" ] || { echo "no $BIN: build first (cmake --build build)" >&2; exit 1; }
 command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 1; }

@@ -1447,9 +1447,8 @@ static int query_matches(const pt_query_matcher_t *qm, const char *query, size_t
     return 0;
 }
 
-static inline __attribute__((always_inline)) int path_matches(const pt_route_match_spec_t *m,
-                                                              const char *path, size_t plen,
-                                                              size_t pend)
+static inline __attribute__((always_inline)) int
+path_matches(const pt_route_match_spec_t *m, const char *path, size_t plen, size_t pend)
 {
     switch (m->kind) {
     case PT_PATH_PREFIX:
@@ -1470,11 +1469,11 @@ static inline __attribute__((always_inline)) int path_matches(const pt_route_mat
 /* A request as the route matchers see it. */
 typedef struct match_input {
     const pt_http_headers_t *req;
-    const char *path;   /* :path as the connection manager left it (normalized); "" for CONNECT */
-    size_t plen, pend;  /* its length; the length without query string and fragment */
-    const char *query;  /* the query string (after '?', before '#') */
+    const char *path;  /* :path as the connection manager left it (normalized); "" for CONNECT */
+    size_t plen, pend; /* its length; the length without query string and fragment */
+    const char *query; /* the query string (after '?', before '#') */
     size_t qlen;
-    int connect;        /* a CONNECT request (no :path): only connect_matcher routes match */
+    int connect; /* a CONNECT request (no :path): only connect_matcher routes match */
 } match_input_t;
 
 /* 0 when the request has nothing to match (no :path and not CONNECT): no route. */
@@ -1499,7 +1498,8 @@ static int match_input_init(match_input_t *in, const pt_http_headers_t *req)
 
 /* Whether rt's match accepts the request: the one definition the scan and the index both
  * apply. Inlined: the scan of a small virtual host calls it per route. */
-static inline __attribute__((always_inline)) int route_accepts(const pt_route_t *rt, const match_input_t *in)
+static inline __attribute__((always_inline)) int route_accepts(const pt_route_t *rt,
+                                                               const match_input_t *in)
 {
     const pt_route_match_spec_t *m = &rt->match;
     if (in->connect != (m->kind == PT_PATH_CONNECT) ||
@@ -1528,9 +1528,9 @@ static const pt_route_t *match_indexed(const pt_vhost_t *vh, const match_input_t
 {
     const pt_route_index_t *ix = vh->index;
     /* A CONNECT request has no path: no simple route accepts it. */
-    uint32_t s = in->connect ? PT_ROUTE_INDEX_NONE
-                             : pt_route_index_candidate(ix, vh->routes, in->path, in->plen,
-                                                        in->pend);
+    uint32_t s = in->connect
+                     ? PT_ROUTE_INDEX_NONE
+                     : pt_route_index_candidate(ix, vh->routes, in->path, in->plen, in->pend);
     unsigned nc;
     const uint32_t *complex = pt_route_index_complex(ix, &nc);
     for (unsigned k = 0; k < nc && complex[k] < s; k++)
