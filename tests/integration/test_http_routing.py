@@ -1,6 +1,7 @@
 """HTTP routing end to end: virtual host domain matching, route matching (prefix, path, regex,
-headers, query parameters, case sensitivity, 2,000 routes in one virtual host), no route / unknown cluster, direct responses,
-redirects, path and host rewrites, header mutations at every level, and weighted clusters.
+headers, query parameters, case sensitivity, 2,000 routes in one virtual host), no route /
+unknown cluster, direct responses, redirects, path and host rewrites, header mutations at
+every level, and weighted clusters.
 
 Upstreams are named after their clusters, so ``x-upstream-name`` says where a request went.
 
