@@ -6,7 +6,9 @@
  * referenced cluster checked. Per request:
  *   vh = pt_route_find_vhost(rc, authority)      O(1) for exact domains (hash table), then
  *                                                 one hash probe per distinct wildcard length
- *   rt = pt_route_match(vh, headers)              first route whose match accepts
+ *   rt = pt_route_match(vh, headers)              first route whose match accepts; with
+ *                                                 16 routes or more, the routes matched by
+ *                                                 path alone are hashed (route_index.h)
  *   then the action: forward (pick a cluster, rewrite the path, mutate headers), redirect
  *   (pt_route_redirect) or direct response (status and body from the struct).
  * The lookup functions take no lock and allocate only from the request's arena (the header
