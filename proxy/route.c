@@ -1,5 +1,6 @@
 #include "proxy/route.h"
 #include "proxy/retry.h"
+#include "proxy/route_index.h"
 #include "proxy/tracing.h"
 
 #include <ctype.h>
@@ -1176,6 +1177,11 @@ static void parse_vhost(pctx_t *p, pt_vhost_t *vh)
         }
         vh->routes = routes;
         pt_cfg_leave_array(r);
+        /* Built here, once, so that no request pays for it. */
+        if (routes != NULL && pt_route_index_build(routes, vh->nroutes, p->a, &vh->index) != 0) {
+            p->oom = 1;
+            pt_cfg_error(r, "routes", "out of memory");
+        }
     }
     parse_mutations(p, "request", &vh->request_headers);
     parse_mutations(p, "response", &vh->response_headers);
@@ -1441,7 +1447,8 @@ static int query_matches(const pt_query_matcher_t *qm, const char *query, size_t
     return 0;
 }
 
-static int path_matches(const pt_route_match_spec_t *m, const char *path, size_t plen, size_t pend)
+static inline __attribute__((always_inline)) int
+path_matches(const pt_route_match_spec_t *m, const char *path, size_t plen, size_t pend)
 {
     switch (m->kind) {
     case PT_PATH_PREFIX:
@@ -1459,41 +1466,99 @@ static int path_matches(const pt_route_match_spec_t *m, const char *path, size_t
     return 0;
 }
 
-const pt_route_t *pt_route_match(const pt_vhost_t *vh, const pt_http_headers_t *req)
+/* A request as the route matchers see it. */
+typedef struct match_input {
+    const pt_http_headers_t *req;
+    const char *path;  /* :path as the connection manager left it (normalized); "" for CONNECT */
+    size_t plen, pend; /* its length; the length without query string and fragment */
+    const char *query; /* the query string (after '?', before '#') */
+    size_t qlen;
+    int connect; /* a CONNECT request (no :path): only connect_matcher routes match */
+} match_input_t;
+
+/* 0 when the request has nothing to match (no :path and not CONNECT): no route. */
+static int match_input_init(match_input_t *in, const pt_http_headers_t *req)
 {
-    if (vh == NULL || req == NULL)
-        return NULL;
     const char *path = pt_http_headers_get(req, ":path");
     const char *method = pt_http_headers_get(req, ":method");
     int connect = path == NULL && method != NULL && strcmp(method, "CONNECT") == 0;
     if (path == NULL && !connect)
-        return NULL;
+        return 0;
     if (connect)
         path = ""; /* CONNECT (authority-form): only connect_matcher routes match it */
-    size_t plen = strlen(path);
-    size_t pend = strcspn(path, "?#"); /* the path without query string and fragment */
-    const char *query = path[pend] == '?' ? path + pend + 1 : path + pend;
-    size_t qlen = strcspn(query, "#");
-    for (unsigned i = 0; i < vh->nroutes; i++) {
-        const pt_route_t *rt = &vh->routes[i];
-        const pt_route_match_spec_t *m = &rt->match;
-        if (connect != (m->kind == PT_PATH_CONNECT) ||
-            (!connect && !path_matches(m, path, plen, pend)))
-            continue;
-        unsigned k;
-        for (k = 0; k < m->nheaders; k++)
-            if (!pt_header_matcher_match(&m->headers[k], req))
-                break;
-        if (k < m->nheaders)
-            continue;
-        for (k = 0; k < m->nquery; k++)
-            if (!query_matches(&m->query[k], query, qlen, req->arena))
-                break;
-        if (k < m->nquery)
-            continue;
-        return rt;
-    }
+    in->req = req;
+    in->connect = connect;
+    in->path = path;
+    in->plen = strlen(path);
+    in->pend = strcspn(path, "?#"); /* the path without query string and fragment */
+    in->query = path[in->pend] == '?' ? path + in->pend + 1 : path + in->pend;
+    in->qlen = strcspn(in->query, "#");
+    return 1;
+}
+
+/* Whether rt's match accepts the request: the one definition the scan and the index both
+ * apply. Inlined: the scan of a small virtual host calls it per route. */
+static inline __attribute__((always_inline)) int route_accepts(const pt_route_t *rt,
+                                                               const match_input_t *in)
+{
+    const pt_route_match_spec_t *m = &rt->match;
+    if (in->connect != (m->kind == PT_PATH_CONNECT) ||
+        (!in->connect && !path_matches(m, in->path, in->plen, in->pend)))
+        return 0;
+    for (unsigned k = 0; k < m->nheaders; k++)
+        if (!pt_header_matcher_match(&m->headers[k], in->req))
+            return 0;
+    for (unsigned k = 0; k < m->nquery; k++)
+        if (!query_matches(&m->query[k], in->query, in->qlen, in->req->arena))
+            return 0;
+    return 1;
+}
+
+static const pt_route_t *scan_from(const pt_vhost_t *vh, const match_input_t *in, unsigned from)
+{
+    for (unsigned i = from; i < vh->nroutes; i++)
+        if (route_accepts(&vh->routes[i], in))
+            return &vh->routes[i];
     return NULL;
+}
+
+/* The index's answer: the best simple candidate S (lowest index among the routes matched by
+ * path alone that accept the path), unless a complex route ahead of it accepts first. */
+static const pt_route_t *match_indexed(const pt_vhost_t *vh, const match_input_t *in)
+{
+    const pt_route_index_t *ix = vh->index;
+    /* A CONNECT request has no path: no simple route accepts it. */
+    uint32_t s = in->connect
+                     ? PT_ROUTE_INDEX_NONE
+                     : pt_route_index_candidate(ix, vh->routes, in->path, in->plen, in->pend);
+    unsigned nc;
+    const uint32_t *complex = pt_route_index_complex(ix, &nc);
+    for (unsigned k = 0; k < nc && complex[k] < s; k++)
+        if (route_accepts(&vh->routes[complex[k]], in))
+            return &vh->routes[complex[k]];
+    if (s == PT_ROUTE_INDEX_NONE)
+        return NULL;
+    if (route_accepts(&vh->routes[s], in))
+        return &vh->routes[s];
+    /* Not reached (a simple route's path is all of its match); should the two ever
+     * disagree, the routes after the candidate decide, in order, as the scan would. */
+    return scan_from(vh, in, s + 1);
+}
+
+const pt_route_t *pt_route_match(const pt_vhost_t *vh, const pt_http_headers_t *req)
+{
+    match_input_t in;
+    if (vh == NULL || req == NULL || !match_input_init(&in, req))
+        return NULL;
+    return vh->index != NULL ? match_indexed(vh, &in) : scan_from(vh, &in, 0);
+}
+
+const pt_route_t *pt_route_match_scan(const pt_vhost_t *vh, const pt_http_headers_t *req)
+{
+    match_input_t in;
+    if (vh == NULL || req == NULL || !match_input_init(&in, req))
+        return NULL;
+    return scan_from(vh, &in, 0);
 }
 
 /* ---- actions ------------------------------------------------------------------------------ */

@@ -6,7 +6,9 @@
  * referenced cluster checked. Per request:
  *   vh = pt_route_find_vhost(rc, authority)      O(1) for exact domains (hash table), then
  *                                                 one hash probe per distinct wildcard length
- *   rt = pt_route_match(vh, headers)              first route whose match accepts
+ *   rt = pt_route_match(vh, headers)              first route whose match accepts; with
+ *                                                 16 routes or more, the routes matched by
+ *                                                 path alone are hashed (route_index.h)
  *   then the action: forward (pick a cluster, rewrite the path, mutate headers), redirect
  *   (pt_route_redirect) or direct response (status and body from the struct).
  * The lookup functions take no lock and allocate only from the request's arena (the header
@@ -221,6 +223,9 @@ struct pt_vhost {
     pt_require_tls_t require_tls;
     const pt_route_t *routes;
     unsigned nroutes;
+    /* The routes' index (proxy/route_index.h), built at parse time; NULL: pt_route_match
+     * scans them (few routes, or none matched by path alone). */
+    const struct pt_route_index *index;
     pt_header_mutations_t request_headers, response_headers;
     const pt_retry_policy_t *retry_policy;
     uint32_t per_request_buffer_limit;
@@ -289,8 +294,13 @@ const pt_vhost_t *pt_route_find_vhost(const pt_route_config_t *rc, const char *a
 
 /* First route of vh whose match accepts the request (:path, headers, query string). NULL =
  * no route (404). Allocates only from req->arena, and only when a header has several
- * values or a long query parameter must be decoded. */
+ * values or a long query parameter must be decoded. With vh->index, the routes matched by
+ * path alone are looked up by hash and only the others ahead of the best of them are
+ * tried: the same route as the scan, at a cost that does not grow with the routes. */
 const pt_route_t *pt_route_match(const pt_vhost_t *vh, const pt_http_headers_t *req);
+/* The definition pt_route_match must agree with: every route tried in order, no index. For
+ * tests and benches. */
+const pt_route_t *pt_route_match_scan(const pt_vhost_t *vh, const pt_http_headers_t *req);
 
 /* Cluster for a forwarding route: the route's cluster, or for weighted clusters the entry
  * `random` (uniform 64-bit) falls in, in proportion to the weights (an entry of weight 0 is

@@ -1,6 +1,7 @@
 """HTTP routing end to end: virtual host domain matching, route matching (prefix, path, regex,
-headers, query parameters, case sensitivity), no route / unknown cluster, direct responses,
-redirects, path and host rewrites, header mutations at every level, and weighted clusters.
+headers, query parameters, case sensitivity, 2,000 routes in one virtual host), no route /
+unknown cluster, direct responses, redirects, path and host rewrites, header mutations at
+every level, and weighted clusters.
 
 Upstreams are named after their clusters, so ``x-upstream-name`` says where a request went.
 
@@ -190,6 +191,38 @@ class RouteMatching(RoutingCase):
         ]
         got = [(path, hd, self.where(path, headers=hd)) for path, hd, _ in cases]
         self.assertEqual(got, cases)
+
+    def test_many_routes_first_match_wins(self):
+        # 2,000 prefixes: the virtual host's routes are indexed (docs/routing.md), and the
+        # first matching route still wins, whatever kind of match comes first.
+        routes = [
+            to('d', {'safe_regex': {'regex': '/svc7/special.*'}}),
+            to('b', {'prefix': '/svc9/',
+                     'headers': [{'name': 'x-canary', 'present_match': True}]}),
+            to('c', {'prefix': '/Upper/', 'case_sensitive': False}),
+            to('d', {'path': '/exact', 'case_sensitive': False}),
+        ]
+        routes += [to(NAMES[i % 4], {'prefix': '/svc%d/' % i}) for i in range(2000)]
+        routes += [to('c', {'prefix': '/svc7/'}),   # shadowed by the earlier /svc7/
+                   to('c', {'safe_regex': {'regex': '/late/.*'}}),
+                   to('b', {'prefix': '/'})]
+        p = self.start([h.vhost('all', ['*'], routes)], normalize_path=True)
+        cases = [
+            ('/svc7/special/x', {}, 'd'),       # an earlier regex beats a later prefix
+            ('/svc7/plain', {}, NAMES[7 % 4]),
+            ('/svc9/x', {'x-canary': '1'}, 'b'),  # an earlier header condition too
+            ('/svc9/x', {}, NAMES[9 % 4]),
+            ('/svc1999/x?q=1', {}, NAMES[1999 % 4]),
+            ('/svc12/../svc13/x', {}, NAMES[13 % 4]),  # matched after normalization
+            ('/UPPER/x', {}, 'c'),
+            ('/EXACT?x=1', {}, 'd'),
+            ('/exact/', {}, 'b'),
+            ('/svc2000/x', {}, 'b'),            # the catch-all, last of 2,007
+            ('/late/x', {}, 'c'),
+        ]
+        got = [(path, hd, self.where(path, headers=hd)) for path, hd, _ in cases]
+        self.assertEqual(got, cases)
+        self.assertEqual(p.stat('http.ingress.no_route'), 0)
 
     def test_unmatched_paths_are_404(self):
         p = self.start([h.vhost('all', ['*'], [
