@@ -78,6 +78,15 @@ def accepted(p, after=0):
     return out
 
 
+def hwm_kb(p):
+    """petrel's peak RSS so far in KiB (VmHWM)."""
+    with open('/proc/%d/status' % p.pid) as f:
+        for line in f:
+            if line.startswith('VmHWM:'):
+                return int(line.split()[1])
+    return 0
+
+
 def wait_accepted(p, type_url, version, after, after_time=0):
     """The first accepted line for type_url from log offset `after` (of that version, or any
     version logged at or after after_time)."""
@@ -171,6 +180,7 @@ def measure(delta, ep, ptload_bin, full):
         h.wait_until(lambda: s.p.admin_get('/ready')[0] == 200, 60)
         time.sleep(5)  # past petrel's heap trim (a few seconds after a change)
         out['rss_kib'] = s.p.rss_kb() - base
+        out['peak_rss_kib'] = hwm_kb(s.p) - base  # the push's high-water mark
         out['heap_kib'] = (heap(s.p) - base_heap) / 1024.0
         if not full:
             return out
@@ -248,6 +258,10 @@ def main():
         push_rows(w, 'state-of-the-world ADS')
     rows.append(('RSS per cluster, stats included (%d endpoints each)' % EP,
                  '%.0f B' % per_cluster, ''))
+    rows.append(('peak RSS during the push, over the start: delta%s' % (
+        ' / state of the world' if w is not None else ''),
+        ' / '.join('%.0f MiB' % (r['peak_rss_kib'] / 1024.0) for r in (d, w) if r is not None),
+        ''))
     if d2 is not None:
         per_endpoint = (d2['rss_kib'] - d['rss_kib']) * 1024.0 / (N * EP)
         rows.append(('RSS per cluster without its endpoints', '%.0f B' % (
