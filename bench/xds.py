@@ -3,6 +3,8 @@ HAProxy and nginx have no xDS client).
 
     /usr/bin/python3 bench/xds.py          # N=10000 clusters; BENCH_XDS_N to change
     PETREL_BIN=build/petrel ... (default build/petrel)
+    BENCH_XDS_CALLGRIND=/tmp/cg BENCH_XDS_N=2000 /usr/bin/python3 bench/xds.py
+                                           # instead: instructions of the full push
 
 The control plane is tools/xds-control-plane (Node.js, Envoy's own .proto files), as in the
 integration tests. Measures, in one run, writing bench/results/<date>-xds.md:
@@ -225,9 +227,44 @@ def measure(delta, ep, ptload_bin, full):
         up.close()
 
 
+def callgrind(out_dir):
+    """The full push alone, petrel under callgrind counting only the handling of each
+    response (on_message: decoding, judging, applying, the ACK), delta and state of the
+    world: instructions, which this shared machine does not blur as it blurs times."""
+    orig = h.Petrel.command
+
+    def command(self):
+        return ['valgrind', '--tool=callgrind', '--toggle-collect=on_message',
+                '--callgrind-out-file=' + self.callgrind_out] + orig(self)
+    h.Petrel.command = command
+    os.makedirs(out_dir, exist_ok=True)
+    for delta in (False, True):
+        how = 'delta' if delta else 'sotw'
+        out = os.path.join(out_dir, 'callgrind.%s.%d' % (how, N))
+        h.Petrel.callgrind_out = out
+        up = Upstream()
+        s = Setup(delta, up.port)
+        try:
+            got, _ = s.push_all(EP)
+        finally:
+            s.close()
+            up.close()
+        total = subprocess.run(['callgrind_annotate', out], capture_output=True,
+                               text=True).stdout
+        m = re.search(r'([\d,]+) \(100\.0%\)\s+PROGRAM TOTALS', total)
+        ir = int(m.group(1).replace(',', '')) if m else 0
+        print('%s: %d clusters: %s instructions (%.0f a cluster with its endpoints and route); '
+              'responses: %s' % (how, N, format(ir, ','), ir / N,
+                                 ', '.join('%s %d bytes' % (t.rsplit('.', 1)[-1], b)
+                                           for _, t, _, b, _ in got)))
+
+
 def main():
     if CP_MISSING is not None:
         sys.exit('control plane unavailable: ' + CP_MISSING)
+    if os.environ.get('BENCH_XDS_CALLGRIND'):
+        callgrind(os.environ['BENCH_XDS_CALLGRIND'])
+        return
     tmp = tempfile.mkdtemp(prefix='petrel-ptload-')
     ptload_bin = os.path.join(tmp, 'ptload')
     subprocess.check_call(['cc', '-O2', '-o', ptload_bin, os.path.join(HERE, 'ptload.c')])

@@ -799,10 +799,11 @@ static int lazy_decode(pt_discovery_lazy_t *lz, size_t i, pt_discovery_resource_
     if (e->kind == EL_TEXT) {
         tree = pt_json_parse((const char *)e->p, e->len, why, sizeof(why));
     } else {
-        tree = pt_pb_to_json(e->kind == EL_DELTA
-                                 ? pt_pb_message_find("envoy.service.discovery.v3.Resource")
-                                 : &pt_pb_any,
-                             e->p, e->len, path, why, sizeof(why));
+        /* One message deep in its response: nested as deep as it may be there. */
+        tree = pt_pb_to_json_nested(e->kind == EL_DELTA ? pt_pb_message_find(
+                                                              "envoy.service.discovery.v3.Resource")
+                                                        : &pt_pb_any,
+                                    e->p, e->len, path, 1, why, sizeof(why));
     }
     e->checked = 1;
     if (tree == NULL) { /* the decoder's errors name their path; the parser's do not */

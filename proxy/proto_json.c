@@ -842,8 +842,15 @@ done:
 json_t *pt_pb_to_json(const pt_pb_message_t *m, const void *buf, size_t len, const char *path,
                       char *err, size_t errlen)
 {
+    return pt_pb_to_json_nested(m, buf, len, path, 0, err, errlen);
+}
+
+json_t *pt_pb_to_json_nested(const pt_pb_message_t *m, const void *buf, size_t len,
+                             const char *path, int depth, char *err, size_t errlen)
+{
     pbctx_t c;
     ctx_init(&c, path, err, errlen);
+    c.depth = depth;
     return decode_message(&c, m, len > 0 ? buf : NULL, len);
 }
 
