@@ -30,7 +30,7 @@ static int encode_part(pt_pb_writer_t *w, size_t from, size_t to, int envelope, 
 {
     json_t *doc = json_object(), *list = json_array();
     for (size_t i = from; i < to; i++) {
-        char name[16];
+        char name[32];
         snprintf(name, sizeof(name), "c%zu", (int)i == dup ? (size_t)3 : i);
         if (i == 10) { /* one wrapped, as Envoy accepts it in a state-of-the-world response */
             json_array_append_new(list, json_pack("{s:s, s:s, s:s, s:o}", "@type",
