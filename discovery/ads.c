@@ -629,8 +629,9 @@ static void note_disconnected(pt_ads_t *a)
     pt_stat_dec(a->connected_state);
 }
 
-/* A big response's tree is freed next: the heap's peak is noted first, so that the
- * housekeeping tick sees the drop and gives the pages back (proxy/heap.h). */
+/* A big response is freed next (its message, and the trees of its resources when a watch
+ * wanted them at once): the heap's peak is noted first, so that the housekeeping tick sees
+ * the drop and gives the free pages back (proxy/heap.h). */
 static void note_peak(size_t len)
 {
     if (len >= 64 * 1024)
@@ -669,8 +670,7 @@ static void on_message(void *data, const void *msg, size_t len)
         rc = judge_lazy(a, t, &resp, NULL, err, sizeof(err));
     else
         reject_all(a, t, err);
-    if (resp.resources != NULL)
-        note_peak(len); /* decoded whole for a watch */
+    note_peak(len);
     pt_discovery_response_dispose(&resp);
     /* The watches may have ended the stream (the last one gone): nothing to answer then. */
     if (a->stream != NULL)
@@ -719,8 +719,7 @@ static void on_delta_message(pt_ads_t *a, const void *msg, size_t len, uint64_t 
         reject_all(a, t, err);
     }
     json_decref(touched);
-    if (resp.resources != NULL)
-        note_peak(len);
+    note_peak(len);
     pt_discovery_response_dispose(&resp);
     if (a->stream != NULL)
         send_request(a, t, rc == 0 ? NULL : err);
