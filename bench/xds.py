@@ -3,6 +3,8 @@ HAProxy and nginx have no xDS client).
 
     /usr/bin/python3 bench/xds.py          # N=10000 clusters; BENCH_XDS_N to change
     PETREL_BIN=build/petrel ... (default build/petrel)
+    BENCH_XDS_CALLGRIND=/tmp/cg BENCH_XDS_N=2000 /usr/bin/python3 bench/xds.py
+                                           # instead: instructions of the full push
 
 The control plane is tools/xds-control-plane (Node.js, Envoy's own .proto files), as in the
 integration tests. Measures, in one run, writing bench/results/<date>-xds.md:
@@ -76,6 +78,15 @@ def accepted(p, after=0):
         out.append((ts.replace(tzinfo=datetime.timezone.utc).timestamp(), m.group(2),
                     m.group(3), int(m.group(4)), float(m.group(5))))
     return out
+
+
+def hwm_kb(p):
+    """petrel's peak RSS so far in KiB (VmHWM)."""
+    with open('/proc/%d/status' % p.pid) as f:
+        for line in f:
+            if line.startswith('VmHWM:'):
+                return int(line.split()[1])
+    return 0
 
 
 def wait_accepted(p, type_url, version, after, after_time=0):
@@ -171,6 +182,7 @@ def measure(delta, ep, ptload_bin, full):
         h.wait_until(lambda: s.p.admin_get('/ready')[0] == 200, 60)
         time.sleep(5)  # past petrel's heap trim (a few seconds after a change)
         out['rss_kib'] = s.p.rss_kb() - base
+        out['peak_rss_kib'] = hwm_kb(s.p) - base  # the push's high-water mark
         out['heap_kib'] = (heap(s.p) - base_heap) / 1024.0
         if not full:
             return out
@@ -215,9 +227,44 @@ def measure(delta, ep, ptload_bin, full):
         up.close()
 
 
+def callgrind(out_dir):
+    """The full push alone, petrel under callgrind counting only the handling of each
+    response (on_message: decoding, judging, applying, the ACK), delta and state of the
+    world: instructions, which this shared machine does not blur as it blurs times."""
+    orig = h.Petrel.command
+
+    def command(self):
+        return ['valgrind', '--tool=callgrind', '--toggle-collect=on_message',
+                '--callgrind-out-file=' + self.callgrind_out] + orig(self)
+    h.Petrel.command = command
+    os.makedirs(out_dir, exist_ok=True)
+    for delta in (False, True):
+        how = 'delta' if delta else 'sotw'
+        out = os.path.join(out_dir, 'callgrind.%s.%d' % (how, N))
+        h.Petrel.callgrind_out = out
+        up = Upstream()
+        s = Setup(delta, up.port)
+        try:
+            got, _ = s.push_all(EP)
+        finally:
+            s.close()
+            up.close()
+        total = subprocess.run(['callgrind_annotate', out], capture_output=True,
+                               text=True).stdout
+        m = re.search(r'([\d,]+) \(100\.0%\)\s+PROGRAM TOTALS', total)
+        ir = int(m.group(1).replace(',', '')) if m else 0
+        print('%s: %d clusters: %s instructions (%.0f a cluster with its endpoints and route); '
+              'responses: %s' % (how, N, format(ir, ','), ir / N,
+                                 ', '.join('%s %d bytes' % (t.rsplit('.', 1)[-1], b)
+                                           for _, t, _, b, _ in got)))
+
+
 def main():
     if CP_MISSING is not None:
         sys.exit('control plane unavailable: ' + CP_MISSING)
+    if os.environ.get('BENCH_XDS_CALLGRIND'):
+        callgrind(os.environ['BENCH_XDS_CALLGRIND'])
+        return
     tmp = tempfile.mkdtemp(prefix='petrel-ptload-')
     ptload_bin = os.path.join(tmp, 'ptload')
     subprocess.check_call(['cc', '-O2', '-o', ptload_bin, os.path.join(HERE, 'ptload.c')])
@@ -248,6 +295,10 @@ def main():
         push_rows(w, 'state-of-the-world ADS')
     rows.append(('RSS per cluster, stats included (%d endpoints each)' % EP,
                  '%.0f B' % per_cluster, ''))
+    rows.append(('peak RSS during the push, over the start: delta%s' % (
+        ' / state of the world' if w is not None else ''),
+        ' / '.join('%.0f MiB' % (r['peak_rss_kib'] / 1024.0) for r in (d, w) if r is not None),
+        ''))
     if d2 is not None:
         per_endpoint = (d2['rss_kib'] - d['rss_kib']) * 1024.0 / (N * EP)
         rows.append(('RSS per cluster without its endpoints', '%.0f B' % (

@@ -57,6 +57,7 @@ struct pt_ads_watch {
     char **names; /* NULL with nnames 0: the wildcard */
     size_t nnames;
     json_t *name_set; /* the names as an object used as a set (NULL for the wildcard) */
+    int by_resource;        /* reads a response with pt_discovery_response_next, to its end */
     int dead;               /* unwatched while a response was being delivered: freed after it */
     int fetched;            /* a response of its type came (the initial fetch is over) */
     uint64_t warm_until_ms; /* the initial fetch's deadline (UINT64_MAX: none) */
@@ -438,22 +439,13 @@ static int deliver(pt_ads_t *a, type_state_t *t, const pt_discovery_response_t *
     return refused ? -1 : 0;
 }
 
-/* Decodes a response by its message's schema and finds its type, noting its nonce. NULL
- * when nothing watches the type (nothing is left to free). *root is NULL when the bytes
- * did not decode (why in err; type and nonce then come from the raw fields, to NACK it). */
-static type_state_t *open_response(pt_ads_t *a, const char *message, const void *msg, size_t len,
-                                   json_t **root, char *type_url, size_t tlen, char *err,
-                                   size_t errlen)
+/* The type a response is of and its nonce, from the raw fields (the message is decoded by
+ * the type's reading, resource by resource): NULL when nothing watches the type. */
+static type_state_t *response_type(pt_ads_t *a, const void *msg, size_t len, char *type_url,
+                                   size_t tlen)
 {
     char nonce[256];
-    *root = pt_pb_to_json(pt_pb_message_find(message), msg, len, NULL, err, errlen);
-    if (*root == NULL) {
-        raw_envelope(msg, len, type_url, tlen, nonce, sizeof(nonce));
-    } else {
-        json_t *tu = json_object_get(*root, "type_url"), *nn = json_object_get(*root, "nonce");
-        snprintf(type_url, tlen, "%s", json_is_string(tu) ? json_string_value(tu) : "");
-        snprintf(nonce, sizeof(nonce), "%s", json_is_string(nn) ? json_string_value(nn) : "");
-    }
+    raw_envelope(msg, len, type_url, tlen, nonce, sizeof(nonce));
     /* A type's own stream carries its type: a response that does not say is of it. */
     if (type_url[0] == '\0' && a->type_url != NULL)
         snprintf(type_url, tlen, "%s", a->type_url);
@@ -461,12 +453,74 @@ static type_state_t *open_response(pt_ads_t *a, const char *message, const void 
     if (t == NULL) {
         pt_warn("%s: a response for %s, which nothing watches: ignored", a->log_name,
                 type_url[0] ? type_url : "(no type_url)");
-        json_decref(*root);
-        *root = NULL;
         return NULL;
     }
     set_str(&t->nonce, nonce);
     return t;
+}
+
+/* A response that cannot be judged (it does not decode, its envelope is invalid): every
+ * watch of its type counts an attempt rejected. */
+static void reject_all(pt_ads_t *a, type_state_t *t, const char *err)
+{
+    for (pt_ads_watch_t *w = t->watches; w != NULL; w = w->next) {
+        w->fetched = 1;
+        pt_stat_inc(w->stats.update_attempt);
+        pt_stat_inc(w->stats.update_rejected);
+    }
+    pt_warn("%s: %s rejected: %s", a->log_name, t->type_url, err);
+}
+
+/* Whether a watch the response concerns wants its resources at once (resp->resources):
+ * then every one is decoded first, as the response read whole. */
+static int wants_whole(const type_state_t *t, const json_t *touched)
+{
+    for (const pt_ads_watch_t *w = t->watches; w != NULL; w = w->next)
+        if (!w->dead && !w->by_resource && concerns(w, touched))
+            return 1;
+    return 0;
+}
+
+/* Judges a response read resource by resource and hands it to the type's watches it
+ * concerns (touched: the names a delta response touched; NULL for a state-of-the-world
+ * one, whose resources are what it touches): 0 accepted by all, else -1 with why in err.
+ *
+ * Whole or not at all, as Envoy: each watch that reads resource by resource reads every
+ * element and refuses the response for any invalid one, before it applies anything; the
+ * elements no watch read are checked after (a response that concerns no watch changes
+ * nothing, but an invalid one is NACKed all the same); a watch that wants them at once
+ * gets them all decoded first. */
+static int judge_lazy(pt_ads_t *a, type_state_t *t, pt_discovery_response_t *resp,
+                      const json_t *touched, char *err, size_t errlen)
+{
+    json_t *mine = (json_t *)touched;
+    if (mine == NULL && !t->wildcard) {
+        mine = json_object();
+        size_t n = pt_discovery_response_count(resp);
+        for (size_t i = 0; mine != NULL && i < n; i++) {
+            pt_discovery_element_t el;
+            pt_discovery_response_element(resp, i, &el);
+            if (el.name != NULL)
+                json_object_set_new(mine, el.name, json_true());
+        }
+    }
+    int rc = 0;
+    if (wants_whole(t, mine) && pt_discovery_response_materialize(resp, err, errlen) != 0) {
+        reject_all(a, t, err);
+        rc = -1;
+    }
+    if (rc == 0)
+        rc = deliver(a, t, resp, mine, err, errlen);
+    if (rc == 0 && pt_discovery_response_check_rest(resp, err, errlen) != 0) {
+        pt_warn("%s: %s version %s rejected: %s", a->log_name, t->type_url,
+                resp->version_info, err);
+        rc = -1;
+    }
+    if (mine != touched)
+        json_decref(mine);
+    if (rc == 0)
+        set_str(&t->version, resp->version_info);
+    return rc;
 }
 
 static void on_delta_message(pt_ads_t *a, const void *msg, size_t len, uint64_t begun_us,
@@ -474,111 +528,65 @@ static void on_delta_message(pt_ads_t *a, const void *msg, size_t len, uint64_t 
 
 /* The names a delta response touches (added, changed or removed), into touched: 0, or -1
  * with why in err when one has no name. */
-static int delta_touched(json_t *root, json_t *touched, char *err, size_t errlen)
+static int delta_touched(const pt_discovery_response_t *resp, json_t *touched, char *err,
+                         size_t errlen)
 {
-    size_t i;
-    json_t *r;
-    json_array_foreach(json_object_get(root, "resources"), i, r)
-    {
-        json_t *name = json_object_get(r, "name");
-        if (!json_is_string(name) || json_string_length(name) == 0) {
+    size_t n = pt_discovery_response_count(resp), i;
+    for (i = 0; i < n; i++) {
+        pt_discovery_element_t el;
+        pt_discovery_response_element(resp, i, &el);
+        if (el.name == NULL) {
             snprintf(err, errlen, "resources[%zu].name: is required", i);
             return -1;
         }
-        json_object_set_new(touched, json_string_value(name), json_true());
+        json_object_set_new(touched, el.name, json_true());
     }
-    json_array_foreach(json_object_get(root, "removed_resources"), i, r)
+    json_t *r;
+    json_array_foreach(json_object_get(resp->root, "removed_resources"), i, r)
         if (json_is_string(r))
             json_object_set_new(touched, json_string_value(r), json_true());
     return 0;
 }
 
-/* A delta response applied to a type's resources (have, or a copy of it): the resources it
- * adds or changes, less those it removes (or names without a body). Wildcard types (LDS,
- * CDS) keep each body, as their watches read the whole set; named types (EDS, RDS, SDS)
- * only the versions, as their watches get the resources a response carries (one missing
- * from a response is unchanged for them, as in the state of the world): what a response
- * costs follows what it changes, and bodies already applied are not held twice. */
-static void delta_apply(const type_state_t *t, json_t *have, json_t *root)
+/* An accepted delta response applied to the type's resources in force (have): the
+ * resources it adds or changes, less those it removes (or names without a body). Wildcard
+ * types (LDS, CDS) keep each body as its canonical text, as their watches read the whole
+ * set (the response's resources and these texts, pt_discovery_response_add_text); named
+ * types (EDS, RDS, SDS) only the versions, as their watches get the resources a response
+ * carries (one missing from a response is unchanged for them, as in the state of the
+ * world): what a response costs follows what it changes, and bodies already applied are
+ * not held twice. */
+static void delta_commit(const type_state_t *t, const pt_discovery_response_t *resp)
 {
-    size_t i;
-    json_t *r;
-    json_array_foreach(json_object_get(root, "resources"), i, r)
-    {
-        const char *name = json_string_value(json_object_get(r, "name"));
-        json_t *body = json_object_get(r, "resource");
-        if (!json_is_object(body)) {
-            json_object_del(have, name); /* known not to exist */
+    size_t n = pt_discovery_response_count(resp), i;
+    for (i = 0; i < n; i++) {
+        pt_discovery_element_t el;
+        pt_discovery_response_element(resp, i, &el);
+        if (el.version == NULL) /* an element of the set in force, not of the response */
+            continue;
+        if (!el.has_body) {
+            json_object_del(t->have, el.name); /* known not to exist */
             continue;
         }
-        json_t *ver = json_object_get(r, "version");
-        json_t *version = json_string(json_is_string(ver) ? json_string_value(ver) : "");
+        json_t *version = json_string(el.version);
         if (!t->wildcard) { /* the version alone */
-            json_object_set_new(have, name, version);
+            json_object_set_new(t->have, el.name, version);
             continue;
         }
-        /* The body kept as compact text, parsed again when the set is read whole: a fifth
-         * of what the tree takes, per cluster or listener held. */
         json_t *entry = json_object();
         json_object_set_new(entry, "version", version);
-        char *text = json_dumps(body, JSON_COMPACT);
-        if (text != NULL)
-            json_object_set_new(entry, "text", json_string(text));
-        free(text);
-        json_object_set_new(have, name, entry);
+        if (el.text != NULL)
+            json_object_set_new(entry, "text", json_stringn(el.text, el.text_len));
+        json_object_set_new(t->have, el.name, entry);
     }
-    json_array_foreach(json_object_get(root, "removed_resources"), i, r)
-        if (json_is_string(r))
-            json_object_del(have, json_string_value(r));
-}
-
-/* The resources a delta response carries (added or changed), as a state-of-the-world
- * response of them alone: for named types, whose watches keep what a response omits. */
-static json_t *carried_of(json_t *root, const char *version)
-{
-    json_t *out = json_object(), *list = json_array();
-    size_t i;
     json_t *r;
-    json_array_foreach(json_object_get(root, "resources"), i, r)
-    {
-        json_t *body = json_object_get(r, "resource");
-        if (json_is_object(body))
-            json_array_append(list, body);
-    }
-    json_object_set_new(out, "version_info", json_string(version));
-    json_object_set_new(out, "resources", list);
-    return out;
+    json_array_foreach(json_object_get(resp->root, "removed_resources"), i, r)
+        if (json_is_string(r))
+            json_object_del(t->have, json_string_value(r));
 }
 
-/* The set in force as a state-of-the-world response; NULL when out of memory. */
-static json_t *sotw_of(const json_t *have, const char *version)
-{
-    json_t *root = json_object(), *list = json_array();
-    const char *name;
-    json_t *v;
-    json_object_foreach((json_t *)have, name, v)
-    {
-        json_t *text = json_object_get(v, "text");
-        char why[256];
-        json_t *body = json_is_string(text) ? pt_json_parse(json_string_value(text),
-                                                            json_string_length(text), why,
-                                                            sizeof(why))
-                                            : NULL;
-        if (body == NULL) { /* out of memory: no set rather than one missing a resource */
-            json_decref(list);
-            json_decref(root);
-            return NULL;
-        }
-        json_array_append_new(list, body);
-    }
-    json_object_set_new(root, "version_info", json_string(version));
-    json_object_set_new(root, "resources", list);
-    return root;
-}
-
-/* Judges a response (a state-of-the-world tree) and hands it to the type's watches it
- * concerns (touched: the names a delta response touched; NULL for a state-of-the-world
- * one, whose resources are what it touches): 0 accepted by all, else -1 with why in err. */
+/* Judges a response (a state-of-the-world tree, from REST) and hands it to the type's
+ * watches it concerns: 0 accepted by all, else -1 with why in err. */
 static int judge(pt_ads_t *a, type_state_t *t, json_t *root, const char *type_url,
                  json_t *touched, char *err, size_t errlen)
 {
@@ -598,12 +606,7 @@ static int judge(pt_ads_t *a, type_state_t *t, json_t *root, const char *type_ur
         if (rc == 0)
             set_str(&t->version, resp.version_info);
     } else {
-        for (pt_ads_watch_t *w = t->watches; w != NULL; w = w->next) {
-            w->fetched = 1;
-            pt_stat_inc(w->stats.update_attempt);
-            pt_stat_inc(w->stats.update_rejected);
-        }
-        pt_warn("%s: %s rejected: %s", a->log_name, type_url, err);
+        reject_all(a, t, err);
     }
     pt_discovery_response_dispose(&resp);
     return rc;
@@ -626,8 +629,9 @@ static void note_disconnected(pt_ads_t *a)
     pt_stat_dec(a->connected_state);
 }
 
-/* A big response's tree is freed next: the heap's peak is noted first, so that the
- * housekeeping tick sees the drop and gives the pages back (proxy/heap.h). */
+/* A big response is freed next (its message, and the trees of its resources when a watch
+ * wanted them at once): the heap's peak is noted first, so that the housekeeping tick sees
+ * the drop and gives the free pages back (proxy/heap.h). */
 static void note_peak(size_t len)
 {
     if (len >= 64 * 1024)
@@ -656,19 +660,18 @@ static void on_message(void *data, const void *msg, size_t len)
         return;
     }
     char type_url[256];
-    json_t *root;
-    type_state_t *t = open_response(a, "envoy.service.discovery.v3.DiscoveryResponse", msg, len,
-                                    &root, type_url, sizeof(type_url), err, sizeof(err));
+    type_state_t *t = response_type(a, msg, len, type_url, sizeof(type_url));
     if (t == NULL)
         return;
-    int rc = -1;
-    if (root != NULL) {
-        rc = judge(a, t, root, type_url, NULL, err, sizeof(err));
-        note_peak(len);
-        json_decref(root);
-    } else {
-        pt_warn("%s: %s rejected: %s", a->log_name, type_url, err);
-    }
+    pt_discovery_response_t resp;
+    int rc = pt_discovery_response_parse_protobuf_lazy(msg, len, t->type_url, &resp, err,
+                                                       sizeof(err));
+    if (rc == 0)
+        rc = judge_lazy(a, t, &resp, NULL, err, sizeof(err));
+    else
+        reject_all(a, t, err);
+    note_peak(len);
+    pt_discovery_response_dispose(&resp);
     /* The watches may have ended the stream (the last one gone): nothing to answer then. */
     if (a->stream != NULL)
         send_request(a, t, rc == 0 ? NULL : err);
@@ -676,50 +679,48 @@ static void on_message(void *data, const void *msg, size_t len)
         log_accepted(a, t, type_url, len, begun_us);
 }
 
-/* A DeltaDiscoveryResponse: applied to the type's resources in force and judged as the
- * whole set they make; ACKed or NACKed by its nonce. */
+/* A DeltaDiscoveryResponse: for a wildcard type, judged as the whole set it makes with the
+ * resources in force (their texts read after its own resources); for a named type, judged
+ * by what it carries. Read resource by resource either way; ACKed or NACKed by its nonce. */
 static void on_delta_message(pt_ads_t *a, const void *msg, size_t len, uint64_t begun_us,
                              char *err, size_t errlen)
 {
     char type_url[256];
-    json_t *root;
-    type_state_t *t = open_response(a, "envoy.service.discovery.v3.DeltaDiscoveryResponse", msg,
-                                    len, &root, type_url, sizeof(type_url), err, errlen);
+    type_state_t *t = response_type(a, msg, len, type_url, sizeof(type_url));
     if (t == NULL)
         return;
-    int rc = -1;
+    pt_discovery_response_t resp;
     json_t *touched = json_object();
-    if (root != NULL && delta_touched(root, touched, err, errlen) == 0) {
-        json_t *sv = json_object_get(root, "system_version_info");
-        const char *version = json_is_string(sv) ? json_string_value(sv) : "";
-        if (t->wildcard) { /* the set in force, whole, as the next state would have it */
-            json_t *next = json_copy(t->have);
-            delta_apply(t, next, root);
-            json_t *sotw = sotw_of(next, version);
-            if (sotw != NULL)
-                rc = judge(a, t, sotw, type_url, NULL, err, errlen);
-            else
-                snprintf(err, errlen, "out of memory");
-            json_decref(sotw);
-            if (rc == 0) {
-                json_decref(t->have);
-                t->have = next;
-            } else {
-                json_decref(next);
+    int rc = pt_discovery_response_parse_delta(msg, len, t->type_url, t->wildcard, &resp, err,
+                                               errlen);
+    if (rc == 0 && (touched == NULL || delta_touched(&resp, touched, err, errlen) != 0))
+        rc = -1;
+    if (rc == 0 && t->wildcard) { /* the set in force, whole, as the next state would have it */
+        const char *name;
+        json_t *v;
+        json_object_foreach(t->have, name, v)
+        {
+            json_t *text = json_object_get(v, "text");
+            if (json_object_get(touched, name) == NULL &&
+                (!json_is_string(text) ||
+                 pt_discovery_response_add_text(&resp, name, json_string_value(text),
+                                                json_string_length(text)) != 0)) {
+                snprintf(err, errlen, "out of memory"); /* no set rather than one missing a resource */
+                rc = -1;
+                break;
             }
-        } else { /* what it carries; the versions kept once it is in force */
-            json_t *carried = carried_of(root, version);
-            rc = judge(a, t, carried, type_url, touched, err, errlen);
-            json_decref(carried);
-            if (rc == 0)
-                delta_apply(t, t->have, root);
         }
+    }
+    if (rc == 0) {
+        rc = judge_lazy(a, t, &resp, t->wildcard ? NULL : touched, err, errlen);
+        if (rc == 0)
+            delta_commit(t, &resp);
     } else {
-        pt_warn("%s: %s rejected: %s", a->log_name, type_url, err);
+        reject_all(a, t, err);
     }
     json_decref(touched);
     note_peak(len);
-    json_decref(root);
+    pt_discovery_response_dispose(&resp);
     if (a->stream != NULL)
         send_request(a, t, rc == 0 ? NULL : err);
     if (rc == 0)
@@ -1238,6 +1239,7 @@ pt_ads_watch_t *pt_ads_watch(pt_ads_t *a, const pt_file_subscription_config_t *c
     }
     w->ads = a;
     w->type = t;
+    w->by_resource = cfg->resource_by_resource;
     w->cb = cb;
     w->data = data;
     pt_subscription_stats_init(&w->stats, cfg);

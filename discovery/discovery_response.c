@@ -1,4 +1,5 @@
 #include "discovery/discovery_response.h"
+#include "proxy/cluster.h"
 #include "proxy/proto_json.h"
 
 #include <stdio.h>
@@ -337,6 +338,12 @@ int pt_discovery_response_parse_text(const char *text, size_t len, const char *t
     return 0;
 }
 
+static int lazy_next(const pt_discovery_response_t *resp, size_t *cursor,
+                     pt_discovery_resource_t *out, const pt_discovery_known_t *k, char *err,
+                     size_t errlen);
+static int lazy_is_open(const pt_discovery_response_t *resp);
+static void lazy_free(pt_discovery_lazy_t *lz);
+
 int pt_discovery_response_next(const pt_discovery_response_t *resp, size_t *cursor,
                                pt_discovery_resource_t *out, char *err, size_t errlen)
 {
@@ -364,6 +371,8 @@ int pt_discovery_response_next_known(const pt_discovery_response_t *resp, size_t
                                      const pt_discovery_known_t *k, char *err, size_t errlen)
 {
     struct pt_discovery_stream *st = resp->stream;
+    if (lazy_is_open(resp))
+        return lazy_next(resp, cursor, out, k, err, errlen);
     if (st == NULL) {
         if (*cursor >= resp->nresources)
             return 0;
@@ -393,14 +402,14 @@ int pt_discovery_response_next_known(const pt_discovery_response_t *resp, size_t
         return -1;
     }
     size_t index = st->index++;
-    size_t guessed = k != NULL ? known_at_guess(st, i, index, k) : 0;
+    size_t guessed = k != NULL && k->known != NULL ? known_at_guess(st, i, index, k) : 0;
     if (guessed > 0) {
         st->pos = i + guessed;
         return 2;
     }
     /* As deep as it may be inside the whole document (the object, its list). */
     size_t e = skip_value(st->text, i, st->end, PT_DOC_MAX_DEPTH - 2);
-    if (e > i && k != NULL && k->known(k->data, index, st->text + i, e - i)) {
+    if (e > i && k != NULL && k->known != NULL && k->known(k->data, index, st->text + i, e - i)) {
         st->pos = e;
         return 2;
     }
@@ -464,6 +473,7 @@ void pt_discovery_response_dispose(pt_discovery_response_t *resp)
         json_decref(resp->stream->names);
         free(resp->stream);
     }
+    lazy_free(resp->lazy);
     free(resp->resources);
     json_decref(resp->root);
     memset(resp, 0, sizeof(*resp));
@@ -474,4 +484,467 @@ void pt_discovery_resource_reader(const pt_discovery_resource_t *res, pt_cfg_t *
 {
     pt_cfg_init_at(r, res->json, res->path);
     (void)pt_cfg_get(r, "@type");
+}
+
+/* ---- decoding a protobuf response resource by resource ---------------------------- */
+
+enum { EL_ANY, EL_DELTA, EL_TEXT };
+
+/* One resource of a lazy response: its bytes, and what is known of it before decoding. */
+typedef struct lazy_element {
+    const uint8_t *p; /* an Any (state of the world), a Resource (delta), or JSON text */
+    size_t len;
+    size_t name, version; /* offsets in the lazy's strings, or NO_STR */
+    char *text;           /* keep_text: the canonical text, once decoded */
+    size_t text_len;
+    long dup_of;          /* NOT_YET before a first decoding; -1, or an earlier element */
+    unsigned char kind, has_body, checked;
+} lazy_element_t;
+
+#define NO_STR  ((size_t)-1)
+#define NOT_YET (-2L)
+
+struct pt_discovery_lazy {
+    lazy_element_t *el;
+    size_t n, cap;
+    char *strs; /* the elements' names and versions, NUL-terminated, one after another */
+    size_t strs_len, strs_cap;
+    const char *type_url;
+    int keep_text;
+    int materialized;
+    json_t *current; /* the last element's tree, freed with the next call */
+    json_t *names;   /* decoded name -> index of its first element, for duplicates */
+    json_t **trees;  /* materialized: each element's tree */
+};
+
+/* A lazy response not materialized: next decodes its elements. */
+static int lazy_is_open(const pt_discovery_response_t *resp)
+{
+    return resp->lazy != NULL && !resp->lazy->materialized;
+}
+
+static size_t lazy_str(pt_discovery_lazy_t *lz, const uint8_t *p, size_t n)
+{
+    if (p == NULL)
+        return NO_STR;
+    if (lz->strs_len + n + 1 > lz->strs_cap) {
+        size_t cap = lz->strs_cap ? lz->strs_cap : 4096;
+        while (cap < lz->strs_len + n + 1)
+            cap *= 2;
+        char *s = realloc(lz->strs, cap);
+        if (s == NULL)
+            return NO_STR;
+        lz->strs = s;
+        lz->strs_cap = cap;
+    }
+    size_t off = lz->strs_len;
+    memcpy(lz->strs + off, p, n);
+    lz->strs[off + n] = '\0';
+    lz->strs_len += n + 1;
+    return off;
+}
+
+static const char *lazy_name(const pt_discovery_lazy_t *lz, size_t off)
+{
+    return off == NO_STR ? NULL : lz->strs + off;
+}
+
+/* The last occurrence of length-delimited field `number` in a message's bytes (NULL when
+ * none, or the bytes end being readable first): names read before decoding. */
+static const uint8_t *raw_field(const uint8_t *p, size_t len, uint32_t number, size_t *out_len)
+{
+    pt_pb_reader_t r;
+    pt_pb_reader_init(&r, p, len);
+    const uint8_t *found = NULL;
+    while (p != NULL && !pt_pb_reader_done(&r)) {
+        uint32_t f;
+        int wt;
+        if (pt_pb_read_tag(&r, &f, &wt) != 0)
+            break;
+        if (f == number && wt == PT_PB_WIRE_LEN) {
+            if (pt_pb_read_len(&r, &found, out_len) != 0) {
+                found = NULL;
+                break;
+            }
+        } else if (pt_pb_skip(&r, wt) != 0) {
+            break;
+        }
+    }
+    return found;
+}
+
+/* A non-empty string field, or NULL (proto3: "" is no name). */
+static const uint8_t *raw_name(const uint8_t *p, size_t len, uint32_t number, size_t *n)
+{
+    const uint8_t *s = raw_field(p, len, number, n);
+    return s != NULL && *n > 0 ? s : NULL;
+}
+
+static int lazy_add(pt_discovery_lazy_t *lz, int kind, const uint8_t *p, size_t len)
+{
+    if (lz->n == lz->cap) {
+        size_t cap = lz->cap ? lz->cap * 2 : 64;
+        lazy_element_t *el = realloc(lz->el, cap * sizeof(*el));
+        if (el == NULL)
+            return -1;
+        lz->el = el;
+        lz->cap = cap;
+    }
+    lazy_element_t *e = &lz->el[lz->n++];
+    memset(e, 0, sizeof(*e));
+    e->p = p;
+    e->len = len;
+    e->kind = (unsigned char)kind;
+    e->dup_of = NOT_YET;
+    e->name = e->version = NO_STR;
+    /* The name as the wire says it (a resource's field 1 is its name, cluster_name for a
+     * ClusterLoadAssignment; a Resource wrapper's is field 3), for routing the response to
+     * the watches it concerns before anything is decoded. */
+    size_t n = 0, vn = 0;
+    const uint8_t *name = NULL;
+    if (kind == EL_DELTA) {
+        name = raw_name(p, len, 3, &n);
+        const uint8_t *v = raw_field(p, len, 1, &vn);
+        e->version = lazy_str(lz, v != NULL ? v : (const uint8_t *)"", v != NULL ? vn : 0);
+    } else {
+        size_t ul = 0, vl = 0;
+        const uint8_t *url = raw_field(p, len, 1, &ul), *value = raw_field(p, len, 2, &vl);
+        size_t tl = strlen(lz->type_url);
+        if (url != NULL && ul == tl && memcmp(url, lz->type_url, tl) == 0) {
+            name = raw_name(value, vl, 1, &n);
+        } else if (url != NULL && ul == strlen(PT_RESOURCE_WRAPPER_TYPE) &&
+                   memcmp(url, PT_RESOURCE_WRAPPER_TYPE, ul) == 0) {
+            name = raw_name(value, vl, 3, &n);
+            if (name == NULL) {
+                size_t il = 0, ivl = 0;
+                const uint8_t *inner = raw_field(value, vl, 2, &il);
+                const uint8_t *iv = raw_field(inner, il, 2, &ivl);
+                name = raw_name(iv, ivl, 1, &n);
+            }
+        }
+    }
+    e->name = lazy_str(lz, name, n);
+    return 0;
+}
+
+/* Splits a response's bytes: its resources (field 2) as elements, everything else copied
+ * into rest (the envelope, decoded and checked as a message of its own). -1 when the bytes
+ * are malformed (decoding them whole says how), -2 out of memory. */
+static int split_resources(pt_discovery_lazy_t *lz, int kind, const uint8_t *p, size_t len,
+                           pt_pb_writer_t *rest)
+{
+    pt_pb_reader_t r;
+    pt_pb_reader_init(&r, p, len);
+    while (!pt_pb_reader_done(&r)) {
+        const uint8_t *start = r.p;
+        uint32_t f;
+        int wt;
+        if (pt_pb_read_tag(&r, &f, &wt) != 0)
+            return -1;
+        if (f == 2 && wt == PT_PB_WIRE_LEN) {
+            const uint8_t *v;
+            size_t n;
+            if (pt_pb_read_len(&r, &v, &n) != 0)
+                return -1;
+            if (lazy_add(lz, kind, v, n) != 0)
+                return -2;
+            continue;
+        }
+        if (pt_pb_skip(&r, wt) != 0)
+            return -1;
+        pt_pb_put_raw(rest, start, (size_t)(r.p - start));
+    }
+    return rest->failed ? -2 : 0;
+}
+
+static void lazy_free(pt_discovery_lazy_t *lz)
+{
+    if (lz == NULL)
+        return;
+    for (size_t i = 0; i < lz->n; i++) {
+        free(lz->el[i].text);
+        if (lz->trees != NULL)
+            json_decref(lz->trees[i]);
+    }
+    free(lz->trees);
+    free(lz->el);
+    free(lz->strs);
+    json_decref(lz->current);
+    json_decref(lz->names);
+    free(lz);
+}
+
+static pt_discovery_lazy_t *lazy_new(const char *type_url, int keep_text)
+{
+    pt_discovery_lazy_t *lz = calloc(1, sizeof(*lz));
+    if (lz == NULL || (lz->names = json_object()) == NULL) {
+        free(lz);
+        return NULL;
+    }
+    lz->type_url = type_url;
+    lz->keep_text = keep_text;
+    return lz;
+}
+
+/* Decodes the envelope of a response of message `message` (its bytes but the resources) into
+ * *root, the resources into lz's elements. 0, or -1 with why in err. */
+static int lazy_open(pt_discovery_lazy_t *lz, const char *message, int kind, const void *buf,
+                     size_t len, json_t **root, char *err, size_t errlen)
+{
+    const pt_pb_message_t *m = pt_pb_message_find(message);
+    pt_pb_writer_t rest;
+    pt_pb_writer_init(&rest);
+    int rc = split_resources(lz, kind, buf, len, &rest);
+    if (rc == -1) /* malformed: decoding it whole names where */
+        *root = pt_pb_to_json(m, buf, len, NULL, err, errlen);
+    else if (rc == 0)
+        *root = pt_pb_to_json(m, rest.buf, rest.len, NULL, err, errlen);
+    else
+        snprintf(err, errlen, "out of memory");
+    pt_pb_writer_dispose(&rest);
+    if (rc != 0 && *root != NULL) { /* cannot be: the whole decoded when its parts did not */
+        json_decref(*root);
+        *root = NULL;
+        snprintf(err, errlen, "(root): malformed message");
+    }
+    return *root != NULL ? 0 : -1;
+}
+
+int pt_discovery_response_parse_protobuf_lazy(const void *buf, size_t len, const char *type_url,
+                                              pt_discovery_response_t *out, char *err,
+                                              size_t errlen)
+{
+    memset(out, 0, sizeof(*out));
+    out->version_info = "";
+    pt_discovery_lazy_t *lz = lazy_new(type_url, 0);
+    json_t *root = NULL;
+    if (lz == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (lazy_open(lz, "envoy.service.discovery.v3.DiscoveryResponse", EL_ANY, buf, len, &root,
+                  err, errlen) != 0 ||
+        pt_discovery_response_parse(root, type_url, out, err, errlen) != 0) {
+        json_decref(root);
+        lazy_free(lz);
+        return -1;
+    }
+    json_decref(root); /* out holds its own reference */
+    out->lazy = lz;
+    return 0;
+}
+
+int pt_discovery_response_parse_delta(const void *buf, size_t len, const char *type_url,
+                                      int keep_text, pt_discovery_response_t *out, char *err,
+                                      size_t errlen)
+{
+    memset(out, 0, sizeof(*out));
+    out->version_info = "";
+    pt_discovery_lazy_t *lz = lazy_new(type_url, keep_text);
+    json_t *root = NULL;
+    if (lz == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (lazy_open(lz, "envoy.service.discovery.v3.DeltaDiscoveryResponse", EL_DELTA, buf, len,
+                  &root, err, errlen) != 0) {
+        lazy_free(lz);
+        return -1;
+    }
+    out->root = root;
+    json_t *sv = json_object_get(root, "system_version_info");
+    out->version_info = json_is_string(sv) ? json_string_value(sv) : "";
+    out->lazy = lz;
+    return 0;
+}
+
+int pt_discovery_response_add_text(pt_discovery_response_t *resp, const char *name,
+                                   const char *text, size_t len)
+{
+    pt_discovery_lazy_t *lz = resp->lazy;
+    if (lz == NULL || lazy_add(lz, EL_TEXT, (const uint8_t *)text, len) != 0)
+        return -1;
+    lazy_element_t *e = &lz->el[lz->n - 1];
+    e->name = lazy_str(lz, (const uint8_t *)name, strlen(name));
+    return e->name != NO_STR ? 0 : -1;
+}
+
+size_t pt_discovery_response_count(const pt_discovery_response_t *resp)
+{
+    return resp->lazy != NULL ? resp->lazy->n : 0;
+}
+
+void pt_discovery_response_element(const pt_discovery_response_t *resp, size_t i,
+                                   pt_discovery_element_t *out)
+{
+    const pt_discovery_lazy_t *lz = resp->lazy;
+    const lazy_element_t *e = &lz->el[i];
+    out->name = lazy_name(lz, e->name);
+    out->version = lazy_name(lz, e->version);
+    out->has_body = e->has_body;
+    out->text = e->text;
+    out->text_len = e->text_len;
+}
+
+/* Decodes element i and checks it as pt_discovery_response_parse checks one (its @type, a
+ * wrapper, a duplicate name): 1 with *out filled (its tree in lz->current), 0 for a delta
+ * Resource that carries no resource (nothing to hand out), -1 with why in err. */
+static int lazy_decode(pt_discovery_lazy_t *lz, size_t i, pt_discovery_resource_t *out,
+                       char *err, size_t errlen)
+{
+    lazy_element_t *e = &lz->el[i];
+    char path[48], why[1024];
+    json_t *tree, *node;
+    snprintf(path, sizeof(path), "resources[%zu]", i);
+    if (e->kind == EL_TEXT) {
+        tree = pt_json_parse((const char *)e->p, e->len, why, sizeof(why));
+    } else {
+        /* One message deep in its response: nested as deep as it may be there. */
+        tree = pt_pb_to_json_nested(e->kind == EL_DELTA ? pt_pb_message_find(
+                                                              "envoy.service.discovery.v3.Resource")
+                                                        : &pt_pb_any,
+                                    e->p, e->len, path, 1, why, sizeof(why));
+    }
+    e->checked = 1;
+    if (tree == NULL) { /* the decoder's errors name their path; the parser's do not */
+        if (e->kind == EL_TEXT)
+            snprintf(err, errlen, "%s: %s", path, why);
+        else
+            snprintf(err, errlen, "%s", why);
+        return -1;
+    }
+    lz->current = tree;
+    node = tree;
+    if (e->kind == EL_DELTA) { /* the Any the Resource holds */
+        node = json_object_get(tree, "resource");
+        e->has_body = json_is_object(node);
+        if (!e->has_body)
+            return 0;
+        snprintf(path, sizeof(path), "resources[%zu].resource", i);
+    }
+    pt_cfg_t r;
+    pt_cfg_init_at(&r, node, path);
+    memset(out, 0, sizeof(*out));
+    int got = 0;
+    if (!json_is_object(node))
+        pt_cfg_error(&r, NULL, "must be an object");
+    else
+        got = read_element(&r, node, i, lz->type_url, out);
+    pt_cfg_finish(&r);
+    if (got) {
+        out->index = i;
+        if (e->kind == EL_DELTA) /* where it is in the delta response */
+            snprintf(out->path, sizeof(out->path), "%s", path);
+        if (out->name != NULL && e->dup_of == NOT_YET) {
+            json_t *first = json_object_get(lz->names, out->name);
+            e->dup_of = first != NULL ? (long)json_integer_value(first) : -1;
+            if (first == NULL)
+                json_object_set_new(lz->names, out->name, json_integer((json_int_t)i));
+        }
+        if (out->name != NULL && e->dup_of >= 0)
+            pt_cfg_error_at(&r, "%s: duplicate name \"%s\" (resources[%ld] has it too)", path,
+                            out->name, e->dup_of);
+    }
+    int rc = 1;
+    if (!pt_cfg_ok(&r) || !got) {
+        join_errors(&r, err, errlen);
+        rc = -1;
+    }
+    pt_cfg_dispose(&r);
+    if (rc == 1 && e->kind == EL_TEXT) { /* kept as text: canonical already */
+        out->text = (const char *)e->p;
+        out->text_len = e->len;
+        out->canonical = 1;
+    } else if (rc == 1 && lz->keep_text) {
+        if (e->text == NULL) {
+            e->text = pt_json_canonical(out->json);
+            e->text_len = e->text != NULL ? strlen(e->text) : 0;
+        }
+        if (e->text == NULL) {
+            snprintf(err, errlen, "%s: out of memory", path);
+            return -1;
+        }
+        out->text = e->text;
+        out->text_len = e->text_len;
+        out->canonical = 1;
+    }
+    return rc;
+}
+
+static int lazy_next(const pt_discovery_response_t *resp, size_t *cursor,
+                     pt_discovery_resource_t *out, const pt_discovery_known_t *k, char *err,
+                     size_t errlen)
+{
+    pt_discovery_lazy_t *lz = resp->lazy;
+    for (;;) {
+        json_decref(lz->current);
+        lz->current = NULL;
+        if (*cursor >= lz->n)
+            return 0;
+        size_t i = (*cursor)++;
+        lazy_element_t *e = &lz->el[i];
+        if (e->kind == EL_TEXT && k != NULL && k->known_text != NULL &&
+            k->known_text(k->data, lazy_name(lz, e->name), (const char *)e->p, e->len)) {
+            e->checked = 1; /* in force, the same: nothing to parse */
+            return 2;
+        }
+        int rc = lazy_decode(lz, i, out, err, errlen);
+        if (rc != 0)
+            return rc;
+    }
+}
+
+int pt_discovery_response_check_rest(const pt_discovery_response_t *resp, char *err,
+                                     size_t errlen)
+{
+    pt_discovery_lazy_t *lz = resp->lazy;
+    int rc = 0;
+    err[0] = '\0';
+    for (size_t i = 0; lz != NULL && !lz->materialized && i < lz->n; i++) {
+        if (lz->el[i].checked)
+            continue;
+        pt_discovery_resource_t res;
+        char why[1024];
+        if (lazy_decode(lz, i, &res, why, sizeof(why)) < 0) {
+            size_t used = strlen(err);
+            snprintf(err + used, errlen - used, "%s%s", used ? "; " : "", why);
+            rc = -1;
+        }
+        json_decref(lz->current);
+        lz->current = NULL;
+    }
+    return rc;
+}
+
+int pt_discovery_response_materialize(pt_discovery_response_t *resp, char *err, size_t errlen)
+{
+    pt_discovery_lazy_t *lz = resp->lazy;
+    if (lz == NULL || lz->materialized)
+        return 0;
+    free(resp->resources);
+    resp->resources = calloc(lz->n ? lz->n : 1, sizeof(*resp->resources));
+    resp->nresources = 0;
+    lz->trees = calloc(lz->n ? lz->n : 1, sizeof(*lz->trees));
+    if (resp->resources == NULL || lz->trees == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    err[0] = '\0';
+    int rc = 0;
+    for (size_t i = 0; i < lz->n; i++) {
+        pt_discovery_resource_t res;
+        char why[1024];
+        int got = lazy_decode(lz, i, &res, why, sizeof(why));
+        lz->trees[i] = lz->current; /* kept: the resource points into it */
+        lz->current = NULL;
+        if (got < 0) {
+            size_t used = strlen(err);
+            snprintf(err + used, errlen - used, "%s%s", used ? "; " : "", why);
+            rc = -1;
+        } else if (got > 0) {
+            resp->resources[resp->nresources++] = res;
+        }
+    }
+    lz->materialized = 1;
+    return rc;
 }

@@ -39,9 +39,12 @@ typedef struct pt_discovery_resource {
     /* Read resource by resource: the element's text (in the response's), else NULL. */
     const char *text;
     size_t text_len;
+    /* text is the resource's canonical JSON (pt_json_canonical of json), not a file's. */
+    int canonical;
 } pt_discovery_resource_t;
 
 typedef struct pt_discovery_stream pt_discovery_stream_t;
+typedef struct pt_discovery_lazy pt_discovery_lazy_t;
 
 typedef struct pt_discovery_response {
     json_t *root;             /* a reference held until dispose */
@@ -51,6 +54,10 @@ typedef struct pt_discovery_response {
     /* Read resource by resource (pt_discovery_response_parse_text): resources is then
      * empty, and pt_discovery_response_next hands them out. */
     pt_discovery_stream_t *stream;
+    /* Decoded resource by resource from protobuf (pt_discovery_response_parse_protobuf_lazy,
+     * pt_discovery_response_parse_delta): resources is empty until
+     * pt_discovery_response_materialize, and pt_discovery_response_next hands them out. */
+    pt_discovery_lazy_t *lazy;
 } pt_discovery_response_t;
 
 /* Checks root against type_url (a full type URL) and fills *out (which then holds its own
@@ -68,6 +75,57 @@ void pt_discovery_response_dispose(pt_discovery_response_t *resp);
 int pt_discovery_response_parse_protobuf(const void *buf, size_t len, const char *type_url,
                                          pt_discovery_response_t *out, char *err,
                                          size_t errlen);
+
+/* The same, resource by resource: the envelope (every field but resources) is decoded and
+ * checked now, each resource's Any only when pt_discovery_response_next reaches it (its tree
+ * freed at the next call), so a response of 10,000 ClusterLoadAssignments never becomes one
+ * tree (0.64 MB of protobuf made ~26 MB of tree). buf must outlive *out. Errors as above:
+ * the envelope's now (-1), a resource's from pt_discovery_response_next, with the same
+ * paths ("resources[2].load_assignment: unknown field number 99 of ...").
+ *
+ * A consumer that reads such a response with pt_discovery_response_next reads it to its
+ * end and refuses it when any element is invalid, wanted or not (the whole response is
+ * NACKed then, nothing of it applied). Elements no reading reached are checked by
+ * pt_discovery_response_check_rest; pt_discovery_response_materialize decodes them all
+ * into resources, for a consumer that wants them at once. */
+int pt_discovery_response_parse_protobuf_lazy(const void *buf, size_t len, const char *type_url,
+                                              pt_discovery_response_t *out, char *err,
+                                              size_t errlen);
+/* A DeltaDiscoveryResponse read the same way: root is its envelope (system_version_info,
+ * removed_resources, ...), version_info its system_version_info; its elements are the
+ * Resources of `resources`, each handed out as the Any it holds (path
+ * "resources[3].resource"; a Resource without one is checked and skipped). keep_text: each
+ * resource's canonical JSON text is kept once decoded (res->text, and
+ * pt_discovery_response_element for the resources a delta stream keeps as text). */
+int pt_discovery_response_parse_delta(const void *buf, size_t len, const char *type_url,
+                                      int keep_text, pt_discovery_response_t *out, char *err,
+                                      size_t errlen);
+/* Appends to a delta response read lazily one resource in force it does not carry: its name
+ * and canonical text (borrowed; must outlive resp), handed out after the response's own, so
+ * that the response reads as the whole set the update makes. 0, or -1 out of memory. */
+int pt_discovery_response_add_text(pt_discovery_response_t *resp, const char *name,
+                                   const char *text, size_t len);
+/* A lazy response's elements (0 for others), and what is known of element i without
+ * decoding it: its name as the wire says it (NULL when it says none), and for a delta
+ * Resource its version; once decoded, whether it carries a resource (delta) and, with
+ * keep_text, its canonical text (NULL before). */
+typedef struct pt_discovery_element {
+    const char *name;
+    const char *version;
+    int has_body;
+    const char *text;
+    size_t text_len;
+} pt_discovery_element_t;
+size_t pt_discovery_response_count(const pt_discovery_response_t *resp);
+void pt_discovery_response_element(const pt_discovery_response_t *resp, size_t i,
+                                   pt_discovery_element_t *out);
+/* Decodes and checks the elements of a lazy response that no reading reached: 0, or -1
+ * with their errors in err. */
+int pt_discovery_response_check_rest(const pt_discovery_response_t *resp, char *err,
+                                     size_t errlen);
+/* Decodes every element of a lazy response into resources (as pt_discovery_response_parse
+ * would have them); next then hands those out. 0, or -1 with every error in err. */
+int pt_discovery_response_materialize(pt_discovery_response_t *resp, char *err, size_t errlen);
 
 /* The same from JSON text, resource by resource: the envelope is checked now (as above, for
  * all but the resources) and each resource is parsed from its own part of the text when
@@ -100,6 +158,10 @@ typedef struct pt_discovery_known {
      * element: an update of 10,000 assignments of which one changed then costs a digest of
      * the text and one parse, not a scan of every bracket and quote. */
     size_t (*expected_len)(void *data, size_t index);
+    /* Optional: for an element whose name and canonical text are known without parsing it
+     * (a resource a delta stream keeps in force): whether it is the same as one the
+     * consumer accepted before (1; it notes which). */
+    int (*known_text)(void *data, const char *name, const char *text, size_t len);
     void *data;
 } pt_discovery_known_t;
 

@@ -610,7 +610,7 @@ static int eds_apply(eds_sub_t *es, const pt_discovery_response_t *resp, const c
     pt_discovery_resource_t res;
     char why[1024];
     int got;
-    const pt_discovery_known_t known = {eds_known, eds_expected_len, &rd};
+    const pt_discovery_known_t known = {.known = eds_known, .expected_len = eds_expected_len, .data = &rd};
     while ((got = pt_discovery_response_next_known(resp, &cursor, &res, &known, why,
                                                     sizeof(why))) != 0) {
         if (got == 2)
@@ -1146,22 +1146,64 @@ static void collect_errors(const pt_cfg_t *r, char *err, size_t errlen)
     }
 }
 
+/* What a CDS update has staged so far (grows as it is read, resource by resource). */
+typedef struct cds_read {
+    pt_cluster_manager_t *cm;
+    staged_t *st;
+    size_t n, cap;
+} cds_read_t;
+
+static int stage(cds_read_t *cr, staged_t s)
+{
+    if (cr->n == cr->cap) {
+        size_t cap = cr->cap ? cr->cap * 2 : 64;
+        staged_t *st = realloc(cr->st, cap * sizeof(*st));
+        if (st == NULL)
+            return -1;
+        cr->st = st;
+        cr->cap = cap;
+    }
+    cr->st[cr->n++] = s;
+    return 0;
+}
+
+/* pt_discovery_known_t.known_text: a resource a delta stream keeps in force, by its name and
+ * canonical text: the same text as the dynamic cluster of that name was made from means the
+ * same cluster, which stays (staged unchanged) without its text being parsed. */
+static int cds_known_text(void *data, const char *name, const char *text, size_t len)
+{
+    cds_read_t *cr = data;
+    cm_entry_t *e = name != NULL ? find(cr->cm, name) : NULL;
+    const char *src = e != NULL && e->dynamic ? e->active->source_text : NULL;
+    if (src == NULL || strlen(src) != len || memcmp(src, text, len) != 0)
+        return 0;
+    return stage(cr, (staged_t){.name = e->name, .entry = e}) == 0;
+}
+
 int pt_cluster_manager_apply_cds(pt_cluster_manager_t *cm, const pt_discovery_response_t *resp,
                                  char *err, size_t errlen)
 {
     err[0] = '\0';
-    size_t n = resp->nresources;
-    staged_t *st = calloc(n ? n : 1, sizeof(*st));
-    if (st == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    /* 1. Parse what changed; keep what did not. The envelope checked @type and that no two
-     * resources share a name. */
-    size_t nst = 0;
-    int bad = 0;
-    for (size_t i = 0; i < n; i++) {
-        const pt_discovery_resource_t *res = &resp->resources[i];
+    cds_read_t cr = {.cm = cm};
+    /* 1. Parse what changed; keep what did not. Read resource by resource (each resource's
+     * tree lives on only in the cluster made of it); every one is read, and any invalid one
+     * rejects the update. The reading checks @type and that no two resources share a name. */
+    int bad = 0, got;
+    size_t cursor = 0;
+    pt_discovery_resource_t res_buf;
+    const pt_discovery_known_t known = {.known_text = cds_known_text, .data = &cr};
+    char why[1024];
+    while ((got = pt_discovery_response_next_known(resp, &cursor, &res_buf, &known, why,
+                                                   sizeof(why))) != 0) {
+        if (got == 2)
+            continue; /* in force, the same */
+        if (got < 0) {
+            size_t len = strlen(err);
+            snprintf(err + len, errlen - len, "%s%s", len ? "; " : "", why);
+            bad = 1;
+            continue;
+        }
+        const pt_discovery_resource_t *res = &res_buf;
         const char *name = res->name;
         cm_entry_t *e = name != NULL ? find(cm, name) : NULL;
         if (e != NULL && !e->dynamic) {
@@ -1171,8 +1213,11 @@ int pt_cluster_manager_apply_cds(pt_cluster_manager_t *cm, const pt_discovery_re
             bad = 1;
             continue;
         }
-        /* Compared as canonical text: what a dynamic cluster keeps of its source. */
-        char *canonical = pt_json_canonical(res->json);
+        /* Compared as canonical text: what a dynamic cluster keeps of its source (a delta
+         * stream's reading has it made already). */
+        char *canonical = res->canonical && res->text != NULL
+                              ? strndup(res->text, res->text_len)
+                              : pt_json_canonical(res->json);
         if (canonical == NULL) {
             snprintf(err, errlen, "out of memory");
             bad = 1;
@@ -1180,7 +1225,11 @@ int pt_cluster_manager_apply_cds(pt_cluster_manager_t *cm, const pt_discovery_re
         }
         if (e != NULL && pt_cluster_source_is(e->active, canonical)) {
             free(canonical);
-            st[nst++] = (staged_t){.name = e->name, .entry = e};
+            if (stage(&cr, (staged_t){.name = e->name, .entry = e}) != 0) {
+                snprintf(err, errlen, "out of memory");
+                bad = 1;
+                break;
+            }
             continue; /* unchanged: the active version stays */
         }
         pt_cfg_t r;
@@ -1206,11 +1255,20 @@ int pt_cluster_manager_apply_cds(pt_cluster_manager_t *cm, const pt_discovery_re
              * endpoints (an EDS cluster is built again with them, from the tree). */
             pt_cluster_keep_source_text(c, canonical);
             canonical = NULL;
-            st[nst++] = (staged_t){.name = c->name, .next = c, .entry = e};
+            if (stage(&cr, (staged_t){.name = c->name, .next = c, .entry = e}) != 0) {
+                pt_cluster_unref(c);
+                snprintf(err, errlen, "out of memory");
+                bad = 1;
+            }
         }
         free(canonical);
         pt_cfg_dispose(&r);
     }
+    staged_t *st = cr.st;
+    size_t nst = cr.n;
+    /* A file read resource by resource that has a member after its list: this reading is
+     * void (the file is read whole next), not a rejection. */
+    int void_reading = pt_discovery_response_read_whole(resp);
     /* 2. Prepared (state, hosts, stats) only once everything validated. A new version of
      * an EDS cluster whose assignment still applies keeps its endpoints. */
     for (size_t k = 0; !bad && k < nst; k++) {
@@ -1238,7 +1296,8 @@ int pt_cluster_manager_apply_cds(pt_cluster_manager_t *cm, const pt_discovery_re
         for (size_t k = 0; k < nst; k++)
             pt_cluster_unref(st[k].next);
         free(st);
-        record_rejection(cm, resp->version_info, err);
+        if (!void_reading)
+            record_rejection(cm, resp->version_info, err);
         return -1;
     }
     /* 3. Commit: nothing can fail from here on but memory for the bookkeeping. */

@@ -43,6 +43,11 @@
  * for a message on its own. */
 json_t *pt_pb_to_json(const pt_pb_message_t *m, const void *buf, size_t len, const char *path,
                       char *err, size_t errlen);
+/* The same for a message that sits `depth` messages deep in another (a resource of a
+ * response, decoded on its own): the nesting bound counts from there, as it would when
+ * decoding the whole. */
+json_t *pt_pb_to_json_nested(const pt_pb_message_t *m, const void *buf, size_t len,
+                             const char *path, int depth, char *err, size_t errlen);
 
 /* Appends message m's encoding of tree to w. 0, or -1 with "<path>: <why>" in err (and w's
  * contents unspecified). */

@@ -209,6 +209,9 @@ static int start_cds(pt_server_t *s)
         .stat_scope = "cluster_manager",
         .stat_prefix = "cds.",
         .what = "clusters",
+        /* Thousands of clusters in one update: each resource's tree is made, used and
+         * freed in turn (pt_cluster_manager_apply_cds reads them one at a time). */
+        .resource_by_resource = 1,
     };
     char err[2048];
     s->cds = pt_subscription_new(src, &sc, on_cds_update, s, err, sizeof(err));

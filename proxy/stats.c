@@ -568,7 +568,7 @@ pt_stat_t pt_stats_get(pt_stat_kind_t kind, const char *scope, const char *tag,
         return 0; /* no readout could show it whole */
     pthread_mutex_lock(&reg_lock);
     pt_stat_t id = 0;
-    uint64_t h = hash_parts(scope, tag_value, name);
+    uint64_t h = 0; /* the registry's hash of the name: a tagged stat found needs none */
     uint64_t fh = family_hash(scope, tag, name, kind);
     if (tag_value != NULL) {
         /* Among the stats of this tag value (a cluster's fifty, made one after another, so
@@ -599,6 +599,7 @@ pt_stat_t pt_stats_get(pt_stat_kind_t kind, const char *scope, const char *tag,
             }
         }
     } else if (nbuckets != 0) {
+        h = hash_parts(scope, tag_value, name);
         for (id = buckets[h & (nbuckets - 1)]; id != 0; id = info_at(id)->next_in_bucket) {
             const pt_stat_info_t *i = info_at(id);
             if (i->tag == 0 && strcmp(pt_stat_family(i)->stat_name, name) == 0 &&
@@ -617,6 +618,8 @@ pt_stat_t pt_stats_get(pt_stat_kind_t kind, const char *scope, const char *tag,
             return kind == PT_STAT_HISTOGRAM ? 0 : PT_STAT_REJECTED;
         }
     }
+    if (tag_value != NULL || nbuckets == 0)
+        h = hash_parts(scope, tag_value, name);
     /* Two to four stats a bucket: a bucket costs 1-2 bytes a stat. Chains are walked only
      * for stats without a tag value, by pt_stats_find and on release (a tagged stat is
      * looked for among its tag value's). */

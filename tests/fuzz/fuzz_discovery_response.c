@@ -104,7 +104,7 @@ static void check_known(const char *text, size_t size, const char *type_url, uns
     int whole = pt_discovery_response_read_whole(&a);
     if (pt_discovery_response_parse_text(text, size, type_url, &b, err, sizeof(err)) != 0)
         abort(); /* the same text */
-    const pt_discovery_known_t k = {knows, guess, &f};
+    const pt_discovery_known_t k = {.known = knows, .expected_len = guess, .data = &f};
     cursor = 0;
     for (size_t n = 0; n < f.n; n++) {
         got = pt_discovery_response_next_known(&b, &cursor, &res, &k, err, sizeof(err));

@@ -46,6 +46,34 @@ static void read_clusters(const uint8_t *data, size_t size)
             pt_cluster_unref(c);
         pt_cfg_dispose(&r);
     }
+    /* Read resource by resource (as xDS over gRPC reads it), the same: every resource the
+     * same, or some error where the whole decoding has one. */
+    pt_discovery_response_t lazy;
+    int lrc = pt_discovery_response_parse_protobuf_lazy(
+        data, size, "type.googleapis.com/envoy.config.cluster.v3.Cluster", &lazy, err,
+        sizeof(err));
+    int all_ok = lrc == 0;
+    size_t cursor = 0, k = 0;
+    pt_discovery_resource_t res;
+    int got;
+    while (lrc == 0 && (got = pt_discovery_response_next(&lazy, &cursor, &res, err,
+                                                          sizeof(err))) != 0) {
+        if (got < 0) {
+            if (err[0] == '\0')
+                abort();
+            all_ok = 0;
+            continue;
+        }
+        if (rc == 0 && (k >= resp.nresources || !json_equal(res.json, resp.resources[k].json) ||
+                        strcmp(res.path, resp.resources[k].path) != 0))
+            abort();
+        k++;
+    }
+    if (all_ok != (rc == 0) || (rc == 0 && k != resp.nresources))
+        abort();
+    if (lrc == 0 && pt_discovery_response_check_rest(&lazy, err, sizeof(err)) != 0)
+        abort(); /* everything was read */
+    pt_discovery_response_dispose(&lazy);
     pt_discovery_response_dispose(&resp);
 }
 

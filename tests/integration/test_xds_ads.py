@@ -284,6 +284,56 @@ class AdsTest(unittest.TestCase):
         h.wait_until(lambda: self.cp.acked(CDS, '3'), 10)
         self.assertEqual(self.served_by(), (200, 'a'))
 
+    def hosts(self, cluster):
+        """The ports of the cluster's hosts, as /clusters lists them."""
+        body = self.p.admin_get('/clusters')[2].decode()
+        return sorted({int(m) for m in re.findall(
+            r'^%s::127\.0\.0\.1:(\d+)::' % re.escape(cluster), body, re.M)})
+
+    def test_one_bad_resource_among_many_is_nacked_whole(self):
+        """A response of many resources with one invalid in the middle is NACKed and
+        nothing of it applies: neither the resources before it nor those after it (each
+        resource is decoded and checked in turn, and applied only once all are)."""
+        self.start()
+        h.wait_until(lambda: self.served_by() == (200, 'a'), 10)
+        names = ['c%d' % i for i in range(40)]
+        self.cp.push(clusters=[eds_cluster('app')] + [eds_cluster(n) for n in names],
+                     endpoints=[assignment(n, self.a.port) for n in ['app'] + names])
+        h.wait_until(lambda: self.cp.acked(CDS, '2'), 10)
+        h.wait_until(lambda: all(self.hosts(n) == [self.a.port] for n in ('c0', 'c39')), 10)
+        version = self.version_text()
+        # every assignment moves to b, but the one in the middle is invalid
+        moved = [assignment(n, self.b.port) for n in ['app'] + names]
+        moved[21]['endpoints'][0]['lb_endpoints'][0]['endpoint']['health_check_config'] = {
+            'port_value': 9}
+        self.cp.push(endpoints=moved)
+        h.wait_until(lambda: self.cp.events('nack', EDS), 10)
+        nack = self.cp.events('nack', EDS)[0]
+        self.assertEqual(nack['error_detail']['code'], 3)
+        self.assertIn('health_check_config', nack['error_detail']['message'])
+        self.assertEqual(self.served_by(), (200, 'a'))
+        for n in ('c0', 'c19', 'c21', 'c39'):  # before and after the bad one
+            self.assertEqual(self.hosts(n), [self.a.port], n)
+        # clusters: new ones around one invalid change, none of them applied
+        bad = eds_cluster('c20')
+        bad['preconnect_policy'] = {'per_upstream_preconnect_ratio': 1.5}
+        fresh = ['n%d' % i for i in range(20)]
+        self.cp.push(clusters=[eds_cluster('app')] + [eds_cluster(n) for n in fresh[:10]] +
+                     [eds_cluster(n) for n in names[:20]] + [bad] +
+                     [eds_cluster(n) for n in names[21:]] + [eds_cluster(n) for n in fresh[10:]])
+        h.wait_until(lambda: self.cp.events('nack', CDS), 10)
+        nack = self.cp.events('nack', CDS)[0]
+        self.assertIn('preconnect_policy', nack['error_detail']['message'])
+        if not self.DELTA:
+            self.assertEqual(nack['version'], '2')  # the version petrel still has
+        listed = self.p.admin_get('/clusters')[2].decode()
+        for n in fresh:
+            self.assertNotIn('\n%s::' % n, '\n' + listed, n)
+        self.assertEqual(self.hosts('c20'), [self.a.port])
+        self.assertEqual(self.p.stat('cluster_manager.cds.update_rejected'), 1)
+        self.assertEqual(self.version_text(), version)
+        self.assertEqual(self.served_by(), (200, 'a'))
+
     def test_control_plane_outage(self):
         self.start(node_first_only=True)
         h.wait_until(lambda: self.served_by() == (200, 'a'), 10)
