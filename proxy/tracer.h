@@ -51,6 +51,36 @@ struct pt_tracer {
 #define PT_TRACER_MAX_PENDING 4096
 #define PT_TRACER_MAX_BATCH   1024
 
+/* A tag as the exporters write it. `plain` bits: PT_TAG_KEY_PLAIN, PT_TAG_VALUE_PLAIN when
+ * that string is known to need no JSON escaping (a fixed name, a number, an address). */
+typedef struct pt_span_tag {
+    const char *key, *value;
+    uint32_t klen, vlen;
+    uint8_t plain;
+} pt_span_tag_t;
+
+#define PT_TAG_KEY_PLAIN   1u
+#define PT_TAG_VALUE_PLAIN 2u
+
+/* The stream's span's own tags at most, and the custom tags of a connection manager and a
+ * route. */
+#define PT_SPAN_MAX_TAGS (20 + 2 * PT_MAX_CUSTOM_TAGS)
+
+/* A record's tags and local endpoint, formatted (main thread, on the stack). */
+typedef struct pt_span_tags {
+    pt_span_tag_t tag[PT_SPAN_MAX_TAGS];
+    unsigned n;
+    int error;                     /* a tag "error" is "true" (OTLP's status) */
+    const char *local_ip;          /* the local endpoint's address, or NULL */
+    uint32_t local_ip_len;
+    char local_buf[PT_ADDR_STRLEN];
+    char scratch[384]; /* the numbers, flags and the peer's address */
+} pt_span_tags_t;
+
+/* The tags of `rec` in Envoy's order (the custom tags last, each replacing a tag of its name
+ * in place as Envoy's setTag does); every string points into rec or out. */
+void pt_span_tags(const pt_span_rec_t *rec, pt_span_tags_t *out);
+
 /* The Zipkin exporter: reads ZipkinConfig (the reader inside typed_config) into t. */
 void pt_zipkin_parse(pt_cfg_t *r, struct pt_config *cfg, pt_tracer_t *t);
 extern const pt_exporter_ops_t pt_zipkin_ops;

@@ -3,7 +3,7 @@
  * main thread (proxy/span_queue.c). Worker threads. */
 #include "proxy/tracing.h"
 
-#include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,8 +20,6 @@
 /* ======================================================================================
  * Spans (worker)
  * ====================================================================================== */
-
-#define MAX_BUILTIN_TAGS 20 /* the request span's own tags, at most */
 
 struct pt_trace_span {
     pt_tracer_t *tracer;
@@ -235,65 +233,23 @@ void pt_tracing_response_headers(pt_http_stream_t *s, pt_http_headers_t *h)
 
 /* ---- finishing --------------------------------------------------------------------- */
 
-typedef struct tag_list {
-    pt_span_tag_t *tags;
-    unsigned n, cap;
-} tag_list_t;
+/* A sampled span ends: its record, one heap block, is filled here and queued for the main
+ * thread, which formats it (proxy/span_tags.c, the exporters). Only what the request holds
+ * is copied (header values, names); numbers, flags and addresses stay binary, so the worker
+ * formats nothing. */
 
-static void tag(tag_list_t *l, const char *k, const char *v)
+/* Room for `strs` bytes of strings and `ncustom` custom tags; NULL (counted as dropped) when
+ * memory runs out. *p: where the strings go. */
+static pt_span_rec_t *rec_new(const pt_trace_span_t *sp, uint64_t end_wall_us, size_t strs,
+                              unsigned ncustom, char **p)
 {
-    if (v != NULL && l->n < l->cap)
-        l->tags[l->n++] = (pt_span_tag_t){k, v};
-}
-
-static void custom_tags(tag_list_t *l, const pt_custom_tag_t *ct, unsigned n,
-                        const pt_http_headers_t *h)
-{
-    for (unsigned i = 0; i < n; i++) {
-        const char *v = ct[i].value;
-        if (ct[i].kind == PT_TAG_REQUEST_HEADER) {
-            v = h != NULL ? pt_http_headers_get(h, ct[i].value) : NULL;
-            if (v == NULL)
-                v = ct[i].default_value;
-        }
-        if (v == NULL)
-            continue;
-        /* A custom tag of a name already set replaces it, as Envoy's setTag does. */
-        unsigned k = 0;
-        while (k < l->n && strcmp(l->tags[k].key, ct[i].tag) != 0)
-            k++;
-        if (k < l->n)
-            l->tags[k].value = v;
-        else
-            tag(l, ct[i].tag, v);
-    }
-}
-
-/* Copies the span into one heap block and queues it for the main thread. */
-static void emit(const pt_trace_span_t *sp, uint64_t end_wall_us, const char *name,
-                 const char *local_ip, const tag_list_t *l)
-{
-    size_t size = sizeof(pt_span_rec_t) + l->n * sizeof(pt_span_tag_t);
-    uint32_t lens[2 * (MAX_BUILTIN_TAGS + 2 * PT_MAX_CUSTOM_TAGS)];
-    size_t strs = strlen(name) + 1 + (local_ip ? strlen(local_ip) + 1 : 0);
-    for (unsigned i = 0; i < l->n; i++) {
-        lens[2 * i] = (uint32_t)strlen(l->tags[i].key) + 1;
-        lens[2 * i + 1] = (uint32_t)strlen(l->tags[i].value) + 1;
-        strs += lens[2 * i] + lens[2 * i + 1];
-    }
+    size_t size = sizeof(pt_span_rec_t) + 2 * ncustom * sizeof(pt_span_str_t);
     pt_span_rec_t *rec = malloc(size + strs);
     if (rec == NULL) {
         pt_stat_inc(sp->tracer->stats.spans_dropped);
-        return;
+        return NULL;
     }
-    char *p = (char *)rec + size;
-#define COPY(dst, src)                                                                             \
-    do {                                                                                           \
-        size_t n_ = strlen(src) + 1;                                                               \
-        memcpy(p, src, n_);                                                                        \
-        dst = p;                                                                                   \
-        p += n_;                                                                                   \
-    } while (0)
+    memset(rec, 0, offsetof(pt_span_rec_t, custom));
     rec->tracer = sp->tracer;
     rec->trace_hi = sp->trace_hi;
     rec->trace_lo = sp->trace_lo;
@@ -305,56 +261,105 @@ static void emit(const pt_trace_span_t *sp, uint64_t end_wall_us, const char *na
     rec->kind = sp->kind;
     rec->shared = sp->shared;
     rec->debug = sp->debug;
-    COPY(rec->name, name);
-    rec->local_ip = NULL;
-    if (local_ip != NULL)
-        COPY(rec->local_ip, local_ip);
-    rec->ntags = l->n;
-#undef COPY
-    for (unsigned i = 0; i < l->n; i++) {
-        memcpy(p, l->tags[i].key, lens[2 * i]);
-        rec->tags[i].key = p;
-        p += lens[2 * i];
-        memcpy(p, l->tags[i].value, lens[2 * i + 1]);
-        rec->tags[i].value = p;
-        p += lens[2 * i + 1];
+    *p = (char *)rec + size;
+    return rec;
+}
+
+/* Copies n bytes of s (and a NUL) to p as *d; returns past it. */
+static char *put_str(char *p, pt_span_str_t *d, const char *s, size_t n)
+{
+    memcpy(p, s, n);
+    p[n] = '\0';
+    d->p = p;
+    d->len = (uint32_t)n;
+    return p + n + 1;
+}
+
+/* A string of the span, its length measured once. */
+typedef struct str_len {
+    const char *s;
+    size_t n;
+} str_len_t;
+
+static str_len_t sl(const char *s)
+{
+    return (str_len_t){s, s != NULL ? strlen(s) : 0};
+}
+
+static str_len_t hl(const pt_http_header_t *e)
+{
+    return e != NULL ? (str_len_t){e->value, e->value_len} : (str_len_t){NULL, 0};
+}
+
+static char *put_sl(char *p, pt_span_str_t *d, str_len_t v)
+{
+    return v.s != NULL ? put_str(p, d, v.s, v.n) : p;
+}
+
+/* The request headers the stream's span reads, found in one pass (the first of each). */
+typedef struct span_headers {
+    const pt_http_header_t *rid, *original_path, *path, *authority, *method, *dc, *ua;
+} span_headers_t;
+
+#define MATCH(e, lit, slot)                                                                        \
+    do {                                                                                           \
+        if ((slot) == NULL && memcmp((e)->name, lit, sizeof(lit) - 1) == 0)                        \
+            (slot) = (e);                                                                          \
+    } while (0)
+
+static void scan_span_headers(const pt_http_headers_t *h, span_headers_t *sh)
+{
+    memset(sh, 0, sizeof(*sh));
+    for (uint32_t i = 0; i < h->count; i++) {
+        const pt_http_header_t *e = &h->items[i];
+        switch (e->name_len) {
+        case 5:
+            MATCH(e, ":path", sh->path);
+            break;
+        case 7:
+            MATCH(e, ":method", sh->method);
+            break;
+        case 10:
+            if (e->name[0] == ':')
+                MATCH(e, ":authority", sh->authority);
+            else
+                MATCH(e, "user-agent", sh->ua);
+            break;
+        case 12:
+            MATCH(e, "x-request-id", sh->rid);
+            break;
+        case 21:
+            MATCH(e, "x-envoy-original-path", sh->original_path);
+            break;
+        case 34:
+            MATCH(e, "x-envoy-downstream-service-cluster", sh->dc);
+            break;
+        default:
+            break;
+        }
     }
-    pt_span_queue_push(rec);
 }
 
-/* Decimal into the arena, without printf (a sampled request formats a few). */
-static const char *fmt_u64(pt_arena_t *a, uint64_t v)
+/* The custom tags that have a value (a request header's, its default, a literal). */
+static unsigned custom_values(const pt_custom_tag_t *ct, unsigned n, const pt_http_headers_t *h,
+                              str_len_t *kv, size_t *strs)
 {
-    char tmp[24];
-    int i = (int)sizeof(tmp);
-    tmp[--i] = '\0';
-    do {
-        tmp[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v > 0);
-    char *out = pt_arena_alloc(a, sizeof(tmp) - (size_t)i);
-    if (out != NULL)
-        memcpy(out, tmp + i, sizeof(tmp) - (size_t)i);
-    return out;
-}
-
-/* scheme://authority path, cut to max bytes, into the arena. */
-static const char *make_url(pt_arena_t *a, const char *scheme, const char *auth, const char *path,
-                            uint32_t max)
-{
-    size_t ls = strlen(scheme), la = auth ? strlen(auth) : 0, lp = path ? strlen(path) : 0;
-    size_t n = ls + 3 + la + lp;
-    char *url = pt_arena_alloc(a, n + 1);
-    if (url == NULL)
-        return NULL;
-    memcpy(url, scheme, ls);
-    memcpy(url + ls, "://", 3);
-    if (la)
-        memcpy(url + ls + 3, auth, la);
-    if (lp)
-        memcpy(url + ls + 3 + la, path, lp);
-    url[n < max ? n : max] = '\0';
-    return url;
+    unsigned k = 0;
+    for (unsigned i = 0; i < n; i++) {
+        const char *v = ct[i].value;
+        if (ct[i].kind == PT_TAG_REQUEST_HEADER) {
+            v = h != NULL ? pt_http_headers_get(h, ct[i].value) : NULL;
+            if (v == NULL)
+                v = ct[i].default_value;
+        }
+        if (v == NULL)
+            continue;
+        kv[2 * k] = sl(ct[i].tag);
+        kv[2 * k + 1] = sl(v);
+        *strs += kv[2 * k].n + kv[2 * k + 1].n + 2;
+        k++;
+    }
+    return k;
 }
 
 void pt_tracing_end(pt_http_stream_t *s)
@@ -365,54 +370,71 @@ void pt_tracing_end(pt_http_stream_t *s)
     const pt_tracing_config_t *tc = s->config->tracing;
     const pt_route_tracing_t *rt = s->route != NULL ? s->route->tracing : NULL;
     const pt_http_headers_t *h = s->request_headers;
-    pt_arena_t *a = &s->arena;
-    pt_span_tag_t buf[MAX_BUILTIN_TAGS + 2 * PT_MAX_CUSTOM_TAGS];
-    tag_list_t l = {buf, 0, sizeof(buf) / sizeof(buf[0])};
     const pt_config_t *cfg = s->hcm != NULL ? pt_hcm_snapshot(s->hcm) : NULL;
-    tag(&l, "component", "proxy");
+    str_len_t v[PT_SPAN_NSTR] = {{NULL, 0}};
+    v[PT_SPAN_S_NAME] = sl(sp->name);
     if (cfg != NULL) {
-        tag(&l, "node_id", cfg->node.id);
-        tag(&l, "zone", cfg->node.zone);
+        v[PT_SPAN_S_NODE_ID] = sl(cfg->node.id);
+        v[PT_SPAN_S_ZONE] = sl(cfg->node.zone);
     }
+    span_headers_t sh;
+    size_t url_scheme = 0, url_auth = 0;
+    const pt_http_header_t *path = NULL;
     if (h != NULL) {
-        tag(&l, "guid:x-request-id", pt_http_headers_get(h, "x-request-id"));
-        const char *path = pt_http_headers_get(h, "x-envoy-original-path");
-        if (path == NULL)
-            path = pt_http_headers_get(h, ":path");
-        tag(&l, "http.url",
-            make_url(a, s->scheme, pt_http_headers_get(h, ":authority"), path,
-                     tc->max_path_tag_length));
-        tag(&l, "http.method", pt_http_headers_get(h, ":method"));
-        const char *dc = pt_http_headers_get(h, "x-envoy-downstream-service-cluster");
-        tag(&l, "downstream_cluster", dc ? dc : "-");
-        const char *ua = pt_http_headers_get(h, "user-agent");
-        tag(&l, "user_agent", ua ? ua : "-");
+        scan_span_headers(h, &sh);
+        v[PT_SPAN_S_REQUEST_ID] = hl(sh.rid);
+        v[PT_SPAN_S_METHOD] = hl(sh.method);
+        v[PT_SPAN_S_DOWNSTREAM_CLUSTER] = hl(sh.dc);
+        v[PT_SPAN_S_USER_AGENT] = hl(sh.ua);
+        /* http.url: scheme://authority path, cut to max_path_tag_length (written below). */
+        path = sh.original_path != NULL ? sh.original_path : sh.path;
+        url_scheme = strlen(s->scheme);
+        url_auth = sh.authority != NULL ? sh.authority->value_len : 0;
+        size_t n = url_scheme + 3 + url_auth + (path != NULL ? path->value_len : 0);
+        v[PT_SPAN_S_URL] = (str_len_t){"", n < tc->max_path_tag_length ? n : tc->max_path_tag_length};
     }
-    tag(&l, "http.protocol", s->info.protocol);
-    char *ip = pt_arena_alloc(a, PT_ADDR_STRLEN);
-    if (ip != NULL) {
-        pt_addr_format_ip(&s->info.downstream_remote, ip, PT_ADDR_STRLEN);
-        tag(&l, "peer.address", ip);
-    }
-    tag(&l, "request_size", fmt_u64(a, s->info.bytes_received));
-    tag(&l, "response_size", fmt_u64(a, s->info.bytes_sent));
-    if (s->info.upstream_cluster != NULL) {
-        tag(&l, "upstream_cluster", s->info.upstream_cluster);
-        tag(&l, "upstream_cluster.name", s->info.upstream_cluster);
-    }
-    tag(&l, "http.status_code", fmt_u64(a, (uint64_t)s->info.response_code));
-    char flags[128];
-    tag(&l, "response_flags", pt_response_flags_str(s->info.response_flags, flags, sizeof(flags)));
-    if (s->info.response_code == 0 || s->info.response_code >= 500)
-        tag(&l, "error", "true");
-    custom_tags(&l, tc->tags, tc->ntags, h);
+    v[PT_SPAN_S_CLUSTER] = sl(s->info.upstream_cluster);
+    size_t strs = 0;
+    for (unsigned i = 0; i < PT_SPAN_NSTR; i++)
+        strs += v[i].s != NULL ? v[i].n + 1 : 0;
+    str_len_t kv[4 * PT_MAX_CUSTOM_TAGS];
+    unsigned nc = custom_values(tc->tags, tc->ntags, h, kv, &strs);
     if (rt != NULL)
-        custom_tags(&l, rt->tags, rt->ntags, h);
-    char *lip = pt_arena_alloc(a, PT_ADDR_STRLEN);
-    if (lip != NULL)
-        pt_addr_format_ip(&s->info.downstream_local, lip, PT_ADDR_STRLEN);
+        nc += custom_values(rt->tags, rt->ntags, h, kv + 2 * nc, &strs);
     uint64_t end = s->info.start_wall_us + (s->info.end_mono_us - s->info.start_mono_us);
-    emit(sp, end, sp->name, lip, &l);
+    char *p;
+    pt_span_rec_t *rec = rec_new(sp, end, strs, nc, &p);
+    if (rec == NULL)
+        return;
+    for (unsigned i = 0; i < PT_SPAN_NSTR; i++)
+        if (i != PT_SPAN_S_URL)
+            p = put_sl(p, &rec->str[i], v[i]);
+    if (h != NULL) {
+        /* The URL's pieces, as far as the cut allows. */
+        char *url = p;
+        size_t max = v[PT_SPAN_S_URL].n, o = 0;
+        const char *piece[4] = {s->scheme, "://", sh.authority ? sh.authority->value : "",
+                                path != NULL ? path->value : ""};
+        size_t plen[4] = {url_scheme, 3, url_auth, path != NULL ? path->value_len : 0};
+        for (unsigned i = 0; i < 4 && o < max; i++) {
+            size_t k = plen[i] < max - o ? plen[i] : max - o;
+            memcpy(url + o, piece[i], k);
+            o += k;
+        }
+        p = put_str(url, &rec->str[PT_SPAN_S_URL], url, o);
+    }
+    rec->headers = h != NULL;
+    rec->status = s->info.response_code;
+    rec->response_flags = s->info.response_flags;
+    rec->bytes_received = s->info.bytes_received;
+    rec->bytes_sent = s->info.bytes_sent;
+    rec->protocol = s->info.protocol;
+    rec->peer = s->info.downstream_remote;
+    rec->local = s->info.downstream_local;
+    rec->ncustom = nc;
+    for (unsigned i = 0; i < 2 * nc; i++)
+        p = put_sl(p, &rec->custom[i], kv[i]);
+    pt_span_queue_push(rec);
 }
 
 /* Writes the context whose innermost span is `sp` into the upstream request: the headers
@@ -482,21 +504,25 @@ void pt_tracing_upstream_end(pt_http_stream_t *s, pt_trace_span_t *c, int status
 {
     if (c == NULL || !c->sampled)
         return;
-    pt_arena_t *a = &s->arena;
-    pt_span_tag_t buf[16];
-    tag_list_t l = {buf, 0, sizeof(buf) / sizeof(buf[0])};
-    tag(&l, "component", "proxy");
-    tag(&l, "upstream_cluster", s->info.upstream_cluster);
-    tag(&l, "upstream_cluster.name", s->info.upstream_cluster);
-    tag(&l, "upstream_address", s->info.upstream_host);
-    tag(&l, "peer.address", s->info.upstream_host);
-    tag(&l, "http.protocol", s->info.protocol);
-    tag(&l, "http.status_code", fmt_u64(a, (uint64_t)status));
-    tag(&l, "retry.count",
-        fmt_u64(a, s->info.upstream_attempts > 0 ? s->info.upstream_attempts - 1 : 0));
-    if (status == 0 || status >= 500)
-        tag(&l, "error", "true");
-    const char *name = pt_arena_sprintf(a, "router %s egress",
-                                        s->info.upstream_cluster ? s->info.upstream_cluster : "-");
-    emit(c, wall_us_now(s), name ? name : "router", NULL, &l);
+    /* The name: "router <cluster> egress". */
+    static const char pre[] = "router ", post[] = " egress";
+    str_len_t cl = sl(s->info.upstream_cluster), host = sl(s->info.upstream_host);
+    str_len_t nm = cl.s != NULL ? cl : (str_len_t){"-", 1};
+    size_t name_len = sizeof(pre) - 1 + nm.n + sizeof(post) - 1;
+    size_t strs = name_len + 1 + (cl.s ? cl.n + 1 : 0) + (host.s ? host.n + 1 : 0);
+    char *p;
+    pt_span_rec_t *rec = rec_new(c, wall_us_now(s), strs, 0, &p);
+    if (rec == NULL)
+        return;
+    memcpy(p, pre, sizeof(pre) - 1);
+    memcpy(p + sizeof(pre) - 1, nm.s, nm.n);
+    memcpy(p + sizeof(pre) - 1 + nm.n, post, sizeof(post) - 1);
+    p = put_str(p, &rec->str[PT_SPAN_S_NAME], p, name_len);
+    p = put_sl(p, &rec->str[PT_SPAN_S_CLUSTER], cl);
+    p = put_sl(p, &rec->str[PT_SPAN_S_UPSTREAM_HOST], host);
+    rec->upstream_try = 1;
+    rec->status = status;
+    rec->retries = s->info.upstream_attempts > 0 ? s->info.upstream_attempts - 1 : 0;
+    rec->protocol = s->info.protocol;
+    pt_span_queue_push(rec);
 }

@@ -64,47 +64,41 @@ void pt_zipkin_parse(pt_cfg_t *r, pt_config_t *cfg, pt_tracer_t *t)
 
 /* ---- encoding ---------------------------------------------------------------------- */
 
-/* A growing string; an allocation failure sets failed and every later append does
- * nothing, so it is checked once at the end. */
-typedef struct strbuf {
+/* The report's buffer: room is reserved once per span for the most that span can take,
+ * then written through a plain pointer (no check per field). */
+typedef struct jbuf {
     char *p;
     size_t len, cap;
     int failed;
-} strbuf_t;
+} jbuf_t;
 
-static int sb_grow(strbuf_t *b, size_t n)
+/* A pointer to room for n more bytes, or NULL (failed) when memory runs out. */
+static char *jb_reserve(jbuf_t *b, size_t n)
 {
     if (b->failed)
-        return -1;
-    size_t cap = b->cap ? b->cap * 2 : 4096;
-    while (cap < b->len + n)
-        cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (p == NULL) {
-        b->failed = 1;
-        return -1;
+        return NULL;
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 16384;
+        while (cap < b->len + n)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (p == NULL) {
+            b->failed = 1;
+            return NULL;
+        }
+        b->p = p;
+        b->cap = cap;
     }
-    b->p = p;
-    b->cap = cap;
-    return 0;
+    return b->p + b->len;
 }
 
-static inline int sb_reserve(strbuf_t *b, size_t n)
-{
-    return b->len + n <= b->cap ? 0 : sb_grow(b, n);
-}
+#define PUT_LIT(o, lit) (memcpy(o, lit, sizeof(lit) - 1), (o) += sizeof(lit) - 1)
 
-static inline void sb_put(strbuf_t *b, const char *s, size_t n)
-{
-    if (sb_reserve(b, n) == 0) {
-        memcpy(b->p + b->len, s, n);
-        b->len += n;
-    }
-}
+/* The most a string of n bytes takes as JSON: every byte may become a 6-byte escape, and
+ * the quotes. */
+#define JSON_MAX(n) (6 * (size_t)(n) + 2)
 
-#define SB_LIT(b, lit) sb_put(b, lit, sizeof(lit) - 1)
-
-static void sb_u64(strbuf_t *b, uint64_t v)
+static char *put_u64(char *o, uint64_t v)
 {
     char tmp[24];
     int i = (int)sizeof(tmp);
@@ -112,10 +106,12 @@ static void sb_u64(strbuf_t *b, uint64_t v)
         tmp[--i] = (char)('0' + v % 10);
         v /= 10;
     } while (v > 0);
-    sb_put(b, tmp + i, sizeof(tmp) - (size_t)i);
+    memcpy(o, tmp + i, sizeof(tmp) - (size_t)i);
+    return o + sizeof(tmp) - (size_t)i;
 }
 
-/* The length of a valid UTF-8 sequence at s (1-4), or 0. */
+/* The length of a valid UTF-8 sequence at s (1-4), or 0. The string is NUL-terminated, and a
+ * NUL is never a continuation byte, so no read passes its end. */
 static size_t utf8_len(const unsigned char *s)
 {
     if (s[0] >= 0xc2 && s[0] <= 0xdf)
@@ -137,123 +133,157 @@ static size_t utf8_len(const unsigned char *s)
     return 0;
 }
 
-/* A JSON string: quotes, escapes for '"', '\\' and control characters, and U+FFFD for a
- * byte that is not valid UTF-8 (a header value may hold anything). */
-static void sb_str(strbuf_t *b, const char *str)
+/* The body of a JSON string (no quotes): escapes for '"', '\\' and control characters, and
+ * U+FFFD for a byte that is not valid UTF-8 (a header value may hold anything); a NUL ends
+ * it. At most JSON_MAX(n) - 2 bytes at o. */
+static char *put_escaped(char *o, const char *str, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     /* 1: the byte ends a run of bytes written as they are (NUL, control, '"', '\\', non-ASCII). */
     static const uint8_t special[256] = {
         [0 ... 0x1f] = 1, ['"'] = 1, ['\\'] = 1, [0x80 ... 0xff] = 1};
-    const unsigned char *s = (const unsigned char *)str;
-    if (sb_reserve(b, 2) != 0)
-        return;
-    b->p[b->len++] = '"';
-    /* Eight bytes at a time while none is special (most tag values are plain ASCII). */
-    size_t slen = strlen(str), i = 0;
+    const unsigned char *s = (const unsigned char *)str, *end = s + n;
+    /* Eight bytes at a time while none is special (most values are plain ASCII). */
     const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
-    while (i + 8 <= slen) {
+    while (s + 8 <= end) {
         uint64_t x, q, bs;
-        memcpy(&x, s + i, 8);
+        memcpy(&x, s, 8);
         q = x ^ (ones * '"');
         bs = x ^ (ones * '\\');
         uint64_t hit = ((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((bs - ones) & ~bs) | x;
         if (hit & highs)
             break;
-        i += 8;
+        memcpy(o, s, 8);
+        o += 8;
+        s += 8;
     }
-    sb_put(b, str, i);
-    s += i;
-    while (*s) {
-        const unsigned char *run = s;
-        while (!special[*s])
+    while (s < end) {
+        unsigned char c = *s;
+        if (!special[c]) {
+            *o++ = (char)c;
             s++;
-        sb_put(b, (const char *)run, (size_t)(s - run));
-        if (*s == 0)
+        } else if (c == 0) {
             break;
-        if (*s == '"' || *s == '\\') {
-            char esc[2] = {'\\', (char)*s};
-            sb_put(b, esc, 2);
+        } else if (c == '"' || c == '\\') {
+            o[0] = '\\';
+            o[1] = (char)c;
+            o += 2;
             s++;
-        } else if (*s < 0x20) {
-            char esc[6] = {'\\', 'u', '0', '0', hex[*s >> 4], hex[*s & 15]};
-            sb_put(b, esc, 6);
+        } else if (c < 0x20) {
+            memcpy(o, "\\u00", 4);
+            o[4] = hex[c >> 4];
+            o[5] = hex[c & 15];
+            o += 6;
             s++;
         } else {
-            size_t n = utf8_len(s);
-            if (n == 0) {
-                SB_LIT(b, "\\ufffd");
+            size_t k = utf8_len(s);
+            if (k == 0 || s + k > end) {
+                PUT_LIT(o, "\\ufffd");
                 s++;
             } else {
-                sb_put(b, (const char *)s, n);
-                s += n;
+                memcpy(o, s, k);
+                o += k;
+                s += k;
             }
         }
     }
-    sb_put(b, "\"", 1);
+    return o;
 }
 
-/* Zipkin v2 JSON, written directly (a report of hundreds of spans is encoded on the main
- * thread every flush: no tree of objects). */
+/* A JSON string: as it is when `plain` (known to need no escape), else escaped. */
+static char *put_jstr(char *o, const char *s, size_t n, int plain)
+{
+    *o++ = '"';
+    if (plain) {
+        memcpy(o, s, n);
+        o += n;
+    } else {
+        o = put_escaped(o, s, n);
+    }
+    *o++ = '"';
+    return o;
+}
+
+/* Zipkin v2 JSON, written directly from the records (a report of hundreds of spans is
+ * encoded on the main thread every flush: no tree of objects, no printf). */
 char *pt_zipkin_encode_json(pt_span_rec_t *const *spans, unsigned n, size_t *len)
 {
-    strbuf_t b = {0};
-    char hex[33];
-    SB_LIT(&b, "[");
+    jbuf_t b = {0};
+    pt_span_tags_t tags;
+    char *o = jb_reserve(&b, 2);
+    if (o != NULL) {
+        *o = '[';
+        b.len = 1;
+    }
     for (unsigned i = 0; i < n; i++) {
         const pt_span_rec_t *sp = spans[i];
+        pt_span_tags(sp, &tags);
+        const char *svc = sp->tracer->service_name;
+        size_t svc_len = strlen(svc);
+        const pt_span_str_t *name = &sp->str[PT_SPAN_S_NAME];
+        /* The fixed text, ids and numbers take under 320 bytes. */
+        size_t need = 320 + JSON_MAX(name->len) + JSON_MAX(svc_len) + JSON_MAX(tags.local_ip_len);
+        for (unsigned k = 0; k < tags.n; k++)
+            need += JSON_MAX(tags.tag[k].klen) + JSON_MAX(tags.tag[k].vlen) + 2;
+        o = jb_reserve(&b, need);
+        if (o == NULL)
+            break;
+        char *start = o;
         if (i > 0)
-            SB_LIT(&b, ",");
-        SB_LIT(&b, "{\"traceId\":\"");
-        sb_put(&b, hex, pt_trace_id_hex(sp->trace_hi, sp->trace_lo, 1, hex));
-        SB_LIT(&b, "\",\"id\":\"");
-        pt_trace_hex64(sp->id, hex);
-        sb_put(&b, hex, 16);
+            *o++ = ',';
+        PUT_LIT(o, "{\"traceId\":\"");
+        o += pt_trace_id_hex(sp->trace_hi, sp->trace_lo, 1, o);
+        PUT_LIT(o, "\",\"id\":\"");
+        pt_trace_hex64(sp->id, o);
+        o += 16;
         if (sp->parent_id != 0) {
-            SB_LIT(&b, "\",\"parentId\":\"");
-            pt_trace_hex64(sp->parent_id, hex);
-            sb_put(&b, hex, 16);
+            PUT_LIT(o, "\",\"parentId\":\"");
+            pt_trace_hex64(sp->parent_id, o);
+            o += 16;
         }
-        SB_LIT(&b, "\",\"name\":");
-        sb_str(&b, sp->name);
+        PUT_LIT(o, "\",\"name\":");
+        o = put_jstr(o, name->p != NULL ? name->p : "", name->len, 0);
         if (sp->kind == PT_SPAN_CLIENT)
-            SB_LIT(&b, ",\"kind\":\"CLIENT\",\"timestamp\":");
+            PUT_LIT(o, ",\"kind\":\"CLIENT\",\"timestamp\":");
         else
-            SB_LIT(&b, ",\"kind\":\"SERVER\",\"timestamp\":");
-        sb_u64(&b, sp->start_us);
-        SB_LIT(&b, ",\"duration\":");
-        sb_u64(&b, sp->duration_us);
-        SB_LIT(&b, ",\"localEndpoint\":{\"serviceName\":");
-        sb_str(&b, sp->tracer->service_name);
-        if (sp->local_ip != NULL && sp->local_ip[0]) {
-            if (strchr(sp->local_ip, ':') != NULL)
-                SB_LIT(&b, ",\"ipv6\":");
+            PUT_LIT(o, ",\"kind\":\"SERVER\",\"timestamp\":");
+        o = put_u64(o, sp->start_us);
+        PUT_LIT(o, ",\"duration\":");
+        o = put_u64(o, sp->duration_us);
+        PUT_LIT(o, ",\"localEndpoint\":{\"serviceName\":");
+        o = put_jstr(o, svc, svc_len, 0);
+        if (tags.local_ip_len > 0) {
+            if (memchr(tags.local_ip, ':', tags.local_ip_len) != NULL)
+                PUT_LIT(o, ",\"ipv6\":");
             else
-                SB_LIT(&b, ",\"ipv4\":");
-            sb_str(&b, sp->local_ip);
+                PUT_LIT(o, ",\"ipv4\":");
+            o = put_jstr(o, tags.local_ip, tags.local_ip_len, 0);
         }
-        SB_LIT(&b, "}");
+        *o++ = '}';
         if (sp->shared)
-            SB_LIT(&b, ",\"shared\":true");
+            PUT_LIT(o, ",\"shared\":true");
         if (sp->debug)
-            SB_LIT(&b, ",\"debug\":true");
-        SB_LIT(&b, ",\"tags\":{");
-        for (unsigned k = 0; k < sp->ntags; k++) {
+            PUT_LIT(o, ",\"debug\":true");
+        PUT_LIT(o, ",\"tags\":{");
+        for (unsigned k = 0; k < tags.n; k++) {
+            const pt_span_tag_t *t = &tags.tag[k];
             if (k > 0)
-                SB_LIT(&b, ",");
-            sb_str(&b, sp->tags[k].key);
-            SB_LIT(&b, ":");
-            sb_str(&b, sp->tags[k].value);
+                *o++ = ',';
+            o = put_jstr(o, t->key, t->klen, t->plain & PT_TAG_KEY_PLAIN);
+            *o++ = ':';
+            o = put_jstr(o, t->value, t->vlen, t->plain & PT_TAG_VALUE_PLAIN);
         }
-        SB_LIT(&b, "}}");
+        PUT_LIT(o, "}}");
+        b.len += (size_t)(o - start);
     }
-    SB_LIT(&b, "]");
-    sb_put(&b, "", 1); /* the NUL */
-    if (b.failed) {
+    o = jb_reserve(&b, 2);
+    if (o == NULL) {
         free(b.p);
         return NULL;
     }
-    *len = b.len - 1;
+    o[0] = ']';
+    o[1] = '\0';
+    *len = b.len + 1;
     return b.p;
 }
 
@@ -283,9 +313,11 @@ static void put_string(pt_pb_writer_t *w, uint32_t field, const char *s)
 void *pt_zipkin_encode_proto(pt_span_rec_t *const *spans, unsigned n, size_t *len)
 {
     pt_pb_writer_t w;
+    pt_span_tags_t tags;
     pt_pb_writer_init(&w);
     for (unsigned i = 0; i < n; i++) {
         const pt_span_rec_t *sp = spans[i];
+        pt_span_tags(sp, &tags);
         size_t span = pt_pb_begin_len(&w, 1);
         put_id(&w, 1, sp->trace_hi, sp->trace_lo, sp->trace_hi != 0);
         if (sp->parent_id != 0)
@@ -293,25 +325,25 @@ void *pt_zipkin_encode_proto(pt_span_rec_t *const *spans, unsigned n, size_t *le
         put_id(&w, 3, 0, sp->id, 0);
         pt_pb_put_tag(&w, 4, 0);
         pt_pb_put_varint(&w, sp->kind == PT_SPAN_CLIENT ? 1 : 2);
-        put_string(&w, 5, sp->name);
+        pt_pb_put_bytes(&w, 5, sp->str[PT_SPAN_S_NAME].p, sp->str[PT_SPAN_S_NAME].len);
         pt_pb_put_tag(&w, 6, 1);
         pt_pb_put_fixed64(&w, sp->start_us);
         pt_pb_put_tag(&w, 7, 0);
         pt_pb_put_varint(&w, sp->duration_us);
         size_t ep = pt_pb_begin_len(&w, 8);
         put_string(&w, 1, sp->tracer->service_name);
-        if (sp->local_ip != NULL) {
+        if (tags.local_ip != NULL) {
             uint8_t a[16];
-            if (inet_pton(AF_INET, sp->local_ip, a) == 1)
+            if (inet_pton(AF_INET, tags.local_ip, a) == 1)
                 pt_pb_put_bytes(&w, 2, a, 4);
-            else if (inet_pton(AF_INET6, sp->local_ip, a) == 1)
+            else if (inet_pton(AF_INET6, tags.local_ip, a) == 1)
                 pt_pb_put_bytes(&w, 3, a, 16);
         }
         pt_pb_end_len(&w, ep);
-        for (unsigned k = 0; k < sp->ntags; k++) {
+        for (unsigned k = 0; k < tags.n; k++) {
             size_t e = pt_pb_begin_len(&w, 11);
-            put_string(&w, 1, sp->tags[k].key);
-            put_string(&w, 2, sp->tags[k].value);
+            pt_pb_put_bytes(&w, 1, tags.tag[k].key, tags.tag[k].klen);
+            pt_pb_put_bytes(&w, 2, tags.tag[k].value, tags.tag[k].vlen);
             pt_pb_end_len(&w, e);
         }
         if (sp->debug) {
