@@ -252,7 +252,7 @@ static void otel_flush(pt_tracer_t *t, pt_span_rec_t **spans, unsigned n)
     size_t len = 0;
     uint8_t *msg = pt_otel_encode(t, spans, n, &len);
     for (unsigned i = 0; i < n; i++)
-        free(spans[i]);
+        pt_span_rec_free(spans[i]);
     uint8_t *body = msg;
     if (msg != NULL && t->grpc) {
         /* One gRPC message: not compressed, then its length, big-endian. */

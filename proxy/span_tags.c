@@ -113,14 +113,18 @@ static void request_tags(builder_t *b, const pt_span_rec_t *rec)
         PUT_STR(b, "upstream_cluster.name", &s[PT_SPAN_S_CLUSTER]);
     }
     PUT_NUM(b, "http.status_code", (uint64_t)rec->status);
-    if (b->end - b->scratch >= 128) {
+    if (rec->response_flags == 0) {
+        PUT_LIT(b, "response_flags", "-");
+    } else if (b->end - b->scratch >= 128) {
         pt_response_flags_str(rec->response_flags, b->scratch, 128);
         uint32_t n = (uint32_t)strlen(b->scratch);
         put(b, "response_flags", 14, b->scratch, n, PLAIN);
         b->scratch += n + 1;
     }
-    if (rec->status == 0 || rec->status >= 500)
+    if (rec->status == 0 || rec->status >= 500) {
         PUT_LIT(b, "error", "true");
+        b->out->error = 1;
+    }
 }
 
 static void try_tags(builder_t *b, const pt_span_rec_t *rec)
@@ -135,14 +139,17 @@ static void try_tags(builder_t *b, const pt_span_rec_t *rec)
         put(b, "http.protocol", 13, rec->protocol, (uint32_t)strlen(rec->protocol), PLAIN);
     PUT_NUM(b, "http.status_code", (uint64_t)rec->status);
     PUT_NUM(b, "retry.count", rec->retries);
-    if (rec->status == 0 || rec->status >= 500)
+    if (rec->status == 0 || rec->status >= 500) {
         PUT_LIT(b, "error", "true");
+        b->out->error = 1;
+    }
 }
 
 void pt_span_tags(const pt_span_rec_t *rec, pt_span_tags_t *out)
 {
     builder_t b = {out, out->scratch, out->scratch + sizeof(out->scratch)};
     out->n = 0;
+    out->error = 0;
     out->local_ip = NULL;
     out->local_ip_len = 0;
     if (rec->upstream_try) {
@@ -153,6 +160,9 @@ void pt_span_tags(const pt_span_rec_t *rec, pt_span_tags_t *out)
         out->local_ip = out->local_buf;
         out->local_ip_len = (uint32_t)strlen(out->local_buf);
     }
+    if (rec->ncustom == 0)
+        return;
+    /* A custom tag may set or replace "error". */
     put_custom(&b, rec);
     out->error = 0;
     for (unsigned i = 0; i < out->n; i++)

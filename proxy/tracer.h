@@ -6,6 +6,7 @@
 #define PT_TRACER_H
 
 #include <stdint.h>
+#include <string.h>
 
 #include "discovery/rest_fetch.h"
 #include "proxy/stats.h"
@@ -50,6 +51,41 @@ struct pt_tracer {
  * counted), and spans per report. */
 #define PT_TRACER_MAX_PENDING 4096
 #define PT_TRACER_MAX_BATCH   1024
+
+/* memcpy for the short strings of a span, inline: overlapping word copies rather than a
+ * library call for each of the dozens a span copies and writes. */
+static inline void pt_span_copy(char *d, const char *s, size_t n)
+{
+    if (n > 32) {
+        memcpy(d, s, n);
+    } else if (n >= 16) {
+        uint64_t a, b, c, e;
+        memcpy(&a, s, 8);
+        memcpy(&b, s + 8, 8);
+        memcpy(&c, s + n - 16, 8);
+        memcpy(&e, s + n - 8, 8);
+        memcpy(d, &a, 8);
+        memcpy(d + 8, &b, 8);
+        memcpy(d + n - 16, &c, 8);
+        memcpy(d + n - 8, &e, 8);
+    } else if (n >= 8) {
+        uint64_t a, b;
+        memcpy(&a, s, 8);
+        memcpy(&b, s + n - 8, 8);
+        memcpy(d, &a, 8);
+        memcpy(d + n - 8, &b, 8);
+    } else if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, s, 4);
+        memcpy(&b, s + n - 4, 4);
+        memcpy(d, &a, 4);
+        memcpy(d + n - 4, &b, 4);
+    } else if (n > 0) {
+        d[0] = s[0];
+        d[n / 2] = s[n / 2];
+        d[n - 1] = s[n - 1];
+    }
+}
 
 /* A tag as the exporters write it. `plain` bits: PT_TAG_KEY_PLAIN, PT_TAG_VALUE_PLAIN when
  * that string is known to need no JSON escaping (a fixed name, a number, an address). */
@@ -100,6 +136,10 @@ void pt_tracer_free(pt_tracer_t *t);
 /* proxy/span_queue.c: a worker's (or the main thread's) span goes on its ring, or is
  * dropped and counted when the ring is full; the drain starts once a tracer exists. */
 void pt_span_queue_push(pt_span_rec_t *rec);
+/* A record's block (the calling worker's spare one when it fits), and its return to the
+ * worker that made it (main thread; free() is right for a record never queued too). */
+pt_span_rec_t *pt_span_rec_alloc(size_t size);
+void pt_span_rec_free(pt_span_rec_t *rec);
 void pt_span_queue_start_drain(void);
 
 /* Main thread: POSTs an encoded report (body: malloc'd, taken and freed) to the tracer's

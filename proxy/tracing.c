@@ -33,6 +33,9 @@ struct pt_trace_span {
     uint8_t replace;      /* the request holds trace headers: injecting replaces them */
     int status;           /* a try's response status */
     char trace_hex[33];   /* the trace id, for %TRACE_ID% */
+    /* What inject writes (the values of the headers it adds point here): the span id, the
+     * parent's, a traceparent. */
+    char span_hex[17], parent_hex[17], traceparent[56];
 };
 
 static uint64_t wall_us_now(const pt_http_stream_t *s)
@@ -44,6 +47,7 @@ static uint64_t wall_us_now(const pt_http_stream_t *s)
 typedef struct trace_headers {
     const char *rid, *client_trace_id, *force_trace, *decorator_op, *authority;
     const char *b3, *b3_trace, *b3_span, *b3_parent, *b3_sampled, *b3_flags, *traceparent;
+    uint32_t rid_len;
     int any_context; /* some B3 or traceparent header came: injecting must replace them */
 } trace_headers_t;
 
@@ -61,8 +65,12 @@ static void scan_headers(const pt_http_headers_t *h, trace_headers_t *th)
             if (NAME_IS(e, ":authority") && th->authority == NULL)
                 th->authority = e->value;
         } else if (c == 'x') {
-            if (NAME_IS(e, "x-request-id"))
-                th->rid = th->rid ? th->rid : e->value;
+            if (NAME_IS(e, "x-request-id")) {
+                if (th->rid == NULL) {
+                    th->rid = e->value;
+                    th->rid_len = e->value_len;
+                }
+            }
             else if (e->name_len > 5 && memcmp(e->name, "x-b3-", 5) == 0) {
                 th->any_context = 1;
                 if (NAME_IS(e, "x-b3-traceid"))
@@ -109,7 +117,7 @@ static pt_trace_status_t decide(pt_http_stream_t *s, const trace_headers_t *th,
         if (rt->has_overall)
             overall = rt->overall_sampling;
     }
-    pt_trace_status_t was = pt_trace_rid_status(rid);
+    pt_trace_status_t was = pt_trace_rid_status_n(rid, th->rid_len);
     int external = s->config->use_remote_address && !s->internal;
     pt_trace_status_t st = pt_trace_decide(
         was, rint, th->client_trace_id != NULL, !external && th->force_trace != NULL,
@@ -244,12 +252,14 @@ static pt_span_rec_t *rec_new(const pt_trace_span_t *sp, uint64_t end_wall_us, s
                               unsigned ncustom, char **p)
 {
     size_t size = sizeof(pt_span_rec_t) + 2 * ncustom * sizeof(pt_span_str_t);
-    pt_span_rec_t *rec = malloc(size + strs);
+    pt_span_rec_t *rec = pt_span_rec_alloc(size + strs);
     if (rec == NULL) {
         pt_stat_inc(sp->tracer->stats.spans_dropped);
         return NULL;
     }
+    uint16_t pool = rec->pool;
     memset(rec, 0, offsetof(pt_span_rec_t, custom));
+    rec->pool = pool;
     rec->tracer = sp->tracer;
     rec->trace_hi = sp->trace_hi;
     rec->trace_lo = sp->trace_lo;
@@ -268,7 +278,8 @@ static pt_span_rec_t *rec_new(const pt_trace_span_t *sp, uint64_t end_wall_us, s
 /* Copies n bytes of s (and a NUL) to p as *d; returns past it. */
 static char *put_str(char *p, pt_span_str_t *d, const char *s, size_t n)
 {
-    memcpy(p, s, n);
+    if (p != s)
+        pt_span_copy(p, s, n);
     p[n] = '\0';
     d->p = p;
     d->len = (uint32_t)n;
@@ -439,9 +450,8 @@ void pt_tracing_end(pt_http_stream_t *s)
 
 /* Writes the context whose innermost span is `sp` into the upstream request: the headers
  * are appended (after removing any that came in, or that an earlier try wrote), their
- * values in one arena block. */
-static void inject(pt_http_stream_t *s, pt_trace_span_t *root, const pt_trace_span_t *sp,
-                   pt_http_headers_t *h)
+ * values formatted into the span. */
+static void inject(pt_trace_span_t *root, pt_trace_span_t *sp, pt_http_headers_t *h)
 {
     static const char *const names[] = {
         "b3",           "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid",
@@ -453,26 +463,24 @@ static void inject(pt_http_stream_t *s, pt_trace_span_t *root, const pt_trace_sp
         pt_http_headers_remove_any(h, names + from, to - from);
     }
     root->replace = 1; /* a later try replaces what this one writes */
-    char *v = pt_arena_alloc(&s->arena, 33 + 17 + 17 + 56);
-    if (v == NULL)
-        return;
+    /* The values live in the span that is injected (the stream's, or the try's), which the
+     * stream's arena keeps as long as the headers. */
     if (t->inject_b3) {
-        char *sid = v + 33, *pid = v + 50;
         /* The trace id is the request's, formatted once (it is %TRACE_ID% too). */
         pt_http_headers_add_ref_n(h, "x-b3-traceid", 12, root->trace_hex,
                                   root->trace_hi != 0 ? 32 : 16);
-        pt_trace_hex64(sp->id, sid);
-        pt_http_headers_add_ref_n(h, "x-b3-spanid", 11, sid, 16);
+        pt_trace_hex64(sp->id, sp->span_hex);
+        pt_http_headers_add_ref_n(h, "x-b3-spanid", 11, sp->span_hex, 16);
         if (sp->parent_id != 0) {
-            pt_trace_hex64(sp->parent_id, pid);
-            pt_http_headers_add_ref_n(h, "x-b3-parentspanid", 17, pid, 16);
+            pt_trace_hex64(sp->parent_id, sp->parent_hex);
+            pt_http_headers_add_ref_n(h, "x-b3-parentspanid", 17, sp->parent_hex, 16);
         }
         pt_http_headers_add_ref_n(h, "x-b3-sampled", 12, sp->sampled ? "1" : "0", 1);
     }
     if (t->inject_w3c) {
-        char *tp = v + 67;
-        pt_trace_format_traceparent(sp->trace_hi, sp->trace_lo, sp->id, sp->sampled, tp);
-        pt_http_headers_add_ref_n(h, "traceparent", 11, tp, 55);
+        pt_trace_format_traceparent(sp->trace_hi, sp->trace_lo, sp->id, sp->sampled,
+                                    sp->traceparent);
+        pt_http_headers_add_ref_n(h, "traceparent", 11, sp->traceparent, 55);
     }
 }
 
@@ -480,12 +488,12 @@ pt_trace_span_t *pt_tracing_upstream_start(pt_http_stream_t *s, pt_http_headers_
 {
     pt_trace_span_t *sp = s->span;
     if (!sp->spawn && !child) {
-        inject(s, sp, sp, h);
+        inject(sp, sp, h);
         return NULL;
     }
     pt_trace_span_t *c = pt_arena_alloc(&s->arena, sizeof(*c));
     if (c == NULL) {
-        inject(s, sp, sp, h);
+        inject(sp, sp, h);
         return NULL;
     }
     *c = *sp;
@@ -496,7 +504,7 @@ pt_trace_span_t *pt_tracing_upstream_start(pt_http_stream_t *s, pt_http_headers_
     c->start_wall_us = wall_us_now(s);
     c->start_mono_us = pt_loop_us();
     c->status = 0;
-    inject(s, sp, c, h);
+    inject(sp, c, h);
     return c;
 }
 

@@ -149,6 +149,7 @@ typedef struct pt_span_rec {
     uint8_t kind, shared, debug;
     uint8_t upstream_try; /* an upstream try's CLIENT span, else the stream's span */
     uint8_t headers;      /* the stream's span: the request's headers were there */
+    uint16_t pool;        /* the ring of the worker the block returns to (+1), or 0 */
     int status;           /* http.status_code (0: no response) */
     uint32_t response_flags;
     uint32_t retries;                     /* an upstream try: retry.count */

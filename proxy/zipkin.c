@@ -15,6 +15,7 @@
 #include "discovery/rest_fetch.h"
 #include "proxy/cluster_manager.h"
 #include "proxy/config.h"
+#include "proxy/http.h"
 #include "proxy/log.h"
 #include "proxy/protobuf.h"
 #include "proxy/trace_context.h"
@@ -106,7 +107,7 @@ static char *put_u64(char *o, uint64_t v)
         tmp[--i] = (char)('0' + v % 10);
         v /= 10;
     } while (v > 0);
-    memcpy(o, tmp + i, sizeof(tmp) - (size_t)i);
+    pt_span_copy(o, tmp + i, sizeof(tmp) - (size_t)i);
     return o + sizeof(tmp) - (size_t)i;
 }
 
@@ -195,13 +196,184 @@ static char *put_jstr(char *o, const char *s, size_t n, int plain)
 {
     *o++ = '"';
     if (plain) {
-        memcpy(o, s, n);
+        pt_span_copy(o, s, n);
         o += n;
     } else {
         o = put_escaped(o, s, n);
     }
     *o++ = '"';
     return o;
+}
+
+/* ---- the tags, written straight from the record ---------------------------------------
+ * A record without custom tags (nearly all of them) has its tags written here without a
+ * tag list: the names and their punctuation are constants, numbers and addresses are
+ * formatted in place, and only the strings a request brought are escaped. The order and
+ * the text are pt_span_tags's (proxy/span_tags.c), which the records with custom tags go
+ * through; the unit tests hold both to the same bytes. */
+
+/* A record's string, escaped, with its quotes. */
+static char *put_rec_str(char *o, const pt_span_str_t *v)
+{
+    return put_jstr(o, v->p, v->len, 0);
+}
+
+/* The same string again: the n bytes written at `from` copied. */
+static char *put_again(char *o, const char *from, size_t n)
+{
+    pt_span_copy(o, from, n);
+    return o + n;
+}
+
+/* An address as a JSON string: an IP formatted in place; anything else (a Unix socket's
+ * path) formatted aside and escaped. */
+static char *put_addr(char *o, const pt_addr_t *a)
+{
+    if (a->sa.sa_family == AF_INET || a->sa.sa_family == AF_INET6) {
+        *o++ = '"';
+        pt_addr_format_ip(a, o, PT_ADDR_STRLEN);
+        o += strlen(o);
+        *o++ = '"';
+        return o;
+    }
+    char tmp[PT_ADDR_STRLEN];
+    pt_addr_format_ip(a, tmp, sizeof(tmp));
+    return put_jstr(o, tmp, strlen(tmp), 0);
+}
+
+static char *put_num_str(char *o, uint64_t v)
+{
+    *o++ = '"';
+    o = put_u64(o, v);
+    *o++ = '"';
+    return o;
+}
+
+static char *request_tags(char *o, const pt_span_rec_t *rec)
+{
+    const pt_span_str_t *s = rec->str;
+    PUT_LIT(o, "\"component\":\"proxy\"");
+    if (s[PT_SPAN_S_NODE_ID].p != NULL) {
+        PUT_LIT(o, ",\"node_id\":");
+        o = put_rec_str(o, &s[PT_SPAN_S_NODE_ID]);
+    }
+    if (s[PT_SPAN_S_ZONE].p != NULL) {
+        PUT_LIT(o, ",\"zone\":");
+        o = put_rec_str(o, &s[PT_SPAN_S_ZONE]);
+    }
+    if (rec->headers) {
+        if (s[PT_SPAN_S_REQUEST_ID].p != NULL) {
+            PUT_LIT(o, ",\"guid:x-request-id\":");
+            o = put_rec_str(o, &s[PT_SPAN_S_REQUEST_ID]);
+        }
+        if (s[PT_SPAN_S_URL].p != NULL) {
+            PUT_LIT(o, ",\"http.url\":");
+            o = put_rec_str(o, &s[PT_SPAN_S_URL]);
+        }
+        if (s[PT_SPAN_S_METHOD].p != NULL) {
+            PUT_LIT(o, ",\"http.method\":");
+            o = put_rec_str(o, &s[PT_SPAN_S_METHOD]);
+        }
+        PUT_LIT(o, ",\"downstream_cluster\":");
+        if (s[PT_SPAN_S_DOWNSTREAM_CLUSTER].p != NULL)
+            o = put_rec_str(o, &s[PT_SPAN_S_DOWNSTREAM_CLUSTER]);
+        else
+            PUT_LIT(o, "\"-\"");
+        PUT_LIT(o, ",\"user_agent\":");
+        if (s[PT_SPAN_S_USER_AGENT].p != NULL)
+            o = put_rec_str(o, &s[PT_SPAN_S_USER_AGENT]);
+        else
+            PUT_LIT(o, "\"-\"");
+    }
+    if (rec->protocol != NULL) {
+        PUT_LIT(o, ",\"http.protocol\":");
+        o = put_jstr(o, rec->protocol, strlen(rec->protocol), 1);
+    }
+    PUT_LIT(o, ",\"peer.address\":");
+    o = put_addr(o, &rec->peer);
+    PUT_LIT(o, ",\"request_size\":");
+    o = put_num_str(o, rec->bytes_received);
+    PUT_LIT(o, ",\"response_size\":");
+    o = put_num_str(o, rec->bytes_sent);
+    if (s[PT_SPAN_S_CLUSTER].p != NULL) {
+        PUT_LIT(o, ",\"upstream_cluster\":");
+        char *v = o;
+        o = put_rec_str(o, &s[PT_SPAN_S_CLUSTER]);
+        size_t vlen = (size_t)(o - v);
+        PUT_LIT(o, ",\"upstream_cluster.name\":");
+        o = put_again(o, v, vlen);
+    }
+    PUT_LIT(o, ",\"http.status_code\":");
+    o = put_num_str(o, (uint64_t)rec->status);
+    PUT_LIT(o, ",\"response_flags\":");
+    if (rec->response_flags == 0) {
+        PUT_LIT(o, "\"-\"");
+    } else {
+        char flags[128];
+        pt_response_flags_str(rec->response_flags, flags, sizeof(flags));
+        o = put_jstr(o, flags, strlen(flags), 1);
+    }
+    if (rec->status == 0 || rec->status >= 500)
+        PUT_LIT(o, ",\"error\":\"true\"");
+    return o;
+}
+
+static char *try_tags(char *o, const pt_span_rec_t *rec)
+{
+    const pt_span_str_t *s = rec->str;
+    PUT_LIT(o, "\"component\":\"proxy\"");
+    if (s[PT_SPAN_S_CLUSTER].p != NULL) {
+        PUT_LIT(o, ",\"upstream_cluster\":");
+        char *v = o;
+        o = put_rec_str(o, &s[PT_SPAN_S_CLUSTER]);
+        size_t vlen = (size_t)(o - v);
+        PUT_LIT(o, ",\"upstream_cluster.name\":");
+        o = put_again(o, v, vlen);
+    }
+    if (s[PT_SPAN_S_UPSTREAM_HOST].p != NULL) {
+        PUT_LIT(o, ",\"upstream_address\":");
+        char *v = o;
+        o = put_rec_str(o, &s[PT_SPAN_S_UPSTREAM_HOST]);
+        size_t vlen = (size_t)(o - v);
+        PUT_LIT(o, ",\"peer.address\":");
+        o = put_again(o, v, vlen);
+    }
+    if (rec->protocol != NULL) {
+        PUT_LIT(o, ",\"http.protocol\":");
+        o = put_jstr(o, rec->protocol, strlen(rec->protocol), 1);
+    }
+    PUT_LIT(o, ",\"http.status_code\":");
+    o = put_num_str(o, (uint64_t)rec->status);
+    PUT_LIT(o, ",\"retry.count\":");
+    o = put_num_str(o, rec->retries);
+    if (rec->status == 0 || rec->status >= 500)
+        PUT_LIT(o, ",\"error\":\"true\"");
+    return o;
+}
+
+/* The tags through pt_span_tags (a record with custom tags). */
+static char *listed_tags(char *o, const pt_span_tags_t *tags)
+{
+    for (unsigned k = 0; k < tags->n; k++) {
+        const pt_span_tag_t *t = &tags->tag[k];
+        if (k > 0)
+            *o++ = ',';
+        o = put_jstr(o, t->key, t->klen, t->plain & PT_TAG_KEY_PLAIN);
+        *o++ = ':';
+        o = put_jstr(o, t->value, t->vlen, t->plain & PT_TAG_VALUE_PLAIN);
+    }
+    return o;
+}
+
+/* The most a record's span takes as JSON, its tags written from the record. */
+static size_t json_max(const pt_span_rec_t *sp, size_t svc_len)
+{
+    /* The fixed text, ids, numbers, addresses and flags take under 1200 bytes. */
+    size_t n = 1200 + JSON_MAX(svc_len) + JSON_MAX(sp->str[PT_SPAN_S_CLUSTER].len) +
+               JSON_MAX(sp->str[PT_SPAN_S_UPSTREAM_HOST].len);
+    for (unsigned i = 0; i < PT_SPAN_NSTR; i++)
+        n += JSON_MAX(sp->str[i].len);
+    return n;
 }
 
 /* Zipkin v2 JSON, written directly from the records (a report of hundreds of spans is
@@ -217,14 +389,18 @@ char *pt_zipkin_encode_json(pt_span_rec_t *const *spans, unsigned n, size_t *len
     }
     for (unsigned i = 0; i < n; i++) {
         const pt_span_rec_t *sp = spans[i];
-        pt_span_tags(sp, &tags);
         const char *svc = sp->tracer->service_name;
         size_t svc_len = strlen(svc);
         const pt_span_str_t *name = &sp->str[PT_SPAN_S_NAME];
-        /* The fixed text, ids and numbers take under 320 bytes. */
-        size_t need = 320 + JSON_MAX(name->len) + JSON_MAX(svc_len) + JSON_MAX(tags.local_ip_len);
-        for (unsigned k = 0; k < tags.n; k++)
-            need += JSON_MAX(tags.tag[k].klen) + JSON_MAX(tags.tag[k].vlen) + 2;
+        size_t need;
+        if (sp->ncustom > 0) {
+            pt_span_tags(sp, &tags);
+            need = 320 + JSON_MAX(name->len) + JSON_MAX(svc_len) + JSON_MAX(tags.local_ip_len);
+            for (unsigned k = 0; k < tags.n; k++)
+                need += JSON_MAX(tags.tag[k].klen) + JSON_MAX(tags.tag[k].vlen) + 2;
+        } else {
+            need = json_max(sp, svc_len);
+        }
         o = jb_reserve(&b, need);
         if (o == NULL)
             break;
@@ -252,12 +428,13 @@ char *pt_zipkin_encode_json(pt_span_rec_t *const *spans, unsigned n, size_t *len
         o = put_u64(o, sp->duration_us);
         PUT_LIT(o, ",\"localEndpoint\":{\"serviceName\":");
         o = put_jstr(o, svc, svc_len, 0);
-        if (tags.local_ip_len > 0) {
-            if (memchr(tags.local_ip, ':', tags.local_ip_len) != NULL)
-                PUT_LIT(o, ",\"ipv6\":");
-            else
-                PUT_LIT(o, ",\"ipv4\":");
-            o = put_jstr(o, tags.local_ip, tags.local_ip_len, 0);
+        if (!sp->upstream_try) {
+            /* The local address: "ipv6" when it holds a ':' (what pt_span_tags formats). */
+            char *v = o + 8;
+            PUT_LIT(o, ",\"ipv4\":");
+            o = put_addr(o, &sp->local);
+            if (memchr(v, ':', (size_t)(o - v)) != NULL)
+                memcpy(v - 6, "ipv6", 4);
         }
         *o++ = '}';
         if (sp->shared)
@@ -265,14 +442,12 @@ char *pt_zipkin_encode_json(pt_span_rec_t *const *spans, unsigned n, size_t *len
         if (sp->debug)
             PUT_LIT(o, ",\"debug\":true");
         PUT_LIT(o, ",\"tags\":{");
-        for (unsigned k = 0; k < tags.n; k++) {
-            const pt_span_tag_t *t = &tags.tag[k];
-            if (k > 0)
-                *o++ = ',';
-            o = put_jstr(o, t->key, t->klen, t->plain & PT_TAG_KEY_PLAIN);
-            *o++ = ':';
-            o = put_jstr(o, t->value, t->vlen, t->plain & PT_TAG_VALUE_PLAIN);
-        }
+        if (sp->ncustom > 0)
+            o = listed_tags(o, &tags);
+        else if (sp->upstream_try)
+            o = try_tags(o, sp);
+        else
+            o = request_tags(o, sp);
         PUT_LIT(o, "}}");
         b.len += (size_t)(o - start);
     }
@@ -395,7 +570,7 @@ static void zipkin_flush(pt_tracer_t *t, pt_span_rec_t **spans, unsigned n)
     void *body = t->proto ? pt_zipkin_encode_proto(spans, n, &len)
                           : (void *)pt_zipkin_encode_json(spans, n, &len);
     for (unsigned i = 0; i < n; i++)
-        free(spans[i]);
+        pt_span_rec_free(spans[i]);
     if (body == NULL) {
         pt_stat_add(t->stats.spans_dropped, n);
         return;

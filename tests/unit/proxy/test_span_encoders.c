@@ -403,6 +403,96 @@ static void test_span_tags(void)
         free(spans[i]);
 }
 
+/* A record without custom tags has its JSON tags written straight from the record; one with
+ * them goes through pt_span_tags. A custom tag that sets "component" to what it is changes
+ * nothing, so both ways must give the same bytes, whatever the record holds. */
+static void check_both_ways(const pt_span_rec_t *f, const char *const *str)
+{
+    static const char *const same[] = {"component", "proxy"};
+    pt_span_rec_t *fast = rec_make(f, str, NULL, 0), *listed = rec_make(f, str, same, 1);
+    size_t la, lb;
+    char *a = pt_zipkin_encode_json(&fast, 1, &la), *b = pt_zipkin_encode_json(&listed, 1, &lb);
+    free(fast);
+    free(listed);
+    PT_CHECK(a != NULL && b != NULL);
+    PT_CHECK_STR(a, b);
+    PT_CHECK_INT(la, lb);
+    json_error_t err;
+    json_t *j = json_loads(a, 0, &err);
+    PT_CHECK(json_is_array(j));
+    json_decref(j);
+    free(a);
+    free(b);
+}
+
+static void test_json_tags_both_ways(void)
+{
+    pt_tracer_t t = {.service_name = "svc"};
+    const char *full[PT_SPAN_NSTR] = {
+        [PT_SPAN_S_NAME] = "op \"x\"",
+        [PT_SPAN_S_NODE_ID] = "node\t1",
+        [PT_SPAN_S_ZONE] = "zone-a",
+        [PT_SPAN_S_REQUEST_ID] = "a0b1c2d3-0000-4000-8000-00000000abcd",
+        [PT_SPAN_S_URL] = "https://h.example/a/very/long/path/\xc3\xa9?q=1&r=\"2\"",
+        [PT_SPAN_S_METHOD] = "POST",
+        [PT_SPAN_S_DOWNSTREAM_CLUSTER] = "front\\end",
+        [PT_SPAN_S_USER_AGENT] = "agent/1.0 (\x01\xff)",
+        [PT_SPAN_S_CLUSTER] = "backend\"v2\""};
+    const char *none[PT_SPAN_NSTR] = {[PT_SPAN_S_NAME] = ""};
+    pt_addr_t pipe, unset;
+    memset(&unset, 0, sizeof(unset));
+    PT_CHECK_INT(pt_addr_parse_pipe(&pipe, "@sock\"et"), 0);
+    pt_span_rec_t f = {.tracer = &t,
+                       .trace_hi = 3,
+                       .trace_lo = 4,
+                       .id = 5,
+                       .parent_id = 6,
+                       .start_us = 7,
+                       .duration_us = 8,
+                       .kind = PT_SPAN_SERVER,
+                       .headers = 1,
+                       .status = 200,
+                       .bytes_received = 12345678901ull,
+                       .bytes_sent = 9,
+                       .protocol = "HTTP/1.1",
+                       .peer = addr("192.168.100.200"),
+                       .local = addr("fe80::1")};
+    check_both_ways(&f, full);
+    check_both_ways(&f, none);
+    pt_span_rec_t g = f;
+    g.headers = 0;
+    g.protocol = NULL;
+    g.response_flags = PT_RF(UPSTREAM_OVERFLOW);
+    g.status = 0;
+    g.peer = pipe;
+    g.local = pipe;
+    check_both_ways(&g, full);
+    check_both_ways(&g, none);
+    g.status = 500;
+    g.local = unset;
+    g.peer = unset;
+    check_both_ways(&g, full);
+    g.status = 404;
+    g.local = addr("::ffff:10.0.0.1");
+    check_both_ways(&g, none);
+    const char *try_full[PT_SPAN_NSTR] = {[PT_SPAN_S_NAME] = "router backend egress",
+                                          [PT_SPAN_S_CLUSTER] = "back\"end",
+                                          [PT_SPAN_S_UPSTREAM_HOST] = "10.0.0.1:80"};
+    pt_span_rec_t c = {.tracer = &t,
+                       .trace_lo = 4,
+                       .id = 5,
+                       .parent_id = 6,
+                       .kind = PT_SPAN_CLIENT,
+                       .upstream_try = 1,
+                       .status = 503,
+                       .retries = 2,
+                       .protocol = "HTTP/2"};
+    check_both_ways(&c, try_full);
+    c.status = 201;
+    c.protocol = NULL;
+    check_both_ways(&c, none);
+}
+
 /* Two spans through both Zipkin encoders, read back as JSON and as protobuf. */
 static void test_zipkin_encoders(void)
 {
@@ -652,6 +742,7 @@ int main(void)
 {
     PT_RUN(test_golden_reports);
     PT_RUN(test_span_tags);
+    PT_RUN(test_json_tags_both_ways);
     PT_RUN(test_zipkin_encoders);
     PT_RUN(test_zipkin_json_escaping);
     PT_RUN(test_otel_encoder);
