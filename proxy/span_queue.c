@@ -135,8 +135,8 @@ pt_worker_t *pt_tracing_main_worker(void)
     return main_side.worker;
 }
 
-int pt_tracer_send_report(pt_tracer_t *t, void *body, size_t len, const char *content_type,
-                          uint64_t timeout_ms, unsigned flags, pt_rest_fetch_cb cb)
+int pt_tracer_send_report_buf(pt_tracer_t *t, pt_buf_t *body, const char *content_type,
+                              uint64_t timeout_ms, unsigned flags, pt_rest_fetch_cb cb)
 {
     pt_cluster_manager_t *cm = pt_tracing_cluster_manager();
     pt_view_t *view = cm != NULL ? pt_cluster_manager_view(cm) : NULL;
@@ -147,10 +147,10 @@ int pt_tracer_send_report(pt_tracer_t *t, void *body, size_t len, const char *co
         rc = -1;
     } else {
         char err[256];
-        t->fetch = pt_rest_fetch_start_ex(c, pt_tracing_main_worker(), "POST",
-                                          t->collector_endpoint, t->collector_hostname,
-                                          content_type, body, len, timeout_ms, flags, cb, t, err,
-                                          sizeof(err));
+        t->fetch = pt_rest_fetch_start_buf(c, pt_tracing_main_worker(), "POST",
+                                           t->collector_endpoint, t->collector_hostname,
+                                           content_type, body, timeout_ms, flags, cb, t, err,
+                                           sizeof(err));
         if (t->fetch == NULL) {
             pt_stat_inc(t->stats.reports_failed);
             pt_debug("%s: report failed: %s", t->provider, err);
@@ -158,8 +158,22 @@ int pt_tracer_send_report(pt_tracer_t *t, void *body, size_t len, const char *co
         }
     }
     pt_view_unref(view);
-    free(body);
+    pt_buf_dispose(body);
     return rc;
+}
+
+int pt_tracer_send_report(pt_tracer_t *t, void *body, size_t len, const char *content_type,
+                          uint64_t timeout_ms, unsigned flags, pt_rest_fetch_cb cb)
+{
+    pt_buf_t b = {0};
+    int rc = pt_buf_append(&b, body, len);
+    free(body);
+    if (rc != 0) {
+        pt_stat_inc(t->stats.reports_failed);
+        pt_buf_dispose(&b);
+        return -1;
+    }
+    return pt_tracer_send_report_buf(t, &b, content_type, timeout_ms, flags, cb);
 }
 
 int pt_tracing_init(unsigned nworkers)

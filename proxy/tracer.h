@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "discovery/rest_fetch.h"
+#include "proxy/buf.h"
 #include "proxy/stats.h"
 #include "proxy/tracing.h"
 
@@ -122,6 +123,8 @@ void pt_zipkin_parse(pt_cfg_t *r, struct pt_config *cfg, pt_tracer_t *t);
 extern const pt_exporter_ops_t pt_zipkin_ops;
 /* Encodes spans as Zipkin v2 JSON (a malloc'd string) or zipkin.proto3 ListOfSpans. */
 char *pt_zipkin_encode_json(pt_span_rec_t *const *spans, unsigned n, size_t *len);
+/* The same JSON appended to `out` (the report's body, sent without a copy). 0 or -1. */
+int pt_zipkin_encode_json_buf(pt_span_rec_t *const *spans, unsigned n, pt_buf_t *out);
 void *pt_zipkin_encode_proto(pt_span_rec_t *const *spans, unsigned n, size_t *len);
 
 /* The OpenTelemetry exporter: reads OpenTelemetryConfig into t. */
@@ -148,6 +151,9 @@ void pt_span_queue_start_drain(void);
  * as reports_skipped_no_cluster or reports_failed), else 0 with t->fetch in flight. */
 int pt_tracer_send_report(pt_tracer_t *t, void *body, size_t len, const char *content_type,
                           uint64_t timeout_ms, unsigned flags, pt_rest_fetch_cb cb);
+/* The same with the body in a buffer, whose content is taken (the buffer is left empty). */
+int pt_tracer_send_report_buf(pt_tracer_t *t, pt_buf_t *body, const char *content_type,
+                              uint64_t timeout_ms, unsigned flags, pt_rest_fetch_cb cb);
 
 /* The cluster manager and loop the exporters use (pt_tracing_start). */
 struct pt_cluster_manager *pt_tracing_cluster_manager(void);

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "discovery/rest_fetch.h"
+#include "proxy/buf.h"
 #include "proxy/cluster_manager.h"
 #include "proxy/config.h"
 #include "proxy/http.h"
@@ -376,6 +377,70 @@ static size_t json_max(const pt_span_rec_t *sp, size_t svc_len)
     return n;
 }
 
+/* The most a span takes as JSON (tags: filled for a record with custom tags). */
+static size_t span_json_max(const pt_span_rec_t *sp, pt_span_tags_t *tags)
+{
+    size_t svc_len = strlen(sp->tracer->service_name);
+    if (sp->ncustom == 0)
+        return json_max(sp, svc_len);
+    pt_span_tags(sp, tags);
+    size_t need = 320 + JSON_MAX(sp->str[PT_SPAN_S_NAME].len) + JSON_MAX(svc_len) +
+                  JSON_MAX(tags->local_ip_len);
+    for (unsigned k = 0; k < tags->n; k++)
+        need += JSON_MAX(tags->tag[k].klen) + JSON_MAX(tags->tag[k].vlen) + 2;
+    return need;
+}
+
+/* One span's JSON object at o, in the room span_json_max said; returns its end. */
+static char *span_json(char *o, const pt_span_rec_t *sp, const pt_span_tags_t *tags)
+{
+    const char *svc = sp->tracer->service_name;
+    const pt_span_str_t *name = &sp->str[PT_SPAN_S_NAME];
+    PUT_LIT(o, "{\"traceId\":\"");
+    o += pt_trace_id_hex(sp->trace_hi, sp->trace_lo, 1, o);
+    PUT_LIT(o, "\",\"id\":\"");
+    pt_trace_hex64(sp->id, o);
+    o += 16;
+    if (sp->parent_id != 0) {
+        PUT_LIT(o, "\",\"parentId\":\"");
+        pt_trace_hex64(sp->parent_id, o);
+        o += 16;
+    }
+    PUT_LIT(o, "\",\"name\":");
+    o = put_jstr(o, name->p != NULL ? name->p : "", name->len, 0);
+    if (sp->kind == PT_SPAN_CLIENT)
+        PUT_LIT(o, ",\"kind\":\"CLIENT\",\"timestamp\":");
+    else
+        PUT_LIT(o, ",\"kind\":\"SERVER\",\"timestamp\":");
+    o = put_u64(o, sp->start_us);
+    PUT_LIT(o, ",\"duration\":");
+    o = put_u64(o, sp->duration_us);
+    PUT_LIT(o, ",\"localEndpoint\":{\"serviceName\":");
+    o = put_jstr(o, svc, strlen(svc), 0);
+    if (!sp->upstream_try) {
+        /* The local address: "ipv6" when it holds a ':' (what pt_span_tags formats). */
+        char *v = o + 8;
+        PUT_LIT(o, ",\"ipv4\":");
+        o = put_addr(o, &sp->local);
+        if (memchr(v, ':', (size_t)(o - v)) != NULL)
+            memcpy(v - 6, "ipv6", 4);
+    }
+    *o++ = '}';
+    if (sp->shared)
+        PUT_LIT(o, ",\"shared\":true");
+    if (sp->debug)
+        PUT_LIT(o, ",\"debug\":true");
+    PUT_LIT(o, ",\"tags\":{");
+    if (sp->ncustom > 0)
+        o = listed_tags(o, tags);
+    else if (sp->upstream_try)
+        o = try_tags(o, sp);
+    else
+        o = request_tags(o, sp);
+    PUT_LIT(o, "}}");
+    return o;
+}
+
 /* Zipkin v2 JSON, written directly from the records (a report of hundreds of spans is
  * encoded on the main thread every flush: no tree of objects, no printf). */
 char *pt_zipkin_encode_json(pt_span_rec_t *const *spans, unsigned n, size_t *len)
@@ -388,67 +453,13 @@ char *pt_zipkin_encode_json(pt_span_rec_t *const *spans, unsigned n, size_t *len
         b.len = 1;
     }
     for (unsigned i = 0; i < n; i++) {
-        const pt_span_rec_t *sp = spans[i];
-        const char *svc = sp->tracer->service_name;
-        size_t svc_len = strlen(svc);
-        const pt_span_str_t *name = &sp->str[PT_SPAN_S_NAME];
-        size_t need;
-        if (sp->ncustom > 0) {
-            pt_span_tags(sp, &tags);
-            need = 320 + JSON_MAX(name->len) + JSON_MAX(svc_len) + JSON_MAX(tags.local_ip_len);
-            for (unsigned k = 0; k < tags.n; k++)
-                need += JSON_MAX(tags.tag[k].klen) + JSON_MAX(tags.tag[k].vlen) + 2;
-        } else {
-            need = json_max(sp, svc_len);
-        }
-        o = jb_reserve(&b, need);
+        o = jb_reserve(&b, span_json_max(spans[i], &tags) + 1);
         if (o == NULL)
             break;
         char *start = o;
         if (i > 0)
             *o++ = ',';
-        PUT_LIT(o, "{\"traceId\":\"");
-        o += pt_trace_id_hex(sp->trace_hi, sp->trace_lo, 1, o);
-        PUT_LIT(o, "\",\"id\":\"");
-        pt_trace_hex64(sp->id, o);
-        o += 16;
-        if (sp->parent_id != 0) {
-            PUT_LIT(o, "\",\"parentId\":\"");
-            pt_trace_hex64(sp->parent_id, o);
-            o += 16;
-        }
-        PUT_LIT(o, "\",\"name\":");
-        o = put_jstr(o, name->p != NULL ? name->p : "", name->len, 0);
-        if (sp->kind == PT_SPAN_CLIENT)
-            PUT_LIT(o, ",\"kind\":\"CLIENT\",\"timestamp\":");
-        else
-            PUT_LIT(o, ",\"kind\":\"SERVER\",\"timestamp\":");
-        o = put_u64(o, sp->start_us);
-        PUT_LIT(o, ",\"duration\":");
-        o = put_u64(o, sp->duration_us);
-        PUT_LIT(o, ",\"localEndpoint\":{\"serviceName\":");
-        o = put_jstr(o, svc, svc_len, 0);
-        if (!sp->upstream_try) {
-            /* The local address: "ipv6" when it holds a ':' (what pt_span_tags formats). */
-            char *v = o + 8;
-            PUT_LIT(o, ",\"ipv4\":");
-            o = put_addr(o, &sp->local);
-            if (memchr(v, ':', (size_t)(o - v)) != NULL)
-                memcpy(v - 6, "ipv6", 4);
-        }
-        *o++ = '}';
-        if (sp->shared)
-            PUT_LIT(o, ",\"shared\":true");
-        if (sp->debug)
-            PUT_LIT(o, ",\"debug\":true");
-        PUT_LIT(o, ",\"tags\":{");
-        if (sp->ncustom > 0)
-            o = listed_tags(o, &tags);
-        else if (sp->upstream_try)
-            o = try_tags(o, sp);
-        else
-            o = request_tags(o, sp);
-        PUT_LIT(o, "}}");
+        o = span_json(o, spans[i], &tags);
         b.len += (size_t)(o - start);
     }
     o = jb_reserve(&b, 2);
@@ -460,6 +471,35 @@ char *pt_zipkin_encode_json(pt_span_rec_t *const *spans, unsigned n, size_t *len
     o[1] = '\0';
     *len = b.len + 1;
     return b.p;
+}
+
+int pt_zipkin_encode_json_buf(pt_span_rec_t *const *spans, unsigned n, pt_buf_t *out)
+{
+    pt_span_tags_t tags;
+    if (pt_buf_append(out, "[", 1) != 0)
+        return -1;
+    for (unsigned i = 0; i < n; i++) {
+        size_t need = span_json_max(spans[i], &tags) + 1, avail;
+        /* Most spans fit the buffer's current chunk, or a new one; a huge one is written
+         * aside and copied. */
+        int aside = need > PT_BUF_CHUNK_SIZE / 2;
+        char *start = aside ? malloc(need) : pt_buf_reserve(out, need, &avail);
+        if (start == NULL)
+            return -1;
+        char *o = start;
+        if (i > 0)
+            *o++ = ',';
+        o = span_json(o, spans[i], &tags);
+        if (!aside) {
+            pt_buf_commit(out, (size_t)(o - start));
+        } else {
+            int rc = pt_buf_append(out, start, (size_t)(o - start));
+            free(start);
+            if (rc != 0)
+                return -1;
+        }
+    }
+    return pt_buf_append(out, "]", 1) != 0 ? -1 : 0;
 }
 
 static void put_id(pt_pb_writer_t *w, uint32_t field, uint64_t hi, uint64_t lo, int wide)
@@ -566,18 +606,28 @@ static int zipkin_ready(pt_tracer_t *t)
 
 static void zipkin_flush(pt_tracer_t *t, pt_span_rec_t **spans, unsigned n)
 {
-    size_t len = 0;
-    void *body = t->proto ? pt_zipkin_encode_proto(spans, n, &len)
-                          : (void *)pt_zipkin_encode_json(spans, n, &len);
+    /* JSON is written into the request's own buffer (no copy of the report); proto is one
+     * block, copied into it. */
+    pt_buf_t body = {0};
+    int rc;
+    if (t->proto) {
+        size_t len = 0;
+        void *pb = pt_zipkin_encode_proto(spans, n, &len);
+        rc = pb != NULL && pt_buf_append(&body, pb, len) == 0 ? 0 : -1;
+        free(pb);
+    } else {
+        rc = pt_zipkin_encode_json_buf(spans, n, &body);
+    }
     for (unsigned i = 0; i < n; i++)
         pt_span_rec_free(spans[i]);
-    if (body == NULL) {
+    if (rc != 0) {
+        pt_buf_dispose(&body);
         pt_stat_add(t->stats.spans_dropped, n);
         return;
     }
     pt_stat_add(t->stats.spans_sent, n);
-    pt_tracer_send_report(t, body, len, t->proto ? "application/x-protobuf" : "application/json",
-                          REPORT_TIMEOUT_MS, 0, on_report_done);
+    pt_tracer_send_report_buf(t, &body, t->proto ? "application/x-protobuf" : "application/json",
+                              REPORT_TIMEOUT_MS, 0, on_report_done);
 }
 
 const pt_exporter_ops_t pt_zipkin_ops = {

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proxy/buf.h"
 #include "proxy/http.h"
 #include "proxy/protobuf.h"
 #include "proxy/tracer.h"
@@ -493,6 +494,37 @@ static void test_json_tags_both_ways(void)
     check_both_ways(&c, none);
 }
 
+/* The JSON written into a buffer (the report's body) is the same as the flat one, for
+ * spans that fit a chunk and for one too big for half a chunk (written aside). */
+static void test_json_into_buffer(void)
+{
+    pt_tracer_t t = {.service_name = "svc"};
+    pt_span_rec_t *spans[4];
+    golden_spans(&t, spans);
+    static char ua[3000];
+    memset(ua, '"', sizeof(ua) - 1); /* 6 bytes each at most: more than half a chunk */
+    const char *big[PT_SPAN_NSTR] = {[PT_SPAN_S_NAME] = "big", [PT_SPAN_S_USER_AGENT] = ua};
+    spans[3] = rec_make(spans[2], big, NULL, 0);
+    for (unsigned n = 0; n <= 4; n++) {
+        size_t len;
+        char *flat = pt_zipkin_encode_json(spans, n, &len);
+        PT_CHECK(flat != NULL);
+        pt_buf_t b = {0};
+        PT_CHECK_INT(pt_zipkin_encode_json_buf(spans, n, &b), 0);
+        PT_CHECK_INT(pt_buf_len(&b), len);
+        char *copy = malloc(len + 1);
+        PT_CHECK(copy != NULL);
+        PT_CHECK_INT(pt_buf_copyout(&b, 0, copy, len), len);
+        copy[len] = '\0';
+        pt_buf_dispose(&b);
+        PT_CHECK_STR(copy, flat);
+        free(copy);
+        free(flat);
+    }
+    for (unsigned i = 0; i < 4; i++)
+        free(spans[i]);
+}
+
 /* Two spans through both Zipkin encoders, read back as JSON and as protobuf. */
 static void test_zipkin_encoders(void)
 {
@@ -743,6 +775,7 @@ int main(void)
     PT_RUN(test_golden_reports);
     PT_RUN(test_span_tags);
     PT_RUN(test_json_tags_both_ways);
+    PT_RUN(test_json_into_buffer);
     PT_RUN(test_zipkin_encoders);
     PT_RUN(test_zipkin_json_escaping);
     PT_RUN(test_otel_encoder);
