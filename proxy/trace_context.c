@@ -262,6 +262,24 @@ int pt_trace_rid_set_status(char *rid, pt_trace_status_t st)
     return 0;
 }
 
+int pt_trace_rid_integer_n(const char *rid, size_t len, uint64_t *out)
+{
+    if (rid == NULL || len < 8)
+        return pt_trace_rid_integer(rid, out);
+    /* Eight digits known to be there: no branch per digit. */
+    uint64_t v = 0;
+    unsigned bad = 0;
+    for (int i = 0; i < 8; i++) {
+        unsigned d = hex_digit[(unsigned char)rid[i]];
+        bad |= d == 0;
+        v = v << 4 | (uint64_t)((d - 1) & 15);
+    }
+    if (bad)
+        return -1;
+    *out = v;
+    return 0;
+}
+
 int pt_trace_rid_integer(const char *rid, uint64_t *out)
 {
     /* hex_n stops at a NUL (not a hex digit): no length check needed first. */

@@ -78,5 +78,7 @@ pt_trace_status_t pt_trace_rid_status_n(const char *rid, size_t len);
 int pt_trace_rid_set_status(char *rid, pt_trace_status_t st);
 /* The request id's first 8 hex digits as an integer: 0, or -1 (too short, not hex). */
 int pt_trace_rid_integer(const char *rid, uint64_t *out);
+/* The same for a request id of known length. */
+int pt_trace_rid_integer_n(const char *rid, size_t len, uint64_t *out);
 
 #endif

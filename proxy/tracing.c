@@ -47,6 +47,8 @@ static uint64_t wall_us_now(const pt_http_stream_t *s)
 typedef struct trace_headers {
     const char *rid, *client_trace_id, *force_trace, *decorator_op, *authority;
     const char *b3, *b3_trace, *b3_span, *b3_parent, *b3_sampled, *b3_flags, *traceparent;
+    pt_http_header_t *rid_entry; /* the first x-request-id */
+    int rid_dups;                /* more than one came */
     uint32_t rid_len;
     int any_context; /* some B3 or traceparent header came: injecting must replace them */
 } trace_headers_t;
@@ -54,11 +56,11 @@ typedef struct trace_headers {
 #define NAME_IS(e, lit)                                                                            \
     ((e)->name_len == sizeof(lit) - 1 && memcmp((e)->name, lit, sizeof(lit) - 1) == 0)
 
-static void scan_headers(const pt_http_headers_t *h, trace_headers_t *th)
+static void scan_headers(pt_http_headers_t *h, trace_headers_t *th)
 {
     memset(th, 0, sizeof(*th));
     for (uint32_t i = 0; i < h->count; i++) {
-        const pt_http_header_t *e = &h->items[i];
+        pt_http_header_t *e = &h->items[i];
         /* Every name of interest starts with x, b or t: most headers go by on one test. */
         char c = e->name[0];
         if (c == ':') {
@@ -69,6 +71,9 @@ static void scan_headers(const pt_http_headers_t *h, trace_headers_t *th)
                 if (th->rid == NULL) {
                     th->rid = e->value;
                     th->rid_len = e->value_len;
+                    th->rid_entry = e;
+                } else {
+                    th->rid_dups = 1;
                 }
             }
             else if (e->name_len > 5 && memcmp(e->name, "x-b3-", 5) == 0) {
@@ -105,7 +110,7 @@ static pt_trace_status_t decide(pt_http_stream_t *s, const trace_headers_t *th,
 {
     const char *rid = th->rid;
     uint64_t rint;
-    if (pt_trace_rid_integer(rid, &rint) != 0)
+    if (pt_trace_rid_integer_n(rid, th->rid_len, &rint) != 0)
         return PT_TRACE_NONE;
     pt_fraction_t client = tc->client_sampling, random = tc->random_sampling,
                   overall = tc->overall_sampling;
@@ -122,10 +127,18 @@ static pt_trace_status_t decide(pt_http_stream_t *s, const trace_headers_t *th,
     pt_trace_status_t st = pt_trace_decide(
         was, rint, th->client_trace_id != NULL, !external && th->force_trace != NULL,
         th->client_trace_id != NULL ? pt_random_below(client.den) : 0, client, random, overall);
-    if (st != was) {
-        char *copy = pt_arena_strdup(&s->arena, rid);
-        if (copy != NULL && pt_trace_rid_set_status(copy, st) == 0)
+    if (st != was && th->rid_len == 36) {
+        /* The decision goes into the request id (a copy: the value may be the read buffer's). */
+        char *copy = pt_arena_alloc(&s->arena, 37);
+        if (copy == NULL)
+            return st;
+        pt_span_copy(copy, rid, 36);
+        copy[36] = '\0';
+        pt_trace_rid_set_status(copy, st);
+        if (th->rid_dups)
             pt_http_headers_set_ref(s->request_headers, "x-request-id", copy);
+        else
+            th->rid_entry->value = copy; /* the one entry, its length unchanged */
     }
     return st;
 }
@@ -373,6 +386,9 @@ static unsigned custom_values(const pt_custom_tag_t *ct, unsigned n, const pt_ht
     return k;
 }
 
+/* n + 1 bytes for a string that is there. */
+#define ROOM(v) ((v).s != NULL ? (v).n + 1 : 0)
+
 void pt_tracing_end(pt_http_stream_t *s)
 {
     pt_trace_span_t *sp = s->span;
@@ -382,32 +398,38 @@ void pt_tracing_end(pt_http_stream_t *s)
     const pt_route_tracing_t *rt = s->route != NULL ? s->route->tracing : NULL;
     const pt_http_headers_t *h = s->request_headers;
     const pt_config_t *cfg = s->hcm != NULL ? pt_hcm_snapshot(s->hcm) : NULL;
-    str_len_t v[PT_SPAN_NSTR] = {{NULL, 0}};
-    v[PT_SPAN_S_NAME] = sl(sp->name);
+    str_len_t name = sl(sp->name), cluster = sl(s->info.upstream_cluster);
+    str_len_t node = {NULL, 0}, zone = {NULL, 0};
     if (cfg != NULL) {
-        v[PT_SPAN_S_NODE_ID] = sl(cfg->node.id);
-        v[PT_SPAN_S_ZONE] = sl(cfg->node.zone);
+        node = sl(cfg->node.id);
+        zone = sl(cfg->node.zone);
     }
+    size_t strs = ROOM(name) + ROOM(cluster) + ROOM(node) + ROOM(zone);
     span_headers_t sh;
-    size_t url_scheme = 0, url_auth = 0;
-    const pt_http_header_t *path = NULL;
+    str_len_t rid = {NULL, 0}, method = {NULL, 0}, dc = {NULL, 0}, ua = {NULL, 0};
+    /* http.url: scheme://authority path, cut to max_path_tag_length. */
+    const char *piece[4];
+    size_t plen[4], url_len = 0;
     if (h != NULL) {
         scan_span_headers(h, &sh);
-        v[PT_SPAN_S_REQUEST_ID] = hl(sh.rid);
-        v[PT_SPAN_S_METHOD] = hl(sh.method);
-        v[PT_SPAN_S_DOWNSTREAM_CLUSTER] = hl(sh.dc);
-        v[PT_SPAN_S_USER_AGENT] = hl(sh.ua);
-        /* http.url: scheme://authority path, cut to max_path_tag_length (written below). */
-        path = sh.original_path != NULL ? sh.original_path : sh.path;
-        url_scheme = strlen(s->scheme);
-        url_auth = sh.authority != NULL ? sh.authority->value_len : 0;
-        size_t n = url_scheme + 3 + url_auth + (path != NULL ? path->value_len : 0);
-        v[PT_SPAN_S_URL] = (str_len_t){"", n < tc->max_path_tag_length ? n : tc->max_path_tag_length};
+        rid = hl(sh.rid);
+        method = hl(sh.method);
+        dc = hl(sh.dc);
+        ua = hl(sh.ua);
+        const pt_http_header_t *path = sh.original_path != NULL ? sh.original_path : sh.path;
+        piece[0] = s->scheme;
+        plen[0] = strlen(s->scheme);
+        piece[1] = "://";
+        plen[1] = 3;
+        piece[2] = sh.authority != NULL ? sh.authority->value : "";
+        plen[2] = sh.authority != NULL ? sh.authority->value_len : 0;
+        piece[3] = path != NULL ? path->value : "";
+        plen[3] = path != NULL ? path->value_len : 0;
+        url_len = plen[0] + plen[1] + plen[2] + plen[3];
+        if (url_len > tc->max_path_tag_length)
+            url_len = tc->max_path_tag_length;
+        strs += ROOM(rid) + ROOM(method) + ROOM(dc) + ROOM(ua) + url_len + 1;
     }
-    v[PT_SPAN_S_CLUSTER] = sl(s->info.upstream_cluster);
-    size_t strs = 0;
-    for (unsigned i = 0; i < PT_SPAN_NSTR; i++)
-        strs += v[i].s != NULL ? v[i].n + 1 : 0;
     str_len_t kv[4 * PT_MAX_CUSTOM_TAGS];
     unsigned nc = custom_values(tc->tags, tc->ntags, h, kv, &strs);
     if (rt != NULL)
@@ -417,22 +439,23 @@ void pt_tracing_end(pt_http_stream_t *s)
     pt_span_rec_t *rec = rec_new(sp, end, strs, nc, &p);
     if (rec == NULL)
         return;
-    for (unsigned i = 0; i < PT_SPAN_NSTR; i++)
-        if (i != PT_SPAN_S_URL)
-            p = put_sl(p, &rec->str[i], v[i]);
+    p = put_str(p, &rec->str[PT_SPAN_S_NAME], name.s, name.n);
+    p = put_sl(p, &rec->str[PT_SPAN_S_NODE_ID], node);
+    p = put_sl(p, &rec->str[PT_SPAN_S_ZONE], zone);
+    p = put_sl(p, &rec->str[PT_SPAN_S_CLUSTER], cluster);
     if (h != NULL) {
+        p = put_sl(p, &rec->str[PT_SPAN_S_REQUEST_ID], rid);
+        p = put_sl(p, &rec->str[PT_SPAN_S_METHOD], method);
+        p = put_sl(p, &rec->str[PT_SPAN_S_DOWNSTREAM_CLUSTER], dc);
+        p = put_sl(p, &rec->str[PT_SPAN_S_USER_AGENT], ua);
         /* The URL's pieces, as far as the cut allows. */
-        char *url = p;
-        size_t max = v[PT_SPAN_S_URL].n, o = 0;
-        const char *piece[4] = {s->scheme, "://", sh.authority ? sh.authority->value : "",
-                                path != NULL ? path->value : ""};
-        size_t plen[4] = {url_scheme, 3, url_auth, path != NULL ? path->value_len : 0};
-        for (unsigned i = 0; i < 4 && o < max; i++) {
-            size_t k = plen[i] < max - o ? plen[i] : max - o;
-            memcpy(url + o, piece[i], k);
+        size_t o = 0;
+        for (unsigned i = 0; i < 4 && o < url_len; i++) {
+            size_t k = plen[i] < url_len - o ? plen[i] : url_len - o;
+            pt_span_copy(p + o, piece[i], k);
             o += k;
         }
-        p = put_str(url, &rec->str[PT_SPAN_S_URL], url, o);
+        p = put_str(p, &rec->str[PT_SPAN_S_URL], p, o);
     }
     rec->headers = h != NULL;
     rec->status = s->info.response_code;

@@ -141,6 +141,18 @@ static void test_request_id_bits(void)
     PT_CHECK_INT(pt_trace_rid_integer("1234567", &v), -1);
     PT_CHECK_INT(pt_trace_rid_integer("zzzzzzzz-", &v), -1);
     PT_CHECK_INT(pt_trace_rid_integer(NULL, &v), -1);
+    /* With the length known: the same answers, either case of hex. */
+    PT_CHECK_INT(pt_trace_rid_integer_n(rid, strlen(rid), &v), 0);
+    PT_CHECK(v == 0xa1b2c3d4ull);
+    PT_CHECK_INT(pt_trace_rid_integer_n("ABCDEF09-x", 10, &v), 0);
+    PT_CHECK(v == 0xabcdef09ull);
+    PT_CHECK_INT(pt_trace_rid_integer_n("1234567", 7, &v), -1);
+    PT_CHECK_INT(pt_trace_rid_integer_n("1234567g", 8, &v), -1);
+    PT_CHECK_INT(pt_trace_rid_integer_n("g2345678", 8, &v), -1);
+    PT_CHECK_INT(pt_trace_rid_integer_n("12 45678", 8, &v), -1);
+    PT_CHECK_INT(pt_trace_rid_integer_n(NULL, 0, &v), -1);
+    PT_CHECK_INT(pt_trace_rid_status_n(rid, strlen(rid)), pt_trace_rid_status(rid));
+    PT_CHECK_INT(pt_trace_rid_status_n(rid, 35), PT_TRACE_NONE);
 }
 
 static void test_decide(void)
