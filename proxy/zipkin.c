@@ -100,16 +100,27 @@ static char *jb_reserve(jbuf_t *b, size_t n)
  * the quotes. */
 #define JSON_MAX(n) (6 * (size_t)(n) + 2)
 
+/* Decimal, two digits at a time from the end (timestamps have sixteen). */
 static char *put_u64(char *o, uint64_t v)
 {
-    char tmp[24];
-    int i = (int)sizeof(tmp);
-    do {
-        tmp[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v > 0);
-    pt_span_copy(o, tmp + i, sizeof(tmp) - (size_t)i);
-    return o + sizeof(tmp) - (size_t)i;
+    static const char pairs[201] = "00010203040506070809101112131415161718192021222324"
+                                   "25262728293031323334353637383940414243444546474849"
+                                   "50515253545556575859606162636465666768697071727374"
+                                   "75767778798081828384858687888990919293949596979899";
+    unsigned n = 1;
+    for (uint64_t t = v; t >= 10; t /= 10)
+        n++;
+    char *p = o + n;
+    while (v >= 100) {
+        p -= 2;
+        memcpy(p, pairs + 2 * (v % 100), 2);
+        v /= 100;
+    }
+    if (v >= 10)
+        memcpy(p - 2, pairs + 2 * v, 2);
+    else
+        p[-1] = (char)('0' + v);
+    return o + n;
 }
 
 /* The length of a valid UTF-8 sequence at s (1-4), or 0. The string is NUL-terminated, and a
@@ -158,6 +169,20 @@ static char *put_escaped(char *o, const char *str, size_t n)
         memcpy(o, s, 8);
         o += 8;
         s += 8;
+    }
+    if (s < end && end - s < 8 && n >= 8) {
+        /* The last bytes: the final eight checked at once (the first of them were written
+         * as they are), and written again over themselves when none is special. */
+        uint64_t x, q, bs;
+        memcpy(&x, end - 8, 8);
+        q = x ^ (ones * '"');
+        bs = x ^ (ones * '\\');
+        uint64_t hit = ((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((bs - ones) & ~bs) | x;
+        if (!(hit & highs)) {
+            o += end - s;
+            memcpy(o - 8, end - 8, 8);
+            return o;
+        }
     }
     while (s < end) {
         unsigned char c = *s;
@@ -230,7 +255,25 @@ static char *put_again(char *o, const char *from, size_t n)
  * path) formatted aside and escaped. */
 static char *put_addr(char *o, const pt_addr_t *a)
 {
-    if (a->sa.sa_family == AF_INET || a->sa.sa_family == AF_INET6) {
+    if (a->sa.sa_family == AF_INET) {
+        const uint8_t *b = (const uint8_t *)&a->sin.sin_addr;
+        *o++ = '"';
+        for (int i = 0; i < 4; i++) {
+            unsigned v = b[i];
+            if (v >= 100) {
+                *o++ = (char)('0' + v / 100);
+                v %= 100;
+                *o++ = (char)('0' + v / 10);
+            } else if (v >= 10) {
+                *o++ = (char)('0' + v / 10);
+            }
+            *o++ = (char)('0' + v % 10);
+            *o++ = '.';
+        }
+        o[-1] = '"';
+        return o;
+    }
+    if (a->sa.sa_family == AF_INET6) {
         *o++ = '"';
         pt_addr_format_ip(a, o, PT_ADDR_STRLEN);
         o += strlen(o);

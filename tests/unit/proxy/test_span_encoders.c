@@ -645,10 +645,12 @@ static void test_zipkin_json_escaping(void)
     const char *c[] = {"k",    "0123456789abcdefgh\nij\"kl\x01",
                        "utf8", "0123456789abcdef\xc3\xa9\xe2\x82\xac",
                        "bad",  "0123456789abcdef\xe9x\xc3",
-                       "q\"1", "01234567"};
+                       "q\"1", "01234567",
+                       "tail", "0123456789abcdef12\"4",
+                       "tail2", "012345678\\"};
     pt_span_rec_t fs = {.tracer = &t, .trace_lo = 1, .id = 2, .start_us = 1, .duration_us = 1,
                        .upstream_try = 1, .status = 200};
-    pt_span_rec_t *a = rec_make(&fs, s, c, 4);
+    pt_span_rec_t *a = rec_make(&fs, s, c, 6);
     pt_span_rec_t *spans[1] = {a};
     size_t len;
     char *text = pt_zipkin_encode_json(spans, 1, &len);
@@ -669,6 +671,8 @@ static void test_zipkin_json_escaping(void)
     PT_CHECK_STR(json_string_value(json_object_get(tags, "bad")),
                  "0123456789abcdef\xef\xbf\xbdx\xef\xbf\xbd");
     PT_CHECK_STR(json_string_value(json_object_get(tags, "q\"1")), "01234567");
+    PT_CHECK_STR(json_string_value(json_object_get(tags, "tail")), "0123456789abcdef12\"4");
+    PT_CHECK_STR(json_string_value(json_object_get(tags, "tail2")), "012345678\\");
     json_decref(arr);
 }
 
