@@ -262,22 +262,37 @@ int pt_trace_rid_set_status(char *rid, pt_trace_status_t st)
     return 0;
 }
 
+/* Eight hex digits (either case) at p, all checked and converted in one word: every traced
+ * request reads its x-request-id's. 0, or -1 when one is not a hex digit. */
+static int hex8(const char *p, uint64_t *out)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    uint64_t x;
+    memcpy(&x, p, 8);
+    if (x & highs)
+        return -1;
+    uint64_t lower = x | (ones * 0x20); /* 'A'..'F' as 'a'..'f' */
+    /* For bytes under 0x80: the high bit of each byte is set where the byte is >= c. */
+#define GE(y, c) (((y) + ones * (0x80u - (c))) & highs)
+    uint64_t digit = GE(x, '0') & ~GE(x, '9' + 1);
+    uint64_t letter = GE(lower, 'a') & ~GE(lower, 'f' + 1);
+#undef GE
+    if ((digit | letter) != highs)
+        return -1;
+    uint64_t n = (lower & (ones * 0x0f)) + (letter >> 7) * 9; /* each byte its value */
+    n = __builtin_bswap64(n); /* the first digit in the top byte */
+    n = (n | (n >> 4)) & 0x00ff00ff00ff00ffull;
+    n = (n | (n >> 8)) & 0x0000ffff0000ffffull;
+    n = (n | (n >> 16)) & 0xffffffffull;
+    *out = n;
+    return 0;
+}
+
 int pt_trace_rid_integer_n(const char *rid, size_t len, uint64_t *out)
 {
     if (rid == NULL || len < 8)
         return pt_trace_rid_integer(rid, out);
-    /* Eight digits known to be there: no branch per digit. */
-    uint64_t v = 0;
-    unsigned bad = 0;
-    for (int i = 0; i < 8; i++) {
-        unsigned d = hex_digit[(unsigned char)rid[i]];
-        bad |= d == 0;
-        v = v << 4 | (uint64_t)((d - 1) & 15);
-    }
-    if (bad)
-        return -1;
-    *out = v;
-    return 0;
+    return hex8(rid, out);
 }
 
 int pt_trace_rid_integer(const char *rid, uint64_t *out)

@@ -4,6 +4,7 @@
  * that need escaping, invalid UTF-8), an upstream try's span, and a stream's span with
  * almost nothing. */
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -525,6 +526,34 @@ static void test_json_into_buffer(void)
         free(spans[i]);
 }
 
+/* Timestamps and durations of every length, written as decimal. */
+static void test_json_numbers(void)
+{
+    pt_tracer_t t = {.service_name = "svc"};
+    const char *s[PT_SPAN_NSTR] = {[PT_SPAN_S_NAME] = "n"};
+    uint64_t p = 1;
+    for (int k = 0; k <= 20; k++) {
+        uint64_t vals[3] = {p, p - 1, k == 20 ? UINT64_MAX : p + 7};
+        for (int j = 0; j < 3; j++) {
+            pt_span_rec_t f = {.tracer = &t, .trace_lo = 1, .id = 2, .upstream_try = 1,
+                               .start_us = vals[j], .duration_us = vals[j] / 3};
+            pt_span_rec_t *r = rec_make(&f, s, NULL, 0);
+            size_t len;
+            char *text = pt_zipkin_encode_json(&r, 1, &len);
+            free(r);
+            PT_CHECK(text != NULL);
+            char want[96];
+            snprintf(want, sizeof(want), "\"timestamp\":%llu,\"duration\":%llu,",
+                     (unsigned long long)vals[j], (unsigned long long)(vals[j] / 3));
+            int found = strstr(text, want) != NULL;
+            free(text);
+            PT_CHECK(found);
+        }
+        if (k < 19)
+            p *= 10;
+    }
+}
+
 /* Two spans through both Zipkin encoders, read back as JSON and as protobuf. */
 static void test_zipkin_encoders(void)
 {
@@ -780,6 +809,7 @@ int main(void)
     PT_RUN(test_span_tags);
     PT_RUN(test_json_tags_both_ways);
     PT_RUN(test_json_into_buffer);
+    PT_RUN(test_json_numbers);
     PT_RUN(test_zipkin_encoders);
     PT_RUN(test_zipkin_json_escaping);
     PT_RUN(test_otel_encoder);

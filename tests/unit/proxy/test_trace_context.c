@@ -151,6 +151,20 @@ static void test_request_id_bits(void)
     PT_CHECK_INT(pt_trace_rid_integer_n("g2345678", 8, &v), -1);
     PT_CHECK_INT(pt_trace_rid_integer_n("12 45678", 8, &v), -1);
     PT_CHECK_INT(pt_trace_rid_integer_n(NULL, 0, &v), -1);
+    /* Each byte next to the hex ranges, in each position, is refused. */
+    static const char edges[] = {'/', ':', '@', 'G', '`', 'g', ' ', '\x10', '\x80', '\xc1'};
+    for (unsigned pos = 0; pos < 8; pos++) {
+        for (unsigned e = 0; e < sizeof(edges); e++) {
+            char id[9] = "09afAF00";
+            id[pos] = edges[e];
+            PT_CHECK_INT(pt_trace_rid_integer_n(id, 8, &v), -1);
+            PT_CHECK_INT(pt_trace_rid_integer(id, &v), -1);
+        }
+    }
+    PT_CHECK_INT(pt_trace_rid_integer_n("09afAF00", 8, &v), 0);
+    PT_CHECK(v == 0x09afaf00ull);
+    PT_CHECK_INT(pt_trace_rid_integer_n("ffffffff", 8, &v), 0);
+    PT_CHECK(v == 0xffffffffull);
     PT_CHECK_INT(pt_trace_rid_status_n(rid, strlen(rid)), pt_trace_rid_status(rid));
     PT_CHECK_INT(pt_trace_rid_status_n(rid, 35), PT_TRACE_NONE);
 }
