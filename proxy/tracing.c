@@ -190,7 +190,8 @@ void pt_tracing_begin(pt_http_stream_t *s)
     pt_trace_span_t *sp = pt_arena_alloc(&s->arena, sizeof(*sp));
     if (sp == NULL)
         return;
-    memset(sp, 0, sizeof(*sp));
+    /* The ids' text is written where it is used, so only the fields before it are cleared. */
+    memset(sp, 0, offsetof(pt_trace_span_t, trace_hex));
     sp->tracer = t;
     sp->spawn = tc->spawn_upstream_span || t->split_spans;
     sp->replace = (uint8_t)th.any_context;

@@ -180,6 +180,22 @@ static char *put_escaped(char *o, const char *str, size_t n)
     const unsigned char *s = (const unsigned char *)str, *end = s + n;
     /* Eight bytes at a time while none is special (most values are plain ASCII). */
     const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    if (n < 8) {
+        /* A short string: checked as one word padded with plain bytes, and written as eight
+         * bytes (the room reserved for it, 6 * n + 2, plus what follows, always holds
+         * them). */
+        char w[8] = "aaaaaaaa";
+        pt_span_copy(w, str, n);
+        uint64_t x, q, bs;
+        memcpy(&x, w, 8);
+        q = x ^ (ones * '"');
+        bs = x ^ (ones * '\\');
+        uint64_t hit = ((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((bs - ones) & ~bs) | x;
+        if (!(hit & highs)) {
+            memcpy(o, w, 8);
+            return o + n;
+        }
+    }
     while (s + 8 <= end) {
         uint64_t x, q, bs;
         memcpy(&x, s, 8);
