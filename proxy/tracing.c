@@ -290,7 +290,8 @@ static pt_span_rec_t *rec_new(const pt_trace_span_t *sp, uint64_t end_wall_us, s
 }
 
 /* Copies n bytes of s (and a NUL) to p as *d; returns past it. */
-static char *put_str(char *p, pt_span_str_t *d, const char *s, size_t n)
+static inline __attribute__((always_inline)) char *put_str(char *p, pt_span_str_t *d,
+                                                            const char *s, size_t n)
 {
     if (p != s)
         pt_span_copy(p, s, n);
@@ -451,10 +452,18 @@ void pt_tracing_end(pt_http_stream_t *s)
         p = put_sl(p, &rec->str[PT_SPAN_S_USER_AGENT], ua);
         /* The URL's pieces, as far as the cut allows. */
         size_t o = 0;
-        for (unsigned i = 0; i < 4 && o < url_len; i++) {
-            size_t k = plen[i] < url_len - o ? plen[i] : url_len - o;
-            pt_span_copy(p + o, piece[i], k);
-            o += k;
+        if (url_len == plen[0] + plen[1] + plen[2] + plen[3]) {
+            /* Not cut (the usual case): the pieces one after the other. */
+            for (unsigned i = 0; i < 4; i++) {
+                pt_span_copy(p + o, piece[i], plen[i]);
+                o += plen[i];
+            }
+        } else {
+            for (unsigned i = 0; i < 4 && o < url_len; i++) {
+                size_t k = plen[i] < url_len - o ? plen[i] : url_len - o;
+                pt_span_copy(p + o, piece[i], k);
+                o += k;
+            }
         }
         p = put_str(p, &rec->str[PT_SPAN_S_URL], p, o);
     }
