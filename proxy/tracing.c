@@ -56,17 +56,36 @@ typedef struct trace_headers {
 #define NAME_IS(e, lit)                                                                            \
     ((e)->name_len == sizeof(lit) - 1 && memcmp((e)->name, lit, sizeof(lit) - 1) == 0)
 
+/* One pass, dispatched on the name's length first: most headers go by on a jump and one
+ * compare. Where a name comes twice, :authority and x-request-id take the first, the others
+ * the last. */
 static void scan_headers(pt_http_headers_t *h, trace_headers_t *th)
 {
     memset(th, 0, sizeof(*th));
     for (uint32_t i = 0; i < h->count; i++) {
         pt_http_header_t *e = &h->items[i];
-        /* Every name of interest starts with x, b or t: most headers go by on one test. */
-        char c = e->name[0];
-        if (c == ':') {
-            if (NAME_IS(e, ":authority") && th->authority == NULL)
-                th->authority = e->value;
-        } else if (c == 'x') {
+        switch (e->name_len) {
+        case 2:
+            if (NAME_IS(e, "b3")) {
+                th->b3 = e->value;
+                th->any_context = 1;
+            }
+            continue;
+        case 10:
+            if (NAME_IS(e, ":authority")) {
+                if (th->authority == NULL)
+                    th->authority = e->value;
+                continue;
+            }
+            break;
+        case 11:
+            if (NAME_IS(e, "traceparent")) {
+                th->traceparent = e->value;
+                th->any_context = 1;
+                continue;
+            }
+            break;
+        case 12:
             if (NAME_IS(e, "x-request-id")) {
                 if (th->rid == NULL) {
                     th->rid = e->value;
@@ -75,31 +94,43 @@ static void scan_headers(pt_http_headers_t *h, trace_headers_t *th)
                 } else {
                     th->rid_dups = 1;
                 }
+                continue;
             }
-            else if (e->name_len > 5 && memcmp(e->name, "x-b3-", 5) == 0) {
-                th->any_context = 1;
-                if (NAME_IS(e, "x-b3-traceid"))
-                    th->b3_trace = e->value;
-                else if (NAME_IS(e, "x-b3-spanid"))
-                    th->b3_span = e->value;
-                else if (NAME_IS(e, "x-b3-parentspanid"))
-                    th->b3_parent = e->value;
-                else if (NAME_IS(e, "x-b3-sampled"))
-                    th->b3_sampled = e->value;
-                else if (NAME_IS(e, "x-b3-flags"))
-                    th->b3_flags = e->value;
-            } else if (NAME_IS(e, "x-client-trace-id"))
+            break;
+        case 17:
+            if (NAME_IS(e, "x-client-trace-id")) {
                 th->client_trace_id = e->value;
-            else if (NAME_IS(e, "x-envoy-force-trace"))
+                continue;
+            }
+            break;
+        case 19:
+            if (NAME_IS(e, "x-envoy-force-trace")) {
                 th->force_trace = e->value;
-            else if (NAME_IS(e, "x-envoy-decorator-operation"))
+                continue;
+            }
+            break;
+        case 27:
+            if (NAME_IS(e, "x-envoy-decorator-operation")) {
                 th->decorator_op = e->value;
-        } else if (c == 'b' && NAME_IS(e, "b3")) {
-            th->b3 = e->value;
+                continue;
+            }
+            break;
+        default:
+            break;
+        }
+        /* Any x-b3-* header, even one petrel does not read, is a context to replace. */
+        if (e->name_len > 5 && e->name[0] == 'x' && memcmp(e->name, "x-b3-", 5) == 0) {
             th->any_context = 1;
-        } else if (c == 't' && NAME_IS(e, "traceparent")) {
-            th->traceparent = e->value;
-            th->any_context = 1;
+            if (NAME_IS(e, "x-b3-traceid"))
+                th->b3_trace = e->value;
+            else if (NAME_IS(e, "x-b3-spanid"))
+                th->b3_span = e->value;
+            else if (NAME_IS(e, "x-b3-parentspanid"))
+                th->b3_parent = e->value;
+            else if (NAME_IS(e, "x-b3-sampled"))
+                th->b3_sampled = e->value;
+            else if (NAME_IS(e, "x-b3-flags"))
+                th->b3_flags = e->value;
         }
     }
 }
