@@ -9,12 +9,15 @@
  * inbound listener (or with spawn_upstream_span), CLIENT for an outbound one. With
  * spawn_upstream_span (the router's start_child_span, Zipkin's split_spans_for_request) each
  * upstream try is a CLIENT span of its own, child of the stream's. The upstream request
- * carries the innermost span as its parent. A sampled span, when it ends, is copied into one
- * heap block and handed to the main thread through this worker's bounded single-producer
- * queue; a full queue drops it and counts tracing.<provider>.spans_dropped.
+ * carries the innermost span as its parent. A sampled span, when it ends, is recorded in one
+ * heap block (pt_span_rec_t: numbers and addresses binary, the request's strings copied, no
+ * text formatted) and handed to the main thread through this worker's bounded
+ * single-producer queue; a full queue drops it and counts tracing.<provider>.spans_dropped.
  *
- * Main thread: a timer drains the queues into each tracer's batch, which its exporter sends
- * (proxy/zipkin.c). A stream of a connection manager without tracing costs one pointer test.
+ * Main thread: a timer drains the queues into each tracer's batch, which its exporter
+ * formats and sends (proxy/zipkin.c, proxy/opentelemetry.c; the tags from proxy/span_tags.c),
+ * then hands the blocks back to their workers (proxy/span_queue.c). A stream of a connection
+ * manager without tracing costs one pointer test.
  */
 #ifndef PT_TRACING_H
 #define PT_TRACING_H
