@@ -10,10 +10,9 @@
 /* A hex digit's value + 1 (either case), 0 for any other byte: one load per digit, since
  * every traced request reads the x-request-id's digits and often a B3 or W3C context's. */
 static const uint8_t hex_digit[256] = {
-    ['0'] = 1,  ['1'] = 2,  ['2'] = 3,  ['3'] = 4,  ['4'] = 5,  ['5'] = 6,  ['6'] = 7,
-    ['7'] = 8,  ['8'] = 9,  ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14,
-    ['e'] = 15, ['f'] = 16, ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15,
-    ['F'] = 16};
+    ['0'] = 1,  ['1'] = 2,  ['2'] = 3,  ['3'] = 4,  ['4'] = 5,  ['5'] = 6,  ['6'] = 7,  ['7'] = 8,
+    ['8'] = 9,  ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16,
+    ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16};
 
 static int hexval(char c)
 {
@@ -156,7 +155,8 @@ void pt_trace_hex64(uint64_t v, char out[17])
     __m128i nib = _mm_set1_epi8(0x0f);
     __m128i hi = _mm_and_si128(_mm_srli_epi16(x, 4), nib), lo = _mm_and_si128(x, nib);
     __m128i d = _mm_unpacklo_epi8(hi, lo);
-    __m128i letters = _mm_and_si128(_mm_cmpgt_epi8(d, _mm_set1_epi8(9)), _mm_set1_epi8('a' - '0' - 10));
+    __m128i letters =
+        _mm_and_si128(_mm_cmpgt_epi8(d, _mm_set1_epi8(9)), _mm_set1_epi8('a' - '0' - 10));
     d = _mm_add_epi8(_mm_add_epi8(d, _mm_set1_epi8('0')), letters);
     _mm_storeu_si128((__m128i *)(void *)out, d);
     out[16] = '\0';
@@ -280,7 +280,7 @@ static int hex8(const char *p, uint64_t *out)
     if ((digit | letter) != highs)
         return -1;
     uint64_t n = (lower & (ones * 0x0f)) + (letter >> 7) * 9; /* each byte its value */
-    n = __builtin_bswap64(n); /* the first digit in the top byte */
+    n = __builtin_bswap64(n);                                 /* the first digit in the top byte */
     n = (n | (n >> 4)) & 0x00ff00ff00ff00ffull;
     n = (n | (n >> 8)) & 0x0000ffff0000ffffull;
     n = (n | (n >> 16)) & 0xffffffffull;

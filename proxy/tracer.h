@@ -107,8 +107,8 @@ typedef struct pt_span_tag {
 typedef struct pt_span_tags {
     pt_span_tag_t tag[PT_SPAN_MAX_TAGS];
     unsigned n;
-    int error;                     /* a tag "error" is "true" (OTLP's status) */
-    const char *local_ip;          /* the local endpoint's address, or NULL */
+    int error;            /* a tag "error" is "true" (OTLP's status) */
+    const char *local_ip; /* the local endpoint's address, or NULL */
     uint32_t local_ip_len;
     char local_buf[PT_ADDR_STRLEN];
     char scratch[384]; /* the numbers, flags and the peer's address */

@@ -321,8 +321,8 @@ static pt_span_rec_t *rec_new(const pt_trace_span_t *sp, uint64_t end_wall_us, s
 }
 
 /* Copies n bytes of s (and a NUL) to p as *d; returns past it. */
-static inline __attribute__((always_inline)) char *put_str(char *p, pt_span_str_t *d,
-                                                            const char *s, size_t n)
+static inline __attribute__((always_inline)) char *put_str(char *p, pt_span_str_t *d, const char *s,
+                                                           size_t n)
 {
     if (p != s)
         pt_span_copy(p, s, n);

@@ -155,13 +155,13 @@ typedef struct pt_span_rec {
     uint16_t pool;        /* the ring of the worker the block returns to (+1), or 0 */
     int status;           /* http.status_code (0: no response) */
     uint32_t response_flags;
-    uint32_t retries;                     /* an upstream try: retry.count */
-    uint64_t bytes_received, bytes_sent;  /* the stream's span */
-    const char *protocol;                 /* a static string ("HTTP/1.1"), or NULL */
-    pt_addr_t peer, local;                /* the stream's span: the downstream's addresses */
-    pt_span_str_t str[PT_SPAN_NSTR];      /* enum pt_span_str_index */
-    unsigned ncustom;                     /* custom tags with a value */
-    pt_span_str_t custom[];               /* key, value of each custom tag */
+    uint32_t retries;                    /* an upstream try: retry.count */
+    uint64_t bytes_received, bytes_sent; /* the stream's span */
+    const char *protocol;                /* a static string ("HTTP/1.1"), or NULL */
+    pt_addr_t peer, local;               /* the stream's span: the downstream's addresses */
+    pt_span_str_t str[PT_SPAN_NSTR];     /* enum pt_span_str_index */
+    unsigned ncustom;                    /* custom tags with a value */
+    pt_span_str_t custom[];              /* key, value of each custom tag */
 } pt_span_rec_t;
 
 /* An exporter: what a provider does with its spans (proxy/zipkin.c). Main thread. */
