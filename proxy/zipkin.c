@@ -481,8 +481,12 @@ static char *listed_tags(char *o, const pt_span_tags_t *tags)
 /* The most a record's span takes as JSON, its tags written from the record. */
 static size_t json_max(const pt_span_rec_t *sp, size_t svc_len)
 {
-    /* The fixed text, ids, numbers, addresses and flags take under 1200 bytes. */
-    size_t n = 1200 + JSON_MAX(svc_len) + JSON_MAX(sp->str[PT_SPAN_S_CLUSTER].len) +
+    /* The fixed text, ids, numbers and flags take under 800 bytes (the skeleton about 270,
+     * the tag names and fixed values about 500, flags included); each address at most
+     * JSON_MAX(PT_ADDR_STRLEN) (a Unix socket's path, escaped); 32 more for the few bytes a
+     * string or an id may write past its end before the next is written over them. */
+    size_t n = 832 + 2 * JSON_MAX(PT_ADDR_STRLEN) + JSON_MAX(svc_len) +
+               JSON_MAX(sp->str[PT_SPAN_S_CLUSTER].len) +
                JSON_MAX(sp->str[PT_SPAN_S_UPSTREAM_HOST].len);
     for (unsigned i = 0; i < PT_SPAN_NSTR; i++)
         n += JSON_MAX(sp->str[i].len);

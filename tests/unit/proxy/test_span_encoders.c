@@ -538,6 +538,66 @@ static void test_json_into_buffer(void)
         free(spans[i]);
 }
 
+/* The room reserved for a span holds the longest it can be: every string made of control
+ * characters (six bytes each as JSON), both addresses Unix socket paths of them, every
+ * response flag, the largest numbers. One long string makes the span bigger than half a
+ * buffer chunk, so it is written into a block of exactly that room, where an overflow is a
+ * sanitizer error. */
+static void test_json_worst_case_room(void)
+{
+    static char ctl[1600], path[PT_ADDR_STRLEN - 8];
+    memset(ctl, '\x01', sizeof(ctl) - 1);
+    memset(path, '\x02', sizeof(path) - 1);
+    path[0] = '/';
+    pt_tracer_t t = {.service_name = ctl + sizeof(ctl) - 40};
+    pt_addr_t pipe;
+    PT_CHECK_INT(pt_addr_parse_pipe(&pipe, path), 0);
+    const char *s[PT_SPAN_NSTR];
+    for (unsigned i = 0; i < PT_SPAN_NSTR; i++)
+        s[i] = ctl + sizeof(ctl) - 60;
+    s[PT_SPAN_S_USER_AGENT] = ctl;
+    for (int kind = 0; kind < 2; kind++) {
+        pt_span_rec_t f = {.tracer = &t,
+                           .trace_hi = UINT64_MAX,
+                           .trace_lo = UINT64_MAX,
+                           .id = UINT64_MAX,
+                           .parent_id = UINT64_MAX,
+                           .start_us = UINT64_MAX,
+                           .duration_us = UINT64_MAX,
+                           .kind = PT_SPAN_CLIENT,
+                           .shared = 1,
+                           .debug = 1,
+                           .upstream_try = (uint8_t)kind,
+                           .headers = 1,
+                           .status = 500,
+                           .response_flags = UINT32_MAX,
+                           .retries = UINT32_MAX,
+                           .bytes_received = UINT64_MAX,
+                           .bytes_sent = UINT64_MAX,
+                           .protocol = "HTTP/1.1",
+                           .peer = pipe,
+                           .local = pipe};
+        pt_span_rec_t *r = rec_make(&f, s, NULL, 0);
+        pt_buf_t b = {0};
+        PT_CHECK_INT(pt_zipkin_encode_json_buf(&r, 1, &b), 0);
+        size_t len = pt_buf_len(&b);
+        char *text = malloc(len + 1);
+        PT_CHECK(text != NULL);
+        pt_buf_copyout(&b, 0, text, len);
+        text[len] = '\0';
+        pt_buf_dispose(&b);
+        free(r);
+        json_error_t err;
+        /* jansson's integers stop at INT64_MAX: the largest timestamps are read as reals. */
+        json_t *j = json_loads(text, JSON_DECODE_INT_AS_REAL, &err);
+        if (j == NULL)
+            fprintf(stderr, "%s at %d: %.80s\n", err.text, err.position, text + err.position);
+        free(text);
+        PT_CHECK(json_is_array(j));
+        json_decref(j);
+    }
+}
+
 /* Timestamps and durations of every length, written as decimal. */
 static void test_json_numbers(void)
 {
@@ -829,6 +889,7 @@ int main(void)
     PT_RUN(test_json_tags_both_ways);
     PT_RUN(test_json_into_buffer);
     PT_RUN(test_json_numbers);
+    PT_RUN(test_json_worst_case_room);
     PT_RUN(test_zipkin_encoders);
     PT_RUN(test_zipkin_json_escaping);
     PT_RUN(test_otel_encoder);
