@@ -212,16 +212,34 @@ pt_rest_fetch_t *pt_rest_fetch_start_ex(const pt_cluster_t *cluster, pt_worker_t
                                         unsigned flags, pt_rest_fetch_cb cb, void *data,
                                         char *err, size_t errlen)
 {
-    pt_rest_fetch_t *f = calloc(1, sizeof(*f));
-    if (f == NULL) {
+    pt_buf_t b = {0};
+    if (len > 0 && pt_buf_append(&b, body, len) != 0) {
+        pt_buf_dispose(&b);
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    return pt_rest_fetch_start_buf(cluster, w, method, path, authority, content_type, &b,
+                                   timeout_ms, flags, cb, data, err, errlen);
+}
+
+pt_rest_fetch_t *pt_rest_fetch_start_buf(const pt_cluster_t *cluster, pt_worker_t *w,
+                                         const char *method, const char *path,
+                                         const char *authority, const char *content_type,
+                                         pt_buf_t *body, uint64_t timeout_ms, unsigned flags,
+                                         pt_rest_fetch_cb cb, void *data, char *err,
+                                         size_t errlen)
+{
+    pt_rest_fetch_t *f = calloc(1, sizeof(*f));
+    if (f == NULL) {
+        pt_buf_dispose(body);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    pt_buf_move(&f->body, body);
     f->cluster = pt_cluster_ref((pt_cluster_t *)cluster);
     if ((f->method = strdup(method)) == NULL || (f->path = strdup(path)) == NULL ||
         (f->authority = strdup(authority)) == NULL ||
-        (f->content_type = strdup(content_type)) == NULL ||
-        (len > 0 && pt_buf_append(&f->body, body, len) != 0)) {
+        (f->content_type = strdup(content_type)) == NULL) {
         snprintf(err, errlen, "out of memory");
         fetch_dispose(f);
         return NULL;

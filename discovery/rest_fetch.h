@@ -40,6 +40,15 @@ pt_rest_fetch_t *pt_rest_fetch_start_ex(const struct pt_cluster *cluster, struct
                                         const void *body, size_t len, uint64_t timeout_ms,
                                         unsigned flags, pt_rest_fetch_cb cb, void *data,
                                         char *err, size_t errlen);
+/* The same with the body in a buffer, whose content is taken without a copy (the buffer is
+ * left empty, whatever the outcome). */
+struct pt_buf;
+pt_rest_fetch_t *pt_rest_fetch_start_buf(const struct pt_cluster *cluster, struct pt_worker *w,
+                                         const char *method, const char *path,
+                                         const char *authority, const char *content_type,
+                                         struct pt_buf *body, uint64_t timeout_ms,
+                                         unsigned flags, pt_rest_fetch_cb cb, void *data,
+                                         char *err, size_t errlen);
 int pt_rest_fetch_grpc_status(const pt_rest_fetch_t *f);
 /* Abandons the fetch (no callback) and frees it. NULL is ignored. */
 void pt_rest_fetch_free(pt_rest_fetch_t *f);

@@ -164,6 +164,7 @@ static void put_id(pt_pb_writer_t *w, uint32_t field, uint64_t hi, uint64_t lo, 
 void *pt_otel_encode(const pt_tracer_t *t, pt_span_rec_t *const *spans, unsigned n, size_t *len)
 {
     pt_pb_writer_t w;
+    pt_span_tags_t tags;
     pt_pb_writer_init(&w);
     size_t rs = pt_pb_begin_len(&w, 1);
     size_t res = pt_pb_begin_len(&w, 1);
@@ -190,20 +191,19 @@ void *pt_otel_encode(const pt_tracer_t *t, pt_span_rec_t *const *spans, unsigned
         put_id(&w, 2, 0, sp->id, 0);
         if (sp->parent_id != 0)
             put_id(&w, 4, 0, sp->parent_id, 0);
-        put_str(&w, 5, sp->name, strlen(sp->name));
+        pt_span_tags(sp, &tags);
+        put_str(&w, 5, sp->str[PT_SPAN_S_NAME].p, sp->str[PT_SPAN_S_NAME].len);
         pt_pb_put_tag(&w, 6, 0);
         pt_pb_put_varint(&w, sp->kind == PT_SPAN_CLIENT ? 3 : 2);
         pt_pb_put_tag(&w, 7, 1);
         pt_pb_put_fixed64(&w, sp->start_us * 1000);
         pt_pb_put_tag(&w, 8, 1);
         pt_pb_put_fixed64(&w, (sp->start_us + sp->duration_us) * 1000);
-        int error = 0;
-        for (unsigned k = 0; k < sp->ntags; k++) {
-            const pt_span_tag_t *tg = &sp->tags[k];
-            put_kv(&w, 9, tg->key, strlen(tg->key), tg->value, strlen(tg->value));
-            error |= strcmp(tg->key, "error") == 0 && strcmp(tg->value, "true") == 0;
+        for (unsigned k = 0; k < tags.n; k++) {
+            const pt_span_tag_t *tg = &tags.tag[k];
+            put_kv(&w, 9, tg->key, tg->klen, tg->value, tg->vlen);
         }
-        if (error) {
+        if (tags.error) {
             size_t st = pt_pb_begin_len(&w, 15);
             pt_pb_put_tag(&w, 3, 0);
             pt_pb_put_varint(&w, 2);
@@ -252,7 +252,7 @@ static void otel_flush(pt_tracer_t *t, pt_span_rec_t **spans, unsigned n)
     size_t len = 0;
     uint8_t *msg = pt_otel_encode(t, spans, n, &len);
     for (unsigned i = 0; i < n; i++)
-        free(spans[i]);
+        pt_span_rec_free(spans[i]);
     uint8_t *body = msg;
     if (msg != NULL && t->grpc) {
         /* One gRPC message: not compressed, then its length, big-endian. */

@@ -20,20 +20,82 @@
 
 #define RING_SIZE 2048u /* a power of two */
 
+/* Records come back to the worker that made them: a record malloc'd on a worker and freed
+ * on the main thread takes the allocator's slow paths on both sides (neither thread's cache
+ * ever sees it again), so most records are blocks of one size that the main thread returns
+ * through a second ring, the worker its only reader. Spare blocks a worker may hold: */
+#define FREE_RING_SIZE 256u /* a power of two */
+#define REC_BLOCK      1024u /* a record that needs more is malloc'd and freed as it is */
+
 typedef struct span_ring {
     _Atomic uint32_t head; /* the main thread's */
     char pad[60];
     _Atomic uint32_t tail; /* the worker's */
+    char pad2[60];
+    _Atomic uint32_t free_head; /* the worker's */
+    char pad3[60];
+    _Atomic uint32_t free_tail; /* the main thread's */
     pt_span_rec_t *slot[RING_SIZE];
+    pt_span_rec_t *free_slot[FREE_RING_SIZE];
 } span_ring_t;
 
 static span_ring_t *rings;
 static unsigned nrings;
 
-void pt_span_queue_push(pt_span_rec_t *rec)
+/* The ring of the calling thread: its worker's, else the last (the main thread's). */
+static unsigned ring_index(void)
 {
     pt_worker_t *w = pt_worker_current;
-    unsigned i = w != NULL && w->id >= 0 ? (unsigned)w->id : nrings - 1;
+    return w != NULL && w->id >= 0 ? (unsigned)w->id : nrings - 1;
+}
+
+pt_span_rec_t *pt_span_rec_alloc(size_t size)
+{
+    unsigned i = ring_index();
+    pt_span_rec_t *rec = NULL;
+    if (size <= REC_BLOCK && rings != NULL && i < nrings) {
+        span_ring_t *q = &rings[i];
+        uint32_t head = atomic_load_explicit(&q->free_head, memory_order_relaxed);
+        uint32_t tail = atomic_load_explicit(&q->free_tail, memory_order_acquire);
+        if (head != tail) {
+            rec = q->free_slot[head & (FREE_RING_SIZE - 1)];
+            atomic_store_explicit(&q->free_head, head + 1, memory_order_release);
+        } else {
+            rec = malloc(REC_BLOCK);
+        }
+        if (rec != NULL)
+            rec->pool = (uint16_t)(i + 1);
+        return rec;
+    }
+    rec = malloc(size);
+    if (rec != NULL)
+        rec->pool = 0;
+    return rec;
+}
+
+void pt_span_rec_free(pt_span_rec_t *rec)
+{
+    if (rec == NULL)
+        return;
+    unsigned i = rec->pool;
+    if (i == 0 || rings == NULL || i > nrings) {
+        free(rec);
+        return;
+    }
+    span_ring_t *q = &rings[i - 1];
+    uint32_t tail = atomic_load_explicit(&q->free_tail, memory_order_relaxed);
+    uint32_t head = atomic_load_explicit(&q->free_head, memory_order_acquire);
+    if (tail - head >= FREE_RING_SIZE) {
+        free(rec); /* the worker holds enough spare blocks */
+        return;
+    }
+    q->free_slot[tail & (FREE_RING_SIZE - 1)] = rec;
+    atomic_store_explicit(&q->free_tail, tail + 1, memory_order_release);
+}
+
+void pt_span_queue_push(pt_span_rec_t *rec)
+{
+    unsigned i = ring_index();
     if (rings == NULL || i >= nrings) {
         free(rec);
         return;
@@ -73,8 +135,8 @@ pt_worker_t *pt_tracing_main_worker(void)
     return main_side.worker;
 }
 
-int pt_tracer_send_report(pt_tracer_t *t, void *body, size_t len, const char *content_type,
-                          uint64_t timeout_ms, unsigned flags, pt_rest_fetch_cb cb)
+int pt_tracer_send_report_buf(pt_tracer_t *t, pt_buf_t *body, const char *content_type,
+                              uint64_t timeout_ms, unsigned flags, pt_rest_fetch_cb cb)
 {
     pt_cluster_manager_t *cm = pt_tracing_cluster_manager();
     pt_view_t *view = cm != NULL ? pt_cluster_manager_view(cm) : NULL;
@@ -85,10 +147,10 @@ int pt_tracer_send_report(pt_tracer_t *t, void *body, size_t len, const char *co
         rc = -1;
     } else {
         char err[256];
-        t->fetch = pt_rest_fetch_start_ex(c, pt_tracing_main_worker(), "POST",
-                                          t->collector_endpoint, t->collector_hostname,
-                                          content_type, body, len, timeout_ms, flags, cb, t, err,
-                                          sizeof(err));
+        t->fetch = pt_rest_fetch_start_buf(c, pt_tracing_main_worker(), "POST",
+                                           t->collector_endpoint, t->collector_hostname,
+                                           content_type, body, timeout_ms, flags, cb, t, err,
+                                           sizeof(err));
         if (t->fetch == NULL) {
             pt_stat_inc(t->stats.reports_failed);
             pt_debug("%s: report failed: %s", t->provider, err);
@@ -96,8 +158,22 @@ int pt_tracer_send_report(pt_tracer_t *t, void *body, size_t len, const char *co
         }
     }
     pt_view_unref(view);
-    free(body);
+    pt_buf_dispose(body);
     return rc;
+}
+
+int pt_tracer_send_report(pt_tracer_t *t, void *body, size_t len, const char *content_type,
+                          uint64_t timeout_ms, unsigned flags, pt_rest_fetch_cb cb)
+{
+    pt_buf_t b = {0};
+    int rc = pt_buf_append(&b, body, len);
+    free(body);
+    if (rc != 0) {
+        pt_stat_inc(t->stats.reports_failed);
+        pt_buf_dispose(&b);
+        return -1;
+    }
+    return pt_tracer_send_report_buf(t, &b, content_type, timeout_ms, flags, cb);
 }
 
 int pt_tracing_init(unsigned nworkers)
@@ -156,7 +232,7 @@ static void drain(void)
             }
             if (t->npending >= t->cap) {
                 pt_stat_inc(t->stats.spans_dropped); /* the collector is not keeping up */
-                free(rec);
+                pt_span_rec_free(rec);
             } else {
                 t->pending[t->npending++] = rec;
             }
@@ -206,11 +282,13 @@ void pt_tracing_stop(void)
         ev_timer_stop(main_side.worker->loop, &main_side.drain);
         main_side.started = 0;
     }
-    /* Spans still queued are let go with their tracers. */
+    /* Spans still queued, and spare blocks, are let go with their tracers. */
     for (unsigned i = 0; rings != NULL && i < nrings; i++) {
         span_ring_t *q = &rings[i];
         for (uint32_t h = q->head; h != q->tail; h++)
             free(q->slot[h & (RING_SIZE - 1)]);
+        for (uint32_t h = q->free_head; h != q->free_tail; h++)
+            free(q->free_slot[h & (FREE_RING_SIZE - 1)]);
     }
     free(rings);
     rings = NULL;

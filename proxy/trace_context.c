@@ -1,16 +1,22 @@
 #include "proxy/trace_context.h"
 
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "proxy/random.h"
 
+/* A hex digit's value + 1 (either case), 0 for any other byte: one load per digit, since
+ * every traced request reads the x-request-id's digits and often a B3 or W3C context's. */
+static const uint8_t hex_digit[256] = {
+    ['0'] = 1,  ['1'] = 2,  ['2'] = 3,  ['3'] = 4,  ['4'] = 5,  ['5'] = 6,  ['6'] = 7,  ['7'] = 8,
+    ['8'] = 9,  ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16,
+    ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16};
+
 static int hexval(char c)
 {
-    unsigned d = (unsigned)c - '0';
-    if (d < 10)
-        return (int)d;
-    d = ((unsigned)c | 0x20) - 'a'; /* either case */
-    return d < 6 ? (int)d + 10 : -1;
+    return (int)hex_digit[(unsigned char)c] - 1;
 }
 
 /* n (1..16) hex digits at p into *out. 0, or -1 on a non-hex character. */
@@ -140,25 +146,33 @@ bad:
     return -1;
 }
 
-/* Two hex digits per byte: every request that traces formats a few ids. */
-static const char hex_pairs[513] =
-    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
-    "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
-    "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
-    "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
-    "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
-    "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
-    "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
-    "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
+#ifdef __SSE2__
+/* Sixteen hex digits in a few vector instructions: the bytes' nibbles are split, interleaved
+ * and offset to '0'..'9' / 'a'..'f' all at once (every traced request formats a few ids). */
+void pt_trace_hex64(uint64_t v, char out[17])
+{
+    __m128i x = _mm_cvtsi64_si128((long long)__builtin_bswap64(v)); /* most significant first */
+    __m128i nib = _mm_set1_epi8(0x0f);
+    __m128i hi = _mm_and_si128(_mm_srli_epi16(x, 4), nib), lo = _mm_and_si128(x, nib);
+    __m128i d = _mm_unpacklo_epi8(hi, lo);
+    __m128i letters =
+        _mm_and_si128(_mm_cmpgt_epi8(d, _mm_set1_epi8(9)), _mm_set1_epi8('a' - '0' - 10));
+    d = _mm_add_epi8(_mm_add_epi8(d, _mm_set1_epi8('0')), letters);
+    _mm_storeu_si128((__m128i *)(void *)out, d);
+    out[16] = '\0';
+}
+#else
+static const char hex_digits[] = "0123456789abcdef";
 
 void pt_trace_hex64(uint64_t v, char out[17])
 {
-    for (int i = 7; i >= 0; i--) {
-        memcpy(out + 2 * i, hex_pairs + 2 * (v & 0xff), 2);
-        v >>= 8;
+    for (int i = 15; i >= 0; i--) {
+        out[i] = hex_digits[v & 15];
+        v >>= 4;
     }
     out[16] = '\0';
 }
+#endif
 
 size_t pt_trace_id_hex(uint64_t hi, uint64_t lo, int short_ok, char out[33])
 {
@@ -220,7 +234,12 @@ pt_trace_status_t pt_trace_decide(pt_trace_status_t was, uint64_t rid_integer, i
 
 pt_trace_status_t pt_trace_rid_status(const char *rid)
 {
-    if (rid == NULL || strlen(rid) != 36)
+    return rid != NULL ? pt_trace_rid_status_n(rid, strlen(rid)) : PT_TRACE_NONE;
+}
+
+pt_trace_status_t pt_trace_rid_status_n(const char *rid, size_t len)
+{
+    if (len != 36)
         return PT_TRACE_NONE;
     switch (rid[RID_TRACE_POS]) {
     case '9':
@@ -241,6 +260,39 @@ int pt_trace_rid_set_status(char *rid, pt_trace_status_t st)
     static const char mark[] = {'4', '9', 'a', 'b'};
     rid[RID_TRACE_POS] = mark[st];
     return 0;
+}
+
+/* Eight hex digits (either case) at p, all checked and converted in one word: every traced
+ * request reads its x-request-id's. 0, or -1 when one is not a hex digit. */
+static int hex8(const char *p, uint64_t *out)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    uint64_t x;
+    memcpy(&x, p, 8);
+    if (x & highs)
+        return -1;
+    uint64_t lower = x | (ones * 0x20); /* 'A'..'F' as 'a'..'f' */
+    /* For bytes under 0x80: the high bit of each byte is set where the byte is >= c. */
+#define GE(y, c) (((y) + ones * (0x80u - (c))) & highs)
+    uint64_t digit = GE(x, '0') & ~GE(x, '9' + 1);
+    uint64_t letter = GE(lower, 'a') & ~GE(lower, 'f' + 1);
+#undef GE
+    if ((digit | letter) != highs)
+        return -1;
+    uint64_t n = (lower & (ones * 0x0f)) + (letter >> 7) * 9; /* each byte its value */
+    n = __builtin_bswap64(n);                                 /* the first digit in the top byte */
+    n = (n | (n >> 4)) & 0x00ff00ff00ff00ffull;
+    n = (n | (n >> 8)) & 0x0000ffff0000ffffull;
+    n = (n | (n >> 16)) & 0xffffffffull;
+    *out = n;
+    return 0;
+}
+
+int pt_trace_rid_integer_n(const char *rid, size_t len, uint64_t *out)
+{
+    if (rid == NULL || len < 8)
+        return pt_trace_rid_integer(rid, out);
+    return hex8(rid, out);
 }
 
 int pt_trace_rid_integer(const char *rid, uint64_t *out)

@@ -71,10 +71,14 @@ pt_trace_status_t pt_trace_decide(pt_trace_status_t was, uint64_t rid_integer, i
 
 /* The reason a request id carries; NONE for anything but a 36-character UUID. */
 pt_trace_status_t pt_trace_rid_status(const char *rid);
+/* The same for a request id of known length. */
+pt_trace_status_t pt_trace_rid_status_n(const char *rid, size_t len);
 /* Writes the reason into a 36-character UUID (rid is modified): 0, or -1 when rid is not
  * one (it is left alone, as Envoy does). */
 int pt_trace_rid_set_status(char *rid, pt_trace_status_t st);
 /* The request id's first 8 hex digits as an integer: 0, or -1 (too short, not hex). */
 int pt_trace_rid_integer(const char *rid, uint64_t *out);
+/* The same for a request id of known length. */
+int pt_trace_rid_integer_n(const char *rid, size_t len, uint64_t *out);
 
 #endif

@@ -3,7 +3,7 @@
  * main thread (proxy/span_queue.c). Worker threads. */
 #include "proxy/tracing.h"
 
-#include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,8 +21,6 @@
  * Spans (worker)
  * ====================================================================================== */
 
-#define MAX_BUILTIN_TAGS 20 /* the request span's own tags, at most */
-
 struct pt_trace_span {
     pt_tracer_t *tracer;
     uint64_t trace_hi, trace_lo, id, parent_id;
@@ -35,6 +33,9 @@ struct pt_trace_span {
     uint8_t replace;      /* the request holds trace headers: injecting replaces them */
     int status;           /* a try's response status */
     char trace_hex[33];   /* the trace id, for %TRACE_ID% */
+    /* What inject writes (the values of the headers it adds point here): the span id, the
+     * parent's, a traceparent. */
+    char span_hex[17], parent_hex[17], traceparent[56];
 };
 
 static uint64_t wall_us_now(const pt_http_stream_t *s)
@@ -46,49 +47,90 @@ static uint64_t wall_us_now(const pt_http_stream_t *s)
 typedef struct trace_headers {
     const char *rid, *client_trace_id, *force_trace, *decorator_op, *authority;
     const char *b3, *b3_trace, *b3_span, *b3_parent, *b3_sampled, *b3_flags, *traceparent;
+    pt_http_header_t *rid_entry; /* the first x-request-id */
+    int rid_dups;                /* more than one came */
+    uint32_t rid_len;
     int any_context; /* some B3 or traceparent header came: injecting must replace them */
 } trace_headers_t;
 
 #define NAME_IS(e, lit)                                                                            \
     ((e)->name_len == sizeof(lit) - 1 && memcmp((e)->name, lit, sizeof(lit) - 1) == 0)
 
-static void scan_headers(const pt_http_headers_t *h, trace_headers_t *th)
+/* One pass, dispatched on the name's length first: most headers go by on a jump and one
+ * compare. Where a name comes twice, :authority and x-request-id take the first, the others
+ * the last. */
+static void scan_headers(pt_http_headers_t *h, trace_headers_t *th)
 {
     memset(th, 0, sizeof(*th));
     for (uint32_t i = 0; i < h->count; i++) {
-        const pt_http_header_t *e = &h->items[i];
-        /* Every name of interest starts with x, b or t: most headers go by on one test. */
-        char c = e->name[0];
-        if (c == ':') {
-            if (NAME_IS(e, ":authority") && th->authority == NULL)
-                th->authority = e->value;
-        } else if (c == 'x') {
-            if (NAME_IS(e, "x-request-id"))
-                th->rid = th->rid ? th->rid : e->value;
-            else if (e->name_len > 5 && memcmp(e->name, "x-b3-", 5) == 0) {
+        pt_http_header_t *e = &h->items[i];
+        switch (e->name_len) {
+        case 2:
+            if (NAME_IS(e, "b3")) {
+                th->b3 = e->value;
                 th->any_context = 1;
-                if (NAME_IS(e, "x-b3-traceid"))
-                    th->b3_trace = e->value;
-                else if (NAME_IS(e, "x-b3-spanid"))
-                    th->b3_span = e->value;
-                else if (NAME_IS(e, "x-b3-parentspanid"))
-                    th->b3_parent = e->value;
-                else if (NAME_IS(e, "x-b3-sampled"))
-                    th->b3_sampled = e->value;
-                else if (NAME_IS(e, "x-b3-flags"))
-                    th->b3_flags = e->value;
-            } else if (NAME_IS(e, "x-client-trace-id"))
+            }
+            continue;
+        case 10:
+            if (NAME_IS(e, ":authority")) {
+                if (th->authority == NULL)
+                    th->authority = e->value;
+                continue;
+            }
+            break;
+        case 11:
+            if (NAME_IS(e, "traceparent")) {
+                th->traceparent = e->value;
+                th->any_context = 1;
+                continue;
+            }
+            break;
+        case 12:
+            if (NAME_IS(e, "x-request-id")) {
+                if (th->rid == NULL) {
+                    th->rid = e->value;
+                    th->rid_len = e->value_len;
+                    th->rid_entry = e;
+                } else {
+                    th->rid_dups = 1;
+                }
+                continue;
+            }
+            break;
+        case 17:
+            if (NAME_IS(e, "x-client-trace-id")) {
                 th->client_trace_id = e->value;
-            else if (NAME_IS(e, "x-envoy-force-trace"))
+                continue;
+            }
+            break;
+        case 19:
+            if (NAME_IS(e, "x-envoy-force-trace")) {
                 th->force_trace = e->value;
-            else if (NAME_IS(e, "x-envoy-decorator-operation"))
+                continue;
+            }
+            break;
+        case 27:
+            if (NAME_IS(e, "x-envoy-decorator-operation")) {
                 th->decorator_op = e->value;
-        } else if (c == 'b' && NAME_IS(e, "b3")) {
-            th->b3 = e->value;
+                continue;
+            }
+            break;
+        default:
+            break;
+        }
+        /* Any x-b3-* header, even one petrel does not read, is a context to replace. */
+        if (e->name_len > 5 && e->name[0] == 'x' && memcmp(e->name, "x-b3-", 5) == 0) {
             th->any_context = 1;
-        } else if (c == 't' && NAME_IS(e, "traceparent")) {
-            th->traceparent = e->value;
-            th->any_context = 1;
+            if (NAME_IS(e, "x-b3-traceid"))
+                th->b3_trace = e->value;
+            else if (NAME_IS(e, "x-b3-spanid"))
+                th->b3_span = e->value;
+            else if (NAME_IS(e, "x-b3-parentspanid"))
+                th->b3_parent = e->value;
+            else if (NAME_IS(e, "x-b3-sampled"))
+                th->b3_sampled = e->value;
+            else if (NAME_IS(e, "x-b3-flags"))
+                th->b3_flags = e->value;
         }
     }
 }
@@ -99,7 +141,7 @@ static pt_trace_status_t decide(pt_http_stream_t *s, const trace_headers_t *th,
 {
     const char *rid = th->rid;
     uint64_t rint;
-    if (pt_trace_rid_integer(rid, &rint) != 0)
+    if (pt_trace_rid_integer_n(rid, th->rid_len, &rint) != 0)
         return PT_TRACE_NONE;
     pt_fraction_t client = tc->client_sampling, random = tc->random_sampling,
                   overall = tc->overall_sampling;
@@ -111,15 +153,23 @@ static pt_trace_status_t decide(pt_http_stream_t *s, const trace_headers_t *th,
         if (rt->has_overall)
             overall = rt->overall_sampling;
     }
-    pt_trace_status_t was = pt_trace_rid_status(rid);
+    pt_trace_status_t was = pt_trace_rid_status_n(rid, th->rid_len);
     int external = s->config->use_remote_address && !s->internal;
     pt_trace_status_t st = pt_trace_decide(
         was, rint, th->client_trace_id != NULL, !external && th->force_trace != NULL,
         th->client_trace_id != NULL ? pt_random_below(client.den) : 0, client, random, overall);
-    if (st != was) {
-        char *copy = pt_arena_strdup(&s->arena, rid);
-        if (copy != NULL && pt_trace_rid_set_status(copy, st) == 0)
+    if (st != was && th->rid_len == 36) {
+        /* The decision goes into the request id (a copy: the value may be the read buffer's). */
+        char *copy = pt_arena_alloc(&s->arena, 37);
+        if (copy == NULL)
+            return st;
+        pt_span_copy(copy, rid, 36);
+        copy[36] = '\0';
+        pt_trace_rid_set_status(copy, st);
+        if (th->rid_dups)
             pt_http_headers_set_ref(s->request_headers, "x-request-id", copy);
+        else
+            th->rid_entry->value = copy; /* the one entry, its length unchanged */
     }
     return st;
 }
@@ -171,7 +221,8 @@ void pt_tracing_begin(pt_http_stream_t *s)
     pt_trace_span_t *sp = pt_arena_alloc(&s->arena, sizeof(*sp));
     if (sp == NULL)
         return;
-    memset(sp, 0, sizeof(*sp));
+    /* The ids' text is written where it is used, so only the fields before it are cleared. */
+    memset(sp, 0, offsetof(pt_trace_span_t, trace_hex));
     sp->tracer = t;
     sp->spawn = tc->spawn_upstream_span || t->split_spans;
     sp->replace = (uint8_t)th.any_context;
@@ -235,65 +286,25 @@ void pt_tracing_response_headers(pt_http_stream_t *s, pt_http_headers_t *h)
 
 /* ---- finishing --------------------------------------------------------------------- */
 
-typedef struct tag_list {
-    pt_span_tag_t *tags;
-    unsigned n, cap;
-} tag_list_t;
+/* A sampled span ends: its record, one heap block, is filled here and queued for the main
+ * thread, which formats it (proxy/span_tags.c, the exporters). Only what the request holds
+ * is copied (header values, names); numbers, flags and addresses stay binary, so the worker
+ * formats nothing. */
 
-static void tag(tag_list_t *l, const char *k, const char *v)
+/* Room for `strs` bytes of strings and `ncustom` custom tags; NULL (counted as dropped) when
+ * memory runs out. *p: where the strings go. */
+static pt_span_rec_t *rec_new(const pt_trace_span_t *sp, uint64_t end_wall_us, size_t strs,
+                              unsigned ncustom, char **p)
 {
-    if (v != NULL && l->n < l->cap)
-        l->tags[l->n++] = (pt_span_tag_t){k, v};
-}
-
-static void custom_tags(tag_list_t *l, const pt_custom_tag_t *ct, unsigned n,
-                        const pt_http_headers_t *h)
-{
-    for (unsigned i = 0; i < n; i++) {
-        const char *v = ct[i].value;
-        if (ct[i].kind == PT_TAG_REQUEST_HEADER) {
-            v = h != NULL ? pt_http_headers_get(h, ct[i].value) : NULL;
-            if (v == NULL)
-                v = ct[i].default_value;
-        }
-        if (v == NULL)
-            continue;
-        /* A custom tag of a name already set replaces it, as Envoy's setTag does. */
-        unsigned k = 0;
-        while (k < l->n && strcmp(l->tags[k].key, ct[i].tag) != 0)
-            k++;
-        if (k < l->n)
-            l->tags[k].value = v;
-        else
-            tag(l, ct[i].tag, v);
-    }
-}
-
-/* Copies the span into one heap block and queues it for the main thread. */
-static void emit(const pt_trace_span_t *sp, uint64_t end_wall_us, const char *name,
-                 const char *local_ip, const tag_list_t *l)
-{
-    size_t size = sizeof(pt_span_rec_t) + l->n * sizeof(pt_span_tag_t);
-    uint32_t lens[2 * (MAX_BUILTIN_TAGS + 2 * PT_MAX_CUSTOM_TAGS)];
-    size_t strs = strlen(name) + 1 + (local_ip ? strlen(local_ip) + 1 : 0);
-    for (unsigned i = 0; i < l->n; i++) {
-        lens[2 * i] = (uint32_t)strlen(l->tags[i].key) + 1;
-        lens[2 * i + 1] = (uint32_t)strlen(l->tags[i].value) + 1;
-        strs += lens[2 * i] + lens[2 * i + 1];
-    }
-    pt_span_rec_t *rec = malloc(size + strs);
+    size_t size = sizeof(pt_span_rec_t) + 2 * ncustom * sizeof(pt_span_str_t);
+    pt_span_rec_t *rec = pt_span_rec_alloc(size + strs);
     if (rec == NULL) {
         pt_stat_inc(sp->tracer->stats.spans_dropped);
-        return;
+        return NULL;
     }
-    char *p = (char *)rec + size;
-#define COPY(dst, src)                                                                             \
-    do {                                                                                           \
-        size_t n_ = strlen(src) + 1;                                                               \
-        memcpy(p, src, n_);                                                                        \
-        dst = p;                                                                                   \
-        p += n_;                                                                                   \
-    } while (0)
+    uint16_t pool = rec->pool;
+    memset(rec, 0, offsetof(pt_span_rec_t, custom));
+    rec->pool = pool;
     rec->tracer = sp->tracer;
     rec->trace_hi = sp->trace_hi;
     rec->trace_lo = sp->trace_lo;
@@ -305,57 +316,111 @@ static void emit(const pt_trace_span_t *sp, uint64_t end_wall_us, const char *na
     rec->kind = sp->kind;
     rec->shared = sp->shared;
     rec->debug = sp->debug;
-    COPY(rec->name, name);
-    rec->local_ip = NULL;
-    if (local_ip != NULL)
-        COPY(rec->local_ip, local_ip);
-    rec->ntags = l->n;
-#undef COPY
-    for (unsigned i = 0; i < l->n; i++) {
-        memcpy(p, l->tags[i].key, lens[2 * i]);
-        rec->tags[i].key = p;
-        p += lens[2 * i];
-        memcpy(p, l->tags[i].value, lens[2 * i + 1]);
-        rec->tags[i].value = p;
-        p += lens[2 * i + 1];
+    *p = (char *)rec + size;
+    return rec;
+}
+
+/* Copies n bytes of s (and a NUL) to p as *d; returns past it. */
+static inline __attribute__((always_inline)) char *put_str(char *p, pt_span_str_t *d, const char *s,
+                                                           size_t n)
+{
+    if (p != s)
+        pt_span_copy(p, s, n);
+    p[n] = '\0';
+    d->p = p;
+    d->len = (uint32_t)n;
+    return p + n + 1;
+}
+
+/* A string of the span, its length measured once. */
+typedef struct str_len {
+    const char *s;
+    size_t n;
+} str_len_t;
+
+static str_len_t sl(const char *s)
+{
+    return (str_len_t){s, s != NULL ? strlen(s) : 0};
+}
+
+static str_len_t hl(const pt_http_header_t *e)
+{
+    return e != NULL ? (str_len_t){e->value, e->value_len} : (str_len_t){NULL, 0};
+}
+
+static char *put_sl(char *p, pt_span_str_t *d, str_len_t v)
+{
+    return v.s != NULL ? put_str(p, d, v.s, v.n) : p;
+}
+
+/* The request headers the stream's span reads, found in one pass (the first of each). */
+typedef struct span_headers {
+    const pt_http_header_t *rid, *original_path, *path, *authority, *method, *dc, *ua;
+} span_headers_t;
+
+#define MATCH(e, lit, slot)                                                                        \
+    do {                                                                                           \
+        if ((slot) == NULL && memcmp((e)->name, lit, sizeof(lit) - 1) == 0)                        \
+            (slot) = (e);                                                                          \
+    } while (0)
+
+static void scan_span_headers(const pt_http_headers_t *h, span_headers_t *sh)
+{
+    memset(sh, 0, sizeof(*sh));
+    for (uint32_t i = 0; i < h->count; i++) {
+        const pt_http_header_t *e = &h->items[i];
+        switch (e->name_len) {
+        case 5:
+            MATCH(e, ":path", sh->path);
+            break;
+        case 7:
+            MATCH(e, ":method", sh->method);
+            break;
+        case 10:
+            if (e->name[0] == ':')
+                MATCH(e, ":authority", sh->authority);
+            else
+                MATCH(e, "user-agent", sh->ua);
+            break;
+        case 12:
+            MATCH(e, "x-request-id", sh->rid);
+            break;
+        case 21:
+            MATCH(e, "x-envoy-original-path", sh->original_path);
+            break;
+        case 34:
+            MATCH(e, "x-envoy-downstream-service-cluster", sh->dc);
+            break;
+        default:
+            break;
+        }
     }
-    pt_span_queue_push(rec);
 }
 
-/* Decimal into the arena, without printf (a sampled request formats a few). */
-static const char *fmt_u64(pt_arena_t *a, uint64_t v)
+/* The custom tags that have a value (a request header's, its default, a literal). */
+static unsigned custom_values(const pt_custom_tag_t *ct, unsigned n, const pt_http_headers_t *h,
+                              str_len_t *kv, size_t *strs)
 {
-    char tmp[24];
-    int i = (int)sizeof(tmp);
-    tmp[--i] = '\0';
-    do {
-        tmp[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v > 0);
-    char *out = pt_arena_alloc(a, sizeof(tmp) - (size_t)i);
-    if (out != NULL)
-        memcpy(out, tmp + i, sizeof(tmp) - (size_t)i);
-    return out;
+    unsigned k = 0;
+    for (unsigned i = 0; i < n; i++) {
+        const char *v = ct[i].value;
+        if (ct[i].kind == PT_TAG_REQUEST_HEADER) {
+            v = h != NULL ? pt_http_headers_get(h, ct[i].value) : NULL;
+            if (v == NULL)
+                v = ct[i].default_value;
+        }
+        if (v == NULL)
+            continue;
+        kv[2 * k] = sl(ct[i].tag);
+        kv[2 * k + 1] = sl(v);
+        *strs += kv[2 * k].n + kv[2 * k + 1].n + 2;
+        k++;
+    }
+    return k;
 }
 
-/* scheme://authority path, cut to max bytes, into the arena. */
-static const char *make_url(pt_arena_t *a, const char *scheme, const char *auth, const char *path,
-                            uint32_t max)
-{
-    size_t ls = strlen(scheme), la = auth ? strlen(auth) : 0, lp = path ? strlen(path) : 0;
-    size_t n = ls + 3 + la + lp;
-    char *url = pt_arena_alloc(a, n + 1);
-    if (url == NULL)
-        return NULL;
-    memcpy(url, scheme, ls);
-    memcpy(url + ls, "://", 3);
-    if (la)
-        memcpy(url + ls + 3, auth, la);
-    if (lp)
-        memcpy(url + ls + 3 + la, path, lp);
-    url[n < max ? n : max] = '\0';
-    return url;
-}
+/* n + 1 bytes for a string that is there. */
+#define ROOM(v) ((v).s != NULL ? (v).n + 1 : 0)
 
 void pt_tracing_end(pt_http_stream_t *s)
 {
@@ -365,61 +430,92 @@ void pt_tracing_end(pt_http_stream_t *s)
     const pt_tracing_config_t *tc = s->config->tracing;
     const pt_route_tracing_t *rt = s->route != NULL ? s->route->tracing : NULL;
     const pt_http_headers_t *h = s->request_headers;
-    pt_arena_t *a = &s->arena;
-    pt_span_tag_t buf[MAX_BUILTIN_TAGS + 2 * PT_MAX_CUSTOM_TAGS];
-    tag_list_t l = {buf, 0, sizeof(buf) / sizeof(buf[0])};
     const pt_config_t *cfg = s->hcm != NULL ? pt_hcm_snapshot(s->hcm) : NULL;
-    tag(&l, "component", "proxy");
+    str_len_t name = sl(sp->name), cluster = sl(s->info.upstream_cluster);
+    str_len_t node = {NULL, 0}, zone = {NULL, 0};
     if (cfg != NULL) {
-        tag(&l, "node_id", cfg->node.id);
-        tag(&l, "zone", cfg->node.zone);
+        node = sl(cfg->node.id);
+        zone = sl(cfg->node.zone);
     }
+    size_t strs = ROOM(name) + ROOM(cluster) + ROOM(node) + ROOM(zone);
+    span_headers_t sh;
+    str_len_t rid = {NULL, 0}, method = {NULL, 0}, dc = {NULL, 0}, ua = {NULL, 0};
+    /* http.url: scheme://authority path, cut to max_path_tag_length. */
+    const char *piece[4];
+    size_t plen[4], url_len = 0;
     if (h != NULL) {
-        tag(&l, "guid:x-request-id", pt_http_headers_get(h, "x-request-id"));
-        const char *path = pt_http_headers_get(h, "x-envoy-original-path");
-        if (path == NULL)
-            path = pt_http_headers_get(h, ":path");
-        tag(&l, "http.url",
-            make_url(a, s->scheme, pt_http_headers_get(h, ":authority"), path,
-                     tc->max_path_tag_length));
-        tag(&l, "http.method", pt_http_headers_get(h, ":method"));
-        const char *dc = pt_http_headers_get(h, "x-envoy-downstream-service-cluster");
-        tag(&l, "downstream_cluster", dc ? dc : "-");
-        const char *ua = pt_http_headers_get(h, "user-agent");
-        tag(&l, "user_agent", ua ? ua : "-");
+        scan_span_headers(h, &sh);
+        rid = hl(sh.rid);
+        method = hl(sh.method);
+        dc = hl(sh.dc);
+        ua = hl(sh.ua);
+        const pt_http_header_t *path = sh.original_path != NULL ? sh.original_path : sh.path;
+        piece[0] = s->scheme;
+        plen[0] = strlen(s->scheme);
+        piece[1] = "://";
+        plen[1] = 3;
+        piece[2] = sh.authority != NULL ? sh.authority->value : "";
+        plen[2] = sh.authority != NULL ? sh.authority->value_len : 0;
+        piece[3] = path != NULL ? path->value : "";
+        plen[3] = path != NULL ? path->value_len : 0;
+        url_len = plen[0] + plen[1] + plen[2] + plen[3];
+        if (url_len > tc->max_path_tag_length)
+            url_len = tc->max_path_tag_length;
+        strs += ROOM(rid) + ROOM(method) + ROOM(dc) + ROOM(ua) + url_len + 1;
     }
-    tag(&l, "http.protocol", s->info.protocol);
-    char *ip = pt_arena_alloc(a, PT_ADDR_STRLEN);
-    if (ip != NULL) {
-        pt_addr_format_ip(&s->info.downstream_remote, ip, PT_ADDR_STRLEN);
-        tag(&l, "peer.address", ip);
-    }
-    tag(&l, "request_size", fmt_u64(a, s->info.bytes_received));
-    tag(&l, "response_size", fmt_u64(a, s->info.bytes_sent));
-    if (s->info.upstream_cluster != NULL) {
-        tag(&l, "upstream_cluster", s->info.upstream_cluster);
-        tag(&l, "upstream_cluster.name", s->info.upstream_cluster);
-    }
-    tag(&l, "http.status_code", fmt_u64(a, (uint64_t)s->info.response_code));
-    char flags[128];
-    tag(&l, "response_flags", pt_response_flags_str(s->info.response_flags, flags, sizeof(flags)));
-    if (s->info.response_code == 0 || s->info.response_code >= 500)
-        tag(&l, "error", "true");
-    custom_tags(&l, tc->tags, tc->ntags, h);
+    str_len_t kv[4 * PT_MAX_CUSTOM_TAGS];
+    unsigned nc = custom_values(tc->tags, tc->ntags, h, kv, &strs);
     if (rt != NULL)
-        custom_tags(&l, rt->tags, rt->ntags, h);
-    char *lip = pt_arena_alloc(a, PT_ADDR_STRLEN);
-    if (lip != NULL)
-        pt_addr_format_ip(&s->info.downstream_local, lip, PT_ADDR_STRLEN);
+        nc += custom_values(rt->tags, rt->ntags, h, kv + 2 * nc, &strs);
     uint64_t end = s->info.start_wall_us + (s->info.end_mono_us - s->info.start_mono_us);
-    emit(sp, end, sp->name, lip, &l);
+    char *p;
+    pt_span_rec_t *rec = rec_new(sp, end, strs, nc, &p);
+    if (rec == NULL)
+        return;
+    p = put_str(p, &rec->str[PT_SPAN_S_NAME], name.s, name.n);
+    p = put_sl(p, &rec->str[PT_SPAN_S_NODE_ID], node);
+    p = put_sl(p, &rec->str[PT_SPAN_S_ZONE], zone);
+    p = put_sl(p, &rec->str[PT_SPAN_S_CLUSTER], cluster);
+    if (h != NULL) {
+        p = put_sl(p, &rec->str[PT_SPAN_S_REQUEST_ID], rid);
+        p = put_sl(p, &rec->str[PT_SPAN_S_METHOD], method);
+        p = put_sl(p, &rec->str[PT_SPAN_S_DOWNSTREAM_CLUSTER], dc);
+        p = put_sl(p, &rec->str[PT_SPAN_S_USER_AGENT], ua);
+        /* The URL's pieces, as far as the cut allows. */
+        size_t o = 0;
+        if (url_len == plen[0] + plen[1] + plen[2] + plen[3]) {
+            /* Not cut (the usual case): the pieces one after the other. */
+            for (unsigned i = 0; i < 4; i++) {
+                pt_span_copy(p + o, piece[i], plen[i]);
+                o += plen[i];
+            }
+        } else {
+            for (unsigned i = 0; i < 4 && o < url_len; i++) {
+                size_t k = plen[i] < url_len - o ? plen[i] : url_len - o;
+                pt_span_copy(p + o, piece[i], k);
+                o += k;
+            }
+        }
+        p = put_str(p, &rec->str[PT_SPAN_S_URL], p, o);
+    }
+    rec->headers = h != NULL;
+    rec->status = s->info.response_code;
+    rec->response_flags = s->info.response_flags;
+    rec->bytes_received = s->info.bytes_received;
+    rec->bytes_sent = s->info.bytes_sent;
+    rec->protocol = s->info.protocol;
+    rec->peer = s->info.downstream_remote;
+    rec->local = s->info.downstream_local;
+    rec->ncustom = nc;
+    for (unsigned i = 0; i < 2 * nc; i++)
+        p = put_sl(p, &rec->custom[i], kv[i]);
+    pt_span_queue_push(rec);
 }
 
 /* Writes the context whose innermost span is `sp` into the upstream request: the headers
  * are appended (after removing any that came in, or that an earlier try wrote), their
- * values in one arena block. */
-static void inject(pt_http_stream_t *s, pt_trace_span_t *root, const pt_trace_span_t *sp,
-                   pt_http_headers_t *h)
+ * values formatted into the span. */
+static void inject(pt_trace_span_t *root, pt_trace_span_t *sp, pt_http_headers_t *h)
 {
     static const char *const names[] = {
         "b3",           "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid",
@@ -431,26 +527,24 @@ static void inject(pt_http_stream_t *s, pt_trace_span_t *root, const pt_trace_sp
         pt_http_headers_remove_any(h, names + from, to - from);
     }
     root->replace = 1; /* a later try replaces what this one writes */
-    char *v = pt_arena_alloc(&s->arena, 33 + 17 + 17 + 56);
-    if (v == NULL)
-        return;
+    /* The values live in the span that is injected (the stream's, or the try's), which the
+     * stream's arena keeps as long as the headers. */
     if (t->inject_b3) {
-        char *sid = v + 33, *pid = v + 50;
         /* The trace id is the request's, formatted once (it is %TRACE_ID% too). */
         pt_http_headers_add_ref_n(h, "x-b3-traceid", 12, root->trace_hex,
                                   root->trace_hi != 0 ? 32 : 16);
-        pt_trace_hex64(sp->id, sid);
-        pt_http_headers_add_ref_n(h, "x-b3-spanid", 11, sid, 16);
+        pt_trace_hex64(sp->id, sp->span_hex);
+        pt_http_headers_add_ref_n(h, "x-b3-spanid", 11, sp->span_hex, 16);
         if (sp->parent_id != 0) {
-            pt_trace_hex64(sp->parent_id, pid);
-            pt_http_headers_add_ref_n(h, "x-b3-parentspanid", 17, pid, 16);
+            pt_trace_hex64(sp->parent_id, sp->parent_hex);
+            pt_http_headers_add_ref_n(h, "x-b3-parentspanid", 17, sp->parent_hex, 16);
         }
         pt_http_headers_add_ref_n(h, "x-b3-sampled", 12, sp->sampled ? "1" : "0", 1);
     }
     if (t->inject_w3c) {
-        char *tp = v + 67;
-        pt_trace_format_traceparent(sp->trace_hi, sp->trace_lo, sp->id, sp->sampled, tp);
-        pt_http_headers_add_ref_n(h, "traceparent", 11, tp, 55);
+        pt_trace_format_traceparent(sp->trace_hi, sp->trace_lo, sp->id, sp->sampled,
+                                    sp->traceparent);
+        pt_http_headers_add_ref_n(h, "traceparent", 11, sp->traceparent, 55);
     }
 }
 
@@ -458,12 +552,12 @@ pt_trace_span_t *pt_tracing_upstream_start(pt_http_stream_t *s, pt_http_headers_
 {
     pt_trace_span_t *sp = s->span;
     if (!sp->spawn && !child) {
-        inject(s, sp, sp, h);
+        inject(sp, sp, h);
         return NULL;
     }
     pt_trace_span_t *c = pt_arena_alloc(&s->arena, sizeof(*c));
     if (c == NULL) {
-        inject(s, sp, sp, h);
+        inject(sp, sp, h);
         return NULL;
     }
     *c = *sp;
@@ -474,7 +568,7 @@ pt_trace_span_t *pt_tracing_upstream_start(pt_http_stream_t *s, pt_http_headers_
     c->start_wall_us = wall_us_now(s);
     c->start_mono_us = pt_loop_us();
     c->status = 0;
-    inject(s, sp, c, h);
+    inject(sp, c, h);
     return c;
 }
 
@@ -482,21 +576,25 @@ void pt_tracing_upstream_end(pt_http_stream_t *s, pt_trace_span_t *c, int status
 {
     if (c == NULL || !c->sampled)
         return;
-    pt_arena_t *a = &s->arena;
-    pt_span_tag_t buf[16];
-    tag_list_t l = {buf, 0, sizeof(buf) / sizeof(buf[0])};
-    tag(&l, "component", "proxy");
-    tag(&l, "upstream_cluster", s->info.upstream_cluster);
-    tag(&l, "upstream_cluster.name", s->info.upstream_cluster);
-    tag(&l, "upstream_address", s->info.upstream_host);
-    tag(&l, "peer.address", s->info.upstream_host);
-    tag(&l, "http.protocol", s->info.protocol);
-    tag(&l, "http.status_code", fmt_u64(a, (uint64_t)status));
-    tag(&l, "retry.count",
-        fmt_u64(a, s->info.upstream_attempts > 0 ? s->info.upstream_attempts - 1 : 0));
-    if (status == 0 || status >= 500)
-        tag(&l, "error", "true");
-    const char *name = pt_arena_sprintf(a, "router %s egress",
-                                        s->info.upstream_cluster ? s->info.upstream_cluster : "-");
-    emit(c, wall_us_now(s), name ? name : "router", NULL, &l);
+    /* The name: "router <cluster> egress". */
+    static const char pre[] = "router ", post[] = " egress";
+    str_len_t cl = sl(s->info.upstream_cluster), host = sl(s->info.upstream_host);
+    str_len_t nm = cl.s != NULL ? cl : (str_len_t){"-", 1};
+    size_t name_len = sizeof(pre) - 1 + nm.n + sizeof(post) - 1;
+    size_t strs = name_len + 1 + (cl.s ? cl.n + 1 : 0) + (host.s ? host.n + 1 : 0);
+    char *p;
+    pt_span_rec_t *rec = rec_new(c, wall_us_now(s), strs, 0, &p);
+    if (rec == NULL)
+        return;
+    memcpy(p, pre, sizeof(pre) - 1);
+    memcpy(p + sizeof(pre) - 1, nm.s, nm.n);
+    memcpy(p + sizeof(pre) - 1 + nm.n, post, sizeof(post) - 1);
+    p = put_str(p, &rec->str[PT_SPAN_S_NAME], p, name_len);
+    p = put_sl(p, &rec->str[PT_SPAN_S_CLUSTER], cl);
+    p = put_sl(p, &rec->str[PT_SPAN_S_UPSTREAM_HOST], host);
+    rec->upstream_try = 1;
+    rec->status = status;
+    rec->retries = s->info.upstream_attempts > 0 ? s->info.upstream_attempts - 1 : 0;
+    rec->protocol = s->info.protocol;
+    pt_span_queue_push(rec);
 }

@@ -9,18 +9,22 @@
  * inbound listener (or with spawn_upstream_span), CLIENT for an outbound one. With
  * spawn_upstream_span (the router's start_child_span, Zipkin's split_spans_for_request) each
  * upstream try is a CLIENT span of its own, child of the stream's. The upstream request
- * carries the innermost span as its parent. A sampled span, when it ends, is copied into one
- * heap block and handed to the main thread through this worker's bounded single-producer
- * queue; a full queue drops it and counts tracing.<provider>.spans_dropped.
+ * carries the innermost span as its parent. A sampled span, when it ends, is recorded in one
+ * heap block (pt_span_rec_t: numbers and addresses binary, the request's strings copied, no
+ * text formatted) and handed to the main thread through this worker's bounded
+ * single-producer queue; a full queue drops it and counts tracing.<provider>.spans_dropped.
  *
- * Main thread: a timer drains the queues into each tracer's batch, which its exporter sends
- * (proxy/zipkin.c). A stream of a connection manager without tracing costs one pointer test.
+ * Main thread: a timer drains the queues into each tracer's batch, which its exporter
+ * formats and sends (proxy/zipkin.c, proxy/opentelemetry.c; the tags from proxy/span_tags.c),
+ * then hands the blocks back to their workers (proxy/span_queue.c). A stream of a connection
+ * manager without tracing costs one pointer test.
  */
 #ifndef PT_TRACING_H
 #define PT_TRACING_H
 
 #include <stdint.h>
 
+#include "proxy/address.h"
 #include "proxy/arena.h"
 #include "proxy/config_reader.h"
 #include "proxy/http.h"
@@ -114,20 +118,50 @@ void pt_tracing_stop(void);
 
 typedef enum pt_span_kind { PT_SPAN_SERVER, PT_SPAN_CLIENT } pt_span_kind_t;
 
-typedef struct pt_span_tag {
-    const char *key, *value;
-} pt_span_tag_t;
+/* A string a span record carries: its bytes (NUL-terminated as well) and length; p NULL
+ * when the request had none. */
+typedef struct pt_span_str {
+    const char *p;
+    uint32_t len;
+} pt_span_str_t;
 
-/* A finished span: one heap block (strings after the struct). */
+/* The strings of a span record, copied on the worker. What formats from numbers (sizes,
+ * status, flags, addresses, ids) stays binary in the record and is formatted on the main
+ * thread, once, straight into the report. */
+enum pt_span_str_index {
+    PT_SPAN_S_NAME,
+    PT_SPAN_S_NODE_ID,
+    PT_SPAN_S_ZONE,
+    PT_SPAN_S_REQUEST_ID,         /* x-request-id */
+    PT_SPAN_S_URL,                /* scheme://authority path, cut to max_path_tag_length */
+    PT_SPAN_S_METHOD,             /* :method */
+    PT_SPAN_S_DOWNSTREAM_CLUSTER, /* x-envoy-downstream-service-cluster */
+    PT_SPAN_S_USER_AGENT,         /* user-agent */
+    PT_SPAN_S_CLUSTER,            /* the upstream cluster */
+    PT_SPAN_S_UPSTREAM_HOST,      /* an upstream try's host:port */
+    PT_SPAN_NSTR
+};
+
+/* A finished span: one heap block (strings after the struct), made on the worker that ran
+ * the request and freed on the main thread. Its tags are derived from these fields
+ * (pt_span_tags, proxy/span_tags.c) in Envoy's order. */
 typedef struct pt_span_rec {
     pt_tracer_t *tracer;
     uint64_t trace_hi, trace_lo, id, parent_id; /* parent_id 0: a root */
     uint64_t start_us, duration_us;             /* wall clock, microseconds */
     uint8_t kind, shared, debug;
-    const char *name;
-    const char *local_ip; /* the local endpoint's address, or NULL */
-    unsigned ntags;
-    pt_span_tag_t tags[];
+    uint8_t upstream_try; /* an upstream try's CLIENT span, else the stream's span */
+    uint8_t headers;      /* the stream's span: the request's headers were there */
+    uint16_t pool;        /* the ring of the worker the block returns to (+1), or 0 */
+    int status;           /* http.status_code (0: no response) */
+    uint32_t response_flags;
+    uint32_t retries;                    /* an upstream try: retry.count */
+    uint64_t bytes_received, bytes_sent; /* the stream's span */
+    const char *protocol;                /* a static string ("HTTP/1.1"), or NULL */
+    pt_addr_t peer, local;               /* the stream's span: the downstream's addresses */
+    pt_span_str_t str[PT_SPAN_NSTR];     /* enum pt_span_str_index */
+    unsigned ncustom;                    /* custom tags with a value */
+    pt_span_str_t custom[];              /* key, value of each custom tag */
 } pt_span_rec_t;
 
 /* An exporter: what a provider does with its spans (proxy/zipkin.c). Main thread. */
