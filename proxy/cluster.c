@@ -35,7 +35,6 @@ static const char *const cluster_unsupported[] = {
     "close_connections_on_host_health_failure", "filters",
     "lrs_server", "track_timeout_budgets", "upstream_config",
     "track_cluster_stats", "preconnect_policy", "connection_pool_per_downstream_connection",
-    "upstream_http_protocol_options",
     "upstream_bind_config",
     "hosts", NULL};
 
