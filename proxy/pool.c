@@ -729,12 +729,20 @@ void pt_pool_sweep_removed(pt_worker_t *w)
 
 /* ---- pools of clusters that went -------------------------------------------------- */
 
+/* Freed once it holds nothing: the pool of a cluster that went, and a named pool (the
+ * names come from requests, so a client sending ever new hosts must not grow the map
+ * forever; the next request for a name makes its pool again). */
+static int releasable(const pt_pool_t *p)
+{
+    return p->orphan || p->name != NULL;
+}
+
 static void pool_release(pt_defer_t *d)
 {
     pt_pool_t *p = (pt_pool_t *)(void *)((char *)d - offsetof(pt_pool_t, release));
     p->release_queued = 0;
     /* Revived meanwhile (the cluster came back), or in use again: it stays. */
-    if (!p->orphan || p->closing || p->idle || p->avail || p->busy || p->connecting ||
+    if (!releasable(p) || p->closing || p->idle || p->avail || p->busy || p->connecting ||
         p->pending_head != NULL)
         return;
     pool_map_t *m = p->worker->pool_map;
@@ -746,11 +754,11 @@ static void pool_release(pt_defer_t *d)
     pool_free(p); /* may drop the cluster's last version: its stats go (main thread) */
 }
 
-/* Queues the release of an orphan pool left with nothing (never frees it here: the caller
- * may still use it). */
+/* Queues the release of an orphan or named pool left with nothing (never frees it here:
+ * the caller may still use it). */
 static void pool_maybe_release(pt_pool_t *p)
 {
-    if (!p->orphan || p->closing || p->release_queued || p->idle || p->avail || p->busy ||
+    if (!releasable(p) || p->closing || p->release_queued || p->idle || p->avail || p->busy ||
         p->connecting || p->pending_head != NULL)
         return;
     p->release_queued = 1;

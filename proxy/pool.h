@@ -71,7 +71,8 @@ typedef enum pt_pool_protocol {
 /* The pool for host h (of cluster c), protocol and upstream name on this worker, created on
  * first use. name: the request's upstream name when c has auto_sni or auto_san_validation
  * (pt_cluster_upstream_name; its connections carry that SNI / expect that SAN, so a
- * connection is never reused for another name), else NULL. */
+ * connection is never reused for another name), else NULL. A named pool is freed once it
+ * has no connection and no waiting request. */
 pt_pool_t *pt_pool_get(pt_worker_t *w, pt_cluster_t *c, pt_host_t *h, pt_pool_protocol_t proto,
                        const char *name);
 /* Returns a connection with a stream attached for the request (the caller then calls the

@@ -191,6 +191,24 @@ class AutoSniTest(AutoSniCase):
         self.assertEqual(self.get('/c/', 'd.wild.test').status, 200)
         self.assertEqual(self.sni_of(srv, srv.wait_requests(1)[0]), 'd.wild.test')
 
+    def test_a_name_whose_connections_closed_gets_new_ones(self):
+        # Idle connections close after idle_timeout; the name's pool, empty then, is freed
+        # and made again by the next request for that name.
+        srv = self.tls_server()
+        cl = tls_cluster('c', srv.port, C.upstream_tls(ca=PKI['ca']), auto_sni=True)
+        cl['typed_extension_protocol_options'][HPO]['common_http_protocol_options'] = {
+            'idle_timeout': '0.2s'}
+        p = self.start([cl])
+        for i in range(20):
+            self.assertEqual(self.get('/c/', 'n%d.wild.test' % i).status, 200)
+        p.wait_stat(cstat('c', 'upstream_cx_destroy'), 20)
+        for i in range(3):
+            self.assertEqual(self.get('/c/', 'n%d.wild.test' % i).status, 200)
+        reqs = srv.wait_requests(23)
+        self.assertEqual([self.sni_of(srv, r) for r in reqs[20:]],
+                         ['n0.wild.test', 'n1.wild.test', 'n2.wild.test'])
+        self.assertEqual(srv.accepted, 23)
+
     def test_upstream_down_is_503_uf(self):
         port = h.free_ports(1)[0]
         p = self.start([tls_cluster('c', port, C.upstream_tls(ca=PKI['ca']), auto_sni=True,
