@@ -18,6 +18,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 import certs as C  # noqa: E402
+from h2upstream import H2Upstream  # noqa: E402
 from upstreams import HttpUpstream  # noqa: E402
 
 PKI = None
@@ -208,6 +209,29 @@ class AutoSniTest(AutoSniCase):
         self.assertEqual([self.sni_of(srv, r) for r in reqs[20:]],
                          ['n0.wild.test', 'n1.wild.test', 'n2.wild.test'])
         self.assertEqual(srv.accepted, 23)
+
+    def test_http2_by_alpn_one_connection_per_name(self):
+        snis = []
+        srv = H2Upstream(ssl_context=C.server_context(PKI['server'], alpn=['h2'], sni_log=snis))
+        self.addCleanup(srv.close)
+        cl = h.cluster('c', [srv.port], transport_socket=C.upstream_tls(ca=PKI['ca']),
+                       typed_extension_protocol_options={HPO: {
+                           '@type': 'type.googleapis.com/' + HPO, 'auto_config': {
+                               'http_protocol_options': {}, 'http2_protocol_options': {}},
+                           'upstream_http_protocol_options': {'auto_sni': True,
+                                                              'auto_san_validation': True}}})
+        self.start([cl])
+        hosts = ['a.wild.test', 'b.wild.test', 'a.wild.test', 'b.wild.test', 'a.wild.test']
+        for i, host in enumerate(hosts):
+            r = self.get('/c/echo/%d' % i, host)
+            self.assertEqual(r.status, 200)
+            self.assertEqual(json.loads(r.body)['authority'], host)
+        srv.wait_requests(len(hosts))
+        self.assertEqual(snis, ['a.wild.test', 'b.wild.test'])
+        # Handshakes in order: connection 1 is a's, 2 is b's; each carried its name only.
+        self.assertEqual([r['conn_id'] for r in srv.requests], [1, 2, 1, 2, 1])
+        self.assertEqual(srv.accepted, 2)
+        self.assertEqual(self.get('/c/echo/bad', 'evil.test').status, 503)
 
     def test_upstream_down_is_503_uf(self):
         port = h.free_ports(1)[0]
