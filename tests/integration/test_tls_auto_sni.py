@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 import certs as C  # noqa: E402
 from h2upstream import H2Upstream  # noqa: E402
-from upstreams import HttpUpstream  # noqa: E402
+from upstreams import HttpUpstream, TcpEchoServer  # noqa: E402
 
 PKI = None
 HPO = 'envoy.extensions.upstreams.http.v3.HttpProtocolOptions'
@@ -232,6 +232,45 @@ class AutoSniTest(AutoSniCase):
         self.assertEqual([r['conn_id'] for r in srv.requests], [1, 2, 1, 2, 1])
         self.assertEqual(srv.accepted, 2)
         self.assertEqual(self.get('/c/echo/bad', 'evil.test').status, 503)
+
+    def test_terminated_connect_tunnel_takes_the_name(self):
+        # A CONNECT the route terminates opens its own TLS connection: its SNI is the
+        # CONNECT's authority without the port, and auto_san_validation checks it.
+        snis = []
+        echo = TcpEchoServer(ssl_context=C.server_context(PKI['server'], sni_log=snis))
+        self.addCleanup(echo.close)
+        cl = tls_cluster('t', echo.port, C.upstream_tls(ca=PKI['ca']), auto_sni=True,
+                         auto_san_validation=True)
+        route = {'match': {'connect_matcher': {}}, 'route': {
+            'cluster': 't', 'upgrade_configs': [{'upgrade_type': 'CONNECT',
+                                                 'connect_config': {}}]}}
+        self.port, admin = h.free_ports(2)
+        hcm = h.http_connection_manager('ingress', h.route_config([
+            h.vhost('all', ['*'], [route])]), upgrade_configs=[{'upgrade_type': 'CONNECT'}])
+        p = h.Petrel(h.bootstrap([h.listener('l', self.port, [hcm])], [cl], admin_port=admin))
+        p.start()
+        self.addCleanup(p.close)
+
+        def connect(target):
+            s = h.tcp_connect(self.port)
+            self.addCleanup(s.close)
+            s.sendall(('CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n' % (target, target)).encode())
+            head = b''
+            while b'\r\n\r\n' not in head:
+                b = s.recv(1)
+                if not b:
+                    break
+                head += b
+            return s, head
+
+        s, head = connect('t.wild.test:443')
+        self.assertTrue(head.startswith(b'HTTP/1.1 200'), head)
+        s.sendall(b'ping')
+        self.assertEqual(h.recv_exact(s, 4), b'ping')
+        self.assertEqual(snis, ['t.wild.test'])
+        _, head = connect('evil.test:443')
+        self.assertTrue(head.startswith(b'HTTP/1.1 503'), head)
+        p.wait_stat(cstat('t', 'ssl.fail_verify_san'), 1)
 
     def test_upstream_down_is_503_uf(self):
         port = h.free_ports(1)[0]
