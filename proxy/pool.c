@@ -18,7 +18,7 @@
 enum { PC_CONNECTING, PC_BUSY, PC_AVAIL, PC_IDLE };
 
 /* A pool serves one host of one cluster, in one protocol, on one worker. It is found by the
- * host object and the protocol (a
+ * host object, the protocol and, for auto_sni / auto_san_validation, the upstream name (a
  * host belongs to one cluster, and is the same object in every version of the cluster that
  * lists it), holds a reference to the host and to the newest version of the cluster that
  * used it (its settings: connect timeout, TLS, limits), and outlives both versions' other

@@ -1,5 +1,5 @@
-/* Upstream connection pools: per worker, one pool per (host, protocol[, upstream name]), holding the
- * connections to that host and the requests waiting for one.
+/* Upstream connection pools: per worker, one pool per (host, protocol[, upstream name]),
+ * holding the connections to that host and the requests waiting for one.
  *
  * A connection carries as many streams as its codec's capacity says: one at a time for
  * HTTP/1, up to the peer's SETTINGS_MAX_CONCURRENT_STREAMS (and the cluster's
