@@ -82,6 +82,8 @@ typedef struct router_state {
     pt_pool_conn_t *pc;
     pt_http_codec_stream_t *ucs;
     pt_conn_t *tunnel;         /* a terminated CONNECT: the TCP connection to the host */
+    /* auto_sni / auto_san_validation: the request's upstream name (arena), NULL otherwise. */
+    const char *upstream_name;
     const void *weighted_entry;
     pt_buf_t body;             /* body waiting for this attempt's connection */
     pt_buf_t replay;           /* the whole body so far, for the next attempt */
@@ -922,7 +924,8 @@ static void tunnel_start(router_state_t *st)
     }
     int err = 0;
     st->tunnel =
-        pt_cluster_connect(st->cluster, s->worker, st->host, &tunnel_handler, st, &err);
+        pt_cluster_connect_named(st->cluster, s->worker, st->host, st->upstream_name,
+                                 &tunnel_handler, st, &err);
     pt_stat_inc(cstats(st)->upstream_cx_total);
     pt_stat_inc(cstats(st)->upstream_rq_total);
     atomic_fetch_add_explicit(&st->host->cx_total, 1, memory_order_relaxed);
@@ -1041,7 +1044,12 @@ static void start_attempt(router_state_t *st)
     }
     if (s->route->auto_host_rewrite && host->hostname != NULL && host->hostname[0])
         pt_http_headers_set(s->request_headers, ":authority", host->hostname);
-    st->pool = pt_pool_get(s->worker, st->cluster, host, pool_protocol(st));
+    /* A raw connection has no SNI or certificate: one pool for every name, as Envoy's
+     * pools hash the name only for TLS. */
+    const char *name = st->upstream_name;
+    if (name != NULL && pt_cluster_host_tls(st->cluster, host) == NULL)
+        name = NULL;
+    st->pool = pt_pool_get(s->worker, st->cluster, host, pool_protocol(st), name);
     if (st->pool == NULL) {
         fail(st, 503, "", PT_RF(UPSTREAM_CONNECTION_FAILURE), "upstream_unavailable");
         return;
@@ -1388,6 +1396,15 @@ static int router_decode_headers(pt_http_stream_t *s, void *cfg, void *state,
         host_rewrite = we->host_rewrite_literal;
     if (host_rewrite != NULL)
         pt_http_headers_set(h, ":authority", host_rewrite);
+    /* The name for the upstream TLS connection (auto_sni, auto_san_validation): the host as
+     * rewritten so far (Envoy takes it before auto_host_rewrite picks a host), or the
+     * override header. Only such clusters pay for it. */
+    if (st->cluster->auto_sni | st->cluster->auto_san_validation)
+        st->upstream_name = pt_cluster_upstream_name(
+            st->cluster, &s->arena, pt_http_headers_get(h, ":authority"),
+            st->cluster->auto_sni_header != NULL
+                ? pt_http_headers_get_joined(h, st->cluster->auto_sni_header)
+                : NULL);
 
     if (end_stream || (s->flags & PT_HS_UPGRADE))
         start_timeout(st);

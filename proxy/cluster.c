@@ -1,6 +1,8 @@
 #include "proxy/cluster.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -33,7 +35,6 @@ static const char *const cluster_unsupported[] = {
     "close_connections_on_host_health_failure", "filters",
     "lrs_server", "track_timeout_budgets", "upstream_config",
     "track_cluster_stats", "preconnect_policy", "connection_pool_per_downstream_connection",
-    "upstream_http_protocol_options",
     "upstream_bind_config",
     "hosts", NULL};
 
@@ -145,15 +146,46 @@ static void parse_protocol_choice(pt_cfg_t *r, pt_cluster_t *c, int oneof, int *
     }
 }
 
+/* envoy.config.core.v3.UpstreamHttpProtocolOptions (reader inside it). As in Envoy, the
+ * options need an UpstreamTlsContext to have an effect: a raw transport has no SNI and no
+ * certificate, so they are accepted there and change nothing. */
+static void parse_upstream_http_protocol_options(pt_cfg_t *r, pt_cluster_t *c)
+{
+    int sni, san;
+    pt_cfg_bool(r, "auto_sni", &sni, 0);
+    pt_cfg_bool(r, "auto_san_validation", &san, 0);
+    c->auto_sni = sni != 0;
+    c->auto_san_validation = san != 0;
+    const char *hdr;
+    c->auto_sni_header = NULL;
+    if (pt_cfg_string(r, "override_auto_sni_header", &hdr, NULL) > 0 && hdr != NULL &&
+        hdr[0] != '\0') {
+        if (!pt_http_header_name_valid(hdr, 0)) {
+            pt_cfg_error(r, "override_auto_sni_header", "\"%s\" is not a valid header name",
+                         hdr);
+            return;
+        }
+        char *lower = pt_arena_strdup(&c->arena, hdr);
+        if (lower != NULL)
+            for (char *q = lower; *q; q++)
+                if (*q >= 'A' && *q <= 'Z')
+                    *q = (char)(*q - 'A' + 'a');
+        c->auto_sni_header = lower;
+    }
+}
+
 /* envoy.extensions.upstreams.http.v3.HttpProtocolOptions (reader inside the Any): which
  * protocol the cluster speaks upstream (upstream_protocol_options, a oneof), and the options
  * common to all. */
 static void parse_http_protocol_options(pt_cfg_t *r, pt_cluster_t *c)
 {
     static const char *const unsupported[] = {
-        "upstream_http_protocol_options", "http_filters", "header_validation_config",
-        "outlier_detection", NULL};
+        "http_filters", "header_validation_config", "outlier_detection", NULL};
     pt_cfg_unsupported(r, unsupported);
+    if (pt_cfg_enter(r, "upstream_http_protocol_options") > 0) {
+        parse_upstream_http_protocol_options(r, c);
+        pt_cfg_leave(r);
+    }
     if (pt_cfg_enter(r, "common_http_protocol_options") > 0) {
         parse_common_http_options(r, c);
         pt_cfg_leave(r);
@@ -1085,6 +1117,11 @@ pt_cluster_t *pt_cluster_parse(pt_cfg_t *r)
         parse_upstream_http2_options(r, c);
         pt_cfg_leave(r);
     }
+    /* Deprecated spelling of HttpProtocolOptions.upstream_http_protocol_options. */
+    if (pt_cfg_enter(r, "upstream_http_protocol_options") > 0) {
+        parse_upstream_http_protocol_options(r, c);
+        pt_cfg_leave(r);
+    }
     /* The current spelling of both; it wins over the deprecated fields above. */
     parse_typed_protocol_options(r, c);
 
@@ -1933,14 +1970,60 @@ pt_tls_context_t *pt_cluster_host_tls(const pt_cluster_t *c, const pt_host_t *h)
     return m >= 0 ? c->matches[m].tls_ctx : c->tls_ctx;
 }
 
+/* Is s an IP address literal (v4, or v6 without brackets)? */
+static int is_ip_literal(const char *s)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
+}
+
+const char *pt_cluster_upstream_name(const pt_cluster_t *c, pt_arena_t *a,
+                                     const char *host_value, const char *override_value)
+{
+    if (!c->auto_sni && !c->auto_san_validation)
+        return NULL;
+    const char *v = override_value != NULL && override_value[0] ? override_value : host_value;
+    if (v == NULL || v[0] == '\0')
+        return NULL;
+    size_t n = strlen(v);
+    if (v[0] == '[') {
+        /* "[v6]" or "[v6]:port": the address inside the brackets. */
+        const char *close = strchr(v, ']');
+        if (close == NULL)
+            return pt_arena_strndup(a, v, n);
+        return close > v + 1 ? pt_arena_strndup(a, v + 1, (size_t)(close - v - 1)) : NULL;
+    }
+    const char *colon = strrchr(v, ':');
+    /* One colon: host:port. More: a bare IPv6 address, kept whole. */
+    if (colon != NULL && memchr(v, ':', (size_t)(colon - v)) == NULL)
+        n = (size_t)(colon - v);
+    return n > 0 ? pt_arena_strndup(a, v, n) : NULL;
+}
+
 pt_conn_t *pt_cluster_connect(const pt_cluster_t *c, pt_worker_t *w, const pt_host_t *host,
                               const pt_conn_handler_t *h, void *data, int *err)
+{
+    return pt_cluster_connect_named(c, w, host, NULL, h, data, err);
+}
+
+pt_conn_t *pt_cluster_connect_named(const pt_cluster_t *c, pt_worker_t *w,
+                                    const pt_host_t *host, const char *name,
+                                    const pt_conn_handler_t *h, void *data, int *err)
 {
     const pt_transport_ops_t *transport = &pt_transport_raw;
     void *tls = NULL;
     pt_tls_context_t *ctx = pt_cluster_host_tls(c, host);
     if (ctx != NULL) {
-        tls = pt_tls_conn_new(ctx, 0, ctx->settings->sni);
+        const char *sni = ctx->settings->sni;
+        const char *san = NULL;
+        if (name != NULL) {
+            /* Envoy sends no IP address as SNI: the context's own sni stays then. */
+            if (c->auto_sni && !is_ip_literal(name))
+                sni = name;
+            if (c->auto_san_validation)
+                san = name;
+        }
+        tls = pt_tls_conn_new(ctx, 0, sni, san);
         if (tls == NULL) {
             /* An SDS secret has not come (no handshake without it), or out of memory. */
             *err = atomic_load_explicit(&ctx->secrets_missing, memory_order_relaxed) > 0

@@ -387,6 +387,14 @@ struct pt_cluster {
     /* Its http2_protocol_options, in the arena; NULL when it has none (HTTP/2 then takes the
      * defaults): most clusters speak HTTP/1 and carry no HTTP/2 settings. */
     const pt_cluster_http2_t *http2;
+    /* upstream_http_protocol_options: the upstream TLS name taken from each request (its
+     * host after the route's rewrites, or the header auto_sni_header names when the request
+     * has it): auto_sni sends it as SNI (unless it is an IP address), auto_san_validation
+     * requires the certificate to carry it as a SAN. Either one keys the pool by that name,
+     * so a connection is only reused for requests of the same name. */
+    unsigned auto_sni : 1;
+    unsigned auto_san_validation : 1;
+    const char *auto_sni_header; /* lowercase, in the arena; NULL: the host */
     _Atomic(pt_stat_t *) code_stats;      /* upstream_rq_<code>, created on first use */
     _Atomic(pt_stat_t *) lb_stats; /* PT_CLUSTER_LB_COUNTERS, made on first use */
     /* As parsed, in ep_arena, until pt_cluster_prepare resolves them into hosts and frees
@@ -591,5 +599,18 @@ extern _Atomic uint64_t pt_odst_removed_epoch;
  * h->on_connect reports the outcome from a later loop turn. */
 pt_conn_t *pt_cluster_connect(const pt_cluster_t *c, pt_worker_t *w, const pt_host_t *host,
                               const pt_conn_handler_t *h, void *data, int *err);
+/* pt_cluster_connect for a request's upstream name (auto_sni / auto_san_validation): name
+ * is the SNI when c has auto_sni and name is not an IP address (else the context's sni),
+ * and the SAN the certificate must carry when c has auto_san_validation. NULL name: as
+ * pt_cluster_connect. A raw transport has neither. */
+pt_conn_t *pt_cluster_connect_named(const pt_cluster_t *c, pt_worker_t *w,
+                                    const pt_host_t *host, const char *name,
+                                    const pt_conn_handler_t *h, void *data, int *err);
+/* The upstream name of a request to c from its host value (":authority" after the route's
+ * rewrites) and the override header's value (NULL or "" when absent): the override when
+ * set, without its port (an IPv6 literal without its brackets), copied into a. NULL when
+ * c has neither auto_sni nor auto_san_validation, or the name is empty. */
+const char *pt_cluster_upstream_name(const pt_cluster_t *c, pt_arena_t *a,
+                                     const char *host_value, const char *override_value);
 
 #endif

@@ -227,7 +227,7 @@ static void choose_chain(pt_session_t *s)
     }
     /* TLS terminates here: the handshake runs before any network filter, so filters (RBAC,
      * the connection manager) see the peer's verified identity. */
-    void *t = pt_tls_conn_new(fc->tls_ctx, 1, NULL);
+    void *t = pt_tls_conn_new(fc->tls_ctx, 1, NULL, NULL);
     if (t == NULL) {
         session_fail(s);
         return;

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 
 #include "discovery/outlier.h"
+#include "proxy/hash.h"
 #include "proxy/log.h"
 #include "proxy/stats.h"
 #include "proxy/time.h"
@@ -17,7 +18,7 @@
 enum { PC_CONNECTING, PC_BUSY, PC_AVAIL, PC_IDLE };
 
 /* A pool serves one host of one cluster, in one protocol, on one worker. It is found by the
- * host object and the protocol (a
+ * host object, the protocol and, for auto_sni / auto_san_validation, the upstream name (a
  * host belongs to one cluster, and is the same object in every version of the cluster that
  * lists it), holds a reference to the host and to the newest version of the cluster that
  * used it (its settings: connect timeout, TLS, limits), and outlives both versions' other
@@ -34,6 +35,9 @@ struct pt_pool {
     uint32_t max_requests;
     uint32_t expect_streams;      /* streams a connection being established will take */
     pt_pool_protocol_t protocol;
+    /* The upstream name its connections were made for (auto_sni / auto_san_validation:
+     * SNI and expected SAN), part of its key; NULL for every other cluster. */
+    char *name;
     pt_pool_conn_t *idle, *avail, *busy, *connecting;
     unsigned nidle, nconnecting;
     pt_pool_request_t *pending_head, *pending_tail;
@@ -55,9 +59,12 @@ typedef struct pool_map {
     unsigned count;
 } pool_map_t;
 
-static unsigned host_bucket(const pt_host_t *h, pt_pool_protocol_t proto, unsigned nbuckets)
+static unsigned host_bucket(const pt_host_t *h, pt_pool_protocol_t proto, const char *name,
+                            unsigned nbuckets)
 {
     uintptr_t v = (uintptr_t)h + (uintptr_t)proto;
+    if (name != NULL)
+        v += (uintptr_t)pt_hash_name(name);
     v ^= v >> 17;
     v *= 0x9E3779B97F4A7C15ull;
     return (unsigned)((v >> 32) % nbuckets);
@@ -131,7 +138,7 @@ static int map_grow(pool_map_t *m)
         pt_pool_t *p = m->buckets[i];
         while (p != NULL) {
             pt_pool_t *next = p->next_in_bucket;
-            unsigned b = host_bucket(p->host, p->protocol, n);
+            unsigned b = host_bucket(p->host, p->protocol, p->name, n);
             p->next_in_bucket = nb[b];
             nb[b] = p;
             p = next;
@@ -143,7 +150,17 @@ static int map_grow(pool_map_t *m)
     return 0;
 }
 
-pt_pool_t *pt_pool_get(pt_worker_t *w, pt_cluster_t *c, pt_host_t *h, pt_pool_protocol_t proto)
+/* Frees a pool that has nothing left (no connection, no waiting request). */
+static void pool_free(pt_pool_t *p)
+{
+    pt_cluster_unref(p->cluster);
+    pt_host_unref(p->host);
+    free(p->name);
+    free(p);
+}
+
+pt_pool_t *pt_pool_get(pt_worker_t *w, pt_cluster_t *c, pt_host_t *h, pt_pool_protocol_t proto,
+                       const char *name)
 {
     pool_map_t *m = w->pool_map;
     if (m == NULL) {
@@ -154,9 +171,10 @@ pt_pool_t *pt_pool_get(pt_worker_t *w, pt_cluster_t *c, pt_host_t *h, pt_pool_pr
         }
         w->pool_map = m;
     }
-    for (pt_pool_t *p = m->buckets[host_bucket(h, proto, m->nbuckets)]; p != NULL;
+    for (pt_pool_t *p = m->buckets[host_bucket(h, proto, name, m->nbuckets)]; p != NULL;
          p = p->next_in_bucket) {
-        if (p->host == h && p->protocol == proto) {
+        if (p->host == h && p->protocol == proto &&
+            (p->name == name || (p->name != NULL && name != NULL && strcmp(p->name, name) == 0))) {
             p->orphan = 0; /* the cluster is back (the same state: its hosts are the same) */
             pool_adopt_cluster(p, c);
             return p;
@@ -167,13 +185,17 @@ pt_pool_t *pt_pool_get(pt_worker_t *w, pt_cluster_t *c, pt_host_t *h, pt_pool_pr
     pt_pool_t *p = calloc(1, sizeof(*p));
     if (p == NULL)
         return NULL;
+    if (name != NULL && (p->name = strdup(name)) == NULL) {
+        free(p);
+        return NULL;
+    }
     p->worker = w;
     p->host = pt_host_ref(h);
     p->address = h->address;
     p->address_str = h->address_str;
     p->protocol = proto;
     pool_adopt_cluster(p, c);
-    unsigned b = host_bucket(h, proto, m->nbuckets);
+    unsigned b = host_bucket(h, proto, name, m->nbuckets);
     p->next_in_bucket = m->buckets[b];
     m->buckets[b] = p;
     m->count++;
@@ -553,8 +575,8 @@ static int start_connect(pt_pool_t *p, int priority)
     ev_init(&pc->duration_timer, on_duration_timeout);
     pc->duration_timer.data = pc;
     int err = 0;
-    pc->conn = pt_cluster_connect(p->cluster, p->worker, p->host, &connecting_handler, pc,
-                                  &err);
+    pc->conn = pt_cluster_connect_named(p->cluster, p->worker, p->host, p->name,
+                                        &connecting_handler, pc, &err);
     pt_stat_inc(p->stats.upstream_cx_total);
     /* The protocol is known now, or (ALPN) once the handshake picked it. */
     if (p->protocol == PT_POOL_HTTP1)
@@ -700,39 +722,43 @@ void pt_pool_sweep_removed(pt_worker_t *w)
             }
             *pp = p->next_in_bucket;
             m->count--;
-            pt_cluster_unref(p->cluster);
-            pt_host_unref(p->host);
-            free(p);
+            pool_free(p);
         }
     }
 }
 
 /* ---- pools of clusters that went -------------------------------------------------- */
 
+/* Freed once it holds nothing: the pool of a cluster that went, and a named pool (the
+ * names come from requests, so a client sending ever new hosts must not grow the map
+ * forever; the next request for a name makes its pool again). */
+static int releasable(const pt_pool_t *p)
+{
+    return p->orphan || p->name != NULL;
+}
+
 static void pool_release(pt_defer_t *d)
 {
     pt_pool_t *p = (pt_pool_t *)(void *)((char *)d - offsetof(pt_pool_t, release));
     p->release_queued = 0;
     /* Revived meanwhile (the cluster came back), or in use again: it stays. */
-    if (!p->orphan || p->closing || p->idle || p->avail || p->busy || p->connecting ||
+    if (!releasable(p) || p->closing || p->idle || p->avail || p->busy || p->connecting ||
         p->pending_head != NULL)
         return;
     pool_map_t *m = p->worker->pool_map;
-    pt_pool_t **pp = &m->buckets[host_bucket(p->host, p->protocol, m->nbuckets)];
+    pt_pool_t **pp = &m->buckets[host_bucket(p->host, p->protocol, p->name, m->nbuckets)];
     while (*pp != p)
         pp = &(*pp)->next_in_bucket;
     *pp = p->next_in_bucket;
     m->count--;
-    pt_cluster_unref(p->cluster); /* may be the last version: its stats go (main thread) */
-    pt_host_unref(p->host);
-    free(p);
+    pool_free(p); /* may drop the cluster's last version: its stats go (main thread) */
 }
 
-/* Queues the release of an orphan pool left with nothing (never frees it here: the caller
- * may still use it). */
+/* Queues the release of an orphan or named pool left with nothing (never frees it here:
+ * the caller may still use it). */
 static void pool_maybe_release(pt_pool_t *p)
 {
-    if (!p->orphan || p->closing || p->release_queued || p->idle || p->avail || p->busy ||
+    if (!releasable(p) || p->closing || p->release_queued || p->idle || p->avail || p->busy ||
         p->connecting || p->pending_head != NULL)
         return;
     p->release_queued = 1;
@@ -779,9 +805,7 @@ void pt_pool_close_all(pt_worker_t *w)
                 pc_destroy(p->connecting, 0);
             while (p->pending_head != NULL)
                 pending_pop(p);
-            pt_cluster_unref(p->cluster);
-            pt_host_unref(p->host);
-            free(p);
+            pool_free(p);
             p = next;
         }
     }

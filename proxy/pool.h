@@ -1,5 +1,5 @@
-/* Upstream connection pools: per worker, one pool per (host, protocol), holding the
- * connections to that host and the requests waiting for one.
+/* Upstream connection pools: per worker, one pool per (host, protocol[, upstream name]),
+ * holding the connections to that host and the requests waiting for one.
  *
  * A connection carries as many streams as its codec's capacity says: one at a time for
  * HTTP/1, up to the peer's SETTINGS_MAX_CONCURRENT_STREAMS (and the cluster's
@@ -68,8 +68,13 @@ typedef enum pt_pool_protocol {
     PT_POOL_ALPN, /* TLS: h2 when the upstream selects it, else HTTP/1.1 */
 } pt_pool_protocol_t;
 
-/* The pool for host h (of cluster c) and protocol on this worker, created on first use. */
-pt_pool_t *pt_pool_get(pt_worker_t *w, pt_cluster_t *c, pt_host_t *h, pt_pool_protocol_t proto);
+/* The pool for host h (of cluster c), protocol and upstream name on this worker, created on
+ * first use. name: the request's upstream name when c has auto_sni or auto_san_validation
+ * (pt_cluster_upstream_name; its connections carry that SNI / expect that SAN, so a
+ * connection is never reused for another name), else NULL. A named pool is freed once it
+ * has no connection and no waiting request. */
+pt_pool_t *pt_pool_get(pt_worker_t *w, pt_cluster_t *c, pt_host_t *h, pt_pool_protocol_t proto,
+                       const char *name);
 /* Returns a connection with a stream attached for the request (the caller then calls the
  * codec's new_stream), or NULL with the request queued (on_ready or
  * on_failure comes later), or NULL with *err < 0 when it cannot be queued: -EOVERFLOW when

@@ -108,11 +108,14 @@ static int ticket_key_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv
  * ====================================================================================== */
 
 static int ctx_ex_index = -1;
+/* On an SSL: the name its peer's certificate must carry (auto_san_validation). */
+static int san_ex_index = -1;
 static pthread_once_t ex_once = PTHREAD_ONCE_INIT;
 
 static void init_ex_index(void)
 {
     ctx_ex_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    san_ex_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 }
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -169,7 +172,33 @@ static int san_check(const pt_tls_settings_t *t, X509 *cert)
     return ok;
 }
 
-/* Chain errors are counted here; the SAN check runs on the leaf once its chain verified. */
+/* Does the certificate carry name as a SAN? Envoy's rule for a request's name: a DNS SAN
+ * equal to it (case-insensitively) or a wildcard one matching its first label, else a URI
+ * or IP SAN equal to it. */
+static int cert_has_name(X509 *cert, const char *name)
+{
+    pt_tls_identity_t id;
+    pt_identity_from_cert(&id, cert);
+    int ok = 0;
+    const char *dot = strchr(name, '.');
+    for (unsigned j = 0; j < id.ndns && !ok; j++) {
+        const char *san = id.dns_sans[j];
+        ok = strcasecmp(san, name) == 0 ||
+             (san[0] == '*' && san[1] == '.' && dot != NULL && dot != name &&
+              strcasecmp(dot, san + 1) == 0);
+    }
+    for (unsigned j = 0; j < id.nuri && !ok; j++)
+        ok = strcmp(id.uri_sans[j], name) == 0;
+    for (unsigned j = 0; j < id.nip && !ok; j++)
+        ok = strcmp(id.ip_sans[j], name) == 0;
+    pt_identity_dispose(&id);
+    return ok;
+}
+
+/* Chain errors are counted here; the SAN checks run on the leaf once its chain verified:
+ * the context's matchers, and the connection's own name (auto_san_validation) on top. A
+ * context without validation verifies no chain, yet still checks the connection's name
+ * (pt_tls_expect_san turned verification on for that connection alone). */
 static int verify_cb(int preverify_ok, X509_STORE_CTX *xctx)
 {
     SSL *ssl = X509_STORE_CTX_get_ex_data(xctx, SSL_get_ex_data_X509_STORE_CTX_idx());
@@ -178,14 +207,29 @@ static int verify_cb(int preverify_ok, X509_STORE_CTX *xctx)
     if (ctx == NULL)
         return preverify_ok;
     int depth = X509_STORE_CTX_get_error_depth(xctx);
+    const char *want = SSL_get_ex_data(ssl, san_ex_index);
     if (!preverify_ok) {
-        if (ctx->settings->trust_chain_verification_accept_untrusted)
-            return 1;
-        pt_stat_inc(ctx->stats.fail_verify_error);
-        pt_debug("tls: certificate verification failed at depth %d: %s", depth,
-                 X509_verify_cert_error_string(X509_STORE_CTX_get_error(xctx)));
+        if (ctx->settings->trust_chain_verification_accept_untrusted ||
+            !ctx->settings->has_validation) {
+            if (depth != 0 || want == NULL)
+                return 1;
+            /* The leaf's chain is not checked here, its name is. */
+        } else {
+            pt_stat_inc(ctx->stats.fail_verify_error);
+            pt_debug("tls: certificate verification failed at depth %d: %s", depth,
+                     X509_verify_cert_error_string(X509_STORE_CTX_get_error(xctx)));
+            return 0;
+        }
+    }
+    if (depth == 0 && want != NULL &&
+        !cert_has_name(X509_STORE_CTX_get_current_cert(xctx), want)) {
+        pt_stat_inc(ctx->stats.fail_verify_san);
+        X509_STORE_CTX_set_error(xctx, X509_V_ERR_SUBJECT_ISSUER_MISMATCH);
+        pt_debug("tls: peer certificate has no SAN %s", want);
         return 0;
     }
+    if (!preverify_ok)
+        return 1;
     if (depth == 0 && !san_check(ctx->settings, X509_STORE_CTX_get_current_cert(xctx))) {
         pt_stat_inc(ctx->stats.fail_verify_san);
         X509_STORE_CTX_set_error(xctx, X509_V_ERR_SUBJECT_ISSUER_MISMATCH);
@@ -193,6 +237,14 @@ static int verify_cb(int preverify_ok, X509_STORE_CTX *xctx)
         return 0;
     }
     return 1;
+}
+
+void pt_tls_expect_san(SSL *ssl, const pt_tls_context_t *ctx, const char *name)
+{
+    pthread_once(&ex_once, init_ex_index);
+    SSL_set_ex_data(ssl, san_ex_index, (void *)name);
+    if (!ctx->settings->has_validation)
+        SSL_set_verify(ssl, SSL_VERIFY_PEER, verify_cb);
 }
 
 static int alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,

@@ -171,6 +171,10 @@ void pt_tls_context_free(pt_tls_context_t *ctx);
 pt_tls_context_t *pt_tls_context_build(pt_cfg_t *r, pt_arena_t *arena,
                                        const pt_tls_settings_t *t, const char *scope,
                                        const char *owner, const char *where);
+/* Client side, one connection (auto_san_validation): its peer's certificate must carry
+ * name as a SAN, on top of ctx's own SAN matchers; without ctx validation the chain stays
+ * unchecked but the name is. name must outlive ssl. */
+void pt_tls_expect_san(SSL *ssl, const pt_tls_context_t *ctx, const char *name);
 /* A reference to the current SSL_CTX (SSL_CTX_free it when done; SSL_new takes its own). */
 SSL_CTX *pt_tls_context_acquire(pt_tls_context_t *ctx);
 

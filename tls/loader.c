@@ -135,9 +135,9 @@ const pt_transport_ops_t *pt_tls_transport(void)
     return module()->transport;
 }
 
-void *pt_tls_conn_new(pt_tls_context_t *ctx, int server, const char *sni)
+void *pt_tls_conn_new(pt_tls_context_t *ctx, int server, const char *sni, const char *san)
 {
-    return module()->conn_new(ctx, server, sni);
+    return module()->conn_new(ctx, server, sni, san);
 }
 
 const pt_tls_identity_t *pt_tls_peer_identity(const pt_conn_t *c)

@@ -60,7 +60,7 @@ typedef struct pt_tls_module {
     void (*secret_watch_stop)(void);
     /* tls/transport.h */
     const pt_transport_ops_t *transport;
-    void *(*conn_new)(pt_tls_context_t *ctx, int server, const char *sni);
+    void *(*conn_new)(pt_tls_context_t *ctx, int server, const char *sni, const char *san);
     const pt_tls_identity_t *(*peer_identity)(const pt_conn_t *c);
     const char *(*local_uri_san)(const pt_conn_t *c);
     const char *(*sni)(const pt_conn_t *c);

@@ -24,10 +24,11 @@ typedef struct pt_tls_conn {
     pt_tls_identity_t peer;
     char *local_uri_san;
     char *sni;
+    char *expect_san;   /* auto_san_validation: the SAN the peer must present */
     char alpn[64];
 } pt_tls_conn_t;
 
-void *pt_tls_conn_new(pt_tls_context_t *ctx, int server, const char *sni)
+void *pt_tls_conn_new(pt_tls_context_t *ctx, int server, const char *sni, const char *san)
 {
     pt_tls_conn_t *t = calloc(1, sizeof(*t));
     if (t == NULL)
@@ -49,6 +50,13 @@ void *pt_tls_conn_new(pt_tls_context_t *ctx, int server, const char *sni)
         SSL_set_connect_state(t->ssl);
         if (sni != NULL && sni[0])
             SSL_set_tlsext_host_name(t->ssl, sni);
+        if (san != NULL && (t->expect_san = strdup(san)) == NULL) {
+            SSL_free(t->ssl);
+            free(t);
+            return NULL;
+        }
+        if (t->expect_san != NULL)
+            pt_tls_expect_san(t->ssl, ctx, t->expect_san);
     }
     return t;
 }
@@ -60,6 +68,7 @@ static void tls_free_ctx(void *transport_ctx)
     if (t == NULL)
         return;
     SSL_free(t->ssl);
+    free(t->expect_san);
     free(t);
 }
 
@@ -291,6 +300,7 @@ static void tls_dispose(pt_conn_t *c)
     pt_identity_dispose(&t->peer);
     free(t->local_uri_san);
     free(t->sni);
+    free(t->expect_san);
     free(t);
     c->transport_ctx = NULL;
 }

@@ -16,8 +16,9 @@ const pt_transport_ops_t *pt_tls_transport(void);
 
 /* Transport state for a new connection (pt_conn_new / pt_conn_connect transport_ctx, which
  * take ownership of it, even when they fail). server: accept side; sni: client SNI (may be
- * NULL). NULL on failure. */
-void *pt_tls_conn_new(pt_tls_context_t *ctx, int server, const char *sni);
+ * NULL); san: client side, a SAN the peer's certificate must carry besides what ctx
+ * requires (auto_san_validation; NULL: none). NULL on failure. */
+void *pt_tls_conn_new(pt_tls_context_t *ctx, int server, const char *sni, const char *san);
 
 static inline int pt_conn_is_tls(const pt_conn_t *c)
 {

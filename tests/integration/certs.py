@@ -393,6 +393,7 @@ def server_context(cert, client_ca=None, alpn=None, sni_log=None):
     if sni_log is not None:
         def on_sni(sock, name, c):
             sni_log.append(name)
+            sock.petrel_sni = name  # per connection: conn_info's 'sni' (upstreams.py)
             return None
         ctx.sni_callback = on_sni
     return ctx

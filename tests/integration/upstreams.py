@@ -216,7 +216,8 @@ class _Server:
                 sock = self.ssl_context.wrap_socket(conn, server_side=True)
                 self.conn_info[cid].update(tls_version=sock.version(),
                                            alpn=sock.selected_alpn_protocol(),
-                                           cipher=sock.cipher())
+                                           cipher=sock.cipher(),
+                                           sni=getattr(sock, 'petrel_sni', None))
             self.handle(sock, cid)
         except _Abort:
             pass
