@@ -209,9 +209,11 @@ static int start_cds(pt_server_t *s)
         .stat_scope = "cluster_manager",
         .stat_prefix = "cds.",
         .what = "clusters",
-        /* Thousands of clusters in one update: each resource's tree is made, used and
-         * freed in turn (pt_cluster_manager_apply_cds reads them one at a time). */
-        .resource_by_resource = 1,
+        /* Read whole, not resource by resource as assignments are: a cluster keeps many
+         * small allocations, and making and freeing each resource's tree among them leaves
+         * holes the heap cannot give back (10,000 clusters from a file: 5,590 B of RSS a
+         * cluster read one by one, 3,831 B read whole, for the same heap in use). */
+        .resource_by_resource = 0,
     };
     char err[2048];
     s->cds = pt_subscription_new(src, &sc, on_cds_update, s, err, sizeof(err));
