@@ -24,9 +24,6 @@ static void usage(FILE *f)
             "                             exit 0 if valid, 1 if not; binds nothing\n"
             "      --drain-time-s <s>     on SIGTERM, how long open connections may finish\n"
             "                             (default: 600)\n"
-            "      --main-thread-nice <n> the main thread's nice value over the workers', 0-19:\n"
-            "                             config updates, health checks and exports yield\n"
-            "                             the CPU to traffic (default: 0)\n"
             "      --version              print the version and exit\n"
             "  -h, --help                 this help\n");
 }
@@ -64,14 +61,13 @@ static int parse_uint(const char *s, unsigned long max, unsigned long *out)
 
 int main(int argc, char **argv)
 {
-    enum { OPT_CONCURRENCY = 256, OPT_MODE, OPT_DRAIN, OPT_NICE, OPT_VERSION };
+    enum { OPT_CONCURRENCY = 256, OPT_MODE, OPT_DRAIN, OPT_VERSION };
     static const struct option longopts[] = {
         {"config-path", required_argument, NULL, 'c'},
         {"concurrency", required_argument, NULL, OPT_CONCURRENCY},
         {"log-level", required_argument, NULL, 'l'},
         {"mode", required_argument, NULL, OPT_MODE},
         {"drain-time-s", required_argument, NULL, OPT_DRAIN},
-        {"main-thread-nice", required_argument, NULL, OPT_NICE},
         {"version", no_argument, NULL, OPT_VERSION},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -114,14 +110,6 @@ int main(int argc, char **argv)
                 return 1;
             }
             opts.drain_time_s = (double)v;
-            break;
-        case OPT_NICE:
-            if (parse_uint(optarg, 19, &v) != 0) {
-                fprintf(stderr, "error: --main-thread-nice: \"%s\" is not a number in [0, 19]\n",
-                        optarg);
-                return 1;
-            }
-            opts.main_thread_nice = (int)v;
             break;
         case OPT_VERSION:
             printf("petrel version %s\n", PT_VERSION);

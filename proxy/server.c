@@ -9,8 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -1038,18 +1036,6 @@ int pt_server_run(pt_server_t *s)
             a->fd = s->listeners[j]->fds[i];
             pt_worker_post(&s->workers[i], worker_add_listener, a);
         }
-    }
-
-    /* The main thread runs the control plane's work (config updates, DNS, health checks,
-     * exports, admin): niced once the workers exist (a thread made later would inherit it),
-     * it yields the CPU to them when both want it, so an update's parsing does not show in
-     * the traffic's latency. Linux: a thread's nice value is its own. */
-    if (s->opts.main_thread_nice > 0) {
-        pid_t tid = (pid_t)syscall(SYS_gettid);
-        int now = getpriority(PRIO_PROCESS, (id_t)tid);
-        if (setpriority(PRIO_PROCESS, (id_t)tid, now + s->opts.main_thread_nice) != 0)
-            pt_warn("--main-thread-nice: cannot lower the main thread's priority: %s",
-                    strerror(errno));
     }
 
     /* Health checks probe from the main loop; workers only read the hosts' health bits. */

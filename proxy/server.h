@@ -25,7 +25,6 @@ typedef struct pt_options {
     const char *config_path;
     unsigned concurrency;
     double drain_time_s;
-    int main_thread_nice; /* added to the main thread's nice value once the workers run */
     const char *log_level;
     int validate_only;
     char *command_line; /* as given, for /server_info */

@@ -100,33 +100,6 @@ class FlagsTest(unittest.TestCase):
             self.assertEqual(rc, 1, value)
             self.assertIn('--drain-time-s', err)
 
-    def test_bad_main_thread_nice(self):
-        files = ConfigFiles(self)
-        path = files.write('ok.json', good_config(h.free_port()))
-        for value in ('x', '-1', '20', ''):
-            rc, _, err = h.run_petrel(['--main-thread-nice', value, '-c', path])
-            self.assertEqual(rc, 1, value)
-            self.assertIn('--main-thread-nice', err)
-
-    def test_main_thread_nice(self):
-        # The main thread (its tid is the pid) runs niced; the workers, made before it was,
-        # keep the process's priority.
-        def nices(p):
-            out = {}
-            for tid in os.listdir('/proc/%d/task' % p.pid):
-                with open('/proc/%d/task/%s/stat' % (p.pid, tid)) as f:
-                    out[int(tid)] = int(f.read().rsplit(')', 1)[1].split()[16])
-            return out
-        base = os.getpriority(os.PRIO_PROCESS, 0)
-        for flag, want in (([], 0), (['--main-thread-nice', '7'], 7)):
-            port, admin = h.free_ports(2)
-            with h.Petrel(good_config(port, admin), concurrency=2, extra_args=flag) as p:
-                n = nices(p)
-                self.assertEqual(n[p.pid], min(19, base + want), n)
-                workers = [v for t, v in n.items() if t != p.pid]
-                self.assertGreaterEqual(len(workers), 2, n)
-                self.assertTrue(all(v == base for v in workers), n)
-
     def test_bad_mode(self):
         files = ConfigFiles(self)
         path = files.write('ok.json', good_config(h.free_port()))
