@@ -9,13 +9,16 @@ c-ares on petrel's main thread every dns_refresh_rate (1 s) against bench/dns_re
 nothing, where a Python server would compete with petrel for them): a refresh is that many
 queries and, when answers changed, a host-set update published to the workers. Meanwhile a steady stream
 of 500 req/s (bench/ptload.c) goes to an unrelated static cluster for 20 s, and its p50/p99
-are compared across three petrels, with the CPU petrel used meanwhile (its main thread's,
+are compared across five petrels, with the CPU petrel used meanwhile (its main thread's,
 where the lookups and host-set updates run, and the whole process's):
 
   none      no DNS cluster (the baseline)
   same      the DNS cluster, every refresh answering the same addresses (hosts kept)
   changing  the DNS cluster, every host's address changing between refreshes (each refresh
             replaces the whole host set: the worst case for the update path)
+  same+jitter, changing+jitter
+            the same with dns_jitter equal to the refresh rate (Envoy's way to spread the
+            lookups of many names over the period)
 
 Writes bench/results/<date>-dns.md and prints it.
 """
@@ -60,7 +63,7 @@ class Responder:
         self.proc.wait(10)
 
 
-def config(port, admin, up, dns):
+def config(port, admin, up, dns, jitter=False):
     hcm = h.http_connection_manager('ingress', h.route_config([h.vhost('all', ['*'], [
         h.route_prefix('/', 'steady', timeout='5s')])]))
     clusters = [h.cluster('steady', [up.port])]
@@ -68,6 +71,9 @@ def config(port, admin, up, dns):
         clusters.append({
             'name': 'dns', 'type': 'STRICT_DNS', 'connect_timeout': '1s',
             'dns_refresh_rate': '%gs' % REFRESH_S, 'dns_lookup_family': 'V4_ONLY',
+            # dns_jitter: each refresh waits up to a refresh more, so the names' lookups
+            # spread over the period instead of leaving together.
+            **({'dns_jitter': '%gs' % REFRESH_S} if jitter else {}),
             'typed_dns_resolver_config': resolver_config(dns),
             'load_assignment': {'cluster_name': 'dns', 'endpoints': [{'lb_endpoints': [
                 {'endpoint': {'address': h.socket_address(hostname(i), 8080)}}
@@ -84,10 +90,11 @@ def cpu_ms(pid, tid=None):
 
 
 def measure(mode, bins, up):
-    dns = Responder(bins['dns_responder'], mode) if mode != 'none' else None
+    answers, _, jitter = mode.partition('+')
+    dns = Responder(bins['dns_responder'], answers) if mode != 'none' else None
     try:
         port, admin = h.free_ports(2)
-        with h.Petrel(config(port, admin, up, dns)) as p:
+        with h.Petrel(config(port, admin, up, dns, jitter == 'jitter')) as p:
             if dns is not None:
                 h.wait_until(lambda: p.stat('cluster.dns.membership_total') == N, 60,
                              message='the DNS cluster resolved')
@@ -119,7 +126,8 @@ def main():
         subprocess.check_call(['cc', '-O2', '-o', bins[name], os.path.join(HERE, name + '.c')])
     up = Upstream()
     try:
-        res = {m: measure(m, bins, up) for m in ('none', 'same', 'changing')}
+        res = {m: measure(m, bins, up) for m in ('none', 'same', 'changing', 'same+jitter',
+                                                  'changing+jitter')}
     finally:
         up.close()
         subprocess.call(['rm', '-rf', tmp])
@@ -133,7 +141,10 @@ def main():
         '| petrel | p50 | p99 | failed requests | queries answered | refreshes | host-set '
         'changes | main thread CPU | petrel CPU |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|']
     names = {'none': 'no DNS cluster', 'same': '%d hostnames, same answers' % N,
-             'changing': '%d hostnames, every address changing' % N}
+             'changing': '%d hostnames, every address changing' % N,
+             'same+jitter': '%d hostnames, same answers, dns_jitter %gs' % (N, REFRESH_S),
+             'changing+jitter': '%d hostnames, every address changing, dns_jitter %gs'
+             % (N, REFRESH_S)}
     for m, r in res.items():
         lines.append('| %s | %s us | %s us | %d | %s | %s | %s | %d ms | %d ms |' % (
             names[m], r['p50_us'], r['p99_us'], r['errors'], r.get('queries', '-'),
