@@ -801,11 +801,17 @@ struct pt_dns_cluster {
     pt_dns_cluster_update_fn update;
     pt_dns_cluster_init_fn init;
     void *data;
-    /* Lookups that change hosts in one turn of the loop publish one host set: a refresh's
-     * answers arrive together, and each publish costs a new version of the cluster. */
+    /* Lookups that change hosts in one turn of the loop, or within PT_DNS_PUBLISH_GAP_S of
+     * the last publish, publish one host set: a refresh's answers arrive together (or, with
+     * dns_jitter, spread over the period), and each publish costs a new version of the
+     * cluster, O(its hosts). */
     ev_timer publish_timer;
     int publish_pending;
+    ev_tstamp last_publish; /* loop time of the last publish */
 };
+
+/* The least time between two host sets a DNS cluster publishes (the first is at once). */
+#define PT_DNS_PUBLISH_GAP_S 0.05
 
 static void target_resolve(dns_target_t *t);
 
@@ -892,6 +898,7 @@ static void publish_hosts(pt_dns_cluster_t *dc)
     }
     free(seen);
     pt_stat_inc(dc->membership_change);
+    dc->last_publish = ev_now(dc->loop);
     dc->update(dc->data, eps, n);
     free(eps);
 }
@@ -968,8 +975,9 @@ schedule:
     if (changed && !(dc->flags & PT_DNS_CLUSTER_INITIALIZED)) {
         publish_hosts(dc); /* before the owner hears the cluster is initialized */
     } else if (changed && !dc->publish_pending) {
+        ev_tstamp wait = dc->last_publish + PT_DNS_PUBLISH_GAP_S - ev_now(dc->loop);
         dc->publish_pending = 1;
-        ev_timer_set(&dc->publish_timer, 0., 0.);
+        ev_timer_set(&dc->publish_timer, wait > 0. ? wait : 0., 0.);
         ev_timer_start(dc->loop, &dc->publish_timer);
     }
     if (!(dc->flags & PT_DNS_CLUSTER_INITIALIZED)) {
