@@ -214,8 +214,11 @@ class GrpcEndToEndTest(unittest.TestCase):
         code, _ = self.status_of(slow, b'5', timeout=30)
         self.assertIn(code, (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED))
         h.wait_until(lambda: len(self.srv.deadlines) == 2, 10)
-        self.assertLessEqual(self.srv.deadlines[0], 0.5)
-        self.assertLessEqual(self.srv.deadlines[1], 1.0)
+        # gRPC's server reckons time_remaining() on another clock than the one that turned
+        # grpc-timeout into its deadline: it may read a fraction of a millisecond over.
+        # 10 ms of slack still tells the client's 0.5 s from the 1 s cap, and the cap from 30 s.
+        self.assertLessEqual(self.srv.deadlines[0], 0.5 + 0.01)
+        self.assertLessEqual(self.srv.deadlines[1], 1.0 + 0.01)
 
     def test_petrels_timer_ends_a_capped_call(self):
         # An upstream that does not keep deadlines (HTTP/1.1, answers after 5 s): the call
